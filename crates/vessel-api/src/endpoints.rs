@@ -1,0 +1,365 @@
+//! The list of REST endpoints. The OpenAPI document is generated from it and the daemon mounts
+//! its routes from it, so the two cannot name different paths.
+
+/// HTTP method of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+}
+
+impl Method {
+    /// Upper-case name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// Shape of a request or response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// One JSON object of the named schema.
+    Json(&'static str),
+    /// A JSON array of the named schema.
+    JsonList(&'static str),
+    /// Raw bytes (`application/octet-stream`).
+    Bytes,
+    /// Plain text.
+    Text,
+    /// Newline-delimited JSON objects of the named schema, streamed.
+    NdJson(&'static str),
+    /// An upgraded connection carrying [`crate::stream`] frames.
+    Upgrade,
+}
+
+/// One query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    /// Name.
+    pub name: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// Whether the request is invalid without it.
+    pub required: bool,
+}
+
+/// One REST endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Stable identifier, also the OpenAPI `operationId`.
+    pub id: &'static str,
+    /// HTTP method.
+    pub method: Method,
+    /// Path with `{param}` placeholders (the same syntax the daemon's router uses).
+    pub path: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Query parameters.
+    pub query: &'static [Query],
+    /// Request body.
+    pub request: Body,
+    /// Success status code.
+    pub status: u16,
+    /// Success response body.
+    pub response: Body,
+}
+
+const FORMAT_RECURSION: Query = Query {
+    name: "recursion",
+    description: "1 to include live state of every item",
+    required: false,
+};
+const PATH_QUERY: Query = Query {
+    name: "path",
+    description: "absolute path inside the instance",
+    required: true,
+};
+
+/// Every endpoint of the API.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        id: "server_info",
+        method: Method::Get,
+        path: "/1.0",
+        summary: "Daemon version and host facts",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("ServerInfo"),
+    },
+    Endpoint {
+        id: "instances_list",
+        method: Method::Get,
+        path: "/1.0/instances",
+        summary: "List instances",
+        query: &[FORMAT_RECURSION],
+        request: Body::None,
+        status: 200,
+        response: Body::JsonList("Instance"),
+    },
+    Endpoint {
+        id: "instances_create",
+        method: Method::Post,
+        path: "/1.0/instances",
+        summary: "Create (and by default start) an instance; returns an operation",
+        query: &[],
+        request: Body::Json("InstanceCreate"),
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "instance_get",
+        method: Method::Get,
+        path: "/1.0/instances/{name}",
+        summary: "One instance with its live state",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("Instance"),
+    },
+    Endpoint {
+        id: "instance_delete",
+        method: Method::Delete,
+        path: "/1.0/instances/{name}",
+        summary: "Delete an instance (running ones only with force=1); returns an operation",
+        query: &[Query {
+            name: "force",
+            description: "1 to stop a running instance first",
+            required: false,
+        }],
+        request: Body::None,
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "instance_state_get",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/state",
+        summary: "Live cpu, memory and pids usage",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("InstanceState"),
+    },
+    Endpoint {
+        id: "instance_state_put",
+        method: Method::Put,
+        path: "/1.0/instances/{name}/state",
+        summary: "Start, stop, restart, pause or resume; returns an operation",
+        query: &[],
+        request: Body::Json("StateChange"),
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "instance_exec",
+        method: Method::Post,
+        path: "/1.0/instances/{name}/exec",
+        summary: "Run a command; the connection upgrades to a framed stream ending in its exit code",
+        query: &[],
+        request: Body::Json("ExecRequest"),
+        status: 101,
+        response: Body::Upgrade,
+    },
+    Endpoint {
+        id: "instance_console",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/console",
+        summary: "Attach to the console; the connection upgrades to a framed stream",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        response: Body::Upgrade,
+    },
+    Endpoint {
+        id: "instance_logs",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/logs",
+        summary: "Console output recorded by the instance's monitor",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Text,
+    },
+    Endpoint {
+        id: "instance_file_get",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/files",
+        summary: "Read a file inside the instance",
+        query: &[PATH_QUERY],
+        request: Body::None,
+        status: 200,
+        response: Body::Bytes,
+    },
+    Endpoint {
+        id: "instance_file_put",
+        method: Method::Put,
+        path: "/1.0/instances/{name}/files",
+        summary: "Write a file inside the instance",
+        query: &[
+            PATH_QUERY,
+            Query {
+                name: "mode",
+                description: "octal permission bits (default 0644)",
+                required: false,
+            },
+            Query {
+                name: "uid",
+                description: "owner inside the instance (default 0)",
+                required: false,
+            },
+            Query {
+                name: "gid",
+                description: "group inside the instance (default 0)",
+                required: false,
+            },
+        ],
+        request: Body::Bytes,
+        status: 200,
+        response: Body::Json("FileInfo"),
+    },
+    Endpoint {
+        id: "images_list",
+        method: Method::Get,
+        path: "/1.0/images",
+        summary: "List images",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::JsonList("Image"),
+    },
+    Endpoint {
+        id: "images_build",
+        method: Method::Post,
+        path: "/1.0/images",
+        summary: "Build an image; returns an operation",
+        query: &[],
+        request: Body::Json("ImageBuild"),
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "image_get",
+        method: Method::Get,
+        path: "/1.0/images/{image}",
+        summary: "One image, by alias or fingerprint",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("Image"),
+    },
+    Endpoint {
+        id: "image_delete",
+        method: Method::Delete,
+        path: "/1.0/images/{image}",
+        summary: "Delete an image no instance uses",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("Image"),
+    },
+    Endpoint {
+        id: "operations_list",
+        method: Method::Get,
+        path: "/1.0/operations",
+        summary: "List operations",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::JsonList("Operation"),
+    },
+    Endpoint {
+        id: "operation_get",
+        method: Method::Get,
+        path: "/1.0/operations/{id}",
+        summary: "One operation",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "operation_cancel",
+        method: Method::Delete,
+        path: "/1.0/operations/{id}",
+        summary: "Cancel an operation that allows it",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "operation_wait",
+        method: Method::Get,
+        path: "/1.0/operations/{id}/wait",
+        summary: "Wait for an operation to end (or the timeout), then return it",
+        query: &[Query {
+            name: "timeout",
+            description: "seconds to wait at most (default: until it ends)",
+            required: false,
+        }],
+        request: Body::None,
+        status: 200,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "events",
+        method: Method::Get,
+        path: "/1.0/events",
+        summary: "Stream of lifecycle and operation events",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::NdJson("Event"),
+    },
+];
+
+/// The endpoint with this id.
+///
+/// # Panics
+/// Panics when no endpoint has the id: ids are compile-time constants, so that is a bug.
+pub fn by_id(id: &str) -> &'static Endpoint {
+    ENDPOINTS
+        .iter()
+        .find(|e| e.id == id)
+        .unwrap_or_else(|| panic!("no endpoint with id {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_and_routes_are_unique() {
+        let mut ids = HashSet::new();
+        let mut routes = HashSet::new();
+        for e in ENDPOINTS {
+            assert!(ids.insert(e.id), "duplicate id {}", e.id);
+            assert!(
+                routes.insert((e.method, e.path)),
+                "duplicate route {} {}",
+                e.method.as_str(),
+                e.path
+            );
+            assert!(e.path.starts_with("/1.0"), "{} is outside /1.0", e.path);
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Request and response bodies of the REST API.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Body of every error response: a message a person can act on and the HTTP status code.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// What went wrong and, where there is one, what to do about it.
+    pub error: String,
+    /// HTTP status code, repeated for clients that only see the body.
+    pub code: u16,
+}
+
+/// What the daemon says about itself at `GET /1.0`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// REST API version ("1.0").
+    pub api_version: String,
+    /// Version of the `vesseld` binary.
+    pub server_version: String,
+    /// Process id of the daemon.
+    pub pid: u32,
+    /// Directory holding the daemon's state.
+    pub root_dir: String,
+    /// State store backend ("sqlite").
+    pub store: String,
+    /// Host facts detected at start-up.
+    pub host: HostInfo,
+}
+
+/// Host facts the daemon detected at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Cgroup layout in use: "v1" (legacy or hybrid) or "v2" (unified).
+    pub cgroup_version: String,
+    /// Whether unprivileged (user-namespaced) containers are available.
+    pub user_namespaces: bool,
+}
+
+/// Kind of instance.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceType {
+    /// A system container run by Vessel's own runtime.
+    #[default]
+    Container,
+    /// A virtual machine run by QEMU.
+    Vm,
+}
+
+/// Lifecycle status of an instance.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    /// Being created by an operation.
+    Creating,
+    /// Not running.
+    Stopped,
+    /// Being started.
+    Starting,
+    /// Running.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Frozen (paused) by the cgroup freezer.
+    Frozen,
+    /// Broken: a step failed; the message in `Instance::error` says which.
+    Error,
+}
+
+impl InstanceStatus {
+    /// Lower-case name as used on the wire and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Frozen => "frozen",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Resource limits of an instance. Absent fields mean "no limit".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// CPU quota in cores (e.g. 0.5 = half a core), enforced by CFS bandwidth control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Relative CPU weight, 1..=10000 (100 is the default share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    /// CPUs the instance may run on, in cpuset list syntax ("0", "0-1", "0,2").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Swap allowed on top of `memory`, in bytes (0 forbids swap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<u64>,
+    /// Maximum number of processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Relative block I/O weight, 10..=1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u16>,
+    /// Block I/O throttles per device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub io_throttle: Vec<IoThrottle>,
+}
+
+/// A bandwidth or IOPS ceiling on one block device.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IoThrottle {
+    /// Device as "MAJOR:MINOR".
+    pub device: String,
+    /// Read bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bps: Option<u64>,
+    /// Write bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_bps: Option<u64>,
+    /// Read operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_iops: Option<u64>,
+    /// Write operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_iops: Option<u64>,
+}
+
+/// Body of `POST /1.0/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceCreate {
+    /// Instance name: 1-63 characters, letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// Image alias or fingerprint (a unique prefix of at least 12 characters is enough).
+    pub image: String,
+    /// Container (default) or VM.
+    #[serde(default, rename = "type")]
+    pub instance_type: InstanceType,
+    /// Run without a user namespace (container root is host root). Off by default.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Start the instance once created (default true).
+    #[serde(default = "default_true")]
+    pub start: bool,
+    /// Command to run as the instance's init instead of the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Extra environment for the init process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An instance as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Instance {
+    /// Unique name.
+    pub name: String,
+    /// Container or VM.
+    #[serde(rename = "type")]
+    pub instance_type: InstanceType,
+    /// Current lifecycle status.
+    pub status: InstanceStatus,
+    /// Fingerprint of the image it was created from.
+    pub image: String,
+    /// Whether it runs without a user namespace.
+    pub privileged: bool,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Init command.
+    pub command: Vec<String>,
+    /// Extra environment for the init process.
+    pub environment: BTreeMap<String, String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Exit code of the last run of the init process, if it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    /// Why the instance is in the `error` status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Live usage; present on `GET /1.0/instances/{name}` and in `?recursion=1` listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+}
+
+/// Live state of a running instance, read from its cgroups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceState {
+    /// Host pid of the init process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Total CPU time consumed, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, bytes.
+    pub memory_usage_bytes: u64,
+    /// Highest memory use seen, bytes (where the cgroup records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    /// Times the memory limit was hit and the OOM killer ran.
+    pub oom_kills: u64,
+    /// Processes and threads.
+    pub pids: u64,
+}
+
+/// A lifecycle action on `PUT /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StateAction {
+    /// Start a stopped instance.
+    Start,
+    /// Stop: the stop signal, then SIGKILL after the timeout (or at once with `force`).
+    Stop,
+    /// Stop then start.
+    Restart,
+    /// Freeze every process.
+    Pause,
+    /// Thaw a frozen instance.
+    Resume,
+}
+
+/// Body of `PUT /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StateChange {
+    /// What to do.
+    pub action: StateAction,
+    /// Seconds to wait for a graceful stop before killing (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Kill at once instead of asking the init to stop.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Body of `POST /1.0/instances/{name}/exec`, sent as the upgrade request's JSON body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+    /// Working directory inside the instance (default "/").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Allocate a pseudo-terminal (interactive use).
+    #[serde(default)]
+    pub tty: bool,
+    /// Initial terminal width, with `tty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u16>,
+    /// Initial terminal height, with `tty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u16>,
+    /// User id inside the instance (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group id inside the instance (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// Metadata of a file inside an instance, returned by a file push and in headers of a pull.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Absolute path inside the instance.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid as seen inside the instance.
+    pub uid: u32,
+    /// Owner gid as seen inside the instance.
+    pub gid: u32,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// A minimal root file system from Debian's `busybox-static`.
+    Busybox,
+}
+
+/// Body of `POST /1.0/images`: build an image.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBuild {
+    /// What to build it from.
+    pub source: ImageSource,
+    /// Alias to give it (default: the source's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// An image: a read-only root file system, stored content-addressed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Image {
+    /// SHA-256 of the image's canonical content, hex.
+    pub fingerprint: String,
+    /// Names that refer to it.
+    pub aliases: Vec<String>,
+    /// How it was made ("busybox").
+    pub source: String,
+    /// Size on disk, bytes.
+    pub size_bytes: u64,
+    /// Default init command.
+    pub command: Vec<String>,
+    /// Signal that asks the image's init to shut down ("SIGTERM", "SIGUSR2", ...).
+    pub stop_signal: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// Status of an operation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationStatus {
+    /// Queued, not started.
+    Pending,
+    /// Under way.
+    Running,
+    /// Finished well.
+    Success,
+    /// Finished with an error (see `error`).
+    Failure,
+    /// Cancelled on request.
+    Cancelled,
+}
+
+impl OperationStatus {
+    /// Whether the operation has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Success | Self::Failure | Self::Cancelled)
+    }
+}
+
+/// A long task (launch, build, stop, ...) with progress and cancel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Operation {
+    /// Unique id (UUID).
+    pub id: String,
+    /// What it does, for people ("Creating instance c1").
+    pub description: String,
+    /// Current status.
+    pub status: OperationStatus,
+    /// API paths of the objects it acts on.
+    pub resources: Vec<String>,
+    /// Completion, 0-100, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// Current stage, for people ("unpacking", "starting").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Error message of a failed operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether `DELETE /1.0/operations/{id}` can cancel it now.
+    pub may_cancel: bool,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+/// Kind of an event on `/1.0/events`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// An object was created, started, stopped, deleted, ...
+    Lifecycle,
+    /// An operation was created or changed.
+    Operation,
+}
+
+/// One line of the `/1.0/events` stream (newline-delimited JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Event {
+    /// Kind of event.
+    pub kind: EventKind,
+    /// When it happened, RFC 3339.
+    pub timestamp: String,
+    /// For lifecycle events: what happened ("instance-started").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// For lifecycle events: API path of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// For operation events: the operation as it now is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+}
