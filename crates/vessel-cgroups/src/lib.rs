@@ -2,10 +2,34 @@
 //! hybrid hierarchy) and a v2 (unified hierarchy) backend, chosen at run time by [`detect`].
 //!
 //! Paths given to [`manager`] are relative to the root of each hierarchy, e.g. `vessel/c1`.
+//!
+//! ```no_run
+//! # fn main() -> vessel_cgroups::Result<()> {
+//! let cg = vessel_cgroups::manager("vessel/c1")?;
+//! cg.create()?;
+//! cg.add_process(1234)?;
+//! // ... later, when the instance stops:
+//! cg.destroy()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `docs/cgroups.md` in the repository maps each OCI setting to its v1 and v2 files.
 
 use std::path::PathBuf;
 
 use oci_spec::runtime::LinuxResources;
+
+mod detect;
+mod fs;
+mod resources;
+mod v1;
+mod v2;
+
+pub use detect::{v1_mounts, CGROUP_ROOT};
+pub use resources::{blkio_weight_to_io_weight, shares_to_weight};
+pub use v1::V1Manager;
+pub use v2::{V2Manager, V2_CONTROLLERS};
 
 /// Which cgroup layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -85,14 +109,23 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn path(&self) -> &str;
 }
 
-/// Detects the host's cgroup layout.
+/// Detects the host's cgroup layout: [`CgroupVersion::V2`] when `/sys/fs/cgroup` is a cgroup2
+/// mount (statfs magic `CGROUP2_SUPER_MAGIC`), else [`CgroupVersion::V1`] when
+/// `/proc/self/mountinfo` lists v1 controller hierarchies (legacy, or hybrid with an empty
+/// cgroup2 at `/sys/fs/cgroup/unified`). `Unsupported` when neither.
 pub fn detect() -> Result<CgroupVersion> {
-    Err(CgroupError::Unsupported("cgroup detection not implemented yet".into()))
+    detect::detect_at(
+        std::path::Path::new(CGROUP_ROOT),
+        &detect::read_mountinfo()?,
+    )
 }
 
-/// A manager for the cgroup at `path` (relative to each hierarchy's root) on this host.
+/// A manager for the cgroup at `path` (relative to each hierarchy's root, like `vessel/c1`;
+/// a leading `/` is allowed, `..` and the root cgroup itself are not) on this host, with the
+/// backend [`detect`] picks. Nothing is created until [`CgroupManager::create`].
 pub fn manager(path: &str) -> Result<Box<dyn CgroupManager>> {
-    Err(CgroupError::Unsupported(format!(
-        "no cgroup backend yet for {path}"
-    )))
+    Ok(match detect()? {
+        CgroupVersion::V1 => Box::new(V1Manager::new(path)?),
+        CgroupVersion::V2 => Box::new(V2Manager::new(path)?),
+    })
 }
