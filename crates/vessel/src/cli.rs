@@ -1,0 +1,423 @@
+//! The command line: every verb, its arguments and its help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  vessel image build busybox                 Build the busybox image (once)
+  vessel launch busybox c1                   Create and start container c1
+  vessel list                                What exists and what it uses
+  vessel exec c1 -- sh                       A shell inside c1
+  vessel stop c1 && vessel delete c1         Stop it, then remove it
+
+The daemon listens on /run/vessel/vessel.sock; point elsewhere with --socket or VESSEL_SOCKET.";
+
+const LAUNCH_EXAMPLES: &str = "\
+Limits (-l KEY=VALUE, repeatable):
+  cpu=0.5            CPU quota in cores          cpu.weight=200   relative share (1-10000)
+  cpuset=0-1         CPUs it may run on          pids=100         processes and threads
+  memory=256MiB      memory (B, KiB, MiB, GiB; KB, MB, GB are powers of 1000)
+  memory.swap=0      swap on top of memory       io.weight=500    relative I/O share (10-1000)
+  io.read_bps=8:0=10MB, io.write_bps=..., io.read_iops=8:0=1000, io.write_iops=...
+                     per-device throttles; the device is MAJOR:MINOR as `lsblk` shows it
+
+Examples:
+  vessel launch busybox web -l memory=256MiB -l cpu=0.5
+  vessel launch busybox job -e MODE=batch -- sh -c 'echo hi; sleep 60'
+  vessel launch busybox root-box --privileged";
+
+const EXEC_EXAMPLES: &str = "\
+A terminal is used when standard input and output are both terminals; -t forces one, -T
+turns it off (for pipes and scripts). The exit status is the remote command's.
+
+Examples:
+  vessel exec c1 -- sh                          Interactive shell
+  vessel exec c1 -- ls -l /etc                  One command
+  echo hello | vessel exec c1 -T -- cat         Pipe data in
+  vessel exec c1 --user 1000:1000 --cwd /tmp -e LANG=C -- id";
+
+const FILE_EXAMPLES: &str = "\
+Examples:
+  vessel file push ./app.conf c1/etc/app.conf --mode 0600
+  vessel file push ./script.sh c1/usr/local/bin/      (keeps the file's name)
+  vessel file pull c1/etc/hostname ./hostname
+  vessel file pull c1/var/log/messages - | tail";
+
+/// The Vessel client: containers and virtual machines behind one daemon.
+#[derive(Debug, Parser)]
+#[command(name = "vessel", version, after_help = MAIN_EXAMPLES)]
+pub struct Cli {
+    /// Path of the daemon's unix socket.
+    #[arg(
+        long,
+        global = true,
+        env = "VESSEL_SOCKET",
+        value_name = "PATH",
+        default_value = vessel_api::DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every verb.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and start an instance from an image.
+    #[command(after_help = LAUNCH_EXAMPLES)]
+    Launch(CreateArgs),
+    /// Create an instance from an image without starting it.
+    #[command(after_help = "Example:\n  vessel create busybox c1 -l pids=50 && vessel start c1")]
+    Create(CreateArgs),
+    /// Start instances.
+    #[command(after_help = "Example:\n  vessel start c1 c2")]
+    Start(NamesArgs),
+    /// Stop instances: the image's stop signal, then SIGKILL after the timeout.
+    #[command(
+        after_help = "Examples:\n  vessel stop c1\n  vessel stop c1 --timeout 5\n  vessel stop c1 --force"
+    )]
+    Stop(StopArgs),
+    /// Stop, then start instances.
+    #[command(after_help = "Example:\n  vessel restart c1 --timeout 10")]
+    Restart(StopArgs),
+    /// Freeze every process of instances.
+    #[command(after_help = "Example:\n  vessel pause c1 && vessel resume c1")]
+    Pause(NamesArgs),
+    /// Thaw paused instances.
+    Resume(NamesArgs),
+    /// Delete instances (running ones only with --force).
+    #[command(
+        visible_alias = "rm",
+        after_help = "Examples:\n  vessel delete c1\n  vessel delete -f c1 c2   (stops them first)"
+    )]
+    Delete(DeleteArgs),
+    /// List instances with their live usage.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  vessel list\n  vessel list --format json"
+    )]
+    List(FormatArgs),
+    /// Show one instance in detail, or the daemon when no name is given.
+    #[command(
+        after_help = "Examples:\n  vessel info c1\n  vessel info c1 --format yaml\n  vessel info            (the daemon and host)"
+    )]
+    Info(InfoArgs),
+    /// Run a command inside an instance.
+    #[command(after_help = EXEC_EXAMPLES)]
+    Exec(ExecArgs),
+    /// Attach to an instance's console (detach with Ctrl-a q).
+    #[command(
+        after_help = "Example:\n  vessel console c1\n\nPress Ctrl-a q to detach; Ctrl-a Ctrl-a sends a literal Ctrl-a."
+    )]
+    Console(NameArgs),
+    /// Print the console output recorded for an instance.
+    #[command(after_help = "Example:\n  vessel logs c1 | tail -n 20")]
+    Logs(NameArgs),
+    /// Copy files into and out of instances.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Build, list and delete images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Follow and cancel long-running operations.
+    #[command(subcommand)]
+    Operation(OperationCommand),
+    /// Print the daemon's events as they happen.
+    #[command(after_help = "Examples:\n  vessel monitor\n  vessel monitor --format json | jq .")]
+    Monitor(MonitorArgs),
+}
+
+/// Arguments of `launch` and `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Image alias or fingerprint (see `vessel image list`).
+    pub image: String,
+    /// Name of the new instance: letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// Make a virtual machine instead of a container.
+    #[arg(long)]
+    pub vm: bool,
+    /// Run without a user namespace: root inside is root on the host.
+    #[arg(long)]
+    pub privileged: bool,
+    /// A resource limit as KEY=VALUE (repeatable; see below).
+    #[arg(short = 'l', long = "limit", value_name = "KEY=VALUE")]
+    pub limits: Vec<String>,
+    /// An environment variable for the init process (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Command to run as init instead of the image's, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// One or more instance names.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Instance names.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// Arguments of `stop` and `restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Instance names.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Kill at once instead of asking the init to stop.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Seconds to wait for a clean stop before killing (daemon default: 30).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+/// Arguments of `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Instance names.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Stop running instances first.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// One instance name.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Instance name.
+    pub name: String,
+}
+
+/// A `--format` option alone.
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Arguments of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Instance name; without it, the daemon is described.
+    pub name: Option<String>,
+    /// Output format (`table` is a block of fields).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Arguments of `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Instance name.
+    pub name: String,
+    /// Force a pseudo-terminal (raw mode, one stream).
+    #[arg(short = 't', long = "force-interactive", conflicts_with = "no_tty")]
+    pub tty: bool,
+    /// Never use a pseudo-terminal (separate stdout and stderr, stdin piped).
+    #[arg(short = 'T', long = "force-noninteractive")]
+    pub no_tty: bool,
+    /// An environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the instance.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// User (and group) ids to run as inside the instance.
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Program and arguments (put `--` before them when they start with '-').
+    #[arg(
+        required = true,
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `vessel file ...`
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Copy a local file into an instance.
+    #[command(after_help = FILE_EXAMPLES)]
+    Push(PushArgs),
+    /// Copy a file out of an instance (`-` writes to standard output).
+    #[command(after_help = FILE_EXAMPLES)]
+    Pull(PullArgs),
+}
+
+/// Arguments of `file push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Local file (`-` reads standard input).
+    pub source: PathBuf,
+    /// NAME/PATH inside the instance; a PATH ending in '/' keeps the local file's name.
+    pub target: String,
+    /// Octal permission bits (default: the local file's, or 0644 from standard input).
+    #[arg(long, value_name = "OCTAL")]
+    pub mode: Option<String>,
+    /// Owner inside the instance (default 0).
+    #[arg(long, value_name = "N")]
+    pub uid: Option<u32>,
+    /// Group inside the instance (default 0).
+    #[arg(long, value_name = "N")]
+    pub gid: Option<u32>,
+}
+
+/// Arguments of `file pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// NAME/PATH inside the instance.
+    pub source: String,
+    /// Local file or directory, or `-` for standard output.
+    pub target: PathBuf,
+}
+
+/// What an image can be built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageSourceArg {
+    /// A minimal root file system from Debian's busybox-static.
+    Busybox,
+}
+
+/// `vessel image ...`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image.
+    #[command(
+        after_help = "Examples:\n  vessel image build busybox\n  vessel image build busybox --alias tiny"
+    )]
+    Build {
+        /// What to build it from.
+        #[arg(value_enum)]
+        source: ImageSourceArg,
+        /// Alias to give it (default: the source's name).
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// List images.
+    #[command(visible_alias = "ls")]
+    List(FormatArgs),
+    /// Show one image.
+    Info {
+        /// Alias or fingerprint.
+        image: String,
+        /// Output format (`table` is a block of fields).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Delete images no instance uses.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Aliases or fingerprints.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+}
+
+/// `vessel operation ...`
+#[derive(Debug, Subcommand)]
+pub enum OperationCommand {
+    /// List operations.
+    #[command(visible_alias = "ls")]
+    List(FormatArgs),
+    /// Show one operation.
+    Show {
+        /// Operation id.
+        id: String,
+        /// Output format (`table` is a block of fields).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Wait for an operation to end, with progress; Ctrl-C cancels it.
+    Wait {
+        /// Operation id.
+        id: String,
+    },
+    /// Cancel an operation.
+    Cancel {
+        /// Operation id.
+        id: String,
+    },
+}
+
+/// How `monitor` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum MonitorFormat {
+    /// One line per event, for people.
+    #[default]
+    Pretty,
+    /// One JSON object per line, as the API sends them.
+    Json,
+}
+
+/// Arguments of `monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = MonitorFormat::Pretty)]
+    pub format: MonitorFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_double_dash() {
+        let cli = Cli::try_parse_from(["vessel", "exec", "c1", "-T", "--", "ls", "-l"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert!(args.no_tty);
+        assert_eq!(args.command, ["ls", "-l"]);
+        let cli = Cli::try_parse_from(["vessel", "exec", "c1", "sh", "-c", "id"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.command, ["sh", "-c", "id"]);
+        assert!(Cli::try_parse_from(["vessel", "exec", "c1", "-t", "-T", "sh"]).is_err());
+    }
+
+    #[test]
+    fn launch_with_limits_and_command() {
+        let cli = Cli::try_parse_from([
+            "vessel",
+            "launch",
+            "busybox",
+            "c1",
+            "-l",
+            "memory=1GiB",
+            "--limit",
+            "cpu=1",
+            "-e",
+            "A=1",
+            "--",
+            "sleep",
+            "60",
+        ])
+        .unwrap();
+        let Command::Launch(args) = cli.command else {
+            panic!("not launch")
+        };
+        assert_eq!(args.limits, ["memory=1GiB", "cpu=1"]);
+        assert_eq!(args.env, ["A=1"]);
+        assert_eq!(args.command, ["sleep", "60"]);
+    }
+}

@@ -1,0 +1,157 @@
+//! `exec`, `console` and `logs`.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{bail, Context, Result};
+use vessel_api::ExecRequest;
+
+use super::instance_path;
+use crate::cli::ExecArgs;
+use crate::client::{Client, RequestBody};
+use crate::limits::parse_env;
+use crate::output::write_stdout;
+use crate::session::{self, Options, Outcome};
+use crate::terminal::{self, RawMode};
+
+/// Parses `--user UID[:GID]`.
+pub fn parse_user(user: &str) -> Result<(u32, Option<u32>)> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let id = |s: &str| {
+        s.parse::<u32>().with_context(|| {
+            format!("invalid --user '{user}': '{s}' is not a numeric id; use UID or UID:GID, e.g. 1000:1000")
+        })
+    };
+    Ok((id(uid)?, gid.map(id).transpose()?))
+}
+
+/// `exec`.
+pub fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
+    let environment = parse_env(&args.env)?;
+    let (uid, gid) = match &args.user {
+        Some(u) => {
+            let (uid, gid) = parse_user(u)?;
+            (Some(uid), gid)
+        }
+        None => (None, None),
+    };
+    let stdin_tty = std::io::stdin().is_terminal();
+    let tty = if args.tty {
+        true
+    } else if args.no_tty {
+        false
+    } else {
+        stdin_tty && std::io::stdout().is_terminal()
+    };
+    let size = if tty {
+        terminal::size(libc::STDOUT_FILENO).or_else(|| terminal::size(libc::STDIN_FILENO))
+    } else {
+        None
+    };
+    let req = ExecRequest {
+        command: args.command,
+        environment,
+        cwd: args.cwd,
+        tty,
+        width: size.map(|(c, _)| c),
+        height: size.map(|(_, r)| r),
+        uid,
+        gid,
+    };
+    let conn = client.upgrade(
+        "POST",
+        &format!("{}/exec", instance_path(&args.name)),
+        Some(&req),
+    )?;
+    let raw = if tty && stdin_tty {
+        Some(RawMode::enable().context("cannot put the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let outcome = session::run(
+        conn,
+        Options {
+            resize: tty,
+            forward_signals: true,
+            signals: true,
+            detach_keys: false,
+        },
+        Box::new(std::io::stdin()),
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
+    );
+    drop(raw);
+    match outcome? {
+        Outcome::Exit(code) => Ok(code),
+        Outcome::Interrupted(sig) => Ok(128 + sig),
+        Outcome::Detached => Ok(0),
+        Outcome::Closed => {
+            bail!("the daemon closed the stream before the command's exit status arrived")
+        }
+    }
+}
+
+/// `console`.
+pub fn console(client: &Client, name: &str) -> Result<i32> {
+    let conn = client.upgrade::<()>("GET", &format!("{}/console", instance_path(name)), None)?;
+    eprintln!("To detach: Ctrl-a q");
+    let raw = if std::io::stdin().is_terminal() {
+        Some(RawMode::enable().context("cannot put the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let outcome = session::run(
+        conn,
+        Options {
+            resize: true,
+            forward_signals: false,
+            signals: true,
+            detach_keys: true,
+        },
+        Box::new(std::io::stdin()),
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
+    );
+    drop(raw);
+    match outcome? {
+        Outcome::Detached | Outcome::Interrupted(_) => eprintln!(),
+        Outcome::Exit(_) | Outcome::Closed => {
+            eprintln!("\nThe console closed: {name} stopped or the daemon went away.")
+        }
+    }
+    Ok(0)
+}
+
+/// `logs`.
+pub fn logs(client: &Client, name: &str) -> Result<i32> {
+    let mut resp = client.request(
+        "GET",
+        &format!("{}/logs", instance_path(name)),
+        RequestBody::Empty,
+    )?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = resp.body.read(&mut buf).context("cannot read the logs")?;
+        if n == 0 {
+            return Ok(0);
+        }
+        write_stdout(&buf[..n])?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids() {
+        assert_eq!(parse_user("1000").unwrap(), (1000, None));
+        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
+        let err = parse_user("alice").unwrap_err().to_string();
+        assert!(err.contains("'alice' is not a numeric id"), "{err}");
+        assert!(parse_user("1:x").is_err());
+        assert!(parse_user("").is_err());
+    }
+}

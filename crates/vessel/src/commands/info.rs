@@ -1,0 +1,147 @@
+//! `info NAME` (one instance) and `info` (the daemon).
+
+use anyhow::Result;
+use vessel_api::{Instance, ServerInfo};
+
+use super::instance_path;
+use super::list::type_name;
+use crate::client::Client;
+use crate::limits::describe;
+use crate::output::{format_bytes, format_cpu, print_document, yes_no, Block, Format};
+
+/// `info NAME`.
+pub fn instance(client: &Client, name: &str, format: Format) -> Result<i32> {
+    let inst: Instance = client.get(&instance_path(name))?;
+    match format {
+        Format::Table => instance_block(&inst).print()?,
+        _ => print_document(format, &inst)?,
+    }
+    Ok(0)
+}
+
+/// `info` without a name.
+pub fn server(client: &Client, format: Format) -> Result<i32> {
+    let info: ServerInfo = client.get("/1.0")?;
+    match format {
+        Format::Table => server_block(&info).print()?,
+        _ => print_document(format, &info)?,
+    }
+    Ok(0)
+}
+
+/// What `info NAME` prints for people.
+pub fn instance_block(i: &Instance) -> Block {
+    let mut b = Block::new();
+    b.field("Name", &i.name)
+        .field("Status", i.status.as_str().to_uppercase())
+        .field("Type", type_name(i.instance_type))
+        .field("Image", &i.image)
+        .field("Privileged", yes_no(i.privileged))
+        .field("Created", &i.created_at);
+    if !i.command.is_empty() {
+        b.field("Command", i.command.join(" "));
+    }
+    let env: Vec<(String, String)> = i
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !env.is_empty() {
+        b.section("Environment", &env, "none");
+    }
+    b.section("Limits", &describe(&i.limits), "none");
+    if let Some(s) = &i.state {
+        let mut usage = Vec::new();
+        if let Some(pid) = s.pid {
+            usage.push(("PID".to_string(), pid.to_string()));
+        }
+        usage.push(("Processes".to_string(), s.pids.to_string()));
+        usage.push(("CPU time".to_string(), format_cpu(s.cpu_usage_ns)));
+        let mut memory = format_bytes(s.memory_usage_bytes);
+        if let Some(peak) = s.memory_peak_bytes {
+            memory.push_str(&format!(" (peak {})", format_bytes(peak)));
+        }
+        usage.push(("Memory".to_string(), memory));
+        usage.push(("OOM kills".to_string(), s.oom_kills.to_string()));
+        b.section("Resources", &usage, "none");
+    }
+    if let Some(code) = i.last_exit_code {
+        b.field("Last exit code", code);
+    }
+    if let Some(e) = &i.error {
+        b.field("Error message", e);
+    }
+    b
+}
+
+/// What `info` prints for people.
+pub fn server_block(s: &ServerInfo) -> Block {
+    let mut b = Block::new();
+    b.field("API version", &s.api_version)
+        .field("Server version", &s.server_version)
+        .field("Client version", env!("CARGO_PKG_VERSION"))
+        .field("PID", s.pid)
+        .field("Root directory", &s.root_dir)
+        .field("Store", &s.store)
+        .section(
+            "Host",
+            &[
+                ("Kernel".to_string(), s.host.kernel.clone()),
+                ("Cgroups".to_string(), s.host.cgroup_version.clone()),
+                (
+                    "User namespaces".to_string(),
+                    yes_no(s.host.user_namespaces).to_string(),
+                ),
+            ],
+            "unknown",
+        );
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_block_text() {
+        let mut i: Instance = serde_json::from_value(serde_json::json!({
+            "name": "web", "type": "container", "status": "running",
+            "image": "0123456789abcdef", "privileged": false,
+            "limits": {"memory": 268435456, "cpu": 0.5}, "command": ["/bin/sh"],
+            "environment": {"MODE": "x"}, "created_at": "2026-01-01T00:00:00Z",
+            "last_exit_code": 137,
+            "state": {"pid": 7, "cpu_usage_ns": 2000000000, "memory_usage_bytes": 1048576,
+                      "memory_peak_bytes": 2097152, "oom_kills": 1, "pids": 2}
+        }))
+        .unwrap();
+        let want = "\
+Name: web
+Status: RUNNING
+Type: container
+Image: 0123456789abcdef
+Privileged: no
+Created: 2026-01-01T00:00:00Z
+Command: /bin/sh
+Environment:
+  MODE: x
+Limits:
+  cpu: 0.5
+  memory: 256MiB
+Resources:
+  PID: 7
+  Processes: 2
+  CPU time: 2.00s
+  Memory: 1MiB (peak 2MiB)
+  OOM kills: 1
+Last exit code: 137
+";
+        assert_eq!(instance_block(&i).render(), want);
+        i.state = None;
+        i.error = Some("init failed".into());
+        i.limits = Default::default();
+        let text = instance_block(&i).render();
+        assert!(text.contains("Limits: none\n"));
+        assert!(!text.contains("Resources"));
+        assert!(text.ends_with("Error message: init failed\n"));
+    }
+}

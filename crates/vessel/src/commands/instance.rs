@@ -1,0 +1,87 @@
+//! `launch`, `create`, lifecycle changes (`start`, `stop`, ...) and `delete`.
+
+use anyhow::Result;
+use vessel_api::{InstanceCreate, InstanceType, Operation, StateAction, StateChange};
+
+use super::{for_each_name, instance_path};
+use crate::cli::CreateArgs;
+use crate::client::{Client, RequestBody};
+use crate::limits::{parse_env, parse_limits};
+use crate::operation;
+use crate::output::println;
+
+/// `launch` (with `start`) and `create`.
+pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
+    // Everything the user typed is checked before the daemon hears of it.
+    let body = InstanceCreate {
+        limits: parse_limits(&args.limits)?,
+        environment: parse_env(&args.env)?,
+        name: args.name,
+        image: args.image,
+        instance_type: if args.vm {
+            InstanceType::Vm
+        } else {
+            InstanceType::Container
+        },
+        privileged: args.privileged,
+        start,
+        command: (!args.command.is_empty()).then_some(args.command),
+    };
+    let verb = if start { "Launching" } else { "Creating" };
+    println(format!("{verb} {}", body.name))?;
+    let op: Operation = client.send("POST", "/1.0/instances", &body)?;
+    operation::wait(client, op)?;
+    Ok(0)
+}
+
+/// A lifecycle change asked for on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    Start,
+    Stop { force: bool, timeout: Option<u64> },
+    Restart { force: bool, timeout: Option<u64> },
+    Pause,
+    Resume,
+}
+
+impl Change {
+    fn body(self) -> StateChange {
+        let (action, force, timeout) = match self {
+            Self::Start => (StateAction::Start, false, None),
+            Self::Stop { force, timeout } => (StateAction::Stop, force, timeout),
+            Self::Restart { force, timeout } => (StateAction::Restart, force, timeout),
+            Self::Pause => (StateAction::Pause, false, None),
+            Self::Resume => (StateAction::Resume, false, None),
+        };
+        StateChange {
+            action,
+            timeout,
+            force,
+        }
+    }
+}
+
+/// `start`, `stop`, `restart`, `pause`, `resume`.
+pub fn change_state(client: &Client, names: &[String], change: Change) -> Result<i32> {
+    let body = change.body();
+    for_each_name(names, |name| {
+        let op: Operation = client.send("PUT", &format!("{}/state", instance_path(name)), &body)?;
+        operation::wait(client, op)?;
+        Ok(())
+    })
+}
+
+/// `delete`.
+pub fn delete(client: &Client, names: &[String], force: bool) -> Result<i32> {
+    for_each_name(names, |name| {
+        let mut target = instance_path(name);
+        if force {
+            target.push_str("?force=1");
+        }
+        let op: Operation = client
+            .request("DELETE", &target, RequestBody::Empty)?
+            .json()?;
+        operation::wait(client, op)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,87 @@
+//! One module per group of verbs; each returns the process's exit status.
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+
+mod exec;
+mod file;
+mod image;
+mod info;
+mod instance;
+mod list;
+mod monitor;
+mod operation;
+
+/// Runs the parsed command line and returns the exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    let client = Client::new(cli.socket);
+    match cli.command {
+        Command::Launch(args) => instance::create(&client, args, true),
+        Command::Create(args) => instance::create(&client, args, false),
+        Command::Start(args) => {
+            instance::change_state(&client, &args.names, instance::Change::Start)
+        }
+        Command::Pause(args) => {
+            instance::change_state(&client, &args.names, instance::Change::Pause)
+        }
+        Command::Resume(args) => {
+            instance::change_state(&client, &args.names, instance::Change::Resume)
+        }
+        Command::Stop(args) => instance::change_state(
+            &client,
+            &args.names,
+            instance::Change::Stop {
+                force: args.force,
+                timeout: args.timeout,
+            },
+        ),
+        Command::Restart(args) => instance::change_state(
+            &client,
+            &args.names,
+            instance::Change::Restart {
+                force: args.force,
+                timeout: args.timeout,
+            },
+        ),
+        Command::Delete(args) => instance::delete(&client, &args.names, args.force),
+        Command::List(args) => list::run(&client, args.format),
+        Command::Info(args) => match args.name {
+            Some(name) => info::instance(&client, &name, args.format),
+            None => info::server(&client, args.format),
+        },
+        Command::Exec(args) => exec::exec(&client, args),
+        Command::Console(args) => exec::console(&client, &args.name),
+        Command::Logs(args) => exec::logs(&client, &args.name),
+        Command::File(cmd) => file::run(&client, cmd),
+        Command::Image(cmd) => image::run(&client, cmd),
+        Command::Operation(cmd) => operation::run(&client, cmd),
+        Command::Monitor(args) => monitor::run(&client, args.format),
+    }
+}
+
+/// Runs `f` for each name. With one name its error is the command's; with several, each
+/// failure is reported with its name, the rest still run, and the status is 1 if any failed.
+pub fn for_each_name(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    if let [name] = names {
+        f(name)?;
+        return Ok(0);
+    }
+    let mut status = 0;
+    for name in names {
+        if let Err(e) = f(name) {
+            if crate::is_quiet_stop(&e) {
+                return Err(e);
+            }
+            eprintln!("Error: {name}: {e:#}");
+            status = 1;
+        }
+    }
+    Ok(status)
+}
+
+/// `/1.0/instances/{name}` with the name percent-encoded.
+pub fn instance_path(name: &str) -> String {
+    format!("/1.0/instances/{}", crate::http::encode_segment(name))
+}
