@@ -1,0 +1,86 @@
+//! The per-instance monitor: the small process that owns a running container's terminal, log
+//! and exit status, so that containers outlive the daemon (like conmon for podman).
+//!
+//! The daemon writes a [`MonitorConfig`] as JSON and starts `vessel-monitor CONFIG`. The monitor
+//! mounts the instance's overlay root, creates and starts the container through
+//! `vessel-container`, prints one [`Ready`] line on its stdout, then serves console attaches
+//! on its socket (frames of `vessel_api::stream`) until the container's init exits. It then
+//! writes an [`ExitStatus`] file, removes the container (cgroup included), unmounts the root
+//! and exits. The daemon follows it through a pidfd and can re-adopt it after a restart.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// What the daemon tells a monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    /// Container id for the runtime (the instance name).
+    pub id: String,
+    /// OCI bundle directory holding `config.json`.
+    pub bundle: PathBuf,
+    /// Runtime state directory (like runc's `--root`).
+    pub state_root: PathBuf,
+    /// Unix socket for console attaches.
+    pub socket: PathBuf,
+    /// Console log file.
+    pub log: PathBuf,
+    /// Where the monitor records its own pid, so a restarted daemon can find it.
+    pub pid_file: PathBuf,
+    /// Where to write the [`ExitStatus`] when the init exits.
+    pub exit_file: PathBuf,
+    /// Overlay root to mount before creating the container and unmount after.
+    pub overlay: Option<Overlay>,
+}
+
+/// An overlay mount of an image layer and a per-instance upper layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Overlay {
+    /// Read-only image layer.
+    pub lower: PathBuf,
+    /// The instance's writable layer.
+    pub upper: PathBuf,
+    /// Overlayfs work directory (same file system as `upper`).
+    pub work: PathBuf,
+    /// Mount point (the bundle's root path).
+    pub target: PathBuf,
+}
+
+impl Overlay {
+    /// Mount options for overlayfs.
+    pub fn options(&self) -> String {
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.lower.display(),
+            self.upper.display(),
+            self.work.display()
+        )
+    }
+}
+
+/// The one line a monitor prints on stdout once the container runs (or could not start).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    /// The container's init runs with this host pid.
+    Running {
+        /// Host pid of the init.
+        pid: i32,
+    },
+    /// Starting failed; nothing is left mounted or running.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// How the container's init ended, written to [`MonitorConfig::exit_file`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code, or 128 + signal number when killed by a signal.
+    pub exit_code: i32,
+    /// Signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// When it ended, seconds since the epoch.
+    pub finished_at: u64,
+}

@@ -1,0 +1,197 @@
+//! Plain request/response handlers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+use vessel_api::{ImageBuild, InstanceCreate, StateChange};
+
+use super::{ApiJson, App};
+use crate::error::{Error, Result};
+
+type Params = Query<HashMap<String, String>>;
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    matches!(q.get(name).map(String::as_str), Some("1" | "true" | "yes"))
+}
+
+fn accepted<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::ACCEPTED, Json(v)).into_response()
+}
+
+pub async fn server_info(State(app): State<App>) -> impl IntoResponse {
+    Json(app.info.clone())
+}
+
+pub async fn instances_list(State(app): State<App>, Query(q): Params) -> Result<Response> {
+    let list = app.instances.list(flag(&q, "recursion"))?;
+    Ok(Json(list).into_response())
+}
+
+pub async fn instances_create(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<InstanceCreate>,
+) -> Result<Response> {
+    Ok(accepted(app.instances.create(req)?))
+}
+
+pub async fn instance_get(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
+    Ok(Json(app.instances.get(&name)?).into_response())
+}
+
+pub async fn instance_delete(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Result<Response> {
+    Ok(accepted(app.instances.delete(&name, flag(&q, "force"))?))
+}
+
+pub async fn instance_state_get(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    Ok(Json(app.instances.state(&name)?).into_response())
+}
+
+pub async fn instance_state_put(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ApiJson(change): ApiJson<StateChange>,
+) -> Result<Response> {
+    Ok(accepted(app.instances.change_state(&name, change)?))
+}
+
+pub async fn instance_logs(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
+    let log = app.instances.logs(&name)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+}
+
+fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str> {
+    q.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| Error::invalid(format!("query parameter {name:?} is required")))
+}
+
+fn number(q: &HashMap<String, String>, name: &str, radix: u32, default: u32) -> Result<u32> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => u32::from_str_radix(v, radix)
+            .map_err(|_| Error::invalid(format!("query parameter {name}={v:?} is not a number"))),
+    }
+}
+
+pub async fn file_get(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Result<Response> {
+    let path = required(&q, "path")?.to_string();
+    let svc = app.instances.clone();
+    let (data, info) = tokio::task::spawn_blocking(move || svc.file_get(&name, &path))
+        .await
+        .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::HeaderName::from_static("x-vessel-mode"), format!("{:04o}", info.mode)),
+            (header::HeaderName::from_static("x-vessel-uid"), info.uid.to_string()),
+            (header::HeaderName::from_static("x-vessel-gid"), info.gid.to_string()),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+pub async fn file_put(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Result<Response> {
+    let path = required(&q, "path")?.to_string();
+    let mode = number(&q, "mode", 8, 0o644)?;
+    let uid = number(&q, "uid", 10, 0)?;
+    let gid = number(&q, "gid", 10, 0)?;
+    let svc = app.instances.clone();
+    let info = tokio::task::spawn_blocking(move || svc.file_put(&name, &path, &body, mode, uid, gid))
+        .await
+        .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    Ok(Json(info).into_response())
+}
+
+pub async fn images_list(State(app): State<App>) -> Result<Response> {
+    Ok(Json(app.images.list()?).into_response())
+}
+
+pub async fn images_build(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ImageBuild>,
+) -> Result<Response> {
+    let images = app.images.clone();
+    let op = app.ops.spawn(
+        format!("Building image {:?}", req.alias.clone().unwrap_or_else(|| "busybox".into())),
+        vec!["/1.0/images".into()],
+        true,
+        move |op| async move { images.build(req, op).await.map(|_| ()) },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn image_get(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
+    Ok(Json(app.images.get(&image)?).into_response())
+}
+
+pub async fn image_delete(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
+    Ok(Json(app.images.delete(&image).await?).into_response())
+}
+
+pub async fn operations_list(State(app): State<App>) -> Result<Response> {
+    Ok(Json(app.ops.list()?).into_response())
+}
+
+pub async fn operation_get(State(app): State<App>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(app.ops.get(&id)?).into_response())
+}
+
+pub async fn operation_cancel(State(app): State<App>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(app.ops.cancel(&id)?).into_response())
+}
+
+pub async fn operation_wait(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response> {
+    let timeout = match q.get("timeout") {
+        None => None,
+        Some(t) => Some(Duration::from_secs_f64(
+            t.parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e9)
+                .ok_or_else(|| Error::invalid(format!("timeout={t:?} is not a number of seconds")))?,
+        )),
+    };
+    Ok(Json(app.ops.wait(&id, timeout).await?).into_response())
+}
+
+pub async fn events(State(app): State<App>) -> Response {
+    let stream = BroadcastStream::new(app.events.subscribe()).filter_map(|ev| {
+        let ev = ev.ok()?;
+        let mut line = serde_json::to_vec(&ev).ok()?;
+        line.push(b'\n');
+        Some(Ok::<_, Infallible>(Bytes::from(line)))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -1,0 +1,343 @@
+//! The container driver: lays out an instance's files, writes its OCI bundle, starts its
+//! monitor, follows the monitor through a pidfd, and stops it.
+//!
+//! The fork-based parts of `vessel-container` run in the single-threaded `vessel-monitor` and
+//! `vessel-runc` processes, never inside this multi-threaded daemon; calls that only read
+//! state or send signals (`state`, `stats`, `kill`, `pause`, `resume`) run in-process.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use vessel_api::{Instance, InstanceState};
+use vessel_monitor::{ExitStatus, MonitorConfig, Overlay, Ready};
+
+use super::limits;
+use crate::error::{chain, Error, Result};
+
+/// Size of the uid/gid range given to each unprivileged container.
+pub const IDMAP_SIZE: u32 = 65_536;
+
+/// Host paths and settings of the container driver.
+#[derive(Debug, Clone)]
+pub struct ContainerDriver {
+    /// `<root>/instances`.
+    pub instances_dir: PathBuf,
+    /// `<run>/monitors`: monitor sockets and pid files.
+    pub monitors_dir: PathBuf,
+    /// `<run>/runtime`: the runtime's state root.
+    pub state_root: PathBuf,
+    /// Parent cgroup of every instance of this daemon.
+    pub cgroup_parent: String,
+    /// First host uid/gid of unprivileged containers' id range.
+    pub idmap_base: u32,
+    /// Directory holding `vessel-monitor` and `vessel-runc`.
+    pub libexec: PathBuf,
+}
+
+impl ContainerDriver {
+    /// Directory of one instance (also its OCI bundle).
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.instances_dir.join(name)
+    }
+
+    /// Where the instance's root is mounted while it runs.
+    pub fn rootfs(&self, name: &str) -> PathBuf {
+        self.dir(name).join("rootfs")
+    }
+
+    /// The monitor's console socket.
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.monitors_dir.join(format!("{name}.sock"))
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.monitors_dir.join(format!("{name}.pid"))
+    }
+
+    /// Console log written by the monitor.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir(name).join("console.log")
+    }
+
+    /// Cgroup path of an instance, relative to the hierarchy roots.
+    pub fn cgroup(&self, name: &str) -> String {
+        format!("{}/{name}", self.cgroup_parent)
+    }
+
+    /// The uid and gid shift of an instance (`None` when privileged).
+    pub fn shift(&self, inst: &Instance) -> Option<u32> {
+        (!inst.privileged).then_some(self.idmap_base)
+    }
+
+    /// Creates the instance's directories: the writable layer is owned by the container's root.
+    pub fn prepare(&self, inst: &Instance) -> Result<()> {
+        let dir = self.dir(&inst.name);
+        let io = |p: &Path, e: std::io::Error| {
+            Error::internal(format!("preparing {}: {e}", p.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| io(&dir, e))?;
+        let owner = self.shift(inst).unwrap_or(0);
+        for sub in ["upper", "work", "rootfs"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+            std::os::unix::fs::chown(&p, Some(owner), Some(owner)).map_err(|e| io(&p, e))?;
+        }
+        std::fs::set_permissions(dir.join("upper"), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io(&dir, e))?;
+        Ok(())
+    }
+
+    /// Writes the OCI bundle's `config.json` for the instance.
+    pub fn write_bundle(&self, inst: &Instance, env: &[String]) -> Result<()> {
+        let opts = vessel_container::spec::SpecOptions {
+            rootfs: "rootfs".into(),
+            args: inst.command.clone(),
+            env: env.to_vec(),
+            cwd: "/".into(),
+            hostname: Some(inst.name.clone()),
+            terminal: true,
+            user_namespace: self.shift(inst).map(|base| vessel_container::spec::IdMap {
+                host_uid_base: base,
+                host_gid_base: base,
+                size: IDMAP_SIZE,
+            }),
+            resources: Some(limits::to_oci(&inst.limits)?),
+            cgroups_path: Some(format!("/{}", self.cgroup(&inst.name))),
+        };
+        let spec = vessel_container::spec::default_spec(&opts)
+            .map_err(|e| Error::internal(format!("building the OCI spec: {}", chain(&e))))?;
+        let path = self.dir(&inst.name).join("config.json");
+        spec.save(&path)
+            .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
+    }
+
+    /// Starts the instance's monitor with the given lower layer; returns the init and
+    /// monitor pids once the container runs.
+    pub async fn spawn_monitor(&self, inst: &Instance, lower: &Path) -> Result<(i32, i32)> {
+        let dir = self.dir(&inst.name);
+        std::fs::create_dir_all(&self.monitors_dir).map_err(|e| {
+            Error::internal(format!("creating {}: {e}", self.monitors_dir.display()))
+        })?;
+        let _ = std::fs::remove_file(dir.join("exit.json"));
+        let config = MonitorConfig {
+            id: inst.name.clone(),
+            bundle: dir.clone(),
+            state_root: self.state_root.clone(),
+            socket: self.socket(&inst.name),
+            log: self.log(&inst.name),
+            pid_file: self.pid_file(&inst.name),
+            exit_file: dir.join("exit.json"),
+            overlay: Some(Overlay {
+                lower: lower.to_path_buf(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                target: dir.join("rootfs"),
+            }),
+        };
+        let config_path = dir.join("monitor.json");
+        let body = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::internal(format!("monitor config: {e}")))?;
+        std::fs::write(&config_path, body)
+            .map_err(|e| Error::internal(format!("writing {}: {e}", config_path.display())))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("monitor.log"))
+            .map_err(|e| Error::internal(format!("opening monitor log: {e}")))?;
+        let exe = self.libexec.join("vessel-monitor");
+        let mut child = tokio::process::Command::new(&exe)
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| {
+                Error::internal(format!(
+                    "starting {}: {e}; is Vessel installed completely?",
+                    exe.display()
+                ))
+            })?;
+        let monitor_pid = child.id().map(|p| p as i32).unwrap_or(-1);
+        let stdout = child.stdout.take();
+        // Reap the monitor whenever it ends; the pidfd watcher reports the exit.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let Some(stdout) = stdout else {
+            return Err(Error::internal("monitor has no stdout"));
+        };
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(120),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        let ready: Ready = match read {
+            Ok(Ok(n)) if n > 0 => serde_json::from_str(line.trim()).map_err(|e| {
+                Error::internal(format!("monitor said {line:?}, not a ready line: {e}"))
+            })?,
+            Ok(_) => {
+                let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                return Err(Error::internal(format!(
+                    "monitor ended before the container started: {}",
+                    log.lines().last().unwrap_or("no message")
+                )));
+            }
+            Err(_) => {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(monitor_pid, libc::SIGKILL) };
+                return Err(Error::internal(
+                    "the container did not start within 120 s; its monitor was killed",
+                ));
+            }
+        };
+        match ready {
+            Ready::Running { pid } => Ok((pid, monitor_pid)),
+            Ready::Failed { error } => Err(Error::internal(format!(
+                "cannot start instance {}: {error}",
+                inst.name
+            ))),
+        }
+    }
+
+    /// The pid of the instance's live monitor, if there is one.
+    pub fn live_monitor(&self, name: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid_file(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let config = self.dir(name).join("monitor.json");
+        let expected = config.as_os_str().as_encoded_bytes();
+        let is_ours = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == expected);
+        // A zombie has an empty cmdline: it has ended.
+        is_ours.then_some(pid)
+    }
+
+    /// Waits until the monitor with this pid has ended.
+    pub async fn wait_monitor(pid: i32) {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return; // already gone
+        }
+        // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it until it is dropped,
+        // so the descriptor stays open and the same for the AsyncFd's whole life.
+        match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+            Ok(afd) => {
+                let _ = afd.readable().await;
+            }
+            Err(_) => {
+                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Reads how the instance's last run ended, once its monitor is gone.
+    pub fn exit_status(&self, name: &str) -> Option<ExitStatus> {
+        let body = std::fs::read(self.dir(name).join("exit.json")).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// Forgets the monitor's pid file.
+    pub fn clear_monitor(&self, name: &str) {
+        let _ = std::fs::remove_file(self.pid_file(name));
+    }
+
+    /// Host pid of the running init.
+    pub fn init_pid(&self, name: &str) -> Option<i32> {
+        vessel_container::state(&self.state_root, name)
+            .ok()
+            .and_then(|s| s.pid)
+    }
+
+    /// Sends a signal to the instance's init (or, with `all`, every process in it).
+    pub fn kill(&self, name: &str, signal: i32, all: bool) -> Result<()> {
+        vessel_container::kill(&self.state_root, name, signal, all)
+            .map_err(|e| Error::internal(format!("signalling {name}: {}", chain(&e))))
+    }
+
+    /// Freezes every process.
+    pub fn pause(&self, name: &str) -> Result<()> {
+        vessel_container::pause(&self.state_root, name)
+            .map_err(|e| Error::internal(format!("pausing {name}: {}", chain(&e))))
+    }
+
+    /// Thaws every process.
+    pub fn resume(&self, name: &str) -> Result<()> {
+        vessel_container::resume(&self.state_root, name)
+            .map_err(|e| Error::internal(format!("resuming {name}: {}", chain(&e))))
+    }
+
+    /// Live usage read from the instance's cgroups.
+    pub fn usage(&self, name: &str) -> Result<InstanceState> {
+        let stats = vessel_container::stats(&self.state_root, name)
+            .map_err(|e| Error::internal(format!("reading usage of {name}: {}", chain(&e))))?;
+        Ok(InstanceState {
+            pid: self.init_pid(name),
+            cpu_usage_ns: stats.cpu_usage_ns,
+            memory_usage_bytes: stats.memory_usage_bytes,
+            memory_peak_bytes: stats.memory_peak_bytes,
+            oom_kills: stats.oom_kills,
+            pids: stats.pids,
+        })
+    }
+
+    /// Removes leftovers of a run whose monitor died without cleaning up: the runtime state,
+    /// the cgroup and the root mount.
+    pub fn cleanup_orphan(&self, name: &str) {
+        if let Err(e) = vessel_container::delete(&self.state_root, name, true) {
+            tracing::debug!(instance = name, error = %chain(&e), "no runtime state to remove");
+        }
+        if let Ok(cg) = vessel_cgroups::manager(&self.cgroup(name)) {
+            if cg.exists() {
+                if let Err(e) = cg.destroy() {
+                    tracing::warn!(instance = name, error = %e, "removing orphan cgroup");
+                }
+            }
+        }
+        let root = self.rootfs(name);
+        if is_mountpoint(&root) {
+            if let Err(e) = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(instance = name, error = %e, "unmounting orphan root");
+            }
+        }
+        let _ = std::fs::remove_file(self.socket(name));
+        self.clear_monitor(name);
+    }
+
+    /// Removes every file of the instance.
+    pub fn remove_files(&self, name: &str) -> Result<()> {
+        self.cleanup_orphan(name);
+        let dir = self.dir(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::internal(format!("removing {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `p` is a mount point in this mount namespace.
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let p = p.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == p)
+}

@@ -1,0 +1,295 @@
+//! `exec`: runs a command inside a running instance through `vessel-runc exec` and carries its
+//! terminal or pipes over a framed stream (`vessel_api::stream`), ending with its exit code.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use vessel_api::stream::{self, FrameKind};
+use vessel_api::ExecRequest;
+
+use super::InstanceService;
+use crate::error::{Error, Result};
+
+/// A started exec: the `vessel-runc exec` child and its I/O.
+pub struct ExecSession {
+    child: tokio::process::Child,
+    io: ExecIo,
+}
+
+enum ExecIo {
+    Tty(AsyncFd<OwnedFd>),
+    Pipes {
+        stdin: Option<tokio::process::ChildStdin>,
+        stdout: tokio::process::ChildStdout,
+        stderr: tokio::process::ChildStderr,
+    },
+}
+
+impl InstanceService {
+    /// Checks the request and starts the command.
+    pub fn exec(&self, name: &str, req: ExecRequest) -> Result<ExecSession> {
+        let inst = self.get_stored(name)?;
+        self.require_running(&inst)?;
+        if req.command.is_empty() || req.command[0].is_empty() {
+            return Err(Error::invalid("exec needs a command to run"));
+        }
+        let mut cmd = tokio::process::Command::new(self.driver.libexec.join("vessel-runc"));
+        cmd.arg("--root")
+            .arg(&self.driver.state_root)
+            .arg("exec")
+            .arg("--cwd")
+            .arg(req.cwd.as_deref().unwrap_or("/"));
+        for (k, v) in &req.environment {
+            if k.is_empty() || k.contains('=') {
+                return Err(Error::invalid(format!("invalid environment variable name {k:?}")));
+            }
+            cmd.arg("--env").arg(format!("{k}={v}"));
+        }
+        if req.uid.is_some() || req.gid.is_some() {
+            cmd.arg("--user").arg(format!(
+                "{}:{}",
+                req.uid.unwrap_or(0),
+                req.gid.unwrap_or(0)
+            ));
+        }
+        if req.tty {
+            cmd.arg("--tty");
+            let pty = nix::pty::openpty(None, None)
+                .map_err(|e| Error::internal(format!("allocating a terminal: {e}")))?;
+            set_winsize(&pty.master, req.width.unwrap_or(80), req.height.unwrap_or(24));
+            let dup = |fd: &OwnedFd| -> Result<Stdio> {
+                fd.try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| Error::internal(format!("terminal: {e}")))
+            };
+            cmd.stdin(dup(&pty.slave)?)
+                .stdout(dup(&pty.slave)?)
+                .stderr(dup(&pty.slave)?);
+            nix::fcntl::fcntl(
+                pty.master.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| Error::internal(format!("terminal: {e}")))?;
+            // SAFETY: the master OwnedFd is moved into the AsyncFd, which owns it until
+            // dropped, so the descriptor stays open and the same for the AsyncFd's life.
+            let master = unsafe { AsyncFd::register(pty.master) }
+                .map_err(|e| Error::internal(format!("terminal: {e}")))?;
+            cmd.arg(name).arg("--").args(&req.command);
+            let child = spawn(&mut cmd)?;
+            // Our copies of the slave close with `cmd` here, so the master sees EIO once
+            // the process and its children are gone.
+            drop(cmd);
+            return Ok(ExecSession {
+                child,
+                io: ExecIo::Tty(master),
+            });
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.arg(name).arg("--").args(&req.command);
+        let mut child = spawn(&mut cmd)?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(Error::internal("exec child has no output pipes"));
+        };
+        Ok(ExecSession {
+            io: ExecIo::Pipes {
+                stdin: child.stdin.take(),
+                stdout,
+                stderr,
+            },
+            child,
+        })
+    }
+}
+
+fn spawn(cmd: &mut tokio::process::Command) -> Result<tokio::process::Child> {
+    cmd.kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::internal(format!("starting vessel-runc exec: {e}")))
+}
+
+fn set_winsize(fd: &OwnedFd, cols: u16, rows: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize struct that lives on our stack.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+async fn pty_read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard.try_io(|f| nix::unistd::read(f.as_raw_fd(), buf).map_err(io::Error::from)) {
+            Ok(r) => return r,
+            Err(_) => continue,
+        }
+    }
+}
+
+async fn pty_write(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|f| nix::unistd::write(f.get_ref(), data).map_err(io::Error::from)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// Reads one frame from an async stream; `None` at a clean end.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<(FrameKind, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    r.read_exact(&mut head[1..]).await?;
+    let (kind, len) = stream::parse_header(&head)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some((kind, payload)))
+}
+
+/// Carries a session over `conn` until the command ends; sends its exit code last.
+pub async fn serve<S>(conn: S, session: ExecSession)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let ExecSession { mut child, io } = session;
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (out_tx, mut out_rx) = mpsc::channel::<(FrameKind, Vec<u8>)>(64);
+    let child_pid = child.id().map(|p| p as i32);
+    let signal = move |payload: &[u8]| {
+        if let (Some(sig), Some(pid)) = (stream::parse_i32(payload), child_pid) {
+            // SAFETY: kill takes plain integers; vessel-runc forwards the signal.
+            unsafe { libc::kill(pid, sig) };
+        }
+    };
+    let readers = match io {
+        ExecIo::Tty(master) => {
+            let master = std::sync::Arc::new(master);
+            let m = master.clone();
+            let tx = out_tx.clone();
+            let output = tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                while let Ok(n) = pty_read(&m, &mut buf).await {
+                    if n == 0 || tx.send((FrameKind::Stdout, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let input = tokio::spawn(async move {
+                while let Ok(Some((kind, p))) = read_frame(&mut rd).await {
+                    match kind {
+                        FrameKind::Stdin => {
+                            if pty_write(&master, &p).await.is_err() {
+                                break;
+                            }
+                        }
+                        FrameKind::Resize => {
+                            if let Some((c, r)) = stream::parse_resize(&p) {
+                                set_winsize(master.get_ref(), c, r);
+                            }
+                        }
+                        FrameKind::Signal => signal(&p),
+                        FrameKind::CloseStdin => {
+                            // End of input on a terminal is ^D.
+                            let _ = pty_write(&master, &[4]).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            vec![output, input]
+        }
+        ExecIo::Pipes {
+            mut stdin,
+            stdout,
+            stderr,
+        } => {
+            let pump = |mut r: Box<dyn AsyncRead + Unpin + Send>, kind, tx: mpsc::Sender<_>| {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    while let Ok(n) = r.read(&mut buf).await {
+                        if n == 0 || tx.send((kind, buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            };
+            let o = pump(Box::new(stdout), FrameKind::Stdout, out_tx.clone());
+            let e = pump(Box::new(stderr), FrameKind::Stderr, out_tx.clone());
+            let input = tokio::spawn(async move {
+                while let Ok(Some((kind, p))) = read_frame(&mut rd).await {
+                    match kind {
+                        FrameKind::Stdin => {
+                            if let Some(s) = stdin.as_mut() {
+                                if s.write_all(&p).await.is_err() {
+                                    stdin = None;
+                                }
+                            }
+                        }
+                        FrameKind::CloseStdin => stdin = None,
+                        FrameKind::Signal => signal(&p),
+                        _ => {}
+                    }
+                }
+            });
+            vec![o, e, input]
+        }
+    };
+    drop(out_tx);
+    // The last task is the input side, the others carry output.
+    let mut output_tasks = readers;
+    let input_task = output_tasks.pop();
+    let writer = tokio::spawn(async move {
+        while let Some((kind, data)) = out_rx.recv().await {
+            if wr.write_all(&stream::encode(kind, &data)).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let status = child.wait().await;
+    for mut t in output_tasks {
+        // Output still buffered in the pipe or terminal is delivered before the exit code;
+        // a terminal whose slave a background process still holds is not waited for long.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await;
+        t.abort();
+    }
+    if let Some(t) = input_task {
+        t.abort();
+    }
+    let code = match status {
+        Ok(s) => s.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + s.signal().unwrap_or(0)
+        }),
+        Err(_) => 255,
+    };
+    if let Ok(mut wr) = writer.await {
+        let _ = wr
+            .write_all(&stream::encode(FrameKind::Exit, &code.to_be_bytes()))
+            .await;
+        let _ = wr.shutdown().await;
+    }
+}
+
+/// Reports an error on a stream that was upgraded before the error was known.
+pub async fn send_error<S: AsyncWrite + Unpin>(conn: &mut S, message: &str) {
+    let _ = conn
+        .write_all(&stream::encode(FrameKind::Error, message.as_bytes()))
+        .await;
+    let _ = conn.shutdown().await;
+}

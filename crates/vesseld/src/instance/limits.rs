@@ -1,0 +1,238 @@
+//! Validation of instance limits and their translation into an OCI resources block.
+
+use oci_spec::runtime::{
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxThrottleDeviceBuilder
+};
+use vessel_api::Limits;
+
+use crate::error::{Error, Result};
+
+/// CFS period used for cpu quotas, microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+/// Smallest memory limit accepted: below this not even busybox starts.
+const MIN_MEMORY: u64 = 4 << 20;
+
+/// Checks every limit; the message names the limit, the bad value and the accepted range.
+pub fn validate(l: &Limits) -> Result<()> {
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(cpu) = l.cpu {
+        if !(cpu.is_finite() && (0.01..=host_cpus as f64 * 64.0).contains(&cpu)) {
+            return Err(Error::invalid(format!(
+                "invalid limit cpu={cpu}: give a number of cores from 0.01 to {}",
+                host_cpus * 64
+            )));
+        }
+    }
+    if let Some(w) = l.cpu_weight {
+        if !(1..=10_000).contains(&w) {
+            return Err(Error::invalid(format!(
+                "invalid limit cpu.weight={w}: use 1 to 10000 (100 is the default share)"
+            )));
+        }
+    }
+    if let Some(set) = &l.cpuset {
+        let cpus = parse_cpuset(set).ok_or_else(|| {
+            Error::invalid(format!(
+                "invalid limit cpuset={set:?}: use a list like \"0\", \"0-1\" or \"0,2\""
+            ))
+        })?;
+        if let Some(bad) = cpus.iter().find(|&&c| c >= host_cpus) {
+            return Err(Error::invalid(format!(
+                "invalid limit cpuset={set:?}: cpu {bad} does not exist; this host has cpus 0-{}",
+                host_cpus - 1
+            )));
+        }
+    }
+    if let Some(m) = l.memory {
+        if m < MIN_MEMORY {
+            return Err(Error::invalid(format!(
+                "invalid limit memory={m}: the smallest memory limit is 4 MiB ({MIN_MEMORY} bytes)"
+            )));
+        }
+    }
+    if l.memory_swap.is_some() && l.memory.is_none() {
+        return Err(Error::invalid(
+            "limit memory.swap needs a memory limit too: set memory as well",
+        ));
+    }
+    if let Some(p) = l.pids {
+        if p < 1 || p > i64::MAX as u64 {
+            return Err(Error::invalid(format!(
+                "invalid limit pids={p}: use at least 1"
+            )));
+        }
+    }
+    if let Some(w) = l.io_weight {
+        if !(10..=1000).contains(&w) {
+            return Err(Error::invalid(format!(
+                "invalid limit io.weight={w}: use 10 to 1000"
+            )));
+        }
+    }
+    for t in &l.io_throttle {
+        parse_device(&t.device)?;
+    }
+    Ok(())
+}
+
+/// Parses "0-2,4" into cpu numbers.
+fn parse_cpuset(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b || b - a > 4096 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn parse_device(d: &str) -> Result<(i64, i64)> {
+    d.split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "invalid io throttle device {d:?}: use MAJOR:MINOR, e.g. 8:0 (see lsblk)"
+            ))
+        })
+}
+
+/// The OCI resources block for validated limits.
+pub fn to_oci(l: &Limits) -> Result<LinuxResources> {
+    let bad = |e: oci_spec::OciSpecError| Error::internal(format!("building resources: {e}"));
+    let mut r = LinuxResourcesBuilder::default();
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
+    if let Some(c) = l.cpu {
+        cpu = cpu
+            .quota((c * CPU_PERIOD_US as f64).round() as i64)
+            .period(CPU_PERIOD_US);
+        any_cpu = true;
+    }
+    if let Some(w) = l.cpu_weight {
+        // Inverse of the shares-to-weight mapping the v2 backend applies.
+        cpu = cpu.shares(2 + ((w - 1) * 262_142) / 9_999);
+        any_cpu = true;
+    }
+    if let Some(set) = &l.cpuset {
+        cpu = cpu.cpus(set.clone());
+        any_cpu = true;
+    }
+    if any_cpu {
+        r = r.cpu(cpu.build().map_err(bad)?);
+    }
+    if let Some(m) = l.memory {
+        let mut mem = LinuxMemoryBuilder::default().limit(m as i64);
+        if let Some(s) = l.memory_swap {
+            mem = mem.swap((m + s) as i64);
+        }
+        r = r.memory(mem.build().map_err(bad)?);
+    }
+    if let Some(p) = l.pids {
+        r = r.pids(LinuxPidsBuilder::default().limit(p as i64).build().map_err(bad)?);
+    }
+    if l.io_weight.is_some() || !l.io_throttle.is_empty() {
+        let mut bio = LinuxBlockIoBuilder::default();
+        if let Some(w) = l.io_weight {
+            bio = bio.weight(w);
+        }
+        let dev = |d: &str, rate: u64| -> Result<_> {
+            let (major, minor) = parse_device(d)?;
+            LinuxThrottleDeviceBuilder::default()
+                .major(major)
+                .minor(minor)
+                .rate(rate)
+                .build()
+                .map_err(bad)
+        };
+        let (mut rb, mut wb, mut ri, mut wi) = (vec![], vec![], vec![], vec![]);
+        for t in &l.io_throttle {
+            if let Some(v) = t.read_bps {
+                rb.push(dev(&t.device, v)?);
+            }
+            if let Some(v) = t.write_bps {
+                wb.push(dev(&t.device, v)?);
+            }
+            if let Some(v) = t.read_iops {
+                ri.push(dev(&t.device, v)?);
+            }
+            if let Some(v) = t.write_iops {
+                wi.push(dev(&t.device, v)?);
+            }
+        }
+        bio = bio
+            .throttle_read_bps_device(rb)
+            .throttle_write_bps_device(wb)
+            .throttle_read_iops_device(ri)
+            .throttle_write_iops_device(wi);
+        r = r.block_io(bio.build().map_err(bad)?);
+    }
+    r.build().map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_values_with_the_range() {
+        let e = validate(&Limits {
+            memory: Some(1000),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.message.contains("4 MiB"), "{}", e.message);
+        let e = validate(&Limits {
+            cpu: Some(-1.0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.message.contains("cpu=-1"), "{}", e.message);
+        assert!(validate(&Limits {
+            cpuset: Some("0-x".into()),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            cpuset: Some("9999".into()),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            memory_swap: Some(0),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            pids: Some(0),
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn translates_to_oci() {
+        let l = Limits {
+            cpu: Some(0.5),
+            memory: Some(64 << 20),
+            memory_swap: Some(0),
+            pids: Some(50),
+            ..Default::default()
+        };
+        validate(&l).unwrap();
+        let r = to_oci(&l).unwrap();
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!((cpu.quota(), cpu.period()), (&Some(50_000), &Some(100_000)));
+        let mem = r.memory().as_ref().unwrap();
+        assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
+    }
+}

@@ -1,0 +1,602 @@
+//! The instance service: the one owner of instance state. Routes hand it actions; it checks
+//! them, records the outcome in the store, drives the container driver, and announces events.
+
+pub mod driver;
+pub mod exec;
+pub mod files;
+pub mod limits;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use vessel_api::{
+    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Operation,
+    StateAction, StateChange,
+};
+
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::image::ImageService;
+use crate::operations::{OpHandle, Operations};
+use crate::store::{Store, StoreError};
+use driver::ContainerDriver;
+
+/// Seconds a graceful stop waits by default before killing.
+const DEFAULT_STOP_TIMEOUT: u64 = 30;
+
+/// Owns instances.
+#[derive(Clone)]
+pub struct InstanceService {
+    store: Arc<dyn Store>,
+    images: ImageService,
+    ops: Operations,
+    events: Events,
+    /// The container driver.
+    pub driver: Arc<ContainerDriver>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Per running instance: becomes true when its monitor has ended and the store says so.
+    exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+}
+
+/// Checks an instance name: what DNS allows in one label.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid instance name {name:?}: use 1-63 letters, digits and '-', starting with a \
+             letter and not ending with '-'"
+        )))
+    }
+}
+
+/// Signal number for a name like "SIGTERM", "TERM" or "15".
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let n = name.trim_start_matches("SIG");
+    Some(match n {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "PWR" => libc::SIGPWR,
+        "RTMIN+3" => libc::SIGRTMIN() + 3,
+        _ => return None,
+    })
+}
+
+impl InstanceService {
+    /// The service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        images: ImageService,
+        ops: Operations,
+        events: Events,
+        driver: ContainerDriver,
+    ) -> Self {
+        Self {
+            store,
+            images,
+            ops,
+            events,
+            driver: Arc::new(driver),
+            locks: Arc::default(),
+            exits: Arc::default(),
+        }
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    fn get_stored(&self, name: &str) -> Result<Instance> {
+        self.store.instance_get(name).map_err(|e| match e {
+            StoreError::NotFound(_) => Error::not_found(format!(
+                "instance {name:?} not found; see `vessel list`"
+            )),
+            e => e.into(),
+        })
+    }
+
+    fn set_status(&self, name: &str, status: InstanceStatus, code: Option<i32>, err: Option<&str>) {
+        if let Err(e) = self.store.instance_set_status(name, status, code, err) {
+            tracing::warn!(instance = name, error = %e, "could not record status");
+        }
+    }
+
+    /// One instance with its live state.
+    pub fn get(&self, name: &str) -> Result<Instance> {
+        let mut inst = self.get_stored(name)?;
+        inst.state = Some(self.live_state(&inst));
+        Ok(inst)
+    }
+
+    /// Every instance; with `state`, each with its live usage.
+    pub fn list(&self, state: bool) -> Result<Vec<Instance>> {
+        let mut list = self.store.instance_list()?;
+        if state {
+            for inst in &mut list {
+                inst.state = Some(self.live_state(inst));
+            }
+        }
+        Ok(list)
+    }
+
+    fn live_state(&self, inst: &Instance) -> InstanceState {
+        match inst.status {
+            InstanceStatus::Running | InstanceStatus::Frozen | InstanceStatus::Stopping => {
+                self.driver.usage(&inst.name).unwrap_or_default()
+            }
+            _ => InstanceState::default(),
+        }
+    }
+
+    /// Live usage of one instance.
+    pub fn state(&self, name: &str) -> Result<InstanceState> {
+        let inst = self.get_stored(name)?;
+        Ok(self.live_state(&inst))
+    }
+
+    /// Validates a create request and starts the operation that creates (and starts) it.
+    pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
+        validate_name(&req.name)?;
+        if req.instance_type == InstanceType::Vm {
+            return Err(Error::invalid(
+                "virtual machines are not available yet in this Vessel; omit --vm",
+            ));
+        }
+        limits::validate(&req.limits)?;
+        for k in req.environment.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(Error::invalid(format!(
+                    "invalid environment variable name {k:?}"
+                )));
+            }
+        }
+        if let Some(cmd) = &req.command {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err(Error::invalid("the command is empty: give a program to run"));
+            }
+        }
+        let image = self.images.get(&req.image)?;
+        let inst = Instance {
+            name: req.name.clone(),
+            instance_type: req.instance_type,
+            status: InstanceStatus::Creating,
+            image: image.fingerprint.clone(),
+            privileged: req.privileged,
+            limits: req.limits,
+            command: req.command.unwrap_or_else(|| image.command.clone()),
+            environment: req.environment,
+            created_at: crate::now(),
+            last_exit_code: None,
+            error: None,
+            state: None,
+        };
+        self.store.instance_insert(&inst).map_err(|e| match e {
+            StoreError::Exists(_) => Error::conflict(format!(
+                "an instance named {:?} already exists; pick another name or delete it first",
+                inst.name
+            )),
+            e => e.into(),
+        })?;
+        self.events
+            .lifecycle("instance-created", &path_of(&inst.name));
+        let svc = self.clone();
+        let start = req.start;
+        let name = inst.name.clone();
+        Ok(self.ops.spawn(
+            format!("Creating instance {name}"),
+            vec![path_of(&name)],
+            true,
+            move |op| async move {
+                let lock = svc.lock_for(&name);
+                let _g = lock.lock().await;
+                let result = async {
+                    op.progress(Some(10), "preparing files");
+                    svc.driver.prepare(&inst)?;
+                    op.check_cancel()?;
+                    if start {
+                        op.set_may_cancel(false);
+                        svc.start_locked(&inst, &op).await?;
+                    } else {
+                        svc.set_status(&name, InstanceStatus::Stopped, None, None);
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = &result {
+                    // Nothing of a failed creation stays behind.
+                    tracing::warn!(instance = %name, error = %e, "creation failed; rolling back");
+                    if let Err(e) = svc.driver.remove_files(&name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback");
+                    }
+                    let _ = svc.store.instance_delete(&name);
+                    svc.events.lifecycle("instance-deleted", &path_of(&name));
+                }
+                result
+            },
+        ))
+    }
+
+    /// Starts a stopped instance; the caller holds the instance's lock.
+    async fn start_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
+        let image = self.images.get(&inst.image)?;
+        op.progress(Some(30), "preparing root file system");
+        let lower = self
+            .images
+            .lower_layer(&image.fingerprint, self.driver.shift(inst))
+            .await?;
+        self.driver.prepare(inst)?;
+        let mut env: BTreeMap<String, String> = [
+            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("TERM", "xterm"),
+            ("HOME", "/root"),
+            ("container", "vessel"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(inst.environment.clone());
+        let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.driver.write_bundle(inst, &env)?;
+        op.progress(Some(60), "starting");
+        if inst.status != InstanceStatus::Creating {
+            self.set_status(&inst.name, InstanceStatus::Starting, None, None);
+        }
+        match self.driver.spawn_monitor(inst, &lower).await {
+            Ok((pid, monitor)) => {
+                self.set_status(&inst.name, InstanceStatus::Running, None, None);
+                self.follow(&inst.name, monitor);
+                tracing::info!(instance = %inst.name, pid, monitor, "instance started");
+                self.events
+                    .lifecycle("instance-started", &path_of(&inst.name));
+                Ok(())
+            }
+            Err(e) => {
+                if inst.status != InstanceStatus::Creating {
+                    self.set_status(&inst.name, InstanceStatus::Stopped, None, None);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Follows a running instance's monitor; when it ends, records the exit in the store.
+    fn follow(&self, name: &str, monitor_pid: i32) {
+        let (tx, rx) = watch::channel(false);
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), rx);
+        let svc = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            ContainerDriver::wait_monitor(monitor_pid).await;
+            let exit = svc.driver.exit_status(&name);
+            // A monitor that crashed leaves its container's leftovers: remove them.
+            svc.driver.cleanup_orphan(&name);
+            let code = exit.as_ref().map(|e| e.exit_code);
+            if svc.store.instance_get(&name).is_ok() {
+                svc.set_status(&name, InstanceStatus::Stopped, code, None);
+                svc.events.lifecycle("instance-stopped", &path_of(&name));
+            }
+            tracing::info!(instance = %name, exit_code = ?code, "instance stopped");
+            svc.exits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            let _ = tx.send(true);
+        });
+    }
+
+    fn exit_watch(&self, name: &str) -> Option<watch::Receiver<bool>> {
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Starts the operation that applies a state change.
+    pub fn change_state(&self, name: &str, change: StateChange) -> Result<Operation> {
+        let inst = self.get_stored(name)?;
+        use InstanceStatus as S;
+        let status = inst.status;
+        let bad = |what: &str, hint: &str| {
+            Err(Error::conflict(format!(
+                "instance {name} is {}; cannot {what}{hint}",
+                status.as_str()
+            )))
+        };
+        match (change.action, status) {
+            (StateAction::Start, S::Stopped | S::Error) => {}
+            (StateAction::Start, _) => return bad("start it", ""),
+            (StateAction::Stop | StateAction::Restart, S::Running | S::Frozen | S::Stopping) => {}
+            (StateAction::Stop, _) => return bad("stop it", ""),
+            (StateAction::Restart, _) => return bad("restart it", "; use start"),
+            (StateAction::Pause, S::Running) => {}
+            (StateAction::Pause, _) => return bad("pause it", ""),
+            (StateAction::Resume, S::Frozen) => {}
+            (StateAction::Resume, _) => return bad("resume it", ""),
+        }
+        let verb = match change.action {
+            StateAction::Start => "Starting",
+            StateAction::Stop => "Stopping",
+            StateAction::Restart => "Restarting",
+            StateAction::Pause => "Pausing",
+            StateAction::Resume => "Resuming",
+        };
+        let svc = self.clone();
+        let name = name.to_string();
+        Ok(self.ops.spawn(
+            format!("{verb} instance {name}"),
+            vec![path_of(&name)],
+            false,
+            move |op| async move {
+                let lock = svc.lock_for(&name);
+                let _g = lock.lock().await;
+                let inst = svc.get_stored(&name)?;
+                let timeout = Duration::from_secs(change.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
+                match change.action {
+                    StateAction::Start => svc.start_locked(&inst, &op).await,
+                    StateAction::Stop => svc.stop_locked(&inst, timeout, change.force, &op).await,
+                    StateAction::Restart => {
+                        svc.stop_locked(&inst, timeout, change.force, &op).await?;
+                        let inst = svc.get_stored(&name)?;
+                        svc.start_locked(&inst, &op).await?;
+                        svc.events.lifecycle("instance-restarted", &path_of(&name));
+                        Ok(())
+                    }
+                    StateAction::Pause => {
+                        svc.driver.pause(&name)?;
+                        svc.set_status(&name, InstanceStatus::Frozen, None, None);
+                        svc.events.lifecycle("instance-paused", &path_of(&name));
+                        Ok(())
+                    }
+                    StateAction::Resume => {
+                        svc.driver.resume(&name)?;
+                        svc.set_status(&name, InstanceStatus::Running, None, None);
+                        svc.events.lifecycle("instance-resumed", &path_of(&name));
+                        Ok(())
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Stops a running instance: its stop signal, then SIGKILL after `timeout` (or at once
+    /// with `force`). The caller holds the instance's lock.
+    async fn stop_locked(
+        &self,
+        inst: &Instance,
+        timeout: Duration,
+        force: bool,
+        op: &OpHandle,
+    ) -> Result<()> {
+        let name = &inst.name;
+        let Some(mut exited) = self.exit_watch(name) else {
+            // Nothing follows it: it is already down.
+            self.set_status(name, InstanceStatus::Stopped, None, None);
+            return Ok(());
+        };
+        if inst.status == InstanceStatus::Frozen {
+            self.driver.resume(name)?;
+        }
+        self.set_status(name, InstanceStatus::Stopping, None, None);
+        let wait = |rx: &mut watch::Receiver<bool>, t: Duration| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(t, rx.wait_for(|done| *done))
+                    .await
+                    .is_ok()
+            }
+        };
+        if !force {
+            op.progress(Some(20), "asking the init to stop");
+            let image = self.images.get(&inst.image).ok();
+            let uses_image_init = image.as_ref().is_some_and(|i| i.command == inst.command);
+            let sig = image
+                .filter(|_| uses_image_init)
+                .and_then(|i| signal_number(&i.stop_signal))
+                .unwrap_or(libc::SIGTERM);
+            if let Err(e) = self.driver.kill(name, sig, false) {
+                tracing::debug!(instance = %name, error = %e, "stop signal");
+            }
+            if wait(&mut exited, timeout).await {
+                self.set_status(name, InstanceStatus::Stopped, None, None);
+                return Ok(());
+            }
+            tracing::info!(instance = %name, "graceful stop timed out; killing");
+        }
+        op.progress(Some(60), "killing");
+        if let Err(e) = self.driver.kill(name, libc::SIGKILL, true) {
+            tracing::debug!(instance = %name, error = %e, "kill");
+        }
+        if wait(&mut exited, Duration::from_secs(15)).await {
+            self.set_status(name, InstanceStatus::Stopped, None, None);
+            return Ok(());
+        }
+        self.set_status(
+            name,
+            InstanceStatus::Error,
+            None,
+            Some("did not stop after SIGKILL"),
+        );
+        Err(Error::internal(format!(
+            "instance {name} did not stop within 15 s of SIGKILL; see its monitor.log"
+        )))
+    }
+
+    /// Starts the operation that deletes an instance.
+    pub fn delete(&self, name: &str, force: bool) -> Result<Operation> {
+        let inst = self.get_stored(name)?;
+        if matches!(
+            inst.status,
+            InstanceStatus::Running | InstanceStatus::Frozen | InstanceStatus::Stopping
+        ) && !force
+        {
+            return Err(Error::conflict(format!(
+                "instance {name} is {}; stop it first or delete with --force",
+                inst.status.as_str()
+            )));
+        }
+        if matches!(inst.status, InstanceStatus::Creating | InstanceStatus::Starting) {
+            return Err(Error::conflict(format!(
+                "instance {name} is {}; wait for that operation to end",
+                inst.status.as_str()
+            )));
+        }
+        let svc = self.clone();
+        let name = name.to_string();
+        Ok(self.ops.spawn(
+            format!("Deleting instance {name}"),
+            vec![path_of(&name)],
+            false,
+            move |op| async move {
+                let lock = svc.lock_for(&name);
+                let _g = lock.lock().await;
+                let inst = svc.get_stored(&name)?;
+                if svc.exit_watch(&name).is_some() {
+                    svc.stop_locked(&inst, Duration::ZERO, true, &op).await?;
+                }
+                op.progress(Some(70), "removing files");
+                svc.driver.remove_files(&name)?;
+                svc.store.instance_delete(&name)?;
+                svc.events.lifecycle("instance-deleted", &path_of(&name));
+                Ok(())
+            },
+        ))
+    }
+
+    /// Console log of an instance.
+    pub fn logs(&self, name: &str) -> Result<Vec<u8>> {
+        self.get_stored(name)?;
+        let log = self.driver.log(name);
+        let mut out = std::fs::read(log.with_extension("log.1")).unwrap_or_default();
+        out.extend(std::fs::read(&log).unwrap_or_default());
+        Ok(out)
+    }
+
+    /// The monitor socket to attach a console to.
+    pub fn console_socket(&self, name: &str) -> Result<std::path::PathBuf> {
+        let inst = self.get_stored(name)?;
+        self.require_running(&inst)?;
+        Ok(self.driver.socket(name))
+    }
+
+    /// Fails unless the instance runs.
+    pub fn require_running(&self, inst: &Instance) -> Result<()> {
+        match inst.status {
+            InstanceStatus::Running => Ok(()),
+            InstanceStatus::Frozen => Err(Error::conflict(format!(
+                "instance {} is frozen; resume it first",
+                inst.name
+            ))),
+            s => Err(Error::conflict(format!(
+                "instance {} is {}; start it first",
+                inst.name,
+                s.as_str()
+            ))),
+        }
+    }
+
+    /// Brings the store in line with what runs after a daemon (re)start: re-adopts live
+    /// monitors, rolls back interrupted creations, marks the rest stopped, removes leftovers.
+    pub fn reconcile(&self) -> Result<()> {
+        let failed = self.store.operations_fail_unfinished(
+            "interrupted: vesseld stopped while this operation was running",
+            &crate::now(),
+        )?;
+        for op in failed {
+            tracing::warn!(op = %op.id, description = %op.description, "marked interrupted operation failed");
+        }
+        let instances = self.store.instance_list()?;
+        for inst in &instances {
+            let name = &inst.name;
+            if let Some(monitor) = self.driver.live_monitor(name) {
+                let frozen = vessel_container::state(&self.driver.state_root, name)
+                    .map(|s| s.status == vessel_container::Status::Paused)
+                    .unwrap_or(false);
+                let status = if frozen {
+                    InstanceStatus::Frozen
+                } else {
+                    InstanceStatus::Running
+                };
+                self.set_status(name, status, None, None);
+                self.follow(name, monitor);
+                tracing::info!(instance = %name, monitor, "re-adopted running instance");
+                continue;
+            }
+            self.driver.cleanup_orphan(name);
+            match inst.status {
+                InstanceStatus::Creating => {
+                    tracing::warn!(instance = %name, "rolling back creation interrupted by a daemon stop");
+                    if let Err(e) = self.driver.remove_files(name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback");
+                    }
+                    self.store.instance_delete(name)?;
+                }
+                InstanceStatus::Stopped | InstanceStatus::Error => {}
+                _ => {
+                    let code = self.driver.exit_status(name).map(|e| e.exit_code);
+                    self.set_status(name, InstanceStatus::Stopped, code, None);
+                    tracing::info!(instance = %name, "instance stopped while the daemon was away");
+                }
+            }
+        }
+        // Directories no instance owns (a deletion interrupted after the store forgot it).
+        let known: std::collections::HashSet<String> =
+            self.store.instance_list()?.into_iter().map(|i| i.name).collect();
+        if let Ok(rd) = std::fs::read_dir(&self.driver.instances_dir) {
+            for entry in rd.flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&n) {
+                    tracing::warn!(dir = %entry.path().display(), "removing files of unknown instance");
+                    let _ = self.driver.remove_files(&n);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// API path of an instance.
+pub fn path_of(name: &str) -> String {
+    format!("/1.0/instances/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["c1", "web-01", "a"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "1c", "c_1", "c-", "a/b", &"x".repeat(64), "..", "c 1"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal_number("SIGUSR2"), Some(libc::SIGUSR2));
+        assert_eq!(signal_number("TERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
+    }
+}

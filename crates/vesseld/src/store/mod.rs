@@ -1,0 +1,85 @@
+//! The state store: every object the daemon keeps, behind one trait so that a cluster can swap
+//! the embedded SQLite backend for etcd without touching the services.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+use vessel_api::{Image, Instance, InstanceStatus, Operation};
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A stored JSON column could not be read back.
+    #[error("state database holds unreadable JSON in {what}")]
+    Json {
+        /// Which column.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database was written by a newer Vessel.
+    #[error(
+        "state database schema version {found} is newer than this vesseld understands ({known}); \
+         run a newer vesseld"
+    )]
+    TooNew {
+        /// Version found.
+        found: u32,
+        /// Newest version this binary knows.
+        known: u32,
+    },
+    /// An object with that key exists already.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// No object with that key.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Result of store calls.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Persistent state of the daemon.
+pub trait Store: Send + Sync {
+    /// Adds an image with its aliases; fails when an alias is taken.
+    fn image_insert(&self, image: &Image) -> Result<()>;
+    /// Every image with its aliases.
+    fn image_list(&self) -> Result<Vec<Image>>;
+    /// The image whose fingerprint or alias is `key` (a fingerprint prefix of 12+ hex
+    /// characters is enough when unique).
+    fn image_get(&self, key: &str) -> Result<Image>;
+    /// Removes an image and its aliases.
+    fn image_delete(&self, fingerprint: &str) -> Result<()>;
+    /// Adds an alias to an existing image, moving it if another image had it.
+    fn image_alias_set(&self, alias: &str, fingerprint: &str) -> Result<()>;
+
+    /// Adds an instance; fails with [`StoreError::Exists`] for a taken name.
+    fn instance_insert(&self, instance: &Instance) -> Result<()>;
+    /// Every instance (without live state).
+    fn instance_list(&self) -> Result<Vec<Instance>>;
+    /// One instance.
+    fn instance_get(&self, name: &str) -> Result<Instance>;
+    /// Sets an instance's status, exit code and error.
+    fn instance_set_status(
+        &self,
+        name: &str,
+        status: InstanceStatus,
+        last_exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> Result<()>;
+    /// Removes an instance.
+    fn instance_delete(&self, name: &str) -> Result<()>;
+    /// Names of the instances created from an image.
+    fn instances_using_image(&self, fingerprint: &str) -> Result<Vec<String>>;
+
+    /// Inserts or replaces an operation record.
+    fn operation_put(&self, op: &Operation) -> Result<()>;
+    /// Every recorded operation, newest first (at most `limit`).
+    fn operation_list(&self, limit: usize) -> Result<Vec<Operation>>;
+    /// Marks operations left pending or running by a previous daemon as failed.
+    fn operations_fail_unfinished(&self, reason: &str, now: &str) -> Result<Vec<Operation>>;
+}

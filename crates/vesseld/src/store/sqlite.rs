@@ -1,0 +1,542 @@
+//! Embedded SQLite backend of the state store: WAL journal, versioned migrations.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use vessel_api::{Image, Instance, InstanceStatus, InstanceType, Operation, OperationStatus};
+
+use super::{Result, Store, StoreError};
+
+/// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: images, aliases, instances, operations.
+    "CREATE TABLE images (
+        fingerprint TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        command TEXT NOT NULL,
+        stop_signal TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE image_aliases (
+        alias TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL REFERENCES images(fingerprint) ON DELETE CASCADE
+    );
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        image TEXT NOT NULL REFERENCES images(fingerprint),
+        privileged INTEGER NOT NULL,
+        limits TEXT NOT NULL,
+        command TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_exit_code INTEGER,
+        error TEXT
+    );
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );",
+];
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Self {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32> {
+        let conn = self.lock();
+        Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
+        // so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as u32;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "migrated state database");
+        }
+        Ok(())
+    }
+
+    fn aliases(conn: &Connection, fingerprint: &str) -> Result<Vec<String>> {
+        let mut stmt = conn
+            .prepare_cached("SELECT alias FROM image_aliases WHERE fingerprint = ? ORDER BY alias")?;
+        let rows = stmt.query_map([fingerprint], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn image_row(conn: &Connection, fingerprint: &str) -> Result<Option<Image>> {
+        let row = conn
+            .query_row(
+                "SELECT fingerprint, source, size_bytes, command, stop_signal, created_at
+                 FROM images WHERE fingerprint = ?",
+                [fingerprint],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((fingerprint, source, size, command, stop_signal, created_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Image {
+            aliases: Self::aliases(conn, &fingerprint)?,
+            fingerprint,
+            source,
+            size_bytes: size as u64,
+            command: from_json("images.command", &command)?,
+            stop_signal,
+            created_at,
+        }))
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("wire types serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|source| StoreError::Json { what, source })
+}
+
+fn status_from(s: &str) -> Result<InstanceStatus> {
+    from_json("instances.status", &format!("\"{s}\""))
+}
+
+fn type_str(t: InstanceType) -> &'static str {
+    match t {
+        InstanceType::Container => "container",
+        InstanceType::Vm => "vm",
+    }
+}
+
+const INSTANCE_COLUMNS: &str = "name, type, status, image, privileged, limits, command, \
+                                environment, created_at, last_exit_code, error";
+
+fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 11]> {
+    let mut out: [Option<String>; 11] = Default::default();
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = match r.get_ref(i)? {
+            rusqlite::types::ValueRef::Null => None,
+            rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+            rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => None,
+        };
+    }
+    Ok(out)
+}
+
+fn instance_from_cols(c: [Option<String>; 11]) -> Result<Instance> {
+    let [name, ty, status, image, privileged, limits, command, environment, created_at, code, error] =
+        c;
+    let s = |v: Option<String>| v.unwrap_or_default();
+    Ok(Instance {
+        name: s(name),
+        instance_type: if ty.as_deref() == Some("vm") {
+            InstanceType::Vm
+        } else {
+            InstanceType::Container
+        },
+        status: status_from(&s(status))?,
+        image: s(image),
+        privileged: privileged.as_deref() == Some("1"),
+        limits: from_json("instances.limits", &s(limits))?,
+        command: from_json("instances.command", &s(command))?,
+        environment: from_json("instances.environment", &s(environment))?,
+        created_at: s(created_at),
+        last_exit_code: code.and_then(|c| c.parse().ok()),
+        error,
+        state: None,
+    })
+}
+
+impl Store for SqliteStore {
+    fn image_insert(&self, image: &Image) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO images (fingerprint, source, size_bytes, command, stop_signal, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+            params![
+                image.fingerprint,
+                image.source,
+                image.size_bytes as i64,
+                to_json(&image.command),
+                image.stop_signal,
+                image.created_at
+            ],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Exists(format!("image {}", image.fingerprint))
+            }
+            e => e.into(),
+        })?;
+        for alias in &image.aliases {
+            tx.execute(
+                "INSERT OR REPLACE INTO image_aliases (alias, fingerprint) VALUES (?, ?)",
+                params![alias, image.fingerprint],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn image_list(&self) -> Result<Vec<Image>> {
+        let conn = self.lock();
+        let fps: Vec<String> = conn
+            .prepare("SELECT fingerprint FROM images ORDER BY created_at")?
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        fps.iter()
+            .filter_map(|fp| Self::image_row(&conn, fp).transpose())
+            .collect()
+    }
+
+    fn image_get(&self, key: &str) -> Result<Image> {
+        let conn = self.lock();
+        let by_alias: Option<String> = conn
+            .query_row(
+                "SELECT fingerprint FROM image_aliases WHERE alias = ?",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let fp = match by_alias {
+            Some(fp) => Some(fp),
+            None if key.len() >= 12 && key.chars().all(|c| c.is_ascii_hexdigit()) => {
+                let mut stmt =
+                    conn.prepare("SELECT fingerprint FROM images WHERE fingerprint LIKE ? LIMIT 2")?;
+                let hits: Vec<String> = stmt
+                    .query_map([format!("{}%", key.to_ascii_lowercase())], |r| r.get(0))?
+                    .collect::<std::result::Result<_, _>>()?;
+                (hits.len() == 1).then(|| hits[0].clone())
+            }
+            None => None,
+        };
+        fp.and_then(|fp| Self::image_row(&conn, &fp).transpose())
+            .unwrap_or_else(|| Err(StoreError::NotFound(format!("image {key:?}"))))
+    }
+
+    fn image_delete(&self, fingerprint: &str) -> Result<()> {
+        let conn = self.lock();
+        let n = conn.execute("DELETE FROM images WHERE fingerprint = ?", [fingerprint])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("image {fingerprint}")));
+        }
+        Ok(())
+    }
+
+    fn image_alias_set(&self, alias: &str, fingerprint: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR REPLACE INTO image_aliases (alias, fingerprint) VALUES (?, ?)",
+            params![alias, fingerprint],
+        )?;
+        Ok(())
+    }
+
+    fn instance_insert(&self, i: &Instance) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+            params![
+                i.name,
+                type_str(i.instance_type),
+                i.status.as_str(),
+                i.image,
+                i.privileged,
+                to_json(&i.limits),
+                to_json(&i.command),
+                to_json(&i.environment),
+                i.created_at,
+                i.last_exit_code,
+                i.error
+            ],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Exists(format!("instance {:?}", i.name))
+            }
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    fn instance_list(&self) -> Result<Vec<Instance>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"))?;
+        let rows: Vec<_> = stmt
+            .query_map([], instance_from_row)?
+            .collect::<std::result::Result<_, _>>()?;
+        rows.into_iter().map(instance_from_cols).collect()
+    }
+
+    fn instance_get(&self, name: &str) -> Result<Instance> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE name = ?"),
+                [name],
+                instance_from_row,
+            )
+            .optional()?;
+        match row {
+            Some(c) => instance_from_cols(c),
+            None => Err(StoreError::NotFound(format!("instance {name:?}"))),
+        }
+    }
+
+    fn instance_set_status(
+        &self,
+        name: &str,
+        status: InstanceStatus,
+        last_exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "UPDATE instances SET status = ?, last_exit_code = COALESCE(?, last_exit_code),
+             error = ? WHERE name = ?",
+            params![status.as_str(), last_exit_code, error, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("instance {name:?}")));
+        }
+        Ok(())
+    }
+
+    fn instance_delete(&self, name: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute("DELETE FROM instances WHERE name = ?", [name])?;
+        Ok(())
+    }
+
+    fn instances_using_image(&self, fingerprint: &str) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT name FROM instances WHERE image = ? ORDER BY name")?;
+        let names = stmt
+            .query_map([fingerprint], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(names)
+    }
+
+    fn operation_put(&self, op: &Operation) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR REPLACE INTO operations (id, body, status, created_at) VALUES (?, ?, ?, ?)",
+            params![op.id, to_json(op), to_json(&op.status), op.created_at],
+        )?;
+        Ok(())
+    }
+
+    fn operation_list(&self, limit: usize) -> Result<Vec<Operation>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT body FROM operations ORDER BY created_at DESC, id LIMIT ?")?;
+        let bodies: Vec<String> = stmt
+            .query_map([limit as i64], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        bodies
+            .iter()
+            .map(|b| from_json("operations.body", b))
+            .collect()
+    }
+
+    fn operations_fail_unfinished(&self, reason: &str, now: &str) -> Result<Vec<Operation>> {
+        let unfinished: Vec<Operation> = self
+            .operation_list(usize::MAX >> 1)?
+            .into_iter()
+            .filter(|o| !o.status.is_final())
+            .collect();
+        let mut failed = Vec::new();
+        for mut op in unfinished {
+            op.status = OperationStatus::Failure;
+            op.error = Some(reason.to_string());
+            op.may_cancel = false;
+            op.updated_at = now.to_string();
+            self.operation_put(&op)?;
+            failed.push(op);
+        }
+        Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use vessel_api::Limits;
+
+    use super::*;
+
+    fn image(fp: &str) -> Image {
+        Image {
+            fingerprint: fp.into(),
+            aliases: vec!["busybox".into()],
+            source: "busybox".into(),
+            size_bytes: 10,
+            command: vec!["/sbin/init".into()],
+            stop_signal: "SIGUSR2".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn instance(name: &str, image: &str) -> Instance {
+        Instance {
+            name: name.into(),
+            instance_type: InstanceType::Container,
+            status: InstanceStatus::Creating,
+            image: image.into(),
+            privileged: false,
+            limits: Limits {
+                memory: Some(1 << 28),
+                ..Default::default()
+            },
+            command: vec!["/bin/sh".into()],
+            environment: BTreeMap::new(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            last_exit_code: None,
+            error: None,
+            state: None,
+        }
+    }
+
+    #[test]
+    fn state_survives_reopen_and_migrations_are_versioned() {
+        let dir = tempdir();
+        let path = dir.join("vessel.db");
+        let fp = "ab".repeat(32);
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as u32);
+            s.image_insert(&image(&fp)).unwrap();
+            s.instance_insert(&instance("c1", &fp)).unwrap();
+            s.instance_set_status("c1", InstanceStatus::Running, None, None)
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let i = s.instance_get("c1").unwrap();
+        assert_eq!(i.status, InstanceStatus::Running);
+        assert_eq!(i.limits.memory, Some(1 << 28));
+        assert_eq!(s.image_get("busybox").unwrap().fingerprint, fp);
+        assert_eq!(s.image_get(&fp[..12]).unwrap().fingerprint, fp);
+        assert!(matches!(s.image_get("abab"), Err(StoreError::NotFound(_))));
+        assert_eq!(s.instances_using_image(&fp).unwrap(), vec!["c1"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let dir = tempdir();
+        let s = SqliteStore::open(&dir.join("db")).unwrap();
+        let fp = "cd".repeat(32);
+        s.image_insert(&image(&fp)).unwrap();
+        s.instance_insert(&instance("c1", &fp)).unwrap();
+        assert!(matches!(
+            s.instance_insert(&instance("c1", &fp)),
+            Err(StoreError::Exists(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempdir();
+        let path = dir.join("db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unfinished_operations_are_failed() {
+        let dir = tempdir();
+        let s = SqliteStore::open(&dir.join("db")).unwrap();
+        let op = Operation {
+            id: "1".into(),
+            description: "x".into(),
+            status: OperationStatus::Running,
+            resources: vec![],
+            progress: None,
+            stage: None,
+            error: None,
+            may_cancel: true,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        };
+        s.operation_put(&op).unwrap();
+        let failed = s.operations_fail_unfinished("daemon restarted", "t2").unwrap();
+        assert_eq!(failed.len(), 1);
+        let ops = s.operation_list(10).unwrap();
+        assert_eq!(ops[0].status, OperationStatus::Failure);
+        assert_eq!(ops[0].error.as_deref(), Some("daemon restarted"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "vessel-store-test-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
