@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde::Serialize;
+use vessel_api::OperationStatus;
 
 /// How listings and info are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -218,6 +219,17 @@ pub fn yes_no(b: bool) -> &'static str {
         "yes"
     } else {
         "no"
+    }
+}
+
+/// Lower-case name of an operation status, as on the wire.
+pub fn operation_status(s: OperationStatus) -> &'static str {
+    match s {
+        OperationStatus::Pending => "pending",
+        OperationStatus::Running => "running",
+        OperationStatus::Success => "success",
+        OperationStatus::Failure => "failure",
+        OperationStatus::Cancelled => "cancelled",
     }
 }
 

@@ -92,7 +92,14 @@ pub fn image_block(i: &Image) -> Block {
         )
         .field("Source", &i.source)
         .field("Size", format_bytes(i.size_bytes))
-        .field("Command", i.command.join(" "))
+        .field(
+            "Command",
+            if i.command.is_empty() {
+                "none".to_string()
+            } else {
+                i.command.join(" ")
+            },
+        )
         .field("Stop signal", &i.stop_signal)
         .field("Created", &i.created_at);
     b

@@ -7,7 +7,7 @@ use vessel_api::{Event, EventKind};
 
 use crate::cli::MonitorFormat;
 use crate::client::{Client, RequestBody};
-use crate::output::println;
+use crate::output::{operation_status, println};
 
 /// `monitor`.
 pub fn run(client: &Client, format: MonitorFormat) -> Result<i32> {
@@ -48,10 +48,7 @@ pub fn pretty(e: &Event) -> String {
         .to_string(),
         EventKind::Operation => match &e.operation {
             Some(op) => {
-                let status = serde_json::to_value(op.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let status = operation_status(op.status);
                 let mut line = format!(
                     "{} operation {} {} \"{}\"",
                     e.timestamp, op.id, status, op.description

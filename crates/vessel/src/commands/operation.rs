@@ -7,7 +7,7 @@ use crate::cli::OperationCommand;
 use crate::client::Client;
 use crate::http::encode_segment;
 use crate::operation;
-use crate::output::{print_document, println, yes_no, Block, Format, Table};
+use crate::output::{operation_status, print_document, println, yes_no, Block, Format, Table};
 
 /// `operation ...`.
 pub fn run(client: &Client, cmd: OperationCommand) -> Result<i32> {
@@ -29,11 +29,19 @@ pub fn run(client: &Client, cmd: OperationCommand) -> Result<i32> {
         OperationCommand::Wait { id } => {
             let op: Operation = client.get(&operation_path(&id))?;
             let op = operation::wait(client, op)?;
-            println(format!("{}: {}", op.description, status_name(&op)))?;
+            println(format!(
+                "{}: {}",
+                op.description,
+                operation_status(op.status)
+            ))?;
         }
         OperationCommand::Cancel { id } => {
             let op: Operation = client.call("DELETE", &operation_path(&id))?;
-            println(format!("{}: {}", op.description, status_name(&op)))?;
+            println(format!(
+                "{}: {}",
+                op.description,
+                operation_status(op.status)
+            ))?;
         }
     }
     Ok(0)
@@ -41,13 +49,6 @@ pub fn run(client: &Client, cmd: OperationCommand) -> Result<i32> {
 
 fn operation_path(id: &str) -> String {
     format!("/1.0/operations/{}", encode_segment(id))
-}
-
-fn status_name(op: &Operation) -> String {
-    serde_json::to_value(op.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{:?}", op.status).to_lowercase())
 }
 
 fn progress_text(op: &Operation) -> String {
@@ -73,7 +74,7 @@ pub fn operations_table(ops: &[Operation]) -> Table {
         table.row(vec![
             op.id.clone(),
             op.description.clone(),
-            status_name(op).to_uppercase(),
+            operation_status(op.status).to_uppercase(),
             progress_text(op),
             yes_no(op.may_cancel).to_uppercase(),
             op.created_at.clone(),
@@ -87,7 +88,7 @@ pub fn operation_block(op: &Operation) -> Block {
     let mut b = Block::new();
     b.field("ID", &op.id)
         .field("Description", &op.description)
-        .field("Status", status_name(op).to_uppercase())
+        .field("Status", operation_status(op.status).to_uppercase())
         .field("Progress", progress_text(op))
         .field("Cancellable", yes_no(op.may_cancel));
     let resources: Vec<(String, String)> = op
