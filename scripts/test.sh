@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, build, unit and end-to-end tests (as root).
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/scripts/lib.sh"
+require_root
+install_packages
+require_cargo
+cd "$REPO"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build"
+cargo build --workspace --locked
+step "cargo test"
+cargo test --workspace --locked -- --test-threads=2
