@@ -333,3 +333,99 @@ fn exec_passes_streams_and_exit_status_through() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn monitor_prints_streamed_events() {
+    let events = [
+        r#"{"kind":"lifecycle","timestamp":"T1","action":"instance-started","source":"/1.0/instances/c1"}"#,
+        r#"{"kind":"lifecycle","timestamp":"T2","action":"instance-stopped","source":"/1.0/instances/c1"}"#,
+    ];
+    let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    // The first event split across two chunks, the second in one.
+    let first = format!("{}\n", events[0]);
+    let (a, b) = first.split_at(10);
+    for chunk in [a.to_string(), b.to_string(), format!("{}\n", events[1])] {
+        response.extend(format!("{:x}\r\n{chunk}\r\n", chunk.len()).into_bytes());
+    }
+    response.extend(b"0\r\n\r\n");
+    let (path, server) = fake_daemon(vec![response.clone(), response]);
+    let sock = path.to_str().unwrap();
+
+    let (code, out, err) = run(&mut vessel(&["--socket", sock, "monitor"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "T1 lifecycle instance-started /1.0/instances/c1\n\
+         T2 lifecycle instance-stopped /1.0/instances/c1\n"
+    );
+    assert_eq!(err, "Error: the daemon closed the event stream\n");
+
+    let (_, out, _) = run(&mut vessel(&[
+        "--socket", sock, "monitor", "--format", "json",
+    ]));
+    assert_eq!(out, format!("{}\n{}\n", events[0], events[1]));
+    let got = server.join().unwrap();
+    assert_eq!(got[0].request_line, "GET /1.0/events HTTP/1.1");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn several_names_report_each_failure() {
+    let done = r#"{"id":"o2","description":"Stopping c2","status":"success","resources":[],
+        "may_cancel":false,"created_at":"t","updated_at":"t"}"#;
+    let (path, server) = fake_daemon(vec![
+        json(404, r#"{"error":"instance 'c1' not found","code":404}"#),
+        json(202, done),
+    ]);
+    let (code, out, err) = run(&mut vessel(&[
+        "--socket",
+        path.to_str().unwrap(),
+        "stop",
+        "c1",
+        "c2",
+        "--force",
+        "--timeout",
+        "5",
+    ]));
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(err, "Error: c1: instance 'c1' not found\n");
+    let got = server.join().unwrap();
+    assert_eq!(got[1].request_line, "PUT /1.0/instances/c2/state HTTP/1.1");
+    let change: vessel_api::StateChange = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(change.action, vessel_api::StateAction::Stop);
+    assert!(change.force);
+    assert_eq!(change.timeout, Some(5));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn delete_force_and_file_pull_to_stdout() {
+    let done = r#"{"id":"o3","description":"Deleting c1","status":"success","resources":[],
+        "may_cancel":false,"created_at":"t","updated_at":"t"}"#;
+    let (path, server) = fake_daemon(vec![
+        json(202, done),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nfile body".to_vec(),
+    ]);
+    let sock = path.to_str().unwrap();
+    let (code, _, err) = run(&mut vessel(&["--socket", sock, "rm", "-f", "c1"]));
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, out, _) = run(&mut vessel(&[
+        "--socket",
+        sock,
+        "file",
+        "pull",
+        "c1/etc/a b",
+        "-",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "file body"));
+    let got = server.join().unwrap();
+    assert_eq!(
+        got[0].request_line,
+        "DELETE /1.0/instances/c1?force=1 HTTP/1.1"
+    );
+    assert_eq!(
+        got[1].request_line,
+        "GET /1.0/instances/c1/files?path=/etc/a%20b HTTP/1.1"
+    );
+    let _ = std::fs::remove_file(path);
+}

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use vessel_api::{Event, EventKind};
 
 use crate::cli::MonitorFormat;
@@ -20,18 +20,22 @@ pub fn run(client: &Client, format: MonitorFormat) -> Result<i32> {
             .read_line(&mut line)
             .context("the event stream from the daemon broke")?;
         if n == 0 {
-            anyhow::bail!("the daemon closed the event stream");
+            bail!("the daemon closed the event stream");
         }
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
-        let event: Event = serde_json::from_str(text)
-            .with_context(|| format!("the daemon sent an event that is not valid: {text}"))?;
-        match format {
-            MonitorFormat::Json => println(serde_json::to_string(&event)?)?,
-            MonitorFormat::Pretty => println(pretty(&event))?,
-        }
+        let shown = match format {
+            // The API's own objects, byte for byte, fields this client does not know included.
+            MonitorFormat::Json => text.to_string(),
+            MonitorFormat::Pretty => match serde_json::from_str::<Event>(text) {
+                Ok(event) => pretty(&event),
+                // A newer daemon's event is still worth seeing.
+                Err(_) => format!("unrecognised event: {text}"),
+            },
+        };
+        println(shown)?;
     }
 }
 
