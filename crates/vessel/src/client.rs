@@ -75,6 +75,8 @@ pub enum RequestBody<'a> {
 
 /// A response whose status was checked and whose body is still to be read.
 pub struct Response {
+    /// Status line and headers.
+    pub head: ResponseHead,
     /// The body, decoded from its framing.
     pub body: Body<BufReader<UnixStream>>,
 }
@@ -162,7 +164,7 @@ impl Client {
         if !head.is_success() {
             return Err(error_from_response(&head, body).into());
         }
-        Ok(Response { body })
+        Ok(Response { head, body })
     }
 
     /// `GET` a JSON document.

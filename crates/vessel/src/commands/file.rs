@@ -14,6 +14,9 @@ use crate::client::{Client, RequestBody};
 use crate::http::with_query;
 use crate::output::{write_stdout, StdoutClosed};
 
+/// Header of a file pull that carries the file's permission bits in octal.
+const MODE_HEADER: &str = "x-vessel-mode";
+
 /// `file ...`.
 pub fn run(client: &Client, cmd: FileCommand) -> Result<i32> {
     match cmd {
@@ -130,6 +133,16 @@ fn pull(client: &Client, args: PullArgs) -> Result<i32> {
         }
         return Err(e).with_context(|| format!("cannot copy {} to {shown}", args.source));
     }
+    // The daemon tells the file's permission bits in a header; keep them, as `cp -p` would.
+    // Ownership is left to the local user: ids inside the instance mean nothing here.
+    if let Some(mode) = resp
+        .head
+        .header(MODE_HEADER)
+        .and_then(|m| parse_mode(m).ok())
+    {
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {shown} to {mode:04o}"))?;
+    }
     Ok(0)
 }
 
@@ -208,7 +221,7 @@ mod tests {
     fn pull_writes_the_file() {
         let dest = temp_socket_path().with_extension("pulled");
         let server = FakeServer::start(vec![
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 6\r\n\r\nabc\x00ef"
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Vessel-Mode: 0751\r\nContent-Length: 6\r\n\r\nabc\x00ef"
                 .to_vec(),
         ]);
         pull(
@@ -220,6 +233,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc\x00ef");
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o751);
         assert_eq!(
             server.finish()[0].target,
             "/1.0/instances/c1/files?path=/etc/hostname"

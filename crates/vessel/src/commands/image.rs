@@ -33,14 +33,29 @@ fn build(client: &Client, source: ImageSourceArg, alias: Option<String>) -> Resu
         ImageSourceArg::Busybox => (ImageSource::Busybox, "busybox"),
     };
     println(format!("Building image from {source_name}"))?;
-    let op: Operation = client.send("POST", "/1.0/images", &ImageBuild { source, alias })?;
+    let body = ImageBuild {
+        source,
+        alias: alias.clone(),
+    };
+    let op: Operation = client.send("POST", "/1.0/images", &body)?;
     let op = operation::wait(client, op)?;
-    if let Some(fingerprint) = op
+    // The image's fingerprint is in the operation's resources when the daemon put it there;
+    // otherwise ask for the image by the alias it was built under.
+    let image = match op
         .resources
         .iter()
         .find_map(|r| r.strip_prefix("/1.0/images/"))
     {
-        println(format!("Image ready: {fingerprint}"))?;
+        Some(fingerprint) => client.get::<Image>(&image_path(fingerprint)),
+        None => client.get::<Image>(&image_path(alias.as_deref().unwrap_or(source_name))),
+    };
+    match image {
+        Ok(img) => println(format!(
+            "Image ready: {} (fingerprint {})",
+            img.aliases.join(", "),
+            short(&img.fingerprint, FINGERPRINT_CHARS)
+        ))?,
+        Err(_) => println("Image ready")?,
     }
     Ok(0)
 }
@@ -147,6 +162,7 @@ mod tests {
         let server = FakeServer::start(vec![
             json_response(202, &op("running")),
             json_response(200, &op("success")),
+            json_response(200, &serde_json::to_string(&sample()).unwrap()),
         ]);
         let code = build(
             &Client::new(server.path()),
@@ -163,5 +179,6 @@ mod tests {
         let body: ImageBuild = serde_json::from_slice(&reqs[0].body).unwrap();
         assert_eq!(body.alias.as_deref(), Some("tiny"));
         assert_eq!(reqs[1].target, "/1.0/operations/b1/wait?timeout=1");
+        assert_eq!(reqs[2].target, "/1.0/images/abc123");
     }
 }
