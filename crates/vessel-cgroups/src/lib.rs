@@ -16,6 +16,8 @@
 //!
 //! `docs/cgroups.md` in the repository maps each OCI setting to its v1 and v2 files.
 
+#![deny(missing_docs)]
+
 use std::path::PathBuf;
 
 use oci_spec::runtime::LinuxResources;
