@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Memory the platform spends per idle container: N busybox containers through a private
+# vesseld; reports the monitors' proportional set size (PSS) per container and the daemon's
+# growth in PSS from 0 to N containers.
+. "$(dirname "$0")/lib.sh"
+N=${N:-100}
+WORK=$(mktemp -d /tmp/vessel-mem.XXXXXX)
+SOCK=$WORK/vessel.sock
+V() { "$BIN/vessel" --socket "$SOCK" "$@"; }
+pss() { awk '/^Pss:/ {s+=$2} END {print s+0}' "/proc/$1/smaps_rollup"; }
+cleanup() {
+  for i in $(seq 1 "$N"); do V delete --force "idle$i" >/dev/null 2>&1 || true; done
+  [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$SOCK" \
+  >"$WORK/vesseld.log" 2>&1 &
+DPID=$!
+for _ in $(seq 1 100); do V info >/dev/null 2>&1 && break; sleep 0.1; done
+V image build busybox >/dev/null
+V launch busybox warm >/dev/null && V delete --force warm >/dev/null
+sleep 1
+d0=$(pss $DPID)
+start=$(date +%s.%N)
+for i in $(seq 1 "$N"); do V launch busybox "idle$i" >/dev/null; done
+end=$(date +%s.%N)
+sleep 2
+V list >/dev/null
+d1=$(pss $DPID)
+mon=0; inits=0
+for p in "$WORK"/run/monitors/*.pid; do mon=$((mon + $(pss "$(cat "$p")"))); done
+echo "containers: $N (launched in $(echo "$end - $start" | bc) s)"
+echo "monitor PSS per container: $((mon / N)) KiB"
+echo "daemon PSS growth per container: $(( (d1 - d0) / N )) KiB (from $d0 to $d1 KiB)"
+echo "platform overhead per idle container: $(( (mon + d1 - d0) / N )) KiB"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create + start + wait + delete of a trivial container (`/bin/true`) with vessel-runc against
+# runc and crun from Debian, same bundle, same run, alternating. Prints medians and ratios.
+. "$(dirname "$0")/lib.sh"
+RUNS=${RUNS:-40}
+WORK=$(mktemp -d /tmp/vessel-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+make_bundle "$WORK/bundle"
+
+# cycle RUNTIME ROOT: one container life through the runtime's own command line.
+cat > "$WORK/cycle.sh" <<'SH'
+#!/bin/sh
+rt=$1; root=$2; id=b$$
+$rt --root "$root" create --bundle "$BUNDLE" "$id" >/dev/null 2>&1 || exit 1
+$rt --root "$root" start "$id" || exit 1
+# wait until it has stopped
+while [ "$($rt --root "$root" state "$id" 2>/dev/null | grep -o '"status": *"[a-z]*"' | grep -o '[a-z]*"$')" != 'stopped"' ]; do :; done
+$rt --root "$root" delete "$id"
+SH
+chmod +x "$WORK/cycle.sh"
+export BUNDLE=$WORK/bundle
+
+cmds=("$WORK/cycle.sh $BIN/vessel-runc $WORK/root-vessel" "$WORK/cycle.sh $(command -v runc) $WORK/root-runc")
+names=(vessel-runc runc)
+if crun --root "$WORK/probe" features >/dev/null 2>&1 && "$WORK/cycle.sh" "$(command -v crun)" "$WORK/root-crun" 2>"$WORK/crun.err"; then
+  cmds+=("$WORK/cycle.sh $(command -v crun) $WORK/root-crun"); names+=(crun)
+else
+  echo "crun refused on this host: $(head -c 300 "$WORK/crun.err")" >&2
+fi
+args=()
+for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
+hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/out.json" "${args[@]}" >&2
+jq -r '.results[] | "\(.command)\t\(.median*1000|.*100|round/100) ms median\t(min \(.min*1000|.*100|round/100), max \(.max*1000|.*100|round/100))"' "$WORK/out.json"
+base=$(jq '.results[0].median' "$WORK/out.json")
+jq -r --argjson b "$base" '.results[1:][] | "vessel-runc / \(.command) = \(($b / .median)*100|round/100)"' "$WORK/out.json"
