@@ -209,7 +209,7 @@ pub(crate) fn kill_all(where_: &Path, mut list: impl FnMut() -> Result<Vec<i32>>
             let shown: Vec<String> = pids.iter().take(20).map(i32::to_string).collect();
             return Err(io_err(
                 where_,
-                "wait for every process in the cgroup to exit",
+                "kill every process within 10s",
                 io::Error::new(
                     ErrorKind::TimedOut,
                     format!(

@@ -86,25 +86,47 @@ pub type Result<T> = std::result::Result<T, CgroupError>;
 pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn version(&self) -> CgroupVersion;
-    /// Creates the cgroup (and parents) if missing.
+    /// Creates the cgroup (and parents) if missing. Idempotent.
+    ///
+    /// v1: one directory in each controller hierarchy the host mounts; every cpuset directory
+    /// created on the way gets its parent's cpus and mems (a new v1 cpuset has none). v2: the
+    /// cpuset, cpu, io, memory and pids controllers that each ancestor offers are enabled in
+    /// its `cgroup.subtree_control`.
     fn create(&self) -> Result<()>;
-    /// Applies cpu, cpuset, memory/swap, pids and block-io limits from an OCI resources block.
+    /// Applies cpu, cpuset, memory/swap, pids and block-io limits from an OCI resources block
+    /// (v1 also applies device rules).
+    ///
+    /// The whole block is checked before anything is written: a value out of range is
+    /// [`CgroupError::InvalidLimit`] and a setting the host cannot honour (no swap accounting,
+    /// a controller missing) is [`CgroupError::Unsupported`], both leaving the cgroup as it was.
+    /// A value the kernel itself refuses while writing is also `InvalidLimit`. Following runc,
+    /// 0 leaves a setting as it is and -1 lifts a limit.
     fn apply(&self, resources: &LinuxResources) -> Result<()>;
-    /// Moves a process into the cgroup.
+    /// Moves a process (all its threads) into the cgroup, in every hierarchy. The cgroup must
+    /// exist.
     fn add_process(&self, pid: i32) -> Result<()>;
-    /// Pids of every process in the cgroup.
+    /// Pids of every process in the cgroup and in cgroups below it, sorted, as seen from this
+    /// process's pid namespace. An error if the cgroup does not exist.
     fn pids(&self) -> Result<Vec<i32>>;
-    /// Freezes every process; returns once the kernel reports the cgroup frozen.
+    /// Freezes every process; returns once the kernel reports the cgroup frozen (v1
+    /// `freezer.state` reads `FROZEN`, v2 `cgroup.events` shows `frozen 1`). Gives up after 5 s,
+    /// thawing again, with an error.
     fn freeze(&self) -> Result<()>;
     /// Thaws a frozen cgroup.
     fn thaw(&self) -> Result<()>;
-    /// Whether the cgroup is frozen.
+    /// Whether the cgroup is frozen or being frozen.
     fn is_frozen(&self) -> Result<bool>;
-    /// Usage figures.
+    /// Usage figures. Figures of a controller the host lacks read as 0 (or `None`).
     fn stats(&self) -> Result<CgroupStats>;
-    /// Whether the cgroup exists.
+    /// Whether the cgroup exists (v1: in at least one hierarchy, so that a half-created or
+    /// half-removed cgroup still counts and [`CgroupManager::destroy`] still cleans it up).
     fn exists(&self) -> bool;
     /// Kills every process left (thawing first if needed), then removes the cgroup.
+    ///
+    /// Sends SIGKILL to every process of the cgroup and of cgroups below it until none is
+    /// left (at most 10 s, then an error listing the survivors), then removes the cgroup's
+    /// directories in every hierarchy, child cgroups first. Succeeds at once when the cgroup
+    /// does not exist. Parent directories are left alone.
     fn destroy(&self) -> Result<()>;
     /// The path of the cgroup a process inside it sees as its own (for /proc/self/cgroup checks
     /// and for mounting the container's /sys/fs/cgroup).

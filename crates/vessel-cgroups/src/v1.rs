@@ -454,7 +454,7 @@ impl CgroupManager for V1Manager {
             let _ = fs::write(&state, "THAWED");
             return Err(io_err(
                 &state,
-                "wait for the cgroup to freeze",
+                "freeze within 5s",
                 io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -540,3 +540,7 @@ impl CgroupManager for V1Manager {
         &self.cgroup_path
     }
 }
+
+#[cfg(test)]
+#[path = "v1_tests.rs"]
+mod tests;

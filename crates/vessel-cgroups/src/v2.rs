@@ -396,7 +396,7 @@ impl CgroupManager for V2Manager {
             let _ = fs::write(&control, "0");
             return Err(io_err(
                 &events,
-                "wait for the cgroup to freeze",
+                "freeze within 5s",
                 io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(

@@ -69,6 +69,7 @@ impl TestCgroup {
                 dirs
             }
         };
+        sweep_stale(&parents);
         let made_parents = parents.into_iter().filter(|d| !d.exists()).collect();
         let cg = vessel_cgroups::manager(&path).expect("a cgroup manager for this host");
         if cg.exists() {
@@ -95,6 +96,35 @@ impl Drop for TestCgroup {
             let _ = std::fs::remove_dir(dir);
         }
         reap_orphans();
+    }
+}
+
+/// Destroys test cgroups left by test processes that no longer run (killed before their
+/// guards could clean up): names end in `-<pid>` of the test process.
+fn sweep_stale(parents: &[PathBuf]) {
+    let mut names: Vec<String> = parents
+        .iter()
+        .filter_map(|p| std::fs::read_dir(p).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let Some(pid) = name.rsplit_once('-').and_then(|(_, p)| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(cg) = vessel_cgroups::manager(&format!("{PARENT}/{name}")) {
+            match cg.destroy() {
+                Ok(()) => eprintln!("removed stale test cgroup {PARENT}/{name}"),
+                Err(e) => eprintln!("could not remove stale test cgroup {PARENT}/{name}: {e}"),
+            }
+        }
     }
 }
 
