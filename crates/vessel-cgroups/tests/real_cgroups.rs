@@ -14,7 +14,7 @@ use oci_spec::runtime::{
     LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 use support::{cpu_seconds, dead, serial, Proc, TestCgroup};
-use vessel_cgroups::{CgroupError, CgroupVersion};
+use vessel_cgroups::{CgroupError, CgroupVersion, V2Manager};
 
 fn pids_limit(n: i64) -> LinuxResources {
     LinuxResourcesBuilder::default()
@@ -302,9 +302,9 @@ fn cpu_quota_holds_a_busy_loop() {
     eprintln!(
         "{wall:.3} s of busy loop: {used_limited:.3} s cpu at 0.2 cores, {used_free:.3} s unlimited"
     );
-    // The kernel may hand out one period's quota (0.02 s) ahead.
+    // Periods cut by the start and the end of the window can each give a full quota (0.02 s).
     assert!(
-        used_limited <= 0.2 * wall + 0.03,
+        used_limited <= 0.2 * wall + 0.05,
         "0.2 cores used {used_limited:.3} s in {wall:.3} s"
     );
     assert!(
@@ -486,4 +486,89 @@ fn invalid_limits_are_refused_and_change_nothing() {
     // A valid block still goes through afterwards.
     t.cg.apply(&pids_limit(7)).unwrap();
     assert_ne!(limit_files(&t), before);
+}
+
+/// A cgroup2 mount to run the v2 backend on: /sys/fs/cgroup on a v2 host, the (controller-less)
+/// unified mount of a hybrid host otherwise.
+fn cgroup2_mount() -> PathBuf {
+    if vessel_cgroups::detect().unwrap() == CgroupVersion::V2 {
+        return PathBuf::from(vessel_cgroups::CGROUP_ROOT);
+    }
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            (right.starts_with("cgroup2 ") && left[3] == "/").then(|| PathBuf::from(left[4]))
+        })
+        .expect(
+            "this v1 host has no cgroup2 mount (hybrid /sys/fs/cgroup/unified) to test the v2 \
+             backend's freezer, kill and process handling on",
+        )
+}
+
+#[test]
+fn v2_backend_freezes_kills_and_removes_on_a_real_cgroup2_mount() {
+    let _s = serial();
+    let root = cgroup2_mount();
+    let path = format!("{}/v2-{}", support::PARENT, std::process::id());
+    let cg = V2Manager::with_root(&root, &path).unwrap();
+    let t =
+        support::TestCgroup::custom(Box::new(cg), path.clone(), vec![root.join(support::PARENT)]);
+    assert_eq!(t.cg.version(), CgroupVersion::V2);
+
+    let mut p = Proc::start_in(&*t.cg, "sleep 30 & while :; do :; done", Stdio::null());
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", p.pid())).unwrap();
+    assert!(
+        own.lines().any(|l| l == format!("0::{}", t.cg.path())),
+        "process not in {}: {own}",
+        t.cg.path()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.cg.pids().unwrap().len(), 2, "the shell and its sleep");
+    assert!(
+        cpu_seconds(&*t.cg) > 0.05,
+        "cpu.stat usage_usec did not grow"
+    );
+
+    t.cg.freeze().unwrap();
+    assert!(t.cg.is_frozen().unwrap());
+    let frozen_at = cpu_seconds(&*t.cg);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        cpu_seconds(&*t.cg) - frozen_at < 0.005,
+        "cpu use grew while frozen"
+    );
+    t.cg.thaw().unwrap();
+    assert!(!t.cg.is_frozen().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cpu_seconds(&*t.cg) - frozen_at > 0.05,
+        "the loop did not resume"
+    );
+
+    // A limit needs its controller: offered by the parent, or refused with the file named.
+    let offered = std::fs::read_to_string(root.join(support::PARENT).join("cgroup.controllers"))
+        .unwrap_or_default();
+    match t.cg.apply(&pids_limit(20)) {
+        Ok(()) => assert!(
+            offered.contains("pids"),
+            "applied without a pids controller"
+        ),
+        Err(CgroupError::Unsupported(msg)) => {
+            assert!(!offered.contains("pids"), "refused though offered: {msg}");
+            assert!(msg.contains("pids.max"), "{msg}");
+        }
+        Err(e) => panic!("apply: {e:?}"),
+    }
+
+    t.cg.freeze().unwrap();
+    let pids = t.cg.pids().unwrap();
+    t.cg.destroy().unwrap();
+    assert!(!t.cg.exists());
+    assert!(p.wait_for_exit(Duration::from_secs(5)).code().is_none());
+    for pid in pids {
+        assert!(dead(pid), "pid {pid} survived destroy");
+    }
+    t.cg.destroy().unwrap();
 }

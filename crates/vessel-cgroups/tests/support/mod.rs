@@ -86,6 +86,26 @@ impl TestCgroup {
     }
 }
 
+impl TestCgroup {
+    /// A guard for a manager built by the test itself (e.g. a v2 manager on another mount),
+    /// with the parent directories that it may create (those missing now are removed on drop).
+    pub fn custom(cg: Box<dyn CgroupManager>, path: String, parents: Vec<PathBuf>) -> Self {
+        require_root();
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        if cg.exists() {
+            cg.destroy().expect("remove a stale test cgroup");
+        }
+        let made_parents = parents.into_iter().filter(|d| !d.exists()).collect();
+        let guard = TestCgroup {
+            cg,
+            path,
+            made_parents,
+        };
+        guard.cg.create().expect("create the test cgroup");
+        guard
+    }
+}
+
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         if let Err(e) = self.cg.destroy() {
@@ -113,7 +133,10 @@ fn sweep_stale(parents: &[PathBuf]) {
     names.sort();
     names.dedup();
     for name in names {
-        let Some(pid) = name.rsplit_once('-').and_then(|(_, p)| p.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .rsplit_once('-')
+            .and_then(|(_, p)| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
