@@ -1,0 +1,213 @@
+//! `exec`: starts another process in a running container.
+//!
+//! An intermediate child of the caller joins the container's cgroup (the caller moves it) and
+//! its namespaces through `/proc/<init>/ns/*` (user first). Joining a pid namespace only
+//! applies to children, so it then forks the final process with `CLONE_PARENT`: a direct child
+//! of the caller, inside the container's pid namespace. That process applies the process
+//! attributes and execs; a failure before execve comes back over the close-on-exec channel,
+//! and the channel closing tells the caller the execve succeeded.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{chdir, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::cgroup;
+use crate::console::{self, Console, Prepared};
+use crate::create::write_pid_file;
+use crate::error::{Error, Result, SysContext};
+use crate::init::enter_namespaces;
+use crate::namespaces::{self, Plan, JOIN_ORDER};
+use crate::process;
+use crate::seccomp::Filter;
+use crate::state::{State, Status, CONFIG_FILE};
+use crate::sync::{Channel, Msg};
+
+/// What [`exec`] runs.
+#[derive(Debug)]
+pub struct ExecOptions {
+    /// The process (args, env, cwd, user, capabilities, rlimits, no_new_privs, terminal).
+    pub process: Process,
+    /// Its terminal.
+    pub console: Console,
+    /// File to write its pid to.
+    pub pid_file: Option<PathBuf>,
+    /// Number of descriptors after stdio the process keeps.
+    pub preserve_fds: u32,
+}
+
+impl ExecOptions {
+    /// Runs `process` with inherited stdio.
+    pub fn new(process: Process) -> Self {
+        ExecOptions {
+            process,
+            console: Console::Inherit,
+            pid_file: None,
+            preserve_fds: 0,
+        }
+    }
+}
+
+/// The spec container `id` was created with.
+pub fn container_spec(root: &Path, id: &str) -> Result<Spec> {
+    let dir = crate::state::container_dir(root, id)?;
+    let path = dir.join(CONFIG_FILE);
+    Spec::load(&path).map_err(|source| Error::SpecLoad { path, source })
+}
+
+/// Starts `opts.process` in container `id` and returns its pid once it has exec'd. The process
+/// is a direct child of the caller, which must be single-threaded and should `waitpid` it.
+/// The container's seccomp profile applies to it too.
+pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
+    let (state, _) = State::load(root, id)?;
+    if !matches!(state.status, Status::Created | Status::Running) {
+        return Err(Error::WrongState {
+            id: id.to_string(),
+            status: state.status,
+            hint: "exec needs a created or running container",
+        });
+    }
+    let spec = container_spec(root, id)?;
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(crate::seccomp::compile(s)?),
+        None => None,
+    };
+    let spec_plan = Plan::from_spec(&spec)?;
+    let join: Vec<(LinuxNamespaceType, PathBuf)> = JOIN_ORDER
+        .into_iter()
+        .filter(|t| spec_plan.has(*t))
+        .map(|t| {
+            (
+                t,
+                PathBuf::from(format!(
+                    "/proc/{}/ns/{}",
+                    state.pid,
+                    namespaces::proc_name(t)
+                )),
+            )
+        })
+        .collect();
+    let plan = Plan {
+        join: join.clone(),
+        new_user: false,
+        new: nix::sched::CloneFlags::empty(),
+        types: spec_plan.types,
+    };
+    let cg = match &state.cgroup_path {
+        Some(_) => Some(cgroup::of_state(&state)?),
+        None => None,
+    };
+    let console = opts.console.prepare()?;
+    let (parent, child) = Channel::pair()?;
+    let intermediate = crate::fork::fork(|| {
+        let run = || -> Result<()> {
+            enter_namespaces(&child, &plan, &join)?;
+            let pid = crate::fork::fork_as_sibling(|| {
+                final_process(
+                    &child,
+                    &opts.process,
+                    &console,
+                    seccomp.as_ref(),
+                    opts.preserve_fds,
+                )
+            })?;
+            child.send(&Msg::Child(pid.as_raw()))
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                child.fail(&e);
+                1
+            }
+        }
+    })?;
+    drop(child);
+    let reap = |pid: Pid| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    };
+    if let Some(cg) = &cg {
+        if let Err(e) = cg.add_process(intermediate.as_raw()) {
+            reap(intermediate);
+            return Err(cgroup::err("add the exec process", cg.path())(e));
+        }
+    }
+    if let Err(e) = parent.send(&Msg::Go) {
+        reap(intermediate);
+        return Err(e);
+    }
+    let mut final_pid: Option<Pid> = None;
+    loop {
+        let msg = match parent.recv() {
+            Ok(m) => m,
+            Err(e) => {
+                final_pid.into_iter().chain([intermediate]).for_each(reap);
+                return Err(e);
+            }
+        };
+        match msg {
+            Some(Msg::Child(pid)) => {
+                let pid = Pid::from_raw(pid);
+                final_pid = Some(pid);
+                let _ = waitpid(intermediate, None);
+            }
+            Some(Msg::Failed(m)) => {
+                final_pid.into_iter().chain([intermediate]).for_each(reap);
+                return Err(Error::Exec(m));
+            }
+            Some(other) => {
+                final_pid.into_iter().chain([intermediate]).for_each(reap);
+                return Err(Error::Exec(format!("unexpected message {other:?}")));
+            }
+            None => break,
+        }
+    }
+    let Some(pid) = final_pid else {
+        let status = waitpid(intermediate, None);
+        return Err(Error::Exec(format!(
+            "the exec process exited during setup ({status:?})"
+        )));
+    };
+    if let Some(f) = &opts.pid_file {
+        write_pid_file(f, pid)?;
+    }
+    tracing::info!(container = %id, pid = pid.as_raw(), "exec");
+    Ok(pid)
+}
+
+/// The process that execs. Returns an exit code only on failure.
+fn final_process(
+    ch: &Channel,
+    process: &Process,
+    console: &Prepared,
+    seccomp: Option<&Filter>,
+    preserve_fds: u32,
+) -> i32 {
+    let run = || -> Result<process::Ready> {
+        crate::fork::reset_signals();
+        chdir("/").sys(|| "chdir / in the container".into())?;
+        match console {
+            Prepared::Socket(sock) => {
+                let size = process.console_size().map(|b| {
+                    (
+                        b.height().min(u16::MAX as u64) as u16,
+                        b.width().min(u16::MAX as u64) as u16,
+                    )
+                });
+                let slave = console::open_socket_console(sock, false, size)?;
+                console::attach(&slave)?;
+            }
+            Prepared::Pty { slave, .. } => console::attach(slave)?,
+            Prepared::Inherit => {}
+        }
+        process::apply(process, seccomp.cloned())
+    };
+    let err = match run() {
+        Ok(ready) => ready.exec(preserve_fds),
+        Err(e) => e,
+    };
+    ch.fail(&err);
+    127
+}

@@ -1,0 +1,217 @@
+//! The container side of `create`: the intermediate process (namespaces) and the init (rootfs,
+//! process setup, waiting for start, execve). Everything here runs in forked children and
+//! reports failures to the runtime over the channel.
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::{setgroups, sethostname, setresgid, setresuid, Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::console::{self, Prepared};
+use crate::error::{Error, Result, SysContext};
+use crate::namespaces::{self, Plan};
+use crate::process::{self, Ready};
+use crate::rootfs;
+use crate::seccomp::Filter;
+use crate::sync::{Channel, Msg};
+
+/// Everything the container processes need, prepared by the runtime before forking.
+#[derive(Debug)]
+pub(crate) struct InitContext<'a> {
+    pub spec: &'a Spec,
+    pub plan: &'a Plan,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub cgroup_path: Option<&'a str>,
+    pub console: &'a Prepared,
+    /// O_PATH descriptor of the exec fifo.
+    pub fifo: &'a OwnedFd,
+    pub seccomp: Option<&'a Filter>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+}
+
+/// Waits for `want` from the runtime.
+pub(crate) fn expect(ch: &Channel, want: Msg) -> Result<()> {
+    match ch.recv()? {
+        Some(m) if m == want => Ok(()),
+        other => Err(Error::Init(format!(
+            "expected {want:?} from the runtime, got {other:?}"
+        ))),
+    }
+}
+
+/// Enters the namespaces: joins those given by path (user first), creates the user namespace
+/// and has the runtime write its maps, becomes root in it, creates the other namespaces.
+pub(crate) fn enter_namespaces(
+    ch: &Channel,
+    plan: &Plan,
+    join: &[(LinuxNamespaceType, std::path::PathBuf)],
+) -> Result<()> {
+    expect(ch, Msg::Go)?;
+    namespaces::join(join)?;
+    if plan.new_user {
+        namespaces::create(CloneFlags::CLONE_NEWUSER)?;
+        ch.send(&Msg::NeedIdMaps)?;
+        expect(ch, Msg::IdMapsDone)?;
+    }
+    if plan.has_user() {
+        // Act as the namespace's root from here on (files created get its owner).
+        setgroups(&[]).sys(|| "clear supplementary groups in the user namespace".into())?;
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .sys(|| "become gid 0 in the user namespace (is gid 0 mapped?)".into())?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .sys(|| "become uid 0 in the user namespace (is uid 0 mapped?)".into())?;
+    }
+    Ok(())
+}
+
+/// The intermediate process of `create`. Returns its exit code.
+pub(crate) fn intermediate(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
+    let run = || -> Result<()> {
+        enter_namespaces(ch, ctx.plan, &ctx.plan.join)?;
+        namespaces::create(ctx.plan.new)?;
+        let pid = crate::fork::fork_as_sibling(|| init(ch, ctx))?;
+        ch.send(&Msg::Child(pid.as_raw()))
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            ch.fail(&e);
+            1
+        }
+    }
+}
+
+/// The container's init: pid 1 of its pid namespace. Returns an exit code only on failure.
+fn init(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
+    match setup(ch, ctx) {
+        Ok(ready) => {
+            let err = ready.exec(ctx.preserve_fds);
+            // The runtime has returned already: stderr is all that is left.
+            eprintln!("vessel: container init: {}", err.chain());
+            127
+        }
+        Err(e) => {
+            ch.fail(&e);
+            1
+        }
+    }
+}
+
+fn setup(ch: &Channel, ctx: &InitContext<'_>) -> Result<Ready> {
+    crate::fork::reset_signals();
+    let _ = nix::unistd::setsid();
+    let spec = ctx.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("the spec has no process section".into()))?;
+    let terminal = process.terminal() == Some(true);
+    if matches!(ctx.console, Prepared::Socket(_)) && !terminal {
+        return Err(Error::InvalidSpec(
+            "a console socket was given but process.terminal is false".into(),
+        ));
+    }
+    if !ctx.plan.has(LinuxNamespaceType::Mount) {
+        return Err(Error::InvalidSpec(
+            "the container needs a mount namespace".into(),
+        ));
+    }
+    let console_host_path = match ctx.console {
+        Prepared::Pty { host_path, .. } => Some(host_path.clone()),
+        _ => None,
+    };
+    rootfs::prepare(
+        spec,
+        &rootfs::Context {
+            rootfs: ctx.rootfs,
+            bundle: ctx.bundle,
+            user_ns: ctx.plan.has_user(),
+            cgroup_path: ctx.cgroup_path,
+            console: console_host_path,
+        },
+    )?;
+    rootfs::switch_root(ctx.rootfs, ctx.no_pivot)?;
+    match ctx.console {
+        Prepared::Socket(sock) => {
+            let size = process.console_size().map(|b| {
+                (
+                    b.height().min(u16::MAX as u64) as u16,
+                    b.width().min(u16::MAX as u64) as u16,
+                )
+            });
+            let slave = console::open_socket_console(sock, true, size)?;
+            console::attach(&slave)?;
+        }
+        Prepared::Pty { slave, .. } => console::attach(slave)?,
+        Prepared::Inherit => {}
+    }
+    set_hostname(spec, ctx.plan)?;
+    set_sysctls(spec)?;
+    rootfs::finalize(spec)?;
+    let ready = process::apply(process, ctx.seccomp.cloned())?;
+    ch.send(&Msg::Ready)?;
+    wait_for_start(ctx.fifo)?;
+    Ok(ready)
+}
+
+fn set_hostname(spec: &Spec, plan: &Plan) -> Result<()> {
+    let hostname = spec.hostname().as_deref().filter(|h| !h.is_empty());
+    let domainname = spec.domainname().as_deref().filter(|h| !h.is_empty());
+    if (hostname.is_some() || domainname.is_some()) && !plan.has(LinuxNamespaceType::Uts) {
+        return Err(Error::InvalidSpec(
+            "hostname or domainname set without a UTS namespace: add one or drop them".into(),
+        ));
+    }
+    if let Some(h) = hostname {
+        sethostname(h).sys(|| format!("sethostname {h}"))?;
+    }
+    if let Some(d) = domainname {
+        // SAFETY: the pointer and length describe the bytes of `d`, which outlives the call.
+        let rc = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+        if rc != 0 {
+            return Err(Error::sys(format!("setdomainname {d}"), nix::Error::last()));
+        }
+    }
+    Ok(())
+}
+
+fn set_sysctls(spec: &Spec) -> Result<()> {
+    let sysctls = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().clone())
+        .unwrap_or_default();
+    for (key, value) in sysctls {
+        if key.is_empty() || key.contains('/') || key.split('.').any(|c| c.is_empty() || c == "..")
+        {
+            return Err(Error::InvalidSpec(format!(
+                "sysctl {key:?} is not a valid name"
+            )));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, &value).map_err(|e| Error::io("write sysctl", path, e))?;
+    }
+    Ok(())
+}
+
+/// Blocks until `start` opens the exec fifo for reading, then tells it we go on.
+fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let fd = open(
+        Path::new(&path),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .sys(|| format!("open the exec fifo through {path} (is /proc mounted?)"))?;
+    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::unistd::write(&fd, b"0").sys(|| "write to the exec fifo".into())?;
+    Ok(())
+}
