@@ -36,7 +36,7 @@ pub use v2::{V2Manager, V2_CONTROLLERS};
 /// Which cgroup layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum CgroupVersion {
-    /// Legacy or hybrid: one hierarchy per controller under /sys/fs/cgroup/<controller>.
+    /// Legacy or hybrid: one hierarchy per controller under `/sys/fs/cgroup/<controller>`.
     V1,
     /// Unified: one hierarchy at /sys/fs/cgroup.
     V2,
