@@ -39,7 +39,15 @@ fn main() {
     match launch(&config) {
         Ok((pid, master)) => {
             report(&Ready::Running { pid });
-            let code = serve::run(&config, pid, master);
+            // Whatever happens while serving, the container's leftovers are removed.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve::run(&config, pid, master)
+            }))
+            .unwrap_or_else(|_| {
+                // SAFETY: kill takes plain integers; the init must not outlive its monitor.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                70
+            });
             cleanup(&config);
             std::process::exit(code);
         }
@@ -81,25 +89,23 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
         .with_context(|| format!("mounting the instance's root at {}", o.target.display()))?;
     }
     let pty = nix::pty::openpty(None, None).context("allocating a terminal")?;
-    let state = vessel_container::create(&CreateOptions {
-        id: c.id.clone(),
-        bundle: c.bundle.clone(),
-        state_root: c.state_root.clone(),
-        console: Console::Pty(pty.slave),
-        pid_file: None,
-        spec: None,
-    })
-    .map_err(|e| anyhow!("{}", error_chain(&e)))?;
+    let mut opts = CreateOptions::new(c.id.clone(), c.bundle.clone());
+    opts.state_root = c.state_root.clone();
+    opts.console = Console::Pty(pty.slave);
+    let state = vessel_container::create(opts).map_err(|e| anyhow!("{}", error_chain(&e)))?;
     vessel_container::start(&c.state_root, &c.id).map_err(|e| anyhow!("{}", error_chain(&e)))?;
-    let pid = state.pid.ok_or_else(|| anyhow!("runtime reported no init pid"))?;
-    Ok((pid, pty.master))
+    Ok((state.pid, pty.master))
 }
 
 /// Removes the container and its cgroup and unmounts the root; each step is best effort and
 /// logged, so that a partial launch leaves nothing behind.
 fn cleanup(c: &MonitorConfig) {
     if let Err(e) = vessel_container::delete(&c.state_root, &c.id, true) {
-        eprintln!("vessel-monitor: removing container {}: {}", c.id, error_chain(&e));
+        eprintln!(
+            "vessel-monitor: removing container {}: {}",
+            c.id,
+            error_chain(&e)
+        );
     }
     if let Some(o) = &c.overlay {
         if is_mountpoint(&o.target) {

@@ -4,8 +4,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -105,6 +105,7 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
         if pty_open {
             fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
         }
+        let polled_clients = clients.len();
         for cl in &clients {
             fds.push(PollFd::new(cl.sock.as_fd(), PollFlags::POLLIN));
         }
@@ -142,8 +143,9 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
             }
             idx += 1;
         }
+        // Clients accepted in this round were not polled yet: only look at the others.
         let mut gone = Vec::new();
-        for (i, cl) in clients.iter_mut().enumerate() {
+        for (i, cl) in clients.iter_mut().enumerate().take(polled_clients) {
             if ready[idx + i] && !handle_client(cl, &mut master, init) {
                 gone.push(i);
             }

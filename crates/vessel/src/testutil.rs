@@ -31,7 +31,7 @@ impl Recorded {
 /// Serves one canned response per connection, in order, then stops.
 pub struct FakeServer {
     path: PathBuf,
-    handle: JoinHandle<Vec<Recorded>>,
+    handle: Option<JoinHandle<Vec<Recorded>>>,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -69,7 +69,10 @@ impl FakeServer {
             }
             recorded
         });
-        Self { path, handle }
+        Self {
+            path,
+            handle: Some(handle),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -77,10 +80,18 @@ impl FakeServer {
     }
 
     /// Waits for every canned response to be served and returns the requests.
-    pub fn finish(self) -> Vec<Recorded> {
-        let recorded = self.handle.join().expect("fake daemon thread");
+    pub fn finish(mut self) -> Vec<Recorded> {
+        self.handle
+            .take()
+            .expect("finish is called once")
+            .join()
+            .expect("fake daemon thread")
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-        recorded
     }
 }
 

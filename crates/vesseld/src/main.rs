@@ -65,7 +65,10 @@ fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VESSEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -82,7 +85,11 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let root = absolute(&args.root_dir)?;
     let run_dir = absolute(&args.run_dir)?;
-    for d in [root.join("images"), root.join("instances"), run_dir.join("monitors")] {
+    for d in [
+        root.join("images"),
+        root.join("instances"),
+        run_dir.join("monitors"),
+    ] {
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
@@ -102,9 +109,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", parent.display()))?;
     }
 
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&root.join("vessel.db")).context("opening the state database")?,
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&root.join("vessel.db")).context("opening the state database")?);
     let cgroup_version = vessel_cgroups::detect().context("detecting the cgroup layout")?;
     let events = Events::new();
     let ops = Operations::new(store.clone(), events.clone());
@@ -140,7 +146,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         events.clone(),
         driver,
     );
-    instances.reconcile().context("reconciling instances with the host")?;
+    instances
+        .reconcile()
+        .context("reconciling instances with the host")?;
 
     let info = ServerInfo {
         api_version: vessel_api::API_VERSION.into(),

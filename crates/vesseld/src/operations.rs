@@ -61,6 +61,15 @@ impl OpHandle {
         }
     }
 
+    /// Adds the API path of an object the operation made, once it is known.
+    pub fn add_resource(&self, path: String) {
+        self.update(|op| {
+            if !op.resources.contains(&path) {
+                op.resources.push(path);
+            }
+        });
+    }
+
     /// Whether the operation may still be cancelled from now on.
     pub fn set_may_cancel(&self, may: bool) {
         self.update(|op| op.may_cancel = may);

@@ -101,9 +101,18 @@ pub async fn file_get(
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::HeaderName::from_static("x-vessel-mode"), format!("{:04o}", info.mode)),
-            (header::HeaderName::from_static("x-vessel-uid"), info.uid.to_string()),
-            (header::HeaderName::from_static("x-vessel-gid"), info.gid.to_string()),
+            (
+                header::HeaderName::from_static("x-vessel-mode"),
+                format!("{:04o}", info.mode),
+            ),
+            (
+                header::HeaderName::from_static("x-vessel-uid"),
+                info.uid.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-vessel-gid"),
+                info.gid.to_string(),
+            ),
         ],
         data,
     )
@@ -121,9 +130,10 @@ pub async fn file_put(
     let uid = number(&q, "uid", 10, 0)?;
     let gid = number(&q, "gid", 10, 0)?;
     let svc = app.instances.clone();
-    let info = tokio::task::spawn_blocking(move || svc.file_put(&name, &path, &body, mode, uid, gid))
-        .await
-        .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    let info =
+        tokio::task::spawn_blocking(move || svc.file_put(&name, &path, &body, mode, uid, gid))
+            .await
+            .map_err(|e| Error::internal(format!("file task: {e}")))??;
     Ok(Json(info).into_response())
 }
 
@@ -137,7 +147,10 @@ pub async fn images_build(
 ) -> Result<Response> {
     let images = app.images.clone();
     let op = app.ops.spawn(
-        format!("Building image {:?}", req.alias.clone().unwrap_or_else(|| "busybox".into())),
+        format!(
+            "Building image {:?}",
+            req.alias.clone().unwrap_or_else(|| "busybox".into())
+        ),
         vec!["/1.0/images".into()],
         true,
         move |op| async move { images.build(req, op).await.map(|_| ()) },
@@ -176,7 +189,9 @@ pub async fn operation_wait(
             t.parse::<f64>()
                 .ok()
                 .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e9)
-                .ok_or_else(|| Error::invalid(format!("timeout={t:?} is not a number of seconds")))?,
+                .ok_or_else(|| {
+                    Error::invalid(format!("timeout={t:?} is not a number of seconds"))
+                })?,
         )),
     };
     Ok(Json(app.ops.wait(&id, timeout).await?).into_response())

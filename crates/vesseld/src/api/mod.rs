@@ -75,7 +75,10 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(e) => Err(Error::invalid(format!("invalid request body: {}", e.body_text()))),
+            Err(e) => Err(Error::invalid(format!(
+                "invalid request body: {}",
+                e.body_text()
+            ))),
         }
     }
 }
@@ -125,7 +128,116 @@ pub fn router(app: App) -> Router {
     for e in ENDPOINTS {
         r = r.route(e.path, handler_for(e));
     }
-    r.fallback(|| async { error_response(StatusCode::NOT_FOUND, format!("{NO_ROUTE}; see the OpenAPI document")) })
-        .layer(DefaultBodyLimit::max(crate::instance::files::MAX_FILE as usize))
-        .with_state(app)
+    r.fallback(|| async {
+        error_response(
+            StatusCode::NOT_FOUND,
+            format!("{NO_ROUTE}; see the OpenAPI document"),
+        )
+    })
+    .method_not_allowed_fallback(|req: Request| async move {
+        error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{} is not allowed on {}; see the OpenAPI document",
+                req.method(),
+                req.uri().path()
+            ),
+        )
+    })
+    .layer(DefaultBodyLimit::max(
+        crate::instance::files::MAX_FILE as usize,
+    ))
+    .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::instance::driver::ContainerDriver;
+    use crate::store::{SqliteStore, Store};
+
+    fn app(dir: &std::path::Path) -> App {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
+        let events = Events::new();
+        let ops = Operations::new(store.clone(), events.clone());
+        let images = ImageService::new(dir.join("images"), store.clone(), events.clone());
+        let driver = ContainerDriver {
+            instances_dir: dir.join("instances"),
+            monitors_dir: dir.join("monitors"),
+            state_root: dir.join("runtime"),
+            cgroup_parent: "vessel-unit-test".into(),
+            idmap_base: 1_000_000,
+            libexec: dir.to_path_buf(),
+        };
+        let instances =
+            InstanceService::new(store, images.clone(), ops.clone(), events.clone(), driver);
+        App {
+            instances,
+            images,
+            ops,
+            events,
+            info: ServerInfo {
+                api_version: "1.0".into(),
+                server_version: "test".into(),
+                pid: 1,
+                root_dir: dir.display().to_string(),
+                store: "sqlite".into(),
+                host: vessel_api::HostInfo {
+                    kernel: "test".into(),
+                    cgroup_version: "v1".into(),
+                    user_namespaces: true,
+                },
+            },
+        }
+    }
+
+    /// Every endpoint of the contract is mounted: none falls through to the router's 404 or
+    /// gets 405, and a path outside the contract does.
+    #[tokio::test]
+    async fn every_endpoint_is_served() {
+        let dir = std::env::temp_dir().join(format!("vessel-router-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let router = router(app(&dir));
+        for e in ENDPOINTS {
+            if e.id == "events" {
+                continue; // a never-ending stream; mounted like the rest
+            }
+            let path = e
+                .path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "zz-test" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let req = axum::http::Request::builder()
+                .method(e.method.as_str())
+                .uri(&path)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let resp = router.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                !body.contains(NO_ROUTE) && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{} {} is not mounted ({status}: {body})",
+                e.method.as_str(),
+                e.path
+            );
+        }
+        let req = axum::http::Request::builder()
+            .uri("/1.0/not-an-endpoint")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -47,7 +47,8 @@ pub async fn exec(
         .map_err(|e| Error::invalid(format!("reading the request body: {e}")))?;
     let exec_req: ExecRequest = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("invalid exec request: {e}")))?;
-    let session = app.instances.exec(&name, exec_req)?;
+    // Starting the command waits briefly for the runtime (the terminal's hand-over).
+    let session = tokio::task::block_in_place(|| app.instances.exec(&name, exec_req))?;
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => exec::serve(TokioIo::new(upgraded), session).await,
@@ -64,12 +65,14 @@ pub async fn console(
 ) -> Result<Response> {
     check_upgrade(&req)?;
     let socket = app.instances.console_socket(&name)?;
-    let mut monitor = tokio::net::UnixStream::connect(&socket).await.map_err(|e| {
-        Error::internal(format!(
-            "cannot reach the console of {name} at {}: {e}",
-            socket.display()
-        ))
-    })?;
+    let mut monitor = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| {
+            Error::internal(format!(
+                "cannot reach the console of {name} at {}: {e}",
+                socket.display()
+            ))
+        })?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {

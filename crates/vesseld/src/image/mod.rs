@@ -4,7 +4,7 @@
 mod busybox;
 pub mod tree;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use vessel_api::{Image, ImageBuild, ImageSource};
@@ -83,6 +83,7 @@ impl ImageService {
             op.check_cancel()?;
             op.set_may_cancel(false);
             op.progress(Some(90), "storing");
+            op.add_resource(format!("/1.0/images/{fp}"));
             if let Ok(existing) = self.store.image_get(&fp) {
                 self.store.image_alias_set(&alias, &fp)?;
                 return Ok(Image {
@@ -112,8 +113,10 @@ impl ImageService {
                 let _ = std::fs::remove_dir_all(&final_dir);
                 return Err(e.into());
             }
-            self.events
-                .lifecycle("image-created", &format!("/1.0/images/{}", image.fingerprint));
+            self.events.lifecycle(
+                "image-created",
+                &format!("/1.0/images/{}", image.fingerprint),
+            );
             Ok(image)
         }
         .await;
@@ -140,8 +143,10 @@ impl ImageService {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(path = %dir.display(), error = %e, "could not remove image files");
         }
-        self.events
-            .lifecycle("image-deleted", &format!("/1.0/images/{}", image.fingerprint));
+        self.events.lifecycle(
+            "image-deleted",
+            &format!("/1.0/images/{}", image.fingerprint),
+        );
         Ok(image)
     }
 
@@ -158,10 +163,7 @@ impl ImageService {
         let Some(shift) = shift else {
             return Ok(canonical);
         };
-        let shifted = self
-            .dir
-            .join(fingerprint)
-            .join(format!("shifted-{shift}"));
+        let shifted = self.dir.join(fingerprint).join(format!("shifted-{shift}"));
         let _guard = self.lock.lock().await;
         if shifted.is_dir() {
             return Ok(shifted);
@@ -196,9 +198,4 @@ fn validate_alias(alias: &str) -> Result<()> {
             "invalid image alias {alias:?}: use 1-64 letters, digits, '-', '_', '.', '/', ':'"
         )))
     }
-}
-
-/// Whether `p` lies under `dir`.
-pub fn is_under(p: &Path, dir: &Path) -> bool {
-    p.starts_with(dir)
 }

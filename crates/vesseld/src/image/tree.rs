@@ -63,7 +63,10 @@ pub fn fingerprint(root: &Path) -> io::Result<(String, u64)> {
 /// the files as its own.
 pub fn copy_shifted(src: &Path, dst: &Path, shift: u32) -> io::Result<()> {
     fs::create_dir(dst)?;
-    let shifted = |id: u32| id.checked_add(shift).ok_or_else(|| io::Error::other("id overflow"));
+    let shifted = |id: u32| {
+        id.checked_add(shift)
+            .ok_or_else(|| io::Error::other("id overflow"))
+    };
     let top = fs::symlink_metadata(src)?;
     std::os::unix::fs::lchown(dst, Some(shifted(top.uid())?), Some(shifted(top.gid())?))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(top.mode() & 0o7777))?;
@@ -89,18 +92,6 @@ pub fn copy_shifted(src: &Path, dst: &Path, shift: u32) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Bytes used by the files of a tree.
-pub fn size(root: &Path) -> io::Result<u64> {
-    let mut total = 0;
-    for rel in walk(root)? {
-        let md = fs::symlink_metadata(root.join(rel))?;
-        if md.is_file() {
-            total += md.len();
-        }
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

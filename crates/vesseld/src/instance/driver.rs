@@ -97,10 +97,11 @@ impl ContainerDriver {
     pub fn write_bundle(&self, inst: &Instance, env: &[String]) -> Result<()> {
         let opts = vessel_container::spec::SpecOptions {
             rootfs: "rootfs".into(),
+            root_readonly: false,
             args: inst.command.clone(),
             env: env.to_vec(),
             cwd: "/".into(),
-            hostname: Some(inst.name.clone()),
+            hostname: inst.name.clone(),
             terminal: true,
             user_namespace: self.shift(inst).map(|base| vessel_container::spec::IdMap {
                 host_uid_base: base,
@@ -110,8 +111,8 @@ impl ContainerDriver {
             resources: Some(limits::to_oci(&inst.limits)?),
             cgroups_path: Some(format!("/{}", self.cgroup(&inst.name))),
         };
-        let spec = vessel_container::spec::default_spec(&opts)
-            .map_err(|e| Error::internal(format!("building the OCI spec: {}", chain(&e))))?;
+        let mut spec = vessel_container::spec::default_spec(&opts);
+        isolate_network(&mut spec);
         let path = self.dir(&inst.name).join("config.json");
         spec.save(&path)
             .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
@@ -216,9 +217,7 @@ impl ContainerDriver {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let config = self.dir(name).join("monitor.json");
         let expected = config.as_os_str().as_encoded_bytes();
-        let is_ours = cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == expected);
+        let is_ours = cmdline.split(|&b| b == 0).any(|arg| arg == expected);
         // A zombie has an empty cmdline: it has ended.
         is_ours.then_some(pid)
     }
@@ -261,11 +260,13 @@ impl ContainerDriver {
     pub fn init_pid(&self, name: &str) -> Option<i32> {
         vessel_container::state(&self.state_root, name)
             .ok()
-            .and_then(|s| s.pid)
+            .map(|s| s.pid)
     }
 
     /// Sends a signal to the instance's init (or, with `all`, every process in it).
     pub fn kill(&self, name: &str, signal: i32, all: bool) -> Result<()> {
+        let signal = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| Error::invalid(format!("{signal} is not a signal number")))?;
         vessel_container::kill(&self.state_root, name, signal, all)
             .map_err(|e| Error::internal(format!("signalling {name}: {}", chain(&e))))
     }
@@ -328,6 +329,37 @@ impl ContainerDriver {
                 .map_err(|e| Error::internal(format!("removing {}: {e}", dir.display())))?;
         }
         Ok(())
+    }
+}
+
+/// Gives every container its own network namespace (loopback only until networks exist),
+/// and with it a sysfs of its own instead of the host's.
+fn isolate_network(spec: &mut oci_spec::runtime::Spec) {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    if let Some(linux) = spec.linux_mut() {
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        if !ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network) {
+            if let Ok(net) = LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()
+            {
+                ns.push(net);
+            }
+        }
+        linux.set_namespaces(Some(ns));
+    }
+    if let Some(mounts) = spec.mounts_mut() {
+        for m in mounts.iter_mut() {
+            if m.destination() == Path::new("/sys") {
+                m.set_typ(Some("sysfs".into()));
+                m.set_source(Some("sysfs".into()));
+                m.set_options(Some(
+                    ["nosuid", "noexec", "nodev", "ro"]
+                        .map(String::from)
+                        .to_vec(),
+                ));
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! terminal or pipes over a framed stream (`vessel_api::stream`), ending with its exit code.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 
 use tokio::io::unix::AsyncFd;
@@ -21,7 +21,8 @@ pub struct ExecSession {
 }
 
 enum ExecIo {
-    Tty(AsyncFd<OwnedFd>),
+    /// The terminal's master, and the runtime's own error output.
+    Tty(AsyncFd<OwnedFd>, Option<tokio::process::ChildStderr>),
     Pipes {
         stdin: Option<tokio::process::ChildStdin>,
         stdout: tokio::process::ChildStdout,
@@ -45,47 +46,60 @@ impl InstanceService {
             .arg(req.cwd.as_deref().unwrap_or("/"));
         for (k, v) in &req.environment {
             if k.is_empty() || k.contains('=') {
-                return Err(Error::invalid(format!("invalid environment variable name {k:?}")));
+                return Err(Error::invalid(format!(
+                    "invalid environment variable name {k:?}"
+                )));
             }
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
         if req.uid.is_some() || req.gid.is_some() {
-            cmd.arg("--user").arg(format!(
-                "{}:{}",
-                req.uid.unwrap_or(0),
-                req.gid.unwrap_or(0)
-            ));
+            cmd.arg("--user")
+                .arg(format!("{}:{}", req.uid.unwrap_or(0), req.gid.unwrap_or(0)));
         }
         if req.tty {
-            cmd.arg("--tty");
-            let pty = nix::pty::openpty(None, None)
-                .map_err(|e| Error::internal(format!("allocating a terminal: {e}")))?;
-            set_winsize(&pty.master, req.width.unwrap_or(80), req.height.unwrap_or(24));
-            let dup = |fd: &OwnedFd| -> Result<Stdio> {
-                fd.try_clone()
-                    .map(Stdio::from)
-                    .map_err(|e| Error::internal(format!("terminal: {e}")))
-            };
-            cmd.stdin(dup(&pty.slave)?)
-                .stdout(dup(&pty.slave)?)
-                .stderr(dup(&pty.slave)?);
+            // The terminal is made inside the container's own devpts by the runtime, which
+            // sends us its master over a console socket (as conmon receives it from runc).
+            let sock_path = self
+                .driver
+                .monitors_dir
+                .join(format!("exec-{}.sock", uuid::Uuid::new_v4().simple()));
+            let listener = std::os::unix::net::UnixListener::bind(&sock_path)
+                .map_err(|e| Error::internal(format!("console socket: {e}")))?;
+            cmd.arg("--tty")
+                .arg("--console-socket")
+                .arg(&sock_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            cmd.arg(name).arg("--").args(&req.command);
+            let spawned = spawn(&mut cmd);
+            let master = spawned.and_then(|mut child| {
+                let got = receive_master(&listener);
+                let _ = std::fs::remove_file(&sock_path);
+                match got {
+                    Ok(fd) => Ok((child, fd)),
+                    Err(e) => {
+                        let _ = child.start_kill();
+                        Err(e)
+                    }
+                }
+            });
+            let _ = std::fs::remove_file(&sock_path);
+            let (mut child, master) = master?;
+            set_winsize(&master, req.width.unwrap_or(80), req.height.unwrap_or(24));
             nix::fcntl::fcntl(
-                pty.master.as_raw_fd(),
+                master.as_raw_fd(),
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
             )
             .map_err(|e| Error::internal(format!("terminal: {e}")))?;
             // SAFETY: the master OwnedFd is moved into the AsyncFd, which owns it until
             // dropped, so the descriptor stays open and the same for the AsyncFd's life.
-            let master = unsafe { AsyncFd::register(pty.master) }
+            let master = unsafe { AsyncFd::register(master) }
                 .map_err(|e| Error::internal(format!("terminal: {e}")))?;
-            cmd.arg(name).arg("--").args(&req.command);
-            let child = spawn(&mut cmd)?;
-            // Our copies of the slave close with `cmd` here, so the master sees EIO once
-            // the process and its children are gone.
-            drop(cmd);
+            let stderr = child.stderr.take();
             return Ok(ExecSession {
                 child,
-                io: ExecIo::Tty(master),
+                io: ExecIo::Tty(master, stderr),
             });
         }
         cmd.stdin(Stdio::piped())
@@ -105,6 +119,43 @@ impl InstanceService {
             child,
         })
     }
+}
+
+/// Waits (10 s at most) for the runtime to connect and send the terminal's master.
+fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd> {
+    use std::os::fd::AsFd;
+
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+    let err = |m: String| Error::internal(format!("receiving the exec terminal: {m}"));
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let n = poll(&mut fds, PollTimeout::from(10_000u16)).map_err(|e| err(e.to_string()))?;
+    if n == 0 {
+        return Err(err("the runtime did not connect within 10 s".into()));
+    }
+    let (conn, _) = listener.accept().map_err(|e| err(e.to_string()))?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    for c in msg.cmsgs().map_err(|e| err(e.to_string()))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(err(
+        "the runtime sent no descriptor (did the command fail to start?)".into(),
+    ))
 }
 
 fn spawn(cmd: &mut tokio::process::Command) -> Result<tokio::process::Child> {
@@ -147,7 +198,9 @@ async fn pty_write(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Reads one frame from an async stream; `None` at a clean end.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<(FrameKind, Vec<u8>)>> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> io::Result<Option<(FrameKind, Vec<u8>)>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]).await {
         Ok(_) => {}
@@ -177,14 +230,35 @@ where
         }
     };
     let readers = match io {
-        ExecIo::Tty(master) => {
+        ExecIo::Tty(master, stderr) => {
             let master = std::sync::Arc::new(master);
+            let runtime_errors = stderr.map(|mut r| {
+                let tx = out_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = r.read(&mut buf).await {
+                        if n == 0
+                            || tx
+                                .send((FrameKind::Stderr, buf[..n].to_vec()))
+                                .await
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                })
+            });
             let m = master.clone();
             let tx = out_tx.clone();
             let output = tokio::spawn(async move {
                 let mut buf = vec![0u8; 16384];
                 while let Ok(n) = pty_read(&m, &mut buf).await {
-                    if n == 0 || tx.send((FrameKind::Stdout, buf[..n].to_vec())).await.is_err() {
+                    if n == 0
+                        || tx
+                            .send((FrameKind::Stdout, buf[..n].to_vec()))
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -211,7 +285,10 @@ where
                     }
                 }
             });
-            vec![output, input]
+            let mut tasks: Vec<_> = runtime_errors.into_iter().collect();
+            tasks.push(output);
+            tasks.push(input);
+            tasks
         }
         ExecIo::Pipes {
             mut stdin,
@@ -284,12 +361,4 @@ where
             .await;
         let _ = wr.shutdown().await;
     }
-}
-
-/// Reports an error on a stream that was upgraded before the error was known.
-pub async fn send_error<S: AsyncWrite + Unpin>(conn: &mut S, message: &str) {
-    let _ = conn
-        .write_all(&stream::encode(FrameKind::Error, message.as_bytes()))
-        .await;
-    let _ = conn.shutdown().await;
 }

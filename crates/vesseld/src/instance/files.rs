@@ -31,7 +31,11 @@ fn open_in_root(root: &OwnedFd, path: &Path, flags: i32, mode: u32) -> std::io::
     // SAFETY: open_how is a plain C struct for which all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 };
+    how.mode = if flags & libc::O_CREAT != 0 {
+        mode as u64
+    } else {
+        0
+    };
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads the NUL-terminated path and the open_how struct, both alive for
     // the call; the size passed is that of the struct.
@@ -64,8 +68,9 @@ fn check_path(path: &str) -> Result<&Path> {
 impl InstanceService {
     fn open_root(&self, name: &str) -> Result<(OwnedFd, u32)> {
         let inst = self.get_stored(name)?;
-        self.require_running(&inst)
-            .map_err(|e| Error::conflict(format!("{}; files move only while it runs", e.message)))?;
+        self.require_running(&inst).map_err(|e| {
+            Error::conflict(format!("{}; files move only while it runs", e.message))
+        })?;
         let root = File::open(self.driver.rootfs(name))
             .map_err(|e| Error::internal(format!("opening the root of {name}: {e}")))?;
         Ok((root.into(), self.driver.shift(&inst).unwrap_or(0)))
@@ -88,7 +93,9 @@ impl InstanceService {
             .metadata()
             .map_err(|e| Error::internal(format!("stat {path}: {e}")))?;
         if !md.is_file() {
-            return Err(Error::invalid(format!("{path} in {name} is not a regular file")));
+            return Err(Error::invalid(format!(
+                "{path} in {name} is not a regular file"
+            )));
         }
         if md.len() > MAX_FILE {
             return Err(Error::invalid(format!(
@@ -126,7 +133,9 @@ impl InstanceService {
             .filter(|b| b.as_bytes() != b"..")
             .ok_or_else(|| Error::invalid(format!("{path:?} does not name a file")))?;
         if mode > 0o7777 {
-            return Err(Error::invalid(format!("invalid mode {mode:o}: use 0000 to 7777")));
+            return Err(Error::invalid(format!(
+                "invalid mode {mode:o}: use 0000 to 7777"
+            )));
         }
         if uid >= super::driver::IDMAP_SIZE || gid >= super::driver::IDMAP_SIZE {
             return Err(Error::invalid(format!(
@@ -136,12 +145,13 @@ impl InstanceService {
         }
         let (root, shift) = self.open_root(name)?;
         let parent = p.parent().unwrap_or(Path::new("/"));
-        let dir = open_in_root(&root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
-            Error::invalid(format!(
-                "cannot open directory {} in {name}: {e}; create it first",
-                parent.display()
-            ))
-        })?;
+        let dir =
+            open_in_root(&root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot open directory {} in {name}: {e}; create it first",
+                    parent.display()
+                ))
+            })?;
         let tmp_name = format!(".vessel-push-{}", uuid::Uuid::new_v4().simple());
         let tmp = CString::new(tmp_name).expect("no NUL in a uuid");
         let target = CString::new(base.as_bytes())
@@ -186,7 +196,12 @@ impl InstanceService {
         }
         // SAFETY: renameat reads two NUL-terminated names alive for the call.
         let rc = unsafe {
-            libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), target.as_ptr())
+            libc::renameat(
+                dir.as_raw_fd(),
+                tmp.as_ptr(),
+                dir.as_raw_fd(),
+                target.as_ptr(),
+            )
         };
         if rc != 0 {
             let e = std::io::Error::last_os_error();

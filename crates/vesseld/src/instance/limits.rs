@@ -2,7 +2,7 @@
 
 use oci_spec::runtime::{
     LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxThrottleDeviceBuilder
+    LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 use vessel_api::Limits;
 
@@ -137,7 +137,12 @@ pub fn to_oci(l: &Limits) -> Result<LinuxResources> {
         r = r.memory(mem.build().map_err(bad)?);
     }
     if let Some(p) = l.pids {
-        r = r.pids(LinuxPidsBuilder::default().limit(p as i64).build().map_err(bad)?);
+        r = r.pids(
+            LinuxPidsBuilder::default()
+                .limit(p as i64)
+                .build()
+                .map_err(bad)?,
+        );
     }
     if l.io_weight.is_some() || !l.io_throttle.is_empty() {
         let mut bio = LinuxBlockIoBuilder::default();
@@ -230,7 +235,7 @@ mod tests {
         validate(&l).unwrap();
         let r = to_oci(&l).unwrap();
         let cpu = r.cpu().as_ref().unwrap();
-        assert_eq!((cpu.quota(), cpu.period()), (&Some(50_000), &Some(100_000)));
+        assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
         let mem = r.memory().as_ref().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
         assert_eq!(r.pids().as_ref().unwrap().limit(), 50);

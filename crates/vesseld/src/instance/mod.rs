@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use vessel_api::{
-    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Operation,
-    StateAction, StateChange,
+    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Operation, StateAction,
+    StateChange,
 };
 
 use crate::error::{Error, Result};
@@ -103,9 +103,9 @@ impl InstanceService {
 
     fn get_stored(&self, name: &str) -> Result<Instance> {
         self.store.instance_get(name).map_err(|e| match e {
-            StoreError::NotFound(_) => Error::not_found(format!(
-                "instance {name:?} not found; see `vessel list`"
-            )),
+            StoreError::NotFound(_) => {
+                Error::not_found(format!("instance {name:?} not found; see `vessel list`"))
+            }
             e => e.into(),
         })
     }
@@ -167,7 +167,9 @@ impl InstanceService {
         }
         if let Some(cmd) = &req.command {
             if cmd.is_empty() || cmd[0].is_empty() {
-                return Err(Error::invalid("the command is empty: give a program to run"));
+                return Err(Error::invalid(
+                    "the command is empty: give a program to run",
+                ));
             }
         }
         let image = self.images.get(&req.image)?;
@@ -241,7 +243,10 @@ impl InstanceService {
             .await?;
         self.driver.prepare(inst)?;
         let mut env: BTreeMap<String, String> = [
-            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            (
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ),
             ("TERM", "xterm"),
             ("HOME", "/root"),
             ("container", "vessel"),
@@ -453,7 +458,10 @@ impl InstanceService {
                 inst.status.as_str()
             )));
         }
-        if matches!(inst.status, InstanceStatus::Creating | InstanceStatus::Starting) {
+        if matches!(
+            inst.status,
+            InstanceStatus::Creating | InstanceStatus::Starting
+        ) {
             return Err(Error::conflict(format!(
                 "instance {name} is {}; wait for that operation to end",
                 inst.status.as_str()
@@ -558,8 +566,12 @@ impl InstanceService {
             }
         }
         // Directories no instance owns (a deletion interrupted after the store forgot it).
-        let known: std::collections::HashSet<String> =
-            self.store.instance_list()?.into_iter().map(|i| i.name).collect();
+        let known: std::collections::HashSet<String> = self
+            .store
+            .instance_list()?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         if let Ok(rd) = std::fs::read_dir(&self.driver.instances_dir) {
             for entry in rd.flatten() {
                 let n = entry.file_name().to_string_lossy().into_owned();

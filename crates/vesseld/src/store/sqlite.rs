@@ -65,6 +65,7 @@ impl SqliteStore {
     }
 
     /// Schema version of the open database.
+    #[cfg(test)]
     pub fn schema_version(&self) -> Result<u32> {
         let conn = self.lock();
         Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
@@ -97,8 +98,9 @@ impl SqliteStore {
     }
 
     fn aliases(conn: &Connection, fingerprint: &str) -> Result<Vec<String>> {
-        let mut stmt = conn
-            .prepare_cached("SELECT alias FROM image_aliases WHERE fingerprint = ? ORDER BY alias")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT alias FROM image_aliases WHERE fingerprint = ? ORDER BY alias",
+        )?;
         let rows = stmt.query_map([fingerprint], |r| r.get(0))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
@@ -252,8 +254,8 @@ impl Store for SqliteStore {
         let fp = match by_alias {
             Some(fp) => Some(fp),
             None if key.len() >= 12 && key.chars().all(|c| c.is_ascii_hexdigit()) => {
-                let mut stmt =
-                    conn.prepare("SELECT fingerprint FROM images WHERE fingerprint LIKE ? LIMIT 2")?;
+                let mut stmt = conn
+                    .prepare("SELECT fingerprint FROM images WHERE fingerprint LIKE ? LIMIT 2")?;
                 let hits: Vec<String> = stmt
                     .query_map([format!("{}%", key.to_ascii_lowercase())], |r| r.get(0))?
                     .collect::<std::result::Result<_, _>>()?;
@@ -314,8 +316,9 @@ impl Store for SqliteStore {
 
     fn instance_list(&self) -> Result<Vec<Instance>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare(&format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"
+        ))?;
         let rows: Vec<_> = stmt
             .query_map([], instance_from_row)?
             .collect::<std::result::Result<_, _>>()?;
@@ -522,7 +525,9 @@ mod tests {
             updated_at: "t".into(),
         };
         s.operation_put(&op).unwrap();
-        let failed = s.operations_fail_unfinished("daemon restarted", "t2").unwrap();
+        let failed = s
+            .operations_fail_unfinished("daemon restarted", "t2")
+            .unwrap();
         assert_eq!(failed.len(), 1);
         let ops = s.operation_list(10).unwrap();
         assert_eq!(ops[0].status, OperationStatus::Failure);

@@ -1,0 +1,480 @@
+//! Harness of the end-to-end tests: each test gets its own real `vesseld` (own root, run
+//! directory, socket and cgroup parent) and drives it through the real `vessel` CLI or the raw
+//! API. Everything the daemon made is removed on drop, also when the test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use vessel_api::stream::{self, FrameKind};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf();
+    for b in ["vessel", "vesseld", "vessel-monitor", "vessel-runc"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: build the whole workspace first (cargo build --workspace)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Fails loudly when the tests cannot run here.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests need root (namespaces, cgroups, mounts): run them with sudo"
+    );
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+}
+
+/// One isolated daemon.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+    bins: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh directory and waits until it answers.
+    pub fn start() -> Self {
+        require_root();
+        let bins = bin_dir();
+        let dir = PathBuf::from(format!(
+            "/tmp/vt-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Self {
+            socket: dir.join("vessel.sock"),
+            dir,
+            child: None,
+            bins,
+        };
+        d.spawn();
+        d
+    }
+
+    /// The root directory handed to the daemon.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    /// Starts (again) the daemon process on the same directories.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("vesseld.log"))
+            .unwrap();
+        let child = Command::new(self.bins.join("vesseld"))
+            .arg("--root-dir")
+            .arg(self.root())
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("VESSEL_LIBEXEC", &self.bins)
+            .env("VESSEL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start vesseld");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("vesseld exited with {st} at start:\n{}", self.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("vesseld did not answer within 30 s:\n{}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vesseld.log")).unwrap_or_default()
+    }
+
+    /// Pid of the daemon process.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    /// Stops the daemon with a signal and reaps it.
+    pub fn kill(&mut self, sig: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(c.id() as i32, sig) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn vessel(&self, args: &[&str]) -> Output {
+        Command::new(self.bins.join("vessel"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vessel")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.vessel(args);
+        assert!(
+            out.status.success(),
+            "vessel {} failed ({}):\nstdout: {}\nstderr: {}\n--- daemon log tail ---\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI and asserts failure; returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.vessel(args);
+        assert!(
+            !out.status.success(),
+            "vessel {} succeeded but should have failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Builds the busybox image once.
+    pub fn busybox(&self) {
+        self.ok(&["image", "build", "busybox"]);
+    }
+
+    /// An instance as JSON.
+    pub fn info(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["info", name, "--format", "json"])).expect("info json")
+    }
+
+    /// Waits until `f` holds (polling), or panics with `what`.
+    #[track_caller]
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}\n--- daemon log tail ---\n{}",
+            tail(&self.log(), 40)
+        );
+    }
+
+    /// Runs `vessel exec NAME -- sh -c SCRIPT` and returns (exit code, stdout).
+    pub fn sh(&self, name: &str, script: &str) -> (i32, String) {
+        let out = self.vessel(&["exec", name, "-T", "--", "sh", "-c", script]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Parent cgroup of this daemon's instances.
+    pub fn cgroup_parent(&self) -> String {
+        let h = Sha256::digest(self.root().as_os_str().as_encoded_bytes());
+        format!("vessel-{}", &hex::encode(h)[..10])
+    }
+
+    /// Directories of this daemon's cgroups in every mounted hierarchy.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let parent = self.cgroup_parent();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = entry.path().join(&parent);
+            if p.is_dir() {
+                out.push(p);
+            }
+        }
+        let unified = Path::new("/sys/fs/cgroup").join(&parent);
+        if unified.is_dir() && !out.contains(&unified) {
+            out.push(unified);
+        }
+        out
+    }
+
+    /// Mount points under this daemon's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&prefix))
+            .collect()
+    }
+
+    /// Pids of live processes in this daemon's cgroups.
+    pub fn cgroup_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for d in self.cgroup_dirs() {
+            collect_procs(&d, &mut pids);
+        }
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// Pids of live monitors of this daemon.
+    pub fn monitor_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        let dir = self.dir.join("run/monitors");
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Some(pid) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    if Path::new(&format!("/proc/{pid}")).exists() {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        pids
+    }
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
+    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_procs(&e.path(), out);
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Kill every process of every instance; their monitors then clean up and exit.
+        for _ in 0..50 {
+            let pids = self.cgroup_pids();
+            if pids.is_empty() {
+                break;
+            }
+            for d in self.cgroup_dirs() {
+                // Thaw v1 freezers so that SIGKILL lands.
+                for e in walk_dirs(&d) {
+                    let _ = std::fs::write(e.join("freezer.state"), "THAWED");
+                    let _ = std::fs::write(e.join("cgroup.freeze"), "0");
+                }
+            }
+            for pid in pids {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.monitor_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for pid in self.monitor_pids() {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.kill(libc::SIGTERM);
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for d in self.cgroup_dirs() {
+            remove_cgroup_tree(&d);
+        }
+        if std::env::var_os("VESSEL_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn walk_dirs(d: &Path) -> Vec<PathBuf> {
+    let mut out = vec![d.to_path_buf()];
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_dirs(&e.path()));
+        }
+    }
+    out
+}
+
+/// A raw HTTP request over the socket; returns (status, body).
+pub fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: vessel\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// An upgraded, framed stream to the daemon (exec or console).
+pub struct Framed {
+    s: BufReader<UnixStream>,
+}
+
+impl Framed {
+    /// Opens `method path` with an upgrade; panics unless the daemon answers 101.
+    pub fn open(socket: &Path, method: &str, path: &str, body: &str) -> Self {
+        let mut s = UnixStream::connect(socket).expect("connect");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: vessel\r\nConnection: Upgrade\r\nUpgrade: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            stream::PROTOCOL,
+            body.len()
+        )
+        .unwrap();
+        let mut r = BufReader::new(s);
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        assert!(status.contains(" 101 "), "no upgrade: {status}");
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            if l == "\r\n" || l.is_empty() {
+                break;
+            }
+        }
+        r.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self { s: r }
+    }
+
+    /// Sends a frame.
+    pub fn send(&mut self, kind: FrameKind, payload: &[u8]) {
+        stream::write_frame(self.s.get_mut(), kind, payload).unwrap();
+    }
+
+    /// Reads frames until the stdout seen so far contains `needle`; returns that output.
+    pub fn read_until(&mut self, needle: &str) -> String {
+        let mut out = String::new();
+        while !out.contains(needle) {
+            match stream::read_frame(&mut self.s) {
+                Ok(Some((FrameKind::Stdout | FrameKind::Stderr, p))) => {
+                    out.push_str(&String::from_utf8_lossy(&p))
+                }
+                Ok(Some((FrameKind::Exit, _))) | Ok(None) => break,
+                Ok(Some(_)) => {}
+                Err(e) => panic!("reading frames while waiting for {needle:?}: {e}; got {out:?}"),
+            }
+        }
+        out
+    }
+
+    /// Reads frames until the exit frame; returns (output, exit code).
+    pub fn wait_exit(&mut self) -> (String, i32) {
+        let mut out = String::new();
+        loop {
+            match stream::read_frame(&mut self.s) {
+                Ok(Some((FrameKind::Stdout | FrameKind::Stderr, p))) => {
+                    out.push_str(&String::from_utf8_lossy(&p))
+                }
+                Ok(Some((FrameKind::Exit, p))) => {
+                    return (out, stream::parse_i32(&p).unwrap_or(-1))
+                }
+                Ok(Some((FrameKind::Error, p))) => {
+                    panic!("stream error: {}", String::from_utf8_lossy(&p))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("stream ended without an exit frame; output {out:?}"),
+                Err(e) => panic!("reading frames: {e}; output {out:?}"),
+            }
+        }
+    }
+}
+
+/// Whether a process exists.
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}

@@ -1,0 +1,103 @@
+//! File push and pull, with ownership mapped and no escape through symlinks.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::Daemon;
+
+#[test]
+fn push_pull_round_trip_and_ownership() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "f1"]);
+    let local = d.dir.join("payload.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    d.ok(&[
+        "file",
+        "push",
+        local.to_str().unwrap(),
+        "f1/root/payload.bin",
+        "--mode",
+        "0640",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+    ]);
+    let (_, ls) = d.sh("f1", "stat -c '%a %u %g %s' /root/payload.bin");
+    assert_eq!(ls.trim(), "640 1000 1000 200000");
+    // On the host the file belongs to the shifted ids.
+    let host = d.root().join("instances/f1/upper/root/payload.bin");
+    let md = std::fs::metadata(&host).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1_001_000, 1_001_000));
+
+    let back = d.dir.join("back.bin");
+    d.ok(&[
+        "file",
+        "pull",
+        "f1/root/payload.bin",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    // Missing files and directories give clear errors.
+    let err = d.fails(&["file", "pull", "f1/no/such/file", back.to_str().unwrap()]);
+    assert!(err.contains("/no/such/file"), "{err}");
+    let err = d.fails(&["file", "push", local.to_str().unwrap(), "f1/no/such/dir/x"]);
+    assert!(err.contains("/no/such/dir"), "{err}");
+}
+
+#[test]
+fn symlinks_cannot_escape_the_container() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "s1"]);
+    let marker = format!("/tmp/vessel-escape-{}", std::process::id());
+    let _ = std::fs::remove_file(&marker);
+    std::fs::write(format!("{marker}-host"), "host secret").unwrap();
+    // Links inside the container that point "outside": absolute, relative, and through /proc.
+    assert_eq!(
+        d.sh(
+            "s1",
+            &format!(
+                "ln -s /tmp /root/tmplink; ln -s ../../../../../../..{marker}-host /root/rel; \
+                 ln -s /proc/1/root/{marker}-host /root/magic; ln -s / /root/up"
+            )
+        )
+        .0,
+        0
+    );
+    let local = d.dir.join("x");
+    std::fs::write(&local, "pushed").unwrap();
+    // A push through a directory symlink lands inside the container.
+    d.ok(&[
+        "file",
+        "push",
+        local.to_str().unwrap(),
+        &format!("s1/root/up{marker}"),
+    ]);
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "push escaped to the host"
+    );
+    assert_eq!(d.sh("s1", &format!("cat {marker}")).1, "pushed");
+    // Pulls through links read the container's files, never the host's.
+    let out = d.dir.join("out");
+    assert!(
+        d.vessel(&["file", "pull", "s1/root/rel", out.to_str().unwrap()])
+            .status
+            .code()
+            != Some(0)
+    );
+    assert!(!out.exists() || std::fs::read_to_string(&out).unwrap() != "host secret");
+    let out2 = d.dir.join("out2");
+    let r = d.vessel(&["file", "pull", "s1/root/magic", out2.to_str().unwrap()]);
+    assert!(!r.status.success(), "a /proc magic link was followed");
+    // The link's target exists inside the container only: pulling it gives that content.
+    d.sh("s1", &format!("echo inside > {marker}-host"));
+    d.ok(&["file", "pull", "s1/root/rel", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "inside\n");
+    let _ = std::fs::remove_file(format!("{marker}-host"));
+}
