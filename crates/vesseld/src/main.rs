@@ -138,6 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cgroup_parent: cgroup_parent(&root),
         idmap_base: args.idmap_base,
         libexec,
+        cgroup_version,
     };
     let instances = InstanceService::new(
         store.clone(),

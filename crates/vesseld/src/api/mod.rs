@@ -173,6 +173,7 @@ mod tests {
             cgroup_parent: "vessel-unit-test".into(),
             idmap_base: 1_000_000,
             libexec: dir.to_path_buf(),
+            cgroup_version: vessel_cgroups::CgroupVersion::V1,
         };
         let instances =
             InstanceService::new(store, images.clone(), ops.clone(), events.clone(), driver);

@@ -36,6 +36,8 @@ pub struct ContainerDriver {
     pub idmap_base: u32,
     /// Directory holding `vessel-monitor` and `vessel-runc`.
     pub libexec: PathBuf,
+    /// The host's cgroup layout.
+    pub cgroup_version: vessel_cgroups::CgroupVersion,
 }
 
 impl ContainerDriver {
@@ -108,7 +110,7 @@ impl ContainerDriver {
                 host_gid_base: base,
                 size: IDMAP_SIZE,
             }),
-            resources: Some(limits::to_oci(&inst.limits)?),
+            resources: Some(limits::to_oci(&inst.limits, self.cgroup_version)?),
             cgroups_path: Some(format!("/{}", self.cgroup(&inst.name))),
         };
         let mut spec = vessel_container::spec::default_spec(&opts);

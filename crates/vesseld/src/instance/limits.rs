@@ -5,6 +5,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 use vessel_api::Limits;
+use vessel_cgroups::CgroupVersion;
 
 use crate::error::{Error, Result};
 
@@ -105,8 +106,12 @@ fn parse_device(d: &str) -> Result<(i64, i64)> {
         })
 }
 
-/// The OCI resources block for validated limits.
-pub fn to_oci(l: &Limits) -> Result<LinuxResources> {
+/// The OCI resources block for validated limits on a host with this cgroup layout.
+///
+/// `cpu.weight` keeps its meaning on both layouts: on v2 it is written as is (through the
+/// spec's `unified` map), on v1 it becomes `cpu.shares` scaled so that the default weight 100
+/// is the default share 1024.
+pub fn to_oci(l: &Limits, cgroups: CgroupVersion) -> Result<LinuxResources> {
     let bad = |e: oci_spec::OciSpecError| Error::internal(format!("building resources: {e}"));
     let mut r = LinuxResourcesBuilder::default();
     let mut cpu = LinuxCpuBuilder::default();
@@ -117,10 +122,17 @@ pub fn to_oci(l: &Limits) -> Result<LinuxResources> {
             .period(CPU_PERIOD_US);
         any_cpu = true;
     }
+    let mut unified = std::collections::HashMap::new();
     if let Some(w) = l.cpu_weight {
-        // Inverse of the shares-to-weight mapping the v2 backend applies.
-        cpu = cpu.shares(2 + ((w - 1) * 262_142) / 9_999);
-        any_cpu = true;
+        match cgroups {
+            CgroupVersion::V1 => {
+                cpu = cpu.shares((w * 1024 / 100).max(2));
+                any_cpu = true;
+            }
+            CgroupVersion::V2 => {
+                unified.insert("cpu.weight".to_string(), w.to_string());
+            }
+        }
     }
     if let Some(set) = &l.cpuset {
         cpu = cpu.cpus(set.clone());
@@ -180,6 +192,9 @@ pub fn to_oci(l: &Limits) -> Result<LinuxResources> {
             .throttle_write_iops_device(wi);
         r = r.block_io(bio.build().map_err(bad)?);
     }
+    if !unified.is_empty() {
+        r = r.unified(unified);
+    }
     r.build().map_err(bad)
 }
 
@@ -233,11 +248,24 @@ mod tests {
             ..Default::default()
         };
         validate(&l).unwrap();
-        let r = to_oci(&l).unwrap();
+        let r = to_oci(&l, CgroupVersion::V1).unwrap();
         let cpu = r.cpu().as_ref().unwrap();
         assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
         let mem = r.memory().as_ref().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
         assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
+    }
+
+    #[test]
+    fn cpu_weight_keeps_its_meaning_on_both_layouts() {
+        let l = Limits {
+            cpu_weight: Some(100),
+            ..Default::default()
+        };
+        let v1 = to_oci(&l, CgroupVersion::V1).unwrap();
+        assert_eq!(v1.cpu().as_ref().unwrap().shares(), Some(1024));
+        let v2 = to_oci(&l, CgroupVersion::V2).unwrap();
+        assert_eq!(v2.unified().as_ref().unwrap()["cpu.weight"], "100");
+        assert!(v2.cpu().is_none());
     }
 }
