@@ -101,3 +101,21 @@ fn symlinks_cannot_escape_the_container() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "inside\n");
     let _ = std::fs::remove_file(format!("{marker}-host"));
 }
+
+#[test]
+fn files_move_in_and_out_of_a_stopped_instance() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["create", "busybox", "st1"]);
+    assert_eq!(d.info("st1")["status"], "stopped");
+    let local = d.dir.join("cfg");
+    std::fs::write(&local, "configured before first boot\n").unwrap();
+    d.ok(&["file", "push", local.to_str().unwrap(), "st1/etc/motd"]);
+    // Nothing stays mounted for a stopped instance.
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+    let back = d.dir.join("motd");
+    d.ok(&["file", "pull", "st1/etc/motd", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "configured before first boot\n");
+    d.ok(&["start", "st1"]);
+    assert_eq!(d.sh("st1", "cat /etc/motd").1, "configured before first boot\n");
+}

@@ -95,7 +95,8 @@ pub async fn file_get(
 ) -> Result<Response> {
     let path = required(&q, "path")?.to_string();
     let svc = app.instances.clone();
-    let (data, info) = tokio::task::spawn_blocking(move || svc.file_get(&name, &path))
+    let root = app.instances.open_root(&name).await?;
+    let (data, info) = tokio::task::spawn_blocking(move || svc.file_get(&root, &name, &path))
         .await
         .map_err(|e| Error::internal(format!("file task: {e}")))??;
     Ok((
@@ -130,8 +131,9 @@ pub async fn file_put(
     let uid = number(&q, "uid", 10, 0)?;
     let gid = number(&q, "gid", 10, 0)?;
     let svc = app.instances.clone();
+    let root = app.instances.open_root(&name).await?;
     let info =
-        tokio::task::spawn_blocking(move || svc.file_put(&name, &path, &body, mode, uid, gid))
+        tokio::task::spawn_blocking(move || svc.file_put(&root, &name, &path, &body, mode, uid, gid))
             .await
             .map_err(|e| Error::internal(format!("file task: {e}")))??;
     Ok(Json(info).into_response())

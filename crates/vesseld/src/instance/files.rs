@@ -65,21 +65,93 @@ fn check_path(path: &str) -> Result<&Path> {
     Ok(p)
 }
 
+/// An instance's root opened for file work. For a stopped instance the root is mounted for
+/// the guard's life, under the instance's lock so that it cannot start meanwhile.
+pub struct RootGuard {
+    fd: OwnedFd,
+    shift: u32,
+    mounted: Option<std::path::PathBuf>,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for RootGuard {
+    fn drop(&mut self) {
+        if let Some(target) = &self.mounted {
+            if let Err(e) = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %target.display(), error = %e, "unmounting a stopped instance's root");
+            }
+        }
+    }
+}
+
 impl InstanceService {
-    fn open_root(&self, name: &str) -> Result<(OwnedFd, u32)> {
+    /// Opens the root of an instance, running or stopped.
+    pub async fn open_root(&self, name: &str) -> Result<RootGuard> {
+        use vessel_api::InstanceStatus as S;
         let inst = self.get_stored(name)?;
-        self.require_running(&inst).map_err(|e| {
-            Error::conflict(format!("{}; files move only while it runs", e.message))
-        })?;
-        let root = File::open(self.driver.rootfs(name))
-            .map_err(|e| Error::internal(format!("opening the root of {name}: {e}")))?;
-        Ok((root.into(), self.driver.shift(&inst).unwrap_or(0)))
+        let shift = self.driver.shift(&inst).unwrap_or(0);
+        let target = self.driver.rootfs(name);
+        let open = |p: &Path| {
+            File::open(p)
+                .map(OwnedFd::from)
+                .map_err(|e| Error::internal(format!("opening the root of {name}: {e}")))
+        };
+        match inst.status {
+            S::Running | S::Frozen => Ok(RootGuard {
+                fd: open(&target)?,
+                shift,
+                mounted: None,
+                _lock: None,
+            }),
+            S::Stopped | S::Error => {
+                let lock = self.lock_for(name).lock_owned().await;
+                // The state may have changed while waiting for the lock.
+                let inst = self.get_stored(name)?;
+                if !matches!(inst.status, S::Stopped | S::Error) {
+                    return Err(Error::conflict(format!(
+                        "instance {name} changed state to {}; try again",
+                        inst.status.as_str()
+                    )));
+                }
+                let lower = self.images.lower_layer(&inst.image, self.driver.shift(&inst)).await?;
+                self.driver.prepare(&inst)?;
+                let dir = self.driver.dir(name);
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lower.display(),
+                    dir.join("upper").display(),
+                    dir.join("work").display()
+                );
+                nix::mount::mount(
+                    Some("overlay"),
+                    &target,
+                    Some("overlay"),
+                    nix::mount::MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .map_err(|e| Error::internal(format!("mounting the root of {name}: {e}")))?;
+                let guard = RootGuard {
+                    fd: open(&target).inspect_err(|_| {
+                        let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+                    })?,
+                    shift,
+                    mounted: Some(target),
+                    _lock: Some(lock),
+                };
+                Ok(guard)
+            }
+            s => Err(Error::conflict(format!(
+                "instance {name} is {}; wait for it to settle",
+                s.as_str()
+            ))),
+        }
     }
 
     /// Reads a regular file inside the instance.
-    pub fn file_get(&self, name: &str, path: &str) -> Result<(Vec<u8>, FileInfo)> {
+    pub fn file_get(&self, root: &RootGuard, name: &str, path: &str) -> Result<(Vec<u8>, FileInfo)> {
         let p = check_path(path)?;
-        let (root, shift) = self.open_root(name)?;
+        let shift = root.shift;
+        let root = &root.fd;
         let fd = open_in_root(&root, p, libc::O_RDONLY | libc::O_NOCTTY, 0).map_err(|e| {
             let m = format!("cannot open {path} in {name}: {e}");
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -118,8 +190,10 @@ impl InstanceService {
 
     /// Writes a file inside the instance atomically (a temporary file, then a rename), owned
     /// by `uid`:`gid` as seen inside the instance.
+    #[allow(clippy::too_many_arguments)]
     pub fn file_put(
         &self,
+        root: &RootGuard,
         name: &str,
         path: &str,
         data: &[u8],
@@ -143,7 +217,8 @@ impl InstanceService {
                 super::driver::IDMAP_SIZE - 1
             )));
         }
-        let (root, shift) = self.open_root(name)?;
+        let shift = root.shift;
+        let root = &root.fd;
         let parent = p.parent().unwrap_or(Path::new("/"));
         let dir =
             open_in_root(&root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
