@@ -62,7 +62,12 @@ fn operations_can_be_listed_waited_for_and_refuse_late_cancels() {
     let op: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = op["id"].as_str().unwrap();
     assert_eq!(op["resources"][0], "/1.0/instances/op1");
-    let (code, body) = http(&d.socket, "GET", &format!("/1.0/operations/{id}/wait?timeout=30"), None);
+    let (code, body) = http(
+        &d.socket,
+        "GET",
+        &format!("/1.0/operations/{id}/wait?timeout=30"),
+        None,
+    );
     assert_eq!(code, 200);
     let done: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(done["status"], "success", "{done}");
@@ -77,7 +82,12 @@ fn operations_can_be_listed_waited_for_and_refuse_late_cancels() {
     assert!(body.contains("already ended"), "{body}");
     let (code, body) = http(&d.socket, "GET", "/1.0/operations/nope", None);
     assert_eq!(code, 404, "{body}");
-    let (code, _) = http(&d.socket, "GET", &format!("/1.0/operations/{id}/wait?timeout=x"), None);
+    let (code, _) = http(
+        &d.socket,
+        "GET",
+        &format!("/1.0/operations/{id}/wait?timeout=x"),
+        None,
+    );
     assert_eq!(code, 400);
 
     // The CLI shows operations too.
@@ -90,8 +100,19 @@ fn limits_reach_the_cgroup_files() {
     let d = Daemon::start();
     d.busybox();
     d.ok(&[
-        "launch", "busybox", "lim", "-l", "cpu=0.5", "-l", "cpuset=0", "-l", "memory=96MiB",
-        "-l", "pids=77", "-l", "cpu.weight=200",
+        "launch",
+        "busybox",
+        "lim",
+        "-l",
+        "cpu=0.5",
+        "-l",
+        "cpuset=0",
+        "-l",
+        "memory=96MiB",
+        "-l",
+        "pids=77",
+        "-l",
+        "cpu.weight=200",
     ]);
     let read = |controller_file: &str| -> String {
         let (ctl, file) = controller_file.split_once('/').unwrap();
@@ -115,7 +136,10 @@ fn limits_reach_the_cgroup_files() {
             assert_eq!(read("cpu/cpu.cfs_quota_us"), "50000");
             assert_eq!(read("cpu/cpu.cfs_period_us"), "100000");
             assert_eq!(read("cpuset/cpuset.cpus"), "0");
-            assert_eq!(read("memory/memory.limit_in_bytes"), (96u64 << 20).to_string());
+            assert_eq!(
+                read("memory/memory.limit_in_bytes"),
+                (96u64 << 20).to_string()
+            );
             assert_eq!(read("pids/pids.max"), "77");
             // Weight 200 is twice the default weight 100, whose share is 1024.
             assert_eq!(read("cpu/cpu.shares"), "2048");

@@ -115,7 +115,13 @@ fn files_move_in_and_out_of_a_stopped_instance() {
     assert!(d.mounts().is_empty(), "{:?}", d.mounts());
     let back = d.dir.join("motd");
     d.ok(&["file", "pull", "st1/etc/motd", back.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(&back).unwrap(), "configured before first boot\n");
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "configured before first boot\n"
+    );
     d.ok(&["start", "st1"]);
-    assert_eq!(d.sh("st1", "cat /etc/motd").1, "configured before first boot\n");
+    assert_eq!(
+        d.sh("st1", "cat /etc/motd").1,
+        "configured before first boot\n"
+    );
 }

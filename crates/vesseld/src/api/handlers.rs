@@ -132,10 +132,11 @@ pub async fn file_put(
     let gid = number(&q, "gid", 10, 0)?;
     let svc = app.instances.clone();
     let root = app.instances.open_root(&name).await?;
-    let info =
-        tokio::task::spawn_blocking(move || svc.file_put(&root, &name, &path, &body, mode, uid, gid))
-            .await
-            .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    let info = tokio::task::spawn_blocking(move || {
+        svc.file_put(&root, &name, &path, &body, mode, uid, gid)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("file task: {e}")))??;
     Ok(Json(info).into_response())
 }
 

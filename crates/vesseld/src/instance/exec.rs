@@ -266,11 +266,8 @@ where
             let input = tokio::spawn(async move {
                 while let Ok(Some((kind, p))) = read_frame(&mut rd).await {
                     match kind {
-                        FrameKind::Stdin => {
-                            if pty_write(&master, &p).await.is_err() {
-                                break;
-                            }
-                        }
+                        FrameKind::Stdin if pty_write(&master, &p).await.is_err() => break,
+                        FrameKind::Stdin => {}
                         FrameKind::Resize => {
                             if let Some((c, r)) = stream::parse_resize(&p) {
                                 set_winsize(master.get_ref(), c, r);

@@ -113,7 +113,10 @@ impl InstanceService {
                         inst.status.as_str()
                     )));
                 }
-                let lower = self.images.lower_layer(&inst.image, self.driver.shift(&inst)).await?;
+                let lower = self
+                    .images
+                    .lower_layer(&inst.image, self.driver.shift(&inst))
+                    .await?;
                 self.driver.prepare(&inst)?;
                 let dir = self.driver.dir(name);
                 let opts = format!(
@@ -148,11 +151,16 @@ impl InstanceService {
     }
 
     /// Reads a regular file inside the instance.
-    pub fn file_get(&self, root: &RootGuard, name: &str, path: &str) -> Result<(Vec<u8>, FileInfo)> {
+    pub fn file_get(
+        &self,
+        root: &RootGuard,
+        name: &str,
+        path: &str,
+    ) -> Result<(Vec<u8>, FileInfo)> {
         let p = check_path(path)?;
         let shift = root.shift;
         let root = &root.fd;
-        let fd = open_in_root(&root, p, libc::O_RDONLY | libc::O_NOCTTY, 0).map_err(|e| {
+        let fd = open_in_root(root, p, libc::O_RDONLY | libc::O_NOCTTY, 0).map_err(|e| {
             let m = format!("cannot open {path} in {name}: {e}");
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::not_found(m)
@@ -221,7 +229,7 @@ impl InstanceService {
         let root = &root.fd;
         let parent = p.parent().unwrap_or(Path::new("/"));
         let dir =
-            open_in_root(&root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
+            open_in_root(root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
                 Error::invalid(format!(
                     "cannot open directory {} in {name}: {e}; create it first",
                     parent.display()
