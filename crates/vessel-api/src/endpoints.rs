@@ -171,7 +171,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "instance_exec",
         method: Method::Post,
         path: "/1.0/instances/{name}/exec",
-        summary: "Run a command; the connection upgrades to a framed stream ending in its exit code",
+        summary:
+            "Run a command; the connection upgrades to a framed stream ending in its exit code",
         query: &[],
         request: Body::Json("ExecRequest"),
         status: 101,

@@ -92,11 +92,21 @@ fn content_for(body: Body) -> Option<(&'static str, Option<RefOr<Schema>>)> {
         Body::NdJson(n) => Some(("application/x-ndjson", Some(schema_ref(n)))),
         Body::Bytes => Some((
             "application/octet-stream",
-            Some(ObjectBuilder::new().schema_type(Type::String).build().into()),
+            Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .build()
+                    .into(),
+            ),
         )),
         Body::Text => Some((
             "text/plain",
-            Some(ObjectBuilder::new().schema_type(Type::String).build().into()),
+            Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .build()
+                    .into(),
+            ),
         )),
     }
 }
@@ -197,7 +207,11 @@ mod tests {
         for e in ENDPOINTS {
             for b in [e.request, e.response] {
                 if let Body::Json(n) | Body::JsonList(n) | Body::NdJson(n) = b {
-                    assert!(schemas.get(n).is_some(), "{} names missing schema {n}", e.id);
+                    assert!(
+                        schemas.get(n).is_some(),
+                        "{} names missing schema {n}",
+                        e.id
+                    );
                 }
             }
         }

@@ -108,7 +108,12 @@ pub fn resize_payload(cols: u16, rows: u16) -> [u8; 4] {
 
 /// Reads a [`FrameKind::Resize`] payload as (columns, rows).
 pub fn parse_resize(p: &[u8]) -> Option<(u16, u16)> {
-    (p.len() == 4).then(|| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+    (p.len() == 4).then(|| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    })
 }
 
 /// Reads an `i32` payload ([`FrameKind::Exit`], [`FrameKind::Signal`]).
