@@ -39,13 +39,24 @@ pub(crate) fn prepare(spec: &Spec, ctx: &Context<'_>) -> Result<()> {
     // Keep the container's mounts from propagating to the host.
     set_propagation(Path::new("/"), MsFlags::MS_SLAVE | MsFlags::MS_REC)?;
     let root = ctx.rootfs.to_string_lossy();
-    mount_at(
+    match mount_at(
         Some(&root),
         ctx.rootfs,
         Some("bind"),
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
-    )?;
+    ) {
+        Err(Error::Sys {
+            source: nix::Error::EACCES,
+            ..
+        }) if ctx.user_ns => {
+            return Err(Error::InvalidSpec(format!(
+                "the rootfs {root} is not reachable by the container's root user: make it and \
+                 every parent directory searchable (o+x) by the mapped host uid"
+            )))
+        }
+        r => r?,
+    }
     let mounts: &[Mount] = spec.mounts().as_deref().unwrap_or(&[]);
     for m in mounts {
         mount_one(m, ctx)?;
