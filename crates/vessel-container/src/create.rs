@@ -172,7 +172,13 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                 .as_ref()
                 .ok_or_else(|| Error::Init("cgroup vanished".into()))?;
             if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-                m.apply(res)
+                let devices = spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.devices().clone())
+                    .unwrap_or_default();
+                let res = crate::devices::with_device_rules(res, &devices);
+                m.apply(&res)
                     .map_err(cgroup::err("apply limits", &cg_path))?;
             }
             (Some(cg_path), None)

@@ -160,3 +160,55 @@ pub(crate) fn create_symlinks(rootfs: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Cgroup device rules for `resources`: the spec's rules, then (when the spec restricts
+/// devices at all) rules allowing the default devices, /dev/pts, /dev/ptmx, mknod of any node
+/// and the spec's `linux.devices`, as runc adds them. Without these a deny-all rule (podman's
+/// default) would forbid even /dev/null.
+pub(crate) fn with_device_rules(
+    resources: &oci_spec::runtime::LinuxResources,
+    spec_devices: &[LinuxDevice],
+) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::LinuxDeviceCgroup;
+    let mut rules: Vec<LinuxDeviceCgroup> = resources.devices().clone().unwrap_or_default();
+    if rules.is_empty() {
+        return resources.clone();
+    }
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    rules.push(rule(LinuxDeviceType::C, None, None, "m"));
+    rules.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for d in default_devices() {
+        rules.push(rule(
+            LinuxDeviceType::C,
+            Some(d.major as i64),
+            Some(d.minor as i64),
+            "rwm",
+        ));
+    }
+    rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm")); // /dev/pts/*
+    rules.push(rule(LinuxDeviceType::C, Some(5), Some(2), "rwm")); // /dev/ptmx
+    for d in spec_devices {
+        if matches!(
+            d.typ(),
+            LinuxDeviceType::C | LinuxDeviceType::U | LinuxDeviceType::B
+        ) {
+            let typ = if d.typ() == LinuxDeviceType::B {
+                LinuxDeviceType::B
+            } else {
+                LinuxDeviceType::C
+            };
+            rules.push(rule(typ, Some(d.major()), Some(d.minor()), "rwm"));
+        }
+    }
+    let mut out = resources.clone();
+    out.set_devices(Some(rules));
+    out
+}

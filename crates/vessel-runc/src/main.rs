@@ -271,7 +271,11 @@ fn run(cli: &Cli) -> Result<i32> {
         Cmd::Kill { all, id, signal } => {
             vessel_container::kill(root, id, parse_signal(signal)?, *all)?
         }
-        Cmd::Delete { force, id } => vessel_container::delete(root, id, *force)?,
+        Cmd::Delete { force, id } => match vessel_container::delete(root, id, *force) {
+            // Like runc: forcing the deletion of what is already gone succeeds.
+            Err(vessel_container::Error::NotFound { .. }) if *force => {}
+            r => r?,
+        },
         Cmd::Exec(args) => return exec::run(root, args),
         Cmd::Pause { id } => vessel_container::pause(root, id)?,
         Cmd::Resume { id } => vessel_container::resume(root, id)?,

@@ -1,0 +1,184 @@
+//! Podman drives vessel-runc as its OCI runtime (through conmon), with a private storage
+//! directory so the host's podman state is untouched.
+//!
+//! Each run passes `--ulimit nofile=1024:1024 --ulimit nproc=1024:1024`: podman asks for
+//! 1048576 open files and processes by default, which needs CAP_SYS_RESOURCE to raise the hard
+//! limits, and the sandbox these tests run in drops that capability from every process
+//! (crun and runc fail the same way without the flags). The podman state root is left at the
+//! runtime's default: podman 4.3 forgets `--runtime-flag` on `delete`.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{require_root_and_busybox, TempDir, RUNC};
+
+const ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+struct Podman {
+    dir: TempDir,
+}
+
+impl Podman {
+    fn new(tag: &str) -> Podman {
+        require_root_and_busybox();
+        for tool in ["podman", "conmon"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap();
+            assert!(
+                found.status.success(),
+                "{tool} is missing: apt-get install podman conmon"
+            );
+        }
+        let dir = TempDir::new(&format!("podman-{tag}"));
+        let p = Podman { dir };
+        let rootfs = p.dir.0.join("rootfs");
+        common::busybox_rootfs(&rootfs);
+        let tar = p.dir.0.join("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = p.podman(&[
+            "import",
+            tar.to_str().unwrap(),
+            "localhost/vessel-busybox:test",
+        ]);
+        assert!(
+            out.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        p
+    }
+
+    fn podman(&self, args: &[&str]) -> Output {
+        let d = &self.dir.0;
+        Command::new("timeout")
+            .arg("120")
+            .arg("podman")
+            .arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(["--runtime", RUNC])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, extra: &[&str], cmd: &[&str]) -> Output {
+        let mut args = vec!["run", "--network", "none"];
+        args.extend(ULIMITS);
+        args.extend(extra);
+        args.push("localhost/vessel-busybox:test");
+        args.extend(cmd);
+        self.podman(&args)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        let _ = self.podman(&["rmi", "--all", "--force"]);
+        // TempDir's drop unmounts what is left under the directory and removes it.
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn podman_run_echo() {
+    let p = Podman::new("echo");
+    let out = p.run(&["--rm"], &["echo", "hello"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+}
+
+#[test]
+fn podman_detached_exec_stop_rm() {
+    let p = Podman::new("detached");
+    let out = p.run(&["-d", "--name", "vessel-detached"], &["sleep", "1000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let out = p.podman(&[
+        "exec",
+        "vessel-detached",
+        "sh",
+        "-c",
+        "echo in-exec; cat /proc/1/cmdline; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("in-exec\nsleep"), "{}", text(&out));
+
+    let out = p.podman(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Pid}}",
+        "vessel-detached",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("running "),
+        "{}",
+        text(&out)
+    );
+
+    let out = p.podman(&["stop", "--time", "1", "vessel-detached"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = p.podman(&["rm", "vessel-detached"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !std::path::Path::new(vessel_container::DEFAULT_STATE_ROOT)
+            .join(&id)
+            .exists(),
+        "the runtime state is deleted"
+    );
+    assert!(
+        common::cgroup_dirs(&format!("libpod_parent/libpod-{id}")).is_empty(),
+        "the cgroup is removed"
+    );
+}
+
+#[test]
+fn podman_shows_our_error_for_a_missing_command() {
+    let p = Podman::new("error");
+    let out = p.run(&["--rm"], &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec: \"no-such-command\": executable file not found in $PATH"),
+        "{}",
+        text(&out)
+    );
+    assert!(err.contains("vessel-runc"), "{}", text(&out));
+}
