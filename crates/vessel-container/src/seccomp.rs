@@ -17,7 +17,8 @@ use oci_spec::runtime::{
 use crate::error::{Error, Result};
 use crate::syscall_table::SYSCALLS_X86_64;
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// BPF_LD | BPF_W | BPF_ABS.
+const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JMP_JA: u16 = 0x05;
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JMP_JGT_K: u16 = 0x05 | 0x20;
@@ -184,6 +185,9 @@ fn condition(
     })
 }
 
+/// A rule of one syscall: the instructions of each condition, and the return value.
+type Rule = (Vec<Vec<Insn>>, u32);
+
 /// One rule: all conditions, then the action. Falls through to the next rule on mismatch.
 fn rule(conditions: &[Vec<Insn>], ret: u32) -> Result<Vec<libc::sock_filter>> {
     let total: usize = conditions.iter().map(Vec::len).sum::<usize>() + 1;
@@ -213,7 +217,7 @@ pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
     let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
     // Rules per syscall number, in order of first appearance.
     let mut order: Vec<i64> = Vec::new();
-    let mut rules: HashMap<i64, Vec<(Vec<Vec<Insn>>, u32)>> = HashMap::new();
+    let mut rules: HashMap<i64, Vec<Rule>> = HashMap::new();
     for sc in seccomp.syscalls().as_deref().unwrap_or(&[]) {
         let ret = action(sc.action(), sc.errno_ret())?;
         let mut conds = Vec::new();
@@ -325,7 +329,7 @@ impl Filter {
     /// Runs the program on a syscall, like the kernel does (for tests).
     #[cfg(test)]
     fn run(&self, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u32; 16];
+        let mut data = [0u32; 16];
         data[0] = nr;
         data[1] = arch;
         for (i, a) in args.iter().enumerate() {
@@ -479,7 +483,7 @@ mod tests {
         let calls = obj["syscalls"].as_array_mut().unwrap();
         calls.retain(|c| {
             c.get("includes")
-                .map_or(true, |i| i.as_object().is_none_or(|o| o.is_empty()))
+                .is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()))
         });
         for c in calls.iter_mut() {
             let o = c.as_object_mut().unwrap();

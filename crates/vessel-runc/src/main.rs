@@ -253,8 +253,8 @@ fn run(cli: &Cli) -> Result<i32> {
                 print_json(&states)?;
             } else {
                 println!(
-                    "{:<24} {:<8} {:<10} {:<40} {}",
-                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                    "{:<24} {:<8} {:<10} {:<40} CREATED",
+                    "ID", "PID", "STATUS", "BUNDLE"
                 );
                 for s in &states {
                     println!(
