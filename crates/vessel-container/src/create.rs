@@ -106,6 +106,9 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         }
     };
     let rootfs = rootfs_path(&spec, &bundle)?;
+    if spec.hooks().is_some() {
+        tracing::warn!(container = %opts.id, "OCI hooks are not supported; they are ignored");
+    }
     let plan = Plan::from_spec(&spec)?;
     let process = spec
         .process()

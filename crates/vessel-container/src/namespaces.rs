@@ -90,6 +90,15 @@ impl Plan {
             .as_ref()
             .and_then(|l| l.namespaces().clone())
             .unwrap_or_default();
+        let offsets = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().as_ref());
+        if offsets.is_some_and(|o| !o.is_empty()) {
+            return Err(Error::InvalidSpec(
+                "linux.timeOffsets (time namespace offsets) is not supported".into(),
+            ));
+        }
         for typ in JOIN_ORDER {
             let mut entries = namespaces.iter().filter(|n| n.typ() == typ);
             let Some(ns) = entries.next() else { continue };
