@@ -121,6 +121,18 @@ fn podman_run_echo() {
     let out = p.run(&["--rm"], &["echo", "hello"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    // With a terminal the init's pty comes from the container's devpts and is /dev/console.
+    let out = p.run(
+        &["--rm", "-t"],
+        &["sh", "-c", "tty; [ -c /dev/console ] && echo console-ok"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("/dev/pts/0") && stdout.contains("console-ok"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
