@@ -93,6 +93,12 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
     opts.state_root = c.state_root.clone();
     opts.console = Console::Pty(pty.slave);
     let state = vessel_container::create(opts).map_err(|e| anyhow!("{}", error_chain(&e)))?;
+    // An instance's limits are part of what it is: never run one without its cgroup.
+    if let Some(why) = &state.cgroup_error {
+        return Err(anyhow!(
+            "the instance's cgroup could not be set up, so its limits cannot be enforced: {why}"
+        ));
+    }
     vessel_container::start(&c.state_root, &c.id).map_err(|e| anyhow!("{}", error_chain(&e)))?;
     Ok((state.pid, pty.master))
 }
