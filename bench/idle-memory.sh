@@ -5,6 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 N=${N:-100}
 WORK=$(mktemp -d /tmp/vessel-mem.XXXXXX)
+chmod 755 "$WORK"   # unprivileged containers walk down to their files
 SOCK=$WORK/vessel.sock
 V() { "$BIN/vessel" --socket "$SOCK" "$@"; }
 pss() { awk '/^Pss:/ {s+=$2} END {print s+0}' "/proc/$1/smaps_rollup"; }

@@ -60,7 +60,14 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VESSEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -98,6 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("securing {}", root.display()))?;
+    check_searchable(&root)?;
     if args.socket.exists() {
         if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
             bail!(
@@ -206,6 +214,26 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// Unprivileged containers' root users are unprivileged host uids: they must be able to walk
+/// down to their root file systems.
+fn check_searchable(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for dir in root.ancestors() {
+        let md = std::fs::metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
+        if md.mode() & 0o001 == 0 {
+            bail!(
+                "{} (mode {:04o}) is not searchable by other users, so unprivileged containers \
+                 cannot reach their files under {}; run `chmod o+x {}` or pick another --root-dir",
+                dir.display(),
+                md.mode() & 0o7777,
+                root.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {

@@ -71,3 +71,27 @@ fn cli_says_how_to_start_a_daemon_that_is_not_running() {
     assert!(err.contains("vesseld"), "{err}");
     assert!(err.contains("/tmp/vessel-no-daemon-here.sock"), "{err}");
 }
+
+#[test]
+fn daemon_refuses_a_root_dir_unprivileged_containers_cannot_reach() {
+    common::require_root();
+    let dir = std::path::PathBuf::from(format!("/tmp/vt-closed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new(bin_dir().join("vesseld"))
+        .arg("--root-dir")
+        .arg(dir.join("root"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--socket")
+        .arg(dir.join("s.sock"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod o+x"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}
