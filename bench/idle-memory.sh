@@ -9,8 +9,14 @@ chmod 755 "$WORK"   # unprivileged containers walk down to their files
 SOCK=$WORK/vessel.sock
 V() { "$BIN/vessel" --socket "$SOCK" "$@"; }
 pss() { awk '/^Pss:/ {s+=$2} END {print s+0}' "/proc/$1/smaps_rollup"; }
+P() { podman --root "$WORK/proot" --runroot "$WORK/prun" --storage-driver vfs \
+  --cgroup-manager cgroupfs --runtime runc "$@"; }
 cleanup() {
   for i in $(seq 1 "$N"); do V delete --force "idle$i" >/dev/null 2>&1 || true; done
+  if command -v podman >/dev/null; then P rm -af -t 0 >/dev/null 2>&1 || true; fi
+  # conmon's exit commands (podman container cleanup) still write there for a moment.
+  for _ in $(seq 1 100); do pgrep -f "$WORK" >/dev/null || break; sleep 0.2; done
+  umount -R "$WORK/proot" "$WORK/prun" 2>/dev/null || true
   [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
   rm -rf "$WORK"
 }
@@ -34,4 +40,24 @@ for p in "$WORK"/run/monitors/*.pid; do mon=$((mon + $(pss "$(cat "$p")"))); don
 echo "containers: $N (launched in $(echo "$end - $start" | bc) s)"
 echo "monitor PSS per container: $((mon / N)) KiB"
 echo "daemon PSS growth per container: $(( (d1 - d0) / N )) KiB (from $d0 to $d1 KiB)"
-echo "platform overhead per idle container: $(( (mon + d1 - d0) / N )) KiB"
+ours=$(( (mon + d1 - d0) / N ))
+echo "platform overhead per idle container: $ours KiB"
+for i in $(seq 1 "$N"); do V delete --force "idle$i" >/dev/null; done
+
+# The peer: podman's per-container monitor, conmon, over runc, with the same busybox tree.
+command -v podman >/dev/null || die "podman missing: apt-get install podman"
+tar -C "$WORK/root/images" -cf "$WORK/busybox.tar" -C "$(ls -d "$WORK"/root/images/*/rootfs)" .
+P import "$WORK/busybox.tar" bench-busybox >/dev/null
+# This sandbox lacks CAP_SYS_RESOURCE: podman's default ulimits (1048576) cannot be set here.
+start=$(date +%s.%N)
+for i in $(seq 1 "$N"); do
+  P run -d --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+    --name "pidle$i" bench-busybox /bin/sleep 1000000 >/dev/null
+done
+end=$(date +%s.%N)
+sleep 2
+cm=0; n=0
+for p in $(pgrep -f "conmon.*$WORK"); do cm=$((cm + $(pss "$p"))); n=$((n + 1)); done
+[ "$n" = "$N" ] || die "found $n conmon processes for $N podman containers"
+echo "podman: $N containers launched in $(echo "$end - $start" | bc) s; conmon PSS per container: $((cm / N)) KiB"
+echo "ratio vessel-monitor+daemon / conmon: $(echo "scale=2; $ours / ($cm / $N)" | bc)"
