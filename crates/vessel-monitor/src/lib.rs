@@ -8,7 +8,10 @@
 //! writes an [`ExitStatus`] file, removes the container (cgroup included), unmounts the root
 //! and exits. The daemon follows it through a pidfd and can re-adopt it after a restart.
 
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +24,8 @@ pub struct MonitorConfig {
     pub bundle: PathBuf,
     /// Runtime state directory (like runc's `--root`).
     pub state_root: PathBuf,
+    /// The OCI runtime binary (`vessel-runc`).
+    pub runtime: PathBuf,
     /// Unix socket for console attaches.
     pub socket: PathBuf,
     /// Console log file.
@@ -83,4 +88,55 @@ pub struct ExitStatus {
     pub signal: Option<i32>,
     /// When it ended, seconds since the epoch.
     pub finished_at: u64,
+}
+
+/// Receives the terminal master an OCI runtime sends over a `--console-socket` (SCM_RIGHTS).
+///
+/// Waits until the runtime connects, `gave_up()` says to stop waiting (the runtime ended
+/// without connecting), or `timeout` passes.
+pub fn receive_console(
+    listener: &UnixListener,
+    timeout: Duration,
+    mut gave_up: impl FnMut() -> bool,
+) -> std::io::Result<OwnedFd> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16))? > 0 {
+            break;
+        }
+        if gave_up() {
+            return Err(std::io::Error::other(
+                "the runtime ended without handing over the terminal",
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the runtime did not hand over the terminal in time",
+            ));
+        }
+    }
+    let (conn, _) = listener.accept()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other("the runtime sent no descriptor"))
 }

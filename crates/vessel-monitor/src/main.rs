@@ -4,12 +4,14 @@ mod serve;
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use vessel_container::{Console, CreateOptions};
-use vessel_monitor::{MonitorConfig, Ready};
+use vessel_monitor::{receive_console, MonitorConfig, Ready};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
@@ -73,8 +75,9 @@ fn report(r: &Ready) {
     }
 }
 
-/// Mounts the root, creates and starts the container; returns the init pid and the
-/// terminal's master side.
+/// Mounts the root, then has the OCI runtime create and start the container; returns the init
+/// pid and the terminal's master side. The runtime exits after `create`, so its child, the
+/// container's init, is re-parented to us (a subreaper) and we reap it like conmon does.
 fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no memory.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -88,30 +91,102 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
         )
         .with_context(|| format!("mounting the instance's root at {}", o.target.display()))?;
     }
-    let pty = nix::pty::openpty(None, None).context("allocating a terminal")?;
-    let mut opts = CreateOptions::new(c.id.clone(), c.bundle.clone());
-    opts.state_root = c.state_root.clone();
-    opts.console = Console::Pty(pty.slave);
-    let state = vessel_container::create(opts).map_err(|e| anyhow!("{}", error_chain(&e)))?;
-    // An instance's limits are part of what it is: never run one without its cgroup.
-    if let Some(why) = &state.cgroup_error {
-        return Err(anyhow!(
-            "the instance's cgroup could not be set up, so its limits cannot be enforced: {why}"
-        ));
+    let console = c.socket.with_extension("console");
+    let init_pid = c.socket.with_extension("init");
+    let _ = std::fs::remove_file(&console);
+    let listener = UnixListener::bind(&console).context("binding the console socket")?;
+    let mut create = runtime(c)
+        .arg("create")
+        .arg("--bundle")
+        .arg(&c.bundle)
+        .arg("--console-socket")
+        .arg(&console)
+        .arg("--pid-file")
+        .arg(&init_pid)
+        .arg(&c.id)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", c.runtime.display()))?;
+    let master = receive_console(&listener, Duration::from_secs(120), || {
+        matches!(create.try_wait(), Ok(Some(_)))
+    });
+    let _ = std::fs::remove_file(&console);
+    let out = create
+        .wait_with_output()
+        .context("waiting for the runtime")?;
+    if !out.status.success() {
+        bail!("{}", runtime_error(&out.stderr));
     }
-    vessel_container::start(&c.state_root, &c.id).map_err(|e| anyhow!("{}", error_chain(&e)))?;
-    Ok((state.pid, pty.master))
+    let master = master.context("receiving the container's terminal")?;
+    let state = runtime(c)
+        .arg("state")
+        .arg(&c.id)
+        .output()
+        .context("reading the container's state")?;
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout)
+        .with_context(|| format!("runtime state: {}", runtime_error(&state.stderr)))?;
+    // An instance's limits are part of what it is: never run one without its cgroup.
+    if let Some(why) = state.get("cgroup_error").and_then(|v| v.as_str()) {
+        bail!("the instance's cgroup could not be set up, so its limits cannot be enforced: {why}");
+    }
+    let start = runtime(c)
+        .arg("start")
+        .arg(&c.id)
+        .stderr(Stdio::piped())
+        .output()
+        .context("starting the container")?;
+    if !start.status.success() {
+        bail!("{}", runtime_error(&start.stderr));
+    }
+    let pid = std::fs::read_to_string(&init_pid)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or_else(|| anyhow!("the runtime wrote no init pid to {}", init_pid.display()))?;
+    let _ = std::fs::remove_file(&init_pid);
+    Ok((pid, master))
+}
+
+/// The runtime's command line, with its state root.
+fn runtime(c: &MonitorConfig) -> Command {
+    let mut cmd = Command::new(&c.runtime);
+    cmd.arg("--root")
+        .arg(&c.state_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    cmd
+}
+
+/// The runtime's error message: its last non-empty line of stderr, without its name prefix.
+fn runtime_error(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("the runtime failed");
+    line.trim_start_matches("vessel-runc: ").trim().to_string()
 }
 
 /// Removes the container and its cgroup and unmounts the root; each step is best effort and
 /// logged, so that a partial launch leaves nothing behind.
 fn cleanup(c: &MonitorConfig) {
-    if let Err(e) = vessel_container::delete(&c.state_root, &c.id, true) {
-        eprintln!(
+    match runtime(c)
+        .arg("delete")
+        .arg("--force")
+        .arg(&c.id)
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if !o.status.success() => eprintln!(
             "vessel-monitor: removing container {}: {}",
             c.id,
-            error_chain(&e)
-        );
+            runtime_error(&o.stderr)
+        ),
+        Err(e) => eprintln!(
+            "vessel-monitor: running the runtime to remove {}: {e}",
+            c.id
+        ),
+        Ok(_) => {}
     }
     if let Some(o) = &c.overlay {
         if is_mountpoint(&o.target) {
@@ -132,18 +207,4 @@ fn is_mountpoint(p: &Path) -> bool {
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|m| m == p)
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
-    }
-    s
 }

@@ -132,6 +132,7 @@ impl ContainerDriver {
             id: inst.name.clone(),
             bundle: dir.clone(),
             state_root: self.state_root.clone(),
+            runtime: self.libexec.join("vessel-runc"),
             socket: self.socket(&inst.name),
             log: self.log(&inst.name),
             pid_file: self.pid_file(&inst.name),

@@ -2,7 +2,7 @@
 //! terminal or pipes over a framed stream (`vessel_api::stream`), ending with its exit code.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
 use tokio::io::unix::AsyncFd;
@@ -74,7 +74,12 @@ impl InstanceService {
             cmd.arg(name).arg("--").args(&req.command);
             let spawned = spawn(&mut cmd);
             let master = spawned.and_then(|mut child| {
-                let got = receive_master(&listener);
+                let got = vessel_monitor::receive_console(
+                    &listener,
+                    std::time::Duration::from_secs(10),
+                    || matches!(child.try_wait(), Ok(Some(_))),
+                )
+                .map_err(|e| Error::internal(format!("receiving the exec terminal: {e}")));
                 let _ = std::fs::remove_file(&sock_path);
                 match got {
                     Ok(fd) => Ok((child, fd)),
@@ -119,43 +124,6 @@ impl InstanceService {
             child,
         })
     }
-}
-
-/// Waits (10 s at most) for the runtime to connect and send the terminal's master.
-fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd> {
-    use std::os::fd::AsFd;
-
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-
-    let err = |m: String| Error::internal(format!("receiving the exec terminal: {m}"));
-    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-    let n = poll(&mut fds, PollTimeout::from(10_000u16)).map_err(|e| err(e.to_string()))?;
-    if n == 0 {
-        return Err(err("the runtime did not connect within 10 s".into()));
-    }
-    let (conn, _) = listener.accept().map_err(|e| err(e.to_string()))?;
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| err(e.to_string()))?;
-    for c in msg.cmsgs().map_err(|e| err(e.to_string()))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    Err(err(
-        "the runtime sent no descriptor (did the command fail to start?)".into(),
-    ))
 }
 
 fn spawn(cmd: &mut tokio::process::Command) -> Result<tokio::process::Child> {
