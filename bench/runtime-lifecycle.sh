@@ -11,7 +11,7 @@ make_bundle "$WORK/bundle"
 cat > "$WORK/cycle.sh" <<'SH'
 #!/bin/sh
 rt=$1; root=$2; id=b$$
-$rt --root "$root" create --bundle "$BUNDLE" "$id" >/dev/null 2>&1 || exit 1
+$rt --root "$root" create --bundle "$BUNDLE" "$id" >/dev/null || exit 1
 $rt --root "$root" start "$id" || exit 1
 # wait until it has stopped
 while [ "$($rt --root "$root" state "$id" 2>/dev/null | grep -o '"status": *"[a-z]*"' | grep -o '[a-z]*"$')" != 'stopped"' ]; do :; done
