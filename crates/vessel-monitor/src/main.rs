@@ -5,13 +5,12 @@ mod serve;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use vessel_monitor::{receive_console, MonitorConfig, Ready};
+use vessel_monitor::{is_mountpoint, receive_console, MonitorConfig, Ready};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
@@ -197,14 +196,4 @@ fn cleanup(c: &MonitorConfig) {
     }
     let _ = std::fs::remove_file(&c.socket);
     let _ = std::fs::remove_file(&c.pid_file);
-}
-
-fn is_mountpoint(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let p = p.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == p)
 }

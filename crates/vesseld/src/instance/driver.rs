@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vessel_api::{Instance, InstanceState};
-use vessel_monitor::{ExitStatus, MonitorConfig, Overlay, Ready};
+use vessel_monitor::{is_mountpoint, ExitStatus, MonitorConfig, Overlay, Ready};
 
 use super::limits;
 use crate::error::{chain, Error, Result};
@@ -364,15 +364,4 @@ fn isolate_network(spec: &mut oci_spec::runtime::Spec) {
             }
         }
     }
-}
-
-/// Whether `p` is a mount point in this mount namespace.
-pub fn is_mountpoint(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let p = p.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == p)
 }

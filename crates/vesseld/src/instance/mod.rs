@@ -344,16 +344,11 @@ impl InstanceService {
             StateAction::Pause => "Pausing",
             StateAction::Resume => "Resuming",
         };
-        let svc = self.clone();
-        let name = name.to_string();
-        Ok(self.ops.spawn(
+        Ok(self.spawn_locked(
             format!("{verb} instance {name}"),
-            vec![path_of(&name)],
-            false,
-            move |op| async move {
-                let lock = svc.lock_for(&name);
-                let _g = lock.lock().await;
-                let inst = svc.get_stored(&name)?;
+            name,
+            move |svc, inst, op| async move {
+                let name = inst.name.clone();
                 let timeout = Duration::from_secs(change.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
                 match change.action {
                     StateAction::Start => svc.start_locked(&inst, &op).await,
@@ -380,6 +375,28 @@ impl InstanceService {
                 }
             },
         ))
+    }
+
+    /// Starts an operation on one instance that runs `body` under the instance's lock, with
+    /// the instance as stored once the lock is held.
+    fn spawn_locked<F, Fut>(&self, description: String, name: &str, body: F) -> Operation
+    where
+        F: FnOnce(InstanceService, Instance, OpHandle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
+        let svc = self.clone();
+        let name = name.to_string();
+        self.ops.spawn(
+            description,
+            vec![path_of(&name)],
+            false,
+            move |op| async move {
+                let lock = svc.lock_for(&name);
+                let _g = lock.lock().await;
+                let inst = svc.get_stored(&name)?;
+                body(svc.clone(), inst, op).await
+            },
+        )
     }
 
     /// Stops a running instance: its stop signal, then SIGKILL after `timeout` (or at once
@@ -467,23 +484,18 @@ impl InstanceService {
                 inst.status.as_str()
             )));
         }
-        let svc = self.clone();
-        let name = name.to_string();
-        Ok(self.ops.spawn(
+        Ok(self.spawn_locked(
             format!("Deleting instance {name}"),
-            vec![path_of(&name)],
-            false,
-            move |op| async move {
-                let lock = svc.lock_for(&name);
-                let _g = lock.lock().await;
-                let inst = svc.get_stored(&name)?;
-                if svc.exit_watch(&name).is_some() {
+            name,
+            |svc, inst, op| async move {
+                let name = &inst.name;
+                if svc.exit_watch(name).is_some() {
                     svc.stop_locked(&inst, Duration::ZERO, true, &op).await?;
                 }
                 op.progress(Some(70), "removing files");
-                svc.driver.remove_files(&name)?;
-                svc.store.instance_delete(&name)?;
-                svc.events.lifecycle("instance-deleted", &path_of(&name));
+                svc.driver.remove_files(name)?;
+                svc.store.instance_delete(name)?;
+                svc.events.lifecycle("instance-deleted", &path_of(name));
                 Ok(())
             },
         ))
