@@ -169,3 +169,67 @@ fn exec_with_a_terminal_and_stdin() {
     assert!(out.contains("piped input") && out.contains("err"), "{out}");
     assert_eq!(code, 5);
 }
+
+#[test]
+fn privileged_containers_run_without_a_user_namespace() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "priv", "--privileged"]);
+    let (_, map) = d.sh("priv", "cat /proc/self/uid_map");
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(&fields[..3], &["0", "0", "4294967295"], "{map}");
+    d.sh("priv", "touch /root/made-by-root");
+    let md = std::fs::metadata(d.root().join("instances/priv/upper/root/made-by-root")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), 0);
+    assert_eq!(d.info("priv")["privileged"], true);
+    // Still confined: the default capability set and seccomp filter apply.
+    let (_, status) = d.sh("priv", "grep -E 'CapEff|Seccomp:' /proc/self/status");
+    assert!(
+        status.contains("00000000a80425fb") && status.contains("Seccomp:\t2"),
+        "{status}"
+    );
+}
+
+/// The CLI's interactive paths under a real terminal (util-linux `script` provides one).
+#[test]
+fn cli_exec_with_a_terminal_and_console_detach() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "t1"]);
+    let vessel = format!(
+        "{} --socket {}",
+        common::bin_dir().join("vessel").display(),
+        d.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{vessel} exec -t t1 -- sh -c 'tty; exit 6'"),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(out.status.code(), Some(6), "{text}");
+
+    // Console: type a command, then detach with Ctrl-a q; the instance keeps running.
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &format!("{vessel} console t1"), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    use std::io::Write;
+    stdin.write_all(b"echo console-$((40+2))\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    stdin.write_all(b"\x01q").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("console-42"), "{text}");
+    assert!(out.status.success(), "{text}");
+    assert_eq!(d.info("t1")["status"], "running");
+}
