@@ -1,0 +1,480 @@
+//! The HTTP side: options, plain HTTP or TLS per host, authentication and status mapping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error as _;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tracing::debug;
+
+use crate::auth::{parse_challenges, Challenge, Credentials, TokenResponse};
+use crate::error::{RegistryError, Result};
+use crate::reference::Reference;
+
+/// Largest token server answer read.
+const MAX_TOKEN_BYTES: u64 = 1 << 20;
+/// Largest error body read for its message.
+const MAX_ERROR_BYTES: u64 = 64 << 10;
+
+/// How a [`Client`] talks to registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Registries spoken to over plain HTTP, as `host:port` (that port only) or `host` (any
+    /// port). Every other registry, loopback ones included, is spoken to over TLS.
+    pub insecure_hosts: Vec<String>,
+    /// Credentials per registry (`host[:port]` as in references, `docker.io` for Docker Hub),
+    /// sent as basic auth or to the registry's token server.
+    pub credentials: BTreeMap<String, Credentials>,
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of an answer (blobs have no overall limit).
+    pub read_timeout: Duration,
+    /// Longest time for a whole small request (manifests, tokens).
+    pub request_timeout: Duration,
+    /// `User-Agent` header.
+    pub user_agent: String,
+    /// Largest manifest or index accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest image config accepted, in bytes.
+    pub max_config_bytes: u64,
+    /// How often a blob download interrupted by the network is resumed within one pull.
+    pub retries: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure_hosts: Vec::new(),
+            credentials: BTreeMap::new(),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+            user_agent: format!("vessel/{}", env!("CARGO_PKG_VERSION")),
+            max_manifest_bytes: 4 << 20,
+            max_config_bytes: 16 << 20,
+            retries: 3,
+        }
+    }
+}
+
+/// How requests to one repository are authorised, once learnt from a challenge.
+#[derive(Debug, Clone)]
+enum Auth {
+    Bearer(String),
+    Basic,
+}
+
+/// A client of the OCI distribution API; cheap to share between threads.
+#[derive(Debug)]
+pub struct Client {
+    agent: ureq::Agent,
+    pub(crate) opts: ClientOptions,
+    /// Authorisation per `host/repository`.
+    auth: Mutex<HashMap<String, Auth>>,
+}
+
+/// The repository a request is about.
+pub(crate) struct Target<'a> {
+    pub reference: &'a Reference,
+}
+
+impl Target<'_> {
+    fn host(&self) -> &str {
+        self.reference.api_host()
+    }
+    fn repository(&self) -> &str {
+        self.reference.repository()
+    }
+    fn key(&self) -> String {
+        format!("{}/{}", self.host(), self.repository())
+    }
+}
+
+impl Client {
+    /// A client with these options.
+    pub fn new(opts: ClientOptions) -> Result<Self> {
+        if opts.user_agent.is_empty() || opts.user_agent.chars().any(|c| c.is_control()) {
+            return Err(RegistryError::Options(
+                "user agent must be non-empty printable text".into(),
+            ));
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(opts.connect_timeout)
+            .timeout_read(opts.read_timeout)
+            .timeout_write(opts.read_timeout)
+            .user_agent(&opts.user_agent)
+            .redirects(5)
+            .build();
+        Ok(Self {
+            agent,
+            opts,
+            auth: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `host` (`name[:port]`) is spoken to over plain HTTP.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        let bare = strip_port(host);
+        self.opts
+            .insecure_hosts
+            .iter()
+            .any(|h| h == host || (strip_port(h) == h && h == bare))
+    }
+
+    fn scheme(&self, host: &str) -> &'static str {
+        if self.is_insecure(host) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    fn credentials(&self, t: &Target<'_>) -> Option<&Credentials> {
+        self.opts
+            .credentials
+            .get(t.reference.registry())
+            .or_else(|| self.opts.credentials.get(t.host()))
+    }
+
+    /// `GET /v2/<repository>/<path>`, authenticating when challenged. Returns the answer
+    /// whatever its status; transport failures become [`RegistryError::Unreachable`].
+    pub(crate) fn get(
+        &self,
+        t: &Target<'_>,
+        path: &str,
+        headers: &[(&str, &str)],
+        whole_timeout: bool,
+    ) -> Result<ureq::Response> {
+        let host = t.host();
+        let url = format!(
+            "{}://{host}/v2/{}/{path}",
+            self.scheme(host),
+            t.repository()
+        );
+        for attempt in 0..2 {
+            let cached = self.cached_auth(t);
+            let mut req = self.agent.get(&url);
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            if whole_timeout {
+                req = req.timeout(self.opts.request_timeout);
+            }
+            match &cached {
+                Some(Auth::Bearer(token)) => {
+                    req = req.set("Authorization", &format!("Bearer {token}"))
+                }
+                Some(Auth::Basic) => {
+                    if let Some(c) = self.credentials(t) {
+                        req = req.set("Authorization", &c.basic_header());
+                    }
+                }
+                None => {}
+            }
+            debug!(%url, attempt, "registry request");
+            let resp = self.call(req, host)?;
+            if resp.status() != 401 || attempt == 1 {
+                return Ok(resp);
+            }
+            let challenge = parse_challenges(resp.all("www-authenticate"));
+            let auth = match challenge {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }) => Auth::Bearer(self.fetch_token(t, &realm, service.as_deref(), scope.as_deref())?),
+                Some(Challenge::Basic) if self.credentials(t).is_some() => {
+                    if matches!(cached, Some(Auth::Basic)) {
+                        return Ok(resp);
+                    }
+                    Auth::Basic
+                }
+                Some(Challenge::Basic) => {
+                    return Err(self.unauthorized(t, "the registry wants a user name and password; none are configured for it"))
+                }
+                None => {
+                    return Err(self.unauthorized(t, "the registry asks for an authentication scheme Vessel does not speak (only Bearer and Basic)"))
+                }
+            };
+            self.lock_auth().insert(t.key(), auth);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn cached_auth(&self, t: &Target<'_>) -> Option<Auth> {
+        self.lock_auth().get(&t.key()).cloned()
+    }
+
+    fn lock_auth(&self) -> std::sync::MutexGuard<'_, HashMap<String, Auth>> {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn call(&self, req: ureq::Request, host: &str) -> Result<ureq::Response> {
+        let https = req.url().starts_with("https:");
+        match req.call() {
+            Ok(r) => Ok(r),
+            Err(ureq::Error::Status(_, r)) => Ok(r),
+            Err(ureq::Error::Transport(e)) => Err(unreachable_error(host, &e, https)),
+        }
+    }
+
+    /// Fetches an anonymous (or credentialed) token from a bearer challenge's realm.
+    fn fetch_token(
+        &self,
+        t: &Target<'_>,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<String> {
+        let realm_host = url_host(realm).ok_or_else(|| RegistryError::Protocol {
+            host: t.host().to_string(),
+            what: "an authentication challenge".into(),
+            reason: format!("token realm {realm:?} is not an http(s) URL"),
+        })?;
+        let plain = realm.starts_with("http:");
+        if plain && !self.is_insecure(realm_host) {
+            return Err(RegistryError::Protocol {
+                host: t.host().to_string(),
+                what: "an authentication challenge".into(),
+                reason: format!(
+                    "token realm {realm} is plain HTTP; list {realm_host} as insecure to allow it"
+                ),
+            });
+        }
+        let mut req = self.agent.get(realm).timeout(self.opts.request_timeout);
+        if let Some(s) = service {
+            req = req.query("service", s);
+        }
+        let own_scope = format!("repository:{}:pull", t.repository());
+        req = req.query("scope", &own_scope);
+        if let Some(s) = scope.filter(|s| *s != own_scope) {
+            req = req.query("scope", s);
+        }
+        let creds = self.credentials(t);
+        if let Some(c) = creds {
+            req = req.set("Authorization", &c.basic_header());
+        }
+        debug!(realm, ?service, "fetching a registry token");
+        let resp = self.call(req, realm_host)?;
+        match resp.status() {
+            200 => {}
+            401 | 403 => {
+                let detail = if creds.is_some() {
+                    "the token server refused the configured credentials"
+                } else {
+                    "the token server refused an anonymous token; configure credentials for it"
+                };
+                return Err(self.unauthorized(t, detail));
+            }
+            status => {
+                return Err(RegistryError::Http {
+                    host: realm_host.to_string(),
+                    status,
+                    what: "a token request".into(),
+                    message: error_message(resp),
+                })
+            }
+        }
+        let body = read_limited(resp, MAX_TOKEN_BYTES, realm_host, "a token answer")?;
+        let token: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                host: realm_host.to_string(),
+                what: "a token request".into(),
+                reason: e.to_string(),
+            })?;
+        let token = token.into_token().ok_or_else(|| RegistryError::Protocol {
+            host: realm_host.to_string(),
+            what: "a token request".into(),
+            reason: "the answer has no token".into(),
+        })?;
+        if token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(RegistryError::Protocol {
+                host: realm_host.to_string(),
+                what: "a token request".into(),
+                reason: "the token contains spaces or control characters".into(),
+            });
+        }
+        Ok(token)
+    }
+
+    fn unauthorized(&self, t: &Target<'_>, detail: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            host: t.reference.registry().to_string(),
+            repository: t.repository().to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The error for an answer whose status the caller did not expect.
+    pub(crate) fn status_error(
+        &self,
+        t: &Target<'_>,
+        resp: ureq::Response,
+        what: &str,
+    ) -> RegistryError {
+        match resp.status() {
+            401 | 403 => {
+                let detail = if self.credentials(t).is_some() {
+                    "the configured credentials were refused, or the image does not exist"
+                } else {
+                    "the image does not exist or needs credentials (none are configured)"
+                };
+                self.unauthorized(t, detail)
+            }
+            status => RegistryError::Http {
+                host: t.reference.registry().to_string(),
+                status,
+                what: what.to_string(),
+                message: error_message(resp),
+            },
+        }
+    }
+}
+
+/// Reads a whole answer of at most `limit` bytes.
+pub(crate) fn read_limited(
+    resp: ureq::Response,
+    limit: u64,
+    host: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let too_large = || RegistryError::TooLarge {
+        host: host.to_string(),
+        what: what.to_string(),
+        limit,
+    };
+    if let Some(len) = resp
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| RegistryError::Unreachable {
+            host: host.to_string(),
+            detail: format!("connection lost while reading {what}: {e}"),
+            hint: String::new(),
+        })?;
+    if body.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// The registry's own error text (`{"errors":[{"code":..,"message":..}]}`), or the status text.
+fn error_message(resp: ureq::Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let status_text = resp.status_text().to_string();
+    let mut body = Vec::new();
+    let _ = resp
+        .into_reader()
+        .take(MAX_ERROR_BYTES)
+        .read_to_end(&mut body);
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|i| format!("{} {}", i.code, i.message).trim().to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => status_text,
+    }
+}
+
+/// Turns a transport failure into "cannot reach HOST: ...", with a hint when TLS failed.
+fn unreachable_error(host: &str, e: &ureq::Transport, https: bool) -> RegistryError {
+    let mut detail = e.kind().to_string();
+    if let Some(m) = e.message() {
+        detail = format!("{detail}: {m}");
+    }
+    let mut source = e.source();
+    let mut innermost = None;
+    while let Some(s) = source {
+        innermost = Some(s.to_string());
+        source = s.source();
+    }
+    if let Some(s) = innermost {
+        if !detail.contains(&s) {
+            detail = format!("{detail}: {s}");
+        }
+    }
+    let tls_failed = https
+        && !matches!(e.kind(), ureq::ErrorKind::Dns)
+        && !detail.contains("refused")
+        && !detail.contains("timed out");
+    let hint = if tls_failed {
+        format!("; the TLS handshake failed: if {host} serves plain HTTP, pull with --insecure")
+    } else {
+        String::new()
+    };
+    RegistryError::Unreachable {
+        host: host.to_string(),
+        detail,
+        hint,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// The `host[:port]` of an `http(s)://` URL.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    (!host.is_empty() && !host.contains('@')).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_hosts_match_host_and_port() {
+        let c = Client::new(ClientOptions {
+            insecure_hosts: vec!["127.0.0.1:5000".into(), "reg.local".into(), "[::1]".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.is_insecure("127.0.0.1:5000"));
+        assert!(!c.is_insecure("127.0.0.1:5001"));
+        assert!(!c.is_insecure("127.0.0.1"));
+        assert!(c.is_insecure("reg.local:8080"));
+        assert!(c.is_insecure("reg.local"));
+        assert!(c.is_insecure("[::1]:5000"));
+        assert!(!c.is_insecure("localhost"));
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("https://auth.docker.io/token"),
+            Some("auth.docker.io")
+        );
+        assert_eq!(url_host("http://127.0.0.1:5/t?x=1"), Some("127.0.0.1:5"));
+        assert_eq!(url_host("ftp://x/"), None);
+        assert_eq!(url_host("https://u@x/"), None);
+    }
+}
