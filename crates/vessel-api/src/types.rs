@@ -296,12 +296,28 @@ pub struct FileInfo {
     pub gid: u32,
 }
 
-/// Where an image comes from.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+/// What an image is built from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageSource {
     /// A minimal root file system from Debian's `busybox-static`.
     Busybox,
+    /// A Debian root file system made by `debootstrap --variant=minbase`.
+    Debian,
+    /// A bootable virtual-machine image: Debian's cloud kernel with a busybox initramfs, or an
+    /// ext4 disk made from the busybox tree.
+    Vm,
+}
+
+/// Layout of a built VM image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VmLayout {
+    /// Kernel and a busybox initramfs that runs from memory (boots in seconds under TCG).
+    #[default]
+    Initramfs,
+    /// Kernel, a small initramfs and an ext4 root disk (qcow2).
+    Disk,
 }
 
 /// Body of `POST /1.0/images`: build an image.
@@ -310,24 +326,90 @@ pub enum ImageSource {
 pub struct ImageBuild {
     /// What to build it from.
     pub source: ImageSource,
-    /// Alias to give it (default: the source's name).
+    /// Alias to give it (default: the source's name, e.g. "debian/bookworm").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// Debian release for the `debian` source (default "bookworm").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Layout of a `vm` image (default `initramfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_layout: Option<VmLayout>,
 }
 
-/// An image: a read-only root file system, stored content-addressed.
+/// Body of `POST /1.0/images/pull`: pull an image from an OCI distribution registry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePull {
+    /// `HOST[:PORT]/NAME[:TAG|@sha256:DIGEST]`.
+    pub reference: String,
+    /// Alias to give it (default: the reference without its host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Talk plain HTTP to this registry (for a local registry without TLS).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Body of `POST /1.0/images/{image}/aliases`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageAlias {
+    /// The new name; an alias held by another image moves to this one.
+    pub alias: String,
+}
+
+/// Body of `POST /1.0/instances/{name}/publish`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePublish {
+    /// Alias of the new image.
+    pub alias: String,
+}
+
+/// Kind of image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    /// A root file system for containers, as layers.
+    #[default]
+    Container,
+    /// A bootable virtual machine: kernel, initramfs and optionally a disk.
+    Vm,
+}
+
+/// An image, stored content-addressed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Image {
-    /// SHA-256 of the image's canonical content, hex.
+    /// SHA-256 of the image's canonical content (for pulled or imported images, of its
+    /// manifest), hex.
     pub fingerprint: String,
     /// Names that refer to it.
     pub aliases: Vec<String>,
-    /// How it was made ("busybox").
+    /// How it was made ("busybox", "debian/bookworm", "pull HOST/NAME:TAG", "import", ...).
     pub source: String,
+    /// Container or VM image.
+    #[serde(default)]
+    pub kind: ImageKind,
     /// Size on disk, bytes.
     pub size_bytes: u64,
-    /// Default init command.
+    /// Layers of a container image, bottom first, by the digest of their content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
+    /// Default init command (entrypoint then arguments).
     pub command: Vec<String>,
+    /// Environment the image asks for (`KEY=value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<String>,
+    /// Working directory of the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// User the command runs as (`uid` or `uid:gid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Ports the image says it listens on ("80/tcp"), as metadata.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
     /// Signal that asks the image's init to shut down ("SIGTERM", "SIGUSR2", ...).
     pub stop_signal: String,
     /// Creation time, RFC 3339.

@@ -38,11 +38,11 @@ pub struct MonitorConfig {
     pub overlay: Option<Overlay>,
 }
 
-/// An overlay mount of an image layer and a per-instance upper layer.
+/// An overlay mount of an image's layers and a per-instance upper layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Overlay {
-    /// Read-only image layer.
-    pub lower: PathBuf,
+    /// Read-only image layers, top first.
+    pub lowers: Vec<PathBuf>,
     /// The instance's writable layer.
     pub upper: PathBuf,
     /// Overlayfs work directory (same file system as `upper`).
@@ -54,9 +54,14 @@ pub struct Overlay {
 impl Overlay {
     /// Mount options for overlayfs.
     pub fn options(&self) -> String {
+        let lowers: Vec<String> = self
+            .lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         format!(
             "lowerdir={},upperdir={},workdir={}",
-            self.lower.display(),
+            lowers.join(":"),
             self.upper.display(),
             self.work.display()
         )

@@ -130,6 +130,17 @@ pub enum Command {
     /// Print the daemon's events as they happen.
     #[command(after_help = "Examples:\n  vessel monitor\n  vessel monitor --format json | jq .")]
     Monitor(MonitorArgs),
+    /// Turn a stopped instance into a new image.
+    #[command(
+        after_help = "Example:\n  vessel stop web && vessel publish web --alias web-base && vessel launch web-base web2"
+    )]
+    Publish {
+        /// Instance name.
+        name: String,
+        /// Alias of the new image.
+        #[arg(long)]
+        alias: String,
+    },
 }
 
 /// Arguments of `launch` and `create`.
@@ -287,6 +298,37 @@ pub struct PullArgs {
 pub enum ImageSourceArg {
     /// A minimal root file system from Debian's busybox-static.
     Busybox,
+    /// A minimal Debian made by debootstrap (--release picks which).
+    Debian,
+    /// A bootable VM image: Debian's cloud kernel and a busybox initramfs or disk.
+    Vm,
+}
+
+/// Layout of a built VM image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmLayoutArg {
+    /// Kernel and a busybox initramfs (boots in seconds, even without KVM).
+    Initramfs,
+    /// Kernel, initramfs and an ext4 root disk.
+    Disk,
+}
+
+/// `vessel image alias ...`
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Give an image another alias (moving it from another image that had it).
+    Add {
+        /// Alias or fingerprint of the image.
+        image: String,
+        /// The new alias.
+        alias: String,
+    },
+    /// Remove an alias; the image stays.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The alias.
+        alias: String,
+    },
 }
 
 /// `vessel image ...`
@@ -303,7 +345,51 @@ pub enum ImageCommand {
         /// Alias to give it (default: the source's name).
         #[arg(long)]
         alias: Option<String>,
+        /// Debian release, with `debian` (default bookworm).
+        #[arg(long)]
+        release: Option<String>,
+        /// Layout of a `vm` image (default initramfs).
+        #[arg(long, value_enum)]
+        layout: Option<VmLayoutArg>,
     },
+    /// Pull an image from an OCI registry.
+    #[command(
+        after_help = "Examples:\n  vessel image pull registry.example.org/team/app:1.2\n  vessel image pull 127.0.0.1:5000/test/busybox:1 --insecure --alias bb"
+    )]
+    Pull {
+        /// HOST[:PORT]/NAME[:TAG|@sha256:DIGEST]
+        reference: String,
+        /// Alias to give it (default: the reference without its host).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Talk plain HTTP to the registry (a local registry without TLS).
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Import an OCI image layout or a `docker save`/`podman save` archive.
+    #[command(
+        after_help = "Examples:\n  podman save -o app.tar app && vessel image import app.tar --alias app"
+    )]
+    Import {
+        /// The archive (a tar file).
+        file: PathBuf,
+        /// Alias to give it.
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Write an image as an OCI archive that `vessel image import` and `podman load` accept.
+    #[command(
+        after_help = "Examples:\n  vessel image export busybox busybox.tar && podman load -i busybox.tar"
+    )]
+    Export {
+        /// Alias or fingerprint.
+        image: String,
+        /// The archive to write.
+        file: PathBuf,
+    },
+    /// Manage aliases.
+    #[command(subcommand)]
+    Alias(AliasCommand),
     /// List images.
     #[command(visible_alias = "ls")]
     List(FormatArgs),

@@ -159,6 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         events.clone(),
         driver,
     );
+    images.remove_staging_leftovers();
     instances
         .reconcile()
         .context("reconciling instances with the host")?;

@@ -1,20 +1,67 @@
 //! `image build|list|info|delete`.
 
-use anyhow::Result;
-use vessel_api::{Image, ImageBuild, ImageSource, Operation};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use vessel_api::{
+    Image, ImageAlias, ImageBuild, ImagePull, ImageSource, InstancePublish, Operation, VmLayout,
+};
 
 use super::for_each_name;
 use super::list::FINGERPRINT_CHARS;
-use crate::cli::{ImageCommand, ImageSourceArg};
-use crate::client::Client;
-use crate::http::encode_segment;
+use crate::cli::{AliasCommand, ImageCommand, ImageSourceArg, VmLayoutArg};
+use crate::client::{Client, RequestBody};
+use crate::http::{encode_segment, with_query};
 use crate::operation;
 use crate::output::{format_bytes, print_document, println, short, Block, Format, Table};
 
 /// `image ...`.
 pub fn run(client: &Client, cmd: ImageCommand) -> Result<i32> {
     match cmd {
-        ImageCommand::Build { source, alias } => build(client, source, alias),
+        ImageCommand::Build {
+            source,
+            alias,
+            release,
+            layout,
+        } => build(client, source, alias, release, layout),
+        ImageCommand::Pull {
+            reference,
+            alias,
+            insecure,
+        } => {
+            println(format!("Pulling {reference}"))?;
+            let body = ImagePull {
+                reference,
+                alias,
+                insecure,
+            };
+            let op: Operation = client.send("POST", "/1.0/images/pull", &body)?;
+            report_image(client, operation::wait(client, op)?)
+        }
+        ImageCommand::Import { file, alias } => import(client, &file, alias),
+        ImageCommand::Export { image, file } => export(client, &image, &file),
+        ImageCommand::Alias(AliasCommand::Add { image, alias }) => {
+            let img: Image = client.send(
+                "POST",
+                &format!("{}/aliases", image_path(&image)),
+                &ImageAlias { alias },
+            )?;
+            println(format!(
+                "{} is now known as {}",
+                short(&img.fingerprint, FINGERPRINT_CHARS),
+                img.aliases.join(", ")
+            ))?;
+            Ok(0)
+        }
+        ImageCommand::Alias(AliasCommand::Delete { alias }) => {
+            let _: Image = client.call(
+                "DELETE",
+                &format!("/1.0/images/aliases/{}", encode_segment(&alias)),
+            )?;
+            Ok(0)
+        }
         ImageCommand::List(args) => list(client, args.format),
         ImageCommand::Info { image, format } => info(client, &image, format),
         ImageCommand::Delete { images } => for_each_name(&images, |image| {
@@ -28,26 +75,93 @@ fn image_path(image: &str) -> String {
     format!("/1.0/images/{}", encode_segment(image))
 }
 
-fn build(client: &Client, source: ImageSourceArg, alias: Option<String>) -> Result<i32> {
+fn build(
+    client: &Client,
+    source: ImageSourceArg,
+    alias: Option<String>,
+    release: Option<String>,
+    layout: Option<VmLayoutArg>,
+) -> Result<i32> {
     let (source, source_name) = match source {
         ImageSourceArg::Busybox => (ImageSource::Busybox, "busybox"),
+        ImageSourceArg::Debian => (ImageSource::Debian, "debian"),
+        ImageSourceArg::Vm => (ImageSource::Vm, "vm"),
     };
     println(format!("Building image from {source_name}"))?;
     let body = ImageBuild {
         source,
         alias: alias.clone(),
+        release,
+        vm_layout: layout.map(|l| match l {
+            VmLayoutArg::Initramfs => VmLayout::Initramfs,
+            VmLayoutArg::Disk => VmLayout::Disk,
+        }),
     };
     let op: Operation = client.send("POST", "/1.0/images", &body)?;
-    let op = operation::wait(client, op)?;
-    // The image's fingerprint is in the operation's resources when the daemon put it there;
-    // otherwise ask for the image by the alias it was built under.
+    report_image(client, operation::wait(client, op)?)
+}
+
+/// `publish NAME --alias ALIAS`.
+pub fn publish(client: &Client, name: &str, alias: String) -> Result<i32> {
+    println(format!("Publishing {name} as {alias}"))?;
+    let op: Operation = client.send(
+        "POST",
+        &format!("/1.0/instances/{}/publish", encode_segment(name)),
+        &InstancePublish { alias },
+    )?;
+    report_image(client, operation::wait(client, op)?)
+}
+
+fn import(client: &Client, file: &Path, alias: Option<String>) -> Result<i32> {
+    let mut f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    println(format!("Importing {}", file.display()))?;
+    let mut query = Vec::new();
+    if let Some(a) = alias {
+        query.push(("alias", a));
+    }
+    let target = with_query("/1.0/images/import", &query);
+    let op: Operation = client
+        .request("POST", &target, RequestBody::Stream(&mut f, len))?
+        .json()?;
+    report_image(client, operation::wait(client, op)?)
+}
+
+fn export(client: &Client, image: &str, file: &Path) -> Result<i32> {
+    let mut resp = client.request(
+        "GET",
+        &format!("{}/export", image_path(image)),
+        RequestBody::Empty,
+    )?;
+    let mut out =
+        File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    let copied = std::io::copy(&mut resp.body, &mut out).and_then(|n| out.flush().map(|_| n));
+    match copied {
+        Ok(n) => {
+            println(format!("Wrote {} ({n} bytes)", file.display()))?;
+            Ok(0)
+        }
+        Err(e) => {
+            // A partial archive looks like a whole one later: remove it.
+            let _ = std::fs::remove_file(file);
+            Err(e).with_context(|| format!("cannot write {}", file.display()))
+        }
+    }
+}
+
+/// Prints the image an operation made, found through the operation's resources.
+fn report_image(client: &Client, op: Operation) -> Result<i32> {
+    // The daemon lists the image it made among the operation's resources.
     let image = match op
         .resources
         .iter()
         .find_map(|r| r.strip_prefix("/1.0/images/"))
     {
         Some(fingerprint) => client.get::<Image>(&image_path(fingerprint)),
-        None => client.get::<Image>(&image_path(alias.as_deref().unwrap_or(source_name))),
+        None => return Ok(0),
     };
     match image {
         Ok(img) => println(format!(
@@ -106,6 +220,13 @@ pub fn image_block(i: &Image) -> Block {
             },
         )
         .field("Source", &i.source)
+        .field(
+            "Kind",
+            match i.kind {
+                vessel_api::ImageKind::Container => "container",
+                vessel_api::ImageKind::Vm => "vm",
+            },
+        )
         .field("Size", format_bytes(i.size_bytes))
         .field(
             "Command",
@@ -115,8 +236,23 @@ pub fn image_block(i: &Image) -> Block {
                 i.command.join(" ")
             },
         )
-        .field("Stop signal", &i.stop_signal)
-        .field("Created", &i.created_at);
+        .field("Stop signal", &i.stop_signal);
+    if !i.layers.is_empty() {
+        b.field("Layers", i.layers.len().to_string());
+    }
+    if !i.environment.is_empty() {
+        b.field("Environment", i.environment.join(" "));
+    }
+    if let Some(w) = &i.working_dir {
+        b.field("Working directory", w);
+    }
+    if let Some(u) = &i.user {
+        b.field("User", u);
+    }
+    if !i.exposed_ports.is_empty() {
+        b.field("Exposed ports", i.exposed_ports.join(", "));
+    }
+    b.field("Created", &i.created_at);
     b
 }
 
@@ -130,8 +266,14 @@ mod tests {
             fingerprint: "a".repeat(64),
             aliases: vec!["busybox".into(), "tiny".into()],
             source: "busybox".into(),
+            kind: vessel_api::ImageKind::Container,
             size_bytes: 2 << 20,
+            layers: vec!["b".repeat(64)],
             command: vec!["/sbin/init".into()],
+            environment: vec![],
+            working_dir: None,
+            user: None,
+            exposed_ports: vec!["80/tcp".into()],
             stop_signal: "SIGUSR2".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
         }
@@ -147,6 +289,10 @@ mod tests {
         let b = image_block(&sample()).render();
         assert!(b.contains("Aliases: busybox, tiny\n"));
         assert!(b.contains("Stop signal: SIGUSR2\n"));
+        assert!(
+            b.contains("Layers: 1\n") && b.contains("Exposed ports: 80/tcp\n"),
+            "{b}"
+        );
     }
 
     #[test]
@@ -168,6 +314,8 @@ mod tests {
             &Client::new(server.path()),
             ImageSourceArg::Busybox,
             Some("tiny".into()),
+            None,
+            None,
         )
         .unwrap();
         assert_eq!(code, 0);

@@ -56,6 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Logs(args) => exec::logs(&client, &args.name),
         Command::File(cmd) => file::run(&client, cmd),
         Command::Image(cmd) => image::run(&client, cmd),
+        Command::Publish { name, alias } => image::publish(&client, &name, alias),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),
     }

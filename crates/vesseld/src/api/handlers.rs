@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
-use vessel_api::{ImageBuild, InstanceCreate, StateChange};
+use vessel_api::{ImageAlias, ImageBuild, InstanceCreate, InstancePublish, StateChange};
 
 use super::{ApiJson, App};
 use crate::error::{Error, Result};
@@ -167,6 +167,29 @@ pub async fn image_get(State(app): State<App>, Path(image): Path<String>) -> Res
 
 pub async fn image_delete(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
     Ok(Json(app.images.delete(&image).await?).into_response())
+}
+
+pub async fn image_alias_add(
+    State(app): State<App>,
+    Path(image): Path<String>,
+    ApiJson(req): ApiJson<ImageAlias>,
+) -> Result<Response> {
+    Ok(Json(app.images.alias_add(&image, &req.alias)?).into_response())
+}
+
+pub async fn image_alias_delete(
+    State(app): State<App>,
+    Path(alias): Path<String>,
+) -> Result<Response> {
+    Ok(Json(app.images.alias_delete(&alias)?).into_response())
+}
+
+pub async fn instance_publish(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InstancePublish>,
+) -> Result<Response> {
+    Ok(accepted(app.instances.publish(&name, req)?))
 }
 
 pub async fn operations_list(State(app): State<App>) -> Result<Response> {

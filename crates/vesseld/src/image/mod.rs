@@ -1,13 +1,18 @@
-//! The image service: builds images, stores them content-addressed under
-//! `<root>/images/<fingerprint>/rootfs`, and hands out read-only lower layers for instances.
+//! The image service: builds, imports and deletes images. Container images are stacks of
+//! layers stored once each under `<root>/images/layers/<id>` (an id is the digest of the
+//! layer's content) and shared between images; an instance's root is an overlay of its
+//! image's layers under its own writable layer. VM images keep their files under
+//! `<root>/images/<fingerprint>/`.
 
 mod busybox;
+mod debian;
 pub mod tree;
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vessel_api::{Image, ImageBuild, ImageSource};
+use vessel_api::{Image, ImageBuild, ImageKind, ImageSource};
 
 use crate::error::{Error, Result};
 use crate::events::Events;
@@ -20,8 +25,14 @@ pub struct ImageService {
     dir: PathBuf,
     store: Arc<dyn Store>,
     events: Events,
-    /// Serializes builds and shifted-copy creation.
+    /// Serializes changes to the image files (builds, shifted copies, deletions).
     lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a built root file system runs by default.
+struct Defaults {
+    command: &'static [&'static str],
+    stop_signal: &'static str,
 }
 
 impl ImageService {
@@ -51,82 +62,156 @@ impl ImageService {
         })
     }
 
-    /// Directory of an image's canonical root file system.
-    pub fn rootfs(&self, fingerprint: &str) -> PathBuf {
-        self.dir.join(fingerprint).join("rootfs")
+    /// Directory of one layer.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("layers").join(id)
+    }
+
+    /// Directory of an image's own files (VM images; root of legacy one-tree images).
+    pub fn image_dir(&self, fingerprint: &str) -> PathBuf {
+        self.dir.join(fingerprint)
+    }
+
+    /// A fresh staging directory under the images directory (same file system, so the
+    /// result can be renamed into place).
+    pub fn staging(&self) -> Result<PathBuf> {
+        let p = self
+            .dir
+            .join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", p.display())))?;
+        Ok(p)
     }
 
     /// Builds an image as part of an operation.
     pub async fn build(&self, req: ImageBuild, op: OpHandle) -> Result<Image> {
-        let _guard = self.lock.lock().await;
-        let (source, alias) = match req.source {
-            ImageSource::Busybox => ("busybox", req.alias.unwrap_or_else(|| "busybox".into())),
-        };
-        validate_alias(&alias)?;
-        let tmp = self.dir.join(format!(".build-{}", uuid::Uuid::new_v4()));
-        let staged = tmp.join("rootfs");
-        std::fs::create_dir_all(&staged)
-            .map_err(|e| Error::internal(format!("creating {}: {e}", staged.display())))?;
-        let result = async {
-            op.progress(Some(10), "assembling root file system");
-            let s = staged.clone();
-            tokio::task::spawn_blocking(move || busybox::build(&s))
+        match req.source {
+            ImageSource::Busybox => {
+                let alias = req.alias.unwrap_or_else(|| "busybox".into());
+                validate_alias(&alias)?;
+                let staged = self.staging()?;
+                let tree = staged.join("tree");
+                op.progress(Some(10), "assembling root file system");
+                let t = tree.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir(&t)
+                        .map_err(|e| Error::internal(format!("staging: {e}")))?;
+                    busybox::build(&t)
+                })
                 .await
-                .map_err(|e| Error::internal(format!("image build task: {e}")))??;
-            op.check_cancel()?;
-            op.progress(Some(60), "computing fingerprint");
-            let s = staged.clone();
-            let (fp, size) = tokio::task::spawn_blocking(move || tree::fingerprint(&s))
-                .await
-                .map_err(|e| Error::internal(format!("fingerprint task: {e}")))?
-                .map_err(|e| Error::internal(format!("fingerprinting image: {e}")))?;
-            op.check_cancel()?;
-            op.set_may_cancel(false);
-            op.progress(Some(90), "storing");
-            op.add_resource(format!("/1.0/images/{fp}"));
-            if let Ok(existing) = self.store.image_get(&fp) {
-                self.store.image_alias_set(&alias, &fp)?;
-                return Ok(Image {
-                    aliases: self.store.image_get(&existing.fingerprint)?.aliases,
-                    ..existing
-                });
+                .map_err(|e| Error::internal(format!("image build task: {e}")));
+                let result = match built.and_then(|r| r) {
+                    Ok(()) => {
+                        let defaults = Defaults {
+                            command: busybox::COMMAND,
+                            stop_signal: busybox::STOP_SIGNAL,
+                        };
+                        self.store_tree(&tree, "busybox".into(), &alias, defaults, &op)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = std::fs::remove_dir_all(&staged);
+                result
             }
-            let final_dir = self.dir.join(&fp);
-            if final_dir.exists() {
-                // Left by an interrupted build that never reached the store.
-                std::fs::remove_dir_all(&final_dir).map_err(|e| {
-                    Error::internal(format!("removing stale {}: {e}", final_dir.display()))
-                })?;
+            ImageSource::Debian => {
+                let release = req.release.unwrap_or_else(|| "bookworm".into());
+                debian::validate_release(&release)?;
+                let source = format!("debian/{release}");
+                let alias = req.alias.unwrap_or_else(|| source.clone());
+                validate_alias(&alias)?;
+                let staged = self.staging()?;
+                let tree = staged.join("tree");
+                let result = async {
+                    std::fs::create_dir(&tree)
+                        .map_err(|e| Error::internal(format!("staging: {e}")))?;
+                    debian::build(&tree, &release, &op).await?;
+                    let defaults = Defaults {
+                        command: debian::COMMAND,
+                        stop_signal: debian::STOP_SIGNAL,
+                    };
+                    self.store_tree(&tree, source, &alias, defaults, &op).await
+                }
+                .await;
+                let _ = std::fs::remove_dir_all(&staged);
+                result
             }
-            std::fs::rename(&tmp, &final_dir)
-                .map_err(|e| Error::internal(format!("storing image: {e}")))?;
-            let image = Image {
-                fingerprint: fp,
-                aliases: vec![alias],
-                source: source.into(),
-                size_bytes: size,
-                command: busybox::COMMAND.iter().map(|s| s.to_string()).collect(),
-                stop_signal: busybox::STOP_SIGNAL.into(),
-                created_at: crate::now(),
-            };
-            if let Err(e) = self.store.image_insert(&image) {
-                let _ = std::fs::remove_dir_all(&final_dir);
-                return Err(e.into());
-            }
-            self.events.lifecycle(
-                "image-created",
-                &format!("/1.0/images/{}", image.fingerprint),
-            );
-            Ok(image)
+            ImageSource::Vm => Err(Error::invalid(
+                "VM images cannot be built by this daemon yet",
+            )),
         }
-        .await;
-        if tmp.exists() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        result
     }
 
-    /// Deletes an image no instance uses.
+    /// Stores a built tree as a one-layer image (the layer's id is the tree's fingerprint).
+    async fn store_tree(
+        &self,
+        tree: &Path,
+        source: String,
+        alias: &str,
+        defaults: Defaults,
+        op: &OpHandle,
+    ) -> Result<Image> {
+        op.check_cancel()?;
+        op.progress(Some(92), "computing fingerprint");
+        let t = tree.to_path_buf();
+        let (id, size) = tokio::task::spawn_blocking(move || tree::fingerprint(&t))
+            .await
+            .map_err(|e| Error::internal(format!("fingerprint task: {e}")))?
+            .map_err(|e| Error::internal(format!("fingerprinting image: {e}")))?;
+        op.set_may_cancel(false);
+        op.progress(Some(97), "storing");
+        {
+            let _g = self.lock.lock().await;
+            self.place_layer(tree, &id)?;
+        }
+        let image = Image {
+            fingerprint: id.clone(),
+            aliases: vec![alias.to_string()],
+            source,
+            kind: ImageKind::Container,
+            size_bytes: size,
+            layers: vec![id],
+            command: defaults.command.iter().map(|s| s.to_string()).collect(),
+            environment: vec![],
+            working_dir: None,
+            user: None,
+            exposed_ports: vec![],
+            stop_signal: defaults.stop_signal.into(),
+            created_at: crate::now(),
+        };
+        let image = self.register(image, alias)?;
+        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        Ok(image)
+    }
+
+    /// Moves a staged layer tree into place under its id, unless that layer is stored already.
+    pub fn place_layer(&self, tree: &Path, id: &str) -> Result<()> {
+        let dest = self.layer_dir(id);
+        if dest.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.dir.join("layers"))
+            .map_err(|e| Error::internal(format!("creating the layer store: {e}")))?;
+        std::fs::rename(tree, &dest)
+            .map_err(|e| Error::internal(format!("storing layer {id}: {e}")))
+    }
+
+    /// Records a new image, or gives an existing one with the same fingerprint the alias.
+    pub fn register(&self, image: Image, alias: &str) -> Result<Image> {
+        if self.store.image_get(&image.fingerprint).is_ok() {
+            self.store.image_alias_set(alias, &image.fingerprint)?;
+            return self.get(&image.fingerprint);
+        }
+        // An alias names one image: it moves from its previous holder.
+        self.store.image_insert(&image)?;
+        self.events.lifecycle(
+            "image-created",
+            &format!("/1.0/images/{}", image.fingerprint),
+        );
+        self.get(&image.fingerprint)
+    }
+
+    /// Deletes an image no instance uses, and the layers no other image uses.
     pub async fn delete(&self, key: &str) -> Result<Image> {
         let _guard = self.lock.lock().await;
         let image = self.get(key)?;
@@ -134,15 +219,18 @@ impl ImageService {
         if !users.is_empty() {
             return Err(Error::conflict(format!(
                 "image {} is used by instance(s) {}; delete them first",
-                &image.fingerprint[..12],
+                short(&image.fingerprint),
                 users.join(", ")
             )));
         }
         self.store.image_delete(&image.fingerprint)?;
-        let dir = self.dir.join(&image.fingerprint);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(path = %dir.display(), error = %e, "could not remove image files");
+        let dir = self.image_dir(&image.fingerprint);
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove image files");
+            }
         }
+        self.collect_layers()?;
         self.events.lifecycle(
             "image-deleted",
             &format!("/1.0/images/{}", image.fingerprint),
@@ -150,26 +238,99 @@ impl ImageService {
         Ok(image)
     }
 
-    /// The lower layer for an instance: the canonical tree for privileged instances, or a
-    /// copy owned by the user namespace's root (`shift`) for unprivileged ones, made once.
-    pub async fn lower_layer(&self, fingerprint: &str, shift: Option<u32>) -> Result<PathBuf> {
-        let canonical = self.rootfs(fingerprint);
-        if !canonical.is_dir() {
-            return Err(Error::internal(format!(
-                "image {fingerprint} has no files at {}; delete and rebuild it",
-                canonical.display()
+    /// Removes layers (and their shifted copies) that no image names. Caller holds the lock.
+    fn collect_layers(&self) -> Result<()> {
+        let used: HashSet<String> = self
+            .store
+            .image_list()?
+            .into_iter()
+            .flat_map(|i| i.layers)
+            .collect();
+        let Ok(rd) = std::fs::read_dir(self.dir.join("layers")) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.split('.').next().unwrap_or_default();
+            if !used.contains(id) {
+                tracing::info!(layer = %name, "removing unused layer");
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(layer = %name, error = %err, "could not remove layer");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an alias to an image.
+    pub fn alias_add(&self, key: &str, alias: &str) -> Result<Image> {
+        validate_alias(alias)?;
+        let image = self.get(key)?;
+        self.store.image_alias_set(alias, &image.fingerprint)?;
+        self.get(&image.fingerprint)
+    }
+
+    /// Removes an alias; the image stays.
+    pub fn alias_delete(&self, alias: &str) -> Result<Image> {
+        let fp = self.store.image_alias_delete(alias).map_err(|e| match e {
+            StoreError::NotFound(_) => Error::not_found(format!(
+                "no image has the alias {alias:?}; see `vessel image list`"
+            )),
+            e => e.into(),
+        })?;
+        self.get(&fp)
+    }
+
+    /// The lower layers of an instance's root, top first: the image's own layers for
+    /// privileged instances, or copies owned by the user namespace's root (`shift`) for
+    /// unprivileged ones, each made once.
+    pub async fn lower_layers(&self, image: &Image, shift: Option<u32>) -> Result<Vec<PathBuf>> {
+        if image.kind != ImageKind::Container {
+            return Err(Error::invalid(format!(
+                "image {} is a VM image; launch it with --vm",
+                short(&image.fingerprint)
             )));
         }
-        let Some(shift) = shift else {
-            return Ok(canonical);
+        let canonical: Vec<PathBuf> = if image.layers.is_empty() {
+            // Images stored before layers existed keep one tree in their own directory.
+            vec![self.image_dir(&image.fingerprint).join("rootfs")]
+        } else {
+            image.layers.iter().map(|l| self.layer_dir(l)).collect()
         };
-        let shifted = self.dir.join(fingerprint).join(format!("shifted-{shift}"));
+        let mut out = Vec::with_capacity(canonical.len());
+        for layer in canonical.iter().rev() {
+            if !layer.is_dir() {
+                return Err(Error::internal(format!(
+                    "image {} is missing its layer {}; delete and rebuild it",
+                    short(&image.fingerprint),
+                    layer.display()
+                )));
+            }
+            out.push(match shift {
+                None => layer.clone(),
+                Some(shift) => self.shifted(layer, shift).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A copy of a layer with every owner shifted by `shift`, made once.
+    async fn shifted(&self, layer: &Path, shift: u32) -> Result<PathBuf> {
+        let name = layer
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let shifted = if name == "rootfs" {
+            layer.with_file_name(format!("shifted-{shift}"))
+        } else {
+            layer.with_file_name(format!("{name}.shifted-{shift}"))
+        };
         let _guard = self.lock.lock().await;
         if shifted.is_dir() {
             return Ok(shifted);
         }
         let tmp = shifted.with_extension("tmp");
-        let (c, t, s) = (canonical.clone(), tmp.clone(), shifted.clone());
+        let (c, t, s) = (layer.to_path_buf(), tmp.clone(), shifted.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if t.exists() {
                 std::fs::remove_dir_all(&t)?;
@@ -179,23 +340,43 @@ impl ImageService {
         })
         .await
         .map_err(|e| Error::internal(format!("shift task: {e}")))?
-        .map_err(|e| Error::internal(format!("preparing unprivileged copy of image: {e}")))?;
+        .map_err(|e| Error::internal(format!("preparing unprivileged copy of a layer: {e}")))?;
         Ok(shifted)
+    }
+
+    /// Removes staging directories left by an interrupted build or import.
+    pub fn remove_staging_leftovers(&self) {
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(".staging-") || n.starts_with(".build-") {
+                    tracing::warn!(dir = %e.path().display(), "removing an interrupted image build");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 }
 
+/// The first 12 characters of a fingerprint.
+pub fn short(fp: &str) -> &str {
+    &fp[..fp.len().min(12)]
+}
+
 /// Checks an image alias.
-fn validate_alias(alias: &str) -> Result<()> {
+pub fn validate_alias(alias: &str) -> Result<()> {
     let ok = !alias.is_empty()
-        && alias.len() <= 64
+        && alias.len() <= 128
+        && !alias.starts_with('/')
+        && !alias.contains("..")
         && alias
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@'));
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "invalid image alias {alias:?}: use 1-64 letters, digits, '-', '_', '.', '/', ':'"
+            "invalid image alias {alias:?}: use 1-128 letters, digits, '-', '_', '.', '/', ':', '@'"
         )))
     }
 }

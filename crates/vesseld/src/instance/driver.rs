@@ -18,6 +18,76 @@ use vessel_monitor::{is_mountpoint, ExitStatus, MonitorConfig, Overlay, Ready};
 use super::limits;
 use crate::error::{chain, Error, Result};
 
+/// Who the init runs as and where, from the image's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id inside the container.
+    pub uid: u32,
+    /// Group id inside the container.
+    pub gid: u32,
+    /// Working directory inside the container.
+    pub cwd: String,
+}
+
+impl RunAs {
+    /// Resolves an image's `user` ("uid", "uid:gid", "name", "name:group") against the
+    /// passwd and group files of its layers (top first).
+    pub fn resolve(user: Option<&str>, cwd: Option<&str>, layers: &[PathBuf]) -> Result<Self> {
+        let cwd = cwd
+            .filter(|c| c.starts_with('/'))
+            .unwrap_or("/")
+            .to_string();
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            return Ok(Self {
+                uid: 0,
+                gid: 0,
+                cwd,
+            });
+        };
+        let (u, g) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user, None),
+        };
+        let lookup = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
+            let text = layers
+                .iter()
+                .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
+            text.lines().find_map(|line| {
+                let f: Vec<&str> = line.split(':').collect();
+                (f.len() > 3 && f[0] == name)
+                    .then(|| (f[2].parse().ok(), f[3].parse().ok()))
+                    .and_then(|(a, b)| a.map(|a| (a, b)))
+            })
+        };
+        let (uid, primary) = match u.parse::<u32>() {
+            Ok(n) => (n, None),
+            Err(_) => lookup("etc/passwd", u).ok_or_else(|| {
+                Error::invalid(format!(
+                    "the image runs as user {u:?}, who is not in its /etc/passwd"
+                ))
+            })?,
+        };
+        let gid = match g {
+            None => primary.unwrap_or(0),
+            Some(g) => match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => lookup("etc/group", g).map(|(n, _)| n).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "the image runs as group {g:?}, which is not in its /etc/group"
+                    ))
+                })?,
+            },
+        };
+        if uid >= IDMAP_SIZE || gid >= IDMAP_SIZE {
+            return Err(Error::invalid(format!(
+                "the image runs as {uid}:{gid}, outside the container's id range 0-{}",
+                IDMAP_SIZE - 1
+            )));
+        }
+        Ok(Self { uid, gid, cwd })
+    }
+}
+
 /// Size of the uid/gid range given to each unprivileged container.
 pub const IDMAP_SIZE: u32 = 65_536;
 
@@ -96,13 +166,13 @@ impl ContainerDriver {
     }
 
     /// Writes the OCI bundle's `config.json` for the instance.
-    pub fn write_bundle(&self, inst: &Instance, env: &[String]) -> Result<()> {
+    pub fn write_bundle(&self, inst: &Instance, env: &[String], run: &RunAs) -> Result<()> {
         let opts = vessel_container::spec::SpecOptions {
             rootfs: "rootfs".into(),
             root_readonly: false,
             args: inst.command.clone(),
             env: env.to_vec(),
-            cwd: "/".into(),
+            cwd: run.cwd.clone().into(),
             hostname: inst.name.clone(),
             terminal: true,
             user_namespace: self.shift(inst).map(|base| vessel_container::spec::IdMap {
@@ -115,6 +185,12 @@ impl ContainerDriver {
         };
         let mut spec = vessel_container::spec::default_spec(&opts);
         isolate_network(&mut spec);
+        if let Some(process) = spec.process_mut() {
+            let mut user = process.user().clone();
+            user.set_uid(run.uid);
+            user.set_gid(run.gid);
+            process.set_user(user);
+        }
         let path = self.dir(&inst.name).join("config.json");
         spec.save(&path)
             .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
@@ -122,7 +198,7 @@ impl ContainerDriver {
 
     /// Starts the instance's monitor with the given lower layer; returns the init and
     /// monitor pids once the container runs.
-    pub async fn spawn_monitor(&self, inst: &Instance, lower: &Path) -> Result<(i32, i32)> {
+    pub async fn spawn_monitor(&self, inst: &Instance, lowers: &[PathBuf]) -> Result<(i32, i32)> {
         let dir = self.dir(&inst.name);
         std::fs::create_dir_all(&self.monitors_dir).map_err(|e| {
             Error::internal(format!("creating {}: {e}", self.monitors_dir.display()))
@@ -138,7 +214,7 @@ impl ContainerDriver {
             pid_file: self.pid_file(&inst.name),
             exit_file: dir.join("exit.json"),
             overlay: Some(Overlay {
-                lower: lower.to_path_buf(),
+                lowers: lowers.to_vec(),
                 upper: dir.join("upper"),
                 work: dir.join("work"),
                 target: dir.join("rootfs"),

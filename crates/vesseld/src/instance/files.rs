@@ -113,18 +113,20 @@ impl InstanceService {
                         inst.status.as_str()
                     )));
                 }
-                let lower = self
+                let image = self.images.get(&inst.image)?;
+                let lowers = self
                     .images
-                    .lower_layer(&inst.image, self.driver.shift(&inst))
+                    .lower_layers(&image, self.driver.shift(&inst))
                     .await?;
                 self.driver.prepare(&inst)?;
                 let dir = self.driver.dir(name);
-                let opts = format!(
-                    "lowerdir={},upperdir={},workdir={}",
-                    lower.display(),
-                    dir.join("upper").display(),
-                    dir.join("work").display()
-                );
+                let opts = vessel_monitor::Overlay {
+                    lowers,
+                    upper: dir.join("upper"),
+                    work: dir.join("work"),
+                    target: target.clone(),
+                }
+                .options();
                 nix::mount::mount(
                     Some("overlay"),
                     &target,

@@ -5,6 +5,7 @@ pub mod driver;
 pub mod exec;
 pub mod files;
 pub mod limits;
+pub mod publish;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -237,11 +238,12 @@ impl InstanceService {
     async fn start_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
         let image = self.images.get(&inst.image)?;
         op.progress(Some(30), "preparing root file system");
-        let lower = self
+        let lowers = self
             .images
-            .lower_layer(&image.fingerprint, self.driver.shift(inst))
+            .lower_layers(&image, self.driver.shift(inst))
             .await?;
         self.driver.prepare(inst)?;
+        // Defaults, then what the image asks for, then what the instance says.
         let mut env: BTreeMap<String, String> = [
             (
                 "PATH",
@@ -254,14 +256,21 @@ impl InstanceService {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        for kv in &image.environment {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
         env.extend(inst.environment.clone());
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        self.driver.write_bundle(inst, &env)?;
+        let run =
+            driver::RunAs::resolve(image.user.as_deref(), image.working_dir.as_deref(), &lowers)?;
+        self.driver.write_bundle(inst, &env, &run)?;
         op.progress(Some(60), "starting");
         if inst.status != InstanceStatus::Creating {
             self.set_status(&inst.name, InstanceStatus::Starting, None, None);
         }
-        match self.driver.spawn_monitor(inst, &lower).await {
+        match self.driver.spawn_monitor(inst, &lowers).await {
             Ok((pid, monitor)) => {
                 self.set_status(&inst.name, InstanceStatus::Running, None, None);
                 self.follow(&inst.name, monitor);

@@ -56,6 +56,8 @@ pub trait Store: Send + Sync {
     fn image_delete(&self, fingerprint: &str) -> Result<()>;
     /// Adds an alias to an existing image, moving it if another image had it.
     fn image_alias_set(&self, alias: &str, fingerprint: &str) -> Result<()>;
+    /// Removes an alias; returns the fingerprint it named.
+    fn image_alias_delete(&self, alias: &str) -> Result<String>;
 
     /// Adds an instance; fails with [`StoreError::Exists`] for a taken name.
     fn instance_insert(&self, instance: &Instance) -> Result<()>;

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use vessel_api::{Image, Instance, InstanceStatus, InstanceType, Operation, OperationStatus};
+use vessel_api::{
+    Image, ImageKind, Instance, InstanceStatus, InstanceType, Operation, OperationStatus,
+};
 
 use super::{Result, Store, StoreError};
 
@@ -42,7 +44,26 @@ const MIGRATIONS: &[&str] = &[
         status TEXT NOT NULL,
         created_at TEXT NOT NULL
     );",
+    // 2: image kind, layers and run configuration.
+    "ALTER TABLE images ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
 ];
+
+/// Image fields kept as one JSON column.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ImageMeta {
+    #[serde(default)]
+    kind: ImageKind,
+    #[serde(default)]
+    layers: Vec<String>,
+    #[serde(default)]
+    environment: Vec<String>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    exposed_ports: Vec<String>,
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -108,7 +129,7 @@ impl SqliteStore {
     fn image_row(conn: &Connection, fingerprint: &str) -> Result<Option<Image>> {
         let row = conn
             .query_row(
-                "SELECT fingerprint, source, size_bytes, command, stop_signal, created_at
+                "SELECT fingerprint, source, size_bytes, command, stop_signal, created_at, meta
                  FROM images WHERE fingerprint = ?",
                 [fingerprint],
                 |r| {
@@ -119,19 +140,27 @@ impl SqliteStore {
                         r.get::<_, String>(3)?,
                         r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((fingerprint, source, size, command, stop_signal, created_at)) = row else {
+        let Some((fingerprint, source, size, command, stop_signal, created_at, meta)) = row else {
             return Ok(None);
         };
+        let meta: ImageMeta = from_json("images.meta", &meta)?;
         Ok(Some(Image {
             aliases: Self::aliases(conn, &fingerprint)?,
             fingerprint,
             source,
+            kind: meta.kind,
             size_bytes: size as u64,
+            layers: meta.layers,
             command: from_json("images.command", &command)?,
+            environment: meta.environment,
+            working_dir: meta.working_dir,
+            user: meta.user,
+            exposed_ports: meta.exposed_ports,
             stop_signal,
             created_at,
         }))
@@ -202,15 +231,23 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO images (fingerprint, source, size_bytes, command, stop_signal, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images (fingerprint, source, size_bytes, command, stop_signal, created_at,
+             meta) VALUES (?, ?, ?, ?, ?, ?, ?)",
             params![
                 image.fingerprint,
                 image.source,
                 image.size_bytes as i64,
                 to_json(&image.command),
                 image.stop_signal,
-                image.created_at
+                image.created_at,
+                to_json(&ImageMeta {
+                    kind: image.kind,
+                    layers: image.layers.clone(),
+                    environment: image.environment.clone(),
+                    working_dir: image.working_dir.clone(),
+                    user: image.user.clone(),
+                    exposed_ports: image.exposed_ports.clone(),
+                })
             ],
         )
         .map_err(|e| match e {
@@ -283,6 +320,20 @@ impl Store for SqliteStore {
             params![alias, fingerprint],
         )?;
         Ok(())
+    }
+
+    fn image_alias_delete(&self, alias: &str) -> Result<String> {
+        let conn = self.lock();
+        let fp: Option<String> = conn
+            .query_row(
+                "SELECT fingerprint FROM image_aliases WHERE alias = ?",
+                [alias],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let fp = fp.ok_or_else(|| StoreError::NotFound(format!("image alias {alias:?}")))?;
+        conn.execute("DELETE FROM image_aliases WHERE alias = ?", [alias])?;
+        Ok(fp)
     }
 
     fn instance_insert(&self, i: &Instance) -> Result<()> {
@@ -428,8 +479,14 @@ mod tests {
             fingerprint: fp.into(),
             aliases: vec!["busybox".into()],
             source: "busybox".into(),
+            kind: ImageKind::Container,
             size_bytes: 10,
+            layers: vec!["ab".repeat(32)],
             command: vec!["/sbin/init".into()],
+            environment: vec!["A=1".into()],
+            working_dir: Some("/srv".into()),
+            user: Some("1000".into()),
+            exposed_ports: vec!["80/tcp".into()],
             stop_signal: "SIGUSR2".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
         }
@@ -473,6 +530,11 @@ mod tests {
         assert_eq!(i.status, InstanceStatus::Running);
         assert_eq!(i.limits.memory, Some(1 << 28));
         assert_eq!(s.image_get("busybox").unwrap().fingerprint, fp);
+        assert_eq!(s.image_get("busybox").unwrap(), {
+            let mut i = image(&fp);
+            i.aliases = vec!["busybox".into()];
+            i
+        });
         assert_eq!(s.image_get(&fp[..12]).unwrap().fingerprint, fp);
         assert!(matches!(s.image_get("abab"), Err(StoreError::NotFound(_))));
         assert_eq!(s.instances_using_image(&fp).unwrap(), vec!["c1"]);

@@ -1,0 +1,139 @@
+//! Builds Debian images with `debootstrap --variant=minbase`.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::error::{Error, Result};
+use crate::operations::OpHandle;
+
+/// Releases debootstrap knows how to build here.
+const RELEASES: &[&str] = &["bookworm", "trixie", "bullseye", "sid"];
+
+/// Init command of Debian images: a login shell on the console (minbase has no init system).
+pub const COMMAND: &[&str] = &["/bin/bash", "-l"];
+
+/// An interactive bash exits on SIGHUP.
+pub const STOP_SIGNAL: &str = "SIGHUP";
+
+/// The mirror to build from: `VESSEL_DEBIAN_MIRROR`, else Debian's own.
+fn mirror() -> String {
+    std::env::var("VESSEL_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+}
+
+/// Checks a release name before anything runs.
+pub fn validate_release(release: &str) -> Result<()> {
+    if RELEASES.contains(&release) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "unknown Debian release {release:?}: use one of {}",
+            RELEASES.join(", ")
+        )))
+    }
+}
+
+/// Fills `root` (an empty directory) with a minimal Debian, reporting progress.
+pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
+    let mut child = tokio::process::Command::new("debootstrap")
+        .args(["--variant=minbase", "--arch=amd64", release])
+        .arg(root)
+        .arg(mirror())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::invalid(format!(
+                "cannot run debootstrap ({e}); install it with apt-get install debootstrap"
+            ))
+        })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let err_task = tokio::spawn(async move {
+        let mut out = String::new();
+        if let Some(e) = stderr {
+            let mut lines = BufReader::new(e).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        out
+    });
+    let mut last = String::new();
+    if let Some(o) = stdout {
+        let mut lines = BufReader::new(o).lines();
+        let mut retrieved = 0u32;
+        loop {
+            tokio::select! {
+                line = lines.next_line() => {
+                    let Ok(Some(line)) = line else { break };
+                    let (pct, stage) = stage_of(&line, &mut retrieved);
+                    if let Some(pct) = pct {
+                        op.progress(Some(pct), stage);
+                    }
+                    last = line;
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+            if op.is_cancelled() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(Error::conflict("operation cancelled"));
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::internal(format!("waiting for debootstrap: {e}")))?;
+    let errors = err_task.await.unwrap_or_default();
+    if !status.success() {
+        let tail: Vec<&str> = errors.lines().rev().take(3).collect();
+        return Err(Error::internal(format!(
+            "debootstrap {release} failed ({status}): {} {last}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" ")
+        )));
+    }
+    // Downloaded packages are not part of the image.
+    let cache = root.join("var/cache/apt/archives");
+    if let Ok(rd) = std::fs::read_dir(&cache) {
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "deb") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    std::fs::write(root.join("etc/hostname"), "debian\n")
+        .map_err(|e| Error::internal(format!("writing /etc/hostname: {e}")))?;
+    Ok(())
+}
+
+/// Maps a debootstrap output line to progress.
+fn stage_of(line: &str, retrieved: &mut u32) -> (Option<u8>, &'static str) {
+    let l = line.trim_start_matches("I: ");
+    if l.starts_with("Retrieving Release") || l.starts_with("Retrieving Packages") {
+        (Some(5), "fetching package lists")
+    } else if l.starts_with("Resolving dependencies") || l.starts_with("Found ") {
+        (Some(10), "resolving packages")
+    } else if l.starts_with("Retrieving ") {
+        *retrieved += 1;
+        (
+            Some((10 + *retrieved / 3).min(45) as u8),
+            "downloading packages",
+        )
+    } else if l.starts_with("Extracting ") {
+        (Some(50), "extracting")
+    } else if l.starts_with("Installing core packages") || l.starts_with("Unpacking ") {
+        (Some(65), "installing")
+    } else if l.starts_with("Configuring ") {
+        (Some(80), "configuring")
+    } else if l.starts_with("Base system installed") {
+        (Some(90), "finishing")
+    } else {
+        (None, "")
+    }
+}
