@@ -61,3 +61,22 @@ fn aliases_move_and_go() {
     let err = d.fails(&["image", "alias", "add", "busybox", "../bad"]);
     assert!(err.contains("invalid image alias"), "{err}");
 }
+
+#[test]
+fn debian_image_from_debootstrap() {
+    let d = Daemon::start();
+    let out = d.ok(&["image", "build", "debian", "--release", "bookworm"]);
+    assert!(out.contains("debian/bookworm"), "{out}");
+    let err = d.fails(&["image", "build", "debian", "--release", "hamm"]);
+    assert!(err.contains("unknown Debian release"), "{err}");
+    d.ok(&["launch", "debian/bookworm", "deb"]);
+    let (_, v) = d.sh("deb", "cat /etc/debian_version; apt-get --version | head -n1");
+    assert!(v.starts_with("12."), "{v}");
+    assert!(v.contains("apt 2."), "{v}");
+    // Set-id bits and owners survive the unprivileged copy.
+    assert_eq!(d.sh("deb", "stat -c %A:%u /usr/bin/passwd").1.trim(), "-rwsr-xr-x:0");
+    // The image's stop signal ends its init at once.
+    let t = std::time::Instant::now();
+    d.ok(&["stop", "deb"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+}
