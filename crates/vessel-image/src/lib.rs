@@ -5,6 +5,13 @@
 
 pub mod blobs;
 pub mod config;
+pub mod flatten;
+mod fsat;
+pub mod media;
+pub mod tar;
+pub mod unpack;
 
 pub use blobs::{BlobStore, Digest};
 pub use config::ImageConfig;
+pub use flatten::{flatten, FlattenError};
+pub use unpack::{unpack_layer, UnpackError, UnpackOptions, UnpackStats};

@@ -1,0 +1,457 @@
+//! Hostile layers: each is refused (or, where tar convention keeps it inside, stays inside),
+//! nothing is written outside the destination, and no staging directory is left behind.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{gzip, snapshot, TarBuilder, TempDir};
+use tar::EntryType;
+use vessel_image::media::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
+use vessel_image::{unpack_layer, UnpackError, UnpackOptions, UnpackStats};
+
+/// A sandbox: sentinel trees around where the destination will go, so any write outside it
+/// shows up as a difference.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let dir = TempDir::new("hostile");
+        for d in ["etc", "a/b/c", "outside", "sentinel/deep/er"] {
+            fs::create_dir_all(dir.join(d)).expect("mkdir");
+        }
+        fs::write(dir.join("etc/passwd"), "root:x:0:0\n").expect("write");
+        fs::write(dir.join("outside/file"), "keep").expect("write");
+        fs::write(dir.join("sentinel/deep/er/x"), "x").expect("write");
+        std::os::unix::fs::symlink("../etc", dir.join("a/b/c/up")).expect("symlink");
+        // The destination's parent is nested so `..` chains have somewhere to land.
+        fs::create_dir_all(dir.join("a/b/c/layers")).expect("mkdir");
+        Self { dir }
+    }
+
+    fn dest(&self) -> std::path::PathBuf {
+        self.dir.join("a/b/c/layers/dest")
+    }
+
+    /// Unpacks, checking that outside the destination nothing changed (also on the host's
+    /// /etc) and that no staging directory remains.
+    fn unpack(
+        &self,
+        bytes: &[u8],
+        media: &str,
+        opts: &UnpackOptions,
+    ) -> Result<UnpackStats, UnpackError> {
+        let before = snapshot(self.dir.path());
+        let host_etc_x = Path::new("/etc/x").exists();
+        let r = unpack_layer(bytes, media, &self.dest(), opts);
+        let mut after = snapshot(self.dir.path());
+        after.retain(|k, _| !k.starts_with("a/b/c/layers/dest"));
+        let mut before = before;
+        before.retain(|k, _| !k.starts_with("a/b/c/layers/dest"));
+        // Creating and removing the staging directory changes the parent's mtime, no more.
+        for snap in [&mut before, &mut after] {
+            if let Some(n) = snap.get_mut("a/b/c/layers") {
+                n.mtime = 0;
+            }
+        }
+        common::assert_same_tree(&before, &after, "outside the destination");
+        assert_eq!(
+            Path::new("/etc/x").exists(),
+            host_etc_x,
+            "/etc/x on the host changed"
+        );
+        let leftovers: Vec<_> = fs::read_dir(self.dir.join("a/b/c/layers"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "dest")
+            .collect();
+        assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+        if r.is_err() {
+            assert!(
+                !self.dest().exists(),
+                "destination created for a refused layer"
+            );
+        }
+        r
+    }
+
+    fn reset(&self) {
+        let _ = fs::remove_dir_all(self.dest());
+    }
+}
+
+fn refused(bytes: &[u8], media: &str, what: &str, check: impl Fn(&UnpackError) -> bool) {
+    let sb = Sandbox::new();
+    match sb.unpack(bytes, media, &UnpackOptions::default()) {
+        Ok(stats) => panic!("{what}: accepted ({stats:?})"),
+        Err(e) => {
+            let msg = format!("{e}");
+            assert!(check(&e), "{what}: wrong refusal: {msg} ({e:?})");
+        }
+    }
+}
+
+#[test]
+fn dotdot_escape_is_refused() {
+    let t = TarBuilder::new()
+        .file("ok", b"1")
+        .file("../../etc/x", b"evil")
+        .finish();
+    refused(
+        &t,
+        OCI_LAYER_TAR,
+        "../../etc/x",
+        |e| matches!(e, UnpackError::Escapes { entry } if entry == "../../etc/x"),
+    );
+    let t = TarBuilder::new().file("a/../../x", b"evil").finish();
+    refused(&t, OCI_LAYER_TAR, "a/../../x", |e| {
+        matches!(e, UnpackError::Escapes { .. })
+    });
+}
+
+#[test]
+fn absolute_names_stay_inside() {
+    let sb = Sandbox::new();
+    let t = TarBuilder::new()
+        .file("/etc/x", b"inside")
+        .file("/abs/../y", b"y")
+        .finish();
+    sb.unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("absolute names are relative to the root");
+    assert_eq!(fs::read(sb.dest().join("etc/x")).expect("etc/x"), b"inside");
+    assert_eq!(fs::read(sb.dest().join("y")).expect("y"), b"y");
+    sb.reset();
+}
+
+#[test]
+fn writes_through_symlinks_are_refused() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a -> /etc then a/passwd",
+            TarBuilder::new()
+                .link(EntryType::Symlink, "a", "/etc")
+                .file("a/passwd", b"evil")
+                .finish(),
+        ),
+        (
+            "a -> ../../.. then a/x",
+            TarBuilder::new()
+                .link(EntryType::Symlink, "a", "../../..")
+                .file("a/x", b"evil")
+                .finish(),
+        ),
+        (
+            "chain a -> b -> c -> ../../..",
+            TarBuilder::new()
+                .link(EntryType::Symlink, "c", "../../..")
+                .link(EntryType::Symlink, "b", "c")
+                .link(EntryType::Symlink, "a", "b")
+                .file("a/x", b"evil")
+                .finish(),
+        ),
+        (
+            "symlink deep below a directory",
+            TarBuilder::new()
+                .dir("d/", 0o755)
+                .dir("d/e/", 0o755)
+                .link(EntryType::Symlink, "d/e/f", "/")
+                .file("d/e/f/g/h", b"evil")
+                .finish(),
+        ),
+        (
+            "inside symlink used as a directory",
+            TarBuilder::new()
+                .dir("real/", 0o755)
+                .link(EntryType::Symlink, "l", "real")
+                .file("l/x", b"x")
+                .finish(),
+        ),
+        (
+            "symlink then directory below it",
+            TarBuilder::new()
+                .link(EntryType::Symlink, "a", "../..")
+                .dir("a/sub/", 0o755)
+                .finish(),
+        ),
+        (
+            "whiteout through a symlink",
+            TarBuilder::new()
+                .link(EntryType::Symlink, "a", "/etc")
+                .file("a/.wh.passwd", b"")
+                .finish(),
+        ),
+        (
+            "opaque marker through a symlink",
+            TarBuilder::new()
+                .link(EntryType::Symlink, "a", "/etc")
+                .file("a/.wh..wh..opq", b"")
+                .finish(),
+        ),
+    ];
+    for (what, t) in cases {
+        refused(&t, OCI_LAYER_TAR, what, |e| {
+            matches!(e, UnpackError::ThroughSymlink { .. })
+        });
+    }
+}
+
+#[test]
+fn hard_links_outside_or_missing_are_refused() {
+    let t = TarBuilder::new()
+        .link(EntryType::Link, "pw", "/etc/passwd")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "hard link to /etc/passwd", |e| {
+        matches!(e, UnpackError::HardLinkMissing { .. })
+    });
+    let t = TarBuilder::new()
+        .link(EntryType::Link, "o", "../outside/file")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "hard link to ../outside", |e| {
+        matches!(e, UnpackError::HardLinkOutside { .. })
+    });
+    let t = TarBuilder::new()
+        .link(EntryType::Symlink, "s", "/etc")
+        .link(EntryType::Link, "o", "s/passwd")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "hard link through a symlink", |e| {
+        matches!(e, UnpackError::HardLinkOutside { .. })
+    });
+    // A good hard link works.
+    let sb = Sandbox::new();
+    let t = TarBuilder::new()
+        .file("f", b"data")
+        .link(EntryType::Link, "g", "/f")
+        .finish();
+    let stats = sb
+        .unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("inside hard link");
+    assert_eq!(stats.hardlinks, 1);
+    assert_eq!(fs::read(sb.dest().join("g")).expect("g"), b"data");
+}
+
+#[test]
+fn devices_are_skipped_unless_allowed() {
+    let t = TarBuilder::new()
+        .device("dev/sda", 8, 0)
+        .file("f", b"1")
+        .finish();
+    let sb = Sandbox::new();
+    let stats = sb
+        .unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("devices are skipped");
+    assert_eq!(stats.skipped_devices, 1);
+    assert!(fs::symlink_metadata(sb.dest().join("dev/sda")).is_err());
+    sb.reset();
+    let opts = UnpackOptions {
+        allow_devices: true,
+        ..Default::default()
+    };
+    let stats = sb
+        .unpack(&t, OCI_LAYER_TAR, &opts)
+        .expect("devices allowed");
+    assert_eq!(stats.special, 1);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = fs::symlink_metadata(sb.dest().join("dev/sda")).expect("device");
+    assert!(md.file_type().is_char_device());
+    assert_eq!(md.rdev(), libc::makedev(8, 0));
+}
+
+#[test]
+fn absurd_sizes_are_refused() {
+    let t = TarBuilder::new().huge_header("big", 10 << 40).finish();
+    refused(
+        &t,
+        OCI_LAYER_TAR,
+        "10 TB header",
+        |e| matches!(e, UnpackError::EntryTooLarge { size, .. } if *size == 10 << 40),
+    );
+    let sb = Sandbox::new();
+    let t = TarBuilder::new()
+        .file("a", &[1; 600])
+        .file("b", &[2; 600])
+        .finish();
+    let opts = UnpackOptions {
+        max_total_size: 1000,
+        ..Default::default()
+    };
+    assert!(matches!(
+        sb.unpack(&t, OCI_LAYER_TAR, &opts),
+        Err(UnpackError::TotalTooLarge { .. })
+    ));
+    let opts = UnpackOptions {
+        max_entries: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        sb.unpack(&t, OCI_LAYER_TAR, &opts),
+        Err(UnpackError::TooManyEntries { .. })
+    ));
+}
+
+#[test]
+fn truncated_and_corrupt_streams_are_refused() {
+    let t = TarBuilder::new()
+        .file("a", &[7; 3000])
+        .file("b", b"tail")
+        .finish();
+    for cut in [100, 512, 1024, 2000, 3584, t.len() - 1024] {
+        refused(&t[..cut], OCI_LAYER_TAR, &format!("cut at {cut}"), |e| {
+            matches!(e, UnpackError::Stream(_) | UnpackError::Read { .. })
+        });
+    }
+    let gz = gzip(&t);
+    refused(&gz[..gz.len() / 2], OCI_LAYER_GZIP, "truncated gzip", |e| {
+        matches!(e, UnpackError::Stream(_) | UnpackError::Read { .. })
+    });
+    let mut bad = gz.clone();
+    let n = bad.len();
+    bad[n - 6] ^= 0xff; // the CRC
+    refused(&bad, OCI_LAYER_GZIP, "gzip with a bad CRC", |e| {
+        matches!(e, UnpackError::Stream(_))
+    });
+    let mut bad = gz.clone();
+    for b in &mut bad[20..60] {
+        *b ^= 0x55;
+    }
+    refused(&bad, OCI_LAYER_GZIP, "corrupt gzip", |e| {
+        matches!(e, UnpackError::Stream(_) | UnpackError::Read { .. })
+    });
+    refused(b"not gzip at all", OCI_LAYER_GZIP, "not gzip", |e| {
+        matches!(e, UnpackError::Stream(_))
+    });
+}
+
+#[test]
+fn names_with_nul_are_refused() {
+    let t = TarBuilder::new()
+        .pax_file("x", &[("path", b"ok\0../../etc/x")], b"evil")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "NUL in a PAX path", |e| {
+        matches!(e, UnpackError::NulInName { .. })
+    });
+    let t = TarBuilder::new()
+        .pax_file("x", &[("linkpath", b"a\0b")], b"")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "NUL in a PAX link path", |e| {
+        matches!(e, UnpackError::NulInName { .. })
+    });
+}
+
+#[test]
+fn non_utf8_names_are_fine() {
+    let sb = Sandbox::new();
+    let t = TarBuilder::new()
+        .pax_file("x", &[("path", b"caf\xe9")], b"bytes")
+        .finish();
+    sb.unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("non-UTF-8 name");
+    use std::os::unix::ffi::OsStrExt;
+    let p = sb.dest().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    assert_eq!(fs::read(p).expect("file"), b"bytes");
+}
+
+#[test]
+fn destination_must_not_exist() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.dest()).expect("mkdir");
+    let t = TarBuilder::new().file("f", b"1").finish();
+    assert!(matches!(
+        unpack_layer(&t[..], OCI_LAYER_TAR, &sb.dest(), &UnpackOptions::default()),
+        Err(UnpackError::DestExists(_))
+    ));
+}
+
+/// A tiny deterministic generator (xorshift), so failures can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_tars_never_escape_or_panic() {
+    let seeds: Vec<Vec<u8>> = vec![
+        TarBuilder::new()
+            .dir("d/", 0o755)
+            .file("d/f", b"hello")
+            .link(EntryType::Symlink, "d/s", "../../../outside")
+            .link(EntryType::Link, "d/h", "d/f")
+            .file("d/.wh.gone", b"")
+            .file("d/.wh..wh..opq", b"")
+            .device("d/null", 1, 3)
+            .finish(),
+        TarBuilder::new()
+            .link(EntryType::Symlink, "s", "/")
+            .file("t/x", b"abc")
+            .pax_file("p", &[("path", b"../p")], b"1")
+            .finish(),
+    ];
+    let sb = Sandbox::new();
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let start = Instant::now();
+    let mut runs = 0;
+    let mut accepted = 0;
+    while runs < 400 && start.elapsed() < Duration::from_secs(8) {
+        let mut t = seeds[rng.below(seeds.len())].clone();
+        for _ in 0..1 + rng.below(4) {
+            if t.is_empty() {
+                break;
+            }
+            let i = rng.below(t.len());
+            let blocks = t.len() / 512;
+            match rng.below(6) {
+                // Names, link names and type flags of the first headers are where it hurts.
+                0 => t[rng.below(100.min(i + 1))] = b"./../\0/ax"[rng.below(9)],
+                1 => {
+                    let k = 512 * rng.below(blocks) + 156;
+                    if k < t.len() {
+                        t[k] = b"0125346xLKgS"[rng.below(12)]
+                    }
+                }
+                2 => {
+                    let k = 512 * rng.below(blocks) + 157 + rng.below(20);
+                    if k < t.len() {
+                        t[k] = b"./../ax"[rng.below(7)]
+                    }
+                }
+                3 => t.truncate(i),
+                4 => t[i] ^= 1 << rng.below(8),
+                _ => t[i] = rng.next() as u8,
+            }
+        }
+        // Fix checksums half the time so mutations get past header verification.
+        if rng.below(2) == 0 {
+            for h in (0..t.len() / 512).map(|k| k * 512) {
+                let blk = &mut t[h..h + 512];
+                if blk.iter().all(|&b| b == 0) {
+                    break;
+                }
+                blk[148..156].copy_from_slice(b"        ");
+                let sum: u32 = blk.iter().map(|&b| u32::from(b)).sum();
+                blk[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            }
+        }
+        if sb
+            .unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+            .is_ok()
+        {
+            accepted += 1;
+        }
+        sb.reset();
+        runs += 1;
+    }
+    assert!(runs >= 100, "only {runs} mutated tars in the time budget");
+    eprintln!("{runs} mutated tars, {accepted} accepted, none escaped");
+}
