@@ -299,7 +299,6 @@ impl Client {
                     }
                 };
                 if have + n as u64 > size {
-                    drop(w);
                     let _ = fs::remove_file(path);
                     return Err(Step::Fatal(RegistryError::SizeMismatch {
                         digest: digest.clone(),
@@ -329,14 +328,14 @@ impl Client {
                 warn!(%digest, "resumed blob does not verify; downloading it again from the start");
                 inner.file.set_len(0).map_err(|e| fatal_io("truncate", e))?;
                 return Err(Step::Retry(RegistryError::DigestMismatch {
-                    what: format!("blob {digest}"),
+                    what: what(t, job),
                     expected: digest.clone(),
                     actual,
                 }));
             }
             let _ = fs::remove_file(path);
             return Err(Step::Fatal(RegistryError::DigestMismatch {
-                what: format!("blob {digest}"),
+                what: what(t, job),
                 expected: digest.clone(),
                 actual,
             }));
@@ -366,6 +365,14 @@ impl Client {
             what: "a blob request".into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// "a layer of IMAGE", "the config of IMAGE".
+fn what(t: &Target<'_>, job: &BlobJob<'_>) -> String {
+    match job.kind {
+        BlobKind::Config => format!("the config of {}", t.reference),
+        BlobKind::Layer => format!("a layer of {}", t.reference),
     }
 }
 

@@ -414,12 +414,13 @@ fn unreachable_error(host: &str, e: &ureq::Transport, https: bool) -> RegistryEr
             detail = format!("{detail}: {s}");
         }
     }
+    let lower = detail.to_ascii_lowercase();
     let tls_failed = https
-        && !matches!(e.kind(), ureq::ErrorKind::Dns)
-        && !detail.contains("refused")
-        && !detail.contains("timed out");
+        && ["tls", "handshake", "certificate", "corrupt message"]
+            .iter()
+            .any(|w| lower.contains(w));
     let hint = if tls_failed {
-        format!("; the TLS handshake failed: if {host} serves plain HTTP, pull with --insecure")
+        format!("; if {host} serves plain HTTP, pull with --insecure")
     } else {
         String::new()
     };

@@ -77,7 +77,7 @@ pub enum RegistryError {
         "{what} does not match its digest: expected {expected}, got {actual}; nothing was stored"
     )]
     DigestMismatch {
-        /// Which content ("manifest", "layer sha256:...").
+        /// Which content ("the manifest of IMAGE", "a layer of IMAGE").
         what: String,
         /// The digest asked for.
         expected: Digest,

@@ -108,7 +108,9 @@ pub(crate) fn parse_document(bytes: &[u8], content_type: &str) -> Result<Documen
         .as_deref()
         .filter(|m| !m.is_empty())
         .unwrap_or(header);
-    if probe.schema_version == Some(1) || media.contains("manifest.v1") {
+    if probe.schema_version == Some(1)
+        || media.starts_with("application/vnd.docker.distribution.manifest.v1")
+    {
         return Err(DocError::Unsupported(
             "it is a Docker schema 1 manifest, which is deprecated; push the image again with a current tool".into(),
         ));

@@ -1,0 +1,608 @@
+//! Pulls from a real registry (Debian's docker-registry) that skopeo pushed images to.
+
+mod common;
+
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::proxy::{Behaviour, Proxy};
+use common::{noise, verify_store, Layout, Registry, TempDir, TestLayer, TAR};
+use vessel_image::{BlobStore, Digest};
+use vessel_registry::{
+    BlobKind, Client, ClientOptions, Credentials, Progress, ProgressEvent, PulledImage, Reference,
+    RegistryError, PARTIAL_DIR,
+};
+
+fn client(insecure: &[String]) -> Client {
+    Client::new(ClientOptions {
+        insecure_hosts: insecure.to_vec(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        read_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
+    })
+    .expect("client")
+}
+
+fn pull_with(
+    c: &Client,
+    reference: &str,
+    store: &BlobStore,
+    cancel: &AtomicBool,
+) -> (Result<PulledImage, RegistryError>, Vec<Progress>) {
+    let mut events = Vec::new();
+    let r = Reference::parse(reference).expect("reference");
+    let res = c.pull(&r, store, &mut |p| events.push(p), cancel);
+    (res, events)
+}
+
+fn pull(c: &Client, reference: &str, store: &BlobStore) -> Result<PulledImage, RegistryError> {
+    pull_with(c, reference, store, &AtomicBool::new(false)).0
+}
+
+fn run_config() -> serde_json::Value {
+    serde_json::json!({
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo hello"],
+        "Env": ["PATH=/bin", "GREETING=hi"],
+        "WorkingDir": "/srv",
+        "User": "1000:1000",
+        "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+        "StopSignal": "SIGQUIT",
+        "Labels": {"org.example.role": "test"}
+    })
+}
+
+/// Pushes `test/busybox:1`: the busybox layer and a small one.
+fn push_busybox(reg: &Registry) -> (Layout, Vec<TestLayer>, common::Desc) {
+    let mut layout = Layout::new();
+    let bb = layout.busybox_layer();
+    let etc = layout.layer(true, |root| {
+        fs::create_dir_all(root.join("etc")).expect("etc");
+        fs::write(root.join("etc/hostname"), "vessel\n").expect("hostname");
+    });
+    let layers = vec![bb, etc];
+    let m = layout.image("amd64", &layers, run_config());
+    layout.tag("1", &m);
+    layout.push("1", &reg.host(), "test/busybox");
+    (layout, layers, m)
+}
+
+/// An image whose top layer is `len` bytes of noise (uncompressed tar), tagged `big`.
+fn push_big(reg: &Registry, len: usize) -> (Layout, TestLayer) {
+    let mut layout = Layout::new();
+    let bb = layout.busybox_layer();
+    let big = layout.layer(false, |root| {
+        fs::write(root.join("noise"), noise(len, 7)).expect("noise");
+    });
+    assert_eq!(big.desc.media_type, TAR);
+    let m = layout.image(
+        "amd64",
+        &[bb, big.clone()],
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    layout.tag("big", &m);
+    layout.push("big", &reg.host(), "test/busybox");
+    (layout, big)
+}
+
+fn store_in(dir: &TempDir) -> BlobStore {
+    BlobStore::open(dir.path().join("blobs")).expect("store")
+}
+
+fn partial_files(store: &BlobStore) -> Vec<String> {
+    fs::read_dir(store.dir().join(PARTIAL_DIR))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn pulls_by_tag_and_by_digest() {
+    let reg = Registry::start();
+    let (_layout, layers, manifest) = push_busybox(&reg);
+    let c = client(&[reg.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+
+    let reference = format!("{}/test/busybox:1", reg.host());
+    let (res, events) = pull_with(&c, &reference, &store, &AtomicBool::new(false));
+    let img = res.expect("pull by tag");
+    assert_eq!(img.manifest_digest.as_str(), manifest.digest);
+    assert_eq!(img.index_digest, None);
+    assert_eq!(img.pinned_digest().as_str(), manifest.digest);
+    assert_eq!(img.layers.len(), 2);
+    for (got, want) in img.layers.iter().zip(&layers) {
+        assert_eq!(got.blob.as_str(), want.desc.digest);
+        assert_eq!(got.diff_id.as_str(), want.diff_id);
+        assert_eq!(got.size, want.desc.size);
+        assert_eq!(got.media_type, want.desc.media_type);
+        assert!(store.has(&got.blob));
+    }
+    let cfg = &img.config;
+    assert_eq!(cfg.entrypoint, ["/bin/sh", "-c"]);
+    assert_eq!(cfg.cmd, ["echo hello"]);
+    assert_eq!(cfg.env, ["PATH=/bin", "GREETING=hi"]);
+    assert_eq!(cfg.working_dir.as_deref(), Some("/srv"));
+    assert_eq!(cfg.user.as_deref(), Some("1000:1000"));
+    assert_eq!(cfg.exposed_ports, ["53/udp", "80/tcp"]);
+    assert_eq!(cfg.stop_signal.as_deref(), Some("SIGQUIT"));
+    assert_eq!(cfg.labels["org.example.role"], "test");
+    // Manifest, config and two layers, each named by its hash.
+    assert!(store.has(&img.manifest_digest) && store.has(&img.config_digest));
+    assert_eq!(verify_store(store.dir()), 4);
+    assert!(partial_files(&store).is_empty());
+    // Progress: each blob started and finished, bytes add up.
+    for (i, kind) in [BlobKind::Config, BlobKind::Layer, BlobKind::Layer]
+        .iter()
+        .enumerate()
+    {
+        let mine: Vec<_> = events.iter().filter(|p| p.index == i).collect();
+        assert!(mine.iter().all(|p| p.kind == *kind && p.count == 3));
+        assert!(matches!(
+            mine.first().map(|p| p.event),
+            Some(ProgressEvent::Started { resumed_from: 0 })
+        ));
+        let last = mine.last().expect("events");
+        assert_eq!(
+            (last.event, last.done),
+            (ProgressEvent::Finished, last.total)
+        );
+    }
+
+    // By digest, into a fresh store.
+    let dir2 = TempDir::new("store");
+    let store2 = store_in(&dir2);
+    let pinned = format!("{}/test/busybox@{}", reg.host(), manifest.digest);
+    let img2 = pull(&c, &pinned, &store2).expect("pull by digest");
+    assert_eq!(img2.manifest_digest, img.manifest_digest);
+    assert_eq!(img2.layers, img.layers);
+    assert_eq!(img2.config, img.config);
+    assert_eq!(verify_store(store2.dir()), 4);
+
+    // A digest the registry does not have.
+    let absent = format!("{}/test/busybox@sha256:{}", reg.host(), "0".repeat(64));
+    let err = pull(&c, &absent, &store2).expect_err("unknown digest");
+    eprintln!("{err}");
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn shared_layers_are_downloaded_once() {
+    let reg = Registry::start();
+    let mut layout = Layout::new();
+    let bb = layout.busybox_layer();
+    let extra = layout.layer(true, |root| {
+        fs::write(root.join("app"), "app v2\n").expect("app")
+    });
+    let a = layout.image(
+        "amd64",
+        std::slice::from_ref(&bb),
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    let b = layout.image(
+        "amd64",
+        &[bb.clone(), extra.clone()],
+        serde_json::json!({"Cmd": ["/app"]}),
+    );
+    layout.tag("a", &a);
+    layout.tag("b", &b);
+    layout.push("a", &reg.host(), "test/busybox");
+    layout.push("b", &reg.host(), "test/busybox");
+
+    let proxy = Proxy::start(reg.addr, Behaviour::default());
+    let c = client(&[proxy.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    pull(&c, &format!("{}/test/busybox:a", proxy.host()), &store).expect("pull a");
+    assert_eq!(
+        proxy.blob_gets().len(),
+        2,
+        "config and one layer: {:?}",
+        proxy.blob_gets()
+    );
+    proxy.clear();
+
+    let (res, events) = pull_with(
+        &c,
+        &format!("{}/test/busybox:b", proxy.host()),
+        &store,
+        &AtomicBool::new(false),
+    );
+    let img = res.expect("pull b");
+    let gets: Vec<String> = proxy.blob_gets().into_iter().map(|r| r.path).collect();
+    assert_eq!(gets.len(), 2, "only b's config and its new layer: {gets:?}");
+    assert!(gets.iter().any(|p| p.ends_with(&extra.desc.digest)));
+    assert!(!gets.iter().any(|p| p.ends_with(&bb.desc.digest)));
+    assert!(events
+        .iter()
+        .any(|p| p.digest.as_str() == bb.desc.digest && p.event == ProgressEvent::Skipped));
+    assert_eq!(img.layers.len(), 2);
+    assert_eq!(verify_store(store.dir()), 2 + 2 + 2); // two manifests, two configs, two layers
+}
+
+#[test]
+fn dropped_connection_resumes_with_range() {
+    let reg = Registry::start();
+    let (_layout, big) = push_big(&reg, 6 << 20);
+    let proxy = Proxy::start(
+        reg.addr,
+        Behaviour {
+            drop_after: Some((big.desc.digest.clone(), 1 << 20)),
+            ..Default::default()
+        },
+    );
+    let c = client(&[proxy.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let (res, events) = pull_with(
+        &c,
+        &format!("{}/test/busybox:big", proxy.host()),
+        &store,
+        &AtomicBool::new(false),
+    );
+    let img = res.expect("pull survives a dropped connection");
+    let gets: Vec<_> = proxy
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&big.desc.digest))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].header("range"), None);
+    let range = gets[1]
+        .header("range")
+        .expect("the second request carries Range");
+    let from: u64 = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .expect("bytes=N-");
+    assert!(from > 0 && from <= 1 << 20, "{range}");
+    assert_eq!(gets[1].status, 206);
+    assert!(events
+        .iter()
+        .any(|p| p.event == ProgressEvent::Started { resumed_from: from }));
+    assert!(store.has(&img.layers[1].blob));
+    assert!(partial_files(&store).is_empty());
+    verify_store(store.dir());
+}
+
+#[test]
+fn cancelled_pull_resumes_in_a_new_client() {
+    let reg = Registry::start();
+    let (_layout, big) = push_big(&reg, 6 << 20);
+    let proxy = Proxy::start(reg.addr, Behaviour::default());
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let reference = format!("{}/test/busybox:big", proxy.host());
+    let big_digest = Digest::parse(&big.desc.digest).expect("digest");
+
+    let cancel = AtomicBool::new(false);
+    let mut events = Vec::new();
+    let c = client(&[proxy.host()]);
+    let r = Reference::parse(&reference).expect("reference");
+    let err = c
+        .pull(
+            &r,
+            &store,
+            &mut |p| {
+                if p.digest == big_digest && p.done >= 2 << 20 {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                events.push(p);
+            },
+            &cancel,
+        )
+        .expect_err("cancelled");
+    assert!(matches!(err, RegistryError::Cancelled), "{err}");
+    assert!(!store.has(&big_digest));
+    let kept = fs::metadata(store.dir().join(PARTIAL_DIR).join(big_digest.hex()))
+        .expect("partial download kept")
+        .len();
+    assert!(kept >= 2 << 20 && kept < big.desc.size, "{kept}");
+    proxy.clear();
+
+    // A new client, as after a restart.
+    let c2 = client(&[proxy.host()]);
+    let img = pull(&c2, &reference, &store).expect("resumed pull");
+    let gets = proxy.blob_gets();
+    assert_eq!(
+        gets.len(),
+        1,
+        "only the big layer is fetched again: {gets:?}"
+    );
+    assert_eq!(
+        gets[0].header("range"),
+        Some(format!("bytes={kept}-").as_str())
+    );
+    assert_eq!(gets[0].status, 206);
+    assert_eq!(img.layers[1].blob, big_digest);
+    assert!(partial_files(&store).is_empty());
+    verify_store(store.dir());
+}
+
+#[test]
+fn registry_ignoring_range_gets_a_full_download() {
+    let reg = Registry::start();
+    let (_layout, big) = push_big(&reg, 3 << 20);
+    let proxy = Proxy::start(
+        reg.addr,
+        Behaviour {
+            drop_after: Some((big.desc.digest.clone(), 1 << 20)),
+            strip_range: true,
+            ..Default::default()
+        },
+    );
+    let c = client(&[proxy.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let img = pull(&c, &format!("{}/test/busybox:big", proxy.host()), &store).expect("pull");
+    let gets: Vec<_> = proxy
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&big.desc.digest))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(
+        gets[1].header("range").is_some(),
+        "the client asked for a range"
+    );
+    assert_eq!(gets[1].status, 200, "the registry sent it all");
+    assert!(store.has(&img.layers[1].blob));
+    verify_store(store.dir());
+}
+
+#[test]
+fn tampered_blob_is_refused_and_nothing_is_stored() {
+    let reg = Registry::start();
+    let (_layout, layers, _) = push_busybox(&reg);
+    let target = &layers[0].desc.digest;
+    let file = reg.blob_file(target);
+    let mut bytes = fs::read(&file).expect("registry blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&file, &bytes).expect("tamper");
+
+    let c = client(&[reg.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let err = pull(&c, &format!("{}/test/busybox:1", reg.host()), &store).expect_err("tampered");
+    eprintln!("{err}");
+    match &err {
+        RegistryError::DigestMismatch { expected, .. } => assert_eq!(expected.as_str(), target),
+        other => panic!("expected a digest mismatch, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+    let d = Digest::parse(target).expect("digest");
+    assert!(!store.has(&d));
+    assert!(partial_files(&store).is_empty());
+    verify_store(store.dir());
+}
+
+#[test]
+fn unknown_tag_and_repository_are_clear_404s() {
+    let reg = Registry::start();
+    push_busybox(&reg);
+    let c = client(&[reg.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    for name in ["test/busybox:nope", "test/absent:1"] {
+        let err = pull(&c, &format!("{}/{name}", reg.host()), &store).expect_err(name);
+        eprintln!("{err}");
+        assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("image {}/{name} not found", reg.host())),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_registries_are_clear_errors() {
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    // Nothing listens there.
+    let host = format!("127.0.0.1:{}", common::free_port());
+    let err = pull(
+        &client(std::slice::from_ref(&host)),
+        &format!("{host}/test/busybox:1"),
+        &store,
+    )
+    .expect_err("down");
+    eprintln!("{err}");
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot reach {host}: ")),
+        "{err}"
+    );
+
+    // A plain-HTTP registry spoken to over TLS: suggest --insecure.
+    let reg = Registry::start();
+    let err = pull(
+        &client(&[]),
+        &format!("{}/test/busybox:1", reg.host()),
+        &store,
+    )
+    .expect_err("tls");
+    eprintln!("{err}");
+    assert!(err.to_string().contains("--insecure"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot reach {}", reg.host())),
+        "{err}"
+    );
+}
+
+#[test]
+fn index_resolves_to_linux_amd64() {
+    let reg = Registry::start();
+    let mut layout = Layout::new();
+    let bb = layout.busybox_layer();
+    let arm = layout.image(
+        "arm64",
+        std::slice::from_ref(&bb),
+        serde_json::json!({"Cmd": ["arm"]}),
+    );
+    let amd = layout.image(
+        "amd64",
+        std::slice::from_ref(&bb),
+        serde_json::json!({"Cmd": ["amd"]}),
+    );
+    let index = layout.index(&[(&arm, "arm64"), (&amd, "amd64")]);
+    let arm_only = layout.index(&[(&arm, "arm64")]);
+    layout.tag("multi", &index);
+    layout.tag("armonly", &arm_only);
+    layout.tag("armimage", &arm);
+    layout.push("multi", &reg.host(), "test/busybox");
+    layout.push("armonly", &reg.host(), "test/busybox");
+    layout.push("armimage", &reg.host(), "test/busybox");
+
+    let c = client(&[reg.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let img = pull(&c, &format!("{}/test/busybox:multi", reg.host()), &store).expect("pull index");
+    assert_eq!(img.manifest_digest.as_str(), amd.digest);
+    assert_eq!(
+        img.index_digest.as_ref().map(Digest::as_str),
+        Some(index.digest.as_str())
+    );
+    assert_eq!(img.config.cmd, ["amd"]);
+    assert!(store.has(&img.manifest_digest));
+    // Pinned by the index digest too.
+    let by_digest = pull(
+        &c,
+        &format!("{}/test/busybox@{}", reg.host(), index.digest),
+        &store,
+    )
+    .expect("pull index by digest");
+    assert_eq!(by_digest.manifest_digest, img.manifest_digest);
+
+    for tag in ["armonly", "armimage"] {
+        let err = pull(&c, &format!("{}/test/busybox:{tag}", reg.host()), &store).expect_err(tag);
+        eprintln!("{err}");
+        assert!(
+            matches!(err, RegistryError::NoMatchingPlatform { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("no linux/amd64 variant, only: linux/arm64"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn anonymous_bearer_token_is_fetched_and_reused() {
+    let reg = Registry::start();
+    push_busybox(&reg);
+    let proxy = Proxy::start(
+        reg.addr,
+        Behaviour {
+            bearer: Some("t0ken".into()),
+            ..Default::default()
+        },
+    );
+    let c = client(&[proxy.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    pull(&c, &format!("{}/test/busybox:1", proxy.host()), &store).expect("pull with a token");
+    let seen = proxy.seen();
+    let tokens: Vec<_> = seen
+        .iter()
+        .filter(|r| r.path.starts_with("/token"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token for the whole pull: {seen:?}");
+    assert!(
+        tokens[0].path.contains("service=test-registry"),
+        "{}",
+        tokens[0].path
+    );
+    assert!(
+        tokens[0]
+            .path
+            .contains("scope=repository%3Atest%2Fbusybox%3Apull"),
+        "{}",
+        tokens[0].path
+    );
+    assert_eq!(
+        seen.iter().filter(|r| r.status == 401).count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(seen
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .all(|r| r.header("authorization") == Some("Bearer t0ken") && r.status == 200));
+    verify_store(store.dir());
+}
+
+#[test]
+fn basic_credentials_come_from_the_options() {
+    let reg = Registry::start();
+    push_busybox(&reg);
+    let proxy = Proxy::start(
+        reg.addr,
+        Behaviour {
+            basic: Some("dXNlcjpzM2NyZXQ=".into()), // user:s3cret
+            ..Default::default()
+        },
+    );
+    let reference = format!("{}/test/busybox:1", proxy.host());
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+
+    let err = pull(&client(&[proxy.host()]), &reference, &store).expect_err("no credentials");
+
+    eprintln!("{err}");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("none are configured"), "{err}");
+
+    let with = |password: &str| {
+        Client::new(ClientOptions {
+            insecure_hosts: vec![proxy.host()],
+            credentials: [(
+                proxy.host(),
+                Credentials {
+                    username: "user".into(),
+                    password: password.into(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })
+        .expect("client")
+    };
+    let err = pull(&with("wrong"), &reference, &store).expect_err("wrong password");
+    eprintln!("{err}");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    pull(&with("s3cret"), &reference, &store).expect("pull with credentials");
+    verify_store(store.dir());
+}
+
+#[test]
+fn oversized_manifests_are_refused() {
+    let reg = Registry::start();
+    push_busybox(&reg);
+    let c = Client::new(ClientOptions {
+        insecure_hosts: vec![reg.host()],
+        max_manifest_bytes: 100,
+        ..Default::default()
+    })
+    .expect("client");
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let err = pull(&c, &format!("{}/test/busybox:1", reg.host()), &store).expect_err("too large");
+    eprintln!("{err}");
+    assert!(
+        matches!(err, RegistryError::TooLarge { limit: 100, .. }),
+        "{err}"
+    );
+}
