@@ -23,8 +23,10 @@ use crate::client::{Client, Target};
 use crate::error::{RegistryError, Result};
 use crate::manifest::Descriptor;
 
-/// Bytes read from the network between progress reports and cancel checks.
+/// Largest read from the network; cancel is checked between reads.
 const CHUNK: usize = 64 << 10;
+/// Bytes between two progress reports of one blob.
+const REPORT_EVERY: u64 = 256 << 10;
 /// Subdirectory of the store holding partial downloads.
 pub const PARTIAL_DIR: &str = "partial";
 
@@ -278,6 +280,7 @@ impl Client {
 
         if let Some(r) = resp {
             let mut body = r.into_reader();
+            let mut reported = have;
             loop {
                 if cancel.load(Ordering::Relaxed) {
                     let _ = w.flush();
@@ -309,7 +312,10 @@ impl Client {
                 w.write_all(&buf[..n])
                     .map_err(|e| fatal_io("write partial download", e))?;
                 have += n as u64;
-                report(have, ProgressEvent::Bytes);
+                if have - reported >= REPORT_EVERY || have == size {
+                    report(have, ProgressEvent::Bytes);
+                    reported = have;
+                }
             }
         }
         if have < size {

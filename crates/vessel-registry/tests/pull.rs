@@ -606,3 +606,40 @@ fn oversized_manifests_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_pulls_download_each_blob_once() {
+    let reg = Registry::start();
+    let (_layout, big) = push_big(&reg, 4 << 20);
+    let proxy = Proxy::start(reg.addr, Behaviour::default());
+    let c = client(&[proxy.host()]);
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let reference = format!("{}/test/busybox:big", proxy.host());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let pulls: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| pull(&c, &reference, &store)))
+            .collect();
+        pulls
+            .into_iter()
+            .map(|p| p.join().expect("pull thread"))
+            .collect()
+    });
+    for r in &results {
+        let img = r.as_ref().expect("every concurrent pull succeeds");
+        assert_eq!(img.layers[1].blob.as_str(), big.desc.digest);
+    }
+    let mut gets: Vec<String> = proxy.blob_gets().into_iter().map(|r| r.path).collect();
+    let n = gets.len();
+    gets.sort();
+    gets.dedup();
+    assert_eq!(
+        n,
+        gets.len(),
+        "a blob was downloaded twice: {:?}",
+        proxy.blob_gets()
+    );
+    assert_eq!(n, 3, "config and two layers");
+    assert!(partial_files(&store).is_empty());
+    verify_store(store.dir());
+}
