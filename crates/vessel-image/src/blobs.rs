@@ -235,10 +235,84 @@ impl BlobStore {
         result
     }
 
+    /// A writer whose content becomes a blob when committed (and is discarded otherwise), for
+    /// producers that compute a blob while writing it.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".tmp-w-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = File::create(&tmp).map_err(|source| BlobError::Io {
+            path: tmp.clone(),
+            op: "create",
+            source,
+        })?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp,
+            w: Some(HashingWriter::new(file)),
+        })
+    }
+
     /// Stores a byte slice.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         self.put(&mut &bytes[..], None, bytes.len() as u64)
             .map(|(d, _)| d)
+    }
+}
+
+/// A blob being written (see [`BlobStore::writer`]); removed unless committed.
+pub struct BlobWriter {
+    store: BlobStore,
+    tmp: PathBuf,
+    w: Option<HashingWriter<File>>,
+}
+
+impl BlobWriter {
+    /// Syncs the content and moves it into place under its digest; returns digest and size.
+    pub fn commit(mut self) -> Result<(Digest, u64)> {
+        let io = |op, source| BlobError::Io {
+            path: self.tmp.clone(),
+            op,
+            source,
+        };
+        let Some(w) = self.w.take() else {
+            return Err(io("commit", io::Error::other("already committed")));
+        };
+        let size = w.written();
+        let (digest, file) = w.finish();
+        let r = file.sync_all().map_err(|e| io("sync", e)).and_then(|()| {
+            fs::rename(&self.tmp, self.store.path(&digest)).map_err(|e| io("rename into place", e))
+        });
+        if r.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        r.map(|()| (digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.w {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("blob already committed")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.w {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.w.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
