@@ -286,6 +286,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Image"),
     },
     Endpoint {
+        id: "images_pull",
+        method: Method::Post,
+        path: "/1.0/images/pull",
+        summary: "Pull an image from an OCI distribution registry; returns an operation",
+        query: &[],
+        request: Body::Json("ImagePull"),
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "image_get",
         method: Method::Get,
         path: "/1.0/images/{image}",

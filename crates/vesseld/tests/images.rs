@@ -70,13 +70,179 @@ fn debian_image_from_debootstrap() {
     let err = d.fails(&["image", "build", "debian", "--release", "hamm"]);
     assert!(err.contains("unknown Debian release"), "{err}");
     d.ok(&["launch", "debian/bookworm", "deb"]);
-    let (_, v) = d.sh("deb", "cat /etc/debian_version; apt-get --version | head -n1");
+    let (_, v) = d.sh(
+        "deb",
+        "cat /etc/debian_version; apt-get --version | head -n1",
+    );
     assert!(v.starts_with("12."), "{v}");
     assert!(v.contains("apt 2."), "{v}");
     // Set-id bits and owners survive the unprivileged copy.
-    assert_eq!(d.sh("deb", "stat -c %A:%u /usr/bin/passwd").1.trim(), "-rwsr-xr-x:0");
+    assert_eq!(
+        d.sh("deb", "stat -c %A:%u /usr/bin/passwd").1.trim(),
+        "-rwsr-xr-x:0"
+    );
     // The image's stop signal ends its init at once.
     let t = std::time::Instant::now();
     d.ok(&["stop", "deb"]);
-    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A registry from Debian's docker-registry on a free loopback port, removed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(dir: &std::path::Path) -> Self {
+        assert!(
+            std::path::Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry is missing: apt-get install docker-registry"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command and asserts success.
+#[track_caller]
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pull_from_a_registry_an_image_pushed_by_skopeo() {
+    let d = Daemon::start();
+    let work = d.dir.join("pull");
+    std::fs::create_dir_all(work.join("rootfs/bin")).unwrap();
+    std::fs::create_dir_all(work.join("rootfs/srv")).unwrap();
+    std::fs::copy("/bin/busybox", work.join("rootfs/bin/busybox")).unwrap();
+    for a in ["sh", "cat", "sleep", "id", "pwd"] {
+        std::os::unix::fs::symlink("busybox", work.join("rootfs/bin").join(a)).unwrap();
+    }
+    std::fs::write(work.join("rootfs/srv/hello"), "pulled-ok\n").unwrap();
+    run(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(work.join("rootfs"))
+        .arg("-cf")
+        .arg(work.join("rootfs.tar"))
+        .arg("."));
+    // podman makes the image (with a config to honour), skopeo pushes it.
+    let podman = |args: &[&str]| {
+        let mut c = std::process::Command::new("podman");
+        c.arg("--root")
+            .arg(work.join("proot"))
+            .arg("--runroot")
+            .arg(work.join("prun"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    let tar = work.join("rootfs.tar");
+    run(&mut podman(&[
+        "import",
+        "--change",
+        r#"CMD ["/bin/sh","-c","while :; do sleep 1; done"]"#,
+        "--change",
+        "ENV GREETING=hello-from-config",
+        "--change",
+        "WORKDIR /srv",
+        tar.to_str().unwrap(),
+        "localhost/bb:1",
+    ]));
+    let archive = work.join("bb-oci.tar");
+    run(&mut podman(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        "localhost/bb:1",
+    ]));
+    let registry = Registry::start(&work);
+    let reference = format!("127.0.0.1:{}/test/bb:1", registry.port);
+    run(std::process::Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("docker://{reference}"),
+    ]));
+
+    // Without --insecure the client insists on TLS and says what to do.
+    let err = d.fails(&["image", "pull", &reference]);
+    assert!(
+        err.contains("insecure") || err.contains("TLS") || err.contains("tls"),
+        "{err}"
+    );
+    d.ok(&["image", "pull", &reference, "--insecure"]);
+    let img: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "info", "test/bb:1", "--format", "json"])).unwrap();
+    assert_eq!(img["working_dir"], "/srv", "{img}");
+    assert_eq!(img["layers"].as_array().unwrap().len(), 1);
+
+    d.ok(&["launch", "test/bb:1", "p1"]);
+    let (_, out) = d.sh("p1", "pwd; echo $GREETING; cat hello; readlink /proc/1/cwd");
+    assert_eq!(out, "/srv\nhello-from-config\npulled-ok\n/srv\n");
+    // The pulled blobs are stored under their digests and verify.
+    let blobs = d.root().join("images/blobs/sha256");
+    for e in std::fs::read_dir(&blobs).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let hex = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
+        assert_eq!(hex::encode(hex), e.file_name().to_string_lossy());
+    }
+    // Unknown tags get a clear error.
+    let err = d.fails(&[
+        "image",
+        "pull",
+        &format!("127.0.0.1:{}/test/bb:nope", registry.port),
+        "--insecure",
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    let _ = run(&mut podman(&["rm", "-af"]));
 }

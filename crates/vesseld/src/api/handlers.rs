@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
-use vessel_api::{ImageAlias, ImageBuild, InstanceCreate, InstancePublish, StateChange};
+use vessel_api::{ImageAlias, ImageBuild, ImagePull, InstanceCreate, InstancePublish, StateChange};
 
 use super::{ApiJson, App};
 use crate::error::{Error, Result};
@@ -157,6 +157,20 @@ pub async fn images_build(
         vec!["/1.0/images".into()],
         true,
         move |op| async move { images.build(req, op).await.map(|_| ()) },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn images_pull(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ImagePull>,
+) -> Result<Response> {
+    let images = app.images.clone();
+    let op = app.ops.spawn(
+        format!("Pulling image {}", req.reference),
+        vec!["/1.0/images".into()],
+        true,
+        move |op| async move { images.pull(req, op).await.map(|_| ()) },
     );
     Ok(accepted(op))
 }

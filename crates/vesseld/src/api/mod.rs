@@ -111,6 +111,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "instance_file_put" => on(f, h::file_put),
         "images_list" => on(f, h::images_list),
         "images_build" => on(f, h::images_build),
+        "images_pull" => on(f, h::images_pull),
         "image_get" => on(f, h::image_get),
         "image_delete" => on(f, h::image_delete),
         "image_alias_add" => on(f, h::image_alias_add),

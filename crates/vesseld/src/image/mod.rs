@@ -6,6 +6,7 @@
 
 mod busybox;
 mod debian;
+pub mod pull;
 pub mod tree;
 
 use std::collections::HashSet;
@@ -26,7 +27,7 @@ pub struct ImageService {
     store: Arc<dyn Store>,
     events: Events,
     /// Serializes changes to the image files (builds, shifted copies, deletions).
-    lock: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a built root file system runs by default.
@@ -60,6 +61,11 @@ impl ImageService {
             )),
             e => e.into(),
         })
+    }
+
+    /// The images directory.
+    pub fn image_root(&self) -> &Path {
+        &self.dir
     }
 
     /// Directory of one layer.

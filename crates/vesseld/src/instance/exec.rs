@@ -43,7 +43,16 @@ impl InstanceService {
             .arg(&self.driver.state_root)
             .arg("exec")
             .arg("--cwd")
-            .arg(req.cwd.as_deref().unwrap_or("/"));
+            .arg(match &req.cwd {
+                Some(c) => c.clone(),
+                // Like docker exec: the image's working directory by default.
+                None => self
+                    .images
+                    .get(&inst.image)
+                    .ok()
+                    .and_then(|i| i.working_dir)
+                    .unwrap_or_else(|| "/".into()),
+            });
         for (k, v) in &req.environment {
             if k.is_empty() || k.contains('=') {
                 return Err(Error::invalid(format!(

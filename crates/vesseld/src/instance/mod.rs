@@ -174,6 +174,19 @@ impl InstanceService {
             }
         }
         let image = self.images.get(&req.image)?;
+        if image.kind == vessel_api::ImageKind::Vm {
+            return Err(Error::invalid(format!(
+                "image {} is a VM image; launch it with --vm",
+                req.image
+            )));
+        }
+        if req.command.is_none() && image.command.is_empty() {
+            return Err(Error::invalid(format!(
+                "image {} has no default command; give one after --, e.g. \
+                 vessel launch {} {} -- /bin/sh",
+                req.image, req.image, req.name
+            )));
+        }
         let inst = Instance {
             name: req.name.clone(),
             instance_type: req.instance_type,

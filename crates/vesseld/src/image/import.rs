@@ -1,0 +1,260 @@
+//! Imports: an uploaded file is detected by its content. Tar archives are container images
+//! (an OCI layout or a `docker save`/`podman save` archive); qcow2, raw disks and ISO 9660
+//! images are VM images booted from firmware by the `full` profile.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vessel_api::{Image, ImageKind};
+
+use super::{short, validate_alias, ImageService};
+use crate::error::{Error, Result};
+use crate::operations::OpHandle;
+
+/// What an uploaded file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// A tar archive: a container image.
+    Archive,
+    /// A qcow2 disk image.
+    Qcow2,
+    /// An ISO 9660 image (installer or live CD).
+    Iso,
+    /// A raw disk image (only when the caller says it is a VM image).
+    Raw,
+}
+
+/// Tells an upload's kind from its first bytes.
+pub fn detect(path: &Path, raw_is_vm: bool) -> Result<Upload> {
+    let io = |e: std::io::Error| Error::internal(format!("reading the upload: {e}"));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut head = [0u8; 512];
+    let n = read_full(&mut f, &mut head).map_err(io)?;
+    if n >= 4 && head[..4] == *b"QFI\xfb" {
+        return Ok(Upload::Qcow2);
+    }
+    if n >= 262 && &head[257..262] == b"ustar" {
+        return Ok(Upload::Archive);
+    }
+    let mut cd = [0u8; 5];
+    if f.seek(SeekFrom::Start(0x8001)).is_ok() && read_full(&mut f, &mut cd).map_err(io)? == 5 && cd == *b"CD001" {
+        return Ok(Upload::Iso);
+    }
+    if raw_is_vm && n > 0 {
+        return Ok(Upload::Raw);
+    }
+    Err(Error::invalid(
+        "the upload is neither a tar archive (OCI layout, docker or podman save) nor a qcow2 or \
+         ISO image; for a raw disk image pass --vm",
+    ))
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// How a firmware-booted VM image boots, written as `firmware.json` in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareBoot {
+    /// `disk` or `cdrom`.
+    pub boot: String,
+    /// File name inside the image directory.
+    pub file: String,
+    /// `qcow2`, `raw` or `iso`.
+    pub format: String,
+    /// Size the guest sees, bytes.
+    pub virtual_size: u64,
+}
+
+/// Name of the firmware-boot description in an image directory.
+pub const FIRMWARE_FILE: &str = "firmware.json";
+
+/// What `qemu-img info` says of a disk.
+#[derive(Debug, Deserialize)]
+struct QemuImgInfo {
+    format: String,
+    #[serde(rename = "virtual-size")]
+    virtual_size: u64,
+    #[serde(rename = "backing-filename")]
+    backing_filename: Option<String>,
+    #[serde(rename = "format-specific")]
+    format_specific: Option<serde_json::Value>,
+}
+
+fn qemu_img(args: &[&str]) -> Result<std::process::Output> {
+    std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(|e| {
+            Error::invalid(format!(
+                "cannot run qemu-img ({e}); install it with apt-get install qemu-utils"
+            ))
+        })
+}
+
+/// Checks a disk image with `qemu-img`: its format must be the expected one, it must not
+/// name a backing file (which could be any file of the host), and it must not be corrupt.
+fn check_disk(path: &Path, format: &str) -> Result<u64> {
+    let p = path.to_string_lossy();
+    let out = qemu_img(&["info", "--output=json", "-f", format, &p])?;
+    if !out.status.success() {
+        return Err(Error::invalid(format!(
+            "the disk image is unreadable as {format}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let info: QemuImgInfo = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::internal(format!("qemu-img info answered unreadable JSON: {e}")))?;
+    if info.format != format {
+        return Err(Error::invalid(format!("expected a {format} image, got {}", info.format)));
+    }
+    if let Some(b) = info.backing_filename {
+        return Err(Error::invalid(format!(
+            "the qcow2 image names a backing file ({b}); flatten it first with \
+             `qemu-img convert -O qcow2 IN OUT`"
+        )));
+    }
+    let corrupt = info
+        .format_specific
+        .as_ref()
+        .and_then(|f| f.pointer("/data/corrupt"))
+        .and_then(|c| c.as_bool())
+        .unwrap_or(false);
+    if format == "qcow2" {
+        let check = qemu_img(&["check", "-f", "qcow2", &p])?;
+        if corrupt || !check.status.success() {
+            return Err(Error::invalid(format!(
+                "the qcow2 image is corrupt: {}",
+                String::from_utf8_lossy(&check.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&check.stderr).lines())
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("qemu-img check failed")
+            )));
+        }
+    }
+    Ok(info.virtual_size)
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+impl ImageService {
+    /// Imports an uploaded file (left by the caller in `staging`, which this removes).
+    pub async fn import(
+        &self,
+        staging: PathBuf,
+        upload: PathBuf,
+        alias: Option<String>,
+        raw_is_vm: bool,
+        op: OpHandle,
+    ) -> Result<Image> {
+        let result = async {
+            if let Some(a) = &alias {
+                validate_alias(a)?;
+            }
+            op.progress(Some(5), "inspecting the upload");
+            let u = upload.clone();
+            let kind = tokio::task::spawn_blocking(move || detect(&u, raw_is_vm))
+                .await
+                .map_err(|e| Error::internal(format!("import task: {e}")))??;
+            match kind {
+                Upload::Archive => self.import_archive(&staging, &upload, alias, &op).await,
+                disk => self.import_disk(&upload, disk, alias, &op).await,
+            }
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        result
+    }
+
+    async fn import_disk(
+        &self,
+        upload: &Path,
+        kind: Upload,
+        alias: Option<String>,
+        op: &OpHandle,
+    ) -> Result<Image> {
+        let (format, boot, file) = match kind {
+            Upload::Qcow2 => ("qcow2", "disk", "disk.qcow2"),
+            Upload::Raw => ("raw", "disk", "disk.raw"),
+            Upload::Iso => ("iso", "cdrom", "install.iso"),
+            Upload::Archive => unreachable!("archives are imported as containers"),
+        };
+        op.progress(Some(20), "checking the disk image");
+        let (u, f) = (upload.to_path_buf(), format);
+        let (virtual_size, fp, size) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let vsize = if f == "iso" {
+                std::fs::metadata(&u).map(|m| m.len()).unwrap_or(0)
+            } else {
+                check_disk(&u, f)?
+            };
+            let (fp, size) =
+                sha256_file(&u).map_err(|e| Error::internal(format!("hashing the upload: {e}")))?;
+            Ok((vsize, fp, size))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("import task: {e}")))??;
+        op.set_may_cancel(false);
+        op.progress(Some(80), "storing");
+        let dir = self.image_dir(&fp);
+        if !dir.join(FIRMWARE_FILE).is_file() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+            std::fs::rename(upload, dir.join(file))
+                .map_err(|e| Error::internal(format!("storing the disk image: {e}")))?;
+            let desc = FirmwareBoot {
+                boot: boot.into(),
+                file: file.into(),
+                format: format.into(),
+                virtual_size,
+            };
+            let body = serde_json::to_vec_pretty(&desc)
+                .map_err(|e| Error::internal(format!("firmware description: {e}")))?;
+            std::fs::write(dir.join(FIRMWARE_FILE), body)
+                .map_err(|e| Error::internal(format!("writing {FIRMWARE_FILE}: {e}")))?;
+        }
+        let alias = alias.unwrap_or_else(|| format!("imported/{}", short(&fp)));
+        let image = Image {
+            fingerprint: fp,
+            aliases: vec![alias.clone()],
+            source: format!("import {format}"),
+            kind: ImageKind::Vm,
+            size_bytes: size,
+            layers: vec![],
+            command: vec![],
+            environment: vec![],
+            working_dir: None,
+            user: None,
+            exposed_ports: vec![],
+            stop_signal: "ACPI power button".into(),
+            created_at: crate::now(),
+        };
+        let image = self.register(image, &alias)?;
+        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        Ok(image)
+    }
+}

@@ -1,0 +1,210 @@
+//! Pulls from OCI distribution registries, and turns stored layer blobs into layer trees.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use vessel_api::{Image, ImageKind, ImagePull};
+use vessel_image::{BlobStore, Digest, ImageConfig, UnpackOptions};
+use vessel_registry::{Client, ClientOptions, Reference};
+
+use super::{validate_alias, ImageService};
+use crate::error::{chain, Error, Result};
+use crate::operations::OpHandle;
+
+/// A layer blob to unpack: its stored digest, media type and uncompressed digest.
+pub struct LayerBlob {
+    /// Digest of the blob as stored.
+    pub blob: Digest,
+    /// How it is compressed.
+    pub media_type: String,
+    /// Digest of the uncompressed layer: the layer's id.
+    pub diff_id: Digest,
+}
+
+impl ImageService {
+    /// The blob store of pulled and imported images.
+    pub fn blobs(&self) -> Result<BlobStore> {
+        BlobStore::open(self.image_root().join("blobs"))
+            .map_err(|e| Error::internal(format!("opening the blob store: {}", chain(&e))))
+    }
+
+    /// Unpacks every layer not stored yet (bottom first), each into its own directory named
+    /// by its uncompressed digest. Progress runs from `from` to `to` percent.
+    pub async fn unpack_layers(
+        &self,
+        store: &BlobStore,
+        layers: &[LayerBlob],
+        op: &OpHandle,
+        (from, to): (u8, u8),
+    ) -> Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            op.check_cancel()?;
+            let id = l.diff_id.hex().to_string();
+            let pct = from + ((to - from) as usize * i / layers.len().max(1)) as u8;
+            op.progress(
+                Some(pct),
+                &format!("unpacking layer {}/{}", i + 1, layers.len()),
+            );
+            if !self.layer_dir(&id).is_dir() {
+                let staging = self.staging()?;
+                let dest = staging.join("layer");
+                let blob = store
+                    .open_blob(&l.blob)
+                    .map_err(|e| Error::internal(format!("layer {}: {}", l.blob, chain(&e))))?;
+                let media = l.media_type.clone();
+                let d = dest.clone();
+                let unpacked = tokio::task::spawn_blocking(move || {
+                    vessel_image::unpack_layer(
+                        std::io::BufReader::new(blob),
+                        &media,
+                        &d,
+                        &UnpackOptions::default(),
+                    )
+                })
+                .await
+                .map_err(|e| Error::internal(format!("unpack task: {e}")))?;
+                let placed = match unpacked {
+                    Ok(stats) => {
+                        tracing::debug!(layer = %id, ?stats, "layer unpacked");
+                        let _g = self.lock.lock().await;
+                        self.place_layer(&dest, &id)
+                    }
+                    Err(e) => Err(Error::invalid(format!(
+                        "layer {} cannot be unpacked safely: {}",
+                        l.blob,
+                        chain(&e)
+                    ))),
+                };
+                let _ = std::fs::remove_dir_all(&staging);
+                placed?;
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// An image record from an image configuration.
+    pub fn image_from_config(
+        fingerprint: String,
+        alias: &str,
+        source: String,
+        layers: Vec<String>,
+        size: u64,
+        config: &ImageConfig,
+    ) -> Image {
+        Image {
+            fingerprint,
+            aliases: vec![alias.to_string()],
+            source,
+            kind: ImageKind::Container,
+            size_bytes: size,
+            layers,
+            command: config.command(),
+            environment: config.env.clone(),
+            working_dir: config.working_dir.clone(),
+            user: config.user.clone(),
+            exposed_ports: config.exposed_ports.clone(),
+            stop_signal: config
+                .stop_signal
+                .clone()
+                .unwrap_or_else(|| "SIGTERM".into()),
+            created_at: crate::now(),
+        }
+    }
+
+    /// Pulls an image as part of an operation.
+    pub async fn pull(&self, req: ImagePull, op: OpHandle) -> Result<Image> {
+        let reference = Reference::parse(&req.reference)
+            .map_err(|e| Error::invalid(format!("{}", chain(&e))))?;
+        let alias = match &req.alias {
+            Some(a) => a.clone(),
+            None => {
+                let name = reference.repository().to_string();
+                match (reference.tag(), reference.digest()) {
+                    (_, Some(d)) => format!("{name}@{d}"),
+                    (Some(t), None) => format!("{name}:{t}"),
+                    (None, None) => name,
+                }
+            }
+        };
+        validate_alias(&alias)?;
+        let mut opts = ClientOptions::default();
+        if req.insecure {
+            opts.insecure_hosts.push(reference.registry().to_string());
+        }
+        let client = Client::new(opts)
+            .map_err(|e| Error::internal(format!("registry client: {}", chain(&e))))?;
+        let store = self.blobs()?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (cancel, op) = (cancel.clone(), op.clone());
+            tokio::spawn(async move {
+                loop {
+                    if op.is_cancelled() {
+                        cancel.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let (r, s, o, c) = (reference.clone(), store.clone(), op.clone(), cancel.clone());
+        let pulled = tokio::task::spawn_blocking(move || {
+            let mut last = (usize::MAX, 0u8);
+            client.pull(
+                &r,
+                &s,
+                &mut |p| {
+                    let within = if p.total > 0 {
+                        p.done * 100 / p.total
+                    } else {
+                        100
+                    } as usize;
+                    let pct = ((p.index * 100 + within) * 70 / (p.count.max(1) * 100)) as u8;
+                    if (p.index, pct) != last {
+                        last = (p.index, pct);
+                        o.progress(
+                            Some(pct),
+                            &format!("downloading blob {}/{}", p.index + 1, p.count),
+                        );
+                    }
+                },
+                &c,
+            )
+        })
+        .await
+        .map_err(|e| Error::internal(format!("pull task: {e}")));
+        watcher.abort();
+        let pulled = pulled?.map_err(|e| {
+            if cancel.load(Ordering::Relaxed) {
+                Error::conflict("operation cancelled")
+            } else {
+                Error::invalid(chain(&e))
+            }
+        })?;
+        let blobs: Vec<LayerBlob> = pulled
+            .layers
+            .iter()
+            .map(|l| LayerBlob {
+                blob: l.blob.clone(),
+                media_type: l.media_type.clone(),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect();
+        let ids = self.unpack_layers(&store, &blobs, &op, (70, 95)).await?;
+        op.set_may_cancel(false);
+        let size = pulled.layers.iter().map(|l| l.size).sum();
+        let image = Self::image_from_config(
+            pulled.manifest_digest.hex().to_string(),
+            &alias,
+            format!("pull {}", req.reference),
+            ids,
+            size,
+            &pulled.config,
+        );
+        let image = self.register(image, &alias)?;
+        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        Ok(image)
+    }
+}
