@@ -115,8 +115,7 @@ impl ImageService {
 
     /// Pulls an image as part of an operation.
     pub async fn pull(&self, req: ImagePull, op: OpHandle) -> Result<Image> {
-        let reference = Reference::parse(&req.reference)
-            .map_err(|e| Error::invalid(format!("{}", chain(&e))))?;
+        let reference = Reference::parse(&req.reference).map_err(|e| Error::invalid(chain(&e)))?;
         let alias = match &req.alias {
             Some(a) => a.clone(),
             None => {
@@ -156,11 +155,7 @@ impl ImageService {
                 &r,
                 &s,
                 &mut |p| {
-                    let within = if p.total > 0 {
-                        p.done * 100 / p.total
-                    } else {
-                        100
-                    } as usize;
+                    let within = (p.done * 100).checked_div(p.total).unwrap_or(100) as usize;
                     let pct = ((p.index * 100 + within) * 70 / (p.count.max(1) * 100)) as u8;
                     if (p.index, pct) != last {
                         last = (p.index, pct);
