@@ -71,6 +71,19 @@ pub fn build_layer(dir: &Path, store: &BlobStore) -> Result<LayerRef> {
         dir,
         links: HashMap::new(),
     };
+    // The root's own entry, so the layer's "/" keeps its owner, mode and time.
+    let st = fsat::fstat(root.as_fd()).map_err(w.err(b"", "stat"))?;
+    let mut h = Header::new(EntryKind::Directory, "./");
+    h.mode = st.st_mode & 0o7777;
+    h.uid = u64::from(st.st_uid);
+    h.gid = u64::from(st.st_gid);
+    h.mtime = st.st_mtime;
+    h.xattrs = w.xattrs(root.as_fd(), b"")?;
+    tar.append(&h, &mut io::empty())
+        .map_err(|source| ExportError::Write {
+            what: "layer",
+            source,
+        })?;
     w.dir(root.as_fd(), &mut Vec::new(), &mut tar)?;
     let werr = |source| ExportError::Write {
         what: "layer",
