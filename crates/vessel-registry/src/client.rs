@@ -199,7 +199,7 @@ impl Client {
             };
             self.lock_auth().insert(t.key(), auth);
         }
-        unreachable!("the loop returns on its second attempt")
+        Err(self.unauthorized(t, "authentication did not succeed"))
     }
 
     fn cached_auth(&self, t: &Target<'_>) -> Option<Auth> {
@@ -234,12 +234,10 @@ impl Client {
         })?;
         let plain = realm.starts_with("http:");
         if plain && !self.is_insecure(realm_host) {
-            return Err(RegistryError::Protocol {
-                host: t.host().to_string(),
-                what: "an authentication challenge".into(),
-                reason: format!(
-                    "token realm {realm} is plain HTTP; list {realm_host} as insecure to allow it"
-                ),
+            return Err(RegistryError::InsecureRealm {
+                host: t.reference.registry().to_string(),
+                realm: realm.to_string(),
+                realm_host: realm_host.to_string(),
             });
         }
         let mut req = self.agent.get(realm).timeout(self.opts.request_timeout);

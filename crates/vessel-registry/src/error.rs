@@ -72,6 +72,16 @@ pub enum RegistryError {
         /// What was wrong.
         reason: String,
     },
+    /// The registry's token server is plain HTTP and not listed as insecure.
+    #[error("registry {host} sends clients to the plain-HTTP token server {realm}; list {realm_host} as insecure to allow it")]
+    InsecureRealm {
+        /// Registry.
+        host: String,
+        /// The token realm URL.
+        realm: String,
+        /// Its `host[:port]`.
+        realm_host: String,
+    },
     /// Content did not hash to the digest it was asked for by; nothing was stored.
     #[error(
         "{what} does not match its digest: expected {expected}, got {actual}; nothing was stored"

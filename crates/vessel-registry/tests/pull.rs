@@ -643,3 +643,63 @@ fn concurrent_pulls_download_each_blob_once() {
     assert!(partial_files(&store).is_empty());
     verify_store(store.dir());
 }
+
+#[test]
+fn registry_with_token_auth_accepts_the_fetched_token() {
+    let keys = TempDir::new("keys");
+    let (token, cert) =
+        common::signed_token(keys.path(), "test-issuer", "test-registry", "test/busybox");
+    // The token server: answers /token with the signed token and records what was asked.
+    let token_server = Proxy::start(
+        "127.0.0.1:9".parse().expect("address"),
+        Behaviour {
+            serve_token: Some(token),
+            ..Default::default()
+        },
+    );
+    let reg = Registry::start_with(&format!(
+        "auth:\n  token:\n    realm: http://{}/token\n    service: test-registry\n    \
+         issuer: test-issuer\n    rootcertbundle: {}\n",
+        token_server.host(),
+        cert.display()
+    ));
+    push_busybox(&reg);
+    token_server.clear();
+
+    let dir = TempDir::new("store");
+    let store = store_in(&dir);
+    let reference = format!("{}/test/busybox:1", reg.host());
+    // The realm is plain HTTP: refused unless its host is listed as insecure.
+    let err = pull(&client(&[reg.host()]), &reference, &store).expect_err("plain-HTTP realm");
+    eprintln!("{err}");
+    assert!(matches!(err, RegistryError::InsecureRealm { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("list {} as insecure", token_server.host())),
+        "{err}"
+    );
+
+    let img = pull(
+        &client(&[reg.host(), token_server.host()]),
+        &reference,
+        &store,
+    )
+    .expect("pull with a token from the registry's token server");
+    assert_eq!(img.layers.len(), 2);
+    let asked = token_server.seen();
+    assert_eq!(asked.len(), 1, "one token for the pull: {asked:?}");
+    assert!(
+        asked[0].path.contains("service=test-registry"),
+        "{}",
+        asked[0].path
+    );
+    assert!(
+        asked[0]
+            .path
+            .contains("scope=repository%3Atest%2Fbusybox%3Apull"),
+        "{}",
+        asked[0].path
+    );
+    assert_eq!(asked[0].header("authorization"), None, "anonymous");
+    verify_store(store.dir());
+}

@@ -70,6 +70,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A registry whose config has `extra` YAML appended (e.g. an `auth:` section).
+    pub fn start_with(extra: &str) -> Self {
         require("/usr/bin/docker-registry", "docker-registry");
         let dir = TempDir::new("registry");
         let port = free_port();
@@ -80,7 +85,7 @@ impl Registry {
             format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
+                 http:\n  addr: {addr}\n{extra}",
                 dir.path().join("data").display()
             ),
         )
@@ -97,7 +102,8 @@ impl Registry {
         let mut reg = Self { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if http_status(addr, "/v2/") == Some(200) {
+            // 401 when the registry demands a token.
+            if matches!(http_status(addr, "/v2/"), Some(200 | 401)) {
                 break;
             }
             if let Ok(Some(status)) = reg.child.try_wait() {
@@ -384,4 +390,105 @@ pub fn verify_store(dir: &Path) -> usize {
         n += 1;
     }
     n
+}
+
+fn base64(input: &[u8], url: bool) -> String {
+    let alphabet: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else if !url {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A self-signed certificate and a JWT signed with its key (RS256, certificate in `x5c`)
+/// granting pull and push on `repository`, as docker-registry's token auth expects. Returns
+/// the token and the certificate (the registry's `rootcertbundle`).
+pub fn signed_token(
+    dir: &Path,
+    issuer: &str,
+    service: &str,
+    repository: &str,
+) -> (String, PathBuf) {
+    require("/usr/bin/openssl", "openssl");
+    let key = dir.join("token.key");
+    let cert = dir.join("token.crt");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vessel-test-token",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("run openssl x509");
+    assert!(der.status.success());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let header =
+        serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [base64(&der.stdout, false)]});
+    let claims = serde_json::json!({
+        "iss": issuer, "sub": "", "aud": service, "exp": now + 3600, "nbf": now - 60, "iat": now - 60,
+        "jti": "vessel-test",
+        "access": [{"type": "repository", "name": repository, "actions": ["pull", "push"]}],
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64(header.to_string().as_bytes(), true),
+        base64(claims.to_string().as_bytes(), true)
+    );
+    let input = dir.join("token.input");
+    fs::write(&input, &signing_input).expect("write signing input");
+    let sig = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&key)
+        .arg(&input)
+        .output()
+        .expect("run openssl dgst");
+    assert!(
+        sig.status.success(),
+        "openssl dgst: {}",
+        String::from_utf8_lossy(&sig.stderr)
+    );
+    (
+        format!("{signing_input}.{}", base64(&sig.stdout, true)),
+        cert,
+    )
 }

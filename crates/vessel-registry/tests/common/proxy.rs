@@ -37,6 +37,8 @@ pub struct Behaviour {
     pub bearer: Option<String>,
     /// Demand `Authorization: Basic <this>`.
     pub basic: Option<String>,
+    /// Answer `/token` with this token (a token server for a registry with token auth).
+    pub serve_token: Option<String>,
 }
 
 pub struct Proxy {
@@ -178,7 +180,7 @@ fn serve(
     let b = behaviour.lock().expect("behaviour").clone();
     let record = |req: &Seen| seen.lock().expect("seen").push(req.clone());
 
-    if let Some(token) = &b.bearer {
+    if let Some(token) = b.serve_token.as_ref().or(b.bearer.as_ref()) {
         if req.path.starts_with("/token") {
             req.status = 200;
             record(&req);
@@ -189,6 +191,8 @@ fn serve(
                 &format!(r#"{{"token":"{token}","expires_in":300}}"#),
             );
         }
+    }
+    if let Some(token) = &b.bearer {
         if req.header("authorization") != Some(&format!("Bearer {token}")) {
             req.status = 401;
             record(&req);
