@@ -62,6 +62,13 @@ pub fn flatten(layers_bottom_to_top: &[&Path], dest: &Path) -> Result<()> {
                 root: dst.as_fd(),
                 links: HashMap::new(),
             };
+            // An opaque root hides every layer below.
+            let opaque_root = fsat::get_xattr(src.as_fd(), &opaque_name())
+                .map_err(a.err(b"", "read opaque xattr"))?
+                .is_some_and(|v| v == b"y");
+            if opaque_root {
+                fsat::clear_dir(dst.as_fd()).map_err(a.err(b"", "clear opaque root"))?;
+            }
             a.dir(src.as_fd(), dst.as_fd(), &mut Vec::new())?;
         }
         fsat::rename_noreplace(&staging, dest).map_err(|source| FlattenError::Io {

@@ -104,7 +104,7 @@ impl Unpacker<'_> {
         let parent = self.open_parent(parents, &entry)?;
         let p = parent.as_fd();
         if let Some(target) = leaf.strip_prefix(WHITEOUT_PREFIX) {
-            return self.whiteout(p, parents, target, &entry);
+            return self.whiteout(p, target, &entry);
         }
         let name = fsat::cstr(leaf).map_err(io_err("name"))?;
         let existing = fsat::lstat_at(p, &name).map_err(io_err("inspect existing entry"))?;
@@ -243,13 +243,7 @@ impl Unpacker<'_> {
         Ok(cur)
     }
 
-    fn whiteout(
-        &mut self,
-        p: BorrowedFd<'_>,
-        parents: &[&[u8]],
-        target: &[u8],
-        entry: &str,
-    ) -> Result<()> {
+    fn whiteout(&mut self, p: BorrowedFd<'_>, target: &[u8], entry: &str) -> Result<()> {
         let io_err = |op| {
             move |source| UnpackError::Io {
                 entry: entry.to_string(),
@@ -257,7 +251,6 @@ impl Unpacker<'_> {
                 source,
             }
         };
-        let _ = parents;
         if target == &OPAQUE_MARKER[WHITEOUT_PREFIX.len()..] {
             let dir = fsat::open_child_dir(p, c".").map_err(io_err("open directory"))?;
             fsat::set_xattr(dir.as_fd(), &opaque_name(), b"y")
