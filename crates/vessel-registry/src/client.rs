@@ -451,6 +451,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_is_shareable_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Client>();
+    }
+
+    #[test]
     fn insecure_hosts_match_host_and_port() {
         let c = Client::new(ClientOptions {
             insecure_hosts: vec!["127.0.0.1:5000".into(), "reg.local".into(), "[::1]".into()],

@@ -70,7 +70,8 @@ impl Client {
         let t = Target { reference };
         check_cancel(cancel)?;
         let top = self.fetch_manifest(&t, reference.manifest_ref(), reference.digest(), &image)?;
-        store.put_bytes(&top.bytes)?;
+        // Manifests are stored last, once everything they name is.
+        let mut documents = vec![top.bytes];
         let (manifest, manifest_digest, index_digest) = match top.doc {
             Document::Manifest(m) => (m, top.digest, None),
             Document::Index(entries) => {
@@ -91,7 +92,7 @@ impl Client {
                         reason: "its index points to another index".into(),
                     });
                 };
-                store.put_bytes(&child.bytes)?;
+                documents.push(child.bytes);
                 (m, child.digest, Some(top.digest))
             }
         };
@@ -114,6 +115,9 @@ impl Client {
                 size: desc.size,
                 diff_id,
             });
+        }
+        for bytes in &documents {
+            store.put_bytes(bytes)?;
         }
         info!(%image, manifest = %manifest_digest, layers = layers.len(), "image pulled");
         Ok(PulledImage {
