@@ -347,12 +347,15 @@ pub(crate) fn diff_id_of(
     store: &BlobStore,
     blob: &Digest,
     compression: Compression,
-    media_type: &str,
 ) -> Result<Digest> {
     let f = store.open_blob(blob).map_err(blob_err(blob))?;
     let mut r = compression
         .decoder(BufReader::new(f))
-        .ok_or_else(|| ImportError::UnsupportedMediaType(media_type.to_string()))?;
+        .map_err(|source| ImportError::Io {
+            path: store.path(blob),
+            op: "start decompressing layer",
+            source,
+        })?;
     let mut w = HashingWriter::new(io::sink());
     io::copy(&mut r, &mut w).map_err(|source| ImportError::Io {
         path: store.path(blob),
@@ -493,7 +496,7 @@ fn verify_layers(
         let (blob, media_type, size) = store_layer(i)?;
         let compression = Compression::from_media_type(&media_type)
             .ok_or_else(|| ImportError::UnsupportedMediaType(media_type.clone()))?;
-        let actual = diff_id_of(store, &blob, compression, &media_type)?;
+        let actual = diff_id_of(store, &blob, compression)?;
         if &actual != expected {
             return Err(ImportError::DiffIdMismatch {
                 index: i,

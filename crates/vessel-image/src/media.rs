@@ -26,7 +26,7 @@ pub enum Compression {
     None,
     /// gzip (possibly several members).
     Gzip,
-    /// zstd (recognised, not decoded by this crate).
+    /// zstd (possibly several frames).
     Zstd,
 }
 
@@ -66,12 +66,12 @@ impl Compression {
         }
     }
 
-    /// Wraps `r` in a decoder; `None` when this crate cannot decode the format.
-    pub fn decoder<'a>(self, r: impl Read + 'a) -> Option<Box<dyn Read + 'a>> {
-        match self {
-            Self::None => Some(Box::new(r)),
-            Self::Gzip => Some(Box::new(flate2::read::MultiGzDecoder::new(r))),
-            Self::Zstd => None,
-        }
+    /// Wraps `r` in a decoder for this compression.
+    pub fn decoder<'a>(self, r: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Self::None => Box::new(r),
+            Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+            Self::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        })
     }
 }

@@ -108,7 +108,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// The media type is not a layer this crate can decode.
-    #[error("layer media type {0:?} is not supported (plain tar and gzip are)")]
+    #[error("layer media type {0:?} is not supported (plain tar, gzip and zstd are)")]
     UnsupportedMediaType(String),
     /// The tar stream is damaged.
     #[error("the layer is not a readable tar stream")]
@@ -264,7 +264,7 @@ pub fn unpack_layer(
         .ok_or_else(|| UnpackError::UnsupportedMediaType(media_type.to_string()))?;
     let stream = compression
         .decoder(reader)
-        .ok_or_else(|| UnpackError::UnsupportedMediaType(media_type.to_string()))?;
+        .map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
     let staging = make_staging(dest)?;
     let result = (|| {
         let root = fsat::open_dir_path(&staging).map_err(|source| UnpackError::Staging {

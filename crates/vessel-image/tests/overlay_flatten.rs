@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_same_tree, require_root, snapshot, OverlayMount, TarBuilder, TempDir};
 use tar::EntryType;
-use vessel_image::media::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
+use vessel_image::media::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
 use vessel_image::{build_layer, flatten, unpack_layer, BlobStore, UnpackOptions};
 
 fn layers() -> Vec<Vec<u8>> {
@@ -85,11 +85,11 @@ fn unpack_all(dir: &Path) -> Vec<PathBuf> {
         .enumerate()
         .map(|(i, t)| {
             let dest = dir.join(format!("l{i}"));
-            // Alternate compressions so both decoders run.
-            let (data, media) = if i % 2 == 0 {
-                (common::gzip(t), OCI_LAYER_GZIP)
-            } else {
-                (t.clone(), OCI_LAYER_TAR)
+            // One layer per compression so every decoder runs.
+            let (data, media) = match i {
+                0 => (common::gzip(t), OCI_LAYER_GZIP),
+                1 => (zstd::encode_all(&t[..], 3).expect("zstd"), OCI_LAYER_ZSTD),
+                _ => (t.clone(), OCI_LAYER_TAR),
             };
             unpack_layer(&data[..], media, &dest, &opts).expect("unpack");
             dest

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{gzip, snapshot, TarBuilder, TempDir};
 use tar::EntryType;
-use vessel_image::media::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
+use vessel_image::media::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
 use vessel_image::{unpack_layer, UnpackError, UnpackOptions, UnpackStats};
 
 /// A sandbox: sentinel trees around where the destination will go, so any write outside it
@@ -320,6 +320,16 @@ fn truncated_and_corrupt_streams_are_refused() {
     }
     refused(&bad, OCI_LAYER_GZIP, "corrupt gzip", |e| {
         matches!(e, UnpackError::Stream(_) | UnpackError::Read { .. })
+    });
+    let zst = zstd::encode_all(&t[..], 3).expect("zstd");
+    refused(
+        &zst[..zst.len() / 2],
+        OCI_LAYER_ZSTD,
+        "truncated zstd",
+        |e| matches!(e, UnpackError::Stream(_) | UnpackError::Read { .. }),
+    );
+    refused(b"not zstd at all", OCI_LAYER_ZSTD, "not zstd", |e| {
+        matches!(e, UnpackError::Stream(_))
     });
     refused(b"not gzip at all", OCI_LAYER_GZIP, "not gzip", |e| {
         matches!(e, UnpackError::Stream(_))
