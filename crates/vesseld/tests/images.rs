@@ -244,5 +244,20 @@ fn pull_from_a_registry_an_image_pushed_by_skopeo() {
         "--insecure",
     ]);
     assert!(err.contains("not found"), "{err}");
+    // Deleting the image removes its layer and the layer's blob.
+    d.ok(&["delete", "--force", "p1"]);
+    d.ok(&["image", "delete", "test/bb:1"]);
+    assert_eq!(
+        std::fs::read_dir(d.root().join("images/layers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let layer_blobs = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().map(|m| m.len() > 100_000).unwrap_or(false))
+        .count();
+    assert_eq!(layer_blobs, 0, "the layer's blob was left behind");
     let _ = run(&mut podman(&["rm", "-af"]));
 }

@@ -68,6 +68,11 @@ impl ImageService {
         &self.dir
     }
 
+    /// The file naming the blob a layer was unpacked from.
+    pub fn layer_source_file(&self, id: &str) -> PathBuf {
+        self.dir.join("layers").join(format!("{id}.source"))
+    }
+
     /// Directory of one layer.
     pub fn layer_dir(&self, id: &str) -> PathBuf {
         self.dir.join("layers").join(id)
@@ -258,11 +263,26 @@ impl ImageService {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let id = name.split('.').next().unwrap_or_default();
-            if !used.contains(id) {
-                tracing::info!(layer = %name, "removing unused layer");
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    tracing::warn!(layer = %name, error = %err, "could not remove layer");
+            if used.contains(id) {
+                continue;
+            }
+            tracing::info!(layer = %name, "removing unused layer");
+            let removed = if e.path().is_dir() {
+                std::fs::remove_dir_all(e.path())
+            } else {
+                // The layer's source record: its blob goes too.
+                if let Some(blob) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|d| vessel_image::Digest::parse(d.trim()).ok())
+                {
+                    if let Ok(store) = self.blobs() {
+                        let _ = std::fs::remove_file(store.path(&blob));
+                    }
                 }
+                std::fs::remove_file(e.path())
+            };
+            if let Err(err) = removed {
+                tracing::warn!(layer = %name, error = %err, "could not remove layer");
             }
         }
         Ok(())

@@ -68,7 +68,12 @@ impl ImageService {
                     Ok(stats) => {
                         tracing::debug!(layer = %id, ?stats, "layer unpacked");
                         let _g = self.lock.lock().await;
-                        self.place_layer(&dest, &id)
+                        self.place_layer(&dest, &id).and_then(|()| {
+                            // Remember the blob the layer came from, to remove both together.
+                            std::fs::write(self.layer_source_file(&id), l.blob.as_str()).map_err(
+                                |e| Error::internal(format!("recording layer source: {e}")),
+                            )
+                        })
                     }
                     Err(e) => Err(Error::invalid(format!(
                         "layer {} cannot be unpacked safely: {}",
