@@ -45,8 +45,9 @@ impl DiskFormat {
 /// Smallest disk accepted: ext4's own metadata and journal need a few MiB.
 pub const MIN_DISK_SIZE: u64 = 16 << 20;
 
-/// Timestamp given to Vessel's files and to mke2fs (`E2FSPROGS_FAKE_TIME`), for repeatable builds.
-const FIXED_TIME: i64 = 0;
+/// Timestamp given to Vessel's files and to mke2fs (`E2FSPROGS_FAKE_TIME`), for repeatable
+/// builds; not 0, which mke2fs takes as "now".
+const FIXED_TIME: i64 = 1;
 
 /// Builds `<out_dir>/disk.{raw,qcow2}` from `rootfs` plus `files`; returns its path.
 pub(crate) fn build_disk(

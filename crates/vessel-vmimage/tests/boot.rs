@@ -255,8 +255,34 @@ fn disk_image_switches_root_to_the_qcow2_disk() {
     let line = console.wait_for("H=t3", COMMAND_TIMEOUT);
     assert_eq!(line.trim(), "M=only-on-the-disk R=/dev/vda-ext4 I=no H=t3");
     // busybox poweroff signals PID 1, which stops everything and remounts / read-only first.
-    console.send_line("poweroff");
+    console.send_line("echo kept-across-boots >/root/note; poweroff");
     console.wait_for(&format!("{SHUTDOWN_LINE_PREFIX}poweroff"), COMMAND_TIMEOUT);
+    let status = qemu.wait_exit(COMMAND_TIMEOUT);
+    assert!(status.success(), "qemu exited with {status}");
+    boot_report(&qemu, ready_after);
+    drop(qemu);
+
+    // Second boot of the same disk: the write survived and the file system was clean.
+    let (mut qemu, mut console) = Qemu::start(
+        "disk-again",
+        work.path(),
+        &image.kernel_path(),
+        &image.initrd_path(),
+        &cmdline,
+        ConsoleDevice::Serial,
+        &extra,
+    );
+    console.wait_for(READY_LINE, BOOT_TIMEOUT);
+    let ready_after = qemu.elapsed();
+    console.send_line("echo NOTE=$(cat /root/note)");
+    let line = console.wait_for("NOTE=kept", COMMAND_TIMEOUT);
+    assert_eq!(line.trim(), "NOTE=kept-across-boots");
+    let transcript = console.transcript();
+    assert!(
+        !transcript.contains("recovery complete"),
+        "the disk was not unmounted cleanly:\n{transcript}"
+    );
+    console.send_line("poweroff -f");
     let status = qemu.wait_exit(COMMAND_TIMEOUT);
     assert!(status.success(), "qemu exited with {status}");
     boot_report(&qemu, ready_after);
