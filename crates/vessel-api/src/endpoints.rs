@@ -296,6 +296,37 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Operation"),
     },
     Endpoint {
+        id: "images_import",
+        method: Method::Post,
+        path: "/1.0/images/import",
+        summary: "Import an OCI layout, docker/podman save archive, qcow2, raw disk or ISO (the body); returns an operation",
+        query: &[
+            Query {
+                name: "alias",
+                description: "alias to give the image",
+                required: false,
+            },
+            Query {
+                name: "vm",
+                description: "1 when the body is a raw disk image for a VM",
+                required: false,
+            },
+        ],
+        request: Body::Bytes,
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "image_export",
+        method: Method::Get,
+        path: "/1.0/images/{image}/export",
+        summary: "The image as an OCI archive (containers) that podman load accepts",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        response: Body::Bytes,
+    },
+    Endpoint {
         id: "image_get",
         method: Method::Get,
         path: "/1.0/images/{image}",

@@ -371,11 +371,14 @@ pub enum ImageCommand {
         after_help = "Examples:\n  podman save -o app.tar app && vessel image import app.tar --alias app"
     )]
     Import {
-        /// The archive (a tar file).
+        /// The archive (a tar file), or a qcow2, raw or ISO image for a VM.
         file: PathBuf,
         /// Alias to give it.
         #[arg(long)]
         alias: Option<String>,
+        /// The file is a raw disk image for a virtual machine.
+        #[arg(long)]
+        vm: bool,
     },
     /// Write an image as an OCI archive that `vessel image import` and `podman load` accept.
     #[command(

@@ -261,3 +261,195 @@ fn pull_from_a_registry_an_image_pushed_by_skopeo() {
     assert_eq!(layer_blobs, 0, "the layer's blob was left behind");
     let _ = run(&mut podman(&["rm", "-af"]));
 }
+
+/// podman with a private store under `work`.
+fn podman(work: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("podman");
+    c.arg("--root")
+        .arg(work.join("proot"))
+        .arg("--runroot")
+        .arg(work.join("prun"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    c
+}
+
+/// A podman store that is emptied on drop, also when the test fails.
+struct PodmanStore(std::path::PathBuf);
+
+impl Drop for PodmanStore {
+    fn drop(&mut self) {
+        let _ = podman(&self.0, &["rm", "-af", "-t", "0"]).output();
+        let _ = podman(&self.0, &["rmi", "-af"]).output();
+    }
+}
+
+#[test]
+fn import_a_podman_save_archive_and_export_for_podman_load() {
+    let d = Daemon::start();
+    let work = d.dir.join("imp");
+    std::fs::create_dir_all(work.join("rootfs/bin")).unwrap();
+    std::fs::create_dir_all(work.join("rootfs/etc")).unwrap();
+    std::fs::copy("/bin/busybox", work.join("rootfs/bin/busybox")).unwrap();
+    for a in ["sh", "cat", "sleep", "ls"] {
+        std::os::unix::fs::symlink("busybox", work.join("rootfs/bin").join(a)).unwrap();
+    }
+    std::fs::write(work.join("rootfs/etc/marker"), "from-podman\n").unwrap();
+    let _store = PodmanStore(work.clone());
+    let tar = work.join("rootfs.tar");
+    run(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(work.join("rootfs"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    run(&mut podman(
+        &work,
+        &[
+            "import",
+            "--change",
+            r#"CMD ["/bin/sh","-c","while :; do sleep 1; done"]"#,
+            tar.to_str().unwrap(),
+            "localhost/imp:1",
+        ],
+    ));
+    let saved = work.join("saved.tar");
+    run(&mut podman(
+        &work,
+        &["save", "-o", saved.to_str().unwrap(), "localhost/imp:1"],
+    ));
+    d.ok(&["image", "import", saved.to_str().unwrap(), "--alias", "imp"]);
+    d.ok(&["launch", "imp", "i1"]);
+    assert_eq!(d.sh("i1", "cat /etc/marker").1, "from-podman\n");
+
+    // A truncated archive is refused and leaves nothing.
+    let bytes = std::fs::read(&saved).unwrap();
+    let cut = work.join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let images_before = d.ok(&["image", "list", "--format", "json"]);
+    let err = d.fails(&["image", "import", cut.to_str().unwrap()]);
+    assert!(err.contains("import"), "{err}");
+    assert_eq!(d.ok(&["image", "list", "--format", "json"]), images_before);
+
+    // Our export of the busybox image loads into podman and runs there.
+    d.busybox();
+    let out = work.join("exported.tar");
+    d.ok(&["image", "export", "busybox", out.to_str().unwrap()]);
+    run(&mut podman(&work, &["load", "-i", out.to_str().unwrap()]));
+    let listed = run(&mut podman(
+        &work,
+        &["images", "--format", "{{.Repository}}:{{.Tag}}"],
+    ));
+    assert!(listed.contains("busybox:latest"), "{listed}");
+    let shown = run(&mut podman(
+        &work,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            "runc",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "busybox:latest",
+            "cat",
+            "/etc/os-release",
+        ],
+    ));
+    assert!(shown.contains("Vessel busybox"), "{shown}");
+    // And it comes back into Vessel as the same tree.
+    d.ok(&[
+        "image",
+        "import",
+        out.to_str().unwrap(),
+        "--alias",
+        "roundtrip",
+    ]);
+    d.ok(&["launch", "roundtrip", "rt"]);
+    assert!(d
+        .sh("rt", "cat /etc/os-release")
+        .1
+        .contains("Vessel busybox"));
+}
+
+#[test]
+fn vm_disk_images_are_checked_on_import() {
+    let d = Daemon::start();
+    let work = d.dir.join("disks");
+    std::fs::create_dir_all(&work).unwrap();
+    let good = work.join("good.qcow2");
+    run(std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&good)
+        .arg("32M"));
+    let out = d.ok(&[
+        "image",
+        "import",
+        good.to_str().unwrap(),
+        "--alias",
+        "disk1",
+    ]);
+    assert!(out.contains("disk1"), "{out}");
+    let img: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "info", "disk1", "--format", "json"])).unwrap();
+    assert_eq!(img["kind"], "vm");
+    let fp = img["fingerprint"].as_str().unwrap();
+    let fw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.root().join("images").join(fp).join("firmware.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fw["format"], "qcow2");
+    assert_eq!(fw["virtual_size"], 32 << 20);
+    // A VM image is not a container image.
+    assert!(d.fails(&["launch", "disk1", "c1"]).contains("--vm"));
+
+    // A qcow2 naming a backing file (any file of the host) is refused.
+    let backed = work.join("backed.qcow2");
+    run(std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&good)
+        .arg(&backed));
+    let err = d.fails(&["image", "import", backed.to_str().unwrap()]);
+    assert!(err.contains("backing file"), "{err}");
+    // A corrupted one too.
+    let mut bytes = std::fs::read(&good).unwrap();
+    for b in &mut bytes[64..4096] {
+        *b = 0xff;
+    }
+    let bad = work.join("bad.qcow2");
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = d.fails(&["image", "import", bad.to_str().unwrap()]);
+    assert!(err.contains("qcow2"), "{err}");
+    // Unknown content is refused with what to do; a raw disk needs --vm.
+    let raw = work.join("disk.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let err = d.fails(&["image", "import", raw.to_str().unwrap()]);
+    assert!(err.contains("--vm"), "{err}");
+    d.ok(&[
+        "image",
+        "import",
+        raw.to_str().unwrap(),
+        "--vm",
+        "--alias",
+        "rawdisk",
+    ]);
+    assert_eq!(d.info_image("rawdisk")["source"], "import raw");
+    d.ok(&["image", "delete", "rawdisk"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "list", "--format", "json"])).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "a refused import left an image: {list}"
+    );
+    // Nothing is left in staging either.
+    let leftovers: Vec<_> = std::fs::read_dir(d.root().join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+        .collect();
+    assert!(leftovers.is_empty());
+}

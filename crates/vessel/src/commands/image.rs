@@ -40,7 +40,7 @@ pub fn run(client: &Client, cmd: ImageCommand) -> Result<i32> {
             let op: Operation = client.send("POST", "/1.0/images/pull", &body)?;
             report_image(client, operation::wait(client, op)?)
         }
-        ImageCommand::Import { file, alias } => import(client, &file, alias),
+        ImageCommand::Import { file, alias, vm } => import(client, &file, alias, vm),
         ImageCommand::Export { image, file } => export(client, &image, &file),
         ImageCommand::Alias(AliasCommand::Add { image, alias }) => {
             let img: Image = client.send(
@@ -112,7 +112,7 @@ pub fn publish(client: &Client, name: &str, alias: String) -> Result<i32> {
     report_image(client, operation::wait(client, op)?)
 }
 
-fn import(client: &Client, file: &Path, alias: Option<String>) -> Result<i32> {
+fn import(client: &Client, file: &Path, alias: Option<String>, vm: bool) -> Result<i32> {
     let mut f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let len = f
         .metadata()
@@ -122,6 +122,9 @@ fn import(client: &Client, file: &Path, alias: Option<String>) -> Result<i32> {
     let mut query = Vec::new();
     if let Some(a) = alias {
         query.push(("alias", a));
+    }
+    if vm {
+        query.push(("vm", "1".to_string()));
     }
     let target = with_query("/1.0/images/import", &query);
     let op: Operation = client

@@ -175,6 +175,114 @@ pub async fn images_pull(
     Ok(accepted(op))
 }
 
+/// Largest upload accepted for an import.
+const MAX_IMPORT: u64 = 64 << 30;
+
+pub async fn images_import(
+    State(app): State<App>,
+    Query(q): Params,
+    body: Body,
+) -> Result<Response> {
+    use tokio::io::AsyncWriteExt;
+    let staging = app.images.staging()?;
+    let upload = staging.join("upload");
+    let received = async {
+        let mut file = tokio::fs::File::create(&upload)
+            .await
+            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload: {e}")))?;
+            total += chunk.len() as u64;
+            if total > MAX_IMPORT {
+                return Err(Error::invalid(format!(
+                    "the upload is larger than the {MAX_IMPORT} bytes an import accepts"
+                )));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+        if total == 0 {
+            return Err(Error::invalid(
+                "the upload is empty: send the archive as the body",
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = received {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    let alias = q.get("alias").cloned();
+    let raw_is_vm = flag(&q, "vm");
+    let images = app.images.clone();
+    let op = app.ops.spawn(
+        "Importing an image".into(),
+        vec!["/1.0/images".into()],
+        true,
+        move |op| async move {
+            images
+                .import(staging, upload, alias, raw_is_vm, op)
+                .await
+                .map(|_| ())
+        },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn image_export(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
+    let staging = app.images.staging()?;
+    let archive = match app.images.export(&image, &staging).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let file = std::fs::File::open(&archive);
+    // The open file stays readable after its directory is gone.
+    let _ = std::fs::remove_dir_all(&staging);
+    let file = file.map_err(|e| Error::internal(format!("opening the archive: {e}")))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = file;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
 pub async fn image_get(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
     Ok(Json(app.images.get(&image)?).into_response())
 }

@@ -112,6 +112,8 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "images_list" => on(f, h::images_list),
         "images_build" => on(f, h::images_build),
         "images_pull" => on(f, h::images_pull),
+        "images_import" => on(f, h::images_import),
+        "image_export" => on(f, h::image_export),
         "image_get" => on(f, h::image_get),
         "image_delete" => on(f, h::image_delete),
         "image_alias_add" => on(f, h::image_alias_add),

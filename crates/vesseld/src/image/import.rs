@@ -39,7 +39,10 @@ pub fn detect(path: &Path, raw_is_vm: bool) -> Result<Upload> {
         return Ok(Upload::Archive);
     }
     let mut cd = [0u8; 5];
-    if f.seek(SeekFrom::Start(0x8001)).is_ok() && read_full(&mut f, &mut cd).map_err(io)? == 5 && cd == *b"CD001" {
+    if f.seek(SeekFrom::Start(0x8001)).is_ok()
+        && read_full(&mut f, &mut cd).map_err(io)? == 5
+        && cd == *b"CD001"
+    {
         return Ok(Upload::Iso);
     }
     if raw_is_vm && n > 0 {
@@ -115,7 +118,10 @@ fn check_disk(path: &Path, format: &str) -> Result<u64> {
     let info: QemuImgInfo = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::internal(format!("qemu-img info answered unreadable JSON: {e}")))?;
     if info.format != format {
-        return Err(Error::invalid(format!("expected a {format} image, got {}", info.format)));
+        return Err(Error::invalid(format!(
+            "expected a {format} image, got {}",
+            info.format
+        )));
     }
     if let Some(b) = info.backing_filename {
         return Err(Error::invalid(format!(
@@ -256,5 +262,128 @@ impl ImageService {
         let image = self.register(image, &alias)?;
         op.add_resource(format!("/1.0/images/{}", image.fingerprint));
         Ok(image)
+    }
+}
+
+impl ImageService {
+    /// Imports a container image archive: blobs into the store (verified), new layers
+    /// unpacked, the image recorded under its manifest digest.
+    async fn import_archive(
+        &self,
+        _staging: &Path,
+        upload: &Path,
+        alias: Option<String>,
+        op: &OpHandle,
+    ) -> Result<Image> {
+        op.progress(Some(10), "reading the archive");
+        let store = self.blobs()?;
+        let (u, s) = (upload.to_path_buf(), store.clone());
+        let imported = tokio::task::spawn_blocking(move || {
+            vessel_image::import_image(&u, &s, &vessel_image::ImportOptions::default())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("import task: {e}")))?
+        .map_err(|e| {
+            Error::invalid(format!(
+                "cannot import the archive: {}",
+                crate::error::chain(&e)
+            ))
+        })?;
+        let blobs: Vec<super::pull::LayerBlob> = imported
+            .layers
+            .iter()
+            .map(|l| super::pull::LayerBlob {
+                blob: l.blob.clone(),
+                media_type: l.media_type.clone(),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect();
+        let ids = self.unpack_layers(&store, &blobs, op, (40, 95)).await?;
+        op.set_may_cancel(false);
+        let alias = match alias {
+            Some(a) => a,
+            None => imported
+                .repo_tags
+                .first()
+                .map(|t| t.trim_start_matches("localhost/").to_string())
+                .filter(|t| validate_alias(t).is_ok())
+                .unwrap_or_else(|| format!("imported/{}", short(imported.manifest_digest.hex()))),
+        };
+        let size = imported.layers.iter().map(|l| l.size).sum();
+        let image = Self::image_from_config(
+            imported.manifest_digest.hex().to_string(),
+            &alias,
+            "import".into(),
+            ids,
+            size,
+            &imported.config,
+        );
+        let image = self.register(image, &alias)?;
+        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        Ok(image)
+    }
+
+    /// Writes a container image as an OCI archive into `staging`; returns its path. The
+    /// layers' blobs are built in a store inside `staging`, which the caller removes.
+    pub async fn export(&self, key: &str, staging: &Path) -> Result<PathBuf> {
+        let image = self.get(key)?;
+        if image.kind != ImageKind::Container {
+            return Err(Error::invalid(format!(
+                "image {} is a VM image; only container images export as OCI archives",
+                short(&image.fingerprint)
+            )));
+        }
+        if image.layers.is_empty() {
+            return Err(Error::conflict(format!(
+                "image {} was stored before images had layers; rebuild it to export it",
+                short(&image.fingerprint)
+            )));
+        }
+        let layers: Vec<PathBuf> = image.layers.iter().map(|l| self.layer_dir(l)).collect();
+        let config = vessel_image::ImageConfig {
+            entrypoint: vec![],
+            cmd: image.command.clone(),
+            env: image.environment.clone(),
+            working_dir: image.working_dir.clone(),
+            user: image.user.clone(),
+            exposed_ports: image.exposed_ports.clone(),
+            stop_signal: Some(image.stop_signal.clone()),
+            labels: Default::default(),
+        };
+        let tags: Vec<String> = image
+            .aliases
+            .iter()
+            .map(|a| {
+                if a.contains(':') {
+                    a.clone()
+                } else {
+                    format!("{a}:latest")
+                }
+            })
+            .collect();
+        let staging = staging.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+            fn err(e: &(dyn std::error::Error + 'static)) -> Error {
+                Error::internal(format!("exporting: {}", crate::error::chain(e)))
+            }
+            let store =
+                vessel_image::BlobStore::open(staging.join("blobs")).map_err(|e| err(&e))?;
+            let mut refs = Vec::with_capacity(layers.len());
+            for l in &layers {
+                refs.push(vessel_image::build_layer(l, &store).map_err(|e| err(&e))?);
+            }
+            let img =
+                vessel_image::new_image(&store, None, &refs, &config, tags).map_err(|e| err(&e))?;
+            let out = staging.join("image.tar");
+            let file = std::fs::File::create(&out)
+                .map_err(|e| Error::internal(format!("creating the archive: {e}")))?;
+            let mut w = std::io::BufWriter::new(file);
+            vessel_image::write_oci_archive(&store, &img, &mut w).map_err(|e| err(&e))?;
+            std::io::Write::flush(&mut w)
+                .map_err(|e| Error::internal(format!("writing the archive: {e}")))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("export task: {e}")))?
     }
 }

@@ -6,6 +6,7 @@
 
 mod busybox;
 mod debian;
+pub mod import;
 pub mod pull;
 pub mod tree;
 

@@ -197,6 +197,12 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["info", name, "--format", "json"])).expect("info json")
     }
 
+    /// An image as JSON.
+    pub fn info_image(&self, image: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["image", "info", image, "--format", "json"]))
+            .expect("image info json")
+    }
+
     /// Waits until `f` holds (polling), or panics with `what`.
     #[track_caller]
     pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
