@@ -45,6 +45,14 @@ pub enum VmImageError {
         /// The metapackage asked about.
         metapackage: &'static str,
     },
+    /// `apt-get download` of the kernel package failed.
+    #[error("cannot download {package} ({stderr}): check the network, or run `apt-get update` if the package lists are stale")]
+    KernelDownloadFailed {
+        /// The kernel package.
+        package: String,
+        /// What apt-get said.
+        stderr: String,
+    },
     /// A kernel package or directory does not hold what a guest kernel needs.
     #[error("{} has no {what}", path.display())]
     KernelIncomplete {

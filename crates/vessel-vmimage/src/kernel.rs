@@ -138,14 +138,17 @@ fn package_kernel_version(package: &str) -> Option<&str> {
 
 /// Fetches the current Debian cloud kernel into `cache_dir` (without installing it) and
 /// returns it; a kernel already extracted there is reused without touching the network.
-/// Concurrent callers sharing a cache wait on a lock file instead of racing.
+/// When apt cannot name the current kernel (no package lists, no apt), the kernel extracted
+/// last into the cache is used. Concurrent callers sharing a cache wait on a lock file.
 pub fn fetch_debian_cloud_kernel(cache_dir: &Path) -> Result<Kernel> {
-    let package = current_cloud_kernel_package()?;
-    let version = package_kernel_version(&package)
-        .ok_or(VmImageError::KernelPackageUnresolved {
-            metapackage: CLOUD_KERNEL_METAPACKAGE,
-        })?
-        .to_string();
+    let resolved = current_cloud_kernel_package().and_then(|package| {
+        let version = package_kernel_version(&package)
+            .ok_or(VmImageError::KernelPackageUnresolved {
+                metapackage: CLOUD_KERNEL_METAPACKAGE,
+            })?
+            .to_string();
+        Ok((package, version))
+    });
     fs::create_dir_all(cache_dir).map_err(VmImageError::io("create", cache_dir))?;
     let lock_path = cache_dir.join(".lock");
     let lock_file = File::options()
@@ -161,6 +164,20 @@ pub fn fetch_debian_cloud_kernel(cache_dir: &Path) -> Result<Kernel> {
             source: errno.into(),
         })?;
 
+    let (package, version) = match resolved {
+        Ok(found) => found,
+        Err(
+            error @ (VmImageError::KernelPackageUnresolved { .. }
+            | VmImageError::ToolMissing { .. }),
+        ) => {
+            let Some(version) = newest_cached(cache_dir) else {
+                return Err(error);
+            };
+            tracing::warn!(%error, kernel = %version, "using the cached kernel");
+            return Kernel::from_package_root(&cache_dir.join(&version), &version);
+        }
+        Err(error) => return Err(error),
+    };
     let target = cache_dir.join(&version);
     if target.join(COMPLETE_MARKER).is_file() {
         tracing::debug!(kernel = %version, cache = %cache_dir.display(), "kernel found in cache");
@@ -176,13 +193,40 @@ pub fn fetch_debian_cloud_kernel(cache_dir: &Path) -> Result<Kernel> {
     result
 }
 
+/// The version extracted most recently into the cache, if any.
+fn newest_cached(cache_dir: &Path) -> Option<String> {
+    fs::read_dir(cache_dir)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let modified = entry
+                .path()
+                .join(COMPLETE_MARKER)
+                .metadata()
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((modified, entry.file_name().to_str()?.to_string()))
+        })
+        .max()
+        .map(|(_, version)| version)
+}
+
 fn download_and_extract(
     package: &str,
     version: &str,
     work: &Path,
     target: &Path,
 ) -> Result<Kernel> {
-    APT_GET.run(["download", "-q", package], Some(work))?;
+    APT_GET
+        .run(["download", "-q", package], Some(work))
+        .map_err(|error| match error {
+            VmImageError::ToolFailed { stderr, .. } => VmImageError::KernelDownloadFailed {
+                package: package.to_string(),
+                stderr,
+            },
+            other => other,
+        })?;
     let deb = fs::read_dir(work)
         .map_err(VmImageError::io("read", work))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -247,5 +291,31 @@ mod tests {
             Some("6.12.9-cloud-amd64")
         );
         assert_eq!(package_kernel_version("linux-headers-6.1"), None);
+    }
+
+    #[test]
+    fn newest_cached_kernel_is_the_last_extracted() {
+        let dir = std::env::temp_dir().join(format!("vessel-vmimage-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(newest_cached(&dir), None);
+        for (version, age) in [
+            ("6.1.0-9-cloud-amd64", 0),
+            ("6.1.0-56-cloud-amd64", 100),
+            ("6.1.0-7-cloud-amd64", 200),
+        ] {
+            let marker = dir.join(version).join(COMPLETE_MARKER);
+            fs::create_dir_all(marker.parent().expect("parent")).expect("mkdir");
+            fs::write(&marker, "x").expect("marker");
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+            File::options()
+                .write(true)
+                .open(&marker)
+                .expect("open")
+                .set_modified(when)
+                .expect("mtime");
+        }
+        fs::create_dir_all(dir.join("6.9.9-incomplete")).expect("mkdir");
+        assert_eq!(newest_cached(&dir).as_deref(), Some("6.1.0-9-cloud-amd64"));
+        fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
