@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use support::{
@@ -38,25 +38,37 @@ fn kernel_source() -> KernelSource {
     }
 }
 
-/// The initramfs image (with the test agent installed) shared by the initramfs boots.
-fn initramfs_image() -> &'static (TempDir, VmImage) {
-    static IMAGE: OnceLock<(TempDir, VmImage)> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let dir = TempDir::new("initramfs");
-        let agent = dir.path().join("agent.sh");
-        fs::write(&agent, TEST_AGENT).expect("write test agent");
-        let mut spec = VmImageSpec::new(kernel_source(), VmImageKind::Initramfs);
-        spec.agent = Some(agent);
-        let started = Instant::now();
-        let image =
-            build_vm_image(&spec, &dir.path().join("image")).expect("build initramfs image");
-        report(&format!(
-            "vmimage: initramfs image built in {:?} ({})",
-            started.elapsed(),
-            image.fingerprint
-        ));
-        (dir, image)
-    })
+/// The initramfs image (with the test agent installed) and its directory.
+struct SharedImage {
+    image: VmImage,
+    _dir: TempDir,
+}
+
+/// The initramfs image shared by the tests that run at the same time; the last one to let
+/// go of it removes it (a static would never be dropped, leaving the directory behind).
+fn initramfs_image() -> Arc<SharedImage> {
+    static IMAGE: Mutex<Weak<SharedImage>> = Mutex::new(Weak::new());
+    let mut slot = IMAGE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(shared) = slot.upgrade() {
+        return shared;
+    }
+    let dir = TempDir::new("initramfs");
+    let agent = dir.path().join("agent.sh");
+    fs::write(&agent, TEST_AGENT).expect("write test agent");
+    let mut spec = VmImageSpec::new(kernel_source(), VmImageKind::Initramfs);
+    spec.agent = Some(agent);
+    let started = Instant::now();
+    let image = build_vm_image(&spec, &dir.path().join("image")).expect("build initramfs image");
+    report(&format!(
+        "vmimage: initramfs image built in {:?} ({})",
+        started.elapsed(),
+        image.fingerprint
+    ));
+    let shared = Arc::new(SharedImage { image, _dir: dir });
+    *slot = Arc::downgrade(&shared);
+    shared
 }
 
 fn boot_report(qemu: &Qemu, ready_after: Duration) {
@@ -69,7 +81,8 @@ fn boot_report(qemu: &Qemu, ready_after: Duration) {
 
 #[test]
 fn initramfs_boots_on_serial_console_and_powers_off() {
-    let (_, image) = initramfs_image();
+    let shared = initramfs_image();
+    let image = &shared.image;
     let run = TempDir::new("serial");
     let cmdline = format!("{} vessel.hostname=t1", image.manifest.cmdline);
     // A NIC on an empty hub: a network without a DHCP server must not hold the boot up.
@@ -126,7 +139,8 @@ fn initramfs_boots_on_serial_console_and_powers_off() {
 
 #[test]
 fn initramfs_gets_dhcp_on_virtio_net_and_starts_the_agent_on_hvc0() {
-    let (_, image) = initramfs_image();
+    let shared = initramfs_image();
+    let image = &shared.image;
     let run = TempDir::new("net-agent");
     let agent_socket = run.path().join("agent.sock");
     let extra: Vec<String> = [
@@ -297,7 +311,8 @@ fn disk_image_switches_root_to_the_qcow2_disk() {
 
 #[test]
 fn builds_are_deterministic() {
-    let (_, first) = initramfs_image();
+    let shared = initramfs_image();
+    let first = &shared.image;
     let dir = TempDir::new("again");
     let mut spec = VmImageSpec::new(kernel_source(), VmImageKind::Initramfs);
     spec.agent = Some(first.dir.parent().expect("image parent").join("agent.sh"));

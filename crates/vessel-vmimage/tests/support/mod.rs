@@ -22,6 +22,8 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     /// A fresh, empty directory named after `label`.
     pub fn new(label: &str) -> TempDir {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_stale);
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -34,6 +36,29 @@ impl TempDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.0
+    }
+}
+
+/// Removes directories left by test processes that were killed (`vmimage-LABEL-PID-N`).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("vmimage-") else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(3, '-');
+        let (Some(_n), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
