@@ -143,6 +143,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    let agent = libexec.join("vessel-agent");
+    let images = images.with_agent(agent.is_file().then_some(agent));
     let driver = ContainerDriver {
         instances_dir: root.join("instances"),
         monitors_dir: run_dir.join("monitors"),

@@ -453,3 +453,33 @@ fn vm_disk_images_are_checked_on_import() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn vm_images_are_built_from_debian_cloud_kernel() {
+    let d = Daemon::start();
+    d.ok(&["image", "build", "vm"]);
+    d.ok(&["image", "build", "vm", "--layout", "disk"]);
+    for (alias, disk) in [("vm/busybox", false), ("vm/busybox-disk", true)] {
+        let img = d.info_image(alias);
+        assert_eq!(img["kind"], "vm", "{img}");
+        let dir = d
+            .root()
+            .join("images")
+            .join(img["fingerprint"].as_str().unwrap());
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("image.json")).unwrap()).unwrap();
+        assert!(manifest["kernel_version"]
+            .as_str()
+            .unwrap()
+            .ends_with("cloud-amd64"));
+        assert!(dir.join("vmlinuz").is_file() && dir.join("initrd.img").is_file());
+        assert_eq!(dir.join("disk.qcow2").is_file(), disk);
+        // The fingerprint is the digest of image.json, which records every file's digest.
+        let bytes = std::fs::read(dir.join("image.json")).unwrap();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        assert_eq!(img["fingerprint"], digest);
+    }
+    // The kernel is downloaded once and kept for the next build.
+    assert!(d.root().join("images/kernels").read_dir().unwrap().count() >= 1);
+    assert!(d.fails(&["launch", "vm/busybox", "c1"]).contains("--vm"));
+}

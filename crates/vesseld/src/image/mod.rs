@@ -9,6 +9,7 @@ mod debian;
 pub mod import;
 pub mod pull;
 pub mod tree;
+mod vm;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub struct ImageService {
     events: Events,
     /// Serializes changes to the image files (builds, shifted copies, deletions).
     pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
+    /// The guest agent put into built VM images, when installed.
+    agent: Option<PathBuf>,
 }
 
 /// What a built root file system runs by default.
@@ -45,7 +48,14 @@ impl ImageService {
             store,
             events,
             lock: Arc::default(),
+            agent: None,
         }
+    }
+
+    /// Puts this guest agent binary into built VM images.
+    pub fn with_agent(mut self, agent: Option<PathBuf>) -> Self {
+        self.agent = agent;
+        self
     }
 
     /// Every image.
@@ -148,9 +158,10 @@ impl ImageService {
                 let _ = std::fs::remove_dir_all(&staged);
                 result
             }
-            ImageSource::Vm => Err(Error::invalid(
-                "VM images cannot be built by this daemon yet",
-            )),
+            ImageSource::Vm => {
+                let layout = req.vm_layout.unwrap_or_default();
+                self.build_vm(layout, req.alias, &op).await
+            }
         }
     }
 
