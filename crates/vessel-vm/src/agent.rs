@@ -1,0 +1,230 @@
+//! The host side of the guest agent (`vessel-agent`): exec over the agent's socket.
+//!
+//! The agent socket is a QEMU chardev in server mode behind the `org.vessel.agent`
+//! virtio-serial port. QEMU accepts one client at a time, so execs on one VM run one after
+//! the other: a second caller's connection waits until the first closes (and gets
+//! [`VmError::Agent`] if that takes longer than its acknowledgement timeout).
+//!
+//! Protocol: the host writes one JSON line (a [`vessel_api::ExecRequest`]), then frames of
+//! [`vessel_api::stream`]. The agent answers with an empty `Stdout` frame (the
+//! acknowledgement), then `Stdout`/`Stderr` frames, and ends with `Exit` or `Error`. Closing
+//! the connection kills the command. The frames after the acknowledgement are exactly what a
+//! `vessel exec` client expects, so the daemon may proxy them byte for byte
+//! ([`AgentSession::into_stream`]).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vessel_api::stream::{self, FrameKind};
+use vessel_api::ExecRequest;
+
+use crate::error::{Result, VmError};
+
+/// A frame from the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentFrame {
+    /// Output on stdout (or the terminal).
+    Stdout(Vec<u8>),
+    /// Output on stderr.
+    Stderr(Vec<u8>),
+    /// The command exited with this code (128+N for signal N); the session is over.
+    Exit(i32),
+    /// The command could not run; the session is over.
+    Error(String),
+}
+
+/// What a finished command printed and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Everything on stdout.
+    pub stdout: Vec<u8>,
+    /// Everything on stderr.
+    pub stderr: Vec<u8>,
+    /// Exit code (128+N for signal N).
+    pub exit_code: i32,
+}
+
+/// One exec in progress.
+#[derive(Debug)]
+pub struct AgentSession {
+    stream: UnixStream,
+}
+
+/// Connects to the agent socket, sends `req` and waits up to `ack_timeout` for the agent to
+/// acknowledge (the agent is not running, or another exec holds the port, when it does not).
+pub fn agent_exec(
+    agent_socket: &Path,
+    req: &ExecRequest,
+    ack_timeout: Duration,
+) -> Result<AgentSession> {
+    if req.command.first().is_none_or(|c| c.is_empty()) {
+        return Err(VmError::Agent("exec needs a command to run".into()));
+    }
+    let mut stream =
+        UnixStream::connect(agent_socket).map_err(VmError::io("connect to", agent_socket))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| VmError::Agent(format!("request: {e}")))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(VmError::io("write the exec request to", agent_socket))?;
+    let mut session = AgentSession { stream };
+    let no_answer = || {
+        VmError::Agent(format!(
+            "no answer within {:.1} s: vessel-agent is not running in the guest, or another exec \
+             holds the agent port",
+            ack_timeout.as_secs_f64()
+        ))
+    };
+    session
+        .stream
+        .set_read_timeout(Some(ack_timeout.max(Duration::from_millis(1))))
+        .map_err(VmError::io("set a timeout on", agent_socket))?;
+    match session.recv_raw() {
+        Ok(Some((FrameKind::Stdout, p))) if p.is_empty() => {}
+        Ok(Some((FrameKind::Error, p))) => {
+            return Err(VmError::Agent(String::from_utf8_lossy(&p).into_owned()))
+        }
+        Ok(Some((kind, _))) => {
+            return Err(VmError::Agent(format!(
+                "protocol error: {kind:?} frame before the acknowledgement"
+            )))
+        }
+        Ok(None) => return Err(VmError::Agent("the agent socket closed".into())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(no_answer())
+        }
+        Err(e) => return Err(VmError::Agent(format!("reading the acknowledgement: {e}"))),
+    }
+    session
+        .stream
+        .set_read_timeout(None)
+        .map_err(VmError::io("clear the timeout on", agent_socket))?;
+    Ok(session)
+}
+
+impl AgentSession {
+    /// Sends a raw frame (stdin, close-stdin, resize, signal).
+    pub fn send(&mut self, kind: FrameKind, payload: &[u8]) -> Result<()> {
+        stream::write_frame(&mut self.stream, kind, payload)
+            .map_err(|e| VmError::Agent(format!("sending {kind:?}: {e}")))
+    }
+
+    /// Sends bytes to the command's stdin.
+    pub fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(64 * 1024) {
+            self.send(FrameKind::Stdin, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the command's stdin (^D on a terminal).
+    pub fn close_stdin(&mut self) -> Result<()> {
+        self.send(FrameKind::CloseStdin, &[])
+    }
+
+    /// Resizes the command's terminal.
+    pub fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        self.send(FrameKind::Resize, &stream::resize_payload(cols, rows))
+    }
+
+    /// Sends a signal to the command.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        self.send(FrameKind::Signal, &signal.to_be_bytes())
+    }
+
+    /// The next frame; `None` when the agent closed without `Exit` (the VM went away).
+    pub fn recv(&mut self) -> Result<Option<AgentFrame>> {
+        let frame = self
+            .recv_raw()
+            .map_err(|e| VmError::Agent(format!("reading from the agent: {e}")))?;
+        Ok(match frame {
+            None => None,
+            Some((FrameKind::Stdout, p)) => Some(AgentFrame::Stdout(p)),
+            Some((FrameKind::Stderr, p)) => Some(AgentFrame::Stderr(p)),
+            Some((FrameKind::Exit, p)) => Some(AgentFrame::Exit(
+                stream::parse_i32(&p)
+                    .ok_or_else(|| VmError::Agent(format!("exit frame of {} bytes", p.len())))?,
+            )),
+            Some((FrameKind::Error, p)) => {
+                Some(AgentFrame::Error(String::from_utf8_lossy(&p).into_owned()))
+            }
+            Some((kind, _)) => {
+                return Err(VmError::Agent(format!(
+                    "protocol error: unexpected {kind:?} frame from the agent"
+                )))
+            }
+        })
+    }
+
+    /// Sends `stdin` (then closes it) and collects the output until the command exits, at
+    /// most `timeout`; on timeout the connection is closed, which kills the command.
+    pub fn output(mut self, stdin: &[u8], timeout: Duration) -> Result<ExecOutput> {
+        if !stdin.is_empty() {
+            self.send_stdin(stdin)?;
+        }
+        self.close_stdin()?;
+        let deadline = Instant::now() + timeout;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(VmError::Timeout {
+                    what: "the command in the guest to finish".into(),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| VmError::Agent(e.to_string()))?;
+            match self.recv() {
+                Ok(Some(AgentFrame::Stdout(p))) => stdout.extend(p),
+                Ok(Some(AgentFrame::Stderr(p))) => stderr.extend(p),
+                Ok(Some(AgentFrame::Exit(exit_code))) => {
+                    return Ok(ExecOutput {
+                        stdout,
+                        stderr,
+                        exit_code,
+                    })
+                }
+                Ok(Some(AgentFrame::Error(e))) => return Err(VmError::Agent(e)),
+                Ok(None) => {
+                    return Err(VmError::Agent(
+                        "the agent closed the connection before the command exited".into(),
+                    ))
+                }
+                Err(_) if Instant::now() >= deadline => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The connection itself, past the acknowledgement, to proxy frames byte for byte.
+    pub fn into_stream(self) -> UnixStream {
+        self.stream
+    }
+
+    fn recv_raw(&mut self) -> std::io::Result<Option<(FrameKind, Vec<u8>)>> {
+        read_frame(&mut self.stream)
+    }
+}
+
+/// Like [`stream::read_frame`], but a timeout before the first byte is reported as such
+/// rather than as a truncated frame.
+fn read_frame(r: &mut UnixStream) -> std::io::Result<Option<(FrameKind, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    if r.read(&mut head[..1])? == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut head[1..])?;
+    let (kind, len) = stream::parse_header(&head)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((kind, payload)))
+}

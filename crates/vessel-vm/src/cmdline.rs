@@ -1,0 +1,424 @@
+//! Machine definition → QEMU command line.
+//!
+//! Option values are escaped QEMU's way (a `,` inside a value is doubled) and block devices
+//! are given as JSON, so no path can inject options. The guest starts paused (`-S`): the
+//! engine connects QMP and places QEMU into its cgroup before the first instruction runs.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::error::{Result, VmError};
+use crate::machine::{
+    Accel, DiskFormat, Firmware, MachineDef, Media, NicBackend, ParaBoot, Profile, VmPaths,
+};
+
+/// The sandbox every VM runs under: no obsolete syscalls, no privilege changes, no new
+/// processes, no scheduler/affinity changes.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// Size of TCG's translation cache, MiB (QEMU's default is 1 GiB per VM, which would dominate
+/// the memory limit of a small guest).
+pub const TCG_TB_SIZE_MIB: u64 = 128;
+
+/// Name of the virtio-serial port of the guest agent.
+pub const AGENT_PORT: &str = "org.vessel.agent";
+/// Name of the virtio console port.
+pub const CONSOLE_PORT: &str = "org.vessel.console";
+
+/// Builds QEMU's arguments (without the program name).
+pub fn qemu_args(def: &MachineDef, paths: &VmPaths) -> Result<Vec<OsString>> {
+    let mut a = Args::default();
+    a.push("-name");
+    a.push(opts(&[
+        ("guest", &def.name),
+        ("process", &format!("vessel-{}", def.name)),
+        ("debug-threads", "on"),
+    ]));
+    a.push("-nodefaults");
+    a.push("-no-user-config");
+    a.push("-display");
+    a.push("none");
+    a.push("-msg");
+    a.push("timestamp=on");
+    let machine = match &def.profile {
+        // No PS/2 controller, VMware port, SATA, SMBus or USB: nothing the guest does not use.
+        Profile::Para(_) => "q35,i8042=off,vmport=off,sata=off,smbus=off,usb=off,graphics=off",
+        Profile::Full(_) => "q35,vmport=off,usb=off",
+    };
+    a.push("-machine");
+    a.push(machine);
+    match def.accel {
+        Accel::Kvm => {
+            a.push("-accel");
+            a.push("kvm");
+            a.push("-cpu");
+            a.push("host");
+        }
+        Accel::Tcg => {
+            a.push("-accel");
+            a.push(format!("tcg,tb-size={TCG_TB_SIZE_MIB}"));
+            a.push("-cpu");
+            a.push("max");
+        }
+    }
+    a.push("-smp");
+    a.push(def.vcpus.to_string());
+    a.push("-m");
+    a.push(format!("size={}M", def.memory_mib));
+    match &def.profile {
+        Profile::Para(p) => para(&mut a, def, p, paths)?,
+        Profile::Full(f) => full(&mut a, def, f.firmware, f.boot_from, paths)?,
+    }
+    if let Some(cid) = def.vsock_cid {
+        if Path::new("/dev/vhost-vsock").exists() {
+            a.push("-device");
+            a.push(opts(&[
+                ("driver", "vhost-vsock-pci"),
+                ("guest-cid", &cid.to_string()),
+            ]));
+        } else {
+            tracing::warn!(vm = %def.name, "no /dev/vhost-vsock on this host: the VM gets no vsock");
+        }
+    }
+    a.push("-chardev");
+    a.push(opts(&[
+        ("backend", "socket"),
+        ("id", "qmp"),
+        ("path", utf8(&paths.qmp)?),
+        ("server", "on"),
+        ("wait", "off"),
+    ]));
+    a.push("-mon");
+    a.push("chardev=qmp,mode=control");
+    a.push("-sandbox");
+    a.push(SANDBOX);
+    a.push("-pidfile");
+    a.push(&paths.pidfile);
+    a.push("-S");
+    Ok(a.0)
+}
+
+fn para(a: &mut Args, def: &MachineDef, p: &ParaBoot, paths: &VmPaths) -> Result<()> {
+    a.push("-kernel");
+    a.push(&p.kernel);
+    if let Some(initrd) = &p.initrd {
+        a.push("-initrd");
+        a.push(initrd);
+    }
+    a.push("-append");
+    a.push(kernel_cmdline(def, p));
+    if p.kernel_log {
+        a.push("-chardev");
+        a.push(opts(&[
+            ("backend", "file"),
+            ("id", "kernel-log"),
+            ("path", utf8(&paths.kernel_log)?),
+        ]));
+        a.push("-serial");
+        a.push("chardev:kernel-log");
+    }
+    a.push("-device");
+    a.push("virtio-serial-pci,id=vser0");
+    a.push("-chardev");
+    a.push(console_chardev(paths)?);
+    a.push("-device");
+    a.push(opts(&[
+        ("driver", "virtconsole"),
+        ("bus", "vser0.0"),
+        ("chardev", "console"),
+        ("name", CONSOLE_PORT),
+    ]));
+    a.push("-chardev");
+    a.push(opts(&[
+        ("backend", "socket"),
+        ("id", "agent"),
+        ("path", utf8(&paths.agent)?),
+        ("server", "on"),
+        ("wait", "off"),
+    ]));
+    a.push("-device");
+    a.push(opts(&[
+        ("driver", "virtserialport"),
+        ("bus", "vser0.0"),
+        ("chardev", "agent"),
+        ("name", AGENT_PORT),
+    ]));
+    a.push("-object");
+    a.push("rng-random,id=rng0,filename=/dev/urandom");
+    a.push("-device");
+    a.push("virtio-rng-pci,rng=rng0");
+    for (i, d) in def.disks.iter().enumerate() {
+        a.push("-blockdev");
+        a.push(blockdev(i, &d.path, d.format, d.read_only)?);
+        a.push("-device");
+        a.push(opts(&[
+            ("driver", "virtio-blk-pci"),
+            ("drive", &format!("disk{i}")),
+            ("id", &format!("vd{i}")),
+            ("serial", &format!("vessel-disk{i}")),
+        ]));
+    }
+    nics(a, def, "virtio-net-pci")
+}
+
+fn full(
+    a: &mut Args,
+    def: &MachineDef,
+    firmware: Firmware,
+    boot_from: Media,
+    paths: &VmPaths,
+) -> Result<()> {
+    match firmware {
+        Firmware::Bios => {
+            a.push("-bios");
+            a.push(crate::host::SEABIOS);
+        }
+        Firmware::Uefi => {
+            a.push("-drive");
+            a.push(opts(&[
+                ("if", "pflash"),
+                ("format", "raw"),
+                ("unit", "0"),
+                ("readonly", "on"),
+                ("file", crate::host::OVMF_CODE),
+            ]));
+            a.push("-drive");
+            a.push(opts(&[
+                ("if", "pflash"),
+                ("format", "raw"),
+                ("unit", "1"),
+                ("file", utf8(&paths.uefi_vars)?),
+            ]));
+        }
+    }
+    a.push("-chardev");
+    a.push(console_chardev(paths)?);
+    a.push("-serial");
+    a.push("chardev:console");
+    a.push("-device");
+    a.push("VGA");
+    a.push("-vnc");
+    a.push(format!("unix:{}", utf8(&paths.vnc)?.replace(',', ",,")));
+    a.push("-device");
+    a.push("qemu-xhci,id=xhci");
+    a.push("-device");
+    a.push("usb-tablet,bus=xhci.0");
+    let mut boot_given = false;
+    for (i, d) in def.disks.iter().enumerate() {
+        let cdrom = d.media == Media::Cdrom;
+        a.push("-blockdev");
+        a.push(blockdev(i, &d.path, d.format, d.read_only || cdrom)?);
+        let mut o = vec![
+            (
+                "driver",
+                if cdrom { "ide-cd" } else { "ide-hd" }.to_string(),
+            ),
+            ("drive", format!("disk{i}")),
+            // The q35 AHCI controller has one device per port.
+            ("bus", format!("ide.{i}")),
+        ];
+        if d.media == boot_from && !boot_given {
+            o.push(("bootindex", "1".into()));
+            boot_given = true;
+        }
+        let o: Vec<(&str, &str)> = o.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        a.push("-device");
+        a.push(opts(&o));
+    }
+    nics(a, def, "e1000")
+}
+
+fn nics(a: &mut Args, def: &MachineDef, model: &str) -> Result<()> {
+    for (i, n) in def.nics.iter().enumerate() {
+        let id = format!("net{i}");
+        let netdev = match &n.backend {
+            NicBackend::Tap { ifname } => {
+                let vhost = if Path::new("/dev/vhost-net").exists() && model != "e1000" {
+                    "on"
+                } else {
+                    "off"
+                };
+                opts(&[
+                    ("type", "tap"),
+                    ("id", &id),
+                    ("ifname", ifname),
+                    ("script", "no"),
+                    ("downscript", "no"),
+                    ("vhost", vhost),
+                ])
+            }
+            NicBackend::User => opts(&[("type", "user"), ("id", &id)]),
+        };
+        a.push("-netdev");
+        a.push(netdev);
+        a.push("-device");
+        a.push(opts(&[
+            ("driver", model),
+            ("netdev", &id),
+            ("mac", &def.mac(i)),
+        ]));
+    }
+    Ok(())
+}
+
+fn console_chardev(paths: &VmPaths) -> Result<String> {
+    Ok(opts(&[
+        ("backend", "socket"),
+        ("id", "console"),
+        ("path", utf8(&paths.console)?),
+        ("server", "on"),
+        ("wait", "off"),
+        ("logfile", utf8(&paths.console_log)?),
+        ("logappend", "on"),
+    ]))
+}
+
+/// The kernel command line: the image's, then the console and hostname unless it has them.
+pub fn kernel_cmdline(def: &MachineDef, p: &ParaBoot) -> String {
+    let mut words: Vec<String> = p.cmdline.split_whitespace().map(String::from).collect();
+    let has = |words: &[String], key: &str| words.iter().any(|w| w.starts_with(key));
+    if !has(&words, "console=") {
+        if p.kernel_log {
+            words.push("console=ttyS0".into());
+        }
+        // The last console= is /dev/console, the one the init talks on.
+        words.push("console=hvc0".into());
+    }
+    if !has(&words, "vessel.hostname=") {
+        words.push(format!("vessel.hostname={}", def.name));
+    }
+    words.join(" ")
+}
+
+/// A `-blockdev` in JSON: format node `diskN` over a file node. Backing files of overlays
+/// are opened read-only by QEMU from the image header.
+fn blockdev(i: usize, path: &Path, format: DiskFormat, read_only: bool) -> Result<String> {
+    let mut file = serde_json::json!({
+        "driver": "file",
+        "filename": utf8(path)?,
+    });
+    let mut node = serde_json::json!({
+        "driver": format.as_str(),
+        "node-name": format!("disk{i}"),
+        "read-only": read_only,
+    });
+    if !read_only {
+        file["discard"] = "unmap".into();
+        node["discard"] = "unmap".into();
+    }
+    node["file"] = file;
+    Ok(node.to_string())
+}
+
+/// `k=v,k=v` with commas in values doubled; a `backend`/`driver`/`type` value (always the
+/// first pair) is written as the bare leading word, QEMU's usual form.
+fn opts(pairs: &[(&str, &str)]) -> String {
+    let mut out = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let v = v.replace(',', ",,");
+        if matches!(*k, "backend" | "driver" | "type") {
+            out.push(v);
+        } else {
+            out.push(format!("{k}={v}"));
+        }
+    }
+    out.join(",")
+}
+
+fn utf8(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| VmError::InvalidDefinition(format!("path {} is not UTF-8", p.display())))
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, s: impl AsRef<std::ffi::OsStr>) {
+        self.0.push(s.as_ref().to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{Disk, Nic};
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn para_command_line() {
+        let mut d = MachineDef::para(
+            "vm1",
+            Path::new("/run/vm,1"),
+            Path::new("/img/vmlinuz"),
+            Some(Path::new("/img/initrd.img")),
+        );
+        d.disks.push(Disk {
+            path: "/pool/a,b.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            media: Media::Disk,
+            read_only: false,
+        });
+        d.nics.push(Nic {
+            backend: NicBackend::Tap {
+                ifname: "vtap0".into(),
+            },
+            mac: Some("52:54:00:00:00:01".into()),
+        });
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir)).unwrap());
+        let joined = args.join(" ");
+        assert!(joined.contains(
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        assert!(joined.contains("-machine q35,i8042=off"));
+        assert!(joined.contains("-accel tcg,tb-size=128"));
+        assert!(joined.contains("socket,id=qmp,path=/run/vm,,1/qmp.sock,server=on,wait=off"));
+        assert!(joined.contains("name=org.vessel.agent"));
+        assert!(joined.contains("console=hvc0 vessel.hostname=vm1"));
+        assert!(joined.contains("tap,id=net0,ifname=vtap0,script=no,downscript=no"));
+        assert!(joined.contains("mac=52:54:00:00:00:01"));
+        let bd = args
+            .iter()
+            .position(|a| a == "-blockdev")
+            .map(|i| &args[i + 1])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(bd).unwrap();
+        assert_eq!(v["file"]["filename"], "/pool/a,b.qcow2");
+        assert!(args.iter().any(|a| a == "-S"));
+        assert!(!args.iter().any(|a| a == "-daemonize" || a == "-runas"));
+    }
+
+    #[test]
+    fn full_command_line() {
+        let mut d = MachineDef::full("win", Path::new("/run/w"), Media::Cdrom);
+        d.disks.push(Disk {
+            path: "/pool/w.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            media: Media::Disk,
+            read_only: false,
+        });
+        d.disks.push(Disk {
+            path: "/iso/setup.iso".into(),
+            format: DiskFormat::Raw,
+            media: Media::Cdrom,
+            read_only: true,
+        });
+        d.nics.push(Nic {
+            backend: NicBackend::User,
+            mac: None,
+        });
+        let joined = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir)).unwrap()).join(" ");
+        assert!(joined.contains("-bios /usr/share/seabios/bios-256k.bin"));
+        assert!(joined.contains("-vnc unix:/run/w/vnc.sock"));
+        assert!(joined.contains("ide-hd,drive=disk0,bus=ide.0 "));
+        assert!(joined.contains("ide-cd,drive=disk1,bus=ide.1,bootindex=1"));
+        assert!(joined.contains("-device e1000,netdev=net0"));
+        assert!(joined.contains("-serial chardev:console"));
+        assert!(!joined.contains("-kernel"));
+    }
+}

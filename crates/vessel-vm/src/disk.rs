@@ -1,0 +1,201 @@
+//! Disk images through `qemu-img`: validation and copy-on-write overlays.
+//!
+//! Every VM disk is a small qcow2 overlay over a shared, read-only image, so ten VMs from one
+//! image cost ten overlays. Images are checked with `qemu-img info --output=json
+//! --backing-chain` before use: an unreadable, truncated or corrupt image, a format that is
+//! not the one claimed, or a missing backing file is refused with `qemu-img`'s own words.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use crate::error::{Result, VmError};
+use crate::host::QEMU_IMG;
+use crate::machine::DiskFormat;
+
+/// What `qemu-img info` says about an image (the top of its backing chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Detected format (`qcow2`, `raw`, ...).
+    pub format: String,
+    /// Size the guest sees, bytes.
+    pub virtual_size: u64,
+    /// Space used on the host, bytes.
+    pub actual_size: Option<u64>,
+    /// The backing file, for overlays.
+    pub backing_file: Option<String>,
+    /// The backing file's format.
+    pub backing_format: Option<String>,
+    /// Number of images in the chain (1 for an image without backing file).
+    pub chain_length: usize,
+}
+
+#[derive(Deserialize)]
+struct RawInfo {
+    format: String,
+    #[serde(rename = "virtual-size")]
+    virtual_size: u64,
+    #[serde(rename = "actual-size", default)]
+    actual_size: Option<u64>,
+    #[serde(rename = "backing-filename", default)]
+    backing_filename: Option<String>,
+    #[serde(rename = "backing-filename-format", default)]
+    backing_format: Option<String>,
+    #[serde(rename = "format-specific", default)]
+    format_specific: Option<FormatSpecific>,
+}
+
+#[derive(Deserialize)]
+struct FormatSpecific {
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+/// Inspects an image and its whole backing chain. `expect`: the format the caller will give
+/// QEMU; a different detected format is an error (a raw file is never read as qcow2 and vice
+/// versa).
+pub fn image_info(path: &Path, expect: Option<DiskFormat>) -> Result<ImageInfo> {
+    crate::host::check_readable("disk image", path)?;
+    let qemu_img = QEMU_IMG.find()?;
+    let mut cmd = Command::new(&qemu_img);
+    cmd.args(["info", "--output=json", "--backing-chain", "-U"]);
+    if let Some(f) = expect {
+        cmd.args(["-f", f.as_str()]);
+    }
+    let out = cmd
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Command {
+            command: "qemu-img info".into(),
+            message: e.to_string(),
+        })?;
+    let bad = |reason: String| VmError::BadImage {
+        path: path.into(),
+        reason,
+    };
+    if !out.status.success() {
+        return Err(bad(qemu_img_message(&out.stderr)));
+    }
+    let chain: Vec<RawInfo> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| bad(format!("unreadable qemu-img info output: {e}")))?;
+    let Some(top) = chain.first() else {
+        return Err(bad("qemu-img info returned no image".into()));
+    };
+    for (i, img) in chain.iter().enumerate() {
+        let corrupt = img
+            .format_specific
+            .as_ref()
+            .and_then(|f| f.data.get("corrupt"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if corrupt {
+            return Err(bad(if i == 0 {
+                "the qcow2 image is marked corrupt: repair it with qemu-img check -r all".into()
+            } else {
+                format!("its backing file (level {i}) is marked corrupt")
+            }));
+        }
+    }
+    if let Some(f) = expect {
+        if top.format != f.as_str() {
+            return Err(bad(format!(
+                "it is {} but was given as {}",
+                top.format,
+                f.as_str()
+            )));
+        }
+    }
+    if top.format == "qcow2" {
+        // info only reads the header; check walks the metadata, which catches truncation and
+        // broken tables of the (small) top image.
+        check_qcow2(&qemu_img, path)?;
+    }
+    Ok(ImageInfo {
+        format: top.format.clone(),
+        virtual_size: top.virtual_size,
+        actual_size: top.actual_size,
+        backing_file: top.backing_filename.clone(),
+        backing_format: top.backing_format.clone(),
+        chain_length: chain.len(),
+    })
+}
+
+fn check_qcow2(qemu_img: &Path, path: &Path) -> Result<()> {
+    let out = Command::new(qemu_img)
+        .args(["check", "-U", "-f", "qcow2", "--output=json"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Command {
+            command: "qemu-img check".into(),
+            message: e.to_string(),
+        })?;
+    // Exit 0: clean; 3: leaked clusters only (harmless). 1/2: cannot check or corrupted.
+    match out.status.code() {
+        Some(0) | Some(3) => Ok(()),
+        _ => {
+            let mut reason = qemu_img_message(&out.stderr);
+            if reason.is_empty() {
+                reason = "qemu-img check found errors in the image".into();
+            }
+            Err(VmError::BadImage {
+                path: path.into(),
+                reason,
+            })
+        }
+    }
+}
+
+/// Creates a qcow2 overlay at `path` over `backing` (`qemu-img create -f qcow2 -b BACKING -F
+/// FMT`), the format of `backing` detected and checked first. `path` must not exist; on any
+/// failure nothing is left there. The backing path is stored as given (make it absolute).
+pub fn create_overlay(backing: &Path, path: &Path) -> Result<ImageInfo> {
+    if path.exists() {
+        return Err(VmError::BadFile {
+            what: "overlay",
+            path: path.into(),
+            reason: "it exists already: remove it or choose another path".into(),
+        });
+    }
+    let base = image_info(backing, None)?;
+    if !matches!(base.format.as_str(), "qcow2" | "raw") {
+        return Err(VmError::BadImage {
+            path: backing.into(),
+            reason: format!("format {} is not supported: use qcow2 or raw", base.format),
+        });
+    }
+    let qemu_img = QEMU_IMG.find()?;
+    let out = Command::new(&qemu_img)
+        .args(["create", "-q", "-f", "qcow2", "-b"])
+        .arg(backing)
+        .args(["-F", &base.format])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output();
+    let failed = |message: String| {
+        let _ = std::fs::remove_file(path);
+        VmError::Command {
+            command: "qemu-img create".into(),
+            message,
+        }
+    };
+    let out = out.map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(qemu_img_message(&out.stderr)));
+    }
+    image_info(path, Some(DiskFormat::Qcow2)).inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })
+}
+
+/// `qemu-img`'s error without its program-name prefix.
+fn qemu_img_message(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|l| l.trim_start_matches("qemu-img: ").trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

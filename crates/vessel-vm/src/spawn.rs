@@ -1,0 +1,210 @@
+//! Starting QEMU detached from its caller.
+//!
+//! QEMU's own `-daemonize` forks and calls `setsid`, and `-runas` calls `setuid`; the sandbox
+//! this engine always applies (`spawn=deny`, `elevateprivileges=deny`) kills QEMU for either
+//! (QEMU 7.2 installs the seccomp filter before it daemonizes). So the engine does both itself
+//! before `exec`: a new session, a double fork (QEMU is re-parented away from the caller, so it
+//! outlives it and never becomes its zombie), and the user switch. QEMU still writes its pid
+//! file (`-pidfile`), which [`crate::adopt`] reads.
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{Result, VmError};
+
+/// A user QEMU runs as.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups: the user's own, plus `kvm` (for /dev/kvm) when it exists.
+    pub groups: Vec<libc::gid_t>,
+}
+
+impl RunAs {
+    /// Looks a user up in the host's user database.
+    pub fn lookup(user: &str) -> Result<RunAs> {
+        let name = CString::new(user)
+            .map_err(|_| VmError::InvalidDefinition(format!("user {user:?} contains NUL")))?;
+        let mut buf = vec![0 as libc::c_char; 16384];
+        // SAFETY: an all-zero passwd is a valid value for getpwnam_r to fill in.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers refer to live locals; buf's length is passed.
+        let r = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r != 0 || result.is_null() {
+            return Err(VmError::InvalidDefinition(format!(
+                "user {user:?} does not exist on this host: create it or run QEMU as another user"
+            )));
+        }
+        let (uid, gid) = (pw.pw_uid, pw.pw_gid);
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: groups has room for n entries; name is a valid C string.
+        let r = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        groups.truncate(if r < 0 { 0 } else { n.max(0) as usize });
+        if let Some(kvm) = group_id("kvm") {
+            if !groups.contains(&kvm) {
+                groups.push(kvm);
+            }
+        }
+        Ok(RunAs { uid, gid, groups })
+    }
+}
+
+fn group_id(name: &str) -> Option<libc::gid_t> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: an all-zero group is a valid value for getgrnam_r to fill in.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers refer to live locals; buf's length is passed.
+    let r = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (r == 0 && !result.is_null()).then_some(gr.gr_gid)
+}
+
+/// Runs `program args` detached (new session, re-parented away from us), optionally as
+/// another user, with stdin from /dev/null and stdout/stderr appended to `log`. Returns the
+/// detached process's pid once it has exec'd.
+pub fn spawn_detached(
+    program: &Path,
+    args: &[OsString],
+    log: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<i32> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(VmError::io("open", log))?;
+    let err = out.try_clone().map_err(VmError::io("open", log))?;
+    let (pid_rd, pid_wr) = pipe()?;
+    let wr = pid_wr.as_raw_fd();
+    let user = run_as.cloned();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+    // (setsid, fork, write, _exit, setgroups, setgid, setuid) and allocates nothing: the
+    // group list was built before.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let pid = libc::fork();
+            if pid < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if pid > 0 {
+                // The intermediate: report the grandchild's pid and go, so that it is
+                // re-parented to init (or the nearest subreaper).
+                let bytes = pid.to_ne_bytes();
+                libc::write(wr, bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(0);
+            }
+            if let Some(u) = &user {
+                if libc::setgroups(u.groups.len(), u.groups.as_ptr()) < 0
+                    || libc::setgid(u.gid) < 0
+                    || libc::setuid(u.uid) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    drop(pid_wr);
+    drop(cmd);
+    let mut intermediate = spawned
+        .map_err(|e| VmError::StartFailed(format!("cannot run {}: {e}", program.display())))?;
+    let _ = intermediate.wait();
+    let mut buf = [0u8; 4];
+    let mut f = File::from(pid_rd);
+    f.read_exact(&mut buf).map_err(|e| {
+        VmError::StartFailed(format!("the detached QEMU did not report its pid: {e}"))
+    })?;
+    Ok(i32::from_ne_bytes(buf))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(VmError::StartFailed(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: pipe2 succeeded; both descriptors are new and owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Hands a file or directory to the user QEMU runs as.
+pub fn chown(path: &Path, user: &RunAs) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+        .map_err(VmError::io("chown", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_process_is_not_our_child() {
+        let dir = std::env::temp_dir().join(format!("vessel-vm-spawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let pid = spawn_detached(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo started; sleep 0.2".into()],
+            &log,
+            None,
+        )
+        .unwrap();
+        assert!(pid > 0);
+        let mut status = 0;
+        // SAFETY: waitpid on a pid with WNOHANG.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert_eq!(r, -1, "the detached process must not be our child");
+        let p = crate::host::Process::watch(pid);
+        if let Some(p) = p {
+            assert!(p.wait_exit(std::time::Duration::from_secs(5)));
+        }
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn users_are_looked_up() {
+        let root = RunAs::lookup("root").unwrap();
+        assert_eq!(root.uid, 0);
+        assert!(RunAs::lookup("no-such-user-here").is_err());
+    }
+}

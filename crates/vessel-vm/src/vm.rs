@@ -1,0 +1,609 @@
+//! Lifecycle of one VM: start, adopt, status, pause/resume/reset, shutdown.
+//!
+//! A VM is its QEMU process (detached from the caller, see [`crate::spawn`]) plus files under
+//! its run directory: QMP, console and agent sockets, the console log, QEMU's pid file and
+//! `vm.json`, the description [`adopt`] reads back after the caller restarts.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vessel_cgroups::{CgroupManager, CgroupStats};
+
+use crate::cmdline::qemu_args;
+use crate::error::{Result, VmError};
+use crate::host::{self, Process, QEMU};
+use crate::machine::{Firmware, MachineDef, Media, Profile, VmPaths};
+use crate::qmp::{EventSink, Qmp, QmpError, RunState};
+use crate::spawn::{self, RunAs};
+
+/// How long QEMU may take to set the machine up and answer on QMP.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a QMP command may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long QEMU gets to exit after `quit` before SIGKILL.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`adopt`] needs to find a VM again; stored as `vm.json` in the run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Instance name.
+    pub name: String,
+    /// QEMU's pid.
+    pub pid: i32,
+    /// QEMU's start time (clock ticks after boot), which tells it from a later process with
+    /// the same pid.
+    pub start_time: u64,
+    /// `para` or `full`.
+    pub profile: String,
+    /// The VM's files.
+    pub paths: VmPaths,
+    /// Whether the VM has a guest agent port.
+    pub has_agent: bool,
+    /// Whether the VM has a VNC socket.
+    pub has_vnc: bool,
+    /// Its cgroup, if any.
+    pub cgroup: Option<String>,
+}
+
+/// A running VM.
+#[derive(Debug)]
+pub struct RunningVm {
+    /// Instance name.
+    pub name: String,
+    /// QEMU's pid.
+    pub pid: i32,
+    /// QMP socket (this handle holds the one QMP connection QEMU accepts).
+    pub qmp_socket: PathBuf,
+    /// Console socket: connect to read and type on the console.
+    pub console_socket: PathBuf,
+    /// Everything the console printed so far.
+    pub console_log: PathBuf,
+    /// Guest agent socket (`para`), for [`crate::agent_exec`].
+    pub agent_socket: Option<PathBuf>,
+    /// VNC socket (`full`).
+    pub vnc_socket: Option<PathBuf>,
+    /// QEMU's pid file.
+    pub pidfile: PathBuf,
+    /// The record written to `vm.json`.
+    pub record: VmRecord,
+    process: Process,
+    qmp: Qmp,
+    cgroup: Option<Box<dyn CgroupManager>>,
+}
+
+/// The state of a VM as QEMU reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmStatus {
+    /// vCPUs run.
+    Running,
+    /// Paused by [`RunningVm::pause`].
+    Paused,
+    /// QEMU is up, the guest has not started.
+    Prelaunch,
+    /// QEMU has exited.
+    Stopped,
+    /// Another QEMU run state (I/O error, guest panicked, ...).
+    Other(RunState),
+}
+
+/// How [`RunningVm::shutdown`] ended the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownHow {
+    /// The guest powered off after the ACPI power button.
+    Graceful,
+    /// The guest did not react in time; QEMU was told to `quit`.
+    Quit,
+    /// QEMU did not quit; it was killed.
+    Killed,
+    /// QEMU had already exited.
+    AlreadyStopped,
+}
+
+/// Result of [`RunningVm::shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownOutcome {
+    /// Which step ended it.
+    pub how: ShutdownHow,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Undoes a half-done start: kills QEMU, removes the cgroup and every file made.
+struct StartGuard<'a> {
+    paths: &'a VmPaths,
+    created_dir: bool,
+    process: Option<Process>,
+    cgroup: Option<Box<dyn CgroupManager>>,
+    armed: bool,
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(p) = &self.process {
+            p.kill();
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.destroy();
+        }
+        if self.created_dir {
+            let _ = std::fs::remove_dir_all(&self.paths.dir);
+            return;
+        }
+        let p = self.paths;
+        for f in [
+            &p.qmp,
+            &p.console,
+            &p.agent,
+            &p.vnc,
+            &p.pidfile,
+            &p.state,
+            &p.console_log,
+            &p.kernel_log,
+            &p.qemu_log,
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Starts a VM: checks the definition, memory, files and disk images, starts QEMU detached
+/// and paused, connects QMP (events go to `events`), places QEMU into its cgroup and lets the
+/// guest run. Blocking (about a second); call it from `spawn_blocking` in async code. On any
+/// error QEMU is killed and nothing is left behind (a run directory made here is removed).
+pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
+    def.validate()?;
+    let qemu = QEMU.find()?;
+    let available = host::mem_available()?;
+    if def.memory_mib << 20 > available {
+        return Err(VmError::NotEnoughMemory {
+            requested_mib: def.memory_mib,
+            available_mib: available >> 20,
+        });
+    }
+    check_files(def)?;
+    let run_as = def.run_as.as_deref().map(RunAs::lookup).transpose()?;
+    let paths = VmPaths::new(&def.run_dir);
+    if let Some(pid) = read_pidfile(&paths.pidfile) {
+        if Process::watch(pid).is_some() {
+            return Err(VmError::StartFailed(format!(
+                "{} names the live process {pid}: the VM is running already (adopt it)",
+                paths.pidfile.display()
+            )));
+        }
+    }
+    let created_dir = !paths.dir.exists();
+    std::fs::create_dir_all(&paths.dir).map_err(VmError::io("create", &paths.dir))?;
+    let mut guard = StartGuard {
+        paths: &paths,
+        created_dir,
+        process: None,
+        cgroup: None,
+        armed: true,
+    };
+    for stale in [
+        &paths.qmp,
+        &paths.console,
+        &paths.agent,
+        &paths.vnc,
+        &paths.pidfile,
+        &paths.state,
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    if let Profile::Full(f) = &def.profile {
+        if f.firmware == Firmware::Uefi && !paths.uefi_vars.exists() {
+            std::fs::copy(host::OVMF_VARS, &paths.uefi_vars).map_err(VmError::io(
+                "copy the UEFI variable store to",
+                &paths.uefi_vars,
+            ))?;
+        }
+    }
+    if let Some(u) = &run_as {
+        spawn::chown(&paths.dir, u)?;
+        for d in def
+            .disks
+            .iter()
+            .filter(|d| !d.read_only && d.media == Media::Disk)
+        {
+            spawn::chown(&d.path, u)?;
+        }
+        if paths.uefi_vars.exists() {
+            spawn::chown(&paths.uefi_vars, u)?;
+        }
+    }
+    let args = qemu_args(def, &paths)?;
+    tracing::debug!(vm = %def.name, ?args, "starting QEMU");
+    let pid = spawn::spawn_detached(&qemu, &args, &paths.qemu_log, run_as.as_ref())?;
+    let watched = || {
+        Process::watch(pid)
+            .ok_or_else(|| VmError::StartFailed(log_tail(&paths.qemu_log, "QEMU exited at once")))
+    };
+    let process = watched()?;
+    guard.process = Some(watched()?);
+    let qmp = connect_while_alive(&process, &paths, events)?;
+    if let Some(path) = &def.cgroup {
+        guard.cgroup = Some(crate::cgroup::place(path, def, pid)?);
+    }
+    qmp.cont()?;
+    let record = VmRecord {
+        name: def.name.clone(),
+        pid,
+        start_time: host::start_time(pid)
+            .ok_or_else(|| VmError::StartFailed(log_tail(&paths.qemu_log, "QEMU exited")))?,
+        profile: match def.profile {
+            Profile::Para(_) => "para".into(),
+            Profile::Full(_) => "full".into(),
+        },
+        paths: paths.clone(),
+        has_agent: matches!(def.profile, Profile::Para(_)),
+        has_vnc: matches!(def.profile, Profile::Full(_)),
+        cgroup: def.cgroup.clone(),
+    };
+    write_record(&record)?;
+    let cgroup = guard.cgroup.take();
+    guard.armed = false;
+    drop(guard);
+    tracing::info!(vm = %def.name, pid, "VM started");
+    Ok(RunningVm::new(record, process, qmp, cgroup))
+}
+
+/// Finds a VM started earlier (by this or another process) through its pid file and QMP
+/// socket, checking that the pid is still that QEMU, and connects QMP (events go to `events`).
+pub fn adopt(pidfile: &Path, qmp_socket: &Path, events: Option<EventSink>) -> Result<RunningVm> {
+    let pid = read_pidfile(pidfile).ok_or_else(|| {
+        VmError::Adopt(format!(
+            "{} is missing or holds no pid: the VM is not running",
+            pidfile.display()
+        ))
+    })?;
+    let dir = pidfile.parent().unwrap_or(Path::new("."));
+    let state = VmPaths::new(dir).state;
+    let record: VmRecord = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            VmError::Adopt(format!(
+                "{} is missing or unreadable: this run directory was not made by vessel-vm",
+                state.display()
+            ))
+        })?;
+    let process = Process::watch(pid).ok_or_else(|| {
+        VmError::Adopt(format!(
+            "process {pid} from {} is not running",
+            pidfile.display()
+        ))
+    })?;
+    if record.pid != pid || host::start_time(pid) != Some(record.start_time) {
+        return Err(VmError::Adopt(format!(
+            "process {pid} is not the QEMU recorded in {} (pid reused?)",
+            state.display()
+        )));
+    }
+    let is_ours = host::cmdline(pid).is_some_and(|args| {
+        args.first().is_some_and(|a| a.contains("qemu-system"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == "-pidfile" && Path::new(&w[1]) == record.paths.pidfile)
+    });
+    if !is_ours {
+        return Err(VmError::Adopt(format!(
+            "process {pid} is not a QEMU with pid file {}",
+            record.paths.pidfile.display()
+        )));
+    }
+    if qmp_socket != record.paths.qmp {
+        return Err(VmError::Adopt(format!(
+            "QMP socket {} is not the VM's ({})",
+            qmp_socket.display(),
+            record.paths.qmp.display()
+        )));
+    }
+    let qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT, events)?;
+    let cgroup = match &record.cgroup {
+        Some(path) => Some(
+            vessel_cgroups::manager(path).map_err(|source| VmError::Cgroup {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    tracing::info!(vm = %record.name, pid, "VM adopted");
+    Ok(RunningVm::new(record, process, qmp, cgroup))
+}
+
+impl RunningVm {
+    fn new(
+        record: VmRecord,
+        process: Process,
+        qmp: Qmp,
+        cgroup: Option<Box<dyn CgroupManager>>,
+    ) -> RunningVm {
+        let p = &record.paths;
+        RunningVm {
+            name: record.name.clone(),
+            pid: record.pid,
+            qmp_socket: p.qmp.clone(),
+            console_socket: p.console.clone(),
+            console_log: p.console_log.clone(),
+            agent_socket: record.has_agent.then(|| p.agent.clone()),
+            vnc_socket: record.has_vnc.then(|| p.vnc.clone()),
+            pidfile: p.pidfile.clone(),
+            record,
+            process,
+            qmp,
+            cgroup,
+        }
+    }
+
+    /// The QMP client, for commands this type has no method for.
+    pub fn qmp(&self) -> &Qmp {
+        &self.qmp
+    }
+
+    /// Whether QEMU still runs.
+    pub fn is_alive(&self) -> bool {
+        self.process.is_alive()
+    }
+
+    /// QEMU's run state, or [`VmStatus::Stopped`] once it has exited.
+    pub fn status(&self) -> Result<VmStatus> {
+        if !self.process.is_alive() {
+            return Ok(VmStatus::Stopped);
+        }
+        match self.qmp.query_status() {
+            Ok(s) => Ok(match s.status {
+                RunState::Running => VmStatus::Running,
+                RunState::Paused => VmStatus::Paused,
+                RunState::Prelaunch => VmStatus::Prelaunch,
+                RunState::Shutdown => VmStatus::Stopped,
+                other => VmStatus::Other(other),
+            }),
+            Err(QmpError::Disconnected { .. })
+                if !self.process.wait_exit(Duration::from_secs(1)) =>
+            {
+                Err(VmError::Qmp(QmpError::Disconnected {
+                    command: "query-status",
+                }))
+            }
+            Err(QmpError::Disconnected { .. }) => Ok(VmStatus::Stopped),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pauses the vCPUs.
+    pub fn pause(&self) -> Result<()> {
+        self.alive()?;
+        Ok(self.qmp.stop()?)
+    }
+
+    /// Resumes the vCPUs.
+    pub fn resume(&self) -> Result<()> {
+        self.alive()?;
+        Ok(self.qmp.cont()?)
+    }
+
+    /// Resets the VM (a hardware reset: the guest reboots without shutting down).
+    pub fn reset(&self) -> Result<()> {
+        self.alive()?;
+        Ok(self.qmp.system_reset()?)
+    }
+
+    /// Stops the VM: the ACPI power button (a paused guest is resumed first so it can react),
+    /// up to `graceful` for the guest to power off; then `quit`, up to 5 s; then SIGKILL.
+    /// Afterwards the cgroup and the runtime files are removed ([`RunningVm::cleanup`]).
+    pub fn shutdown(&self, graceful: Duration) -> Result<ShutdownOutcome> {
+        let started = Instant::now();
+        let how = if !self.process.is_alive() {
+            ShutdownHow::AlreadyStopped
+        } else {
+            if matches!(self.status(), Ok(VmStatus::Paused)) {
+                let _ = self.qmp.cont();
+            }
+            let asked = match self.qmp.system_powerdown() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(vm = %self.name, error = %e, "system_powerdown failed");
+                    false
+                }
+            };
+            if asked && self.process.wait_exit(graceful) {
+                ShutdownHow::Graceful
+            } else if self.qmp.quit().is_ok() && self.process.wait_exit(QUIT_TIMEOUT) {
+                ShutdownHow::Quit
+            } else if self.process.kill() {
+                ShutdownHow::Killed
+            } else {
+                return Err(VmError::StartFailed(format!(
+                    "QEMU {} survived SIGKILL",
+                    self.pid
+                )));
+            }
+        };
+        self.cleanup()?;
+        tracing::info!(vm = %self.name, ?how, "VM stopped");
+        Ok(ShutdownOutcome {
+            how,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Kills QEMU at once (SIGKILL) and cleans up.
+    pub fn kill(&self) -> Result<()> {
+        self.process.kill();
+        self.cleanup()
+    }
+
+    /// Waits up to `timeout` for QEMU to exit (the guest powered off, or someone quit it).
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        self.process.wait_exit(timeout)
+    }
+
+    /// After QEMU exited: removes the cgroup, the sockets, the pid file and `vm.json` (logs
+    /// and the UEFI variable store stay). An error while QEMU still runs.
+    pub fn cleanup(&self) -> Result<()> {
+        if self.process.is_alive() {
+            return Err(VmError::StartFailed(format!(
+                "cannot clean up the VM {:?}: QEMU {} still runs",
+                self.name, self.pid
+            )));
+        }
+        if let Some(cg) = &self.cgroup {
+            crate::cgroup::remove_empty(cg.as_ref())?;
+        }
+        let p = &self.record.paths;
+        for f in [&p.qmp, &p.console, &p.agent, &p.vnc, &p.pidfile, &p.state] {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
+    }
+
+    /// The cgroup's usage figures, if the VM has a cgroup.
+    pub fn cgroup_stats(&self) -> Result<Option<CgroupStats>> {
+        self.cgroup
+            .as_ref()
+            .map(|cg| {
+                cg.stats().map_err(|source| VmError::Cgroup {
+                    path: cg.path().to_string(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// The cgroup manager, if the VM has a cgroup.
+    pub fn cgroup(&self) -> Option<&dyn CgroupManager> {
+        self.cgroup.as_deref()
+    }
+
+    fn alive(&self) -> Result<()> {
+        if self.process.is_alive() {
+            Ok(())
+        } else {
+            Err(VmError::NotRunning(self.name.clone()))
+        }
+    }
+}
+
+fn check_files(def: &MachineDef) -> Result<()> {
+    match &def.profile {
+        Profile::Para(p) => {
+            host::check_readable("kernel", &p.kernel)?;
+            if let Some(i) = &p.initrd {
+                host::check_readable("initrd", i)?;
+            }
+        }
+        Profile::Full(f) => {
+            let (files, package): (&[&str], _) = match f.firmware {
+                Firmware::Bios => (&[host::SEABIOS], host::SEABIOS_PACKAGE),
+                Firmware::Uefi => (&[host::OVMF_CODE, host::OVMF_VARS], host::OVMF_PACKAGE),
+            };
+            for file in files {
+                if !Path::new(file).is_file() {
+                    return Err(VmError::BadFile {
+                        what: "firmware",
+                        path: file.into(),
+                        reason: format!("missing: install the Debian package {package}"),
+                    });
+                }
+            }
+        }
+    }
+    for d in &def.disks {
+        crate::disk::image_info(&d.path, Some(d.format))?;
+    }
+    Ok(())
+}
+
+/// Waits for QEMU to answer on QMP, failing early (with QEMU's own message) when it exits.
+fn connect_while_alive(p: &Process, paths: &VmPaths, events: Option<EventSink>) -> Result<Qmp> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !paths.qmp.exists() {
+        if !p.is_alive() {
+            return Err(VmError::StartFailed(log_tail(
+                &paths.qemu_log,
+                "QEMU exited",
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(VmError::Timeout {
+                what: format!("QEMU to create {}", paths.qmp.display()),
+                secs: STARTUP_TIMEOUT.as_secs_f64(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    match Qmp::connect(&paths.qmp, left.max(QMP_TIMEOUT), events) {
+        Ok(q) => Ok(q),
+        Err(e) => {
+            p.wait_exit(Duration::from_millis(500));
+            if p.is_alive() {
+                Err(e.into())
+            } else {
+                Err(VmError::StartFailed(log_tail(
+                    &paths.qemu_log,
+                    "QEMU exited",
+                )))
+            }
+        }
+    }
+}
+
+/// The last lines QEMU wrote (its error), or `fallback`.
+fn log_tail(log: &Path, fallback: &str) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return fallback.to_string();
+    }
+    lines[lines.len().saturating_sub(5)..]
+        .iter()
+        .map(|l| strip_qemu_prefix(l))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `2024-01-01T00:00:00.000000Z qemu-system-x86_64: msg` → `msg`.
+fn strip_qemu_prefix(line: &str) -> &str {
+    let l = line.trim();
+    let l = match l.split_once(' ') {
+        Some((ts, rest)) if ts.ends_with('Z') && ts.contains('T') => rest,
+        _ => l,
+    };
+    l.strip_prefix("qemu-system-x86_64: ").unwrap_or(l)
+}
+
+fn read_pidfile(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn write_record(r: &VmRecord) -> Result<()> {
+    let path = &r.paths.state;
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec_pretty(r).map_err(|e| VmError::Io {
+        op: "serialise",
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    std::fs::write(&tmp, data).map_err(VmError::io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(VmError::io("rename", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_messages_lose_their_prefix() {
+        assert_eq!(
+            strip_qemu_prefix("2026-11-21T10:00:00.123456Z qemu-system-x86_64: -m 1: bad"),
+            "-m 1: bad"
+        );
+        assert_eq!(strip_qemu_prefix("plain"), "plain");
+    }
+}
