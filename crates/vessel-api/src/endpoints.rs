@@ -320,7 +320,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "image_export",
         method: Method::Get,
         path: "/1.0/images/{image}/export",
-        summary: "The image as an OCI archive (containers) that podman load accepts",
+        summary: "The image as an OCI archive that podman load accepts (containers), or a bundle of its files (VMs)",
         query: &[],
         request: Body::None,
         status: 200,

@@ -405,6 +405,18 @@ fn vm_disk_images_are_checked_on_import() {
     assert_eq!(fw["virtual_size"], 32 << 20);
     // A VM image is not a container image.
     assert!(d.fails(&["launch", "disk1", "c1"]).contains("--vm"));
+    // Disk images export as a bundle and import back unchanged.
+    let bundle = work.join("disk-bundle.tar");
+    d.ok(&["image", "export", "disk1", bundle.to_str().unwrap()]);
+    d.ok(&["image", "delete", "disk1"]);
+    d.ok(&[
+        "image",
+        "import",
+        bundle.to_str().unwrap(),
+        "--alias",
+        "disk1",
+    ]);
+    assert_eq!(d.info_image("disk1")["fingerprint"], fp);
 
     // A qcow2 naming a backing file (any file of the host) is refused.
     let backed = work.join("backed.qcow2");
@@ -479,7 +491,36 @@ fn vm_images_are_built_from_debian_cloud_kernel() {
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         assert_eq!(img["fingerprint"], digest);
     }
+    // A VM image exports as a bundle and comes back as the same image.
+    let fp = d.info_image("vm/busybox")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bundle = d.dir.join("vm.tar");
+    d.ok(&["image", "export", "vm/busybox", bundle.to_str().unwrap()]);
+    d.ok(&["image", "delete", "vm/busybox"]);
+    d.ok(&[
+        "image",
+        "import",
+        bundle.to_str().unwrap(),
+        "--alias",
+        "back",
+    ]);
+    assert_eq!(d.info_image("back")["fingerprint"], fp.as_str());
+    // A bundle whose files do not match their digests is refused.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    let tampered = d.dir.join("tampered.tar");
+    std::fs::write(&tampered, &bytes).unwrap();
+    d.ok(&["image", "delete", "back"]);
+    let err = d.fails(&["image", "import", tampered.to_str().unwrap()]);
+    assert!(
+        err.contains("verify") || err.contains("digest") || err.contains("sha256"),
+        "{err}"
+    );
+    assert!(d.fails(&["image", "info", &fp]).contains("not found"));
     // The kernel is downloaded once and kept for the next build.
     assert!(d.root().join("images/kernels").read_dir().unwrap().count() >= 1);
-    assert!(d.fails(&["launch", "vm/busybox", "c1"]).contains("--vm"));
+    assert!(d.fails(&["launch", "vm/busybox-disk", "c1"]).contains("--vm"));
 }

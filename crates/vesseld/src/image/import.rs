@@ -106,7 +106,7 @@ fn qemu_img(args: &[&str]) -> Result<std::process::Output> {
 
 /// Checks a disk image with `qemu-img`: its format must be the expected one, it must not
 /// name a backing file (which could be any file of the host), and it must not be corrupt.
-fn check_disk(path: &Path, format: &str) -> Result<u64> {
+pub(super) fn check_disk(path: &Path, format: &str) -> Result<u64> {
     let p = path.to_string_lossy();
     let out = qemu_img(&["info", "--output=json", "-f", format, &p])?;
     if !out.status.success() {
@@ -151,7 +151,7 @@ fn check_disk(path: &Path, format: &str) -> Result<u64> {
     Ok(info.virtual_size)
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+pub(super) fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -187,6 +187,9 @@ impl ImageService {
                 .await
                 .map_err(|e| Error::internal(format!("import task: {e}")))??;
             match kind {
+                Upload::Archive if super::vmbundle::is_vm_bundle(&upload)? => {
+                    self.import_vm_bundle(&staging, &upload, alias, &op).await
+                }
                 Upload::Archive => self.import_archive(&staging, &upload, alias, &op).await,
                 disk => self.import_disk(&upload, disk, alias, &op).await,
             }
@@ -327,11 +330,8 @@ impl ImageService {
     /// layers' blobs are built in a store inside `staging`, which the caller removes.
     pub async fn export(&self, key: &str, staging: &Path) -> Result<PathBuf> {
         let image = self.get(key)?;
-        if image.kind != ImageKind::Container {
-            return Err(Error::invalid(format!(
-                "image {} is a VM image; only container images export as OCI archives",
-                short(&image.fingerprint)
-            )));
+        if image.kind == ImageKind::Vm {
+            return self.export_vm(&image, staging);
         }
         if image.layers.is_empty() {
             return Err(Error::conflict(format!(

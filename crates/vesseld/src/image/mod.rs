@@ -10,6 +10,7 @@ pub mod import;
 pub mod pull;
 pub mod tree;
 mod vm;
+pub mod vmbundle;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
