@@ -60,7 +60,14 @@ pub fn probe_accel(
         crate::host::check_readable("initrd", i)?;
     }
     let qemu = QEMU.find()?;
-    let key = format!("{} | {}", kernel_version(kernel)?, qemu_version(&qemu)?);
+    // KVM's behaviour depends on the host kernel too: an upgrade there invalidates the answer.
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let key = format!(
+        "{} | {} | host {}",
+        kernel_version(kernel)?,
+        qemu_version(&qemu)?,
+        host.trim()
+    );
     if let Some(cache) = cache {
         if let Some(mut hit) = read_cache(cache).remove(&key) {
             hit.cached = true;

@@ -273,18 +273,22 @@ fn console_chardev(paths: &VmPaths) -> Result<String> {
     ]))
 }
 
-/// The kernel command line: the image's, then the console and hostname unless it has them.
+/// The kernel command line: the image's without its `console=` (the console belongs to the
+/// profile's devices: `hvc0`, after `ttyS0` with `kernel_log`), then `vessel.hostname=` unless
+/// the caller gave one.
 pub fn kernel_cmdline(def: &MachineDef, p: &ParaBoot) -> String {
-    let mut words: Vec<String> = p.cmdline.split_whitespace().map(String::from).collect();
-    let has = |words: &[String], key: &str| words.iter().any(|w| w.starts_with(key));
-    if !has(&words, "console=") {
-        if p.kernel_log {
-            words.push("console=ttyS0".into());
-        }
-        // The last console= is /dev/console, the one the init talks on.
-        words.push("console=hvc0".into());
+    let mut words: Vec<String> = p
+        .cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("console="))
+        .map(String::from)
+        .collect();
+    if p.kernel_log {
+        words.push("console=ttyS0".into());
     }
-    if !has(&words, "vessel.hostname=") {
+    // The last console= is /dev/console, the one the init talks on.
+    words.push("console=hvc0".into());
+    if !words.iter().any(|w| w.starts_with("vessel.hostname=")) {
         words.push(format!("vessel.hostname={}", def.name));
     }
     words.join(" ")
@@ -380,6 +384,15 @@ mod tests {
         assert!(joined.contains("socket,id=qmp,path=/run/vm,,1/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("name=org.vessel.agent"));
         assert!(joined.contains("console=hvc0 vessel.hostname=vm1"));
+        if let Profile::Para(p) = &d.profile {
+            let mut p = p.clone();
+            p.cmdline = "console=ttyS0 root=/dev/vda vessel.hostname=web".into();
+            p.kernel_log = true;
+            assert_eq!(
+                kernel_cmdline(&d, &p),
+                "root=/dev/vda vessel.hostname=web console=ttyS0 console=hvc0"
+            );
+        }
         assert!(joined.contains("tap,id=net0,ifname=vtap0,script=no,downscript=no"));
         assert!(joined.contains("mac=52:54:00:00:00:01"));
         let bd = args

@@ -196,6 +196,13 @@ impl Process {
         self.wait_exit(Duration::from_secs(5))
     }
 
+    /// A descriptor that becomes readable when the process exits (a pidfd), for an async
+    /// caller to wait on (`tokio::io::unix::AsyncFd`). `None` on kernels without pidfds.
+    pub fn exit_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
     /// Reaps it if it is our own zombie child (no effect otherwise).
     fn reap(&self) {
         let mut status = 0;

@@ -225,6 +225,12 @@ impl MachineDef {
                 self.vcpus
             )));
         }
+        if self.memory_mib > 1 << 24 {
+            return Err(invalid(format!(
+                "memory={} MiB is out of range: give at most 16 TiB",
+                self.memory_mib
+            )));
+        }
         if self.memory_mib < 32 {
             return Err(invalid(format!(
                 "memory={} MiB is too small: give at least 32 MiB",
@@ -345,7 +351,8 @@ pub struct VmPaths {
     pub qmp: PathBuf,
     /// Console socket (virtio console in `para`, serial port in `full`).
     pub console: PathBuf,
-    /// Everything the console printed.
+    /// Everything the console printed in this run (QEMU appends to it; the previous run's
+    /// log is kept as `console.log.1`).
     pub console_log: PathBuf,
     /// Guest agent socket (`para`).
     pub agent: PathBuf,

@@ -158,7 +158,7 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
     def.validate()?;
     let qemu = QEMU.find()?;
     let available = host::mem_available()?;
-    if def.memory_mib << 20 > available {
+    if def.memory_mib.saturating_mul(1 << 20) > available {
         return Err(VmError::NotEnoughMemory {
             requested_mib: def.memory_mib,
             available_mib: available >> 20,
@@ -193,6 +193,10 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
         &paths.state,
     ] {
         let _ = std::fs::remove_file(stale);
+    }
+    // Each run gets a fresh console log; the previous run's is kept as console.log.1.
+    if paths.console_log.exists() {
+        let _ = std::fs::rename(&paths.console_log, paths.dir.join("console.log.1"));
     }
     if let Profile::Full(f) = &def.profile {
         if f.firmware == Firmware::Uefi && !paths.uefi_vars.exists() {
@@ -438,6 +442,12 @@ impl RunningVm {
         self.cleanup()
     }
 
+    /// A descriptor that becomes readable when QEMU exits (a pidfd), so that async code can
+    /// await the exit without a thread: wrap it in `tokio::io::unix::AsyncFd`.
+    pub fn exit_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.process.exit_fd()
+    }
+
     /// Waits up to `timeout` for QEMU to exit (the guest powered off, or someone quit it).
     pub fn wait_exit(&self, timeout: Duration) -> bool {
         self.process.wait_exit(timeout)
@@ -575,7 +585,9 @@ fn strip_qemu_prefix(line: &str) -> &str {
         Some((ts, rest)) if ts.ends_with('Z') && ts.contains('T') => rest,
         _ => l,
     };
-    l.strip_prefix("qemu-system-x86_64: ").unwrap_or(l)
+    l.strip_prefix("qemu-system-x86_64: ")
+        .or_else(|| l.strip_prefix("qemu: "))
+        .unwrap_or(l)
 }
 
 fn read_pidfile(path: &Path) -> Option<i32> {
@@ -593,6 +605,12 @@ fn write_record(r: &VmRecord) -> Result<()> {
     std::fs::write(&tmp, data).map_err(VmError::io("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(VmError::io("rename", path))
 }
+
+/// The daemon shares a `RunningVm` between tasks.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<RunningVm>();
+};
 
 #[cfg(test)]
 mod tests {

@@ -187,6 +187,7 @@ fn para_vm_lifecycle() {
     });
     let vm = adopt(&run.join("qemu.pid"), &run.join("qmp.sock"), Some(sink)).expect("adopt");
     assert_eq!(vm.pid, pid);
+    assert!(vm.exit_fd().is_some(), "a pidfd to await the exit");
     let ready = vm
         .wait_for_console(0, "VESSEL-READY", BOOT_TIMEOUT)
         .expect("guest boots");
@@ -428,7 +429,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
     let nothing_left = |what: &str| assert!(!run.exists(), "{what}: run directory left behind");
 
     let mut def = para_def(tmp.path(), &kernel, &initrd, "vm-bad");
-    def.memory_mib = 64 << 20;
+    def.memory_mib = 1 << 20; // 1 TiB
     let err = start(&def, None).expect_err("too much memory");
     assert!(matches!(err, VmError::NotEnoughMemory { .. }), "{err}");
     assert!(err.to_string().contains("MemAvailable"), "{err}");
@@ -549,4 +550,58 @@ fn uefi_firmware_starts() {
     assert!(PathBuf::from(&def.run_dir).join("uefi-vars.fd").exists());
     vm.kill().expect("kill");
     assert!(!vm.is_alive());
+}
+
+/// A guest built by `vessel-vmimage` (its init, not the test one): ready line, host name
+/// from the command line, the agent started by the init, ACPI power-off.
+#[test]
+fn vmimage_guest_runs_the_agent_and_powers_off() {
+    common::require_tools();
+    let _boot = boot_lock();
+    let (kernel, modules) = common::host_kernel();
+    let tmp = TempDir::new("vmimage");
+    let mut spec = vessel_vmimage::VmImageSpec::new(
+        vessel_vmimage::KernelSource::Local {
+            vmlinuz: kernel.clone(),
+            modules_dir: modules,
+        },
+        vessel_vmimage::VmImageKind::Initramfs,
+    );
+    spec.agent = Some(common::static_agent());
+    let image =
+        vessel_vmimage::build_vm_image(&spec, &tmp.path().join("image")).expect("build image");
+    let m = &image.manifest;
+    let mut def = para_def(
+        tmp.path(),
+        &image.dir.join(&m.kernel),
+        &image.dir.join(&m.initrd),
+        "img-guest",
+    );
+    if let Profile::Para(p) = &mut def.profile {
+        p.cmdline = m.cmdline.clone();
+    }
+    let mut guard = QemuGuard::new(&def.run_dir, None);
+    let t = Instant::now();
+    let vm = start(&def, None).expect("start");
+    guard.watch(vm.pid);
+    vm.wait_for_console(0, "VESSEL-READY", BOOT_TIMEOUT)
+        .expect("image boots");
+    eprintln!(
+        "vmimage: booted to VESSEL-READY in {:.1} s (TCG)",
+        t.elapsed().as_secs_f64()
+    );
+    let agent = vm.agent_socket.clone().expect("agent socket");
+    let out = agent_exec(&agent, &exec(&["hostname"]), Duration::from_secs(20))
+        .and_then(|s| s.output(b"", Duration::from_secs(30)))
+        .expect("exec through the image's agent");
+    assert_eq!(
+        (String::from_utf8_lossy(&out.stdout).trim(), out.exit_code),
+        ("img-guest", 0)
+    );
+    let outcome = vm.shutdown(Duration::from_secs(30)).expect("shutdown");
+    eprintln!(
+        "vmimage: graceful shutdown in {:.2} s",
+        outcome.took.as_secs_f64()
+    );
+    assert_eq!(outcome.how, ShutdownHow::Graceful);
 }

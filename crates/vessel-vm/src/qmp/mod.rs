@@ -352,7 +352,17 @@ fn read_loop(
             let _ = tx.send(reply);
         }
     }
-    let mut p = lock(&pending);
-    p.closed = true;
-    p.waiting.clear();
+    {
+        let mut p = lock(&pending);
+        p.closed = true;
+        p.waiting.clear();
+    }
+    if let Some(sink) = sink.as_mut() {
+        sink(QmpEvent {
+            kind: EventKind::Closed,
+            timestamp_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        });
+    }
 }

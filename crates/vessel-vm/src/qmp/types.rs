@@ -249,6 +249,9 @@ pub enum EventKind {
     Stop,
     /// vCPUs resumed.
     Resume,
+    /// Not from QEMU: the QMP connection closed (QEMU exited, or the client was dropped).
+    /// No event follows it.
+    Closed,
     /// Any other event, with its data.
     Other {
         /// Event name.
