@@ -80,16 +80,8 @@ fn s(v: Vec<u8>) -> String {
 }
 
 fn req(cmd: &[&str]) -> ExecRequest {
-    ExecRequest {
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        environment: Default::default(),
-        cwd: None,
-        tty: false,
-        width: None,
-        height: None,
-        uid: None,
-        gid: None,
-    }
+    // Through JSON, so that fields added to the request later keep their defaults here.
+    serde_json::from_value(serde_json::json!({ "command": cmd })).expect("exec request")
 }
 
 #[test]

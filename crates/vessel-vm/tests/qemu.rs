@@ -21,16 +21,8 @@ use vessel_vm::{
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn exec(cmd: &[&str]) -> ExecRequest {
-    ExecRequest {
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        environment: Default::default(),
-        cwd: None,
-        tty: false,
-        width: None,
-        height: None,
-        uid: None,
-        gid: None,
-    }
+    // Through JSON, so that fields added to the request later keep their defaults here.
+    serde_json::from_value(serde_json::json!({ "command": cmd })).expect("exec request")
 }
 
 /// Waits for an event matching `want`, skipping others.
@@ -94,17 +86,27 @@ fn probe_answers_tcg_with_a_reason_and_caches_it() {
     );
     let text = std::fs::read_to_string(&cache).expect("cache file");
     assert!(text.contains(&vessel_vm::kernel_version(&kernel).expect("kernel version")));
-    // No QEMU of the probe is left.
-    let leftover = Command::new("pgrep")
-        .args(["-f", &format!("-kernel {}", kernel.display())])
-        .output();
-    if let Ok(out) = leftover {
-        assert!(
-            out.stdout.is_empty(),
-            "probe QEMU left running: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    // No QEMU of the probe is left: it was our child.
+    assert!(
+        own_children().is_empty(),
+        "probe QEMU left running: {:?}",
+        own_children()
+    );
+}
+
+/// Pids of this process's live children (any thread's).
+fn own_children() -> Vec<String> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(list.split_whitespace().map(String::from));
+        }
     }
+    out
 }
 
 /// Entry point of the helper process of `para_vm_lifecycle`: starts the VM described in
@@ -427,8 +429,9 @@ fn bad_input_is_refused_and_leaves_nothing() {
     std::fs::write(&initrd, b"not really an initrd").expect("initrd");
     let run = tmp.path().join("run");
     let nothing_left = |what: &str| assert!(!run.exists(), "{what}: run directory left behind");
+    let name = format!("vm-bad-{}", std::process::id());
 
-    let mut def = para_def(tmp.path(), &kernel, &initrd, "vm-bad");
+    let mut def = para_def(tmp.path(), &kernel, &initrd, &name);
     def.memory_mib = 1 << 20; // 1 TiB
     let err = start(&def, None).expect_err("too much memory");
     assert!(matches!(err, VmError::NotEnoughMemory { .. }), "{err}");
@@ -439,7 +442,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         tmp.path(),
         Path::new("/boot/no-such-vmlinuz"),
         &initrd,
-        "vm-bad",
+        &name,
     );
     let err = start(&def, None).expect_err("missing kernel");
     assert!(
@@ -462,7 +465,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
     let mut bytes = std::fs::read(&good).expect("read");
     bytes[4..8].copy_from_slice(&99u32.to_be_bytes()); // version 99
     std::fs::write(&bad, &bytes).expect("write");
-    let mut def = para_def(tmp.path(), &kernel, &initrd, "vm-bad");
+    let mut def = para_def(tmp.path(), &kernel, &initrd, &name);
     def.disks.push(Disk {
         path: bad.clone(),
         format: DiskFormat::Qcow2,
@@ -497,7 +500,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     }
-    let mut def = para_def(tmp.path(), &private.join("vmlinuz"), &initrd, "vm-bad");
+    let mut def = para_def(tmp.path(), &private.join("vmlinuz"), &initrd, &name);
     def.run_as = Some("nobody".into());
     let _guard = QemuGuard::new(&run, None);
     let err = start(&def, None).expect_err("QEMU cannot read the kernel");
@@ -545,7 +548,7 @@ fn uefi_firmware_starts() {
     eprintln!(
         "uefi: OVMF reached its boot manager in {:.1} s: {:?}",
         t.elapsed().as_secs_f64(),
-        line.lines().last().unwrap_or_default()
+        line.rfind("BdsDxe").map_or("", |i| line[i..].trim())
     );
     assert!(PathBuf::from(&def.run_dir).join("uefi-vars.fd").exists());
     vm.kill().expect("kill");

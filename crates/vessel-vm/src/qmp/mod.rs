@@ -68,6 +68,16 @@ pub enum QmpError {
         /// The command.
         command: &'static str,
     },
+    /// QEMU accepted the connection but sent no greeting: another client holds the QMP
+    /// socket (QEMU serves one at a time), or QEMU is hung.
+    #[error(
+        "QEMU sent no QMP greeting within {secs:.1} s: another client holds its QMP socket, or \
+         QEMU is hung"
+    )]
+    NoGreeting {
+        /// Seconds waited.
+        secs: f64,
+    },
     /// No reply in time.
     #[error("no reply to QMP command {command} within {secs:.1} s")]
     Timeout {
@@ -143,9 +153,8 @@ impl Qmp {
         let mut reader = BufReader::new(stream.try_clone().map_err(QmpError::Io)?);
         let mut line = String::new();
         let n = reader.read_line(&mut line).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => QmpError::Timeout {
-                command: "greeting",
-                secs: timeout.as_secs_f64(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => QmpError::NoGreeting {
+                secs: left.as_secs_f64(),
             },
             _ => QmpError::Io(e),
         })?;
