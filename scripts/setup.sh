@@ -12,6 +12,7 @@ cd "$REPO"
 cargo build --release --locked --workspace
 install -m 0755 target/release/vessel target/release/vesseld target/release/vessel-monitor \
   target/release/vessel-runc /usr/local/bin/
+install -m 0755 "$(./scripts/build-agent.sh)" /usr/local/bin/vessel-agent
 
 SOCK=/run/vessel/vessel.sock
 if ! vessel info >/dev/null 2>&1; then

@@ -13,5 +13,7 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build"
 cargo build --workspace --locked
+step "static guest agent"
+./scripts/build-agent.sh
 step "cargo test"
 cargo test --workspace --locked -- --test-threads=2

@@ -30,6 +30,7 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceCreate>()
         .schema_from::<Instance>()
         .schema_from::<InstanceState>()
+        .schema_from::<VmDetails>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

@@ -201,6 +201,24 @@ pub struct Instance {
     /// Live usage; present on `GET /1.0/instances/{name}` and in `?recursion=1` listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<InstanceState>,
+    /// How a running VM runs (profile, accelerator and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmDetails>,
+}
+
+/// How a running virtual machine runs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct VmDetails {
+    /// `para` (direct kernel boot, virtio devices) or `full` (firmware, emulated devices).
+    pub profile: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// Why that accelerator: what the KVM probe found.
+    pub accel_reason: String,
+    /// Whether the guest agent's port is there (exec works through it).
+    pub agent: bool,
+    /// Whether a VNC display is served (the `full` profile).
+    pub vnc: bool,
 }
 
 /// Live state of a running instance, read from its cgroups.

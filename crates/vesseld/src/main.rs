@@ -143,8 +143,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let agent = libexec.join("vessel-agent");
-    let images = images.with_agent(agent.is_file().then_some(agent));
+    let agent = std::env::var_os("VESSEL_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| libexec.join("vessel-agent"));
+    let agent = match is_static_elf(&agent) {
+        Ok(true) => Some(agent),
+        Ok(false) => {
+            tracing::warn!(
+                agent = %agent.display(),
+                "the guest agent is dynamically linked and cannot run in VM images; build it with \
+                 scripts/build-agent.sh; VMs built now will have no exec"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(agent = %agent.display(), error = %e, "no guest agent for VM images; VMs built now will have no exec");
+            None
+        }
+    };
+    let images = images.with_agent(agent);
     let driver = ContainerDriver {
         instances_dir: root.join("instances"),
         monitors_dir: run_dir.join("monitors"),
@@ -154,12 +171,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         libexec,
         cgroup_version,
     };
+    let vms = instance::vm::VmDriver::new(
+        run_dir.join("vms"),
+        root.join("instances"),
+        root.join("accel.json"),
+        driver.cgroup_parent.clone(),
+    );
     let instances = InstanceService::new(
         store.clone(),
         images.clone(),
         ops.clone(),
         events.clone(),
         driver,
+        vms,
     );
     images.remove_staging_leftovers();
     instances
@@ -239,6 +263,42 @@ fn check_searchable(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether an ELF executable is statically linked (has no program interpreter).
+fn is_static_elf(path: &Path) -> std::io::Result<bool> {
+    let bytes = std::fs::read(path)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return Err(bad());
+    }
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20).ok_or_else(bad)? as usize,
+        u16_at(0x36).ok_or_else(bad)? as usize,
+        u16_at(0x38).ok_or_else(bad)? as usize,
+    );
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let kind = bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(bad)?;
+        if kind == PT_INTERP {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
@@ -255,4 +315,17 @@ fn cgroup_parent(root: &Path) -> String {
     }
     let h = Sha256::digest(root.as_os_str().as_encoded_bytes());
     format!("vessel-{}", &hex::encode(h)[..10])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        // busybox-static is static; the shell Debian ships is not.
+        assert!(is_static_elf(Path::new("/bin/busybox")).unwrap());
+        assert!(!is_static_elf(Path::new("/bin/dash")).unwrap());
+        assert!(is_static_elf(Path::new("/etc/hostname")).is_err());
+    }
 }

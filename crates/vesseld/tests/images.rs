@@ -522,5 +522,7 @@ fn vm_images_are_built_from_debian_cloud_kernel() {
     assert!(d.fails(&["image", "info", &fp]).contains("not found"));
     // The kernel is downloaded once and kept for the next build.
     assert!(d.root().join("images/kernels").read_dir().unwrap().count() >= 1);
-    assert!(d.fails(&["launch", "vm/busybox-disk", "c1"]).contains("--vm"));
+    assert!(d
+        .fails(&["launch", "vm/busybox-disk", "c1"])
+        .contains("--vm"));
 }

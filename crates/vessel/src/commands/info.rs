@@ -50,6 +50,18 @@ pub fn instance_block(i: &Instance) -> Block {
         b.section("Environment", &env, "none");
     }
     b.section("Limits", &describe(&i.limits), "none");
+    if let Some(vm) = &i.vm {
+        let details = vec![
+            ("Profile".to_string(), vm.profile.clone()),
+            (
+                "Accelerator".to_string(),
+                format!("{} ({})", vm.accel, vm.accel_reason),
+            ),
+            ("Guest agent".to_string(), yes_no(vm.agent).to_string()),
+            ("VNC".to_string(), yes_no(vm.vnc).to_string()),
+        ];
+        b.section("Virtual machine", &details, "none");
+    }
     if let Some(s) = &i.state {
         let mut usage = Vec::new();
         if let Some(pid) = s.pid {

@@ -181,8 +181,20 @@ mod tests {
             libexec: dir.to_path_buf(),
             cgroup_version: vessel_cgroups::CgroupVersion::V1,
         };
-        let instances =
-            InstanceService::new(store, images.clone(), ops.clone(), events.clone(), driver);
+        let vms = crate::instance::vm::VmDriver::new(
+            dir.join("vms"),
+            dir.join("instances"),
+            dir.join("accel.json"),
+            "vessel-unit-test".into(),
+        );
+        let instances = InstanceService::new(
+            store,
+            images.clone(),
+            ops.clone(),
+            events.clone(),
+            driver,
+            vms,
+        );
         App {
             instances,
             images,

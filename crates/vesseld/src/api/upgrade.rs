@@ -9,7 +9,7 @@ use vessel_api::ExecRequest;
 
 use super::App;
 use crate::error::{Error, Result};
-use crate::instance::exec;
+use crate::instance::{exec, ConsoleTarget};
 
 fn check_upgrade(req: &Request) -> Result<()> {
     let wants = req
@@ -64,8 +64,11 @@ pub async fn console(
     mut req: Request,
 ) -> Result<Response> {
     check_upgrade(&req)?;
-    let socket = app.instances.console_socket(&name)?;
-    let mut monitor = tokio::net::UnixStream::connect(&socket)
+    let (socket, raw) = match app.instances.console_target(&name)? {
+        ConsoleTarget::Framed(p) => (p, false),
+        ConsoleTarget::Raw(p) => (p, true),
+    };
+    let mut target = tokio::net::UnixStream::connect(&socket)
         .await
         .map_err(|e| {
             Error::internal(format!(
@@ -75,13 +78,60 @@ pub async fn console(
         })?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut monitor).await;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "console upgrade failed");
+                return;
             }
-            Err(e) => tracing::warn!(instance = %name, error = %e, "console upgrade failed"),
+        };
+        let mut client = TokioIo::new(upgraded);
+        if raw {
+            raw_console(client, target).await;
+        } else {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
         }
     });
     Ok(switching())
+}
+
+/// Carries a raw console (a VM's serial port) over frames: Stdin frames in, Stdout out.
+async fn raw_console<C>(client: C, target: tokio::net::UnixStream)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vessel_api::stream::{encode, FrameKind};
+
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut tr, mut tw) = target.into_split();
+    let input = async {
+        while let Ok(Some((kind, payload))) = exec::read_frame(&mut cr).await {
+            if kind == FrameKind::Stdin && tw.write_all(&payload).await.is_err() {
+                break;
+            }
+        }
+    };
+    let output = async {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            match tr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if cw
+                        .write_all(&encode(FrameKind::Stdout, &buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = cw.shutdown().await;
+    };
+    tokio::select! {
+        _ = input => {}
+        _ = output => {}
+    }
 }

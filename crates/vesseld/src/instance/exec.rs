@@ -15,12 +15,20 @@ use super::InstanceService;
 use crate::error::{Error, Result};
 
 /// A started exec: the `vessel-runc exec` child and its I/O.
-pub struct ExecSession {
-    child: tokio::process::Child,
-    io: ExecIo,
+pub enum ExecSession {
+    /// `vessel-runc exec` in a container, with its terminal or pipes.
+    Process {
+        /// The runtime process; its exit code is the command's.
+        child: Box<tokio::process::Child>,
+        /// Its I/O.
+        io: ExecIo,
+    },
+    /// A VM's guest agent, which speaks the same frames as the client.
+    Agent(tokio::net::UnixStream),
 }
 
-enum ExecIo {
+/// I/O of a command run through the runtime.
+pub enum ExecIo {
     /// The terminal's master, and the runtime's own error output.
     Tty(AsyncFd<OwnedFd>, Option<tokio::process::ChildStderr>),
     Pipes {
@@ -37,6 +45,9 @@ impl InstanceService {
         self.require_running(&inst)?;
         if req.command.is_empty() || req.command[0].is_empty() {
             return Err(Error::invalid("exec needs a command to run"));
+        }
+        if inst.instance_type == vessel_api::InstanceType::Vm {
+            return self.exec_vm(name, &req);
         }
         let mut cmd = tokio::process::Command::new(self.driver.libexec.join("vessel-runc"));
         cmd.arg("--root")
@@ -111,8 +122,8 @@ impl InstanceService {
             let master = unsafe { AsyncFd::register(master) }
                 .map_err(|e| Error::internal(format!("terminal: {e}")))?;
             let stderr = child.stderr.take();
-            return Ok(ExecSession {
-                child,
+            return Ok(ExecSession::Process {
+                child: Box::new(child),
                 io: ExecIo::Tty(master, stderr),
             });
         }
@@ -124,14 +135,44 @@ impl InstanceService {
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(Error::internal("exec child has no output pipes"));
         };
-        Ok(ExecSession {
+        Ok(ExecSession::Process {
             io: ExecIo::Pipes {
                 stdin: child.stdin.take(),
                 stdout,
                 stderr,
             },
-            child,
+            child: Box::new(child),
         })
+    }
+}
+
+impl InstanceService {
+    /// Starts a command in a VM through its guest agent.
+    fn exec_vm(&self, name: &str, req: &ExecRequest) -> Result<ExecSession> {
+        let vm = self
+            .vms
+            .get(name)
+            .ok_or_else(|| Error::conflict(format!("VM {name} is not running")))?;
+        let socket = vm.agent_socket.clone().ok_or_else(|| {
+            Error::conflict(format!(
+                "VM {name} has no guest agent port, so exec cannot reach it"
+            ))
+        })?;
+        let session = vessel_vm::agent_exec(&socket, req, std::time::Duration::from_secs(10))
+            .map_err(|e| {
+                Error::conflict(format!(
+                    "the guest agent of {name} did not answer ({}); is the guest booted? \
+                     `vessel console {name}` shows it",
+                    crate::error::chain(&e)
+                ))
+            })?;
+        let stream = session.into_stream();
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::internal(format!("agent stream: {e}")))?;
+        let stream = tokio::net::UnixStream::from_std(stream)
+            .map_err(|e| Error::internal(format!("agent stream: {e}")))?;
+        Ok(ExecSession::Agent(stream))
     }
 }
 
@@ -196,7 +237,14 @@ pub async fn serve<S>(conn: S, session: ExecSession)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let ExecSession { mut child, io } = session;
+    let (mut child, io) = match session {
+        ExecSession::Agent(mut agent) => {
+            let mut conn = Box::pin(conn);
+            let _ = tokio::io::copy_bidirectional(&mut conn, &mut agent).await;
+            return;
+        }
+        ExecSession::Process { child, io } => (child, io),
+    };
     let (mut rd, mut wr) = tokio::io::split(conn);
     let (out_tx, mut out_rx) = mpsc::channel::<(FrameKind, Vec<u8>)>(64);
     let child_pid = child.id().map(|p| p as i32);

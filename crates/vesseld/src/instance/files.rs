@@ -89,6 +89,12 @@ impl InstanceService {
     pub async fn open_root(&self, name: &str) -> Result<RootGuard> {
         use vessel_api::InstanceStatus as S;
         let inst = self.get_stored(name)?;
+        if inst.instance_type == vessel_api::InstanceType::Vm {
+            return Err(Error::invalid(format!(
+                "{name} is a VM: its files live in the guest's own file system; use \
+                 `vessel exec {name} -- cat FILE` (or a shared volume) instead"
+            )));
+        }
         let shift = self.driver.shift(&inst).unwrap_or(0);
         let target = self.driver.rootfs(name);
         let open = |p: &Path| {

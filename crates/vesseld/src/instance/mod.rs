@@ -6,6 +6,9 @@ pub mod exec;
 pub mod files;
 pub mod limits;
 pub mod publish;
+pub mod vm;
+mod vm_lifecycle;
+use vm_lifecycle::check_memory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,8 @@ pub struct InstanceService {
     events: Events,
     /// The container driver.
     pub driver: Arc<ContainerDriver>,
+    /// The VM driver.
+    pub vms: Arc<vm::VmDriver>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per running instance: becomes true when its monitor has ended and the store says so.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
@@ -85,6 +90,7 @@ impl InstanceService {
         ops: Operations,
         events: Events,
         driver: ContainerDriver,
+        vms: vm::VmDriver,
     ) -> Self {
         Self {
             store,
@@ -92,6 +98,7 @@ impl InstanceService {
             ops,
             events,
             driver: Arc::new(driver),
+            vms: Arc::new(vms),
             locks: Arc::default(),
             exits: Arc::default(),
         }
@@ -121,6 +128,9 @@ impl InstanceService {
     pub fn get(&self, name: &str) -> Result<Instance> {
         let mut inst = self.get_stored(name)?;
         inst.state = Some(self.live_state(&inst));
+        if inst.instance_type == InstanceType::Vm {
+            inst.vm = self.vms.details(name);
+        }
         Ok(inst)
     }
 
@@ -136,6 +146,9 @@ impl InstanceService {
     }
 
     fn live_state(&self, inst: &Instance) -> InstanceState {
+        if inst.instance_type == InstanceType::Vm {
+            return self.vms.usage(&inst.name);
+        }
         match inst.status {
             InstanceStatus::Running | InstanceStatus::Frozen | InstanceStatus::Stopping => {
                 self.driver.usage(&inst.name).unwrap_or_default()
@@ -153,11 +166,6 @@ impl InstanceService {
     /// Validates a create request and starts the operation that creates (and starts) it.
     pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
         validate_name(&req.name)?;
-        if req.instance_type == InstanceType::Vm {
-            return Err(Error::invalid(
-                "virtual machines are not available yet in this Vessel; omit --vm",
-            ));
-        }
         limits::validate(&req.limits)?;
         for k in req.environment.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -174,13 +182,30 @@ impl InstanceService {
             }
         }
         let image = self.images.get(&req.image)?;
-        if image.kind == vessel_api::ImageKind::Vm {
-            return Err(Error::invalid(format!(
-                "image {} is a VM image; launch it with --vm",
-                req.image
-            )));
+        match (req.instance_type, image.kind) {
+            (InstanceType::Container, vessel_api::ImageKind::Vm) => {
+                return Err(Error::invalid(format!(
+                    "image {} is a VM image; launch it with --vm",
+                    req.image
+                )))
+            }
+            (InstanceType::Vm, vessel_api::ImageKind::Container) => {
+                return Err(Error::invalid(format!(
+                    "image {} is a container image; launch it without --vm, or build a VM \
+                     image with `vessel image build vm`",
+                    req.image
+                )))
+            }
+            _ => {}
         }
-        if req.command.is_none() && image.command.is_empty() {
+        if req.instance_type == InstanceType::Vm {
+            if req.command.is_some() || req.privileged {
+                return Err(Error::invalid(
+                    "a VM runs its image's own init: --privileged and a command do not apply",
+                ));
+            }
+            check_memory(&req.limits)?;
+        } else if req.command.is_none() && image.command.is_empty() {
             return Err(Error::invalid(format!(
                 "image {} has no default command; give one after --, e.g. \
                  vessel launch {} {} -- /bin/sh",
@@ -200,6 +225,7 @@ impl InstanceService {
             last_exit_code: None,
             error: None,
             state: None,
+            vm: None,
         };
         self.store.instance_insert(&inst).map_err(|e| match e {
             StoreError::Exists(_) => Error::conflict(format!(
@@ -249,6 +275,9 @@ impl InstanceService {
 
     /// Starts a stopped instance; the caller holds the instance's lock.
     async fn start_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
+        if inst.instance_type == InstanceType::Vm {
+            return self.start_vm(inst, op).await;
+        }
         let image = self.images.get(&inst.image)?;
         op.progress(Some(30), "preparing root file system");
         let lowers = self
@@ -286,7 +315,7 @@ impl InstanceService {
         match self.driver.spawn_monitor(inst, &lowers).await {
             Ok((pid, monitor)) => {
                 self.set_status(&inst.name, InstanceStatus::Running, None, None);
-                self.follow(&inst.name, monitor);
+                self.follow(&inst.name, monitor, false);
                 tracing::info!(instance = %inst.name, pid, monitor, "instance started");
                 self.events
                     .lifecycle("instance-started", &path_of(&inst.name));
@@ -302,7 +331,7 @@ impl InstanceService {
     }
 
     /// Follows a running instance's monitor; when it ends, records the exit in the store.
-    fn follow(&self, name: &str, monitor_pid: i32) {
+    fn follow(&self, name: &str, monitor_pid: i32, is_vm: bool) {
         let (tx, rx) = watch::channel(false);
         self.exits
             .lock()
@@ -312,10 +341,16 @@ impl InstanceService {
         let name = name.to_string();
         tokio::spawn(async move {
             ContainerDriver::wait_monitor(monitor_pid).await;
-            let exit = svc.driver.exit_status(&name);
-            // A monitor that crashed leaves its container's leftovers: remove them.
-            svc.driver.cleanup_orphan(&name);
-            let code = exit.as_ref().map(|e| e.exit_code);
+            let code = if is_vm {
+                let (s, n) = (svc.clone(), name.clone());
+                let _ = tokio::task::spawn_blocking(move || s.vms.forget(&n)).await;
+                None
+            } else {
+                let exit = svc.driver.exit_status(&name);
+                // A monitor that crashed leaves its container's leftovers: remove them.
+                svc.driver.cleanup_orphan(&name);
+                exit.as_ref().map(|e| e.exit_code)
+            };
             if svc.store.instance_get(&name).is_ok() {
                 svc.set_status(&name, InstanceStatus::Stopped, code, None);
                 svc.events.lifecycle("instance-stopped", &path_of(&name));
@@ -383,13 +418,21 @@ impl InstanceService {
                         Ok(())
                     }
                     StateAction::Pause => {
-                        svc.driver.pause(&name)?;
+                        if inst.instance_type == InstanceType::Vm {
+                            svc.pause_vm(&name, true).await?;
+                        } else {
+                            svc.driver.pause(&name)?;
+                        }
                         svc.set_status(&name, InstanceStatus::Frozen, None, None);
                         svc.events.lifecycle("instance-paused", &path_of(&name));
                         Ok(())
                     }
                     StateAction::Resume => {
-                        svc.driver.resume(&name)?;
+                        if inst.instance_type == InstanceType::Vm {
+                            svc.pause_vm(&name, false).await?;
+                        } else {
+                            svc.driver.resume(&name)?;
+                        }
                         svc.set_status(&name, InstanceStatus::Running, None, None);
                         svc.events.lifecycle("instance-resumed", &path_of(&name));
                         Ok(())
@@ -430,6 +473,9 @@ impl InstanceService {
         force: bool,
         op: &OpHandle,
     ) -> Result<()> {
+        if inst.instance_type == InstanceType::Vm {
+            return self.stop_vm(inst, timeout, force, op).await;
+        }
         let name = &inst.name;
         let Some(mut exited) = self.exit_watch(name) else {
             // Nothing follows it: it is already down.
@@ -515,7 +561,14 @@ impl InstanceService {
                     svc.stop_locked(&inst, Duration::ZERO, true, &op).await?;
                 }
                 op.progress(Some(70), "removing files");
-                svc.driver.remove_files(name)?;
+                if inst.instance_type == InstanceType::Vm {
+                    let (s, n) = (svc.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || s.vms.remove_files(&n))
+                        .await
+                        .map_err(|e| Error::internal(format!("removal task: {e}")))??;
+                } else {
+                    svc.driver.remove_files(name)?;
+                }
                 svc.store.instance_delete(name)?;
                 svc.events.lifecycle("instance-deleted", &path_of(name));
                 Ok(())
@@ -525,18 +578,28 @@ impl InstanceService {
 
     /// Console log of an instance.
     pub fn logs(&self, name: &str) -> Result<Vec<u8>> {
-        self.get_stored(name)?;
+        let inst = self.get_stored(name)?;
+        if inst.instance_type == InstanceType::Vm {
+            return Ok(std::fs::read(self.vms.console_log(name)).unwrap_or_default());
+        }
         let log = self.driver.log(name);
         let mut out = std::fs::read(log.with_extension("log.1")).unwrap_or_default();
         out.extend(std::fs::read(&log).unwrap_or_default());
         Ok(out)
     }
 
-    /// The monitor socket to attach a console to.
-    pub fn console_socket(&self, name: &str) -> Result<std::path::PathBuf> {
+    /// Where to attach a console: a container's monitor (frames) or a VM's console (raw).
+    pub fn console_target(&self, name: &str) -> Result<ConsoleTarget> {
         let inst = self.get_stored(name)?;
         self.require_running(&inst)?;
-        Ok(self.driver.socket(name))
+        if inst.instance_type == InstanceType::Vm {
+            let vm = self
+                .vms
+                .get(name)
+                .ok_or_else(|| Error::conflict(format!("VM {name} is not running")))?;
+            return Ok(ConsoleTarget::Raw(vm.console_socket.clone()));
+        }
+        Ok(ConsoleTarget::Framed(self.driver.socket(name)))
     }
 
     /// Fails unless the instance runs.
@@ -568,6 +631,21 @@ impl InstanceService {
         let instances = self.store.instance_list()?;
         for inst in &instances {
             let name = &inst.name;
+            if inst.instance_type == InstanceType::Vm {
+                if !self.adopt_vm(name) {
+                    self.vms.forget(name);
+                    match inst.status {
+                        InstanceStatus::Creating => {
+                            tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
+                            let _ = self.vms.remove_files(name);
+                            self.store.instance_delete(name)?;
+                        }
+                        InstanceStatus::Stopped | InstanceStatus::Error => {}
+                        _ => self.set_status(name, InstanceStatus::Stopped, None, None),
+                    }
+                }
+                continue;
+            }
             if let Some(monitor) = self.driver.live_monitor(name) {
                 let frozen = vessel_container::state(&self.driver.state_root, name)
                     .map(|s| s.status == vessel_container::Status::Paused)
@@ -578,7 +656,7 @@ impl InstanceService {
                     InstanceStatus::Running
                 };
                 self.set_status(name, status, None, None);
-                self.follow(name, monitor);
+                self.follow(name, monitor, false);
                 tracing::info!(instance = %name, monitor, "re-adopted running instance");
                 continue;
             }
@@ -617,6 +695,14 @@ impl InstanceService {
         }
         Ok(())
     }
+}
+
+/// Where a console attach goes.
+pub enum ConsoleTarget {
+    /// A socket speaking `vessel_api::stream` frames (a container's monitor).
+    Framed(std::path::PathBuf),
+    /// A socket carrying the console's raw bytes (QEMU's serial console).
+    Raw(std::path::PathBuf),
 }
 
 /// API path of an instance.

@@ -29,6 +29,11 @@ impl InstanceService {
     pub fn publish(&self, name: &str, req: InstancePublish) -> Result<Operation> {
         validate_alias(&req.alias)?;
         let inst = self.get_stored(name)?;
+        if inst.instance_type == vessel_api::InstanceType::Vm {
+            return Err(Error::invalid(format!(
+                "{name} is a VM; publishing works for containers (export the VM's image instead)"
+            )));
+        }
         if inst.status != InstanceStatus::Stopped {
             return Err(Error::conflict(format!(
                 "instance {name} is {}; stop it first (a running instance's files change under us)",

@@ -223,6 +223,7 @@ fn instance_from_cols(c: [Option<String>; 11]) -> Result<Instance> {
         last_exit_code: code.and_then(|c| c.parse().ok()),
         error,
         state: None,
+        vm: None,
     })
 }
 
@@ -509,6 +510,7 @@ mod tests {
             last_exit_code: None,
             error: None,
             state: None,
+            vm: None,
         }
     }
 

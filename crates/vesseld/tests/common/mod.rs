@@ -33,6 +33,20 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The statically linked guest agent, built by `scripts/build-agent.sh`.
+pub fn static_agent() -> PathBuf {
+    let p = bin_dir()
+        .parent()
+        .expect("target directory")
+        .join("agent/release/vessel-agent");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the static guest agent with scripts/build-agent.sh",
+        p.display()
+    );
+    p
+}
+
 /// Fails loudly when the tests cannot run here.
 pub fn require_root() {
     assert!(
@@ -95,6 +109,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .env("VESSEL_LIBEXEC", &self.bins)
+            .env("VESSEL_AGENT", static_agent())
             .env("VESSEL_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -479,8 +494,14 @@ impl Framed {
     }
 }
 
-/// Whether a process exists.
+/// Whether a process exists and has not exited (a zombie waiting for its reaper has).
 pub fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    pid > 0 && !matches!(state, Some('Z') | Some('X') | None)
 }

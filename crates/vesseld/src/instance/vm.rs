@@ -1,0 +1,278 @@
+//! The VM driver: boots VM images with QEMU through `vessel-vm` — the `para` profile (direct
+//! kernel boot, virtio devices) for images with a kernel, the `full` profile (firmware, emulated
+//! devices) for imported disks and ISOs — and keeps each running QEMU's handle. QEMU outlives
+//! the daemon; a restarted daemon adopts it through its pid file and QMP socket.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vessel_api::{Image, Instance, InstanceState, VmDetails};
+use vessel_vm::{Accel, Disk, DiskFormat, MachineDef, Media, RunningVm, VmPaths};
+
+use crate::error::{chain, Error, Result};
+use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
+
+/// Guest memory when the instance sets no memory limit.
+const DEFAULT_MEMORY_MIB: u64 = 256;
+
+/// Host paths and running VMs.
+pub struct VmDriver {
+    /// `<run>/vms`: per-VM run directories (QMP, console, agent sockets, pid file).
+    pub run_dir: PathBuf,
+    /// `<root>/instances`: per-instance files (the root disk overlay).
+    pub instances_dir: PathBuf,
+    /// Cache of the accelerator probe.
+    pub accel_cache: PathBuf,
+    /// Parent cgroup of this daemon's instances.
+    pub cgroup_parent: String,
+    vms: Mutex<HashMap<String, Arc<RunningVm>>>,
+    /// The probe's answer, once known: (accelerator, reason).
+    accel: Mutex<Option<(Accel, String)>>,
+}
+
+fn vm_err(what: &str) -> impl Fn(vessel_vm::VmError) -> Error + '_ {
+    move |e| Error::internal(format!("{what}: {}", chain(&e)))
+}
+
+impl VmDriver {
+    /// The driver.
+    pub fn new(
+        run_dir: PathBuf,
+        instances_dir: PathBuf,
+        accel_cache: PathBuf,
+        cgroup_parent: String,
+    ) -> Self {
+        Self {
+            run_dir,
+            instances_dir,
+            accel_cache,
+            cgroup_parent,
+            vms: Mutex::default(),
+            accel: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunningVm>>> {
+        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The running VM of an instance.
+    pub fn get(&self, name: &str) -> Option<Arc<RunningVm>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Forgets a VM that has exited and removes its run files and cgroup.
+    pub fn forget(&self, name: &str) {
+        if let Some(vm) = self.lock().remove(name) {
+            // The console log outlives the run directory, for `vessel logs`.
+            let kept = self.instances_dir.join(name).join("console.log");
+            if let Err(e) = std::fs::copy(&vm.console_log, &kept) {
+                tracing::debug!(instance = name, error = %e, "no console log to keep");
+            }
+            if let Err(e) = vm.cleanup() {
+                tracing::warn!(instance = name, error = %chain(&e), "cleaning up after a VM");
+            }
+        }
+    }
+
+    fn vm_dir(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+
+    /// Which accelerator VMs use here, probing once (booting the image's kernel under KVM
+    /// with a short timeout) and caching the answer.
+    fn accel(&self, kernel: &Path, initrd: Option<&Path>) -> (Accel, String) {
+        let mut cached = self.accel.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = cached.as_ref() {
+            return a.clone();
+        }
+        let answer = match vessel_vm::probe_accel(
+            kernel,
+            initrd,
+            Duration::from_secs(5),
+            Some(&self.accel_cache),
+        ) {
+            Ok(p) => (p.accel, p.reason),
+            Err(e) => (Accel::Tcg, format!("the KVM probe failed: {}", chain(&e))),
+        };
+        tracing::info!(accel = ?answer.0, reason = %answer.1, "VM accelerator");
+        *cached = Some(answer.clone());
+        answer
+    }
+
+    /// Builds the machine for an instance from its image (blocking: runs `qemu-img`).
+    pub fn machine(
+        &self,
+        inst: &Instance,
+        image: &Image,
+        image_dir: &Path,
+    ) -> Result<(MachineDef, String)> {
+        let name = &inst.name;
+        let run = self.vm_dir(name);
+        let inst_dir = self.instances_dir.join(name);
+        std::fs::create_dir_all(&inst_dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", inst_dir.display())))?;
+        let memory_mib = inst
+            .limits
+            .memory
+            .map(|m| (m >> 20).max(64))
+            .unwrap_or(DEFAULT_MEMORY_MIB);
+        let vcpus = inst
+            .limits
+            .cpu
+            .map(|c| c.ceil().max(1.0) as u32)
+            .unwrap_or(1);
+        let (mut def, profile) = if image_dir.join(vessel_vmimage::MANIFEST_FILE).is_file() {
+            let vm = vessel_vmimage::VmImage::open(image_dir).map_err(|e| {
+                Error::internal(format!("image {}: {}", image.fingerprint, chain(&e)))
+            })?;
+            let kernel = vm.kernel_path();
+            let initrd = vm.initrd_path();
+            let mut def = MachineDef::para(name, &run, &kernel, Some(&initrd));
+            let cmdline = vm
+                .manifest
+                .cmdline_for(name, vessel_vmimage::GuestConsole::Serial)
+                .map_err(|e| Error::internal(format!("kernel command line: {}", chain(&e))))?;
+            if let vessel_vm::Profile::Para(p) = &mut def.profile {
+                p.cmdline = cmdline;
+            }
+            if let Some(disk) = vm.disk_path() {
+                def.disks
+                    .push(self.root_disk(&inst_dir, &disk, Media::Disk)?);
+            }
+            let (accel, _) = self.accel(&kernel, Some(&initrd));
+            def.accel = accel;
+            (def, "para")
+        } else {
+            let desc: FirmwareBoot = serde_json::from_slice(
+                &std::fs::read(image_dir.join(FIRMWARE_FILE))
+                    .map_err(|e| Error::internal(format!("image {}: {e}", image.fingerprint)))?,
+            )
+            .map_err(|e| Error::internal(format!("{FIRMWARE_FILE}: {e}")))?;
+            let file = image_dir.join(&desc.file);
+            let (media, disk) = if desc.boot == "cdrom" {
+                (
+                    Media::Cdrom,
+                    Disk {
+                        path: file,
+                        format: DiskFormat::Raw,
+                        media: Media::Cdrom,
+                        read_only: true,
+                    },
+                )
+            } else {
+                (Media::Disk, self.root_disk(&inst_dir, &file, Media::Disk)?)
+            };
+            let mut def = MachineDef::full(name, &run, media);
+            def.disks.push(disk);
+            // Firmware boots have no kernel to probe KVM with: use what the probe found.
+            def.accel = self
+                .accel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map_or(Accel::Tcg, |a| a.0);
+            (def, "full")
+        };
+        def.vcpus = vcpus;
+        def.memory_mib = memory_mib;
+        def.cgroup = Some(format!("{}/{name}", self.cgroup_parent));
+        Ok((def, profile.into()))
+    }
+
+    /// The instance's root disk: a copy-on-write overlay of the image's disk, made once.
+    fn root_disk(&self, inst_dir: &Path, backing: &Path, media: Media) -> Result<Disk> {
+        let overlay = inst_dir.join("root.qcow2");
+        if !overlay.is_file() {
+            vessel_vm::create_overlay(backing, &overlay)
+                .map_err(vm_err("creating the root disk"))?;
+        }
+        Ok(Disk {
+            path: overlay,
+            format: DiskFormat::Qcow2,
+            media,
+            read_only: false,
+        })
+    }
+
+    /// Starts QEMU (blocking); returns the running VM.
+    pub fn start(&self, def: &MachineDef) -> Result<Arc<RunningVm>> {
+        let vm = Arc::new(vessel_vm::start(def, None).map_err(|e| {
+            Error::internal(format!("cannot start VM {}: {}", def.name, chain(&e)))
+        })?);
+        self.lock().insert(def.name.clone(), vm.clone());
+        Ok(vm)
+    }
+
+    /// Adopts the QEMU of an instance left running by a previous daemon (blocking).
+    pub fn adopt(&self, name: &str) -> Option<Arc<RunningVm>> {
+        let paths = VmPaths::new(&self.vm_dir(name));
+        if !paths.pidfile.exists() {
+            return None;
+        }
+        match vessel_vm::adopt(&paths.pidfile, &paths.qmp, None) {
+            Ok(vm) => {
+                let vm = Arc::new(vm);
+                self.lock().insert(name.to_string(), vm.clone());
+                Some(vm)
+            }
+            Err(e) => {
+                tracing::warn!(instance = name, error = %chain(&e), "could not adopt a VM");
+                None
+            }
+        }
+    }
+
+    /// Removes what a VM instance keeps: its run directory and its root disk.
+    pub fn remove_files(&self, name: &str) -> Result<()> {
+        self.forget(name);
+        for d in [self.vm_dir(name), self.instances_dir.join(name)] {
+            if d.exists() {
+                std::fs::remove_dir_all(&d)
+                    .map_err(|e| Error::internal(format!("removing {}: {e}", d.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The console log: the live one while QEMU runs, the kept copy after.
+    pub fn console_log(&self, name: &str) -> PathBuf {
+        match self.get(name) {
+            Some(vm) => vm.console_log.clone(),
+            None => self.instances_dir.join(name).join("console.log"),
+        }
+    }
+
+    /// Live usage of a VM.
+    pub fn usage(&self, name: &str) -> InstanceState {
+        let Some(vm) = self.get(name) else {
+            return InstanceState::default();
+        };
+        let stats = vm.cgroup_stats().ok().flatten().unwrap_or_default();
+        InstanceState {
+            pid: Some(vm.pid),
+            cpu_usage_ns: stats.cpu_usage_ns,
+            memory_usage_bytes: stats.memory_usage_bytes,
+            memory_peak_bytes: stats.memory_peak_bytes,
+            oom_kills: stats.oom_kills,
+            pids: stats.pids,
+        }
+    }
+
+    /// What a VM instance runs with.
+    pub fn details(&self, name: &str) -> Option<VmDetails> {
+        let vm = self.get(name)?;
+        let accel = self.accel.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(VmDetails {
+            profile: vm.record.profile.clone(),
+            accel: accel
+                .as_ref()
+                .map_or("tcg".into(), |a| format!("{:?}", a.0).to_lowercase()),
+            accel_reason: accel.map(|a| a.1).unwrap_or_default(),
+            agent: vm.agent_socket.is_some(),
+            vnc: vm.vnc_socket.is_some(),
+        })
+    }
+}

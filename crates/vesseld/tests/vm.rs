@@ -1,0 +1,219 @@
+//! Virtual machines through the real daemon: QEMU under TCG here (KVM is probed and refused on
+//! this host), the para profile with direct kernel boot and the guest agent, the full profile
+//! booting an unmodified boot sector from firmware, and daemon restarts that re-adopt QEMU.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{alive, Daemon};
+
+/// Waits until the console log holds `needle`.
+fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = d.ok(&["logs", name]);
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
+            common::tail(&log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn qemu_running_for(d: &Daemon) -> Vec<i32> {
+    let marker = d.dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("qemu-system") && c.contains(&marker)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
+    let mut d = Daemon::start();
+    d.ok(&["image", "build", "vm"]);
+    let t = Instant::now();
+    d.ok(&[
+        "launch",
+        "vm/busybox",
+        "v1",
+        "--vm",
+        "-l",
+        "memory=256MiB",
+        "-l",
+        "cpu=1",
+    ]);
+    let info = d.info("v1");
+    assert_eq!(info["type"], "vm");
+    assert_eq!(info["vm"]["profile"], "para");
+    // This host's /dev/kvm cannot run the guest: the probe says so and why.
+    assert_eq!(info["vm"]["accel"], "tcg", "{info}");
+    assert!(!info["vm"]["accel_reason"].as_str().unwrap().is_empty());
+    let log = wait_console(&d, "v1", "VESSEL-READY", Duration::from_secs(120));
+    eprintln!("v1 ready after {:?}", t.elapsed());
+    assert!(log.contains("VESSEL-AGENT started"), "{log}");
+
+    // Commands through the guest agent; exit codes pass through.
+    let (code, out) = d.sh("v1", "uname -r; hostname; exit 0");
+    assert_eq!(code, 0);
+    assert!(out.contains("cloud-amd64"), "{out}");
+    assert!(out.contains("v1"), "{out}");
+    assert_eq!(d.sh("v1", "exit 3").0, 3);
+    // QEMU runs in the instance's cgroup with a memory limit above the guest's RAM.
+    let usage = &d.info("v1")["state"];
+    assert!(usage["memory_usage_bytes"].as_u64().unwrap() > 0, "{usage}");
+
+    // Pause and resume through QMP.
+    d.ok(&["pause", "v1"]);
+    assert_eq!(d.info("v1")["status"], "frozen");
+    d.ok(&["resume", "v1"]);
+    assert_eq!(d.info("v1")["status"], "running");
+
+    // The daemon dies; QEMU keeps running and is adopted by the next daemon.
+    let qemu = d.info("v1")["state"]["pid"].as_i64().unwrap() as i32;
+    d.kill(libc::SIGKILL);
+    assert!(alive(qemu));
+    d.spawn();
+    let info = d.info("v1");
+    assert_eq!(info["status"], "running", "{info}");
+    assert_eq!(info["state"]["pid"].as_i64().unwrap() as i32, qemu);
+    assert_eq!(d.sh("v1", "echo still-here").1.trim(), "still-here");
+
+    // A graceful stop presses the power button; the guest powers off by itself.
+    let t = Instant::now();
+    d.ok(&["stop", "v1", "--timeout", "30"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(d.info("v1")["status"], "stopped");
+    assert!(!alive(qemu));
+    assert!(d.ok(&["logs", "v1"]).contains("VESSEL-SHUTDOWN"));
+    d.ok(&["delete", "v1"]);
+    assert!(qemu_running_for(&d).is_empty());
+    assert!(d.cgroup_pids().is_empty());
+}
+
+/// A 512-byte boot sector that writes `msg` to COM1 and halts: an unmodified "guest OS" that
+/// only firmware can start.
+fn boot_sector(msg: &str) -> Vec<u8> {
+    let mut s = vec![
+        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74,
+        0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
+    ];
+    s.extend_from_slice(msg.as_bytes());
+    s.push(0);
+    s.resize(510, 0);
+    s.extend_from_slice(&[0x55, 0xAA]);
+    s
+}
+
+#[test]
+fn full_vm_boots_an_unmodified_disk_from_firmware() {
+    let d = Daemon::start();
+    let raw = d.dir.join("boot.raw");
+    let mut disk = boot_sector("HELLO-FROM-FIRMWARE\r\n");
+    disk.resize(1 << 20, 0);
+    std::fs::write(&raw, &disk).unwrap();
+    let qcow = d.dir.join("boot.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .output()
+        .expect("qemu-img from qemu-utils");
+    assert!(out.status.success());
+    d.ok(&[
+        "image",
+        "import",
+        qcow.to_str().unwrap(),
+        "--alias",
+        "bootsector",
+    ]);
+    d.ok(&["launch", "bootsector", "f1", "--vm"]);
+    assert_eq!(d.info("f1")["vm"]["profile"], "full");
+    assert_eq!(d.info("f1")["vm"]["vnc"], true);
+    wait_console(&d, "f1", "HELLO-FROM-FIRMWARE", Duration::from_secs(60));
+    // The boot sector ignores the power button: the stop falls back to ending QEMU.
+    d.ok(&["stop", "f1", "--timeout", "2"]);
+    assert_eq!(d.info("f1")["status"], "stopped");
+    // The image's disk was not written: the instance ran on its own overlay.
+    let fp = d.info_image("bootsector")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (dg, _) = (
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(d.root().join("images").join(&fp).join("disk.qcow2")).unwrap(),
+        )),
+        (),
+    );
+    assert_eq!(dg, fp);
+    assert!(d.root().join("instances/f1/root.qcow2").is_file());
+    d.ok(&["delete", "f1"]);
+    assert!(qemu_running_for(&d).is_empty());
+}
+
+#[test]
+fn bad_vm_requests_are_refused_and_leave_nothing() {
+    let d = Daemon::start();
+    d.ok(&["image", "build", "vm"]);
+    let err = d.fails(&[
+        "launch",
+        "vm/busybox",
+        "big",
+        "--vm",
+        "-l",
+        "memory=4096GiB",
+    ]);
+    assert!(err.contains("does not fit"), "{err}");
+    d.busybox();
+    let err = d.fails(&["launch", "busybox", "notvm", "--vm"]);
+    assert!(err.contains("container image"), "{err}");
+    // An image whose kernel went missing: a clear error, no instance, no QEMU.
+    let fp = d.info_image("vm/busybox")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(d.root().join("images").join(&fp).join("vmlinuz")).unwrap();
+    let err = d.fails(&["launch", "vm/busybox", "nokernel", "--vm"]);
+    assert!(err.contains("vmlinuz"), "{err}");
+    assert!(d.fails(&["info", "nokernel"]).contains("not found"));
+    assert!(qemu_running_for(&d).is_empty());
+    // A qcow2 whose contents were corrupted after import: QEMU's refusal is reported.
+    let good = d.dir.join("g.qcow2");
+    std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&good)
+        .arg("16M")
+        .output()
+        .unwrap();
+    d.ok(&["image", "import", good.to_str().unwrap(), "--alias", "g"]);
+    let gfp = d.info_image("g")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = d.root().join("images").join(&gfp).join("disk.qcow2");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[4..8].copy_from_slice(&[0, 0, 0, 99]); // an unknown qcow2 version
+    std::fs::write(&stored, &bytes).unwrap();
+    let err = d.fails(&["launch", "g", "broken", "--vm"]);
+    assert!(err.contains("qcow2") || err.contains("version"), "{err}");
+    assert!(d.fails(&["info", "broken"]).contains("not found"));
+    assert!(qemu_running_for(&d).is_empty());
+}
