@@ -14,6 +14,9 @@ use vessel_vm::{Accel, Disk, DiskFormat, MachineDef, Media, RunningVm, VmPaths};
 use crate::error::{chain, Error, Result};
 use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
 
+/// The unprivileged user QEMU runs as.
+const QEMU_USER: &str = "nobody";
+
 /// Guest memory when the instance sets no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 256;
 
@@ -179,6 +182,9 @@ impl VmDriver {
         def.vcpus = vcpus;
         def.memory_mib = memory_mib;
         def.cgroup = Some(format!("{}/{name}", self.cgroup_parent));
+        // QEMU drops root for an unprivileged user; it only needs to read the image files
+        // and write its own run directory and overlay disk, which the engine hands over.
+        def.run_as = Some(QEMU_USER.into());
         Ok((def, profile.into()))
     }
 
