@@ -81,8 +81,14 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     let qemu = d.info("v1")["state"]["pid"].as_i64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "{uid}");
-    assert!(status.contains("Seccomp:\t2"), "QEMU runs without its sandbox");
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    assert!(
+        status.contains("Seccomp:\t2"),
+        "QEMU runs without its sandbox"
+    );
 
     // Pause and resume through QMP.
     d.ok(&["pause", "v1"]);
