@@ -16,4 +16,4 @@ cargo build --workspace --locked
 step "static guest agent"
 ./scripts/build-agent.sh
 step "cargo test"
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2

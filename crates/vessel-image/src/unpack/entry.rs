@@ -104,7 +104,7 @@ impl Unpacker<'_> {
         let parent = self.open_parent(parents, &entry)?;
         let p = parent.as_fd();
         if let Some(target) = leaf.strip_prefix(WHITEOUT_PREFIX) {
-            return self.whiteout(p, target, &entry);
+            return self.whiteout(p, target, &entry, h.mtime);
         }
         let name = fsat::cstr(leaf).map_err(io_err("name"))?;
         let existing = fsat::lstat_at(p, &name).map_err(io_err("inspect existing entry"))?;
@@ -243,7 +243,13 @@ impl Unpacker<'_> {
         Ok(cur)
     }
 
-    fn whiteout(&mut self, p: BorrowedFd<'_>, target: &[u8], entry: &str) -> Result<()> {
+    fn whiteout(
+        &mut self,
+        p: BorrowedFd<'_>,
+        target: &[u8],
+        entry: &str,
+        mtime: i64,
+    ) -> Result<()> {
         let io_err = |op| {
             move |source| UnpackError::Io {
                 entry: entry.to_string(),
@@ -275,6 +281,8 @@ impl Unpacker<'_> {
             .is_none()
         {
             fsat::mknod_at(p, &name, libc::S_IFCHR, 0).map_err(io_err("create whiteout"))?;
+            // The entry's time, so that the same layer always unpacks to the same tree.
+            fsat::utimes_at(p, &name, mtime).map_err(io_err("set whiteout time"))?;
         }
         self.stats.whiteouts += 1;
         Ok(())
