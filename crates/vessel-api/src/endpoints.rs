@@ -189,6 +189,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Upgrade,
     },
     Endpoint {
+        id: "instance_vnc",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/vnc",
+        summary: "A VM's display: the connection upgrades (Upgrade: vessel-raw/1) to its raw VNC (RFB) stream",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        response: Body::Upgrade,
+    },
+    Endpoint {
         id: "instance_logs",
         method: Method::Get,
         path: "/1.0/instances/{name}/logs",

@@ -9,6 +9,10 @@ use std::io::{self, Read, Write};
 /// Value of the `Upgrade:` header.
 pub const PROTOCOL: &str = "vessel-stream/1";
 
+/// Value of the `Upgrade:` header for connections that carry another protocol's bytes as they
+/// are (a VM's VNC display), without frames.
+pub const RAW_PROTOCOL: &str = "vessel-raw/1";
+
 /// Largest payload a peer accepts in one frame.
 pub const MAX_FRAME: usize = 1 << 20;
 

@@ -162,6 +162,28 @@ fn full_vm_boots_an_unmodified_disk_from_firmware() {
     assert_eq!(d.info("f1")["vm"]["profile"], "full");
     assert_eq!(d.info("f1")["vm"]["vnc"], true);
     wait_console(&d, "f1", "HELLO-FROM-FIRMWARE", Duration::from_secs(60));
+    // The display is proxied by the daemon: the VNC server greets through the API.
+    {
+        use std::io::{BufRead, Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        write!(
+            s,
+            "GET /1.0/instances/f1/vnc HTTP/1.1\r\nHost: vessel\r\nConnection: Upgrade\r\nUpgrade: vessel-raw/1\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains(" 101 "), "{line}");
+        while line != "\r\n" {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+        let mut greeting = [0u8; 12];
+        r.read_exact(&mut greeting).unwrap();
+        assert_eq!(&greeting[..4], b"RFB ", "{greeting:?}");
+    }
     // The boot sector ignores the power button: the stop falls back to ending QEMU.
     d.ok(&["stop", "f1", "--timeout", "2"]);
     assert_eq!(d.info("f1")["status"], "stopped");

@@ -106,6 +106,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "instance_state_put" => on(f, h::instance_state_put),
         "instance_exec" => on(f, upgrade::exec),
         "instance_console" => on(f, upgrade::console),
+        "instance_vnc" => on(f, upgrade::vnc),
         "instance_logs" => on(f, h::instance_logs),
         "instance_file_get" => on(f, h::file_get),
         "instance_file_put" => on(f, h::file_put),

@@ -4,7 +4,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use vessel_api::stream::PROTOCOL;
+use vessel_api::stream::{PROTOCOL, RAW_PROTOCOL};
 use vessel_api::ExecRequest;
 
 use super::App;
@@ -12,27 +12,58 @@ use crate::error::{Error, Result};
 use crate::instance::{exec, ConsoleTarget};
 
 fn check_upgrade(req: &Request) -> Result<()> {
+    check_upgrade_to(req, PROTOCOL)
+}
+
+fn check_upgrade_to(req: &Request, protocol: &'static str) -> Result<()> {
     let wants = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+        .is_some_and(|v| v.eq_ignore_ascii_case(protocol));
     if wants {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "this endpoint upgrades the connection: send `Connection: Upgrade` and `Upgrade: {PROTOCOL}`"
+            "this endpoint upgrades the connection: send `Connection: Upgrade` and `Upgrade: {protocol}`"
         )))
     }
 }
 
 fn switching() -> Response {
+    switching_to(PROTOCOL)
+}
+
+fn switching_to(protocol: &'static str) -> Response {
     let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     r.headers_mut()
-        .insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
+        .insert(header::UPGRADE, HeaderValue::from_static(protocol));
     r
+}
+
+pub async fn vnc(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    mut req: Request,
+) -> Result<Response> {
+    check_upgrade_to(&req, RAW_PROTOCOL)?;
+    let socket = app.instances.vnc_socket(&name)?;
+    let mut display = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| Error::internal(format!("cannot reach the display of {name}: {e}")))?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut display).await;
+            }
+            Err(e) => tracing::warn!(instance = %name, error = %e, "vnc upgrade failed"),
+        }
+    });
+    Ok(switching_to(RAW_PROTOCOL))
 }
 
 pub async fn exec(

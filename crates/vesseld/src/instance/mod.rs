@@ -602,6 +602,26 @@ impl InstanceService {
         Ok(ConsoleTarget::Framed(self.driver.socket(name)))
     }
 
+    /// The VNC socket of a running VM with a display.
+    pub fn vnc_socket(&self, name: &str) -> Result<std::path::PathBuf> {
+        let inst = self.get_stored(name)?;
+        self.require_running(&inst)?;
+        if inst.instance_type != InstanceType::Vm {
+            return Err(Error::invalid(format!(
+                "{name} is a container: it has no display; use `vessel console {name}`"
+            )));
+        }
+        self.vms
+            .get(name)
+            .and_then(|vm| vm.vnc_socket.clone())
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "VM {name} has no display: only the full profile has one; use \
+                     `vessel console {name}`"
+                ))
+            })
+    }
+
     /// Fails unless the instance runs.
     pub fn require_running(&self, inst: &Instance) -> Result<()> {
         match inst.status {
