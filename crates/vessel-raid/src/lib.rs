@@ -1,0 +1,90 @@
+//! Vessel's own RAID engine: RAID 0, 1, 5 and 6 over member files or block devices, in
+//! user space.
+//!
+//! An array is a set of members, each carrying a [`superblock`] that names its pool, its
+//! slot and the geometry. [`RaidArray`] presents the members as one block device
+//! (`read_at`, `write_at`, `flush`, `size`), keeps working with failed members as far as
+//! the level allows, rebuilds replacements and scrubs parity. Pools, thin volumes and the
+//! NBD/NFS exports sit on top of this API. The on-disk format and the parity math are in
+//! `docs/raid.md`.
+
+use std::fmt;
+
+pub mod error;
+pub mod gf;
+pub mod member;
+pub mod superblock;
+
+pub use error::{RaidError, Result};
+
+/// The RAID levels the engine implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RaidLevel {
+    /// Striping, no redundancy.
+    Raid0,
+    /// N-way mirroring.
+    Raid1,
+    /// Striping with one rotating parity chunk (left-symmetric, as md).
+    Raid5,
+    /// Striping with rotating P and Q parity (GF(2^8), polynomial 0x11d).
+    Raid6,
+}
+
+impl RaidLevel {
+    /// The fewest members the level works with.
+    pub fn min_members(self) -> usize {
+        match self {
+            RaidLevel::Raid0 => 1,
+            RaidLevel::Raid1 => 2,
+            RaidLevel::Raid5 => 3,
+            RaidLevel::Raid6 => 4,
+        }
+    }
+
+    /// How many members may be missing before data is lost.
+    pub fn tolerated_failures(self, members: usize) -> usize {
+        match self {
+            RaidLevel::Raid0 => 0,
+            RaidLevel::Raid1 => members.saturating_sub(1),
+            RaidLevel::Raid5 => 1,
+            RaidLevel::Raid6 => 2,
+        }
+    }
+
+    /// How many chunks of one stripe row carry data.
+    pub fn data_members(self, members: usize) -> usize {
+        match self {
+            RaidLevel::Raid0 => members,
+            RaidLevel::Raid1 => 1,
+            RaidLevel::Raid5 => members - 1,
+            RaidLevel::Raid6 => members - 2,
+        }
+    }
+
+    /// The number stored on disk.
+    pub fn code(self) -> u32 {
+        match self {
+            RaidLevel::Raid0 => 0,
+            RaidLevel::Raid1 => 1,
+            RaidLevel::Raid5 => 5,
+            RaidLevel::Raid6 => 6,
+        }
+    }
+
+    /// The level for a number stored on disk.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(RaidLevel::Raid0),
+            1 => Some(RaidLevel::Raid1),
+            5 => Some(RaidLevel::Raid5),
+            6 => Some(RaidLevel::Raid6),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RaidLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
