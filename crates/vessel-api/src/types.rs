@@ -164,6 +164,9 @@ pub struct InstanceCreate {
     /// Extra environment for the init process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// SSH public keys (one `authorized_keys` line each) installed for root in a VM guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -190,6 +193,9 @@ pub struct Instance {
     pub command: Vec<String>,
     /// Extra environment for the init process.
     pub environment: BTreeMap<String, String>,
+    /// SSH public keys installed for root in a VM guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Exit code of the last run of the init process, if it has exited.

@@ -162,6 +162,9 @@ pub struct CreateArgs {
     /// An environment variable for the init process (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A file of SSH public keys to install for root in a VM guest (repeatable).
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<std::path::PathBuf>,
     /// Command to run as init instead of the image's, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

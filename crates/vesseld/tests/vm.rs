@@ -47,6 +47,12 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     let mut d = Daemon::start();
     d.ok(&["image", "build", "vm"]);
     let t = Instant::now();
+    let key = d.dir.join("id_ed25519.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm0wO3HvKbGrEq0yTn3Cj7q3gS2jn2b3vbWm8vU0T1x test@vessel\n",
+    )
+    .unwrap();
     d.ok(&[
         "launch",
         "vm/busybox",
@@ -56,6 +62,8 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
         "memory=256MiB",
         "-l",
         "cpu=1",
+        "--ssh-key",
+        key.to_str().unwrap(),
     ]);
     let info = d.info("v1");
     assert_eq!(info["type"], "vm");
@@ -73,6 +81,9 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     assert!(out.contains("cloud-amd64"), "{out}");
     assert!(out.contains("v1"), "{out}");
     assert_eq!(d.sh("v1", "exit 3").0, 3);
+    // The SSH key reached root's authorized_keys through the kernel command line.
+    let keys = d.sh("v1", "cat /root/.ssh/authorized_keys").1;
+    assert_eq!(keys, std::fs::read_to_string(&key).unwrap());
     // QEMU runs in the instance's cgroup with a memory limit above the guest's RAM.
     let usage = &d.info("v1")["state"];
     assert!(usage["memory_usage_bytes"].as_u64().unwrap() > 0, "{usage}");

@@ -98,6 +98,20 @@ switch_to_disk_root() {
     exec $BB switch_root /newroot "$_t"
 }
 
+# SSH public keys for root: vessel.ssh_keys= carries authorized_keys in base64.
+install_ssh_keys() {
+    _k=$(cmdline_value vessel.ssh_keys)
+    [ -n "$_k" ] || return 0
+    $BB mkdir -p /root/.ssh
+    $BB chmod 700 /root/.ssh
+    if echo "$_k" | $BB base64 -d > /root/.ssh/authorized_keys 2>/dev/null; then
+        $BB chmod 600 /root/.ssh/authorized_keys
+        echo "VESSEL-SSH-KEYS $($BB wc -l < /root/.ssh/authorized_keys)"
+    else
+        echo "VESSEL-ERROR ssh keys: vessel.ssh_keys is not base64"
+    fi
+}
+
 set_hostname() {
     _h=$(cmdline_value vessel.hostname)
     [ -n "$_h" ] || _h=$($BB cat /etc/hostname 2>/dev/null)
@@ -195,6 +209,7 @@ trap 'shutdown poweroff' USR1 USR2
 trap 'shutdown reboot' TERM INT
 link_virtio_ports ''
 set_hostname
+install_ssh_keys
 bring_up_network
 start_acpid
 start_agent

@@ -16,6 +16,7 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
     let body = InstanceCreate {
         limits: parse_limits(&args.limits)?,
         environment: parse_env(&args.env)?,
+        ssh_keys: read_ssh_keys(&args.ssh_keys)?,
         name: args.name,
         image: args.image,
         instance_type: if args.vm {
@@ -84,4 +85,20 @@ pub fn delete(client: &Client, names: &[String], force: bool) -> Result<i32> {
         operation::wait(client, op)?;
         Ok(())
     })
+}
+
+/// The key lines of SSH public key files (blank lines and comments left out).
+fn read_ssh_keys(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read SSH key file {}: {e}", f.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(keys)
 }

@@ -205,6 +205,12 @@ impl InstanceService {
                 ));
             }
             check_memory(&req.limits)?;
+            vm::check_ssh_keys(&req.ssh_keys)?;
+        } else if !req.ssh_keys.is_empty() {
+            return Err(Error::invalid(
+                "SSH keys are installed in VM guests; for a container, push an authorized_keys \
+                 file with `vessel file push`",
+            ));
         } else if req.command.is_none() && image.command.is_empty() {
             return Err(Error::invalid(format!(
                 "image {} has no default command; give one after --, e.g. \
@@ -221,6 +227,7 @@ impl InstanceService {
             limits: req.limits,
             command: req.command.unwrap_or_else(|| image.command.clone()),
             environment: req.environment,
+            ssh_keys: req.ssh_keys,
             created_at: crate::now(),
             last_exit_code: None,
             error: None,

@@ -20,6 +20,78 @@ const QEMU_USER: &str = "nobody";
 /// Guest memory when the instance sets no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 256;
 
+/// Longest SSH key text the kernel command line carries (it has 2048 bytes in all).
+const MAX_SSH_KEYS: usize = 1024;
+
+/// Checks SSH public keys: one `authorized_keys` line each, within the command line's room.
+pub fn check_ssh_keys(keys: &[String]) -> Result<()> {
+    for k in keys {
+        let kind = k.split_whitespace().next().unwrap_or_default();
+        let known =
+            kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
+        if !known || k.contains('\n') || k.split_whitespace().count() < 2 {
+            return Err(Error::invalid(format!(
+                "{:?} is not an SSH public key line (like `ssh-ed25519 AAAA... user@host`)",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    let total: usize = keys.iter().map(|k| k.len() + 1).sum();
+    if total > MAX_SSH_KEYS {
+        return Err(Error::invalid(format!(
+            "the SSH keys take {total} bytes; at most {MAX_SSH_KEYS} fit on the guest's kernel \
+             command line: use ed25519 keys, or fewer"
+        )));
+    }
+    Ok(())
+}
+
+/// The kernel parameter carrying SSH keys to the guest init (base64 of authorized_keys).
+fn ssh_keys_param(keys: &[String]) -> Option<String> {
+    use base64_engine::encode;
+    if keys.is_empty() {
+        return None;
+    }
+    let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    Some(format!("vessel.ssh_keys={}", encode(text.as_bytes())))
+}
+
+/// Standard base64, enough for the kernel command line.
+mod base64_engine {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    /// Encodes with padding.
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn matches_known_vectors() {
+        assert_eq!(encode(b""), "");
+        assert_eq!(encode(b"f"), "Zg==");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert_eq!(encode(b"foo"), "Zm9v");
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+    }
+}
+
 /// Host paths and running VMs.
 pub struct VmDriver {
     /// `<run>/vms`: per-VM run directories (QMP, console, agent sockets, pid file).
@@ -138,6 +210,10 @@ impl VmDriver {
                 .manifest
                 .cmdline_for(name, vessel_vmimage::GuestConsole::Serial)
                 .map_err(|e| Error::internal(format!("kernel command line: {}", chain(&e))))?;
+            let cmdline = match ssh_keys_param(&inst.ssh_keys) {
+                Some(param) => format!("{cmdline} {param}"),
+                None => cmdline,
+            };
             if let vessel_vm::Profile::Para(p) = &mut def.profile {
                 p.cmdline = cmdline;
             }

@@ -46,7 +46,16 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: image kind, layers and run configuration.
     "ALTER TABLE images ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
+    // 3: instance settings that grow (SSH keys for VM guests).
+    "ALTER TABLE instances ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
 ];
+
+/// Instance fields kept as one JSON column.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct InstanceMeta {
+    #[serde(default)]
+    ssh_keys: Vec<String>,
+}
 
 /// Image fields kept as one JSON column.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -187,10 +196,10 @@ fn type_str(t: InstanceType) -> &'static str {
 }
 
 const INSTANCE_COLUMNS: &str = "name, type, status, image, privileged, limits, command, \
-                                environment, created_at, last_exit_code, error";
+                                environment, created_at, last_exit_code, error, meta";
 
-fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 11]> {
-    let mut out: [Option<String>; 11] = Default::default();
+fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 12]> {
+    let mut out: [Option<String>; 12] = Default::default();
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = match r.get_ref(i)? {
             rusqlite::types::ValueRef::Null => None,
@@ -202,8 +211,8 @@ fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>;
     Ok(out)
 }
 
-fn instance_from_cols(c: [Option<String>; 11]) -> Result<Instance> {
-    let [name, ty, status, image, privileged, limits, command, environment, created_at, code, error] =
+fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
+    let [name, ty, status, image, privileged, limits, command, environment, created_at, code, error, meta] =
         c;
     let s = |v: Option<String>| v.unwrap_or_default();
     Ok(Instance {
@@ -219,6 +228,11 @@ fn instance_from_cols(c: [Option<String>; 11]) -> Result<Instance> {
         limits: from_json("instances.limits", &s(limits))?,
         command: from_json("instances.command", &s(command))?,
         environment: from_json("instances.environment", &s(environment))?,
+        ssh_keys: meta
+            .map(|m| from_json::<InstanceMeta>("instances.meta", &m))
+            .transpose()?
+            .unwrap_or_default()
+            .ssh_keys,
         created_at: s(created_at),
         last_exit_code: code.and_then(|c| c.parse().ok()),
         error,
@@ -340,7 +354,7 @@ impl Store for SqliteStore {
     fn instance_insert(&self, i: &Instance) -> Result<()> {
         let conn = self.lock();
         conn.execute(
-            &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+            &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"),
             params![
                 i.name,
                 type_str(i.instance_type),
@@ -352,7 +366,10 @@ impl Store for SqliteStore {
                 to_json(&i.environment),
                 i.created_at,
                 i.last_exit_code,
-                i.error
+                i.error,
+                to_json(&InstanceMeta {
+                    ssh_keys: i.ssh_keys.clone()
+                })
             ],
         )
         .map_err(|e| match e {
@@ -506,6 +523,7 @@ mod tests {
             },
             command: vec!["/bin/sh".into()],
             environment: BTreeMap::new(),
+            ssh_keys: vec!["ssh-ed25519 AAAA test".into()],
             created_at: "2026-01-01T00:00:00Z".into(),
             last_exit_code: None,
             error: None,
