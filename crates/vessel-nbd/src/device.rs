@@ -1,0 +1,343 @@
+//! The block device trait the server exports, and its implementation over a sparse file.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::unistd::{lseek, Whence};
+
+use crate::proto;
+
+/// Why a block device operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The range does not lie inside the device.
+    #[error("range {offset}+{len} lies beyond the device end {size}")]
+    OutOfRange {
+        /// First byte of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Size of the device.
+        size: u64,
+    },
+    /// The device cannot be written.
+    #[error("the device is read-only")]
+    ReadOnly,
+    /// The device does not implement this operation.
+    #[error("operation not supported by this device")]
+    Unsupported,
+    /// The backing store failed.
+    #[error("backing store I/O failed")]
+    Io(#[from] io::Error),
+}
+
+impl DeviceError {
+    /// The NBD error code a client receives for this error.
+    pub fn nbd_errno(&self) -> u32 {
+        match self {
+            DeviceError::OutOfRange { .. } => proto::EINVAL,
+            DeviceError::ReadOnly => proto::EPERM,
+            DeviceError::Unsupported => proto::ENOTSUP,
+            DeviceError::Io(e) => match e.raw_os_error().map(Errno::from_raw) {
+                Some(Errno::EPERM | Errno::EROFS | Errno::EACCES) => proto::EPERM,
+                Some(Errno::ENOSPC | Errno::EDQUOT) => proto::ENOSPC,
+                Some(Errno::ENOMEM) => proto::ENOMEM,
+                Some(Errno::EINVAL) => proto::EINVAL,
+                Some(Errno::EOPNOTSUPP) => proto::ENOTSUP,
+                _ => proto::EIO,
+            },
+        }
+    }
+}
+
+/// One run of bytes with the same allocation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Length of the run in bytes.
+    pub len: u64,
+    /// True if the run is not allocated (and therefore reads as zeroes).
+    pub hole: bool,
+    /// True if the run is known to read as zeroes.
+    pub zero: bool,
+}
+
+impl Extent {
+    /// An allocated run with data.
+    pub fn data(len: u64) -> Self {
+        Extent {
+            len,
+            hole: false,
+            zero: false,
+        }
+    }
+
+    /// An unallocated run that reads as zeroes.
+    pub fn hole(len: u64) -> Self {
+        Extent {
+            len,
+            hole: true,
+            zero: true,
+        }
+    }
+}
+
+/// Anything the NBD server can export: a file, a volume, a RAID array.
+///
+/// Implementations are shared by every connection to the export, so they take `&self` and
+/// must make a `flush` on one connection cover writes completed on any other.
+pub trait BlockDevice: Send + Sync {
+    /// Size of the device in bytes.
+    fn size(&self) -> u64;
+
+    /// Fill `buf` from `offset`; the range is inside the device.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError>;
+
+    /// Write `buf` at `offset`; the range is inside the device.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError>;
+
+    /// Make every completed write durable.
+    fn flush(&self) -> Result<(), DeviceError>;
+
+    /// Tell the device the range is no longer needed; its contents become unspecified.
+    fn trim(&self, _offset: u64, _len: u64) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    /// Make the range read as zeroes; `may_trim` allows deallocating it.
+    fn write_zeroes(&self, offset: u64, len: u64, _may_trim: bool) -> Result<(), DeviceError> {
+        const CHUNK: u64 = 1 << 20;
+        let zeroes = vec![0u8; CHUNK.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done) as usize;
+            self.write_at(&zeroes[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Allocation map of the range, in order from `offset`; it may stop short of `len`.
+    ///
+    /// The default reports everything as allocated data.
+    fn block_status(&self, _offset: u64, len: u64) -> Result<Vec<Extent>, DeviceError> {
+        Ok(vec![Extent::data(len)])
+    }
+}
+
+/// A block device backed by a regular (sparse) file.
+///
+/// Trim and write-zeroes punch holes; block status reports holes found with
+/// `SEEK_DATA`/`SEEK_HOLE`.
+#[derive(Debug)]
+pub struct FileDevice {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    read_only: bool,
+}
+
+impl FileDevice {
+    /// Open an existing file; its current length is the device size.
+    pub fn open(path: impl AsRef<Path>, read_only: bool) -> Result<Self, DeviceError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(FileDevice {
+            file,
+            path,
+            size,
+            read_only,
+        })
+    }
+
+    /// Create (or truncate) a sparse file of `size` bytes.
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Self, DeviceError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.set_len(size)?;
+        Ok(FileDevice {
+            file,
+            path,
+            size,
+            read_only: false,
+        })
+    }
+
+    /// Path of the backing file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writable(&self) -> Result<(), DeviceError> {
+        if self.read_only {
+            Err(DeviceError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fallocate(&self, mode: FallocateFlags, offset: u64, len: u64) -> Result<(), DeviceError> {
+        let off = i64::try_from(offset).map_err(|_| self.out_of_range(offset, len))?;
+        let l = i64::try_from(len).map_err(|_| self.out_of_range(offset, len))?;
+        fallocate(self.file.as_raw_fd(), mode, off, l).map_err(|e| io::Error::from(e).into())
+    }
+
+    fn out_of_range(&self, offset: u64, len: u64) -> DeviceError {
+        DeviceError::OutOfRange {
+            offset,
+            len,
+            size: self.size,
+        }
+    }
+
+    fn seek(&self, pos: u64, whence: Whence) -> Result<Option<u64>, DeviceError> {
+        let off = i64::try_from(pos).map_err(|_| self.out_of_range(pos, 0))?;
+        match lseek(self.file.as_raw_fd(), off, whence) {
+            Ok(p) => Ok(Some(p as u64)),
+            Err(Errno::ENXIO) => Ok(None),
+            Err(e) => Err(io::Error::from(e).into()),
+        }
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        Ok(self.file.read_exact_at(buf, offset)?)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError> {
+        self.writable()?;
+        Ok(self.file.write_all_at(buf, offset)?)
+    }
+
+    fn flush(&self) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Ok(());
+        }
+        Ok(self.file.sync_data()?)
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> Result<(), DeviceError> {
+        self.writable()?;
+        let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        match self.fallocate(mode, offset, len) {
+            // Trim is advisory: a file system without hole punching just keeps the data.
+            Err(DeviceError::Io(e)) if e.raw_os_error() == Some(libc_eopnotsupp()) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool) -> Result<(), DeviceError> {
+        self.writable()?;
+        let mode = if may_trim {
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+        } else {
+            FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+        };
+        match self.fallocate(mode, offset, len) {
+            Err(DeviceError::Io(e)) if e.raw_os_error() == Some(libc_eopnotsupp()) => {
+                // Fall back to writing zero bytes.
+                const CHUNK: u64 = 1 << 20;
+                let zeroes = vec![0u8; CHUNK.min(len) as usize];
+                let mut done = 0;
+                while done < len {
+                    let n = CHUNK.min(len - done) as usize;
+                    self.file.write_all_at(&zeroes[..n], offset + done)?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, DeviceError> {
+        let end = offset.saturating_add(len).min(self.size);
+        let mut extents = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = self.seek(pos, Whence::SeekData)?.unwrap_or(end).min(end);
+            if data > pos {
+                extents.push(Extent::hole(data - pos));
+                pos = data;
+                continue;
+            }
+            let hole = self.seek(pos, Whence::SeekHole)?.unwrap_or(end).min(end);
+            // SEEK_HOLE always finds the implicit hole at end of file, so `hole > pos`.
+            let hole = hole.max(pos + 1);
+            extents.push(Extent::data(hole - pos));
+            pos = hole;
+        }
+        Ok(extents)
+    }
+}
+
+fn libc_eopnotsupp() -> i32 {
+    Errno::EOPNOTSUPP as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temp file path removed on drop, also when the test fails.
+    struct TempPath(PathBuf);
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn temp_path(name: &str) -> TempPath {
+        TempPath(std::env::temp_dir().join(format!("vessel-nbd-dev-{}-{name}", std::process::id())))
+    }
+
+    #[test]
+    fn sparse_file_reports_holes_after_trim_and_zeroes() {
+        let path = temp_path("sparse");
+        let dev = FileDevice::create(&path.0, 4 << 20).expect("create");
+        assert_eq!(
+            dev.block_status(0, 4 << 20).expect("status"),
+            vec![Extent::hole(4 << 20)]
+        );
+        dev.write_at(&vec![0xab; 2 << 20], 0).expect("write");
+        let map = dev.block_status(0, 4 << 20).expect("status");
+        assert_eq!(map, vec![Extent::data(2 << 20), Extent::hole(2 << 20)]);
+        dev.trim(0, 1 << 20).expect("trim");
+        dev.write_zeroes(1 << 20, 1 << 20, true).expect("zero");
+        assert_eq!(
+            dev.block_status(0, 4 << 20).expect("status"),
+            vec![Extent::hole(4 << 20)]
+        );
+        let mut buf = vec![1u8; 4096];
+        dev.read_at(&mut buf, 1 << 20).expect("read");
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn read_only_file_refuses_writes() {
+        let path = temp_path("ro");
+        drop(FileDevice::create(&path.0, 4096).expect("create"));
+        let dev = FileDevice::open(&path.0, true).expect("open");
+        let err = dev.write_at(&[1, 2, 3], 0).expect_err("must refuse");
+        assert_eq!(err.nbd_errno(), proto::EPERM);
+    }
+}

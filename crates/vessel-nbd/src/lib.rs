@@ -1,0 +1,15 @@
+//! Vessel's NBD server: the SAN-like block export.
+//!
+//! Any [`BlockDevice`] (a sparse file today, a RAID volume later) is offered as a named
+//! [`NbdExport`] by an [`NbdServer`] listening on a unix socket or TCP. The server speaks the
+//! fixed newstyle handshake with structured replies, `base:allocation` block status and
+//! multi-conn; it does not speak TLS yet (see `docs/nbd.md`).
+
+mod device;
+mod handshake;
+pub mod proto;
+mod server;
+mod transmission;
+
+pub use device::{BlockDevice, DeviceError, Extent, FileDevice};
+pub use server::{NbdError, NbdExport, NbdServer, ServerHandle};

@@ -1,0 +1,320 @@
+//! Listeners, export table and connection threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use crate::device::BlockDevice;
+use crate::{handshake, transmission};
+
+/// Why the server could not start or a connection ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum NbdError {
+    /// Two exports were given the same name.
+    #[error("export {0:?} is defined twice; export names must be unique")]
+    DuplicateExport(String),
+    /// An export name is not valid UTF-8 or is longer than 4096 bytes.
+    #[error("export name {0:?} is too long (at most 4096 bytes)")]
+    BadExportName(String),
+    /// The peer broke the protocol.
+    #[error("protocol violation by the client: {0}")]
+    Protocol(&'static str),
+    /// Socket or listener I/O failed.
+    #[error("socket I/O failed")]
+    Io(#[from] io::Error),
+}
+
+/// One named export: a block device plus how it is offered.
+#[derive(Clone)]
+pub struct NbdExport {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) device: Arc<dyn BlockDevice>,
+    pub(crate) read_only: bool,
+}
+
+impl std::fmt::Debug for NbdExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NbdExport")
+            .field("name", &self.name)
+            .field("size", &self.device.size())
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+impl NbdExport {
+    /// A writable export called `name` serving `device`.
+    pub fn new(name: impl Into<String>, device: Arc<dyn BlockDevice>) -> Self {
+        NbdExport {
+            name: name.into(),
+            description: String::new(),
+            device,
+            read_only: false,
+        }
+    }
+
+    /// Offer the export read-only: writes, trims and write-zeroes fail with `EPERM`.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// A human-readable description shown by `nbdinfo --list`.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Name clients use to select the export.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The set of exports a server offers, by name.
+pub(crate) type Exports = BTreeMap<String, NbdExport>;
+
+/// An NBD server: a fixed set of exports that can be served on several listeners.
+#[derive(Debug, Clone)]
+pub struct NbdServer {
+    exports: Arc<Exports>,
+}
+
+impl NbdServer {
+    /// A server offering `exports`; names must be unique.
+    pub fn new(exports: impl IntoIterator<Item = NbdExport>) -> Result<Self, NbdError> {
+        let mut map = Exports::new();
+        for export in exports {
+            if export.name.len() > 4096 {
+                return Err(NbdError::BadExportName(export.name));
+            }
+            if map.contains_key(&export.name) {
+                return Err(NbdError::DuplicateExport(export.name));
+            }
+            map.insert(export.name.clone(), export);
+        }
+        Ok(NbdServer {
+            exports: Arc::new(map),
+        })
+    }
+
+    /// Serve on a unix socket at `path` (removed again when the handle drops).
+    pub fn serve_unix(&self, path: impl AsRef<Path>) -> Result<ServerHandle, NbdError> {
+        let path = path.as_ref().to_path_buf();
+        let listener = UnixListener::bind(&path)?;
+        let shared = self.shared();
+        let accept_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("nbd-accept-unix".into())
+            .spawn(move || accept_loop(accept_shared, || listener.accept().map(|(s, _)| s)))?;
+        tracing::info!(socket = %path.display(), "nbd server listening");
+        Ok(ServerHandle {
+            shared,
+            accept: Some(thread),
+            endpoint: Endpoint::Unix(path),
+        })
+    }
+
+    /// Serve on TCP at `addr` (port 0 picks a free port; see [`ServerHandle::tcp_addr`]).
+    pub fn serve_tcp(&self, addr: SocketAddr) -> Result<ServerHandle, NbdError> {
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        let shared = self.shared();
+        let accept_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("nbd-accept-tcp".into())
+            .spawn(move || {
+                accept_loop(accept_shared, || {
+                    let (s, _) = listener.accept()?;
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                })
+            })?;
+        tracing::info!(addr = %local, "nbd server listening");
+        Ok(ServerHandle {
+            shared,
+            accept: Some(thread),
+            endpoint: Endpoint::Tcp(local),
+        })
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            exports: self.exports.clone(),
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// A socket stream the server can split into a reader and a writer and shut down.
+pub(crate) trait Stream: Read + Write + Send + Sized + 'static {
+    fn clone_stream(&self) -> io::Result<Self>;
+    fn shutdown_both(&self);
+}
+
+impl Stream for UnixStream {
+    fn clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Stream for TcpStream {
+    fn clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+type Closer = Box<dyn Fn() + Send>;
+
+/// A live connection: how to close its socket, and its thread.
+type Conn = (Closer, Option<JoinHandle<()>>);
+
+struct Shared {
+    exports: Arc<Exports>,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Conn>>,
+}
+
+fn accept_loop<S: Stream>(shared: Arc<Shared>, mut accept: impl FnMut() -> io::Result<S>) {
+    loop {
+        let stream = match accept() {
+            Ok(s) => s,
+            Err(e) if shared.stopping.load(Ordering::SeqCst) => {
+                tracing::debug!(error = %e, "accept ended");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+        };
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = spawn_connection(&shared, stream) {
+            tracing::warn!(error = %e, "could not start a connection thread");
+        }
+    }
+}
+
+fn spawn_connection<S: Stream>(shared: &Arc<Shared>, stream: S) -> io::Result<()> {
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let closer_stream = stream.clone_stream()?;
+    let mut conns = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
+    // Reap finished connections so the table does not grow forever.
+    conns.retain(|_, (_, t)| t.as_ref().is_some_and(|t| !t.is_finished()));
+    let conn_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("nbd-conn-{id}"))
+        .spawn(move || {
+            if let Err(e) = serve_connection(&conn_shared, stream) {
+                tracing::debug!(conn = id, error = %e, "nbd connection ended with an error");
+            }
+        })?;
+    conns.insert(
+        id,
+        (
+            Box::new(move || closer_stream.shutdown_both()),
+            Some(thread),
+        ),
+    );
+    Ok(())
+}
+
+fn serve_connection<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
+    let writer = stream.clone_stream()?;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
+    let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
+    let Some(session) = handshake::negotiate(&mut reader, &mut writer, &shared.exports)? else {
+        return Ok(());
+    };
+    tracing::debug!(export = %session.export.name, "nbd client entered transmission");
+    transmission::serve(&mut reader, &mut writer, &session)
+}
+
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// A running listener; dropping it stops the listener and closes every connection.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+    endpoint: Endpoint,
+}
+
+impl ServerHandle {
+    /// The TCP address the server listens on, if it is a TCP listener.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match &self.endpoint {
+            Endpoint::Tcp(a) => Some(*a),
+            Endpoint::Unix(_) => None,
+        }
+    }
+
+    /// The unix socket path the server listens on, if it is a unix listener.
+    pub fn socket_path(&self) -> Option<&Path> {
+        match &self.endpoint {
+            Endpoint::Unix(p) => Some(p),
+            Endpoint::Tcp(_) => None,
+        }
+    }
+
+    /// Stop accepting, close every connection and wait for their threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with a connection of our own.
+        let _ = match &self.endpoint {
+            Endpoint::Unix(p) => UnixStream::connect(p).map(drop),
+            Endpoint::Tcp(a) => TcpStream::connect(a).map(drop),
+        };
+        let _ = accept.join();
+        let conns: Vec<_> = {
+            let mut conns = self
+                .shared
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            conns.drain().map(|(_, c)| c).collect()
+        };
+        for (close, thread) in conns {
+            close();
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
+        if let Endpoint::Unix(p) = &self.endpoint {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

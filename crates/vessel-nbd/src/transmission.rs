@@ -1,0 +1,319 @@
+//! The transmission phase: one request at a time, replies simple or structured.
+
+use std::io::{self, Read, Write};
+
+use crate::device::{BlockDevice, DeviceError, Extent};
+use crate::handshake::Session;
+use crate::proto::*;
+use crate::server::NbdError;
+
+/// One request header as read from the wire.
+struct Request {
+    flags: u16,
+    kind: u16,
+    cookie: u64,
+    offset: u64,
+    len: u32,
+}
+
+fn read_request(r: &mut impl Read) -> io::Result<Option<Request>> {
+    let mut h = [0u8; 28];
+    match r.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let be64 = |i: usize| (u64::from(be32(i)) << 32) | u64::from(be32(i + 4));
+    if be32(0) != REQUEST_MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request magic",
+        ));
+    }
+    Ok(Some(Request {
+        flags: u16::from_be_bytes([h[4], h[5]]),
+        kind: u16::from_be_bytes([h[6], h[7]]),
+        cookie: be64(8),
+        offset: be64(16),
+        len: be32(24),
+    }))
+}
+
+fn simple_reply(w: &mut impl Write, cookie: u64, error: u32, data: &[u8]) -> io::Result<()> {
+    w.write_all(&SIMPLE_REPLY_MAGIC.to_be_bytes())?;
+    w.write_all(&error.to_be_bytes())?;
+    w.write_all(&cookie.to_be_bytes())?;
+    w.write_all(data)
+}
+
+fn chunk_header(out: &mut Vec<u8>, cookie: u64, flags: u16, kind: u16, len: usize) {
+    out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&cookie.to_be_bytes());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+}
+
+fn structured_error(w: &mut impl Write, cookie: u64, error: u32, msg: &str) -> io::Result<()> {
+    let msg = &msg.as_bytes()[..msg.len().min(4096)];
+    let mut out = Vec::with_capacity(32 + msg.len());
+    chunk_header(
+        &mut out,
+        cookie,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_ERROR,
+        6 + msg.len(),
+    );
+    out.extend_from_slice(&error.to_be_bytes());
+    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    out.extend_from_slice(msg);
+    w.write_all(&out)
+}
+
+/// A failed request: the NBD error code and a message for structured replies.
+struct Failure(u32, String);
+
+impl From<DeviceError> for Failure {
+    fn from(e: DeviceError) -> Self {
+        tracing::warn!(error = %e, "nbd request failed on the device");
+        Failure(e.nbd_errno(), e.to_string())
+    }
+}
+
+fn fail(code: u32, msg: &str) -> Failure {
+    Failure(code, msg.to_owned())
+}
+
+/// Serve requests until the client disconnects.
+pub(crate) fn serve(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    session: &Session,
+) -> Result<(), NbdError> {
+    let dev = session.export.device.as_ref();
+    while let Some(req) = read_request(r)? {
+        let range_ok = req
+            .offset
+            .checked_add(u64::from(req.len))
+            .is_some_and(|end| end <= dev.size());
+        let result = match req.kind {
+            CMD_READ => {
+                if req.len > MAX_PAYLOAD {
+                    Err(fail(EINVAL, "read larger than the maximum block size"))
+                } else if !range_ok {
+                    Err(fail(EINVAL, "read beyond the end of the export"))
+                } else {
+                    match read(dev, &req, session.structured) {
+                        Ok(reply) => {
+                            if !session.structured {
+                                simple_reply(w, req.cookie, 0, &[])?;
+                            }
+                            w.write_all(&reply)?;
+                            w.flush()?;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            CMD_WRITE => {
+                if req.len > MAX_PAYLOAD {
+                    io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
+                    Err(fail(EINVAL, "write larger than the maximum block size"))
+                } else {
+                    let mut buf = vec![0u8; req.len as usize];
+                    r.read_exact(&mut buf)?;
+                    checked_write(session, range_ok, &req, |d| d.write_at(&buf, req.offset))
+                }
+            }
+            CMD_FLUSH => dev.flush().map_err(Failure::from),
+            CMD_TRIM => checked_write(session, range_ok, &req, |d| {
+                d.trim(req.offset, u64::from(req.len))
+            }),
+            CMD_WRITE_ZEROES => checked_write(session, range_ok, &req, |d| {
+                let may_trim = req.flags & CMD_FLAG_NO_HOLE == 0;
+                d.write_zeroes(req.offset, u64::from(req.len), may_trim)
+            }),
+            CMD_BLOCK_STATUS => {
+                if !session.meta_allocation {
+                    Err(fail(EINVAL, "no metadata context was negotiated"))
+                } else if !range_ok || req.len == 0 {
+                    Err(fail(
+                        EINVAL,
+                        "block status range is empty or beyond the end",
+                    ))
+                } else {
+                    match block_status(dev, &req) {
+                        Ok(reply) => {
+                            w.write_all(&reply)?;
+                            w.flush()?;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            CMD_DISC => {
+                if let Err(e) = dev.flush() {
+                    tracing::warn!(error = %e, "flush on disconnect failed");
+                }
+                return Ok(());
+            }
+            _ => Err(fail(EINVAL, "unknown command")),
+        };
+        match result {
+            Ok(()) => simple_reply(w, req.cookie, 0, &[])?,
+            Err(Failure(code, msg)) => {
+                tracing::debug!(command = req.kind, code, msg, "nbd request refused");
+                let structured_only = req.kind == CMD_READ || req.kind == CMD_BLOCK_STATUS;
+                if session.structured && structured_only {
+                    structured_error(w, req.cookie, code, &msg)?;
+                } else {
+                    simple_reply(w, req.cookie, code, &[])?;
+                }
+            }
+        }
+        w.flush()?;
+    }
+    Ok(())
+}
+
+/// Common checks for commands that modify the export, then FUA.
+fn checked_write(
+    session: &Session,
+    range_ok: bool,
+    req: &Request,
+    op: impl FnOnce(&dyn BlockDevice) -> Result<(), DeviceError>,
+) -> Result<(), Failure> {
+    if session.export.read_only {
+        return Err(fail(EPERM, "the export is read-only"));
+    }
+    if !range_ok {
+        return Err(fail(EINVAL, "request beyond the end of the export"));
+    }
+    let dev = session.export.device.as_ref();
+    op(dev)?;
+    if req.flags & CMD_FLAG_FUA != 0 {
+        dev.flush()?;
+    }
+    Ok(())
+}
+
+/// The reply body of a read: raw data (simple) or data and hole chunks (structured).
+fn read(dev: &dyn BlockDevice, req: &Request, structured: bool) -> Result<Vec<u8>, Failure> {
+    let len = u64::from(req.len);
+    if !structured {
+        let mut buf = vec![0u8; req.len as usize];
+        dev.read_at(&mut buf, req.offset)?;
+        return Ok(buf);
+    }
+    if len == 0 {
+        let mut out = Vec::with_capacity(20);
+        chunk_header(&mut out, req.cookie, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
+        return Ok(out);
+    }
+    let extents = if req.flags & CMD_FLAG_DF != 0 {
+        vec![Extent::data(len)]
+    } else {
+        covering(dev.block_status(req.offset, len).unwrap_or_default(), len)
+    };
+    let mut out = Vec::with_capacity(req.len as usize + 32 * extents.len());
+    let mut pos = req.offset;
+    let last = extents.len() - 1;
+    for (i, e) in extents.iter().enumerate() {
+        let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
+        if e.zero {
+            chunk_header(&mut out, req.cookie, flags, REPLY_TYPE_OFFSET_HOLE, 12);
+            out.extend_from_slice(&pos.to_be_bytes());
+            out.extend_from_slice(&(e.len as u32).to_be_bytes());
+        } else {
+            chunk_header(
+                &mut out,
+                req.cookie,
+                flags,
+                REPLY_TYPE_OFFSET_DATA,
+                8 + e.len as usize,
+            );
+            out.extend_from_slice(&pos.to_be_bytes());
+            let start = out.len();
+            out.resize(start + e.len as usize, 0);
+            dev.read_at(&mut out[start..], pos)?;
+        }
+        pos += e.len;
+    }
+    Ok(out)
+}
+
+/// Clip `extents` to exactly `len` bytes, dropping empty runs and padding with data.
+fn covering(extents: Vec<Extent>, len: u64) -> Vec<Extent> {
+    let mut out: Vec<Extent> = Vec::with_capacity(extents.len() + 1);
+    let mut covered = 0;
+    for mut e in extents {
+        if covered >= len {
+            break;
+        }
+        e.len = e.len.min(len - covered);
+        if e.len == 0 {
+            continue;
+        }
+        covered += e.len;
+        match out.last_mut() {
+            Some(prev) if prev.hole == e.hole && prev.zero == e.zero => prev.len += e.len,
+            _ => out.push(e),
+        }
+    }
+    if covered < len {
+        out.push(Extent::data(len - covered));
+    }
+    out
+}
+
+/// The structured reply to `NBD_CMD_BLOCK_STATUS` for `base:allocation`.
+fn block_status(dev: &dyn BlockDevice, req: &Request) -> Result<Vec<u8>, Failure> {
+    let len = u64::from(req.len);
+    let mut extents = covering(dev.block_status(req.offset, len)?, len);
+    if req.flags & CMD_FLAG_REQ_ONE != 0 {
+        extents.truncate(1);
+    }
+    let mut out = Vec::with_capacity(24 + 8 * extents.len());
+    chunk_header(
+        &mut out,
+        req.cookie,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_BLOCK_STATUS,
+        4 + 8 * extents.len(),
+    );
+    out.extend_from_slice(&META_BASE_ALLOCATION_ID.to_be_bytes());
+    for e in extents {
+        let mut state = 0;
+        if e.hole {
+            state |= STATE_HOLE;
+        }
+        if e.zero {
+            state |= STATE_ZERO;
+        }
+        out.extend_from_slice(&(e.len as u32).to_be_bytes());
+        out.extend_from_slice(&state.to_be_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covering_clips_merges_and_pads() {
+        let got = covering(
+            vec![Extent::hole(10), Extent::hole(5), Extent::data(100)],
+            50,
+        );
+        assert_eq!(got, vec![Extent::hole(15), Extent::data(35)]);
+        assert_eq!(covering(vec![], 7), vec![Extent::data(7)]);
+        assert_eq!(
+            covering(vec![Extent::data(0), Extent::hole(3)], 7),
+            vec![Extent::hole(3), Extent::data(4)]
+        );
+    }
+}
