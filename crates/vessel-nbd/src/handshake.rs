@@ -72,17 +72,12 @@ fn reply_error(w: &mut impl Write, option: u32, kind: u32, message: &str) -> io:
 
 /// Transmission flags of an export.
 pub(crate) fn transmission_flags(export: &NbdExport) -> u16 {
-    let mut flags = TFLAG_HAS_FLAGS
-        | TFLAG_SEND_FLUSH
-        | TFLAG_SEND_FUA
-        | TFLAG_SEND_TRIM
-        | TFLAG_SEND_WRITE_ZEROES
-        | TFLAG_SEND_DF
-        | TFLAG_CAN_MULTI_CONN;
+    let flags = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_DF | TFLAG_CAN_MULTI_CONN;
     if export.read_only {
-        flags |= TFLAG_READ_ONLY;
+        flags | TFLAG_READ_ONLY
+    } else {
+        flags | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES
     }
-    flags
 }
 
 /// Greet the client and answer options until it selects an export (`Some`) or leaves (`None`).

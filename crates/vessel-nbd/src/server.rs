@@ -238,6 +238,15 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, stream: S) -> io::Result<()
 }
 
 fn serve_connection<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
+    // The closer in the connection table holds another descriptor of this socket, so
+    // dropping ours would not close it: shut it down explicitly when the session ends.
+    let closer = stream.clone_stream()?;
+    let result = session(shared, stream);
+    closer.shutdown_both();
+    result
+}
+
+fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let writer = stream.clone_stream()?;
     let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);

@@ -1,0 +1,72 @@
+//! `nbdinfo` against the server over a unix socket and TCP.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use common::*;
+
+/// The export facts every `nbdinfo --json` must show for the fixture's `disk`.
+fn assert_disk_info(json: &str) {
+    assert!(json.contains("\"export-name\": \"disk\""), "{json}");
+    assert!(
+        json.contains(&format!("\"export-size\": {DISK_SIZE}")),
+        "{json}"
+    );
+    assert!(json.contains("\"is_read_only\": false"), "{json}");
+    assert!(json.contains("\"structured\": true"), "{json}");
+    assert!(json.contains("\"base:allocation\""), "{json}");
+    assert!(json.contains("\"can_multi_conn\": true"), "{json}");
+    assert!(json.contains("\"can_trim\": true"), "{json}");
+    assert!(json.contains("\"can_zero\": true"), "{json}");
+    assert!(json.contains("\"can_fua\": true"), "{json}");
+}
+
+#[test]
+fn nbdinfo_over_unix_socket_lists_and_describes_exports() {
+    let fx = Fixture::new("info-unix");
+    let list = run_ok("nbdinfo", &["--list", "--json", &fx.uri("")]);
+    for name in ["\"disk\"", "\"ro\"", "\"small\"", "\"golden image\""] {
+        assert!(list.contains(name), "{name} missing from: {list}");
+    }
+    assert_disk_info(&run_ok("nbdinfo", &["--json", &fx.uri("disk")]));
+    let ro = run_ok("nbdinfo", &["--json", &fx.uri("ro")]);
+    assert!(ro.contains("\"is_read_only\": true"), "{ro}");
+    assert!(ro.contains(&format!("\"export-size\": {RO_SIZE}")), "{ro}");
+    assert!(ro.contains("\"can_trim\": false"), "{ro}");
+    assert_eq!(
+        run_ok("nbdinfo", &["--size", &fx.uri("small")]).trim(),
+        "65536"
+    );
+}
+
+#[test]
+fn nbdinfo_over_tcp_loopback() {
+    let fx = Fixture::new("info-tcp");
+    let tcp = fx
+        .server
+        .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("tcp");
+    let addr = tcp.tcp_addr().expect("tcp address");
+    let uri = format!("nbd://{addr}/disk");
+    assert_disk_info(&run_ok("nbdinfo", &["--json", &uri]));
+    let list = run_ok("nbdinfo", &["--list", &format!("nbd://{addr}")]);
+    assert!(list.contains("export=\"ro\""), "{list}");
+}
+
+#[test]
+fn unknown_export_is_refused_at_handshake() {
+    let fx = Fixture::new("info-unknown");
+    let out = run("nbdinfo", &[&fx.uri("nope")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nbdinfo accepted an unknown export");
+    assert!(
+        stderr.contains("nope"),
+        "error should name the export: {stderr}"
+    );
+    // qemu uses NBD_OPT_GO too; it must fail at open, not later.
+    let out = run("qemu-img", &["info", &fx.uri("nope")]);
+    assert!(!out.status.success(), "qemu-img opened an unknown export");
+    // The server keeps serving the known exports afterwards.
+    run_ok("nbdinfo", &["--size", &fx.uri("disk")]);
+}
