@@ -92,7 +92,14 @@ fn package_of(tool: &str) -> &'static str {
 
 /// Run a client tool to completion (at most 30 s); a missing tool fails naming its package.
 pub fn run(tool: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(tool)
+    let mut cmd = Command::new(tool);
+    if tool == "nbdsh" {
+        // nbdsh runs `python3` from PATH; the Debian module lives with the system python, so
+        // prefer it over any python earlier in PATH (pyenv and the like).
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("/usr/bin:{path}"));
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -128,10 +135,14 @@ pub fn run(tool: &str, args: &[&str]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let stderr = err_thread.join().expect("stderr reader");
+    if String::from_utf8_lossy(&stderr).contains("No module named nbd") {
+        panic!("{tool} cannot import nbd: install Debian package python3-libnbd");
+    }
     Output {
         status,
         stdout: out_thread.join().expect("stdout reader"),
-        stderr: err_thread.join().expect("stderr reader"),
+        stderr,
     }
 }
 
