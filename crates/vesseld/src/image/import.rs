@@ -247,24 +247,7 @@ impl ImageService {
                 .map_err(|e| Error::internal(format!("writing {FIRMWARE_FILE}: {e}")))?;
         }
         let alias = alias.unwrap_or_else(|| format!("imported/{}", short(&fp)));
-        let image = Image {
-            fingerprint: fp,
-            aliases: vec![alias.clone()],
-            source: format!("import {format}"),
-            kind: ImageKind::Vm,
-            size_bytes: size,
-            layers: vec![],
-            command: vec![],
-            environment: vec![],
-            working_dir: None,
-            user: None,
-            exposed_ports: vec![],
-            stop_signal: "ACPI power button".into(),
-            created_at: crate::now(),
-        };
-        let image = self.register(image, &alias)?;
-        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
-        Ok(image)
+        self.register_vm(fp, &alias, format!("import {format}"), size, op)
     }
 }
 

@@ -220,6 +220,36 @@ impl ImageService {
             .map_err(|e| Error::internal(format!("storing layer {id}: {e}")))
     }
 
+    /// Records a VM image stored in its own directory, and names it among the operation's
+    /// resources.
+    pub fn register_vm(
+        &self,
+        fingerprint: String,
+        alias: &str,
+        source: String,
+        size_bytes: u64,
+        op: &OpHandle,
+    ) -> Result<Image> {
+        let image = Image {
+            fingerprint,
+            aliases: vec![alias.to_string()],
+            source,
+            kind: ImageKind::Vm,
+            size_bytes,
+            layers: vec![],
+            command: vec![],
+            environment: vec![],
+            working_dir: None,
+            user: None,
+            exposed_ports: vec![],
+            stop_signal: "ACPI power button".into(),
+            created_at: crate::now(),
+        };
+        let image = self.register(image, alias)?;
+        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        Ok(image)
+    }
+
     /// Records a new image, or gives an existing one with the same fingerprint the alias.
     pub fn register(&self, image: Image, alias: &str) -> Result<Image> {
         if self.store.image_get(&image.fingerprint).is_ok() {

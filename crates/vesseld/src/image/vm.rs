@@ -2,7 +2,7 @@
 //! into `<root>/images/kernels`, never installed on the host) with a busybox initramfs, or an
 //! ext4 root disk made from a busybox tree.
 
-use vessel_api::{Image, ImageKind, VmLayout};
+use vessel_api::{Image, VmLayout};
 use vessel_vmimage::{DiskFormat, KernelSource, VmImageKind, VmImageSpec};
 
 use super::{validate_alias, ImageService};
@@ -64,24 +64,13 @@ impl ImageService {
                 std::fs::rename(&out, &dest)
                     .map_err(|e| Error::internal(format!("storing the VM image: {e}")))?;
             }
-            let image = Image {
-                fingerprint: fp,
-                aliases: vec![alias.clone()],
-                source: format!("vm/{name} (kernel {})", built.manifest.kernel_version),
-                kind: ImageKind::Vm,
-                size_bytes: size,
-                layers: vec![],
-                command: vec![],
-                environment: vec![],
-                working_dir: None,
-                user: None,
-                exposed_ports: vec![],
-                stop_signal: "ACPI power button".into(),
-                created_at: crate::now(),
-            };
-            let image = self.register(image, &alias)?;
-            op.add_resource(format!("/1.0/images/{}", image.fingerprint));
-            Ok(image)
+            self.register_vm(
+                fp,
+                &alias,
+                format!("vm/{name} (kernel {})", built.manifest.kernel_version),
+                size,
+                op,
+            )
         }
         .await;
         let _ = std::fs::remove_dir_all(&staging);

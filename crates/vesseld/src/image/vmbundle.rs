@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use vessel_api::{Image, ImageKind};
+use vessel_api::Image;
 use vessel_image::tar::{EntryKind, Header, TarReader, TarWriter};
 
 use super::import::{FirmwareBoot, FIRMWARE_FILE};
@@ -136,24 +136,7 @@ impl ImageService {
         }
         let alias = alias.unwrap_or_else(|| format!("imported/{}", short(&fp)));
         validate_alias(&alias)?;
-        let image = Image {
-            fingerprint: fp,
-            aliases: vec![alias.clone()],
-            source,
-            kind: ImageKind::Vm,
-            size_bytes: size,
-            layers: vec![],
-            command: vec![],
-            environment: vec![],
-            working_dir: None,
-            user: None,
-            exposed_ports: vec![],
-            stop_signal: "ACPI power button".into(),
-            created_at: crate::now(),
-        };
-        let image = self.register(image, &alias)?;
-        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
-        Ok(image)
+        self.register_vm(fp, &alias, source, size, op)
     }
 }
 

@@ -321,11 +321,8 @@ impl InstanceService {
         }
         match self.driver.spawn_monitor(inst, &lowers).await {
             Ok((pid, monitor)) => {
-                self.set_status(&inst.name, InstanceStatus::Running, None, None);
-                self.follow(&inst.name, monitor, false);
                 tracing::info!(instance = %inst.name, pid, monitor, "instance started");
-                self.events
-                    .lifecycle("instance-started", &path_of(&inst.name));
+                self.mark_started(&inst.name, monitor, false);
                 Ok(())
             }
             Err(e) => {
@@ -335,6 +332,13 @@ impl InstanceService {
                 Err(e)
             }
         }
+    }
+
+    /// Records that an instance runs and follows its monitor (for a VM: QEMU).
+    fn mark_started(&self, name: &str, monitor_pid: i32, is_vm: bool) {
+        self.set_status(name, InstanceStatus::Running, None, None);
+        self.follow(name, monitor_pid, is_vm);
+        self.events.lifecycle("instance-started", &path_of(name));
     }
 
     /// Follows a running instance's monitor; when it ends, records the exit in the store.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vessel_api::{Instance, InstanceStatus, Limits};
 
-use super::{path_of, InstanceService};
+use super::InstanceService;
 use crate::error::{Error, Result};
 use crate::operations::OpHandle;
 
@@ -53,11 +53,8 @@ impl InstanceService {
         .map_err(|e| Error::internal(format!("VM start task: {e}")))?;
         match started {
             Ok(vm) => {
-                self.set_status(&inst.name, InstanceStatus::Running, None, None);
-                self.follow(&inst.name, vm.pid, true);
                 tracing::info!(instance = %inst.name, pid = vm.pid, "VM started");
-                self.events
-                    .lifecycle("instance-started", &path_of(&inst.name));
+                self.mark_started(&inst.name, vm.pid, true);
                 Ok(())
             }
             Err(e) => {
