@@ -10,12 +10,20 @@
 
 use std::fmt;
 
+pub mod array;
+pub mod bitmap;
 pub mod error;
 pub mod gf;
+mod io;
+pub mod layout;
+pub mod maintenance;
 pub mod member;
 pub mod superblock;
 
+pub use array::{MemberStatus, RaidArray, RaidConfig};
 pub use error::{RaidError, Result};
+pub use maintenance::{ScrubMismatch, ScrubReport};
+pub use superblock::SlotState;
 
 /// The RAID levels the engine implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,542 @@
+//! Creating and assembling arrays, and the state every operation shares.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use crate::bitmap::{Bitmap, BITMAP_BLOCK, BITMAP_OFFSET};
+use crate::error::{RaidError, Result};
+use crate::layout::{Geometry, DATA_OFFSET};
+use crate::member::{AlignedBuf, Member, IO_ALIGN};
+use crate::superblock::{DecodeError, SlotState, Superblock, MAX_MEMBERS};
+use crate::RaidLevel;
+
+/// Default chunk size: 64 KiB, as md.
+pub const DEFAULT_CHUNK: u64 = 64 * 1024;
+
+/// How to create an array.
+#[derive(Debug, Clone)]
+pub struct RaidConfig {
+    /// RAID level.
+    pub level: RaidLevel,
+    /// Chunk size in bytes: a power of two from 4 KiB to 64 MiB.
+    pub chunk_size: u64,
+    /// Data bytes to use on each member; by default all the smallest member offers.
+    pub member_size: Option<u64>,
+    /// Reuse members that carry a superblock of another pool.
+    pub force: bool,
+}
+
+impl RaidConfig {
+    /// A configuration with the default chunk size.
+    pub fn new(level: RaidLevel) -> Self {
+        RaidConfig {
+            level,
+            chunk_size: DEFAULT_CHUNK,
+            member_size: None,
+            force: false,
+        }
+    }
+
+    /// Sets the chunk size.
+    pub fn chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+
+    /// Sets the data bytes used on each member.
+    pub fn member_size(mut self, bytes: u64) -> Self {
+        self.member_size = Some(bytes);
+        self
+    }
+}
+
+/// Health of one member, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Slot.
+    pub index: usize,
+    /// The file or device in the slot, if any.
+    pub path: Option<PathBuf>,
+    /// State of the slot.
+    pub state: SlotState,
+    /// For a rebuilding member: data bytes already rebuilt.
+    pub rebuilt: u64,
+}
+
+/// One member slot.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub member: Option<Member>,
+    pub state: SlotState,
+    /// Member data bytes already valid on a rebuilding member.
+    pub checkpoint: u64,
+}
+
+/// Everything behind the array's lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub geo: Geometry,
+    pub pool: Uuid,
+    pub generation: u64,
+    pub slots: Vec<Slot>,
+    pub bitmap: Bitmap,
+    /// The error that last took a member out, for callers that must report it.
+    pub last_io_error: Option<RaidError>,
+}
+
+/// A RAID array presented as one block device.
+///
+/// Every operation takes an internal lock, so one array can be shared between threads;
+/// I/O is serialized, which keeps stripe updates atomic with respect to each other.
+#[derive(Debug)]
+pub struct RaidArray {
+    pub(crate) geo: Geometry,
+    pub(crate) pool: Uuid,
+    pub(crate) inner: Mutex<Inner>,
+}
+
+fn check_shape(level: RaidLevel, count: usize, chunk: u64) -> Result<()> {
+    if count < level.min_members() {
+        return Err(RaidError::MemberCount {
+            level,
+            count,
+            min: level.min_members(),
+        });
+    }
+    if count > MAX_MEMBERS {
+        return Err(RaidError::TooManyMembers {
+            count,
+            max: MAX_MEMBERS,
+        });
+    }
+    if !chunk.is_power_of_two() || !(IO_ALIGN as u64..=64 << 20).contains(&chunk) {
+        return Err(RaidError::ChunkSize(chunk));
+    }
+    Ok(())
+}
+
+fn check_distinct(paths: &[PathBuf]) -> Result<()> {
+    let mut seen = HashMap::new();
+    for p in paths {
+        let key = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if seen.insert(key, ()).is_some() {
+            return Err(RaidError::DuplicateMember { path: p.clone() });
+        }
+    }
+    Ok(())
+}
+
+impl RaidArray {
+    /// Creates a new array over `paths` (in slot order), writing a superblock on each
+    /// member and syncing parity. Every check runs before anything is written.
+    pub fn create<P: AsRef<Path>>(paths: &[P], config: &RaidConfig) -> Result<Self> {
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        check_shape(config.level, paths.len(), config.chunk_size)?;
+        check_distinct(&paths)?;
+        let members = paths
+            .iter()
+            .map(|p| Member::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        if !config.force {
+            for m in &members {
+                if let Ok(sb) = m.read_superblock()? {
+                    return Err(RaidError::MemberInUse {
+                        path: m.path().to_path_buf(),
+                        pool: sb.pool,
+                    });
+                }
+            }
+        }
+        let chunk = config.chunk_size;
+        let smallest = members.iter().map(Member::size).min().unwrap_or(0);
+        let wanted = config
+            .member_size
+            .unwrap_or_else(|| smallest.saturating_sub(DATA_OFFSET));
+        let data_size = wanted / chunk * chunk;
+        let needed = DATA_OFFSET + data_size.max(chunk);
+        for m in &members {
+            if m.size() < needed {
+                return Err(RaidError::MemberTooSmall {
+                    path: m.path().to_path_buf(),
+                    size: m.size(),
+                    needed,
+                });
+            }
+        }
+        let geo = Geometry {
+            level: config.level,
+            members: members.len(),
+            chunk,
+            data_size,
+        };
+        let mut bitmap = Bitmap::new(geo.rows(), chunk);
+        let inner = Inner {
+            geo,
+            pool: Uuid::new_v4(),
+            generation: 0,
+            slots: members
+                .into_iter()
+                .map(|m| Slot {
+                    member: Some(m),
+                    state: SlotState::Active,
+                    checkpoint: 0,
+                })
+                .collect(),
+            bitmap: Bitmap::new(geo.rows(), chunk),
+            last_io_error: None,
+        };
+        let array = RaidArray {
+            geo,
+            pool: inner.pool,
+            inner: Mutex::new(inner),
+        };
+        {
+            let mut inner = array.lock();
+            // The whole array starts dirty: an interrupted initial sync resumes at assembly.
+            bitmap.set_all();
+            inner.bitmap = bitmap;
+            inner.write_superblocks()?;
+            inner.write_bitmap_all()?;
+            inner.resync_marked()?;
+        }
+        tracing::info!(pool = %array.pool, level = %geo.level, members = geo.members, size = geo.size(), "RAID array created");
+        Ok(array)
+    }
+
+    /// Assembles an existing array from all its members, in slot order.
+    pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
+        let slots: Vec<Option<PathBuf>> = paths
+            .iter()
+            .map(|p| Some(p.as_ref().to_path_buf()))
+            .collect();
+        Self::open_degraded(&slots)
+    }
+
+    /// Assembles an existing array where some slots have no member (`None`).
+    pub fn open_degraded(paths: &[Option<PathBuf>]) -> Result<Self> {
+        let present: Vec<PathBuf> = paths.iter().flatten().cloned().collect();
+        check_distinct(&present)?;
+        let mut found: Vec<Option<(Member, Superblock)>> = Vec::new();
+        for p in paths {
+            let Some(p) = p else {
+                found.push(None);
+                continue;
+            };
+            let m = Member::open(p)?;
+            let sb = match m.read_superblock()? {
+                Ok(sb) => sb,
+                Err(DecodeError::Magic | DecodeError::Field) => {
+                    return Err(RaidError::NotAMember { path: p.clone() })
+                }
+                Err(DecodeError::Checksum) => {
+                    return Err(RaidError::SuperblockChecksum { path: p.clone() })
+                }
+                Err(DecodeError::Version(version)) => {
+                    return Err(RaidError::SuperblockVersion {
+                        path: p.clone(),
+                        version,
+                        supported: crate::superblock::VERSION,
+                    })
+                }
+            };
+            found.push(Some((m, sb)));
+        }
+        // The pool most members agree on is the one being assembled.
+        let mut votes: Vec<(Uuid, usize)> = Vec::new();
+        for (_, sb) in found.iter().flatten() {
+            match votes.iter_mut().find(|(u, _)| *u == sb.pool) {
+                Some(v) => v.1 += 1,
+                None => votes.push((sb.pool, 1)),
+            }
+        }
+        let pool = votes
+            .iter()
+            .fold(None::<(Uuid, usize)>, |best, v| match best {
+                Some(b) if b.1 >= v.1 => Some(b),
+                _ => Some(*v),
+            })
+            .map(|v| v.0)
+            .ok_or(RaidError::MemberCount {
+                level: RaidLevel::Raid0,
+                count: 0,
+                min: 1,
+            })?;
+        let newest = found
+            .iter()
+            .flatten()
+            .filter(|(_, sb)| sb.pool == pool)
+            .max_by_key(|(_, sb)| sb.generation)
+            .map(|(_, sb)| sb.clone())
+            .ok_or(RaidError::MemberCount {
+                level: RaidLevel::Raid0,
+                count: 0,
+                min: 1,
+            })?;
+        check_shape(newest.level, paths.len(), newest.chunk_size)?;
+        let geo = Geometry {
+            level: newest.level,
+            members: newest.members as usize,
+            chunk: newest.chunk_size,
+            data_size: newest.data_size,
+        };
+        for (slot, entry) in found.iter().enumerate() {
+            let Some((m, sb)) = entry else { continue };
+            let path = m.path().to_path_buf();
+            if sb.pool != pool {
+                return Err(RaidError::ForeignMember {
+                    path,
+                    expected: pool,
+                    found: sb.pool,
+                });
+            }
+            let checks: [(&'static str, u64, u64); 4] = [
+                ("member count", geo.members as u64, u64::from(sb.members)),
+                (
+                    "level",
+                    u64::from(geo.level.code()),
+                    u64::from(sb.level.code()),
+                ),
+                ("chunk size", geo.chunk, sb.chunk_size),
+                ("data size", geo.data_size, sb.data_size),
+            ];
+            for (what, expected, found) in checks {
+                if expected != found {
+                    return Err(RaidError::Geometry {
+                        path,
+                        what,
+                        expected,
+                        found,
+                    });
+                }
+            }
+            if sb.index as usize != slot {
+                return Err(RaidError::WrongSlot {
+                    path,
+                    expected: slot,
+                    found: sb.index as usize,
+                });
+            }
+            let needed = DATA_OFFSET + geo.data_size;
+            if m.size() < needed {
+                return Err(RaidError::MemberTooSmall {
+                    path,
+                    size: m.size(),
+                    needed,
+                });
+            }
+        }
+        if paths.len() != geo.members {
+            return Err(RaidError::MemberCount {
+                level: geo.level,
+                count: paths.len(),
+                min: geo.members,
+            });
+        }
+        let mut bitmap = Bitmap::new(geo.rows(), geo.chunk);
+        let mut slots = Vec::new();
+        for (i, entry) in found.into_iter().enumerate() {
+            let state = newest.states.get(i).copied().unwrap_or(SlotState::Failed);
+            let checkpoint = newest.checkpoints.get(i).copied().unwrap_or(0);
+            match entry {
+                Some((m, _)) if state != SlotState::Failed => {
+                    if state == SlotState::Active {
+                        let mut b = AlignedBuf::new(bitmap.byte_len());
+                        m.read_at(BITMAP_OFFSET, b.as_mut_slice())?;
+                        bitmap.merge(b.as_slice());
+                    }
+                    slots.push(Slot {
+                        member: Some(m),
+                        state,
+                        checkpoint,
+                    });
+                }
+                _ => slots.push(Slot {
+                    member: None,
+                    state: SlotState::Failed,
+                    checkpoint: 0,
+                }),
+            }
+        }
+        let inner = Inner {
+            geo,
+            pool,
+            generation: newest.generation,
+            slots,
+            bitmap,
+            last_io_error: None,
+        };
+        let array = RaidArray {
+            geo,
+            pool,
+            inner: Mutex::new(inner),
+        };
+        {
+            let mut inner = array.lock();
+            inner.write_superblocks()?;
+            if !inner.bitmap.marked_rows(geo.rows()).is_empty() {
+                tracing::warn!(pool = %pool, "array was not shut down cleanly; resyncing dirty regions");
+                inner.resync_marked()?;
+            }
+        }
+        tracing::info!(pool = %pool, level = %geo.level, "RAID array assembled");
+        Ok(array)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pool identity recorded on every member.
+    pub fn pool_id(&self) -> Uuid {
+        self.pool
+    }
+
+    /// The array's shape.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// Bytes the array presents.
+    pub fn size(&self) -> u64 {
+        self.geo.size()
+    }
+
+    /// State of every member slot.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        let inner = self.lock();
+        inner
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, s)| MemberStatus {
+                index,
+                path: s.member.as_ref().map(|m| m.path().to_path_buf()),
+                state: s.state,
+                rebuilt: if s.state == SlotState::Active {
+                    inner.geo.data_size
+                } else {
+                    s.checkpoint
+                },
+            })
+            .collect()
+    }
+
+    /// Whether any member is missing or being rebuilt.
+    pub fn is_degraded(&self) -> bool {
+        self.lock()
+            .slots
+            .iter()
+            .any(|s| s.state != SlotState::Active)
+    }
+
+    /// Takes a member out of service, as if its disk had died, and records that on the
+    /// others. Reads reconstruct its data; data is lost if the level tolerates no more.
+    pub fn fail_member(&self, index: usize) -> Result<()> {
+        let mut inner = self.lock();
+        if index >= inner.slots.len() {
+            return Err(RaidError::NoSuchMember {
+                index,
+                count: inner.slots.len(),
+            });
+        }
+        inner.fail(index);
+        inner.write_superblocks()
+    }
+}
+
+impl Inner {
+    /// The superblock for slot `index` at the current generation.
+    pub fn superblock(&self, index: usize) -> Superblock {
+        Superblock {
+            pool: self.pool,
+            index: index as u32,
+            level: self.geo.level,
+            members: self.geo.members as u32,
+            chunk_size: self.geo.chunk,
+            data_size: self.geo.data_size,
+            generation: self.generation,
+            clean: true,
+            states: self.slots.iter().map(|s| s.state).collect(),
+            checkpoints: self.slots.iter().map(|s| s.checkpoint).collect(),
+        }
+    }
+
+    /// Whether member `m` may be written.
+    pub fn writable(&self, m: usize) -> bool {
+        self.slots[m].member.is_some() && self.slots[m].state != SlotState::Failed
+    }
+
+    /// Whether member `m` holds valid data for `row`.
+    pub fn readable(&self, m: usize, row: u64) -> bool {
+        let s = &self.slots[m];
+        s.member.is_some()
+            && match s.state {
+                SlotState::Active => true,
+                SlotState::Rebuilding => (row + 1) * self.geo.chunk <= s.checkpoint,
+                SlotState::Failed => false,
+            }
+    }
+
+    /// Marks a member failed in memory and closes it.
+    pub fn fail(&mut self, m: usize) {
+        if self.slots[m].state != SlotState::Failed {
+            tracing::warn!(pool = %self.pool, member = m, "member failed");
+        }
+        self.slots[m].state = SlotState::Failed;
+        self.slots[m].member = None;
+        self.slots[m].checkpoint = 0;
+    }
+
+    /// Bumps the generation and writes the superblock to every live member; a member
+    /// that refuses is failed.
+    pub fn write_superblocks(&mut self) -> Result<()> {
+        self.generation += 1;
+        for i in 0..self.slots.len() {
+            if !self.writable(i) {
+                continue;
+            }
+            let sb = self.superblock(i);
+            let res = match &self.slots[i].member {
+                Some(m) => m.write_superblock(&sb),
+                None => Ok(()),
+            };
+            if let Err(e) = res {
+                tracing::warn!(member = i, error = %e, "superblock write failed");
+                self.last_io_error = Some(e);
+                self.fail(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one bitmap block to every live member and syncs.
+    pub fn write_bitmap_block(&mut self, block: usize) -> Result<()> {
+        let off = BITMAP_OFFSET + (block * BITMAP_BLOCK) as u64;
+        let data = self.bitmap.block(block).to_vec();
+        for i in 0..self.slots.len() {
+            if !self.writable(i) {
+                continue;
+            }
+            let res = match &self.slots[i].member {
+                Some(m) => m.write_at(off, &data).and_then(|()| m.sync()),
+                None => Ok(()),
+            };
+            if let Err(e) = res {
+                self.last_io_error = Some(e);
+                self.fail(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the whole bitmap to every live member.
+    pub fn write_bitmap_all(&mut self) -> Result<()> {
+        for b in 0..self.bitmap.byte_len() / BITMAP_BLOCK {
+            self.write_bitmap_block(b)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,369 @@
+//! Keeping redundancy whole: resync after a crash, rebuild onto a replacement, scrub.
+
+use std::path::Path;
+
+use crate::array::{Inner, RaidArray};
+use crate::error::{RaidError, Result};
+use crate::gf;
+use crate::layout::{Role, DATA_OFFSET};
+use crate::member::Member;
+use crate::superblock::SlotState;
+use crate::RaidLevel;
+
+/// How often (in rows) a rebuild records its checkpoint on the members.
+const CHECKPOINT_ROWS: u64 = 64;
+
+/// What a scrub found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Rows whose redundancy was verified.
+    pub rows_checked: u64,
+    /// Rows that could not be verified because members are missing.
+    pub rows_skipped: u64,
+    /// Rows where parity or mirrors disagreed.
+    pub mismatches: Vec<ScrubMismatch>,
+}
+
+impl ScrubReport {
+    /// True when every checked row was consistent.
+    pub fn is_clean(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// One inconsistent row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubMismatch {
+    /// The row.
+    pub row: u64,
+    /// Array offset of the row's first byte.
+    pub offset: u64,
+    /// The member found to hold wrong data, when the redundancy can tell (RAID 6, or a
+    /// mirror outvoted by the others).
+    pub member: Option<usize>,
+    /// Whether the row was rewritten consistent.
+    pub repaired: bool,
+}
+
+impl RaidArray {
+    /// Puts a fresh member into failed slot `index`; [`RaidArray::rebuild`] then fills it.
+    pub fn replace_member(&self, index: usize, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut inner = self.lock();
+        let count = inner.slots.len();
+        let slot = inner
+            .slots
+            .get(index)
+            .ok_or(RaidError::NoSuchMember { index, count })?;
+        if slot.state != SlotState::Failed {
+            return Err(RaidError::MemberNotFailed {
+                index,
+                state: slot.state.name(),
+            });
+        }
+        let member = Member::open(path)?;
+        let needed = DATA_OFFSET + inner.geo.data_size;
+        if member.size() < needed {
+            return Err(RaidError::MemberTooSmall {
+                path: path.to_path_buf(),
+                size: member.size(),
+                needed,
+            });
+        }
+        if let Ok(sb) = member.read_superblock()? {
+            if sb.pool != inner.pool {
+                return Err(RaidError::MemberInUse {
+                    path: path.to_path_buf(),
+                    pool: sb.pool,
+                });
+            }
+        }
+        let slot = &mut inner.slots[index];
+        slot.member = Some(member);
+        slot.state = SlotState::Rebuilding;
+        slot.checkpoint = 0;
+        inner.write_superblocks()?;
+        inner.write_bitmap_all()?;
+        tracing::info!(pool = %inner.pool, member = index, "replacement added; rebuild pending");
+        Ok(())
+    }
+
+    /// Rebuilds every member in the `Rebuilding` state, resuming from its checkpoint.
+    /// `progress` is called with (bytes done, bytes total) after each row. The array
+    /// stays usable between rows.
+    pub fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+        let (rebuilding, total, chunk) = {
+            let inner = self.lock();
+            let list: Vec<usize> = (0..inner.slots.len())
+                .filter(|&m| inner.slots[m].state == SlotState::Rebuilding)
+                .collect();
+            let total = list.len() as u64 * inner.geo.data_size;
+            (list, total, inner.geo.chunk)
+        };
+        let mut done_before = 0;
+        for m in rebuilding {
+            loop {
+                let mut inner = self.lock();
+                if inner.slots[m].state != SlotState::Rebuilding {
+                    return Err(inner
+                        .last_io_error
+                        .take()
+                        .unwrap_or(RaidError::MemberNotFailed {
+                            index: m,
+                            state: inner.slots[m].state.name(),
+                        }));
+                }
+                let row = inner.slots[m].checkpoint / chunk;
+                if row >= inner.geo.rows() {
+                    inner.slots[m].state = SlotState::Active;
+                    inner.slots[m].checkpoint = 0;
+                    inner.write_superblocks()?;
+                    tracing::info!(pool = %inner.pool, member = m, "rebuild finished");
+                    break;
+                }
+                inner.rebuild_row(m, row)?;
+                inner.slots[m].checkpoint = (row + 1) * chunk;
+                if (row + 1).is_multiple_of(CHECKPOINT_ROWS) {
+                    if let Some(member) = &inner.slots[m].member {
+                        member.sync()?;
+                    }
+                    inner.write_superblocks()?;
+                }
+                let done = done_before + (row + 1) * chunk;
+                drop(inner);
+                progress(done, total);
+            }
+            done_before += self.geo.data_size;
+        }
+        Ok(())
+    }
+
+    /// Verifies every row's parity or mirrors. With `repair`, rewrites inconsistent rows:
+    /// the member RAID 6 syndromes or a mirror majority point at is corrected; otherwise
+    /// (RAID 5, two-way mirrors) parity is recomputed from data, as md's repair does.
+    pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        for row in 0..self.geo.rows() {
+            let mut inner = self.lock();
+            if (0..inner.slots.len()).any(|m| !inner.readable(m, row)) {
+                report.rows_skipped += 1;
+                continue;
+            }
+            report.rows_checked += 1;
+            if let Some(mut mismatch) = inner.check_row(row)? {
+                if repair {
+                    inner.repair_row(row, mismatch.member)?;
+                    mismatch.repaired = true;
+                }
+                tracing::warn!(pool = %inner.pool, row, member = ?mismatch.member, repaired = mismatch.repaired, "scrub mismatch");
+                report.mismatches.push(mismatch);
+            }
+        }
+        if repair && !report.mismatches.is_empty() {
+            self.flush()?;
+        }
+        Ok(report)
+    }
+}
+
+impl Inner {
+    /// Reads the whole of `row` from every member.
+    fn read_full_row(&mut self, row: u64) -> Result<Vec<Vec<u8>>> {
+        let len = self.geo.chunk as usize;
+        let off = self.geo.member_offset(row);
+        let mut out = Vec::with_capacity(self.slots.len());
+        for m in 0..self.slots.len() {
+            let mut buf = vec![0u8; len];
+            if !self.read_member(m, off, &mut buf) {
+                return Err(self.last_io_error.take().unwrap_or(RaidError::DataLoss {
+                    offset: row * self.geo.row_bytes(),
+                    missing: vec![m],
+                    level: self.geo.level,
+                }));
+            }
+            out.push(buf);
+        }
+        Ok(out)
+    }
+
+    /// Compares a fully readable row against its redundancy.
+    fn check_row(&mut self, row: u64) -> Result<Option<ScrubMismatch>> {
+        let all = self.read_full_row(row)?;
+        let mismatch = |member| ScrubMismatch {
+            row,
+            offset: row * self.geo.row_bytes(),
+            member,
+            repaired: false,
+        };
+        match self.geo.level {
+            RaidLevel::Raid0 => Ok(None),
+            RaidLevel::Raid1 => {
+                if all.iter().all(|c| *c == all[0]) {
+                    return Ok(None);
+                }
+                // With three or more copies, one that differs from all the others, which
+                // agree with each other, is the liar.
+                let liar = (0..all.len()).find(|&i| {
+                    let mut others = (0..all.len()).filter(|&j| j != i).map(|j| &all[j]);
+                    let first = others.next();
+                    first.is_some_and(|f| *f != all[i] && others.all(|o| o == f))
+                });
+                Ok(Some(mismatch(liar.filter(|_| all.len() > 2))))
+            }
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                let dm = self.geo.data_members();
+                let data: Vec<Vec<u8>> = (0..dm)
+                    .map(|d| all[self.geo.data_member(row, d)].clone())
+                    .collect();
+                let (p, q) = self.parity(&data);
+                let pm = self.geo.p_member(row).unwrap_or(0);
+                let p_bad = p.as_ref().is_some_and(|p| *p != all[pm]);
+                let q_bad = match (self.geo.q_member(row), &q) {
+                    (Some(qm), Some(q)) => *q != all[qm],
+                    _ => false,
+                };
+                if !p_bad && !q_bad {
+                    return Ok(None);
+                }
+                if self.geo.level == RaidLevel::Raid5 {
+                    return Ok(Some(mismatch(None)));
+                }
+                let qm = self.geo.q_member(row).unwrap_or(0);
+                let liar = match (p_bad, q_bad) {
+                    (true, false) => Some(pm),
+                    (false, true) => Some(qm),
+                    _ => locate_bad_data(
+                        &all[pm],
+                        p.as_deref().unwrap_or(&[]),
+                        &all[qm],
+                        q.as_deref().unwrap_or(&[]),
+                        dm,
+                    )
+                    .map(|d| self.geo.data_member(row, d)),
+                };
+                Ok(Some(mismatch(liar)))
+            }
+        }
+    }
+
+    /// Rewrites a row consistent, trusting everything but `liar`.
+    fn repair_row(&mut self, row: u64, liar: Option<usize>) -> Result<()> {
+        let chunk = self.geo.chunk;
+        let off = self.geo.member_offset(row);
+        match self.geo.level {
+            RaidLevel::Raid0 => Ok(()),
+            RaidLevel::Raid1 => {
+                let good = (0..self.slots.len())
+                    .find(|&m| Some(m) != liar)
+                    .unwrap_or(0);
+                let mut buf = vec![0u8; chunk as usize];
+                if !self.read_member(good, off, &mut buf) {
+                    return Err(self.data_loss_for(row));
+                }
+                for m in 0..self.slots.len() {
+                    if m != good {
+                        self.write_member(m, off, &buf);
+                    }
+                }
+                Ok(())
+            }
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                let data = match liar.map(|m| self.geo.role(row, m)) {
+                    Some(Role::Data(d)) => {
+                        // Reconstruct the lying chunk from the others.
+                        let m = liar.unwrap_or(0);
+                        let res = self.reconstruct_row_without(row, 0..chunk, Some(m));
+                        let data = res?;
+                        self.write_member(m, off, &data[d]);
+                        data
+                    }
+                    _ => self.read_data_cols(row, 0..chunk, 0..self.geo.data_members())?,
+                };
+                let (p, q) = self.parity(&data);
+                for (member, parity) in [(self.geo.p_member(row), p), (self.geo.q_member(row), q)] {
+                    if let (Some(m), Some(buf)) = (member, parity) {
+                        self.write_member(m, off, &buf);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn data_loss_for(&self, row: u64) -> RaidError {
+        RaidError::DataLoss {
+            offset: row * self.geo.row_bytes(),
+            missing: (0..self.slots.len())
+                .filter(|&m| !self.readable(m, row))
+                .collect(),
+            level: self.geo.level,
+        }
+    }
+
+    /// Rebuilds member `m`'s chunk of `row` from the others.
+    fn rebuild_row(&mut self, m: usize, row: u64) -> Result<()> {
+        let chunk = self.geo.chunk;
+        let off = self.geo.member_offset(row);
+        let buf = match (self.geo.level, self.geo.role(row, m)) {
+            (RaidLevel::Raid0, _) => return Err(self.data_loss_for(row)),
+            (RaidLevel::Raid1, _) => self.read_data_cols(row, 0..chunk, 0..1)?.remove(0),
+            (_, Role::Data(d)) => self.reconstruct_row(row, 0..chunk)?.swap_remove(d),
+            (_, role) => {
+                let data = self.read_data_cols(row, 0..chunk, 0..self.geo.data_members())?;
+                let (p, q) = self.parity(&data);
+                let parity = if role == Role::P { p } else { q };
+                parity.unwrap_or_default()
+            }
+        };
+        if !self.write_member(m, off, &buf) {
+            return Err(self
+                .last_io_error
+                .take()
+                .unwrap_or_else(|| self.data_loss_for(row)));
+        }
+        Ok(())
+    }
+
+    /// Makes the rows of every marked bitmap region consistent again (after a crash or on
+    /// creation), then clears the bitmap.
+    pub fn resync_marked(&mut self) -> Result<()> {
+        let rows = self.geo.rows();
+        let ranges = self.bitmap.marked_rows(rows);
+        let whole = (0..self.slots.len()).all(|m| self.writable(m));
+        if !whole && self.geo.level != RaidLevel::Raid0 {
+            tracing::warn!(pool = %self.pool, "dirty regions on a degraded array cannot be resynced; parity of interrupted writes may be stale");
+        }
+        if self.geo.level != RaidLevel::Raid0 {
+            for range in ranges {
+                for row in range {
+                    if (0..self.slots.len()).all(|m| self.readable(m, row)) {
+                        self.repair_row(row, None)?;
+                    }
+                }
+            }
+        }
+        self.flush()
+    }
+}
+
+/// RAID 6: given stored and computed P and Q of a row where both disagree, finds the one
+/// data chunk `z` that explains both (`Qdelta = g^z · Pdelta` at every differing byte).
+fn locate_bad_data(p: &[u8], p_calc: &[u8], q: &[u8], q_calc: &[u8], dm: usize) -> Option<usize> {
+    let mut found = None;
+    for i in 0..p.len() {
+        let pd = p[i] ^ p_calc[i];
+        let qd = q[i] ^ q_calc[i];
+        match (pd, qd) {
+            (0, 0) => continue,
+            (0, _) | (_, 0) => return None,
+            _ => {}
+        }
+        let ratio = gf::mul(qd, gf::inv(pd));
+        let z = (0..dm).find(|&z| gf::pow2(z) == ratio)?;
+        if found.is_some_and(|f| f != z) {
+            return None;
+        }
+        found = Some(z);
+    }
+    found
+}
