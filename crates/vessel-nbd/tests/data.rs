@@ -201,3 +201,27 @@ fn two_clients_at_once_see_each_others_flushed_writes() {
     let out = run_ok("nbdsh", &["-u", &uri_a, "-c", &script]);
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn fio_nbd_engine_random_writes_verify() {
+    let fx = Fixture::new("fio");
+    let uri = format!("--uri={}", fx.uri("disk"));
+    let out = run_ok(
+        "fio",
+        &[
+            "--name=verify",
+            "--ioengine=nbd",
+            &uri,
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=4M",
+            "--iodepth=16",
+            "--numjobs=1",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--output-format=terse",
+        ],
+    );
+    assert!(!out.contains("verify: bad"), "fio verify failed: {out}");
+}
