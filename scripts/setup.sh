@@ -15,6 +15,18 @@ install -m 0755 target/release/vessel target/release/vesseld target/release/vess
 install -m 0755 "$(./scripts/build-agent.sh)" /usr/local/bin/vessel-agent
 
 SOCK=/run/vessel/vessel.sock
+# A daemon from an earlier install is restarted on the new binaries; instances keep running
+# and the new daemon adopts them.
+if vessel info >/dev/null 2>&1; then
+  step "restarting vesseld on the new binaries"
+  if [ -d /run/systemd/system ] && systemctl is-active -q vesseld 2>/dev/null; then
+    systemctl restart vesseld
+  else
+    OLD=$(vessel info --format json | jq -r .pid)
+    kill -TERM "$OLD"
+    for _ in $(seq 1 100); do kill -0 "$OLD" 2>/dev/null || break; sleep 0.1; done
+  fi
+fi
 if ! vessel info >/dev/null 2>&1; then
   step "starting vesseld"
   if [ -d /run/systemd/system ]; then
