@@ -259,22 +259,26 @@ impl RaidArray {
                 _ => Some(*v),
             })
             .map(|v| v.0)
-            .ok_or(RaidError::MemberCount {
-                level: RaidLevel::Raid0,
-                count: 0,
-                min: 1,
-            })?;
-        let newest = found
+            .ok_or(RaidError::NoMembers)?;
+        // Of those, the geometry most members record, and of the members recording it the
+        // newest generation, describe the array.
+        let shape = |sb: &Superblock| (sb.level, sb.members, sb.chunk_size, sb.data_size);
+        let ours: Vec<&Superblock> = found
             .iter()
             .flatten()
-            .filter(|(_, sb)| sb.pool == pool)
-            .max_by_key(|(_, sb)| sb.generation)
-            .map(|(_, sb)| sb.clone())
-            .ok_or(RaidError::MemberCount {
-                level: RaidLevel::Raid0,
-                count: 0,
-                min: 1,
-            })?;
+            .map(|(_, sb)| sb)
+            .filter(|sb| sb.pool == pool)
+            .collect();
+        let majority = ours
+            .iter()
+            .map(|sb| shape(sb))
+            .max_by_key(|s| ours.iter().filter(|o| shape(o) == *s).count());
+        let newest = ours
+            .iter()
+            .filter(|sb| Some(shape(sb)) == majority)
+            .max_by_key(|sb| sb.generation)
+            .map(|sb| (*sb).clone())
+            .ok_or(RaidError::NoMembers)?;
         check_shape(newest.level, paths.len(), newest.chunk_size)?;
         let geo = Geometry {
             level: newest.level,

@@ -142,6 +142,9 @@ pub enum RaidError {
         /// The level.
         level: RaidLevel,
     },
+    /// Assembly was given no member at all.
+    #[error("no member given; an array is assembled from at least one of its members")]
+    NoMembers,
     /// A member index is out of range.
     #[error("the array has {count} members, there is no member {index}")]
     NoSuchMember {
