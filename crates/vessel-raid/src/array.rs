@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::bitmap::{Bitmap, BITMAP_BLOCK, BITMAP_OFFSET};
 use crate::error::{RaidError, Result};
-use crate::layout::{Geometry, DATA_OFFSET};
+use crate::layout::{csum_size, Geometry, DATA_OFFSET};
 use crate::member::{AlignedBuf, Member, IO_ALIGN};
 use crate::superblock::{DecodeError, SlotState, Superblock, MAX_MEMBERS};
 use crate::RaidLevel;
@@ -155,8 +155,14 @@ impl RaidArray {
         let wanted = config
             .member_size
             .unwrap_or_else(|| smallest.saturating_sub(DATA_OFFSET));
-        let data_size = wanted / chunk * chunk;
-        let needed = DATA_OFFSET + data_size.max(chunk);
+        let mut data_size = wanted / chunk * chunk;
+        if config.member_size.is_none() {
+            // Leave room for the checksum area behind the data.
+            while data_size > chunk && DATA_OFFSET + data_size + csum_size(data_size) > smallest {
+                data_size -= chunk;
+            }
+        }
+        let needed = DATA_OFFSET + data_size.max(chunk) + csum_size(data_size.max(chunk));
         for m in &members {
             if m.size() < needed {
                 return Err(RaidError::MemberTooSmall {
@@ -323,7 +329,7 @@ impl RaidArray {
                     found: sb.index as usize,
                 });
             }
-            let needed = DATA_OFFSET + geo.data_size;
+            let needed = geo.member_bytes();
             if m.size() < needed {
                 return Err(RaidError::MemberTooSmall {
                     path,

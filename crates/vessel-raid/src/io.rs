@@ -110,7 +110,7 @@ impl Inner {
             None => return false,
         };
         match res {
-            Ok(()) => true,
+            Ok(()) => self.write_checksums(m, off, buf),
             Err(e) => {
                 tracing::warn!(member = m, error = %e, "write failed; member taken out");
                 self.last_io_error = Some(e);
@@ -167,15 +167,15 @@ impl Inner {
     /// Reads every readable member of a row (columns `cols`) and solves for the missing
     /// data chunks. Returns all data chunks of the row.
     pub fn reconstruct_row(&mut self, row: u64, cols: Range<u64>) -> Result<Vec<Vec<u8>>> {
-        self.reconstruct_row_without(row, cols, None)
+        self.reconstruct_row_without(row, cols, &[])
     }
 
-    /// Like [`Inner::reconstruct_row`], treating member `exclude` as missing too.
+    /// Like [`Inner::reconstruct_row`], treating the members in `exclude` as missing too.
     pub fn reconstruct_row_without(
         &mut self,
         row: u64,
         cols: Range<u64>,
-        exclude: Option<usize>,
+        exclude: &[usize],
     ) -> Result<Vec<Vec<u8>>> {
         let len = (cols.end - cols.start) as usize;
         let off = self.geo.member_offset(row) + cols.start;
@@ -184,7 +184,7 @@ impl Inner {
             let mut data: Vec<Option<Vec<u8>>> = vec![None; dm];
             let (mut p, mut q) = (None, None);
             for m in 0..self.slots.len() {
-                if !self.readable(m, row) || Some(m) == exclude {
+                if !self.readable(m, row) || exclude.contains(&m) {
                     continue;
                 }
                 let mut buf = vec![0u8; len];

@@ -1,5 +1,8 @@
 //! Where array bytes live on the members.
 //!
+//! Every member has a 1 MiB header (superblock and write-intent bitmap), then the data
+//! area, then one CRC32 per 4 KiB block of the data area.
+//!
 //! Every member's data area is cut into rows of one chunk each; row `r` of every member
 //! starts at member offset `DATA_OFFSET + r * chunk_size`. A row holds `data_members`
 //! chunks of array data, in array order, plus the parity chunks:
@@ -14,6 +17,14 @@ use crate::RaidLevel;
 
 /// Bytes reserved at the start of every member for the superblock and write-intent bitmap.
 pub const DATA_OFFSET: u64 = 1 << 20;
+
+/// Bytes of member data covered by one checksum.
+pub const CSUM_BLOCK: u64 = 4096;
+
+/// Checksum area needed for `data_size` bytes of member data.
+pub fn csum_size(data_size: u64) -> u64 {
+    (data_size / CSUM_BLOCK * 4).div_ceil(CSUM_BLOCK) * CSUM_BLOCK
+}
 
 /// The shape of an array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +58,21 @@ impl Geometry {
     /// The size the array presents.
     pub fn size(&self) -> u64 {
         self.rows() * self.row_bytes()
+    }
+
+    /// Member offset of the per-block checksum area, right after the data area.
+    pub fn csum_offset(&self) -> u64 {
+        DATA_OFFSET + self.data_size
+    }
+
+    /// Bytes of the checksum area: one CRC32 per [`CSUM_BLOCK`] of data, in whole blocks.
+    pub fn csum_size(&self) -> u64 {
+        csum_size(self.data_size)
+    }
+
+    /// Smallest member that can hold this geometry.
+    pub fn member_bytes(&self) -> u64 {
+        self.csum_offset() + self.csum_size()
     }
 
     /// Member offset of the start of row `row`.

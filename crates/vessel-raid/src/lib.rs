@@ -12,6 +12,7 @@ use std::fmt;
 
 pub mod array;
 pub mod bitmap;
+mod checksum;
 pub mod error;
 pub mod gf;
 mod io;

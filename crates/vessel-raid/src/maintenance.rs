@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::array::{Inner, RaidArray};
 use crate::error::{RaidError, Result};
 use crate::gf;
-use crate::layout::{Role, DATA_OFFSET};
+use crate::layout::Role;
 use crate::member::Member;
 use crate::superblock::SlotState;
 use crate::RaidLevel;
@@ -38,9 +38,9 @@ pub struct ScrubMismatch {
     pub row: u64,
     /// Array offset of the row's first byte.
     pub offset: u64,
-    /// The member found to hold wrong data, when the redundancy can tell (RAID 6, or a
-    /// mirror outvoted by the others).
-    pub member: Option<usize>,
+    /// The members found to hold wrong data: those failing their block checksums, or the
+    /// one RAID 6 syndromes or a mirror majority point at. Empty when nobody can tell.
+    pub members: Vec<usize>,
     /// Whether the row was rewritten consistent.
     pub repaired: bool,
 }
@@ -62,7 +62,7 @@ impl RaidArray {
             });
         }
         let member = Member::open(path)?;
-        let needed = DATA_OFFSET + inner.geo.data_size;
+        let needed = inner.geo.member_bytes();
         if member.size() < needed {
             return Err(RaidError::MemberTooSmall {
                 path: path.to_path_buf(),
@@ -151,11 +151,12 @@ impl RaidArray {
             }
             report.rows_checked += 1;
             if let Some(mut mismatch) = inner.check_row(row)? {
-                if repair {
-                    inner.repair_row(row, mismatch.member)?;
-                    mismatch.repaired = true;
+                let tolerated = inner.geo.level.tolerated_failures(inner.geo.members);
+                if repair && mismatch.members.len() <= tolerated {
+                    inner.repair_row(row, &mismatch.members)?;
+                    mismatch.repaired = inner.geo.level != RaidLevel::Raid0;
                 }
-                tracing::warn!(pool = %inner.pool, row, member = ?mismatch.member, repaired = mismatch.repaired, "scrub mismatch");
+                tracing::warn!(pool = %inner.pool, row, members = ?mismatch.members, repaired = mismatch.repaired, "scrub mismatch");
                 report.mismatches.push(mismatch);
             }
         }
@@ -189,12 +190,26 @@ impl Inner {
     /// Compares a fully readable row against its redundancy.
     fn check_row(&mut self, row: u64) -> Result<Option<ScrubMismatch>> {
         let all = self.read_full_row(row)?;
-        let mismatch = |member| ScrubMismatch {
+        let off = self.geo.member_offset(row);
+        let mut liars = Vec::new();
+        for (m, chunk) in all.iter().enumerate() {
+            match self.checksums_match(m, off, chunk) {
+                Some(true) => {}
+                Some(false) => liars.push(m),
+                None => return Err(self.data_loss_for(row)),
+            }
+        }
+        let mismatch = |member: Option<usize>| ScrubMismatch {
             row,
             offset: row * self.geo.row_bytes(),
-            member,
+            members: member.into_iter().collect(),
             repaired: false,
         };
+        if !liars.is_empty() {
+            let mut m = mismatch(None);
+            m.members = liars;
+            return Ok(Some(m));
+        }
         match self.geo.level {
             RaidLevel::Raid0 => Ok(None),
             RaidLevel::Raid1 => {
@@ -246,15 +261,15 @@ impl Inner {
         }
     }
 
-    /// Rewrites a row consistent, trusting everything but `liar`.
-    fn repair_row(&mut self, row: u64, liar: Option<usize>) -> Result<()> {
+    /// Rewrites a row consistent, trusting everything but `liars`.
+    fn repair_row(&mut self, row: u64, liars: &[usize]) -> Result<()> {
         let chunk = self.geo.chunk;
         let off = self.geo.member_offset(row);
         match self.geo.level {
             RaidLevel::Raid0 => Ok(()),
             RaidLevel::Raid1 => {
                 let good = (0..self.slots.len())
-                    .find(|&m| Some(m) != liar)
+                    .find(|m| !liars.contains(m))
                     .unwrap_or(0);
                 let mut buf = vec![0u8; chunk as usize];
                 if !self.read_member(good, off, &mut buf) {
@@ -268,17 +283,13 @@ impl Inner {
                 Ok(())
             }
             RaidLevel::Raid5 | RaidLevel::Raid6 => {
-                let data = match liar.map(|m| self.geo.role(row, m)) {
-                    Some(Role::Data(d)) => {
-                        // Reconstruct the lying chunk from the others.
-                        let m = liar.unwrap_or(0);
-                        let res = self.reconstruct_row_without(row, 0..chunk, Some(m));
-                        let data = res?;
+                // Lying data chunks are rebuilt from the others; parity is then recomputed.
+                let data = self.reconstruct_row_without(row, 0..chunk, liars)?;
+                for &m in liars {
+                    if let Role::Data(d) = self.geo.role(row, m) {
                         self.write_member(m, off, &data[d]);
-                        data
                     }
-                    _ => self.read_data_cols(row, 0..chunk, 0..self.geo.data_members())?,
-                };
+                }
                 let (p, q) = self.parity(&data);
                 for (member, parity) in [(self.geo.p_member(row), p), (self.geo.q_member(row), q)] {
                     if let (Some(m), Some(buf)) = (member, parity) {
@@ -286,6 +297,17 @@ impl Inner {
                     }
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Rewrites the block checksums of every member's chunk of `row` from its contents.
+    fn refresh_checksums(&mut self, row: u64) {
+        let off = self.geo.member_offset(row);
+        for m in 0..self.slots.len() {
+            let mut buf = vec![0u8; self.geo.chunk as usize];
+            if self.readable(m, row) && self.read_member(m, off, &mut buf) {
+                self.write_checksums(m, off, &buf);
             }
         }
     }
@@ -333,11 +355,17 @@ impl Inner {
         if !whole && self.geo.level != RaidLevel::Raid0 {
             tracing::warn!(pool = %self.pool, "dirty regions on a degraded array cannot be resynced; parity of interrupted writes may be stale");
         }
+        for range in ranges.iter().cloned() {
+            for row in range {
+                // An interrupted write may have reached the data but not its checksum.
+                self.refresh_checksums(row);
+            }
+        }
         if self.geo.level != RaidLevel::Raid0 {
             for range in ranges {
                 for row in range {
                     if (0..self.slots.len()).all(|m| self.readable(m, row)) {
-                        self.repair_row(row, None)?;
+                        self.repair_row(row, &[])?;
                     }
                 }
             }

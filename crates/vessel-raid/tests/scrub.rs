@@ -42,7 +42,7 @@ fn raid6_scrub_finds_and_repairs_the_lying_member() {
     let report = array.scrub(false).expect("scrub");
     assert_eq!(report.mismatches.len(), 1, "{report:?}");
     assert_eq!(report.mismatches[0].row, 5);
-    assert_eq!(report.mismatches[0].member, Some(m));
+    assert_eq!(report.mismatches[0].members, vec![m]);
     let report = array.scrub(true).expect("repair");
     assert!(report.mismatches[0].repaired);
     assert!(array.scrub(false).expect("scrub").is_clean());
@@ -59,15 +59,15 @@ fn raid6_scrub_finds_and_repairs_the_lying_member() {
         corrupt(&paths[member], geo.member_offset(row) + 8192, 10);
         let report = array.scrub(true).expect("repair");
         assert_eq!(report.mismatches.len(), 1, "{report:?}");
-        assert_eq!(report.mismatches[0].member, Some(member));
+        assert_eq!(report.mismatches[0].members, vec![member]);
         assert!(array.scrub(false).expect("scrub").is_clean());
     }
     assert!(read_all(&array) == model);
 }
 
 #[test]
-fn raid5_scrub_finds_corruption() {
-    let (_dir, paths, _model) = setup(RaidLevel::Raid5, 4, 12);
+fn raid5_scrub_names_and_repairs_the_lying_member() {
+    let (_dir, paths, model) = setup(RaidLevel::Raid5, 4, 12);
     let array = RaidArray::open(&paths).expect("open");
     let (m, off) = data_location(&array, 9, 2);
     corrupt(&paths[m], off + 4096, 1);
@@ -75,10 +75,51 @@ fn raid5_scrub_finds_corruption() {
     assert_eq!(report.mismatches.len(), 1, "{report:?}");
     assert_eq!(report.mismatches[0].row, 9);
     assert_eq!(report.mismatches[0].offset, 9 * 3 * CHUNK);
+    assert_eq!(report.mismatches[0].members, vec![m]);
     assert!(!report.mismatches[0].repaired);
     let report = array.scrub(true).expect("repair");
     assert!(report.mismatches[0].repaired);
     assert!(array.scrub(false).expect("scrub").is_clean());
+    assert!(read_all(&array) == model, "repair restored wrong data");
+    // Parity corrupted instead: named and recomputed.
+    let p = array.geometry().p_member(4).expect("P");
+    corrupt(&paths[p], array.geometry().member_offset(4) + 100, 3);
+    let report = array.scrub(true).expect("repair");
+    assert_eq!(report.mismatches[0].members, vec![p]);
+    assert!(array.scrub(false).expect("scrub").is_clean());
+    // Lose a data member: reconstruction through the repaired parity is right.
+    array.fail_member((p + 1) % 4).expect("fail");
+    assert!(read_all(&array) == model);
+}
+
+#[test]
+fn two_way_mirror_scrub_names_and_repairs_the_lying_copy() {
+    let (_dir, paths, model) = setup(RaidLevel::Raid1, 2, 15);
+    let array = RaidArray::open(&paths).expect("open");
+    // Corrupt the first copy, which reads are served from.
+    corrupt(&paths[0], DATA_OFFSET + 5 * CHUNK, 4096);
+    assert!(
+        read_all(&array) != model,
+        "corruption did not reach the read path"
+    );
+    let report = array.scrub(true).expect("repair");
+    assert_eq!(report.mismatches.len(), 1, "{report:?}");
+    assert_eq!(report.mismatches[0].members, vec![0]);
+    assert!(read_all(&array) == model, "repair copied the wrong mirror");
+}
+
+#[test]
+fn raid0_scrub_detects_corruption() {
+    let (_dir, paths, _model) = setup(RaidLevel::Raid0, 2, 16);
+    let array = RaidArray::open(&paths).expect("open");
+    corrupt(&paths[1], DATA_OFFSET + 7 * CHUNK + 9, 1);
+    let report = array.scrub(true).expect("scrub");
+    assert_eq!(report.mismatches.len(), 1, "{report:?}");
+    assert_eq!(report.mismatches[0].members, vec![1]);
+    assert!(
+        !report.mismatches[0].repaired,
+        "RAID 0 has nothing to repair from"
+    );
 }
 
 #[test]
@@ -88,7 +129,7 @@ fn raid1_scrub_outvotes_the_lying_mirror() {
     corrupt(&paths[0], DATA_OFFSET + 3 * CHUNK + 77, 5);
     let report = array.scrub(true).expect("repair");
     assert_eq!(report.mismatches.len(), 1, "{report:?}");
-    assert_eq!(report.mismatches[0].member, Some(0));
+    assert_eq!(report.mismatches[0].members, vec![0]);
     assert!(array.scrub(false).expect("scrub").is_clean());
     assert!(read_all(&array) == model, "repair restored wrong data");
 }
