@@ -13,6 +13,8 @@ Examples:
   vessel list                                What exists and what it uses
   vessel exec c1 -- sh                       A shell inside c1
   vessel stop c1 && vessel delete c1         Stop it, then remove it
+  vessel image build vm                      A bootable VM image (Debian's cloud kernel)
+  vessel launch vm/busybox v1 --vm           Create and start virtual machine v1
 
 The daemon listens on /run/vessel/vessel.sock; point elsewhere with --socket or VESSEL_SOCKET.";
 
@@ -28,7 +30,8 @@ Limits (-l KEY=VALUE, repeatable):
 Examples:
   vessel launch busybox web -l memory=256MiB -l cpu=0.5
   vessel launch busybox job -e MODE=batch -- sh -c 'echo hi; sleep 60'
-  vessel launch busybox root-box --privileged";
+  vessel launch busybox root-box --privileged
+  vessel launch vm/busybox vm1 --vm -l memory=512MiB -l cpu=2 --ssh-key ~/.ssh/id_ed25519.pub";
 
 const EXEC_EXAMPLES: &str = "\
 A terminal is used when standard input and output are both terminals; -t forces one, -T
@@ -121,7 +124,7 @@ pub enum Command {
     /// Copy files into and out of instances.
     #[command(subcommand)]
     File(FileCommand),
-    /// Build, list and delete images.
+    /// Build, pull, import, export, list and delete images.
     #[command(subcommand)]
     Image(ImageCommand),
     /// Follow and cancel long-running operations.
