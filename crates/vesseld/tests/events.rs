@@ -150,3 +150,62 @@ fn limits_reach_the_cgroup_files() {
     let (_, cg) = d.sh("lim", "cat /proc/self/cgroup");
     assert!(cg.lines().all(|l| l.ends_with(":/")), "{cg}");
 }
+
+#[test]
+fn a_long_operation_can_be_cancelled_and_leaves_nothing() {
+    let d = Daemon::start();
+    let (code, body) = http(
+        &d.socket,
+        "POST",
+        "/1.0/images",
+        Some(r#"{"source":"debian","release":"bookworm","alias":"cancelled"}"#),
+    );
+    assert_eq!(code, 202, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = op["id"].as_str().unwrap().to_string();
+    // Wait until debootstrap is under way, then cancel.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http(&d.socket, "GET", &format!("/1.0/operations/{id}"), None);
+        let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if op["progress"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        assert_eq!(op["status"], "running", "{op}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never made progress: {op}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = http(&d.socket, "DELETE", &format!("/1.0/operations/{id}"), None);
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = http(
+        &d.socket,
+        "GET",
+        &format!("/1.0/operations/{id}/wait?timeout=60"),
+        None,
+    );
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(op["status"], "cancelled", "{op}");
+    // No image, no staging tree, no debootstrap left running.
+    assert!(d
+        .fails(&["image", "info", "cancelled"])
+        .contains("not found"));
+    let leftovers: Vec<_> = std::fs::read_dir(d.root().join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let marker = d.root().to_string_lossy().into_owned();
+    let running = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("debootstrap") && c.contains(&marker)
+        });
+    assert!(!running, "debootstrap still runs after the cancel");
+}
