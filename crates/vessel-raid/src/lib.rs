@@ -23,7 +23,7 @@ pub mod superblock;
 
 pub use array::{MemberStatus, RaidArray, RaidConfig};
 pub use error::{RaidError, Result};
-pub use maintenance::{ScrubMismatch, ScrubReport};
+pub use maintenance::{RebuildOptions, ScrubMismatch, ScrubReport};
 pub use superblock::SlotState;
 
 /// The RAID levels the engine implements.
@@ -95,5 +95,15 @@ impl RaidLevel {
 impl fmt::Display for RaidLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The array is shared between the daemon's threads (NBD connections, rebuild).
+    #[test]
+    fn array_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<crate::RaidArray>();
     }
 }

@@ -1,6 +1,7 @@
 //! Keeping redundancy whole: resync after a crash, rebuild onto a replacement, scrub.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::array::{Inner, RaidArray};
 use crate::error::{RaidError, Result};
@@ -12,6 +13,13 @@ use crate::RaidLevel;
 
 /// How often (in rows) a rebuild records its checkpoint on the members.
 const CHECKPOINT_ROWS: u64 = 64;
+
+/// How to run a rebuild.
+#[derive(Debug, Clone, Default)]
+pub struct RebuildOptions {
+    /// Upper bound on bytes rebuilt per second; `None` runs at full speed.
+    pub max_bytes_per_sec: Option<u64>,
+}
 
 /// What a scrub found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +99,19 @@ impl RaidArray {
     /// Rebuilds every member in the `Rebuilding` state, resuming from its checkpoint.
     /// `progress` is called with (bytes done, bytes total) after each row. The array
     /// stays usable between rows.
-    pub fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+    pub fn rebuild(&self, progress: impl FnMut(u64, u64)) -> Result<()> {
+        self.rebuild_with(&RebuildOptions::default(), progress)
+    }
+
+    /// [`RaidArray::rebuild`] with options (a rate limit, so a rebuild leaves I/O capacity
+    /// to the instances using the pool).
+    pub fn rebuild_with(
+        &self,
+        options: &RebuildOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut written = 0u64;
         let (rebuilding, total, chunk) = {
             let inner = self.lock();
             let list: Vec<usize> = (0..inner.slots.len())
@@ -132,6 +152,13 @@ impl RaidArray {
                 let done = done_before + (row + 1) * chunk;
                 drop(inner);
                 progress(done, total);
+                written += chunk;
+                if let Some(rate) = options.max_bytes_per_sec.filter(|r| *r > 0) {
+                    let due = Duration::from_secs_f64(written as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
             }
             done_before += self.geo.data_size;
         }

@@ -269,3 +269,43 @@ fn degraded_assembly_and_rebuild_resume() {
     verify(&array, &model, &mut rng, "resumed rebuild");
     assert!(array.scrub(false).expect("scrub").is_clean());
 }
+
+/// A member whose I/O starts failing is taken out on its own, reads are reconstructed,
+/// and a throttled rebuild onto a replacement respects its rate.
+#[test]
+fn io_errors_fail_the_member_and_throttled_rebuild() {
+    let dir = TempDir::new("ioerr");
+    let per_member = 1 << 20;
+    let paths = dir.members("m", 3, DATA_OFFSET + per_member);
+    let array = RaidArray::create(
+        &paths,
+        &RaidConfig::new(RaidLevel::Raid5).chunk_size(16 << 10),
+    )
+    .expect("create");
+    let mut rng = Rng::new(8);
+    let model = fill(&array, &mut rng);
+    // The "disk" shrinks under the array: every read of its data area now fails.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&paths[2])
+        .and_then(|f| f.set_len(DATA_OFFSET))
+        .expect("truncate member");
+    verify(&array, &model, &mut rng, "member 2 erroring");
+    assert_eq!(array.status()[2].state, SlotState::Failed);
+    assert!(array.is_degraded());
+    let fresh = dir.file("fresh", DATA_OFFSET + per_member);
+    array.replace_member(2, &fresh).expect("replace");
+    let start = std::time::Instant::now();
+    let opts = vessel_raid::RebuildOptions {
+        max_bytes_per_sec: Some(4 << 20),
+    };
+    array.rebuild_with(&opts, |_, _| {}).expect("rebuild");
+    // About 1 MiB at 4 MiB/s.
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    verify(&array, &model, &mut rng, "rebuilt after I/O errors");
+    assert!(array.scrub(false).expect("scrub").is_clean());
+}
