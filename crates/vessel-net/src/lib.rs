@@ -1,0 +1,20 @@
+//! Vessel's network engine: the kernel side of Vessel networks.
+//!
+//! Everything here is scoped to a network namespace chosen by the caller ([`NetNs`]): the
+//! daemon passes its own, tests pass a throw-away one. The engine knows nothing of projects,
+//! the store or HTTP; the daemon records networks and leases and drives these pieces:
+//! - [`Links`]: bridges, veth pairs, addresses, routes, MTU and MACs over rtnetlink;
+//! - [`create_bridge`], [`plug_veth`]: a network's bridge and its instances' veth NICs;
+//! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
+
+pub mod ipam;
+pub mod link;
+mod netlink;
+pub mod netns;
+pub mod nic;
+
+pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
+pub use link::{validate_ifname, LinkError, Links};
+pub use netlink::NetlinkError;
+pub use netns::{NetNs, NetNsError};
+pub use nic::{create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
