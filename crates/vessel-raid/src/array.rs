@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     pub bitmap: Bitmap,
     /// The error that last took a member out, for callers that must report it.
     pub last_io_error: Option<RaidError>,
+    /// A member failed and the superblocks do not say so yet.
+    pub failures_pending: bool,
 }
 
 /// A RAID array presented as one block device.
@@ -193,6 +195,7 @@ impl RaidArray {
                 .collect(),
             bitmap: Bitmap::new(geo.rows(), chunk),
             last_io_error: None,
+            failures_pending: false,
         };
         let array = RaidArray {
             geo,
@@ -330,7 +333,8 @@ impl RaidArray {
                 });
             }
             let needed = geo.member_bytes();
-            if m.size() < needed {
+            let failed = newest.states.get(slot) == Some(&SlotState::Failed);
+            if m.size() < needed && !failed {
                 return Err(RaidError::MemberTooSmall {
                     path,
                     size: m.size(),
@@ -377,6 +381,7 @@ impl RaidArray {
             slots,
             bitmap,
             last_io_error: None,
+            failures_pending: false,
         };
         let array = RaidArray {
             geo,
@@ -494,6 +499,7 @@ impl Inner {
     pub fn fail(&mut self, m: usize) {
         if self.slots[m].state != SlotState::Failed {
             tracing::warn!(pool = %self.pool, member = m, "member failed");
+            self.failures_pending = true;
         }
         self.slots[m].state = SlotState::Failed;
         self.slots[m].member = None;
@@ -503,6 +509,7 @@ impl Inner {
     /// Bumps the generation and writes the superblock to every live member; a member
     /// that refuses is failed.
     pub fn write_superblocks(&mut self) -> Result<()> {
+        self.failures_pending = false;
         self.generation += 1;
         for i in 0..self.slots.len() {
             if !self.writable(i) {

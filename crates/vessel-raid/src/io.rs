@@ -38,22 +38,9 @@ impl RaidArray {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         let mut inner = self.lock();
-        let row_bytes = self.geo.row_bytes();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let row = pos / row_bytes;
-            let within = pos % row_bytes;
-            let d = (within / self.geo.chunk) as usize;
-            let col = within % self.geo.chunk;
-            let len = ((self.geo.chunk - col) as usize).min(buf.len() - done);
-            let (c0, c1) = (align_down(col), align_up(col + len as u64));
-            let chunks = inner.read_data_cols(row, c0..c1, d..d + 1)?;
-            let skip = (col - c0) as usize;
-            buf[done..done + len].copy_from_slice(&chunks[0][skip..skip + len]);
-            done += len;
-        }
-        Ok(())
+        let res = inner.read(offset, buf);
+        inner.record_failures()?;
+        res
     }
 
     /// Writes `buf` at array `offset`, updating parity or mirrors. Works degraded as long
@@ -61,6 +48,45 @@ impl RaidArray {
     pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         let mut inner = self.lock();
+        let res = inner.write(offset, buf);
+        // A member that failed during the write must be recorded as failed before the
+        // write is acknowledged, or a restart would trust its stale data.
+        inner.record_failures()?;
+        res
+    }
+
+    /// Makes every completed write durable on the members, then clears the write-intent
+    /// bitmap.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let res = inner.flush();
+        inner.record_failures()?;
+        res
+    }
+}
+
+impl Inner {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let geo = self.geo;
+        let row_bytes = geo.row_bytes();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let row = pos / row_bytes;
+            let within = pos % row_bytes;
+            let d = (within / geo.chunk) as usize;
+            let col = within % geo.chunk;
+            let len = ((geo.chunk - col) as usize).min(buf.len() - done);
+            let (c0, c1) = (align_down(col), align_up(col + len as u64));
+            let chunks = self.read_data_cols(row, c0..c1, d..d + 1)?;
+            let skip = (col - c0) as usize;
+            buf[done..done + len].copy_from_slice(&chunks[0][skip..skip + len]);
+            done += len;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
         let row_bytes = self.geo.row_bytes();
         let mut done = 0usize;
         while done < buf.len() {
@@ -68,20 +94,21 @@ impl RaidArray {
             let row = pos / row_bytes;
             let within = pos % row_bytes;
             let len = ((row_bytes - within) as usize).min(buf.len() - done);
-            inner.write_row(row, within, &buf[done..done + len])?;
+            self.write_row(row, within, &buf[done..done + len])?;
             done += len;
         }
         Ok(())
     }
 
-    /// Makes every completed write durable on the members, then clears the write-intent
-    /// bitmap.
-    pub fn flush(&self) -> Result<()> {
-        self.lock().flush()
+    /// Writes the superblocks if a member failed since they were last written.
+    pub fn record_failures(&mut self) -> Result<()> {
+        if self.failures_pending {
+            self.failures_pending = false;
+            self.write_superblocks()?;
+        }
+        Ok(())
     }
-}
 
-impl Inner {
     /// Reads member `m` at member offset `off`; on failure fails the member and returns
     /// `false` so the caller can reconstruct instead.
     pub fn read_member(&mut self, m: usize, off: u64, buf: &mut [u8]) -> bool {

@@ -141,7 +141,9 @@ impl RaidArray {
                     tracing::info!(pool = %inner.pool, member = m, "rebuild finished");
                     break;
                 }
-                inner.rebuild_row(m, row)?;
+                let res = inner.rebuild_row(m, row);
+                inner.record_failures()?;
+                res?;
                 inner.slots[m].checkpoint = (row + 1) * chunk;
                 if (row + 1).is_multiple_of(CHECKPOINT_ROWS) {
                     if let Some(member) = &inner.slots[m].member {
@@ -177,7 +179,9 @@ impl RaidArray {
                 continue;
             }
             report.rows_checked += 1;
-            if let Some(mut mismatch) = inner.check_row(row)? {
+            let checked = inner.check_row(row);
+            inner.record_failures()?;
+            if let Some(mut mismatch) = checked? {
                 let tolerated = inner.geo.level.tolerated_failures(inner.geo.members);
                 if repair && mismatch.members.len() <= tolerated {
                     inner.repair_row(row, &mismatch.members)?;

@@ -293,6 +293,12 @@ fn io_errors_fail_the_member_and_throttled_rebuild() {
     verify(&array, &model, &mut rng, "member 2 erroring");
     assert_eq!(array.status()[2].state, SlotState::Failed);
     assert!(array.is_degraded());
+    // The failure is on record: reassembled with the broken member present, the slot
+    // stays failed and its stale contents are never trusted.
+    drop(array);
+    let array = RaidArray::open(&paths).expect("reassemble");
+    assert_eq!(array.status()[2].state, SlotState::Failed);
+    verify(&array, &model, &mut rng, "reassembled without member 2");
     let fresh = dir.file("fresh", DATA_OFFSET + per_member);
     array.replace_member(2, &fresh).expect("replace");
     let start = std::time::Instant::now();
