@@ -5,16 +5,22 @@
 //! the store or HTTP; the daemon records networks and leases and drives these pieces:
 //! - [`Links`]: bridges, veth pairs, addresses, routes, MTU and MACs over rtnetlink;
 //! - [`create_bridge`], [`plug_veth`]: a network's bridge and its instances' veth NICs;
+//! - [`NatRules`]: masquerade and port forwards, one nftables table per network, atomic;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
 pub mod ipam;
 pub mod link;
+pub mod nat;
 mod netlink;
 pub mod netns;
 pub mod nic;
 
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
 pub use link::{validate_ifname, LinkError, Links};
+pub use nat::{
+    apply_script, list_table, remove_table, set_ipv4_forwarding, table_name, NatRules, NftError,
+    PortForward, Protocol,
+};
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
 pub use nic::{create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};

@@ -43,23 +43,24 @@ pub enum LinkError {
         /// Namespace label.
         ns: String,
     },
-    /// The interface name is empty, too long (15 bytes max) or has `/`, `:` or spaces.
-    #[error("invalid interface name {0:?}: 1 to 15 bytes, no '/', ':' or whitespace")]
+    /// The interface name is empty, too long (15 bytes max) or has `/`, `:`, quotes or spaces.
+    #[error("invalid interface name {0:?}: 1 to 15 printable ASCII bytes, no '/', ':', quotes or spaces")]
     InvalidName(String),
     /// The address prefix length is larger than 32.
     #[error("invalid IPv4 prefix length {0}")]
     InvalidPrefix(u8),
 }
 
-/// Checks a Linux interface name the way the kernel's `dev_valid_name` does.
+/// Checks an interface name: the kernel's `dev_valid_name` rules, plus printable ASCII without
+/// quotes so that names can be placed in nftables scripts safely.
 pub fn validate_ifname(name: &str) -> Result<(), LinkError> {
     let ok = !name.is_empty()
         && name.len() < IFNAMSIZ
         && name != "."
         && name != ".."
-        && !name
+        && name
             .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'"' | b'\\'));
     if ok {
         Ok(())
     } else {
@@ -296,5 +297,6 @@ mod tests {
         assert!(validate_ifname("a/b").is_err());
         assert!(validate_ifname("a b").is_err());
         assert!(validate_ifname("..").is_err());
+        assert!(validate_ifname("br\"0").is_err());
     }
 }

@@ -1,0 +1,303 @@
+//! Outbound NAT and port forwards: one nftables table per network, replaced atomically.
+//!
+//! A ruleset is rendered as text and handed to `nft -f` (Debian package `nftables`) in the
+//! caller's namespace. The file creates the table if needed, deletes it and defines it
+//! again; nft applies a file as one transaction, so a ruleset the kernel refuses leaves the
+//! previous table exactly as it was, and a NIC is never left without its rules.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::ipam::Subnet;
+use crate::link::{validate_ifname, LinkError};
+use crate::netns::{NetNs, NetNsError};
+
+/// Errors rendering or applying nftables rules.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The network name cannot be used in a table name.
+    #[error("invalid network name {0:?}: 1 to 32 characters from a-z, A-Z, 0-9, '-' and '_'")]
+    InvalidNetworkName(String),
+    /// The bridge name is not a valid interface name.
+    #[error(transparent)]
+    InvalidBridge(#[from] LinkError),
+    /// A forward's target is not inside the network's subnet.
+    #[error("forward target {target} is outside subnet {subnet}")]
+    TargetOutsideSubnet {
+        /// The target address.
+        target: Ipv4Addr,
+        /// The network's subnet.
+        subnet: Subnet,
+    },
+    /// A port of 0 was given.
+    #[error("port 0 is not a valid forward port")]
+    ZeroPort,
+    /// The `nft` binary could not be started.
+    #[error("cannot run nft; install the Debian package `nftables`")]
+    Spawn(#[source] std::io::Error),
+    /// nft refused the ruleset; the previous rules are unchanged.
+    #[error("nft refused the ruleset (previous rules kept): {stderr}")]
+    Refused {
+        /// What nft printed.
+        stderr: String,
+    },
+    /// The namespace could not be entered.
+    #[error(transparent)]
+    Namespace(#[from] NetNsError),
+    /// A sysctl could not be written.
+    #[error("cannot write {path}")]
+    Sysctl {
+        /// The sysctl file.
+        path: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Transport protocol of a port forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    fn keyword(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Publishes `listen_port` on the host to `target:target_port` inside the network (DNAT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortForward {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Host address to listen on; `None` for every address of the host.
+    pub listen_address: Option<Ipv4Addr>,
+    /// Host port.
+    pub listen_port: u16,
+    /// Instance address.
+    pub target: Ipv4Addr,
+    /// Instance port.
+    pub target_port: u16,
+}
+
+/// The NAT rules of one bridge network.
+#[derive(Debug, Clone)]
+pub struct NatRules {
+    /// Network name; the table is `vessel-<network>`.
+    pub network: String,
+    /// The network's bridge.
+    pub bridge: String,
+    /// The network's subnet, masqueraded when leaving it.
+    pub subnet: Subnet,
+    /// Published ports.
+    pub forwards: Vec<PortForward>,
+}
+
+/// The nftables table name of a network.
+pub fn table_name(network: &str) -> Result<String, NftError> {
+    let ok = !network.is_empty()
+        && network.len() <= 32
+        && network
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(format!("vessel-{network}"))
+    } else {
+        Err(NftError::InvalidNetworkName(network.to_string()))
+    }
+}
+
+impl NatRules {
+    /// Renders the nft script that atomically replaces this network's table.
+    pub fn render(&self) -> Result<String, NftError> {
+        let table = table_name(&self.network)?;
+        validate_ifname(&self.bridge)?;
+        let (br, net) = (&self.bridge, &self.subnet);
+        let mut s =
+            format!("table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n");
+        s.push_str(
+            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n",
+        );
+        for f in &self.forwards {
+            if f.listen_port == 0 || f.target_port == 0 {
+                return Err(NftError::ZeroPort);
+            }
+            if !net.contains(f.target) {
+                return Err(NftError::TargetOutsideSubnet {
+                    target: f.target,
+                    subnet: *net,
+                });
+            }
+            let daddr = f
+                .listen_address
+                .map(|a| format!("ip daddr {a} "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "\t\tiifname != \"{br}\" {daddr}{proto} dport {lp} dnat to {t}:{tp}",
+                proto = f.protocol.keyword(),
+                lp = f.listen_port,
+                t = f.target,
+                tp = f.target_port,
+            );
+        }
+        s.push_str("\t}\n");
+        let _ = write!(
+            s,
+            "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\tip saddr {net} ip daddr != {net} masquerade\n\t}}\n\
+             \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\toifname \"{br}\" ct state established,related accept\n\
+             \t\toifname \"{br}\" ct status dnat accept\n\
+             \t\toifname \"{br}\" iifname != \"{br}\" drop\n\t}}\n}}\n"
+        );
+        Ok(s)
+    }
+
+    /// Renders and applies the rules inside `ns`; on any error the previous table stays.
+    pub fn apply(&self, ns: &NetNs) -> Result<(), NftError> {
+        let script = self.render()?;
+        apply_script(ns, &script)?;
+        tracing::info!(network = %self.network, forwards = self.forwards.len(), "nat rules applied");
+        Ok(())
+    }
+}
+
+/// Removes a network's table from `ns`; succeeds when it is already gone.
+pub fn remove_table(ns: &NetNs, network: &str) -> Result<(), NftError> {
+    let table = table_name(network)?;
+    apply_script(
+        ns,
+        &format!("table ip {table} {{}}\ndelete table ip {table}\n"),
+    )
+}
+
+/// The current text of a network's table in `ns`, or `None` if it does not exist.
+pub fn list_table(ns: &NetNs, network: &str) -> Result<Option<String>, NftError> {
+    let table = table_name(network)?;
+    let out = nft(ns, &["list", "table", "ip", &table], None)?;
+    Ok(out)
+}
+
+/// Applies an nft script in `ns` as one transaction (`nft -f -`): all of it, or none of it.
+pub fn apply_script(ns: &NetNs, script: &str) -> Result<(), NftError> {
+    nft(ns, &["-f", "-"], Some(script)).and_then(|out| match out {
+        Some(_) => Ok(()),
+        None => Err(NftError::Refused {
+            stderr: "nft failed".into(),
+        }),
+    })
+}
+
+/// Turns IPv4 forwarding on or off inside `ns` (needed for NAT and forwards).
+pub fn set_ipv4_forwarding(ns: &NetNs, on: bool) -> Result<(), NftError> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    // /proc/sys/net is resolved against the opening thread's namespace.
+    ns.run(|| std::fs::write(PATH, if on { "1" } else { "0" }))?
+        .map_err(|source| NftError::Sysctl { path: PATH, source })
+}
+
+/// Runs nft inside `ns`. `Ok(Some(stdout))` on success; for a lookup (`stdin` is `None`) a
+/// failure means "no such object" and gives `Ok(None)`; for a script it is `Refused`.
+fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> Result<Option<String>, NftError> {
+    let mut cmd = Command::new("nft");
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(fd) = ns.fd() {
+        let raw = fd.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe and allocates nothing; `raw` stays open until exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(NftError::Spawn)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+    }
+    if stdin.is_none() {
+        return Ok(None);
+    }
+    Err(NftError::Refused {
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> NatRules {
+        NatRules {
+            network: "web".into(),
+            bridge: "vbr-web".into(),
+            subnet: "10.42.0.0/24".parse().expect("subnet"),
+            forwards: vec![PortForward {
+                protocol: Protocol::Udp,
+                listen_address: Some(Ipv4Addr::new(192, 0, 2, 1)),
+                listen_port: 5353,
+                target: Ipv4Addr::new(10, 42, 0, 2),
+                target_port: 53,
+            }],
+        }
+    }
+
+    #[test]
+    fn render_replaces_the_table_and_masquerades_the_subnet() {
+        let text = rules().render().expect("render");
+        assert!(text.starts_with("table ip vessel-web {}\ndelete table ip vessel-web\n"));
+        assert!(text.contains("ip saddr 10.42.0.0/24 ip daddr != 10.42.0.0/24 masquerade"));
+        assert!(text.contains(
+            "iifname != \"vbr-web\" ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.0.2:53"
+        ));
+        assert!(text.contains("oifname \"vbr-web\" iifname != \"vbr-web\" drop"));
+    }
+
+    #[test]
+    fn render_refuses_bad_input() {
+        let mut r = rules();
+        r.network = "bad name;".into();
+        assert!(matches!(r.render(), Err(NftError::InvalidNetworkName(_))));
+        let mut r = rules();
+        r.bridge = "br\"0".into();
+        assert!(matches!(r.render(), Err(NftError::InvalidBridge(_))));
+        r.bridge = "a bridge".into();
+        assert!(matches!(r.render(), Err(NftError::InvalidBridge(_))));
+        let mut r = rules();
+        r.forwards[0].target = Ipv4Addr::new(10, 9, 0, 2);
+        assert!(matches!(
+            r.render(),
+            Err(NftError::TargetOutsideSubnet { .. })
+        ));
+        let mut r = rules();
+        r.forwards[0].listen_port = 0;
+        assert!(matches!(r.render(), Err(NftError::ZeroPort)));
+    }
+}
