@@ -1,6 +1,7 @@
 //! Write-intent bitmap: one bit per region of rows, set on every member (and made durable)
-//! before any row of the region is written, cleared once a flush has made the writes
-//! durable. After a crash the set bits name the only rows whose parity or mirrors may
+//! before any row of the region is written, cleared by the first flush after a whole
+//! flush interval in which the region was not written (so hot regions are not re-marked
+//! after every flush). After a crash the set bits name the only rows whose parity or mirrors may
 //! disagree, and assembly resyncs just those rows (closing the RAID 5/6 write hole for
 //! arrays that come back whole).
 
@@ -21,6 +22,8 @@ const MIN_REGION_BYTES: u64 = 1 << 20;
 pub struct Bitmap {
     region_rows: u64,
     bits: Vec<u8>,
+    /// Regions written since the last flush.
+    touched: Vec<u8>,
 }
 
 impl Bitmap {
@@ -34,6 +37,7 @@ impl Bitmap {
         Bitmap {
             region_rows,
             bits: vec![0u8; bytes as usize],
+            touched: vec![0u8; bytes as usize],
         }
     }
 
@@ -61,6 +65,9 @@ impl Bitmap {
     /// Marks the region of `row`; returns the bitmap block to write if it changed.
     pub fn set(&mut self, row: u64) -> Option<usize> {
         let (byte, bit) = self.region(row);
+        if let Some(t) = self.touched.get_mut(byte) {
+            *t |= bit;
+        }
         let b = self.bits.get_mut(byte)?;
         if *b & bit != 0 {
             return None;
@@ -69,8 +76,31 @@ impl Bitmap {
         Some(byte / BITMAP_BLOCK)
     }
 
+    /// Clears the bits of regions not written since the previous call (their writes are
+    /// durable by now); returns the blocks that changed.
+    pub fn clear_idle(&mut self) -> Vec<usize> {
+        let mut changed = Vec::new();
+        for (i, (b, t)) in self
+            .bits
+            .iter_mut()
+            .zip(self.touched.iter_mut())
+            .enumerate()
+        {
+            if *b & !*t != 0 {
+                *b &= *t;
+                let block = i / BITMAP_BLOCK;
+                if changed.last() != Some(&block) {
+                    changed.push(block);
+                }
+            }
+            *t = 0;
+        }
+        changed
+    }
+
     /// Clears every bit; returns the blocks that changed.
     pub fn clear(&mut self) -> Vec<usize> {
+        self.touched.fill(0);
         let dirty: Vec<usize> = self
             .bits
             .chunks(BITMAP_BLOCK)
@@ -128,6 +158,12 @@ mod tests {
         assert_eq!(b.set(31), None);
         assert!(b.is_set(16) && !b.is_set(32));
         assert_eq!(b.marked_rows(1000), vec![16..32]);
+        // Written since the last flush: kept; quiet for a whole flush interval: cleared.
+        assert!(b.clear_idle().is_empty());
+        assert!(b.is_set(16));
+        assert_eq!(b.clear_idle(), vec![0]);
+        assert!(b.marked_rows(1000).is_empty());
+        b.set(500);
         assert_eq!(b.clear(), vec![0]);
         assert!(b.marked_rows(1000).is_empty());
     }

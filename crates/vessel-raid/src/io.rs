@@ -377,8 +377,28 @@ impl Inner {
         Ok(())
     }
 
-    /// Syncs every live member, then clears the write-intent bitmap.
+    /// Syncs every live member, then clears the write-intent bits of regions not
+    /// written since the previous flush. Regions still being written keep their bit, so a
+    /// steady writer that flushes often does not pay a bitmap sync per flush.
     pub fn flush(&mut self) -> Result<()> {
+        self.sync_members()?;
+        for block in self.bitmap.clear_idle() {
+            self.write_bitmap_block(block)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs every live member, then clears the whole write-intent bitmap.
+    pub fn flush_all(&mut self) -> Result<()> {
+        self.sync_members()?;
+        for block in self.bitmap.clear() {
+            self.write_bitmap_block(block)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every member write so far durable.
+    fn sync_members(&mut self) -> Result<()> {
         for m in 0..self.slots.len() {
             if !self.writable(m) {
                 continue;
@@ -395,9 +415,6 @@ impl Inner {
         let missing = (0..self.slots.len()).filter(|&m| !self.writable(m)).count();
         if missing > self.geo.level.tolerated_failures(self.geo.members) {
             return Err(self.data_loss(0));
-        }
-        for block in self.bitmap.clear() {
-            self.write_bitmap_block(block)?;
         }
         Ok(())
     }

@@ -401,7 +401,7 @@ impl Inner {
                 }
             }
         }
-        self.flush()
+        self.flush_all()
     }
 }
 
