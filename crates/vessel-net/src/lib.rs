@@ -6,6 +6,7 @@
 //! - [`Links`]: bridges, veth pairs, addresses, routes, MTU and MACs over rtnetlink;
 //! - [`create_bridge`], [`plug_veth`]: a network's bridge and its instances' veth NICs;
 //! - [`NatRules`]: masquerade and port forwards, one nftables table per network, atomic;
+//! - [`create_vxlan`], [`add_vxlan_peer`]: overlays spanning hosts with static unicast peers;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
 pub mod ipam;
@@ -14,6 +15,7 @@ pub mod nat;
 mod netlink;
 pub mod netns;
 pub mod nic;
+pub mod vxlan;
 
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
 pub use link::{validate_ifname, LinkError, Links};
@@ -24,3 +26,7 @@ pub use nat::{
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
 pub use nic::{create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
+pub use vxlan::{
+    add_vxlan_peer, create_vxlan, remove_vxlan_peer, VxlanError, VxlanSpec, VXLAN_OVERHEAD,
+    VXLAN_PORT,
+};

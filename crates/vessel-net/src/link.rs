@@ -18,9 +18,9 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
+pub(crate) const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
-const IFLA_INFO_KIND: u16 = 1;
+pub(crate) const IFLA_INFO_KIND: u16 = 1;
 pub(crate) const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -252,6 +252,12 @@ impl Links {
         req.attr(RTA_GATEWAY, &gateway.octets());
         self.nl
             .call(&mut req, &format!("default route via {gateway}"))?;
+        Ok(())
+    }
+
+    /// Sends a prepared request in this namespace (device families in other modules).
+    pub(crate) fn call(&mut self, req: &mut Request, what: &str) -> Result<(), LinkError> {
+        self.nl.call(req, what)?;
         Ok(())
     }
 
