@@ -4,9 +4,32 @@
 //! An array is a set of members, each carrying a [`superblock`] that names its pool, its
 //! slot and the geometry. [`RaidArray`] presents the members as one block device
 //! (`read_at`, `write_at`, `flush`, `size`), keeps working with failed members as far as
-//! the level allows, rebuilds replacements and scrubs parity. Pools, thin volumes and the
-//! NBD/NFS exports sit on top of this API. The on-disk format and the parity math are in
-//! `docs/raid.md`.
+//! the level allows, rebuilds replacements and scrubs parity. A write-intent [`bitmap`]
+//! lets assembly resync only the rows an interrupted write may have left inconsistent,
+//! and per-block checksums let scrub name the member that returns wrong data. Pools, thin
+//! volumes and the NBD/NFS exports sit on top of this API. The on-disk format and the
+//! parity math are in `docs/raid.md`.
+//!
+//! ```
+//! use vessel_raid::{RaidArray, RaidConfig, RaidLevel};
+//!
+//! let dir = std::env::temp_dir().join(format!("vessel-raid-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let paths: Vec<_> = (0..4).map(|i| dir.join(format!("disk{i}"))).collect();
+//! for p in &paths {
+//!     std::fs::File::create(p)?.set_len(4 << 20)?;
+//! }
+//! let array = RaidArray::create(&paths, &RaidConfig::new(RaidLevel::Raid6))?;
+//! array.write_at(12345, b"hello")?;
+//! array.flush()?;
+//! array.fail_member(0)?;
+//! array.fail_member(3)?;
+//! let mut buf = [0u8; 5];
+//! array.read_at(12345, &mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 
