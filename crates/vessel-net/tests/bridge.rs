@@ -145,6 +145,20 @@ fn link_errors_are_reported_and_leave_nothing_behind() {
         !host.has_link("vx1") && !inst.has_link("eth0"),
         "failed plug cleaned up"
     );
+
+    // A pair created locally, one end then moved into the instance by namespace fd.
+    links.create_veth("m0", "m1", None).expect("local veth");
+    links.move_to("m1", &inst.ns).expect("move");
+    assert!(!host.has_link("m1") && inst.has_link("m1"), "m1 moved");
+    let mac: vessel_net::MacAddr = "0a:76:73:aa:bb:cc".parse().expect("mac");
+    links.set_mac("m0", mac).expect("mac");
+    links.set_up("m0", true).expect("up");
+    links.set_up("m0", false).expect("down");
+    let m0 = String::from_utf8_lossy(&host.exec(&["ip", "link", "show", "m0"]).stdout).to_string();
+    assert!(
+        m0.contains("0a:76:73:aa:bb:cc") && !m0.contains(",UP"),
+        "{m0}"
+    );
     let show = String::from_utf8_lossy(&host.exec(&["ip", "-4", "addr", "show", "vbr-e"]).stdout)
         .to_string();
     assert!(

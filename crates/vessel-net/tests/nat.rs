@@ -230,4 +230,12 @@ fn port_forwards_reach_instances_and_networks_stay_apart() {
         inst_a.ping(&INTERNET.to_string()),
         "but both reach the internet"
     );
+
+    // The isolation comes from the tables: without them the host routes between networks.
+    remove_table(&host.ns, "fa").expect("remove fa");
+    remove_table(&host.ns, "fb").expect("remove fb");
+    assert!(
+        inst_b.ping(&a.to_string()),
+        "without rules the host would route fb to fa"
+    );
 }
