@@ -180,7 +180,9 @@ impl RaidArray {
             chunk,
             data_size,
         };
+        // The whole array starts dirty, so an interrupted initial sync resumes at assembly.
         let mut bitmap = Bitmap::new(geo.rows(), chunk);
+        bitmap.set_all();
         let inner = Inner {
             geo,
             pool: Uuid::new_v4(),
@@ -193,7 +195,7 @@ impl RaidArray {
                     checkpoint: 0,
                 })
                 .collect(),
-            bitmap: Bitmap::new(geo.rows(), chunk),
+            bitmap,
             last_io_error: None,
             failures_pending: false,
         };
@@ -204,11 +206,10 @@ impl RaidArray {
         };
         {
             let mut inner = array.lock();
-            // The whole array starts dirty: an interrupted initial sync resumes at assembly.
-            bitmap.set_all();
-            inner.bitmap = bitmap;
-            inner.write_superblocks()?;
+            // Bitmap before superblocks: a member that looks like ours must never carry
+            // a bitmap left over from its previous life.
             inner.write_bitmap_all()?;
+            inner.write_superblocks()?;
             inner.resync_marked()?;
         }
         tracing::info!(pool = %array.pool, level = %geo.level, members = geo.members, size = geo.size(), "RAID array created");
