@@ -87,6 +87,10 @@ pub(crate) struct Inner {
     pub last_io_error: Option<RaidError>,
     /// A member failed and the superblocks do not say so yet.
     pub failures_pending: bool,
+    /// Cached checksum-area blocks, by (member, member offset).
+    pub csum_cache: HashMap<(usize, u64), Vec<u8>>,
+    /// Blocks read whose checksum did not match, since assembly.
+    pub checksum_errors: u64,
 }
 
 /// A RAID array presented as one block device.
@@ -198,6 +202,8 @@ impl RaidArray {
             bitmap,
             last_io_error: None,
             failures_pending: false,
+            csum_cache: HashMap::new(),
+            checksum_errors: 0,
         };
         let array = RaidArray {
             geo,
@@ -383,6 +389,8 @@ impl RaidArray {
             bitmap,
             last_io_error: None,
             failures_pending: false,
+            csum_cache: HashMap::new(),
+            checksum_errors: 0,
         };
         let array = RaidArray {
             geo,
@@ -438,6 +446,12 @@ impl RaidArray {
                 },
             })
             .collect()
+    }
+
+    /// Blocks whose checksum did not match when read, since assembly (each one was read
+    /// around and rewritten from the redundancy where the level has any).
+    pub fn checksum_errors(&self) -> u64 {
+        self.lock().checksum_errors
     }
 
     /// Whether any member is missing or being rebuilt.
@@ -505,6 +519,7 @@ impl Inner {
         self.slots[m].state = SlotState::Failed;
         self.slots[m].member = None;
         self.slots[m].checkpoint = 0;
+        self.forget_checksums(m);
     }
 
     /// Bumps the generation and writes the superblock to every live member; a member

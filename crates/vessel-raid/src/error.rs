@@ -133,11 +133,11 @@ pub enum RaidError {
         size: u64,
     },
     /// More members are missing than the level tolerates: the data is gone.
-    #[error("data loss at array offset {offset}: members {missing:?} are missing and RAID {level} cannot rebuild them")]
+    #[error("data loss at array offset {offset}: members {missing:?} are missing or returned corrupt data, and RAID {level} cannot rebuild them")]
     DataLoss {
         /// Array offset of the stripe that cannot be read.
         offset: u64,
-        /// The missing members.
+        /// The members missing, or failing their checksums, in that stripe.
         missing: Vec<usize>,
         /// The level.
         level: RaidLevel,

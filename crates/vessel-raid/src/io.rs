@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use crate::array::{Inner, RaidArray};
+use crate::checksum::Verified;
 use crate::error::{RaidError, Result};
 use crate::gf;
 use crate::layout::Role;
@@ -148,12 +149,40 @@ impl Inner {
     }
 
     fn data_loss(&self, row: u64) -> RaidError {
+        self.data_loss_with(row, &[])
+    }
+
+    /// Data loss in `row`, where `corrupt` members returned wrong bytes besides the
+    /// missing ones.
+    pub fn data_loss_with(&self, row: u64, corrupt: &[usize]) -> RaidError {
         RaidError::DataLoss {
             offset: row * self.geo.row_bytes(),
             missing: (0..self.slots.len())
-                .filter(|&m| !self.readable(m, row))
+                .filter(|&m| !self.readable(m, row) || corrupt.contains(&m))
                 .collect(),
             level: self.geo.level,
+        }
+    }
+
+    /// Rewrites the chunks (columns from `col`) of members that returned wrong bytes,
+    /// from a row's solved data.
+    fn heal(&mut self, row: u64, col: u64, data: &[Vec<u8>], corrupt: &[usize]) {
+        if corrupt.is_empty() {
+            return;
+        }
+        let off = self.geo.member_offset(row) + col;
+        let (p, q) = self.parity(data);
+        for &m in corrupt {
+            let buf = match self.geo.role(row, m) {
+                Role::Data(d) => data.get(d).cloned(),
+                Role::P => p.clone(),
+                Role::Q => q.clone(),
+            };
+            if let Some(buf) = buf {
+                if self.write_member(m, off, &buf) {
+                    tracing::info!(pool = %self.pool, member = m, row, "corrupt chunk rewritten from redundancy");
+                }
+            }
         }
     }
 
@@ -168,33 +197,53 @@ impl Inner {
         let off = self.geo.member_offset(row) + cols.start;
         if self.geo.level == RaidLevel::Raid1 {
             let mut buf = vec![0u8; len];
+            let mut corrupt = Vec::new();
             for m in 0..self.slots.len() {
-                if self.readable(m, row) && self.read_member(m, off, &mut buf) {
-                    return Ok(vec![buf]);
+                if !self.readable(m, row) {
+                    continue;
+                }
+                match self.read_verified(m, off, &mut buf) {
+                    Verified::Good => {
+                        // Heal the mirrors that returned wrong bytes.
+                        for bad in corrupt {
+                            self.write_member(bad, off, &buf);
+                        }
+                        return Ok(vec![buf]);
+                    }
+                    Verified::Corrupt => corrupt.push(m),
+                    Verified::Failed => {}
                 }
             }
-            return Err(self.data_loss(row));
+            return Err(self.data_loss_with(row, &corrupt));
         }
         let mut out = Vec::with_capacity(want.len());
+        let mut corrupt = Vec::new();
         for d in want.clone() {
             let m = self.geo.data_member(row, d);
             let mut buf = vec![0u8; len];
-            if !self.readable(m, row) || !self.read_member(m, off, &mut buf) {
+            if !self.readable(m, row) {
                 break;
             }
-            out.push(buf);
+            match self.read_verified(m, off, &mut buf) {
+                Verified::Good => out.push(buf),
+                Verified::Corrupt => {
+                    corrupt.push(m);
+                    break;
+                }
+                Verified::Failed => break,
+            }
         }
         if out.len() == want.len() {
             return Ok(out);
         }
-        let mut all = self.reconstruct_row(row, cols)?;
+        let mut all = self.solve_row(row, cols, &corrupt, true)?;
         Ok(all.drain(want).collect())
     }
 
     /// Reads every readable member of a row (columns `cols`) and solves for the missing
     /// data chunks. Returns all data chunks of the row.
     pub fn reconstruct_row(&mut self, row: u64, cols: Range<u64>) -> Result<Vec<Vec<u8>>> {
-        self.reconstruct_row_without(row, cols, &[])
+        self.solve_row(row, cols, &[], false)
     }
 
     /// Like [`Inner::reconstruct_row`], treating the members in `exclude` as missing too.
@@ -204,19 +253,38 @@ impl Inner {
         cols: Range<u64>,
         exclude: &[usize],
     ) -> Result<Vec<Vec<u8>>> {
+        self.solve_row(row, cols, exclude, false)
+    }
+
+    /// Solves a row around missing members, members in `exclude`, and members whose bytes
+    /// fail their checksums; the latter (and `exclude` too if `heal_excluded`) are
+    /// rewritten from the solution.
+    fn solve_row(
+        &mut self,
+        row: u64,
+        cols: Range<u64>,
+        exclude: &[usize],
+        heal_excluded: bool,
+    ) -> Result<Vec<Vec<u8>>> {
         let len = (cols.end - cols.start) as usize;
         let off = self.geo.member_offset(row) + cols.start;
         let dm = self.geo.data_members();
         'retry: loop {
             let mut data: Vec<Option<Vec<u8>>> = vec![None; dm];
             let (mut p, mut q) = (None, None);
+            let mut corrupt = Vec::new();
             for m in 0..self.slots.len() {
                 if !self.readable(m, row) || exclude.contains(&m) {
                     continue;
                 }
                 let mut buf = vec![0u8; len];
-                if !self.read_member(m, off, &mut buf) {
-                    continue 'retry;
+                match self.read_verified(m, off, &mut buf) {
+                    Verified::Good => {}
+                    Verified::Corrupt => {
+                        corrupt.push(m);
+                        continue;
+                    }
+                    Verified::Failed => continue 'retry,
                 }
                 match self.geo.role(row, m) {
                     Role::Data(d) => data[d] = Some(buf),
@@ -257,9 +325,17 @@ impl Inner {
                     data[*x] = Some(dx);
                     data[*y] = Some(dy);
                 }
-                _ => return Err(self.data_loss(row)),
+                _ => {
+                    corrupt.extend_from_slice(exclude);
+                    return Err(self.data_loss_with(row, &corrupt));
+                }
             }
-            return Ok(data.into_iter().flatten().collect());
+            let data: Vec<Vec<u8>> = data.into_iter().flatten().collect();
+            if heal_excluded {
+                corrupt.extend_from_slice(exclude);
+            }
+            self.heal(row, cols.start, &data, &corrupt);
+            return Ok(data);
         }
     }
 

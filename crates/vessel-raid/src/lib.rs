@@ -6,9 +6,10 @@
 //! (`read_at`, `write_at`, `flush`, `size`), keeps working with failed members as far as
 //! the level allows, rebuilds replacements and scrubs parity. A write-intent [`bitmap`]
 //! lets assembly resync only the rows an interrupted write may have left inconsistent,
-//! and per-block checksums let scrub name the member that returns wrong data. Pools, thin
-//! volumes and the NBD/NFS exports sit on top of this API. The on-disk format and the
-//! parity math are in `docs/raid.md`.
+//! and per-block checksums, checked on every read and by scrub, catch a member that
+//! returns wrong data so it is read around and repaired. Pools, thin volumes and the
+//! NBD/NFS exports sit on top of this API. The on-disk format and the parity math are in
+//! `docs/raid.md`.
 //!
 //! ```
 //! use vessel_raid::{RaidArray, RaidConfig, RaidLevel};

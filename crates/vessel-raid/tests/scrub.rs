@@ -100,14 +100,73 @@ fn two_way_mirror_scrub_names_and_repairs_the_lying_copy() {
     let array = RaidArray::open(&paths).expect("open");
     // Corrupt the first copy, which reads are served from.
     corrupt(&paths[0], DATA_OFFSET + 5 * CHUNK, 4096);
-    assert!(
-        read_all(&array) != model,
-        "corruption did not reach the read path"
-    );
     let report = array.scrub(true).expect("repair");
     assert_eq!(report.mismatches.len(), 1, "{report:?}");
     assert_eq!(report.mismatches[0].members, vec![0]);
+    assert!(array.scrub(false).expect("scrub").is_clean());
     assert!(read_all(&array) == model, "repair copied the wrong mirror");
+}
+
+/// Reads never return bytes that fail their checksums: they are read around, served from
+/// the redundancy and rewritten on the lying member, which scrub then finds clean.
+#[test]
+fn reads_route_around_and_heal_silent_corruption() {
+    for (level, n) in [
+        (RaidLevel::Raid1, 2),
+        (RaidLevel::Raid5, 3),
+        (RaidLevel::Raid6, 4),
+    ] {
+        let (_dir, paths, model) = setup(level, n, 17);
+        let array = RaidArray::open(&paths).expect("open");
+        let geo = array.geometry();
+        // Data chunk 0 of row 3, and the P chunk of row 6 (read when row 6 is degraded).
+        let (m, off) = data_location(&array, 3, 0);
+        corrupt(&paths[m], off + 8192, 700);
+        assert!(
+            read_all(&array) == model,
+            "{level}: corrupt bytes were returned"
+        );
+        assert_eq!(array.checksum_errors(), 1, "{level}");
+        assert!(
+            array.scrub(false).expect("scrub").is_clean(),
+            "{level}: not healed"
+        );
+        // Corrupt parity while a data member is missing: RAID 6 still has Q; RAID 5 has
+        // nothing left and must say so rather than use the bad parity.
+        if let Some(p) = geo.p_member(6) {
+            corrupt(&paths[p], geo.member_offset(6), 4096);
+            array.fail_member(geo.data_member(6, 0)).expect("fail");
+            if level == RaidLevel::Raid6 {
+                assert!(read_all(&array) == model, "{level}: bad parity used");
+            } else {
+                let mut buf = vec![0u8; 4096];
+                let err = array
+                    .read_at(6 * geo.row_bytes(), &mut buf)
+                    .expect_err("bad parity and a missing member");
+                assert!(
+                    matches!(err, vessel_raid::RaidError::DataLoss { .. }),
+                    "{err}"
+                );
+            }
+        }
+    }
+}
+
+/// Without redundancy a corrupt block is an error, never wrong bytes.
+#[test]
+fn raid0_read_of_corrupt_block_is_data_loss() {
+    let (_dir, paths, _model) = setup(RaidLevel::Raid0, 2, 18);
+    let array = RaidArray::open(&paths).expect("open");
+    corrupt(&paths[1], DATA_OFFSET + 4 * CHUNK, 1);
+    let mut buf = vec![0u8; 4096];
+    // Row 4, data chunk 1 is on member 1.
+    let err = array
+        .read_at(4 * 2 * CHUNK + CHUNK, &mut buf)
+        .expect_err("corrupt block");
+    assert!(
+        matches!(&err, vessel_raid::RaidError::DataLoss { missing, .. } if *missing == vec![1]),
+        "{err}"
+    );
 }
 
 #[test]
