@@ -30,6 +30,22 @@ pub(crate) fn io_err(path: &Path, op: &'static str, source: io::Error) -> Cgroup
     }
 }
 
+/// The error of a freeze that did not complete within [`FREEZE_TIMEOUT`] (the cgroup has been
+/// thawed again); `state` says what the kernel still reported.
+pub(crate) fn freeze_timed_out(path: &Path, state: &str) -> CgroupError {
+    io_err(
+        path,
+        "freeze within 5s",
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{state} after {}s; thawed it again",
+                FREEZE_TIMEOUT.as_secs()
+            ),
+        ),
+    )
+}
+
 /// Reads a whole cgroup file.
 pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| io_err(path, "read", e))

@@ -452,17 +452,7 @@ impl CgroupManager for V1Manager {
         })?;
         if !frozen {
             let _ = fs::write(&state, "THAWED");
-            return Err(io_err(
-                &state,
-                "freeze within 5s",
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "still FREEZING after {}s; thawed it again",
-                        fs::FREEZE_TIMEOUT.as_secs()
-                    ),
-                ),
-            ));
+            return Err(fs::freeze_timed_out(&state, "still FREEZING"));
         }
         tracing::info!(cgroup = %self.cgroup_path, "frozen");
         Ok(())

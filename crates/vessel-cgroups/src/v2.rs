@@ -394,17 +394,7 @@ impl CgroupManager for V2Manager {
         })?;
         if !frozen {
             let _ = fs::write(&control, "0");
-            return Err(io_err(
-                &events,
-                "freeze within 5s",
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "not frozen after {}s; thawed it again",
-                        fs::FREEZE_TIMEOUT.as_secs()
-                    ),
-                ),
-            ));
+            return Err(fs::freeze_timed_out(&events, "not frozen"));
         }
         tracing::info!(cgroup = %self.cgroup_path, "frozen");
         Ok(())
