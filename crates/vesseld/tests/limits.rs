@@ -18,7 +18,9 @@ fn fork_bomb_is_held_by_the_pids_limit() {
         .map(|p| p.join("bomb/pids.current"))
         .find(|p| p.exists())
         .expect("the instance has a pids cgroup");
-    // A real fork bomb, left to rage inside the container (it is killed with the instance).
+    // A process flood that keeps every child alive (a classic `f | f &` bomb collapses on
+    // itself once forks fail, so on a loaded machine its peak is a matter of luck): 200
+    // sleepers are asked for, the cap lets ~40 exist, and the count must sit at the cap.
     let mut bomb = std::process::Command::new(common::bin_dir().join("vessel"))
         .arg("--socket")
         .arg(&d.socket)
@@ -29,13 +31,13 @@ fn fork_bomb_is_held_by_the_pids_limit() {
             "--",
             "sh",
             "-c",
-            "f() { f | f & }; f; sleep 60",
+            "i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done; sleep 60",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Sample until the bomb has hit the cap (a loaded machine forks slowly), then a second
+    // Sample until the flood has hit the cap (a loaded machine forks slowly), then a second
     // more to see it stay there; 20 s at most.
     let mut max = 0u64;
     let mut capped_at = None;
