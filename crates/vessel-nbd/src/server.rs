@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use crate::device::BlockDevice;
@@ -80,10 +80,11 @@ impl NbdExport {
 /// The set of exports a server offers, by name.
 pub(crate) type Exports = BTreeMap<String, NbdExport>;
 
-/// An NBD server: a fixed set of exports that can be served on several listeners.
+/// An NBD server: a set of exports that can be served on several listeners. Exports can be
+/// added and removed while it serves; a client sees the set as it was when it connected.
 #[derive(Debug, Clone)]
 pub struct NbdServer {
-    exports: Arc<Exports>,
+    exports: Arc<RwLock<Exports>>,
 }
 
 impl NbdServer {
@@ -100,8 +101,41 @@ impl NbdServer {
             map.insert(export.name.clone(), export);
         }
         Ok(NbdServer {
-            exports: Arc::new(map),
+            exports: Arc::new(RwLock::new(map)),
         })
+    }
+
+    /// Offers one more export on every listener of this server.
+    pub fn add_export(&self, export: NbdExport) -> Result<(), NbdError> {
+        if export.name.len() > 4096 {
+            return Err(NbdError::BadExportName(export.name));
+        }
+        let mut map = self.exports.write().unwrap_or_else(PoisonError::into_inner);
+        if map.contains_key(&export.name) {
+            return Err(NbdError::DuplicateExport(export.name));
+        }
+        map.insert(export.name.clone(), export);
+        Ok(())
+    }
+
+    /// Stops offering an export to new clients (connected ones keep their device until they
+    /// disconnect). Returns whether it was offered.
+    pub fn remove_export(&self, name: &str) -> bool {
+        self.exports
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .is_some()
+    }
+
+    /// Names of the exports offered.
+    pub fn export_names(&self) -> Vec<String> {
+        self.exports
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Serve on a unix socket at `path` (removed again when the handle drops).
@@ -184,7 +218,7 @@ type Closer = Box<dyn Fn() + Send>;
 type Conn = (Closer, Option<JoinHandle<()>>);
 
 struct Shared {
-    exports: Arc<Exports>,
+    exports: Arc<RwLock<Exports>>,
     stopping: AtomicBool,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Conn>>,
@@ -250,7 +284,12 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let writer = stream.clone_stream()?;
     let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
-    let Some(session) = handshake::negotiate(&mut reader, &mut writer, &shared.exports)? else {
+    let exports = shared
+        .exports
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(session) = handshake::negotiate(&mut reader, &mut writer, &exports)? else {
         return Ok(());
     };
     tracing::debug!(export = %session.export.name, "nbd client entered transmission");

@@ -70,3 +70,33 @@ fn unknown_export_is_refused_at_handshake() {
     // The server keeps serving the known exports afterwards.
     run_ok("nbdinfo", &["--size", &fx.uri("disk")]);
 }
+
+#[test]
+fn exports_added_and_removed_while_serving() {
+    let fx = Fixture::new("info-live");
+    let extra = vessel_nbd::FileDevice::create(fx.dir.join("extra.img"), 2 << 20).expect("extra");
+    assert!(!run("nbdinfo", &[&fx.uri("extra")]).status.success());
+    fx.server
+        .add_export(vessel_nbd::NbdExport::new(
+            "extra",
+            std::sync::Arc::new(extra),
+        ))
+        .expect("add");
+    assert_eq!(
+        run_ok("nbdinfo", &["--size", &fx.uri("extra")]).trim(),
+        (2u64 << 20).to_string()
+    );
+    let dup = vessel_nbd::FileDevice::open(fx.dir.join("extra.img"), true).expect("dup");
+    assert!(fx
+        .server
+        .add_export(vessel_nbd::NbdExport::new(
+            "extra",
+            std::sync::Arc::new(dup)
+        ))
+        .is_err());
+    assert!(fx.server.remove_export("extra"));
+    assert!(!fx.server.remove_export("extra"));
+    let out = run("nbdinfo", &[&fx.uri("extra")]);
+    assert!(!out.status.success(), "a removed export is still served");
+    assert!(!fx.server.export_names().contains(&"extra".to_string()));
+}
