@@ -8,9 +8,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::error::{Result, VmError};
-use crate::machine::{
-    Accel, DiskFormat, Firmware, MachineDef, Media, NicBackend, ParaBoot, Profile, VmPaths,
-};
+use crate::machine::{Accel, Firmware, MachineDef, Media, NicBackend, ParaBoot, Profile, VmPaths};
 
 /// The sandbox every VM runs under: no obsolete syscalls, no privilege changes, no new
 /// processes, no scheduler/affinity changes.
@@ -149,7 +147,7 @@ fn para(a: &mut Args, def: &MachineDef, p: &ParaBoot, paths: &VmPaths) -> Result
     a.push("virtio-rng-pci,rng=rng0");
     for (i, d) in def.disks.iter().enumerate() {
         a.push("-blockdev");
-        a.push(blockdev(i, &d.path, d.format, d.read_only)?);
+        a.push(blockdev(i, d, d.read_only)?);
         a.push("-device");
         a.push(opts(&[
             ("driver", "virtio-blk-pci"),
@@ -207,7 +205,7 @@ fn full(
     for (i, d) in def.disks.iter().enumerate() {
         let cdrom = d.media == Media::Cdrom;
         a.push("-blockdev");
-        a.push(blockdev(i, &d.path, d.format, d.read_only || cdrom)?);
+        a.push(blockdev(i, d, d.read_only || cdrom)?);
         let mut o = vec![
             (
                 "driver",
@@ -294,20 +292,31 @@ pub fn kernel_cmdline(def: &MachineDef, p: &ParaBoot) -> String {
     words.join(" ")
 }
 
-/// A `-blockdev` in JSON: format node `diskN` over a file node. Backing files of overlays
-/// are opened read-only by QEMU from the image header.
-fn blockdev(i: usize, path: &Path, format: DiskFormat, read_only: bool) -> Result<String> {
-    let mut file = serde_json::json!({
-        "driver": "file",
-        "filename": utf8(path)?,
-    });
+/// A `-blockdev` in JSON: format node `diskN` over a file node (or an NBD client node for a
+/// volume served over NBD). Backing files of overlays are opened read-only by QEMU from the
+/// image header.
+fn blockdev(i: usize, d: &crate::machine::Disk, read_only: bool) -> Result<String> {
+    let mut file = match &d.nbd_export {
+        None => serde_json::json!({
+            "driver": "file",
+            "filename": utf8(&d.path)?,
+        }),
+        Some(export) => serde_json::json!({
+            "driver": "nbd",
+            "server": { "type": "unix", "path": utf8(&d.path)? },
+            "export": export,
+            "reconnect-delay": 10,
+        }),
+    };
     let mut node = serde_json::json!({
-        "driver": format.as_str(),
+        "driver": d.format.as_str(),
         "node-name": format!("disk{i}"),
         "read-only": read_only,
     });
     if !read_only {
-        file["discard"] = "unmap".into();
+        if d.nbd_export.is_none() {
+            file["discard"] = "unmap".into();
+        }
         node["discard"] = "unmap".into();
     }
     node["file"] = file;
@@ -346,12 +355,39 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::{Disk, Nic};
+    use crate::machine::{Disk, DiskFormat, Nic};
 
     fn strings(args: &[OsString]) -> Vec<String> {
         args.iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn nbd_disks_are_nbd_client_nodes() {
+        let mut d = MachineDef::para("vm1", Path::new("/run/vm1"), Path::new("/k"), None);
+        d.disks.push(Disk {
+            path: "/run/vessel/volumes/vm1-data.sock".into(),
+            format: DiskFormat::Raw,
+            media: Media::Disk,
+            read_only: false,
+            nbd_export: Some("pool1/data".into()),
+        });
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir)).unwrap());
+        let node: serde_json::Value = args
+            .windows(2)
+            .find(|w| w[0] == "-blockdev")
+            .map(|w| serde_json::from_str(&w[1]).unwrap())
+            .expect("a -blockdev");
+        assert_eq!(node["driver"], "raw");
+        assert_eq!(node["file"]["driver"], "nbd");
+        assert_eq!(node["file"]["export"], "pool1/data");
+        assert_eq!(node["file"]["server"]["type"], "unix");
+        assert_eq!(
+            node["file"]["server"]["path"],
+            "/run/vessel/volumes/vm1-data.sock"
+        );
+        assert!(node["file"].get("filename").is_none());
     }
 
     #[test]
@@ -367,6 +403,7 @@ mod tests {
             format: DiskFormat::Qcow2,
             media: Media::Disk,
             read_only: false,
+            nbd_export: None,
         });
         d.nics.push(Nic {
             backend: NicBackend::Tap {
@@ -414,12 +451,14 @@ mod tests {
             format: DiskFormat::Qcow2,
             media: Media::Disk,
             read_only: false,
+            nbd_export: None,
         });
         d.disks.push(Disk {
             path: "/iso/setup.iso".into(),
             format: DiskFormat::Raw,
             media: Media::Cdrom,
             read_only: true,
+            nbd_export: None,
         });
         d.nics.push(Nic {
             backend: NicBackend::User,

@@ -116,6 +116,11 @@ pub struct Disk {
     /// Whether the guest may not write it (always true for a cdrom).
     #[serde(default)]
     pub read_only: bool,
+    /// When set, the disk is this export of an NBD server listening on the unix socket at
+    /// `path` (a storage volume served by the daemon), not a file. QEMU reconnects when the
+    /// server restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd_export: Option<String>,
 }
 
 /// Where a NIC's packets go on the host.
@@ -417,6 +422,7 @@ mod tests {
             format: DiskFormat::Raw,
             media: Media::Cdrom,
             read_only: true,
+            nbd_export: None,
         });
         assert!(d.validate().is_err(), "cdrom in para");
         let mut f = MachineDef::full("vm1", Path::new("/run/v"), Media::Disk);
@@ -426,6 +432,7 @@ mod tests {
             format: DiskFormat::Qcow2,
             media: Media::Disk,
             read_only: false,
+            nbd_export: None,
         });
         assert!(f.validate().is_ok());
         f.run_dir = PathBuf::from("/".to_string() + &"d".repeat(100));

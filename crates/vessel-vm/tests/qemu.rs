@@ -147,6 +147,7 @@ fn para_vm_lifecycle() {
         format: DiskFormat::Qcow2,
         media: Media::Disk,
         read_only: false,
+        nbd_export: None,
     });
     def.nics.push(Nic {
         backend: NicBackend::User,
@@ -396,6 +397,7 @@ fn full_boots_a_disk_with_seabios_and_serves_vnc() {
         format: DiskFormat::Qcow2,
         media: Media::Disk,
         read_only: false,
+        nbd_export: None,
     };
     full_boot(&tmp, "vm-full", disk, Media::Disk, "VESSEL-BOOT-OK");
 }
@@ -413,6 +415,7 @@ fn full_boots_an_iso_from_cdrom() {
         format: DiskFormat::Raw,
         media: Media::Cdrom,
         read_only: true,
+        nbd_export: None,
     };
     full_boot(&tmp, "vm-iso", disk, Media::Cdrom, "VESSEL-CDROM-OK");
 }
@@ -471,6 +474,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         format: DiskFormat::Qcow2,
         media: Media::Disk,
         read_only: false,
+        nbd_export: None,
     });
     let err = start(&def, None).expect_err("corrupted disk");
     assert!(matches!(err, VmError::BadImage { .. }), "{err}");
@@ -536,6 +540,7 @@ fn uefi_firmware_starts() {
         format: DiskFormat::Raw,
         media: Media::Cdrom,
         read_only: true,
+        nbd_export: None,
     });
     let mut guard = QemuGuard::new(&def.run_dir, None);
     let t = Instant::now();

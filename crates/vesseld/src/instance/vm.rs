@@ -239,6 +239,7 @@ impl VmDriver {
                         format: DiskFormat::Raw,
                         media: Media::Cdrom,
                         read_only: true,
+                        nbd_export: None,
                     },
                 )
             } else {
@@ -276,6 +277,7 @@ impl VmDriver {
             format: DiskFormat::Qcow2,
             media,
             read_only: false,
+            nbd_export: None,
         })
     }
 
