@@ -7,6 +7,7 @@
 //! - [`create_bridge`], [`plug_veth`]: a network's bridge and its instances' veth NICs;
 //! - [`NatRules`]: masquerade and port forwards, one nftables table per network, atomic;
 //! - [`create_vxlan`], [`add_vxlan_peer`]: overlays spanning hosts with static unicast peers;
+//! - [`create_tap`]: persistent tap devices for VMs, owned by QEMU's user, bridged;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
 pub mod ipam;
@@ -15,6 +16,7 @@ pub mod nat;
 mod netlink;
 pub mod netns;
 pub mod nic;
+pub mod tap;
 pub mod vxlan;
 
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
@@ -26,6 +28,7 @@ pub use nat::{
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
 pub use nic::{create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
+pub use tap::{create_tap, delete_tap, open_tap, tap_info, TapError, TapInfo, TapSpec};
 pub use vxlan::{
     add_vxlan_peer, create_vxlan, remove_vxlan_peer, VxlanError, VxlanSpec, VXLAN_OVERHEAD,
     VXLAN_PORT,

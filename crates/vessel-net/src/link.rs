@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 
 use crate::ipam::MacAddr;
 use crate::netlink::{
-    ifinfo_index, ifinfomsg, Netlink, NetlinkError, Request, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    attr_u32, find_attr, ifinfo_index, ifinfomsg, parse_attrs, Netlink, NetlinkError, Request,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use crate::netns::NetNs;
 
@@ -17,7 +17,7 @@ const RTM_NEWROUTE: u16 = 24;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
-const IFLA_MASTER: u16 = 10;
+pub(crate) const IFLA_MASTER: u16 = 10;
 pub(crate) const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 pub(crate) const IFLA_INFO_KIND: u16 = 1;
@@ -106,6 +106,41 @@ impl Links {
             name: name.to_string(),
             ns: self.ns_label.clone(),
         })
+    }
+
+    /// The attributes of link `name` as the kernel reports them (the RTM_NEWLINK body:
+    /// ifinfomsg then attributes), or `None` if it does not exist.
+    pub(crate) fn get_link(&mut self, name: &str) -> Result<Option<Vec<u8>>, LinkError> {
+        validate_ifname(name)?;
+        let mut req = Request::new(RTM_GETLINK, NLM_F_REQUEST, &ifinfomsg(0, 0, 0, 0));
+        req.attr_str(IFLA_IFNAME, name);
+        match self.nl.call(&mut req, &format!("lookup of link {name}")) {
+            Ok(body) if body.len() >= 16 => Ok(Some(body)),
+            Ok(_) => Err(NetlinkError::Malformed(format!("lookup of link {name}")).into()),
+            Err(NetlinkError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::ENODEV) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The bridge `name` is a port of (its interface index), or `None`.
+    pub fn master(&mut self, name: &str) -> Result<Option<u32>, LinkError> {
+        let body = self.get_link(name)?.ok_or_else(|| LinkError::NotFound {
+            name: name.to_string(),
+            ns: self.ns_label.clone(),
+        })?;
+        let attrs = parse_attrs(&body[16..]);
+        Ok(find_attr(&attrs, IFLA_MASTER)
+            .and_then(attr_u32)
+            .filter(|i| *i != 0))
+    }
+
+    /// The label of the namespace this handle acts in (for errors and logs).
+    pub fn ns_label(&self) -> &str {
+        &self.ns_label
     }
 
     /// Creates a Linux bridge named `name` (down; see [`Links::set_up`]).

@@ -257,6 +257,32 @@ fn word(data: &[u8], off: usize) -> [u8; 4] {
     [data[off], data[off + 1], data[off + 2], data[off + 3]]
 }
 
+/// Splits a run of netlink attributes into `(type, payload)` pairs (type without the nested
+/// and byte-order flags); stops at the first malformed attribute.
+pub(crate) fn parse_attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            break;
+        }
+        out.push((kind, &buf[4..len]));
+        buf = &buf[align4(len).min(buf.len())..];
+    }
+    out
+}
+
+/// The first attribute of type `kind` in `attrs`.
+pub(crate) fn find_attr<'a>(attrs: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
+    attrs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+}
+
+/// Reads a native-endian u32 attribute payload.
+pub(crate) fn attr_u32(payload: &[u8]) -> Option<u32> {
+    (payload.len() >= 4).then(|| u32::from_ne_bytes(word(payload, 0)))
+}
+
 /// Builds a `struct ifinfomsg`.
 pub(crate) fn ifinfomsg(family: u8, index: i32, flags: u32, change: u32) -> [u8; 16] {
     let mut b = [0u8; 16];
@@ -292,5 +318,11 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([msg[32], msg[33]]), 8);
         // nest: 4 header + (4 + "bridge\0" = 11 -> 12) = 16.
         assert_eq!(u16::from_ne_bytes([msg[40], msg[41]]), 16);
+        // Parsing the attributes back (after nlmsghdr + ifinfomsg) finds both.
+        let attrs = parse_attrs(&msg[32..]);
+        assert_eq!(attrs.len(), 2);
+        assert_eq!(find_attr(&attrs, 3), Some(&b"br0\0"[..]));
+        let nested = parse_attrs(find_attr(&attrs, 18).expect("linkinfo"));
+        assert_eq!(nested, vec![(1, &b"bridge\0"[..])]);
     }
 }

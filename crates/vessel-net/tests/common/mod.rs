@@ -96,3 +96,10 @@ impl Drop for TestNs {
             .output();
     }
 }
+
+/// Whether a link of that name exists in the test process's own namespace (read only).
+pub fn current_ns_has_link(name: &str) -> bool {
+    run(Command::new("ip").args(["link", "show", name]))
+        .status
+        .success()
+}
