@@ -8,8 +8,10 @@
 //! - [`NatRules`]: masquerade and port forwards, one nftables table per network, atomic;
 //! - [`create_vxlan`], [`add_vxlan_peer`]: overlays spanning hosts with static unicast peers;
 //! - [`create_tap`]: persistent tap devices for VMs, owned by QEMU's user, bridged;
+//! - [`set_bandwidth`]: per-NIC rate limits (tbf, and IFB for traffic out of an instance);
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
+pub mod bandwidth;
 pub mod ipam;
 pub mod link;
 pub mod nat;
@@ -19,6 +21,9 @@ pub mod nic;
 pub mod tap;
 pub mod vxlan;
 
+pub use bandwidth::{
+    bandwidth, clear_bandwidth, ifb_name, set_bandwidth, BandwidthError, BandwidthLimits, RateLimit,
+};
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
 pub use link::{validate_ifname, LinkError, Links};
 pub use nat::{

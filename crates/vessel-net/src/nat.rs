@@ -8,9 +8,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::ipam::Subnet;
 use crate::link::{validate_ifname, LinkError};
@@ -212,7 +210,7 @@ pub fn set_ipv4_forwarding(ns: &NetNs, on: bool) -> Result<(), NftError> {
 /// Runs nft inside `ns`. `Ok(Some(stdout))` on success; for a lookup (`stdin` is `None`) a
 /// failure means "no such object" and gives `Ok(None)`; for a script it is `Refused`.
 fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> Result<Option<String>, NftError> {
-    let mut cmd = Command::new("nft");
+    let mut cmd = ns.command("nft");
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -221,19 +219,6 @@ fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> Result<Option<String>,
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(fd) = ns.fd() {
-        let raw = fd.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe and allocates nothing; `raw` stays open until exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
     let mut child = cmd.spawn().map_err(NftError::Spawn)?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes()).map_err(NftError::Spawn)?;

@@ -98,6 +98,30 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// A command that runs inside this namespace: the child `setns`es in `pre_exec`, so no
+    /// thread of this (multi-threaded) process ever moves. The namespace must stay open until
+    /// the command is spawned.
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(program);
+        if let Some(fd) = self.fd() {
+            let raw = fd.as_raw_fd();
+            // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+            // which is async-signal-safe and allocates nothing; `raw` stays open until exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+}
+
 /// Moves the calling thread into the network namespace open at `fd`.
 pub(crate) fn enter(fd: libc::c_int) -> Result<(), NetNsError> {
     // SAFETY: setns only reads the fd number and changes this thread's namespace; it does not
