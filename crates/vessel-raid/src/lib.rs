@@ -44,11 +44,15 @@ pub mod layout;
 pub mod maintenance;
 pub mod member;
 pub mod superblock;
+pub mod thin;
 
 pub use array::{MemberStatus, RaidArray, RaidConfig};
 pub use error::{RaidError, Result};
 pub use maintenance::{RebuildOptions, ScrubMismatch, ScrubReport};
 pub use superblock::SlotState;
+pub use thin::{
+    Backing, BackingError, ThinError, ThinOptions, ThinPool, ThinResult, Usage, Volume, VolumeInfo,
+};
 
 /// The RAID levels the engine implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
