@@ -9,9 +9,11 @@
 //! - [`create_vxlan`], [`add_vxlan_peer`]: overlays spanning hosts with static unicast peers;
 //! - [`create_tap`]: persistent tap devices for VMs, owned by QEMU's user, bridged;
 //! - [`set_bandwidth`]: per-NIC rate limits (tbf, and IFB for traffic out of an instance);
+//! - [`DhcpDns`]: DHCP (static leases) and DNS (instance names) per network with dnsmasq;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
 pub mod bandwidth;
+pub mod dnsmasq;
 pub mod ipam;
 pub mod link;
 pub mod nat;
@@ -23,6 +25,10 @@ pub mod vxlan;
 
 pub use bandwidth::{
     bandwidth, clear_bandwidth, ifb_name, set_bandwidth, BandwidthError, BandwidthLimits, RateLimit,
+};
+pub use dnsmasq::{
+    dnsmasq_pid, read_leases, stop_dnsmasq, Applied, DhcpDns, DnsmasqError, DnsmasqFiles, Lease,
+    StaticLease, Upstream,
 };
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
 pub use link::{validate_ifname, LinkError, Links};
