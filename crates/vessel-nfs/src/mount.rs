@@ -18,6 +18,7 @@ const MNTPATHLEN: u32 = 1024;
 /// `mountstat3` values.
 const MNT3_OK: u32 = 0;
 const MNT3ERR_NOENT: u32 = 2;
+const MNT3ERR_ACCES: u32 = 13;
 const MNT3ERR_NOTDIR: u32 = 20;
 const MNT3ERR_INVAL: u32 = 22;
 const MNT3ERR_NAMETOOLONG: u32 = 63;
@@ -101,6 +102,8 @@ fn mnt(ctx: &Ctx<'_>, dir: &str) -> Result<Vec<u8>, u32> {
         Some(libc::ENOENT) => MNT3ERR_NOENT,
         Some(libc::ENOTDIR) => MNT3ERR_NOTDIR,
         Some(libc::ENAMETOOLONG) => MNT3ERR_NAMETOOLONG,
+        // Climbing out of the export, a symlink or another mount on the way.
+        Some(libc::EXDEV | libc::ELOOP | libc::EACCES | libc::EPERM) => MNT3ERR_ACCES,
         Some(e) => nfs::errno_to_status(e),
         None => MNT3ERR_SERVERFAULT,
     };

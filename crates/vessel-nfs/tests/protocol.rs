@@ -1,0 +1,370 @@
+//! NFSv3 procedures the libnfs tools do not reach (MKDIR, RENAME, LINK, SYMLINK, RMDIR,
+//! MKNOD, READDIRPLUS, ...), handle checks, run-time export changes and hostile input,
+//! driven over TCP by a minimal RPC client against the library's server.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::TempDir;
+use vessel_nfs::xdr::{Decoder, Encoder};
+use vessel_nfs::{Export, NfsServer, Squash};
+
+const NFS: u32 = 100003;
+const MOUNT: u32 = 100005;
+
+struct Client {
+    s: TcpStream,
+    xid: u32,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Client { s, xid: 1 }
+    }
+
+    /// Call a procedure as root (AUTH_UNIX) and return its results.
+    fn call(&mut self, prog: u32, proc_: u32, args: &Encoder) -> Vec<u8> {
+        self.xid += 1;
+        let mut e = Encoder::new();
+        e.u32(self.xid).u32(0).u32(2).u32(prog).u32(3).u32(proc_);
+        let mut cred = Encoder::new();
+        cred.u32(0).string("test").u32(0).u32(0).u32(0);
+        e.u32(1).opaque(cred.as_bytes()).u32(0).opaque(&[]);
+        e.raw(args.as_bytes());
+        let msg = e.into_bytes();
+        self.s
+            .write_all(&(msg.len() as u32 | 1 << 31).to_be_bytes())
+            .expect("send");
+        self.s.write_all(&msg).expect("send");
+        let mut hdr = [0u8; 4];
+        self.s.read_exact(&mut hdr).expect("reply header");
+        let len = (u32::from_be_bytes(hdr) & !(1 << 31)) as usize;
+        let mut reply = vec![0u8; len];
+        self.s.read_exact(&mut reply).expect("reply");
+        let mut d = Decoder::new(&reply);
+        assert_eq!(d.u32(), Ok(self.xid));
+        assert_eq!(d.u32(), Ok(1), "not a reply");
+        assert_eq!(d.u32(), Ok(0), "call denied");
+        d.u32().expect("verf flavor");
+        d.opaque(400).expect("verf");
+        assert_eq!(d.u32(), Ok(0), "call not executed");
+        d.rest().to_vec()
+    }
+}
+
+fn fh_args(fh: &[u8]) -> Encoder {
+    let mut e = Encoder::new();
+    e.opaque(fh);
+    e
+}
+
+fn dirop(fh: &[u8], name: &str) -> Encoder {
+    let mut e = Encoder::new();
+    e.opaque(fh).string(name);
+    e
+}
+
+/// An empty sattr3 (mode given).
+fn sattr(e: &mut Encoder, mode: u32) {
+    e.bool(true)
+        .u32(mode)
+        .bool(false)
+        .bool(false)
+        .bool(false)
+        .u32(0)
+        .u32(0);
+}
+
+fn skip_post_op(d: &mut Decoder<'_>) {
+    if d.bool().expect("attr follows") {
+        d.fixed(84).expect("fattr3");
+    }
+}
+
+fn skip_wcc(d: &mut Decoder<'_>) {
+    if d.bool().expect("pre follows") {
+        d.fixed(24).expect("wcc_attr");
+    }
+    skip_post_op(d);
+}
+
+/// Status and new handle of CREATE/MKDIR/SYMLINK/MKNOD.
+fn created(res: &[u8]) -> (u32, Option<Vec<u8>>) {
+    let mut d = Decoder::new(res);
+    let st = d.u32().expect("status");
+    if st != 0 {
+        return (st, None);
+    }
+    assert!(d.bool().expect("handle follows"));
+    (st, Some(d.opaque(64).expect("fh").to_vec()))
+}
+
+fn status(res: &[u8]) -> u32 {
+    Decoder::new(res).u32().expect("status")
+}
+
+fn lookup(c: &mut Client, dir: &[u8], name: &str) -> (u32, Option<(Vec<u8>, u32, u64)>) {
+    let res = c.call(NFS, 3, &dirop(dir, name));
+    let mut d = Decoder::new(&res);
+    let st = d.u32().expect("status");
+    if st != 0 {
+        return (st, None);
+    }
+    let fh = d.opaque(64).expect("fh").to_vec();
+    assert!(d.bool().expect("attrs"));
+    let ftype = d.u32().expect("type");
+    d.fixed(4 * 4 + 8 * 2 + 8 + 8).expect("middle of fattr3");
+    let fileid = d.u64().expect("fileid");
+    (st, Some((fh, ftype, fileid)))
+}
+
+fn mount(c: &mut Client, path: &str) -> (u32, Option<Vec<u8>>) {
+    let mut a = Encoder::new();
+    a.string(path);
+    let res = c.call(MOUNT, 1, &a);
+    let mut d = Decoder::new(&res);
+    let st = d.u32().expect("status");
+    (st, (st == 0).then(|| d.opaque(64).expect("fh").to_vec()))
+}
+
+fn serve(dir: &TempDir) -> (NfsServer, vessel_nfs::ServerHandle) {
+    let server =
+        NfsServer::new(vec![Export::new("/vol", &dir.0).squash(Squash::None)]).expect("server");
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
+    let handle = server.serve(listener, None).expect("serve");
+    (server, handle)
+}
+
+#[test]
+fn directory_operations_change_the_tree_as_asked() {
+    let dir = TempDir::new("proto-ops");
+    let (_server, handle) = serve(&dir);
+    let mut c = Client::connect(handle.nfs_addr());
+    let root = mount(&mut c, "/vol").1.expect("mount");
+
+    let mut a = dirop(&root, "d");
+    sattr(&mut a, 0o750);
+    let d_fh = created(&c.call(NFS, 9, &a)).1.expect("mkdir");
+    assert_eq!(
+        std::fs::metadata(dir.join("d")).expect("d").mode() & 0o7777,
+        0o750
+    );
+
+    let mut a = dirop(&d_fh, "f");
+    a.u32(1); // GUARDED
+    sattr(&mut a, 0o640);
+    let f_fh = created(&c.call(NFS, 8, &a)).1.expect("create");
+    let mut a = dirop(&d_fh, "f");
+    a.u32(1);
+    sattr(&mut a, 0o640);
+    assert_eq!(
+        created(&c.call(NFS, 8, &a)).0,
+        17,
+        "GUARDED create of an existing name"
+    );
+
+    let mut a = fh_args(&f_fh);
+    a.u64(0).u32(3).u32(2).opaque(b"abc"); // FILE_SYNC
+    assert_eq!(status(&c.call(NFS, 7, &a)), 0);
+    let mut a = fh_args(&f_fh);
+    a.u64(0).u32(100);
+    let res = c.call(NFS, 6, &a);
+    let mut d = Decoder::new(&res);
+    assert_eq!(d.u32(), Ok(0));
+    skip_post_op(&mut d);
+    assert_eq!(d.u32(), Ok(3));
+    assert_eq!(d.bool(), Ok(true), "eof");
+    assert_eq!(d.opaque(100), Ok(&b"abc"[..]));
+    let mut a = fh_args(&f_fh);
+    a.u64(0).u32(0);
+    assert_eq!(status(&c.call(NFS, 21, &a)), 0, "commit");
+
+    // RENAME d/f -> g, LINK g -> d/h.
+    let mut a = dirop(&d_fh, "f");
+    a.opaque(&root).string("g");
+    assert_eq!(status(&c.call(NFS, 14, &a)), 0);
+    assert_eq!(std::fs::read(dir.join("g")).expect("renamed"), b"abc");
+    let mut a = fh_args(&f_fh);
+    a.opaque(&d_fh).string("h");
+    assert_eq!(status(&c.call(NFS, 15, &a)), 0);
+    assert_eq!(std::fs::metadata(dir.join("g")).expect("g").nlink(), 2);
+
+    // SYMLINK and READLINK store and return the text; LOOKUP does not follow it.
+    let mut a = dirop(&root, "s");
+    sattr(&mut a, 0o777);
+    a.string("/etc");
+    let s_fh = created(&c.call(NFS, 10, &a)).1.expect("symlink");
+    let res = c.call(NFS, 5, &fh_args(&s_fh));
+    let mut d = Decoder::new(&res);
+    assert_eq!(d.u32(), Ok(0));
+    skip_post_op(&mut d);
+    assert_eq!(d.string(100), Ok("/etc"));
+    assert_eq!(
+        lookup(&mut c, &root, "s").1.expect("lookup s").1,
+        5,
+        "a symlink"
+    );
+    assert_eq!(
+        lookup(&mut c, &s_fh, "passwd").0,
+        20,
+        "NOTDIR through a symlink"
+    );
+
+    // READDIRPLUS lists the entries with handles.
+    let mut a = fh_args(&root);
+    a.u64(0).fixed(&[0; 8]).u32(8192).u32(65536);
+    let res = c.call(NFS, 17, &a);
+    let mut d = Decoder::new(&res);
+    assert_eq!(d.u32(), Ok(0));
+    skip_post_op(&mut d);
+    d.fixed(8).expect("verf");
+    let mut names = Vec::new();
+    while d.bool().expect("entry follows") {
+        d.u64().expect("fileid");
+        names.push(d.string(255).expect("name").to_string());
+        d.u64().expect("cookie");
+        skip_post_op(&mut d);
+        if d.bool().expect("fh follows") {
+            d.opaque(64).expect("fh");
+        }
+    }
+    assert_eq!(d.bool(), Ok(true), "eof");
+    for n in ["d", "g", "s", ".", ".."] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
+
+    // MKNOD of a device is refused; a FIFO is made.
+    let mut a = dirop(&root, "dev");
+    a.u32(4);
+    sattr(&mut a, 0o600);
+    a.u32(1).u32(3);
+    assert_eq!(created(&c.call(NFS, 11, &a)).0, 10004, "NOTSUPP");
+    let mut a = dirop(&root, "fifo");
+    a.u32(7);
+    sattr(&mut a, 0o600);
+    assert_eq!(created(&c.call(NFS, 11, &a)).0, 0);
+
+    // RMDIR of a non-empty directory fails; REMOVE then RMDIR succeed.
+    assert_eq!(status(&c.call(NFS, 13, &dirop(&root, "d"))), 66, "NOTEMPTY");
+    assert_eq!(status(&c.call(NFS, 12, &dirop(&d_fh, "h"))), 0);
+    assert_eq!(status(&c.call(NFS, 13, &dirop(&root, "d"))), 0);
+    assert_eq!(status(&c.call(NFS, 12, &dirop(&root, "g"))), 0);
+    assert!(!dir.join("d").exists() && !dir.join("g").exists());
+    assert_eq!(status(&c.call(NFS, 12, &dirop(&root, "g"))), 2, "NOENT");
+    let res = c.call(NFS, 12, &dirop(&root, "a/b"));
+    assert_eq!(status(&res), 22, "names with a slash are refused");
+    let mut d = Decoder::new(&res);
+    d.u32().expect("status");
+    skip_wcc(&mut d);
+}
+
+#[test]
+fn handles_stay_inside_the_export() {
+    let dir = TempDir::new("proto-handles");
+    std::fs::create_dir(dir.join("sub")).expect("mkdir");
+    let (server, handle) = serve(&dir);
+    let mut c = Client::connect(handle.nfs_addr());
+    let root = mount(&mut c, "/vol").1.expect("mount");
+    let (_, root_id) = {
+        let (st, found) = lookup(&mut c, &root, ".");
+        assert_eq!(st, 0);
+        let (_, _, id) = found.expect("dot");
+        ((), id)
+    };
+    // `..` of the root is the root.
+    let (_, _, up) = lookup(&mut c, &root, "..").1.expect("dotdot");
+    assert_eq!(up, root_id);
+    // Forged or corrupted handles are refused.
+    for i in 0..root.len() {
+        let mut bad = root.clone();
+        bad[i] ^= 0x40;
+        let st = status(&c.call(NFS, 1, &fh_args(&bad)));
+        assert!(st == 70 || st == 10001, "byte {i}: status {st}");
+    }
+    assert_eq!(status(&c.call(NFS, 1, &fh_args(&root[..5]))), 10001);
+    // Mount paths cannot climb out.
+    assert_eq!(mount(&mut c, "/vol/../..").0, 13);
+    assert_eq!(mount(&mut c, "/vol/sub/../../..").0, 13);
+    assert!(
+        mount(&mut c, "/vol/sub/..").1.is_some(),
+        "staying inside is fine"
+    );
+    assert_eq!(mount(&mut c, "/elsewhere").0, 2);
+    // Removing the export makes its handles stale at once; adding it back revives them.
+    let export = server.remove_export("/vol").expect("remove");
+    assert_eq!(status(&c.call(NFS, 1, &fh_args(&root))), 70);
+    assert_eq!(mount(&mut c, "/vol").0, 2);
+    server.add_export(export).expect("add back");
+    assert_eq!(status(&c.call(NFS, 1, &fh_args(&root))), 0);
+    // Exports added at run time are mountable.
+    let other = TempDir::new("proto-other");
+    server
+        .add_export(Export::new("/other", &other.0).read_only(true))
+        .expect("add");
+    let other_root = mount(&mut c, "/other").1.expect("mount other");
+    let mut a = dirop(&other_root, "x");
+    sattr(&mut a, 0o755);
+    assert_eq!(created(&c.call(NFS, 9, &a)).0, 30, "ROFS");
+    assert!(
+        server.add_export(Export::new("/other", &other.0)).is_err(),
+        "duplicate"
+    );
+    assert!(server
+        .add_export(Export::new("relative", &other.0))
+        .is_err());
+}
+
+#[test]
+fn hostile_input_closes_only_that_connection() {
+    let dir = TempDir::new("proto-hostile");
+    let (_server, handle) = serve(&dir);
+    let addr = handle.nfs_addr();
+    let closed = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(0) | Err(_))
+    };
+    // A record announcing 2 GiB.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(&0xffff_ffffu32.to_be_bytes()).expect("send");
+    s.write_all(&[0; 64]).expect("send");
+    assert!(closed(s), "oversized record kept open");
+    // A record that is not a call gets no reply; a truncated call header neither.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(&(8u32 | 1 << 31).to_be_bytes()).expect("send");
+    s.write_all(&[0, 0, 0, 1, 0, 0, 0, 1]).expect("send");
+    drop(s);
+    // Garbage arguments get GARBAGE_ARGS, unknown programs PROG_UNAVAIL, and the
+    // connection stays usable.
+    let mut c = Client::connect(addr);
+    let mut e = Encoder::new();
+    e.u32(99).u32(0).u32(2).u32(NFS).u32(3).u32(1);
+    e.u32(0).opaque(&[]).u32(0).opaque(&[]);
+    e.u32(0xffff_fff0); // a handle length far beyond the message
+    let msg = e.into_bytes();
+    c.s.write_all(&(msg.len() as u32 | 1 << 31).to_be_bytes())
+        .expect("send");
+    c.s.write_all(&msg).expect("send");
+    let mut hdr = [0u8; 4];
+    c.s.read_exact(&mut hdr).expect("reply");
+    let mut reply = vec![0u8; (u32::from_be_bytes(hdr) & 0x7fff_ffff) as usize];
+    c.s.read_exact(&mut reply).expect("reply");
+    let mut d = Decoder::new(&reply);
+    assert_eq!(d.u32(), Ok(99));
+    d.u32().expect("reply");
+    assert_eq!(d.u32(), Ok(0));
+    d.u32().expect("flavor");
+    d.opaque(400).expect("verf");
+    assert_eq!(d.u32(), Ok(4), "GARBAGE_ARGS");
+    // NULL still answers, on this connection and on new ones.
+    c.call(NFS, 0, &Encoder::new());
+    Client::connect(addr).call(MOUNT, 0, &Encoder::new());
+}
