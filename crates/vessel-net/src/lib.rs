@@ -10,11 +10,13 @@
 //! - [`create_tap`]: persistent tap devices for VMs, owned by QEMU's user, bridged;
 //! - [`set_bandwidth`]: per-NIC rate limits (tbf, and IFB for traffic out of an instance);
 //! - [`DhcpDns`]: DHCP (static leases) and DNS (instance names) per network with dnsmasq;
+//! - [`LoadBalancer`], [`LbHealthChecker`]: L4 balancing with nft `numgen`, health checked;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
 pub mod bandwidth;
 pub mod dnsmasq;
 pub mod ipam;
+pub mod lb;
 pub mod link;
 pub mod nat;
 mod netlink;
@@ -31,6 +33,10 @@ pub use dnsmasq::{
     StaticLease, Upstream,
 };
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
+pub use lb::{
+    lb_table_name, Backend, BackendHealth, HealthCheck, LbError, LbHealthChecker, LbPort,
+    LoadBalancer,
+};
 pub use link::{validate_ifname, LinkError, Links};
 pub use nat::{
     apply_script, list_table, remove_table, set_ipv4_forwarding, table_name, NatRules, NftError,

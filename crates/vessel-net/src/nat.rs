@@ -67,7 +67,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn keyword(self) -> &'static str {
+    pub(crate) fn keyword(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -175,11 +175,12 @@ impl NatRules {
 
 /// Removes a network's table from `ns`; succeeds when it is already gone.
 pub fn remove_table(ns: &NetNs, network: &str) -> Result<(), NftError> {
-    let table = table_name(network)?;
-    apply_script(
-        ns,
-        &format!("table ip {table} {{}}\ndelete table ip {table}\n"),
-    )
+    apply_script(ns, &remove_script(&table_name(network)?))
+}
+
+/// A script that deletes `table` whether or not it exists.
+pub(crate) fn remove_script(table: &str) -> String {
+    format!("table ip {table} {{}}\ndelete table ip {table}\n")
 }
 
 /// The current text of a network's table in `ns`, or `None` if it does not exist.
