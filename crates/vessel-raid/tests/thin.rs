@@ -57,6 +57,19 @@ fn read(vol: &Volume, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
+/// Compares bytes without printing megabytes when they differ.
+#[track_caller]
+fn same(got: &[u8], want: &[u8]) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "got {} bytes, want {}; first difference at {at:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 fn used_extents(pool: &ThinPool) -> u64 {
     pool.usage().used / ES
 }
@@ -74,15 +87,15 @@ fn unwritten_ranges_read_as_zeroes_and_are_reported_unallocated() {
         .unwrap();
     pool.create_volume("v", 1 << 20, "block").expect("create");
     let v = pool.volume("v").expect("handle");
-    assert_eq!(read(&v, 0, 1 << 20), vec![0u8; 1 << 20]);
+    same(&read(&v, 0, 1 << 20), &vec![0u8; 1 << 20]);
     assert_eq!(v.extents(0, 1 << 20).unwrap(), vec![(1 << 20, false)]);
 
     let data = pattern(1, 5000);
     v.write_at(3 * ES + 100, &data).expect("write");
-    assert_eq!(read(&v, 3 * ES + 100, 5000), data);
+    same(&read(&v, 3 * ES + 100, 5000), &data);
     // The rest of the freshly allocated extent reads as zeroes, not as the junk.
-    assert_eq!(read(&v, 3 * ES, 100), vec![0u8; 100]);
-    assert_eq!(read(&v, 3 * ES + 5100, 1000), vec![0u8; 1000]);
+    same(&read(&v, 3 * ES, 100), &[0u8; 100]);
+    same(&read(&v, 3 * ES + 5100, 1000), &vec![0u8; 1000]);
     assert_eq!(
         v.extents(0, 1 << 20).unwrap(),
         vec![(3 * ES, false), (ES, true), ((1 << 20) - 4 * ES, false)]
@@ -95,7 +108,7 @@ fn unwritten_ranges_read_as_zeroes_and_are_reported_unallocated() {
     // A write spanning extents allocates both.
     v.write_at(6 * ES - 10, &[7u8; 20]).expect("spanning write");
     assert_eq!(used_extents(&pool), 3);
-    assert_eq!(read(&v, 6 * ES - 10, 20), vec![7u8; 20]);
+    same(&read(&v, 6 * ES - 10, 20), &[7u8; 20]);
 }
 
 #[test]
@@ -126,9 +139,9 @@ fn snapshots_and_clones_are_isolated_by_copy_on_write() {
     want_origin[100..100 + 4096].copy_from_slice(&b);
     let mut want_clone = a.clone();
     want_clone[(ES + 100) as usize..(ES + 100) as usize + 4096].copy_from_slice(&c);
-    assert_eq!(read(&origin, 0, a.len()), want_origin);
-    assert_eq!(read(&snap, 0, a.len()), a);
-    assert_eq!(read(&clone, 0, a.len()), want_clone);
+    same(&read(&origin, 0, a.len()), &want_origin);
+    same(&read(&snap, 0, a.len()), &a);
+    same(&read(&clone, 0, a.len()), &want_clone);
 
     // A second write to the now private copy does not copy again.
     origin.write_at(200, &c).unwrap();
@@ -158,8 +171,8 @@ fn snapshots_and_clones_are_isolated_by_copy_on_write() {
     pool.clone_volume("snap", "from-snap").unwrap();
     let fs = pool.volume("from-snap").unwrap();
     fs.write_at(0, b"changed").unwrap();
-    assert_eq!(read(&snap, 0, 7), a[..7].to_vec());
-    assert_eq!(read(&fs, 0, 7), b"changed".to_vec());
+    same(&read(&snap, 0, 7), &a[..7]);
+    same(&read(&fs, 0, 7), b"changed");
 }
 
 #[test]
@@ -177,20 +190,20 @@ fn restore_brings_back_the_snapshot_content_and_size() {
 
     pool.restore("v", "before").unwrap();
     assert_eq!(v.size().unwrap(), 4 * ES);
-    assert_eq!(read(&v, 0, a.len()), a);
+    same(&read(&v, 0, a.len()), &a);
     assert_eq!(used_extents(&pool), 4, "the diverged extents are released");
     // Writing after the restore copies again; the snapshot is untouched.
     v.write_at(0, b"after").unwrap();
     let snap = pool.volume("before").unwrap();
-    assert_eq!(read(&snap, 0, a.len()), a);
-    assert_eq!(read(&v, 0, 5), b"after".to_vec());
+    same(&read(&snap, 0, a.len()), &a);
+    same(&read(&v, 0, 5), b"after");
 
     // Closing the pool commits the unflushed write.
     drop((v, snap, pool));
     let pool = reopen(&path);
     let v = pool.volume("v").unwrap();
-    assert_eq!(read(&v, 0, 5), b"after".to_vec());
-    assert_eq!(read(&v, 5, a.len() - 5), a[5..].to_vec());
+    same(&read(&v, 0, 5), b"after");
+    same(&read(&v, 5, a.len() - 5), &a[5..]);
 }
 
 #[test]
@@ -206,17 +219,14 @@ fn delete_and_discard_give_space_back() {
     // Whole extents are unmapped, the partial ends zeroed.
     v.discard(ES / 2, 3 * ES).unwrap();
     assert_eq!(used_extents(&pool), 6);
-    assert_eq!(
-        read(&v, 0, (ES / 2) as usize),
-        data[..(ES / 2) as usize].to_vec()
+    same(&read(&v, 0, (ES / 2) as usize), &data[..(ES / 2) as usize]);
+    same(
+        &read(&v, ES / 2, (3 * ES) as usize),
+        &vec![0u8; (3 * ES) as usize],
     );
-    assert_eq!(
-        read(&v, ES / 2, (3 * ES) as usize),
-        vec![0u8; (3 * ES) as usize]
-    );
-    assert_eq!(
-        read(&v, 3 * ES + ES / 2, (ES / 2) as usize),
-        data[(3 * ES + ES / 2) as usize..(4 * ES) as usize].to_vec()
+    same(
+        &read(&v, 3 * ES + ES / 2, (ES / 2) as usize),
+        &data[(3 * ES + ES / 2) as usize..(4 * ES) as usize],
     );
     assert_eq!(
         v.extents(0, 8 * ES).unwrap(),
@@ -224,9 +234,9 @@ fn delete_and_discard_give_space_back() {
     );
     v.write_zeroes(4 * ES, 2 * ES).unwrap();
     assert_eq!(used_extents(&pool), 4);
-    assert_eq!(
-        read(&v, 4 * ES, (2 * ES) as usize),
-        vec![0u8; (2 * ES) as usize]
+    same(
+        &read(&v, 4 * ES, (2 * ES) as usize),
+        &vec![0u8; (2 * ES) as usize],
     );
 
     // A volume with a snapshot cannot be deleted; its snapshot can.
@@ -251,7 +261,7 @@ fn delete_and_discard_give_space_back() {
     let w = pool.volume("w").unwrap();
     let full = pattern(31, (16 * ES) as usize);
     w.write_at(0, &full).unwrap();
-    assert_eq!(read(&w, 0, full.len()), full);
+    same(&read(&w, 0, full.len()), &full);
     assert_eq!(pool.usage().free, 0);
 }
 
@@ -266,11 +276,11 @@ fn clones_outlive_a_deleted_origin() {
     pool.delete("base").unwrap();
     assert_eq!(used_extents(&pool), 4, "the clone still holds the extents");
     let child = pool.volume("child").unwrap();
-    assert_eq!(read(&child, 0, data.len()), data);
+    same(&read(&child, 0, data.len()), &data);
     assert_eq!(pool.list()[0].origin, None);
     drop((child, pool));
     let pool = reopen(&path);
-    assert_eq!(read(&pool.volume("child").unwrap(), 0, data.len()), data);
+    same(&read(&pool.volume("child").unwrap(), 0, data.len()), &data);
 }
 
 #[test]
@@ -292,14 +302,14 @@ fn resize_frees_the_tail_and_grows_with_zeroes() {
         v.read_at(small, &mut [0u8; 1]),
         Err(ThinError::OutOfRange { .. })
     ));
-    assert_eq!(read(&v, 0, small as usize), data[..small as usize].to_vec());
+    same(&read(&v, 0, small as usize), &data[..small as usize]);
 
     // Growing again shows zeroes past the old end, also inside the kept extent.
     pool.resize("v", 6 * ES).unwrap();
-    assert_eq!(read(&v, 0, small as usize), data[..small as usize].to_vec());
-    assert_eq!(
-        read(&v, small, (6 * ES - small) as usize),
-        vec![0u8; (6 * ES - small) as usize]
+    same(&read(&v, 0, small as usize), &data[..small as usize]);
+    same(
+        &read(&v, small, (6 * ES - small) as usize),
+        &vec![0u8; (6 * ES - small) as usize],
     );
     // Growing past the pool is thin provisioning, not an error.
     pool.resize("v", 1024 * ES).unwrap();
@@ -330,15 +340,15 @@ fn running_out_of_space_is_an_error_and_keeps_data() {
         Err(ThinError::NoSpace { .. })
     ));
     let s = pool.volume("s").unwrap();
-    assert_eq!(read(&s, ES, ES as usize), pattern(51, ES as usize));
-    assert_eq!(read(&v, ES, ES as usize), pattern(51, ES as usize));
+    same(&read(&s, ES, ES as usize), &pattern(51, ES as usize));
+    same(&read(&v, ES, ES as usize), &pattern(51, ES as usize));
 
     // Freeing space (without an explicit flush) makes writes possible again.
     pool.delete("s").unwrap();
     v.discard(0, 2 * ES).unwrap();
     v.write_at(6 * ES, b"fits now").unwrap();
     v.write_at(2 * ES, b"no copy now").unwrap();
-    assert_eq!(read(&v, 6 * ES, 8), b"fits now".to_vec());
+    same(&read(&v, 6 * ES, 8), b"fits now");
 }
 
 #[test]
@@ -364,9 +374,9 @@ fn volumes_persist_across_close_and_reopen() {
     assert_eq!(pool.usage(), usage);
     let disk = pool.volume("disk").unwrap();
     let snap = pool.volume("disk.1").unwrap();
-    assert_eq!(read(&snap, ES + 17, a.len()), a);
-    assert_eq!(read(&disk, ES + 17, 5), b"newer".to_vec());
-    assert_eq!(read(&disk, ES + 22, a.len() - 5), a[5..].to_vec());
+    same(&read(&snap, ES + 17, a.len()), &a);
+    same(&read(&disk, ES + 17, 5), b"newer");
+    same(&read(&disk, ES + 22, a.len() - 5), &a[5..]);
     assert!(snap.is_read_only().unwrap());
     let info = pool
         .list()
@@ -408,7 +418,7 @@ fn a_torn_newest_metadata_copy_falls_back_to_the_previous_one() {
     let pool = reopen(&path);
     let names: Vec<_> = pool.list().into_iter().map(|v| v.name).collect();
     assert_eq!(names, ["a"], "the previous copy has no volume b");
-    assert_eq!(read(&pool.volume("a").unwrap(), 0, data.len()), data);
+    same(&read(&pool.volume("a").unwrap(), 0, data.len()), &data);
 
     // The pool keeps working: the next commit overwrites the damaged copy.
     pool.create_volume("c", ES, "block").unwrap();
@@ -626,7 +636,7 @@ fn volumes_are_written_from_many_threads() {
         let half = pool.volume(&format!("t{t}.half")).unwrap();
         for i in 0..32u64 {
             let want = pattern(t * 100 + i, 16 << 10);
-            assert_eq!(read(&v, (i * 16) << 10, 16 << 10), want);
+            same(&read(&v, (i * 16) << 10, 16 << 10), &want);
             let snap = read(&half, (i * 16) << 10, 16 << 10);
             if i <= 16 {
                 assert_eq!(snap, want);
@@ -635,4 +645,78 @@ fn volumes_are_written_from_many_threads() {
             }
         }
     }
+}
+
+/// A pool dropped without its destructor, as a killed process leaves it: written data is
+/// in the file, nothing since the last commit is in the metadata.
+fn crash(pool: Arc<ThinPool>) {
+    std::mem::forget(pool);
+}
+
+#[test]
+fn extents_released_since_the_last_commit_are_not_overwritten() {
+    let dir = TempDir::new("thin-release");
+    let (path, pool) = new_pool(&dir, 8);
+    for name in ["v", "w", "x"] {
+        pool.create_volume(name, 4 * ES, "block").unwrap();
+    }
+    let (v, w, x) = (
+        pool.volume("v").unwrap(),
+        pool.volume("w").unwrap(),
+        pool.volume("x").unwrap(),
+    );
+    let a = pattern(80, ES as usize);
+    let b = pattern(81, ES as usize);
+    v.write_at(0, &a).unwrap();
+    x.write_at(0, &b).unwrap();
+    pool.clone_volume("x", "y").unwrap();
+    pool.flush().unwrap();
+
+    // v's extent is released but the committed metadata still names it: w must not get it.
+    v.discard(0, ES).unwrap();
+    w.write_at(0, &pattern(82, ES as usize)).unwrap();
+    // x lets go of the extent it shares with y: y must still copy before writing, because
+    // the committed metadata has x naming it.
+    x.discard(0, ES).unwrap();
+    let y = pool.volume("y").unwrap();
+    y.write_at(0, &pattern(83, ES as usize)).unwrap();
+    drop((v, w, x, y));
+    crash(pool);
+
+    let pool = reopen(&path);
+    same(&read(&pool.volume("v").unwrap(), 0, a.len()), &a);
+    same(
+        &read(&pool.volume("w").unwrap(), 0, a.len()),
+        &vec![0u8; a.len()],
+    );
+    same(&read(&pool.volume("x").unwrap(), 0, b.len()), &b);
+    same(&read(&pool.volume("y").unwrap(), 0, b.len()), &b);
+}
+
+#[test]
+fn unflushed_writes_never_surface_as_garbage_after_a_crash() {
+    let dir = TempDir::new("thin-unflushed");
+    let (path, pool) = new_pool(&dir, 16);
+    pool.create_volume("v", 8 * ES, "block").unwrap();
+    let v = pool.volume("v").unwrap();
+    let old = pattern(90, (4 * ES) as usize);
+    v.write_at(0, &old).unwrap();
+    pool.snapshot("v", "s").unwrap();
+    // Copies of shared extents and new extents, none committed.
+    v.write_at(ES / 2, &pattern(91, (2 * ES) as usize)).unwrap();
+    v.write_at(6 * ES, &pattern(92, 100)).unwrap();
+    drop(v);
+    crash(pool);
+
+    let pool = reopen(&path);
+    let v = pool.volume("v").unwrap();
+    // The origin is as committed.
+    same(&read(&v, 0, old.len()), &old);
+    same(&read(&pool.volume("s").unwrap(), 0, old.len()), &old);
+    assert_eq!(v.extents(4 * ES, 4 * ES).unwrap(), vec![(4 * ES, false)]);
+    assert_eq!(
+        used_extents(&pool),
+        4,
+        "uncommitted allocations are free again"
+    );
 }

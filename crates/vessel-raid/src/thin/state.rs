@@ -50,7 +50,7 @@ pub(crate) struct State {
     pub disk_refs: [Vec<u32>; 2],
     /// Extents with a reference in the current state.
     pub used: u64,
-    /// Where the next free-extent search starts.
+    /// No extent below this one can be handed out before the next commit.
     cursor: usize,
     /// The current state differs from the newest copy.
     pub dirty: bool,
@@ -129,6 +129,7 @@ impl State {
                 self.newest_slot = slot;
                 self.disk_refs[slot].copy_from_slice(&self.refs);
                 self.dirty = false;
+                self.cursor = 0;
                 tracing::debug!(generation, slot, "thin pool metadata committed");
                 Ok(())
             }
@@ -202,16 +203,14 @@ impl State {
         self.refs[e] == 1 && self.disk_refs[0][e] <= 1 && self.disk_refs[1][e] <= 1
     }
 
-    /// A free extent (not yet referenced). When the only free extents are still named by
-    /// a metadata copy, the state is committed (twice at most) to release them.
+    /// The lowest free extent (not referenced now nor by a copy on disk), which keeps the
+    /// data packed at the start of the device. When the only free extents are still named
+    /// by a metadata copy, the state is committed (twice at most) to release them.
     fn allocate(&mut self, core: &Core) -> ThinResult<u32> {
         let total = self.refs.len();
         for attempt in 0..3 {
-            if let Some(e) = (0..total)
-                .map(|i| (self.cursor + i) % total)
-                .find(|&e| self.reusable(e))
-            {
-                self.cursor = (e + 1) % total;
+            if let Some(e) = (self.cursor..total).find(|&e| self.reusable(e)) {
+                self.cursor = e + 1;
                 return Ok(e as u32);
             }
             if self.used as usize >= total || attempt == 2 {
