@@ -7,9 +7,11 @@
 
 pub mod endpoints;
 pub mod openapi;
+pub mod storage;
 pub mod stream;
 pub mod types;
 
+pub use storage::*;
 pub use types::*;
 
 /// Version of the REST API, the first path segment of every endpoint.

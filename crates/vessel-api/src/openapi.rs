@@ -11,6 +11,7 @@ use utoipa::openapi::{
 };
 
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
+use crate::storage::*;
 use crate::types::*;
 
 /// The OpenAPI document of the API, as checked in at `crates/vessel-api/openapi.json`.
@@ -47,6 +48,24 @@ pub fn document() -> OpenApi {
         .schema_from::<Operation>()
         .schema_from::<EventKind>()
         .schema_from::<Event>()
+        .schema_from::<PoolDriver>()
+        .schema_from::<PoolCreate>()
+        .schema_from::<StoragePool>()
+        .schema_from::<PoolMember>()
+        .schema_from::<ScrubResult>()
+        .schema_from::<PoolStatus>()
+        .schema_from::<PoolRepair>()
+        .schema_from::<VolumeContent>()
+        .schema_from::<VolumeCreate>()
+        .schema_from::<VolumeAttachment>()
+        .schema_from::<StorageVolume>()
+        .schema_from::<VolumeUpdate>()
+        .schema_from::<SnapshotCreate>()
+        .schema_from::<VolumeRestore>()
+        .schema_from::<VolumeAttach>()
+        .schema_from::<ExportProtocol>()
+        .schema_from::<ExportCreate>()
+        .schema_from::<StorageExport>()
         .build();
     OpenApiBuilder::new()
         .info(

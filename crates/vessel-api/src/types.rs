@@ -167,6 +167,10 @@ pub struct InstanceCreate {
     /// SSH public keys (one `authorized_keys` line each) installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
+    /// VMs: the storage pool to hold the root disk (a block volume `NAME-root` written from
+    /// the image's disk). Without it the root disk is a qcow2 overlay beside the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -196,6 +200,9 @@ pub struct Instance {
     /// SSH public keys installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
+    /// Storage pool holding a VM's root disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Exit code of the last run of the init process, if it has exited.

@@ -133,6 +133,9 @@ pub enum Command {
     /// Print the daemon's events as they happen.
     #[command(after_help = "Examples:\n  vessel monitor\n  vessel monitor --format json | jq .")]
     Monitor(MonitorArgs),
+    /// Storage pools, volumes, snapshots and NBD/NFS exports.
+    #[command(subcommand)]
+    Storage(crate::cli_storage::StorageCommand),
     /// Turn a stopped instance into a new image.
     #[command(
         after_help = "Example:\n  vessel stop web && vessel publish web --alias web-base && vessel launch web-base web2"
@@ -168,6 +171,9 @@ pub struct CreateArgs {
     /// A file of SSH public keys to install for root in a VM guest (repeatable).
     #[arg(long = "ssh-key", value_name = "FILE")]
     pub ssh_keys: Vec<std::path::PathBuf>,
+    /// VMs: put the root disk into this storage pool (a block volume NAME-root).
+    #[arg(long, value_name = "POOL")]
+    pub storage: Option<String>,
     /// Command to run as init instead of the image's, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -7,6 +7,7 @@ mod events;
 mod image;
 mod instance;
 mod operations;
+mod storage;
 mod store;
 
 use std::os::unix::fs::PermissionsExt;
@@ -177,6 +178,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         root.join("accel.json"),
         driver.cgroup_parent.clone(),
     );
+    let storage = storage::StorageService::new(
+        store.clone(),
+        events.clone(),
+        root.join("storage"),
+        run_dir.join("storage"),
+    );
+    storage
+        .reconcile()
+        .context("opening storage pools and exports")?;
     let instances = InstanceService::new(
         store.clone(),
         images.clone(),
@@ -184,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         events.clone(),
         driver,
         vms,
+        storage.clone(),
     );
     images.remove_staging_leftovers();
     instances
@@ -210,6 +221,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let app = api::App {
         instances,
         images,
+        storage,
         ops,
         events,
         info,

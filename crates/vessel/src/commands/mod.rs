@@ -13,6 +13,7 @@ mod instance;
 mod list;
 mod monitor;
 mod operation;
+mod storage;
 
 /// Runs the parsed command line and returns the exit status.
 pub fn run(cli: Cli) -> Result<i32> {
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Logs(args) => exec::logs(&client, &args.name),
         Command::File(cmd) => file::run(&client, cmd),
         Command::Image(cmd) => image::run(&client, cmd),
+        Command::Storage(cmd) => storage::run(&client, cmd),
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),

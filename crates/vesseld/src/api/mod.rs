@@ -3,6 +3,7 @@
 //! the OpenAPI document names. No syscalls and no store access here.
 
 mod handlers;
+mod storage;
 mod upgrade;
 
 use axum::extract::rejection::JsonRejection;
@@ -27,6 +28,8 @@ pub struct App {
     pub instances: InstanceService,
     /// Images.
     pub images: ImageService,
+    /// Storage pools, volumes and exports.
+    pub storage: crate::storage::StorageService,
     /// Operations.
     pub ops: Operations,
     /// Event bus.
@@ -125,6 +128,26 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "operation_cancel" => on(f, h::operation_cancel),
         "operation_wait" => on(f, h::operation_wait),
         "events" => on(f, h::events),
+        "pools_list" => on(f, storage::pools_list),
+        "pools_create" => on(f, storage::pools_create),
+        "pool_get" => on(f, storage::pool_get),
+        "pool_delete" => on(f, storage::pool_delete),
+        "pool_status" => on(f, storage::pool_status),
+        "pool_repair" => on(f, storage::pool_repair),
+        "volumes_list" => on(f, storage::volumes_list),
+        "volumes_create" => on(f, storage::volumes_create),
+        "volume_get" => on(f, storage::volume_get),
+        "volume_update" => on(f, storage::volume_update),
+        "volume_delete" => on(f, storage::volume_delete),
+        "volume_snapshot" => on(f, storage::volume_snapshot),
+        "volume_snapshot_delete" => on(f, storage::volume_snapshot_delete),
+        "volume_restore" => on(f, storage::volume_restore),
+        "volume_attach" => on(f, storage::volume_attach),
+        "volume_detach" => on(f, storage::volume_detach),
+        "volume_import" => on(f, storage::volume_import),
+        "exports_list" => on(f, storage::exports_list),
+        "exports_create" => on(f, storage::exports_create),
+        "export_delete" => on(f, storage::export_delete),
         other => panic!("endpoint {other} has no handler in vesseld"),
     }
 }
@@ -188,6 +211,12 @@ mod tests {
             dir.join("accel.json"),
             "vessel-unit-test".into(),
         );
+        let storage = crate::storage::StorageService::new(
+            store.clone(),
+            events.clone(),
+            dir.join("storage"),
+            dir.join("run-storage"),
+        );
         let instances = InstanceService::new(
             store,
             images.clone(),
@@ -195,10 +224,12 @@ mod tests {
             events.clone(),
             driver,
             vms,
+            storage.clone(),
         );
         App {
             instances,
             images,
+            storage,
             ops,
             events,
             info: ServerInfo {

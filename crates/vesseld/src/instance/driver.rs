@@ -166,7 +166,13 @@ impl ContainerDriver {
     }
 
     /// Writes the OCI bundle's `config.json` for the instance.
-    pub fn write_bundle(&self, inst: &Instance, env: &[String], run: &RunAs) -> Result<()> {
+    pub fn write_bundle(
+        &self,
+        inst: &Instance,
+        env: &[String],
+        run: &RunAs,
+        volumes: &[crate::storage::VolumeMount],
+    ) -> Result<()> {
         let opts = vessel_container::spec::SpecOptions {
             rootfs: "rootfs".into(),
             root_readonly: false,
@@ -185,6 +191,24 @@ impl ContainerDriver {
         };
         let mut spec = vessel_container::spec::default_spec(&opts);
         isolate_network(&mut spec);
+        if !volumes.is_empty() {
+            let mut mounts = spec.mounts().clone().unwrap_or_default();
+            for v in volumes {
+                let m = oci_spec::runtime::MountBuilder::default()
+                    .destination(&v.destination)
+                    .typ("bind")
+                    .source(&v.source)
+                    .options(
+                        ["rbind", "rw", "nosuid", "nodev"]
+                            .map(String::from)
+                            .to_vec(),
+                    )
+                    .build()
+                    .map_err(|e| Error::internal(format!("volume mount: {e}")))?;
+                mounts.push(m);
+            }
+            spec.set_mounts(Some(mounts));
+        }
         if let Some(process) = spec.process_mut() {
             let mut user = process.user().clone();
             user.set_uid(run.uid);

@@ -41,6 +41,8 @@ pub struct InstanceService {
     pub driver: Arc<ContainerDriver>,
     /// The VM driver.
     pub vms: Arc<vm::VmDriver>,
+    /// Volumes attached to instances.
+    pub storage: crate::storage::StorageService,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per running instance: becomes true when its monitor has ended and the store says so.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
@@ -91,6 +93,7 @@ impl InstanceService {
         events: Events,
         driver: ContainerDriver,
         vms: vm::VmDriver,
+        storage: crate::storage::StorageService,
     ) -> Self {
         Self {
             store,
@@ -99,6 +102,7 @@ impl InstanceService {
             events,
             driver: Arc::new(driver),
             vms: Arc::new(vms),
+            storage,
             locks: Arc::default(),
             exits: Arc::default(),
         }
@@ -206,6 +210,19 @@ impl InstanceService {
             }
             check_memory(&req.limits)?;
             vm::check_ssh_keys(&req.ssh_keys)?;
+            if let Some(pool) = &req.storage {
+                if vm::image_disk(&self.images.image_dir(&image.fingerprint)).is_none() {
+                    return Err(Error::invalid(format!(
+                        "image {} has no disk to put into pool {pool:?}; use a disk image (e.g.                          `vessel image build vm --layout disk`)",
+                        req.image
+                    )));
+                }
+                self.storage.root_check(pool, &req.name)?;
+            }
+        } else if req.storage.is_some() {
+            return Err(Error::invalid(
+                "--storage puts a VM's root disk into a pool; containers take filesystem                  volumes with `vessel storage volume attach`",
+            ));
         } else if !req.ssh_keys.is_empty() {
             return Err(Error::invalid(
                 "SSH keys are installed in VM guests; for a container, push an authorized_keys \
@@ -228,6 +245,7 @@ impl InstanceService {
             command: req.command.unwrap_or_else(|| image.command.clone()),
             environment: req.environment,
             ssh_keys: req.ssh_keys,
+            storage: req.storage.clone(),
             created_at: crate::now(),
             last_exit_code: None,
             error: None,
@@ -257,6 +275,17 @@ impl InstanceService {
                     op.progress(Some(10), "preparing files");
                     svc.driver.prepare(&inst)?;
                     op.check_cancel()?;
+                    if let Some(pool) = inst.storage.clone() {
+                        let image = svc.images.get(&inst.image)?;
+                        let disk = vm::image_disk(&svc.images.image_dir(&image.fingerprint))
+                            .ok_or_else(|| Error::invalid("the image has no disk"))?;
+                        let (st, n, o) = (svc.storage.clone(), name.clone(), op.clone());
+                        tokio::task::spawn_blocking(move || {
+                            st.create_root_volume(&pool, &n, &disk, &o)
+                        })
+                        .await
+                        .map_err(|e| Error::internal(format!("root volume task: {e}")))??;
+                    }
                     if start {
                         op.set_may_cancel(false);
                         svc.start_locked(&inst, &op).await?;
@@ -271,6 +300,9 @@ impl InstanceService {
                     tracing::warn!(instance = %name, error = %e, "creation failed; rolling back");
                     if let Err(e) = svc.driver.remove_files(&name) {
                         tracing::warn!(instance = %name, error = %e, "rollback");
+                    }
+                    if let Err(e) = svc.storage.instance_deleted(&name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback of volumes");
                     }
                     let _ = svc.store.instance_delete(&name);
                     svc.events.lifecycle("instance-deleted", &path_of(&name));
@@ -314,7 +346,17 @@ impl InstanceService {
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let run =
             driver::RunAs::resolve(image.user.as_deref(), image.working_dir.as_deref(), &lowers)?;
-        self.driver.write_bundle(inst, &env, &run)?;
+        let volumes = {
+            let (st, n, shift) = (
+                self.storage.clone(),
+                inst.name.clone(),
+                self.driver.shift(inst),
+            );
+            tokio::task::spawn_blocking(move || st.container_mounts(&n, shift))
+                .await
+                .map_err(|e| Error::internal(format!("volume task: {e}")))??
+        };
+        self.driver.write_bundle(inst, &env, &run, &volumes)?;
         op.progress(Some(60), "starting");
         if inst.status != InstanceStatus::Creating {
             self.set_status(&inst.name, InstanceStatus::Starting, None, None);
@@ -580,6 +622,10 @@ impl InstanceService {
                 } else {
                     svc.driver.remove_files(name)?;
                 }
+                let (st, n) = (svc.storage.clone(), name.clone());
+                tokio::task::spawn_blocking(move || st.instance_deleted(&n))
+                    .await
+                    .map_err(|e| Error::internal(format!("volume task: {e}")))??;
                 svc.store.instance_delete(name)?;
                 svc.events.lifecycle("instance-deleted", &path_of(name));
                 Ok(())

@@ -107,6 +107,16 @@ pub struct VmDriver {
     accel: Mutex<Option<(Accel, String)>>,
 }
 
+/// The disk an image boots from (a VM image's root disk, or an imported disk), if it has one.
+pub fn image_disk(image_dir: &Path) -> Option<PathBuf> {
+    if image_dir.join(vessel_vmimage::MANIFEST_FILE).is_file() {
+        return vessel_vmimage::VmImage::open(image_dir).ok()?.disk_path();
+    }
+    let desc: FirmwareBoot =
+        serde_json::from_slice(&std::fs::read(image_dir.join(FIRMWARE_FILE)).ok()?).ok()?;
+    (desc.boot != "cdrom").then(|| image_dir.join(&desc.file))
+}
+
 fn vm_err(what: &str) -> impl Fn(vessel_vm::VmError) -> Error + '_ {
     move |e| Error::internal(format!("{what}: {}", chain(&e)))
 }
@@ -183,7 +193,10 @@ impl VmDriver {
         inst: &Instance,
         image: &Image,
         image_dir: &Path,
+        volumes: Vec<Disk>,
     ) -> Result<(MachineDef, String)> {
+        // With a root volume (first of `volumes`) the image's disk is not overlaid.
+        let root_volume = inst.storage.is_some() && !volumes.is_empty();
         let name = &inst.name;
         let run = self.vm_dir(name);
         let inst_dir = self.instances_dir.join(name);
@@ -217,7 +230,7 @@ impl VmDriver {
             if let vessel_vm::Profile::Para(p) = &mut def.profile {
                 p.cmdline = cmdline;
             }
-            if let Some(disk) = vm.disk_path() {
+            if let Some(disk) = vm.disk_path().filter(|_| !root_volume) {
                 def.disks
                     .push(self.root_disk(&inst_dir, &disk, Media::Disk)?);
             }
@@ -242,6 +255,8 @@ impl VmDriver {
                         nbd_export: None,
                     },
                 )
+            } else if root_volume {
+                (Media::Disk, volumes[0].clone())
             } else {
                 (Media::Disk, self.root_disk(&inst_dir, &file, Media::Disk)?)
             };
@@ -256,6 +271,8 @@ impl VmDriver {
                 .map_or(Accel::Tcg, |a| a.0);
             (def, "full")
         };
+        let skip = usize::from(root_volume && profile == "full");
+        def.disks.extend(volumes.into_iter().skip(skip));
         def.vcpus = vcpus;
         def.memory_mib = memory_mib;
         def.cgroup = Some(format!("{}/{name}", self.cgroup_parent));

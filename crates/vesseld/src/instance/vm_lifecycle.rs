@@ -46,7 +46,8 @@ impl InstanceService {
         }
         let (svc, i) = (self.clone(), inst.clone());
         let started = tokio::task::spawn_blocking(move || {
-            let (def, _profile) = svc.vms.machine(&i, &image, &image_dir)?;
+            let volumes = svc.storage.vm_disks(&i.name)?;
+            let (def, _profile) = svc.vms.machine(&i, &image, &image_dir, volumes)?;
             svc.vms.start(&def)
         })
         .await

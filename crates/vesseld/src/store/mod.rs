@@ -78,6 +78,17 @@ pub trait Store: Send + Sync {
     /// Names of the instances created from an image.
     fn instances_using_image(&self, fingerprint: &str) -> Result<Vec<String>>;
 
+    /// Adds an object of `kind` (JSON `body`); fails with [`StoreError::Exists`] for a taken key.
+    fn object_insert(&self, kind: &str, key: &str, body: &str) -> Result<()>;
+    /// Inserts or replaces an object.
+    fn object_put(&self, kind: &str, key: &str, body: &str) -> Result<()>;
+    /// One object's body; [`StoreError::NotFound`] when absent.
+    fn object_get(&self, kind: &str, key: &str) -> Result<String>;
+    /// Every object of `kind` as (key, body), ordered by key.
+    fn object_list(&self, kind: &str) -> Result<Vec<(String, String)>>;
+    /// Removes an object (absent is fine).
+    fn object_delete(&self, kind: &str, key: &str) -> Result<()>;
+
     /// Inserts or replaces an operation record.
     fn operation_put(&self, op: &Operation) -> Result<()>;
     /// Every recorded operation, newest first (at most `limit`).

@@ -48,6 +48,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE images ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
     // 3: instance settings that grow (SSH keys for VM guests).
     "ALTER TABLE instances ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
+    // 4: every further kind of object (pools, volumes, exports, networks, ...) as JSON
+    // bodies keyed by kind and name, so new kinds need no schema change (and map 1:1 onto
+    // etcd keys in a cluster).
+    "CREATE TABLE objects (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    );",
 ];
 
 /// Instance fields kept as one JSON column.
@@ -55,6 +64,8 @@ const MIGRATIONS: &[&str] = &[
 struct InstanceMeta {
     #[serde(default)]
     ssh_keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
 }
 
 /// Image fields kept as one JSON column.
@@ -215,6 +226,10 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
     let [name, ty, status, image, privileged, limits, command, environment, created_at, code, error, meta] =
         c;
     let s = |v: Option<String>| v.unwrap_or_default();
+    let meta = meta
+        .map(|m| from_json::<InstanceMeta>("instances.meta", &m))
+        .transpose()?
+        .unwrap_or_default();
     Ok(Instance {
         name: s(name),
         instance_type: if ty.as_deref() == Some("vm") {
@@ -228,11 +243,8 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
         limits: from_json("instances.limits", &s(limits))?,
         command: from_json("instances.command", &s(command))?,
         environment: from_json("instances.environment", &s(environment))?,
-        ssh_keys: meta
-            .map(|m| from_json::<InstanceMeta>("instances.meta", &m))
-            .transpose()?
-            .unwrap_or_default()
-            .ssh_keys,
+        ssh_keys: meta.ssh_keys,
+        storage: meta.storage,
         created_at: s(created_at),
         last_exit_code: code.and_then(|c| c.parse().ok()),
         error,
@@ -368,7 +380,8 @@ impl Store for SqliteStore {
                 i.last_exit_code,
                 i.error,
                 to_json(&InstanceMeta {
-                    ssh_keys: i.ssh_keys.clone()
+                    ssh_keys: i.ssh_keys.clone(),
+                    storage: i.storage.clone(),
                 })
             ],
         )
@@ -431,6 +444,61 @@ impl Store for SqliteStore {
     fn instance_delete(&self, name: &str) -> Result<()> {
         let conn = self.lock();
         conn.execute("DELETE FROM instances WHERE name = ?", [name])?;
+        Ok(())
+    }
+
+    fn object_insert(&self, kind: &str, key: &str, body: &str) -> Result<()> {
+        let conn = self.lock();
+        match conn.execute(
+            "INSERT INTO objects (kind, key, body) VALUES (?, ?, ?)",
+            [kind, key, body],
+        ) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Exists(format!("{kind} {key:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn object_put(&self, kind: &str, key: &str, body: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO objects (kind, key, body) VALUES (?, ?, ?)
+             ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
+            [kind, key, body],
+        )?;
+        Ok(())
+    }
+
+    fn object_get(&self, kind: &str, key: &str) -> Result<String> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT body FROM objects WHERE kind = ? AND key = ?",
+            [kind, key],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("{kind} {key:?}")))
+    }
+
+    fn object_list(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT key, body FROM objects WHERE kind = ? ORDER BY key")?;
+        let rows = stmt
+            .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn object_delete(&self, kind: &str, key: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "DELETE FROM objects WHERE kind = ? AND key = ?",
+            [kind, key],
+        )?;
         Ok(())
     }
 
@@ -524,6 +592,7 @@ mod tests {
             command: vec!["/bin/sh".into()],
             environment: BTreeMap::new(),
             ssh_keys: vec!["ssh-ed25519 AAAA test".into()],
+            storage: None,
             created_at: "2026-01-01T00:00:00Z".into(),
             last_exit_code: None,
             error: None,

@@ -376,6 +376,21 @@ impl Drop for Daemon {
         for d in self.cgroup_dirs() {
             remove_cgroup_tree(&d);
         }
+        // Loop devices over files of this daemon (btrfs pools).
+        if let Ok(out) = Command::new("losetup")
+            .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+            .output()
+        {
+            let prefix = self.dir.to_string_lossy().into_owned();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut cols = line.split_whitespace();
+                if let (Some(dev), Some(file)) = (cols.next(), cols.next()) {
+                    if file.starts_with(&prefix) {
+                        let _ = Command::new("losetup").args(["-d", dev]).status();
+                    }
+                }
+            }
+        }
         if std::env::var_os("VESSEL_KEEP_TEST_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -1,0 +1,310 @@
+//! Request and response bodies of the storage API: pools, volumes, snapshots, exports.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Pool driver.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolDriver {
+    /// A directory on the host file system. Filesystem volumes are directories, block volumes
+    /// sparse files; snapshots are copies (reflinked where the file system can).
+    Dir,
+    /// A btrfs file system over one or more disks or loop-backed files: volumes are
+    /// subvolumes with quota limits, snapshots are btrfs snapshots.
+    Btrfs,
+    /// Vessel's own RAID engine (RAID 0/1/5/6) over member files or disks, carved into
+    /// thin-provisioned block volumes.
+    Raid,
+}
+
+impl PoolDriver {
+    /// Lower-case name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dir => "dir",
+            Self::Btrfs => "btrfs",
+            Self::Raid => "raid",
+        }
+    }
+}
+
+/// Body of `POST /1.0/storage/pools`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolCreate {
+    /// Pool name: 1-63 characters, letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// Driver.
+    pub driver: PoolDriver,
+    /// Where the pool lives. `dir`: one directory (default: under the daemon's root).
+    /// `btrfs`: block devices or files to format (default: one loop-backed file of `size`
+    /// bytes under the daemon's root). `raid`: member files or block devices (default:
+    /// `members` files of `size` bytes each under the daemon's root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// Bytes: the loop file of a `btrfs` pool, or each member file of a `raid` pool that
+    /// Vessel creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `raid`: number of member files to create when no sources are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u32>,
+    /// `raid`: level, one of raid0, raid1, raid5, raid6. `btrfs`: data profile for several
+    /// devices (single, raid0, raid1, raid10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `raid`: chunk size in bytes (a power of two, default 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u64>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A storage pool as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct StoragePool {
+    /// Unique name.
+    pub name: String,
+    /// Driver.
+    pub driver: PoolDriver,
+    /// Directory, devices or member files the pool lives on.
+    pub sources: Vec<String>,
+    /// `raid` level or `btrfs` profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `online`, `degraded` (a `raid` pool running without a member) or `unavailable`
+    /// (its sources could not be opened; see `error`).
+    pub status: String,
+    /// Why the pool is unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Capacity in bytes.
+    pub size_bytes: u64,
+    /// Bytes in use by volumes and snapshots.
+    pub used_bytes: u64,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// One member of a `raid` pool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct PoolMember {
+    /// Slot in the array.
+    pub index: u32,
+    /// File or device.
+    pub path: String,
+    /// `active`, `failed`, `missing` or `rebuilding`.
+    pub state: String,
+    /// Blocks whose checksum did not match when read from this member.
+    pub checksum_errors: u64,
+}
+
+/// Result of the last scrub of a pool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ScrubResult {
+    /// When it finished, RFC 3339.
+    pub finished_at: String,
+    /// Stripes (rows) checked.
+    pub rows_checked: u64,
+    /// Stripes whose parity or checksums disagreed.
+    pub mismatches: u64,
+    /// Of those, stripes rewritten with correct data.
+    pub repaired: u64,
+    /// Members found lying (wrong data under a good checksum elsewhere).
+    pub bad_members: Vec<u32>,
+}
+
+/// `GET /1.0/storage/pools/{name}/status`: health of a pool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Pool name.
+    pub name: String,
+    /// Driver.
+    pub driver: PoolDriver,
+    /// As in [`StoragePool::status`].
+    pub status: String,
+    /// Members of a `raid` pool (devices of a `btrfs` pool).
+    pub members: Vec<PoolMember>,
+    /// Percentage of a rebuild in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_percent: Option<u8>,
+    /// The last scrub, if any ran since the pool was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scrub: Option<ScrubResult>,
+}
+
+/// Body of `POST /1.0/storage/pools/{name}/repair`: a `raid` member action.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRepair {
+    /// `fail` (take a member out), `replace` (rebuild a member onto `path`) or `scrub`
+    /// (check every stripe and repair what disagrees).
+    pub action: String,
+    /// Member slot for `fail` and `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u32>,
+    /// The replacement file or device for `replace` (a file is created with the member
+    /// size when it does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// What a volume holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeContent {
+    /// A file tree, mounted into containers, exportable over NFS.
+    #[default]
+    Filesystem,
+    /// A disk of fixed size, attached to VMs, exportable over NBD.
+    Block,
+}
+
+/// Body of `POST /1.0/storage/pools/{pool}/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCreate {
+    /// Volume name: 1-63 characters, letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// Filesystem (default) or block.
+    #[serde(default)]
+    pub content: VolumeContent,
+    /// Bytes: the disk size of a block volume, the quota of a filesystem volume (not
+    /// enforced on `dir` pools). Required for block volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Create as a writable clone of `VOLUME/SNAPSHOT` (or of a whole volume) in the same
+    /// pool instead of empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Where a volume is attached.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct VolumeAttachment {
+    /// Instance name.
+    pub instance: String,
+    /// Mount point inside a container; empty for a VM disk.
+    #[serde(default)]
+    pub path: String,
+}
+
+/// A volume as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct StorageVolume {
+    /// Pool it lives in.
+    pub pool: String,
+    /// Name, unique in its pool.
+    pub name: String,
+    /// Filesystem or block.
+    pub content: VolumeContent,
+    /// Block size or filesystem quota in bytes (0: no quota).
+    pub size_bytes: u64,
+    /// Bytes it uses in its pool.
+    pub used_bytes: u64,
+    /// `VOLUME/SNAPSHOT` it was cloned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Its snapshots, oldest first.
+    pub snapshots: Vec<String>,
+    /// Instances using it.
+    pub attached_to: Vec<VolumeAttachment>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// Body of `PATCH /1.0/storage/pools/{pool}/volumes/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeUpdate {
+    /// New size in bytes (block volumes grow or shrink; filesystem quotas change).
+    pub size: u64,
+}
+
+/// Body of `POST /1.0/storage/pools/{pool}/volumes/{name}/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    /// Snapshot name, unique per volume.
+    pub name: String,
+}
+
+/// Body of `POST /1.0/storage/pools/{pool}/volumes/{name}/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRestore {
+    /// Snapshot to roll the volume back to (later snapshots are kept).
+    pub snapshot: String,
+}
+
+/// Body of `POST /1.0/storage/pools/{pool}/volumes/{name}/attach` and `.../detach`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttach {
+    /// Instance name (it must be stopped).
+    pub instance: String,
+    /// Mount point inside a container (filesystem volumes); ignored for VM disks.
+    #[serde(default)]
+    pub path: String,
+}
+
+/// Export protocol.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportProtocol {
+    /// Block export (SAN-like) with Vessel's NBD server: block volumes.
+    Nbd,
+    /// File export (NAS-like) with Vessel's NFSv3 server: filesystem volumes.
+    Nfs,
+}
+
+/// Body of `POST /1.0/storage/exports`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportCreate {
+    /// Export name: the NBD export name, or the NFS path `/NAME`.
+    pub name: String,
+    /// Pool of the volume.
+    pub pool: String,
+    /// Volume to export.
+    pub volume: String,
+    /// NBD or NFS.
+    pub protocol: ExportProtocol,
+    /// `HOST:PORT` to listen on (TCP), or an absolute path for a unix socket (NBD only).
+    /// Several exports of one protocol may share a listener. Default: NBD on
+    /// 127.0.0.1:10809, NFS on 127.0.0.1:2049.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Serve read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// An export as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct StorageExport {
+    /// Name.
+    pub name: String,
+    /// Pool of the volume.
+    pub pool: String,
+    /// Volume.
+    pub volume: String,
+    /// NBD or NFS.
+    pub protocol: ExportProtocol,
+    /// Listener address or socket path.
+    pub listen: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// A URI a client can use (`nbd://…`, `nbd+unix:///…?socket=…`, `nfs://…`).
+    pub uri: String,
+    /// `serving`, or `failed` with `error`.
+    pub status: String,
+    /// Why the export is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

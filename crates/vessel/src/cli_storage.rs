@@ -1,0 +1,323 @@
+//! `vessel storage ...`: the command line of pools, volumes and exports.
+
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+const POOL_EXAMPLES: &str = "\
+Drivers:
+  dir     a directory (default: under /var/lib/vessel/storage); snapshots are copies
+  btrfs   btrfs over disks or files (or one loop file Vessel creates with --size);
+          subvolumes with quotas, btrfs snapshots
+  raid    Vessel's own RAID 0/1/5/6 over member files or disks, thin block volumes,
+          rebuild and scrub (vessel storage pool repair)
+
+Examples:
+  vessel storage pool create local dir
+  vessel storage pool create fast btrfs --size 10GiB
+  vessel storage pool create safe raid --level raid5 --members 4 --size 2GiB
+  vessel storage pool create safe raid --level raid6 --source /dev/sdb --source /dev/sdc \\
+      --source /dev/sdd --source /dev/sde --chunk-size 128KiB";
+
+const VOLUME_EXAMPLES: &str = "\
+Examples:
+  vessel storage volume create local data --size 1GiB          # a filesystem volume
+  vessel storage volume create safe disk1 --type block --size 8GiB
+  vessel storage volume attach local data c1 /srv/data         # c1 must be stopped
+  vessel storage volume attach safe disk1 vm1                  # a second disk for vm1
+  vessel storage volume snapshot local data before-upgrade
+  vessel storage volume restore local data before-upgrade
+  vessel storage volume create local data2 --source data/before-upgrade   # clone
+  vessel storage volume import safe disk1 ./debian.qcow2";
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  vessel storage export create disk1 safe disk1 --protocol nbd --listen 127.0.0.1:10809
+  nbdinfo nbd://127.0.0.1:10809/disk1
+  vessel storage export create share local data --protocol nfs --listen 127.0.0.1:2049
+  nfs-ls nfs://127.0.0.1/share";
+
+/// `vessel storage ...`
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Storage pools: where volumes live.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Volumes: filesystems for containers, disks for VMs.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Serve volumes over the network: NBD (block) or NFS (files).
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+/// Pool driver on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    /// A directory.
+    Dir,
+    /// btrfs over disks or files.
+    Btrfs,
+    /// Vessel's RAID engine.
+    Raid,
+}
+
+/// `vessel storage pool ...`
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create a pool (formats its sources).
+    #[command(after_help = POOL_EXAMPLES)]
+    Create {
+        /// Pool name.
+        name: String,
+        /// Driver.
+        #[arg(value_enum)]
+        driver: DriverArg,
+        /// A directory (dir), disk or file (btrfs, raid); repeatable.
+        #[arg(long = "source", value_name = "PATH")]
+        sources: Vec<PathBuf>,
+        /// Size of the loop file (btrfs) or of each member file (raid) Vessel creates.
+        #[arg(long)]
+        size: Option<String>,
+        /// raid: number of member files to create with --size.
+        #[arg(long)]
+        members: Option<u32>,
+        /// raid: raid0, raid1, raid5 or raid6; btrfs: single, raid0, raid1, raid10.
+        #[arg(long)]
+        level: Option<String>,
+        /// raid: chunk size (a power of two, default 64KiB).
+        #[arg(long)]
+        chunk_size: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List pools with capacity and usage.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one pool.
+    Info {
+        /// Pool name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Health: members, rebuild progress, last scrub.
+    Status {
+        /// Pool name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// raid pools: take a member out, rebuild one onto a new disk, or scrub.
+    #[command(
+        after_help = "Examples:\n  vessel storage pool repair safe fail --member 2\n  vessel storage pool repair safe replace --member 2 --path /srv/disks/new.img\n  vessel storage pool repair safe scrub"
+    )]
+    Repair {
+        /// Pool name.
+        name: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: RepairAction,
+        /// Member slot (fail, replace).
+        #[arg(long)]
+        member: Option<u32>,
+        /// The replacement disk or file (replace); a file is created when missing.
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Delete a pool without volumes (files Vessel created for it go too).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Pool name.
+        name: String,
+    },
+}
+
+/// Repair actions.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RepairAction {
+    /// Take a member out of service.
+    Fail,
+    /// Rebuild a failed member onto a new disk or file.
+    Replace,
+    /// Check every stripe and repair what disagrees.
+    Scrub,
+}
+
+/// Volume content on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ContentArg {
+    /// A file tree for containers (and NFS).
+    Filesystem,
+    /// A disk for VMs (and NBD).
+    Block,
+}
+
+/// `vessel storage volume ...`
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume, empty or as a clone.
+    #[command(after_help = VOLUME_EXAMPLES)]
+    Create {
+        /// Pool.
+        pool: String,
+        /// Volume name.
+        name: String,
+        /// What it holds.
+        #[arg(long = "type", value_enum, default_value_t = ContentArg::Filesystem)]
+        content: ContentArg,
+        /// Disk size (block) or quota (filesystem), e.g. 1GiB.
+        #[arg(long)]
+        size: Option<String>,
+        /// Clone VOLUME or VOLUME/SNAPSHOT of the same pool.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List the volumes of a pool.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Pool.
+        pool: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one volume.
+    Info {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Change a volume's size (block) or quota (filesystem).
+    Resize {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// New size, e.g. 2GiB.
+        size: String,
+    },
+    /// Delete a detached volume and its snapshots.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+    },
+    /// Take a read-only snapshot.
+    Snapshot {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// Snapshot name.
+        snapshot: String,
+    },
+    /// Delete a snapshot.
+    DeleteSnapshot {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// Snapshot name.
+        snapshot: String,
+    },
+    /// Roll a volume back to a snapshot (instances using it must be stopped).
+    Restore {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// Snapshot name.
+        snapshot: String,
+    },
+    /// Attach to a stopped instance: a mount (containers) or a disk (VMs).
+    Attach {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// Instance.
+        instance: String,
+        /// Mount point inside a container.
+        path: Option<String>,
+    },
+    /// Detach from a stopped instance.
+    Detach {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// Instance.
+        instance: String,
+    },
+    /// Write a raw or qcow2 disk image into a block volume.
+    Import {
+        /// Pool.
+        pool: String,
+        /// Volume.
+        name: String,
+        /// The image file.
+        file: PathBuf,
+    },
+}
+
+/// Export protocol on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProtocolArg {
+    /// Block export (block volumes).
+    Nbd,
+    /// File export (filesystem volumes).
+    Nfs,
+}
+
+/// `vessel storage export ...`
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Export a volume.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Create {
+        /// Export name (the NBD export name, or the NFS path /NAME).
+        name: String,
+        /// Pool.
+        pool: String,
+        /// Volume.
+        volume: String,
+        /// Protocol.
+        #[arg(long, value_enum)]
+        protocol: ProtocolArg,
+        /// HOST:PORT, or a socket path for NBD (default 127.0.0.1:10809 / 127.0.0.1:2049).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Serve read-only.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List exports.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Stop serving an export.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Export name.
+        name: String,
+    },
+}

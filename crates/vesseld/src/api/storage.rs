@@ -1,0 +1,281 @@
+//! Storage routes: pools, volumes, snapshots, attachments, exports. Driver work blocks, so
+//! it runs on the blocking pool; long work runs as operations.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio_stream::StreamExt;
+use vessel_api::{
+    ExportCreate, PoolCreate, PoolRepair, SnapshotCreate, VolumeAttach, VolumeCreate,
+    VolumeRestore, VolumeUpdate,
+};
+
+use super::{ApiJson, App};
+use crate::error::{Error, Result};
+use crate::storage::StorageService;
+
+/// Runs blocking storage work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    app: &App,
+    f: impl FnOnce(StorageService) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let s = app.storage.clone();
+    tokio::task::spawn_blocking(move || f(s))
+        .await
+        .map_err(|e| Error::internal(format!("storage task: {e}")))?
+}
+
+fn json<T: serde::Serialize>(v: T) -> Response {
+    Json(v).into_response()
+}
+
+fn accepted<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::ACCEPTED, Json(v)).into_response()
+}
+
+pub async fn pools_list(State(app): State<App>) -> Result<Response> {
+    Ok(json(blocking(&app, |s| s.pools_list()).await?))
+}
+
+pub async fn pools_create(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<PoolCreate>,
+) -> Result<Response> {
+    let check = req.clone();
+    blocking(&app, move |s| s.pool_check(&check)).await?;
+    let s = app.storage.clone();
+    let op = app.ops.spawn(
+        format!("Creating storage pool {}", req.name),
+        vec![format!("/1.0/storage/pools/{}", req.name)],
+        false,
+        move |op| async move {
+            tokio::task::spawn_blocking(move || s.pool_create(req, &op))
+                .await
+                .map_err(|e| Error::internal(format!("storage task: {e}")))?
+        },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn pool_get(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {
+    Ok(json(blocking(&app, move |s| s.pool_get(&pool)).await?))
+}
+
+pub async fn pool_delete(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {
+    Ok(json(blocking(&app, move |s| s.pool_delete(&pool)).await?))
+}
+
+pub async fn pool_status(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {
+    Ok(json(blocking(&app, move |s| s.pool_status(&pool)).await?))
+}
+
+pub async fn pool_repair(
+    State(app): State<App>,
+    Path(pool): Path<String>,
+    ApiJson(req): ApiJson<PoolRepair>,
+) -> Result<Response> {
+    let (p, r) = (pool.clone(), req.clone());
+    blocking(&app, move |s| s.repair_check(&p, &r)).await?;
+    let s = app.storage.clone();
+    let what = match req.action.as_str() {
+        "scrub" => format!("Scrubbing storage pool {pool}"),
+        "replace" => format!("Rebuilding a member of storage pool {pool}"),
+        _ => format!("Failing a member of storage pool {pool}"),
+    };
+    let op = app.ops.spawn(
+        what,
+        vec![format!("/1.0/storage/pools/{pool}")],
+        false,
+        move |op| async move {
+            tokio::task::spawn_blocking(move || s.repair(&pool, req, &op))
+                .await
+                .map_err(|e| Error::internal(format!("storage task: {e}")))?
+        },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn volumes_list(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {
+    Ok(json(blocking(&app, move |s| s.volumes_list(&pool)).await?))
+}
+
+pub async fn volumes_create(
+    State(app): State<App>,
+    Path(pool): Path<String>,
+    ApiJson(req): ApiJson<VolumeCreate>,
+) -> Result<Response> {
+    let (p, r) = (pool.clone(), req.clone());
+    blocking(&app, move |s| s.volume_check(&p, &r)).await?;
+    let s = app.storage.clone();
+    let op = app.ops.spawn(
+        format!("Creating volume {}/{}", pool, req.name),
+        vec![format!("/1.0/storage/pools/{pool}/volumes/{}", req.name)],
+        false,
+        move |op| async move {
+            op.progress(Some(10), "creating");
+            tokio::task::spawn_blocking(move || s.volume_create(&pool, req).map(|_| ()))
+                .await
+                .map_err(|e| Error::internal(format!("storage task: {e}")))?
+        },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn volume_get(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.volume_get(&pool, &name)).await?,
+    ))
+}
+
+pub async fn volume_update(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<VolumeUpdate>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.volume_update(&pool, &name, req)).await?,
+    ))
+}
+
+pub async fn volume_delete(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.volume_delete(&pool, &name)).await?,
+    ))
+}
+
+pub async fn volume_snapshot(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<SnapshotCreate>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.snapshot_create(&pool, &name, req)).await?,
+    ))
+}
+
+pub async fn volume_snapshot_delete(
+    State(app): State<App>,
+    Path((pool, name, snap)): Path<(String, String, String)>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.snapshot_delete(&pool, &name, &snap)).await?,
+    ))
+}
+
+pub async fn volume_restore(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<VolumeRestore>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.volume_restore(&pool, &name, req)).await?,
+    ))
+}
+
+pub async fn volume_attach(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<VolumeAttach>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.attach(&pool, &name, req)).await?,
+    ))
+}
+
+pub async fn volume_detach(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<VolumeAttach>,
+) -> Result<Response> {
+    Ok(json(
+        blocking(&app, move |s| s.detach(&pool, &name, req)).await?,
+    ))
+}
+
+/// Largest disk image a volume import accepts.
+const MAX_IMAGE: u64 = 64 << 30;
+
+pub async fn volume_import(
+    State(app): State<App>,
+    Path((pool, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response> {
+    use tokio::io::AsyncWriteExt;
+    // Fail before the upload when the volume is not there.
+    let (p, n) = (pool.clone(), name.clone());
+    blocking(&app, move |s| s.volume_get(&p, &n)).await?;
+    let staging = app.images.staging()?;
+    let upload = staging.join("disk");
+    let received = async {
+        let mut file = tokio::fs::File::create(&upload)
+            .await
+            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload: {e}")))?;
+            total += chunk.len() as u64;
+            if total > MAX_IMAGE {
+                return Err(Error::invalid(format!(
+                    "the upload is larger than the {MAX_IMAGE} bytes a volume import accepts"
+                )));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+        if total == 0 {
+            return Err(Error::invalid(
+                "the upload is empty: send the disk image as the body",
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = received {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    let s = app.storage.clone();
+    let op = app.ops.spawn(
+        format!("Importing a disk image into {pool}/{name}"),
+        vec![format!("/1.0/storage/pools/{pool}/volumes/{name}")],
+        false,
+        move |op| async move {
+            let r =
+                tokio::task::spawn_blocking(move || s.volume_import(&pool, &name, &upload, &op))
+                    .await
+                    .map_err(|e| Error::internal(format!("storage task: {e}")));
+            let _ = std::fs::remove_dir_all(&staging);
+            r?
+        },
+    );
+    Ok(accepted(op))
+}
+
+pub async fn exports_list(State(app): State<App>) -> Result<Response> {
+    Ok(json(blocking(&app, |s| s.exports_list()).await?))
+}
+
+pub async fn exports_create(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ExportCreate>,
+) -> Result<Response> {
+    let e = blocking(&app, move |s| s.export_create(req)).await?;
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+pub async fn export_delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
+    Ok(json(blocking(&app, move |s| s.export_delete(&name)).await?))
+}

@@ -1,0 +1,216 @@
+//! Serving exports: one NBD server per listen address (exports added and removed while it
+//! serves) and one NFS server per listen address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use vessel_api::{ExportProtocol, StorageExport};
+
+use crate::error::{chain, Error, Result};
+
+/// Default NBD listener (the IANA NBD port, loopback only).
+pub const DEFAULT_NBD: &str = "127.0.0.1:10809";
+/// Default NFS listener (loopback only).
+pub const DEFAULT_NFS: &str = "127.0.0.1:2049";
+
+struct NbdListener {
+    server: vessel_nbd::NbdServer,
+    _handle: vessel_nbd::ServerHandle,
+}
+
+struct NfsListener {
+    server: vessel_nfs::NfsServer,
+    _handle: vessel_nfs::ServerHandle,
+}
+
+/// Live listeners and per-export errors.
+#[derive(Default)]
+pub struct Exports {
+    nbd: Mutex<HashMap<String, NbdListener>>,
+    nfs: Mutex<HashMap<String, NfsListener>>,
+    errors: Mutex<HashMap<String, String>>,
+    /// Key of NFS file handles, kept across restarts so clients' handles stay valid.
+    nfs_key: Mutex<Option<[u8; 32]>>,
+}
+
+/// Checks and normalizes a listen address: `HOST:PORT` or, for NBD, an absolute socket path.
+pub fn normalize_listen(protocol: ExportProtocol, listen: Option<&str>) -> Result<String> {
+    let listen = listen.unwrap_or(match protocol {
+        ExportProtocol::Nbd => DEFAULT_NBD,
+        ExportProtocol::Nfs => DEFAULT_NFS,
+    });
+    if listen.starts_with('/') {
+        if protocol == ExportProtocol::Nfs {
+            return Err(Error::invalid(
+                "NFS exports listen on TCP (HOST:PORT), not on a unix socket",
+            ));
+        }
+        return Ok(listen.to_string());
+    }
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        Error::invalid(format!(
+            "listen address {listen:?} is neither HOST:PORT (e.g. 127.0.0.1:10809) nor an \
+             absolute socket path"
+        ))
+    })?;
+    if addr.port() == 0 {
+        return Err(Error::invalid("give a port other than 0 to listen on"));
+    }
+    Ok(addr.to_string())
+}
+
+/// A URI clients understand for an export.
+pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
+    match protocol {
+        ExportProtocol::Nbd if listen.starts_with('/') => {
+            format!("nbd+unix:///{name}?socket={listen}")
+        }
+        ExportProtocol::Nbd => format!("nbd://{listen}/{name}"),
+        ExportProtocol::Nfs => {
+            let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "2049"));
+            if port == "2049" {
+                format!("nfs://{host}/{name}")
+            } else {
+                format!("nfs://{host}/{name}?nfsport={port}&mountport={port}")
+            }
+        }
+    }
+}
+
+impl Exports {
+    /// The error that keeps an export from being served.
+    pub fn error(&self, name: &str) -> Option<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Records why an export is not served.
+    pub fn set_error(&self, name: &str, error: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), error);
+    }
+
+    /// Serves a block device as an NBD export.
+    pub fn add_nbd(&self, e: &StorageExport, dev: Arc<dyn vessel_nbd::BlockDevice>) -> Result<()> {
+        let export = vessel_nbd::NbdExport::new(e.name.clone(), dev)
+            .read_only(e.read_only)
+            .description(format!("vessel volume {}/{}", e.pool, e.volume));
+        let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = nbd.get(&e.listen) {
+            l.server
+                .add_export(export)
+                .map_err(|err| Error::conflict(format!("NBD export: {}", chain(&err))))?;
+        } else {
+            let server = vessel_nbd::NbdServer::new([export])
+                .map_err(|err| Error::invalid(format!("NBD export: {}", chain(&err))))?;
+            let handle = if e.listen.starts_with('/') {
+                let _ = std::fs::remove_file(&e.listen);
+                server.serve_unix(&e.listen)
+            } else {
+                let addr: SocketAddr = e
+                    .listen
+                    .parse()
+                    .map_err(|_| Error::invalid(format!("bad address {}", e.listen)))?;
+                server.serve_tcp(addr)
+            }
+            .map_err(|err| {
+                Error::conflict(format!("cannot listen on {}: {}", e.listen, chain(&err)))
+            })?;
+            nbd.insert(
+                e.listen.clone(),
+                NbdListener {
+                    server,
+                    _handle: handle,
+                },
+            );
+        }
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.name);
+        Ok(())
+    }
+
+    /// Sets the key NFS file handles are signed with.
+    pub fn set_nfs_key(&self, key: [u8; 32]) {
+        *self.nfs_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+    }
+
+    /// Serves a directory as an NFS export at `/NAME` (root squashed to nobody, other
+    /// users as they are, like a default Linux export).
+    pub fn add_nfs(&self, e: &StorageExport, root: PathBuf) -> Result<()> {
+        let export = vessel_nfs::Export::new(format!("/{}", e.name), root).read_only(e.read_only);
+        let mut nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = nfs.get(&e.listen) {
+            l.server
+                .add_export(export)
+                .map_err(|err| Error::conflict(format!("NFS export: {}", chain(&err))))?;
+        } else {
+            let addr: SocketAddr = e
+                .listen
+                .parse()
+                .map_err(|_| Error::invalid(format!("bad address {}", e.listen)))?;
+            let key = *self.nfs_key.lock().unwrap_or_else(|p| p.into_inner());
+            let server = match key {
+                Some(k) => vessel_nfs::NfsServer::with_key(
+                    vec![export],
+                    vessel_nfs::HandleKey::from_bytes(k),
+                ),
+                None => vessel_nfs::NfsServer::new(vec![export]),
+            }
+            .map_err(|err| Error::invalid(format!("NFS export: {}", chain(&err))))?;
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|err| Error::conflict(format!("cannot listen on {}: {err}", e.listen)))?;
+            let handle = server
+                .serve(listener, None)
+                .map_err(|err| Error::internal(format!("NFS server: {}", chain(&err))))?;
+            nfs.insert(
+                e.listen.clone(),
+                NfsListener {
+                    server,
+                    _handle: handle,
+                },
+            );
+        }
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.name);
+        Ok(())
+    }
+
+    /// Stops serving an export; a listener with no exports left is closed.
+    pub fn remove(&self, e: &StorageExport) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.name);
+        match e.protocol {
+            ExportProtocol::Nbd => {
+                let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(l) = nbd.get(&e.listen) {
+                    l.server.remove_export(&e.name);
+                    if l.server.export_names().is_empty() {
+                        nbd.remove(&e.listen);
+                    }
+                }
+            }
+            ExportProtocol::Nfs => {
+                let mut nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(l) = nfs.get(&e.listen) {
+                    let _ = l.server.remove_export(&format!("/{}", e.name));
+                    if l.server.exports().is_empty() {
+                        nfs.remove(&e.listen);
+                    }
+                }
+            }
+        }
+    }
+}

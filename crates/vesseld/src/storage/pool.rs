@@ -1,0 +1,171 @@
+//! The pool driver trait every storage backend implements, and helpers shared by drivers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use vessel_api::{PoolMember, ScrubResult, VolumeContent};
+use vessel_nbd::BlockDevice;
+
+use crate::error::{Error, Result};
+
+/// How a block volume is reached.
+pub enum BlockAccess {
+    /// A raw image file on the host (dir, btrfs): QEMU opens it directly.
+    File(PathBuf),
+    /// A device inside the daemon (raid): served to QEMU and clients over NBD.
+    Device(Arc<dyn BlockDevice>),
+}
+
+/// Progress callback of long pool work: (percent, stage).
+pub type Progress<'a> = &'a (dyn Fn(u8, &str) + Sync);
+
+/// One storage backend. Volumes are named by the service (validated names); snapshots are
+/// per volume. Every method is blocking (the service calls them off the async runtime).
+pub trait PoolDriver: Send + Sync {
+    /// (capacity, used) in bytes.
+    fn capacity(&self) -> Result<(u64, u64)>;
+    /// Creates an empty volume.
+    fn create(&self, name: &str, content: VolumeContent, size: Option<u64>) -> Result<()>;
+    /// Creates `name` as a writable copy of `source` (or of its snapshot `snap`).
+    fn clone_volume(
+        &self,
+        source: &str,
+        snap: Option<&str>,
+        name: &str,
+        content: VolumeContent,
+    ) -> Result<()>;
+    /// Removes a volume (its snapshots are removed first by the service).
+    fn delete(&self, name: &str, content: VolumeContent) -> Result<()>;
+    /// Changes a block volume's size or a filesystem volume's quota.
+    fn resize(&self, name: &str, content: VolumeContent, size: u64) -> Result<()>;
+    /// Takes a read-only snapshot.
+    fn snapshot(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()>;
+    /// Removes a snapshot.
+    fn delete_snapshot(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()>;
+    /// Makes the volume's content that of its snapshot.
+    fn restore(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()>;
+    /// Bytes the volume uses in the pool.
+    fn used(&self, name: &str, content: VolumeContent) -> Result<u64>;
+    /// Host directory of a filesystem volume.
+    fn fs_path(&self, name: &str) -> Result<PathBuf>;
+    /// A block volume.
+    fn block(&self, name: &str) -> Result<BlockAccess>;
+    /// `online` or `degraded`.
+    fn health(&self) -> String {
+        "online".into()
+    }
+    /// Members (raid) or devices (btrfs).
+    fn members(&self) -> Vec<PoolMember> {
+        Vec::new()
+    }
+    /// Rebuild progress in percent, while one runs.
+    fn rebuild_percent(&self) -> Option<u8> {
+        None
+    }
+    /// Fails a member.
+    fn fail_member(&self, _member: u32) -> Result<()> {
+        Err(Error::invalid(
+            "only raid pools have members to fail or replace",
+        ))
+    }
+    /// Rebuilds a member onto `path`.
+    fn replace_member(&self, _member: u32, _path: &Path, _progress: Progress) -> Result<()> {
+        Err(Error::invalid(
+            "only raid pools have members to fail or replace",
+        ))
+    }
+    /// Checks every stripe and repairs what disagrees.
+    fn scrub(&self, _progress: Progress) -> Result<ScrubResult> {
+        Err(Error::invalid(
+            "only raid pools can be scrubbed by Vessel (btrfs pools: btrfs scrub)",
+        ))
+    }
+    /// Whether clones keep reading their origin's data, so the origin cannot go first.
+    fn clones_depend_on_origin(&self) -> bool {
+        false
+    }
+    /// Releases what the pool holds open or mounted (the daemon is stopping or the pool is
+    /// being deleted).
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs a host tool; its stderr becomes the error.
+pub fn run(tool: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(tool).args(args).output().map_err(|e| {
+        Error::internal(format!(
+            "cannot run {tool}: {e}; install it (see scripts/debian-packages.txt)"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Error::internal(format!(
+            "{tool} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An I/O error with the path, as an internal error.
+pub fn io_err<'a>(what: &str, path: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a {
+    let what = what.to_string();
+    move |e| Error::internal(format!("{what} {}: {e}", path.display()))
+}
+
+/// Bytes allocated under `path` (each inode once), like `du -s`.
+pub fn tree_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if seen.insert((md.dev(), md.ino())) {
+            total += md.blocks() * 512;
+        }
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+/// (capacity, used) of the file system holding `path`.
+pub fn fs_capacity(path: &Path) -> Result<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| Error::internal(format!("statvfs {}: {e}", path.display())))?;
+    let frsize = st.fragment_size();
+    let total = st.blocks() * frsize;
+    let free = st.blocks_available() * frsize;
+    Ok((total, total.saturating_sub(free)))
+}
+
+/// Copies a tree keeping owners, modes, times, links and xattrs (reflinks where the file
+/// system can).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let (f, t) = (path_str(from)?, path_str(to)?);
+    run(
+        "cp",
+        &["-a", "--reflink=auto", "--no-target-directory", f, t],
+    )
+    .map(|_| ())
+}
+
+/// Copies a sparse image file (reflinked where the file system can).
+pub fn copy_image(from: &Path, to: &Path) -> Result<()> {
+    let (f, t) = (path_str(from)?, path_str(to)?);
+    run("cp", &["--reflink=auto", "--sparse=always", f, t]).map(|_| ())
+}
+
+/// A path as UTF-8 (pool paths are made by Vessel or given as UTF-8 JSON).
+pub fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| Error::invalid(format!("path {} is not UTF-8", p.display())))
+}

@@ -1,0 +1,568 @@
+//! Storage through the real daemon: dir, btrfs and raid pools, volumes mounted into
+//! containers, snapshots, restore and clones, NBD exports read and written by real clients,
+//! raid member failure and rebuild, and bad input that changes nothing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::Daemon;
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Runs a host tool and asserts success; returns stdout.
+#[track_caller]
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}): install it with scripts/setup.sh"));
+    assert!(
+        out.status.success(),
+        "{cmd} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pool_names(d: &Daemon) -> Vec<String> {
+    json(&d.ok(&["storage", "pool", "list", "--format", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn dir_pool_volumes_are_shared_snapshotted_restored_and_cloned() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    let pool = json(&d.ok(&["storage", "pool", "info", "local", "--format", "json"]));
+    assert_eq!(pool["status"], "online");
+    assert!(pool["size_bytes"].as_u64().unwrap() > 0);
+    d.ok(&["storage", "volume", "create", "local", "data"]);
+    for c in ["c1", "c2"] {
+        d.ok(&["create", "busybox", c, "--", "sleep", "3600"]);
+    }
+    d.ok(&[
+        "storage",
+        "volume",
+        "attach",
+        "local",
+        "data",
+        "c1",
+        "/srv/data",
+    ]);
+    d.ok(&[
+        "storage",
+        "volume",
+        "attach",
+        "local",
+        "data",
+        "c2",
+        "/mnt/shared",
+    ]);
+    d.ok(&["start", "c1", "c2"]);
+    // Unprivileged container root writes, the neighbour reads the same file.
+    let (code, _) = d.sh(
+        "c1",
+        "echo v1 > /srv/data/note && head -c 200000 /dev/urandom > /srv/data/blob",
+    );
+    assert_eq!(code, 0);
+    let (code, out) = d.sh("c2", "cat /mnt/shared/note");
+    assert_eq!((code, out.trim()), (0, "v1"));
+    let vol = json(&d.ok(&[
+        "storage", "volume", "info", "local", "data", "--format", "json",
+    ]));
+    assert!(vol["used_bytes"].as_u64().unwrap() >= 200_000, "{vol}");
+    assert_eq!(vol["attached_to"].as_array().unwrap().len(), 2);
+    // Attached volumes cannot be deleted; running users block a restore.
+    let err = d.fails(&["storage", "volume", "delete", "local", "data"]);
+    assert!(err.contains("attached to c1, c2"), "{err}");
+    d.ok(&["storage", "volume", "snapshot", "local", "data", "first"]);
+    assert_eq!(d.sh("c1", "echo v2 > /srv/data/note").0, 0);
+    let err = d.fails(&["storage", "volume", "restore", "local", "data", "first"]);
+    assert!(err.contains("stop them"), "{err}");
+    d.ok(&["stop", "c1", "c2", "--force"]);
+    d.ok(&["storage", "volume", "restore", "local", "data", "first"]);
+    // A clone of the snapshot is its own volume.
+    d.ok(&[
+        "storage",
+        "volume",
+        "create",
+        "local",
+        "copy",
+        "--source",
+        "data/first",
+    ]);
+    d.ok(&[
+        "storage", "volume", "attach", "local", "copy", "c2", "/copy",
+    ]);
+    d.ok(&["start", "c1", "c2"]);
+    assert_eq!(d.sh("c1", "cat /srv/data/note").1.trim(), "v1");
+    assert_eq!(
+        d.sh("c2", "echo mine > /copy/note && cat /mnt/shared/note")
+            .1
+            .trim(),
+        "v1"
+    );
+    assert_eq!(d.sh("c1", "cat /srv/data/note").1.trim(), "v1");
+    // Deleting an instance detaches its volumes; the data stays.
+    d.ok(&["delete", "--force", "c1", "c2"]);
+    let vol = json(&d.ok(&[
+        "storage", "volume", "info", "local", "data", "--format", "json",
+    ]));
+    assert!(vol["attached_to"].as_array().unwrap().is_empty(), "{vol}");
+    let err = d.fails(&["storage", "pool", "delete", "local"]);
+    assert!(err.contains("still has volumes"), "{err}");
+    for v in ["copy", "data"] {
+        d.ok(&["storage", "volume", "delete", "local", v]);
+    }
+    d.ok(&["storage", "pool", "delete", "local"]);
+    assert!(pool_names(&d).is_empty());
+    assert!(!d.root().join("storage/local").exists());
+}
+
+#[test]
+fn btrfs_pool_enforces_quotas_and_snapshots_subvolumes() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "storage", "pool", "create", "fast", "btrfs", "--size", "300MiB",
+    ]);
+    let pool = json(&d.ok(&["storage", "pool", "info", "fast", "--format", "json"]));
+    assert_eq!(pool["driver"], "btrfs");
+    assert!(pool["size_bytes"].as_u64().unwrap() > 200 << 20, "{pool}");
+    d.ok(&[
+        "storage", "volume", "create", "fast", "logs", "--size", "16MiB",
+    ]);
+    d.ok(&[
+        "create",
+        "busybox",
+        "c1",
+        "--privileged",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    d.ok(&["storage", "volume", "attach", "fast", "logs", "c1", "/logs"]);
+    d.ok(&["start", "c1"]);
+    assert_eq!(d.sh("c1", "echo keep > /logs/a && sync").0, 0);
+    d.ok(&["storage", "volume", "snapshot", "fast", "logs", "s1"]);
+    // The qgroup limit holds: 40 MiB do not fit in 16.
+    let (code, _) = d.sh(
+        "c1",
+        "dd if=/dev/zero of=/logs/big bs=1M count=40 conv=fsync 2>/dev/null",
+    );
+    assert_ne!(code, 0, "a 40 MiB write fit into a 16 MiB quota");
+    let used = json(&d.ok(&[
+        "storage", "volume", "info", "fast", "logs", "--format", "json",
+    ]))["used_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(used > 1 << 20 && used <= 17 << 20, "usage {used}");
+    d.ok(&["stop", "c1", "--force"]);
+    d.ok(&["storage", "volume", "restore", "fast", "logs", "s1"]);
+    d.ok(&["start", "c1"]);
+    assert_eq!(d.sh("c1", "ls /logs").1.trim(), "a");
+    // Block volumes are raw files in subvolumes.
+    d.ok(&[
+        "storage", "volume", "create", "fast", "disk", "--type", "block", "--size", "8MiB",
+    ]);
+    let disk = d.root().join("storage/fast/block/disk/disk.raw");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 8 << 20);
+    // The pool comes back after a daemon restart (mounted again if needed).
+    d.ok(&["delete", "--force", "c1"]);
+    for v in ["logs", "disk"] {
+        d.ok(&["storage", "volume", "delete", "fast", v]);
+    }
+    d.ok(&["storage", "pool", "delete", "fast"]);
+    assert!(!d.root().join("storage/fast.btrfs").exists());
+    assert!(!d.mounts().iter().any(|m| m.contains("storage/fast")));
+}
+
+/// A pattern of `len` bytes derived from `seed`.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+#[test]
+fn raid_pool_serves_volumes_over_nbd_and_survives_a_lost_member() {
+    let mut d = Daemon::start();
+    d.ok(&[
+        "storage",
+        "pool",
+        "create",
+        "safe",
+        "raid",
+        "--level",
+        "raid5",
+        "--members",
+        "4",
+        "--size",
+        "48MiB",
+        "--chunk-size",
+        "64KiB",
+    ]);
+    let pool = json(&d.ok(&["storage", "pool", "info", "safe", "--format", "json"]));
+    assert_eq!(pool["status"], "online");
+    d.ok(&[
+        "storage", "volume", "create", "safe", "disk", "--type", "block", "--size", "24MiB",
+    ]);
+    let err = d.fails(&["storage", "volume", "create", "safe", "files"]);
+    assert!(err.contains("block volumes"), "{err}");
+    let sock = d.dir.join("nbd.sock");
+    let sock_s = sock.to_str().unwrap();
+    let out = d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk",
+        "safe",
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock_s,
+    ]);
+    let uri = format!("nbd+unix:///disk?socket={sock_s}");
+    assert!(out.contains(&uri), "{out}");
+    assert_eq!(
+        tool("nbdinfo", &["--size", &uri]).trim(),
+        (24u64 << 20).to_string()
+    );
+    // Write 24 MiB of known data with nbdcopy, read it back.
+    let data = pattern(7, 24 << 20);
+    let src = d.dir.join("src.raw");
+    std::fs::write(&src, &data).unwrap();
+    tool("nbdcopy", &[src.to_str().unwrap(), &uri]);
+    let back = d.dir.join("back.raw");
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    // Thin: the volume holds data now; a snapshot and a clone share it.
+    d.ok(&["storage", "volume", "snapshot", "safe", "disk", "s1"]);
+    d.ok(&[
+        "storage", "volume", "create", "safe", "copy", "--type", "block", "--source", "disk/s1",
+    ]);
+    tool("qemu-io", &["-f", "raw", "-c", "write -P 0xab 0 1M", &uri]);
+    d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "copy",
+        "safe",
+        "copy",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock_s,
+        "--read-only",
+    ]);
+    let copy_uri = format!("nbd+unix:///copy?socket={sock_s}");
+    let copy_back = d.dir.join("copy.raw");
+    tool("nbdcopy", &[&copy_uri, copy_back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&copy_back).unwrap() == data,
+        "the clone saw a later write"
+    );
+    let ro = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write 0 4k", &copy_uri])
+        .output()
+        .unwrap();
+    assert!(
+        !ro.status.success() || String::from_utf8_lossy(&ro.stdout).contains("failed"),
+        "a read-only export took a write"
+    );
+    // Lose a member: everything still reads, the pool says degraded.
+    d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "2"]);
+    let status = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+    assert_eq!(status["status"], "degraded", "{status}");
+    assert_eq!(status["members"][2]["state"], "failed", "{status}");
+    tool("nbdcopy", &[&copy_uri, copy_back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&copy_back).unwrap() == data,
+        "degraded read differs"
+    );
+    // Replace it; the rebuild runs as an operation; a scrub then finds nothing to fix.
+    let new = d.dir.join("new-member.img");
+    d.ok(&[
+        "storage",
+        "pool",
+        "repair",
+        "safe",
+        "replace",
+        "--member",
+        "2",
+        "--path",
+        new.to_str().unwrap(),
+    ]);
+    let status = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+    assert_eq!(status["status"], "online", "{status}");
+    assert_eq!(status["members"][2]["path"], new.to_str().unwrap());
+    d.ok(&["storage", "pool", "repair", "safe", "scrub"]);
+    let status = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+    assert_eq!(status["last_scrub"]["mismatches"], 0, "{status}");
+    assert!(status["last_scrub"]["rows_checked"].as_u64().unwrap() > 0);
+    // After a daemon restart the pool reassembles with the new member and exports are back.
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    d.wait_for(
+        "the export to be served again",
+        Duration::from_secs(20),
+        || Path::new(sock_s).exists(),
+    );
+    tool("nbdcopy", &[&copy_uri, copy_back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&copy_back).unwrap() == data,
+        "data changed over a restart"
+    );
+    let mut head = vec![0u8; 1 << 20];
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    head.copy_from_slice(&std::fs::read(&back).unwrap()[..1 << 20]);
+    assert!(
+        head.iter().all(|&b| b == 0xab),
+        "the acknowledged write is gone"
+    );
+    // Exported volumes cannot be deleted.
+    let err = d.fails(&["storage", "volume", "delete", "safe", "disk"]);
+    assert!(err.contains("exported as disk"), "{err}");
+    for e in ["disk", "copy"] {
+        d.ok(&["storage", "export", "delete", e]);
+    }
+    assert!(
+        !Path::new(sock_s).exists(),
+        "the listener outlived its exports"
+    );
+    d.ok(&["storage", "volume", "delete", "safe", "copy"]);
+    d.ok(&["storage", "volume", "delete", "safe", "disk"]);
+    d.ok(&["storage", "pool", "delete", "safe"]);
+}
+
+#[test]
+fn bad_storage_requests_are_refused_and_change_nothing() {
+    let d = Daemon::start();
+    let files: Vec<String> = (0..4)
+        .map(|i| {
+            let p = d.dir.join(format!("m{i}.img"));
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(32 << 20)
+                .unwrap();
+            p.display().to_string()
+        })
+        .collect();
+    let small = d.dir.join("small.img");
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(64 << 10)
+        .unwrap();
+    let src = |list: &[&str]| -> Vec<String> {
+        list.iter()
+            .flat_map(|f| ["--source".to_string(), f.to_string()])
+            .collect()
+    };
+    let run = |extra: Vec<String>| {
+        let mut args = vec!["storage", "pool", "create", "p", "raid"];
+        args.extend(extra.iter().map(String::as_str));
+        d.fails(&args)
+    };
+    // Wrong member count for the level.
+    let mut a = vec!["--level".to_string(), "raid5".into()];
+    a.extend(src(&[&files[0], &files[1]]));
+    assert!(run(a).contains("at least 3 members"));
+    let mut a = vec!["--level".to_string(), "raid6".into()];
+    a.extend(src(&[&files[0], &files[1], &files[2]]));
+    assert!(run(a).contains("at least 4 members"));
+    // A member too small.
+    let mut a = vec!["--level".to_string(), "raid1".into()];
+    a.extend(src(&[&files[0], small.to_str().unwrap()]));
+    let err = run(a);
+    assert!(err.contains("small"), "{err}");
+    // A level that does not exist, a missing member.
+    let mut a = vec!["--level".to_string(), "raid7".into()];
+    a.extend(src(&[&files[0], &files[1]]));
+    assert!(run(a).contains("unknown raid level"));
+    let mut a = vec!["--level".to_string(), "raid1".into()];
+    a.extend(src(&[&files[0], "/nonexistent/disk"]));
+    assert!(run(a).contains("does not exist"));
+    assert!(pool_names(&d).is_empty(), "a failed creation left a pool");
+    // A member of another pool: known to this daemon, and only known to its superblock.
+    d.ok(&[
+        "storage", "pool", "create", "a", "raid", "--level", "raid1", "--source", &files[0],
+        "--source", &files[1],
+    ]);
+    let err = d.fails(&[
+        "storage", "pool", "create", "b", "raid", "--level", "raid1", "--source", &files[1],
+        "--source", &files[2],
+    ]);
+    assert!(
+        err.contains("already belongs to another storage pool"),
+        "{err}"
+    );
+    d.ok(&["storage", "pool", "delete", "a"]);
+    // The member files were the user's: they stay, with pool a's superblocks on them.
+    assert!(Path::new(&files[0]).exists());
+    let err = d.fails(&[
+        "storage", "pool", "create", "b", "raid", "--level", "raid1", "--source", &files[1],
+        "--source", &files[2],
+    ]);
+    assert!(err.to_lowercase().contains("pool"), "{err}");
+    assert!(pool_names(&d).is_empty());
+    // A volume bigger than its pool, a block volume without size, bad names.
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    let err = d.fails(&[
+        "storage", "volume", "create", "local", "huge", "--type", "block", "--size", "64TiB",
+    ]);
+    assert!(err.contains("more than pool"), "{err}");
+    let err = d.fails(&[
+        "storage", "volume", "create", "local", "nosize", "--type", "block",
+    ]);
+    assert!(err.contains("needs a size"), "{err}");
+    let err = d.fails(&["storage", "volume", "create", "local", "../etc"]);
+    assert!(err.contains("invalid volume name"), "{err}");
+    let vols = json(&d.ok(&["storage", "volume", "list", "local", "--format", "json"]));
+    assert!(vols.as_array().unwrap().is_empty(), "{vols}");
+    // Exports of the wrong kind, to a bad address.
+    d.ok(&["storage", "volume", "create", "local", "fs"]);
+    let err = d.fails(&[
+        "storage",
+        "export",
+        "create",
+        "e",
+        "local",
+        "fs",
+        "--protocol",
+        "nbd",
+    ]);
+    assert!(err.contains("over NFS"), "{err}");
+    d.ok(&[
+        "storage", "volume", "create", "local", "blk", "--type", "block", "--size", "1MiB",
+    ]);
+    let err = d.fails(&[
+        "storage",
+        "export",
+        "create",
+        "e",
+        "local",
+        "blk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        "nowhere",
+    ]);
+    assert!(err.contains("HOST:PORT"), "{err}");
+    let exports = json(&d.ok(&["storage", "export", "list", "--format", "json"]));
+    assert!(exports.as_array().unwrap().is_empty(), "{exports}");
+    // Mount points that would escape or shadow the system.
+    d.busybox();
+    d.ok(&["create", "busybox", "c1", "--", "sleep", "60"]);
+    for bad in ["relative", "/", "/proc/x", "/a/../b"] {
+        let err = d.fails(&["storage", "volume", "attach", "local", "fs", "c1", bad]);
+        assert!(
+            err.contains("mount point") || err.contains("under /proc"),
+            "{bad}: {err}"
+        );
+    }
+    let err = d.fails(&["storage", "volume", "attach", "local", "blk", "c1", "/x"]);
+    assert!(err.contains("attach to VMs"), "{err}");
+}
+
+#[test]
+fn filesystem_volume_is_served_over_nfs_to_real_clients() {
+    let mut d = Daemon::start();
+    d.busybox();
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    d.ok(&["storage", "volume", "create", "local", "share"]);
+    d.ok(&[
+        "create",
+        "busybox",
+        "c1",
+        "--privileged",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    d.ok(&[
+        "storage", "volume", "attach", "local", "share", "c1", "/share",
+    ]);
+    d.ok(&["start", "c1"]);
+    assert_eq!(
+        d.sh("c1", "mkdir /share/docs && echo from-container > /share/docs/hello.txt && chmod -R a+rwX /share").0,
+        0
+    );
+    // A loopback port of its own per test process.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let listen = format!("127.0.0.1:{port}");
+    let out = d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "share",
+        "local",
+        "share",
+        "--protocol",
+        "nfs",
+        "--listen",
+        &listen,
+    ]);
+    let uri = format!("nfs://127.0.0.1/share?nfsport={port}&mountport={port}");
+    assert!(out.contains(&uri), "{out}");
+    let list = tool("nfs-ls", &["-R", &uri]);
+    assert!(list.contains("hello.txt"), "{list}");
+    let cat_uri = format!("nfs://127.0.0.1/share/docs/hello.txt?nfsport={port}&mountport={port}");
+    assert_eq!(tool("nfs-cat", &[&cat_uri]).trim(), "from-container");
+    // A file copied in over NFS is what the container reads.
+    let data = pattern(3, 3 << 20);
+    let src = d.dir.join("in.bin");
+    std::fs::write(&src, &data).unwrap();
+    let dst = format!("nfs://127.0.0.1/share/docs/in.bin?nfsport={port}&mountport={port}");
+    tool("nfs-cp", &[src.to_str().unwrap(), &dst]);
+    let (code, sum) = d.sh("c1", "md5sum /share/docs/in.bin");
+    assert_eq!(code, 0);
+    let want = tool("md5sum", &[src.to_str().unwrap()]);
+    assert_eq!(
+        sum.split_whitespace().next(),
+        want.split_whitespace().next()
+    );
+    // Served again after a daemon restart, with the same handles.
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    assert_eq!(tool("nfs-cat", &[&cat_uri]).trim(), "from-container");
+    // A read-only export refuses writes.
+    d.ok(&["storage", "export", "delete", "share"]);
+    d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "ro",
+        "local",
+        "share",
+        "--protocol",
+        "nfs",
+        "--listen",
+        &listen,
+        "--read-only",
+    ]);
+    let ro_dst = format!("nfs://127.0.0.1/ro/docs/new.bin?nfsport={port}&mountport={port}");
+    let out = Command::new("nfs-cp")
+        .args([src.to_str().unwrap(), &ro_dst])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a read-only export took a file");
+    assert!(!d
+        .root()
+        .join("storage/local/fs/share/docs/new.bin")
+        .exists());
+    d.ok(&["storage", "export", "delete", "ro"]);
+    let gone = Command::new("nfs-ls").arg(&uri).output().unwrap();
+    assert!(!gone.status.success(), "a deleted export still answers");
+}
