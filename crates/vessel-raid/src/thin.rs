@@ -487,8 +487,8 @@ fn read_copy(core: &Core, slot: usize) -> ThinResult<Result<(u64, Metadata), Str
     let payload = u64::from_le_bytes(head[16..24].try_into().unwrap_or_default());
     let len = (COPY_HEADER as u64)
         .saturating_add(payload)
-        .next_multiple_of(4096)
-        .min(h.metadata_size);
+        .min(h.metadata_size)
+        .next_multiple_of(4096);
     let mut buf = head;
     if len > 4096 {
         buf.resize(len as usize, 0);
