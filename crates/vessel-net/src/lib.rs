@@ -11,8 +11,10 @@
 //! - [`set_bandwidth`]: per-NIC rate limits (tbf, and IFB for traffic out of an instance);
 //! - [`DhcpDns`]: DHCP (static leases) and DNS (instance names) per network with dnsmasq;
 //! - [`LoadBalancer`], [`LbHealthChecker`]: L4 balancing with nft `numgen`, health checked;
+//! - [`NetworkAcl`]: allow/deny rules per network and NIC, one bridge table, atomic;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
+pub mod acl;
 pub mod bandwidth;
 pub mod dnsmasq;
 pub mod ipam;
@@ -25,6 +27,11 @@ pub mod nic;
 pub mod tap;
 pub mod vxlan;
 
+pub use acl::{
+    acl_table_name, list_acl, parse_rules, probe_acl_mode, remove_acl, AclAction, AclError,
+    AclMode, AclProtocol, AclRule, AddrMatch, Cidr, Direction, NetworkAcl, NicAcl, ParseError,
+    PortRange,
+};
 pub use bandwidth::{
     bandwidth, clear_bandwidth, ifb_name, set_bandwidth, BandwidthError, BandwidthLimits, RateLimit,
 };

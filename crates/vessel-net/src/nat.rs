@@ -178,9 +178,23 @@ pub fn remove_table(ns: &NetNs, network: &str) -> Result<(), NftError> {
     apply_script(ns, &remove_script(&table_name(network)?))
 }
 
-/// A script that deletes `table` whether or not it exists.
+/// A script that deletes the `ip` table `table` whether or not it exists.
 pub(crate) fn remove_script(table: &str) -> String {
-    format!("table ip {table} {{}}\ndelete table ip {table}\n")
+    remove_script_in("ip", table)
+}
+
+/// A script that deletes `table` of `family` whether or not it exists.
+pub(crate) fn remove_script_in(family: &str, table: &str) -> String {
+    format!("table {family} {table} {{}}\ndelete table {family} {table}\n")
+}
+
+/// The current text of `table` of `family` in `ns`, or `None` if it does not exist.
+pub(crate) fn list_table_in(
+    ns: &NetNs,
+    family: &str,
+    table: &str,
+) -> Result<Option<String>, NftError> {
+    nft(ns, &["list", "table", family, table], None)
 }
 
 /// The current text of a network's table in `ns`, or `None` if it does not exist.
