@@ -524,6 +524,18 @@ fn check_files(def: &MachineDef) -> Result<()> {
         }
     }
     for d in &def.disks {
+        if d.nbd_export.is_some() {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::metadata(&d.path).is_ok_and(|m| m.file_type().is_socket());
+            if !is_socket {
+                return Err(VmError::BadFile {
+                    what: "NBD server socket",
+                    path: d.path.clone(),
+                    reason: "no server listens there".into(),
+                });
+            }
+            continue;
+        }
         crate::disk::image_info(&d.path, Some(d.format))?;
     }
     Ok(())

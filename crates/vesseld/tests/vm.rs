@@ -263,3 +263,79 @@ fn bad_vm_requests_are_refused_and_leave_nothing() {
     assert!(d.fails(&["info", "broken"]).contains("not found"));
     assert!(qemu_running_for(&d).is_empty());
 }
+
+#[test]
+fn vm_boots_from_a_raid_volume_and_keeps_running_without_a_member() {
+    let mut d = Daemon::start();
+    d.ok(&["image", "build", "vm", "--layout", "disk"]);
+    d.ok(&[
+        "storage",
+        "pool",
+        "create",
+        "safe",
+        "raid",
+        "--level",
+        "raid5",
+        "--members",
+        "3",
+        "--size",
+        "256MiB",
+    ]);
+    // The root disk goes into the pool, written from the image's disk over NBD.
+    d.ok(&[
+        "launch",
+        "vm/busybox-disk",
+        "r1",
+        "--vm",
+        "--storage",
+        "safe",
+        "-l",
+        "memory=256MiB",
+    ]);
+    assert_eq!(d.info("r1")["storage"], "safe");
+    assert!(
+        !d.root().join("instances/r1/root.qcow2").exists(),
+        "an overlay was made beside the instance"
+    );
+    let vols: serde_json::Value =
+        serde_json::from_str(&d.ok(&["storage", "volume", "list", "safe", "--format", "json"]))
+            .unwrap();
+    assert_eq!(vols[0]["name"], "r1-root", "{vols}");
+    assert_eq!(vols[0]["attached_to"][0]["instance"], "r1", "{vols}");
+    assert!(vols[0]["used_bytes"].as_u64().unwrap() > 1 << 20, "{vols}");
+    // QEMU reads its root disk from the daemon's NBD socket.
+    let qemu = d.info("r1")["state"]["pid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(cmdline.contains("\"driver\":\"nbd\""), "{cmdline}");
+    wait_console(&d, "r1", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("r1", "mount | grep ' / '; echo ok").0, 0);
+    // Write through the guest, lose a member, keep going degraded.
+    assert_eq!(
+        d.sh("r1", "echo precious > /root/f && sync && cat /root/f")
+            .1
+            .trim(),
+        "precious"
+    );
+    d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "1"]);
+    assert_eq!(
+        d.sh("r1", "echo more >> /root/f && sync && cat /root/f").1,
+        "precious\nmore\n"
+    );
+    // The daemon restarts (QEMU reconnects to the re-served socket).
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    assert_eq!(d.sh("r1", "sync; cat /root/f").1, "precious\nmore\n");
+    d.ok(&["stop", "r1", "--force"]);
+    let err = d.fails(&["storage", "volume", "detach", "safe", "r1-root", "r1"]);
+    assert!(err.contains("root disk"), "{err}");
+    // A second boot reads what the first wrote, still degraded.
+    d.ok(&["start", "r1"]);
+    d.wait_for("the agent after a reboot", Duration::from_secs(180), || {
+        d.sh("r1", "cat /root/f").1 == "precious\nmore\n"
+    });
+    d.ok(&["delete", "--force", "r1"]);
+    let vols = d.ok(&["storage", "volume", "list", "safe", "--format", "json"]);
+    assert_eq!(vols.trim(), "[]", "the root volume outlived its VM");
+    assert!(qemu_running_for(&d).is_empty());
+}
