@@ -12,6 +12,8 @@
 //! - [`DhcpDns`]: DHCP (static leases) and DNS (instance names) per network with dnsmasq;
 //! - [`LoadBalancer`], [`LbHealthChecker`]: L4 balancing with nft `numgen`, health checked;
 //! - [`NetworkAcl`]: allow/deny rules per network and NIC, one bridge table, atomic;
+//! - [`probe_vlan_support`], [`attach_to_segment`], [`set_port_isolated`]: VLAN segments
+//!   (VLAN filtering or a bridge per VLAN) and isolated bridge ports;
 //! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
 
 pub mod acl;
@@ -25,6 +27,7 @@ mod netlink;
 pub mod netns;
 pub mod nic;
 pub mod tap;
+pub mod vlan;
 pub mod vxlan;
 
 pub use acl::{
@@ -53,6 +56,11 @@ pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
 pub use nic::{create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
 pub use tap::{create_tap, delete_tap, open_tap, tap_info, TapError, TapInfo, TapSpec};
+pub use vlan::{
+    attach_to_segment, create_segment, port_isolated, probe_vlan_support, remove_segment,
+    segment_bridge_name, set_port_isolated, set_vlan_filtering, VlanError, VlanMode, VlanSupport,
+    VID_MAX,
+};
 pub use vxlan::{
     add_vxlan_peer, create_vxlan, remove_vxlan_peer, VxlanError, VxlanSpec, VXLAN_OVERHEAD,
     VXLAN_PORT,

@@ -118,6 +118,12 @@ impl Request {
         self
     }
 
+    /// The finished message bytes (sequence 1), for tests of request encoding.
+    #[cfg(test)]
+    pub(crate) fn finish_for_test(&mut self) -> Vec<u8> {
+        self.finish(1).to_vec()
+    }
+
     fn finish(&mut self, seq: u32) -> &[u8] {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
