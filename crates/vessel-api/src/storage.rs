@@ -152,6 +152,10 @@ pub struct PoolRepair {
     /// size when it does not exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `replace`: upper bound on bytes rebuilt per second, leaving I/O to the instances
+    /// (default: full speed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
 }
 
 /// What a volume holds.

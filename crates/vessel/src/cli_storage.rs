@@ -133,6 +133,9 @@ pub enum PoolCommand {
         /// The replacement disk or file (replace); a file is created when missing.
         #[arg(long)]
         path: Option<PathBuf>,
+        /// replace: rebuild at most this many bytes per second (e.g. 50MB).
+        #[arg(long)]
+        rate: Option<String>,
     },
     /// Delete a pool without volumes (files Vessel created for it go too).
     #[command(visible_alias = "rm")]

@@ -566,3 +566,97 @@ fn filesystem_volume_is_served_over_nfs_to_real_clients() {
     let gone = Command::new("nfs-ls").arg(&uri).output().unwrap();
     assert!(!gone.status.success(), "a deleted export still answers");
 }
+
+#[test]
+fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
+    let mut d = Daemon::start();
+    d.ok(&[
+        "storage",
+        "pool",
+        "create",
+        "safe",
+        "raid",
+        "--level",
+        "raid6",
+        "--members",
+        "4",
+        "--size",
+        "40MiB",
+    ]);
+    d.ok(&[
+        "storage", "volume", "create", "safe", "disk", "--type", "block", "--size", "32MiB",
+    ]);
+    let sock = d.dir.join("nbd.sock");
+    let sock_s = sock.to_str().unwrap();
+    d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk",
+        "safe",
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock_s,
+    ]);
+    let uri = format!("nbd+unix:///disk?socket={sock_s}");
+    let data = pattern(11, 32 << 20);
+    let src = d.dir.join("src.raw");
+    std::fs::write(&src, &data).unwrap();
+    tool("nbdcopy", &[src.to_str().unwrap(), &uri]);
+    // RAID 6 loses two members and still has every byte.
+    d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "0"]);
+    d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "3"]);
+    let back = d.dir.join("back.raw");
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "doubly degraded read differs"
+    );
+    // A slow rebuild, started without waiting, then the daemon is killed in the middle.
+    let new = d.dir.join("new0.img");
+    let body = format!(
+        r#"{{"action":"replace","member":0,"path":"{}","rate":4000000}}"#,
+        new.display()
+    );
+    let (code, resp) = common::http(
+        &d.socket,
+        "POST",
+        "/1.0/storage/pools/safe/repair",
+        Some(&body),
+    );
+    assert_eq!(code, 202, "{resp}");
+    d.wait_for(
+        "the rebuild to make progress",
+        Duration::from_secs(30),
+        || {
+            let s = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+            s["rebuild_percent"].as_u64().is_some_and(|p| p > 5)
+        },
+    );
+    let s = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+    assert!(
+        s["rebuild_percent"].as_u64().unwrap() < 90,
+        "the rate limit did not hold: {s}"
+    );
+    assert_eq!(s["members"][0]["state"], "rebuilding", "{s}");
+    d.kill(libc::SIGKILL);
+    d.spawn();
+    // The next daemon finishes it from its checkpoint, at full speed.
+    d.wait_for(
+        "the resumed rebuild to finish",
+        Duration::from_secs(60),
+        || {
+            let s = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+            s["members"][0]["state"] == "active"
+        },
+    );
+    // Lose another original (member 3 is still out): the rebuilt member must carry its share.
+    d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "1"]);
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the rebuilt member holds wrong data"
+    );
+}

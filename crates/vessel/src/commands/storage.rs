@@ -181,7 +181,9 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             action,
             member,
             path,
+            rate,
         } => {
+            let rate = rate.as_deref().map(size).transpose()?;
             let path = path
                 .map(|p| std::path::absolute(&p).map(|p| p.display().to_string()))
                 .transpose()?;
@@ -197,6 +199,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                     action: action.into(),
                     member,
                     path,
+                    rate,
                 },
             )?;
             operation::wait(client, op)?;

@@ -240,6 +240,15 @@ impl StorageService {
         for rec in self.pool_records()? {
             match self.open_driver(&rec) {
                 Ok(d) => {
+                    // A rebuild an earlier daemon did not finish goes on from its checkpoint.
+                    let (bg, name) = (d.clone(), rec.name.clone());
+                    std::thread::spawn(move || match bg.resume_rebuild() {
+                        Ok(true) => tracing::info!(pool = %name, "interrupted rebuild finished"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(pool = %name, error = %e.message, "resumed rebuild failed")
+                        }
+                    });
                     self.inner
                         .pools
                         .lock()
@@ -611,7 +620,7 @@ impl StorageService {
             "replace" => {
                 let m = req.member.unwrap_or(0);
                 let path = PathBuf::from(req.path.clone().unwrap_or_default());
-                d.replace_member(m, &path, &progress)?;
+                d.replace_member(m, &path, req.rate, &progress)?;
                 let _g = self.busy();
                 let mut rec = self.pool_record(name)?;
                 rec.sources[m as usize] = path.display().to_string();

@@ -69,11 +69,21 @@ pub trait PoolDriver: Send + Sync {
             "only raid pools have members to fail or replace",
         ))
     }
-    /// Rebuilds a member onto `path`.
-    fn replace_member(&self, _member: u32, _path: &Path, _progress: Progress) -> Result<()> {
+    /// Rebuilds a member onto `path`, at most `rate` bytes per second.
+    fn replace_member(
+        &self,
+        _member: u32,
+        _path: &Path,
+        _rate: Option<u64>,
+        _progress: Progress,
+    ) -> Result<()> {
         Err(Error::invalid(
             "only raid pools have members to fail or replace",
         ))
+    }
+    /// Finishes a rebuild an earlier daemon left unfinished (from its checkpoint).
+    fn resume_rebuild(&self) -> Result<bool> {
+        Ok(false)
     }
     /// Checks every stripe and repairs what disagrees.
     fn scrub(&self, _progress: Progress) -> Result<ScrubResult> {

@@ -165,6 +165,21 @@ impl RaidPool {
         })
     }
 
+    /// Rebuilds every member marked rebuilding, from its checkpoint.
+    fn run_rebuild(&self, rate: Option<u64>, progress: Progress) -> Result<()> {
+        self.rebuild.store(0, Ordering::Relaxed);
+        let options = vessel_raid::RebuildOptions {
+            max_bytes_per_sec: rate,
+        };
+        let r = self.array.rebuild_with(&options, |done, total| {
+            let p = (done * 100).checked_div(total).unwrap_or(100).min(100) as u8;
+            self.rebuild.store(p, Ordering::Relaxed);
+            progress(p, "rebuilding");
+        });
+        self.rebuild.store(u8::MAX, Ordering::Relaxed);
+        r.map_err(raid_err)
+    }
+
     fn volume(&self, name: &str) -> Result<Volume> {
         self.thin.volume(name).map_err(thin_err)
     }
@@ -279,7 +294,13 @@ impl PoolDriver for RaidPool {
         self.array.fail_member(member as usize).map_err(raid_err)
     }
 
-    fn replace_member(&self, member: u32, path: &Path, progress: Progress) -> Result<()> {
+    fn replace_member(
+        &self,
+        member: u32,
+        path: &Path,
+        rate: Option<u64>,
+        progress: Progress,
+    ) -> Result<()> {
         if !path.exists() {
             let size = self
                 .array
@@ -298,14 +319,20 @@ impl PoolDriver for RaidPool {
         self.array
             .replace_member(member as usize, path)
             .map_err(raid_err)?;
-        self.rebuild.store(0, Ordering::Relaxed);
-        let r = self.array.rebuild(|done, total| {
-            let p = (done * 100).checked_div(total).unwrap_or(100).min(100) as u8;
-            self.rebuild.store(p, Ordering::Relaxed);
-            progress(p, "rebuilding");
-        });
-        self.rebuild.store(u8::MAX, Ordering::Relaxed);
-        r.map_err(raid_err)
+        self.run_rebuild(rate, progress)
+    }
+
+    fn resume_rebuild(&self) -> Result<bool> {
+        if !self
+            .array
+            .status()
+            .iter()
+            .any(|m| m.state == SlotState::Rebuilding)
+        {
+            return Ok(false);
+        }
+        self.run_rebuild(None, &|_, _| {})?;
+        Ok(true)
     }
 
     fn scrub(&self, progress: Progress) -> Result<ScrubResult> {
