@@ -11,7 +11,7 @@ step "building Vessel (release)"
 cd "$REPO"
 cargo build --release --locked --workspace
 install -m 0755 target/release/vessel target/release/vesseld target/release/vessel-monitor \
-  target/release/vessel-runc /usr/local/bin/
+  target/release/vessel-runc target/release/vessel-nbd target/release/vessel-nfs /usr/local/bin/
 install -m 0755 "$(./scripts/build-agent.sh)" /usr/local/bin/vessel-agent
 
 SOCK=/run/vessel/vessel.sock

@@ -68,13 +68,11 @@ pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
             format!("nbd+unix:///{name}?socket={listen}")
         }
         ExportProtocol::Nbd => format!("nbd://{listen}/{name}"),
+        // MOUNT and NFS share the port and no portmapper runs, so the ports travel in
+        // the URI (libnfs's `nfsport`/`mountport`).
         ExportProtocol::Nfs => {
             let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "2049"));
-            if port == "2049" {
-                format!("nfs://{host}/{name}")
-            } else {
-                format!("nfs://{host}/{name}?nfsport={port}&mountport={port}")
-            }
+            format!("nfs://{host}/{name}?nfsport={port}&mountport={port}")
         }
     }
 }
