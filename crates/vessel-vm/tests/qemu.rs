@@ -49,6 +49,10 @@ fn para_def(dir: &Path, kernel: &Path, initrd: &Path, name: &str) -> MachineDef 
     def
 }
 
+/// How long an exec waits for the guest agent: a TCG guest on a loaded 2-core machine can
+/// take seconds to accept the next session.
+const AGENT_WAIT: Duration = Duration::from_secs(30);
+
 #[test]
 fn probe_answers_tcg_with_a_reason_and_caches_it() {
     common::require_tools();
@@ -232,33 +236,21 @@ fn para_vm_lifecycle() {
         (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code),
         (&b"hi\n"[..], &b"err\n"[..], 3)
     );
-    let out = agent_exec(
-        &agent,
-        &exec(&["cat", "/sys/block/vda/size"]),
-        Duration::from_secs(10),
-    )
-    .and_then(|s| s.output(b"", Duration::from_secs(30)))
-    .expect("second exec");
+    let out = agent_exec(&agent, &exec(&["cat", "/sys/block/vda/size"]), AGENT_WAIT)
+        .and_then(|s| s.output(b"", Duration::from_secs(30)))
+        .expect("second exec");
     assert_eq!(
         (String::from_utf8_lossy(&out.stdout).trim(), out.exit_code),
         ("16384", 0),
         "8 MiB disk"
     );
-    let out = agent_exec(
-        &agent,
-        &exec(&["tr", "a-z", "A-Z"]),
-        Duration::from_secs(10),
-    )
-    .and_then(|s| s.output(b"stdin works", Duration::from_secs(30)))
-    .expect("exec with stdin");
+    let out = agent_exec(&agent, &exec(&["tr", "a-z", "A-Z"]), AGENT_WAIT)
+        .and_then(|s| s.output(b"stdin works", Duration::from_secs(30)))
+        .expect("exec with stdin");
     assert_eq!(out.stdout, b"STDIN WORKS");
-    let err = agent_exec(
-        &agent,
-        &exec(&["/no/such/program"]),
-        Duration::from_secs(10),
-    )
-    .and_then(|s| s.output(b"", Duration::from_secs(30)))
-    .expect_err("a missing program");
+    let err = agent_exec(&agent, &exec(&["/no/such/program"]), AGENT_WAIT)
+        .and_then(|s| s.output(b"", Duration::from_secs(30)))
+        .expect_err("a missing program");
     assert!(err.to_string().contains("not found"), "{err}");
 
     // Pause and resume through QMP.
