@@ -6,11 +6,13 @@
 //! fails when the code and the checked-in document drift (run with `VESSEL_BLESS=1` to update).
 
 pub mod endpoints;
+pub mod network;
 pub mod openapi;
 pub mod storage;
 pub mod stream;
 pub mod types;
 
+pub use network::*;
 pub use storage::*;
 pub use types::*;
 

@@ -11,6 +11,7 @@ use utoipa::openapi::{
 };
 
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
+use crate::network::*;
 use crate::storage::*;
 use crate::types::*;
 
@@ -66,6 +67,12 @@ pub fn document() -> OpenApi {
         .schema_from::<ExportProtocol>()
         .schema_from::<ExportCreate>()
         .schema_from::<StorageExport>()
+        .schema_from::<NetworkCreate>()
+        .schema_from::<NetworkLease>()
+        .schema_from::<NetworkForward>()
+        .schema_from::<Network>()
+        .schema_from::<NicAttach>()
+        .schema_from::<NetworkAclSet>()
         .build();
     OpenApiBuilder::new()
         .info(

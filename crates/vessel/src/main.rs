@@ -7,6 +7,7 @@
 use clap::Parser;
 
 mod cli;
+mod cli_network;
 mod cli_storage;
 mod client;
 mod commands;

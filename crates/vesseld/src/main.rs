@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod image;
 mod instance;
+mod network;
 mod operations;
 mod storage;
 mod store;
@@ -187,6 +188,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     storage
         .reconcile()
         .context("opening storage pools and exports")?;
+    let networks =
+        network::NetworkService::new(store.clone(), events.clone(), run_dir.join("networks"));
+    networks
+        .reconcile()
+        .context("rebuilding networks from the store")?;
     let instances = InstanceService::new(
         store.clone(),
         images.clone(),
@@ -195,6 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         driver,
         vms,
         storage.clone(),
+        networks.clone(),
     );
     images.remove_staging_leftovers();
     instances
@@ -222,6 +229,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         instances,
         images,
         storage,
+        networks,
         ops,
         events,
         info,

@@ -12,6 +12,7 @@ mod info;
 mod instance;
 mod list;
 mod monitor;
+mod network;
 mod operation;
 mod storage;
 
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::File(cmd) => file::run(&client, cmd),
         Command::Image(cmd) => image::run(&client, cmd),
         Command::Storage(cmd) => storage::run(&client, cmd),
+        Command::Network(cmd) => network::run(&client, cmd),
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),

@@ -3,6 +3,7 @@
 //! the OpenAPI document names. No syscalls and no store access here.
 
 mod handlers;
+mod network;
 mod storage;
 mod upgrade;
 
@@ -30,6 +31,8 @@ pub struct App {
     pub images: ImageService,
     /// Storage pools, volumes and exports.
     pub storage: crate::storage::StorageService,
+    /// Networks and NICs.
+    pub networks: crate::network::NetworkService,
     /// Operations.
     pub ops: Operations,
     /// Event bus.
@@ -128,6 +131,15 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "operation_cancel" => on(f, h::operation_cancel),
         "operation_wait" => on(f, h::operation_wait),
         "events" => on(f, h::events),
+        "networks_list" => on(f, network::networks_list),
+        "networks_create" => on(f, network::networks_create),
+        "network_get" => on(f, network::network_get),
+        "network_delete" => on(f, network::network_delete),
+        "network_attach" => on(f, network::network_attach),
+        "network_detach" => on(f, network::network_detach),
+        "network_forward_add" => on(f, network::network_forward_add),
+        "network_forward_delete" => on(f, network::network_forward_delete),
+        "network_acl_set" => on(f, network::network_acl_set),
         "pools_list" => on(f, storage::pools_list),
         "pools_create" => on(f, storage::pools_create),
         "pool_get" => on(f, storage::pool_get),
@@ -217,6 +229,11 @@ mod tests {
             dir.join("storage"),
             dir.join("run-storage"),
         );
+        let networks = crate::network::NetworkService::new(
+            store.clone(),
+            events.clone(),
+            dir.join("run-networks"),
+        );
         let instances = InstanceService::new(
             store,
             images.clone(),
@@ -225,11 +242,13 @@ mod tests {
             driver,
             vms,
             storage.clone(),
+            networks.clone(),
         );
         App {
             instances,
             images,
             storage,
+            networks,
             ops,
             events,
             info: ServerInfo {

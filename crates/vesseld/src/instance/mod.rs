@@ -43,6 +43,8 @@ pub struct InstanceService {
     pub vms: Arc<vm::VmDriver>,
     /// Volumes attached to instances.
     pub storage: crate::storage::StorageService,
+    /// NICs of instances.
+    pub networks: crate::network::NetworkService,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per running instance: becomes true when its monitor has ended and the store says so.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
@@ -86,6 +88,7 @@ pub fn signal_number(name: &str) -> Option<i32> {
 
 impl InstanceService {
     /// The service.
+    #[allow(clippy::too_many_arguments)] // one per service it coordinates
     pub fn new(
         store: Arc<dyn Store>,
         images: ImageService,
@@ -94,6 +97,7 @@ impl InstanceService {
         driver: ContainerDriver,
         vms: vm::VmDriver,
         storage: crate::storage::StorageService,
+        networks: crate::network::NetworkService,
     ) -> Self {
         Self {
             store,
@@ -103,6 +107,7 @@ impl InstanceService {
             driver: Arc::new(driver),
             vms: Arc::new(vms),
             storage,
+            networks,
             locks: Arc::default(),
             exits: Arc::default(),
         }
@@ -365,7 +370,11 @@ impl InstanceService {
             Ok((pid, monitor)) => {
                 tracing::info!(instance = %inst.name, pid, monitor, "instance started");
                 self.mark_started(&inst.name, monitor, false);
-                Ok(())
+                op.progress(Some(90), "plugging NICs");
+                let (nets, n) = (self.networks.clone(), inst.name.clone());
+                tokio::task::spawn_blocking(move || nets.plug_container(&n, pid))
+                    .await
+                    .map_err(|e| Error::internal(format!("network task: {e}")))?
             }
             Err(e) => {
                 if inst.status != InstanceStatus::Creating {
@@ -622,10 +631,13 @@ impl InstanceService {
                 } else {
                     svc.driver.remove_files(name)?;
                 }
-                let (st, n) = (svc.storage.clone(), name.clone());
-                tokio::task::spawn_blocking(move || st.instance_deleted(&n))
-                    .await
-                    .map_err(|e| Error::internal(format!("volume task: {e}")))??;
+                let (st, nets, n) = (svc.storage.clone(), svc.networks.clone(), name.clone());
+                tokio::task::spawn_blocking(move || {
+                    st.instance_deleted(&n)?;
+                    nets.instance_deleted(&n)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("volume task: {e}")))??;
                 svc.store.instance_delete(name)?;
                 svc.events.lifecycle("instance-deleted", &path_of(name));
                 Ok(())

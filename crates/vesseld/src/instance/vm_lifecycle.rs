@@ -47,7 +47,8 @@ impl InstanceService {
         let (svc, i) = (self.clone(), inst.clone());
         let started = tokio::task::spawn_blocking(move || {
             let volumes = svc.storage.vm_disks(&i.name)?;
-            let (def, _profile) = svc.vms.machine(&i, &image, &image_dir, volumes)?;
+            let (mut def, _profile) = svc.vms.machine(&i, &image, &image_dir, volumes)?;
+            def.nics.extend(svc.networks.vm_nics(&i.name)?);
             svc.vms.start(&def)
         })
         .await

@@ -65,11 +65,22 @@ pub struct Daemon {
     pub socket: PathBuf,
     child: Option<Child>,
     bins: PathBuf,
+    /// The network namespace (made by the test) the daemon runs in, if any.
+    netns: Option<String>,
 }
 
 impl Daemon {
     /// Starts a daemon in a fresh directory and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a daemon inside the named network namespace (made and removed by the test).
+    pub fn start_in_netns(netns: &str) -> Self {
+        Self::start_with(Some(netns.to_string()))
+    }
+
+    fn start_with(netns: Option<String>) -> Self {
         require_root();
         let bins = bin_dir();
         let dir = PathBuf::from(format!(
@@ -84,6 +95,7 @@ impl Daemon {
             dir,
             child: None,
             bins,
+            netns,
         };
         d.spawn();
         d
@@ -101,7 +113,19 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("vesseld.log"))
             .unwrap();
-        let child = Command::new(self.bins.join("vesseld"))
+        let mut cmd = match &self.netns {
+            // nsenter joins only the network namespace (`ip netns exec` would also give the
+            // daemon its own /sys, without the cgroup mounts).
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(self.bins.join("vesseld"));
+                c
+            }
+            None => Command::new(self.bins.join("vesseld")),
+        };
+        let child = cmd
             .arg("--root-dir")
             .arg(self.root())
             .arg("--run-dir")
@@ -368,6 +392,20 @@ impl Drop for Daemon {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         self.kill(libc::SIGTERM);
+        // Helpers the daemon started (dnsmasq, QEMU) name files of this directory.
+        let marker = self.dir.to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if pid != std::process::id() as i32
+                && String::from_utf8_lossy(&cmdline).contains(&marker)
+            {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {

@@ -1,0 +1,209 @@
+//! `network ...`.
+
+use anyhow::{anyhow, Context, Result};
+use vessel_api::{Network, NetworkAclSet, NetworkCreate, NetworkForward, NicAttach};
+
+use crate::cli_network::{AclCommand, ForwardCommand, NetworkCommand};
+use crate::client::Client;
+use crate::http::encode_segment;
+use crate::output::{print_document, println, Block, Format, Table};
+
+fn path(name: &str) -> String {
+    format!("/1.0/networks/{}", encode_segment(name))
+}
+
+/// `network ...`.
+pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
+    match cmd {
+        NetworkCommand::Create {
+            name,
+            subnet,
+            vni,
+            local,
+            peers,
+            description,
+        } => {
+            let n: Network = client.send(
+                "POST",
+                "/1.0/networks",
+                &NetworkCreate {
+                    name,
+                    subnet,
+                    vni,
+                    peers,
+                    local,
+                    description,
+                },
+            )?;
+            println(format!(
+                "Network {} ready: bridge {}, gateway {}",
+                n.name, n.bridge, n.gateway
+            ))?;
+            Ok(0)
+        }
+        NetworkCommand::List { format } => {
+            let nets: Vec<Network> = client.get("/1.0/networks")?;
+            match format {
+                Format::Table => {
+                    let mut t = Table::new(&["NAME", "TYPE", "SUBNET", "NICS", "STATUS"]);
+                    for n in &nets {
+                        t.row(vec![
+                            n.name.clone(),
+                            match n.vni {
+                                Some(v) => format!("vxlan {v}"),
+                                None => n.network_type.clone(),
+                            },
+                            n.subnet.clone(),
+                            n.leases.len().to_string(),
+                            n.status.clone(),
+                        ]);
+                    }
+                    t.print()?;
+                }
+                _ => print_document(format, &nets)?,
+            }
+            Ok(0)
+        }
+        NetworkCommand::Info { name, format } => {
+            let n: Network = client.get(&path(&name))?;
+            match format {
+                Format::Table => {
+                    let mut b = Block::new();
+                    b.field("Name", &n.name)
+                        .field("Type", &n.network_type)
+                        .field("Subnet", &n.subnet)
+                        .field("Gateway", &n.gateway)
+                        .field("Bridge", &n.bridge)
+                        .field("MTU", n.mtu)
+                        .field("Status", &n.status);
+                    if let Some(v) = n.vni {
+                        b.field("VNI", v).field("Peers", n.peers.join(", "));
+                    }
+                    if let Some(e) = &n.error {
+                        b.field("Error", e);
+                    }
+                    let nics: Vec<(String, String)> = n
+                        .leases
+                        .iter()
+                        .map(|l| {
+                            (
+                                format!("{} {}", l.instance, l.interface),
+                                format!("{} {} (host {})", l.ip, l.mac, l.host_interface),
+                            )
+                        })
+                        .collect();
+                    b.section("NICs", &nics, "none");
+                    let fwd: Vec<(String, String)> = n
+                        .forwards
+                        .iter()
+                        .map(|f| {
+                            (
+                                format!("{} {}", f.protocol, f.listen_port),
+                                format!("{}:{}", f.instance, f.target_port),
+                            )
+                        })
+                        .collect();
+                    b.section("Forwards", &fwd, "none");
+                    b.print()?;
+                }
+                _ => print_document(format, &n)?,
+            }
+            Ok(0)
+        }
+        NetworkCommand::Delete { name } => {
+            let _: Network = client.call("DELETE", &path(&name))?;
+            Ok(0)
+        }
+        NetworkCommand::Attach {
+            network,
+            instance,
+            ip,
+            mac,
+        } => {
+            let n: Network = client.send(
+                "POST",
+                &format!("{}/attach", path(&network)),
+                &NicAttach {
+                    instance: instance.clone(),
+                    ip,
+                    mac,
+                },
+            )?;
+            if let Some(l) = n.leases.iter().find(|l| l.instance == instance) {
+                println(format!("{instance} {}: {} {}", l.interface, l.ip, l.mac))?;
+            }
+            Ok(0)
+        }
+        NetworkCommand::Detach { network, instance } => {
+            let _: Network = client.send(
+                "POST",
+                &format!("{}/detach", path(&network)),
+                &NicAttach {
+                    instance,
+                    ip: None,
+                    mac: None,
+                },
+            )?;
+            Ok(0)
+        }
+        NetworkCommand::Forward(ForwardCommand::Add {
+            network,
+            port,
+            to,
+            protocol,
+            address,
+        }) => {
+            let (instance, target) = to
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow!("--to takes INSTANCE:PORT, not {to:?}"))?;
+            let target_port: u16 = target
+                .parse()
+                .map_err(|_| anyhow!("{target:?} is not a port number"))?;
+            let _: Network = client.send(
+                "POST",
+                &format!("{}/forwards", path(&network)),
+                &NetworkForward {
+                    protocol,
+                    listen_address: address,
+                    listen_port: port,
+                    instance: instance.into(),
+                    target_port,
+                },
+            )?;
+            Ok(0)
+        }
+        NetworkCommand::Forward(ForwardCommand::Delete {
+            network,
+            protocol,
+            port,
+        }) => {
+            let _: Network = client.call(
+                "DELETE",
+                &format!(
+                    "{}/forwards/{}/{port}",
+                    path(&network),
+                    encode_segment(&protocol)
+                ),
+            )?;
+            Ok(0)
+        }
+        NetworkCommand::Acl(AclCommand::Set {
+            network,
+            rules,
+            file,
+        }) => {
+            let rules = match (rules, file) {
+                (Some(r), _) => r,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                (None, None) => return Err(anyhow!("give --rules TEXT or --file FILE")),
+            };
+            let _: Network = client.send(
+                "PUT",
+                &format!("{}/acl", path(&network)),
+                &NetworkAclSet { rules },
+            )?;
+            Ok(0)
+        }
+    }
+}

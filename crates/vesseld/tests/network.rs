@@ -1,0 +1,336 @@
+//! Networks through the real daemon, which runs inside a network namespace the test makes
+//! (never on the host's own network): instances on a bridge reach each other and, through
+//! NAT, a namespace standing in for the internet; two networks cannot reach each other;
+//! DHCP and DNS answer; a forward publishes a port; an ACL blocks and allows; an overlay
+//! joins two "hosts", each with its own daemon; bad input changes nothing.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::Daemon;
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip from iproute2");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces made for one test and removed on drop (also on failure): `hosts`
+/// (where daemons run) joined by an underlay bridge in `wan`, which also holds the
+/// "internet" address 203.0.113.1. Host i has 198.51.100.(i+2) on the underlay.
+struct Sandbox {
+    wan: String,
+    hosts: Vec<String>,
+}
+
+impl Sandbox {
+    fn new(hosts: usize) -> Self {
+        common::require_root();
+        let tag = format!(
+            "vn{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let sb = Sandbox {
+            wan: format!("{tag}-w"),
+            hosts: (0..hosts).map(|i| format!("{tag}-h{i}")).collect(),
+        };
+        ip(&["netns", "add", &sb.wan]);
+        ip(&["-n", &sb.wan, "link", "set", "lo", "up"]);
+        ip(&["-n", &sb.wan, "link", "add", "ul", "type", "bridge"]);
+        ip(&["-n", &sb.wan, "addr", "add", "198.51.100.1/24", "dev", "ul"]);
+        ip(&["-n", &sb.wan, "addr", "add", "203.0.113.1/32", "dev", "lo"]);
+        ip(&["-n", &sb.wan, "link", "set", "ul", "up"]);
+        for (i, h) in sb.hosts.iter().enumerate() {
+            ip(&["netns", "add", h]);
+            ip(&["-n", h, "link", "set", "lo", "up"]);
+            let peer = format!("p{i}");
+            ip(&[
+                "-n", h, "link", "add", "up0", "type", "veth", "peer", "name", &peer, "netns",
+                &sb.wan,
+            ]);
+            ip(&["-n", &sb.wan, "link", "set", &peer, "master", "ul", "up"]);
+            let addr = format!("198.51.100.{}/24", i + 2);
+            ip(&["-n", h, "addr", "add", &addr, "dev", "up0"]);
+            ip(&["-n", h, "link", "set", "up0", "up"]);
+            ip(&["-n", h, "route", "add", "default", "via", "198.51.100.1"]);
+        }
+        sb
+    }
+
+    fn host_addr(i: usize) -> String {
+        format!("198.51.100.{}", i + 2)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for h in self.hosts.iter().chain(std::iter::once(&self.wan)) {
+            let _ = Command::new("ip").args(["netns", "del", h]).status();
+        }
+    }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn lease_ip(d: &Daemon, network: &str, instance: &str) -> String {
+    let n = json(&d.ok(&["network", "info", network, "--format", "json"]));
+    n["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance"] == instance)
+        .unwrap_or_else(|| panic!("{instance} has no lease: {n}"))["ip"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn pings(d: &Daemon, from: &str, to: &str) -> bool {
+    d.sh(from, &format!("ping -c 1 -W 2 {to} >/dev/null")).0 == 0
+}
+
+/// Starts instances that sleep, each on the given network.
+fn instances(d: &Daemon, list: &[(&str, &str)]) {
+    for (name, net) in list {
+        d.ok(&["create", "busybox", name, "--", "sleep", "3600"]);
+        d.ok(&["network", "attach", net, name]);
+        d.ok(&["start", name]);
+    }
+}
+
+#[test]
+fn bridge_networks_give_dhcp_dns_nat_isolation_forwards_and_acls() {
+    let sb = Sandbox::new(1);
+    let mut d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&["network", "create", "lan", "--subnet", "10.42.0.0/24"]);
+    d.ok(&["network", "create", "lan2", "--subnet", "10.43.0.0/24"]);
+    instances(&d, &[("c1", "lan"), ("c2", "lan"), ("c3", "lan2")]);
+    let (ip1, ip2, ip3) = (
+        lease_ip(&d, "lan", "c1"),
+        lease_ip(&d, "lan", "c2"),
+        lease_ip(&d, "lan2", "c3"),
+    );
+    assert!(ip1.starts_with("10.42.0.") && ip3.starts_with("10.43.0."));
+    // Same network: reachable; the internet through NAT; the other network: not.
+    assert!(pings(&d, "c1", &ip2), "c1 cannot reach c2");
+    assert!(pings(&d, "c1", "203.0.113.1"), "no way out through NAT");
+    assert!(pings(&d, "c3", "203.0.113.1"), "no way out from lan2");
+    assert!(!pings(&d, "c1", &ip3), "lan reaches lan2");
+    assert!(!pings(&d, "c3", &ip1), "lan2 reaches lan");
+    // DNS: instance names resolve at the gateway.
+    let (code, out) = d.sh("c1", "nslookup c2 10.42.0.1");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&ip2), "{out}");
+    // DHCP: busybox udhcpc gets the same static lease for the NIC's MAC.
+    let (code, out) = d.sh("c2", "udhcpc -i eth0 -n -q -f -t 5 -s /bin/true 2>&1");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&ip2), "{out}");
+    // A forward publishes c2:8080 on the host's port 18080; the internet reaches it.
+    d.sh("c2", "echo hello-from-c2 > /tmp/index.html");
+    let mut server = Command::new(common::bin_dir().join("vessel"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([
+            "exec",
+            "c2",
+            "-T",
+            "--",
+            "sh",
+            "-c",
+            "while true; do nc -l -p 8080 < /tmp/index.html; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    d.ok(&[
+        "network", "forward", "add", "lan", "--port", "18080", "--to", "c2:8080",
+    ]);
+    let host = Sandbox::host_addr(0);
+    let mut got = String::new();
+    for _ in 0..20 {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &sb.wan, "busybox", "nc", "-w", "2", &host, "18080",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got.contains("hello-from-c2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        got.contains("hello-from-c2"),
+        "the forward did not answer: {got:?}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    // ACL: a rule that does not parse is refused and changes nothing; deny blocks; allow passes.
+    let err = d.fails(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--rules",
+        "deny sideways icmp",
+    ]);
+    assert!(err.contains("ACL"), "{err}");
+    assert!(pings(&d, "c1", &ip2));
+    d.ok(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--rules",
+        "deny ingress icmp to @c2",
+    ]);
+    assert!(!pings(&d, "c1", &ip2), "the deny rule let a ping through");
+    d.ok(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--rules",
+        "allow ingress icmp from @c1 to @c2\ndeny ingress icmp to @c2",
+    ]);
+    assert!(pings(&d, "c1", &ip2), "the allow rule did not pass");
+    d.ok(&["network", "acl", "set", "lan", "--rules", ""]);
+    // A daemon restart rebuilds what a crash took away: the bridge goes, and comes back.
+    d.kill(libc::SIGKILL);
+    ip(&["-n", &sb.hosts[0], "link", "del", "vbr-lan"]);
+    d.spawn();
+    d.wait_for("lan to come back", Duration::from_secs(20), || {
+        pings(&d, "c1", &ip2)
+    });
+    assert!(pings(&d, "c1", "203.0.113.1"));
+    // Bad input: an overlapping subnet, an address outside the subnet, a taken MAC.
+    let before = d.ok(&["network", "list", "--format", "json"]);
+    let err = d.fails(&["network", "create", "big", "--subnet", "10.42.0.0/16"]);
+    assert!(err.contains("overlaps"), "{err}");
+    d.ok(&["create", "busybox", "c4", "--", "sleep", "60"]);
+    let err = d.fails(&["network", "attach", "lan", "c4", "--ip", "10.99.0.5"]);
+    assert!(err.contains("outside"), "{err}");
+    let mac = json(&d.ok(&["network", "info", "lan", "--format", "json"]))["leases"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = d.fails(&["network", "attach", "lan", "c4", "--mac", &mac]);
+    assert!(err.contains("already in use"), "{err}");
+    let err = d.fails(&["network", "attach", "lan", "c4", "--ip", &ip1]);
+    assert!(err.contains(&ip1), "{err}");
+    assert_eq!(d.ok(&["network", "list", "--format", "json"]), before);
+    // Deleting instances frees their NICs; then the networks go.
+    let err = d.fails(&["network", "delete", "lan"]);
+    assert!(err.contains("used by"), "{err}");
+    d.ok(&["delete", "--force", "c1", "c2", "c3", "c4"]);
+    d.ok(&["network", "delete", "lan"]);
+    d.ok(&["network", "delete", "lan2"]);
+    let out = Command::new("ip")
+        .args(["-n", &sb.hosts[0], "-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&out.stdout);
+    assert!(!links.contains("vbr-"), "{links}");
+    assert!(!links.contains("vh"), "host ends left: {links}");
+}
+
+#[test]
+fn an_overlay_joins_instances_on_two_hosts_and_not_across_vnis() {
+    let sb = Sandbox::new(2);
+    let d0 = Daemon::start_in_netns(&sb.hosts[0]);
+    let d1 = Daemon::start_in_netns(&sb.hosts[1]);
+    let (a0, a1) = (Sandbox::host_addr(0), Sandbox::host_addr(1));
+    for (d, local, peer) in [(&d0, &a0, &a1), (&d1, &a1, &a0)] {
+        d.busybox();
+        d.ok(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            "10.50.0.0/24",
+            "--vni",
+            "5001",
+            "--local",
+            local,
+            "--peer",
+            peer,
+        ]);
+        d.ok(&[
+            "network",
+            "create",
+            "ov2",
+            "--subnet",
+            "10.51.0.0/24",
+            "--vni",
+            "5002",
+            "--local",
+            local,
+            "--peer",
+            peer,
+        ]);
+    }
+    let n = json(&d0.ok(&["network", "info", "ov", "--format", "json"]));
+    assert_eq!(n["mtu"], 1450, "{n}");
+    // Addresses are per daemon: give the second host's instances their own.
+    d0.ok(&["create", "busybox", "x0", "--", "sleep", "3600"]);
+    d0.ok(&["network", "attach", "ov", "x0", "--ip", "10.50.0.10"]);
+    d0.ok(&["start", "x0"]);
+    d1.ok(&["create", "busybox", "x1", "--", "sleep", "3600"]);
+    d1.ok(&["network", "attach", "ov", "x1", "--ip", "10.50.0.11"]);
+    d1.ok(&["start", "x1"]);
+    d1.ok(&["create", "busybox", "y1", "--", "sleep", "3600"]);
+    d1.ok(&["network", "attach", "ov2", "y1", "--ip", "10.51.0.11"]);
+    d1.ok(&["start", "y1"]);
+    assert!(
+        pings(&d0, "x0", "10.50.0.11"),
+        "no traffic across the overlay"
+    );
+    assert!(pings(&d1, "x1", "10.50.0.10"));
+    // TCP across hosts.
+    let mut server = Command::new(common::bin_dir().join("vessel"))
+        .arg("--socket")
+        .arg(&d1.socket)
+        .args([
+            "exec",
+            "x1",
+            "-T",
+            "--",
+            "sh",
+            "-c",
+            "echo over-vxlan | nc -l -p 7000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    for _ in 0..20 {
+        got = d0.sh("x0", "nc -w 2 10.50.0.11 7000").1;
+        if got.contains("over-vxlan") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(got.contains("over-vxlan"), "{got:?}");
+    // Another VNI is another segment: no path from ov to ov2's instance.
+    assert!(!pings(&d0, "x0", "10.51.0.11"), "traffic crossed VNIs");
+}
