@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# NBD export throughput: Vessel's NBD server against qemu-nbd and nbdkit serving the same
-# image file to the same client (nbdcopy), same run. Reads the whole export to /dev/null and
-# writes a whole image into it.
+# NBD export throughput: Vessel's NBD server against qemu-nbd and nbdkit (file plugin)
+# serving the same image file over unix sockets to the same clients, same run:
+# - nbdcopy (hyperfine): reads the whole export to null: and writes a whole image into it;
+# - fio's nbd engine (libnbd, one connection per job): 4 KiB randread and randwrite at queue
+#   depth 1 and FIO_DEPTH, FIO_SECS each, servers in rotating order, FIO_RUNS times (medians);
+#   then a randwrite job over FIO_VERIFY_MB with verify=crc32c (fails the bench on a mismatch).
 . "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-6}
 SIZE_MB=${SIZE_MB:-256}
+FIO_SECS=${FIO_SECS:-5}
+FIO_RUNS=${FIO_RUNS:-3}
+FIO_DEPTH=${FIO_DEPTH:-16}
+FIO_VERIFY_MB=${FIO_VERIFY_MB:-64}
 for t in qemu-nbd nbdkit nbdcopy; do
   command -v "$t" >/dev/null || die "$t missing: apt-get install qemu-utils nbdkit libnbd-bin"
 done
+command -v fio >/dev/null || die "fio missing: apt-get install fio"
+fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' \
+  || die "this fio has no nbd engine (fio --enghelp): the fio part needs fio built with libnbd"
 WORK=$(mktemp -d /tmp/vessel-nbdbench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
@@ -20,7 +30,9 @@ qemu-nbd -f raw -x disk --socket="$WORK/qemu.sock" --persistent --shared=8 \
 nbdkit -f -U "$WORK/nbdkit.sock" -e disk file "$WORK/nbdkit.img" & PIDS+=($!)
 for s in vessel qemu nbdkit; do
   for _ in $(seq 1 100); do [ -S "$WORK/$s.sock" ] && break; sleep 0.1; done
+  [ -S "$WORK/$s.sock" ] || die "$s did not create its socket"
 done
+echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)" >&2
 uri() { echo "nbd+unix:///disk?socket=$WORK/$1.sock"; }
 hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/read.json" \
   -n vessel "nbdcopy $(uri vessel) null:" -n qemu-nbd "nbdcopy $(uri qemu) null:" \
@@ -31,5 +43,52 @@ hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/write.json" \
 for f in read write; do
   jq -r --arg f "$f" --argjson mb "$SIZE_MB" '.results as $r |
     ($r[] | "\($f)\t\(.command)\t\(.median*1000|round) ms\t\($mb / .median | round) MB/s"),
-    "\($f)\tvessel / qemu-nbd = \(($r[0].median / $r[1].median)*100|round/100)\tvessel / nbdkit = \(($r[0].median / $r[2].median)*100|round/100)"' "$WORK/$f.json"
+    "\($f)\ttime vessel / qemu-nbd = \(($r[0].median / $r[1].median)*100|round/100)\tvessel / nbdkit = \(($r[0].median / $r[2].median)*100|round/100)",
+    "\($f)\tthroughput vessel / qemu-nbd = \(($r[1].median / $r[0].median)*100|round/100)\tvessel / nbdkit = \(($r[2].median / $r[0].median)*100|round/100)"' "$WORK/$f.json"
 done
+
+# fio's nbd engine. Every job gets its own connection; writes end with a flush (end_fsync).
+fio_run() { # SERVER RW DEPTH: prints the job's IOPS
+  local out=$WORK/fio-$1-$2-$3.json
+  fio --output-format=json --output="$out" --name="$2-qd$3" --ioengine=nbd --uri="$(uri "$1")" \
+    --rw="$2" --bs=4k --iodepth="$3" --time_based --runtime="$FIO_SECS" --randrepeat=0 \
+    --end_fsync=1 >/dev/null || die "fio $2 against $1 failed"
+  jq -r --arg rw "$2" '.jobs[0] | if $rw == "randread" then .read.iops else .write.iops end' "$out"
+}
+servers=(vessel qemu nbdkit)
+: > "$WORK/fio.tsv"
+for run in $(seq 1 "$FIO_RUNS"); do
+  for test in "randread 1" "randread $FIO_DEPTH" "randwrite 1" "randwrite $FIO_DEPTH"; do
+    set -- $test
+    for i in 0 1 2; do  # rotate which server goes first
+      s=${servers[$(( (i + run) % 3 ))]}
+      printf '%s\t%s qd%s\t%s\n' "$s" "$1" "$2" "$(fio_run "$s" "$1" "$2")" >> "$WORK/fio.tsv"
+    done
+  done
+done
+# Verified writes: every block written once at random, then read back and checked.
+for s in "${servers[@]}"; do
+  out=$WORK/verify-$s.json
+  fio --output-format=json --output="$out" --name=verify --ioengine=nbd --uri="$(uri "$s")" \
+    --rw=randwrite --bs=4k --iodepth="$FIO_DEPTH" --size="${FIO_VERIFY_MB}M" --verify=crc32c \
+    --do_verify=1 --verify_fatal=1 --end_fsync=1 >/dev/null \
+    || die "fio verify=crc32c against $s failed: $(jq -r '.jobs[0].error' "$out" 2>/dev/null)"
+  [ "$(jq '.jobs[0].error' "$out")" = 0 ] || die "fio verify=crc32c against $s reported an error"
+  printf '%s\tverified randwrite qd%s (%s MiB)\t%s\n' "$s" "$FIO_DEPTH" "$FIO_VERIFY_MB" \
+    "$(jq -r '.jobs[0].write.iops' "$out")" >> "$WORK/fio.tsv"
+done
+python3 - "$WORK/fio.tsv" <<'PY'
+import sys, statistics as st
+from collections import defaultdict
+v = defaultdict(list); order = []
+for line in open(sys.argv[1]):
+    s, test, iops = line.rstrip("\n").split("\t")
+    if test not in order: order.append(test)
+    v[(test, s)].append(float(iops))
+for t in order:
+    m = {s: st.median(v[(t, s)]) for s in ("vessel", "qemu", "nbdkit")}
+    print(f"fio {t}\tvessel {m['vessel']:.0f} IOPS\tqemu-nbd {m['qemu']:.0f}\tnbdkit {m['nbdkit']:.0f}"
+          f"\tvessel / qemu-nbd = {m['vessel'] / m['qemu']:.2f}\tvessel / nbdkit = {m['vessel'] / m['nbdkit']:.2f}")
+    print("  runs: " + "; ".join(f"{s} " + " ".join(f"{x:.0f}" for x in v[(t, s)]) for s in ("vessel", "qemu", "nbdkit")))
+PY
+echo "fio verify=crc32c passed against all three servers"
