@@ -19,7 +19,7 @@ DIR=${DIR:-/var/tmp}
 [ "$(id -u)" = 0 ] || die "run as root: the driver drops the page cache if O_DIRECT is refused"
 command -v cargo >/dev/null || die "cargo missing: the driver is a Rust example (rustup or apt-get install cargo)"
 [ -d "$DIR" ] || die "$DIR does not exist"
-fstype=$(stat -f -c %T "$DIR")
+fstype=$(findmnt -n -o FSTYPE -T "$DIR")
 [ "$fstype" = tmpfs ] && echo "warning: $DIR is tmpfs: members measure memory, not a disk" >&2
 need=$((2 * MEMBERS * MEMBER_MIB * 11 / 10))
 avail=$(df -Pm "$DIR" | awk 'NR == 2 {print $4}')
