@@ -334,3 +334,62 @@ fn an_overlay_joins_instances_on_two_hosts_and_not_across_vnis() {
     // Another VNI is another segment: no path from ov to ov2's instance.
     assert!(!pings(&d0, "x0", "10.51.0.11"), "traffic crossed VNIs");
 }
+
+#[test]
+fn a_vm_on_a_tap_gets_its_lease_by_dhcp_and_reaches_a_container() {
+    // The sandbox has no way to Debian's mirror: a daemon outside builds the VM image and
+    // hands it over as a bundle.
+    let builder = Daemon::start();
+    builder.ok(&["image", "build", "vm"]);
+    let bundle = builder.dir.join("vm.tar");
+    builder.ok(&["image", "export", "vm/busybox", bundle.to_str().unwrap()]);
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&[
+        "image",
+        "import",
+        bundle.to_str().unwrap(),
+        "--alias",
+        "vm/busybox",
+    ]);
+    drop(builder);
+    d.ok(&["network", "create", "lan", "--subnet", "10.44.0.0/24"]);
+    instances(&d, &[("c1", "lan")]);
+    d.ok(&["create", "vm/busybox", "v1", "--vm", "-l", "memory=256MiB"]);
+    d.ok(&["network", "attach", "lan", "v1", "--ip", "10.44.0.50"]);
+    d.ok(&["start", "v1"]);
+    let tap = json(&d.ok(&["network", "info", "lan", "--format", "json"]))["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance"] == "v1")
+        .unwrap()["host_interface"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tap.starts_with("vt"), "{tap}");
+    // The guest's init asks DHCP; dnsmasq answers with the static lease.
+    d.wait_for("the VM's DHCP lease", Duration::from_secs(180), || {
+        d.sh("v1", "ip -4 addr show eth0").1.contains("10.44.0.50")
+    });
+    let c1 = lease_ip(&d, "lan", "c1");
+    assert!(pings(&d, "v1", &c1), "the VM cannot reach the container");
+    assert!(
+        pings(&d, "c1", "10.44.0.50"),
+        "the container cannot reach the VM"
+    );
+    assert!(
+        pings(&d, "v1", "203.0.113.1"),
+        "the VM has no way out through NAT"
+    );
+    d.ok(&["delete", "--force", "v1", "c1"]);
+    let out = Command::new("ip")
+        .args(["-n", &sb.hosts[0], "-o", "link"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&tap),
+        "the tap outlived its VM"
+    );
+}
