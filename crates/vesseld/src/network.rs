@@ -518,23 +518,8 @@ impl NetworkService {
     pub fn attach(&self, network: &str, req: NicAttach) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
-        let inst = self
-            .inner
-            .store
-            .instance_get(&req.instance)
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => Error::not_found(format!(
-                    "instance {:?} not found; see `vessel list`",
-                    req.instance
-                )),
-                e => e.into(),
-            })?;
-        if inst.status != InstanceStatus::Stopped {
-            return Err(Error::conflict(format!(
-                "instance {:?} is {:?}; stop it before changing its NICs",
-                inst.name, inst.status
-            )));
-        }
+        let inst =
+            crate::instance::stored_stopped(self.inner.store.as_ref(), &req.instance, "NICs")?;
         if rec.leases.iter().any(|l| l.instance == req.instance) {
             return Err(Error::conflict(format!(
                 "{:?} already has a NIC on {network:?}",

@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tokio_stream::StreamExt;
 use vessel_api::{
     ExportCreate, PoolCreate, PoolRepair, SnapshotCreate, VolumeAttach, VolumeCreate,
     VolumeRestore, VolumeUpdate,
@@ -208,41 +207,12 @@ pub async fn volume_import(
     Path((pool, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response> {
-    use tokio::io::AsyncWriteExt;
     // Fail before the upload when the volume is not there.
     let (p, n) = (pool.clone(), name.clone());
     blocking(&app, move |s| s.volume_get(&p, &n)).await?;
     let staging = app.images.staging()?;
     let upload = staging.join("disk");
-    let received = async {
-        let mut file = tokio::fs::File::create(&upload)
-            .await
-            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
-        let mut stream = body.into_data_stream();
-        let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload: {e}")))?;
-            total += chunk.len() as u64;
-            if total > MAX_IMAGE {
-                return Err(Error::invalid(format!(
-                    "the upload is larger than the {MAX_IMAGE} bytes a volume import accepts"
-                )));
-            }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
-        }
-        file.flush()
-            .await
-            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
-        if total == 0 {
-            return Err(Error::invalid(
-                "the upload is empty: send the disk image as the body",
-            ));
-        }
-        Ok(())
-    }
-    .await;
+    let received = super::handlers::receive_upload(body, &upload, MAX_IMAGE, "disk image").await;
     if let Err(e) = received {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);

@@ -999,23 +999,8 @@ impl StorageService {
     pub fn attach(&self, pool: &str, name: &str, req: VolumeAttach) -> Result<StorageVolume> {
         let _g = self.busy();
         let mut v = self.volume_record(pool, name)?;
-        let inst = self
-            .inner
-            .store
-            .instance_get(&req.instance)
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => Error::not_found(format!(
-                    "instance {:?} not found; see `vessel list`",
-                    req.instance
-                )),
-                e => e.into(),
-            })?;
-        if inst.status != InstanceStatus::Stopped {
-            return Err(Error::conflict(format!(
-                "instance {:?} is {:?}; stop it before attaching volumes",
-                inst.name, inst.status
-            )));
-        }
+        let inst =
+            crate::instance::stored_stopped(self.inner.store.as_ref(), &req.instance, "volumes")?;
         if v.attached_to.iter().any(|a| a.instance == req.instance) {
             return Err(Error::conflict(format!(
                 "volume {name:?} is already attached to {:?}",
