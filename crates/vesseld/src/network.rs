@@ -617,9 +617,7 @@ impl NetworkService {
                 }
             }
         }
-        if rec.forwards.iter().any(|f| f.instance == instance) {
-            rec.forwards.retain(|f| f.instance != instance);
-        }
+        rec.forwards.retain(|f| f.instance != instance);
         rec.leases.retain(|l| l.instance != instance);
         if let Ok(mut links) = Links::open(&NetNs::current()) {
             let _ = links.delete(&lease.host_interface);

@@ -1314,10 +1314,7 @@ impl StorageService {
                 self.put_volume(&v)?;
             }
             if v.root_of.as_deref() == Some(instance) {
-                let snaps = v.snapshots.clone();
-                for s in snaps {
-                    let _ = self.snapshot_delete(&v.pool, &v.name, &s);
-                }
+                // Its snapshots go with it.
                 self.volume_delete(&v.pool, &v.name)?;
             }
         }
