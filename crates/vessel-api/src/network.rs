@@ -1,4 +1,5 @@
-//! Request and response bodies of the network API: networks, NICs, forwards, ACLs.
+//! Request and response bodies of the network API: networks, VLAN segments, NICs and their
+//! limits, forwards, load balancers, ACLs.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -22,9 +23,30 @@ pub struct NetworkCreate {
     /// VXLAN overlay: this host's underlay address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<String>,
+    /// VLAN segments (ids 1-4094): each its own broadcast domain, layer 2 only (no gateway,
+    /// DHCP or NAT; NICs on a segment get static addresses). On an overlay, segment V rides
+    /// on VNI `vni + V`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<u16>,
+    /// Isolated bridge ports: instances reach the gateway (and through it the outside) but
+    /// not each other at layer 2.
+    #[serde(default)]
+    pub isolated_ports: bool,
     /// Free text.
     #[serde(default)]
     pub description: String,
+}
+
+/// One VLAN segment of a network.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct NetworkSegment {
+    /// VLAN id.
+    pub vlan: u16,
+    /// The bridge its NICs are ports of (the network's own bridge with VLAN filtering).
+    pub bridge: String,
+    /// The segment's VNI on an overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// One NIC of an instance on a network.
@@ -40,6 +62,15 @@ pub struct NetworkLease {
     pub ip: String,
     /// Host side of the NIC (veth or tap).
     pub host_interface: String,
+    /// VLAN segment of the NIC (none: the network's untagged segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Rate limit of traffic into the instance, as given (e.g. `10Mbit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Rate limit of traffic out of the instance, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
 }
 
 /// A published port: traffic to the host's `listen_port` goes to an instance.
@@ -88,6 +119,19 @@ pub struct Network {
     /// The network's ACL rules, as given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub acl: String,
+    /// L4 load balancers, with each backend's health.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<NetworkLoadBalancer>,
+    /// VLAN segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<NetworkSegment>,
+    /// How this host builds VLAN segments: `vlan-filtering` (one VLAN-aware bridge, 802.1Q
+    /// tags) or `bridge-per-vlan` (the kernel has no bridge VLAN filtering, or the network
+    /// is an overlay).
+    pub vlan_mode: String,
+    /// Whether NIC ports are isolated from each other.
+    #[serde(default)]
+    pub isolated_ports: bool,
     /// `ok`, or `failed` with `error` (its kernel objects could not be made).
     pub status: String,
     /// Why the network is failed.
@@ -112,6 +156,116 @@ pub struct NicAttach {
     /// MAC address (default: allocated without collisions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// VLAN segment (one of the network's `vlans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Rate limit into the instance: bits per second with an optional unit (`kbit`,
+    /// `Mbit`, `Gbit`), e.g. `10Mbit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Rate limit out of the instance, same form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
+}
+
+/// Body of `PUT /1.0/networks/{name}/nics/{instance}/limits`: a NIC's bandwidth limits
+/// (absent or null: unlimited). Applied at once to a running instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NicLimits {
+    /// Into the instance, e.g. `10Mbit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Out of the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
+}
+
+/// One listening port of a load balancer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LbPortSpec {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Port on the balancer's address.
+    pub listen_port: u16,
+    /// Port on each backend.
+    pub target_port: u16,
+}
+
+/// Health checking of a load balancer's backends: a TCP connect every `interval_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LbHealthCheckSpec {
+    /// Time between probes (default 2000).
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// Connect timeout (default 1000, at most the interval).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Successes in a row that bring a backend back (default 2).
+    #[serde(default = "default_rise_fall")]
+    pub rise: u32,
+    /// Failures in a row that take a backend out (default 2).
+    #[serde(default = "default_rise_fall")]
+    pub fall: u32,
+    /// TCP port to probe instead of each port's target (required with UDP ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+fn default_interval() -> u64 {
+    2000
+}
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_rise_fall() -> u32 {
+    2
+}
+
+impl Default for LbHealthCheckSpec {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_interval(),
+            timeout_ms: default_timeout(),
+            rise: default_rise_fall(),
+            fall: default_rise_fall(),
+            port: None,
+        }
+    }
+}
+
+/// A backend as `GET` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct LbBackendStatus {
+    /// Instance.
+    pub instance: String,
+    /// Its address on the network.
+    pub address: String,
+    /// `up` (receives new flows), `down` (failed its health check) or `unknown`.
+    pub health: String,
+}
+
+/// Body of `POST /1.0/networks/{name}/load-balancers`, and a balancer as shown: new flows
+/// to `address` on each listen port go round-robin to the healthy backends.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkLoadBalancer {
+    /// Name, unique in the network: 1-20 letters, digits, '-' and '_'.
+    pub name: String,
+    /// The address clients connect to (this host's, or routed to it).
+    pub address: String,
+    /// Listening ports.
+    pub ports: Vec<LbPortSpec>,
+    /// Instances with a NIC on the network.
+    pub backends: Vec<String>,
+    /// Health checking.
+    #[serde(default)]
+    pub health_check: LbHealthCheckSpec,
+    /// Output only: each backend's state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<LbBackendStatus>,
 }
 
 /// Body of `PUT /1.0/networks/{name}/acl`.

@@ -73,6 +73,12 @@ pub fn document() -> OpenApi {
         .schema_from::<Network>()
         .schema_from::<NicAttach>()
         .schema_from::<NetworkAclSet>()
+        .schema_from::<NetworkSegment>()
+        .schema_from::<NicLimits>()
+        .schema_from::<LbPortSpec>()
+        .schema_from::<LbHealthCheckSpec>()
+        .schema_from::<LbBackendStatus>()
+        .schema_from::<NetworkLoadBalancer>()
         .build();
     OpenApiBuilder::new()
         .info(

@@ -17,7 +17,10 @@ Examples:
   vessel create busybox web && vessel network attach lan web && vessel start web
   vessel network attach lan db --ip 10.42.0.20
   vessel network forward add lan --port 8080 --to web:80
-  vessel network acl set lan --rules 'deny ingress tcp port 22'";
+  vessel network acl set lan --rules 'deny ingress tcp port 22'
+  vessel network create seg --subnet 10.60.0.0/24 --vlan 10 --vlan 20
+  vessel network attach seg app --vlan 10       # layer 2 only: no gateway, DHCP or NAT
+  vessel network create pods --subnet 10.61.0.0/24 --isolated-ports";
 
 /// `vessel network ...`
 #[derive(Debug, Subcommand)]
@@ -39,6 +42,12 @@ pub enum NetworkCommand {
         /// Another host of the overlay (repeatable).
         #[arg(long = "peer", value_name = "ADDR")]
         peers: Vec<String>,
+        /// A VLAN segment (1-4094, repeatable): its own broadcast domain, layer 2 only.
+        #[arg(long = "vlan", value_name = "ID")]
+        vlans: Vec<u16>,
+        /// Isolate NIC ports from each other (they still reach the gateway).
+        #[arg(long)]
+        isolated_ports: bool,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
@@ -64,7 +73,11 @@ pub enum NetworkCommand {
         /// Network.
         name: String,
     },
-    /// Give a stopped instance a NIC on the network.
+    /// Give an instance a NIC on the network (a running container gets it at once; a VM
+    /// must be stopped).
+    #[command(
+        after_help = "Examples:\n  vessel network attach lan web\n  vessel network attach lan db --ip 10.42.0.20 --ingress 100Mbit --egress 20Mbit\n  vessel network attach seg app --vlan 10"
+    )]
     Attach {
         /// Network.
         network: String,
@@ -76,14 +89,42 @@ pub enum NetworkCommand {
         /// MAC address (default: allocated).
         #[arg(long)]
         mac: Option<String>,
+        /// VLAN segment of the network.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Rate limit into the instance, e.g. 10Mbit (units: bit, kbit, Mbit, Gbit).
+        #[arg(long)]
+        ingress: Option<String>,
+        /// Rate limit out of the instance, e.g. 10Mbit.
+        #[arg(long)]
+        egress: Option<String>,
     },
-    /// Remove a stopped instance's NIC.
+    /// Remove an instance's NIC (at once from a running container; a VM must be stopped).
     Detach {
         /// Network.
         network: String,
         /// Instance.
         instance: String,
     },
+    /// Set or clear a NIC's bandwidth limits (applied at once; leave one out to lift it).
+    #[command(
+        after_help = "Examples:\n  vessel network limits lan web --ingress 50Mbit --egress 10Mbit\n  vessel network limits lan web                  # no limits"
+    )]
+    Limits {
+        /// Network.
+        network: String,
+        /// Instance.
+        instance: String,
+        /// Into the instance, e.g. 50Mbit.
+        #[arg(long)]
+        ingress: Option<String>,
+        /// Out of the instance, e.g. 10Mbit.
+        #[arg(long)]
+        egress: Option<String>,
+    },
+    /// L4 load balancers.
+    #[command(subcommand, name = "lb")]
+    Lb(LbCommand),
     /// Published ports.
     #[command(subcommand)]
     Forward(ForwardCommand),
@@ -121,6 +162,54 @@ pub enum ForwardCommand {
         protocol: String,
         /// Host port.
         port: u16,
+    },
+}
+
+/// `vessel network lb ...`
+#[derive(Debug, Subcommand)]
+pub enum LbCommand {
+    /// Spread a listening address's ports over instances; backends failing a TCP health
+    /// check get no new flows until they answer again.
+    #[command(
+        after_help = "Examples:\n  vessel network lb add lan web --address 192.0.2.10 --port tcp:80:8080 --backend web1 --backend web2\n  vessel network lb add lan dns --address 192.0.2.10 --port udp:53:53 --backend ns1 --backend ns2 --check-port 53"
+    )]
+    Add {
+        /// Network.
+        network: String,
+        /// Balancer name (1-20 letters, digits, '-', '_').
+        name: String,
+        /// Address clients connect to (this host's, or routed to it).
+        #[arg(long)]
+        address: String,
+        /// PROTOCOL:LISTEN:TARGET, e.g. tcp:80:8080 (repeatable).
+        #[arg(long = "port", value_name = "PROTO:LISTEN:TARGET", required = true)]
+        ports: Vec<String>,
+        /// An instance on the network (repeatable).
+        #[arg(long = "backend", value_name = "INSTANCE", required = true)]
+        backends: Vec<String>,
+        /// Milliseconds between health probes.
+        #[arg(long, default_value_t = 2000)]
+        check_interval_ms: u64,
+        /// Probe timeout in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        check_timeout_ms: u64,
+        /// Successes in a row that bring a backend back.
+        #[arg(long, default_value_t = 2)]
+        rise: u32,
+        /// Failures in a row that take a backend out.
+        #[arg(long, default_value_t = 2)]
+        fall: u32,
+        /// TCP port to probe instead of each target port (needed for UDP).
+        #[arg(long)]
+        check_port: Option<u16>,
+    },
+    /// Remove a load balancer.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Network.
+        network: String,
+        /// Balancer name.
+        name: String,
     },
 }
 

@@ -1,7 +1,11 @@
 //! Networks: a bridge (optionally joined to a VXLAN overlay) with IPAM leases kept in the
-//! store, DHCP and DNS from dnsmasq, outbound NAT and published ports in nftables, and ACLs.
-//! Instances get NICs: veth pairs into containers (plugged right after the container
-//! starts), tap devices for VMs. Everything is rebuilt from the store when the daemon starts.
+//! store, DHCP and DNS from dnsmasq, outbound NAT and published ports in nftables, L4 load
+//! balancers with health checks, ACLs, VLAN segments and isolated ports. Instances get NICs:
+//! veth pairs into containers (plugged right after the container starts, or hot-plugged
+//! into a running one), tap devices for VMs, each with optional bandwidth limits. Everything
+//! is rebuilt from the store when the daemon starts, and what a crash left half-made (a
+//! network created but not recorded, a balancer table, an IFB device of a gone NIC) is
+//! removed.
 //!
 //! The kernel side is `vessel-net`; this service decides names, addresses and what exists.
 //! It acts in the daemon's own network namespace.
@@ -14,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vessel_api::{
-    InstanceStatus, InstanceType, Network, NetworkAclSet, NetworkCreate, NetworkForward,
-    NetworkLease, NicAttach,
+    Instance, InstanceType, LbBackendStatus, Network, NetworkAclSet, NetworkCreate, NetworkForward,
+    NetworkLease, NetworkLoadBalancer, NetworkSegment, NicAttach, NicLimits,
 };
 use vessel_net::{
-    AclAction, DhcpDns, Ipam, Links, MacAddr, NatRules, NetNs, NetworkAcl, NicAcl, PortForward,
-    Protocol, StaticLease, Subnet, Upstream,
+    AclAction, BandwidthLimits, DhcpDns, Ipam, LbHealthChecker, Links, MacAddr, NatRules, NetNs,
+    NetworkAcl, NicAcl, PortForward, Protocol, RateLimit, StaticLease, Subnet, Upstream, VlanMode,
 };
 
 use crate::error::{chain, Error, Result};
@@ -27,6 +31,9 @@ use crate::events::Events;
 use crate::store::{Store, StoreError};
 
 const NETWORK: &str = "network";
+/// A network being created: recorded before its kernel objects are made, removed once the
+/// network itself is recorded. One left at start names objects a crash left behind.
+const PENDING: &str = "network-pending";
 
 /// What the store keeps of a network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +52,12 @@ struct NetworkRecord {
     forwards: Vec<NetworkForward>,
     #[serde(default)]
     acl: String,
+    #[serde(default)]
+    vlans: Vec<u16>,
+    #[serde(default)]
+    isolated_ports: bool,
+    #[serde(default)]
+    load_balancers: Vec<NetworkLoadBalancer>,
     #[serde(default)]
     description: String,
     created_at: String,
@@ -69,6 +82,92 @@ impl NetworkRecord {
             1500
         }
     }
+    /// 7 hex digits naming this network's per-segment devices (the name itself is too long
+    /// for `<name>-v<vid>` within 15 bytes).
+    fn tag(&self) -> String {
+        hex::encode(Sha256::digest(self.name.as_bytes()))[..7].to_string()
+    }
+    /// The base bridge of VLAN segments in `mode`.
+    fn segment_base(&self, mode: VlanMode) -> String {
+        match mode {
+            VlanMode::VlanFiltering => self.bridge(),
+            VlanMode::BridgePerVlan => format!("vs{}", self.tag()),
+        }
+    }
+    /// The bridge a port on VLAN `vid` belongs to.
+    fn segment_bridge(&self, mode: VlanMode, vid: u16) -> String {
+        match mode {
+            VlanMode::VlanFiltering => self.bridge(),
+            VlanMode::BridgePerVlan => format!("vs{}-v{vid}", self.tag()),
+        }
+    }
+    /// The VXLAN device of segment `vid` of an overlay.
+    fn segment_vxlan(&self, vid: u16) -> String {
+        format!("vy{}-{vid}", self.tag())
+    }
+    /// Every VNI the network uses: its own and one per segment.
+    fn vnis(&self) -> Vec<u32> {
+        match self.vni {
+            Some(v) => std::iter::once(v)
+                .chain(self.vlans.iter().map(|s| v + u32::from(*s)))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+    fn lb_table(&self, lb: &str) -> String {
+        format!("{}-{lb}", self.name)
+    }
+}
+
+/// Parses a rate: bits per second with an optional unit `bit`, `kbit`, `Mbit` or `Gbit`.
+fn parse_rate(text: &str) -> Result<RateLimit> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        _ => {
+            return Err(Error::invalid(format!(
+                "rate {text:?}: use a number of bits per second with kbit, Mbit or Gbit, \
+                 e.g. 10Mbit"
+            )))
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| Error::invalid(format!("rate {text:?}: not a number, e.g. 10Mbit")))?;
+    let bps = (n * mult) as u64;
+    if bps < vessel_net::bandwidth::MIN_RATE {
+        return Err(Error::invalid(format!(
+            "rate {text:?} is below the minimum of 8kbit"
+        )));
+    }
+    if bps > 100_000_000_000 {
+        return Err(Error::invalid(format!(
+            "rate {text:?} is above 100Gbit; leave it out for no limit"
+        )));
+    }
+    Ok(RateLimit::new(bps))
+}
+
+fn lease_limits(l: &NetworkLease) -> Result<BandwidthLimits> {
+    Ok(BandwidthLimits {
+        ingress: l.ingress.as_deref().map(parse_rate).transpose()?,
+        egress: l.egress.as_deref().map(parse_rate).transpose()?,
+    })
+}
+
+fn protocol(p: &str) -> Result<Protocol> {
+    match p {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(Error::invalid(format!("protocol {p:?}: use tcp or udp"))),
+    }
 }
 
 /// The network service (cheap to clone).
@@ -84,6 +183,10 @@ struct Inner {
     run: PathBuf,
     busy: Mutex<()>,
     errors: Mutex<BTreeMap<String, String>>,
+    /// Health checkers of load balancers, by table name (`<network>-<lb>`).
+    checkers: Mutex<BTreeMap<String, LbHealthChecker>>,
+    /// How VLAN segments are built here (probed once).
+    vlan_mode: std::sync::OnceLock<VlanMode>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
@@ -116,6 +219,8 @@ impl NetworkService {
                 run,
                 busy: Mutex::default(),
                 errors: Mutex::default(),
+                checkers: Mutex::default(),
+                vlan_mode: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -166,6 +271,54 @@ impl NetworkService {
             .subnet()
             .map(|s| s.gateway().to_string())
             .unwrap_or_default();
+        let host_mode = self.host_vlan_mode();
+        let mode = if r.vni.is_some() {
+            VlanMode::BridgePerVlan
+        } else {
+            host_mode
+        };
+        let checkers = self
+            .inner
+            .checkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let load_balancers = r
+            .load_balancers
+            .iter()
+            .map(|lb| {
+                let health = checkers.get(&r.lb_table(&lb.name)).map(|c| c.health());
+                let mut lb = lb.clone();
+                lb.status = lb
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let address = r
+                            .leases
+                            .iter()
+                            .find(|l| &l.instance == b)
+                            .map(|l| l.ip.clone())
+                            .unwrap_or_default();
+                        let ip: Option<Ipv4Addr> = address.parse().ok();
+                        let state = health.as_ref().and_then(|h| {
+                            let mut up = h.iter().filter(|(k, _)| Some(k.address) == ip);
+                            up.next().map(|(_, v)| v.up)
+                        });
+                        LbBackendStatus {
+                            instance: b.clone(),
+                            address,
+                            health: match state {
+                                Some(true) => "up",
+                                Some(false) => "down",
+                                None => "unknown",
+                            }
+                            .into(),
+                        }
+                    })
+                    .collect();
+                lb
+            })
+            .collect();
+        drop(checkers);
         Network {
             name: r.name.clone(),
             network_type: if r.vni.is_some() { "vxlan" } else { "bridge" }.into(),
@@ -178,10 +331,52 @@ impl NetworkService {
             leases: r.leases.clone(),
             forwards: r.forwards.clone(),
             acl: r.acl.clone(),
+            load_balancers,
+            segments: r
+                .vlans
+                .iter()
+                .map(|v| NetworkSegment {
+                    vlan: *v,
+                    bridge: r.segment_bridge(mode, *v),
+                    vni: r.vni.map(|n| n + u32::from(*v)),
+                })
+                .collect(),
+            vlan_mode: match mode {
+                VlanMode::VlanFiltering => "vlan-filtering",
+                VlanMode::BridgePerVlan => "bridge-per-vlan",
+            }
+            .into(),
+            isolated_ports: r.isolated_ports,
             status: if error.is_some() { "failed" } else { "ok" }.into(),
             error,
             description: r.description.clone(),
             created_at: r.created_at.clone(),
+        }
+    }
+
+    /// How this host builds VLAN segments of local networks: VLAN filtering where the
+    /// kernel has it (probed once on a throw-away bridge), a bridge per VLAN otherwise.
+    fn host_vlan_mode(&self) -> VlanMode {
+        *self.inner.vlan_mode.get_or_init(|| {
+            match Links::open(&NetNs::current())
+                .map_err(vessel_net::VlanError::from)
+                .and_then(|mut l| vessel_net::probe_vlan_support(&mut l))
+            {
+                Ok(s) => s.mode(),
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "VLAN probe failed; using a bridge per VLAN");
+                    VlanMode::BridgePerVlan
+                }
+            }
+        })
+    }
+
+    /// The VLAN mode of a network: overlays always use a bridge (and a VNI) per segment.
+    fn vlan_mode(&self, rec: &NetworkRecord) -> VlanMode {
+        if rec.vni.is_some() {
+            VlanMode::BridgePerVlan
+        } else {
+            self.host_vlan_mode()
         }
     }
 
@@ -258,11 +453,25 @@ impl NetworkService {
             p.parse::<Ipv4Addr>()
                 .map_err(|_| Error::invalid(format!("{p:?} is not an IPv4 address")))?;
         }
-        if let Some(v) = req.vni {
-            if let Some(o) = self.records()?.iter().find(|r| r.vni == Some(v)) {
-                return Err(Error::conflict(format!(
-                    "VNI {v} is taken by network {:?}",
-                    o.name
+        let mut vlans = req.vlans.clone();
+        vlans.sort_unstable();
+        vlans.dedup();
+        if vlans.len() != req.vlans.len() {
+            return Err(Error::invalid("a VLAN id is listed twice"));
+        }
+        if let Some(v) = vlans
+            .iter()
+            .find(|v| !(1..=vessel_net::VID_MAX).contains(*v))
+        {
+            return Err(Error::invalid(format!(
+                "VLAN id {v} is not allowed: use 1-4094"
+            )));
+        }
+        if let (Some(vni), Some(top)) = (req.vni, vlans.last()) {
+            if vni + u32::from(*top) > 16_777_215 {
+                return Err(Error::invalid(format!(
+                    "segment {top} would ride on VNI {}, above 16777215: use a smaller --vni",
+                    vni + u32::from(*top)
                 )));
             }
         }
@@ -275,16 +484,35 @@ impl NetworkService {
             leases: Vec::new(),
             forwards: Vec::new(),
             acl: String::new(),
+            vlans,
+            isolated_ports: req.isolated_ports,
+            load_balancers: Vec::new(),
             description: req.description,
             created_at: crate::now(),
         };
+        let ours = rec.vnis();
+        for o in self.records()? {
+            if let Some(v) = o.vnis().iter().find(|v| ours.contains(v)) {
+                return Err(Error::conflict(format!(
+                    "VNI {v} is taken by network {:?} (a network's segment V uses VNI vni+V)",
+                    o.name
+                )));
+            }
+        }
+        // Recorded first, so that a crash while the kernel objects are made leaves a note of
+        // what to remove at the next start.
+        self.inner
+            .store
+            .object_put(PENDING, &rec.name, &to_json(&rec)?)?;
         if let Err(e) = self.realize(&rec) {
             self.teardown(&rec);
+            let _ = self.inner.store.object_delete(PENDING, &rec.name);
             return Err(e);
         }
         self.inner
             .store
             .object_insert(NETWORK, &rec.name, &to_json(&rec)?)?;
+        let _ = self.inner.store.object_delete(PENDING, &rec.name);
         self.inner
             .events
             .lifecycle("network-created", &format!("/1.0/networks/{}", rec.name));
@@ -358,7 +586,43 @@ impl NetworkService {
                 let _ = vessel_net::add_vxlan_peer(&mut links, &dev, peer);
             }
         }
-        // Container host ends left from before (a daemon restart) go back on the bridge.
+        let mode = self.vlan_mode(rec);
+        for &vid in &rec.vlans {
+            let seg = vessel_net::create_segment(&mut links, mode, &rec.segment_base(mode), vid)
+                .map_err(|e| net_err(&format!("creating VLAN segment {vid}"))(&e))?;
+            if mode == VlanMode::BridgePerVlan {
+                links
+                    .set_mtu(&seg, rec.mtu())
+                    .map_err(|e| net_err("segment MTU")(&e))?;
+            }
+            if let (Some(vni), Some(local)) = (rec.vni, rec.local.as_deref()) {
+                let dev = rec.segment_vxlan(vid);
+                if links
+                    .find(&dev)
+                    .map_err(|e| net_err("netlink")(&e))?
+                    .is_none()
+                {
+                    vessel_net::create_vxlan(
+                        &mut links,
+                        &vessel_net::VxlanSpec {
+                            name: dev.clone(),
+                            vni: vni + u32::from(vid),
+                            local: local.parse().map_err(|_| Error::invalid("bad local"))?,
+                            port: vessel_net::VXLAN_PORT,
+                            underlay_mtu: 1500,
+                            bridge: seg.clone(),
+                        },
+                    )
+                    .map_err(|e| net_err(&format!("creating the VXLAN of segment {vid}"))(&e))?;
+                }
+                for p in &rec.peers {
+                    let peer: Ipv4Addr = p.parse().map_err(|_| Error::invalid("bad peer"))?;
+                    let _ = vessel_net::add_vxlan_peer(&mut links, &dev, peer);
+                }
+            }
+        }
+        // Host ends left from before (a daemon restart) go back on their bridge, with their
+        // isolation and limits.
         for l in &rec.leases {
             if links
                 .find(&l.host_interface)
@@ -367,11 +631,44 @@ impl NetworkService {
             {
                 let _ = links.set_master(&l.host_interface, Some(&bridge));
                 let _ = links.set_up(&l.host_interface, true);
+                if let Err(e) = self.port_setup(&mut links, rec, l) {
+                    tracing::warn!(nic = %l.host_interface, error = %e.message, "NIC settings not restored");
+                }
             }
         }
         vessel_net::set_ipv4_forwarding(&ns, true).map_err(|e| net_err("ip_forward")(&e))?;
         self.apply_rules(rec)?;
         self.apply_dnsmasq(rec)?;
+        self.prune_lb_tables(rec);
+        for lb in &rec.load_balancers {
+            self.start_lb(rec, lb)?;
+        }
+        Ok(())
+    }
+
+    /// What a NIC's host port needs beyond its bridge: its VLAN segment, isolation and
+    /// bandwidth limits.
+    fn port_setup(&self, links: &mut Links, rec: &NetworkRecord, l: &NetworkLease) -> Result<()> {
+        if let Some(vid) = l.vlan {
+            let mode = self.vlan_mode(rec);
+            vessel_net::attach_to_segment(
+                links,
+                mode,
+                &rec.segment_base(mode),
+                &l.host_interface,
+                vid,
+            )
+            .map_err(|e| net_err(&format!("putting {} on VLAN {vid}", l.instance))(&e))?;
+        }
+        if rec.isolated_ports {
+            vessel_net::set_port_isolated(links, &l.host_interface, true)
+                .map_err(|e| net_err("isolating the port")(&e))?;
+        }
+        let limits = lease_limits(l)?;
+        if limits != BandwidthLimits::default() {
+            vessel_net::set_bandwidth(&NetNs::current(), &l.host_interface, &limits)
+                .map_err(|e| net_err("bandwidth limits")(&e))?;
+        }
         Ok(())
     }
 
@@ -456,7 +753,8 @@ impl NetworkService {
     fn apply_dnsmasq(&self, rec: &NetworkRecord) -> Result<()> {
         let subnet = rec.subnet()?;
         let mut static_leases = Vec::new();
-        for l in &rec.leases {
+        // NICs on VLAN segments are outside the gateway's broadcast domain.
+        for l in rec.leases.iter().filter(|l| l.vlan.is_none()) {
             static_leases.push(StaticLease {
                 mac: l
                     .mac
@@ -486,18 +784,40 @@ impl NetworkService {
 
     fn teardown(&self, rec: &NetworkRecord) {
         let ns = NetNs::current();
+        for lb in &rec.load_balancers {
+            self.stop_lb(rec, &lb.name);
+        }
+        self.prune_lb_tables(&NetworkRecord {
+            load_balancers: Vec::new(),
+            ..rec.clone()
+        });
         vessel_net::stop_dnsmasq(&self.inner.run.join(&rec.name));
         let _ = std::fs::remove_dir_all(self.inner.run.join(&rec.name));
         let _ = vessel_net::remove_table(&ns, &rec.name);
         let _ = vessel_net::remove_acl(&ns, &rec.name);
         if let Ok(mut links) = Links::open(&ns) {
+            let mode = self.vlan_mode(rec);
+            for &vid in &rec.vlans {
+                let _ = links.delete(&rec.segment_vxlan(vid));
+                let _ = vessel_net::remove_segment(&mut links, mode, &rec.segment_base(mode), vid);
+            }
             let _ = links.delete(&rec.vxlan());
             let _ = links.delete(&rec.bridge());
         }
     }
 
-    /// Rebuilds every network's kernel objects from the store (after a crash or reboot).
+    /// Rebuilds every network's kernel objects from the store (after a crash or reboot) and
+    /// removes what a crash left half-made.
     pub fn reconcile(&self) -> Result<()> {
+        for (name, body) in self.inner.store.object_list(PENDING)? {
+            if self.record(&name).is_err() {
+                if let Ok(rec) = serde_json::from_str::<NetworkRecord>(&body) {
+                    tracing::warn!(network = %name, "removing a network whose creation was interrupted");
+                    self.teardown(&rec);
+                }
+            }
+            let _ = self.inner.store.object_delete(PENDING, &name);
+        }
         for rec in self.records()? {
             let r = self.realize(&rec);
             let mut errors = self.inner.errors.lock().unwrap_or_else(|p| p.into_inner());
@@ -511,20 +831,47 @@ impl NetworkService {
                 }
             }
         }
+        prune_ifbs();
         Ok(())
     }
 
-    /// Gives a stopped instance a NIC on a network (plugged when it starts).
-    pub fn attach(&self, network: &str, req: NicAttach) -> Result<Network> {
+    /// Gives an instance a NIC on a network. `pid` is the init of a running container: the
+    /// NIC is plugged into its namespace at once (hot add); otherwise it is plugged when the
+    /// instance starts. The caller holds the instance's lock and has checked its state.
+    pub fn attach(
+        &self,
+        network: &str,
+        req: NicAttach,
+        inst: &Instance,
+        pid: Option<i32>,
+    ) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
-        let inst =
-            crate::instance::stored_stopped(self.inner.store.as_ref(), &req.instance, "NICs")?;
         if rec.leases.iter().any(|l| l.instance == req.instance) {
             return Err(Error::conflict(format!(
                 "{:?} already has a NIC on {network:?}",
                 req.instance
             )));
+        }
+        if let Some(v) = req.vlan {
+            if !rec.vlans.contains(&v) {
+                return Err(Error::invalid(format!(
+                    "network {network:?} has no VLAN segment {v} (it has: {}); segments are \
+                     set with --vlan when the network is created",
+                    if rec.vlans.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rec.vlans
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )));
+            }
+        }
+        for r in req.ingress.iter().chain(req.egress.iter()) {
+            parse_rate(r)?;
         }
         let subnet = rec.subnet()?;
         let mut ipam = Ipam::new(subnet);
@@ -551,10 +898,10 @@ impl NetworkService {
                 .allocate()
                 .map_err(|e| Error::conflict(format!("network {network:?}: {e}")))?,
         };
-        let all_macs: Vec<String> = self
-            .records()?
-            .into_iter()
-            .flat_map(|r| r.leases)
+        let all = self.records()?;
+        let all_macs: Vec<String> = all
+            .iter()
+            .flat_map(|r| r.leases.iter())
             .map(|l| l.mac.to_lowercase())
             .collect();
         let mac = match &req.mac {
@@ -575,31 +922,57 @@ impl NetworkService {
                 .find(|m| !all_macs.contains(&m.to_string().to_lowercase()))
                 .ok_or_else(|| Error::conflict("no free MAC address"))?,
         };
-        let index = self
-            .records()?
+        // The lowest ethN the instance does not use yet.
+        let used: Vec<String> = all
             .iter()
             .flat_map(|r| r.leases.iter())
             .filter(|l| l.instance == req.instance)
-            .count();
+            .map(|l| l.interface.clone())
+            .collect();
+        let interface = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_default();
         let prefix = if inst.instance_type == InstanceType::Vm {
             "vt"
         } else {
             "vh"
         };
-        rec.leases.push(NetworkLease {
+        let lease = NetworkLease {
             instance: req.instance.clone(),
-            interface: format!("eth{index}"),
+            interface,
             mac: mac.to_string(),
             ip: ip.to_string(),
             host_interface: ifname(prefix, &req.instance, network),
-        });
-        self.apply_dnsmasq(&rec)?;
-        self.put(&rec)?;
+            vlan: req.vlan,
+            ingress: req.ingress.clone(),
+            egress: req.egress.clone(),
+        };
+        if let Some(pid) = pid {
+            let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
+            let gateway = !all
+                .iter()
+                .flat_map(|r| r.leases.iter())
+                .any(|l| l.instance == req.instance && l.vlan.is_none());
+            self.plug_one(&rec, &lease, &ns, gateway)?;
+        }
+        rec.leases.push(lease);
+        let saved = self.apply_dnsmasq(&rec).and_then(|()| self.put(&rec));
+        if let Err(e) = saved {
+            if pid.is_some() {
+                self.unplug(&rec.leases[rec.leases.len() - 1]);
+            }
+            return Err(e);
+        }
+        self.inner
+            .events
+            .lifecycle("network-nic-attached", &format!("/1.0/networks/{network}"));
         Ok(self.view(&rec))
     }
 
-    /// Removes an instance's NIC from a network (the instance must be stopped).
-    pub fn detach(&self, network: &str, instance: &str, check_stopped: bool) -> Result<Network> {
+    /// Removes an instance's NIC from a network (a running container's at once). The caller
+    /// has checked the instance's state.
+    pub fn detach(&self, network: &str, instance: &str) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
         let Some(lease) = rec.leases.iter().find(|l| l.instance == instance).cloned() else {
@@ -607,23 +980,59 @@ impl NetworkService {
                 "{instance:?} has no NIC on {network:?}"
             )));
         };
-        if check_stopped {
-            if let Ok(i) = self.inner.store.instance_get(instance) {
-                if i.status != InstanceStatus::Stopped {
-                    return Err(Error::conflict(format!(
-                        "instance {instance:?} is {:?}; stop it before changing its NICs",
-                        i.status
-                    )));
-                }
-            }
-        }
         rec.forwards.retain(|f| f.instance != instance);
         rec.leases.retain(|l| l.instance != instance);
-        if let Ok(mut links) = Links::open(&NetNs::current()) {
-            let _ = links.delete(&lease.host_interface);
+        for lb in &mut rec.load_balancers {
+            lb.backends.retain(|b| b != instance);
         }
+        self.unplug(&lease);
         self.apply_rules(&rec)?;
         self.apply_dnsmasq(&rec)?;
+        for lb in &rec.load_balancers {
+            self.start_lb(&rec, lb)?;
+        }
+        self.put(&rec)?;
+        self.inner
+            .events
+            .lifecycle("network-nic-detached", &format!("/1.0/networks/{network}"));
+        Ok(self.view(&rec))
+    }
+
+    /// Removes a NIC's host end (a veth's instance end goes with it) and its IFB device.
+    fn unplug(&self, lease: &NetworkLease) {
+        let ns = NetNs::current();
+        if let Ok(mut links) = Links::open(&ns) {
+            if links.find(&lease.host_interface).ok().flatten().is_some() {
+                let _ = vessel_net::clear_bandwidth(&ns, &lease.host_interface);
+                let _ = links.delete(&lease.host_interface);
+            }
+        }
+    }
+
+    /// Changes a NIC's bandwidth limits; applied at once when its host end exists.
+    pub fn set_limits(&self, network: &str, instance: &str, req: NicLimits) -> Result<Network> {
+        let _g = self.busy();
+        let mut rec = self.record(network)?;
+        let Some(i) = rec.leases.iter().position(|l| l.instance == instance) else {
+            return Err(Error::not_found(format!(
+                "{instance:?} has no NIC on {network:?}; attach it first"
+            )));
+        };
+        let mut lease = rec.leases[i].clone();
+        lease.ingress = req.ingress;
+        lease.egress = req.egress;
+        let limits = lease_limits(&lease)?;
+        let ns = NetNs::current();
+        let live = Links::open(&ns)
+            .map_err(|e| net_err("netlink")(&e))?
+            .find(&lease.host_interface)
+            .map_err(|e| net_err("netlink")(&e))?
+            .is_some();
+        if live {
+            vessel_net::set_bandwidth(&ns, &lease.host_interface, &limits)
+                .map_err(|e| net_err("bandwidth limits")(&e))?;
+        }
+        rec.leases[i] = lease;
         self.put(&rec)?;
         Ok(self.view(&rec))
     }
@@ -632,7 +1041,7 @@ impl NetworkService {
     pub fn instance_deleted(&self, instance: &str) -> Result<()> {
         for rec in self.records()? {
             if rec.leases.iter().any(|l| l.instance == instance) {
-                self.detach(&rec.name, instance, false)?;
+                self.detach(&rec.name, instance)?;
             }
         }
         Ok(())
@@ -640,7 +1049,7 @@ impl NetworkService {
 
     /// Plugs a started container's NICs into its network namespace (the init's `pid`).
     pub fn plug_container(&self, instance: &str, pid: i32) -> Result<()> {
-        let nics: Vec<(NetworkRecord, NetworkLease)> = self
+        let mut nics: Vec<(NetworkRecord, NetworkLease)> = self
             .records()?
             .into_iter()
             .flat_map(|r| {
@@ -652,33 +1061,61 @@ impl NetworkService {
                     .collect::<Vec<_>>()
             })
             .collect();
+        prune_ifbs();
         if nics.is_empty() {
             return Ok(());
         }
+        nics.sort_by_key(|(_, l)| l.interface.trim_start_matches("eth").parse::<u32>().ok());
         let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
-        let mut host = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
+        let mut gateway_set = false;
         for (rec, l) in nics {
-            let subnet = rec.subnet()?;
-            // A host end left from an earlier run of the instance goes first.
-            let _ = host.delete(&l.host_interface);
-            vessel_net::plug_veth(
-                &mut host,
-                &vessel_net::VethNic {
-                    host_name: l.host_interface.clone(),
-                    bridge: rec.bridge(),
-                    instance_ns: &ns,
-                    instance_name: l.interface.clone(),
-                    mac: l.mac.parse().ok(),
-                    address: Some((
-                        l.ip.parse()
-                            .map_err(|_| Error::internal("stored lease address"))?,
-                        subnet.prefix(),
-                    )),
-                    gateway: Some(subnet.gateway()),
-                    mtu: Some(rec.mtu()),
+            let gateway = !gateway_set && l.vlan.is_none();
+            gateway_set |= gateway;
+            self.plug_one(&rec, &l, &ns, gateway)?;
+        }
+        Ok(())
+    }
+
+    /// Plugs one NIC into the namespace `ns` (with the default route through the network's
+    /// gateway when `gateway`), and sets up its port.
+    fn plug_one(
+        &self,
+        rec: &NetworkRecord,
+        l: &NetworkLease,
+        ns: &NetNs,
+        gateway: bool,
+    ) -> Result<()> {
+        let subnet = rec.subnet()?;
+        let mut host = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
+        // A host end left from an earlier run of the instance goes first.
+        if host.find(&l.host_interface).ok().flatten().is_some() {
+            self.unplug(l);
+        }
+        let mode = self.vlan_mode(rec);
+        vessel_net::plug_veth(
+            &mut host,
+            &vessel_net::VethNic {
+                host_name: l.host_interface.clone(),
+                bridge: match l.vlan {
+                    Some(v) => rec.segment_bridge(mode, v),
+                    None => rec.bridge(),
                 },
-            )
-            .map_err(|e| net_err(&format!("plugging {instance} into {}", rec.name))(&e))?;
+                instance_ns: ns,
+                instance_name: l.interface.clone(),
+                mac: l.mac.parse().ok(),
+                address: Some((
+                    l.ip.parse()
+                        .map_err(|_| Error::internal("stored lease address"))?,
+                    subnet.prefix(),
+                )),
+                gateway: gateway.then(|| subnet.gateway()),
+                mtu: Some(rec.mtu()),
+            },
+        )
+        .map_err(|e| net_err(&format!("plugging {} into {}", l.instance, rec.name))(&e))?;
+        if let Err(e) = self.port_setup(&mut host, rec, l) {
+            self.unplug(l);
+            return Err(e);
         }
         Ok(())
     }
@@ -704,6 +1141,11 @@ impl NetworkService {
                     },
                 )
                 .map_err(|e| net_err("creating the tap device")(&e))?;
+                let mut links = Links::open(&ns).map_err(|e| net_err("netlink")(&e))?;
+                if let Err(e) = self.port_setup(&mut links, &rec, l) {
+                    self.unplug(l);
+                    return Err(e);
+                }
                 out.push(vessel_vm::Nic {
                     backend: vessel_vm::NicBackend::Tap {
                         ifname: l.host_interface.clone(),
@@ -728,10 +1170,29 @@ impl NetworkService {
         if f.listen_port == 0 || f.target_port == 0 {
             return Err(Error::invalid("ports must be 1-65535"));
         }
-        if !rec.leases.iter().any(|l| l.instance == f.instance) {
-            return Err(Error::invalid(format!(
-                "{:?} has no NIC on {network:?}; attach it first",
-                f.instance
+        match rec.leases.iter().find(|l| l.instance == f.instance) {
+            None => {
+                return Err(Error::invalid(format!(
+                    "{:?} has no NIC on {network:?}; attach it first",
+                    f.instance
+                )))
+            }
+            Some(l) if l.vlan.is_some() => {
+                return Err(Error::invalid(format!(
+                    "{:?} is on a VLAN segment, which the gateway does not reach",
+                    f.instance
+                )))
+            }
+            Some(_) => {}
+        }
+        if rec.load_balancers.iter().any(|lb| {
+            lb.ports
+                .iter()
+                .any(|p| p.protocol == f.protocol && p.listen_port == f.listen_port)
+        }) {
+            return Err(Error::conflict(format!(
+                "{} port {} is a load balancer's",
+                f.protocol, f.listen_port
             )));
         }
         if rec
@@ -775,5 +1236,244 @@ impl NetworkService {
         rec.acl = req.rules;
         self.put(&rec)?;
         Ok(self.view(&rec))
+    }
+
+    /// Adds a load balancer: its table applied with the backends that answer a first probe,
+    /// then kept in step with their health.
+    pub fn lb_add(&self, network: &str, mut req: NetworkLoadBalancer) -> Result<Network> {
+        let _g = self.busy();
+        let mut rec = self.record(network)?;
+        let ok = (1..=20).contains(&req.name.len())
+            && req
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(Error::invalid(format!(
+                "invalid load balancer name {:?}: use 1-20 letters, digits, '-' and '_'",
+                req.name
+            )));
+        }
+        if rec.load_balancers.iter().any(|l| l.name == req.name) {
+            return Err(Error::conflict(format!(
+                "network {network:?} already has a load balancer {:?}",
+                req.name
+            )));
+        }
+        let address: Ipv4Addr = req.address.parse().map_err(|_| {
+            Error::invalid(format!("address {:?} is not an IPv4 address", req.address))
+        })?;
+        if req.ports.is_empty() {
+            return Err(Error::invalid("a load balancer needs at least one port"));
+        }
+        if req.backends.is_empty() {
+            return Err(Error::invalid("a load balancer needs at least one backend"));
+        }
+        for p in &req.ports {
+            protocol(&p.protocol)?;
+            if p.listen_port == 0 || p.target_port == 0 {
+                return Err(Error::invalid("ports must be 1-65535"));
+            }
+        }
+        let mut seen = Vec::new();
+        for b in &req.backends {
+            if seen.contains(&b) {
+                return Err(Error::invalid(format!("backend {b:?} is listed twice")));
+            }
+            seen.push(b);
+            match rec.leases.iter().find(|l| &l.instance == b) {
+                None => {
+                    return Err(Error::invalid(format!(
+                        "backend {b:?} has no NIC on {network:?}; attach it first"
+                    )))
+                }
+                Some(l) if l.vlan.is_some() => {
+                    return Err(Error::invalid(format!(
+                        "backend {b:?} is on a VLAN segment, which the gateway does not reach"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        for other in self.records()? {
+            for lb in &other.load_balancers {
+                let same_addr = lb.address.parse::<Ipv4Addr>().ok() == Some(address);
+                for p in &req.ports {
+                    if same_addr
+                        && lb
+                            .ports
+                            .iter()
+                            .any(|o| o.protocol == p.protocol && o.listen_port == p.listen_port)
+                    {
+                        return Err(Error::conflict(format!(
+                            "{address} {} port {} is taken by load balancer {:?} of {:?}",
+                            p.protocol, p.listen_port, lb.name, other.name
+                        )));
+                    }
+                }
+            }
+            for f in &other.forwards {
+                if req
+                    .ports
+                    .iter()
+                    .any(|p| p.protocol == f.protocol && p.listen_port == f.listen_port)
+                {
+                    return Err(Error::conflict(format!(
+                        "{} port {} is a forward of {:?}",
+                        f.protocol, f.listen_port, other.name
+                    )));
+                }
+            }
+        }
+        req.status.clear();
+        self.start_lb(&rec, &req)?;
+        rec.load_balancers.push(req);
+        if let Err(e) = self.put(&rec) {
+            let name = rec.load_balancers.pop().map(|l| l.name).unwrap_or_default();
+            self.stop_lb(&rec, &name);
+            return Err(e);
+        }
+        Ok(self.view(&rec))
+    }
+
+    /// Removes a load balancer and its table.
+    pub fn lb_delete(&self, network: &str, name: &str) -> Result<Network> {
+        let _g = self.busy();
+        let mut rec = self.record(network)?;
+        let before = rec.load_balancers.len();
+        rec.load_balancers.retain(|l| l.name != name);
+        if rec.load_balancers.len() == before {
+            return Err(Error::not_found(format!(
+                "network {network:?} has no load balancer {name:?}"
+            )));
+        }
+        self.put(&rec)?;
+        self.stop_lb(&rec, name);
+        Ok(self.view(&rec))
+    }
+
+    /// Starts (or updates) the health checker and table of one load balancer.
+    fn start_lb(&self, rec: &NetworkRecord, lb: &NetworkLoadBalancer) -> Result<()> {
+        let address: Ipv4Addr = lb
+            .address
+            .parse()
+            .map_err(|_| Error::internal("stored balancer address"))?;
+        let mut ports = Vec::new();
+        for p in &lb.ports {
+            let backends = lb
+                .backends
+                .iter()
+                .filter_map(|b| rec.leases.iter().find(|l| &l.instance == b))
+                .filter_map(|l| l.ip.parse().ok())
+                .map(|a| vessel_net::Backend {
+                    address: a,
+                    port: p.target_port,
+                })
+                .collect();
+            ports.push(vessel_net::LbPort {
+                protocol: protocol(&p.protocol)?,
+                listen_port: p.listen_port,
+                backends,
+            });
+        }
+        let table = rec.lb_table(&lb.name);
+        let spec = vessel_net::LoadBalancer {
+            name: table.clone(),
+            address,
+            ports,
+        };
+        let hc = &lb.health_check;
+        let check = vessel_net::HealthCheck {
+            interval: std::time::Duration::from_millis(hc.interval_ms),
+            timeout: std::time::Duration::from_millis(hc.timeout_ms),
+            rise: hc.rise,
+            fall: hc.fall,
+            port: hc.port,
+        };
+        let mut checkers = self
+            .inner
+            .checkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = checkers.remove(&table) {
+            c.stop();
+        }
+        let c = LbHealthChecker::start(Arc::new(NetNs::current()), spec, check)
+            .map_err(|e| Error::invalid(format!("load balancer {:?}: {}", lb.name, chain(&e))))?;
+        checkers.insert(table, c);
+        Ok(())
+    }
+
+    /// Stops a balancer's health checker and removes its table.
+    fn stop_lb(&self, rec: &NetworkRecord, name: &str) {
+        let table = rec.lb_table(name);
+        if let Some(c) = self
+            .inner
+            .checkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&table)
+        {
+            c.stop();
+        }
+        let _ = vessel_net::LoadBalancer::remove(&NetNs::current(), &table);
+    }
+
+    /// Removes balancer tables of this network that its record does not name (left by a
+    /// crash between applying a table and recording the balancer).
+    fn prune_lb_tables(&self, rec: &NetworkRecord) {
+        let Ok(out) = std::process::Command::new("nft")
+            .args(["list", "tables", "ip"])
+            .output()
+        else {
+            return;
+        };
+        let prefix = format!("vlb-{}-", rec.name);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(table) = line.trim().strip_prefix("table ip ") else {
+                continue;
+            };
+            let Some(lb) = table.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !rec.load_balancers.iter().any(|l| l.name == lb) {
+                tracing::warn!(table, "removing a stale load balancer table");
+                let _ = vessel_net::LoadBalancer::remove(&NetNs::current(), &rec.lb_table(lb));
+            }
+        }
+    }
+}
+
+/// Removes IFB devices (`vifb<index>`, which carry a NIC's egress limit) whose NIC is gone:
+/// a container's veth vanishes with its namespace when it stops, its IFB would stay. An IFB
+/// whose NIC still exists is left alone, whoever owns it.
+pub fn prune_ifbs() {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-j", "link", "show"])
+        .output()
+    else {
+        return;
+    };
+    let Ok(links) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout) else {
+        return;
+    };
+    let indexes: Vec<u64> = links.iter().filter_map(|l| l["ifindex"].as_u64()).collect();
+    let Ok(mut nl) = Links::open(&NetNs::current()) else {
+        return;
+    };
+    for l in &links {
+        let Some(name) = l["ifname"].as_str() else {
+            continue;
+        };
+        let Some(nic) = name
+            .strip_prefix("vifb")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !indexes.contains(&nic) {
+            tracing::info!(ifb = name, "removing the IFB device of a gone NIC");
+            let _ = nl.delete(name);
+        }
     }
 }

@@ -393,3 +393,411 @@ fn a_vm_on_a_tap_gets_its_lease_by_dhcp_and_reaches_a_container() {
         "the tap outlived its VM"
     );
 }
+
+/// The host pid of a running container's init.
+fn init_pid(d: &Daemon, name: &str) -> i32 {
+    let info = d.info(name);
+    info["state"]["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{name} has no pid: {info}")) as i32
+}
+
+fn links_in(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// TCP throughput from container `from` to `to_ip` (container `to`), bits per second,
+/// measured with the host's iperf3 inside the containers' network namespaces.
+fn throughput(d: &Daemon, from: &str, to: &str, to_ip: &str) -> f64 {
+    let ns = |name: &str| format!("--net=/proc/{}/ns/net", init_pid(d, name));
+    let mut server = Command::new("nsenter")
+        .args([&ns(to), "iperf3", "-s", "-1", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 (Debian package iperf3) and nsenter");
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = Command::new("nsenter")
+            .args([
+                &ns(from),
+                "iperf3",
+                "-c",
+                to_ip,
+                "-p",
+                "5201",
+                "-t",
+                "3",
+                "-J",
+            ])
+            .output()
+            .expect("iperf3 (Debian package iperf3)");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            let _ = server.wait();
+            let v = json(&last);
+            return v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no throughput in {v}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    panic!("iperf3 from {from} to {to} never ran: {last}");
+}
+
+#[test]
+fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
+    let sb = Sandbox::new(1);
+    let h = &sb.hosts[0];
+    let d = Daemon::start_in_netns(h);
+    d.busybox();
+    d.ok(&["network", "create", "lan", "--subnet", "10.70.0.0/24"]);
+    for c in ["c1", "c2"] {
+        d.ok(&["launch", "busybox", c, "--", "sleep", "3600"]);
+    }
+    // Hot add: running containers get their NICs at once.
+    let out = d.ok(&["network", "attach", "lan", "c1"]);
+    assert!(out.contains("eth0"), "{out}");
+    d.ok(&["network", "attach", "lan", "c2", "--ingress", "3Mbit"]);
+    let (ip1, ip2) = (lease_ip(&d, "lan", "c1"), lease_ip(&d, "lan", "c2"));
+    assert!(pings(&d, "c1", &ip2), "hot-plugged NICs do not talk");
+    assert!(
+        pings(&d, "c1", "203.0.113.1"),
+        "no default route on a hot-plugged NIC"
+    );
+    // Limits: c2's ingress holds at 3 Mbit/s; lifted, the same path runs far faster.
+    let limited = throughput(&d, "c1", "c2", &ip2);
+    assert!(
+        limited < 4.5e6,
+        "ingress limit of 3Mbit let {limited} bit/s through"
+    );
+    d.ok(&["network", "limits", "lan", "c2"]);
+    let free = throughput(&d, "c1", "c2", &ip2);
+    assert!(
+        free > 5.0 * limited,
+        "lifting the limit did not help: {free} vs {limited}"
+    );
+    // Egress of c1 through its IFB device; the IFB goes when c1's NIC goes.
+    d.ok(&["network", "limits", "lan", "c1", "--egress", "2Mbit"]);
+    let limited = throughput(&d, "c1", "c2", &ip2);
+    assert!(
+        limited < 3.0e6,
+        "egress limit of 2Mbit let {limited} bit/s through"
+    );
+    assert!(links_in(h).contains("vifb"), "{}", links_in(h));
+    let info = json(&d.ok(&["network", "info", "lan", "--format", "json"]));
+    assert_eq!(info["leases"][0]["egress"], "2Mbit", "{info}");
+    d.ok(&["stop", "c1"]);
+    d.wait_for(
+        "the IFB of a stopped container to go",
+        Duration::from_secs(10),
+        || !links_in(h).contains("vifb"),
+    );
+    d.ok(&["start", "c1"]);
+    assert!(links_in(h).contains("vifb"), "limits not restored at start");
+    assert!(pings(&d, "c1", &ip2));
+    // Hot remove: c2 loses its NIC while running; a new one comes back as eth0.
+    d.ok(&["network", "detach", "lan", "c2"]);
+    assert!(!pings(&d, "c1", &ip2), "a detached NIC still answers");
+    assert_ne!(d.sh("c2", "ip link show eth0").0, 0, "eth0 is still in c2");
+    d.ok(&["network", "attach", "lan", "c2", "--ip", &ip2]);
+    assert!(pings(&d, "c2", &ip1));
+    // Bad input changes nothing.
+    let before = d.ok(&["network", "info", "lan", "--format", "json"]);
+    d.ok(&["launch", "busybox", "c9", "--", "sleep", "3600"]);
+    let err = d.fails(&["network", "attach", "lan", "c9", "--ingress", "fast"]);
+    assert!(err.contains("Mbit"), "{err}");
+    let err = d.fails(&["network", "attach", "lan", "c9", "--vlan", "10"]);
+    assert!(err.contains("no VLAN segment"), "{err}");
+    let err = d.fails(&["network", "limits", "lan", "c9", "--egress", "1bit"]);
+    assert!(err.contains("has no NIC"), "{err}");
+    assert_eq!(
+        d.ok(&["network", "info", "lan", "--format", "json"]),
+        before
+    );
+    assert_ne!(
+        d.sh("c9", "ip link show eth0").0,
+        0,
+        "a refused NIC was plugged"
+    );
+
+    // Isolated ports: instances reach the gateway and the outside, not each other.
+    d.ok(&[
+        "network",
+        "create",
+        "iso",
+        "--subnet",
+        "10.71.0.0/24",
+        "--isolated-ports",
+    ]);
+    instances(&d, &[("i1", "iso"), ("i2", "iso")]);
+    let ip_i2 = lease_ip(&d, "iso", "i2");
+    assert!(
+        pings(&d, "i1", "10.71.0.1"),
+        "isolated port cannot reach the gateway"
+    );
+    assert!(pings(&d, "i1", "203.0.113.1"));
+    assert!(!pings(&d, "i1", &ip_i2), "isolated ports reach each other");
+    let info = json(&d.ok(&["network", "info", "iso", "--format", "json"]));
+    assert_eq!(info["isolated_ports"], true);
+
+    // VLAN segments: each its own broadcast domain.
+    let err = d.fails(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.73.0.0/24",
+        "--vlan",
+        "5000",
+    ]);
+    assert!(err.contains("1-4094"), "{err}");
+    d.ok(&[
+        "network",
+        "create",
+        "seg",
+        "--subnet",
+        "10.72.0.0/24",
+        "--vlan",
+        "10",
+        "--vlan",
+        "20",
+    ]);
+    for (c, v) in [("v1", "10"), ("v2", "10"), ("v3", "20")] {
+        d.ok(&["create", "busybox", c, "--", "sleep", "3600"]);
+        d.ok(&["network", "attach", "seg", c, "--vlan", v]);
+        d.ok(&["start", c]);
+    }
+    let (a2, a3) = (lease_ip(&d, "seg", "v2"), lease_ip(&d, "seg", "v3"));
+    assert!(pings(&d, "v1", &a2), "one segment does not carry traffic");
+    assert!(!pings(&d, "v1", &a3), "two VLAN segments reach each other");
+    assert!(!pings(&d, "v3", &a2), "two VLAN segments reach each other");
+    let info = json(&d.ok(&["network", "info", "seg", "--format", "json"]));
+    let mode = info["vlan_mode"].as_str().unwrap();
+    assert!(
+        mode == "bridge-per-vlan" || mode == "vlan-filtering",
+        "{info}"
+    );
+    let segs = info["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 2, "{info}");
+    if mode == "bridge-per-vlan" {
+        for s in segs {
+            let br = s["bridge"].as_str().unwrap();
+            assert!(links_in(h).contains(br), "segment bridge {br} missing");
+        }
+        assert_ne!(segs[0]["bridge"], segs[1]["bridge"]);
+    }
+    let table = d.ok(&["network", "info", "seg"]);
+    assert!(
+        table.contains("VLAN mode") && table.contains("vlan 10"),
+        "{table}"
+    );
+
+    // Everything goes with the instances and networks.
+    d.ok(&[
+        "delete", "--force", "c1", "c2", "c9", "i1", "i2", "v1", "v2", "v3",
+    ]);
+    for n in ["lan", "iso", "seg"] {
+        d.ok(&["network", "delete", n]);
+    }
+    let links = links_in(h);
+    for stale in ["vbr-", "vh", "vs", "vifb"] {
+        assert!(!links.contains(stale), "{stale} left: {links}");
+    }
+}
+
+/// Serves `name` over HTTP on port 80 inside a container (busybox httpd, in the background).
+fn serve_name(d: &Daemon, name: &str) {
+    let (code, out) = d.sh(
+        name,
+        &format!("mkdir -p /www && echo {name} > /www/index.html && httpd -p 80 -h /www"),
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// One HTTP GET from the stand-in internet; the body, or "" when nothing answered.
+fn fetch(sb: &Sandbox, url: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            // busybox 1.35's wget crashes with -T; timeout(1) bounds it instead.
+            "netns", "exec", &sb.wan, "timeout", "5", "busybox", "wget", "-O", "-", url,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn backend_health(d: &Daemon, net: &str, lb: &str, instance: &str) -> String {
+    let n = json(&d.ok(&["network", "info", net, "--format", "json"]));
+    let lbs = n["load_balancers"].as_array().cloned().unwrap_or_default();
+    let lb = lbs
+        .iter()
+        .find(|l| l["name"] == lb)
+        .unwrap_or_else(|| panic!("no balancer {lb}: {n}"));
+    lb["status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["instance"] == instance)
+        .unwrap()["health"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Fetches `url` 12 times and returns how many different backends answered; every answer
+/// must be one of `want`.
+fn spread(d: &Daemon, sb: &Sandbox, url: &str, want: &[&str]) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let got = fetch(sb, url);
+        assert!(
+            want.contains(&got.as_str()),
+            "answer {got:?}, want one of {want:?}\n{}",
+            d.ok(&["network", "info", "web"])
+        );
+        seen.insert(got);
+    }
+    seen.len()
+}
+
+#[test]
+fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
+    let sb = Sandbox::new(1);
+    let h = sb.hosts[0].clone();
+    let mut d = Daemon::start_in_netns(&h);
+    d.busybox();
+    d.ok(&["network", "create", "web", "--subnet", "10.80.0.0/24"]);
+    instances(&d, &[("w1", "web"), ("w2", "web"), ("w3", "web")]);
+    serve_name(&d, "w1");
+    serve_name(&d, "w2");
+    let host = Sandbox::host_addr(0);
+    // w3 serves nothing: its first probe fails and it never gets a flow.
+    d.ok(&[
+        "network",
+        "lb",
+        "add",
+        "web",
+        "front",
+        "--address",
+        &host,
+        "--port",
+        "tcp:8080:80",
+        "--backend",
+        "w1",
+        "--backend",
+        "w2",
+        "--backend",
+        "w3",
+        "--check-interval-ms",
+        "300",
+        "--check-timeout-ms",
+        "200",
+        "--rise",
+        "1",
+        "--fall",
+        "1",
+    ]);
+    assert_eq!(backend_health(&d, "web", "front", "w3"), "down");
+    assert_eq!(
+        backend_health(&d, "web", "front", "w1"),
+        "up",
+        "{}",
+        d.ok(&["network", "info", "web"])
+    );
+    let url = format!("http://{host}:8080/");
+    assert_eq!(
+        spread(&d, &sb, &url, &["w1", "w2"]),
+        2,
+        "flows are not spread"
+    );
+    // w2 stops serving: it is taken out and every flow goes to w1.
+    d.sh("w2", "killall httpd");
+    d.wait_for("w2 to be marked down", Duration::from_secs(10), || {
+        backend_health(&d, "web", "front", "w2") == "down"
+    });
+    assert_eq!(spread(&d, &sb, &url, &["w1"]), 1);
+    // w3 starts serving: it comes in.
+    serve_name(&d, "w3");
+    d.wait_for("w3 to be marked up", Duration::from_secs(10), || {
+        backend_health(&d, "web", "front", "w3") == "up"
+    });
+    assert_eq!(spread(&d, &sb, &url, &["w1", "w3"]), 2);
+    // Bad input changes nothing.
+    let before = d.ok(&["network", "info", "web", "--format", "json"]);
+    for (args, want) in [
+        (vec!["--port", "tcp:8080:80", "--backend", "w1"], "taken"),
+        (
+            vec!["--port", "tcp:9090", "--backend", "w1"],
+            "PROTOCOL:LISTEN:TARGET",
+        ),
+        (vec!["--port", "udp:53:53", "--backend", "w1"], "UDP"),
+        (
+            vec!["--port", "tcp:9090:80", "--backend", "nobody"],
+            "no NIC",
+        ),
+    ] {
+        let mut cmd = vec!["network", "lb", "add", "web", "other", "--address", &host];
+        cmd.extend(args);
+        let err = d.fails(&cmd);
+        assert!(err.contains(want), "{err}");
+    }
+    let err = d.fails(&[
+        "network", "forward", "add", "web", "--port", "8080", "--to", "w1:80",
+    ]);
+    assert!(err.contains("load balancer"), "{err}");
+    assert_eq!(
+        d.ok(&["network", "info", "web", "--format", "json"]),
+        before
+    );
+    // A daemon killed and started again brings the balancer back with its checker, and
+    // drops a balancer table nobody recorded.
+    d.kill(libc::SIGKILL);
+    // As after a reboot, the balancer's table is gone; a stray one is there.
+    for script in [
+        "delete table ip vlb-web-front",
+        "add table ip vlb-web-ghost",
+    ] {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &h, "nft", script])
+            .status()
+            .unwrap();
+        assert!(st.success(), "nft {script}");
+    }
+    d.spawn();
+    d.wait_for(
+        "the balancer to answer again",
+        Duration::from_secs(20),
+        || matches!(fetch(&sb, &url).as_str(), "w1" | "w3"),
+    );
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &h, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains("ghost"), "{tables}");
+    assert!(tables.contains("vlb-web-front"), "{tables}");
+    d.sh("w2", "mkdir -p /www && httpd -p 80 -h /www");
+    d.wait_for("w2 to be marked up", Duration::from_secs(10), || {
+        backend_health(&d, "web", "front", "w2") == "up"
+    });
+    // Detaching a backend takes it out of the balancer; deleting the balancer its table.
+    d.ok(&["network", "detach", "web", "w1"]);
+    assert_eq!(spread(&d, &sb, &url, &["w2", "w3"]), 2);
+    d.ok(&["network", "lb", "delete", "web", "front"]);
+    assert_eq!(fetch(&sb, &url), "");
+    d.ok(&["delete", "--force", "w1", "w2", "w3"]);
+    d.ok(&["network", "delete", "web"]);
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &h, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("vlb-"));
+}

@@ -1,9 +1,12 @@
 //! `network ...`.
 
 use anyhow::{anyhow, Context, Result};
-use vessel_api::{Network, NetworkAclSet, NetworkCreate, NetworkForward, NicAttach};
+use vessel_api::{
+    LbHealthCheckSpec, LbPortSpec, Network, NetworkAclSet, NetworkCreate, NetworkForward,
+    NetworkLoadBalancer, NicAttach, NicLimits,
+};
 
-use crate::cli_network::{AclCommand, ForwardCommand, NetworkCommand};
+use crate::cli_network::{AclCommand, ForwardCommand, LbCommand, NetworkCommand};
 use crate::client::Client;
 use crate::http::encode_segment;
 use crate::output::{print_document, println, Block, Format, Table};
@@ -21,6 +24,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             vni,
             local,
             peers,
+            vlans,
+            isolated_ports,
             description,
         } => {
             let n: Network = client.send(
@@ -32,6 +37,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     vni,
                     peers,
                     local,
+                    vlans,
+                    isolated_ports,
                     description,
                 },
             )?;
@@ -75,6 +82,11 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                         .field("Gateway", &n.gateway)
                         .field("Bridge", &n.bridge)
                         .field("MTU", n.mtu)
+                        .field("VLAN mode", &n.vlan_mode)
+                        .field(
+                            "Isolated ports",
+                            if n.isolated_ports { "yes" } else { "no" },
+                        )
                         .field("Status", &n.status);
                     if let Some(v) = n.vni {
                         b.field("VNI", v).field("Peers", n.peers.join(", "));
@@ -88,11 +100,39 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                         .map(|l| {
                             (
                                 format!("{} {}", l.instance, l.interface),
-                                format!("{} {} (host {})", l.ip, l.mac, l.host_interface),
+                                format!(
+                                    "{} {} (host {}){}{}{}",
+                                    l.ip,
+                                    l.mac,
+                                    l.host_interface,
+                                    l.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
+                                    l.ingress
+                                        .as_ref()
+                                        .map(|r| format!(" in {r}"))
+                                        .unwrap_or_default(),
+                                    l.egress
+                                        .as_ref()
+                                        .map(|r| format!(" out {r}"))
+                                        .unwrap_or_default(),
+                                ),
                             )
                         })
                         .collect();
                     b.section("NICs", &nics, "none");
+                    let segs: Vec<(String, String)> = n
+                        .segments
+                        .iter()
+                        .map(|s| {
+                            (
+                                format!("vlan {}", s.vlan),
+                                match s.vni {
+                                    Some(v) => format!("bridge {} vni {v}", s.bridge),
+                                    None => format!("bridge {}", s.bridge),
+                                },
+                            )
+                        })
+                        .collect();
+                    b.section("VLAN segments", &segs, "none");
                     let fwd: Vec<(String, String)> = n
                         .forwards
                         .iter()
@@ -104,6 +144,34 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                         })
                         .collect();
                     b.section("Forwards", &fwd, "none");
+                    let lbs: Vec<(String, String)> = n
+                        .load_balancers
+                        .iter()
+                        .map(|lb| {
+                            let ports: Vec<String> = lb
+                                .ports
+                                .iter()
+                                .map(|p| {
+                                    format!("{}:{}->{}", p.protocol, p.listen_port, p.target_port)
+                                })
+                                .collect();
+                            let backends: Vec<String> = lb
+                                .status
+                                .iter()
+                                .map(|b| format!("{} {} {}", b.instance, b.address, b.health))
+                                .collect();
+                            (
+                                lb.name.clone(),
+                                format!(
+                                    "{} {}; backends: {}",
+                                    lb.address,
+                                    ports.join(" "),
+                                    backends.join(", ")
+                                ),
+                            )
+                        })
+                        .collect();
+                    b.section("Load balancers", &lbs, "none");
                     b.print()?;
                 }
                 _ => print_document(format, &n)?,
@@ -119,6 +187,9 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             instance,
             ip,
             mac,
+            vlan,
+            ingress,
+            egress,
         } => {
             let n: Network = client.send(
                 "POST",
@@ -127,6 +198,9 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     instance: instance.clone(),
                     ip,
                     mac,
+                    vlan,
+                    ingress,
+                    egress,
                 },
             )?;
             if let Some(l) = n.leases.iter().find(|l| l.instance == instance) {
@@ -142,7 +216,95 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     instance,
                     ip: None,
                     mac: None,
+                    vlan: None,
+                    ingress: None,
+                    egress: None,
                 },
+            )?;
+            Ok(0)
+        }
+        NetworkCommand::Limits {
+            network,
+            instance,
+            ingress,
+            egress,
+        } => {
+            let _: Network = client.send(
+                "PUT",
+                &format!(
+                    "{}/nics/{}/limits",
+                    path(&network),
+                    encode_segment(&instance)
+                ),
+                &NicLimits { ingress, egress },
+            )?;
+            Ok(0)
+        }
+        NetworkCommand::Lb(LbCommand::Add {
+            network,
+            name,
+            address,
+            ports,
+            backends,
+            check_interval_ms,
+            check_timeout_ms,
+            rise,
+            fall,
+            check_port,
+        }) => {
+            let ports = ports
+                .iter()
+                .map(|p| {
+                    let parts: Vec<&str> = p.split(':').collect();
+                    let [proto, listen, target] = parts[..] else {
+                        return Err(anyhow!(
+                            "--port takes PROTOCOL:LISTEN:TARGET, e.g. tcp:80:8080, not {p:?}"
+                        ));
+                    };
+                    let port = |s: &str| {
+                        s.parse::<u16>()
+                            .map_err(|_| anyhow!("{s:?} in --port {p:?} is not a port number"))
+                    };
+                    Ok(LbPortSpec {
+                        protocol: proto.to_string(),
+                        listen_port: port(listen)?,
+                        target_port: port(target)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let n: Network = client.send(
+                "POST",
+                &format!("{}/load-balancers", path(&network)),
+                &NetworkLoadBalancer {
+                    name: name.clone(),
+                    address,
+                    ports,
+                    backends,
+                    health_check: LbHealthCheckSpec {
+                        interval_ms: check_interval_ms,
+                        timeout_ms: check_timeout_ms,
+                        rise,
+                        fall,
+                        port: check_port,
+                    },
+                    status: Vec::new(),
+                },
+            )?;
+            if let Some(lb) = n.load_balancers.iter().find(|l| l.name == name) {
+                for b in &lb.status {
+                    println(format!("{} {}: {}", b.instance, b.address, b.health))?;
+                }
+            }
+            Ok(0)
+        }
+        NetworkCommand::Lb(LbCommand::Delete { network, name }) => {
+            let _: Network = client.call(
+                "DELETE",
+                &format!(
+                    "{}/load-balancers/{}",
+                    path(&network),
+                    encode_segment(&name)
+                ),
             )?;
             Ok(0)
         }

@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use vessel_api::{NetworkAclSet, NetworkCreate, NetworkForward, NicAttach};
+use vessel_api::{
+    NetworkAclSet, NetworkCreate, NetworkForward, NetworkLoadBalancer, NicAttach, NicLimits,
+};
 
 use super::{ApiJson, App};
 use crate::error::{Error, Result};
@@ -47,7 +49,7 @@ pub async fn network_attach(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<NicAttach>,
 ) -> Result<Response> {
-    blocking(&app, move |s| s.attach(&name, req)).await
+    Ok(Json(app.instances.nic_attach(name, req).await?).into_response())
 }
 
 pub async fn network_detach(
@@ -55,7 +57,30 @@ pub async fn network_detach(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<NicAttach>,
 ) -> Result<Response> {
-    blocking(&app, move |s| s.detach(&name, &req.instance, true)).await
+    Ok(Json(app.instances.nic_detach(name, req.instance).await?).into_response())
+}
+
+pub async fn network_nic_limits(
+    State(app): State<App>,
+    Path((name, instance)): Path<(String, String)>,
+    ApiJson(req): ApiJson<NicLimits>,
+) -> Result<Response> {
+    blocking(&app, move |s| s.set_limits(&name, &instance, req)).await
+}
+
+pub async fn network_lb_add(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<NetworkLoadBalancer>,
+) -> Result<Response> {
+    blocking(&app, move |s| s.lb_add(&name, req)).await
+}
+
+pub async fn network_lb_delete(
+    State(app): State<App>,
+    Path((name, lb)): Path<(String, String)>,
+) -> Result<Response> {
+    blocking(&app, move |s| s.lb_delete(&name, &lb)).await
 }
 
 pub async fn network_forward_add(

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use vessel_api::{
-    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Operation, StateAction,
-    StateChange,
+    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Network, NicAttach,
+    Operation, StateAction, StateChange,
 };
 
 use crate::error::{Error, Result};
@@ -429,6 +429,8 @@ impl InstanceService {
                 let exit = svc.driver.exit_status(&name);
                 // A monitor that crashed leaves its container's leftovers: remove them.
                 svc.driver.cleanup_orphan(&name);
+                // Its veths went with its namespace; their IFB devices go too.
+                let _ = tokio::task::spawn_blocking(crate::network::prune_ifbs).await;
                 exit.as_ref().map(|e| e.exit_code)
             };
             if svc.store.instance_get(&name).is_ok() {
@@ -661,6 +663,55 @@ impl InstanceService {
                 Ok(())
             },
         ))
+    }
+
+    /// The init pid of a container whose NICs may change now: `None` when it is stopped
+    /// (they are plugged at start), `Some` when it runs or is frozen (hot add and remove).
+    /// A VM's NICs change only while it is stopped.
+    fn nic_target(&self, name: &str) -> Result<(Instance, Option<i32>)> {
+        let inst = self.get_stored(name)?;
+        use InstanceStatus as S;
+        match (inst.instance_type, inst.status) {
+            (_, S::Stopped) => Ok((inst, None)),
+            (InstanceType::Container, S::Running | S::Frozen) => {
+                let pid = self.driver.init_pid(name).ok_or_else(|| {
+                    Error::conflict(format!(
+                        "instance {name:?} is running but its init is not found; try again"
+                    ))
+                })?;
+                Ok((inst, Some(pid)))
+            }
+            (InstanceType::Vm, S::Running | S::Frozen) => Err(Error::conflict(format!(
+                "virtual machine {name:?} is running; stop it to change its NICs (containers \
+                 take NICs while running)"
+            ))),
+            (_, s) => Err(Error::conflict(format!(
+                "instance {name:?} is {}; wait until it is running or stopped",
+                s.as_str()
+            ))),
+        }
+    }
+
+    /// Gives an instance a NIC on a network, plugged at once into a running container.
+    pub async fn nic_attach(&self, network: String, req: NicAttach) -> Result<Network> {
+        let lock = self.lock_for(&req.instance);
+        let _g = lock.lock().await;
+        let (inst, pid) = self.nic_target(&req.instance)?;
+        let nets = self.networks.clone();
+        tokio::task::spawn_blocking(move || nets.attach(&network, req, &inst, pid))
+            .await
+            .map_err(|e| Error::internal(format!("network task: {e}")))?
+    }
+
+    /// Removes an instance's NIC from a network, at once from a running container.
+    pub async fn nic_detach(&self, network: String, instance: String) -> Result<Network> {
+        let lock = self.lock_for(&instance);
+        let _g = lock.lock().await;
+        self.nic_target(&instance)?;
+        let nets = self.networks.clone();
+        tokio::task::spawn_blocking(move || nets.detach(&network, &instance))
+            .await
+            .map_err(|e| Error::internal(format!("network task: {e}")))?
     }
 
     /// Console log of an instance.
