@@ -272,6 +272,10 @@ fn an_overlay_joins_instances_on_two_hosts_and_not_across_vnis() {
             local,
             "--peer",
             peer,
+            "--vlan",
+            "10",
+            "--vlan",
+            "20",
         ]);
         d.ok(&[
             "network",
@@ -333,6 +337,42 @@ fn an_overlay_joins_instances_on_two_hosts_and_not_across_vnis() {
     assert!(got.contains("over-vxlan"), "{got:?}");
     // Another VNI is another segment: no path from ov to ov2's instance.
     assert!(!pings(&d0, "x0", "10.51.0.11"), "traffic crossed VNIs");
+    // VLAN segments of an overlay span the hosts on VNIs of their own.
+    let segs = &n["segments"];
+    assert_eq!(segs[0]["vni"], 5011, "{n}");
+    assert_eq!(segs[1]["vni"], 5021, "{n}");
+    let err = d0.fails(&[
+        "network",
+        "create",
+        "ov3",
+        "--subnet",
+        "10.52.0.0/24",
+        "--vni",
+        "5011",
+        "--local",
+        &a0,
+    ]);
+    assert!(err.contains("VNI 5011 is taken"), "{err}");
+    for (d, name, vlan, ip) in [
+        (&d0, "s0", "10", "10.50.0.20"),
+        (&d1, "s1", "10", "10.50.0.21"),
+        (&d1, "t1", "20", "10.50.0.22"),
+    ] {
+        d.ok(&["launch", "busybox", name, "--", "sleep", "3600"]);
+        d.ok(&["network", "attach", "ov", name, "--vlan", vlan, "--ip", ip]);
+    }
+    assert!(
+        pings(&d0, "s0", "10.50.0.21"),
+        "a VLAN segment does not span the hosts"
+    );
+    assert!(
+        !pings(&d0, "s0", "10.50.0.22"),
+        "traffic crossed VLAN segments"
+    );
+    assert!(
+        !pings(&d0, "s0", "10.50.0.11"),
+        "a segment reaches the untagged network"
+    );
 }
 
 #[test]
