@@ -155,7 +155,8 @@ impl NatRules {
         let _ = write!(
             s,
             "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-             \t\tip saddr {net} ip daddr != {net} masquerade\n\t}}\n\
+             \t\tip saddr {net} ip daddr != {net} masquerade\n\
+             \t\tip saddr {net} ip daddr {net} ct status dnat masquerade\n\t}}\n\
              \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
              \t\toifname \"{br}\" ct state established,related accept\n\
              \t\toifname \"{br}\" ct status dnat accept\n\
@@ -274,6 +275,10 @@ mod tests {
         let text = rules().render().expect("render");
         assert!(text.starts_with("table ip vessel-web {}\ndelete table ip vessel-web\n"));
         assert!(text.contains("ip saddr 10.42.0.0/24 ip daddr != 10.42.0.0/24 masquerade"));
+        // Hairpin: an instance reaching a published port of its own network.
+        assert!(
+            text.contains("ip saddr 10.42.0.0/24 ip daddr 10.42.0.0/24 ct status dnat masquerade")
+        );
         assert!(text.contains(
             "iifname != \"vbr-web\" ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.0.2:53"
         ));
