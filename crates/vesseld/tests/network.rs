@@ -800,16 +800,28 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
     // A daemon killed and started again brings the balancer back with its checker, and
     // drops a balancer table nobody recorded.
     d.kill(libc::SIGKILL);
-    // As after a reboot, the balancer's table is gone; a stray one is there.
+    // As after a reboot, the balancer's table is gone; a stray one is there. And as after a
+    // crash in the middle of creating network "ghost": its bridge and table exist, the store
+    // has only the note written before they were made.
     for script in [
         "delete table ip vlb-web-front",
         "add table ip vlb-web-ghost",
+        "add table ip vessel-ghost",
     ] {
         let st = Command::new("ip")
             .args(["netns", "exec", &h, "nft", script])
             .status()
             .unwrap();
         assert!(st.success(), "nft {script}");
+    }
+    ip(&["-n", &h, "link", "add", "vbr-ghost", "type", "bridge"]);
+    {
+        let db = rusqlite::Connection::open(d.root().join("vessel.db")).unwrap();
+        db.execute(
+            "INSERT INTO objects (kind, key, body) VALUES ('network-pending', 'ghost', ?)",
+            [r#"{"name":"ghost","subnet":"10.99.0.0/24","created_at":"2026-01-01T00:00:00Z"}"#],
+        )
+        .unwrap();
     }
     d.spawn();
     d.wait_for(
@@ -824,6 +836,9 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.contains("ghost"), "{tables}");
     assert!(tables.contains("vlb-web-front"), "{tables}");
+    assert!(!links_in(&h).contains("vbr-ghost"), "{}", links_in(&h));
+    let nets = d.ok(&["network", "list", "--format", "json"]);
+    assert!(!nets.contains("ghost"), "{nets}");
     d.sh("w2", "mkdir -p /www && httpd -p 80 -h /www");
     d.wait_for("w2 to be marked up", Duration::from_secs(10), || {
         backend_health(&d, "web", "front", "w2") == "up"
