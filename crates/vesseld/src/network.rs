@@ -560,31 +560,8 @@ impl NetworkService {
             )
             .map_err(|e| net_err("creating the bridge")(&e))?;
         }
-        if let (Some(vni), Some(local)) = (rec.vni, rec.local.as_deref()) {
-            let dev = rec.vxlan();
-            if links
-                .find(&dev)
-                .map_err(|e| net_err("netlink")(&e))?
-                .is_none()
-            {
-                vessel_net::create_vxlan(
-                    &mut links,
-                    &vessel_net::VxlanSpec {
-                        name: dev.clone(),
-                        vni,
-                        local: local.parse().map_err(|_| Error::invalid("bad local"))?,
-                        port: vessel_net::VXLAN_PORT,
-                        underlay_mtu: 1500,
-                        bridge: bridge.clone(),
-                    },
-                )
-                .map_err(|e| net_err("creating the VXLAN device")(&e))?;
-            }
-            for p in &rec.peers {
-                let peer: Ipv4Addr = p.parse().map_err(|_| Error::invalid("bad peer"))?;
-                // An existing entry is fine (after a restart).
-                let _ = vessel_net::add_vxlan_peer(&mut links, &dev, peer);
-            }
+        if let Some(vni) = rec.vni {
+            ensure_vxlan(&mut links, rec, &rec.vxlan(), vni, &bridge)?;
         }
         let mode = self.vlan_mode(rec);
         for &vid in &rec.vlans {
@@ -595,30 +572,9 @@ impl NetworkService {
                     .set_mtu(&seg, rec.mtu())
                     .map_err(|e| net_err("segment MTU")(&e))?;
             }
-            if let (Some(vni), Some(local)) = (rec.vni, rec.local.as_deref()) {
+            if let Some(vni) = rec.vni {
                 let dev = rec.segment_vxlan(vid);
-                if links
-                    .find(&dev)
-                    .map_err(|e| net_err("netlink")(&e))?
-                    .is_none()
-                {
-                    vessel_net::create_vxlan(
-                        &mut links,
-                        &vessel_net::VxlanSpec {
-                            name: dev.clone(),
-                            vni: vni + u32::from(vid),
-                            local: local.parse().map_err(|_| Error::invalid("bad local"))?,
-                            port: vessel_net::VXLAN_PORT,
-                            underlay_mtu: 1500,
-                            bridge: seg.clone(),
-                        },
-                    )
-                    .map_err(|e| net_err(&format!("creating the VXLAN of segment {vid}"))(&e))?;
-                }
-                for p in &rec.peers {
-                    let peer: Ipv4Addr = p.parse().map_err(|_| Error::invalid("bad peer"))?;
-                    let _ = vessel_net::add_vxlan_peer(&mut links, &dev, peer);
-                }
+                ensure_vxlan(&mut links, rec, &dev, vni + u32::from(vid), &seg)?;
             }
         }
         // Host ends left from before (a daemon restart) go back on their bridge, with their
@@ -1442,6 +1398,45 @@ impl NetworkService {
             }
         }
     }
+}
+
+/// Makes the VXLAN device `dev` of an overlay network exist on `bridge`, with the
+/// network's peers (entries already there are fine, as after a restart).
+fn ensure_vxlan(
+    links: &mut Links,
+    rec: &NetworkRecord,
+    dev: &str,
+    vni: u32,
+    bridge: &str,
+) -> Result<()> {
+    let local = rec
+        .local
+        .as_deref()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| Error::internal("an overlay without its underlay address"))?;
+    if links
+        .find(dev)
+        .map_err(|e| net_err("netlink")(&e))?
+        .is_none()
+    {
+        vessel_net::create_vxlan(
+            links,
+            &vessel_net::VxlanSpec {
+                name: dev.to_string(),
+                vni,
+                local,
+                port: vessel_net::VXLAN_PORT,
+                underlay_mtu: 1500,
+                bridge: bridge.to_string(),
+            },
+        )
+        .map_err(|e| net_err(&format!("creating VXLAN device {dev} (VNI {vni})"))(&e))?;
+    }
+    for p in &rec.peers {
+        let peer: Ipv4Addr = p.parse().map_err(|_| Error::invalid("bad peer"))?;
+        let _ = vessel_net::add_vxlan_peer(links, dev, peer);
+    }
+    Ok(())
 }
 
 /// Removes IFB devices (`vifb<index>`, which carry a NIC's egress limit) whose NIC is gone:
