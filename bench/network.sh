@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Networks: TCP throughput (iperf3) between two containers on a Vessel bridge and across a
-# Vessel VXLAN overlay, each against its bare reference in the same run (a veth pair, the
-# same veth+bridge by hand, the overlay's own underlay); then the time to give NICS running
-# containers a NIC (`vessel network attach`) against the same wiring done with iproute2.
+# Vessel VXLAN overlay, each against bare references in the same run (a veth pair; the same
+# veth+bridge by hand; the overlay's own underlay and VXLAN by hand on it); then the time to
+# give NICS running containers a NIC (`vessel network attach`) against the same wiring done
+# with iproute2.
 # Everything happens inside network namespaces made here and removed on exit.
 #   RUNS=3 SECS=5 NICS=100 REVERSE=0 (1: also measure each path with iperf3 -R) JSON=FILE
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -22,7 +23,9 @@ T=vnb$$                                  # prefix of every namespace made here
 NS_A=$T-a NS_B=$T-b                      # bare veth pair
 NS_M=$T-m NS_C=$T-c NS_D=$T-d            # bridge by hand (in M) with C and D on it
 NS_W=$T-w NS_H0=$T-h0 NS_H1=$T-h1        # underlay bridge (W) and two hosts with a daemon each
-ALL_NS=("$NS_A" "$NS_B" "$NS_C" "$NS_D" "$NS_M" "$NS_H0" "$NS_H1" "$NS_W")
+NS_H2=$T-h2 NS_H3=$T-h3 NS_E2=$T-e2 NS_E3=$T-e3  # two more hosts with VXLAN by hand, an end each
+ALL_NS=("$NS_A" "$NS_B" "$NS_C" "$NS_D" "$NS_M" "$NS_E2" "$NS_E3" "$NS_H0" "$NS_H1" "$NS_H2"
+  "$NS_H3" "$NS_W")
 WORK=$(mktemp -d /tmp/vessel-net.XXXXXX)
 chmod 755 "$WORK"   # unprivileged containers walk down to their files
 RES=$WORK/results
@@ -86,12 +89,26 @@ done
 # The underlay, as in crates/vesseld/tests/network.rs: bridge ul in W, host i at 198.51.100.(i+2).
 ip -n "$NS_W" link add ul type bridge
 ip -n "$NS_W" addr add 198.51.100.1/24 dev ul && ip -n "$NS_W" link set ul up
-for i in 0 1; do
+for i in 0 1 2 3; do
   var=NS_H$i; ns=${!var}
   ip -n "$ns" link add up0 type veth peer name "p$i" netns "$NS_W"
   ip -n "$NS_W" link set "p$i" master ul up
   ip -n "$ns" addr add "198.51.100.$((i + 2))/24" dev up0 && ip -n "$ns" link set up0 up
   ip -n "$ns" route add default via 198.51.100.1
+done
+# Hosts 2 and 3: the overlay by hand, as docs/networking.md describes Vessel's (VNI, port 4789,
+# learning off, MTU 1450, an all-zero FDB entry per peer, on a bridge), with an end each:
+# E2 10.99.3.2 -> veth -> bridge -> vxlan -> underlay -> vxlan -> bridge -> veth -> E3 10.99.3.3.
+for i in 2 3; do
+  var=NS_H$i; ns=${!var}
+  var=NS_E$i; end=${!var}
+  ip -n "$ns" link add vx0 mtu 1450 type vxlan id 5999 local "198.51.100.$((i + 2))" dstport 4789 nolearning
+  bridge -n "$ns" fdb append 00:00:00:00:00:00 dev vx0 dst "198.51.100.$((7 - i))"
+  ip -n "$ns" link add br0 type bridge
+  ip -n "$ns" link set vx0 master br0 up && ip -n "$ns" link set br0 up
+  ip -n "$end" link add eth0 mtu 1450 type veth peer name "he$i" mtu 1450 netns "$ns"
+  ip -n "$ns" link set "he$i" master br0 up
+  ip -n "$end" addr add "10.99.3.$i/24" dev eth0 && ip -n "$end" link set eth0 up
 done
 
 # --- Daemons, networks, containers --------------------------------------------------------
@@ -141,6 +158,7 @@ CASES=(
   "bridge-by-hand $(netns "$NS_D") $(netns "$NS_C") 10.99.2.3"
   "vessel-bridge $B2 $B1 10.42.0.12"
   "underlay $(netns "$NS_H1") $(netns "$NS_H0") 198.51.100.3"
+  "vxlan-by-hand $(netns "$NS_E3") $(netns "$NS_E2") 10.99.3.3"
   "vessel-overlay $X1 $X0 10.50.0.11"
 )
 # Every path answers first (ARP, the overlay's FDB), so no iperf3 run pays for that.
@@ -260,17 +278,18 @@ declare -A MED
 for f in "$RES"/tput-*; do MED[${f#"$RES"/tput-}]=$(median <"$f"); done
 echo
 echo "kernel $(uname -r), $(nproc) CPUs; iperf3 $(iperf3 --version | awk 'NR==1 {print $2}'), -t $SECS, $RUNS rounds, medians"
-echo "MTU: veth $(mtu "$(netns "$NS_A")" v0), vessel bridge $(mtu "$B1" eth0), underlay $(mtu "$(netns "$NS_H0")" up0), overlay $(mtu "$X0" eth0)"
+echo "MTU: veth $(mtu "$(netns "$NS_A")" v0), vessel bridge $(mtu "$B1" eth0), underlay $(mtu "$(netns "$NS_H0")" up0), overlays $(mtu "$X0" eth0) (vessel) and $(mtu "$(netns "$NS_E2")" eth0) (by hand)"
 printf '%-16s %-4s %12s %-40s\n' path dir Gbit/s "ratio"
 for dir in "${dirs[@]}"; do
   d=${dir:-fwd}
   v=${MED[veth$dir]} hb=${MED[bridge-by-hand$dir]} vb=${MED[vessel-bridge$dir]}
-  u=${MED[underlay$dir]} o=${MED[vessel-overlay$dir]}
+  u=${MED[underlay$dir]} o=${MED[vessel-overlay$dir]} hx=${MED[vxlan-by-hand$dir]}
   printf '%-16s %-4s %12s %-40s\n' veth "$d" "$(gb "$v")" ""
   printf '%-16s %-4s %12s %-40s\n' bridge-by-hand "$d" "$(gb "$hb")" "by hand / veth = $(r2 "$hb" "$v")"
   printf '%-16s %-4s %12s %-40s\n' vessel-bridge "$d" "$(gb "$vb")" "vessel / veth = $(r2 "$vb" "$v"), / by hand = $(r2 "$vb" "$hb")"
   printf '%-16s %-4s %12s %-40s\n' underlay "$d" "$(gb "$u")" ""
-  printf '%-16s %-4s %12s %-40s\n' vessel-overlay "$d" "$(gb "$o")" "overlay / underlay = $(r2 "$o" "$u")"
+  printf '%-16s %-4s %12s %-40s\n' vxlan-by-hand "$d" "$(gb "$hx")" "by hand / underlay = $(r2 "$hx" "$u")"
+  printf '%-16s %-4s %12s %-40s\n' vessel-overlay "$d" "$(gb "$o")" "vessel / underlay = $(r2 "$o" "$u"), / by hand = $(r2 "$o" "$hx")"
 done
 echo
 vessel_ms=$(echo "scale=1; $vessel_s * 1000 / $NICS" | bc)
