@@ -133,7 +133,7 @@ pub enum Command {
     /// Print the daemon's events as they happen.
     #[command(after_help = "Examples:\n  vessel monitor\n  vessel monitor --format json | jq .")]
     Monitor(MonitorArgs),
-    /// Networks: bridges with DHCP/DNS and NAT, overlays, NICs, forwards, ACLs.
+    /// Networks: bridges with DHCP/DNS and NAT, overlays, VLAN segments, NICs and their limits, forwards, load balancers, ACLs.
     #[command(subcommand)]
     Network(crate::cli_network::NetworkCommand),
     /// Storage pools, volumes, snapshots and NBD/NFS exports.
