@@ -292,11 +292,11 @@ for dir in "${dirs[@]}"; do
   printf '%-16s %-4s %12s %-40s\n' vessel-overlay "$d" "$(gb "$o")" "vessel / underlay = $(r2 "$o" "$u"), / by hand = $(r2 "$o" "$hx")"
 done
 echo
-vessel_ms=$(echo "scale=1; $vessel_s * 1000 / $NICS" | bc)
-hand_ms=$(echo "scale=1; $hand_s * 1000 / $NICS" | bc)
-echo "$NICS NICs, vessel ($vessel_what): ${vessel_s} s, $vessel_ms ms per NIC"
-[ -n "${attach_only_s:-}" ] && echo "  of which attach alone: $attach_only_s s"
-echo "$NICS NICs, iproute2 by hand: ${hand_s} s, $hand_ms ms per NIC"
+printf '%s NICs, vessel, %s: %.2f s, %.1f ms per NIC\n' "$NICS" "$vessel_what" "$vessel_s" \
+  "$(echo "$vessel_s * 1000 / $NICS" | bc -l)"
+if [ -n "${attach_only_s:-}" ]; then printf '  of which attach alone: %.2f s\n' "$attach_only_s"; fi
+printf '%s NICs, iproute2 by hand: %.2f s, %.1f ms per NIC\n' "$NICS" "$hand_s" \
+  "$(echo "$hand_s * 1000 / $NICS" | bc -l)"
 echo "ratio vessel / iproute2: $(r2 "$vessel_s" "$hand_s")"
 
 if [ -n "$JSON" ]; then
