@@ -82,6 +82,12 @@ impl NetworkRecord {
             1500
         }
     }
+    /// The gateway MAC of an overlay: derived from the network's name and VNI, so the same
+    /// on every host.
+    fn gateway_mac(&self) -> MacAddr {
+        let h = Sha256::digest(format!("{}\0{:?}\0gateway", self.name, self.vni).as_bytes());
+        MacAddr::new([0x0a, 0x56, 0xff, h[0], h[1], h[2]])
+    }
     /// 7 hex digits naming this network's per-segment devices (the name itself is too long
     /// for `<name>-v<vid>` within 15 bytes).
     fn tag(&self) -> String {
@@ -561,6 +567,12 @@ impl NetworkService {
             .map_err(|e| net_err("creating the bridge")(&e))?;
         }
         if let Some(vni) = rec.vni {
+            // Every host of an overlay holds the same gateway address; with the same MAC too
+            // (an anycast gateway), an instance's ARP answer is the same whichever host sends
+            // it, and its frames to the gateway stay on its own host's bridge.
+            links
+                .set_mac(&bridge, rec.gateway_mac())
+                .map_err(|e| net_err("setting the gateway MAC")(&e))?;
             ensure_vxlan(&mut links, rec, &rec.vxlan(), vni, &bridge)?;
         }
         let mode = self.vlan_mode(rec);

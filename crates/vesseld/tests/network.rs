@@ -293,6 +293,15 @@ fn an_overlay_joins_instances_on_two_hosts_and_not_across_vnis() {
     }
     let n = json(&d0.ok(&["network", "info", "ov", "--format", "json"]));
     assert_eq!(n["mtu"], 1450, "{n}");
+    // One gateway address on every host, and one MAC for it (an anycast gateway).
+    let mac = |h: &str| {
+        let out = Command::new("ip")
+            .args(["-n", h, "-j", "link", "show", "vbr-ov"])
+            .output()
+            .unwrap();
+        json(&String::from_utf8_lossy(&out.stdout))[0]["address"].clone()
+    };
+    assert_eq!(mac(&sb.hosts[0]), mac(&sb.hosts[1]));
     // Addresses are per daemon: give the second host's instances their own.
     d0.ok(&["create", "busybox", "x0", "--", "sleep", "3600"]);
     d0.ok(&["network", "attach", "ov", "x0", "--ip", "10.50.0.10"]);
