@@ -14,6 +14,11 @@ pub struct NetworkCreate {
     pub name: String,
     /// IPv4 subnet in CIDR form, e.g. 10.42.0.0/24; the first address is the gateway.
     pub subnet: String,
+    /// IPv6 prefix, a /64 (e.g. fd42::/64): the gateway is `::1`, instances get their
+    /// EUI-64 address (SLAAC from router advertisements; set directly in containers), and
+    /// traffic leaving it is masqueraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     /// VXLAN overlay: the VNI (outside 1-4095); without it the network is a local bridge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
@@ -60,6 +65,9 @@ pub struct NetworkLease {
     pub mac: String,
     /// IPv4 address (static, also handed out by DHCP to this MAC).
     pub ip: String,
+    /// IPv6 address on an IPv6 network (EUI-64 of the MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     /// Host side of the NIC (veth or tap).
     pub host_interface: String,
     /// VLAN segment of the NIC (none: the network's untagged segment).
@@ -102,6 +110,12 @@ pub struct Network {
     pub subnet: String,
     /// Gateway (the bridge's address).
     pub gateway: String,
+    /// IPv6 prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    /// IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// The Linux bridge.
     pub bridge: String,
     /// VNI of an overlay.

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -99,6 +99,8 @@ pub struct StaticLease {
     pub ip: Ipv4Addr,
     /// Instance name, resolvable as `name` and `name.<domain>`.
     pub name: Option<String>,
+    /// Its IPv6 address (the one SLAAC gives it on an IPv6 network), resolvable by name.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// A lease as dnsmasq recorded it in its lease file.
@@ -152,6 +154,9 @@ pub struct DhcpDns {
     pub static_leases: Vec<StaticLease>,
     /// Where other names go.
     pub upstream: Upstream,
+    /// The bridge's IPv6 address on a /64: router advertisements for SLAAC (`ra-only`),
+    /// with it as DNS server.
+    pub ipv6_gateway: Option<Ipv6Addr>,
     /// Directory for the config, hosts, lease, pid and log files (kept across restarts).
     pub state_dir: PathBuf,
 }
@@ -215,6 +220,14 @@ impl DhcpDns {
             conf,
             "dhcp-option=option:router,{gw}\ndhcp-option=option:dns-server,{gw}"
         );
+        if let Some(gw6) = self.ipv6_gateway {
+            let _ = writeln!(
+                conf,
+                "enable-ra\ndhcp-range=::,constructor:{},ra-only,64,{}\n\
+                 dhcp-option=option6:dns-server,[{gw6}]",
+                self.bridge, self.lease_secs
+            );
+        }
         let _ = writeln!(
             conf,
             "addn-hosts={dir}/{HOSTS}\ndhcp-hostsfile={dir}/{DHCP_HOSTS}\n\
@@ -228,6 +241,9 @@ impl DhcpDns {
                 Some(name) => {
                     let _ = writeln!(dhcp_hosts, "{},{},{name}", l.mac, l.ip);
                     let _ = writeln!(hosts, "{} {name}.{d} {name}", l.ip);
+                    if let Some(v6) = l.ipv6 {
+                        let _ = writeln!(hosts, "{v6} {name}.{d} {name}");
+                    }
                 }
                 None => {
                     let _ = writeln!(dhcp_hosts, "{},{}", l.mac, l.ip);
@@ -255,9 +271,17 @@ impl DhcpDns {
         let conf_path = dir.join(CONF);
         let old_conf = std::fs::read_to_string(&conf_path).ok();
         let old_static = std::fs::read_to_string(dir.join(DHCP_HOSTS)).unwrap_or_default();
-        write_file(&dir.join(DHCP_HOSTS), &files.dhcp_hosts)?;
-        write_file(&dir.join(HOSTS), &files.hosts)?;
-        write_file(&conf_path, &files.conf)?;
+        // Unchanged files are left alone (one reload reads them all anyway).
+        for (name, text) in [
+            (DHCP_HOSTS, &files.dhcp_hosts),
+            (HOSTS, &files.hosts),
+            (CONF, &files.conf),
+        ] {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                write_file(&path, text)?;
+            }
+        }
         // dnsmasq keeps serving a lease (and resolving its name) after its static entry is
         // gone; such leases are dropped from the lease file, which needs a restart.
         let stale = self.stale_leases(&old_static);
@@ -523,14 +547,17 @@ mod tests {
                     mac: "0a:76:73:00:00:01".parse().expect("mac"),
                     ip: Ipv4Addr::new(10, 42, 0, 2),
                     name: Some("web1".into()),
+                    ipv6: None,
                 },
                 StaticLease {
                     mac: "0a:76:73:00:00:02".parse().expect("mac"),
                     ip: Ipv4Addr::new(10, 42, 0, 3),
                     name: None,
+                    ipv6: None,
                 },
             ],
             upstream: Upstream::None,
+            ipv6_gateway: None,
             state_dir: "/run/vessel/networks/web".into(),
         }
     }
@@ -575,6 +602,30 @@ mod tests {
         c.upstream = Upstream::HostResolvConf;
         let f = c.render().expect("render");
         assert!(f.conf.contains("resolv-file=/etc/resolv.conf") && !f.conf.contains("no-resolv"));
+    }
+
+    #[test]
+    fn an_ipv6_network_gets_router_advertisements_and_aaaa_names() {
+        let mut c = config();
+        assert!(!c.render().expect("render").conf.contains("enable-ra"));
+        c.ipv6_gateway = Some("fd42::1".parse().expect("v6"));
+        c.static_leases[0].ipv6 = Some("fd42::856:73ff:fe00:1".parse().expect("v6"));
+        let f = c.render().expect("render");
+        for line in [
+            "enable-ra",
+            "dhcp-range=::,constructor:vbr-web,ra-only,64,3600",
+            "dhcp-option=option6:dns-server,[fd42::1]",
+        ] {
+            assert!(
+                f.conf.lines().any(|l| l == line),
+                "missing {line}:\n{}",
+                f.conf
+            );
+        }
+        assert_eq!(
+            f.hosts,
+            "10.42.0.2 web1.web.vessel web1\nfd42::856:73ff:fe00:1 web1.web.vessel web1\n"
+        );
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Link management inside one network namespace: bridges, veth pairs, addresses, routes.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::ipam::MacAddr;
 use crate::netlink::{
     attr_u32, find_attr, ifinfo_index, ifinfomsg, parse_attrs, Netlink, NetlinkError, Request,
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use crate::netns::NetNs;
 
@@ -27,6 +27,7 @@ const IFA_LOCAL: u16 = 2;
 const IFA_ADDRESS: u16 = 1;
 const IFA_BROADCAST: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const IFA_F_NODAD: u8 = 0x02;
 const IFNAMSIZ: usize = 16;
 
 /// Errors from link operations.
@@ -260,6 +261,63 @@ impl Links {
         }
         self.nl
             .call(&mut req, &format!("address {addr}/{prefix} on {name}"))?;
+        Ok(())
+    }
+
+    /// Adds an IPv6 address with its prefix length to a link, without duplicate address
+    /// detection (the daemon allocates addresses without collisions, and DAD would leave the
+    /// address unusable for a second or more).
+    pub fn add_address6(
+        &mut self,
+        name: &str,
+        addr: Ipv6Addr,
+        prefix: u8,
+    ) -> Result<(), LinkError> {
+        if prefix > 128 {
+            return Err(LinkError::InvalidPrefix(prefix));
+        }
+        let index = self.index(name)?;
+        let mut fixed = [0u8; 8];
+        fixed[0] = libc::AF_INET6 as u8;
+        fixed[1] = prefix;
+        fixed[2] = IFA_F_NODAD;
+        fixed[4..8].copy_from_slice(&index.to_ne_bytes());
+        let mut req = Request::new(
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            &fixed,
+        );
+        req.attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets());
+        self.nl
+            .call(&mut req, &format!("address {addr}/{prefix} on {name}"))?;
+        Ok(())
+    }
+
+    /// Adds the default IPv6 route via `gateway`.
+    pub fn add_default_route6(&mut self, gateway: Ipv6Addr) -> Result<(), LinkError> {
+        let fixed = [
+            libc::AF_INET6 as u8,
+            0,
+            0,
+            0,
+            libc::RT_TABLE_MAIN,
+            libc::RTPROT_BOOT,
+            libc::RT_SCOPE_UNIVERSE,
+            libc::RTN_UNICAST,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let mut req = Request::new(
+            RTM_NEWROUTE,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            &fixed,
+        );
+        req.attr(RTA_GATEWAY, &gateway.octets());
+        self.nl
+            .call(&mut req, &format!("default route via {gateway}"))?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Stdio;
 
 use crate::ipam::Subnet;
@@ -101,6 +101,9 @@ pub struct NatRules {
     pub subnet: Subnet,
     /// Published ports.
     pub forwards: Vec<PortForward>,
+    /// The network's IPv6 prefix and its length, if it has one: masqueraded when leaving it
+    /// (table `ip6 vessel-<network>`, in the same transaction), with the same isolation.
+    pub subnet6: Option<(Ipv6Addr, u8)>,
 }
 
 /// The nftables table name of a network.
@@ -162,6 +165,20 @@ impl NatRules {
              \t\toifname \"{br}\" ct status dnat accept\n\
              \t\toifname \"{br}\" iifname != \"{br}\" drop\n\t}}\n}}\n"
         );
+        // The IPv6 table: made, or removed, in the same transaction.
+        s.push_str(&remove_script_in("ip6", &table));
+        if let Some((prefix, len)) = self.subnet6 {
+            let net6 = format!("{prefix}/{len}");
+            let _ = write!(
+                s,
+                "table ip6 {table} {{\n\
+                 \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+                 \t\tip6 saddr {net6} ip6 daddr != {net6} masquerade\n\t}}\n\
+                 \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+                 \t\toifname \"{br}\" ct state established,related accept\n\
+                 \t\toifname \"{br}\" iifname != \"{br}\" drop\n\t}}\n}}\n"
+            );
+        }
         Ok(s)
     }
 
@@ -174,9 +191,17 @@ impl NatRules {
     }
 }
 
-/// Removes a network's table from `ns`; succeeds when it is already gone.
+/// Removes a network's tables (IPv4 and IPv6) from `ns`; succeeds when they are already gone.
 pub fn remove_table(ns: &NetNs, network: &str) -> Result<(), NftError> {
-    apply_script(ns, &remove_script(&table_name(network)?))
+    let table = table_name(network)?;
+    apply_script(
+        ns,
+        &format!(
+            "{}{}",
+            remove_script(&table),
+            remove_script_in("ip6", &table)
+        ),
+    )
 }
 
 /// A script that deletes the `ip` table `table` whether or not it exists.
@@ -257,6 +282,7 @@ mod tests {
 
     fn rules() -> NatRules {
         NatRules {
+            subnet6: None,
             network: "web".into(),
             bridge: "vbr-web".into(),
             subnet: "10.42.0.0/24".parse().expect("subnet"),
@@ -268,6 +294,19 @@ mod tests {
                 target_port: 53,
             }],
         }
+    }
+
+    #[test]
+    fn an_ipv6_prefix_gets_its_own_table_in_the_same_script() {
+        let mut r = rules();
+        let without = r.render().expect("render");
+        assert!(without.contains("delete table ip6 vessel-web"));
+        assert!(!without.contains("table ip6 vessel-web {\n"));
+        r.subnet6 = Some(("fd42::".parse().expect("v6"), 64));
+        let with = r.render().expect("render");
+        assert!(with.contains("table ip6 vessel-web {\n"));
+        assert!(with.contains("ip6 saddr fd42::/64 ip6 daddr != fd42::/64 masquerade"));
+        assert!(with.contains("oifname \"vbr-web\" iifname != \"vbr-web\" drop"));
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn lease(mac: [u8; 6], last: u8, name: &str) -> StaticLease {
         mac: MacAddr::new(mac),
         ip: Ipv4Addr::new(10, 90, 0, last),
         name: Some(name.into()),
+        ipv6: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn dnsmasq_serves_static_leases_and_names_reloads_and_recovers() {
             domain: "dns.vessel".into(),
             static_leases: vec![lease(MAC1, 10, "web1"), lease(MAC2, 20, "db")],
             upstream: Upstream::None,
+            ipv6_gateway: None,
             state_dir: dir.clone(),
         };
         let Applied::Started(pid) = config.apply(&host.ns).expect("start") else {

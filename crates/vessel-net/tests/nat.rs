@@ -64,6 +64,7 @@ fn network(links: &mut Links, name: &str, subnet: &str, inst: &TestNs, addr_host
 
 fn nat(name: &str, subnet: &str, forwards: Vec<PortForward>) -> NatRules {
     NatRules {
+        subnet6: None,
         network: name.into(),
         bridge: format!("vbr-{name}"),
         subnet: subnet.parse().expect("subnet"),

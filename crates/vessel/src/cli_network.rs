@@ -13,6 +13,7 @@ overlay to the given peers.
 
 Examples:
   vessel network create lan --subnet 10.42.0.0/24
+  vessel network create dual --subnet 10.44.0.0/24 --ipv6 fd44::/64
   vessel network create ov --subnet 10.50.0.0/24 --vni 5001 --local 192.0.2.1 --peer 192.0.2.2
   vessel create busybox web && vessel network attach lan web && vessel start web
   vessel network attach lan db --ip 10.42.0.20
@@ -33,6 +34,9 @@ pub enum NetworkCommand {
         /// IPv4 subnet, e.g. 10.42.0.0/24 (the first address is the gateway).
         #[arg(long)]
         subnet: String,
+        /// IPv6 prefix, a /64 such as fd42::/64 (dual stack: SLAAC, AAAA names, NAT66).
+        #[arg(long, value_name = "PREFIX")]
+        ipv6: Option<String>,
         /// VXLAN overlay id (4096-16777215).
         #[arg(long)]
         vni: Option<u32>,

@@ -11,7 +11,7 @@
 //! It acts in the daemon's own network namespace.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +40,8 @@ const PENDING: &str = "network-pending";
 struct NetworkRecord {
     name: String,
     subnet: String,
+    #[serde(default)]
+    ipv6: Option<String>,
     #[serde(default)]
     vni: Option<u32>,
     #[serde(default)]
@@ -71,6 +73,13 @@ impl NetworkRecord {
     }
     fn bridge(&self) -> String {
         format!("vbr-{}", self.name)
+    }
+    /// The IPv6 /64 prefix, if the network has one.
+    fn subnet6(&self) -> Result<Option<Ipv6Addr>> {
+        self.ipv6.as_deref().map(parse_prefix6).transpose()
+    }
+    fn gateway6(&self) -> Result<Option<Ipv6Addr>> {
+        Ok(self.subnet6()?.map(|p| Ipv6Addr::from(u128::from(p) | 1)))
     }
     fn vxlan(&self) -> String {
         format!("vx-{}", self.name)
@@ -123,6 +132,42 @@ impl NetworkRecord {
     fn lb_table(&self, lb: &str) -> String {
         format!("{}-{lb}", self.name)
     }
+}
+
+/// Parses an IPv6 /64 prefix (`fd42::/64`).
+fn parse_prefix6(text: &str) -> Result<Ipv6Addr> {
+    let bad = || {
+        Error::invalid(format!(
+            "IPv6 prefix {text:?}: give a /64 such as fd42:1:2:3::/64 (instances take SLAAC \
+             addresses inside it)"
+        ))
+    };
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv6Addr = addr.parse().map_err(|_| bad())?;
+    if len != "64" {
+        return Err(bad());
+    }
+    if u128::from(addr) & u128::from(u64::MAX) != 0 {
+        return Err(Error::invalid(format!(
+            "IPv6 prefix {text:?} has host bits set: use {}/64",
+            Ipv6Addr::from(u128::from(addr) & !u128::from(u64::MAX))
+        )));
+    }
+    let first = addr.segments()[0];
+    if addr.is_multicast() || (first & 0xffc0) == 0xfe80 || addr.is_unspecified() {
+        return Err(Error::invalid(format!(
+            "IPv6 prefix {text:?} is multicast, link-local or unspecified"
+        )));
+    }
+    Ok(addr)
+}
+
+/// The EUI-64 address of `mac` in the /64 `prefix`: what SLAAC gives that NIC.
+fn eui64(prefix: Ipv6Addr, mac: MacAddr) -> Ipv6Addr {
+    let m = mac.octets();
+    let mut o = prefix.octets();
+    o[8..16].copy_from_slice(&[m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    Ipv6Addr::from(o)
 }
 
 /// Parses a rate: bits per second with an optional unit `bit`, `kbit`, `Mbit` or `Gbit`.
@@ -330,6 +375,8 @@ impl NetworkService {
             network_type: if r.vni.is_some() { "vxlan" } else { "bridge" }.into(),
             subnet: r.subnet.clone(),
             gateway,
+            ipv6: r.ipv6.clone(),
+            gateway6: r.gateway6().ok().flatten().map(|g| g.to_string()),
             bridge: r.bridge(),
             vni: r.vni,
             peers: r.peers.clone(),
@@ -438,6 +485,22 @@ impl NetworkService {
                 "subnet {subnet} overlaps network {n:?} ({s})"
             )));
         }
+        if let Some(text) = &req.ipv6 {
+            let prefix = parse_prefix6(text)?;
+            if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+                return Err(Error::invalid(
+                    "IPv6 is disabled on this host (no /proc/sys/net/ipv6); leave out --ipv6",
+                ));
+            }
+            for r in self.records()? {
+                if r.subnet6().ok().flatten() == Some(prefix) {
+                    return Err(Error::conflict(format!(
+                        "IPv6 prefix {prefix}/64 overlaps network {:?}",
+                        r.name
+                    )));
+                }
+            }
+        }
         match req.vni {
             Some(v) if (1..=4095).contains(&v) || v > 16_777_215 || v == 0 => {
                 return Err(Error::invalid(format!(
@@ -484,6 +547,12 @@ impl NetworkService {
         let rec = NetworkRecord {
             name: req.name.clone(),
             subnet: subnet.to_string(),
+            ipv6: req
+                .ipv6
+                .as_deref()
+                .map(parse_prefix6)
+                .transpose()?
+                .map(|p| format!("{p}/64")),
             vni: req.vni,
             peers: req.peers.clone(),
             local: req.local.clone(),
@@ -565,6 +634,13 @@ impl NetworkService {
                 },
             )
             .map_err(|e| net_err("creating the bridge")(&e))?;
+        }
+        if let Some(gw6) = rec.gateway6()? {
+            links
+                .add_address6(&bridge, gw6, 64)
+                .map_err(|e| net_err("the bridge's IPv6 address")(&e))?;
+            std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+                .map_err(|e| Error::internal(format!("turning on IPv6 forwarding: {e}")))?;
         }
         if let Some(vni) = rec.vni {
             // Every host of an overlay holds the same gateway address; with the same MAC too
@@ -676,6 +752,7 @@ impl NetworkService {
             bridge: rec.bridge(),
             subnet,
             forwards,
+            subnet6: rec.subnet6()?.map(|p| (p, 64)),
         }
         .apply(&ns)
         .map_err(|e| net_err("nftables")(&e))?;
@@ -733,6 +810,7 @@ impl NetworkService {
                     .parse()
                     .map_err(|_| Error::internal("stored lease address"))?,
                 name: Some(l.instance.clone()),
+                ipv6: l.ipv6.as_deref().and_then(|a| a.parse().ok()),
             });
         }
         DhcpDns {
@@ -743,6 +821,7 @@ impl NetworkService {
             domain: format!("{}.vessel", rec.name),
             static_leases,
             upstream: Upstream::None,
+            ipv6_gateway: rec.gateway6()?,
             state_dir: self.inner.run.join(&rec.name),
         }
         .apply(&NetNs::current())
@@ -911,6 +990,7 @@ impl NetworkService {
             interface,
             mac: mac.to_string(),
             ip: ip.to_string(),
+            ipv6: rec.subnet6()?.map(|p| eui64(p, mac).to_string()),
             host_interface: ifname(prefix, &req.instance, network),
             vlan: req.vlan,
             ingress: req.ingress.clone(),
@@ -1081,7 +1161,21 @@ impl NetworkService {
             },
         )
         .map_err(|e| net_err(&format!("plugging {} into {}", l.instance, rec.name))(&e))?;
-        if let Err(e) = self.port_setup(&mut host, rec, l) {
+        let v6 = (|| -> Result<()> {
+            if let Some(addr) = l.ipv6.as_deref().and_then(|a| a.parse().ok()) {
+                let mut inner = Links::open(ns).map_err(|e| net_err("netlink")(&e))?;
+                inner
+                    .add_address6(&l.interface, addr, 64)
+                    .map_err(|e| net_err("the NIC's IPv6 address")(&e))?;
+                if let (true, Some(gw6)) = (gateway, rec.gateway6()?) {
+                    inner
+                        .add_default_route6(gw6)
+                        .map_err(|e| net_err("the IPv6 default route")(&e))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = v6.and_then(|()| self.port_setup(&mut host, rec, l)) {
             self.unplug(l);
             return Err(e);
         }

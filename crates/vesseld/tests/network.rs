@@ -53,6 +53,34 @@ impl Sandbox {
         ip(&["-n", &sb.wan, "addr", "add", "198.51.100.1/24", "dev", "ul"]);
         ip(&["-n", &sb.wan, "addr", "add", "203.0.113.1/32", "dev", "lo"]);
         ip(&["-n", &sb.wan, "link", "set", "ul", "up"]);
+        // IPv6 too: the underlay 2001:db8:1::/64 and an "internet" 2001:db8:ffff::1.
+        ip(&[
+            "-n",
+            &sb.wan,
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "ul",
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &sb.wan,
+            "addr",
+            "add",
+            "2001:db8:ffff::1/128",
+            "dev",
+            "lo",
+        ]);
+        ip(&[
+            "netns",
+            "exec",
+            &sb.wan,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
         for (i, h) in sb.hosts.iter().enumerate() {
             ip(&["netns", "add", h]);
             ip(&["-n", h, "link", "set", "lo", "up"]);
@@ -66,6 +94,18 @@ impl Sandbox {
             ip(&["-n", h, "addr", "add", &addr, "dev", "up0"]);
             ip(&["-n", h, "link", "set", "up0", "up"]);
             ip(&["-n", h, "route", "add", "default", "via", "198.51.100.1"]);
+            let addr6 = format!("2001:db8:1::{}/64", i + 2);
+            ip(&["-n", h, "addr", "add", &addr6, "dev", "up0", "nodad"]);
+            ip(&[
+                "-n",
+                h,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "2001:db8:1::1",
+            ]);
         }
         sb
     }
@@ -864,4 +904,127 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("vlb-"));
+}
+
+fn lease_ip6(d: &Daemon, network: &str, instance: &str) -> String {
+    let n = json(&d.ok(&["network", "info", network, "--format", "json"]));
+    n["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance"] == instance)
+        .and_then(|l| l["ipv6"].as_str())
+        .unwrap_or_else(|| panic!("{instance} has no IPv6 lease: {n}"))
+        .to_string()
+}
+
+fn pings6(d: &Daemon, from: &str, to: &str) -> bool {
+    d.sh(from, &format!("ping -6 -c 1 -W 2 {to} >/dev/null")).0 == 0
+}
+
+#[test]
+fn dual_stack_networks_route_ipv6_through_nat66_resolve_aaaa_and_stay_apart() {
+    let sb = Sandbox::new(1);
+    let h = &sb.hosts[0];
+    let d = Daemon::start_in_netns(h);
+    d.busybox();
+    d.ok(&[
+        "network",
+        "create",
+        "six",
+        "--subnet",
+        "10.44.0.0/24",
+        "--ipv6",
+        "fd44::/64",
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "seven",
+        "--subnet",
+        "10.47.0.0/24",
+        "--ipv6",
+        "fd47::/64",
+    ]);
+    instances(&d, &[("a1", "six"), ("a3", "seven")]);
+    // Hot-plugged too.
+    d.ok(&["launch", "busybox", "a2", "--", "sleep", "3600"]);
+    d.ok(&["network", "attach", "six", "a2"]);
+    let n = json(&d.ok(&["network", "info", "six", "--format", "json"]));
+    assert_eq!(n["gateway6"], "fd44::1", "{n}");
+    let (v1, v2, v3) = (
+        lease_ip6(&d, "six", "a1"),
+        lease_ip6(&d, "six", "a2"),
+        lease_ip6(&d, "seven", "a3"),
+    );
+    assert!(v2.starts_with("fd44::"), "{v2}");
+    // The address is the EUI-64 of the NIC's MAC (what SLAAC gives a VM).
+    let mac = n["leases"][1]["mac"].as_str().unwrap().to_string();
+    let m: Vec<u8> = mac
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
+    let want: std::net::Ipv6Addr = format!(
+        "fd44::{:x}:{:x}:{:x}:{:x}",
+        u16::from(m[0] ^ 2) << 8 | u16::from(m[1]),
+        u16::from(m[2]) << 8 | 0xff,
+        0xfe00 | u16::from(m[3]),
+        u16::from(m[4]) << 8 | u16::from(m[5])
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(v2.parse::<std::net::Ipv6Addr>().unwrap(), want, "{mac}");
+    let (code, out) = d.sh("a2", "ip -6 addr show dev eth0");
+    assert!(code == 0 && out.contains(&v2), "{out}");
+    assert!(pings6(&d, "a1", &v2), "no IPv6 between instances");
+    assert!(pings6(&d, "a2", "fd44::1"), "no IPv6 gateway");
+    // The stand-in internet has no route back to fd44::/64: only NAT66 gets answers home.
+    assert!(pings6(&d, "a1", "2001:db8:ffff::1"), "no way out over IPv6");
+    assert!(pings(&d, "a1", "203.0.113.1"), "no way out over IPv4");
+    // Networks stay apart over IPv6 too.
+    assert!(!pings6(&d, "a1", &v3), "six reaches seven over IPv6");
+    assert!(!pings6(&d, "a3", &v1), "seven reaches six over IPv6");
+    // AAAA names.
+    let (code, out) = d.sh("a1", "nslookup -type=AAAA a2 10.44.0.1");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&v2), "{out}");
+    // Bad input changes nothing.
+    let before = d.ok(&["network", "list", "--format", "json"]);
+    for (args, want) in [
+        (
+            ["--subnet", "10.48.0.0/24", "--ipv6", "fd44::/64"],
+            "overlaps",
+        ),
+        (["--subnet", "10.48.0.0/24", "--ipv6", "fd48::/48"], "/64"),
+        (
+            ["--subnet", "10.48.0.0/24", "--ipv6", "fd48::1/64"],
+            "host bits",
+        ),
+        (
+            ["--subnet", "10.48.0.0/24", "--ipv6", "fe80::/64"],
+            "link-local",
+        ),
+        (
+            ["--subnet", "10.48.0.0/24", "--ipv6", "10.48.0.0/24"],
+            "/64",
+        ),
+    ] {
+        let mut cmd = vec!["network", "create", "eight"];
+        cmd.extend(args);
+        let err = d.fails(&cmd);
+        assert!(err.contains(want), "{err}");
+    }
+    assert_eq!(d.ok(&["network", "list", "--format", "json"]), before);
+    // A restart keeps it all; deleting takes the IPv6 tables too.
+    d.ok(&["restart", "a1"]);
+    assert!(pings6(&d, "a1", &v2), "no IPv6 after a restart");
+    d.ok(&["delete", "--force", "a1", "a2", "a3"]);
+    d.ok(&["network", "delete", "six"]);
+    d.ok(&["network", "delete", "seven"]);
+    let tables = Command::new("ip")
+        .args(["netns", "exec", h, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains("vessel-"), "{tables}");
 }

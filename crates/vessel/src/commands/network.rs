@@ -21,6 +21,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
         NetworkCommand::Create {
             name,
             subnet,
+            ipv6,
             vni,
             local,
             peers,
@@ -34,6 +35,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                 &NetworkCreate {
                     name,
                     subnet,
+                    ipv6,
                     vni,
                     peers,
                     local,
@@ -82,6 +84,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                         .field("Gateway", &n.gateway)
                         .field("Bridge", &n.bridge)
                         .field("MTU", n.mtu)
+                        .field("IPv6", n.ipv6.as_deref().unwrap_or("none"))
+                        .field("IPv6 gateway", n.gateway6.as_deref().unwrap_or("none"))
                         .field("VLAN mode", &n.vlan_mode)
                         .field(
                             "Isolated ports",
@@ -101,8 +105,9 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                             (
                                 format!("{} {}", l.instance, l.interface),
                                 format!(
-                                    "{} {} (host {}){}{}{}",
+                                    "{}{} {} (host {}){}{}{}",
                                     l.ip,
+                                    l.ipv6.as_ref().map(|a| format!(" {a}")).unwrap_or_default(),
                                     l.mac,
                                     l.host_interface,
                                     l.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
