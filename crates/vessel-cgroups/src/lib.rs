@@ -147,9 +147,31 @@ pub fn detect() -> Result<CgroupVersion> {
 /// A manager for the cgroup at `path` (relative to each hierarchy's root, like `vessel/c1`;
 /// a leading `/` is allowed, `..` and the root cgroup itself are not) on this host, with the
 /// backend [`detect`] picks. Nothing is created until [`CgroupManager::create`].
+///
+/// The layout is read once per process (mount tables grow with every container, and a
+/// daemon asks for managers on every request); a failed read is tried again next time.
 pub fn manager(path: &str) -> Result<Box<dyn CgroupManager>> {
-    Ok(match detect()? {
-        CgroupVersion::V1 => Box::new(V1Manager::new(path)?),
+    let (version, mounts) = layout()?;
+    Ok(match version {
+        CgroupVersion::V1 => Box::new(V1Manager::with_mounts(mounts, path)?),
         CgroupVersion::V2 => Box::new(V2Manager::new(path)?),
     })
+}
+
+/// The host's cgroup layout and v1 mount points, read once.
+fn layout() -> Result<&'static (
+    CgroupVersion,
+    std::collections::BTreeMap<String, std::path::PathBuf>,
+)> {
+    static LAYOUT: std::sync::OnceLock<(
+        CgroupVersion,
+        std::collections::BTreeMap<String, std::path::PathBuf>,
+    )> = std::sync::OnceLock::new();
+    if let Some(l) = LAYOUT.get() {
+        return Ok(l);
+    }
+    let info = detect::read_mountinfo()?;
+    let version = detect::detect_at(std::path::Path::new(CGROUP_ROOT), &info)?;
+    let mounts = detect::parse_v1_mounts(&info);
+    Ok(LAYOUT.get_or_init(|| (version, mounts)))
 }
