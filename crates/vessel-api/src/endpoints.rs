@@ -711,6 +711,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Network"),
     },
     Endpoint {
+        id: "network_nic_acl_set",
+        method: Method::Put,
+        path: "/1.0/networks/{name}/nics/{instance}/acl",
+        summary: "Replace one NIC's ACL rules, checked before the network's (atomically)",
+        query: &[],
+        request: Body::Json("NetworkAclSet"),
+        status: 200,
+        response: Body::Json("Network"),
+    },
+    Endpoint {
         id: "network_acl_set",
         method: Method::Put,
         path: "/1.0/networks/{name}/acl",

@@ -79,6 +79,9 @@ pub struct NetworkLease {
     /// Rate limit of traffic out of the instance, as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<String>,
+    /// The NIC's own ACL rules (checked before the network's), as given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub acl: String,
 }
 
 /// A published port: traffic to the host's `listen_port` goes to an instance.
@@ -282,7 +285,7 @@ pub struct NetworkLoadBalancer {
     pub status: Vec<LbBackendStatus>,
 }
 
-/// Body of `PUT /1.0/networks/{name}/acl`.
+/// Body of `PUT /1.0/networks/{name}/acl` and `PUT /1.0/networks/{name}/nics/{instance}/acl`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkAclSet {

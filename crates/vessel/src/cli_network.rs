@@ -222,11 +222,14 @@ pub enum LbCommand {
 pub enum AclCommand {
     /// Replace the network's rules (all or nothing).
     #[command(
-        after_help = "Rules, one per line:\n  allow|deny ingress|egress [tcp|udp|icmp|any] [port N[-M]] [from CIDR|@INSTANCE] [to CIDR|@INSTANCE]\nSee docs/networking.md.\n\nExamples:\n  vessel network acl set lan --rules 'deny ingress tcp port 22'\n  vessel network acl set lan --file lan.acl\n  vessel network acl set lan --rules ''        # no rules"
+        after_help = "Rules, one per line:\n  allow|deny ingress|egress [tcp|udp|icmp|any] [port N[-M]] [from CIDR|@INSTANCE] [to CIDR|@INSTANCE]\nSee docs/networking.md.\n\nExamples:\n  vessel network acl set lan --rules 'deny ingress tcp port 22'\n  vessel network acl set lan --file lan.acl\n  vessel network acl set lan --rules ''        # no rules\n  vessel network acl set lan --instance db --file db.acl   # db's NIC only"
     )]
     Set {
         /// Network.
         network: String,
+        /// Set the rules of this instance's NIC instead (checked before the network's).
+        #[arg(long)]
+        instance: Option<String>,
         /// Rules text.
         #[arg(long, conflicts_with = "file")]
         rules: Option<String>,

@@ -756,16 +756,18 @@ impl NetworkService {
         }
         .apply(&ns)
         .map_err(|e| net_err("nftables")(&e))?;
-        self.apply_acl(rec, &rec.acl)
+        self.apply_acl(rec)
     }
 
-    fn apply_acl(&self, rec: &NetworkRecord, text: &str) -> Result<()> {
+    /// Applies the network's rules and its NICs' own in one transaction; rules that do not
+    /// parse or apply leave the previous ones in force.
+    fn apply_acl(&self, rec: &NetworkRecord) -> Result<()> {
         let ns = NetNs::current();
-        if text.trim().is_empty() {
+        if rec.acl.trim().is_empty() && rec.leases.iter().all(|l| l.acl.trim().is_empty()) {
             let _ = vessel_net::remove_acl(&ns, &rec.name);
             return Ok(());
         }
-        let rules = vessel_net::parse_rules(text)
+        let rules = vessel_net::parse_rules(&rec.acl)
             .map_err(|e| Error::invalid(format!("ACL: {}", chain(&e))))?;
         let mut sets: BTreeMap<String, Vec<vessel_net::Cidr>> = BTreeMap::new();
         for l in &rec.leases {
@@ -775,20 +777,22 @@ impl NetworkService {
                     .push(vessel_net::Cidr { addr, prefix: 32 });
             }
         }
+        let mut nics = Vec::new();
+        for l in &rec.leases {
+            nics.push(NicAcl {
+                name: l.host_interface.clone(),
+                rules: vessel_net::parse_rules(&l.acl).map_err(|e| {
+                    Error::invalid(format!("ACL of {}'s NIC: {}", l.instance, chain(&e)))
+                })?,
+            });
+        }
         let acl = NetworkAcl {
             network: rec.name.clone(),
             gateway: rec.subnet().ok().map(|s| s.gateway()),
             default_ingress: AclAction::Allow,
             default_egress: AclAction::Allow,
             rules,
-            nics: rec
-                .leases
-                .iter()
-                .map(|l| NicAcl {
-                    name: l.host_interface.clone(),
-                    rules: Vec::new(),
-                })
-                .collect(),
+            nics,
             sets,
         };
         acl.apply(&ns, vessel_net::probe_acl_mode(&ns))
@@ -995,6 +999,7 @@ impl NetworkService {
             vlan: req.vlan,
             ingress: req.ingress.clone(),
             egress: req.egress.clone(),
+            acl: String::new(),
         };
         if let Some(pid) = pid {
             let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
@@ -1294,8 +1299,29 @@ impl NetworkService {
     pub fn acl_set(&self, network: &str, req: NetworkAclSet) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
-        self.apply_acl(&rec, &req.rules)?;
         rec.acl = req.rules;
+        self.apply_acl(&rec)?;
+        self.put(&rec)?;
+        Ok(self.view(&rec))
+    }
+
+    /// Replaces the rules of one NIC (checked before the network's); rules that do not
+    /// parse or apply leave the old ones.
+    pub fn nic_acl_set(
+        &self,
+        network: &str,
+        instance: &str,
+        req: NetworkAclSet,
+    ) -> Result<Network> {
+        let _g = self.busy();
+        let mut rec = self.record(network)?;
+        let Some(l) = rec.leases.iter_mut().find(|l| l.instance == instance) else {
+            return Err(Error::not_found(format!(
+                "{instance:?} has no NIC on {network:?}; attach it first"
+            )));
+        };
+        l.acl = req.rules;
+        self.apply_acl(&rec)?;
         self.put(&rec)?;
         Ok(self.view(&rec))
     }

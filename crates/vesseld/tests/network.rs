@@ -253,6 +253,58 @@ fn bridge_networks_give_dhcp_dns_nat_isolation_forwards_and_acls() {
     ]);
     assert!(pings(&d, "c1", &ip2), "the allow rule did not pass");
     d.ok(&["network", "acl", "set", "lan", "--rules", ""]);
+    // A NIC's own rules: c2 takes no ping from c1, while c1 still reaches the gateway and c2
+    // still reaches c1; a bad NIC rule is refused and the old ones stay.
+    d.ok(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--instance",
+        "c2",
+        "--rules",
+        "deny ingress icmp from @c1",
+    ]);
+    assert!(
+        !pings(&d, "c1", &ip2),
+        "the NIC's deny rule let a ping through"
+    );
+    assert!(pings(&d, "c1", "10.42.0.1"));
+    assert!(
+        pings(&d, "c2", &ip1),
+        "the NIC's ingress rule blocked its egress"
+    );
+    let err = d.fails(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--instance",
+        "c2",
+        "--rules",
+        "deny upwards",
+    ]);
+    assert!(err.contains("c2's NIC"), "{err}");
+    assert!(
+        !pings(&d, "c1", &ip2),
+        "a refused rule set replaced the old one"
+    );
+    let info = json(&d.ok(&["network", "info", "lan", "--format", "json"]));
+    assert!(
+        info["leases"][1]["acl"].as_str().unwrap().contains("@c1"),
+        "{info}"
+    );
+    d.ok(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--instance",
+        "c2",
+        "--rules",
+        "",
+    ]);
+    assert!(pings(&d, "c1", &ip2));
     // A daemon restart rebuilds what a crash took away: the bridge goes, and comes back.
     d.kill(libc::SIGKILL);
     ip(&["-n", &sb.hosts[0], "link", "del", "vbr-lan"]);

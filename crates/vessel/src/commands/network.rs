@@ -356,6 +356,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
         }
         NetworkCommand::Acl(AclCommand::Set {
             network,
+            instance,
             rules,
             file,
         }) => {
@@ -365,11 +366,11 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     .with_context(|| format!("cannot read {}", f.display()))?,
                 (None, None) => return Err(anyhow!("give --rules TEXT or --file FILE")),
             };
-            let _: Network = client.send(
-                "PUT",
-                &format!("{}/acl", path(&network)),
-                &NetworkAclSet { rules },
-            )?;
+            let target = match instance {
+                Some(i) => format!("{}/nics/{}/acl", path(&network), encode_segment(&i)),
+                None => format!("{}/acl", path(&network)),
+            };
+            let _: Network = client.send("PUT", &target, &NetworkAclSet { rules })?;
             Ok(0)
         }
     }

@@ -140,6 +140,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "network_forward_add" => on(f, network::network_forward_add),
         "network_forward_delete" => on(f, network::network_forward_delete),
         "network_acl_set" => on(f, network::network_acl_set),
+        "network_nic_acl_set" => on(f, network::network_nic_acl_set),
         "network_nic_limits" => on(f, network::network_nic_limits),
         "network_lb_add" => on(f, network::network_lb_add),
         "network_lb_delete" => on(f, network::network_lb_delete),

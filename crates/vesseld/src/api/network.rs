@@ -105,3 +105,11 @@ pub async fn network_acl_set(
 ) -> Result<Response> {
     blocking(&app, move |s| s.acl_set(&name, req)).await
 }
+
+pub async fn network_nic_acl_set(
+    State(app): State<App>,
+    Path((name, instance)): Path<(String, String)>,
+    ApiJson(req): ApiJson<NetworkAclSet>,
+) -> Result<Response> {
+    blocking(&app, move |s| s.nic_acl_set(&name, &instance, req)).await
+}
