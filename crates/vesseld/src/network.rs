@@ -58,6 +58,10 @@ struct NetworkRecord {
     vlans: Vec<u16>,
     #[serde(default)]
     isolated_ports: bool,
+    /// How its segments were built when it was created (`vlan-filtering` or
+    /// `bridge-per-vlan`), kept so that a rebuild builds (and a delete finds) the same.
+    #[serde(default)]
+    vlan_mode: Option<String>,
     #[serde(default)]
     load_balancers: Vec<NetworkLoadBalancer>,
     #[serde(default)]
@@ -91,10 +95,10 @@ impl NetworkRecord {
             1500
         }
     }
-    /// The gateway MAC of an overlay: derived from the network's name and VNI, so the same
-    /// on every host.
+    /// The gateway MAC of an overlay: derived from its VNI, so the same on every host
+    /// whatever the network is called there.
     fn gateway_mac(&self) -> MacAddr {
-        let h = Sha256::digest(format!("{}\0{:?}\0gateway", self.name, self.vni).as_bytes());
+        let h = Sha256::digest(format!("vni {:?} gateway", self.vni).as_bytes());
         MacAddr::new([0x0a, 0x56, 0xff, h[0], h[1], h[2]])
     }
     /// 7 hex digits naming this network's per-segment devices (the name itself is too long
@@ -129,8 +133,10 @@ impl NetworkRecord {
             None => Vec::new(),
         }
     }
+    /// A balancer's table name: `<network>_<lb>` (network names have no '_', so no two
+    /// networks' balancers can share one).
     fn lb_table(&self, lb: &str) -> String {
-        format!("{}-{lb}", self.name)
+        format!("{}_{lb}", self.name)
     }
 }
 
@@ -322,12 +328,7 @@ impl NetworkService {
             .subnet()
             .map(|s| s.gateway().to_string())
             .unwrap_or_default();
-        let host_mode = self.host_vlan_mode();
-        let mode = if r.vni.is_some() {
-            VlanMode::BridgePerVlan
-        } else {
-            host_mode
-        };
+        let mode = self.vlan_mode(r);
         let checkers = self
             .inner
             .checkers
@@ -426,10 +427,11 @@ impl NetworkService {
 
     /// The VLAN mode of a network: overlays always use a bridge (and a VNI) per segment.
     fn vlan_mode(&self, rec: &NetworkRecord) -> VlanMode {
-        if rec.vni.is_some() {
-            VlanMode::BridgePerVlan
-        } else {
-            self.host_vlan_mode()
+        match rec.vlan_mode.as_deref() {
+            Some("vlan-filtering") => VlanMode::VlanFiltering,
+            Some(_) => VlanMode::BridgePerVlan,
+            None if rec.vni.is_some() => VlanMode::BridgePerVlan,
+            None => self.host_vlan_mode(),
         }
     }
 
@@ -522,6 +524,18 @@ impl NetworkService {
             p.parse::<Ipv4Addr>()
                 .map_err(|_| Error::invalid(format!("{p:?} is not an IPv4 address")))?;
         }
+        if req.isolated_ports && !req.vlans.is_empty() {
+            return Err(Error::invalid(
+                "isolated ports and VLAN segments do not mix: a segment's bridge has no port \
+                 but its NICs, so isolated NICs on it could reach nobody",
+            ));
+        }
+        if req.ipv6.is_some() && req.vni.is_some() {
+            return Err(Error::invalid(
+                "IPv6 on overlays is not built yet (every host would hold the same link-local \
+                 gateway address); leave out --ipv6 or --vni",
+            ));
+        }
         let mut vlans = req.vlans.clone();
         vlans.sort_unstable();
         vlans.dedup();
@@ -559,12 +573,23 @@ impl NetworkService {
             leases: Vec::new(),
             forwards: Vec::new(),
             acl: String::new(),
+            vlan_mode: None,
             vlans,
             isolated_ports: req.isolated_ports,
             load_balancers: Vec::new(),
             description: req.description,
             created_at: crate::now(),
         };
+        let mut rec = rec;
+        if !rec.vlans.is_empty() {
+            rec.vlan_mode = Some(
+                match self.vlan_mode(&rec) {
+                    VlanMode::VlanFiltering => "vlan-filtering",
+                    VlanMode::BridgePerVlan => "bridge-per-vlan",
+                }
+                .into(),
+            );
+        }
         let ours = rec.vnis();
         for o in self.records()? {
             if let Some(v) = o.vnis().iter().find(|v| ours.contains(v)) {
@@ -673,7 +698,11 @@ impl NetworkService {
                 .map_err(|e| net_err("netlink")(&e))?
                 .is_some()
             {
-                let _ = links.set_master(&l.host_interface, Some(&bridge));
+                let home = match l.vlan {
+                    Some(v) => rec.segment_bridge(self.vlan_mode(rec), v),
+                    None => bridge.clone(),
+                };
+                let _ = links.set_master(&l.host_interface, Some(&home));
                 let _ = links.set_up(&l.host_interface, true);
                 if let Err(e) = self.port_setup(&mut links, rec, l) {
                     tracing::warn!(nic = %l.host_interface, error = %e.message, "NIC settings not restored");
@@ -684,10 +713,14 @@ impl NetworkService {
         self.apply_rules(rec)?;
         self.apply_dnsmasq(rec)?;
         self.prune_lb_tables(rec);
+        let mut first_err = None;
         for lb in &rec.load_balancers {
-            self.start_lb(rec, lb)?;
+            if let Err(e) = self.start_lb(rec, lb) {
+                tracing::error!(lb = %lb.name, error = %e.message, "balancer not started");
+                first_err.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     /// What a NIC's host port needs beyond its bridge: its VLAN segment, isolation and
@@ -767,6 +800,13 @@ impl NetworkService {
             let _ = vessel_net::remove_acl(&ns, &rec.name);
             return Ok(());
         }
+        if rec.ipv6.is_some() {
+            return Err(Error::invalid(format!(
+                "network {:?} has IPv6, and ACLs filter IPv4 only: IPv6 traffic would pass \
+                 them; use ACLs on IPv4-only networks",
+                rec.name
+            )));
+        }
         let rules = vessel_net::parse_rules(&rec.acl)
             .map_err(|e| Error::invalid(format!("ACL: {}", chain(&e))))?;
         let mut sets: BTreeMap<String, Vec<vessel_net::Cidr>> = BTreeMap::new();
@@ -785,6 +825,15 @@ impl NetworkService {
                     Error::invalid(format!("ACL of {}'s NIC: {}", l.instance, chain(&e)))
                 })?,
             });
+        }
+        // `@name` of an instance without a NIC here (detached, or not yet attached) matches
+        // nothing rather than failing every later change.
+        for r in rules.iter().chain(nics.iter().flat_map(|n| n.rules.iter())) {
+            for m in r.from.iter().chain(r.to.iter()) {
+                if let vessel_net::AddrMatch::Set(name) = m {
+                    sets.entry(name.clone()).or_default();
+                }
+            }
         }
         let acl = NetworkAcl {
             network: rec.name.clone(),
@@ -861,7 +910,10 @@ impl NetworkService {
     /// removes what a crash left half-made.
     pub fn reconcile(&self) -> Result<()> {
         for (name, body) in self.inner.store.object_list(PENDING)? {
-            if self.record(&name).is_err() {
+            if matches!(
+                self.inner.store.object_get(NETWORK, &name),
+                Err(StoreError::NotFound(_))
+            ) {
                 if let Ok(rec) = serde_json::from_str::<NetworkRecord>(&body) {
                     tracing::warn!(network = %name, "removing a network whose creation was interrupted");
                     self.teardown(&rec);
@@ -1010,7 +1062,10 @@ impl NetworkService {
             self.plug_one(&rec, &lease, &ns, gateway)?;
         }
         rec.leases.push(lease);
-        let saved = self.apply_dnsmasq(&rec).and_then(|()| self.put(&rec));
+        let saved = self
+            .apply_acl(&rec)
+            .and_then(|()| self.apply_dnsmasq(&rec))
+            .and_then(|()| self.put(&rec));
         if let Err(e) = saved {
             if pid.is_some() {
                 self.unplug(&rec.leases[rec.leases.len() - 1]);
@@ -1035,16 +1090,24 @@ impl NetworkService {
         };
         rec.forwards.retain(|f| f.instance != instance);
         rec.leases.retain(|l| l.instance != instance);
+        let mut changed = Vec::new();
         for lb in &mut rec.load_balancers {
+            let before = lb.backends.len();
             lb.backends.retain(|b| b != instance);
+            if lb.backends.len() != before {
+                changed.push(lb.clone());
+            }
         }
-        self.unplug(&lease);
+        // What can fail comes first; the NIC goes once the rules no longer name it.
         self.apply_rules(&rec)?;
         self.apply_dnsmasq(&rec)?;
-        for lb in &rec.load_balancers {
-            self.start_lb(&rec, lb)?;
-        }
         self.put(&rec)?;
+        self.unplug(&lease);
+        for lb in &changed {
+            if let Err(e) = self.start_lb(&rec, lb) {
+                tracing::warn!(lb = %lb.name, error = %e.message, "balancer not updated");
+            }
+        }
         self.inner
             .events
             .lifecycle("network-nic-detached", &format!("/1.0/networks/{network}"));
@@ -1193,7 +1256,7 @@ impl NetworkService {
         for rec in self.records()? {
             for l in rec.leases.iter().filter(|l| l.instance == instance) {
                 let ns = NetNs::current();
-                let _ = vessel_net::delete_tap(&ns, &l.host_interface);
+                self.unplug(l);
                 vessel_net::create_tap(
                     &ns,
                     &vessel_net::TapSpec {
@@ -1252,15 +1315,17 @@ impl NetworkService {
             }
             Some(_) => {}
         }
-        if rec.load_balancers.iter().any(|lb| {
-            lb.ports
-                .iter()
-                .any(|p| p.protocol == f.protocol && p.listen_port == f.listen_port)
-        }) {
-            return Err(Error::conflict(format!(
-                "{} port {} is a load balancer's",
-                f.protocol, f.listen_port
-            )));
+        for other in self.records()? {
+            if let Some(lb) = other.load_balancers.iter().find(|lb| {
+                lb.ports
+                    .iter()
+                    .any(|p| p.protocol == f.protocol && p.listen_port == f.listen_port)
+            }) {
+                return Err(Error::conflict(format!(
+                    "{} port {} is load balancer {:?}'s on {:?}",
+                    f.protocol, f.listen_port, lb.name, other.name
+                )));
+            }
         }
         if rec
             .forwards
@@ -1351,6 +1416,17 @@ impl NetworkService {
         let address: Ipv4Addr = req.address.parse().map_err(|_| {
             Error::invalid(format!("address {:?} is not an IPv4 address", req.address))
         })?;
+        if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+            return Err(Error::invalid(format!(
+                "address {address} cannot be a balancer's: give a unicast address of this host"
+            )));
+        }
+        let hc = &req.health_check;
+        if hc.interval_ms > 60_000 || hc.timeout_ms > 10_000 {
+            return Err(Error::invalid(
+                "health checks run at most every 60000 ms with a timeout of at most 10000 ms",
+            ));
+        }
         if req.ports.is_empty() {
             return Err(Error::invalid("a load balancer needs at least one port"));
         }
@@ -1478,30 +1554,50 @@ impl NetworkService {
             fall: hc.fall,
             port: hc.port,
         };
-        let mut checkers = self
+        let running = self
             .inner
             .checkers
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = checkers.remove(&table) {
-            c.stop();
-        }
-        let c = LbHealthChecker::start(Arc::new(NetNs::current()), spec, check)
-            .map_err(|e| Error::invalid(format!("load balancer {:?}: {}", lb.name, chain(&e))))?;
-        checkers.insert(table, c);
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&table);
+        let lb_err = |e: vessel_net::LbError| {
+            Error::invalid(format!("load balancer {:?}: {}", lb.name, chain(&e)))
+        };
+        let c = match running {
+            // A running checker keeps its backends' health; new ones start healthy.
+            Some(c) => match c.update(spec) {
+                Ok(()) => c,
+                Err(e) => {
+                    self.inner
+                        .checkers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(table, c);
+                    return Err(lb_err(e));
+                }
+            },
+            None => {
+                LbHealthChecker::start(Arc::new(NetNs::current()), spec, check).map_err(lb_err)?
+            }
+        };
+        self.inner
+            .checkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table, c);
         Ok(())
     }
 
     /// Stops a balancer's health checker and removes its table.
     fn stop_lb(&self, rec: &NetworkRecord, name: &str) {
         let table = rec.lb_table(name);
-        if let Some(c) = self
+        let running = self
             .inner
             .checkers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&table)
-        {
+            .remove(&table);
+        if let Some(c) = running {
             c.stop();
         }
         let _ = vessel_net::LoadBalancer::remove(&NetNs::current(), &table);
@@ -1516,7 +1612,7 @@ impl NetworkService {
         else {
             return;
         };
-        let prefix = format!("vlb-{}-", rec.name);
+        let prefix = format!("vlb-{}_", rec.name);
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Some(table) = line.trim().strip_prefix("table ip ") else {
                 continue;

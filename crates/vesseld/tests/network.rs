@@ -649,6 +649,32 @@ fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
     assert_ne!(d.sh("c2", "ip link show eth0").0, 0, "eth0 is still in c2");
     d.ok(&["network", "attach", "lan", "c2", "--ip", &ip2]);
     assert!(pings(&d, "c2", &ip1));
+    let info = json(&d.ok(&["network", "info", "lan", "--format", "json"]));
+    let c2 = info["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance"] == "c2")
+        .unwrap();
+    assert_eq!(c2["interface"], "eth0", "{info}");
+    // An ACL may name an instance before it has a NIC here; the rule takes hold the moment
+    // a hot-plugged NIC arrives, and naming it does not stop it from leaving.
+    d.ok(&[
+        "network",
+        "acl",
+        "set",
+        "lan",
+        "--rules",
+        "deny ingress icmp to @c8",
+    ]);
+    d.ok(&["launch", "busybox", "c8", "--", "sleep", "3600"]);
+    d.ok(&["network", "attach", "lan", "c8"]);
+    let ip8 = lease_ip(&d, "lan", "c8");
+    assert!(pings(&d, "c8", &ip1), "c8's NIC does not work");
+    assert!(!pings(&d, "c1", &ip8), "a hot-plugged NIC escapes the ACL");
+    assert!(pings(&d, "c1", &ip2), "the ACL blocks more than it names");
+    d.ok(&["network", "detach", "lan", "c8"]);
+    d.ok(&["network", "acl", "set", "lan", "--rules", ""]);
     // Bad input changes nothing.
     let before = d.ok(&["network", "info", "lan", "--format", "json"]);
     d.ok(&["launch", "busybox", "c9", "--", "sleep", "3600"]);
@@ -656,8 +682,10 @@ fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
     assert!(err.contains("Mbit"), "{err}");
     let err = d.fails(&["network", "attach", "lan", "c9", "--vlan", "10"]);
     assert!(err.contains("no VLAN segment"), "{err}");
-    let err = d.fails(&["network", "limits", "lan", "c9", "--egress", "1bit"]);
+    let err = d.fails(&["network", "limits", "lan", "c9", "--egress", "1Mbit"]);
     assert!(err.contains("has no NIC"), "{err}");
+    let err = d.fails(&["network", "limits", "lan", "c1", "--egress", "1bit"]);
+    assert!(err.contains("minimum"), "{err}");
     assert_eq!(
         d.ok(&["network", "info", "lan", "--format", "json"]),
         before
@@ -699,6 +727,17 @@ fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
         "5000",
     ]);
     assert!(err.contains("1-4094"), "{err}");
+    let err = d.fails(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.73.0.0/24",
+        "--vlan",
+        "5",
+        "--isolated-ports",
+    ]);
+    assert!(err.contains("do not mix"), "{err}");
     d.ok(&[
         "network",
         "create",
@@ -742,7 +781,7 @@ fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
 
     // Everything goes with the instances and networks.
     d.ok(&[
-        "delete", "--force", "c1", "c2", "c9", "i1", "i2", "v1", "v2", "v3",
+        "delete", "--force", "c1", "c2", "c8", "c9", "i1", "i2", "v1", "v2", "v3",
     ]);
     for n in ["lan", "iso", "seg"] {
         d.ok(&["network", "delete", n]);
@@ -905,8 +944,10 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
     // crash in the middle of creating network "ghost": its bridge and table exist, the store
     // has only the note written before they were made.
     for script in [
-        "delete table ip vlb-web-front",
-        "add table ip vlb-web-ghost",
+        "delete table ip vlb-web_front",
+        "add table ip vlb-web_ghost",
+        // Not this network's (another network, "web-x", may own it): left alone.
+        "add table ip vlb-web-x_other",
         "add table ip vessel-ghost",
     ] {
         let st = Command::new("ip")
@@ -936,7 +977,8 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
         .unwrap();
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.contains("ghost"), "{tables}");
-    assert!(tables.contains("vlb-web-front"), "{tables}");
+    assert!(tables.contains("vlb-web_front"), "{tables}");
+    assert!(tables.contains("vlb-web-x_other"), "{tables}");
     assert!(!links_in(&h).contains("vbr-ghost"), "{}", links_in(&h));
     let nets = d.ok(&["network", "list", "--format", "json"]);
     assert!(!nets.contains("ghost"), "{nets}");
@@ -955,7 +997,7 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
         .args(["netns", "exec", &h, "nft", "list", "tables"])
         .output()
         .unwrap();
-    assert!(!String::from_utf8_lossy(&tables.stdout).contains("vlb-"));
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("vlb-web_"));
 }
 
 fn lease_ip6(d: &Daemon, network: &str, instance: &str) -> String {
@@ -1066,6 +1108,29 @@ fn dual_stack_networks_route_ipv6_through_nat66_resolve_aaaa_and_stay_apart() {
         let err = d.fails(&cmd);
         assert!(err.contains(want), "{err}");
     }
+    let err = d.fails(&[
+        "network",
+        "create",
+        "eight",
+        "--subnet",
+        "10.48.0.0/24",
+        "--ipv6",
+        "fd48::/64",
+        "--vni",
+        "6000",
+        "--local",
+        "198.51.100.2",
+    ]);
+    assert!(err.contains("overlays"), "{err}");
+    let err = d.fails(&[
+        "network",
+        "acl",
+        "set",
+        "six",
+        "--rules",
+        "deny ingress icmp",
+    ]);
+    assert!(err.contains("IPv6"), "{err}");
     assert_eq!(d.ok(&["network", "list", "--format", "json"]), before);
     // A restart keeps it all; deleting takes the IPv6 tables too.
     d.ok(&["restart", "a1"]);

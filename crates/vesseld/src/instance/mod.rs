@@ -707,7 +707,19 @@ impl InstanceService {
     pub async fn nic_detach(&self, network: String, instance: String) -> Result<Network> {
         let lock = self.lock_for(&instance);
         let _g = lock.lock().await;
-        self.nic_target(&instance)?;
+        // A NIC left by an instance that is gone can always go; a live container's NIC goes
+        // with its host end, which needs no pid.
+        match self.get_stored(&instance) {
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+            Ok(i) if i.instance_type == InstanceType::Vm && i.status != InstanceStatus::Stopped => {
+                return Err(Error::conflict(format!(
+                    "virtual machine {instance:?} is {}; stop it to change its NICs",
+                    i.status.as_str()
+                )))
+            }
+            Ok(_) => {}
+        }
         let nets = self.networks.clone();
         tokio::task::spawn_blocking(move || nets.detach(&network, &instance))
             .await
