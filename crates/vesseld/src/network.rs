@@ -909,6 +909,7 @@ impl NetworkService {
     /// Rebuilds every network's kernel objects from the store (after a crash or reboot) and
     /// removes what a crash left half-made.
     pub fn reconcile(&self) -> Result<()> {
+        let _g = self.busy();
         for (name, body) in self.inner.store.object_list(PENDING)? {
             if matches!(
                 self.inner.store.object_get(NETWORK, &name),
@@ -1165,6 +1166,7 @@ impl NetworkService {
 
     /// Plugs a started container's NICs into its network namespace (the init's `pid`).
     pub fn plug_container(&self, instance: &str, pid: i32) -> Result<()> {
+        let _g = self.busy();
         let mut nics: Vec<(NetworkRecord, NetworkLease)> = self
             .records()?
             .into_iter()
@@ -1252,6 +1254,7 @@ impl NetworkService {
 
     /// Tap devices (created here, owned by QEMU's user) and MACs for a VM's NICs.
     pub fn vm_nics(&self, instance: &str) -> Result<Vec<vessel_vm::Nic>> {
+        let _g = self.busy();
         let mut out = Vec::new();
         for rec in self.records()? {
             for l in rec.leases.iter().filter(|l| l.instance == instance) {
@@ -1667,10 +1670,20 @@ fn ensure_vxlan(
     Ok(())
 }
 
+impl NetworkService {
+    /// Removes IFB devices of NICs that are gone (see [`prune_ifbs`]), serialized with
+    /// every change that makes one.
+    pub fn prune_ifbs(&self) {
+        let _g = self.busy();
+        prune_ifbs();
+    }
+}
+
 /// Removes IFB devices (`vifb<index>`, which carry a NIC's egress limit) whose NIC is gone:
 /// a container's veth vanishes with its namespace when it stops, its IFB would stay. An IFB
-/// whose NIC still exists is left alone, whoever owns it.
-pub fn prune_ifbs() {
+/// whose NIC still exists is left alone, whoever owns it. Callers hold the service's lock,
+/// so no IFB is being made for a NIC the link dump might not show yet.
+fn prune_ifbs() {
     let Ok(out) = std::process::Command::new("ip")
         .args(["-j", "link", "show"])
         .output()

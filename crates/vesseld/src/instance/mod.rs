@@ -430,7 +430,8 @@ impl InstanceService {
                 // A monitor that crashed leaves its container's leftovers: remove them.
                 svc.driver.cleanup_orphan(&name);
                 // Its veths went with its namespace; their IFB devices go too.
-                let _ = tokio::task::spawn_blocking(crate::network::prune_ifbs).await;
+                let nets = svc.networks.clone();
+                let _ = tokio::task::spawn_blocking(move || nets.prune_ifbs()).await;
                 exit.as_ref().map(|e| e.exit_code)
             };
             if svc.store.instance_get(&name).is_ok() {
