@@ -127,17 +127,30 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-fn lease_ip(d: &Daemon, network: &str, instance: &str) -> String {
+/// One field (`ip`, `ipv6`) of an instance's lease on a network.
+fn lease_field(d: &Daemon, network: &str, instance: &str, field: &str) -> String {
     let n = json(&d.ok(&["network", "info", network, "--format", "json"]));
     n["leases"]
         .as_array()
         .unwrap()
         .iter()
         .find(|l| l["instance"] == instance)
-        .unwrap_or_else(|| panic!("{instance} has no lease: {n}"))["ip"]
-        .as_str()
-        .unwrap()
+        .and_then(|l| l[field].as_str())
+        .unwrap_or_else(|| panic!("{instance} has no {field} lease: {n}"))
         .to_string()
+}
+
+fn lease_ip(d: &Daemon, network: &str, instance: &str) -> String {
+    lease_field(d, network, instance, "ip")
+}
+
+/// The nftables tables of a namespace, as `nft list tables` prints them.
+fn nft_tables(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "tables"])
+        .output()
+        .expect("nft (Debian package nftables)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn pings(d: &Daemon, from: &str, to: &str) -> bool {
@@ -971,11 +984,7 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
         Duration::from_secs(20),
         || matches!(fetch(&sb, &url).as_str(), "w1" | "w3"),
     );
-    let tables = Command::new("ip")
-        .args(["netns", "exec", &h, "nft", "list", "tables"])
-        .output()
-        .unwrap();
-    let tables = String::from_utf8_lossy(&tables.stdout);
+    let tables = nft_tables(&h);
     assert!(!tables.contains("ghost"), "{tables}");
     assert!(tables.contains("vlb-web_front"), "{tables}");
     assert!(tables.contains("vlb-web-x_other"), "{tables}");
@@ -993,23 +1002,11 @@ fn a_load_balancer_spreads_over_healthy_backends_and_survives_a_restart() {
     assert_eq!(fetch(&sb, &url), "");
     d.ok(&["delete", "--force", "w1", "w2", "w3"]);
     d.ok(&["network", "delete", "web"]);
-    let tables = Command::new("ip")
-        .args(["netns", "exec", &h, "nft", "list", "tables"])
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&tables.stdout).contains("vlb-web_"));
+    assert!(!nft_tables(&h).contains("vlb-web_"));
 }
 
 fn lease_ip6(d: &Daemon, network: &str, instance: &str) -> String {
-    let n = json(&d.ok(&["network", "info", network, "--format", "json"]));
-    n["leases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["instance"] == instance)
-        .and_then(|l| l["ipv6"].as_str())
-        .unwrap_or_else(|| panic!("{instance} has no IPv6 lease: {n}"))
-        .to_string()
+    lease_field(d, network, instance, "ipv6")
 }
 
 fn pings6(d: &Daemon, from: &str, to: &str) -> bool {
@@ -1138,10 +1135,6 @@ fn dual_stack_networks_route_ipv6_through_nat66_resolve_aaaa_and_stay_apart() {
     d.ok(&["delete", "--force", "a1", "a2", "a3"]);
     d.ok(&["network", "delete", "six"]);
     d.ok(&["network", "delete", "seven"]);
-    let tables = Command::new("ip")
-        .args(["netns", "exec", h, "nft", "list", "tables"])
-        .output()
-        .unwrap();
-    let tables = String::from_utf8_lossy(&tables.stdout);
+    let tables = nft_tables(h);
     assert!(!tables.contains("vessel-"), "{tables}");
 }
