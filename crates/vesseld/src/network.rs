@@ -140,6 +140,11 @@ impl NetworkRecord {
     }
 }
 
+/// Whether a network or any of its NICs has ACL rules.
+fn has_acl(rec: &NetworkRecord) -> bool {
+    !rec.acl.trim().is_empty() || rec.leases.iter().any(|l| !l.acl.trim().is_empty())
+}
+
 /// Parses an IPv6 /64 prefix (`fd42::/64`).
 fn parse_prefix6(text: &str) -> Result<Ipv6Addr> {
     let bad = || {
@@ -796,7 +801,7 @@ impl NetworkService {
     /// parse or apply leave the previous ones in force.
     fn apply_acl(&self, rec: &NetworkRecord) -> Result<()> {
         let ns = NetNs::current();
-        if rec.acl.trim().is_empty() && rec.leases.iter().all(|l| l.acl.trim().is_empty()) {
+        if !has_acl(rec) {
             let _ = vessel_net::remove_acl(&ns, &rec.name);
             return Ok(());
         }
@@ -1063,8 +1068,14 @@ impl NetworkService {
             self.plug_one(&rec, &lease, &ns, gateway)?;
         }
         rec.leases.push(lease);
-        let saved = self
-            .apply_acl(&rec)
+        // A network with rules re-applies them (the new NIC joins the filtered ports and its
+        // address the `@NAME` sets); one without has no table to touch.
+        let acl = if has_acl(&rec) {
+            self.apply_acl(&rec)
+        } else {
+            Ok(())
+        };
+        let saved = acl
             .and_then(|()| self.apply_dnsmasq(&rec))
             .and_then(|()| self.put(&rec));
         if let Err(e) = saved {
