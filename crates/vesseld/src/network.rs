@@ -915,6 +915,8 @@ impl NetworkService {
     /// removes what a crash left half-made.
     pub fn reconcile(&self) -> Result<()> {
         let _g = self.busy();
+        // Probed here, at start, so that no later read has the side effect of a probe bridge.
+        self.host_vlan_mode();
         for (name, body) in self.inner.store.object_list(PENDING)? {
             if matches!(
                 self.inner.store.object_get(NETWORK, &name),
