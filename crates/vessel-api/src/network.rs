@@ -142,9 +142,9 @@ pub struct Network {
     /// VLAN segments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<NetworkSegment>,
-    /// How this host builds VLAN segments: `vlan-filtering` (one VLAN-aware bridge, 802.1Q
-    /// tags) or `bridge-per-vlan` (the kernel has no bridge VLAN filtering, or the network
-    /// is an overlay).
+    /// How the network's VLAN segments are built: `vlan-filtering` (one VLAN-aware bridge,
+    /// 802.1Q tags), `bridge-per-vlan` (the kernel has no bridge VLAN filtering, or the
+    /// network is an overlay), or `none` when it has no segments.
     pub vlan_mode: String,
     /// Whether NIC ports are isolated from each other.
     #[serde(default)]

@@ -333,7 +333,10 @@ impl NetworkService {
             .subnet()
             .map(|s| s.gateway().to_string())
             .unwrap_or_default();
-        let mode = self.vlan_mode(r);
+        let mode = match (&r.vlan_mode, r.vlans.is_empty()) {
+            (None, true) => VlanMode::BridgePerVlan,
+            _ => self.vlan_mode(r),
+        };
         let checkers = self
             .inner
             .checkers
@@ -400,9 +403,12 @@ impl NetworkService {
                     vni: r.vni.map(|n| n + u32::from(*v)),
                 })
                 .collect(),
-            vlan_mode: match mode {
-                VlanMode::VlanFiltering => "vlan-filtering",
-                VlanMode::BridgePerVlan => "bridge-per-vlan",
+            // Only a network with segments has a mode (probing the kernel on a read would
+            // make a throw-away bridge).
+            vlan_mode: match (r.vlans.is_empty(), mode) {
+                (true, _) => "none",
+                (false, VlanMode::VlanFiltering) => "vlan-filtering",
+                (false, VlanMode::BridgePerVlan) => "bridge-per-vlan",
             }
             .into(),
             isolated_ports: r.isolated_ports,
@@ -915,8 +921,6 @@ impl NetworkService {
     /// removes what a crash left half-made.
     pub fn reconcile(&self) -> Result<()> {
         let _g = self.busy();
-        // Probed here, at start, so that no later read has the side effect of a probe bridge.
-        self.host_vlan_mode();
         for (name, body) in self.inner.store.object_list(PENDING)? {
             if matches!(
                 self.inner.store.object_get(NETWORK, &name),
