@@ -1711,10 +1711,20 @@ fn prune_ifbs() {
         return;
     };
     let indexes: Vec<u64> = links.iter().filter_map(|l| l["ifindex"].as_u64()).collect();
+    // Only IFB devices: a link of another kind that happens to be called vifbN is not ours.
+    let Ok(ifbs) = std::process::Command::new("ip")
+        .args(["-j", "link", "show", "type", "ifb"])
+        .output()
+    else {
+        return;
+    };
+    let Ok(ifbs) = serde_json::from_slice::<Vec<serde_json::Value>>(&ifbs.stdout) else {
+        return;
+    };
     let Ok(mut nl) = Links::open(&NetNs::current()) else {
         return;
     };
-    for l in &links {
+    for l in &ifbs {
         let Some(name) = l["ifname"].as_str() else {
             continue;
         };
