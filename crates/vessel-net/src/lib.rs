@@ -49,8 +49,8 @@ pub use lb::{
 };
 pub use link::{validate_ifname, LinkError, Links};
 pub use nat::{
-    apply_script, list_table, remove_table, set_ipv4_forwarding, table_name, NatRules, NftError,
-    PortForward, Protocol,
+    apply_script, list_table, list_tables, remove_table, set_ipv4_forwarding, table_name, NatRules,
+    NftError, PortForward, Protocol,
 };
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};

@@ -223,6 +223,16 @@ pub(crate) fn list_table_in(
     nft(ns, &["list", "table", family, table], None)
 }
 
+/// The names of the tables of `family` (`ip`, `ip6`, `bridge`, ...) in `ns`.
+pub fn list_tables(ns: &NetNs, family: &str) -> Result<Vec<String>, NftError> {
+    let out = nft(ns, &["list", "tables", family], None)?.unwrap_or_default();
+    let prefix = format!("table {family} ");
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(&prefix).map(str::to_string))
+        .collect())
+}
+
 /// The current text of a network's table in `ns`, or `None` if it does not exist.
 pub fn list_table(ns: &NetNs, network: &str) -> Result<Option<String>, NftError> {
     let table = table_name(network)?;

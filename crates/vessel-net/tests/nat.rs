@@ -135,12 +135,19 @@ fn masquerade_reaches_the_internet_and_a_broken_ruleset_keeps_the_old_rules() {
             .expect("table still there");
         assert!(table.contains("masquerade"), "{table}");
         assert_eq!(
+            vessel_net::list_tables(&host.ns, "ip").expect("tables"),
+            vec!["vessel-web".to_string()]
+        );
+        assert_eq!(
             connect_and_report(&inst.ns, far, &listener),
             Some(UPLINK_HOST)
         );
 
         remove_table(&host.ns, "web").expect("remove");
         assert!(list_table(&host.ns, "web").expect("list").is_none());
+        assert!(vessel_net::list_tables(&host.ns, "ip")
+            .expect("tables")
+            .is_empty());
         remove_table(&host.ns, "web").expect("removing twice is fine");
         assert_eq!(
             connect_and_report(&inst.ns, far, &listener),

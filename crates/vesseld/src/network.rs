@@ -360,8 +360,9 @@ impl NetworkService {
                             .unwrap_or_default();
                         let ip: Option<Ipv4Addr> = address.parse().ok();
                         let state = health.as_ref().and_then(|h| {
-                            let mut up = h.iter().filter(|(k, _)| Some(k.address) == ip);
-                            up.next().map(|(_, v)| v.up)
+                            h.iter()
+                                .find(|(k, _)| Some(k.address) == ip)
+                                .map(|(_, v)| v.up)
                         });
                         LbBackendStatus {
                             instance: b.clone(),
@@ -1626,17 +1627,11 @@ impl NetworkService {
     /// Removes balancer tables of this network that its record does not name (left by a
     /// crash between applying a table and recording the balancer).
     fn prune_lb_tables(&self, rec: &NetworkRecord) {
-        let Ok(out) = std::process::Command::new("nft")
-            .args(["list", "tables", "ip"])
-            .output()
-        else {
+        let Ok(tables) = vessel_net::list_tables(&NetNs::current(), "ip") else {
             return;
         };
         let prefix = format!("vlb-{}_", rec.name);
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(table) = line.trim().strip_prefix("table ip ") else {
-                continue;
-            };
+        for table in &tables {
             let Some(lb) = table.strip_prefix(&prefix) else {
                 continue;
             };
