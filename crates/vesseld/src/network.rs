@@ -1068,11 +1068,11 @@ impl NetworkService {
         };
         if let Some(pid) = pid {
             let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
-            let gateway = !all
+            let first_routed = !all
                 .iter()
                 .flat_map(|r| r.leases.iter())
                 .any(|l| l.instance == req.instance && l.vlan.is_none());
-            self.plug_one(&rec, &lease, &ns, gateway)?;
+            self.plug_one(&rec, &lease, &ns, first_routed)?;
         }
         rec.leases.push(lease);
         // A network with rules re-applies them (the new NIC joins the filtered ports and its
@@ -1203,24 +1203,25 @@ impl NetworkService {
         }
         nics.sort_by_key(|(_, l)| l.interface.trim_start_matches("eth").parse::<u32>().ok());
         let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
-        let mut gateway_set = false;
+        let mut routed = false;
         for (rec, l) in nics {
-            let gateway = !gateway_set && l.vlan.is_none();
-            gateway_set |= gateway;
-            self.plug_one(&rec, &l, &ns, gateway)?;
+            self.plug_one(&rec, &l, &ns, !routed)?;
+            routed |= l.vlan.is_none();
         }
         Ok(())
     }
 
-    /// Plugs one NIC into the namespace `ns` (with the default route through the network's
-    /// gateway when `gateway`), and sets up its port.
+    /// Plugs one NIC into the namespace `ns`, and sets up its port. With `first_routed` (the
+    /// instance has no NIC on a gateway's segment yet) a NIC off any VLAN segment also gets
+    /// the default routes through the network's gateway; a segment NIC never does.
     fn plug_one(
         &self,
         rec: &NetworkRecord,
         l: &NetworkLease,
         ns: &NetNs,
-        gateway: bool,
+        first_routed: bool,
     ) -> Result<()> {
+        let gateway = first_routed && l.vlan.is_none();
         let subnet = rec.subnet()?;
         let mut host = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
         // A host end left from an earlier run of the instance goes first.

@@ -771,6 +771,16 @@ fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
     assert!(pings(&d, "v1", &a2), "one segment does not carry traffic");
     assert!(!pings(&d, "v1", &a3), "two VLAN segments reach each other");
     assert!(!pings(&d, "v3", &a2), "two VLAN segments reach each other");
+    // A segment NIC hot-plugged as an instance's first gets no default route (the gateway
+    // is not on its segment); the same instance's next NIC off the segments gets it.
+    d.ok(&["launch", "busybox", "v4", "--", "sleep", "3600"]);
+    d.ok(&["network", "attach", "seg", "v4", "--vlan", "20"]);
+    let (_, routes) = d.sh("v4", "ip route");
+    assert!(!routes.contains("default"), "{routes}");
+    assert!(pings(&d, "v4", &a3), "v4 does not reach its segment");
+    d.ok(&["network", "attach", "lan", "v4"]);
+    let (_, routes) = d.sh("v4", "ip route");
+    assert!(routes.contains("default via 10.70.0.1"), "{routes}");
     let info = json(&d.ok(&["network", "info", "seg", "--format", "json"]));
     let mode = info["vlan_mode"].as_str().unwrap();
     assert!(
@@ -794,7 +804,7 @@ fn nics_hot_plug_with_limits_and_networks_split_by_isolated_ports_and_vlans() {
 
     // Everything goes with the instances and networks.
     d.ok(&[
-        "delete", "--force", "c1", "c2", "c8", "c9", "i1", "i2", "v1", "v2", "v3",
+        "delete", "--force", "c1", "c2", "c8", "c9", "i1", "i2", "v1", "v2", "v3", "v4",
     ]);
     for n in ["lan", "iso", "seg"] {
         d.ok(&["network", "delete", n]);
