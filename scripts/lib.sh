@@ -8,19 +8,34 @@ require_root() {
   [ "$(id -u)" = 0 ] || die "run this as root (Vessel manages namespaces, cgroups and mounts): sudo $0"
 }
 
-install_packages() {
-  local pkgs missing=()
-  pkgs=$(grep -v '^#' "$REPO/scripts/debian-packages.txt" | grep -v '^$')
-  for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+# The listed packages that dpkg does not call installed.
+missing_packages() {
+  local p
+  for p in $(grep -v '^#' "$REPO/scripts/debian-packages.txt" | grep -v '^$'); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    step "installing Debian packages: ${missing[*]}"
-    command -v apt-get >/dev/null || die "apt-get not found: Vessel's setup expects Debian 12"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
-      || die "apt-get install ${missing[*]} failed"
-  fi
+}
+
+install_packages() {
+  local missing pass
+  command -v apt-get >/dev/null || die "apt-get not found: Vessel's setup expects Debian 12"
+  # Two passes: installing one package can remove another that was there before (a newer
+  # qemu-utils from backports makes way for the qemu-system-x86 of Debian 12), which the
+  # second pass puts back at the version that fits.
+  for pass in 1 2; do
+    missing=$(missing_packages | tr '\n' ' ')
+    [ -n "${missing// /}" ] || return 0
+    step "installing Debian packages: $missing"
+    if [ "$pass" = 1 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        || die "apt-get update failed: check the network and /etc/apt/sources.list"
+    fi
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
+      || die "apt-get install $missing failed"
+  done
+  missing=$(missing_packages | tr '\n' ' ')
+  [ -z "${missing// /}" ] || die "still not installed after two apt-get runs: $missing"
 }
 
 require_cargo() {
