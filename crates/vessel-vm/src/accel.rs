@@ -322,16 +322,18 @@ mod duration_ms {
 mod tests {
     use super::*;
 
+    /// Debian's cloud kernel, fetched as the product fetches it into the cache that the
+    /// workspace's integration tests share (`target/tmp`, next to this test's `target/debug`).
     fn host_kernel() -> std::path::PathBuf {
-        std::fs::read_dir("/boot")
-            .expect("/boot")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-            .expect("a kernel in /boot: install the Debian package linux-image-cloud-amd64")
+        let exe = std::env::current_exe().expect("the test's own path");
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("the test runs from target/<profile>/deps");
+        let cache = target.join("tmp").join("vmimage-kernel-cache");
+        vessel_vmimage::fetch_debian_cloud_kernel(&cache)
+            .unwrap_or_else(|e| panic!("fetching the Debian cloud kernel into {cache:?}: {e}"))
+            .vmlinuz
     }
 
     /// The probe's boot never hangs: silence ends it at the timeout with QEMU killed, and the

@@ -1,4 +1,4 @@
-//! Test fixtures: guests built from the host's Debian cloud kernel and busybox, the statically
+//! Test fixtures: guests built from Debian's cloud kernel and busybox, the statically
 //! linked agent, a hand-made boot sector and ISO, and guards that kill QEMU and remove
 //! everything on drop (also when a test fails).
 
@@ -121,26 +121,24 @@ impl Drop for QemuGuard {
     }
 }
 
-/// The host's Debian cloud kernel and its modules directory.
+/// The Debian cloud kernel and its modules directory, fetched the way the product fetches it
+/// (`apt-get download` into a cache, never installed on the host): one cache for every test
+/// run of the workspace, under cargo's target directory.
 pub fn host_kernel() -> (PathBuf, PathBuf) {
-    let mut found = None;
-    if let Ok(entries) = std::fs::read_dir("/boot") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(ver) = name.strip_prefix("vmlinuz-") {
-                if ver.ends_with("-cloud-amd64") {
-                    let modules = PathBuf::from("/lib/modules").join(ver);
-                    if modules.join("modules.dep").exists() {
-                        found = Some((e.path(), modules));
-                    }
-                }
-            }
-        }
-    }
-    found.expect(
-        "no /boot/vmlinuz-*-cloud-amd64 with modules in /lib/modules: install the Debian \
-         package linux-image-cloud-amd64",
-    )
+    static KERNEL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmimage-kernel-cache");
+            let k = vessel_vmimage::fetch_debian_cloud_kernel(&cache).unwrap_or_else(|e| {
+                panic!(
+                    "fetching the Debian cloud kernel into {}: {e} (needs apt's package lists: \
+                     `apt-get update`)",
+                    cache.display()
+                )
+            });
+            (k.vmlinuz, k.modules_dir)
+        })
+        .clone()
 }
 
 /// Modules the test guest loads, in dependency order, with their dependencies.
