@@ -43,6 +43,9 @@ pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: debootstrap is a shell script whose downloads and dpkg runs
+        // must end with it when the build is cancelled or fails.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -50,6 +53,7 @@ pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
                 "cannot run debootstrap ({e}); install it with apt-get install debootstrap"
             ))
         })?;
+    let mut group = ProcessGroup(child.id());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let err_task = tokio::spawn(async move {
@@ -80,16 +84,16 @@ pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
             }
             if op.is_cancelled() {
-                let _ = child.start_kill();
+                drop(group);
                 let _ = child.wait().await;
                 return Err(Error::conflict("operation cancelled"));
             }
         }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Error::internal(format!("waiting for debootstrap: {e}")))?;
+    let status = child.wait().await;
+    // Reaped: the group's id may be reused from here on, so it is no longer ours to kill.
+    group.0 = None;
+    let status = status.map_err(|e| Error::internal(format!("waiting for debootstrap: {e}")))?;
     let errors = err_task.await.unwrap_or_default();
     if !status.success() {
         let tail: Vec<&str> = errors.lines().rev().take(3).collect();
@@ -110,6 +114,20 @@ pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
     std::fs::write(root.join("etc/hostname"), "debian\n")
         .map_err(|e| Error::internal(format!("writing /etc/hostname: {e}")))?;
     Ok(())
+}
+
+/// Kills a whole process group when dropped (on cancel, or when the build's future is dropped)
+/// while its leader is not yet reaped.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: killpg has no memory effects; the group is the one we made for the
+            // child, whose leader we have not reaped yet, so its id cannot have been reused.
+            unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
 }
 
 /// Maps a debootstrap output line to progress.
