@@ -1,9 +1,10 @@
-//! Tap devices for virtual machines: persistent, owned by the user QEMU runs as, bridged.
+//! Tap devices for virtual machines: persistent, bridged, and reachable by root only.
 //!
 //! A tap is created through `/dev/net/tun` (TUNSETIFF) on a helper thread inside the target
-//! namespace, so the device is born there. It is made persistent and given an owner and/or
-//! group, which lets an unprivileged QEMU (`nobody`) attach to it by name later
-//! (`-netdev tap,ifname=NAME,script=no,downscript=no`) without CAP_NET_ADMIN.
+//! namespace, so the device is born there, and made persistent with no owner or group: only a
+//! process with CAP_NET_ADMIN may attach to it. The caller (root) opens a queue with
+//! [`open_tap`] and hands the descriptor to an unprivileged QEMU (`-netdev tap,fd=N`), as
+//! libvirt and Incus do, so neither QEMU's user nor the mode of `/dev/net/tun` matters.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -36,7 +37,7 @@ pub enum TapError {
         op: &'static str,
         /// The tap's name.
         name: String,
-        /// Underlying error (EPERM: the caller is neither the owner nor in the group).
+        /// Underlying error (EPERM: the caller lacks CAP_NET_ADMIN).
         #[source]
         source: std::io::Error,
     },
@@ -59,10 +60,6 @@ pub enum TapError {
 pub struct TapSpec {
     /// Interface name.
     pub name: String,
-    /// User allowed to attach (QEMU's uid, `nobody` = 65534); `None` for root only.
-    pub owner: Option<u32>,
-    /// Group allowed to attach; `None` for no group.
-    pub group: Option<u32>,
     /// Frames carry a `virtio_net_hdr` (what QEMU's virtio-net wants for offloads).
     pub vnet_hdr: bool,
     /// One queue per vCPU; QEMU must then open it with `queues=N`.
@@ -92,8 +89,8 @@ pub struct TapInfo {
     pub master: Option<u32>,
 }
 
-/// Creates a persistent tap in `ns` with its owner/group, MAC and MTU, attaches it to the
-/// bridge and brings it up. Refuses an existing name; on failure nothing is left behind.
+/// Creates a persistent, root-only tap in `ns` with its MAC and MTU, attaches it to the bridge
+/// and brings it up. Refuses an existing name; on failure nothing is left behind.
 pub fn create_tap(ns: &NetNs, spec: &TapSpec) -> Result<u32, TapError> {
     validate_ifname(&spec.name)?;
     let mut links = Links::open(ns)?;
@@ -103,26 +100,13 @@ pub fn create_tap(ns: &NetNs, spec: &TapSpec) -> Result<u32, TapError> {
     let flags = tap_flags(spec.vnet_hdr, spec.multi_queue);
     ns.run(|| -> Result<(), TapError> {
         let file = tun_attach(&spec.name, flags)?;
-        let fd = file.as_raw_fd();
-        if let Some(uid) = spec.owner {
-            ioctl(
-                fd,
-                libc::TUNSETOWNER,
-                uid as libc::c_ulong,
-                "TUNSETOWNER",
-                &spec.name,
-            )?;
-        }
-        if let Some(gid) = spec.group {
-            ioctl(
-                fd,
-                libc::TUNSETGROUP,
-                gid as libc::c_ulong,
-                "TUNSETGROUP",
-                &spec.name,
-            )?;
-        }
-        ioctl(fd, libc::TUNSETPERSIST, 1, "TUNSETPERSIST", &spec.name)
+        ioctl(
+            file.as_raw_fd(),
+            libc::TUNSETPERSIST,
+            1,
+            "TUNSETPERSIST",
+            &spec.name,
+        )
     })??;
     let setup = (|| -> Result<(), LinkError> {
         if let Some(mac) = spec.mac {
@@ -140,7 +124,7 @@ pub fn create_tap(ns: &NetNs, spec: &TapSpec) -> Result<u32, TapError> {
         let _ = links.delete(&spec.name);
         return Err(e.into());
     }
-    tracing::info!(tap = %spec.name, owner = ?spec.owner, group = ?spec.group, bridge = ?spec.bridge, "tap ready");
+    tracing::info!(tap = %spec.name, bridge = ?spec.bridge, "tap ready");
     Ok(links.index(&spec.name)?)
 }
 
@@ -194,9 +178,9 @@ pub fn tap_info(links: &mut Links, name: &str) -> Result<Option<TapInfo>, TapErr
     }))
 }
 
-/// Opens a queue of an existing tap in `ns`, as QEMU does: read and write Ethernet frames
-/// (each preceded by a 10-byte `virtio_net_hdr` when `vnet_hdr`). Fails with EPERM for a
-/// caller that is neither the owner, in the group, nor privileged.
+/// Opens a queue of an existing tap in `ns`: read and write Ethernet frames (each preceded by
+/// a 10-byte `virtio_net_hdr` when `vnet_hdr`); the descriptor is what QEMU gets. Fails for a
+/// caller without CAP_NET_ADMIN (EACCES on `/dev/net/tun`, or EPERM on the tap).
 pub fn open_tap(
     ns: &NetNs,
     name: &str,
@@ -252,7 +236,7 @@ fn ioctl(
     op: &'static str,
     name: &str,
 ) -> Result<(), TapError> {
-    // SAFETY: TUNSETOWNER/TUNSETGROUP/TUNSETPERSIST take their argument by value, not a
+    // SAFETY: TUNSETPERSIST takes its argument by value, not a
     // pointer; the fd is an open tun file.
     let rc = unsafe { libc::ioctl(fd, request, arg) };
     if rc != 0 {

@@ -5,6 +5,7 @@
 //! engine connects QMP and places QEMU into its cgroup before the first instruction runs.
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use crate::error::{Result, VmError};
@@ -23,8 +24,23 @@ pub const AGENT_PORT: &str = "org.vessel.agent";
 /// Name of the virtio console port.
 pub const CONSOLE_PORT: &str = "org.vessel.console";
 
-/// Builds QEMU's arguments (without the program name).
-pub fn qemu_args(def: &MachineDef, paths: &VmPaths) -> Result<Vec<OsString>> {
+/// Descriptors QEMU inherits for one tap NIC: a queue of the tap, opened by the (root) caller,
+/// and `/dev/vhost-net` when the kernel's vhost accelerates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapFds {
+    /// The tap queue (`-netdev tap,fd=N`).
+    pub tap: RawFd,
+    /// The vhost-net device (`vhostfd=N`), or `None` for QEMU's own virtio-net backend.
+    pub vhost: Option<RawFd>,
+}
+
+/// Builds QEMU's arguments (without the program name). `taps` holds, for each NIC of the
+/// definition in order, the descriptors of a tap NIC (`None` for other backends).
+pub fn qemu_args(
+    def: &MachineDef,
+    paths: &VmPaths,
+    taps: &[Option<TapFds>],
+) -> Result<Vec<OsString>> {
     let mut a = Args::default();
     a.push("-name");
     a.push(opts(&[
@@ -64,8 +80,8 @@ pub fn qemu_args(def: &MachineDef, paths: &VmPaths) -> Result<Vec<OsString>> {
     a.push("-m");
     a.push(format!("size={}M", def.memory_mib));
     match &def.profile {
-        Profile::Para(p) => para(&mut a, def, p, paths)?,
-        Profile::Full(f) => full(&mut a, def, f.firmware, f.boot_from, paths)?,
+        Profile::Para(p) => para(&mut a, def, p, paths, taps)?,
+        Profile::Full(f) => full(&mut a, def, f.firmware, f.boot_from, paths, taps)?,
     }
     if let Some(cid) = def.vsock_cid {
         if Path::new("/dev/vhost-vsock").exists() {
@@ -96,7 +112,13 @@ pub fn qemu_args(def: &MachineDef, paths: &VmPaths) -> Result<Vec<OsString>> {
     Ok(a.0)
 }
 
-fn para(a: &mut Args, def: &MachineDef, p: &ParaBoot, paths: &VmPaths) -> Result<()> {
+fn para(
+    a: &mut Args,
+    def: &MachineDef,
+    p: &ParaBoot,
+    paths: &VmPaths,
+    taps: &[Option<TapFds>],
+) -> Result<()> {
     a.push("-kernel");
     a.push(&p.kernel);
     if let Some(initrd) = &p.initrd {
@@ -156,7 +178,7 @@ fn para(a: &mut Args, def: &MachineDef, p: &ParaBoot, paths: &VmPaths) -> Result
             ("serial", &format!("vessel-disk{i}")),
         ]));
     }
-    nics(a, def, "virtio-net-pci")
+    nics(a, def, taps, "virtio-net-pci")
 }
 
 fn full(
@@ -165,6 +187,7 @@ fn full(
     firmware: Firmware,
     boot_from: Media,
     paths: &VmPaths,
+    taps: &[Option<TapFds>],
 ) -> Result<()> {
     match firmware {
         Firmware::Bios => {
@@ -223,27 +246,30 @@ fn full(
         a.push("-device");
         a.push(opts(&o));
     }
-    nics(a, def, "e1000")
+    nics(a, def, taps, "e1000")
 }
 
-fn nics(a: &mut Args, def: &MachineDef, model: &str) -> Result<()> {
+fn nics(a: &mut Args, def: &MachineDef, taps: &[Option<TapFds>], model: &str) -> Result<()> {
     for (i, n) in def.nics.iter().enumerate() {
         let id = format!("net{i}");
         let netdev = match &n.backend {
             NicBackend::Tap { ifname } => {
-                let vhost = if Path::new("/dev/vhost-net").exists() && model != "e1000" {
-                    "on"
-                } else {
-                    "off"
-                };
-                opts(&[
-                    ("type", "tap"),
-                    ("id", &id),
-                    ("ifname", ifname),
-                    ("script", "no"),
-                    ("downscript", "no"),
-                    ("vhost", vhost),
-                ])
+                let fds = taps.get(i).copied().flatten().ok_or_else(|| {
+                    VmError::InvalidDefinition(format!(
+                        "nic {i}: tap {ifname} has no open descriptor to hand to QEMU"
+                    ))
+                })?;
+                let tap = fds.tap.to_string();
+                match fds.vhost {
+                    Some(v) => opts(&[
+                        ("type", "tap"),
+                        ("id", &id),
+                        ("fd", &tap),
+                        ("vhost", "on"),
+                        ("vhostfd", &v.to_string()),
+                    ]),
+                    None => opts(&[("type", "tap"), ("id", &id), ("fd", &tap), ("vhost", "off")]),
+                }
             }
             NicBackend::User => opts(&[("type", "user"), ("id", &id)]),
         };
@@ -357,6 +383,11 @@ mod tests {
     use super::*;
     use crate::machine::{Disk, DiskFormat, Nic};
 
+    const TAPS: [Option<TapFds>; 1] = [Some(TapFds {
+        tap: 7,
+        vhost: None,
+    })];
+
     fn strings(args: &[OsString]) -> Vec<String> {
         args.iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -373,7 +404,7 @@ mod tests {
             read_only: false,
             nbd_export: Some("pool1/data".into()),
         });
-        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir)).unwrap());
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS).unwrap());
         let node: serde_json::Value = args
             .windows(2)
             .find(|w| w[0] == "-blockdev")
@@ -411,7 +442,7 @@ mod tests {
             },
             mac: Some("52:54:00:00:00:01".into()),
         });
-        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir)).unwrap());
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS).unwrap());
         let joined = args.join(" ");
         assert!(joined.contains(
             "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -430,7 +461,7 @@ mod tests {
                 "root=/dev/vda vessel.hostname=web console=ttyS0 console=hvc0"
             );
         }
-        assert!(joined.contains("tap,id=net0,ifname=vtap0,script=no,downscript=no"));
+        assert!(joined.contains("tap,id=net0,fd=7,vhost=off"), "{joined}");
         assert!(joined.contains("mac=52:54:00:00:00:01"));
         let bd = args
             .iter()
@@ -464,7 +495,7 @@ mod tests {
             backend: NicBackend::User,
             mac: None,
         });
-        let joined = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir)).unwrap()).join(" ");
+        let joined = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS).unwrap()).join(" ");
         assert!(joined.contains("-bios /usr/share/seabios/bios-256k.bin"));
         assert!(joined.contains("-vnc unix:/run/w/vnc.sock"));
         assert!(joined.contains("ide-hd,drive=disk0,bus=ide.0 "));

@@ -10,7 +10,7 @@
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -87,13 +87,15 @@ fn group_id(name: &str) -> Option<libc::gid_t> {
 }
 
 /// Runs `program args` detached (new session, re-parented away from us), optionally as
-/// another user, with stdin from /dev/null and stdout/stderr appended to `log`. Returns the
-/// detached process's pid once it has exec'd.
+/// another user, with stdin from /dev/null and stdout/stderr appended to `log`. The
+/// descriptors in `inherit` stay open in the program at the same numbers (all others are
+/// closed on exec). Returns the detached process's pid once it has exec'd.
 pub fn spawn_detached(
     program: &Path,
     args: &[OsString],
     log: &Path,
     run_as: Option<&RunAs>,
+    inherit: &[RawFd],
 ) -> Result<i32> {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -104,14 +106,15 @@ pub fn spawn_detached(
     let (pid_rd, pid_wr) = pipe()?;
     let wr = pid_wr.as_raw_fd();
     let user = run_as.cloned();
+    let inherit = inherit.to_vec();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
     // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-    // (setsid, fork, write, _exit, setgroups, setgid, setuid) and allocates nothing: the
-    // group list was built before.
+    // (setsid, fork, write, _exit, fcntl, setgroups, setgid, setuid) and allocates nothing:
+    // the group and descriptor lists were built before.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -127,6 +130,12 @@ pub fn spawn_detached(
                 let bytes = pid.to_ne_bytes();
                 libc::write(wr, bytes.as_ptr().cast(), bytes.len());
                 libc::_exit(0);
+            }
+            for fd in &inherit {
+                // Only this process's copy loses close-on-exec; the caller's keeps it.
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if let Some(u) = &user {
                 if libc::setgroups(u.groups.len(), u.groups.as_ptr()) < 0
@@ -186,6 +195,7 @@ mod tests {
             &["-c".into(), "echo started; sleep 0.2".into()],
             &log,
             None,
+            &[],
         )
         .unwrap();
         assert!(pid > 0);

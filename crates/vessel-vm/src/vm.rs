@@ -4,16 +4,17 @@
 //! its run directory: QMP, console and agent sockets, the console log, QEMU's pid file and
 //! `vm.json`, the description [`adopt`] reads back after the caller restarts.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use vessel_cgroups::{CgroupManager, CgroupStats};
 
-use crate::cmdline::qemu_args;
+use crate::cmdline::{qemu_args, TapFds};
 use crate::error::{Result, VmError};
 use crate::host::{self, Process, QEMU};
-use crate::machine::{Firmware, MachineDef, Media, Profile, VmPaths};
+use crate::machine::{Accel, Firmware, MachineDef, Media, NicBackend, Profile, VmPaths};
 use crate::qmp::{EventSink, Qmp, QmpError, RunState};
 use crate::spawn::{self, RunAs};
 
@@ -219,9 +220,27 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
             spawn::chown(&paths.uefi_vars, u)?;
         }
     }
-    let args = qemu_args(def, &paths)?;
+    let taps = open_taps(def)?;
+    let fds: Vec<Option<TapFds>> = taps
+        .iter()
+        .map(|t| {
+            t.as_ref().map(|(tap, vhost)| TapFds {
+                tap: tap.as_raw_fd(),
+                vhost: vhost.as_ref().map(|v| v.as_raw_fd()),
+            })
+        })
+        .collect();
+    let inherit: Vec<RawFd> = fds
+        .iter()
+        .flatten()
+        .flat_map(|f| [Some(f.tap), f.vhost])
+        .flatten()
+        .collect();
+    let args = qemu_args(def, &paths, &fds)?;
     tracing::debug!(vm = %def.name, ?args, "starting QEMU");
-    let pid = spawn::spawn_detached(&qemu, &args, &paths.qemu_log, run_as.as_ref())?;
+    let pid = spawn::spawn_detached(&qemu, &args, &paths.qemu_log, run_as.as_ref(), &inherit)?;
+    // QEMU holds its own copies now.
+    drop(taps);
     let watched = || {
         Process::watch(pid)
             .ok_or_else(|| VmError::StartFailed(log_tail(&paths.qemu_log, "QEMU exited at once")))
@@ -253,6 +272,57 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
     drop(guard);
     tracing::info!(vm = %def.name, pid, "VM started");
     Ok(RunningVm::new(record, process, qmp, cgroup))
+}
+
+/// Opens a queue of each tap NIC's device (as root, in the caller's network namespace) and,
+/// under KVM, `/dev/vhost-net` for virtio NICs: QEMU, unprivileged, inherits the descriptors
+/// and never needs access to `/dev/net/tun` itself (whatever its mode).
+fn open_taps(def: &MachineDef) -> Result<Vec<Option<OpenTap>>> {
+    let vhost_wanted = def.accel == Accel::Kvm && matches!(def.profile, Profile::Para(_));
+    def.nics
+        .iter()
+        .map(|nic| {
+            let NicBackend::Tap { ifname } = &nic.backend else {
+                return Ok(None);
+            };
+            let tap = vessel_net::open_tap(&vessel_net::NetNs::current(), ifname, true, false)
+                .map_err(|e| {
+                    VmError::StartFailed(format!("cannot open tap {ifname}: {}", chain(&e)))
+                })?;
+            let vhost = if vhost_wanted {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(VHOST_NET)
+                    .map_err(
+                        |e| tracing::debug!(error = %e, "no vhost-net: QEMU's virtio-net backend"),
+                    )
+                    .ok()
+                    .map(OwnedFd::from)
+            } else {
+                None
+            };
+            Ok(Some((OwnedFd::from(tap), vhost)))
+        })
+        .collect()
+}
+
+/// A tap queue and, with vhost, the vhost-net device, held until QEMU has inherited them.
+type OpenTap = (OwnedFd, Option<OwnedFd>);
+
+/// The kernel's virtio-net backend.
+const VHOST_NET: &str = "/dev/vhost-net";
+
+/// An error and its sources, one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Finds a VM started earlier (by this or another process) through its pid file and QMP

@@ -1271,7 +1271,8 @@ impl NetworkService {
         Ok(())
     }
 
-    /// Tap devices (created here, owned by QEMU's user) and MACs for a VM's NICs.
+    /// Tap devices (created here, root-only: the VM engine opens them and QEMU inherits the
+    /// descriptors) and MACs for a VM's NICs.
     pub fn vm_nics(&self, instance: &str) -> Result<Vec<vessel_vm::Nic>> {
         let _g = self.busy();
         let mut out = Vec::new();
@@ -1283,8 +1284,6 @@ impl NetworkService {
                     &ns,
                     &vessel_net::TapSpec {
                         name: l.host_interface.clone(),
-                        owner: Some(65534),
-                        group: None,
                         vnet_hdr: true,
                         multi_queue: false,
                         mac: None,

@@ -523,6 +523,26 @@ fn a_vm_on_a_tap_gets_its_lease_by_dhcp_and_reaches_a_container() {
         .unwrap()
         .to_string();
     assert!(tap.starts_with("vt"), "{tap}");
+    // QEMU (as nobody) never opened /dev/net/tun: it inherited a queue of the tap that the
+    // daemon opened, so the device node's mode (0600 on a fresh Debian) does not matter.
+    let qemu = std::fs::read_to_string(d.dir.join("run/vms/v1/qemu.pid"))
+        .expect("QEMU's pid file")
+        .trim()
+        .parse::<i32>()
+        .expect("a pid");
+    let cmdline = std::fs::read_to_string(format!("/proc/{qemu}/cmdline")).expect("cmdline");
+    assert!(
+        cmdline.contains("tap,id=net0,fd=") && !cmdline.contains("ifname="),
+        "{cmdline:?}"
+    );
+    let holds_tap = std::fs::read_dir(format!("/proc/{qemu}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+        .any(|f| {
+            std::fs::read_to_string(f.path())
+                .is_ok_and(|t| t.lines().any(|l| l == format!("iff:\t{tap}")))
+        });
+    assert!(holds_tap, "QEMU holds no queue of {tap}");
     // The guest's init asks DHCP; dnsmasq answers with the static lease.
     d.wait_for("the VM's DHCP lease", Duration::from_secs(180), || {
         d.sh("v1", "ip -4 addr show eth0").1.contains("10.44.0.50")
