@@ -5,7 +5,7 @@ die() { echo "error: $*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 require_root() {
-  [ "$(id -u)" = 0 ] || die "run this as root (Vessel manages namespaces, cgroups and mounts): sudo $0"
+  [ "$(id -u)" = 0 ] || die "run this as root (Vessel manages namespaces, cgroups and mounts): su -c $0, or sudo $0"
 }
 
 # The listed packages that dpkg does not call installed.
