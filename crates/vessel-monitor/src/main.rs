@@ -29,6 +29,12 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Err(e) = serve::block_signals() {
+        report(&Ready::Failed {
+            error: format!("blocking signals: {e}"),
+        });
+        std::process::exit(1);
+    }
     // Detach from the daemon's session so that signals to it do not reach us.
     let _ = nix::unistd::setsid();
     if let Err(e) = std::fs::write(&config.pid_file, std::process::id().to_string()) {

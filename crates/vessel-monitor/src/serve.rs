@@ -58,18 +58,29 @@ impl Log {
     }
 }
 
-/// Serves until the init exits; returns the monitor's own exit code.
-pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
+/// The signals the monitor takes through its signalfd.
+fn handled_signals() -> SigSet {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGHUP);
     mask.add(Signal::SIGPIPE);
-    if let Err(e) = mask.thread_block() {
-        eprintln!("vessel-monitor: blocking signals: {e}");
-        return 1;
-    }
+    mask
+}
+
+/// Blocks the monitor's signals. Called first thing, before any child exists: a SIGCHLD of an
+/// init that exits at once then stays pending until the signalfd reads it, where an unblocked
+/// SIGCHLD (ignored by default) would be lost and the init left a zombie nobody reaps. Children
+/// do not inherit the mask (the standard library clears it before exec).
+pub fn block_signals() -> nix::Result<()> {
+    handled_signals().thread_block()
+}
+
+/// Serves until the init exits; returns the monitor's own exit code. The signals must be
+/// blocked already ([`block_signals`]).
+pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
+    let mask = handled_signals();
     let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
         Err(e) => {
@@ -95,7 +106,9 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
     let mut log = Log::open(&c.log);
     let mut clients: Vec<Client> = Vec::new();
     let mut pty_open = true;
-    let mut exit: Option<ExitStatus> = None;
+    // The init may be gone already: its SIGCHLD is pending and wakes the first poll, and a
+    // reap now makes that certain whatever happened before.
+    let mut exit: Option<ExitStatus> = reap(init);
 
     while exit.is_none() {
         let mut fds = vec![

@@ -197,6 +197,19 @@ impl Daemon {
             .expect("run vessel")
     }
 
+    /// Starts the CLI against this daemon without waiting (stdout and stderr piped).
+    pub fn spawn_vessel(&self, args: &[&str]) -> Child {
+        Command::new(self.bins.join("vessel"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vessel")
+    }
+
     /// Runs the CLI and asserts success; returns stdout.
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {
