@@ -54,7 +54,7 @@ pub use nat::{
 };
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
-pub use nic::{create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
+pub use nic::{bridge_mac, create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
 pub use tap::{create_tap, delete_tap, open_tap, tap_info, TapError, TapInfo, TapSpec};
 pub use vlan::{
     attach_to_segment, create_segment, port_isolated, probe_vlan_support, remove_segment,

@@ -17,11 +17,16 @@ pub struct BridgeSpec {
     pub mtu: Option<u32>,
 }
 
-/// Creates the bridge, gives it the gateway address and brings it up. On failure nothing
-/// is left behind.
+/// Creates the bridge with a fixed MAC ([`bridge_mac`]), gives it the gateway address and
+/// brings it up. On failure nothing is left behind.
+///
+/// A bridge whose MAC is not set takes the lowest MAC of its ports and changes it whenever
+/// such a port joins or leaves: every instance's ARP entry for the gateway is then wrong for
+/// seconds. A fixed MAC (as Docker and Incus give their bridges) never moves.
 pub fn create_bridge(links: &mut Links, spec: &BridgeSpec) -> Result<u32, LinkError> {
     let index = links.create_bridge(&spec.name)?;
     let setup = (|| {
+        links.set_mac(&spec.name, bridge_mac(&spec.name))?;
         if let Some(mtu) = spec.mtu {
             links.set_mtu(&spec.name, mtu)?;
         }
@@ -34,6 +39,17 @@ pub fn create_bridge(links: &mut Links, spec: &BridgeSpec) -> Result<u32, LinkEr
     }
     tracing::info!(bridge = %spec.name, subnet = %spec.subnet, "bridge ready");
     Ok(index)
+}
+
+/// The fixed MAC of a bridge: locally administered, unicast, under a prefix of its own (not
+/// Vessel's NIC prefix, so it never collides with an instance's), from a hash of the name.
+pub fn bridge_mac(name: &str) -> MacAddr {
+    // FNV-1a: stable across versions and hosts, which is all this needs.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let b = h.to_be_bytes();
+    MacAddr::new([0x0a, 0x56, 0xb0, b[0], b[1], b[2]])
 }
 
 /// A veth NIC: one end a bridge port on the host, the other inside an instance's namespace.

@@ -4,7 +4,8 @@ mod common;
 
 use common::{netns_list, TestNs};
 use vessel_net::{
-    create_bridge, plug_veth, unplug_veth, BridgeSpec, Ipam, Links, MacAllocator, Subnet, VethNic,
+    bridge_mac, create_bridge, plug_veth, unplug_veth, BridgeSpec, Ipam, Links, MacAddr,
+    MacAllocator, Subnet, VethNic,
 };
 
 /// Plugs a veth NIC from `bridge` in `host` into `inst`, with the next address from `ipam`.
@@ -77,6 +78,28 @@ fn containers_on_one_bridge_reach_each_other_and_not_another_bridge() {
             ("10.42.0.2", "10.42.0.3", "10.43.0.2")
         );
 
+        // The bridge's MAC is fixed: a port with a lower MAC joining or leaving does not move
+        // it (an unset bridge MAC follows its lowest port, breaking every ARP entry).
+        let bridge_shown = |host: &TestNs| {
+            String::from_utf8_lossy(&host.exec(&["ip", "link", "show", "vbr-a"]).stdout).to_string()
+        };
+        let fixed = bridge_mac("vbr-a").to_string();
+        assert!(
+            bridge_shown(&host).contains(&fixed),
+            "{}",
+            bridge_shown(&host)
+        );
+        links
+            .set_mac("va1", MacAddr::new([0x02, 0, 0, 0, 0, 1]))
+            .expect("a low MAC on a port");
+        assert!(
+            bridge_shown(&host).contains(&fixed),
+            "{}",
+            bridge_shown(&host)
+        );
+        assert_ne!(bridge_mac("vbr-a"), bridge_mac("vbr-b"));
+        assert!(bridge_mac("vbr-a").is_local() && !bridge_mac("vbr-a").is_multicast());
+
         // The instance end got its MAC and MTU.
         let show =
             String::from_utf8_lossy(&c1.exec(&["ip", "link", "show", "eth0"]).stdout).to_string();
@@ -92,6 +115,11 @@ fn containers_on_one_bridge_reach_each_other_and_not_another_bridge() {
         assert!(!c1.ping(&b1), "bridge a must not reach bridge b");
 
         unplug_veth(&mut links, "va2").expect("unplug");
+        assert!(
+            bridge_shown(&host).contains(&fixed),
+            "{}",
+            bridge_shown(&host)
+        );
         assert!(
             !host.has_link("va2") && !c2.has_link("eth0"),
             "both veth ends gone"
