@@ -55,6 +55,15 @@ impl Error {
     }
 }
 
+/// `s` cut to at most `max` characters (with "…" and the full length when cut), for error
+/// messages that quote user input: no message echoes an unbounded field back.
+pub fn truncated(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()),
+    }
+}
+
 /// Formats an error and its sources as one line ("a: b: c").
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
@@ -87,3 +96,17 @@ impl From<crate::store::StoreError> for Error {
 
 /// Result of service calls.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_input_is_bounded() {
+        assert_eq!(truncated("web", 8), "web");
+        let long = "x".repeat(100_000_000 / 1000);
+        let t = truncated(&long, 64);
+        assert!(t.len() < 100 && t.ends_with("(100000 bytes)"), "{t}");
+        assert_eq!(truncated("äöü", 2), "äö… (6 bytes)");
+    }
+}

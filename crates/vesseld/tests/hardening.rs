@@ -88,3 +88,46 @@ fn instances_whose_init_exits_at_once_stop_under_load() {
     assert!(d.cgroup_pids().is_empty());
     assert!(d.monitor_pids().iter().all(|p| !alive(*p)));
 }
+
+/// Requests with out-of-range values are refused with 400 and a message, before anything
+/// runs: an exec as uid 4294967295 (the kernel's "unchanged", so it ran as root), ids outside
+/// an unprivileged container's map, a NUL byte in the command, limits that overflow or would
+/// mean "unlimited".
+#[test]
+fn out_of_range_requests_are_refused_before_anything_runs() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "c1"]);
+    let exec =
+        |body: &str| common::upgrade_refused(&d.socket, "POST", "/1.0/instances/c1/exec", body);
+    for (body, want) in [
+        (r#"{"command":["id","-u"],"uid":4294967295}"#, "4294967295"),
+        (r#"{"command":["id","-u"],"gid":4294967295}"#, "4294967295"),
+        (r#"{"command":["id","-u"],"uid":65536}"#, "65536"),
+        (r#"{"command":["echo","a\u0000b"]}"#, "NUL"),
+        (
+            r#"{"command":["env"],"environment":{"A":"x\u0000"}}"#,
+            "NUL",
+        ),
+    ] {
+        let (code, resp) = exec(body);
+        assert_eq!(code, 400, "{body}: {resp}");
+        assert!(resp.contains(want), "{body}: {resp}");
+    }
+    // The same through the CLI: a refusal, not a command run as root.
+    let err = d.fails(&["exec", "c1", "--user", "4294967295", "--", "id", "-u"]);
+    assert!(err.contains("outside"), "{err}");
+    assert_eq!(d.sh("c1", "id -u").1.trim(), "0");
+
+    for limits in [
+        r#"{"memory":9223372036854775808}"#,
+        r#"{"memory":18446744073709551615}"#,
+        r#"{"memory":67108864,"memory_swap":18446744073709551000}"#,
+        r#"{"pids":18446744073709551615}"#,
+    ] {
+        let body = format!(r#"{{"name":"bad","image":"busybox","limits":{limits}}}"#);
+        let (code, resp) = common::http(&d.socket, "POST", "/1.0/instances", Some(&body));
+        assert_eq!(code, 400, "{limits}: {resp}");
+        assert!(d.fails(&["info", "bad"]).contains("not found"));
+    }
+}

@@ -14,6 +14,47 @@ use vessel_api::ExecRequest;
 use super::InstanceService;
 use crate::error::{Error, Result};
 
+/// Checks an exec request before anything runs: a command, no NUL byte anywhere (no program
+/// argument can carry one), environment names, and user and group ids the instance can have:
+/// within the id map of an unprivileged container, and never `u32::MAX`, which the kernel's
+/// set*id calls read as "leave unchanged" (it ran the command as root).
+pub fn validate_request(req: &ExecRequest, privileged: bool) -> Result<()> {
+    if req.command.is_empty() || req.command[0].is_empty() {
+        return Err(Error::invalid("exec needs a command to run"));
+    }
+    let nul = |s: &str| s.contains('\0');
+    if req.command.iter().any(|a| nul(a)) {
+        return Err(Error::invalid(
+            "the command contains a NUL byte, which no program argument can hold",
+        ));
+    }
+    if req.cwd.as_deref().is_some_and(nul) {
+        return Err(Error::invalid("the working directory contains a NUL byte"));
+    }
+    for (k, v) in &req.environment {
+        if k.is_empty() || k.contains('=') || nul(k) || nul(v) {
+            return Err(Error::invalid(format!(
+                "invalid environment variable {:?}: a name without '=' and no NUL byte",
+                crate::error::truncated(k, 64)
+            )));
+        }
+    }
+    let limit = if privileged {
+        u32::MAX
+    } else {
+        super::driver::IDMAP_SIZE
+    };
+    for (what, id) in [("user", req.uid), ("group", req.gid)] {
+        if let Some(id) = id.filter(|id| *id >= limit) {
+            return Err(Error::invalid(format!(
+                "{what} id {id} is outside the instance's ids (0-{})",
+                limit - 1
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A started exec: the `vessel-runc exec` child and its I/O.
 pub enum ExecSession {
     /// `vessel-runc exec` in a container, with its terminal or pipes.
@@ -43,9 +84,7 @@ impl InstanceService {
     pub fn exec(&self, name: &str, req: ExecRequest) -> Result<ExecSession> {
         let inst = self.get_stored(name)?;
         self.require_running(&inst)?;
-        if req.command.is_empty() || req.command[0].is_empty() {
-            return Err(Error::invalid("exec needs a command to run"));
-        }
+        validate_request(&req, inst.privileged)?;
         if inst.instance_type == vessel_api::InstanceType::Vm {
             return self.exec_vm(name, &req);
         }
@@ -65,11 +104,6 @@ impl InstanceService {
                     .unwrap_or_else(|| "/".into()),
             });
         for (k, v) in &req.environment {
-            if k.is_empty() || k.contains('=') {
-                return Err(Error::invalid(format!(
-                    "invalid environment variable name {k:?}"
-                )));
-            }
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
         if req.uid.is_some() || req.gid.is_some() {
@@ -382,5 +416,49 @@ where
             .write_all(&stream::encode(FrameKind::Exit, &code.to_be_bytes()))
             .await;
         let _ = wr.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(cmd: &[&str]) -> ExecRequest {
+        ExecRequest {
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            environment: Default::default(),
+            cwd: None,
+            tty: false,
+            width: None,
+            height: None,
+            uid: None,
+            gid: None,
+        }
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        validate_request(&req(&["ls"]), false).unwrap();
+        assert!(validate_request(&req(&[]), false).is_err());
+        assert!(validate_request(&req(&["ls", "a\0b"]), false).is_err());
+        let mut r = req(&["id"]);
+        r.uid = Some(65535);
+        r.gid = Some(65535);
+        validate_request(&r, false).unwrap();
+        r.uid = Some(65536);
+        assert!(validate_request(&r, false).is_err());
+        r.uid = Some(u32::MAX);
+        let e = validate_request(&r, true).unwrap_err();
+        assert!(e.message.contains("4294967295"), "{}", e.message);
+        r.uid = Some(100_000);
+        validate_request(&r, true).unwrap();
+        r.gid = Some(u32::MAX);
+        assert!(validate_request(&r, false).is_err());
+        let mut r = req(&["env"]);
+        r.environment.insert("A".into(), "x\0y".into());
+        assert!(validate_request(&r, false).is_err());
+        let mut r = req(&["env"]);
+        r.cwd = Some("/\0".into());
+        assert!(validate_request(&r, false).is_err());
     }
 }

@@ -13,6 +13,16 @@ use crate::error::{Error, Result};
 const CPU_PERIOD_US: u64 = 100_000;
 /// Smallest memory limit accepted: below this not even busybox starts.
 const MIN_MEMORY: u64 = 4 << 20;
+/// Largest memory (and swap) limit accepted: 1 PiB, more than any host has. Bigger values
+/// would overflow the kernel's signed counters or silently mean "unlimited"; leave the limit
+/// out for that.
+const MAX_MEMORY: u64 = 1 << 50;
+/// Largest pids limit: the kernel's own ceiling on process ids (PID_MAX_LIMIT).
+const MAX_PIDS: u64 = 4 << 20;
+/// Largest I/O rate (bytes or operations per second): 2^50, about a PB/s.
+const MAX_IO_RATE: u64 = 1 << 50;
+/// Most devices one instance may throttle.
+const MAX_IO_DEVICES: usize = 64;
 
 /// Checks every limit; the message names the limit, the bad value and the accepted range.
 pub fn validate(l: &Limits) -> Result<()> {
@@ -46,21 +56,30 @@ pub fn validate(l: &Limits) -> Result<()> {
         }
     }
     if let Some(m) = l.memory {
-        if m < MIN_MEMORY {
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&m) {
             return Err(Error::invalid(format!(
-                "invalid limit memory={m}: the smallest memory limit is 4 MiB ({MIN_MEMORY} bytes)"
+                "invalid limit memory={m}: use 4 MiB ({MIN_MEMORY} bytes) to 1 PiB \
+                 ({MAX_MEMORY} bytes); leave it out for no limit"
             )));
         }
     }
-    if l.memory_swap.is_some() && l.memory.is_none() {
-        return Err(Error::invalid(
-            "limit memory.swap needs a memory limit too: set memory as well",
-        ));
+    if let Some(s) = l.memory_swap {
+        let Some(m) = l.memory else {
+            return Err(Error::invalid(
+                "limit memory.swap needs a memory limit too: set memory as well",
+            ));
+        };
+        if s > MAX_MEMORY || m + s > MAX_MEMORY {
+            return Err(Error::invalid(format!(
+                "invalid limit memory.swap={s}: memory and swap together may be at most 1 PiB \
+                 ({MAX_MEMORY} bytes)"
+            )));
+        }
     }
     if let Some(p) = l.pids {
-        if p < 1 || p > i64::MAX as u64 {
+        if !(1..=MAX_PIDS).contains(&p) {
             return Err(Error::invalid(format!(
-                "invalid limit pids={p}: use at least 1"
+                "invalid limit pids={p}: use 1 to {MAX_PIDS}"
             )));
         }
     }
@@ -71,8 +90,27 @@ pub fn validate(l: &Limits) -> Result<()> {
             )));
         }
     }
+    if l.io_throttle.len() > MAX_IO_DEVICES {
+        return Err(Error::invalid(format!(
+            "{} io throttle rules: at most {MAX_IO_DEVICES} devices",
+            l.io_throttle.len()
+        )));
+    }
     for t in &l.io_throttle {
         parse_device(&t.device)?;
+        for (what, v) in [
+            ("read_bps", t.read_bps),
+            ("write_bps", t.write_bps),
+            ("read_iops", t.read_iops),
+            ("write_iops", t.write_iops),
+        ] {
+            if let Some(v) = v.filter(|v| !(1..=MAX_IO_RATE).contains(v)) {
+                return Err(Error::invalid(format!(
+                    "invalid io throttle {what}={v} on {}: use 1 to {MAX_IO_RATE}",
+                    crate::error::truncated(&t.device, 32)
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -98,10 +136,12 @@ fn parse_cpuset(s: &str) -> Option<Vec<usize>> {
 
 fn parse_device(d: &str) -> Result<(i64, i64)> {
     d.split_once(':')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .map(|(a, b)| (i64::from(a), i64::from(b)))
         .ok_or_else(|| {
             Error::invalid(format!(
-                "invalid io throttle device {d:?}: use MAJOR:MINOR, e.g. 8:0 (see lsblk)"
+                "invalid io throttle device {:?}: use MAJOR:MINOR, e.g. 8:0 (see lsblk)",
+                crate::error::truncated(d, 32)
             ))
         })
 }
@@ -233,6 +273,53 @@ mod tests {
         .is_err());
         assert!(validate(&Limits {
             pids: Some(0),
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    /// Values the kernel would read as negative, as "unlimited", or that overflow when added.
+    #[test]
+    fn refuses_values_that_overflow_or_mean_unlimited() {
+        for m in [u64::MAX, 9_223_372_036_854_775_808, (1 << 50) + 1] {
+            let e = validate(&Limits {
+                memory: Some(m),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.message.contains("1 PiB"), "{}", e.message);
+        }
+        validate(&Limits {
+            memory: Some(1 << 50),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(validate(&Limits {
+            memory: Some(64 << 20),
+            memory_swap: Some(u64::MAX - 1),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            pids: Some(u64::MAX),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            io_throttle: vec![vessel_api::IoThrottle {
+                device: "8:0".into(),
+                read_bps: Some(u64::MAX),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Limits {
+            io_throttle: vec![vessel_api::IoThrottle {
+                device: "-1:0".into(),
+                read_bps: Some(1),
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .is_err());

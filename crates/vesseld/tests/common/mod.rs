@@ -484,6 +484,43 @@ pub fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16
     (status, body)
 }
 
+/// Sends `method path` asking for an upgrade, as `Framed::open` does, but returns the status
+/// and body of an answer that refuses it (a 4xx with its JSON error).
+pub fn upgrade_refused(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: vessel\r\nConnection: Upgrade\r\nUpgrade: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        stream::PROTOCOL,
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert_ne!(code, 101, "the daemon accepted {method} {path} {body}");
+    let mut len = 0usize;
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if l == "\r\n" || l.is_empty() {
+            break;
+        }
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).unwrap();
+    (code, String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// An upgraded, framed stream to the daemon (exec or console).
 pub struct Framed {
     s: BufReader<UnixStream>,
