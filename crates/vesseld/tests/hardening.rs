@@ -131,3 +131,43 @@ fn out_of_range_requests_are_refused_before_anything_runs() {
         assert!(d.fails(&["info", "bad"]).contains("not found"));
     }
 }
+
+/// Pulling a FIFO (or a device) answers at once with a refusal, on a running and on a stopped
+/// instance, and leaves the instance's lock free: start and delete work right after.
+#[test]
+fn pulling_a_fifo_is_refused_at_once() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "c1"]);
+    assert_eq!(d.sh("c1", "mkfifo /root/pipe; echo $?").1.trim(), "0");
+    let out_dir = d.dir.join("pulled");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let dest = out_dir.join("x");
+    let dest = dest.to_str().unwrap();
+    let pull = |what: &str| {
+        let t = Instant::now();
+        let child = d.spawn_vessel(&["file", "pull", &format!("c1/root/{what}"), dest]);
+        let (out, hung) = common::wait_bounded(child, Duration::from_secs(15));
+        assert!(!hung, "pulling {what} hung");
+        (t.elapsed(), out)
+    };
+    let (took, out) = pull("pipe");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    d.ok(&["stop", "c1", "--force"]);
+    let (took, out) = pull("pipe");
+    assert!(
+        !out.status.success(),
+        "pulled a FIFO from a stopped instance"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        d.mounts().is_empty(),
+        "the root stayed mounted: {:?}",
+        d.mounts()
+    );
+    d.ok(&["start", "c1"]);
+    d.ok(&["delete", "--force", "c1"]);
+}

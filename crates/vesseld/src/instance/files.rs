@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use vessel_api::FileInfo;
@@ -53,6 +53,15 @@ fn open_in_root(root: &OwnedFd, path: &Path, flags: i32, mode: u32) -> std::io::
     }
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Opens the file an `O_PATH` descriptor names, with `flags` (through its `/proc/self/fd`
+/// link, which is that very inode whatever happened to the path since).
+fn reopen(fd: &OwnedFd, flags: i32) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags & !libc::O_ACCMODE)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 fn check_path(path: &str) -> Result<&Path> {
@@ -168,7 +177,9 @@ impl InstanceService {
         let p = check_path(path)?;
         let shift = root.shift;
         let root = &root.fd;
-        let fd = open_in_root(root, p, libc::O_RDONLY | libc::O_NOCTTY, 0).map_err(|e| {
+        // O_PATH first: opening a FIFO or a device for reading could block forever (and hold
+        // the instance's lock) or act on the device; only a regular file is opened for real.
+        let fd = open_in_root(root, p, libc::O_PATH, 0).map_err(|e| {
             let m = format!("cannot open {path} in {name}: {e}");
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::not_found(m)
@@ -176,8 +187,7 @@ impl InstanceService {
                 Error::invalid(m)
             }
         })?;
-        let mut f = File::from(fd);
-        let md = f
+        let md = File::from(fd.try_clone().map_err(|e| Error::internal(e.to_string()))?)
             .metadata()
             .map_err(|e| Error::internal(format!("stat {path}: {e}")))?;
         if !md.is_file() {
@@ -185,6 +195,8 @@ impl InstanceService {
                 "{path} in {name} is not a regular file"
             )));
         }
+        let mut f = reopen(&fd, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
+            .map_err(|e| Error::internal(format!("opening {path}: {e}")))?;
         if md.len() > MAX_FILE {
             return Err(Error::invalid(format!(
                 "{path} is {} bytes; files over {MAX_FILE} bytes cannot be pulled",
@@ -192,7 +204,10 @@ impl InstanceService {
             )));
         }
         let mut data = Vec::with_capacity(md.len() as usize);
-        f.read_to_end(&mut data)
+        // A running instance may grow the file meanwhile: never read past the bound.
+        (&mut f)
+            .take(MAX_FILE)
+            .read_to_end(&mut data)
             .map_err(|e| Error::internal(format!("reading {path}: {e}")))?;
         let info = FileInfo {
             path: path.to_string(),

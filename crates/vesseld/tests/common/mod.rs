@@ -484,6 +484,22 @@ pub fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16
     (status, body)
 }
 
+/// Waits for a spawned command at most `limit`, killing it past that; returns its output and
+/// whether it had to be killed (a hang shows as a failed assertion, not a stuck test).
+pub fn wait_bounded(mut child: Child, limit: Duration) -> (Output, bool) {
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child.wait_with_output().expect("wait"), killed)
+}
+
 /// Sends `method path` asking for an upgrade, as `Framed::open` does, but returns the status
 /// and body of an answer that refuses it (a 4xx with its JSON error).
 pub fn upgrade_refused(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
