@@ -202,8 +202,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "instance_logs",
         method: Method::Get,
         path: "/1.0/instances/{name}/logs",
-        summary: "Console output recorded by the instance's monitor",
-        query: &[],
+        summary: "Console output recorded by the instance's monitor (or a VM's console)",
+        query: &[
+            Query {
+                name: "tail",
+                description: "only the last N lines",
+                required: false,
+            },
+            Query {
+                name: "follow",
+                description: "1 to keep sending new output until the instance stops",
+                required: false,
+            },
+        ],
         request: Body::None,
         status: 200,
         response: Body::Text,

@@ -118,9 +118,11 @@ pub enum Command {
         after_help = "Example:\n  vessel console c1\n\nPress Ctrl-a q to detach; Ctrl-a Ctrl-a sends a literal Ctrl-a."
     )]
     Console(NameArgs),
-    /// Print the console output recorded for an instance.
-    #[command(after_help = "Example:\n  vessel logs c1 | tail -n 20")]
-    Logs(NameArgs),
+    /// Print the console output recorded for an instance (a VM: its console).
+    #[command(
+        after_help = "Examples:\n  vessel logs c1\n  vessel logs c1 --tail 20\n  vessel logs -f c1             # keep printing new output until c1 stops (Ctrl-C to quit)"
+    )]
+    Logs(LogsArgs),
     /// Copy files into and out of instances.
     #[command(subcommand)]
     File(FileCommand),
@@ -220,6 +222,19 @@ pub struct DeleteArgs {
 pub struct NameArgs {
     /// Instance name.
     pub name: String,
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Instance name.
+    pub name: String,
+    /// Keep printing new output as it comes, until the instance stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 /// A `--format` option alone.

@@ -124,13 +124,21 @@ pub fn console(client: &Client, name: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// `logs`.
-pub fn logs(client: &Client, name: &str) -> Result<i32> {
-    let mut resp = client.request(
-        "GET",
-        &format!("{}/logs", instance_path(name)),
-        RequestBody::Empty,
-    )?;
+/// `logs`: everything kept, or the last `tail` lines; with `follow`, new output as it comes
+/// until the instance stops.
+pub fn logs(client: &Client, name: &str, tail: Option<usize>, follow: bool) -> Result<i32> {
+    let mut query = Vec::new();
+    if let Some(n) = tail {
+        query.push(format!("tail={n}"));
+    }
+    if follow {
+        query.push("follow=1".to_string());
+    }
+    let mut path = format!("{}/logs", instance_path(name));
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let mut resp = client.request("GET", &path, RequestBody::Empty)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = resp.body.read(&mut buf).context("cannot read the logs")?;

@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         },
         Command::Exec(args) => exec::exec(&client, args),
         Command::Console(args) => exec::console(&client, &args.name),
-        Command::Logs(args) => exec::logs(&client, &args.name),
+        Command::Logs(args) => exec::logs(&client, &args.name, args.tail, args.follow),
         Command::File(cmd) => file::run(&client, cmd),
         Command::Image(cmd) => image::run(&client, cmd),
         Command::Storage(cmd) => storage::run(&client, cmd),

@@ -69,9 +69,35 @@ pub async fn instance_state_put(
     Ok(accepted(app.instances.change_state(&name, change)?))
 }
 
-pub async fn instance_logs(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
-    let log = app.instances.logs(&name)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+pub async fn instance_logs(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let tail = match q.get("tail") {
+        None => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            Error::invalid(format!(
+                "tail={:?} is not a number of lines",
+                crate::error::truncated(v, 32)
+            ))
+        })?),
+    };
+    let follow = flag(&q, "follow");
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let log = app.instances.logs(&name, tail)?;
+    if !follow {
+        return Ok((text, log).into_response());
+    }
+    // What is there (or its tail) first, then new output as it comes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tx.send(log)
+        .await
+        .map_err(|_| Error::internal("log stream closed"))?;
+    app.instances.follow_logs(&name, tx)?;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk)));
+    Ok((text, Body::from_stream(stream)).into_response())
 }
 
 fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str> {

@@ -5,6 +5,7 @@ pub mod driver;
 pub mod exec;
 pub mod files;
 pub mod limits;
+pub mod logs;
 pub mod publish;
 pub mod vm;
 mod vm_lifecycle;
@@ -725,18 +726,6 @@ impl InstanceService {
         tokio::task::spawn_blocking(move || nets.detach(&network, &instance))
             .await
             .map_err(|e| Error::internal(format!("network task: {e}")))?
-    }
-
-    /// Console log of an instance.
-    pub fn logs(&self, name: &str) -> Result<Vec<u8>> {
-        let inst = self.get_stored(name)?;
-        if inst.instance_type == InstanceType::Vm {
-            return Ok(std::fs::read(self.vms.console_log(name)).unwrap_or_default());
-        }
-        let log = self.driver.log(name);
-        let mut out = std::fs::read(log.with_extension("log.1")).unwrap_or_default();
-        out.extend(std::fs::read(&log).unwrap_or_default());
-        Ok(out)
     }
 
     /// Where to attach a console: a container's monitor (frames) or a VM's console (raw).
