@@ -77,7 +77,7 @@ fn logs_tail_and_follow() {
 /// The number of the last "tick N" line in `text`.
 fn last_tick(text: &str) -> u64 {
     text.lines()
-        .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no tick in {text:?}"))
 }
