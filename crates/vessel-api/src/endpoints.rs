@@ -223,7 +223,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "instance_file_get",
         method: Method::Get,
         path: "/1.0/instances/{name}/files",
-        summary: "Read a file inside the instance",
+        summary: "Read a file inside the instance; on a directory, its entries as a JSON list of FileEntry (header X-Vessel-Type: directory)",
         query: &[PATH_QUERY],
         request: Body::None,
         status: 200,
@@ -233,9 +233,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "instance_file_put",
         method: Method::Put,
         path: "/1.0/instances/{name}/files",
-        summary: "Write a file inside the instance",
+        summary: "Write a file inside the instance, or make a directory or a symbolic link (the body is the link's target)",
         query: &[
             PATH_QUERY,
+            Query {
+                name: "type",
+                description: "file (default), directory or symlink",
+                required: false,
+            },
+            Query {
+                name: "parents",
+                description: "1 to make missing parent directories (0755, owned by root)",
+                required: false,
+            },
             Query {
                 name: "mode",
                 description: "octal permission bits (default 0644)",

@@ -37,6 +37,8 @@ pub fn document() -> OpenApi {
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()
         .schema_from::<FileInfo>()
+        .schema_from::<FileEntry>()
+        .schema_from::<FileKind>()
         .schema_from::<ImageSource>()
         .schema_from::<ImageBuild>()
         .schema_from::<VmLayout>()

@@ -327,6 +327,53 @@ pub struct FileInfo {
     pub gid: u32,
 }
 
+/// The kind of a file inside an instance.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (FIFO, socket, device): listed, never read or written.
+    Other,
+}
+
+impl FileKind {
+    /// The lowercase name used on the wire and in the `type` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Other => "other",
+        }
+    }
+}
+
+/// One entry of a directory inside an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Name within the directory.
+    pub name: String,
+    /// What it is.
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid as seen inside the instance.
+    pub uid: u32,
+    /// Owner gid as seen inside the instance.
+    pub gid: u32,
+    /// A symbolic link's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
 /// What an image is built from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

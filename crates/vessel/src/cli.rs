@@ -47,7 +47,10 @@ const FILE_EXAMPLES: &str = "\
 Examples:
   vessel file push ./app.conf c1/etc/app.conf --mode 0600
   vessel file push ./script.sh c1/usr/local/bin/      (keeps the file's name)
+  vessel file push -p ./site.conf c1/etc/site/conf.d/site.conf   (makes missing directories)
+  vessel file push -r ./www c1/srv/                   (the tree lands in /srv/www)
   vessel file pull c1/etc/hostname ./hostname
+  vessel file pull -r c1/etc/apt ./backup/            (the tree lands in ./backup/apt)
   vessel file pull c1/var/log/messages - | tail";
 
 /// The Vessel client: containers and virtual machines behind one daemon.
@@ -288,10 +291,11 @@ pub struct ExecArgs {
 /// `vessel file ...`
 #[derive(Debug, Subcommand)]
 pub enum FileCommand {
-    /// Copy a local file into an instance.
+    /// Copy a local file (or, with -r, a directory tree) into an instance.
     #[command(after_help = FILE_EXAMPLES)]
     Push(PushArgs),
-    /// Copy a file out of an instance (`-` writes to standard output).
+    /// Copy a file (or, with -r, a directory tree) out of an instance (`-` writes a file to
+    /// standard output).
     #[command(after_help = FILE_EXAMPLES)]
     Pull(PullArgs),
 }
@@ -299,10 +303,18 @@ pub enum FileCommand {
 /// Arguments of `file push`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Local file (`-` reads standard input).
+    /// Local file (`-` reads standard input), or a directory with -r.
     pub source: PathBuf,
-    /// NAME/PATH inside the instance; a PATH ending in '/' keeps the local file's name.
+    /// NAME/PATH inside the instance; a PATH ending in '/' keeps the local file's name. With
+    /// -r, the directory the tree is copied into.
     pub target: String,
+    /// Make missing parent directories inside the instance (0755, owned by root).
+    #[arg(short = 'p', long)]
+    pub parents: bool,
+    /// Copy a directory and everything in it (files, directories, symbolic links), keeping
+    /// permission bits.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// Octal permission bits (default: the local file's, or 0644 from standard input).
     #[arg(long, value_name = "OCTAL")]
     pub mode: Option<String>,
@@ -321,6 +333,10 @@ pub struct PullArgs {
     pub source: String,
     /// Local file or directory, or `-` for standard output.
     pub target: PathBuf,
+    /// Copy a directory and everything in it (files, directories, symbolic links), keeping
+    /// permission bits; into TARGET when it is a directory, else as TARGET.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
 }
 
 /// What an image can be built from.

@@ -81,3 +81,84 @@ fn last_tick(text: &str) -> u64 {
         .find_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no tick in {text:?}"))
 }
+
+/// `file push -p` makes missing directories; `-r` copies a tree (files, directories,
+/// symbolic links, permission bits) in and out, on a running and a stopped instance.
+#[test]
+fn file_push_and_pull_trees() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "f1"]);
+    let local = d.dir.join("www");
+    std::fs::create_dir_all(local.join("css/deep")).unwrap();
+    std::fs::write(local.join("index.html"), "<h1>hi</h1>\n").unwrap();
+    std::fs::write(local.join("css/site.css"), "body{}\n").unwrap();
+    std::fs::write(local.join("css/deep/run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(
+        local.join("css/deep/run.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("index.html", local.join("home.html")).unwrap();
+
+    // -p: /srv/a/b does not exist in busybox.
+    let one = d.dir.join("one.txt");
+    std::fs::write(&one, "one\n").unwrap();
+    let err = d.fails(&["file", "push", one.to_str().unwrap(), "f1/srv/a/b/one.txt"]);
+    assert!(err.contains("-p"), "{err}");
+    d.ok(&[
+        "file",
+        "push",
+        "-p",
+        one.to_str().unwrap(),
+        "f1/srv/a/b/one.txt",
+    ]);
+    assert_eq!(d.sh("f1", "cat /srv/a/b/one.txt").1, "one\n");
+
+    // -r into an existing directory: the tree lands as /srv/www.
+    let err = d.fails(&["file", "push", local.to_str().unwrap(), "f1/srv/"]);
+    assert!(err.contains("-r"), "{err}");
+    d.ok(&["file", "push", "-r", local.to_str().unwrap(), "f1/srv/"]);
+    let (_, out) = d.sh(
+        "f1",
+        "cat /srv/www/index.html /srv/www/css/site.css; /srv/www/css/deep/run.sh; \
+         readlink /srv/www/home.html; stat -c %a /srv/www/css/deep/run.sh",
+    );
+    assert_eq!(
+        out, "<h1>hi</h1>\nbody{}\nran\nindex.html\n750\n",
+        "{out:?}"
+    );
+
+    // Changed inside, pulled back out with -r (from a stopped instance too).
+    d.sh(
+        "f1",
+        "echo changed > /srv/www/css/site.css; mkdir -p /srv/www/new",
+    );
+    d.ok(&["stop", "f1", "--force"]);
+    let back = d.dir.join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    let err = d.fails(&["file", "pull", "f1/srv/www", back.to_str().unwrap()]);
+    assert!(err.contains("-r"), "{err}");
+    d.ok(&["file", "pull", "-r", "f1/srv/www", back.to_str().unwrap()]);
+    let got = back.join("www");
+    assert_eq!(
+        std::fs::read_to_string(got.join("index.html")).unwrap(),
+        "<h1>hi</h1>\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(got.join("css/site.css")).unwrap(),
+        "changed\n"
+    );
+    assert!(got.join("new").is_dir());
+    assert_eq!(
+        std::fs::read_link(got.join("home.html")).unwrap(),
+        std::path::PathBuf::from("index.html")
+    );
+    let mode = std::fs::metadata(got.join("css/deep/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o750);
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+}

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use vessel_api::FileInfo;
+use vessel_api::{FileEntry, FileInfo, FileKind};
 
 use super::instance_path;
 use crate::cli::{FileCommand, PullArgs, PushArgs};
@@ -16,6 +16,8 @@ use crate::output::{write_stdout, StdoutClosed};
 
 /// Header of a file pull that carries the file's permission bits in octal.
 const MODE_HEADER: &str = "x-vessel-mode";
+/// Header of a pull that says whether a file or a directory's listing came.
+const TYPE_HEADER: &str = "x-vessel-type";
 
 /// `file ...`.
 pub fn run(client: &Client, cmd: FileCommand) -> Result<i32> {
@@ -44,8 +46,25 @@ pub fn parse_mode(mode: &str) -> Result<u32> {
 
 fn push(client: &Client, args: PushArgs) -> Result<i32> {
     let (name, mut path) = split_remote(&args.target)?;
-    let mut mode = args.mode.as_deref().map(parse_mode).transpose()?;
+    let mode = args.mode.as_deref().map(parse_mode).transpose()?;
+    let owner = Owner {
+        uid: args.uid,
+        gid: args.gid,
+    };
     let from_stdin = args.source == Path::new("-");
+    if args.recursive && !from_stdin && args.source.is_dir() {
+        let base = args
+            .source
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+            .ok_or_else(|| anyhow!("'{}' has no name to copy", args.source.display()))?;
+        let dest = join_remote(&path, &base.to_string_lossy());
+        if args.parents {
+            put_remote(client, &name, &path, Kind::Directory(0o755), owner, true)?;
+        }
+        return push_tree(client, &name, &args.source, &dest, owner).map(|()| 0);
+    }
     if path.ends_with('/') {
         let file_name = args
             .source
@@ -59,58 +78,148 @@ fn push(client: &Client, args: PushArgs) -> Result<i32> {
             })?;
         path.push_str(&file_name.to_string_lossy());
     }
-
-    let mut query = vec![("path", path.clone())];
-    let mut stdin_data = Vec::new();
-    let mut file = None;
-    let len = if from_stdin {
+    if from_stdin {
+        let mut data = Vec::new();
         io::stdin()
-            .read_to_end(&mut stdin_data)
+            .read_to_end(&mut data)
             .context("cannot read standard input")?;
-        stdin_data.len() as u64
-    } else {
-        let src = args.source.display();
-        let f = File::open(&args.source).with_context(|| format!("cannot open {src}"))?;
-        let meta = f
-            .metadata()
-            .with_context(|| format!("cannot inspect {src}"))?;
-        if !meta.is_file() {
-            bail!("{src} is not a regular file; push files one at a time");
-        }
-        mode = mode.or(Some(meta.permissions().mode() & 0o7777));
-        file = Some(f);
-        meta.len()
+        let len = data.len() as u64;
+        let kind = Kind::File(mode, &mut &data[..], len);
+        return put_remote(client, &name, &path, kind, owner, args.parents).map(|()| 0);
+    }
+    let src = args.source.display();
+    let mut f = File::open(&args.source).with_context(|| format!("cannot open {src}"))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("cannot inspect {src}"))?;
+    if meta.is_dir() {
+        bail!("{src} is a directory: push it with -r");
+    }
+    if !meta.is_file() {
+        bail!("{src} is not a regular file");
+    }
+    let mode = mode.or(Some(meta.permissions().mode() & 0o7777));
+    let kind = Kind::File(mode, &mut f, meta.len());
+    put_remote(client, &name, &path, kind, owner, args.parents)?;
+    Ok(0)
+}
+
+/// Owner and group given on the command line (the daemon's default is root).
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// What one push request makes.
+enum Kind<'a> {
+    /// A file with its mode, its content and its length.
+    File(Option<u32>, &'a mut dyn Read, u64),
+    /// A directory with its mode.
+    Directory(u32),
+    /// A symbolic link to this target.
+    Symlink(Vec<u8>),
+}
+
+/// One push request: a file, a directory or a symbolic link at `path` in instance `name`.
+fn put_remote(
+    client: &Client,
+    name: &str,
+    path: &str,
+    kind: Kind<'_>,
+    owner: Owner,
+    parents: bool,
+) -> Result<()> {
+    let mut query = vec![("path", path.to_string())];
+    let (typ, mode) = match &kind {
+        Kind::File(m, ..) => ("file", *m),
+        Kind::Directory(m) => ("directory", Some(*m)),
+        Kind::Symlink(_) => ("symlink", None),
     };
-    let mut stdin_slice = &stdin_data[..];
-    let reader: &mut dyn Read = match file.as_mut() {
-        Some(f) => f,
-        None => &mut stdin_slice,
-    };
+    if typ != "file" {
+        query.push(("type", typ.to_string()));
+    }
+    if parents {
+        query.push(("parents", "1".to_string()));
+    }
     if let Some(m) = mode {
         query.push(("mode", format!("{m:04o}")));
     }
-    if let Some(uid) = args.uid {
+    if let Some(uid) = owner.uid {
         query.push(("uid", uid.to_string()));
     }
-    if let Some(gid) = args.gid {
+    if let Some(gid) = owner.gid {
         query.push(("gid", gid.to_string()));
     }
-    let target = with_query(&format!("{}/files", instance_path(&name)), &query);
-    let _: FileInfo = client
-        .request("PUT", &target, RequestBody::Stream(reader, len))?
-        .json()?;
-    Ok(0)
+    let target = with_query(&format!("{}/files", instance_path(name)), &query);
+    let mut empty: &[u8] = &[];
+    let mut link;
+    let body = match kind {
+        Kind::File(_, reader, len) => RequestBody::Stream(reader, len),
+        Kind::Directory(_) => RequestBody::Stream(&mut empty, 0),
+        Kind::Symlink(t) => {
+            let len = t.len() as u64;
+            link = std::io::Cursor::new(t);
+            RequestBody::Stream(&mut link, len)
+        }
+    };
+    let _: FileInfo = client.request("PUT", &target, body)?.json()?;
+    Ok(())
+}
+
+/// The remote path of `name` inside remote directory `dir`.
+fn join_remote(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// Pushes the local tree at `local` to `remote` (made as a directory), depth first.
+fn push_tree(client: &Client, name: &str, local: &Path, remote: &str, owner: Owner) -> Result<()> {
+    let meta = std::fs::symlink_metadata(local)
+        .with_context(|| format!("cannot inspect {}", local.display()))?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(local)
+            .with_context(|| format!("cannot read the link {}", local.display()))?;
+        let t = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec();
+        return put_remote(client, name, remote, Kind::Symlink(t), owner, false);
+    }
+    if ft.is_file() {
+        let mut f =
+            File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
+        let kind = Kind::File(Some(meta.permissions().mode() & 0o7777), &mut f, meta.len());
+        return put_remote(client, name, remote, kind, owner, false);
+    }
+    if !ft.is_dir() {
+        eprintln!(
+            "skipping {}: not a file, directory or link",
+            local.display()
+        );
+        return Ok(());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    put_remote(client, name, remote, Kind::Directory(mode), owner, false)?;
+    let mut entries: Vec<_> = std::fs::read_dir(local)
+        .with_context(|| format!("cannot list {}", local.display()))?
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("cannot list {}", local.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let child = join_remote(remote, &e.file_name().to_string_lossy());
+        push_tree(client, name, &e.path(), &child, owner)?;
+    }
+    Ok(())
 }
 
 fn pull(client: &Client, args: PullArgs) -> Result<i32> {
     let (name, path) = split_remote(&args.source)?;
-    let target = with_query(
-        &format!("{}/files", instance_path(&name)),
-        &[("path", path.clone())],
-    );
-    let mut resp = client.request("GET", &target, RequestBody::Empty)?;
-
     if args.target == Path::new("-") {
+        let mut resp = get_remote(client, &name, &path)?;
+        if is_directory(&resp) {
+            bail!(
+                "{} is a directory: pull it with -r into a local directory",
+                args.source
+            );
+        }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = resp.body.read(&mut buf).context("cannot read the file")?;
@@ -120,18 +229,88 @@ fn pull(client: &Client, args: PullArgs) -> Result<i32> {
             write_stdout(&buf[..n])?;
         }
     }
-
     let dest = local_destination(&args.target, &path)?;
-    let shown = dest.display().to_string();
-    let mut out = File::create(&dest).with_context(|| format!("cannot create {shown}"))?;
+    pull_to(client, &name, &path, &dest, args.recursive, &args.source)?;
+    Ok(0)
+}
+
+fn get_remote(client: &Client, name: &str, path: &str) -> Result<crate::client::Response> {
+    let target = with_query(
+        &format!("{}/files", instance_path(name)),
+        &[("path", path.to_string())],
+    );
+    client.request("GET", &target, RequestBody::Empty)
+}
+
+fn is_directory(resp: &crate::client::Response) -> bool {
+    resp.head
+        .header(TYPE_HEADER)
+        .is_some_and(|t| t.eq_ignore_ascii_case("directory"))
+}
+
+/// Pulls remote `path` to local `dest`: a file, or with `recursive` a whole tree.
+fn pull_to(
+    client: &Client,
+    name: &str,
+    path: &str,
+    dest: &Path,
+    recursive: bool,
+    shown: &str,
+) -> Result<()> {
+    let mut resp = get_remote(client, name, path)?;
+    if is_directory(&resp) {
+        if !recursive {
+            bail!("{shown} is a directory: pull it with -r");
+        }
+        let entries: Vec<FileEntry> = {
+            let mut buf = Vec::new();
+            resp.body
+                .read_to_end(&mut buf)
+                .context("cannot read the directory listing")?;
+            serde_json::from_slice(&buf).context("the daemon sent a garbled listing")?
+        };
+        match std::fs::create_dir(dest) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("cannot create {}", dest.display()))
+            }
+            _ => {}
+        }
+        for e in &entries {
+            if e.name.contains('/') || e.name == ".." || e.name == "." {
+                bail!("the daemon listed a bad name {:?} in {path}", e.name);
+            }
+            let remote = join_remote(path, &e.name);
+            let local = dest.join(&e.name);
+            match e.kind {
+                FileKind::Directory | FileKind::File => {
+                    pull_to(client, name, &remote, &local, true, &remote)?
+                }
+                FileKind::Symlink => {
+                    let target = e.target.as_deref().unwrap_or_default();
+                    let _ = std::fs::remove_file(&local);
+                    std::os::unix::fs::symlink(target, &local)
+                        .with_context(|| format!("cannot create the link {}", local.display()))?;
+                }
+                FileKind::Other => eprintln!("skipping {remote}: not a file, directory or link"),
+            }
+        }
+        // Last, so that a read-only directory could still be filled.
+        if let Some(mode) = entries_mode(client, name, path)? {
+            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", dest.display()))?;
+        }
+        return Ok(());
+    }
+    let shown_dest = dest.display().to_string();
+    let mut out = File::create(dest).with_context(|| format!("cannot create {shown_dest}"))?;
     let copied = io::copy(&mut resp.body, &mut out).and_then(|_| out.flush());
     if let Err(e) = copied {
         // A partial file looks like a whole one later: remove it.
-        let _ = std::fs::remove_file(&dest);
+        let _ = std::fs::remove_file(dest);
         if e.kind() == io::ErrorKind::BrokenPipe {
             return Err(StdoutClosed.into());
         }
-        return Err(e).with_context(|| format!("cannot copy {} to {shown}", args.source));
+        return Err(e).with_context(|| format!("cannot copy {shown} to {shown_dest}"));
     }
     // The daemon tells the file's permission bits in a header; keep them, as `cp -p` would.
     // Ownership is left to the local user: ids inside the instance mean nothing here.
@@ -140,10 +319,29 @@ fn pull(client: &Client, args: PullArgs) -> Result<i32> {
         .header(MODE_HEADER)
         .and_then(|m| parse_mode(m).ok())
     {
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot set the mode of {shown} to {mode:04o}"))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {shown_dest} to {mode:04o}"))?;
     }
-    Ok(0)
+    Ok(())
+}
+
+/// The permission bits of remote directory `path`, from its parent's listing (the root has
+/// none to give).
+fn entries_mode(client: &Client, name: &str, path: &str) -> Result<Option<u32>> {
+    let p = Path::new(path);
+    let (Some(parent), Some(base)) = (p.parent(), p.file_name()) else {
+        return Ok(None);
+    };
+    let mut resp = get_remote(client, name, &parent.to_string_lossy())?;
+    let mut buf = Vec::new();
+    resp.body
+        .read_to_end(&mut buf)
+        .context("cannot read the directory listing")?;
+    let entries: Vec<FileEntry> = serde_json::from_slice(&buf).unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .find(|e| e.name == base.to_string_lossy())
+        .map(|e| e.mode))
 }
 
 /// Where a pulled file goes: into `local` when it is a directory, else `local` itself.
@@ -202,6 +400,8 @@ mod tests {
                 mode: None,
                 uid: Some(5),
                 gid: None,
+                parents: false,
+                recursive: false,
             },
         )
         .unwrap();
@@ -228,6 +428,7 @@ mod tests {
             &Client::new(server.path()),
             PullArgs {
                 source: "c1/etc/hostname".into(),
+                recursive: false,
                 target: dest.clone(),
             },
         )

@@ -119,15 +119,24 @@ pub async fn file_get(
     Path(name): Path<String>,
     Query(q): Params,
 ) -> Result<Response> {
+    use crate::instance::files::Fetched;
     let path = required(&q, "path")?.to_string();
     let svc = app.instances.clone();
     let root = app.instances.open_root(&name).await?;
-    let (data, info) = tokio::task::spawn_blocking(move || svc.file_get(&root, &name, &path))
+    let fetched = tokio::task::spawn_blocking(move || svc.file_get(&root, &name, &path))
         .await
         .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    let kind = header::HeaderName::from_static("x-vessel-type");
+    let (data, info) = match fetched {
+        Fetched::Directory(entries) => {
+            return Ok(([(kind, "directory")], Json(entries)).into_response());
+        }
+        Fetched::File(data, info) => (data, info),
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (kind, "file".to_string()),
             (
                 header::HeaderName::from_static("x-vessel-mode"),
                 format!("{:04o}", info.mode),
@@ -152,17 +161,37 @@ pub async fn file_put(
     Query(q): Params,
     body: Bytes,
 ) -> Result<Response> {
+    use crate::instance::files::Put;
+    use vessel_api::FileKind;
     let path = required(&q, "path")?.to_string();
-    let mode = number(&q, "mode", 8, 0o644)?;
-    let uid = number(&q, "uid", 10, 0)?;
-    let gid = number(&q, "gid", 10, 0)?;
+    let kind = match q.get("type").map(String::as_str) {
+        None | Some("file") => FileKind::File,
+        Some("directory") => FileKind::Directory,
+        Some("symlink") => FileKind::Symlink,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "type={:?}: use file, directory or symlink",
+                crate::error::truncated(other, 32)
+            )))
+        }
+    };
+    let default_mode = if kind == FileKind::Directory {
+        0o755
+    } else {
+        0o644
+    };
+    let put = Put {
+        kind,
+        mode: number(&q, "mode", 8, default_mode)?,
+        uid: number(&q, "uid", 10, 0)?,
+        gid: number(&q, "gid", 10, 0)?,
+        parents: flag(&q, "parents"),
+    };
     let svc = app.instances.clone();
     let root = app.instances.open_root(&name).await?;
-    let info = tokio::task::spawn_blocking(move || {
-        svc.file_put(&root, &name, &path, &body, mode, uid, gid)
-    })
-    .await
-    .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    let info = tokio::task::spawn_blocking(move || svc.file_put(&root, &name, &path, &body, &put))
+        .await
+        .map_err(|e| Error::internal(format!("file task: {e}")))??;
     Ok(Json(info).into_response())
 }
 

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use vessel_api::FileInfo;
+use vessel_api::{FileEntry, FileInfo, FileKind};
 
 use super::InstanceService;
 use crate::error::{Error, Result};
@@ -62,6 +62,192 @@ fn reopen(fd: &OwnedFd, flags: i32) -> std::io::Result<File> {
         .read(true)
         .custom_flags(flags & !libc::O_ACCMODE)
         .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// What a pull found: a file's bytes and metadata, or a directory's entries.
+pub enum Fetched {
+    /// A regular file.
+    File(Vec<u8>, FileInfo),
+    /// A directory's entries, sorted by name.
+    Directory(Vec<FileEntry>),
+}
+
+/// What a push makes, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Put {
+    /// File, directory or symbolic link (whose target is the body).
+    pub kind: FileKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner inside the instance.
+    pub uid: u32,
+    /// Group inside the instance.
+    pub gid: u32,
+    /// Make missing parent directories.
+    pub parents: bool,
+}
+
+/// Most entries one directory listing returns.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Lists a directory opened inside the instance (names never resolved outside it).
+fn list_dir(dir: File, path: &str, shift: u32) -> Result<Vec<FileEntry>> {
+    use std::os::fd::IntoRawFd;
+    let mut d = nix::dir::Dir::from_fd(dir.into_raw_fd())
+        .map_err(|e| Error::internal(format!("listing {path}: {e}")))?;
+    let dfd = d.as_raw_fd();
+    let mut out = Vec::new();
+    for entry in d.iter() {
+        let entry = entry.map_err(|e| Error::internal(format!("listing {path}: {e}")))?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        if out.len() == MAX_ENTRIES {
+            return Err(Error::invalid(format!(
+                "{path} holds more than {MAX_ENTRIES} entries; pull its subdirectories one by one"
+            )));
+        }
+        let Ok(st) =
+            nix::sys::stat::fstatat(Some(dfd), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        else {
+            continue; // gone meanwhile
+        };
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            _ => FileKind::Other,
+        };
+        let target = (kind == FileKind::Symlink)
+            .then(|| nix::fcntl::readlinkat(Some(dfd), name).ok())
+            .flatten()
+            .map(|t| t.to_string_lossy().into_owned());
+        out.push(FileEntry {
+            name: name.to_string_lossy().into_owned(),
+            kind,
+            size: st.st_size as u64,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid.saturating_sub(shift),
+            gid: st.st_gid.saturating_sub(shift),
+            target,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Makes every missing directory of `dir` (0755, owned by the instance's root), one
+/// component at a time inside the root, never following a symlink out of it.
+fn make_parents(root: &OwnedFd, dir: &Path, shift: u32) -> std::io::Result<()> {
+    let mut cur = std::path::PathBuf::from("/");
+    for comp in dir.components().skip(1) {
+        let std::path::Component::Normal(part) = comp else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "'..' is not allowed in a pushed path",
+            ));
+        };
+        let parent = open_in_root(root, &cur, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        cur.push(part);
+        match make_dir(&parent, part, 0o755, (shift, shift)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Makes directory `name` in `dir` with `mode` and `owner` (host ids); an existing
+/// directory is left as it is and is not an error for a push, an existing non-directory is.
+fn make_dir(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    mode: u32,
+    owner: (u32, u32),
+) -> std::io::Result<()> {
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: mkdirat reads a NUL-terminated name alive for the call.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            let st = nix::sys::stat::fstatat(
+                Some(dir.as_raw_fd()),
+                c.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                return Err(e);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it exists and is not a directory",
+            ));
+        }
+        return Err(e);
+    }
+    let made = (|| -> std::io::Result<()> {
+        let fd = nix::fcntl::openat(
+            Some(dir.as_raw_fd()),
+            c.as_c_str(),
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::unistd::fchown(
+            fd.as_raw_fd(),
+            Some(nix::unistd::Uid::from_raw(owner.0)),
+            Some(nix::unistd::Gid::from_raw(owner.1)),
+        )?;
+        nix::sys::stat::fchmod(
+            fd.as_raw_fd(),
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        )?;
+        Ok(())
+    })();
+    if made.is_err() {
+        // SAFETY: unlinkat reads a NUL-terminated name alive for the call.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) };
+    }
+    made
+}
+
+/// Makes symbolic link `name` in `dir` pointing at `target` (the link itself is owned by
+/// `owner`, host ids; the target is never followed here).
+fn make_symlink(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    target: &[u8],
+    owner: (u32, u32),
+) -> std::io::Result<()> {
+    if target.is_empty() || target.len() > 4095 || target.contains(&0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a link target is 1 to 4095 bytes without NUL",
+        ));
+    }
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let t =
+        CString::new(target).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: symlinkat reads two NUL-terminated strings alive for the call.
+    if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    nix::unistd::fchownat(
+        Some(dir.as_raw_fd()),
+        c.as_c_str(),
+        Some(nix::unistd::Uid::from_raw(owner.0)),
+        Some(nix::unistd::Gid::from_raw(owner.1)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
 }
 
 fn check_path(path: &str) -> Result<&Path> {
@@ -167,13 +353,9 @@ impl InstanceService {
         }
     }
 
-    /// Reads a regular file inside the instance.
-    pub fn file_get(
-        &self,
-        root: &RootGuard,
-        name: &str,
-        path: &str,
-    ) -> Result<(Vec<u8>, FileInfo)> {
+    /// Reads a regular file inside the instance (following symbolic links within it), or
+    /// lists a directory.
+    pub fn file_get(&self, root: &RootGuard, name: &str, path: &str) -> Result<Fetched> {
         let p = check_path(path)?;
         let shift = root.shift;
         let root = &root.fd;
@@ -190,9 +372,14 @@ impl InstanceService {
         let md = File::from(fd.try_clone().map_err(|e| Error::internal(e.to_string()))?)
             .metadata()
             .map_err(|e| Error::internal(format!("stat {path}: {e}")))?;
+        if md.is_dir() {
+            let dir = reopen(&fd, libc::O_RDONLY | libc::O_DIRECTORY)
+                .map_err(|e| Error::internal(format!("opening {path}: {e}")))?;
+            return list_dir(dir, path, shift).map(Fetched::Directory);
+        }
         if !md.is_file() {
             return Err(Error::invalid(format!(
-                "{path} in {name} is not a regular file"
+                "{path} in {name} is not a regular file or a directory"
             )));
         }
         let mut f = reopen(&fd, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
@@ -216,7 +403,7 @@ impl InstanceService {
             uid: md.uid().saturating_sub(shift),
             gid: md.gid().saturating_sub(shift),
         };
-        Ok((data, info))
+        Ok(Fetched::File(data, info))
     }
 
     /// Writes a file inside the instance atomically (a temporary file, then a rename), owned
@@ -228,10 +415,15 @@ impl InstanceService {
         name: &str,
         path: &str,
         data: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        put: &Put,
     ) -> Result<FileInfo> {
+        let Put {
+            kind,
+            mode,
+            uid,
+            gid,
+            parents,
+        } = *put;
         let p = check_path(path)?;
         let base = p
             .file_name()
@@ -251,13 +443,55 @@ impl InstanceService {
         let shift = root.shift;
         let root = &root.fd;
         let parent = p.parent().unwrap_or(Path::new("/"));
+        if parents {
+            make_parents(root, parent, shift).map_err(|e| {
+                Error::invalid(format!("making the parents of {path} in {name}: {e}"))
+            })?;
+        }
         let dir =
             open_in_root(root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
                 Error::invalid(format!(
-                    "cannot open directory {} in {name}: {e}; create it first",
+                    "cannot open directory {} in {name}: {e}; create it first (or push with -p)",
                     parent.display()
                 ))
             })?;
+        let owner = (uid + shift, gid + shift);
+        match kind {
+            FileKind::Directory => {
+                match make_dir(&dir, base, mode, owner) {
+                    // Pushing a tree into one that is there already merges them.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    r => r.map_err(|e| {
+                        Error::invalid(format!("making directory {path} in {name}: {e}"))
+                    })?,
+                }
+                return Ok(FileInfo {
+                    path: path.to_string(),
+                    size: 0,
+                    mode,
+                    uid,
+                    gid,
+                });
+            }
+            FileKind::Symlink => {
+                make_symlink(&dir, base, data, owner).map_err(|e| {
+                    Error::invalid(format!("making symbolic link {path} in {name}: {e}"))
+                })?;
+                return Ok(FileInfo {
+                    path: path.to_string(),
+                    size: data.len() as u64,
+                    mode: 0o777,
+                    uid,
+                    gid,
+                });
+            }
+            FileKind::File => {}
+            FileKind::Other => {
+                return Err(Error::invalid(
+                    "only files, directories and symbolic links can be pushed",
+                ))
+            }
+        }
         let tmp_name = format!(".vessel-push-{}", uuid::Uuid::new_v4().simple());
         let tmp = CString::new(tmp_name).expect("no NUL in a uuid");
         let target = CString::new(base.as_bytes())
