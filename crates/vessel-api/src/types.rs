@@ -310,6 +310,10 @@ pub struct ExecRequest {
     /// Group id inside the instance (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
+    /// User by name or id, optionally with a group (`web`, `web:adm`, `1000:100`), looked up
+    /// in the instance's own /etc/passwd and /etc/group; instead of `uid` and `gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Metadata of a file inside an instance, returned by a file push and in headers of a pull.

@@ -41,7 +41,8 @@ Examples:
   vessel exec c1 -- sh                          Interactive shell
   vessel exec c1 -- ls -l /etc                  One command
   echo hello | vessel exec c1 -T -- cat         Pipe data in
-  vessel exec c1 --user 1000:1000 --cwd /tmp -e LANG=C -- id";
+  vessel exec c1 --user 1000:1000 --cwd /tmp -e LANG=C -- id
+  vessel exec c1 --user www-data -- id            (a name from the instance's /etc/passwd)";
 
 const FILE_EXAMPLES: &str = "\
 Examples:
@@ -275,8 +276,9 @@ pub struct ExecArgs {
     /// Working directory inside the instance.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
-    /// User (and group) ids to run as inside the instance.
-    #[arg(long, value_name = "UID[:GID]")]
+    /// User (and group) to run as inside the instance: names (looked up in the instance's own
+    /// /etc/passwd and /etc/group) or ids.
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
     /// Program and arguments (put `--` before them when they start with '-').
     #[arg(

@@ -162,3 +162,43 @@ fn file_push_and_pull_trees() {
     assert_eq!(mode & 0o7777, 0o750);
     assert!(d.mounts().is_empty(), "{:?}", d.mounts());
 }
+
+/// `exec --user` takes names, looked up in the instance's own /etc/passwd and /etc/group
+/// (not the host's), as well as ids.
+#[test]
+fn exec_as_a_user_by_name() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "u1"]);
+    d.sh(
+        "u1",
+        "echo 'web:x:1000:100:Web:/srv:/bin/sh' >> /etc/passwd; \
+         echo 'users:x:100:' >> /etc/group; echo 'adm:x:4:web' >> /etc/group",
+    );
+    let id = |user: &str| d.ok(&["exec", "u1", "--user", user, "--", "id"]);
+    assert!(
+        id("web").starts_with("uid=1000(web) gid=100(users)"),
+        "{}",
+        id("web")
+    );
+    assert!(
+        id("web:adm").starts_with("uid=1000(web) gid=4(adm)"),
+        "{}",
+        id("web:adm")
+    );
+    assert!(id("1000:4").starts_with("uid=1000(web) gid=4(adm)"));
+    assert!(
+        d.ok(&["exec", "u1", "-u", "0:adm", "--", "id", "-g"])
+            .trim()
+            == "4"
+    );
+    // The host has users the instance does not: they do not resolve.
+    let err = d.fails(&["exec", "u1", "--user", "daemon", "--", "id"]);
+    assert!(err.contains("has no user \"daemon\""), "{err}");
+    let err = d.fails(&["exec", "u1", "--user", "web:nosuchgroup", "--", "id"]);
+    assert!(err.contains("no group"), "{err}");
+    // A hostile /etc/passwd (a link to a device) is refused, not read.
+    d.sh("u1", "rm /etc/passwd; ln -s /dev/zero /etc/passwd");
+    let err = d.fails(&["exec", "u1", "--user", "web", "--", "id"]);
+    assert!(err.contains("passwd"), "{err}");
+}

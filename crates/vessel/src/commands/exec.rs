@@ -13,29 +13,31 @@ use crate::output::write_stdout;
 use crate::session::{self, Options, Outcome};
 use crate::terminal::{self, RawMode};
 
-/// Parses `--user UID[:GID]`.
-pub fn parse_user(user: &str) -> Result<(u32, Option<u32>)> {
+/// Parses `--user UID[:GID]` into ids; `None` when either side is a name, which the daemon
+/// looks up in the instance's own /etc/passwd and /etc/group.
+pub fn parse_user(user: &str) -> Result<Option<(u32, Option<u32>)>> {
     let (uid, gid) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let id = |s: &str| {
-        s.parse::<u32>().with_context(|| {
-            format!("invalid --user '{user}': '{s}' is not a numeric id; use UID or UID:GID, e.g. 1000:1000")
-        })
+    if uid.is_empty() || gid.is_some_and(str::is_empty) {
+        anyhow::bail!("invalid --user '{user}': use NAME, UID, NAME:GROUP or UID:GID");
+    }
+    let (Ok(u), Ok(g)) = (uid.parse::<u32>(), gid.map(str::parse::<u32>).transpose()) else {
+        return Ok(None);
     };
-    Ok((id(uid)?, gid.map(id).transpose()?))
+    Ok(Some((u, g)))
 }
 
 /// `exec`.
 pub fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
     let environment = parse_env(&args.env)?;
-    let (uid, gid) = match &args.user {
-        Some(u) => {
-            let (uid, gid) = parse_user(u)?;
-            (Some(uid), gid)
-        }
-        None => (None, None),
+    let (uid, gid, user) = match &args.user {
+        Some(u) => match parse_user(u)? {
+            Some((uid, gid)) => (Some(uid), gid, None),
+            None => (None, None, Some(u.clone())),
+        },
+        None => (None, None, None),
     };
     let stdin_tty = std::io::stdin().is_terminal();
     let tty = if args.tty {
@@ -58,6 +60,7 @@ pub fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
         width: size.map(|(c, _)| c),
         height: size.map(|(_, r)| r),
         uid,
+        user,
         gid,
     };
     let conn = client.upgrade(
@@ -155,11 +158,11 @@ mod tests {
 
     #[test]
     fn user_ids() {
-        assert_eq!(parse_user("1000").unwrap(), (1000, None));
-        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
-        let err = parse_user("alice").unwrap_err().to_string();
-        assert!(err.contains("'alice' is not a numeric id"), "{err}");
-        assert!(parse_user("1:x").is_err());
+        assert_eq!(parse_user("1000").unwrap(), Some((1000, None)));
+        assert_eq!(parse_user("1000:100").unwrap(), Some((1000, Some(100))));
+        assert_eq!(parse_user("alice").unwrap(), None);
+        assert_eq!(parse_user("1:x").unwrap(), None);
         assert!(parse_user("").is_err());
+        assert!(parse_user("a:").is_err());
     }
 }

@@ -31,7 +31,8 @@ pub struct RunAs {
 
 impl RunAs {
     /// Resolves an image's `user` ("uid", "uid:gid", "name", "name:group") against the
-    /// passwd and group files of its layers (top first).
+    /// passwd and group files of its layers (top first), each read inside its own layer
+    /// (never the host's files, whatever links the image holds). Blocking: file reads.
     pub fn resolve(user: Option<&str>, cwd: Option<&str>, layers: &[PathBuf]) -> Result<Self> {
         let cwd = cwd
             .filter(|c| c.starts_with('/'))
@@ -44,40 +45,7 @@ impl RunAs {
                 cwd,
             });
         };
-        let (u, g) = match user.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (user, None),
-        };
-        let lookup = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
-            let text = layers
-                .iter()
-                .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
-            text.lines().find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                (f.len() > 3 && f[0] == name)
-                    .then(|| (f[2].parse().ok(), f[3].parse().ok()))
-                    .and_then(|(a, b)| a.map(|a| (a, b)))
-            })
-        };
-        let (uid, primary) = match u.parse::<u32>() {
-            Ok(n) => (n, None),
-            Err(_) => lookup("etc/passwd", u).ok_or_else(|| {
-                Error::invalid(format!(
-                    "the image runs as user {u:?}, who is not in its /etc/passwd"
-                ))
-            })?,
-        };
-        let gid = match g {
-            None => primary.unwrap_or(0),
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => lookup("etc/group", g).map(|(n, _)| n).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "the image runs as group {g:?}, which is not in its /etc/group"
-                    ))
-                })?,
-            },
-        };
+        let (uid, gid) = super::users::resolve(user, "the image", |file| layer_db(layers, file))?;
         if uid >= IDMAP_SIZE || gid >= IDMAP_SIZE {
             return Err(Error::invalid(format!(
                 "the image runs as {uid}:{gid}, outside the container's id range 0-{}",
@@ -86,6 +54,37 @@ impl RunAs {
         }
         Ok(Self { uid, gid, cwd })
     }
+}
+
+/// The text of `rel` as the stacked `layers` (top first) show it: from the topmost layer
+/// that has it, read inside that layer; a whiteout there hides the lower ones.
+fn layer_db(layers: &[PathBuf], rel: &str) -> Result<Option<String>> {
+    use std::os::unix::fs::FileTypeExt;
+    for layer in layers {
+        let root: std::os::fd::OwnedFd = std::fs::File::open(layer)
+            .map_err(|e| Error::internal(format!("opening an image layer: {e}")))?
+            .into();
+        // An overlay whiteout (a 0:0 character device) means the file was deleted.
+        if let Ok(fd) = super::files::open_in_root(&root, Path::new(rel), libc::O_PATH, 0) {
+            let md = std::fs::File::from(fd).metadata();
+            if md.is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.file_type().is_char_device() && m.rdev() == 0
+            }) {
+                return Ok(None);
+            }
+        }
+        match super::users::read_db_file(&root, rel) {
+            Ok(Some(text)) => return Ok(Some(text)),
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(Error::invalid(format!(
+                    "the image's /{rel} cannot be used: {e}"
+                )))
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Size of the uid/gid range given to each unprivileged container.

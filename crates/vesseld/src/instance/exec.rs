@@ -84,6 +84,27 @@ impl InstanceService {
     pub fn exec(&self, name: &str, req: ExecRequest) -> Result<ExecSession> {
         let inst = self.get_stored(name)?;
         self.require_running(&inst)?;
+        let mut req = req;
+        if let Some(spec) = req.user.take() {
+            if req.uid.is_some() || req.gid.is_some() {
+                return Err(Error::invalid("give either user or uid and gid, not both"));
+            }
+            if inst.instance_type == vessel_api::InstanceType::Vm {
+                return Err(Error::invalid(
+                    "a VM's users live in the guest: give numeric ids (--user UID[:GID])",
+                ));
+            }
+            let root: OwnedFd = std::fs::File::open(self.driver.rootfs(name))
+                .map_err(|e| Error::internal(format!("opening the root of {name}: {e}")))?
+                .into();
+            let what = format!("instance {name}");
+            let (uid, gid) = super::users::resolve(&spec, &what, |file| {
+                super::users::read_db_file(&root, file)
+                    .map_err(|e| Error::invalid(format!("{what}'s /{file} cannot be used: {e}")))
+            })?;
+            req.uid = Some(uid);
+            req.gid = Some(gid);
+        }
         validate_request(&req, inst.privileged)?;
         if inst.instance_type == vessel_api::InstanceType::Vm {
             return self.exec_vm(name, &req);
@@ -433,6 +454,7 @@ mod tests {
             height: None,
             uid: None,
             gid: None,
+            user: None,
         }
     }
 

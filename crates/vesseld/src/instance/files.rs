@@ -19,7 +19,12 @@ use crate::error::{Error, Result};
 pub const MAX_FILE: u64 = 1 << 30;
 
 /// Opens `path` (relative to `root`, which acts as `/`) with `openat2(RESOLVE_IN_ROOT)`.
-fn open_in_root(root: &OwnedFd, path: &Path, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_in_root(
+    root: &OwnedFd,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -57,7 +62,7 @@ fn open_in_root(root: &OwnedFd, path: &Path, flags: i32, mode: u32) -> std::io::
 
 /// Opens the file an `O_PATH` descriptor names, with `flags` (through its `/proc/self/fd`
 /// link, which is that very inode whatever happened to the path since).
-fn reopen(fd: &OwnedFd, flags: i32) -> std::io::Result<File> {
+pub(crate) fn reopen(fd: &OwnedFd, flags: i32) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags & !libc::O_ACCMODE)

@@ -7,6 +7,7 @@ pub mod files;
 pub mod limits;
 pub mod logs;
 pub mod publish;
+pub mod users;
 pub mod vm;
 mod vm_lifecycle;
 use vm_lifecycle::check_memory;
@@ -368,8 +369,18 @@ impl InstanceService {
         }
         env.extend(inst.environment.clone());
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let run =
-            driver::RunAs::resolve(image.user.as_deref(), image.working_dir.as_deref(), &lowers)?;
+        let run = {
+            let (user, cwd, layers) = (
+                image.user.clone(),
+                image.working_dir.clone(),
+                lowers.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                driver::RunAs::resolve(user.as_deref(), cwd.as_deref(), &layers)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("user lookup task: {e}")))??
+        };
         let volumes = {
             let (st, n, shift) = (
                 self.storage.clone(),
