@@ -354,6 +354,7 @@ mod tests {
             height: None,
             uid: None,
             gid: None,
+            user: None,
         };
         let conn = client
             .upgrade("POST", "/1.0/instances/c1/exec", Some(&req))
