@@ -38,8 +38,10 @@ fn main() {
     // Detach from the daemon's session so that signals to it do not reach us.
     let _ = nix::unistd::setsid();
     if let Err(e) = std::fs::write(&config.pid_file, std::process::id().to_string()) {
+        eprintln!("vessel-monitor: writing {}: {e}", config.pid_file.display());
         report(&Ready::Failed {
-            error: format!("writing {}: {e}", config.pid_file.display()),
+            // The daemon shows this to users: say what, not where (the log has the path).
+            error: format!("writing the monitor's pid file: {e}"),
         });
         std::process::exit(1);
     }
@@ -94,7 +96,7 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
             MsFlags::empty(),
             Some(o.options().as_str()),
         )
-        .with_context(|| format!("mounting the instance's root at {}", o.target.display()))?;
+        .context("mounting the instance's root file system")?;
     }
     let console = c.socket.with_extension("console");
     let init_pid = c.socket.with_extension("init");
@@ -111,7 +113,7 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
         .arg(&c.id)
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("running {}", c.runtime.display()))?;
+        .context("running the container runtime")?;
     let master = receive_console(&listener, Duration::from_secs(120), || {
         matches!(create.try_wait(), Ok(Some(_)))
     });
@@ -146,7 +148,7 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
     let pid = std::fs::read_to_string(&init_pid)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or_else(|| anyhow!("the runtime wrote no init pid to {}", init_pid.display()))?;
+        .ok_or_else(|| anyhow!("the runtime wrote no init pid"))?;
     let _ = std::fs::remove_file(&init_pid);
     Ok((pid, master))
 }
