@@ -590,7 +590,7 @@ impl NetworkService {
             isolated_ports: req.isolated_ports,
             load_balancers: Vec::new(),
             description: req.description,
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         };
         let mut rec = rec;
         if !rec.vlans.is_empty() {

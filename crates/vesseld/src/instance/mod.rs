@@ -269,7 +269,7 @@ impl InstanceService {
             environment: req.environment,
             ssh_keys: req.ssh_keys,
             storage: req.storage.clone(),
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
             last_exit_code: None,
             error: None,
             state: None,
@@ -794,7 +794,7 @@ impl InstanceService {
     pub fn reconcile(&self) -> Result<()> {
         let failed = self.store.operations_fail_unfinished(
             "interrupted: vesseld stopped while this operation was running",
-            &crate::now(),
+            &crate::clock::now(),
         )?;
         for op in failed {
             tracing::warn!(op = %op.id, description = %op.description, "marked interrupted operation failed");

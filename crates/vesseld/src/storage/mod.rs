@@ -430,7 +430,7 @@ impl StorageService {
             created_files: Vec::new(),
             created_dir: None,
             description: req.description.clone(),
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         };
         op.progress(Some(10), "preparing sources");
         let made = (|| -> Result<Arc<dyn PoolDriver>> {
@@ -776,7 +776,7 @@ impl StorageService {
             snapshots: Vec::new(),
             attached_to: Vec::new(),
             root_of,
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         };
         if let Err(e) = self
             .inner

@@ -346,7 +346,7 @@ impl PoolDriver for RaidPool {
         bad.sort_unstable();
         bad.dedup();
         Ok(ScrubResult {
-            finished_at: crate::now(),
+            finished_at: crate::clock::now(),
             rows_checked: r.rows_checked,
             mismatches: r.mismatches.len() as u64,
             repaired: r.mismatches.iter().filter(|m| m.repaired).count() as u64,
