@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod image;
 mod instance;
+mod name;
 mod network;
 mod operations;
 mod storage;

@@ -28,9 +28,12 @@ use vessel_net::{
 
 use crate::error::{chain, Error, Result};
 use crate::events::Events;
-use crate::store::{Store, StoreError};
+use crate::name::validate_name_within;
+use crate::store::{Records, Store};
 
 const NETWORK: &str = "network";
+/// The longest network name: `vbr-NAME` must fit in an interface name.
+const MAX_NAME: usize = 11;
 /// A network being created: recorded before its kernel objects are made, removed once the
 /// network itself is recorded. One left at start names objects a crash left behind.
 const PENDING: &str = "network-pending";
@@ -239,7 +242,9 @@ pub struct NetworkService {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    networks: Records<NetworkRecord>,
+    /// Networks being created (see [`PENDING`]).
+    pending: Records<NetworkRecord>,
     events: Events,
     /// `<run>/networks/<name>`: dnsmasq state.
     run: PathBuf,
@@ -249,10 +254,6 @@ struct Inner {
     checkers: Mutex<BTreeMap<String, LbHealthChecker>>,
     /// How VLAN segments are built here (probed once).
     vlan_mode: std::sync::OnceLock<VlanMode>,
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::internal(format!("encoding a record: {e}")))
 }
 
 fn net_err<E: std::error::Error + 'static>(what: &str) -> impl Fn(&E) -> Error + '_ {
@@ -276,7 +277,8 @@ impl NetworkService {
     pub fn new(store: Arc<dyn Store>, events: Events, run: PathBuf) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
+                networks: Records::new(store.clone(), NETWORK),
+                pending: Records::new(store, PENDING),
                 events,
                 run,
                 busy: Mutex::default(),
@@ -292,33 +294,19 @@ impl NetworkService {
     }
 
     fn record(&self, name: &str) -> Result<NetworkRecord> {
-        match self.inner.store.object_get(NETWORK, name) {
-            Ok(b) => serde_json::from_str(&b)
-                .map_err(|e| Error::internal(format!("stored network unreadable: {e}"))),
-            Err(StoreError::NotFound(_)) => Err(Error::not_found(format!(
+        self.inner.networks.get(name)?.ok_or_else(|| {
+            Error::not_found(format!(
                 "network {name:?} not found; see `vessel network list`"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+            ))
+        })
     }
 
     fn records(&self) -> Result<Vec<NetworkRecord>> {
-        self.inner
-            .store
-            .object_list(NETWORK)?
-            .iter()
-            .map(|(_, b)| {
-                serde_json::from_str(b)
-                    .map_err(|e| Error::internal(format!("stored network unreadable: {e}")))
-            })
-            .collect()
+        Ok(self.inner.networks.list()?)
     }
 
     fn put(&self, r: &NetworkRecord) -> Result<()> {
-        Ok(self
-            .inner
-            .store
-            .object_put(NETWORK, &r.name, &to_json(r)?)?)
+        Ok(self.inner.networks.put(&r.name, r)?)
     }
 
     fn view(&self, r: &NetworkRecord) -> Network {
@@ -460,20 +448,8 @@ impl NetworkService {
     /// Creates a network and its kernel objects.
     pub fn create(&self, req: NetworkCreate) -> Result<Network> {
         let _g = self.busy();
-        let ok = (1..=11).contains(&req.name.len())
-            && req.name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && !req.name.ends_with('-')
-            && req
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !ok {
-            return Err(Error::invalid(format!(
-                "invalid network name {:?}: use 1-11 letters, digits and '-', starting with a \
-                 letter (it names the bridge vbr-NAME)",
-                req.name
-            )));
-        }
+        validate_name_within("network", &req.name, MAX_NAME)
+            .map_err(|e| Error::invalid(format!("{} (it names the bridge vbr-NAME)", e.message)))?;
         if self.record(&req.name).is_ok() {
             return Err(Error::conflict(format!(
                 "network {:?} already exists",
@@ -613,18 +589,14 @@ impl NetworkService {
         }
         // Recorded first, so that a crash while the kernel objects are made leaves a note of
         // what to remove at the next start.
-        self.inner
-            .store
-            .object_put(PENDING, &rec.name, &to_json(&rec)?)?;
+        self.inner.pending.put(&rec.name, &rec)?;
         if let Err(e) = self.realize(&rec) {
             self.teardown(&rec);
-            let _ = self.inner.store.object_delete(PENDING, &rec.name);
+            let _ = self.inner.pending.delete(&rec.name);
             return Err(e);
         }
-        self.inner
-            .store
-            .object_insert(NETWORK, &rec.name, &to_json(&rec)?)?;
-        let _ = self.inner.store.object_delete(PENDING, &rec.name);
+        self.inner.networks.insert(&rec.name, &rec)?;
+        let _ = self.inner.pending.delete(&rec.name);
         self.inner
             .events
             .lifecycle("network-created", &format!("/1.0/networks/{}", rec.name));
@@ -644,7 +616,7 @@ impl NetworkService {
         }
         let view = self.view(&rec);
         self.teardown(&rec);
-        self.inner.store.object_delete(NETWORK, name)?;
+        self.inner.networks.delete(name)?;
         self.inner
             .events
             .lifecycle("network-deleted", &format!("/1.0/networks/{name}"));
@@ -922,17 +894,14 @@ impl NetworkService {
     /// removes what a crash left half-made.
     pub fn reconcile(&self) -> Result<()> {
         let _g = self.busy();
-        for (name, body) in self.inner.store.object_list(PENDING)? {
-            if matches!(
-                self.inner.store.object_get(NETWORK, &name),
-                Err(StoreError::NotFound(_))
-            ) {
-                if let Ok(rec) = serde_json::from_str::<NetworkRecord>(&body) {
+        for (name, rec) in self.inner.pending.entries()? {
+            if matches!(self.inner.networks.contains(&name), Ok(false)) {
+                if let Ok(rec) = rec {
                     tracing::warn!(network = %name, "removing a network whose creation was interrupted");
                     self.teardown(&rec);
                 }
             }
-            let _ = self.inner.store.object_delete(PENDING, &name);
+            let _ = self.inner.pending.delete(&name);
         }
         for rec in self.records()? {
             let r = self.realize(&rec);

@@ -23,6 +23,7 @@ use vessel_api::{
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::image::ImageService;
+use crate::name::validate_name;
 use crate::operations::{OpHandle, Operations};
 use crate::store::{Store, StoreError};
 use driver::ContainerDriver;
@@ -66,22 +67,6 @@ pub fn stored_stopped(store: &dyn Store, name: &str, what: &str) -> Result<Insta
         )));
     }
     Ok(inst)
-}
-
-/// Checks an instance name: what DNS allows in one label.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid instance name {name:?}: use 1-63 letters, digits and '-', starting with a \
-             letter and not ending with '-'"
-        )))
-    }
 }
 
 /// Signal number for a name like "SIGTERM", "TERM" or "15".
@@ -192,7 +177,7 @@ impl InstanceService {
 
     /// Validates a create request and starts the operation that creates (and starts) it.
     pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
-        validate_name(&req.name)?;
+        validate_name("instance", &req.name)?;
         limits::validate(&req.limits)?;
         for k in req.environment.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -884,16 +869,6 @@ pub fn path_of(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        for ok in ["c1", "web-01", "a"] {
-            validate_name(ok).unwrap();
-        }
-        for bad in ["", "1c", "c_1", "c-", "a/b", &"x".repeat(64), "..", "c 1"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn signals() {

@@ -24,8 +24,9 @@ use vessel_api::{
 
 use crate::error::{chain, Error, Result};
 use crate::events::Events;
+use crate::name::validate_name;
 use crate::operations::OpHandle;
-use crate::store::{Store, StoreError};
+use crate::store::{Records, Store};
 use pool::{BlockAccess, PoolDriver};
 
 const POOL: &str = "pool";
@@ -98,38 +99,18 @@ struct Inner {
     root: PathBuf,
     /// `<run>/storage`: sockets of VM disks.
     run: PathBuf,
-    pools: Mutex<HashMap<String, Arc<dyn PoolDriver>>>,
+    pools: Records<PoolRecord>,
+    volumes: Records<VolumeRecord>,
+    exports: Records<StorageExport>,
+    /// Open drivers, by pool.
+    drivers: Mutex<HashMap<String, Arc<dyn PoolDriver>>>,
     unavailable: Mutex<HashMap<String, String>>,
     scrubs: Mutex<HashMap<String, ScrubResult>>,
     /// Serializes every change of pools, volumes and exports.
     busy: Mutex<()>,
-    exports: export::Exports,
+    servers: export::Exports,
     /// NBD servers of raid volumes attached to VMs, by `instance/pool/volume`.
     disks: Mutex<HashMap<String, vessel_nbd::ServerHandle>>,
-}
-
-/// Checks a pool, volume, snapshot or export name.
-pub fn validate_name(what: &str, name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid {what} name {name:?}: use 1-63 letters, digits and '-', starting with a \
-             letter and not ending with '-'"
-        )))
-    }
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::internal(format!("encoding a record: {e}")))
-}
-
-fn from_json<T: for<'de> Deserialize<'de>>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored {what} unreadable: {e}")))
 }
 
 impl StorageService {
@@ -137,15 +118,18 @@ impl StorageService {
     pub fn new(store: Arc<dyn Store>, events: Events, root: PathBuf, run: PathBuf) -> Self {
         Self {
             inner: Arc::new(Inner {
+                pools: Records::new(store.clone(), POOL),
+                volumes: Records::new(store.clone(), VOLUME),
+                exports: Records::new(store.clone(), EXPORT),
                 store,
                 events,
                 root,
                 run,
-                pools: Mutex::default(),
+                drivers: Mutex::default(),
                 unavailable: Mutex::default(),
                 scrubs: Mutex::default(),
                 busy: Mutex::default(),
-                exports: export::Exports::default(),
+                servers: export::Exports::default(),
                 disks: Mutex::default(),
             }),
         }
@@ -158,59 +142,43 @@ impl StorageService {
     // ---- records ------------------------------------------------------------------------
 
     fn pool_record(&self, name: &str) -> Result<PoolRecord> {
-        match self.inner.store.object_get(POOL, name) {
-            Ok(s) => from_json("pool", &s),
-            Err(StoreError::NotFound(_)) => Err(Error::not_found(format!(
+        self.inner.pools.get(name)?.ok_or_else(|| {
+            Error::not_found(format!(
                 "storage pool {name:?} not found; see `vessel storage pool list`"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+            ))
+        })
     }
 
     fn pool_records(&self) -> Result<Vec<PoolRecord>> {
-        self.inner
-            .store
-            .object_list(POOL)?
-            .iter()
-            .map(|(_, b)| from_json("pool", b))
-            .collect()
+        Ok(self.inner.pools.list()?)
     }
 
     fn volume_record(&self, pool: &str, name: &str) -> Result<VolumeRecord> {
-        match self.inner.store.object_get(VOLUME, &format!("{pool}/{name}")) {
-            Ok(s) => from_json("volume", &s),
-            Err(StoreError::NotFound(_)) => Err(Error::not_found(format!(
+        self.inner.volumes.get(&format!("{pool}/{name}"))?.ok_or_else(|| {
+            Error::not_found(format!(
                 "volume {name:?} not found in pool {pool:?}; see `vessel storage volume list {pool}`"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+            ))
+        })
     }
 
     fn volume_records(&self, pool: Option<&str>) -> Result<Vec<VolumeRecord>> {
-        let all: Vec<VolumeRecord> = self
+        Ok(self
             .inner
-            .store
-            .object_list(VOLUME)?
-            .iter()
-            .map(|(_, b)| from_json("volume", b))
-            .collect::<Result<_>>()?;
-        Ok(all
+            .volumes
+            .list()?
             .into_iter()
             .filter(|v| pool.is_none_or(|p| v.pool == p))
             .collect())
     }
 
     fn put_volume(&self, v: &VolumeRecord) -> Result<()> {
-        Ok(self
-            .inner
-            .store
-            .object_put(VOLUME, &v.key(), &to_json(v)?)?)
+        Ok(self.inner.volumes.put(&v.key(), v)?)
     }
 
     fn driver(&self, pool: &str) -> Result<Arc<dyn PoolDriver>> {
         if let Some(d) = self
             .inner
-            .pools
+            .drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(pool)
@@ -236,7 +204,7 @@ impl StorageService {
     /// Opens every pool, serves every export and every raid disk of a VM. A pool that
     /// cannot be opened is shown as unavailable with the reason; nothing is changed on it.
     pub fn reconcile(&self) -> Result<()> {
-        self.inner.exports.set_nfs_key(self.nfs_key()?);
+        self.inner.servers.set_nfs_key(self.nfs_key()?);
         for rec in self.pool_records()? {
             match self.open_driver(&rec) {
                 Ok(d) => {
@@ -250,7 +218,7 @@ impl StorageService {
                         }
                     });
                     self.inner
-                        .pools
+                        .drivers
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(rec.name.clone(), d);
@@ -265,8 +233,7 @@ impl StorageService {
                 }
             }
         }
-        for (_, body) in self.inner.store.object_list(EXPORT)? {
-            let e: StorageExport = from_json("export", &body)?;
+        for e in self.inner.exports.list()? {
             if let Err(err) = self.serve_export(&e) {
                 tracing::error!(export = %e.name, error = %err.message, "export not served");
             }
@@ -367,7 +334,7 @@ impl StorageService {
     /// Checks a pool creation request without changing anything.
     pub fn pool_check(&self, req: &PoolCreate) -> Result<()> {
         validate_name("pool", &req.name)?;
-        if self.inner.store.object_get(POOL, &req.name).is_ok() {
+        if self.inner.pools.contains(&req.name)? {
             return Err(Error::conflict(format!(
                 "storage pool {:?} already exists",
                 req.name
@@ -486,17 +453,13 @@ impl StorageService {
                 return Err(e);
             }
         };
-        if let Err(e) = self
-            .inner
-            .store
-            .object_insert(POOL, &rec.name, &to_json(&rec)?)
-        {
+        if let Err(e) = self.inner.pools.insert(&rec.name, &rec) {
             let _ = driver.close();
             remove_created(&rec);
             return Err(e.into());
         }
         self.inner
-            .pools
+            .drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(rec.name.clone(), driver);
@@ -522,14 +485,14 @@ impl StorageService {
         let view = self.pool_view(&rec);
         let driver = self
             .inner
-            .pools
+            .drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         if let Some(d) = driver {
             d.close()?;
         }
-        self.inner.store.object_delete(POOL, name)?;
+        self.inner.pools.delete(name)?;
         self.inner
             .unavailable
             .lock()
@@ -624,7 +587,7 @@ impl StorageService {
                 let _g = self.busy();
                 let mut rec = self.pool_record(name)?;
                 rec.sources[m as usize] = path.display().to_string();
-                self.inner.store.object_put(POOL, name, &to_json(&rec)?)?;
+                self.inner.pools.put(name, &rec)?;
             }
             _ => {
                 let r = d.scrub(&progress)?;
@@ -778,11 +741,7 @@ impl StorageService {
             root_of,
             created_at: crate::clock::now(),
         };
-        if let Err(e) = self
-            .inner
-            .store
-            .object_insert(VOLUME, &rec.key(), &to_json(&rec)?)
-        {
+        if let Err(e) = self.inner.volumes.insert(&rec.key(), &rec) {
             let _ = d.delete(&req.name, req.content);
             return Err(e.into());
         }
@@ -796,10 +755,10 @@ impl StorageService {
     fn exports_of(&self, pool: &str, name: &str) -> Result<Vec<String>> {
         Ok(self
             .inner
-            .store
-            .object_list(EXPORT)?
-            .iter()
-            .filter_map(|(_, b)| from_json::<StorageExport>("export", b).ok())
+            .exports
+            .entries()?
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
             .filter(|e| e.pool == pool && e.volume == name)
             .map(|e| e.name)
             .collect())
@@ -845,7 +804,7 @@ impl StorageService {
             d.delete_snapshot(name, v.content, s)?;
         }
         d.delete(name, v.content)?;
-        self.inner.store.object_delete(VOLUME, &v.key())?;
+        self.inner.volumes.delete(&v.key())?;
         self.inner.events.lifecycle(
             "storage-volume-deleted",
             &format!("/1.0/storage/pools/{pool}/volumes/{name}"),
@@ -1376,16 +1335,17 @@ impl StorageService {
 
     /// Every export with its state.
     pub fn exports_list(&self) -> Result<Vec<StorageExport>> {
-        self.inner
-            .store
-            .object_list(EXPORT)?
-            .iter()
-            .map(|(_, b)| from_json::<StorageExport>("export", b).map(|e| self.export_view(e)))
-            .collect()
+        Ok(self
+            .inner
+            .exports
+            .list()?
+            .into_iter()
+            .map(|e| self.export_view(e))
+            .collect())
     }
 
     fn export_view(&self, mut e: StorageExport) -> StorageExport {
-        match self.inner.exports.error(&e.name) {
+        match self.inner.servers.error(&e.name) {
             None => e.status = "serving".into(),
             Some(err) => {
                 e.status = "failed".into();
@@ -1407,15 +1367,15 @@ impl StorageService {
                         })?,
                     ),
                 };
-                self.inner.exports.add_nbd(e, dev)
+                self.inner.servers.add_nbd(e, dev)
             }
             vessel_api::ExportProtocol::Nfs => {
                 let root = d.fs_path(&e.volume)?;
-                self.inner.exports.add_nfs(e, root)
+                self.inner.servers.add_nfs(e, root)
             }
         };
         if let Err(err) = &r {
-            self.inner.exports.set_error(&e.name, err.message.clone());
+            self.inner.servers.set_error(&e.name, err.message.clone());
         }
         r
     }
@@ -1424,7 +1384,7 @@ impl StorageService {
     pub fn export_create(&self, req: ExportCreate) -> Result<StorageExport> {
         let _g = self.busy();
         validate_name("export", &req.name)?;
-        if self.inner.store.object_get(EXPORT, &req.name).is_ok() {
+        if self.inner.exports.contains(&req.name)? {
             return Err(Error::conflict(format!(
                 "export {:?} already exists",
                 req.name
@@ -1463,12 +1423,8 @@ impl StorageService {
             error: None,
         };
         self.serve_export(&e)?;
-        if let Err(err) = self
-            .inner
-            .store
-            .object_insert(EXPORT, &e.name, &to_json(&e)?)
-        {
-            self.inner.exports.remove(&e);
+        if let Err(err) = self.inner.exports.insert(&e.name, &e) {
+            self.inner.servers.remove(&e);
             return Err(err.into());
         }
         self.inner.events.lifecycle(
@@ -1481,17 +1437,13 @@ impl StorageService {
     /// Stops serving an export.
     pub fn export_delete(&self, name: &str) -> Result<StorageExport> {
         let _g = self.busy();
-        let e: StorageExport = match self.inner.store.object_get(EXPORT, name) {
-            Ok(b) => from_json("export", &b)?,
-            Err(StoreError::NotFound(_)) => {
-                return Err(Error::not_found(format!(
-                    "export {name:?} not found; see `vessel storage export list`"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.inner.exports.remove(&e);
-        self.inner.store.object_delete(EXPORT, name)?;
+        let e = self.inner.exports.get(name)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "export {name:?} not found; see `vessel storage export list`"
+            ))
+        })?;
+        self.inner.servers.remove(&e);
+        self.inner.exports.delete(name)?;
         self.inner.events.lifecycle(
             "storage-export-deleted",
             &format!("/1.0/storage/exports/{name}"),
