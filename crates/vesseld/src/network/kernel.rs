@@ -2,6 +2,7 @@
 //! dnsmasq made (or brought back) from its record, and removed with it.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use vessel_api::NetworkLease;
 use vessel_net::{
@@ -131,79 +132,16 @@ impl NetworkService {
     }
 
     pub(super) fn apply_rules(&self, rec: &NetworkRecord) -> Result<()> {
-        let ns = NetNs::current();
-        let subnet = rec.subnet()?;
-        let mut forwards = Vec::new();
-        for f in &rec.forwards {
-            let target = rec
-                .leases
-                .iter()
-                .find(|l| l.instance == f.instance)
-                .ok_or_else(|| {
-                    Error::invalid(format!("{} has no NIC on {}", f.instance, rec.name))
-                })?;
-            forwards.push(PortForward {
-                protocol: if f.protocol == "udp" {
-                    Protocol::Udp
-                } else {
-                    Protocol::Tcp
-                },
-                listen_address: f
-                    .listen_address
-                    .as_deref()
-                    .map(|a| a.parse().map_err(|_| Error::invalid("bad listen address")))
-                    .transpose()?,
-                listen_port: f.listen_port,
-                target: target
-                    .ip
-                    .parse()
-                    .map_err(|_| Error::internal("stored lease address"))?,
-                target_port: f.target_port,
-            });
-        }
-        NatRules {
-            network: rec.name.clone(),
-            bridge: rec.bridge(),
-            subnet,
-            forwards,
-            subnet6: rec.subnet6()?.map(|p| (p, 64)),
-        }
-        .apply(&ns)
-        .map_err(|e| net_err("nftables")(&e))?;
+        render_nat(rec)?
+            .apply(&NetNs::current())
+            .map_err(|e| net_err("nftables")(&e))?;
         self.apply_acl(rec)
     }
 
     pub(super) fn apply_dnsmasq(&self, rec: &NetworkRecord) -> Result<()> {
-        let subnet = rec.subnet()?;
-        let mut static_leases = Vec::new();
-        // NICs on VLAN segments are outside the gateway's broadcast domain.
-        for l in rec.leases.iter().filter(|l| l.vlan.is_none()) {
-            static_leases.push(StaticLease {
-                mac: l
-                    .mac
-                    .parse()
-                    .map_err(|_| Error::internal("stored lease MAC"))?,
-                ip: l
-                    .ip
-                    .parse()
-                    .map_err(|_| Error::internal("stored lease address"))?,
-                name: Some(l.instance.clone()),
-                ipv6: l.ipv6.as_deref().and_then(|a| a.parse().ok()),
-            });
-        }
-        DhcpDns {
-            bridge: rec.bridge(),
-            subnet,
-            dynamic_range: None,
-            lease_secs: 3600,
-            domain: format!("{}.vessel", rec.name),
-            static_leases,
-            upstream: Upstream::None,
-            ipv6_gateway: rec.gateway6()?,
-            state_dir: self.inner.run.join(&rec.name),
-        }
-        .apply(&NetNs::current())
-        .map_err(|e| net_err("dnsmasq")(&e))?;
+        render_dhcp(rec, self.inner.run.join(&rec.name))?
+            .apply(&NetNs::current())
+            .map_err(|e| net_err("dnsmasq")(&e))?;
         Ok(())
     }
 
@@ -269,4 +207,132 @@ fn ensure_vxlan(
         let _ = vessel_net::add_vxlan_peer(links, dev, peer);
     }
     Ok(())
+}
+
+/// The NAT rules of network `rec`: masquerade of its subnets and its published ports, each
+/// to the address its instance has on the network.
+pub(super) fn render_nat(rec: &NetworkRecord) -> Result<NatRules> {
+    let subnet = rec.subnet()?;
+    let mut forwards = Vec::new();
+    for f in &rec.forwards {
+        let target = rec
+            .leases
+            .iter()
+            .find(|l| l.instance == f.instance)
+            .ok_or_else(|| Error::invalid(format!("{} has no NIC on {}", f.instance, rec.name)))?;
+        forwards.push(PortForward {
+            protocol: if f.protocol == "udp" {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
+            listen_address: f
+                .listen_address
+                .as_deref()
+                .map(|a| a.parse().map_err(|_| Error::invalid("bad listen address")))
+                .transpose()?,
+            listen_port: f.listen_port,
+            target: target
+                .ip
+                .parse()
+                .map_err(|_| Error::internal("stored lease address"))?,
+            target_port: f.target_port,
+        });
+    }
+    Ok(NatRules {
+        network: rec.name.clone(),
+        bridge: rec.bridge(),
+        subnet,
+        forwards,
+        subnet6: rec.subnet6()?.map(|p| (p, 64)),
+    })
+}
+
+/// The DHCP and DNS service of network `rec`, keeping its state in `state_dir`: a static
+/// lease and a name for each NIC on the gateway's segment.
+pub(super) fn render_dhcp(rec: &NetworkRecord, state_dir: PathBuf) -> Result<DhcpDns> {
+    let subnet = rec.subnet()?;
+    let mut static_leases = Vec::new();
+    // NICs on VLAN segments are outside the gateway's broadcast domain.
+    for l in rec.leases.iter().filter(|l| l.vlan.is_none()) {
+        static_leases.push(StaticLease {
+            mac: l
+                .mac
+                .parse()
+                .map_err(|_| Error::internal("stored lease MAC"))?,
+            ip: l
+                .ip
+                .parse()
+                .map_err(|_| Error::internal("stored lease address"))?,
+            name: Some(l.instance.clone()),
+            ipv6: l.ipv6.as_deref().and_then(|a| a.parse().ok()),
+        });
+    }
+    Ok(DhcpDns {
+        bridge: rec.bridge(),
+        subnet,
+        dynamic_range: None,
+        lease_secs: 3600,
+        domain: format!("{}.vessel", rec.name),
+        static_leases,
+        upstream: Upstream::None,
+        ipv6_gateway: rec.gateway6()?,
+        state_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use vessel_api::NetworkForward;
+
+    use super::super::record::fixture::{lease, network};
+    use super::*;
+
+    #[test]
+    fn nat_publishes_forwards_to_their_instance() {
+        let mut lan = network("lan", "10.1.0.0/24");
+        lan.ipv6 = Some("fd42::/64".into());
+        lan.leases.push(lease("web", "10.1.0.2"));
+        lan.forwards.push(NetworkForward {
+            protocol: "udp".into(),
+            listen_address: Some("192.0.2.1".into()),
+            listen_port: 53,
+            instance: "web".into(),
+            target_port: 5353,
+        });
+        let nat = render_nat(&lan).unwrap();
+        assert_eq!(
+            (nat.network.as_str(), nat.bridge.as_str()),
+            ("lan", "vbr-lan")
+        );
+        assert_eq!(nat.subnet6, Some(("fd42::".parse().unwrap(), 64)));
+        assert_eq!(
+            nat.forwards,
+            vec![PortForward {
+                protocol: Protocol::Udp,
+                listen_address: Some("192.0.2.1".parse().unwrap()),
+                listen_port: 53,
+                target: "10.1.0.2".parse().unwrap(),
+                target_port: 5353,
+            }]
+        );
+        lan.forwards[0].instance = "gone".into();
+        assert!(render_nat(&lan).is_err());
+    }
+
+    #[test]
+    fn dhcp_serves_the_nics_the_gateway_reaches() {
+        let mut lan = network("lan", "10.1.0.0/24");
+        lan.leases.push(lease("web", "10.1.0.2"));
+        let mut seg = lease("seg", "10.1.0.3");
+        seg.vlan = Some(10);
+        lan.leases.push(seg);
+        let dhcp = render_dhcp(&lan, PathBuf::from("/run/x")).unwrap();
+        assert_eq!(dhcp.domain, "lan.vessel");
+        assert_eq!(dhcp.bridge, "vbr-lan");
+        assert_eq!(dhcp.state_dir, PathBuf::from("/run/x"));
+        assert_eq!(dhcp.static_leases.len(), 1, "not the segment's NIC");
+        assert_eq!(dhcp.static_leases[0].name.as_deref(), Some("web"));
+        assert_eq!(dhcp.ipv6_gateway, None);
+    }
 }

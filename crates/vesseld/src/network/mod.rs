@@ -22,11 +22,10 @@ mod record;
 mod segments;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use vessel_api::{LbBackendStatus, Network, NetworkSegment};
+use vessel_api::Network;
 use vessel_net::{LbHealthChecker, VlanMode};
 
 use crate::error::{chain, Error, Result};
@@ -35,8 +34,6 @@ use crate::store::{Records, Store};
 use record::NetworkRecord;
 
 const NETWORK: &str = "network";
-/// The longest network name: `vbr-NAME` must fit in an interface name.
-const MAX_NAME: usize = 11;
 /// A network being created: recorded before its kernel objects are made, removed once the
 /// network itself is recorded. One left at start names objects a crash left behind.
 const PENDING: &str = "network-pending";
@@ -129,36 +126,7 @@ impl NetworkService {
             .iter()
             .map(|lb| {
                 let health = checkers.get(&r.lb_table(&lb.name)).map(|c| c.health());
-                let mut lb = lb.clone();
-                lb.status = lb
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let address = r
-                            .leases
-                            .iter()
-                            .find(|l| &l.instance == b)
-                            .map(|l| l.ip.clone())
-                            .unwrap_or_default();
-                        let ip: Option<Ipv4Addr> = address.parse().ok();
-                        let state = health.as_ref().and_then(|h| {
-                            h.iter()
-                                .find(|(k, _)| Some(k.address) == ip)
-                                .map(|(_, v)| v.up)
-                        });
-                        LbBackendStatus {
-                            instance: b.clone(),
-                            address,
-                            health: match state {
-                                Some(true) => "up",
-                                Some(false) => "down",
-                                None => "unknown",
-                            }
-                            .into(),
-                        }
-                    })
-                    .collect();
-                lb
+                balancers::with_status(r, lb, health.as_ref())
             })
             .collect();
         drop(checkers);
@@ -177,21 +145,13 @@ impl NetworkService {
             forwards: r.forwards.clone(),
             acl: r.acl.clone(),
             load_balancers,
-            segments: r
-                .vlans
-                .iter()
-                .map(|v| NetworkSegment {
-                    vlan: *v,
-                    bridge: r.segment_bridge(mode, *v),
-                    vni: r.vni.map(|n| n + u32::from(*v)),
-                })
-                .collect(),
+            segments: segments::segments(r, mode),
             // Only a network with segments has a mode (probing the kernel on a read would
             // make a throw-away bridge).
-            vlan_mode: match (r.vlans.is_empty(), mode) {
-                (true, _) => "none",
-                (false, VlanMode::VlanFiltering) => "vlan-filtering",
-                (false, VlanMode::BridgePerVlan) => "bridge-per-vlan",
+            vlan_mode: if r.vlans.is_empty() {
+                "none"
+            } else {
+                segments::mode_name(mode)
             }
             .into(),
             isolated_ports: r.isolated_ports,

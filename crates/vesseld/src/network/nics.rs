@@ -25,116 +25,11 @@ impl NetworkService {
     ) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
-        if rec.leases.iter().any(|l| l.instance == req.instance) {
-            return Err(Error::conflict(format!(
-                "{:?} already has a NIC on {network:?}",
-                req.instance
-            )));
-        }
-        if let Some(v) = req.vlan {
-            if !rec.vlans.contains(&v) {
-                return Err(Error::invalid(format!(
-                    "network {network:?} has no VLAN segment {v} (it has: {}); segments are \
-                     set with --vlan when the network is created",
-                    if rec.vlans.is_empty() {
-                        "none".to_string()
-                    } else {
-                        rec.vlans
-                            .iter()
-                            .map(u16::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                )));
-            }
-        }
-        for r in req.ingress.iter().chain(req.egress.iter()) {
-            parse_rate(r)?;
-        }
-        let subnet = rec.subnet()?;
-        let mut ipam = Ipam::new(subnet);
-        for l in &rec.leases {
-            if let Ok(ip) = l.ip.parse() {
-                let _ = ipam.reserve(ip);
-            }
-        }
-        let ip = match &req.ip {
-            Some(s) => {
-                let ip: Ipv4Addr = s
-                    .parse()
-                    .map_err(|_| Error::invalid(format!("{s:?} is not an IPv4 address")))?;
-                if !subnet.contains(ip) {
-                    return Err(Error::invalid(format!(
-                        "{ip} is outside {network:?}'s subnet {subnet}"
-                    )));
-                }
-                ipam.reserve(ip)
-                    .map_err(|e| Error::conflict(format!("{ip}: {e}")))?;
-                ip
-            }
-            None => ipam
-                .allocate()
-                .map_err(|e| Error::conflict(format!("network {network:?}: {e}")))?,
-        };
         let all = self.records()?;
-        let all_macs: Vec<String> = all
-            .iter()
-            .flat_map(|r| r.leases.iter())
-            .map(|l| l.mac.to_lowercase())
-            .collect();
-        let mac = match &req.mac {
-            Some(m) => {
-                let mac: MacAddr = m
-                    .parse()
-                    .map_err(|e| Error::invalid(format!("MAC {m:?}: {e}")))?;
-                if mac.is_multicast() {
-                    return Err(Error::invalid(format!("MAC {mac} is a multicast address")));
-                }
-                if all_macs.contains(&mac.to_string().to_lowercase()) {
-                    return Err(Error::conflict(format!("MAC {mac} is already in use")));
-                }
-                mac
-            }
-            None => (0u8..=255)
-                .map(|salt| derived_mac(&req.instance, network, salt))
-                .find(|m| !all_macs.contains(&m.to_string().to_lowercase()))
-                .ok_or_else(|| Error::conflict("no free MAC address"))?,
-        };
-        // The lowest ethN the instance does not use yet.
-        let used: Vec<String> = all
-            .iter()
-            .flat_map(|r| r.leases.iter())
-            .filter(|l| l.instance == req.instance)
-            .map(|l| l.interface.clone())
-            .collect();
-        let interface = (0..)
-            .map(|i| format!("eth{i}"))
-            .find(|n| !used.contains(n))
-            .unwrap_or_default();
-        let prefix = if inst.instance_type == InstanceType::Vm {
-            "vt"
-        } else {
-            "vh"
-        };
-        let lease = NetworkLease {
-            instance: req.instance.clone(),
-            interface,
-            mac: mac.to_string(),
-            ip: ip.to_string(),
-            ipv6: rec.subnet6()?.map(|p| eui64(p, mac).to_string()),
-            host_interface: ifname(prefix, &req.instance, network),
-            vlan: req.vlan,
-            ingress: req.ingress.clone(),
-            egress: req.egress.clone(),
-            acl: String::new(),
-        };
+        let lease = plan_lease(&rec, &all, &req, inst.instance_type)?;
         if let Some(pid) = pid {
             let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
-            let first_routed = !all
-                .iter()
-                .flat_map(|r| r.leases.iter())
-                .any(|l| l.instance == req.instance && l.vlan.is_none());
-            self.plug_one(&rec, &lease, &ns, first_routed)?;
+            self.plug_one(&rec, &lease, &ns, !has_routed_nic(&all, &req.instance))?;
         }
         rec.leases.push(lease);
         // A network with rules re-applies them (the new NIC joins the filtered ports and its
@@ -369,5 +264,226 @@ impl NetworkService {
             }
         }
         Ok(out)
+    }
+}
+
+/// The lease a new NIC of `req.instance` (of `instance_type`) gets on network `rec`, given
+/// every network (`all`): the address asked for or the lowest free one, the MAC asked for or
+/// one derived from the names that no NIC uses, the lowest free `ethN` of the instance, and
+/// the host-side name.
+pub(super) fn plan_lease(
+    rec: &NetworkRecord,
+    all: &[NetworkRecord],
+    req: &NicAttach,
+    instance_type: InstanceType,
+) -> Result<NetworkLease> {
+    let network = &rec.name;
+    if rec.leases.iter().any(|l| l.instance == req.instance) {
+        return Err(Error::conflict(format!(
+            "{:?} already has a NIC on {network:?}",
+            req.instance
+        )));
+    }
+    if let Some(v) = req.vlan {
+        if !rec.vlans.contains(&v) {
+            return Err(Error::invalid(format!(
+                "network {network:?} has no VLAN segment {v} (it has: {}); segments are \
+                 set with --vlan when the network is created",
+                if rec.vlans.is_empty() {
+                    "none".to_string()
+                } else {
+                    rec.vlans
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+    }
+    for r in req.ingress.iter().chain(req.egress.iter()) {
+        parse_rate(r)?;
+    }
+    let subnet = rec.subnet()?;
+    let mut ipam = Ipam::new(subnet);
+    for l in &rec.leases {
+        if let Ok(ip) = l.ip.parse() {
+            let _ = ipam.reserve(ip);
+        }
+    }
+    let ip = match &req.ip {
+        Some(s) => {
+            let ip: Ipv4Addr = s
+                .parse()
+                .map_err(|_| Error::invalid(format!("{s:?} is not an IPv4 address")))?;
+            if !subnet.contains(ip) {
+                return Err(Error::invalid(format!(
+                    "{ip} is outside {network:?}'s subnet {subnet}"
+                )));
+            }
+            ipam.reserve(ip)
+                .map_err(|e| Error::conflict(format!("{ip}: {e}")))?;
+            ip
+        }
+        None => ipam
+            .allocate()
+            .map_err(|e| Error::conflict(format!("network {network:?}: {e}")))?,
+    };
+    let all_macs: Vec<String> = all
+        .iter()
+        .flat_map(|r| r.leases.iter())
+        .map(|l| l.mac.to_lowercase())
+        .collect();
+    let mac = match &req.mac {
+        Some(m) => {
+            let mac: MacAddr = m
+                .parse()
+                .map_err(|e| Error::invalid(format!("MAC {m:?}: {e}")))?;
+            if mac.is_multicast() {
+                return Err(Error::invalid(format!("MAC {mac} is a multicast address")));
+            }
+            if all_macs.contains(&mac.to_string().to_lowercase()) {
+                return Err(Error::conflict(format!("MAC {mac} is already in use")));
+            }
+            mac
+        }
+        None => (0u8..=255)
+            .map(|salt| derived_mac(&req.instance, network, salt))
+            .find(|m| !all_macs.contains(&m.to_string().to_lowercase()))
+            .ok_or_else(|| Error::conflict("no free MAC address"))?,
+    };
+    // The lowest ethN the instance does not use yet.
+    let used: Vec<String> = all
+        .iter()
+        .flat_map(|r| r.leases.iter())
+        .filter(|l| l.instance == req.instance)
+        .map(|l| l.interface.clone())
+        .collect();
+    let interface = (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !used.contains(n))
+        .unwrap_or_default();
+    let prefix = if instance_type == InstanceType::Vm {
+        "vt"
+    } else {
+        "vh"
+    };
+    Ok(NetworkLease {
+        instance: req.instance.clone(),
+        interface,
+        mac: mac.to_string(),
+        ip: ip.to_string(),
+        ipv6: rec.subnet6()?.map(|p| eui64(p, mac).to_string()),
+        host_interface: ifname(prefix, &req.instance, network),
+        vlan: req.vlan,
+        ingress: req.ingress.clone(),
+        egress: req.egress.clone(),
+        acl: String::new(),
+    })
+}
+
+/// Whether `instance` has a NIC off any VLAN segment on one of the networks `all`: that one
+/// holds its default routes.
+pub(super) fn has_routed_nic(all: &[NetworkRecord], instance: &str) -> bool {
+    all.iter()
+        .flat_map(|r| r.leases.iter())
+        .any(|l| l.instance == instance && l.vlan.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::{lease, network};
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn nic(instance: &str) -> NicAttach {
+        NicAttach {
+            instance: instance.into(),
+            ip: None,
+            mac: None,
+            vlan: None,
+            ingress: None,
+            egress: None,
+        }
+    }
+
+    #[test]
+    fn a_new_nic_gets_the_lowest_free_address_and_interface() {
+        let mut lan = network("lan", "10.1.0.0/24");
+        lan.ipv6 = Some("fd42::/64".into());
+        lan.leases.push(lease("c1", "10.1.0.2"));
+        let mut dmz = network("dmz", "10.2.0.0/24");
+        let mut other = lease("c2", "10.2.0.2");
+        other.mac = "0a:56:00:00:00:02".into();
+        dmz.leases.push(other);
+        let all = [lan.clone(), dmz];
+        let l = plan_lease(&lan, &all, &nic("c2"), InstanceType::Container).unwrap();
+        assert_eq!(l.ip, "10.1.0.3", "the gateway and c1 hold .1 and .2");
+        assert_eq!(l.interface, "eth1", "c2 has eth0 on dmz");
+        assert_eq!(l.host_interface, ifname("vh", "c2", "lan"));
+        assert_eq!(l.mac, derived_mac("c2", "lan", 0).to_string());
+        let mac: MacAddr = l.mac.parse().unwrap();
+        assert_eq!(
+            l.ipv6,
+            Some(eui64("fd42::".parse().unwrap(), mac).to_string())
+        );
+        let vm = plan_lease(&lan, &all, &nic("v1"), InstanceType::Vm).unwrap();
+        assert!(vm.host_interface.starts_with("vt"), "{}", vm.host_interface);
+        assert_eq!(vm.interface, "eth0");
+    }
+
+    #[test]
+    fn asked_for_addresses_and_macs_are_checked() {
+        let mut lan = network("lan", "10.1.0.0/24");
+        lan.vlans = vec![10];
+        lan.leases.push(lease("c1", "10.1.0.2"));
+        let all = [lan.clone()];
+        let fails = |req: NicAttach, kind: ErrorKind, want: &str| {
+            let e = plan_lease(&lan, &all, &req, InstanceType::Container).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        };
+        fails(nic("c1"), ErrorKind::Conflict, "already has a NIC");
+        let mut r = nic("c2");
+        r.ip = Some("10.1.0.2".into());
+        fails(r, ErrorKind::Conflict, "10.1.0.2");
+        let mut r = nic("c2");
+        r.ip = Some("10.9.0.2".into());
+        fails(r, ErrorKind::Invalid, "outside");
+        let mut r = nic("c2");
+        r.mac = Some("0A:56:00:00:00:01".into());
+        fails(r, ErrorKind::Conflict, "already in use");
+        let mut r = nic("c2");
+        r.mac = Some("01:00:5e:00:00:01".into());
+        fails(r, ErrorKind::Invalid, "multicast");
+        let mut r = nic("c2");
+        r.vlan = Some(20);
+        fails(r, ErrorKind::Invalid, "has no VLAN segment 20 (it has: 10)");
+        let mut r = nic("c2");
+        r.egress = Some("lots".into());
+        fails(r, ErrorKind::Invalid, "rate");
+        let mut r = nic("c2");
+        r.ip = Some("10.1.0.9".into());
+        r.mac = Some("0a:56:00:00:00:09".into());
+        r.vlan = Some(10);
+        let l = plan_lease(&lan, &all, &r, InstanceType::Container).unwrap();
+        assert_eq!(
+            (l.ip.as_str(), l.mac.as_str(), l.vlan),
+            ("10.1.0.9", "0a:56:00:00:00:09", Some(10))
+        );
+    }
+
+    #[test]
+    fn only_a_nic_off_segments_routes() {
+        let mut lan = network("lan", "10.1.0.0/24");
+        let mut seg = lease("c1", "10.1.0.2");
+        seg.vlan = Some(10);
+        lan.leases.push(seg);
+        let all = [lan];
+        assert!(!has_routed_nic(&all, "c1"));
+        assert!(!has_routed_nic(&all, "c2"));
+        let mut all = all.to_vec();
+        all[0].leases.push(lease("c2", "10.1.0.3"));
+        assert!(has_routed_nic(&all, "c2"));
     }
 }

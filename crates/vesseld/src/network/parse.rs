@@ -85,3 +85,60 @@ pub(super) fn protocol(p: &str) -> Result<Protocol> {
         _ => Err(Error::invalid(format!("protocol {p:?}: use tcp or udp"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn ipv6_prefixes_are_slaac_sized_unicast_and_clean() {
+        assert_eq!(
+            parse_prefix6("fd42:1:2:3::/64").unwrap(),
+            "fd42:1:2:3::".parse::<Ipv6Addr>().unwrap()
+        );
+        for bad in [
+            "fd42::",
+            "fd42::/48",
+            "zz::/64",
+            "ff02::/64",
+            "fe80::/64",
+            "::/64",
+        ] {
+            let e = parse_prefix6(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Invalid, "{bad}: {e}");
+        }
+        let e = parse_prefix6("fd42::1/64").unwrap_err();
+        assert!(e.message.contains("use fd42::/64"), "{e}");
+    }
+
+    #[test]
+    fn rates_take_units_and_stay_in_bounds() {
+        assert_eq!(parse_rate("10Mbit").unwrap().rate_bps, 10_000_000);
+        assert_eq!(parse_rate(" 1.5gbit ").unwrap().rate_bps, 1_500_000_000);
+        assert_eq!(parse_rate("64kbit").unwrap().rate_bps, 64_000);
+        assert_eq!(parse_rate("100000").unwrap().rate_bps, 100_000);
+        for bad in ["", "fast", "10MB", "1kbit", "101Gbit", "1.2.3Mbit"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn lease_limits_read_both_directions() {
+        let mut l = super::super::record::fixture::lease("c1", "10.0.0.2");
+        assert_eq!(lease_limits(&l).unwrap(), BandwidthLimits::default());
+        l.egress = Some("1Mbit".into());
+        let limits = lease_limits(&l).unwrap();
+        assert_eq!(limits.egress.map(|r| r.rate_bps), Some(1_000_000));
+        assert!(limits.ingress.is_none());
+        l.ingress = Some("nope".into());
+        assert!(lease_limits(&l).is_err());
+    }
+
+    #[test]
+    fn protocols() {
+        assert_eq!(protocol("tcp").unwrap(), Protocol::Tcp);
+        assert_eq!(protocol("udp").unwrap(), Protocol::Udp);
+        assert!(protocol("TCP").is_err() && protocol("icmp").is_err());
+    }
+}

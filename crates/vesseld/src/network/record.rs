@@ -140,3 +140,143 @@ pub(super) fn eui64(prefix: Ipv6Addr, mac: MacAddr) -> Ipv6Addr {
     o[8..16].copy_from_slice(&[m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
     Ipv6Addr::from(o)
 }
+
+/// Records and leases for the unit tests of the network module.
+#[cfg(test)]
+pub(super) mod fixture {
+    use vessel_api::NetworkLease;
+
+    use super::NetworkRecord;
+
+    /// A bridge network without NICs.
+    pub fn network(name: &str, subnet: &str) -> NetworkRecord {
+        NetworkRecord {
+            name: name.into(),
+            subnet: subnet.into(),
+            ipv6: None,
+            vni: None,
+            peers: Vec::new(),
+            local: None,
+            leases: Vec::new(),
+            forwards: Vec::new(),
+            acl: String::new(),
+            vlans: Vec::new(),
+            isolated_ports: false,
+            vlan_mode: None,
+            load_balancers: Vec::new(),
+            description: String::new(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A NIC of `instance` with address `ip`.
+    pub fn lease(instance: &str, ip: &str) -> NetworkLease {
+        NetworkLease {
+            instance: instance.into(),
+            interface: "eth0".into(),
+            mac: "0a:56:00:00:00:01".into(),
+            ip: ip.into(),
+            ipv6: None,
+            host_interface: format!("vh-{instance}"),
+            vlan: None,
+            ingress: None,
+            egress: None,
+            acl: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{lease, network};
+    use super::*;
+
+    #[test]
+    fn kernel_names_fit_in_an_interface_name() {
+        let mut n = network("abcdefghijk", "10.0.0.0/24");
+        assert_eq!(n.bridge(), "vbr-abcdefghijk");
+        assert_eq!(n.vxlan(), "vx-abcdefghijk");
+        assert_eq!(n.tag().len(), 7);
+        assert_eq!(n.segment_base(VlanMode::VlanFiltering), n.bridge());
+        assert_eq!(n.segment_bridge(VlanMode::VlanFiltering, 4094), n.bridge());
+        let seg = n.segment_bridge(VlanMode::BridgePerVlan, 4094);
+        assert_eq!(seg, format!("vs{}-v4094", n.tag()));
+        assert_eq!(
+            n.segment_base(VlanMode::BridgePerVlan),
+            format!("vs{}", n.tag())
+        );
+        n.vni = Some(16_000_000);
+        for name in [n.bridge(), n.vxlan(), seg, n.segment_vxlan(4094)] {
+            assert!(name.len() <= 15, "{name} is too long for an interface");
+        }
+        assert_eq!(n.lb_table("web_1"), "abcdefghijk_web_1");
+        let nic = ifname("vh", "an-instance-with-a-long-name", "abcdefghijk");
+        assert_eq!(nic.len(), 10);
+        assert_eq!(
+            nic,
+            ifname("vh", "an-instance-with-a-long-name", "abcdefghijk")
+        );
+        assert_ne!(nic, ifname("vh", "an-instance-with-a-long-name", "other"));
+    }
+
+    #[test]
+    fn overlays_share_their_gateway_mac_and_lose_mtu() {
+        let mut a = network("a", "10.0.0.0/24");
+        assert_eq!(a.mtu(), 1500);
+        assert!(a.vnis().is_empty());
+        a.vni = Some(5000);
+        a.vlans = vec![10, 20];
+        let mut b = network("b", "10.0.0.0/24");
+        b.vni = Some(5000);
+        assert_eq!(
+            a.gateway_mac(),
+            b.gateway_mac(),
+            "same VNI, same gateway MAC"
+        );
+        assert!(!a.gateway_mac().is_multicast());
+        b.vni = Some(5001);
+        assert_ne!(a.gateway_mac(), b.gateway_mac());
+        assert_eq!(a.mtu(), 1500 - vessel_net::VXLAN_OVERHEAD);
+        assert_eq!(a.vnis(), vec![5000, 5010, 5020]);
+    }
+
+    #[test]
+    fn ipv6_gateway_and_eui64_addresses() {
+        let mut n = network("a", "10.0.0.0/24");
+        assert_eq!(n.gateway6().unwrap(), None);
+        n.ipv6 = Some("fd42:1:2:3::/64".into());
+        assert_eq!(
+            n.gateway6().unwrap(),
+            Some("fd42:1:2:3::1".parse().unwrap())
+        );
+        let mac: MacAddr = "0a:56:12:34:56:78".parse().unwrap();
+        assert_eq!(
+            eui64("fd42:1:2:3::".parse().unwrap(), mac),
+            "fd42:1:2:3:856:12ff:fe34:5678".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn derived_macs_are_local_unicast_and_stable() {
+        let m = derived_mac("c1", "lan", 0);
+        assert_eq!(m, derived_mac("c1", "lan", 0));
+        assert_ne!(m, derived_mac("c1", "lan", 1));
+        assert_ne!(m, derived_mac("c2", "lan", 0));
+        assert!(!m.is_multicast());
+        assert_eq!(m.octets()[0] & 0x02, 0x02, "locally administered");
+    }
+
+    #[test]
+    fn acl_rules_anywhere_count() {
+        let mut n = network("a", "10.0.0.0/24");
+        n.leases.push(lease("c1", "10.0.0.2"));
+        assert!(!has_acl(&n));
+        n.acl = "  \n".into();
+        assert!(!has_acl(&n), "blank rules are none");
+        n.leases[0].acl = "deny ingress".into();
+        assert!(has_acl(&n));
+        n.leases[0].acl.clear();
+        n.acl = "deny ingress".into();
+        assert!(has_acl(&n));
+    }
+}
