@@ -15,7 +15,7 @@ use vessel_nbd::{BlockDevice, DeviceError, Extent};
 use vessel_raid::thin::{ThinError, ThinOptions, ThinPool, Volume};
 use vessel_raid::{RaidArray, RaidConfig, RaidError, RaidLevel, SlotState};
 
-use super::pool::{BlockAccess, PoolDriver, Progress};
+use super::driver::{BlockAccess, PoolDriver, Progress};
 use crate::error::{chain, Error, Result};
 
 /// A raid pool: the array and the thin pool on it.
