@@ -20,51 +20,14 @@ impl StorageService {
         let mut v = self.volume_record(pool, name)?;
         let inst =
             crate::instance::stored_stopped(self.inner.store.as_ref(), &req.instance, "volumes")?;
-        if v.attached_to.iter().any(|a| a.instance == req.instance) {
-            return Err(Error::conflict(format!(
-                "volume {name:?} is already attached to {:?}",
-                req.instance
-            )));
-        }
-        let path = match (inst.instance_type, v.content) {
-            (InstanceType::Container, VolumeContent::Filesystem) => {
-                check_mount_point(&req.path)?;
-                let clash = self
-                    .volume_records(None)?
-                    .into_iter()
-                    .flat_map(|o| o.attached_to)
-                    .any(|a| a.instance == req.instance && a.path == req.path);
-                if clash {
-                    return Err(Error::conflict(format!(
-                        "another volume is mounted at {} in {:?}",
-                        req.path, req.instance
-                    )));
-                }
-                req.path.clone()
-            }
-            (InstanceType::Vm, VolumeContent::Block) => String::new(),
-            (InstanceType::Container, VolumeContent::Block) => {
-                return Err(Error::invalid(
-                    "block volumes attach to VMs; give containers a filesystem volume",
-                ))
-            }
-            (InstanceType::Vm, VolumeContent::Filesystem) => {
-                return Err(Error::invalid(
-                    "filesystem volumes attach to containers; give VMs a block volume (or \
-                     export the volume over NFS)",
-                ))
-            }
-        };
-        if v.content == VolumeContent::Block && !v.attached_to.is_empty() {
-            return Err(Error::conflict(format!(
-                "block volume {name:?} is attached to {:?}; a disk has one writer",
-                v.attached_to[0].instance
-            )));
-        }
-        v.attached_to.push(VolumeAttachment {
-            instance: req.instance.clone(),
-            path,
-        });
+        let attachment = plan_attachment(
+            &v,
+            &self.volume_records(None)?,
+            &req.instance,
+            inst.instance_type,
+            &req.path,
+        )?;
+        v.attached_to.push(attachment);
         self.put_volume(&v)?;
         if v.content == VolumeContent::Block {
             if let Err(e) = self.serve_disk(&req.instance, &v) {
@@ -80,18 +43,7 @@ impl StorageService {
     pub fn detach(&self, pool: &str, name: &str, req: VolumeAttach) -> Result<StorageVolume> {
         let _g = self.busy();
         let mut v = self.volume_record(pool, name)?;
-        if !v.attached_to.iter().any(|a| a.instance == req.instance) {
-            return Err(Error::not_found(format!(
-                "volume {name:?} is not attached to {:?}",
-                req.instance
-            )));
-        }
-        if v.root_of.as_deref() == Some(&req.instance) {
-            return Err(Error::conflict(format!(
-                "volume {name:?} is the root disk of {:?}; it goes with the instance",
-                req.instance
-            )));
-        }
+        check_detach(&v, &req.instance)?;
         if let Ok(i) = self.inner.store.instance_get(&req.instance) {
             if i.status != InstanceStatus::Stopped {
                 return Err(Error::conflict(format!(
@@ -261,4 +213,172 @@ fn check_mount_point(path: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The attachment of volume `v` to `instance` (of `instance_type`) at `path`, given every
+/// volume (`all`): filesystem volumes mount into containers at a free mount point, block
+/// volumes become a VM's disk and have one writer.
+pub(super) fn plan_attachment(
+    v: &VolumeRecord,
+    all: &[VolumeRecord],
+    instance: &str,
+    instance_type: InstanceType,
+    path: &str,
+) -> Result<VolumeAttachment> {
+    let name = &v.name;
+    if v.attached_to.iter().any(|a| a.instance == instance) {
+        return Err(Error::conflict(format!(
+            "volume {name:?} is already attached to {instance:?}"
+        )));
+    }
+    let path = match (instance_type, v.content) {
+        (InstanceType::Container, VolumeContent::Filesystem) => {
+            check_mount_point(path)?;
+            let clash = all
+                .iter()
+                .flat_map(|o| &o.attached_to)
+                .any(|a| a.instance == instance && a.path == path);
+            if clash {
+                return Err(Error::conflict(format!(
+                    "another volume is mounted at {path} in {instance:?}"
+                )));
+            }
+            path.to_string()
+        }
+        (InstanceType::Vm, VolumeContent::Block) => String::new(),
+        (InstanceType::Container, VolumeContent::Block) => {
+            return Err(Error::invalid(
+                "block volumes attach to VMs; give containers a filesystem volume",
+            ))
+        }
+        (InstanceType::Vm, VolumeContent::Filesystem) => {
+            return Err(Error::invalid(
+                "filesystem volumes attach to containers; give VMs a block volume (or \
+                 export the volume over NFS)",
+            ))
+        }
+    };
+    if v.content == VolumeContent::Block && !v.attached_to.is_empty() {
+        return Err(Error::conflict(format!(
+            "block volume {name:?} is attached to {:?}; a disk has one writer",
+            v.attached_to[0].instance
+        )));
+    }
+    Ok(VolumeAttachment {
+        instance: instance.to_string(),
+        path,
+    })
+}
+
+/// Checks that volume `v` can be detached from `instance`: it is attached there and is not
+/// the instance's root disk.
+pub(super) fn check_detach(v: &VolumeRecord, instance: &str) -> Result<()> {
+    let name = &v.name;
+    if !v.attached_to.iter().any(|a| a.instance == instance) {
+        return Err(Error::not_found(format!(
+            "volume {name:?} is not attached to {instance:?}"
+        )));
+    }
+    if v.root_of.as_deref() == Some(instance) {
+        return Err(Error::conflict(format!(
+            "volume {name:?} is the root disk of {instance:?}; it goes with the instance"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::volume;
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn mount_points_stay_inside_the_container() {
+        for ok in ["/data", "/srv/a-b/c", "/devices"] {
+            check_mount_point(ok).unwrap();
+        }
+        for bad in [
+            "", "data", "/", "/a/../b", "/a/./b", "/proc", "/sys/fs", "/dev/shm",
+        ] {
+            assert!(check_mount_point(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn filesystem_volumes_mount_into_containers_block_volumes_into_one_vm() {
+        let fs = VolumeContent::Filesystem;
+        let data = volume("p", "data", fs, &[("c1", "/data")]);
+        let logs = volume("p", "logs", fs, &[]);
+        let disk = volume("p", "disk", VolumeContent::Block, &[]);
+        let used = volume("p", "used", VolumeContent::Block, &[("v1", "")]);
+        let all = [data.clone(), logs.clone(), disk.clone(), used.clone()];
+        let ct = InstanceType::Container;
+        let vm = InstanceType::Vm;
+        let a = plan_attachment(&logs, &all, "c1", ct, "/logs").unwrap();
+        assert_eq!((a.instance.as_str(), a.path.as_str()), ("c1", "/logs"));
+        let a = plan_attachment(&data, &all, "c2", ct, "/data").unwrap();
+        assert_eq!(a.path, "/data", "another container may share it");
+        let a = plan_attachment(&disk, &all, "v1", vm, "/ignored").unwrap();
+        assert_eq!(a.path, "", "a disk has no mount point");
+        for (v, inst, ty, path, kind, want) in [
+            (
+                &data,
+                "c1",
+                ct,
+                "/other",
+                ErrorKind::Conflict,
+                "already attached",
+            ),
+            (
+                &logs,
+                "c1",
+                ct,
+                "/data",
+                ErrorKind::Conflict,
+                "another volume is mounted at /data",
+            ),
+            (
+                &logs,
+                "c1",
+                ct,
+                "/proc/x",
+                ErrorKind::Invalid,
+                "under /proc",
+            ),
+            (
+                &disk,
+                "c1",
+                ct,
+                "/d",
+                ErrorKind::Invalid,
+                "block volumes attach to VMs",
+            ),
+            (
+                &logs,
+                "v1",
+                vm,
+                "",
+                ErrorKind::Invalid,
+                "filesystem volumes attach to containers",
+            ),
+            (&used, "v2", vm, "", ErrorKind::Conflict, "one writer"),
+        ] {
+            let e = plan_attachment(v, &all, inst, ty, path).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn a_root_disk_goes_with_its_vm() {
+        let mut root = volume("p", "v1-root", VolumeContent::Block, &[("v1", "")]);
+        root.root_of = Some("v1".into());
+        let e = check_detach(&root, "v1").unwrap_err();
+        assert!(e.message.contains("root disk"), "{e}");
+        let e = check_detach(&root, "v2").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        root.root_of = None;
+        check_detach(&root, "v1").unwrap();
+    }
 }

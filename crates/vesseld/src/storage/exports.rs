@@ -5,6 +5,7 @@ use std::sync::Arc;
 use vessel_api::{ExportCreate, StorageExport, VolumeContent};
 
 use super::driver::BlockAccess;
+use super::record::VolumeRecord;
 use super::{servers, StorageService};
 use crate::error::{chain, Error, Result};
 use crate::name::validate_name;
@@ -68,25 +69,7 @@ impl StorageService {
             )));
         }
         let v = self.volume_record(&req.pool, &req.volume)?;
-        match (req.protocol, v.content) {
-            (vessel_api::ExportProtocol::Nbd, VolumeContent::Filesystem) => {
-                return Err(Error::invalid(
-                    "NBD exports block volumes; export a filesystem volume over NFS",
-                ))
-            }
-            (vessel_api::ExportProtocol::Nfs, VolumeContent::Block) => {
-                return Err(Error::invalid(
-                    "NFS exports filesystem volumes; export a block volume over NBD",
-                ))
-            }
-            _ => {}
-        }
-        if v.content == VolumeContent::Block && !req.read_only && !v.attached_to.is_empty() {
-            return Err(Error::conflict(format!(
-                "block volume {:?} is attached to {:?}; export it read-only or detach it",
-                req.volume, v.attached_to[0].instance
-            )));
-        }
+        check_export(&req, &v)?;
         let listen = servers::normalize_listen(req.protocol, req.listen.as_deref())?;
         let e = StorageExport {
             name: req.name.clone(),
@@ -126,5 +109,79 @@ impl StorageService {
             &format!("/1.0/storage/exports/{name}"),
         );
         Ok(e)
+    }
+}
+
+/// Checks that volume `v` can be exported as `req` asks: NBD serves block volumes, NFS
+/// filesystem volumes, and a block volume a VM writes is exported read-only.
+pub(super) fn check_export(req: &ExportCreate, v: &VolumeRecord) -> Result<()> {
+    match (req.protocol, v.content) {
+        (vessel_api::ExportProtocol::Nbd, VolumeContent::Filesystem) => {
+            return Err(Error::invalid(
+                "NBD exports block volumes; export a filesystem volume over NFS",
+            ))
+        }
+        (vessel_api::ExportProtocol::Nfs, VolumeContent::Block) => {
+            return Err(Error::invalid(
+                "NFS exports filesystem volumes; export a block volume over NBD",
+            ))
+        }
+        _ => {}
+    }
+    if v.content == VolumeContent::Block && !req.read_only && !v.attached_to.is_empty() {
+        return Err(Error::conflict(format!(
+            "block volume {:?} is attached to {:?}; export it read-only or detach it",
+            req.volume, v.attached_to[0].instance
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use vessel_api::ExportProtocol;
+
+    use super::super::record::fixture::volume;
+    use super::*;
+
+    fn req(protocol: ExportProtocol, read_only: bool) -> ExportCreate {
+        ExportCreate {
+            name: "e".into(),
+            pool: "p".into(),
+            volume: "v".into(),
+            protocol,
+            listen: None,
+            read_only,
+        }
+    }
+
+    #[test]
+    fn nbd_serves_disks_nfs_directories_and_a_vm_disk_read_only() {
+        let fs = volume("p", "v", VolumeContent::Filesystem, &[("c1", "/data")]);
+        let disk = volume("p", "v", VolumeContent::Block, &[]);
+        let used = volume("p", "v", VolumeContent::Block, &[("v1", "")]);
+        check_export(&req(ExportProtocol::Nfs, false), &fs).unwrap();
+        check_export(&req(ExportProtocol::Nbd, false), &disk).unwrap();
+        check_export(&req(ExportProtocol::Nbd, true), &used).unwrap();
+        for (r, v, want) in [
+            (
+                req(ExportProtocol::Nbd, false),
+                &fs,
+                "NBD exports block volumes",
+            ),
+            (
+                req(ExportProtocol::Nfs, false),
+                &disk,
+                "NFS exports filesystem volumes",
+            ),
+            (
+                req(ExportProtocol::Nbd, false),
+                &used,
+                "export it read-only",
+            ),
+        ] {
+            let e = check_export(&r, v).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
     }
 }

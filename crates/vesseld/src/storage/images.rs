@@ -31,27 +31,7 @@ impl StorageService {
             "qemu-img",
             &["info", "--output=json", driver::path_str(image)?],
         )?;
-        let info: serde_json::Value = serde_json::from_str(&info)
-            .map_err(|e| Error::invalid(format!("qemu-img info: {e}")))?;
-        let format = info["format"].as_str().unwrap_or("raw").to_string();
-        if !matches!(format.as_str(), "raw" | "qcow2") {
-            return Err(Error::invalid(format!(
-                "the upload is a {format} image; give a raw or qcow2 disk image"
-            )));
-        }
-        if info.get("backing-filename").is_some() {
-            return Err(Error::invalid(
-                "the image has a backing file; flatten it first (qemu-img convert)",
-            ));
-        }
-        let virtual_size = info["virtual-size"].as_u64().unwrap_or(0);
-        if virtual_size > v.size {
-            return Err(Error::invalid(format!(
-                "the image is {virtual_size} bytes but volume {name:?} is {} bytes; resize the \
-                 volume first",
-                v.size
-            )));
-        }
+        let format = check_image(&info, &v)?;
         op.progress(Some(5), "writing the image");
         self.write_image(&v, image, &format, op)?;
         self.inner.events.lifecycle(
@@ -207,4 +187,65 @@ fn convert(src: &str, format: &str, target: &[&str], op: &OpHandle) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// The format of the disk image `qemu-img info --output=json` described as `info`, checked
+/// for import into block volume `v`: raw or qcow2, without a backing file, no larger than
+/// the volume.
+pub(super) fn check_image(info: &str, v: &VolumeRecord) -> Result<String> {
+    let name = &v.name;
+    let info: serde_json::Value =
+        serde_json::from_str(info).map_err(|e| Error::invalid(format!("qemu-img info: {e}")))?;
+    let format = info["format"].as_str().unwrap_or("raw").to_string();
+    if !matches!(format.as_str(), "raw" | "qcow2") {
+        return Err(Error::invalid(format!(
+            "the upload is a {format} image; give a raw or qcow2 disk image"
+        )));
+    }
+    if info.get("backing-filename").is_some() {
+        return Err(Error::invalid(
+            "the image has a backing file; flatten it first (qemu-img convert)",
+        ));
+    }
+    let virtual_size = info["virtual-size"].as_u64().unwrap_or(0);
+    if virtual_size > v.size {
+        return Err(Error::invalid(format!(
+            "the image is {virtual_size} bytes but volume {name:?} is {} bytes; resize the \
+             volume first",
+            v.size
+        )));
+    }
+    Ok(format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::volume;
+    use super::*;
+
+    #[test]
+    fn images_are_raw_or_qcow2_flat_and_fit_the_volume() {
+        let v = volume("p", "disk", VolumeContent::Block, &[]);
+        let info = |format: &str, size: u64, backing: bool| {
+            let mut j = serde_json::json!({ "format": format, "virtual-size": size });
+            if backing {
+                j["backing-filename"] = "base.qcow2".into();
+            }
+            j.to_string()
+        };
+        assert_eq!(
+            check_image(&info("qcow2", 1 << 20, false), &v).unwrap(),
+            "qcow2"
+        );
+        assert_eq!(check_image(&info("raw", 4096, false), &v).unwrap(), "raw");
+        for (text, want) in [
+            (info("vmdk", 4096, false), "a vmdk image"),
+            (info("qcow2", 4096, true), "backing file"),
+            (info("raw", (1 << 20) + 1, false), "resize the volume first"),
+            ("not json".to_string(), "qemu-img info"),
+        ] {
+            let e = check_image(&text, &v).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
 }

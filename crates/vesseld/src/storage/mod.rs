@@ -109,11 +109,10 @@ impl StorageService {
     }
 
     fn volume_record(&self, pool: &str, name: &str) -> Result<VolumeRecord> {
-        self.inner.volumes.get(&format!("{pool}/{name}"))?.ok_or_else(|| {
-            Error::not_found(format!(
-                "volume {name:?} not found in pool {pool:?}; see `vessel storage volume list {pool}`"
-            ))
-        })
+        self.inner
+            .volumes
+            .get(&format!("{pool}/{name}"))?
+            .ok_or_else(|| record::volume_not_found(pool, name))
     }
 
     fn volume_records(&self, pool: Option<&str>) -> Result<Vec<VolumeRecord>> {

@@ -67,55 +67,7 @@ impl StorageService {
 
     /// Checks a pool creation request without changing anything.
     pub fn pool_check(&self, req: &PoolCreate) -> Result<()> {
-        validate_name("pool", &req.name)?;
-        if self.inner.pools.contains(&req.name)? {
-            return Err(Error::conflict(format!(
-                "storage pool {:?} already exists",
-                req.name
-            )));
-        }
-        let taken: Vec<String> = self
-            .pool_records()?
-            .into_iter()
-            .flat_map(|p| p.sources)
-            .collect();
-        for s in &req.sources {
-            if !s.starts_with('/') {
-                return Err(Error::invalid(format!(
-                    "source {s:?} is not an absolute path"
-                )));
-            }
-            if taken.contains(s) {
-                return Err(Error::conflict(format!(
-                    "source {s} already belongs to another storage pool"
-                )));
-            }
-        }
-        match req.driver {
-            DriverKind::Dir => {
-                if req.sources.len() > 1 {
-                    return Err(Error::invalid("a dir pool has one source directory"));
-                }
-                if req.level.is_some() || req.members.is_some() || req.chunk_size.is_some() {
-                    return Err(Error::invalid(
-                        "level, members and chunk_size are for raid (and btrfs) pools",
-                    ));
-                }
-            }
-            DriverKind::Btrfs => {
-                if req.sources.is_empty() && req.size.is_none() {
-                    return Err(Error::invalid(
-                        "a btrfs pool needs sources (disks or files) or a size for a loop file \
-                         Vessel creates (e.g. --size 2GiB)",
-                    ));
-                }
-                if req.members.is_some() || req.chunk_size.is_some() {
-                    return Err(Error::invalid("members and chunk_size are for raid pools"));
-                }
-            }
-            DriverKind::Raid => raid::check_request(req)?,
-        }
-        Ok(())
+        check_pool_request(req, &self.pool_records()?)
     }
 
     /// Creates a pool: formats its sources (blocking; run inside an operation).
@@ -272,39 +224,7 @@ impl StorageService {
 
     /// Checks a repair request.
     pub fn repair_check(&self, name: &str, req: &PoolRepair) -> Result<()> {
-        let rec = self.pool_record(name)?;
-        if rec.driver != DriverKind::Raid {
-            return Err(Error::invalid(format!(
-                "storage pool {name:?} is a {} pool; fail, replace and scrub are for raid pools",
-                rec.driver.as_str()
-            )));
-        }
-        match req.action.as_str() {
-            "scrub" => Ok(()),
-            "fail" | "replace" => {
-                let m = req.member.ok_or_else(|| {
-                    Error::invalid(format!("{} needs a member slot (--member N)", req.action))
-                })?;
-                if m as usize >= rec.sources.len() {
-                    return Err(Error::invalid(format!(
-                        "pool {name:?} has members 0..{}; there is no member {m}",
-                        rec.sources.len() - 1
-                    )));
-                }
-                if req.action == "replace" {
-                    let p = req.path.as_deref().ok_or_else(|| {
-                        Error::invalid("replace needs the new member's path (--path FILE)")
-                    })?;
-                    if !p.starts_with('/') {
-                        return Err(Error::invalid(format!("{p:?} is not an absolute path")));
-                    }
-                }
-                Ok(())
-            }
-            other => Err(Error::invalid(format!(
-                "unknown repair action {other:?}: use fail, replace or scrub"
-            ))),
-        }
+        check_repair(&self.pool_record(name)?, req)
     }
 
     /// Runs a repair (blocking; inside an operation).
@@ -371,5 +291,203 @@ fn remove_created(rec: &PoolRecord) {
         if !vessel_monitor::is_mountpoint(Path::new(d)) {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// Checks a request for a new pool against the existing `pools`: its name, sources (absolute,
+/// in no other pool) and the settings its driver takes.
+pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Result<()> {
+    validate_name("pool", &req.name)?;
+    if pools.iter().any(|p| p.name == req.name) {
+        return Err(Error::conflict(format!(
+            "storage pool {:?} already exists",
+            req.name
+        )));
+    }
+    let taken: Vec<&String> = pools.iter().flat_map(|p| &p.sources).collect();
+    for s in &req.sources {
+        if !s.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "source {s:?} is not an absolute path"
+            )));
+        }
+        if taken.contains(&s) {
+            return Err(Error::conflict(format!(
+                "source {s} already belongs to another storage pool"
+            )));
+        }
+    }
+    match req.driver {
+        DriverKind::Dir => {
+            if req.sources.len() > 1 {
+                return Err(Error::invalid("a dir pool has one source directory"));
+            }
+            if req.level.is_some() || req.members.is_some() || req.chunk_size.is_some() {
+                return Err(Error::invalid(
+                    "level, members and chunk_size are for raid (and btrfs) pools",
+                ));
+            }
+        }
+        DriverKind::Btrfs => {
+            if req.sources.is_empty() && req.size.is_none() {
+                return Err(Error::invalid(
+                    "a btrfs pool needs sources (disks or files) or a size for a loop file \
+                     Vessel creates (e.g. --size 2GiB)",
+                ));
+            }
+            if req.members.is_some() || req.chunk_size.is_some() {
+                return Err(Error::invalid("members and chunk_size are for raid pools"));
+            }
+        }
+        DriverKind::Raid => raid::check_request(req)?,
+    }
+    Ok(())
+}
+
+/// Checks a repair of pool `rec`: raid pools only; `fail` and `replace` name an existing
+/// member slot, `replace` an absolute path for the new member.
+pub(super) fn check_repair(rec: &PoolRecord, req: &PoolRepair) -> Result<()> {
+    let name = &rec.name;
+    if rec.driver != DriverKind::Raid {
+        return Err(Error::invalid(format!(
+            "storage pool {name:?} is a {} pool; fail, replace and scrub are for raid pools",
+            rec.driver.as_str()
+        )));
+    }
+    match req.action.as_str() {
+        "scrub" => Ok(()),
+        "fail" | "replace" => {
+            let m = req.member.ok_or_else(|| {
+                Error::invalid(format!("{} needs a member slot (--member N)", req.action))
+            })?;
+            if m as usize >= rec.sources.len() {
+                return Err(Error::invalid(format!(
+                    "pool {name:?} has members 0..{}; there is no member {m}",
+                    rec.sources.len() - 1
+                )));
+            }
+            if req.action == "replace" {
+                let p = req.path.as_deref().ok_or_else(|| {
+                    Error::invalid("replace needs the new member's path (--path FILE)")
+                })?;
+                if !p.starts_with('/') {
+                    return Err(Error::invalid(format!("{p:?} is not an absolute path")));
+                }
+            }
+            Ok(())
+        }
+        other => Err(Error::invalid(format!(
+            "unknown repair action {other:?}: use fail, replace or scrub"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::pool;
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn req(name: &str, driver: DriverKind, sources: &[&str]) -> PoolCreate {
+        PoolCreate {
+            name: name.into(),
+            driver,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            size: None,
+            members: None,
+            level: None,
+            chunk_size: None,
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn pool_requests_are_checked_against_the_other_pools() {
+        let pools = [pool("local", DriverKind::Dir, &["/srv/local"])];
+        check_pool_request(&req("data", DriverKind::Dir, &["/srv/data"]), &pools).unwrap();
+        check_pool_request(&req("data", DriverKind::Dir, &[]), &pools).unwrap();
+        let mut sized = req("fast", DriverKind::Btrfs, &[]);
+        sized.size = Some(1 << 30);
+        check_pool_request(&sized, &pools).unwrap();
+        let mut raid_level = req("data", DriverKind::Dir, &[]);
+        raid_level.level = Some("raid1".into());
+        let mut chunky = req("fast", DriverKind::Btrfs, &["/dev/x"]);
+        chunky.chunk_size = Some(1 << 16);
+        for (r, kind, want) in [
+            (
+                req("a_b", DriverKind::Dir, &[]),
+                ErrorKind::Invalid,
+                "invalid pool name",
+            ),
+            (
+                req("local", DriverKind::Dir, &[]),
+                ErrorKind::Conflict,
+                "already exists",
+            ),
+            (
+                req("data", DriverKind::Dir, &["srv"]),
+                ErrorKind::Invalid,
+                "not an absolute",
+            ),
+            (
+                req("data", DriverKind::Dir, &["/srv/local"]),
+                ErrorKind::Conflict,
+                "another storage pool",
+            ),
+            (
+                req("data", DriverKind::Dir, &["/a", "/b"]),
+                ErrorKind::Invalid,
+                "one source",
+            ),
+            (raid_level, ErrorKind::Invalid, "for raid"),
+            (
+                req("fast", DriverKind::Btrfs, &[]),
+                ErrorKind::Invalid,
+                "needs sources",
+            ),
+            (chunky, ErrorKind::Invalid, "for raid pools"),
+            (
+                req("r", DriverKind::Raid, &["/a", "/b"]),
+                ErrorKind::Invalid,
+                "level",
+            ),
+        ] {
+            let e = check_pool_request(&r, &pools).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn repairs_are_for_raid_members_that_exist() {
+        let raid = pool("r", DriverKind::Raid, &["/m0", "/m1", "/m2"]);
+        let repair = |action: &str, member: Option<u32>, path: Option<&str>| PoolRepair {
+            action: action.into(),
+            member,
+            path: path.map(str::to_string),
+            rate: None,
+        };
+        check_repair(&raid, &repair("scrub", None, None)).unwrap();
+        check_repair(&raid, &repair("fail", Some(2), None)).unwrap();
+        check_repair(&raid, &repair("replace", Some(0), Some("/new"))).unwrap();
+        for (r, want) in [
+            (repair("fail", None, None), "needs a member slot"),
+            (
+                repair("fail", Some(3), None),
+                "members 0..2; there is no member 3",
+            ),
+            (repair("replace", Some(1), None), "new member's path"),
+            (
+                repair("replace", Some(1), Some("new")),
+                "not an absolute path",
+            ),
+            (repair("grow", None, None), "unknown repair action"),
+        ] {
+            let e = check_repair(&raid, &r).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+        let dir = pool("d", DriverKind::Dir, &["/srv"]);
+        let e = check_repair(&dir, &repair("scrub", None, None)).unwrap_err();
+        assert!(e.message.contains("is a dir pool"), "{e}");
     }
 }

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
 
+use crate::error::Error;
+
 /// What the store keeps of a pool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct PoolRecord {
@@ -44,5 +46,60 @@ pub(super) struct VolumeRecord {
 impl VolumeRecord {
     pub(super) fn key(&self) -> String {
         format!("{}/{}", self.pool, self.name)
+    }
+}
+
+/// The error for a volume that pool `pool` does not hold.
+pub(super) fn volume_not_found(pool: &str, name: &str) -> Error {
+    Error::not_found(format!(
+        "volume {name:?} not found in pool {pool:?}; see `vessel storage volume list {pool}`"
+    ))
+}
+
+/// Records for the unit tests of the storage module.
+#[cfg(test)]
+pub(super) mod fixture {
+    use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
+
+    use super::{PoolRecord, VolumeRecord};
+
+    /// A pool of `driver` on `sources`.
+    pub fn pool(name: &str, driver: DriverKind, sources: &[&str]) -> PoolRecord {
+        PoolRecord {
+            name: name.into(),
+            driver,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            level: None,
+            created_files: Vec::new(),
+            created_dir: None,
+            description: String::new(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A volume of `size` bytes in `pool`, attached to `attached` (instance, path).
+    pub fn volume(
+        pool: &str,
+        name: &str,
+        content: VolumeContent,
+        attached: &[(&str, &str)],
+    ) -> VolumeRecord {
+        VolumeRecord {
+            pool: pool.into(),
+            name: name.into(),
+            content,
+            size: 1 << 20,
+            source: None,
+            snapshots: Vec::new(),
+            attached_to: attached
+                .iter()
+                .map(|(i, p)| VolumeAttachment {
+                    instance: i.to_string(),
+                    path: p.to_string(),
+                })
+                .collect(),
+            root_of: None,
+            created_at: "2024-01-01T00:00:00Z".into(),
+        }
     }
 }

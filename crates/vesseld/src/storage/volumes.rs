@@ -6,7 +6,7 @@ use vessel_api::{
     VolumeCreate, VolumeRestore, VolumeUpdate,
 };
 
-use super::record::VolumeRecord;
+use super::record::{volume_not_found, PoolRecord, VolumeRecord};
 use super::StorageService;
 use crate::error::{Error, Result};
 use crate::name::validate_name;
@@ -49,56 +49,8 @@ impl StorageService {
     pub fn volume_check(&self, pool: &str, req: &VolumeCreate) -> Result<()> {
         validate_name("volume", &req.name)?;
         let rec = self.pool_record(pool)?;
-        if self.volume_record(pool, &req.name).is_ok() {
-            return Err(Error::conflict(format!(
-                "volume {:?} already exists in pool {pool:?}",
-                req.name
-            )));
-        }
-        if rec.driver == DriverKind::Raid && req.content == VolumeContent::Filesystem {
-            return Err(Error::invalid(
-                "raid pools hold block volumes (--type block): this kernel has no nbd, ublk or \
-                 dm to mount a user-space block device, so put filesystem volumes on a dir or \
-                 btrfs pool",
-            ));
-        }
-        if req.content == VolumeContent::Block && req.size.is_none() && req.source.is_none() {
-            return Err(Error::invalid(
-                "a block volume needs a size (e.g. --size 1GiB)",
-            ));
-        }
-        if req.size == Some(0) && req.content == VolumeContent::Block {
-            return Err(Error::invalid("a block volume cannot be 0 bytes"));
-        }
-        if let Some(size) = req.size {
-            let (cap, _) = self.driver(pool)?.capacity()?;
-            if size > cap {
-                return Err(Error::invalid(format!(
-                    "{size} bytes is more than pool {pool:?} holds ({cap} bytes)"
-                )));
-            }
-        }
-        if let Some(src) = &req.source {
-            let (vol, snap) = match src.split_once('/') {
-                Some((v, s)) => (v, Some(s)),
-                None => (src.as_str(), None),
-            };
-            let v = self.volume_record(pool, vol)?;
-            if v.content != req.content {
-                return Err(Error::invalid(format!(
-                    "volume {vol:?} holds {:?} content, not {:?}",
-                    v.content, req.content
-                )));
-            }
-            if let Some(s) = snap {
-                if !v.snapshots.iter().any(|x| x == s) {
-                    return Err(Error::not_found(format!(
-                        "volume {vol:?} has no snapshot {s:?}"
-                    )));
-                }
-            }
-        }
-        Ok(())
+        let volumes = self.volume_records(Some(pool))?;
+        check_volume_request(&rec, &volumes, req, || Ok(self.driver(pool)?.capacity()?.0))
     }
 
     /// Creates a volume (blocking).
@@ -118,10 +70,7 @@ impl StorageService {
         let mut size = req.size.unwrap_or(0);
         match &req.source {
             Some(src) => {
-                let (vol, snap) = match src.split_once('/') {
-                    Some((v, s)) => (v, Some(s)),
-                    None => (src.as_str(), None),
-                };
+                let (vol, snap) = split_source(src);
                 if size == 0 {
                     size = self.volume_record(pool, vol)?.size;
                 }
@@ -187,16 +136,7 @@ impl StorageService {
                 exports.join(", ")
             )));
         }
-        let clones: Vec<String> = self
-            .volume_records(Some(pool))?
-            .into_iter()
-            .filter(|c| {
-                c.source
-                    .as_deref()
-                    .is_some_and(|s| s == name || s.starts_with(&format!("{name}/")))
-            })
-            .map(|c| c.name)
-            .collect();
+        let clones = clones_of(&self.volume_records(Some(pool))?, name);
         let d = self.driver(pool)?;
         if !clones.is_empty() && d.clones_depend_on_origin() {
             return Err(Error::conflict(format!(
@@ -357,5 +297,186 @@ impl StorageService {
             &format!("/1.0/storage/pools/{pool}/volumes/{name}"),
         );
         Ok(self.volume_view(&v))
+    }
+}
+
+/// Checks a request for a new volume in pool `rec`, which holds `volumes`; `capacity` tells
+/// the pool's size when the request gives one.
+pub(super) fn check_volume_request(
+    rec: &PoolRecord,
+    volumes: &[VolumeRecord],
+    req: &VolumeCreate,
+    capacity: impl FnOnce() -> Result<u64>,
+) -> Result<()> {
+    let pool = &rec.name;
+    if volumes.iter().any(|v| v.name == req.name) {
+        return Err(Error::conflict(format!(
+            "volume {:?} already exists in pool {pool:?}",
+            req.name
+        )));
+    }
+    if rec.driver == DriverKind::Raid && req.content == VolumeContent::Filesystem {
+        return Err(Error::invalid(
+            "raid pools hold block volumes (--type block): this kernel has no nbd, ublk or \
+             dm to mount a user-space block device, so put filesystem volumes on a dir or \
+             btrfs pool",
+        ));
+    }
+    if req.content == VolumeContent::Block && req.size.is_none() && req.source.is_none() {
+        return Err(Error::invalid(
+            "a block volume needs a size (e.g. --size 1GiB)",
+        ));
+    }
+    if req.size == Some(0) && req.content == VolumeContent::Block {
+        return Err(Error::invalid("a block volume cannot be 0 bytes"));
+    }
+    if let Some(size) = req.size {
+        let cap = capacity()?;
+        if size > cap {
+            return Err(Error::invalid(format!(
+                "{size} bytes is more than pool {pool:?} holds ({cap} bytes)"
+            )));
+        }
+    }
+    if let Some(src) = &req.source {
+        let (vol, snap) = split_source(src);
+        let v = volumes
+            .iter()
+            .find(|v| v.name == vol)
+            .ok_or_else(|| volume_not_found(pool, vol))?;
+        if v.content != req.content {
+            return Err(Error::invalid(format!(
+                "volume {vol:?} holds {:?} content, not {:?}",
+                v.content, req.content
+            )));
+        }
+        if let Some(s) = snap {
+            if !v.snapshots.iter().any(|x| x == s) {
+                return Err(Error::not_found(format!(
+                    "volume {vol:?} has no snapshot {s:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The volume and snapshot a clone's `source` names: `VOLUME` or `VOLUME/SNAPSHOT`.
+pub(super) fn split_source(src: &str) -> (&str, Option<&str>) {
+    match src.split_once('/') {
+        Some((v, s)) => (v, Some(s)),
+        None => (src, None),
+    }
+}
+
+/// The volumes among `volumes` cloned from volume `name` or one of its snapshots.
+pub(super) fn clones_of(volumes: &[VolumeRecord], name: &str) -> Vec<String> {
+    volumes
+        .iter()
+        .filter(|c| {
+            c.source
+                .as_deref()
+                .is_some_and(|s| split_source(s).0 == name)
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::{pool, volume};
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn req(
+        name: &str,
+        content: VolumeContent,
+        size: Option<u64>,
+        source: Option<&str>,
+    ) -> VolumeCreate {
+        VolumeCreate {
+            name: name.into(),
+            content,
+            size,
+            source: source.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn volume_requests_fit_the_pool_and_their_source() {
+        let dir = pool("local", DriverKind::Dir, &["/srv"]);
+        let mut data = volume("local", "data", VolumeContent::Filesystem, &[]);
+        data.snapshots.push("s1".into());
+        let vols = [data, volume("local", "disk", VolumeContent::Block, &[])];
+        let cap = || Ok(1 << 30);
+        let fs = VolumeContent::Filesystem;
+        let block = VolumeContent::Block;
+        check_volume_request(&dir, &vols, &req("new", fs, None, None), cap).unwrap();
+        check_volume_request(&dir, &vols, &req("new", block, Some(1 << 20), None), cap).unwrap();
+        check_volume_request(&dir, &vols, &req("new", fs, None, Some("data/s1")), cap).unwrap();
+        check_volume_request(&dir, &vols, &req("new", block, None, Some("disk")), cap).unwrap();
+        // The capacity is asked only for a size.
+        let no_cap = || -> Result<u64> { panic!("capacity asked") };
+        check_volume_request(&dir, &vols, &req("new", fs, None, None), no_cap).unwrap();
+        for (r, kind, want) in [
+            (
+                req("data", fs, None, None),
+                ErrorKind::Conflict,
+                "already exists in pool \"local\"",
+            ),
+            (
+                req("new", block, None, None),
+                ErrorKind::Invalid,
+                "needs a size",
+            ),
+            (
+                req("new", block, Some(0), None),
+                ErrorKind::Invalid,
+                "cannot be 0 bytes",
+            ),
+            (
+                req("new", fs, Some(2 << 30), None),
+                ErrorKind::Invalid,
+                "more than pool",
+            ),
+            (
+                req("new", block, None, Some("data")),
+                ErrorKind::Invalid,
+                "holds Filesystem content",
+            ),
+            (
+                req("new", fs, None, Some("nope")),
+                ErrorKind::NotFound,
+                "\"nope\" not found in pool",
+            ),
+            (
+                req("new", fs, None, Some("data/s2")),
+                ErrorKind::NotFound,
+                "no snapshot \"s2\"",
+            ),
+        ] {
+            let e = check_volume_request(&dir, &vols, &r, cap).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+        let raid = pool("r", DriverKind::Raid, &["/a", "/b"]);
+        let e = check_volume_request(&raid, &[], &req("new", fs, None, None), cap).unwrap_err();
+        assert!(e.message.contains("raid pools hold block volumes"), "{e}");
+    }
+
+    #[test]
+    fn clones_are_found_by_their_source() {
+        assert_eq!(split_source("data"), ("data", None));
+        assert_eq!(split_source("data/s1"), ("data", Some("s1")));
+        let fs = VolumeContent::Filesystem;
+        let mut a = volume("p", "a", fs, &[]);
+        a.source = Some("data".into());
+        let mut b = volume("p", "b", fs, &[]);
+        b.source = Some("data/s1".into());
+        let mut c = volume("p", "c", fs, &[]);
+        c.source = Some("data2/s1".into());
+        let vols = [a, b, c, volume("p", "data", fs, &[])];
+        assert_eq!(clones_of(&vols, "data"), ["a", "b"]);
+        assert!(clones_of(&vols, "a").is_empty());
     }
 }
