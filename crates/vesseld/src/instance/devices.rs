@@ -1,13 +1,30 @@
 //! Devices of an instance that change while it exists: NICs (hot-plugged into a running
-//! container, changed on a stopped VM). Changes go through the instance's lock, so they
-//! never race its start or stop.
+//! container, changed on a stopped VM) and volumes (changed while it is stopped). Every
+//! change runs under the instance's lock, which a start or stop holds from its first step
+//! to its last, so a change either lands before a start reads the devices or finds the
+//! instance running and is refused; the services of networks and storage are told what to
+//! do and never look the instance up themselves.
 
-use vessel_api::{Instance, InstanceStatus, InstanceType, Network, NicAttach};
+use vessel_api::{
+    Instance, InstanceStatus, InstanceType, Network, NicAttach, StorageVolume, VolumeAttach,
+};
 
 use super::InstanceService;
 use crate::error::{Error, Result};
 
 impl InstanceService {
+    /// The instance `name`, which must be stopped before its `what` can change.
+    fn stopped(&self, name: &str, what: &str) -> Result<Instance> {
+        let inst = self.get_stored(name)?;
+        if inst.status != InstanceStatus::Stopped {
+            return Err(Error::conflict(format!(
+                "instance {name:?} is {}; stop it before changing its {what}",
+                inst.status.as_str()
+            )));
+        }
+        Ok(inst)
+    }
+
     /// The init pid of a container whose NICs may change now: `None` when it is stopped
     /// (they are plugged at start), `Some` when it runs or is frozen (hot add and remove).
     /// A VM's NICs change only while it is stopped.
@@ -67,5 +84,49 @@ impl InstanceService {
         tokio::task::spawn_blocking(move || nets.detach(&network, &instance))
             .await
             .map_err(|e| Error::internal(format!("network task: {e}")))?
+    }
+
+    /// Attaches a volume to a stopped instance: a mount for a container, a disk for a VM.
+    pub async fn volume_attach(
+        &self,
+        pool: String,
+        volume: String,
+        req: VolumeAttach,
+    ) -> Result<StorageVolume> {
+        let lock = self.lock_for(&req.instance);
+        let _g = lock.lock().await;
+        let inst = self.stopped(&req.instance, "volumes")?;
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            storage.attach(&pool, &volume, &req.instance, inst.instance_type, &req.path)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("storage task: {e}")))?
+    }
+
+    /// Detaches a volume from a stopped instance (or from one that is gone).
+    pub async fn volume_detach(
+        &self,
+        pool: String,
+        volume: String,
+        instance: String,
+    ) -> Result<StorageVolume> {
+        let lock = self.lock_for(&instance);
+        let _g = lock.lock().await;
+        match self.get_stored(&instance) {
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+            Ok(i) if i.status != InstanceStatus::Stopped => {
+                return Err(Error::conflict(format!(
+                    "instance {instance:?} is {}; stop it before detaching volumes",
+                    i.status.as_str()
+                )))
+            }
+            Ok(_) => {}
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.detach(&pool, &volume, &instance))
+            .await
+            .map_err(|e| Error::internal(format!("storage task: {e}")))?
     }
 }

@@ -53,24 +53,6 @@ pub struct InstanceService {
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
 }
 
-/// The stored instance `name`, which must be stopped before its `what` can change (volumes,
-/// NICs).
-pub fn stored_stopped(store: &dyn Store, name: &str, what: &str) -> Result<Instance> {
-    let inst = store.instance_get(name).map_err(|e| match e {
-        StoreError::NotFound(_) => {
-            Error::not_found(format!("instance {name:?} not found; see `vessel list`"))
-        }
-        e => e.into(),
-    })?;
-    if inst.status != InstanceStatus::Stopped {
-        return Err(Error::conflict(format!(
-            "instance {name:?} is {}; stop it before changing its {what}",
-            inst.status.as_str()
-        )));
-    }
-    Ok(inst)
-}
-
 /// Signal number for a name like "SIGTERM", "TERM" or "15".
 pub fn signal_number(name: &str) -> Option<i32> {
     if let Ok(n) = name.parse::<i32>() {

@@ -4,9 +4,7 @@
 
 use std::path::PathBuf;
 
-use vessel_api::{
-    InstanceStatus, InstanceType, StorageVolume, VolumeAttach, VolumeAttachment, VolumeContent,
-};
+use vessel_api::{InstanceType, StorageVolume, VolumeAttachment, VolumeContent};
 
 use super::driver::BlockAccess;
 use super::record::VolumeRecord;
@@ -14,24 +12,30 @@ use super::{StorageService, VolumeMount};
 use crate::error::{chain, Error, Result};
 
 impl StorageService {
-    /// Attaches a volume to a stopped instance.
-    pub fn attach(&self, pool: &str, name: &str, req: VolumeAttach) -> Result<StorageVolume> {
+    /// Attaches a volume to `instance` (of `instance_type`) at `path`. The instance's owner
+    /// holds the instance's lock and has checked that it is stopped.
+    pub fn attach(
+        &self,
+        pool: &str,
+        name: &str,
+        instance: &str,
+        instance_type: InstanceType,
+        path: &str,
+    ) -> Result<StorageVolume> {
         let _g = self.busy();
         let mut v = self.volume_record(pool, name)?;
-        let inst =
-            crate::instance::stored_stopped(self.inner.store.as_ref(), &req.instance, "volumes")?;
         let attachment = plan_attachment(
             &v,
             &self.volume_records(None)?,
-            &req.instance,
-            inst.instance_type,
-            &req.path,
+            instance,
+            instance_type,
+            path,
         )?;
         v.attached_to.push(attachment);
         self.put_volume(&v)?;
         if v.content == VolumeContent::Block {
-            if let Err(e) = self.serve_disk(&req.instance, &v) {
-                v.attached_to.retain(|a| a.instance != req.instance);
+            if let Err(e) = self.serve_disk(instance, &v) {
+                v.attached_to.retain(|a| a.instance != instance);
                 self.put_volume(&v)?;
                 return Err(e);
             }
@@ -39,22 +43,15 @@ impl StorageService {
         Ok(self.volume_view(&v))
     }
 
-    /// Detaches a volume from a stopped instance.
-    pub fn detach(&self, pool: &str, name: &str, req: VolumeAttach) -> Result<StorageVolume> {
+    /// Detaches a volume from `instance`. The instance's owner holds the instance's lock and
+    /// has checked that it is stopped (or gone).
+    pub fn detach(&self, pool: &str, name: &str, instance: &str) -> Result<StorageVolume> {
         let _g = self.busy();
         let mut v = self.volume_record(pool, name)?;
-        check_detach(&v, &req.instance)?;
-        if let Ok(i) = self.inner.store.instance_get(&req.instance) {
-            if i.status != InstanceStatus::Stopped {
-                return Err(Error::conflict(format!(
-                    "instance {:?} is {:?}; stop it before detaching volumes",
-                    i.name, i.status
-                )));
-            }
-        }
-        v.attached_to.retain(|a| a.instance != req.instance);
+        check_detach(&v, instance)?;
+        v.attached_to.retain(|a| a.instance != instance);
         self.put_volume(&v)?;
-        self.stop_disk(&req.instance, &v);
+        self.stop_disk(instance, &v);
         Ok(self.volume_view(&v))
     }
 
