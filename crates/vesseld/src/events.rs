@@ -34,7 +34,7 @@ impl Events {
         tracing::info!(action, source, "lifecycle");
         let _ = self.tx.send(Event {
             kind: EventKind::Lifecycle,
-            timestamp: crate::now(),
+            timestamp: crate::clock::now(),
             action: Some(action.to_string()),
             source: Some(source.to_string()),
             operation: None,
@@ -45,7 +45,7 @@ impl Events {
     pub fn operation(&self, op: &Operation) {
         let _ = self.tx.send(Event {
             kind: EventKind::Operation,
-            timestamp: crate::now(),
+            timestamp: crate::clock::now(),
             action: None,
             source: None,
             operation: Some(op.clone()),

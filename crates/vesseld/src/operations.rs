@@ -79,7 +79,7 @@ impl OpHandle {
         let mut snapshot = None;
         self.state.send_modify(|op| {
             f(op);
-            op.updated_at = crate::now();
+            op.updated_at = crate::clock::now();
             snapshot = Some(op.clone());
         });
         if let Some(op) = snapshot {
@@ -113,7 +113,7 @@ impl Operations {
         F: FnOnce(OpHandle) -> Fut + Send + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        let now = crate::now();
+        let now = crate::clock::now();
         let op = Operation {
             id: uuid::Uuid::new_v4().to_string(),
             description,

@@ -660,3 +660,91 @@ fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
         "the rebuilt member holds wrong data"
     );
 }
+
+/// A volume attached while its container starts is either mounted in the running container
+/// or refused as a conflict and not recorded; it is never recorded without being mounted.
+/// Each round fires the attach a little later after the start request, sweeping the start
+/// from its first step to the container running.
+#[test]
+fn a_volume_attached_while_its_container_starts_is_mounted_or_refused() {
+    const ROUNDS: u64 = 60;
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    d.ok(&["storage", "volume", "create", "local", "data"]);
+    d.ok(&["create", "busybox", "c1", "--", "sleep", "3600"]);
+    let marker = d.root().join("storage/local/fs/data/marker");
+    let attached = |d: &Daemon| {
+        json(&d.ok(&[
+            "storage", "volume", "info", "local", "data", "--format", "json",
+        ]))["attached_to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["instance"] == "c1")
+    };
+    let (mut mounted, mut refused) = (0, 0);
+    for round in 0..ROUNDS {
+        std::fs::write(&marker, format!("round {round}")).unwrap();
+        let socket = d.socket.clone();
+        let delay = Duration::from_micros(round * 100);
+        let attach = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            common::http(
+                &socket,
+                "POST",
+                "/1.0/storage/pools/local/volumes/data/attach",
+                Some(r#"{"instance":"c1","path":"/data"}"#),
+            )
+        });
+        let (code, body) = common::http(
+            &d.socket,
+            "PUT",
+            "/1.0/instances/c1/state",
+            Some(r#"{"action":"start"}"#),
+        );
+        assert_eq!(code, 202, "start: {body}");
+        let op = json(&body)["id"].as_str().unwrap().to_string();
+        let (attach_code, attach_body) = attach.join().unwrap();
+        let (code, body) = common::http(
+            &d.socket,
+            "GET",
+            &format!("/1.0/operations/{op}/wait?timeout=60"),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(json(&body)["status"], "success", "round {round}: {body}");
+        let recorded = attached(&d);
+        match attach_code {
+            200 => {
+                assert!(
+                    recorded,
+                    "round {round}: attach answered 200 but is not recorded"
+                );
+                let (code, out) = d.sh("c1", "cat /data/marker");
+                assert_eq!(
+                    (code, out.trim()),
+                    (0, format!("round {round}").as_str()),
+                    "round {round}: the volume was attached during the start but is not \
+                     mounted in the running container"
+                );
+                mounted += 1;
+            }
+            409 => {
+                assert!(
+                    !recorded,
+                    "round {round}: the attach was refused ({attach_body}) but recorded"
+                );
+                assert!(attach_body.contains("stop it"), "{attach_body}");
+                refused += 1;
+            }
+            other => panic!("round {round}: attach answered {other}: {attach_body}"),
+        }
+        d.ok(&["stop", "c1", "--force"]);
+        if recorded {
+            d.ok(&["storage", "volume", "detach", "local", "data", "c1"]);
+        }
+    }
+    eprintln!("{mounted} attaches mounted, {refused} refused, of {ROUNDS}");
+    assert_eq!(mounted + refused, ROUNDS);
+}

@@ -204,70 +204,19 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::instance::driver::ContainerDriver;
+    use crate::daemon::{Config, Daemon};
     use crate::store::{SqliteStore, Store};
 
-    fn app(dir: &std::path::Path) -> App {
+    fn router_in(dir: &std::path::Path) -> Router {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
-        let events = Events::new();
-        let ops = Operations::new(store.clone(), events.clone());
-        let images = ImageService::new(dir.join("images"), store.clone(), events.clone());
-        let driver = ContainerDriver {
-            instances_dir: dir.join("instances"),
-            monitors_dir: dir.join("monitors"),
-            state_root: dir.join("runtime"),
-            cgroup_parent: "vessel-unit-test".into(),
+        let config = Config {
+            root_dir: dir.to_path_buf(),
+            run_dir: dir.join("run"),
             idmap_base: 1_000_000,
             libexec: dir.to_path_buf(),
-            cgroup_version: vessel_cgroups::CgroupVersion::V1,
+            agent: dir.join("vessel-agent"),
         };
-        let vms = crate::instance::vm::VmDriver::new(
-            dir.join("vms"),
-            dir.join("instances"),
-            dir.join("accel.json"),
-            "vessel-unit-test".into(),
-        );
-        let storage = crate::storage::StorageService::new(
-            store.clone(),
-            events.clone(),
-            dir.join("storage"),
-            dir.join("run-storage"),
-        );
-        let networks = crate::network::NetworkService::new(
-            store.clone(),
-            events.clone(),
-            dir.join("run-networks"),
-        );
-        let instances = InstanceService::new(
-            store,
-            images.clone(),
-            ops.clone(),
-            events.clone(),
-            driver,
-            vms,
-            storage.clone(),
-            networks.clone(),
-        );
-        App {
-            instances,
-            images,
-            storage,
-            networks,
-            ops,
-            events,
-            info: ServerInfo {
-                api_version: "1.0".into(),
-                server_version: "test".into(),
-                pid: 1,
-                root_dir: dir.display().to_string(),
-                store: "sqlite".into(),
-                host: vessel_api::HostInfo {
-                    kernel: "test".into(),
-                    cgroup_version: "v1".into(),
-                    user_namespaces: true,
-                },
-            },
-        }
+        Daemon::assemble(&config, store, vessel_cgroups::CgroupVersion::V1, None).router()
     }
 
     /// Every endpoint of the contract is mounted: none falls through to the router's 404 or
@@ -276,7 +225,7 @@ mod tests {
     async fn every_endpoint_is_served() {
         let dir = std::env::temp_dir().join(format!("vessel-router-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let router = router(app(&dir));
+        let router = router_in(&dir);
         for e in ENDPOINTS {
             if e.id == "events" {
                 continue; // a never-ending stream; mounted like the rest

@@ -184,9 +184,7 @@ pub async fn volume_attach(
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<VolumeAttach>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.attach(&pool, &name, req)).await?,
-    ))
+    Ok(json(app.instances.volume_attach(pool, name, req).await?))
 }
 
 pub async fn volume_detach(
@@ -195,7 +193,9 @@ pub async fn volume_detach(
     ApiJson(req): ApiJson<VolumeAttach>,
 ) -> Result<Response> {
     Ok(json(
-        blocking(&app, move |s| s.detach(&pool, &name, req)).await?,
+        app.instances
+            .volume_detach(pool, name, req.instance)
+            .await?,
     ))
 }
 

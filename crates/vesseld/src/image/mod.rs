@@ -201,7 +201,7 @@ impl ImageService {
             user: None,
             exposed_ports: vec![],
             stop_signal: defaults.stop_signal.into(),
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         };
         let image = self.register(image, alias)?;
         op.add_resource(format!("/1.0/images/{}", image.fingerprint));
@@ -243,7 +243,7 @@ impl ImageService {
             user: None,
             exposed_ports: vec![],
             stop_signal: "ACPI power button".into(),
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         };
         let image = self.register(image, alias)?;
         op.add_resource(format!("/1.0/images/{}", image.fingerprint));

@@ -114,7 +114,7 @@ impl ImageService {
                 .stop_signal
                 .clone()
                 .unwrap_or_else(|| "SIGTERM".into()),
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         }
     }
 

@@ -1,12 +1,14 @@
 //! The instance service: the one owner of instance state. Routes hand it actions; it checks
 //! them, records the outcome in the store, drives the container driver, and announces events.
 
+mod devices;
 pub mod driver;
 pub mod exec;
 pub mod files;
 pub mod limits;
 pub mod logs;
 pub mod publish;
+mod rebuild;
 pub mod users;
 pub mod vm;
 mod vm_lifecycle;
@@ -18,13 +20,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use vessel_api::{
-    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Network, NicAttach,
-    Operation, StateAction, StateChange,
+    Instance, InstanceCreate, InstanceState, InstanceStatus, InstanceType, Operation, StateAction,
+    StateChange,
 };
 
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::image::ImageService;
+use crate::name::validate_name;
 use crate::operations::{OpHandle, Operations};
 use crate::store::{Store, StoreError};
 use driver::ContainerDriver;
@@ -50,40 +53,6 @@ pub struct InstanceService {
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per running instance: becomes true when its monitor has ended and the store says so.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
-}
-
-/// The stored instance `name`, which must be stopped before its `what` can change (volumes,
-/// NICs).
-pub fn stored_stopped(store: &dyn Store, name: &str, what: &str) -> Result<Instance> {
-    let inst = store.instance_get(name).map_err(|e| match e {
-        StoreError::NotFound(_) => {
-            Error::not_found(format!("instance {name:?} not found; see `vessel list`"))
-        }
-        e => e.into(),
-    })?;
-    if inst.status != InstanceStatus::Stopped {
-        return Err(Error::conflict(format!(
-            "instance {name:?} is {}; stop it before changing its {what}",
-            inst.status.as_str()
-        )));
-    }
-    Ok(inst)
-}
-
-/// Checks an instance name: what DNS allows in one label.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid instance name {name:?}: use 1-63 letters, digits and '-', starting with a \
-             letter and not ending with '-'"
-        )))
-    }
 }
 
 /// Signal number for a name like "SIGTERM", "TERM" or "15".
@@ -194,7 +163,7 @@ impl InstanceService {
 
     /// Validates a create request and starts the operation that creates (and starts) it.
     pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
-        validate_name(&req.name)?;
+        validate_name("instance", &req.name)?;
         limits::validate(&req.limits)?;
         for k in req.environment.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -271,7 +240,7 @@ impl InstanceService {
             environment: req.environment,
             ssh_keys: req.ssh_keys,
             storage: req.storage.clone(),
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
             last_exit_code: None,
             error: None,
             state: None,
@@ -678,67 +647,6 @@ impl InstanceService {
         ))
     }
 
-    /// The init pid of a container whose NICs may change now: `None` when it is stopped
-    /// (they are plugged at start), `Some` when it runs or is frozen (hot add and remove).
-    /// A VM's NICs change only while it is stopped.
-    fn nic_target(&self, name: &str) -> Result<(Instance, Option<i32>)> {
-        let inst = self.get_stored(name)?;
-        use InstanceStatus as S;
-        match (inst.instance_type, inst.status) {
-            (_, S::Stopped) => Ok((inst, None)),
-            (InstanceType::Container, S::Running | S::Frozen) => {
-                let pid = self.driver.init_pid(name).ok_or_else(|| {
-                    Error::conflict(format!(
-                        "instance {name:?} is running but its init is not found; try again"
-                    ))
-                })?;
-                Ok((inst, Some(pid)))
-            }
-            (InstanceType::Vm, S::Running | S::Frozen) => Err(Error::conflict(format!(
-                "virtual machine {name:?} is running; stop it to change its NICs (containers \
-                 take NICs while running)"
-            ))),
-            (_, s) => Err(Error::conflict(format!(
-                "instance {name:?} is {}; wait until it is running or stopped",
-                s.as_str()
-            ))),
-        }
-    }
-
-    /// Gives an instance a NIC on a network, plugged at once into a running container.
-    pub async fn nic_attach(&self, network: String, req: NicAttach) -> Result<Network> {
-        let lock = self.lock_for(&req.instance);
-        let _g = lock.lock().await;
-        let (inst, pid) = self.nic_target(&req.instance)?;
-        let nets = self.networks.clone();
-        tokio::task::spawn_blocking(move || nets.attach(&network, req, &inst, pid))
-            .await
-            .map_err(|e| Error::internal(format!("network task: {e}")))?
-    }
-
-    /// Removes an instance's NIC from a network, at once from a running container.
-    pub async fn nic_detach(&self, network: String, instance: String) -> Result<Network> {
-        let lock = self.lock_for(&instance);
-        let _g = lock.lock().await;
-        // A NIC left by an instance that is gone can always go; a live container's NIC goes
-        // with its host end, which needs no pid.
-        match self.get_stored(&instance) {
-            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-            Ok(i) if i.instance_type == InstanceType::Vm && i.status != InstanceStatus::Stopped => {
-                return Err(Error::conflict(format!(
-                    "virtual machine {instance:?} is {}; stop it to change its NICs",
-                    i.status.as_str()
-                )))
-            }
-            Ok(_) => {}
-        }
-        let nets = self.networks.clone();
-        tokio::task::spawn_blocking(move || nets.detach(&network, &instance))
-            .await
-            .map_err(|e| Error::internal(format!("network task: {e}")))?
-    }
-
     /// Where to attach a console: a container's monitor (frames) or a VM's console (raw).
     pub fn console_target(&self, name: &str) -> Result<ConsoleTarget> {
         let inst = self.get_stored(name)?;
@@ -788,84 +696,6 @@ impl InstanceService {
             ))),
         }
     }
-
-    /// Brings the store in line with what runs after a daemon (re)start: re-adopts live
-    /// monitors, rolls back interrupted creations, marks the rest stopped, removes leftovers.
-    pub fn reconcile(&self) -> Result<()> {
-        let failed = self.store.operations_fail_unfinished(
-            "interrupted: vesseld stopped while this operation was running",
-            &crate::now(),
-        )?;
-        for op in failed {
-            tracing::warn!(op = %op.id, description = %op.description, "marked interrupted operation failed");
-        }
-        let instances = self.store.instance_list()?;
-        for inst in &instances {
-            let name = &inst.name;
-            if inst.instance_type == InstanceType::Vm {
-                if !self.adopt_vm(name) {
-                    self.vms.forget(name);
-                    match inst.status {
-                        InstanceStatus::Creating => {
-                            tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
-                            let _ = self.vms.remove_files(name);
-                            self.store.instance_delete(name)?;
-                        }
-                        InstanceStatus::Stopped | InstanceStatus::Error => {}
-                        _ => self.set_status(name, InstanceStatus::Stopped, None, None),
-                    }
-                }
-                continue;
-            }
-            if let Some(monitor) = self.driver.live_monitor(name) {
-                let frozen = vessel_container::state(&self.driver.state_root, name)
-                    .map(|s| s.status == vessel_container::Status::Paused)
-                    .unwrap_or(false);
-                let status = if frozen {
-                    InstanceStatus::Frozen
-                } else {
-                    InstanceStatus::Running
-                };
-                self.set_status(name, status, None, None);
-                self.follow(name, monitor, false);
-                tracing::info!(instance = %name, monitor, "re-adopted running instance");
-                continue;
-            }
-            self.driver.cleanup_orphan(name);
-            match inst.status {
-                InstanceStatus::Creating => {
-                    tracing::warn!(instance = %name, "rolling back creation interrupted by a daemon stop");
-                    if let Err(e) = self.driver.remove_files(name) {
-                        tracing::warn!(instance = %name, error = %e, "rollback");
-                    }
-                    self.store.instance_delete(name)?;
-                }
-                InstanceStatus::Stopped | InstanceStatus::Error => {}
-                _ => {
-                    let code = self.driver.exit_status(name).map(|e| e.exit_code);
-                    self.set_status(name, InstanceStatus::Stopped, code, None);
-                    tracing::info!(instance = %name, "instance stopped while the daemon was away");
-                }
-            }
-        }
-        // Directories no instance owns (a deletion interrupted after the store forgot it).
-        let known: std::collections::HashSet<String> = self
-            .store
-            .instance_list()?
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        if let Ok(rd) = std::fs::read_dir(&self.driver.instances_dir) {
-            for entry in rd.flatten() {
-                let n = entry.file_name().to_string_lossy().into_owned();
-                if !known.contains(&n) {
-                    tracing::warn!(dir = %entry.path().display(), "removing files of unknown instance");
-                    let _ = self.driver.remove_files(&n);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Where a console attach goes.
@@ -884,16 +714,6 @@ pub fn path_of(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        for ok in ["c1", "web-01", "a"] {
-            validate_name(ok).unwrap();
-        }
-        for bad in ["", "1c", "c_1", "c-", "a/b", &"x".repeat(64), "..", "c 1"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn signals() {

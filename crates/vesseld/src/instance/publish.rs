@@ -100,7 +100,7 @@ impl InstanceService {
                         user: base.user.clone(),
                         exposed_ports: base.exposed_ports.clone(),
                         stop_signal: base.stop_signal.clone(),
-                        created_at: crate::now(),
+                        created_at: crate::clock::now(),
                     };
                     image.fingerprint = stacked_fingerprint(&image);
                     let image = svc.images.register(image, &alias)?;

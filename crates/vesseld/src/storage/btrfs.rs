@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use vessel_api::{PoolMember, VolumeContent};
 
-use super::pool::{fs_capacity, io_err, path_str, run, BlockAccess, PoolDriver};
+use super::driver::{fs_capacity, io_err, path_str, run, BlockAccess, PoolDriver};
 use crate::error::{Error, Result};
 
 /// A mounted btrfs pool.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vessel_api::VolumeContent;
 
-use super::pool::{
+use super::driver::{
     copy_image, copy_tree, fs_capacity, io_err, tree_usage, BlockAccess, PoolDriver,
 };
 use crate::error::{Error, Result};

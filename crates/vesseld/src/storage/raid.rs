@@ -15,7 +15,7 @@ use vessel_nbd::{BlockDevice, DeviceError, Extent};
 use vessel_raid::thin::{ThinError, ThinOptions, ThinPool, Volume};
 use vessel_raid::{RaidArray, RaidConfig, RaidError, RaidLevel, SlotState};
 
-use super::pool::{BlockAccess, PoolDriver, Progress};
+use super::driver::{BlockAccess, PoolDriver, Progress};
 use crate::error::{chain, Error, Result};
 
 /// A raid pool: the array and the thin pool on it.
@@ -346,7 +346,7 @@ impl PoolDriver for RaidPool {
         bad.sort_unstable();
         bad.dedup();
         Ok(ScrubResult {
-            finished_at: crate::now(),
+            finished_at: crate::clock::now(),
             rows_checked: r.rows_checked,
             mismatches: r.mismatches.len() as u64,
             repaired: r.mismatches.iter().filter(|m| m.repaired).count() as u64,

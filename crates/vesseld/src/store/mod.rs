@@ -1,8 +1,10 @@
 //! The state store: every object the daemon keeps, behind one trait so that a cluster can swap
 //! the embedded SQLite backend for etcd without touching the services.
 
+mod record;
 mod sqlite;
 
+pub use record::{decode, encode, Records};
 pub use sqlite::SqliteStore;
 use vessel_api::{Image, Instance, InstanceStatus, Operation};
 
@@ -12,11 +14,20 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("state database: {0}")]
     Db(#[from] rusqlite::Error),
-    /// A stored JSON column could not be read back.
+    /// A stored JSON column or object could not be read back.
     #[error("state database holds unreadable JSON in {what}")]
     Json {
-        /// Which column.
-        what: &'static str,
+        /// Which column or object.
+        what: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be written as JSON.
+    #[error("cannot encode {what} as JSON")]
+    Encode {
+        /// Which column or object.
+        what: String,
         /// Cause.
         #[source]
         source: serde_json::Error,

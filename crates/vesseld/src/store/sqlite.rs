@@ -8,7 +8,7 @@ use vessel_api::{
     Image, ImageKind, Instance, InstanceStatus, InstanceType, Operation, OperationStatus,
 };
 
-use super::{Result, Store, StoreError};
+use super::{decode, encode, Result, Store, StoreError};
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -168,7 +168,7 @@ impl SqliteStore {
         let Some((fingerprint, source, size, command, stop_signal, created_at, meta)) = row else {
             return Ok(None);
         };
-        let meta: ImageMeta = from_json("images.meta", &meta)?;
+        let meta: ImageMeta = decode("images.meta", &meta)?;
         Ok(Some(Image {
             aliases: Self::aliases(conn, &fingerprint)?,
             fingerprint,
@@ -176,7 +176,7 @@ impl SqliteStore {
             kind: meta.kind,
             size_bytes: size as u64,
             layers: meta.layers,
-            command: from_json("images.command", &command)?,
+            command: decode("images.command", &command)?,
             environment: meta.environment,
             working_dir: meta.working_dir,
             user: meta.user,
@@ -187,16 +187,8 @@ impl SqliteStore {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("wire types serialize")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|source| StoreError::Json { what, source })
-}
-
 fn status_from(s: &str) -> Result<InstanceStatus> {
-    from_json("instances.status", &format!("\"{s}\""))
+    decode("instances.status", &format!("\"{s}\""))
 }
 
 fn type_str(t: InstanceType) -> &'static str {
@@ -227,7 +219,7 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
         c;
     let s = |v: Option<String>| v.unwrap_or_default();
     let meta = meta
-        .map(|m| from_json::<InstanceMeta>("instances.meta", &m))
+        .map(|m| decode::<InstanceMeta>("instances.meta", &m))
         .transpose()?
         .unwrap_or_default();
     Ok(Instance {
@@ -240,9 +232,9 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
         status: status_from(&s(status))?,
         image: s(image),
         privileged: privileged.as_deref() == Some("1"),
-        limits: from_json("instances.limits", &s(limits))?,
-        command: from_json("instances.command", &s(command))?,
-        environment: from_json("instances.environment", &s(environment))?,
+        limits: decode("instances.limits", &s(limits))?,
+        command: decode("instances.command", &s(command))?,
+        environment: decode("instances.environment", &s(environment))?,
         ssh_keys: meta.ssh_keys,
         storage: meta.storage,
         created_at: s(created_at),
@@ -255,6 +247,18 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
 
 impl Store for SqliteStore {
     fn image_insert(&self, image: &Image) -> Result<()> {
+        let command = encode("images.command", &image.command)?;
+        let meta = encode(
+            "images.meta",
+            &ImageMeta {
+                kind: image.kind,
+                layers: image.layers.clone(),
+                environment: image.environment.clone(),
+                working_dir: image.working_dir.clone(),
+                user: image.user.clone(),
+                exposed_ports: image.exposed_ports.clone(),
+            },
+        )?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
@@ -264,17 +268,10 @@ impl Store for SqliteStore {
                 image.fingerprint,
                 image.source,
                 image.size_bytes as i64,
-                to_json(&image.command),
+                command,
                 image.stop_signal,
                 image.created_at,
-                to_json(&ImageMeta {
-                    kind: image.kind,
-                    layers: image.layers.clone(),
-                    environment: image.environment.clone(),
-                    working_dir: image.working_dir.clone(),
-                    user: image.user.clone(),
-                    exposed_ports: image.exposed_ports.clone(),
-                })
+                meta
             ],
         )
         .map_err(|e| match e {
@@ -364,6 +361,16 @@ impl Store for SqliteStore {
     }
 
     fn instance_insert(&self, i: &Instance) -> Result<()> {
+        let limits = encode("instances.limits", &i.limits)?;
+        let command = encode("instances.command", &i.command)?;
+        let environment = encode("instances.environment", &i.environment)?;
+        let meta = encode(
+            "instances.meta",
+            &InstanceMeta {
+                ssh_keys: i.ssh_keys.clone(),
+                storage: i.storage.clone(),
+            },
+        )?;
         let conn = self.lock();
         conn.execute(
             &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"),
@@ -373,16 +380,13 @@ impl Store for SqliteStore {
                 i.status.as_str(),
                 i.image,
                 i.privileged,
-                to_json(&i.limits),
-                to_json(&i.command),
-                to_json(&i.environment),
+                limits,
+                command,
+                environment,
                 i.created_at,
                 i.last_exit_code,
                 i.error,
-                to_json(&InstanceMeta {
-                    ssh_keys: i.ssh_keys.clone(),
-                    storage: i.storage.clone(),
-                })
+                meta
             ],
         )
         .map_err(|e| match e {
@@ -512,10 +516,12 @@ impl Store for SqliteStore {
     }
 
     fn operation_put(&self, op: &Operation) -> Result<()> {
+        let body = encode("operations.body", op)?;
+        let status = encode("operations.status", &op.status)?;
         let conn = self.lock();
         conn.execute(
             "INSERT OR REPLACE INTO operations (id, body, status, created_at) VALUES (?, ?, ?, ?)",
-            params![op.id, to_json(op), to_json(&op.status), op.created_at],
+            params![op.id, body, status, op.created_at],
         )?;
         Ok(())
     }
@@ -529,7 +535,7 @@ impl Store for SqliteStore {
             .collect::<std::result::Result<_, _>>()?;
         bodies
             .iter()
-            .map(|b| from_json("operations.body", b))
+            .map(|b| decode("operations.body", b))
             .collect()
     }
 

@@ -27,7 +27,7 @@ struct NfsListener {
 
 /// Live listeners and per-export errors.
 #[derive(Default)]
-pub struct Exports {
+pub struct ExportServers {
     nbd: Mutex<HashMap<String, NbdListener>>,
     nfs: Mutex<HashMap<String, NfsListener>>,
     errors: Mutex<HashMap<String, String>>,
@@ -77,7 +77,7 @@ pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
     }
 }
 
-impl Exports {
+impl ExportServers {
     /// The error that keeps an export from being served.
     pub fn error(&self, name: &str) -> Option<String> {
         self.errors

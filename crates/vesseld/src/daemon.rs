@@ -1,0 +1,358 @@
+//! The daemon as one value: [`Daemon::open`] prepares the state directories, opens the store,
+//! builds the service graph once and brings it in line with the host (storage pools, networks,
+//! running instances); [`Daemon::serve`] then answers the API on a unix socket.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use vessel_api::{HostInfo, ServerInfo};
+
+use crate::api;
+use crate::events::Events;
+use crate::image::ImageService;
+use crate::instance::driver::ContainerDriver;
+use crate::instance::vm::VmDriver;
+use crate::instance::InstanceService;
+use crate::network::NetworkService;
+use crate::operations::Operations;
+use crate::storage::StorageService;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Default directory of persistent state; its instances use the cgroup parent `vessel`.
+pub const DEFAULT_ROOT: &str = "/var/lib/vessel";
+
+/// Where a daemon keeps its state and finds its helpers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Persistent state: database, images, instances, storage.
+    pub root_dir: PathBuf,
+    /// Runtime state (a tmpfs like /run): monitor pid files, runtime state, sockets.
+    pub run_dir: PathBuf,
+    /// First host uid/gid of the 65536 ids given to unprivileged containers.
+    pub idmap_base: u32,
+    /// Directory holding `vessel-monitor` and `vessel-runc`.
+    pub libexec: PathBuf,
+    /// The guest agent put into VM images built here (it must be statically linked).
+    pub agent: PathBuf,
+}
+
+/// Why a daemon could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The host or the installation cannot run the daemon; the message says what to do.
+    #[error("{0}")]
+    Setup(String),
+    /// A file or directory of the daemon's own could not be made or read.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state database could not be opened.
+    #[error("opening the state database")]
+    Store(#[source] StoreError),
+    /// The host's cgroup layout could not be read.
+    #[error("detecting the cgroup layout")]
+    Cgroups(#[source] vessel_cgroups::CgroupError),
+    /// A service could not be brought in line with the host.
+    #[error("{what}")]
+    Service {
+        /// Which service, doing what.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: crate::error::Error,
+    },
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Io { what, source }
+}
+
+/// A daemon's services, built once.
+pub struct Daemon {
+    app: api::App,
+}
+
+impl Daemon {
+    /// Opens the daemon of `config`: makes its directories, opens the store, builds the
+    /// services and reconciles them with the host (re-adopting running instances). Runs
+    /// inside a Tokio runtime, whose tasks then follow the running instances.
+    pub fn open(config: Config) -> Result<Self, DaemonError> {
+        let root = absolute(&config.root_dir)?;
+        let run_dir = absolute(&config.run_dir)?;
+        for d in [
+            root.join("images"),
+            root.join("instances"),
+            run_dir.join("monitors"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
+        }
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+            .map_err(io_err(format!("securing {}", root.display())))?;
+        check_searchable(&root)?;
+        for helper in ["vessel-monitor", "vessel-runc"] {
+            if !config.libexec.join(helper).is_file() {
+                return Err(DaemonError::Setup(format!(
+                    "{} is missing; install every Vessel binary side by side (or set \
+                     VESSEL_LIBEXEC)",
+                    config.libexec.join(helper).display()
+                )));
+            }
+        }
+        let agent = match is_static_elf(&config.agent) {
+            Ok(true) => Some(config.agent.clone()),
+            Ok(false) => {
+                tracing::warn!(
+                    agent = %config.agent.display(),
+                    "the guest agent is dynamically linked and cannot run in VM images; build \
+                     it with scripts/build-agent.sh; VMs built now will have no exec"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(agent = %config.agent.display(), error = %e, "no guest agent for VM images; VMs built now will have no exec");
+                None
+            }
+        };
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&root.join("vessel.db")).map_err(DaemonError::Store)?);
+        let cgroup_version = vessel_cgroups::detect().map_err(DaemonError::Cgroups)?;
+        let config = Config {
+            root_dir: root,
+            run_dir,
+            ..config
+        };
+        let daemon = Self::assemble(&config, store, cgroup_version, agent);
+        daemon.reconcile()?;
+        Ok(daemon)
+    }
+
+    /// Builds the service graph of `config` (absolute paths) over `store`, changing nothing
+    /// on the host.
+    pub(crate) fn assemble(
+        config: &Config,
+        store: Arc<dyn Store>,
+        cgroup_version: vessel_cgroups::CgroupVersion,
+        agent: Option<PathBuf>,
+    ) -> Self {
+        let (root, run_dir) = (&config.root_dir, &config.run_dir);
+        let events = Events::new();
+        let ops = Operations::new(store.clone(), events.clone());
+        let images =
+            ImageService::new(root.join("images"), store.clone(), events.clone()).with_agent(agent);
+        let driver = ContainerDriver {
+            instances_dir: root.join("instances"),
+            monitors_dir: run_dir.join("monitors"),
+            state_root: run_dir.join("runtime"),
+            cgroup_parent: cgroup_parent(root),
+            idmap_base: config.idmap_base,
+            libexec: config.libexec.clone(),
+            cgroup_version,
+        };
+        let vms = VmDriver::new(
+            run_dir.join("vms"),
+            root.join("instances"),
+            root.join("accel.json"),
+            driver.cgroup_parent.clone(),
+        );
+        let storage = StorageService::new(
+            store.clone(),
+            events.clone(),
+            root.join("storage"),
+            run_dir.join("storage"),
+        );
+        let networks = NetworkService::new(store.clone(), events.clone(), run_dir.join("networks"));
+        let instances = InstanceService::new(
+            store,
+            images.clone(),
+            ops.clone(),
+            events.clone(),
+            driver,
+            vms,
+            storage.clone(),
+            networks.clone(),
+        );
+        let info = ServerInfo {
+            api_version: vessel_api::API_VERSION.into(),
+            server_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            root_dir: root.display().to_string(),
+            store: "sqlite".into(),
+            host: HostInfo {
+                kernel: nix::sys::utsname::uname()
+                    .map(|u| u.release().to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                cgroup_version: match cgroup_version {
+                    vessel_cgroups::CgroupVersion::V1 => "v1".into(),
+                    vessel_cgroups::CgroupVersion::V2 => "v2".into(),
+                },
+                user_namespaces: Path::new("/proc/self/ns/user").exists(),
+            },
+        };
+        Self {
+            app: api::App {
+                instances,
+                images,
+                storage,
+                networks,
+                ops,
+                events,
+                info,
+            },
+        }
+    }
+
+    /// Brings the services in line with the host, in dependency order: pools and exports,
+    /// networks, then instances (whose volumes and NICs those provide).
+    fn reconcile(&self) -> Result<(), DaemonError> {
+        let app = &self.app;
+        app.storage
+            .reconcile()
+            .map_err(|source| DaemonError::Service {
+                what: "opening storage pools and exports",
+                source,
+            })?;
+        app.networks
+            .reconcile()
+            .map_err(|source| DaemonError::Service {
+                what: "rebuilding networks from the store",
+                source,
+            })?;
+        app.images.remove_staging_leftovers();
+        app.instances
+            .reconcile()
+            .map_err(|source| DaemonError::Service {
+                what: "reconciling instances with the host",
+                source,
+            })
+    }
+
+    /// The root directory the daemon keeps its state in (absolute).
+    pub fn root_dir(&self) -> &str {
+        &self.app.info.root_dir
+    }
+
+    /// The API over this daemon's services.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.app.clone())
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::UnixListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, api::router(self.app))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Unprivileged containers' root users are unprivileged host uids: they must be able to walk
+/// down to their root file systems.
+fn check_searchable(root: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::MetadataExt;
+    for dir in root.ancestors() {
+        let md = std::fs::metadata(dir).map_err(io_err(format!("inspecting {}", dir.display())))?;
+        if md.mode() & 0o001 == 0 {
+            return Err(DaemonError::Setup(format!(
+                "{} (mode {:04o}) is not searchable by other users, so unprivileged containers \
+                 cannot reach their files under {}; run `chmod o+x {}` or pick another --root-dir",
+                dir.display(),
+                md.mode() & 0o7777,
+                root.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an ELF executable is statically linked (has no program interpreter).
+fn is_static_elf(path: &Path) -> std::io::Result<bool> {
+    let bytes = std::fs::read(path)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return Err(bad());
+    }
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20).ok_or_else(bad)? as usize,
+        u16_at(0x36).ok_or_else(bad)? as usize,
+        u16_at(0x38).ok_or_else(bad)? as usize,
+    );
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let kind = bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(bad)?;
+        if kind == PT_INTERP {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, DaemonError> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .map_err(io_err("reading the current directory".into()))?
+            .join(p))
+    }
+}
+
+/// Parent cgroup of this daemon's instances: `vessel` for the default root directory, and a
+/// name derived from the root directory otherwise, so isolated daemons never share cgroups.
+fn cgroup_parent(root: &Path) -> String {
+    if root == Path::new(DEFAULT_ROOT) {
+        return "vessel".into();
+    }
+    let h = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    format!("vessel-{}", &hex::encode(h)[..10])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        // busybox-static is static; the shell Debian ships is not.
+        assert!(is_static_elf(Path::new("/bin/busybox")).unwrap());
+        assert!(!is_static_elf(Path::new("/bin/dash")).unwrap());
+        assert!(is_static_elf(Path::new("/etc/hostname")).is_err());
+    }
+
+    #[test]
+    fn isolated_daemons_get_their_own_cgroup_parent() {
+        assert_eq!(cgroup_parent(Path::new(DEFAULT_ROOT)), "vessel");
+        let a = cgroup_parent(Path::new("/tmp/v1"));
+        let b = cgroup_parent(Path::new("/tmp/v2"));
+        assert!(
+            a.starts_with("vessel-") && a.len() == "vessel-".len() + 10,
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,87 @@
+//! Start-up reconciliation: the store brought in line with what runs after a daemon
+//! (re)start.
+
+use vessel_api::{InstanceStatus, InstanceType};
+
+use super::InstanceService;
+use crate::error::Result;
+
+impl InstanceService {
+    /// Brings the store in line with what runs after a daemon (re)start: re-adopts live
+    /// monitors, rolls back interrupted creations, marks the rest stopped, removes leftovers.
+    pub fn reconcile(&self) -> Result<()> {
+        let failed = self.store.operations_fail_unfinished(
+            "interrupted: vesseld stopped while this operation was running",
+            &crate::clock::now(),
+        )?;
+        for op in failed {
+            tracing::warn!(op = %op.id, description = %op.description, "marked interrupted operation failed");
+        }
+        let instances = self.store.instance_list()?;
+        for inst in &instances {
+            let name = &inst.name;
+            if inst.instance_type == InstanceType::Vm {
+                if !self.adopt_vm(name) {
+                    self.vms.forget(name);
+                    match inst.status {
+                        InstanceStatus::Creating => {
+                            tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
+                            let _ = self.vms.remove_files(name);
+                            self.store.instance_delete(name)?;
+                        }
+                        InstanceStatus::Stopped | InstanceStatus::Error => {}
+                        _ => self.set_status(name, InstanceStatus::Stopped, None, None),
+                    }
+                }
+                continue;
+            }
+            if let Some(monitor) = self.driver.live_monitor(name) {
+                let frozen = vessel_container::state(&self.driver.state_root, name)
+                    .map(|s| s.status == vessel_container::Status::Paused)
+                    .unwrap_or(false);
+                let status = if frozen {
+                    InstanceStatus::Frozen
+                } else {
+                    InstanceStatus::Running
+                };
+                self.set_status(name, status, None, None);
+                self.follow(name, monitor, false);
+                tracing::info!(instance = %name, monitor, "re-adopted running instance");
+                continue;
+            }
+            self.driver.cleanup_orphan(name);
+            match inst.status {
+                InstanceStatus::Creating => {
+                    tracing::warn!(instance = %name, "rolling back creation interrupted by a daemon stop");
+                    if let Err(e) = self.driver.remove_files(name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback");
+                    }
+                    self.store.instance_delete(name)?;
+                }
+                InstanceStatus::Stopped | InstanceStatus::Error => {}
+                _ => {
+                    let code = self.driver.exit_status(name).map(|e| e.exit_code);
+                    self.set_status(name, InstanceStatus::Stopped, code, None);
+                    tracing::info!(instance = %name, "instance stopped while the daemon was away");
+                }
+            }
+        }
+        // Directories no instance owns (a deletion interrupted after the store forgot it).
+        let known: std::collections::HashSet<String> = self
+            .store
+            .instance_list()?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(&self.driver.instances_dir) {
+            for entry in rd.flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&n) {
+                    tracing::warn!(dir = %entry.path().display(), "removing files of unknown instance");
+                    let _ = self.driver.remove_files(&n);
+                }
+            }
+        }
+        Ok(())
+    }
+}

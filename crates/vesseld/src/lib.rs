@@ -1,0 +1,19 @@
+//! `vesseld`, the Vessel daemon, as a library: its services (instances, images, storage,
+//! networks, operations, events) behind the REST API, and [`Daemon`], which builds them once
+//! from a [`Config`]. The `vesseld` binary turns its command line into a `Config`, opens the
+//! daemon and serves the API on a unix socket.
+
+mod api;
+mod clock;
+mod daemon;
+mod error;
+mod events;
+mod image;
+mod instance;
+mod name;
+mod network;
+mod operations;
+mod storage;
+mod store;
+
+pub use daemon::{Config, Daemon, DaemonError, DEFAULT_ROOT};

@@ -1,0 +1,323 @@
+//! Creating and deleting networks.
+
+use std::net::Ipv4Addr;
+
+use vessel_api::{Network, NetworkCreate};
+use vessel_net::Subnet;
+
+use super::parse::parse_prefix6;
+use super::record::NetworkRecord;
+use super::segments::mode_name;
+use super::NetworkService;
+use crate::error::{Error, Result};
+use crate::name::validate_name_within;
+
+/// The longest network name: `vbr-NAME` must fit in an interface name (15 bytes).
+const MAX_NAME: usize = 11;
+
+impl NetworkService {
+    /// Creates a network and its kernel objects.
+    pub fn create(&self, req: NetworkCreate) -> Result<Network> {
+        let _g = self.busy();
+        let host_has_ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
+        let mut rec = plan_network(&req, &self.records()?, host_has_ipv6, crate::clock::now())?;
+        if !rec.vlans.is_empty() {
+            rec.vlan_mode = Some(mode_name(self.vlan_mode(&rec)).into());
+        }
+        // Recorded first, so that a crash while the kernel objects are made leaves a note of
+        // what to remove at the next start.
+        self.inner.pending.put(&rec.name, &rec)?;
+        if let Err(e) = self.realize(&rec) {
+            self.teardown(&rec);
+            let _ = self.inner.pending.delete(&rec.name);
+            return Err(e);
+        }
+        self.inner.networks.insert(&rec.name, &rec)?;
+        let _ = self.inner.pending.delete(&rec.name);
+        self.inner
+            .events
+            .lifecycle("network-created", &format!("/1.0/networks/{}", rec.name));
+        Ok(self.view(&rec))
+    }
+
+    /// Deletes a network without NICs.
+    pub fn delete(&self, name: &str) -> Result<Network> {
+        let _g = self.busy();
+        let rec = self.record(name)?;
+        if !rec.leases.is_empty() {
+            let users: Vec<&str> = rec.leases.iter().map(|l| l.instance.as_str()).collect();
+            return Err(Error::conflict(format!(
+                "network {name:?} is used by {}; detach them first",
+                users.join(", ")
+            )));
+        }
+        let view = self.view(&rec);
+        self.teardown(&rec);
+        self.inner.networks.delete(name)?;
+        self.inner
+            .events
+            .lifecycle("network-deleted", &format!("/1.0/networks/{name}"));
+        Ok(view)
+    }
+}
+
+/// Checks a creation request against the `others` networks and makes the record of the
+/// network it asks for (without its VLAN mode, which depends on the host).
+pub(super) fn plan_network(
+    req: &NetworkCreate,
+    others: &[NetworkRecord],
+    host_has_ipv6: bool,
+    created_at: String,
+) -> Result<NetworkRecord> {
+    validate_name_within("network", &req.name, MAX_NAME)
+        .map_err(|e| Error::invalid(format!("{} (it names the bridge vbr-NAME)", e.message)))?;
+    if others.iter().any(|o| o.name == req.name) {
+        return Err(Error::conflict(format!(
+            "network {:?} already exists",
+            req.name
+        )));
+    }
+    let subnet: Subnet = req
+        .subnet
+        .parse()
+        .map_err(|e| Error::invalid(format!("subnet {:?}: {e}", req.subnet)))?;
+    if subnet.prefix() > 29 {
+        return Err(Error::invalid(format!(
+            "subnet {subnet} is too small: give a /29 or larger"
+        )));
+    }
+    let subnets: Vec<(String, Subnet)> = others
+        .iter()
+        .filter_map(|r| r.subnet().ok().map(|s| (r.name.clone(), s)))
+        .collect();
+    if let Some((n, s)) = subnets.iter().find(|(_, s)| s.overlaps(&subnet)) {
+        return Err(Error::conflict(format!(
+            "subnet {subnet} overlaps network {n:?} ({s})"
+        )));
+    }
+    if let Some(text) = &req.ipv6 {
+        let prefix = parse_prefix6(text)?;
+        if !host_has_ipv6 {
+            return Err(Error::invalid(
+                "IPv6 is disabled on this host (no /proc/sys/net/ipv6); leave out --ipv6",
+            ));
+        }
+        for r in others {
+            if r.subnet6().ok().flatten() == Some(prefix) {
+                return Err(Error::conflict(format!(
+                    "IPv6 prefix {prefix}/64 overlaps network {:?}",
+                    r.name
+                )));
+            }
+        }
+    }
+    match req.vni {
+        Some(v) if (1..=4095).contains(&v) || v > 16_777_215 || v == 0 => {
+            return Err(Error::invalid(format!(
+                "VNI {v} is not allowed: use 4096-16777215 (1-4095 are VLAN ids)"
+            )))
+        }
+        Some(_) if req.local.is_none() => {
+            return Err(Error::invalid(
+                "an overlay needs this host's underlay address (--local ADDR)",
+            ))
+        }
+        Some(_) => {}
+        None if !req.peers.is_empty() || req.local.is_some() => {
+            return Err(Error::invalid("peers and local are for overlays (--vni)"))
+        }
+        None => {}
+    }
+    for p in req.peers.iter().chain(req.local.iter()) {
+        p.parse::<Ipv4Addr>()
+            .map_err(|_| Error::invalid(format!("{p:?} is not an IPv4 address")))?;
+    }
+    if req.isolated_ports && !req.vlans.is_empty() {
+        return Err(Error::invalid(
+            "isolated ports and VLAN segments do not mix: a segment's bridge has no port \
+             but its NICs, so isolated NICs on it could reach nobody",
+        ));
+    }
+    if req.ipv6.is_some() && req.vni.is_some() {
+        return Err(Error::invalid(
+            "IPv6 on overlays is not built yet (every host would hold the same link-local \
+             gateway address); leave out --ipv6 or --vni",
+        ));
+    }
+    let mut vlans = req.vlans.clone();
+    vlans.sort_unstable();
+    vlans.dedup();
+    if vlans.len() != req.vlans.len() {
+        return Err(Error::invalid("a VLAN id is listed twice"));
+    }
+    if let Some(v) = vlans
+        .iter()
+        .find(|v| !(1..=vessel_net::VID_MAX).contains(*v))
+    {
+        return Err(Error::invalid(format!(
+            "VLAN id {v} is not allowed: use 1-4094"
+        )));
+    }
+    if let (Some(vni), Some(top)) = (req.vni, vlans.last()) {
+        if vni + u32::from(*top) > 16_777_215 {
+            return Err(Error::invalid(format!(
+                "segment {top} would ride on VNI {}, above 16777215: use a smaller --vni",
+                vni + u32::from(*top)
+            )));
+        }
+    }
+    let rec = NetworkRecord {
+        name: req.name.clone(),
+        subnet: subnet.to_string(),
+        ipv6: req
+            .ipv6
+            .as_deref()
+            .map(parse_prefix6)
+            .transpose()?
+            .map(|p| format!("{p}/64")),
+        vni: req.vni,
+        peers: req.peers.clone(),
+        local: req.local.clone(),
+        leases: Vec::new(),
+        forwards: Vec::new(),
+        acl: String::new(),
+        vlan_mode: None,
+        vlans,
+        isolated_ports: req.isolated_ports,
+        load_balancers: Vec::new(),
+        description: req.description.clone(),
+        created_at,
+    };
+    let ours = rec.vnis();
+    for o in others {
+        if let Some(v) = o.vnis().iter().find(|v| ours.contains(v)) {
+            return Err(Error::conflict(format!(
+                "VNI {v} is taken by network {:?} (a network's segment V uses VNI vni+V)",
+                o.name
+            )));
+        }
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::network;
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn req(name: &str, subnet: &str) -> NetworkCreate {
+        NetworkCreate {
+            name: name.into(),
+            subnet: subnet.into(),
+            ipv6: None,
+            vni: None,
+            peers: Vec::new(),
+            local: None,
+            vlans: Vec::new(),
+            isolated_ports: false,
+            description: "d".into(),
+        }
+    }
+
+    fn plan(r: &NetworkCreate, others: &[NetworkRecord]) -> Result<NetworkRecord> {
+        plan_network(r, others, true, "now".into())
+    }
+
+    #[test]
+    fn a_good_request_becomes_a_record() {
+        let mut r = req("lan", "10.1.0.0/24");
+        r.ipv6 = Some("fd42::/64".into());
+        r.vlans = vec![20, 10];
+        let rec = plan(&r, &[]).unwrap();
+        assert_eq!(rec.name, "lan");
+        assert_eq!(rec.ipv6.as_deref(), Some("fd42::/64"));
+        assert_eq!(rec.vlans, vec![10, 20], "sorted");
+        assert_eq!(rec.vlan_mode, None, "the caller asks the host");
+        assert_eq!(
+            (rec.created_at.as_str(), rec.description.as_str()),
+            ("now", "d")
+        );
+        assert!(rec.leases.is_empty() && rec.load_balancers.is_empty());
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        let lan = network("lan", "10.1.0.0/24");
+        let invalid = |r: NetworkCreate, want: &str| {
+            let e = plan(&r, std::slice::from_ref(&lan)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        };
+        invalid(req("a_b", "10.2.0.0/24"), "vbr-NAME");
+        invalid(req("abcdefghijkl", "10.2.0.0/24"), "1-11");
+        invalid(req("b", "10.2.0.0"), "subnet");
+        invalid(req("b", "10.2.0.0/30"), "/29 or larger");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(100);
+        invalid(r, "1-4095 are VLAN ids");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(5000);
+        invalid(r, "--local");
+        let mut r = req("b", "10.2.0.0/24");
+        r.peers = vec!["10.0.0.1".into()];
+        invalid(r, "for overlays");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(5000);
+        r.local = Some("host".into());
+        invalid(r, "not an IPv4 address");
+        let mut r = req("b", "10.2.0.0/24");
+        r.isolated_ports = true;
+        r.vlans = vec![10];
+        invalid(r, "do not mix");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vlans = vec![10, 10];
+        invalid(r, "twice");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vlans = vec![4095];
+        invalid(r, "1-4094");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(16_777_000);
+        r.local = Some("192.0.2.1".into());
+        r.vlans = vec![1000];
+        invalid(r, "above 16777215");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(5000);
+        r.local = Some("192.0.2.1".into());
+        r.ipv6 = Some("fd42::/64".into());
+        invalid(r, "IPv6 on overlays");
+        let mut r = req("b", "10.2.0.0/24");
+        r.ipv6 = Some("fd42::/64".into());
+        let e = plan_network(&r, &[], false, "now".into()).unwrap_err();
+        assert!(e.message.contains("IPv6 is disabled"), "{e}");
+    }
+
+    #[test]
+    fn conflicts_with_other_networks() {
+        let mut lan = network("lan", "10.1.0.0/24");
+        lan.ipv6 = Some("fd42::/64".into());
+        lan.vni = Some(5000);
+        lan.vlans = vec![10];
+        let others = [lan];
+        let conflict = |r: NetworkCreate, want: &str| {
+            let e = plan(&r, &others).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        };
+        conflict(req("lan", "10.2.0.0/24"), "already exists");
+        conflict(req("b", "10.1.0.128/25"), "overlaps network \"lan\"");
+        let mut r = req("b", "10.2.0.0/24");
+        r.ipv6 = Some("fd42::/64".into());
+        conflict(r, "IPv6 prefix fd42::/64 overlaps");
+        // Segment 10 of lan rides on VNI 5010.
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(5010);
+        r.local = Some("192.0.2.1".into());
+        conflict(r, "VNI 5010 is taken");
+        let mut r = req("b", "10.2.0.0/24");
+        r.vni = Some(5005);
+        r.local = Some("192.0.2.1".into());
+        r.vlans = vec![5];
+        conflict(r, "VNI 5010 is taken");
+    }
+}

@@ -1,0 +1,381 @@
+//! Attachments: volumes given to instances (bind mounts for containers, disks for VMs, raid
+//! volumes served to QEMU over private NBD sockets), and what an instance's start and
+//! deletion ask of storage.
+
+use std::path::PathBuf;
+
+use vessel_api::{InstanceType, StorageVolume, VolumeAttachment, VolumeContent};
+
+use super::driver::BlockAccess;
+use super::record::VolumeRecord;
+use super::{StorageService, VolumeMount};
+use crate::error::{chain, Error, Result};
+
+impl StorageService {
+    /// Attaches a volume to `instance` (of `instance_type`) at `path`. The instance's owner
+    /// holds the instance's lock and has checked that it is stopped.
+    pub fn attach(
+        &self,
+        pool: &str,
+        name: &str,
+        instance: &str,
+        instance_type: InstanceType,
+        path: &str,
+    ) -> Result<StorageVolume> {
+        let _g = self.busy();
+        let mut v = self.volume_record(pool, name)?;
+        let attachment = plan_attachment(
+            &v,
+            &self.volume_records(None)?,
+            instance,
+            instance_type,
+            path,
+        )?;
+        v.attached_to.push(attachment);
+        self.put_volume(&v)?;
+        if v.content == VolumeContent::Block {
+            if let Err(e) = self.serve_disk(instance, &v) {
+                v.attached_to.retain(|a| a.instance != instance);
+                self.put_volume(&v)?;
+                return Err(e);
+            }
+        }
+        Ok(self.volume_view(&v))
+    }
+
+    /// Detaches a volume from `instance`. The instance's owner holds the instance's lock and
+    /// has checked that it is stopped (or gone).
+    pub fn detach(&self, pool: &str, name: &str, instance: &str) -> Result<StorageVolume> {
+        let _g = self.busy();
+        let mut v = self.volume_record(pool, name)?;
+        check_detach(&v, instance)?;
+        v.attached_to.retain(|a| a.instance != instance);
+        self.put_volume(&v)?;
+        self.stop_disk(instance, &v);
+        Ok(self.volume_view(&v))
+    }
+
+    /// Bind mounts for a container's filesystem volumes. For an unprivileged container
+    /// (`shift` = host uid of its root) a volume's top directory still owned by host root is
+    /// handed to the container's root, so it can write there.
+    pub fn container_mounts(&self, instance: &str, shift: Option<u32>) -> Result<Vec<VolumeMount>> {
+        let mut out = Vec::new();
+        for v in self.volume_records(None)? {
+            for a in v.attached_to.iter().filter(|a| a.instance == instance) {
+                let source = self.driver(&v.pool)?.fs_path(&v.name)?;
+                if let Some(base) = shift {
+                    use std::os::unix::fs::MetadataExt;
+                    let md = std::fs::metadata(&source)
+                        .map_err(|e| Error::internal(format!("volume {}: {e}", v.key())))?;
+                    if md.uid() == 0 && base != 0 {
+                        std::os::unix::fs::chown(&source, Some(base), Some(base)).map_err(|e| {
+                            Error::internal(format!("handing volume {} over: {e}", v.key()))
+                        })?;
+                    }
+                }
+                out.push(VolumeMount {
+                    source,
+                    destination: a.path.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.destination.cmp(&b.destination));
+        Ok(out)
+    }
+
+    /// Extra disks of a VM, in attachment order (its root volume first).
+    pub fn vm_disks(&self, instance: &str) -> Result<Vec<vessel_vm::Disk>> {
+        let mut vols: Vec<VolumeRecord> = self
+            .volume_records(None)?
+            .into_iter()
+            .filter(|v| v.attached_to.iter().any(|a| a.instance == instance))
+            .collect();
+        vols.sort_by_key(|v| (v.root_of.is_none(), v.created_at.clone()));
+        let mut out = Vec::new();
+        for v in vols {
+            let d = self.driver(&v.pool)?;
+            out.push(match d.block(&v.name)? {
+                BlockAccess::File(path) => vessel_vm::Disk {
+                    path,
+                    format: vessel_vm::DiskFormat::Raw,
+                    media: vessel_vm::Media::Disk,
+                    read_only: false,
+                    nbd_export: None,
+                },
+                BlockAccess::Device(_) => {
+                    self.serve_disk(instance, &v)?;
+                    vessel_vm::Disk {
+                        path: self.disk_socket(instance, &v),
+                        format: vessel_vm::DiskFormat::Raw,
+                        media: vessel_vm::Media::Disk,
+                        read_only: false,
+                        nbd_export: Some(v.key()),
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// An instance is gone: its root volume is deleted, other volumes detached.
+    pub fn instance_deleted(&self, instance: &str) -> Result<()> {
+        let vols: Vec<VolumeRecord> = self
+            .volume_records(None)?
+            .into_iter()
+            .filter(|v| v.attached_to.iter().any(|a| a.instance == instance))
+            .collect();
+        for mut v in vols {
+            self.stop_disk(instance, &v);
+            {
+                let _g = self.busy();
+                v.attached_to.retain(|a| a.instance != instance);
+                self.put_volume(&v)?;
+            }
+            if v.root_of.as_deref() == Some(instance) {
+                // Its snapshots go with it.
+                self.volume_delete(&v.pool, &v.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn disk_socket(&self, instance: &str, v: &VolumeRecord) -> PathBuf {
+        self.inner
+            .run
+            .join("disks")
+            .join(format!("{instance}--{}--{}.sock", v.pool, v.name))
+    }
+
+    /// Serves a raid volume to one VM on a private unix socket (idempotent).
+    pub(super) fn serve_disk(&self, instance: &str, v: &VolumeRecord) -> Result<()> {
+        let key = format!("{instance}/{}", v.key());
+        let mut disks = self.inner.disks.lock().unwrap_or_else(|p| p.into_inner());
+        if disks.contains_key(&key) {
+            return Ok(());
+        }
+        let BlockAccess::Device(dev) = self.driver(&v.pool)?.block(&v.name)? else {
+            return Ok(());
+        };
+        let sock = self.disk_socket(instance, v);
+        if let Some(dir) = sock.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
+        }
+        let _ = std::fs::remove_file(&sock);
+        let server = vessel_nbd::NbdServer::new([vessel_nbd::NbdExport::new(v.key(), dev)])
+            .map_err(|e| Error::internal(format!("NBD server: {}", chain(&e))))?;
+        let handle = server
+            .serve_unix(&sock)
+            .map_err(|e| Error::internal(format!("serving {}: {}", sock.display(), chain(&e))))?;
+        // Only QEMU (run as nobody) and root may connect.
+        let _ = std::os::unix::fs::chown(&sock, Some(65534), Some(65534));
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+        disks.insert(key, handle);
+        Ok(())
+    }
+
+    pub(super) fn stop_disk(&self, instance: &str, v: &VolumeRecord) {
+        let key = format!("{instance}/{}", v.key());
+        if let Some(h) = self
+            .inner
+            .disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+        {
+            h.shutdown();
+        }
+    }
+}
+
+fn check_mount_point(path: &str) -> Result<()> {
+    if !path.starts_with('/') || path == "/" {
+        return Err(Error::invalid(format!(
+            "mount point {path:?} must be an absolute path other than /"
+        )));
+    }
+    if path.split('/').any(|c| c == ".." || c == ".") {
+        return Err(Error::invalid(format!(
+            "mount point {path:?} must not contain . or .."
+        )));
+    }
+    for top in ["/proc", "/sys", "/dev"] {
+        if path == top || path.starts_with(&format!("{top}/")) {
+            return Err(Error::invalid(format!(
+                "volumes cannot be mounted under {top}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The attachment of volume `v` to `instance` (of `instance_type`) at `path`, given every
+/// volume (`all`): filesystem volumes mount into containers at a free mount point, block
+/// volumes become a VM's disk and have one writer.
+pub(super) fn plan_attachment(
+    v: &VolumeRecord,
+    all: &[VolumeRecord],
+    instance: &str,
+    instance_type: InstanceType,
+    path: &str,
+) -> Result<VolumeAttachment> {
+    let name = &v.name;
+    if v.attached_to.iter().any(|a| a.instance == instance) {
+        return Err(Error::conflict(format!(
+            "volume {name:?} is already attached to {instance:?}"
+        )));
+    }
+    let path = match (instance_type, v.content) {
+        (InstanceType::Container, VolumeContent::Filesystem) => {
+            check_mount_point(path)?;
+            let clash = all
+                .iter()
+                .flat_map(|o| &o.attached_to)
+                .any(|a| a.instance == instance && a.path == path);
+            if clash {
+                return Err(Error::conflict(format!(
+                    "another volume is mounted at {path} in {instance:?}"
+                )));
+            }
+            path.to_string()
+        }
+        (InstanceType::Vm, VolumeContent::Block) => String::new(),
+        (InstanceType::Container, VolumeContent::Block) => {
+            return Err(Error::invalid(
+                "block volumes attach to VMs; give containers a filesystem volume",
+            ))
+        }
+        (InstanceType::Vm, VolumeContent::Filesystem) => {
+            return Err(Error::invalid(
+                "filesystem volumes attach to containers; give VMs a block volume (or \
+                 export the volume over NFS)",
+            ))
+        }
+    };
+    if v.content == VolumeContent::Block && !v.attached_to.is_empty() {
+        return Err(Error::conflict(format!(
+            "block volume {name:?} is attached to {:?}; a disk has one writer",
+            v.attached_to[0].instance
+        )));
+    }
+    Ok(VolumeAttachment {
+        instance: instance.to_string(),
+        path,
+    })
+}
+
+/// Checks that volume `v` can be detached from `instance`: it is attached there and is not
+/// the instance's root disk.
+pub(super) fn check_detach(v: &VolumeRecord, instance: &str) -> Result<()> {
+    let name = &v.name;
+    if !v.attached_to.iter().any(|a| a.instance == instance) {
+        return Err(Error::not_found(format!(
+            "volume {name:?} is not attached to {instance:?}"
+        )));
+    }
+    if v.root_of.as_deref() == Some(instance) {
+        return Err(Error::conflict(format!(
+            "volume {name:?} is the root disk of {instance:?}; it goes with the instance"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::volume;
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn mount_points_stay_inside_the_container() {
+        for ok in ["/data", "/srv/a-b/c", "/devices"] {
+            check_mount_point(ok).unwrap();
+        }
+        for bad in [
+            "", "data", "/", "/a/../b", "/a/./b", "/proc", "/sys/fs", "/dev/shm",
+        ] {
+            assert!(check_mount_point(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn filesystem_volumes_mount_into_containers_block_volumes_into_one_vm() {
+        let fs = VolumeContent::Filesystem;
+        let data = volume("p", "data", fs, &[("c1", "/data")]);
+        let logs = volume("p", "logs", fs, &[]);
+        let disk = volume("p", "disk", VolumeContent::Block, &[]);
+        let used = volume("p", "used", VolumeContent::Block, &[("v1", "")]);
+        let all = [data.clone(), logs.clone(), disk.clone(), used.clone()];
+        let ct = InstanceType::Container;
+        let vm = InstanceType::Vm;
+        let a = plan_attachment(&logs, &all, "c1", ct, "/logs").unwrap();
+        assert_eq!((a.instance.as_str(), a.path.as_str()), ("c1", "/logs"));
+        let a = plan_attachment(&data, &all, "c2", ct, "/data").unwrap();
+        assert_eq!(a.path, "/data", "another container may share it");
+        let a = plan_attachment(&disk, &all, "v1", vm, "/ignored").unwrap();
+        assert_eq!(a.path, "", "a disk has no mount point");
+        for (v, inst, ty, path, kind, want) in [
+            (
+                &data,
+                "c1",
+                ct,
+                "/other",
+                ErrorKind::Conflict,
+                "already attached",
+            ),
+            (
+                &logs,
+                "c1",
+                ct,
+                "/data",
+                ErrorKind::Conflict,
+                "another volume is mounted at /data",
+            ),
+            (
+                &logs,
+                "c1",
+                ct,
+                "/proc/x",
+                ErrorKind::Invalid,
+                "under /proc",
+            ),
+            (
+                &disk,
+                "c1",
+                ct,
+                "/d",
+                ErrorKind::Invalid,
+                "block volumes attach to VMs",
+            ),
+            (
+                &logs,
+                "v1",
+                vm,
+                "",
+                ErrorKind::Invalid,
+                "filesystem volumes attach to containers",
+            ),
+            (&used, "v2", vm, "", ErrorKind::Conflict, "one writer"),
+        ] {
+            let e = plan_attachment(v, &all, inst, ty, path).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn a_root_disk_goes_with_its_vm() {
+        let mut root = volume("p", "v1-root", VolumeContent::Block, &[("v1", "")]);
+        root.root_of = Some("v1".into());
+        let e = check_detach(&root, "v1").unwrap_err();
+        assert!(e.message.contains("root disk"), "{e}");
+        let e = check_detach(&root, "v2").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        root.root_of = None;
+        check_detach(&root, "v1").unwrap();
+    }
+}

@@ -1,0 +1,187 @@
+//! Exports: volumes served over NBD or NFS, recorded, and served again at start.
+
+use std::sync::Arc;
+
+use vessel_api::{ExportCreate, StorageExport, VolumeContent};
+
+use super::driver::BlockAccess;
+use super::record::VolumeRecord;
+use super::{servers, StorageService};
+use crate::error::{chain, Error, Result};
+use crate::name::validate_name;
+
+impl StorageService {
+    /// Every export with its state.
+    pub fn exports_list(&self) -> Result<Vec<StorageExport>> {
+        Ok(self
+            .inner
+            .exports
+            .list()?
+            .into_iter()
+            .map(|e| self.export_view(e))
+            .collect())
+    }
+
+    fn export_view(&self, mut e: StorageExport) -> StorageExport {
+        match self.inner.servers.error(&e.name) {
+            None => e.status = "serving".into(),
+            Some(err) => {
+                e.status = "failed".into();
+                e.error = Some(err);
+            }
+        }
+        e
+    }
+
+    pub(super) fn serve_export(&self, e: &StorageExport) -> Result<()> {
+        let d = self.driver(&e.pool)?;
+        let r = match e.protocol {
+            vessel_api::ExportProtocol::Nbd => {
+                let dev: Arc<dyn vessel_nbd::BlockDevice> = match d.block(&e.volume)? {
+                    BlockAccess::Device(dev) => dev,
+                    BlockAccess::File(path) => Arc::new(
+                        vessel_nbd::FileDevice::open(&path, e.read_only).map_err(|err| {
+                            Error::internal(format!("opening {}: {}", path.display(), chain(&err)))
+                        })?,
+                    ),
+                };
+                self.inner.servers.add_nbd(e, dev)
+            }
+            vessel_api::ExportProtocol::Nfs => {
+                let root = d.fs_path(&e.volume)?;
+                self.inner.servers.add_nfs(e, root)
+            }
+        };
+        if let Err(err) = &r {
+            self.inner.servers.set_error(&e.name, err.message.clone());
+        }
+        r
+    }
+
+    /// Exports a volume.
+    pub fn export_create(&self, req: ExportCreate) -> Result<StorageExport> {
+        let _g = self.busy();
+        validate_name("export", &req.name)?;
+        if self.inner.exports.contains(&req.name)? {
+            return Err(Error::conflict(format!(
+                "export {:?} already exists",
+                req.name
+            )));
+        }
+        let v = self.volume_record(&req.pool, &req.volume)?;
+        check_export(&req, &v)?;
+        let listen = servers::normalize_listen(req.protocol, req.listen.as_deref())?;
+        let e = StorageExport {
+            name: req.name.clone(),
+            pool: req.pool.clone(),
+            volume: req.volume.clone(),
+            protocol: req.protocol,
+            uri: servers::uri(req.protocol, &listen, &req.name),
+            listen,
+            read_only: req.read_only,
+            status: "serving".into(),
+            error: None,
+        };
+        self.serve_export(&e)?;
+        if let Err(err) = self.inner.exports.insert(&e.name, &e) {
+            self.inner.servers.remove(&e);
+            return Err(err.into());
+        }
+        self.inner.events.lifecycle(
+            "storage-export-created",
+            &format!("/1.0/storage/exports/{}", e.name),
+        );
+        Ok(e)
+    }
+
+    /// Stops serving an export.
+    pub fn export_delete(&self, name: &str) -> Result<StorageExport> {
+        let _g = self.busy();
+        let e = self.inner.exports.get(name)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "export {name:?} not found; see `vessel storage export list`"
+            ))
+        })?;
+        self.inner.servers.remove(&e);
+        self.inner.exports.delete(name)?;
+        self.inner.events.lifecycle(
+            "storage-export-deleted",
+            &format!("/1.0/storage/exports/{name}"),
+        );
+        Ok(e)
+    }
+}
+
+/// Checks that volume `v` can be exported as `req` asks: NBD serves block volumes, NFS
+/// filesystem volumes, and a block volume a VM writes is exported read-only.
+pub(super) fn check_export(req: &ExportCreate, v: &VolumeRecord) -> Result<()> {
+    match (req.protocol, v.content) {
+        (vessel_api::ExportProtocol::Nbd, VolumeContent::Filesystem) => {
+            return Err(Error::invalid(
+                "NBD exports block volumes; export a filesystem volume over NFS",
+            ))
+        }
+        (vessel_api::ExportProtocol::Nfs, VolumeContent::Block) => {
+            return Err(Error::invalid(
+                "NFS exports filesystem volumes; export a block volume over NBD",
+            ))
+        }
+        _ => {}
+    }
+    if v.content == VolumeContent::Block && !req.read_only && !v.attached_to.is_empty() {
+        return Err(Error::conflict(format!(
+            "block volume {:?} is attached to {:?}; export it read-only or detach it",
+            req.volume, v.attached_to[0].instance
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use vessel_api::ExportProtocol;
+
+    use super::super::record::fixture::volume;
+    use super::*;
+
+    fn req(protocol: ExportProtocol, read_only: bool) -> ExportCreate {
+        ExportCreate {
+            name: "e".into(),
+            pool: "p".into(),
+            volume: "v".into(),
+            protocol,
+            listen: None,
+            read_only,
+        }
+    }
+
+    #[test]
+    fn nbd_serves_disks_nfs_directories_and_a_vm_disk_read_only() {
+        let fs = volume("p", "v", VolumeContent::Filesystem, &[("c1", "/data")]);
+        let disk = volume("p", "v", VolumeContent::Block, &[]);
+        let used = volume("p", "v", VolumeContent::Block, &[("v1", "")]);
+        check_export(&req(ExportProtocol::Nfs, false), &fs).unwrap();
+        check_export(&req(ExportProtocol::Nbd, false), &disk).unwrap();
+        check_export(&req(ExportProtocol::Nbd, true), &used).unwrap();
+        for (r, v, want) in [
+            (
+                req(ExportProtocol::Nbd, false),
+                &fs,
+                "NBD exports block volumes",
+            ),
+            (
+                req(ExportProtocol::Nfs, false),
+                &disk,
+                "NFS exports filesystem volumes",
+            ),
+            (
+                req(ExportProtocol::Nbd, false),
+                &used,
+                "export it read-only",
+            ),
+        ] {
+            let e = check_export(&r, v).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
+}

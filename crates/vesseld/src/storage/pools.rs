@@ -1,0 +1,493 @@
+//! Pools: created on their sources (files Vessel makes when none are given), opened,
+//! shown with capacity and health, repaired and deleted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vessel_api::{PoolCreate, PoolDriver as DriverKind, PoolRepair, PoolStatus, StoragePool};
+
+use super::driver::PoolDriver;
+use super::record::PoolRecord;
+use super::{btrfs, dir, raid, StorageService};
+use crate::error::{Error, Result};
+use crate::name::validate_name;
+use crate::operations::OpHandle;
+
+impl StorageService {
+    fn pool_home(&self, name: &str) -> PathBuf {
+        self.inner.root.join(name)
+    }
+
+    pub(super) fn open_driver(&self, rec: &PoolRecord) -> Result<Arc<dyn PoolDriver>> {
+        Ok(match rec.driver {
+            DriverKind::Dir => Arc::new(dir::DirPool::open(Path::new(&rec.sources[0]))?),
+            DriverKind::Btrfs => Arc::new(btrfs::BtrfsPool::open(
+                &rec.sources,
+                &self.pool_home(&rec.name),
+            )?),
+            DriverKind::Raid => Arc::new(raid::RaidPool::open(&rec.sources)?),
+        })
+    }
+
+    fn pool_view(&self, rec: &PoolRecord) -> StoragePool {
+        let (status, error, size, used) = match self.driver(&rec.name) {
+            Ok(d) => match d.capacity() {
+                Ok((size, used)) => (d.health(), None, size, used),
+                Err(e) => ("unavailable".into(), Some(e.message), 0, 0),
+            },
+            Err(e) => ("unavailable".into(), Some(e.message), 0, 0),
+        };
+        StoragePool {
+            name: rec.name.clone(),
+            driver: rec.driver,
+            sources: rec.sources.clone(),
+            level: rec.level.clone(),
+            status,
+            error,
+            size_bytes: size,
+            used_bytes: used,
+            description: rec.description.clone(),
+            created_at: rec.created_at.clone(),
+        }
+    }
+
+    /// Every pool with capacity and usage.
+    pub fn pools_list(&self) -> Result<Vec<StoragePool>> {
+        Ok(self
+            .pool_records()?
+            .iter()
+            .map(|r| self.pool_view(r))
+            .collect())
+    }
+
+    /// One pool.
+    pub fn pool_get(&self, name: &str) -> Result<StoragePool> {
+        Ok(self.pool_view(&self.pool_record(name)?))
+    }
+
+    /// Checks a pool creation request without changing anything.
+    pub fn pool_check(&self, req: &PoolCreate) -> Result<()> {
+        check_pool_request(req, &self.pool_records()?)
+    }
+
+    /// Creates a pool: formats its sources (blocking; run inside an operation).
+    pub fn pool_create(&self, req: PoolCreate, op: &OpHandle) -> Result<()> {
+        let _g = self.busy();
+        self.pool_check(&req)?;
+        let home = self.pool_home(&req.name);
+        let mut rec = PoolRecord {
+            name: req.name.clone(),
+            driver: req.driver,
+            sources: req.sources.clone(),
+            level: req.level.clone(),
+            created_files: Vec::new(),
+            created_dir: None,
+            description: req.description.clone(),
+            created_at: crate::clock::now(),
+        };
+        op.progress(Some(10), "preparing sources");
+        let made = (|| -> Result<Arc<dyn PoolDriver>> {
+            match req.driver {
+                DriverKind::Dir => {
+                    if rec.sources.is_empty() {
+                        rec.sources.push(home.display().to_string());
+                    }
+                    let path = PathBuf::from(&rec.sources[0]);
+                    if !path.exists() {
+                        rec.created_dir = Some(rec.sources[0].clone());
+                    }
+                    Ok(Arc::new(dir::DirPool::create(&path)?))
+                }
+                DriverKind::Btrfs => {
+                    if rec.sources.is_empty() {
+                        let file = self.inner.root.join(format!("{}.btrfs", req.name));
+                        create_file(&file, req.size.unwrap_or(0))?;
+                        rec.created_files.push(file.display().to_string());
+                        rec.sources.push(file.display().to_string());
+                    }
+                    rec.created_dir = Some(home.display().to_string());
+                    op.progress(Some(40), "formatting btrfs");
+                    Ok(Arc::new(btrfs::BtrfsPool::create(
+                        &rec.sources,
+                        req.level.as_deref(),
+                        &home,
+                    )?))
+                }
+                DriverKind::Raid => {
+                    if rec.sources.is_empty() {
+                        let n = req.members.unwrap_or(0);
+                        std::fs::create_dir_all(&home).map_err(|e| {
+                            Error::internal(format!("creating {}: {e}", home.display()))
+                        })?;
+                        rec.created_dir = Some(home.display().to_string());
+                        for i in 0..n {
+                            let file = home.join(format!("member{i}.img"));
+                            create_file(&file, req.size.unwrap_or(0))?;
+                            rec.created_files.push(file.display().to_string());
+                            rec.sources.push(file.display().to_string());
+                        }
+                    }
+                    op.progress(Some(40), "writing the array");
+                    Ok(Arc::new(raid::RaidPool::create(&rec.sources, &req)?))
+                }
+            }
+        })();
+        let driver = match made {
+            Ok(d) => d,
+            Err(e) => {
+                remove_created(&rec);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.inner.pools.insert(&rec.name, &rec) {
+            let _ = driver.close();
+            remove_created(&rec);
+            return Err(e.into());
+        }
+        self.inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.name.clone(), driver);
+        self.inner.events.lifecycle(
+            "storage-pool-created",
+            &format!("/1.0/storage/pools/{}", rec.name),
+        );
+        Ok(())
+    }
+
+    /// Deletes a pool without volumes; removes what Vessel created for it.
+    pub fn pool_delete(&self, name: &str) -> Result<StoragePool> {
+        let _g = self.busy();
+        let rec = self.pool_record(name)?;
+        let vols = self.volume_records(Some(name))?;
+        if !vols.is_empty() {
+            let names: Vec<&str> = vols.iter().map(|v| v.name.as_str()).collect();
+            return Err(Error::conflict(format!(
+                "storage pool {name:?} still has volumes ({}); delete them first",
+                names.join(", ")
+            )));
+        }
+        let view = self.pool_view(&rec);
+        let driver = self
+            .inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(d) = driver {
+            d.close()?;
+        }
+        self.inner.pools.delete(name)?;
+        self.inner
+            .unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        remove_created(&rec);
+        if rec.driver == DriverKind::Dir && rec.created_dir.is_none() {
+            // A dir pool in a directory the user gave: remove only Vessel's layout.
+            for sub in ["fs", "block", "snapshots"] {
+                let _ = std::fs::remove_dir(Path::new(&rec.sources[0]).join(sub));
+            }
+        }
+        self.inner.events.lifecycle(
+            "storage-pool-deleted",
+            &format!("/1.0/storage/pools/{name}"),
+        );
+        Ok(view)
+    }
+
+    /// Health of a pool.
+    pub fn pool_status(&self, name: &str) -> Result<PoolStatus> {
+        let rec = self.pool_record(name)?;
+        let view = self.pool_view(&rec);
+        let (members, rebuild) = match self.driver(name) {
+            Ok(d) => (d.members(), d.rebuild_percent()),
+            Err(_) => (Vec::new(), None),
+        };
+        Ok(PoolStatus {
+            name: rec.name.clone(),
+            driver: rec.driver,
+            status: view.status,
+            members,
+            rebuild_percent: rebuild,
+            last_scrub: self
+                .inner
+                .scrubs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned(),
+        })
+    }
+
+    /// Checks a repair request.
+    pub fn repair_check(&self, name: &str, req: &PoolRepair) -> Result<()> {
+        check_repair(&self.pool_record(name)?, req)
+    }
+
+    /// Runs a repair (blocking; inside an operation).
+    pub fn repair(&self, name: &str, req: PoolRepair, op: &OpHandle) -> Result<()> {
+        self.repair_check(name, &req)?;
+        let d = self.driver(name)?;
+        let progress = |p: u8, stage: &str| op.progress(Some(p), stage);
+        match req.action.as_str() {
+            "fail" => d.fail_member(req.member.unwrap_or(0))?,
+            "replace" => {
+                let m = req.member.unwrap_or(0);
+                let path = PathBuf::from(req.path.clone().unwrap_or_default());
+                d.replace_member(m, &path, req.rate, &progress)?;
+                let _g = self.busy();
+                let mut rec = self.pool_record(name)?;
+                rec.sources[m as usize] = path.display().to_string();
+                self.inner.pools.put(name, &rec)?;
+            }
+            _ => {
+                let r = d.scrub(&progress)?;
+                self.inner
+                    .scrubs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), r);
+            }
+        }
+        self.inner.events.lifecycle(
+            &format!("storage-pool-{}", req.action),
+            &format!("/1.0/storage/pools/{name}"),
+        );
+        Ok(())
+    }
+}
+
+fn create_file(path: &Path, size: u64) -> Result<()> {
+    if size == 0 {
+        return Err(Error::invalid(
+            "give a size for the files Vessel creates (e.g. --size 1GiB)",
+        ));
+    }
+    if path.exists() {
+        return Err(Error::conflict(format!(
+            "{} exists already; remove it or give it as a source",
+            path.display()
+        )));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", parent.display())))?;
+    }
+    let f = std::fs::File::create(path)
+        .map_err(|e| Error::internal(format!("creating {}: {e}", path.display())))?;
+    f.set_len(size)
+        .map_err(|e| Error::internal(format!("sizing {}: {e}", path.display())))
+}
+
+fn remove_created(rec: &PoolRecord) {
+    for f in &rec.created_files {
+        let _ = std::fs::remove_file(f);
+    }
+    if let Some(d) = &rec.created_dir {
+        // Never recurse into a file system that is still mounted there.
+        if !vessel_monitor::is_mountpoint(Path::new(d)) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Checks a request for a new pool against the existing `pools`: its name, sources (absolute,
+/// in no other pool) and the settings its driver takes.
+pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Result<()> {
+    validate_name("pool", &req.name)?;
+    if pools.iter().any(|p| p.name == req.name) {
+        return Err(Error::conflict(format!(
+            "storage pool {:?} already exists",
+            req.name
+        )));
+    }
+    let taken: Vec<&String> = pools.iter().flat_map(|p| &p.sources).collect();
+    for s in &req.sources {
+        if !s.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "source {s:?} is not an absolute path"
+            )));
+        }
+        if taken.contains(&s) {
+            return Err(Error::conflict(format!(
+                "source {s} already belongs to another storage pool"
+            )));
+        }
+    }
+    match req.driver {
+        DriverKind::Dir => {
+            if req.sources.len() > 1 {
+                return Err(Error::invalid("a dir pool has one source directory"));
+            }
+            if req.level.is_some() || req.members.is_some() || req.chunk_size.is_some() {
+                return Err(Error::invalid(
+                    "level, members and chunk_size are for raid (and btrfs) pools",
+                ));
+            }
+        }
+        DriverKind::Btrfs => {
+            if req.sources.is_empty() && req.size.is_none() {
+                return Err(Error::invalid(
+                    "a btrfs pool needs sources (disks or files) or a size for a loop file \
+                     Vessel creates (e.g. --size 2GiB)",
+                ));
+            }
+            if req.members.is_some() || req.chunk_size.is_some() {
+                return Err(Error::invalid("members and chunk_size are for raid pools"));
+            }
+        }
+        DriverKind::Raid => raid::check_request(req)?,
+    }
+    Ok(())
+}
+
+/// Checks a repair of pool `rec`: raid pools only; `fail` and `replace` name an existing
+/// member slot, `replace` an absolute path for the new member.
+pub(super) fn check_repair(rec: &PoolRecord, req: &PoolRepair) -> Result<()> {
+    let name = &rec.name;
+    if rec.driver != DriverKind::Raid {
+        return Err(Error::invalid(format!(
+            "storage pool {name:?} is a {} pool; fail, replace and scrub are for raid pools",
+            rec.driver.as_str()
+        )));
+    }
+    match req.action.as_str() {
+        "scrub" => Ok(()),
+        "fail" | "replace" => {
+            let m = req.member.ok_or_else(|| {
+                Error::invalid(format!("{} needs a member slot (--member N)", req.action))
+            })?;
+            if m as usize >= rec.sources.len() {
+                return Err(Error::invalid(format!(
+                    "pool {name:?} has members 0..{}; there is no member {m}",
+                    rec.sources.len() - 1
+                )));
+            }
+            if req.action == "replace" {
+                let p = req.path.as_deref().ok_or_else(|| {
+                    Error::invalid("replace needs the new member's path (--path FILE)")
+                })?;
+                if !p.starts_with('/') {
+                    return Err(Error::invalid(format!("{p:?} is not an absolute path")));
+                }
+            }
+            Ok(())
+        }
+        other => Err(Error::invalid(format!(
+            "unknown repair action {other:?}: use fail, replace or scrub"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::fixture::pool;
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn req(name: &str, driver: DriverKind, sources: &[&str]) -> PoolCreate {
+        PoolCreate {
+            name: name.into(),
+            driver,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            size: None,
+            members: None,
+            level: None,
+            chunk_size: None,
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn pool_requests_are_checked_against_the_other_pools() {
+        let pools = [pool("local", DriverKind::Dir, &["/srv/local"])];
+        check_pool_request(&req("data", DriverKind::Dir, &["/srv/data"]), &pools).unwrap();
+        check_pool_request(&req("data", DriverKind::Dir, &[]), &pools).unwrap();
+        let mut sized = req("fast", DriverKind::Btrfs, &[]);
+        sized.size = Some(1 << 30);
+        check_pool_request(&sized, &pools).unwrap();
+        let mut raid_level = req("data", DriverKind::Dir, &[]);
+        raid_level.level = Some("raid1".into());
+        let mut chunky = req("fast", DriverKind::Btrfs, &["/dev/x"]);
+        chunky.chunk_size = Some(1 << 16);
+        for (r, kind, want) in [
+            (
+                req("a_b", DriverKind::Dir, &[]),
+                ErrorKind::Invalid,
+                "invalid pool name",
+            ),
+            (
+                req("local", DriverKind::Dir, &[]),
+                ErrorKind::Conflict,
+                "already exists",
+            ),
+            (
+                req("data", DriverKind::Dir, &["srv"]),
+                ErrorKind::Invalid,
+                "not an absolute",
+            ),
+            (
+                req("data", DriverKind::Dir, &["/srv/local"]),
+                ErrorKind::Conflict,
+                "another storage pool",
+            ),
+            (
+                req("data", DriverKind::Dir, &["/a", "/b"]),
+                ErrorKind::Invalid,
+                "one source",
+            ),
+            (raid_level, ErrorKind::Invalid, "for raid"),
+            (
+                req("fast", DriverKind::Btrfs, &[]),
+                ErrorKind::Invalid,
+                "needs sources",
+            ),
+            (chunky, ErrorKind::Invalid, "for raid pools"),
+            (
+                req("r", DriverKind::Raid, &["/a", "/b"]),
+                ErrorKind::Invalid,
+                "level",
+            ),
+        ] {
+            let e = check_pool_request(&r, &pools).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn repairs_are_for_raid_members_that_exist() {
+        let raid = pool("r", DriverKind::Raid, &["/m0", "/m1", "/m2"]);
+        let repair = |action: &str, member: Option<u32>, path: Option<&str>| PoolRepair {
+            action: action.into(),
+            member,
+            path: path.map(str::to_string),
+            rate: None,
+        };
+        check_repair(&raid, &repair("scrub", None, None)).unwrap();
+        check_repair(&raid, &repair("fail", Some(2), None)).unwrap();
+        check_repair(&raid, &repair("replace", Some(0), Some("/new"))).unwrap();
+        for (r, want) in [
+            (repair("fail", None, None), "needs a member slot"),
+            (
+                repair("fail", Some(3), None),
+                "members 0..2; there is no member 3",
+            ),
+            (repair("replace", Some(1), None), "new member's path"),
+            (
+                repair("replace", Some(1), Some("new")),
+                "not an absolute path",
+            ),
+            (repair("grow", None, None), "unknown repair action"),
+        ] {
+            let e = check_repair(&raid, &r).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+        let dir = pool("d", DriverKind::Dir, &["/srv"]);
+        let e = check_repair(&dir, &repair("scrub", None, None)).unwrap_err();
+        assert!(e.message.contains("is a dir pool"), "{e}");
+    }
+}

@@ -1,0 +1,105 @@
+//! What the store keeps of pools and volumes.
+
+use serde::{Deserialize, Serialize};
+use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
+
+use crate::error::Error;
+
+/// What the store keeps of a pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct PoolRecord {
+    pub(super) name: String,
+    pub(super) driver: DriverKind,
+    pub(super) sources: Vec<String>,
+    #[serde(default)]
+    pub(super) level: Option<String>,
+    /// Files Vessel created for the pool (removed with it).
+    #[serde(default)]
+    pub(super) created_files: Vec<String>,
+    /// The directory Vessel created for a `dir` pool or as a mount point (removed with it).
+    #[serde(default)]
+    pub(super) created_dir: Option<String>,
+    #[serde(default)]
+    pub(super) description: String,
+    pub(super) created_at: String,
+}
+
+/// What the store keeps of a volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct VolumeRecord {
+    pub(super) pool: String,
+    pub(super) name: String,
+    pub(super) content: VolumeContent,
+    pub(super) size: u64,
+    #[serde(default)]
+    pub(super) source: Option<String>,
+    #[serde(default)]
+    pub(super) snapshots: Vec<String>,
+    #[serde(default)]
+    pub(super) attached_to: Vec<VolumeAttachment>,
+    /// The VM whose root disk this is (deleted with it).
+    #[serde(default)]
+    pub(super) root_of: Option<String>,
+    pub(super) created_at: String,
+}
+
+impl VolumeRecord {
+    pub(super) fn key(&self) -> String {
+        format!("{}/{}", self.pool, self.name)
+    }
+}
+
+/// The error for a volume that pool `pool` does not hold.
+pub(super) fn volume_not_found(pool: &str, name: &str) -> Error {
+    Error::not_found(format!(
+        "volume {name:?} not found in pool {pool:?}; see `vessel storage volume list {pool}`"
+    ))
+}
+
+/// Records for the unit tests of the storage module.
+#[cfg(test)]
+pub(super) mod fixture {
+    use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
+
+    use super::{PoolRecord, VolumeRecord};
+
+    /// A pool of `driver` on `sources`.
+    pub fn pool(name: &str, driver: DriverKind, sources: &[&str]) -> PoolRecord {
+        PoolRecord {
+            name: name.into(),
+            driver,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            level: None,
+            created_files: Vec::new(),
+            created_dir: None,
+            description: String::new(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A volume of `size` bytes in `pool`, attached to `attached` (instance, path).
+    pub fn volume(
+        pool: &str,
+        name: &str,
+        content: VolumeContent,
+        attached: &[(&str, &str)],
+    ) -> VolumeRecord {
+        VolumeRecord {
+            pool: pool.into(),
+            name: name.into(),
+            content,
+            size: 1 << 20,
+            source: None,
+            snapshots: Vec::new(),
+            attached_to: attached
+                .iter()
+                .map(|(i, p)| VolumeAttachment {
+                    instance: i.to_string(),
+                    path: p.to_string(),
+                })
+                .collect(),
+            root_of: None,
+            created_at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+}
