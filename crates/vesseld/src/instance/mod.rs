@@ -9,6 +9,7 @@ pub mod limits;
 pub mod logs;
 pub mod publish;
 mod rebuild;
+mod status;
 pub mod users;
 pub mod vm;
 mod vm_lifecycle;
@@ -53,6 +54,8 @@ pub struct InstanceService {
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per running instance: becomes true when its monitor has ended and the store says so.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+    /// Statuses the store has not recorded yet.
+    pending: status::PendingStatus,
 }
 
 /// Signal number for a name like "SIGTERM", "TERM" or "15".
@@ -99,6 +102,7 @@ impl InstanceService {
             networks,
             locks: Arc::default(),
             exits: Arc::default(),
+            pending: status::PendingStatus::default(),
         }
     }
 
@@ -108,18 +112,21 @@ impl InstanceService {
     }
 
     fn get_stored(&self, name: &str) -> Result<Instance> {
-        self.store.instance_get(name).map_err(|e| match e {
-            StoreError::NotFound(_) => {
-                Error::not_found(format!("instance {name:?} not found; see `vessel list`"))
-            }
-            e => e.into(),
-        })
+        self.store
+            .instance_get(name)
+            .map(|i| self.pending.apply(i))
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => {
+                    Error::not_found(format!("instance {name:?} not found; see `vessel list`"))
+                }
+                e => e.into(),
+            })
     }
 
+    /// Records a status; when the store cannot (a full disk), the service keeps it, shows
+    /// it, and records it as soon as it can.
     fn set_status(&self, name: &str, status: InstanceStatus, code: Option<i32>, err: Option<&str>) {
-        if let Err(e) = self.store.instance_set_status(name, status, code, err) {
-            tracing::warn!(instance = name, error = %e, "could not record status");
-        }
+        self.pending.set(&self.store, name, status, code, err);
     }
 
     /// One instance with its live state.
@@ -134,7 +141,12 @@ impl InstanceService {
 
     /// Every instance; with `state`, each with its live usage.
     pub fn list(&self, state: bool) -> Result<Vec<Instance>> {
-        let mut list = self.store.instance_list()?;
+        let mut list: Vec<Instance> = self
+            .store
+            .instance_list()?
+            .into_iter()
+            .map(|i| self.pending.apply(i))
+            .collect();
         if state {
             for inst in &mut list {
                 inst.state = Some(self.live_state(inst));
@@ -165,19 +177,9 @@ impl InstanceService {
     pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
         validate_name("instance", &req.name)?;
         limits::validate(&req.limits)?;
-        for k in req.environment.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(Error::invalid(format!(
-                    "invalid environment variable name {k:?}"
-                )));
-            }
-        }
+        exec::check_environment(&req.environment)?;
         if let Some(cmd) = &req.command {
-            if cmd.is_empty() || cmd[0].is_empty() {
-                return Err(Error::invalid(
-                    "the command is empty: give a program to run",
-                ));
-            }
+            exec::check_command(cmd)?;
         }
         let image = self.images.get(&req.image)?;
         match (req.instance_type, image.kind) {
@@ -299,6 +301,7 @@ impl InstanceService {
                         tracing::warn!(instance = %name, error = %e, "rollback of volumes");
                     }
                     let _ = svc.store.instance_delete(&name);
+                    svc.pending.forget(&name);
                     svc.events.lifecycle("instance-deleted", &path_of(&name));
                 }
                 result
@@ -641,6 +644,7 @@ impl InstanceService {
                 .await
                 .map_err(|e| Error::internal(format!("volume task: {e}")))??;
                 svc.store.instance_delete(name)?;
+                svc.pending.forget(name);
                 svc.events.lifecycle("instance-deleted", &path_of(name));
                 Ok(())
             },
