@@ -87,6 +87,7 @@ impl Daemon {
     pub fn open(config: Config) -> Result<Self, DaemonError> {
         let root = absolute(&config.root_dir)?;
         let run_dir = absolute(&config.run_dir)?;
+        crate::error::set_host_dirs(&[&root, &run_dir]);
         for d in [
             root.join("images"),
             root.join("instances"),
@@ -250,9 +251,13 @@ impl Daemon {
         listener: tokio::net::UnixListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, api::router(self.app))
-            .with_graceful_shutdown(shutdown)
-            .await
+        api::listener::serve(
+            listener,
+            api::router(self.app),
+            api::listener::Limits::SOCKET,
+            shutdown,
+        )
+        .await
     }
 }
 

@@ -55,6 +55,73 @@ impl Error {
     }
 }
 
+/// Directories of the host whose paths never reach a client: the daemon's own root and run
+/// directories (set once at start) and the kernel's interfaces.
+static HOST_DIRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Records the daemon's directories for [`redact_host_paths`] (first call wins).
+pub fn set_host_dirs(dirs: &[&std::path::Path]) {
+    let mut v: Vec<String> = dirs
+        .iter()
+        .map(|d| d.to_string_lossy().trim_end_matches('/').to_string())
+        .filter(|d| d.len() > 1)
+        .collect();
+    v.extend(["/sys/fs/cgroup".to_string(), "/proc".to_string()]);
+    // Longest first, so that a nested directory is matched whole.
+    v.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    let _ = HOST_DIRS.set(v);
+}
+
+/// What replaces a host path in a message for clients.
+pub const HIDDEN_PATH: &str = "(a file of the daemon)";
+
+/// `msg` with every path under the daemon's or the kernel's directories replaced by
+/// [`HIDDEN_PATH`]: messages say what failed; where, on the host, is for the daemon's log.
+pub fn redact_host_paths(msg: &str) -> std::borrow::Cow<'_, str> {
+    let Some(dirs) = HOST_DIRS.get() else {
+        return msg.into();
+    };
+    redact_with(msg, dirs)
+}
+
+fn redact_with<'a>(msg: &'a str, dirs: &[String]) -> std::borrow::Cow<'a, str> {
+    let mut out = String::new();
+    let mut rest = msg;
+    let mut changed = false;
+    'scan: while !rest.is_empty() {
+        for d in dirs {
+            if let Some(after) = rest.strip_prefix(d.as_str()) {
+                let at_boundary = after.is_empty() || after.starts_with('/');
+                let before_ok = out
+                    .chars()
+                    .last()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '/' || c == '.' || c == '-'));
+                if at_boundary && before_ok {
+                    let end = after
+                        .find(|c: char| {
+                            c.is_whitespace() || matches!(c, ':' | '"' | '\'' | ')' | ',')
+                        })
+                        .unwrap_or(after.len());
+                    out.push_str(HIDDEN_PATH);
+                    rest = &after[end..];
+                    changed = true;
+                    continue 'scan;
+                }
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    if changed {
+        out.into()
+    } else {
+        msg.into()
+    }
+}
+
 /// `s` cut to at most `max` characters (with "…" and the full length when cut), for error
 /// messages that quote user input: no message echoes an unbounded field back.
 pub fn truncated(s: &str, max: usize) -> String {
@@ -100,6 +167,37 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_paths_are_hidden() {
+        let dirs = vec![
+            "/var/lib/vessel".to_string(),
+            "/run/vessel".to_string(),
+            "/sys/fs/cgroup".to_string(),
+            "/proc".to_string(),
+        ];
+        assert_eq!(
+            redact_with("writing /run/vessel/monitors/s1.pid: No space left", &dirs),
+            "writing (a file of the daemon): No space left"
+        );
+        assert_eq!(
+            redact_with(
+                "\"/var/lib/vessel/instances/c1\" and /sys/fs/cgroup/memory/x",
+                &dirs
+            ),
+            "\"(a file of the daemon)\" and (a file of the daemon)"
+        );
+        // Paths inside instances, look-alikes and user paths stay.
+        for keep in [
+            "cannot open /etc/passwd in c1",
+            "/var/lib/vesselx/y",
+            "/tmp/run/vessel/x",
+            "/procfs",
+            "no such file /home/me/disk.qcow2",
+        ] {
+            assert_eq!(redact_with(keep, &dirs), keep);
+        }
+    }
 
     #[test]
     fn quoted_input_is_bounded() {

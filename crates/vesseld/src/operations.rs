@@ -166,7 +166,7 @@ impl Operations {
                     }
                     Err(e) => {
                         op.status = OperationStatus::Failure;
-                        op.error = Some(e.message.clone());
+                        op.error = Some(crate::error::redact_host_paths(&e.message).into_owned());
                     }
                 }
             });

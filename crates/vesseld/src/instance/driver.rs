@@ -215,17 +215,21 @@ impl ContainerDriver {
             process.set_user(user);
         }
         let path = self.dir(&inst.name).join("config.json");
-        spec.save(&path)
-            .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
+        spec.save(&path).map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %crate::error::chain(&e), "writing the OCI bundle");
+            Error::internal(format!(
+                "writing the instance's runtime configuration: {}",
+                crate::error::chain(&e)
+            ))
+        })
     }
 
     /// Starts the instance's monitor with the given lower layer; returns the init and
     /// monitor pids once the container runs.
     pub async fn spawn_monitor(&self, inst: &Instance, lowers: &[PathBuf]) -> Result<(i32, i32)> {
         let dir = self.dir(&inst.name);
-        std::fs::create_dir_all(&self.monitors_dir).map_err(|e| {
-            Error::internal(format!("creating {}: {e}", self.monitors_dir.display()))
-        })?;
+        std::fs::create_dir_all(&self.monitors_dir)
+            .map_err(|e| Error::internal(format!("creating the monitors' directory: {e}")))?;
         let _ = std::fs::remove_file(dir.join("exit.json"));
         let config = MonitorConfig {
             id: inst.name.clone(),
@@ -247,7 +251,7 @@ impl ContainerDriver {
         let body = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::internal(format!("monitor config: {e}")))?;
         std::fs::write(&config_path, body)
-            .map_err(|e| Error::internal(format!("writing {}: {e}", config_path.display())))?;
+            .map_err(|e| Error::internal(format!("writing the monitor's configuration: {e}")))?;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
