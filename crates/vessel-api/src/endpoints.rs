@@ -80,6 +80,23 @@ pub struct Endpoint {
     pub response: Body,
 }
 
+/// Largest JSON request body any endpoint takes: every request fits many times over.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+/// Largest body of an endpoint that takes none (what a client may send by mistake).
+pub const MAX_EMPTY_BODY: usize = 64 << 10;
+
+impl Endpoint {
+    /// The most bytes the server reads of a request body for this endpoint before answering
+    /// 413, or `None` for an upload that is streamed to disk and bounded by its handler.
+    pub const fn max_body(&self) -> Option<usize> {
+        match self.request {
+            Body::Bytes => None,
+            Body::Json(_) | Body::JsonList(_) | Body::NdJson(_) => Some(MAX_JSON_BODY),
+            Body::None | Body::Text | Body::Upgrade => Some(MAX_EMPTY_BODY),
+        }
+    }
+}
+
 const FORMAT_RECURSION: Query = Query {
     name: "recursion",
     description: "1 to include live state of every item",

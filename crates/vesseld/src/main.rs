@@ -61,6 +61,7 @@ fn real_main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("vesseld must run as root (it manages namespaces, cgroups and mounts); try: sudo vesseld");
     }
+    raise_fd_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,6 +122,20 @@ fn claim_socket(socket: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one (at most 65536): the listeners cap
+/// their connections well below it, and what is left serves monitors, pools and exports.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536);
+        if soft < want {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                tracing::warn!(error = %e, "could not raise the open-files limit");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

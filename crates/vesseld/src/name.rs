@@ -24,8 +24,9 @@ pub fn validate_name_within(kind: &str, name: &str, max: usize) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "invalid {kind} name {name:?}: use 1-{max} letters, digits and '-', starting with \
-             a letter and not ending with '-'"
+            "invalid {kind} name {:?}: use 1-{max} letters, digits and '-', starting with \
+             a letter and not ending with '-'",
+            crate::error::truncated(name, MAX_NAME + 1)
         )))
     }
 }

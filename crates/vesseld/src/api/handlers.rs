@@ -159,7 +159,7 @@ pub async fn file_put(
     State(app): State<App>,
     Path(name): Path<String>,
     Query(q): Params,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response> {
     use crate::instance::files::Put;
     use vessel_api::FileKind;
@@ -189,7 +189,22 @@ pub async fn file_put(
     };
     let svc = app.instances.clone();
     let root = app.instances.open_root(&name).await?;
-    let info = tokio::task::spawn_blocking(move || svc.file_put(&root, &name, &path, &body, &put))
+    // The file is written as its bytes arrive, on a blocking thread fed chunk by chunk.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut data = crate::instance::files::ChannelReader::new(rx);
+        svc.file_put(&root, &name, &path, &mut data, &put)
+    });
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(std::io::Error::other);
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    let info = writer
         .await
         .map_err(|e| Error::internal(format!("file task: {e}")))??;
     Ok(Json(info).into_response())

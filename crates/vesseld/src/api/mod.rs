@@ -3,6 +3,7 @@
 //! the OpenAPI document names. No syscalls and no store access here.
 
 mod handlers;
+pub mod listener;
 mod network;
 mod storage;
 mod upgrade;
@@ -52,9 +53,17 @@ impl IntoResponse for Error {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        error_response(status, self.message)
+        let shown = crate::error::redact_host_paths(&self.message);
+        if shown != self.message {
+            tracing::info!(error = %self.message, "answered with host paths hidden");
+        }
+        // No message echoes an unbounded field back, whatever quoted it.
+        error_response(status, crate::error::truncated(&shown, MAX_MESSAGE))
     }
 }
+
+/// Longest error message a client gets, in characters.
+const MAX_MESSAGE: usize = 2048;
 
 /// A JSON error body with the given status.
 pub fn error_response(status: StatusCode, message: String) -> Response {
@@ -169,10 +178,38 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
 }
 
 /// The daemon's router.
+/// Answers 413 at once to a request that announces a body over `max` bytes, before reading
+/// any of it (the extractors' own limit only trips once that much has arrived).
+async fn refuse_oversized(req: Request, next: axum::middleware::Next, max: usize) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = announced.filter(|l| *l > max as u64) {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {len} bytes; this endpoint takes at most {max}"),
+        );
+    }
+    next.run(req).await
+}
+
 pub fn router(app: App) -> Router {
     let mut r = Router::new();
     for e in ENDPOINTS {
-        r = r.route(e.path, handler_for(e));
+        // Each endpoint reads at most what its table entry allows; uploads stream.
+        let route = match e.max_body() {
+            Some(n) => {
+                handler_for(e)
+                    .layer(DefaultBodyLimit::max(n))
+                    .layer(axum::middleware::from_fn(move |req: Request, next| {
+                        refuse_oversized(req, next, n)
+                    }))
+            }
+            None => handler_for(e).layer(DefaultBodyLimit::disable()),
+        };
+        r = r.route(e.path, route);
     }
     r.fallback(|| async {
         error_response(
@@ -190,9 +227,7 @@ pub fn router(app: App) -> Router {
             ),
         )
     })
-    .layer(DefaultBodyLimit::max(
-        crate::instance::files::MAX_FILE as usize,
-    ))
+    .layer(DefaultBodyLimit::max(vessel_api::endpoints::MAX_EMPTY_BODY))
     .with_state(app)
 }
 

@@ -1,6 +1,7 @@
 //! `exec`: runs a command inside a running instance through `vessel-runc exec` and carries its
 //! terminal or pipes over a framed stream (`vessel_api::stream`), ending with its exit code.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
@@ -19,26 +20,17 @@ use crate::error::{Error, Result};
 /// within the id map of an unprivileged container, and never `u32::MAX`, which the kernel's
 /// set*id calls read as "leave unchanged" (it ran the command as root).
 pub fn validate_request(req: &ExecRequest, privileged: bool) -> Result<()> {
-    if req.command.is_empty() || req.command[0].is_empty() {
-        return Err(Error::invalid("exec needs a command to run"));
-    }
-    let nul = |s: &str| s.contains('\0');
-    if req.command.iter().any(|a| nul(a)) {
+    check_command(&req.command)?;
+    if req
+        .cwd
+        .as_deref()
+        .is_some_and(|c| c.contains('\0') || c.len() > 4096)
+    {
         return Err(Error::invalid(
-            "the command contains a NUL byte, which no program argument can hold",
+            "the working directory must be a path of at most 4096 bytes without NUL",
         ));
     }
-    if req.cwd.as_deref().is_some_and(nul) {
-        return Err(Error::invalid("the working directory contains a NUL byte"));
-    }
-    for (k, v) in &req.environment {
-        if k.is_empty() || k.contains('=') || nul(k) || nul(v) {
-            return Err(Error::invalid(format!(
-                "invalid environment variable {:?}: a name without '=' and no NUL byte",
-                crate::error::truncated(k, 64)
-            )));
-        }
-    }
+    check_environment(&req.environment)?;
     let limit = if privileged {
         u32::MAX
     } else {
@@ -51,6 +43,58 @@ pub fn validate_request(req: &ExecRequest, privileged: bool) -> Result<()> {
                 limit - 1
             )));
         }
+    }
+    Ok(())
+}
+
+/// Most arguments of a command, and most bytes of them together (Linux's own limit for one
+/// argument is 128 KiB; a command an instance keeps in the store stays small).
+const MAX_ARGS: usize = 1024;
+const MAX_COMMAND_BYTES: usize = 128 << 10;
+/// Most environment variables, and most bytes of them together.
+const MAX_ENV: usize = 512;
+const MAX_ENV_BYTES: usize = 128 << 10;
+
+/// Checks a command: a program, no NUL byte (no argument can hold one), bounded size.
+pub fn check_command(command: &[String]) -> Result<()> {
+    if command.is_empty() || command[0].is_empty() {
+        return Err(Error::invalid(
+            "the command is empty: give a program to run",
+        ));
+    }
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err(Error::invalid(
+            "the command contains a NUL byte, which no program argument can hold",
+        ));
+    }
+    let bytes: usize = command.iter().map(|a| a.len() + 1).sum();
+    if command.len() > MAX_ARGS || bytes > MAX_COMMAND_BYTES {
+        return Err(Error::invalid(format!(
+            "the command has {} arguments of {bytes} bytes; at most {MAX_ARGS} arguments of \
+             {MAX_COMMAND_BYTES} bytes together",
+            command.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks environment variables: names without '=' or NUL, values without NUL, bounded size.
+pub fn check_environment(env: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(Error::invalid(format!(
+                "invalid environment variable {:?}: a name without '=' and no NUL byte",
+                crate::error::truncated(k, 64)
+            )));
+        }
+    }
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if env.len() > MAX_ENV || bytes > MAX_ENV_BYTES {
+        return Err(Error::invalid(format!(
+            "{} environment variables of {bytes} bytes; at most {MAX_ENV} of {MAX_ENV_BYTES} \
+             bytes together",
+            env.len()
+        )));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -412,14 +412,14 @@ impl InstanceService {
     }
 
     /// Writes a file inside the instance atomically (a temporary file, then a rename), owned
-    /// by `uid`:`gid` as seen inside the instance.
-    #[allow(clippy::too_many_arguments)]
+    /// by `uid`:`gid` as seen inside the instance, from `data` as it arrives (at most
+    /// [`MAX_FILE`] bytes); or makes a directory, or a symbolic link to the target in `data`.
     pub fn file_put(
         &self,
         root: &RootGuard,
         name: &str,
         path: &str,
-        data: &[u8],
+        data: &mut dyn Read,
         put: &Put,
     ) -> Result<FileInfo> {
         let Put {
@@ -479,6 +479,11 @@ impl InstanceService {
                 });
             }
             FileKind::Symlink => {
+                let mut target = Vec::new();
+                data.take(4096)
+                    .read_to_end(&mut target)
+                    .map_err(|e| Error::invalid(format!("reading the link's target: {e}")))?;
+                let data = &target;
                 make_symlink(&dir, base, data, owner).map_err(|e| {
                     Error::invalid(format!("making symbolic link {path} in {name}: {e}"))
                 })?;
@@ -522,8 +527,15 @@ impl InstanceService {
             // SAFETY: unlinkat reads a NUL-terminated name alive for the call.
             unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
         };
+        let mut size = 0;
         let written = (|| -> std::io::Result<()> {
-            f.write_all(data)?;
+            size = std::io::copy(&mut data.take(MAX_FILE + 1), &mut f)?;
+            if size > MAX_FILE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!("files over {MAX_FILE} bytes cannot be pushed"),
+                ));
+            }
             nix::unistd::fchown(
                 f.as_raw_fd(),
                 Some(nix::unistd::Uid::from_raw(uid + shift)),
@@ -555,10 +567,42 @@ impl InstanceService {
         }
         Ok(FileInfo {
             path: path.to_string(),
-            size: data.len() as u64,
+            size,
             mode,
             uid,
             gid,
         })
+    }
+}
+
+/// Reads the chunks a request's body task sends, on a blocking thread: what lets a push
+/// write a file as it arrives instead of holding it whole in memory.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl ChannelReader {
+    /// A reader of what `rx` receives; it ends when the sender is dropped.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }

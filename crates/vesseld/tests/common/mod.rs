@@ -67,12 +67,28 @@ pub struct Daemon {
     bins: PathBuf,
     /// The network namespace (made by the test) the daemon runs in, if any.
     netns: Option<String>,
+    /// Run directory instead of `<dir>/run`.
+    run_dir: Option<PathBuf>,
+    /// Root directory instead of `<dir>/root`.
+    root_dir: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Starts a daemon in a fresh directory and waits until it answers.
     pub fn start() -> Self {
         Self::start_with(None)
+    }
+
+    /// Starts a daemon whose root directory (store, images, instances) and/or run directory
+    /// (monitor pid files, sockets, runtime state) are the given ones, e.g. small file systems
+    /// a test fills.
+    pub fn start_on(root_dir: Option<&Path>, run_dir: Option<&Path>) -> Self {
+        let mut d = Self::start_with(None);
+        d.kill(libc::SIGTERM);
+        d.root_dir = root_dir.map(Path::to_path_buf);
+        d.run_dir = run_dir.map(Path::to_path_buf);
+        d.spawn();
+        d
     }
 
     /// Starts a daemon inside the named network namespace (made and removed by the test).
@@ -96,14 +112,23 @@ impl Daemon {
             child: None,
             bins,
             netns,
+            run_dir: None,
+            root_dir: None,
         };
         d.spawn();
         d
     }
 
+    /// The run directory handed to the daemon.
+    pub fn run(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(|| self.dir.join("run"))
+    }
+
     /// The root directory handed to the daemon.
     pub fn root(&self) -> PathBuf {
-        self.dir.join("root")
+        self.root_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("root"))
     }
 
     /// Starts (again) the daemon process on the same directories.
@@ -129,7 +154,7 @@ impl Daemon {
             .arg("--root-dir")
             .arg(self.root())
             .arg("--run-dir")
-            .arg(self.dir.join("run"))
+            .arg(self.run())
             .arg("--socket")
             .arg(&self.socket)
             .env("VESSEL_LIBEXEC", &self.bins)
@@ -332,7 +357,7 @@ impl Daemon {
     /// Pids of live monitors of this daemon.
     pub fn monitor_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
-        let dir = self.dir.join("run/monitors");
+        let dir = self.run().join("monitors");
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if e.path().extension().is_some_and(|x| x == "pid") {
                 if let Some(pid) = std::fs::read_to_string(e.path())
