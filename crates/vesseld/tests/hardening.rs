@@ -366,3 +366,48 @@ fn the_listener_survives_idle_floods_and_oversized_input() {
     assert!(d.fails(&["info", "big"]).contains("not found"));
     d.ok(&["delete", "--force", "w1"]);
 }
+
+/// Stop timeouts are bounded, and a forced stop or delete wins over a graceful stop in
+/// progress at once (it waited for the graceful one's whole timeout, or forever).
+#[test]
+fn a_forced_stop_overtakes_a_graceful_one() {
+    let d = Daemon::start();
+    d.busybox();
+    let stubborn = "trap '' TERM HUP INT USR1 USR2 PWR; while :; do sleep 1; done";
+    d.ok(&["launch", "busybox", "s1", "--", "sh", "-c", stubborn]);
+    let (code, resp) = common::http(
+        &d.socket,
+        "PUT",
+        "/1.0/instances/s1/state",
+        Some(r#"{"action":"stop","timeout":18446744073709551615}"#),
+    );
+    assert_eq!(code, 400, "{resp}");
+    assert_eq!(d.info("s1")["status"], "running");
+
+    for forced in [["stop", "--force", "s1"], ["delete", "--force", "s1"]] {
+        if d.vessel(&["info", "s1"]).status.success() && d.info("s1")["status"] != "running" {
+            d.ok(&["start", "s1"]);
+        }
+        if !d.vessel(&["info", "s1"]).status.success() {
+            d.ok(&["launch", "busybox", "s1", "--", "sh", "-c", stubborn]);
+        }
+        let graceful = d.spawn_vessel(&["stop", "s1", "--timeout", "3000"]);
+        d.wait_for(
+            "the graceful stop to begin",
+            Duration::from_secs(20),
+            || d.info("s1")["status"] == "stopping",
+        );
+        let t = Instant::now();
+        d.ok(&forced);
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{forced:?} waited {:?} for the graceful stop",
+            t.elapsed()
+        );
+        let (out, hung) = common::wait_bounded(graceful, Duration::from_secs(20));
+        assert!(!hung, "the graceful stop never ended");
+        let _ = out;
+    }
+    assert!(d.fails(&["info", "s1"]).contains("not found"));
+    assert!(d.mounts().is_empty() && d.cgroup_pids().is_empty());
+}

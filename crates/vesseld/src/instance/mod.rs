@@ -35,6 +35,8 @@ use driver::ContainerDriver;
 
 /// Seconds a graceful stop waits by default before killing.
 const DEFAULT_STOP_TIMEOUT: u64 = 30;
+/// Longest graceful stop a request may ask for: an hour.
+const MAX_STOP_TIMEOUT: u64 = 3600;
 
 /// Owns instances.
 #[derive(Clone)]
@@ -461,6 +463,14 @@ impl InstanceService {
             (StateAction::Resume, S::Frozen) => {}
             (StateAction::Resume, _) => return bad("resume it", ""),
         }
+        if let Some(t) = change.timeout.filter(|t| *t > MAX_STOP_TIMEOUT) {
+            return Err(Error::invalid(format!(
+                "a stop timeout of {t} s is too long: use at most {MAX_STOP_TIMEOUT} s (or --force)"
+            )));
+        }
+        if change.force && matches!(change.action, StateAction::Stop | StateAction::Restart) {
+            self.force_in_progress_stop(&inst);
+        }
         let verb = match change.action {
             StateAction::Start => "Starting",
             StateAction::Stop => "Stopping",
@@ -507,6 +517,23 @@ impl InstanceService {
                 }
             },
         ))
+    }
+
+    /// A forced stop or delete wins over a graceful stop in progress (which holds the
+    /// instance's lock while it waits): the instance is killed now, without the lock, so the
+    /// graceful stop sees it end and the forced request runs right after.
+    fn force_in_progress_stop(&self, inst: &Instance) {
+        if inst.status != InstanceStatus::Stopping {
+            return;
+        }
+        tracing::info!(instance = %inst.name, "a forced request overtakes the stop in progress");
+        if inst.instance_type == InstanceType::Vm {
+            if let Some(vm) = self.vms.get(&inst.name) {
+                tokio::task::spawn_blocking(move || vm.kill());
+            }
+        } else if let Err(e) = self.driver.kill(&inst.name, libc::SIGKILL, true) {
+            tracing::debug!(instance = %inst.name, error = %e, "forced kill");
+        }
     }
 
     /// Starts an operation on one instance that runs `body` under the instance's lock, with
@@ -618,6 +645,9 @@ impl InstanceService {
                 "instance {name} is {}; wait for that operation to end",
                 inst.status.as_str()
             )));
+        }
+        if force {
+            self.force_in_progress_stop(&inst);
         }
         Ok(self.spawn_locked(
             format!("Deleting instance {name}"),
