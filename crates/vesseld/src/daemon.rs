@@ -251,13 +251,16 @@ impl Daemon {
         listener: tokio::net::UnixListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        api::listener::serve(
+        let parent = self.app.instances.driver.cgroup_parent.clone();
+        let served = api::listener::serve(
             listener,
             api::router(self.app),
             api::listener::Limits::SOCKET,
             shutdown,
         )
-        .await
+        .await;
+        remove_empty_cgroups(&parent);
+        served
     }
 }
 
@@ -329,6 +332,42 @@ fn absolute(p: &Path) -> Result<PathBuf, DaemonError> {
 
 /// Parent cgroup of this daemon's instances: `vessel` for the default root directory, and a
 /// name derived from the root directory otherwise, so isolated daemons never share cgroups.
+/// Removes this daemon's parent cgroup in every hierarchy where nothing runs under it any
+/// more (rmdir only: a cgroup holding a process or a running instance's cgroup stays, so
+/// instances that outlive the daemon are untouched).
+fn remove_empty_cgroups(parent: &str) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in mounts.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !matches!(right.split(' ').next(), Some("cgroup" | "cgroup2")) {
+            continue;
+        }
+        let Some(mount) = left.split(' ').nth(4) else {
+            continue;
+        };
+        remove_empty_tree(&Path::new(mount).join(parent));
+    }
+}
+
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&e.path());
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => tracing::debug!(cgroup = %dir.display(), "removed an empty cgroup"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::debug!(cgroup = %dir.display(), error = %e, "cgroup kept"),
+    }
+}
+
 fn cgroup_parent(root: &Path) -> String {
     if root == Path::new(DEFAULT_ROOT) {
         return "vessel".into();

@@ -56,7 +56,8 @@ impl Error {
 }
 
 /// Directories of the host whose paths never reach a client: the daemon's own root and run
-/// directories (set once at start) and the kernel's interfaces.
+/// directories (set once at start). Paths like `/proc` or `/sys` are not among them: they
+/// name places inside instances too.
 static HOST_DIRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 /// Records the daemon's directories for [`redact_host_paths`] (first call wins).
@@ -66,17 +67,14 @@ pub fn set_host_dirs(dirs: &[&std::path::Path]) {
         .map(|d| d.to_string_lossy().trim_end_matches('/').to_string())
         .filter(|d| d.len() > 1)
         .collect();
-    v.extend(["/sys/fs/cgroup".to_string(), "/proc".to_string()]);
     // Longest first, so that a nested directory is matched whole.
     v.sort_by_key(|d| std::cmp::Reverse(d.len()));
     let _ = HOST_DIRS.set(v);
 }
 
-/// What replaces a host path in a message for clients.
-pub const HIDDEN_PATH: &str = "(a file of the daemon)";
-
-/// `msg` with every path under the daemon's or the kernel's directories replaced by
-/// [`HIDDEN_PATH`]: messages say what failed; where, on the host, is for the daemon's log.
+/// `msg` with every path under the daemon's directories cut to `…/` and its last component:
+/// messages say what failed (and which file by name); where, on the host, is for the
+/// daemon's log.
 pub fn redact_host_paths(msg: &str) -> std::borrow::Cow<'_, str> {
     let Some(dirs) = HOST_DIRS.get() else {
         return msg.into();
@@ -102,7 +100,13 @@ fn redact_with<'a>(msg: &'a str, dirs: &[String]) -> std::borrow::Cow<'a, str> {
                             c.is_whitespace() || matches!(c, ':' | '"' | '\'' | ')' | ',')
                         })
                         .unwrap_or(after.len());
-                    out.push_str(HIDDEN_PATH);
+                    let last = after[..end]
+                        .trim_end_matches('/')
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default();
+                    out.push_str("…/");
+                    out.push_str(last);
                     rest = &after[end..];
                     changed = true;
                     continue 'scan;
@@ -170,29 +174,21 @@ mod tests {
 
     #[test]
     fn host_paths_are_hidden() {
-        let dirs = vec![
-            "/var/lib/vessel".to_string(),
-            "/run/vessel".to_string(),
-            "/sys/fs/cgroup".to_string(),
-            "/proc".to_string(),
-        ];
+        let dirs = vec!["/var/lib/vessel".to_string(), "/run/vessel".to_string()];
         assert_eq!(
             redact_with("writing /run/vessel/monitors/s1.pid: No space left", &dirs),
-            "writing (a file of the daemon): No space left"
+            "writing …/s1.pid: No space left"
         );
         assert_eq!(
-            redact_with(
-                "\"/var/lib/vessel/instances/c1\" and /sys/fs/cgroup/memory/x",
-                &dirs
-            ),
-            "\"(a file of the daemon)\" and (a file of the daemon)"
+            redact_with("\"/var/lib/vessel/instances/c1\" and /run/vessel", &dirs),
+            "\"…/c1\" and …/"
         );
         // Paths inside instances, look-alikes and user paths stay.
         for keep in [
             "cannot open /etc/passwd in c1",
+            "volumes cannot be mounted under /proc",
             "/var/lib/vesselx/y",
             "/tmp/run/vessel/x",
-            "/procfs",
             "no such file /home/me/disk.qcow2",
         ] {
             assert_eq!(redact_with(keep, &dirs), keep);

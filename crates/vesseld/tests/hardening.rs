@@ -411,3 +411,28 @@ fn a_forced_stop_overtakes_a_graceful_one() {
     assert!(d.fails(&["info", "s1"]).contains("not found"));
     assert!(d.mounts().is_empty() && d.cgroup_pids().is_empty());
 }
+
+/// A daemon stopped after its last instance is gone leaves no cgroup behind; one stopped
+/// while an instance runs leaves that instance (and its parent) alone, and the next daemon
+/// adopts it.
+#[test]
+fn a_stopped_daemon_leaves_no_empty_cgroups() {
+    let mut d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "k1"]);
+    d.kill(libc::SIGTERM);
+    assert!(
+        !d.cgroup_dirs().is_empty(),
+        "k1's cgroup went with the daemon"
+    );
+    assert!(d.cgroup_pids().len() >= 1, "k1 stopped with the daemon");
+    d.spawn();
+    assert_eq!(d.info("k1")["status"], "running");
+    d.ok(&["delete", "--force", "k1"]);
+    d.kill(libc::SIGTERM);
+    assert!(
+        d.cgroup_dirs().is_empty(),
+        "left behind: {:?}",
+        d.cgroup_dirs()
+    );
+}

@@ -429,7 +429,17 @@ impl Drop for Daemon {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        let was_running = self.child.is_some();
         self.kill(libc::SIGTERM);
+        // A daemon stopped with nothing left running removes its own parent cgroups: a test
+        // that ends cleanly must leave none behind.
+        let left = self.cgroup_dirs();
+        if was_running && !left.is_empty() && !std::thread::panicking() {
+            for d in &left {
+                remove_cgroup_tree(d);
+            }
+            panic!("the daemon left its cgroups behind after a clean stop: {left:?}");
+        }
         // Helpers the daemon started (dnsmasq, QEMU) name files of this directory.
         let marker = self.dir.to_string_lossy().into_owned();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
