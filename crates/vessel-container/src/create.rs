@@ -211,7 +211,10 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         preserve_fds: opts.preserve_fds,
         no_pivot: opts.no_pivot,
     };
-    let intermediate = crate::fork::fork(|| init::intermediate(&child, &ctx))?;
+    let intermediate = crate::fork::fork(|| {
+        parent.close_inherited();
+        init::intermediate(&child, &ctx)
+    })?;
     drop(child);
     cleanup.children.push(intermediate);
     if let Some(cg) = &cleanup.cgroup {
@@ -226,7 +229,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                 namespaces::write_id_maps(intermediate, &spec)?;
                 parent.send(&Msg::IdMapsDone)?;
             }
-            Some(Msg::Child(pid)) => {
+            Some(Msg::Child(pid)) if init_pid.is_none() => {
                 let pid = Pid::from_raw(pid);
                 cleanup.children.push(pid);
                 init_pid = Some(pid);
@@ -239,8 +242,10 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                     }
                 }
                 cleanup.children.retain(|p| *p != intermediate);
+                // The init waits for this before it sends anything.
+                parent.send(&Msg::Pid(pid.as_raw()))?;
             }
-            Some(Msg::Ready) => break,
+            Some(Msg::Ready) if init_pid.is_some() => break,
             Some(Msg::Failed(msg)) => return Err(Error::Init(msg)),
             Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
             None => {
@@ -253,7 +258,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
             }
         }
     }
-    let pid = init_pid.ok_or_else(|| Error::Init("init reported ready before its pid".into()))?;
+    let pid = init_pid.ok_or_else(|| Error::Init("the init's pid never arrived".into()))?;
     drop(console);
     let mut namespace_paths = BTreeMap::new();
     for typ in &plan.types {

@@ -102,6 +102,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
     let console = opts.console.prepare()?;
     let (parent, child) = Channel::pair()?;
     let intermediate = crate::fork::fork(|| {
+        parent.close_inherited();
         let run = || -> Result<()> {
             enter_namespaces(&child, &plan, &join)?;
             let pid = crate::fork::fork_as_sibling(|| {
@@ -148,10 +149,15 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
             }
         };
         match msg {
-            Some(Msg::Child(pid)) => {
+            Some(Msg::Child(pid)) if final_pid.is_none() => {
                 let pid = Pid::from_raw(pid);
                 final_pid = Some(pid);
                 let _ = waitpid(intermediate, None);
+                // The process waits for this before it sends anything.
+                if let Err(e) = parent.send(&Msg::Pid(pid.as_raw())) {
+                    reap(pid);
+                    return Err(e);
+                }
             }
             Some(Msg::Failed(m)) => {
                 final_pid.into_iter().chain([intermediate]).for_each(reap);
@@ -185,6 +191,10 @@ fn final_process(
     seccomp: Option<&Filter>,
     preserve_fds: u32,
 ) -> i32 {
+    // Nothing may be sent before the runtime has the pid (see `sync`).
+    if ch.wait_for_pid().is_err() {
+        return 1;
+    }
     let run = || -> Result<process::Ready> {
         crate::fork::reset_signals();
         chdir("/").sys(|| "chdir / in the container".into())?;

@@ -90,6 +90,11 @@ pub(crate) fn intermediate(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
 
 /// The container's init: pid 1 of its pid namespace. Returns an exit code only on failure.
 fn init(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
+    // Nothing may be sent before the runtime has the pid (see `sync`); if the runtime is gone
+    // there is nobody to report to.
+    if ch.wait_for_pid().is_err() {
+        return 1;
+    }
     match setup(ch, ctx) {
         Ok(ready) => {
             let err = ready.exec(ctx.preserve_fds);

@@ -144,20 +144,30 @@ impl Bundle {
 
     /// Creates container `id`; its stdout and stderr go to `<bundle>/<id>.log`.
     pub fn create(&self, id: &str) {
-        self.ids.borrow_mut().push(id.to_string());
+        let status = self.create_command(id).status().unwrap();
+        assert!(status.success(), "create failed: {}", self.output(id));
+    }
+
+    /// The `create` command for container `id` (stdout and stderr to `<bundle>/<id>.log`),
+    /// not yet run; the container is deleted when the bundle is dropped.
+    pub fn create_command(&self, id: &str) -> Command {
+        self.track(id);
         let log = std::fs::File::create(self.dir.0.join(format!("{id}.log"))).unwrap();
-        let status = Command::new(RUNC)
-            .arg("--root")
+        let mut cmd = Command::new(RUNC);
+        cmd.arg("--root")
             .arg(&self.root)
             .args(["create", "--bundle"])
             .arg(&self.dir.0)
             .arg(id)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .status()
-            .unwrap();
-        assert!(status.success(), "create failed: {}", self.output(id));
+            .stderr(log);
+        cmd
+    }
+
+    /// Deletes container `id` (with force) when the bundle is dropped.
+    pub fn track(&self, id: &str) {
+        self.ids.borrow_mut().push(id.to_string());
     }
 
     /// What container `id`'s processes printed so far.
