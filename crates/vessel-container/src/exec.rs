@@ -214,10 +214,22 @@ fn final_process(
         }
         process::apply(process, seccomp.cloned())
     };
-    let err = match run() {
-        Ok(ready) => ready.exec(preserve_fds),
-        Err(e) => e,
-    };
-    ch.fail(&err);
-    127
+    match run() {
+        Ok(ready) => match ready.exec(preserve_fds) {
+            // Like runc, a failed execve is the process's own failure: it says why on its
+            // stderr and exits with 1, and the exec itself succeeded (the channel closes).
+            err @ Error::Execve { .. } => {
+                process::report_exec_failure(&err);
+                1
+            }
+            err => {
+                ch.fail(&err);
+                127
+            }
+        },
+        Err(err) => {
+            ch.fail(&err);
+            127
+        }
+    }
 }

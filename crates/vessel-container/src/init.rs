@@ -98,9 +98,10 @@ fn init(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
     match setup(ch, ctx) {
         Ok(ready) => {
             let err = ready.exec(ctx.preserve_fds);
-            // The runtime has returned already: stderr is all that is left.
-            eprintln!("vessel: container init: {}", err.chain());
-            127
+            // The runtime has returned already: stderr is all that is left. Like runc, a
+            // failed execve reads "exec PATH: REASON" and the container exits with 1.
+            crate::process::report_exec_failure(&err);
+            1
         }
         Err(e) => {
             ch.fail(&e);

@@ -24,23 +24,36 @@ struct Podman {
     dir: TempDir,
 }
 
+/// runc, the reference these tests compare vessel-runc with.
+const REFERENCE: &str = "runc";
+
 impl Podman {
     fn new(tag: &str) -> Podman {
+        Podman::with_image(tag, |_| {})
+    }
+
+    /// Like [`Podman::new`], with `extra` adding files to the image's rootfs.
+    fn with_image(tag: &str, extra: impl FnOnce(&std::path::Path)) -> Podman {
         require_root_and_busybox();
-        for tool in ["podman", "conmon"] {
+        for (tool, package) in [
+            ("podman", "podman"),
+            ("conmon", "conmon"),
+            (REFERENCE, "runc"),
+        ] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
                 .output()
                 .unwrap();
             assert!(
                 found.status.success(),
-                "{tool} is missing: apt-get install podman conmon"
+                "{tool} is missing: apt-get install {package}"
             );
         }
         let dir = TempDir::new(&format!("podman-{tag}"));
         let p = Podman { dir };
         let rootfs = p.dir.0.join("rootfs");
         common::busybox_rootfs(&rootfs);
+        extra(&rootfs);
         let tar = p.dir.0.join("busybox.tar");
         let st = Command::new("tar")
             .arg("-C")
@@ -65,6 +78,11 @@ impl Podman {
     }
 
     fn podman(&self, args: &[&str]) -> Output {
+        self.podman_with(RUNC, args)
+    }
+
+    /// Runs podman with OCI runtime `runtime`.
+    fn podman_with(&self, runtime: &str, args: &[&str]) -> Output {
         let d = &self.dir.0;
         Command::new("timeout")
             .arg("120")
@@ -81,7 +99,7 @@ impl Podman {
                 "--events-backend",
                 "file",
             ])
-            .args(["--runtime", RUNC])
+            .args(["--runtime", runtime])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -89,12 +107,25 @@ impl Podman {
     }
 
     fn run(&self, extra: &[&str], cmd: &[&str]) -> Output {
+        self.run_with(RUNC, extra, cmd)
+    }
+
+    /// `podman run` of the test image with OCI runtime `runtime`.
+    fn run_with(&self, runtime: &str, extra: &[&str], cmd: &[&str]) -> Output {
         let mut args = vec!["run", "--network", "none"];
         args.extend(ULIMITS);
         args.extend(extra);
         args.push("localhost/vessel-busybox:test");
         args.extend(cmd);
-        self.podman(&args)
+        self.podman_with(runtime, &args)
+    }
+
+    /// The same `podman run` with runc and with vessel-runc: `(runc, vessel-runc)`.
+    fn run_both(&self, extra: &[&str], cmd: &[&str]) -> (Output, Output) {
+        (
+            self.run_with(REFERENCE, extra, cmd),
+            self.run_with(RUNC, extra, cmd),
+        )
     }
 }
 
@@ -193,4 +224,98 @@ fn podman_shows_our_error_for_a_missing_command() {
         text(&out)
     );
     assert!(err.contains("vessel-runc"), "{}", text(&out));
+}
+
+/// Asserts that runc and vessel-runc gave the same exit code and that both outputs contain
+/// `needle`.
+fn same_code_and(both: &(Output, Output), needle: &str) {
+    let (reference, ours) = both;
+    let report = format!("runc: {}\nvessel-runc: {}", text(reference), text(ours));
+    assert_eq!(reference.status.code(), ours.status.code(), "{report}");
+    for o in [reference, ours] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(all.contains(needle), "{needle:?} missing; {report}");
+    }
+}
+
+/// Files that exist but cannot be run, in the image of the exit-code tests.
+fn unrunnable_files(rootfs: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for (name, content, mode) in [
+        ("notexec", "echo hi\n", 0o644),
+        ("garbage", "this is no program\n", 0o755),
+        ("badshebang", "#!/nonexistent/interpreter\necho hi\n", 0o755),
+    ] {
+        let path = rootfs.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn exit_codes_of_unrunnable_commands_match_runc() {
+    let p = Podman::with_image("exitcodes", unrunnable_files);
+    // Not executable: refused at create, "permission denied", which podman turns into 126.
+    let both = p.run_both(&["--rm"], &["/notexec"]);
+    same_code_and(&both, "exec: \"/notexec\": permission denied");
+    assert_eq!(both.1.status.code(), Some(126));
+    // A directory is no executable either.
+    same_code_and(&p.run_both(&["--rm"], &["/bin"]), "permission denied");
+    // A missing path: 127, with stat's reason.
+    let both = p.run_both(&["--rm"], &["/nonexistent"]);
+    same_code_and(
+        &both,
+        "exec: \"/nonexistent\": stat /nonexistent: no such file or directory",
+    );
+    assert_eq!(both.1.status.code(), Some(127));
+    // execve fails after start: the container says why and exits with 1.
+    for (cmd, why) in [
+        ("/garbage", "exec /garbage: exec format error\n"),
+        (
+            "/badshebang",
+            "exec /badshebang: no such file or directory\n",
+        ),
+    ] {
+        let (reference, ours) = p.run_both(&["--rm"], &[cmd]);
+        assert_eq!(ours.status.code(), Some(1), "{}", text(&ours));
+        assert_eq!(
+            reference.status.code(),
+            ours.status.code(),
+            "{}",
+            text(&reference)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stderr),
+            why,
+            "{}",
+            text(&ours)
+        );
+        assert_eq!(reference.stderr, ours.stderr, "{}", text(&reference));
+    }
+    // The same through podman exec in a running container.
+    for (runtime, name) in [(REFERENCE, "codes-runc"), (RUNC, "codes-vessel")] {
+        let out = p.run_with(runtime, &["-d", "--name", name], &["sleep", "1000"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for (cmd, code, needle) in [
+        ("/notexec", 126, "exec: \"/notexec\": permission denied"),
+        ("/garbage", 1, "exec /garbage: exec format error"),
+        (
+            "/badshebang",
+            1,
+            "exec /badshebang: no such file or directory",
+        ),
+        ("no-such-command", 127, "executable file not found in $PATH"),
+    ] {
+        let both = (
+            p.podman_with(REFERENCE, &["exec", "codes-runc", cmd]),
+            p.podman_with(RUNC, &["exec", "codes-vessel", cmd]),
+        );
+        same_code_and(&both, needle);
+        assert_eq!(both.1.status.code(), Some(code), "{}", text(&both.1));
+    }
 }
