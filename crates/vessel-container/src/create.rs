@@ -23,6 +23,7 @@ use vessel_cgroups::CgroupManager;
 use crate::cgroup;
 use crate::console::Console;
 use crate::error::{Error, Result, SysContext};
+use crate::hooks::{self, HookState, Kind};
 use crate::init;
 use crate::namespaces::{self, Plan};
 use crate::state::{self, State, Status, CONFIG_FILE, EXEC_FIFO, OCI_VERSION};
@@ -66,11 +67,15 @@ impl CreateOptions {
     }
 }
 
-/// Undoes a half-made container when creation fails.
+/// Undoes a half-made container when creation fails, then runs its poststop hooks (the
+/// runtime spec's lifecycle continues with destroying the container, as runc does).
 struct Cleanup<'a> {
     dir: &'a Path,
     cgroup: Option<Box<dyn CgroupManager>>,
     children: Vec<Pid>,
+    spec: &'a Spec,
+    /// The state the poststop hooks get.
+    stopped: HookState,
     armed: bool,
 }
 
@@ -89,6 +94,7 @@ impl Drop for Cleanup<'_> {
             }
         }
         let _ = fs::remove_dir_all(self.dir);
+        hooks::run_warn(self.spec, Kind::Poststop, &self.stopped);
     }
 }
 
@@ -106,9 +112,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         }
     };
     let rootfs = rootfs_path(&spec, &bundle)?;
-    if spec.hooks().is_some() {
-        tracing::warn!(container = %opts.id, "OCI hooks are not supported; they are ignored");
-    }
+    hooks::validate(&spec)?;
     let plan = Plan::from_spec(&spec)?;
     let process = spec
         .process()
@@ -141,6 +145,8 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         dir: &dir,
         cgroup: None,
         children: Vec::new(),
+        spec: &spec,
+        stopped: HookState::new(&spec, &opts.id, &bundle, Status::Stopped, 0),
         armed: true,
     };
     spec.save(dir.join(CONFIG_FILE))
@@ -200,6 +206,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
     let console = opts.console.prepare()?;
     let (parent, child) = Channel::pair()?;
     let ctx = init::InitContext {
+        id: &opts.id,
         spec: &spec,
         plan: &plan,
         rootfs: &rootfs,
@@ -244,6 +251,14 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                 cleanup.children.retain(|p| *p != intermediate);
                 // The init waits for this before it sends anything.
                 parent.send(&Msg::Pid(pid.as_raw()))?;
+            }
+            Some(Msg::Hooks) => {
+                let pid = init_pid.ok_or_else(|| Error::Init("hooks asked before pid".into()))?;
+                let state =
+                    HookState::new(&spec, &opts.id, &bundle, Status::Creating, pid.as_raw());
+                hooks::run(&spec, Kind::Prestart, &state)?;
+                hooks::run(&spec, Kind::CreateRuntime, &state)?;
+                parent.send(&Msg::HooksDone)?;
             }
             Some(Msg::Ready) if init_pid.is_some() => break,
             Some(Msg::Failed(msg)) => return Err(Error::Init(msg)),

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::cgroup;
 use crate::error::{Error, Result};
+use crate::hooks::{self, HookState, Kind};
 use crate::kill::signal_container;
 use crate::state::{container_dir, State, Status};
 
@@ -16,7 +17,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Deletes container `id`. A running or paused container is refused unless `force`, which
 /// kills it; a created one is killed (it never ran its process). Deleting a container whose
-/// state cannot be read needs `force` and removes its directory.
+/// state cannot be read needs `force` and removes its directory. The poststop hooks run once
+/// the container is gone; their failures are logged as warnings.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let state = match State::load(root, id) {
         Ok((state, _)) => state,
@@ -64,7 +66,19 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         }
     }
     let dir = container_dir(root, id)?;
+    // Read before the state directory goes: the poststop hooks run once it is gone.
+    let spec = match crate::exec::container_spec(root, id) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            tracing::warn!(container = %id, error = %e.chain(), "no spec: poststop hooks not run");
+            None
+        }
+    };
     fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
     tracing::info!(container = %id, "deleted");
+    if let Some(spec) = spec {
+        let hook_state = HookState::new(&spec, id, &state.bundle, Status::Stopped, 0);
+        hooks::run_warn(&spec, Kind::Poststop, &hook_state);
+    }
     Ok(())
 }

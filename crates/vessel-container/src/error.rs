@@ -142,6 +142,20 @@ pub enum Error {
     /// A capability name or operation failed.
     #[error("capabilities: {0}")]
     Capabilities(String),
+    /// An OCI hook failed or ran past its timeout.
+    #[error(
+        "{kind} hook #{index} ({path}) failed: {reason}: fix the hook or remove it from the spec"
+    )]
+    Hook {
+        /// Kind of hook (`prestart`, `createRuntime`, ...).
+        kind: &'static str,
+        /// Its position in the spec's list.
+        index: usize,
+        /// Its path.
+        path: String,
+        /// What happened, with what it printed.
+        reason: String,
+    },
     /// A container process did not react in time.
     #[error("container {id:?}: {what}")]
     Timeout {

@@ -28,6 +28,7 @@ mod error;
 mod exec;
 mod features;
 mod fork;
+mod hooks;
 mod init;
 mod kill;
 mod mounts;

@@ -30,6 +30,11 @@ pub(crate) enum Msg {
     /// Runtime to the final process: the runtime has its pid (this one, as the host sees it)
     /// and has reaped the intermediate. The final process sends nothing before this.
     Pid(i32),
+    /// Container init to runtime: the namespaces and mounts are made (pivot_root is not done
+    /// yet); run the prestart and createRuntime hooks. Sent only when the spec has some.
+    Hooks,
+    /// Runtime to init: the hooks ran; go on.
+    HooksDone,
     /// Container init to runtime: set up, now waiting for start.
     Ready,
     /// Child to runtime: setup failed with this message.

@@ -119,6 +119,14 @@ impl Bundle {
         &self.dir.0
     }
 
+    /// Changes config.json (for settings that need the bundle's path).
+    pub fn edit(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.dir.0.join("config.json");
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut cfg);
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+
     /// Runs vessel-runc with this bundle's state root.
     pub fn runc(&self, args: &[&str]) -> Output {
         Command::new(RUNC)
@@ -239,6 +247,20 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
         }
     }
     candidates.into_iter().filter(|p| p.is_dir()).collect()
+}
+
+/// Pids of live processes whose command line contains `needle` (a container id, say).
+pub fn processes_mentioning(needle: &str) -> Vec<i64> {
+    let own = std::process::id() as i64;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| *pid != own && alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
 }
 
 /// Whether a process exists (zombies count as gone).
