@@ -13,11 +13,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
+use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{mkfifo, Pid};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use vessel_cgroups::CgroupManager;
 
 use crate::cgroup;
@@ -25,6 +26,7 @@ use crate::console::Console;
 use crate::error::{Error, Result, SysContext};
 use crate::hooks::{self, HookState, Kind};
 use crate::init;
+use crate::mounts;
 use crate::namespaces::{self, Plan};
 use crate::state::{self, State, Status, CONFIG_FILE, EXEC_FIFO, OCI_VERSION};
 use crate::sync::{Channel, Msg};
@@ -76,6 +78,9 @@ struct Cleanup<'a> {
     spec: &'a Spec,
     /// The state the poststop hooks get.
     stopped: HookState,
+    /// For a container sharing the runtime's mount namespace: its rootfs and the topmost mount
+    /// there before the init ran (a new one on top is the init's, to detach).
+    shared_mounts: Option<(&'a Path, Option<u64>)>,
     armed: bool,
 }
 
@@ -91,6 +96,13 @@ impl Drop for Cleanup<'_> {
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.destroy() {
                 tracing::warn!(error = %e, "removing the cgroup of a failed container");
+            }
+        }
+        if let Some((rootfs, before)) = self.shared_mounts {
+            if mounts::top_mount_id(rootfs) != before {
+                if let Err(e) = umount2(rootfs, MntFlags::MNT_DETACH) {
+                    tracing::warn!(error = %e, rootfs = %rootfs.display(), "detaching the mounts of a failed container");
+                }
             }
         }
         let _ = fs::remove_dir_all(self.dir);
@@ -114,6 +126,8 @@ pub fn create(opts: CreateOptions) -> Result<State> {
     let rootfs = rootfs_path(&spec, &bundle)?;
     hooks::validate(&spec)?;
     let plan = Plan::from_spec(&spec)?;
+    namespaces::check_shared_mount_namespace(&spec, &plan)?;
+    let shares_mounts = !plan.has(LinuxNamespaceType::Mount);
     let process = spec
         .process()
         .as_ref()
@@ -147,6 +161,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         children: Vec::new(),
         spec: &spec,
         stopped: HookState::new(&spec, &opts.id, &bundle, Status::Stopped, 0),
+        shared_mounts: shares_mounts.then(|| (rootfs.as_path(), mounts::top_mount_id(&rootfs))),
         armed: true,
     };
     spec.save(dir.join(CONFIG_FILE))
@@ -282,19 +297,24 @@ pub fn create(opts: CreateOptions) -> Result<State> {
             PathBuf::from(format!("/proc/{pid}/ns/{}", namespaces::proc_name(*typ))),
         );
     }
+    // The bind mount of the rootfs the init made on top of what was there.
+    let host_mount_id = cleanup.shared_mounts.and_then(|(rootfs, before)| {
+        mounts::top_mount_id(rootfs).filter(|now| Some(*now) != before)
+    });
     let state = State {
         oci_version: OCI_VERSION.into(),
         id: opts.id.clone(),
         status: Status::Created,
         pid: pid.as_raw(),
-        bundle,
-        rootfs,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
         created: state::now_rfc3339(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup_path,
         cgroup_error,
         namespace_paths,
         init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
+        host_mount_id,
     };
     state.save(&dir)?;
     if let Some(pid_file) = &opts.pid_file {

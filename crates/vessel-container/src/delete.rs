@@ -65,6 +65,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             Err(reason) => tracing::warn!(container = %id, %reason, "cgroup left in place"),
         }
     }
+    if let Some(mount_id) = state.host_mount_id {
+        detach_host_mounts(&state.rootfs, mount_id);
+    }
     let dir = container_dir(root, id)?;
     // Read before the state directory goes: the poststop hooks run once it is gone.
     let spec = match crate::exec::container_spec(root, id) {
@@ -81,4 +84,20 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         hooks::run_warn(&spec, Kind::Poststop, &hook_state);
     }
     Ok(())
+}
+
+/// Detaches the bind mount of the rootfs (and every mount below it) that a container without
+/// its own mount namespace made in the runtime's, if it is still the topmost mount there.
+fn detach_host_mounts(rootfs: &Path, mount_id: u64) {
+    if crate::mounts::top_mount_id(rootfs) != Some(mount_id) {
+        tracing::warn!(
+            rootfs = %rootfs.display(),
+            mount_id,
+            "the container's mounts are not in this mount namespace (or were unmounted); left alone"
+        );
+        return;
+    }
+    if let Err(e) = nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH) {
+        tracing::warn!(rootfs = %rootfs.display(), error = %e, "detaching the container's mounts");
+    }
 }

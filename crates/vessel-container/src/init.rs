@@ -138,11 +138,7 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>, state: &HookState) -> Result<Ready
             "a console socket was given but process.terminal is false".into(),
         ));
     }
-    if !ctx.plan.has(LinuxNamespaceType::Mount) {
-        return Err(Error::InvalidSpec(
-            "the container needs a mount namespace".into(),
-        ));
-    }
+    let mount_ns = ctx.plan.has(LinuxNamespaceType::Mount);
     let console_host_path = match ctx.console {
         Prepared::Pty { host_path, .. } => Some(host_path.clone()),
         _ => None,
@@ -153,6 +149,7 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>, state: &HookState) -> Result<Ready
             rootfs: ctx.rootfs,
             bundle: ctx.bundle,
             user_ns: ctx.plan.has_user(),
+            mount_ns,
             cgroup_path: ctx.cgroup_path,
             console: console_host_path,
         },
@@ -166,7 +163,12 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>, state: &HookState) -> Result<Ready
         expect(ch, Msg::HooksDone)?;
     }
     hooks::run(spec, Kind::CreateContainer, state)?;
-    rootfs::switch_root(ctx.rootfs, ctx.no_pivot)?;
+    let how = match (mount_ns, ctx.no_pivot) {
+        (false, _) => rootfs::SwitchRoot::Chroot,
+        (true, true) => rootfs::SwitchRoot::Move,
+        (true, false) => rootfs::SwitchRoot::Pivot,
+    };
+    rootfs::switch_root(ctx.rootfs, how)?;
     match ctx.console {
         Prepared::Socket(sock) => {
             let size = process.console_size().map(|b| {

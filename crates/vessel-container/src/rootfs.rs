@@ -27,6 +27,9 @@ pub(crate) struct Context<'a> {
     pub bundle: &'a Path,
     /// Whether the container runs in a user namespace (mknod is not allowed there).
     pub user_ns: bool,
+    /// Whether the container has a mount namespace of its own. Without one its mounts are made
+    /// in the runtime's, and the propagation of `/` is left alone.
+    pub mount_ns: bool,
     /// The container's cgroup path, for bind-mounting it when cgroupfs cannot be mounted.
     pub cgroup_path: Option<&'a str>,
     /// Host path of a terminal to bind-mount on /dev/console.
@@ -36,8 +39,10 @@ pub(crate) struct Context<'a> {
 /// Everything up to (not including) pivot_root: propagation, the rootfs bind, the spec's
 /// mounts in order, devices, /dev symlinks and /dev/console.
 pub(crate) fn prepare(spec: &Spec, ctx: &Context<'_>) -> Result<()> {
-    // Keep the container's mounts from propagating to the host.
-    set_propagation(Path::new("/"), MsFlags::MS_SLAVE | MsFlags::MS_REC)?;
+    if ctx.mount_ns {
+        // Keep the container's mounts from propagating to the host.
+        set_propagation(Path::new("/"), MsFlags::MS_SLAVE | MsFlags::MS_REC)?;
+    }
     let root = ctx.rootfs.to_string_lossy();
     match mount_at(
         Some(&root),
@@ -369,11 +374,23 @@ fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes `rootfs` the root: pivot_root, then the old root is made private and detached. With
-/// `no_pivot`, moves the rootfs onto / and chroots instead (for ramfs roots).
-pub(crate) fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// How the init makes the rootfs its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwitchRoot {
+    /// pivot_root, then the old root is made private and detached.
+    Pivot,
+    /// Move the rootfs onto / and chroot (`--no-pivot`, for ramfs roots).
+    Move,
+    /// chroot only: the container shares the runtime's mount namespace, whose root must stay.
+    Chroot,
+}
+
+/// Makes `rootfs` the root, the way `how` says.
+pub(crate) fn switch_root(rootfs: &Path, how: SwitchRoot) -> Result<()> {
     chdir(rootfs).sys(|| format!("chdir {}", rootfs.display()))?;
-    if no_pivot {
+    if how == SwitchRoot::Chroot {
+        chroot(".").sys(|| "chroot into the rootfs".into())?;
+    } else if how == SwitchRoot::Move {
         let root = rootfs.to_string_lossy();
         mount_at(Some(&root), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
         chroot(".").sys(|| "chroot into the rootfs".into())?;
