@@ -150,6 +150,7 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>, state: &HookState) -> Result<Ready
             bundle: ctx.bundle,
             user_ns: ctx.plan.has_user(),
             mount_ns,
+            cgroup_ns: ctx.plan.has(LinuxNamespaceType::Cgroup),
             cgroup_path: ctx.cgroup_path,
             console: console_host_path,
         },

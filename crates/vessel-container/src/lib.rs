@@ -20,6 +20,7 @@
 
 mod capabilities;
 mod cgroup;
+mod cgroupfs;
 mod console;
 mod create;
 mod delete;

@@ -279,13 +279,11 @@ fn push_components(stack: &mut Vec<std::ffi::OsString>, path: &Path) {
 pub(crate) fn top_mount_id(path: &Path) -> Option<u64> {
     let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = escape_mountinfo(&path.to_string_lossy());
-    text.lines()
-        .rev()
-        .find_map(|line| {
-            let mut fields = line.split(' ');
-            let id = fields.next()?.parse().ok()?;
-            (fields.nth(3)? == want).then_some(id)
-        })
+    text.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let id = fields.next()?.parse().ok()?;
+        (fields.nth(3)? == want).then_some(id)
+    })
 }
 
 /// A path as `/proc/self/mountinfo` writes it (space, tab, newline and backslash escaped).

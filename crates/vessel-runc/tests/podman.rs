@@ -319,3 +319,73 @@ fn exit_codes_of_unrunnable_commands_match_runc() {
         assert_eq!(both.1.status.code(), Some(code), "{}", text(&both.1));
     }
 }
+
+/// What a container sees of its cgroups, with the container id replaced by ID: its
+/// /proc/self/cgroup, the cgroup mounts (root, mount point, options), /sys/fs/cgroup's entries
+/// with their modes, its memory limit and the files of its memory cgroup.
+const CGROUP_VIEW: &str = "sed 's/libpod-[0-9a-f]*/libpod-ID/' /proc/self/cgroup; \
+    awk 'index($5, \"/sys/fs/cgroup\") == 1' /proc/self/mountinfo | cut -d' ' -f4- \
+        | sed 's/libpod-[0-9a-f]*/libpod-ID/'; \
+    stat -c '%n %a %F' /sys/fs/cgroup /sys/fs/cgroup/*; \
+    cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup/memory";
+
+/// Runs `script` under runc and vessel-runc and asserts both succeed with the same output,
+/// which is returned.
+fn same_output(p: &Podman, extra: &[&str], script: &str) -> String {
+    let (reference, ours) = p.run_both(extra, &["sh", "-c", script]);
+    assert!(reference.status.success(), "runc: {}", text(&reference));
+    assert!(ours.status.success(), "vessel-runc: {}", text(&ours));
+    let out = String::from_utf8_lossy(&ours.stdout).into_owned();
+    assert_eq!(
+        String::from_utf8_lossy(&reference.stdout),
+        out,
+        "runc (left) and vessel-runc (right) differ for {extra:?}"
+    );
+    out
+}
+
+#[test]
+fn cgroups_seen_from_inside_match_runc() {
+    let p = Podman::new("cgroups");
+    // The host cgroup namespace (podman's default on cgroup v1): only the container's own
+    // cgroup is mounted, read-only, in every hierarchy; it is in name=systemd and the hybrid
+    // cgroup2 hierarchy too.
+    let out = same_output(&p, &["--rm", "--memory", "64m"], CGROUP_VIEW);
+    assert!(
+        out.contains("\n67108864\n"),
+        "the container's own limit: {out}"
+    );
+    assert!(
+        !out.contains("libpod_parent\n"),
+        "no other cgroups listed: {out}"
+    );
+    assert!(
+        out.contains("name=systemd:/libpod_parent/libpod-ID\n"),
+        "{out}"
+    );
+    if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        assert!(out.contains("0::/libpod_parent/libpod-ID\n"), "{out}");
+    }
+    // Privileged: read-write, and a cgroup made inside is below the container's own.
+    let made = "vessel-podman-made-inside";
+    let script = format!(
+        "{CGROUP_VIEW}; mkdir /sys/fs/cgroup/memory/{made} && echo made; \
+         touch /sys/fs/cgroup/file && echo tmpfs-rw"
+    );
+    let out = same_output(&p, &["--rm", "--privileged"], &script);
+    let at_host_root = std::path::Path::new("/sys/fs/cgroup/memory").join(made);
+    let leaked = at_host_root.exists();
+    let _ = std::fs::remove_dir(&at_host_root);
+    assert!(
+        !leaked,
+        "a cgroup made inside a privileged container landed at the host's root"
+    );
+    assert!(out.contains("made\ntmpfs-rw\n"), "{out}");
+    // systemd mode (podman adds the host's name=systemd hierarchy) and a cgroup namespace.
+    same_output(&p, &["--rm", "--systemd=always"], CGROUP_VIEW);
+    same_output(
+        &p,
+        &["--rm", "--cgroupns=private", "--memory", "64m"],
+        CGROUP_VIEW,
+    );
+}
