@@ -4,6 +4,7 @@
 mod exec;
 mod logging;
 mod supervise;
+mod update;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
+    /// Change a container's resource limits (runc's flags, or --resources FILE|-).
+    Update(update::UpdateArgs),
     /// Print the OCI features document.
     Features,
     /// Write a default config.json.
@@ -304,6 +307,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 }
             }
         }
+        Cmd::Update(args) => vessel_container::update(root, &args.id, &update::resources(args)?)?,
         Cmd::Features => print_json(&vessel_container::features())?,
         Cmd::Spec {
             rootless,

@@ -389,3 +389,38 @@ fn cgroups_seen_from_inside_match_runc() {
         CGROUP_VIEW,
     );
 }
+
+#[test]
+fn podman_update_changes_limits_like_with_runc() {
+    let p = Podman::new("update");
+    let read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares \
+        /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us";
+    let mut seen = Vec::new();
+    for (runtime, name) in [(REFERENCE, "update-runc"), (RUNC, "update-vessel")] {
+        let out = p.run_with(
+            runtime,
+            &["-d", "--name", name, "--memory", "64m"],
+            &["sleep", "1000"],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let out = p.podman_with(
+            runtime,
+            &[
+                "update",
+                "--memory",
+                "128m",
+                "--cpu-shares",
+                "512",
+                "--cpus",
+                "1.5",
+                name,
+            ],
+        );
+        assert!(out.status.success(), "{runtime}: {}", text(&out));
+        let out = p.podman_with(runtime, &["exec", name, "sh", "-c", read]);
+        assert!(out.status.success(), "{}", text(&out));
+        seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    assert_eq!(seen[0], "134217728\n512\n150000\n100000\n", "runc");
+    assert_eq!(seen[1], seen[0], "vessel-runc");
+}
