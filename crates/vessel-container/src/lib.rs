@@ -43,6 +43,8 @@ mod start;
 mod state;
 mod sync;
 mod syscall_table;
+mod syscall_table_i386;
+mod syscall_table_x32;
 mod update;
 
 pub use console::Console;

@@ -424,3 +424,25 @@ fn podman_update_changes_limits_like_with_runc() {
     assert_eq!(seen[0], "134217728\n512\n150000\n100000\n", "runc");
     assert_eq!(seen[1], seen[0], "vessel-runc");
 }
+
+#[test]
+fn i386_programs_run_under_the_default_profile_like_with_runc() {
+    // podman's profile lists the x86 and x32 architectures; their syscalls are allowed.
+    let p = Podman::with_image("i386", |rootfs| {
+        common::build_i386_program(&rootfs.join("i386"))
+    });
+    let (reference, ours) = p.run_both(&["--rm"], &["/i386"]);
+    assert_eq!(
+        String::from_utf8_lossy(&reference.stdout),
+        "i386 ok\n",
+        "runc: {}",
+        text(&reference)
+    );
+    assert_eq!(
+        ours.status.code(),
+        Some(0),
+        "killed by seccomp? {}",
+        text(&ours)
+    );
+    assert_eq!(ours.stdout, reference.stdout);
+}

@@ -249,6 +249,59 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     candidates.into_iter().filter(|p| p.is_dir()).collect()
 }
 
+/// i386 assembly: getpid (its result must be a pid, not -errno), write "i386 ok", exit 0, all
+/// through `int $0x80`; exit 3 if getpid failed.
+const I386_PROGRAM: &str = r#"
+.globl _start
+.text
+_start:
+    movl $20, %eax          # getpid
+    int $0x80
+    cmpl $0, %eax           # a pid, not an error (-errno) or a kill
+    jle fail
+    movl $4, %eax           # write(1, msg, len)
+    movl $1, %ebx
+    movl $msg, %ecx
+    movl $len, %edx
+    int $0x80
+    movl $1, %eax           # exit(0)
+    xorl %ebx, %ebx
+    int $0x80
+fail:
+    movl $1, %eax           # exit(3)
+    movl $3, %ebx
+    int $0x80
+.data
+msg: .ascii "i386 ok\n"
+len = . - msg
+"#;
+
+/// Builds a static i386 program at `path` (with binutils, no 32-bit libraries needed) that
+/// calls getpid and write through `int $0x80`, prints "i386 ok" and exits 0.
+pub fn build_i386_program(path: &Path) {
+    let dir = path.parent().unwrap();
+    let src = dir.join("i386.s");
+    let obj = dir.join("i386.o");
+    std::fs::write(&src, I386_PROGRAM).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("{cmd:?}: {e}: the i386 test program needs binutils (apt-get install binutils)")
+        });
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed (binutils without i386 support?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("as").arg("--32").arg("-o").arg(&obj).arg(&src));
+    run(Command::new("ld")
+        .args(["-m", "elf_i386", "-o"])
+        .arg(path)
+        .arg(&obj));
+    let _ = std::fs::remove_file(src);
+    let _ = std::fs::remove_file(obj);
+}
+
 /// Pids of live processes whose command line contains `needle` (a container id, say).
 pub fn processes_mentioning(needle: &str) -> Vec<i64> {
     let own = std::process::id() as i64;
