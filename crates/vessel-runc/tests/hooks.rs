@@ -181,10 +181,8 @@ fn a_failing_create_hook_fails_create_and_leaves_nothing_behind() {
             cfg["hooks"] =
                 json!({ kind: [shell_hook("echo out-of-hook; echo bad hook >&2; exit 3", None)] });
         });
-        b.track(id);
-        let out = b.runc(&["create", "--bundle", b.path().to_str().unwrap(), id]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{kind}: {err}");
+        let (code, err) = b.try_create(id);
+        assert_eq!(code, Some(1), "{kind}: {err}");
         assert!(
             err.contains(&format!("{kind} hook #0 (/bin/sh) failed: exit status 3, stdout: out-of-hook, stderr: bad hook")),
             "{kind}: {err}"
@@ -197,11 +195,9 @@ fn a_failing_create_hook_fails_create_and_leaves_nothing_behind() {
 fn a_hook_past_its_timeout_is_killed_and_fails_create() {
     let b = Bundle::new("hooktimeout", &[], |cfg| args(cfg, "exec sleep 1000"));
     b.edit(|cfg| cfg["hooks"] = json!({ "createRuntime": [shell_hook("exec sleep 37", Some(1))] }));
-    b.track("slow");
     let t = Instant::now();
-    let out = b.runc(&["create", "--bundle", b.path().to_str().unwrap(), "slow"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (code, err) = b.try_create("slow");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("createRuntime hook #0 (/bin/sh) failed: ran past its timeout of 1s"),
         "{err}"

@@ -156,6 +156,14 @@ impl Bundle {
         assert!(status.success(), "create failed: {}", self.output(id));
     }
 
+    /// Runs `create` for container `id` whether it succeeds or not, with its output in
+    /// `<bundle>/<id>.log` (a created init keeps its stdio, so reading it through a pipe would
+    /// wait for the container); returns the exit code and what was printed.
+    pub fn try_create(&self, id: &str) -> (Option<i32>, String) {
+        let status = self.create_command(id).status().unwrap();
+        (status.code(), self.output(id))
+    }
+
     /// The `create` command for container `id` (stdout and stderr to `<bundle>/<id>.log`),
     /// not yet run; the container is deleted when the bundle is dropped.
     pub fn create_command(&self, id: &str) -> Command {
