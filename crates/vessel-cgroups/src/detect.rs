@@ -83,6 +83,18 @@ pub(crate) fn parse_v1_mounts(mountinfo: &str) -> BTreeMap<String, PathBuf> {
     found.into_iter().map(|(k, (p, _))| (k, p)).collect()
 }
 
+/// The cgroup2 hierarchy a hybrid host mounts beside its v1 controllers (normally
+/// `/sys/fs/cgroup/unified`, without controllers: systemd tracks processes in it), from
+/// `/proc/self/mountinfo` text: the first cgroup2 mount of the hierarchy's root.
+pub(crate) fn parse_hybrid_unified(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let left: Vec<&str> = left.split(' ').collect();
+        (left.len() >= 5 && right.split(' ').next() == Some("cgroup2") && left[3] == "/")
+            .then(|| PathBuf::from(unescape(left[4])))
+    })
+}
+
 /// Super options of a v1 cgroup mount that are not controller names.
 fn is_controller_option(opt: &str) -> bool {
     !matches!(
@@ -156,6 +168,20 @@ mod tests {
             parse_v1_mounts(text)["memory"],
             PathBuf::from("/sys/fs/cgroup/memory")
         );
+    }
+
+    #[test]
+    fn hybrid_unified_hierarchy_is_found() {
+        assert_eq!(
+            parse_hybrid_unified(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let legacy: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("cgroup2"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(parse_hybrid_unified(&legacy), None);
     }
 
     #[test]

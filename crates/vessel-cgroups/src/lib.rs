@@ -88,8 +88,11 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn version(&self) -> CgroupVersion;
     /// Creates the cgroup (and parents) if missing. Idempotent.
     ///
-    /// v1: one directory in each controller hierarchy the host mounts; every cpuset directory
-    /// created on the way gets its parent's cpus and mems (a new v1 cpuset has none). v2: the
+    /// v1: one directory in each controller hierarchy the host mounts, and in the
+    /// `name=systemd` and hybrid cgroup2 hierarchies where the host has them (for placement
+    /// only, as runc does: systemd in a container expects to find itself there); every cpuset
+    /// directory created on the way gets its parent's cpus and mems (a new v1 cpuset has
+    /// none). v2: the
     /// cpuset, cpu, io, memory and pids controllers that each ancestor offers are enabled in
     /// its `cgroup.subtree_control`.
     fn create(&self) -> Result<()>;
@@ -151,27 +154,36 @@ pub fn detect() -> Result<CgroupVersion> {
 /// The layout is read once per process (mount tables grow with every container, and a
 /// daemon asks for managers on every request); a failed read is tried again next time.
 pub fn manager(path: &str) -> Result<Box<dyn CgroupManager>> {
-    let (version, mounts) = layout()?;
-    Ok(match version {
-        CgroupVersion::V1 => Box::new(V1Manager::with_mounts(mounts, path)?),
+    let layout = layout()?;
+    Ok(match layout.version {
+        CgroupVersion::V1 => Box::new(
+            V1Manager::with_mounts(&layout.v1_mounts, path)?.with_hybrid(layout.hybrid.clone()),
+        ),
         CgroupVersion::V2 => Box::new(V2Manager::new(path)?),
     })
 }
 
-/// The host's cgroup layout and v1 mount points, read once.
-fn layout() -> Result<&'static (
-    CgroupVersion,
-    std::collections::BTreeMap<String, std::path::PathBuf>,
-)> {
-    static LAYOUT: std::sync::OnceLock<(
-        CgroupVersion,
-        std::collections::BTreeMap<String, std::path::PathBuf>,
-    )> = std::sync::OnceLock::new();
+/// The host's cgroup layout: its version, v1 mount points and hybrid cgroup2 hierarchy.
+struct Layout {
+    version: CgroupVersion,
+    v1_mounts: std::collections::BTreeMap<String, PathBuf>,
+    hybrid: Option<PathBuf>,
+}
+
+/// The host's cgroup layout, read once.
+fn layout() -> Result<&'static Layout> {
+    static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
     if let Some(l) = LAYOUT.get() {
         return Ok(l);
     }
     let info = detect::read_mountinfo()?;
     let version = detect::detect_at(std::path::Path::new(CGROUP_ROOT), &info)?;
-    let mounts = detect::parse_v1_mounts(&info);
-    Ok(LAYOUT.get_or_init(|| (version, mounts)))
+    Ok(LAYOUT.get_or_init(|| Layout {
+        version,
+        v1_mounts: detect::parse_v1_mounts(&info),
+        hybrid: match version {
+            CgroupVersion::V1 => detect::parse_hybrid_unified(&info),
+            CgroupVersion::V2 => None,
+        },
+    }))
 }

@@ -22,10 +22,14 @@ enum Controller {
     Blkio,
     Devices,
     Freezer,
+    /// The `name=systemd` hierarchy (no controller: placement only).
+    Systemd,
+    /// A hybrid host's cgroup2 hierarchy (no controller: placement only).
+    Unified,
 }
 
 impl Controller {
-    const ALL: [Controller; 8] = [
+    const ALL: [Controller; 10] = [
         Controller::Cpuset,
         Controller::Cpu,
         Controller::Cpuacct,
@@ -34,6 +38,8 @@ impl Controller {
         Controller::Blkio,
         Controller::Devices,
         Controller::Freezer,
+        Controller::Systemd,
+        Controller::Unified,
     ];
 
     fn name(self) -> &'static str {
@@ -46,12 +52,16 @@ impl Controller {
             Controller::Blkio => "blkio",
             Controller::Devices => "devices",
             Controller::Freezer => "freezer",
+            Controller::Systemd => "name=systemd",
+            Controller::Unified => "unified",
         }
     }
 }
 
 /// A cgroup in the v1 hierarchies: `<mount of controller>/<path>` for each controller
-/// (cpu, cpuacct, cpuset, memory, pids, blkio, devices, freezer) the host mounts.
+/// (cpu, cpuacct, cpuset, memory, pids, blkio, devices, freezer) the host mounts, and, for
+/// placement only (as runc does), in the `name=systemd` hierarchy and a hybrid host's cgroup2
+/// hierarchy (`/sys/fs/cgroup/unified`).
 #[derive(Debug, Clone)]
 pub struct V1Manager {
     rel: String,
@@ -62,9 +72,27 @@ pub struct V1Manager {
 
 impl V1Manager {
     /// The cgroup at `path` (relative to each hierarchy's root), with the controllers' mount
-    /// points read from `/proc/self/mountinfo`.
+    /// points (and a hybrid cgroup2 hierarchy) read from `/proc/self/mountinfo`.
     pub fn new(path: &str) -> Result<Self> {
-        Self::with_mounts(&crate::detect::v1_mounts()?, path)
+        let info = crate::detect::read_mountinfo()?;
+        Ok(
+            Self::with_mounts(&crate::detect::parse_v1_mounts(&info), path)?
+                .with_hybrid(crate::detect::parse_hybrid_unified(&info)),
+        )
+    }
+
+    /// The same cgroup also placed in the hybrid cgroup2 hierarchy mounted at `unified`.
+    pub fn with_hybrid(mut self, unified: Option<PathBuf>) -> Self {
+        match unified {
+            Some(mount) => self.mounts.insert(Controller::Unified, mount),
+            None => self.mounts.remove(&Controller::Unified),
+        };
+        self
+    }
+
+    /// The cgroup's directory in every hierarchy it is placed in (whether it exists or not).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.hierarchies().into_iter().map(|(_, d, _)| d).collect()
     }
 
     /// The cgroup at `path` with controller mount points given as controller name → mount point

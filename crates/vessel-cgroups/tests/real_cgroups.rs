@@ -95,19 +95,41 @@ fn process_joins_every_hierarchy_and_destroy_is_idempotent() {
     assert!(t.cg.exists());
     let mut p = Proc::start_in(&*t.cg, "echo in; exec sleep 30", Stdio::null());
     assert_eq!(p.ask(""), "in");
-    // Every hierarchy shows the process in our cgroup (v1: cpu, memory, devices, ...).
+    // Every hierarchy shows the process in our cgroup (v1: cpu, memory, devices, ..., and for
+    // placement the name=systemd hierarchy and a hybrid host's cgroup2, as runc does).
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", p.pid())).unwrap();
     let wanted = [
-        "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer",
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "pids",
+        "blkio",
+        "devices",
+        "freezer",
+        "name=systemd",
     ];
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let hybrid = mountinfo
+        .lines()
+        .any(|l| l.contains(" - cgroup2 ") && t.cg.version() == CgroupVersion::V1);
+    let mut seen = 0;
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
-        let ours = controllers.is_empty() && t.cg.version() == CgroupVersion::V2
+        let ours = controllers.is_empty() && (t.cg.version() == CgroupVersion::V2 || hybrid)
             || controllers.split(',').any(|c| wanted.contains(&c));
         if ours {
             assert_eq!(path, t.cg.path(), "{line}");
+            seen += 1;
         }
+    }
+    if t.cg.version() == CgroupVersion::V1 {
+        let systemd = mountinfo.contains(",name=systemd");
+        assert!(
+            seen >= 6 + usize::from(systemd) + usize::from(hybrid),
+            "in too few hierarchies: {own}"
+        );
     }
     assert_eq!(t.cg.pids().unwrap(), vec![p.pid()]);
     assert!(!t.cg.is_frozen().unwrap());
@@ -120,8 +142,17 @@ fn process_joins_every_hierarchy_and_destroy_is_idempotent() {
             assert!(!cpus.trim().is_empty(), "{} has no cpus", dir.display());
         }
     }
+    let dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(&t.path))
+        .filter(|d| d.is_dir())
+        .collect();
     t.cg.destroy().unwrap();
     assert!(!t.cg.exists());
+    for d in dirs {
+        assert!(!d.exists(), "{} left after destroy", d.display());
+    }
     assert!(
         p.wait_for_exit(Duration::from_secs(5)).code().is_none(),
         "killed by a signal"

@@ -13,17 +13,20 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
+use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{mkfifo, Pid};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use vessel_cgroups::CgroupManager;
 
 use crate::cgroup;
 use crate::console::Console;
 use crate::error::{Error, Result, SysContext};
+use crate::hooks::{self, HookState, Kind};
 use crate::init;
+use crate::mounts;
 use crate::namespaces::{self, Plan};
 use crate::state::{self, State, Status, CONFIG_FILE, EXEC_FIFO, OCI_VERSION};
 use crate::sync::{Channel, Msg};
@@ -66,11 +69,18 @@ impl CreateOptions {
     }
 }
 
-/// Undoes a half-made container when creation fails.
+/// Undoes a half-made container when creation fails, then runs its poststop hooks (the
+/// runtime spec's lifecycle continues with destroying the container, as runc does).
 struct Cleanup<'a> {
     dir: &'a Path,
     cgroup: Option<Box<dyn CgroupManager>>,
     children: Vec<Pid>,
+    spec: &'a Spec,
+    /// The state the poststop hooks get.
+    stopped: HookState,
+    /// For a container sharing the runtime's mount namespace: its rootfs and the topmost mount
+    /// there before the init ran (a new one on top is the init's, to detach).
+    shared_mounts: Option<(&'a Path, Option<u64>)>,
     armed: bool,
 }
 
@@ -88,7 +98,15 @@ impl Drop for Cleanup<'_> {
                 tracing::warn!(error = %e, "removing the cgroup of a failed container");
             }
         }
+        if let Some((rootfs, before)) = self.shared_mounts {
+            if mounts::top_mount_id(rootfs) != before {
+                if let Err(e) = umount2(rootfs, MntFlags::MNT_DETACH) {
+                    tracing::warn!(error = %e, rootfs = %rootfs.display(), "detaching the mounts of a failed container");
+                }
+            }
+        }
         let _ = fs::remove_dir_all(self.dir);
+        hooks::run_warn(self.spec, Kind::Poststop, &self.stopped);
     }
 }
 
@@ -106,10 +124,10 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         }
     };
     let rootfs = rootfs_path(&spec, &bundle)?;
-    if spec.hooks().is_some() {
-        tracing::warn!(container = %opts.id, "OCI hooks are not supported; they are ignored");
-    }
+    hooks::validate(&spec)?;
     let plan = Plan::from_spec(&spec)?;
+    namespaces::check_shared_mount_namespace(&spec, &plan)?;
+    let shares_mounts = !plan.has(LinuxNamespaceType::Mount);
     let process = spec
         .process()
         .as_ref()
@@ -141,6 +159,9 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         dir: &dir,
         cgroup: None,
         children: Vec::new(),
+        spec: &spec,
+        stopped: HookState::new(&spec, &opts.id, &bundle, Status::Stopped, 0),
+        shared_mounts: shares_mounts.then(|| (rootfs.as_path(), mounts::top_mount_id(&rootfs))),
         armed: true,
     };
     spec.save(dir.join(CONFIG_FILE))
@@ -200,6 +221,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
     let console = opts.console.prepare()?;
     let (parent, child) = Channel::pair()?;
     let ctx = init::InitContext {
+        id: &opts.id,
         spec: &spec,
         plan: &plan,
         rootfs: &rootfs,
@@ -211,7 +233,10 @@ pub fn create(opts: CreateOptions) -> Result<State> {
         preserve_fds: opts.preserve_fds,
         no_pivot: opts.no_pivot,
     };
-    let intermediate = crate::fork::fork(|| init::intermediate(&child, &ctx))?;
+    let intermediate = crate::fork::fork(|| {
+        parent.close_inherited();
+        init::intermediate(&child, &ctx)
+    })?;
     drop(child);
     cleanup.children.push(intermediate);
     if let Some(cg) = &cleanup.cgroup {
@@ -226,7 +251,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                 namespaces::write_id_maps(intermediate, &spec)?;
                 parent.send(&Msg::IdMapsDone)?;
             }
-            Some(Msg::Child(pid)) => {
+            Some(Msg::Child(pid)) if init_pid.is_none() => {
                 let pid = Pid::from_raw(pid);
                 cleanup.children.push(pid);
                 init_pid = Some(pid);
@@ -239,8 +264,18 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                     }
                 }
                 cleanup.children.retain(|p| *p != intermediate);
+                // The init waits for this before it sends anything.
+                parent.send(&Msg::Pid(pid.as_raw()))?;
             }
-            Some(Msg::Ready) => break,
+            Some(Msg::Hooks) => {
+                let pid = init_pid.ok_or_else(|| Error::Init("hooks asked before pid".into()))?;
+                let state =
+                    HookState::new(&spec, &opts.id, &bundle, Status::Creating, pid.as_raw());
+                hooks::run(&spec, Kind::Prestart, &state)?;
+                hooks::run(&spec, Kind::CreateRuntime, &state)?;
+                parent.send(&Msg::HooksDone)?;
+            }
+            Some(Msg::Ready) if init_pid.is_some() => break,
             Some(Msg::Failed(msg)) => return Err(Error::Init(msg)),
             Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
             None => {
@@ -253,7 +288,7 @@ pub fn create(opts: CreateOptions) -> Result<State> {
             }
         }
     }
-    let pid = init_pid.ok_or_else(|| Error::Init("init reported ready before its pid".into()))?;
+    let pid = init_pid.ok_or_else(|| Error::Init("the init's pid never arrived".into()))?;
     drop(console);
     let mut namespace_paths = BTreeMap::new();
     for typ in &plan.types {
@@ -262,19 +297,24 @@ pub fn create(opts: CreateOptions) -> Result<State> {
             PathBuf::from(format!("/proc/{pid}/ns/{}", namespaces::proc_name(*typ))),
         );
     }
+    // The bind mount of the rootfs the init made on top of what was there.
+    let host_mount_id = cleanup.shared_mounts.and_then(|(rootfs, before)| {
+        mounts::top_mount_id(rootfs).filter(|now| Some(*now) != before)
+    });
     let state = State {
         oci_version: OCI_VERSION.into(),
         id: opts.id.clone(),
         status: Status::Created,
         pid: pid.as_raw(),
-        bundle,
-        rootfs,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
         created: state::now_rfc3339(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup_path,
         cgroup_error,
         namespace_paths,
         init_start_time: state::process_start_time(pid.as_raw()).unwrap_or(0),
+        host_mount_id,
     };
     state.save(&dir)?;
     if let Some(pid_file) = &opts.pid_file {

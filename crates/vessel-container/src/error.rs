@@ -100,11 +100,36 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// The executable in `process.args` was not found.
+    /// The executable in `process.args` was not found on PATH (podman maps this to 127).
     #[error(
         "exec: {0:?}: executable file not found in $PATH: check process.args, PATH and the image"
     )]
     ExecutableNotFound(String),
+    /// The executable in `process.args` (a path) cannot be looked at (podman maps "no such file
+    /// or directory" to 127). Worded like runc's.
+    #[error(
+        "exec: {name:?}: stat {name}: {}: check process.args and the image",
+        errno_text(*.errno)
+    )]
+    ExecutableMissing {
+        /// The path as given.
+        name: String,
+        /// Why stat failed.
+        errno: nix::Error,
+    },
+    /// The executable in `process.args` exists but is a directory or not executable (podman
+    /// maps "permission denied" to 126). Worded like runc's.
+    #[error("exec: {0:?}: permission denied: make it executable or check process.args")]
+    ExecutableDenied(String),
+    /// execve itself failed (a bad `#!` interpreter, a file in no executable format, ...).
+    /// Printed by the process itself once its runtime has returned, worded like runc's.
+    #[error("exec {path}: {}", errno_text(*.errno))]
+    Execve {
+        /// The resolved executable.
+        path: String,
+        /// Why execve failed.
+        errno: nix::Error,
+    },
     /// Setting up the container's init process failed (message from inside the container).
     #[error("container init failed: {0}")]
     Init(String),
@@ -117,6 +142,20 @@ pub enum Error {
     /// A capability name or operation failed.
     #[error("capabilities: {0}")]
     Capabilities(String),
+    /// An OCI hook failed or ran past its timeout.
+    #[error(
+        "{kind} hook #{index} ({path}) failed: {reason}: fix the hook or remove it from the spec"
+    )]
+    Hook {
+        /// Kind of hook (`prestart`, `createRuntime`, ...).
+        kind: &'static str,
+        /// Its position in the spec's list.
+        index: usize,
+        /// Its path.
+        path: String,
+        /// What happened, with what it printed.
+        reason: String,
+    },
     /// A container process did not react in time.
     #[error("container {id:?}: {what}")]
     Timeout {
@@ -164,6 +203,17 @@ impl Error {
             source = cause.source();
         }
         out
+    }
+}
+
+/// An errno's text as Go (and so runc) prints it: `exec format error`, `no such file or
+/// directory`.
+pub(crate) fn errno_text(errno: nix::Error) -> String {
+    let desc = errno.desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("errno {}", errno as i32),
     }
 }
 

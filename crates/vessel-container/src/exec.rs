@@ -7,11 +7,14 @@
 //! attributes and execs; a failure before execve comes back over the close-on-exec channel,
 //! and the channel closing tells the caller the execve succeeded.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{chdir, Pid};
+use nix::unistd::{chdir, chroot, fchdir, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use crate::cgroup;
@@ -93,7 +96,22 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
         join: join.clone(),
         new_user: false,
         new: nix::sched::CloneFlags::empty(),
-        types: spec_plan.types,
+        types: spec_plan.types.clone(),
+    };
+    // Without a mount namespace of its own the container is chrooted into its rootfs; the
+    // process is put in the same root (runc leaves it in the runtime's).
+    let shared_root = if spec_plan.has(LinuxNamespaceType::Mount) {
+        None
+    } else {
+        let path = format!("/proc/{}/root", state.pid);
+        let fd = nix::fcntl::open(
+            path.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .sys(|| format!("open the container's root {path}"))?;
+        // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
     };
     let cg = match &state.cgroup_path {
         Some(_) => Some(cgroup::of_state(&state)?),
@@ -102,11 +120,13 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
     let console = opts.console.prepare()?;
     let (parent, child) = Channel::pair()?;
     let intermediate = crate::fork::fork(|| {
+        parent.close_inherited();
         let run = || -> Result<()> {
             enter_namespaces(&child, &plan, &join)?;
             let pid = crate::fork::fork_as_sibling(|| {
                 final_process(
                     &child,
+                    shared_root.as_ref(),
                     &opts.process,
                     &console,
                     seccomp.as_ref(),
@@ -148,10 +168,15 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
             }
         };
         match msg {
-            Some(Msg::Child(pid)) => {
+            Some(Msg::Child(pid)) if final_pid.is_none() => {
                 let pid = Pid::from_raw(pid);
                 final_pid = Some(pid);
                 let _ = waitpid(intermediate, None);
+                // The process waits for this before it sends anything.
+                if let Err(e) = parent.send(&Msg::Pid(pid.as_raw())) {
+                    reap(pid);
+                    return Err(e);
+                }
             }
             Some(Msg::Failed(m)) => {
                 final_pid.into_iter().chain([intermediate]).for_each(reap);
@@ -180,13 +205,22 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
 /// The process that execs. Returns an exit code only on failure.
 fn final_process(
     ch: &Channel,
+    shared_root: Option<&OwnedFd>,
     process: &Process,
     console: &Prepared,
     seccomp: Option<&Filter>,
     preserve_fds: u32,
 ) -> i32 {
+    // Nothing may be sent before the runtime has the pid (see `sync`).
+    if ch.wait_for_pid().is_err() {
+        return 1;
+    }
     let run = || -> Result<process::Ready> {
         crate::fork::reset_signals();
+        if let Some(root) = shared_root {
+            fchdir(root.as_raw_fd()).sys(|| "fchdir to the container's root".into())?;
+            chroot(".").sys(|| "chroot into the container's root".into())?;
+        }
         chdir("/").sys(|| "chdir / in the container".into())?;
         match console {
             Prepared::Socket(sock) => {
@@ -204,10 +238,22 @@ fn final_process(
         }
         process::apply(process, seccomp.cloned())
     };
-    let err = match run() {
-        Ok(ready) => ready.exec(preserve_fds),
-        Err(e) => e,
-    };
-    ch.fail(&err);
-    127
+    match run() {
+        Ok(ready) => match ready.exec(preserve_fds) {
+            // Like runc, a failed execve is the process's own failure: it says why on its
+            // stderr and exits with 1, and the exec itself succeeded (the channel closes).
+            err @ Error::Execve { .. } => {
+                process::report_exec_failure(&err);
+                1
+            }
+            err => {
+                ch.fail(&err);
+                127
+            }
+        },
+        Err(err) => {
+            ch.fail(&err);
+            127
+        }
+    }
 }

@@ -14,15 +14,19 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::console::{self, Prepared};
 use crate::error::{Error, Result, SysContext};
+use crate::hooks::{self, HookState, Kind};
 use crate::namespaces::{self, Plan};
 use crate::process::{self, Ready};
 use crate::rootfs;
 use crate::seccomp::Filter;
+use crate::state::Status;
 use crate::sync::{Channel, Msg};
 
 /// Everything the container processes need, prepared by the runtime before forking.
 #[derive(Debug)]
 pub(crate) struct InitContext<'a> {
+    /// Container id (for the hooks' state).
+    pub id: &'a str,
     pub spec: &'a Spec,
     pub plan: &'a Plan,
     pub rootfs: &'a Path,
@@ -90,21 +94,37 @@ pub(crate) fn intermediate(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
 
 /// The container's init: pid 1 of its pid namespace. Returns an exit code only on failure.
 fn init(ch: &Channel, ctx: &InitContext<'_>) -> i32 {
-    match setup(ch, ctx) {
-        Ok(ready) => {
-            let err = ready.exec(ctx.preserve_fds);
-            // The runtime has returned already: stderr is all that is left.
-            eprintln!("vessel: container init: {}", err.chain());
-            127
-        }
+    // Nothing may be sent before the runtime has the pid (see `sync`); if the runtime is gone
+    // there is nobody to report to.
+    let host_pid = match ch.wait_for_pid() {
+        Ok(pid) => pid,
+        Err(_) => return 1,
+    };
+    let state = HookState::new(ctx.spec, ctx.id, ctx.bundle, Status::Creating, host_pid);
+    let ready = match setup(ch, ctx, &state) {
+        Ok(ready) => ready,
         Err(e) => {
             ch.fail(&e);
-            1
+            return 1;
         }
-    }
+    };
+    // The runtime has returned: from here on the exec fifo carries the outcome to `start`, and
+    // stderr is all that is left for the rest. It stays open (close-on-exec) until execve, so
+    // `start` sees end of file once the user process is executed.
+    let _fifo = match wait_for_start(ctx, &state.with_status(Status::Created)) {
+        Ok(fd) => fd,
+        Err(e) => {
+            crate::process::report_exec_failure(&e);
+            return 1;
+        }
+    };
+    let err = ready.exec(ctx.preserve_fds);
+    // Like runc, a failed execve reads "exec PATH: REASON" and the container exits with 1.
+    crate::process::report_exec_failure(&err);
+    1
 }
 
-fn setup(ch: &Channel, ctx: &InitContext<'_>) -> Result<Ready> {
+fn setup(ch: &Channel, ctx: &InitContext<'_>, state: &HookState) -> Result<Ready> {
     crate::fork::reset_signals();
     let _ = nix::unistd::setsid();
     let spec = ctx.spec;
@@ -118,11 +138,7 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>) -> Result<Ready> {
             "a console socket was given but process.terminal is false".into(),
         ));
     }
-    if !ctx.plan.has(LinuxNamespaceType::Mount) {
-        return Err(Error::InvalidSpec(
-            "the container needs a mount namespace".into(),
-        ));
-    }
+    let mount_ns = ctx.plan.has(LinuxNamespaceType::Mount);
     let console_host_path = match ctx.console {
         Prepared::Pty { host_path, .. } => Some(host_path.clone()),
         _ => None,
@@ -133,11 +149,27 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>) -> Result<Ready> {
             rootfs: ctx.rootfs,
             bundle: ctx.bundle,
             user_ns: ctx.plan.has_user(),
+            mount_ns,
+            cgroup_ns: ctx.plan.has(LinuxNamespaceType::Cgroup),
             cgroup_path: ctx.cgroup_path,
             console: console_host_path,
         },
     )?;
-    rootfs::switch_root(ctx.rootfs, ctx.no_pivot)?;
+    // The namespaces and mounts exist, pivot_root is still to come: the runtime runs the
+    // prestart and createRuntime hooks, then the init the createContainer hooks.
+    if !hooks::of(spec, Kind::Prestart).is_empty()
+        || !hooks::of(spec, Kind::CreateRuntime).is_empty()
+    {
+        ch.send(&Msg::Hooks)?;
+        expect(ch, Msg::HooksDone)?;
+    }
+    hooks::run(spec, Kind::CreateContainer, state)?;
+    let how = match (mount_ns, ctx.no_pivot) {
+        (false, _) => rootfs::SwitchRoot::Chroot,
+        (true, true) => rootfs::SwitchRoot::Move,
+        (true, false) => rootfs::SwitchRoot::Pivot,
+    };
+    rootfs::switch_root(ctx.rootfs, how)?;
     match ctx.console {
         Prepared::Socket(sock) => {
             let size = process.console_size().map(|b| {
@@ -157,7 +189,6 @@ fn setup(ch: &Channel, ctx: &InitContext<'_>) -> Result<Ready> {
     rootfs::finalize(spec)?;
     let ready = process::apply(process, ctx.seccomp.cloned())?;
     ch.send(&Msg::Ready)?;
-    wait_for_start(ctx.fifo)?;
     Ok(ready)
 }
 
@@ -201,9 +232,15 @@ fn set_sysctls(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Blocks until `start` opens the exec fifo for reading, then tells it we go on.
-fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
-    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+/// What the init writes to the exec fifo when it goes on to exec the user process.
+pub(crate) const FIFO_GO: u8 = b'0';
+/// What the init writes, followed by the reason, when a startContainer hook failed.
+pub(crate) const FIFO_FAILED: u8 = b'1';
+
+/// Blocks until `start` opens the exec fifo for reading, runs the startContainer hooks, and
+/// tells `start` the outcome. Returns the fifo's write end, to be kept open until execve.
+fn wait_for_start(ctx: &InitContext<'_>, state: &HookState) -> Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", ctx.fifo.as_raw_fd());
     let fd = open(
         Path::new(&path),
         OFlag::O_WRONLY | OFlag::O_CLOEXEC,
@@ -212,6 +249,13 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
     .sys(|| format!("open the exec fifo through {path} (is /proc mounted?)"))?;
     // SAFETY: `open` returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    nix::unistd::write(&fd, b"0").sys(|| "write to the exec fifo".into())?;
-    Ok(())
+    if let Err(e) = hooks::run(ctx.spec, Kind::StartContainer, state) {
+        // One write below PIPE_BUF arrives whole.
+        let mut msg = vec![FIFO_FAILED];
+        msg.extend(e.chain().bytes().take(libc::PIPE_BUF - 1));
+        let _ = nix::unistd::write(&fd, &msg);
+        return Err(e);
+    }
+    nix::unistd::write(&fd, &[FIFO_GO]).sys(|| "write to the exec fifo".into())?;
+    Ok(fd)
 }

@@ -3,7 +3,8 @@
 //!
 //! The lifecycle follows the OCI runtime spec: [`create`] sets a container up and leaves its
 //! init blocked, [`start`] lets it exec the user process, [`kill`], [`delete`]; [`exec`] runs
-//! more processes inside; [`state`], [`list`], [`ps`], [`stats`], [`pause`], [`resume`].
+//! more processes inside; [`state`], [`list`], [`ps`], [`stats`], [`pause`], [`resume`];
+//! [`update`] changes its resource limits live.
 //! States live under a state root directory (see [`DEFAULT_STATE_ROOT`]), one directory per
 //! container, so separate processes can drive the same container.
 //!
@@ -20,6 +21,7 @@
 
 mod capabilities;
 mod cgroup;
+mod cgroupfs;
 mod console;
 mod create;
 mod delete;
@@ -28,6 +30,7 @@ mod error;
 mod exec;
 mod features;
 mod fork;
+mod hooks;
 mod init;
 mod kill;
 mod mounts;
@@ -40,6 +43,9 @@ mod start;
 mod state;
 mod sync;
 mod syscall_table;
+mod syscall_table_i386;
+mod syscall_table_x32;
+mod update;
 
 pub use console::Console;
 pub use create::{create, CreateOptions};
@@ -51,3 +57,4 @@ pub use kill::{kill, pause, ps, resume, stats};
 pub use namespaces::to_host_id;
 pub use start::start;
 pub use state::{list, state, State, Status, DEFAULT_STATE_ROOT, OCI_VERSION};
+pub use update::update;

@@ -274,6 +274,33 @@ fn push_components(stack: &mut Vec<std::ffi::OsString>, path: &Path) {
     stack.extend(comps.into_iter().rev());
 }
 
+/// The id of the topmost mount at mount point `path` in this process's mount namespace (the
+/// last one `/proc/self/mountinfo` lists there), if any.
+pub(crate) fn top_mount_id(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = escape_mountinfo(&path.to_string_lossy());
+    text.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let id = fields.next()?.parse().ok()?;
+        (fields.nth(3)? == want).then_some(id)
+    })
+}
+
+/// A path as `/proc/self/mountinfo` writes it (space, tab, newline and backslash escaped).
+fn escape_mountinfo(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Creates `path` as a directory (with parents) if missing.
 pub(crate) fn ensure_dir(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
@@ -321,6 +348,13 @@ mod tests {
         let o = opts(&["ro", "rw"]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
         assert!(opts(&["tmpcopyup"]).tmpcopyup);
+    }
+
+    #[test]
+    fn mount_ids_and_escapes() {
+        assert!(top_mount_id(Path::new("/")).is_some());
+        assert!(top_mount_id(Path::new("/surely/not/a/mount/point")).is_none());
+        assert_eq!(escape_mountinfo("/a b\\c"), "/a\\040b\\134c");
     }
 
     #[test]

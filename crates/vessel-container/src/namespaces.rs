@@ -129,6 +129,47 @@ impl Plan {
     }
 }
 
+/// Checks what a spec without a mount namespace asks for. The container then shares the
+/// runtime's mount namespace (a namespace not listed is inherited, as the runtime spec says):
+/// its mounts are made there, under a bind mount of the rootfs, and it is chrooted into the
+/// rootfs instead of pivot_root. Refused, as runc refuses them, or because they would change
+/// the host's own mounts: masked and read-only paths, `rootfsPropagation`, and a user
+/// namespace (which may not mount in a mount namespace it does not own).
+pub(crate) fn check_shared_mount_namespace(spec: &Spec, plan: &Plan) -> Result<()> {
+    if plan.has(LinuxNamespaceType::Mount) {
+        return Ok(());
+    }
+    let linux = spec.linux().as_ref();
+    let masked = linux.and_then(|l| l.masked_paths().as_ref());
+    let readonly = linux.and_then(|l| l.readonly_paths().as_ref());
+    if masked.is_some_and(|m| !m.is_empty()) || readonly.is_some_and(|r| !r.is_empty()) {
+        return Err(Error::InvalidSpec(
+            "unable to restrict sys entries without a private mount namespace: add a mount \
+             namespace to linux.namespaces or drop linux.maskedPaths and linux.readonlyPaths"
+                .into(),
+        ));
+    }
+    if linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(Error::InvalidSpec(
+            "linux.rootfsPropagation needs a mount namespace (without one it would change the \
+             propagation of the host's root): add a mount namespace or drop it"
+                .into(),
+        ));
+    }
+    if plan.has_user() {
+        return Err(Error::InvalidSpec(
+            "a user namespace needs a mount namespace too: without one the container's mounts \
+             would be made in the runtime's mount namespace, which a user namespace may not \
+             change; add a mount namespace to linux.namespaces"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Joins namespaces given by path, in order. All files are opened first, since joining the
 /// mount namespace changes what paths mean. Namespaces the caller is already in are skipped
 /// (joining one's own user namespace is an error).

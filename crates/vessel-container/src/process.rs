@@ -107,14 +107,24 @@ impl Ready {
         if let Err(e) = close_fds_on_exec(3 + preserve_fds as i32) {
             return e;
         }
-        let err = match nix::unistd::execve(&self.path, &self.args, &self.env) {
+        let errno = match nix::unistd::execve(&self.path, &self.args, &self.env) {
             Err(e) => e,
             Ok(never) => match never {},
         };
-        match err {
-            nix::Error::ENOENT => Error::ExecutableNotFound(self.path.to_string_lossy().into()),
-            e => Error::sys(format!("execve {}", self.path.to_string_lossy()), e),
+        Error::Execve {
+            path: self.path.to_string_lossy().into(),
+            errno,
         }
+    }
+}
+
+/// Prints why the last step before the user process failed on the process's own stderr (its
+/// runtime has returned already): an execve failure in runc's words, anything else with its
+/// cause.
+pub(crate) fn report_exec_failure(err: &Error) {
+    match err {
+        Error::Execve { .. } => eprintln!("{err}"),
+        other => eprintln!("vessel: container process: {}", other.chain()),
     }
 }
 
@@ -193,26 +203,34 @@ fn home_of(uid: u32) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-/// Resolves `name` like execvp: a name with a slash is used as is (relative to `cwd`), others
-/// are searched on `path_var`.
+/// Resolves `name` like runc (Go's `exec.LookPath`, then an access check): a name with a slash
+/// is used as is (relative to `cwd`), others are searched on `path_var`. The errors match
+/// runc's, which podman turns into exit codes: a missing path or a name not found on PATH
+/// gives 127, a directory or a file without execute permission 126.
 pub(crate) fn find_executable(name: &str, path_var: &str, cwd: &Path) -> Result<PathBuf> {
-    let usable = |p: &Path| {
-        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            && access(p, AccessFlags::X_OK).is_ok()
+    // Go's findExecutable: a file (not a directory) with an execute bit.
+    let executable = |m: &fs::Metadata| !m.is_dir() && m.permissions().mode() & 0o111 != 0;
+    let found = if name.contains('/') {
+        let md = fs::metadata(cwd.join(name)).map_err(|e| Error::ExecutableMissing {
+            name: name.to_string(),
+            errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        if !executable(&md) {
+            return Err(Error::ExecutableDenied(name.to_string()));
+        }
+        PathBuf::from(name)
+    } else {
+        path_var
+            .split(':')
+            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
+            .find(|p| fs::metadata(p).is_ok_and(|m| executable(&m)))
+            .ok_or_else(|| Error::ExecutableNotFound(name.to_string()))?
     };
-    if name.contains('/') {
-        let p = cwd.join(name);
-        return if usable(&p) {
-            Ok(PathBuf::from(name))
-        } else {
-            Err(Error::ExecutableNotFound(name.to_string()))
-        };
+    // The execute bit may be set for others only, or the file may be on a noexec mount.
+    if access(&found, AccessFlags::X_OK).is_err() {
+        return Err(Error::ExecutableDenied(found.to_string_lossy().into()));
     }
-    path_var
-        .split(':')
-        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
-        .find(|p| usable(p))
-        .ok_or_else(|| Error::ExecutableNotFound(name.to_string()))
+    Ok(found)
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so the container gets only its stdio
@@ -251,6 +269,30 @@ mod tests {
             Err(Error::ExecutableNotFound(_))
         ));
         assert!(find_executable("/bin/sh", "", Path::new("/")).is_ok());
-        assert!(find_executable("/etc/passwd", "", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn errors_are_worded_like_runc() {
+        let msg = |name: &str| find_executable(name, "/bin", Path::new("/")).unwrap_err();
+        let e = msg("/etc/passwd");
+        assert!(matches!(e, Error::ExecutableDenied(_)), "{e:?}");
+        assert!(e
+            .to_string()
+            .starts_with("exec: \"/etc/passwd\": permission denied"));
+        assert!(
+            matches!(msg("/etc"), Error::ExecutableDenied(_)),
+            "a directory"
+        );
+        assert!(msg("/nonexistent")
+            .to_string()
+            .starts_with("exec: \"/nonexistent\": stat /nonexistent: no such file or directory"));
+        assert!(msg("no-such-command")
+            .to_string()
+            .starts_with("exec: \"no-such-command\": executable file not found in $PATH"));
+        let e = Error::Execve {
+            path: "/x".into(),
+            errno: nix::Error::ENOEXEC,
+        };
+        assert_eq!(e.to_string(), "exec /x: exec format error");
     }
 }

@@ -12,6 +12,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{chdir, chroot, pivot_root};
 use oci_spec::runtime::{Mount, Spec};
 
+use crate::cgroupfs;
 use crate::devices;
 use crate::error::{Error, Result, SysContext};
 use crate::mounts::{
@@ -27,8 +28,14 @@ pub(crate) struct Context<'a> {
     pub bundle: &'a Path,
     /// Whether the container runs in a user namespace (mknod is not allowed there).
     pub user_ns: bool,
+    /// Whether the container has a mount namespace of its own. Without one its mounts are made
+    /// in the runtime's, and the propagation of `/` is left alone.
+    pub mount_ns: bool,
     /// The container's cgroup path, for bind-mounting it when cgroupfs cannot be mounted.
     pub cgroup_path: Option<&'a str>,
+    /// Whether the container has a cgroup namespace of its own (its cgroupfs mounts then show
+    /// its own cgroup as their root).
+    pub cgroup_ns: bool,
     /// Host path of a terminal to bind-mount on /dev/console.
     pub console: Option<PathBuf>,
 }
@@ -36,8 +43,10 @@ pub(crate) struct Context<'a> {
 /// Everything up to (not including) pivot_root: propagation, the rootfs bind, the spec's
 /// mounts in order, devices, /dev symlinks and /dev/console.
 pub(crate) fn prepare(spec: &Spec, ctx: &Context<'_>) -> Result<()> {
-    // Keep the container's mounts from propagating to the host.
-    set_propagation(Path::new("/"), MsFlags::MS_SLAVE | MsFlags::MS_REC)?;
+    if ctx.mount_ns {
+        // Keep the container's mounts from propagating to the host.
+        set_propagation(Path::new("/"), MsFlags::MS_SLAVE | MsFlags::MS_REC)?;
+    }
     let root = ctx.rootfs.to_string_lossy();
     match mount_at(
         Some(&root),
@@ -107,7 +116,7 @@ fn mount_one(m: &Mount, ctx: &Context<'_>) -> Result<()> {
         return bind_mount(&src, &dest, &opts);
     }
     match typ {
-        "cgroup" | "cgroup2" => mount_cgroup(&dest, &opts, ctx),
+        "cgroup" | "cgroup2" => cgroupfs::mount(&dest, &opts, ctx),
         "sysfs" => fs_or_bind("sysfs", "sysfs", Path::new("/sys"), &dest, &opts),
         "mqueue" => fs_or_bind("mqueue", "mqueue", Path::new("/dev/mqueue"), &dest, &opts),
         _ => {
@@ -127,7 +136,7 @@ fn mount_one(m: &Mount, ctx: &Context<'_>) -> Result<()> {
     }
 }
 
-fn apply_propagation(dest: &Path, opts: &MountOptions) -> Result<()> {
+pub(crate) fn apply_propagation(dest: &Path, opts: &MountOptions) -> Result<()> {
     for p in &opts.propagation {
         set_propagation(dest, *p)?;
     }
@@ -190,133 +199,6 @@ fn fs_or_bind(
     }
 }
 
-/// `/sys/fs/cgroup` in the container: cgroup2 on a unified host; on a v1 or hybrid host a
-/// tmpfs with one mount per host hierarchy. Hierarchies the kernel refuses to mount here are
-/// bind-mounted from the host (the container's own cgroup where it exists).
-fn mount_cgroup(dest: &Path, opts: &MountOptions, ctx: &Context<'_>) -> Result<()> {
-    ensure_dir(dest)?;
-    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-    let hierarchies = host_cgroup_mounts()?;
-    let unified = hierarchies
-        .iter()
-        .any(|h| h.mount_point == Path::new("/sys/fs/cgroup") && h.fstype == "cgroup2");
-    if unified {
-        let host = Path::new("/sys/fs/cgroup");
-        return mount_hierarchy("cgroup2", None, host, dest, flags, ctx);
-    }
-    mount_at(
-        Some("tmpfs"),
-        dest,
-        Some("tmpfs"),
-        flags - MsFlags::MS_RDONLY,
-        Some("mode=755"),
-    )?;
-    for h in &hierarchies {
-        let Some(name) = h.mount_point.file_name() else {
-            continue;
-        };
-        let sub = dest.join(name);
-        ensure_dir(&sub)?;
-        let controllers = (h.fstype == "cgroup").then(|| h.controllers.join(","));
-        mount_hierarchy(
-            &h.fstype,
-            controllers.as_deref(),
-            &h.mount_point,
-            &sub,
-            flags,
-            ctx,
-        )?;
-    }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        mount_at(
-            None,
-            dest,
-            None,
-            MsFlags::MS_REMOUNT | flags,
-            Some("mode=755"),
-        )?;
-    }
-    apply_propagation(dest, opts)
-}
-
-fn mount_hierarchy(
-    fstype: &str,
-    controllers: Option<&str>,
-    host: &Path,
-    dest: &Path,
-    flags: MsFlags,
-    ctx: &Context<'_>,
-) -> Result<()> {
-    let source = if fstype == "cgroup2" {
-        "cgroup2"
-    } else {
-        "cgroup"
-    };
-    match mount_at(Some(source), dest, Some(fstype), flags, controllers) {
-        Ok(()) => Ok(()),
-        Err(Error::Sys {
-            source: nix::Error::EPERM | nix::Error::EBUSY | nix::Error::EINVAL,
-            ..
-        }) => {
-            let own = ctx.cgroup_path.map(|p| host.join(p)).filter(|p| p.is_dir());
-            let src = own.unwrap_or_else(|| host.to_path_buf());
-            let src_str = src.to_string_lossy();
-            tracing::debug!(source = %src_str, "cgroupfs refused; bind-mounting");
-            mount_at(
-                Some(&src_str),
-                dest,
-                Some("bind"),
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            bind_remount(dest, flags)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// A cgroup hierarchy mounted on the host under /sys/fs/cgroup.
-#[derive(Debug)]
-struct Hierarchy {
-    mount_point: PathBuf,
-    fstype: String,
-    controllers: Vec<String>,
-}
-
-fn host_cgroup_mounts() -> Result<Vec<Hierarchy>> {
-    let path = "/proc/self/mountinfo";
-    let text = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mount_point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let mut right = right.split(' ');
-        let (Some(fstype), Some(_src), Some(opts)) = (right.next(), right.next(), right.next())
-        else {
-            continue;
-        };
-        if !(fstype == "cgroup" || fstype == "cgroup2")
-            || !mount_point.starts_with("/sys/fs/cgroup")
-        {
-            continue;
-        }
-        out.push(Hierarchy {
-            mount_point: PathBuf::from(mount_point),
-            fstype: fstype.to_string(),
-            controllers: opts
-                .split(',')
-                .filter(|o| !matches!(*o, "rw" | "ro"))
-                .map(str::to_string)
-                .collect(),
-        });
-    }
-    Ok(out)
-}
-
 fn open_dir(path: &Path) -> Result<OwnedFd> {
     let fd = open(
         path,
@@ -369,11 +251,23 @@ fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes `rootfs` the root: pivot_root, then the old root is made private and detached. With
-/// `no_pivot`, moves the rootfs onto / and chroots instead (for ramfs roots).
-pub(crate) fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// How the init makes the rootfs its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwitchRoot {
+    /// pivot_root, then the old root is made private and detached.
+    Pivot,
+    /// Move the rootfs onto / and chroot (`--no-pivot`, for ramfs roots).
+    Move,
+    /// chroot only: the container shares the runtime's mount namespace, whose root must stay.
+    Chroot,
+}
+
+/// Makes `rootfs` the root, the way `how` says.
+pub(crate) fn switch_root(rootfs: &Path, how: SwitchRoot) -> Result<()> {
     chdir(rootfs).sys(|| format!("chdir {}", rootfs.display()))?;
-    if no_pivot {
+    if how == SwitchRoot::Chroot {
+        chroot(".").sys(|| "chroot into the rootfs".into())?;
+    } else if how == SwitchRoot::Move {
         let root = rootfs.to_string_lossy();
         mount_at(Some(&root), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
         chroot(".").sys(|| "chroot into the rootfs".into())?;

@@ -4,18 +4,23 @@
 //! match action per filter, while OCI profiles give every rule its own action and errno. Rules
 //! are checked in spec order and the first match decides (libseccomp resolves overlapping
 //! rules the same way in practice: profiles list alternatives for one syscall with one action).
-//! Syscall names are looked up in the x86_64 table; names unknown there are skipped, since
-//! profiles list syscalls of every architecture. Syscalls from other ABIs (i386, x32) are
-//! killed: their numbers mean different syscalls, so allowing them would bypass the filter.
-
+//!
+//! The program checks the audit architecture first and has one section per ABI, each with
+//! the syscall numbers of that ABI: x86_64 always (the native one), and i386 and x32 when the
+//! profile's `architectures` lists `SCMP_ARCH_X86` and `SCMP_ARCH_X32` (podman's and Docker's
+//! default profiles do, so 32-bit programs run). A name unknown to an ABI is skipped there,
+//! since profiles list the syscalls of every architecture. Syscalls of an ABI not listed are
+//! killed: their numbers mean other syscalls, so letting them through would bypass the filter.
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
 use crate::error::{Error, Result};
 use crate::syscall_table::SYSCALLS_X86_64;
+use crate::syscall_table_i386::SYSCALLS_I386;
+use crate::syscall_table_x32::SYSCALLS_X32;
 
 /// BPF_LD | BPF_W | BPF_ABS.
 const BPF_LD_W_ABS: u16 = 0x20;
@@ -27,6 +32,7 @@ const BPF_ALU_AND_K: u16 = 0x04 | 0x50;
 const BPF_RET_K: u16 = 0x06;
 
 const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
@@ -48,12 +54,58 @@ pub(crate) struct Filter {
     flags: libc::c_ulong,
 }
 
+/// A syscall ABI of x86 Linux, each with its own numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abi {
+    /// The native 64-bit ABI (audit arch x86_64).
+    X86_64,
+    /// 32-bit programs (`int $0x80`, audit arch i386).
+    I386,
+    /// 32-bit pointers on the 64-bit ABI (audit arch x86_64, numbers with bit 30 set).
+    X32,
+}
+
+impl Abi {
+    fn table(self) -> &'static [(&'static str, i64)] {
+        match self {
+            Abi::X86_64 => SYSCALLS_X86_64,
+            Abi::I386 => SYSCALLS_I386,
+            Abi::X32 => SYSCALLS_X32,
+        }
+    }
+
+    /// The number the kernel shows the filter for syscall `name` in this ABI.
+    pub(crate) fn number(self, name: &str) -> Option<u32> {
+        let nr = self.table().iter().find(|(n, _)| *n == name)?.1;
+        let nr = u32::try_from(nr).ok()?;
+        Some(if self == Abi::X32 {
+            nr | X32_SYSCALL_BIT
+        } else {
+            nr
+        })
+    }
+}
+
 /// The x86_64 number of a syscall name.
+#[cfg(test)]
 pub(crate) fn syscall_number(name: &str) -> Option<i64> {
-    SYSCALLS_X86_64
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, nr)| *nr)
+    Abi::X86_64.number(name).map(i64::from)
+}
+
+/// The ABIs the profile allows: x86_64 always (libseccomp always has the native one), i386
+/// and x32 when listed. Other architectures cannot run here and are ignored.
+fn abis(seccomp: &LinuxSeccomp) -> Vec<Abi> {
+    let listed = seccomp.architectures().as_deref().unwrap_or(&[]);
+    let mut out = vec![Abi::X86_64];
+    for (arch, abi) in [
+        (Arch::ScmpArchX86, Abi::I386),
+        (Arch::ScmpArchX32, Abi::X32),
+    ] {
+        if listed.contains(&arch) {
+            out.push(abi);
+        }
+    }
+    out
 }
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<u32> {
@@ -185,9 +237,6 @@ fn condition(
     })
 }
 
-/// A rule of one syscall: the instructions of each condition, and the return value.
-type Rule = (Vec<Vec<Insn>>, u32);
-
 /// One rule: all conditions, then the action. Falls through to the next rule on mismatch.
 fn rule(conditions: &[Vec<Insn>], ret: u32) -> Result<Vec<libc::sock_filter>> {
     let total: usize = conditions.iter().map(Vec::len).sum::<usize>() + 1;
@@ -212,52 +261,57 @@ fn rule(conditions: &[Vec<Insn>], ret: u32) -> Result<Vec<libc::sock_filter>> {
     Ok(out)
 }
 
-/// Compiles the spec's seccomp section. `None` when there is nothing to filter.
-pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
-    let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
+/// One rule as written in the profile: the syscall names, the argument conditions and the
+/// return value.
+struct SpecRule<'a> {
+    names: &'a [String],
+    conditions: Vec<Vec<Insn>>,
+    ret: u32,
+}
+
+/// Most syscall numbers one jump instruction table may hold (jump offsets are 8 bits).
+const GROUP: usize = 250;
+
+/// The instructions deciding a syscall of one ABI (the accumulator holds its number): the
+/// rules of the syscalls named in the profile, then `default`. Every path ends in a return.
+fn section(abi: Abi, rules: &[SpecRule<'_>], default: u32) -> Result<Vec<libc::sock_filter>> {
     // Rules per syscall number, in order of first appearance.
-    let mut order: Vec<i64> = Vec::new();
-    let mut rules: HashMap<i64, Vec<Rule>> = HashMap::new();
-    for sc in seccomp.syscalls().as_deref().unwrap_or(&[]) {
-        let ret = action(sc.action(), sc.errno_ret())?;
-        let mut conds = Vec::new();
-        for arg in sc.args().as_deref().unwrap_or(&[]) {
-            conds.push(condition(
-                arg.index(),
-                arg.op(),
-                arg.value(),
-                arg.value_two().unwrap_or(0),
-            )?);
-        }
-        for name in sc.names() {
-            let Some(nr) = syscall_number(name) else {
-                tracing::debug!(syscall = %name, "unknown on x86_64; skipped");
+    let mut order: Vec<u32> = Vec::new();
+    let mut per_nr: HashMap<u32, Vec<&SpecRule<'_>>> = HashMap::new();
+    for r in rules {
+        for name in r.names {
+            let Some(nr) = abi.number(name) else {
+                tracing::debug!(syscall = %name, ?abi, "unknown in this ABI; skipped");
                 continue;
             };
-            if ret == default && conds.is_empty() {
-                continue; // same as the default: no need to test it
-            }
-            let entry = rules.entry(nr).or_default();
+            let entry = per_nr.entry(nr).or_default();
             if entry.is_empty() {
                 order.push(nr);
             }
-            entry.push((conds.clone(), ret));
+            entry.push(r);
         }
     }
-    let mut prog = vec![
-        raw(BPF_LD_W_ABS, OFFSET_ARCH, 0, 0),
-        raw(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
-        raw(BPF_RET_K, RET_KILL_PROCESS, 0, 0),
-        raw(BPF_LD_W_ABS, OFFSET_NR, 0, 0),
-        raw(BPF_JMP_JGE_K, X32_SYSCALL_BIT, 0, 1),
-        raw(BPF_RET_K, RET_KILL_PROCESS, 0, 0),
-    ];
+    // Syscalls whose first rule has no condition just return a value: one jump table per
+    // value. The others get their rules in order.
+    let mut plain: Vec<(u32, Vec<u32>)> = Vec::new();
+    let mut out = Vec::new();
     for nr in order {
+        let list = &per_nr[&nr];
+        if list[0].conditions.is_empty() && list[0].ret == default {
+            continue; // decided by the default at the end
+        }
+        if list[0].conditions.is_empty() {
+            match plain.iter_mut().find(|(ret, _)| *ret == list[0].ret) {
+                Some((_, nrs)) => nrs.push(nr),
+                None => plain.push((list[0].ret, vec![nr])),
+            }
+            continue;
+        }
         let mut body = Vec::new();
         let mut unconditional = false;
-        for (conds, ret) in rules.get(&nr).into_iter().flatten() {
-            body.extend(rule(conds, *ret)?);
-            if conds.is_empty() {
+        for r in list {
+            body.extend(rule(&r.conditions, r.ret)?);
+            if r.conditions.is_empty() {
                 unconditional = true;
                 break; // later rules are unreachable
             }
@@ -266,11 +320,94 @@ pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
             // The accumulator holds an argument now, not the number: end here.
             body.push(raw(BPF_RET_K, default, 0, 0));
         }
-        prog.push(raw(BPF_JMP_JEQ_K, nr as u32, 1, 0));
-        prog.push(raw(BPF_JMP_JA, body.len() as u32, 0, 0));
-        prog.extend(body);
+        out.push(raw(BPF_JMP_JEQ_K, nr, 1, 0));
+        out.push(raw(BPF_JMP_JA, body.len() as u32, 0, 0));
+        out.extend(body);
     }
-    prog.push(raw(BPF_RET_K, default, 0, 0));
+    for (ret, nrs) in plain {
+        for chunk in nrs.chunks(GROUP) {
+            let k = chunk.len();
+            for (i, nr) in chunk.iter().enumerate() {
+                // To the return below the `ja`.
+                out.push(raw(BPF_JMP_JEQ_K, *nr, (k - i) as u8, 0));
+            }
+            out.push(raw(BPF_JMP_JA, 1, 0, 0));
+            out.push(raw(BPF_RET_K, ret, 0, 0));
+        }
+    }
+    out.push(raw(BPF_RET_K, default, 0, 0));
+    Ok(out)
+}
+
+/// Compiles the spec's seccomp section.
+pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
+    let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
+    let mut rules = Vec::new();
+    for sc in seccomp.syscalls().as_deref().unwrap_or(&[]) {
+        let ret = action(sc.action(), sc.errno_ret())?;
+        let mut conditions = Vec::new();
+        for arg in sc.args().as_deref().unwrap_or(&[]) {
+            conditions.push(condition(
+                arg.index(),
+                arg.op(),
+                arg.value(),
+                arg.value_two().unwrap_or(0),
+            )?);
+        }
+        rules.push(SpecRule {
+            names: sc.names(),
+            conditions,
+            ret,
+        });
+    }
+    let abis = abis(seccomp);
+    let x86_64 = section(Abi::X86_64, &rules, default)?;
+    let x32 = if abis.contains(&Abi::X32) {
+        Some(section(Abi::X32, &rules, default)?)
+    } else {
+        None
+    };
+    let i386 = if abis.contains(&Abi::I386) {
+        Some(section(Abi::I386, &rules, default)?)
+    } else {
+        None
+    };
+    // Layout: the arch dispatch, the x86_64 section (which sends x32 numbers on to the x32
+    // section, or kills them), the x32 section, the i386 section. `ja k` skips k instructions.
+    let mut prog = vec![raw(BPF_LD_W_ABS, OFFSET_ARCH, 0, 0)];
+    let dispatch_len = 3 + if i386.is_some() { 2 } else { 0 };
+    let x86_64_start = dispatch_len + 1; // after the load of the arch
+    let x86_64_len = 3 + x86_64.len();
+    let x32_start = x86_64_start + x86_64_len;
+    let i386_start = x32_start + x32.as_ref().map_or(0, Vec::len);
+    prog.push(raw(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, 0, 1));
+    prog.push(raw(
+        BPF_JMP_JA,
+        (x86_64_start - prog.len() - 1) as u32,
+        0,
+        0,
+    ));
+    if i386.is_some() {
+        prog.push(raw(BPF_JMP_JEQ_K, AUDIT_ARCH_I386, 0, 1));
+        prog.push(raw(BPF_JMP_JA, (i386_start - prog.len() - 1) as u32, 0, 0));
+    }
+    prog.push(raw(BPF_RET_K, RET_KILL_PROCESS, 0, 0));
+    debug_assert_eq!(prog.len(), x86_64_start);
+    prog.push(raw(BPF_LD_W_ABS, OFFSET_NR, 0, 0));
+    prog.push(raw(BPF_JMP_JGE_K, X32_SYSCALL_BIT, 0, 1));
+    match &x32 {
+        // The accumulator keeps the number across the jump.
+        Some(_) => prog.push(raw(BPF_JMP_JA, (x32_start - prog.len() - 1) as u32, 0, 0)),
+        None => prog.push(raw(BPF_RET_K, RET_KILL_PROCESS, 0, 0)),
+    }
+    prog.extend(x86_64);
+    if let Some(x32) = x32 {
+        prog.extend(x32);
+    }
+    if let Some(i386) = i386 {
+        prog.push(raw(BPF_LD_W_ABS, OFFSET_NR, 0, 0));
+        prog.extend(i386);
+    }
     if prog.len() > MAX_INSNS {
         return Err(Error::Seccomp(format!(
             "the profile compiles to {} BPF instructions, more than the kernel's {MAX_INSNS}",
@@ -450,6 +587,82 @@ mod tests {
         assert_eq!(f.run(X86_64, 3, [1 << 40, 0, 0, 0, 0, 0]), RET_ALLOW);
     }
 
+    const I386: u32 = AUDIT_ARCH_I386;
+
+    #[test]
+    fn each_abi_is_decided_with_its_own_numbers() {
+        let p = |arches: &str| {
+            profile(&format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","architectures":[{arches}],"syscalls":[
+                {{"names":["swapoff","socketcall"],"action":"SCMP_ACT_ERRNO","errnoRet":1}},
+                {{"names":["personality"],"action":"SCMP_ACT_ERRNO","args":[{{"index":0,"value":8,"op":"SCMP_CMP_EQ"}}]}}]}}"#
+            ))
+        };
+        let f = compile(&p(r#""SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32""#)).unwrap();
+        let eperm = RET_ERRNO | 1;
+        // swapoff is 168 on x86_64, 115 on i386 (where 168 is poll), 168 on x32.
+        assert_eq!(f.run(X86_64, 168, [0; 6]), eperm);
+        assert_eq!(f.run(I386, 115, [0; 6]), eperm);
+        assert_eq!(f.run(I386, 168, [0; 6]), RET_ALLOW, "poll on i386");
+        assert_eq!(f.run(X86_64, X32_SYSCALL_BIT | 168, [0; 6]), eperm);
+        assert_eq!(
+            f.run(X86_64, X32_SYSCALL_BIT, [0; 6]),
+            RET_ALLOW,
+            "x32 read"
+        );
+        // socketcall exists on i386 only.
+        assert_eq!(f.run(I386, 102, [0; 6]), eperm);
+        assert_eq!(f.run(X86_64, 102, [0; 6]), RET_ALLOW, "getuid on x86_64");
+        // Conditions work in every section: personality is 135 on x86_64, 136 on i386.
+        let perm = RET_ERRNO | libc::EPERM as u32;
+        assert_eq!(f.run(X86_64, 135, [8, 0, 0, 0, 0, 0]), perm);
+        assert_eq!(f.run(I386, 136, [8, 0, 0, 0, 0, 0]), perm);
+        assert_eq!(f.run(I386, 136, [9, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(
+            f.run(0xc000_00b7, 0, [0; 6]),
+            RET_KILL_PROCESS,
+            "aarch64 is not here"
+        );
+
+        // ABIs the profile does not list are killed.
+        let f = compile(&p(r#""SCMP_ARCH_X86_64""#)).unwrap();
+        assert_eq!(f.run(I386, 20, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(f.run(X86_64, X32_SYSCALL_BIT, [0; 6]), RET_KILL_PROCESS);
+        let f = compile(&p(r#""SCMP_ARCH_X86""#)).unwrap();
+        assert_eq!(
+            f.run(X86_64, 168, [0; 6]),
+            eperm,
+            "the native ABI is always there"
+        );
+        assert_eq!(f.run(I386, 115, [0; 6]), eperm);
+        assert_eq!(f.run(X86_64, X32_SYSCALL_BIT, [0; 6]), RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn an_allowlist_longer_than_one_jump_table() {
+        let names: Vec<String> = crate::syscall_table::SYSCALLS_X86_64
+            .iter()
+            .map(|(n, _)| format!("{n:?}"))
+            .collect();
+        let f = compile(&profile(&format!(
+            r#"{{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[
+                {{"names":[{}],"action":"SCMP_ACT_ALLOW"}},
+                {{"names":["read"],"action":"SCMP_ACT_KILL"}}]}}"#,
+            names.join(",")
+        )))
+        .unwrap();
+        assert!(names.len() > GROUP);
+        for (_, nr) in crate::syscall_table::SYSCALLS_X86_64 {
+            assert_eq!(f.run(X86_64, *nr as u32, [0; 6]), RET_ALLOW, "syscall {nr}");
+        }
+        assert_eq!(f.run(X86_64, 999, [0; 6]), RET_ERRNO | 38);
+        assert_eq!(
+            f.run(X86_64, 0, [0; 6]),
+            RET_ALLOW,
+            "the first rule for read wins"
+        );
+    }
+
     #[test]
     fn notify_is_refused() {
         let p = profile(
@@ -466,6 +679,14 @@ mod tests {
         assert!(f.len() < MAX_INSNS);
         assert_eq!(f.run(X86_64, 168, [0; 6]), RET_ERRNO | libc::EPERM as u32);
         assert_eq!(f.run(X86_64, 0, [0; 6]), RET_ALLOW);
+        // 32-bit programs run, with the same denials.
+        assert_eq!(f.run(I386, 20, [0; 6]), RET_ALLOW);
+        assert_eq!(
+            f.run(I386, 115, [0; 6]),
+            RET_ERRNO | libc::EPERM as u32,
+            "swapoff"
+        );
+        assert_eq!(f.run(X86_64, X32_SYSCALL_BIT | 39, [0; 6]), RET_ALLOW);
     }
 
     #[test]
@@ -491,9 +712,24 @@ mod tests {
             o.remove("excludes");
             o.remove("comment");
         }
-        let p: LinuxSeccomp = serde_json::from_value(v).unwrap();
+        let mut p: LinuxSeccomp = serde_json::from_value(v).unwrap();
+        // podman writes the architectures of the host's arch map into config.json.
+        p.set_architectures(Some(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+        ]));
         let f = compile(&p).unwrap();
         assert!(f.len() < MAX_INSNS, "{} instructions", f.len());
         assert_eq!(f.run(X86_64, 0, [0; 6]), RET_ALLOW, "read is allowed");
+        assert_eq!(f.run(I386, 20, [0; 6]), RET_ALLOW, "getpid on i386");
+        assert_eq!(f.run(I386, 4, [0; 6]), RET_ALLOW, "write on i386");
+        assert_eq!(
+            f.run(X86_64, X32_SYSCALL_BIT | 39, [0; 6]),
+            RET_ALLOW,
+            "getpid on x32"
+        );
+        let enosys = RET_ERRNO | libc::ENOSYS as u32;
+        assert_eq!(f.run(I386, 1000, [0; 6]), enosys, "an unknown i386 call");
     }
 }

@@ -151,7 +151,8 @@ pub const NEW_MOUNT_API_SYSCALLS: &[&str] = &[
 ];
 
 /// Vessel's default seccomp profile: allow everything but [`DENIED_SYSCALLS`] (EPERM) and
-/// [`NEW_MOUNT_API_SYSCALLS`] (ENOSYS).
+/// [`NEW_MOUNT_API_SYSCALLS`] (ENOSYS), for x86_64, i386 and x32 programs alike (as podman's
+/// and Docker's default profiles do).
 pub fn default_seccomp() -> LinuxSeccomp {
     let rule = |names: &[&str], errno: i32| {
         LinuxSyscallBuilder::default()
@@ -163,7 +164,11 @@ pub fn default_seccomp() -> LinuxSeccomp {
     };
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![oci_spec::runtime::Arch::ScmpArchX86_64])
+        .architectures(vec![
+            oci_spec::runtime::Arch::ScmpArchX86_64,
+            oci_spec::runtime::Arch::ScmpArchX86,
+            oci_spec::runtime::Arch::ScmpArchX32,
+        ])
         .syscalls(vec![
             rule(DENIED_SYSCALLS, libc::EPERM),
             rule(NEW_MOUNT_API_SYSCALLS, libc::ENOSYS),

@@ -87,6 +87,11 @@ pub struct State {
     /// later process that reuses the pid.
     #[serde(default)]
     pub init_start_time: u64,
+    /// For a container without a mount namespace of its own: the id of the bind mount of its
+    /// rootfs in the runtime's mount namespace, under which all its mounts were made (`delete`
+    /// detaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mount_id: Option<u64>,
 }
 
 /// Checks that `id` is safe as a directory name.

@@ -1,6 +1,12 @@
 //! The message channel between the runtime and the processes it forks (a `SOCK_SEQPACKET`
 //! socket pair, so every message arrives whole). Both ends are close-on-exec: when the
 //! container process execs successfully its end closes, which the runtime sees as end of file.
+//!
+//! The intermediate process and the process it forks (the init, or an exec'd process) share
+//! the child end, so their messages are ordered by construction: the intermediate sends
+//! `Child(pid)` as its last act and never reads again, and the forked process sends nothing
+//! before it has read `Pid`, which the runtime sends only once it has `Child` and has reaped
+//! the intermediate. Every message after that comes from the forked process alone.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -18,8 +24,17 @@ pub(crate) enum Msg {
     NeedIdMaps,
     /// Runtime to child: the maps are written.
     IdMapsDone,
-    /// Intermediate child to runtime: the final process was forked with this pid.
+    /// Intermediate child to runtime: the final process was forked with this pid (its last
+    /// message; it exits without reading again).
     Child(i32),
+    /// Runtime to the final process: the runtime has its pid (this one, as the host sees it)
+    /// and has reaped the intermediate. The final process sends nothing before this.
+    Pid(i32),
+    /// Container init to runtime: the namespaces and mounts are made (pivot_root is not done
+    /// yet); run the prestart and createRuntime hooks. Sent only when the spec has some.
+    Hooks,
+    /// Runtime to init: the hooks ran; go on.
+    HooksDone,
     /// Container init to runtime: set up, now waiting for start.
     Ready,
     /// Child to runtime: setup failed with this message.
@@ -83,5 +98,26 @@ impl Channel {
     /// Reports a failure to the other side (best effort: the sender is about to exit).
     pub(crate) fn fail(&self, err: &Error) {
         let _ = self.send(&Msg::Failed(err.chain()));
+    }
+
+    /// In the final process: waits for the runtime's [`Msg::Pid`] and returns the pid.
+    pub(crate) fn wait_for_pid(&self) -> Result<i32> {
+        match self.recv()? {
+            Some(Msg::Pid(pid)) => Ok(pid),
+            other => Err(Error::Init(format!(
+                "expected the runtime to acknowledge the pid, got {other:?}"
+            ))),
+        }
+    }
+
+    /// In a forked child: closes the copy of the runtime's end it inherited, so that the child
+    /// sees end of file when the runtime goes away instead of waiting forever.
+    pub(crate) fn close_inherited(&self) {
+        // SAFETY: called in a forked child, where this `Channel` is a copy of the parent's that
+        // is never used or dropped again (the child ends with `_exit`), so closing its
+        // descriptor cannot affect another owner.
+        unsafe {
+            libc::close(self.0.as_raw_fd());
+        }
     }
 }

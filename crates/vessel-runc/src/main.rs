@@ -4,6 +4,7 @@
 mod exec;
 mod logging;
 mod supervise;
+mod update;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
+    /// Change a container's resource limits (runc's flags, or --resources FILE|-).
+    Update(update::UpdateArgs),
     /// Print the OCI features document.
     Features,
     /// Write a default config.json.
@@ -176,7 +179,13 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn create(cli: &Cli, args: &CreateArgs, proxy: bool) -> Result<Option<std::os::fd::OwnedFd>> {
+/// Creates the container; returns its init's pid and, with `proxy`, the master of the pty
+/// allocated for it.
+fn create(
+    cli: &Cli,
+    args: &CreateArgs,
+    proxy: bool,
+) -> Result<(i32, Option<std::os::fd::OwnedFd>)> {
     let mut opts = CreateOptions::new(args.id.clone(), args.bundle.clone());
     opts.state_root = cli.root.clone();
     opts.pid_file = args.pid_file.clone();
@@ -195,8 +204,8 @@ fn create(cli: &Cli, args: &CreateArgs, proxy: bool) -> Result<Option<std::os::f
         }
         opts.spec = Some(spec);
     }
-    vessel_container::create(opts)?;
-    Ok(master)
+    let state = vessel_container::create(opts)?;
+    Ok((state.pid, master))
 }
 
 fn run(cli: &Cli) -> Result<i32> {
@@ -217,7 +226,7 @@ fn run(cli: &Cli) -> Result<i32> {
             if !detach {
                 supervise::block_signals()?;
             }
-            let master = create(cli, args, !detach)?;
+            let (pid, master) = create(cli, args, !detach)?;
             let started = vessel_container::start(root, &args.id);
             if let Err(e) = started {
                 let _ = vessel_container::delete(root, &args.id, true);
@@ -226,7 +235,7 @@ fn run(cli: &Cli) -> Result<i32> {
             if *detach {
                 return Ok(0);
             }
-            let pid = vessel_container::state(root, &args.id)?.pid;
+            // The pid from create: the state reads 0 once a quick process has exited.
             let code = supervise::wait(nix::unistd::Pid::from_raw(pid), master)?;
             if !keep {
                 vessel_container::delete(root, &args.id, true)?;
@@ -298,6 +307,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 }
             }
         }
+        Cmd::Update(args) => vessel_container::update(root, &args.id, &update::resources(args)?)?,
         Cmd::Features => print_json(&vessel_container::features())?,
         Cmd::Spec {
             rootless,

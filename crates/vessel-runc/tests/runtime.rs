@@ -368,3 +368,27 @@ fn features_and_version() {
         "spec refuses to overwrite config.json"
     );
 }
+
+#[test]
+fn i386_syscalls_pass_the_default_seccomp_profile() {
+    let b = Bundle::new("i386", &[], |cfg| {
+        cfg["process"]["args"] = serde_json::json!(["/i386"]);
+    });
+    common::build_i386_program(&b.path().join("rootfs/i386"));
+    let out = b.runc(&["run", "--bundle", b.path().to_str().unwrap(), "i386"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "getpid through int $0x80 was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "i386 ok\n");
+    // The filter was there.
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    assert!(spec["linux"]["seccomp"]["architectures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "SCMP_ARCH_X86"));
+}

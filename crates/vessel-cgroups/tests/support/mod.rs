@@ -16,11 +16,6 @@ use vessel_cgroups::{CgroupManager, CgroupVersion};
 /// The parent of every test cgroup.
 pub const PARENT: &str = "vessel-test";
 
-/// The v1 controllers the backend uses (for finding the parent directories it creates).
-const V1_CONTROLLERS: [&str; 8] = [
-    "cpuset", "cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer",
-];
-
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Runs the real-cgroup tests one at a time: they measure cpu time and memory, and they reap
@@ -58,16 +53,10 @@ impl TestCgroup {
         let version = vessel_cgroups::detect().expect("detect the host's cgroup layout");
         let parents: Vec<PathBuf> = match version {
             CgroupVersion::V2 => vec![PathBuf::from(vessel_cgroups::CGROUP_ROOT).join(PARENT)],
-            CgroupVersion::V1 => {
-                let mounts = vessel_cgroups::v1_mounts().expect("read v1 mounts");
-                let mut dirs: Vec<PathBuf> = V1_CONTROLLERS
-                    .iter()
-                    .filter_map(|c| mounts.get(*c).map(|m| m.join(PARENT)))
-                    .collect();
-                dirs.sort();
-                dirs.dedup();
-                dirs
-            }
+            // Every hierarchy the backend uses, name=systemd and a hybrid cgroup2 included.
+            CgroupVersion::V1 => vessel_cgroups::V1Manager::new(PARENT)
+                .expect("a v1 manager for the parent")
+                .dirs(),
         };
         sweep_stale(&parents);
         let made_parents = parents.into_iter().filter(|d| !d.exists()).collect();

@@ -119,6 +119,14 @@ impl Bundle {
         &self.dir.0
     }
 
+    /// Changes config.json (for settings that need the bundle's path).
+    pub fn edit(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.dir.0.join("config.json");
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut cfg);
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+
     /// Runs vessel-runc with this bundle's state root.
     pub fn runc(&self, args: &[&str]) -> Output {
         Command::new(RUNC)
@@ -144,20 +152,38 @@ impl Bundle {
 
     /// Creates container `id`; its stdout and stderr go to `<bundle>/<id>.log`.
     pub fn create(&self, id: &str) {
-        self.ids.borrow_mut().push(id.to_string());
+        let status = self.create_command(id).status().unwrap();
+        assert!(status.success(), "create failed: {}", self.output(id));
+    }
+
+    /// Runs `create` for container `id` whether it succeeds or not, with its output in
+    /// `<bundle>/<id>.log` (a created init keeps its stdio, so reading it through a pipe would
+    /// wait for the container); returns the exit code and what was printed.
+    pub fn try_create(&self, id: &str) -> (Option<i32>, String) {
+        let status = self.create_command(id).status().unwrap();
+        (status.code(), self.output(id))
+    }
+
+    /// The `create` command for container `id` (stdout and stderr to `<bundle>/<id>.log`),
+    /// not yet run; the container is deleted when the bundle is dropped.
+    pub fn create_command(&self, id: &str) -> Command {
+        self.track(id);
         let log = std::fs::File::create(self.dir.0.join(format!("{id}.log"))).unwrap();
-        let status = Command::new(RUNC)
-            .arg("--root")
+        let mut cmd = Command::new(RUNC);
+        cmd.arg("--root")
             .arg(&self.root)
             .args(["create", "--bundle"])
             .arg(&self.dir.0)
             .arg(id)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .status()
-            .unwrap();
-        assert!(status.success(), "create failed: {}", self.output(id));
+            .stderr(log);
+        cmd
+    }
+
+    /// Deletes container `id` (with force) when the bundle is dropped.
+    pub fn track(&self, id: &str) {
+        self.ids.borrow_mut().push(id.to_string());
     }
 
     /// What container `id`'s processes printed so far.
@@ -229,6 +255,73 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
         }
     }
     candidates.into_iter().filter(|p| p.is_dir()).collect()
+}
+
+/// i386 assembly: getpid (its result must be a pid, not -errno), write "i386 ok", exit 0, all
+/// through `int $0x80`; exit 3 if getpid failed.
+const I386_PROGRAM: &str = r#"
+.globl _start
+.text
+_start:
+    movl $20, %eax          # getpid
+    int $0x80
+    cmpl $0, %eax           # a pid, not an error (-errno) or a kill
+    jle fail
+    movl $4, %eax           # write(1, msg, len)
+    movl $1, %ebx
+    movl $msg, %ecx
+    movl $len, %edx
+    int $0x80
+    movl $1, %eax           # exit(0)
+    xorl %ebx, %ebx
+    int $0x80
+fail:
+    movl $1, %eax           # exit(3)
+    movl $3, %ebx
+    int $0x80
+.data
+msg: .ascii "i386 ok\n"
+len = . - msg
+"#;
+
+/// Builds a static i386 program at `path` (with binutils, no 32-bit libraries needed) that
+/// calls getpid and write through `int $0x80`, prints "i386 ok" and exits 0.
+pub fn build_i386_program(path: &Path) {
+    let dir = path.parent().unwrap();
+    let src = dir.join("i386.s");
+    let obj = dir.join("i386.o");
+    std::fs::write(&src, I386_PROGRAM).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("{cmd:?}: {e}: the i386 test program needs binutils (apt-get install binutils)")
+        });
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed (binutils without i386 support?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("as").arg("--32").arg("-o").arg(&obj).arg(&src));
+    run(Command::new("ld")
+        .args(["-m", "elf_i386", "-o"])
+        .arg(path)
+        .arg(&obj));
+    let _ = std::fs::remove_file(src);
+    let _ = std::fs::remove_file(obj);
+}
+
+/// Pids of live processes whose command line contains `needle` (a container id, say).
+pub fn processes_mentioning(needle: &str) -> Vec<i64> {
+    let own = std::process::id() as i64;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| *pid != own && alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
 }
 
 /// Whether a process exists (zombies count as gone).
