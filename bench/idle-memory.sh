@@ -46,8 +46,10 @@ for i in $(seq 1 "$N"); do V delete --force "idle$i" >/dev/null; done
 
 # The peer: podman's per-container monitor, conmon, over runc, with the same busybox tree.
 command -v podman >/dev/null || die "podman missing: apt-get install podman"
-tar -C "$WORK/root/images" -cf "$WORK/busybox.tar" -C "$(ls -d "$WORK"/root/images/*/rootfs)" .
-P import "$WORK/busybox.tar" bench-busybox >/dev/null
+# The same image: exported by Vessel as a docker archive, loaded by podman.
+V image export busybox "$WORK/busybox.tar" >/dev/null
+P load -i "$WORK/busybox.tar" >/dev/null
+P tag busybox:latest bench-busybox >/dev/null
 # This sandbox lacks CAP_SYS_RESOURCE: podman's default ulimits (1048576) cannot be set here.
 start=$(date +%s.%N)
 for i in $(seq 1 "$N"); do

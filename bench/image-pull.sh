@@ -41,13 +41,13 @@ VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run"
   >"$WORK/vesseld.log" 2>&1 & DPID=$!
 for _ in $(seq 1 100); do "$BIN/vessel" --socket "$WORK/s.sock" info >/dev/null 2>&1 && break; sleep 0.1; done
 
-hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/out.json" \
-  --prepare "sh -c '$BIN/vessel --socket $WORK/s.sock image delete bench >/dev/null 2>&1; true'" \
-  -n vessel "$BIN/vessel --socket $WORK/s.sock image pull $REF --insecure --alias bench" \
-  --prepare "sh -c 'podman --root $WORK/proot --runroot $WORK/prun --storage-driver vfs rmi -af >/dev/null 2>&1; true'" \
-  -n podman "podman --root $WORK/proot --runroot $WORK/prun --storage-driver vfs pull --tls-verify=false -q $REF" \
-  --prepare "rm -rf $WORK/oci" \
-  -n skopeo "skopeo copy -q --src-tls-verify=false docker://$REF oci:$WORK/oci:img" >&2
 MB=$(du -sm "$WORK/rootfs" | cut -f1)
-jq -r --argjson mb "$MB" '.results[] | "\(.command)\t\(.median*1000|round) ms median\t\($mb / .median | .*10|round/10) MB/s"' "$WORK/out.json"
-jq -r '.results as $r | "vessel / podman = \(($r[0].median / $r[1].median)*100|round/100)", "vessel / skopeo = \(($r[0].median / $r[2].median)*100|round/100)"' "$WORK/out.json"
+interleave "$RUNS" "$WORK" \
+  vessel "$BIN/vessel --socket $WORK/s.sock image delete bench; true" \
+    "$BIN/vessel --socket $WORK/s.sock image pull $REF --insecure --alias bench" \
+  podman "podman --root $WORK/proot --runroot $WORK/prun --storage-driver vfs rmi -af; true" \
+    "podman --root $WORK/proot --runroot $WORK/prun --storage-driver vfs pull --tls-verify=false -q $REF" \
+  skopeo "rm -rf $WORK/oci" "skopeo copy -q --src-tls-verify=false docker://$REF oci:$WORK/oci:img"
+for n in vessel podman skopeo; do
+  echo "$n: $(echo "scale=1; $MB / $(bench_median "$WORK/times.$n")" | bc) MB/s"
+done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NBD export throughput: Vessel's NBD server against qemu-nbd and nbdkit (file plugin)
 # serving the same image file over unix sockets to the same clients, same run:
-# - nbdcopy (hyperfine): reads the whole export to null: and writes a whole image into it;
+# - nbdcopy (interleaved rounds): reads the whole export to null: and writes a whole image into it;
 # - fio's nbd engine (libnbd, one connection per job): 4 KiB randread and randwrite at queue
 #   depth 1 and FIO_DEPTH, FIO_SECS each, servers in rotating order, FIO_RUNS times (medians);
 #   then a randwrite job over FIO_VERIFY_MB with verify=crc32c (fails the bench on a mismatch).
@@ -34,17 +34,18 @@ for s in vessel qemu nbdkit; do
 done
 echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)" >&2
 uri() { echo "nbd+unix:///disk?socket=$WORK/$1.sock"; }
-hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/read.json" \
-  -n vessel "nbdcopy $(uri vessel) null:" -n qemu-nbd "nbdcopy $(uri qemu) null:" \
-  -n nbdkit "nbdcopy $(uri nbdkit) null:" >&2
-hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/write.json" \
-  -n vessel "nbdcopy $WORK/source.img $(uri vessel)" -n qemu-nbd "nbdcopy $WORK/source.img $(uri qemu)" \
-  -n nbdkit "nbdcopy $WORK/source.img $(uri nbdkit)" >&2
 for f in read write; do
-  jq -r --arg f "$f" --argjson mb "$SIZE_MB" '.results as $r |
-    ($r[] | "\($f)\t\(.command)\t\(.median*1000|round) ms\t\($mb / .median | round) MB/s"),
-    "\($f)\ttime vessel / qemu-nbd = \(($r[0].median / $r[1].median)*100|round/100)\tvessel / nbdkit = \(($r[0].median / $r[2].median)*100|round/100)",
-    "\($f)\tthroughput vessel / qemu-nbd = \(($r[1].median / $r[0].median)*100|round/100)\tvessel / nbdkit = \(($r[2].median / $r[0].median)*100|round/100)"' "$WORK/$f.json"
+  mkdir -p "$WORK/$f"
+  if [ "$f" = read ]; then src() { uri "$1"; }; dst() { echo null:; }
+  else src() { echo "$WORK/source.img"; }; dst() { uri "$1"; }; fi
+  echo "== nbdcopy $f ($SIZE_MB MiB), time ratios (below 1: vessel-nbd is faster)"
+  interleave "$RUNS" "$WORK/$f" \
+    vessel : "nbdcopy $(src vessel) $(dst vessel)" \
+    qemu-nbd : "nbdcopy $(src qemu) $(dst qemu)" \
+    nbdkit : "nbdcopy $(src nbdkit) $(dst nbdkit)"
+  for n in vessel qemu-nbd nbdkit; do
+    echo "$f $n: $(echo "scale=0; $SIZE_MB / $(bench_median "$WORK/$f/times.$n")" | bc) MB/s"
+  done
 done
 
 # fio's nbd engine. Every job gets its own connection; writes end with a flush (end_fsync).

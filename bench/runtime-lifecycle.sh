@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create + start + wait + delete of a trivial container (`/bin/true`) with vessel-runc against
-# runc and crun from Debian, same bundle, same run, alternating. Prints medians and ratios.
+# runc and crun from Debian, same bundle, same run, in interleaved rounds. Prints medians and
+# ratios (below 1: vessel-runc is faster).
 . "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-40}
 WORK=$(mktemp -d /tmp/vessel-bench.XXXXXX)
@@ -28,8 +29,5 @@ else
   echo "crun $(crun --version | head -1 | awk '{print $3}') refused on this host: $(head -c 300 "$WORK/crun.err")"
 fi
 args=()
-for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
-hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/out.json" "${args[@]}" >&2
-jq -r '.results[] | "\(.command)\t\(.median*1000|.*100|round/100) ms median\t(min \(.min*1000|.*100|round/100), max \(.max*1000|.*100|round/100))"' "$WORK/out.json"
-base=$(jq '.results[0].median' "$WORK/out.json")
-jq -r --argjson b "$base" '.results[1:][] | "vessel-runc / \(.command) = \(($b / .median)*100|round/100)"' "$WORK/out.json"
+for i in "${!cmds[@]}"; do args+=("${names[$i]}" ":" "${cmds[$i]}"); done
+interleave "$RUNS" "$WORK" "${args[@]}"
