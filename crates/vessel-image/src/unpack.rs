@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest as _, Sha256};
+
+use crate::blobs::Digest;
 use crate::fsat;
 use crate::media::Compression;
 use crate::space::SpaceLimits;
@@ -67,6 +70,9 @@ pub struct UnpackOptions {
     /// Most bytes of names kept in memory until the end of the layer (directories, whose
     /// metadata is applied last).
     pub max_metadata: u64,
+    /// The digest the uncompressed stream must have (the config's `diff_id`): the layer is
+    /// stored under it, so content that does not match would poison every image naming it.
+    pub diff_id: Option<Digest>,
 }
 
 impl Default for UnpackOptions {
@@ -80,6 +86,7 @@ impl Default for UnpackOptions {
             compressed_size: None,
             space: SpaceLimits::default(),
             max_metadata: 64 << 20,
+            diff_id: None,
         }
     }
 }
@@ -284,6 +291,17 @@ pub enum UnpackError {
         /// Length of the path from the layer root.
         len: usize,
     },
+    /// The uncompressed layer does not have the digest its image announced.
+    #[error(
+        "the layer uncompresses to {actual}, not to the diff_id {expected} its image announces; \
+         nothing was stored"
+    )]
+    DiffIdMismatch {
+        /// The announced digest.
+        expected: Digest,
+        /// The digest of what was read.
+        actual: Digest,
+    },
     /// The directories of the layer hold more names than may be kept in memory.
     #[error("the layer's directories hold more than {limit} bytes of names (at entry {entry:?})")]
     MetadataTooLarge {
@@ -346,16 +364,19 @@ pub(crate) fn show(b: &[u8]) -> String {
     )
 }
 
-/// A reader that stops with an error once more than `limit` bytes passed, and counts them.
+/// A reader that stops with an error once more than `limit` bytes passed, and counts and
+/// hashes them.
 pub(crate) struct Bounded<R> {
     inner: R,
     limit: u64,
     count: Rc<Cell<u64>>,
+    hash: Rc<std::cell::RefCell<Sha256>>,
 }
 
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.hash.borrow_mut().update(&buf[..n]);
         let total = self.count.get().saturating_add(n as u64);
         self.count.set(total);
         if total > self.limit {
@@ -403,11 +424,13 @@ pub fn unpack_layer(
         (_, Some(c)) => opts.space.max_uncompressed(c),
     };
     let count = Rc::new(Cell::new(0u64));
+    let hash = Rc::new(std::cell::RefCell::new(Sha256::new()));
     let stream = Bounded {
         inner: decoder,
         // The tar's own headers and padding come on top of the data sizes.
         limit: ratio_limit,
         count: count.clone(),
+        hash: hash.clone(),
     };
     let staging = make_staging(dest)?;
     let mut last_entry = String::new();
@@ -438,6 +461,19 @@ pub fn unpack_layer(
             .map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
         if trailing > MAX_TRAILING {
             return Err(UnpackError::TrailingData);
+        }
+        if let Some(expected) = &opts.diff_id {
+            let actual = Digest::parse(&format!(
+                "sha256:{}",
+                hex::encode(hash.replace(Sha256::new()).finalize())
+            ))
+            .map_err(|e| UnpackError::Stream(TarError::Io(io::Error::other(e))))?;
+            if &actual != expected {
+                return Err(UnpackError::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
         }
         u.finish()?;
         u.stats.stream_bytes = count.get();

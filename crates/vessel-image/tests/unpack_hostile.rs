@@ -769,3 +769,30 @@ fn directory_names_kept_in_memory_are_bounded() {
         "{e}"
     );
 }
+
+#[test]
+fn a_layer_must_have_the_diff_id_it_is_stored_under() {
+    let t = TarBuilder::new()
+        .file("bin/sh", b"not what it claims")
+        .finish();
+    let claimed = vessel_image::Digest::of(b"the digest of another image's layer");
+    let opts = UnpackOptions {
+        diff_id: Some(claimed.clone()),
+        ..Default::default()
+    };
+    let e = Sandbox::new()
+        .unpack(&t, OCI_LAYER_TAR, &opts)
+        .expect_err("a layer claiming another diff_id");
+    assert!(
+        matches!(&e, UnpackError::DiffIdMismatch { expected, .. } if *expected == claimed),
+        "{e}"
+    );
+    let gz = gzip(&t);
+    let opts = UnpackOptions {
+        diff_id: Some(vessel_image::Digest::of(&t)),
+        ..Default::default()
+    };
+    Sandbox::new()
+        .unpack(&gz, OCI_LAYER_GZIP, &opts)
+        .expect("the true diff_id of a gzip layer is its tar's digest");
+}
