@@ -26,7 +26,8 @@ pub struct ServerLimits {
     pub record_timeout: Duration,
     /// A reply the client does not read within this long closes the connection.
     pub write_timeout: Duration,
-    /// Most record bytes buffered for all clients together.
+    /// Most record bytes buffered for all clients together (32 MiB: thirty 1 MiB WRITEs in
+    /// flight at once).
     pub max_buffered: usize,
     /// Most record bytes buffered for one client address.
     pub max_buffered_per_client: usize,
@@ -42,8 +43,8 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(60),
             record_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
-            max_buffered: 64 << 20,
-            max_buffered_per_client: 16 << 20,
+            max_buffered: 32 << 20,
+            max_buffered_per_client: 8 << 20,
             fd_share: 4,
         }
     }

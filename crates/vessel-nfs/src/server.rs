@@ -199,7 +199,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// Socket buffers of a connection (the record itself is buffered against the budget).
-const SOCKET_BUFFER: usize = 64 * 1024;
+const SOCKET_BUFFER: usize = 16 * 1024;
 /// A record buffer larger than this is given back to the allocator between records.
 const KEEP_CAPACITY: usize = 128 * 1024;
 
