@@ -12,12 +12,19 @@ use serde::{Deserialize, Serialize};
 use crate::blobs::{BlobError, BlobStore, Digest, HashingWriter};
 use crate::config::ImageConfig;
 use crate::media::{self, Compression};
+use crate::space::{self, SpaceLimits};
 use crate::spec::{self, ConfigFile, Descriptor, Index, Manifest};
 use crate::tar::{EntryKind, TarError, TarReader};
 use crate::unpack::normalize;
 
 /// Largest manifest, index or config accepted.
 const MAX_JSON: u64 = 4 << 20;
+/// Most files an archive may hold (an image needs a few per layer).
+const MAX_ARCHIVE_FILES: usize = 100_000;
+/// Most bytes of file names of an archive kept in its index.
+const MAX_ARCHIVE_NAMES: usize = 16 << 20;
+/// Most layers overlayfs stacks in one mount (`OVL_MAX_STACK`).
+pub const OVERLAY_MAX_STACK: usize = 500;
 
 /// A layer of an image, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +65,13 @@ pub struct ImportOptions {
     pub architecture: String,
     /// Largest blob accepted.
     pub max_blob_size: u64,
+    /// Most layers accepted: more cannot be stacked into an instance's root, so the image
+    /// could be stored but never run.
+    pub max_layers: usize,
+    /// Free space kept on the store's file system, and how far a layer may expand.
+    pub space: SpaceLimits,
+    /// Largest uncompressed layer accepted, whatever the ratio allows.
+    pub max_layer_size: u64,
 }
 
 impl Default for ImportOptions {
@@ -67,6 +81,9 @@ impl Default for ImportOptions {
             os: "linux".into(),
             architecture: "amd64".into(),
             max_blob_size: 64 << 30,
+            max_layers: OVERLAY_MAX_STACK,
+            space: SpaceLimits::default(),
+            max_layer_size: 64 << 30,
         }
     }
 }
@@ -165,6 +182,59 @@ pub enum ImportError {
     /// A media type this crate does not read.
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
+    /// More layers than an instance's root can stack.
+    #[error(
+        "the image has {count} layers, more than the {limit} an instance's root file system can \
+         stack (overlayfs); flatten it into fewer layers"
+    )]
+    TooManyLayers {
+        /// Layers in the image.
+        count: usize,
+        /// The limit (`ImportOptions::max_layers`).
+        limit: usize,
+    },
+    /// A layer expands beyond what its compressed size allows.
+    #[error(
+        "layer {index} ({blob}) uncompresses to more than {limit} bytes, over {ratio} times its \
+         {compressed} bytes: a decompression bomb"
+    )]
+    LayerTooLarge {
+        /// Layer position, bottom 0.
+        index: usize,
+        /// The layer blob.
+        blob: Digest,
+        /// Its size.
+        compressed: u64,
+        /// The ratio allowed.
+        ratio: u64,
+        /// Uncompressed bytes allowed.
+        limit: u64,
+    },
+    /// The store's file system has no room for a blob.
+    #[error(
+        "blob {what} of {needed} bytes does not fit: the store's file system has {free} bytes \
+         free and keeps {reserve} free"
+    )]
+    NoSpace {
+        /// The blob.
+        what: String,
+        /// Its size.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
+    /// The archive holds more files or longer names than an image needs.
+    #[error(
+        "the archive holds more than {files} files or {names} bytes of names; it is not an image"
+    )]
+    TooManyFiles {
+        /// Most files.
+        files: usize,
+        /// Most bytes of names.
+        names: usize,
+    },
 }
 
 type Result<T> = std::result::Result<T, ImportError>;
@@ -196,6 +266,7 @@ impl Source {
         let mut tar = TarReader::new(BufReader::new(f));
         let mut files = HashMap::new();
         let mut links = Vec::new();
+        let mut names = 0usize;
         let tar_err = |source| ImportError::Tar {
             path: path.to_path_buf(),
             source,
@@ -205,6 +276,13 @@ impl Source {
                 continue;
             };
             let key = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
+            names += key.len() + h.link.len();
+            if files.len() + links.len() >= MAX_ARCHIVE_FILES || names > MAX_ARCHIVE_NAMES {
+                return Err(ImportError::TooManyFiles {
+                    files: MAX_ARCHIVE_FILES,
+                    names: MAX_ARCHIVE_NAMES,
+                });
+            }
             match h.kind {
                 EntryKind::File => {
                     files.insert(key, (tar.offset(), h.size));
@@ -231,6 +309,16 @@ impl Source {
             path: path.to_path_buf(),
             files,
         })
+    }
+
+    /// Size of a file of the archive, when it is there.
+    fn size(&self, name: &str) -> Option<u64> {
+        let comps = normalize(name.as_bytes())?;
+        let name = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
+        match self {
+            Self::Dir(d) => std::fs::metadata(d.join(name)).ok().map(|m| m.len()),
+            Self::Tar { files, .. } => files.get(&name).map(|&(_, size)| size),
+        }
     }
 
     fn exists(&self, name: &str) -> bool {
@@ -300,9 +388,35 @@ fn blob_err(what: impl std::fmt::Display) -> impl FnOnce(BlobError) -> ImportErr
     move |source| ImportError::Blob { what, source }
 }
 
+/// Refuses a blob of `needed` bytes when the store's file system would keep less free than
+/// `limits` asks.
+fn check_room(store: &BlobStore, limits: &SpaceLimits, what: &str, needed: u64) -> Result<()> {
+    let free = space::free_space(store.dir()).map_err(|source| ImportError::Io {
+        path: store.dir().to_path_buf(),
+        op: "look at the free space of",
+        source,
+    })?;
+    if free.bytes < needed.saturating_add(limits.min_free_bytes) {
+        return Err(ImportError::NoSpace {
+            what: what.to_string(),
+            needed,
+            free: free.bytes,
+            reserve: limits.min_free_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Copies a blob of an OCI layout into the store, verifying digest and size.
-fn copy_blob(src: &Source, store: &BlobStore, d: &Descriptor, limit: u64) -> Result<()> {
+fn copy_blob(
+    src: &Source,
+    store: &BlobStore,
+    d: &Descriptor,
+    limit: u64,
+    opts: &ImportOptions,
+) -> Result<()> {
     if !store.has(&d.digest) {
+        check_room(store, &opts.space, d.digest.as_str(), d.size.min(limit))?;
         let mut r = src.read(&format!("blobs/sha256/{}", d.digest.hex()))?;
         store
             .put(&mut r, Some(&d.digest), limit.min(d.size))
@@ -342,14 +456,15 @@ pub(crate) fn read_json_blob<T: for<'de> Deserialize<'de>>(
     Ok((t, v))
 }
 
-/// The digest of a layer blob's uncompressed content.
+/// The digest of a layer blob's uncompressed content; `None` when it is longer than `limit`.
 pub(crate) fn diff_id_of(
     store: &BlobStore,
     blob: &Digest,
     compression: Compression,
-) -> Result<Digest> {
+    limit: u64,
+) -> Result<Option<Digest>> {
     let f = store.open_blob(blob).map_err(blob_err(blob))?;
-    let mut r = compression
+    let r = compression
         .decoder(BufReader::new(f))
         .map_err(|source| ImportError::Io {
             path: store.path(blob),
@@ -357,12 +472,17 @@ pub(crate) fn diff_id_of(
             source,
         })?;
     let mut w = HashingWriter::new(io::sink());
-    io::copy(&mut r, &mut w).map_err(|source| ImportError::Io {
-        path: store.path(blob),
-        op: "decompress layer",
-        source,
+    let n = io::copy(&mut r.take(limit.saturating_add(1)), &mut w).map_err(|source| {
+        ImportError::Io {
+            path: store.path(blob),
+            op: "decompress layer",
+            source,
+        }
     })?;
-    Ok(w.finish().0)
+    if n > limit {
+        return Ok(None);
+    }
+    Ok(Some(w.finish().0))
 }
 
 fn names_of(d: &Descriptor) -> Vec<String> {
@@ -401,7 +521,7 @@ fn import_oci(src: &Source, store: &BlobStore, opts: &ImportOptions) -> Result<I
         match d.media_type.as_str() {
             media::OCI_MANIFEST | media::DOCKER_MANIFEST => found.push((d, names)),
             media::OCI_INDEX | media::DOCKER_MANIFEST_LIST if depth < 4 => {
-                copy_blob(src, store, &d, MAX_JSON)?;
+                copy_blob(src, store, &d, MAX_JSON, opts)?;
                 let (sub, _): (Index, _) = read_json_blob(store, &d.digest)?;
                 for m in sub.manifests {
                     queue.push((m, names.clone(), depth + 1));
@@ -447,25 +567,22 @@ fn import_oci(src: &Source, store: &BlobStore, opts: &ImportOptions) -> Result<I
             return Err(ImportError::Ambiguous(list.join("; ")));
         }
     };
-    copy_blob(src, store, &desc, MAX_JSON)?;
+    copy_blob(src, store, &desc, MAX_JSON, opts)?;
     let (manifest, _): (Manifest, _) = read_json_blob(store, &desc.digest)?;
-    copy_blob(src, store, &manifest.config, MAX_JSON)?;
+    check_layer_count(manifest.layers.len(), opts)?;
+    copy_blob(src, store, &manifest.config, MAX_JSON, opts)?;
     let (config, _): (ConfigFile, _) = read_json_blob(store, &manifest.config.digest)?;
-    if config.os != opts.os || config.architecture != opts.architecture {
-        return Err(ImportError::NoPlatform {
-            wanted: format!("{}/{}", opts.os, opts.architecture),
-            available: format!("{}/{}", config.os, config.architecture),
-        });
-    }
+    check_platform(&config, opts)?;
     let layers = verify_layers(
         &config,
         manifest.layers.len(),
         |i| {
             let d = &manifest.layers[i];
-            copy_blob(src, store, d, opts.max_blob_size)?;
+            copy_blob(src, store, d, opts.max_blob_size, opts)?;
             Ok((d.digest.clone(), d.media_type.clone(), d.size))
         },
         store,
+        opts,
     )?;
     Ok(ImportedImage {
         manifest_digest: desc.digest,
@@ -476,6 +593,31 @@ fn import_oci(src: &Source, store: &BlobStore, opts: &ImportOptions) -> Result<I
     })
 }
 
+/// Refuses images with more layers than can be stacked.
+fn check_layer_count(count: usize, opts: &ImportOptions) -> Result<()> {
+    if count > opts.max_layers {
+        return Err(ImportError::TooManyLayers {
+            count,
+            limit: opts.max_layers,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a config for another platform than the one asked for (an empty field, which old
+/// docker versions wrote, is taken for the wanted one).
+fn check_platform(config: &ConfigFile, opts: &ImportOptions) -> Result<()> {
+    let os_ok = config.os.is_empty() || config.os == opts.os;
+    let arch_ok = config.architecture.is_empty() || config.architecture == opts.architecture;
+    if os_ok && arch_ok {
+        return Ok(());
+    }
+    Err(ImportError::NoPlatform {
+        wanted: format!("{}/{}", opts.os, opts.architecture),
+        available: format!("{}/{}", config.os, config.architecture),
+    })
+}
+
 /// Stores each layer (through `store_layer`, which returns digest, media type and size) and
 /// checks its uncompressed digest against the config.
 fn verify_layers(
@@ -483,6 +625,7 @@ fn verify_layers(
     count: usize,
     mut store_layer: impl FnMut(usize) -> Result<(Digest, String, u64)>,
     store: &BlobStore,
+    opts: &ImportOptions,
 ) -> Result<Vec<LayerRef>> {
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != count {
@@ -496,7 +639,20 @@ fn verify_layers(
         let (blob, media_type, size) = store_layer(i)?;
         let compression = Compression::from_media_type(&media_type)
             .ok_or_else(|| ImportError::UnsupportedMediaType(media_type.clone()))?;
-        let actual = diff_id_of(store, &blob, compression)?;
+        let limit = match compression {
+            Compression::None => size,
+            _ => opts.space.max_uncompressed(size),
+        }
+        .min(opts.max_layer_size);
+        let actual = diff_id_of(store, &blob, compression, limit)?.ok_or_else(|| {
+            ImportError::LayerTooLarge {
+                index: i,
+                blob: blob.clone(),
+                compressed: size,
+                ratio: opts.space.max_ratio,
+                limit,
+            }
+        })?;
         if &actual != expected {
             return Err(ImportError::DiffIdMismatch {
                 index: i,
@@ -554,8 +710,12 @@ fn import_docker(src: &Source, store: &BlobStore, opts: &ImportOptions) -> Resul
             return Err(ImportError::Ambiguous(list.join("; ")));
         }
     };
+    check_layer_count(entry.layers.len(), opts)?;
     // A name that looks like a digest must be one; other names are simply hashed.
     let put = |name: &str, limit: u64| -> Result<(Digest, u64)> {
+        if let Some(size) = src.size(name) {
+            check_room(store, &opts.space, name, size.min(limit))?;
+        }
         let mut r = src.read(name)?;
         store
             .put(
@@ -569,6 +729,7 @@ fn import_docker(src: &Source, store: &BlobStore, opts: &ImportOptions) -> Resul
     };
     let (config_digest, config_size) = put(&entry.config, MAX_JSON)?;
     let (config, _): (ConfigFile, _) = read_json_blob(store, &config_digest)?;
+    check_platform(&config, opts)?;
     let layers = verify_layers(
         &config,
         entry.layers.len(),
@@ -587,6 +748,7 @@ fn import_docker(src: &Source, store: &BlobStore, opts: &ImportOptions) -> Resul
             ))
         },
         store,
+        opts,
     )?;
     let manifest = Manifest {
         schema_version: 2,

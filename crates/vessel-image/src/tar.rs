@@ -1,13 +1,17 @@
 //! A small, strict tar reader and writer for image layers: ustar, GNU long names and PAX.
 //!
 //! The reader never trusts a header: checksums are verified, sizes are returned for the caller
-//! to bound before any data is read, extension records are capped, and an archive that ends
-//! before its end-of-archive marker or in the middle of an entry is reported as truncated.
+//! to bound before any data is read, the extension records of one entry (GNU long names, PAX
+//! records, global headers) are capped together, and an archive that ends before its
+//! end-of-archive marker or in the middle of an entry is reported as truncated.
 
 use std::io::{self, Read, Write};
 
-/// Largest GNU long name or PAX record block accepted (names and xattrs live there).
-const MAX_EXTENSION: u64 = 1 << 20;
+/// Most bytes of extension records (GNU long names and links, PAX and global records) read
+/// for one entry, all of them together: names and xattrs live there, and they are held in
+/// memory until the entry's header is returned. A cap per record alone let a stream of many
+/// records before one entry grow without bound.
+pub const MAX_ENTRY_METADATA: u64 = 1 << 20;
 const BLOCK: usize = 512;
 
 /// PAX records as (key, value).
@@ -203,11 +207,21 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
-    fn read_extension(&mut self, size: u64, offset: u64) -> Result<Vec<u8>, TarError> {
-        if size > MAX_EXTENSION {
+    /// Reads one extension record; `used` is what the entry's earlier records took.
+    fn read_extension(
+        &mut self,
+        size: u64,
+        offset: u64,
+        used: &mut u64,
+    ) -> Result<Vec<u8>, TarError> {
+        *used = used.saturating_add(size);
+        if *used > MAX_ENTRY_METADATA {
             return Err(TarError::BadHeader {
                 offset,
-                why: format!("extension record of {size} bytes (at most {MAX_EXTENSION})"),
+                why: format!(
+                    "extension records of {used} bytes or more for one entry (at most \
+                     {MAX_ENTRY_METADATA} bytes of long names, PAX records and xattrs together)"
+                ),
             });
         }
         let mut v = vec![0u8; size as usize];
@@ -228,6 +242,7 @@ impl<R: Read> TarReader<R> {
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut pax: PaxRecords = Vec::new();
+        let mut used = 0u64;
         loop {
             let offset = self.offset;
             let mut block = [0u8; BLOCK];
@@ -248,11 +263,14 @@ impl<R: Read> TarReader<R> {
             let flag = block[156];
             let size = numeric(&block[124..136], offset, "size")?;
             match flag {
-                b'L' => long_name = Some(trim_nul(self.read_extension(size, offset)?)),
-                b'K' => long_link = Some(trim_nul(self.read_extension(size, offset)?)),
-                b'x' => pax.extend(parse_pax(&self.read_extension(size, offset)?, offset)?),
+                b'L' => long_name = Some(trim_nul(self.read_extension(size, offset, &mut used)?)),
+                b'K' => long_link = Some(trim_nul(self.read_extension(size, offset, &mut used)?)),
+                b'x' => pax.extend(parse_pax(
+                    &self.read_extension(size, offset, &mut used)?,
+                    offset,
+                )?),
                 // Global records apply to every later entry; image layers do not use them.
-                b'g' => drop(self.read_extension(size, offset)?),
+                b'g' => drop(self.read_extension(size, offset, &mut used)?),
                 _ => {
                     let mut h = parse_header(&block, offset)?;
                     if let Some(n) = long_name {

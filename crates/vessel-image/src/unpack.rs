@@ -14,11 +14,17 @@ use std::ffi::CString;
 use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest as _, Sha256};
+
+use crate::blobs::Digest;
 use crate::fsat;
 use crate::media::Compression;
+use crate::space::SpaceLimits;
 use crate::tar::{TarError, TarReader};
 
 mod entry;
@@ -34,6 +40,14 @@ pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Trailing bytes after the end-of-archive marker read (to verify compression checksums).
 const MAX_TRAILING: u64 = 16 << 20;
+/// Longest name of one path component Linux file systems store (`NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest path, from the layer root, a process in the container can open (`PATH_MAX` less
+/// its NUL): a deeper entry could be stored but never used.
+pub const MAX_PATH_LEN: usize = 4095;
+/// Mode of a layer's root directory. The root belongs to the store, not to the archive: a
+/// `./` entry's mode and owner are recorded in [`UnpackStats::root`] but never applied.
+pub const LAYER_ROOT_MODE: u32 = 0o755;
 
 /// Limits and permissions of an unpack.
 #[derive(Debug, Clone)]
@@ -48,6 +62,17 @@ pub struct UnpackOptions {
     pub max_total_size: u64,
     /// Most entries a layer may hold.
     pub max_entries: u64,
+    /// Size of the blob as stored (compressed), when known: the decompressed stream may reach
+    /// at most `space.max_uncompressed(compressed_size)` bytes.
+    pub compressed_size: Option<u64>,
+    /// Free space to keep on the destination's file system, and the expansion ratio.
+    pub space: SpaceLimits,
+    /// Most bytes of names kept in memory until the end of the layer (directories, whose
+    /// metadata is applied last).
+    pub max_metadata: u64,
+    /// The digest the uncompressed stream must have (the config's `diff_id`): the layer is
+    /// stored under it, so content that does not match would poison every image naming it.
+    pub diff_id: Option<Digest>,
 }
 
 impl Default for UnpackOptions {
@@ -58,8 +83,26 @@ impl Default for UnpackOptions {
             max_entry_size: 16 << 30,
             max_total_size: 64 << 30,
             max_entries: 2_000_000,
+            compressed_size: None,
+            space: SpaceLimits::default(),
+            max_metadata: 64 << 20,
+            diff_id: None,
         }
     }
+}
+
+/// Mode, owner and time the archive gave its root entry (`./`); kept for the container's view
+/// of `/`, never applied to the layer directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootMeta {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: i64,
 }
 
 /// What an unpack created and skipped.
@@ -88,6 +131,10 @@ pub struct UnpackStats {
     /// Extended attributes not applied (namespaces a layer may not set, or entry types that
     /// cannot carry them).
     pub skipped_xattrs: u64,
+    /// Bytes of the uncompressed tar stream read.
+    pub stream_bytes: u64,
+    /// What the archive's `./` entry asked for the root, if it had one.
+    pub root: Option<RootMeta>,
 }
 
 /// Why a layer was refused. Each names the entry so a person can find it in the archive.
@@ -190,6 +237,79 @@ pub enum UnpackError {
         /// The limit (`UnpackOptions::max_entries`).
         limit: u64,
     },
+    /// The decompressed stream is larger than the compressed blob allows.
+    #[error(
+        "the layer uncompresses to more than {limit} bytes, over {ratio} times its {compressed} \
+         compressed bytes: a decompression bomb (at entry {entry:?})"
+    )]
+    RatioExceeded {
+        /// The last entry whose header was read.
+        entry: String,
+        /// Size of the compressed blob.
+        compressed: u64,
+        /// The ratio allowed.
+        ratio: u64,
+        /// The uncompressed bytes allowed.
+        limit: u64,
+    },
+    /// The destination's file system would fill up.
+    #[error(
+        "entry {entry:?} needs {needed} bytes, but the store's file system has {free_bytes} bytes \
+         and {free_inodes} inodes free and keeps {reserve_bytes} bytes and {reserve_inodes} inodes \
+         free: free space on it, or the layer is a bomb"
+    )]
+    NoSpace {
+        /// Entry being written.
+        entry: String,
+        /// Bytes it needs.
+        needed: u64,
+        /// Bytes free.
+        free_bytes: u64,
+        /// Inodes free.
+        free_inodes: u64,
+        /// Bytes kept free (`SpaceLimits::min_free_bytes`).
+        reserve_bytes: u64,
+        /// Inodes kept free (`SpaceLimits::min_free_inodes`).
+        reserve_inodes: u64,
+    },
+    /// A path component is longer than file systems store.
+    #[error("entry {entry:?} has a path component of {len} bytes (at most {MAX_NAME_LEN})")]
+    NameTooLong {
+        /// Entry name (shortened).
+        entry: String,
+        /// Length of the longest component.
+        len: usize,
+    },
+    /// A path is longer than a process can open.
+    #[error(
+        "entry {entry:?} has a path of {len} bytes (at most {MAX_PATH_LEN}): no process in the \
+         container could open it"
+    )]
+    PathTooLong {
+        /// Entry name (shortened).
+        entry: String,
+        /// Length of the path from the layer root.
+        len: usize,
+    },
+    /// The uncompressed layer does not have the digest its image announced.
+    #[error(
+        "the layer uncompresses to {actual}, not to the diff_id {expected} its image announces; \
+         nothing was stored"
+    )]
+    DiffIdMismatch {
+        /// The announced digest.
+        expected: Digest,
+        /// The digest of what was read.
+        actual: Digest,
+    },
+    /// The directories of the layer hold more names than may be kept in memory.
+    #[error("the layer's directories hold more than {limit} bytes of names (at entry {entry:?})")]
+    MetadataTooLarge {
+        /// Entry where the limit was crossed.
+        entry: String,
+        /// The limit (`UnpackOptions::max_metadata`).
+        limit: u64,
+    },
     /// A whiteout names nothing (`.wh.`, `.wh..`).
     #[error("whiteout {entry:?} names no file")]
     BadWhiteout {
@@ -230,9 +350,43 @@ pub enum UnpackError {
 
 type Result<T> = std::result::Result<T, UnpackError>;
 
-/// A printable form of a raw entry name.
+/// A printable form of a raw entry name; very long names are shortened (the middle goes).
 pub(crate) fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    const KEEP: usize = 200;
+    if b.len() <= 2 * KEEP {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    format!(
+        "{}...({} bytes)...{}",
+        String::from_utf8_lossy(&b[..KEEP]),
+        b.len() - 2 * KEEP,
+        String::from_utf8_lossy(&b[b.len() - KEEP..])
+    )
+}
+
+/// A reader that stops with an error once more than `limit` bytes passed, and counts and
+/// hashes them.
+pub(crate) struct Bounded<R> {
+    inner: R,
+    limit: u64,
+    count: Rc<Cell<u64>>,
+    hash: Rc<std::cell::RefCell<Sha256>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.borrow_mut().update(&buf[..n]);
+        let total = self.count.get().saturating_add(n as u64);
+        self.count.set(total);
+        if total > self.limit {
+            return Err(io::Error::other(format!(
+                "the uncompressed stream exceeds {} bytes",
+                self.limit
+            )));
+        }
+        Ok(n)
+    }
 }
 
 /// Splits a tar path into components, dropping empty and `.` ones and a leading `/`
@@ -262,10 +416,24 @@ pub fn unpack_layer(
 ) -> Result<UnpackStats> {
     let compression = Compression::from_media_type(media_type)
         .ok_or_else(|| UnpackError::UnsupportedMediaType(media_type.to_string()))?;
-    let stream = compression
+    let decoder = compression
         .decoder(reader)
         .map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
+    let ratio_limit = match (compression, opts.compressed_size) {
+        (Compression::None, _) | (_, None) => u64::MAX,
+        (_, Some(c)) => opts.space.max_uncompressed(c),
+    };
+    let count = Rc::new(Cell::new(0u64));
+    let hash = Rc::new(std::cell::RefCell::new(Sha256::new()));
+    let stream = Bounded {
+        inner: decoder,
+        // The tar's own headers and padding come on top of the data sizes.
+        limit: ratio_limit,
+        count: count.clone(),
+        hash: hash.clone(),
+    };
     let staging = make_staging(dest)?;
+    let mut last_entry = String::new();
     let result = (|| {
         let root = fsat::open_dir_path(&staging).map_err(|source| UnpackError::Staging {
             path: staging.clone(),
@@ -278,9 +446,13 @@ pub fn unpack_layer(
             stats: UnpackStats::default(),
             dirs: BTreeMap::new(),
             total: 0,
+            metadata: 0,
+            unchecked_bytes: u64::MAX,
+            unchecked_entries: 0,
         };
         let mut tar = TarReader::new(stream);
         while let Some(h) = tar.next_header().map_err(UnpackError::Stream)? {
+            last_entry = show(&h.path);
             u.entry(h, &mut tar)?;
         }
         // Read what follows the marker so a compressed stream's checksum is verified.
@@ -290,7 +462,21 @@ pub fn unpack_layer(
         if trailing > MAX_TRAILING {
             return Err(UnpackError::TrailingData);
         }
+        if let Some(expected) = &opts.diff_id {
+            let actual = Digest::parse(&format!(
+                "sha256:{}",
+                hex::encode(hash.replace(Sha256::new()).finalize())
+            ))
+            .map_err(|e| UnpackError::Stream(TarError::Io(io::Error::other(e))))?;
+            if &actual != expected {
+                return Err(UnpackError::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
         u.finish()?;
+        u.stats.stream_bytes = count.get();
         fsat::rename_noreplace(&staging, dest).map_err(|source| {
             if source.raw_os_error() == Some(libc::EEXIST) {
                 UnpackError::DestExists(dest.to_path_buf())
@@ -304,6 +490,16 @@ pub fn unpack_layer(
         })?;
         Ok(u.stats)
     })();
+    // Whatever error the overflow surfaced as (a read of data or of a header), it is a bomb.
+    let result = match result {
+        Err(_) if count.get() > ratio_limit => Err(UnpackError::RatioExceeded {
+            entry: last_entry,
+            compressed: opts.compressed_size.unwrap_or(0),
+            ratio: opts.space.max_ratio,
+            limit: ratio_limit,
+        }),
+        r => r,
+    };
     if result.is_err() {
         if let Err(e) = std::fs::remove_dir_all(&staging) {
             tracing::warn!(path = %staging.display(), error = %e, "cannot remove staging directory");

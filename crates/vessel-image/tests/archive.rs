@@ -147,3 +147,126 @@ fn tampered_blobs_and_wrong_diff_ids_are_refused() {
         Err(ImportError::NotAnImage(_))
     ));
 }
+
+/// A `docker save` archive of one image whose config says `os`/`arch`, with `layers` entries in
+/// `manifest.json` that all name the same layer file.
+fn docker_archive(path: &Path, os: &str, arch: &str, layer: &[u8], layers: usize) {
+    let diff_id = Digest::of(layer);
+    let config = json!({"architecture": arch, "os": os, "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": vec![diff_id.as_str(); layers]}})
+    .to_string();
+    let config_name = format!("{}.json", Digest::of(config.as_bytes()).hex());
+    let manifest = json!([{"Config": config_name, "RepoTags": ["localhost/plat:1"],
+        "Layers": vec!["layer/layer.tar"; layers]}])
+    .to_string();
+    let mut b = TarBuilder::new()
+        .file("manifest.json", manifest.as_bytes())
+        .file(&config_name, config.as_bytes());
+    b = b.file("layer/layer.tar", layer);
+    fs::write(path, b.finish()).expect("write archive");
+}
+
+#[test]
+fn docker_archives_for_another_platform_are_refused() {
+    let t = TempDir::new("docker-plat");
+    let layer = TarBuilder::new().file("f", b"1").finish();
+    let store = BlobStore::open(t.join("blobs")).expect("store");
+    docker_archive(&t.join("win.tar"), "windows", "arm64", &layer, 1);
+    let e = import_image(&t.join("win.tar"), &store, &ImportOptions::default())
+        .expect_err("windows/arm64");
+    assert!(matches!(e, ImportError::NoPlatform { .. }), "{e}");
+    assert!(e.to_string().contains("windows/arm64"), "{e}");
+    assert!(e.to_string().contains("linux/amd64"), "{e}");
+    docker_archive(&t.join("ok.tar"), "linux", "amd64", &layer, 1);
+    import_image(&t.join("ok.tar"), &store, &ImportOptions::default()).expect("linux/amd64");
+}
+
+#[test]
+fn more_layers_than_overlayfs_stacks_are_refused_before_reading_them() {
+    let t = TempDir::new("docker-layers");
+    let layer = TarBuilder::new().file("f", b"1").finish();
+    let store = BlobStore::open(t.join("blobs")).expect("store");
+    docker_archive(&t.join("many.tar"), "linux", "amd64", &layer, 20_000);
+    let started = std::time::Instant::now();
+    let e = import_image(&t.join("many.tar"), &store, &ImportOptions::default())
+        .expect_err("20,000 layers");
+    assert!(
+        matches!(
+            e,
+            ImportError::TooManyLayers {
+                count: 20_000,
+                limit: 500
+            }
+        ),
+        "{e}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Nothing of the image was stored (not even its config).
+    assert_eq!(
+        fs::read_dir(store.dir().join("sha256"))
+            .expect("list")
+            .count(),
+        0
+    );
+    let opts = ImportOptions {
+        max_layers: 3,
+        ..Default::default()
+    };
+    docker_archive(&t.join("three.tar"), "linux", "amd64", &layer, 3);
+    import_image(&t.join("three.tar"), &store, &opts).expect("3 layers at a limit of 3");
+    docker_archive(&t.join("four.tar"), "linux", "amd64", &layer, 4);
+    let e = import_image(&t.join("four.tar"), &store, &opts).expect_err("4 > 3");
+    assert!(e.to_string().contains("4 layers"), "{e}");
+}
+
+#[test]
+fn gzip_bombs_are_refused_when_their_diff_id_is_computed() {
+    let t = TempDir::new("oci-bomb");
+    let dir = t.join("layout");
+    fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write");
+    let zeros = TarBuilder::new().file("z", &vec![0u8; 32 << 20]).finish();
+    let gz = gzip(&zeros);
+    let layer = blob(&dir, "application/vnd.oci.image.layer.v1.tar+gzip", &gz);
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&zeros).as_str()]}});
+    let config = blob(
+        &dir,
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    );
+    let manifest = json!({"schemaVersion": 2, "config": config, "layers": [layer],
+        "mediaType": "application/vnd.oci.image.manifest.v1+json"});
+    let m = blob(
+        &dir,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+    fs::write(
+        dir.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [m]}).to_string(),
+    )
+    .expect("write");
+    let store = BlobStore::open(t.join("blobs")).expect("store");
+    let tight = ImportOptions {
+        space: vessel_image::SpaceLimits {
+            ratio_floor: 1 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = import_image(&dir, &store, &tight).expect_err("bomb");
+    assert!(
+        matches!(
+            e,
+            ImportError::LayerTooLarge {
+                index: 0,
+                ratio: 100,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("decompression bomb"), "{e}");
+    import_image(&dir, &store, &ImportOptions::default()).expect("under the default floor");
+}

@@ -465,3 +465,334 @@ fn mutated_tars_never_escape_or_panic() {
     assert!(runs >= 100, "only {runs} mutated tars in the time budget");
     eprintln!("{runs} mutated tars, {accepted} accepted, none escaped");
 }
+
+/// A tar header block for a regular file of `size` bytes named `name` (data not included).
+fn file_header(name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_path(name).expect("name");
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// A gzip layer holding one file of `size` zero bytes, written in a stream (a bomb).
+fn gzip_zeros(size: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&file_header("zeros", size)).expect("gzip");
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        e.write_all(&chunk[..n]).expect("gzip");
+        left -= n as u64;
+    }
+    e.write_all(&vec![0u8; (512 - size % 512) as usize % 512 + 1024])
+        .expect("gzip");
+    e.finish().expect("gzip")
+}
+
+#[test]
+fn pax_records_are_capped_per_entry_not_only_per_record() {
+    // Three PAX headers of 400 KiB each before one entry: each fits the old per-record cap,
+    // together they pass the per-entry one.
+    let big = vec![b'v'; 400 << 10];
+    let mut b = tar::Builder::new(Vec::new());
+    for _ in 0..3 {
+        b.append_pax_extensions([("comment", &big[..])])
+            .expect("pax");
+    }
+    let mut t = b.into_inner().expect("tar");
+    t.extend_from_slice(&file_header("f", 0));
+    t.extend_from_slice(&[0u8; 1024]);
+    refused(
+        &t,
+        OCI_LAYER_TAR,
+        "1.2 MiB of PAX records for one entry",
+        |e| matches!(e, UnpackError::Stream(s) if s.to_string().contains("extension records")),
+    );
+    // The same records spread over three entries are fine: memory is per entry.
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..3 {
+        b.append_pax_extensions([("comment", &big[..])])
+            .expect("pax");
+        let mut h = tar::Header::new_gnu();
+        h.set_path(format!("f{i}")).expect("name");
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).expect("append");
+    }
+    let t = b.into_inner().expect("tar");
+    let sb = Sandbox::new();
+    sb.unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("one PAX record per entry");
+}
+
+#[test]
+fn decompression_bombs_are_refused_by_ratio() {
+    let bomb = gzip_zeros(64 << 20);
+    assert!(bomb.len() < 200 << 10, "{}", bomb.len());
+    let opts = UnpackOptions {
+        compressed_size: Some(bomb.len() as u64),
+        space: vessel_image::SpaceLimits {
+            ratio_floor: 1 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sb = Sandbox::new();
+    let e = sb
+        .unpack(&bomb, OCI_LAYER_GZIP, &opts)
+        .expect_err("a 64 MiB layer from a few KiB");
+    assert!(
+        matches!(&e, UnpackError::RatioExceeded { entry, ratio: 100, .. } if entry == "zeros"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("decompression bomb"), "{e}");
+    // Without a known compressed size, or with a generous ratio, the same layer unpacks.
+    let sb = Sandbox::new();
+    let ok = UnpackOptions {
+        compressed_size: Some(bomb.len() as u64),
+        space: vessel_image::SpaceLimits {
+            ratio_floor: 128 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stats = sb.unpack(&bomb, OCI_LAYER_GZIP, &ok).expect("within ratio");
+    assert_eq!(stats.bytes, 64 << 20);
+    assert!(stats.stream_bytes > 64 << 20);
+}
+
+/// A tmpfs of `size` bytes mounted at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: u64) -> Self {
+        common::require_root();
+        fs::create_dir_all(dir).expect("mkdir");
+        let opts = std::ffi::CString::new(format!("size={size},nr_inodes=4096")).expect("opts");
+        let t = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: valid NUL-terminated strings; a tmpfs mount on a test directory.
+        let r = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                t.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        common::unmount_below(&self.0);
+    }
+}
+
+#[test]
+fn a_full_store_is_refused_before_it_fills() {
+    let t = common::TempDir::new("space");
+    let _fs = Tmpfs::mount(&t.join("store"), 32 << 20);
+    let layer = {
+        let mut v = file_header("small", 1 << 20);
+        v.extend(vec![1u8; 1 << 20]);
+        v.extend(file_header("big", 24 << 20));
+        v.extend(vec![2u8; 24 << 20]);
+        v.extend([0u8; 1024]);
+        v
+    };
+    let opts = UnpackOptions {
+        space: vessel_image::SpaceLimits {
+            min_free_bytes: 16 << 20,
+            min_free_inodes: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let dest = t.join("store/layer");
+    let e = unpack_layer(&layer[..], OCI_LAYER_TAR, &dest, &opts).expect_err("no room");
+    assert!(
+        matches!(&e, UnpackError::NoSpace { entry, needed, .. } if entry == "big" && *needed == 24 << 20),
+        "{e}"
+    );
+    assert!(e.to_string().contains("keeps 16777216 bytes"), "{e}");
+    assert_eq!(fs::read_dir(t.join("store")).expect("list").count(), 0);
+    let free = vessel_image::space::free_space(&t.join("store")).expect("statvfs");
+    assert!(
+        free.bytes > 30 << 20,
+        "the refused layer left data: {free:?}"
+    );
+    // Inodes count too: 4096 of them, 1500 kept free, 3500 files asked for.
+    let mut many = tar::Builder::new(Vec::new());
+    for i in 0..3500 {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(format!("f{i}")).expect("name");
+        h.set_size(0);
+        h.set_cksum();
+        many.append(&h, &[][..]).expect("append");
+    }
+    let many = many.into_inner().expect("tar");
+    let opts = UnpackOptions {
+        space: vessel_image::SpaceLimits {
+            min_free_bytes: 0,
+            min_free_inodes: 1500,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = unpack_layer(&many[..], OCI_LAYER_TAR, &dest, &opts).expect_err("no inodes");
+    assert!(matches!(e, UnpackError::NoSpace { .. }), "{e}");
+    assert_eq!(fs::read_dir(t.join("store")).expect("list").count(), 0);
+}
+
+#[test]
+fn the_root_entry_never_changes_the_layer_directory() {
+    let sb = Sandbox::new();
+    let t = TarBuilder::new()
+        .dir("./", 0o777)
+        .file_owned("./f", b"x", 0o644, 1000, 1000)
+        .finish();
+    let mut t2 = t.clone();
+    // Owner 1000:1000 on the root entry too (TarBuilder writes 0:0).
+    {
+        let mut h = tar::Header::from_byte_slice(&t2[..512]).clone();
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_cksum();
+        t2[..512].copy_from_slice(h.as_bytes());
+    }
+    let stats = sb
+        .unpack(&t2, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("unpack");
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(sb.dest()).expect("dest");
+    assert_eq!(
+        md.mode() & 0o7777,
+        0o755,
+        "the archive's mode reached the store"
+    );
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (0, 0),
+        "the archive's owner reached the store"
+    );
+    let root = stats.root.expect("root entry recorded");
+    assert_eq!((root.mode, root.uid, root.gid), (0o777, 1000, 1000));
+    // Entries below keep their own owners.
+    let f = fs::metadata(sb.dest().join("f")).expect("f");
+    assert_eq!((f.uid(), f.gid()), (1000, 1000));
+}
+
+#[test]
+fn names_and_paths_longer_than_linux_allows_are_refused() {
+    let comp = |n: usize| "c".repeat(n);
+    // 255 bytes per component is the most; 256 is refused.
+    let t = TarBuilder::new()
+        .pax_file("x", &[("path", comp(255).as_bytes())], b"ok")
+        .finish();
+    Sandbox::new()
+        .unpack(&t, OCI_LAYER_TAR, &UnpackOptions::default())
+        .expect("a 255-byte name");
+    let t = TarBuilder::new()
+        .pax_file("x", &[("path", comp(256).as_bytes())], b"no")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "256-byte name", |e| {
+        matches!(e, UnpackError::NameTooLong { len: 256, .. })
+    });
+    // 4095 bytes from the root ("/" + path) is the most.
+    let deep = |last: usize| format!("{}{}", format!("{}/", comp(255)).repeat(15), comp(last));
+    assert_eq!(deep(254).len() + 1, 4095);
+    let t = TarBuilder::new()
+        .pax_file("x", &[("path", deep(254).as_bytes())], b"ok")
+        .finish();
+    // Not in the sandbox: its snapshot opens absolute paths, which this one is too long for.
+    let plain = common::TempDir::new("deep");
+    unpack_layer(
+        &t[..],
+        OCI_LAYER_TAR,
+        &plain.join("dest"),
+        &UnpackOptions::default(),
+    )
+    .expect("a 4095-byte path");
+    let t = TarBuilder::new()
+        .pax_file("x", &[("path", deep(255).as_bytes())], b"no")
+        .finish();
+    refused(&t, OCI_LAYER_TAR, "4096-byte path", |e| {
+        matches!(e, UnpackError::PathTooLong { len: 4096, .. })
+    });
+    let four_thousand = "p/".repeat(2000);
+    let t = TarBuilder::new()
+        .pax_file(
+            "x",
+            &[("linkpath", four_thousand.repeat(2).as_bytes())],
+            b"",
+        )
+        .finish();
+    let mut t2 = t.clone();
+    // Make that entry a symlink.
+    let n = t2.len() - 1024 - 512;
+    t2[n + 156] = b'2';
+    {
+        let mut h = tar::Header::from_byte_slice(&t2[n..n + 512]).clone();
+        h.set_cksum();
+        t2[n..n + 512].copy_from_slice(h.as_bytes());
+    }
+    refused(&t2, OCI_LAYER_TAR, "8000-byte symlink target", |e| {
+        matches!(e, UnpackError::PathTooLong { len: 8000, .. })
+    });
+}
+
+#[test]
+fn directory_names_kept_in_memory_are_bounded() {
+    let mut b = TarBuilder::new();
+    for i in 0..100 {
+        b = b.dir(&format!("dir-{i:04}/"), 0o755);
+    }
+    let t = b.finish();
+    let opts = UnpackOptions {
+        max_metadata: 2000,
+        ..Default::default()
+    };
+    let sb = Sandbox::new();
+    let e = sb
+        .unpack(&t, OCI_LAYER_TAR, &opts)
+        .expect_err("too many names");
+    assert!(
+        matches!(e, UnpackError::MetadataTooLarge { limit: 2000, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_layer_must_have_the_diff_id_it_is_stored_under() {
+    let t = TarBuilder::new()
+        .file("bin/sh", b"not what it claims")
+        .finish();
+    let claimed = vessel_image::Digest::of(b"the digest of another image's layer");
+    let opts = UnpackOptions {
+        diff_id: Some(claimed.clone()),
+        ..Default::default()
+    };
+    let e = Sandbox::new()
+        .unpack(&t, OCI_LAYER_TAR, &opts)
+        .expect_err("a layer claiming another diff_id");
+    assert!(
+        matches!(&e, UnpackError::DiffIdMismatch { expected, .. } if *expected == claimed),
+        "{e}"
+    );
+    let gz = gzip(&t);
+    let opts = UnpackOptions {
+        diff_id: Some(vessel_image::Digest::of(&t)),
+        ..Default::default()
+    };
+    Sandbox::new()
+        .unpack(&gz, OCI_LAYER_GZIP, &opts)
+        .expect("the true diff_id of a gzip layer is its tar's digest");
+}

@@ -2,8 +2,10 @@
 //!
 //! A file handle is `version(1) | export id(4) | kernel handle type(4) | length(1) |
 //! kernel handle | tag(8)`. The kernel handle comes from `name_to_handle_at`; the tag is an
-//! HMAC-SHA-256 of everything before it under the server's handle key, so a client cannot
-//! forge a handle for an object it was never given (see `docs/nfs.md`).
+//! HMAC-SHA-256, under the server's handle key, of everything before it and of the export's
+//! identity (its generation and its root's own kernel handle). A client cannot forge a handle
+//! for an object it was never given, and a handle taken from an export is stale once that
+//! export is re-created (a new generation) or points at another directory (see `docs/nfs.md`).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -42,6 +44,9 @@ pub struct Export {
     pub anon_uid: u32,
     /// gid squashed callers (and `AUTH_NONE` callers) act as.
     pub anon_gid: u32,
+    /// Changes every time the export is (re-)created: handles of an earlier generation are
+    /// stale. Keep it across restarts to keep handles valid.
+    pub generation: u32,
 }
 
 impl Export {
@@ -54,7 +59,14 @@ impl Export {
             squash: Squash::Root,
             anon_uid: 65534,
             anon_gid: 65534,
+            generation: 0,
         }
+    }
+
+    /// The export's generation (see [`Export::generation`]).
+    pub fn generation(mut self, generation: u32) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// Offer the export read-only.
@@ -109,6 +121,8 @@ pub(crate) struct ExportState {
     pub root: OwnedFd,
     pub root_dev: u64,
     pub root_ino: u64,
+    /// What handles of this export are bound to: generation and root's kernel handle.
+    pub identity: Vec<u8>,
 }
 
 impl ExportState {
@@ -117,15 +131,19 @@ impl ExportState {
             .map_err(|e| ExportError::Root(config.root.clone(), e))?;
         let st = sys::stat(root.as_fd()).map_err(|e| ExportError::Root(config.root.clone(), e))?;
         // Prove handles round-trip here, so a bad root fails at start-up, not per request.
-        sys::handle_of(root.as_fd())
-            .and_then(|h| sys::open_handle(root.as_fd(), &h))
+        let root_handle = sys::handle_of(root.as_fd())
+            .and_then(|h| sys::open_handle(root.as_fd(), &h).map(|_| h))
             .map_err(|e| ExportError::Handles(config.root.clone(), e))?;
+        let mut identity = config.generation.to_be_bytes().to_vec();
+        identity.extend_from_slice(&root_handle.handle_type.to_be_bytes());
+        identity.extend_from_slice(&root_handle.bytes);
         Ok(ExportState {
             id: export_id(&config.path),
             config,
             root,
             root_dev: st.st_dev,
             root_ino: st.st_ino,
+            identity,
         })
     }
 
@@ -260,6 +278,14 @@ impl HandleKey {
         Ok(HandleKey(k))
     }
 
+    /// HMAC-SHA-256 of the handle's body followed by the export's identity, truncated.
+    fn handle_tag(&self, body: &[u8], identity: &[u8]) -> [u8; TAG_LEN] {
+        let mut data = Vec::with_capacity(body.len() + identity.len());
+        data.extend_from_slice(body);
+        data.extend_from_slice(identity);
+        self.tag(&data)
+    }
+
     /// HMAC-SHA-256 of `data`, truncated to the tag length.
     fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
         let mut ipad = [0x36u8; 64];
@@ -284,10 +310,15 @@ impl HandleKey {
     /// The NFS file handle of the object `fd` in `export`.
     pub(crate) fn encode(&self, export: &ExportState, fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
         let kh = sys::handle_of(fd)?;
-        self.encode_kernel(export.id, &kh)
+        self.encode_kernel(export.id, &export.identity, &kh)
     }
 
-    fn encode_kernel(&self, export_id: u32, kh: &KernelHandle) -> io::Result<Vec<u8>> {
+    fn encode_kernel(
+        &self,
+        export_id: u32,
+        identity: &[u8],
+        kh: &KernelHandle,
+    ) -> io::Result<Vec<u8>> {
         let len = kh.bytes.len();
         if FH_HEADER + len + TAG_LEN > FHSIZE3 {
             // The file system's handles are too big for NFSv3.
@@ -299,13 +330,19 @@ impl HandleKey {
         fh.extend_from_slice(&kh.handle_type.to_be_bytes());
         fh.push(len as u8);
         fh.extend_from_slice(&kh.bytes);
-        let tag = self.tag(&fh);
+        let tag = self.handle_tag(&fh, identity);
         fh.extend_from_slice(&tag);
         Ok(fh)
     }
 
-    /// Check a handle's layout and tag; returns the export id and kernel handle.
-    pub(crate) fn decode(&self, fh: &[u8]) -> Result<(u32, KernelHandle), BadHandle> {
+    /// Check a handle's layout and its tag against the identity of the export it names
+    /// (`identity_of` finds that export's identity from the export id, `None` when there is
+    /// no such export); returns the export id and kernel handle.
+    pub(crate) fn decode(
+        &self,
+        fh: &[u8],
+        identity_of: impl FnOnce(u32) -> Option<Vec<u8>>,
+    ) -> Result<(u32, KernelHandle), BadHandle> {
         if fh.len() < FH_HEADER + TAG_LEN || fh[0] != FH_VERSION {
             return Err(BadHandle::Malformed);
         }
@@ -314,12 +351,13 @@ impl HandleKey {
             return Err(BadHandle::Malformed);
         }
         let (body, tag) = fh.split_at(FH_HEADER + len);
+        let export_id = u32::from_be_bytes([fh[1], fh[2], fh[3], fh[4]]);
+        let identity = identity_of(export_id).ok_or(BadHandle::Forged)?;
         // Constant-time comparison: the tag must not leak through timing.
-        let want = self.tag(body);
+        let want = self.handle_tag(body, &identity);
         if want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
             return Err(BadHandle::Forged);
         }
-        let export_id = u32::from_be_bytes([fh[1], fh[2], fh[3], fh[4]]);
         let handle_type = i32::from_be_bytes([fh[5], fh[6], fh[7], fh[8]]);
         Ok((
             export_id,
@@ -336,7 +374,8 @@ impl HandleKey {
 pub(crate) enum BadHandle {
     /// Wrong length or version.
     Malformed,
-    /// The tag does not match: not a handle this server (with this key) issued.
+    /// The tag does not match: not a handle this server (with this key) issued for this
+    /// export as it is now, or no export has its id.
     Forged,
 }
 
@@ -351,23 +390,31 @@ mod tests {
             handle_type: 1,
             bytes: vec![1, 2, 3, 4, 5, 6, 7, 8],
         };
-        let fh = key.encode_kernel(42, &kh).expect("encode");
+        let id = b"gen1-root".to_vec();
+        let same = |_: u32| Some(id.clone());
+        let fh = key.encode_kernel(42, &id, &kh).expect("encode");
         assert!(fh.len() <= FHSIZE3);
-        assert_eq!(key.decode(&fh), Ok((42, kh.clone())));
+        assert_eq!(key.decode(&fh, same), Ok((42, kh.clone())));
         for i in 0..fh.len() {
             let mut bad = fh.clone();
             bad[i] ^= 1;
-            assert!(key.decode(&bad).is_err(), "flipped byte {i} accepted");
+            assert!(key.decode(&bad, same).is_err(), "flipped byte {i} accepted");
         }
         let other = HandleKey::from_bytes([8; 32]);
-        assert_eq!(other.decode(&fh), Err(BadHandle::Forged));
-        assert_eq!(key.decode(&fh[..5]), Err(BadHandle::Malformed));
-        assert_eq!(key.decode(&[]), Err(BadHandle::Malformed));
+        assert_eq!(other.decode(&fh, same), Err(BadHandle::Forged));
+        // The same export id with another identity (re-created, or another root): stale.
+        assert_eq!(
+            key.decode(&fh, |_| Some(b"gen2-root".to_vec())),
+            Err(BadHandle::Forged)
+        );
+        assert_eq!(key.decode(&fh, |_| None), Err(BadHandle::Forged));
+        assert_eq!(key.decode(&fh[..5], same), Err(BadHandle::Malformed));
+        assert_eq!(key.decode(&[], same), Err(BadHandle::Malformed));
         let big = KernelHandle {
             handle_type: 1,
             bytes: vec![0; 60],
         };
-        assert!(key.encode_kernel(1, &big).is_err());
+        assert!(key.encode_kernel(1, &id, &big).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! `docs/nfs.md`.
 
 mod export;
+mod limits;
 mod mount;
 mod nfs;
 mod portmap;
@@ -17,4 +18,5 @@ mod sys;
 pub mod xdr;
 
 pub use export::{Export, ExportError, HandleKey, Squash};
+pub use limits::{ClientStats, ServerLimits, ServerStats, FDS_PER_CONNECTION};
 pub use server::{NfsError, NfsServer, ServerHandle};

@@ -19,6 +19,9 @@ pub enum RecordError {
     /// The record is larger than [`MAX_RECORD`].
     #[error("record of at least {0} bytes exceeds the limit of {MAX_RECORD}")]
     TooLarge(usize),
+    /// Buffering the record would pass the server's memory budget for this client or all.
+    #[error("buffering {0} more bytes would pass the server's memory budget")]
+    OverBudget(usize),
     /// Socket I/O failed (including a close in the middle of a record).
     #[error("socket I/O failed")]
     Io(#[from] io::Error),
@@ -29,6 +32,20 @@ pub enum RecordError {
 /// Memory grows only as bytes arrive: a fragment header announcing 2 GiB allocates nothing
 /// up front, and the total is capped at [`MAX_RECORD`].
 pub fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), RecordError> {
+    read_record_within(r, buf, &mut |_| true)
+}
+
+/// Bytes read into a record at a time, each asked of the budget first.
+const CHUNK: usize = 64 * 1024;
+
+/// [`read_record`], asking `reserve(n)` before `n` more bytes are buffered: when it answers
+/// false the record is abandoned with [`RecordError::OverBudget`]. The caller releases what
+/// it reserved (the record's length) once the record is handled.
+pub fn read_record_within(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    reserve: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), RecordError> {
     buf.clear();
     let mut first = true;
     loop {
@@ -52,9 +69,19 @@ pub fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), RecordErr
         if total > MAX_RECORD {
             return Err(RecordError::TooLarge(total));
         }
-        let got = r.by_ref().take(len as u64).read_to_end(buf)?;
-        if got < len {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            if !reserve(n) {
+                return Err(RecordError::OverBudget(n));
+            }
+            let start = buf.len();
+            buf.resize(start + n, 0);
+            if let Err(e) = r.read_exact(&mut buf[start..]) {
+                buf.truncate(start);
+                return Err(e.into());
+            }
+            left -= n;
         }
         if word & LAST_FRAGMENT != 0 {
             return Ok(());

@@ -1,14 +1,20 @@
 //! The server: export table, listeners, one thread per connection, RPC dispatch.
+//!
+//! Connections are capped in all and per client address (over a cap, a connection is closed
+//! as soon as it is accepted), time out when idle or when a record takes too long to arrive,
+//! and buffer record bytes against a budget in all and per client (see [`ServerLimits`]). A
+//! connection's descriptors are released by its own thread as it ends.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, BufReader, BufWriter, Read};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::export::{Export, ExportError, ExportTable, HandleKey};
+use crate::limits::{Accounts, ServerLimits, ServerStats};
 use crate::mount::MountList;
 use crate::nfs::Ctx;
 use crate::rpc::{self, Accept, RecordError};
@@ -98,20 +104,38 @@ impl NfsServer {
     }
 
     /// Serve MOUNT and NFS on `nfs`, and the portmapper on `portmap` if given (clients that
-    /// do not name ports find MOUNT and NFS through it; it must then be port 111).
+    /// do not name ports find MOUNT and NFS through it; it must then be port 111), with the
+    /// default [`ServerLimits`].
     pub fn serve(
         &self,
         nfs: TcpListener,
         portmap: Option<TcpListener>,
     ) -> Result<ServerHandle, NfsError> {
+        self.serve_with(nfs, portmap, ServerLimits::default())
+    }
+
+    /// [`NfsServer::serve`] with these limits on what clients may cost.
+    pub fn serve_with(
+        &self,
+        nfs: TcpListener,
+        portmap: Option<TcpListener>,
+        limits: ServerLimits,
+    ) -> Result<ServerHandle, NfsError> {
         let nfs_addr = nfs.local_addr()?;
         let pm_addr = portmap.as_ref().map(|l| l.local_addr()).transpose()?;
+        let accounts = Accounts::new(limits);
+        tracing::info!(
+            max_connections = accounts.stats().max_connections,
+            max_per_client = accounts.limits().max_per_client,
+            "nfs connection limits"
+        );
         let shared = Arc::new(Shared {
             server: self.inner.clone(),
             map: portmap::mappings(nfs_addr.port(), pm_addr.map(|a| a.port())),
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            accounts,
         });
         let mut accepts = Vec::new();
         for (name, listener) in std::iter::once(("nfs", nfs)).chain(portmap.map(|l| ("pmap", l))) {
@@ -141,6 +165,7 @@ struct Shared {
     stopping: AtomicBool,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Conn>>,
+    accounts: Accounts,
 }
 
 fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -160,44 +185,130 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
+        let ip = peer.ip();
+        if !shared.accounts.open(ip) {
+            // Closed at once: a cap is reached (the stream drops here).
+            tracing::debug!(%peer, "nfs connection refused: connection cap reached");
+            continue;
+        }
         if let Err(e) = spawn_connection(&shared, stream, peer) {
+            shared.accounts.close(ip, 0);
             tracing::warn!(error = %e, "could not start a connection thread");
         }
     }
 }
 
+/// Socket buffers of a connection (the record itself is buffered against the budget).
+const SOCKET_BUFFER: usize = 16 * 1024;
+/// A record buffer larger than this is given back to the allocator between records.
+const KEEP_CAPACITY: usize = 128 * 1024;
+
 fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(shared.accounts.limits().write_timeout))?;
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
     let closer = stream.try_clone()?;
     let mut conns = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
-    conns.retain(|_, (_, t)| t.as_ref().is_some_and(|t| !t.is_finished()));
     let conn_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name(format!("nfs-conn-{id}"))
         .spawn(move || {
-            let host = peer.ip().to_string();
-            match session(&conn_shared, &stream, &host) {
+            let mut held = 0;
+            match session(&conn_shared, &stream, peer.ip(), &mut held) {
                 Ok(()) => {}
+                Err(RecordError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    conn_shared.accounts.timed_out();
+                    tracing::debug!(conn = id, %peer, "nfs connection closed: idle or too slow");
+                }
                 Err(e) => tracing::debug!(conn = id, %peer, error = %e, "nfs connection ended"),
             }
             let _ = stream.shutdown(Shutdown::Both);
+            drop(stream);
+            // Our entry holds the clone of the socket: remove it now, not at the next accept.
+            conn_shared
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            conn_shared.accounts.close(peer.ip(), held);
         })?;
     conns.insert(id, (closer, Some(thread)));
     Ok(())
 }
 
-fn session(shared: &Shared, stream: &TcpStream, host: &str) -> Result<(), RecordError> {
-    let mut reader = BufReader::with_capacity(256 * 1024, stream);
-    let mut writer = BufWriter::with_capacity(256 * 1024, stream);
+/// The socket as read by a connection: idle until a record's first byte, then the record
+/// must be whole within `record` of it. Read timeouts are set before each read.
+struct Timed<'a> {
+    stream: &'a TcpStream,
+    idle: Duration,
+    record: Duration,
+    started: Option<Instant>,
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = match self.started {
+            None => self.idle,
+            Some(t) => self.record.saturating_sub(t.elapsed()),
+        };
+        if timeout.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(timeout))?;
+        let n = (&mut &*self.stream).read(buf)?;
+        if n > 0 && self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+        Ok(n)
+    }
+}
+
+/// Serves one connection; `held` is what it has reserved of the budgets when it returns.
+fn session(
+    shared: &Shared,
+    stream: &TcpStream,
+    ip: IpAddr,
+    held: &mut usize,
+) -> Result<(), RecordError> {
+    let limits = shared.accounts.limits();
+    let timed = Timed {
+        stream,
+        idle: limits.idle_timeout,
+        record: limits.record_timeout,
+        started: None,
+    };
+    let mut reader = BufReader::with_capacity(SOCKET_BUFFER, timed);
+    let mut writer = BufWriter::with_capacity(SOCKET_BUFFER, stream);
+    let host = ip.to_string();
     let mut msg = Vec::new();
     loop {
-        match rpc::read_record(&mut reader, &mut msg) {
+        // Bytes of the next record may already be buffered (pipelined calls).
+        reader.get_mut().started = (!reader.buffer().is_empty()).then(Instant::now);
+        let accounts = &shared.accounts;
+        let r = rpc::read_record_within(&mut reader, &mut msg, &mut |n| {
+            let ok = accounts.reserve(ip, n);
+            if ok {
+                *held += n;
+            }
+            ok
+        });
+        match r {
             Ok(()) => {}
             Err(RecordError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         }
-        if let Some(reply) = answer(shared, &msg, host) {
+        let reply = answer(shared, &msg, &host);
+        shared.accounts.release(ip, *held);
+        *held = 0;
+        if msg.capacity() > KEEP_CAPACITY {
+            msg = Vec::new();
+        }
+        if let Some(reply) = reply {
             rpc::write_record(&mut writer, &reply)?;
         }
     }
@@ -265,6 +376,11 @@ impl ServerHandle {
     /// Where the portmapper is served, if it is.
     pub fn portmap_addr(&self) -> Option<SocketAddr> {
         self.portmap_addr
+    }
+
+    /// What the clients cost now: connections and buffered bytes, in all and per address.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.accounts.stats()
     }
 
     /// Stop accepting, close every connection and wait for their threads.

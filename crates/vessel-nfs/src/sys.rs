@@ -95,6 +95,14 @@ pub(crate) fn proc_path(fd: BorrowedFd<'_>) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+/// The path the kernel shows for an open descriptor, when it is an absolute path (not
+/// `anon_inode:…`, not ending in ` (deleted)`).
+pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+    let p = std::fs::read_link(proc_path(fd)).ok()?;
+    let bytes = p.as_os_str().as_encoded_bytes();
+    (bytes.starts_with(b"/") && !bytes.ends_with(b" (deleted)")).then_some(p)
+}
+
 /// A kernel file handle as `name_to_handle_at` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KernelHandle {

@@ -1,17 +1,24 @@
-//! Resumable, verified blob downloads into the blob store.
+//! Resumable, verified, bounded blob downloads into the blob store.
 //!
-//! A blob being downloaded lives in `<store>/partial/<hex>`, locked with `flock` so two pulls
-//! never write it at once. After an interruption (a dropped connection, a cancel, a new
-//! process) the download continues with `Range: bytes=<len>-`; a server that answers `200`
-//! instead of `206` is read from the start. The whole content is hashed, and only a blob whose
-//! size and digest match its descriptor is renamed into the store.
+//! Each download writes its own file, `<store>/partial/<hex>.<pid>.<n>`, held with `flock`
+//! only to say "alive": no pull ever waits for another one's lock, so a registry that trickles
+//! one pull's blob cannot hold up other pulls of the same blob. A dropped connection is resumed
+//! within the pull with `Range: bytes=<len>-` (a server that answers `200` instead of `206` is
+//! read from the start); a partial file left by a crashed process (its lock is free) is adopted
+//! and resumed by the next pull of that blob. On failure and on cancel the file is removed.
+//!
+//! A download is bounded: the descriptor's size (refused above `max_blob_bytes`, or when the
+//! store's file system could not keep its free reserve), never more bytes than that size, at
+//! least `min_window_bytes` every `stall_window`, and at most `blob_time_base` plus the size at
+//! `min_average_rate` in all. Only a blob whose size and digest match its descriptor is renamed
+//! into the store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -115,7 +122,7 @@ impl Write for AppendAfter<'_> {
 
 impl Client {
     /// Makes sure the blob is in `store`: skipped when present, else downloaded (resuming a
-    /// partial download) and verified.
+    /// partial download a crashed process left) and verified.
     pub(crate) fn fetch_blob(
         &self,
         t: &Target<'_>,
@@ -141,29 +148,73 @@ impl Client {
             report(job.desc.size, ProgressEvent::Skipped);
             return Ok(());
         }
+        if job.desc.size > self.opts.max_blob_bytes {
+            return Err(RegistryError::TooLarge {
+                host: t.reference.registry().to_string(),
+                what: format!("blob {digest} (the manifest says {} bytes)", job.desc.size),
+                limit: self.opts.max_blob_bytes,
+            });
+        }
         let dir = store.dir().join(PARTIAL_DIR);
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create directory", e))?;
-        let path = dir.join(digest.hex());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_err(&path, "open partial download", e))?;
-        let mut file = lock(file, &path, cancel)?;
-        if store.has(digest) {
-            // Another pull stored it while we waited for the lock.
-            report(job.desc.size, ProgressEvent::Skipped);
-            if file.metadata().is_ok_and(|m| m.len() == 0) {
-                let _ = fs::remove_file(&path);
+        let (file, path) = claim_partial(&dir, digest)?;
+        let have = file.metadata().map_or(0, |m| m.len()).min(job.desc.size);
+        self.check_room(store, digest, job.desc.size - have)?;
+        let result = self.download(t, file, &path, job, &mut report, cancel);
+        let stored = result.and_then(|()| {
+            let dest = store.path(digest);
+            fs::rename(&path, &dest)
+                .map_err(|e| io_err(&dest, "move verified blob into the store", e))
+        });
+        if let Err(e) = &stored {
+            // A failed or cancelled download leaves nothing behind.
+            if let Err(rm) = fs::remove_file(&path) {
+                if rm.kind() != io::ErrorKind::NotFound {
+                    warn!(path = %path.display(), error = %rm, "cannot remove a partial download");
+                }
             }
-            return Ok(());
+            info!(%digest, error = %e, "blob download failed; partial data removed");
+            return stored;
         }
+        info!(%digest, size = job.desc.size, "blob stored");
+        report(job.desc.size, ProgressEvent::Finished);
+        Ok(())
+    }
+
+    /// Refuses a download of `needed` more bytes the store's file system has no room for.
+    fn check_room(&self, store: &BlobStore, digest: &Digest, needed: u64) -> Result<()> {
+        let free = vessel_image::space::free_space(store.dir())
+            .map_err(|e| io_err(store.dir(), "look at the free space of", e))?;
+        let reserve = self.opts.space.min_free_bytes;
+        if free.bytes < needed.saturating_add(reserve) {
+            return Err(RegistryError::NoSpace {
+                digest: digest.clone(),
+                needed,
+                free: free.bytes,
+                reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// Downloads into the claimed partial file, resuming after network failures.
+    fn download(
+        &self,
+        t: &Target<'_>,
+        file: Flock<File>,
+        path: &Path,
+        job: &BlobJob<'_>,
+        report: &mut dyn FnMut(u64, ProgressEvent),
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let mut file = file;
+        let file: &mut File = &mut file;
+        let digest = &job.desc.digest;
+        let deadline = Instant::now() + self.blob_time_limit(job.desc.size);
         let mut failures = 0;
         loop {
-            match self.download_once(t, &mut file, &path, job, &mut report, cancel) {
-                Ok(()) => break,
+            match self.download_once(t, file, path, job, report, cancel, deadline) {
+                Ok(()) => return Ok(()),
                 Err(Step::Fatal(e)) => return Err(e),
                 Err(Step::Retry(e)) if failures < self.opts.retries => {
                     failures += 1;
@@ -173,15 +224,16 @@ impl Client {
                 Err(Step::Retry(e)) => return Err(e),
             }
         }
-        let dest = store.path(digest);
-        fs::rename(&path, &dest)
-            .map_err(|e| io_err(&dest, "move verified blob into the store", e))?;
-        info!(%digest, size = job.desc.size, "blob stored");
-        report(job.desc.size, ProgressEvent::Finished);
-        Ok(())
+    }
+
+    /// The longest one blob of `size` bytes may take.
+    fn blob_time_limit(&self, size: u64) -> Duration {
+        let rate = self.opts.min_average_rate.max(1);
+        self.opts.blob_time_base + Duration::from_secs(size / rate)
     }
 
     /// One request: continues the partial file, verifies it when complete.
+    #[allow(clippy::too_many_arguments)]
     fn download_once(
         &self,
         t: &Target<'_>,
@@ -190,6 +242,7 @@ impl Client {
         job: &BlobJob<'_>,
         report: &mut dyn FnMut(u64, ProgressEvent),
         cancel: &AtomicBool,
+        deadline: Instant,
     ) -> std::result::Result<(), Step> {
         let digest = &job.desc.digest;
         let size = job.desc.size;
@@ -224,6 +277,12 @@ impl Client {
                     }
                 }
                 206 if content_range_start(&r) == Some(have) => {}
+                300..=399 => {
+                    return Err(Step::Fatal(self.protocol(
+                        t,
+                        "answered a blob request with a redirect that was not followed",
+                    )))
+                }
                 206 | 416 => {
                     // The registry disagrees about what we have: start over.
                     file.set_len(0).map_err(|e| fatal_io("truncate", e))?;
@@ -254,6 +313,17 @@ impl Client {
                     )))
                 }
             }
+            // A length beyond the descriptor's size is refused before a byte is read.
+            let announced = r
+                .header("content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(len) = announced.filter(|&len| have.saturating_add(len) > size) {
+                return Err(Step::Fatal(RegistryError::SizeMismatch {
+                    digest: digest.clone(),
+                    expected: size,
+                    actual: have.saturating_add(len),
+                }));
+            }
             resp = Some(r);
         }
         report(have, ProgressEvent::Started { resumed_from: have });
@@ -281,11 +351,36 @@ impl Client {
         if let Some(r) = resp {
             let mut body = r.into_reader();
             let mut reported = have;
+            let window = self.opts.stall_window;
+            let mut window_start = Instant::now();
+            let mut window_bytes = 0u64;
             loop {
                 if cancel.load(Ordering::Relaxed) {
-                    let _ = w.flush();
-                    info!(%digest, have, "blob download cancelled; partial data kept");
+                    info!(%digest, have, "blob download cancelled");
                     return Err(Step::Fatal(RegistryError::Cancelled));
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Step::Fatal(RegistryError::TimedOut {
+                        host: t.reference.registry().to_string(),
+                        digest: digest.clone(),
+                        have,
+                        size,
+                        limit: self.blob_time_limit(size),
+                    }));
+                }
+                if now.duration_since(window_start) >= window {
+                    if window_bytes < self.opts.min_window_bytes {
+                        return Err(Step::Fatal(RegistryError::Stalled {
+                            host: t.reference.registry().to_string(),
+                            digest: digest.clone(),
+                            got: window_bytes,
+                            window,
+                            min: self.opts.min_window_bytes,
+                        }));
+                    }
+                    window_start = now;
+                    window_bytes = 0;
                 }
                 let n = match body.read(&mut buf) {
                     Ok(0) => break,
@@ -301,8 +396,8 @@ impl Client {
                         )))
                     }
                 };
+                window_bytes += n as u64;
                 if have + n as u64 > size {
-                    let _ = fs::remove_file(path);
                     return Err(Step::Fatal(RegistryError::SizeMismatch {
                         digest: digest.clone(),
                         expected: size,
@@ -339,7 +434,6 @@ impl Client {
                     actual,
                 }));
             }
-            let _ = fs::remove_file(path);
             return Err(Step::Fatal(RegistryError::DigestMismatch {
                 what: what(t, job),
                 expected: digest.clone(),
@@ -389,23 +483,64 @@ fn content_range_start(r: &ureq::Response) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
-/// Takes the partial file's lock, waiting (cancellably) while another pull holds it.
-fn lock(mut file: File, path: &Path, cancel: &AtomicBool) -> Result<Flock<File>> {
-    let mut waited = false;
-    loop {
+/// A partial download of `digest` this process owns: one a crashed process left (its lock is
+/// free), or a new one. Never waits: a file whose lock is held belongs to a live download.
+fn claim_partial(dir: &Path, digest: &Digest) -> Result<(Flock<File>, PathBuf)> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let hex = digest.hex();
+    let entries = fs::read_dir(dir).map_err(|e| io_err(dir, "list partial downloads in", e))?;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale_new = name.starts_with(&format!(".{hex}."));
+        if name != hex && !name.starts_with(&format!("{hex}.")) && !stale_new {
+            continue;
+        }
+        let path = e.path();
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+        else {
+            continue;
+        };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(f) => return Ok(f),
-            Err((f, Errno::EWOULDBLOCK)) => {
-                if !waited {
-                    info!(path = %path.display(), "another pull is downloading this blob; waiting");
-                    waited = true;
-                }
-                file = f;
-                sleep_unless_cancelled(Duration::from_millis(100), cancel)?;
+            Ok(f) if stale_new => {
+                // Created by a process that died before naming it: nothing to resume.
+                drop(f);
+                let _ = fs::remove_file(&path);
             }
-            Err((_, e)) => return Err(io_err(path, "lock partial download", io::Error::from(e))),
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => {
+                info!(path = %path.display(), "resuming a partial download a stopped process left");
+                return Ok((f, path));
+            }
+            Ok(_) => {}
+            Err((_, Errno::EWOULDBLOCK)) => {
+                debug!(path = %path.display(), "another pull is downloading this blob too");
+            }
+            Err((_, e)) => {
+                return Err(io_err(&path, "lock partial download", io::Error::from(e)));
+            }
         }
     }
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{hex}.{}.{n}.new", std::process::id()));
+    let path = dir.join(format!("{hex}.{}.{n}", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, "create partial download", e))?;
+    let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| io_err(&tmp, "lock partial download", io::Error::from(e)))?;
+    // Named only once locked, so no other pull can mistake it for a crashed one's.
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&path, "name partial download", e));
+    }
+    Ok((file, path))
 }
 
 fn sleep_unless_cancelled(d: Duration, cancel: &AtomicBool) -> Result<()> {

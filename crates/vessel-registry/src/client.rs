@@ -40,6 +40,22 @@ pub struct ClientOptions {
     pub max_config_bytes: u64,
     /// How often a blob download interrupted by the network is resumed within one pull.
     pub retries: u32,
+    /// Largest blob a manifest may announce.
+    pub max_blob_bytes: u64,
+    /// Most layers an image may have (more cannot be stacked into an instance's root).
+    pub max_layers: usize,
+    /// A blob must bring at least `min_window_bytes` in every window of this length.
+    pub stall_window: Duration,
+    /// Bytes expected per `stall_window` (a registry that trickles is stalled).
+    pub min_window_bytes: u64,
+    /// Time every blob may take, on top of its size at `min_average_rate`.
+    pub blob_time_base: Duration,
+    /// Slowest average rate, bytes per second, a blob download may have.
+    pub min_average_rate: u64,
+    /// Free space to keep on the store's file system.
+    pub space: vessel_image::SpaceLimits,
+    /// Most redirects followed for one request.
+    pub max_redirects: u32,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +70,14 @@ impl Default for ClientOptions {
             max_manifest_bytes: 4 << 20,
             max_config_bytes: 16 << 20,
             retries: 3,
+            max_blob_bytes: 64 << 30,
+            max_layers: vessel_image::archive::OVERLAY_MAX_STACK,
+            stall_window: Duration::from_secs(30),
+            min_window_bytes: 32 << 10,
+            blob_time_base: Duration::from_secs(600),
+            min_average_rate: 256 << 10,
+            space: vessel_image::SpaceLimits::default(),
+            max_redirects: 5,
         }
     }
 }
@@ -104,7 +128,8 @@ impl Client {
             .timeout_read(opts.read_timeout)
             .timeout_write(opts.read_timeout)
             .user_agent(&opts.user_agent)
-            .redirects(5)
+            // Redirects are followed by `call`, which refuses what is not HTTP(S).
+            .redirects(0)
             .build();
         Ok(Self {
             agent,
@@ -173,7 +198,11 @@ impl Client {
                 None => {}
             }
             debug!(%url, attempt, "registry request");
-            let resp = self.call(req, host)?;
+            let resp = self.call(
+                req,
+                host,
+                whole_timeout.then_some(self.opts.request_timeout),
+            )?;
             if resp.status() != 401 || attempt == 1 {
                 return Ok(resp);
             }
@@ -210,13 +239,71 @@ impl Client {
         self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn call(&self, req: ureq::Request, host: &str) -> Result<ureq::Response> {
-        let https = req.url().starts_with("https:");
-        match req.call() {
-            Ok(r) => Ok(r),
-            Err(ureq::Error::Status(_, r)) => Ok(r),
-            Err(ureq::Error::Transport(e)) => Err(unreachable_error(host, &e, https)),
+    /// Sends `req`, following redirects to HTTP(S) URLs only (to plain HTTP only from plain
+    /// HTTP or to an insecure host), without the `Authorization` header, at most
+    /// `max_redirects` times. Anything else (`file://`, `ftp://`, a downgrade) is refused
+    /// before a connection is made.
+    fn call(
+        &self,
+        req: ureq::Request,
+        host: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ureq::Response> {
+        let mut url = req.url().to_string();
+        let headers: Vec<(String, String)> = req
+            .header_names()
+            .into_iter()
+            .filter(|n| {
+                !n.eq_ignore_ascii_case("authorization") && !n.eq_ignore_ascii_case("cookie")
+            })
+            .filter_map(|n| req.header(&n).map(|v| (n.clone(), v.to_string())))
+            .collect();
+        let mut resp = send(req, host)?;
+        let mut hops = 0;
+        while matches!(resp.status(), 301 | 302 | 303 | 307 | 308) {
+            let what = url.split('?').next().unwrap_or_default().to_string();
+            let refuse = |location: &str, reason: String| RegistryError::BadRedirect {
+                host: host.to_string(),
+                what: what.clone(),
+                location: location.to_string(),
+                reason,
+            };
+            let location = resp.header("location").unwrap_or_default().to_string();
+            if hops == self.opts.max_redirects {
+                return Err(refuse(
+                    &location,
+                    format!("more than {} redirects", self.opts.max_redirects),
+                ));
+            }
+            let next = join_url(&url, &location).ok_or_else(|| {
+                refuse(
+                    &location,
+                    "only http:// and https:// URLs are followed".into(),
+                )
+            })?;
+            let next_host = url_host(&next).unwrap_or_default();
+            if next.starts_with("http:")
+                && url.starts_with("https:")
+                && !self.is_insecure(next_host)
+            {
+                return Err(refuse(
+                    &location,
+                    format!("a redirect from HTTPS to plain HTTP (list {next_host} as insecure to allow it)"),
+                ));
+            }
+            debug!(from = %url, to = %next, "following a redirect");
+            let mut r = self.agent.get(&next);
+            for (k, v) in &headers {
+                r = r.set(k, v);
+            }
+            if let Some(t) = timeout {
+                r = r.timeout(t);
+            }
+            resp = send(r, next_host)?;
+            url = next;
+            hops += 1;
         }
+        Ok(resp)
     }
 
     /// Fetches an anonymous (or credentialed) token from a bearer challenge's realm.
@@ -254,7 +341,7 @@ impl Client {
             req = req.set("Authorization", &c.basic_header());
         }
         debug!(realm, ?service, "fetching a registry token");
-        let resp = self.call(req, realm_host)?;
+        let resp = self.call(req, realm_host, Some(self.opts.request_timeout))?;
         match resp.status() {
             200 => {}
             401 | 403 => {
@@ -328,6 +415,53 @@ impl Client {
             },
         }
     }
+}
+
+/// One request, any status; transport failures become [`RegistryError::Unreachable`].
+fn send(req: ureq::Request, host: &str) -> Result<ureq::Response> {
+    let https = req.url().starts_with("https:");
+    match req.call() {
+        Ok(r) => Ok(r),
+        Err(ureq::Error::Status(_, r)) => Ok(r),
+        Err(ureq::Error::Transport(e)) => Err(unreachable_error(host, &e, https)),
+    }
+}
+
+/// `location` resolved against `base` (absolute, scheme-relative, absolute-path or relative),
+/// or `None` when it is not an `http(s)://` URL with a plain host.
+fn join_url(base: &str, location: &str) -> Option<String> {
+    let location = location.trim();
+    let scheme_end = base.find("://")?;
+    let scheme = &base[..scheme_end];
+    let joined = if let Some(i) = location.find("://") {
+        let given = location[..i].to_ascii_lowercase();
+        if given != "http" && given != "https" {
+            return None;
+        }
+        format!("{given}{}", &location[i..])
+    } else if location.contains(':')
+        && location
+            .split(['/', '?', '#'])
+            .next()
+            .is_some_and(|first| first.contains(':'))
+    {
+        // `file:/etc/passwd`, `data:...`: a scheme without `//`.
+        return None;
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else {
+        let after = &base[scheme_end + 3..];
+        let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let origin = &base[..scheme_end + 3 + host_end];
+        if location.starts_with('/') {
+            format!("{origin}{location}")
+        } else {
+            let path = after[host_end..].split(['?', '#']).next().unwrap_or("");
+            let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+            format!("{origin}{dir}{location}")
+        }
+    };
+    url_host(&joined).is_some().then_some(joined)
 }
 
 /// Reads a whole answer of at most `limit` bytes.
@@ -470,6 +604,42 @@ mod tests {
         assert!(c.is_insecure("reg.local"));
         assert!(c.is_insecure("[::1]:5000"));
         assert!(!c.is_insecure("localhost"));
+    }
+
+    #[test]
+    fn redirects_resolve_to_http_urls_only() {
+        let base = "https://reg.example/v2/a/blobs/sha256:1?x=1";
+        assert_eq!(
+            join_url(base, "https://s3.example/b?sig=2").as_deref(),
+            Some("https://s3.example/b?sig=2")
+        );
+        assert_eq!(
+            join_url(base, "HTTP://s3.example/b").as_deref(),
+            Some("http://s3.example/b")
+        );
+        assert_eq!(
+            join_url(base, "//cdn.example/c").as_deref(),
+            Some("https://cdn.example/c")
+        );
+        assert_eq!(
+            join_url(base, "/other").as_deref(),
+            Some("https://reg.example/other")
+        );
+        assert_eq!(
+            join_url(base, "next").as_deref(),
+            Some("https://reg.example/v2/a/blobs/next")
+        );
+        for bad in [
+            "file:///etc/passwd",
+            "file:/etc/passwd",
+            "ftp://x/y",
+            "data:text/plain,hi",
+            "https://user@host/",
+            "https:///nohost",
+            "gopher://x",
+        ] {
+            assert_eq!(join_url(base, bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -142,9 +142,83 @@ pub enum RegistryError {
         /// Platforms the image has, comma-separated.
         available: String,
     },
-    /// The pull was cancelled; partial downloads are kept to be resumed.
-    #[error("pull cancelled; downloaded data is kept and the next pull resumes it")]
+    /// The pull was cancelled; its partial downloads were removed.
+    #[error("pull cancelled; its partial downloads were removed")]
     Cancelled,
+    /// A blob arrives too slowly to be a working registry.
+    #[error(
+        "registry {host} sent only {got} bytes of blob {digest} in {window:?} (at least {min} \
+         are expected): the download is stalled; nothing was stored"
+    )]
+    Stalled {
+        /// Registry.
+        host: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes received in the window.
+        got: u64,
+        /// The window.
+        window: std::time::Duration,
+        /// Bytes expected per window.
+        min: u64,
+    },
+    /// A blob took longer than its size allows.
+    #[error(
+        "registry {host} took more than {limit:?} for blob {digest} ({have} of {size} bytes \
+         arrived); nothing was stored"
+    )]
+    TimedOut {
+        /// Registry.
+        host: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes received.
+        have: u64,
+        /// Its size.
+        size: u64,
+        /// The time allowed.
+        limit: std::time::Duration,
+    },
+    /// The store's file system has no room for a blob.
+    #[error(
+        "blob {digest} needs {needed} more bytes, but the store's file system has {free} free and \
+         keeps {reserve} free; nothing was downloaded"
+    )]
+    NoSpace {
+        /// The blob.
+        digest: Digest,
+        /// Bytes still to download.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
+    /// The image has more layers than can be stacked into an instance's root.
+    #[error(
+        "image {image} has {count} layers, more than the {limit} an instance's root file system \
+         can stack (overlayfs); nothing was downloaded"
+    )]
+    TooManyLayers {
+        /// The reference.
+        image: String,
+        /// Layers in the manifest.
+        count: usize,
+        /// The limit (`ClientOptions::max_layers`).
+        limit: usize,
+    },
+    /// The registry redirected to a URL the client refuses.
+    #[error("registry {host} redirected {what} to {location:?}, which is refused: {reason}")]
+    BadRedirect {
+        /// Registry.
+        host: String,
+        /// The request, in words.
+        what: String,
+        /// The `Location` given.
+        location: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The blob store refused the content.
     #[error("storing a blob")]
     Store(#[from] BlobError),

@@ -96,6 +96,13 @@ impl Client {
                 (m, child.digest, Some(top.digest))
             }
         };
+        if manifest.layers.len() > self.opts.max_layers {
+            return Err(RegistryError::TooManyLayers {
+                image,
+                count: manifest.layers.len(),
+                limit: self.opts.max_layers,
+            });
+        }
         let (config_digest, config, diff_ids) =
             self.fetch_config(&t, store, &manifest, &image, progress, cancel)?;
         let count = manifest.layers.len() + 1;

@@ -6,13 +6,19 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::{
-    normalize, opaque_name, show, UnpackError, UnpackOptions, UnpackStats, OPAQUE_MARKER,
-    WHITEOUT_PREFIX,
+    normalize, opaque_name, show, RootMeta, UnpackError, UnpackOptions, UnpackStats,
+    LAYER_ROOT_MODE, MAX_NAME_LEN, MAX_PATH_LEN, OPAQUE_MARKER, WHITEOUT_PREFIX,
 };
 use crate::fsat;
+use crate::space;
 use crate::tar::{EntryKind, Header, TarReader};
 
 type Result<T> = std::result::Result<T, UnpackError>;
+
+/// Bytes written between two looks at the free space of the destination's file system.
+const CHECK_EVERY_BYTES: u64 = 8 << 20;
+/// Entries created between two looks at the free space (each takes an inode).
+const CHECK_EVERY_ENTRIES: u64 = 1024;
 
 /// Metadata applied to directories once all entries are in (children change mtimes).
 pub(super) struct DirMeta {
@@ -28,6 +34,35 @@ pub(super) struct Unpacker<'o> {
     pub(super) stats: UnpackStats,
     pub(super) dirs: BTreeMap<Vec<u8>, DirMeta>,
     pub(super) total: u64,
+    /// Bytes of names held in `dirs`.
+    pub(super) metadata: u64,
+    /// Bytes written since free space was last checked.
+    pub(super) unchecked_bytes: u64,
+    /// Entries created since free space was last checked.
+    pub(super) unchecked_entries: u64,
+}
+
+/// Refuses a path with a component or a total length that Linux cannot use.
+fn check_lengths(comps: &[&[u8]], entry: &str) -> Result<()> {
+    if let Some(len) = comps
+        .iter()
+        .map(|c| c.len())
+        .filter(|&l| l > MAX_NAME_LEN)
+        .max()
+    {
+        return Err(UnpackError::NameTooLong {
+            entry: entry.to_string(),
+            len,
+        });
+    }
+    let len = comps.iter().map(|c| c.len() + 1).sum::<usize>();
+    if len > MAX_PATH_LEN {
+        return Err(UnpackError::PathTooLong {
+            entry: entry.to_string(),
+            len,
+        });
+    }
+    Ok(())
 }
 
 /// Whether a layer may set this extended attribute.
@@ -79,6 +114,7 @@ impl Unpacker<'_> {
         let comps = normalize(&h.path).ok_or_else(|| UnpackError::Escapes {
             entry: entry.clone(),
         })?;
+        check_lengths(&comps, &entry)?;
         let Some((leaf, parents)) = comps.split_last() else {
             if h.kind != EntryKind::Directory {
                 return Err(UnpackError::Invalid {
@@ -86,17 +122,22 @@ impl Unpacker<'_> {
                     why: "the layer root can only be a directory",
                 });
             }
-            self.dirs.insert(
-                Vec::new(),
-                DirMeta {
-                    uid,
-                    gid,
-                    mode: h.mode,
-                    mtime: h.mtime,
-                },
-            );
+            // The root is the store's directory: the archive's wishes are only recorded.
+            self.stats.root = Some(RootMeta {
+                mode: h.mode,
+                uid,
+                gid,
+                mtime: h.mtime,
+            });
             return Ok(());
         };
+        if h.kind == EntryKind::Symlink && h.link.len() > MAX_PATH_LEN {
+            return Err(UnpackError::PathTooLong {
+                entry,
+                len: h.link.len(),
+            });
+        }
+        self.room(&entry, h.size)?;
         let io_err = |op| {
             let entry = entry.clone();
             move |source| UnpackError::Io { entry, op, source }
@@ -128,6 +169,13 @@ impl Unpacker<'_> {
             }
             self.set_xattrs(dir.as_fd(), &h, &entry)?;
             let rel = comps.join(&b'/');
+            self.metadata = self.metadata.saturating_add(rel.len() as u64 + 32);
+            if self.metadata > self.opts.max_metadata {
+                return Err(UnpackError::MetadataTooLarge {
+                    entry,
+                    limit: self.opts.max_metadata,
+                });
+            }
             self.dirs.insert(
                 rel,
                 DirMeta {
@@ -198,6 +246,38 @@ impl Unpacker<'_> {
                 self.finish_at(p, &name, &h, uid, gid, Some(h.mode), &entry)?;
                 self.stats.special += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses an entry of `bytes` when the destination's file system would keep less free
+    /// than the options ask. Looked at every few MiB or entries, and before every large file.
+    fn room(&mut self, entry: &str, bytes: u64) -> Result<()> {
+        self.unchecked_bytes = self.unchecked_bytes.saturating_add(bytes);
+        self.unchecked_entries += 1;
+        if self.unchecked_bytes < CHECK_EVERY_BYTES && self.unchecked_entries < CHECK_EVERY_ENTRIES
+        {
+            return Ok(());
+        }
+        self.unchecked_bytes = 0;
+        self.unchecked_entries = 0;
+        let free = space::free_space_fd(self.root.as_fd()).map_err(|source| UnpackError::Io {
+            entry: entry.to_string(),
+            op: "look at the free space of the store's file system",
+            source,
+        })?;
+        let s = &self.opts.space;
+        if free.bytes < bytes.saturating_add(s.min_free_bytes)
+            || free.inodes < s.min_free_inodes.saturating_add(1)
+        {
+            return Err(UnpackError::NoSpace {
+                entry: entry.to_string(),
+                needed: bytes,
+                free_bytes: free.bytes,
+                free_inodes: free.inodes,
+                reserve_bytes: s.min_free_bytes,
+                reserve_inodes: s.min_free_inodes,
+            });
         }
         Ok(())
     }
@@ -300,6 +380,7 @@ impl Unpacker<'_> {
             target: target.clone(),
         };
         let comps = normalize(&h.link).ok_or_else(outside)?;
+        check_lengths(&comps, entry)?;
         let (leaf, parents) = comps.split_last().ok_or_else(missing)?;
         let dir =
             fsat::open_dir_beneath(self.root.as_fd(), &parents.join(&b'/')).map_err(|e| match e
@@ -393,14 +474,23 @@ impl Unpacker<'_> {
         fsat::utimes_at(p, name, h.mtime).map_err(err("set times"))
     }
 
-    /// Applies directory metadata, deepest first, then the root's.
+    /// Applies directory metadata, deepest first; the root gets [`LAYER_ROOT_MODE`], time 0
+    /// and stays owned by the caller, whatever the archive said.
     pub(super) fn finish(&mut self) -> Result<()> {
-        self.dirs.entry(Vec::new()).or_insert(DirMeta {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-            mtime: 0,
-        });
+        let own = fsat::fstat(self.root.as_fd()).map_err(|source| UnpackError::Io {
+            entry: "./".into(),
+            op: "stat the layer root",
+            source,
+        })?;
+        self.dirs.insert(
+            Vec::new(),
+            DirMeta {
+                uid: own.st_uid,
+                gid: own.st_gid,
+                mode: LAYER_ROOT_MODE,
+                mtime: 0,
+            },
+        );
         let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
         dirs.sort_by_key(|(p, _)| {
             std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty()))
@@ -439,7 +529,7 @@ impl Unpacker<'_> {
                 op: "stat",
                 source,
             })?;
-            let (uid, gid) = if self.opts.preserve_owners {
+            let (uid, gid) = if self.opts.preserve_owners || rel.is_empty() {
                 (m.uid, m.gid)
             } else {
                 (st.st_uid, st.st_gid)

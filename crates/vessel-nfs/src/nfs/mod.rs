@@ -127,13 +127,23 @@ impl Obj {
 
 impl Ctx<'_> {
     /// Resolve a file handle with the server's own identity (decoding needs
-    /// `CAP_DAC_READ_SEARCH`). Directories are checked to lie beneath the export root.
+    /// `CAP_DAC_READ_SEARCH`). The handle must have been issued for the export as it is now
+    /// (its generation and root), and the object must lie beneath the export root.
     pub fn resolve(&self, fh: &[u8]) -> NfsResult<Obj> {
-        let (id, kh) = self.key.decode(fh).map_err(|e| match e {
-            BadHandle::Malformed => NfsErr(status::BADHANDLE),
-            BadHandle::Forged => NfsErr(status::STALE),
-        })?;
-        let export = self.exports.by_id(id).ok_or(NfsErr(status::STALE))?;
+        let mut found = None;
+        let (_, kh) = self
+            .key
+            .decode(fh, |id| {
+                let e = self.exports.by_id(id)?;
+                let identity = e.identity.clone();
+                found = Some(e);
+                Some(identity)
+            })
+            .map_err(|e| match e {
+                BadHandle::Malformed => NfsErr(status::BADHANDLE),
+                BadHandle::Forged => NfsErr(status::STALE),
+            })?;
+        let export = found.ok_or(NfsErr(status::STALE))?;
         let fd = sys::open_handle(export.root.as_fd(), &kh).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESTALE) || e.raw_os_error() == Some(libc::ENOENT) {
                 NfsErr(status::STALE)
@@ -146,7 +156,12 @@ impl Ctx<'_> {
             return Err(NfsErr(status::STALE));
         }
         let obj = Obj { export, fd, st };
-        if obj.is_dir() && !beneath_root(&obj)? {
+        let inside = if obj.is_dir() {
+            beneath_root(&obj)?
+        } else {
+            file_beneath_root(&obj)
+        };
+        if !inside {
             return Err(NfsErr(status::STALE));
         }
         Ok(obj)
@@ -173,20 +188,53 @@ impl Ctx<'_> {
     }
 }
 
-/// The uid, gid and groups a caller acts as on `export`.
+/// The uid, gid and groups a caller acts as on `export`. Root squash maps uid 0 to the
+/// anonymous identity and, like the kernel's `root_squash`, gid 0 too, primary and
+/// supplementary: group root owns as much on a host as user root reads.
 pub(crate) fn mapped_identity(
     cred: &Credentials,
     export: &crate::export::Export,
 ) -> (u32, u32, Vec<u32>) {
     let anon = (export.anon_uid, export.anon_gid, Vec::new());
+    let squash_gid = |g: u32| if g == 0 { export.anon_gid } else { g };
     match cred {
         Credentials::None => anon,
         Credentials::Unix { uid, gid, gids, .. } => match export.squash {
             Squash::All => anon,
             Squash::Root if *uid == 0 => anon,
-            _ => (*uid, *gid, gids.clone()),
+            Squash::Root => (
+                *uid,
+                squash_gid(*gid),
+                gids.iter().map(|&g| squash_gid(g)).collect(),
+            ),
+            Squash::None => (*uid, *gid, gids.clone()),
         },
     }
+}
+
+/// Whether a non-directory lies beneath the export root, as far as the kernel can tell: its
+/// path (when its dentry is connected and that path still names it) must be below the root's.
+/// A file reached only through a disconnected dentry (not in the cache since the server
+/// started), or with several links, cannot be placed and is accepted on the strength of its
+/// handle's tag; it is on the export's file system (checked by the caller).
+fn file_beneath_root(obj: &Obj) -> bool {
+    if obj.st.st_nlink > 1 {
+        return true;
+    }
+    let (Some(path), Some(root)) = (
+        sys::fd_path(obj.fd.as_fd()),
+        sys::fd_path(obj.export.root.as_fd()),
+    ) else {
+        return true;
+    };
+    let names_it = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev() == obj.st.st_dev && m.ino() == obj.st.st_ino
+    });
+    if !names_it {
+        return true;
+    }
+    path.starts_with(&root)
 }
 
 /// Walk `..` from a directory up to the export root; false if the file system's root comes
@@ -332,9 +380,21 @@ mod tests {
         let e = Export::new("/v", "/tmp").anon(99, 98);
         assert_eq!(mapped_identity(&root, &e), (99, 98, vec![]));
         assert_eq!(mapped_identity(&user, &e), (1000, 100, vec![5]));
+        // Group root is squashed too, primary and supplementary.
+        let group_root = Credentials::Unix {
+            machine: "h".into(),
+            uid: 1234,
+            gid: 0,
+            gids: vec![5, 0, 7],
+        };
+        assert_eq!(mapped_identity(&group_root, &e), (1234, 98, vec![5, 98, 7]));
         assert_eq!(mapped_identity(&Credentials::None, &e), (99, 98, vec![]));
         let none = e.clone().squash(Squash::None);
         assert_eq!(mapped_identity(&root, &none), (0, 0, vec![0]));
+        assert_eq!(
+            mapped_identity(&group_root, &none),
+            (1234, 0, vec![5, 0, 7])
+        );
         let all = e.squash(Squash::All);
         assert_eq!(mapped_identity(&user, &all), (99, 98, vec![]));
     }

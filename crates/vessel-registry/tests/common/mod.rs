@@ -127,6 +127,52 @@ impl Registry {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// Pushes a manifest and the blobs it names straight over the distribution API (what
+    /// skopeo does, without its per-layer cost: 500 layers naming one blob take it minutes).
+    pub fn push_raw(&self, repo: &str, tag: &str, blobs: &[&[u8]], manifest: &[u8], media: &str) {
+        for b in blobs {
+            let (status, headers, _) = http(
+                self.addr,
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                b"",
+            );
+            assert_eq!(status, 202, "start an upload: {headers:?}");
+            let location = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.clone())
+                .expect("upload location");
+            let path = location
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+                .unwrap_or(location);
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (status, headers, _) = http(
+                self.addr,
+                "PUT",
+                &format!("{path}{sep}digest={}", sha(b)),
+                &[("Content-Type", "application/octet-stream")],
+                b,
+            );
+            assert_eq!(status, 201, "finish an upload: {headers:?}");
+        }
+        let (status, _, body) = http(
+            self.addr,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Content-Type", media)],
+            manifest,
+        );
+        assert_eq!(
+            status,
+            201,
+            "push manifest: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// The file in the registry's storage holding a blob.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
@@ -144,6 +190,47 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/1.1 request on loopback: status, headers and body of the answer.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(body).expect("send body");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("answer");
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("answer head");
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (status, headers, resp[split + 4..].to_vec())
 }
 
 /// Status of a plain `GET` on loopback, or `None` when nothing answers.

@@ -1,5 +1,6 @@
 //! A loopback HTTP/1.1 forwarder in front of a test registry: records every request, and on
-//! demand drops a blob answer after N bytes, strips `Range`, or demands bearer or basic auth.
+//! demand drops a blob answer after N bytes, trickles it, redirects it, strips `Range`, or
+//! demands bearer or basic auth.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -39,6 +40,11 @@ pub struct Behaviour {
     pub basic: Option<String>,
     /// Answer `/token` with this token (a token server for a registry with token auth).
     pub serve_token: Option<String>,
+    /// Send answers whose path contains this one body byte per interval.
+    pub trickle: Option<(String, Duration)>,
+    /// Answer requests whose path contains this with `302 Found` to `Location: {1}` (`{path}`
+    /// in it is replaced by the request's path).
+    pub redirect: Option<(String, String)>,
 }
 
 pub struct Proxy {
@@ -220,6 +226,19 @@ fn serve(
         }
     }
 
+    if let Some((pat, to)) = &b.redirect {
+        if req.path.contains(pat.as_str()) {
+            req.status = 302;
+            record(&req);
+            return respond(
+                &mut conn,
+                "302 Found",
+                &[("Location", to.replace("{path}", &req.path))],
+                "",
+            );
+        }
+    }
+
     let mut up = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
     up.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(up, "{} {} HTTP/1.1\r\n", req.method, req.path)?;
@@ -252,6 +271,22 @@ fn serve(
         }
         _ => None,
     };
+    let slow = match &b.trickle {
+        Some((pat, every)) if req.path.contains(pat.as_str()) && req.method == "GET" => {
+            Some(*every)
+        }
+        _ => None,
+    };
+    if let Some(every) = slow {
+        // Bounded: ends when the client gives up (a write fails) or the body is sent.
+        let mut byte = [0u8; 1];
+        while upr.read(&mut byte)? == 1 {
+            conn.write_all(&byte)?;
+            conn.flush()?;
+            std::thread::sleep(every);
+        }
+        return Ok(());
+    }
     match cut {
         Some(n) => {
             let mut limited = upr.take(n);

@@ -264,17 +264,20 @@ impl ImageService {
         op.progress(Some(10), "reading the archive");
         let store = self.blobs()?;
         let (u, s) = (upload.to_path_buf(), store.clone());
-        let imported = tokio::task::spawn_blocking(move || {
-            vessel_image::import_image(&u, &s, &vessel_image::ImportOptions::default())
-        })
-        .await
-        .map_err(|e| Error::internal(format!("import task: {e}")))?
-        .map_err(|e| {
-            Error::invalid(format!(
-                "cannot import the archive: {}",
-                crate::error::chain(&e)
-            ))
-        })?;
+        let opts = vessel_image::ImportOptions {
+            max_layers: self.max_layers(),
+            ..Default::default()
+        };
+        let imported =
+            tokio::task::spawn_blocking(move || vessel_image::import_image(&u, &s, &opts))
+                .await
+                .map_err(|e| Error::internal(format!("import task: {e}")))?
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot import the archive: {}",
+                        crate::error::chain(&e)
+                    ))
+                })?;
         let blobs: Vec<super::pull::LayerBlob> = imported
             .layers
             .iter()

@@ -80,6 +80,35 @@ impl ImageService {
         &self.dir
     }
 
+    /// Most layers an image may have and still run here. An instance's root is mounted with
+    /// mount(2), whose options (`lowerdir=` with every layer's path, `upperdir=`, `workdir=`)
+    /// must fit one page: the kernel copies 4,096 bytes and cuts the string at 4,095, so a
+    /// longer one loses its end and the mount fails with a misleading ENOENT. The layers'
+    /// paths are counted as unprivileged copies (`<id>.shifted-<10 digits>`), the upper and
+    /// work directories for the longest instance name (63); overlayfs also stacks at most
+    /// 500 layers.
+    pub fn max_layers(&self) -> usize {
+        const PAGE_STRING: usize = 4095;
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        let inst = root.join("instances").join("x".repeat(63));
+        let fixed = vessel_monitor::Overlay {
+            lowers: Vec::new(),
+            upper: inst.join("upper"),
+            work: inst.join("work"),
+            target: inst.join("rootfs"),
+        }
+        .options()
+        .len();
+        let layer = format!(
+            "{}.shifted-{}",
+            self.layer_dir(&"0".repeat(64)).display(),
+            u32::MAX
+        );
+        // `fixed` + n layers + (n - 1) colons <= PAGE_STRING.
+        let fit = (PAGE_STRING + 1).saturating_sub(fixed) / (layer.len() + 1);
+        fit.min(vessel_image::archive::OVERLAY_MAX_STACK)
+    }
+
     /// The file naming the blob a layer was unpacked from.
     pub fn layer_source_file(&self, id: &str) -> PathBuf {
         self.dir.join("layers").join(format!("{id}.source"))
@@ -403,6 +432,17 @@ impl ImageService {
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if t.exists() {
                 std::fs::remove_dir_all(&t)?;
+            }
+            // The copy must leave the store's file system its free reserve.
+            let needed = tree::disk_usage(&c)?;
+            let free = vessel_image::space::free_space(&c)?;
+            let reserve = vessel_image::SpaceLimits::default().min_free_bytes;
+            if free.bytes < needed.saturating_add(reserve) {
+                return Err(std::io::Error::other(format!(
+                    "it needs {needed} bytes and the store's file system has {} free (keeping \
+                     {reserve} free); free space on it",
+                    free.bytes
+                )));
             }
             tree::copy_shifted(&c, &t, shift)?;
             std::fs::rename(&t, &s)

@@ -52,15 +52,17 @@ impl ImageService {
                 let blob = store
                     .open_blob(&l.blob)
                     .map_err(|e| Error::internal(format!("layer {}: {}", l.blob, chain(&e))))?;
+                // The blob's size bounds how far it may expand (a decompression bomb);
+                // the layer is stored under its diff_id: its content must have it.
+                let opts = UnpackOptions {
+                    compressed_size: blob.metadata().ok().map(|m| m.len()),
+                    diff_id: Some(l.diff_id.clone()),
+                    ..UnpackOptions::default()
+                };
                 let media = l.media_type.clone();
                 let d = dest.clone();
                 let unpacked = tokio::task::spawn_blocking(move || {
-                    vessel_image::unpack_layer(
-                        std::io::BufReader::new(blob),
-                        &media,
-                        &d,
-                        &UnpackOptions::default(),
-                    )
+                    vessel_image::unpack_layer(std::io::BufReader::new(blob), &media, &d, &opts)
                 })
                 .await
                 .map_err(|e| Error::internal(format!("unpack task: {e}")))?;
@@ -133,7 +135,10 @@ impl ImageService {
             }
         };
         validate_alias(&alias)?;
-        let mut opts = ClientOptions::default();
+        let mut opts = ClientOptions {
+            max_layers: self.max_layers(),
+            ..ClientOptions::default()
+        };
         if req.insecure {
             opts.insecure_hosts.push(reference.registry().to_string());
         }

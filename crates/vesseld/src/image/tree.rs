@@ -58,6 +58,15 @@ pub fn fingerprint(root: &Path) -> io::Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), size))
 }
 
+/// Bytes the files of the tree at `src` take on disk.
+pub fn disk_usage(src: &Path) -> io::Result<u64> {
+    let mut total = fs::symlink_metadata(src)?.blocks() * 512;
+    for rel in walk(src)? {
+        total += fs::symlink_metadata(src.join(rel))?.blocks() * 512;
+    }
+    Ok(total)
+}
+
 /// Copies the tree at `src` to `dst` (which must not exist), adding `shift` to every owner
 /// uid and gid, so that a user-namespaced container whose root maps to host uid `shift` sees
 /// the files as its own.

@@ -77,6 +77,24 @@ pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
     }
 }
 
+/// The generation of an NFS export: what it serves and how (pool, volume, read-only), so a
+/// re-created export's handles stay valid only when it serves the same volume the same way;
+/// the engine also binds handles to the export root's own kernel handle, so an export
+/// re-created on another directory never accepts the old handles. (A generation that changes
+/// with every create needs one kept in the export's record.)
+pub fn export_generation(e: &StorageExport) -> u32 {
+    use sha2::Digest;
+    let h = sha2::Sha256::new()
+        .chain_update(e.name.as_bytes())
+        .chain_update([0])
+        .chain_update(e.pool.as_bytes())
+        .chain_update([0])
+        .chain_update(e.volume.as_bytes())
+        .chain_update([u8::from(e.read_only)])
+        .finalize();
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
+
 impl ExportServers {
     /// The error that keeps an export from being served.
     pub fn error(&self, name: &str) -> Option<String> {
@@ -142,9 +160,23 @@ impl ExportServers {
     }
 
     /// Serves a directory as an NFS export at `/NAME` (root squashed to nobody, other
-    /// users as they are, like a default Linux export).
+    /// users as they are, like a default Linux export), with the generation
+    /// [`export_generation`] gives it.
     pub fn add_nfs(&self, e: &StorageExport, root: PathBuf) -> Result<()> {
-        let export = vessel_nfs::Export::new(format!("/{}", e.name), root).read_only(e.read_only);
+        self.add_nfs_generation(e, root, export_generation(e))
+    }
+
+    /// [`Exports::add_nfs`] with a generation of the caller's: handles of an export are
+    /// stale once it is served with another generation (or another root directory).
+    pub fn add_nfs_generation(
+        &self,
+        e: &StorageExport,
+        root: PathBuf,
+        generation: u32,
+    ) -> Result<()> {
+        let export = vessel_nfs::Export::new(format!("/{}", e.name), root)
+            .read_only(e.read_only)
+            .generation(generation);
         let mut nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = nfs.get(&e.listen) {
             l.server
@@ -166,8 +198,10 @@ impl ExportServers {
             .map_err(|err| Error::invalid(format!("NFS export: {}", chain(&err))))?;
             let listener = std::net::TcpListener::bind(addr)
                 .map_err(|err| Error::conflict(format!("cannot listen on {}: {err}", e.listen)))?;
+            // Caps on connections, idle and slow clients and buffered bytes, with the
+            // daemon's descriptors in mind: NFS clients must never starve the API.
             let handle = server
-                .serve(listener, None)
+                .serve_with(listener, None, vessel_nfs::ServerLimits::default())
                 .map_err(|err| Error::internal(format!("NFS server: {}", chain(&err))))?;
             nfs.insert(
                 e.listen.clone(),
