@@ -5,7 +5,7 @@ use std::sync::Arc;
 use vessel_api::{ExportCreate, StorageExport, VolumeContent};
 
 use super::driver::BlockAccess;
-use super::record::VolumeRecord;
+use super::record::{ExportRecord, VolumeRecord};
 use super::{servers, StorageService};
 use crate::error::{chain, Error, Result};
 use crate::name::validate_name;
@@ -18,7 +18,7 @@ impl StorageService {
             .exports
             .list()?
             .into_iter()
-            .map(|e| self.export_view(e))
+            .map(|r| self.export_view(r.export))
             .collect())
     }
 
@@ -33,7 +33,8 @@ impl StorageService {
         e
     }
 
-    pub(super) fn serve_export(&self, e: &StorageExport) -> Result<()> {
+    pub(super) fn serve_export(&self, rec: &ExportRecord) -> Result<()> {
+        let e = &rec.export;
         let d = self.driver(&e.pool)?;
         let r = match e.protocol {
             vessel_api::ExportProtocol::Nbd => {
@@ -49,7 +50,10 @@ impl StorageService {
             }
             vessel_api::ExportProtocol::Nfs => {
                 let root = d.fs_path(&e.volume)?;
-                self.inner.servers.add_nfs(e, root)
+                let generation = rec
+                    .generation
+                    .unwrap_or_else(|| servers::export_generation(e));
+                self.inner.servers.add_nfs_generation(e, root, generation)
             }
         };
         if let Err(err) = &r {
@@ -82,8 +86,12 @@ impl StorageService {
             status: "serving".into(),
             error: None,
         };
-        self.serve_export(&e)?;
-        if let Err(err) = self.inner.exports.insert(&e.name, &e) {
+        let rec = ExportRecord {
+            export: e.clone(),
+            generation: Some(rand_u32()),
+        };
+        self.serve_export(&rec)?;
+        if let Err(err) = self.inner.exports.insert(&e.name, &rec) {
             self.inner.servers.remove(&e);
             return Err(err.into());
         }
@@ -97,11 +105,16 @@ impl StorageService {
     /// Stops serving an export.
     pub fn export_delete(&self, name: &str) -> Result<StorageExport> {
         let _g = self.busy();
-        let e = self.inner.exports.get(name)?.ok_or_else(|| {
-            Error::not_found(format!(
-                "export {name:?} not found; see `vessel storage export list`"
-            ))
-        })?;
+        let e = self
+            .inner
+            .exports
+            .get(name)?
+            .map(|r| r.export)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "export {name:?} not found; see `vessel storage export list`"
+                ))
+            })?;
         self.inner.servers.remove(&e);
         self.inner.exports.delete(name)?;
         self.inner.events.lifecycle(
@@ -184,4 +197,10 @@ mod tests {
             assert!(e.message.contains(want), "{want:?} not in {e}");
         }
     }
+}
+
+/// A random 32-bit number (a new export's NFS handle generation).
+fn rand_u32() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

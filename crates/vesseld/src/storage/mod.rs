@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use vessel_api::{ScrubResult, StorageExport};
+use vessel_api::ScrubResult;
 
 use crate::error::{Error, Result};
 use crate::events::Events;
@@ -58,7 +58,7 @@ struct Inner {
     run: PathBuf,
     pools: Records<PoolRecord>,
     volumes: Records<VolumeRecord>,
-    exports: Records<StorageExport>,
+    exports: Records<record::ExportRecord>,
     /// Open drivers, by pool.
     drivers: Mutex<HashMap<String, Arc<dyn PoolDriver>>>,
     unavailable: Mutex<HashMap<String, String>>,

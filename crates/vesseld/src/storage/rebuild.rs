@@ -39,7 +39,7 @@ impl StorageService {
         }
         for e in self.inner.exports.list()? {
             if let Err(err) = self.serve_export(&e) {
-                tracing::error!(export = %e.name, error = %err.message, "export not served");
+                tracing::error!(export = %e.export.name, error = %err.message, "export not served");
             }
         }
         for v in self.volume_records(None)? {

@@ -1,7 +1,7 @@
-//! What the store keeps of pools and volumes.
+//! What the store keeps of pools, volumes and exports.
 
 use serde::{Deserialize, Serialize};
-use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
+use vessel_api::{PoolDriver as DriverKind, StorageExport, VolumeAttachment, VolumeContent};
 
 use crate::error::Error;
 
@@ -59,7 +59,7 @@ pub(super) fn volume_not_found(pool: &str, name: &str) -> Error {
 /// Records for the unit tests of the storage module.
 #[cfg(test)]
 pub(super) mod fixture {
-    use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
+    use vessel_api::{PoolDriver as DriverKind, StorageExport, VolumeAttachment, VolumeContent};
 
     use super::{PoolRecord, VolumeRecord};
 
@@ -102,4 +102,16 @@ pub(super) mod fixture {
             created_at: "2024-01-01T00:00:00Z".into(),
         }
     }
+}
+
+/// What the store keeps of an export: the export, and the generation its NFS file handles
+/// carry — drawn anew at every create, so handles taken from an export that was deleted and
+/// created again are stale, whatever it serves now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ExportRecord {
+    #[serde(flatten)]
+    pub(super) export: StorageExport,
+    /// `None` in records made before generations were kept (derived from the export then).
+    #[serde(default)]
+    pub(super) generation: Option<u32>,
 }

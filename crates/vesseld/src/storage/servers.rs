@@ -80,8 +80,8 @@ pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
 /// The generation of an NFS export: what it serves and how (pool, volume, read-only), so a
 /// re-created export's handles stay valid only when it serves the same volume the same way;
 /// the engine also binds handles to the export root's own kernel handle, so an export
-/// re-created on another directory never accepts the old handles. (A generation that changes
-/// with every create needs one kept in the export's record.)
+/// re-created on another directory never accepts the old handles. Used for exports recorded
+/// before each create drew a generation of its own.
 pub fn export_generation(e: &StorageExport) -> u32 {
     use sha2::Digest;
     let h = sha2::Sha256::new()
@@ -160,14 +160,9 @@ impl ExportServers {
     }
 
     /// Serves a directory as an NFS export at `/NAME` (root squashed to nobody, other
-    /// users as they are, like a default Linux export), with the generation
-    /// [`export_generation`] gives it.
-    pub fn add_nfs(&self, e: &StorageExport, root: PathBuf) -> Result<()> {
-        self.add_nfs_generation(e, root, export_generation(e))
-    }
-
-    /// [`Exports::add_nfs`] with a generation of the caller's: handles of an export are
-    /// stale once it is served with another generation (or another root directory).
+    /// users as they are, like a default Linux export) whose handles carry `generation`:
+    /// handles of an export are stale once it is served with another generation (or another
+    /// root directory).
     pub fn add_nfs_generation(
         &self,
         e: &StorageExport,

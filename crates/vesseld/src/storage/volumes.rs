@@ -113,6 +113,7 @@ impl StorageService {
             .entries()?
             .into_iter()
             .filter_map(|(_, e)| e.ok())
+            .map(|r| r.export)
             .filter(|e| e.pool == pool && e.volume == name)
             .map(|e| e.name)
             .collect())

@@ -81,6 +81,24 @@ fn nfs_handles_of_a_recreated_export_are_stale_and_group_root_is_squashed() {
     d.spawn();
     let mut c = rpc::Client::connect(addr);
     assert_eq!(rpc::read_as(&mut c, (0, 0, &[]), &nf).1, b"volume b");
+    // Re-created on the same volume, the same way: a new export, so the old handles go stale.
+    drop(c);
+    d.ok(&["storage", "export", "delete", "share"]);
+    d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "share",
+        "local",
+        "vol-b",
+        "--protocol",
+        "nfs",
+        "--listen",
+        &listen,
+    ]);
+    let mut c = rpc::Client::connect(addr);
+    assert_eq!(rpc::read_as(&mut c, (0, 0, &[]), &nf).0, rpc::STALE);
+    let new_root = rpc::mount(&mut c, "/share");
 
     // Group root is squashed: a root:root 0660 file is not readable as uid 1234 with gid 0.
     std::fs::write(b.join("secret"), "root:root 0660").expect("write");
