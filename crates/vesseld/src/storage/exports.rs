@@ -150,6 +150,12 @@ pub(super) fn check_export(req: &ExportCreate, v: &VolumeRecord) -> Result<()> {
     Ok(())
 }
 
+/// A random 32-bit number (a new export's NFS handle generation).
+fn rand_u32() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
 #[cfg(test)]
 mod tests {
     use vessel_api::ExportProtocol;
@@ -197,10 +203,4 @@ mod tests {
             assert!(e.message.contains(want), "{want:?} not in {e}");
         }
     }
-}
-
-/// A random 32-bit number (a new export's NFS handle generation).
-fn rand_u32() -> u32 {
-    let b = uuid::Uuid::new_v4().into_bytes();
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

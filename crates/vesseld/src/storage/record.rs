@@ -59,7 +59,7 @@ pub(super) fn volume_not_found(pool: &str, name: &str) -> Error {
 /// Records for the unit tests of the storage module.
 #[cfg(test)]
 pub(super) mod fixture {
-    use vessel_api::{PoolDriver as DriverKind, StorageExport, VolumeAttachment, VolumeContent};
+    use vessel_api::{PoolDriver as DriverKind, VolumeAttachment, VolumeContent};
 
     use super::{PoolRecord, VolumeRecord};
 
