@@ -23,12 +23,13 @@ Examples:
 
 const VOLUME_EXAMPLES: &str = "\
 Examples:
-  vessel storage volume create local data --size 1GiB          # a filesystem volume
+  vessel storage volume create local data                      # a filesystem volume
+  vessel storage volume create fast data --size 1GiB           # ... held to 1 GiB (btrfs)
   vessel storage volume create safe disk1 --type block --size 8GiB
   vessel storage volume attach local data c1 /srv/data         # c1 must be stopped
   vessel storage volume attach safe disk1 vm1                  # a second disk for vm1
   vessel storage volume snapshot local data before-upgrade
-  vessel storage volume restore local data before-upgrade
+  vessel storage volume restore local data before-upgrade      # its users stopped
   vessel storage volume create local data2 --source data/before-upgrade   # clone
   vessel storage volume import safe disk1 ./debian.qcow2";
 
@@ -37,7 +38,7 @@ Examples:
   vessel storage export create disk1 safe disk1 --protocol nbd --listen 127.0.0.1:10809
   nbdinfo nbd://127.0.0.1:10809/disk1
   vessel storage export create share local data --protocol nfs --listen 127.0.0.1:2049
-  nfs-ls nfs://127.0.0.1/share";
+  nfs-ls 'nfs://127.0.0.1/share?nfsport=2049&mountport=2049'   # no portmapper needed";
 
 /// `vessel storage ...`
 #[derive(Debug, Subcommand)]
@@ -178,7 +179,7 @@ pub enum VolumeCommand {
         /// What it holds.
         #[arg(long = "type", value_enum, default_value_t = ContentArg::Filesystem)]
         content: ContentArg,
-        /// Disk size (block) or quota (filesystem), e.g. 1GiB.
+        /// Disk size (block) or quota (filesystem; btrfs and raid pools, not dir), e.g. 1GiB.
         #[arg(long)]
         size: Option<String>,
         /// Clone VOLUME or VOLUME/SNAPSHOT of the same pool.
@@ -204,7 +205,7 @@ pub enum VolumeCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Change a volume's size (block) or quota (filesystem).
+    /// Change a volume's size (block) or quota (filesystem, on btrfs).
     Resize {
         /// Pool.
         pool: String,

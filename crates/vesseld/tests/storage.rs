@@ -282,8 +282,12 @@ fn raid_pool_serves_volumes_over_nbd_and_survives_a_lost_member() {
         !ro.status.success() || String::from_utf8_lossy(&ro.stdout).contains("failed"),
         "a read-only export took a write"
     );
-    // Lose a member: everything still reads, the pool says degraded.
-    d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "2"]);
+    // Lose a member: everything still reads, the pool says degraded (and the command says so).
+    let said = d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "2"]);
+    assert!(
+        said.contains("Member 2") && said.contains("degraded"),
+        "{said:?}"
+    );
     let status = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
     assert_eq!(status["status"], "degraded", "{status}");
     assert_eq!(status["members"][2]["state"], "failed", "{status}");
@@ -345,6 +349,8 @@ fn raid_pool_serves_volumes_over_nbd_and_survives_a_lost_member() {
     d.ok(&["storage", "volume", "delete", "safe", "copy"]);
     d.ok(&["storage", "volume", "delete", "safe", "disk"]);
     d.ok(&["storage", "pool", "delete", "safe"]);
+    // The member file Vessel made for the replacement goes with the pool.
+    assert!(!new.exists(), "{} outlived its pool", new.display());
 }
 
 #[test]

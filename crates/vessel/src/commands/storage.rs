@@ -203,14 +203,36 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                 },
             )?;
             operation::wait(client, op)?;
-            if action == "scrub" {
-                let s: PoolStatus = client.get(&format!("{}/status", pool_path(&name)))?;
-                if let Some(r) = s.last_scrub {
-                    println(format!(
-                        "Scrubbed {} stripes: {} mismatched, {} repaired",
-                        r.rows_checked, r.mismatches, r.repaired
-                    ))?;
+            let s: PoolStatus = client.get(&format!("{}/status", pool_path(&name)))?;
+            match action {
+                "scrub" => {
+                    if let Some(r) = &s.last_scrub {
+                        println(format!(
+                            "Scrubbed {} stripes: {} mismatched, {} repaired",
+                            r.rows_checked, r.mismatches, r.repaired
+                        ))?;
+                    }
                 }
+                "fail" => println(format!(
+                    "Member {} of pool {name} is out; the pool is {}. Put a new one in with \
+                     `vessel storage pool repair {name} replace {} PATH`.",
+                    member.unwrap_or_default(),
+                    s.status,
+                    member.unwrap_or_default()
+                ))?,
+                _ => println(format!(
+                    "Member {} of pool {name} rebuilt; the pool is {}.",
+                    member.unwrap_or_default(),
+                    s.status
+                ))?,
+            }
+            let states: Vec<String> = s
+                .members
+                .iter()
+                .map(|m| format!("{}:{}", m.index, m.state))
+                .collect();
+            if !states.is_empty() {
+                println(format!("Members: {}", states.join(" ")))?;
             }
             Ok(0)
         }

@@ -237,10 +237,16 @@ impl StorageService {
             "replace" => {
                 let m = req.member.unwrap_or(0);
                 let path = PathBuf::from(req.path.clone().unwrap_or_default());
+                // A member file Vessel makes here goes with the pool, like those it made at
+                // creation.
+                let made_here = !path.exists();
                 d.replace_member(m, &path, req.rate, &progress)?;
                 let _g = self.busy();
                 let mut rec = self.pool_record(name)?;
                 rec.sources[m as usize] = path.display().to_string();
+                if made_here {
+                    rec.created_files.push(path.display().to_string());
+                }
                 self.inner.pools.put(name, &rec)?;
             }
             _ => {

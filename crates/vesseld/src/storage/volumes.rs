@@ -177,6 +177,11 @@ impl StorageService {
                 )));
             }
         }
+        if v.content == VolumeContent::Filesystem
+            && self.pool_record(pool)?.driver == DriverKind::Dir
+        {
+            return Err(Error::invalid(DIR_SIZE_REFUSED));
+        }
         let d = self.driver(pool)?;
         let (cap, _) = d.capacity()?;
         if req.size > cap {
@@ -301,6 +306,11 @@ impl StorageService {
     }
 }
 
+/// Why a `dir` pool takes no size for a filesystem volume.
+const DIR_SIZE_REFUSED: &str = "a dir pool cannot hold a filesystem volume to a size (it is \
+     a plain directory on the host's file system): leave --size out, or use a btrfs pool, \
+     whose quotas enforce it (vessel storage pool create NAME btrfs --size 4GiB)";
+
 /// Checks a request for a new volume in pool `rec`, which holds `volumes`; `capacity` tells
 /// the pool's size when the request gives one.
 pub(super) fn check_volume_request(
@@ -322,6 +332,12 @@ pub(super) fn check_volume_request(
              dm to mount a user-space block device, so put filesystem volumes on a dir or \
              btrfs pool",
         ));
+    }
+    if rec.driver == DriverKind::Dir
+        && req.content == VolumeContent::Filesystem
+        && req.size.is_some()
+    {
+        return Err(Error::invalid(DIR_SIZE_REFUSED));
     }
     if req.content == VolumeContent::Block && req.size.is_none() && req.source.is_none() {
         return Err(Error::invalid(
