@@ -40,6 +40,12 @@ pub struct HostInfo {
     pub cgroup_version: String,
     /// Whether unprivileged (user-namespaced) containers are available.
     pub user_namespaces: bool,
+    /// The accelerator VMs run with ("kvm" or "tcg"), once a VM start has probed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_accelerator: Option<String>,
+    /// Why that accelerator: what KVM did, or why it was not tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_accelerator_reason: Option<String>,
 }
 
 /// Kind of instance.

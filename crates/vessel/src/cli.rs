@@ -119,9 +119,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Attach to an instance's console (detach with Ctrl-a q).
     #[command(
-        after_help = "Example:\n  vessel console c1\n\nPress Ctrl-a q to detach; Ctrl-a Ctrl-a sends a literal Ctrl-a."
+        after_help = "Examples:\n  vessel console c1\n  vessel console vm2 --type vga            # a full-profile VM's screen, for a VNC viewer\n  vessel console vm2 --type vga --listen 127.0.0.1:5901\n\nPress Ctrl-a q to detach from a text console; Ctrl-a Ctrl-a sends a literal Ctrl-a."
     )]
-    Console(NameArgs),
+    Console(ConsoleArgs),
     /// Print the console output recorded for an instance (a VM: its console).
     #[command(
         after_help = "Examples:\n  vessel logs c1\n  vessel logs c1 --tail 20\n  vessel logs -f c1             # keep printing new output until c1 stops (Ctrl-C to quit)"
@@ -226,6 +226,29 @@ pub struct DeleteArgs {
 pub struct NameArgs {
     /// Instance name.
     pub name: String,
+}
+
+/// Which console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ConsoleType {
+    /// The text console (a container's terminal, a VM's serial console).
+    #[default]
+    Console,
+    /// A VM's screen over VNC, served on a local TCP port for a VNC viewer.
+    Vga,
+}
+
+/// Arguments of `console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Instance name.
+    pub name: String,
+    /// The text console, or a VM's screen (`vga`, full profile only).
+    #[arg(long = "type", value_enum, default_value_t)]
+    pub kind: ConsoleType,
+    /// With `--type vga`: the local address to serve VNC on (a free port by default).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    pub listen: String,
 }
 
 /// Arguments of `logs`.

@@ -196,6 +196,17 @@ impl Client {
         target: &str,
         body: Option<&B>,
     ) -> Result<Upgraded> {
+        self.upgrade_to(method, target, body, PROTOCOL)
+    }
+
+    /// [`Client::upgrade`] to another protocol (e.g. a VM's raw VNC stream).
+    pub fn upgrade_to<B: Serialize>(
+        &self,
+        method: &str,
+        target: &str,
+        body: Option<&B>,
+        protocol: &str,
+    ) -> Result<Upgraded> {
         let body = match body {
             Some(b) => {
                 RequestBody::Json(serde_json::to_vec(b).context("cannot encode the request")?)
@@ -205,7 +216,7 @@ impl Client {
         let (head, reader) = self.exchange(
             method,
             target,
-            &[("Connection", "Upgrade"), ("Upgrade", PROTOCOL)],
+            &[("Connection", "Upgrade"), ("Upgrade", protocol)],
             body,
         )?;
         if head.status != 101 {
@@ -215,7 +226,7 @@ impl Client {
             if !head.is_success() {
                 return Err(error_from_response(&head, body).into());
             }
-            bail!("the daemon answered {status} instead of switching to {PROTOCOL}");
+            bail!("the daemon answered {status} instead of switching to {protocol}");
         }
         let writer = reader
             .get_ref()

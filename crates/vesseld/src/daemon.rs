@@ -195,6 +195,8 @@ impl Daemon {
                     vessel_cgroups::CgroupVersion::V2 => "v2".into(),
                 },
                 user_namespaces: Path::new("/proc/self/ns/user").exists(),
+                vm_accelerator: None,
+                vm_accelerator_reason: None,
             },
         };
         Self {

@@ -202,3 +202,46 @@ fn exec_as_a_user_by_name() {
     let err = d.fails(&["exec", "u1", "--user", "web", "--", "id"]);
     assert!(err.contains("passwd"), "{err}");
 }
+
+/// No silent surprises in storage: a dir pool refuses a size it cannot hold a filesystem
+/// volume to, and says what to use instead; `pool repair` says what it did; the build of a
+/// Debian image is called what it is.
+#[test]
+fn storage_and_images_say_what_they_do() {
+    let d = Daemon::start();
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    let err = d.fails(&[
+        "storage", "volume", "create", "local", "data", "--size", "1GiB",
+    ]);
+    assert!(err.contains("btrfs"), "{err}");
+    d.ok(&["storage", "volume", "create", "local", "data"]);
+    let err = d.fails(&["storage", "volume", "resize", "local", "data", "2GiB"]);
+    assert!(err.contains("btrfs"), "{err}");
+    // A block volume on a dir pool is a file of that size: its size holds.
+    d.ok(&[
+        "storage", "volume", "create", "local", "blk", "--type", "block", "--size", "1MiB",
+    ]);
+    // The operation of a Debian build names Debian (it said "busybox").
+    let (code, body) = common::http(
+        &d.socket,
+        "POST",
+        "/1.0/images",
+        Some(r#"{"source":"debian","release":"bookworm"}"#),
+    );
+    assert_eq!(code, 202, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        op["description"], "Building image \"debian/bookworm\"",
+        "{op}"
+    );
+    let id = op["id"].as_str().unwrap();
+    let _ = common::http(&d.socket, "DELETE", &format!("/1.0/operations/{id}"), None);
+    // A container has no screen: `console --type vga` says so.
+    d.busybox();
+    d.ok(&["create", "busybox", "nodisplay"]);
+    let err = d.fails(&["console", "nodisplay", "--type", "vga"]);
+    assert!(err.contains("no display"), "{err}");
+    // `vessel info` says how VMs would run, even before any did.
+    let info = d.ok(&["info"]);
+    assert!(info.contains("VM accelerator"), "{info}");
+}

@@ -195,6 +195,30 @@ fn full_vm_boots_an_unmodified_disk_from_firmware() {
         r.read_exact(&mut greeting).unwrap();
         assert_eq!(&greeting[..4], b"RFB ", "{greeting:?}");
     }
+    // `vessel console --type vga` serves that screen on a local port for a VNC viewer.
+    {
+        use std::io::Read;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cli = d.spawn_vessel(&["console", "f1", "--type", "vga", "--listen", &listen]);
+        let mut greeting = [0u8; 12];
+        let mut got = false;
+        for _ in 0..100 {
+            if let Ok(mut s) = std::net::TcpStream::connect(&listen) {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                got = s.read_exact(&mut greeting).is_ok();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = cli.kill();
+        let _ = cli.wait();
+        assert!(got && &greeting[..4] == b"RFB ", "{greeting:?}");
+    }
     // The boot sector ignores the power button: the stop falls back to ending QEMU.
     d.ok(&["stop", "f1", "--timeout", "2"]);
     assert_eq!(d.info("f1")["status"], "stopped");

@@ -127,6 +127,65 @@ pub fn console(client: &Client, name: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// `console --type vga`: serves a full-profile VM's screen (its VNC stream, through the
+/// daemon) on a local TCP port until interrupted; every viewer that connects gets its own
+/// stream.
+pub fn vga(client: &Client, name: &str, listen: &str) -> Result<i32> {
+    let path = format!("{}/vnc", instance_path(name));
+    // Ask once up front, so that a container or a VM without a display fails at once.
+    let first = client.upgrade_to::<()>("GET", &path, None, vessel_api::stream::RAW_PROTOCOL)?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr().context("the listening address")?;
+    eprintln!(
+        "The screen of {name} is served on {addr}: connect a VNC viewer to it \
+         (e.g. `vncviewer {addr}`, or remmina/tigervnc). Ctrl-C stops."
+    );
+    let mut pending = Some(first);
+    for conn in listener.incoming() {
+        let tcp = match conn {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("accepting a viewer: {e}");
+                continue;
+            }
+        };
+        let up = match pending.take() {
+            Some(u) => u,
+            None => {
+                match client.upgrade_to::<()>("GET", &path, None, vessel_api::stream::RAW_PROTOCOL)
+                {
+                    Ok(u) => u,
+                    Err(e) => {
+                        eprintln!("{e:#}");
+                        continue;
+                    }
+                }
+            }
+        };
+        std::thread::spawn(move || splice(tcp, up));
+    }
+    Ok(0)
+}
+
+/// Copies bytes both ways between a viewer and the daemon's stream until either side ends.
+fn splice(tcp: std::net::TcpStream, up: crate::client::Upgraded) {
+    let crate::client::Upgraded {
+        mut reader,
+        mut writer,
+    } = up;
+    let (Ok(mut from_viewer), Ok(mut to_viewer)) = (tcp.try_clone(), tcp.try_clone()) else {
+        return;
+    };
+    let down = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut reader, &mut to_viewer);
+        let _ = to_viewer.shutdown(std::net::Shutdown::Both);
+    });
+    let _ = std::io::copy(&mut from_viewer, &mut writer);
+    let _ = writer.shutdown(std::net::Shutdown::Both);
+    let _ = down.join();
+}
+
 /// `logs`: everything kept, or the last `tail` lines; with `follow`, new output as it comes
 /// until the instance stops.
 pub fn logs(client: &Client, name: &str, tail: Option<usize>, follow: bool) -> Result<i32> {

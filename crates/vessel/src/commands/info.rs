@@ -104,6 +104,14 @@ pub fn server_block(s: &ServerInfo) -> Block {
                     "User namespaces".to_string(),
                     yes_no(s.host.user_namespaces).to_string(),
                 ),
+                (
+                    "VM accelerator".to_string(),
+                    match (&s.host.vm_accelerator, &s.host.vm_accelerator_reason) {
+                        (Some(a), Some(why)) => format!("{a} ({why})"),
+                        (Some(a), None) => a.clone(),
+                        _ => "not probed yet: the first VM start tries KVM, else TCG".into(),
+                    },
+                ),
             ],
             "unknown",
         );

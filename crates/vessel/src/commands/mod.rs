@@ -54,7 +54,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             None => info::server(&client, args.format),
         },
         Command::Exec(args) => exec::exec(&client, args),
-        Command::Console(args) => exec::console(&client, &args.name),
+        Command::Console(args) => match args.kind {
+            crate::cli::ConsoleType::Console => exec::console(&client, &args.name),
+            crate::cli::ConsoleType::Vga => exec::vga(&client, &args.name, &args.listen),
+        },
         Command::Logs(args) => exec::logs(&client, &args.name, args.tail, args.follow),
         Command::File(cmd) => file::run(&client, cmd),
         Command::Image(cmd) => image::run(&client, cmd),

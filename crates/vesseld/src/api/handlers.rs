@@ -27,7 +27,12 @@ fn accepted<T: serde::Serialize>(v: T) -> Response {
 }
 
 pub async fn server_info(State(app): State<App>) -> impl IntoResponse {
-    Json(app.info.clone())
+    let mut info = app.info.clone();
+    if let Some((accel, why)) = app.instances.vms.accel_summary() {
+        info.host.vm_accelerator = Some(accel);
+        info.host.vm_accelerator_reason = Some(why);
+    }
+    Json(info)
 }
 
 pub async fn instances_list(State(app): State<App>, Query(q): Params) -> Result<Response> {
@@ -222,7 +227,7 @@ pub async fn images_build(
     let op = app.ops.spawn(
         format!(
             "Building image {:?}",
-            req.alias.clone().unwrap_or_else(|| "busybox".into())
+            crate::image::ImageService::build_name(&req)
         ),
         vec!["/1.0/images".into()],
         true,

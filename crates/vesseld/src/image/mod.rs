@@ -135,6 +135,24 @@ impl ImageService {
         Ok(p)
     }
 
+    /// What a build is called before it runs: its alias, given or the source's default
+    /// (`busybox`, `debian/<release>`, `vm/busybox`, `vm/busybox-disk`).
+    pub fn build_name(req: &ImageBuild) -> String {
+        if let Some(a) = &req.alias {
+            return a.clone();
+        }
+        match req.source {
+            ImageSource::Busybox => "busybox".into(),
+            ImageSource::Debian => {
+                format!("debian/{}", req.release.as_deref().unwrap_or("bookworm"))
+            }
+            ImageSource::Vm => match req.vm_layout.unwrap_or_default() {
+                vessel_api::VmLayout::Initramfs => "vm/busybox".into(),
+                vessel_api::VmLayout::Disk => "vm/busybox-disk".into(),
+            },
+        }
+    }
+
     /// Builds an image as part of an operation.
     pub async fn build(&self, req: ImageBuild, op: OpHandle) -> Result<Image> {
         match req.source {

@@ -698,12 +698,12 @@ impl InstanceService {
     /// The VNC socket of a running VM with a display.
     pub fn vnc_socket(&self, name: &str) -> Result<std::path::PathBuf> {
         let inst = self.get_stored(name)?;
-        self.require_running(&inst)?;
         if inst.instance_type != InstanceType::Vm {
             return Err(Error::invalid(format!(
                 "{name} is a container: it has no display; use `vessel console {name}`"
             )));
         }
+        self.require_running(&inst)?;
         self.vms
             .get(name)
             .and_then(|vm| vm.vnc_socket.clone())

@@ -362,6 +362,20 @@ impl VmDriver {
         }
     }
 
+    /// The accelerator VMs run with and why: this daemon's probe, else the last answer in
+    /// the probe's cache; `None` before any VM started here.
+    pub fn accel_summary(&self) -> Option<(String, String)> {
+        if let Some((a, why)) = self.accel.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some((a.to_string(), why));
+        }
+        let text = std::fs::read_to_string(&self.accel_cache).ok()?;
+        let all: std::collections::BTreeMap<String, vessel_vm::AccelProbe> =
+            serde_json::from_str(&text).ok()?;
+        all.into_values()
+            .next_back()
+            .map(|p| (p.accel.to_string(), p.reason))
+    }
+
     /// What a VM instance runs with.
     pub fn details(&self, name: &str) -> Option<VmDetails> {
         let vm = self.get(name)?;
