@@ -270,7 +270,8 @@ impl Daemon {
 ///   as `nobody` and open their own files by path: `<run>/vms/<vm>/` (QEMU's sockets),
 ///   `<run>/storage/disks/` (NBD sockets of raid disks), `<run>/networks/<net>/` (dnsmasq's
 ///   hosts files), and disk files in a pool's `block/` (each pool's `fs/` and `snapshots/`,
-///   which hold containers' files, are 0700: `storage::driver::secure_layout`).
+///   which hold containers' files, are 0700: `storage::driver::secure_layout`); for the same
+///   reason a VM's instance directory (its root disk) is 0711.
 fn state_dirs(root: &Path, run: &Path) -> [(PathBuf, u32); 13] {
     [
         (root.to_path_buf(), 0o711),

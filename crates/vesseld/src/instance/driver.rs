@@ -191,8 +191,8 @@ impl ContainerDriver {
         }
     }
 
-    /// Creates the instance's directories. The writable layer is owned by the container's
-    /// root. The instance directory itself is mode 0100, owned by the container's root host
+    /// Creates the instance's directories (a VM's: see below). The writable layer is owned
+    /// by the container's root. The instance directory itself is mode 0100, owned by the container's root host
     /// uid (LXD's layout): the container's init can walk through it to its root and staged
     /// volumes, no other host user can enter it, and nobody can list it.
     pub fn prepare(&self, inst: &Instance) -> Result<()> {
@@ -201,6 +201,12 @@ impl ContainerDriver {
             Error::internal(format!("preparing {}: {e}", p.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        if inst.instance_type == vessel_api::InstanceType::Vm {
+            // QEMU runs as nobody and opens the VM's root disk here by path; the disk is
+            // handed to it, the directory is searchable (not listable).
+            return std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| io(&dir, e));
+        }
         let owner = self.shift(inst).unwrap_or(0);
         for sub in ["upper", "work", "rootfs"] {
             let p = dir.join(sub);
