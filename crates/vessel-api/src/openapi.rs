@@ -31,6 +31,7 @@ pub fn document() -> OpenApi {
         .schema_from::<IoThrottle>()
         .schema_from::<InstanceCreate>()
         .schema_from::<Instance>()
+        .schema_from::<InstanceIdmap>()
         .schema_from::<InstanceState>()
         .schema_from::<VmDetails>()
         .schema_from::<StateAction>()

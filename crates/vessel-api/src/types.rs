@@ -158,6 +158,12 @@ pub struct InstanceCreate {
     /// Run without a user namespace (container root is host root). Off by default.
     #[serde(default)]
     pub privileged: bool,
+    /// Unprivileged containers (`security.idmap.isolated`): with true (the default) the
+    /// container gets a host id range of its own; false shares the daemon's base range with
+    /// every other container created so (their roots are then one host user). Refused for
+    /// privileged containers and VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap_isolated: Option<bool>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
@@ -197,6 +203,10 @@ pub struct Instance {
     pub image: String,
     /// Whether it runs without a user namespace.
     pub privileged: bool,
+    /// The host ids an unprivileged container's ids 0-65535 map to (none for privileged
+    /// containers and VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<InstanceIdmap>,
     /// Resource limits.
     pub limits: Limits,
     /// Init command.
@@ -223,6 +233,18 @@ pub struct Instance {
     /// How a running VM runs (profile, accelerator and why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmDetails>,
+}
+
+/// The host id range of an unprivileged container.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceIdmap {
+    /// Host uid and gid of the container's root (its id 0).
+    pub host_base: u32,
+    /// Number of ids mapped (65536).
+    pub size: u32,
+    /// Whether the range is the container's own (`security.idmap.isolated`) or shared with
+    /// other containers.
+    pub isolated: bool,
 }
 
 /// How a running virtual machine runs.

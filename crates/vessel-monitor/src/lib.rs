@@ -2,11 +2,14 @@
 //! and exit status, so that containers outlive the daemon (like conmon for podman).
 //!
 //! The daemon writes a [`MonitorConfig`] as JSON and starts `vessel-monitor CONFIG`. The monitor
-//! mounts the instance's overlay root, creates and starts the container through
+//! mounts the instance's overlay root (its image layers idmapped to the instance's id range,
+//! see [`idmap`]), stages its volumes as idmapped mounts for the runtime to bind, creates and starts the container through
 //! `vessel-container`, prints one [`Ready`] line on its stdout, then serves console attaches
 //! on its socket (frames of `vessel_api::stream`) until the container's init exits. It then
 //! writes an [`ExitStatus`] file, removes the container (cgroup included), unmounts the root
 //! and exits. The daemon follows it through a pidfd and can re-adopt it after a restart.
+
+pub mod idmap;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -14,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+pub use idmap::{IdMap, IdmapError};
 
 /// What the daemon tells a monitor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,12 +41,15 @@ pub struct MonitorConfig {
     pub exit_file: PathBuf,
     /// Overlay root to mount before creating the container and unmount after.
     pub overlay: Option<Overlay>,
+    /// Volumes staged as idmapped mounts until the runtime has bound them into the container.
+    #[serde(default)]
+    pub binds: Vec<StagedBind>,
 }
 
 /// An overlay mount of an image's layers and a per-instance upper layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Overlay {
-    /// Read-only image layers, top first.
+    /// Read-only image layers as stored (owned by the container's own ids), top first.
     pub lowers: Vec<PathBuf>,
     /// The instance's writable layer.
     pub upper: PathBuf,
@@ -49,22 +57,164 @@ pub struct Overlay {
     pub work: PathBuf,
     /// Mount point (the bundle's root path).
     pub target: PathBuf,
+    /// The instance's id map: each lower layer is stacked through an idmapped mount of it
+    /// (`None` for a privileged instance, whose layers are stacked as stored).
+    #[serde(default)]
+    pub idmap: Option<IdMap>,
+    /// The instance's own directory for staged idmapped mounts.
+    #[serde(default)]
+    pub stage: PathBuf,
 }
 
 impl Overlay {
-    /// Mount options for overlayfs.
-    pub fn options(&self) -> String {
-        let lowers: Vec<String> = self
-            .lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
+    /// Mount options for overlayfs over the given lower directories (top first).
+    pub fn options(&self, lowers: &[PathBuf]) -> String {
+        let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
         format!(
             "lowerdir={},upperdir={},workdir={}",
             lowers.join(":"),
             self.upper.display(),
             self.work.display()
         )
+    }
+
+    /// Mounts the root on `target`. With an id map, each layer is first mounted idmapped
+    /// under `stage` (`layer-N`); overlayfs keeps private clones of its layers, so the staged
+    /// mounts are detached again once the overlay is up, whatever happened.
+    pub fn mount(&self) -> Result<(), IdmapError> {
+        let lowers = match &self.idmap {
+            None => self.lowers.clone(),
+            Some(map) => {
+                let ns = idmap::userns(map)?;
+                let staged = self.stage_layers(&ns);
+                if staged.is_err() {
+                    let _ = self.unstage();
+                }
+                staged?
+            }
+        };
+        let mounted = nix::mount::mount(
+            Some("overlay"),
+            &self.target,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(self.options(&lowers).as_str()),
+        )
+        .map_err(|e| IdmapError::Sys {
+            what: "mounting the overlay root",
+            path: self.target.clone(),
+            source: e.into(),
+        });
+        let unstaged = if self.idmap.is_some() {
+            self.unstage()
+        } else {
+            Ok(())
+        };
+        mounted?;
+        unstaged
+    }
+
+    fn stage_layers(&self, ns: &OwnedFd) -> Result<Vec<PathBuf>, IdmapError> {
+        let mut out = Vec::with_capacity(self.lowers.len());
+        for (i, layer) in self.lowers.iter().enumerate() {
+            let at = self.stage.join(format!("layer-{i}"));
+            make_mount_point(&at)?;
+            idmap::mount(layer, &at, ns, false)?;
+            out.push(at);
+        }
+        Ok(out)
+    }
+
+    fn unstage(&self) -> Result<(), IdmapError> {
+        if self.stage.as_os_str().is_empty() {
+            return Ok(());
+        }
+        idmap::unmount_all(&self.stage)
+    }
+
+    /// Unmounts the root and whatever is still staged; safe to call when nothing is mounted.
+    pub fn unmount(&self) -> Result<(), IdmapError> {
+        let mut first = None;
+        if is_mountpoint(&self.target) {
+            if let Err(e) = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH) {
+                first = Some(IdmapError::Sys {
+                    what: "unmounting the root",
+                    path: self.target.clone(),
+                    source: e.into(),
+                });
+            }
+        }
+        let unstaged = self.unstage();
+        match first {
+            Some(e) => Err(e),
+            None => unstaged,
+        }
+    }
+}
+
+/// A directory (a filesystem volume) to show inside a container through an idmapped mount
+/// staged at `target`, which the container's spec names as the bind source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StagedBind {
+    /// The directory as stored.
+    pub source: PathBuf,
+    /// Where the idmapped mount is staged (under the instance's own directory).
+    pub target: PathBuf,
+    /// How its stored owners map to the container's host ids.
+    pub idmap: IdMap,
+}
+
+/// Mounts each bind's source idmapped at its target (one user namespace per distinct map).
+/// On failure nothing stays mounted.
+pub fn stage_binds(binds: &[StagedBind]) -> Result<(), IdmapError> {
+    let mut namespaces: Vec<(IdMap, OwnedFd)> = Vec::new();
+    let result = (|| {
+        for b in binds {
+            let ns = match namespaces.iter().position(|(m, _)| *m == b.idmap) {
+                Some(i) => &namespaces[i].1,
+                None => {
+                    namespaces.push((b.idmap, idmap::userns(&b.idmap)?));
+                    &namespaces[namespaces.len() - 1].1
+                }
+            };
+            make_mount_point(&b.target)?;
+            idmap::mount(&b.source, &b.target, ns, true)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        unstage_binds(binds);
+    }
+    result
+}
+
+/// Detaches staged binds (the container's own mounts of them stay).
+pub fn unstage_binds(binds: &[StagedBind]) {
+    for b in binds {
+        let _ = idmap::unmount_all(&b.target);
+    }
+}
+
+fn make_mount_point(p: &Path) -> Result<(), IdmapError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = p.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .map_err(|e| IdmapError::Sys {
+                what: "creating the staging directory",
+                path: parent.to_path_buf(),
+                source: e,
+            })?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(IdmapError::Sys {
+            what: "creating a mount point",
+            path: p.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -155,4 +305,99 @@ pub fn is_mountpoint(p: &Path) -> bool {
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|m| m == p)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn tempdir() -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let d = std::env::temp_dir().join(format!(
+            "vessel-monitor-test-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Needs root: stacks an idmapped layer under a plain upper layer for real.
+    #[test]
+    fn idmapped_layers_show_the_instance_ids_and_leave_nothing_mounted() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+        let d = tempdir();
+        let (layer, upper, work, target, stage) = (
+            d.join("layer"),
+            d.join("upper"),
+            d.join("work"),
+            d.join("rootfs"),
+            d.join("mnt"),
+        );
+        for p in [&layer, &upper, &work, &target] {
+            std::fs::create_dir(p).unwrap();
+        }
+        let host = 3_000_000;
+        std::os::unix::fs::chown(&upper, Some(host), Some(host)).unwrap();
+        std::fs::write(layer.join("root-file"), b"r").unwrap();
+        std::fs::write(layer.join("user-file"), b"u").unwrap();
+        std::os::unix::fs::chown(layer.join("user-file"), Some(1000), Some(1000)).unwrap();
+        let o = Overlay {
+            lowers: vec![layer.clone()],
+            upper: upper.clone(),
+            work,
+            target: target.clone(),
+            idmap: Some(IdMap {
+                inside: 0,
+                host,
+                size: 65_536,
+            }),
+            stage: stage.clone(),
+        };
+        o.mount().unwrap();
+        assert!(is_mountpoint(&target));
+        assert!(
+            idmap::mounts_under(&stage).is_empty(),
+            "staged layers are detached once the overlay is up"
+        );
+        let md = std::fs::metadata(target.join("root-file")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (host, host));
+        let md = std::fs::metadata(target.join("user-file")).unwrap();
+        assert_eq!(md.uid(), host + 1000);
+        // A change copies the file up, owned by the instance's ids; the layer is untouched.
+        std::fs::write(target.join("user-file"), b"changed").unwrap();
+        assert_eq!(
+            std::fs::metadata(upper.join("user-file")).unwrap().uid(),
+            host + 1000
+        );
+        assert_eq!(
+            std::fs::metadata(layer.join("user-file")).unwrap().uid(),
+            1000
+        );
+        assert_eq!(std::fs::read(layer.join("user-file")).unwrap(), b"u");
+        o.unmount().unwrap();
+        assert!(!is_mountpoint(&target));
+
+        // A volume staged for the runtime: shown shifted, stored unshifted.
+        let vol = d.join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        let bind = StagedBind {
+            source: vol.clone(),
+            target: stage.join("vol-0"),
+            idmap: IdMap {
+                inside: 0,
+                host,
+                size: 65_536,
+            },
+        };
+        stage_binds(std::slice::from_ref(&bind)).unwrap();
+        assert_eq!(std::fs::metadata(&bind.target).unwrap().uid(), host);
+        unstage_binds(std::slice::from_ref(&bind));
+        assert!(idmap::mounts_under(&d).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

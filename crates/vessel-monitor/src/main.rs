@@ -9,8 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use vessel_monitor::{is_mountpoint, receive_console, MonitorConfig, Ready};
+use vessel_monitor::{receive_console, MonitorConfig, Ready};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
@@ -89,15 +88,13 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no memory.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if let Some(o) = &c.overlay {
-        mount(
-            Some("overlay"),
-            &o.target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(o.options().as_str()),
-        )
-        .context("mounting the instance's root file system")?;
+        o.mount()
+            .map_err(logged)
+            .context("mounting the instance's root file system")?;
     }
+    vessel_monitor::stage_binds(&c.binds)
+        .map_err(logged)
+        .context("mounting the instance's volumes")?;
     let console = c.socket.with_extension("console");
     let init_pid = c.socket.with_extension("init");
     let _ = std::fs::remove_file(&console);
@@ -118,9 +115,10 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
         matches!(create.try_wait(), Ok(Some(_)))
     });
     let _ = std::fs::remove_file(&console);
-    let out = create
-        .wait_with_output()
-        .context("waiting for the runtime")?;
+    let out = create.wait_with_output();
+    // The container has bound its volumes into its own mount namespace (or failed to).
+    vessel_monitor::unstage_binds(&c.binds);
+    let out = out.context("waiting for the runtime")?;
     if !out.status.success() {
         bail!("{}", runtime_error(&out.stderr));
     }
@@ -151,6 +149,17 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
         .ok_or_else(|| anyhow!("the runtime wrote no init pid"))?;
     let _ = std::fs::remove_file(&init_pid);
     Ok((pid, master))
+}
+
+/// Writes a mount failure with its host path to the log; the daemon hears it without.
+fn logged(e: vessel_monitor::IdmapError) -> vessel_monitor::IdmapError {
+    eprintln!(
+        "vessel-monitor: {} ({}): {:?}",
+        e,
+        e.path().display(),
+        std::error::Error::source(&e)
+    );
+    e
 }
 
 /// The runtime's command line, with its state root.
@@ -195,11 +204,10 @@ fn cleanup(c: &MonitorConfig) {
         ),
         Ok(_) => {}
     }
+    vessel_monitor::unstage_binds(&c.binds);
     if let Some(o) = &c.overlay {
-        if is_mountpoint(&o.target) {
-            if let Err(e) = umount2(&o.target, MntFlags::MNT_DETACH) {
-                eprintln!("vessel-monitor: unmounting {}: {e}", o.target.display());
-            }
+        if let Err(e) = o.unmount() {
+            logged(e);
         }
     }
     let _ = std::fs::remove_file(&c.socket);

@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,13 @@ struct Log {
 
 impl Log {
     fn open(path: &std::path::Path) -> Self {
-        let file = OpenOptions::new().create(true).append(true).open(path).ok();
+        // Root only: what an instance prints is its own business.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .ok();
         let written = file
             .as_ref()
             .and_then(|f| f.metadata().ok())

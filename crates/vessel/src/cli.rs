@@ -31,6 +31,7 @@ Examples:
   vessel launch busybox web -l memory=256MiB -l cpu=0.5
   vessel launch busybox job -e MODE=batch -- sh -c 'echo hi; sleep 60'
   vessel launch busybox root-box --privileged
+  vessel launch busybox legacy --idmap-shared   (the daemon's base id range, shared)
   vessel launch vm/busybox vm1 --vm -l memory=512MiB -l cpu=2 --ssh-key ~/.ssh/id_ed25519.pub";
 
 const EXEC_EXAMPLES: &str = "\
@@ -171,6 +172,10 @@ pub struct CreateArgs {
     /// Run without a user namespace: root inside is root on the host.
     #[arg(long)]
     pub privileged: bool,
+    /// Share the daemon's base id range with other containers launched so, instead of a
+    /// range of its own (security.idmap.isolated=false; for files shared by uid).
+    #[arg(long, conflicts_with_all = ["privileged", "vm"])]
+    pub idmap_shared: bool,
     /// A resource limit as KEY=VALUE (repeatable; see below).
     #[arg(short = 'l', long = "limit", value_name = "KEY=VALUE")]
     pub limits: Vec<String>,

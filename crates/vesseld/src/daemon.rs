@@ -88,15 +88,11 @@ impl Daemon {
         let root = absolute(&config.root_dir)?;
         let run_dir = absolute(&config.run_dir)?;
         crate::error::set_host_dirs(&[&root, &run_dir]);
-        for d in [
-            root.join("images"),
-            root.join("instances"),
-            run_dir.join("monitors"),
-        ] {
+        for (d, mode) in state_dirs(&root, &run_dir) {
             std::fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err(format!("securing {}", d.display())))?;
         }
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
-            .map_err(io_err(format!("securing {}", root.display())))?;
         check_searchable(&root)?;
         for helper in ["vessel-monitor", "vessel-runc"] {
             if !config.libexec.join(helper).is_file() {
@@ -122,8 +118,11 @@ impl Daemon {
                 None
             }
         };
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&root.join("vessel.db")).map_err(DaemonError::Store)?);
+        let db = root.join("vessel.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(DaemonError::Store)?);
+        // SQLite makes its journal files with the database's mode.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("securing {}", db.display())))?;
         let cgroup_version = vessel_cgroups::detect().map_err(DaemonError::Cgroups)?;
         let config = Config {
             root_dir: root,
@@ -264,6 +263,41 @@ impl Daemon {
         remove_empty_cgroups(&parent);
         served
     }
+}
+
+/// The directories the daemon makes at start, with their modes (all owned by root). No host
+/// user but root may list any of them or reach what they hold, except where noted:
+/// - the root and `instances/` are searchable (0711), not listable: an unprivileged
+///   container's init, a host uid of its own range, walks `<root>/instances/<name>/` (mode
+///   0100, owned by that uid, see `ContainerDriver::prepare`) to its root and staged volumes;
+/// - `images/layers` (layers carry the setuid files and file capabilities of images),
+///   `images/blobs`, `<run>/monitors` and `<run>/runtime` (consoles, runtime state) are
+///   root's alone (0700); so is every staging directory under `images/`;
+/// - `images/` itself is searchable (0711), not listable: QEMU, run as `nobody`, opens a
+///   VM image's kernel, initrd and disk under `images/<fingerprint>/` by path (nothing
+///   there is a host executable);
+/// - `storage/` and the run directory are searchable (0711) for QEMU and dnsmasq, which run
+///   as `nobody` and open their own files by path: `<run>/vms/<vm>/` (QEMU's sockets),
+///   `<run>/storage/disks/` (NBD sockets of raid disks), `<run>/networks/<net>/` (dnsmasq's
+///   hosts files), and disk files in a pool's `block/` (each pool's `fs/` and `snapshots/`,
+///   which hold containers' files, are 0700: `storage::driver::secure_layout`); for the same
+///   reason a VM's instance directory (its root disk) is 0711.
+fn state_dirs(root: &Path, run: &Path) -> [(PathBuf, u32); 13] {
+    [
+        (root.to_path_buf(), 0o711),
+        (root.join("images"), 0o711),
+        (root.join("images/layers"), 0o700),
+        (root.join("images/blobs"), 0o700),
+        (root.join("instances"), 0o711),
+        (root.join("storage"), 0o711),
+        (run.to_path_buf(), 0o711),
+        (run.join("monitors"), 0o700),
+        (run.join("runtime"), 0o700),
+        (run.join("vms"), 0o711),
+        (run.join("storage"), 0o711),
+        (run.join("storage/disks"), 0o711),
+        (run.join("networks"), 0o711),
+    ]
 }
 
 /// Unprivileged containers' root users are unprivileged host uids: they must be able to walk

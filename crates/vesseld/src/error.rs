@@ -155,7 +155,7 @@ impl From<crate::store::StoreError> for Error {
         use crate::store::StoreError as S;
         let kind = match &e {
             S::NotFound(_) => ErrorKind::NotFound,
-            S::Exists(_) => ErrorKind::Conflict,
+            S::Exists(_) | S::Exhausted(_) => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         };
         Self {

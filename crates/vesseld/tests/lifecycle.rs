@@ -31,10 +31,12 @@ fn launch_exec_stop_start_delete() {
     let out = d.vessel(&["exec", "c1", "-T", "--", "/no/such/program"]);
     assert!(!out.status.success());
 
-    // Unprivileged: root inside is an unprivileged uid outside.
+    // Unprivileged: root inside is an unprivileged uid outside, from a range of its own
+    // (the first above the shared base range).
     let (_, map) = d.sh("c1", "cat /proc/self/uid_map");
     let fields: Vec<&str> = map.split_whitespace().collect();
-    assert_eq!(&fields[..3], &["0", "1000000", "65536"], "{map}");
+    assert_eq!(&fields[..3], &["0", "1065536", "65536"], "{map}");
+    assert_eq!(d.info("c1")["idmap"]["host_base"], 1_065_536);
 
     // Listing in every format.
     let list: serde_json::Value =

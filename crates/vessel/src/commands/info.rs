@@ -36,8 +36,20 @@ pub fn instance_block(i: &Instance) -> Block {
         .field("Status", i.status.as_str().to_uppercase())
         .field("Type", type_name(i.instance_type))
         .field("Image", &i.image)
-        .field("Privileged", yes_no(i.privileged))
-        .field("Created", &i.created_at);
+        .field("Privileged", yes_no(i.privileged));
+    if let Some(m) = &i.idmap {
+        b.field(
+            "Id map",
+            format!(
+                "0-{} -> {}-{} ({})",
+                m.size.saturating_sub(1),
+                m.host_base,
+                m.host_base.saturating_add(m.size.saturating_sub(1)),
+                if m.isolated { "isolated" } else { "shared" }
+            ),
+        );
+    }
+    b.field("Created", &i.created_at);
     if !i.command.is_empty() {
         b.field("Command", i.command.join(" "));
     }

@@ -25,6 +25,7 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
             InstanceType::Container
         },
         privileged: args.privileged,
+        idmap_isolated: args.idmap_shared.then_some(false),
         storage: args.storage,
         start,
         command: (!args.command.is_empty()).then_some(args.command),

@@ -29,7 +29,7 @@ pub struct ImageService {
     dir: PathBuf,
     store: Arc<dyn Store>,
     events: Events,
-    /// Serializes changes to the image files (builds, shifted copies, deletions).
+    /// Serializes changes to the image files (builds, deletions).
     pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
     /// The guest agent put into built VM images, when installed.
     agent: Option<PathBuf>,
@@ -84,9 +84,10 @@ impl ImageService {
     /// mount(2), whose options (`lowerdir=` with every layer's path, `upperdir=`, `workdir=`)
     /// must fit one page: the kernel copies 4,096 bytes and cuts the string at 4,095, so a
     /// longer one loses its end and the mount fails with a misleading ENOENT. The layers'
-    /// paths are counted as unprivileged copies (`<id>.shifted-<10 digits>`), the upper and
-    /// work directories for the longest instance name (63); overlayfs also stacks at most
-    /// 500 layers.
+    /// paths are counted as the longest of the two ways they are stacked (a privileged
+    /// instance's canonical `layers/<id>`, an unprivileged one's idmapped `mnt/layer-N`), the
+    /// upper and work directories for the longest instance name (63); overlayfs also stacks
+    /// at most 500 layers.
     pub fn max_layers(&self) -> usize {
         const PAGE_STRING: usize = 4095;
         let root = self.dir.parent().unwrap_or(&self.dir);
@@ -96,16 +97,16 @@ impl ImageService {
             upper: inst.join("upper"),
             work: inst.join("work"),
             target: inst.join("rootfs"),
+            idmap: None,
+            stage: inst.join("mnt"),
         }
-        .options()
+        .options(&[])
         .len();
-        let layer = format!(
-            "{}.shifted-{}",
-            self.layer_dir(&"0".repeat(64)).display(),
-            u32::MAX
-        );
+        let canonical = self.layer_dir(&"0".repeat(64)).display().to_string().len();
+        let staged = inst.join("mnt").join("layer-499").display().to_string().len();
+        let layer = canonical.max(staged);
         // `fixed` + n layers + (n - 1) colons <= PAGE_STRING.
-        let fit = (PAGE_STRING + 1).saturating_sub(fixed) / (layer.len() + 1);
+        let fit = (PAGE_STRING + 1).saturating_sub(fixed) / (layer + 1);
         fit.min(vessel_image::archive::OVERLAY_MAX_STACK)
     }
 
@@ -127,10 +128,15 @@ impl ImageService {
     /// A fresh staging directory under the images directory (same file system, so the
     /// result can be renamed into place).
     pub fn staging(&self) -> Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
         let p = self
             .dir
             .join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&p)
+        // Root only: a layer being unpacked holds the image's setuid files already.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&p)
             .map_err(|e| Error::internal(format!("creating {}: {e}", p.display())))?;
         Ok(p)
     }
@@ -339,7 +345,7 @@ impl ImageService {
         Ok(image)
     }
 
-    /// Removes layers (and their shifted copies) that no image names. Caller holds the lock.
+    /// Removes layers that no image names. Caller holds the lock.
     fn collect_layers(&self) -> Result<()> {
         let used: HashSet<String> = self
             .store
@@ -397,10 +403,10 @@ impl ImageService {
         self.get(&fp)
     }
 
-    /// The lower layers of an instance's root, top first: the image's own layers for
-    /// privileged instances, or copies owned by the user namespace's root (`shift`) for
-    /// unprivileged ones, each made once.
-    pub async fn lower_layers(&self, image: &Image, shift: Option<u32>) -> Result<Vec<PathBuf>> {
+    /// The lower layers of an instance's root, top first, as stored: owned by the image's
+    /// own ids. Unprivileged instances stack idmapped mounts of them (see
+    /// `vessel_monitor::idmap`), so no layer is ever copied per id range.
+    pub fn lower_layers(&self, image: &Image) -> Result<Vec<PathBuf>> {
         if image.kind != ImageKind::Container {
             return Err(Error::invalid(format!(
                 "image {} is a VM image; launch it with --vm",
@@ -422,53 +428,38 @@ impl ImageService {
                     layer.display()
                 )));
             }
-            out.push(match shift {
-                None => layer.clone(),
-                Some(shift) => self.shifted(layer, shift).await?,
-            });
+            out.push(layer.clone());
         }
         Ok(out)
     }
 
-    /// A copy of a layer with every owner shifted by `shift`, made once.
-    async fn shifted(&self, layer: &Path, shift: u32) -> Result<PathBuf> {
-        let name = layer
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let shifted = if name == "rootfs" {
-            layer.with_file_name(format!("shifted-{shift}"))
-        } else {
-            layer.with_file_name(format!("{name}.shifted-{shift}"))
-        };
-        let _guard = self.lock.lock().await;
-        if shifted.is_dir() {
-            return Ok(shifted);
+    /// Removes the uid-shifted layer copies earlier versions made for unprivileged instances
+    /// (`layers/<id>.shifted-<base>`, `<fingerprint>/shifted-<base>`), except those in
+    /// `in_use` (lower layers of roots still mounted by monitors of an earlier version).
+    pub fn remove_shifted_copies(&self, in_use: &HashSet<PathBuf>) {
+        let mut dirs = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
         }
-        let tmp = shifted.with_extension("tmp");
-        let (c, t, s) = (layer.to_path_buf(), tmp.clone(), shifted.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if t.exists() {
-                std::fs::remove_dir_all(&t)?;
+        for dir in dirs {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // `<id>.tmp`: a copy interrupted while being made.
+                let shifted = name.starts_with("shifted-")
+                    || name.contains(".shifted-")
+                    || (dir.ends_with("layers") && name.ends_with(".tmp"));
+                if !shifted || in_use.contains(&e.path()) {
+                    continue;
+                }
+                tracing::info!(path = %e.path().display(), "removing a shifted layer copy (layers are idmapped now)");
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "could not remove a shifted layer copy");
+                }
             }
-            // The copy must leave the store's file system its free reserve.
-            let needed = tree::disk_usage(&c)?;
-            let free = vessel_image::space::free_space(&c)?;
-            let reserve = vessel_image::SpaceLimits::default().min_free_bytes;
-            if free.bytes < needed.saturating_add(reserve) {
-                return Err(std::io::Error::other(format!(
-                    "it needs {needed} bytes and the store's file system has {} free (keeping \
-                     {reserve} free); free space on it",
-                    free.bytes
-                )));
-            }
-            tree::copy_shifted(&c, &t, shift)?;
-            std::fs::rename(&t, &s)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("shift task: {e}")))?
-        .map_err(|e| Error::internal(format!("preparing unprivileged copy of a layer: {e}")))?;
-        Ok(shifted)
+        }
     }
 
     /// Removes staging directories left by an interrupted build or import.

@@ -1,4 +1,4 @@
-//! File-tree helpers for images: a content fingerprint and a uid/gid-shifted copy.
+//! File-tree helpers for images: a content fingerprint and a copy with owners mapped.
 
 use std::fs;
 use std::io::{self, Read};
@@ -56,25 +56,6 @@ pub fn fingerprint(root: &Path) -> io::Result<(String, u64)> {
         h.update(b"\n");
     }
     Ok((hex::encode(h.finalize()), size))
-}
-
-/// Bytes the files of the tree at `src` take on disk.
-pub fn disk_usage(src: &Path) -> io::Result<u64> {
-    let mut total = fs::symlink_metadata(src)?.blocks() * 512;
-    for rel in walk(src)? {
-        total += fs::symlink_metadata(src.join(rel))?.blocks() * 512;
-    }
-    Ok(total)
-}
-
-/// Copies the tree at `src` to `dst` (which must not exist), adding `shift` to every owner
-/// uid and gid, so that a user-namespaced container whose root maps to host uid `shift` sees
-/// the files as its own.
-pub fn copy_shifted(src: &Path, dst: &Path, shift: u32) -> io::Result<()> {
-    copy_mapped(src, dst, &|id| {
-        id.checked_add(shift)
-            .ok_or_else(|| io::Error::other("id overflow"))
-    })
 }
 
 /// Copies the tree at `src` to `dst` (which must not exist), mapping every owner through
@@ -193,8 +174,8 @@ mod tests {
             rc, 0,
             "setting an opaque xattr needs root on a file system with xattrs"
         );
-        let dst = d.with_extension("shifted");
-        copy_shifted(&d, &dst, 1_000_000).unwrap();
+        let dst = d.with_extension("mapped");
+        copy_mapped(&d, &dst, &|id| Ok(id + 1_000_000)).unwrap();
         assert!(is_whiteout(
             &fs::symlink_metadata(dst.join("a/gone")).unwrap()
         ));

@@ -6,14 +6,14 @@
 //! state or send signals (`state`, `stats`, `kill`, `pause`, `resume`) run in-process.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vessel_api::{Instance, InstanceState};
-use vessel_monitor::{is_mountpoint, ExitStatus, MonitorConfig, Overlay, Ready};
+use vessel_monitor::{is_mountpoint, ExitStatus, IdMap, MonitorConfig, Overlay, Ready, StagedBind};
 
 use super::limits;
 use crate::error::{chain, Error, Result};
@@ -101,7 +101,7 @@ pub struct ContainerDriver {
     pub state_root: PathBuf,
     /// Parent cgroup of every instance of this daemon.
     pub cgroup_parent: String,
-    /// First host uid/gid of unprivileged containers' id range.
+    /// First host uid/gid of the shared id range; isolated ranges are allocated above it.
     pub idmap_base: u32,
     /// Directory holding `vessel-monitor` and `vessel-runc`.
     pub libexec: PathBuf,
@@ -139,20 +139,74 @@ impl ContainerDriver {
         format!("{}/{name}", self.cgroup_parent)
     }
 
-    /// The uid and gid shift of an instance (`None` when privileged).
-    pub fn shift(&self, inst: &Instance) -> Option<u32> {
-        (!inst.privileged).then_some(self.idmap_base)
+    /// The shared id range (the daemon's `--idmap-base`): for containers launched with
+    /// `--idmap-shared`, and those made before ranges were per container.
+    pub fn shared_idmap(&self) -> vessel_api::InstanceIdmap {
+        vessel_api::InstanceIdmap {
+            host_base: self.idmap_base,
+            size: IDMAP_SIZE,
+            isolated: false,
+        }
     }
 
-    /// Creates the instance's directories: the writable layer is owned by the container's root.
+    /// Where isolated ranges are allocated from: above the shared range.
+    pub fn id_pool(&self) -> crate::store::IdPool {
+        crate::store::IdPool {
+            shared_base: self.idmap_base,
+            size: IDMAP_SIZE,
+        }
+    }
+
+    /// The host uid and gid of an instance's root (`None` when privileged): its recorded
+    /// range, or the shared one for an instance stored before ranges were recorded.
+    pub fn shift(&self, inst: &Instance) -> Option<u32> {
+        (!inst.privileged).then(|| inst.idmap.map_or(self.idmap_base, |m| m.host_base))
+    }
+
+    /// The map of an instance's user namespace for files stored with ids from `inside`.
+    fn idmap(&self, inst: &Instance, inside: u32) -> Option<IdMap> {
+        self.shift(inst).map(|host| IdMap {
+            inside,
+            host,
+            size: IDMAP_SIZE,
+        })
+    }
+
+    /// The instance's directory for staged idmapped mounts.
+    pub fn stage_dir(&self, name: &str) -> PathBuf {
+        self.dir(name).join("mnt")
+    }
+
+    /// The instance's root: `lowers` (canonical layers, top first) idmapped to its range,
+    /// under its writable layer.
+    pub fn overlay(&self, inst: &Instance, lowers: &[PathBuf]) -> Overlay {
+        let dir = self.dir(&inst.name);
+        Overlay {
+            lowers: lowers.to_vec(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            target: dir.join("rootfs"),
+            idmap: self.idmap(inst, 0),
+            stage: self.stage_dir(&inst.name),
+        }
+    }
+
+    /// Creates the instance's directories (a VM's: see below). The writable layer is owned
+    /// by the container's root. The instance directory itself is mode 0100, owned by the container's root host
+    /// uid (LXD's layout): the container's init can walk through it to its root and staged
+    /// volumes, no other host user can enter it, and nobody can list it.
     pub fn prepare(&self, inst: &Instance) -> Result<()> {
         let dir = self.dir(&inst.name);
         let io = |p: &Path, e: std::io::Error| {
             Error::internal(format!("preparing {}: {e}", p.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-            .map_err(|e| io(&dir, e))?;
+        if inst.instance_type == vessel_api::InstanceType::Vm {
+            // QEMU runs as nobody and opens the VM's root disk here by path; the disk is
+            // handed to it, the directory is searchable (not listable).
+            return std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| io(&dir, e));
+        }
         let owner = self.shift(inst).unwrap_or(0);
         for sub in ["upper", "work", "rootfs"] {
             let p = dir.join(sub);
@@ -161,17 +215,26 @@ impl ContainerDriver {
         }
         std::fs::set_permissions(dir.join("upper"), std::fs::Permissions::from_mode(0o755))
             .map_err(|e| io(&dir, e))?;
+        let stage = self.stage_dir(&inst.name);
+        std::fs::create_dir_all(&stage).map_err(|e| io(&stage, e))?;
+        std::os::unix::fs::chown(&stage, Some(0), Some(0)).map_err(|e| io(&stage, e))?;
+        std::fs::set_permissions(&stage, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| io(&stage, e))?;
+        std::os::unix::fs::chown(&dir, Some(owner), Some(owner)).map_err(|e| io(&dir, e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o100))
+            .map_err(|e| io(&dir, e))?;
         Ok(())
     }
 
-    /// Writes the OCI bundle's `config.json` for the instance.
+    /// Writes the OCI bundle's `config.json` for the instance; returns the volumes its
+    /// monitor stages as idmapped mounts (the spec binds the staged mounts).
     pub fn write_bundle(
         &self,
         inst: &Instance,
         env: &[String],
         run: &RunAs,
         volumes: &[crate::storage::VolumeMount],
-    ) -> Result<()> {
+    ) -> Result<Vec<StagedBind>> {
         let opts = vessel_container::spec::SpecOptions {
             rootfs: "rootfs".into(),
             root_readonly: false,
@@ -190,13 +253,28 @@ impl ContainerDriver {
         };
         let mut spec = vessel_container::spec::default_spec(&opts);
         isolate_network(&mut spec);
+        let mut binds = Vec::new();
         if !volumes.is_empty() {
             let mut mounts = spec.mounts().clone().unwrap_or_default();
-            for v in volumes {
+            for (i, v) in volumes.iter().enumerate() {
+                // A privileged container binds the volume as stored; an unprivileged one a
+                // mount of it idmapped to its range, staged in its own directory.
+                let source = match self.idmap(inst, v.id_base) {
+                    None => v.source.clone(),
+                    Some(idmap) => {
+                        let target = self.stage_dir(&inst.name).join(format!("vol-{i}"));
+                        binds.push(StagedBind {
+                            source: v.source.clone(),
+                            target: target.clone(),
+                            idmap,
+                        });
+                        target
+                    }
+                };
                 let m = oci_spec::runtime::MountBuilder::default()
                     .destination(&v.destination)
                     .typ("bind")
-                    .source(&v.source)
+                    .source(&source)
                     .options(
                         ["rbind", "rw", "nosuid", "nodev"]
                             .map(String::from)
@@ -221,12 +299,20 @@ impl ContainerDriver {
                 "writing the instance's runtime configuration: {}",
                 crate::error::chain(&e)
             ))
-        })
+        })?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::internal(format!("securing the runtime configuration: {e}")))?;
+        Ok(binds)
     }
 
-    /// Starts the instance's monitor with the given lower layer; returns the init and
-    /// monitor pids once the container runs.
-    pub async fn spawn_monitor(&self, inst: &Instance, lowers: &[PathBuf]) -> Result<(i32, i32)> {
+    /// Starts the instance's monitor with the given lower layers (canonical, top first) and
+    /// staged volumes; returns the init and monitor pids once the container runs.
+    pub async fn spawn_monitor(
+        &self,
+        inst: &Instance,
+        lowers: &[PathBuf],
+        binds: Vec<StagedBind>,
+    ) -> Result<(i32, i32)> {
         let dir = self.dir(&inst.name);
         std::fs::create_dir_all(&self.monitors_dir)
             .map_err(|e| Error::internal(format!("creating the monitors' directory: {e}")))?;
@@ -240,21 +326,18 @@ impl ContainerDriver {
             log: self.log(&inst.name),
             pid_file: self.pid_file(&inst.name),
             exit_file: dir.join("exit.json"),
-            overlay: Some(Overlay {
-                lowers: lowers.to_vec(),
-                upper: dir.join("upper"),
-                work: dir.join("work"),
-                target: dir.join("rootfs"),
-            }),
+            overlay: Some(self.overlay(inst, lowers)),
+            binds,
         };
         let config_path = dir.join("monitor.json");
         let body = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::internal(format!("monitor config: {e}")))?;
-        std::fs::write(&config_path, body)
+        write_private(&config_path, &body)
             .map_err(|e| Error::internal(format!("writing the monitor's configuration: {e}")))?;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join("monitor.log"))
             .map_err(|e| Error::internal(format!("opening monitor log: {e}")))?;
         let exe = self.libexec.join("vessel-monitor");
@@ -326,6 +409,16 @@ impl ContainerDriver {
         let is_ours = cmdline.split(|&b| b == 0).any(|arg| arg == expected);
         // A zombie has an empty cmdline: it has ended.
         is_ours.then_some(pid)
+    }
+
+    /// The lower layers the instance's monitor stacks, as its configuration names them.
+    pub fn monitor_lowers(&self, name: &str) -> Vec<PathBuf> {
+        std::fs::read(self.dir(name).join("monitor.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MonitorConfig>(&b).ok())
+            .and_then(|c| c.overlay)
+            .map(|o| o.lowers)
+            .unwrap_or_default()
     }
 
     /// Waits until the monitor with this pid has ended.
@@ -422,6 +515,10 @@ impl ContainerDriver {
                 tracing::warn!(instance = name, error = %e, "unmounting orphan root");
             }
         }
+        // Idmapped layers and volumes a crash left staged.
+        if let Err(e) = vessel_monitor::idmap::unmount_all(&self.stage_dir(name)) {
+            tracing::warn!(instance = name, error = %e, path = %e.path().display(), "unmounting staged mounts");
+        }
         let _ = std::fs::remove_file(self.socket(name));
         self.clear_monitor(name);
     }
@@ -430,12 +527,34 @@ impl ContainerDriver {
     pub fn remove_files(&self, name: &str) -> Result<()> {
         self.cleanup_orphan(name);
         let dir = self.dir(name);
+        // Removing a tree descends into mounts: through a staged layer it would delete the
+        // image's files.
+        let left = vessel_monitor::idmap::mounts_under(&dir);
+        if !left.is_empty() {
+            return Err(Error::internal(format!(
+                "{} is still mounted; not removing the instance's files",
+                left[0].display()
+            )));
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Error::internal(format!("removing {}: {e}", dir.display())))?;
         }
         Ok(())
     }
+}
+
+/// Writes a file only root may read (replacing what was there).
+fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(body)
 }
 
 /// Gives every container its own network namespace (loopback only until networks exist),

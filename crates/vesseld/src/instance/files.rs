@@ -13,7 +13,7 @@ use std::path::Path;
 use vessel_api::{FileEntry, FileInfo, FileKind};
 
 use super::InstanceService;
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 
 /// Largest file moved in one request.
 pub const MAX_FILE: u64 = 1 << 30;
@@ -268,17 +268,27 @@ fn check_path(path: &str) -> Result<&Path> {
 /// An instance's root opened for file work. For a stopped instance the root is mounted for
 /// the guard's life, under the instance's lock so that it cannot start meanwhile.
 pub struct RootGuard {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
     shift: u32,
-    mounted: Option<std::path::PathBuf>,
+    mounted: Option<vessel_monitor::Overlay>,
     _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl RootGuard {
+    fn fd(&self) -> Result<&OwnedFd> {
+        self.fd
+            .as_ref()
+            .ok_or_else(|| Error::internal("the instance's root is closed"))
+    }
 }
 
 impl Drop for RootGuard {
     fn drop(&mut self) {
-        if let Some(target) = &self.mounted {
-            if let Err(e) = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %target.display(), error = %e, "unmounting a stopped instance's root");
+        // The descriptor first: an open directory would keep the overlay busy.
+        self.fd = None;
+        if let Some(o) = &self.mounted {
+            if let Err(e) = o.unmount() {
+                tracing::warn!(path = %e.path().display(), error = %e, "unmounting a stopped instance's root");
             }
         }
     }
@@ -304,7 +314,7 @@ impl InstanceService {
         };
         match inst.status {
             S::Running | S::Frozen => Ok(RootGuard {
-                fd: open(&target)?,
+                fd: Some(open(&target)?),
                 shift,
                 mounted: None,
                 _lock: None,
@@ -320,35 +330,29 @@ impl InstanceService {
                     )));
                 }
                 let image = self.images.get(&inst.image)?;
-                let lowers = self
-                    .images
-                    .lower_layers(&image, self.driver.shift(&inst))
-                    .await?;
+                let lowers = self.images.lower_layers(&image)?;
                 self.driver.prepare(&inst)?;
-                let dir = self.driver.dir(name);
-                let opts = vessel_monitor::Overlay {
-                    lowers,
-                    upper: dir.join("upper"),
-                    work: dir.join("work"),
-                    target: target.clone(),
-                }
-                .options();
-                nix::mount::mount(
-                    Some("overlay"),
-                    &target,
-                    Some("overlay"),
-                    nix::mount::MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
-                .map_err(|e| Error::internal(format!("mounting the root of {name}: {e}")))?;
-                let guard = RootGuard {
-                    fd: open(&target).inspect_err(|_| {
-                        let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
-                    })?,
+                // The same root the monitor mounts: layers idmapped to the instance's range.
+                let overlay = self.driver.overlay(&inst, &lowers);
+                let o = overlay.clone();
+                tokio::task::spawn_blocking(move || o.mount())
+                    .await
+                    .map_err(|e| Error::internal(format!("mount task: {e}")))?
+                    .map_err(|e| {
+                        Error::internal(format!(
+                            "mounting the root of {name}: {} ({})",
+                            chain(&e),
+                            e.path().display()
+                        ))
+                    })?;
+                // From here the guard unmounts, whatever happens.
+                let mut guard = RootGuard {
+                    fd: None,
                     shift,
-                    mounted: Some(target),
+                    mounted: Some(overlay),
                     _lock: Some(lock),
                 };
+                guard.fd = Some(open(&target)?);
                 Ok(guard)
             }
             s => Err(Error::conflict(format!(
@@ -363,7 +367,7 @@ impl InstanceService {
     pub fn file_get(&self, root: &RootGuard, name: &str, path: &str) -> Result<Fetched> {
         let p = check_path(path)?;
         let shift = root.shift;
-        let root = &root.fd;
+        let root = root.fd()?;
         // O_PATH first: opening a FIFO or a device for reading could block forever (and hold
         // the instance's lock) or act on the device; only a regular file is opened for real.
         let fd = open_in_root(root, p, libc::O_PATH, 0).map_err(|e| {
@@ -446,7 +450,7 @@ impl InstanceService {
             )));
         }
         let shift = root.shift;
-        let root = &root.fd;
+        let root = root.fd()?;
         let parent = p.parent().unwrap_or(Path::new("/"));
         if parents {
             make_parents(root, parent, shift).map_err(|e| {

@@ -233,12 +233,24 @@ impl InstanceService {
                 req.image, req.image, req.name
             )));
         }
-        let inst = Instance {
+        // Unprivileged containers get a host id range of their own unless asked to share.
+        let isolated = match (req.instance_type, req.privileged, req.idmap_isolated) {
+            (InstanceType::Container, false, asked) => Some(asked.unwrap_or(true)),
+            (_, _, None) => None,
+            _ => {
+                return Err(Error::invalid(
+                    "security.idmap.isolated applies to unprivileged containers: a privileged \
+                     container or a VM has no id map (drop --idmap-shared)",
+                ))
+            }
+        };
+        let mut inst = Instance {
             name: req.name.clone(),
             instance_type: req.instance_type,
             status: InstanceStatus::Creating,
             image: image.fingerprint.clone(),
             privileged: req.privileged,
+            idmap: (isolated == Some(false)).then(|| self.driver.shared_idmap()),
             limits: req.limits,
             command: req.command.unwrap_or_else(|| image.command.clone()),
             environment: req.environment,
@@ -250,7 +262,14 @@ impl InstanceService {
             state: None,
             vm: None,
         };
-        self.store.instance_insert(&inst).map_err(|e| match e {
+        let inserted = if isolated == Some(true) {
+            self.store
+                .instance_insert_isolated(&inst, self.driver.id_pool())
+                .map(|m| inst.idmap = Some(m))
+        } else {
+            self.store.instance_insert(&inst)
+        };
+        inserted.map_err(|e| match e {
             StoreError::Exists(_) => Error::conflict(format!(
                 "an instance named {:?} already exists; pick another name or delete it first",
                 inst.name
@@ -318,10 +337,7 @@ impl InstanceService {
         }
         let image = self.images.get(&inst.image)?;
         op.progress(Some(30), "preparing root file system");
-        let lowers = self
-            .images
-            .lower_layers(&image, self.driver.shift(inst))
-            .await?;
+        let lowers = self.images.lower_layers(&image)?;
         self.driver.prepare(inst)?;
         // Defaults, then what the image asks for, then what the instance says.
         let mut env: BTreeMap<String, String> = [
@@ -356,21 +372,21 @@ impl InstanceService {
             .map_err(|e| Error::internal(format!("user lookup task: {e}")))??
         };
         let volumes = {
-            let (st, n, shift) = (
+            let (st, n, shared) = (
                 self.storage.clone(),
                 inst.name.clone(),
-                self.driver.shift(inst),
+                self.driver.idmap_base,
             );
-            tokio::task::spawn_blocking(move || st.container_mounts(&n, shift))
+            tokio::task::spawn_blocking(move || st.container_mounts(&n, shared))
                 .await
                 .map_err(|e| Error::internal(format!("volume task: {e}")))??
         };
-        self.driver.write_bundle(inst, &env, &run, &volumes)?;
+        let binds = self.driver.write_bundle(inst, &env, &run, &volumes)?;
         op.progress(Some(60), "starting");
         if inst.status != InstanceStatus::Creating {
             self.set_status(&inst.name, InstanceStatus::Starting, None, None);
         }
-        match self.driver.spawn_monitor(inst, &lowers).await {
+        match self.driver.spawn_monitor(inst, &lowers, binds).await {
             Ok((pid, monitor)) => {
                 tracing::info!(instance = %inst.name, pid, monitor, "instance started");
                 self.mark_started(&inst.name, monitor, false);

@@ -20,6 +20,15 @@ impl InstanceService {
         let instances = self.store.instance_list()?;
         for inst in &instances {
             let name = &inst.name;
+            let legacy = inst.instance_type == InstanceType::Container
+                && !inst.privileged
+                && inst.idmap.is_none();
+            if legacy {
+                // Made before ranges were recorded: it keeps the shared range it has used.
+                self.store
+                    .instance_set_idmap(name, &self.driver.shared_idmap())?;
+                tracing::info!(instance = %name, "recorded the shared id range of an older instance");
+            }
             if inst.instance_type == InstanceType::Vm {
                 if !self.adopt_vm(name) {
                     self.vms.forget(name);
@@ -82,6 +91,15 @@ impl InstanceService {
                 }
             }
         }
+        // Shifted layer copies of earlier versions go, unless a monitor they started still
+        // stacks them.
+        let in_use: std::collections::HashSet<std::path::PathBuf> = instances
+            .iter()
+            .filter(|i| i.instance_type == InstanceType::Container)
+            .filter(|i| self.driver.live_monitor(&i.name).is_some())
+            .flat_map(|i| self.driver.monitor_lowers(&i.name))
+            .collect();
+        self.images.remove_shifted_copies(&in_use);
         Ok(())
     }
 }

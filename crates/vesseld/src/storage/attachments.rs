@@ -55,29 +55,43 @@ impl StorageService {
         Ok(self.volume_view(&v))
     }
 
-    /// Bind mounts for a container's filesystem volumes. For an unprivileged container
-    /// (`shift` = host uid of its root) a volume's top directory still owned by host root is
-    /// handed to the container's root, so it can write there.
-    pub fn container_mounts(&self, instance: &str, shift: Option<u32>) -> Result<Vec<VolumeMount>> {
+    /// Bind mounts for a container's filesystem volumes, with the first id their files are
+    /// stored with. Volumes are stored with container ids (0-65535) and every unprivileged
+    /// container sees them through an idmapped mount to its own range, so containers with
+    /// different ranges share them; a volume from before that used the daemon's shared
+    /// range (`shared_base`) keeps its files as they are and is mapped from that base.
+    pub fn container_mounts(&self, instance: &str, shared_base: u32) -> Result<Vec<VolumeMount>> {
+        let _g = self.busy();
         let mut out = Vec::new();
-        for v in self.volume_records(None)? {
-            for a in v.attached_to.iter().filter(|a| a.instance == instance) {
-                let source = self.driver(&v.pool)?.fs_path(&v.name)?;
-                if let Some(base) = shift {
+        for mut v in self.volume_records(None)? {
+            let Some(a) = v
+                .attached_to
+                .iter()
+                .find(|a| a.instance == instance)
+                .cloned()
+            else {
+                continue;
+            };
+            let source = self.driver(&v.pool)?.fs_path(&v.name)?;
+            let id_base = match v.id_base {
+                Some(b) => b,
+                None => {
                     use std::os::unix::fs::MetadataExt;
-                    let md = std::fs::metadata(&source)
-                        .map_err(|e| Error::internal(format!("volume {}: {e}", v.key())))?;
-                    if md.uid() == 0 && base != 0 {
-                        std::os::unix::fs::chown(&source, Some(base), Some(base)).map_err(|e| {
-                            Error::internal(format!("handing volume {} over: {e}", v.key()))
-                        })?;
-                    }
+                    let owner = std::fs::metadata(&source)
+                        .map_err(|e| Error::internal(format!("volume {}: {e}", v.key())))?
+                        .uid();
+                    let b = stored_id_base(owner, shared_base);
+                    v.id_base = Some(b);
+                    self.put_volume(&v)?;
+                    tracing::info!(volume = %v.key(), id_base = b, "recorded the ids a volume is stored with");
+                    b
                 }
-                out.push(VolumeMount {
-                    source,
-                    destination: a.path.clone(),
-                });
-            }
+            };
+            out.push(VolumeMount {
+                source,
+                destination: a.path,
+                id_base,
+            });
         }
         out.sort_by(|a, b| a.destination.cmp(&b.destination));
         Ok(out)
@@ -191,6 +205,19 @@ impl StorageService {
     }
 }
 
+/// The first id a volume from before per-container ranges is stored with, from the owner of
+/// its top directory: such volumes were handed to the daemon's shared range at their first
+/// use by an unprivileged container (their files then have shared-range owners); one whose
+/// top directory is another owner (host root: only privileged containers used it) holds
+/// plain ids.
+pub(super) fn stored_id_base(top_owner: u32, shared_base: u32) -> u32 {
+    if top_owner == shared_base {
+        shared_base
+    } else {
+        0
+    }
+}
+
 fn check_mount_point(path: &str) -> Result<()> {
     if !path.starts_with('/') || path == "/" {
         return Err(Error::invalid(format!(
@@ -289,6 +316,13 @@ mod tests {
     use super::super::record::fixture::volume;
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn old_volumes_keep_the_ids_they_were_stored_with() {
+        assert_eq!(stored_id_base(1_000_000, 1_000_000), 1_000_000);
+        assert_eq!(stored_id_base(0, 1_000_000), 0);
+        assert_eq!(stored_id_base(1000, 1_000_000), 0);
+    }
 
     #[test]
     fn mount_points_stay_inside_the_container() {

@@ -105,6 +105,7 @@ impl BtrfsPool {
             let p = mount.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
         }
+        super::driver::secure_layout(mount)?;
         Ok(pool)
     }
 
@@ -115,6 +116,7 @@ impl BtrfsPool {
             devices: devices.to_vec(),
         };
         pool.mount()?;
+        super::driver::secure_layout(mount)?;
         Ok(pool)
     }
 

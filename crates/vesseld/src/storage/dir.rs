@@ -34,6 +34,7 @@ impl DirPool {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
         }
+        super::driver::secure_layout(root)?;
         Ok(Self { root: root.into() })
     }
 
@@ -47,6 +48,7 @@ impl DirPool {
                 )));
             }
         }
+        super::driver::secure_layout(root)?;
         Ok(Self { root: root.into() })
     }
 

@@ -120,6 +120,28 @@ pub fn run(tool: &str, args: &[&str]) -> Result<String> {
 }
 
 /// An I/O error with the path, as an internal error.
+/// Sets who may reach a dir or btrfs pool's layout under `root`: filesystem volumes and
+/// their snapshots hold containers' files with the containers' own ids (a file of container
+/// root is a host-root file there, setuid bits included), so only host root enters `fs/`
+/// and `snapshots/`; `block/` stays traversable because QEMU, run unprivileged, opens the
+/// disk files (owned by its user while attached) by path.
+pub fn secure_layout(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (sub, mode) in [
+        ("", 0o711),
+        ("fs", 0o700),
+        ("snapshots", 0o700),
+        ("block", 0o711),
+    ] {
+        let p = root.join(sub);
+        if p.is_dir() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err("securing", &p))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn io_err<'a>(what: &str, path: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a {
     let what = what.to_string();
     move |e| Error::internal(format!("{what} {}: {e}", path.display()))

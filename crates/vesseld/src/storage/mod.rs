@@ -41,6 +41,9 @@ pub struct VolumeMount {
     pub source: PathBuf,
     /// Mount point inside the container.
     pub destination: String,
+    /// First id its files are stored with: an unprivileged container sees stored id
+    /// `id_base + n` as its own id `n` (0 for every volume made by this version).
+    pub id_base: u32,
 }
 
 /// The storage service (cheap to clone).

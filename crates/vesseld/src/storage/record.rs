@@ -40,6 +40,12 @@ pub(super) struct VolumeRecord {
     /// The VM whose root disk this is (deleted with it).
     #[serde(default)]
     pub(super) root_of: Option<String>,
+    /// First id of the container id range its files are stored with: 0 (the container's own
+    /// ids, as every container sees them through an idmapped mount) for volumes made since
+    /// ranges became per container; `None` for older ones until their first use by a
+    /// container decides (see `attachments::stored_id_base`).
+    #[serde(default)]
+    pub(super) id_base: Option<u32>,
     pub(super) created_at: String,
 }
 
@@ -99,6 +105,7 @@ pub(super) mod fixture {
                 })
                 .collect(),
             root_of: None,
+            id_base: Some(0),
             created_at: "2024-01-01T00:00:00Z".into(),
         }
     }

@@ -68,6 +68,11 @@ impl StorageService {
     ) -> Result<StorageVolume> {
         let d = self.driver(pool)?;
         let mut size = req.size.unwrap_or(0);
+        // A clone holds its source's files, stored with the same ids.
+        let id_base = match &req.source {
+            Some(src) => self.volume_record(pool, split_source(src).0)?.id_base,
+            None => Some(0),
+        };
         match &req.source {
             Some(src) => {
                 let (vol, snap) = split_source(src);
@@ -93,6 +98,7 @@ impl StorageService {
             snapshots: Vec::new(),
             attached_to: Vec::new(),
             root_of,
+            id_base,
             created_at: crate::clock::now(),
         };
         if let Err(e) = self.inner.volumes.insert(&rec.key(), &rec) {

@@ -1,12 +1,13 @@
 //! The state store: every object the daemon keeps, behind one trait so that a cluster can swap
 //! the embedded SQLite backend for etcd without touching the services.
 
+mod idmap;
 mod record;
 mod sqlite;
 
 pub use record::{decode, encode, Records};
 pub use sqlite::SqliteStore;
-use vessel_api::{Image, Instance, InstanceStatus, Operation};
+use vessel_api::{Image, Instance, InstanceIdmap, InstanceStatus, Operation};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,19 @@ pub enum StoreError {
     /// No object with that key.
     #[error("{0} not found")]
     NotFound(String),
+    /// Nothing is left to allocate.
+    #[error("{0}")]
+    Exhausted(String),
+}
+
+/// Where isolated host id ranges come from: ranges of `size` ids stacked above the shared
+/// range that starts at `shared_base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdPool {
+    /// First host id of the shared range (the daemon's `--idmap-base`).
+    pub shared_base: u32,
+    /// Ids per range.
+    pub size: u32,
 }
 
 /// Result of store calls.
@@ -70,8 +84,16 @@ pub trait Store: Send + Sync {
     /// Removes an alias; returns the fingerprint it named.
     fn image_alias_delete(&self, alias: &str) -> Result<String>;
 
-    /// Adds an instance; fails with [`StoreError::Exists`] for a taken name.
+    /// Adds an instance (with the id range it names, if any); fails with
+    /// [`StoreError::Exists`] for a taken name.
     fn instance_insert(&self, instance: &Instance) -> Result<()>;
+    /// Adds an instance with a host id range of its own from `pool`, picked and recorded in
+    /// one transaction so that concurrent creations never get the same range; the range is
+    /// free again only once the row is deleted.
+    fn instance_insert_isolated(&self, instance: &Instance, pool: IdPool) -> Result<InstanceIdmap>;
+    /// Records the id range of an instance stored without one (made before ranges were
+    /// recorded).
+    fn instance_set_idmap(&self, name: &str, idmap: &InstanceIdmap) -> Result<()>;
     /// Every instance (without live state).
     fn instance_list(&self) -> Result<Vec<Instance>>;
     /// One instance.

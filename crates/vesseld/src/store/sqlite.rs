@@ -5,10 +5,12 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use vessel_api::{
-    Image, ImageKind, Instance, InstanceStatus, InstanceType, Operation, OperationStatus,
+    Image, ImageKind, Instance, InstanceIdmap, InstanceStatus, InstanceType, Operation,
+    OperationStatus,
 };
 
-use super::{decode, encode, Result, Store, StoreError};
+use super::idmap::pick_range;
+use super::{decode, encode, IdPool, Result, Store, StoreError};
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -57,6 +59,14 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (kind, key)
     );",
+    // 5: each unprivileged container's host id range; an isolated range is one container's
+    // only (the unique index is the last word on concurrent allocations). Rows from before
+    // have none: the daemon records the shared base range for them at start.
+    "ALTER TABLE instances ADD COLUMN idmap_base INTEGER;
+    ALTER TABLE instances ADD COLUMN idmap_size INTEGER;
+    ALTER TABLE instances ADD COLUMN idmap_isolated INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX instances_idmap_isolated ON instances(idmap_base)
+        WHERE idmap_isolated = 1;",
 ];
 
 /// Instance fields kept as one JSON column.
@@ -187,6 +197,51 @@ impl SqliteStore {
     }
 }
 
+/// Inserts an instance row (with its id range, if any) on `conn`.
+fn insert_instance(conn: &Connection, i: &Instance) -> Result<()> {
+    let limits = encode("instances.limits", &i.limits)?;
+    let command = encode("instances.command", &i.command)?;
+    let environment = encode("instances.environment", &i.environment)?;
+    let meta = encode(
+        "instances.meta",
+        &InstanceMeta {
+            ssh_keys: i.ssh_keys.clone(),
+            storage: i.storage.clone(),
+        },
+    )?;
+    conn.execute(
+        &format!(
+            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        ),
+        params![
+            i.name,
+            type_str(i.instance_type),
+            i.status.as_str(),
+            i.image,
+            i.privileged,
+            limits,
+            command,
+            environment,
+            i.created_at,
+            i.last_exit_code,
+            i.error,
+            meta,
+            i.idmap.map(|m| m.host_base),
+            i.idmap.map(|m| m.size),
+            i.idmap.is_some_and(|m| m.isolated),
+        ],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Exists(format!("instance {:?}", i.name))
+        }
+        e => e.into(),
+    })?;
+    Ok(())
+}
+
 fn status_from(s: &str) -> Result<InstanceStatus> {
     decode("instances.status", &format!("\"{s}\""))
 }
@@ -199,10 +254,11 @@ fn type_str(t: InstanceType) -> &'static str {
 }
 
 const INSTANCE_COLUMNS: &str = "name, type, status, image, privileged, limits, command, \
-                                environment, created_at, last_exit_code, error, meta";
+                                environment, created_at, last_exit_code, error, meta, \
+                                idmap_base, idmap_size, idmap_isolated";
 
-fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 12]> {
-    let mut out: [Option<String>; 12] = Default::default();
+fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 15]> {
+    let mut out: [Option<String>; 15] = Default::default();
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = match r.get_ref(i)? {
             rusqlite::types::ValueRef::Null => None,
@@ -214,8 +270,8 @@ fn instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>;
     Ok(out)
 }
 
-fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
-    let [name, ty, status, image, privileged, limits, command, environment, created_at, code, error, meta] =
+fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
+    let [name, ty, status, image, privileged, limits, command, environment, created_at, code, error, meta, idmap_base, idmap_size, idmap_isolated] =
         c;
     let s = |v: Option<String>| v.unwrap_or_default();
     let meta = meta
@@ -232,6 +288,17 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
         status: status_from(&s(status))?,
         image: s(image),
         privileged: privileged.as_deref() == Some("1"),
+        idmap: match (
+            idmap_base.and_then(|b| b.parse().ok()),
+            idmap_size.and_then(|n| n.parse().ok()),
+        ) {
+            (Some(host_base), Some(size)) => Some(InstanceIdmap {
+                host_base,
+                size,
+                isolated: idmap_isolated.as_deref() == Some("1"),
+            }),
+            _ => None,
+        },
         limits: decode("instances.limits", &s(limits))?,
         command: decode("instances.command", &s(command))?,
         environment: decode("instances.environment", &s(environment))?,
@@ -361,42 +428,53 @@ impl Store for SqliteStore {
     }
 
     fn instance_insert(&self, i: &Instance) -> Result<()> {
-        let limits = encode("instances.limits", &i.limits)?;
-        let command = encode("instances.command", &i.command)?;
-        let environment = encode("instances.environment", &i.environment)?;
-        let meta = encode(
-            "instances.meta",
-            &InstanceMeta {
-                ssh_keys: i.ssh_keys.clone(),
-                storage: i.storage.clone(),
+        let conn = self.lock();
+        insert_instance(&conn, i)
+    }
+
+    fn instance_insert_isolated(&self, i: &Instance, pool: IdPool) -> Result<InstanceIdmap> {
+        let mut conn = self.lock();
+        // IMMEDIATE: the ranges read are the ones still there when the row goes in.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let used: Vec<(u32, u32)> = {
+            let mut stmt = tx.prepare(
+                "SELECT idmap_base, idmap_size FROM instances
+                 WHERE idmap_base IS NOT NULL AND idmap_size IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let host_base = pick_range(&used, pool).ok_or_else(|| {
+            StoreError::Exhausted(format!(
+                "every host id range of {} ids above {} is taken",
+                pool.size, pool.shared_base
+            ))
+        })?;
+        let idmap = InstanceIdmap {
+            host_base,
+            size: pool.size,
+            isolated: true,
+        };
+        insert_instance(
+            &tx,
+            &Instance {
+                idmap: Some(idmap),
+                ..i.clone()
             },
         )?;
+        tx.commit()?;
+        Ok(idmap)
+    }
+
+    fn instance_set_idmap(&self, name: &str, idmap: &InstanceIdmap) -> Result<()> {
         let conn = self.lock();
-        conn.execute(
-            &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"),
-            params![
-                i.name,
-                type_str(i.instance_type),
-                i.status.as_str(),
-                i.image,
-                i.privileged,
-                limits,
-                command,
-                environment,
-                i.created_at,
-                i.last_exit_code,
-                i.error,
-                meta
-            ],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                StoreError::Exists(format!("instance {:?}", i.name))
-            }
-            e => e.into(),
-        })?;
+        let n = conn.execute(
+            "UPDATE instances SET idmap_base = ?, idmap_size = ?, idmap_isolated = ? WHERE name = ?",
+            params![idmap.host_base, idmap.size, idmap.isolated, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("instance {name:?}")));
+        }
         Ok(())
     }
 
@@ -599,6 +677,7 @@ mod tests {
             environment: BTreeMap::new(),
             ssh_keys: vec!["ssh-ed25519 AAAA test".into()],
             storage: None,
+            idmap: None,
             created_at: "2026-01-01T00:00:00Z".into(),
             last_exit_code: None,
             error: None,
@@ -689,6 +768,61 @@ mod tests {
         let ops = s.operation_list(10).unwrap();
         assert_eq!(ops[0].status, OperationStatus::Failure);
         assert_eq!(ops[0].error.as_deref(), Some("daemon restarted"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn isolated_ranges_are_distinct_survive_reopen_and_free_on_delete() {
+        let dir = tempdir();
+        let path = dir.join("vessel.db");
+        let fp = "ab".repeat(32);
+        let pool = IdPool {
+            shared_base: 1_000_000,
+            size: 65_536,
+        };
+        {
+            let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+            s.image_insert(&image(&fp)).unwrap();
+            // A legacy row gets the shared range recorded; isolated ones never take it.
+            s.instance_insert(&instance("old", &fp)).unwrap();
+            assert_eq!(s.instance_get("old").unwrap().idmap, None);
+            let shared = InstanceIdmap {
+                host_base: pool.shared_base,
+                size: pool.size,
+                isolated: false,
+            };
+            s.instance_set_idmap("old", &shared).unwrap();
+            assert_eq!(s.instance_get("old").unwrap().idmap, Some(shared));
+            let threads: Vec<_> = (0..10)
+                .map(|i| {
+                    let (s, fp) = (s.clone(), fp.clone());
+                    std::thread::spawn(move || {
+                        s.instance_insert_isolated(&instance(&format!("c{i}"), &fp), pool)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut bases: Vec<u32> = threads
+                .into_iter()
+                .map(|t| t.join().unwrap().host_base)
+                .collect();
+            bases.sort();
+            let want: Vec<u32> = (1..=10).map(|k| pool.shared_base + k * pool.size).collect();
+            assert_eq!(bases, want, "ten distinct ranges above the shared one");
+            // A taken name takes no range.
+            assert!(matches!(
+                s.instance_insert_isolated(&instance("c3", &fp), pool),
+                Err(StoreError::Exists(_))
+            ));
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let c4 = s.instance_get("c4").unwrap().idmap.unwrap();
+        assert!(c4.isolated);
+        s.instance_delete("c4").unwrap();
+        let again = s
+            .instance_insert_isolated(&instance("n", &fp), pool)
+            .unwrap();
+        assert_eq!(again.host_base, c4.host_base, "freed only by the deletion");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
