@@ -103,7 +103,12 @@ impl ImageService {
         .options(&[])
         .len();
         let canonical = self.layer_dir(&"0".repeat(64)).display().to_string().len();
-        let staged = inst.join("mnt").join("layer-499").display().to_string().len();
+        let staged = inst
+            .join("mnt")
+            .join("layer-499")
+            .display()
+            .to_string()
+            .len();
         let layer = canonical.max(staged);
         // `fixed` + n layers + (n - 1) colons <= PAGE_STRING.
         let fit = (PAGE_STRING + 1).saturating_sub(fixed) / (layer + 1);

@@ -160,6 +160,16 @@ mod tests {
         fn instance_insert(&self, i: &Instance) -> Result<()> {
             self.inner.instance_insert(i)
         }
+        fn instance_insert_isolated(
+            &self,
+            i: &Instance,
+            pool: crate::store::IdPool,
+        ) -> Result<vessel_api::InstanceIdmap> {
+            self.inner.instance_insert_isolated(i, pool)
+        }
+        fn instance_set_idmap(&self, n: &str, m: &vessel_api::InstanceIdmap) -> Result<()> {
+            self.inner.instance_set_idmap(n, m)
+        }
         fn instance_list(&self) -> Result<Vec<Instance>> {
             self.inner.instance_list()
         }
@@ -257,6 +267,7 @@ mod tests {
                 error: None,
                 state: None,
                 vm: None,
+                idmap: None,
             })
             .unwrap();
         let pending = PendingStatus::default();

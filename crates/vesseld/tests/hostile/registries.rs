@@ -269,15 +269,17 @@ fn lying_registries_are_bounded_in_bytes_and_time_and_cleaned_up() {
 }
 
 /// The overlay options a launch of `layers` layers would use in `root`, with the longest
-/// instance name and unprivileged copies' paths (the daemon's own bound, recomputed here).
+/// instance name and the longer of a layer's two paths (canonical for privileged instances,
+/// idmapped under the instance's `mnt/` for the others): the daemon's own bound, recomputed.
 fn options_len(root: &Path, layers: usize) -> usize {
-    let layer = format!(
-        "{}/images/layers/{}.shifted-{}",
-        root.display(),
-        "0".repeat(64),
-        u32::MAX
-    );
     let inst = root.join("instances").join("x".repeat(63));
+    let canonical = format!("{}/images/layers/{}", root.display(), "0".repeat(64));
+    let staged = inst.join("mnt").join("layer-499").display().to_string();
+    let layer = if canonical.len() >= staged.len() {
+        canonical
+    } else {
+        staged
+    };
     let lowers = vec![layer; layers].join(":");
     format!(
         "lowerdir={lowers},upperdir={},workdir={}",
