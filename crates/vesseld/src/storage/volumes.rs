@@ -458,9 +458,14 @@ mod tests {
                 "cannot be 0 bytes",
             ),
             (
-                req("new", fs, Some(2 << 30), None),
+                req("new", block, Some(2 << 30), None),
                 ErrorKind::Invalid,
                 "more than pool",
+            ),
+            (
+                req("new", fs, Some(1 << 20), None),
+                ErrorKind::Invalid,
+                "a dir pool cannot hold a filesystem volume to a size",
             ),
             (
                 req("new", block, None, Some("data")),
