@@ -371,8 +371,10 @@ impl ContainerDriver {
 
     /// Sends a signal to the instance's init (or, with `all`, every process in it).
     pub fn kill(&self, name: &str, signal: i32, all: bool) -> Result<()> {
-        let signal = nix::sys::signal::Signal::try_from(signal)
-            .map_err(|_| Error::invalid(format!("{signal} is not a signal number")))?;
+        // Real-time signals included: SIGRTMIN+3 stops systemd.
+        if !(1..=libc::SIGRTMAX()).contains(&signal) {
+            return Err(Error::invalid(format!("{signal} is not a signal number")));
+        }
         vessel_container::kill(&self.state_root, name, signal, all)
             .map_err(|e| Error::internal(format!("signalling {name}: {}", chain(&e))))
     }

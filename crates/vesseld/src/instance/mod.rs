@@ -60,24 +60,9 @@ pub struct InstanceService {
     pending: status::PendingStatus,
 }
 
-/// Signal number for a name like "SIGTERM", "TERM" or "15".
+/// Signal number for a name like "SIGTERM", "TERM", "15" or "SIGRTMIN+3".
 pub fn signal_number(name: &str) -> Option<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let n = name.trim_start_matches("SIG");
-    Some(match n {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "PWR" => libc::SIGPWR,
-        "RTMIN+3" => libc::SIGRTMIN() + 3,
-        _ => return None,
-    })
+    vessel_container::parse_signal(name)
 }
 
 impl InstanceService {
@@ -755,5 +740,6 @@ mod tests {
         assert_eq!(signal_number("TERM"), Some(libc::SIGTERM));
         assert_eq!(signal_number("9"), Some(9));
         assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
     }
 }
