@@ -164,13 +164,15 @@ impl ContainerDriver {
         Ok(())
     }
 
-    /// Writes the OCI bundle's `config.json` for the instance.
+    /// Writes the OCI bundle's `config.json` for the instance (with what systemd needs when
+    /// the init is systemd).
     pub fn write_bundle(
         &self,
         inst: &Instance,
         env: &[String],
         run: &RunAs,
         volumes: &[crate::storage::VolumeMount],
+        systemd: bool,
     ) -> Result<()> {
         let opts = vessel_container::spec::SpecOptions {
             rootfs: "rootfs".into(),
@@ -190,6 +192,9 @@ impl ContainerDriver {
         };
         let mut spec = vessel_container::spec::default_spec(&opts);
         isolate_network(&mut spec);
+        if systemd {
+            super::systemd::apply(&mut spec)?;
+        }
         if !volumes.is_empty() {
             let mut mounts = spec.mounts().clone().unwrap_or_default();
             for v in volumes {

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod publish;
 mod rebuild;
 mod status;
+pub mod systemd;
 pub mod users;
 pub mod vm;
 mod vm_lifecycle;
@@ -350,7 +351,10 @@ impl InstanceService {
                 .await
                 .map_err(|e| Error::internal(format!("volume task: {e}")))??
         };
-        self.driver.write_bundle(inst, &env, &run, &volumes)?;
+        let boots_systemd =
+            systemd::is_systemd_init(&inst.command, &image.command, &image.stop_signal);
+        self.driver
+            .write_bundle(inst, &env, &run, &volumes, boots_systemd)?;
         op.progress(Some(60), "starting");
         if inst.status != InstanceStatus::Creating {
             self.set_status(&inst.name, InstanceStatus::Starting, None, None);
@@ -575,12 +579,10 @@ impl InstanceService {
         };
         if !force {
             op.progress(Some(20), "asking the init to stop");
-            let image = self.images.get(&inst.image).ok();
-            let uses_image_init = image.as_ref().is_some_and(|i| i.command == inst.command);
-            let sig = image
-                .filter(|_| uses_image_init)
-                .and_then(|i| signal_number(&i.stop_signal))
-                .unwrap_or(libc::SIGTERM);
+            let sig = match self.images.get(&inst.image) {
+                Ok(i) => systemd::stop_signal(&inst.command, &i.command, &i.stop_signal),
+                Err(_) => systemd::stop_signal(&inst.command, &[], ""),
+            };
             if let Err(e) = self.driver.kill(name, sig, false) {
                 tracing::debug!(instance = %name, error = %e, "stop signal");
             }
