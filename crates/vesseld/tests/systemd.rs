@@ -64,7 +64,7 @@ fn wait_booted(d: &Daemon, name: &str) -> (String, Duration) {
 
 #[test]
 fn debian_boots_systemd_unprivileged_and_stops_cleanly() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.ok(&["image", "build", "debian", "--alias", "debian"]);
     let image = d.info_image("debian");
     assert_eq!(
@@ -190,4 +190,47 @@ fn debian_boots_systemd_unprivileged_and_stops_cleanly() {
 
     d.ok(&["delete", "d1"]);
     d.ok(&["delete", "d2"]);
+
+    // The cgroup v2 path: on a hybrid host, the same daemon again with the host's cgroup2
+    // hierarchy as its /sys/fs/cgroup (no controller is enabled there: they are all v1's).
+    match layout() {
+        "cgroup v1 hybrid" => boots_on_a_cgroup2_layout(&mut d),
+        "cgroup v2" => eprintln!("cgroup v2 host: the boots above took the v2 path"),
+        other => eprintln!("{other} host without cgroup2: the v2 path is only unit-tested here"),
+    }
+}
+
+/// systemd boots in unified mode in its own delegated cgroup2 subtree and stops cleanly, with
+/// the daemon seeing a cgroup v2 host.
+fn boots_on_a_cgroup2_layout(d: &mut Daemon) {
+    d.restart_on_cgroup2();
+    d.ok(&["launch", "debian", "d3"]);
+    let (state, _) = wait_booted(d, "d3");
+    eprintln!("d3 booted to {state} on a cgroup v2 layout");
+    let fs = run(d, "d3", &["stat", "-f", "-c", "%T", "/sys/fs/cgroup"]).1;
+    assert_eq!(fs.trim(), "cgroup2fs", "systemd sees cgroup v2");
+    // (The v1 hierarchies, which a cgroup v2 host would not have, list pid 1 at their root.)
+    let cgroup = run(d, "d3", &["cat", "/proc/1/cgroup"]).1;
+    assert!(cgroup.lines().any(|l| l == "0::/init.scope"), "{cgroup}");
+    let status = run(d, "d3", &["systemctl", "status", "--no-pager"]).1;
+    assert!(status.contains("system.slice"), "{status}");
+    // On the host, the instance's cgroup2 directory is its root's, its other files are not.
+    let dir = Path::new("/sys/fs/cgroup/unified")
+        .join(d.cgroup_parent())
+        .join("d3");
+    use std::os::unix::fs::MetadataExt;
+    let uid = |f: &str| std::fs::metadata(dir.join(f)).unwrap().uid();
+    assert_ne!(uid(""), 0, "{} is not delegated", dir.display());
+    assert_eq!(uid("cgroup.procs"), uid(""));
+    assert_eq!(uid("cgroup.subtree_control"), uid(""));
+    assert_eq!(uid("cgroup.freeze"), 0);
+    assert!(dir.join("init.scope").is_dir());
+
+    let t = Instant::now();
+    d.ok(&["stop", "d3"]);
+    eprintln!("d3 stopped in {:?}", t.elapsed());
+    assert!(t.elapsed() < STOP_TIMEOUT, "{:?}", t.elapsed());
+    assert_eq!(d.info("d3")["last_exit_code"], 0);
+    assert!(!dir.exists(), "{} is left", dir.display());
+    d.ok(&["delete", "d3"]);
 }
