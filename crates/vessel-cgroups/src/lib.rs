@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::LinuxResources;
 
+pub mod delegate;
 mod detect;
 mod fs;
 mod resources;
@@ -134,6 +135,13 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// The path of the cgroup a process inside it sees as its own (for /proc/self/cgroup checks
     /// and for mounting the container's /sys/fs/cgroup).
     fn path(&self) -> &str;
+    /// Delegates the cgroup to `uid`/`gid` (a container's root user): it may then create
+    /// cgroups below it and move its processes between them, as systemd does, but not change
+    /// the cgroup's own limits (see [`delegate`]). v2: the cgroup's directory. v1: only its
+    /// directories in the `name=systemd` hierarchy and a hybrid host's cgroup2, which have no
+    /// limits; the controllers' hierarchies stay root's. Returns the directories delegated.
+    /// The cgroup must exist.
+    fn delegate(&self, uid: u32, gid: u32) -> Result<Vec<PathBuf>>;
 }
 
 /// Detects the host's cgroup layout: [`CgroupVersion::V2`] when `/sys/fs/cgroup` is a cgroup2

@@ -557,6 +557,25 @@ impl CgroupManager for V1Manager {
     fn path(&self) -> &str {
         &self.cgroup_path
     }
+
+    fn delegate(&self, uid: u32, gid: u32) -> Result<Vec<PathBuf>> {
+        self.ensure_exists("delegate")?;
+        let v2_list = crate::delegate::read_v2_list()?;
+        let mut dirs = Vec::new();
+        for (c, hierarchy) in [
+            (Controller::Systemd, crate::delegate::Hierarchy::V1),
+            (Controller::Unified, crate::delegate::Hierarchy::V2),
+        ] {
+            let Some(dir) = self.cdir(c).filter(|d| d.is_dir()) else {
+                continue;
+            };
+            let paths = crate::delegate::paths(&dir, hierarchy, v2_list.as_deref());
+            crate::delegate::chown_all(&paths, uid, gid)?;
+            dirs.push(dir);
+        }
+        tracing::info!(cgroup = %self.cgroup_path, uid, gid, ?dirs, "delegated cgroup");
+        Ok(dirs)
+    }
 }
 
 #[cfg(test)]

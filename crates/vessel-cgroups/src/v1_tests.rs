@@ -308,3 +308,51 @@ fn stats_read_v1_files() {
     std::fs::write(f.base.join("memory/c/cgroup.procs"), "5\n6\n").unwrap();
     assert_eq!(m.pids().unwrap(), vec![5, 6]);
 }
+
+#[test]
+fn delegate_hands_over_only_the_name_systemd_and_hybrid_cgroup2_directories() {
+    use std::os::unix::fs::MetadataExt;
+    let f = FakeMounts::new("delegate");
+    let mut mounts = f.mounts.clone();
+    let systemd = f.base.join("systemd");
+    let unified = f.base.join("unified");
+    mounts.insert("name=systemd".into(), systemd.clone());
+    f.cgroup("vessel/c1");
+    for (dir, files) in [
+        (
+            &systemd,
+            &["cgroup.procs", "tasks", "notify_on_release"][..],
+        ),
+        (
+            &unified,
+            &["cgroup.procs", "cgroup.threads", "memory.max"][..],
+        ),
+    ] {
+        let d = dir.join("vessel/c1");
+        std::fs::create_dir_all(&d).unwrap();
+        for file in files {
+            std::fs::write(d.join(file), "").unwrap();
+        }
+    }
+    let m = V1Manager::with_mounts(&mounts, "vessel/c1")
+        .unwrap()
+        .with_hybrid(Some(unified.clone()));
+    let dirs = m.delegate(100_000, 100_000).unwrap();
+    assert_eq!(dirs, [systemd.join("vessel/c1"), unified.join("vessel/c1")]);
+    let uid = |p: PathBuf| std::fs::metadata(p).unwrap().uid();
+    assert_eq!(uid(systemd.join("vessel/c1")), 100_000);
+    assert_eq!(uid(systemd.join("vessel/c1/cgroup.procs")), 100_000);
+    assert_eq!(uid(systemd.join("vessel/c1/tasks")), 100_000);
+    assert_eq!(uid(systemd.join("vessel/c1/notify_on_release")), 0);
+    assert_eq!(uid(unified.join("vessel/c1")), 100_000);
+    assert_eq!(uid(unified.join("vessel/c1/cgroup.threads")), 100_000);
+    assert_eq!(uid(unified.join("vessel/c1/memory.max")), 0);
+    // The controllers' hierarchies, where the limits are, stay root's.
+    for h in ["memory", "pids", "cpu,cpuacct", "devices"] {
+        assert_eq!(uid(f.base.join(h).join("vessel/c1")), 0, "{h}");
+        assert_eq!(uid(f.base.join(h).join("vessel/c1/cgroup.procs")), 0, "{h}");
+    }
+    // Without name=systemd or a hybrid cgroup2 there is nothing to delegate.
+    let plain = V1Manager::with_mounts(&f.mounts, "vessel/c1").unwrap();
+    assert!(plain.delegate(100_000, 100_000).unwrap().is_empty());
+}

@@ -476,6 +476,19 @@ impl CgroupManager for V2Manager {
     fn path(&self) -> &str {
         &self.cgroup_path
     }
+
+    fn delegate(&self, uid: u32, gid: u32) -> Result<Vec<PathBuf>> {
+        self.ensure_exists("delegate")?;
+        let v2_list = crate::delegate::read_v2_list()?;
+        let paths = crate::delegate::paths(
+            &self.dir,
+            crate::delegate::Hierarchy::V2,
+            v2_list.as_deref(),
+        );
+        crate::delegate::chown_all(&paths, uid, gid)?;
+        tracing::info!(cgroup = %self.cgroup_path, uid, gid, "delegated cgroup");
+        Ok(vec![self.dir.clone()])
+    }
 }
 
 #[cfg(test)]

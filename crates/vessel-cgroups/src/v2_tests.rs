@@ -402,3 +402,26 @@ fn missing_cgroup_is_reported_and_destroy_is_idempotent() {
     assert!(m.stats().is_err());
     assert!(V2Manager::with_root(&root.0, "../etc").is_err());
 }
+
+#[test]
+fn delegate_hands_over_the_directory_and_the_kernels_delegatable_files_only() {
+    let root = FakeRoot::new("delegate", ALL);
+    let m = leaf(&root, ALL);
+    assert!(V2Manager::with_root(&root.0, "vessel/none")
+        .unwrap()
+        .delegate(100_000, 100_000)
+        .is_err());
+    let dirs = m.delegate(100_000, 100_001).unwrap();
+    assert_eq!(dirs, [m.dir().to_path_buf()]);
+    use std::os::unix::fs::MetadataExt;
+    let owner = |f: &str| {
+        let md = std::fs::metadata(m.dir().join(f)).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(owner(""), (100_000, 100_001));
+    assert_eq!(owner("cgroup.procs"), (100_000, 100_001));
+    assert_eq!(owner("cgroup.subtree_control"), (100_000, 100_001));
+    for limit in ["memory.max", "pids.max", "cpu.max", "cgroup.freeze"] {
+        assert_eq!(owner(limit), (0, 0), "{limit} stays root's");
+    }
+}

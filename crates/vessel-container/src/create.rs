@@ -205,6 +205,10 @@ pub fn create(opts: CreateOptions) -> Result<State> {
                 m.apply(&res)
                     .map_err(cgroup::err("apply limits", &cg_path))?;
             }
+            if let Some((uid, gid)) = cgroup::delegation_owner(&spec, &plan) {
+                m.delegate(uid, gid)
+                    .map_err(cgroup::err("delegate", &cg_path))?;
+            }
             (Some(cg_path), None)
         }
         Err(reason) => {

@@ -4,8 +4,6 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::cgroup;
 use crate::error::{Error, Result};
 use crate::hooks::{self, HookState, Kind};
@@ -42,7 +40,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         }
         Status::Stopped => {}
         _ => {
-            signal_container(&state, Signal::SIGKILL, true)?;
+            signal_container(&state, libc::SIGKILL, true)?;
             let deadline = Instant::now() + KILL_TIMEOUT;
             while state.init_alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));

@@ -149,7 +149,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOptions) -> Result<Pid> {
         let _ = waitpid(pid, None);
     };
     if let Some(cg) = &cg {
-        if let Err(e) = cg.add_process(intermediate.as_raw()) {
+        if let Err(e) = cgroup::add_exec_process(cg.as_ref(), intermediate.as_raw(), state.pid) {
             reap(intermediate);
             return Err(cgroup::err("add the exec process", cg.path())(e));
         }

@@ -4,15 +4,52 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use nix::sys::signal::{kill as send, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::cgroup;
 use crate::error::{Error, Result};
 use crate::state::{State, Status};
 
-/// Sends `signal` to the init of container `id`, or with `all` to every process in it.
-pub fn kill(root: &Path, id: &str, signal: Signal, all: bool) -> Result<()> {
+/// The number of a signal given by number (`9`, `37`) or name, with or without `SIG`, in any
+/// case (`TERM`, `SIGKILL`, `hup`), real-time signals included (`SIGRTMIN+3`, which stops
+/// systemd, `RTMAX-2`); `None` for anything else. Real-time signals are what `nix::Signal`
+/// cannot name, hence numbers.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=max).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str| -> Option<i32> {
+        match rest {
+            "" => Some(0),
+            _ => rest.parse::<i32>().ok(),
+        }
+    };
+    let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+        min + offset(rest.strip_prefix('+').unwrap_or(rest))?
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        max - offset(rest.strip_prefix('-').unwrap_or(rest))?
+    } else {
+        return name
+            .parse::<Signal>()
+            .ok()
+            .or_else(|| format!("SIG{name}").parse::<Signal>().ok())
+            .map(|s| s as i32);
+    };
+    (min..=max).contains(&n).then_some(n)
+}
+
+/// Sends signal number `signal` (see [`parse_signal`]) to the init of container `id`, or with
+/// `all` to every process in it.
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
+    if !(1..=libc::SIGRTMAX()).contains(&signal) {
+        return Err(Error::InvalidSpec(format!(
+            "{signal} is not a signal number (1 to {})",
+            libc::SIGRTMAX()
+        )));
+    }
     let (state, _) = State::load(root, id)?;
     if state.status == Status::Stopped {
         return Err(Error::WrongState {
@@ -25,15 +62,18 @@ pub fn kill(root: &Path, id: &str, signal: Signal, all: bool) -> Result<()> {
 }
 
 /// Signals the init or every process; thaws a paused container after SIGKILL so it can die.
-pub(crate) fn signal_container(state: &State, signal: Signal, all: bool) -> Result<()> {
+pub(crate) fn signal_container(state: &State, signal: i32, all: bool) -> Result<()> {
     let pids = if all { pids(state)? } else { vec![state.pid] };
     for pid in pids {
-        match send(Pid::from_raw(pid), signal) {
-            Ok(()) | Err(nix::Error::ESRCH) => {}
-            Err(e) => return Err(Error::sys(format!("kill {pid} with {signal}"), e)),
+        // SAFETY: kill takes plain integers and touches no memory of ours.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            match nix::Error::last() {
+                nix::Error::ESRCH => {}
+                e => return Err(Error::sys(format!("kill {pid} with signal {signal}"), e)),
+            }
         }
     }
-    if signal == Signal::SIGKILL && state.status == Status::Paused {
+    if signal == libc::SIGKILL && state.status == Status::Paused {
         if let Ok(cg) = cgroup::of_state(state) {
             cg.thaw().map_err(cgroup::err("thaw", cg.path()))?;
         }
@@ -107,4 +147,28 @@ pub fn resume(root: &Path, id: &str) -> Result<()> {
     }
     let cg = cgroup::of_state(&state)?;
     cg.thaw().map_err(cgroup::err("thaw", cg.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_number_and_name_real_time_included() {
+        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("SIGKILL"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("kill"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("9"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("rtmin+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("37"), Some(37));
+        assert_eq!(parse_signal("SIGRTMIN"), Some(libc::SIGRTMIN()));
+        assert_eq!(parse_signal("RTMAX-2"), Some(libc::SIGRTMAX() - 2));
+        assert_eq!(parse_signal("RTMAX"), Some(libc::SIGRTMAX()));
+        for bad in [
+            "NOPE", "0", "65", "-1", "RTMIN+40", "RTMAX-40", "RTMIN+x", "",
+        ] {
+            assert_eq!(parse_signal(bad), None, "{bad}");
+        }
+    }
 }

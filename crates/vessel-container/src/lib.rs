@@ -53,7 +53,7 @@ pub use delete::delete;
 pub use error::{Error, Result};
 pub use exec::{container_spec, exec, ExecOptions};
 pub use features::features;
-pub use kill::{kill, pause, ps, resume, stats};
+pub use kill::{kill, parse_signal, pause, ps, resume, stats};
 pub use namespaces::to_host_id;
 pub use start::start;
 pub use state::{list, state, State, Status, DEFAULT_STATE_ROOT, OCI_VERSION};

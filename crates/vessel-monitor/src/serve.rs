@@ -19,6 +19,23 @@ use vessel_monitor::{ExitStatus, MonitorConfig};
 /// The log is rotated to `<log>.1` past this size.
 const LOG_LIMIT: u64 = 1 << 20;
 
+/// How often a hung-up terminal is tried again, at first and at most: the slave may be opened
+/// again (systemd closes its console between messages, then reopens `/dev/console`).
+const HUP_RETRY_FIRST: Duration = Duration::from_millis(50);
+const HUP_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The terminal's master side, as the monitor last found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pty {
+    /// Readable when there is output: polled.
+    Open,
+    /// No process has the slave open (reads fail with EIO, poll reports a hang-up at once):
+    /// not polled, read again after a while.
+    HungUp,
+    /// Gone for good.
+    Closed,
+}
+
 struct Client {
     sock: UnixStream,
     buf: Vec<u8>,
@@ -111,7 +128,8 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
     let mut master = File::from(master);
     let mut log = Log::open(&c.log);
     let mut clients: Vec<Client> = Vec::new();
-    let mut pty_open = true;
+    let mut pty = Pty::Open;
+    let mut hup_retry = HUP_RETRY_FIRST;
     // The init may be gone already: its SIGCHLD is pending and wakes the first poll, and a
     // reap now makes that certain whatever happened before.
     let mut exit: Option<ExitStatus> = reap(init);
@@ -121,14 +139,18 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         ];
-        if pty_open {
+        if pty == Pty::Open {
             fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
         }
         let polled_clients = clients.len();
         for cl in &clients {
             fds.push(PollFd::new(cl.sock.as_fd(), PollFlags::POLLIN));
         }
-        if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+        let timeout = match pty {
+            Pty::HungUp => PollTimeout::try_from(hup_retry).unwrap_or(PollTimeout::MAX),
+            _ => PollTimeout::NONE,
+        };
+        if let Err(e) = poll(&mut fds, timeout) {
             if e == nix::errno::Errno::EINTR {
                 continue;
             }
@@ -156,11 +178,21 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
             }
         }
         let mut idx = 2;
-        if pty_open {
-            if ready[idx] {
-                pty_open = pump_output(&mut master, &mut log, &mut clients);
+        match pty {
+            Pty::Open => {
+                if ready[idx] {
+                    pty = pump_output(&mut master, &mut log, &mut clients);
+                }
+                idx += 1;
             }
-            idx += 1;
+            Pty::HungUp => {
+                pty = pump_output(&mut master, &mut log, &mut clients);
+                hup_retry = match pty {
+                    Pty::HungUp => (hup_retry * 2).min(HUP_RETRY_MAX),
+                    _ => HUP_RETRY_FIRST,
+                };
+            }
+            Pty::Closed => {}
         }
         // Clients accepted in this round were not polled yet: only look at the others.
         let mut gone = Vec::new();
@@ -174,7 +206,7 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
         }
     }
     // Drain what the init's last words left in the terminal.
-    if pty_open {
+    if pty != Pty::Closed {
         pump_output(&mut master, &mut log, &mut clients);
     }
     let status = exit.unwrap_or(ExitStatus {
@@ -220,12 +252,12 @@ fn reap(init: i32) -> Option<ExitStatus> {
     out
 }
 
-/// Moves terminal output to the log and clients; false once the terminal has closed.
-fn pump_output(master: &mut File, log: &mut Log, clients: &mut Vec<Client>) -> bool {
+/// Moves terminal output to the log and clients; says what the terminal is like afterwards.
+fn pump_output(master: &mut File, log: &mut Log, clients: &mut Vec<Client>) -> Pty {
     let mut buf = [0u8; 16384];
     loop {
         match master.read(&mut buf) {
-            Ok(0) => return false,
+            Ok(0) => return Pty::Closed,
             Ok(n) => {
                 log.write(&buf[..n]);
                 let frame = stream::encode(FrameKind::Stdout, &buf[..n]);
@@ -236,10 +268,12 @@ fn pump_output(master: &mut File, log: &mut Log, clients: &mut Vec<Client>) -> b
                     ok
                 });
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Pty::Open,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            // EIO: every process closed the terminal's slave side.
-            Err(_) => return false,
+            // EIO: every process closed the terminal's slave side, for now: a process of the
+            // container may open it again through /dev/console or /dev/pts.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return Pty::HungUp,
+            Err(_) => return Pty::Closed,
         }
     }
 }

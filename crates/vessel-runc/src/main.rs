@@ -8,11 +8,9 @@ mod update;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use nix::sys::signal::Signal;
 use vessel_container::spec::{default_spec, IdMap, SpecOptions};
 use vessel_container::{Console, CreateOptions};
 
@@ -159,17 +157,10 @@ enum Cmd {
     },
 }
 
-fn parse_signal(s: &str) -> Result<Signal> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).with_context(|| format!("{n} is not a signal number"));
-    }
-    let upper = s.to_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    Signal::from_str(&name).with_context(|| format!("{s:?} is not a signal name"))
+/// A signal number from a number or a name, real-time signals included (podman stops a
+/// systemd container with `kill ID 37`, SIGRTMIN+3).
+fn parse_signal(s: &str) -> Result<i32> {
+    vessel_container::parse_signal(s).with_context(|| format!("{s:?} is not a signal"))
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -380,10 +371,12 @@ mod tests {
 
     #[test]
     fn signals_parse() {
-        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("SIGKILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("kill").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("SIGKILL").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("kill").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("37").unwrap(), libc::SIGRTMIN() + 3);
+        assert_eq!(parse_signal("SIGRTMIN+3").unwrap(), libc::SIGRTMIN() + 3);
         assert!(parse_signal("NOPE").is_err());
     }
 

@@ -392,3 +392,130 @@ fn i386_syscalls_pass_the_default_seccomp_profile() {
         .iter()
         .any(|a| a == "SCMP_ARCH_X86"));
 }
+
+#[test]
+fn real_time_signals_reach_the_init() {
+    // SIGRTMIN+3 is 37 with glibc; podman stops a systemd container with `kill ID 37`.
+    let b = Bundle::new("rtsig", &[], |cfg| {
+        args(
+            cfg,
+            "trap 'echo got 37; exit 3' 37; echo ready; while :; do sleep 0.1; done",
+        )
+    });
+    for (id, signal) in [("s1", "SIGRTMIN+3"), ("s2", "37")] {
+        b.create(id);
+        b.ok(&["start", id]);
+        b.wait_output(id, "ready");
+        b.ok(&["kill", id, signal]);
+        b.wait_output(id, "got 37");
+        b.wait_status(id, "stopped");
+        b.ok(&["delete", id]);
+    }
+    let refused = b.runc(&["kill", "s1", "RTMIN+99"]);
+    assert!(!refused.status.success());
+}
+
+/// A rootless bundle (ids from 300000) whose /sys/fs/cgroup mount has `options`.
+fn userns_bundle(tag: &str, cgroup_options: &[&str], script: &str) -> Bundle {
+    let b = Bundle::new(
+        tag,
+        &[
+            "--rootless",
+            "--uid-base",
+            "300000",
+            "--gid-base",
+            "300000",
+            "--id-count",
+            "65536",
+        ],
+        |cfg| {
+            args(cfg, script);
+            for m in cfg["mounts"].as_array_mut().unwrap() {
+                if m["destination"] == "/sys/fs/cgroup" {
+                    m["options"] = serde_json::json!(cgroup_options);
+                }
+            }
+        },
+    );
+    let ok = std::process::Command::new("chown")
+        .args(["-R", "300000:300000"])
+        .arg(b.path().join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    b
+}
+
+/// In the container: make a cgroup in the hierarchy systemd would use (name=systemd on v1,
+/// the cgroup2 root on v2), move the shell there, and try to raise its own pids limit.
+const DELEGATION_PROBE: &str = "\
+    d=/sys/fs/cgroup/systemd; [ -d $d ] || d=/sys/fs/cgroup; \
+    if mkdir $d/sub && echo $$ > $d/sub/cgroup.procs; then echo delegated; \
+    else echo not-delegated; fi; \
+    grep -q sub /proc/self/cgroup && echo moved; \
+    p=/sys/fs/cgroup/pids/pids.max; [ -e $p ] || p=/sys/fs/cgroup/pids.max; \
+    if echo 7 > $p; then echo limit-changed; else echo limit-kept; fi; \
+    echo done; exec sleep 1000";
+
+#[test]
+fn a_user_namespace_with_a_writable_cgroupfs_owns_its_cgroup_but_not_its_limits() {
+    assert!(
+        std::path::Path::new("/sys/fs/cgroup/systemd").is_dir()
+            || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        "this test needs a name=systemd hierarchy (cgroup v1/hybrid) or cgroup v2"
+    );
+    let b = userns_bundle(
+        "delegate",
+        &["nosuid", "noexec", "nodev", "rw"],
+        DELEGATION_PROBE,
+    );
+    b.create("d1");
+    let dirs = cgroup_dirs("vessel/d1");
+    let owned: Vec<_> = dirs
+        .iter()
+        .filter(|d| std::fs::metadata(d).unwrap().uid() == 300000)
+        .collect();
+    assert!(!owned.is_empty(), "no cgroup directory delegated: {dirs:?}");
+    // On v1 only name=systemd and the hybrid cgroup2, never a controller's hierarchy.
+    if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        for d in &owned {
+            let name = d.to_string_lossy();
+            assert!(
+                name.starts_with("/sys/fs/cgroup/systemd/")
+                    || name.starts_with("/sys/fs/cgroup/unified/"),
+                "{name} delegated"
+            );
+        }
+    }
+    for d in &dirs {
+        if let Ok(md) = std::fs::metadata(d.join("pids.max")) {
+            assert_eq!(md.uid(), 0, "{} stays root's", d.display());
+        }
+    }
+    b.ok(&["start", "d1"]);
+    let out = b.wait_output("d1", "done");
+    assert!(out.contains("delegated\nmoved\n"), "{out}");
+    assert!(out.contains("limit-kept"), "{out}");
+    b.ok(&["delete", "--force", "d1"]);
+    assert!(
+        cgroup_dirs("vessel/d1").is_empty(),
+        "the cgroup and the one made inside are removed: {:?}",
+        cgroup_dirs("vessel/d1")
+    );
+
+    // A read-only cgroup mount (the default) delegates nothing.
+    let b = userns_bundle(
+        "nodelegate",
+        &["nosuid", "noexec", "nodev", "ro"],
+        DELEGATION_PROBE,
+    );
+    b.create("d2");
+    for d in cgroup_dirs("vessel/d2") {
+        assert_eq!(std::fs::metadata(&d).unwrap().uid(), 0, "{}", d.display());
+    }
+    b.ok(&["start", "d2"]);
+    let out = b.wait_output("d2", "done");
+    assert!(out.contains("not-delegated"), "{out}");
+    assert!(out.contains("limit-kept"), "{out}");
+    b.ok(&["delete", "--force", "d2"]);
+}

@@ -1,4 +1,6 @@
-//! Builds Debian images with `debootstrap --variant=minbase`.
+//! Builds Debian images with `debootstrap --variant=minbase` plus systemd: the image boots a
+//! system (journald, logind, dbus, `systemctl`) like an Incus Debian image, and carries `ps`
+//! and `ip`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -11,11 +13,16 @@ use crate::operations::OpHandle;
 /// Releases debootstrap knows how to build here.
 const RELEASES: &[&str] = &["bookworm", "trixie", "bullseye", "sid"];
 
-/// Init command of Debian images: a login shell on the console (minbase has no init system).
-pub const COMMAND: &[&str] = &["/bin/bash", "-l"];
+/// Packages added to minbase: systemd as the init (`/sbin/init` from systemd-sysv), dbus for
+/// logind, hostnamectl and friends, procps (`ps`, `top`) and iproute2 (`ip`, `ss`).
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,procps,iproute2";
 
-/// An interactive bash exits on SIGHUP.
-pub const STOP_SIGNAL: &str = "SIGHUP";
+/// Init command of Debian images: systemd. `vessel launch IMAGE NAME -- /bin/bash -l` still
+/// runs a login shell as the init instead.
+pub const COMMAND: &[&str] = &["/sbin/init"];
+
+/// systemd powers off on SIGRTMIN+3 (what `poweroff` sends it).
+pub const STOP_SIGNAL: &str = "SIGRTMIN+3";
 
 /// The mirror to build from: `VESSEL_DEBIAN_MIRROR`, else Debian's own.
 fn mirror() -> String {
@@ -37,7 +44,9 @@ pub fn validate_release(release: &str) -> Result<()> {
 /// Fills `root` (an empty directory) with a minimal Debian, reporting progress.
 pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
     let mut child = tokio::process::Command::new("debootstrap")
-        .args(["--variant=minbase", "--arch=amd64", release])
+        .args(["--variant=minbase", "--arch=amd64"])
+        .arg(format!("--include={PACKAGES}"))
+        .arg(release)
         .arg(root)
         .arg(mirror())
         .stdin(Stdio::null())
@@ -111,8 +120,31 @@ pub async fn build(root: &Path, release: &str, op: &OpHandle) -> Result<()> {
             }
         }
     }
-    std::fs::write(root.join("etc/hostname"), "debian\n")
+    // No host name of its own (debootstrap copies the build host's): an instance's host name
+    // is its name, which the runtime sets and systemd keeps when /etc/hostname names none (a
+    // fixed name made systemd try, and fail, to rename every instance).
+    std::fs::write(root.join("etc/hostname"), "")
         .map_err(|e| Error::internal(format!("writing /etc/hostname: {e}")))?;
+    forget_machine_id(root)
+}
+
+/// Empties the machine id debootstrap generated, so that every instance's systemd makes its
+/// own on its first boot (and keeps it in the instance's writable layer); dbus reads the same
+/// id through a link, as on systemd distributions.
+fn forget_machine_id(root: &Path) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::internal(format!("{what}: {e}"));
+    std::fs::write(root.join("etc/machine-id"), "")
+        .map_err(|e| io("emptying /etc/machine-id", e))?;
+    let dbus = root.join("var/lib/dbus/machine-id");
+    match std::fs::remove_file(&dbus) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("removing /var/lib/dbus/machine-id", e)),
+    }
+    if dbus.parent().is_some_and(Path::is_dir) {
+        std::os::unix::fs::symlink("/etc/machine-id", &dbus)
+            .map_err(|e| io("linking /var/lib/dbus/machine-id", e))?;
+    }
     Ok(())
 }
 

@@ -226,14 +226,16 @@ impl ContainerDriver {
         Ok(())
     }
 
-    /// Writes the OCI bundle's `config.json` for the instance; returns the volumes its
-    /// monitor stages as idmapped mounts (the spec binds the staged mounts).
+    /// Writes the OCI bundle's `config.json` for the instance (with what systemd needs when
+    /// the init is systemd); returns the volumes its monitor stages as idmapped mounts (the
+    /// spec binds the staged mounts).
     pub fn write_bundle(
         &self,
         inst: &Instance,
         env: &[String],
         run: &RunAs,
         volumes: &[crate::storage::VolumeMount],
+        systemd: bool,
     ) -> Result<Vec<StagedBind>> {
         let opts = vessel_container::spec::SpecOptions {
             rootfs: "rootfs".into(),
@@ -253,6 +255,9 @@ impl ContainerDriver {
         };
         let mut spec = vessel_container::spec::default_spec(&opts);
         isolate_network(&mut spec);
+        if systemd {
+            super::systemd::apply(&mut spec)?;
+        }
         let mut binds = Vec::new();
         if !volumes.is_empty() {
             let mut mounts = spec.mounts().clone().unwrap_or_default();
@@ -464,8 +469,10 @@ impl ContainerDriver {
 
     /// Sends a signal to the instance's init (or, with `all`, every process in it).
     pub fn kill(&self, name: &str, signal: i32, all: bool) -> Result<()> {
-        let signal = nix::sys::signal::Signal::try_from(signal)
-            .map_err(|_| Error::invalid(format!("{signal} is not a signal number")))?;
+        // Real-time signals included: SIGRTMIN+3 stops systemd.
+        if !(1..=libc::SIGRTMAX()).contains(&signal) {
+            return Err(Error::invalid(format!("{signal} is not a signal number")));
+        }
         vessel_container::kill(&self.state_root, name, signal, all)
             .map_err(|e| Error::internal(format!("signalling {name}: {}", chain(&e))))
     }

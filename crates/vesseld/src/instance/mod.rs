@@ -10,6 +10,7 @@ pub mod logs;
 pub mod publish;
 mod rebuild;
 mod status;
+pub mod systemd;
 pub mod users;
 pub mod vm;
 mod vm_lifecycle;
@@ -60,24 +61,9 @@ pub struct InstanceService {
     pending: status::PendingStatus,
 }
 
-/// Signal number for a name like "SIGTERM", "TERM" or "15".
+/// Signal number for a name like "SIGTERM", "TERM", "15" or "SIGRTMIN+3".
 pub fn signal_number(name: &str) -> Option<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let n = name.trim_start_matches("SIG");
-    Some(match n {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "PWR" => libc::SIGPWR,
-        "RTMIN+3" => libc::SIGRTMIN() + 3,
-        _ => return None,
-    })
+    vessel_container::parse_signal(name)
 }
 
 impl InstanceService {
@@ -381,7 +367,11 @@ impl InstanceService {
                 .await
                 .map_err(|e| Error::internal(format!("volume task: {e}")))??
         };
-        let binds = self.driver.write_bundle(inst, &env, &run, &volumes)?;
+        let boots_systemd =
+            systemd::is_systemd_init(&inst.command, &image.command, &image.stop_signal);
+        let binds = self
+            .driver
+            .write_bundle(inst, &env, &run, &volumes, boots_systemd)?;
         op.progress(Some(60), "starting");
         if inst.status != InstanceStatus::Creating {
             self.set_status(&inst.name, InstanceStatus::Starting, None, None);
@@ -606,12 +596,10 @@ impl InstanceService {
         };
         if !force {
             op.progress(Some(20), "asking the init to stop");
-            let image = self.images.get(&inst.image).ok();
-            let uses_image_init = image.as_ref().is_some_and(|i| i.command == inst.command);
-            let sig = image
-                .filter(|_| uses_image_init)
-                .and_then(|i| signal_number(&i.stop_signal))
-                .unwrap_or(libc::SIGTERM);
+            let sig = match self.images.get(&inst.image) {
+                Ok(i) => systemd::stop_signal(&inst.command, &i.command, &i.stop_signal),
+                Err(_) => systemd::stop_signal(&inst.command, &[], ""),
+            };
             if let Err(e) = self.driver.kill(name, sig, false) {
                 tracing::debug!(instance = %name, error = %e, "stop signal");
             }
@@ -771,5 +759,6 @@ mod tests {
         assert_eq!(signal_number("TERM"), Some(libc::SIGTERM));
         assert_eq!(signal_number("9"), Some(9));
         assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
     }
 }

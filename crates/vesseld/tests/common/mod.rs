@@ -71,6 +71,9 @@ pub struct Daemon {
     run_dir: Option<PathBuf>,
     /// Root directory instead of `<dir>/root`.
     root_dir: Option<PathBuf>,
+    /// Run the daemon in a mount namespace of its own whose /sys/fs/cgroup is the host's
+    /// cgroup2 hierarchy (a hybrid host's /sys/fs/cgroup/unified): a cgroup v2 layout.
+    cgroup2: bool,
 }
 
 impl Daemon {
@@ -89,6 +92,20 @@ impl Daemon {
         d.run_dir = run_dir.map(Path::to_path_buf);
         d.spawn();
         d
+    }
+
+    /// Restarts the daemon on the same directories in a mount namespace of its own where
+    /// /sys/fs/cgroup is the host's cgroup2 hierarchy, so that it (and its instances) see a
+    /// cgroup v2 host. Only on a hybrid host (which has that hierarchy at
+    /// /sys/fs/cgroup/unified); its cgroups appear there on the host.
+    pub fn restart_on_cgroup2(&mut self) {
+        assert!(
+            Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists(),
+            "a cgroup v2 layout can only be shown on a hybrid host (/sys/fs/cgroup/unified)"
+        );
+        self.kill(libc::SIGTERM);
+        self.cgroup2 = true;
+        self.spawn();
     }
 
     /// Starts a daemon inside the named network namespace (made and removed by the test).
@@ -114,6 +131,7 @@ impl Daemon {
             netns,
             run_dir: None,
             root_dir: None,
+            cgroup2: false,
         };
         d.spawn();
         d
@@ -145,6 +163,13 @@ impl Daemon {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{ns}"))
                     .arg("--")
+                    .arg(self.bins.join("vesseld"));
+                c
+            }
+            None if self.cgroup2 => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$0\" \"$@\"")
                     .arg(self.bins.join("vesseld"));
                 c
             }
