@@ -1,7 +1,7 @@
 //! The monitor's event loop: terminal output to the log and to attached clients, client input
 //! to the terminal, and the init's exit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -14,48 +14,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use vessel_api::stream::{self, FrameKind};
+use vessel_monitor::log::{RotatingLog, LOG_LIMIT};
 use vessel_monitor::{ExitStatus, MonitorConfig};
-
-/// The log is rotated to `<log>.1` past this size.
-const LOG_LIMIT: u64 = 1 << 20;
 
 struct Client {
     sock: UnixStream,
     buf: Vec<u8>,
-}
-
-struct Log {
-    path: std::path::PathBuf,
-    file: Option<File>,
-    written: u64,
-}
-
-impl Log {
-    fn open(path: &std::path::Path) -> Self {
-        let file = OpenOptions::new().create(true).append(true).open(path).ok();
-        let written = file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.len());
-        Self {
-            path: path.to_path_buf(),
-            file,
-            written,
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        if self.written + data.len() as u64 > LOG_LIMIT {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
-            *self = Self::open(&self.path);
-            self.written = 0;
-        }
-        if let Some(f) = &mut self.file {
-            if f.write_all(data).is_ok() {
-                self.written += data.len() as u64;
-            }
-        }
-    }
 }
 
 /// The signals the monitor takes through its signalfd.
@@ -103,7 +67,7 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     );
     let mut master = File::from(master);
-    let mut log = Log::open(&c.log);
+    let mut log = RotatingLog::open(&c.log, LOG_LIMIT);
     let mut clients: Vec<Client> = Vec::new();
     let mut pty_open = true;
     // The init may be gone already: its SIGCHLD is pending and wakes the first poll, and a
@@ -215,7 +179,7 @@ fn reap(init: i32) -> Option<ExitStatus> {
 }
 
 /// Moves terminal output to the log and clients; false once the terminal has closed.
-fn pump_output(master: &mut File, log: &mut Log, clients: &mut Vec<Client>) -> bool {
+fn pump_output(master: &mut File, log: &mut RotatingLog, clients: &mut Vec<Client>) -> bool {
     let mut buf = [0u8; 16384];
     loop {
         match master.read(&mut buf) {
