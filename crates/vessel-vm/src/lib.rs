@@ -42,8 +42,11 @@ pub use cgroup::{memory_limit, resources as cgroup_resources, CPU_PERIOD_US, QEM
 pub use disk::{create_overlay, image_info, ImageInfo};
 pub use error::{Result, VmError};
 pub use machine::{
-    validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, MachineDef, Media, Nic, NicBackend,
-    ParaBoot, Profile, VmPaths,
+    validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, LogSink, MachineDef, Media, Nic,
+    NicBackend, ParaBoot, Profile, VmPaths,
 };
 pub use spawn::RunAs;
-pub use vm::{adopt, start, RunningVm, ShutdownHow, ShutdownOutcome, VmRecord, VmStatus};
+pub use vm::{
+    adopt, start, start_cancellable, ProcessId, RunningVm, ShutdownHow, ShutdownOutcome, VmRecord,
+    VmStatus,
+};
