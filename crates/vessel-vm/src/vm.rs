@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use vessel_cgroups::{CgroupManager, CgroupStats};
 
 use crate::cmdline::{qemu_args, TapFds};
 use crate::error::{Result, VmError};
+use crate::exit::ExitWatch;
 use crate::host::{self, Process, QEMU};
 use crate::machine::{Accel, Firmware, LogSink, MachineDef, Media, NicBackend, Profile, VmPaths};
 use crate::qmp::{EventSink, Qmp, QmpError, RunState};
@@ -97,11 +99,13 @@ pub struct RunningVm {
     pub pidfile: PathBuf,
     /// The record written to `vm.json`.
     pub record: VmRecord,
-    process: Process,
+    pub(crate) process: Process,
     qmp: Qmp,
-    cgroup: Option<Box<dyn CgroupManager>>,
+    pub(crate) cgroup: Option<Box<dyn CgroupManager>>,
     /// The console log sink.
     sink: Option<Process>,
+    /// What QMP told about the VM's end, and how the caller stopped it.
+    pub(crate) exit: Arc<ExitWatch>,
 }
 
 /// The state of a VM as QEMU reports it.
@@ -317,7 +321,8 @@ pub fn start_cancellable(
     };
     let process = watched()?;
     guard.process = Some(watched()?);
-    let qmp = connect_while_alive(&process, &paths, events, cancel)?;
+    let exit = Arc::new(ExitWatch::default());
+    let qmp = connect_while_alive(&process, &paths, exit.sink(events), cancel)?;
     if let Some(path) = &def.cgroup {
         let cg = crate::cgroup::place(path, def, pid)?;
         let sink_placed = match &guard.sink {
@@ -359,7 +364,9 @@ pub fn start_cancellable(
     guard.armed = false;
     drop(guard);
     tracing::info!(vm = %def.name, pid, "VM started");
-    Ok(RunningVm::new(record, process, qmp, cgroup, sink))
+    let oom_base = cgroup_oom_kills(cgroup.as_deref());
+    exit.set_oom_base(oom_base);
+    Ok(RunningVm::new(record, process, qmp, cgroup, sink, exit))
 }
 
 /// Starts the console log sink (detached, as the VM's user) reading a new pipe; returns it
@@ -387,6 +394,11 @@ fn start_sink(
         ))
     })?;
     Ok((process, write))
+}
+
+/// The OOM kills counted in a cgroup so far (0 without one).
+pub(crate) fn cgroup_oom_kills(cg: Option<&dyn CgroupManager>) -> u64 {
+    cg.and_then(|c| c.stats().ok()).map_or(0, |s| s.oom_kills)
 }
 
 /// Opens a queue of each tap NIC's device (as root, in the caller's network namespace) and,
@@ -491,7 +503,8 @@ pub fn adopt(pidfile: &Path, qmp_socket: &Path, events: Option<EventSink>) -> Re
             record.paths.qmp.display()
         )));
     }
-    let qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT, events)?;
+    let exit = Arc::new(ExitWatch::default());
+    let qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT, exit.sink(events))?;
     let sink = record.log_sink.as_ref().and_then(ProcessId::watch);
     let cgroup = match &record.cgroup {
         Some(path) => Some(
@@ -503,7 +516,9 @@ pub fn adopt(pidfile: &Path, qmp_socket: &Path, events: Option<EventSink>) -> Re
         None => None,
     };
     tracing::info!(vm = %record.name, pid, "VM adopted");
-    Ok(RunningVm::new(record, process, qmp, cgroup, sink))
+    // OOM kills before the adoption (of the sink, say) are not QEMU's end.
+    exit.set_oom_base(cgroup_oom_kills(cgroup.as_deref()));
+    Ok(RunningVm::new(record, process, qmp, cgroup, sink, exit))
 }
 
 impl RunningVm {
@@ -513,6 +528,7 @@ impl RunningVm {
         qmp: Qmp,
         cgroup: Option<Box<dyn CgroupManager>>,
         sink: Option<Process>,
+        exit: Arc<ExitWatch>,
     ) -> RunningVm {
         let p = &record.paths;
         RunningVm {
@@ -529,6 +545,7 @@ impl RunningVm {
             qmp,
             cgroup,
             sink,
+            exit,
         }
     }
 
@@ -593,6 +610,7 @@ impl RunningVm {
         let how = if !self.process.is_alive() {
             ShutdownHow::AlreadyStopped
         } else {
+            self.exit.requested(ShutdownHow::Graceful);
             if matches!(self.status(), Ok(VmStatus::Paused)) {
                 let _ = self.qmp.cont();
             }
@@ -606,9 +624,11 @@ impl RunningVm {
             if asked && self.process.wait_exit(graceful) {
                 ShutdownHow::Graceful
             } else {
+                self.exit.requested(ShutdownHow::Quit);
                 if self.qmp.quit().is_ok() && self.process.wait_exit(QUIT_TIMEOUT) {
                     ShutdownHow::Quit
                 } else {
+                    self.exit.requested(ShutdownHow::Killed);
                     if !self.process.kill() {
                         return Err(VmError::StartFailed(format!(
                             "QEMU {} survived SIGKILL",
@@ -629,6 +649,9 @@ impl RunningVm {
 
     /// Kills QEMU at once (SIGKILL) and cleans up.
     pub fn kill(&self) -> Result<()> {
+        if self.process.is_alive() {
+            self.exit.requested(ShutdownHow::Killed);
+        }
         self.process.kill();
         self.cleanup()
     }
@@ -797,7 +820,7 @@ fn log_tail(log: &Path, fallback: &str) -> String {
 }
 
 /// `2024-01-01T00:00:00.000000Z qemu-system-x86_64: msg` → `msg`.
-fn strip_qemu_prefix(line: &str) -> &str {
+pub(crate) fn strip_qemu_prefix(line: &str) -> &str {
     let l = line.trim();
     let l = match l.split_once(' ') {
         Some((ts, rest)) if ts.ends_with('Z') && ts.contains('T') => rest,
