@@ -117,6 +117,8 @@ impl InstanceService {
         storage: crate::storage::StorageService,
         networks: crate::network::NetworkService,
     ) -> Self {
+        let mut vms = vms;
+        vms.console_log_sink = Some(driver.libexec.join("vessel-monitor"));
         Self {
             store,
             images,
@@ -731,7 +733,7 @@ impl InstanceService {
     pub fn logs(&self, name: &str) -> Result<Vec<u8>> {
         let inst = self.get_stored(name)?;
         if inst.instance_type == InstanceType::Vm {
-            return Ok(std::fs::read(self.vms.console_log(name)).unwrap_or_default());
+            return Ok(self.vms.console_log(name));
         }
         let log = self.driver.log(name);
         let mut out = std::fs::read(log.with_extension("log.1")).unwrap_or_default();
@@ -748,7 +750,10 @@ impl InstanceService {
                 .vms
                 .get(name)
                 .ok_or_else(|| Error::conflict(format!("VM {name} is not running")))?;
-            return Ok(ConsoleTarget::Raw(vm.console_socket.clone()));
+            return Ok(ConsoleTarget::Raw(
+                vm.console_socket.clone(),
+                self.vms.console_slot(name),
+            ));
         }
         Ok(ConsoleTarget::Framed(self.driver.socket(name)))
     }
@@ -872,8 +877,9 @@ impl InstanceService {
 pub enum ConsoleTarget {
     /// A socket speaking `vessel_api::stream` frames (a container's monitor).
     Framed(std::path::PathBuf),
-    /// A socket carrying the console's raw bytes (QEMU's serial console).
-    Raw(std::path::PathBuf),
+    /// A socket carrying the console's raw bytes (QEMU's serial console), and the slot that
+    /// gives its one connection to one attach at a time.
+    Raw(std::path::PathBuf, vm::ConsoleSlot),
 }
 
 /// API path of an instance.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vessel_api::{Image, Instance, InstanceState, VmDetails};
-use vessel_vm::{Accel, Disk, DiskFormat, MachineDef, Media, RunningVm, VmPaths};
+use vessel_vm::{Accel, Disk, DiskFormat, LogSink, MachineDef, Media, RunningVm, VmPaths};
 
 use crate::error::{chain, Error, Result};
 use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
@@ -102,9 +102,23 @@ pub struct VmDriver {
     pub accel_cache: PathBuf,
     /// Parent cgroup of this daemon's instances.
     pub cgroup_parent: String,
+    /// `vessel-monitor`, which keeps each VM's console log bounded (`--console-log`).
+    pub console_log_sink: Option<PathBuf>,
     vms: Mutex<HashMap<String, Arc<RunningVm>>>,
     /// The probe's answer, once known: (accelerator, reason).
     accel: Mutex<Option<(Accel, String)>>,
+    /// One console attach per VM (QEMU serves one client): a new one takes over.
+    consoles: Mutex<HashMap<String, ConsoleSlot>>,
+}
+
+/// The console of one VM: held by the attach that has QEMU's console connection; a new
+/// attach kicks the holder out and waits for the slot.
+#[derive(Clone, Default)]
+pub struct ConsoleSlot {
+    /// Held while an attach has QEMU's console connection.
+    pub holder: Arc<tokio::sync::Mutex<()>>,
+    /// Tells the holder to let go.
+    pub kick: Arc<tokio::sync::Notify>,
 }
 
 /// The disk an image boots from (a VM image's root disk, or an imported disk), if it has one.
@@ -134,9 +148,21 @@ impl VmDriver {
             instances_dir,
             accel_cache,
             cgroup_parent,
+            console_log_sink: None,
             vms: Mutex::default(),
             accel: Mutex::default(),
+            consoles: Mutex::default(),
         }
+    }
+
+    /// The console slot of a VM.
+    pub fn console_slot(&self, name: &str) -> ConsoleSlot {
+        self.consoles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunningVm>>> {
@@ -151,15 +177,36 @@ impl VmDriver {
     /// Forgets a VM that has exited and removes its run files and cgroup.
     pub fn forget(&self, name: &str) {
         if let Some(vm) = self.lock().remove(name) {
-            // The console log outlives the run directory, for `vessel logs`.
-            let kept = self.instances_dir.join(name).join("console.log");
-            if let Err(e) = std::fs::copy(&vm.console_log, &kept) {
-                tracing::debug!(instance = name, error = %e, "no console log to keep");
-            }
+            self.keep_console_log(name);
             if let Err(e) = vm.cleanup() {
                 tracing::warn!(instance = name, error = %chain(&e), "cleaning up after a VM");
             }
         }
+    }
+
+    /// The console log outlives the run directory, for `vessel logs`: the rotated and the
+    /// current file (at most 1 MiB each) are kept together beside the instance.
+    fn keep_console_log(&self, name: &str) {
+        let kept = self.instances_dir.join(name).join("console.log");
+        let text = self.run_console_log(name);
+        if text.is_empty() || !kept.parent().is_some_and(Path::is_dir) {
+            return;
+        }
+        if let Err(e) = std::fs::write(&kept, text) {
+            tracing::debug!(instance = name, error = %e, "no console log to keep");
+        }
+    }
+
+    /// `console.log.1` then `console.log` of a VM's run directory.
+    fn run_console_log(&self, name: &str) -> Vec<u8> {
+        let log = VmPaths::new(&self.vm_dir(name)).console_log;
+        let mut out = std::fs::read(vessel_monitor::log::rotated_path(&log)).unwrap_or_default();
+        out.extend(std::fs::read(&log).unwrap_or_default());
+        out
+    }
+
+    fn cgroup(&self, name: &str) -> String {
+        format!("{}/{name}", self.cgroup_parent)
     }
 
     fn vm_dir(&self, name: &str) -> PathBuf {
@@ -275,7 +322,11 @@ impl VmDriver {
         def.disks.extend(volumes.into_iter().skip(skip));
         def.vcpus = vcpus;
         def.memory_mib = memory_mib;
-        def.cgroup = Some(format!("{}/{name}", self.cgroup_parent));
+        def.cgroup = Some(self.cgroup(name));
+        def.console_log_sink = self.console_log_sink.as_ref().map(|p| LogSink {
+            program: p.clone(),
+            args: vec!["--console-log".into()],
+        });
         // QEMU drops root for an unprivileged user; it only needs to read the image files
         // and write its own run directory and overlay disk, which the engine hands over.
         def.run_as = Some(QEMU_USER.into());
@@ -338,11 +389,13 @@ impl VmDriver {
         Ok(())
     }
 
-    /// The console log: the live one while QEMU runs, the kept copy after.
-    pub fn console_log(&self, name: &str) -> PathBuf {
+    /// The console log (at most 2 MiB): the live one while QEMU runs, the kept copy after.
+    pub fn console_log(&self, name: &str) -> Vec<u8> {
         match self.get(name) {
-            Some(vm) => vm.console_log.clone(),
-            None => self.instances_dir.join(name).join("console.log"),
+            Some(_) => self.run_console_log(name),
+            None => {
+                std::fs::read(self.instances_dir.join(name).join("console.log")).unwrap_or_default()
+            }
         }
     }
 
