@@ -153,6 +153,16 @@ impl InstanceService {
         }
     }
 
+    fn set_exit(&self, name: &str, exit: &vessel_vm::VmExit) {
+        let reason = exit.describe();
+        if let Err(e) = self
+            .store
+            .instance_set_exit(name, exit.exit_code(), Some(&reason))
+        {
+            tracing::warn!(instance = name, error = %e, "could not record the exit reason");
+        }
+    }
+
     /// One instance with its live state.
     pub fn get(&self, name: &str) -> Result<Instance> {
         let mut inst = self.get_stored(name)?;
@@ -273,6 +283,7 @@ impl InstanceService {
             storage: req.storage.clone(),
             created_at: crate::now(),
             last_exit_code: None,
+            last_exit_reason: None,
             error: None,
             state: None,
             vm: None,
@@ -423,10 +434,14 @@ impl InstanceService {
         let name = name.to_string();
         tokio::spawn(async move {
             ContainerDriver::wait_monitor(monitor_pid).await;
+            let mut vm_exit = None;
             let code = if is_vm {
                 let (s, n) = (svc.clone(), name.clone());
-                let _ = tokio::task::spawn_blocking(move || s.vms.forget(&n)).await;
-                None
+                vm_exit = tokio::task::spawn_blocking(move || s.vms.forget(&n))
+                    .await
+                    .ok()
+                    .flatten();
+                vm_exit.as_ref().and_then(|e| e.exit_code())
             } else {
                 let exit = svc.driver.exit_status(&name);
                 // A monitor that crashed leaves its container's leftovers: remove them.
@@ -438,9 +453,12 @@ impl InstanceService {
             };
             if svc.store.instance_get(&name).is_ok() {
                 svc.set_status(&name, InstanceStatus::Stopped, code, None);
+                if let Some(exit) = &vm_exit {
+                    svc.set_exit(&name, exit);
+                }
                 svc.events.lifecycle("instance-stopped", &path_of(&name));
             }
-            tracing::info!(instance = %name, exit_code = ?code, "instance stopped");
+            tracing::info!(instance = %name, exit_code = ?code, exit = ?vm_exit, "instance stopped");
             svc.exits
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -809,16 +827,7 @@ impl InstanceService {
             let name = &inst.name;
             if inst.instance_type == InstanceType::Vm {
                 if !self.adopt_vm(name) {
-                    self.vms.forget(name);
-                    match inst.status {
-                        InstanceStatus::Creating => {
-                            tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
-                            let _ = self.vms.remove_files(name);
-                            self.store.instance_delete(name)?;
-                        }
-                        InstanceStatus::Stopped | InstanceStatus::Error => {}
-                        _ => self.set_status(name, InstanceStatus::Stopped, None, None),
-                    }
+                    self.reconcile_stopped_vm(inst)?;
                 }
                 continue;
             }
@@ -867,6 +876,46 @@ impl InstanceService {
                     tracing::warn!(dir = %entry.path().display(), "removing files of unknown instance");
                     let _ = self.driver.remove_files(&n);
                 }
+            }
+        }
+        for n in self.vms.run_dirs() {
+            if !known.contains(&n) {
+                tracing::warn!(instance = %n, "removing the run directory and cgroup of an unknown VM");
+                if let Err(e) = self.vms.remove_files(&n) {
+                    tracing::warn!(instance = %n, error = %e, "removing an unknown VM");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A VM that was not adopted at start-up: its leftovers go (the QEMU of a start that never
+    /// finished, cgroup, sockets, pid file), an interrupted creation is rolled back, and a VM
+    /// that ended while the daemon was away is stopped with what is known of how.
+    fn reconcile_stopped_vm(&self, inst: &Instance) -> Result<()> {
+        let name = &inst.name;
+        let exit = match self.vms.cleanup_orphan(name) {
+            Ok(exit) => exit,
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "VM left as it is");
+                self.set_status(name, InstanceStatus::Error, None, Some(&e.message));
+                return Ok(());
+            }
+        };
+        match inst.status {
+            InstanceStatus::Creating => {
+                tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
+                let _ = self.vms.remove_files(name);
+                self.store.instance_delete(name)?;
+            }
+            InstanceStatus::Stopped | InstanceStatus::Error => {}
+            _ => {
+                let code = exit.as_ref().and_then(|e| e.exit_code());
+                self.set_status(name, InstanceStatus::Stopped, code, None);
+                if let Some(e) = &exit {
+                    self.set_exit(name, e);
+                }
+                tracing::info!(instance = %name, exit = ?exit, "VM stopped while the daemon was away");
             }
         }
         Ok(())

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vessel_api::{Image, Instance, InstanceState, VmDetails};
-use vessel_vm::{Accel, Disk, DiskFormat, LogSink, MachineDef, Media, RunningVm, VmPaths};
+use vessel_vm::{
+    Accel, Disk, DiskFormat, LogSink, MachineDef, Media, RunningVm, StaleVm, VmExit, VmPaths,
+};
 
 use crate::error::{chain, Error, Result};
 use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
@@ -174,14 +176,16 @@ impl VmDriver {
         self.lock().get(name).cloned()
     }
 
-    /// Forgets a VM that has exited and removes its run files and cgroup.
-    pub fn forget(&self, name: &str) {
-        if let Some(vm) = self.lock().remove(name) {
-            self.keep_console_log(name);
-            if let Err(e) = vm.cleanup() {
-                tracing::warn!(instance = name, error = %chain(&e), "cleaning up after a VM");
-            }
+    /// Forgets a VM that has exited and removes its run files and cgroup; returns how it
+    /// ended (blocking: waits up to 2 s for QMP's last events).
+    pub fn forget(&self, name: &str) -> Option<VmExit> {
+        let vm = self.lock().remove(name)?;
+        let exit = vm.exit_reason();
+        self.keep_console_log(name);
+        if let Err(e) = vm.cleanup() {
+            tracing::warn!(instance = name, error = %chain(&e), "cleaning up after a VM");
         }
+        exit
     }
 
     /// The console log outlives the run directory, for `vessel logs`: the rotated and the
@@ -205,8 +209,45 @@ impl VmDriver {
         out
     }
 
+    /// Cleans up after a VM that is not running (adoption failed): kills the QEMU of a start
+    /// that never finished, removes its cgroup, sockets, pid file and `vm.json`, keeps its
+    /// console log. Returns how its last run ended when it ran while the daemon was away; an
+    /// error when a recorded QEMU still runs there (nothing is touched then).
+    pub fn cleanup_orphan(&self, name: &str) -> Result<Option<VmExit>> {
+        let dir = self.vm_dir(name);
+        if !dir.exists() && !self.cgroup_exists(name) {
+            return Ok(None);
+        }
+        let cgroup = self.cgroup(name);
+        match vessel_vm::reap_stale(&dir, Some(&cgroup)).map_err(vm_err("cleaning up the VM"))? {
+            StaleVm::Running { pid } => Err(Error::conflict(format!(
+                "QEMU (pid {pid}) of VM {name} still runs but could not be adopted; see the \
+                 daemon's log"
+            ))),
+            StaleVm::Reaped { exit } => {
+                self.keep_console_log(name);
+                Ok(exit)
+            }
+        }
+    }
+
     fn cgroup(&self, name: &str) -> String {
         format!("{}/{name}", self.cgroup_parent)
+    }
+
+    fn cgroup_exists(&self, name: &str) -> bool {
+        vessel_cgroups::manager(&self.cgroup(name)).is_ok_and(|c| c.exists())
+    }
+
+    /// Names of the VMs that have a run directory.
+    pub fn run_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn vm_dir(&self, name: &str) -> PathBuf {
@@ -377,9 +418,11 @@ impl VmDriver {
         }
     }
 
-    /// Removes what a VM instance keeps: its run directory and its root disk.
+    /// Removes what a VM instance keeps: its run directory, its cgroup and its root disk.
     pub fn remove_files(&self, name: &str) -> Result<()> {
         self.forget(name);
+        // A cgroup left by a daemon that died while stopping the VM goes too.
+        self.cleanup_orphan(name)?;
         for d in [self.vm_dir(name), self.instances_dir.join(name)] {
             if d.exists() {
                 std::fs::remove_dir_all(&d)
