@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod image;
 mod instance;
+mod lock;
 mod network;
 mod operations;
 mod storage;
@@ -88,12 +89,22 @@ fn real_main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("vesseld must run as root (it manages namespaces, cgroups and mounts); try: sudo vesseld");
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(args));
+    // Blocking work still running (a VM start gives up at its next step once told) gets a
+    // moment, not forever: QEMU outlives the daemon, and the next one (which waits for this
+    // process to be gone) adopts or cleans up whatever is left.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    result
 }
+
+/// How long requests in flight get to finish when the daemon is told to stop.
+const REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long blocking work gets after that.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let root = absolute(&args.root_dir)?;
@@ -107,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("securing {}", root.display()))?;
+    lock::hold_until_exit(&root.join("vesseld.lock"))?;
     check_searchable(&root)?;
     if args.socket.exists() {
         if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
@@ -225,6 +237,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             user_namespaces: Path::new("/proc/self/ns/user").exists(),
         },
     };
+    let vms = instances.vms.clone();
     let app = api::App {
         instances,
         images,
@@ -240,10 +253,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("restricting the API socket to root")?;
     tracing::info!(socket = %args.socket.display(), root = %root.display(), "vesseld ready");
     let socket = args.socket.clone();
-    axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the API")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let told = stopping.clone();
+    let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("vesseld stopping");
+        told.notify_one();
+    });
+    // Requests still open after the grace (long polls, event streams) are dropped.
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => {
+            served.context("serving the API")?
+        }
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(REQUEST_GRACE).await;
+        } => tracing::info!("closing the requests still open"),
+    }
+    vms.shutting_down();
     let _ = std::fs::remove_file(&socket);
     tracing::info!("vesseld stopped; instances keep running");
     Ok(())

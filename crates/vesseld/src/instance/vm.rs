@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,6 +110,8 @@ pub struct VmDriver {
     vms: Mutex<HashMap<String, Arc<RunningVm>>>,
     /// The probe's answer, once known: (accelerator, reason).
     accel: Mutex<Option<(Accel, String)>>,
+    /// Set when the daemon shuts down: VM starts in progress give up and leave nothing.
+    cancel: Arc<AtomicBool>,
     /// One console attach per VM (QEMU serves one client): a new one takes over.
     consoles: Mutex<HashMap<String, ConsoleSlot>>,
 }
@@ -153,8 +156,15 @@ impl VmDriver {
             console_log_sink: None,
             vms: Mutex::default(),
             accel: Mutex::default(),
+            cancel: Arc::default(),
             consoles: Mutex::default(),
         }
+    }
+
+    /// The daemon is shutting down: VM starts in progress give up (killing their QEMU) at
+    /// their next step.
+    pub fn shutting_down(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
     }
 
     /// The console slot of a VM.
@@ -392,9 +402,11 @@ impl VmDriver {
 
     /// Starts QEMU (blocking); returns the running VM.
     pub fn start(&self, def: &MachineDef) -> Result<Arc<RunningVm>> {
-        let vm = Arc::new(vessel_vm::start(def, None).map_err(|e| {
-            Error::internal(format!("cannot start VM {}: {}", def.name, chain(&e)))
-        })?);
+        let vm = Arc::new(
+            vessel_vm::start_cancellable(def, None, &self.cancel).map_err(|e| {
+                Error::internal(format!("cannot start VM {}: {}", def.name, chain(&e)))
+            })?,
+        );
         self.lock().insert(def.name.clone(), vm.clone());
         Ok(vm)
     }
