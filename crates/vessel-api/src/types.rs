@@ -224,6 +224,10 @@ pub struct Instance {
     /// Exit code of the last run of the init process, if it has exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit_code: Option<i32>,
+    /// How the last run ended, in words (a VM: the guest powered off, stopped, killed by a
+    /// signal or the OOM killer, QEMU crashed); kept across daemon restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_reason: Option<String>,
     /// Why the instance is in the `error` status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -8,6 +8,11 @@
 //! on its socket (frames of `vessel_api::stream`) until the container's init exits. It then
 //! writes an [`ExitStatus`] file, removes the container (cgroup included), unmounts the root
 //! and exits. The daemon follows it through a pidfd and can re-adopt it after a restart.
+//!
+//! `vessel-monitor --console-log PATH` is its second role: the sink of a VM's console log
+//! (QEMU writes the log into a pipe, the sink keeps it bounded; see [`log`]).
+
+pub mod log;
 
 pub mod idmap;
 

@@ -9,13 +9,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use vessel_monitor::log::{run_sink, LOG_LIMIT};
 use vessel_monitor::{receive_console, MonitorConfig, Ready};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: vessel-monitor CONFIG.json (started by vesseld)");
+        eprintln!("usage: vessel-monitor CONFIG.json | --console-log LOG (started by vesseld)");
         std::process::exit(2);
     };
+    if path == "--console-log" {
+        console_log_sink();
+    }
     let config: MonitorConfig = match std::fs::read(&path)
         .map_err(anyhow::Error::from)
         .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
@@ -64,6 +68,26 @@ fn main() {
             report(&Ready::Failed {
                 error: format!("{e:#}"),
             });
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `vessel-monitor --console-log LOG`: a VM's console log arrives on stdin (a pipe QEMU writes
+/// into) and is kept in LOG and LOG.1, at most [`LOG_LIMIT`] bytes each, until QEMU exits.
+fn console_log_sink() -> ! {
+    let Some(log) = std::env::args_os().nth(2) else {
+        eprintln!("usage: vessel-monitor --console-log LOG");
+        std::process::exit(2);
+    };
+    match run_sink(
+        std::io::stdin().lock(),
+        std::path::Path::new(&log),
+        LOG_LIMIT,
+    ) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("vessel-monitor: console log sink: {e}");
             std::process::exit(1);
         }
     }

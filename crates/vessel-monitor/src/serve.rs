@@ -1,10 +1,10 @@
 //! The monitor's event loop: terminal output to the log and to attached clients, client input
 //! to the terminal, and the init's exit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,10 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use vessel_api::stream::{self, FrameKind};
+use vessel_monitor::log::{RotatingLog, LOG_LIMIT};
 use vessel_monitor::{ExitStatus, MonitorConfig};
-
-/// The log is rotated to `<log>.1` past this size.
-const LOG_LIMIT: u64 = 1 << 20;
 
 /// How often a hung-up terminal is tried again, at first and at most: the slave may be opened
 /// again (systemd closes its console between messages, then reopens `/dev/console`).
@@ -39,46 +37,6 @@ enum Pty {
 struct Client {
     sock: UnixStream,
     buf: Vec<u8>,
-}
-
-struct Log {
-    path: std::path::PathBuf,
-    file: Option<File>,
-    written: u64,
-}
-
-impl Log {
-    fn open(path: &std::path::Path) -> Self {
-        // Root only: what an instance prints is its own business.
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .ok();
-        let written = file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.len());
-        Self {
-            path: path.to_path_buf(),
-            file,
-            written,
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        if self.written + data.len() as u64 > LOG_LIMIT {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
-            *self = Self::open(&self.path);
-            self.written = 0;
-        }
-        if let Some(f) = &mut self.file {
-            if f.write_all(data).is_ok() {
-                self.written += data.len() as u64;
-            }
-        }
-    }
 }
 
 /// The signals the monitor takes through its signalfd.
@@ -126,7 +84,7 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     );
     let mut master = File::from(master);
-    let mut log = Log::open(&c.log);
+    let mut log = RotatingLog::open(&c.log, LOG_LIMIT);
     let mut clients: Vec<Client> = Vec::new();
     let mut pty = Pty::Open;
     let mut hup_retry = HUP_RETRY_FIRST;
@@ -253,7 +211,7 @@ fn reap(init: i32) -> Option<ExitStatus> {
 }
 
 /// Moves terminal output to the log and clients; says what the terminal is like afterwards.
-fn pump_output(master: &mut File, log: &mut Log, clients: &mut Vec<Client>) -> Pty {
+fn pump_output(master: &mut File, log: &mut RotatingLog, clients: &mut Vec<Client>) -> Pty {
     let mut buf = [0u8; 16384];
     loop {
         match master.read(&mut buf) {

@@ -162,6 +162,18 @@ fn boot_probe(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The guard below cannot run if the caller's process ends during the probe (a daemon
+    // shutting down abandons its blocking work): the probe's QEMU must end with it.
+    // SAFETY: prctl is async-signal-safe and allocates nothing.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = KillOnDrop(
         cmd.spawn()
             .map_err(|e| VmError::StartFailed(format!("cannot run {}: {e}", qemu.display())))?,

@@ -34,14 +34,27 @@ pub struct TapFds {
     pub vhost: Option<RawFd>,
 }
 
+/// The fd set QEMU finds the console log's pipe in (`logfile=/dev/fdset/N`).
+pub const CONSOLE_LOG_FDSET: u32 = 1;
+
 /// Builds QEMU's arguments (without the program name). `taps` holds, for each NIC of the
 /// definition in order, the descriptors of a tap NIC (`None` for other backends).
+/// `console_log` is the write end of the pipe to the console log sink, inherited by QEMU;
+/// without it QEMU writes `console.log` itself.
 pub fn qemu_args(
     def: &MachineDef,
     paths: &VmPaths,
     taps: &[Option<TapFds>],
+    console_log: Option<RawFd>,
 ) -> Result<Vec<OsString>> {
     let mut a = Args::default();
+    if let Some(fd) = console_log {
+        // Passed before any -chardev: QEMU dups it when the console's logfile is opened.
+        a.push("-add-fd");
+        a.push(format!(
+            "fd={fd},set={CONSOLE_LOG_FDSET},opaque=console-log"
+        ));
+    }
     a.push("-name");
     a.push(opts(&[
         ("guest", &def.name),
@@ -80,8 +93,16 @@ pub fn qemu_args(
     a.push("-m");
     a.push(format!("size={}M", def.memory_mib));
     match &def.profile {
-        Profile::Para(p) => para(&mut a, def, p, paths, taps)?,
-        Profile::Full(f) => full(&mut a, def, f.firmware, f.boot_from, paths, taps)?,
+        Profile::Para(p) => para(&mut a, def, p, paths, taps, console_log)?,
+        Profile::Full(f) => full(
+            &mut a,
+            def,
+            f.firmware,
+            f.boot_from,
+            paths,
+            taps,
+            console_log,
+        )?,
     }
     if let Some(cid) = def.vsock_cid {
         if Path::new("/dev/vhost-vsock").exists() {
@@ -118,6 +139,7 @@ fn para(
     p: &ParaBoot,
     paths: &VmPaths,
     taps: &[Option<TapFds>],
+    console_log: Option<RawFd>,
 ) -> Result<()> {
     a.push("-kernel");
     a.push(&p.kernel);
@@ -140,7 +162,7 @@ fn para(
     a.push("-device");
     a.push("virtio-serial-pci,id=vser0");
     a.push("-chardev");
-    a.push(console_chardev(paths)?);
+    a.push(console_chardev(paths, console_log)?);
     a.push("-device");
     a.push(opts(&[
         ("driver", "virtconsole"),
@@ -188,6 +210,7 @@ fn full(
     boot_from: Media,
     paths: &VmPaths,
     taps: &[Option<TapFds>],
+    console_log: Option<RawFd>,
 ) -> Result<()> {
     match firmware {
         Firmware::Bios => {
@@ -213,7 +236,7 @@ fn full(
         }
     }
     a.push("-chardev");
-    a.push(console_chardev(paths)?);
+    a.push(console_chardev(paths, console_log)?);
     a.push("-serial");
     a.push("chardev:console");
     a.push("-device");
@@ -285,14 +308,21 @@ fn nics(a: &mut Args, def: &MachineDef, taps: &[Option<TapFds>], model: &str) ->
     Ok(())
 }
 
-fn console_chardev(paths: &VmPaths) -> Result<String> {
+/// The console's chardev. Its log goes to the sink's pipe when there is one (QEMU's own
+/// `logfile=` grows without bound); `logappend=on` keeps QEMU from truncating either.
+fn console_chardev(paths: &VmPaths, console_log: Option<RawFd>) -> Result<String> {
+    let fdset = format!("/dev/fdset/{CONSOLE_LOG_FDSET}");
+    let logfile = match console_log {
+        Some(_) => fdset.as_str(),
+        None => utf8(&paths.console_log)?,
+    };
     Ok(opts(&[
         ("backend", "socket"),
         ("id", "console"),
         ("path", utf8(&paths.console)?),
         ("server", "on"),
         ("wait", "off"),
-        ("logfile", utf8(&paths.console_log)?),
+        ("logfile", logfile),
         ("logappend", "on"),
     ]))
 }
@@ -404,7 +434,7 @@ mod tests {
             read_only: false,
             nbd_export: Some("pool1/data".into()),
         });
-        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS).unwrap());
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS, None).unwrap());
         let node: serde_json::Value = args
             .windows(2)
             .find(|w| w[0] == "-blockdev")
@@ -442,7 +472,7 @@ mod tests {
             },
             mac: Some("52:54:00:00:00:01".into()),
         });
-        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS).unwrap());
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS, None).unwrap());
         let joined = args.join(" ");
         assert!(joined.contains(
             "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -475,6 +505,26 @@ mod tests {
     }
 
     #[test]
+    fn console_log_goes_to_the_sink_pipe() {
+        let d = MachineDef::para("vm1", Path::new("/run/v"), Path::new("/k"), None);
+        let paths = VmPaths::new(&d.run_dir);
+        let args = strings(&qemu_args(&d, &paths, &[], Some(9)).unwrap());
+        let joined = args.join(" ");
+        assert!(
+            joined.starts_with("-add-fd fd=9,set=1,opaque=console-log "),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("logfile=/dev/fdset/1,logappend=on"),
+            "{joined}"
+        );
+        assert!(!joined.contains("console.log"), "{joined}");
+        let without = strings(&qemu_args(&d, &paths, &[], None).unwrap()).join(" ");
+        assert!(without.contains("logfile=/run/v/console.log,logappend=on"));
+        assert!(!without.contains("-add-fd"));
+    }
+
+    #[test]
     fn full_command_line() {
         let mut d = MachineDef::full("win", Path::new("/run/w"), Media::Cdrom);
         d.disks.push(Disk {
@@ -495,7 +545,8 @@ mod tests {
             backend: NicBackend::User,
             mac: None,
         });
-        let joined = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS).unwrap()).join(" ");
+        let joined =
+            strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS, None).unwrap()).join(" ");
         assert!(joined.contains("-bios /usr/share/seabios/bios-256k.bin"));
         assert!(joined.contains("-vnc unix:/run/w/vnc.sock"));
         assert!(joined.contains("ide-hd,drive=disk0,bus=ide.0 "));

@@ -1,5 +1,6 @@
-//! The VM's console: QEMU logs everything the console prints to `console.log` (also while
-//! nobody is connected) and serves the console itself on `console.sock`.
+//! The VM's console: everything the console prints goes to `console.log` (also while nobody
+//! is connected; through the log sink, which keeps it and `console.log.1` at 1 MiB each, when
+//! the definition has one) and QEMU serves the console itself on `console.sock`.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::net::UnixStream;
@@ -61,7 +62,9 @@ fn read_from(path: &Path, from: u64) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
         Err(e) => return Err(VmError::io("open", path)(e)),
     };
-    f.seek(SeekFrom::Start(from))
+    // A log shorter than `from` was rotated (the sink keeps 1 MiB per file): read it all.
+    let len = f.metadata().map_or(0, |m| m.len());
+    f.seek(SeekFrom::Start(if from <= len { from } else { 0 }))
         .map_err(VmError::io("seek", path))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).map_err(VmError::io("read", path))?;

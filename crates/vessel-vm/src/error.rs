@@ -61,6 +61,9 @@ pub enum VmError {
     /// QEMU refused to start or died while starting.
     #[error("QEMU did not start: {0}")]
     StartFailed(String),
+    /// The caller cancelled a start (it is shutting down); nothing was left behind.
+    #[error("the start was cancelled: the caller is shutting down")]
+    Cancelled,
     /// No live QEMU matches what the caller asked to adopt.
     #[error("cannot adopt the VM: {0}")]
     Adopt(String),

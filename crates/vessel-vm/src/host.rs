@@ -103,6 +103,19 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
     )
 }
 
+/// Pids of live processes (other than this one) whose command line satisfies `pred`.
+pub fn find_processes(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && start_time(pid).is_some())
+        .filter(|&pid| cmdline(pid).is_some_and(|a| pred(&a)))
+        .collect()
+}
+
 /// A live process we watch: pid, start time, and a pidfd to wait on it without being its
 /// parent.
 #[derive(Debug)]

@@ -30,6 +30,7 @@ pub mod cmdline;
 mod console;
 mod disk;
 mod error;
+mod exit;
 pub mod host;
 mod machine;
 pub mod qmp;
@@ -41,9 +42,13 @@ pub use agent::{agent_exec, AgentFrame, AgentSession, ExecOutput};
 pub use cgroup::{memory_limit, resources as cgroup_resources, CPU_PERIOD_US, QEMU_OVERHEAD_MIB};
 pub use disk::{create_overlay, image_info, ImageInfo};
 pub use error::{Result, VmError};
+pub use exit::{classify, reap_stale, ExitEvidence, StaleVm, VmExit};
 pub use machine::{
-    validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, MachineDef, Media, Nic, NicBackend,
-    ParaBoot, Profile, VmPaths,
+    validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, LogSink, MachineDef, Media, Nic,
+    NicBackend, ParaBoot, Profile, VmPaths,
 };
 pub use spawn::RunAs;
-pub use vm::{adopt, start, RunningVm, ShutdownHow, ShutdownOutcome, VmRecord, VmStatus};
+pub use vm::{
+    adopt, start, start_cancellable, ProcessId, RunningVm, ShutdownHow, ShutdownOutcome, VmRecord,
+    VmStatus,
+};

@@ -185,6 +185,24 @@ pub struct MachineDef {
     /// /dev/vhost-vsock.
     #[serde(default)]
     pub vsock_cid: Option<u32>,
+    /// The program that keeps `console.log` bounded (QEMU's own `logfile=` never rotates, so a
+    /// guest could fill the disk through its console). `None`: QEMU writes the log itself,
+    /// without bound (for tests and callers without a sink).
+    #[serde(default)]
+    pub console_log_sink: Option<LogSink>,
+}
+
+/// A console log sink: run as `program args... LOG` (detached, as the VM's user, in the VM's
+/// cgroup) with the console's bytes on its stdin, a pipe QEMU writes the log into, until
+/// end-of-file (QEMU exited). Vessel's is `vessel-monitor --console-log`, which keeps `LOG`
+/// and `LOG.1` of at most 1 MiB each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSink {
+    /// The program.
+    pub program: PathBuf,
+    /// Arguments before the log's path.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 impl MachineDef {
@@ -207,6 +225,7 @@ impl MachineDef {
             run_as: None,
             cgroup: None,
             vsock_cid: None,
+            console_log_sink: None,
         }
     }
 

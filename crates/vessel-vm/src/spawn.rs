@@ -97,6 +97,29 @@ pub fn spawn_detached(
     run_as: Option<&RunAs>,
     inherit: &[RawFd],
 ) -> Result<i32> {
+    spawn_detached_io(program, args, Stdio::null(), log, run_as, inherit)
+}
+
+/// Like [`spawn_detached`], with `stdin` as the program's standard input (the console log
+/// sink reads its pipe there).
+pub fn spawn_detached_with_stdin(
+    program: &Path,
+    args: &[OsString],
+    stdin: OwnedFd,
+    log: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<i32> {
+    spawn_detached_io(program, args, Stdio::from(stdin), log, run_as, &[])
+}
+
+fn spawn_detached_io(
+    program: &Path,
+    args: &[OsString],
+    stdin: Stdio,
+    log: &Path,
+    run_as: Option<&RunAs>,
+    inherit: &[RawFd],
+) -> Result<i32> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -109,7 +132,7 @@ pub fn spawn_detached(
     let inherit = inherit.to_vec();
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
     // SAFETY: between fork and exec the closure calls only async-signal-safe functions
@@ -162,7 +185,8 @@ pub fn spawn_detached(
     Ok(i32::from_ne_bytes(buf))
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into our array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

@@ -4,8 +4,11 @@
 //! its run directory: QMP, console and agent sockets, the console log, QEMU's pid file and
 //! `vm.json`, the description [`adopt`] reads back after the caller restarts.
 
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -13,8 +16,9 @@ use vessel_cgroups::{CgroupManager, CgroupStats};
 
 use crate::cmdline::{qemu_args, TapFds};
 use crate::error::{Result, VmError};
+use crate::exit::ExitWatch;
 use crate::host::{self, Process, QEMU};
-use crate::machine::{Accel, Firmware, MachineDef, Media, NicBackend, Profile, VmPaths};
+use crate::machine::{Accel, Firmware, LogSink, MachineDef, Media, NicBackend, Profile, VmPaths};
 use crate::qmp::{EventSink, Qmp, QmpError, RunState};
 use crate::spawn::{self, RunAs};
 
@@ -24,6 +28,27 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const QMP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long QEMU gets to exit after `quit` before SIGKILL.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the console log sink gets to drain the pipe and exit after QEMU is gone.
+const SINK_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Capacity of the pipe into the console log sink: QEMU's writes wait on the sink (and its
+/// disk) only when it is this far behind.
+const SINK_PIPE_SIZE: i32 = 1 << 20;
+
+/// A process named by pid and start time (which tells it from a later one with the same pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessId {
+    /// Pid.
+    pub pid: i32,
+    /// Start time, clock ticks after boot.
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    /// Watches the process if it is still the one recorded.
+    pub(crate) fn watch(&self) -> Option<Process> {
+        Process::watch(self.pid).filter(|_| host::start_time(self.pid) == Some(self.start_time))
+    }
+}
 
 /// What [`adopt`] needs to find a VM again; stored as `vm.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +70,12 @@ pub struct VmRecord {
     pub has_vnc: bool,
     /// Its cgroup, if any.
     pub cgroup: Option<String>,
+    /// The console log sink, if the VM has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_sink: Option<ProcessId>,
+    /// Length of `qemu.log` when this run started: what QEMU wrote in this run follows.
+    #[serde(default)]
+    pub qemu_log_offset: u64,
 }
 
 /// A running VM.
@@ -68,9 +99,13 @@ pub struct RunningVm {
     pub pidfile: PathBuf,
     /// The record written to `vm.json`.
     pub record: VmRecord,
-    process: Process,
+    pub(crate) process: Process,
     qmp: Qmp,
-    cgroup: Option<Box<dyn CgroupManager>>,
+    pub(crate) cgroup: Option<Box<dyn CgroupManager>>,
+    /// The console log sink.
+    sink: Option<Process>,
+    /// What QMP told about the VM's end, and how the caller stopped it.
+    pub(crate) exit: Arc<ExitWatch>,
 }
 
 /// The state of a VM as QEMU reports it.
@@ -110,11 +145,13 @@ pub struct ShutdownOutcome {
     pub took: Duration,
 }
 
-/// Undoes a half-done start: kills QEMU, removes the cgroup and every file made.
+/// Undoes a half-done start: kills QEMU and the log sink, removes the cgroup and every file
+/// made.
 struct StartGuard<'a> {
     paths: &'a VmPaths,
     created_dir: bool,
     process: Option<Process>,
+    sink: Option<Process>,
     cgroup: Option<Box<dyn CgroupManager>>,
     armed: bool,
 }
@@ -125,6 +162,9 @@ impl Drop for StartGuard<'_> {
             return;
         }
         if let Some(p) = &self.process {
+            p.kill();
+        }
+        if let Some(p) = &self.sink {
             p.kill();
         }
         if let Some(cg) = &self.cgroup {
@@ -151,11 +191,30 @@ impl Drop for StartGuard<'_> {
     }
 }
 
-/// Starts a VM: checks the definition, memory, files and disk images, starts QEMU detached
-/// and paused, connects QMP (events go to `events`), places QEMU into its cgroup and lets the
-/// guest run. Blocking (about a second); call it from `spawn_blocking` in async code. On any
-/// error QEMU is killed and nothing is left behind (a run directory made here is removed).
+/// Starts a VM: checks the definition, memory, files and disk images, starts the console log
+/// sink and QEMU detached and paused, connects QMP (events go to `events`), places both into
+/// the cgroup and lets the guest run. Blocking (about a second); call it from `spawn_blocking`
+/// in async code. On any error QEMU is killed and nothing is left behind (a run directory made
+/// here is removed).
 pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
+    start_cancellable(def, events, &AtomicBool::new(false))
+}
+
+/// [`start`] that gives up with [`VmError::Cancelled`], leaving nothing behind, once `cancel`
+/// is set (checked before QEMU starts, while waiting for it, and before the guest runs).
+pub fn start_cancellable(
+    def: &MachineDef,
+    events: Option<EventSink>,
+    cancel: &AtomicBool,
+) -> Result<RunningVm> {
+    let check = || {
+        if cancel.load(Ordering::SeqCst) {
+            Err(VmError::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
+    check()?;
     def.validate()?;
     let qemu = QEMU.find()?;
     let available = host::mem_available()?;
@@ -182,6 +241,7 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
         paths: &paths,
         created_dir,
         process: None,
+        sink: None,
         cgroup: None,
         armed: true,
     };
@@ -195,10 +255,12 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
     ] {
         let _ = std::fs::remove_file(stale);
     }
-    // Each run gets a fresh console log; the previous run's is kept as console.log.1.
+    // Each run gets a fresh console log; the previous run's is kept as console.log.1 (until
+    // the sink rotates this run's log there).
     if paths.console_log.exists() {
         let _ = std::fs::rename(&paths.console_log, paths.dir.join("console.log.1"));
     }
+    let qemu_log_offset = std::fs::metadata(&paths.qemu_log).map_or(0, |m| m.len());
     if let Profile::Full(f) = &def.profile {
         if f.firmware == Firmware::Uefi && !paths.uefi_vars.exists() {
             std::fs::copy(host::OVMF_VARS, &paths.uefi_vars).map_err(VmError::io(
@@ -220,6 +282,14 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
             spawn::chown(&paths.uefi_vars, u)?;
         }
     }
+    let log_pipe = match &def.console_log_sink {
+        Some(sink) => {
+            let (process, pipe) = start_sink(sink, &paths, run_as.as_ref())?;
+            guard.sink = Some(process);
+            Some(pipe)
+        }
+        None => None,
+    };
     let taps = open_taps(def)?;
     let fds: Vec<Option<TapFds>> = taps
         .iter()
@@ -230,27 +300,42 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
             })
         })
         .collect();
+    let log_fd = log_pipe.as_ref().map(|p| p.as_raw_fd());
     let inherit: Vec<RawFd> = fds
         .iter()
         .flatten()
         .flat_map(|f| [Some(f.tap), f.vhost])
         .flatten()
+        .chain(log_fd)
         .collect();
-    let args = qemu_args(def, &paths, &fds)?;
+    let args = qemu_args(def, &paths, &fds, log_fd)?;
     tracing::debug!(vm = %def.name, ?args, "starting QEMU");
+    check()?;
     let pid = spawn::spawn_detached(&qemu, &args, &paths.qemu_log, run_as.as_ref(), &inherit)?;
-    // QEMU holds its own copies now.
+    // QEMU holds its own copies now (the sink sees end-of-file once QEMU's copy is closed).
     drop(taps);
+    drop(log_pipe);
     let watched = || {
         Process::watch(pid)
             .ok_or_else(|| VmError::StartFailed(log_tail(&paths.qemu_log, "QEMU exited at once")))
     };
     let process = watched()?;
     guard.process = Some(watched()?);
-    let qmp = connect_while_alive(&process, &paths, events)?;
+    let exit = Arc::new(ExitWatch::default());
+    let qmp = connect_while_alive(&process, &paths, exit.sink(events), cancel)?;
     if let Some(path) = &def.cgroup {
-        guard.cgroup = Some(crate::cgroup::place(path, def, pid)?);
+        let cg = crate::cgroup::place(path, def, pid)?;
+        let sink_placed = match &guard.sink {
+            Some(s) => cg.add_process(s.pid),
+            None => Ok(()),
+        };
+        guard.cgroup = Some(cg);
+        sink_placed.map_err(|source| VmError::Cgroup {
+            path: path.clone(),
+            source,
+        })?;
     }
+    check()?;
     qmp.cont()?;
     let record = VmRecord {
         name: def.name.clone(),
@@ -265,13 +350,55 @@ pub fn start(def: &MachineDef, events: Option<EventSink>) -> Result<RunningVm> {
         has_agent: matches!(def.profile, Profile::Para(_)),
         has_vnc: matches!(def.profile, Profile::Full(_)),
         cgroup: def.cgroup.clone(),
+        log_sink: guard.sink.as_ref().and_then(|s| {
+            Some(ProcessId {
+                pid: s.pid,
+                start_time: host::start_time(s.pid)?,
+            })
+        }),
+        qemu_log_offset,
     };
     write_record(&record)?;
     let cgroup = guard.cgroup.take();
+    let sink = guard.sink.take();
     guard.armed = false;
     drop(guard);
     tracing::info!(vm = %def.name, pid, "VM started");
-    Ok(RunningVm::new(record, process, qmp, cgroup))
+    let oom_base = cgroup_oom_kills(cgroup.as_deref());
+    exit.set_oom_base(oom_base);
+    Ok(RunningVm::new(record, process, qmp, cgroup, sink, exit))
+}
+
+/// Starts the console log sink (detached, as the VM's user) reading a new pipe; returns it
+/// and the pipe's write end for QEMU.
+fn start_sink(
+    sink: &LogSink,
+    paths: &VmPaths,
+    run_as: Option<&RunAs>,
+) -> Result<(Process, OwnedFd)> {
+    let (read, write) = spawn::pipe()?;
+    // SAFETY: F_SETPIPE_SZ on our own pipe; a refusal (over the system's limit) only leaves
+    // the default 64 KiB.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, SINK_PIPE_SIZE) };
+    let mut args: Vec<OsString> = sink.args.iter().map(OsString::from).collect();
+    args.push(paths.console_log.clone().into_os_string());
+    let pid =
+        spawn::spawn_detached_with_stdin(&sink.program, &args, read, &paths.qemu_log, run_as)?;
+    let process = Process::watch(pid).ok_or_else(|| {
+        VmError::StartFailed(log_tail(
+            &paths.qemu_log,
+            &format!(
+                "the console log sink {} exited at once",
+                sink.program.display()
+            ),
+        ))
+    })?;
+    Ok((process, write))
+}
+
+/// The OOM kills counted in a cgroup so far (0 without one).
+pub(crate) fn cgroup_oom_kills(cg: Option<&dyn CgroupManager>) -> u64 {
+    cg.and_then(|c| c.stats().ok()).map_or(0, |s| s.oom_kills)
 }
 
 /// Opens a queue of each tap NIC's device (as root, in the caller's network namespace) and,
@@ -376,7 +503,9 @@ pub fn adopt(pidfile: &Path, qmp_socket: &Path, events: Option<EventSink>) -> Re
             record.paths.qmp.display()
         )));
     }
-    let qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT, events)?;
+    let exit = Arc::new(ExitWatch::default());
+    let qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT, exit.sink(events))?;
+    let sink = record.log_sink.as_ref().and_then(ProcessId::watch);
     let cgroup = match &record.cgroup {
         Some(path) => Some(
             vessel_cgroups::manager(path).map_err(|source| VmError::Cgroup {
@@ -387,7 +516,9 @@ pub fn adopt(pidfile: &Path, qmp_socket: &Path, events: Option<EventSink>) -> Re
         None => None,
     };
     tracing::info!(vm = %record.name, pid, "VM adopted");
-    Ok(RunningVm::new(record, process, qmp, cgroup))
+    // OOM kills before the adoption (of the sink, say) are not QEMU's end.
+    exit.set_oom_base(cgroup_oom_kills(cgroup.as_deref()));
+    Ok(RunningVm::new(record, process, qmp, cgroup, sink, exit))
 }
 
 impl RunningVm {
@@ -396,6 +527,8 @@ impl RunningVm {
         process: Process,
         qmp: Qmp,
         cgroup: Option<Box<dyn CgroupManager>>,
+        sink: Option<Process>,
+        exit: Arc<ExitWatch>,
     ) -> RunningVm {
         let p = &record.paths;
         RunningVm {
@@ -411,6 +544,8 @@ impl RunningVm {
             process,
             qmp,
             cgroup,
+            sink,
+            exit,
         }
     }
 
@@ -475,6 +610,7 @@ impl RunningVm {
         let how = if !self.process.is_alive() {
             ShutdownHow::AlreadyStopped
         } else {
+            self.exit.requested(ShutdownHow::Graceful);
             if matches!(self.status(), Ok(VmStatus::Paused)) {
                 let _ = self.qmp.cont();
             }
@@ -487,15 +623,20 @@ impl RunningVm {
             };
             if asked && self.process.wait_exit(graceful) {
                 ShutdownHow::Graceful
-            } else if self.qmp.quit().is_ok() && self.process.wait_exit(QUIT_TIMEOUT) {
-                ShutdownHow::Quit
-            } else if self.process.kill() {
-                ShutdownHow::Killed
             } else {
-                return Err(VmError::StartFailed(format!(
-                    "QEMU {} survived SIGKILL",
-                    self.pid
-                )));
+                self.exit.requested(ShutdownHow::Quit);
+                if self.qmp.quit().is_ok() && self.process.wait_exit(QUIT_TIMEOUT) {
+                    ShutdownHow::Quit
+                } else {
+                    self.exit.requested(ShutdownHow::Killed);
+                    if !self.process.kill() {
+                        return Err(VmError::StartFailed(format!(
+                            "QEMU {} survived SIGKILL",
+                            self.pid
+                        )));
+                    }
+                    ShutdownHow::Killed
+                }
             }
         };
         self.cleanup()?;
@@ -508,6 +649,9 @@ impl RunningVm {
 
     /// Kills QEMU at once (SIGKILL) and cleans up.
     pub fn kill(&self) -> Result<()> {
+        if self.process.is_alive() {
+            self.exit.requested(ShutdownHow::Killed);
+        }
         self.process.kill();
         self.cleanup()
     }
@@ -523,14 +667,21 @@ impl RunningVm {
         self.process.wait_exit(timeout)
     }
 
-    /// After QEMU exited: removes the cgroup, the sockets, the pid file and `vm.json` (logs
-    /// and the UEFI variable store stay). An error while QEMU still runs.
+    /// After QEMU exited: lets the console log sink finish (killing it after 2 s), removes
+    /// the cgroup, the sockets, the pid file and `vm.json` (logs and the UEFI variable store
+    /// stay). An error while QEMU still runs.
     pub fn cleanup(&self) -> Result<()> {
         if self.process.is_alive() {
             return Err(VmError::StartFailed(format!(
                 "cannot clean up the VM {:?}: QEMU {} still runs",
                 self.name, self.pid
             )));
+        }
+        if let Some(sink) = &self.sink {
+            if !sink.wait_exit(SINK_EXIT_TIMEOUT) {
+                tracing::warn!(vm = %self.name, pid = sink.pid, "the console log sink did not exit; killing it");
+                sink.kill();
+            }
         }
         if let Some(cg) = &self.cgroup {
             crate::cgroup::remove_empty(cg.as_ref())?;
@@ -612,9 +763,17 @@ fn check_files(def: &MachineDef) -> Result<()> {
 }
 
 /// Waits for QEMU to answer on QMP, failing early (with QEMU's own message) when it exits.
-fn connect_while_alive(p: &Process, paths: &VmPaths, events: Option<EventSink>) -> Result<Qmp> {
+fn connect_while_alive(
+    p: &Process,
+    paths: &VmPaths,
+    events: Option<EventSink>,
+    cancel: &AtomicBool,
+) -> Result<Qmp> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while !paths.qmp.exists() {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(VmError::Cancelled);
+        }
         if !p.is_alive() {
             return Err(VmError::StartFailed(log_tail(
                 &paths.qemu_log,
@@ -661,7 +820,7 @@ fn log_tail(log: &Path, fallback: &str) -> String {
 }
 
 /// `2024-01-01T00:00:00.000000Z qemu-system-x86_64: msg` → `msg`.
-fn strip_qemu_prefix(line: &str) -> &str {
+pub(crate) fn strip_qemu_prefix(line: &str) -> &str {
     let l = line.trim();
     let l = match l.split_once(' ') {
         Some((ts, rest)) if ts.ends_with('Z') && ts.contains('T') => rest,

@@ -15,7 +15,7 @@ use vessel_api::ExecRequest;
 use vessel_vm::qmp::{EventKind, QmpEvent};
 use vessel_vm::{
     adopt, agent_exec, create_overlay, probe_accel, start, Accel, Disk, DiskFormat, Firmware,
-    MachineDef, Media, Nic, NicBackend, Profile, ShutdownHow, VmError, VmStatus,
+    LogSink, MachineDef, Media, Nic, NicBackend, Profile, ShutdownHow, VmError, VmExit, VmStatus,
 };
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -157,6 +157,11 @@ fn para_vm_lifecycle() {
         backend: NicBackend::User,
         mac: None,
     });
+    // The console log goes through a sink QEMU writes into a pipe (here plain `cat`).
+    def.console_log_sink = Some(LogSink {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), "exec cat >> \"$0\"".into()],
+    });
     let run = def.run_dir.clone();
     let mut guard = QemuGuard::new(&run, def.cgroup.as_deref());
 
@@ -262,11 +267,17 @@ fn para_vm_lifecycle() {
     assert_eq!(vm.status().expect("status"), VmStatus::Running);
     wait_event(&events, "RESUME", |k| *k == EventKind::Resume);
 
-    // The cgroup holds QEMU and limits its memory.
+    // The cgroup holds QEMU and the log sink (found again through vm.json), and limits
+    // their memory.
     let cg = vm.cgroup().expect("cgroup");
+    let sink = vm.record.log_sink.expect("the log sink is recorded");
     assert!(
         cg.pids().expect("cgroup pids").contains(&pid),
         "QEMU is in its cgroup"
+    );
+    assert!(
+        cg.pids().expect("cgroup pids").contains(&sink.pid),
+        "the log sink is in the cgroup"
     );
     let limit = read_memory_limit(cg.path());
     assert_eq!(limit, Some(vessel_vm::memory_limit(&def)), "memory limit");
@@ -302,6 +313,15 @@ fn para_vm_lifecycle() {
     });
     assert!(!vm.is_alive());
     assert_eq!(vm.status().expect("status"), VmStatus::Stopped);
+    assert_eq!(
+        vm.exit_reason(),
+        Some(VmExit::Stopped(ShutdownHow::Graceful))
+    );
+    assert_ne!(
+        vessel_vm::host::start_time(sink.pid),
+        Some(sink.start_time),
+        "the log sink ended with QEMU"
+    );
     assert!(!cg.exists(), "the cgroup is removed");
     for f in [
         "qmp.sock",

@@ -253,6 +253,7 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let parent = self.app.instances.driver.cgroup_parent.clone();
+        let vms = self.app.instances.vms.clone();
         let served = api::listener::serve(
             listener,
             api::router(self.app),
@@ -260,6 +261,9 @@ impl Daemon {
             shutdown,
         )
         .await;
+        // VM starts in progress give up (their QEMU killed) at their next step: the process
+        // exits within its blocking grace, and the next daemon adopts what runs.
+        vms.shutting_down();
         remove_empty_cgroups(&parent);
         served
     }

@@ -1,7 +1,9 @@
 //! `vesseld`: the Vessel daemon. Serves the REST API on a unix socket, keeps state in the
 //! embedded store, and runs instances through per-instance monitors that outlive it. The
 //! daemon itself is the `vesseld` library; this binary reads the command line, sets up
-//! logging and the socket, and serves.
+//! logging, takes the root directory's lock and the socket, and serves.
+
+mod lock;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -62,16 +64,29 @@ fn real_main() -> anyhow::Result<()> {
         bail!("vesseld must run as root (it manages namespaces, cgroups and mounts); try: sudo vesseld");
     }
     raise_fd_limit();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(args));
+    // Blocking work still running (a VM start gives up at its next step once told) gets a
+    // moment, not forever: QEMU outlives the daemon, and the next one (which waits for this
+    // process to be gone) adopts or cleans up whatever is left.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    result
 }
+
+/// How long blocking work gets once requests are done, when the daemon is told to stop.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run(args: Args) -> anyhow::Result<()> {
     // Another daemon on the socket means its state must not be touched: checked first.
     claim_socket(&args.socket)?;
+    // One daemon per root directory, until its process is gone (a stopping one may still be
+    // finishing a VM start).
+    std::fs::create_dir_all(&args.root_dir)
+        .with_context(|| format!("creating {}", args.root_dir.display()))?;
+    lock::hold_until_exit(&args.root_dir.join("vesseld.lock"))?;
     let libexec = match std::env::var_os("VESSEL_LIBEXEC") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()

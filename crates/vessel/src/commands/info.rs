@@ -92,6 +92,9 @@ pub fn instance_block(i: &Instance) -> Block {
     if let Some(code) = i.last_exit_code {
         b.field("Last exit code", code);
     }
+    if let Some(reason) = &i.last_exit_reason {
+        b.field("Last exit", reason);
+    }
     if let Some(e) = &i.error {
         b.field("Error message", e);
     }
@@ -168,6 +171,10 @@ Resources:
 Last exit code: 137
 ";
         assert_eq!(instance_block(&i).render(), want);
+        i.last_exit_reason = Some("the guest powered off".into());
+        assert!(instance_block(&i)
+            .render()
+            .ends_with("Last exit code: 137\nLast exit: the guest powered off\n"));
         i.state = None;
         i.error = Some("init failed".into());
         i.limits = Default::default();

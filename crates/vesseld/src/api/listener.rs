@@ -38,7 +38,7 @@ impl Limits {
         max_connections: 4096,
         header_timeout: Duration::from_secs(15),
         body_idle_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs(1),
     };
 }
 

@@ -1,5 +1,7 @@
 //! Endpoints that upgrade the connection to a framed stream: exec and console.
 
+use std::time::Duration;
+
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +11,7 @@ use vessel_api::ExecRequest;
 
 use super::App;
 use crate::error::{Error, Result};
+use crate::instance::vm::ConsoleSlot;
 use crate::instance::{exec, ConsoleTarget};
 
 fn check_upgrade(req: &Request) -> Result<()> {
@@ -95,53 +98,109 @@ pub async fn console(
     mut req: Request,
 ) -> Result<Response> {
     check_upgrade(&req)?;
-    let (socket, raw) = match app.instances.console_target(&name)? {
-        ConsoleTarget::Framed(p) => (p, false),
-        ConsoleTarget::Raw(p) => (p, true),
-    };
-    let mut target = tokio::net::UnixStream::connect(&socket)
-        .await
-        .map_err(|e| {
-            Error::internal(format!(
-                "cannot reach the console of {name} at {}: {e}",
-                socket.display()
-            ))
-        })?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(instance = %name, error = %e, "console upgrade failed");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(upgraded);
-        if raw {
-            raw_console(client, target).await;
-        } else {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+    match app.instances.console_target(&name)? {
+        ConsoleTarget::Framed(socket) => {
+            let mut target = connect_console(&name, &socket).await?;
+            tokio::spawn(async move {
+                let Some(mut client) = upgraded(on_upgrade, &name).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+            });
         }
-    });
+        ConsoleTarget::Raw(socket, slot) => {
+            // QEMU serves one console client: the attach before this one lets go of it.
+            let held = take_console(&name, &slot).await?;
+            let target = connect_console(&name, &socket).await?;
+            tokio::spawn(async move {
+                let _held = held;
+                let Some(client) = upgraded(on_upgrade, &name).await else {
+                    return;
+                };
+                raw_console(client, target, &slot.kick).await;
+            });
+        }
+    }
     Ok(switching())
 }
 
-/// Carries a raw console (a VM's serial port) over frames: Stdin frames in, Stdout out.
-async fn raw_console<C>(client: C, target: tokio::net::UnixStream)
+async fn connect_console(name: &str, socket: &std::path::Path) -> Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        tracing::warn!(instance = %name, socket = %socket.display(), error = %e, "console connect");
+        Error::internal(format!("cannot reach the console of {name}: {e}"))
+    })
+}
+
+async fn upgraded(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    name: &str,
+) -> Option<TokioIo<hyper::upgrade::Upgraded>> {
+    match on_upgrade.await {
+        Ok(u) => Some(TokioIo::new(u)),
+        Err(e) => {
+            tracing::warn!(instance = %name, error = %e, "console upgrade failed");
+            None
+        }
+    }
+}
+
+/// How long a new console attach waits for the previous one to let go of QEMU's console.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes a VM's console slot, kicking out the attach that holds it.
+async fn take_console(name: &str, slot: &ConsoleSlot) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+    let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+    loop {
+        slot.kick.notify_waiters();
+        let step = tokio::time::sleep(Duration::from_millis(100));
+        tokio::select! {
+            g = slot.holder.clone().lock_owned() => return Ok(g),
+            _ = step => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::conflict(format!(
+                "the console of {name} is held by another attach that does not let go; try again"
+            )));
+        }
+    }
+}
+
+/// Largest amount of typed input queued for a guest that does not read its console.
+const INPUT_QUEUE: usize = 64;
+
+/// Carries a raw console (a VM's serial port) over frames: Stdin frames in, Stdout out. The
+/// client is watched at all times, so QEMU's one console connection is let go as soon as the
+/// client leaves, the output ends, or a newer attach `kick`s this one, even while the guest
+/// reads no input (input it cannot take is dropped past a small queue, never waited for).
+async fn raw_console<C>(client: C, target: tokio::net::UnixStream, kick: &tokio::sync::Notify)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use vessel_api::stream::{encode, FrameKind};
 
+    let kicked = kick.notified();
+    tokio::pin!(kicked);
+    kicked.as_mut().enable();
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut tr, mut tw) = target.into_split();
-    let input = async {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
+    let read_client = async move {
         while let Ok(Some((kind, payload))) = exec::read_frame(&mut cr).await {
-            if kind == FrameKind::Stdin && tw.write_all(&payload).await.is_err() {
-                break;
+            if kind == FrameKind::Stdin && tx.try_send(payload).is_err() {
+                tracing::debug!("the guest reads no console input: dropping typed input");
             }
         }
+    };
+    let write_guest = async move {
+        while let Some(p) = rx.recv().await {
+            if tw.write_all(&p).await.is_err() {
+                return;
+            }
+        }
+        // The client's input ended; the session lasts until its output does.
+        std::future::pending::<()>().await
     };
     let output = async {
         let mut buf = vec![0u8; 16384];
@@ -161,8 +220,17 @@ where
         }
         let _ = cw.shutdown().await;
     };
-    tokio::select! {
-        _ = input => {}
-        _ = output => {}
+    let taken_over = tokio::select! {
+        _ = read_client => false,
+        _ = write_guest => false,
+        _ = output => false,
+        _ = kicked => true,
+    };
+    if taken_over {
+        let msg = "another console attach took over this VM's console";
+        let _ = cw
+            .write_all(&encode(FrameKind::Error, msg.as_bytes()))
+            .await;
+        let _ = cw.shutdown().await;
     }
 }

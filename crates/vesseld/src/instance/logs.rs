@@ -20,7 +20,7 @@ impl InstanceService {
     /// the one before it is the same path with `.1` appended to the extension.
     fn log_path(&self, name: &str, vm: bool) -> PathBuf {
         if vm {
-            self.vms.console_log(name)
+            self.vms.console_log_path(name)
         } else {
             self.driver.log(name)
         }

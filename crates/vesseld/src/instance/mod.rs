@@ -79,6 +79,8 @@ impl InstanceService {
         storage: crate::storage::StorageService,
         networks: crate::network::NetworkService,
     ) -> Self {
+        let mut vms = vms;
+        vms.console_log_sink = Some(driver.libexec.join("vessel-monitor"));
         Self {
             store,
             images,
@@ -115,6 +117,16 @@ impl InstanceService {
     /// it, and records it as soon as it can.
     fn set_status(&self, name: &str, status: InstanceStatus, code: Option<i32>, err: Option<&str>) {
         self.pending.set(&self.store, name, status, code, err);
+    }
+
+    fn set_exit(&self, name: &str, exit: &vessel_vm::VmExit) {
+        let reason = exit.describe();
+        if let Err(e) = self
+            .store
+            .instance_set_exit(name, exit.exit_code(), Some(&reason))
+        {
+            tracing::warn!(instance = name, error = %e, "could not record the exit reason");
+        }
     }
 
     /// One instance with its live state.
@@ -244,6 +256,7 @@ impl InstanceService {
             storage: req.storage.clone(),
             created_at: crate::clock::now(),
             last_exit_code: None,
+            last_exit_reason: None,
             error: None,
             state: None,
             vm: None,
@@ -413,10 +426,14 @@ impl InstanceService {
         let name = name.to_string();
         tokio::spawn(async move {
             ContainerDriver::wait_monitor(monitor_pid).await;
+            let mut vm_exit = None;
             let code = if is_vm {
                 let (s, n) = (svc.clone(), name.clone());
-                let _ = tokio::task::spawn_blocking(move || s.vms.forget(&n)).await;
-                None
+                vm_exit = tokio::task::spawn_blocking(move || s.vms.forget(&n))
+                    .await
+                    .ok()
+                    .flatten();
+                vm_exit.as_ref().and_then(|e| e.exit_code())
             } else {
                 let exit = svc.driver.exit_status(&name);
                 // A monitor that crashed leaves its container's leftovers: remove them.
@@ -428,9 +445,12 @@ impl InstanceService {
             };
             if svc.store.instance_get(&name).is_ok() {
                 svc.set_status(&name, InstanceStatus::Stopped, code, None);
+                if let Some(exit) = &vm_exit {
+                    svc.set_exit(&name, exit);
+                }
                 svc.events.lifecycle("instance-stopped", &path_of(&name));
             }
-            tracing::info!(instance = %name, exit_code = ?code, "instance stopped");
+            tracing::info!(instance = %name, exit_code = ?code, exit = ?vm_exit, "instance stopped");
             svc.exits
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -694,7 +714,10 @@ impl InstanceService {
                 .vms
                 .get(name)
                 .ok_or_else(|| Error::conflict(format!("VM {name} is not running")))?;
-            return Ok(ConsoleTarget::Raw(vm.console_socket.clone()));
+            return Ok(ConsoleTarget::Raw(
+                vm.console_socket.clone(),
+                self.vms.console_slot(name),
+            ));
         }
         Ok(ConsoleTarget::Framed(self.driver.socket(name)))
     }
@@ -740,8 +763,9 @@ impl InstanceService {
 pub enum ConsoleTarget {
     /// A socket speaking `vessel_api::stream` frames (a container's monitor).
     Framed(std::path::PathBuf),
-    /// A socket carrying the console's raw bytes (QEMU's serial console).
-    Raw(std::path::PathBuf),
+    /// A socket carrying the console's raw bytes (QEMU's serial console), and the slot that
+    /// gives its one connection to one attach at a time.
+    Raw(std::path::PathBuf, vm::ConsoleSlot),
 }
 
 /// API path of an instance.

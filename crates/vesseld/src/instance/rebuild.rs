@@ -1,7 +1,7 @@
 //! Start-up reconciliation: the store brought in line with what runs after a daemon
 //! (re)start.
 
-use vessel_api::{InstanceStatus, InstanceType};
+use vessel_api::{Instance, InstanceStatus, InstanceType};
 
 use super::InstanceService;
 use crate::error::Result;
@@ -31,16 +31,7 @@ impl InstanceService {
             }
             if inst.instance_type == InstanceType::Vm {
                 if !self.adopt_vm(name) {
-                    self.vms.forget(name);
-                    match inst.status {
-                        InstanceStatus::Creating => {
-                            tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
-                            let _ = self.vms.remove_files(name);
-                            self.store.instance_delete(name)?;
-                        }
-                        InstanceStatus::Stopped | InstanceStatus::Error => {}
-                        _ => self.set_status(name, InstanceStatus::Stopped, None, None),
-                    }
+                    self.reconcile_stopped_vm(inst)?;
                 }
                 continue;
             }
@@ -91,6 +82,14 @@ impl InstanceService {
                 }
             }
         }
+        for n in self.vms.run_dirs() {
+            if !known.contains(&n) {
+                tracing::warn!(instance = %n, "removing the run directory and cgroup of an unknown VM");
+                if let Err(e) = self.vms.remove_files(&n) {
+                    tracing::warn!(instance = %n, error = %e, "removing an unknown VM");
+                }
+            }
+        }
         // Shifted layer copies of earlier versions go, unless a monitor they started still
         // stacks them.
         let in_use: std::collections::HashSet<std::path::PathBuf> = instances
@@ -100,6 +99,38 @@ impl InstanceService {
             .flat_map(|i| self.driver.monitor_lowers(&i.name))
             .collect();
         self.images.remove_shifted_copies(&in_use);
+        Ok(())
+    }
+
+    /// A VM that was not adopted at start-up: its leftovers go (the QEMU of a start that never
+    /// finished, cgroup, sockets, pid file), an interrupted creation is rolled back, and a VM
+    /// that ended while the daemon was away is stopped with what is known of how.
+    fn reconcile_stopped_vm(&self, inst: &Instance) -> Result<()> {
+        let name = &inst.name;
+        let exit = match self.vms.cleanup_orphan(name) {
+            Ok(exit) => exit,
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "VM left as it is");
+                self.set_status(name, InstanceStatus::Error, None, Some(&e.message));
+                return Ok(());
+            }
+        };
+        match inst.status {
+            InstanceStatus::Creating => {
+                tracing::warn!(instance = %name, "rolling back a VM creation interrupted by a daemon stop");
+                let _ = self.vms.remove_files(name);
+                self.store.instance_delete(name)?;
+            }
+            InstanceStatus::Stopped | InstanceStatus::Error => {}
+            _ => {
+                let code = exit.as_ref().and_then(|e| e.exit_code());
+                self.set_status(name, InstanceStatus::Stopped, code, None);
+                if let Some(e) = &exit {
+                    self.set_exit(name, e);
+                }
+                tracing::info!(instance = %name, exit = ?exit, "VM stopped while the daemon was away");
+            }
+        }
         Ok(())
     }
 }

@@ -191,6 +191,9 @@ mod tests {
             }
             self.inner.instance_set_status(n, s, c, e)
         }
+        fn instance_set_exit(&self, n: &str, c: Option<i32>, r: Option<&str>) -> Result<()> {
+            self.inner.instance_set_exit(n, c, r)
+        }
         fn instance_delete(&self, n: &str) -> Result<()> {
             self.inner.instance_delete(n)
         }
@@ -268,6 +271,7 @@ mod tests {
                 state: None,
                 vm: None,
                 idmap: None,
+                last_exit_reason: None,
             })
             .unwrap();
         let pending = PendingStatus::default();

@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vessel_api::{Image, Instance, InstanceState, VmDetails};
-use vessel_vm::{Accel, Disk, DiskFormat, MachineDef, Media, RunningVm, VmPaths};
+use vessel_vm::{
+    Accel, Disk, DiskFormat, LogSink, MachineDef, Media, RunningVm, StaleVm, VmExit, VmPaths,
+};
 
 use crate::error::{chain, Error, Result};
 use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
@@ -102,9 +105,25 @@ pub struct VmDriver {
     pub accel_cache: PathBuf,
     /// Parent cgroup of this daemon's instances.
     pub cgroup_parent: String,
+    /// `vessel-monitor`, which keeps each VM's console log bounded (`--console-log`).
+    pub console_log_sink: Option<PathBuf>,
     vms: Mutex<HashMap<String, Arc<RunningVm>>>,
     /// The probe's answer, once known: (accelerator, reason).
     accel: Mutex<Option<(Accel, String)>>,
+    /// Set when the daemon shuts down: VM starts in progress give up and leave nothing.
+    cancel: Arc<AtomicBool>,
+    /// One console attach per VM (QEMU serves one client): a new one takes over.
+    consoles: Mutex<HashMap<String, ConsoleSlot>>,
+}
+
+/// The console of one VM: held by the attach that has QEMU's console connection; a new
+/// attach kicks the holder out and waits for the slot.
+#[derive(Clone, Default)]
+pub struct ConsoleSlot {
+    /// Held while an attach has QEMU's console connection.
+    pub holder: Arc<tokio::sync::Mutex<()>>,
+    /// Tells the holder to let go.
+    pub kick: Arc<tokio::sync::Notify>,
 }
 
 /// The disk an image boots from (a VM image's root disk, or an imported disk), if it has one.
@@ -134,9 +153,28 @@ impl VmDriver {
             instances_dir,
             accel_cache,
             cgroup_parent,
+            console_log_sink: None,
             vms: Mutex::default(),
             accel: Mutex::default(),
+            cancel: Arc::default(),
+            consoles: Mutex::default(),
         }
+    }
+
+    /// The daemon is shutting down: VM starts in progress give up (killing their QEMU) at
+    /// their next step.
+    pub fn shutting_down(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// The console slot of a VM.
+    pub fn console_slot(&self, name: &str) -> ConsoleSlot {
+        self.consoles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunningVm>>> {
@@ -148,18 +186,78 @@ impl VmDriver {
         self.lock().get(name).cloned()
     }
 
-    /// Forgets a VM that has exited and removes its run files and cgroup.
-    pub fn forget(&self, name: &str) {
-        if let Some(vm) = self.lock().remove(name) {
-            // The console log outlives the run directory, for `vessel logs`.
-            let kept = self.instances_dir.join(name).join("console.log");
-            if let Err(e) = std::fs::copy(&vm.console_log, &kept) {
-                tracing::debug!(instance = name, error = %e, "no console log to keep");
-            }
-            if let Err(e) = vm.cleanup() {
-                tracing::warn!(instance = name, error = %chain(&e), "cleaning up after a VM");
+    /// Forgets a VM that has exited and removes its run files and cgroup; returns how it
+    /// ended (blocking: waits up to 2 s for QMP's last events).
+    pub fn forget(&self, name: &str) -> Option<VmExit> {
+        let vm = self.lock().remove(name)?;
+        let exit = vm.exit_reason();
+        self.keep_console_log(name);
+        if let Err(e) = vm.cleanup() {
+            tracing::warn!(instance = name, error = %chain(&e), "cleaning up after a VM");
+        }
+        exit
+    }
+
+    /// The console log outlives the run directory, for `vessel logs`: the rotated and the
+    /// current file (at most 1 MiB each) are kept together beside the instance.
+    fn keep_console_log(&self, name: &str) {
+        let kept = self.instances_dir.join(name).join("console.log");
+        let text = self.run_console_log(name);
+        if text.is_empty() || !kept.parent().is_some_and(Path::is_dir) {
+            return;
+        }
+        if let Err(e) = std::fs::write(&kept, text) {
+            tracing::debug!(instance = name, error = %e, "no console log to keep");
+        }
+    }
+
+    /// `console.log.1` then `console.log` of a VM's run directory.
+    fn run_console_log(&self, name: &str) -> Vec<u8> {
+        let log = VmPaths::new(&self.vm_dir(name)).console_log;
+        let mut out = std::fs::read(vessel_monitor::log::rotated_path(&log)).unwrap_or_default();
+        out.extend(std::fs::read(&log).unwrap_or_default());
+        out
+    }
+
+    /// Cleans up after a VM that is not running (adoption failed): kills the QEMU of a start
+    /// that never finished, removes its cgroup, sockets, pid file and `vm.json`, keeps its
+    /// console log. Returns how its last run ended when it ran while the daemon was away; an
+    /// error when a recorded QEMU still runs there (nothing is touched then).
+    pub fn cleanup_orphan(&self, name: &str) -> Result<Option<VmExit>> {
+        let dir = self.vm_dir(name);
+        if !dir.exists() && !self.cgroup_exists(name) {
+            return Ok(None);
+        }
+        let cgroup = self.cgroup(name);
+        match vessel_vm::reap_stale(&dir, Some(&cgroup)).map_err(vm_err("cleaning up the VM"))? {
+            StaleVm::Running { pid } => Err(Error::conflict(format!(
+                "QEMU (pid {pid}) of VM {name} still runs but could not be adopted; see the \
+                 daemon's log"
+            ))),
+            StaleVm::Reaped { exit } => {
+                self.keep_console_log(name);
+                Ok(exit)
             }
         }
+    }
+
+    fn cgroup(&self, name: &str) -> String {
+        format!("{}/{name}", self.cgroup_parent)
+    }
+
+    fn cgroup_exists(&self, name: &str) -> bool {
+        vessel_cgroups::manager(&self.cgroup(name)).is_ok_and(|c| c.exists())
+    }
+
+    /// Names of the VMs that have a run directory.
+    pub fn run_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn vm_dir(&self, name: &str) -> PathBuf {
@@ -275,7 +373,11 @@ impl VmDriver {
         def.disks.extend(volumes.into_iter().skip(skip));
         def.vcpus = vcpus;
         def.memory_mib = memory_mib;
-        def.cgroup = Some(format!("{}/{name}", self.cgroup_parent));
+        def.cgroup = Some(self.cgroup(name));
+        def.console_log_sink = self.console_log_sink.as_ref().map(|p| LogSink {
+            program: p.clone(),
+            args: vec!["--console-log".into()],
+        });
         // QEMU drops root for an unprivileged user; it only needs to read the image files
         // and write its own run directory and overlay disk, which the engine hands over.
         def.run_as = Some(QEMU_USER.into());
@@ -300,9 +402,11 @@ impl VmDriver {
 
     /// Starts QEMU (blocking); returns the running VM.
     pub fn start(&self, def: &MachineDef) -> Result<Arc<RunningVm>> {
-        let vm = Arc::new(vessel_vm::start(def, None).map_err(|e| {
-            Error::internal(format!("cannot start VM {}: {}", def.name, chain(&e)))
-        })?);
+        let vm = Arc::new(
+            vessel_vm::start_cancellable(def, None, &self.cancel).map_err(|e| {
+                Error::internal(format!("cannot start VM {}: {}", def.name, chain(&e)))
+            })?,
+        );
         self.lock().insert(def.name.clone(), vm.clone());
         Ok(vm)
     }
@@ -326,9 +430,11 @@ impl VmDriver {
         }
     }
 
-    /// Removes what a VM instance keeps: its run directory and its root disk.
+    /// Removes what a VM instance keeps: its run directory, its cgroup and its root disk.
     pub fn remove_files(&self, name: &str) -> Result<()> {
         self.forget(name);
+        // A cgroup left by a daemon that died while stopping the VM goes too.
+        self.cleanup_orphan(name)?;
         for d in [self.vm_dir(name), self.instances_dir.join(name)] {
             if d.exists() {
                 std::fs::remove_dir_all(&d)
@@ -338,10 +444,11 @@ impl VmDriver {
         Ok(())
     }
 
-    /// The console log: the live one while QEMU runs, the kept copy after.
-    pub fn console_log(&self, name: &str) -> PathBuf {
+    /// Where the console log is: the live one (with its rotated `.1` beside it) while QEMU
+    /// runs, the kept copy after.
+    pub fn console_log_path(&self, name: &str) -> PathBuf {
         match self.get(name) {
-            Some(vm) => vm.console_log.clone(),
+            Some(_) => VmPaths::new(&self.vm_dir(name)).console_log,
             None => self.instances_dir.join(name).join("console.log"),
         }
     }

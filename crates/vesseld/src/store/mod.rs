@@ -106,6 +106,9 @@ pub trait Store: Send + Sync {
         last_exit_code: Option<i32>,
         error: Option<&str>,
     ) -> Result<()>;
+    /// Records how an instance's last run ended: its exit code (`None`: unknown, replacing the
+    /// previous run's) and the reason in words (kept in the meta column).
+    fn instance_set_exit(&self, name: &str, code: Option<i32>, reason: Option<&str>) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;
     /// Names of the instances created from an image.

@@ -76,6 +76,8 @@ struct InstanceMeta {
     ssh_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_exit_reason: Option<String>,
 }
 
 /// Image fields kept as one JSON column.
@@ -207,6 +209,7 @@ fn insert_instance(conn: &Connection, i: &Instance) -> Result<()> {
         &InstanceMeta {
             ssh_keys: i.ssh_keys.clone(),
             storage: i.storage.clone(),
+            last_exit_reason: i.last_exit_reason.clone(),
         },
     )?;
     conn.execute(
@@ -306,6 +309,7 @@ fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         storage: meta.storage,
         created_at: s(created_at),
         last_exit_code: code.and_then(|c| c.parse().ok()),
+        last_exit_reason: meta.last_exit_reason,
         error,
         state: None,
         vm: None,
@@ -523,6 +527,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn instance_set_exit(&self, name: &str, code: Option<i32>, reason: Option<&str>) -> Result<()> {
+        let conn = self.lock();
+        let meta: Option<String> = conn
+            .query_row("SELECT meta FROM instances WHERE name = ?", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(meta) = meta else {
+            return Err(StoreError::NotFound(format!("instance {name:?}")));
+        };
+        let mut meta: InstanceMeta = decode("instances.meta", &meta)?;
+        meta.last_exit_reason = reason.map(str::to_string);
+        let meta = encode("instances.meta", &meta)?;
+        conn.execute(
+            "UPDATE instances SET last_exit_code = ?, meta = ? WHERE name = ?",
+            params![code, meta, name],
+        )?;
+        Ok(())
+    }
+
     fn instance_delete(&self, name: &str) -> Result<()> {
         let conn = self.lock();
         conn.execute("DELETE FROM instances WHERE name = ?", [name])?;
@@ -680,6 +704,7 @@ mod tests {
             idmap: None,
             created_at: "2026-01-01T00:00:00Z".into(),
             last_exit_code: None,
+            last_exit_reason: None,
             error: None,
             state: None,
             vm: None,
@@ -698,10 +723,21 @@ mod tests {
             s.instance_insert(&instance("c1", &fp)).unwrap();
             s.instance_set_status("c1", InstanceStatus::Running, None, None)
                 .unwrap();
+            s.instance_set_status("c1", InstanceStatus::Running, Some(137), None)
+                .unwrap();
+            s.instance_set_exit("c1", None, Some("the guest powered off"))
+                .unwrap();
+            assert!(s.instance_set_exit("nope", None, None).is_err());
         }
         let s = SqliteStore::open(&path).unwrap();
         let i = s.instance_get("c1").unwrap();
         assert_eq!(i.status, InstanceStatus::Running);
+        assert_eq!(i.last_exit_reason.as_deref(), Some("the guest powered off"));
+        assert_eq!(
+            i.last_exit_code, None,
+            "an unknown code replaces the last one"
+        );
+        assert_eq!(i.ssh_keys, vec!["ssh-ed25519 AAAA test".to_string()]);
         assert_eq!(i.limits.memory, Some(1 << 28));
         assert_eq!(s.image_get("busybox").unwrap().fingerprint, fp);
         assert_eq!(s.image_get("busybox").unwrap(), {

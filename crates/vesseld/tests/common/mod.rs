@@ -236,6 +236,15 @@ impl Daemon {
         }
     }
 
+    /// Sends a signal to the daemon without waiting for it to exit, and hands its process to
+    /// the caller (who waits on it), so that a next daemon can be spawned while it exits.
+    pub fn signal_and_release(&mut self, sig: i32) -> Option<Child> {
+        let c = self.child.take()?;
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(c.id() as i32, sig) };
+        Some(c)
+    }
+
     /// Runs the CLI against this daemon.
     pub fn vessel(&self, args: &[&str]) -> Output {
         Command::new(self.bins.join("vessel"))
@@ -628,6 +637,23 @@ impl Framed {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         Self { s: r }
+    }
+
+    /// Sets how long a read may wait before it fails.
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.s.get_ref().set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Sends a frame, waiting at most `timeout` for the daemon to take it; an error when it
+    /// does not (a client the daemon stopped reading from).
+    pub fn try_send(
+        &mut self,
+        kind: FrameKind,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        self.s.get_ref().set_write_timeout(Some(timeout))?;
+        stream::write_frame(self.s.get_mut(), kind, payload)
     }
 
     /// Sends a frame.
