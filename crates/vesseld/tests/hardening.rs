@@ -436,3 +436,34 @@ fn a_stopped_daemon_leaves_no_empty_cgroups() {
         d.cgroup_dirs()
     );
 }
+
+/// A restarted daemon checks the init, not only the monitor: a monitor that holds a dead
+/// (zombie) init is ended and the instance marked stopped, instead of re-adopted as running
+/// forever; it then starts again normally.
+#[test]
+fn a_restart_does_not_adopt_a_monitor_whose_init_is_gone() {
+    let mut d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "z1"]);
+    let init = d.info("z1")["state"]["pid"].as_i64().unwrap() as i32;
+    let monitor = *d.monitor_pids().first().expect("a monitor");
+    // The monitor cannot reap (stopped), so the killed init stays a zombie under it.
+    // SAFETY: kill takes plain integers; both pids belong to this test's instance.
+    unsafe {
+        libc::kill(monitor, libc::SIGSTOP);
+        libc::kill(init, libc::SIGKILL);
+    }
+    d.wait_for("the init to be a zombie", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{init}/stat"))
+            .is_ok_and(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+    });
+    d.kill(libc::SIGKILL);
+    d.spawn();
+    let info = d.info("z1");
+    assert_eq!(info["status"], "stopped", "{info}");
+    assert!(!alive(monitor), "the wedged monitor was left running");
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+    d.ok(&["start", "z1"]);
+    assert_eq!(d.sh("z1", "echo back").1, "back\n");
+    d.ok(&["delete", "--force", "z1"]);
+}

@@ -36,6 +36,18 @@ impl InstanceService {
                 continue;
             }
             if let Some(monitor) = self.driver.live_monitor(name) {
+                if !self.init_alive(name, monitor) {
+                    // A monitor whose init is gone (a zombie it never reaped, say) serves
+                    // nothing: it is ended and the instance cleaned up as stopped.
+                    tracing::warn!(instance = %name, monitor, "the monitor outlived its init; ending it");
+                    // SAFETY: kill takes plain integers; the pid is the instance's own monitor,
+                    // checked against its command line just now.
+                    unsafe { libc::kill(monitor, libc::SIGKILL) };
+                    self.driver.cleanup_orphan(name);
+                    let code = self.driver.exit_status(name).map(|e| e.exit_code);
+                    self.set_status(name, InstanceStatus::Stopped, code, None);
+                    continue;
+                }
                 let frozen = vessel_container::state(&self.driver.state_root, name)
                     .map(|s| s.status == vessel_container::Status::Paused)
                     .unwrap_or(false);
@@ -100,6 +112,31 @@ impl InstanceService {
             .collect();
         self.images.remove_shifted_copies(&in_use);
         Ok(())
+    }
+
+    /// Whether the container's init lives, giving a monitor whose init just ended a few
+    /// seconds to finish its own clean-up and exit (which is not a wedge).
+    fn init_alive(&self, name: &str, monitor: i32) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let alive = vessel_container::state(&self.driver.state_root, name).is_ok_and(|s| {
+                matches!(
+                    s.status,
+                    vessel_container::Status::Running
+                        | vessel_container::Status::Paused
+                        | vessel_container::Status::Created
+                )
+            });
+            if alive {
+                return true;
+            }
+            if self.driver.live_monitor(name) != Some(monitor)
+                || std::time::Instant::now() > deadline
+            {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// A VM that was not adopted at start-up: its leftovers go (the QEMU of a start that never
