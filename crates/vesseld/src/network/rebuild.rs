@@ -33,8 +33,59 @@ impl NetworkService {
                 }
             }
         }
+        self.prune_orphan_nics();
         prune_ifbs();
         Ok(())
+    }
+
+    /// Removes host-side NICs (a container's veth end, a VM's tap) that are ports of one of
+    /// this daemon's bridges but belong to no lease: a detach or a delete interrupted between
+    /// forgetting the lease and unplugging leaves one, still bridged. Ports of other daemons'
+    /// bridges are never touched.
+    fn prune_orphan_nics(&self) {
+        let Ok(recs) = self.records() else {
+            return;
+        };
+        let ours: std::collections::HashSet<String> = recs
+            .iter()
+            .flat_map(|r| {
+                let mut b = vec![r.bridge()];
+                for mode in [
+                    vessel_net::VlanMode::BridgePerVlan,
+                    vessel_net::VlanMode::VlanFiltering,
+                ] {
+                    b.extend(r.vlans.iter().map(move |v| r.segment_bridge(mode, *v)));
+                }
+                b
+            })
+            .collect();
+        let leased: std::collections::HashSet<&str> = recs
+            .iter()
+            .flat_map(|r| r.leases.iter().map(|l| l.host_interface.as_str()))
+            .collect();
+        let Ok(out) = std::process::Command::new("ip")
+            .args(["-j", "link", "show"])
+            .output()
+        else {
+            return;
+        };
+        let Ok(links) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout) else {
+            return;
+        };
+        let Ok(mut nl) = Links::open(&NetNs::current()) else {
+            return;
+        };
+        for l in &links {
+            let (Some(name), Some(master)) = (l["ifname"].as_str(), l["master"].as_str()) else {
+                continue;
+            };
+            let ours_by_name = name.starts_with("vh") || name.starts_with("vt");
+            if ours_by_name && ours.contains(master) && !leased.contains(name) {
+                tracing::warn!(nic = name, bridge = master, "removing a NIC no lease names");
+                let _ = vessel_net::clear_bandwidth(&NetNs::current(), name);
+                let _ = nl.delete(name);
+            }
+        }
     }
 
     /// Removes IFB devices of NICs that are gone (see [`prune_ifbs`]), serialized with
