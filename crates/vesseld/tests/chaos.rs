@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{alive, Daemon};
+use common::{alive, Daemon, TestNetns};
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run.
 struct Rng(u64);
@@ -30,67 +30,6 @@ impl Rng {
     }
     fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
         (!v.is_empty()).then(|| &v[self.below(v.len() as u64) as usize])
-    }
-}
-
-/// A network namespace of the test's own, removed on drop.
-struct Ns(String);
-
-impl Ns {
-    fn new() -> Ns {
-        let name = format!("vch{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        assert!(Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success());
-        let ok = Command::new("ip")
-            .args(["-n", &name, "link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        Ns(name)
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.0))
-            .arg("--")
-            .args(args)
-            .output()
-            .expect("nsenter");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Names of the links in the namespace.
-    fn links(&self) -> BTreeSet<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.0, "-o", "link"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect()
-    }
-
-    /// Names of the nftables tables in the namespace.
-    fn tables(&self) -> BTreeSet<String> {
-        self.run(&["nft", "list", "tables"])
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
-            .collect()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
@@ -120,6 +59,14 @@ impl Drop for Load {
             let _ = c.wait();
         }
     }
+}
+
+/// Names of the nftables tables in the namespace.
+fn tables(ns: &TestNetns) -> BTreeSet<String> {
+    ns.run(&["nft", "list", "tables"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
+        .collect()
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -159,7 +106,7 @@ fn helpers(d: &Daemon, what: &str) -> Vec<i32> {
 }
 
 /// What must hold after a restart; `Err` says what does not.
-fn check(d: &Daemon, ns: &Ns) -> Result<(), String> {
+fn check(d: &Daemon, ns: &TestNetns) -> Result<(), String> {
     let insts = instances(d);
     let mut running = BTreeSet::new();
     for (name, i) in &insts {
@@ -241,7 +188,7 @@ fn check(d: &Daemon, ns: &Ns) -> Result<(), String> {
     // host-side NIC only for a lease of something running (containers) or of a VM.
     let nets = networks(d);
     let links = ns.links();
-    let tables = ns.tables();
+    let tables = tables(ns);
     let mut leased = BTreeSet::new();
     for n in &nets {
         let name = n["name"].as_str().unwrap();
@@ -291,7 +238,7 @@ fn check(d: &Daemon, ns: &Ns) -> Result<(), String> {
 
 /// Waits (a bounded while) for `check` to hold: a restarted daemon follows what it adopted
 /// in the background.
-fn settle(d: &Daemon, ns: &Ns, what: &str) {
+fn settle(d: &Daemon, ns: &TestNetns, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match check(d, ns) {
@@ -329,7 +276,7 @@ fn the_daemon_killed_at_random_points_leaves_a_consistent_host() {
     builder.ok(&["image", "build", "vm"]);
     let bundle = builder.dir.join("vm.tar");
     builder.ok(&["image", "export", "vm/busybox", bundle.to_str().unwrap()]);
-    let ns = Ns::new();
+    let ns = TestNetns::new("ch");
     let mut d = Daemon::start_in_netns(&ns.0);
     d.busybox();
     d.ok(&[
@@ -512,7 +459,7 @@ fn the_daemon_killed_at_random_points_leaves_a_consistent_host() {
     assert!(helpers(&d, "qemu-system").is_empty());
     let links: Vec<String> = ns.links().into_iter().filter(|l| l != "lo").collect();
     assert!(links.is_empty(), "links left: {links:?}");
-    let tables = ns.tables();
+    let tables = tables(&ns);
     assert!(tables.is_empty(), "nft tables left: {tables:?}");
     let left: Vec<_> = std::fs::read_dir(d.root().join("instances"))
         .unwrap()

@@ -245,3 +245,24 @@ fn storage_and_images_say_what_they_do() {
     let info = d.ok(&["info"]);
     assert!(info.contains("VM accelerator"), "{info}");
 }
+
+/// A command that does not exist in the instance exits 127, one that is not executable 126,
+/// each with a plain message, as Docker does.
+#[test]
+fn exec_of_a_missing_or_unrunnable_command_says_so() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "x1"]);
+    let out = d.vessel(&["exec", "x1", "-T", "--", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such file or directory"), "{err}");
+    d.sh(
+        "x1",
+        "echo 'echo hi' > /root/script; chmod 644 /root/script",
+    );
+    let out = d.vessel(&["exec", "x1", "-T", "--", "/root/script"]);
+    assert_eq!(out.status.code(), Some(126));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+}

@@ -467,3 +467,45 @@ fn a_restart_does_not_adopt_a_monitor_whose_init_is_gone() {
     assert_eq!(d.sh("z1", "echo back").1, "back\n");
     d.ok(&["delete", "--force", "z1"]);
 }
+
+/// A network's gateway keeps its MAC while NICs come and go (a bridge without a fixed MAC
+/// takes its lowest port's, and every instance's ARP entry for the gateway went stale).
+#[test]
+fn the_gateway_mac_holds_while_nics_come_and_go() {
+    let ns = common::TestNetns::new("mac");
+    let d = Daemon::start_in_netns(&ns.0);
+    d.busybox();
+    d.ok(&["network", "create", "lan", "--subnet", "10.79.0.0/24"]);
+    let gw = ns.mac("vbr-lan");
+    assert!(!gw.is_empty());
+    for n in ["m1", "m2", "m3"] {
+        d.ok(&["launch", "busybox", n]);
+        d.ok(&["network", "attach", "lan", n]);
+        assert_eq!(
+            ns.mac("vbr-lan"),
+            gw,
+            "the gateway MAC moved when {n} joined"
+        );
+    }
+    // Host ends with the lowest MACs there are, then one leaves: still the same gateway.
+    for (i, l) in ns
+        .links()
+        .iter()
+        .filter(|l| l.starts_with("vh"))
+        .enumerate()
+    {
+        ns.run(&[
+            "ip",
+            "link",
+            "set",
+            l,
+            "address",
+            &format!("02:00:00:00:00:0{}", i + 1),
+        ]);
+    }
+    assert_eq!(ns.mac("vbr-lan"), gw, "a port with a lower MAC moved it");
+    d.ok(&["network", "detach", "lan", "m2"]);
+    assert_eq!(ns.mac("vbr-lan"), gw, "the gateway MAC moved when m2 left");
+    d.ok(&["delete", "--force", "m1", "m2", "m3"]);
+    d.ok(&["network", "delete", "lan"]);
+}

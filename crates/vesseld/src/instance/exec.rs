@@ -452,12 +452,17 @@ where
     let mut output_tasks = readers;
     let input_task = output_tasks.pop();
     let writer = tokio::spawn(async move {
+        // The start of the error output: where the runtime says it could not run the command.
+        let mut first_err = Vec::new();
         while let Some((kind, data)) = out_rx.recv().await {
+            if kind == FrameKind::Stderr && first_err.len() < 1024 {
+                first_err.extend_from_slice(&data[..data.len().min(1024 - first_err.len())]);
+            }
             if wr.write_all(&stream::encode(kind, &data)).await.is_err() {
                 break;
             }
         }
-        wr
+        (wr, first_err)
     });
     let status = child.wait().await;
     for mut t in output_tasks {
@@ -476,11 +481,35 @@ where
         }),
         Err(_) => 255,
     };
-    if let Ok(mut wr) = writer.await {
+    if let Ok((mut wr, first_err)) = writer.await {
+        let code = exit_code_of(code, &first_err);
         let _ = wr
             .write_all(&stream::encode(FrameKind::Exit, &code.to_be_bytes()))
             .await;
         let _ = wr.shutdown().await;
+    }
+}
+
+/// The exit code of an exec, as Docker and podman give it: when the runtime could not run the
+/// command at all (it says so first on stderr and exits 1, as runc does), 127 for a command
+/// that is not there and 126 for one that cannot be executed; otherwise the command's own.
+pub fn exit_code_of(code: i32, first_stderr: &[u8]) -> i32 {
+    if code != 1 {
+        return code;
+    }
+    let text = String::from_utf8_lossy(first_stderr);
+    let Some(line) = text.lines().next() else {
+        return code;
+    };
+    if !line.starts_with("vessel-runc: exec failed:") {
+        return code;
+    }
+    if line.contains("not found in $PATH") || line.contains("no such file or directory") {
+        127
+    } else if line.contains("permission denied") {
+        126
+    } else {
+        code
     }
 }
 
@@ -500,6 +529,21 @@ mod tests {
             gid: None,
             user: None,
         }
+    }
+
+    #[test]
+    fn a_command_the_runtime_cannot_run_exits_as_with_docker() {
+        let missing = b"vessel-runc: exec failed: exec: \"nosuch\": executable file not found in $PATH: check\n";
+        assert_eq!(exit_code_of(1, missing), 127);
+        let gone =
+            b"vessel-runc: exec failed: exec: \"/x\": stat /x: no such file or directory: check\n";
+        assert_eq!(exit_code_of(1, gone), 127);
+        let denied = b"vessel-runc: exec failed: exec: \"/root\": permission denied: make it\n";
+        assert_eq!(exit_code_of(1, denied), 126);
+        // The command's own failures keep their codes, whatever it printed.
+        assert_eq!(exit_code_of(1, b"grep: no such file or directory\n"), 1);
+        assert_eq!(exit_code_of(2, missing), 2);
+        assert_eq!(exit_code_of(1, b""), 1);
     }
 
     #[test]

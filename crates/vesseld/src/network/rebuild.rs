@@ -38,10 +38,10 @@ impl NetworkService {
         Ok(())
     }
 
-    /// Removes host-side NICs (a container's veth end, a VM's tap) that are ports of one of
-    /// this daemon's bridges but belong to no lease: a detach or a delete interrupted between
-    /// forgetting the lease and unplugging leaves one, still bridged. Ports of other daemons'
-    /// bridges are never touched.
+    /// Removes host-side NICs (a container's veth end, a VM's tap) that belong to no lease and
+    /// are ports of one of this daemon's bridges or of none: a detach or a delete interrupted
+    /// between forgetting the lease and unplugging leaves one, and a plug interrupted before
+    /// bridging it leaves one unbridged. Ports of other daemons' bridges are never touched.
     fn prune_orphan_nics(&self) {
         let Ok(recs) = self.records() else {
             return;
@@ -64,7 +64,7 @@ impl NetworkService {
             .flat_map(|r| r.leases.iter().map(|l| l.host_interface.as_str()))
             .collect();
         let Ok(out) = std::process::Command::new("ip")
-            .args(["-j", "link", "show"])
+            .args(["-j", "-d", "link", "show"])
             .output()
         else {
             return;
@@ -76,12 +76,17 @@ impl NetworkService {
             return;
         };
         for l in &links {
-            let (Some(name), Some(master)) = (l["ifname"].as_str(), l["master"].as_str()) else {
+            let Some(name) = l["ifname"].as_str() else {
                 continue;
             };
-            let ours_by_name = name.starts_with("vh") || name.starts_with("vt");
-            if ours_by_name && ours.contains(master) && !leased.contains(name) {
-                tracing::warn!(nic = name, bridge = master, "removing a NIC no lease names");
+            // Bridged to one of ours, or not bridged yet (a plug interrupted half-way).
+            let master = l["master"].as_str();
+            let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or_default();
+            let ours_by_name = (name.starts_with("vh") && kind == "veth")
+                || (name.starts_with("vt") && kind == "tun");
+            let ours_by_port = master.is_none_or(|m| ours.contains(m));
+            if ours_by_name && ours_by_port && !leased.contains(name) {
+                tracing::warn!(nic = name, bridge = ?master, "removing a NIC no lease names");
                 let _ = vessel_net::clear_bandwidth(&NetNs::current(), name);
                 let _ = nl.delete(name);
             }

@@ -710,3 +710,68 @@ pub fn alive(pid: i32) -> bool {
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     pid > 0 && !matches!(state, Some('Z') | Some('X') | None)
 }
+
+/// A network namespace of a test's own (for a daemon to run in), removed on drop.
+pub struct TestNetns(pub String);
+
+impl TestNetns {
+    /// A fresh namespace with its loopback up, named after the test process and `tag`.
+    pub fn new(tag: &str) -> TestNetns {
+        let name = format!("vt{tag}{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        let ok = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "lo up in {name}");
+        TestNetns(name)
+    }
+
+    /// Runs a command inside the namespace; its standard output.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("nsenter");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Names of the links in the namespace.
+    pub fn links(&self) -> std::collections::BTreeSet<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.0, "-o", "link"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// The MAC address of a link in the namespace.
+    pub fn mac(&self, link: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.0, "-j", "link", "show", link])
+            .output()
+            .expect("ip");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v[0]["address"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
