@@ -87,6 +87,9 @@ impl NetworkService {
             }
         }
         vessel_net::set_ipv4_forwarding(&ns, true).map_err(|e| net_err("ip_forward")(&e))?;
+        // Published ports answer the host's own 127.0.0.1 (see `NatRules`).
+        vessel_net::set_route_localnet(&ns, &bridge, true)
+            .map_err(|e| net_err("route_localnet")(&e))?;
         self.apply_rules(rec)?;
         self.apply_dnsmasq(rec)?;
         self.prune_lb_tables(rec);
