@@ -769,6 +769,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Network"),
     },
     Endpoint {
+        id: "admin_init",
+        method: Method::Post,
+        path: "/1.0/admin/init",
+        summary: "Make the default network new instances get (idempotent; on a subnet no host route uses)",
+        query: &[],
+        request: Body::Json("AdminInit"),
+        status: 200,
+        response: Body::Json("AdminInitResult"),
+    },
+    Endpoint {
         id: "events",
         method: Method::Get,
         path: "/1.0/events",

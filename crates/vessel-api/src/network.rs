@@ -149,6 +149,9 @@ pub struct Network {
     /// Whether NIC ports are isolated from each other.
     #[serde(default)]
     pub isolated_ports: bool,
+    /// Whether this is the default network, which new instances get a NIC on.
+    #[serde(default)]
+    pub default: bool,
     /// `ok`, or `failed` with `error` (its kernel objects could not be made).
     pub status: String,
     /// Why the network is failed.
@@ -196,6 +199,26 @@ pub struct NicLimits {
     /// Out of the instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<String>,
+}
+
+/// Body of `POST /1.0/admin/init`: make the default network new instances get, unless it
+/// exists (the daemon makes it on its first start too).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminInit {
+    /// IPv4 subnet of the default network (default: the first of 10.42.0.0/24,
+    /// 10.43.0.0/24, ... that none of the host's routes or addresses overlaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+}
+
+/// What `POST /1.0/admin/init` found or did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct AdminInitResult {
+    /// Whether the default network was made now (false: it was there already).
+    pub created: bool,
+    /// The default network.
+    pub network: Network,
 }
 
 /// One listening port of a load balancer.

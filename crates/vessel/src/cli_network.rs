@@ -8,15 +8,16 @@ use crate::output::Format;
 
 const NETWORK_EXAMPLES: &str = "\
 A network is a bridge with DHCP and DNS (instance names resolve as NAME and
-NAME.NETWORK.vessel), outbound NAT and published ports; with --vni it also joins a VXLAN
-overlay to the given peers.
+NAME.NETWORK.vessel; containers get it as their resolver), outbound NAT and published ports;
+with --vni it also joins a VXLAN overlay to the given peers. The network `default` (made by
+the daemon's first start or `vessel admin init`) is the one new instances get.
 
 Examples:
-  vessel network create lan --subnet 10.42.0.0/24
+  vessel network create lan --subnet 10.48.0.0/24
   vessel network create dual --subnet 10.44.0.0/24 --ipv6 fd44::/64
-  vessel network create ov --subnet 10.50.0.0/24 --vni 5001 --local 192.0.2.1 --peer 192.0.2.2
-  vessel create busybox web && vessel network attach lan web && vessel start web
-  vessel network attach lan db --ip 10.42.0.20
+  vessel network create ov --subnet 10.50.0.0/24 --vni 5001 --local \"$(hostname -I | cut -d' ' -f1)\" --peer 192.0.2.2
+  vessel create busybox web --no-network && vessel network attach lan web && vessel start web
+  vessel network attach lan db --ip 10.48.0.20
   vessel network forward add lan --port 8080 --to web:80
   vessel network acl set lan --rules 'deny ingress tcp port 22'
   vessel network create seg --subnet 10.60.0.0/24 --vlan 10 --vlan 20
@@ -31,7 +32,7 @@ pub enum NetworkCommand {
     Create {
         /// Name (1-11 characters; the bridge is vbr-NAME).
         name: String,
-        /// IPv4 subnet, e.g. 10.42.0.0/24 (the first address is the gateway).
+        /// IPv4 subnet, e.g. 10.48.0.0/24 (the first address is the gateway).
         #[arg(long)]
         subnet: String,
         /// IPv6 prefix, a /64 such as fd42::/64 (dual stack: SLAAC, AAAA names, NAT66).
@@ -80,7 +81,7 @@ pub enum NetworkCommand {
     /// Give an instance a NIC on the network (a running container gets it at once; a VM
     /// must be stopped).
     #[command(
-        after_help = "Examples:\n  vessel network attach lan web\n  vessel network attach lan db --ip 10.42.0.20 --ingress 100Mbit --egress 20Mbit\n  vessel network attach seg app --vlan 10"
+        after_help = "Examples:\n  vessel network attach lan web\n  vessel network attach lan db --ip 10.48.0.20 --ingress 100Mbit --egress 20Mbit\n  vessel network attach seg app --vlan 10"
     )]
     Attach {
         /// Network.

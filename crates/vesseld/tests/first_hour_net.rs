@@ -1,11 +1,25 @@
-//! Networking in a new user's first hour, through the CLI against real daemons: a live
-//! loopback in every container.
+//! Networking in a new user's first hour, through the CLI against real daemons: a default
+//! network that new instances get, a live loopback, and addresses shown by `list` and `info`.
+//! Daemons with networks run in network namespaces the tests make (`common::Sandbox`), never
+//! on the host's own network.
 
 mod common;
 
 use std::time::Duration;
 
-use common::Daemon;
+use common::{ip, Daemon, Sandbox};
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Starts a busybox container that sleeps (`extra` are more `launch` arguments).
+fn sleeper(d: &Daemon, name: &str, extra: &[&str]) {
+    let mut args = vec!["launch", "busybox", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sleep", "3600"]);
+    d.ok(&args);
+}
 
 fn pings(d: &Daemon, from: &str, to: &str) -> bool {
     d.sh(from, &format!("ping -c 1 -W 2 {to} >/dev/null")).0 == 0
@@ -21,6 +35,7 @@ fn the_loopback_is_up_from_a_containers_first_instruction() {
         "launch",
         "busybox",
         "lo1",
+        "--no-network",
         "--",
         "sh",
         "-c",
@@ -47,4 +62,181 @@ fn the_loopback_is_up_from_a_containers_first_instruction() {
     // Restarted, it comes back up.
     d.ok(&["restart", "lo1", "--force"]);
     assert!(pings(&d, "lo1", "127.0.0.1"));
+}
+
+/// The default subnet avoids the routes and addresses of the daemon's namespace; instances
+/// choose their networks with --network (repeatable) or none with --no-network; a deleted
+/// default network stays deleted until `vessel admin init`.
+#[test]
+fn the_default_network_avoids_host_routes_and_instances_choose_theirs() {
+    let sb = Sandbox::new(1);
+    let h = &sb.hosts[0];
+    // The host already uses 10.42.0.0/16 (a route) and 10.43.0.0/24 (an address).
+    ip(&[
+        "-n",
+        h,
+        "route",
+        "add",
+        "10.42.0.0/16",
+        "via",
+        "198.51.100.1",
+    ]);
+    ip(&["-n", h, "addr", "add", "10.43.0.1/24", "dev", "up0"]);
+    let mut d = Daemon::start_in_netns_as_installed(h);
+    d.busybox();
+    let n = json(&d.ok(&["network", "info", "default", "--format", "json"]));
+    assert_eq!(n["subnet"], "10.44.0.0/24", "{n}");
+    d.ok(&["network", "create", "lan", "--subnet", "10.60.0.0/24"]);
+    sleeper(&d, "multi", &["--network", "lan", "--network", "default"]);
+    let nics = json(&d.ok(&["info", "multi", "--format", "json"]))["nics"].clone();
+    assert_eq!(nics[0]["network"], "lan", "{nics}");
+    assert_eq!(nics[0]["interface"], "eth0", "{nics}");
+    assert_eq!(nics[1]["network"], "default", "{nics}");
+    assert_eq!(nics[1]["interface"], "eth1", "{nics}");
+    sleeper(&d, "alone", &["--no-network"]);
+    assert_eq!(d.info("alone")["nics"], serde_json::json!([]));
+    let (_, out) = d.sh("alone", "ip -o link");
+    assert_eq!(out.lines().count(), 1, "only the loopback: {out}");
+    let (_, conf) = d.sh("alone", "cat /etc/resolv.conf 2>&1");
+    assert!(
+        !conf.contains("nameserver"),
+        "no network, no resolver: {conf}"
+    );
+    // Bad choices are refused before anything is made.
+    let err = d.fails(&["launch", "busybox", "x1", "--network", "nope"]);
+    assert!(err.contains("\"nope\" not found"), "{err}");
+    let err = d.fails(&[
+        "launch",
+        "busybox",
+        "x2",
+        "--network",
+        "lan",
+        "--no-network",
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = d.fails(&[
+        "create",
+        "busybox",
+        "x3",
+        "--network",
+        "lan",
+        "--network",
+        "lan",
+    ]);
+    assert!(err.contains("named twice"), "{err}");
+    let list = d.ok(&["list", "--format", "json"]);
+    assert!(
+        !list.contains("\"x1\"") && !list.contains("\"x3\""),
+        "{list}"
+    );
+    // A deleted default network is not made again by a restart; admin init makes it.
+    d.ok(&["delete", "--force", "multi"]);
+    d.ok(&["network", "delete", "default"]);
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    let names = json(&d.ok(&["network", "list", "--format", "json"]));
+    assert!(
+        names
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["name"] != "default"),
+        "{names}"
+    );
+    sleeper(&d, "after", &[]);
+    assert_eq!(d.info("after")["nics"], serde_json::json!([]));
+    let out = d.ok(&["admin", "init", "--subnet", "10.77.0.0/24"]);
+    assert!(
+        out.contains("made") && out.contains("10.77.0.0/24"),
+        "{out}"
+    );
+    sleeper(&d, "later", &[]);
+    let nic = &d.info("later")["nics"][0];
+    assert_eq!(nic["ipv4"], "10.77.0.2/24", "{nic}");
+    assert_eq!(nic["gateway"], "10.77.0.1", "{nic}");
+}
+
+/// A daemon started without its default network (another daemon's namespace, say) makes
+/// none, and `vessel admin init` makes it on demand.
+#[test]
+fn admin_init_makes_the_default_network_on_demand() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    assert_eq!(d.ok(&["network", "list", "--format", "json"]).trim(), "[]");
+    sleeper(&d, "before", &[]);
+    assert_eq!(d.info("before")["nics"], serde_json::json!([]));
+    let r = json(&d.ok(&["admin", "init", "--format", "json"]));
+    assert_eq!(r["created"], true, "{r}");
+    assert_eq!(r["network"]["subnet"], "10.42.0.0/24", "{r}");
+    let err = d.fails(&["admin", "init", "--subnet", "10.42.0.0/33"]);
+    assert!(
+        err.contains("exists on 10.42.0.0/24") || err.contains("subnet"),
+        "{err}"
+    );
+    sleeper(&d, "after", &[]);
+    assert!(pings(&d, "after", "203.0.113.1"));
+}
+
+/// `list` shows a running instance's addresses (an IPV4 column, like Incus), `info` its NICs
+/// and volumes, and both carry them in JSON and YAML.
+#[test]
+fn list_and_info_show_addresses_nics_and_volumes() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns_as_installed(&sb.hosts[0]);
+    d.busybox();
+    sleeper(&d, "web", &[]);
+    d.ok(&["create", "busybox", "idle", "--", "sleep", "3600"]);
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    d.ok(&["storage", "volume", "create", "local", "data"]);
+    d.ok(&[
+        "storage",
+        "volume",
+        "attach",
+        "local",
+        "data",
+        "idle",
+        "/srv/data",
+    ]);
+    let ip = d.info("web")["nics"][0]["ipv4"]
+        .as_str()
+        .expect("web has an address")
+        .to_string();
+    let addr = ip.split('/').next().unwrap().to_string();
+    let table = d.ok(&["list"]);
+    assert!(table.contains("IPV4"), "{table}");
+    assert!(table.contains(&format!("{addr} (eth0)")), "{table}");
+    let idle_row = table.lines().find(|l| l.contains(" idle ")).unwrap();
+    assert!(
+        idle_row.contains("| -"),
+        "a stopped instance shows no address: {idle_row}"
+    );
+    let list = json(&d.ok(&["list", "--format", "json"]));
+    let web = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "web")
+        .unwrap();
+    assert_eq!(web["nics"][0]["network"], "default", "{web}");
+    assert_eq!(web["nics"][0]["gateway"], "10.42.0.1", "{web}");
+    let info = d.ok(&["info", "web"]);
+    assert!(
+        info.contains("eth0: network default, MAC ") && info.contains(&ip),
+        "{info}"
+    );
+    let info = d.ok(&["info", "idle"]);
+    assert!(
+        info.contains("local/data: /srv/data (filesystem)"),
+        "{info}"
+    );
+    let yaml = d.ok(&["info", "idle", "--format", "yaml"]);
+    assert!(
+        yaml.contains("volumes:") && yaml.contains("pool: local") && yaml.contains("nics:"),
+        "{yaml}"
+    );
+    // Attaching and detaching NICs shows at once.
+    d.ok(&["network", "detach", "default", "idle"]);
+    assert_eq!(d.info("idle")["nics"], serde_json::json!([]));
+    assert!(d.ok(&["info", "idle"]).contains("NICs: none"));
 }

@@ -26,6 +26,8 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
         },
         privileged: args.privileged,
         storage: args.storage,
+        networks: args.networks,
+        no_network: args.no_network,
         start,
         command: (!args.command.is_empty()).then_some(args.command),
     };

@@ -2,8 +2,8 @@
 
 use anyhow::{anyhow, Context, Result};
 use vessel_api::{
-    LbHealthCheckSpec, LbPortSpec, Network, NetworkAclSet, NetworkCreate, NetworkForward,
-    NetworkLoadBalancer, NicAttach, NicLimits,
+    AdminInit, AdminInitResult, LbHealthCheckSpec, LbPortSpec, Network, NetworkAclSet,
+    NetworkCreate, NetworkForward, NetworkLoadBalancer, NicAttach, NicLimits,
 };
 
 use crate::cli_network::{AclCommand, ForwardCommand, LbCommand, NetworkCommand};
@@ -54,7 +54,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             let nets: Vec<Network> = client.get("/1.0/networks")?;
             match format {
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "TYPE", "SUBNET", "NICS", "STATUS"]);
+                    let mut t =
+                        Table::new(&["NAME", "TYPE", "SUBNET", "NICS", "DEFAULT", "STATUS"]);
                     for n in &nets {
                         t.row(vec![
                             n.name.clone(),
@@ -64,6 +65,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                             },
                             n.subnet.clone(),
                             n.leases.len().to_string(),
+                            if n.default { "yes" } else { "" }.to_string(),
                             n.status.clone(),
                         ]);
                     }
@@ -86,6 +88,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                         .field("MTU", n.mtu)
                         .field("IPv6", n.ipv6.as_deref().unwrap_or("none"))
                         .field("IPv6 gateway", n.gateway6.as_deref().unwrap_or("none"))
+                        .field("Default", if n.default { "yes" } else { "no" })
                         .field("VLAN mode", &n.vlan_mode)
                         .field(
                             "Isolated ports",
@@ -374,4 +377,21 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `admin init`.
+pub fn admin_init(client: &Client, subnet: Option<String>, format: Format) -> Result<i32> {
+    let r: AdminInitResult = client.send("POST", "/1.0/admin/init", &AdminInit { subnet })?;
+    match format {
+        Format::Table => println(format!(
+            "Default network {} {}: subnet {}, gateway {}, bridge {}",
+            r.network.name,
+            if r.created { "made" } else { "already there" },
+            r.network.subnet,
+            r.network.gateway,
+            r.network.bridge
+        ))?,
+        _ => print_document(format, &r)?,
+    }
+    Ok(0)
 }

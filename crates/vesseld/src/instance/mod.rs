@@ -138,6 +138,7 @@ impl InstanceService {
         if inst.instance_type == InstanceType::Vm {
             inst.vm = self.vms.details(name);
         }
+        self.with_devices(std::slice::from_mut(&mut inst))?;
         Ok(inst)
     }
 
@@ -154,6 +155,7 @@ impl InstanceService {
                 inst.state = Some(self.live_state(inst));
             }
         }
+        self.with_devices(&mut list)?;
         Ok(list)
     }
 
@@ -184,6 +186,7 @@ impl InstanceService {
             exec::check_command(cmd)?;
         }
         let image = self.images.get(&req.image)?;
+        let networks = self.initial_networks(&req)?;
         match (req.instance_type, image.kind) {
             (InstanceType::Container, vessel_api::ImageKind::Vm) => {
                 return Err(Error::invalid(format!(
@@ -249,6 +252,8 @@ impl InstanceService {
             error: None,
             state: None,
             vm: None,
+            nics: Vec::new(),
+            volumes: Vec::new(),
         };
         self.store.instance_insert(&inst).map_err(|e| match e {
             StoreError::Exists(_) => Error::conflict(format!(
@@ -272,6 +277,7 @@ impl InstanceService {
                 let result = async {
                     op.progress(Some(10), "preparing files");
                     svc.driver.prepare(&inst)?;
+                    svc.attach_initial_nics(&inst, &networks).await?;
                     op.check_cancel()?;
                     if let Some(pool) = inst.storage.clone() {
                         let image = svc.images.get(&inst.image)?;
@@ -301,6 +307,9 @@ impl InstanceService {
                     }
                     if let Err(e) = svc.storage.instance_deleted(&name) {
                         tracing::warn!(instance = %name, error = %e, "rollback of volumes");
+                    }
+                    if let Err(e) = svc.networks.instance_deleted(&name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback of NICs");
                     }
                     let _ = svc.store.instance_delete(&name);
                     svc.pending.forget(&name);

@@ -257,6 +257,8 @@ mod tests {
                 error: None,
                 state: None,
                 vm: None,
+                nics: Vec::new(),
+                volumes: Vec::new(),
             })
             .unwrap();
         let pending = PendingStatus::default();

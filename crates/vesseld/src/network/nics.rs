@@ -1,9 +1,12 @@
 //! NICs: addresses and MACs allocated on attach, veths plugged into containers (at start or
 //! at once into a running one), taps for VMs, bandwidth limits, and detaching.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use vessel_api::{Instance, InstanceType, Network, NetworkLease, NicAttach, NicLimits};
+use vessel_api::{
+    Instance, InstanceNic, InstanceType, Network, NetworkLease, NicAttach, NicLimits,
+};
 use vessel_net::{Ipam, Links, MacAddr, NetNs};
 
 use super::parse::{lease_limits, parse_rate};
@@ -263,6 +266,48 @@ impl NetworkService {
             }
         }
         Ok(out)
+    }
+
+    /// Every instance's NICs, by instance, `eth0` first.
+    pub fn nics_by_instance(&self) -> Result<BTreeMap<String, Vec<InstanceNic>>> {
+        let mut out: BTreeMap<String, Vec<InstanceNic>> = BTreeMap::new();
+        for rec in self.records()? {
+            for l in &rec.leases {
+                out.entry(l.instance.clone())
+                    .or_default()
+                    .push(nic_view(&rec, l));
+            }
+        }
+        for nics in out.values_mut() {
+            nics.sort_by_key(|n| interface_number(&n.interface));
+        }
+        Ok(out)
+    }
+}
+
+/// The number of `ethN` (unknown names last).
+fn interface_number(name: &str) -> u32 {
+    name.strip_prefix("eth")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// A lease of network `rec` as its instance shows it.
+fn nic_view(rec: &NetworkRecord, l: &NetworkLease) -> InstanceNic {
+    let subnet = rec.subnet().ok();
+    InstanceNic {
+        network: rec.name.clone(),
+        interface: l.interface.clone(),
+        mac: l.mac.clone(),
+        ipv4: match subnet {
+            Some(s) => format!("{}/{}", l.ip, s.prefix()),
+            None => l.ip.clone(),
+        },
+        ipv6: l.ipv6.as_ref().map(|a| format!("{a}/64")),
+        gateway: subnet
+            .filter(|_| l.vlan.is_none())
+            .map(|s| s.gateway().to_string()),
+        vlan: l.vlan,
     }
 }
 

@@ -242,6 +242,8 @@ fn instance_from_cols(c: [Option<String>; 12]) -> Result<Instance> {
         error,
         state: None,
         vm: None,
+        nics: Vec::new(),
+        volumes: Vec::new(),
     })
 }
 
@@ -604,6 +606,8 @@ mod tests {
             error: None,
             state: None,
             vm: None,
+            nics: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
