@@ -1,5 +1,6 @@
 //! Networking in a new user's first hour, through the CLI against real daemons: a default
-//! network that new instances get, a live loopback, and addresses shown by `list` and `info`.
+//! network that new instances get (names resolve, the internet is reached through NAT, with
+//! no network command typed), a live loopback, and addresses shown by `list` and `info`.
 //! Daemons with networks run in network namespaces the tests make (`common::Sandbox`), never
 //! on the host's own network.
 
@@ -64,6 +65,69 @@ fn the_loopback_is_up_from_a_containers_first_instruction() {
     assert!(pings(&d, "lo1", "127.0.0.1"));
 }
 
+/// The issue's last point: on a fresh install, with no network command typed, a new
+/// container pings another by name and reaches the internet stand-in through NAT.
+#[test]
+fn a_fresh_install_resolves_names_and_reaches_the_internet_with_no_network_command() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns_as_installed(&sb.hosts[0]);
+    d.busybox();
+    sleeper(&d, "alpha", &[]);
+    sleeper(&d, "beta", &[]);
+    assert!(pings(&d, "alpha", "beta"), "alpha cannot ping beta by name");
+    assert!(pings(&d, "beta", "alpha.default.vessel"));
+    assert!(pings(&d, "alpha", "203.0.113.1"), "no way out through NAT");
+    // The default network the first start made: the first candidate, as the host's
+    // namespace has no route into 10.42.0.0/24.
+    let nets = json(&d.ok(&["network", "list", "--format", "json"]));
+    assert_eq!(nets.as_array().map(Vec::len), Some(1), "{nets}");
+    assert_eq!(nets[0]["name"], "default", "{nets}");
+    assert_eq!(nets[0]["subnet"], "10.42.0.0/24", "{nets}");
+    assert_eq!(nets[0]["default"], true, "{nets}");
+    assert!(d.ok(&["network", "list"]).contains("| yes "));
+    // The resolver is the network's, with its domain.
+    let (_, conf) = d.sh("alpha", "cat /etc/resolv.conf");
+    assert!(
+        conf.contains("nameserver 10.42.0.1") && conf.contains("search default.vessel"),
+        "{conf}"
+    );
+    // A VM gets the same by DHCP: the offer names the gateway as DNS server and the domain.
+    let (code, out) = d.sh(
+        "alpha",
+        "printf '#!/bin/sh\\necho \"dns=$dns domain=$domain router=$router\"\\n' > /tmp/show \
+         && chmod +x /tmp/show && udhcpc -i eth0 -n -q -f -t 5 -s /tmp/show 2>/dev/null",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("dns=10.42.0.1 domain=default.vessel router=10.42.0.1"),
+        "{out}"
+    );
+    // admin init finds it there; another subnet is refused, naming the one it has.
+    let out = d.ok(&["admin", "init"]);
+    assert!(
+        out.contains("already there") && out.contains("10.42.0.0/24"),
+        "{out}"
+    );
+    let r = json(&d.ok(&[
+        "admin",
+        "init",
+        "--subnet",
+        "10.42.0.0/24",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(r["created"], false, "{r}");
+    let err = d.fails(&["admin", "init", "--subnet", "10.99.0.0/24"]);
+    assert!(err.contains("exists on 10.42.0.0/24"), "{err}");
+    // A restart neither makes a second one nor moves it.
+    let mut d = d;
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    let again = json(&d.ok(&["network", "list", "--format", "json"]));
+    assert_eq!(again.as_array().map(Vec::len), Some(1), "{again}");
+    assert!(pings(&d, "alpha", "beta"));
+}
+
 /// The default subnet avoids the routes and addresses of the daemon's namespace; instances
 /// choose their networks with --network (repeatable) or none with --no-network; a deleted
 /// default network stays deleted until `vessel admin init`.
@@ -93,6 +157,11 @@ fn the_default_network_avoids_host_routes_and_instances_choose_theirs() {
     assert_eq!(nics[0]["interface"], "eth0", "{nics}");
     assert_eq!(nics[1]["network"], "default", "{nics}");
     assert_eq!(nics[1]["interface"], "eth1", "{nics}");
+    let (_, conf) = d.sh("multi", "cat /etc/resolv.conf");
+    assert!(
+        conf.contains("nameserver 10.60.0.1") && conf.contains("search lan.vessel"),
+        "the first NIC's network answers names: {conf}"
+    );
     sleeper(&d, "alone", &["--no-network"]);
     assert_eq!(d.info("alone")["nics"], serde_json::json!([]));
     let (_, out) = d.sh("alone", "ip -o link");
@@ -176,6 +245,49 @@ fn admin_init_makes_the_default_network_on_demand() {
     );
     sleeper(&d, "after", &[]);
     assert!(pings(&d, "after", "203.0.113.1"));
+}
+
+/// A container keeps a resolv.conf it brings on purpose (its own layer or its image), and
+/// gets the network's in place of the build host's copy.
+#[test]
+fn a_resolver_brought_on_purpose_is_kept() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns_as_installed(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&["create", "busybox", "own", "--", "sleep", "3600"]);
+    let mine = d.dir.join("resolv.mine");
+    std::fs::write(&mine, "nameserver 192.0.2.53\nsearch example.test\n").unwrap();
+    d.ok(&[
+        "file",
+        "push",
+        "-p",
+        mine.to_str().unwrap(),
+        "own/etc/resolv.conf",
+    ]);
+    d.ok(&["start", "own"]);
+    let (_, conf) = d.sh("own", "cat /etc/resolv.conf");
+    assert_eq!(conf, "nameserver 192.0.2.53\nsearch example.test\n");
+    // Published into an image, it stays the image's own.
+    d.ok(&["stop", "own", "--force"]);
+    d.ok(&["publish", "own", "--alias", "own-dns"]);
+    d.ok(&["launch", "own-dns", "child", "--", "sleep", "3600"]);
+    let (_, conf) = d.sh("child", "cat /etc/resolv.conf");
+    assert!(conf.contains("192.0.2.53"), "{conf}");
+    // The host's own file, as debootstrap copies it into the images it builds, is replaced.
+    let host_copy = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if host_copy.lines().any(|l| l.starts_with("nameserver")) {
+        d.ok(&["create", "busybox", "copied", "--", "sleep", "3600"]);
+        d.ok(&[
+            "file",
+            "push",
+            "-p",
+            "/etc/resolv.conf",
+            "copied/etc/resolv.conf",
+        ]);
+        d.ok(&["start", "copied"]);
+        let (_, conf) = d.sh("copied", "cat /etc/resolv.conf");
+        assert!(conf.contains("nameserver 10.42.0.1"), "{conf}");
+    }
 }
 
 /// `list` shows a running instance's addresses (an IPV4 column, like Incus), `info` its NICs

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod logs;
 pub mod publish;
 mod rebuild;
+mod resolv;
 mod status;
 pub mod users;
 pub mod vm;
@@ -364,7 +365,7 @@ impl InstanceService {
             .await
             .map_err(|e| Error::internal(format!("user lookup task: {e}")))??
         };
-        let volumes = {
+        let mut volumes = {
             let (st, n, shift) = (
                 self.storage.clone(),
                 inst.name.clone(),
@@ -374,6 +375,8 @@ impl InstanceService {
                 .await
                 .map_err(|e| Error::internal(format!("volume task: {e}")))??
         };
+        // The network's resolver rides with the volume mounts (see resolv.rs).
+        volumes.extend(self.resolv_mount(inst, &lowers, &volumes).await?);
         self.driver.write_bundle(inst, &env, &run, &volumes)?;
         op.progress(Some(60), "starting");
         if inst.status != InstanceStatus::Creating {

@@ -276,9 +276,11 @@ pub(super) fn render_dhcp(rec: &NetworkRecord, state_dir: PathBuf) -> Result<Dhc
         subnet,
         dynamic_range: None,
         lease_secs: 3600,
-        domain: format!("{}.vessel", rec.name),
+        domain: rec.domain(),
         static_leases,
-        upstream: Upstream::None,
+        // Names outside the network's domain go to the host's resolvers, so that instances
+        // given the gateway as their DNS server still resolve the rest of the world.
+        upstream: Upstream::HostResolvConf,
         ipv6_gateway: rec.gateway6()?,
         state_dir,
     })
@@ -337,5 +339,6 @@ mod tests {
         assert_eq!(dhcp.static_leases.len(), 1, "not the segment's NIC");
         assert_eq!(dhcp.static_leases[0].name.as_deref(), Some("web"));
         assert_eq!(dhcp.ipv6_gateway, None);
+        assert_eq!(dhcp.upstream, Upstream::HostResolvConf);
     }
 }

@@ -283,6 +283,24 @@ impl NetworkService {
         }
         Ok(out)
     }
+
+    /// The DNS server and search domain of an instance: its first NIC with a gateway's.
+    pub fn instance_dns(&self, instance: &str) -> Result<Option<(Ipv4Addr, String)>> {
+        let mut first: Option<(u32, Ipv4Addr, String)> = None;
+        for rec in self.records()? {
+            for l in rec
+                .leases
+                .iter()
+                .filter(|l| l.instance == instance && l.vlan.is_none())
+            {
+                let n = interface_number(&l.interface);
+                if first.as_ref().is_none_or(|(m, _, _)| n < *m) {
+                    first = Some((n, rec.subnet()?.gateway(), rec.domain()));
+                }
+            }
+        }
+        Ok(first.map(|(_, gw, domain)| (gw, domain)))
+    }
 }
 
 /// The number of `ethN` (unknown names last).
