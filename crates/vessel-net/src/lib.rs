@@ -61,9 +61,9 @@ pub use netns::{NetNs, NetNsError};
 pub use nic::{bridge_mac, create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
 pub use tap::{create_tap, delete_tap, open_tap, tap_info, TapError, TapInfo, TapSpec};
 pub use vlan::{
-    attach_to_segment, create_segment, port_isolated, probe_vlan_support, remove_segment,
-    segment_bridge_name, set_port_isolated, set_vlan_filtering, VlanError, VlanMode, VlanSupport,
-    VID_MAX,
+    attach_to_segment, create_segment, port_hairpin, port_isolated, probe_vlan_support,
+    remove_segment, segment_bridge_name, set_port_hairpin, set_port_isolated, set_vlan_filtering,
+    VlanError, VlanMode, VlanSupport, VID_MAX,
 };
 pub use vxlan::{
     add_vxlan_peer, create_vxlan, remove_vxlan_peer, VxlanError, VxlanSpec, VXLAN_OVERHEAD,

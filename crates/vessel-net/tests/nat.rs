@@ -304,6 +304,18 @@ fn forwards_answer_the_host_itself_and_instances_of_their_own_network() {
             "hairpin through {to}"
         );
     }
+    // An instance reaching its own forward comes back through the port it left by: the
+    // port needs hairpin mode.
+    vessel_net::set_port_hairpin(&mut links, "vfh0", true).expect("hairpin");
+    assert_eq!(
+        vessel_net::port_hairpin(&mut links, "vfh0").expect("read back"),
+        Some(true)
+    );
+    assert_eq!(
+        connect_and_report(&inst_a.ns, SocketAddr::from((gateway, 8080)), &web),
+        Some(gateway),
+        "an instance through its own forward"
+    );
     // The internet still gets in, with its own address.
     assert_eq!(
         connect_and_report(&inet.ns, SocketAddr::from((UPLINK_HOST, 8080)), &web),

@@ -141,7 +141,12 @@ pub enum NetworkCommand {
 /// `vessel network forward ...`
 #[derive(Debug, Subcommand)]
 pub enum ForwardCommand {
-    /// Publish a host port to an instance port.
+    /// Publish a host port to an instance port: it answers other hosts, the host itself
+    /// (127.0.0.1, the gateway, any of its addresses) and instances of the network through
+    /// the host's addresses, like Docker's published ports.
+    #[command(
+        after_help = "Examples:\n  vessel network forward add lan --port 8080 --to web:80\n  vessel network forward add lan --port 5353 --to web:53 --protocol udp\n  vessel network forward add lan --port 8443 --to web:443 --address 192.0.2.1"
+    )]
     Add {
         /// Network.
         network: String,
@@ -159,14 +164,37 @@ pub enum ForwardCommand {
         address: Option<String>,
     },
     /// Remove a published port.
-    #[command(visible_alias = "rm")]
+    #[command(
+        visible_alias = "rm",
+        after_help = "Examples:\n  vessel network forward delete lan --port 8080\n  vessel network forward delete lan --port 5353 --protocol udp\n\nThe older form `vessel network forward delete lan tcp 8080` still works but is deprecated:\nuse --port and --protocol, as `forward add` does."
+    )]
     Delete {
         /// Network.
         network: String,
-        /// tcp or udp.
-        protocol: String,
         /// Host port.
-        port: u16,
+        #[arg(long)]
+        port: Option<u16>,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Deprecated: the protocol as a word before the port (`tcp 8080`).
+        #[arg(value_name = "PROTOCOL", hide = true)]
+        legacy_protocol: Option<String>,
+        /// Deprecated: the port after the protocol word.
+        #[arg(value_name = "PORT", hide = true)]
+        legacy_port: Option<u16>,
+    },
+    /// List published ports (of one network, or of all).
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  vessel network forward list\n  vessel network forward list lan --format json"
+    )]
+    List {
+        /// Network (default: every network).
+        network: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 

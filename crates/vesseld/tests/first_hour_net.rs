@@ -1,11 +1,13 @@
 //! Networking in a new user's first hour, through the CLI against real daemons: a default
 //! network that new instances get (names resolve, the internet is reached through NAT, with
-//! no network command typed), a live loopback, and addresses shown by `list` and `info`.
+//! no network command typed), a live loopback, addresses shown by `list` and `info`, and
+//! forwards that answer like Docker's published ports.
 //! Daemons with networks run in network namespaces the tests make (`common::Sandbox`), never
 //! on the host's own network.
 
 mod common;
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{ip, Daemon, Sandbox};
@@ -24,6 +26,28 @@ fn sleeper(d: &Daemon, name: &str, extra: &[&str]) {
 
 fn pings(d: &Daemon, from: &str, to: &str) -> bool {
     d.sh(from, &format!("ping -c 1 -W 2 {to} >/dev/null")).0 == 0
+}
+
+/// The body of an HTTP GET run inside the namespace `ns` (busybox wget; "" when nothing
+/// answered).
+fn fetch_in(ns: &str, url: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            // busybox 1.35's wget crashes with -T; timeout(1) bounds it instead.
+            "netns", "exec", ns, "timeout", "5", "busybox", "wget", "-q", "-O", "-", url,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The body of an HTTP GET from inside instance `from`.
+fn fetch_from(d: &Daemon, from: &str, url: &str) -> String {
+    d.sh(from, &format!("timeout 5 wget -q -O - {url}"))
+        .1
+        .trim()
+        .to_string()
 }
 
 /// The loopback is up in a container's own namespace before its first instruction, with or
@@ -351,4 +375,81 @@ fn list_and_info_show_addresses_nics_and_volumes() {
     d.ok(&["network", "detach", "default", "idle"]);
     assert_eq!(d.info("idle")["nics"], serde_json::json!([]));
     assert!(d.ok(&["info", "idle"]).contains("NICs: none"));
+}
+
+/// A forward answers the host itself (127.0.0.1, the gateway, its own address), instances
+/// of its own network through the host's address, and other hosts; `forward delete` takes
+/// the same --port/--protocol as `add` (the older positional form still works) and
+/// `forward list` shows them.
+#[test]
+fn forwards_answer_like_published_ports() {
+    let sb = Sandbox::new(1);
+    let h = &sb.hosts[0];
+    let host = Sandbox::host_addr(0);
+    let d = Daemon::start_in_netns_as_installed(h);
+    d.busybox();
+    sleeper(&d, "web", &[]);
+    sleeper(&d, "client", &[]);
+    let (code, out) = d.sh(
+        "web",
+        "mkdir -p /www && echo hello-web > /www/index.html && httpd -p 80 -h /www",
+    );
+    assert_eq!(code, 0, "{out}");
+    d.ok(&[
+        "network", "forward", "add", "default", "--port", "8080", "--to", "web:80",
+    ]);
+    let want = "hello-web";
+    // The host (the daemon's namespace) on its loopback, the gateway and its own address.
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://10.42.0.1:8080/",
+        &format!("http://{host}:8080/"),
+    ] {
+        assert_eq!(fetch_in(h, url), want, "the host through {url}");
+    }
+    // Another instance of the network, through the host's addresses (hairpin).
+    for url in [
+        format!("http://{host}:8080/"),
+        "http://10.42.0.1:8080/".into(),
+    ] {
+        assert_eq!(fetch_from(&d, "client", &url), want, "client through {url}");
+    }
+    // And itself.
+    assert_eq!(fetch_from(&d, "web", "http://10.42.0.1:8080/"), want);
+    // Other hosts, as before.
+    assert_eq!(fetch_in(&sb.wan, &format!("http://{host}:8080/")), want);
+    // Listed, in every format.
+    let table = d.ok(&["network", "forward", "list"]);
+    assert!(
+        table.contains("| default | tcp      | *:8080 | web:80 (10.42.0.2) |"),
+        "{table}"
+    );
+    let rows = json(&d.ok(&["network", "forward", "list", "default", "--format", "json"]));
+    assert_eq!(rows[0]["listen_port"], 8080, "{rows}");
+    assert_eq!(rows[0]["instance"], "web", "{rows}");
+    let yaml = d.ok(&["network", "forward", "list", "--format", "yaml"]);
+    assert!(yaml.contains("target_port: 80"), "{yaml}");
+    // Deleted with the same flags as add; the older positional form still works.
+    let err = d.fails(&["network", "forward", "delete", "default"]);
+    assert!(err.contains("--port"), "{err}");
+    d.ok(&["network", "forward", "delete", "default", "--port", "8080"]);
+    assert_eq!(fetch_in(h, "http://127.0.0.1:8080/"), "");
+    d.ok(&[
+        "network",
+        "forward",
+        "add",
+        "default",
+        "--port",
+        "8081",
+        "--to",
+        "web:80",
+        "--protocol",
+        "tcp",
+    ]);
+    assert_eq!(fetch_in(h, "http://127.0.0.1:8081/"), want);
+    d.ok(&["network", "forward", "delete", "default", "tcp", "8081"]);
+    let rows = json(&d.ok(&["network", "forward", "list", "--format", "json"]));
+    assert_eq!(rows, serde_json::json!([]));
+    let help = d.ok(&["network", "forward", "delete", "--help"]);
+    assert!(help.contains("deprecated"), "{help}");
 }

@@ -103,8 +103,8 @@ impl NetworkService {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// What a NIC's host port needs beyond its bridge: its VLAN segment, isolation and
-    /// bandwidth limits.
+    /// What a NIC's host port needs beyond its bridge: its VLAN segment, isolation, hairpin
+    /// mode and bandwidth limits.
     pub(super) fn port_setup(
         &self,
         links: &mut Links,
@@ -125,6 +125,12 @@ impl NetworkService {
         if rec.isolated_ports {
             vessel_net::set_port_isolated(links, &l.host_interface, true)
                 .map_err(|e| net_err("isolating the port")(&e))?;
+        }
+        if l.vlan.is_none() {
+            // An instance reaching its own published port through the host comes back
+            // through the port it left by.
+            vessel_net::set_port_hairpin(links, &l.host_interface, true)
+                .map_err(|e| net_err("hairpin mode of the port")(&e))?;
         }
         let limits = lease_limits(l)?;
         if limits != BandwidthLimits::default() {
