@@ -722,7 +722,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "network_nic_limits",
         method: Method::Put,
         path: "/1.0/networks/{name}/nics/{instance}/limits",
-        summary: "Set or clear a NIC's bandwidth limits (applied at once)",
+        summary: "Change a NIC's bandwidth limits: the directions named (none lifts one), applied at once",
         query: &[],
         request: Body::Json("NicLimits"),
         status: 200,

@@ -188,15 +188,16 @@ pub struct NicAttach {
     pub egress: Option<String>,
 }
 
-/// Body of `PUT /1.0/networks/{name}/nics/{instance}/limits`: a NIC's bandwidth limits
-/// (absent or null: unlimited). Applied at once to a running instance.
+/// Body of `PUT /1.0/networks/{name}/nics/{instance}/limits`: changes the directions it
+/// names and leaves the others as they are (absent or null: unchanged; `none`: unlimited).
+/// Applied at once to a running instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NicLimits {
-    /// Into the instance, e.g. `10Mbit`.
+    /// Into the instance, e.g. `10Mbit`, or `none` to lift it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
-    /// Out of the instance.
+    /// Out of the instance, e.g. `10Mbit`, or `none` to lift it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<String>,
 }

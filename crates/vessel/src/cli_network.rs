@@ -41,7 +41,7 @@ pub enum NetworkCommand {
         /// VXLAN overlay id (4096-16777215).
         #[arg(long)]
         vni: Option<u32>,
-        /// This host's underlay address (overlays).
+        /// This host's underlay address (overlays): one of the host's own addresses.
         #[arg(long)]
         local: Option<String>,
         /// Another host of the overlay (repeatable).
@@ -111,19 +111,20 @@ pub enum NetworkCommand {
         /// Instance.
         instance: String,
     },
-    /// Set or clear a NIC's bandwidth limits (applied at once; leave one out to lift it).
+    /// Change a NIC's bandwidth limits, applied at once: only the directions named change
+    /// (`none` lifts one); with neither, show them.
     #[command(
-        after_help = "Examples:\n  vessel network limits lan web --ingress 50Mbit --egress 10Mbit\n  vessel network limits lan web                  # no limits"
+        after_help = "Examples:\n  vessel network limits lan web --ingress 50Mbit --egress 10Mbit\n  vessel network limits lan web --ingress 20Mbit      # egress stays 10Mbit\n  vessel network limits lan web --egress none         # lift the egress limit\n  vessel network limits lan web                       # show them"
     )]
     Limits {
         /// Network.
         network: String,
         /// Instance.
         instance: String,
-        /// Into the instance, e.g. 50Mbit.
+        /// Into the instance, e.g. 50Mbit, or none.
         #[arg(long)]
         ingress: Option<String>,
-        /// Out of the instance, e.g. 10Mbit.
+        /// Out of the instance, e.g. 10Mbit, or none.
         #[arg(long)]
         egress: Option<String>,
     },

@@ -1,9 +1,9 @@
 //! Networking in a new user's first hour, through the CLI against real daemons: a default
 //! network that new instances get (names resolve, the internet is reached through NAT, with
-//! no network command typed), a live loopback, addresses shown by `list` and `info`, and
-//! forwards that answer like Docker's published ports.
-//! Daemons with networks run in network namespaces the tests make (`common::Sandbox`), never
-//! on the host's own network.
+//! no network command typed), a live loopback, addresses shown by `list` and `info`,
+//! forwards that answer like Docker's published ports, and limit and overlay changes that do
+//! only what they say. Daemons with networks run in network namespaces the tests make
+//! (`common::Sandbox`), never on the host's own network.
 
 mod common;
 
@@ -48,6 +48,15 @@ fn fetch_from(d: &Daemon, from: &str, url: &str) -> String {
         .1
         .trim()
         .to_string()
+}
+
+/// `ip -o link` of a namespace.
+fn links_in(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The loopback is up in a container's own namespace before its first instruction, with or
@@ -452,4 +461,83 @@ fn forwards_answer_like_published_ports() {
     assert_eq!(rows, serde_json::json!([]));
     let help = d.ok(&["network", "forward", "delete", "--help"]);
     assert!(help.contains("deprecated"), "{help}");
+}
+
+/// `network limits` changes only the direction it names (`none` lifts one), in the store
+/// and in the kernel; an overlay's --local must be one of the host's addresses.
+#[test]
+fn limit_changes_and_overlay_addresses_do_what_they_say() {
+    let sb = Sandbox::new(1);
+    let h = &sb.hosts[0];
+    let d = Daemon::start_in_netns_as_installed(h);
+    d.busybox();
+    sleeper(&d, "c1", &["--no-network"]);
+    d.ok(&[
+        "network",
+        "attach",
+        "default",
+        "c1",
+        "--ingress",
+        "50Mbit",
+        "--egress",
+        "10Mbit",
+    ]);
+    let lease = |d: &Daemon| {
+        json(&d.ok(&["network", "info", "default", "--format", "json"]))["leases"][0].clone()
+    };
+    let ifb = || links_in(h).contains("vifb");
+    assert!(ifb(), "an egress limit shapes through an IFB");
+    let out = d.ok(&["network", "limits", "default", "c1", "--ingress", "20Mbit"]);
+    assert!(out.contains("ingress 20Mbit, egress 10Mbit"), "{out}");
+    let l = lease(&d);
+    assert_eq!(
+        (l["ingress"].clone(), l["egress"].clone()),
+        ("20Mbit".into(), "10Mbit".into())
+    );
+    assert!(ifb(), "the egress limit went with an ingress change");
+    d.ok(&["network", "limits", "default", "c1", "--egress", "none"]);
+    let l = lease(&d);
+    assert_eq!(l["ingress"], "20Mbit", "{l}");
+    assert!(l.get("egress").is_none(), "{l}");
+    assert!(!ifb(), "the egress limit is still applied");
+    let out = d.ok(&["network", "limits", "default", "c1"]);
+    assert!(out.contains("ingress 20Mbit, egress none"), "{out}");
+    let err = d.fails(&["network", "limits", "default", "c1", "--ingress", "fast"]);
+    assert!(err.contains("rate"), "{err}");
+    // An overlay leaving from an address the host does not have is refused, naming those
+    // it has; nothing is made.
+    let before = d.ok(&["network", "list", "--format", "json"]);
+    let err = d.fails(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.50.0.0/24",
+        "--vni",
+        "5001",
+        "--local",
+        "192.0.2.1",
+        "--peer",
+        "192.0.2.2",
+    ]);
+    assert!(
+        err.contains("192.0.2.1 is not an address of this host")
+            && err.contains("198.51.100.2 (up0)"),
+        "{err}"
+    );
+    assert_eq!(d.ok(&["network", "list", "--format", "json"]), before);
+    assert!(!links_in(h).contains("vbr-ov"));
+    d.ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.50.0.0/24",
+        "--vni",
+        "5001",
+        "--local",
+        "198.51.100.2",
+        "--peer",
+        "198.51.100.3",
+    ]);
 }

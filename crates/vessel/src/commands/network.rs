@@ -237,15 +237,29 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             ingress,
             egress,
         } => {
-            let _: Network = client.send(
-                "PUT",
-                &format!(
-                    "{}/nics/{}/limits",
-                    path(&network),
-                    encode_segment(&instance)
-                ),
-                &NicLimits { ingress, egress },
-            )?;
+            let n: Network = if ingress.is_none() && egress.is_none() {
+                client.get(&path(&network))?
+            } else {
+                client.send(
+                    "PUT",
+                    &format!(
+                        "{}/nics/{}/limits",
+                        path(&network),
+                        encode_segment(&instance)
+                    ),
+                    &NicLimits { ingress, egress },
+                )?
+            };
+            let lease = n
+                .leases
+                .iter()
+                .find(|l| l.instance == instance)
+                .ok_or_else(|| anyhow!("{instance} has no NIC on {network}"))?;
+            println(format!(
+                "{instance} on {network}: ingress {}, egress {}",
+                lease.ingress.as_deref().unwrap_or("none"),
+                lease.egress.as_deref().unwrap_or("none")
+            ))?;
             Ok(0)
         }
         NetworkCommand::Lb(LbCommand::Add {

@@ -9,7 +9,7 @@ use vessel_api::{
 };
 use vessel_net::{Ipam, Links, MacAddr, NetNs};
 
-use super::parse::{lease_limits, parse_rate};
+use super::parse::{changed_limits, lease_limits, parse_rate};
 use super::rebuild::prune_ifbs;
 use super::record::{derived_mac, eui64, has_acl, ifname, NetworkRecord};
 use super::{net_err, NetworkService};
@@ -104,7 +104,8 @@ impl NetworkService {
         }
     }
 
-    /// Changes a NIC's bandwidth limits; applied at once when its host end exists.
+    /// Changes the bandwidth limits a request names (`none` lifts one; one left out stays);
+    /// applied at once when the NIC's host end exists.
     pub fn set_limits(&self, network: &str, instance: &str, req: NicLimits) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
@@ -114,8 +115,11 @@ impl NetworkService {
             )));
         };
         let mut lease = rec.leases[i].clone();
-        lease.ingress = req.ingress;
-        lease.egress = req.egress;
+        (lease.ingress, lease.egress) = changed_limits(
+            (lease.ingress.take(), lease.egress.take()),
+            req.ingress,
+            req.egress,
+        )?;
         let limits = lease_limits(&lease)?;
         let ns = NetNs::current();
         let live = Links::open(&ns)
