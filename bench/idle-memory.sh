@@ -22,6 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$SOCK" \
+  --no-default-network \
   >"$WORK/vesseld.log" 2>&1 &
 DPID=$!
 for _ in $(seq 1 100); do V info >/dev/null 2>&1 && break; sleep 0.1; done

@@ -38,6 +38,7 @@ REF=127.0.0.1:$PORT/bench/img:1
 skopeo copy --dest-tls-verify=false "oci-archive:$WORK/bench.tar" "docker://$REF" >/dev/null
 
 VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$WORK/s.sock" \
+  --no-default-network \
   >"$WORK/vesseld.log" 2>&1 & DPID=$!
 for _ in $(seq 1 100); do "$BIN/vessel" --socket "$WORK/s.sock" info >/dev/null 2>&1 && break; sleep 0.1; done
 

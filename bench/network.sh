@@ -119,6 +119,7 @@ for d in 0 1; do
   # the cgroup mounts).
   VESSEL_LIBEXEC=$BIN nsenter --net="$(netns "${!var}")" -- "$BIN/vesseld" \
     --root-dir "$WORK/d$d/root" --run-dir "$WORK/d$d/run" --socket "$WORK/d$d/vessel.sock" \
+    --no-default-network \
     >"$WORK/d$d/vesseld.log" 2>&1 &
   DPIDS+=($!)
 done

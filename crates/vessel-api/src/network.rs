@@ -149,6 +149,9 @@ pub struct Network {
     /// Whether NIC ports are isolated from each other.
     #[serde(default)]
     pub isolated_ports: bool,
+    /// Whether this is the default network, which new instances get a NIC on.
+    #[serde(default)]
+    pub default: bool,
     /// `ok`, or `failed` with `error` (its kernel objects could not be made).
     pub status: String,
     /// Why the network is failed.
@@ -185,17 +188,38 @@ pub struct NicAttach {
     pub egress: Option<String>,
 }
 
-/// Body of `PUT /1.0/networks/{name}/nics/{instance}/limits`: a NIC's bandwidth limits
-/// (absent or null: unlimited). Applied at once to a running instance.
+/// Body of `PUT /1.0/networks/{name}/nics/{instance}/limits`: changes the directions it
+/// names and leaves the others as they are (absent or null: unchanged; `none`: unlimited).
+/// Applied at once to a running instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NicLimits {
-    /// Into the instance, e.g. `10Mbit`.
+    /// Into the instance, e.g. `10Mbit`, or `none` to lift it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
-    /// Out of the instance.
+    /// Out of the instance, e.g. `10Mbit`, or `none` to lift it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<String>,
+}
+
+/// Body of `POST /1.0/admin/init`: make the default network new instances get, unless it
+/// exists (the daemon makes it on its first start too).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminInit {
+    /// IPv4 subnet of the default network (default: the first of 10.42.0.0/24,
+    /// 10.43.0.0/24, ... that none of the host's routes or addresses overlaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+}
+
+/// What `POST /1.0/admin/init` found or did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct AdminInitResult {
+    /// Whether the default network was made now (false: it was there already).
+    pub created: bool,
+    /// The default network.
+    pub network: Network,
 }
 
 /// One listening port of a load balancer.

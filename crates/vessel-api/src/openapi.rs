@@ -34,6 +34,8 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceIdmap>()
         .schema_from::<InstanceState>()
         .schema_from::<VmDetails>()
+        .schema_from::<InstanceNic>()
+        .schema_from::<InstanceVolume>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()
@@ -82,6 +84,8 @@ pub fn document() -> OpenApi {
         .schema_from::<LbHealthCheckSpec>()
         .schema_from::<LbBackendStatus>()
         .schema_from::<NetworkLoadBalancer>()
+        .schema_from::<AdminInit>()
+        .schema_from::<AdminInitResult>()
         .build();
     OpenApiBuilder::new()
         .info(

@@ -183,6 +183,13 @@ pub struct InstanceCreate {
     /// the image's disk). Without it the root disk is a qcow2 overlay beside the instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Networks to give the instance a NIC on, in order (`eth0` first). Empty: the default
+    /// network, when the daemon has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// No NIC at all, not even on the default network (only the loopback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_network: bool,
 }
 
 fn default_true() -> bool {
@@ -237,6 +244,49 @@ pub struct Instance {
     /// How a running VM runs (profile, accelerator and why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmDetails>,
+    /// Its NICs, `eth0` first.
+    #[serde(default)]
+    pub nics: Vec<InstanceNic>,
+    /// Volumes attached to it.
+    #[serde(default)]
+    pub volumes: Vec<InstanceVolume>,
+}
+
+/// One NIC of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceNic {
+    /// The network it is on.
+    pub network: String,
+    /// Interface name inside the instance (`eth0`, ...).
+    pub interface: String,
+    /// MAC address.
+    pub mac: String,
+    /// IPv4 address (with the network's prefix length, e.g. `10.42.0.2/24`).
+    pub ipv4: String,
+    /// IPv6 address on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    /// The network's gateway, also its DNS server (none on a VLAN segment, which is layer 2
+    /// only). The first NIC with one holds the default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// VLAN segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// One volume attached to an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceVolume {
+    /// Storage pool.
+    pub pool: String,
+    /// Volume name.
+    pub volume: String,
+    /// `filesystem` or `block`.
+    pub content: String,
+    /// Mount point inside a container; empty for a VM disk.
+    #[serde(default)]
+    pub path: String,
 }
 
 /// The host id range of an unprivileged container.

@@ -312,6 +312,62 @@ pub fn is_mountpoint(p: &Path) -> bool {
         .any(|m| m == p)
 }
 
+/// Brings the loopback interface up in the network namespace of process `pid`: a new
+/// namespace has it down, and 127.0.0.1 is unreachable until then (Docker and Incus bring it
+/// up too). Refuses to act when `pid` shares the caller's own namespace, so the host's
+/// loopback is never touched.
+pub fn loopback_up(pid: i32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let own = std::fs::metadata("/proc/thread-self/ns/net")?;
+    let md = theirs.metadata()?;
+    if (md.dev(), md.ino()) == (own.dev(), own.ino()) {
+        return Err(std::io::Error::other(
+            "the container shares the host's network namespace",
+        ));
+    }
+    // A socket belongs to the namespace it was made in: a helper thread joins the container's
+    // namespace (no other thread moves) and makes one; the interface ioctls act there.
+    let fd = theirs.as_raw_fd();
+    let sock = std::thread::scope(|s| {
+        s.spawn(move || -> std::io::Result<OwnedFd> {
+            // SAFETY: setns reads the descriptor number and moves only this helper thread,
+            // which ends right after.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: plain socket(2) with constant arguments; the result is checked.
+            let raw =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if raw < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `raw` is a new descriptor nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the namespace helper thread panicked"))?
+    })?;
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the ifreq it is given, which lives on our stack
+    // for the whole call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just wrote the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq, which lives on our stack for the whole call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;

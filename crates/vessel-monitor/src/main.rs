@@ -158,6 +158,12 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
     if let Some(why) = state.get("cgroup_error").and_then(|v| v.as_str()) {
         bail!("the instance's cgroup could not be set up, so its limits cannot be enforced: {why}");
     }
+    // The init waits to be started: its loopback is up before its first instruction.
+    let pid = std::fs::read_to_string(&init_pid)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or_else(|| anyhow!("the runtime wrote no init pid"))?;
+    vessel_monitor::loopback_up(pid).context("bringing up the container's loopback interface")?;
     let start = runtime(c)
         .arg("start")
         .arg(&c.id)
@@ -167,10 +173,6 @@ fn launch(c: &MonitorConfig) -> Result<(i32, OwnedFd)> {
     if !start.status.success() {
         bail!("{}", runtime_error(&start.stderr));
     }
-    let pid = std::fs::read_to_string(&init_pid)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or_else(|| anyhow!("the runtime wrote no init pid"))?;
     let _ = std::fs::remove_file(&init_pid);
     Ok((pid, master))
 }

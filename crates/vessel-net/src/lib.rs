@@ -14,11 +14,14 @@
 //! - [`NetworkAcl`]: allow/deny rules per network and NIC, one bridge table, atomic;
 //! - [`probe_vlan_support`], [`attach_to_segment`], [`set_port_isolated`]: VLAN segments
 //!   (VLAN filtering or a bridge per VLAN) and isolated bridge ports;
-//! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic.
+//! - [`Ipam`], [`MacAllocator`], [`Subnet`]: address management, pure logic;
+//! - [`Links::used_prefixes`], [`first_free_subnet`]: the routes and addresses a namespace
+//!   already uses, and a subnet that collides with none of them.
 
 pub mod acl;
 pub mod bandwidth;
 pub mod dnsmasq;
+pub mod host;
 pub mod ipam;
 pub mod lb;
 pub mod link;
@@ -42,6 +45,7 @@ pub use dnsmasq::{
     dnsmasq_pid, read_leases, stop_dnsmasq, Applied, DhcpDns, DnsmasqError, DnsmasqFiles, Lease,
     StaticLease, Upstream,
 };
+pub use host::{first_free_subnet, Address4, Prefix4, Route4};
 pub use ipam::{check_overlap, Ipam, IpamError, MacAddr, MacAllocator, Subnet};
 pub use lb::{
     lb_table_name, Backend, BackendHealth, HealthCheck, LbError, LbHealthChecker, LbPort,
@@ -49,17 +53,17 @@ pub use lb::{
 };
 pub use link::{validate_ifname, LinkError, Links};
 pub use nat::{
-    apply_script, list_table, list_tables, remove_table, set_ipv4_forwarding, table_name, NatRules,
-    NftError, PortForward, Protocol,
+    apply_script, list_table, list_tables, remove_table, set_ipv4_forwarding, set_route_localnet,
+    table_name, NatRules, NftError, PortForward, Protocol,
 };
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
 pub use nic::{bridge_mac, create_bridge, plug_veth, unplug_veth, BridgeSpec, VethNic};
 pub use tap::{create_tap, delete_tap, open_tap, tap_info, TapError, TapInfo, TapSpec};
 pub use vlan::{
-    attach_to_segment, create_segment, port_isolated, probe_vlan_support, remove_segment,
-    segment_bridge_name, set_port_isolated, set_vlan_filtering, VlanError, VlanMode, VlanSupport,
-    VID_MAX,
+    attach_to_segment, create_segment, port_hairpin, port_isolated, probe_vlan_support,
+    remove_segment, segment_bridge_name, set_port_hairpin, set_port_isolated, set_vlan_filtering,
+    VlanError, VlanMode, VlanSupport, VID_MAX,
 };
 pub use vxlan::{
     add_vxlan_peer, create_vxlan, remove_vxlan_peer, VxlanError, VxlanSpec, VXLAN_OVERHEAD,

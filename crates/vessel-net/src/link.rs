@@ -354,6 +354,16 @@ impl Links {
         Ok(())
     }
 
+    /// Sends a prepared dump request in this namespace; the bodies of the replies of `kind`.
+    pub(crate) fn dump(
+        &mut self,
+        req: &mut Request,
+        kind: u16,
+        what: &str,
+    ) -> Result<Vec<Vec<u8>>, LinkError> {
+        Ok(self.nl.dump(req, kind, what)?)
+    }
+
     fn set_link(
         &mut self,
         name: &str,

@@ -128,9 +128,10 @@ impl NatRules {
         let (br, net) = (&self.bridge, &self.subnet);
         let mut s =
             format!("table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n");
-        s.push_str(
-            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n",
-        );
+        // Published ports: what arrives for the host (from elsewhere, from another network or
+        // from an instance of this one: hairpin) in prerouting, what the host itself sends
+        // (to 127.0.0.1, the gateway or any of its addresses) in output, as Docker does.
+        let mut dnat = String::new();
         for f in &self.forwards {
             if f.listen_port == 0 || f.target_port == 0 {
                 return Err(NftError::ZeroPort);
@@ -141,25 +142,39 @@ impl NatRules {
                     subnet: *net,
                 });
             }
-            let daddr = f
-                .listen_address
-                .map(|a| format!("ip daddr {a} "))
-                .unwrap_or_default();
+            let daddr = match f.listen_address {
+                Some(a) => format!("ip daddr {a}"),
+                None => "fib daddr type local".to_string(),
+            };
             let _ = writeln!(
-                s,
-                "\t\tiifname != \"{br}\" {daddr}{proto} dport {lp} dnat to {t}:{tp}",
+                dnat,
+                "\t\t{daddr} {proto} dport {lp} dnat to {t}:{tp}",
                 proto = f.protocol.keyword(),
                 lp = f.listen_port,
                 t = f.target,
                 tp = f.target_port,
             );
         }
-        s.push_str("\t}\n");
+        let _ = write!(
+            s,
+            "\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{dnat}\t}}\n\
+             \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{dnat}\t}}\n"
+        );
+        // The host reaches a published port on 127.0.0.1 only if the bridge routes loopback
+        // sources (`route_localnet`, set by the daemon); nothing from the bridge may then
+        // address the host's loopback (checked before connection tracking undoes the NAT of
+        // replies, so those still pass).
+        let _ = write!(
+            s,
+            "\tchain guard {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\tiifname \"{br}\" ip daddr 127.0.0.0/8 drop\n\t}}\n"
+        );
         let _ = write!(
             s,
             "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
              \t\tip saddr {net} ip daddr != {net} masquerade\n\
-             \t\tip saddr {net} ip daddr {net} ct status dnat masquerade\n\t}}\n\
+             \t\tip saddr {net} ip daddr {net} ct status dnat masquerade\n\
+             \t\toifname \"{br}\" ip saddr 127.0.0.0/8 masquerade\n\t}}\n\
              \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
              \t\toifname \"{br}\" ct state established,related accept\n\
              \t\toifname \"{br}\" ct status dnat accept\n\
@@ -258,6 +273,19 @@ pub fn set_ipv4_forwarding(ns: &NetNs, on: bool) -> Result<(), NftError> {
         .map_err(|source| NftError::Sysctl { path: PATH, source })
 }
 
+/// Turns `route_localnet` on or off for interface `ifname` inside `ns`: with it on, the
+/// kernel routes packets with a loopback source out of (and back in through) that interface,
+/// which a published port needs to answer the host's own connections to 127.0.0.1.
+pub fn set_route_localnet(ns: &NetNs, ifname: &str, on: bool) -> Result<(), NftError> {
+    validate_ifname(ifname)?;
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/route_localnet");
+    ns.run(|| std::fs::write(&path, if on { "1" } else { "0" }))?
+        .map_err(|source| NftError::Sysctl {
+            path: "/proc/sys/net/ipv4/conf/IFNAME/route_localnet",
+            source,
+        })
+}
+
 /// Runs nft inside `ns`. `Ok(Some(stdout))` on success; for a lookup (`stdin` is `None`) a
 /// failure means "no such object" and gives `Ok(None)`; for a script it is `Refused`.
 fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> Result<Option<String>, NftError> {
@@ -328,10 +356,28 @@ mod tests {
         assert!(
             text.contains("ip saddr 10.42.0.0/24 ip daddr 10.42.0.0/24 ct status dnat masquerade")
         );
-        assert!(text.contains(
-            "iifname != \"vbr-web\" ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.0.2:53"
-        ));
+        // The forward answers in prerouting and, for the host's own connections, in output.
+        let rule = "ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.0.2:53";
+        assert_eq!(text.matches(rule).count(), 2, "{text}");
+        assert!(text.contains("type nat hook output priority -100"));
         assert!(text.contains("oifname \"vbr-web\" iifname != \"vbr-web\" drop"));
+    }
+
+    #[test]
+    fn forwards_without_an_address_take_what_is_for_the_host() {
+        let mut r = rules();
+        r.forwards[0].listen_address = None;
+        let text = r.render().expect("render");
+        let rule = "fib daddr type local udp dport 5353 dnat to 10.42.0.2:53";
+        assert_eq!(text.matches(rule).count(), 2, "{text}");
+        // The host's own 127.0.0.1 reaches the instance: masqueraded onto the bridge, and
+        // nothing from the bridge may address the host's loopback.
+        assert!(text.contains("oifname \"vbr-web\" ip saddr 127.0.0.0/8 masquerade"));
+        assert!(text.contains("iifname \"vbr-web\" ip daddr 127.0.0.0/8 drop"));
+        assert!(
+            !text.contains("iifname != \"vbr-web\" fib"),
+            "hairpin from the bridge too"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub(crate) const NLM_F_REPLACE: u16 = 0x100;
 pub(crate) const NLM_F_EXCL: u16 = 0x200;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 pub(crate) const NLM_F_APPEND: u16 = 0x800;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -255,6 +256,90 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// Sends a dump request (`NLM_F_DUMP`) and returns the body of every reply message of
+    /// type `kind` (after its netlink header), until the kernel says it is done.
+    pub(crate) fn dump(
+        &mut self,
+        req: &mut Request,
+        kind: u16,
+        what: &str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let msg = req.finish(seq);
+        // SAFETY: `msg` is a valid, initialised buffer of the given length.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if sent < 0 {
+            return Err(last_err("send"));
+        }
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: `buf` is a writable buffer of the given length that outlives the call.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(NetlinkError::Socket {
+                    op: "recv",
+                    source: err,
+                });
+            }
+            if split_dump(&buf[..n as usize], seq, kind, what, &mut out)? {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Adds the bodies of the messages of type `kind` with sequence `seq` in one datagram of a
+/// dump to `out`; true once the dump is done.
+fn split_dump(
+    data: &[u8],
+    seq: u32,
+    kind: u16,
+    what: &str,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<bool, NetlinkError> {
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= data.len() {
+        let len = u32::from_ne_bytes(word(data, off)) as usize;
+        let mkind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
+        let mseq = u32::from_ne_bytes(word(data, off + 8));
+        if len < NLMSG_HDRLEN || off + len > data.len() {
+            return Err(NetlinkError::Malformed(what.to_string()));
+        }
+        let body = &data[off + NLMSG_HDRLEN..off + len];
+        off += align4(len);
+        if mseq != seq {
+            continue;
+        }
+        match mkind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                if body.len() < 4 {
+                    return Err(NetlinkError::Malformed(what.to_string()));
+                }
+                let errno = i32::from_ne_bytes(word(body, 0));
+                if errno == 0 {
+                    return Ok(true);
+                }
+                return Err(NetlinkError::Refused {
+                    what: what.to_string(),
+                    source: io::Error::from_raw_os_error(-errno),
+                });
+            }
+            k if k == kind => out.push(body.to_vec()),
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
 fn req_wants_single_reply(req: &Request) -> bool {
     let flags = u16::from_ne_bytes([req.buf[6], req.buf[7]]);
     flags & NLM_F_ACK == 0
@@ -331,5 +416,34 @@ mod tests {
         assert_eq!(find_attr(&attrs, 3), Some(&b"br0\0"[..]));
         let nested = parse_attrs(find_attr(&attrs, 18).expect("linkinfo"));
         assert_eq!(nested, vec![(1, &b"bridge\0"[..])]);
+    }
+
+    fn message(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![0u8; NLMSG_HDRLEN];
+        m[0..4].copy_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+        m[4..6].copy_from_slice(&kind.to_ne_bytes());
+        m[8..12].copy_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(body);
+        m.resize(align4(m.len()), 0);
+        m
+    }
+
+    #[test]
+    fn dumps_collect_their_kind_until_done() {
+        let mut out = Vec::new();
+        let mut data = message(24, 5, &[1, 2, 3, 4]);
+        data.extend(message(24, 4, &[9, 9, 9, 9])); // another request's
+        data.extend(message(99, 5, &[7, 7, 7, 7])); // another kind
+        data.extend(message(24, 5, &[5, 6, 7, 8]));
+        assert!(!split_dump(&data, 5, 24, "dump", &mut out).unwrap());
+        assert!(split_dump(&message(NLMSG_DONE, 5, &[0; 4]), 5, 24, "dump", &mut out).unwrap());
+        assert_eq!(out, vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]]);
+        let refused = message(NLMSG_ERROR, 5, &(-libc::EPERM).to_ne_bytes());
+        assert!(matches!(
+            split_dump(&refused, 5, 24, "dump", &mut out),
+            Err(NetlinkError::Refused { .. })
+        ));
+        let truncated = &message(24, 5, &[1, 2, 3, 4])[..18];
+        assert!(split_dump(truncated, 5, 24, "dump", &mut out).is_err());
     }
 }

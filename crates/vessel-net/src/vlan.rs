@@ -22,6 +22,7 @@ const IFLA_AF_SPEC: u16 = 26;
 const IFLA_INFO_SLAVE_KIND: u16 = 4;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
 const IFLA_BR_VLAN_FILTERING: u16 = 7;
+const IFLA_BRPORT_MODE: u16 = 4;
 const IFLA_BRPORT_ISOLATED: u16 = 33;
 const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
 const IFLA_VLAN_ID: u16 = 1;
@@ -195,9 +196,38 @@ pub fn attach_to_segment(
     Ok(())
 }
 
-/// Sets or clears a bridge port's `isolated` flag: isolated ports cannot exchange frames with
-/// each other, only with non-isolated ports (the bridge itself, i.e. the gateway, included).
+/// Makes bridge port `port` isolated or not (`IFLA_BRPORT_ISOLATED`): isolated ports exchange
+/// no frames with each other, only with non-isolated ports (the bridge itself among them).
 pub fn set_port_isolated(links: &mut Links, port: &str, isolated: bool) -> Result<(), VlanError> {
+    set_port_flag(links, port, IFLA_BRPORT_ISOLATED, isolated, "isolation")
+}
+
+/// Whether bridge port `port` is isolated, as the kernel reports it (`None`: not a port).
+pub fn port_isolated(links: &mut Links, port: &str) -> Result<Option<bool>, VlanError> {
+    port_flag(links, port, IFLA_BRPORT_ISOLATED)
+}
+
+/// Turns hairpin mode of bridge port `port` on or off (`IFLA_BRPORT_MODE`): with it on, the
+/// bridge may send a frame back out of the port it came from, which an instance reaching
+/// itself through a published port of the host (DNAT back to its own address) needs.
+pub fn set_port_hairpin(links: &mut Links, port: &str, on: bool) -> Result<(), VlanError> {
+    set_port_flag(links, port, IFLA_BRPORT_MODE, on, "hairpin mode")
+}
+
+/// Whether bridge port `port` is in hairpin mode, as the kernel reports it (`None`: not a
+/// port).
+pub fn port_hairpin(links: &mut Links, port: &str) -> Result<Option<bool>, VlanError> {
+    port_flag(links, port, IFLA_BRPORT_MODE)
+}
+
+/// Sets a one-byte flag of the bridge port data of `port`.
+fn set_port_flag(
+    links: &mut Links,
+    port: &str,
+    attr: u16,
+    on: bool,
+    what: &str,
+) -> Result<(), VlanError> {
     let index = links.index(port)?;
     let mut req = Request::new(
         RTM_NEWLINK,
@@ -207,15 +237,15 @@ pub fn set_port_isolated(links: &mut Links, port: &str, isolated: bool) -> Resul
     req.begin_nest(IFLA_LINKINFO)
         .attr_str(IFLA_INFO_SLAVE_KIND, "bridge")
         .begin_nest(IFLA_INFO_SLAVE_DATA)
-        .attr(IFLA_BRPORT_ISOLATED, &[u8::from(isolated)])
+        .attr(attr, &[u8::from(on)])
         .end_nest()
         .end_nest();
-    links.call(&mut req, &format!("isolation of bridge port {port}"))?;
+    links.call(&mut req, &format!("{what} of bridge port {port}"))?;
     Ok(())
 }
 
-/// Whether bridge port `port` is isolated, as the kernel reports it (`None`: not a port).
-pub fn port_isolated(links: &mut Links, port: &str) -> Result<Option<bool>, VlanError> {
+/// A one-byte flag of the bridge port data of `port` (`None`: not a bridge port).
+fn port_flag(links: &mut Links, port: &str, attr: u16) -> Result<Option<bool>, VlanError> {
     let body = links.get_link(port)?.ok_or_else(|| LinkError::NotFound {
         name: port.to_string(),
         ns: links.ns_label().to_string(),
@@ -230,7 +260,7 @@ pub fn port_isolated(links: &mut Links, port: &str) -> Result<Option<bool>, Vlan
     }
     let data = parse_attrs(find_attr(&info, IFLA_INFO_SLAVE_DATA).unwrap_or_default());
     Ok(Some(
-        find_attr(&data, IFLA_BRPORT_ISOLATED).and_then(|v| v.first().copied()) == Some(1),
+        find_attr(&data, attr).and_then(|v| v.first().copied()) == Some(1),
     ))
 }
 

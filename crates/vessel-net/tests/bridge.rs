@@ -4,8 +4,8 @@ mod common;
 
 use common::{netns_list, TestNs};
 use vessel_net::{
-    bridge_mac, create_bridge, plug_veth, unplug_veth, BridgeSpec, Ipam, Links, MacAddr,
-    MacAllocator, Subnet, VethNic,
+    bridge_mac, create_bridge, plug_veth, set_ipv4_forwarding, unplug_veth, BridgeSpec, Ipam,
+    Links, MacAddr, MacAllocator, Subnet, VethNic,
 };
 
 /// Plugs a veth NIC from `bridge` in `host` into `inst`, with the next address from `ipam`.
@@ -47,6 +47,9 @@ fn containers_on_one_bridge_reach_each_other_and_not_another_bridge() {
         let during = netns_list();
         assert!(created.iter().all(|n| during.contains(n)));
         let mut links = Links::open(&host.ns).expect("netlink in host ns");
+        // A new namespace inherits the host's ip_forward (devconf_inherit_init_net=0); this
+        // test is about bridges alone, without a router between them.
+        set_ipv4_forwarding(&host.ns, false).expect("forwarding off");
         let mut macs = MacAllocator::new(7);
         let net_a: Subnet = "10.42.0.0/24".parse().expect("subnet");
         let net_b: Subnet = "10.43.0.0/24".parse().expect("subnet");

@@ -247,3 +247,131 @@ fn port_forwards_reach_instances_and_networks_stay_apart() {
         "without rules the host would route fb to fa"
     );
 }
+
+#[test]
+fn forwards_answer_the_host_itself_and_instances_of_their_own_network() {
+    require_tool("nft", "nftables");
+    let host = TestNs::new("fwdh-host");
+    let inst_a = TestNs::new("fwdh-a");
+    let inst_b = TestNs::new("fwdh-b");
+    let inet = TestNs::new("fwdh-inet");
+    let mut links = Links::open(&host.ns).expect("netlink");
+    links.set_up("lo", true).expect("lo up");
+    wire_internet(&mut links, &inet);
+    let a = network(&mut links, "fh", "10.62.0.0/24", &inst_a, 2);
+    let b = Ipv4Addr::new(10, 62, 0, 3);
+    plug_veth(
+        &mut links,
+        &VethNic {
+            host_name: "vfh1".into(),
+            bridge: "vbr-fh".into(),
+            instance_ns: &inst_b.ns,
+            instance_name: "eth0".into(),
+            mac: None,
+            address: Some((b, 24)),
+            gateway: Some(Ipv4Addr::new(10, 62, 0, 1)),
+            mtu: None,
+        },
+    )
+    .expect("plug b");
+    set_ipv4_forwarding(&host.ns, true).expect("forwarding");
+    vessel_net::set_route_localnet(&host.ns, "vbr-fh", true).expect("route_localnet");
+    let forwards = vec![PortForward {
+        protocol: Protocol::Tcp,
+        listen_address: None,
+        listen_port: 8080,
+        target: a,
+        target_port: 80,
+    }];
+    nat("fh", "10.62.0.0/24", forwards)
+        .apply(&host.ns)
+        .expect("nat");
+    let web = listen_tcp(&inst_a.ns, a, 80);
+    let gateway = Ipv4Addr::new(10, 62, 0, 1);
+    // The host itself, on its loopback, its uplink address and the gateway.
+    for to in [Ipv4Addr::LOCALHOST, UPLINK_HOST, gateway] {
+        assert!(
+            connect_and_report(&host.ns, SocketAddr::from((to, 8080)), &web).is_some(),
+            "the host cannot reach its own forward on {to}"
+        );
+    }
+    // Another instance of the network, through the host's addresses: masqueraded to the
+    // gateway, so that the reply comes back the way it went.
+    for to in [UPLINK_HOST, gateway] {
+        assert_eq!(
+            connect_and_report(&inst_b.ns, SocketAddr::from((to, 8080)), &web),
+            Some(gateway),
+            "hairpin through {to}"
+        );
+    }
+    // An instance reaching its own forward comes back through the port it left by: the
+    // port needs hairpin mode.
+    vessel_net::set_port_hairpin(&mut links, "vfh0", true).expect("hairpin");
+    assert_eq!(
+        vessel_net::port_hairpin(&mut links, "vfh0").expect("read back"),
+        Some(true)
+    );
+    assert_eq!(
+        connect_and_report(&inst_a.ns, SocketAddr::from((gateway, 8080)), &web),
+        Some(gateway),
+        "an instance through its own forward"
+    );
+    // The internet still gets in, with its own address.
+    assert_eq!(
+        connect_and_report(&inet.ns, SocketAddr::from((UPLINK_HOST, 8080)), &web),
+        Some(INTERNET)
+    );
+    // An instance's own connections to port 8080 elsewhere are not taken.
+    let far = listen_tcp(&inet.ns, INTERNET, 8080);
+    assert_eq!(
+        connect_and_report(&inst_b.ns, SocketAddr::from((INTERNET, 8080)), &far),
+        Some(UPLINK_HOST),
+        "only what is for the host is forwarded"
+    );
+}
+
+#[test]
+fn used_prefixes_are_the_namespaces_routes_and_addresses() {
+    let host = TestNs::new("used-host");
+    let inet = TestNs::new("used-inet");
+    let inst = TestNs::new("used-c");
+    let mut links = Links::open(&host.ns).expect("netlink");
+    wire_internet(&mut links, &inet);
+    network(&mut links, "us", "10.42.0.0/24", &inst, 2);
+    assert!(host
+        .exec(&["ip", "route", "add", "10.43.0.0/16", "via", "203.0.113.2"])
+        .status
+        .success());
+    assert!(host
+        .exec(&[
+            "ip",
+            "route",
+            "add",
+            "10.44.0.0/23",
+            "via",
+            "203.0.113.2",
+            "table",
+            "7"
+        ])
+        .status
+        .success());
+    assert!(host
+        .exec(&["ip", "route", "add", "default", "via", "203.0.113.2"])
+        .status
+        .success());
+    let used = links.used_prefixes().expect("used");
+    let candidates =
+        (42..=46).map(|o| Subnet::new(Ipv4Addr::new(10, o, 0, 0), 24).expect("subnet"));
+    assert_eq!(
+        vessel_net::first_free_subnet(candidates, &used),
+        Some("10.45.0.0/24".parse().expect("subnet")),
+        "10.42 is a bridge's, 10.43 routed, 10.44 in another table: {used:?}"
+    );
+    let addrs = links.ipv4_addresses().expect("addresses");
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.interface == "uplink" && a.address == UPLINK_HOST && a.prefix == 24),
+        "{addrs:?}"
+    );
+}

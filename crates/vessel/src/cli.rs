@@ -27,11 +27,17 @@ Limits (-l KEY=VALUE, repeatable):
   io.read_bps=8:0=10MB, io.write_bps=..., io.read_iops=8:0=1000, io.write_iops=...
                      per-device throttles; the device is MAJOR:MINOR as `lsblk` shows it
 
+Networks: a new instance gets a NIC on the default network (made by the daemon's first start
+or `vessel admin init`); --network NET instead puts it on NET (repeatable: eth0, eth1, ...)
+and --no-network leaves it with its loopback only.
+
 Examples:
   vessel launch busybox web -l memory=256MiB -l cpu=0.5
   vessel launch busybox job -e MODE=batch -- sh -c 'echo hi; sleep 60'
   vessel launch busybox root-box --privileged
   vessel launch busybox legacy --idmap-shared   (the daemon's base id range, shared)
+  vessel launch busybox offline --no-network
+  vessel launch busybox web2 --network default
   vessel launch vm/busybox vm1 --vm -l memory=512MiB -l cpu=2 --ssh-key ~/.ssh/id_ed25519.pub";
 
 const EXEC_EXAMPLES: &str = "\
@@ -146,6 +152,9 @@ pub enum Command {
     /// Storage pools, volumes, snapshots and NBD/NFS exports.
     #[command(subcommand)]
     Storage(crate::cli_storage::StorageCommand),
+    /// Set the daemon up: its default network.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Turn a stopped instance into a new image.
     #[command(
         after_help = "Example:\n  vessel stop web && vessel publish web --alias web-base && vessel launch web-base web2"
@@ -188,6 +197,13 @@ pub struct CreateArgs {
     /// VMs: put the root disk into this storage pool (a block volume NAME-root).
     #[arg(long, value_name = "POOL")]
     pub storage: Option<String>,
+    /// A network to give the instance a NIC on (repeatable, eth0 first; default: the
+    /// default network).
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
+    /// No NIC, not even on the default network (only the loopback).
+    #[arg(long, conflicts_with = "networks")]
+    pub no_network: bool,
     /// Command to run as init instead of the image's, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -512,6 +528,27 @@ pub enum OperationCommand {
     Cancel {
         /// Operation id.
         id: String,
+    },
+}
+
+/// `vessel admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make the default network new instances get, unless there is one (the daemon's
+    /// first start makes it too, and a deleted one stays deleted until this runs). Its
+    /// subnet is the first of 10.42.0.0/24, 10.43.0.0/24, ... that no route or address of
+    /// the host uses, or the one given with --subnet (refused when a default network exists
+    /// on another one).
+    #[command(
+        after_help = "Examples:\n  vessel admin init                   # make it, or say where it is\n  vessel admin init --format yaml"
+    )]
+    Init {
+        /// IPv4 subnet of the default network, e.g. 10.99.0.0/24.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 

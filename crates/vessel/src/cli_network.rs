@@ -8,15 +8,16 @@ use crate::output::Format;
 
 const NETWORK_EXAMPLES: &str = "\
 A network is a bridge with DHCP and DNS (instance names resolve as NAME and
-NAME.NETWORK.vessel), outbound NAT and published ports; with --vni it also joins a VXLAN
-overlay to the given peers.
+NAME.NETWORK.vessel; containers get it as their resolver), outbound NAT and published ports;
+with --vni it also joins a VXLAN overlay to the given peers. The network `default` (made by
+the daemon's first start or `vessel admin init`) is the one new instances get.
 
 Examples:
-  vessel network create lan --subnet 10.42.0.0/24
+  vessel network create lan --subnet 10.48.0.0/24
   vessel network create dual --subnet 10.44.0.0/24 --ipv6 fd44::/64
-  vessel network create ov --subnet 10.50.0.0/24 --vni 5001 --local 192.0.2.1 --peer 192.0.2.2
-  vessel create busybox web && vessel network attach lan web && vessel start web
-  vessel network attach lan db --ip 10.42.0.20
+  vessel network create ov --subnet 10.50.0.0/24 --vni 5001 --local \"$(hostname -I | cut -d' ' -f1)\" --peer 192.0.2.2
+  vessel create busybox web --no-network && vessel network attach lan web && vessel start web
+  vessel network attach lan db --ip 10.48.0.20
   vessel network forward add lan --port 8080 --to web:80
   vessel network acl set lan --rules 'deny ingress tcp port 22'
   vessel network create seg --subnet 10.60.0.0/24 --vlan 10 --vlan 20
@@ -31,7 +32,7 @@ pub enum NetworkCommand {
     Create {
         /// Name (1-11 characters; the bridge is vbr-NAME).
         name: String,
-        /// IPv4 subnet, e.g. 10.42.0.0/24 (the first address is the gateway).
+        /// IPv4 subnet, e.g. 10.48.0.0/24 (the first address is the gateway).
         #[arg(long)]
         subnet: String,
         /// IPv6 prefix, a /64 such as fd42::/64 (dual stack: SLAAC, AAAA names, NAT66).
@@ -40,7 +41,7 @@ pub enum NetworkCommand {
         /// VXLAN overlay id (4096-16777215).
         #[arg(long)]
         vni: Option<u32>,
-        /// This host's underlay address (overlays).
+        /// This host's underlay address (overlays): one of the host's own addresses.
         #[arg(long)]
         local: Option<String>,
         /// Another host of the overlay (repeatable).
@@ -80,7 +81,7 @@ pub enum NetworkCommand {
     /// Give an instance a NIC on the network (a running container gets it at once; a VM
     /// must be stopped).
     #[command(
-        after_help = "Examples:\n  vessel network attach lan web\n  vessel network attach lan db --ip 10.42.0.20 --ingress 100Mbit --egress 20Mbit\n  vessel network attach seg app --vlan 10"
+        after_help = "Examples:\n  vessel network attach lan web\n  vessel network attach lan db --ip 10.48.0.20 --ingress 100Mbit --egress 20Mbit\n  vessel network attach seg app --vlan 10"
     )]
     Attach {
         /// Network.
@@ -110,19 +111,20 @@ pub enum NetworkCommand {
         /// Instance.
         instance: String,
     },
-    /// Set or clear a NIC's bandwidth limits (applied at once; leave one out to lift it).
+    /// Change a NIC's bandwidth limits, applied at once: only the directions named change
+    /// (`none` lifts one); with neither, show them.
     #[command(
-        after_help = "Examples:\n  vessel network limits lan web --ingress 50Mbit --egress 10Mbit\n  vessel network limits lan web                  # no limits"
+        after_help = "Examples:\n  vessel network limits lan web --ingress 50Mbit --egress 10Mbit\n  vessel network limits lan web --ingress 20Mbit      # egress stays 10Mbit\n  vessel network limits lan web --egress none         # lift the egress limit\n  vessel network limits lan web                       # show them"
     )]
     Limits {
         /// Network.
         network: String,
         /// Instance.
         instance: String,
-        /// Into the instance, e.g. 50Mbit.
+        /// Into the instance, e.g. 50Mbit, or none.
         #[arg(long)]
         ingress: Option<String>,
-        /// Out of the instance, e.g. 10Mbit.
+        /// Out of the instance, e.g. 10Mbit, or none.
         #[arg(long)]
         egress: Option<String>,
     },
@@ -140,7 +142,12 @@ pub enum NetworkCommand {
 /// `vessel network forward ...`
 #[derive(Debug, Subcommand)]
 pub enum ForwardCommand {
-    /// Publish a host port to an instance port.
+    /// Publish a host port to an instance port: it answers other hosts, the host itself
+    /// (127.0.0.1, the gateway, any of its addresses) and instances of the network through
+    /// the host's addresses, like Docker's published ports.
+    #[command(
+        after_help = "Examples:\n  vessel network forward add lan --port 8080 --to web:80\n  vessel network forward add lan --port 5353 --to web:53 --protocol udp\n  vessel network forward add lan --port 8443 --to web:443 --address 192.0.2.1"
+    )]
     Add {
         /// Network.
         network: String,
@@ -158,14 +165,37 @@ pub enum ForwardCommand {
         address: Option<String>,
     },
     /// Remove a published port.
-    #[command(visible_alias = "rm")]
+    #[command(
+        visible_alias = "rm",
+        after_help = "Examples:\n  vessel network forward delete lan --port 8080\n  vessel network forward delete lan --port 5353 --protocol udp\n\nThe older form `vessel network forward delete lan tcp 8080` still works but is deprecated:\nuse --port and --protocol, as `forward add` does."
+    )]
     Delete {
         /// Network.
         network: String,
-        /// tcp or udp.
-        protocol: String,
         /// Host port.
-        port: u16,
+        #[arg(long)]
+        port: Option<u16>,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Deprecated: the protocol as a word before the port (`tcp 8080`).
+        #[arg(value_name = "PROTOCOL", hide = true)]
+        legacy_protocol: Option<String>,
+        /// Deprecated: the port after the protocol word.
+        #[arg(value_name = "PORT", hide = true)]
+        legacy_port: Option<u16>,
+    },
+    /// List published ports (of one network, or of all).
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  vessel network forward list\n  vessel network forward list lan --format json"
+    )]
+    List {
+        /// Network (default: every network).
+        network: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 

@@ -205,7 +205,9 @@ fn list_renders_the_daemon_answer() {
     let (code, out, err) = run(&mut vessel(&["--socket", sock, "list"]));
     assert_eq!((code, err.as_str()), (0, ""));
     assert!(
-        out.contains("| web  | container | RUNNING | 9   | 0.00s | 2KiB   | 1    | 0123456789ab |"),
+        out.contains(
+            "| web  | container | RUNNING | -    | 9   | 0.00s | 2KiB   | 1    | 0123456789ab |"
+        ),
         "{out}"
     );
     let (code, out, _) = run(&mut vessel(&["--socket", sock, "list", "--format", "yaml"]));

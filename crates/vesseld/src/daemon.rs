@@ -37,6 +37,9 @@ pub struct Config {
     pub libexec: PathBuf,
     /// The guest agent put into VM images built here (it must be statically linked).
     pub agent: PathBuf,
+    /// Make the default network on the first start (off for a daemon beside another in the
+    /// same network namespace, which would fight over it).
+    pub default_network: bool,
 }
 
 /// Why a daemon could not open.
@@ -131,6 +134,9 @@ impl Daemon {
         };
         let daemon = Self::assemble(&config, store, cgroup_version, agent);
         daemon.reconcile()?;
+        if config.default_network {
+            daemon.app.networks.first_start();
+        }
         Ok(daemon)
     }
 

@@ -17,7 +17,7 @@ use vesseld::{Config, Daemon, DEFAULT_ROOT};
 #[command(
     version,
     about = "The Vessel daemon: serves the REST API and runs instances",
-    after_help = "Examples:\n  vesseld                                  # system daemon, state in /var/lib/vessel\n  vesseld --root-dir /tmp/v1 --run-dir /tmp/v1/run --socket /tmp/v1/vessel.sock\n                                            # an isolated second daemon (tests do this)\n\nInstances keep running when vesseld stops; the next vesseld re-adopts them."
+    after_help = "Examples:\n  vesseld                                  # system daemon, state in /var/lib/vessel\n  vesseld --root-dir /tmp/v1 --run-dir /tmp/v1/run --socket /tmp/v1/vessel.sock --no-default-network\n                                            # an isolated second daemon (tests do this)\n\nOn its first start the daemon makes the network `default` (on the first of 10.42.0.0/24,\n10.43.0.0/24, ... that no route or address of its network namespace uses), which new\ninstances get a NIC on.\n\nInstances keep running when vesseld stops; the next vesseld re-adopts them."
 )]
 struct Args {
     /// Directory for persistent state: database, images, instances.
@@ -35,6 +35,10 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Do not make the default network on the first start (for a second daemon in the same
+    /// network namespace; `vessel admin init` still makes it).
+    #[arg(long)]
+    no_default_network: bool,
 }
 
 fn main() {
@@ -104,6 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         idmap_base: args.idmap_base,
         libexec,
         agent,
+        default_network: !args.no_default_network,
     })?;
     let listener = tokio::net::UnixListener::bind(&args.socket)
         .with_context(|| format!("binding {}", args.socket.display()))?;

@@ -86,6 +86,7 @@ fn daemon_refuses_a_root_dir_unprivileged_containers_cannot_reach() {
         .arg(dir.join("run"))
         .arg("--socket")
         .arg(dir.join("s.sock"))
+        .arg("--no-default-network")
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();

@@ -62,6 +62,39 @@ pub fn instance_block(i: &Instance) -> Block {
         b.section("Environment", &env, "none");
     }
     b.section("Limits", &describe(&i.limits), "none");
+    let nics: Vec<(String, String)> = i
+        .nics
+        .iter()
+        .map(|n| {
+            let mut v = format!("network {}, MAC {}, {}", n.network, n.mac, n.ipv4);
+            if let Some(a) = &n.ipv6 {
+                v.push_str(&format!(", {a}"));
+            }
+            match (&n.gateway, n.vlan) {
+                (_, Some(vid)) => v.push_str(&format!(", VLAN {vid}")),
+                (Some(gw), None) => v.push_str(&format!(", gateway {gw}")),
+                (None, None) => {}
+            }
+            (n.interface.clone(), v)
+        })
+        .collect();
+    b.section("NICs", &nics, "none");
+    let volumes: Vec<(String, String)> = i
+        .volumes
+        .iter()
+        .map(|v| {
+            let at = if v.path.is_empty() {
+                "disk".to_string()
+            } else {
+                v.path.clone()
+            };
+            (
+                format!("{}/{}", v.pool, v.volume),
+                format!("{} ({})", at, v.content),
+            )
+        })
+        .collect();
+    b.section("Volumes", &volumes, "none");
     if let Some(vm) = &i.vm {
         let details = vec![
             ("Profile".to_string(), vm.profile.clone()),
@@ -146,7 +179,11 @@ mod tests {
             "environment": {"MODE": "x"}, "created_at": "2026-01-01T00:00:00Z",
             "last_exit_code": 137,
             "state": {"pid": 7, "cpu_usage_ns": 2000000000, "memory_usage_bytes": 1048576,
-                      "memory_peak_bytes": 2097152, "oom_kills": 1, "pids": 2}
+                      "memory_peak_bytes": 2097152, "oom_kills": 1, "pids": 2},
+            "nics": [{"network": "default", "interface": "eth0", "mac": "0a:56:00:00:00:01",
+                      "ipv4": "10.42.0.2/24", "gateway": "10.42.0.1"}],
+            "volumes": [{"pool": "local", "volume": "data", "content": "filesystem",
+                         "path": "/srv/data"}]
         }))
         .unwrap();
         let want = "\
@@ -162,6 +199,10 @@ Environment:
 Limits:
   cpu: 0.5
   memory: 256MiB
+NICs:
+  eth0: network default, MAC 0a:56:00:00:00:01, 10.42.0.2/24, gateway 10.42.0.1
+Volumes:
+  local/data: /srv/data (filesystem)
 Resources:
   PID: 7
   Processes: 2
@@ -178,8 +219,10 @@ Last exit code: 137
         i.state = None;
         i.error = Some("init failed".into());
         i.limits = Default::default();
+        i.nics.clear();
         let text = instance_block(&i).render();
         assert!(text.contains("Limits: none\n"));
+        assert!(text.contains("NICs: none\n"));
         assert!(!text.contains("Resources"));
         assert!(text.ends_with("Error message: init failed\n"));
     }

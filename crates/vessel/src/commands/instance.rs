@@ -27,6 +27,8 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
         privileged: args.privileged,
         idmap_isolated: args.idmap_shared.then_some(false),
         storage: args.storage,
+        networks: args.networks,
+        no_network: args.no_network,
         start,
         command: (!args.command.is_empty()).then_some(args.command),
     };

@@ -1,7 +1,7 @@
 //! `list`: every instance with its live usage.
 
 use anyhow::Result;
-use vessel_api::{Instance, InstanceType};
+use vessel_api::{Instance, InstanceStatus, InstanceType};
 
 use crate::client::Client;
 use crate::output::{format_bytes, format_cpu, print_document, short, Format, Table};
@@ -30,7 +30,7 @@ pub fn type_name(t: InstanceType) -> &'static str {
 /// The table `list` prints.
 pub fn instances_table(instances: &[Instance]) -> Table {
     let mut table = Table::new(&[
-        "NAME", "TYPE", "STATUS", "PID", "CPU", "MEMORY", "PIDS", "IMAGE",
+        "NAME", "TYPE", "STATUS", "IPV4", "PID", "CPU", "MEMORY", "PIDS", "IMAGE",
     ]);
     let dash = || "-".to_string();
     for i in instances {
@@ -39,6 +39,7 @@ pub fn instances_table(instances: &[Instance]) -> Table {
             i.name.clone(),
             type_name(i.instance_type).to_string(),
             i.status.as_str().to_uppercase(),
+            ipv4_cell(i),
             state
                 .and_then(|s| s.pid)
                 .map_or_else(dash, |p| p.to_string()),
@@ -49,6 +50,23 @@ pub fn instances_table(instances: &[Instance]) -> Table {
         ]);
     }
     table
+}
+
+/// The IPv4 addresses of a running instance's NICs, as Incus shows them: `10.42.0.2 (eth0)`;
+/// `-` when it is not running (its addresses answer nothing then).
+pub fn ipv4_cell(i: &Instance) -> String {
+    let live = matches!(i.status, InstanceStatus::Running | InstanceStatus::Frozen);
+    if !live || i.nics.is_empty() {
+        return "-".to_string();
+    }
+    i.nics
+        .iter()
+        .map(|n| {
+            let addr = n.ipv4.split('/').next().unwrap_or(&n.ipv4);
+            format!("{addr} ({})", n.interface)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -63,11 +81,17 @@ mod tests {
              "limits": {"memory": 268435456}, "command": ["/sbin/init"], "environment": {},
              "created_at": "2026-01-01T00:00:00Z",
              "state": {"pid": 4242, "cpu_usage_ns": 1500000000,
-                       "memory_usage_bytes": 12582912, "oom_kills": 0, "pids": 3}},
+                       "memory_usage_bytes": 12582912, "oom_kills": 0, "pids": 3},
+             "nics": [{"network": "default", "interface": "eth0", "mac": "0a:56:00:00:00:01",
+                       "ipv4": "10.42.0.2/24", "gateway": "10.42.0.1"},
+                      {"network": "lan", "interface": "eth1", "mac": "0a:56:00:00:00:02",
+                       "ipv4": "10.43.0.5/24", "gateway": "10.43.0.1"}]},
             {"name": "db", "type": "vm", "status": "stopped",
              "image": "fedcba9876543210fedc", "privileged": true,
              "limits": {}, "command": [], "environment": {},
-             "created_at": "2026-01-01T00:00:00Z", "last_exit_code": 0}
+             "created_at": "2026-01-01T00:00:00Z", "last_exit_code": 0,
+             "nics": [{"network": "default", "interface": "eth0", "mac": "0a:56:00:00:00:03",
+                       "ipv4": "10.42.0.3/24", "gateway": "10.42.0.1"}]}
         ]"#,
         )
         .unwrap()
@@ -76,13 +100,13 @@ mod tests {
     #[test]
     fn table_of_instances() {
         let want = "\
-+------+-----------+---------+------+-------+--------+------+--------------+
-| NAME |   TYPE    | STATUS  | PID  |  CPU  | MEMORY | PIDS |    IMAGE     |
-+------+-----------+---------+------+-------+--------+------+--------------+
-| web  | container | RUNNING | 4242 | 1.50s | 12MiB  | 3    | 0123456789ab |
-+------+-----------+---------+------+-------+--------+------+--------------+
-| db   | vm        | STOPPED | -    | -     | -      | -    | fedcba987654 |
-+------+-----------+---------+------+-------+--------+------+--------------+
++------+-----------+---------+------------------------------------+------+-------+--------+------+--------------+
+| NAME |   TYPE    | STATUS  |                IPV4                | PID  |  CPU  | MEMORY | PIDS |    IMAGE     |
++------+-----------+---------+------------------------------------+------+-------+--------+------+--------------+
+| web  | container | RUNNING | 10.42.0.2 (eth0), 10.43.0.5 (eth1) | 4242 | 1.50s | 12MiB  | 3    | 0123456789ab |
++------+-----------+---------+------------------------------------+------+-------+--------+------+--------------+
+| db   | vm        | STOPPED | -                                  | -    | -     | -      | -    | fedcba987654 |
++------+-----------+---------+------------------------------------+------+-------+--------+------+--------------+
 ";
         assert_eq!(instances_table(&sample()).render(), want);
     }

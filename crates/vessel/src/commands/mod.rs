@@ -63,6 +63,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Image(cmd) => image::run(&client, cmd),
         Command::Storage(cmd) => storage::run(&client, cmd),
         Command::Network(cmd) => network::run(&client, cmd),
+        Command::Admin(crate::cli::AdminCommand::Init { subnet, format }) => {
+            network::admin_init(&client, subnet, format)
+        }
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),

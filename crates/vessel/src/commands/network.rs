@@ -2,8 +2,8 @@
 
 use anyhow::{anyhow, Context, Result};
 use vessel_api::{
-    LbHealthCheckSpec, LbPortSpec, Network, NetworkAclSet, NetworkCreate, NetworkForward,
-    NetworkLoadBalancer, NicAttach, NicLimits,
+    AdminInit, AdminInitResult, LbHealthCheckSpec, LbPortSpec, Network, NetworkAclSet,
+    NetworkCreate, NetworkForward, NetworkLoadBalancer, NicAttach, NicLimits,
 };
 
 use crate::cli_network::{AclCommand, ForwardCommand, LbCommand, NetworkCommand};
@@ -54,7 +54,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             let nets: Vec<Network> = client.get("/1.0/networks")?;
             match format {
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "TYPE", "SUBNET", "NICS", "STATUS"]);
+                    let mut t =
+                        Table::new(&["NAME", "TYPE", "SUBNET", "NICS", "DEFAULT", "STATUS"]);
                     for n in &nets {
                         t.row(vec![
                             n.name.clone(),
@@ -64,6 +65,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                             },
                             n.subnet.clone(),
                             n.leases.len().to_string(),
+                            if n.default { "yes" } else { "" }.to_string(),
                             n.status.clone(),
                         ]);
                     }
@@ -86,6 +88,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                         .field("MTU", n.mtu)
                         .field("IPv6", n.ipv6.as_deref().unwrap_or("none"))
                         .field("IPv6 gateway", n.gateway6.as_deref().unwrap_or("none"))
+                        .field("Default", if n.default { "yes" } else { "no" })
                         .field("VLAN mode", &n.vlan_mode)
                         .field(
                             "Isolated ports",
@@ -234,15 +237,29 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             ingress,
             egress,
         } => {
-            let _: Network = client.send(
-                "PUT",
-                &format!(
-                    "{}/nics/{}/limits",
-                    path(&network),
-                    encode_segment(&instance)
-                ),
-                &NicLimits { ingress, egress },
-            )?;
+            let n: Network = if ingress.is_none() && egress.is_none() {
+                client.get(&path(&network))?
+            } else {
+                client.send(
+                    "PUT",
+                    &format!(
+                        "{}/nics/{}/limits",
+                        path(&network),
+                        encode_segment(&instance)
+                    ),
+                    &NicLimits { ingress, egress },
+                )?
+            };
+            let lease = n
+                .leases
+                .iter()
+                .find(|l| l.instance == instance)
+                .ok_or_else(|| anyhow!("{instance} has no NIC on {network}"))?;
+            println(format!(
+                "{instance} on {network}: ingress {}, egress {}",
+                lease.ingress.as_deref().unwrap_or("none"),
+                lease.egress.as_deref().unwrap_or("none")
+            ))?;
             Ok(0)
         }
         NetworkCommand::Lb(LbCommand::Add {
@@ -341,9 +358,12 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
         }
         NetworkCommand::Forward(ForwardCommand::Delete {
             network,
-            protocol,
             port,
+            protocol,
+            legacy_protocol,
+            legacy_port,
         }) => {
+            let (protocol, port) = delete_target(port, protocol, legacy_protocol, legacy_port)?;
             let _: Network = client.call(
                 "DELETE",
                 &format!(
@@ -352,6 +372,35 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     encode_segment(&protocol)
                 ),
             )?;
+            Ok(0)
+        }
+        NetworkCommand::Forward(ForwardCommand::List { network, format }) => {
+            let nets: Vec<Network> = match network {
+                Some(n) => vec![client.get(&path(&n))?],
+                None => client.get("/1.0/networks")?,
+            };
+            let rows: Vec<ForwardRow> = nets
+                .iter()
+                .flat_map(|n| {
+                    n.forwards.iter().map(|f| ForwardRow {
+                        network: n.name.clone(),
+                        protocol: f.protocol.clone(),
+                        listen_address: f.listen_address.clone(),
+                        listen_port: f.listen_port,
+                        instance: f.instance.clone(),
+                        target_port: f.target_port,
+                        target_address: n
+                            .leases
+                            .iter()
+                            .find(|l| l.instance == f.instance)
+                            .map(|l| l.ip.clone()),
+                    })
+                })
+                .collect();
+            match format {
+                Format::Table => forwards_table(&rows).print()?,
+                _ => print_document(format, &rows)?,
+            }
             Ok(0)
         }
         NetworkCommand::Acl(AclCommand::Set {
@@ -373,5 +422,129 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             let _: Network = client.send("PUT", &target, &NetworkAclSet { rules })?;
             Ok(0)
         }
+    }
+}
+
+/// One published port, as `forward list` shows it.
+#[derive(Debug, serde::Serialize)]
+struct ForwardRow {
+    network: String,
+    protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_address: Option<String>,
+    listen_port: u16,
+    instance: String,
+    target_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_address: Option<String>,
+}
+
+fn forwards_table(rows: &[ForwardRow]) -> Table {
+    let mut t = Table::new(&["NETWORK", "PROTOCOL", "LISTEN", "TARGET"]);
+    for r in rows {
+        t.row(vec![
+            r.network.clone(),
+            r.protocol.clone(),
+            format!(
+                "{}:{}",
+                r.listen_address.as_deref().unwrap_or("*"),
+                r.listen_port
+            ),
+            match &r.target_address {
+                Some(a) => format!("{}:{} ({a})", r.instance, r.target_port),
+                None => format!("{}:{}", r.instance, r.target_port),
+            },
+        ]);
+    }
+    t
+}
+
+/// What `forward delete` removes: `--port N [--protocol P]`, or the older positional
+/// `PROTOCOL PORT` (still taken).
+fn delete_target(
+    port: Option<u16>,
+    protocol: String,
+    legacy_protocol: Option<String>,
+    legacy_port: Option<u16>,
+) -> Result<(String, u16)> {
+    match (port, legacy_protocol, legacy_port) {
+        (Some(p), None, None) => Ok((protocol, p)),
+        (None, Some(proto), Some(p)) => Ok((proto, p)),
+        (None, Some(word), None) => match word.parse::<u16>() {
+            // `forward delete lan 8080`: a port alone, TCP unless --protocol says otherwise.
+            Ok(p) => Ok((protocol, p)),
+            Err(_) => Err(anyhow!(
+                "give the port: vessel network forward delete NETWORK --port PORT [--protocol {word}]"
+            )),
+        },
+        (Some(_), Some(_), _) => Err(anyhow!(
+            "give the port once: --port PORT (with --protocol), or the older PROTOCOL PORT"
+        )),
+        _ => Err(anyhow!(
+            "give the port: vessel network forward delete NETWORK --port PORT [--protocol udp]"
+        )),
+    }
+}
+
+/// `admin init`.
+pub fn admin_init(client: &Client, subnet: Option<String>, format: Format) -> Result<i32> {
+    let r: AdminInitResult = client.send("POST", "/1.0/admin/init", &AdminInit { subnet })?;
+    match format {
+        Format::Table => println(format!(
+            "Default network {} {}: subnet {}, gateway {}, bridge {}",
+            r.network.name,
+            if r.created { "made" } else { "already there" },
+            r.network.subnet,
+            r.network.gateway,
+            r.network.bridge
+        ))?,
+        _ => print_document(format, &r)?,
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_delete_takes_flags_and_the_older_positional_form() {
+        let t = |port, proto: &str, lp: Option<&str>, lport| {
+            delete_target(port, proto.into(), lp.map(String::from), lport)
+        };
+        assert_eq!(
+            t(Some(8080), "tcp", None, None).unwrap(),
+            ("tcp".into(), 8080)
+        );
+        assert_eq!(t(Some(53), "udp", None, None).unwrap(), ("udp".into(), 53));
+        assert_eq!(
+            t(None, "tcp", Some("udp"), Some(53)).unwrap(),
+            ("udp".into(), 53)
+        );
+        assert_eq!(
+            t(None, "tcp", Some("8080"), None).unwrap(),
+            ("tcp".into(), 8080)
+        );
+        assert!(t(None, "tcp", Some("udp"), None).is_err());
+        assert!(t(None, "tcp", None, None).is_err());
+        assert!(t(Some(1), "tcp", Some("udp"), Some(2)).is_err());
+    }
+
+    #[test]
+    fn forwards_table_shows_listen_and_target() {
+        let rows = [ForwardRow {
+            network: "lan".into(),
+            protocol: "tcp".into(),
+            listen_address: None,
+            listen_port: 8080,
+            instance: "web".into(),
+            target_port: 80,
+            target_address: Some("10.42.0.2".into()),
+        }];
+        let text = forwards_table(&rows).render();
+        assert!(
+            text.contains("| lan     | tcp      | *:8080 | web:80 (10.42.0.2) |"),
+            "{text}"
+        );
     }
 }

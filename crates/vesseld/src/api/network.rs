@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use vessel_api::{
-    NetworkAclSet, NetworkCreate, NetworkForward, NetworkLoadBalancer, NicAttach, NicLimits,
+    AdminInit, NetworkAclSet, NetworkCreate, NetworkForward, NetworkLoadBalancer, NicAttach,
+    NicLimits,
 };
 
 use super::{ApiJson, App};
@@ -112,4 +113,11 @@ pub async fn network_nic_acl_set(
     ApiJson(req): ApiJson<NetworkAclSet>,
 ) -> Result<Response> {
     blocking(&app, move |s| s.nic_acl_set(&name, &instance, req)).await
+}
+
+pub async fn admin_init(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<AdminInit>,
+) -> Result<Response> {
+    blocking(&app, move |s| s.init_default(req.subnet)).await
 }

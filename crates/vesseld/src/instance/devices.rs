@@ -6,13 +6,75 @@
 //! do and never look the instance up themselves.
 
 use vessel_api::{
-    Instance, InstanceStatus, InstanceType, Network, NicAttach, StorageVolume, VolumeAttach,
+    Instance, InstanceCreate, InstanceStatus, InstanceType, Network, NicAttach, StorageVolume,
+    VolumeAttach,
 };
 
 use super::InstanceService;
 use crate::error::{Error, Result};
 
 impl InstanceService {
+    /// The networks a new instance gets a NIC on, in order: those it names, none with
+    /// `no_network`, else the default network (if the daemon has one). Checked before the
+    /// instance is recorded.
+    pub(super) fn initial_networks(&self, req: &InstanceCreate) -> Result<Vec<String>> {
+        if req.no_network {
+            if !req.networks.is_empty() {
+                return Err(Error::invalid(
+                    "--no-network and --network do not mix: give one or the other",
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        if req.networks.is_empty() {
+            return Ok(self.networks.default_network()?.into_iter().collect());
+        }
+        let mut out: Vec<String> = Vec::new();
+        for n in &req.networks {
+            if out.contains(n) {
+                return Err(Error::invalid(format!(
+                    "network {n:?} is named twice: an instance has one NIC per network"
+                )));
+            }
+            self.networks.get(n)?;
+            out.push(n.clone());
+        }
+        Ok(out)
+    }
+
+    /// Gives a new instance its NICs (`eth0` on the first network); the caller holds its
+    /// lock while it is being created.
+    pub(super) async fn attach_initial_nics(&self, inst: &Instance, nets: &[String]) -> Result<()> {
+        for network in nets {
+            let (svc, network, inst) = (self.networks.clone(), network.clone(), inst.clone());
+            tokio::task::spawn_blocking(move || {
+                let req = NicAttach {
+                    instance: inst.name.clone(),
+                    ip: None,
+                    mac: None,
+                    vlan: None,
+                    ingress: None,
+                    egress: None,
+                };
+                svc.attach(&network, req, &inst, None)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("network task: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Fills in the NICs and volumes of `list`.
+    pub(super) fn with_devices(&self, list: &mut [Instance]) -> Result<()> {
+        let mut nics = self.networks.nics_by_instance()?;
+        let mut volumes = self.storage.volumes_by_instance()?;
+        for inst in list {
+            inst.nics = nics.remove(&inst.name).unwrap_or_default();
+            inst.volumes = volumes.remove(&inst.name).unwrap_or_default();
+        }
+        Ok(())
+    }
+
     /// The instance `name`, which must be stopped before its `what` can change.
     fn stopped(&self, name: &str, what: &str) -> Result<Instance> {
         let inst = self.get_stored(name)?;

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod logs;
 pub mod publish;
 mod rebuild;
+mod resolv;
 mod status;
 pub mod systemd;
 pub mod users;
@@ -136,6 +137,7 @@ impl InstanceService {
         if inst.instance_type == InstanceType::Vm {
             inst.vm = self.vms.details(name);
         }
+        self.with_devices(std::slice::from_mut(&mut inst))?;
         Ok(inst)
     }
 
@@ -152,6 +154,7 @@ impl InstanceService {
                 inst.state = Some(self.live_state(inst));
             }
         }
+        self.with_devices(&mut list)?;
         Ok(list)
     }
 
@@ -182,6 +185,7 @@ impl InstanceService {
             exec::check_command(cmd)?;
         }
         let image = self.images.get(&req.image)?;
+        let networks = self.initial_networks(&req)?;
         match (req.instance_type, image.kind) {
             (InstanceType::Container, vessel_api::ImageKind::Vm) => {
                 return Err(Error::invalid(format!(
@@ -260,6 +264,8 @@ impl InstanceService {
             error: None,
             state: None,
             vm: None,
+            nics: Vec::new(),
+            volumes: Vec::new(),
         };
         let inserted = if isolated == Some(true) {
             self.store
@@ -290,6 +296,7 @@ impl InstanceService {
                 let result = async {
                     op.progress(Some(10), "preparing files");
                     svc.driver.prepare(&inst)?;
+                    svc.attach_initial_nics(&inst, &networks).await?;
                     op.check_cancel()?;
                     if let Some(pool) = inst.storage.clone() {
                         let image = svc.images.get(&inst.image)?;
@@ -319,6 +326,9 @@ impl InstanceService {
                     }
                     if let Err(e) = svc.storage.instance_deleted(&name) {
                         tracing::warn!(instance = %name, error = %e, "rollback of volumes");
+                    }
+                    if let Err(e) = svc.networks.instance_deleted(&name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback of NICs");
                     }
                     let _ = svc.store.instance_delete(&name);
                     svc.pending.forget(&name);
@@ -370,7 +380,7 @@ impl InstanceService {
             .await
             .map_err(|e| Error::internal(format!("user lookup task: {e}")))??
         };
-        let volumes = {
+        let mut volumes = {
             let (st, n, shared) = (
                 self.storage.clone(),
                 inst.name.clone(),
@@ -380,6 +390,8 @@ impl InstanceService {
                 .await
                 .map_err(|e| Error::internal(format!("volume task: {e}")))??
         };
+        // The network's resolver rides with the volume mounts (see resolv.rs).
+        volumes.extend(self.resolv_mount(inst, &lowers, &volumes).await?);
         let boots_systemd =
             systemd::is_systemd_init(&inst.command, &image.command, &image.stop_signal);
         let binds = self

@@ -272,6 +272,8 @@ mod tests {
                 vm: None,
                 idmap: None,
                 last_exit_reason: None,
+                nics: Vec::new(),
+                volumes: Vec::new(),
             })
             .unwrap();
         let pending = PendingStatus::default();

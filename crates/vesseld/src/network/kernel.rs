@@ -87,6 +87,9 @@ impl NetworkService {
             }
         }
         vessel_net::set_ipv4_forwarding(&ns, true).map_err(|e| net_err("ip_forward")(&e))?;
+        // Published ports answer the host's own 127.0.0.1 (see `NatRules`).
+        vessel_net::set_route_localnet(&ns, &bridge, true)
+            .map_err(|e| net_err("route_localnet")(&e))?;
         self.apply_rules(rec)?;
         self.apply_dnsmasq(rec)?;
         self.prune_lb_tables(rec);
@@ -100,8 +103,8 @@ impl NetworkService {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// What a NIC's host port needs beyond its bridge: its VLAN segment, isolation and
-    /// bandwidth limits.
+    /// What a NIC's host port needs beyond its bridge: its VLAN segment, isolation, hairpin
+    /// mode and bandwidth limits.
     pub(super) fn port_setup(
         &self,
         links: &mut Links,
@@ -122,6 +125,12 @@ impl NetworkService {
         if rec.isolated_ports {
             vessel_net::set_port_isolated(links, &l.host_interface, true)
                 .map_err(|e| net_err("isolating the port")(&e))?;
+        }
+        if l.vlan.is_none() {
+            // An instance reaching its own published port through the host comes back
+            // through the port it left by.
+            vessel_net::set_port_hairpin(links, &l.host_interface, true)
+                .map_err(|e| net_err("hairpin mode of the port")(&e))?;
         }
         let limits = lease_limits(l)?;
         if limits != BandwidthLimits::default() {
@@ -273,9 +282,11 @@ pub(super) fn render_dhcp(rec: &NetworkRecord, state_dir: PathBuf) -> Result<Dhc
         subnet,
         dynamic_range: None,
         lease_secs: 3600,
-        domain: format!("{}.vessel", rec.name),
+        domain: rec.domain(),
         static_leases,
-        upstream: Upstream::None,
+        // Names outside the network's domain go to the host's resolvers, so that instances
+        // given the gateway as their DNS server still resolve the rest of the world.
+        upstream: Upstream::HostResolvConf,
         ipv6_gateway: rec.gateway6()?,
         state_dir,
     })
@@ -334,5 +345,6 @@ mod tests {
         assert_eq!(dhcp.static_leases.len(), 1, "not the segment's NIC");
         assert_eq!(dhcp.static_leases[0].name.as_deref(), Some("web"));
         assert_eq!(dhcp.ipv6_gateway, None);
+        assert_eq!(dhcp.upstream, Upstream::HostResolvConf);
     }
 }

@@ -12,6 +12,7 @@
 
 mod acls;
 mod balancers;
+mod default;
 mod forwards;
 mod kernel;
 mod networks;
@@ -48,6 +49,10 @@ struct Inner {
     networks: Records<NetworkRecord>,
     /// Networks being created (see [`PENDING`]).
     pending: Records<NetworkRecord>,
+    /// Which network new instances get (see `default.rs`).
+    default: Records<default::DefaultChoice>,
+    /// Held while the default network is made, so two requests make one.
+    init: Mutex<()>,
     events: Events,
     /// `<run>/networks/<name>`: dnsmasq state.
     run: PathBuf,
@@ -69,7 +74,9 @@ impl NetworkService {
         Self {
             inner: Arc::new(Inner {
                 networks: Records::new(store.clone(), NETWORK),
-                pending: Records::new(store, PENDING),
+                pending: Records::new(store.clone(), PENDING),
+                default: Records::new(store, default::DEFAULT_KIND),
+                init: Mutex::default(),
                 events,
                 run,
                 busy: Mutex::default(),
@@ -155,6 +162,7 @@ impl NetworkService {
             }
             .into(),
             isolated_ports: r.isolated_ports,
+            default: self.default_network().ok().flatten().as_deref() == Some(r.name.as_str()),
             status: if error.is_some() { "failed" } else { "ok" }.into(),
             error,
             description: r.description.clone(),

@@ -3,12 +3,12 @@
 use std::net::Ipv4Addr;
 
 use vessel_api::{Network, NetworkCreate};
-use vessel_net::Subnet;
+use vessel_net::{Address4, Links, NetNs, Subnet};
 
 use super::parse::parse_prefix6;
 use super::record::NetworkRecord;
 use super::segments::mode_name;
-use super::NetworkService;
+use super::{net_err, NetworkService};
 use crate::error::{Error, Result};
 use crate::name::validate_name_within;
 
@@ -21,6 +21,12 @@ impl NetworkService {
         let _g = self.busy();
         let host_has_ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
         let mut rec = plan_network(&req, &self.records()?, host_has_ipv6, crate::clock::now())?;
+        if let Some(local) = &req.local {
+            let held = Links::open(&NetNs::current())
+                .and_then(|mut l| l.ipv4_addresses())
+                .map_err(|e| net_err("reading the host's addresses")(&e))?;
+            check_local(local, &held)?;
+        }
         if !rec.vlans.is_empty() {
             rec.vlan_mode = Some(mode_name(self.vlan_mode(&rec)).into());
         }
@@ -200,6 +206,29 @@ pub(super) fn plan_network(
     Ok(rec)
 }
 
+/// An overlay's `local` address must be one the host holds: VXLAN packets would otherwise
+/// leave from an address nobody answers to, and the overlay would stay silent.
+pub(super) fn check_local(local: &str, held: &[Address4]) -> Result<()> {
+    let addr: Ipv4Addr = local
+        .parse()
+        .map_err(|_| Error::invalid(format!("{local:?} is not an IPv4 address")))?;
+    if held.iter().any(|a| a.address == addr) {
+        return Ok(());
+    }
+    let mut own: Vec<String> = held
+        .iter()
+        .filter(|a| !a.address.is_loopback() && !a.interface.starts_with("vbr-"))
+        .map(|a| format!("{} ({})", a.address, a.interface))
+        .collect();
+    if own.is_empty() {
+        own.push("none besides the loopback and Vessel's bridges".into());
+    }
+    Err(Error::invalid(format!(
+        "{addr} is not an address of this host, so the overlay's packets could not leave          from it; give --local one of: {}",
+        own.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::record::fixture::network;
@@ -290,6 +319,38 @@ mod tests {
         r.ipv6 = Some("fd42::/64".into());
         let e = plan_network(&r, &[], false, "now".into()).unwrap_err();
         assert!(e.message.contains("IPv6 is disabled"), "{e}");
+    }
+
+    #[test]
+    fn an_overlay_leaves_from_an_address_the_host_has() {
+        let held = [
+            Address4 {
+                interface: "lo".into(),
+                address: Ipv4Addr::LOCALHOST,
+                prefix: 8,
+            },
+            Address4 {
+                interface: "eth0".into(),
+                address: "198.51.100.2".parse().unwrap(),
+                prefix: 24,
+            },
+            Address4 {
+                interface: "vbr-lan".into(),
+                address: "10.42.0.1".parse().unwrap(),
+                prefix: 24,
+            },
+        ];
+        check_local("198.51.100.2", &held).unwrap();
+        let e = check_local("192.0.2.1", &held).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert!(
+            e.message
+                .contains("192.0.2.1 is not an address of this host")
+                && e.message.contains("one of: 198.51.100.2 (eth0)")
+                && !e.message.contains("vbr-lan"),
+            "{e}"
+        );
+        assert!(check_local("host", &held).is_err());
     }
 
     #[test]

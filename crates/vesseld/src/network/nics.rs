@@ -1,12 +1,15 @@
 //! NICs: addresses and MACs allocated on attach, veths plugged into containers (at start or
 //! at once into a running one), taps for VMs, bandwidth limits, and detaching.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use vessel_api::{Instance, InstanceType, Network, NetworkLease, NicAttach, NicLimits};
+use vessel_api::{
+    Instance, InstanceNic, InstanceType, Network, NetworkLease, NicAttach, NicLimits,
+};
 use vessel_net::{Ipam, Links, MacAddr, NetNs};
 
-use super::parse::{lease_limits, parse_rate};
+use super::parse::{changed_limits, lease_limits, parse_rate};
 use super::rebuild::prune_ifbs;
 use super::record::{derived_mac, eui64, has_acl, ifname, NetworkRecord};
 use super::{net_err, NetworkService};
@@ -101,7 +104,8 @@ impl NetworkService {
         }
     }
 
-    /// Changes a NIC's bandwidth limits; applied at once when its host end exists.
+    /// Changes the bandwidth limits a request names (`none` lifts one; one left out stays);
+    /// applied at once when the NIC's host end exists.
     pub fn set_limits(&self, network: &str, instance: &str, req: NicLimits) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
@@ -111,8 +115,11 @@ impl NetworkService {
             )));
         };
         let mut lease = rec.leases[i].clone();
-        lease.ingress = req.ingress;
-        lease.egress = req.egress;
+        (lease.ingress, lease.egress) = changed_limits(
+            (lease.ingress.take(), lease.egress.take()),
+            req.ingress,
+            req.egress,
+        )?;
         let limits = lease_limits(&lease)?;
         let ns = NetNs::current();
         let live = Links::open(&ns)
@@ -263,6 +270,66 @@ impl NetworkService {
             }
         }
         Ok(out)
+    }
+
+    /// Every instance's NICs, by instance, `eth0` first.
+    pub fn nics_by_instance(&self) -> Result<BTreeMap<String, Vec<InstanceNic>>> {
+        let mut out: BTreeMap<String, Vec<InstanceNic>> = BTreeMap::new();
+        for rec in self.records()? {
+            for l in &rec.leases {
+                out.entry(l.instance.clone())
+                    .or_default()
+                    .push(nic_view(&rec, l));
+            }
+        }
+        for nics in out.values_mut() {
+            nics.sort_by_key(|n| interface_number(&n.interface));
+        }
+        Ok(out)
+    }
+
+    /// The DNS server and search domain of an instance: its first NIC with a gateway's.
+    pub fn instance_dns(&self, instance: &str) -> Result<Option<(Ipv4Addr, String)>> {
+        let mut first: Option<(u32, Ipv4Addr, String)> = None;
+        for rec in self.records()? {
+            for l in rec
+                .leases
+                .iter()
+                .filter(|l| l.instance == instance && l.vlan.is_none())
+            {
+                let n = interface_number(&l.interface);
+                if first.as_ref().is_none_or(|(m, _, _)| n < *m) {
+                    first = Some((n, rec.subnet()?.gateway(), rec.domain()));
+                }
+            }
+        }
+        Ok(first.map(|(_, gw, domain)| (gw, domain)))
+    }
+}
+
+/// The number of `ethN` (unknown names last).
+fn interface_number(name: &str) -> u32 {
+    name.strip_prefix("eth")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// A lease of network `rec` as its instance shows it.
+fn nic_view(rec: &NetworkRecord, l: &NetworkLease) -> InstanceNic {
+    let subnet = rec.subnet().ok();
+    InstanceNic {
+        network: rec.name.clone(),
+        interface: l.interface.clone(),
+        mac: l.mac.clone(),
+        ipv4: match subnet {
+            Some(s) => format!("{}/{}", l.ip, s.prefix()),
+            None => l.ip.clone(),
+        },
+        ipv6: l.ipv6.as_ref().map(|a| format!("{a}/64")),
+        gateway: subnet
+            .filter(|_| l.vlan.is_none())
+            .map(|s| s.gateway().to_string()),
+        vlan: l.vlan,
     }
 }
 

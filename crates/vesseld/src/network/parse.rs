@@ -78,6 +78,26 @@ pub(super) fn lease_limits(l: &NetworkLease) -> Result<BandwidthLimits> {
     })
 }
 
+/// A NIC's limits after a change that names some directions: a named one becomes the rate
+/// given (`none` lifts it), one left out stays as it was.
+pub(super) fn changed_limits(
+    current: (Option<String>, Option<String>),
+    ingress: Option<String>,
+    egress: Option<String>,
+) -> Result<(Option<String>, Option<String>)> {
+    let change = |now: Option<String>, asked: Option<String>| -> Result<Option<String>> {
+        match asked {
+            None => Ok(now),
+            Some(v) if v.trim().eq_ignore_ascii_case("none") => Ok(None),
+            Some(v) => {
+                parse_rate(&v)?;
+                Ok(Some(v.trim().to_string()))
+            }
+        }
+    };
+    Ok((change(current.0, ingress)?, change(current.1, egress)?))
+}
+
 pub(super) fn protocol(p: &str) -> Result<Protocol> {
     match p {
         "tcp" => Ok(Protocol::Tcp),
@@ -133,6 +153,26 @@ mod tests {
         assert!(limits.ingress.is_none());
         l.ingress = Some("nope".into());
         assert!(lease_limits(&l).is_err());
+    }
+
+    #[test]
+    fn a_limit_change_touches_only_what_it_names() {
+        let now = (Some("50Mbit".to_string()), Some("10Mbit".to_string()));
+        let c = |i: Option<&str>, e: Option<&str>| {
+            changed_limits(now.clone(), i.map(String::from), e.map(String::from))
+        };
+        assert_eq!(
+            c(Some("20Mbit"), None).unwrap(),
+            (Some("20Mbit".into()), Some("10Mbit".into())),
+            "egress kept"
+        );
+        assert_eq!(
+            c(None, Some("none")).unwrap(),
+            (Some("50Mbit".into()), None)
+        );
+        assert_eq!(c(Some("NONE"), Some("none")).unwrap(), (None, None));
+        assert_eq!(c(None, None).unwrap(), now);
+        assert!(c(Some("fast"), None).is_err());
     }
 
     #[test]

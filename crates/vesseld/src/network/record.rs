@@ -61,6 +61,10 @@ impl NetworkRecord {
     pub(super) fn gateway6(&self) -> Result<Option<Ipv6Addr>> {
         Ok(self.subnet6()?.map(|p| Ipv6Addr::from(u128::from(p) | 1)))
     }
+    /// The DNS domain of its instances' names (`NAME.<domain>`).
+    pub(super) fn domain(&self) -> String {
+        format!("{}.vessel", self.name)
+    }
     pub(super) fn vxlan(&self) -> String {
         format!("vx-{}", self.name)
     }

@@ -2,9 +2,10 @@
 //! volumes served to QEMU over private NBD sockets), and what an instance's start and
 //! deletion ask of storage.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use vessel_api::{InstanceType, StorageVolume, VolumeAttachment, VolumeContent};
+use vessel_api::{InstanceType, InstanceVolume, StorageVolume, VolumeAttachment, VolumeContent};
 
 use super::driver::BlockAccess;
 use super::record::VolumeRecord;
@@ -127,6 +128,28 @@ impl StorageService {
                     }
                 }
             });
+        }
+        Ok(out)
+    }
+
+    /// Every instance's attached volumes, by instance.
+    pub fn volumes_by_instance(&self) -> Result<BTreeMap<String, Vec<InstanceVolume>>> {
+        let mut out: BTreeMap<String, Vec<InstanceVolume>> = BTreeMap::new();
+        for v in self.volume_records(None)? {
+            for a in &v.attached_to {
+                out.entry(a.instance.clone())
+                    .or_default()
+                    .push(InstanceVolume {
+                        pool: v.pool.clone(),
+                        volume: v.name.clone(),
+                        content: match v.content {
+                            VolumeContent::Filesystem => "filesystem",
+                            VolumeContent::Block => "block",
+                        }
+                        .into(),
+                        path: a.path.clone(),
+                    });
+            }
         }
         Ok(out)
     }

@@ -313,6 +313,8 @@ fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         error,
         state: None,
         vm: None,
+        nics: Vec::new(),
+        volumes: Vec::new(),
     })
 }
 
@@ -708,6 +710,8 @@ mod tests {
             error: None,
             state: None,
             vm: None,
+            nics: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 

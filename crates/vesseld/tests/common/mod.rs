@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -74,6 +74,9 @@ pub struct Daemon {
     /// Run the daemon in a mount namespace of its own whose /sys/fs/cgroup is the host's
     /// cgroup2 hierarchy (a hybrid host's /sys/fs/cgroup/unified): a cgroup v2 layout.
     cgroup2: bool,
+    /// Whether the daemon makes its default network on its first start (off unless a test
+    /// asks: a daemon on the host's own namespace must not make bridges there).
+    default_network: bool,
 }
 
 impl Daemon {
@@ -132,6 +135,7 @@ impl Daemon {
             run_dir: None,
             root_dir: None,
             cgroup2: false,
+            default_network: false,
         };
         d.spawn();
         d
@@ -182,6 +186,7 @@ impl Daemon {
             .arg(self.run())
             .arg("--socket")
             .arg(&self.socket)
+            .args((!self.default_network).then_some("--no-default-network"))
             .env("VESSEL_LIBEXEC", &self.bins)
             .env("VESSEL_AGENT", static_agent())
             .env("VESSEL_LOG", "debug")
@@ -773,5 +778,135 @@ impl TestNetns {
 impl Drop for TestNetns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+// Network sandboxes (moved here from network.rs so that other test files share them).
+
+static SANDBOXES: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `ip` (iproute2) and asserts it succeeded.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip from iproute2");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces made for one test and removed on drop (also on failure): `hosts`
+/// (where daemons run) joined by an underlay bridge in `wan`, which also holds the
+/// "internet" address 203.0.113.1. Host i has 198.51.100.(i+2) on the underlay.
+pub struct Sandbox {
+    /// The "wan" namespace: underlay bridge and the stand-in internet.
+    pub wan: String,
+    /// The hosts' namespaces.
+    pub hosts: Vec<String>,
+}
+
+impl Sandbox {
+    /// Makes `hosts` host namespaces joined by the wan's underlay.
+    pub fn new(hosts: usize) -> Self {
+        require_root();
+        let tag = format!(
+            "vn{}-{}",
+            std::process::id(),
+            SANDBOXES.fetch_add(1, Ordering::SeqCst)
+        );
+        let sb = Sandbox {
+            wan: format!("{tag}-w"),
+            hosts: (0..hosts).map(|i| format!("{tag}-h{i}")).collect(),
+        };
+        ip(&["netns", "add", &sb.wan]);
+        ip(&["-n", &sb.wan, "link", "set", "lo", "up"]);
+        ip(&["-n", &sb.wan, "link", "add", "ul", "type", "bridge"]);
+        ip(&["-n", &sb.wan, "addr", "add", "198.51.100.1/24", "dev", "ul"]);
+        ip(&["-n", &sb.wan, "addr", "add", "203.0.113.1/32", "dev", "lo"]);
+        ip(&["-n", &sb.wan, "link", "set", "ul", "up"]);
+        // IPv6 too: the underlay 2001:db8:1::/64 and an "internet" 2001:db8:ffff::1.
+        ip(&[
+            "-n",
+            &sb.wan,
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "ul",
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &sb.wan,
+            "addr",
+            "add",
+            "2001:db8:ffff::1/128",
+            "dev",
+            "lo",
+        ]);
+        ip(&[
+            "netns",
+            "exec",
+            &sb.wan,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        for (i, h) in sb.hosts.iter().enumerate() {
+            ip(&["netns", "add", h]);
+            ip(&["-n", h, "link", "set", "lo", "up"]);
+            let peer = format!("p{i}");
+            ip(&[
+                "-n", h, "link", "add", "up0", "type", "veth", "peer", "name", &peer, "netns",
+                &sb.wan,
+            ]);
+            ip(&["-n", &sb.wan, "link", "set", &peer, "master", "ul", "up"]);
+            let addr = format!("198.51.100.{}/24", i + 2);
+            ip(&["-n", h, "addr", "add", &addr, "dev", "up0"]);
+            ip(&["-n", h, "link", "set", "up0", "up"]);
+            ip(&["-n", h, "route", "add", "default", "via", "198.51.100.1"]);
+            let addr6 = format!("2001:db8:1::{}/64", i + 2);
+            ip(&["-n", h, "addr", "add", &addr6, "dev", "up0", "nodad"]);
+            ip(&[
+                "-n",
+                h,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "2001:db8:1::1",
+            ]);
+        }
+        sb
+    }
+
+    /// Host i's underlay address.
+    pub fn host_addr(i: usize) -> String {
+        format!("198.51.100.{}", i + 2)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for h in self.hosts.iter().chain(std::iter::once(&self.wan)) {
+            let _ = Command::new("ip").args(["netns", "del", h]).status();
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts a daemon inside the named network namespace as a fresh install runs it: its
+    /// first start makes the default network (in that namespace only).
+    pub fn start_in_netns_as_installed(netns: &str) -> Self {
+        let mut d = Self::start_with(Some(netns.to_string()));
+        d.kill(libc::SIGTERM);
+        d.default_network = true;
+        d.spawn();
+        d
     }
 }
