@@ -59,6 +59,12 @@ impl InstanceService {
                 self.set_status(name, status, None, None);
                 self.follow(name, monitor, false);
                 tracing::info!(instance = %name, monitor, "re-adopted running instance");
+                // A daemon stopped between starting it and plugging its NICs left them out.
+                if let Some(pid) = self.driver.init_pid(name) {
+                    if let Err(e) = self.networks.plug_missing(name, pid) {
+                        tracing::warn!(instance = %name, error = %e.message, "plugging its NICs");
+                    }
+                }
                 continue;
             }
             self.driver.cleanup_orphan(name);

@@ -175,6 +175,43 @@ impl NetworkService {
         Ok(())
     }
 
+    /// Plugs the NICs of a running container that are missing (a daemon stopped between
+    /// starting it and plugging them); the ones that are there are left as they are.
+    pub fn plug_missing(&self, instance: &str, pid: i32) -> Result<()> {
+        let _g = self.busy();
+        let mut nics: Vec<(NetworkRecord, NetworkLease)> = self
+            .records()?
+            .into_iter()
+            .flat_map(|r| {
+                r.leases
+                    .iter()
+                    .filter(|l| l.instance == instance)
+                    .cloned()
+                    .map(|l| (r.clone(), l))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if nics.is_empty() {
+            return Ok(());
+        }
+        nics.sort_by_key(|(_, l)| l.interface.trim_start_matches("eth").parse::<u32>().ok());
+        let mut host = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
+        let present = |host: &mut Links, name: &str| host.find(name).ok().flatten().is_some();
+        let mut routed = nics
+            .iter()
+            .any(|(_, l)| l.vlan.is_none() && present(&mut host, &l.host_interface));
+        let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
+        for (rec, l) in nics {
+            if present(&mut host, &l.host_interface) {
+                continue;
+            }
+            tracing::info!(instance, nic = %l.host_interface, "plugging a NIC a restart found missing");
+            self.plug_one(&rec, &l, &ns, !routed)?;
+            routed |= l.vlan.is_none();
+        }
+        Ok(())
+    }
+
     /// Plugs one NIC into the namespace `ns`, and sets up its port. With `first_routed` (the
     /// instance has no NIC on a gateway's segment yet) a NIC off any VLAN segment also gets
     /// the default routes through the network's gateway; a segment NIC never does.
