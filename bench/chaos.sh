@@ -12,5 +12,16 @@ cd "$REPO"
 export VESSEL_CHAOS_ITERATIONS=${ITERATIONS:-300}
 [ -n "${SEED:-}" ] && export VESSEL_CHAOS_SEED=$SEED
 start=$(date +%s)
-cargo test --locked -p vesseld --test chaos -- --nocapture 2>&1 | grep -E '^chaos:|panicked|iteration|^test result'
+LOG=$(mktemp /tmp/vessel-chaos.XXXXXX.log)
+rc=0
+cargo test --locked -p vesseld --test chaos -- --nocapture >"$LOG" 2>&1 || rc=$?
+grep -E '^chaos:|^test result' "$LOG" || true
+if [ "$rc" != 0 ]; then
+  # The failure with its context (the stack trace lines left out); the whole log is kept.
+  grep -v -E '^ +[0-9]+: |^ +at ' "$LOG" | grep -A 40 panicked | head -60
+  echo "full log: $LOG"
+else
+  rm -f "$LOG"
+fi
 echo "wall time: $(( $(date +%s) - start )) s"
+exit "$rc"

@@ -100,6 +100,24 @@ impl InstanceService {
                 }
             }
         }
+        // NICs and volume attachments of instances the store no longer has (a creation or
+        // a deletion cut short between the store and the other services).
+        for owner in self.networks.lease_owners()? {
+            if !known.contains(&owner) {
+                tracing::warn!(instance = %owner, "removing the NICs of an unknown instance");
+                if let Err(e) = self.networks.instance_deleted(&owner) {
+                    tracing::warn!(instance = %owner, error = %e.message, "removing its NICs");
+                }
+            }
+        }
+        for owner in self.storage.attachment_owners()? {
+            if !known.contains(&owner) {
+                tracing::warn!(instance = %owner, "detaching the volumes of an unknown instance");
+                if let Err(e) = self.storage.instance_deleted(&owner) {
+                    tracing::warn!(instance = %owner, error = %e.message, "detaching its volumes");
+                }
+            }
+        }
         for n in self.vms.run_dirs() {
             if !known.contains(&n) {
                 tracing::warn!(instance = %n, "removing the run directory and cgroup of an unknown VM");

@@ -146,6 +146,15 @@ impl NetworkService {
         Ok(())
     }
 
+    /// The instances that hold a lease on some network.
+    pub fn lease_owners(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .records()?
+            .iter()
+            .flat_map(|r| r.leases.iter().map(|l| l.instance.clone()))
+            .collect())
+    }
+
     /// Plugs a started container's NICs into its network namespace (the init's `pid`).
     pub fn plug_container(&self, instance: &str, pid: i32) -> Result<()> {
         let _g = self.busy();

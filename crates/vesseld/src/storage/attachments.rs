@@ -154,6 +154,15 @@ impl StorageService {
         Ok(out)
     }
 
+    /// The instances some volume is attached to.
+    pub fn attachment_owners(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .volume_records(None)?
+            .iter()
+            .flat_map(|v| v.attached_to.iter().map(|a| a.instance.clone()))
+            .collect())
+    }
+
     /// An instance is gone: its root volume is deleted, other volumes detached.
     pub fn instance_deleted(&self, instance: &str) -> Result<()> {
         let vols: Vec<VolumeRecord> = self
