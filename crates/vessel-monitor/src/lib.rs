@@ -123,7 +123,7 @@ impl Overlay {
         let mut out = Vec::with_capacity(self.lowers.len());
         for (i, layer) in self.lowers.iter().enumerate() {
             let at = self.stage.join(format!("layer-{i}"));
-            make_mount_point(&at)?;
+            make_mount_point(&at, true)?;
             idmap::mount(layer, &at, ns, false)?;
             out.push(at);
         }
@@ -157,11 +157,12 @@ impl Overlay {
     }
 }
 
-/// A directory (a filesystem volume) to show inside a container through an idmapped mount
-/// staged at `target`, which the container's spec names as the bind source.
+/// A directory (a filesystem volume) or a file (the daemon's resolv.conf) to show inside a
+/// container through an idmapped mount staged at `target`, which the container's spec names
+/// as the bind source.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StagedBind {
-    /// The directory as stored.
+    /// The directory or file as stored.
     pub source: PathBuf,
     /// Where the idmapped mount is staged (under the instance's own directory).
     pub target: PathBuf,
@@ -182,7 +183,7 @@ pub fn stage_binds(binds: &[StagedBind]) -> Result<(), IdmapError> {
                     &namespaces[namespaces.len() - 1].1
                 }
             };
-            make_mount_point(&b.target)?;
+            make_mount_point(&b.target, b.source.is_dir())?;
             idmap::mount(&b.source, &b.target, ns, true)?;
         }
         Ok(())
@@ -200,8 +201,18 @@ pub fn unstage_binds(binds: &[StagedBind]) {
     }
 }
 
-fn make_mount_point(p: &Path) -> Result<(), IdmapError> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Makes `p` a mount point of the source's kind: a directory for a directory, an empty file
+/// for a file (a file cannot be mounted on a directory, nor a directory on a file). One of the
+/// other kind left by an earlier start (the staged binds are numbered) is replaced.
+fn make_mount_point(p: &Path, dir: bool) -> Result<(), IdmapError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let sys = |what: &'static str| {
+        move |e: std::io::Error| IdmapError::Sys {
+            what,
+            path: p.to_path_buf(),
+            source: e,
+        }
+    };
     if let Some(parent) = p.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -213,13 +224,25 @@ fn make_mount_point(p: &Path) -> Result<(), IdmapError> {
                 source: e,
             })?;
     }
-    match std::fs::DirBuilder::new().mode(0o700).create(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(IdmapError::Sys {
-            what: "creating a mount point",
-            path: p.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() == dir => return Ok(()),
+        Ok(md) if md.is_dir() => std::fs::remove_dir(p).map_err(sys("removing a mount point"))?,
+        Ok(_) => std::fs::remove_file(p).map_err(sys("removing a mount point"))?,
+        Err(_) => {}
+    }
+    if dir {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(p)
+            .map_err(sys("creating a mount point"))
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)
+            .map(drop)
+            .map_err(sys("creating a mount point"))
     }
 }
 
@@ -457,6 +480,21 @@ mod tests {
         };
         stage_binds(std::slice::from_ref(&bind)).unwrap();
         assert_eq!(std::fs::metadata(&bind.target).unwrap().uid(), host);
+        unstage_binds(std::slice::from_ref(&bind));
+        assert!(idmap::mounts_under(&d).is_empty());
+        // A file (the daemon's resolv.conf) staged where a directory was staged before.
+        let file = d.join("resolv.conf");
+        std::fs::write(&file, b"nameserver 10.42.0.1\n").unwrap();
+        let bind = StagedBind {
+            source: file,
+            ..bind
+        };
+        stage_binds(std::slice::from_ref(&bind)).unwrap();
+        assert_eq!(std::fs::metadata(&bind.target).unwrap().uid(), host);
+        assert_eq!(
+            std::fs::read(&bind.target).unwrap(),
+            b"nameserver 10.42.0.1\n"
+        );
         unstage_binds(std::slice::from_ref(&bind));
         assert!(idmap::mounts_under(&d).is_empty());
         std::fs::remove_dir_all(&d).unwrap();
