@@ -380,7 +380,8 @@ impl VmDriver {
         });
         // QEMU drops root for an unprivileged user; it only needs to read the image files
         // and write its own run directory and overlay disk, which the engine hands over.
-        def.run_as = Some(QEMU_USER.into());
+        def.run_as =
+            Some(vessel_vm::RunAs::lookup(QEMU_USER).map_err(vm_err("the user QEMU runs as"))?);
         Ok((def, profile.into()))
     }
 
