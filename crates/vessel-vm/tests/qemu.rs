@@ -14,9 +14,9 @@ use common::{boot_lock, QemuGuard, TempDir};
 use vessel_api::ExecRequest;
 use vessel_vm::qmp::{EventKind, QmpEvent};
 use vessel_vm::{
-    adopt, agent_exec, create_overlay, probe_accel, start, Accel, Disk, DiskFormat, Firmware,
-    LogSink, MachineDef, Media, Nic, NicBackend, Profile, RunAs, ShutdownHow, VmError, VmExit,
-    VmStatus,
+    adopt, agent_exec, backing_file, create_overlay, image_info, probe_accel, rebase_overlay,
+    start, Accel, Disk, DiskFormat, Firmware, LogSink, MachineDef, Media, Nic, NicBackend, Profile,
+    RunAs, ShutdownHow, VmError, VmExit, VmStatus,
 };
 
 /// A host uid and gid with no entry in the user database, for QEMU to run as.
@@ -145,6 +145,22 @@ fn para_vm_lifecycle() {
     assert!(
         info.actual_size.unwrap_or(0) < 1 << 20,
         "an overlay is small"
+    );
+    // The overlay names its backing file; rebased onto a hard link of it (same content, a
+    // path of its own), it names the link and still has the whole chain.
+    assert_eq!(backing_file(&overlay).expect("header"), Some(base.clone()));
+    let link = tmp.path().join("base-link.raw");
+    std::fs::hard_link(&base, &link).expect("link");
+    rebase_overlay(&overlay, &link).expect("rebase");
+    assert_eq!(backing_file(&overlay).expect("header"), Some(link.clone()));
+    let info = image_info(&overlay, Some(DiskFormat::Qcow2)).expect("info");
+    assert_eq!(
+        (info.backing_format.as_deref(), info.chain_length),
+        (Some("raw"), 2)
+    );
+    assert!(
+        backing_file(&base).is_err(),
+        "a raw file has no qcow2 header"
     );
 
     let mut def = para_def(tmp.path(), &kernel, &initrd, "vm-para");
