@@ -20,6 +20,11 @@ use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
 /// The unprivileged user QEMU runs as.
 const QEMU_USER: &str = "nobody";
 
+/// The user QEMU runs as.
+pub fn qemu_user() -> Result<vessel_vm::RunAs> {
+    vessel_vm::RunAs::lookup(QEMU_USER).map_err(vm_err("the user QEMU runs as"))
+}
+
 /// Guest memory when the instance sets no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 256;
 
@@ -380,8 +385,7 @@ impl VmDriver {
         });
         // QEMU drops root for an unprivileged user; it only needs to read the image files
         // and write its own run directory and overlay disk, which the engine hands over.
-        def.run_as =
-            Some(vessel_vm::RunAs::lookup(QEMU_USER).map_err(vm_err("the user QEMU runs as"))?);
+        def.run_as = Some(qemu_user()?);
         Ok((def, profile.into()))
     }
 
