@@ -210,8 +210,9 @@ pub struct Instance {
     pub image: String,
     /// Whether it runs without a user namespace.
     pub privileged: bool,
-    /// The host ids an unprivileged container's ids 0-65535 map to (none for privileged
-    /// containers and VMs).
+    /// The host ids an unprivileged container's ids 0-65535 map to; for a VM, the range whose
+    /// first id (`host_base`) is the host uid and gid its QEMU runs as (none for privileged
+    /// containers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<InstanceIdmap>,
     /// Resource limits.
@@ -289,10 +290,10 @@ pub struct InstanceVolume {
     pub path: String,
 }
 
-/// The host id range of an unprivileged container.
+/// The host id range of an unprivileged container or a VM.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct InstanceIdmap {
-    /// Host uid and gid of the container's root (its id 0).
+    /// Host uid and gid of the container's root (its id 0), or of a VM's QEMU.
     pub host_base: u32,
     /// Number of ids mapped (65536).
     pub size: u32,

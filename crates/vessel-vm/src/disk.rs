@@ -5,7 +5,7 @@
 //! --backing-chain` before use: an unreadable, truncated or corrupt image, a format that is
 //! not the one claimed, or a missing backing file is refused with `qemu-img`'s own words.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
@@ -188,6 +188,64 @@ pub fn create_overlay(backing: &Path, path: &Path) -> Result<ImageInfo> {
     image_info(path, Some(DiskFormat::Qcow2)).inspect_err(|_| {
         let _ = std::fs::remove_file(path);
     })
+}
+
+/// The backing file an overlay's qcow2 header names (as stored: QEMU resolves a relative name
+/// from the overlay's directory), `None` for a qcow2 image without one. Reads the header
+/// only (no `qemu-img`): cheap enough for every start.
+pub fn backing_file(path: &Path) -> Result<Option<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileExt;
+    let bad = |reason: String| VmError::BadImage {
+        path: path.into(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(VmError::io("open", path))?;
+    let mut header = [0u8; 20];
+    f.read_exact_at(&mut header, 0)
+        .map_err(|e| bad(format!("no qcow2 header: {e}")))?;
+    if &header[..4] != b"QFI\xfb" {
+        return Err(bad("it is not a qcow2 image".into()));
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+    let size = u32::from_be_bytes(header[16..20].try_into().unwrap_or_default());
+    if offset == 0 || size == 0 {
+        return Ok(None);
+    }
+    // QEMU stores at most 1023 bytes of backing file name.
+    if size > 1023 {
+        return Err(bad(format!("a backing file name of {size} bytes")));
+    }
+    let mut name = vec![0u8; size as usize];
+    f.read_exact_at(&mut name, offset)
+        .map_err(|e| bad(format!("its backing file name cannot be read: {e}")))?;
+    Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(&name))))
+}
+
+/// Points an overlay at another path of its backing file (`qemu-img rebase -u`: only the
+/// header changes, so `backing` must hold the same content, e.g. a hard link of the old
+/// backing file). The format of `backing` is detected and stored with it.
+pub fn rebase_overlay(path: &Path, backing: &Path) -> Result<()> {
+    let base = image_info(backing, None)?;
+    let qemu_img = QEMU_IMG.find()?;
+    let out = Command::new(&qemu_img)
+        .args(["rebase", "-u", "-f", "qcow2", "-b"])
+        .arg(backing)
+        .args(["-F", &base.format])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Command {
+            command: "qemu-img rebase".into(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(VmError::Command {
+            command: "qemu-img rebase".into(),
+            message: qemu_img_message(&out.stderr),
+        });
+    }
+    Ok(())
 }
 
 /// `qemu-img`'s error without its program-name prefix.

@@ -224,6 +224,18 @@ impl Process {
     }
 }
 
+/// The real uid a process runs as (from `/proc/PID/status`), `None` once it is gone.
+pub fn process_uid(pid: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Opens `path` for reading to check it exists and is readable.
 pub fn check_readable(what: &'static str, path: &Path) -> Result<()> {
     match File::open(path) {
@@ -257,6 +269,14 @@ mod tests {
         let text = "MemTotal:       32000000 kB\nMemAvailable:   23792488 kB\n";
         assert_eq!(parse_meminfo(text, "MemAvailable"), Some(23792488 * 1024));
         assert_eq!(parse_meminfo(text, "SwapFree"), None);
+    }
+
+    #[test]
+    fn process_uids_are_read() {
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        assert_eq!(process_uid(std::process::id() as i32), Some(me));
+        assert_eq!(process_uid(-1), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VmError};
+use crate::spawn::RunAs;
 
 /// Which hypervisor accelerator runs the guest (see [`crate::probe_accel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,13 +170,15 @@ pub struct MachineDef {
     /// Network interfaces, in order.
     #[serde(default)]
     pub nics: Vec<Nic>,
-    /// Run QEMU as this user (and its groups, plus `kvm` for /dev/kvm) instead of root. The
-    /// engine switches user itself before QEMU starts, because QEMU's own `-runas` is refused
-    /// by the sandbox (`elevateprivileges=deny`): so the kernel, initrd, firmware and disk
-    /// images (with their backing files) must be readable by that user; the engine hands the
-    /// run directory and the overlays it is given to the user.
+    /// Run QEMU and the console log sink as this user (numeric ids, see [`RunAs::ids`], or a
+    /// host user by name, [`RunAs::lookup`]) instead of root. The engine switches user itself
+    /// before QEMU starts, because QEMU's own `-runas` is refused by the sandbox
+    /// (`elevateprivileges=deny`): so the kernel, initrd, firmware and disk images (with
+    /// their backing files) must be readable by that user; the engine hands the run
+    /// directory (0700) and the writable disks and UEFI variables it is given (0600) to the
+    /// user, and QEMU and the sink make their files with umask 077.
     #[serde(default)]
-    pub run_as: Option<String>,
+    pub run_as: Option<RunAs>,
     /// Cgroup (path relative to each hierarchy's root, e.g. `vessel/vm1`) that QEMU is placed
     /// into before the guest runs, with a cpu quota of `vcpus` and a memory limit of the guest
     /// RAM plus QEMU's overhead. `None`: no cgroup.
@@ -303,8 +306,12 @@ impl MachineDef {
             }
         }
         if let Some(user) = &self.run_as {
-            if user.is_empty() || user.contains(['\0', ':', '/']) {
-                return Err(invalid(format!("run_as user {user:?} is not a user name")));
+            // (uid_t)-1 means "no change" to setuid and friends.
+            if user.uid == u32::MAX || user.gid == u32::MAX {
+                return Err(invalid(format!(
+                    "run_as {}:{} is not a user: -1 means no id",
+                    user.uid as i32, user.gid as i32
+                )));
             }
         }
         let paths = VmPaths::new(&self.run_dir);
@@ -453,6 +460,10 @@ mod tests {
             read_only: false,
             nbd_export: None,
         });
+        assert!(f.validate().is_ok());
+        f.run_as = Some(RunAs::ids(u32::MAX, 5));
+        assert!(f.validate().is_err(), "uid -1");
+        f.run_as = Some(RunAs::ids(2_000_000, 2_000_000));
         assert!(f.validate().is_ok());
         f.run_dir = PathBuf::from("/".to_string() + &"d".repeat(100));
         assert!(f.validate().is_err(), "long socket paths");

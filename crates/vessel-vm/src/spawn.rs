@@ -15,10 +15,13 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Result, VmError};
 
-/// A user QEMU runs as.
-#[derive(Debug, Clone)]
+/// A user QEMU (and its console log sink) runs as: numeric ids, so it needs no entry in the
+/// host's user database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunAs {
     /// User id.
     pub uid: u32,
@@ -29,6 +32,17 @@ pub struct RunAs {
 }
 
 impl RunAs {
+    /// The user `uid` with primary group `gid` and no supplementary group but `kvm` (for
+    /// /dev/kvm) when the host has that group. Neither id needs to exist in the host's user
+    /// or group database.
+    pub fn ids(uid: u32, gid: u32) -> RunAs {
+        RunAs {
+            uid,
+            gid,
+            groups: group_id("kvm").into_iter().collect(),
+        }
+    }
+
     /// Looks a user up in the host's user database.
     pub fn lookup(user: &str) -> Result<RunAs> {
         let name = CString::new(user)
@@ -87,9 +101,10 @@ fn group_id(name: &str) -> Option<libc::gid_t> {
 }
 
 /// Runs `program args` detached (new session, re-parented away from us), optionally as
-/// another user, with stdin from /dev/null and stdout/stderr appended to `log`. The
-/// descriptors in `inherit` stay open in the program at the same numbers (all others are
-/// closed on exec). Returns the detached process's pid once it has exec'd.
+/// another user (then with umask 077: what it makes is that user's alone), with stdin from
+/// /dev/null and stdout/stderr appended to `log`. The descriptors in `inherit` stay open in
+/// the program at the same numbers (all others are closed on exec). Returns the detached
+/// process's pid once it has exec'd.
 pub fn spawn_detached(
     program: &Path,
     args: &[OsString],
@@ -136,8 +151,8 @@ fn spawn_detached_io(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
     // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-    // (setsid, fork, write, _exit, fcntl, setgroups, setgid, setuid) and allocates nothing:
-    // the group and descriptor lists were built before.
+    // (setsid, fork, write, _exit, fcntl, setgroups, setgid, setuid, umask) and allocates
+    // nothing: the group and descriptor lists were built before.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -167,6 +182,8 @@ fn spawn_detached_io(
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Sockets, logs and files QEMU or the sink make are the user's alone.
+                libc::umask(0o077);
             }
             Ok(())
         });
@@ -199,10 +216,14 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Hands a file or directory to the user QEMU runs as.
-pub fn chown(path: &Path, user: &RunAs) -> Result<()> {
+/// Hands a file or directory to the user QEMU runs as, with `mode` (0600 for a file, 0700
+/// for a directory: no other host user reaches it).
+pub fn hand_over(path: &Path, user: &RunAs, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-        .map_err(VmError::io("chown", path))
+        .map_err(VmError::io("chown", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(VmError::io("chmod", path))
 }
 
 #[cfg(test)]
@@ -240,5 +261,44 @@ mod tests {
         let root = RunAs::lookup("root").unwrap();
         assert_eq!(root.uid, 0);
         assert!(RunAs::lookup("no-such-user-here").is_err());
+    }
+
+    #[test]
+    fn numeric_users_need_no_passwd_entry_and_keep_kvm() {
+        let u = RunAs::ids(3_000_000, 3_000_001);
+        assert_eq!((u.uid, u.gid), (3_000_000, 3_000_001));
+        assert_eq!(u.groups, group_id("kvm").into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_detached_user_process_runs_with_its_ids_and_umask_077() {
+        let dir = std::env::temp_dir().join(format!("vessel-vm-runas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let user = RunAs::ids(3_000_000, 3_000_000);
+        hand_over(&dir, &user, 0o700).unwrap();
+        let log = dir.join("log");
+        let made = dir.join("made");
+        let pid = spawn_detached(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                format!("id -u; id -g; umask; : > {}", made.display()).into(),
+            ],
+            &log,
+            Some(&user),
+            &[],
+        )
+        .unwrap();
+        if let Some(p) = crate::host::Process::watch(pid) {
+            assert!(p.wait_exit(std::time::Duration::from_secs(5)));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "3000000\n3000000\n0077\n"
+        );
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&made).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o777), (3_000_000, 0o600));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -225,7 +225,7 @@ pub fn start_cancellable(
         });
     }
     check_files(def)?;
-    let run_as = def.run_as.as_deref().map(RunAs::lookup).transpose()?;
+    let run_as = def.run_as.as_ref();
     let paths = VmPaths::new(&def.run_dir);
     if let Some(pid) = read_pidfile(&paths.pidfile) {
         if Process::watch(pid).is_some() {
@@ -269,22 +269,24 @@ pub fn start_cancellable(
             ))?;
         }
     }
-    if let Some(u) = &run_as {
-        spawn::chown(&paths.dir, u)?;
+    if let Some(u) = run_as {
+        // The run directory (QEMU makes its sockets there) and what QEMU writes (disk files,
+        // or the NBD sockets they are served on) are the VM user's alone.
+        spawn::hand_over(&paths.dir, u, 0o700)?;
         for d in def
             .disks
             .iter()
             .filter(|d| !d.read_only && d.media == Media::Disk)
         {
-            spawn::chown(&d.path, u)?;
+            spawn::hand_over(&d.path, u, 0o600)?;
         }
         if paths.uefi_vars.exists() {
-            spawn::chown(&paths.uefi_vars, u)?;
+            spawn::hand_over(&paths.uefi_vars, u, 0o600)?;
         }
     }
     let log_pipe = match &def.console_log_sink {
         Some(sink) => {
-            let (process, pipe) = start_sink(sink, &paths, run_as.as_ref())?;
+            let (process, pipe) = start_sink(sink, &paths, run_as)?;
             guard.sink = Some(process);
             Some(pipe)
         }
@@ -311,7 +313,7 @@ pub fn start_cancellable(
     let args = qemu_args(def, &paths, &fds, log_fd)?;
     tracing::debug!(vm = %def.name, ?args, "starting QEMU");
     check()?;
-    let pid = spawn::spawn_detached(&qemu, &args, &paths.qemu_log, run_as.as_ref(), &inherit)?;
+    let pid = spawn::spawn_detached(&qemu, &args, &paths.qemu_log, run_as, &inherit)?;
     // QEMU holds its own copies now (the sink sees end-of-file once QEMU's copy is closed).
     drop(taps);
     drop(log_pipe);

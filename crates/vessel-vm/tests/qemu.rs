@@ -14,9 +14,13 @@ use common::{boot_lock, QemuGuard, TempDir};
 use vessel_api::ExecRequest;
 use vessel_vm::qmp::{EventKind, QmpEvent};
 use vessel_vm::{
-    adopt, agent_exec, create_overlay, probe_accel, start, Accel, Disk, DiskFormat, Firmware,
-    LogSink, MachineDef, Media, Nic, NicBackend, Profile, ShutdownHow, VmError, VmExit, VmStatus,
+    adopt, agent_exec, backing_file, create_overlay, image_info, probe_accel, rebase_overlay,
+    start, Accel, Disk, DiskFormat, Firmware, LogSink, MachineDef, Media, Nic, NicBackend, Profile,
+    RunAs, ShutdownHow, VmError, VmExit, VmStatus,
 };
+
+/// A host uid and gid with no entry in the user database, for QEMU to run as.
+const VM_ID: u32 = 3_000_000;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -142,9 +146,26 @@ fn para_vm_lifecycle() {
         info.actual_size.unwrap_or(0) < 1 << 20,
         "an overlay is small"
     );
+    // The overlay names its backing file; rebased onto a hard link of it (same content, a
+    // path of its own), it names the link and still has the whole chain.
+    assert_eq!(backing_file(&overlay).expect("header"), Some(base.clone()));
+    let link = tmp.path().join("base-link.raw");
+    std::fs::hard_link(&base, &link).expect("link");
+    rebase_overlay(&overlay, &link).expect("rebase");
+    assert_eq!(backing_file(&overlay).expect("header"), Some(link.clone()));
+    let info = image_info(&overlay, Some(DiskFormat::Qcow2)).expect("info");
+    assert_eq!(
+        (info.backing_format.as_deref(), info.chain_length),
+        (Some("raw"), 2)
+    );
+    assert!(
+        backing_file(&base).is_err(),
+        "a raw file has no qcow2 header"
+    );
 
     let mut def = para_def(tmp.path(), &kernel, &initrd, "vm-para");
-    def.run_as = Some("nobody".into());
+    // Numeric ids without a passwd entry: QEMU and the sink run as them.
+    def.run_as = Some(RunAs::ids(VM_ID, VM_ID));
     def.cgroup = Some(format!("vessel-test-vm-{}", std::process::id()));
     def.disks.push(Disk {
         path: overlay.clone(),
@@ -211,17 +232,34 @@ fn para_vm_lifecycle() {
         ready.contains("VESSEL-READY vm-para"),
         "hostname from the command line: {ready:?}"
     );
-    // QEMU runs as nobody.
+    // QEMU runs as the VM's ids; its run directory and writable disk are that user's alone,
+    // and so are the sockets QEMU made.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let uid_line = status
         .lines()
         .find(|l| l.starts_with("Uid:"))
         .unwrap_or_default()
         .to_string();
-    assert!(
-        uid_line.contains("65534"),
-        "QEMU runs as nobody: {uid_line}"
+    assert_eq!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .map(String::from)
+            .collect::<Vec<_>>(),
+        vec![VM_ID.to_string(); 4],
+        "QEMU's uids: {uid_line}"
     );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &Path| {
+            let m = std::fs::symlink_metadata(p).expect("stat");
+            (m.mode() & 0o777, m.uid())
+        };
+        assert_eq!(owner(&run), (0o700, VM_ID));
+        assert_eq!(owner(&overlay), (0o600, VM_ID));
+        assert_eq!(owner(&run.join("qmp.sock")).1, VM_ID);
+        assert_eq!(owner(&run.join("qmp.sock")).0 & 0o077, 0, "umask 077");
+    }
 
     // The agent: output, exit code, sequential execs, stdin, the disk.
     let agent = vm.agent_socket.clone().expect("agent socket");
@@ -279,6 +317,15 @@ fn para_vm_lifecycle() {
         cg.pids().expect("cgroup pids").contains(&sink.pid),
         "the log sink is in the cgroup"
     );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let sink_uid = std::fs::metadata(format!("/proc/{}", sink.pid)).map(|m| m.uid());
+        assert_eq!(
+            sink_uid.ok(),
+            Some(VM_ID),
+            "the log sink runs as the VM's user"
+        );
+    }
     let limit = read_memory_limit(cg.path());
     assert_eq!(limit, Some(vessel_vm::memory_limit(&def)), "memory limit");
     let stats = vm.cgroup_stats().expect("stats").expect("some stats");
@@ -517,7 +564,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     }
     let mut def = para_def(tmp.path(), &private.join("vmlinuz"), &initrd, &name);
-    def.run_as = Some("nobody".into());
+    def.run_as = Some(RunAs::lookup("nobody").expect("the user nobody"));
     let _guard = QemuGuard::new(&run, None);
     let err = start(&def, None).expect_err("QEMU cannot read the kernel");
     eprintln!("QEMU refused: {err}");

@@ -279,23 +279,24 @@ impl Daemon {
 /// user but root may list any of them or reach what they hold, except where noted:
 /// - the root and `instances/` are searchable (0711), not listable: an unprivileged
 ///   container's init, a host uid of its own range, walks `<root>/instances/<name>/` (mode
-///   0100, owned by that uid, see `ContainerDriver::prepare`) to its root and staged volumes;
-/// - `images/layers` (layers carry the setuid files and file capabilities of images),
-///   `images/blobs`, `<run>/monitors` and `<run>/runtime` (consoles, runtime state) are
-///   root's alone (0700); so is every staging directory under `images/`;
-/// - `images/` itself is searchable (0711), not listable: QEMU, run as `nobody`, opens a
-///   VM image's kernel, initrd and disk under `images/<fingerprint>/` by path (nothing
-///   there is a host executable);
-/// - `storage/` and the run directory are searchable (0711) for QEMU and dnsmasq, which run
-///   as `nobody` and open their own files by path: `<run>/vms/<vm>/` (QEMU's sockets),
-///   `<run>/storage/disks/` (NBD sockets of raid disks), `<run>/networks/<net>/` (dnsmasq's
-///   hosts files), and disk files in a pool's `block/` (each pool's `fs/` and `snapshots/`,
-///   which hold containers' files, are 0700: `storage::driver::secure_layout`); for the same
-///   reason a VM's instance directory (its root disk) is 0711.
+///   0100, owned by that uid, see `ContainerDriver::prepare`) to its root and staged volumes,
+///   and a VM's QEMU, run as the first uid of the VM's range, walks its own (also 0100, see
+///   `VmDriver::prepare`) to its root disk and the image files linked there;
+/// - `images/` and everything under it are root's alone (0700): `images/layers` (layers
+///   carry the setuid files and file capabilities of images), `images/blobs`, staging
+///   directories, and VM images, whose files QEMU reaches only through the hard links in
+///   its VM's instance directory (`instance::vm_files`);
+/// - `<run>/monitors` and `<run>/runtime` (consoles, runtime state) are root's alone (0700);
+/// - `storage/` and the run directory are searchable (0711) for QEMU and dnsmasq, which open
+///   their own files by path: `<run>/vms/<vm>/` (QEMU's sockets; 0700, owned by the VM's
+///   uid), `<run>/storage/disks/` (NBD sockets of raid disks, 0600, the VM's uid's),
+///   `<run>/networks/<net>/` (dnsmasq's hosts files; dnsmasq runs as `nobody`), and disk
+///   files in a pool's `block/` (0600, root's or the VM's uid's; each pool's `fs/` and
+///   `snapshots/`, which hold containers' files, are 0700: `storage::driver::secure_layout`).
 fn state_dirs(root: &Path, run: &Path) -> [(PathBuf, u32); 13] {
     [
         (root.to_path_buf(), 0o711),
-        (root.join("images"), 0o711),
+        (root.join("images"), 0o700),
         (root.join("images/layers"), 0o700),
         (root.join("images/blobs"), 0o700),
         (root.join("instances"), 0o711),

@@ -188,8 +188,8 @@ fn host_users_reach_no_instance_layer_store_or_run_directory() {
     refused(&["cat", &s(&root.join("instances/h1/console.log"))]);
 
     // Every directory nobody can enter (search permission) from the root, and why:
-    // the root, images/ and instances/ lead containers' roots and QEMU to their own files,
-    // storage/ and a dir pool's root and block/ lead QEMU to its disks.
+    // the root and instances/ lead containers' roots and QEMU to their own files, storage/
+    // and a dir pool's root and block/ lead QEMU to its disks (images/ is root's alone).
     let mut enterable = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
@@ -208,7 +208,6 @@ fn host_users_reach_no_instance_layer_store_or_run_directory() {
     enterable.sort();
     let want: Vec<PathBuf> = [
         "",
-        "images",
         "instances",
         "storage",
         "storage/local",
@@ -306,7 +305,7 @@ fn each_container_has_its_own_id_range_and_shares_volumes() {
         r1,
         "a deleted instance's range is free again"
     );
-    // A privileged container and a VM have no map; asking for one is refused.
+    // A privileged container has no map; asking for one is refused.
     let err = d.fails(&["create", "busybox", "p1", "--privileged", "--idmap-shared"]);
     assert!(err.contains("cannot be used with"), "{err}");
 

@@ -37,7 +37,10 @@ pub fn instance_block(i: &Instance) -> Block {
         .field("Type", type_name(i.instance_type))
         .field("Image", &i.image)
         .field("Privileged", yes_no(i.privileged));
-    if let Some(m) = &i.idmap {
+    if let (Some(m), vessel_api::InstanceType::Vm) = (&i.idmap, i.instance_type) {
+        // A VM's QEMU runs as the first id of its range.
+        b.field("QEMU user", format!("uid and gid {}", m.host_base));
+    } else if let Some(m) = &i.idmap {
         b.field(
             "Id map",
             format!(

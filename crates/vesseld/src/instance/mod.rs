@@ -14,6 +14,7 @@ mod status;
 pub mod systemd;
 pub mod users;
 pub mod vm;
+mod vm_files;
 mod vm_lifecycle;
 use vm_lifecycle::check_memory;
 
@@ -235,14 +236,17 @@ impl InstanceService {
                 req.image, req.image, req.name
             )));
         }
-        // Unprivileged containers get a host id range of their own unless asked to share.
+        // Unprivileged containers get a host id range of their own unless asked to share; a
+        // VM always gets one, whose first id its QEMU runs as.
         let isolated = match (req.instance_type, req.privileged, req.idmap_isolated) {
             (InstanceType::Container, false, asked) => Some(asked.unwrap_or(true)),
+            (InstanceType::Vm, _, None) => Some(true),
             (_, _, None) => None,
             _ => {
                 return Err(Error::invalid(
                     "security.idmap.isolated applies to unprivileged containers: a privileged \
-                     container or a VM has no id map (drop --idmap-shared)",
+                     container has no id map and a VM's QEMU always runs as a host id of its \
+                     own (drop --idmap-shared)",
                 ))
             }
         };
@@ -295,7 +299,11 @@ impl InstanceService {
                 let _g = lock.lock().await;
                 let result = async {
                     op.progress(Some(10), "preparing files");
-                    svc.driver.prepare(&inst)?;
+                    if inst.instance_type == InstanceType::Vm {
+                        svc.vms.prepare(&inst)?;
+                    } else {
+                        svc.driver.prepare(&inst)?;
+                    }
                     svc.attach_initial_nics(&inst, &networks).await?;
                     op.check_cancel()?;
                     if let Some(pool) = inst.storage.clone() {

@@ -30,6 +30,13 @@ impl InstanceService {
                 tracing::info!(instance = %name, "recorded the shared id range of an older instance");
             }
             if inst.instance_type == InstanceType::Vm {
+                if inst.idmap.is_none() {
+                    // Made when every QEMU ran as nobody: its next start runs it as this id.
+                    let m = self
+                        .store
+                        .instance_assign_isolated(name, self.driver.id_pool())?;
+                    tracing::info!(instance = %name, uid = m.host_base, "gave a VM its own host id");
+                }
                 if !self.adopt_vm(name) {
                     self.reconcile_stopped_vm(inst)?;
                 }

@@ -167,6 +167,13 @@ mod tests {
         ) -> Result<vessel_api::InstanceIdmap> {
             self.inner.instance_insert_isolated(i, pool)
         }
+        fn instance_assign_isolated(
+            &self,
+            n: &str,
+            pool: crate::store::IdPool,
+        ) -> Result<vessel_api::InstanceIdmap> {
+            self.inner.instance_assign_isolated(n, pool)
+        }
         fn instance_set_idmap(&self, n: &str, m: &vessel_api::InstanceIdmap) -> Result<()> {
             self.inner.instance_set_idmap(n, m)
         }

@@ -14,11 +14,9 @@ use vessel_vm::{
     Accel, Disk, DiskFormat, LogSink, MachineDef, Media, RunningVm, StaleVm, VmExit, VmPaths,
 };
 
+use super::vm_files::{link_image_file, qemu_user};
 use crate::error::{chain, Error, Result};
 use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
-
-/// The unprivileged user QEMU runs as.
-const QEMU_USER: &str = "nobody";
 
 /// Guest memory when the instance sets no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -93,6 +91,20 @@ mod base64_engine {
         assert_eq!(encode(b"foo"), "Zm9v");
         assert_eq!(encode(b"foobar"), "Zm9vYmFy");
     }
+}
+
+/// Writes a file only root may read (replacing what was there).
+fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(body)
 }
 
 /// Host paths and running VMs.
@@ -206,7 +218,7 @@ impl VmDriver {
         if text.is_empty() || !kept.parent().is_some_and(Path::is_dir) {
             return;
         }
-        if let Err(e) = std::fs::write(&kept, text) {
+        if let Err(e) = write_private(&kept, &text) {
             tracing::debug!(instance = name, error = %e, "no console log to keep");
         }
     }
@@ -285,7 +297,9 @@ impl VmDriver {
         answer
     }
 
-    /// Builds the machine for an instance from its image (blocking: runs `qemu-img`).
+    /// Builds the machine for an instance from its image (blocking: runs `qemu-img`): QEMU
+    /// runs as the VM's own host user and reads the image's files through links in the
+    /// instance directory (see `vm_files`).
     pub fn machine(
         &self,
         inst: &Instance,
@@ -297,9 +311,8 @@ impl VmDriver {
         let root_volume = inst.storage.is_some() && !volumes.is_empty();
         let name = &inst.name;
         let run = self.vm_dir(name);
-        let inst_dir = self.instances_dir.join(name);
-        std::fs::create_dir_all(&inst_dir)
-            .map_err(|e| Error::internal(format!("creating {}: {e}", inst_dir.display())))?;
+        let user = qemu_user(inst)?;
+        let inst_dir = self.prepare(inst)?;
         let memory_mib = inst
             .limits
             .memory
@@ -314,9 +327,13 @@ impl VmDriver {
             let vm = vessel_vmimage::VmImage::open(image_dir).map_err(|e| {
                 Error::internal(format!("image {}: {}", image.fingerprint, chain(&e)))
             })?;
-            let kernel = vm.kernel_path();
-            let initrd = vm.initrd_path();
-            let mut def = MachineDef::para(name, &run, &kernel, Some(&initrd));
+            let (kernel, initrd) = (vm.kernel_path(), vm.initrd_path());
+            let mut def = MachineDef::para(
+                name,
+                &run,
+                &link_image_file(&inst_dir, &kernel)?,
+                Some(&link_image_file(&inst_dir, &initrd)?),
+            );
             let cmdline = vm
                 .manifest
                 .cmdline_for(name, vessel_vmimage::GuestConsole::Serial)
@@ -329,6 +346,7 @@ impl VmDriver {
                 p.cmdline = cmdline;
             }
             if let Some(disk) = vm.disk_path().filter(|_| !root_volume) {
+                let disk = link_image_file(&inst_dir, &disk)?;
                 def.disks
                     .push(self.root_disk(&inst_dir, &disk, Media::Disk)?);
             }
@@ -346,7 +364,7 @@ impl VmDriver {
                 (
                     Media::Cdrom,
                     Disk {
-                        path: file,
+                        path: link_image_file(&inst_dir, &file)?,
                         format: DiskFormat::Raw,
                         media: Media::Cdrom,
                         read_only: true,
@@ -356,6 +374,7 @@ impl VmDriver {
             } else if root_volume {
                 (Media::Disk, volumes[0].clone())
             } else {
+                let file = link_image_file(&inst_dir, &file)?;
                 (Media::Disk, self.root_disk(&inst_dir, &file, Media::Disk)?)
             };
             let mut def = MachineDef::full(name, &run, media);
@@ -378,26 +397,10 @@ impl VmDriver {
             program: p.clone(),
             args: vec!["--console-log".into()],
         });
-        // QEMU drops root for an unprivileged user; it only needs to read the image files
-        // and write its own run directory and overlay disk, which the engine hands over.
-        def.run_as = Some(QEMU_USER.into());
+        // QEMU runs as the VM's own host user: it reads the linked image files and writes
+        // its run directory and disks, which the engine hands over (0700, 0600).
+        def.run_as = Some(user);
         Ok((def, profile.into()))
-    }
-
-    /// The instance's root disk: a copy-on-write overlay of the image's disk, made once.
-    fn root_disk(&self, inst_dir: &Path, backing: &Path, media: Media) -> Result<Disk> {
-        let overlay = inst_dir.join("root.qcow2");
-        if !overlay.is_file() {
-            vessel_vm::create_overlay(backing, &overlay)
-                .map_err(vm_err("creating the root disk"))?;
-        }
-        Ok(Disk {
-            path: overlay,
-            format: DiskFormat::Qcow2,
-            media,
-            read_only: false,
-            nbd_export: None,
-        })
     }
 
     /// Starts QEMU (blocking); returns the running VM.

@@ -46,7 +46,8 @@ impl InstanceService {
         }
         let (svc, i) = (self.clone(), inst.clone());
         let started = tokio::task::spawn_blocking(move || {
-            let volumes = svc.storage.vm_disks(&i.name)?;
+            let user = super::vm_files::qemu_user(&i)?;
+            let volumes = svc.storage.vm_disks(&i.name, user.uid)?;
             let (mut def, _profile) = svc.vms.machine(&i, &image, &image_dir, volumes)?;
             def.nics.extend(svc.networks.vm_nics(&i.name)?);
             svc.vms.start(&def)
@@ -130,10 +131,23 @@ impl InstanceService {
             .map_err(|e| Error::internal(format!("QMP: {}", crate::error::chain(&e))))
     }
 
-    /// Adopts a VM left running by a previous daemon; false when there is none.
+    /// Adopts a VM left running by a previous daemon; false when there is none. Its block
+    /// volumes (NBD sockets served again at start-up) are given to the uid its QEMU runs as.
     pub(super) fn adopt_vm(&self, name: &str) -> bool {
         match self.vms.adopt(name) {
             Some(vm) => {
+                match vessel_vm::host::process_uid(vm.pid) {
+                    Some(uid) => {
+                        if let Err(e) = self.storage.give_vm_disks(name, uid) {
+                            tracing::warn!(instance = name, error = %e, "could not give an adopted VM its disks");
+                        }
+                    }
+                    None => tracing::warn!(
+                        instance = name,
+                        pid = vm.pid,
+                        "the uid of an adopted QEMU is unknown"
+                    ),
+                }
                 let paused = matches!(vm.status(), Ok(vessel_vm::VmStatus::Paused));
                 let status = if paused {
                     InstanceStatus::Frozen

@@ -51,8 +51,10 @@ impl StorageService {
         let mut v = self.volume_record(pool, name)?;
         check_detach(&v, instance)?;
         v.attached_to.retain(|a| a.instance != instance);
+        v.disk_owner = None;
         self.put_volume(&v)?;
         self.stop_disk(instance, &v);
+        self.settle_disk_owner(&v)?;
         Ok(self.volume_view(&v))
     }
 
@@ -98,8 +100,10 @@ impl StorageService {
         Ok(out)
     }
 
-    /// Extra disks of a VM, in attachment order (its root volume first).
-    pub fn vm_disks(&self, instance: &str) -> Result<Vec<vessel_vm::Disk>> {
+    /// Extra disks of a VM, in attachment order (its root volume first), given to the host
+    /// uid `owner` its QEMU runs as (see [`StorageService::give_vm_disks`]).
+    pub fn vm_disks(&self, instance: &str, owner: u32) -> Result<Vec<vessel_vm::Disk>> {
+        self.give_vm_disks(instance, owner)?;
         let mut vols: Vec<VolumeRecord> = self
             .volume_records(None)?
             .into_iter()
@@ -163,7 +167,56 @@ impl StorageService {
             .collect())
     }
 
-    /// An instance is gone: its root volume is deleted, other volumes detached.
+    /// Gives the block volumes attached to a VM to the host uid `owner` its QEMU runs as:
+    /// the uid is recorded with each volume, its file or NBD socket becomes that uid's alone
+    /// (0600). Called at every start of the VM and when a daemon adopts its QEMU.
+    pub fn give_vm_disks(&self, instance: &str, owner: u32) -> Result<()> {
+        let _g = self.busy();
+        for mut v in self.volume_records(None)? {
+            if v.content != VolumeContent::Block
+                || !v.attached_to.iter().any(|a| a.instance == instance)
+            {
+                continue;
+            }
+            if v.disk_owner != Some(owner) {
+                v.disk_owner = Some(owner);
+                self.put_volume(&v)?;
+            }
+            self.settle_disk_owner(&v)?;
+            if let BlockAccess::Device(_) = self.driver(&v.pool)?.block(&v.name)? {
+                self.serve_disk(instance, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a block volume's file and NBD sockets to its recorded owner (root when none),
+    /// mode 0600.
+    pub(super) fn settle_disk_owner(&self, v: &VolumeRecord) -> Result<()> {
+        if v.content != VolumeContent::Block {
+            return Ok(());
+        }
+        let owner = v.disk_owner.unwrap_or(0);
+        let mut paths = Vec::new();
+        if let BlockAccess::File(path) = self.driver(&v.pool)?.block(&v.name)? {
+            paths.push(path);
+        }
+        paths.extend(
+            v.attached_to
+                .iter()
+                .map(|a| self.disk_socket(&a.instance, v))
+                .filter(|s| s.exists()),
+        );
+        for p in paths {
+            give(&p, owner).map_err(|e| {
+                Error::internal(format!("giving {} to uid {owner}: {e}", p.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// An instance is gone: its root volume is deleted, other volumes detached (and root's
+    /// again).
     pub fn instance_deleted(&self, instance: &str) -> Result<()> {
         let vols: Vec<VolumeRecord> = self
             .volume_records(None)?
@@ -175,7 +228,11 @@ impl StorageService {
             {
                 let _g = self.busy();
                 v.attached_to.retain(|a| a.instance != instance);
+                v.disk_owner = None;
                 self.put_volume(&v)?;
+                if v.root_of.as_deref() != Some(instance) {
+                    self.settle_disk_owner(&v)?;
+                }
             }
             if v.root_of.as_deref() == Some(instance) {
                 // Its snapshots go with it.
@@ -215,10 +272,15 @@ impl StorageService {
         let handle = server
             .serve_unix(&sock)
             .map_err(|e| Error::internal(format!("serving {}: {}", sock.display(), chain(&e))))?;
-        // Only QEMU (run as nobody) and root may connect.
-        let _ = std::os::unix::fs::chown(&sock, Some(65534), Some(65534));
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+        // Only the VM's QEMU (its recorded owner) and root may connect.
+        let owner = v.disk_owner.unwrap_or(0);
+        if let Err(e) = give(&sock, owner) {
+            handle.shutdown();
+            return Err(Error::internal(format!(
+                "giving {} to uid {owner}: {e}",
+                sock.display()
+            )));
+        }
         disks.insert(key, handle);
         Ok(())
     }
@@ -235,6 +297,13 @@ impl StorageService {
             h.shutdown();
         }
     }
+}
+
+/// Makes a file or socket `owner`'s (uid and gid) alone: mode 0600.
+fn give(path: &std::path::Path, owner: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(path, Some(owner), Some(owner))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// The first id a volume from before per-container ranges is stored with, from the owner of

@@ -199,7 +199,15 @@ impl PoolDriver for BtrfsPool {
             VolumeContent::Block => {
                 run("chattr", &["+C", path_str(&p)?])?;
                 let disk = p.join("disk.raw");
-                let f = std::fs::File::create(&disk).map_err(io_err("creating", &disk))?;
+                use std::os::unix::fs::OpenOptionsExt;
+                // Root's alone until a VM it is attached to starts.
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&disk)
+                    .map_err(io_err("creating", &disk))?;
                 f.set_len(size.unwrap_or(0))
                     .map_err(io_err("sizing", &disk))
             }

@@ -108,9 +108,12 @@ impl PoolDriver for DirPool {
                 std::fs::create_dir(&p).map_err(io_err("creating", &p))?;
             }
             VolumeContent::Block => {
+                use std::os::unix::fs::OpenOptionsExt;
+                // Root's alone until a VM it is attached to starts.
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(0o600)
                     .open(&p)
                     .map_err(io_err("creating", &p))?;
                 if let Err(e) = f.set_len(size.unwrap_or(0)) {

@@ -123,8 +123,9 @@ pub fn run(tool: &str, args: &[&str]) -> Result<String> {
 /// Sets who may reach a dir or btrfs pool's layout under `root`: filesystem volumes and
 /// their snapshots hold containers' files with the containers' own ids (a file of container
 /// root is a host-root file there, setuid bits included), so only host root enters `fs/`
-/// and `snapshots/`; `block/` stays traversable because QEMU, run unprivileged, opens the
-/// disk files (owned by its user while attached) by path.
+/// and `snapshots/`; `block/` stays traversable because QEMU, run as its VM's own uid, opens
+/// its disk files by path: each is 0600, root's or (while attached to a VM that started) that
+/// VM's uid's. Disk files made before they were 0600 lose their group and other bits here.
 pub fn secure_layout(root: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for (sub, mode) in [
@@ -137,6 +138,20 @@ pub fn secure_layout(root: &Path) -> Result<()> {
         if p.is_dir() {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err("securing", &p))?;
+        }
+    }
+    // dir pools: block/NAME.raw; btrfs pools: block/NAME/disk.raw.
+    let block = root.join("block");
+    for e in std::fs::read_dir(&block).into_iter().flatten().flatten() {
+        let p = e.path();
+        let disk = if p.is_dir() { p.join("disk.raw") } else { p };
+        let Ok(md) = std::fs::symlink_metadata(&disk) else {
+            continue;
+        };
+        let mode = md.permissions().mode();
+        if md.is_file() && mode & 0o077 != 0 {
+            std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(io_err("securing", &disk))?;
         }
     }
     Ok(())

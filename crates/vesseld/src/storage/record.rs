@@ -46,6 +46,11 @@ pub(super) struct VolumeRecord {
     /// container decides (see `attachments::stored_id_base`).
     #[serde(default)]
     pub(super) id_base: Option<u32>,
+    /// The host uid a block volume's file or NBD socket belongs to: its VM's QEMU user,
+    /// recorded at each start of the VM, so that a socket served again after a daemon
+    /// restart is that user's; `None`: root's alone (not attached, or never started since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) disk_owner: Option<u32>,
     pub(super) created_at: String,
 }
 
@@ -106,6 +111,7 @@ pub(super) mod fixture {
                 .collect(),
             root_of: None,
             id_base: Some(0),
+            disk_owner: None,
             created_at: "2024-01-01T00:00:00Z".into(),
         }
     }

@@ -99,8 +99,15 @@ impl StorageService {
             attached_to: Vec::new(),
             root_of,
             id_base,
+            disk_owner: None,
             created_at: crate::clock::now(),
         };
+        // A clone of a VM's disk copies its owner (btrfs snapshots do): the new volume is
+        // root's until a VM it is attached to starts.
+        if let Err(e) = self.settle_disk_owner(&rec) {
+            let _ = d.delete(&req.name, req.content);
+            return Err(e);
+        }
         if let Err(e) = self.inner.volumes.insert(&rec.key(), &rec) {
             let _ = d.delete(&req.name, req.content);
             return Err(e.into());
@@ -304,6 +311,8 @@ impl StorageService {
             )));
         }
         self.driver(pool)?.restore(name, v.content, &req.snapshot)?;
+        // The snapshot's file had the owner of its time.
+        self.settle_disk_owner(&v)?;
         self.inner.events.lifecycle(
             "storage-volume-restored",
             &format!("/1.0/storage/pools/{pool}/volumes/{name}"),

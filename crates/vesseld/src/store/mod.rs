@@ -91,6 +91,10 @@ pub trait Store: Send + Sync {
     /// one transaction so that concurrent creations never get the same range; the range is
     /// free again only once the row is deleted.
     fn instance_insert_isolated(&self, instance: &Instance, pool: IdPool) -> Result<InstanceIdmap>;
+    /// Gives an instance stored without an id range (a VM made before VMs had host ids of
+    /// their own) an isolated range of `pool`, picked and recorded in one transaction; an
+    /// instance that has a range keeps it (and gets it back).
+    fn instance_assign_isolated(&self, name: &str, pool: IdPool) -> Result<InstanceIdmap>;
     /// Records the id range of an instance stored without one (made before ranges were
     /// recorded).
     fn instance_set_idmap(&self, name: &str, idmap: &InstanceIdmap) -> Result<()>;

@@ -199,6 +199,30 @@ impl SqliteStore {
     }
 }
 
+/// The lowest free isolated range of `pool`, given every range recorded on `conn` (call it
+/// in an IMMEDIATE transaction that also records the range).
+fn free_range(conn: &Connection, pool: IdPool) -> Result<InstanceIdmap> {
+    let used: Vec<(u32, u32)> = {
+        let mut stmt = conn.prepare(
+            "SELECT idmap_base, idmap_size FROM instances
+             WHERE idmap_base IS NOT NULL AND idmap_size IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))?;
+        rows.collect::<std::result::Result<_, _>>()?
+    };
+    let host_base = pick_range(&used, pool).ok_or_else(|| {
+        StoreError::Exhausted(format!(
+            "every host id range of {} ids above {} is taken",
+            pool.size, pool.shared_base
+        ))
+    })?;
+    Ok(InstanceIdmap {
+        host_base,
+        size: pool.size,
+        isolated: true,
+    })
+}
+
 /// Inserts an instance row (with its id range, if any) on `conn`.
 fn insert_instance(conn: &Connection, i: &Instance) -> Result<()> {
     let limits = encode("instances.limits", &i.limits)?;
@@ -442,25 +466,7 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         // IMMEDIATE: the ranges read are the ones still there when the row goes in.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let used: Vec<(u32, u32)> = {
-            let mut stmt = tx.prepare(
-                "SELECT idmap_base, idmap_size FROM instances
-                 WHERE idmap_base IS NOT NULL AND idmap_size IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
-        let host_base = pick_range(&used, pool).ok_or_else(|| {
-            StoreError::Exhausted(format!(
-                "every host id range of {} ids above {} is taken",
-                pool.size, pool.shared_base
-            ))
-        })?;
-        let idmap = InstanceIdmap {
-            host_base,
-            size: pool.size,
-            isolated: true,
-        };
+        let idmap = free_range(&tx, pool)?;
         insert_instance(
             &tx,
             &Instance {
@@ -468,6 +474,36 @@ impl Store for SqliteStore {
                 ..i.clone()
             },
         )?;
+        tx.commit()?;
+        Ok(idmap)
+    }
+
+    fn instance_assign_isolated(&self, name: &str, pool: IdPool) -> Result<InstanceIdmap> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let idmap = free_range(&tx, pool)?;
+        let n = tx.execute(
+            "UPDATE instances SET idmap_base = ?, idmap_size = ?, idmap_isolated = 1
+             WHERE name = ? AND idmap_base IS NULL",
+            params![idmap.host_base, idmap.size, name],
+        )?;
+        if n == 0 {
+            // Gone, or it has a range already (which it keeps).
+            let kept = tx
+                .query_row(
+                    "SELECT idmap_base, idmap_size, idmap_isolated FROM instances WHERE name = ?",
+                    [name],
+                    |r| {
+                        Ok(InstanceIdmap {
+                            host_base: r.get(0)?,
+                            size: r.get(1)?,
+                            isolated: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?;
+            return kept.ok_or_else(|| StoreError::NotFound(format!("instance {name:?}")));
+        }
         tx.commit()?;
         Ok(idmap)
     }
@@ -863,6 +899,21 @@ mod tests {
             .instance_insert_isolated(&instance("n", &fp), pool)
             .unwrap();
         assert_eq!(again.host_base, c4.host_base, "freed only by the deletion");
+        // An instance stored without a range (a VM of an earlier version) gets the lowest
+        // free one, once; another instance's range is never taken.
+        s.instance_insert(&instance("vm", &fp)).unwrap();
+        let c7 = s.instance_get("c7").unwrap().idmap.unwrap().host_base;
+        s.instance_delete("c7").unwrap();
+        let given = s.instance_assign_isolated("vm", pool).unwrap();
+        assert_eq!((given.host_base, given.isolated), (c7, true));
+        assert_eq!(s.instance_get("vm").unwrap().idmap, Some(given));
+        assert_eq!(s.instance_assign_isolated("vm", pool).unwrap(), given);
+        let shared = s.instance_get("old").unwrap().idmap;
+        assert_eq!(s.instance_assign_isolated("old", pool).ok(), shared);
+        assert!(matches!(
+            s.instance_assign_isolated("nope", pool),
+            Err(StoreError::NotFound(_))
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -910,3 +910,22 @@ impl Daemon {
         d
     }
 }
+
+/// Runs `args` as the host user `uid` with gid `uid` and no supplementary groups; returns (exit
+/// code, stderr). Through a shell: setpriv keeps root's capabilities until its own execve, so
+/// the kernel would check the path of a program setpriv starts with root's capabilities.
+pub fn as_host_user(uid: u32, args: &[&str]) -> (i32, String) {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv (util-linux)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
