@@ -99,6 +99,7 @@ impl ImageService {
             target: inst.join("rootfs"),
             idmap: None,
             stage: inst.join("mnt"),
+            disk: None,
         }
         .options(&[])
         .len();

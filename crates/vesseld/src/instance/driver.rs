@@ -188,6 +188,7 @@ impl ContainerDriver {
             target: dir.join("rootfs"),
             idmap: self.idmap(inst, 0),
             stage: self.stage_dir(&inst.name),
+            disk: None,
         }
     }
 
