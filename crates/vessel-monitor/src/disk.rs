@@ -46,6 +46,16 @@ const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+/// Bytes a directory disk keeps for overlayfs's own work, and the file that holds them.
+///
+/// Overlayfs makes its `work/work` directory anew at every mount. Under a full btrfs quota
+/// that fails (EDQUOT), and the root then mounts read-only (or not at all below 256 KiB
+/// free, measured): a container that filled its disk could never start writable again, not
+/// even to delete files. So the disk holds this much in a file outside the layer, given back
+/// (and committed) just before the overlay is mounted and taken again right after. A full
+/// ext4 image still lets overlayfs make its directory (measured), so images keep none.
+pub const RESERVE: u64 = 1 << 20;
+const RESERVE_FILE: &str = ".vessel-reserve";
 /// `_IOW('f', 16, __u64)`: grow a mounted ext4 file system to a number of blocks.
 const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
 
@@ -242,6 +252,58 @@ impl RootDisk {
                 })
             }
         }
+    }
+
+    /// Gives the reserve of a directory disk back, committed, so that overlayfs finds room
+    /// for its work directory (see [`RESERVE`]).
+    pub fn release_reserve(&self) -> Result<(), IdmapError> {
+        if !matches!(self.source, DiskSource::Directory(_)) {
+            return Ok(());
+        }
+        let p = self.mount.join(RESERVE_FILE);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(sys("releasing the root disk's reserve", &p)(e)),
+        }
+        let dir = File::open(&self.mount).map_err(sys("opening the root disk", &self.mount))?;
+        // SAFETY: syncfs takes a descriptor that stays open for the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(sys("committing the root disk", &self.mount)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes the reserve of a directory disk again (a disk that cannot hold it goes without).
+    pub fn keep_reserve(&self) -> Result<(), IdmapError> {
+        if !matches!(self.source, DiskSource::Directory(_)) {
+            return Ok(());
+        }
+        let p = self.mount.join(RESERVE_FILE);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&p)
+            .map_err(sys("making the root disk's reserve", &p))?;
+        nix::fcntl::fallocate(
+            f.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            RESERVE as libc::off_t,
+        )
+        .map_err(|e| {
+            drop(std::fs::remove_file(&p));
+            IdmapError::Sys {
+                what: "making the root disk's reserve",
+                path: p.clone(),
+                source: e.into(),
+            }
+        })
     }
 
     /// Unmounts the disk, which releases an image's loop device once nothing else holds the

@@ -94,16 +94,19 @@ impl Overlay {
     /// clones of its layers, so the staged mounts are detached again once the overlay is up,
     /// whatever happened. On failure nothing stays mounted.
     pub fn mount(&self) -> Result<(), IdmapError> {
-        if let Some(disk) = &self.disk {
-            disk.mount()?;
-        }
-        let mounted = self.mount_overlay();
+        let Some(disk) = &self.disk else {
+            return self.mount_overlay();
+        };
+        disk.mount()?;
+        let mounted = disk.release_reserve().and_then(|()| self.mount_overlay());
         if mounted.is_err() {
-            if let Some(disk) = &self.disk {
-                let _ = disk.unmount();
-            }
+            let _ = disk.unmount();
+            return mounted;
         }
-        mounted
+        // The root works without it (only a later mount on a full disk would suffer), and it
+        // was just given back, so only a disk filled meanwhile by something else fails here.
+        let _ = disk.keep_reserve();
+        Ok(())
     }
 
     fn mount_overlay(&self) -> Result<(), IdmapError> {

@@ -26,9 +26,14 @@ Limits (-l KEY=VALUE, repeatable):
   memory.swap=0      swap on top of memory       io.weight=500    relative I/O share (10-1000)
   io.read_bps=8:0=10MB, io.write_bps=..., io.read_iops=8:0=1000, io.write_iops=...
                      per-device throttles; the device is MAJOR:MINOR as `lsblk` shows it
+  disk=2GiB          containers: the root disk's size; writes past it fail with ENOSPC
+                     inside (an ext4 image in the instance's directory, or with --storage
+                     a btrfs subvolume with a quota or an ext4 image in a dir pool)
 
 Examples:
   vessel launch busybox web -l memory=256MiB -l cpu=0.5
+  vessel launch busybox box -l disk=2GiB
+  vessel launch busybox box2 -l disk=1GiB --storage fast   (a btrfs pool)
   vessel launch busybox job -e MODE=batch -- sh -c 'echo hi; sleep 60'
   vessel launch busybox root-box --privileged
   vessel launch busybox legacy --idmap-shared   (the daemon's base id range, shared)
@@ -185,7 +190,9 @@ pub struct CreateArgs {
     /// A file of SSH public keys to install for root in a VM guest (repeatable).
     #[arg(long = "ssh-key", value_name = "FILE")]
     pub ssh_keys: Vec<std::path::PathBuf>,
-    /// VMs: put the root disk into this storage pool (a block volume NAME-root).
+    /// Put the root disk into this storage pool, as a volume NAME-root: a VM's disk, or a
+    /// container's writable layer (with -l disk=SIZE: a btrfs subvolume with a quota, or an
+    /// ext4 image in a dir pool).
     #[arg(long, value_name = "POOL")]
     pub storage: Option<String>,
     /// Command to run as init instead of the image's, after `--`.

@@ -270,6 +270,7 @@ mod tests {
                 error: None,
                 state: None,
                 vm: None,
+                root_disk: None,
                 idmap: None,
                 last_exit_reason: None,
             })

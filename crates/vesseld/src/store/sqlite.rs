@@ -313,6 +313,7 @@ fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         error,
         state: None,
         vm: None,
+        root_disk: None,
     })
 }
 
@@ -708,6 +709,7 @@ mod tests {
             error: None,
             state: None,
             vm: None,
+            root_disk: None,
         }
     }
 
