@@ -35,6 +35,7 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceState>()
         .schema_from::<VmDetails>()
         .schema_from::<RootDisk>()
+        .schema_from::<RootDiskResize>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

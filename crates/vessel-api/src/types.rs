@@ -125,7 +125,7 @@ pub struct Limits {
     /// Size of a container's root disk in bytes: its writable layer lives on a file system
     /// of this size (an ext4 image, or a btrfs subvolume with a quota in the pool named by
     /// `storage`), so writing more fails inside the container with "no space" (EDQUOT on
-    /// btrfs). Set at creation.
+    /// btrfs). Set at creation; changed with `PUT /1.0/instances/{name}/root-disk`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
 }
@@ -507,6 +507,15 @@ pub struct ImageAlias {
 pub struct InstancePublish {
     /// Alias of the new image.
     pub alias: String,
+}
+
+/// Body of `PUT /1.0/instances/{name}/root-disk`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootDiskResize {
+    /// The container's new `limits.disk`, in bytes. An ext4 image only grows (online where
+    /// the daemon may); a btrfs subvolume's quota also shrinks, to no less than it holds.
+    pub size: u64,
 }
 
 /// Kind of image.

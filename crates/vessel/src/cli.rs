@@ -39,6 +39,16 @@ Examples:
   vessel launch busybox legacy --idmap-shared   (the daemon's base id range, shared)
   vessel launch vm/busybox vm1 --vm -l memory=512MiB -l cpu=2 --ssh-key ~/.ssh/id_ed25519.pub";
 
+const RESIZE_EXAMPLES: &str = "\
+A root disk in an ext4 image (the default, or a dir pool) only grows: at once while the
+instance is stopped, online while it runs where the daemon has CAP_SYS_RESOURCE. A root disk
+in a btrfs pool is a quota: it also shrinks, to no less than what it holds.
+
+Examples:
+  vessel launch busybox c1 -l disk=1GiB
+  vessel resize c1 4GiB
+  vessel info c1                       (Root disk: size and use)";
+
 const EXEC_EXAMPLES: &str = "\
 A terminal is used when standard input and output are both terminals; -t forces one, -T
 turns it off (for pipes and scripts). The exit status is the remote command's.
@@ -151,6 +161,14 @@ pub enum Command {
     /// Storage pools, volumes, snapshots and NBD/NFS exports.
     #[command(subcommand)]
     Storage(crate::cli_storage::StorageCommand),
+    /// Change a container's root disk size (its limits.disk, given at creation).
+    #[command(after_help = RESIZE_EXAMPLES)]
+    Resize {
+        /// Instance name.
+        name: String,
+        /// The new size (B, KiB, MiB, GiB, TiB; KB, MB, GB, TB are powers of 1000).
+        size: String,
+    },
     /// Turn a stopped instance into a new image.
     #[command(
         after_help = "Example:\n  vessel stop web && vessel publish web --alias web-base && vessel launch web-base web2"

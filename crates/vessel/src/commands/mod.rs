@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Storage(cmd) => storage::run(&client, cmd),
         Command::Network(cmd) => network::run(&client, cmd),
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
+        Command::Resize { name, size } => instance::resize(&client, &name, &size),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),
     }

@@ -141,6 +141,67 @@ pub fn make_layer_dirs(dir: &Path, owner: u32) -> Result<()> {
     Ok(())
 }
 
+/// Grows an unmounted ext4 image to `size` bytes: the file, then its file system (checked
+/// first, as resize2fs wants).
+pub fn grow_offline(image: &Path, size: u64) -> Result<()> {
+    if let Some(dev) = vessel_monitor::disk::loop_devices_of(image).first() {
+        return Err(Error::conflict(format!(
+            "the root disk is still in use through {}; try again once it is released",
+            dev.display()
+        )));
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(image)
+        .map_err(io("opening", image))?;
+    if file.metadata().map_err(io("reading", image))?.len() < size {
+        file.set_len(size).map_err(io("growing", image))?;
+    }
+    drop(file);
+    // 0: clean, 1: errors fixed.
+    e2fs(
+        "e2fsck",
+        &["-f".as_ref(), "-p".as_ref(), image.as_os_str()],
+        &[0, 1],
+    )?;
+    e2fs("resize2fs", &["-p".as_ref(), image.as_os_str()], &[0])
+}
+
+/// Checks a change of a root disk from `old` to `new` bytes: never below what it holds
+/// (`used`), an ext4 image never smaller at all (`shrinks` is false), growth within the
+/// `free` bytes of `place`.
+pub fn check_resize(
+    name: &str,
+    (old, new): (u64, u64),
+    used: Option<u64>,
+    shrinks: bool,
+    (free, place): (u64, &str),
+) -> Result<()> {
+    if let Some(used) = used.filter(|u| new < *u) {
+        return Err(Error::invalid(format!(
+            "the root disk of {name} holds {used} bytes; it cannot shrink to {new} bytes: \
+             remove files in it first, or give at least that much"
+        )));
+    }
+    if new < old && !shrinks {
+        let held = used.map_or(String::new(), |u| format!(", holding {u} bytes"));
+        return Err(Error::invalid(format!(
+            "the root disk of {name} is an ext4 image of {old} bytes{held}, and it only \
+             grows: give more than {old} bytes (a btrfs pool's root disk can shrink)"
+        )));
+    }
+    if new > old {
+        crate::storage::check_fits(new - old, free, place).map_err(|_| {
+            Error::invalid(format!(
+                "growing the root disk of {name} by {} bytes is more than {place} has free \
+                 ({free} bytes)",
+                new - old
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// What `info` says a root disk is.
 fn kind(source: &DiskSource) -> &'static str {
     match source {
@@ -242,6 +303,115 @@ impl InstanceService {
         }
     }
 
+    /// Starts the operation that changes a container's root disk size (`limits.disk`).
+    pub fn root_disk_resize(&self, name: &str, size: u64) -> Result<vessel_api::Operation> {
+        let inst = self.get_stored(name)?;
+        if inst.instance_type == InstanceType::Vm {
+            return Err(Error::invalid(format!(
+                "{name} is a VM: its root disk is its image's disk (resize its volume when it \
+                 is in a pool: vessel storage volume update)"
+            )));
+        }
+        if inst.limits.disk.is_none() {
+            return Err(Error::invalid(format!(
+                "{name} has no root disk of its own (it was created without limits.disk): \
+                 its writable layer lies on the daemon's file system; a size is given at \
+                 creation (vessel launch IMAGE NAME -l disk=SIZE)"
+            )));
+        }
+        check_size(size)?;
+        Ok(self.spawn_locked(
+            format!("Resizing the root disk of {name}"),
+            name,
+            move |svc, inst, _op| async move {
+                tokio::task::spawn_blocking(move || svc.resize_locked(&inst, size))
+                    .await
+                    .map_err(|e| Error::internal(format!("resize task: {e}")))?
+            },
+        ))
+    }
+
+    /// Changes the root disk's size; the caller holds the instance's lock (blocking).
+    fn resize_locked(&self, inst: &Instance, size: u64) -> Result<()> {
+        let name = &inst.name;
+        let old = inst
+            .limits
+            .disk
+            .ok_or_else(|| Error::invalid(format!("{name} has no root disk of its own")))?;
+        if size == old {
+            return Ok(());
+        }
+        let RootPlace::Disk(source) = self.root_place(inst)? else {
+            return Err(Error::internal(format!("{name} has no root disk")));
+        };
+        let mount = self.driver.disk_mount(name);
+        match &source {
+            DiskSource::Image(image) => {
+                let mounted = vessel_monitor::is_mountpoint(&mount);
+                let used = if mounted {
+                    vessel_monitor::disk::mounted_usage(&mount).ok()
+                } else {
+                    vessel_monitor::disk::image_usage(image).ok()
+                };
+                let dir = image.parent().unwrap_or(Path::new("/"));
+                let free = crate::storage::fs_available(dir)?;
+                let place = match &inst.storage {
+                    Some(pool) => format!("pool {pool:?}"),
+                    None => "the file system of Vessel's instances".into(),
+                };
+                check_resize(name, (old, size), used, false, (free, &place))?;
+                if mounted {
+                    if !vessel_monitor::disk::can_grow_online() {
+                        return Err(Error::conflict(format!(
+                            "growing the root disk of {name} while it runs needs \
+                             CAP_SYS_RESOURCE, which vesseld does not have here: stop {name}, \
+                             resize it, then start it"
+                        )));
+                    }
+                    let disk = RootDisk {
+                        source: source.clone(),
+                        mount,
+                    };
+                    disk.grow_online(size).map_err(|e| {
+                        Error::internal(format!(
+                            "growing the root disk of {name}: {} ({})",
+                            chain(&e),
+                            e.path().display()
+                        ))
+                    })?;
+                } else {
+                    grow_offline(image, size)?;
+                    // resize2fs clears the superblock's count of the file system's own
+                    // blocks, which `info` reads while it is stopped; a mount records it.
+                    drop(DiskGuard::mount(RootDisk {
+                        source: source.clone(),
+                        mount,
+                    })?);
+                }
+                if inst.storage.is_some() {
+                    self.storage.container_root_resize(name, size)?;
+                }
+            }
+            DiskSource::Directory(_) => {
+                let (used, free) = self.storage.container_root_usage(name)?;
+                let pool = inst.storage.as_deref().unwrap_or("?");
+                check_resize(
+                    name,
+                    (old, size),
+                    Some(used),
+                    true,
+                    (free, &format!("pool {pool:?}")),
+                )?;
+                self.storage.container_root_resize(name, size)?;
+            }
+        }
+        let mut limits = inst.limits.clone();
+        limits.disk = Some(size);
+        self.store.instance_set_limits(name, &limits)?;
+        tracing::info!(instance = %name, old, size, "resized the root disk");
+        Ok(())
+    }
+
     /// A container's root disk as `info` shows it: its size and use.
     pub(crate) fn root_disk_view(&self, inst: &Instance) -> Option<vessel_api::RootDisk> {
         let size = inst.limits.disk?;
@@ -274,6 +444,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resizes_keep_what_is_held_and_fit() {
+        let fs = (1 << 30, "pool \"p\"");
+        check_resize("c1", (64 << 20, 128 << 20), Some(1 << 20), false, fs).unwrap();
+        check_resize("c1", (64 << 20, 32 << 20), Some(1 << 20), true, fs).unwrap();
+        for (old_new, used, shrinks, free, want) in [
+            (
+                (64 << 20, 32 << 20),
+                Some(40 << 20),
+                true,
+                1 << 30,
+                "holds 41943040 bytes",
+            ),
+            (
+                (64 << 20, 32 << 20),
+                Some(40 << 20),
+                false,
+                1 << 30,
+                "holds 41943040 bytes",
+            ),
+            (
+                (64 << 20, 32 << 20),
+                Some(1 << 20),
+                false,
+                1 << 30,
+                "only grows",
+            ),
+            ((64 << 20, 32 << 20), None, false, 1 << 30, "only grows"),
+            (
+                (64 << 20, 2 << 30),
+                None,
+                false,
+                1 << 30,
+                "more than pool \"p\" has free",
+            ),
+        ] {
+            let e = check_resize("c1", old_new, used, shrinks, (free, "pool \"p\"")).unwrap_err();
+            assert!(e.message.contains(want), "{want:?} not in {e}");
+        }
+    }
+
+    #[test]
     fn sizes_are_checked_with_the_range() {
         check_size(MIN_DISK).unwrap();
         check_size(2 << 30).unwrap();
@@ -284,10 +495,10 @@ mod tests {
         }
     }
 
-    /// Needs root and e2fsprogs: an image is sparse, root's alone, and holds the layer
-    /// directories owned by the container's root.
+    /// Needs root and e2fsprogs: an image is sparse, root's alone, holds the layer
+    /// directories owned by the container's root, and grows offline.
     #[test]
-    fn images_are_sparse_and_private() {
+    fn images_are_sparse_private_and_grow() {
         use std::os::unix::fs::MetadataExt;
         assert!(nix::unistd::geteuid().is_root(), "this test needs root");
         let d = std::env::temp_dir().join(format!("vessel-root-disk-{}", std::process::id()));
@@ -309,6 +520,7 @@ mod tests {
         // A second creation does not replace it.
         assert!(format_image(&image, 32 << 20, 0, true, &d).is_err());
         assert!(image.exists());
+        grow_offline(&image, 96 << 20).unwrap();
         let mount = d.join("disk");
         std::fs::create_dir(&mount).unwrap();
         let disk = RootDisk {
@@ -321,6 +533,8 @@ mod tests {
             (upper.uid(), upper.gid(), upper.mode() & 0o777),
             (1_000_000, 1_000_000, 0o755)
         );
+        let st = nix::sys::statvfs::statvfs(&mount).unwrap();
+        assert!(st.blocks() * st.fragment_size() > 80 << 20, "not grown");
         disk.unmount().unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }

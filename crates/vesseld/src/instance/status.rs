@@ -194,6 +194,9 @@ mod tests {
         fn instance_set_exit(&self, n: &str, c: Option<i32>, r: Option<&str>) -> Result<()> {
             self.inner.instance_set_exit(n, c, r)
         }
+        fn instance_set_limits(&self, n: &str, l: &vessel_api::Limits) -> Result<()> {
+            self.inner.instance_set_limits(n, l)
+        }
         fn instance_delete(&self, n: &str) -> Result<()> {
             self.inner.instance_delete(n)
         }

@@ -135,6 +135,18 @@ impl StorageService {
         let d = self.driver(&v.pool)?;
         Ok((d.used(&v.name, v.content)?, d.available()?))
     }
+
+    /// Sets the size of container `instance`'s root volume (blocking): a btrfs subvolume's
+    /// qgroup limit, a dir pool's image file (whose file system the caller grows).
+    pub fn container_root_resize(&self, instance: &str, size: u64) -> Result<()> {
+        let _g = self.busy();
+        let mut v = self.container_root_record(instance)?.ok_or_else(|| {
+            Error::not_found(format!("container {instance:?} has no root disk in a pool"))
+        })?;
+        self.driver(&v.pool)?.resize(&v.name, v.content, size)?;
+        v.size = size;
+        self.put_volume(&v)
+    }
 }
 
 #[cfg(test)]
