@@ -284,6 +284,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("FileInfo"),
     },
     Endpoint {
+        id: "instance_root_disk",
+        method: Method::Put,
+        path: "/1.0/instances/{name}/root-disk",
+        summary: "Change a container's root disk size (limits.disk); returns an operation",
+        query: &[],
+        request: Body::Json("RootDiskResize"),
+        status: 202,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "instance_publish",
         method: Method::Post,
         path: "/1.0/instances/{name}/publish",

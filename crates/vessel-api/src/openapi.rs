@@ -36,6 +36,8 @@ pub fn document() -> OpenApi {
         .schema_from::<VmDetails>()
         .schema_from::<InstanceNic>()
         .schema_from::<InstanceVolume>()
+        .schema_from::<RootDisk>()
+        .schema_from::<RootDiskResize>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

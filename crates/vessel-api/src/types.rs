@@ -122,6 +122,12 @@ pub struct Limits {
     /// Block I/O throttles per device.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub io_throttle: Vec<IoThrottle>,
+    /// Size of a container's root disk in bytes: its writable layer lives on a file system
+    /// of this size (an ext4 image, or a btrfs subvolume with a quota in the pool named by
+    /// `storage`), so writing more fails inside the container with "no space" (EDQUOT on
+    /// btrfs). Set at creation; changed with `PUT /1.0/instances/{name}/root-disk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 /// A bandwidth or IOPS ceiling on one block device.
@@ -179,8 +185,11 @@ pub struct InstanceCreate {
     /// SSH public keys (one `authorized_keys` line each) installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
-    /// VMs: the storage pool to hold the root disk (a block volume `NAME-root` written from
-    /// the image's disk). Without it the root disk is a qcow2 overlay beside the instance.
+    /// The storage pool to hold the root disk. A VM's: a block volume `NAME-root` written
+    /// from the image's disk (without it the root disk is a qcow2 overlay beside the
+    /// instance). A container's (with `limits.disk`): a volume `NAME-root` holding its
+    /// writable layer, a subvolume with a quota on btrfs, an ext4 image on dir (without it
+    /// the image lies in the instance's directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// Networks to give the instance a NIC on, in order (`eth0` first). Empty: the default
@@ -224,7 +233,7 @@ pub struct Instance {
     /// SSH public keys installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
-    /// Storage pool holding a VM's root disk.
+    /// Storage pool holding the root disk (a VM's, or a container's writable layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// Creation time, RFC 3339.
@@ -251,6 +260,25 @@ pub struct Instance {
     /// Volumes attached to it.
     #[serde(default)]
     pub volumes: Vec<InstanceVolume>,
+    /// A container's root disk (with `limits.disk`): its size and use; present on
+    /// `GET /1.0/instances/{name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk: Option<RootDisk>,
+}
+
+/// A container's root disk: the file system its writable layer lives on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct RootDisk {
+    /// Its size in bytes (`limits.disk`).
+    pub size_bytes: u64,
+    /// Bytes its files use (without the file system's own metadata), when they could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// What it is: "ext4 image" or "btrfs subvolume".
+    pub kind: String,
+    /// The storage pool holding it (none: the instance's own directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// One NIC of an instance.
@@ -530,6 +558,15 @@ pub struct ImageAlias {
 pub struct InstancePublish {
     /// Alias of the new image.
     pub alias: String,
+}
+
+/// Body of `PUT /1.0/instances/{name}/root-disk`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootDiskResize {
+    /// The container's new `limits.disk`, in bytes. An ext4 image only grows (online where
+    /// the daemon may); a btrfs subvolume's quota also shrinks, to no less than it holds.
+    pub size: u64,
 }
 
 /// Kind of image.

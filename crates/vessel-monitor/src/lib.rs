@@ -14,6 +14,7 @@
 
 pub mod log;
 
+pub mod disk;
 pub mod idmap;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use disk::{DiskSource, RootDisk};
 pub use idmap::{IdMap, IdmapError};
 
 /// What the daemon tells a monitor.
@@ -69,6 +71,10 @@ pub struct Overlay {
     /// The instance's own directory for staged idmapped mounts.
     #[serde(default)]
     pub stage: PathBuf,
+    /// The disk holding `upper` and `work`, mounted before the overlay and unmounted after
+    /// it (`None`: they are plain directories of the daemon's or a pool's file system).
+    #[serde(default)]
+    pub disk: Option<RootDisk>,
 }
 
 impl Overlay {
@@ -83,10 +89,27 @@ impl Overlay {
         )
     }
 
-    /// Mounts the root on `target`. With an id map, each layer is first mounted idmapped
-    /// under `stage` (`layer-N`); overlayfs keeps private clones of its layers, so the staged
-    /// mounts are detached again once the overlay is up, whatever happened.
+    /// Mounts the root on `target`: its disk first, if it has one. With an id map, each
+    /// layer is first mounted idmapped under `stage` (`layer-N`); overlayfs keeps private
+    /// clones of its layers, so the staged mounts are detached again once the overlay is up,
+    /// whatever happened. On failure nothing stays mounted.
     pub fn mount(&self) -> Result<(), IdmapError> {
+        let Some(disk) = &self.disk else {
+            return self.mount_overlay();
+        };
+        disk.mount()?;
+        let mounted = disk.release_reserve().and_then(|()| self.mount_overlay());
+        if mounted.is_err() {
+            let _ = disk.unmount();
+            return mounted;
+        }
+        // The root works without it (only a later mount on a full disk would suffer), and it
+        // was just given back, so only a disk filled meanwhile by something else fails here.
+        let _ = disk.keep_reserve();
+        Ok(())
+    }
+
+    fn mount_overlay(&self) -> Result<(), IdmapError> {
         let lowers = match &self.idmap {
             None => self.lowers.clone(),
             Some(map) => {
@@ -137,7 +160,8 @@ impl Overlay {
         idmap::unmount_all(&self.stage)
     }
 
-    /// Unmounts the root and whatever is still staged; safe to call when nothing is mounted.
+    /// Unmounts the root, whatever is still staged and the disk; safe to call when nothing
+    /// is mounted.
     pub fn unmount(&self) -> Result<(), IdmapError> {
         let mut first = None;
         if is_mountpoint(&self.target) {
@@ -150,9 +174,10 @@ impl Overlay {
             }
         }
         let unstaged = self.unstage();
+        let undisked = self.disk.as_ref().map_or(Ok(()), RootDisk::unmount);
         match first {
             Some(e) => Err(e),
-            None => unstaged,
+            None => unstaged.and(undisked),
         }
     }
 }
@@ -441,6 +466,7 @@ mod tests {
                 size: 65_536,
             }),
             stage: stage.clone(),
+            disk: None,
         };
         o.mount().unwrap();
         assert!(is_mountpoint(&target));

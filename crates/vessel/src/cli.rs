@@ -26,6 +26,9 @@ Limits (-l KEY=VALUE, repeatable):
   memory.swap=0      swap on top of memory       io.weight=500    relative I/O share (10-1000)
   io.read_bps=8:0=10MB, io.write_bps=..., io.read_iops=8:0=1000, io.write_iops=...
                      per-device throttles; the device is MAJOR:MINOR as `lsblk` shows it
+  disk=2GiB          containers: the root disk's size; writes past it fail with ENOSPC
+                     inside (an ext4 image in the instance's directory, or with --storage
+                     a btrfs subvolume with a quota or an ext4 image in a dir pool)
 
 Networks: a new instance gets a NIC on the default network (made by the daemon's first start
 or `vessel admin init`); --network NET instead puts it on NET (repeatable: eth0, eth1, ...)
@@ -33,12 +36,24 @@ and --no-network leaves it with its loopback only.
 
 Examples:
   vessel launch busybox web -l memory=256MiB -l cpu=0.5
+  vessel launch busybox box -l disk=2GiB
+  vessel launch busybox box2 -l disk=1GiB --storage fast   (a btrfs pool)
   vessel launch busybox job -e MODE=batch -- sh -c 'echo hi; sleep 60'
   vessel launch busybox root-box --privileged
   vessel launch busybox legacy --idmap-shared   (the daemon's base id range, shared)
   vessel launch busybox offline --no-network
   vessel launch busybox web2 --network default
   vessel launch vm/busybox vm1 --vm -l memory=512MiB -l cpu=2 --ssh-key ~/.ssh/id_ed25519.pub";
+
+const RESIZE_EXAMPLES: &str = "\
+A root disk in an ext4 image (the default, or a dir pool) only grows: at once while the
+instance is stopped, online while it runs where the daemon has CAP_SYS_RESOURCE. A root disk
+in a btrfs pool is a quota: it also shrinks, to no less than what it holds.
+
+Examples:
+  vessel launch busybox c1 -l disk=1GiB
+  vessel resize c1 4GiB
+  vessel info c1                       (Root disk: size and use)";
 
 const EXEC_EXAMPLES: &str = "\
 A terminal is used when standard input and output are both terminals; -t forces one, -T
@@ -155,6 +170,14 @@ pub enum Command {
     /// Set the daemon up: its default network.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Change a container's root disk size (its limits.disk, given at creation).
+    #[command(after_help = RESIZE_EXAMPLES)]
+    Resize {
+        /// Instance name.
+        name: String,
+        /// The new size (B, KiB, MiB, GiB, TiB; KB, MB, GB, TB are powers of 1000).
+        size: String,
+    },
     /// Turn a stopped instance into a new image.
     #[command(
         after_help = "Example:\n  vessel stop web && vessel publish web --alias web-base && vessel launch web-base web2"
@@ -194,7 +217,9 @@ pub struct CreateArgs {
     /// A file of SSH public keys to install for root in a VM guest (repeatable).
     #[arg(long = "ssh-key", value_name = "FILE")]
     pub ssh_keys: Vec<std::path::PathBuf>,
-    /// VMs: put the root disk into this storage pool (a block volume NAME-root).
+    /// Put the root disk into this storage pool, as a volume NAME-root: a VM's disk, or a
+    /// container's writable layer (with -l disk=SIZE: a btrfs subvolume with a quota, or an
+    /// ext4 image in a dir pool).
     #[arg(long, value_name = "POOL")]
     pub storage: Option<String>,
     /// A network to give the instance a NIC on (repeatable, eth0 first; default: the

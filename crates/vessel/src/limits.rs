@@ -9,7 +9,7 @@ use crate::output::format_bytes;
 
 /// Keys accepted by `--limit`, for help and error messages.
 pub const KEYS: &str = "cpu, cpu.weight, cpuset, memory, memory.swap, pids, io.weight, \
-                        io.read_bps, io.write_bps, io.read_iops, io.write_iops";
+                        io.read_bps, io.write_bps, io.read_iops, io.write_iops, disk";
 
 /// Parses every `--limit KEY=VALUE` into one [`Limits`]; a repeated key keeps the last value.
 pub fn parse_limits(args: &[String]) -> Result<Limits> {
@@ -53,6 +53,13 @@ fn apply(limits: &mut Limits, arg: &str) -> Result<(), String> {
             limits.memory = Some(bytes);
         }
         "memory.swap" => limits.memory_swap = Some(parse_size(value)?),
+        "disk" => {
+            let bytes = parse_size(value)?;
+            if bytes == 0 {
+                return Err("the root disk's size must be more than 0 (e.g. disk=2GiB)".into());
+            }
+            limits.disk = Some(bytes);
+        }
         "pids" => limits.pids = Some(ranged(value, 1, u64::MAX)?),
         "io.weight" => {
             let w = ranged(value, 10, 1000)?;
@@ -217,6 +224,9 @@ pub fn describe(limits: &Limits) -> Vec<(String, String)> {
     if let Some(v) = limits.io_weight {
         push("io.weight", v.to_string());
     }
+    if let Some(v) = limits.disk {
+        push("disk", format_bytes(v));
+    }
     for t in &limits.io_throttle {
         let d = &t.device;
         if let Some(v) = t.read_bps {
@@ -278,6 +288,7 @@ mod tests {
             "io.read_bps=8:0=10MB",
             "io.write_iops=8:0=300",
             "io.write_bps=253:1=1MiB",
+            "disk=1.5GiB",
         ])
         .unwrap();
         assert_eq!(l.cpu, Some(0.5));
@@ -287,6 +298,7 @@ mod tests {
         assert_eq!(l.memory_swap, Some(0));
         assert_eq!(l.pids, Some(100));
         assert_eq!(l.io_weight, Some(500));
+        assert_eq!(l.disk, Some(3 << 29));
         assert_eq!(
             l.io_throttle,
             vec![
@@ -332,7 +344,10 @@ mod tests {
             ),
             ("io.read_bps=sda=10MB", "'sda' is not a device number"),
             ("io.read_iops=8:0=fast", "'fast' is not a whole number"),
-            ("disk=10GiB", "unknown key 'disk'; known keys: cpu, "),
+            ("disk=0", "the root disk's size must be more than 0"),
+            ("disk=2GB1", "unknown unit 'GB1'"),
+            ("disk=lots", "unknown unit 'lots'"),
+            ("size=10GiB", "unknown key 'size'; known keys: cpu, "),
         ];
         for (arg, want) in cases {
             let err = limits(&[arg]).unwrap_err().to_string();
@@ -356,13 +371,20 @@ mod tests {
 
     #[test]
     fn describe_round_trips_keys() {
-        let l = limits(&["memory=256MiB", "io.read_bps=8:0=1MiB", "cpu=1.5"]).unwrap();
+        let l = limits(&[
+            "memory=256MiB",
+            "io.read_bps=8:0=1MiB",
+            "cpu=1.5",
+            "disk=2GiB",
+        ])
+        .unwrap();
         let d = describe(&l);
         assert_eq!(
             d,
             vec![
                 ("cpu".to_string(), "1.5".to_string()),
                 ("memory".to_string(), "256MiB".to_string()),
+                ("disk".to_string(), "2GiB".to_string()),
                 ("io.read_bps".to_string(), "8:0=1MiB/s".to_string()),
             ]
         );

@@ -98,6 +98,20 @@ pub fn instance_block(i: &Instance) -> Block {
         })
         .collect();
     b.section("Volumes", &volumes, "none");
+    if let Some(d) = &i.root_disk {
+        let used = d.used_bytes.map_or_else(
+            || "use unknown".to_string(),
+            |u| format!("{} used", format_bytes(u)),
+        );
+        let place = match &d.pool {
+            Some(p) => format!("{} in pool {p}", d.kind),
+            None => d.kind.clone(),
+        };
+        b.field(
+            "Root disk",
+            format!("{}, {used} ({place})", format_bytes(d.size_bytes)),
+        );
+    }
     if let Some(vm) = &i.vm {
         let details = vec![
             ("Profile".to_string(), vm.profile.clone()),
@@ -219,6 +233,15 @@ Last exit code: 137
         assert!(instance_block(&i)
             .render()
             .ends_with("Last exit code: 137\nLast exit: the guest powered off\n"));
+        i.root_disk = Some(vessel_api::RootDisk {
+            size_bytes: 64 << 20,
+            used_bytes: Some(3 << 20),
+            kind: "btrfs subvolume".into(),
+            pool: Some("fast".into()),
+        });
+        assert!(instance_block(&i)
+            .render()
+            .contains("  memory: 256MiB\nRoot disk: 64MiB, 3MiB used (btrfs subvolume in pool fast)\nResources:"));
         i.state = None;
         i.error = Some("init failed".into());
         i.limits = Default::default();

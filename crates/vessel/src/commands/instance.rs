@@ -39,6 +39,23 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `resize NAME SIZE`.
+pub fn resize(client: &Client, name: &str, size: &str) -> Result<i32> {
+    let size = crate::limits::parse_size(size)
+        .map_err(|e| anyhow::anyhow!("invalid size '{size}': {e}"))?;
+    if size == 0 {
+        anyhow::bail!("invalid size 0: a root disk needs a size (e.g. 4GiB)");
+    }
+    println(format!("Resizing the root disk of {name}"))?;
+    let op: Operation = client.send(
+        "PUT",
+        &format!("{}/root-disk", instance_path(name)),
+        &vessel_api::RootDiskResize { size },
+    )?;
+    operation::wait(client, op)?;
+    Ok(0)
+}
+
 /// A lifecycle change asked for on the command line.
 #[derive(Debug, Clone, Copy)]
 pub enum Change {

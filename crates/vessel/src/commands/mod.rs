@@ -67,6 +67,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             network::admin_init(&client, subnet, format)
         }
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
+        Command::Resize { name, size } => instance::resize(&client, &name, &size),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),
     }

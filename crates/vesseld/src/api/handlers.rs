@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
-use vessel_api::{ImageAlias, ImageBuild, ImagePull, InstanceCreate, InstancePublish, StateChange};
+use vessel_api::{
+    ImageAlias, ImageBuild, ImagePull, InstanceCreate, InstancePublish, RootDiskResize, StateChange,
+};
 
 use super::{ApiJson, App};
 use crate::error::{Error, Result};
@@ -394,6 +396,14 @@ pub async fn instance_publish(
     ApiJson(req): ApiJson<InstancePublish>,
 ) -> Result<Response> {
     Ok(accepted(app.instances.publish(&name, req)?))
+}
+
+pub async fn instance_root_disk(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<RootDiskResize>,
+) -> Result<Response> {
+    Ok(accepted(app.instances.root_disk_resize(&name, req.size)?))
 }
 
 pub async fn operations_list(State(app): State<App>) -> Result<Response> {

@@ -86,19 +86,20 @@ impl ImageService {
     /// longer one loses its end and the mount fails with a misleading ENOENT. The layers'
     /// paths are counted as the longest of the two ways they are stacked (a privileged
     /// instance's canonical `layers/<id>`, an unprivileged one's idmapped `mnt/layer-N`), the
-    /// upper and work directories for the longest instance name (63); overlayfs also stacks
-    /// at most 500 layers.
+    /// upper and work directories for the longest instance name (63) on a root disk (under
+    /// `disk/`, the longer of the two layouts); overlayfs also stacks at most 500 layers.
     pub fn max_layers(&self) -> usize {
         const PAGE_STRING: usize = 4095;
         let root = self.dir.parent().unwrap_or(&self.dir);
         let inst = root.join("instances").join("x".repeat(63));
         let fixed = vessel_monitor::Overlay {
             lowers: Vec::new(),
-            upper: inst.join("upper"),
-            work: inst.join("work"),
+            upper: inst.join("disk/upper"),
+            work: inst.join("disk/work"),
             target: inst.join("rootfs"),
             idmap: None,
             stage: inst.join("mnt"),
+            disk: None,
         }
         .options(&[])
         .len();

@@ -16,6 +16,7 @@ use vessel_api::{Instance, InstanceState};
 use vessel_monitor::{is_mountpoint, ExitStatus, IdMap, MonitorConfig, Overlay, Ready, StagedBind};
 
 use super::limits;
+use super::root_disk::RootPlace;
 use crate::error::{chain, Error, Result};
 
 /// Who the init runs as and where, from the image's configuration.
@@ -177,22 +178,45 @@ impl ContainerDriver {
         self.dir(name).join("mnt")
     }
 
+    /// The image file of a root disk kept in the instance's directory.
+    pub fn root_image(&self, name: &str) -> PathBuf {
+        self.dir(name).join("root.img")
+    }
+
+    /// Where an instance's root disk is mounted (holding `upper` and `work`).
+    pub fn disk_mount(&self, name: &str) -> PathBuf {
+        self.dir(name).join("disk")
+    }
+
     /// The instance's root: `lowers` (canonical layers, top first) idmapped to its range,
-    /// under its writable layer.
-    pub fn overlay(&self, inst: &Instance, lowers: &[PathBuf]) -> Overlay {
+    /// under its writable layer, which is at `place`.
+    pub fn overlay(&self, inst: &Instance, lowers: &[PathBuf], place: &RootPlace) -> Overlay {
         let dir = self.dir(&inst.name);
+        let (layer, disk) = match place {
+            RootPlace::Shared => (dir.clone(), None),
+            RootPlace::Disk(source) => {
+                let mount = self.disk_mount(&inst.name);
+                let disk = vessel_monitor::RootDisk {
+                    source: source.clone(),
+                    mount: mount.clone(),
+                };
+                (mount, Some(disk))
+            }
+        };
         Overlay {
             lowers: lowers.to_vec(),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper: layer.join("upper"),
+            work: layer.join("work"),
             target: dir.join("rootfs"),
             idmap: self.idmap(inst, 0),
             stage: self.stage_dir(&inst.name),
+            disk,
         }
     }
 
     /// Creates the instance's directories (a VM's: see below). The writable layer is owned
-    /// by the container's root. The instance directory itself is mode 0100, owned by the container's root host
+    /// by the container's root; with a root disk it is on the disk, and `disk` (root's) is
+    /// where that is mounted. The instance directory itself is mode 0100, owned by the container's root host
     /// uid (LXD's layout): the container's init can walk through it to its root and staged
     /// volumes, no other host user can enter it, and nobody can list it.
     pub fn prepare(&self, inst: &Instance) -> Result<()> {
@@ -208,13 +232,26 @@ impl ContainerDriver {
                 .map_err(|e| io(&dir, e));
         }
         let owner = self.shift(inst).unwrap_or(0);
-        for sub in ["upper", "work", "rootfs"] {
+        let has_disk = inst.limits.disk.is_some();
+        let subs: &[&str] = if has_disk {
+            &["rootfs"]
+        } else {
+            &["upper", "work", "rootfs"]
+        };
+        for sub in subs {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
             std::os::unix::fs::chown(&p, Some(owner), Some(owner)).map_err(|e| io(&p, e))?;
         }
-        std::fs::set_permissions(dir.join("upper"), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| io(&dir, e))?;
+        if has_disk {
+            let p = self.disk_mount(&inst.name);
+            std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io(&p, e))?;
+        } else {
+            std::fs::set_permissions(dir.join("upper"), std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| io(&dir, e))?;
+        }
         let stage = self.stage_dir(&inst.name);
         std::fs::create_dir_all(&stage).map_err(|e| io(&stage, e))?;
         std::os::unix::fs::chown(&stage, Some(0), Some(0)).map_err(|e| io(&stage, e))?;
@@ -310,12 +347,12 @@ impl ContainerDriver {
         Ok(binds)
     }
 
-    /// Starts the instance's monitor with the given lower layers (canonical, top first) and
+    /// Starts the instance's monitor with its root (see [`ContainerDriver::overlay`]) and
     /// staged volumes; returns the init and monitor pids once the container runs.
     pub async fn spawn_monitor(
         &self,
         inst: &Instance,
-        lowers: &[PathBuf],
+        overlay: Overlay,
         binds: Vec<StagedBind>,
     ) -> Result<(i32, i32)> {
         let dir = self.dir(&inst.name);
@@ -331,7 +368,7 @@ impl ContainerDriver {
             log: self.log(&inst.name),
             pid_file: self.pid_file(&inst.name),
             exit_file: dir.join("exit.json"),
-            overlay: Some(self.overlay(inst, lowers)),
+            overlay: Some(overlay),
             binds,
         };
         let config_path = dir.join("monitor.json");
@@ -504,7 +541,7 @@ impl ContainerDriver {
     }
 
     /// Removes leftovers of a run whose monitor died without cleaning up: the runtime state,
-    /// the cgroup and the root mount.
+    /// the cgroup, the root mount, staged mounts and the root disk's mount.
     pub fn cleanup_orphan(&self, name: &str) {
         if let Err(e) = vessel_container::delete(&self.state_root, name, true) {
             tracing::debug!(instance = name, error = %chain(&e), "no runtime state to remove");
@@ -525,6 +562,10 @@ impl ContainerDriver {
         // Idmapped layers and volumes a crash left staged.
         if let Err(e) = vessel_monitor::idmap::unmount_all(&self.stage_dir(name)) {
             tracing::warn!(instance = name, error = %e, path = %e.path().display(), "unmounting staged mounts");
+        }
+        // The root disk under the root (an image's loop device goes with its last mount).
+        if let Err(e) = vessel_monitor::idmap::unmount_all(&self.disk_mount(name)) {
+            tracing::warn!(instance = name, error = %e, path = %e.path().display(), "unmounting the root disk");
         }
         let _ = std::fs::remove_file(self.socket(name));
         self.clear_monitor(name);

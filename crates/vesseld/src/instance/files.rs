@@ -331,9 +331,11 @@ impl InstanceService {
                 }
                 let image = self.images.get(&inst.image)?;
                 let lowers = self.images.lower_layers(&image)?;
+                let place = self.root_place(&inst)?;
                 self.driver.prepare(&inst)?;
-                // The same root the monitor mounts: layers idmapped to the instance's range.
-                let overlay = self.driver.overlay(&inst, &lowers);
+                // The same root the monitor mounts: layers idmapped to the instance's range,
+                // over its writable layer (on its root disk, mounted first, if it has one).
+                let overlay = self.driver.overlay(&inst, &lowers, &place);
                 let o = overlay.clone();
                 tokio::task::spawn_blocking(move || o.mount())
                     .await

@@ -90,6 +90,9 @@ pub fn validate(l: &Limits) -> Result<()> {
             )));
         }
     }
+    if let Some(d) = l.disk {
+        super::root_disk::check_size(d)?;
+    }
     if l.io_throttle.len() > MAX_IO_DEVICES {
         return Err(Error::invalid(format!(
             "{} io throttle rules: at most {MAX_IO_DEVICES} devices",

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod publish;
 mod rebuild;
 mod resolv;
+pub mod root_disk;
 mod status;
 pub mod systemd;
 pub mod users;
@@ -139,6 +140,7 @@ impl InstanceService {
             inst.vm = self.vms.details(name);
         }
         self.with_devices(std::slice::from_mut(&mut inst))?;
+        inst.root_disk = self.root_disk_view(&inst);
         Ok(inst)
     }
 
@@ -210,6 +212,12 @@ impl InstanceService {
                 ));
             }
             check_memory(&req.limits)?;
+            if req.limits.disk.is_some() {
+                return Err(Error::invalid(
+                    "limits.disk sizes a container's root disk; a VM's root disk is its \
+                     image's disk (resize its volume with --storage, or the image)",
+                ));
+            }
             vm::check_ssh_keys(&req.ssh_keys)?;
             if let Some(pool) = &req.storage {
                 if vm::image_disk(&self.images.image_dir(&image.fingerprint)).is_none() {
@@ -220,10 +228,6 @@ impl InstanceService {
                 }
                 self.storage.root_check(pool, &req.name)?;
             }
-        } else if req.storage.is_some() {
-            return Err(Error::invalid(
-                "--storage puts a VM's root disk into a pool; containers take filesystem                  volumes with `vessel storage volume attach`",
-            ));
         } else if !req.ssh_keys.is_empty() {
             return Err(Error::invalid(
                 "SSH keys are installed in VM guests; for a container, push an authorized_keys \
@@ -235,6 +239,8 @@ impl InstanceService {
                  vessel launch {} {} -- /bin/sh",
                 req.image, req.image, req.name
             )));
+        } else {
+            self.root_disk_check(&req)?;
         }
         // Unprivileged containers get a host id range of their own unless asked to share; a
         // VM always gets one, whose first id its QEMU runs as.
@@ -270,6 +276,7 @@ impl InstanceService {
             vm: None,
             nics: Vec::new(),
             volumes: Vec::new(),
+            root_disk: None,
         };
         let inserted = if isolated == Some(true) {
             self.store
@@ -304,9 +311,20 @@ impl InstanceService {
                     } else {
                         svc.driver.prepare(&inst)?;
                     }
+                    if inst.instance_type == InstanceType::Container && inst.limits.disk.is_some() {
+                        op.progress(Some(20), "making the root disk");
+                        let (s, i) = (svc.clone(), inst.clone());
+                        tokio::task::spawn_blocking(move || s.make_root_disk(&i))
+                            .await
+                            .map_err(|e| Error::internal(format!("root disk task: {e}")))??;
+                    }
                     svc.attach_initial_nics(&inst, &networks).await?;
                     op.check_cancel()?;
-                    if let Some(pool) = inst.storage.clone() {
+                    if let Some(pool) = inst
+                        .storage
+                        .clone()
+                        .filter(|_| inst.instance_type == InstanceType::Vm)
+                    {
                         let image = svc.images.get(&inst.image)?;
                         let disk = vm::image_disk(&svc.images.image_dir(&image.fingerprint))
                             .ok_or_else(|| Error::invalid("the image has no disk"))?;
@@ -355,6 +373,7 @@ impl InstanceService {
         let image = self.images.get(&inst.image)?;
         op.progress(Some(30), "preparing root file system");
         let lowers = self.images.lower_layers(&image)?;
+        let place = self.root_place(inst)?;
         self.driver.prepare(inst)?;
         // Defaults, then what the image asks for, then what the instance says.
         let mut env: BTreeMap<String, String> = [
@@ -409,7 +428,8 @@ impl InstanceService {
         if inst.status != InstanceStatus::Creating {
             self.set_status(&inst.name, InstanceStatus::Starting, None, None);
         }
-        match self.driver.spawn_monitor(inst, &lowers, binds).await {
+        let overlay = self.driver.overlay(inst, &lowers, &place);
+        match self.driver.spawn_monitor(inst, overlay, binds).await {
             Ok((pid, monitor)) => {
                 tracing::info!(instance = %inst.name, pid, monitor, "instance started");
                 self.mark_started(&inst.name, monitor, false);
@@ -420,6 +440,11 @@ impl InstanceService {
                     .map_err(|e| Error::internal(format!("network task: {e}")))?
             }
             Err(e) => {
+                // A monitor killed while it launched leaves its mounts (the root disk's loop
+                // device with them): nothing of the failed start stays.
+                if self.driver.live_monitor(&inst.name).is_none() {
+                    self.driver.cleanup_orphan(&inst.name);
+                }
                 if inst.status != InstanceStatus::Creating {
                     self.set_status(&inst.name, InstanceStatus::Stopped, None, None);
                 }

@@ -59,16 +59,17 @@ impl InstanceService {
                     )));
                 }
                 op.progress(Some(10), "copying the instance's changes");
-                let upper = svc.driver.dir(&inst.name).join("upper");
                 let shift = svc.driver.shift(&inst).unwrap_or(0);
                 let staging = svc.images.staging()?;
                 let layer = staging.join("layer");
-                let (u, l) = (upper.clone(), layer.clone());
-                let copied =
-                    tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                let (s, i, l) = (svc.clone(), inst.clone(), layer.clone());
+                let copied = tokio::task::spawn_blocking(move || -> Result<(String, u64)> {
+                    // Its root disk, if it has one, is mounted while the layer is read.
+                    let (upper, _disk) = s.open_writable(&i)?;
+                    let copy = || -> std::io::Result<(String, u64)> {
                         // Owners go back from host ids to the container's own; ids outside the
                         // container's range (none should be) become nobody.
-                        tree::copy_mapped(&u, &l, &|id| {
+                        tree::copy_mapped(&upper, &l, &|id| {
                             Ok(if (shift..shift + IDMAP_SIZE).contains(&id) {
                                 id - shift
                             } else if shift == 0 {
@@ -78,13 +79,13 @@ impl InstanceService {
                             })
                         })?;
                         tree::fingerprint(&l)
-                    })
-                    .await
-                    .map_err(|e| Error::internal(format!("publish task: {e}")));
+                    };
+                    copy().map_err(|e| Error::internal(format!("copying {}: {e}", upper.display())))
+                })
+                .await
+                .map_err(|e| Error::internal(format!("publish task: {e}")));
                 let result = async {
-                    let (layer_id, size) = copied?.map_err(|e| {
-                        Error::internal(format!("copying {}: {e}", upper.display()))
-                    })?;
+                    let (layer_id, size) = copied??;
                     op.progress(Some(80), "storing the new layer");
                     svc.images.place_layer(&layer, &layer_id)?;
                     let mut image = Image {

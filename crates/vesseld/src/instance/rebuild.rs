@@ -81,6 +81,10 @@ impl InstanceService {
                     if let Err(e) = self.driver.remove_files(name) {
                         tracing::warn!(instance = %name, error = %e, "rollback");
                     }
+                    // A root disk it got in a pool goes too.
+                    if let Err(e) = self.storage.instance_deleted(name) {
+                        tracing::warn!(instance = %name, error = %e, "rollback of volumes");
+                    }
                     self.store.instance_delete(name)?;
                 }
                 InstanceStatus::Stopped | InstanceStatus::Error => {}

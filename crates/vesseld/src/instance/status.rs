@@ -201,6 +201,9 @@ mod tests {
         fn instance_set_exit(&self, n: &str, c: Option<i32>, r: Option<&str>) -> Result<()> {
             self.inner.instance_set_exit(n, c, r)
         }
+        fn instance_set_limits(&self, n: &str, l: &vessel_api::Limits) -> Result<()> {
+            self.inner.instance_set_limits(n, l)
+        }
         fn instance_delete(&self, n: &str) -> Result<()> {
             self.inner.instance_delete(n)
         }
@@ -277,6 +280,7 @@ mod tests {
                 error: None,
                 state: None,
                 vm: None,
+                root_disk: None,
                 idmap: None,
                 last_exit_reason: None,
                 nics: Vec::new(),

@@ -75,6 +75,9 @@ impl StorageService {
             else {
                 continue;
             };
+            if v.root_of.as_deref() == Some(instance) {
+                continue; // its writable layer, mounted under its root, not bound
+            }
             let source = self.driver(&v.pool)?.fs_path(&v.name)?;
             let id_base = match v.id_base {
                 Some(b) => b,
@@ -356,6 +359,11 @@ pub(super) fn plan_attachment(
             "volume {name:?} is already attached to {instance:?}"
         )));
     }
+    if let Some(owner) = &v.root_of {
+        return Err(Error::conflict(format!(
+            "volume {name:?} is the root disk of {owner:?}; it belongs to that instance alone"
+        )));
+    }
     let path = match (instance_type, v.content) {
         (InstanceType::Container, VolumeContent::Filesystem) => {
             check_mount_point(path)?;
@@ -508,6 +516,12 @@ mod tests {
         root.root_of = Some("v1".into());
         let e = check_detach(&root, "v1").unwrap_err();
         assert!(e.message.contains("root disk"), "{e}");
+        // Nobody else gets it (a container's root is a filesystem volume).
+        let mut fs_root = volume("p", "c1-root", VolumeContent::Filesystem, &[("c1", "")]);
+        fs_root.root_of = Some("c1".into());
+        let all = [fs_root.clone()];
+        let e = plan_attachment(&fs_root, &all, "c2", InstanceType::Container, "/mnt").unwrap_err();
+        assert!(e.message.contains("root disk of \"c1\""), "{e}");
         let e = check_detach(&root, "v2").unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);
         root.root_of = None;

@@ -101,6 +101,10 @@ impl PoolDriver for DirPool {
         Ok((total, tree_usage(&self.root)))
     }
 
+    fn available(&self) -> Result<u64> {
+        super::driver::fs_available(&self.root)
+    }
+
     fn create(&self, name: &str, content: VolumeContent, size: Option<u64>) -> Result<()> {
         let p = self.vol(name, content);
         match content {

@@ -25,6 +25,11 @@ pub type Progress<'a> = &'a (dyn Fn(u8, &str) + Sync);
 pub trait PoolDriver: Send + Sync {
     /// (capacity, used) in bytes.
     fn capacity(&self) -> Result<(u64, u64)>;
+    /// Bytes new data can still take.
+    fn available(&self) -> Result<u64> {
+        let (capacity, used) = self.capacity()?;
+        Ok(capacity.saturating_sub(used))
+    }
     /// Creates an empty volume.
     fn create(&self, name: &str, content: VolumeContent, size: Option<u64>) -> Result<()>;
     /// Creates `name` as a writable copy of `source` (or of its snapshot `snap`).
@@ -182,6 +187,13 @@ pub fn tree_usage(path: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Bytes the file system holding `path` has free for the daemon (root).
+pub fn fs_available(path: &Path) -> Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| Error::internal(format!("statvfs {}: {e}", path.display())))?;
+    Ok(st.blocks_available() * st.fragment_size())
 }
 
 /// (capacity, used) of the file system holding `path`.

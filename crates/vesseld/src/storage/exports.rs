@@ -128,6 +128,16 @@ impl StorageService {
 /// Checks that volume `v` can be exported as `req` asks: NBD serves block volumes, NFS
 /// filesystem volumes, and a block volume a VM writes is exported read-only.
 pub(super) fn check_export(req: &ExportCreate, v: &VolumeRecord) -> Result<()> {
+    if v.container_root {
+        // Its files carry the container's host ids, and a written image would be a file
+        // system the kernel mounts unchecked.
+        return Err(Error::invalid(format!(
+            "volume {:?} is the root disk of container {:?}; export a volume of its own \
+             instead (vessel storage volume create, then attach it to the container)",
+            req.volume,
+            v.root_of.as_deref().unwrap_or("?")
+        )));
+    }
     match (req.protocol, v.content) {
         (vessel_api::ExportProtocol::Nbd, VolumeContent::Filesystem) => {
             return Err(Error::invalid(

@@ -15,6 +15,7 @@ mod pools;
 mod raid;
 mod rebuild;
 mod record;
+mod roots;
 mod servers;
 mod volumes;
 
@@ -27,8 +28,10 @@ use vessel_api::ScrubResult;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::store::{Records, Store};
+pub(crate) use driver::fs_available;
 use driver::PoolDriver;
 use record::{PoolRecord, VolumeRecord};
+pub(crate) use roots::check_fits;
 
 const POOL: &str = "pool";
 const VOLUME: &str = "volume";

@@ -37,9 +37,13 @@ pub(super) struct VolumeRecord {
     pub(super) snapshots: Vec<String>,
     #[serde(default)]
     pub(super) attached_to: Vec<VolumeAttachment>,
-    /// The VM whose root disk this is (deleted with it).
+    /// The instance whose root disk this is (deleted with it).
     #[serde(default)]
     pub(super) root_of: Option<String>,
+    /// Whether it holds a container's writable layer (its size is the instance's
+    /// `limits.disk`, changed through the instance).
+    #[serde(default)]
+    pub(super) container_root: bool,
     /// First id of the container id range its files are stored with: 0 (the container's own
     /// ids, as every container sees them through an idmapped mount) for volumes made since
     /// ranges became per container; `None` for older ones until their first use by a
@@ -110,6 +114,7 @@ pub(super) mod fixture {
                 })
                 .collect(),
             root_of: None,
+            container_root: false,
             id_base: Some(0),
             disk_owner: None,
             created_at: "2024-01-01T00:00:00Z".into(),

@@ -98,6 +98,7 @@ impl StorageService {
             snapshots: Vec::new(),
             attached_to: Vec::new(),
             root_of,
+            container_root: false,
             id_base,
             disk_owner: None,
             created_at: crate::clock::now(),
@@ -180,6 +181,13 @@ impl StorageService {
     ) -> Result<StorageVolume> {
         let _g = self.busy();
         let mut v = self.volume_record(pool, name)?;
+        if v.container_root {
+            let owner = v.root_of.as_deref().unwrap_or("?");
+            return Err(Error::invalid(format!(
+                "volume {name:?} is the root disk of container {owner:?}; change its size \
+                 with `vessel resize {owner} SIZE`"
+            )));
+        }
         if v.content == VolumeContent::Block {
             if req.size == 0 {
                 return Err(Error::invalid("a block volume cannot be 0 bytes"));

@@ -113,6 +113,8 @@ pub trait Store: Send + Sync {
     /// Records how an instance's last run ended: its exit code (`None`: unknown, replacing the
     /// previous run's) and the reason in words (kept in the meta column).
     fn instance_set_exit(&self, name: &str, code: Option<i32>, reason: Option<&str>) -> Result<()>;
+    /// Replaces an instance's limits (a container's root disk changed size).
+    fn instance_set_limits(&self, name: &str, limits: &vessel_api::Limits) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;
     /// Names of the instances created from an image.

@@ -339,6 +339,7 @@ fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         vm: None,
         nics: Vec::new(),
         volumes: Vec::new(),
+        root_disk: None,
     })
 }
 
@@ -585,6 +586,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn instance_set_limits(&self, name: &str, limits: &vessel_api::Limits) -> Result<()> {
+        let limits = encode("instances.limits", limits)?;
+        let conn = self.lock();
+        let n = conn.execute(
+            "UPDATE instances SET limits = ? WHERE name = ?",
+            params![limits, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("instance {name:?}")));
+        }
+        Ok(())
+    }
+
     fn instance_delete(&self, name: &str) -> Result<()> {
         let conn = self.lock();
         conn.execute("DELETE FROM instances WHERE name = ?", [name])?;
@@ -748,6 +762,7 @@ mod tests {
             vm: None,
             nics: Vec::new(),
             volumes: Vec::new(),
+            root_disk: None,
         }
     }
 
@@ -779,6 +794,11 @@ mod tests {
         );
         assert_eq!(i.ssh_keys, vec!["ssh-ed25519 AAAA test".to_string()]);
         assert_eq!(i.limits.memory, Some(1 << 28));
+        let mut limits = i.limits.clone();
+        limits.disk = Some(64 << 20);
+        s.instance_set_limits(&i.name, &limits).unwrap();
+        assert_eq!(s.instance_get(&i.name).unwrap().limits, limits);
+        assert!(s.instance_set_limits("nope", &limits).is_err());
         assert_eq!(s.image_get("busybox").unwrap().fingerprint, fp);
         assert_eq!(s.image_get("busybox").unwrap(), {
             let mut i = image(&fp);

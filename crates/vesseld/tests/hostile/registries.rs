@@ -283,8 +283,8 @@ fn options_len(root: &Path, layers: usize) -> usize {
     let lowers = vec![layer; layers].join(":");
     format!(
         "lowerdir={lowers},upperdir={},workdir={}",
-        inst.join("upper").display(),
-        inst.join("work").display()
+        inst.join("disk/upper").display(),
+        inst.join("disk/work").display()
     )
     .len()
 }
@@ -392,6 +392,12 @@ fn the_layer_limit_is_what_a_launch_can_mount() {
     d.ok(&["launch", "deep", "deep1"]);
     assert_eq!(
         d.sh("deep1", &format!("cat /l{}", n - 1)).1,
+        (n - 1).to_string()
+    );
+    // And on a root disk of its own (its upper and work directories lie one level deeper).
+    d.ok(&["launch", "deep", "deep2", "-l", "disk=32MiB"]);
+    assert_eq!(
+        d.sh("deep2", &format!("cat /l{}", n - 1)).1,
         (n - 1).to_string()
     );
     let over = d.dir.join("over-limit.tar");
