@@ -471,7 +471,7 @@ pub enum ImageCommand {
     },
     /// Pull an image from an OCI registry.
     #[command(
-        after_help = "Examples:\n  vessel image pull registry.example.org/team/app:1.2\n  vessel image pull 127.0.0.1:5000/test/busybox:1 --insecure --alias bb"
+        after_help = "Examples:\n  vessel image pull registry.example.org/team/app:1.2\n  vessel image pull 127.0.0.1:5000/test/busybox:1 --alias bb   (loopback: plain HTTP)\n  vessel image pull reg.lan:5000/app:1 --insecure"
     )]
     Pull {
         /// HOST[:PORT]/NAME[:TAG|@sha256:DIGEST]
@@ -479,7 +479,8 @@ pub enum ImageCommand {
         /// Alias to give it (default: the reference without its host).
         #[arg(long)]
         alias: Option<String>,
-        /// Talk plain HTTP to the registry (a local registry without TLS).
+        /// Talk plain HTTP to the registry (one without TLS; registries on loopback
+        /// addresses and localhost always are).
         #[arg(long)]
         insecure: bool,
     },

@@ -215,7 +215,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                 }
                 "fail" => println(format!(
                     "Member {} of pool {name} is out; the pool is {}. Put a new one in with \
-                     `vessel storage pool repair {name} replace {} PATH`.",
+                     `vessel storage pool repair {name} replace --member {} --path PATH`.",
                     member.unwrap_or_default(),
                     s.status,
                     member.unwrap_or_default()

@@ -77,6 +77,8 @@ pub struct Daemon {
     /// Whether the daemon makes its default network on its first start (off unless a test
     /// asks: a daemon on the host's own namespace must not make bridges there).
     default_network: bool,
+    /// More environment for the daemon (e.g. `http_proxy` for its downloads).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -136,6 +138,7 @@ impl Daemon {
             root_dir: None,
             cgroup2: false,
             default_network: false,
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -190,6 +193,7 @@ impl Daemon {
             .env("VESSEL_LIBEXEC", &self.bins)
             .env("VESSEL_AGENT", static_agent())
             .env("VESSEL_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -903,9 +907,18 @@ impl Daemon {
     /// Starts a daemon inside the named network namespace as a fresh install runs it: its
     /// first start makes the default network (in that namespace only).
     pub fn start_in_netns_as_installed(netns: &str) -> Self {
+        Self::start_in_netns_as_installed_with_env(netns, &[])
+    }
+
+    /// As [`Daemon::start_in_netns_as_installed`], with more environment for the daemon.
+    pub fn start_in_netns_as_installed_with_env(netns: &str, env: &[(&str, &str)]) -> Self {
         let mut d = Self::start_with(Some(netns.to_string()));
         d.kill(libc::SIGTERM);
         d.default_network = true;
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         d.spawn();
         d
     }

@@ -387,6 +387,11 @@ impl Image {
 
     /// Pushes the image to a registry as `repo:1`, straight over the distribution API.
     pub fn push(&self, registry: SocketAddr, repo: &str) {
+        self.push_as(registry, repo, "1")
+    }
+
+    /// Pushes the image to a registry as `repo:tag`.
+    pub fn push_as(&self, registry: SocketAddr, repo: &str, tag: &str) {
         let config = self.config();
         let mut seen = std::collections::HashSet::new();
         for blob in std::iter::once(&config).chain(self.layers.iter().map(|l| &l.blob)) {
@@ -397,7 +402,7 @@ impl Image {
         let (status, _, body) = http(
             registry,
             "PUT",
-            &format!("/v2/{repo}/manifests/1"),
+            &format!("/v2/{repo}/manifests/{tag}"),
             &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
             &self.manifest(),
         );
