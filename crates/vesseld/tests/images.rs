@@ -214,13 +214,9 @@ fn pull_from_a_registry_an_image_pushed_by_skopeo() {
         &format!("docker://{reference}"),
     ]));
 
-    // Without --insecure the client insists on TLS and says what to do.
-    let err = d.fails(&["image", "pull", &reference]);
-    assert!(
-        err.contains("insecure") || err.contains("TLS") || err.contains("tls"),
-        "{err}"
-    );
-    d.ok(&["image", "pull", &reference, "--insecure"]);
+    // A registry on loopback speaks plain HTTP without --insecure (as Docker's do); other
+    // hosts need it (vessel-registry's tests show the TLS error and its hint).
+    d.ok(&["image", "pull", &reference]);
     let img: serde_json::Value =
         serde_json::from_str(&d.ok(&["image", "info", "test/bb:1", "--format", "json"])).unwrap();
     assert_eq!(img["working_dir"], "/srv", "{img}");

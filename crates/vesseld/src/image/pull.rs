@@ -139,7 +139,7 @@ impl ImageService {
             max_layers: self.max_layers(),
             ..ClientOptions::default()
         };
-        if req.insecure {
+        if req.insecure || on_loopback(reference.registry()) {
             opts.insecure_hosts.push(reference.registry().to_string());
         }
         let client = Client::new(opts)
@@ -211,5 +211,48 @@ impl ImageService {
         let image = self.register(image, &alias)?;
         op.add_resource(format!("/1.0/images/{}", image.fingerprint));
         Ok(image)
+    }
+}
+
+/// Whether a registry host (`name[:port]`) is this machine's loopback (127.0.0.0/8, `[::1]`,
+/// `localhost`): such a registry is spoken to over plain HTTP without `--insecure`, as Docker
+/// does, since its traffic never leaves the machine.
+fn on_loopback(host: &str) -> bool {
+    let bare = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::on_loopback;
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for h in [
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "[::1]",
+            "localhost:5000",
+            "LOCALHOST",
+        ] {
+            assert!(on_loopback(h), "{h}");
+        }
+        for h in [
+            "registry.example.org",
+            "10.0.0.1:5000",
+            "[fd00::1]:5000",
+            "localhost.example",
+            "1.2.3.4",
+        ] {
+            assert!(!on_loopback(h), "{h}");
+        }
     }
 }
