@@ -36,6 +36,10 @@ step "the suite inside the fresh tree"
 rc=0
 unshare --mount --propagation private -- bash -euo pipefail -c '
   F=$1 RUSTUP=$2 CARGO=$3
+  # The tree becomes / of this mount namespace (pivot_root, not chroot: the kernel refuses
+  # user namespaces to a chrooted process, and `ip netns exec` and podman remount /, which
+  # must be a mount point), as a machine'"'"'s / is.
+  mount --bind "$F" "$F"
   mount --rbind /proc "$F/proc"
   mount --rbind /sys "$F/sys"
   mount --rbind /dev "$F/dev"
@@ -45,10 +49,15 @@ unshare --mount --propagation private -- bash -euo pipefail -c '
   mount -t tmpfs tmpfs "$F/run"
   mount -t tmpfs tmpfs "$F/tmp"
   mount -t tmpfs tmpfs "$F/boot"
-  mkdir -p "$F/root/.rustup" "$F/root/.cargo"
+  mkdir -p "$F/root/.rustup" "$F/root/.cargo" "$F/.old-root"
   mount --bind "$RUSTUP" "$F/root/.rustup"
   mount --bind "$CARGO" "$F/root/.cargo"
-  exec chroot "$F" /usr/bin/env -i HOME=/root TERM=dumb \
+  cd "$F"
+  pivot_root . .old-root
+  cd /
+  umount -l /.old-root
+  rmdir /.old-root
+  exec /usr/bin/env -i HOME=/root TERM=dumb \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /root/vessel && ./scripts/test.sh"
 ' fresh "$FRESH" "$RUSTUP_HOME" "$CARGO_HOME" || rc=$?

@@ -241,7 +241,7 @@ Last exit code: 137
         });
         assert!(instance_block(&i)
             .render()
-            .contains("  memory: 256MiB\nRoot disk: 64MiB, 3MiB used (btrfs subvolume in pool fast)\nResources:"));
+            .contains("  local/data: /srv/data (filesystem)\nRoot disk: 64MiB, 3MiB used (btrfs subvolume in pool fast)\nResources:"));
         i.state = None;
         i.error = Some("init failed".into());
         i.limits = Default::default();
