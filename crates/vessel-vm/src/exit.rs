@@ -346,6 +346,11 @@ pub fn reap_stale(run_dir: &Path, cgroup: Option<&str>) -> Result<StaleVm> {
         tracing::warn!(pid, dir = %run_dir.display(), "killing the QEMU of a start that never finished");
         if let Some(p) = Process::watch(pid) {
             p.kill();
+            // Gone before anything else is cleaned up (its cgroup cannot go while it exits,
+            // and nobody must see a VM stopped whose QEMU still runs).
+            if !p.wait_exit(Duration::from_secs(10)) {
+                tracing::warn!(pid, "the killed QEMU has not exited after 10 s");
+            }
         }
         unfinished = true;
     }

@@ -6,6 +6,11 @@
 //! before `exec`: a new session, a double fork (QEMU is re-parented away from the caller, so it
 //! outlives it and never becomes its zombie), and the user switch. QEMU still writes its pid
 //! file (`-pidfile`), which [`crate::adopt`] reads.
+//!
+//! The program is opened by the caller (root) and executed through that descriptor
+//! (`execveat(AT_EMPTY_PATH)`) after the user switch, so the user needs the right to execute
+//! the file but not to reach it: a daemon run from a build tree under a `0700` home still
+//! starts its console log sink as the VM's user.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -145,6 +150,7 @@ fn spawn_detached_io(
     let wr = pid_wr.as_raw_fd();
     let user = run_as.cloned();
     let inherit = inherit.to_vec();
+    let exe = ExecByFd::new(program, args)?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(stdin)
@@ -185,7 +191,8 @@ fn spawn_detached_io(
                 // Sockets, logs and files QEMU or the sink make are the user's alone.
                 libc::umask(0o077);
             }
-            Ok(())
+            // Returns only when the exec failed.
+            Err(exe.exec())
         });
     }
     let spawned = cmd.spawn();
@@ -200,6 +207,67 @@ fn spawn_detached_io(
         VmError::StartFailed(format!("the detached QEMU did not report its pid: {e}"))
     })?;
     Ok(i32::from_ne_bytes(buf))
+}
+
+/// A program opened for execution through its descriptor, with its argument vector built
+/// beforehand (nothing is allocated between fork and exec).
+struct ExecByFd {
+    file: File,
+    _args: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_args`, owned by the same value and never changed.
+unsafe impl Send for ExecByFd {}
+// SAFETY: as above; `exec` only reads them.
+unsafe impl Sync for ExecByFd {}
+
+impl ExecByFd {
+    fn new(program: &Path, args: &[OsString]) -> Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let file = File::open(program)
+            .map_err(|e| VmError::StartFailed(format!("cannot run {}: {e}", program.display())))?;
+        let cstr = |s: &std::ffi::OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                VmError::StartFailed(format!(
+                    "a NUL byte in an argument of {}",
+                    program.display()
+                ))
+            })
+        };
+        let mut owned = vec![cstr(program.as_os_str())?];
+        for a in args {
+            owned.push(cstr(a)?);
+        }
+        let mut argv: Vec<*const libc::c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        Ok(ExecByFd {
+            file,
+            _args: owned,
+            argv,
+        })
+    }
+
+    /// `execveat(fd, "", argv, environ, AT_EMPTY_PATH)`: the file's own mode decides, not the
+    /// directories above it. Returns the error when it fails.
+    fn exec(&self) -> std::io::Error {
+        extern "C" {
+            static environ: *const *const libc::c_char;
+        }
+        // SAFETY: execveat with a descriptor we hold, a NUL-terminated argument vector that
+        // outlives the call, and the process's own environment; async-signal-safe.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                self.file.as_raw_fd(),
+                c"".as_ptr(),
+                self.argv.as_ptr(),
+                environ,
+                libc::AT_EMPTY_PATH,
+            );
+        }
+        std::io::Error::last_os_error()
+    }
 }
 
 /// A pipe, both ends close-on-exec: (read, write).
@@ -299,6 +367,41 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let md = std::fs::metadata(&made).unwrap();
         assert_eq!((md.uid(), md.mode() & 0o777), (3_000_000, 0o600));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_user_process_starts_from_a_directory_it_cannot_reach() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vessel-vm-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A program in root's 0700 directory (as a build tree under /root is), 0755 itself.
+        let program = dir.join("sh");
+        std::fs::copy("/bin/sh", &program).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let log = dir.join("log");
+        let user = RunAs::ids(3_000_001, 3_000_001);
+        let pid = spawn_detached(
+            &program,
+            &["-c".into(), "id -u; echo \"$0\"".into()],
+            &log,
+            Some(&user),
+            &[],
+        )
+        .unwrap();
+        if let Some(p) = crate::host::Process::watch(pid) {
+            assert!(p.wait_exit(std::time::Duration::from_secs(5)));
+        }
+        // It ran as the user, under its own name (argv[0] is the program's path).
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("3000001\n{}\n", program.display())
+        );
+        // A file that is not executable is refused with the reason.
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = spawn_detached(&program, &[], &log, Some(&user), &[]).unwrap_err();
+        assert!(err.to_string().contains("ermission denied"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

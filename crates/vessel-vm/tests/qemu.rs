@@ -163,7 +163,12 @@ fn para_vm_lifecycle() {
         "a raw file has no qcow2 header"
     );
 
-    let mut def = para_def(tmp.path(), &kernel, &initrd, "vm-para");
+    // QEMU runs as an unprivileged uid: it reads the kernel from the test's own directory, as
+    // the daemon hands a VM its image's files in its instance directory (the kernel cache
+    // lies in the checkout, which may sit under a 0700 /root).
+    let own_kernel = tmp.path().join("vmlinuz");
+    std::fs::copy(&kernel, &own_kernel).expect("copy the kernel");
+    let mut def = para_def(tmp.path(), &own_kernel, &initrd, "vm-para");
     // Numeric ids without a passwd entry: QEMU and the sink run as them.
     def.run_as = Some(RunAs::ids(VM_ID, VM_ID));
     def.cgroup = Some(format!("vessel-test-vm-{}", std::process::id()));

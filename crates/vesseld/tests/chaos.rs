@@ -137,7 +137,15 @@ fn check(d: &Daemon, ns: &TestNetns) -> Result<(), String> {
         }
     }
     let vms = running.iter().filter(|n| insts[*n]["type"] == "vm").count();
-    let qemus = helpers(d, "qemu-system").len();
+    // VMs' QEMUs (with a pid file); the accelerator probe's QEMU, which a start may be
+    // running for a few seconds, is the daemon's child and ends with it.
+    let qemus = helpers(d, "qemu-system")
+        .into_iter()
+        .filter(|pid| {
+            let c = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&c).contains("-pidfile")
+        })
+        .count();
     if qemus != vms {
         return Err(format!("{qemus} QEMU processes for {vms} running VMs"));
     }
