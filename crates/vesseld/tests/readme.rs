@@ -8,7 +8,7 @@
 //!   the namespace on 127.0.0.1:5000, holding `team/app:1.2`;
 //! - the Debian mirror (debootstrap, the VM image's kernel) is reached through a forwarding
 //!   HTTP proxy the test serves inside the namespace (`http_proxy` for the daemon), which
-//!   relays to `*.debian.org` only;
+//!   relays to `*.debian.org` and the hosts of this machine's apt sources only;
 //! - the files the blocks name are in the working directory: `./index.html`, a disk image
 //!   `debian-12.qcow2` (a boot sector that firmware starts, for the full-profile VM), and
 //!   `~/.ssh/id_ed25519.pub`;
@@ -106,6 +106,44 @@ impl Drop for Proxy {
     }
 }
 
+/// Hosts of the apt sources this machine uses (`apt-get download` of the VM image's kernel
+/// goes to them): `deb URL` lines of `*.list` files and `URIs:` of `*.sources` files.
+fn apt_hosts() -> Vec<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources")),
+        );
+    }
+    let mut hosts = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+            let line = line.trim();
+            let urls: Vec<&str> = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().collect()
+            } else if line.starts_with("deb ") || line.starts_with("deb-src ") {
+                line.split_whitespace()
+                    .filter(|w| w.contains("://"))
+                    .take(1)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for u in urls {
+                if let Some(h) = u
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split(['/', ':']).next())
+                {
+                    hosts.push(h.to_string());
+                }
+            }
+        }
+    }
+    hosts
+}
+
 /// Serves one proxied request; returns its request line.
 fn relay(mut client: TcpStream) -> Option<String> {
     client.set_nonblocking(false).ok()?;
@@ -140,8 +178,11 @@ fn relay(mut client: TcpStream) -> Option<String> {
         (rest[..slash].to_string(), rest[slash..].to_string())
     };
     let host = authority.split(':').next().unwrap_or_default().to_string();
-    if !(host == "debian.org" || host.ends_with(".debian.org")) {
-        refuse(client, "the test's proxy relays to *.debian.org only");
+    if !(host == "debian.org" || host.ends_with(".debian.org") || apt_hosts().contains(&host)) {
+        refuse(
+            client,
+            "the test's proxy relays to *.debian.org and the host's apt mirrors only",
+        );
         return Some(format!("refused {request}"));
     }
     let addr = if authority.contains(':') {
