@@ -31,12 +31,11 @@ mod rpc;
 #[path = "hostile/watch.rs"]
 mod watch;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, Registry};
 use corpus::{Case, Expect, Image};
 use watch::{disk_usage, Watch};
 
@@ -292,59 +291,6 @@ fn hostile_archives_are_refused_at_import_and_nothing_leaves_the_store() {
     ]);
     d.ok(&["launch", "good", "g1"]);
     assert_eq!(d.sh("g1", "echo alive").1, "alive\n");
-}
-
-/// Debian's docker-registry on a free loopback port, killed on drop.
-struct Registry {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Self {
-        assert!(
-            Path::new("/usr/bin/docker-registry").exists(),
-            "docker-registry is missing: apt-get install docker-registry"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        std::fs::create_dir_all(dir).expect("registry dir");
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.join("data").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while corpus::http_ok(addr).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, addr }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

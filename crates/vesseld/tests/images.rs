@@ -91,58 +91,6 @@ fn debian_image_from_debootstrap() {
     );
 }
 
-/// A registry from Debian's docker-registry on a free loopback port, removed on drop.
-struct Registry {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &std::path::Path) -> Self {
-        assert!(
-            std::path::Path::new("/usr/bin/docker-registry").exists(),
-            "docker-registry is missing: apt-get install docker-registry"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("registry").display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "registry did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs a command and asserts success.
 #[track_caller]
 fn run(cmd: &mut std::process::Command) -> String {
@@ -205,8 +153,8 @@ fn pull_from_a_registry_an_image_pushed_by_skopeo() {
         archive.to_str().unwrap(),
         "localhost/bb:1",
     ]));
-    let registry = Registry::start(&work);
-    let reference = format!("127.0.0.1:{}/test/bb:1", registry.port);
+    let registry = common::Registry::start(&work.join("registry"));
+    let reference = format!("{}/test/bb:1", registry.addr);
     run(std::process::Command::new("skopeo").args([
         "copy",
         "--dest-tls-verify=false",
@@ -236,7 +184,7 @@ fn pull_from_a_registry_an_image_pushed_by_skopeo() {
     let err = d.fails(&[
         "image",
         "pull",
-        &format!("127.0.0.1:{}/test/bb:nope", registry.port),
+        &format!("{}/test/bb:nope", registry.addr),
         "--insecure",
     ]);
     assert!(err.contains("not found"), "{err}");

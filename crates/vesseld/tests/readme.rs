@@ -22,19 +22,19 @@ mod corpus;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Sandbox};
+use common::{in_netns, Daemon, Registry, Sandbox};
 
 /// The README's example blocks this test runs, by the line that leads to each.
 const BLOCKS: [&str; 3] = ["## Using it", "Storage:", "Networks:"];
 /// Where the test's registry listens inside the namespace.
 const REGISTRY: &str = "127.0.0.1:5000";
+const REGISTRY_PORT: u16 = 5000;
 /// Where the test's proxy to the Debian mirror listens inside the namespace.
 const PROXY: &str = "127.0.0.1:3128";
 
@@ -50,21 +50,6 @@ fn block(readme: &str, lead: &str) -> String {
     let body: Vec<&str> = lines.take_while(|l| l.trim() != "```").collect();
     assert!(!body.is_empty(), "the block after {lead:?} is empty");
     body.join("\n") + "\n"
-}
-
-/// Runs `f` on a thread that has entered the network namespace `ns`; sockets it makes stay
-/// in that namespace whichever thread uses them later.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on a namespace file we hold open; it changes this thread only.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread")
 }
 
 /// A forwarding HTTP proxy listening inside a namespace and connecting out from the host's,
@@ -225,64 +210,10 @@ fn relay(mut client: TcpStream) -> Option<String> {
     Some(request)
 }
 
-/// Debian's docker-registry serving inside a namespace on [`REGISTRY`], killed on drop.
-struct Registry(Child);
-
-impl Registry {
-    fn start(ns: &str, dir: &Path) -> Self {
-        assert!(
-            Path::new("/usr/bin/docker-registry").exists(),
-            "docker-registry is missing: apt-get install docker-registry"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
-                dir.join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "/usr/bin/docker-registry", "serve"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let reg = Registry(child);
-        let addr: SocketAddr = REGISTRY.parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while in_netns(ns, move || corpus::http_ok(addr)).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        reg
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A 1 MiB qcow2 whose first sector prints a line on COM1 and halts: a disk image that only
 /// firmware can start, standing in for a downloaded cloud image.
 fn boot_disk(path: &Path) {
-    let mut s: Vec<u8> = vec![
-        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74,
-        0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    s.extend_from_slice(b"booted from firmware\r\n\0");
-    s.resize(510, 0);
-    s.extend_from_slice(&[0x55, 0xAA]);
+    let mut s = common::boot_sector("booted from firmware\r\n");
     s.resize(1 << 20, 0);
     let raw = path.with_extension("raw");
     std::fs::write(&raw, &s).unwrap();
@@ -451,7 +382,7 @@ fn the_readme_runs_as_written() {
             ("no_proxy", "127.0.0.1,localhost"),
         ],
     );
-    let registry = Registry::start(&ns, &d.dir.join("registry"));
+    let registry = Registry::start_in_netns(&d.dir.join("registry"), &ns, REGISTRY_PORT);
     let addr: SocketAddr = REGISTRY.parse().unwrap();
     in_netns(&ns, move || {
         corpus::Image::of(vec![corpus::busybox_layer()]).push_as(addr, "team/app", "1.2")

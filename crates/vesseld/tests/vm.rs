@@ -138,25 +138,11 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     assert!(d.cgroup_pids().is_empty());
 }
 
-/// A 512-byte boot sector that writes `msg` to COM1 and halts: an unmodified "guest OS" that
-/// only firmware can start.
-fn boot_sector(msg: &str) -> Vec<u8> {
-    let mut s = vec![
-        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74,
-        0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    s.extend_from_slice(msg.as_bytes());
-    s.push(0);
-    s.resize(510, 0);
-    s.extend_from_slice(&[0x55, 0xAA]);
-    s
-}
-
 #[test]
 fn full_vm_boots_an_unmodified_disk_from_firmware() {
     let d = Daemon::start();
     let raw = d.dir.join("boot.raw");
-    let mut disk = boot_sector("HELLO-FROM-FIRMWARE\r\n");
+    let mut disk = common::boot_sector("HELLO-FROM-FIRMWARE\r\n");
     disk.resize(1 << 20, 0);
     std::fs::write(&raw, &disk).unwrap();
     let qcow = d.dir.join("boot.qcow2");

@@ -942,3 +942,115 @@ pub fn as_host_user(uid: u32, args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `f` on a thread that has entered the network namespace `ns` (made by the test);
+/// sockets it makes stay in that namespace whichever thread uses them later.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on a namespace file we hold open; it changes this thread only.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// Debian's docker-registry serving plain HTTP on a loopback address, of the host or of a
+/// network namespace the test made; killed on drop.
+pub struct Registry {
+    child: Child,
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub addr: std::net::SocketAddr,
+}
+
+impl Registry {
+    /// On a free port of the host's loopback, storing under `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_at(dir, None, port)
+    }
+
+    /// On `port` of the loopback of the namespace `ns`.
+    pub fn start_in_netns(dir: &Path, ns: &str, port: u16) -> Self {
+        Self::start_at(dir, Some(ns), port)
+    }
+
+    fn start_at(dir: &Path, ns: Option<&str>, port: u16) -> Self {
+        assert!(
+            Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry is missing: apt-get install docker-registry"
+        );
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        std::fs::create_dir_all(dir).expect("registry dir");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/bin/docker-registry"]);
+                c
+            }
+            None => Command::new("/usr/bin/docker-registry"),
+        };
+        let child = cmd
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry { child, addr };
+        let answers =
+            move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = match ns {
+                Some(ns) => in_netns(ns, answers),
+                None => answers(),
+            };
+            if up {
+                break reg;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not answer within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 512-byte boot sector that writes `msg` to COM1 and halts: an unmodified "guest OS" that
+/// only firmware can start.
+pub fn boot_sector(msg: &str) -> Vec<u8> {
+    let mut s = vec![
+        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74,
+        0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
+    ];
+    s.extend_from_slice(msg.as_bytes());
+    s.push(0);
+    s.resize(510, 0);
+    s.extend_from_slice(&[0x55, 0xAA]);
+    s
+}

@@ -444,20 +444,6 @@ fn push_blob(registry: SocketAddr, repo: &str, blob: &[u8]) {
     assert_eq!(status, 201, "finish an upload: {headers:?}");
 }
 
-/// The status of `GET /v2/`, or `None` while nothing answers.
-pub fn http_ok(addr: SocketAddr) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
 /// One HTTP/1.1 request on loopback: status, headers and body of the answer.
 pub fn http(
     addr: SocketAddr,
