@@ -593,7 +593,7 @@ impl ContainerDriver {
 }
 
 /// Writes a file only root may read (replacing what was there).
-fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)

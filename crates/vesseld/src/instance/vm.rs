@@ -14,6 +14,7 @@ use vessel_vm::{
     Accel, Disk, DiskFormat, LogSink, MachineDef, Media, RunningVm, StaleVm, VmExit, VmPaths,
 };
 
+use super::driver::write_private;
 use super::vm_files::{link_image_file, qemu_user};
 use crate::error::{chain, Error, Result};
 use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
@@ -91,20 +92,6 @@ mod base64_engine {
         assert_eq!(encode(b"foo"), "Zm9v");
         assert_eq!(encode(b"foobar"), "Zm9vYmFy");
     }
-}
-
-/// Writes a file only root may read (replacing what was there).
-fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(body)
 }
 
 /// Host paths and running VMs.

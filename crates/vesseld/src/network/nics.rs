@@ -155,9 +155,8 @@ impl NetworkService {
             .collect())
     }
 
-    /// Plugs a started container's NICs into its network namespace (the init's `pid`).
-    pub fn plug_container(&self, instance: &str, pid: i32) -> Result<()> {
-        let _g = self.busy();
+    /// An instance's leases with their networks, `eth0` first.
+    fn leases_in_order(&self, instance: &str) -> Result<Vec<(NetworkRecord, NetworkLease)>> {
         let mut nics: Vec<(NetworkRecord, NetworkLease)> = self
             .records()?
             .into_iter()
@@ -170,11 +169,18 @@ impl NetworkService {
                     .collect::<Vec<_>>()
             })
             .collect();
+        nics.sort_by_key(|(_, l)| l.interface.trim_start_matches("eth").parse::<u32>().ok());
+        Ok(nics)
+    }
+
+    /// Plugs a started container's NICs into its network namespace (the init's `pid`).
+    pub fn plug_container(&self, instance: &str, pid: i32) -> Result<()> {
+        let _g = self.busy();
+        let nics = self.leases_in_order(instance)?;
         prune_ifbs();
         if nics.is_empty() {
             return Ok(());
         }
-        nics.sort_by_key(|(_, l)| l.interface.trim_start_matches("eth").parse::<u32>().ok());
         let ns = NetNs::from_pid(pid as u32).map_err(|e| net_err("instance namespace")(&e))?;
         let mut routed = false;
         for (rec, l) in nics {
@@ -188,22 +194,10 @@ impl NetworkService {
     /// starting it and plugging them); the ones that are there are left as they are.
     pub fn plug_missing(&self, instance: &str, pid: i32) -> Result<()> {
         let _g = self.busy();
-        let mut nics: Vec<(NetworkRecord, NetworkLease)> = self
-            .records()?
-            .into_iter()
-            .flat_map(|r| {
-                r.leases
-                    .iter()
-                    .filter(|l| l.instance == instance)
-                    .cloned()
-                    .map(|l| (r.clone(), l))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let nics = self.leases_in_order(instance)?;
         if nics.is_empty() {
             return Ok(());
         }
-        nics.sort_by_key(|(_, l)| l.interface.trim_start_matches("eth").parse::<u32>().ok());
         let mut host = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
         let present = |host: &mut Links, name: &str| host.find(name).ok().flatten().is_some();
         let mut routed = nics
