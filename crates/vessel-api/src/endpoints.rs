@@ -59,6 +59,72 @@ pub struct Query {
     pub required: bool,
 }
 
+/// What an identity may do. Each role may do everything the roles before it may.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads its project: lists, details, state, events, operations.
+    Viewer,
+    /// A viewer that also uses its project's instances: exec, console, files, logs,
+    /// start and stop.
+    User,
+    /// A user that also manages its project: instances, images, volumes, snapshots,
+    /// networks, exports and backups, and reads its project's audit log.
+    Operator,
+    /// Everything, in every project, and the server itself: pools, identities, settings.
+    Admin,
+}
+
+impl Role {
+    /// Every role, weakest first.
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::User, Role::Operator, Role::Admin];
+
+    /// The name on the wire and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::User => "user",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role named `s`, or an error that lists the roles there are.
+    pub fn parse(s: &str) -> Result<Role, String> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("no role {s:?}; the roles are viewer, user, operator and admin"))
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an endpoint reaches: one project's objects, or the server as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Objects of the caller's project; an identity bound to a project reaches no other.
+    Project,
+    /// The server itself (pools, identities, settings): shared by every project.
+    Server,
+}
+
+impl Scope {
+    /// The name in the OpenAPI document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Project => "project",
+            Self::Server => "server",
+        }
+    }
+}
+
 /// One REST endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
@@ -76,6 +142,10 @@ pub struct Endpoint {
     pub request: Body,
     /// Success status code.
     pub status: u16,
+    /// The weakest role that may call it (the unix socket is host root: every role).
+    pub role: Role,
+    /// What it reaches.
+    pub scope: Scope,
     /// Success response body.
     pub response: Body,
 }
@@ -118,6 +188,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Server,
         response: Body::Json("ServerInfo"),
     },
     Endpoint {
@@ -128,6 +200,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[FORMAT_RECURSION],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::JsonList("Instance"),
     },
     Endpoint {
@@ -138,6 +212,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("InstanceCreate"),
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -148,6 +224,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("Instance"),
     },
     Endpoint {
@@ -162,6 +240,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         }],
         request: Body::None,
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -172,6 +252,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("InstanceState"),
     },
     Endpoint {
@@ -182,6 +264,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("StateChange"),
         status: 202,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -193,6 +277,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("ExecRequest"),
         status: 101,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Upgrade,
     },
     Endpoint {
@@ -203,6 +289,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 101,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Upgrade,
     },
     Endpoint {
@@ -213,6 +301,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 101,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Upgrade,
     },
     Endpoint {
@@ -234,6 +324,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         ],
         request: Body::None,
         status: 200,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Text,
     },
     Endpoint {
@@ -244,6 +336,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[PATH_QUERY],
         request: Body::None,
         status: 200,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Bytes,
     },
     Endpoint {
@@ -281,6 +375,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         ],
         request: Body::Bytes,
         status: 200,
+        role: Role::User,
+        scope: Scope::Project,
         response: Body::Json("FileInfo"),
     },
     Endpoint {
@@ -291,6 +387,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("RootDiskResize"),
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -301,6 +399,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("InstancePublish"),
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -311,6 +411,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::JsonList("Image"),
     },
     Endpoint {
@@ -321,6 +423,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("ImageBuild"),
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -331,6 +435,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("ImageAlias"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Image"),
     },
     Endpoint {
@@ -341,6 +447,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Image"),
     },
     Endpoint {
@@ -351,6 +459,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("ImagePull"),
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -372,6 +482,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         ],
         request: Body::Bytes,
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -382,6 +494,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Bytes,
     },
     Endpoint {
@@ -392,6 +506,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("Image"),
     },
     Endpoint {
@@ -402,6 +518,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Image"),
     },
     Endpoint {
@@ -412,6 +530,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::JsonList("Operation"),
     },
     Endpoint {
@@ -422,6 +542,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -432,6 +554,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -446,6 +570,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         }],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -456,6 +582,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Server,
         response: Body::JsonList("StoragePool"),
     },
     Endpoint {
@@ -466,6 +594,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("PoolCreate"),
         status: 202,
+        role: Role::Admin,
+        scope: Scope::Server,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -476,6 +606,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Server,
         response: Body::Json("StoragePool"),
     },
     Endpoint {
@@ -486,6 +618,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
         response: Body::Json("StoragePool"),
     },
     Endpoint {
@@ -496,6 +630,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Server,
         response: Body::Json("PoolStatus"),
     },
     Endpoint {
@@ -506,6 +642,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("PoolRepair"),
         status: 202,
+        role: Role::Admin,
+        scope: Scope::Server,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -516,6 +654,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::JsonList("StorageVolume"),
     },
     Endpoint {
@@ -526,6 +666,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("VolumeCreate"),
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -536,6 +678,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -546,6 +690,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("VolumeUpdate"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -556,6 +702,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -566,6 +714,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("SnapshotCreate"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -576,6 +726,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -586,6 +738,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("VolumeRestore"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -596,6 +750,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("VolumeAttach"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -606,6 +762,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("VolumeAttach"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageVolume"),
     },
     Endpoint {
@@ -616,6 +774,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Bytes,
         status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Operation"),
     },
     Endpoint {
@@ -626,6 +786,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::JsonList("StorageExport"),
     },
     Endpoint {
@@ -636,6 +798,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("ExportCreate"),
         status: 201,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageExport"),
     },
     Endpoint {
@@ -646,6 +810,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("StorageExport"),
     },
     Endpoint {
@@ -656,6 +822,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::JsonList("Network"),
     },
     Endpoint {
@@ -666,6 +834,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NetworkCreate"),
         status: 201,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -676,6 +846,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -686,6 +858,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -696,6 +870,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NicAttach"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -706,6 +882,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NicAttach"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -716,6 +894,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NetworkForward"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -726,6 +906,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -736,6 +918,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NicLimits"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -746,6 +930,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NetworkLoadBalancer"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -756,6 +942,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -766,6 +954,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NetworkAclSet"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -776,6 +966,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("NetworkAclSet"),
         status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
         response: Body::Json("Network"),
     },
     Endpoint {
@@ -786,6 +978,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::Json("AdminInit"),
         status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
         response: Body::Json("AdminInitResult"),
     },
     Endpoint {
@@ -796,7 +990,121 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
         response: Body::NdJson("Event"),
+    },
+    Endpoint {
+        id: "auth_self",
+        method: Method::Get,
+        path: "/1.0/auth/self",
+        summary: "The identity of the caller: name, kind, project and role",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Viewer,
+        scope: Scope::Server,
+        response: Body::Json("Identity"),
+    },
+    Endpoint {
+        id: "auth_identities_list",
+        method: Method::Get,
+        path: "/1.0/auth/identities",
+        summary: "List identities (tokens and trusted client certificates)",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::JsonList("Identity"),
+    },
+    Endpoint {
+        id: "auth_tokens_create",
+        method: Method::Post,
+        path: "/1.0/auth/tokens",
+        summary: "Create a bearer token identity; the token is in this answer only",
+        query: &[],
+        request: Body::Json("TokenCreate"),
+        status: 201,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("TokenCreated"),
+    },
+    Endpoint {
+        id: "auth_certificates_add",
+        method: Method::Post,
+        path: "/1.0/auth/certificates",
+        summary: "Trust a client certificate (mutual TLS) by its fingerprint",
+        query: &[],
+        request: Body::Json("CertificateTrust"),
+        status: 201,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("Identity"),
+    },
+    Endpoint {
+        id: "auth_identity_delete",
+        method: Method::Delete,
+        path: "/1.0/auth/identities/{name}",
+        summary: "Revoke an identity: its next request fails and its open streams close",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("Identity"),
+    },
+    Endpoint {
+        id: "audit_list",
+        method: Method::Get,
+        path: "/1.0/audit",
+        summary: "The audit log of changes, oldest first (operators see their project's)",
+        query: &[
+            Query {
+                name: "project",
+                description: "only this project's entries",
+                required: false,
+            },
+            Query {
+                name: "since",
+                description: "only entries at or after this RFC 3339 time",
+                required: false,
+            },
+            Query {
+                name: "limit",
+                description: "at most this many entries, the latest (default 1000)",
+                required: false,
+            },
+        ],
+        request: Body::None,
+        status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::JsonList("AuditEntry"),
+    },
+    Endpoint {
+        id: "config_get",
+        method: Method::Get,
+        path: "/1.0/config",
+        summary: "The server's settings",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("ServerConfig"),
+    },
+    Endpoint {
+        id: "config_set",
+        method: Method::Patch,
+        path: "/1.0/config",
+        summary: "Change settings (e.g. core.https_address, applied at once); empty unsets",
+        query: &[],
+        request: Body::Json("ServerConfig"),
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("ServerConfig"),
     },
 ];
 
@@ -831,5 +1139,24 @@ mod tests {
             );
             assert!(e.path.starts_with("/1.0"), "{} is outside /1.0", e.path);
         }
+    }
+
+    /// The role table holds together: reading never needs more than changing the same thing,
+    /// a viewer changes nothing, and the server as a whole is changed by admins only.
+    #[test]
+    fn roles_fit_what_endpoints_do() {
+        for e in ENDPOINTS {
+            if e.method != Method::Get {
+                assert!(e.role >= Role::User, "{} changes state but a viewer may call it", e.id);
+            }
+            if e.method != Method::Get && e.scope == Scope::Server {
+                assert_eq!(e.role, Role::Admin, "{} changes the server", e.id);
+            }
+        }
+        assert_eq!(by_id("instance_exec").role, Role::User);
+        assert_eq!(by_id("instances_create").role, Role::Operator);
+        assert_eq!(by_id("auth_tokens_create").role, Role::Admin);
+        assert_eq!(Role::parse("operator"), Ok(Role::Operator));
+        assert!(Role::parse("root").unwrap_err().contains("viewer, user, operator and admin"));
     }
 }

@@ -10,6 +10,7 @@ use utoipa::openapi::{
     Schema,
 };
 
+use crate::auth::*;
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
 use crate::network::*;
 use crate::storage::*;
@@ -24,6 +25,13 @@ pub fn document() -> OpenApi {
     let components = ComponentsBuilder::new()
         .schema_from::<ErrorResponse>()
         .schema_from::<ServerInfo>()
+        .schema_from::<IdentityKind>()
+        .schema_from::<Identity>()
+        .schema_from::<TokenCreate>()
+        .schema_from::<TokenCreated>()
+        .schema_from::<CertificateTrust>()
+        .schema_from::<AuditEntry>()
+        .schema_from::<ServerConfig>()
         .schema_from::<HostInfo>()
         .schema_from::<InstanceType>()
         .schema_from::<InstanceStatus>()
@@ -161,7 +169,12 @@ fn content_for(body: Body) -> Option<(&'static str, Option<RefOr<Schema>>)> {
 fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
     let mut op = OperationBuilder::new()
         .operation_id(Some(e.id))
-        .summary(Some(e.summary));
+        .summary(Some(e.summary))
+        .description(Some(format!(
+            "Needs the role `{}` ({} scope).",
+            e.role,
+            e.scope.as_str()
+        )));
     for seg in e.path.split('/') {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             op = op.parameter(

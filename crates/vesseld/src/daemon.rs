@@ -175,6 +175,9 @@ impl Daemon {
             run_dir.join("storage"),
         );
         let networks = NetworkService::new(store.clone(), events.clone(), run_dir.join("networks"));
+        let auth = crate::auth::AuthService::new(store.clone());
+        let audit = crate::audit::AuditLog::new(store.clone());
+        let settings = crate::settings::Settings::new(store.clone());
         let instances = InstanceService::new(
             store,
             images.clone(),
@@ -213,6 +216,10 @@ impl Daemon {
                 ops,
                 events,
                 info,
+                auth,
+                audit,
+                settings,
+                https: api::https::HttpsControl::default(),
             },
         }
     }
@@ -252,21 +259,53 @@ impl Daemon {
         api::router(self.app.clone())
     }
 
-    /// Serves the API on `listener` until `shutdown` completes.
+    /// Serves the API on `listener` until `shutdown` completes, and over HTTPS on `https`
+    /// (or, without one, on the stored `core.https_address`, if any).
     pub async fn serve(
         self,
         listener: tokio::net::UnixListener,
+        https: Option<std::net::SocketAddr>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), DaemonError> {
         let parent = self.app.instances.driver.cgroup_parent.clone();
         let vms = self.app.instances.vms.clone();
-        let served = api::listener::serve(
-            listener,
-            api::router(self.app),
-            api::listener::Limits::SOCKET,
-            shutdown,
-        )
-        .await;
+        let router = api::router(self.app.clone());
+        let tls = crate::auth::tls::server_config(Path::new(&self.app.info.root_dir)).map_err(
+            |source| DaemonError::Service {
+                what: "preparing the HTTPS API's certificate",
+                source,
+            },
+        )?;
+        let control = self.app.https.clone();
+        control.serve_with(router.clone(), tls);
+        let https = match https {
+            Some(a) => Some(a),
+            None => {
+                let stored = self
+                    .app
+                    .settings
+                    .get(crate::settings::HTTPS_ADDRESS)
+                    .and_then(|v| crate::settings::https_address(v.as_deref().unwrap_or("")));
+                stored.map_err(|source| DaemonError::Service {
+                    what: "reading core.https_address",
+                    source,
+                })?
+            }
+        };
+        if let Some(addr) = https {
+            control
+                .listen(Some(addr))
+                .await
+                .map_err(|source| DaemonError::Service {
+                    what: "starting the HTTPS API",
+                    source,
+                })?;
+        }
+        let served =
+            api::listener::serve(listener, router, api::listener::Limits::SOCKET, shutdown)
+                .await
+                .map_err(io_err("serving the API on the unix socket".into()));
+        let _ = control.listen(None).await;
         // VM starts in progress give up (their QEMU killed) at their next step: the process
         // exits within its blocking grace, and the next daemon adopts what runs.
         vms.shutting_down();

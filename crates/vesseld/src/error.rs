@@ -12,6 +12,10 @@ pub enum ErrorKind {
     Conflict,
     /// Something on the host failed (500).
     Internal,
+    /// The caller did not prove who it is (401).
+    Unauthenticated,
+    /// The caller's role does not allow the request (403).
+    Forbidden,
 }
 
 /// A service error with a message for people.
@@ -43,6 +47,20 @@ impl Error {
     pub fn conflict(m: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Conflict,
+            message: m.into(),
+        }
+    }
+    /// A 401: no valid credentials.
+    pub fn unauthenticated(m: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unauthenticated,
+            message: m.into(),
+        }
+    }
+    /// A 403: credentials valid, role insufficient.
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Forbidden,
             message: m.into(),
         }
     }

@@ -4,6 +4,8 @@
 //! daemon and serves the API on a unix socket.
 
 mod api;
+mod audit;
+mod auth;
 mod clock;
 mod daemon;
 mod error;
@@ -13,6 +15,7 @@ mod instance;
 mod name;
 mod network;
 mod operations;
+mod settings;
 mod storage;
 mod store;
 

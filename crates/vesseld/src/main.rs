@@ -32,6 +32,10 @@ struct Args {
     /// First host uid/gid of the 65536 ids given to unprivileged containers.
     #[arg(long, default_value_t = 1_000_000)]
     idmap_base: u32,
+    /// Serve the HTTPS API on this address too, e.g. 0.0.0.0:8443 (for this run; `vessel
+    /// config set core.https_address ADDR` keeps one across restarts).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -116,7 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("restricting the API socket to root")?;
     tracing::info!(socket = %args.socket.display(), root = %daemon.root_dir(), "vesseld ready");
     daemon
-        .serve(listener, shutdown_signal())
+        .serve(listener, args.listen, shutdown_signal())
         .await
         .context("serving the API")?;
     let _ = std::fs::remove_file(&args.socket);

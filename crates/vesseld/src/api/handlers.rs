@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use vessel_api::{
@@ -16,6 +16,7 @@ use vessel_api::{
 };
 
 use super::{ApiJson, App};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 
 type Params = Query<HashMap<String, String>>;
@@ -28,8 +29,15 @@ fn accepted<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::ACCEPTED, Json(v)).into_response()
 }
 
-pub async fn server_info(State(app): State<App>) -> impl IntoResponse {
+pub async fn server_info(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> impl IntoResponse {
     let mut info = app.info.clone();
+    // Where the daemon keeps its state is for the host's root only.
+    if caller.kind != vessel_api::IdentityKind::Host {
+        info.root_dir = String::new();
+    }
     if let Some((accel, why)) = app.instances.vms.accel_summary() {
         info.host.vm_accelerator = Some(accel);
         info.host.vm_accelerator_reason = Some(why);
@@ -437,13 +445,32 @@ pub async fn operation_wait(
     Ok(Json(app.ops.wait(&id, timeout).await?).into_response())
 }
 
-pub async fn events(State(app): State<App>) -> Response {
-    let stream = BroadcastStream::new(app.events.subscribe()).filter_map(|ev| {
+pub async fn events(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
+    let lines = BroadcastStream::new(app.events.subscribe()).filter_map(|ev| {
         let ev = ev.ok()?;
         let mut line = serde_json::to_vec(&ev).ok()?;
         line.push(b'\n');
         Some(Ok::<_, Infallible>(Bytes::from(line)))
     });
+    // The stream ends when the caller's identity is revoked or expires.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let auth = app.auth.clone();
+    tokio::spawn(async move {
+        tokio::pin!(lines);
+        let until = auth.until_invalid(caller);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => break,
+                line = lines.next() => match line {
+                    Some(l) => if tx.send(l).await.is_err() { break },
+                    None => break,
+                },
+                _ = tx.closed() => break,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),

@@ -18,6 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+pub use crate::auth::Peer;
+
 /// Bounds of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -40,27 +42,81 @@ impl Limits {
         body_idle_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(1),
     };
+    /// The HTTPS listener's bounds: clients are anyone on the network, so a connection that
+    /// sends nothing goes sooner; the TLS handshake counts against the header timeout.
+    pub const HTTPS: Limits = Limits {
+        max_connections: 4096,
+        header_timeout: Duration::from_secs(10),
+        body_idle_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(1),
+    };
 }
 
-/// Something that accepts connections: a unix or TCP listener.
+/// Something that accepts connections: the unix socket, or TLS over TCP.
 pub trait Accept: Send + 'static {
-    /// One connection's stream.
+    /// A connection as accepted.
+    type Raw: Send + 'static;
+    /// One connection's stream, ready for HTTP.
     type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
     /// Waits for the next connection.
-    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Raw>> + Send;
+    /// Readies an accepted connection (the TLS handshake), in the connection's own task and
+    /// within the header timeout, and says who is at its other end.
+    fn handshake(
+        &self,
+        raw: Self::Raw,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send + 'static;
 }
 
 impl Accept for tokio::net::UnixListener {
+    type Raw = tokio::net::UnixStream;
     type Stream = tokio::net::UnixStream;
-    async fn accept(&self) -> std::io::Result<Self::Stream> {
+    async fn accept(&self) -> std::io::Result<Self::Raw> {
         tokio::net::UnixListener::accept(self).await.map(|(s, _)| s)
+    }
+    fn handshake(
+        &self,
+        raw: Self::Raw,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send + 'static {
+        std::future::ready(Ok((raw, Peer::Local)))
     }
 }
 
-impl Accept for tokio::net::TcpListener {
-    type Stream = tokio::net::TcpStream;
-    async fn accept(&self) -> std::io::Result<Self::Stream> {
-        tokio::net::TcpListener::accept(self).await.map(|(s, _)| s)
+/// TLS over a TCP listener: the HTTPS API.
+pub struct TlsListener {
+    /// The TCP side.
+    pub tcp: tokio::net::TcpListener,
+    /// The TLS side.
+    pub tls: tokio_rustls::TlsAcceptor,
+}
+
+impl Accept for TlsListener {
+    type Raw = (tokio::net::TcpStream, std::net::SocketAddr);
+    type Stream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    async fn accept(&self) -> std::io::Result<Self::Raw> {
+        let (s, addr) = self.tcp.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, addr))
+    }
+    fn handshake(
+        &self,
+        (tcp, addr): Self::Raw,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send + 'static {
+        let accept = self.tls.accept(tcp);
+        async move {
+            let stream = accept.await?;
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::auth::tls::fingerprint(c));
+            let peer = Peer::Remote {
+                addr: addr.ip().to_canonical(),
+                certificate,
+            };
+            Ok((stream, peer))
+        }
     }
 }
 
@@ -99,19 +155,38 @@ pub async fn serve<L: Accept>(
         };
         let router = router.clone();
         let body_timeout = limits.body_idle_timeout;
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let req = req.map(|b| Body::new(IdleBody::new(b, body_timeout)));
-            let router = router.clone();
-            async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let handshake = listener.handshake(stream);
         let mut stopping = stopping.clone();
         conns.spawn(async move {
+            // A client that never finishes its handshake holds a slot no longer than one that
+            // never sends its request head.
+            let (stream, peer) = match tokio::time::timeout(limits.header_timeout, handshake).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let mut req = req.map(|b| Body::new(IdleBody::new(b, body_timeout)));
+                req.extensions_mut().insert(peer.clone());
+                let router = router.clone();
+                async move {
+                    Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {}))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _permit = permit;
             tokio::pin!(conn);
             let ended = tokio::select! {
                 r = conn.as_mut() => Some(r),
@@ -128,7 +203,6 @@ pub async fn serve<L: Accept>(
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
         // Reap finished connection tasks as we go.
         while conns.try_join_next().is_some() {}

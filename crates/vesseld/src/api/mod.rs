@@ -2,7 +2,10 @@
 //! mounted from `vessel_api::endpoints::ENDPOINTS`, so the daemon serves exactly the paths
 //! the OpenAPI document names. No syscalls and no store access here.
 
+mod auth;
+mod guard;
 mod handlers;
+pub mod https;
 pub mod listener;
 mod network;
 mod storage;
@@ -40,6 +43,14 @@ pub struct App {
     pub events: Events,
     /// Static part of `GET /1.0`.
     pub info: ServerInfo,
+    /// Identities.
+    pub auth: crate::auth::AuthService,
+    /// The audit log.
+    pub audit: crate::audit::AuditLog,
+    /// The server's settings.
+    pub settings: crate::settings::Settings,
+    /// The HTTPS listener.
+    pub https: https::HttpsControl,
 }
 
 /// Marker in the body of the router's own 404, told apart from a handler's "not found".
@@ -52,6 +63,8 @@ impl IntoResponse for Error {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         };
         let shown = crate::error::redact_host_paths(&self.message);
         if shown != self.message {
@@ -175,6 +188,14 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "exports_list" => on(f, storage::exports_list),
         "exports_create" => on(f, storage::exports_create),
         "export_delete" => on(f, storage::export_delete),
+        "auth_self" => on(f, auth::auth_self),
+        "auth_identities_list" => on(f, auth::identities_list),
+        "auth_tokens_create" => on(f, auth::tokens_create),
+        "auth_certificates_add" => on(f, auth::certificates_add),
+        "auth_identity_delete" => on(f, auth::identity_delete),
+        "audit_list" => on(f, auth::audit_list),
+        "config_get" => on(f, auth::config_get),
+        "config_set" => on(f, auth::config_set),
         other => panic!("endpoint {other} has no handler in vesseld"),
     }
 }
@@ -201,6 +222,7 @@ pub fn router(app: App) -> Router {
     let mut r = Router::new();
     for e in ENDPOINTS {
         // Each endpoint reads at most what its table entry allows; uploads stream.
+        let gate = app.clone();
         let route = match e.max_body() {
             Some(n) => {
                 handler_for(e)
@@ -210,7 +232,11 @@ pub fn router(app: App) -> Router {
                     }))
             }
             None => handler_for(e).layer(DefaultBodyLimit::disable()),
-        };
+        }
+        // Outermost: nobody reaches a handler, or learns its limits, unauthenticated.
+        .layer(axum::middleware::from_fn(move |req: Request, next| {
+            guard::guard(gate.clone(), e, req, next)
+        }));
         r = r.route(e.path, route);
     }
     r.fallback(|| async {
@@ -278,6 +304,7 @@ mod tests {
                 .method(e.method.as_str())
                 .uri(&path)
                 .header("content-type", "application/json")
+                .extension(crate::auth::Peer::Local)
                 // A subnet that does not parse: admin init answers 400 before it would make
                 // a network in the test's namespace.
                 .body(Body::from(if e.id == "admin_init" {

@@ -5,11 +5,13 @@ use std::time::Duration;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use hyper_util::rt::TokioIo;
 use vessel_api::stream::{PROTOCOL, RAW_PROTOCOL};
 use vessel_api::ExecRequest;
 
 use super::App;
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::instance::vm::ConsoleSlot;
 use crate::instance::{exec, ConsoleTarget};
@@ -33,6 +35,22 @@ fn check_upgrade_to(req: &Request, protocol: &'static str) -> Result<()> {
     }
 }
 
+/// Runs a stream's work until it ends or its caller's identity is revoked or expires; then
+/// the work is dropped, and with it the client's connection.
+fn spawn_guarded(
+    app: &App,
+    caller: Caller,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let auth = app.auth.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = work => {}
+            _ = auth.until_invalid(caller) => {}
+        }
+    });
+}
+
 fn switching() -> Response {
     switching_to(PROTOCOL)
 }
@@ -48,6 +66,7 @@ fn switching_to(protocol: &'static str) -> Response {
 
 pub async fn vnc(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
@@ -57,7 +76,7 @@ pub async fn vnc(
         .await
         .map_err(|e| Error::internal(format!("cannot reach the display of {name}: {e}")))?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    spawn_guarded(&app, caller, async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
@@ -71,6 +90,7 @@ pub async fn vnc(
 
 pub async fn exec(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
@@ -83,7 +103,7 @@ pub async fn exec(
         .map_err(|e| Error::invalid(format!("invalid exec request: {e}")))?;
     // Starting the command waits briefly for the runtime (the terminal's hand-over).
     let session = tokio::task::block_in_place(|| app.instances.exec(&name, exec_req))?;
-    tokio::spawn(async move {
+    spawn_guarded(&app, caller, async move {
         match on_upgrade.await {
             Ok(upgraded) => exec::serve(TokioIo::new(upgraded), session).await,
             Err(e) => tracing::warn!(instance = %name, error = %e, "exec upgrade failed"),
@@ -94,6 +114,7 @@ pub async fn exec(
 
 pub async fn console(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
@@ -102,7 +123,7 @@ pub async fn console(
     match app.instances.console_target(&name)? {
         ConsoleTarget::Framed(socket) => {
             let mut target = connect_console(&name, &socket).await?;
-            tokio::spawn(async move {
+            spawn_guarded(&app, caller, async move {
                 let Some(mut client) = upgraded(on_upgrade, &name).await else {
                     return;
                 };
@@ -113,7 +134,7 @@ pub async fn console(
             // QEMU serves one console client: the attach before this one lets go of it.
             let held = take_console(&name, &slot).await?;
             let target = connect_console(&name, &socket).await?;
-            tokio::spawn(async move {
+            spawn_guarded(&app, caller, async move {
                 let _held = held;
                 let Some(client) = upgraded(on_upgrade, &name).await else {
                     return;

@@ -231,6 +231,17 @@ mod tests {
         fn operation_list(&self, l: usize) -> Result<Vec<Operation>> {
             self.inner.operation_list(l)
         }
+        fn audit_append(&self, e: &vessel_api::AuditEntry) -> Result<i64> {
+            self.inner.audit_append(e)
+        }
+        fn audit_list(
+            &self,
+            p: Option<&str>,
+            s: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<vessel_api::AuditEntry>> {
+            self.inner.audit_list(p, s, l)
+        }
         fn operations_fail_unfinished(&self, r: &str, n: &str) -> Result<Vec<Operation>> {
             self.inner.operations_fail_unfinished(r, n)
         }

@@ -7,7 +7,7 @@ mod sqlite;
 
 pub use record::{decode, encode, Records};
 pub use sqlite::SqliteStore;
-use vessel_api::{Image, Instance, InstanceIdmap, InstanceStatus, Operation};
+use vessel_api::{AuditEntry, Image, Instance, InstanceIdmap, InstanceStatus, Operation};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +130,16 @@ pub trait Store: Send + Sync {
     fn object_list(&self, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes an object (absent is fine).
     fn object_delete(&self, kind: &str, key: &str) -> Result<()>;
+
+    /// Appends one entry to the audit log (its `seq` is ignored); returns its position.
+    fn audit_append(&self, entry: &AuditEntry) -> Result<i64>;
+    /// The latest `limit` audit entries (of `project`, at or after `since`), oldest first.
+    fn audit_list(
+        &self,
+        project: Option<&str>,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
 
     /// Inserts or replaces an operation record.
     fn operation_put(&self, op: &Operation) -> Result<()>;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use vessel_api::{
-    Image, ImageKind, Instance, InstanceIdmap, InstanceStatus, InstanceType, Operation,
+    AuditEntry, Image, ImageKind, Instance, InstanceIdmap, InstanceStatus, InstanceType, Operation,
     OperationStatus,
 };
 
@@ -67,6 +67,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN idmap_isolated INTEGER NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX instances_idmap_isolated ON instances(idmap_base)
         WHERE idmap_isolated = 1;",
+    // 6: the audit log: one row per change asked of the API, appended, never rewritten.
+    "CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        project TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        status INTEGER NOT NULL
+    );
+    CREATE INDEX audit_project_time ON audit(project, time);",
 ];
 
 /// Instance fields kept as one JSON column.
@@ -667,6 +678,46 @@ impl Store for SqliteStore {
             .query_map([fingerprint], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
         Ok(names)
+    }
+
+    fn audit_append(&self, e: &AuditEntry) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO audit (time, identity, project, action, target, status)
+             VALUES (?, ?, ?, ?, ?, ?)",
+            params![e.time, e.identity, e.project, e.action, e.target, e.status],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn audit_list(
+        &self,
+        project: Option<&str>,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, time, identity, project, action, target, status FROM (
+                SELECT * FROM audit
+                WHERE (?1 IS NULL OR project = ?1) AND (?2 IS NULL OR time >= ?2)
+                ORDER BY seq DESC LIMIT ?3
+             ) ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![project, since, limit as i64], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    identity: r.get(2)?,
+                    project: r.get(3)?,
+                    action: r.get(4)?,
+                    target: r.get(5)?,
+                    status: r.get(6)?,
+                })
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
     }
 
     fn operation_put(&self, op: &Operation) -> Result<()> {

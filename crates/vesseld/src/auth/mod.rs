@@ -1,0 +1,454 @@
+//! Who is calling: identities (bearer tokens and trusted client certificates) kept in the
+//! store, checked on every request of the HTTPS listener. The unix socket is host root and
+//! needs none. A token is 256 random bits shown once; the store keeps its SHA-256 only.
+//! Revoking an identity (deleting it) fails its next request, and [`AuthService::until_invalid`]
+//! ends its open streams within a second.
+
+pub mod limit;
+pub mod tls;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use vessel_api::{CertificateTrust, Identity, IdentityKind, Role, TokenCreate, TokenCreated};
+
+use crate::error::{Error, Result};
+use crate::store::{Records, Store};
+
+/// The project every identity belongs to until projects are made (the only one there is).
+pub const DEFAULT_PROJECT: &str = "default";
+/// Name of the unix socket's caller in the audit log.
+pub const HOST_ROOT: &str = "host-root";
+/// How often open streams re-check their identity (revocation also wakes them at once).
+const STREAM_CHECK: Duration = Duration::from_secs(1);
+
+/// Who made a request, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The identity's name.
+    pub name: String,
+    /// How it authenticated.
+    pub kind: IdentityKind,
+    /// The project it is bound to.
+    pub project: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Root on the host, over the unix socket.
+    pub fn host_root() -> Self {
+        Caller {
+            name: HOST_ROOT.into(),
+            kind: IdentityKind::Host,
+            project: DEFAULT_PROJECT.into(),
+            role: Role::Admin,
+        }
+    }
+
+    /// The identity as the API shows it.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            name: self.name.clone(),
+            kind: self.kind,
+            project: self.project.clone(),
+            role: self.role,
+            fingerprint: None,
+            created_at: String::new(),
+            expires_at: None,
+        }
+    }
+}
+
+/// What the listener knows of a connection's other end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// The unix socket: root on the host.
+    Local,
+    /// A TLS client.
+    Remote {
+        /// Source address (rate limits are per address).
+        addr: IpAddr,
+        /// Fingerprint of the client certificate it presented, if any.
+        certificate: Option<String>,
+    },
+}
+
+/// An identity as stored: what the API shows plus the hash of its token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    identity: Identity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_sha256: Option<String>,
+}
+
+impl Stored {
+    /// The key it is found by: `token:<sha256>` or `cert:<fingerprint>`.
+    fn secret_key(&self) -> Option<String> {
+        match (&self.token_sha256, &self.identity.fingerprint) {
+            (Some(h), _) => Some(format!("token:{h}")),
+            (None, Some(f)) => Some(format!("cert:{f}")),
+            _ => None,
+        }
+    }
+
+    fn expired(&self, now: OffsetDateTime) -> bool {
+        self.identity
+            .expires_at
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+            .is_some_and(|t| t <= now)
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    by_name: BTreeMap<String, Stored>,
+    by_secret: HashMap<String, String>,
+}
+
+impl Table {
+    fn add(&mut self, s: Stored) {
+        if let Some(k) = s.secret_key() {
+            self.by_secret.insert(k, s.identity.name.clone());
+        }
+        self.by_name.insert(s.identity.name.clone(), s);
+    }
+}
+
+/// Identities and the checks made with them.
+#[derive(Clone)]
+pub struct AuthService {
+    records: Records<Stored>,
+    table: Arc<RwLock<Table>>,
+    revoked: Arc<tokio::sync::watch::Sender<u64>>,
+    failures: Arc<limit::FailureLimiter>,
+}
+
+/// Why a remote request was turned away before its handler.
+#[derive(Debug)]
+pub enum Denied {
+    /// No valid credentials (401).
+    Unauthenticated(String),
+    /// Too many failures from this address (429), for this long.
+    TooMany(Duration),
+}
+
+impl AuthService {
+    /// The identities in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let records = Records::new(store, "identity");
+        let (revoked, _) = tokio::sync::watch::channel(0);
+        let s = AuthService {
+            records,
+            table: Arc::default(),
+            revoked: Arc::new(revoked),
+            failures: Arc::default(),
+        };
+        s.reload();
+        s
+    }
+
+    fn reload(&self) {
+        let mut table = Table::default();
+        match self.records.entries() {
+            Ok(entries) => {
+                for (key, v) in entries {
+                    match v {
+                        Ok(s) => table.add(s),
+                        Err(e) => {
+                            tracing::warn!(identity = %key, error = %e, "unreadable identity ignored")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read identities; remote access is closed")
+            }
+        }
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// The caller of a request from `peer` carrying `authorization` (the header's value).
+    pub fn authenticate(
+        &self,
+        peer: &Peer,
+        authorization: Option<&[u8]>,
+    ) -> std::result::Result<Caller, Denied> {
+        let (addr, certificate) = match peer {
+            Peer::Local => return Ok(Caller::host_root()),
+            Peer::Remote { addr, certificate } => (*addr, certificate),
+        };
+        let now = Instant::now();
+        if let Some(wait) = self.failures.blocked(addr, now) {
+            return Err(Denied::TooMany(wait));
+        }
+        let found = match (authorization, certificate) {
+            (Some(h), _) => bearer(h).map(|t| format!("token:{}", token_hash(t))),
+            (None, Some(f)) => Ok(format!("cert:{f}")),
+            (None, None) => Err(
+                "authentication required: send `Authorization: Bearer TOKEN` or a trusted client \
+                 certificate (see `vessel remote add --help`)"
+                    .to_string(),
+            ),
+        }
+        .and_then(|key| self.lookup(&key, authorization.is_some()));
+        found.map_err(|m| {
+            self.failures.failed(addr, now);
+            Denied::Unauthenticated(m)
+        })
+    }
+
+    fn lookup(&self, key: &str, token: bool) -> std::result::Result<Caller, String> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let stored = table
+            .by_secret
+            .get(key)
+            .and_then(|name| table.by_name.get(name));
+        let Some(s) = stored else {
+            return Err(if token {
+                "the bearer token is not valid (mistyped, revoked or never made); ask an admin for \
+                 one: vessel auth token create"
+                    .into()
+            } else {
+                "the client certificate is not trusted; an admin trusts it with: vessel auth trust \
+                 add CERT.pem"
+                    .into()
+            });
+        };
+        if s.expired(OffsetDateTime::now_utc()) {
+            return Err(format!(
+                "the identity {:?} expired at {}; ask an admin for a new one",
+                s.identity.name,
+                s.identity.expires_at.as_deref().unwrap_or("?")
+            ));
+        }
+        Ok(caller_of(&s.identity))
+    }
+
+    /// Whether `caller` is still who it was: not revoked, not expired.
+    pub fn still_valid(&self, caller: &Caller) -> bool {
+        if caller.kind == IdentityKind::Host {
+            return true;
+        }
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.by_name.get(&caller.name).is_some_and(|s| {
+            !s.expired(OffsetDateTime::now_utc()) && caller_of(&s.identity) == *caller
+        })
+    }
+
+    /// Completes once `caller` is revoked or expires (never for host root): open streams
+    /// select on it and close.
+    pub async fn until_invalid(&self, caller: Caller) {
+        if caller.kind == IdentityKind::Host {
+            return std::future::pending().await;
+        }
+        let mut revoked = self.revoked.subscribe();
+        while self.still_valid(&caller) {
+            tokio::select! {
+                _ = revoked.changed() => {}
+                _ = tokio::time::sleep(STREAM_CHECK) => {}
+            }
+        }
+        tracing::info!(identity = %caller.name, "closing a stream: its identity was revoked or expired");
+    }
+
+    /// Every identity, by name.
+    pub fn list(&self) -> Vec<Identity> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.by_name.values().map(|s| s.identity.clone()).collect()
+    }
+
+    /// Makes a token identity; the answer carries the token, which is not kept.
+    pub fn create_token(&self, req: &TokenCreate) -> Result<TokenCreated> {
+        let mut identity = self.new_identity(
+            &req.name,
+            IdentityKind::Token,
+            req.project.as_deref(),
+            &req.role,
+            req.expires.as_deref(),
+        )?;
+        let token = new_token()?;
+        identity.fingerprint = None;
+        let stored = Stored {
+            identity: identity.clone(),
+            token_sha256: Some(token_hash(&token)),
+        };
+        self.insert(stored)?;
+        Ok(TokenCreated { identity, token })
+    }
+
+    /// Trusts a client certificate by its fingerprint.
+    pub fn trust_certificate(&self, req: &CertificateTrust) -> Result<Identity> {
+        let certs = tls::certificates_from_pem(req.certificate.as_bytes())?;
+        let fingerprint = tls::fingerprint(&certs[0]);
+        let mut identity = self.new_identity(
+            &req.name,
+            IdentityKind::Certificate,
+            req.project.as_deref(),
+            &req.role,
+            req.expires.as_deref(),
+        )?;
+        {
+            let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = table.by_secret.get(&format!("cert:{fingerprint}")) {
+                return Err(Error::conflict(format!(
+                    "this certificate is trusted already, as {other:?}; revoke that first to \
+                     change its role"
+                )));
+            }
+        }
+        identity.fingerprint = Some(fingerprint);
+        self.insert(Stored {
+            identity: identity.clone(),
+            token_sha256: None,
+        })?;
+        Ok(identity)
+    }
+
+    fn new_identity(
+        &self,
+        name: &str,
+        kind: IdentityKind,
+        project: Option<&str>,
+        role: &str,
+        expires: Option<&str>,
+    ) -> Result<Identity> {
+        crate::name::validate_name("identity", name)?;
+        if name == HOST_ROOT {
+            return Err(Error::invalid(format!(
+                "{HOST_ROOT} is the unix socket's name; pick another"
+            )));
+        }
+        let role = Role::parse(role).map_err(Error::invalid)?;
+        let project = project.unwrap_or(DEFAULT_PROJECT);
+        if project != DEFAULT_PROJECT {
+            return Err(Error::not_found(format!(
+                "project {project:?} not found; the projects are: {DEFAULT_PROJECT}"
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        let expires_at = match expires {
+            None => None,
+            Some(e) => Some(rfc3339(now + parse_lifetime(e)?)),
+        };
+        Ok(Identity {
+            name: name.into(),
+            kind,
+            project: project.into(),
+            role,
+            fingerprint: None,
+            created_at: rfc3339(now),
+            expires_at,
+        })
+    }
+
+    fn insert(&self, s: Stored) -> Result<()> {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if table.by_name.contains_key(&s.identity.name) {
+            return Err(Error::conflict(format!(
+                "an identity named {:?} exists already; pick another name or revoke it first",
+                s.identity.name
+            )));
+        }
+        self.records
+            .insert(&s.identity.name, &s)
+            .map_err(|e| Error::internal(format!("storing the identity: {e}")))?;
+        table.add(s);
+        Ok(())
+    }
+
+    /// Revokes an identity: its next request fails and its open streams close.
+    pub fn revoke(&self, name: &str) -> Result<Identity> {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = table.by_name.get(name).cloned() else {
+            return Err(Error::not_found(format!("identity {name:?} not found")));
+        };
+        self.records
+            .delete(name)
+            .map_err(|e| Error::internal(format!("removing the identity: {e}")))?;
+        if let Some(k) = s.secret_key() {
+            table.by_secret.remove(&k);
+        }
+        table.by_name.remove(name);
+        drop(table);
+        self.revoked.send_modify(|n| *n += 1);
+        Ok(s.identity)
+    }
+}
+
+fn caller_of(i: &Identity) -> Caller {
+    Caller {
+        name: i.name.clone(),
+        kind: i.kind,
+        project: i.project.clone(),
+        role: i.role,
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The token of an `Authorization` header's value, which must be `Bearer TOKEN`.
+fn bearer(header: &[u8]) -> std::result::Result<&str, String> {
+    let bad = || {
+        "the Authorization header must be `Bearer TOKEN` (the token `vessel auth token create` \
+         printed)"
+            .to_string()
+    };
+    let text = std::str::from_utf8(header).map_err(|_| bad())?;
+    let (scheme, token) = text.split_once(' ').ok_or_else(bad)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case(vessel_api::AUTHORIZATION_SCHEME) || token.is_empty() {
+        return Err(bad());
+    }
+    Ok(token)
+}
+
+/// What the store keeps of a token.
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// 256 random bits from the ring provider's generator, as hex behind a recognisable prefix.
+fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| Error::internal("the system's random generator failed"))?;
+    Ok(format!("vessel_{}", hex::encode(bytes)))
+}
+
+/// A lifetime such as `30d`, `12h`, `15m` or `90s`.
+pub fn parse_lifetime(s: &str) -> Result<time::Duration> {
+    let bad = || {
+        Error::invalid(format!(
+            "the lifetime {s:?} does not parse: give a whole number and a unit (s, m, h or d), \
+             e.g. 30d"
+        ))
+    };
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    if n <= 0 || n > 100 * 365 * 86_400 / secs {
+        return Err(bad());
+    }
+    Ok(time::Duration::seconds(n * secs))
+}
+
+#[cfg(test)]
+mod tests;
