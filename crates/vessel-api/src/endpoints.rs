@@ -1147,7 +1147,11 @@ mod tests {
     fn roles_fit_what_endpoints_do() {
         for e in ENDPOINTS {
             if e.method != Method::Get {
-                assert!(e.role >= Role::User, "{} changes state but a viewer may call it", e.id);
+                assert!(
+                    e.role >= Role::User,
+                    "{} changes state but a viewer may call it",
+                    e.id
+                );
             }
             if e.method != Method::Get && e.scope == Scope::Server {
                 assert_eq!(e.role, Role::Admin, "{} changes the server", e.id);
@@ -1157,6 +1161,8 @@ mod tests {
         assert_eq!(by_id("instances_create").role, Role::Operator);
         assert_eq!(by_id("auth_tokens_create").role, Role::Admin);
         assert_eq!(Role::parse("operator"), Ok(Role::Operator));
-        assert!(Role::parse("root").unwrap_err().contains("viewer, user, operator and admin"));
+        assert!(Role::parse("root")
+            .unwrap_err()
+            .contains("viewer, user, operator and admin"));
     }
 }

@@ -52,10 +52,12 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
     };
     if caller.role < e.role {
         let r = Error::forbidden(format!(
-            "{} (role {}) may not {}: that needs the role {} or above",
+            "{} (role {}) may not call {} {} ({}): that needs the role {} or above",
             caller.name,
             caller.role,
-            lowercase_first(e.summary),
+            e.method.as_str(),
+            e.path,
+            e.id,
             e.role
         ))
         .into_response();
@@ -79,12 +81,4 @@ fn req_target(req: &Request) -> &str {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
-}
-
-fn lowercase_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
 }

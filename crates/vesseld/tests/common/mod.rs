@@ -79,6 +79,8 @@ pub struct Daemon {
     default_network: bool,
     /// More environment for the daemon (e.g. `http_proxy` for its downloads).
     env: Vec<(String, String)>,
+    /// `--listen` for the HTTPS API.
+    pub listen: Option<String>,
 }
 
 impl Daemon {
@@ -118,7 +120,20 @@ impl Daemon {
         Self::start_with(Some(netns.to_string()))
     }
 
+    /// Starts a daemon that also serves its HTTPS API on a free port of 127.0.0.1.
+    pub fn start_https() -> (Self, u16) {
+        let port = free_port();
+        (
+            Self::start_listening(None, Some(format!("127.0.0.1:{port}"))),
+            port,
+        )
+    }
+
     fn start_with(netns: Option<String>) -> Self {
+        Self::start_listening(netns, None)
+    }
+
+    fn start_listening(netns: Option<String>, listen: Option<String>) -> Self {
         require_root();
         let bins = bin_dir();
         let dir = PathBuf::from(format!(
@@ -139,6 +154,7 @@ impl Daemon {
             cgroup2: false,
             default_network: false,
             env: Vec::new(),
+            listen,
         };
         d.spawn();
         d
@@ -190,6 +206,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .args((!self.default_network).then_some("--no-default-network"))
+            .args(self.listen.iter().flat_map(|a| ["--listen", a.as_str()]))
             .env("VESSEL_LIBEXEC", &self.bins)
             .env("VESSEL_AGENT", static_agent())
             .env("VESSEL_LOG", "debug")
@@ -956,6 +973,14 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     })
     .join()
     .expect("namespace thread")
+}
+
+/// A TCP port of 127.0.0.1 free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Debian's docker-registry serving plain HTTP on a loopback address, of the host or of a
