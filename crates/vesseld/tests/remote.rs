@@ -495,7 +495,6 @@ fn the_https_address_is_set_at_run_time_and_kept() {
     api.port = moved;
     assert_eq!(api.https(None, "GET", "/1.0", None).status, 401);
 
-    drop(api);
     d.kill(libc::SIGTERM);
     d.spawn();
     let api = Api { d: &d, port: moved };
