@@ -260,6 +260,9 @@ pub fn router(app: App) -> Router {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
@@ -270,7 +273,7 @@ mod tests {
     use crate::daemon::{Config, Daemon};
     use crate::store::{SqliteStore, Store};
 
-    fn router_in(dir: &std::path::Path) -> Router {
+    pub(super) fn router_in(dir: &std::path::Path) -> Router {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
         let config = Config {
             root_dir: dir.to_path_buf(),
