@@ -1,7 +1,7 @@
 //! `vessel`, the command line client of the Vessel daemon.
 //!
-//! It speaks the REST API of `vessel-api` over the daemon's unix socket with a small blocking
-//! HTTP/1.1 client, waits for asynchronous operations with a progress bar, and carries
+//! It speaks the REST API of `vessel-api` with hyper, over the daemon's unix socket or over
+//! HTTPS to a remote daemon whose certificate it pins, waits for asynchronous operations with a progress bar, and carries
 //! `exec` and `console` sessions over upgraded connections.
 
 use clap::Parser;
@@ -11,7 +11,7 @@ mod cli_network;
 mod cli_storage;
 mod client;
 mod commands;
-mod http;
+mod encode;
 mod limits;
 mod operation;
 mod output;
@@ -19,6 +19,8 @@ mod session;
 mod terminal;
 #[cfg(test)]
 mod testutil;
+mod tls;
+mod transport;
 
 /// Whether `e` asks for a quiet stop rather than an error message.
 fn is_quiet_stop(e: &anyhow::Error) -> bool {

@@ -95,5 +95,5 @@ pub fn for_each_name(names: &[String], mut f: impl FnMut(&str) -> Result<()>) ->
 
 /// `/1.0/instances/{name}` with the name percent-encoded.
 pub fn instance_path(name: &str) -> String {
-    format!("/1.0/instances/{}", crate::http::encode_segment(name))
+    format!("/1.0/instances/{}", crate::encode::encode_segment(name))
 }

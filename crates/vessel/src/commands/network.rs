@@ -8,7 +8,7 @@ use vessel_api::{
 
 use crate::cli_network::{AclCommand, ForwardCommand, LbCommand, NetworkCommand};
 use crate::client::Client;
-use crate::http::encode_segment;
+use crate::encode::encode_segment;
 use crate::output::{print_document, println, Block, Format, Table};
 
 fn path(name: &str) -> String {

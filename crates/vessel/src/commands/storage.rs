@@ -14,7 +14,7 @@ use crate::cli_storage::{
     VolumeCommand,
 };
 use crate::client::{Client, RequestBody};
-use crate::http::encode_segment;
+use crate::encode::encode_segment;
 use crate::limits::parse_size;
 use crate::operation;
 use crate::output::{format_bytes, print_document, println, Block, Format, Table};
