@@ -255,6 +255,23 @@ impl<T: Send + 'static> ScriptServer<T> {
         identity: &TestIdentity,
         script: impl FnOnce(UnixStream) -> T + Send + 'static,
     ) -> Self {
+        Self::tls_with_probes(identity, 0, script)
+    }
+
+    /// Like [`ScriptServer::tls`], after one connection that only completes the handshake
+    /// (the probe of `remote add`).
+    pub fn tls_after_probe(
+        identity: &TestIdentity,
+        script: impl FnOnce(UnixStream) -> T + Send + 'static,
+    ) -> Self {
+        Self::tls_with_probes(identity, 1, script)
+    }
+
+    fn tls_with_probes(
+        identity: &TestIdentity,
+        probes: usize,
+        script: impl FnOnce(UnixStream) -> T + Send + 'static,
+    ) -> Self {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -277,7 +294,7 @@ impl<T: Send + 'static> ScriptServer<T> {
                 .enable_all()
                 .build()
                 .expect("test runtime");
-            rt.block_on(serve_tls(listener, acceptor, script))
+            rt.block_on(serve_tls(listener, acceptor, probes, script))
         });
         Self {
             socket: None,
@@ -346,11 +363,19 @@ impl<T> Drop for ScriptServer<T> {
 async fn serve_tls<T: Send + 'static>(
     listener: std::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    probes: usize,
     script: Script<T>,
 ) -> Served<T> {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let listener = tokio::net::TcpListener::from_std(listener).expect("register the listener");
+    for _ in 0..probes {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        if let Ok(mut tls) = acceptor.accept(tcp).await {
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+        }
+    }
     let accept = tokio::time::timeout(Duration::from_secs(20), listener.accept());
     let (tcp, _) = accept.await.expect("a client within 20s").expect("accept");
     let tls = match acceptor.accept(tcp).await {

@@ -26,10 +26,38 @@ fn temp_path(ext: &str) -> PathBuf {
 
 fn vessel(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vessel"));
+    // A configuration directory of its own: never the real home's remotes.
     cmd.args(args)
         .env_remove("VESSEL_SOCKET")
+        .env("VESSEL_CONFIG_DIR", temp_path("config"))
         .stdin(Stdio::null());
     cmd
+}
+
+/// A configuration directory holding `config.yml` with `text`.
+fn config_dir(text: &str) -> PathBuf {
+    let dir = temp_path("config");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    std::fs::write(dir.join("config.yml"), text).expect("config file");
+    dir
+}
+
+/// A TCP port on the loopback that nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// A configuration with the remote `prod` on `port` of the loopback.
+fn prod_config(port: u16, default: &str) -> String {
+    format!(
+        "default_remote: {default}\nremotes:\n  prod:\n    url: https://127.0.0.1:{port}\n    \
+         token: s3cret\n    fingerprint: {}\n",
+        "ab".repeat(32)
+    )
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
@@ -430,4 +458,188 @@ fn delete_force_and_file_pull_to_stdout() {
         "GET /1.0/instances/c1/files?path=/etc/a%20b HTTP/1.1"
     );
     let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn remote_prefixes_pick_the_daemon() {
+    let done = r#"{"id":"o2","description":"Stopping c2","status":"success","resources":[],
+        "may_cancel":false,"created_at":"t","updated_at":"t"}"#;
+    let (path, server) = fake_daemon(vec![json(202, done), json(200, "[]")]);
+    let sock = path.to_str().unwrap();
+    let port = closed_port();
+    let dir = config_dir(&prod_config(port, "local"));
+    let with_config = |args: &[&str]| {
+        let mut cmd = vessel(args);
+        cmd.env("VESSEL_CONFIG_DIR", &dir);
+        run(&mut cmd)
+    };
+
+    let (code, _, err) = with_config(&["--socket", sock, "stop", "local:c2", "--force"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, _, err) = with_config(&["--socket", sock, "list", "local:"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let got = server.join().unwrap();
+    assert_eq!(got[0].request_line, "PUT /1.0/instances/c2/state HTTP/1.1");
+    assert_eq!(
+        got[1].request_line,
+        "GET /1.0/instances?recursion=1 HTTP/1.1"
+    );
+
+    let unreachable = format!(
+        "Error: cannot reach the Vessel daemon of remote 'prod' at https://127.0.0.1:{port} \
+         (Connection refused). Is it running, and listening there?\n"
+    );
+    for args in [
+        &["start", "prod:c1"][..],
+        &["list", "prod:"],
+        &["--remote", "prod", "list"],
+        &["info", "prod:"],
+    ] {
+        let (code, _, err) = with_config(args);
+        assert_eq!((code, err.as_str()), (1, unreachable.as_str()), "{args:?}");
+    }
+    let (code, _, err) = with_config(&["start", "prod:c1", "local:c2"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "Error: one command goes to one remote, but 'prod:c1' names 'prod' and 'local:c2' \
+         names 'local'\n"
+    );
+    let (code, _, err) = with_config(&["list", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected a remote followed by ':'"), "{err}");
+    let (code, _, err) = with_config(&["--remote", "nope", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Error: no remote named 'nope' (remotes: local, prod)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn remote_commands_manage_the_configuration() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let port = closed_port();
+    let dir = config_dir(&prod_config(port, "local"));
+    let file = dir.join("config.yml");
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--socket", "/run/test.sock", "remote"];
+        all.extend_from_slice(args);
+        let mut cmd = vessel(&all);
+        cmd.env("VESSEL_CONFIG_DIR", &dir);
+        run(&mut cmd)
+    };
+
+    let (code, out, _) = remote(&["list", "--format", "json"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], "local");
+    assert_eq!(rows[0]["url"], "unix:///run/test.sock");
+    assert_eq!(rows[0]["default"], true);
+    assert_eq!(rows[1]["name"], "prod");
+    assert_eq!(rows[1]["url"], format!("https://127.0.0.1:{port}"));
+    assert_eq!(rows[1]["auth"], "token");
+    assert!(!out.contains("s3cret"), "the token is never shown");
+    let (code, out, _) = remote(&["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("| local (current) | unix:///run/test.sock"),
+        "{out}"
+    );
+
+    let (code, _, _) = remote(&["switch", "prod"]);
+    assert_eq!(code, 0);
+    assert_eq!(remote(&["get-default"]).1, "prod\n");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Commands that name no remote now go to prod.
+    let mut cmd = vessel(&["list"]);
+    cmd.env("VESSEL_CONFIG_DIR", &dir);
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 1);
+    assert!(err.contains("remote 'prod' at https://127.0.0.1:"), "{err}");
+
+    let before = std::fs::read_to_string(&file).unwrap();
+    for (args, want) in [
+        (
+            &["remove", "prod"][..],
+            "Error: 'prod' is the default remote",
+        ),
+        (
+            &["remove", "local"],
+            "Error: 'local' is this machine's daemon",
+        ),
+        (&["remove", "nope"], "Error: no remote named 'nope'"),
+        (&["switch", "nope"], "Error: no remote named 'nope'"),
+        (
+            &["add", "prod", "https://h:8443"],
+            "Error: there is already a remote named 'prod'",
+        ),
+        (
+            &["add", "local", "https://h:8443"],
+            "Error: 'local' is this machine's daemon",
+        ),
+        (
+            &["add", "new", "http://h:8443"],
+            "Error: invalid remote URL 'http://h:8443'",
+        ),
+        (
+            &["add", "new", "h:8443"],
+            "Error: invalid remote URL 'h:8443'",
+        ),
+    ] {
+        let (code, _, err) = remote(args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            before,
+            "{args:?} changed it"
+        );
+    }
+    let (code, _, err) = remote(&["add", "new", "https://127.0.0.1:1", "--client-cert", "x"]);
+    assert_eq!(code, 2, "--client-cert needs --client-key: {err}");
+
+    assert_eq!(remote(&["switch", "local"]).0, 0);
+    assert_eq!(remote(&["remove", "prod"]).0, 0);
+    let (_, out, _) = remote(&["list", "--format", "yaml"]);
+    assert!(!out.contains("prod"), "{out}");
+    assert_eq!(remote(&["get-default"]).1, "local\n");
+}
+
+#[test]
+fn configuration_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = temp_path("config").join("vessel");
+    let mut cmd = vessel(&["remote", "switch", "local"]);
+    cmd.env("VESSEL_CONFIG_DIR", &dir);
+    assert_eq!(run(&mut cmd).0, 0);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("config.yml")), 0o600);
+    // Without VESSEL_CONFIG_DIR, it is under $HOME.
+    let home = temp_path("home");
+    let mut cmd = vessel(&["remote", "switch", "local"]);
+    cmd.env_remove("VESSEL_CONFIG_DIR").env("HOME", &home);
+    assert_eq!(run(&mut cmd).0, 0);
+    assert!(home.join(".config/vessel/config.yml").is_file());
+}
+
+#[test]
+fn remote_help_has_examples() {
+    let (code, out, _) = run(&mut vessel(&["remote", "--help"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("vessel remote add prod https://10.0.0.5:8443 --token"),
+        "{out}"
+    );
+    let (code, out, _) = run(&mut vessel(&["remote", "add", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("--accept-certificate"), "{out}");
+    assert!(out.contains("Trust") || out.contains("trust"), "{out}");
 }
