@@ -155,7 +155,7 @@ impl Endpoint {
 }
 
 /// A remote daemon over HTTPS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Https {
     /// The remote's name, for messages (none for a client made from a bare URL).
     pub remote: Option<String>,
@@ -165,6 +165,17 @@ pub struct Https {
     pub token: Option<String>,
     /// TLS with the pinned certificate (and the client certificate, if any).
     pub tls: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for Https {
+    // Never the token: a client may end up in a debug message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Https")
+            .field("remote", &self.remote)
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a client's requests go.
