@@ -689,6 +689,11 @@ mod tests {
                 Some(&serde_json::json!({"k": 1})),
             )
             .unwrap();
+        // A missing end of file fails the test instead of hanging it.
+        reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let first = stream::read_frame(&mut reader).unwrap().unwrap();
         assert_eq!(first, (FrameKind::Stdout, b"hello".to_vec()));
         stream::write_frame(&mut writer, FrameKind::Stdin, b"typed").unwrap();
