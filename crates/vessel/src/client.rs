@@ -161,14 +161,16 @@ impl Client {
     }
 
     /// Sends one request and returns the response, its body left unread. A streamed upload
-    /// is fed from this thread while the runtime sends it.
+    /// is fed from this thread while the runtime sends it; when the daemon answers before
+    /// taking all of it, the rest of the upload is left pending (its sender comes back with
+    /// the response) so that the answer can still be read.
     fn exchange(
         &self,
         method: &str,
         target: &str,
         headers: &[(&str, &str)],
         body: RequestBody<'_>,
-    ) -> Result<hyper::Response<Incoming>> {
+    ) -> Result<(hyper::Response<Incoming>, Option<UploadSender>)> {
         let verb = hyper::Method::from_bytes(method.as_bytes())
             .with_context(|| format!("invalid method '{method}'"))?;
         let mut builder = hyper::Request::builder()
@@ -202,22 +204,38 @@ impl Client {
         let request = builder
             .body(out)
             .with_context(|| format!("invalid request {method} {target}"))?;
-        let (tx, rx) = oneshot::channel();
+        let (answer_tx, mut answer_rx) = oneshot::channel();
         let to = self.target.clone();
         transport::runtime()?.spawn(async move {
-            let _ = tx.send(transport::send(to, request).await);
+            let _ = answer_tx.send(transport::send(to, request).await);
         });
-        let uploaded = upload.map(|(reader, len, tx)| pump_upload(reader, len, &tx));
-        let answer = rx
-            .blocking_recv()
-            .map_err(|_| anyhow!("the I/O runtime dropped {method} {target}"))?;
-        match (answer, uploaded) {
-            (Ok(response), _) => Ok(response),
+        let mut pending_upload = None;
+        let mut input_error = None;
+        let early = match upload {
+            None => None,
+            Some((reader, len, tx)) => match pump_upload(reader, len, &tx, &mut answer_rx)? {
+                Pumped::Answered(answer) => {
+                    pending_upload = Some(tx);
+                    Some(answer)
+                }
+                Pumped::InputFailed(e) => {
+                    input_error = Some(e);
+                    None
+                }
+                Pumped::Sent | Pumped::NotWanted => None,
+            },
+        };
+        let answer = match early {
+            Some(answer) => answer,
+            None => answer_rx
+                .blocking_recv()
+                .map_err(|_| anyhow!("the I/O runtime dropped {method} {target}"))?,
+        };
+        match (answer, input_error) {
+            (Ok(response), _) => Ok((response, pending_upload)),
             // The input failing explains a failed request better, unless the daemon was not
             // even reached.
-            (Err(e), Some(Err(input)))
-                if !e.is::<Unreachable>() && !e.is::<CertificateChanged>() =>
-            {
+            (Err(e), Some(input)) if !e.is::<Unreachable>() && !e.is::<CertificateChanged>() => {
                 Err(input).context(format!("cannot send {method} {target} to the daemon"))
             }
             (Err(e), _) => Err(e),
@@ -227,8 +245,10 @@ impl Client {
     /// Sends a request and returns the response when its status is 2xx, the daemon's error
     /// otherwise.
     pub fn request(&self, method: &str, target: &str, body: RequestBody<'_>) -> Result<Response> {
-        let response = self.exchange(method, target, &[("connection", "close")], body)?;
-        let (head, body) = split(response)?;
+        let (response, pending_upload) =
+            self.exchange(method, target, &[("connection", "close")], body)?;
+        let (head, mut body) = split(response)?;
+        body.hold(pending_upload);
         if !head.is_success() {
             return Err(error_from_response(&head, body).into());
         }
@@ -281,7 +301,7 @@ impl Client {
             }
             None => RequestBody::Empty,
         };
-        let response = self.exchange(
+        let (response, _) = self.exchange(
             method,
             target,
             &[("connection", "Upgrade"), ("upgrade", protocol)],
@@ -312,45 +332,75 @@ fn split(response: hyper::Response<Incoming>) -> Result<(ResponseHead, BodyReade
     Ok((ResponseHead::of(&parts), BodyReader::new(body)?))
 }
 
-/// Feeds `len` bytes of `reader` to a request body, a chunk at a time. Stops early, without
-/// error, when the body is no longer wanted (the request failed or was answered: the answer
-/// tells why).
+/// Feeds a streamed upload to its request body.
+type UploadSender = mpsc::Sender<io::Result<Bytes>>;
+
+/// The daemon's answer to a request, from the runtime.
+type Answer = Result<hyper::Response<Incoming>>;
+
+/// How feeding an upload ended.
+enum Pumped {
+    /// All of it went.
+    Sent,
+    /// The answer came first.
+    Answered(Answer),
+    /// The body is no longer wanted (the request failed: its answer says why).
+    NotWanted,
+    /// The input failed; the request was aborted.
+    InputFailed(io::Error),
+}
+
+/// Feeds `len` bytes of `reader` to a request body, a chunk at a time, until all went, the
+/// daemon answered, or the body is no longer wanted.
 fn pump_upload(
     reader: &mut dyn Read,
     len: u64,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<()> {
+    tx: &UploadSender,
+    answer: &mut oneshot::Receiver<Answer>,
+) -> Result<Pumped> {
+    let handle = transport::runtime()?;
+    // Sends one chunk (or error), unless the answer comes first.
+    let mut send = |item: io::Result<Bytes>| -> Option<Pumped> {
+        handle.block_on(async {
+            tokio::select! {
+                biased;
+                answered = &mut *answer => Some(Pumped::Answered(answered.unwrap_or_else(|_| {
+                    Err(anyhow!("the I/O runtime dropped the request"))
+                }))),
+                sent = tx.send(item) => sent.is_err().then_some(Pumped::NotWanted),
+            }
+        })
+    };
     let mut left = len;
     while left > 0 {
-        let mut buf = vec![
-            0u8;
-            usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(UPLOAD_CHUNK)
-        ];
-        let n = match reader.read(&mut buf) {
-            Ok(0) => {
-                let msg = format!("the input ended after {} of {len} bytes", len - left);
-                let _ = tx.blocking_send(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    msg.clone(),
-                )));
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
+        let size = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(UPLOAD_CHUNK);
+        let mut buf = vec![0u8; size];
+        let failure = match reader.read(&mut buf) {
+            Ok(0) => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the input ended after {} of {len} bytes", len - left),
+            ),
+            Ok(n) => {
+                buf.truncate(n);
+                left -= n as u64;
+                match send(Ok(Bytes::from(buf))) {
+                    Some(end) => return Ok(end),
+                    None => continue,
+                }
             }
-            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
-                return Err(e);
-            }
+            Err(e) => e,
         };
-        buf.truncate(n);
-        left -= n as u64;
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-            return Ok(());
-        }
+        // The request must not end as if complete: abort it with the error.
+        let aborted = io::Error::new(failure.kind(), failure.to_string());
+        return Ok(match send(Err(aborted)) {
+            Some(Pumped::Answered(answer)) => Pumped::Answered(answer),
+            _ => Pumped::InputFailed(failure),
+        });
     }
-    Ok(())
+    Ok(Pumped::Sent)
 }
 
 impl Response {
@@ -829,6 +879,98 @@ mod tests {
     #[test]
     fn streamed_upload_over_tls() {
         streamed_upload_arrives_whole(true);
+    }
+
+    /// The daemon refuses an upload after its head, without reading the body, and closes:
+    /// its answer is what the user must see, not the failed write.
+    fn early_answer_to_an_upload_wins(tls: bool) {
+        const LEN: usize = 8 * 1024 * 1024;
+        let server = start(tls, |stream| {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut writer = stream;
+            writer
+                .write_all(&json_response(
+                    413,
+                    r#"{"error":"the image is larger than the pool","code":413}"#,
+                ))
+                .unwrap();
+            let _ = writer.shutdown(Shutdown::Both);
+        });
+        let mut input = Pattern { left: LEN, at: 0 };
+        let err = server
+            .client(None)
+            .request(
+                "POST",
+                "/1.0/images",
+                RequestBody::Stream(&mut input, LEN as u64),
+            )
+            .err()
+            .unwrap();
+        assert_eq!(format!("{err:#}"), "the image is larger than the pool");
+        server.finish();
+    }
+
+    #[test]
+    fn early_answer_to_an_upload_over_the_socket() {
+        early_answer_to_an_upload_wins(false);
+    }
+
+    #[test]
+    fn early_answer_to_an_upload_over_tls() {
+        early_answer_to_an_upload_wins(true);
+    }
+
+    /// The daemon answers an upload early and neither reads the rest nor closes: the answer
+    /// still comes through, without waiting for the connection's end.
+    fn early_answer_without_close(tls: bool) {
+        const LEN: usize = 64 * 1024 * 1024;
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let server = start(tls, move |stream| {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut writer = stream;
+            writer
+                .write_all(&json_response(
+                    409,
+                    r#"{"error":"an image with that alias exists","code":409}"#,
+                ))
+                .unwrap();
+            release_rx.recv_timeout(Duration::from_secs(10)).is_ok()
+        });
+        let mut input = Pattern { left: LEN, at: 0 };
+        let err = server
+            .client(None)
+            .request(
+                "POST",
+                "/1.0/images",
+                RequestBody::Stream(&mut input, LEN as u64),
+            )
+            .err()
+            .unwrap();
+        let _ = release_tx.send(());
+        assert_eq!(format!("{err:#}"), "an image with that alias exists");
+        assert!(input.left > 0, "the whole input was read");
+        assert!(
+            server.finish().result.unwrap(),
+            "the answer came only once the daemon closed the connection"
+        );
+    }
+
+    #[test]
+    fn early_answer_without_close_over_the_socket() {
+        early_answer_without_close(false);
+    }
+
+    #[test]
+    fn early_answer_without_close_over_tls() {
+        early_answer_without_close(true);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -421,6 +421,11 @@ pub async fn send(
 ) -> Result<hyper::Response<Incoming>> {
     let what = format!("{} {}", request.method(), request.uri());
     let io = connect(&target).await?;
+    let state = Arc::new(Mutex::new(WriteState::default()));
+    let io = StallFailedWrites {
+        inner: io,
+        state: state.clone(),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -429,13 +434,110 @@ pub async fn send(
         // Its failures show in the request's or the body's result.
         let _ = conn.with_upgrades().await;
     });
-    sender.send_request(request).await.map_err(|e| {
-        if e.is_incomplete_message() {
-            anyhow!("cannot read the daemon's answer to {what}: the daemon closed the connection without answering")
-        } else {
-            anyhow!("cannot send {what} to the daemon: {}", describe(&e))
-        }
+    let result = sender.send_request(request).await;
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    state.answered = true;
+    result.map_err(|e| match state.failed.take() {
+        // The daemon stopped reading and never answered: the write failure is the news.
+        Some(write) => anyhow!("cannot send {what} to the daemon: {write}"),
+        None if e.is_incomplete_message() => anyhow!(
+            "cannot read the daemon's answer to {what}: the daemon closed the connection \
+             without answering"
+        ),
+        None => anyhow!("cannot send {what} to the daemon: {}", describe(&e)),
     })
+}
+
+/// What [`StallFailedWrites`] knows of its connection's writes.
+#[derive(Debug, Default)]
+struct WriteState {
+    /// A write failed before the answer came.
+    failed: Option<io::Error>,
+    /// The response head arrived: failures are plain failures from now on.
+    answered: bool,
+}
+
+/// A connection on which a write that fails before the answer arrives stalls instead of
+/// failing. A daemon may answer a request (an error) and close the connection without
+/// reading all of its body: hyper would report the failed write and drop the answer that
+/// sits unread in the socket, when the answer is what the user needs. The read side decides:
+/// the answer, or the end of the connection (and then the write's error is reported).
+struct StallFailedWrites {
+    inner: Box<dyn Stream>,
+    state: Arc<Mutex<WriteState>>,
+}
+
+impl StallFailedWrites {
+    fn write_with(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        write: impl FnOnce(Pin<&mut Box<dyn Stream>>, &mut TaskContext<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.failed.is_some() {
+            return Poll::Pending;
+        }
+        match write(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(Err(e)) if !state.answered => {
+                state.failed = Some(e);
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncRead for StallFailedWrites {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallFailedWrites {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .write_with(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .write_with(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.failed.is_some() {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) if !state.answered => {
+                state.failed = Some(e);
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// A request body: a complete buffer, or bytes of a known length that a synchronous caller
@@ -509,6 +611,8 @@ pub struct BodyReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     chunk: Bytes,
     done: bool,
+    /// Whatever must live as long as the body is read (an upload left pending).
+    held: Option<Box<dyn Send>>,
 }
 
 impl BodyReader {
@@ -520,7 +624,15 @@ impl BodyReader {
             rx,
             chunk: Bytes::new(),
             done: false,
+            held: None,
         })
+    }
+
+    /// Keeps `thing` alive until the reader is dropped.
+    pub fn hold<T: Send + 'static>(&mut self, thing: Option<T>) {
+        if let Some(t) = thing {
+            self.held = Some(Box::new(t));
+        }
     }
 }
 
