@@ -643,3 +643,129 @@ fn remote_help_has_examples() {
     assert!(out.contains("--accept-certificate"), "{out}");
     assert!(out.contains("Trust") || out.contains("trust"), "{out}");
 }
+
+/// A daemon stand-in over TLS with a fresh self-signed certificate: the first connection is
+/// the probe of `remote add` (a handshake only); each of the next ones gets one of
+/// `responses`. Returns its URL, its certificate's fingerprint, and the request heads.
+fn tls_daemon(responses: Vec<Vec<u8>>) -> (String, String, JoinHandle<Vec<String>>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = made.cert.der().to_vec();
+    let fingerprint: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(der)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der())),
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut heads = Vec::new();
+        let accept = |listener: &std::net::TcpListener| {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            rustls::StreamOwned::new(conn, tcp)
+        };
+        let mut probe = accept(&listener);
+        let _ = probe.read_to_end(&mut Vec::new());
+        for response in responses {
+            let mut tls = accept(&listener);
+            let mut head = String::new();
+            {
+                let mut reader = BufReader::new(&mut tls);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+            }
+            tls.write_all(&response).unwrap();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            heads.push(head);
+        }
+        heads
+    });
+    (url, fingerprint, handle)
+}
+
+#[test]
+fn remote_over_tls_from_add_to_list() {
+    let body = r#"[{"name":"far","type":"container","status":"stopped","image":"0123456789abcdef",
+        "privileged":false,"limits":{},"command":[],"environment":{},"created_at":"t"}]"#;
+    let (url, fingerprint, server) = tls_daemon(vec![json(200, "{}"), json(200, body)]);
+    let dir = temp_path("config");
+    let with_config = |args: &[&str]| {
+        let mut cmd = vessel(args);
+        cmd.env("VESSEL_CONFIG_DIR", &dir);
+        run(&mut cmd)
+    };
+    let (code, out, err) = with_config(&[
+        "remote",
+        "add",
+        "far",
+        &url,
+        "--token",
+        "s3cret",
+        "--accept-certificate",
+    ]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.starts_with(&format!("Certificate fingerprint: {fingerprint}\n")),
+        "{out}"
+    );
+    let (code, out, err) = with_config(&["list", "far:"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(out.contains("| far  | container | STOPPED |"), "{out}");
+    let heads = server.join().unwrap();
+    assert!(
+        heads[0].starts_with("GET /1.0 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(heads[1].starts_with("GET /1.0/instances?recursion=1 HTTP/1.1\r\n"));
+    for head in &heads {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer s3cret\r\n"),
+            "{head}"
+        );
+    }
+    let text = std::fs::read_to_string(dir.join("config.yml")).unwrap();
+    assert!(
+        text.contains(&format!("fingerprint: {fingerprint}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn remote_add_without_a_terminal_asks_for_accept_certificate() {
+    let (url, fingerprint, _server) = tls_daemon(Vec::new());
+    let dir = temp_path("config");
+    let mut cmd = vessel(&["remote", "add", "far", &url, "--token", "t"]);
+    cmd.env("VESSEL_CONFIG_DIR", &dir);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 1);
+    assert_eq!(out, format!("Certificate fingerprint: {fingerprint}\n"));
+    assert!(err.contains("standard input is not a terminal"), "{err}");
+    assert!(err.contains("--accept-certificate"), "{err}");
+    assert!(!dir.join("config.yml").exists());
+}
