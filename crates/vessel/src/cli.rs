@@ -16,7 +16,40 @@ Examples:
   vessel image build vm                      A bootable VM image (Debian's cloud kernel)
   vessel launch vm/busybox v1 --vm           Create and start virtual machine v1
 
-The daemon listens on /run/vessel/vessel.sock; point elsewhere with --socket or VESSEL_SOCKET.";
+The daemon listens on /run/vessel/vessel.sock; point elsewhere with --socket or VESSEL_SOCKET.
+Other daemons are remotes (see `vessel remote --help`): REMOTE:NAME names an instance on one,
+e.g. `vessel exec prod:c1 -- sh`, and `vessel list prod:` lists its instances.";
+
+const REMOTE_EXAMPLES: &str = "\
+A remote is a Vessel daemon reached over HTTPS. Its certificate is self-signed, so it is
+trusted by its SHA-256 fingerprint, shown when the remote is added; a different certificate
+later is refused. The remote `local` is this machine's daemon on its unix socket.
+
+Once added, REMOTE:NAME names an object on a remote in any command, and `--remote NAME`
+or `vessel remote switch NAME` pick one for commands that name nothing. The configuration
+is $VESSEL_CONFIG_DIR/config.yml, or ~/.config/vessel/config.yml.
+
+Examples:
+  vessel remote add prod https://10.0.0.5:8443 --token $TOKEN
+  vessel remote add lab https://lab.example.org --client-cert me.crt --client-key me.key
+  vessel remote add ci https://10.0.0.9:8443 --token $TOKEN --accept-certificate   (scripts)
+  vessel remote list
+  vessel list prod:                  Instances on prod
+  vessel launch busybox prod:web     Create and start web on prod
+  vessel exec prod:web -- sh
+  vessel remote switch prod          prod becomes the default (`local` switches back)
+  vessel remote remove prod";
+
+const REMOTE_ADD_EXAMPLES: &str = "\
+The server's certificate fingerprint is printed and, on a terminal, you are asked whether to
+trust it: compare it with the one the daemon's host shows. Without a terminal,
+--accept-certificate is required. Then one GET /1.0 checks that the credentials work;
+nothing is stored unless it does.
+
+Examples:
+  vessel remote add prod https://10.0.0.5:8443 --token $TOKEN
+  vessel remote add lab https://lab.example.org:8443 --client-cert me.crt --client-key me.key
+  vessel remote add ci https://10.0.0.9 --token $TOKEN --accept-certificate   (port 8443)";
 
 const LAUNCH_EXAMPLES: &str = "\
 Limits (-l KEY=VALUE, repeatable):
@@ -90,6 +123,11 @@ pub struct Cli {
     )]
     pub socket: PathBuf,
 
+    /// The remote to send the command to (default: `vessel remote get-default`); a
+    /// REMOTE:NAME argument picks it too.
+    #[arg(long, global = true, value_name = "REMOTE")]
+    pub remote: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -128,7 +166,7 @@ pub enum Command {
     /// List instances with their live usage.
     #[command(
         visible_alias = "ls",
-        after_help = "Examples:\n  vessel list\n  vessel list --format json"
+        after_help = "Examples:\n  vessel list\n  vessel list --format json\n  vessel list prod:          (the instances of remote prod)"
     )]
     List(FormatArgs),
     /// Show one instance in detail, or the daemon when no name is given.
@@ -167,6 +205,9 @@ pub enum Command {
     /// Storage pools, volumes, snapshots and NBD/NFS exports.
     #[command(subcommand)]
     Storage(crate::cli_storage::StorageCommand),
+    /// Remote daemons over HTTPS: add, list, remove, pick the default.
+    #[command(subcommand, after_help = REMOTE_EXAMPLES)]
+    Remote(RemoteCommand),
     /// Set the daemon up: its default network.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -310,9 +351,12 @@ pub struct LogsArgs {
     pub tail: Option<usize>,
 }
 
-/// A `--format` option alone.
+/// A `--format` option, and `REMOTE:` to list a remote's objects.
 #[derive(Debug, Args)]
 pub struct FormatArgs {
+    /// `REMOTE:` lists a remote's instead of the default remote's.
+    #[arg(value_name = "REMOTE:", value_parser = crate::remote::parse_remote_only)]
+    pub _remote: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -555,6 +599,65 @@ pub enum OperationCommand {
         /// Operation id.
         id: String,
     },
+}
+
+/// `vessel remote ...`
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Add a remote: show its certificate's fingerprint, trust it, check the credentials.
+    #[command(after_help = REMOTE_ADD_EXAMPLES)]
+    Add(RemoteAddArgs),
+    /// List the remotes (`local` is this machine's daemon).
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  vessel remote list\n  vessel remote list --format yaml"
+    )]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Forget a remote (its credentials and trusted certificate).
+    #[command(
+        visible_alias = "rm",
+        after_help = "Example:\n  vessel remote remove prod"
+    )]
+    Remove {
+        /// Remote name.
+        name: String,
+    },
+    /// Make a remote the default one, for commands that name none.
+    #[command(after_help = "Examples:\n  vessel remote switch prod\n  vessel remote switch local")]
+    Switch {
+        /// Remote name (`local`: this machine's daemon).
+        name: String,
+    },
+    /// Print the default remote's name.
+    #[command(after_help = "Example:\n  vessel remote get-default")]
+    GetDefault,
+}
+
+/// Arguments of `remote add`.
+#[derive(Debug, Args)]
+pub struct RemoteAddArgs {
+    /// Name for the remote: a letter, then letters, digits, '-' and '_'.
+    pub name: String,
+    /// https://HOST[:PORT] (port 8443 when none is given).
+    #[arg(value_hint = clap::ValueHint::Url)]
+    pub url: String,
+    /// Bearer token the daemon gave (sent with every request).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// A client certificate (PEM) for mutual TLS, trusted by the daemon.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Trust the server's certificate without asking (required without a terminal; check
+    /// the printed fingerprint).
+    #[arg(long)]
+    pub accept_certificate: bool,
 }
 
 /// `vessel admin ...`

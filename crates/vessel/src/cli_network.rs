@@ -60,6 +60,9 @@ pub enum NetworkCommand {
     /// List networks.
     #[command(visible_alias = "ls")]
     List {
+        /// `REMOTE:` lists a remote's instead of the default remote's.
+        #[arg(value_name = "REMOTE:", value_parser = crate::remote::parse_remote_only)]
+        _remote: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,

@@ -98,6 +98,9 @@ pub enum PoolCommand {
     /// List pools with capacity and usage.
     #[command(visible_alias = "ls")]
     List {
+        /// `REMOTE:` lists a remote's instead of the default remote's.
+        #[arg(value_name = "REMOTE:", value_parser = crate::remote::parse_remote_only)]
+        _remote: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -314,6 +317,9 @@ pub enum ExportCommand {
     /// List exports.
     #[command(visible_alias = "ls")]
     List {
+        /// `REMOTE:` lists a remote's instead of the default remote's.
+        #[arg(value_name = "REMOTE:", value_parser = crate::remote::parse_remote_only)]
+        _remote: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,

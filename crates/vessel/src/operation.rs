@@ -8,7 +8,7 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use vessel_api::{Operation, OperationStatus};
 
 use crate::client::Client;
-use crate::http::encode_segment;
+use crate::encode::encode_segment;
 
 /// Seconds each wait request lets the daemon hold the answer.
 const WAIT_SLICE_SECONDS: u32 = 1;

@@ -26,10 +26,38 @@ fn temp_path(ext: &str) -> PathBuf {
 
 fn vessel(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vessel"));
+    // A configuration directory of its own: never the real home's remotes.
     cmd.args(args)
         .env_remove("VESSEL_SOCKET")
+        .env("VESSEL_CONFIG_DIR", temp_path("config"))
         .stdin(Stdio::null());
     cmd
+}
+
+/// A configuration directory holding `config.yml` with `text`.
+fn config_dir(text: &str) -> PathBuf {
+    let dir = temp_path("config");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    std::fs::write(dir.join("config.yml"), text).expect("config file");
+    dir
+}
+
+/// A TCP port on the loopback that nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// A configuration with the remote `prod` on `port` of the loopback.
+fn prod_config(port: u16, default: &str) -> String {
+    format!(
+        "default_remote: {default}\nremotes:\n  prod:\n    url: https://127.0.0.1:{port}\n    \
+         token: s3cret\n    fingerprint: {}\n",
+        "ab".repeat(32)
+    )
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
@@ -430,4 +458,314 @@ fn delete_force_and_file_pull_to_stdout() {
         "GET /1.0/instances/c1/files?path=/etc/a%20b HTTP/1.1"
     );
     let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn remote_prefixes_pick_the_daemon() {
+    let done = r#"{"id":"o2","description":"Stopping c2","status":"success","resources":[],
+        "may_cancel":false,"created_at":"t","updated_at":"t"}"#;
+    let (path, server) = fake_daemon(vec![json(202, done), json(200, "[]")]);
+    let sock = path.to_str().unwrap();
+    let port = closed_port();
+    let dir = config_dir(&prod_config(port, "local"));
+    let with_config = |args: &[&str]| {
+        let mut cmd = vessel(args);
+        cmd.env("VESSEL_CONFIG_DIR", &dir);
+        run(&mut cmd)
+    };
+
+    let (code, _, err) = with_config(&["--socket", sock, "stop", "local:c2", "--force"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, _, err) = with_config(&["--socket", sock, "list", "local:"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let got = server.join().unwrap();
+    assert_eq!(got[0].request_line, "PUT /1.0/instances/c2/state HTTP/1.1");
+    assert_eq!(
+        got[1].request_line,
+        "GET /1.0/instances?recursion=1 HTTP/1.1"
+    );
+
+    let unreachable = format!(
+        "Error: cannot reach the Vessel daemon of remote 'prod' at https://127.0.0.1:{port} \
+         (Connection refused). Is it running, and listening there?\n"
+    );
+    for args in [
+        &["start", "prod:c1"][..],
+        &["list", "prod:"],
+        &["--remote", "prod", "list"],
+        &["info", "prod:"],
+    ] {
+        let (code, _, err) = with_config(args);
+        assert_eq!((code, err.as_str()), (1, unreachable.as_str()), "{args:?}");
+    }
+    let (code, _, err) = with_config(&["start", "prod:c1", "local:c2"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "Error: one command goes to one remote, but 'prod:c1' names 'prod' and 'local:c2' \
+         names 'local'\n"
+    );
+    let (code, _, err) = with_config(&["list", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected a remote followed by ':'"), "{err}");
+    let (code, _, err) = with_config(&["--remote", "nope", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Error: no remote named 'nope' (remotes: local, prod)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn remote_commands_manage_the_configuration() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let port = closed_port();
+    let dir = config_dir(&prod_config(port, "local"));
+    let file = dir.join("config.yml");
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--socket", "/run/test.sock", "remote"];
+        all.extend_from_slice(args);
+        let mut cmd = vessel(&all);
+        cmd.env("VESSEL_CONFIG_DIR", &dir);
+        run(&mut cmd)
+    };
+
+    let (code, out, _) = remote(&["list", "--format", "json"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], "local");
+    assert_eq!(rows[0]["url"], "unix:///run/test.sock");
+    assert_eq!(rows[0]["default"], true);
+    assert_eq!(rows[1]["name"], "prod");
+    assert_eq!(rows[1]["url"], format!("https://127.0.0.1:{port}"));
+    assert_eq!(rows[1]["auth"], "token");
+    assert!(!out.contains("s3cret"), "the token is never shown");
+    let (code, out, _) = remote(&["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("| local (current) | unix:///run/test.sock"),
+        "{out}"
+    );
+
+    let (code, _, _) = remote(&["switch", "prod"]);
+    assert_eq!(code, 0);
+    assert_eq!(remote(&["get-default"]).1, "prod\n");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Commands that name no remote now go to prod.
+    let mut cmd = vessel(&["list"]);
+    cmd.env("VESSEL_CONFIG_DIR", &dir);
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 1);
+    assert!(err.contains("remote 'prod' at https://127.0.0.1:"), "{err}");
+
+    let before = std::fs::read_to_string(&file).unwrap();
+    for (args, want) in [
+        (
+            &["remove", "prod"][..],
+            "Error: 'prod' is the default remote",
+        ),
+        (
+            &["remove", "local"],
+            "Error: 'local' is this machine's daemon",
+        ),
+        (&["remove", "nope"], "Error: no remote named 'nope'"),
+        (&["switch", "nope"], "Error: no remote named 'nope'"),
+        (
+            &["add", "prod", "https://h:8443"],
+            "Error: there is already a remote named 'prod'",
+        ),
+        (
+            &["add", "local", "https://h:8443"],
+            "Error: 'local' is this machine's daemon",
+        ),
+        (
+            &["add", "new", "http://h:8443"],
+            "Error: invalid remote URL 'http://h:8443'",
+        ),
+        (
+            &["add", "new", "h:8443"],
+            "Error: invalid remote URL 'h:8443'",
+        ),
+    ] {
+        let (code, _, err) = remote(args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            before,
+            "{args:?} changed it"
+        );
+    }
+    let (code, _, err) = remote(&["add", "new", "https://127.0.0.1:1", "--client-cert", "x"]);
+    assert_eq!(code, 2, "--client-cert needs --client-key: {err}");
+
+    assert_eq!(remote(&["switch", "local"]).0, 0);
+    assert_eq!(remote(&["remove", "prod"]).0, 0);
+    let (_, out, _) = remote(&["list", "--format", "yaml"]);
+    assert!(!out.contains("prod"), "{out}");
+    assert_eq!(remote(&["get-default"]).1, "local\n");
+}
+
+#[test]
+fn configuration_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = temp_path("config").join("vessel");
+    let mut cmd = vessel(&["remote", "switch", "local"]);
+    cmd.env("VESSEL_CONFIG_DIR", &dir);
+    assert_eq!(run(&mut cmd).0, 0);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("config.yml")), 0o600);
+    // Without VESSEL_CONFIG_DIR, it is under $HOME.
+    let home = temp_path("home");
+    let mut cmd = vessel(&["remote", "switch", "local"]);
+    cmd.env_remove("VESSEL_CONFIG_DIR").env("HOME", &home);
+    assert_eq!(run(&mut cmd).0, 0);
+    assert!(home.join(".config/vessel/config.yml").is_file());
+}
+
+#[test]
+fn remote_help_has_examples() {
+    let (code, out, _) = run(&mut vessel(&["remote", "--help"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("vessel remote add prod https://10.0.0.5:8443 --token"),
+        "{out}"
+    );
+    let (code, out, _) = run(&mut vessel(&["remote", "add", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("--accept-certificate"), "{out}");
+    assert!(out.contains("Trust") || out.contains("trust"), "{out}");
+}
+
+/// A daemon stand-in over TLS with a fresh self-signed certificate: the first connection is
+/// the probe of `remote add` (a handshake only); each of the next ones gets one of
+/// `responses`. Returns its URL, its certificate's fingerprint, and the request heads.
+fn tls_daemon(responses: Vec<Vec<u8>>) -> (String, String, JoinHandle<Vec<String>>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = made.cert.der().to_vec();
+    let fingerprint: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(der)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der())),
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut heads = Vec::new();
+        let accept = |listener: &std::net::TcpListener| {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            rustls::StreamOwned::new(conn, tcp)
+        };
+        let mut probe = accept(&listener);
+        let _ = probe.read_to_end(&mut Vec::new());
+        for response in responses {
+            let mut tls = accept(&listener);
+            let mut head = String::new();
+            {
+                let mut reader = BufReader::new(&mut tls);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+            }
+            tls.write_all(&response).unwrap();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            heads.push(head);
+        }
+        heads
+    });
+    (url, fingerprint, handle)
+}
+
+#[test]
+fn remote_over_tls_from_add_to_list() {
+    let body = r#"[{"name":"far","type":"container","status":"stopped","image":"0123456789abcdef",
+        "privileged":false,"limits":{},"command":[],"environment":{},"created_at":"t"}]"#;
+    let (url, fingerprint, server) = tls_daemon(vec![json(200, "{}"), json(200, body)]);
+    let dir = temp_path("config");
+    let with_config = |args: &[&str]| {
+        let mut cmd = vessel(args);
+        cmd.env("VESSEL_CONFIG_DIR", &dir);
+        run(&mut cmd)
+    };
+    let (code, out, err) = with_config(&[
+        "remote",
+        "add",
+        "far",
+        &url,
+        "--token",
+        "s3cret",
+        "--accept-certificate",
+    ]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.starts_with(&format!("Certificate fingerprint: {fingerprint}\n")),
+        "{out}"
+    );
+    let (code, out, err) = with_config(&["list", "far:"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(out.contains("| far  | container | STOPPED |"), "{out}");
+    let heads = server.join().unwrap();
+    assert!(
+        heads[0].starts_with("GET /1.0 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(heads[1].starts_with("GET /1.0/instances?recursion=1 HTTP/1.1\r\n"));
+    for head in &heads {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer s3cret\r\n"),
+            "{head}"
+        );
+    }
+    let text = std::fs::read_to_string(dir.join("config.yml")).unwrap();
+    assert!(
+        text.contains(&format!("fingerprint: {fingerprint}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn remote_add_without_a_terminal_asks_for_accept_certificate() {
+    let (url, fingerprint, _server) = tls_daemon(Vec::new());
+    let dir = temp_path("config");
+    let mut cmd = vessel(&["remote", "add", "far", &url, "--token", "t"]);
+    cmd.env("VESSEL_CONFIG_DIR", &dir);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 1);
+    assert_eq!(out, format!("Certificate fingerprint: {fingerprint}\n"));
+    assert!(err.contains("standard input is not a terminal"), "{err}");
+    assert!(err.contains("--accept-certificate"), "{err}");
+    assert!(!dir.join("config.yml").exists());
 }

@@ -11,7 +11,7 @@ use vessel_api::{FileEntry, FileInfo, FileKind};
 use super::instance_path;
 use crate::cli::{FileCommand, PullArgs, PushArgs};
 use crate::client::{Client, RequestBody};
-use crate::http::with_query;
+use crate::encode::with_query;
 use crate::output::{write_stdout, StdoutClosed};
 
 /// Header of a file pull that carries the file's permission bits in octal.

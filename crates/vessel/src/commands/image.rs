@@ -13,7 +13,7 @@ use super::for_each_name;
 use super::list::FINGERPRINT_CHARS;
 use crate::cli::{AliasCommand, ImageCommand, ImageSourceArg, VmLayoutArg};
 use crate::client::{Client, RequestBody};
-use crate::http::{encode_segment, with_query};
+use crate::encode::{encode_segment, with_query};
 use crate::operation;
 use crate::output::{format_bytes, print_document, println, short, Block, Format, Table};
 

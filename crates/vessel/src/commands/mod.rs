@@ -1,9 +1,11 @@
 //! One module per group of verbs; each returns the process's exit status.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
-use crate::client::Client;
+use crate::remote::Config;
 
 mod exec;
 mod file;
@@ -14,12 +16,29 @@ mod list;
 mod monitor;
 mod network;
 mod operation;
+mod remote;
 mod storage;
 
-/// Runs the parsed command line and returns the exit status.
-pub fn run(cli: Cli) -> Result<i32> {
-    let client = Client::new(cli.socket);
-    match cli.command {
+/// Runs the parsed command line and returns the exit status. `config` is the client's
+/// configuration (read from `config_path`), `routed` the remote that `REMOTE:` prefixes or
+/// `--remote` named.
+pub fn run(
+    cli: Cli,
+    config: &Config,
+    config_path: Result<PathBuf>,
+    routed: Option<String>,
+) -> Result<i32> {
+    let Cli {
+        socket,
+        remote: flag,
+        command,
+    } = cli;
+    if let Command::Remote(cmd) = command {
+        return remote::run(cmd, &config_path?, &socket);
+    }
+    let name = crate::remote::chosen(routed.as_deref().or(flag.as_deref()), config)?;
+    let client = config.client(name, &socket)?;
+    match command {
         Command::Launch(args) => instance::create(&client, args, true),
         Command::Create(args) => instance::create(&client, args, false),
         Command::Start(args) => {
@@ -49,7 +68,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         ),
         Command::Delete(args) => instance::delete(&client, &args.names, args.force),
         Command::List(args) => list::run(&client, args.format),
-        Command::Info(args) => match args.name {
+        // `info REMOTE:` describes that remote's daemon.
+        Command::Info(args) => match args.name.filter(|n| !n.is_empty()) {
             Some(name) => info::instance(&client, &name, args.format),
             None => info::server(&client, args.format),
         },
@@ -70,6 +90,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Resize { name, size } => instance::resize(&client, &name, &size),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),
+        Command::Remote(_) => unreachable!("handled above"),
     }
 }
 
@@ -95,5 +116,5 @@ pub fn for_each_name(names: &[String], mut f: impl FnMut(&str) -> Result<()>) ->
 
 /// `/1.0/instances/{name}` with the name percent-encoded.
 pub fn instance_path(name: &str) -> String {
-    format!("/1.0/instances/{}", crate::http::encode_segment(name))
+    format!("/1.0/instances/{}", crate::encode::encode_segment(name))
 }

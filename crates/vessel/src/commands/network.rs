@@ -8,7 +8,7 @@ use vessel_api::{
 
 use crate::cli_network::{AclCommand, ForwardCommand, LbCommand, NetworkCommand};
 use crate::client::Client;
-use crate::http::encode_segment;
+use crate::encode::encode_segment;
 use crate::output::{print_document, println, Block, Format, Table};
 
 fn path(name: &str) -> String {
@@ -50,7 +50,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             ))?;
             Ok(0)
         }
-        NetworkCommand::List { format } => {
+        NetworkCommand::List { format, .. } => {
             let nets: Vec<Network> = client.get("/1.0/networks")?;
             match format {
                 Format::Table => {
@@ -375,7 +375,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             Ok(0)
         }
         NetworkCommand::Forward(ForwardCommand::List { network, format }) => {
-            let nets: Vec<Network> = match network {
+            // `forward list REMOTE:` lists every network of that remote.
+            let nets: Vec<Network> = match network.filter(|n| !n.is_empty()) {
                 Some(n) => vec![client.get(&path(&n))?],
                 None => client.get("/1.0/networks")?,
             };

@@ -5,7 +5,7 @@ use vessel_api::Operation;
 
 use crate::cli::OperationCommand;
 use crate::client::Client;
-use crate::http::encode_segment;
+use crate::encode::encode_segment;
 use crate::operation;
 use crate::output::{operation_status, print_document, println, yes_no, Block, Format, Table};
 

@@ -14,7 +14,7 @@ use crate::cli_storage::{
     VolumeCommand,
 };
 use crate::client::{Client, RequestBody};
-use crate::http::encode_segment;
+use crate::encode::encode_segment;
 use crate::limits::parse_size;
 use crate::operation;
 use crate::output::{format_bytes, print_document, println, Block, Format, Table};
@@ -85,7 +85,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             ))?;
             Ok(0)
         }
-        PoolCommand::List { format } => {
+        PoolCommand::List { format, .. } => {
             let pools: Vec<StoragePool> = client.get("/1.0/storage/pools")?;
             match format {
                 Format::Table => {
@@ -450,7 +450,7 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
             println(format!("Serving {}", e.uri))?;
             Ok(0)
         }
-        ExportCommand::List { format } => {
+        ExportCommand::List { format, .. } => {
             let exports: Vec<StorageExport> = client.get("/1.0/storage/exports")?;
             match format {
                 Format::Table => {
