@@ -208,6 +208,28 @@ pub enum Command {
     /// Remote daemons over HTTPS: add, list, remove, pick the default.
     #[command(subcommand, after_help = REMOTE_EXAMPLES)]
     Remote(RemoteCommand),
+    /// Who may use the daemon over HTTPS: tokens, trusted client certificates, roles.
+    #[command(subcommand, after_help = crate::cli_auth::AUTH_EXAMPLES)]
+    Auth(crate::cli_auth::AuthCommand),
+    /// The audit log: every change asked of the daemon, by whom, with what answer.
+    #[command(after_help = crate::cli_auth::AUDIT_EXAMPLES)]
+    Audit {
+        /// Only this project's entries (operators see only their own).
+        #[arg(long)]
+        project: Option<String>,
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-12-03T10:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries, the latest (default 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The daemon's settings (core.https_address).
+    #[command(subcommand, after_help = crate::cli_auth::CONFIG_EXAMPLES)]
+    Config(crate::cli_auth::ConfigCommand),
     /// Set the daemon up: its default network.
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -8,6 +8,7 @@
 use clap::Parser;
 
 mod cli;
+mod cli_auth;
 mod cli_network;
 mod cli_storage;
 mod client;

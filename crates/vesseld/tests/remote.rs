@@ -515,3 +515,186 @@ fn the_https_address_is_set_at_run_time_and_kept() {
     assert_eq!(set(&api, "").status, 200);
     assert_eq!(api.https(None, "GET", "/1.0", None).status, 0);
 }
+
+/// The CLI as a remote client: trust on first use pins the daemon's certificate, commands
+/// reach instances as `REMOTE:NAME` (exec and console streams too), a changed certificate is
+/// refused loudly, and revoking the identity closes its open console.
+#[test]
+fn the_cli_uses_a_remote_over_https() {
+    let (mut d, port) = Daemon::start_https();
+    let client_dir = d.dir.join("client");
+    let config_dir = client_dir.display().to_string();
+    let cli = |d: &Daemon, args: &[&str]| d.vessel_env(args, &[("VESSEL_CONFIG_DIR", &config_dir)]);
+    let token = String::from_utf8(
+        d.vessel(&[
+            "auth", "token", "create", "ops", "--role", "operator", "--format", "json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let url = format!("https://127.0.0.1:{port}");
+    // Without a terminal, trusting needs to be said.
+    let out = cli(&d, &["remote", "add", "far", &url, "--token", &token]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-certificate"));
+    let out = cli(
+        &d,
+        &[
+            "remote",
+            "add",
+            "far",
+            &url,
+            "--token",
+            &token,
+            "--accept-certificate",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(d.root().join("server.crt")).unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fp = openssl_fingerprint(&pem);
+    assert!(shown.contains(&fp), "{shown} does not show {fp}");
+    // A bad token is refused before anything is stored.
+    let out = cli(
+        &d,
+        &[
+            "remote",
+            "add",
+            "bad",
+            &url,
+            "--token",
+            "vessel_00",
+            "--accept-certificate",
+        ],
+    );
+    assert!(!out.status.success());
+
+    d.busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "c1",
+        "--no-network",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let out = cli(&d, &["list", "far:", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "c1");
+    let out = cli(
+        &d,
+        &[
+            "exec",
+            "far:c1",
+            "--",
+            "sh",
+            "-c",
+            "echo over-https; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over-https\n");
+    let out = cli(&d, &["auth", "list", "--remote", "far"]);
+    assert!(!out.status.success(), "an operator listed identities");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin"));
+
+    // A console held open by a user is closed when the user is revoked.
+    let user = String::from_utf8(
+        d.vessel(&[
+            "auth", "token", "create", "u1", "--role", "user", "--format", "json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let user: serde_json::Value = serde_json::from_str(&user).unwrap();
+    let out = cli(
+        &d,
+        &[
+            "remote",
+            "add",
+            "u",
+            &url,
+            "--token",
+            user["token"].as_str().unwrap(),
+            "--accept-certificate",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut console = Command::new(d.bin("vessel"))
+        .env("VESSEL_CONFIG_DIR", &client_dir)
+        .args(["console", "u:c1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        console.try_wait().unwrap().is_none(),
+        "the console ended early"
+    );
+    d.ok(&["auth", "revoke", "u1"]);
+    let t = Instant::now();
+    while console.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(5) {
+            let _ = console.kill();
+            panic!("the revoked user's console is still open after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A daemon with another certificate is refused, loudly, and nothing is sent.
+    d.kill(libc::SIGTERM);
+    std::fs::remove_file(d.root().join("server.crt")).unwrap();
+    std::fs::remove_file(d.root().join("server.key")).unwrap();
+    d.spawn();
+    let out = cli(&d, &["list", "far:"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&fp) && err.contains("changed"), "{err}");
+    assert!(err.contains("vessel remote remove far"), "{err}");
+    d.ok(&["delete", "-f", "c1"]);
+}
+
+/// SHA-256 of a PEM certificate's DER, as openssl computes it.
+fn openssl_fingerprint(pem: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args(["x509", "-outform", "DER"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(pem).unwrap();
+    let der = c.wait_with_output().unwrap().stdout;
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut s| {
+            s.stdin.take().unwrap().write_all(&der)?;
+            s.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}

@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::remote::Config;
 
+mod auth;
 mod exec;
 mod file;
 mod image;
@@ -91,6 +92,14 @@ pub fn run(
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),
         Command::Remote(_) => unreachable!("handled above"),
+        Command::Auth(cmd) => auth::run(&client, cmd),
+        Command::Audit {
+            project,
+            since,
+            limit,
+            format,
+        } => auth::audit(&client, project, since, limit, format),
+        Command::Config(cmd) => auth::config(&client, cmd),
     }
 }
 

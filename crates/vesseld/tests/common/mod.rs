@@ -282,6 +282,22 @@ impl Daemon {
             .expect("run vessel")
     }
 
+    /// Runs the CLI with more environment (no `--socket`: a test of remotes picks them).
+    pub fn vessel_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(self.bins.join("vessel"))
+            .env("VESSEL_SOCKET", &self.socket)
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vessel")
+    }
+
+    /// The path of one of the built binaries.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+
     /// Starts the CLI against this daemon without waiting (stdout and stderr piped).
     pub fn spawn_vessel(&self, args: &[&str]) -> Child {
         Command::new(self.bins.join("vessel"))

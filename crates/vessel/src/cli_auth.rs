@@ -1,0 +1,153 @@
+//! `vessel auth ...`, `vessel audit` and `vessel config ...`: who may use the daemon, what
+//! they changed, and the daemon's settings.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::output::Format;
+
+pub const AUTH_EXAMPLES: &str = "\
+Identities let others use this daemon over HTTPS (`vessel config set core.https_address
+0.0.0.0:8443`). Each is bound to a project and has a role:
+  viewer    reads: lists, details, state, events, operations
+  user      a viewer that also uses instances: exec, console, files, logs, start and stop
+  operator  a user that also manages instances, images, volumes, snapshots, networks,
+            exports, and reads its project's audit log
+  admin     everything, in every project, and the server: pools, identities, settings
+The unix socket is the host's root and needs no identity.
+
+Examples:
+  vessel auth token create ci --role operator --expires 30d    (prints the token once)
+  vessel auth trust add laptop.crt --role user                 (mutual TLS, by fingerprint)
+  vessel auth list
+  vessel auth revoke ci          (its next request fails; its open consoles close)
+  vessel remote add prod https://host:8443 --token vessel_...   (on the client)";
+
+/// `vessel auth ...`
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Trusted client certificates (mutual TLS).
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// List identities (tokens and trusted certificates; never a secret).
+    #[command(alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke an identity: its next request fails, its open streams close within seconds.
+    Revoke {
+        /// The identity's name.
+        name: String,
+    },
+    /// Who the daemon takes this client for.
+    Whoami {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// `vessel auth token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and the daemon keeps only its hash.
+    #[command(after_help = AUTH_EXAMPLES)]
+    Create {
+        /// Name of the identity.
+        name: String,
+        /// Role: viewer, user, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Project it is bound to.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Lifetime: a number and a unit (s, m, h, d), e.g. 30d; without it, until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Output format (json and yaml carry the token too).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// `vessel auth trust ...`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a client certificate (PEM) by its SHA-256 fingerprint.
+    #[command(after_help = AUTH_EXAMPLES)]
+    Add {
+        /// The certificate file (PEM).
+        certificate: PathBuf,
+        /// Name of the identity (default: the file's name without its extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Role: viewer, user, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Project it is bound to.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Lifetime: a number and a unit (s, m, h, d), e.g. 365d.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+pub const AUDIT_EXAMPLES: &str = "\
+Every change asked of the API is recorded: when, who (an identity, or host-root for the unix
+socket), in which project, which endpoint, on what, and the answer's status (2xx done or
+accepted, 4xx refused, 5xx failed). Admins read all of it, operators their project's.
+
+Examples:
+  vessel audit
+  vessel audit --since 2026-12-01T00:00:00Z --format json
+  vessel audit --project default --limit 50";
+
+pub const CONFIG_EXAMPLES: &str = "\
+Settings:
+  core.https_address   address and port of the HTTPS API, e.g. 0.0.0.0:8443 or [::]:8443
+                       (applied at once; empty or `unset` stops listening)
+
+The daemon's certificate is <root>/server.crt with its key server.key (made at the first
+start); replace both with your own and restart the daemon to use another.
+
+Examples:
+  vessel config set core.https_address 0.0.0.0:8443
+  vessel config get core.https_address
+  vessel config unset core.https_address
+  vessel config show";
+
+/// `vessel config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Set a setting (applied at once).
+    #[command(after_help = CONFIG_EXAMPLES)]
+    Set {
+        /// Key, e.g. core.https_address.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Print one setting's value (empty when unset).
+    Get {
+        /// Key.
+        key: String,
+    },
+    /// Unset a setting.
+    Unset {
+        /// Key.
+        key: String,
+    },
+    /// Every setting that has a value.
+    Show {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}

@@ -1,0 +1,210 @@
+//! `auth ...`, `audit` and `config ...`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use vessel_api::{AuditEntry, CertificateTrust, Identity, ServerConfig, TokenCreate, TokenCreated};
+
+use crate::cli_auth::{AuthCommand, ConfigCommand, TokenCommand, TrustCommand};
+use crate::client::Client;
+use crate::output::{print_document, println, Block, Format, Table};
+
+/// `auth ...`.
+pub fn run(client: &Client, cmd: AuthCommand) -> Result<i32> {
+    match cmd {
+        AuthCommand::Token(TokenCommand::Create {
+            name,
+            role,
+            project,
+            expires,
+            format,
+        }) => {
+            let req = TokenCreate {
+                name,
+                project: Some(project),
+                role,
+                expires,
+            };
+            let made: TokenCreated = client.send("POST", "/1.0/auth/tokens", &req)?;
+            match format {
+                Format::Table => {
+                    println(format!(
+                        "Token of {} (role {}, project {}{}):",
+                        made.identity.name,
+                        made.identity.role,
+                        made.identity.project,
+                        made.identity
+                            .expires_at
+                            .as_deref()
+                            .map(|e| format!(", expires {e}"))
+                            .unwrap_or_default()
+                    ))?;
+                    println(&made.token)?;
+                    eprintln!(
+                        "It is shown this once; the daemon keeps only its hash. On a client: \
+                         vessel remote add NAME https://HOST:PORT --token TOKEN"
+                    );
+                }
+                format => print_document(format, &made)?,
+            }
+        }
+        AuthCommand::Trust(TrustCommand::Add {
+            certificate,
+            name,
+            role,
+            project,
+            expires,
+        }) => {
+            let pem = std::fs::read_to_string(&certificate)
+                .with_context(|| format!("cannot read {}", certificate.display()))?;
+            let name = match name {
+                Some(n) => n,
+                None => certificate
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .context("name the identity with --name")?,
+            };
+            let req = CertificateTrust {
+                name,
+                certificate: pem,
+                project: Some(project),
+                role,
+                expires,
+            };
+            let id: Identity = client.send("POST", "/1.0/auth/certificates", &req)?;
+            println(format!(
+                "Trusted {} (role {}, project {}), fingerprint {}",
+                id.name,
+                id.role,
+                id.project,
+                id.fingerprint.as_deref().unwrap_or("?")
+            ))?;
+        }
+        AuthCommand::List { format } => {
+            let ids: Vec<Identity> = client.get("/1.0/auth/identities")?;
+            match format {
+                Format::Table => identities_table(&ids).print()?,
+                format => print_document(format, &ids)?,
+            }
+        }
+        AuthCommand::Revoke { name } => {
+            let path = format!(
+                "/1.0/auth/identities/{}",
+                crate::encode::encode_segment(&name)
+            );
+            let id: Identity = client.call("DELETE", &path)?;
+            println(format!("Revoked {}", id.name))?;
+        }
+        AuthCommand::Whoami { format } => {
+            let id: Identity = client.get("/1.0/auth/self")?;
+            match format {
+                Format::Table => {
+                    let mut b = Block::new();
+                    b.field("Name", &id.name)
+                        .field("Kind", format!("{:?}", id.kind).to_lowercase())
+                        .field("Project", &id.project)
+                        .field("Role", id.role);
+                    if let Some(e) = &id.expires_at {
+                        b.field("Expires", e);
+                    }
+                    b.print()?;
+                }
+                format => print_document(format, &id)?,
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn identities_table(ids: &[Identity]) -> Table {
+    let mut t = Table::new(&["NAME", "KIND", "PROJECT", "ROLE", "EXPIRES", "FINGERPRINT"]);
+    for i in ids {
+        t.row(vec![
+            i.name.clone(),
+            format!("{:?}", i.kind).to_uppercase(),
+            i.project.clone(),
+            i.role.to_string(),
+            i.expires_at.clone().unwrap_or_else(|| "-".into()),
+            i.fingerprint
+                .as_deref()
+                .map(|f| crate::output::short(f, 16))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+/// `audit`.
+pub fn audit(
+    client: &Client,
+    project: Option<String>,
+    since: Option<String>,
+    limit: Option<u32>,
+    format: Format,
+) -> Result<i32> {
+    let mut query = Vec::new();
+    if let Some(p) = project {
+        query.push(("project", p));
+    }
+    if let Some(s) = since {
+        query.push(("since", s));
+    }
+    if let Some(l) = limit {
+        query.push(("limit", l.to_string()));
+    }
+    let entries: Vec<AuditEntry> = client.get(&crate::encode::with_query("/1.0/audit", &query))?;
+    match format {
+        Format::Table => {
+            let mut t = Table::new(&["TIME", "IDENTITY", "PROJECT", "ACTION", "TARGET", "STATUS"]);
+            for e in &entries {
+                t.row(vec![
+                    e.time.clone(),
+                    e.identity.clone(),
+                    e.project.clone(),
+                    e.action.clone(),
+                    e.target.clone(),
+                    e.status.to_string(),
+                ]);
+            }
+            t.print()?;
+        }
+        format => print_document(format, &entries)?,
+    }
+    Ok(0)
+}
+
+/// `config ...`.
+pub fn config(client: &Client, cmd: ConfigCommand) -> Result<i32> {
+    let patch = |key: String, value: String| -> Result<ServerConfig> {
+        let body = ServerConfig {
+            values: BTreeMap::from([(key, value)]),
+        };
+        client.send("PATCH", "/1.0/config", &body)
+    };
+    match cmd {
+        ConfigCommand::Set { key, value } => {
+            patch(key, value)?;
+        }
+        ConfigCommand::Unset { key } => {
+            patch(key, String::new())?;
+        }
+        ConfigCommand::Get { key } => {
+            let c: ServerConfig = client.get("/1.0/config")?;
+            println(c.values.get(&key).map(String::as_str).unwrap_or(""))?;
+        }
+        ConfigCommand::Show { format } => {
+            let c: ServerConfig = client.get("/1.0/config")?;
+            match format {
+                Format::Table => {
+                    let mut t = Table::new(&["KEY", "VALUE"]);
+                    for (k, v) in &c.values {
+                        t.row(vec![k.clone(), v.clone()]);
+                    }
+                    t.print()?;
+                }
+                format => print_document(format, &c)?,
+            }
+        }
+    }
+    Ok(0)
+}
