@@ -1,5 +1,6 @@
-//! The README runs as written: every `sh` block under "Using it", "Storage:" and "Networks:" is
-//! taken from README.md and run top to bottom, in order, by bash at a terminal, against a
+//! The README runs as written: every `sh` block under "Using it", "Storage:", "Networks:" and
+//! "Remote access:" is taken from README.md and run top to bottom, in order, by bash at a
+//! terminal, against a
 //! private daemon in a network namespace of the test's own (`common::Sandbox`), as a new user
 //! would type it. So the documentation cannot drift from the product.
 //!
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 use common::{in_netns, Daemon, Registry, Sandbox};
 
 /// The README's example blocks this test runs, by the line that leads to each.
-const BLOCKS: [&str; 3] = ["## Using it", "Storage:", "Networks:"];
+const BLOCKS: [&str; 4] = ["## Using it", "Storage:", "Networks:", "Remote access:"];
 /// Where the test's registry listens inside the namespace.
 const REGISTRY: &str = "127.0.0.1:5000";
 const REGISTRY_PORT: u16 = 5000;
