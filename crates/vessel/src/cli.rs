@@ -667,8 +667,14 @@ pub struct RemoteAddArgs {
     /// https://HOST[:PORT] (port 8443 when none is given).
     #[arg(value_hint = clap::ValueHint::Url)]
     pub url: String,
-    /// Bearer token the daemon gave (sent with every request).
-    #[arg(long, value_name = "TOKEN")]
+    /// Bearer token the daemon gave (sent with every request). From the environment
+    /// (VESSEL_TOKEN) it stays out of the process list.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "VESSEL_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// A client certificate (PEM) for mutual TLS, trusted by the daemon.
     #[arg(long, value_name = "FILE", requires = "client_key")]

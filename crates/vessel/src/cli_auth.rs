@@ -119,6 +119,7 @@ start); replace both with your own and restart the daemon to use another.
 
 Examples:
   vessel config set core.https_address 0.0.0.0:8443
+  vessel config set core.https_address=[::]:8443
   vessel config get core.https_address
   vessel config unset core.https_address
   vessel config show";
@@ -129,10 +130,10 @@ pub enum ConfigCommand {
     /// Set a setting (applied at once).
     #[command(after_help = CONFIG_EXAMPLES)]
     Set {
-        /// Key, e.g. core.https_address.
+        /// Key, e.g. core.https_address (or KEY=VALUE).
         key: String,
         /// Value.
-        value: String,
+        value: Option<String>,
     },
     /// Print one setting's value (empty when unset).
     Get {

@@ -486,7 +486,11 @@ fn the_https_address_is_set_at_run_time_and_kept() {
     assert_eq!(config["core.https_address"], format!("127.0.0.1:{port}"));
 
     let moved = common::free_port();
-    assert_eq!(set(&api, &format!("127.0.0.1:{moved}")).status, 200);
+    d.ok(&[
+        "config",
+        "set",
+        &format!("core.https_address=127.0.0.1:{moved}"),
+    ]);
     assert_eq!(
         api.https(None, "GET", "/1.0", None).status,
         0,
@@ -511,9 +515,51 @@ fn the_https_address_is_set_at_run_time_and_kept() {
         fingerprint,
         "a new certificate"
     );
+    // An operator's own certificate and key replace the daemon's at the next start.
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=vessel.example",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(d.root().join("server.key"))
+        .arg("-out")
+        .arg(d.root().join("server.crt"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let theirs = std::fs::read(api.cert()).unwrap();
+    assert_ne!(theirs, fingerprint);
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    let api = Api { d: &d, port: moved };
+    let t = Instant::now();
+    while api.https(None, "GET", "/1.0", None).status != 401 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not serving its own certificate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read(api.cert()).unwrap(),
+        theirs,
+        "the daemon replaced it"
+    );
     // Unset: not listening.
-    assert_eq!(set(&api, "").status, 200);
+    assert_eq!(
+        d.ok(&["config", "get", "core.https_address"]).trim(),
+        format!("127.0.0.1:{moved}")
+    );
+    d.ok(&["config", "unset", "core.https_address"]);
     assert_eq!(api.https(None, "GET", "/1.0", None).status, 0);
+    assert_eq!(api.local("GET", "/1.0/config", None).body.trim(), "{}");
 }
 
 /// The CLI as a remote client: trust on first use pins the daemon's certificate, commands
@@ -619,16 +665,12 @@ fn the_cli_uses_a_remote_over_https() {
     )
     .unwrap();
     let user: serde_json::Value = serde_json::from_str(&user).unwrap();
-    let out = cli(
-        &d,
+    // The token from the environment, out of the process list.
+    let out = d.vessel_env(
+        &["remote", "add", "u", &url, "--accept-certificate"],
         &[
-            "remote",
-            "add",
-            "u",
-            &url,
-            "--token",
-            user["token"].as_str().unwrap(),
-            "--accept-certificate",
+            ("VESSEL_CONFIG_DIR", &config_dir),
+            ("VESSEL_TOKEN", user["token"].as_str().unwrap()),
         ],
     );
     assert!(

@@ -183,6 +183,15 @@ pub fn config(client: &Client, cmd: ConfigCommand) -> Result<i32> {
     };
     match cmd {
         ConfigCommand::Set { key, value } => {
+            let (key, value) = match value {
+                Some(v) => (key, v),
+                None => match key.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => anyhow::bail!(
+                        "give the value too: vessel config set {key} VALUE (or {key}=VALUE)"
+                    ),
+                },
+            };
             patch(key, value)?;
         }
         ConfigCommand::Unset { key } => {
