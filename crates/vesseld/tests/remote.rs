@@ -77,6 +77,16 @@ impl Api<'_> {
         answer(c.arg(format!("http://vessel{path}")))
     }
 
+    /// Waits (10 s at most) until the HTTPS listener answers.
+    #[track_caller]
+    fn wait_serving(&self, what: &str) {
+        let t = Instant::now();
+        while self.https(None, "GET", "/1.0", None).status != 401 {
+            assert!(t.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A new token of `role`, made over the socket.
     fn token(&self, name: &str, role: &str, expires: Option<&str>) -> String {
         let body = match expires {
@@ -502,14 +512,7 @@ fn the_https_address_is_set_at_run_time_and_kept() {
     d.kill(libc::SIGTERM);
     d.spawn();
     let api = Api { d: &d, port: moved };
-    let t = Instant::now();
-    while api.https(None, "GET", "/1.0", None).status != 401 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "not listening after a restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    api.wait_serving("not listening after a restart");
     assert_eq!(
         std::fs::read(api.cert()).unwrap(),
         fingerprint,
@@ -539,14 +542,7 @@ fn the_https_address_is_set_at_run_time_and_kept() {
     d.kill(libc::SIGTERM);
     d.spawn();
     let api = Api { d: &d, port: moved };
-    let t = Instant::now();
-    while api.https(None, "GET", "/1.0", None).status != 401 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "not serving its own certificate"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    api.wait_serving("not serving its own certificate");
     assert_eq!(
         std::fs::read(api.cert()).unwrap(),
         theirs,
