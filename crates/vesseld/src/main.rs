@@ -128,15 +128,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes `socket` free to bind: fails when another daemon answers on it, removes a stale one,
-/// and creates its directory.
+/// How long a daemon that still answers on the socket may take to let go of it (one told to
+/// stop closes its socket at once, but its process may be busy for a moment).
+const SOCKET_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes `socket` free to bind: fails when another daemon answers on it (and keeps answering
+/// for [`SOCKET_HANDOVER`]: one that is stopping lets go within it), removes a stale one, and
+/// creates its directory.
 fn claim_socket(socket: &Path) -> anyhow::Result<()> {
     if socket.exists() {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            bail!(
-                "another vesseld already serves {}; stop it first or pick another --socket",
-                socket.display()
-            );
+        let deadline = std::time::Instant::now() + SOCKET_HANDOVER;
+        while std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "another vesseld already serves {}; stop it first or pick another --socket",
+                    socket.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale socket {}", socket.display()))?;
