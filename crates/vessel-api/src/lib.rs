@@ -9,12 +9,15 @@ pub mod auth;
 pub mod endpoints;
 pub mod network;
 pub mod openapi;
+pub mod project;
+pub mod size;
 pub mod storage;
 pub mod stream;
 pub mod types;
 
 pub use auth::*;
 pub use network::*;
+pub use project::*;
 pub use storage::*;
 pub use types::*;
 

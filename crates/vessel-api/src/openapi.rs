@@ -13,6 +13,7 @@ use utoipa::openapi::{
 use crate::auth::*;
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
 use crate::network::*;
+use crate::project::*;
 use crate::storage::*;
 use crate::types::*;
 
@@ -25,6 +26,10 @@ pub fn document() -> OpenApi {
     let components = ComponentsBuilder::new()
         .schema_from::<ErrorResponse>()
         .schema_from::<ServerInfo>()
+        .schema_from::<Project>()
+        .schema_from::<ProjectUsage>()
+        .schema_from::<ProjectCreate>()
+        .schema_from::<ProjectUpdate>()
         .schema_from::<IdentityKind>()
         .schema_from::<Identity>()
         .schema_from::<TokenCreate>()
@@ -185,6 +190,18 @@ fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
                     .schema(Some(ObjectBuilder::new().schema_type(Type::String).build())),
             );
         }
+    }
+    if e.scope == crate::endpoints::Scope::Project {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(crate::project::PROJECT_QUERY)
+                .parameter_in(ParameterIn::Query)
+                .description(Some(
+                    "the project (default: the caller's own; another only for admins)",
+                ))
+                .required(Required::False)
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build())),
+        );
     }
     for q in e.query {
         op = op.parameter(

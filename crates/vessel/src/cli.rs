@@ -128,6 +128,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "REMOTE")]
     pub remote: Option<String>,
 
+    /// The project the command is about (default: `vessel project switch`'s, else the
+    /// identity's own; `default` over the socket).
+    #[arg(long, global = true, env = "VESSEL_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -227,6 +232,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Projects: tenants with their own instances and limits.
+    #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
+    Project(crate::cli_auth::ProjectCommand),
     /// The daemon's settings (core.https_address).
     #[command(subcommand, after_help = crate::cli_auth::CONFIG_EXAMPLES)]
     Config(crate::cli_auth::ConfigCommand),

@@ -152,3 +152,82 @@ pub enum ConfigCommand {
         format: Format,
     },
 }
+
+pub const PROJECT_EXAMPLES: &str = "\
+A project is a tenant: its instances have names of their own (two projects may both have
+`web`) and reach nothing of another project's. An identity bound to a project sees only it;
+admins reach every project with --project. Limits (Incus' keys) bound what a project holds:
+  limits.instances  limits.containers  limits.virtual-machines   counts
+  limits.cpu (cores)  limits.memory  limits.processes  limits.disk   sums of the instances'
+  limits.networks  limits.snapshots
+With a sum limited, each instance must declare that limit (-l cpu=, -l memory=, ...).
+Lowering a limit below use blocks growth; it stops nothing. For now networks, volumes,
+exports and image changes serve the project default only: other projects' instances run
+without a network on default's images.
+
+Examples:
+  vessel project create acme -c limits.instances=5 -c limits.memory=4GiB
+  vessel auth token create acme-ops --project acme --role operator
+  vessel launch busybox web --project acme --no-network -l memory=256MiB
+  vessel project switch acme          (later commands are about acme)
+  vessel project info acme            (limits and what is used of them)
+  vessel project set acme limits.instances=10
+  vessel project delete acme          (once it holds nothing)";
+
+/// `vessel project ...`
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    #[command(after_help = PROJECT_EXAMPLES)]
+    Create {
+        /// Name.
+        name: String,
+        /// A limit, KEY=VALUE (repeatable).
+        #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List projects (with their use).
+    #[command(alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// A project's limits and what it uses of them.
+    Info {
+        /// Name (default: the current project).
+        name: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Set limits, KEY=VALUE (an empty value unsets).
+    #[command(after_help = PROJECT_EXAMPLES)]
+    Set {
+        /// Name.
+        name: String,
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Unset a limit.
+    Unset {
+        /// Name.
+        name: String,
+        /// Key.
+        key: String,
+    },
+    /// Delete a project that holds nothing.
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// Make later commands (on this remote) about this project.
+    Switch {
+        /// Name (`default` to go back).
+        name: String,
+    },
+}

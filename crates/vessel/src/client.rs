@@ -123,6 +123,8 @@ pub struct Upgraded {
 #[derive(Debug, Clone)]
 pub struct Client {
     target: Target,
+    /// The project every request is about (`?project=`), if one was named.
+    project: Option<String>,
 }
 
 impl Client {
@@ -130,6 +132,7 @@ impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             target: Target::Socket(socket.into()),
+            project: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl Client {
         }
         let tls = tls::pinned_config(fingerprint, identity)?;
         Ok(Self {
+            project: None,
             target: Target::Https(Arc::new(Https {
                 remote: remote.map(str::to_string),
                 endpoint,
@@ -158,6 +162,17 @@ impl Client {
                 tls,
             })),
         })
+    }
+
+    /// The same client, with every request about `project` (none: the identity's own).
+    pub fn in_project(mut self, project: Option<String>) -> Self {
+        self.project = project;
+        self
+    }
+
+    /// The project requests are about, if one was named.
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
     }
 
     /// Sends one request and returns the response, its body left unread. A streamed upload
@@ -173,6 +188,19 @@ impl Client {
     ) -> Result<(hyper::Response<Incoming>, Option<UploadSender>)> {
         let verb = hyper::Method::from_bytes(method.as_bytes())
             .with_context(|| format!("invalid method '{method}'"))?;
+        let scoped;
+        let target = match &self.project {
+            Some(p) => {
+                let sep = if target.contains('?') { '&' } else { '?' };
+                scoped = format!(
+                    "{target}{sep}{}={}",
+                    vessel_api::PROJECT_QUERY,
+                    crate::encode::percent_encode(p)
+                );
+                scoped.as_str()
+            }
+            None => target,
+        };
         let mut builder = hyper::Request::builder()
             .method(verb)
             .uri(target)

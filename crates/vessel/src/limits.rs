@@ -140,49 +140,7 @@ fn check_device(device: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a size such as `256MiB`, `1.5GB` or `4096` (bytes).
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let multiplier: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" => 1000,
-        "KiB" => 1 << 10,
-        "MB" => 1000 * 1000,
-        "MiB" => 1 << 20,
-        "GB" => 1000 * 1000 * 1000,
-        "GiB" => 1 << 30,
-        "TB" => 1000 * 1000 * 1000 * 1000,
-        "TiB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}'; use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB for powers of 1000)"
-            ))
-        }
-    };
-    if number.is_empty() {
-        return Err(format!("'{value}' has no number; use e.g. 256MiB"));
-    }
-    if let Ok(n) = number.parse::<u64>() {
-        return n
-            .checked_mul(multiplier)
-            .ok_or_else(|| format!("'{value}' is too large"));
-    }
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("'{number}' is not a number"))?;
-    let bytes = n * multiplier as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("'{value}' is too large"));
-    }
-    if bytes.fract() != 0.0 {
-        return Err(format!("'{value}' is not a whole number of bytes"));
-    }
-    Ok(bytes as u64)
-}
+pub use vessel_api::size::parse_size;
 
 /// Parses `-e KEY=VALUE` arguments into an environment.
 pub fn parse_env(args: &[String]) -> Result<BTreeMap<String, String>> {

@@ -35,6 +35,10 @@ pub struct Config {
     /// Remotes by name (`local` is never stored).
     #[serde(default)]
     pub remotes: BTreeMap<String, RemoteConfig>,
+    /// The project commands use on each remote when none is named (`vessel project
+    /// switch`); absent: the identity's own (`default` for the socket).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projects: BTreeMap<String, String>,
 }
 
 fn local_name() -> String {
@@ -46,6 +50,7 @@ impl Default for Config {
         Self {
             default_remote: local_name(),
             remotes: BTreeMap::new(),
+            projects: BTreeMap::new(),
         }
     }
 }

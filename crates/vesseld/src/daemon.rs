@@ -178,6 +178,7 @@ impl Daemon {
         let auth = crate::auth::AuthService::new(store.clone());
         let audit = crate::audit::AuditLog::new(store.clone());
         let settings = crate::settings::Settings::new(store.clone());
+        let projects = crate::project::ProjectService::new(store.clone());
         let instances = InstanceService::new(
             store,
             images.clone(),
@@ -220,6 +221,7 @@ impl Daemon {
                 audit,
                 settings,
                 https: api::https::HttpsControl::default(),
+                projects,
             },
         }
     }

@@ -31,6 +31,16 @@ pub fn validate_name_within(kind: &str, name: &str, max: usize) -> Result<()> {
     }
 }
 
+/// Checks a qualified name (`NAME`, or `PROJECT.NAME` for a project other than `default`,
+/// see `project::qualify`): each part follows the rule of names.
+pub fn validate_qualified(kind: &str, qualified: &str) -> Result<()> {
+    let (project, name) = crate::project::split(qualified);
+    if project != vessel_api::DEFAULT_PROJECT || qualified.contains('.') {
+        validate_name_within("project", project, crate::project::MAX_PROJECT_NAME)?;
+    }
+    validate_name(kind, name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,14 @@
-//! `auth ...`, `audit` and `config ...`.
+//! `auth ...`, `audit`, `config ...` and `project ...`.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use vessel_api::{AuditEntry, CertificateTrust, Identity, ServerConfig, TokenCreate, TokenCreated};
+use vessel_api::{
+    AuditEntry, CertificateTrust, Identity, Project, ProjectCreate, ProjectUpdate, ServerConfig,
+    TokenCreate, TokenCreated,
+};
 
-use crate::cli_auth::{AuthCommand, ConfigCommand, TokenCommand, TrustCommand};
+use crate::cli_auth::{AuthCommand, ConfigCommand, ProjectCommand, TokenCommand, TrustCommand};
 use crate::client::Client;
 use crate::output::{print_document, println, Block, Format, Table};
 
@@ -215,5 +218,141 @@ pub fn config(client: &Client, cmd: ConfigCommand) -> Result<i32> {
             }
         }
     }
+    Ok(0)
+}
+
+fn pairs(items: &[String]) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => anyhow::bail!("{p:?} is not KEY=VALUE (e.g. limits.instances=5)"),
+        })
+        .collect()
+}
+
+fn project_path(name: &str) -> String {
+    format!("/1.0/projects/{}", crate::encode::encode_segment(name))
+}
+
+/// `project ...`.
+pub fn project(client: &Client, cmd: ProjectCommand) -> Result<i32> {
+    match cmd {
+        ProjectCommand::Create {
+            name,
+            config,
+            description,
+        } => {
+            let req = ProjectCreate {
+                name,
+                description,
+                config: pairs(&config)?,
+            };
+            let p: Project = client.send("POST", "/1.0/projects", &req)?;
+            println(format!("Project {} created", p.name))?;
+        }
+        ProjectCommand::List { format } => {
+            let list: Vec<Project> = client.get("/1.0/projects?recursion=1")?;
+            match format {
+                Format::Table => {
+                    let mut t = Table::new(&["NAME", "INSTANCES", "LIMITS", "DESCRIPTION"]);
+                    for p in &list {
+                        let limits: Vec<String> =
+                            p.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        t.row(vec![
+                            p.name.clone(),
+                            p.usage
+                                .as_ref()
+                                .map(|u| u.instances.to_string())
+                                .unwrap_or_default(),
+                            if limits.is_empty() {
+                                "-".into()
+                            } else {
+                                limits.join(" ")
+                            },
+                            p.description.clone(),
+                        ]);
+                    }
+                    t.print()?;
+                }
+                format => print_document(format, &list)?,
+            }
+        }
+        ProjectCommand::Info { name, format } => {
+            let name = name
+                .or_else(|| client.project().map(str::to_string))
+                .unwrap_or_else(|| vessel_api::DEFAULT_PROJECT.to_string());
+            let p: Project = client.get(&project_path(&name))?;
+            match format {
+                Format::Table => project_block(&p).print()?,
+                format => print_document(format, &p)?,
+            }
+        }
+        ProjectCommand::Set { name, pairs: items } => {
+            let req = ProjectUpdate {
+                description: None,
+                config: pairs(&items)?,
+            };
+            let _: Project = client.send("PATCH", &project_path(&name), &req)?;
+        }
+        ProjectCommand::Unset { name, key } => {
+            let req = ProjectUpdate {
+                description: None,
+                config: BTreeMap::from([(key, String::new())]),
+            };
+            let _: Project = client.send("PATCH", &project_path(&name), &req)?;
+        }
+        ProjectCommand::Delete { name } => {
+            let p: Project = client.call("DELETE", &project_path(&name))?;
+            println(format!("Project {} deleted", p.name))?;
+        }
+        ProjectCommand::Switch { .. } => unreachable!("handled by project_switch"),
+    }
+    Ok(0)
+}
+
+/// What `project info` shows: each limit beside its use.
+fn project_block(p: &Project) -> Block {
+    let mut b = Block::new();
+    b.field("Name", &p.name);
+    if !p.description.is_empty() {
+        b.field("Description", &p.description);
+    }
+    let u = p.usage.clone().unwrap_or_default();
+    let limit = |k: &str| p.config.get(k).cloned().unwrap_or_else(|| "-".into());
+    let rows = [
+        ("limits.instances", u.instances.to_string()),
+        ("limits.containers", u.containers.to_string()),
+        ("limits.virtual-machines", u.virtual_machines.to_string()),
+        ("limits.cpu", format!("{}", u.cpu)),
+        ("limits.memory", crate::output::format_bytes(u.memory)),
+        ("limits.processes", u.processes.to_string()),
+        ("limits.disk", crate::output::format_bytes(u.disk)),
+        ("limits.networks", u.networks.to_string()),
+    ];
+    let items: Vec<(String, String)> = rows
+        .iter()
+        .map(|(k, used)| (k.to_string(), format!("{used} used of {}", limit(k))))
+        .collect();
+    b.section("Limits", &items, "-");
+    b
+}
+
+/// `project switch NAME`: checked against the daemon, then kept for this remote.
+pub fn project_switch(
+    client: &Client,
+    remote: &str,
+    name: &str,
+    config_path: &std::path::Path,
+) -> Result<i32> {
+    let _: Project = client.get(&project_path(name))?;
+    let mut config = crate::remote::Config::load(config_path)?;
+    if name == vessel_api::DEFAULT_PROJECT {
+        config.projects.remove(remote);
+    } else {
+        config.projects.insert(remote.to_string(), name.to_string());
+    }
+    config.save(config_path)?;
+    println(format!("Commands on {remote} are now about project {name}"))?;
     Ok(0)
 }

@@ -32,13 +32,18 @@ pub fn run(
     let Cli {
         socket,
         remote: flag,
+        project,
         command,
     } = cli;
     if let Command::Remote(cmd) = command {
         return remote::run(cmd, &config_path?, &socket);
     }
     let name = crate::remote::chosen(routed.as_deref().or(flag.as_deref()), config)?;
-    let client = config.client(name, &socket)?;
+    let project = project.or_else(|| config.projects.get(name).cloned());
+    if let Command::Project(crate::cli_auth::ProjectCommand::Switch { name: p }) = &command {
+        return auth::project_switch(&config.client(name, &socket)?, name, p, &config_path?);
+    }
+    let client = config.client(name, &socket)?.in_project(project);
     match command {
         Command::Launch(args) => instance::create(&client, args, true),
         Command::Create(args) => instance::create(&client, args, false),
@@ -100,6 +105,7 @@ pub fn run(
             format,
         } => auth::audit(&client, project, since, limit, format),
         Command::Config(cmd) => auth::config(&client, cmd),
+        Command::Project(cmd) => auth::project(&client, cmd),
     }
 }
 

@@ -31,6 +31,7 @@ pub async fn tokens_create(
     State(app): State<App>,
     ApiJson(req): ApiJson<TokenCreate>,
 ) -> Result<Response> {
+    known_project(&app, req.project.as_deref())?;
     let made = app.auth.create_token(&req)?;
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
@@ -39,8 +40,17 @@ pub async fn certificates_add(
     State(app): State<App>,
     ApiJson(req): ApiJson<CertificateTrust>,
 ) -> Result<Response> {
+    known_project(&app, req.project.as_deref())?;
     let made = app.auth.trust_certificate(&req)?;
     Ok((StatusCode::CREATED, Json(made)).into_response())
+}
+
+/// An identity is bound to a project that exists.
+fn known_project(app: &App, project: Option<&str>) -> Result<()> {
+    match project {
+        Some(p) if !app.projects.exists(p) => Err(crate::project::not_found(p)),
+        _ => Ok(()),
+    }
 }
 
 pub async fn identity_delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {

@@ -6,10 +6,11 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use vessel_api::endpoints::{Endpoint, Method};
+use vessel_api::endpoints::{Body, Endpoint, Method, Role, Scope};
 
+use super::scope::{ProjectScope, IN_EVERY_PROJECT};
 use super::{error_response, App};
-use crate::auth::{Denied, Peer};
+use crate::auth::{Caller, Denied, Peer};
 use crate::error::Error;
 
 /// Longest target recorded in the audit log, in characters.
@@ -67,13 +68,76 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
         }
         return r;
     }
+    let scope = match project_of(&app, &caller, e, &req) {
+        Ok(s) => s,
+        Err(err) => return err.into_response(),
+    };
     let audited = (e.method != Method::Get).then(target);
-    req.extensions_mut().insert(caller.clone());
-    let r = next.run(req).await;
+    let in_scope = Caller {
+        project: scope.name().to_string(),
+        ..caller.clone()
+    };
+    let r = match not_in_projects_yet(e, &scope) {
+        Some(r) => r,
+        None => {
+            req.extensions_mut().insert(caller);
+            req.extensions_mut().insert(scope);
+            next.run(req).await
+        }
+    };
     if let Some(target) = audited {
-        app.audit.record(&caller, e.id, target, r.status().as_u16());
+        app.audit
+            .record(&in_scope, e.id, target, r.status().as_u16());
     }
     r
+}
+
+/// The project a request is about: `?project=` or the caller's own. An identity bound to a
+/// project names no other (another project answers exactly as one that does not exist);
+/// admins name any.
+fn project_of(
+    app: &App,
+    caller: &Caller,
+    e: &Endpoint,
+    req: &Request,
+) -> Result<ProjectScope, Error> {
+    if e.scope != Scope::Project {
+        return Ok(ProjectScope(caller.project.clone()));
+    }
+    let asked = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == vessel_api::PROJECT_QUERY)
+            .map(|(_, v)| v.to_string())
+    });
+    let project = asked.unwrap_or_else(|| caller.project.clone());
+    if (caller.role != Role::Admin && project != caller.project) || !app.projects.exists(&project) {
+        return Err(crate::project::not_found(&project));
+    }
+    Ok(ProjectScope(project))
+}
+
+/// The answer of an endpoint that serves only `default` so far, asked about another
+/// project: an empty list for a listing, else a refusal that says so.
+fn not_in_projects_yet(e: &Endpoint, scope: &ProjectScope) -> Option<Response> {
+    if e.scope != Scope::Project || scope.is_default() || IN_EVERY_PROJECT.contains(&e.id) {
+        return None;
+    }
+    if e.method == Method::Get && matches!(e.response, Body::JsonList(_)) {
+        return Some(axum::Json(Vec::<()>::new()).into_response());
+    }
+    Some(
+        Error::invalid(format!(
+            "{} {} ({}) serves only the project default so far: networks, volumes, exports \
+             and image changes are default's; instances of project {} have no network and \
+             use default's images",
+            e.method.as_str(),
+            e.path,
+            e.id,
+            scope.name()
+        ))
+        .into_response(),
+    )
 }
 
 fn req_target(req: &Request) -> &str {

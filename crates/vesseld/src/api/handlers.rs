@@ -15,6 +15,7 @@ use vessel_api::{
     ImageAlias, ImageBuild, ImagePull, InstanceCreate, InstancePublish, RootDiskResize, StateChange,
 };
 
+use super::scope::ProjectScope;
 use super::{ApiJson, App};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -45,50 +46,105 @@ pub async fn server_info(
     Json(info)
 }
 
-pub async fn instances_list(State(app): State<App>, Query(q): Params) -> Result<Response> {
-    let list = app.instances.list(flag(&q, "recursion"))?;
+pub async fn instances_list(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Query(q): Params,
+) -> Result<Response> {
+    let list: Vec<_> = app
+        .instances
+        .list(flag(&q, "recursion"))?
+        .into_iter()
+        .filter(|i| scope.own(&i.name).is_some())
+        .map(|i| scope.instance(i))
+        .collect();
     Ok(Json(list).into_response())
 }
 
 pub async fn instances_create(
     State(app): State<App>,
-    ApiJson(req): ApiJson<InstanceCreate>,
+    Extension(scope): Extension<ProjectScope>,
+    ApiJson(mut req): ApiJson<InstanceCreate>,
 ) -> Result<Response> {
-    Ok(accepted(app.instances.create(req)?))
+    crate::name::validate_name("instance", &req.name)?;
+    if !scope.is_default() {
+        if !req.networks.is_empty() || req.storage.is_some() {
+            return Err(Error::invalid(format!(
+                "networks and storage pools serve only the project default so far: launch \
+                 instances of project {} without --network and --storage",
+                scope.name()
+            )));
+        }
+        req.no_network = true;
+    }
+    req.name = scope.q(&req.name);
+    // The quota check and the insert it allows happen under one lock: concurrent creates
+    // cannot both take the last place.
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard().await;
+    let usage = crate::project::quota::usage_of(scope.name(), &app.instances.list(false)?, 0);
+    quota.admits(&usage, req.instance_type, &req.limits, None)?;
+    let op = app.instances.create(req).map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
 }
 
-pub async fn instance_get(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
-    Ok(Json(app.instances.get(&name)?).into_response())
+pub async fn instance_get(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    let i = app
+        .instances
+        .get(&scope.q(&name))
+        .map_err(|e| scope.error(e))?;
+    Ok(Json(scope.instance(i)).into_response())
 }
 
 pub async fn instance_delete(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     Query(q): Params,
 ) -> Result<Response> {
-    Ok(accepted(app.instances.delete(&name, flag(&q, "force"))?))
+    let op = app
+        .instances
+        .delete(&scope.q(&name), flag(&q, "force"))
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
 }
 
 pub async fn instance_state_get(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
 ) -> Result<Response> {
-    Ok(Json(app.instances.state(&name)?).into_response())
+    let state = app
+        .instances
+        .state(&scope.q(&name))
+        .map_err(|e| scope.error(e))?;
+    Ok(Json(state).into_response())
 }
 
 pub async fn instance_state_put(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     ApiJson(change): ApiJson<StateChange>,
 ) -> Result<Response> {
-    Ok(accepted(app.instances.change_state(&name, change)?))
+    let op = app
+        .instances
+        .change_state(&scope.q(&name), change)
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
 }
 
 pub async fn instance_logs(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
+    let name = scope.q(&name);
     let tail = match q.get("tail") {
         None => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
@@ -100,7 +156,10 @@ pub async fn instance_logs(
     };
     let follow = flag(&q, "follow");
     let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    let log = app.instances.logs(&name, tail)?;
+    let log = app
+        .instances
+        .logs(&name, tail)
+        .map_err(|e| scope.error(e))?;
     if !follow {
         return Ok((text, log).into_response());
     }
@@ -131,13 +190,19 @@ fn number(q: &HashMap<String, String>, name: &str, radix: u32, default: u32) -> 
 
 pub async fn file_get(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     Query(q): Params,
 ) -> Result<Response> {
     use crate::instance::files::Fetched;
+    let name = scope.q(&name);
     let path = required(&q, "path")?.to_string();
     let svc = app.instances.clone();
-    let root = app.instances.open_root(&name).await?;
+    let root = app
+        .instances
+        .open_root(&name)
+        .await
+        .map_err(|e| scope.error(e))?;
     let fetched = tokio::task::spawn_blocking(move || svc.file_get(&root, &name, &path))
         .await
         .map_err(|e| Error::internal(format!("file task: {e}")))??;
@@ -172,10 +237,12 @@ pub async fn file_get(
 
 pub async fn file_put(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     Query(q): Params,
     body: Body,
 ) -> Result<Response> {
+    let name = scope.q(&name);
     use crate::instance::files::Put;
     use vessel_api::FileKind;
     let path = required(&q, "path")?.to_string();
@@ -203,7 +270,11 @@ pub async fn file_put(
         parents: flag(&q, "parents"),
     };
     let svc = app.instances.clone();
-    let root = app.instances.open_root(&name).await?;
+    let root = app
+        .instances
+        .open_root(&name)
+        .await
+        .map_err(|e| scope.error(e))?;
     // The file is written as its bytes arrive, on a blocking thread fed chunk by chunk.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let writer = tokio::task::spawn_blocking(move || {
@@ -408,29 +479,80 @@ pub async fn instance_publish(
 
 pub async fn instance_root_disk(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<RootDiskResize>,
 ) -> Result<Response> {
-    Ok(accepted(app.instances.root_disk_resize(&name, req.size)?))
+    let name = scope.q(&name);
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard().await;
+    if quota.disk.is_some() {
+        let all = app.instances.list(false)?;
+        if let Some(inst) = all.iter().find(|i| i.name == name) {
+            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
+            let after = vessel_api::Limits {
+                disk: Some(req.size),
+                ..inst.limits.clone()
+            };
+            quota.admits(&usage, inst.instance_type, &after, Some(&inst.limits))?;
+        }
+    }
+    let op = app
+        .instances
+        .root_disk_resize(&name, req.size)
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
 }
 
-pub async fn operations_list(State(app): State<App>) -> Result<Response> {
-    Ok(Json(app.ops.list()?).into_response())
+pub async fn operations_list(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+) -> Result<Response> {
+    let ops: Vec<_> = app
+        .ops
+        .list()?
+        .into_iter()
+        .filter(|o| scope.owns_operation(o))
+        .map(|o| scope.operation(o))
+        .collect();
+    Ok(Json(ops).into_response())
 }
 
-pub async fn operation_get(State(app): State<App>, Path(id): Path<String>) -> Result<Response> {
-    Ok(Json(app.ops.get(&id)?).into_response())
+/// The operation `id` if it is `scope`'s; another project's answers as an unknown id.
+fn own_operation(app: &App, scope: &ProjectScope, id: &str) -> Result<()> {
+    let op = app.ops.get(id)?;
+    if scope.owns_operation(&op) {
+        Ok(())
+    } else {
+        Err(Error::not_found(format!("operation {id} not found")))
+    }
 }
 
-pub async fn operation_cancel(State(app): State<App>, Path(id): Path<String>) -> Result<Response> {
-    Ok(Json(app.ops.cancel(&id)?).into_response())
+pub async fn operation_get(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    own_operation(&app, &scope, &id)?;
+    Ok(Json(scope.operation(app.ops.get(&id)?)).into_response())
+}
+
+pub async fn operation_cancel(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    own_operation(&app, &scope, &id)?;
+    Ok(Json(scope.operation(app.ops.cancel(&id)?)).into_response())
 }
 
 pub async fn operation_wait(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(id): Path<String>,
     Query(q): Params,
 ) -> Result<Response> {
+    own_operation(&app, &scope, &id)?;
     let timeout = match q.get("timeout") {
         None => None,
         Some(t) => Some(Duration::from_secs_f64(
@@ -442,12 +564,16 @@ pub async fn operation_wait(
                 })?,
         )),
     };
-    Ok(Json(app.ops.wait(&id, timeout).await?).into_response())
+    Ok(Json(scope.operation(app.ops.wait(&id, timeout).await?)).into_response())
 }
 
-pub async fn events(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
-    let lines = BroadcastStream::new(app.events.subscribe()).filter_map(|ev| {
-        let ev = ev.ok()?;
+pub async fn events(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<ProjectScope>,
+) -> Response {
+    let lines = BroadcastStream::new(app.events.subscribe()).filter_map(move |ev| {
+        let ev = scope.event(ev.ok()?)?;
         let mut line = serde_json::to_vec(&ev).ok()?;
         line.push(b'\n');
         Some(Ok::<_, Infallible>(Bytes::from(line)))

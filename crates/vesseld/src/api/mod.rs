@@ -8,6 +8,8 @@ mod handlers;
 pub mod https;
 pub mod listener;
 mod network;
+mod projects;
+pub mod scope;
 mod storage;
 mod upgrade;
 
@@ -51,6 +53,8 @@ pub struct App {
     pub settings: crate::settings::Settings,
     /// The HTTPS listener.
     pub https: https::HttpsControl,
+    /// Projects and their quotas.
+    pub projects: crate::project::ProjectService,
 }
 
 /// Marker in the body of the router's own 404, told apart from a handler's "not found".
@@ -196,6 +200,11 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "audit_list" => on(f, auth::audit_list),
         "config_get" => on(f, auth::config_get),
         "config_set" => on(f, auth::config_set),
+        "projects_list" => on(f, projects::list),
+        "projects_create" => on(f, projects::create),
+        "project_get" => on(f, projects::get),
+        "project_update" => on(f, projects::update),
+        "project_delete" => on(f, projects::delete),
         other => panic!("endpoint {other} has no handler in vesseld"),
     }
 }

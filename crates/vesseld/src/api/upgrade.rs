@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use vessel_api::stream::{PROTOCOL, RAW_PROTOCOL};
 use vessel_api::ExecRequest;
 
+use super::scope::ProjectScope;
 use super::App;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -67,11 +68,16 @@ fn switching_to(protocol: &'static str) -> Response {
 pub async fn vnc(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
+    let name = scope.q(&name);
     check_upgrade_to(&req, RAW_PROTOCOL)?;
-    let socket = app.instances.vnc_socket(&name)?;
+    let socket = app
+        .instances
+        .vnc_socket(&name)
+        .map_err(|e| scope.error(e))?;
     let mut display = tokio::net::UnixStream::connect(&socket)
         .await
         .map_err(|e| Error::internal(format!("cannot reach the display of {name}: {e}")))?;
@@ -91,9 +97,11 @@ pub async fn vnc(
 pub async fn exec(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
+    let name = scope.q(&name);
     check_upgrade(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
@@ -102,7 +110,8 @@ pub async fn exec(
     let exec_req: ExecRequest = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("invalid exec request: {e}")))?;
     // Starting the command waits briefly for the runtime (the terminal's hand-over).
-    let session = tokio::task::block_in_place(|| app.instances.exec(&name, exec_req))?;
+    let session = tokio::task::block_in_place(|| app.instances.exec(&name, exec_req))
+        .map_err(|e| scope.error(e))?;
     spawn_guarded(&app, caller, async move {
         match on_upgrade.await {
             Ok(upgraded) => exec::serve(TokioIo::new(upgraded), session).await,
@@ -115,12 +124,18 @@ pub async fn exec(
 pub async fn console(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
+    let name = scope.q(&name);
     check_upgrade(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    match app.instances.console_target(&name)? {
+    match app
+        .instances
+        .console_target(&name)
+        .map_err(|e| scope.error(e))?
+    {
         ConsoleTarget::Framed(socket) => {
             let mut target = connect_console(&name, &socket).await?;
             spawn_guarded(&app, caller, async move {

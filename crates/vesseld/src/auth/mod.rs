@@ -21,8 +21,7 @@ use vessel_api::{CertificateTrust, Identity, IdentityKind, Role, TokenCreate, To
 use crate::error::{Error, Result};
 use crate::store::{Records, Store};
 
-/// The project every identity belongs to until projects are made (the only one there is).
-pub const DEFAULT_PROJECT: &str = "default";
+use vessel_api::DEFAULT_PROJECT;
 /// Name of the unix socket's caller in the audit log.
 pub const HOST_ROOT: &str = "host-root";
 /// How often open streams re-check their identity (revocation also wakes them at once).
@@ -327,12 +326,9 @@ impl AuthService {
             )));
         }
         let role = Role::parse(role).map_err(Error::invalid)?;
+        // That the project exists is the caller's to check (`ProjectService`).
         let project = project.unwrap_or(DEFAULT_PROJECT);
-        if project != DEFAULT_PROJECT {
-            return Err(Error::not_found(format!(
-                "project {project:?} not found; the projects are: {DEFAULT_PROJECT}"
-            )));
-        }
+        crate::name::validate_name_within("project", project, crate::project::MAX_PROJECT_NAME)?;
         let now = OffsetDateTime::now_utc();
         let expires_at = match expires {
             None => None,

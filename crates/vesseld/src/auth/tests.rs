@@ -123,14 +123,14 @@ fn an_expired_identity_is_refused_with_the_reason() {
 fn bad_requests_change_nothing() {
     let (auth, store, dir) = service();
     let mut wrong_project = token("p", "viewer", None);
-    wrong_project.project = Some("elsewhere".into());
+    wrong_project.project = Some("else.where".into());
     let cases = [
         (token("r", "superuser", None), "no role"),
         (token("l", "viewer", Some("soon")), "does not parse"),
         (token("l", "viewer", Some("0d")), "does not parse"),
         (token("Bad Name", "viewer", None), "identity"),
         (token(HOST_ROOT, "viewer", None), "unix socket"),
-        (wrong_project, "project \"elsewhere\" not found"),
+        (wrong_project, "invalid project name"),
     ];
     for (req, says) in cases {
         let e = auth.create_token(&req).unwrap_err();

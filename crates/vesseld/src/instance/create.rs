@@ -8,7 +8,7 @@ use super::*;
 impl InstanceService {
     /// Validates a create request and starts the operation that creates (and starts) it.
     pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
-        validate_name("instance", &req.name)?;
+        crate::name::validate_qualified("instance", &req.name)?;
         limits::validate(&req.limits)?;
         exec::check_environment(&req.environment)?;
         if let Some(cmd) = &req.command {

@@ -280,7 +280,8 @@ impl ContainerDriver {
             args: inst.command.clone(),
             env: env.to_vec(),
             cwd: run.cwd.clone().into(),
-            hostname: inst.name.clone(),
+            // The name its project knows it by.
+            hostname: crate::project::split(&inst.name).1.to_string(),
             terminal: true,
             user_namespace: self.shift(inst).map(|base| vessel_container::spec::IdMap {
                 host_uid_base: base,

@@ -32,7 +32,6 @@ use vessel_api::{
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::image::ImageService;
-use crate::name::validate_name;
 use crate::operations::{OpHandle, Operations};
 use crate::store::{Store, StoreError};
 use driver::ContainerDriver;

@@ -1,0 +1,92 @@
+//! Projects: made, changed and deleted by admins; seen by the identities bound to them.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use vessel_api::{Project, ProjectCreate, ProjectUpdate, Role};
+
+use super::{ApiJson, App};
+use crate::auth::Caller;
+use crate::error::Result;
+use crate::project::{self, quota};
+
+/// A project with what it uses now.
+fn with_usage(app: &App, mut p: Project) -> Result<Project> {
+    let instances = app.instances.list(false)?;
+    let networks = if p.name == vessel_api::DEFAULT_PROJECT {
+        app.networks.list()?.len() as u64
+    } else {
+        0
+    };
+    p.usage = Some(quota::usage_of(&p.name, &instances, networks));
+    Ok(p)
+}
+
+/// A caller bound to a project sees that one only.
+fn visible(caller: &Caller, name: &str) -> bool {
+    caller.role == Role::Admin || caller.project == name
+}
+
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let recursion = matches!(q.get("recursion").map(String::as_str), Some("1" | "true"));
+    let mut out = Vec::new();
+    for p in app.projects.list()? {
+        if visible(&caller, &p.name) {
+            out.push(if recursion { with_usage(&app, p)? } else { p });
+        }
+    }
+    Ok(Json(out).into_response())
+}
+
+pub async fn create(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ProjectCreate>,
+) -> Result<Response> {
+    Ok((StatusCode::CREATED, Json(app.projects.create(req)?)).into_response())
+}
+
+pub async fn get(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    if !visible(&caller, &name) {
+        return Err(project::not_found(&name));
+    }
+    let p = app.projects.get(&name)?;
+    Ok(Json(with_usage(&app, p)?).into_response())
+}
+
+pub async fn update(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<ProjectUpdate>,
+) -> Result<Response> {
+    let p = app.projects.update(&name, req)?;
+    Ok(Json(with_usage(&app, p)?).into_response())
+}
+
+pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
+    let mut holds: Vec<String> = app
+        .instances
+        .list(false)?
+        .iter()
+        .filter_map(|i| project::within(&name, &i.name).map(|n| format!("instance {n}")))
+        .collect();
+    // Identities bound to it would come back to life with a new project of its name.
+    holds.extend(
+        app.auth
+            .list()
+            .into_iter()
+            .filter(|i| i.project == name)
+            .map(|i| format!("identity {}", i.name)),
+    );
+    Ok(Json(app.projects.delete(&name, &holds)?).into_response())
+}

@@ -1,0 +1,172 @@
+//! The project a request is about, and the translation between the names a client of that
+//! project uses and the qualified names the services keep (`project::qualify`). Handlers of
+//! project-scoped endpoints qualify every name they pass on and show only their project's
+//! objects, with the project taken off every name.
+
+use vessel_api::{Event, Instance, Operation, DEFAULT_PROJECT};
+
+use crate::error::Error;
+use crate::project;
+
+/// Endpoints of project scope that serve projects other than `default`. The others (networks,
+/// volumes, exports, image changes, publishing) are `default`'s alone for now: in another
+/// project their lists are empty and the rest is refused with the reason (`api/guard.rs`).
+pub const IN_EVERY_PROJECT: &[&str] = &[
+    "instances_list",
+    "instances_create",
+    "instance_get",
+    "instance_delete",
+    "instance_state_get",
+    "instance_state_put",
+    "instance_exec",
+    "instance_console",
+    "instance_vnc",
+    "instance_logs",
+    "instance_file_get",
+    "instance_file_put",
+    "instance_root_disk",
+    "images_list",
+    "image_get",
+    "image_export",
+    "operations_list",
+    "operation_get",
+    "operation_cancel",
+    "operation_wait",
+    "events",
+    "audit_list",
+];
+
+/// The project of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectScope(pub String);
+
+impl ProjectScope {
+    /// The project's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is `default`.
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_PROJECT
+    }
+
+    /// The qualified name of this project's `name`.
+    pub fn q(&self, name: &str) -> String {
+        project::qualify(&self.0, name)
+    }
+
+    /// This project's name of `qualified`, if it is this project's.
+    pub fn own(&self, qualified: &str) -> Option<String> {
+        project::within(&self.0, qualified).map(str::to_string)
+    }
+
+    /// Text with this project's qualified names shown as the project's clients name them.
+    pub fn text(&self, s: &str) -> String {
+        if self.is_default() {
+            s.to_string()
+        } else {
+            s.replace(&format!("{}.", self.0), "")
+        }
+    }
+
+    /// A service error as this project's clients see it.
+    pub fn error(&self, mut e: Error) -> Error {
+        e.message = self.text(&e.message);
+        e
+    }
+
+    /// An instance of this project as its clients see it.
+    pub fn instance(&self, mut i: Instance) -> Instance {
+        i.name = self.own(&i.name).unwrap_or(i.name);
+        i.error = i.error.as_deref().map(|e| self.text(e));
+        for nic in &mut i.nics {
+            nic.network = self
+                .own(&nic.network)
+                .unwrap_or_else(|| nic.network.clone());
+        }
+        for v in &mut i.volumes {
+            v.volume = self.own(&v.volume).unwrap_or_else(|| v.volume.clone());
+        }
+        i
+    }
+
+    /// The project an API path belongs to: that of the object it names (an instance,
+    /// network, volume or export), `default` for anything else.
+    fn of_path(path: &str) -> &str {
+        let segs: Vec<&str> = path.split('/').collect();
+        segs.windows(2)
+            .find(|w| matches!(w[0], "instances" | "networks" | "volumes" | "exports"))
+            .map(|w| project::split(w[1]).0)
+            .unwrap_or(DEFAULT_PROJECT)
+    }
+
+    /// Whether an operation is this project's (by the objects it works on).
+    pub fn owns_operation(&self, op: &Operation) -> bool {
+        let p = op
+            .resources
+            .iter()
+            .map(|r| Self::of_path(r))
+            .find(|p| *p != DEFAULT_PROJECT)
+            .unwrap_or(DEFAULT_PROJECT);
+        p == self.0
+    }
+
+    /// An operation of this project as its clients see it.
+    pub fn operation(&self, mut op: Operation) -> Operation {
+        if self.is_default() {
+            return op;
+        }
+        op.description = self.text(&op.description);
+        op.resources = op.resources.iter().map(|r| self.text(r)).collect();
+        op.error = op.error.as_deref().map(|e| self.text(e));
+        op
+    }
+
+    /// An event as this project's clients see it, if it is theirs.
+    pub fn event(&self, mut ev: Event) -> Option<Event> {
+        if let Some(op) = ev.operation.take() {
+            if !self.owns_operation(&op) {
+                return None;
+            }
+            ev.operation = Some(self.operation(op));
+        }
+        if let Some(src) = ev.source.take() {
+            if Self::of_path(&src) != self.0 {
+                return None;
+            }
+            ev.source = Some(self.text(&src));
+        }
+        Some(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_text_of_a_project() {
+        let acme = ProjectScope("acme".into());
+        let default = ProjectScope(DEFAULT_PROJECT.into());
+        assert_eq!(ProjectScope::of_path("/1.0/instances/acme.web"), "acme");
+        assert_eq!(ProjectScope::of_path("/1.0/instances/web/exec"), "default");
+        assert_eq!(ProjectScope::of_path("/1.0/images"), "default");
+        assert_eq!(
+            ProjectScope::of_path("/1.0/images/aliases/app:1.2"),
+            "default"
+        );
+        assert_eq!(
+            acme.text("instance \"acme.web\" not found"),
+            "instance \"web\" not found"
+        );
+        assert_eq!(
+            default.text("instance \"acme.web\""),
+            "instance \"acme.web\""
+        );
+        assert_eq!(acme.q("web"), "acme.web");
+        assert_eq!(acme.own("acme.web").as_deref(), Some("web"));
+        assert_eq!(acme.own("web"), None);
+        assert_eq!(default.own("acme.web"), None);
+    }
+}

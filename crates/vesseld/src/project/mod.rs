@@ -1,0 +1,206 @@
+//! Projects: tenants of one daemon. An object of a project other than `default` is kept
+//! under a qualified name, `PROJECT.NAME` (names have no '.', so the two parts are never
+//! ambiguous), and everything the kernel sees of it is named from that (cgroups, directories,
+//! runtime state, monitor files), so two projects' `web` never meet. Objects of `default` keep
+//! their bare names: a store from before projects is `default`'s as it is. The API layer
+//! qualifies names on the way in and takes the project off on the way out (`api/scope.rs`);
+//! services see only qualified names. Quotas (`limits.*`) are checked before an instance is
+//! made or grows, under one lock, so concurrent requests cannot overshoot.
+
+pub mod quota;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use vessel_api::{Project, ProjectCreate, ProjectUpdate, DEFAULT_PROJECT};
+
+use crate::error::{Error, Result};
+use crate::store::{Records, Store};
+
+/// The qualified name of `name` in `project`.
+pub fn qualify(project: &str, name: &str) -> String {
+    if project == DEFAULT_PROJECT {
+        name.to_string()
+    } else {
+        format!("{project}.{name}")
+    }
+}
+
+/// The project and the name within it of a qualified name.
+pub fn split(qualified: &str) -> (&str, &str) {
+    match qualified.split_once('.') {
+        Some((p, n)) => (p, n),
+        None => (DEFAULT_PROJECT, qualified),
+    }
+}
+
+/// The name within `project` of `qualified`, if it belongs to `project`.
+pub fn within<'a>(project: &str, qualified: &'a str) -> Option<&'a str> {
+    let (p, n) = split(qualified);
+    (p == project).then_some(n)
+}
+
+/// What the store keeps of a project.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProjectRecord {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+impl ProjectRecord {
+    fn view(&self) -> Project {
+        Project {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            config: self.config.clone(),
+            usage: None,
+        }
+    }
+}
+
+/// Projects and their quotas.
+#[derive(Clone)]
+pub struct ProjectService {
+    records: Records<ProjectRecord>,
+    /// Held from a quota check to the insert or change it allows.
+    quota_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The answer for a project that does not exist, and for one the caller may not see: the
+/// same, so nothing tells them apart.
+pub fn not_found(name: &str) -> Error {
+    Error::not_found(format!(
+        "project {name:?} not found; see `vessel project list`"
+    ))
+}
+
+impl ProjectService {
+    /// The projects kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ProjectService {
+            records: Records::new(store, "project"),
+            quota_lock: Arc::default(),
+        }
+    }
+
+    fn record(&self, name: &str) -> Result<ProjectRecord> {
+        if name == DEFAULT_PROJECT {
+            return Ok(self
+                .records
+                .get(name)
+                .map_err(store_err)?
+                .unwrap_or_else(|| ProjectRecord {
+                    name: DEFAULT_PROJECT.into(),
+                    description: "The project that exists from the start".into(),
+                    config: BTreeMap::new(),
+                }));
+        }
+        self.records
+            .get(name)
+            .map_err(store_err)?
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// A project (without usage).
+    pub fn get(&self, name: &str) -> Result<Project> {
+        self.record(name).map(|r| r.view())
+    }
+
+    /// Whether `name` is a project.
+    pub fn exists(&self, name: &str) -> bool {
+        self.record(name).is_ok()
+    }
+
+    /// Every project, `default` first.
+    pub fn list(&self) -> Result<Vec<Project>> {
+        let mut out = vec![self.get(DEFAULT_PROJECT)?];
+        for r in self.records.list().map_err(store_err)? {
+            if r.name != DEFAULT_PROJECT {
+                out.push(r.view());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes a project; its limits are checked first.
+    pub fn create(&self, req: ProjectCreate) -> Result<Project> {
+        crate::name::validate_name_within("project", &req.name, MAX_PROJECT_NAME)?;
+        if req.name == DEFAULT_PROJECT {
+            return Err(Error::conflict("the project default exists already"));
+        }
+        quota::Quota::parse(&req.config)?;
+        let r = ProjectRecord {
+            name: req.name,
+            description: req.description,
+            config: req.config,
+        };
+        self.records.insert(&r.name, &r).map_err(|e| match e {
+            crate::store::StoreError::Exists(_) => {
+                Error::conflict(format!("a project named {:?} exists already", r.name))
+            }
+            e => store_err(e),
+        })?;
+        Ok(r.view())
+    }
+
+    /// Changes a project's description and limits (an empty value unsets a limit). Lowering
+    /// a limit below what the project uses is allowed: it blocks growth, it stops nothing.
+    pub fn update(&self, name: &str, req: ProjectUpdate) -> Result<Project> {
+        let mut r = self.record(name)?;
+        let mut config = r.config.clone();
+        for (k, v) in req.config {
+            if v.is_empty() {
+                config.remove(&k);
+            } else {
+                config.insert(k, v);
+            }
+        }
+        quota::Quota::parse(&config)?;
+        r.config = config;
+        if let Some(d) = req.description {
+            r.description = d;
+        }
+        self.records.put(name, &r).map_err(store_err)?;
+        Ok(r.view())
+    }
+
+    /// Deletes a project that holds nothing (`holds` lists what it still has).
+    pub fn delete(&self, name: &str, holds: &[String]) -> Result<Project> {
+        if name == DEFAULT_PROJECT {
+            return Err(Error::invalid("the project default cannot be deleted"));
+        }
+        let r = self.record(name)?;
+        if !holds.is_empty() {
+            return Err(Error::conflict(format!(
+                "project {name:?} still has {}; delete them first",
+                holds.join(", ")
+            )));
+        }
+        self.records.delete(name).map_err(store_err)?;
+        Ok(r.view())
+    }
+
+    /// The project's limits.
+    pub fn quota(&self, name: &str) -> Result<quota::Quota> {
+        quota::Quota::parse(&self.record(name)?.config)
+    }
+
+    /// Taken across a quota check and the change it allowed.
+    pub async fn quota_guard(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.quota_lock.clone().lock_owned().await
+    }
+}
+
+/// Longest project name: short enough that `PROJECT.NAME` stays a usable name everywhere.
+pub const MAX_PROJECT_NAME: usize = 32;
+
+fn store_err(e: crate::store::StoreError) -> Error {
+    Error::internal(format!("projects: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

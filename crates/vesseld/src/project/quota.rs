@@ -1,0 +1,207 @@
+//! A project's limits (`limits.*`, Incus' keys), what its instances use of them, and the
+//! check a new or growing instance must pass.
+
+use std::collections::BTreeMap;
+
+use vessel_api::{Instance, InstanceType, Limits, ProjectUsage, PROJECT_LIMITS};
+
+use crate::error::{Error, Result};
+
+/// Parsed limits; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quota {
+    pub instances: Option<u64>,
+    pub containers: Option<u64>,
+    pub virtual_machines: Option<u64>,
+    pub cpu: Option<f64>,
+    pub memory: Option<u64>,
+    pub processes: Option<u64>,
+    pub disk: Option<u64>,
+    pub networks: Option<u64>,
+    pub snapshots: Option<u64>,
+}
+
+impl Quota {
+    /// The limits of a project's settings; an unknown key or a value that does not parse is
+    /// an error naming it.
+    pub fn parse(config: &BTreeMap<String, String>) -> Result<Quota> {
+        let mut q = Quota::default();
+        for (k, v) in config {
+            let count = || {
+                v.parse::<u64>().map_err(|_| {
+                    Error::invalid(format!("{k}={v:?} does not parse: give a whole number"))
+                })
+            };
+            let size = || {
+                vessel_api::size::parse_size(v)
+                    .map_err(|e| Error::invalid(format!("{k}={v:?} does not parse: {e}")))
+            };
+            match k.as_str() {
+                "limits.instances" => q.instances = Some(count()?),
+                "limits.containers" => q.containers = Some(count()?),
+                "limits.virtual-machines" => q.virtual_machines = Some(count()?),
+                "limits.processes" => q.processes = Some(count()?),
+                "limits.networks" => q.networks = Some(count()?),
+                "limits.snapshots" => q.snapshots = Some(count()?),
+                "limits.memory" => q.memory = Some(size()?),
+                "limits.disk" => q.disk = Some(size()?),
+                "limits.cpu" => {
+                    let c: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|c: &f64| c.is_finite() && *c >= 0.0)
+                        .ok_or_else(|| {
+                            Error::invalid(format!(
+                                "{k}={v:?} does not parse: give cores, e.g. 4 or 2.5"
+                            ))
+                        })?;
+                    q.cpu = Some(c);
+                }
+                _ => {
+                    let keys: Vec<&str> = PROJECT_LIMITS.iter().map(|(k, _)| *k).collect();
+                    return Err(Error::invalid(format!(
+                        "no project setting {k:?}; the settings are: {}",
+                        keys.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// Checks that an instance of `kind` with `limits` may be added to a project that uses
+    /// `usage` (`replacing`: the limits it had before, for a change of an existing one).
+    pub fn admits(
+        &self,
+        usage: &ProjectUsage,
+        kind: InstanceType,
+        limits: &Limits,
+        replacing: Option<&Limits>,
+    ) -> Result<()> {
+        let new = replacing.is_none();
+        let over = |what: &str, used: String, limit: String| {
+            Error::conflict(format!(
+                "the project's {what} limit is {limit} and it uses {used}: this would go \
+                 over it; free some, or ask an admin to raise the limit"
+            ))
+        };
+        if new {
+            if let Some(l) = self.instances {
+                if usage.instances + 1 > l {
+                    return Err(over(
+                        "limits.instances",
+                        usage.instances.to_string(),
+                        l.to_string(),
+                    ));
+                }
+            }
+            let (used, limit, key) = match kind {
+                InstanceType::Container => (usage.containers, self.containers, "limits.containers"),
+                InstanceType::Vm => (
+                    usage.virtual_machines,
+                    self.virtual_machines,
+                    "limits.virtual-machines",
+                ),
+            };
+            if let Some(l) = limit {
+                if used + 1 > l {
+                    return Err(over(key, used.to_string(), l.to_string()));
+                }
+            }
+        }
+        let before = replacing.cloned().unwrap_or_default();
+        // Each limited sum needs the instance to say what it adds to it.
+        let need = |has: bool, project_key: &str, flag: &str| {
+            if has {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "the project limits {project_key}: give the instance a limit too ({flag})"
+                )))
+            }
+        };
+        if let Some(l) = self.cpu {
+            need(limits.cpu.is_some(), "limits.cpu", "-l cpu=CORES")?;
+            let after = usage.cpu - before.cpu.unwrap_or(0.0) + limits.cpu.unwrap_or(0.0);
+            if after > l + 1e-9 {
+                return Err(over(
+                    "limits.cpu",
+                    format!("{} cores", usage.cpu),
+                    format!("{l} cores"),
+                ));
+            }
+        }
+        if let Some(l) = self.memory {
+            need(limits.memory.is_some(), "limits.memory", "-l memory=SIZE")?;
+            let after = usage.memory - before.memory.unwrap_or(0) + limits.memory.unwrap_or(0);
+            if after > l {
+                return Err(over("limits.memory", bytes(usage.memory), bytes(l)));
+            }
+        }
+        if let Some(l) = self.processes {
+            need(limits.pids.is_some(), "limits.processes", "-l pids=N")?;
+            let after = usage.processes - before.pids.unwrap_or(0) + limits.pids.unwrap_or(0);
+            if after > l {
+                return Err(over(
+                    "limits.processes",
+                    usage.processes.to_string(),
+                    l.to_string(),
+                ));
+            }
+        }
+        if let Some(l) = self.disk {
+            if kind == InstanceType::Container {
+                need(limits.disk.is_some(), "limits.disk", "-l disk=SIZE")?;
+            }
+            let after = usage.disk - before.disk.unwrap_or(0) + limits.disk.unwrap_or(0);
+            if after > l {
+                return Err(over("limits.disk", bytes(usage.disk), bytes(l)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.2}GiB", n as f64 / (1u64 << 30) as f64)
+    } else if n >= 1 << 20 {
+        format!("{:.1}MiB", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{n}B")
+    }
+}
+
+/// What instances of one project (their kinds and limits) use of its limits.
+pub fn usage<'a>(
+    instances: impl IntoIterator<Item = (InstanceType, &'a Limits)>,
+    networks: u64,
+) -> ProjectUsage {
+    let mut u = ProjectUsage {
+        networks,
+        ..ProjectUsage::default()
+    };
+    for (kind, limits) in instances {
+        u.instances += 1;
+        match kind {
+            InstanceType::Container => u.containers += 1,
+            InstanceType::Vm => u.virtual_machines += 1,
+        }
+        u.cpu += limits.cpu.unwrap_or(0.0);
+        u.memory += limits.memory.unwrap_or(0);
+        u.processes += limits.pids.unwrap_or(0);
+        u.disk += limits.disk.unwrap_or(0);
+    }
+    u
+}
+
+/// What `instances` of `project` (qualified names, any project) use of its limits.
+pub fn usage_of(project: &str, instances: &[Instance], networks: u64) -> ProjectUsage {
+    usage(
+        instances
+            .iter()
+            .filter(|i| super::within(project, &i.name).is_some())
+            .map(|i| (i.instance_type, &i.limits)),
+        networks,
+    )
+}

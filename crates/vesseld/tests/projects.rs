@@ -1,0 +1,375 @@
+//! Projects as tenants: two projects each run an instance called `web` at once; an identity of
+//! one reaches nothing of the other (another project's name answers exactly as an unknown
+//! one, over the CLI and over HTTPS with curl); quotas hold under 20 concurrent creates; bad
+//! input changes nothing; what existed before projects is `default`'s.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Daemon;
+
+/// `curl` over the daemon's socket: status and body.
+fn local(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--unix-socket")
+        .arg(&d.socket)
+        .args(["-X", method]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    split(c.arg(format!("http://vessel{path}")))
+}
+
+/// `curl` over HTTPS with a bearer token.
+fn remote(d: &Daemon, port: u16, token: &str, path: &str) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(d.root().join("server.crt"))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"));
+    split(c.arg(format!("https://127.0.0.1:{port}{path}")))
+}
+
+fn split(c: &mut Command) -> (u16, String) {
+    let out = c.stdin(Stdio::null()).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn token(d: &Daemon, name: &str, project: &str, role: &str) -> String {
+    let out = d.ok(&[
+        "auth",
+        "token",
+        "create",
+        name,
+        "--project",
+        project,
+        "--role",
+        role,
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn names(json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_projects_each_run_web_and_see_nothing_of_each_other() {
+    let (d, port) = Daemon::start_https();
+    d.busybox();
+    // What exists before projects are made is default's.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "web",
+        "--no-network",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    d.ok(&["project", "create", "alpha"]);
+    d.ok(&[
+        "project",
+        "create",
+        "beta",
+        "--description",
+        "the other tenant",
+    ]);
+    for p in ["alpha", "beta"] {
+        d.ok(&[
+            "launch",
+            "busybox",
+            "web",
+            "--project",
+            p,
+            "--",
+            "sh",
+            "-c",
+            "sleep 3600",
+        ]);
+    }
+    let mut pids = Vec::new();
+    for p in ["default", "alpha", "beta"] {
+        let list = d.ok(&["list", "--project", p, "--format", "json"]);
+        assert_eq!(names(&list), ["web"], "{p}: {list}");
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(v[0]["status"], "running", "{p}: {list}");
+        pids.push(v[0]["state"]["pid"].as_i64().unwrap_or(-1));
+        // The instance knows itself by its name in its project.
+        assert_eq!(
+            d.ok(&["exec", "web", "--project", p, "--", "hostname"])
+                .trim(),
+            "web"
+        );
+    }
+    // Three instances, three inits: nothing shared.
+    assert!(pids[0] > 0 && pids[1] > 0 && pids[2] > 0, "{pids:?}");
+    assert!(
+        pids[0] != pids[1] && pids[1] != pids[2] && pids[0] != pids[2],
+        "{pids:?}"
+    );
+
+    // An operator of alpha, over HTTPS.
+    let a = token(&d, "alpha-ops", "alpha", "operator");
+    let (s, body) = remote(&d, port, &a, "/1.0/instances");
+    assert_eq!(s, 200);
+    assert_eq!(names(&body), ["web"]);
+    // The name of an instance only beta has answers as a name nobody has, before and after.
+    let (s1, unknown) = remote(&d, port, &a, "/1.0/instances/db");
+    d.ok(&["create", "busybox", "db", "--project", "beta"]);
+    let (s2, theirs) = remote(&d, port, &a, "/1.0/instances/db");
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(unknown, theirs);
+    assert!(!theirs.contains("beta"), "{theirs}");
+    // Another project by name answers as a project that does not exist.
+    let (s1, other) = remote(&d, port, &a, "/1.0/instances?project=beta");
+    let (s2, none) = remote(&d, port, &a, "/1.0/instances?project=nope");
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(other.replace("beta", "X"), none.replace("nope", "X"));
+    let (s, _) = remote(&d, port, &a, "/1.0/projects/beta");
+    assert_eq!(s, 404);
+    let (_, projects) = remote(&d, port, &a, "/1.0/projects");
+    assert_eq!(names(&projects), ["alpha"]);
+    // beta's operations and events are not alpha's.
+    let (_, ops) = remote(&d, port, &a, "/1.0/operations");
+    assert!(!ops.contains("instances/db"), "{ops}");
+    let beta_ops = local(&d, "GET", "/1.0/operations?project=beta", None).1;
+    let id = serde_json::from_str::<serde_json::Value>(&beta_ops).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s1, theirs) = remote(&d, port, &a, &format!("/1.0/operations/{id}"));
+    let (s2, unknown) = remote(
+        &d,
+        port,
+        &a,
+        "/1.0/operations/00000000-0000-0000-0000-000000000000",
+    );
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(
+        theirs.replace(&id, "X"),
+        unknown.replace("00000000-0000-0000-0000-000000000000", "X")
+    );
+    let mut events = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "4"])
+        .arg("--cacert")
+        .arg(d.root().join("server.crt"))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {a}"))
+        .arg(format!("https://127.0.0.1:{port}/1.0/events"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    d.ok(&["start", "db", "--project", "beta"]);
+    d.ok(&["stop", "-f", "web", "--project", "alpha"]);
+    let seen = String::from_utf8_lossy(&events.wait_with_output_ref()).into_owned();
+    assert!(
+        seen.contains("/1.0/instances/web"),
+        "alpha's own event is missing: {seen}"
+    );
+    assert!(
+        !seen.contains("instances/db") && !seen.contains("beta."),
+        "{seen}"
+    );
+    // A console of beta's instance from alpha: there is none to reach.
+    let console = |name: &str| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(d.root().join("server.crt"))
+            .args([
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                "Upgrade: vessel-stream/1",
+            ])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {a}"))
+            .arg(format!(
+                "https://127.0.0.1:{port}/1.0/instances/{name}/console"
+            ));
+        split(&mut c)
+    };
+    let (s1, theirs) = console("db");
+    let (s2, unknown) = console("zz");
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(theirs.replace("db", "X"), unknown.replace("zz", "X"));
+
+    // Deleting a project that holds things is refused and changes nothing.
+    let err = d.fails(&["project", "delete", "beta"]);
+    assert!(
+        err.contains("instance web") && err.contains("instance db"),
+        "{err}"
+    );
+    let err = d.fails(&["project", "delete", "alpha"]);
+    assert!(err.contains("identity alpha-ops"), "{err}");
+    assert_eq!(
+        names(&d.ok(&["list", "--project", "beta", "--format", "json"])).len(),
+        2
+    );
+    for p in ["default", "alpha", "beta"] {
+        d.ok(&["delete", "-f", "web", "--project", p]);
+    }
+    d.ok(&["delete", "-f", "db", "--project", "beta"]);
+    d.ok(&["project", "delete", "beta"]);
+    assert!(d
+        .fails(&["list", "--project", "beta"])
+        .contains("not found"));
+}
+
+#[test]
+fn quotas_hold_under_concurrent_creates() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "project",
+        "create",
+        "q",
+        "-c",
+        "limits.instances=5",
+        "-c",
+        "limits.memory=1GiB",
+    ]);
+    // Each instance must say what it adds to a limited sum.
+    let err = d.fails(&["create", "busybox", "m", "--project", "q"]);
+    assert!(err.contains("-l memory"), "{err}");
+    let body = r#"{"name":"NAME","image":"busybox","start":false,"limits":{"memory":67108864}}"#;
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let socket = d.socket.clone();
+            let body = body.replace("NAME", &format!("c{i}"));
+            std::thread::spawn(move || {
+                let out = Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .arg("--unix-socket")
+                    .arg(&socket)
+                    .args([
+                        "-H",
+                        "Content-Type: application/json",
+                        "--data-binary",
+                        &body,
+                    ])
+                    .arg("http://vessel/1.0/instances?project=q")
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+        })
+        .collect();
+    let codes: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(codes.iter().filter(|c| *c == "202").count(), 5, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "409").count(),
+        15,
+        "{codes:?}"
+    );
+    // The creations finish; five exist.
+    d.wait_for("five instances in q", Duration::from_secs(60), || {
+        let list = d.ok(&["list", "--project", "q", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        v.as_array().unwrap().len() == 5
+            && v.as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["status"] == "stopped")
+    });
+    let info: serde_json::Value =
+        serde_json::from_str(&d.ok(&["project", "info", "q", "--format", "json"])).unwrap();
+    assert_eq!(info["usage"]["instances"], 5);
+    assert_eq!(info["usage"]["memory"], 5 * 67108864u64);
+    let made = names(&d.ok(&["list", "--project", "q", "--format", "json"]));
+    // Lowering a limit below use blocks growth and stops nothing.
+    let first = made[0].as_str();
+    d.ok(&["start", first, "--project", "q"]);
+    d.ok(&["project", "set", "q", "limits.instances=2"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["info", first, "--project", "q", "--format", "json"]))
+            .unwrap();
+    assert_eq!(v["status"], "running");
+    let err = d.fails(&[
+        "create",
+        "busybox",
+        "c99",
+        "--project",
+        "q",
+        "-l",
+        "memory=1MiB",
+    ]);
+    assert!(err.contains("limits.instances"), "{err}");
+    // Bad input changes nothing.
+    let err = d.fails(&["project", "set", "q", "limits.memory=lots"]);
+    assert!(err.contains("limits.memory"), "{err}");
+    let err = d.fails(&["project", "set", "q", "limits.gpus=1"]);
+    assert!(err.contains("no project setting"), "{err}");
+    let err = d.fails(&["project", "create", "bad", "-c", "limits.cpu=fast"]);
+    assert!(err.contains("limits.cpu"), "{err}");
+    assert!(d.fails(&["project", "info", "bad"]).contains("not found"));
+    assert!(d
+        .fails(&["list", "--project", "nope"])
+        .contains("not found"));
+    let err = d.fails(&[
+        "auth",
+        "token",
+        "create",
+        "t",
+        "--project",
+        "nope",
+        "--role",
+        "user",
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    let info: serde_json::Value =
+        serde_json::from_str(&d.ok(&["project", "info", "q", "--format", "json"])).unwrap();
+    assert_eq!(info["config"]["limits.memory"], "1GiB");
+    assert_eq!(info["config"]["limits.instances"], "2");
+    // Networks serve default only for now: said, not silently ignored.
+    let err = d.fails(&[
+        "create",
+        "busybox",
+        "n1",
+        "--project",
+        "q",
+        "--network",
+        "default",
+        "-l",
+        "memory=1MiB",
+    ]);
+    assert!(err.contains("without --network"), "{err}");
+    let (s, body) = local(&d, "GET", "/1.0/networks?project=q", None);
+    assert_eq!((s, body.as_str()), (200, "[]"));
+    for name in &made {
+        d.ok(&["delete", "-f", name, "--project", "q"]);
+    }
+}
+
+/// Reads a child's whole stdout after it ends (curl ends at its own timeout).
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> Vec<u8>;
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        if let Some(mut s) = self.stdout.take() {
+            let _ = s.read_to_end(&mut out);
+        }
+        let _ = self.wait();
+        out
+    }
+}
