@@ -197,7 +197,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::Get,
         path: "/1.0/instances",
         summary: "List instances",
-        query: &[FORMAT_RECURSION],
+        query: &[
+            FORMAT_RECURSION,
+            Query {
+                name: "all-projects",
+                description: "1 for every project's instances, each with its project (admins)",
+                required: false,
+            },
+        ],
         request: Body::None,
         status: 200,
         role: Role::Viewer,

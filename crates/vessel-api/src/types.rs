@@ -208,8 +208,11 @@ fn default_true() -> bool {
 /// An instance as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Instance {
-    /// Unique name.
+    /// Name, unique within its project.
     pub name: String,
+    /// The project it belongs to (shown in listings of every project).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// Container or VM.
     #[serde(rename = "type")]
     pub instance_type: InstanceType,

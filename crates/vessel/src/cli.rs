@@ -171,9 +171,9 @@ pub enum Command {
     /// List instances with their live usage.
     #[command(
         visible_alias = "ls",
-        after_help = "Examples:\n  vessel list\n  vessel list --format json\n  vessel list prod:          (the instances of remote prod)"
+        after_help = "Examples:\n  vessel list\n  vessel list --format json\n  vessel list prod:          (the instances of remote prod)\n  vessel list --project acme (a project's; --all-projects: every project's, for admins)"
     )]
-    List(FormatArgs),
+    List(ListArgs),
     /// Show one instance in detail, or the daemon when no name is given.
     #[command(
         after_help = "Examples:\n  vessel info c1\n  vessel info c1 --format yaml\n  vessel info            (the daemon and host)"
@@ -379,6 +379,20 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(short = 'n', long, value_name = "N")]
     pub tail: Option<usize>,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `REMOTE:` lists a remote's instead of the default remote's.
+    #[arg(value_name = "REMOTE:", value_parser = crate::remote::parse_remote_only)]
+    pub _remote: Option<String>,
+    /// Every project's instances, with a PROJECT column (admins).
+    #[arg(long)]
+    pub all_projects: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// A `--format` option, and `REMOTE:` to list a remote's objects.

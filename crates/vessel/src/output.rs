@@ -101,6 +101,14 @@ pub struct Table {
 }
 
 impl Table {
+    /// Puts a column first (one cell per row, in order).
+    pub fn prepend_column(&mut self, header: &str, cells: Vec<String>) {
+        self.headers.insert(0, header.to_string());
+        for (row, cell) in self.rows.iter_mut().zip(cells) {
+            row.insert(0, cell);
+        }
+    }
+
     /// An empty table with these column headers.
     pub fn new(headers: &[&str]) -> Self {
         Self {

@@ -123,8 +123,31 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         "{pids:?}"
     );
 
+    // An admin lists every project's, each with its project.
+    let all: serde_json::Value =
+        serde_json::from_str(&d.ok(&["list", "--all-projects", "--format", "json"])).unwrap();
+    let mut seen: Vec<(String, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["project"].as_str().unwrap().to_string(),
+                i["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String)> = ["alpha", "beta", "default"]
+        .iter()
+        .map(|p| (p.to_string(), "web".to_string()))
+        .collect();
+    assert_eq!(seen, want);
+
     // An operator of alpha, over HTTPS.
     let a = token(&d, "alpha-ops", "alpha", "operator");
+    let (s, _) = remote(&d, port, &a, "/1.0/instances?all-projects=1");
+    assert_eq!(s, 403, "an operator listed every project");
     let (s, body) = remote(&d, port, &a, "/1.0/instances");
     assert_eq!(s, 200);
     assert_eq!(names(&body), ["web"]);

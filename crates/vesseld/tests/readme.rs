@@ -1,8 +1,7 @@
 //! The README runs as written: every `sh` block under "Using it", "Storage:", "Networks:" and
-//! "Remote access:" is taken from README.md and run top to bottom, in order, by bash at a
-//! terminal, against a
-//! private daemon in a network namespace of the test's own (`common::Sandbox`), as a new user
-//! would type it. So the documentation cannot drift from the product.
+//! "Remote access and projects:" is taken from README.md and run top to bottom, in order, by
+//! bash at a terminal, against a private daemon in a network namespace of the test's own
+//! (`common::Sandbox`), as a new user would type it. So the documentation cannot drift from the product.
 //!
 //! What a user's machine has and a test machine stands in for:
 //! - the registry `registry.example.org` is Debian's docker-registry, started by the test in
@@ -32,7 +31,12 @@ use std::time::{Duration, Instant};
 use common::{in_netns, Daemon, Registry, Sandbox};
 
 /// The README's example blocks this test runs, by the line that leads to each.
-const BLOCKS: [&str; 4] = ["## Using it", "Storage:", "Networks:", "Remote access:"];
+const BLOCKS: [&str; 4] = [
+    "## Using it",
+    "Storage:",
+    "Networks:",
+    "Remote access and projects:",
+];
 /// Where the test's registry listens inside the namespace.
 const REGISTRY: &str = "127.0.0.1:5000";
 const REGISTRY_PORT: u16 = 5000;

@@ -10,9 +10,25 @@ use crate::output::{format_bytes, format_cpu, print_document, short, Format, Tab
 pub const FINGERPRINT_CHARS: usize = 12;
 
 /// `list`.
-pub fn run(client: &Client, format: Format) -> Result<i32> {
-    let instances: Vec<Instance> = client.get("/1.0/instances?recursion=1")?;
+pub fn run(client: &Client, format: Format, all_projects: bool) -> Result<i32> {
+    let path = if all_projects {
+        "/1.0/instances?recursion=1&all-projects=1"
+    } else {
+        "/1.0/instances?recursion=1"
+    };
+    let instances: Vec<Instance> = client.get(path)?;
     match format {
+        Format::Table if all_projects => {
+            let mut t = instances_table(&instances);
+            t.prepend_column(
+                "PROJECT",
+                instances
+                    .iter()
+                    .map(|i| i.project.clone().unwrap_or_default())
+                    .collect(),
+            );
+            t.print()?
+        }
         Format::Table => instances_table(&instances).print()?,
         _ => print_document(format, &instances)?,
     }

@@ -73,7 +73,7 @@ pub fn run(
             },
         ),
         Command::Delete(args) => instance::delete(&client, &args.names, args.force),
-        Command::List(args) => list::run(&client, args.format),
+        Command::List(args) => list::run(&client, args.format, args.all_projects),
         // `info REMOTE:` describes that remote's daemon.
         Command::Info(args) => match args.name.filter(|n| !n.is_empty()) {
             Some(name) => info::instance(&client, &name, args.format),

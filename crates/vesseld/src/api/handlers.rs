@@ -49,11 +49,27 @@ pub async fn server_info(
 pub async fn instances_list(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
 ) -> Result<Response> {
-    let list: Vec<_> = app
-        .instances
-        .list(flag(&q, "recursion"))?
+    let all = app.instances.list(flag(&q, "recursion"))?;
+    // Every project's, for an admin: each named as its project knows it, with the project.
+    if flag(&q, "all-projects") {
+        if caller.role != vessel_api::Role::Admin {
+            return Err(Error::forbidden(
+                "all-projects=1 lists every project's instances: that needs the role admin",
+            ));
+        }
+        let list: Vec<_> = all
+            .into_iter()
+            .map(|i| {
+                let project = crate::project::split(&i.name).0.to_string();
+                super::scope::ProjectScope(project).instance(i)
+            })
+            .collect();
+        return Ok(Json(list).into_response());
+    }
+    let list: Vec<_> = all
         .into_iter()
         .filter(|i| scope.own(&i.name).is_some())
         .map(|i| scope.instance(i))

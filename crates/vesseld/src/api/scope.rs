@@ -79,6 +79,7 @@ impl ProjectScope {
     /// An instance of this project as its clients see it.
     pub fn instance(&self, mut i: Instance) -> Instance {
         i.name = self.own(&i.name).unwrap_or(i.name);
+        i.project = Some(self.0.clone());
         i.error = i.error.as_deref().map(|e| self.text(e));
         for nic in &mut i.nics {
             nic.network = self

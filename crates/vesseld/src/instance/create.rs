@@ -84,6 +84,7 @@ impl InstanceService {
             }
         };
         let mut inst = Instance {
+            project: None,
             name: req.name.clone(),
             instance_type: req.instance_type,
             status: InstanceStatus::Creating,

@@ -276,6 +276,7 @@ mod tests {
             .unwrap();
         store
             .instance_insert(&Instance {
+                project: None,
                 name: "c1".into(),
                 instance_type: InstanceType::Container,
                 status: InstanceStatus::Starting,

@@ -317,6 +317,7 @@ fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         .transpose()?
         .unwrap_or_default();
     Ok(Instance {
+        project: None,
         name: s(name),
         instance_type: if ty.as_deref() == Some("vm") {
             InstanceType::Vm

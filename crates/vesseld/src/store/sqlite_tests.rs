@@ -26,6 +26,7 @@ fn image(fp: &str) -> Image {
 
 fn instance(name: &str, image: &str) -> Instance {
     Instance {
+        project: None,
         name: name.into(),
         instance_type: InstanceType::Container,
         status: InstanceStatus::Creating,
