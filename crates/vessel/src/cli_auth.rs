@@ -161,14 +161,15 @@ admins reach every project with --project. Limits (Incus' keys) bound what a pro
   limits.cpu (cores)  limits.memory  limits.processes  limits.disk   sums of the instances'
   limits.networks  limits.snapshots
 With a sum limited, each instance must declare that limit (-l cpu=, -l memory=, ...).
-Lowering a limit below use blocks growth; it stops nothing. For now networks, volumes,
-exports and image changes serve the project default only: other projects' instances run
-without a network on default's images.
+Lowering a limit below use blocks growth; it stops nothing. A project's networks are its
+own; the default network is default's. For now volumes, exports and image changes serve the
+project default only: other projects' instances use default's images.
 
 Examples:
   vessel project create acme -c limits.instances=5 -c limits.memory=4GiB
   vessel auth token create acme-ops --project acme --role operator
-  vessel launch busybox web --project acme --no-network -l memory=256MiB
+  vessel network create lan --subnet 10.70.0.0/24 --project acme
+  vessel launch busybox web --project acme --network lan -l memory=256MiB
   vessel project switch acme          (later commands are about acme)
   vessel project info acme            (limits and what is used of them)
   vessel project set acme limits.instances=10

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Daemon;
+use common::{Daemon, Sandbox};
 
 /// `curl` over the daemon's socket: status and body.
 fn local(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -360,7 +360,8 @@ fn quotas_hold_under_concurrent_creates() {
         serde_json::from_str(&d.ok(&["project", "info", "q", "--format", "json"])).unwrap();
     assert_eq!(info["config"]["limits.memory"], "1GiB");
     assert_eq!(info["config"]["limits.instances"], "2");
-    // Networks serve default only for now: said, not silently ignored.
+    // The default network is default's: another project does not reach it by name.
+    d.ok(&["project", "set", "q", "limits.instances=10"]);
     let err = d.fails(&[
         "create",
         "busybox",
@@ -370,13 +371,120 @@ fn quotas_hold_under_concurrent_creates() {
         "--network",
         "default",
         "-l",
-        "memory=1MiB",
+        "memory=4MiB",
     ]);
-    assert!(err.contains("without --network"), "{err}");
+    assert!(err.contains("not found") && !err.contains("q."), "{err}");
     let (s, body) = local(&d, "GET", "/1.0/networks?project=q", None);
+    assert_eq!((s, body.as_str()), (200, "[]"));
+    // Volumes serve default only for now: an empty list, not another project's.
+    let (s, body) = local(&d, "GET", "/1.0/storage/pools/p/volumes?project=q", None);
     assert_eq!((s, body.as_str()), (200, "[]"));
     for name in &made {
         d.ok(&["delete", "-f", name, "--project", "q"]);
+    }
+}
+
+/// A shell command in an instance of a project: exit status and output.
+fn sh(d: &Daemon, project: &str, name: &str, cmd: &str) -> (i32, String) {
+    let out = d.vessel(&["exec", name, "--project", project, "--", "sh", "-c", cmd]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn projects_have_networks_of_their_own_apart_from_each_other() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&["project", "create", "alpha"]);
+    d.ok(&["project", "create", "beta", "-c", "limits.networks=1"]);
+    for (p, subnet) in [("alpha", "10.61.0.0/24"), ("beta", "10.62.0.0/24")] {
+        d.ok(&[
+            "network",
+            "create",
+            "lan",
+            "--subnet",
+            subnet,
+            "--project",
+            p,
+        ]);
+    }
+    let err = d.fails(&[
+        "network",
+        "create",
+        "lan2",
+        "--subnet",
+        "10.63.0.0/24",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("limits.networks"), "{err}");
+    // A subnet another project uses is refused without naming that project's network.
+    let err = d.fails(&[
+        "network",
+        "create",
+        "lan3",
+        "--subnet",
+        "10.62.0.0/24",
+        "--project",
+        "alpha",
+    ]);
+    assert!(
+        err.contains("another project") && !err.contains("beta"),
+        "{err}"
+    );
+    for p in ["alpha", "beta"] {
+        d.ok(&[
+            "launch",
+            "busybox",
+            "web",
+            "--project",
+            p,
+            "--network",
+            "lan",
+            "--",
+            "sleep",
+            "3600",
+        ]);
+    }
+    let info = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&d.ok(&["network", "info", "lan", "--project", p, "--format", "json"]))
+            .unwrap()
+    };
+    let (a, b) = (info("alpha"), info("beta"));
+    assert_eq!(a["name"], "lan");
+    assert_eq!(a["leases"][0]["instance"], "web");
+    assert_eq!(b["leases"][0]["instance"], "web");
+    let (ba, bb) = (a["bridge"].as_str().unwrap(), b["bridge"].as_str().unwrap());
+    assert!(
+        ba != bb && ba.starts_with("vbr-p") && ba.len() <= 15,
+        "{ba} {bb}"
+    );
+    let ip = |v: &serde_json::Value| v["leases"][0]["ip"].as_str().unwrap().to_string();
+    let (ipa, ipb) = (ip(&a), ip(&b));
+    assert!(
+        ipa.starts_with("10.61.0.") && ipb.starts_with("10.62.0."),
+        "{ipa} {ipb}"
+    );
+    // Within a project its names resolve; across projects nothing reaches.
+    let (code, out) = sh(&d, "alpha", "web", "nslookup web 10.61.0.1");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&ipa), "{out}");
+    let (code, _) = sh(&d, "alpha", "web", &format!("ping -c 1 -W 2 {ipb}"));
+    assert_ne!(code, 0, "alpha's web reaches beta's");
+    let (code, _) = sh(&d, "beta", "web", &format!("ping -c 1 -W 2 {ipa}"));
+    assert_ne!(code, 0, "beta's web reaches alpha's");
+    let (code, out) = sh(&d, "beta", "web", "ping -c 1 -W 2 10.62.0.1");
+    assert_eq!(code, 0, "beta's web does not reach its gateway: {out}");
+    // Each project lists its own network only.
+    let lans = d.ok(&["network", "list", "--project", "alpha", "--format", "json"]);
+    assert_eq!(names(&lans), ["lan"]);
+    assert!(!lans.contains("10.62."), "{lans}");
+    for p in ["alpha", "beta"] {
+        d.ok(&["delete", "-f", "web", "--project", p]);
+        d.ok(&["network", "delete", "lan", "--project", p]);
+        d.ok(&["project", "delete", p]);
     }
 }
 

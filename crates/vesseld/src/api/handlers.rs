@@ -84,14 +84,19 @@ pub async fn instances_create(
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
     if !scope.is_default() {
-        if !req.networks.is_empty() || req.storage.is_some() {
+        if req.storage.is_some() {
             return Err(Error::invalid(format!(
-                "networks and storage pools serve only the project default so far: launch \
-                 instances of project {} without --network and --storage",
+                "storage pools serve only the project default so far: launch instances of \
+                 project {} without --storage",
                 scope.name()
             )));
         }
-        req.no_network = true;
+        // The default network is default's: an instance of another project is on the
+        // networks it names, of its own project, or on none.
+        if req.networks.is_empty() {
+            req.no_network = true;
+        }
+        req.networks = req.networks.iter().map(|n| scope.q(n)).collect();
     }
     req.name = scope.q(&req.name);
     // The quota check and the insert it allows happen under one lock: concurrent creates

@@ -8,8 +8,8 @@ use vessel_api::{Event, Instance, Operation, DEFAULT_PROJECT};
 use crate::error::Error;
 use crate::project;
 
-/// Endpoints of project scope that serve projects other than `default`. The others (networks,
-/// volumes, exports, image changes, publishing) are `default`'s alone for now: in another
+/// Endpoints of project scope that serve projects other than `default`. The others (volumes,
+/// exports, image changes, publishing) are `default`'s alone for now: in another
 /// project their lists are empty and the rest is refused with the reason (`api/guard.rs`).
 pub const IN_EVERY_PROJECT: &[&str] = &[
     "instances_list",
@@ -25,6 +25,19 @@ pub const IN_EVERY_PROJECT: &[&str] = &[
     "instance_file_get",
     "instance_file_put",
     "instance_root_disk",
+    "networks_list",
+    "networks_create",
+    "network_get",
+    "network_delete",
+    "network_attach",
+    "network_detach",
+    "network_forward_add",
+    "network_forward_delete",
+    "network_nic_limits",
+    "network_lb_add",
+    "network_lb_delete",
+    "network_nic_acl_set",
+    "network_acl_set",
     "images_list",
     "image_get",
     "image_export",
@@ -90,6 +103,30 @@ impl ProjectScope {
             v.volume = self.own(&v.volume).unwrap_or_else(|| v.volume.clone());
         }
         i
+    }
+
+    /// A network of this project as its clients see it.
+    pub fn network(&self, mut n: vessel_api::Network) -> vessel_api::Network {
+        let own = |s: &mut String| {
+            if let Some(o) = self.own(s) {
+                *s = o;
+            }
+        };
+        own(&mut n.name);
+        for l in &mut n.leases {
+            own(&mut l.instance);
+        }
+        for f in &mut n.forwards {
+            own(&mut f.instance);
+        }
+        for lb in &mut n.load_balancers {
+            lb.backends.iter_mut().for_each(own);
+            for st in &mut lb.status {
+                own(&mut st.instance);
+            }
+        }
+        n.error = n.error.as_deref().map(|e| self.text(e));
+        n
     }
 
     /// The project an API path belongs to: that of the object it names (an instance,

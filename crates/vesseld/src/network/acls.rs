@@ -16,7 +16,7 @@ impl NetworkService {
     pub(super) fn apply_acl(&self, rec: &NetworkRecord) -> Result<()> {
         let ns = NetNs::current();
         if !has_acl(rec) {
-            let _ = vessel_net::remove_acl(&ns, &rec.name);
+            let _ = vessel_net::remove_acl(&ns, &rec.kname());
             return Ok(());
         }
         let acl = render_acl(rec)?;
@@ -96,7 +96,7 @@ pub(super) fn render_acl(rec: &NetworkRecord) -> Result<NetworkAcl> {
         }
     }
     Ok(NetworkAcl {
-        network: rec.name.clone(),
+        network: rec.kname(),
         gateway: rec.subnet().ok().map(|s| s.gateway()),
         default_ingress: AclAction::Allow,
         default_egress: AclAction::Allow,

@@ -304,7 +304,7 @@ pub(super) fn render_balancer(
 /// The balancers of network `rec` that have a table among `tables` (nftables `ip` tables)
 /// but no record: what a crash between applying a table and recording it left.
 pub(super) fn stale_balancers<'t>(rec: &NetworkRecord, tables: &'t [String]) -> Vec<&'t str> {
-    let prefix = format!("vlb-{}_", rec.name);
+    let prefix = format!("vlb-{}_", rec.kname());
     tables
         .iter()
         .filter_map(|t| t.strip_prefix(&prefix))

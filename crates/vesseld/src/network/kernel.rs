@@ -165,8 +165,8 @@ impl NetworkService {
         });
         vessel_net::stop_dnsmasq(&self.inner.run.join(&rec.name));
         let _ = std::fs::remove_dir_all(self.inner.run.join(&rec.name));
-        let _ = vessel_net::remove_table(&ns, &rec.name);
-        let _ = vessel_net::remove_acl(&ns, &rec.name);
+        let _ = vessel_net::remove_table(&ns, &rec.kname());
+        let _ = vessel_net::remove_acl(&ns, &rec.kname());
         if let Ok(mut links) = Links::open(&ns) {
             let mode = self.vlan_mode(rec);
             for &vid in &rec.vlans {
@@ -249,7 +249,7 @@ pub(super) fn render_nat(rec: &NetworkRecord) -> Result<NatRules> {
         });
     }
     Ok(NatRules {
-        network: rec.name.clone(),
+        network: rec.kname(),
         bridge: rec.bridge(),
         subnet,
         forwards,
@@ -273,7 +273,8 @@ pub(super) fn render_dhcp(rec: &NetworkRecord, state_dir: PathBuf) -> Result<Dhc
                 .ip
                 .parse()
                 .map_err(|_| Error::internal("stored lease address"))?,
-            name: Some(l.instance.clone()),
+            // The name the instance has in its project.
+            name: Some(crate::project::split(&l.instance).1.to_string()),
             ipv6: l.ipv6.as_deref().and_then(|a| a.parse().ok()),
         });
     }

@@ -75,7 +75,17 @@ pub(super) fn plan_network(
     host_has_ipv6: bool,
     created_at: String,
 ) -> Result<NetworkRecord> {
-    validate_name_within("network", &req.name, MAX_NAME)
+    // A network of a project other than default is `PROJECT.NAME`; its kernel objects are
+    // named from a hash of that (`NetworkRecord::kname`), which no default name may mimic.
+    let (project, short) = crate::project::split(&req.name);
+    if req.name.contains('.') {
+        validate_name_within("project", project, crate::project::MAX_PROJECT_NAME)?;
+    } else if super::record::is_hashed_kname(short) {
+        return Err(Error::invalid(format!(
+            "invalid network name {short:?}: 'p' and ten hexadecimal digits are reserved"
+        )));
+    }
+    validate_name_within("network", short, MAX_NAME)
         .map_err(|e| Error::invalid(format!("{} (it names the bridge vbr-NAME)", e.message)))?;
     if others.iter().any(|o| o.name == req.name) {
         return Err(Error::conflict(format!(
@@ -97,9 +107,12 @@ pub(super) fn plan_network(
         .filter_map(|r| r.subnet().ok().map(|s| (r.name.clone(), s)))
         .collect();
     if let Some((n, s)) = subnets.iter().find(|(_, s)| s.overlaps(&subnet)) {
-        return Err(Error::conflict(format!(
-            "subnet {subnet} overlaps network {n:?} ({s})"
-        )));
+        // Another project's network is not named to this one.
+        let what = match crate::project::within(project, n) {
+            Some(own) => format!("network {own:?} ({s})"),
+            None => "a network of another project".to_string(),
+        };
+        return Err(Error::conflict(format!("subnet {subnet} overlaps {what}")));
     }
     if let Some(text) = &req.ipv6 {
         let prefix = parse_prefix6(text)?;

@@ -11,6 +11,15 @@ use vessel_net::{MacAddr, Subnet, VlanMode};
 use super::parse::parse_prefix6;
 use crate::error::{Error, Result};
 
+/// Whether a name has the shape of a hashed kernel name (`NetworkRecord::kname`).
+pub(super) fn is_hashed_kname(name: &str) -> bool {
+    name.len() == 11
+        && name.starts_with('p')
+        && name[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// What the store keeps of a network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct NetworkRecord {
@@ -51,8 +60,21 @@ impl NetworkRecord {
             .parse()
             .map_err(|e| Error::internal(format!("stored subnet {}: {e}", self.subnet)))
     }
+    /// The name kernel objects are named from: the network's own for `default`'s networks,
+    /// `p` and ten hex digits of a hash of `PROJECT.NAME` for other projects' (a bridge name
+    /// has 15 bytes, nftables tables take no '.').
+    pub(super) fn kname(&self) -> String {
+        if self.name.contains('.') {
+            format!(
+                "p{}",
+                &hex::encode(Sha256::digest(self.name.as_bytes()))[..10]
+            )
+        } else {
+            self.name.clone()
+        }
+    }
     pub(super) fn bridge(&self) -> String {
-        format!("vbr-{}", self.name)
+        format!("vbr-{}", self.kname())
     }
     /// The IPv6 /64 prefix, if the network has one.
     pub(super) fn subnet6(&self) -> Result<Option<Ipv6Addr>> {
@@ -63,10 +85,10 @@ impl NetworkRecord {
     }
     /// The DNS domain of its instances' names (`NAME.<domain>`).
     pub(super) fn domain(&self) -> String {
-        format!("{}.vessel", self.name)
+        format!("{}.vessel", crate::project::split(&self.name).1)
     }
     pub(super) fn vxlan(&self) -> String {
-        format!("vx-{}", self.name)
+        format!("vx-{}", self.kname())
     }
     pub(super) fn mtu(&self) -> u32 {
         if self.vni.is_some() {
@@ -116,7 +138,7 @@ impl NetworkRecord {
     /// A balancer's table name: `<network>_<lb>` (network names have no '_', so no two
     /// networks' balancers can share one).
     pub(super) fn lb_table(&self, lb: &str) -> String {
-        format!("{}_{lb}", self.name)
+        format!("{}_{lb}", self.kname())
     }
 }
 
@@ -194,6 +216,21 @@ pub(super) mod fixture {
 mod tests {
     use super::fixture::{lease, network};
     use super::*;
+
+    #[test]
+    fn another_projects_network_is_named_from_a_hash() {
+        let n = network("a-long-project-name.abcdefghijk", "10.0.0.0/24");
+        let k = n.kname();
+        assert!(is_hashed_kname(&k), "{k}");
+        assert_eq!(n.bridge(), format!("vbr-{k}"));
+        assert!(n.bridge().len() <= 15 && n.vxlan().len() <= 15);
+        assert_eq!(n.domain(), "abcdefghijk.vessel");
+        assert_ne!(k, network("other.abcdefghijk", "10.0.0.0/24").kname());
+        // default's keep their names, and none can take the shape of a hashed one.
+        assert_eq!(network("lan", "10.0.0.0/24").kname(), "lan");
+        assert!(!is_hashed_kname("lan") && !is_hashed_kname("p0123456789x"));
+        assert!(is_hashed_kname("p0123456789"));
+    }
 
     #[test]
     fn kernel_names_fit_in_an_interface_name() {
