@@ -162,8 +162,9 @@ admins reach every project with --project. Limits (Incus' keys) bound what a pro
   limits.networks  limits.snapshots
 With a sum limited, each instance must declare that limit (-l cpu=, -l memory=, ...).
 Lowering a limit below use blocks growth; it stops nothing. A project's networks are its
-own; the default network is default's. For now volumes, exports and image changes serve the
-project default only: other projects' instances use default's images.
+own, and so are its volumes (in shared pools); the default network is default's. For now
+exports and image changes serve the project default only: other projects' instances use
+default's images.
 
 Examples:
   vessel project create acme -c limits.instances=5 -c limits.memory=4GiB

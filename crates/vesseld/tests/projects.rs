@@ -376,9 +376,12 @@ fn quotas_hold_under_concurrent_creates() {
     assert!(err.contains("not found") && !err.contains("q."), "{err}");
     let (s, body) = local(&d, "GET", "/1.0/networks?project=q", None);
     assert_eq!((s, body.as_str()), (200, "[]"));
-    // Volumes serve default only for now: an empty list, not another project's.
-    let (s, body) = local(&d, "GET", "/1.0/storage/pools/p/volumes?project=q", None);
+    // Exports serve default only for now: an empty list, and a refusal that says so.
+    let (s, body) = local(&d, "GET", "/1.0/storage/exports?project=q", None);
     assert_eq!((s, body.as_str()), (200, "[]"));
+    let (s, body) = local(&d, "POST", "/1.0/storage/exports?project=q", Some("{}"));
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("serves only the project default"), "{body}");
     for name in &made {
         d.ok(&["delete", "-f", name, "--project", "q"]);
     }
@@ -484,6 +487,93 @@ fn projects_have_networks_of_their_own_apart_from_each_other() {
     for p in ["alpha", "beta"] {
         d.ok(&["delete", "-f", "web", "--project", p]);
         d.ok(&["network", "delete", "lan", "--project", p]);
+        d.ok(&["project", "delete", p]);
+    }
+}
+
+#[test]
+fn projects_have_volumes_of_their_own() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    for p in ["alpha", "beta"] {
+        d.ok(&["project", "create", p]);
+        d.ok(&[
+            "storage",
+            "volume",
+            "create",
+            "local",
+            "data",
+            "--project",
+            p,
+        ]);
+        d.ok(&[
+            "create",
+            "busybox",
+            "web",
+            "--project",
+            p,
+            "--",
+            "sleep",
+            "3600",
+        ]);
+        d.ok(&[
+            "storage",
+            "volume",
+            "attach",
+            "local",
+            "data",
+            "web",
+            "/srv/data",
+            "--project",
+            p,
+        ]);
+        d.ok(&["start", "web", "--project", p]);
+    }
+    let (code, out) = sh(
+        &d,
+        "alpha",
+        "web",
+        "echo alpha-only > /srv/data/f && cat /srv/data/f",
+    );
+    assert_eq!((code, out.trim()), (0, "alpha-only"));
+    let (code, out) = sh(&d, "beta", "web", "ls -A /srv/data");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.trim().is_empty(),
+        "beta's volume shows alpha's file: {out}"
+    );
+    let list = d.ok(&[
+        "storage",
+        "volume",
+        "list",
+        "local",
+        "--project",
+        "alpha",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(v[0]["name"], "data");
+    assert_eq!(v[0]["attached_to"][0]["instance"], "web");
+    // The socket's default project has none of them.
+    let list = d.ok(&["storage", "volume", "list", "local", "--format", "json"]);
+    assert_eq!(list.trim(), "[]");
+    // A project holding a volume is not deleted.
+    let err = d.fails(&["project", "delete", "beta"]);
+    assert!(err.contains("volume local/data"), "{err}");
+    for p in ["alpha", "beta"] {
+        d.ok(&["delete", "-f", "web", "--project", p]);
+        d.ok(&[
+            "storage",
+            "volume",
+            "delete",
+            "local",
+            "data",
+            "--project",
+            p,
+        ]);
         d.ok(&["project", "delete", p]);
     }
 }

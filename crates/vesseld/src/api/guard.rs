@@ -128,8 +128,8 @@ fn not_in_projects_yet(e: &Endpoint, scope: &ProjectScope) -> Option<Response> {
     }
     Some(
         Error::invalid(format!(
-            "{} {} ({}) serves only the project default so far: volumes, exports and image \
-             changes are default's; instances of project {} use default's images",
+            "{} {} ({}) serves only the project default so far: exports and image changes \
+             are default's; instances of project {} use default's images",
             e.method.as_str(),
             e.path,
             e.id,

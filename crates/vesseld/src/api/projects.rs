@@ -16,11 +16,12 @@ use crate::project::{self, quota};
 /// A project with what it uses now.
 fn with_usage(app: &App, mut p: Project) -> Result<Project> {
     let instances = app.instances.list(false)?;
-    let networks = if p.name == vessel_api::DEFAULT_PROJECT {
-        app.networks.list()?.len() as u64
-    } else {
-        0
-    };
+    let networks = app
+        .networks
+        .list()?
+        .iter()
+        .filter(|n| project::within(&p.name, &n.name).is_some())
+        .count() as u64;
     p.usage = Some(quota::usage_of(&p.name, &instances, networks));
     Ok(p)
 }
@@ -80,6 +81,22 @@ pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<
         .iter()
         .filter_map(|i| project::within(&name, &i.name).map(|n| format!("instance {n}")))
         .collect();
+    holds.extend(
+        app.networks
+            .list()?
+            .iter()
+            .filter_map(|n| project::within(&name, &n.name).map(|n| format!("network {n}"))),
+    );
+    for pool in app.storage.pools_list()? {
+        holds.extend(
+            app.storage
+                .volumes_list(&pool.name)?
+                .iter()
+                .filter_map(|v| {
+                    project::within(&name, &v.name).map(|n| format!("volume {}/{n}", pool.name))
+                }),
+        );
+    }
     // Identities bound to it would come back to life with a new project of its name.
     holds.extend(
         app.auth

@@ -8,8 +8,8 @@ use vessel_api::{Event, Instance, Operation, DEFAULT_PROJECT};
 use crate::error::Error;
 use crate::project;
 
-/// Endpoints of project scope that serve projects other than `default`. The others (volumes,
-/// exports, image changes, publishing) are `default`'s alone for now: in another
+/// Endpoints of project scope that serve projects other than `default`. The others (exports,
+/// image changes, publishing) are `default`'s alone for now: in another
 /// project their lists are empty and the rest is refused with the reason (`api/guard.rs`).
 pub const IN_EVERY_PROJECT: &[&str] = &[
     "instances_list",
@@ -38,6 +38,17 @@ pub const IN_EVERY_PROJECT: &[&str] = &[
     "network_lb_delete",
     "network_nic_acl_set",
     "network_acl_set",
+    "volumes_list",
+    "volumes_create",
+    "volume_get",
+    "volume_update",
+    "volume_delete",
+    "volume_snapshot",
+    "volume_snapshot_delete",
+    "volume_restore",
+    "volume_attach",
+    "volume_detach",
+    "volume_import",
     "images_list",
     "image_get",
     "image_export",
@@ -127,6 +138,16 @@ impl ProjectScope {
         }
         n.error = n.error.as_deref().map(|e| self.text(e));
         n
+    }
+
+    /// A volume of this project as its clients see it.
+    pub fn volume(&self, mut v: vessel_api::StorageVolume) -> vessel_api::StorageVolume {
+        v.name = self.own(&v.name).unwrap_or(v.name);
+        v.source = v.source.map(|s| self.own(&s).unwrap_or(s));
+        for a in &mut v.attached_to {
+            a.instance = self.own(&a.instance).unwrap_or_else(|| a.instance.clone());
+        }
+        v
     }
 
     /// The project an API path belongs to: that of the object it names (an instance,

@@ -5,12 +5,13 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use vessel_api::{
-    ExportCreate, PoolCreate, PoolRepair, SnapshotCreate, VolumeAttach, VolumeCreate,
-    VolumeRestore, VolumeUpdate,
+    ExportCreate, PoolCreate, PoolRepair, SnapshotCreate, StorageVolume, VolumeAttach,
+    VolumeCreate, VolumeRestore, VolumeUpdate,
 };
 
+use super::scope::ProjectScope;
 use super::{ApiJson, App};
 use crate::error::{Error, Result};
 use crate::storage::StorageService;
@@ -96,17 +97,35 @@ pub async fn pool_repair(
     Ok(accepted(op))
 }
 
-pub async fn volumes_list(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {
-    Ok(json(blocking(&app, move |s| s.volumes_list(&pool)).await?))
+pub async fn volumes_list(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(pool): Path<String>,
+) -> Result<Response> {
+    let all = blocking(&app, move |s| s.volumes_list(&pool))
+        .await
+        .map_err(|e| scope.error(e))?;
+    let own: Vec<_> = all
+        .into_iter()
+        .filter(|v| scope.own(&v.name).is_some())
+        .map(|v| scope.volume(v))
+        .collect();
+    Ok(json(own))
 }
 
 pub async fn volumes_create(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(pool): Path<String>,
-    ApiJson(req): ApiJson<VolumeCreate>,
+    ApiJson(mut req): ApiJson<VolumeCreate>,
 ) -> Result<Response> {
+    crate::name::validate_name("volume", &req.name)?;
+    req.name = scope.q(&req.name);
+    req.source = req.source.map(|s| scope.q(&s));
     let (p, r) = (pool.clone(), req.clone());
-    blocking(&app, move |s| s.volume_check(&p, &r)).await?;
+    blocking(&app, move |s| s.volume_check(&p, &r))
+        .await
+        .map_err(|e| scope.error(e))?;
     let s = app.storage.clone();
     let op = app.ops.spawn(
         format!("Creating volume {}/{}", pool, req.name),
@@ -119,84 +138,106 @@ pub async fn volumes_create(
                 .map_err(|e| Error::internal(format!("storage task: {e}")))?
         },
     );
-    Ok(accepted(op))
+    Ok(accepted(scope.operation(op)))
+}
+
+/// Runs storage work on one of `scope`'s volumes and shows the volume as its clients see it.
+async fn on_volume(
+    app: &App,
+    scope: &ProjectScope,
+    f: impl FnOnce(StorageService) -> Result<StorageVolume> + Send + 'static,
+) -> Result<Response> {
+    let v = blocking(app, f).await.map_err(|e| scope.error(e))?;
+    Ok(json(scope.volume(v)))
 }
 
 pub async fn volume_get(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.volume_get(&pool, &name)).await?,
-    ))
+    let name = scope.q(&name);
+    on_volume(&app, &scope, move |s| s.volume_get(&pool, &name)).await
 }
 
 pub async fn volume_update(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<VolumeUpdate>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.volume_update(&pool, &name, req)).await?,
-    ))
+    let name = scope.q(&name);
+    on_volume(&app, &scope, move |s| s.volume_update(&pool, &name, req)).await
 }
 
 pub async fn volume_delete(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.volume_delete(&pool, &name)).await?,
-    ))
+    let name = scope.q(&name);
+    on_volume(&app, &scope, move |s| s.volume_delete(&pool, &name)).await
 }
 
 pub async fn volume_snapshot(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<SnapshotCreate>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.snapshot_create(&pool, &name, req)).await?,
-    ))
+    let name = scope.q(&name);
+    on_volume(&app, &scope, move |s| s.snapshot_create(&pool, &name, req)).await
 }
 
 pub async fn volume_snapshot_delete(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name, snap)): Path<(String, String, String)>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.snapshot_delete(&pool, &name, &snap)).await?,
-    ))
+    let name = scope.q(&name);
+    on_volume(&app, &scope, move |s| {
+        s.snapshot_delete(&pool, &name, &snap)
+    })
+    .await
 }
 
 pub async fn volume_restore(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<VolumeRestore>,
 ) -> Result<Response> {
-    Ok(json(
-        blocking(&app, move |s| s.volume_restore(&pool, &name, req)).await?,
-    ))
+    let name = scope.q(&name);
+    on_volume(&app, &scope, move |s| s.volume_restore(&pool, &name, req)).await
 }
 
 pub async fn volume_attach(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
-    ApiJson(req): ApiJson<VolumeAttach>,
+    ApiJson(mut req): ApiJson<VolumeAttach>,
 ) -> Result<Response> {
-    Ok(json(app.instances.volume_attach(pool, name, req).await?))
+    req.instance = scope.q(&req.instance);
+    let v = app
+        .instances
+        .volume_attach(pool, scope.q(&name), req)
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(json(scope.volume(v)))
 }
 
 pub async fn volume_detach(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<VolumeAttach>,
 ) -> Result<Response> {
-    Ok(json(
-        app.instances
-            .volume_detach(pool, name, req.instance)
-            .await?,
-    ))
+    let v = app
+        .instances
+        .volume_detach(pool, scope.q(&name), scope.q(&req.instance))
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(json(scope.volume(v)))
 }
 
 /// Largest disk image a volume import accepts.
@@ -204,12 +245,16 @@ const MAX_IMAGE: u64 = 64 << 30;
 
 pub async fn volume_import(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response> {
+    let name = scope.q(&name);
     // Fail before the upload when the volume is not there.
     let (p, n) = (pool.clone(), name.clone());
-    blocking(&app, move |s| s.volume_get(&p, &n)).await?;
+    blocking(&app, move |s| s.volume_get(&p, &n))
+        .await
+        .map_err(|e| scope.error(e))?;
     let staging = app.images.staging()?;
     let upload = staging.join("disk");
     let received = super::handlers::receive_upload(body, &upload, MAX_IMAGE, "disk image").await;
@@ -231,7 +276,7 @@ pub async fn volume_import(
             r?
         },
     );
-    Ok(accepted(op))
+    Ok(accepted(scope.operation(op)))
 }
 
 pub async fn exports_list(State(app): State<App>) -> Result<Response> {

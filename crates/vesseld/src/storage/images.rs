@@ -9,7 +9,6 @@ use super::driver::{self, BlockAccess};
 use super::record::VolumeRecord;
 use super::StorageService;
 use crate::error::{chain, Error, Result};
-use crate::name::validate_name;
 use crate::operations::OpHandle;
 
 impl StorageService {
@@ -81,7 +80,7 @@ impl StorageService {
         let rec = self.pool_record(pool)?;
         self.driver(pool)?;
         let name = format!("{instance}-root");
-        validate_name("volume", &name)?;
+        crate::name::validate_qualified("volume", &name)?;
         if self.volume_record(&rec.name, &name).is_ok() {
             return Err(Error::conflict(format!(
                 "pool {pool:?} already has a volume {name:?}"

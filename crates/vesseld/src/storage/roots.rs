@@ -11,7 +11,6 @@ use super::driver::BlockAccess;
 use super::record::VolumeRecord;
 use super::StorageService;
 use crate::error::{Error, Result};
-use crate::name::validate_name;
 
 /// The name of a container's root volume.
 fn root_volume(instance: &str) -> String {
@@ -48,7 +47,7 @@ impl StorageService {
         root_content(self.pool_record(pool)?.driver, pool)?;
         let d = self.driver(pool)?;
         let name = root_volume(instance);
-        validate_name("volume", &name)?;
+        crate::name::validate_qualified("volume", &name)?;
         if self.volume_record(pool, &name).is_ok() {
             return Err(Error::conflict(format!(
                 "pool {pool:?} already has a volume {name:?}"

@@ -47,7 +47,7 @@ impl StorageService {
 
     /// Checks a volume creation request; returns the size it will have.
     pub fn volume_check(&self, pool: &str, req: &VolumeCreate) -> Result<()> {
-        validate_name("volume", &req.name)?;
+        crate::name::validate_qualified("volume", &req.name)?;
         let rec = self.pool_record(pool)?;
         let volumes = self.volume_records(Some(pool))?;
         check_volume_request(&rec, &volumes, req, || Ok(self.driver(pool)?.capacity()?.0))
