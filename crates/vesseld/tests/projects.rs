@@ -560,6 +560,43 @@ fn projects_have_volumes_of_their_own() {
     // The socket's default project has none of them.
     let list = d.ok(&["storage", "volume", "list", "local", "--format", "json"]);
     assert_eq!(list.trim(), "[]");
+    // A root disk in a pool is a volume of the instance's project.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "r1",
+        "--project",
+        "alpha",
+        "--storage",
+        "local",
+        "-l",
+        "disk=64MiB",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let list = d.ok(&[
+        "storage",
+        "volume",
+        "list",
+        "local",
+        "--project",
+        "alpha",
+        "--format",
+        "json",
+    ]);
+    let names_in = |list: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(list).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names_in(&list), ["data", "r1-root"], "{list}");
+    let (code, out) = sh(&d, "alpha", "r1", "df -k / | tail -1");
+    assert_eq!(code, 0, "{out}");
+    d.ok(&["delete", "-f", "r1", "--project", "alpha"]);
     // A project holding a volume is not deleted.
     let err = d.fails(&["project", "delete", "beta"]);
     assert!(err.contains("volume local/data"), "{err}");

@@ -84,13 +84,6 @@ pub async fn instances_create(
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
     if !scope.is_default() {
-        if req.storage.is_some() {
-            return Err(Error::invalid(format!(
-                "storage pools serve only the project default so far: launch instances of \
-                 project {} without --storage",
-                scope.name()
-            )));
-        }
         // The default network is default's: an instance of another project is on the
         // networks it names, of its own project, or on none.
         if req.networks.is_empty() {
