@@ -28,6 +28,10 @@ pub const PROJECT_LIMITS: &[(&str, &str)] = &[
         "limits.disk",
         "the sum of the containers' root disk sizes (e.g. 100GiB)",
     ),
+    (
+        "limits.disk.pool.NAME",
+        "the sum of the sizes of the project's volumes (root disks included) in pool NAME",
+    ),
     ("limits.networks", "networks"),
     ("limits.snapshots", "snapshots per volume"),
 ];

@@ -597,6 +597,66 @@ fn projects_have_volumes_of_their_own() {
     let (code, out) = sh(&d, "alpha", "r1", "df -k / | tail -1");
     assert_eq!(code, 0, "{out}");
     d.ok(&["delete", "-f", "r1", "--project", "alpha"]);
+    // limits.disk.pool.NAME counts the project's volumes there, root disks included.
+    d.ok(&["project", "set", "beta", "limits.disk.pool.local=100MiB"]);
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "create",
+        "local",
+        "more",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("--size"), "{err}");
+    d.ok(&[
+        "storage",
+        "volume",
+        "create",
+        "local",
+        "blk",
+        "--type",
+        "block",
+        "--size",
+        "64MiB",
+        "--project",
+        "beta",
+    ]);
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "create",
+        "local",
+        "blk2",
+        "--type",
+        "block",
+        "--size",
+        "64MiB",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
+    let err = d.fails(&[
+        "create",
+        "busybox",
+        "r2",
+        "--project",
+        "beta",
+        "--storage",
+        "local",
+        "-l",
+        "disk=64MiB",
+    ]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
+    d.ok(&[
+        "storage",
+        "volume",
+        "delete",
+        "local",
+        "blk",
+        "--project",
+        "beta",
+    ]);
     // A project holding a volume is not deleted.
     let err = d.fails(&["project", "delete", "beta"]);
     assert!(err.contains("volume local/data"), "{err}");

@@ -98,6 +98,10 @@ pub async fn instances_create(
     let _held = app.projects.quota_guard().await;
     let usage = crate::project::quota::usage_of(scope.name(), &app.instances.list(false)?, 0);
     quota.admits(&usage, req.instance_type, &req.limits, None)?;
+    if let Some(pool) = &req.storage {
+        let sizes = super::storage::own_sizes(&app, &scope, pool).await?;
+        quota.admits_in_pool(pool, &sizes, req.limits.disk)?;
+    }
     let op = app.instances.create(req).map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

@@ -126,12 +126,18 @@ pub async fn volumes_create(
     blocking(&app, move |s| s.volume_check(&p, &r))
         .await
         .map_err(|e| scope.error(e))?;
+    // limits.disk.pool.POOL: checked, and held until the volume exists.
+    let quota = app.projects.quota(scope.name())?;
+    let held = app.projects.quota_guard().await;
+    let sizes = own_sizes(&app, &scope, &pool).await?;
+    quota.admits_in_pool(&pool, &sizes, req.size)?;
     let s = app.storage.clone();
     let op = app.ops.spawn(
         format!("Creating volume {}/{}", pool, req.name),
         vec![format!("/1.0/storage/pools/{pool}/volumes/{}", req.name)],
         false,
         move |op| async move {
+            let _held = held;
             op.progress(Some(10), "creating");
             tokio::task::spawn_blocking(move || s.volume_create(&pool, req).map(|_| ()))
                 .await
@@ -139,6 +145,21 @@ pub async fn volumes_create(
         },
     );
     Ok(accepted(scope.operation(op)))
+}
+
+/// The sizes of `scope`'s volumes in `pool`.
+pub(super) async fn own_sizes(
+    app: &App,
+    scope: &ProjectScope,
+    pool: &str,
+) -> Result<Vec<Option<u64>>> {
+    let p = pool.to_string();
+    let all = blocking(app, move |s| s.volumes_list(&p)).await?;
+    Ok(all
+        .iter()
+        .filter(|v| scope.own(&v.name).is_some())
+        .map(|v| Some(v.size_bytes))
+        .collect())
 }
 
 /// Runs storage work on one of `scope`'s volumes and shows the volume as its clients see it.

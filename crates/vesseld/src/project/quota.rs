@@ -19,6 +19,8 @@ pub struct Quota {
     pub disk: Option<u64>,
     pub networks: Option<u64>,
     pub snapshots: Option<u64>,
+    /// `limits.disk.pool.NAME`: bytes of volumes (root disks included) in pool NAME.
+    pub disk_pool: BTreeMap<String, u64>,
 }
 
 impl Quota {
@@ -56,6 +58,10 @@ impl Quota {
                             ))
                         })?;
                     q.cpu = Some(c);
+                }
+                _ if k.starts_with("limits.disk.pool.") && k.len() > "limits.disk.pool.".len() => {
+                    let pool = &k["limits.disk.pool.".len()..];
+                    q.disk_pool.insert(pool.to_string(), size()?);
                 }
                 _ => {
                     let keys: Vec<&str> = PROJECT_LIMITS.iter().map(|(k, _)| *k).collect();
@@ -157,6 +163,38 @@ impl Quota {
             if after > l {
                 return Err(over("limits.disk", bytes(usage.disk), bytes(l)));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Quota {
+    /// Checks that `adding` bytes more in `pool` keep a project that has volumes of
+    /// `sizes` there (`None`: of no size given) within `limits.disk.pool.POOL`.
+    pub fn admits_in_pool(
+        &self,
+        pool: &str,
+        sizes: &[Option<u64>],
+        adding: Option<u64>,
+    ) -> Result<()> {
+        let Some(limit) = self.disk_pool.get(pool).copied() else {
+            return Ok(());
+        };
+        let key = format!("limits.disk.pool.{pool}");
+        let adding = adding.ok_or_else(|| {
+            Error::invalid(format!(
+                "the project limits {key}: give the volume a size (--size, or -l disk= for a \
+                 root disk)"
+            ))
+        })?;
+        let used: u64 = sizes.iter().map(|s| s.unwrap_or(0)).sum();
+        if used + adding > limit {
+            return Err(Error::conflict(format!(
+                "the project's {key} limit is {} and it uses {}: this would go over it; free \
+                 some, or ask an admin to raise the limit",
+                bytes(limit),
+                bytes(used)
+            )));
         }
         Ok(())
     }

@@ -37,6 +37,8 @@ fn limits_parse_or_say_which_key_is_wrong() {
         ("limits.memory", "lots", "does not parse"),
         ("limits.cpu", "-1", "cores"),
         ("limits.gpus", "1", "no project setting"),
+        ("limits.disk.pool.", "1GiB", "no project setting"),
+        ("limits.disk.pool.fast", "big", "does not parse"),
     ] {
         let e = Quota::parse(&config(&[(k, v)])).unwrap_err();
         assert!(
@@ -90,6 +92,23 @@ fn quotas_admit_up_to_the_limit() {
         Some(&mem(768 << 20)),
     )
     .unwrap();
+}
+
+#[test]
+fn pool_limits_count_the_volumes_there() {
+    let q = Quota::parse(&config(&[("limits.disk.pool.fast", "1GiB")])).unwrap();
+    q.admits_in_pool("fast", &[Some(512 << 20)], Some(512 << 20))
+        .unwrap();
+    let e = q
+        .admits_in_pool("fast", &[Some(512 << 20), None], Some(600 << 20))
+        .unwrap_err();
+    assert!(e.message.contains("limits.disk.pool.fast"), "{}", e.message);
+    assert!(q
+        .admits_in_pool("fast", &[], None)
+        .unwrap_err()
+        .message
+        .contains("size"));
+    q.admits_in_pool("slow", &[], None).unwrap();
 }
 
 #[test]
