@@ -648,6 +648,28 @@ fn projects_have_volumes_of_their_own() {
         "disk=64MiB",
     ]);
     assert!(err.contains("limits.disk.pool.local"), "{err}");
+    d.ok(&["project", "set", "beta", "limits.snapshots=1"]);
+    d.ok(&[
+        "storage",
+        "volume",
+        "snapshot",
+        "local",
+        "blk",
+        "s1",
+        "--project",
+        "beta",
+    ]);
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "snapshot",
+        "local",
+        "blk",
+        "s2",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("limits.snapshots"), "{err}");
     d.ok(&[
         "storage",
         "volume",

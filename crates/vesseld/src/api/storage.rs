@@ -207,6 +207,21 @@ pub async fn volume_snapshot(
     ApiJson(req): ApiJson<SnapshotCreate>,
 ) -> Result<Response> {
     let name = scope.q(&name);
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard().await;
+    if let Some(limit) = quota.snapshots {
+        let (p, n) = (pool.clone(), name.clone());
+        let v = blocking(&app, move |s| s.volume_get(&p, &n))
+            .await
+            .map_err(|e| scope.error(e))?;
+        if v.snapshots.len() as u64 + 1 > limit {
+            return Err(Error::conflict(format!(
+                "the project's limits.snapshots is {limit} and this volume has {}: delete \
+                 one, or ask an admin to raise the limit",
+                v.snapshots.len()
+            )));
+        }
+    }
     on_volume(&app, &scope, move |s| s.snapshot_create(&pool, &name, req)).await
 }
 
