@@ -408,7 +408,12 @@ fn each_vm_runs_as_its_own_host_user_and_reaches_only_its_own_files() {
         "ok",
         "v1 writes its NBD volume again"
     );
-    assert_eq!(d.sh("v2", "cat /root/f").1.trim(), "data");
+    let (code, out) = d.sh("v2", "cat /root/f");
+    assert_eq!(
+        out.trim(),
+        "data",
+        "v2's exec after the restart: exit {code}"
+    );
 
     // Stop and delete: nothing of theirs is left, and the volume is root's again.
     d.ok(&["stop", "v1", "--timeout", "30"]);

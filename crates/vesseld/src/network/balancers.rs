@@ -235,8 +235,11 @@ pub(super) fn check_balancer(
                         .any(|o| o.protocol == p.protocol && o.listen_port == p.listen_port)
                 {
                     return Err(Error::conflict(format!(
-                        "{address} {} port {} is taken by load balancer {:?} of {:?}",
-                        p.protocol, p.listen_port, lb.name, other.name
+                        "{address} {} port {} is taken by load balancer {:?} of {}",
+                        p.protocol,
+                        p.listen_port,
+                        lb.name,
+                        other.named_for(&rec.name)
                     )));
                 }
             }
@@ -248,8 +251,10 @@ pub(super) fn check_balancer(
                 .any(|p| p.protocol == f.protocol && p.listen_port == f.listen_port)
             {
                 return Err(Error::conflict(format!(
-                    "{} port {} is a forward of {:?}",
-                    f.protocol, f.listen_port, other.name
+                    "{} port {} is a forward of {}",
+                    f.protocol,
+                    f.listen_port,
+                    other.named_for(&rec.name)
                 )));
             }
         }
@@ -389,7 +394,10 @@ mod tests {
                 lb("api", "192.0.2.1", 80, &["a"]),
                 "taken by load balancer \"web\"",
             ),
-            (lb("api", "192.0.2.2", 8443, &["a"]), "forward of \"dmz\""),
+            (
+                lb("api", "192.0.2.2", 8443, &["a"]),
+                "forward of network \"dmz\"",
+            ),
         ] {
             let e = check_balancer(&lan, &all, &req).unwrap_err();
             assert!(e.message.contains(want), "{want:?} not in {e}");

@@ -75,8 +75,11 @@ pub(super) fn check_forward(
                 .any(|p| p.protocol == f.protocol && p.listen_port == f.listen_port)
         }) {
             return Err(Error::conflict(format!(
-                "{} port {} is load balancer {:?}'s on {:?}",
-                f.protocol, f.listen_port, lb.name, other.name
+                "{} port {} is load balancer {:?}'s on {}",
+                f.protocol,
+                f.listen_port,
+                lb.name,
+                other.named_for(&rec.name)
             )));
         }
     }

@@ -124,8 +124,8 @@ pub(super) fn plan_network(
         for r in others {
             if r.subnet6().ok().flatten() == Some(prefix) {
                 return Err(Error::conflict(format!(
-                    "IPv6 prefix {prefix}/64 overlaps network {:?}",
-                    r.name
+                    "IPv6 prefix {prefix}/64 overlaps {}",
+                    r.named_for(&req.name)
                 )));
             }
         }
@@ -211,8 +211,8 @@ pub(super) fn plan_network(
     for o in others {
         if let Some(v) = o.vnis().iter().find(|v| ours.contains(v)) {
             return Err(Error::conflict(format!(
-                "VNI {v} is taken by network {:?} (a network's segment V uses VNI vni+V)",
-                o.name
+                "VNI {v} is taken by {} (a network's segment V uses VNI vni+V)",
+                o.named_for(&req.name)
             )));
         }
     }

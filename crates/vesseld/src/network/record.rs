@@ -73,6 +73,16 @@ impl NetworkRecord {
             self.name.clone()
         }
     }
+    /// How this network is named in a message to a client of the project of `asker` (a
+    /// qualified network name): by its name in that project, or not at all when it is another
+    /// project's.
+    pub(super) fn named_for(&self, asker: &str) -> String {
+        let project = crate::project::split(asker).0;
+        match crate::project::within(project, &self.name) {
+            Some(n) => format!("network {n:?}"),
+            None => "a network of another project".to_string(),
+        }
+    }
     pub(super) fn bridge(&self) -> String {
         format!("vbr-{}", self.kname())
     }
