@@ -340,6 +340,13 @@ fn vm_boots_from_a_raid_volume_and_keeps_running_without_a_member() {
     // The daemon restarts (QEMU reconnects to the re-served socket).
     d.kill(libc::SIGTERM);
     d.spawn();
+    // QEMU reconnects to the re-served NBD socket after a short delay; until then the
+    // guest's disk (and so a command the agent starts) waits.
+    d.wait_for(
+        "r1's agent after the restart",
+        Duration::from_secs(60),
+        || d.sh("r1", "true").0 == 0,
+    );
     assert_eq!(d.sh("r1", "sync; cat /root/f").1, "precious\nmore\n");
     d.ok(&["stop", "r1", "--force"]);
     let err = d.fails(&["storage", "volume", "detach", "safe", "r1-root", "r1"]);

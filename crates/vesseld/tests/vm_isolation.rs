@@ -408,6 +408,13 @@ fn each_vm_runs_as_its_own_host_user_and_reaches_only_its_own_files() {
         "ok",
         "v1 writes its NBD volume again"
     );
+    // Under load a TCG guest may take longer than the agent's 10 s to take its first
+    // command after the restart: wait for it to answer, then check what it kept.
+    d.wait_for(
+        "v2's agent after the restart",
+        Duration::from_secs(60),
+        || d.sh("v2", "true").0 == 0,
+    );
     let (code, out) = d.sh("v2", "cat /root/f");
     assert_eq!(
         out.trim(),
