@@ -667,7 +667,13 @@ impl Framed {
         let mut r = BufReader::new(s);
         let mut status = String::new();
         r.read_line(&mut status).unwrap();
-        assert!(status.contains(" 101 "), "no upgrade: {status}");
+        if !status.contains(" 101 ") {
+            // The daemon's message says why (its head, then its body).
+            let mut rest = String::new();
+            let _ = r.get_mut().set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = std::io::Read::read_to_string(&mut r, &mut rest);
+            panic!("no upgrade: {status}{rest}");
+        }
         loop {
             let mut l = String::new();
             r.read_line(&mut l).unwrap();
