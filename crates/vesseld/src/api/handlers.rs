@@ -52,7 +52,7 @@ pub async fn instances_list(
     Extension(caller): Extension<Caller>,
     Query(q): Params,
 ) -> Result<Response> {
-    let all = app.instances.list(flag(&q, "recursion"))?;
+    let state = flag(&q, "recursion");
     // Every project's, for an admin: each named as its project knows it, with the project.
     if flag(&q, "all-projects") {
         if caller.role != vessel_api::Role::Admin {
@@ -60,7 +60,9 @@ pub async fn instances_list(
                 "all-projects=1 lists every project's instances: that needs the role admin",
             ));
         }
-        let list: Vec<_> = all
+        let list: Vec<_> = app
+            .instances
+            .list(state)?
             .into_iter()
             .map(|i| {
                 let project = crate::project::split(&i.name).0.to_string();
@@ -69,9 +71,10 @@ pub async fn instances_list(
             .collect();
         return Ok(Json(list).into_response());
     }
-    let list: Vec<_> = all
+    let list: Vec<_> = app
+        .instances
+        .list_where(state, |n| scope.own(n).is_some())?
         .into_iter()
-        .filter(|i| scope.own(&i.name).is_some())
         .map(|i| scope.instance(i))
         .collect();
     Ok(Json(list).into_response())
@@ -96,7 +99,7 @@ pub async fn instances_create(
     // cannot both take the last place.
     let quota = app.projects.quota(scope.name())?;
     let _held = app.projects.quota_guard().await;
-    let usage = crate::project::quota::usage_of(scope.name(), &app.instances.list(false)?, 0);
+    let usage = crate::project::quota::usage_of(scope.name(), &app.instances.records()?, 0);
     quota.admits(&usage, req.instance_type, &req.limits, None)?;
     if let Some(pool) = &req.storage {
         let sizes = super::storage::own_sizes(&app, &scope, pool).await?;
@@ -505,7 +508,7 @@ pub async fn instance_root_disk(
     let quota = app.projects.quota(scope.name())?;
     let _held = app.projects.quota_guard().await;
     if quota.disk.is_some() {
-        let all = app.instances.list(false)?;
+        let all = app.instances.records()?;
         if let Some(inst) = all.iter().find(|i| i.name == name) {
             let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
             let after = vessel_api::Limits {

@@ -13,17 +13,30 @@ use crate::auth::Caller;
 use crate::error::Result;
 use crate::project::{self, quota};
 
-/// A project with what it uses now.
-fn with_usage(app: &App, mut p: Project) -> Result<Project> {
-    let instances = app.instances.list(false)?;
-    let networks = app
-        .networks
-        .list()?
-        .iter()
-        .filter(|n| project::within(&p.name, &n.name).is_some())
-        .count() as u64;
-    p.usage = Some(quota::usage_of(&p.name, &instances, networks));
-    Ok(p)
+/// What every project's use is counted from, read once per request.
+struct Holdings {
+    instances: Vec<vessel_api::Instance>,
+    networks: Vec<String>,
+}
+
+impl Holdings {
+    fn read(app: &App) -> Result<Self> {
+        Ok(Holdings {
+            instances: app.instances.records()?,
+            networks: app.networks.list()?.into_iter().map(|n| n.name).collect(),
+        })
+    }
+
+    /// `p` with what it uses now.
+    fn usage(&self, mut p: Project) -> Project {
+        let networks = self
+            .networks
+            .iter()
+            .filter(|n| project::within(&p.name, n).is_some())
+            .count() as u64;
+        p.usage = Some(quota::usage_of(&p.name, &self.instances, networks));
+        p
+    }
 }
 
 /// A caller bound to a project sees that one only.
@@ -37,10 +50,18 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let recursion = matches!(q.get("recursion").map(String::as_str), Some("1" | "true"));
+    let held = if recursion {
+        Some(Holdings::read(&app)?)
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for p in app.projects.list()? {
         if visible(&caller, &p.name) {
-            out.push(if recursion { with_usage(&app, p)? } else { p });
+            out.push(match &held {
+                Some(h) => h.usage(p),
+                None => p,
+            });
         }
     }
     Ok(Json(out).into_response())
@@ -62,7 +83,7 @@ pub async fn get(
         return Err(project::not_found(&name));
     }
     let p = app.projects.get(&name)?;
-    Ok(Json(with_usage(&app, p)?).into_response())
+    Ok(Json(Holdings::read(&app)?.usage(p)).into_response())
 }
 
 pub async fn update(
@@ -71,13 +92,13 @@ pub async fn update(
     ApiJson(req): ApiJson<ProjectUpdate>,
 ) -> Result<Response> {
     let p = app.projects.update(&name, req)?;
-    Ok(Json(with_usage(&app, p)?).into_response())
+    Ok(Json(Holdings::read(&app)?.usage(p)).into_response())
 }
 
 pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
     let mut holds: Vec<String> = app
         .instances
-        .list(false)?
+        .records()?
         .iter()
         .filter_map(|i| project::within(&name, &i.name).map(|n| format!("instance {n}")))
         .collect();

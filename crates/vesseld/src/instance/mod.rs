@@ -145,11 +145,16 @@ impl InstanceService {
 
     /// Every instance; with `state`, each with its live usage.
     pub fn list(&self, state: bool) -> Result<Vec<Instance>> {
+        self.list_where(state, |_| true)
+    }
+
+    /// The instances whose (qualified) name `keep` takes, with their devices and, with
+    /// `state`, their live usage: what others have is neither read nor shown.
+    pub fn list_where(&self, state: bool, keep: impl Fn(&str) -> bool) -> Result<Vec<Instance>> {
         let mut list: Vec<Instance> = self
-            .store
-            .instance_list()?
+            .records()?
             .into_iter()
-            .map(|i| self.pending.apply(i))
+            .filter(|i| keep(&i.name))
             .collect();
         if state {
             for inst in &mut list {
@@ -158,6 +163,17 @@ impl InstanceService {
         }
         self.with_devices(&mut list)?;
         Ok(list)
+    }
+
+    /// Every instance as stored (its status as a change in progress makes it), without its
+    /// devices or live usage: what quotas count.
+    pub fn records(&self) -> Result<Vec<Instance>> {
+        Ok(self
+            .store
+            .instance_list()?
+            .into_iter()
+            .map(|i| self.pending.apply(i))
+            .collect())
     }
 
     fn live_state(&self, inst: &Instance) -> InstanceState {
