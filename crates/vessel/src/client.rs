@@ -577,7 +577,7 @@ mod tests {
 
     use vessel_api::stream::{self, FrameKind};
 
-    use crate::testutil::{read_request, Recorded, ScriptServer, TestIdentity};
+    use crate::testutil::{answer, read_request, ScriptServer, TestIdentity};
 
     fn start<T: Send + 'static>(
         tls: bool,
@@ -587,19 +587,6 @@ mod tests {
             ScriptServer::tls(&TestIdentity::new(), script)
         } else {
             ScriptServer::unix(script)
-        }
-    }
-
-    /// Reads the request, answers `response`, and reads what follows until the client closes.
-    fn answer(response: Vec<u8>) -> impl FnOnce(UnixStream) -> Recorded + Send + 'static {
-        move |stream| {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut req = read_request(&mut reader);
-            let mut writer = stream;
-            writer.write_all(&response).unwrap();
-            writer.shutdown(Shutdown::Write).unwrap();
-            let _ = reader.read_to_end(&mut req.after);
-            req
         }
     }
 

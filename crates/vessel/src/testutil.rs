@@ -96,6 +96,20 @@ impl Drop for FakeServer {
     }
 }
 
+/// A connection handler that reads the request, answers `response`, and reads what follows
+/// until the client closes.
+pub fn answer(response: Vec<u8>) -> impl FnOnce(UnixStream) -> Recorded + Send + 'static {
+    move |stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut req = read_request(&mut reader);
+        let mut writer = stream;
+        writer.write_all(&response).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+        let _ = reader.read_to_end(&mut req.after);
+        req
+    }
+}
+
 /// Reads one request (head and `Content-Length` body).
 pub fn read_request<R: BufRead>(r: &mut R) -> Recorded {
     let mut line = String::new();

@@ -256,14 +256,9 @@ pub fn switch(config: &mut Config, name: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufReader, Read, Write};
-    use std::net::Shutdown;
-    use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::testutil::{
-        json_response, read_request, temp_dir, Recorded, ScriptServer, TestIdentity,
-    };
+    use crate::testutil::{answer, json_response, temp_dir, Recorded, ScriptServer, TestIdentity};
 
     fn add_args(name: &str, url: &str, token: Option<&str>, accept: bool) -> RemoteAddArgs {
         RemoteAddArgs {
@@ -278,15 +273,7 @@ mod tests {
 
     /// A daemon that answers `GET /1.0` with `response` after the client's probe.
     fn daemon(id: &TestIdentity, response: Vec<u8>) -> ScriptServer<Recorded> {
-        ScriptServer::tls_after_probe(id, move |stream: UnixStream| {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut req = read_request(&mut reader);
-            let mut writer = stream;
-            writer.write_all(&response).unwrap();
-            writer.shutdown(Shutdown::Write).unwrap();
-            let _ = reader.read_to_end(&mut req.after);
-            req
-        })
+        ScriptServer::tls_after_probe(id, answer(response))
     }
 
     #[test]
