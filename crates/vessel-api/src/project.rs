@@ -34,7 +34,15 @@ pub const PROJECT_LIMITS: &[(&str, &str)] = &[
     ),
     ("limits.networks", "networks"),
     ("limits.snapshots", "snapshots per volume"),
+    (
+        "features.images",
+        "true: the project has images and aliases of its own (new projects' default); \
+         false: it uses default's, read-only",
+    ),
 ];
+
+/// The project setting that gives a project images of its own.
+pub const FEATURES_IMAGES: &str = "features.images";
 
 /// A project as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -44,7 +52,7 @@ pub struct Project {
     /// Free text.
     #[serde(default)]
     pub description: String,
-    /// Settings: `limits.*` quotas.
+    /// Settings: `limits.*` quotas, `features.images`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// What the project holds now, counted as its limits count.
@@ -82,7 +90,7 @@ pub struct ProjectCreate {
     /// Free text.
     #[serde(default)]
     pub description: String,
-    /// Settings: `limits.*` quotas.
+    /// Settings: `limits.*` quotas, `features.images`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }

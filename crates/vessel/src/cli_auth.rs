@@ -162,14 +162,15 @@ admins reach every project with --project. Limits (Incus' keys) bound what a pro
   limits.networks  limits.snapshots
 With a sum limited, each instance must declare that limit (-l cpu=, -l memory=, ...).
 Lowering a limit below use blocks growth; it stops nothing. A project's networks are its
-own, and so are its volumes (in shared pools); the default network is default's. For now
-exports and image changes serve the project default only: other projects' instances use
-default's images.
+own, and so are its volumes (in shared pools), its exports (on listeners of its own) and its
+images and aliases (features.images=true, the default; with false it uses default's images,
+read-only); the default network is default's.
 
 Examples:
   vessel project create acme -c limits.instances=5 -c limits.memory=4GiB
   vessel auth token create acme-ops --project acme --role operator
   vessel network create lan --subnet 10.70.0.0/24 --project acme
+  vessel image build busybox --project acme
   vessel launch busybox web --project acme --network lan -l memory=256MiB
   vessel project switch acme          (later commands are about acme)
   vessel project info acme            (limits and what is used of them)

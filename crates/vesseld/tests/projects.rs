@@ -81,7 +81,8 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         "sleep",
         "3600",
     ]);
-    d.ok(&["project", "create", "alpha"]);
+    // alpha uses default's images; beta has its own (new projects' default).
+    d.ok(&["project", "create", "alpha", "-c", "features.images=false"]);
     d.ok(&[
         "project",
         "create",
@@ -89,6 +90,7 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         "--description",
         "the other tenant",
     ]);
+    d.ok(&["image", "build", "busybox", "--project", "beta"]);
     for p in ["alpha", "beta"] {
         d.ok(&[
             "launch",
@@ -236,7 +238,7 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
     // Deleting a project that holds things is refused and changes nothing.
     let err = d.fails(&["project", "delete", "beta"]);
     assert!(
-        err.contains("instance web") && err.contains("instance db"),
+        err.contains("instance web") && err.contains("instance db") && err.contains("image "),
         "{err}"
     );
     let err = d.fails(&["project", "delete", "alpha"]);
@@ -249,7 +251,11 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         d.ok(&["delete", "-f", "web", "--project", p]);
     }
     d.ok(&["delete", "-f", "db", "--project", "beta"]);
+    d.ok(&["image", "delete", "busybox", "--project", "beta"]);
     d.ok(&["project", "delete", "beta"]);
+    // default's image is default's still.
+    d.ok(&["create", "busybox", "after", "--no-network"]);
+    d.ok(&["delete", "-f", "after"]);
     assert!(d
         .fails(&["list", "--project", "beta"])
         .contains("not found"));
@@ -263,6 +269,8 @@ fn quotas_hold_under_concurrent_creates() {
         "project",
         "create",
         "q",
+        "-c",
+        "features.images=false",
         "-c",
         "limits.instances=5",
         "-c",
@@ -376,12 +384,6 @@ fn quotas_hold_under_concurrent_creates() {
     assert!(err.contains("not found") && !err.contains("q."), "{err}");
     let (s, body) = local(&d, "GET", "/1.0/networks?project=q", None);
     assert_eq!((s, body.as_str()), (200, "[]"));
-    // Exports serve default only for now: an empty list, and a refusal that says so.
-    let (s, body) = local(&d, "GET", "/1.0/storage/exports?project=q", None);
-    assert_eq!((s, body.as_str()), (200, "[]"));
-    let (s, body) = local(&d, "POST", "/1.0/storage/exports?project=q", Some("{}"));
-    assert_eq!(s, 400, "{body}");
-    assert!(body.contains("serves only the project default"), "{body}");
     for name in &made {
         d.ok(&["delete", "-f", name, "--project", "q"]);
     }
@@ -400,8 +402,16 @@ fn projects_have_networks_of_their_own_apart_from_each_other() {
     let sb = Sandbox::new(1);
     let d = Daemon::start_in_netns(&sb.hosts[0]);
     d.busybox();
-    d.ok(&["project", "create", "alpha"]);
-    d.ok(&["project", "create", "beta", "-c", "limits.networks=1"]);
+    d.ok(&["project", "create", "alpha", "-c", "features.images=false"]);
+    d.ok(&[
+        "project",
+        "create",
+        "beta",
+        "-c",
+        "limits.networks=1",
+        "-c",
+        "features.images=false",
+    ]);
     for (p, subnet) in [("alpha", "10.61.0.0/24"), ("beta", "10.62.0.0/24")] {
         d.ok(&[
             "network",
@@ -497,7 +507,7 @@ fn projects_have_volumes_of_their_own() {
     d.busybox();
     d.ok(&["storage", "pool", "create", "local", "dir"]);
     for p in ["alpha", "beta"] {
-        d.ok(&["project", "create", p]);
+        d.ok(&["project", "create", p, "-c", "features.images=false"]);
         d.ok(&[
             "storage",
             "volume",
@@ -679,6 +689,77 @@ fn projects_have_volumes_of_their_own() {
         "--project",
         "beta",
     ]);
+    // Concurrent launches with root disks in the pool: the limit holds although each
+    // launch's root volume is made later, by its operation.
+    let body = r#"{"name":"NAME","image":"busybox","start":false,"storage":"local","limits":{"disk":31457280}}"#;
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let socket = d.socket.clone();
+            let body = body.replace("NAME", &format!("s{i}"));
+            std::thread::spawn(move || {
+                let out = Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .arg("--unix-socket")
+                    .arg(&socket)
+                    .args([
+                        "-H",
+                        "Content-Type: application/json",
+                        "--data-binary",
+                        &body,
+                    ])
+                    .arg("http://vessel/1.0/instances?project=beta")
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+        })
+        .collect();
+    let codes: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let admitted = codes.iter().filter(|c| *c == "202").count();
+    assert!((1..8).contains(&admitted), "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "409").count(),
+        8 - admitted,
+        "{codes:?}"
+    );
+    let sizes = || -> Vec<u64> {
+        let list: serde_json::Value = serde_json::from_str(&d.ok(&[
+            "storage",
+            "volume",
+            "list",
+            "local",
+            "--project",
+            "beta",
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["size_bytes"].as_u64().unwrap())
+            .collect()
+    };
+    d.wait_for(
+        "the admitted launches' root volumes",
+        Duration::from_secs(60),
+        || {
+            names(&d.ok(&["list", "--project", "beta", "--format", "json"]))
+                .iter()
+                .filter(|n| n.starts_with('s'))
+                .count()
+                == admitted
+                && sizes().iter().filter(|s| **s == 31457280).count() == admitted
+        },
+    );
+    let used: u64 = sizes().iter().sum();
+    assert!(
+        used <= 100 << 20,
+        "{used} bytes in pool local over beta's 100MiB"
+    );
+    for i in 0..8 {
+        let _ = d.vessel(&["delete", "-f", &format!("s{i}"), "--project", "beta"]);
+    }
     // A project holding a volume is not deleted.
     let err = d.fails(&["project", "delete", "beta"]);
     assert!(err.contains("volume local/data"), "{err}");
@@ -734,9 +815,10 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         d.ok(&a)
     };
     b(&["network", "create", "xb", "--subnet", "10.64.0.0/24"]);
+    b(&["image", "build", "busybox", "--alias", "xb"]);
     b(&[
         "create",
-        "busybox",
+        "xb",
         "xb",
         "--network",
         "xb",
@@ -747,6 +829,24 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     b(&["storage", "volume", "create", "p", "xb"]);
     b(&["storage", "volume", "snapshot", "p", "xb", "s"]);
     b(&["storage", "volume", "attach", "p", "xb", "xb", "/srv"]);
+    b(&[
+        "storage",
+        "export",
+        "create",
+        "xb",
+        "p",
+        "xb",
+        "--protocol",
+        "nfs",
+        "--listen",
+        "127.0.0.1:2050",
+    ]);
+    let beta_image =
+        serde_json::from_str::<serde_json::Value>(&b(&["image", "info", "xb", "--format", "json"]))
+            .unwrap()["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let beta_op = serde_json::from_str::<serde_json::Value>(
         &local(&d, "GET", "/1.0/operations?project=beta", None).1,
     )
@@ -758,6 +858,8 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         b(&["info", "xb", "--format", "json"]),
         b(&["network", "info", "xb", "--format", "json"]),
         b(&["storage", "volume", "info", "p", "xb", "--format", "json"]),
+        b(&["image", "info", "xb", "--format", "json"]),
+        b(&["storage", "export", "list", "--format", "json"]),
     );
     let token = token(&d, "alpha-ops", "alpha", "operator");
     let port = 8443;
@@ -796,10 +898,9 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         split(c.arg(format!("https://127.0.0.1:{port}{path}")))
     };
     let mut walked = 0;
-    // Images are a catalogue every project shares (by design, for now): not walked here.
-    let walk = ENDPOINTS.iter().filter(|e| {
-        e.scope == Scope::Project && e.id != "events" && !e.path.starts_with("/1.0/images")
-    });
+    let walk = ENDPOINTS
+        .iter()
+        .filter(|e| e.scope == Scope::Project && e.id != "events");
     for e in walk {
         let fill = |name: &str, op: &str| {
             e.path
@@ -812,7 +913,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
                     "{port}" => "8080".into(),
                     "{lb}" => "lb".into(),
                     "{id}" => op.into(),
-                    "{image}" | "{alias}" => "busybox".into(),
+                    "{image}" | "{alias}" => name.to_string(),
                     other => other.into(),
                 })
                 .collect::<Vec<_>>()
@@ -863,11 +964,21 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         assert!(!theirs.contains("beta"), "{}: {theirs}", e.id);
         walked += 1;
     }
-    assert!(walked > 40, "only {walked} endpoints walked");
+    assert!(walked > 50, "only {walked} endpoints walked");
+    // beta's image by its fingerprint answers as a fingerprint nobody has.
+    let unknown_fp = "0123456789ab".repeat(5) + "0123";
+    let (s1, theirs) = ask("GET", &format!("/1.0/images/{beta_image}"), None, None);
+    let (s2, nobodys) = ask("GET", &format!("/1.0/images/{unknown_fp}"), None, None);
+    assert_eq!(
+        (s1, theirs.replace(&beta_image, "F")),
+        (s2, nobodys.replace(&unknown_fp, "F"))
+    );
     let after = (
         b(&["info", "xb", "--format", "json"]),
         b(&["network", "info", "xb", "--format", "json"]),
         b(&["storage", "volume", "info", "p", "xb", "--format", "json"]),
+        b(&["image", "info", "xb", "--format", "json"]),
+        b(&["storage", "export", "list", "--format", "json"]),
     );
     let strip = |s: &str| -> serde_json::Value {
         let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
@@ -882,8 +993,232 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     assert_eq!(strip(&before.0), strip(&after.0));
     assert_eq!(strip(&before.1), strip(&after.1));
     assert_eq!(strip(&before.2), strip(&after.2));
+    assert_eq!(before.3, after.3);
+    assert_eq!(before.4, after.4);
+    b(&["storage", "export", "delete", "xb"]);
     b(&["storage", "volume", "detach", "p", "xb", "xb"]);
     b(&["delete", "-f", "xb"]);
     b(&["storage", "volume", "delete", "p", "xb"]);
     b(&["network", "delete", "xb"]);
+    b(&["image", "delete", "xb"]);
+}
+
+fn fingerprint(d: &Daemon, project: &str, image: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "image",
+        "info",
+        image,
+        "--project",
+        project,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    v["fingerprint"].as_str().unwrap().to_string()
+}
+
+/// Images and aliases are a project's own (or default's, read-only, with
+/// `features.images=false`), stored once whatever the number of holders; exports are a
+/// project's own, on listeners no other project shares, served to real NBD clients.
+#[test]
+fn projects_have_images_and_exports_of_their_own() {
+    let d = Daemon::start();
+    d.busybox();
+    let base = fingerprint(&d, "default", "busybox");
+    d.ok(&["project", "create", "alpha"]);
+    d.ok(&["project", "create", "beta", "-c", "features.images=false"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&d.ok(&["project", "info", "alpha", "--format", "json"])).unwrap();
+    assert_eq!(info["config"]["features.images"], "true");
+
+    // alpha starts without images: default's are not its.
+    let (s, body) = local(&d, "GET", "/1.0/images?project=alpha", None);
+    assert_eq!((s, body.as_str()), (200, "[]"));
+    let err = d.fails(&["create", "busybox", "x", "--project", "alpha"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = d.fails(&["image", "info", &base, "--project", "alpha"]);
+    assert!(err.contains("not found"), "{err}");
+    d.ok(&[
+        "image",
+        "build",
+        "busybox",
+        "--alias",
+        "base",
+        "--project",
+        "alpha",
+    ]);
+    let alpha_base = fingerprint(&d, "alpha", "base");
+    // The alias is alpha's: default has no `base`.
+    assert!(d.fails(&["image", "info", "base"]).contains("not found"));
+    d.ok(&[
+        "create",
+        "base",
+        "x",
+        "--project",
+        "alpha",
+        "--",
+        "sh",
+        "-c",
+        "echo alpha > /mark; sleep 3600",
+    ]);
+    // Publishing in alpha makes alpha's image; its alias `busybox` names it in alpha only.
+    d.ok(&["publish", "x", "--alias", "busybox", "--project", "alpha"]);
+    let published = fingerprint(&d, "alpha", "busybox");
+    assert_ne!(published, base);
+    assert_eq!(fingerprint(&d, "default", "busybox"), base);
+    let default_list = d.ok(&["image", "list", "--format", "json"]);
+    assert!(!default_list.contains(&published), "{default_list}");
+    let alpha_list = d.ok(&["image", "list", "--project", "alpha", "--format", "json"]);
+    assert!(alpha_list.contains(&published) && alpha_list.contains(&alpha_base));
+    // An image in use by alpha's instance stays.
+    let err = d.fails(&["image", "delete", "base", "--project", "alpha"]);
+    assert!(err.contains("used by instance(s) x"), "{err}");
+
+    // beta uses default's images, read-only.
+    assert_eq!(
+        d.ok(&["image", "list", "--project", "beta", "--format", "json"]),
+        default_list
+    );
+    d.ok(&["create", "busybox", "y", "--project", "beta"]);
+    let err = d.fails(&["image", "build", "busybox", "--project", "beta"]);
+    assert!(err.contains("uses the images of default"), "{err}");
+    let err = d.fails(&["image", "delete", "busybox", "--project", "beta"]);
+    assert!(err.contains("uses the images of default"), "{err}");
+    let err = d.fails(&["project", "set", "beta", "features.images=true"]);
+    assert!(err.contains("1 instance(s)"), "{err}");
+    let err = d.fails(&["project", "set", "alpha", "features.images=maybe"]);
+    assert!(err.contains("true or false"), "{err}");
+    let err = d.fails(&["project", "set", "default", "features.images=false"]);
+    assert!(err.contains("always has images"), "{err}");
+    // default's image is used by beta's instance: default cannot delete it.
+    let err = d.fails(&["image", "delete", "busybox"]);
+    assert!(err.contains("used by instance(s) y"), "{err}");
+
+    // Deleting alpha's images leaves default's files: default still launches from its own.
+    d.ok(&["delete", "-f", "x", "--project", "alpha"]);
+    d.ok(&["image", "delete", "busybox", "--project", "alpha"]);
+    d.ok(&["image", "delete", "base", "--project", "alpha"]);
+    let (_, body) = local(&d, "GET", "/1.0/images?project=alpha", None);
+    assert_eq!(body, "[]");
+    d.ok(&["create", "busybox", "z", "--no-network"]);
+    d.ok(&["delete", "-f", "z"]);
+    d.ok(&["delete", "-f", "y", "--project", "beta"]);
+
+    // Exports: alpha's volume over NBD on a listener of alpha's own.
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    for (p, v) in [("alpha", "disk"), ("default", "disk")] {
+        d.ok(&[
+            "storage",
+            "volume",
+            "create",
+            "p",
+            v,
+            "--type",
+            "block",
+            "--size",
+            "4MiB",
+            "--project",
+            p,
+        ]);
+    }
+    let export = |project: &str, listen: Option<&str>| {
+        let mut args = vec![
+            "storage",
+            "export",
+            "create",
+            "disk",
+            "p",
+            "disk",
+            "--protocol",
+            "nbd",
+            "--project",
+            project,
+        ];
+        if let Some(l) = listen {
+            args.extend(["--listen", l]);
+        }
+        d.vessel(&args)
+    };
+    let stderr = |o: std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let err = stderr(export("alpha", None));
+    assert!(err.contains("give --listen"), "{err}");
+    let sock = d.dir.join("alpha.sock");
+    let err = stderr(export("alpha", Some(sock.to_str().unwrap())));
+    assert!(err.contains("not on a unix socket"), "{err}");
+    let (pa, pd) = (common::free_port(), common::free_port());
+    let (la, ld) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pd}"));
+    assert!(export("alpha", Some(&la)).status.success());
+    // Another project's export may not share alpha's listener.
+    let err = stderr(export("default", Some(&la)));
+    assert!(err.contains("is in use"), "{err}");
+    assert!(export("default", Some(&ld)).status.success());
+    let list: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "storage",
+        "export",
+        "list",
+        "--project",
+        "alpha",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        (list[0]["name"].as_str(), list[0]["volume"].as_str()),
+        (Some("disk"), Some("disk"))
+    );
+    let uri = list[0]["uri"].as_str().unwrap().to_string();
+    let default_list = d.ok(&["storage", "export", "list", "--format", "json"]);
+    assert!(!default_list.contains(&la), "{default_list}");
+    // An NBD client on alpha's listener sees alpha's export only, and reads what it wrote.
+    let listed = Command::new("nbdinfo")
+        .args(["--list", "--json", &format!("nbd://{la}")])
+        .output()
+        .expect("nbdinfo: install it with scripts/setup.sh");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(&listed).unwrap_or_else(|e| panic!("{e}: {listed}"));
+    let names: Vec<&str> = v["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["export-name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha.disk"], "{listed}");
+    assert!(uri.ends_with("/alpha.disk"), "{uri}");
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (src, back) = (d.dir.join("src.raw"), d.dir.join("back.raw"));
+    std::fs::write(&src, &data).unwrap();
+    for (from, to) in [
+        (src.to_str().unwrap(), uri.as_str()),
+        (uri.as_str(), back.to_str().unwrap()),
+    ] {
+        let out = Command::new("nbdcopy")
+            .args([from, to])
+            .output()
+            .expect("nbdcopy");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    // A project holding an export (and its volume) is not deleted.
+    let err = d.fails(&["project", "delete", "alpha"]);
+    assert!(
+        err.contains("export disk") && err.contains("volume p/disk"),
+        "{err}"
+    );
+    let err = d.fails(&["storage", "export", "delete", "nope", "--project", "alpha"]);
+    assert!(
+        err.contains("not found") && !err.contains("alpha."),
+        "{err}"
+    );
+    for p in ["alpha", "default"] {
+        d.ok(&["storage", "export", "delete", "disk", "--project", p]);
+        d.ok(&["storage", "volume", "delete", "p", "disk", "--project", p]);
+    }
+    d.ok(&["project", "delete", "alpha"]);
+    d.ok(&["project", "delete", "beta"]);
 }

@@ -6,9 +6,9 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use vessel_api::endpoints::{Body, Endpoint, Method, Role, Scope};
+use vessel_api::endpoints::{Endpoint, Method, Role, Scope};
 
-use super::scope::{ProjectScope, IN_EVERY_PROJECT};
+use super::scope::ProjectScope;
 use super::{error_response, App};
 use crate::auth::{Caller, Denied, Peer};
 use crate::error::Error;
@@ -77,14 +77,9 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
         project: scope.name().to_string(),
         ..caller.clone()
     };
-    let r = match not_in_projects_yet(e, &scope) {
-        Some(r) => r,
-        None => {
-            req.extensions_mut().insert(caller);
-            req.extensions_mut().insert(scope);
-            next.run(req).await
-        }
-    };
+    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(scope);
+    let r = next.run(req).await;
     if let Some(target) = audited {
         app.audit
             .record(&in_scope, e.id, target, r.status().as_u16());
@@ -115,28 +110,6 @@ fn project_of(
         return Err(crate::project::not_found(&project));
     }
     Ok(ProjectScope(project))
-}
-
-/// The answer of an endpoint that serves only `default` so far, asked about another
-/// project: an empty list for a listing, else a refusal that says so.
-fn not_in_projects_yet(e: &Endpoint, scope: &ProjectScope) -> Option<Response> {
-    if e.scope != Scope::Project || scope.is_default() || IN_EVERY_PROJECT.contains(&e.id) {
-        return None;
-    }
-    if e.method == Method::Get && matches!(e.response, Body::JsonList(_)) {
-        return Some(axum::Json(Vec::<()>::new()).into_response());
-    }
-    Some(
-        Error::invalid(format!(
-            "{} {} ({}) serves only the project default so far: exports and image changes \
-             are default's; instances of project {} use default's images",
-            e.method.as_str(),
-            e.path,
-            e.id,
-            scope.name()
-        ))
-        .into_response(),
-    )
 }
 
 fn req_target(req: &Request) -> &str {

@@ -19,6 +19,7 @@ use super::scope::ProjectScope;
 use super::{ApiJson, App};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
+use crate::image::ImageService;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -95,6 +96,8 @@ pub async fn instances_create(
         req.networks = req.networks.iter().map(|n| scope.q(n)).collect();
     }
     req.name = scope.q(&req.name);
+    // The image is named as the project names it; the instance keeps its fingerprint.
+    req.image = images_of(&app, &scope)?.get(&req.image)?.fingerprint;
     // The quota check and the insert it allows happen under one lock: concurrent creates
     // cannot both take the last place.
     let quota = app.projects.quota(scope.name())?;
@@ -317,21 +320,50 @@ pub async fn file_put(
     Ok(Json(info).into_response())
 }
 
-pub async fn images_list(State(app): State<App>) -> Result<Response> {
-    Ok(Json(app.images.list()?).into_response())
+/// The images a project's requests read: its own, or default's for a project without
+/// images of its own (`features.images=false`).
+pub(super) fn images_of(app: &App, scope: &ProjectScope) -> Result<ImageService> {
+    Ok(app
+        .images
+        .in_project(&app.projects.image_project(scope.name())?))
+}
+
+/// The images a project's requests change: its own; a project using default's images
+/// changes none.
+fn own_images(app: &App, scope: &ProjectScope) -> Result<ImageService> {
+    let images = images_of(app, scope)?;
+    if images.project() != scope.name() {
+        return Err(Error::invalid(format!(
+            "project {} uses the images of default ({}=false): images are built, pulled, \
+             imported, named and deleted in default, or set {}=true while the project holds \
+             no instance",
+            scope.name(),
+            vessel_api::FEATURES_IMAGES,
+            vessel_api::FEATURES_IMAGES
+        )));
+    }
+    Ok(images)
+}
+
+pub async fn images_list(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+) -> Result<Response> {
+    Ok(Json(images_of(&app, &scope)?.list()?).into_response())
 }
 
 pub async fn images_build(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     ApiJson(req): ApiJson<ImageBuild>,
 ) -> Result<Response> {
-    let images = app.images.clone();
+    let images = own_images(&app, &scope)?;
     let op = app.ops.spawn(
         format!(
             "Building image {:?}",
             crate::image::ImageService::build_name(&req)
         ),
-        vec!["/1.0/images".into()],
+        vec![images.path(None)],
         true,
         move |op| async move { images.build(req, op).await.map(|_| ()) },
     );
@@ -340,12 +372,13 @@ pub async fn images_build(
 
 pub async fn images_pull(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     ApiJson(req): ApiJson<ImagePull>,
 ) -> Result<Response> {
-    let images = app.images.clone();
+    let images = own_images(&app, &scope)?;
     let op = app.ops.spawn(
         format!("Pulling image {}", req.reference),
-        vec!["/1.0/images".into()],
+        vec![images.path(None)],
         true,
         move |op| async move { images.pull(req, op).await.map(|_| ()) },
     );
@@ -393,10 +426,12 @@ pub(super) async fn receive_upload(
 
 pub async fn images_import(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Query(q): Params,
     body: Body,
 ) -> Result<Response> {
-    let staging = app.images.staging()?;
+    let images = own_images(&app, &scope)?;
+    let staging = images.staging()?;
     let upload = staging.join("upload");
     let received = receive_upload(body, &upload, MAX_IMPORT, "archive").await;
     if let Err(e) = received {
@@ -405,10 +440,9 @@ pub async fn images_import(
     }
     let alias = q.get("alias").cloned();
     let raw_is_vm = flag(&q, "vm");
-    let images = app.images.clone();
     let op = app.ops.spawn(
         "Importing an image".into(),
-        vec!["/1.0/images".into()],
+        vec![images.path(None)],
         true,
         move |op| async move {
             images
@@ -420,9 +454,14 @@ pub async fn images_import(
     Ok(accepted(op))
 }
 
-pub async fn image_export(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
-    let staging = app.images.staging()?;
-    let archive = match app.images.export(&image, &staging).await {
+pub async fn image_export(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(image): Path<String>,
+) -> Result<Response> {
+    let images = images_of(&app, &scope)?;
+    let staging = images.staging()?;
+    let archive = match images.export(&image, &staging).await {
         Ok(a) => a,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -467,35 +506,63 @@ pub async fn image_export(State(app): State<App>, Path(image): Path<String>) -> 
         .into_response())
 }
 
-pub async fn image_get(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
-    Ok(Json(app.images.get(&image)?).into_response())
+pub async fn image_get(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(image): Path<String>,
+) -> Result<Response> {
+    Ok(Json(images_of(&app, &scope)?.get(&image)?).into_response())
 }
 
-pub async fn image_delete(State(app): State<App>, Path(image): Path<String>) -> Result<Response> {
-    Ok(Json(app.images.delete(&image).await?).into_response())
+pub async fn image_delete(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(image): Path<String>,
+) -> Result<Response> {
+    let images = own_images(&app, &scope)?;
+    // The instances that hold this project's images: its own, and for default also those
+    // of the projects that use default's images.
+    let projects = app.projects.clone();
+    let own = images.project().to_string();
+    let in_project = move |instance: &str| {
+        let p = crate::project::split(instance).0;
+        projects
+            .image_project(p)
+            .map(|ip| ip == own)
+            .unwrap_or(true)
+    };
+    Ok(Json(images.delete(&image, in_project).await?).into_response())
 }
 
 pub async fn image_alias_add(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(image): Path<String>,
     ApiJson(req): ApiJson<ImageAlias>,
 ) -> Result<Response> {
-    Ok(Json(app.images.alias_add(&image, &req.alias)?).into_response())
+    Ok(Json(own_images(&app, &scope)?.alias_add(&image, &req.alias)?).into_response())
 }
 
 pub async fn image_alias_delete(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(alias): Path<String>,
 ) -> Result<Response> {
-    Ok(Json(app.images.alias_delete(&alias)?).into_response())
+    Ok(Json(own_images(&app, &scope)?.alias_delete(&alias)?).into_response())
 }
 
 pub async fn instance_publish(
     State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<InstancePublish>,
 ) -> Result<Response> {
-    Ok(accepted(app.instances.publish(&name, req)?))
+    let images = own_images(&app, &scope)?;
+    let op = app
+        .instances
+        .publish(&scope.q(&name), req, images)
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
 }
 
 pub async fn instance_root_disk(

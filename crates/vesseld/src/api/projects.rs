@@ -91,6 +91,35 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<ProjectUpdate>,
 ) -> Result<Response> {
+    // Values are checked first (an empty one unsets its key): a bad one is the answer.
+    let set: std::collections::BTreeMap<String, String> = req
+        .config
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    quota::Quota::parse(&set)?;
+    // Which images a project uses changes only while nothing of it depends on them.
+    if let Some(v) = req.config.get(vessel_api::FEATURES_IMAGES) {
+        let current = app.projects.get(&name)?;
+        let was = current.config.get(vessel_api::FEATURES_IMAGES);
+        if was.map(String::as_str).unwrap_or("true") != v && name != vessel_api::DEFAULT_PROJECT {
+            let instances = app
+                .instances
+                .records()?
+                .iter()
+                .filter(|i| project::within(&name, &i.name).is_some())
+                .count();
+            let images = app.images.in_project(&name).list()?.len();
+            if instances + images > 0 {
+                return Err(crate::error::Error::conflict(format!(
+                    "project {name:?} has {instances} instance(s) and {images} image(s) of its \
+                     own; {} changes only in a project without either",
+                    vessel_api::FEATURES_IMAGES
+                )));
+            }
+        }
+    }
     let p = app.projects.update(&name, req)?;
     Ok(Json(Holdings::read(&app)?.usage(p)).into_response())
 }
@@ -118,6 +147,19 @@ pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<
                 }),
         );
     }
+    holds.extend(
+        app.images
+            .in_project(&name)
+            .list()?
+            .iter()
+            .map(|i| format!("image {}", crate::image::short(&i.fingerprint))),
+    );
+    holds.extend(
+        app.storage
+            .exports_list()?
+            .iter()
+            .filter_map(|e| project::within(&name, &e.name).map(|n| format!("export {n}"))),
+    );
     // Identities bound to it would come back to life with a new project of its name.
     holds.extend(
         app.auth

@@ -8,58 +8,6 @@ use vessel_api::{Event, Instance, Operation, DEFAULT_PROJECT};
 use crate::error::Error;
 use crate::project;
 
-/// Endpoints of project scope that serve projects other than `default`. The others (exports,
-/// image changes, publishing) are `default`'s alone for now: in another
-/// project their lists are empty and the rest is refused with the reason (`api/guard.rs`).
-pub const IN_EVERY_PROJECT: &[&str] = &[
-    "instances_list",
-    "instances_create",
-    "instance_get",
-    "instance_delete",
-    "instance_state_get",
-    "instance_state_put",
-    "instance_exec",
-    "instance_console",
-    "instance_vnc",
-    "instance_logs",
-    "instance_file_get",
-    "instance_file_put",
-    "instance_root_disk",
-    "networks_list",
-    "networks_create",
-    "network_get",
-    "network_delete",
-    "network_attach",
-    "network_detach",
-    "network_forward_add",
-    "network_forward_delete",
-    "network_nic_limits",
-    "network_lb_add",
-    "network_lb_delete",
-    "network_nic_acl_set",
-    "network_acl_set",
-    "volumes_list",
-    "volumes_create",
-    "volume_get",
-    "volume_update",
-    "volume_delete",
-    "volume_snapshot",
-    "volume_snapshot_delete",
-    "volume_restore",
-    "volume_attach",
-    "volume_detach",
-    "volume_import",
-    "images_list",
-    "image_get",
-    "image_export",
-    "operations_list",
-    "operation_get",
-    "operation_cancel",
-    "operation_wait",
-    "events",
-    "audit_list",
-];
-
 /// The project of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectScope(pub String);
@@ -150,9 +98,25 @@ impl ProjectScope {
         v
     }
 
-    /// The project an API path belongs to: that of the object it names (an instance,
-    /// network, volume or export), `default` for anything else.
+    /// An export of this project as its clients see it: named as they name it; its URI
+    /// keeps the name its protocol serves it under.
+    pub fn export(&self, mut e: vessel_api::StorageExport) -> vessel_api::StorageExport {
+        e.name = self.own(&e.name).unwrap_or(e.name);
+        e.volume = self.own(&e.volume).unwrap_or(e.volume);
+        e.error = e.error.as_deref().map(|m| self.text(m));
+        e
+    }
+
+    /// The project an API path belongs to: the one its `?project=` names (images), else that
+    /// of the object it names (an instance, network, volume or export), else `default`.
     fn of_path(path: &str) -> &str {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        if let Some(p) = query.split('&').find_map(|kv| {
+            kv.strip_prefix(vessel_api::PROJECT_QUERY)?
+                .strip_prefix('=')
+        }) {
+            return p;
+        }
         let segs: Vec<&str> = path.split('/').collect();
         segs.windows(2)
             .find(|w| matches!(w[0], "instances" | "networks" | "volumes" | "exports"))
@@ -215,6 +179,8 @@ mod tests {
             ProjectScope::of_path("/1.0/images/aliases/app:1.2"),
             "default"
         );
+        assert_eq!(ProjectScope::of_path("/1.0/images/ab?project=acme"), "acme");
+        assert_eq!(ProjectScope::of_path("/1.0/images?project=acme"), "acme");
         assert_eq!(
             acme.text("instance \"acme.web\" not found"),
             "instance \"web\" not found"

@@ -155,11 +155,24 @@ pub(super) async fn own_sizes(
 ) -> Result<Vec<Option<u64>>> {
     let p = pool.to_string();
     let all = blocking(app, move |s| s.volumes_list(&p)).await?;
-    Ok(all
+    let mut sizes: Vec<Option<u64>> = all
         .iter()
         .filter(|v| scope.own(&v.name).is_some())
         .map(|v| Some(v.size_bytes))
-        .collect())
+        .collect();
+    // Launches on this pool whose root volume their operation has not made yet count with
+    // the size they were admitted with: the quota lock is held only up to their instance's
+    // row, so a second launch must see the first's disk before it exists.
+    for i in app.instances.records()? {
+        let root = crate::storage::root_volume(&i.name);
+        if scope.own(&i.name).is_some()
+            && i.storage.as_deref() == Some(pool)
+            && !all.iter().any(|v| v.name == root)
+        {
+            sizes.push(Some(i.limits.disk.unwrap_or(0)));
+        }
+    }
+    Ok(sizes)
 }
 
 /// Runs storage work on one of `scope`'s volumes and shows the volume as its clients see it.
@@ -315,18 +328,63 @@ pub async fn volume_import(
     Ok(accepted(scope.operation(op)))
 }
 
-pub async fn exports_list(State(app): State<App>) -> Result<Response> {
-    Ok(json(blocking(&app, |s| s.exports_list()).await?))
+pub async fn exports_list(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+) -> Result<Response> {
+    let list: Vec<_> = blocking(&app, |s| s.exports_list())
+        .await?
+        .into_iter()
+        .filter(|e| scope.own(&e.name).is_some())
+        .map(|e| scope.export(e))
+        .collect();
+    Ok(json(list))
 }
 
 pub async fn exports_create(
     State(app): State<App>,
-    ApiJson(req): ApiJson<ExportCreate>,
+    Extension(scope): Extension<ProjectScope>,
+    ApiJson(mut req): ApiJson<ExportCreate>,
 ) -> Result<Response> {
-    let e = blocking(&app, move |s| s.export_create(req)).await?;
-    Ok((StatusCode::CREATED, Json(e)).into_response())
+    crate::name::validate_name("export", &req.name)?;
+    if !scope.is_default() {
+        // NBD and NFS carry no identity: a project's exports are served on listeners of
+        // their own (on TCP: a host path is not a tenant's to choose), which no other
+        // project's exports share.
+        match req.listen.as_deref() {
+            None => {
+                return Err(Error::invalid(format!(
+                    "exports of project {} listen on an address of their own: give --listen \
+                     HOST:PORT",
+                    scope.name()
+                )))
+            }
+            Some(l) if l.starts_with('/') => {
+                return Err(Error::invalid(format!(
+                    "exports of project {} listen on TCP (HOST:PORT), not on a unix socket",
+                    scope.name()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    req.name = scope.q(&req.name);
+    req.volume = scope.q(&req.volume);
+    let e = blocking(&app, move |s| s.export_create(req))
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok((StatusCode::CREATED, Json(scope.export(e))).into_response())
 }
 
-pub async fn export_delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
-    Ok(json(blocking(&app, move |s| s.export_delete(&name)).await?))
+pub async fn export_delete(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    crate::name::validate_name("export", &name)?;
+    let name = scope.q(&name);
+    let e = blocking(&app, move |s| s.export_delete(&name))
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(json(scope.export(e)))
 }

@@ -308,7 +308,7 @@ impl ImageService {
             &imported.config,
         );
         let image = self.register(image, &alias)?;
-        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        op.add_resource(self.path(Some(&image.fingerprint)));
         Ok(image)
     }
 

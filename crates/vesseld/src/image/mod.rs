@@ -33,6 +33,8 @@ pub struct ImageService {
     pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
     /// The guest agent put into built VM images, when installed.
     agent: Option<PathBuf>,
+    /// The project whose images this handle lists, names and changes (`in_project`).
+    project: String,
 }
 
 /// What a built root file system runs by default.
@@ -50,7 +52,34 @@ impl ImageService {
             events,
             lock: Arc::default(),
             agent: None,
+            project: vessel_api::DEFAULT_PROJECT.into(),
         }
+    }
+
+    /// This service as seen from `project`: its images and aliases only. Image files are
+    /// stored once whatever the number of projects holding them.
+    pub fn in_project(&self, project: &str) -> Self {
+        let mut s = self.clone();
+        s.project = project.to_string();
+        s
+    }
+
+    /// The project this handle works in.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The API path of the images of this handle's project (`/1.0/images`, with
+    /// `?project=P` outside `default`): what operations and events name.
+    pub fn path(&self, fingerprint: Option<&str>) -> String {
+        let mut p = "/1.0/images".to_string();
+        if let Some(fp) = fingerprint {
+            p = format!("{p}/{fp}");
+        }
+        if self.project != vessel_api::DEFAULT_PROJECT {
+            p = format!("{p}?project={}", self.project);
+        }
+        p
     }
 
     /// Puts this guest agent binary into built VM images.
@@ -59,20 +88,35 @@ impl ImageService {
         self
     }
 
-    /// Every image.
+    /// Every image of the project.
     pub fn list(&self) -> Result<Vec<Image>> {
-        Ok(self.store.image_list()?)
+        Ok(self.store.image_list(Some(&self.project))?)
     }
 
-    /// One image by alias or fingerprint.
+    /// A stored image by its full fingerprint, whichever project holds it: what an instance
+    /// made from it reads.
+    pub fn by_fingerprint(&self, fingerprint: &str) -> Result<Image> {
+        self.store
+            .image_get(None, fingerprint)
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => {
+                    Error::not_found(format!("image {} is no longer stored", short(fingerprint)))
+                }
+                e => e.into(),
+            })
+    }
+
+    /// One image of the project by alias or fingerprint.
     pub fn get(&self, key: &str) -> Result<Image> {
-        self.store.image_get(key).map_err(|e| match e {
-            StoreError::NotFound(_) => Error::not_found(format!(
-                "image {key:?} not found; see `vessel image list`, or build one with \
+        self.store
+            .image_get(Some(&self.project), key)
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => Error::not_found(format!(
+                    "image {key:?} not found; see `vessel image list`, or build one with \
                  `vessel image build busybox`"
-            )),
-            e => e.into(),
-        })
+                )),
+                e => e.into(),
+            })
     }
 
     /// The images directory.
@@ -263,7 +307,7 @@ impl ImageService {
             created_at: crate::clock::now(),
         };
         let image = self.register(image, alias)?;
-        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        op.add_resource(self.path(Some(&image.fingerprint)));
         Ok(image)
     }
 
@@ -305,49 +349,63 @@ impl ImageService {
             created_at: crate::clock::now(),
         };
         let image = self.register(image, alias)?;
-        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        op.add_resource(self.path(Some(&image.fingerprint)));
         Ok(image)
     }
 
-    /// Records a new image, or gives an existing one with the same fingerprint the alias.
+    /// Records a new image held by the project, or lets the project hold an image stored
+    /// already with the same fingerprint; either way the alias is the project's name for it.
     pub fn register(&self, image: Image, alias: &str) -> Result<Image> {
-        if self.store.image_get(&image.fingerprint).is_ok() {
-            self.store.image_alias_set(alias, &image.fingerprint)?;
+        if self.store.image_get(None, &image.fingerprint).is_ok() {
+            self.store.image_hold(&self.project, &image.fingerprint)?;
+            self.store
+                .image_alias_set(&self.project, alias, &image.fingerprint)?;
             return self.get(&image.fingerprint);
         }
         // An alias names one image: it moves from its previous holder.
-        self.store.image_insert(&image)?;
-        self.events.lifecycle(
-            "image-created",
-            &format!("/1.0/images/{}", image.fingerprint),
-        );
+        self.store.image_insert(&self.project, &image)?;
+        self.events
+            .lifecycle("image-created", &self.path(Some(&image.fingerprint)));
         self.get(&image.fingerprint)
     }
 
-    /// Deletes an image no instance uses, and the layers no other image uses.
-    pub async fn delete(&self, key: &str) -> Result<Image> {
+    /// Deletes an image from the project unless an instance of it (`in_project` tells which
+    /// instances are) was made from it; the files go with the last project holding the
+    /// image, with the layers no other image uses.
+    pub async fn delete(&self, key: &str, in_project: impl Fn(&str) -> bool) -> Result<Image> {
         let _guard = self.lock.lock().await;
         let image = self.get(key)?;
         let users = self.store.instances_using_image(&image.fingerprint)?;
-        if !users.is_empty() {
+        let own: Vec<&String> = users.iter().filter(|u| in_project(u)).collect();
+        if !own.is_empty() {
+            let names: Vec<&str> = own.iter().map(|u| crate::project::split(u).1).collect();
             return Err(Error::conflict(format!(
                 "image {} is used by instance(s) {}; delete them first",
                 short(&image.fingerprint),
-                users.join(", ")
+                names.join(", ")
             )));
         }
-        self.store.image_delete(&image.fingerprint)?;
-        let dir = self.image_dir(&image.fingerprint);
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), error = %e, "could not remove image files");
-            }
+        let holders = self.store.image_holders(&image.fingerprint)?;
+        if holders.len() <= 1 && !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "image {} is used by instances of other projects",
+                short(&image.fingerprint)
+            )));
         }
-        self.collect_layers()?;
-        self.events.lifecycle(
-            "image-deleted",
-            &format!("/1.0/images/{}", image.fingerprint),
-        );
+        let gone = self
+            .store
+            .image_release(&self.project, &image.fingerprint)?;
+        if gone {
+            let dir = self.image_dir(&image.fingerprint);
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(path = %dir.display(), error = %e, "could not remove image files");
+                }
+            }
+            self.collect_layers()?;
+        }
+        self.events
+            .lifecycle("image-deleted", &self.path(Some(&image.fingerprint)));
         Ok(image)
     }
 
@@ -355,7 +413,7 @@ impl ImageService {
     fn collect_layers(&self) -> Result<()> {
         let used: HashSet<String> = self
             .store
-            .image_list()?
+            .image_list(None)?
             .into_iter()
             .flat_map(|i| i.layers)
             .collect();
@@ -394,18 +452,22 @@ impl ImageService {
     pub fn alias_add(&self, key: &str, alias: &str) -> Result<Image> {
         validate_alias(alias)?;
         let image = self.get(key)?;
-        self.store.image_alias_set(alias, &image.fingerprint)?;
+        self.store
+            .image_alias_set(&self.project, alias, &image.fingerprint)?;
         self.get(&image.fingerprint)
     }
 
     /// Removes an alias; the image stays.
     pub fn alias_delete(&self, alias: &str) -> Result<Image> {
-        let fp = self.store.image_alias_delete(alias).map_err(|e| match e {
-            StoreError::NotFound(_) => Error::not_found(format!(
-                "no image has the alias {alias:?}; see `vessel image list`"
-            )),
-            e => e.into(),
-        })?;
+        let fp = self
+            .store
+            .image_alias_delete(&self.project, alias)
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => Error::not_found(format!(
+                    "no image has the alias {alias:?}; see `vessel image list`"
+                )),
+                e => e.into(),
+            })?;
         self.get(&fp)
     }
 

@@ -209,7 +209,7 @@ impl ImageService {
             &pulled.config,
         );
         let image = self.register(image, &alias)?;
-        op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+        op.add_resource(self.path(Some(&image.fingerprint)));
         Ok(image)
     }
 }

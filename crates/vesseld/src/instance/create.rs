@@ -14,7 +14,7 @@ impl InstanceService {
         if let Some(cmd) = &req.command {
             exec::check_command(cmd)?;
         }
-        let image = self.images.get(&req.image)?;
+        let image = self.images.by_fingerprint(&req.image)?;
         let networks = self.initial_networks(&req)?;
         match (req.instance_type, image.kind) {
             (InstanceType::Container, vessel_api::ImageKind::Vm) => {
@@ -153,7 +153,7 @@ impl InstanceService {
                         .clone()
                         .filter(|_| inst.instance_type == InstanceType::Vm)
                     {
-                        let image = svc.images.get(&inst.image)?;
+                        let image = svc.images.by_fingerprint(&inst.image)?;
                         let disk = vm::image_disk(&svc.images.image_dir(&image.fingerprint))
                             .ok_or_else(|| Error::invalid("the image has no disk"))?;
                         let (st, n, o) = (svc.storage.clone(), name.clone(), op.clone());

@@ -329,7 +329,7 @@ impl InstanceService {
                         inst.status.as_str()
                     )));
                 }
-                let image = self.images.get(&inst.image)?;
+                let image = self.images.by_fingerprint(&inst.image)?;
                 let lowers = self.images.lower_layers(&image)?;
                 let place = self.root_place(&inst)?;
                 self.driver.prepare(&inst)?;

@@ -199,7 +199,7 @@ impl InstanceService {
         if inst.instance_type == InstanceType::Vm {
             return self.start_vm(inst, op).await;
         }
-        let image = self.images.get(&inst.image)?;
+        let image = self.images.by_fingerprint(&inst.image)?;
         op.progress(Some(30), "preparing root file system");
         let lowers = self.images.lower_layers(&image)?;
         let place = self.root_place(inst)?;
@@ -490,7 +490,7 @@ impl InstanceService {
         };
         if !force {
             op.progress(Some(20), "asking the init to stop");
-            let sig = match self.images.get(&inst.image) {
+            let sig = match self.images.by_fingerprint(&inst.image) {
                 Ok(i) => systemd::stop_signal(&inst.command, &i.command, &i.stop_signal),
                 Err(_) => systemd::stop_signal(&inst.command, &[], ""),
             };

@@ -25,8 +25,14 @@ pub fn stacked_fingerprint(image: &Image) -> String {
 }
 
 impl InstanceService {
-    /// Starts the operation that publishes a stopped instance as a new image.
-    pub fn publish(&self, name: &str, req: InstancePublish) -> Result<Operation> {
+    /// Starts the operation that publishes a stopped instance as a new image of the project
+    /// `images` works in.
+    pub fn publish(
+        &self,
+        name: &str,
+        req: InstancePublish,
+        images: crate::image::ImageService,
+    ) -> Result<Operation> {
         validate_alias(&req.alias)?;
         let inst = self.get_stored(name)?;
         if inst.instance_type == vessel_api::InstanceType::Vm {
@@ -40,7 +46,7 @@ impl InstanceService {
                 inst.status.as_str()
             )));
         }
-        let base = self.images.get(&inst.image)?;
+        let base = self.images.by_fingerprint(&inst.image)?;
         if base.layers.is_empty() {
             return Err(Error::conflict(format!(
                 "image {} was stored before images had layers; rebuild it to publish from it",
@@ -104,8 +110,8 @@ impl InstanceService {
                         created_at: crate::clock::now(),
                     };
                     image.fingerprint = stacked_fingerprint(&image);
-                    let image = svc.images.register(image, &alias)?;
-                    op.add_resource(format!("/1.0/images/{}", image.fingerprint));
+                    let image = images.register(image, &alias)?;
+                    op.add_resource(images.path(Some(&image.fingerprint)));
                     Ok(())
                 }
                 .await;

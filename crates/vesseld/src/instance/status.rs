@@ -139,23 +139,29 @@ mod tests {
     }
 
     impl Store for FullDisk {
-        fn image_insert(&self, i: &Image) -> Result<()> {
-            self.inner.image_insert(i)
+        fn image_insert(&self, p: &str, i: &Image) -> Result<()> {
+            self.inner.image_insert(p, i)
         }
-        fn image_list(&self) -> Result<Vec<Image>> {
-            self.inner.image_list()
+        fn image_hold(&self, p: &str, f: &str) -> Result<()> {
+            self.inner.image_hold(p, f)
         }
-        fn image_get(&self, k: &str) -> Result<Image> {
-            self.inner.image_get(k)
+        fn image_list(&self, p: Option<&str>) -> Result<Vec<Image>> {
+            self.inner.image_list(p)
         }
-        fn image_delete(&self, f: &str) -> Result<()> {
-            self.inner.image_delete(f)
+        fn image_get(&self, p: Option<&str>, k: &str) -> Result<Image> {
+            self.inner.image_get(p, k)
         }
-        fn image_alias_set(&self, a: &str, f: &str) -> Result<()> {
-            self.inner.image_alias_set(a, f)
+        fn image_holders(&self, f: &str) -> Result<Vec<String>> {
+            self.inner.image_holders(f)
         }
-        fn image_alias_delete(&self, a: &str) -> Result<String> {
-            self.inner.image_alias_delete(a)
+        fn image_release(&self, p: &str, f: &str) -> Result<bool> {
+            self.inner.image_release(p, f)
+        }
+        fn image_alias_set(&self, p: &str, a: &str, f: &str) -> Result<()> {
+            self.inner.image_alias_set(p, a, f)
+        }
+        fn image_alias_delete(&self, p: &str, a: &str) -> Result<String> {
+            self.inner.image_alias_delete(p, a)
         }
         fn instance_insert(&self, i: &Instance) -> Result<()> {
             self.inner.instance_insert(i)
@@ -258,21 +264,24 @@ mod tests {
         let store: Arc<dyn Store> = disk.clone();
         let fp = "ab".repeat(32);
         store
-            .image_insert(&Image {
-                fingerprint: fp.clone(),
-                aliases: vec![],
-                source: "busybox".into(),
-                kind: vessel_api::ImageKind::Container,
-                size_bytes: 1,
-                layers: vec![],
-                command: vec!["sh".into()],
-                environment: vec![],
-                working_dir: None,
-                user: None,
-                exposed_ports: vec![],
-                stop_signal: "SIGTERM".into(),
-                created_at: "now".into(),
-            })
+            .image_insert(
+                vessel_api::DEFAULT_PROJECT,
+                &Image {
+                    fingerprint: fp.clone(),
+                    aliases: vec![],
+                    source: "busybox".into(),
+                    kind: vessel_api::ImageKind::Container,
+                    size_bytes: 1,
+                    layers: vec![],
+                    command: vec!["sh".into()],
+                    environment: vec![],
+                    working_dir: None,
+                    user: None,
+                    exposed_ports: vec![],
+                    stop_signal: "SIGTERM".into(),
+                    created_at: "now".into(),
+                },
+            )
             .unwrap();
         store
             .instance_insert(&Instance {

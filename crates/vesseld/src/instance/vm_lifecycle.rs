@@ -38,7 +38,7 @@ pub fn check_memory(limits: &Limits) -> Result<()> {
 impl InstanceService {
     /// Boots a VM instance; the caller holds the instance's lock.
     pub(super) async fn start_vm(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
-        let image = self.images.get(&inst.image)?;
+        let image = self.images.by_fingerprint(&inst.image)?;
         let image_dir = self.images.image_dir(&image.fingerprint);
         op.progress(Some(30), "preparing the machine");
         if inst.status != InstanceStatus::Creating {

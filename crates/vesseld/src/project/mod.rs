@@ -133,10 +133,15 @@ impl ProjectService {
             return Err(Error::conflict("the project default exists already"));
         }
         quota::Quota::parse(&req.config)?;
+        let mut config = req.config;
+        // New projects have images of their own unless told otherwise, as in Incus.
+        config
+            .entry(vessel_api::FEATURES_IMAGES.into())
+            .or_insert_with(|| "true".into());
         let r = ProjectRecord {
             name: req.name,
             description: req.description,
-            config: req.config,
+            config,
         };
         self.records.insert(&r.name, &r).map_err(|e| match e {
             crate::store::StoreError::Exists(_) => {
@@ -151,6 +156,12 @@ impl ProjectService {
     /// a limit below what the project uses is allowed: it blocks growth, it stops nothing.
     pub fn update(&self, name: &str, req: ProjectUpdate) -> Result<Project> {
         let mut r = self.record(name)?;
+        if name == DEFAULT_PROJECT && req.config.contains_key(vessel_api::FEATURES_IMAGES) {
+            return Err(Error::invalid(
+                "the project default always has images of its own; features.images is for \
+                 other projects",
+            ));
+        }
         let mut config = r.config.clone();
         for (k, v) in req.config {
             if v.is_empty() {
@@ -182,6 +193,21 @@ impl ProjectService {
         }
         self.records.delete(name).map_err(store_err)?;
         Ok(r.view())
+    }
+
+    /// The project whose images `name` uses: its own (`features.images`, unset or true), or
+    /// `default`'s.
+    pub fn image_project(&self, name: &str) -> Result<String> {
+        let r = self.record(name)?;
+        let own = r
+            .config
+            .get(vessel_api::FEATURES_IMAGES)
+            .is_none_or(|v| v == "true");
+        Ok(if own {
+            name.to_string()
+        } else {
+            DEFAULT_PROJECT.to_string()
+        })
     }
 
     /// The project's limits.

@@ -46,6 +46,13 @@ impl Quota {
                 "limits.networks" => q.networks = Some(count()?),
                 "limits.snapshots" => q.snapshots = Some(count()?),
                 "limits.memory" => q.memory = Some(size()?),
+                vessel_api::FEATURES_IMAGES => {
+                    if !matches!(v.as_str(), "true" | "false") {
+                        return Err(Error::invalid(format!(
+                            "{k}={v:?} does not parse: give true or false"
+                        )));
+                    }
+                }
                 "limits.disk" => q.disk = Some(size()?),
                 "limits.cpu" => {
                     let c: f64 = v

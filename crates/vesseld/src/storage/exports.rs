@@ -8,7 +8,6 @@ use super::driver::BlockAccess;
 use super::record::{ExportRecord, VolumeRecord};
 use super::{servers, StorageService};
 use crate::error::{chain, Error, Result};
-use crate::name::validate_name;
 
 impl StorageService {
     /// Every export with its state.
@@ -65,7 +64,7 @@ impl StorageService {
     /// Exports a volume.
     pub fn export_create(&self, req: ExportCreate) -> Result<StorageExport> {
         let _g = self.busy();
-        validate_name("export", &req.name)?;
+        crate::name::validate_qualified("export", &req.name)?;
         if self.inner.exports.contains(&req.name)? {
             return Err(Error::conflict(format!(
                 "export {:?} already exists",
@@ -75,6 +74,17 @@ impl StorageService {
         let v = self.volume_record(&req.pool, &req.volume)?;
         check_export(&req, &v)?;
         let listen = servers::normalize_listen(req.protocol, req.listen.as_deref())?;
+        // A listener serves the exports of one project: NBD and NFS clients are not told
+        // apart, so sharing one would show each project the other's.
+        let project = crate::project::split(&req.name).0;
+        let shared = self.inner.exports.list()?.into_iter().any(|r| {
+            r.export.listen == listen && crate::project::split(&r.export.name).0 != project
+        });
+        if shared {
+            return Err(Error::conflict(format!(
+                "listen address {listen} is in use; choose another --listen"
+            )));
+        }
         let e = StorageExport {
             name: req.name.clone(),
             pool: req.pool.clone(),

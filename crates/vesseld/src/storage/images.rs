@@ -79,7 +79,7 @@ impl StorageService {
     pub fn root_check(&self, pool: &str, instance: &str) -> Result<()> {
         let rec = self.pool_record(pool)?;
         self.driver(pool)?;
-        let name = format!("{instance}-root");
+        let name = super::root_volume(instance);
         crate::name::validate_qualified("volume", &name)?;
         if self.volume_record(&rec.name, &name).is_ok() {
             return Err(Error::conflict(format!(
@@ -106,7 +106,7 @@ impl StorageService {
             .map_err(|e| Error::internal(format!("qemu-img info: {e}")))?;
         let size = info["virtual-size"].as_u64().unwrap_or(0);
         let format = info["format"].as_str().unwrap_or("raw").to_string();
-        let name = format!("{instance}-root");
+        let name = super::root_volume(instance);
         let v = {
             let _g = self.busy();
             self.root_check(pool, instance)?;

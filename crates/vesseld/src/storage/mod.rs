@@ -31,7 +31,7 @@ use crate::store::{Records, Store};
 pub(crate) use driver::fs_available;
 use driver::PoolDriver;
 use record::{PoolRecord, VolumeRecord};
-pub(crate) use roots::check_fits;
+pub(crate) use roots::{check_fits, root_volume};
 
 const POOL: &str = "pool";
 const VOLUME: &str = "volume";

@@ -12,8 +12,8 @@ use super::record::VolumeRecord;
 use super::StorageService;
 use crate::error::{Error, Result};
 
-/// The name of a container's root volume.
-fn root_volume(instance: &str) -> String {
+/// The name of an instance's root volume in a pool (a container's root disk, a VM's disk).
+pub(crate) fn root_volume(instance: &str) -> String {
     format!("{instance}-root")
 }
 

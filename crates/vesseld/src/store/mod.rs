@@ -2,6 +2,7 @@
 //! the embedded SQLite backend for etcd without touching the services.
 
 mod idmap;
+mod migrations;
 mod record;
 mod sqlite;
 
@@ -70,19 +71,26 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Persistent state of the daemon.
 pub trait Store: Send + Sync {
-    /// Adds an image with its aliases; fails when an alias is taken.
-    fn image_insert(&self, image: &Image) -> Result<()>;
-    /// Every image with its aliases.
-    fn image_list(&self) -> Result<Vec<Image>>;
-    /// The image whose fingerprint or alias is `key` (a fingerprint prefix of 12+ hex
-    /// characters is enough when unique).
-    fn image_get(&self, key: &str) -> Result<Image>;
-    /// Removes an image and its aliases.
-    fn image_delete(&self, fingerprint: &str) -> Result<()>;
-    /// Adds an alias to an existing image, moving it if another image had it.
-    fn image_alias_set(&self, alias: &str, fingerprint: &str) -> Result<()>;
-    /// Removes an alias; returns the fingerprint it named.
-    fn image_alias_delete(&self, alias: &str) -> Result<String>;
+    /// Adds an image, held by `project` with its aliases there; fails with
+    /// [`StoreError::Exists`] when the image is stored already (then [`Store::image_hold`]).
+    fn image_insert(&self, project: &str, image: &Image) -> Result<()>;
+    /// Lets `project` hold a stored image too.
+    fn image_hold(&self, project: &str, fingerprint: &str) -> Result<()>;
+    /// The images `project` holds, with its aliases; every image (no aliases) for `None`.
+    fn image_list(&self, project: Option<&str>) -> Result<Vec<Image>>;
+    /// The image of `project` whose alias there or fingerprint is `key` (a fingerprint
+    /// prefix of 12+ hex characters is enough when unique); for `None`, any stored image by
+    /// fingerprint (no aliases).
+    fn image_get(&self, project: Option<&str>, key: &str) -> Result<Image>;
+    /// The projects holding an image.
+    fn image_holders(&self, fingerprint: &str) -> Result<Vec<String>>;
+    /// Ends `project`'s hold of an image and removes its aliases there; the image itself
+    /// goes with its last holder (then `true`).
+    fn image_release(&self, project: &str, fingerprint: &str) -> Result<bool>;
+    /// Gives an image `project` holds an alias there, moving it if another image had it.
+    fn image_alias_set(&self, project: &str, alias: &str, fingerprint: &str) -> Result<()>;
+    /// Removes an alias of `project`; returns the fingerprint it named.
+    fn image_alias_delete(&self, project: &str, alias: &str) -> Result<String>;
 
     /// Adds an instance (with the id range it names, if any); fails with
     /// [`StoreError::Exists`] for a taken name.

@@ -12,73 +12,7 @@ use vessel_api::{
 use super::idmap::pick_range;
 use super::{decode, encode, IdPool, Result, Store, StoreError};
 
-/// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: images, aliases, instances, operations.
-    "CREATE TABLE images (
-        fingerprint TEXT PRIMARY KEY,
-        source TEXT NOT NULL,
-        size_bytes INTEGER NOT NULL,
-        command TEXT NOT NULL,
-        stop_signal TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE image_aliases (
-        alias TEXT PRIMARY KEY,
-        fingerprint TEXT NOT NULL REFERENCES images(fingerprint) ON DELETE CASCADE
-    );
-    CREATE TABLE instances (
-        name TEXT PRIMARY KEY,
-        type TEXT NOT NULL,
-        status TEXT NOT NULL,
-        image TEXT NOT NULL REFERENCES images(fingerprint),
-        privileged INTEGER NOT NULL,
-        limits TEXT NOT NULL,
-        command TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        last_exit_code INTEGER,
-        error TEXT
-    );
-    CREATE TABLE operations (
-        id TEXT PRIMARY KEY,
-        body TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );",
-    // 2: image kind, layers and run configuration.
-    "ALTER TABLE images ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
-    // 3: instance settings that grow (SSH keys for VM guests).
-    "ALTER TABLE instances ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';",
-    // 4: every further kind of object (pools, volumes, exports, networks, ...) as JSON
-    // bodies keyed by kind and name, so new kinds need no schema change (and map 1:1 onto
-    // etcd keys in a cluster).
-    "CREATE TABLE objects (
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        body TEXT NOT NULL,
-        PRIMARY KEY (kind, key)
-    );",
-    // 5: each unprivileged container's host id range; an isolated range is one container's
-    // only (the unique index is the last word on concurrent allocations). Rows from before
-    // have none: the daemon records the shared base range for them at start.
-    "ALTER TABLE instances ADD COLUMN idmap_base INTEGER;
-    ALTER TABLE instances ADD COLUMN idmap_size INTEGER;
-    ALTER TABLE instances ADD COLUMN idmap_isolated INTEGER NOT NULL DEFAULT 0;
-    CREATE UNIQUE INDEX instances_idmap_isolated ON instances(idmap_base)
-        WHERE idmap_isolated = 1;",
-    // 6: the audit log: one row per change asked of the API, appended, never rewritten.
-    "CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        time TEXT NOT NULL,
-        identity TEXT NOT NULL,
-        project TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        status INTEGER NOT NULL
-    );
-    CREATE INDEX audit_project_time ON audit(project, time);",
-];
+use super::migrations::MIGRATIONS;
 
 /// Instance fields kept as one JSON column.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -161,15 +95,24 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn aliases(conn: &Connection, fingerprint: &str) -> Result<Vec<String>> {
+    /// `project`'s aliases of an image (none for `None`).
+    fn aliases(conn: &Connection, project: Option<&str>, fingerprint: &str) -> Result<Vec<String>> {
+        let Some(project) = project else {
+            return Ok(Vec::new());
+        };
         let mut stmt = conn.prepare_cached(
-            "SELECT alias FROM image_aliases WHERE fingerprint = ? ORDER BY alias",
+            "SELECT alias FROM image_aliases WHERE project = ? AND fingerprint = ? ORDER BY alias",
         )?;
-        let rows = stmt.query_map([fingerprint], |r| r.get(0))?;
+        let rows = stmt.query_map([project, fingerprint], |r| r.get(0))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    fn image_row(conn: &Connection, fingerprint: &str) -> Result<Option<Image>> {
+    /// An image with `project`'s aliases of it.
+    fn image_row(
+        conn: &Connection,
+        project: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<Option<Image>> {
         let row = conn
             .query_row(
                 "SELECT fingerprint, source, size_bytes, command, stop_signal, created_at, meta
@@ -193,7 +136,7 @@ impl SqliteStore {
         };
         let meta: ImageMeta = decode("images.meta", &meta)?;
         Ok(Some(Image {
-            aliases: Self::aliases(conn, &fingerprint)?,
+            aliases: Self::aliases(conn, project, &fingerprint)?,
             fingerprint,
             source,
             kind: meta.kind,
@@ -356,7 +299,7 @@ fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
 }
 
 impl Store for SqliteStore {
-    fn image_insert(&self, image: &Image) -> Result<()> {
+    fn image_insert(&self, project: &str, image: &Image) -> Result<()> {
         let command = encode("images.command", &image.command)?;
         let meta = encode(
             "images.meta",
@@ -392,81 +335,152 @@ impl Store for SqliteStore {
             }
             e => e.into(),
         })?;
+        tx.execute(
+            "INSERT INTO image_projects (fingerprint, project) VALUES (?, ?)",
+            params![image.fingerprint, project],
+        )?;
         for alias in &image.aliases {
             tx.execute(
-                "INSERT OR REPLACE INTO image_aliases (alias, fingerprint) VALUES (?, ?)",
-                params![alias, image.fingerprint],
+                "INSERT OR REPLACE INTO image_aliases (project, alias, fingerprint)
+                 VALUES (?, ?, ?)",
+                params![project, alias, image.fingerprint],
             )?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    fn image_list(&self) -> Result<Vec<Image>> {
+    fn image_hold(&self, project: &str, fingerprint: &str) -> Result<()> {
         let conn = self.lock();
-        let fps: Vec<String> = conn
-            .prepare("SELECT fingerprint FROM images ORDER BY created_at")?
-            .query_map([], |r| r.get(0))?
-            .collect::<std::result::Result<_, _>>()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO image_projects (fingerprint, project) VALUES (?, ?)",
+            params![fingerprint, project],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::NotFound(format!("image {fingerprint}"))
+            }
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    fn image_list(&self, project: Option<&str>) -> Result<Vec<Image>> {
+        let conn = self.lock();
+        let fps: Vec<String> = match project {
+            Some(p) => conn
+                .prepare(
+                    "SELECT i.fingerprint FROM images i JOIN image_projects p
+                     ON p.fingerprint = i.fingerprint WHERE p.project = ? ORDER BY i.created_at",
+                )?
+                .query_map([p], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?,
+            None => conn
+                .prepare("SELECT fingerprint FROM images ORDER BY created_at")?
+                .query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?,
+        };
         fps.iter()
-            .filter_map(|fp| Self::image_row(&conn, fp).transpose())
+            .filter_map(|fp| Self::image_row(&conn, project, fp).transpose())
             .collect()
     }
 
-    fn image_get(&self, key: &str) -> Result<Image> {
+    fn image_get(&self, project: Option<&str>, key: &str) -> Result<Image> {
         let conn = self.lock();
-        let by_alias: Option<String> = conn
-            .query_row(
-                "SELECT fingerprint FROM image_aliases WHERE alias = ?",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let by_alias: Option<String> = match project {
+            Some(p) => conn
+                .query_row(
+                    "SELECT fingerprint FROM image_aliases WHERE project = ? AND alias = ?",
+                    [p, key],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            None => None,
+        };
         let fp = match by_alias {
             Some(fp) => Some(fp),
             None if key.len() >= 12 && key.chars().all(|c| c.is_ascii_hexdigit()) => {
-                let mut stmt = conn
-                    .prepare("SELECT fingerprint FROM images WHERE fingerprint LIKE ? LIMIT 2")?;
-                let hits: Vec<String> = stmt
-                    .query_map([format!("{}%", key.to_ascii_lowercase())], |r| r.get(0))?
-                    .collect::<std::result::Result<_, _>>()?;
+                let prefix = format!("{}%", key.to_ascii_lowercase());
+                let hits: Vec<String> = match project {
+                    Some(p) => conn
+                        .prepare(
+                            "SELECT fingerprint FROM image_projects
+                             WHERE project = ? AND fingerprint LIKE ? LIMIT 2",
+                        )?
+                        .query_map([p, prefix.as_str()], |r| r.get(0))?
+                        .collect::<std::result::Result<_, _>>()?,
+                    None => conn
+                        .prepare("SELECT fingerprint FROM images WHERE fingerprint LIKE ? LIMIT 2")?
+                        .query_map([prefix.as_str()], |r| r.get(0))?
+                        .collect::<std::result::Result<_, _>>()?,
+                };
                 (hits.len() == 1).then(|| hits[0].clone())
             }
             None => None,
         };
-        fp.and_then(|fp| Self::image_row(&conn, &fp).transpose())
+        fp.and_then(|fp| Self::image_row(&conn, project, &fp).transpose())
             .unwrap_or_else(|| Err(StoreError::NotFound(format!("image {key:?}"))))
     }
 
-    fn image_delete(&self, fingerprint: &str) -> Result<()> {
+    fn image_holders(&self, fingerprint: &str) -> Result<Vec<String>> {
         let conn = self.lock();
-        let n = conn.execute("DELETE FROM images WHERE fingerprint = ?", [fingerprint])?;
+        let mut stmt = conn
+            .prepare("SELECT project FROM image_projects WHERE fingerprint = ? ORDER BY project")?;
+        let rows = stmt.query_map([fingerprint], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn image_release(&self, project: &str, fingerprint: &str) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM image_projects WHERE project = ? AND fingerprint = ?",
+            [project, fingerprint],
+        )?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("image {fingerprint}")));
         }
-        Ok(())
+        tx.execute(
+            "DELETE FROM image_aliases WHERE project = ? AND fingerprint = ?",
+            [project, fingerprint],
+        )?;
+        let left: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM image_projects WHERE fingerprint = ?",
+            [fingerprint],
+            |r| r.get(0),
+        )?;
+        if left == 0 {
+            tx.execute("DELETE FROM images WHERE fingerprint = ?", [fingerprint])?;
+        }
+        tx.commit()?;
+        Ok(left == 0)
     }
 
-    fn image_alias_set(&self, alias: &str, fingerprint: &str) -> Result<()> {
+    fn image_alias_set(&self, project: &str, alias: &str, fingerprint: &str) -> Result<()> {
         let conn = self.lock();
         conn.execute(
-            "INSERT OR REPLACE INTO image_aliases (alias, fingerprint) VALUES (?, ?)",
-            params![alias, fingerprint],
+            "INSERT OR REPLACE INTO image_aliases (project, alias, fingerprint) VALUES (?, ?, ?)",
+            params![project, alias, fingerprint],
         )?;
         Ok(())
     }
 
-    fn image_alias_delete(&self, alias: &str) -> Result<String> {
+    fn image_alias_delete(&self, project: &str, alias: &str) -> Result<String> {
         let conn = self.lock();
         let fp: Option<String> = conn
             .query_row(
-                "SELECT fingerprint FROM image_aliases WHERE alias = ?",
-                [alias],
+                "SELECT fingerprint FROM image_aliases WHERE project = ? AND alias = ?",
+                [project, alias],
                 |r| r.get(0),
             )
             .optional()?;
         let fp = fp.ok_or_else(|| StoreError::NotFound(format!("image alias {alias:?}")))?;
-        conn.execute("DELETE FROM image_aliases WHERE alias = ?", [alias])?;
+        conn.execute(
+            "DELETE FROM image_aliases WHERE project = ? AND alias = ?",
+            [project, alias],
+        )?;
         Ok(fp)
     }
 

@@ -61,7 +61,7 @@ fn state_survives_reopen_and_migrations_are_versioned() {
     {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as u32);
-        s.image_insert(&image(&fp)).unwrap();
+        s.image_insert("default", &image(&fp)).unwrap();
         s.instance_insert(&instance("c1", &fp)).unwrap();
         s.instance_set_status("c1", InstanceStatus::Running, None, None)
             .unwrap();
@@ -86,14 +86,23 @@ fn state_survives_reopen_and_migrations_are_versioned() {
     s.instance_set_limits(&i.name, &limits).unwrap();
     assert_eq!(s.instance_get(&i.name).unwrap().limits, limits);
     assert!(s.instance_set_limits("nope", &limits).is_err());
-    assert_eq!(s.image_get("busybox").unwrap().fingerprint, fp);
-    assert_eq!(s.image_get("busybox").unwrap(), {
+    assert_eq!(
+        s.image_get(Some("default"), "busybox").unwrap().fingerprint,
+        fp
+    );
+    assert_eq!(s.image_get(Some("default"), "busybox").unwrap(), {
         let mut i = image(&fp);
         i.aliases = vec!["busybox".into()];
         i
     });
-    assert_eq!(s.image_get(&fp[..12]).unwrap().fingerprint, fp);
-    assert!(matches!(s.image_get("abab"), Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.image_get(Some("default"), &fp[..12]).unwrap().fingerprint,
+        fp
+    );
+    assert!(matches!(
+        s.image_get(Some("default"), "abab"),
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(s.instances_using_image(&fp).unwrap(), vec!["c1"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -103,7 +112,7 @@ fn duplicate_names_are_refused() {
     let dir = tempdir();
     let s = SqliteStore::open(&dir.join("db")).unwrap();
     let fp = "cd".repeat(32);
-    s.image_insert(&image(&fp)).unwrap();
+    s.image_insert("default", &image(&fp)).unwrap();
     s.instance_insert(&instance("c1", &fp)).unwrap();
     assert!(matches!(
         s.instance_insert(&instance("c1", &fp)),
@@ -165,7 +174,7 @@ fn isolated_ranges_are_distinct_survive_reopen_and_free_on_delete() {
     };
     {
         let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
-        s.image_insert(&image(&fp)).unwrap();
+        s.image_insert("default", &image(&fp)).unwrap();
         // A legacy row gets the shared range recorded; isolated ones never take it.
         s.instance_insert(&instance("old", &fp)).unwrap();
         assert_eq!(s.instance_get("old").unwrap().idmap, None);
@@ -232,4 +241,122 @@ fn tempdir() -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A store written before projects (schema 6) opens with everything in `default`: its
+/// images held by `default` with their aliases, its instances named as they were.
+#[test]
+fn a_store_from_before_projects_becomes_defaults() {
+    let dir = tempdir();
+    let path = dir.join("vessel.db");
+    let fp = "ef".repeat(32);
+    {
+        let c = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..6] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 6).unwrap();
+        c.execute(
+            "INSERT INTO images (fingerprint, source, size_bytes, command, stop_signal,
+             created_at) VALUES (?, 'busybox', 1, '[\"sh\"]', 'SIGTERM', 't')",
+            [&fp],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO image_aliases (alias, fingerprint) VALUES ('busybox', ?)",
+            [&fp],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO instances (name, type, status, image, privileged, limits, command,
+             environment, created_at) VALUES ('web', 'container', 'stopped', ?, 0, '{}',
+             '[\"sh\"]', '{}', 't')",
+            [&fp],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as u32);
+    let img = s.image_get(Some("default"), "busybox").unwrap();
+    assert_eq!(
+        (img.fingerprint.as_str(), img.aliases),
+        (fp.as_str(), vec!["busybox".to_string()])
+    );
+    assert_eq!(s.image_holders(&fp).unwrap(), vec!["default"]);
+    assert_eq!(s.image_list(Some("default")).unwrap().len(), 1);
+    assert!(s.image_list(Some("alpha")).unwrap().is_empty());
+    assert!(matches!(
+        s.image_get(Some("alpha"), "busybox"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.image_get(Some("alpha"), &fp),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.instance_get("web").unwrap().image, fp);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Aliases are a project's own; an image stays stored while any project holds it.
+#[test]
+fn images_are_held_per_project_and_go_with_their_last_holder() {
+    let dir = tempdir();
+    let s = SqliteStore::open(&dir.join("db")).unwrap();
+    let (a, b) = ("a1".repeat(32), "b2".repeat(32));
+    s.image_insert("default", &image(&a)).unwrap();
+    s.image_insert("alpha", &image(&b)).unwrap();
+    // The same alias names another image in each project.
+    assert_eq!(
+        s.image_get(Some("default"), "busybox").unwrap().fingerprint,
+        a
+    );
+    assert_eq!(
+        s.image_get(Some("alpha"), "busybox").unwrap().fingerprint,
+        b
+    );
+    assert!(matches!(
+        s.image_get(Some("alpha"), &a),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.image_insert("alpha", &image(&a)),
+        Err(StoreError::Exists(_))
+    ));
+    s.image_hold("alpha", &a).unwrap();
+    s.image_alias_set("alpha", "old", &a).unwrap();
+    assert_eq!(
+        s.image_get(Some("alpha"), &a[..12]).unwrap().aliases,
+        vec!["old"]
+    );
+    assert_eq!(
+        s.image_get(Some("default"), &a).unwrap().aliases,
+        vec!["busybox"]
+    );
+    assert_eq!(s.image_holders(&a).unwrap(), vec!["alpha", "default"]);
+    assert!(matches!(
+        s.image_alias_delete("default", "old"),
+        Err(StoreError::NotFound(_))
+    ));
+    // Released by one holder: still stored for the other, without the released aliases.
+    assert!(!s.image_release("alpha", &a).unwrap());
+    assert!(matches!(
+        s.image_get(Some("alpha"), "old"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.image_get(None, &a).unwrap().fingerprint, a);
+    assert!(s.image_release("default", &a).unwrap());
+    assert!(matches!(
+        s.image_get(None, &a),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.image_release("default", &a),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.image_hold("default", &a),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.image_list(None).unwrap().len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
 }
