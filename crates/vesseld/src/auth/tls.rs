@@ -51,7 +51,15 @@ pub fn server_identity(
     root: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let (cert_path, key_path) = (root.join(CERT_FILE), root.join(KEY_FILE));
-    if !cert_path.exists() && !key_path.exists() {
+    // The key is put in place before the certificate: a key alone is a first start that was
+    // stopped half-way (a certificate is never written without its key), made again.
+    if key_path.exists() && !cert_path.exists() {
+        tracing::warn!(
+            key = %key_path.display(),
+            "a server key without its certificate (an interrupted first start): making both again"
+        );
+    }
+    if !cert_path.exists() {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -79,19 +87,27 @@ pub fn server_identity(
     Ok((certs, key))
 }
 
+/// Writes `data` to `path` whole or not at all (a private temporary file renamed into place),
+/// readable by root only.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::internal(format!("creating {}: {e}", path.display())))?;
+        .open(&tmp)
+        .map_err(|e| Error::internal(format!("creating {}: {e}", tmp.display())))?;
     f.write_all(data)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::internal(format!("securing {}: {e}", path.display())))
+        .map_err(|e| Error::internal(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::internal(format!("securing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::internal(format!("placing {}: {e}", path.display())))
 }
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -192,9 +208,12 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         server_config(&dir).unwrap();
-        // A key without its certificate is a broken installation, not a first start.
+        // A key without its certificate is a first start stopped between the two files (each
+        // is written whole): both are made again, and the daemon starts.
         std::fs::remove_file(dir.join(CERT_FILE)).unwrap();
-        assert!(server_identity(&dir).is_err());
+        let (remade, _) = server_identity(&dir).unwrap();
+        assert_ne!(fingerprint(&remade[0]), fingerprint(&first[0]));
+        assert!(!dir.join("server.key.tmp").exists() && !dir.join("server.crt.tmp").exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
