@@ -1222,3 +1222,57 @@ fn projects_have_images_and_exports_of_their_own() {
     d.ok(&["project", "delete", "alpha"]);
     d.ok(&["project", "delete", "beta"]);
 }
+
+/// A daemon's store from before projects (schema 6: aliases without a project, no holders of
+/// images) is opened by this daemon with everything in `default`: its image by alias, its
+/// instance by name, started; another project sees none of it.
+#[test]
+fn a_store_from_before_projects_moves_into_default() {
+    let mut d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "create",
+        "busybox",
+        "old",
+        "--no-network",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let fp = fingerprint(&d, "default", "busybox");
+    d.kill(libc::SIGTERM);
+    {
+        // The store as the daemon before projects left it.
+        let db = rusqlite::Connection::open(d.root().join("vessel.db")).unwrap();
+        db.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE image_aliases_old (
+                 alias TEXT PRIMARY KEY,
+                 fingerprint TEXT NOT NULL REFERENCES images(fingerprint) ON DELETE CASCADE
+             );
+             INSERT INTO image_aliases_old SELECT alias, fingerprint FROM image_aliases;
+             DROP TABLE image_aliases;
+             ALTER TABLE image_aliases_old RENAME TO image_aliases;
+             DROP TABLE image_projects;
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+    }
+    d.spawn();
+    assert_eq!(fingerprint(&d, "default", "busybox"), fp);
+    assert_eq!(
+        names(&d.ok(&["list", "--format", "json"])),
+        ["old"],
+        "the instance is default's"
+    );
+    d.ok(&["start", "old"]);
+    assert_eq!(d.info("old")["status"], "running");
+    d.ok(&["project", "create", "alpha"]);
+    let (_, body) = local(&d, "GET", "/1.0/images?project=alpha", None);
+    assert_eq!(body, "[]");
+    assert!(names(&d.ok(&["list", "--project", "alpha", "--format", "json"])).is_empty());
+    // default's image is default's to delete, once nothing uses it.
+    d.ok(&["delete", "-f", "old"]);
+    d.ok(&["image", "delete", "busybox"]);
+    d.ok(&["project", "delete", "alpha"]);
+}
