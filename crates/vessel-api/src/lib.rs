@@ -6,6 +6,7 @@
 //! fails when the code and the checked-in document drift (run with `VESSEL_BLESS=1` to update).
 
 pub mod auth;
+pub mod config;
 pub mod endpoints;
 pub mod network;
 pub mod openapi;
@@ -16,6 +17,7 @@ pub mod stream;
 pub mod types;
 
 pub use auth::*;
+pub use config::*;
 pub use network::*;
 pub use project::*;
 pub use storage::*;

@@ -11,6 +11,7 @@ use utoipa::openapi::{
 };
 
 use crate::auth::*;
+use crate::config::*;
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
 use crate::network::*;
 use crate::project::*;
@@ -51,6 +52,11 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceVolume>()
         .schema_from::<RootDisk>()
         .schema_from::<RootDiskResize>()
+        .schema_from::<InstanceConfig>()
+        .schema_from::<InstanceConfigPatch>()
+        .schema_from::<ConfigEffect>()
+        .schema_from::<ConfigKeyChange>()
+        .schema_from::<InstanceConfigChange>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

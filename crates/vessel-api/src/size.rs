@@ -43,3 +43,34 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
     }
     Ok(bytes as u64)
 }
+
+/// A size written back exactly, in the largest binary unit that divides it (`256MiB`,
+/// `1536KiB`, `1000`): what [`parse_size`] reads back to the same number.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in UNITS {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_written_back_read_back_the_same() {
+        for (n, s) in [
+            (256 << 20, "256MiB"),
+            (1536 << 10, "1536KiB"),
+            (1000, "1000"),
+            (0, "0"),
+            (3 << 40, "3TiB"),
+        ] {
+            assert_eq!(format_size(n), s);
+            assert_eq!(parse_size(s).unwrap(), n);
+        }
+    }
+}

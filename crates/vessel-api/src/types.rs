@@ -233,6 +233,10 @@ pub struct Instance {
     pub command: Vec<String>,
     /// Extra environment for the init process.
     pub environment: BTreeMap<String, String>,
+    /// Its other configuration keys (`boot.*`, `user.*`); limits and environment are the
+    /// fields above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
     /// SSH public keys installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,

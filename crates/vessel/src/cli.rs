@@ -235,9 +235,10 @@ pub enum Command {
     /// Projects: tenants with their own instances and limits.
     #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
     Project(crate::cli_auth::ProjectCommand),
-    /// The daemon's settings (core.https_address).
-    #[command(subcommand, after_help = crate::cli_auth::CONFIG_EXAMPLES)]
-    Config(crate::cli_auth::ConfigCommand),
+    /// An instance's configuration (limits, environment, boot, user keys; live where it can
+    /// be), or the daemon's settings (core.https_address).
+    #[command(subcommand, after_help = crate::cli_config::CONFIG_EXAMPLES)]
+    Config(crate::cli_config::ConfigCommand),
     /// Set the daemon up: its default network.
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -109,50 +109,6 @@ Examples:
   vessel audit --since 2026-12-01T00:00:00Z --format json
   vessel audit --project default --limit 50";
 
-pub const CONFIG_EXAMPLES: &str = "\
-Settings:
-  core.https_address   address and port of the HTTPS API, e.g. 0.0.0.0:8443 or [::]:8443
-                       (applied at once; empty or `unset` stops listening)
-
-The daemon's certificate is <root>/server.crt with its key server.key (made at the first
-start); replace both with your own and restart the daemon to use another.
-
-Examples:
-  vessel config set core.https_address 0.0.0.0:8443
-  vessel config set core.https_address=[::]:8443
-  vessel config get core.https_address
-  vessel config unset core.https_address
-  vessel config show";
-
-/// `vessel config ...`
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// Set a setting (applied at once).
-    #[command(after_help = CONFIG_EXAMPLES)]
-    Set {
-        /// Key, e.g. core.https_address (or KEY=VALUE).
-        key: String,
-        /// Value.
-        value: Option<String>,
-    },
-    /// Print one setting's value (empty when unset).
-    Get {
-        /// Key.
-        key: String,
-    },
-    /// Unset a setting.
-    Unset {
-        /// Key.
-        key: String,
-    },
-    /// Every setting that has a value.
-    Show {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-}
-
 pub const PROJECT_EXAMPLES: &str = "\
 A project is a tenant: its instances have names of their own (two projects may both have
 `web`) and reach nothing of another project's. An identity bound to a project sees only it;

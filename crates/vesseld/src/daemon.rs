@@ -303,6 +303,11 @@ impl Daemon {
                     source,
                 })?;
         }
+        // The first start after a host boot starts what is marked to start with the host.
+        if crate::instance::autostart::host_booted(Path::new(&self.app.info.root_dir)) {
+            let instances = self.app.instances.clone();
+            tokio::spawn(async move { instances.autostart().await });
+        }
         let served =
             api::listener::serve(listener, router, api::listener::Limits::SOCKET, shutdown)
                 .await

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use vessel_api::{
-    AuditEntry, CertificateTrust, Identity, Project, ProjectCreate, ProjectUpdate, ServerConfig,
-    TokenCreate, TokenCreated,
+    AuditEntry, CertificateTrust, Identity, Project, ProjectCreate, ProjectUpdate, TokenCreate,
+    TokenCreated,
 };
 
-use crate::cli_auth::{AuthCommand, ConfigCommand, ProjectCommand, TokenCommand, TrustCommand};
+use crate::cli_auth::{AuthCommand, ProjectCommand, TokenCommand, TrustCommand};
 use crate::client::Client;
 use crate::output::{print_document, println, Block, Format, Table};
 
@@ -172,51 +172,6 @@ pub fn audit(
             t.print()?;
         }
         format => print_document(format, &entries)?,
-    }
-    Ok(0)
-}
-
-/// `config ...`.
-pub fn config(client: &Client, cmd: ConfigCommand) -> Result<i32> {
-    let patch = |key: String, value: String| -> Result<ServerConfig> {
-        let body = ServerConfig {
-            values: BTreeMap::from([(key, value)]),
-        };
-        client.send("PATCH", "/1.0/config", &body)
-    };
-    match cmd {
-        ConfigCommand::Set { key, value } => {
-            let (key, value) = match value {
-                Some(v) => (key, v),
-                None => match key.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => anyhow::bail!(
-                        "give the value too: vessel config set {key} VALUE (or {key}=VALUE)"
-                    ),
-                },
-            };
-            patch(key, value)?;
-        }
-        ConfigCommand::Unset { key } => {
-            patch(key, String::new())?;
-        }
-        ConfigCommand::Get { key } => {
-            let c: ServerConfig = client.get("/1.0/config")?;
-            println(c.values.get(&key).map(String::as_str).unwrap_or(""))?;
-        }
-        ConfigCommand::Show { format } => {
-            let c: ServerConfig = client.get("/1.0/config")?;
-            match format {
-                Format::Table => {
-                    let mut t = Table::new(&["KEY", "VALUE"]);
-                    for (k, v) in &c.values {
-                        t.row(vec![k.clone(), v.clone()]);
-                    }
-                    t.print()?;
-                }
-                format => print_document(format, &c)?,
-            }
-        }
     }
     Ok(0)
 }

@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command};
 use crate::remote::Config;
 
 mod auth;
+mod config;
 mod exec;
 mod file;
 mod image;
@@ -104,7 +105,7 @@ pub fn run(
             limit,
             format,
         } => auth::audit(&client, project, since, limit, format),
-        Command::Config(cmd) => auth::config(&client, cmd),
+        Command::Config(cmd) => config::run(&client, cmd),
         Command::Project(cmd) => auth::project(&client, cmd),
     }
 }

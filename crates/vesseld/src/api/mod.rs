@@ -152,6 +152,8 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "image_alias_add" => on(f, h::image_alias_add),
         "image_alias_delete" => on(f, h::image_alias_delete),
         "instance_publish" => on(f, h::instance_publish),
+        "instance_config_get" => on(f, h::instance_config_get),
+        "instance_config_update" => on(f, h::instance_config_update),
         "instance_root_disk" => on(f, h::instance_root_disk),
         "operations_list" => on(f, h::operations_list),
         "operation_get" => on(f, h::operation_get),

@@ -94,6 +94,7 @@ impl InstanceService {
             limits: req.limits,
             command: req.command.unwrap_or_else(|| image.command.clone()),
             environment: req.environment,
+            config: Default::default(),
             ssh_keys: req.ssh_keys,
             storage: req.storage.clone(),
             created_at: crate::clock::now(),

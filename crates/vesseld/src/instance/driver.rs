@@ -527,6 +527,63 @@ impl ContainerDriver {
             .map_err(|e| Error::internal(format!("resuming {name}: {}", chain(&e))))
     }
 
+    /// Gives running container `name` the limits `new` in place of `old` through its cgroup
+    /// (a limit `new` lacks is lifted). Memory below what the container holds is refused, never
+    /// met by killing: cgroup v1 reclaims what it can and refuses the rest; on v2, whose
+    /// kernel would kill instead, a limit below current use is refused before it is written.
+    pub fn update_limits(
+        &self,
+        name: &str,
+        old: &vessel_api::Limits,
+        new: &vessel_api::Limits,
+    ) -> Result<()> {
+        let res = limits::to_oci_update(old, new, self.cgroup_version)?;
+        let lowering = match (old.memory, new.memory) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(o), Some(n)) => n < o,
+        };
+        let used = || {
+            vessel_container::stats(&self.state_root, name)
+                .map(|s| s.memory_usage_bytes)
+                .unwrap_or(0)
+        };
+        let refuse = |used: u64, limit: u64| {
+            Error::conflict(format!(
+                "{name} holds {} of memory and it cannot be given back to fit in {}: nothing \
+                 was changed; free memory in {name}, or choose a higher limit",
+                vessel_api::size::format_size(used),
+                vessel_api::size::format_size(limit)
+            ))
+        };
+        if lowering && self.cgroup_version == vessel_cgroups::CgroupVersion::V2 {
+            let (u, limit) = (used(), new.memory.unwrap_or(0));
+            if u > limit {
+                return Err(refuse(u, limit));
+            }
+        }
+        let result = vessel_container::update(&self.state_root, name, &res);
+        if result.is_err() {
+            // Settings written before the refusal go back to what they were.
+            if let Ok(back) = limits::to_oci_update(new, old, self.cgroup_version) {
+                if let Err(e) = vessel_container::update(&self.state_root, name, &back) {
+                    tracing::warn!(instance = name, error = %chain(&e), "restoring the limits");
+                }
+            }
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if lowering => {
+                tracing::info!(instance = name, error = %chain(&e), "lower memory limit refused");
+                Err(refuse(used(), new.memory.unwrap_or(0)))
+            }
+            Err(e) => Err(Error::invalid(format!(
+                "the kernel refused the new limits of {name}: {}",
+                chain(&e)
+            ))),
+        }
+    }
+
     /// Live usage read from the instance's cgroups.
     pub fn usage(&self, name: &str) -> Result<InstanceState> {
         let stats = vessel_container::stats(&self.state_root, name)

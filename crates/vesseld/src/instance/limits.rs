@@ -241,6 +241,74 @@ pub fn to_oci(l: &Limits, cgroups: CgroupVersion) -> Result<LinuxResources> {
     r.build().map_err(bad)
 }
 
+/// Default cpu weight (the kernel's own).
+const DEFAULT_CPU_WEIGHT: u64 = 100;
+/// Default v1 block-io weight (the kernel's own; v2's 100 once converted).
+const DEFAULT_BLKIO_WEIGHT: u16 = 500;
+
+/// The resources block that changes a live cgroup from limits `old` to `new`: `new`'s
+/// limits, and every limit `old` had and `new` lacks lifted (-1) or back to its default.
+pub fn to_oci_update(old: &Limits, new: &Limits, cgroups: CgroupVersion) -> Result<LinuxResources> {
+    let mut r = to_oci(new, cgroups)?;
+    let bad = |e: oci_spec::OciSpecError| Error::internal(format!("building resources: {e}"));
+    let mut cpu = r.cpu().clone().unwrap_or_default();
+    let mut cpu_changed = false;
+    if old.cpu.is_some() && new.cpu.is_none() {
+        cpu.set_quota(Some(-1));
+        cpu.set_period(Some(CPU_PERIOD_US));
+        cpu_changed = true;
+    }
+    if old.cpu_weight.is_some() && new.cpu_weight.is_none() {
+        match cgroups {
+            CgroupVersion::V1 => {
+                cpu.set_shares(Some(1024));
+                cpu_changed = true;
+            }
+            CgroupVersion::V2 => {
+                let mut u = r.unified().clone().unwrap_or_default();
+                u.insert("cpu.weight".into(), DEFAULT_CPU_WEIGHT.to_string());
+                r.set_unified(Some(u));
+            }
+        }
+    }
+    if old.cpuset.is_some() && new.cpuset.is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cpu.set_cpus(Some(format!("0-{}", n - 1)));
+        cpu_changed = true;
+    }
+    if cpu_changed {
+        r.set_cpu(Some(cpu));
+    }
+    if new.memory.is_none() && old.memory.is_some() {
+        r.set_memory(Some(
+            LinuxMemoryBuilder::default()
+                .limit(-1)
+                .swap(-1)
+                .build()
+                .map_err(bad)?,
+        ));
+    } else if let (Some(m), None, Some(_)) = (new.memory, new.memory_swap, old.memory_swap) {
+        r.set_memory(Some(
+            LinuxMemoryBuilder::default()
+                .limit(m as i64)
+                .swap(-1)
+                .build()
+                .map_err(bad)?,
+        ));
+    }
+    if new.pids.is_none() && old.pids.is_some() {
+        r.set_pids(Some(
+            LinuxPidsBuilder::default().limit(-1).build().map_err(bad)?,
+        ));
+    }
+    if new.io_weight.is_none() && old.io_weight.is_some() {
+        let mut bio = r.block_io().clone().unwrap_or_default();
+        bio.set_weight(Some(DEFAULT_BLKIO_WEIGHT));
+        r.set_block_io(Some(bio));
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +412,48 @@ mod tests {
         let mem = r.memory().as_ref().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
         assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
+    }
+
+    #[test]
+    fn an_update_lifts_what_is_no_longer_limited() {
+        let old = Limits {
+            cpu: Some(0.5),
+            cpu_weight: Some(200),
+            memory: Some(64 << 20),
+            memory_swap: Some(0),
+            pids: Some(50),
+            io_weight: Some(100),
+            ..Default::default()
+        };
+        let new = Limits {
+            memory: Some(128 << 20),
+            ..Default::default()
+        };
+        let r = to_oci_update(&old, &new, CgroupVersion::V1).unwrap();
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!((cpu.quota(), cpu.shares()), (Some(-1), Some(1024)));
+        let mem = r.memory().as_ref().unwrap();
+        assert_eq!((mem.limit(), mem.swap()), (Some(128 << 20), Some(-1)));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), -1);
+        assert_eq!(r.block_io().as_ref().unwrap().weight(), Some(500));
+        // Raising keeps the swap as it was asked: none besides memory.
+        let r = to_oci_update(
+            &old,
+            &Limits {
+                memory: Some(128 << 20),
+                ..old.clone()
+            },
+            CgroupVersion::V1,
+        )
+        .unwrap();
+        let mem = r.memory().as_ref().unwrap();
+        assert_eq!(
+            (mem.limit(), mem.swap()),
+            (Some(128 << 20), Some(128 << 20))
+        );
+        let all = to_oci_update(&old, &Limits::default(), CgroupVersion::V2).unwrap();
+        assert_eq!(all.memory().as_ref().unwrap().limit(), Some(-1));
+        assert_eq!(all.unified().as_ref().unwrap()["cpu.weight"], "100");
     }
 
     #[test]

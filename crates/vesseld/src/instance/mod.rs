@@ -1,6 +1,8 @@
 //! The instance service: the one owner of instance state. Routes hand it actions; it checks
 //! them, records the outcome in the store, drives the container driver, and announces events.
 
+pub mod autostart;
+pub mod config;
 mod create;
 mod devices;
 pub mod driver;

@@ -305,30 +305,21 @@ impl InstanceService {
 
     /// Starts the operation that changes a container's root disk size (`limits.disk`).
     pub fn root_disk_resize(&self, name: &str, size: u64) -> Result<vessel_api::Operation> {
-        let inst = self.get_stored(name)?;
-        if inst.instance_type == InstanceType::Vm {
-            return Err(Error::invalid(format!(
-                "{name} is a VM: its root disk is its image's disk (resize its volume when it \
-                 is in a pool: vessel storage volume update)"
-            )));
-        }
-        if inst.limits.disk.is_none() {
-            return Err(Error::invalid(format!(
-                "{name} has no root disk of its own (it was created without limits.disk): \
-                 its writable layer lies on the daemon's file system; a size is given at \
-                 creation (vessel launch IMAGE NAME -l disk=SIZE)"
-            )));
-        }
-        check_size(size)?;
+        resize_check(&self.get_stored(name)?, size)?;
         Ok(self.spawn_locked(
             format!("Resizing the root disk of {name}"),
             name,
-            move |svc, inst, _op| async move {
-                tokio::task::spawn_blocking(move || svc.resize_locked(&inst, size))
-                    .await
-                    .map_err(|e| Error::internal(format!("resize task: {e}")))?
-            },
+            move |svc, inst, _op| async move { svc.root_disk_resize_locked(&inst, size).await },
         ))
+    }
+
+    /// Changes the root disk's size; the caller holds the instance's lock.
+    pub(crate) async fn root_disk_resize_locked(&self, inst: &Instance, size: u64) -> Result<()> {
+        resize_check(inst, size)?;
+        let (svc, inst) = (self.clone(), inst.clone());
+        tokio::task::spawn_blocking(move || svc.resize_locked(&inst, size))
+            .await
+            .map_err(|e| Error::internal(format!("resize task: {e}")))?
     }
 
     /// Changes the root disk's size; the caller holds the instance's lock (blocking).
@@ -437,6 +428,25 @@ impl InstanceService {
             pool: inst.storage.clone(),
         })
     }
+}
+
+/// Whether `inst` has a root disk of its own that may take `size`.
+fn resize_check(inst: &Instance, size: u64) -> Result<()> {
+    let name = &inst.name;
+    if inst.instance_type == InstanceType::Vm {
+        return Err(Error::invalid(format!(
+            "{name} is a VM: its root disk is its image's disk (resize its volume when it \
+             is in a pool: vessel storage volume update)"
+        )));
+    }
+    if inst.limits.disk.is_none() {
+        return Err(Error::invalid(format!(
+            "{name} has no root disk of its own (it was created without limits.disk): \
+             its writable layer lies on the daemon's file system; a size is given at \
+             creation (vessel launch IMAGE NAME -l disk=SIZE)"
+        )));
+    }
+    check_size(size)
 }
 
 #[cfg(test)]

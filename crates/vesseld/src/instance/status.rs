@@ -207,6 +207,15 @@ mod tests {
         fn instance_set_exit(&self, n: &str, c: Option<i32>, r: Option<&str>) -> Result<()> {
             self.inner.instance_set_exit(n, c, r)
         }
+        fn instance_set_config(
+            &self,
+            n: &str,
+            l: &vessel_api::Limits,
+            e: &std::collections::BTreeMap<String, String>,
+            c: &std::collections::BTreeMap<String, String>,
+        ) -> Result<()> {
+            self.inner.instance_set_config(n, l, e, c)
+        }
         fn instance_set_limits(&self, n: &str, l: &vessel_api::Limits) -> Result<()> {
             self.inner.instance_set_limits(n, l)
         }
@@ -294,6 +303,7 @@ mod tests {
                 limits: Default::default(),
                 command: vec!["sh".into()],
                 environment: Default::default(),
+                config: Default::default(),
                 ssh_keys: vec![],
                 storage: None,
                 created_at: "now".into(),

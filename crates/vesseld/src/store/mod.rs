@@ -5,6 +5,7 @@ mod idmap;
 mod migrations;
 mod record;
 mod sqlite;
+mod sqlite_rows;
 
 pub use record::{decode, encode, Records};
 pub use sqlite::SqliteStore;
@@ -123,6 +124,14 @@ pub trait Store: Send + Sync {
     fn instance_set_exit(&self, name: &str, code: Option<i32>, reason: Option<&str>) -> Result<()>;
     /// Replaces an instance's limits (a container's root disk changed size).
     fn instance_set_limits(&self, name: &str, limits: &vessel_api::Limits) -> Result<()>;
+    /// Replaces an instance's limits, environment and other configuration keys at once.
+    fn instance_set_config(
+        &self,
+        name: &str,
+        limits: &vessel_api::Limits,
+        environment: &std::collections::BTreeMap<String, String>,
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;
     /// Names of the instances created from an image.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use vessel_api::Limits;
+use vessel_api::{InstanceType, Limits};
 
 use super::*;
 
@@ -38,6 +38,7 @@ fn instance(name: &str, image: &str) -> Instance {
         },
         command: vec!["/bin/sh".into()],
         environment: BTreeMap::new(),
+        config: BTreeMap::new(),
         ssh_keys: vec!["ssh-ed25519 AAAA test".into()],
         storage: None,
         idmap: None,

@@ -1,0 +1,114 @@
+//! An instance's configuration as keys and values, Incus' names where they fit: its limits
+//! (`limits.memory`, `limits.cpu`, ...), its environment (`environment.NAME`), when it starts
+//! (`boot.autostart`, `boot.autostart.delay`, `boot.autostart.priority`) and free keys of the
+//! user's (`user.*`). A change says, key by key, whether it took effect at once or at the next
+//! start.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Keys an instance's configuration takes, with what each means.
+pub const INSTANCE_KEYS: &[(&str, &str)] = &[
+    (
+        "limits.cpu",
+        "cores of cpu time (e.g. 0.5 or 2); live for containers",
+    ),
+    (
+        "limits.cpu.weight",
+        "cpu share, 1 to 10000 (100 is the default); live for containers",
+    ),
+    (
+        "limits.cpuset",
+        "cpus to run on (e.g. 0-1 or 0,2); live for containers",
+    ),
+    ("limits.memory", "memory (e.g. 256MiB); live for containers"),
+    (
+        "limits.memory.swap",
+        "swap besides memory (e.g. 0); live for containers",
+    ),
+    (
+        "limits.processes",
+        "processes and threads; live for containers",
+    ),
+    (
+        "limits.io.weight",
+        "block I/O weight, 10 to 1000; live for containers",
+    ),
+    (
+        "limits.disk",
+        "a container's root disk size (e.g. 2GiB); grows live",
+    ),
+    (
+        "environment.NAME",
+        "an environment variable of the instance's processes; next start",
+    ),
+    ("boot.autostart", "true: started when the host boots"),
+    (
+        "boot.autostart.delay",
+        "seconds to wait after starting it before the next one",
+    ),
+    ("boot.autostart.priority", "higher starts first (default 0)"),
+    (
+        "security.privileged",
+        "read only: set at creation (--privileged)",
+    ),
+    ("user.NAME", "free text of yours"),
+];
+
+/// An instance's configuration: every key that is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceConfig {
+    /// Keys and values.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Body of `PATCH /1.0/instances/{name}/config`: keys to set and keys to unset, all checked
+/// before any is applied; a bad one changes nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfigPatch {
+    /// Keys to set, with their new values.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys to unset (a limit unset is lifted).
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// When a changed key took effect.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigEffect {
+    /// At once, on the running instance.
+    Live,
+    /// Kept; the instance runs with it from its next start.
+    NextStart,
+    /// Kept; nothing runs from it (free keys, start order).
+    Stored,
+}
+
+/// One key a change touched.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ConfigKeyChange {
+    /// The key.
+    pub key: String,
+    /// Its new value; none when it was unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// When it took effect.
+    pub effect: ConfigEffect,
+    /// Why it waits for the next start, where it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Answer of a configuration change: the configuration now, and what changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceConfigChange {
+    /// Every key set now.
+    pub config: BTreeMap<String, String>,
+    /// The keys whose value changed, and when each took effect.
+    pub changes: Vec<ConfigKeyChange>,
+}

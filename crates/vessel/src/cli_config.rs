@@ -1,0 +1,86 @@
+//! `vessel config ...`: an instance's configuration, or the daemon's settings. A first
+//! argument with a '.' or '=' is a daemon setting (`core.https_address`); anything else names
+//! an instance (instance names have neither).
+
+use clap::Subcommand;
+
+use crate::output::Format;
+
+pub const CONFIG_EXAMPLES: &str = "\
+An instance's keys (`vessel config show NAME` lists what is set):
+  limits.cpu  limits.cpu.weight  limits.cpuset  limits.memory  limits.memory.swap
+  limits.processes  limits.io.weight     live on a running container, else at the next start
+  limits.disk                            a container's root disk, grown in place
+  environment.NAME                       the next start's environment
+  boot.autostart  boot.autostart.delay  boot.autostart.priority
+                                         start with the host (higher priority first, then
+                                         wait DELAY seconds before the next)
+  user.NAME                              free text of yours
+Every change is checked whole first: a bad key or value changes nothing. The answer says,
+key by key, whether it took effect at once (live) or at the next start, and why. Lowering
+memory below what a container holds is refused with the reason; nothing is killed for it.
+
+The daemon's settings:
+  core.https_address   address and port of the HTTPS API, e.g. 0.0.0.0:8443 or [::]:8443
+                       (applied at once; empty or `unset` stops listening)
+The daemon's certificate is <root>/server.crt with its key server.key (made at the first
+start); replace both with your own and restart the daemon to use another.
+
+Examples:
+  vessel config set web limits.memory=1GiB limits.cpu=2
+  vessel config set web limits.processes 200
+  vessel config unset web limits.cpu
+  vessel config get web limits.memory
+  vessel config show web --format yaml
+  vessel config edit web                 (opens $EDITOR on the keys; checked before saving)
+  vessel config set core.https_address 0.0.0.0:8443
+  vessel config get core.https_address
+  vessel config show";
+
+/// `vessel config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Set keys: INSTANCE KEY=VALUE... (or INSTANCE KEY VALUE), or a daemon setting KEY VALUE.
+    #[command(after_help = CONFIG_EXAMPLES)]
+    Set {
+        /// INSTANCE KEY=VALUE..., INSTANCE KEY VALUE, KEY VALUE or KEY=VALUE.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        /// Output format of the answer.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print one key's value (empty when unset): [INSTANCE] KEY.
+    Get {
+        /// [INSTANCE] KEY.
+        #[arg(required = true, num_args = 1..=2)]
+        args: Vec<String>,
+    },
+    /// Unset keys (a limit unset is lifted): INSTANCE KEY..., or a daemon setting KEY.
+    Unset {
+        /// INSTANCE KEY... or KEY.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        /// Output format of the answer.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Every key that is set: of an instance, or the daemon's.
+    Show {
+        /// Instance (none: the daemon's settings).
+        instance: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Edit an instance's keys in $EDITOR (YAML); checked whole before anything changes.
+    Edit {
+        /// Instance.
+        instance: String,
+    },
+}
+
+/// Whether a first argument names a daemon setting rather than an instance.
+pub fn is_server_key(arg: &str) -> bool {
+    arg.contains('.') || arg.contains('=')
+}

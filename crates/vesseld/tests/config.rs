@@ -1,0 +1,355 @@
+//! An instance's configuration changed in place: a running container's memory limit raised and
+//! lowered live (a hog is OOM-killed at the new limit, not the old), lowering below what it
+//! holds refused with nothing killed, its cpu quota changed live and measured, keys that wait
+//! for the next start saying so, bad values and unknown keys changing nothing, `config edit`
+//! through $EDITOR, and project quotas holding against growth.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+fn config(d: &Daemon, name: &str) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&["config", "show", name, "--format", "json"])).unwrap()
+}
+
+/// Sets keys; the answer as JSON.
+fn set(d: &Daemon, name: &str, pairs: &[&str]) -> serde_json::Value {
+    let mut args = vec!["config", "set", name];
+    args.extend(pairs);
+    args.extend(["--format", "json"]);
+    serde_json::from_str(&d.ok(&args)).unwrap()
+}
+
+fn effect(answer: &serde_json::Value, key: &str) -> String {
+    answer["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == key)
+        .unwrap_or_else(|| panic!("{key} not among the changes: {answer}"))["effect"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn oom_kills(d: &Daemon, name: &str) -> u64 {
+    d.info(name)["state"]["oom_kills"].as_u64().unwrap()
+}
+
+/// A hog of about 48 MiB: tail keeps a newline-free input whole.
+const HOG: &str = "head -c 50000000 /dev/zero | tail > /dev/null";
+
+#[test]
+fn a_running_containers_memory_limit_changes_live() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "m",
+        "-l",
+        "memory=32MiB",
+        "-l",
+        "memory.swap=0",
+    ]);
+    // At 32 MiB the hog dies.
+    let (code, _) = d.sh("m", HOG);
+    assert_ne!(code, 0, "a 48 MiB hog lived under 32 MiB");
+    let killed = oom_kills(&d, "m");
+    assert!(killed >= 1);
+    // Raised live: the same hog lives.
+    let answer = set(&d, "m", &["limits.memory=128MiB"]);
+    assert_eq!(effect(&answer, "limits.memory"), "live", "{answer}");
+    assert_eq!(config(&d, "m")["limits.memory"], "128MiB");
+    let (code, out) = d.sh("m", HOG);
+    assert_eq!(code, 0, "the hog was killed under the raised limit: {out}");
+    assert_eq!(oom_kills(&d, "m"), killed);
+    // Something holding 40 MB: a limit below it is refused, and nothing is killed.
+    d.sh(
+        "m",
+        "setsid sh -c '(head -c 40000000 /dev/zero; sleep 3600) | tail > /dev/null' \
+         < /dev/null > /dev/null 2>&1 &",
+    );
+    d.wait_for("the holder's 40 MB", Duration::from_secs(20), || {
+        d.info("m")["state"]["memory_usage_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 40_000_000
+    });
+    let err = d.fails(&["config", "set", "m", "limits.memory=16MiB"]);
+    assert!(
+        err.contains("holds") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(config(&d, "m")["limits.memory"], "128MiB");
+    assert_eq!(
+        oom_kills(&d, "m"),
+        killed,
+        "a refused limit killed something"
+    );
+    let (_, tails) = d.sh("m", "pidof tail");
+    assert!(!tails.trim().is_empty(), "the holder is gone");
+    // Once it lets go, lowered live: the hog dies at the new limit.
+    d.sh("m", "killall tail sleep; true");
+    let answer = set(&d, "m", &["limits.memory=24MiB"]);
+    assert_eq!(effect(&answer, "limits.memory"), "live", "{answer}");
+    let (code, _) = d.sh("m", HOG);
+    assert_ne!(code, 0, "a 48 MiB hog lived under the lowered 24 MiB");
+    assert!(oom_kills(&d, "m") > killed);
+    // The init lives on, and a restart keeps the new limit.
+    assert_eq!(d.info("m")["status"], "running");
+    d.ok(&["restart", "m"]);
+    let (code, _) = d.sh("m", HOG);
+    assert_ne!(code, 0, "the limit was lost at restart");
+    d.ok(&["delete", "-f", "m"]);
+}
+
+/// Cores of cpu time `name` gets over two seconds of a busy loop.
+fn cpu_rate(d: &Daemon, name: &str) -> f64 {
+    let used = || d.info(name)["state"]["cpu_usage_ns"].as_u64().unwrap_or(0);
+    let (before, t) = (used(), Instant::now());
+    d.sh(
+        name,
+        "yes > /dev/null & a=$!; yes > /dev/null & b=$!; sleep 2; kill $a $b",
+    );
+    (used() - before) as f64 / t.elapsed().as_nanos() as f64
+}
+
+#[test]
+fn cpu_quota_processes_and_keys_for_the_next_start() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "c", "-l", "cpu=0.2"]);
+    let slow = cpu_rate(&d, "c");
+    assert!(slow < 0.3, "{slow} cores under a 0.2 quota");
+    let answer = set(&d, "c", &["limits.cpu=1.5"]);
+    assert_eq!(effect(&answer, "limits.cpu"), "live", "{answer}");
+    let fast = cpu_rate(&d, "c");
+    assert!(
+        fast > slow * 2.5,
+        "{fast} cores after raising the quota, {slow} before"
+    );
+    // Lifted: no quota at all.
+    let answer: serde_json::Value =
+        serde_json::from_str(&d.ok(&["config", "unset", "c", "limits.cpu", "--format", "json"]))
+            .unwrap();
+    assert_eq!(effect(&answer, "limits.cpu"), "live", "{answer}");
+    assert!(config(&d, "c").get("limits.cpu").is_none());
+    // pids, live: a limit of 5 holds the next fork.
+    set(&d, "c", &["limits.processes=5"]);
+    let (_, out) = d.sh(
+        "c",
+        "exec 2>&1; for i in 1 2 3 4 5 6 7 8; do sleep 30 & done",
+    );
+    assert!(out.contains("can't fork"), "{out}");
+    let pids = d.info("c")["state"]["pids"].as_u64().unwrap();
+    assert!(pids <= 5, "{pids} processes under a limit of 5");
+    d.sh("c", "killall sleep; true");
+    // The environment waits for the next start, and says so.
+    let answer = set(
+        &d,
+        "c",
+        &["environment.GREETING=hello", "user.owner=ops team"],
+    );
+    assert_eq!(effect(&answer, "environment.GREETING"), "next-start");
+    assert_eq!(effect(&answer, "user.owner"), "stored");
+    let text = d.ok(&["config", "set", "c", "environment.GREETING=hi"]);
+    assert!(
+        text.contains("applies at the next start") && text.contains("restart it"),
+        "{text}"
+    );
+    assert_eq!(d.sh("c", "echo ${GREETING:-none}").1.trim(), "none");
+    d.ok(&["restart", "c"]);
+    assert_eq!(d.sh("c", "echo $GREETING").1.trim(), "hi");
+    assert_eq!(
+        d.ok(&["config", "get", "c", "user.owner"]).trim(),
+        "ops team"
+    );
+    // A stopped container keeps changes for its next start.
+    d.ok(&["stop", "-f", "c"]);
+    let answer = set(&d, "c", &["limits.memory=64MiB"]);
+    assert_eq!(effect(&answer, "limits.memory"), "next-start");
+    d.ok(&["start", "c"]);
+    assert_eq!(d.info("c")["limits"]["memory"], 64u64 << 20);
+    d.ok(&["delete", "-f", "c"]);
+}
+
+#[test]
+fn bad_changes_change_nothing() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "b", "-l", "memory=64MiB"]);
+    let before = config(&d, "b");
+    for (args, says) in [
+        (vec!["limits.memory=lots"], "limits.memory"),
+        (vec!["limits.gpu=1"], "no configuration key"),
+        (vec!["security.privileged=true"], "set at creation"),
+        (vec!["boot.autostart=sometimes"], "true or false"),
+        // One bad key among good ones: none of them is applied.
+        (
+            vec!["limits.cpu=1", "user.x=1", "limits.processes=0"],
+            "limits.processes",
+        ),
+        (vec!["limits.disk=1GiB"], "no root disk of its own"),
+        (vec!["memory=1GiB"], "no configuration key"),
+    ] {
+        let mut a = vec!["config", "set", "b"];
+        a.extend(&args);
+        let err = d.fails(&a);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(config(&d, "b"), before, "{args:?} changed something");
+    }
+    let err = d.fails(&["config", "set", "nope", "limits.memory=1GiB"]);
+    assert!(err.contains("not found"), "{err}");
+    // config edit: a refused edit is kept and changes nothing; a good one applies its diff.
+    let script = d.dir.join("editor.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsed -i 's/^limits.memory: .*/limits.memory: plenty/' \"$1\"\n",
+    )
+    .unwrap();
+    let run_edit = |editor: &str| {
+        let out = d.vessel_env(&["config", "edit", "b"], &[("EDITOR", editor)]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run_edit(&format!("sh {}", script.display()));
+    assert!(!ok && out.contains("kept in"), "{out}");
+    assert_eq!(config(&d, "b"), before);
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsed -i 's/^limits.memory: .*/limits.memory: 96MiB/' \"$1\"\n\
+         echo 'user.note: edited' >> \"$1\"\n",
+    )
+    .unwrap();
+    let (ok, out) = run_edit(&format!("sh {}", script.display()));
+    assert!(ok, "{out}");
+    assert!(out.contains("limits.memory=96MiB: applied now"), "{out}");
+    let after = config(&d, "b");
+    assert_eq!(
+        (after["limits.memory"].as_str(), after["user.note"].as_str()),
+        (Some("96MiB"), Some("edited"))
+    );
+    d.ok(&["delete", "-f", "b"]);
+}
+
+#[test]
+fn project_limits_hold_against_growth() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "project",
+        "create",
+        "q",
+        "-c",
+        "features.images=false",
+        "-c",
+        "limits.memory=256MiB",
+    ]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "a",
+        "--project",
+        "q",
+        "-l",
+        "memory=128MiB",
+    ]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "b",
+        "--project",
+        "q",
+        "-l",
+        "memory=64MiB",
+    ]);
+    let err = d.fails(&[
+        "config",
+        "set",
+        "a",
+        "limits.memory=200MiB",
+        "--project",
+        "q",
+    ]);
+    assert!(err.contains("limits.memory"), "{err}");
+    let err = d.fails(&["config", "unset", "a", "limits.memory", "--project", "q"]);
+    assert!(err.contains("limits.memory"), "{err}");
+    // Lowering the project's limit below use still lets instances shrink.
+    d.ok(&["project", "set", "q", "limits.memory=64MiB"]);
+    d.ok(&[
+        "config",
+        "set",
+        "a",
+        "limits.memory=100MiB",
+        "--project",
+        "q",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["config", "show", "a", "--project", "q", "--format", "json"]))
+            .unwrap();
+    assert_eq!(v["limits.memory"], "100MiB");
+    for n in ["a", "b"] {
+        d.ok(&["delete", "-f", n, "--project", "q"]);
+    }
+}
+
+/// `boot.autostart`: after a host boot (the daemon finds another boot id than at its last
+/// start) the marked instances start, higher priority first, the next only after the
+/// first's delay; a daemon restart on the same boot starts nothing.
+#[test]
+fn marked_instances_start_with_the_host_in_order() {
+    let mut d = Daemon::start();
+    d.busybox();
+    for n in ["first", "second", "never"] {
+        d.ok(&[
+            "create",
+            "busybox",
+            n,
+            "--no-network",
+            "--",
+            "sleep",
+            "3600",
+        ]);
+    }
+    set(
+        &d,
+        "first",
+        &[
+            "boot.autostart=true",
+            "boot.autostart.priority=5",
+            "boot.autostart.delay=4",
+        ],
+    );
+    set(&d, "second", &["boot.autostart=true"]);
+    let status = |d: &Daemon, n: &str| d.info(n)["status"].as_str().unwrap().to_string();
+    // A restart on the same boot starts nothing.
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&d, "first"), "stopped");
+    // As after a host boot.
+    d.kill(libc::SIGTERM);
+    std::fs::write(d.root().join("boot_id"), "an earlier boot\n").unwrap();
+    d.spawn();
+    d.wait_for("first started", Duration::from_secs(30), || {
+        status(&d, "first") == "running"
+    });
+    assert_eq!(
+        status(&d, "second"),
+        "stopped",
+        "second did not wait first's delay"
+    );
+    d.wait_for("second started", Duration::from_secs(30), || {
+        status(&d, "second") == "running"
+    });
+    assert_eq!(status(&d, "never"), "stopped");
+    for n in ["first", "second", "never"] {
+        d.ok(&["delete", "-f", n]);
+    }
+}
