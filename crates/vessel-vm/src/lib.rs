@@ -34,6 +34,7 @@ mod exit;
 pub mod host;
 mod machine;
 pub mod qmp;
+mod resize;
 mod spawn;
 mod vm;
 

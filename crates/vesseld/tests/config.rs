@@ -353,3 +353,38 @@ fn marked_instances_start_with_the_host_in_order() {
         d.ok(&["delete", "-f", n]);
     }
 }
+
+/// A filesystem volume's quota grown while its container runs: what did not fit fits.
+#[test]
+fn a_volume_grown_while_attached_is_seen_by_the_container() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "storage", "pool", "create", "fast", "btrfs", "--size", "300MiB",
+    ]);
+    d.ok(&[
+        "storage", "volume", "create", "fast", "data", "--size", "32MiB",
+    ]);
+    d.ok(&[
+        "create",
+        "busybox",
+        "v",
+        "--no-network",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    d.ok(&["storage", "volume", "attach", "fast", "data", "v", "/data"]);
+    d.ok(&["start", "v"]);
+    let write = "dd if=/dev/zero of=/data/big bs=1M count=48 2>&1 && sync /data/big";
+    let (code, out) = d.sh("v", write);
+    assert_ne!(code, 0, "48 MiB fit in a 32 MiB volume: {out}");
+    d.sh("v", "rm -f /data/big; sync");
+    d.ok(&["storage", "volume", "resize", "fast", "data", "96MiB"]);
+    assert_eq!(d.info("v")["status"], "running");
+    let (code, out) = d.sh("v", write);
+    assert_eq!(code, 0, "48 MiB did not fit after growing to 96 MiB: {out}");
+    d.ok(&["delete", "-f", "v"]);
+    d.ok(&["storage", "volume", "delete", "fast", "data"]);
+    d.ok(&["storage", "pool", "delete", "fast"]);
+}

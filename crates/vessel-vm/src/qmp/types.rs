@@ -345,3 +345,48 @@ mod tests {
         assert_eq!(v.family.as_deref(), Some("unix"));
     }
 }
+
+/// One block device as `query-block` shows it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The legacy drive name (empty for `-blockdev` nodes).
+    #[serde(default)]
+    pub device: String,
+    /// The guest device's qdev path.
+    #[serde(default)]
+    pub qdev: Option<String>,
+    /// The medium, when one is inserted.
+    #[serde(default)]
+    pub inserted: Option<BlockInserted>,
+}
+
+/// The medium of a block device.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct BlockInserted {
+    /// The file (or URI) the top node reads.
+    pub file: String,
+    /// The top node's name.
+    #[serde(default, rename = "node-name")]
+    pub node_name: Option<String>,
+}
+
+no_arg_command!(
+    /// The block devices and their media.
+    QueryBlock, "query-block", Vec<BlockInfo>
+);
+
+/// `block_resize`: tells a node (and the guest's device on it) its image's new size.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockResize {
+    /// The node.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// New size, bytes.
+    pub size: u64,
+}
+
+impl QmpCommand for BlockResize {
+    const NAME: &'static str = "block_resize";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}

@@ -201,7 +201,22 @@ pub async fn volume_update(
     ApiJson(req): ApiJson<VolumeUpdate>,
 ) -> Result<Response> {
     let name = scope.q(&name);
-    on_volume(&app, &scope, move |s| s.volume_update(&pool, &name, req)).await
+    let size = req.size;
+    let (p, n) = (pool.clone(), name.clone());
+    let v = blocking(&app, move |s| s.volume_update(&p, &n, req))
+        .await
+        .map_err(|e| scope.error(e))?;
+    // A running VM's disk on it grows under the guest, through the VM's owner.
+    let file = blocking(&app, move |s| s.volume_file(&pool, &name)).await?;
+    if let Some(file) = file {
+        for a in &v.attached_to {
+            app.instances
+                .disk_grown(&a.instance, &file, size)
+                .await
+                .map_err(|e| scope.error(e))?;
+        }
+    }
+    Ok(json(scope.volume(v)))
 }
 
 pub async fn volume_delete(

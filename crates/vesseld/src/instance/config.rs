@@ -401,6 +401,36 @@ impl InstanceService {
     }
 }
 
+impl InstanceService {
+    /// A block volume file of `name` grew to `size`: a running VM's disk on it is resized
+    /// under the guest, under the instance's lock (a stopped VM reads the new size at start).
+    pub async fn disk_grown(&self, name: &str, file: &std::path::Path, size: u64) -> Result<()> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let inst = self.get_stored(name)?;
+        if inst.instance_type != InstanceType::Vm || inst.status != InstanceStatus::Running {
+            return Ok(());
+        }
+        let Some(vm) = self.vms.get(name) else {
+            return Ok(());
+        };
+        let file = file.to_path_buf();
+        let grown = tokio::task::spawn_blocking(move || vm.grow_disk(&file, size))
+            .await
+            .map_err(|e| Error::internal(format!("disk resize task: {e}")))?
+            .map_err(|e| {
+                Error::internal(format!(
+                    "the volume grew but {name} was not told: {}",
+                    crate::error::chain(&e)
+                ))
+            })?;
+        if !grown {
+            tracing::info!(instance = %name, "no disk of the VM reads the grown file");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,6 +217,19 @@ impl StorageService {
         Ok(self.volume_view(&v))
     }
 
+    /// The file a block volume is (`None`: not a block volume, or one served as a device
+    /// over NBD).
+    pub fn volume_file(&self, pool: &str, name: &str) -> Result<Option<std::path::PathBuf>> {
+        let v = self.volume_record(pool, name)?;
+        if v.content != VolumeContent::Block {
+            return Ok(None);
+        }
+        Ok(match self.driver(pool)?.block(name)? {
+            super::driver::BlockAccess::File(path) => Some(path),
+            super::driver::BlockAccess::Device(_) => None,
+        })
+    }
+
     /// Takes a snapshot.
     pub fn snapshot_create(
         &self,

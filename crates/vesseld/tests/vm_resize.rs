@@ -1,0 +1,75 @@
+//! A running VM grown in place: a disk volume resized while attached shows its new size in
+//! the guest at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+/// Waits until the console log holds `needle`.
+fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = d.ok(&["logs", name]);
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
+            common::tail(&log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The guest's virtio disks and their sizes, 512-byte sectors.
+fn disks(d: &Daemon, name: &str) -> Vec<(String, u64)> {
+    let (code, out) = d.sh(
+        name,
+        "for b in /sys/block/vd*; do echo ${b##*/} $(cat $b/size); done",
+    );
+    assert_eq!(code, 0, "{out}");
+    out.lines()
+        .filter_map(|l| {
+            let (dev, size) = l.split_once(' ')?;
+            Some((dev.to_string(), size.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_vm_sees_its_disk_grow() {
+    let d = Daemon::start();
+    d.ok(&["image", "build", "vm"]);
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    d.ok(&[
+        "storage", "volume", "create", "p", "disk", "--type", "block", "--size", "16MiB",
+    ]);
+    d.ok(&["create", "vm/busybox", "g", "--vm", "-l", "memory=256MiB"]);
+    d.ok(&["storage", "volume", "attach", "p", "disk", "g"]);
+    d.ok(&["start", "g"]);
+    wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
+    let before = disks(&d, "g");
+    let dev = before
+        .iter()
+        .find(|(_, s)| *s == 16 << 11)
+        .unwrap_or_else(|| panic!("no 16 MiB disk in the guest: {before:?}"))
+        .0
+        .clone();
+    d.ok(&["storage", "volume", "resize", "p", "disk", "32MiB"]);
+    d.wait_for(
+        "the guest's disk at 32 MiB",
+        Duration::from_secs(20),
+        || disks(&d, "g").contains(&(dev.clone(), 32 << 11)),
+    );
+    // The guest writes into the new space.
+    let (code, out) = d.sh(
+        "g",
+        &format!("dd if=/dev/zero of=/dev/{dev} bs=1M seek=30 count=2 2>&1 && echo wrote"),
+    );
+    assert!(code == 0 && out.contains("wrote"), "{out}");
+    d.ok(&["delete", "-f", "g"]);
+    d.ok(&["storage", "volume", "delete", "p", "disk"]);
+}
