@@ -19,6 +19,11 @@ pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,re
 /// the memory limit of a small guest).
 pub const TCG_TB_SIZE_MIB: u64 = 128;
 
+/// Id of the virtio-mem device that holds a VM's memory above what it booted with.
+pub const MEMORY_DEVICE: &str = "vmem";
+/// Id of its memory backend.
+pub const MEMORY_BACKEND: &str = "vmem-ram";
+
 /// Name of the virtio-serial port of the guest agent.
 pub const AGENT_PORT: &str = "org.vessel.agent";
 /// Name of the virtio console port.
@@ -91,7 +96,27 @@ pub fn qemu_args(
     a.push("-smp");
     a.push(def.vcpus.to_string());
     a.push("-m");
-    a.push(format!("size={}M", def.memory_mib));
+    match def.memory_max_mib.filter(|_| def.memory_hotplug()) {
+        Some(max) => {
+            a.push(format!("size={}M,maxmem={max}M", def.memory_mib));
+            // Only what the guest has plugged is ever touched (reserve=off: no swap reserved).
+            a.push("-object");
+            a.push(opts(&[
+                ("qom-type", "memory-backend-ram"),
+                ("id", MEMORY_BACKEND),
+                ("size", &format!("{}M", max - def.memory_mib)),
+                ("reserve", "off"),
+            ]));
+            a.push("-device");
+            a.push(opts(&[
+                ("driver", "virtio-mem-pci"),
+                ("id", MEMORY_DEVICE),
+                ("memdev", MEMORY_BACKEND),
+                ("requested-size", "0"),
+            ]));
+        }
+        None => a.push(format!("size={}M", def.memory_mib)),
+    }
     match &def.profile {
         Profile::Para(p) => para(&mut a, def, p, paths, taps, console_log)?,
         Profile::Full(f) => full(
@@ -345,6 +370,11 @@ pub fn kernel_cmdline(def: &MachineDef, p: &ParaBoot) -> String {
     if !words.iter().any(|w| w.starts_with("vessel.hostname=")) {
         words.push(format!("vessel.hostname={}", def.name));
     }
+    // Memory plugged while the guest runs comes online by itself, in the movable zone, so
+    // that it can be unplugged again.
+    if def.memory_hotplug() && !words.iter().any(|w| w.starts_with("memhp_default_state=")) {
+        words.push("memhp_default_state=online_movable".into());
+    }
     words.join(" ")
 }
 
@@ -385,7 +415,7 @@ fn opts(pairs: &[(&str, &str)]) -> String {
     let mut out = Vec::with_capacity(pairs.len());
     for (k, v) in pairs {
         let v = v.replace(',', ",,");
-        if matches!(*k, "backend" | "driver" | "type") {
+        if matches!(*k, "backend" | "driver" | "type" | "qom-type") {
             out.push(v);
         } else {
             out.push(format!("{k}={v}"));
@@ -482,6 +512,7 @@ mod tests {
         assert!(joined.contains("socket,id=qmp,path=/run/vm,,1/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("name=org.vessel.agent"));
         assert!(joined.contains("console=hvc0 vessel.hostname=vm1"));
+        assert!(!joined.contains("maxmem") && !joined.contains("memhp_default_state"));
         if let Profile::Para(p) = &d.profile {
             let mut p = p.clone();
             p.cmdline = "console=ttyS0 root=/dev/vda vessel.hostname=web".into();
@@ -502,6 +533,24 @@ mod tests {
         assert_eq!(v["file"]["filename"], "/pool/a,b.qcow2");
         assert!(args.iter().any(|a| a == "-S"));
         assert!(!args.iter().any(|a| a == "-daemonize" || a == "-runas"));
+    }
+
+    #[test]
+    fn memory_that_grows_is_a_virtio_mem_device() {
+        let mut d = MachineDef::para("vm1", Path::new("/r"), Path::new("/k"), None);
+        d.memory_mib = 256;
+        d.memory_max_mib = Some(1024);
+        d.validate().unwrap();
+        let joined =
+            strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &[], None).unwrap()).join(" ");
+        assert!(joined.contains("-m size=256M,maxmem=1024M"), "{joined}");
+        assert!(joined.contains("-object memory-backend-ram,id=vmem-ram,size=768M,reserve=off"));
+        assert!(joined.contains("-device virtio-mem-pci,id=vmem,memdev=vmem-ram,requested-size=0"));
+        assert!(joined.contains("memhp_default_state=online_movable"));
+        d.memory_max_mib = Some(255);
+        assert!(d.validate().is_err());
+        d.memory_max_mib = Some(1023);
+        assert!(d.validate().is_err());
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub use machine::{
     validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, LogSink, MachineDef, Media, Nic,
     NicBackend, ParaBoot, Profile, VmPaths,
 };
+pub use resize::MemoryChange;
 pub use spawn::RunAs;
 pub use vm::{
     adopt, start, start_cancellable, ProcessId, RunningVm, ShutdownHow, ShutdownOutcome, VmRecord,

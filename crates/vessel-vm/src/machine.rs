@@ -160,8 +160,14 @@ pub struct MachineDef {
     pub profile: Profile,
     /// Virtual CPUs.
     pub vcpus: u32,
-    /// Guest RAM, MiB. Refused when more than the host's MemAvailable.
+    /// Guest RAM at boot, MiB. Refused when more than the host's MemAvailable.
     pub memory_mib: u64,
+    /// The most guest RAM can grow to while the VM runs, MiB (a virtio-mem device holds what
+    /// is above `memory_mib`; the guest kernel needs its `virtio_mem` module, and onlines what
+    /// is plugged by `memhp_default_state`, which the para profile passes). Both sizes are
+    /// multiples of 2 MiB. `None`: the memory is fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_mib: Option<u64>,
     /// Accelerator (from [`crate::probe_accel`]).
     pub accel: Accel,
     /// Disks and cdroms, in order.
@@ -209,6 +215,11 @@ pub struct LogSink {
 }
 
 impl MachineDef {
+    /// Whether the VM's memory can grow while it runs (a virtio-mem device of some size).
+    pub fn memory_hotplug(&self) -> bool {
+        self.memory_max_mib.is_some_and(|m| m > self.memory_mib)
+    }
+
     /// A `para` VM with 1 vCPU, 512 MiB, TCG, no disks or NICs.
     pub fn para(name: &str, run_dir: &Path, kernel: &Path, initrd: Option<&Path>) -> MachineDef {
         MachineDef {
@@ -222,6 +233,7 @@ impl MachineDef {
             }),
             vcpus: 1,
             memory_mib: 512,
+            memory_max_mib: None,
             accel: Accel::Tcg,
             disks: Vec::new(),
             nics: Vec::new(),
@@ -263,6 +275,19 @@ impl MachineDef {
                 "memory={} MiB is too small: give at least 32 MiB",
                 self.memory_mib
             )));
+        }
+        if let Some(max) = self.memory_max_mib {
+            if max < self.memory_mib || max > 1 << 24 {
+                return Err(invalid(format!(
+                    "memory_max={max} MiB must lie between memory ({} MiB) and 16 TiB",
+                    self.memory_mib
+                )));
+            }
+            if !max.is_multiple_of(2) || !self.memory_mib.is_multiple_of(2) {
+                return Err(invalid(
+                    "memory and memory_max must be multiples of 2 MiB when memory can grow",
+                ));
+            }
         }
         for (i, d) in self.disks.iter().enumerate() {
             if d.media == Media::Cdrom && matches!(self.profile, Profile::Para(_)) {

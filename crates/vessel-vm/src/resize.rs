@@ -1,11 +1,34 @@
 //! A running VM's resources changed in place: a disk whose image grew is resized under the
-//! guest (which sees the new capacity at once, as virtio-blk reports a config change).
+//! guest (which sees the new capacity at once, as virtio-blk reports a config change), and
+//! its memory grows or shrinks within the room it booted with, through its virtio-mem device
+//! (the guest onlines what is plugged, movable, so that it can be unplugged again).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use crate::error::Result;
-use crate::qmp::{BlockResize, QueryBlock};
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
+
+use crate::cmdline::MEMORY_DEVICE;
+use crate::error::{Result, VmError};
+use crate::qmp::{BlockResize, QomGet, QomSet, QueryBlock};
 use crate::vm::RunningVm;
+
+/// How long a guest may take to online memory it was given.
+const PLUG_WAIT: Duration = Duration::from_secs(15);
+/// How long a guest may take to give memory back.
+const UNPLUG_WAIT: Duration = Duration::from_secs(30);
+
+/// How much memory changed, and whether the guest has all of what was asked yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryChange {
+    /// Guest RAM before, MiB.
+    pub before_mib: u64,
+    /// Guest RAM asked for, MiB.
+    pub after_mib: u64,
+    /// Whether the guest took (or gave back) all of it in the time allowed; a shrink may go
+    /// on after.
+    pub complete: bool,
+}
 
 impl RunningVm {
     /// Tells QEMU that the image at `path` (a raw file a disk of this VM reads) is now `size`
@@ -26,5 +49,120 @@ impl RunningVm {
         self.qmp().execute(&BlockResize { node_name, size })?;
         tracing::info!(vm = %self.name, file = %want, size, "disk grown");
         Ok(true)
+    }
+
+    /// Guest RAM now, MiB: what it booted with and what is plugged.
+    pub fn memory_mib(&self) -> Result<u64> {
+        Ok(self.record.memory_mib + (self.plugged()? >> 20))
+    }
+
+    /// Changes guest RAM to `total_mib` (rounded up to 2 MiB) while the VM runs, within what
+    /// it booted with and its maximum: the cgroup's limit is raised before memory is plugged
+    /// and lowered once it is unplugged. A guest that does not take plugged memory (no
+    /// `virtio_mem` in its kernel) is an error, and the change is undone.
+    pub fn set_memory(&self, total_mib: u64) -> Result<MemoryChange> {
+        let base = self.record.memory_mib;
+        let Some(max) = self.record.memory_max_mib.filter(|m| *m > base) else {
+            return Err(VmError::InvalidDefinition(format!(
+                "the memory of {} is fixed: it booted without room to grow",
+                self.name
+            )));
+        };
+        let total = total_mib.div_ceil(2) * 2;
+        if total < base || total > max {
+            return Err(VmError::InvalidDefinition(format!(
+                "{total} MiB is outside what {} can have while it runs: {base} to {max} MiB",
+                self.name
+            )));
+        }
+        let current = self.plugged()?;
+        let before_mib = base + (current >> 20);
+        let requested = (total - base) << 20;
+        let growing = requested > current;
+        if growing {
+            self.limit_memory(total)?;
+        }
+        self.request(requested)?;
+        let wait = if growing { PLUG_WAIT } else { UNPLUG_WAIT };
+        let deadline = Instant::now() + wait;
+        let complete = loop {
+            if self.plugged()? == requested {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if growing && !complete {
+            let _ = self.request(current);
+            let _ = self.limit_memory(before_mib);
+            return Err(VmError::Timeout {
+                what: format!(
+                    "the guest of {} to take {} MiB more (does its kernel have virtio_mem?)",
+                    self.name,
+                    (requested - current) >> 20
+                ),
+                secs: wait.as_secs_f64(),
+            });
+        }
+        if !growing && complete {
+            self.limit_memory(total)?;
+        }
+        tracing::info!(vm = %self.name, before_mib, after_mib = total, complete, "memory changed");
+        Ok(MemoryChange {
+            before_mib,
+            after_mib: total,
+            complete,
+        })
+    }
+
+    fn device(&self) -> String {
+        format!("/machine/peripheral/{MEMORY_DEVICE}")
+    }
+
+    /// Bytes the virtio-mem device has plugged.
+    fn plugged(&self) -> Result<u64> {
+        if self.record.memory_max_mib.is_none() {
+            return Ok(0);
+        }
+        let v = self.qmp().execute(&QomGet {
+            path: self.device(),
+            property: "size".into(),
+        })?;
+        v.as_u64().ok_or_else(|| {
+            VmError::InvalidDefinition(format!("the memory device's size is not a number: {v}"))
+        })
+    }
+
+    fn request(&self, bytes: u64) -> Result<()> {
+        self.qmp().execute(&QomSet {
+            path: self.device(),
+            property: "requested-size".into(),
+            value: bytes.into(),
+        })?;
+        Ok(())
+    }
+
+    /// Sets the cgroup's memory limit for `guest_mib` of guest RAM.
+    fn limit_memory(&self, guest_mib: u64) -> Result<()> {
+        let Some(cg) = self.cgroup() else {
+            return Ok(());
+        };
+        let bytes = (guest_mib + self.record.memory_overhead_mib) << 20;
+        let bad = |e: oci_spec::OciSpecError| VmError::InvalidDefinition(format!("cgroup: {e}"));
+        let res = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(bytes as i64)
+                    .build()
+                    .map_err(bad)?,
+            )
+            .build()
+            .map_err(bad)?;
+        cg.apply(&res).map_err(|source| VmError::Cgroup {
+            path: cg.path().to_string(),
+            source,
+        })
     }
 }

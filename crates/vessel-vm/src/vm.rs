@@ -76,6 +76,15 @@ pub struct VmRecord {
     /// Length of `qemu.log` when this run started: what QEMU wrote in this run follows.
     #[serde(default)]
     pub qemu_log_offset: u64,
+    /// Guest RAM it booted with, MiB.
+    #[serde(default)]
+    pub memory_mib: u64,
+    /// The most guest RAM can grow to, MiB, when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_mib: Option<u64>,
+    /// What its cgroup's memory limit allows QEMU above guest RAM, MiB.
+    #[serde(default)]
+    pub memory_overhead_mib: u64,
 }
 
 /// A running VM.
@@ -352,6 +361,9 @@ pub fn start_cancellable(
         has_agent: matches!(def.profile, Profile::Para(_)),
         has_vnc: matches!(def.profile, Profile::Full(_)),
         cgroup: def.cgroup.clone(),
+        memory_mib: def.memory_mib,
+        memory_max_mib: def.memory_max_mib.filter(|_| def.memory_hotplug()),
+        memory_overhead_mib: (crate::cgroup::memory_limit(def) >> 20) - def.memory_mib,
         log_sink: guard.sink.as_ref().and_then(|s| {
             Some(ProcessId {
                 pid: s.pid,

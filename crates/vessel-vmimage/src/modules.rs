@@ -29,6 +29,7 @@ pub const OPTIONAL_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_rng",
     "virtio_balloon",
+    "virtio_mem",
     "vmw_vsock_virtio_transport",
     "failover",
     "net_failover",

@@ -1,5 +1,6 @@
 //! A running VM grown in place: a disk volume resized while attached shows its new size in
-//! the guest at once.
+//! the guest at once; its memory raised with `vessel config set` shows in the guest's
+//! /proc/meminfo (virtio-mem), and a size beyond what it can take live waits for its next start.
 
 mod common;
 
@@ -40,7 +41,7 @@ fn disks(d: &Daemon, name: &str) -> Vec<(String, u64)> {
 }
 
 #[test]
-fn a_running_vm_sees_its_disk_grow() {
+fn a_running_vm_grows_its_disk_and_memory() {
     let d = Daemon::start();
     d.ok(&["image", "build", "vm"]);
     d.ok(&["storage", "pool", "create", "p", "dir"]);
@@ -70,6 +71,45 @@ fn a_running_vm_sees_its_disk_grow() {
         &format!("dd if=/dev/zero of=/dev/{dev} bs=1M seek=30 count=2 2>&1 && echo wrote"),
     );
     assert!(code == 0 && out.contains("wrote"), "{out}");
+
+    // Memory: 256 MiB at boot, grown live to 512 MiB.
+    let total = |d: &Daemon| -> u64 {
+        let (_, out) = d.sh("g", "grep MemTotal /proc/meminfo");
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("{out:?}"))
+    };
+    let before = total(&d);
+    let answer: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "config",
+        "set",
+        "g",
+        "limits.memory=512MiB",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(answer["changes"][0]["effect"], "live", "{answer}");
+    d.wait_for(
+        "the guest's memory grown by 256 MiB",
+        Duration::from_secs(20),
+        || total(&d) >= before + 256 * 1024,
+    );
+    // Beyond four times what it booted with: at the next start, and it says so.
+    let answer: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "config",
+        "set",
+        "g",
+        "limits.memory=2GiB",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(answer["changes"][0]["effect"], "next-start", "{answer}");
+    let why = answer["changes"][0]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("256 to 1024 MiB"), "{answer}");
+    assert!(total(&d) < before + 512 * 1024);
     d.ok(&["delete", "-f", "g"]);
     d.ok(&["storage", "volume", "delete", "p", "disk"]);
 }

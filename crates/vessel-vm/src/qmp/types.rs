@@ -390,3 +390,35 @@ impl QmpCommand for BlockResize {
     type Reply = Empty;
     const HAS_ARGUMENTS: bool = true;
 }
+
+/// `qom-set`: sets a property of a QOM object (a device's, by `/machine/peripheral/ID`).
+#[derive(Debug, Clone, Serialize)]
+pub struct QomSet {
+    /// The object's path.
+    pub path: String,
+    /// The property.
+    pub property: String,
+    /// Its new value.
+    pub value: serde_json::Value,
+}
+
+impl QmpCommand for QomSet {
+    const NAME: &'static str = "qom-set";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `qom-get`: reads a property of a QOM object.
+#[derive(Debug, Clone, Serialize)]
+pub struct QomGet {
+    /// The object's path.
+    pub path: String,
+    /// The property.
+    pub property: String,
+}
+
+impl QmpCommand for QomGet {
+    const NAME: &'static str = "qom-get";
+    type Reply = serde_json::Value;
+    const HAS_ARGUMENTS: bool = true;
+}

@@ -319,7 +319,7 @@ pub fn effect(inst: &Instance, key: &str) -> (ConfigEffect, Option<String>) {
         (InstanceType::Container, false) => (ConfigEffect::NextStart, None),
         (InstanceType::Vm, true) => (
             ConfigEffect::NextStart,
-            Some("a VM takes new cpu and memory limits at its next start; restart it".into()),
+            Some("a VM takes this limit at its next start; restart it".into()),
         ),
         (InstanceType::Vm, false) => (ConfigEffect::NextStart, None),
     }
@@ -369,6 +369,14 @@ impl InstanceService {
                 .await
                 .map_err(|e| Error::internal(format!("limits task: {e}")))??;
         }
+        // A running VM's memory changes live within the room it booted with.
+        let mut memory_effect = None;
+        if inst.instance_type == InstanceType::Vm
+            && inst.status == InstanceStatus::Running
+            && plan.limits.memory != inst.limits.memory
+        {
+            memory_effect = Some(self.vm_memory(name, plan.limits.memory).await);
+        }
         if let Err(e) =
             self.store
                 .instance_set_config(name, &plan.limits, &plan.environment, &plan.config)
@@ -382,7 +390,10 @@ impl InstanceService {
             .changed
             .iter()
             .map(|(key, value)| {
-                let (effect, reason) = effect(&inst, key);
+                let (effect, reason) = match (&memory_effect, key.as_str()) {
+                    (Some(m), "limits.memory") => m.clone(),
+                    _ => effect(&inst, key),
+                };
                 ConfigKeyChange {
                     key: key.clone(),
                     value: value.clone(),
@@ -402,6 +413,31 @@ impl InstanceService {
 }
 
 impl InstanceService {
+    /// Gives running VM `name` `memory` bytes of RAM now, if it can take them; says when the
+    /// new size takes effect and why, if not now.
+    async fn vm_memory(&self, name: &str, memory: Option<u64>) -> (ConfigEffect, Option<String>) {
+        let later = |why: String| (ConfigEffect::NextStart, Some(why));
+        let Some(bytes) = memory else {
+            return later("a VM's memory is fixed at start without a limit; restart it".into());
+        };
+        let Some(vm) = self.vms.get(name) else {
+            return later("the VM is not running here".into());
+        };
+        let mib = bytes >> 20;
+        match tokio::task::spawn_blocking(move || vm.set_memory(mib)).await {
+            Ok(Ok(change)) if change.complete => (ConfigEffect::Live, None),
+            Ok(Ok(_)) => (
+                ConfigEffect::Live,
+                Some("the guest gives the memory back as it frees it".into()),
+            ),
+            Ok(Err(e)) => later(format!(
+                "{}; it boots with the new size at its next start",
+                crate::error::chain(&e)
+            )),
+            Err(e) => later(format!("memory task: {e}")),
+        }
+    }
+
     /// A block volume file of `name` grew to `size`: a running VM's disk on it is resized
     /// under the guest, under the instance's lock (a stopped VM reads the new size at start).
     pub async fn disk_grown(&self, name: &str, file: &std::path::Path, size: u64) -> Result<()> {

@@ -21,6 +21,21 @@ use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
 
 /// Guest memory when the instance sets no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 256;
+/// How many times the memory it booted with a para VM may grow to while it runs.
+pub const MEMORY_GROWTH: u64 = 4;
+
+/// The host's memory, MiB.
+fn host_memory_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb >> 10)
+}
 
 /// Longest SSH key text the kernel command line carries (it has 2048 bytes in all).
 const MAX_SSH_KEYS: usize = 1024;
@@ -378,7 +393,14 @@ impl VmDriver {
         let skip = usize::from(root_volume && profile == "full");
         def.disks.extend(volumes.into_iter().skip(skip));
         def.vcpus = vcpus;
-        def.memory_mib = memory_mib;
+        def.memory_mib = memory_mib.div_ceil(2) * 2;
+        // A para guest (our kernel, our command line) can grow live up to MEMORY_GROWTH times
+        // what it booted with, within the host's memory.
+        if profile == "para" {
+            let host = host_memory_mib().unwrap_or(0) / 2 * 2;
+            let max = (def.memory_mib * MEMORY_GROWTH).min(host);
+            def.memory_max_mib = (max > def.memory_mib).then_some(max);
+        }
         def.cgroup = Some(self.cgroup(name));
         def.console_log_sink = self.console_log_sink.as_ref().map(|p| LogSink {
             program: p.clone(),
