@@ -112,3 +112,51 @@ pub struct InstanceConfigChange {
     /// The keys whose value changed, and when each took effect.
     pub changes: Vec<ConfigKeyChange>,
 }
+
+/// A profile: a named set of configuration keys and networks that instances are made with,
+/// applied in order (an instance's own keys win); a change reaches every instance using it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Profile {
+    /// Name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Instance keys (`limits.*`, `environment.*`, `boot.*`, `user.*`).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Networks an instance made with it gets a NIC on (when its launch names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Instances using it (in answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+}
+
+/// Body of `PUT /1.0/profiles/{name}`: the profile's new content, whole.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilePut {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Instance keys.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Networks.
+    #[serde(default)]
+    pub networks: Vec<String>,
+}
+
+/// Answer of a profile change: the profile, and what changed on each instance using it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ProfileChange {
+    /// The profile now.
+    pub profile: Profile,
+    /// Per instance, the keys that changed and when each took effect.
+    pub instances: BTreeMap<String, Vec<ConfigKeyChange>>,
+    /// Instances that could not take the change, with the reason (the profile is kept; they
+    /// keep what they had).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+}

@@ -199,6 +199,13 @@ pub struct InstanceCreate {
     /// No NIC at all, not even on the default network (only the loopback).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_network: bool,
+    /// Profiles applied in order (their keys, then the limits and environment given here);
+    /// their networks give NICs when `networks` names none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    /// Other configuration keys (`boot.*`, `user.*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
 }
 
 fn default_true() -> bool {
@@ -237,6 +244,13 @@ pub struct Instance {
     /// fields above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// The profiles it was made with, in order; a change to one reaches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    /// The keys set on the instance itself, which its profiles do not override (the daemon's
+    /// own bookkeeping, not shown).
+    #[serde(skip)]
+    pub own_config: BTreeMap<String, String>,
     /// SSH public keys installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,

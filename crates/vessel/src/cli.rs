@@ -235,6 +235,9 @@ pub enum Command {
     /// Projects: tenants with their own instances and limits.
     #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
     Project(crate::cli_auth::ProjectCommand),
+    /// Profiles: named sets of keys and networks that instances are made with.
+    #[command(subcommand, after_help = crate::cli_config::PROFILE_EXAMPLES)]
+    Profile(crate::cli_config::ProfileCommand),
     /// An instance's configuration (limits, environment, boot, user keys; live where it can
     /// be), or the daemon's settings (core.https_address).
     #[command(subcommand, after_help = crate::cli_config::CONFIG_EXAMPLES)]
@@ -301,6 +304,14 @@ pub struct CreateArgs {
     /// No NIC, not even on the default network (only the loopback).
     #[arg(long, conflicts_with = "networks")]
     pub no_network: bool,
+    /// A profile to apply (repeatable, in order): its keys where -l/-e/-c set none, its
+    /// networks when --network names none; a later change to it reaches this instance.
+    #[arg(short = 'p', long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// A configuration key, KEY=VALUE (repeatable): boot.autostart, user.*, ... (see `vessel
+    /// config set --help`).
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
     /// Command to run as init instead of the image's, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

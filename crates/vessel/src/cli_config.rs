@@ -84,3 +84,88 @@ pub enum ConfigCommand {
 pub fn is_server_key(arg: &str) -> bool {
     arg.contains('.') || arg.contains('=')
 }
+
+pub const PROFILE_EXAMPLES: &str = "\
+A profile holds instance keys (those of `vessel config set --help`) and networks. An
+instance made with profiles (`--profile P`, repeatable) takes their keys in order, its own
+-l/-e/-c keys winning, and their networks when it names none. A change to a profile reaches
+every instance using it, live where the instance allows (the answer says, per instance and
+key); keys set on an instance itself stay. A profile in use is not deleted.
+
+Examples:
+  vessel profile create small -c limits.memory=128MiB -c limits.cpu=0.5 --network lan
+  vessel launch busybox web1 --profile small
+  vessel profile set small limits.memory=256MiB     (every instance using it, live)
+  vessel profile unset small limits.cpu
+  vessel profile show small
+  vessel profile edit small                         ($EDITOR on its YAML)
+  vessel profile list
+  vessel profile delete small                       (once no instance uses it)";
+
+/// `vessel profile ...`
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Make a profile.
+    #[command(after_help = PROFILE_EXAMPLES)]
+    Create {
+        /// Name.
+        name: String,
+        /// An instance key, KEY=VALUE (repeatable).
+        #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A network its instances get a NIC on (repeatable).
+        #[arg(long = "network", value_name = "NETWORK")]
+        networks: Vec<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the profiles, with the instances using each.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one profile.
+    Show {
+        /// Name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Yaml)]
+        format: Format,
+    },
+    /// Set keys (KEY=VALUE...); every instance using the profile takes them.
+    Set {
+        /// Name.
+        name: String,
+        /// KEY=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Output format of the answer.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Unset keys; instances using the profile lose them (unless set on themselves).
+    Unset {
+        /// Name.
+        name: String,
+        /// Keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Output format of the answer.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Edit the profile in $EDITOR (YAML: description, config, networks).
+    Edit {
+        /// Name.
+        name: String,
+    },
+    /// Delete a profile no instance uses.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Name.
+        name: String,
+    },
+}

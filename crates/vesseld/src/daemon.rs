@@ -179,6 +179,7 @@ impl Daemon {
         let audit = crate::audit::AuditLog::new(store.clone());
         let settings = crate::settings::Settings::new(store.clone());
         let projects = crate::project::ProjectService::new(store.clone());
+        let profiles = crate::profile::ProfileService::new(store.clone());
         let instances = InstanceService::new(
             store,
             images.clone(),
@@ -222,6 +223,7 @@ impl Daemon {
                 settings,
                 https: api::https::HttpsControl::default(),
                 projects,
+                profiles,
             },
         }
     }

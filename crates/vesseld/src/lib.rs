@@ -15,6 +15,7 @@ mod instance;
 mod name;
 mod network;
 mod operations;
+mod profile;
 mod project;
 mod settings;
 mod storage;

@@ -388,3 +388,102 @@ fn a_volume_grown_while_attached_is_seen_by_the_container() {
     d.ok(&["storage", "volume", "delete", "fast", "data"]);
     d.ok(&["storage", "pool", "delete", "fast"]);
 }
+
+/// A profile's keys reach the three running instances made with it, live; an instance's own
+/// key stays; a profile in use is not deleted; a bad profile changes nothing.
+#[test]
+fn a_profile_change_reaches_every_instance_using_it() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "profile",
+        "create",
+        "small",
+        "-c",
+        "limits.memory=64MiB",
+        "-c",
+        "limits.processes=100",
+        "-c",
+        "user.tier=small",
+        "--description",
+        "the small ones",
+    ]);
+    for n in ["p1", "p2", "p3"] {
+        d.ok(&["launch", "busybox", n, "--no-network", "--profile", "small"]);
+    }
+    // `own` sets its own memory: the profile's value does not reach it.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "own",
+        "--no-network",
+        "--profile",
+        "small",
+        "-l",
+        "memory=200MiB",
+    ]);
+    for n in ["p1", "p2", "p3"] {
+        let c = config(&d, n);
+        assert_eq!(
+            (c["limits.memory"].as_str(), c["user.tier"].as_str()),
+            (Some("64MiB"), Some("small")),
+            "{n}: {c}"
+        );
+    }
+    assert_eq!(config(&d, "own")["limits.memory"], "200MiB");
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["profile", "show", "small", "--format", "json"])).unwrap();
+    assert_eq!(v["used_by"].as_array().unwrap().len(), 4, "{v}");
+    // The change: memory raised, processes lifted, the tier renamed.
+    let answer: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "profile",
+        "set",
+        "small",
+        "limits.memory=128MiB",
+        "user.tier=medium",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    for n in ["p1", "p2", "p3"] {
+        let changes = answer["instances"][n]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"));
+        let mem = changes
+            .iter()
+            .find(|c| c["key"] == "limits.memory")
+            .unwrap();
+        assert_eq!(mem["effect"], "live", "{n}: {answer}");
+        let c = config(&d, n);
+        assert_eq!(
+            (c["limits.memory"].as_str(), c["user.tier"].as_str()),
+            (Some("128MiB"), Some("medium"))
+        );
+        // The running container holds what it could not before: 96 MB under 128 MiB.
+        let (code, out) = d.sh(n, "head -c 100000000 /dev/zero | tail > /dev/null");
+        assert_eq!(code, 0, "{n}: {out}");
+    }
+    assert_eq!(config(&d, "own")["limits.memory"], "200MiB");
+    assert_eq!(config(&d, "own")["user.tier"], "medium");
+    d.ok(&["profile", "unset", "small", "limits.processes"]);
+    assert!(config(&d, "p1").get("limits.processes").is_none());
+    // An instance's own unset falls back to the profile's value.
+    d.ok(&["config", "unset", "own", "limits.memory"]);
+    assert_eq!(config(&d, "own")["limits.memory"], "128MiB");
+    // A bad profile changes nothing.
+    let err = d.fails(&["profile", "set", "small", "limits.memory=lots"]);
+    assert!(err.contains("limits.memory"), "{err}");
+    let err = d.fails(&["profile", "create", "bad", "-c", "limits.gpu=1"]);
+    assert!(err.contains("no configuration key"), "{err}");
+    assert!(d.fails(&["profile", "show", "bad"]).contains("not found"));
+    assert_eq!(config(&d, "p1")["limits.memory"], "128MiB");
+    let err = d.fails(&["launch", "busybox", "x", "--profile", "nope"]);
+    assert!(err.contains("profile \"nope\" not found"), "{err}");
+    // In use: not deleted.
+    let err = d.fails(&["profile", "delete", "small"]);
+    assert!(err.contains("used by instance(s)"), "{err}");
+    for n in ["p1", "p2", "p3", "own"] {
+        d.ok(&["delete", "-f", n]);
+    }
+    d.ok(&["profile", "delete", "small"]);
+}

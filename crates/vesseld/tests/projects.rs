@@ -339,7 +339,7 @@ fn quotas_hold_under_concurrent_creates() {
         "--project",
         "q",
         "-l",
-        "memory=1MiB",
+        "memory=8MiB",
     ]);
     assert!(err.contains("limits.instances"), "{err}");
     // Bad input changes nothing.
@@ -816,6 +816,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     };
     b(&["network", "create", "xb", "--subnet", "10.64.0.0/24"]);
     b(&["image", "build", "busybox", "--alias", "xb"]);
+    b(&["profile", "create", "xb", "-c", "user.x=1"]);
     b(&[
         "create",
         "xb",
@@ -1001,6 +1002,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     b(&["storage", "volume", "delete", "p", "xb"]);
     b(&["network", "delete", "xb"]);
     b(&["image", "delete", "xb"]);
+    b(&["profile", "delete", "xb"]);
 }
 
 fn fingerprint(d: &Daemon, project: &str, image: &str) -> String {

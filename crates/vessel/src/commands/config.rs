@@ -112,7 +112,13 @@ fn instance_pairs(instance: &str, rest: &[String]) -> Result<BTreeMap<String, St
             return Ok(BTreeMap::from([(key.clone(), value.clone())]));
         }
     }
-    rest.iter()
+    key_values(rest)
+}
+
+/// `KEY=VALUE` arguments as keys and values.
+pub fn key_values(items: &[String]) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
         .map(|p| match p.split_once('=') {
             Some((k, v)) => Ok((k.trim().to_string(), v.to_string())),
             None => bail!("{p:?} is not KEY=VALUE (e.g. limits.memory=1GiB)"),
@@ -140,7 +146,7 @@ fn update(
 }
 
 /// What a change did, key by key.
-fn report(change: &InstanceConfigChange, format: Format) -> Result<()> {
+pub fn report(change: &InstanceConfigChange, format: Format) -> Result<()> {
     if format != Format::Table {
         return print_document(format, change);
     }
@@ -209,24 +215,16 @@ pub fn diff(
     }
 }
 
-/// `config edit`: the keys in $EDITOR (or $VISUAL, else vi) as YAML, the difference sent as
-/// one change. A refused edit stays in its file, whose path is said, and changes nothing.
-fn edit(client: &Client, instance: &str) -> Result<i32> {
+/// Opens `text` in $EDITOR (or $VISUAL, else vi) in a private file named after `label`;
+/// returns the file (kept until the caller removes it) and what it holds after.
+pub fn run_editor(label: &str, text: &str) -> Result<(std::path::PathBuf, String)> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let before = instance_config(client, instance)?;
     let path = std::env::temp_dir().join(format!(
-        "vessel-config-{}-{}.yaml",
-        instance.replace(['/', ':'], "_"),
+        "vessel-{}-{}.yaml",
+        label.replace(['/', ':'], "_"),
         std::process::id()
     ));
-    let mut text = format!(
-        "# Configuration of {instance}: KEY: VALUE per line; remove a line to unset it.\n\
-         # See `vessel config set --help` for the keys.\n"
-    );
-    if !before.is_empty() {
-        text.push_str(&serde_yaml::to_string(&before).context("cannot encode YAML")?);
-    }
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -250,6 +248,21 @@ fn edit(client: &Client, instance: &str) -> Result<i32> {
     }
     let edited = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((path, edited))
+}
+
+/// `config edit`: the keys in an editor as YAML, the difference sent as one change. A
+/// refused edit stays in its file, whose path is said, and changes nothing.
+fn edit(client: &Client, instance: &str) -> Result<i32> {
+    let before = instance_config(client, instance)?;
+    let mut text = format!(
+        "# Configuration of {instance}: KEY: VALUE per line; remove a line to unset it.\n\
+         # See `vessel config set --help` for the keys.\n"
+    );
+    if !before.is_empty() {
+        text.push_str(&serde_yaml::to_string(&before).context("cannot encode YAML")?);
+    }
+    let (path, edited) = run_editor(&format!("config-{instance}"), &text)?;
     let outcome = parse_edited(&edited).and_then(|after| {
         let patch = diff(&before, &after);
         if patch.set.is_empty() && patch.unset.is_empty() {
@@ -258,9 +271,14 @@ fn edit(client: &Client, instance: &str) -> Result<i32> {
         }
         report(&update(client, instance, &patch)?, Format::Table)
     });
+    kept_on_error(outcome, &path)
+}
+
+/// Removes an edit's file once it took effect; names it in the error otherwise.
+pub fn kept_on_error(outcome: Result<()>, path: &std::path::Path) -> Result<i32> {
     match outcome {
         Ok(()) => {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path);
             Ok(0)
         }
         Err(e) => Err(e.context(format!(

@@ -29,6 +29,8 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
         storage: args.storage,
         networks: args.networks,
         no_network: args.no_network,
+        profiles: args.profiles,
+        config: crate::commands::config::key_values(&args.config)?,
         start,
         command: (!args.command.is_empty()).then_some(args.command),
     };

@@ -8,7 +8,7 @@ use crate::cli::{Cli, Command};
 use crate::remote::Config;
 
 mod auth;
-mod config;
+pub mod config;
 mod exec;
 mod file;
 mod image;
@@ -18,6 +18,7 @@ mod list;
 mod monitor;
 mod network;
 mod operation;
+mod profile;
 mod remote;
 mod storage;
 
@@ -107,6 +108,7 @@ pub fn run(
         } => auth::audit(&client, project, since, limit, format),
         Command::Config(cmd) => config::run(&client, cmd),
         Command::Project(cmd) => auth::project(&client, cmd),
+        Command::Profile(cmd) => profile::run(&client, cmd),
     }
 }
 

@@ -87,6 +87,7 @@ pub async fn instances_create(
     ApiJson(mut req): ApiJson<InstanceCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
+    let own = super::profiles::for_create(&app, &scope, &mut req)?;
     if !scope.is_default() {
         // The default network is default's: an instance of another project is on the
         // networks it names, of its own project, or on none.
@@ -108,7 +109,7 @@ pub async fn instances_create(
         let sizes = super::storage::own_sizes(&app, &scope, pool).await?;
         quota.admits_in_pool(pool, &sizes, req.limits.disk)?;
     }
-    let op = app.instances.create(req).map_err(|e| scope.error(e))?;
+    let op = app.instances.create(req, own).map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }
 
@@ -590,62 +591,6 @@ pub async fn instance_root_disk(
         .root_disk_resize(&name, req.size)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
-}
-
-/// Whether `new` asks more than `old` of what project limits count (a limit lifted asks
-/// more; lowering always passes, even in a project over a lowered quota).
-fn grows(old: &vessel_api::Limits, new: &vessel_api::Limits) -> bool {
-    fn more(o: Option<f64>, n: Option<f64>) -> bool {
-        match (o, n) {
-            (Some(_), None) => true,
-            (Some(a), Some(b)) => b > a,
-            (None, _) => false,
-        }
-    }
-    let f = |v: Option<u64>| v.map(|v| v as f64);
-    more(old.cpu, new.cpu)
-        || more(f(old.memory), f(new.memory))
-        || more(f(old.pids), f(new.pids))
-        || more(f(old.disk), f(new.disk))
-}
-
-pub async fn instance_config_get(
-    State(app): State<App>,
-    Extension(scope): Extension<ProjectScope>,
-    Path(name): Path<String>,
-) -> Result<Response> {
-    let config = app
-        .instances
-        .config_get(&scope.q(&name))
-        .map_err(|e| scope.error(e))?;
-    Ok(Json(vessel_api::InstanceConfig { config }).into_response())
-}
-
-pub async fn instance_config_update(
-    State(app): State<App>,
-    Extension(scope): Extension<ProjectScope>,
-    Path(name): Path<String>,
-    ApiJson(patch): ApiJson<vessel_api::InstanceConfigPatch>,
-) -> Result<Response> {
-    let name = scope.q(&name);
-    // Growth is checked against the project's limits under the quota lock, held until the
-    // change is stored.
-    let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
-    let all = app.instances.records()?;
-    if let Some(inst) = all.iter().find(|i| i.name == name) {
-        let plan = crate::instance::config::plan(inst, &patch).map_err(|e| scope.error(e))?;
-        if grows(&inst.limits, &plan.limits) {
-            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
-            quota.admits(&usage, inst.instance_type, &plan.limits, Some(&inst.limits))?;
-        }
-    }
-    let change = app
-        .instances
-        .config_update(&name, patch)
-        .await
-        .map_err(|e| scope.error(e))?;
-    Ok(Json(change).into_response())
 }
 
 pub async fn operations_list(

@@ -8,6 +8,7 @@ mod handlers;
 pub mod https;
 pub mod listener;
 mod network;
+mod profiles;
 mod projects;
 pub mod scope;
 mod storage;
@@ -55,6 +56,8 @@ pub struct App {
     pub https: https::HttpsControl,
     /// Projects and their quotas.
     pub projects: crate::project::ProjectService,
+    /// Profiles.
+    pub profiles: crate::profile::ProfileService,
 }
 
 /// Marker in the body of the router's own 404, told apart from a handler's "not found".
@@ -152,8 +155,13 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "image_alias_add" => on(f, h::image_alias_add),
         "image_alias_delete" => on(f, h::image_alias_delete),
         "instance_publish" => on(f, h::instance_publish),
-        "instance_config_get" => on(f, h::instance_config_get),
-        "instance_config_update" => on(f, h::instance_config_update),
+        "instance_config_get" => on(f, profiles::instance_config_get),
+        "instance_config_update" => on(f, profiles::instance_config_update),
+        "profiles_list" => on(f, profiles::list),
+        "profiles_create" => on(f, profiles::create),
+        "profile_get" => on(f, profiles::get),
+        "profile_put" => on(f, profiles::put),
+        "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
         "operations_list" => on(f, h::operations_list),
         "operation_get" => on(f, h::operation_get),

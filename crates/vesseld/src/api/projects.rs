@@ -160,6 +160,12 @@ pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<
             .iter()
             .filter_map(|e| project::within(&name, &e.name).map(|n| format!("export {n}"))),
     );
+    holds.extend(
+        app.profiles
+            .list()?
+            .iter()
+            .filter_map(|p| project::within(&name, &p.name).map(|n| format!("profile {n}"))),
+    );
     // Identities bound to it would come back to life with a new project of its name.
     holds.extend(
         app.auth

@@ -292,6 +292,54 @@ pub fn plan(inst: &Instance, patch: &InstanceConfigPatch) -> Result<Plan> {
     })
 }
 
+/// Where a configuration change comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A person: the keys set become the instance's own, which its profiles do not override;
+    /// a key unset falls back to the value its profiles give (here, merged), if any.
+    User(BTreeMap<String, String>),
+    /// The instance's profiles changed: its own keys are left as they are.
+    Profiles,
+}
+
+/// The change `patch` from `source` as it applies to `inst`, and the instance's own keys after
+/// it (pure).
+pub fn sourced(
+    inst: &Instance,
+    patch: InstanceConfigPatch,
+    source: &ConfigSource,
+) -> Result<(InstanceConfigPatch, BTreeMap<String, String>)> {
+    if let Some(k) = patch.unset.iter().find(|k| patch.set.contains_key(*k)) {
+        return Err(Error::invalid(format!(
+            "{k} is both set and unset in one change; do one"
+        )));
+    }
+    let mut own = inst.own_config.clone();
+    let ConfigSource::User(profiled) = source else {
+        return Ok((patch, own));
+    };
+    if inst.profiles.is_empty() {
+        return Ok((patch, own));
+    }
+    let mut out = InstanceConfigPatch {
+        set: patch.set,
+        unset: Vec::new(),
+    };
+    for (k, v) in &out.set {
+        own.insert(k.clone(), v.clone());
+    }
+    for k in patch.unset {
+        own.remove(&k);
+        match profiled.get(&k) {
+            Some(v) => {
+                out.set.insert(k, v.clone());
+            }
+            None => out.unset.push(k),
+        }
+    }
+    Ok((out, own))
+}
+
 /// When a changed key of `inst` takes effect, and why it waits if it does.
 pub fn effect(inst: &Instance, key: &str) -> (ConfigEffect, Option<String>) {
     let running = matches!(
@@ -338,12 +386,23 @@ impl InstanceService {
         &self,
         name: &str,
         patch: InstanceConfigPatch,
+        source: ConfigSource,
     ) -> Result<InstanceConfigChange> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let inst = self.get_stored(name)?;
+        let (patch, own) = sourced(&inst, patch, &source)?;
         let plan = plan(&inst, &patch)?;
         if plan.changed.is_empty() {
+            if own != inst.own_config {
+                self.store.instance_set_config(
+                    name,
+                    &inst.limits,
+                    &inst.environment,
+                    &inst.config,
+                    &own,
+                )?;
+            }
             return Ok(InstanceConfigChange {
                 config: view(&inst),
                 changes: Vec::new(),
@@ -377,10 +436,13 @@ impl InstanceService {
         {
             memory_effect = Some(self.vm_memory(name, plan.limits.memory).await);
         }
-        if let Err(e) =
-            self.store
-                .instance_set_config(name, &plan.limits, &plan.environment, &plan.config)
-        {
+        if let Err(e) = self.store.instance_set_config(
+            name,
+            &plan.limits,
+            &plan.environment,
+            &plan.config,
+            &own,
+        ) {
             if cgroup {
                 let _ = self.driver.update_limits(name, &plan.limits, &inst.limits);
             }

@@ -7,7 +7,11 @@ use super::*;
 
 impl InstanceService {
     /// Validates a create request and starts the operation that creates (and starts) it.
-    pub fn create(&self, req: InstanceCreate) -> Result<Operation> {
+    pub fn create(
+        &self,
+        req: InstanceCreate,
+        own: std::collections::BTreeMap<String, String>,
+    ) -> Result<Operation> {
         crate::name::validate_qualified("instance", &req.name)?;
         limits::validate(&req.limits)?;
         exec::check_environment(&req.environment)?;
@@ -94,7 +98,9 @@ impl InstanceService {
             limits: req.limits,
             command: req.command.unwrap_or_else(|| image.command.clone()),
             environment: req.environment,
-            config: Default::default(),
+            config: req.config.clone(),
+            profiles: req.profiles.clone(),
+            own_config: own,
             ssh_keys: req.ssh_keys,
             storage: req.storage.clone(),
             created_at: crate::clock::now(),

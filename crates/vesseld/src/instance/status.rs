@@ -213,8 +213,9 @@ mod tests {
             l: &vessel_api::Limits,
             e: &std::collections::BTreeMap<String, String>,
             c: &std::collections::BTreeMap<String, String>,
+            o: &std::collections::BTreeMap<String, String>,
         ) -> Result<()> {
-            self.inner.instance_set_config(n, l, e, c)
+            self.inner.instance_set_config(n, l, e, c, o)
         }
         fn instance_set_limits(&self, n: &str, l: &vessel_api::Limits) -> Result<()> {
             self.inner.instance_set_limits(n, l)
@@ -304,6 +305,8 @@ mod tests {
                 command: vec!["sh".into()],
                 environment: Default::default(),
                 config: Default::default(),
+                profiles: Default::default(),
+                own_config: Default::default(),
                 ssh_keys: vec![],
                 storage: None,
                 created_at: "now".into(),

@@ -131,6 +131,7 @@ pub trait Store: Send + Sync {
         limits: &vessel_api::Limits,
         environment: &std::collections::BTreeMap<String, String>,
         config: &std::collections::BTreeMap<String, String>,
+        own: &std::collections::BTreeMap<String, String>,
     ) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;

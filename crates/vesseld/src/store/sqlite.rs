@@ -478,6 +478,7 @@ impl Store for SqliteStore {
         limits: &vessel_api::Limits,
         environment: &std::collections::BTreeMap<String, String>,
         config: &std::collections::BTreeMap<String, String>,
+        own: &std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
         let limits = encode("instances.limits", limits)?;
         let environment = encode("instances.environment", environment)?;
@@ -493,6 +494,7 @@ impl Store for SqliteStore {
         };
         let mut meta: InstanceMeta = decode("instances.meta", &meta)?;
         meta.config = config.clone();
+        meta.own_config = own.clone();
         let meta = encode("instances.meta", &meta)?;
         tx.execute(
             "UPDATE instances SET limits = ?, environment = ?, meta = ? WHERE name = ?",

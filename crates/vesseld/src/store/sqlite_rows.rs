@@ -19,6 +19,12 @@ pub(super) struct InstanceMeta {
     /// `boot.*` and `user.*` keys.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(super) config: std::collections::BTreeMap<String, String>,
+    /// The profiles the instance was made with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) profiles: Vec<String>,
+    /// The keys set on the instance itself.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(super) own_config: std::collections::BTreeMap<String, String>,
 }
 
 /// The lowest free isolated range of `pool`, given every range recorded on `conn` (call it
@@ -57,6 +63,8 @@ pub(super) fn insert_instance(conn: &Connection, i: &Instance) -> Result<()> {
             storage: i.storage.clone(),
             last_exit_reason: i.last_exit_reason.clone(),
             config: i.config.clone(),
+            profiles: i.profiles.clone(),
+            own_config: i.own_config.clone(),
         },
     )?;
     conn.execute(
@@ -155,6 +163,8 @@ pub(super) fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         command: decode("instances.command", &s(command))?,
         environment: decode("instances.environment", &s(environment))?,
         config: meta.config,
+        profiles: meta.profiles,
+        own_config: meta.own_config,
         ssh_keys: meta.ssh_keys,
         storage: meta.storage,
         created_at: s(created_at),

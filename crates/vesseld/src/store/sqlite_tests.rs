@@ -39,6 +39,8 @@ fn instance(name: &str, image: &str) -> Instance {
         command: vec!["/bin/sh".into()],
         environment: BTreeMap::new(),
         config: BTreeMap::new(),
+        profiles: Vec::new(),
+        own_config: BTreeMap::new(),
         ssh_keys: vec!["ssh-ed25519 AAAA test".into()],
         storage: None,
         idmap: None,

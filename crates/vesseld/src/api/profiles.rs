@@ -1,0 +1,315 @@
+//! Instance configuration and profiles: a person's change to one instance, profiles made,
+//! changed and deleted, and what a profile's change does to every instance using it (through
+//! the instance service, under each instance's lock, checked against the project's limits
+//! first).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use vessel_api::{
+    Instance, InstanceConfigPatch, InstanceCreate, Profile, ProfileChange, ProfilePut,
+};
+
+use super::scope::ProjectScope;
+use super::{ApiJson, App};
+use crate::error::{Error, Result};
+use crate::instance::config::{self, ConfigSource};
+use crate::profile;
+
+/// Whether `new` asks more than `old` of what project limits count (a limit lifted asks
+/// more; lowering always passes, even in a project over a lowered quota).
+fn grows(old: &vessel_api::Limits, new: &vessel_api::Limits) -> bool {
+    fn more(o: Option<f64>, n: Option<f64>) -> bool {
+        match (o, n) {
+            (Some(_), None) => true,
+            (Some(a), Some(b)) => b > a,
+            (None, _) => false,
+        }
+    }
+    let f = |v: Option<u64>| v.map(|v| v as f64);
+    more(old.cpu, new.cpu)
+        || more(f(old.memory), f(new.memory))
+        || more(f(old.pids), f(new.pids))
+        || more(f(old.disk), f(new.disk))
+}
+
+/// The profiles (qualified names) an instance names, each as it is now (`replaced`: a profile
+/// about to change, with its new content).
+fn profiles_of(app: &App, names: &[String], replaced: Option<&Profile>) -> Result<Vec<Profile>> {
+    names
+        .iter()
+        .map(|n| match replaced {
+            Some(p) if p.name == *n => Ok(p.clone()),
+            _ => app.profiles.get(n),
+        })
+        .collect()
+}
+
+/// The keys `inst`'s profiles give it now.
+fn profiled(app: &App, inst: &Instance) -> Result<BTreeMap<String, String>> {
+    let ps = profiles_of(app, &inst.profiles, None)?;
+    Ok(profile::merged(&ps.iter().collect::<Vec<_>>()))
+}
+
+pub async fn instance_config_get(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    let config = app
+        .instances
+        .config_get(&scope.q(&name))
+        .map_err(|e| scope.error(e))?;
+    Ok(Json(vessel_api::InstanceConfig { config }).into_response())
+}
+
+pub async fn instance_config_update(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(patch): ApiJson<InstanceConfigPatch>,
+) -> Result<Response> {
+    let name = scope.q(&name);
+    // Growth is checked against the project's limits under the quota lock, held until the
+    // change is stored.
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard().await;
+    let all = app.instances.records()?;
+    let mut source = ConfigSource::User(BTreeMap::new());
+    if let Some(inst) = all.iter().find(|i| i.name == name) {
+        source = ConfigSource::User(profiled(&app, inst)?);
+        let (p, _) = config::sourced(inst, patch.clone(), &source).map_err(|e| scope.error(e))?;
+        let plan = config::plan(inst, &p).map_err(|e| scope.error(e))?;
+        if grows(&inst.limits, &plan.limits) {
+            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
+            quota.admits(&usage, inst.instance_type, &plan.limits, Some(&inst.limits))?;
+        }
+    }
+    let change = app
+        .instances
+        .config_update(&name, patch, source)
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(Json(change).into_response())
+}
+
+/// Applies `req.profiles` (the project's, in order) to a create request: their keys where the
+/// request sets none of its own, their networks (as the project names them) when it names
+/// none. Returns the keys the
+/// request set itself (the instance's own). Every key is checked, also without profiles.
+pub(super) fn for_create(
+    app: &App,
+    scope: &ProjectScope,
+    req: &mut InstanceCreate,
+) -> Result<BTreeMap<String, String>> {
+    // The limits as given first, named as `-l` names them.
+    crate::instance::limits::validate(&req.limits)?;
+    let mut probe: Instance = serde_json::from_value(serde_json::json!({
+        "name": "new", "type": "container", "status": "stopped", "image": "",
+        "privileged": false, "limits": {}, "command": [], "environment": {}, "created_at": ""
+    }))
+    .map_err(|e| Error::internal(format!("probe instance: {e}")))?;
+    probe.instance_type = req.instance_type;
+    probe.limits = req.limits.clone();
+    probe.environment = req.environment.clone();
+    let own_keys = InstanceConfigPatch {
+        set: req.config.clone(),
+        unset: Vec::new(),
+    };
+    let own_plan = config::plan(&probe, &own_keys)?;
+    let mut own = config::view(&Instance {
+        limits: own_plan.limits.clone(),
+        environment: own_plan.environment.clone(),
+        config: own_plan.config.clone(),
+        ..probe.clone()
+    });
+    own.remove("security.privileged");
+    req.profiles = req.profiles.iter().map(|p| scope.q(p)).collect();
+    let ps = profiles_of(app, &req.profiles, None).map_err(|e| scope.error(e))?;
+    let merged = profile::merged(&ps.iter().collect::<Vec<_>>());
+    let patch = InstanceConfigPatch {
+        set: merged
+            .into_iter()
+            .filter(|(k, _)| !own.contains_key(k))
+            .chain(req.config.clone())
+            .collect(),
+        unset: Vec::new(),
+    };
+    let plan = config::plan(&probe, &patch)?;
+    req.limits = plan.limits;
+    req.environment = plan.environment;
+    req.config = plan.config;
+    if req.networks.is_empty() && !req.no_network {
+        for p in &ps {
+            for n in &p.networks {
+                if !req.networks.contains(n) {
+                    req.networks.push(n.clone());
+                }
+            }
+        }
+    }
+    Ok(if req.profiles.is_empty() {
+        BTreeMap::new()
+    } else {
+        own
+    })
+}
+
+/// `p` as its project's clients see it, with the instances using it.
+fn shown(app: &App, scope: &ProjectScope, mut p: Profile) -> Result<Profile> {
+    p.used_by = app
+        .instances
+        .records()?
+        .into_iter()
+        .filter(|i| i.profiles.contains(&p.name))
+        .filter_map(|i| scope.own(&i.name))
+        .collect();
+    p.name = scope.own(&p.name).unwrap_or(p.name);
+    Ok(p)
+}
+
+pub async fn list(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+) -> Result<Response> {
+    let mut out = Vec::new();
+    for p in app.profiles.list()? {
+        if scope.own(&p.name).is_some() {
+            out.push(shown(&app, &scope, p)?);
+        }
+    }
+    Ok(Json(out).into_response())
+}
+
+pub async fn get(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    crate::name::validate_name("profile", &name)?;
+    let p = app
+        .profiles
+        .get(&scope.q(&name))
+        .map_err(|e| scope.error(e))?;
+    Ok(Json(shown(&app, &scope, p)?).into_response())
+}
+
+pub async fn create(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    ApiJson(p): ApiJson<Profile>,
+) -> Result<Response> {
+    crate::name::validate_name("profile", &p.name)?;
+    let put = ProfilePut {
+        description: p.description,
+        config: p.config,
+        networks: p.networks,
+    };
+    let made = app
+        .profiles
+        .create(&scope.q(&p.name), put)
+        .map_err(|e| scope.error(e))?;
+    Ok((StatusCode::CREATED, Json(shown(&app, &scope, made)?)).into_response())
+}
+
+pub async fn put(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<ProfilePut>,
+) -> Result<Response> {
+    crate::name::validate_name("profile", &name)?;
+    let name = scope.q(&name);
+    profile::ProfileService::check(&req.config)?;
+    app.profiles.get(&name).map_err(|e| scope.error(e))?;
+    let after = Profile {
+        name: name.clone(),
+        description: req.description.clone(),
+        config: req.config.clone(),
+        networks: req.networks.clone(),
+        used_by: Vec::new(),
+    };
+    // Every instance using it is planned first, against the project's limits with all of
+    // them grown: a change one of them cannot take is refused before anything is kept.
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard().await;
+    let mut all = app.instances.records()?;
+    let mut work = Vec::new();
+    for i in 0..all.len() {
+        let inst = all[i].clone();
+        if !inst.profiles.contains(&name) {
+            continue;
+        }
+        let old = profile::merged(
+            &profiles_of(&app, &inst.profiles, None)?
+                .iter()
+                .collect::<Vec<_>>(),
+        );
+        let new = profile::merged(
+            &profiles_of(&app, &inst.profiles, Some(&after))?
+                .iter()
+                .collect::<Vec<_>>(),
+        );
+        let patch = profile::patch_for(&config::view(&inst), &inst.own_config, &old, &new);
+        let plan = config::plan(&inst, &patch).map_err(|e| {
+            scope.error(Error::invalid(format!(
+                "instance {} cannot take this profile: {}",
+                inst.name, e.message
+            )))
+        })?;
+        if grows(&inst.limits, &plan.limits) {
+            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
+            quota.admits(&usage, inst.instance_type, &plan.limits, Some(&inst.limits))?;
+            all[i].limits = plan.limits.clone();
+        }
+        work.push((inst.name.clone(), patch));
+    }
+    let (_, kept) = app.profiles.put(&name, req).map_err(|e| scope.error(e))?;
+    let mut change = ProfileChange {
+        profile: shown(&app, &scope, kept)?,
+        instances: BTreeMap::new(),
+        errors: BTreeMap::new(),
+    };
+    for (inst, patch) in work {
+        let shown_name = scope.own(&inst).unwrap_or_else(|| inst.clone());
+        match app
+            .instances
+            .config_update(&inst, patch, ConfigSource::Profiles)
+            .await
+        {
+            Ok(c) => {
+                change.instances.insert(shown_name, c.changes);
+            }
+            Err(e) => {
+                change.errors.insert(shown_name, scope.error(e).message);
+            }
+        }
+    }
+    Ok(Json(change).into_response())
+}
+
+pub async fn delete(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    crate::name::validate_name("profile", &name)?;
+    let name = scope.q(&name);
+    let users: Vec<String> = app
+        .instances
+        .records()?
+        .into_iter()
+        .filter(|i| i.profiles.contains(&name))
+        .map(|i| scope.own(&i.name).unwrap_or(i.name))
+        .collect();
+    let p = app
+        .profiles
+        .delete(&name, &users)
+        .map_err(|e| scope.error(e))?;
+    let mut p = p;
+    p.name = scope.own(&p.name).unwrap_or(p.name);
+    Ok(Json(p).into_response())
+}

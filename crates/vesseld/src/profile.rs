@@ -1,0 +1,233 @@
+//! Profiles: named sets of instance keys and networks, kept per project (as `PROJECT.NAME`
+//! outside `default`). This service owns their records; what a change does to the instances
+//! using a profile goes through the instance service (`InstanceService::config_update`,
+//! under each instance's lock), driven by the API layer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use vessel_api::{Instance, InstanceConfigPatch, Profile, ProfilePut};
+
+use crate::error::{Error, Result};
+use crate::store::{Records, Store, StoreError};
+
+/// What the store keeps of a profile (its qualified name is the key).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct ProfileRecord {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    networks: Vec<String>,
+}
+
+/// The profiles of every project.
+#[derive(Clone)]
+pub struct ProfileService {
+    records: Records<ProfileRecord>,
+}
+
+fn store_err(e: StoreError) -> Error {
+    e.into()
+}
+
+/// The answer for a profile that does not exist.
+pub fn not_found(name: &str) -> Error {
+    Error::not_found(format!(
+        "profile {name:?} not found; see `vessel profile list`"
+    ))
+}
+
+impl ProfileService {
+    /// The profiles kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ProfileService {
+            records: Records::new(store, "profile"),
+        }
+    }
+
+    fn view(r: ProfileRecord) -> Profile {
+        Profile {
+            name: r.name,
+            description: r.description,
+            config: r.config,
+            networks: r.networks,
+            used_by: Vec::new(),
+        }
+    }
+
+    /// Every profile (qualified names), sorted by name.
+    pub fn list(&self) -> Result<Vec<Profile>> {
+        Ok(self
+            .records
+            .list()
+            .map_err(store_err)?
+            .into_iter()
+            .map(Self::view)
+            .collect())
+    }
+
+    /// One profile by qualified name.
+    pub fn get(&self, name: &str) -> Result<Profile> {
+        self.records
+            .get(name)
+            .map_err(store_err)?
+            .map(Self::view)
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Checks a profile's keys as an instance would take them (each key and value, the
+    /// limits as a whole).
+    pub fn check(config: &BTreeMap<String, String>) -> Result<()> {
+        let probe: Instance = serde_json::from_value(serde_json::json!({
+            "name": "profile", "type": "container", "status": "stopped", "image": "",
+            "privileged": false, "limits": {}, "command": [], "environment": {},
+            "created_at": ""
+        }))
+        .map_err(|e| Error::internal(format!("probe instance: {e}")))?;
+        let patch = InstanceConfigPatch {
+            set: config.clone(),
+            unset: Vec::new(),
+        };
+        crate::instance::config::plan(&probe, &patch).map(|_| ())
+    }
+
+    /// Makes a profile (qualified `name`).
+    pub fn create(&self, name: &str, p: ProfilePut) -> Result<Profile> {
+        Self::check(&p.config)?;
+        let r = ProfileRecord {
+            name: name.to_string(),
+            description: p.description,
+            config: p.config,
+            networks: p.networks,
+        };
+        self.records.insert(name, &r).map_err(|e| match e {
+            StoreError::Exists(_) => Error::conflict(format!(
+                "a profile named {:?} exists already",
+                crate::project::split(name).1
+            )),
+            e => store_err(e),
+        })?;
+        Ok(Self::view(r))
+    }
+
+    /// Replaces a profile's content; returns it before and after.
+    pub fn put(&self, name: &str, p: ProfilePut) -> Result<(Profile, Profile)> {
+        Self::check(&p.config)?;
+        let before = self.get(name)?;
+        let r = ProfileRecord {
+            name: name.to_string(),
+            description: p.description,
+            config: p.config,
+            networks: p.networks,
+        };
+        self.records.put(name, &r).map_err(store_err)?;
+        Ok((before, Self::view(r)))
+    }
+
+    /// Deletes a profile no instance uses (`users`: those that do).
+    pub fn delete(&self, name: &str, users: &[String]) -> Result<Profile> {
+        let p = self.get(name)?;
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "profile {:?} is used by instance(s) {}; delete them first",
+                crate::project::split(name).1,
+                users.join(", ")
+            )));
+        }
+        self.records.delete(name).map_err(store_err)?;
+        Ok(p)
+    }
+}
+
+/// The keys of `profiles` applied in order (a later one's value wins).
+pub fn merged(profiles: &[&Profile]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in profiles {
+        out.extend(p.config.clone());
+    }
+    out
+}
+
+/// The change that brings an instance from what profiles gave it (`before`) to what they give
+/// now (`after`), leaving the keys set on the instance itself (`own`) alone; `current` is the
+/// instance's configuration now.
+pub fn patch_for(
+    current: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> InstanceConfigPatch {
+    let mut patch = InstanceConfigPatch::default();
+    for k in before.keys().chain(after.keys()) {
+        if own.contains_key(k) || patch.set.contains_key(k) || patch.unset.contains(k) {
+            continue;
+        }
+        match after.get(k) {
+            Some(v) if current.get(k) != Some(v) => {
+                patch.set.insert(k.clone(), v.clone());
+            }
+            Some(_) => {}
+            None if current.contains_key(k) => patch.unset.push(k.clone()),
+            None => {}
+        }
+    }
+    patch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_profile_change_leaves_the_instances_own_keys() {
+        let current = map(&[
+            ("limits.memory", "64MiB"),
+            ("limits.cpu", "2"),
+            ("user.tier", "small"),
+        ]);
+        let own = map(&[("limits.cpu", "2")]);
+        let before = map(&[
+            ("limits.memory", "64MiB"),
+            ("limits.cpu", "1"),
+            ("user.tier", "small"),
+        ]);
+        let after = map(&[("limits.memory", "128MiB"), ("limits.cpu", "4")]);
+        let p = patch_for(&current, &own, &before, &after);
+        assert_eq!(p.set, map(&[("limits.memory", "128MiB")]));
+        assert_eq!(p.unset, ["user.tier"]);
+    }
+
+    #[test]
+    fn later_profiles_win() {
+        let a = Profile {
+            config: map(&[("limits.memory", "64MiB"), ("user.a", "1")]),
+            ..Default::default()
+        };
+        let b = Profile {
+            config: map(&[("limits.memory", "128MiB")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            merged(&[&a, &b]),
+            map(&[("limits.memory", "128MiB"), ("user.a", "1")])
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        assert!(ProfileService::check(&map(&[("limits.memory", "lots")])).is_err());
+        assert!(ProfileService::check(&map(&[("nope", "1")])).is_err());
+        ProfileService::check(&map(&[("limits.memory", "1GiB"), ("user.x", "y")])).unwrap();
+    }
+}
