@@ -30,6 +30,43 @@ use crate::parser::{Event, Parser};
 use crate::port::{Input, Port, RECONNECT_POLL};
 use crate::session::Session;
 
+/// Where the kernel lists CPUs.
+const CPUS: &str = "/sys/devices/system/cpu";
+
+/// Brings online the CPUs the host plugs while the guest runs (the kernel adds them offline);
+/// CPUs present when the agent started, and any the guest takes offline itself, are left as
+/// they are.
+fn online_plugged_cpus() {
+    let present = || -> Vec<String> {
+        std::fs::read_dir(CPUS)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        n.strip_prefix("cpu")
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut known = present();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        for cpu in present() {
+            if known.contains(&cpu) {
+                continue;
+            }
+            let online = format!("{CPUS}/{cpu}/online");
+            match std::fs::write(&online, "1") {
+                Ok(()) => eprintln!("vessel-agent: {cpu} plugged and online"),
+                Err(e) => eprintln!("vessel-agent: bringing {cpu} online: {e}"),
+            }
+            known.push(cpu);
+        }
+    }
+}
+
 /// The port the init links for us, as udev would.
 const DEFAULT_PORT: &str = "/dev/virtio-ports/org.vessel.agent";
 
@@ -42,6 +79,9 @@ fn main() {
     if matches!(arg.as_deref(), Some("-V") | Some("--version")) {
         println!("vessel-agent {}", env!("CARGO_PKG_VERSION"));
         return;
+    }
+    if arg.as_deref() != Some("--stdio") {
+        std::thread::spawn(online_plugged_cpus);
     }
     let port = if arg.as_deref() == Some("--stdio") {
         Port::stdio()

@@ -94,7 +94,10 @@ pub fn qemu_args(
         }
     }
     a.push("-smp");
-    a.push(def.vcpus.to_string());
+    match def.vcpus_max.filter(|m| *m > def.vcpus) {
+        Some(max) => a.push(format!("cpus={},maxcpus={max}", def.vcpus)),
+        None => a.push(def.vcpus.to_string()),
+    }
     a.push("-m");
     match def.memory_max_mib.filter(|_| def.memory_hotplug()) {
         Some(max) => {
@@ -547,6 +550,10 @@ mod tests {
         assert!(joined.contains("-object memory-backend-ram,id=vmem-ram,size=768M,reserve=off"));
         assert!(joined.contains("-device virtio-mem-pci,id=vmem,memdev=vmem-ram,requested-size=0"));
         assert!(joined.contains("memhp_default_state=online_movable"));
+        d.vcpus_max = Some(4);
+        let joined =
+            strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &[], None).unwrap()).join(" ");
+        assert!(joined.contains("-smp cpus=1,maxcpus=4"), "{joined}");
         d.memory_max_mib = Some(255);
         assert!(d.validate().is_err());
         d.memory_max_mib = Some(1023);

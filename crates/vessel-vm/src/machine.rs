@@ -158,8 +158,12 @@ pub struct MachineDef {
     pub run_dir: PathBuf,
     /// Device model and boot path.
     pub profile: Profile,
-    /// Virtual CPUs.
+    /// Virtual CPUs at boot.
     pub vcpus: u32,
+    /// The most vCPUs it may have while it runs (more are plugged with `device_add`; the guest
+    /// brings them online, Vessel's agent does). `None`: fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus_max: Option<u32>,
     /// Guest RAM at boot, MiB. Refused when more than the host's MemAvailable.
     pub memory_mib: u64,
     /// The most guest RAM can grow to while the VM runs, MiB (a virtio-mem device holds what
@@ -232,6 +236,7 @@ impl MachineDef {
                 kernel_log: false,
             }),
             vcpus: 1,
+            vcpus_max: None,
             memory_mib: 512,
             memory_max_mib: None,
             accel: Accel::Tcg,
@@ -263,6 +268,14 @@ impl MachineDef {
                 "vcpus={} is out of range: give 1 to 255",
                 self.vcpus
             )));
+        }
+        if let Some(max) = self.vcpus_max {
+            if max < self.vcpus || max > 255 {
+                return Err(invalid(format!(
+                    "vcpus_max={max} must lie between vcpus ({}) and 255",
+                    self.vcpus
+                )));
+            }
         }
         if self.memory_mib > 1 << 24 {
             return Err(invalid(format!(

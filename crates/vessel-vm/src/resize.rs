@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
+use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
 
 use crate::cmdline::MEMORY_DEVICE;
 use crate::error::{Result, VmError};
-use crate::qmp::{BlockResize, QomGet, QomSet, QueryBlock};
+use crate::qmp::{BlockResize, DeviceAdd, QomGet, QomSet, QueryBlock, QueryHotpluggableCpus};
 use crate::vm::RunningVm;
 
 /// How long a guest may take to online memory it was given.
@@ -155,6 +155,77 @@ impl RunningVm {
             .memory(
                 LinuxMemoryBuilder::default()
                     .limit(bytes as i64)
+                    .build()
+                    .map_err(bad)?,
+            )
+            .build()
+            .map_err(bad)?;
+        cg.apply(&res).map_err(|source| VmError::Cgroup {
+            path: cg.path().to_string(),
+            source,
+        })
+    }
+
+    /// vCPUs plugged now.
+    pub fn vcpus(&self) -> Result<u32> {
+        let slots = self.qmp().execute(&QueryHotpluggableCpus)?;
+        Ok(slots.iter().filter(|c| c.qom_path.is_some()).count() as u32)
+    }
+
+    /// Plugs vCPUs until the VM has `n` (within the most it booted able to take); the cgroup's
+    /// cpu quota grows first, a core per vCPU. The guest brings them online (Vessel's agent
+    /// does). Fewer vCPUs than it has is an error: they go at the next start.
+    pub fn add_vcpus(&self, n: u32) -> Result<u32> {
+        let Some(max) = self.record.vcpus_max else {
+            return Err(VmError::InvalidDefinition(format!(
+                "the vCPUs of {} are fixed: it booted without room for more",
+                self.name
+            )));
+        };
+        let slots = self.qmp().execute(&QueryHotpluggableCpus)?;
+        let have = slots.iter().filter(|c| c.qom_path.is_some()).count() as u32;
+        if n < have || n > max {
+            return Err(VmError::InvalidDefinition(format!(
+                "{n} vCPUs is outside what {} can have while it runs: {have} to {max}",
+                self.name
+            )));
+        }
+        if n == have {
+            return Ok(have);
+        }
+        self.limit_cpu(n)?;
+        let mut free: Vec<_> = slots.into_iter().filter(|c| c.qom_path.is_none()).collect();
+        // Lowest place first.
+        free.sort_by_key(|c| {
+            c.props
+                .values()
+                .map(|v| v.as_i64().unwrap_or(0))
+                .collect::<Vec<_>>()
+        });
+        for slot in free.into_iter().take((n - have) as usize) {
+            let place: Vec<String> = slot.props.values().map(|v| v.to_string()).collect();
+            self.qmp().execute(&DeviceAdd {
+                driver: slot.cpu_type.clone(),
+                id: format!("vcpu-{}", place.join("-")),
+                props: slot.props.clone(),
+            })?;
+        }
+        tracing::info!(vm = %self.name, before = have, after = n, "vCPUs added");
+        Ok(n)
+    }
+
+    /// Sets the cgroup's cpu quota for `vcpus` cores.
+    fn limit_cpu(&self, vcpus: u32) -> Result<()> {
+        let Some(cg) = self.cgroup() else {
+            return Ok(());
+        };
+        let bad = |e: oci_spec::OciSpecError| VmError::InvalidDefinition(format!("cgroup: {e}"));
+        let period = crate::cgroup::CPU_PERIOD_US;
+        let res = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota((u64::from(vcpus) * period) as i64)
+                    .period(period)
                     .build()
                     .map_err(bad)?,
             )

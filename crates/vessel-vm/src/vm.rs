@@ -85,6 +85,9 @@ pub struct VmRecord {
     /// What its cgroup's memory limit allows QEMU above guest RAM, MiB.
     #[serde(default)]
     pub memory_overhead_mib: u64,
+    /// The most vCPUs it may have, when more can be plugged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus_max: Option<u32>,
 }
 
 /// A running VM.
@@ -364,6 +367,7 @@ pub fn start_cancellable(
         memory_mib: def.memory_mib,
         memory_max_mib: def.memory_max_mib.filter(|_| def.memory_hotplug()),
         memory_overhead_mib: (crate::cgroup::memory_limit(def) >> 20) - def.memory_mib,
+        vcpus_max: def.vcpus_max.filter(|m| *m > def.vcpus),
         log_sink: guard.sink.as_ref().and_then(|s| {
             Some(ProcessId {
                 pid: s.pid,

@@ -1,6 +1,7 @@
 //! A running VM grown in place: a disk volume resized while attached shows its new size in
 //! the guest at once; its memory raised with `vessel config set` shows in the guest's
-//! /proc/meminfo (virtio-mem), and a size beyond what it can take live waits for its next start.
+//! /proc/meminfo (virtio-mem), and a size beyond what it can take live waits for its next start;
+//! a vCPU plugged live comes online in the guest.
 
 mod common;
 
@@ -41,14 +42,23 @@ fn disks(d: &Daemon, name: &str) -> Vec<(String, u64)> {
 }
 
 #[test]
-fn a_running_vm_grows_its_disk_and_memory() {
+fn a_running_vm_grows_its_disk_memory_and_vcpus() {
     let d = Daemon::start();
     d.ok(&["image", "build", "vm"]);
     d.ok(&["storage", "pool", "create", "p", "dir"]);
     d.ok(&[
         "storage", "volume", "create", "p", "disk", "--type", "block", "--size", "16MiB",
     ]);
-    d.ok(&["create", "vm/busybox", "g", "--vm", "-l", "memory=256MiB"]);
+    d.ok(&[
+        "create",
+        "vm/busybox",
+        "g",
+        "--vm",
+        "-l",
+        "memory=256MiB",
+        "-l",
+        "cpu=1",
+    ]);
     d.ok(&["storage", "volume", "attach", "p", "disk", "g"]);
     d.ok(&["start", "g"]);
     wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
@@ -110,6 +120,19 @@ fn a_running_vm_grows_its_disk_and_memory() {
     let why = answer["changes"][0]["reason"].as_str().unwrap_or_default();
     assert!(why.contains("256 to 1024 MiB"), "{answer}");
     assert!(total(&d) < before + 512 * 1024);
+
+    // vCPUs: one at boot, a second plugged live and brought online by the guest's agent.
+    let nproc = |d: &Daemon| d.sh("g", "nproc").1.trim().to_string();
+    assert_eq!(nproc(&d), "1");
+    let answer: serde_json::Value =
+        serde_json::from_str(&d.ok(&["config", "set", "g", "limits.cpu=2", "--format", "json"]))
+            .unwrap();
+    assert_eq!(answer["changes"][0]["effect"], "live", "{answer}");
+    d.wait_for(
+        "the guest's second vCPU online",
+        Duration::from_secs(90),
+        || nproc(&d) == "2",
+    );
     d.ok(&["delete", "-f", "g"]);
     d.ok(&["storage", "volume", "delete", "p", "disk"]);
 }

@@ -422,3 +422,39 @@ impl QmpCommand for QomGet {
     type Reply = serde_json::Value;
     const HAS_ARGUMENTS: bool = true;
 }
+
+/// A vCPU slot as `query-hotpluggable-cpus` shows it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HotpluggableCpu {
+    /// The CPU device type to add there (e.g. `max-x86_64-cpu`).
+    #[serde(rename = "type")]
+    pub cpu_type: String,
+    /// Where the slot is (`socket-id`, `core-id`, `thread-id`, ...), as `device_add` takes it.
+    pub props: serde_json::Map<String, serde_json::Value>,
+    /// The plugged CPU's path; none for an empty slot.
+    #[serde(default, rename = "qom-path")]
+    pub qom_path: Option<String>,
+}
+
+no_arg_command!(
+    /// The vCPU slots, plugged or not.
+    QueryHotpluggableCpus, "query-hotpluggable-cpus", Vec<HotpluggableCpu>
+);
+
+/// `device_add`: plugs a device (here, a vCPU into a slot).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceAdd {
+    /// The device type.
+    pub driver: String,
+    /// Its id.
+    pub id: String,
+    /// Its properties.
+    #[serde(flatten)]
+    pub props: serde_json::Map<String, serde_json::Value>,
+}
+
+impl QmpCommand for DeviceAdd {
+    const NAME: &'static str = "device_add";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}

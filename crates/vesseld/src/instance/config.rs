@@ -430,11 +430,14 @@ impl InstanceService {
         }
         // A running VM's memory changes live within the room it booted with.
         let mut memory_effect = None;
-        if inst.instance_type == InstanceType::Vm
-            && inst.status == InstanceStatus::Running
-            && plan.limits.memory != inst.limits.memory
-        {
-            memory_effect = Some(self.vm_memory(name, plan.limits.memory).await);
+        let mut cpu_effect = None;
+        if inst.instance_type == InstanceType::Vm && inst.status == InstanceStatus::Running {
+            if plan.limits.memory != inst.limits.memory {
+                memory_effect = Some(self.vm_memory(name, plan.limits.memory).await);
+            }
+            if plan.limits.cpu != inst.limits.cpu {
+                cpu_effect = Some(self.vm_cpus(name, plan.limits.cpu).await);
+            }
         }
         if let Err(e) = self.store.instance_set_config(
             name,
@@ -452,8 +455,9 @@ impl InstanceService {
             .changed
             .iter()
             .map(|(key, value)| {
-                let (effect, reason) = match (&memory_effect, key.as_str()) {
-                    (Some(m), "limits.memory") => m.clone(),
+                let (effect, reason) = match (key.as_str(), &memory_effect, &cpu_effect) {
+                    ("limits.memory", Some(m), _) => m.clone(),
+                    ("limits.cpu", _, Some(c)) => c.clone(),
                     _ => effect(&inst, key),
                 };
                 ConfigKeyChange {
@@ -497,6 +501,27 @@ impl InstanceService {
                 crate::error::chain(&e)
             )),
             Err(e) => later(format!("memory task: {e}")),
+        }
+    }
+
+    /// Gives running VM `name` the vCPUs `cpu` cores ask for (rounded up) now, if it can take
+    /// them; says when the new count takes effect and why, if not now.
+    async fn vm_cpus(&self, name: &str, cpu: Option<f64>) -> (ConfigEffect, Option<String>) {
+        let later = |why: String| (ConfigEffect::NextStart, Some(why));
+        let Some(cores) = cpu else {
+            return later("a VM without a cpu limit has one vCPU from its next start".into());
+        };
+        let Some(vm) = self.vms.get(name) else {
+            return later("the VM is not running here".into());
+        };
+        let n = cores.ceil().max(1.0) as u32;
+        match tokio::task::spawn_blocking(move || vm.add_vcpus(n)).await {
+            Ok(Ok(_)) => (ConfigEffect::Live, None),
+            Ok(Err(e)) => later(format!(
+                "{}; it boots with the new count at its next start",
+                crate::error::chain(&e)
+            )),
+            Err(e) => later(format!("vCPU task: {e}")),
         }
     }
 

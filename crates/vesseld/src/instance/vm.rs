@@ -21,8 +21,11 @@ use crate::image::import::{FirmwareBoot, FIRMWARE_FILE};
 
 /// Guest memory when the instance sets no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 256;
-/// How many times the memory it booted with a para VM may grow to while it runs.
+/// How many times the memory (and the vCPUs) it booted with a para VM may grow to while it
+/// runs.
 pub const MEMORY_GROWTH: u64 = 4;
+/// The most vCPUs a VM may grow to while it runs.
+const MAX_VCPUS: u32 = 32;
 
 /// The host's memory, MiB.
 fn host_memory_mib() -> Option<u64> {
@@ -400,6 +403,8 @@ impl VmDriver {
             let host = host_memory_mib().unwrap_or(0) / 2 * 2;
             let max = (def.memory_mib * MEMORY_GROWTH).min(host);
             def.memory_max_mib = (max > def.memory_mib).then_some(max);
+            // vCPUs too (the guest agent brings plugged ones online).
+            def.vcpus_max = Some((vcpus * MEMORY_GROWTH as u32).clamp(vcpus, MAX_VCPUS));
         }
         def.cgroup = Some(self.cgroup(name));
         def.console_log_sink = self.console_log_sink.as_ref().map(|p| LogSink {
