@@ -3,7 +3,9 @@
 # (`vessel config set c limits.memory=X`) against podman from Debian (`podman update --memory
 # X`), each on a running busybox container, both timed until the kernel's cgroup file shows
 # the new limit. Interleaved rounds alternate between two values so every round changes it.
-# Prints medians and the ratio (below 1: Vessel is faster).
+# Prints medians and the ratio (below 1: Vessel is faster). Then a para VM's memory grown live
+# (256 -> 512 MiB through virtio-mem), timed until the guest's MemTotal shows it (VM_RUNS
+# rounds, shrunk back untimed in between); no peer on this host grows a VM live.
 . "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-30}
 command -v podman >/dev/null || die "podman missing: apt-get install podman"
@@ -15,12 +17,13 @@ P() { podman --root "$WORK/proot" --runroot "$WORK/prun" --storage-driver vfs \
   --cgroup-manager cgroupfs --runtime runc "$@"; }
 cleanup() {
   P rm -f -t 0 vessel-bench-p >/dev/null 2>&1 || true
-  V delete -f c >/dev/null 2>&1 || true
+  V delete -f c g >/dev/null 2>&1 || true
   [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$SOCK" \
+AGENT=$("$REPO/scripts/build-agent.sh")
+VESSEL_AGENT=$AGENT VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$SOCK" \
   --no-default-network >"$WORK/vesseld.log" 2>&1 &
 DPID=$!
 for _ in $(seq 1 100); do V info >/dev/null 2>&1 && break; sleep 0.1; done
@@ -60,3 +63,24 @@ until [ "\$(cat "\$file")" = \$want ]; do :; done
 SH
 chmod +x "$WORK/set.sh"
 interleave "$RUNS" "$WORK" vessel ":" "$WORK/set.sh vessel $VF" podman ":" "$WORK/set.sh podman $PF"
+
+# The VM.
+VM_RUNS=${VM_RUNS:-5}
+V image build vm >/dev/null
+V launch vm/busybox g --vm --no-network -l memory=256MiB >/dev/null
+until V logs g 2>/dev/null | grep -q VESSEL-READY; do sleep 0.2; done
+memtotal() { V exec g -- grep MemTotal /proc/meminfo | awk '{print $2}'; }
+BASE=$(memtotal)
+: > "$WORK/times.vm"
+for r in $(seq 1 "$VM_RUNS"); do
+  t0=$(date +%s%N)
+  V config set g limits.memory=512MiB >/dev/null
+  until [ "$(memtotal)" -ge $((BASE + 256 * 1024)) ]; do :; done
+  t1=$(date +%s%N)
+  echo "scale=6; ($t1 - $t0) / 1000000000" | bc >> "$WORK/times.vm"
+  V config set g limits.memory=256MiB >/dev/null
+  until [ "$(memtotal)" -le $((BASE + 1024)) ]; do sleep 0.2; done
+done
+sort -n "$WORK/times.vm" | awk '{a[NR]=$1} END {
+  m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2
+  printf "vm memory +256MiB live\t%.1f ms median\t(min %.1f, max %.1f; %d rounds)\n", m*1000, a[1]*1000, a[NR]*1000, NR }'
