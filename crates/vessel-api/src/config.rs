@@ -113,6 +113,19 @@ pub struct InstanceConfigChange {
     pub changes: Vec<ConfigKeyChange>,
 }
 
+/// A volume an instance is made with: attached before its first start (a mount point for a
+/// container's filesystem volume; none for a VM's disk).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct VolumeDevice {
+    /// Pool.
+    pub pool: String,
+    /// Volume.
+    pub volume: String,
+    /// Mount point inside a container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
 /// A profile: a named set of configuration keys and networks that instances are made with,
 /// applied in order (an instance's own keys win); a change reaches every instance using it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -128,6 +141,9 @@ pub struct Profile {
     /// Networks an instance made with it gets a NIC on (when its launch names none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// Volumes an instance made with it gets attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeDevice>,
     /// Instances using it (in answers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
@@ -146,6 +162,9 @@ pub struct ProfilePut {
     /// Networks.
     #[serde(default)]
     pub networks: Vec<String>,
+    /// Volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeDevice>,
 }
 
 /// Answer of a profile change: the profile, and what changed on each instance using it.

@@ -57,6 +57,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ConfigEffect>()
         .schema_from::<ConfigKeyChange>()
         .schema_from::<InstanceConfigChange>()
+        .schema_from::<VolumeDevice>()
         .schema_from::<Profile>()
         .schema_from::<ProfilePut>()
         .schema_from::<ProfileChange>()

@@ -206,6 +206,9 @@ pub struct InstanceCreate {
     /// Other configuration keys (`boot.*`, `user.*`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// Volumes to attach before its first start (its profiles' too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::config::VolumeDevice>,
 }
 
 fn default_true() -> bool {

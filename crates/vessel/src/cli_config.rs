@@ -86,14 +86,16 @@ pub fn is_server_key(arg: &str) -> bool {
 }
 
 pub const PROFILE_EXAMPLES: &str = "\
-A profile holds instance keys (those of `vessel config set --help`) and networks. An
-instance made with profiles (`--profile P`, repeatable) takes their keys in order, its own
--l/-e/-c keys winning, and their networks when it names none. A change to a profile reaches
-every instance using it, live where the instance allows (the answer says, per instance and
-key); keys set on an instance itself stay. A profile in use is not deleted.
+A profile holds instance keys (those of `vessel config set --help`), networks and volumes.
+An instance made with profiles (`--profile P`, repeatable) takes their keys in order, its own
+-l/-e/-c keys winning, their networks when it names none, and their volumes. A change to a
+profile's keys reaches every instance using it, live where the instance allows (the answer
+says, per instance and key); keys set on an instance itself stay. Its networks and volumes
+are given to instances made after the change. A profile in use is not deleted.
 
 Examples:
-  vessel profile create small -c limits.memory=128MiB -c limits.cpu=0.5 --network lan
+  vessel profile create small -c limits.memory=128MiB -c limits.cpu=0.5 --network lan \\
+      --volume local/shared:/srv
   vessel launch busybox web1 --profile small
   vessel profile set small limits.memory=256MiB     (every instance using it, live)
   vessel profile unset small limits.cpu
@@ -116,6 +118,10 @@ pub enum ProfileCommand {
         /// A network its instances get a NIC on (repeatable).
         #[arg(long = "network", value_name = "NETWORK")]
         networks: Vec<String>,
+        /// A volume its instances get attached, POOL/VOLUME[:PATH] (a container's mount
+        /// point; none for a VM's disk; repeatable).
+        #[arg(long = "volume", value_name = "POOL/VOLUME[:PATH]")]
+        volumes: Vec<String>,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,

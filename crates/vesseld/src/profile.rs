@@ -22,6 +22,8 @@ struct ProfileRecord {
     config: BTreeMap<String, String>,
     #[serde(default)]
     networks: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<vessel_api::VolumeDevice>,
 }
 
 /// The profiles of every project.
@@ -55,6 +57,7 @@ impl ProfileService {
             description: r.description,
             config: r.config,
             networks: r.networks,
+            volumes: r.volumes,
             used_by: Vec::new(),
         }
     }
@@ -103,6 +106,7 @@ impl ProfileService {
             description: p.description,
             config: p.config,
             networks: p.networks,
+            volumes: p.volumes,
         };
         self.records.insert(name, &r).map_err(|e| match e {
             StoreError::Exists(_) => Error::conflict(format!(
@@ -123,6 +127,7 @@ impl ProfileService {
             description: p.description,
             config: p.config,
             networks: p.networks,
+            volumes: p.volumes,
         };
         self.records.put(name, &r).map_err(store_err)?;
         Ok((before, Self::view(r)))

@@ -395,10 +395,14 @@ fn a_volume_grown_while_attached_is_seen_by_the_container() {
 fn a_profile_change_reaches_every_instance_using_it() {
     let d = Daemon::start();
     d.busybox();
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    d.ok(&["storage", "volume", "create", "p", "shared"]);
     d.ok(&[
         "profile",
         "create",
         "small",
+        "--volume",
+        "p/shared:/srv",
         "-c",
         "limits.memory=64MiB",
         "-c",
@@ -431,6 +435,12 @@ fn a_profile_change_reaches_every_instance_using_it() {
         );
     }
     assert_eq!(config(&d, "own")["limits.memory"], "200MiB");
+    // The profile's volume is every instance's.
+    assert_eq!(
+        d.sh("p1", "echo from-p1 > /srv/note && echo ok").1.trim(),
+        "ok"
+    );
+    assert_eq!(d.sh("p2", "cat /srv/note").1.trim(), "from-p1");
     let v: serde_json::Value =
         serde_json::from_str(&d.ok(&["profile", "show", "small", "--format", "json"])).unwrap();
     assert_eq!(v["used_by"].as_array().unwrap().len(), 4, "{v}");
@@ -486,4 +496,5 @@ fn a_profile_change_reaches_every_instance_using_it() {
         d.ok(&["delete", "-f", n]);
     }
     d.ok(&["profile", "delete", "small"]);
+    d.ok(&["storage", "volume", "delete", "p", "shared"]);
 }

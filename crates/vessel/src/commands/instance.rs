@@ -30,6 +30,7 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
         networks: args.networks,
         no_network: args.no_network,
         profiles: args.profiles,
+        volumes: Vec::new(),
         config: crate::commands::config::key_values(&args.config)?,
         start,
         command: (!args.command.is_empty()).then_some(args.command),

@@ -17,7 +17,21 @@ fn put_of(p: &Profile) -> ProfilePut {
         description: p.description.clone(),
         config: p.config.clone(),
         networks: p.networks.clone(),
+        volumes: p.volumes.clone(),
     }
+}
+
+/// `POOL/VOLUME[:PATH]`.
+fn volume_device(s: &str) -> Result<vessel_api::VolumeDevice> {
+    let (pv, path) = s.split_once(':').unwrap_or((s, ""));
+    let (pool, volume) = pv
+        .split_once('/')
+        .with_context(|| format!("{s:?} is not POOL/VOLUME[:PATH] (e.g. local/data:/srv)"))?;
+    Ok(vessel_api::VolumeDevice {
+        pool: pool.to_string(),
+        volume: volume.to_string(),
+        path: path.to_string(),
+    })
 }
 
 /// What a profile's change did to the instances using it.
@@ -49,6 +63,7 @@ pub fn run(client: &Client, cmd: ProfileCommand) -> Result<i32> {
             name,
             config,
             networks,
+            volumes,
             description,
         } => {
             let p = Profile {
@@ -56,6 +71,10 @@ pub fn run(client: &Client, cmd: ProfileCommand) -> Result<i32> {
                 description,
                 config: key_values(&config)?,
                 networks,
+                volumes: volumes
+                    .iter()
+                    .map(|v| volume_device(v))
+                    .collect::<Result<_>>()?,
                 used_by: Vec::new(),
             };
             let made: Profile = client.send("POST", "/1.0/profiles", &p)?;
@@ -65,7 +84,14 @@ pub fn run(client: &Client, cmd: ProfileCommand) -> Result<i32> {
             let list: Vec<Profile> = client.get("/1.0/profiles")?;
             match format {
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "KEYS", "NETWORKS", "USED BY", "DESCRIPTION"]);
+                    let mut t = Table::new(&[
+                        "NAME",
+                        "KEYS",
+                        "NETWORKS",
+                        "VOLUMES",
+                        "USED BY",
+                        "DESCRIPTION",
+                    ]);
                     for p in &list {
                         t.row(vec![
                             p.name.clone(),
@@ -75,6 +101,11 @@ pub fn run(client: &Client, cmd: ProfileCommand) -> Result<i32> {
                                 .collect::<Vec<_>>()
                                 .join(" "),
                             p.networks.join(","),
+                            p.volumes
+                                .iter()
+                                .map(|v| format!("{}/{}", v.pool, v.volume))
+                                .collect::<Vec<_>>()
+                                .join(","),
                             p.used_by.len().to_string(),
                             p.description.clone(),
                         ]);

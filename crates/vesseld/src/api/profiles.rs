@@ -142,6 +142,24 @@ pub(super) fn for_create(
     req.limits = plan.limits;
     req.environment = plan.environment;
     req.config = plan.config;
+    for p in &ps {
+        for v in &p.volumes {
+            if !req
+                .volumes
+                .iter()
+                .any(|w| w.pool == v.pool && w.volume == v.volume)
+            {
+                req.volumes.push(v.clone());
+            }
+        }
+    }
+    // Volumes as the project names them, checked to exist before anything is made.
+    for v in &mut req.volumes {
+        v.volume = scope.q(&v.volume);
+        app.storage
+            .volume_get(&v.pool, &v.volume)
+            .map_err(|e| scope.error(e))?;
+    }
     if req.networks.is_empty() && !req.no_network {
         for p in &ps {
             for n in &p.networks {
@@ -207,6 +225,7 @@ pub async fn create(
         description: p.description,
         config: p.config,
         networks: p.networks,
+        volumes: p.volumes,
     };
     let made = app
         .profiles
@@ -230,6 +249,7 @@ pub async fn put(
         description: req.description.clone(),
         config: req.config.clone(),
         networks: req.networks.clone(),
+        volumes: req.volumes.clone(),
         used_by: Vec::new(),
     };
     // Every instance using it is planned first, against the project's limits with all of

@@ -130,6 +130,7 @@ impl InstanceService {
         self.events
             .lifecycle("instance-created", &path_of(&inst.name));
         let svc = self.clone();
+        let volumes = req.volumes.clone();
         let start = req.start;
         let name = inst.name.clone();
         Ok(self.ops.spawn(
@@ -154,6 +155,20 @@ impl InstanceService {
                             .map_err(|e| Error::internal(format!("root disk task: {e}")))??;
                     }
                     svc.attach_initial_nics(&inst, &networks).await?;
+                    for v in &volumes {
+                        op.progress(Some(25), &format!("attaching volume {}", v.volume));
+                        let (st, n, t, v) = (
+                            svc.storage.clone(),
+                            name.clone(),
+                            inst.instance_type,
+                            v.clone(),
+                        );
+                        tokio::task::spawn_blocking(move || {
+                            st.attach(&v.pool, &v.volume, &n, t, &v.path)
+                        })
+                        .await
+                        .map_err(|e| Error::internal(format!("storage task: {e}")))??;
+                    }
                     op.check_cancel()?;
                     if let Some(pool) = inst
                         .storage
