@@ -126,6 +126,25 @@ pub struct VolumeDevice {
     pub path: String,
 }
 
+/// The networks and volumes an instance got from its profiles (the daemon's bookkeeping: a
+/// profile that drops one takes away only what it gave).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProfileDevices {
+    /// Networks it got a NIC on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Volumes attached to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeDevice>,
+}
+
+impl ProfileDevices {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty() && self.volumes.is_empty()
+    }
+}
+
 /// A profile: a named set of configuration keys and networks that instances are made with,
 /// applied in order (an instance's own keys win); a change reaches every instance using it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -254,6 +254,9 @@ pub struct Instance {
     /// own bookkeeping, not shown).
     #[serde(skip)]
     pub own_config: BTreeMap<String, String>,
+    /// The networks and volumes its profiles gave it (the daemon's own bookkeeping, not shown).
+    #[serde(skip)]
+    pub from_profiles: crate::config::ProfileDevices,
     /// SSH public keys installed for root in a VM guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, Sandbox};
 
 fn config(d: &Daemon, name: &str) -> serde_json::Value {
     serde_json::from_str(&d.ok(&["config", "show", name, "--format", "json"])).unwrap()
@@ -497,4 +497,62 @@ fn a_profile_change_reaches_every_instance_using_it() {
     }
     d.ok(&["profile", "delete", "small"]);
     d.ok(&["storage", "volume", "delete", "p", "shared"]);
+}
+
+/// A profile's networks and volumes follow it: a network added to it gives its running
+/// container a NIC at once and taking it away removes that NIC; a volume added reaches a
+/// stopped instance at once and a running one is told why not.
+#[test]
+fn a_profiles_networks_and_volumes_follow_it() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&["network", "create", "lan", "--subnet", "10.71.0.0/24"]);
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    d.ok(&["storage", "volume", "create", "p", "shared"]);
+    d.ok(&["profile", "create", "dev", "-c", "user.team=dev"]);
+    d.ok(&["launch", "busybox", "a", "--no-network", "--profile", "dev"]);
+    d.ok(&["create", "busybox", "b", "--no-network", "--profile", "dev"]);
+    // `profile edit` with a sed program as the editor.
+    let edit = |program: &str| {
+        let script = d.dir.join("edit.sh");
+        std::fs::write(&script, format!("#!/bin/sh\nsed -i {program} \"$1\"\n")).unwrap();
+        let out = d.vessel_env(
+            &["profile", "edit", "dev"],
+            &[("EDITOR", &format!("sh {}", script.display()))],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let nics = |n: &str| -> Vec<String> {
+        d.info(n)["nics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["network"].as_str().unwrap().to_string())
+            .collect()
+    };
+    edit("'s|^networks: \\[\\]|networks: [lan]|'");
+    assert_eq!(nics("a"), ["lan"]);
+    assert_eq!(nics("b"), ["lan"]);
+    let (code, out) = d.sh("a", "ip -o -4 addr show dev eth0");
+    assert!(code == 0 && out.contains("10.71.0."), "{out}");
+    // A volume: the stopped instance takes it, the running one says why not.
+    let text = edit("'s|^volumes: \\[\\]|volumes: [{pool: p, volume: shared, path: /srv}]|'");
+    assert!(text.contains("a: not changed") && text.contains("stop"), "{text}");
+    d.ok(&["start", "b"]);
+    assert_eq!(d.sh("b", "echo hi > /srv/f && cat /srv/f").1.trim(), "hi");
+    // Taken away: the NIC it gave goes, live.
+    edit("-e '/^- lan$/d' -e 's|^networks:$|networks: []|'");
+    assert!(nics("a").is_empty(), "{:?}", nics("a"));
+    let (_, out) = d.sh("a", "ip -o link");
+    assert!(!out.contains("eth0"), "{out}");
+    for n in ["a", "b"] {
+        d.ok(&["delete", "-f", n]);
+    }
+    d.ok(&["profile", "delete", "dev"]);
+    d.ok(&["storage", "volume", "delete", "p", "shared"]);
+    d.ok(&["network", "delete", "lan"]);
 }

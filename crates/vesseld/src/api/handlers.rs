@@ -87,7 +87,7 @@ pub async fn instances_create(
     ApiJson(mut req): ApiJson<InstanceCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
-    let own = super::profiles::for_create(&app, &scope, &mut req)?;
+    let (own, from_profiles) = super::profiles::for_create(&app, &scope, &mut req)?;
     if !scope.is_default() {
         // The default network is default's: an instance of another project is on the
         // networks it names, of its own project, or on none.
@@ -109,7 +109,10 @@ pub async fn instances_create(
         let sizes = super::storage::own_sizes(&app, &scope, pool).await?;
         quota.admits_in_pool(pool, &sizes, req.limits.disk)?;
     }
-    let op = app.instances.create(req, own).map_err(|e| scope.error(e))?;
+    let op = app
+        .instances
+        .create(req, own, from_profiles)
+        .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }
 

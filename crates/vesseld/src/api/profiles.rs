@@ -104,7 +104,8 @@ pub(super) fn for_create(
     app: &App,
     scope: &ProjectScope,
     req: &mut InstanceCreate,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<(BTreeMap<String, String>, ProfileDevices)> {
+    let mut from = ProfileDevices::default();
     // The limits as given first, named as `-l` names them.
     crate::instance::limits::validate(&req.limits)?;
     let mut probe: Instance = serde_json::from_value(serde_json::json!({
@@ -150,6 +151,7 @@ pub(super) fn for_create(
                 .any(|w| w.pool == v.pool && w.volume == v.volume)
             {
                 req.volumes.push(v.clone());
+                from.volumes.push(v.clone());
             }
         }
     }
@@ -165,15 +167,17 @@ pub(super) fn for_create(
             for n in &p.networks {
                 if !req.networks.contains(n) {
                     req.networks.push(n.clone());
+                    from.networks.push(n.clone());
                 }
             }
         }
     }
-    Ok(if req.profiles.is_empty() {
+    let own = if req.profiles.is_empty() {
         BTreeMap::new()
     } else {
         own
-    })
+    };
+    Ok((own, from))
 }
 
 /// `p` as its project's clients see it, with the instances using it.
@@ -287,6 +291,13 @@ pub async fn put(
         }
         work.push((inst.name.clone(), patch));
     }
+    // The networks and volumes each instance gets or loses with it.
+    let mut devices = Vec::new();
+    for inst in all.iter().filter(|i| i.profiles.contains(&name)) {
+        let before = profiles_of(&app, &inst.profiles, None)?;
+        let after = profiles_of(&app, &inst.profiles, Some(&after))?;
+        devices.push((inst.name.clone(), device_sets(&before), device_sets(&after)));
+    }
     let (_, kept) = app.profiles.put(&name, req).map_err(|e| scope.error(e))?;
     let mut change = ProfileChange {
         profile: shown(&app, &scope, kept)?,
@@ -308,7 +319,118 @@ pub async fn put(
             }
         }
     }
+    for (inst, before, after) in devices {
+        let errors = follow_devices(&app, &scope, &inst, before, after).await;
+        if !errors.is_empty() {
+            let shown_name = scope.own(&inst).unwrap_or_else(|| inst.clone());
+            let e = change.errors.entry(shown_name).or_default();
+            for m in errors {
+                if !e.is_empty() {
+                    e.push_str("; ");
+                }
+                e.push_str(&m);
+            }
+        }
+    }
     Ok(Json(change).into_response())
+}
+
+/// The networks and volumes `profiles` give, in order, each once.
+fn device_sets(profiles: &[Profile]) -> ProfileDevices {
+    let mut d = ProfileDevices::default();
+    for p in profiles {
+        for n in &p.networks {
+            if !d.networks.contains(n) {
+                d.networks.push(n.clone());
+            }
+        }
+        for v in &p.volumes {
+            if !d.volumes.iter().any(|w| w.pool == v.pool && w.volume == v.volume) {
+                d.volumes.push(v.clone());
+            }
+        }
+    }
+    d
+}
+
+/// Gives instance `inst` the networks and volumes its profiles give now and takes away those
+/// they gave and no longer do (never one it got otherwise), each through the instance's
+/// lock: NICs live on a running container, volumes while it is stopped. Returns what could
+/// not be done, with the reason.
+async fn follow_devices(
+    app: &App,
+    scope: &ProjectScope,
+    inst: &str,
+    before: ProfileDevices,
+    after: ProfileDevices,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let current = match app.instances.get(inst) {
+        Ok(i) => i,
+        Err(e) => return vec![scope.error(e).message],
+    };
+    let mut from = current.from_profiles.clone();
+    for n in after.networks.iter().filter(|n| !before.networks.contains(n)) {
+        let q = scope.q(n);
+        if current.nics.iter().any(|nic| nic.network == q) {
+            continue;
+        }
+        let req = NicAttach {
+            instance: inst.to_string(),
+            ip: None,
+            mac: None,
+            vlan: None,
+            ingress: None,
+            egress: None,
+        };
+        match app.instances.nic_attach(q, req).await {
+            Ok(_) => from.networks.push(n.clone()),
+            Err(e) => errors.push(format!("network {n}: {}", scope.error(e).message)),
+        }
+    }
+    for n in before.networks.iter().filter(|n| !after.networks.contains(n)) {
+        if !from.networks.contains(n) {
+            continue;
+        }
+        match app.instances.nic_detach(scope.q(n), inst.to_string()).await {
+            Ok(_) => from.networks.retain(|m| m != n),
+            Err(e) => errors.push(format!("network {n}: {}", scope.error(e).message)),
+        }
+    }
+    let same = |a: &VolumeDevice, b: &VolumeDevice| a.pool == b.pool && a.volume == b.volume;
+    for v in after.volumes.iter().filter(|v| !before.volumes.iter().any(|b| same(b, v))) {
+        let q = scope.q(&v.volume);
+        if current.volumes.iter().any(|w| w.pool == v.pool && w.volume == q) {
+            continue;
+        }
+        let req = VolumeAttach {
+            instance: inst.to_string(),
+            path: v.path.clone(),
+        };
+        match app.instances.volume_attach(v.pool.clone(), q, req).await {
+            Ok(_) => from.volumes.push(v.clone()),
+            Err(e) => errors.push(format!("volume {}/{}: {}", v.pool, v.volume, scope.error(e).message)),
+        }
+    }
+    for v in before.volumes.iter().filter(|v| !after.volumes.iter().any(|a| same(a, v))) {
+        if !from.volumes.iter().any(|f| same(f, v)) {
+            continue;
+        }
+        match app
+            .instances
+            .volume_detach(v.pool.clone(), scope.q(&v.volume), inst.to_string())
+            .await
+        {
+            Ok(_) => from.volumes.retain(|f| !same(f, v)),
+            Err(e) => errors.push(format!("volume {}/{}: {}", v.pool, v.volume, scope.error(e).message)),
+        }
+    }
+    if from != current.from_profiles {
+        if let Err(e) = app.instances.set_profile_devices(inst, &from) {
+            errors.push(scope.error(e).message);
+        }
+    }
+    errors
 }
 
 pub async fn delete(

@@ -525,6 +525,11 @@ impl InstanceService {
         }
     }
 
+    /// Records the networks and volumes `name`'s profiles gave it.
+    pub fn set_profile_devices(&self, name: &str, d: &vessel_api::ProfileDevices) -> Result<()> {
+        Ok(self.store.instance_set_profile_devices(name, d)?)
+    }
+
     /// A block volume file of `name` grew to `size`: a running VM's disk on it is resized
     /// under the guest, under the instance's lock (a stopped VM reads the new size at start).
     pub async fn disk_grown(&self, name: &str, file: &std::path::Path, size: u64) -> Result<()> {

@@ -11,6 +11,7 @@ impl InstanceService {
         &self,
         req: InstanceCreate,
         own: std::collections::BTreeMap<String, String>,
+        from_profiles: vessel_api::ProfileDevices,
     ) -> Result<Operation> {
         crate::name::validate_qualified("instance", &req.name)?;
         limits::validate(&req.limits)?;
@@ -101,6 +102,7 @@ impl InstanceService {
             config: req.config.clone(),
             profiles: req.profiles.clone(),
             own_config: own,
+            from_profiles,
             ssh_keys: req.ssh_keys,
             storage: req.storage.clone(),
             created_at: crate::clock::now(),

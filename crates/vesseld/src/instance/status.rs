@@ -217,6 +217,13 @@ mod tests {
         ) -> Result<()> {
             self.inner.instance_set_config(n, l, e, c, o)
         }
+        fn instance_set_profile_devices(
+            &self,
+            n: &str,
+            d: &vessel_api::ProfileDevices,
+        ) -> Result<()> {
+            self.inner.instance_set_profile_devices(n, d)
+        }
         fn instance_set_limits(&self, n: &str, l: &vessel_api::Limits) -> Result<()> {
             self.inner.instance_set_limits(n, l)
         }
@@ -307,6 +314,7 @@ mod tests {
                 config: Default::default(),
                 profiles: Default::default(),
                 own_config: Default::default(),
+                from_profiles: Default::default(),
                 ssh_keys: vec![],
                 storage: None,
                 created_at: "now".into(),

@@ -133,6 +133,12 @@ pub trait Store: Send + Sync {
         config: &std::collections::BTreeMap<String, String>,
         own: &std::collections::BTreeMap<String, String>,
     ) -> Result<()>;
+    /// Records the networks and volumes an instance's profiles gave it.
+    fn instance_set_profile_devices(
+        &self,
+        name: &str,
+        devices: &vessel_api::ProfileDevices,
+    ) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;
     /// Names of the instances created from an image.

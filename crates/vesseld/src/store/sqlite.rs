@@ -504,6 +504,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn instance_set_profile_devices(
+        &self,
+        name: &str,
+        devices: &vessel_api::ProfileDevices,
+    ) -> Result<()> {
+        let conn = self.lock();
+        let meta: Option<String> = conn
+            .query_row("SELECT meta FROM instances WHERE name = ?", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(meta) = meta else {
+            return Err(StoreError::NotFound(format!("instance {name:?}")));
+        };
+        let mut meta: InstanceMeta = decode("instances.meta", &meta)?;
+        meta.from_profiles = devices.clone();
+        let meta = encode("instances.meta", &meta)?;
+        conn.execute(
+            "UPDATE instances SET meta = ? WHERE name = ?",
+            params![meta, name],
+        )?;
+        Ok(())
+    }
+
     fn instance_delete(&self, name: &str) -> Result<()> {
         let conn = self.lock();
         conn.execute("DELETE FROM instances WHERE name = ?", [name])?;

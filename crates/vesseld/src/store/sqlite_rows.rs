@@ -25,6 +25,9 @@ pub(super) struct InstanceMeta {
     /// The keys set on the instance itself.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(super) own_config: std::collections::BTreeMap<String, String>,
+    /// The networks and volumes its profiles gave it.
+    #[serde(default, skip_serializing_if = "vessel_api::ProfileDevices::is_empty")]
+    pub(super) from_profiles: vessel_api::ProfileDevices,
 }
 
 /// The lowest free isolated range of `pool`, given every range recorded on `conn` (call it
@@ -65,6 +68,7 @@ pub(super) fn insert_instance(conn: &Connection, i: &Instance) -> Result<()> {
             config: i.config.clone(),
             profiles: i.profiles.clone(),
             own_config: i.own_config.clone(),
+            from_profiles: i.from_profiles.clone(),
         },
     )?;
     conn.execute(
@@ -165,6 +169,7 @@ pub(super) fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         config: meta.config,
         profiles: meta.profiles,
         own_config: meta.own_config,
+        from_profiles: meta.from_profiles,
         ssh_keys: meta.ssh_keys,
         storage: meta.storage,
         created_at: s(created_at),

@@ -41,6 +41,7 @@ fn instance(name: &str, image: &str) -> Instance {
         config: BTreeMap::new(),
         profiles: Vec::new(),
         own_config: BTreeMap::new(),
+        from_profiles: Default::default(),
         ssh_keys: vec!["ssh-ed25519 AAAA test".into()],
         storage: None,
         idmap: None,
