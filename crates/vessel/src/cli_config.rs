@@ -90,8 +90,10 @@ A profile holds instance keys (those of `vessel config set --help`), networks an
 An instance made with profiles (`--profile P`, repeatable) takes their keys in order, its own
 -l/-e/-c keys winning, their networks when it names none, and their volumes. A change to a
 profile's keys reaches every instance using it, live where the instance allows (the answer
-says, per instance and key); keys set on an instance itself stay. Its networks and volumes
-are given to instances made after the change. A profile in use is not deleted.
+says, per instance and key); keys set on an instance itself stay. A network added gives every
+instance using it a NIC (live on a running container), one taken away removes the NIC it gave;
+a volume added is attached to stopped instances (running ones are told why not). A profile in
+use is not deleted.
 
 Examples:
   vessel profile create small -c limits.memory=128MiB -c limits.cpu=0.5 --network lan \\

@@ -541,7 +541,10 @@ fn a_profiles_networks_and_volumes_follow_it() {
     assert!(code == 0 && out.contains("10.71.0."), "{out}");
     // A volume: the stopped instance takes it, the running one says why not.
     let text = edit("'s|^volumes: \\[\\]|volumes: [{pool: p, volume: shared, path: /srv}]|'");
-    assert!(text.contains("a: not changed") && text.contains("stop"), "{text}");
+    assert!(
+        text.contains("a: not changed") && text.contains("stop"),
+        "{text}"
+    );
     d.ok(&["start", "b"]);
     assert_eq!(d.sh("b", "echo hi > /srv/f && cat /srv/f").1.trim(), "hi");
     // Taken away: the NIC it gave goes, live.

@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use vessel_api::{
-    Instance, InstanceConfigPatch, InstanceCreate, Profile, ProfileChange, ProfilePut,
+    Instance, InstanceConfigPatch, InstanceCreate, NicAttach, Profile, ProfileChange,
+    ProfileDevices, ProfilePut, VolumeAttach, VolumeDevice,
 };
 
 use super::scope::ProjectScope;
@@ -345,7 +346,11 @@ fn device_sets(profiles: &[Profile]) -> ProfileDevices {
             }
         }
         for v in &p.volumes {
-            if !d.volumes.iter().any(|w| w.pool == v.pool && w.volume == v.volume) {
+            if !d
+                .volumes
+                .iter()
+                .any(|w| w.pool == v.pool && w.volume == v.volume)
+            {
                 d.volumes.push(v.clone());
             }
         }
@@ -370,7 +375,11 @@ async fn follow_devices(
         Err(e) => return vec![scope.error(e).message],
     };
     let mut from = current.from_profiles.clone();
-    for n in after.networks.iter().filter(|n| !before.networks.contains(n)) {
+    for n in after
+        .networks
+        .iter()
+        .filter(|n| !before.networks.contains(n))
+    {
         let q = scope.q(n);
         if current.nics.iter().any(|nic| nic.network == q) {
             continue;
@@ -388,7 +397,11 @@ async fn follow_devices(
             Err(e) => errors.push(format!("network {n}: {}", scope.error(e).message)),
         }
     }
-    for n in before.networks.iter().filter(|n| !after.networks.contains(n)) {
+    for n in before
+        .networks
+        .iter()
+        .filter(|n| !after.networks.contains(n))
+    {
         if !from.networks.contains(n) {
             continue;
         }
@@ -398,9 +411,17 @@ async fn follow_devices(
         }
     }
     let same = |a: &VolumeDevice, b: &VolumeDevice| a.pool == b.pool && a.volume == b.volume;
-    for v in after.volumes.iter().filter(|v| !before.volumes.iter().any(|b| same(b, v))) {
+    for v in after
+        .volumes
+        .iter()
+        .filter(|v| !before.volumes.iter().any(|b| same(b, v)))
+    {
         let q = scope.q(&v.volume);
-        if current.volumes.iter().any(|w| w.pool == v.pool && w.volume == q) {
+        if current
+            .volumes
+            .iter()
+            .any(|w| w.pool == v.pool && w.volume == q)
+        {
             continue;
         }
         let req = VolumeAttach {
@@ -409,10 +430,19 @@ async fn follow_devices(
         };
         match app.instances.volume_attach(v.pool.clone(), q, req).await {
             Ok(_) => from.volumes.push(v.clone()),
-            Err(e) => errors.push(format!("volume {}/{}: {}", v.pool, v.volume, scope.error(e).message)),
+            Err(e) => errors.push(format!(
+                "volume {}/{}: {}",
+                v.pool,
+                v.volume,
+                scope.error(e).message
+            )),
         }
     }
-    for v in before.volumes.iter().filter(|v| !after.volumes.iter().any(|a| same(a, v))) {
+    for v in before
+        .volumes
+        .iter()
+        .filter(|v| !after.volumes.iter().any(|a| same(a, v)))
+    {
         if !from.volumes.iter().any(|f| same(f, v)) {
             continue;
         }
@@ -422,7 +452,12 @@ async fn follow_devices(
             .await
         {
             Ok(_) => from.volumes.retain(|f| !same(f, v)),
-            Err(e) => errors.push(format!("volume {}/{}: {}", v.pool, v.volume, scope.error(e).message)),
+            Err(e) => errors.push(format!(
+                "volume {}/{}: {}",
+                v.pool,
+                v.volume,
+                scope.error(e).message
+            )),
         }
     }
     if from != current.from_profiles {

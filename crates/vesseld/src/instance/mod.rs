@@ -12,6 +12,7 @@ pub mod limits;
 pub mod logs;
 pub mod publish;
 mod rebuild;
+mod resize;
 mod resolv;
 pub mod root_disk;
 mod status;
