@@ -235,7 +235,7 @@ pub enum Command {
     /// Projects: tenants with their own instances and limits.
     #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
     Project(crate::cli_auth::ProjectCommand),
-    /// Profiles: named sets of keys and networks that instances are made with.
+    /// Profiles: named sets of keys, networks and volumes that instances are made with.
     #[command(subcommand, after_help = crate::cli_config::PROFILE_EXAMPLES)]
     Profile(crate::cli_config::ProfileCommand),
     /// An instance's configuration (limits, environment, boot, user keys; live where it can

@@ -165,7 +165,7 @@ pub enum ProfileCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Edit the profile in $EDITOR (YAML: description, config, networks).
+    /// Edit the profile in $EDITOR (YAML: description, config, networks, volumes).
     Edit {
         /// Name.
         name: String,

@@ -63,6 +63,8 @@ pub fn run(client: &Client, cmd: ConfigCommand) -> Result<i32> {
             println(values.get(key).map(String::as_str).unwrap_or(""))?;
         }
         ConfigCommand::Show { instance, format } => {
+            // `REMOTE:` alone names the remote's daemon.
+            let instance = instance.filter(|i| !i.is_empty());
             let values = match &instance {
                 Some(i) => instance_config(client, i)?,
                 None => client.get::<ServerConfig>("/1.0/config")?.values,
