@@ -30,21 +30,32 @@ pub fn memory_limit(def: &MachineDef) -> u64 {
 
 /// The cgroup limits of a VM: a cpu quota of one core per vCPU, and [`memory_limit`].
 pub fn resources(def: &MachineDef) -> Result<LinuxResources> {
+    limits(Some(def.vcpus), Some(memory_limit(def)))
+}
+
+/// A resources block with a cpu quota of `vcpus` cores and a memory limit of `memory` bytes,
+/// each where given.
+pub(crate) fn limits(vcpus: Option<u32>, memory: Option<u64>) -> Result<LinuxResources> {
     let bad = |e: oci_spec::OciSpecError| VmError::InvalidDefinition(format!("cgroup limits: {e}"));
-    let cpu = LinuxCpuBuilder::default()
-        .quota((def.vcpus as u64 * CPU_PERIOD_US) as i64)
-        .period(CPU_PERIOD_US)
-        .build()
-        .map_err(bad)?;
-    let mem = LinuxMemoryBuilder::default()
-        .limit(memory_limit(def) as i64)
-        .build()
-        .map_err(bad)?;
-    LinuxResourcesBuilder::default()
-        .cpu(cpu)
-        .memory(mem)
-        .build()
-        .map_err(bad)
+    let mut r = LinuxResourcesBuilder::default();
+    if let Some(n) = vcpus {
+        r = r.cpu(
+            LinuxCpuBuilder::default()
+                .quota((u64::from(n) * CPU_PERIOD_US) as i64)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    if let Some(bytes) = memory {
+        r = r.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes as i64)
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    r.build().map_err(bad)
 }
 
 /// Creates the cgroup at `path`, applies the VM's limits and moves `pid` (all its threads)

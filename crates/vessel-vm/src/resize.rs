@@ -6,8 +6,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
-
 use crate::cmdline::MEMORY_DEVICE;
 use crate::error::{Result, VmError};
 use crate::qmp::{BlockResize, DeviceAdd, QomGet, QomSet, QueryBlock, QueryHotpluggableCpus};
@@ -146,30 +144,23 @@ impl RunningVm {
 
     /// Sets the cgroup's memory limit for `guest_mib` of guest RAM.
     fn limit_memory(&self, guest_mib: u64) -> Result<()> {
+        let bytes = (guest_mib + self.record.memory_overhead_mib) << 20;
+        self.apply_limits(crate::cgroup::limits(None, Some(bytes))?)
+    }
+
+    /// Sets the cgroup's cpu quota for `vcpus` cores.
+    fn limit_cpu(&self, vcpus: u32) -> Result<()> {
+        self.apply_limits(crate::cgroup::limits(Some(vcpus), None)?)
+    }
+
+    fn apply_limits(&self, res: oci_spec::runtime::LinuxResources) -> Result<()> {
         let Some(cg) = self.cgroup() else {
             return Ok(());
         };
-        let bytes = (guest_mib + self.record.memory_overhead_mib) << 20;
-        let bad = |e: oci_spec::OciSpecError| VmError::InvalidDefinition(format!("cgroup: {e}"));
-        let res = LinuxResourcesBuilder::default()
-            .memory(
-                LinuxMemoryBuilder::default()
-                    .limit(bytes as i64)
-                    .build()
-                    .map_err(bad)?,
-            )
-            .build()
-            .map_err(bad)?;
         cg.apply(&res).map_err(|source| VmError::Cgroup {
             path: cg.path().to_string(),
             source,
         })
-    }
-
-    /// vCPUs plugged now.
-    pub fn vcpus(&self) -> Result<u32> {
-        let slots = self.qmp().execute(&QueryHotpluggableCpus)?;
-        Ok(slots.iter().filter(|c| c.qom_path.is_some()).count() as u32)
     }
 
     /// Plugs vCPUs until the VM has `n` (within the most it booted able to take); the cgroup's
@@ -212,28 +203,5 @@ impl RunningVm {
         }
         tracing::info!(vm = %self.name, before = have, after = n, "vCPUs added");
         Ok(n)
-    }
-
-    /// Sets the cgroup's cpu quota for `vcpus` cores.
-    fn limit_cpu(&self, vcpus: u32) -> Result<()> {
-        let Some(cg) = self.cgroup() else {
-            return Ok(());
-        };
-        let bad = |e: oci_spec::OciSpecError| VmError::InvalidDefinition(format!("cgroup: {e}"));
-        let period = crate::cgroup::CPU_PERIOD_US;
-        let res = LinuxResourcesBuilder::default()
-            .cpu(
-                LinuxCpuBuilder::default()
-                    .quota((u64::from(vcpus) * period) as i64)
-                    .period(period)
-                    .build()
-                    .map_err(bad)?,
-            )
-            .build()
-            .map_err(bad)?;
-        cg.apply(&res).map_err(|source| VmError::Cgroup {
-            path: cg.path().to_string(),
-            source,
-        })
     }
 }
