@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use vessel_api::{Instance, InstanceConfigPatch, Profile, ProfilePut};
+use vessel_api::{InstanceConfigPatch, Profile, ProfilePut};
 
 use crate::error::{Error, Result};
 use crate::store::{Records, Store, StoreError};
@@ -85,12 +85,7 @@ impl ProfileService {
     /// Checks a profile's keys as an instance would take them (each key and value, the
     /// limits as a whole).
     pub fn check(config: &BTreeMap<String, String>) -> Result<()> {
-        let probe: Instance = serde_json::from_value(serde_json::json!({
-            "name": "profile", "type": "container", "status": "stopped", "image": "",
-            "privileged": false, "limits": {}, "command": [], "environment": {},
-            "created_at": ""
-        }))
-        .map_err(|e| Error::internal(format!("probe instance: {e}")))?;
+        let probe = crate::instance::config::blank(vessel_api::InstanceType::Container);
         let patch = InstanceConfigPatch {
             set: config.clone(),
             unset: Vec::new(),
@@ -98,16 +93,21 @@ impl ProfileService {
         crate::instance::config::plan(&probe, &patch).map(|_| ())
     }
 
-    /// Makes a profile (qualified `name`).
-    pub fn create(&self, name: &str, p: ProfilePut) -> Result<Profile> {
+    /// The record of profile `name` with content `p`, its keys checked.
+    fn record(name: &str, p: ProfilePut) -> Result<ProfileRecord> {
         Self::check(&p.config)?;
-        let r = ProfileRecord {
+        Ok(ProfileRecord {
             name: name.to_string(),
             description: p.description,
             config: p.config,
             networks: p.networks,
             volumes: p.volumes,
-        };
+        })
+    }
+
+    /// Makes a profile (qualified `name`).
+    pub fn create(&self, name: &str, p: ProfilePut) -> Result<Profile> {
+        let r = Self::record(name, p)?;
         self.records.insert(name, &r).map_err(|e| match e {
             StoreError::Exists(_) => Error::conflict(format!(
                 "a profile named {:?} exists already",
@@ -118,19 +118,12 @@ impl ProfileService {
         Ok(Self::view(r))
     }
 
-    /// Replaces a profile's content; returns it before and after.
-    pub fn put(&self, name: &str, p: ProfilePut) -> Result<(Profile, Profile)> {
-        Self::check(&p.config)?;
-        let before = self.get(name)?;
-        let r = ProfileRecord {
-            name: name.to_string(),
-            description: p.description,
-            config: p.config,
-            networks: p.networks,
-            volumes: p.volumes,
-        };
+    /// Replaces an existing profile's content.
+    pub fn put(&self, name: &str, p: ProfilePut) -> Result<Profile> {
+        self.get(name)?;
+        let r = Self::record(name, p)?;
         self.records.put(name, &r).map_err(store_err)?;
-        Ok((before, Self::view(r)))
+        Ok(Self::view(r))
     }
 
     /// Deletes a profile no instance uses (`users`: those that do).

@@ -109,12 +109,7 @@ pub(super) fn for_create(
     let mut from = ProfileDevices::default();
     // The limits as given first, named as `-l` names them.
     crate::instance::limits::validate(&req.limits)?;
-    let mut probe: Instance = serde_json::from_value(serde_json::json!({
-        "name": "new", "type": "container", "status": "stopped", "image": "",
-        "privileged": false, "limits": {}, "command": [], "environment": {}, "created_at": ""
-    }))
-    .map_err(|e| Error::internal(format!("probe instance: {e}")))?;
-    probe.instance_type = req.instance_type;
+    let mut probe = config::blank(req.instance_type);
     probe.limits = req.limits.clone();
     probe.environment = req.environment.clone();
     let own_keys = InstanceConfigPatch {
@@ -299,7 +294,7 @@ pub async fn put(
         let after = profiles_of(&app, &inst.profiles, Some(&after))?;
         devices.push((inst.name.clone(), device_sets(&before), device_sets(&after)));
     }
-    let (_, kept) = app.profiles.put(&name, req).map_err(|e| scope.error(e))?;
+    let kept = app.profiles.put(&name, req).map_err(|e| scope.error(e))?;
     let mut change = ProfileChange {
         profile: shown(&app, &scope, kept)?,
         instances: BTreeMap::new(),

@@ -24,6 +24,38 @@ const MAX_USER_KEYS: usize = 256;
 /// Longest delay after an autostarted instance, seconds.
 const MAX_AUTOSTART_DELAY: u64 = 3600;
 
+/// A stopped instance of `kind` with no limits, environment or keys: what a profile's keys or
+/// a create request are planned on before any instance exists.
+pub fn blank(kind: InstanceType) -> Instance {
+    Instance {
+        project: None,
+        name: String::new(),
+        instance_type: kind,
+        status: InstanceStatus::Stopped,
+        image: String::new(),
+        privileged: false,
+        idmap: None,
+        limits: Limits::default(),
+        command: Vec::new(),
+        environment: BTreeMap::new(),
+        config: BTreeMap::new(),
+        profiles: Vec::new(),
+        own_config: BTreeMap::new(),
+        from_profiles: Default::default(),
+        ssh_keys: Vec::new(),
+        storage: None,
+        created_at: String::new(),
+        last_exit_code: None,
+        last_exit_reason: None,
+        error: None,
+        state: None,
+        vm: None,
+        nics: Vec::new(),
+        volumes: Vec::new(),
+        root_disk: None,
+    }
+}
+
 /// The instance's configuration as keys and values.
 pub fn view(inst: &Instance) -> BTreeMap<String, String> {
     let mut c = BTreeMap::new();
