@@ -280,29 +280,7 @@ fn quotas_hold_under_concurrent_creates() {
     let err = d.fails(&["create", "busybox", "m", "--project", "q"]);
     assert!(err.contains("-l memory"), "{err}");
     let body = r#"{"name":"NAME","image":"busybox","start":false,"limits":{"memory":67108864}}"#;
-    let threads: Vec<_> = (0..20)
-        .map(|i| {
-            let socket = d.socket.clone();
-            let body = body.replace("NAME", &format!("c{i}"));
-            std::thread::spawn(move || {
-                let out = Command::new("curl")
-                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-                    .arg("--unix-socket")
-                    .arg(&socket)
-                    .args([
-                        "-H",
-                        "Content-Type: application/json",
-                        "--data-binary",
-                        &body,
-                    ])
-                    .arg("http://vessel/1.0/instances?project=q")
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().to_string()
-            })
-        })
-        .collect();
-    let codes: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let codes = post_at_once(&d, "/1.0/instances?project=q", body, "c", 20);
     assert_eq!(codes.iter().filter(|c| *c == "202").count(), 5, "{codes:?}");
     assert_eq!(
         codes.iter().filter(|c| *c == "409").count(),
@@ -387,6 +365,35 @@ fn quotas_hold_under_concurrent_creates() {
     for name in &made {
         d.ok(&["delete", "-f", name, "--project", "q"]);
     }
+}
+
+/// `n` creates at once over the socket, `body` with NAME replaced by `prefix` and a number:
+/// their status codes.
+fn post_at_once(d: &Daemon, path: &str, body: &str, prefix: &str, n: usize) -> Vec<String> {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let socket = d.socket.clone();
+            let body = body.replace("NAME", &format!("{prefix}{i}"));
+            let url = format!("http://vessel{path}");
+            std::thread::spawn(move || {
+                let out = Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .arg("--unix-socket")
+                    .arg(&socket)
+                    .args([
+                        "-H",
+                        "Content-Type: application/json",
+                        "--data-binary",
+                        &body,
+                    ])
+                    .arg(url)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 /// A shell command in an instance of a project: exit status and output.
@@ -692,29 +699,7 @@ fn projects_have_volumes_of_their_own() {
     // Concurrent launches with root disks in the pool: the limit holds although each
     // launch's root volume is made later, by its operation.
     let body = r#"{"name":"NAME","image":"busybox","start":false,"storage":"local","limits":{"disk":31457280}}"#;
-    let threads: Vec<_> = (0..8)
-        .map(|i| {
-            let socket = d.socket.clone();
-            let body = body.replace("NAME", &format!("s{i}"));
-            std::thread::spawn(move || {
-                let out = Command::new("curl")
-                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-                    .arg("--unix-socket")
-                    .arg(&socket)
-                    .args([
-                        "-H",
-                        "Content-Type: application/json",
-                        "--data-binary",
-                        &body,
-                    ])
-                    .arg("http://vessel/1.0/instances?project=beta")
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().to_string()
-            })
-        })
-        .collect();
-    let codes: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let codes = post_at_once(&d, "/1.0/instances?project=beta", body, "s", 8);
     let admitted = codes.iter().filter(|c| *c == "202").count();
     assert!((1..8).contains(&admitted), "{codes:?}");
     assert_eq!(
