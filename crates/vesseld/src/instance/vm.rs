@@ -404,7 +404,7 @@ impl VmDriver {
             let max = (def.memory_mib * MEMORY_GROWTH).min(host);
             def.memory_max_mib = (max > def.memory_mib).then_some(max);
             // vCPUs too (the guest agent brings plugged ones online).
-            def.vcpus_max = Some((vcpus * MEMORY_GROWTH as u32).clamp(vcpus, MAX_VCPUS));
+            def.vcpus_max = Some((vcpus * MEMORY_GROWTH as u32).min(MAX_VCPUS).max(vcpus));
         }
         def.cgroup = Some(self.cgroup(name));
         def.console_log_sink = self.console_log_sink.as_ref().map(|p| LogSink {
