@@ -136,12 +136,16 @@ pub struct ProfileDevices {
     /// Volumes attached to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeDevice>,
+    /// Whether it chose its networks itself at creation (named them, or none): its
+    /// profiles' networks, then and later, are not its.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_networks: bool,
 }
 
 impl ProfileDevices {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.networks.is_empty() && self.volumes.is_empty()
+        self.networks.is_empty() && self.volumes.is_empty() && !self.own_networks
     }
 }
 

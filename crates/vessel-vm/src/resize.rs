@@ -93,8 +93,17 @@ impl RunningVm {
             std::thread::sleep(Duration::from_millis(100));
         };
         if growing && !complete {
+            // Asked back; the cgroup's limit comes down only once the guest has given back
+            // what it took meanwhile (QEMU over a lowered limit would be killed).
             let _ = self.request(current);
-            let _ = self.limit_memory(before_mib);
+            let back = Instant::now() + UNPLUG_WAIT;
+            while Instant::now() < back {
+                if self.plugged().is_ok_and(|p| p <= current) {
+                    let _ = self.limit_memory(before_mib);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             return Err(VmError::Timeout {
                 what: format!(
                     "the guest of {} to take {} MiB more (does its kernel have virtio_mem?)",
@@ -113,6 +122,18 @@ impl RunningVm {
             after_mib: total,
             complete,
         })
+    }
+
+    /// What the guest holds now: its vCPUs (`None` when not known: a record from before
+    /// they were kept) and its memory in MiB, plugged memory included.
+    pub fn held(&self) -> Result<(Option<u32>, u64)> {
+        let vcpus = if self.record.vcpus_max.is_some() {
+            let slots = self.qmp().execute(&QueryHotpluggableCpus)?;
+            Some(slots.iter().filter(|c| c.qom_path.is_some()).count() as u32)
+        } else {
+            Some(self.record.vcpus).filter(|n| *n > 0)
+        };
+        Ok((vcpus, self.record.memory_mib + (self.plugged()? >> 20)))
     }
 
     fn device(&self) -> String {

@@ -88,6 +88,9 @@ pub struct VmRecord {
     /// The most vCPUs it may have, when more can be plugged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus_max: Option<u32>,
+    /// vCPUs it booted with (0 in a record from before this was kept).
+    #[serde(default)]
+    pub vcpus: u32,
 }
 
 /// A running VM.
@@ -368,6 +371,7 @@ pub fn start_cancellable(
         memory_max_mib: def.memory_max_mib.filter(|_| def.memory_hotplug()),
         memory_overhead_mib: (crate::cgroup::memory_limit(def) >> 20) - def.memory_mib,
         vcpus_max: def.vcpus_max.filter(|m| *m > def.vcpus),
+        vcpus: def.vcpus,
         log_sink: guard.sink.as_ref().and_then(|s| {
             Some(ProcessId {
                 pid: s.pid,

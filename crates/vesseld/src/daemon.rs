@@ -306,9 +306,13 @@ impl Daemon {
                 })?;
         }
         // The first start after a host boot starts what is marked to start with the host.
-        if crate::instance::autostart::host_booted(Path::new(&self.app.info.root_dir)) {
+        let root = std::path::PathBuf::from(&self.app.info.root_dir);
+        if let Some(boot) = crate::instance::autostart::host_booted(&root) {
             let instances = self.app.instances.clone();
-            tokio::spawn(async move { instances.autostart().await });
+            tokio::spawn(async move {
+                instances.autostart().await;
+                crate::instance::autostart::record_boot(&root, &boot);
+            });
         }
         let served =
             api::listener::serve(listener, router, api::listener::Limits::SOCKET, shutdown)

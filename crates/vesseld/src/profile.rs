@@ -96,6 +96,13 @@ impl ProfileService {
     /// The record of profile `name` with content `p`, its keys checked.
     fn record(name: &str, p: ProfilePut) -> Result<ProfileRecord> {
         Self::check(&p.config)?;
+        for n in &p.networks {
+            crate::name::validate_name("network", n)?;
+        }
+        for v in &p.volumes {
+            crate::name::validate_name("pool", &v.pool)?;
+            crate::name::validate_name("volume", &v.volume)?;
+        }
         Ok(ProfileRecord {
             name: name.to_string(),
             description: p.description,

@@ -351,6 +351,15 @@ fn marked_instances_start_with_the_host_in_order() {
         status(&d, "second") == "running"
     });
     assert_eq!(status(&d, "never"), "stopped");
+    // The boot is recorded once the sequence is done (a daemon killed before would start
+    // the rest again).
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    d.wait_for("the boot recorded", Duration::from_secs(10), || {
+        std::fs::read_to_string(d.root().join("boot_id"))
+            .ok()
+            .as_deref()
+            == Some(&*boot)
+    });
     for n in ["first", "second", "never"] {
         d.ok(&["delete", "-f", n]);
     }
@@ -513,8 +522,11 @@ fn a_profiles_networks_and_volumes_follow_it() {
     d.ok(&["storage", "pool", "create", "p", "dir"]);
     d.ok(&["storage", "volume", "create", "p", "shared"]);
     d.ok(&["profile", "create", "dev", "-c", "user.team=dev"]);
-    d.ok(&["launch", "busybox", "a", "--no-network", "--profile", "dev"]);
-    d.ok(&["create", "busybox", "b", "--no-network", "--profile", "dev"]);
+    // a and b take their profile's networks (this daemon has no default network); c chose
+    // none itself, and a network added to its profile later does not reach it.
+    d.ok(&["launch", "busybox", "a", "--profile", "dev"]);
+    d.ok(&["create", "busybox", "b", "--profile", "dev"]);
+    d.ok(&["launch", "busybox", "c", "--no-network", "--profile", "dev"]);
     // `profile edit` with a sed program as the editor.
     let edit = |program: &str| {
         let script = d.dir.join("edit.sh");
@@ -539,6 +551,7 @@ fn a_profiles_networks_and_volumes_follow_it() {
     edit("'s|^networks: \\[\\]|networks: [lan]|'");
     assert_eq!(nics("a"), ["lan"]);
     assert_eq!(nics("b"), ["lan"]);
+    assert!(nics("c").is_empty(), "{:?}", nics("c"));
     let (code, out) = d.sh("a", "ip -o -4 addr show dev eth0");
     assert!(code == 0 && out.contains("10.71.0."), "{out}");
     // A volume: the stopped instance takes it, the running one says why not.
@@ -547,6 +560,17 @@ fn a_profiles_networks_and_volumes_follow_it() {
         text.contains("a: not changed") && text.contains("stop"),
         "{text}"
     );
+    // A profile whose root disk size an instance without a root disk of its own cannot
+    // take is refused whole.
+    let err = d.fails(&["profile", "set", "dev", "limits.disk=64MiB"]);
+    assert!(
+        err.contains("cannot take this profile") && err.contains("no root disk"),
+        "{err}"
+    );
+    assert!(config(&d, "b").get("limits.disk").is_none());
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["profile", "show", "dev", "--format", "json"])).unwrap();
+    assert!(v["config"].get("limits.disk").is_none(), "{v}");
     d.ok(&["start", "b"]);
     assert_eq!(d.sh("b", "echo hi > /srv/f && cat /srv/f").1.trim(), "hi");
     // Taken away: the NIC it gave goes, live.
@@ -554,7 +578,7 @@ fn a_profiles_networks_and_volumes_follow_it() {
     assert!(nics("a").is_empty(), "{:?}", nics("a"));
     let (_, out) = d.sh("a", "ip -o link");
     assert!(!out.contains("eth0"), "{out}");
-    for n in ["a", "b"] {
+    for n in ["a", "b", "c"] {
         d.ok(&["delete", "-f", n]);
     }
     d.ok(&["profile", "delete", "dev"]);

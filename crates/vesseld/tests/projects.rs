@@ -665,6 +665,52 @@ fn projects_have_volumes_of_their_own() {
         "disk=64MiB",
     ]);
     assert!(err.contains("limits.disk.pool.local"), "{err}");
+    // Growth counts too: a root disk grown by its configuration, a volume resized.
+    d.ok(&[
+        "create",
+        "busybox",
+        "r3",
+        "--project",
+        "beta",
+        "--storage",
+        "local",
+        "-l",
+        "disk=32MiB",
+    ]);
+    let err = d.fails(&[
+        "config",
+        "set",
+        "r3",
+        "limits.disk=48MiB",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "resize",
+        "local",
+        "blk",
+        "70MiB",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
+    d.ok(&[
+        "config",
+        "set",
+        "r3",
+        "limits.disk=36MiB",
+        "--project",
+        "beta",
+    ]);
+    d.ok(&["delete", "r3", "--project", "beta"]);
+    // A name with a '.' from a client of default is not another project's object.
+    let err = d.fails(&["info", "beta.r2"]);
+    assert!(err.contains("names have no '.'"), "{err}");
+    let err = d.fails(&["storage", "volume", "info", "local", "beta.blk"]);
+    assert!(err.contains("names have no '.'"), "{err}");
     d.ok(&["project", "set", "beta", "limits.snapshots=1"]);
     d.ok(&[
         "storage",

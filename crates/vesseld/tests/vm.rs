@@ -80,7 +80,13 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     assert_eq!(code, 0);
     assert!(out.contains("cloud-amd64"), "{out}");
     assert!(out.contains("v1"), "{out}");
-    assert_eq!(d.sh("v1", "exit 3").0, 3);
+    let out = d.vessel(&["exec", "v1", "-T", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The SSH key reached root's authorized_keys through the kernel command line.
     let keys = d.sh("v1", "cat /root/.ssh/authorized_keys").1;
     assert_eq!(keys, std::fs::read_to_string(&key).unwrap());

@@ -133,6 +133,15 @@ fn a_running_vm_grows_its_disk_memory_and_vcpus() {
         Duration::from_secs(90),
         || nproc(&d) == "2",
     );
+    // Lowered, the vCPU stays until the next start, and the project's usage counts what the
+    // VM holds, not the lowered limit (lowering frees no quota before it frees the cores).
+    let answer: serde_json::Value =
+        serde_json::from_str(&d.ok(&["config", "set", "g", "limits.cpu=1", "--format", "json"]))
+            .unwrap();
+    assert_eq!(answer["changes"][0]["effect"], "next-start", "{answer}");
+    let usage: serde_json::Value =
+        serde_json::from_str(&d.ok(&["project", "info", "default", "--format", "json"])).unwrap();
+    assert_eq!(usage["usage"]["cpu"], 2.0, "{usage}");
     d.ok(&["delete", "-f", "g"]);
     d.ok(&["storage", "volume", "delete", "p", "disk"]);
 }

@@ -87,26 +87,30 @@ pub async fn instances_create(
     ApiJson(mut req): ApiJson<InstanceCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
+    // The quota check and the insert it allows happen under the project's quota lock:
+    // concurrent creates cannot both take the last place, and a profile read here cannot be
+    // deleted before the instance that uses it exists.
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard(scope.name()).await;
     let (own, from_profiles) = super::profiles::for_create(&app, &scope, &mut req)?;
-    if !scope.is_default() {
-        // The default network is default's: an instance of another project is on the
-        // networks it names, of its own project, or on none.
-        if req.networks.is_empty() {
-            req.no_network = true;
-        }
-        req.networks = req.networks.iter().map(|n| scope.q(n)).collect();
+    // The default network is default's: an instance of another project is on the networks
+    // it names, of its own project, or on none.
+    if !scope.is_default() && req.networks.is_empty() {
+        req.no_network = true;
     }
-    req.name = scope.q(&req.name);
+    req.networks = req
+        .networks
+        .iter()
+        .map(|n| scope.q(n))
+        .collect::<Result<_>>()?;
+    req.name = scope.q(&req.name)?;
     // The image is named as the project names it; the instance keeps its fingerprint.
     req.image = images_of(&app, &scope)?.get(&req.image)?.fingerprint;
-    // The quota check and the insert it allows happen under one lock: concurrent creates
-    // cannot both take the last place.
-    let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
-    let usage = crate::project::quota::usage_of(scope.name(), &app.instances.records()?, 0);
+    let usage =
+        crate::project::quota::usage_of(scope.name(), &app.instances.held_records().await?, 0);
     quota.admits(&usage, req.instance_type, &req.limits, None)?;
     if let Some(pool) = &req.storage {
-        let sizes = super::storage::own_sizes(&app, &scope, pool).await?;
+        let sizes = super::storage::own_sizes(&app, &scope, pool, None).await?;
         quota.admits_in_pool(pool, &sizes, req.limits.disk)?;
     }
     let op = app
@@ -123,7 +127,7 @@ pub async fn instance_get(
 ) -> Result<Response> {
     let i = app
         .instances
-        .get(&scope.q(&name))
+        .get(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
     Ok(Json(scope.instance(i)).into_response())
 }
@@ -136,7 +140,7 @@ pub async fn instance_delete(
 ) -> Result<Response> {
     let op = app
         .instances
-        .delete(&scope.q(&name), flag(&q, "force"))
+        .delete(&scope.q(&name)?, flag(&q, "force"))
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }
@@ -148,7 +152,7 @@ pub async fn instance_state_get(
 ) -> Result<Response> {
     let state = app
         .instances
-        .state(&scope.q(&name))
+        .state(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
     Ok(Json(state).into_response())
 }
@@ -161,7 +165,7 @@ pub async fn instance_state_put(
 ) -> Result<Response> {
     let op = app
         .instances
-        .change_state(&scope.q(&name), change)
+        .change_state(&scope.q(&name)?, change)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }
@@ -172,7 +176,7 @@ pub async fn instance_logs(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     let tail = match q.get("tail") {
         None => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
@@ -223,7 +227,7 @@ pub async fn file_get(
     Query(q): Params,
 ) -> Result<Response> {
     use crate::instance::files::Fetched;
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     let path = required(&q, "path")?.to_string();
     let svc = app.instances.clone();
     let root = app
@@ -270,7 +274,7 @@ pub async fn file_put(
     Query(q): Params,
     body: Body,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     use crate::instance::files::Put;
     use vessel_api::FileKind;
     let path = required(&q, "path")?.to_string();
@@ -564,7 +568,7 @@ pub async fn instance_publish(
     let images = own_images(&app, &scope)?;
     let op = app
         .instances
-        .publish(&scope.q(&name), req, images)
+        .publish(&scope.q(&name)?, req, images)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }
@@ -575,19 +579,17 @@ pub async fn instance_root_disk(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<RootDiskResize>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
-    if quota.disk.is_some() {
-        let all = app.instances.records()?;
-        if let Some(inst) = all.iter().find(|i| i.name == name) {
-            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
-            let after = vessel_api::Limits {
-                disk: Some(req.size),
-                ..inst.limits.clone()
-            };
-            quota.admits(&usage, inst.instance_type, &after, Some(&inst.limits))?;
-        }
+    let _held = app.projects.quota_guard(scope.name()).await;
+    let all = app.instances.held_records().await?;
+    if let Some(inst) = all.iter().find(|i| i.name == name) {
+        let after = vessel_api::Limits {
+            disk: Some(req.size),
+            ..inst.limits.clone()
+        };
+        let mut pools = std::collections::BTreeMap::new();
+        super::profiles::admit_growth(&app, &scope, &quota, &all, inst, &after, &mut pools).await?;
     }
     let op = app
         .instances

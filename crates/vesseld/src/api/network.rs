@@ -62,10 +62,10 @@ pub async fn networks_create(
     ApiJson(mut req): ApiJson<NetworkCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("network", &req.name)?;
-    req.name = scope.q(&req.name);
+    req.name = scope.q(&req.name)?;
     // The quota check and the record it allows are made under one lock.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
+    let _held = app.projects.quota_guard(scope.name()).await;
     if let Some(limit) = quota.networks {
         let used = app
             .networks
@@ -89,7 +89,7 @@ pub async fn network_get(
     Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     scoped(&app, &scope, move |s| s.get(&name)).await
 }
 
@@ -98,7 +98,7 @@ pub async fn network_delete(
     Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     scoped(&app, &scope, move |s| s.delete(&name)).await
 }
 
@@ -108,10 +108,10 @@ pub async fn network_attach(
     Path(name): Path<String>,
     ApiJson(mut req): ApiJson<NicAttach>,
 ) -> Result<Response> {
-    req.instance = scope.q(&req.instance);
+    req.instance = scope.q(&req.instance)?;
     let n = app
         .instances
-        .nic_attach(scope.q(&name), req)
+        .nic_attach(scope.q(&name)?, req)
         .await
         .map_err(|e| scope.error(e))?;
     Ok(Json(scope.network(n)).into_response())
@@ -125,7 +125,7 @@ pub async fn network_detach(
 ) -> Result<Response> {
     let n = app
         .instances
-        .nic_detach(scope.q(&name), scope.q(&req.instance))
+        .nic_detach(scope.q(&name)?, scope.q(&req.instance)?)
         .await
         .map_err(|e| scope.error(e))?;
     Ok(Json(scope.network(n)).into_response())
@@ -137,7 +137,7 @@ pub async fn network_nic_limits(
     Path((name, instance)): Path<(String, String)>,
     ApiJson(req): ApiJson<NicLimits>,
 ) -> Result<Response> {
-    let (name, instance) = (scope.q(&name), scope.q(&instance));
+    let (name, instance) = (scope.q(&name)?, scope.q(&instance)?);
     scoped(&app, &scope, move |s| s.set_limits(&name, &instance, req)).await
 }
 
@@ -147,8 +147,12 @@ pub async fn network_lb_add(
     Path(name): Path<String>,
     ApiJson(mut req): ApiJson<NetworkLoadBalancer>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
-    req.backends = req.backends.iter().map(|b| scope.q(b)).collect();
+    let name = scope.q(&name)?;
+    req.backends = req
+        .backends
+        .iter()
+        .map(|b| scope.q(b))
+        .collect::<Result<_>>()?;
     scoped(&app, &scope, move |s| s.lb_add(&name, req)).await
 }
 
@@ -157,7 +161,7 @@ pub async fn network_lb_delete(
     Extension(scope): Extension<ProjectScope>,
     Path((name, lb)): Path<(String, String)>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     scoped(&app, &scope, move |s| s.lb_delete(&name, &lb)).await
 }
 
@@ -167,8 +171,8 @@ pub async fn network_forward_add(
     Path(name): Path<String>,
     ApiJson(mut req): ApiJson<NetworkForward>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
-    req.instance = scope.q(&req.instance);
+    let name = scope.q(&name)?;
+    req.instance = scope.q(&req.instance)?;
     scoped(&app, &scope, move |s| s.forward_add(&name, req)).await
 }
 
@@ -177,7 +181,7 @@ pub async fn network_forward_delete(
     Extension(scope): Extension<ProjectScope>,
     Path((name, protocol, port)): Path<(String, String, u16)>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     scoped(&app, &scope, move |s| {
         s.forward_delete(&name, &protocol, port)
     })
@@ -190,7 +194,7 @@ pub async fn network_acl_set(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<NetworkAclSet>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     scoped(&app, &scope, move |s| s.acl_set(&name, req)).await
 }
 
@@ -200,7 +204,7 @@ pub async fn network_nic_acl_set(
     Path((name, instance)): Path<(String, String)>,
     ApiJson(req): ApiJson<NetworkAclSet>,
 ) -> Result<Response> {
-    let (name, instance) = (scope.q(&name), scope.q(&instance));
+    let (name, instance) = (scope.q(&name)?, scope.q(&instance)?);
     scoped(&app, &scope, move |s| s.nic_acl_set(&name, &instance, req)).await
 }
 

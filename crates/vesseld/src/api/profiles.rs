@@ -62,7 +62,7 @@ pub async fn instance_config_get(
 ) -> Result<Response> {
     let config = app
         .instances
-        .config_get(&scope.q(&name))
+        .config_get(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
     Ok(Json(vessel_api::InstanceConfig { config }).into_response())
 }
@@ -73,28 +73,79 @@ pub async fn instance_config_update(
     Path(name): Path<String>,
     ApiJson(patch): ApiJson<InstanceConfigPatch>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
-    // Growth is checked against the project's limits under the quota lock, held until the
-    // change is stored.
+    let name = scope.q(&name)?;
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
-    let all = app.instances.records()?;
-    let mut source = ConfigSource::User(BTreeMap::new());
-    if let Some(inst) = all.iter().find(|i| i.name == name) {
-        source = ConfigSource::User(profiled(&app, inst)?);
+    // Planned first without the project's quota lock; a change that grows something is
+    // planned again and checked under it, held until the change is stored.
+    let plan_with = |all: &[Instance]| -> Result<Option<(Instance, vessel_api::Limits)>> {
+        let Some(inst) = all.iter().find(|i| i.name == name) else {
+            return Ok(None);
+        };
+        let source = ConfigSource::User(profiled(&app, inst)?);
         let (p, _) = config::sourced(inst, patch.clone(), &source).map_err(|e| scope.error(e))?;
         let plan = config::plan(inst, &p).map_err(|e| scope.error(e))?;
-        if grows(&inst.limits, &plan.limits) {
-            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
-            quota.admits(&usage, inst.instance_type, &plan.limits, Some(&inst.limits))?;
+        Ok(Some((inst.clone(), plan.limits)))
+    };
+    let mut held = None;
+    if let Some((inst, after)) = plan_with(&app.instances.held_records().await?)? {
+        if grows(&inst.limits, &after) {
+            held = Some(app.projects.quota_guard(scope.name()).await);
+            let all = app.instances.held_records().await?;
+            if let Some((inst, after)) = plan_with(&all)? {
+                admit_growth(
+                    &app,
+                    &scope,
+                    &quota,
+                    &all,
+                    &inst,
+                    &after,
+                    &mut BTreeMap::new(),
+                )
+                .await?;
+            }
         }
     }
+    let source = match app.instances.get_stored(&name) {
+        Ok(inst) => ConfigSource::User(profiled(&app, &inst)?),
+        Err(_) => ConfigSource::User(BTreeMap::new()),
+    };
     let change = app
         .instances
         .config_update(&name, patch, source)
         .await
         .map_err(|e| scope.error(e))?;
+    drop(held);
     Ok(Json(change).into_response())
+}
+
+/// Checks that instance `inst` (as project limits count it, among `all`) may have limits
+/// `after` in its project: the project's limits when it asks more of them, and
+/// `limits.disk.pool.POOL` when its root disk in a pool grows (`pool_growth`: what other
+/// root disks of the same change grow by in each pool, added to as this one is admitted).
+pub(super) async fn admit_growth(
+    app: &App,
+    scope: &ProjectScope,
+    quota: &crate::project::quota::Quota,
+    all: &[Instance],
+    inst: &Instance,
+    after: &vessel_api::Limits,
+    pool_growth: &mut BTreeMap<String, u64>,
+) -> Result<()> {
+    if grows(&inst.limits, after) {
+        let usage = crate::project::quota::usage_of(scope.name(), all, 0);
+        quota.admits(&usage, inst.instance_type, after, Some(&inst.limits))?;
+    }
+    if let (Some(pool), Some(new)) = (&inst.storage, after.disk) {
+        let old = inst.limits.disk.unwrap_or(0);
+        if new > old && quota.disk_pool.contains_key(pool) {
+            let root = crate::storage::root_volume(&inst.name);
+            let sizes = super::storage::own_sizes(app, scope, pool, Some(&root)).await?;
+            let others = pool_growth.entry(pool.clone()).or_default();
+            quota.admits_in_pool(pool, &sizes, Some(new + *others))?;
+            *others += new - old;
+        }
+    }
+    Ok(())
 }
 
 /// Applies `req.profiles` (the project's, in order) to a create request: their keys where the
@@ -124,7 +175,11 @@ pub(super) fn for_create(
         ..probe.clone()
     });
     own.remove("security.privileged");
-    req.profiles = req.profiles.iter().map(|p| scope.q(p)).collect();
+    req.profiles = req
+        .profiles
+        .iter()
+        .map(|p| scope.q(p))
+        .collect::<Result<_>>()?;
     let ps = profiles_of(app, &req.profiles, None).map_err(|e| scope.error(e))?;
     let merged = profile::merged(&ps.iter().collect::<Vec<_>>());
     let patch = InstanceConfigPatch {
@@ -153,12 +208,14 @@ pub(super) fn for_create(
     }
     // Volumes as the project names them, checked to exist before anything is made.
     for v in &mut req.volumes {
-        v.volume = scope.q(&v.volume);
+        v.volume = scope.q(&v.volume)?;
         app.storage
             .volume_get(&v.pool, &v.volume)
             .map_err(|e| scope.error(e))?;
     }
-    if req.networks.is_empty() && !req.no_network {
+    if !req.networks.is_empty() || req.no_network {
+        from.own_networks = true;
+    } else {
         for p in &ps {
             for n in &p.networks {
                 if !req.networks.contains(n) {
@@ -210,7 +267,7 @@ pub async fn get(
     crate::name::validate_name("profile", &name)?;
     let p = app
         .profiles
-        .get(&scope.q(&name))
+        .get(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
     Ok(Json(shown(&app, &scope, p)?).into_response())
 }
@@ -229,7 +286,7 @@ pub async fn create(
     };
     let made = app
         .profiles
-        .create(&scope.q(&p.name), put)
+        .create(&scope.q(&p.name)?, put)
         .map_err(|e| scope.error(e))?;
     Ok((StatusCode::CREATED, Json(shown(&app, &scope, made)?)).into_response())
 }
@@ -241,7 +298,7 @@ pub async fn put(
     ApiJson(req): ApiJson<ProfilePut>,
 ) -> Result<Response> {
     crate::name::validate_name("profile", &name)?;
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     profile::ProfileService::check(&req.config)?;
     app.profiles.get(&name).map_err(|e| scope.error(e))?;
     let after = Profile {
@@ -255,8 +312,9 @@ pub async fn put(
     // Every instance using it is planned first, against the project's limits with all of
     // them grown: a change one of them cannot take is refused before anything is kept.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
-    let mut all = app.instances.records()?;
+    let _held = app.projects.quota_guard(scope.name()).await;
+    let mut all = app.instances.held_records().await?;
+    let mut pools = BTreeMap::new();
     let mut work = Vec::new();
     for i in 0..all.len() {
         let inst = all[i].clone();
@@ -280,9 +338,16 @@ pub async fn put(
                 inst.name, e.message
             )))
         })?;
+        if let Some(size) = plan.limits.disk.filter(|s| Some(*s) != inst.limits.disk) {
+            crate::instance::root_disk::resize_check(&inst, size).map_err(|e| {
+                scope.error(Error::invalid(format!(
+                    "instance {} cannot take this profile: {}",
+                    inst.name, e.message
+                )))
+            })?;
+        }
+        admit_growth(&app, &scope, &quota, &all, &inst, &plan.limits, &mut pools).await?;
         if grows(&inst.limits, &plan.limits) {
-            let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
-            quota.admits(&usage, inst.instance_type, &plan.limits, Some(&inst.limits))?;
             all[i].limits = plan.limits.clone();
         }
         work.push((inst.name.clone(), patch));
@@ -370,12 +435,23 @@ async fn follow_devices(
         Err(e) => return vec![scope.error(e).message],
     };
     let mut from = current.from_profiles.clone();
-    for n in after
-        .networks
+    // An instance that chose its networks itself gets none from its profiles.
+    let (before_networks, after_networks) = if from.own_networks {
+        (Vec::new(), Vec::new())
+    } else {
+        (before.networks.clone(), after.networks.clone())
+    };
+    for n in after_networks
         .iter()
-        .filter(|n| !before.networks.contains(n))
+        .filter(|n| !before_networks.contains(n))
     {
-        let q = scope.q(n);
+        let q = match scope.q(n) {
+            Ok(q) => q,
+            Err(e) => {
+                errors.push(format!("network {n}: {}", e.message));
+                continue;
+            }
+        };
         if current.nics.iter().any(|nic| nic.network == q) {
             continue;
         }
@@ -392,15 +468,18 @@ async fn follow_devices(
             Err(e) => errors.push(format!("network {n}: {}", scope.error(e).message)),
         }
     }
-    for n in before
-        .networks
+    for n in before_networks
         .iter()
-        .filter(|n| !after.networks.contains(n))
+        .filter(|n| !after_networks.contains(n))
     {
         if !from.networks.contains(n) {
             continue;
         }
-        match app.instances.nic_detach(scope.q(n), inst.to_string()).await {
+        let detached = match scope.q(n) {
+            Ok(q) => app.instances.nic_detach(q, inst.to_string()).await,
+            Err(e) => Err(e),
+        };
+        match detached {
             Ok(_) => from.networks.retain(|m| m != n),
             Err(e) => errors.push(format!("network {n}: {}", scope.error(e).message)),
         }
@@ -411,7 +490,13 @@ async fn follow_devices(
         .iter()
         .filter(|v| !before.volumes.iter().any(|b| same(b, v)))
     {
-        let q = scope.q(&v.volume);
+        let q = match scope.q(&v.volume) {
+            Ok(q) => q,
+            Err(e) => {
+                errors.push(format!("volume {}/{}: {}", v.pool, v.volume, e.message));
+                continue;
+            }
+        };
         if current
             .volumes
             .iter()
@@ -441,11 +526,15 @@ async fn follow_devices(
         if !from.volumes.iter().any(|f| same(f, v)) {
             continue;
         }
-        match app
-            .instances
-            .volume_detach(v.pool.clone(), scope.q(&v.volume), inst.to_string())
-            .await
-        {
+        let detached = match scope.q(&v.volume) {
+            Ok(q) => {
+                app.instances
+                    .volume_detach(v.pool.clone(), q, inst.to_string())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match detached {
             Ok(_) => from.volumes.retain(|f| !same(f, v)),
             Err(e) => errors.push(format!(
                 "volume {}/{}: {}",
@@ -469,7 +558,10 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Response> {
     crate::name::validate_name("profile", &name)?;
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
+    // Under the project's quota lock, which a create holds from reading its profiles to its
+    // instance's row: no instance is made with a profile deleted meanwhile.
+    let _held = app.projects.quota_guard(scope.name()).await;
     let users: Vec<String> = app
         .instances
         .records()?

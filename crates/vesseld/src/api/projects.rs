@@ -20,9 +20,11 @@ struct Holdings {
 }
 
 impl Holdings {
-    fn read(app: &App) -> Result<Self> {
+    /// What every project holds: a running VM's resources as it holds them (see
+    /// `InstanceService::held_records`), as quota checks count them.
+    async fn read(app: &App) -> Result<Self> {
         Ok(Holdings {
-            instances: app.instances.records()?,
+            instances: app.instances.held_records().await?,
             networks: app.networks.list()?.into_iter().map(|n| n.name).collect(),
         })
     }
@@ -51,7 +53,7 @@ pub async fn list(
 ) -> Result<Response> {
     let recursion = matches!(q.get("recursion").map(String::as_str), Some("1" | "true"));
     let held = if recursion {
-        Some(Holdings::read(&app)?)
+        Some(Holdings::read(&app).await?)
     } else {
         None
     };
@@ -83,7 +85,7 @@ pub async fn get(
         return Err(project::not_found(&name));
     }
     let p = app.projects.get(&name)?;
-    Ok(Json(Holdings::read(&app)?.usage(p)).into_response())
+    Ok(Json(Holdings::read(&app).await?.usage(p)).into_response())
 }
 
 pub async fn update(
@@ -121,7 +123,7 @@ pub async fn update(
         }
     }
     let p = app.projects.update(&name, req)?;
-    Ok(Json(Holdings::read(&app)?.usage(p)).into_response())
+    Ok(Json(Holdings::read(&app).await?.usage(p)).into_response())
 }
 
 pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {

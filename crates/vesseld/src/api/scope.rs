@@ -23,9 +23,18 @@ impl ProjectScope {
         self.0 == DEFAULT_PROJECT
     }
 
-    /// The qualified name of this project's `name`.
-    pub fn q(&self, name: &str) -> String {
-        project::qualify(&self.0, name)
+    /// The qualified name of this project's `name`. A client's name has no '.': only a
+    /// qualified name has one, so a name with one (`acme.web` from a client of `default`)
+    /// could otherwise reach into another project.
+    pub fn q(&self, name: &str) -> Result<String, Error> {
+        if name.contains('.') {
+            return Err(Error::invalid(format!(
+                "invalid name {:?}: names have no '.' (to reach another project's objects, \
+                 give its project: --project NAME)",
+                crate::error::truncated(name, crate::name::MAX_NAME + 1)
+            )));
+        }
+        Ok(project::qualify(&self.0, name))
     }
 
     /// This project's name of `qualified`, if it is this project's.
@@ -189,7 +198,13 @@ mod tests {
             default.text("instance \"acme.web\""),
             "instance \"acme.web\""
         );
-        assert_eq!(acme.q("web"), "acme.web");
+        assert_eq!(acme.q("web").unwrap(), "acme.web");
+        assert_eq!(default.q("web").unwrap(), "web");
+        // A client's name with a '.' is refused: from default it would be another project's.
+        for scope in [&default, &acme] {
+            let e = scope.q("acme.web").unwrap_err();
+            assert!(e.message.contains("names have no '.'"), "{}", e.message);
+        }
         assert_eq!(acme.own("acme.web").as_deref(), Some("web"));
         assert_eq!(acme.own("web"), None);
         assert_eq!(default.own("acme.web"), None);

@@ -120,16 +120,16 @@ pub async fn volumes_create(
     ApiJson(mut req): ApiJson<VolumeCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("volume", &req.name)?;
-    req.name = scope.q(&req.name);
-    req.source = req.source.map(|s| scope.q(&s));
+    req.name = scope.q(&req.name)?;
+    req.source = req.source.map(|s| scope.q(&s)).transpose()?;
     let (p, r) = (pool.clone(), req.clone());
     blocking(&app, move |s| s.volume_check(&p, &r))
         .await
         .map_err(|e| scope.error(e))?;
     // limits.disk.pool.POOL: checked, and held until the volume exists.
     let quota = app.projects.quota(scope.name())?;
-    let held = app.projects.quota_guard().await;
-    let sizes = own_sizes(&app, &scope, &pool).await?;
+    let held = app.projects.quota_guard(scope.name()).await;
+    let sizes = own_sizes(&app, &scope, &pool, None).await?;
     quota.admits_in_pool(&pool, &sizes, req.size)?;
     let s = app.storage.clone();
     let op = app.ops.spawn(
@@ -147,17 +147,19 @@ pub async fn volumes_create(
     Ok(accepted(scope.operation(op)))
 }
 
-/// The sizes of `scope`'s volumes in `pool`.
+/// The sizes of `scope`'s volumes in `pool`, but for volume `except` (qualified; one about
+/// to change size).
 pub(super) async fn own_sizes(
     app: &App,
     scope: &ProjectScope,
     pool: &str,
+    except: Option<&str>,
 ) -> Result<Vec<Option<u64>>> {
     let p = pool.to_string();
     let all = blocking(app, move |s| s.volumes_list(&p)).await?;
     let mut sizes: Vec<Option<u64>> = all
         .iter()
-        .filter(|v| scope.own(&v.name).is_some())
+        .filter(|v| scope.own(&v.name).is_some() && Some(v.name.as_str()) != except)
         .map(|v| Some(v.size_bytes))
         .collect();
     // Launches on this pool whose root volume their operation has not made yet count with
@@ -166,6 +168,7 @@ pub(super) async fn own_sizes(
     for i in app.instances.records()? {
         let root = crate::storage::root_volume(&i.name);
         if scope.own(&i.name).is_some()
+            && Some(root.as_str()) != except
             && i.storage.as_deref() == Some(pool)
             && !all.iter().any(|v| v.name == root)
         {
@@ -190,7 +193,7 @@ pub async fn volume_get(
     Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     on_volume(&app, &scope, move |s| s.volume_get(&pool, &name)).await
 }
 
@@ -200,12 +203,26 @@ pub async fn volume_update(
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<VolumeUpdate>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     let size = req.size;
+    // Growth is checked against limits.disk.pool.POOL, under the project's quota lock.
+    let quota = app.projects.quota(scope.name())?;
+    let held = app.projects.quota_guard(scope.name()).await;
+    if quota.disk_pool.contains_key(&pool) {
+        let (p, n) = (pool.clone(), name.clone());
+        let v = blocking(&app, move |s| s.volume_get(&p, &n))
+            .await
+            .map_err(|e| scope.error(e))?;
+        if size > v.size_bytes {
+            let sizes = own_sizes(&app, &scope, &pool, Some(&name)).await?;
+            quota.admits_in_pool(&pool, &sizes, Some(size))?;
+        }
+    }
     let (p, n) = (pool.clone(), name.clone());
     let v = blocking(&app, move |s| s.volume_update(&p, &n, req))
         .await
         .map_err(|e| scope.error(e))?;
+    drop(held);
     // A running VM's disk on it grows under the guest, through the VM's owner.
     let file = blocking(&app, move |s| s.volume_file(&pool, &name)).await?;
     if let Some(file) = file {
@@ -224,7 +241,7 @@ pub async fn volume_delete(
     Extension(scope): Extension<ProjectScope>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     on_volume(&app, &scope, move |s| s.volume_delete(&pool, &name)).await
 }
 
@@ -234,9 +251,9 @@ pub async fn volume_snapshot(
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<SnapshotCreate>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard().await;
+    let _held = app.projects.quota_guard(scope.name()).await;
     if let Some(limit) = quota.snapshots {
         let (p, n) = (pool.clone(), name.clone());
         let v = blocking(&app, move |s| s.volume_get(&p, &n))
@@ -258,7 +275,7 @@ pub async fn volume_snapshot_delete(
     Extension(scope): Extension<ProjectScope>,
     Path((pool, name, snap)): Path<(String, String, String)>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     on_volume(&app, &scope, move |s| {
         s.snapshot_delete(&pool, &name, &snap)
     })
@@ -271,7 +288,7 @@ pub async fn volume_restore(
     Path((pool, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<VolumeRestore>,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     on_volume(&app, &scope, move |s| s.volume_restore(&pool, &name, req)).await
 }
 
@@ -281,10 +298,10 @@ pub async fn volume_attach(
     Path((pool, name)): Path<(String, String)>,
     ApiJson(mut req): ApiJson<VolumeAttach>,
 ) -> Result<Response> {
-    req.instance = scope.q(&req.instance);
+    req.instance = scope.q(&req.instance)?;
     let v = app
         .instances
-        .volume_attach(pool, scope.q(&name), req)
+        .volume_attach(pool, scope.q(&name)?, req)
         .await
         .map_err(|e| scope.error(e))?;
     Ok(json(scope.volume(v)))
@@ -298,7 +315,7 @@ pub async fn volume_detach(
 ) -> Result<Response> {
     let v = app
         .instances
-        .volume_detach(pool, scope.q(&name), scope.q(&req.instance))
+        .volume_detach(pool, scope.q(&name)?, scope.q(&req.instance)?)
         .await
         .map_err(|e| scope.error(e))?;
     Ok(json(scope.volume(v)))
@@ -313,7 +330,7 @@ pub async fn volume_import(
     Path((pool, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     // Fail before the upload when the volume is not there.
     let (p, n) = (pool.clone(), name.clone());
     blocking(&app, move |s| s.volume_get(&p, &n))
@@ -383,8 +400,8 @@ pub async fn exports_create(
             Some(_) => {}
         }
     }
-    req.name = scope.q(&req.name);
-    req.volume = scope.q(&req.volume);
+    req.name = scope.q(&req.name)?;
+    req.volume = scope.q(&req.volume)?;
     let e = blocking(&app, move |s| s.export_create(req))
         .await
         .map_err(|e| scope.error(e))?;
@@ -397,7 +414,7 @@ pub async fn export_delete(
     Path(name): Path<String>,
 ) -> Result<Response> {
     crate::name::validate_name("export", &name)?;
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     let e = blocking(&app, move |s| s.export_delete(&name))
         .await
         .map_err(|e| scope.error(e))?;

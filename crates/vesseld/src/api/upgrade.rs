@@ -72,7 +72,7 @@ pub async fn vnc(
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     check_upgrade_to(&req, RAW_PROTOCOL)?;
     let socket = app
         .instances
@@ -101,7 +101,7 @@ pub async fn exec(
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     check_upgrade(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
@@ -128,7 +128,7 @@ pub async fn console(
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response> {
-    let name = scope.q(&name);
+    let name = scope.q(&name)?;
     check_upgrade(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     match app

@@ -2,8 +2,9 @@
 //! boot id of its last start under its root; a different one at start means the host booted
 //! since, and the stopped instances marked `boot.autostart=true` are started, highest
 //! `boot.autostart.priority` first (then by name), each followed by its
-//! `boot.autostart.delay` seconds before the next. A daemon restart on the same boot starts
-//! nothing: an instance someone stopped stays stopped.
+//! `boot.autostart.delay` seconds before the next; the boot id is kept once the sequence is
+//! done. A daemon restart on the same boot after that starts nothing: an instance someone
+//! stopped stays stopped.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,25 +18,29 @@ const BOOT_ID_FILE: &str = "boot_id";
 /// The kernel's id of the current boot.
 const KERNEL_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
-/// Whether the host booted since the daemon's last start under `root` (a first start counts:
-/// the host just came up as far as this daemon knows); records the current boot.
-pub fn host_booted(root: &Path) -> bool {
+/// The current boot's id if the host booted since the daemon last finished its autostart
+/// under `root` (a first start counts: the host just came up as far as this daemon knows).
+pub fn host_booted(root: &Path) -> Option<String> {
     let now = match std::fs::read_to_string(KERNEL_BOOT_ID) {
         Ok(id) => id.trim().to_string(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the boot id: no autostart");
-            return false;
+            return None;
         }
     };
+    let last = std::fs::read_to_string(root.join(BOOT_ID_FILE)).unwrap_or_default();
+    (last.trim() != now).then_some(now)
+}
+
+/// Records that the autostart of boot `id` is done: a daemon killed before this starts the
+/// sequence again (what it started already runs, and is skipped).
+pub fn record_boot(root: &Path, id: &str) {
     let file = root.join(BOOT_ID_FILE);
-    let last = std::fs::read_to_string(&file).unwrap_or_default();
-    if last.trim() == now {
-        return false;
-    }
-    if let Err(e) = std::fs::write(&file, format!("{now}\n")) {
+    let tmp = root.join(format!("{BOOT_ID_FILE}.tmp"));
+    let r = std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, &file));
+    if let Err(e) = r {
         tracing::warn!(path = %file.display(), error = %e, "cannot record the boot id");
     }
-    true
 }
 
 /// The instances to start at boot, in order, each with the seconds to wait after it.
@@ -147,10 +152,12 @@ mod tests {
     fn a_boot_is_told_by_its_id() {
         let dir = std::env::temp_dir().join(format!("vessel-boot-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(host_booted(&dir), "a first start is a boot");
-        assert!(!host_booted(&dir), "the same boot again");
+        let boot = host_booted(&dir).expect("a first start is a boot");
+        assert_eq!(host_booted(&dir), Some(boot.clone()), "not done yet: again");
+        record_boot(&dir, &boot);
+        assert_eq!(host_booted(&dir), None, "the same boot, done");
         std::fs::write(dir.join(BOOT_ID_FILE), "another boot\n").unwrap();
-        assert!(host_booted(&dir));
+        assert_eq!(host_booted(&dir), Some(boot));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

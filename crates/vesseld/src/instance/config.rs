@@ -412,7 +412,7 @@ impl InstanceService {
     }
 
     /// Applies a configuration change under the instance's lock: checked whole first, then
-    /// the root disk (grown in place), then a running container's cgroup, then stored; a
+    /// a running container's cgroup, then the root disk (grown in place), then stored; a
     /// failure on the way leaves the instance as it was.
     pub async fn config_update(
         &self,
@@ -445,9 +445,8 @@ impl InstanceService {
                 inst.status,
                 InstanceStatus::Running | InstanceStatus::Frozen
             );
-        if let Some(size) = plan.limits.disk.filter(|s| Some(*s) != inst.limits.disk) {
-            self.root_disk_resize_locked(&inst, size).await?;
-        }
+        // The cgroup first: it is put back as it was if the disk cannot grow, while a grown
+        // disk is not shrunk back.
         let cgroup = live && plan.cgroup_changed(&inst.limits);
         if cgroup {
             let (d, n, old, new) = (
@@ -459,6 +458,14 @@ impl InstanceService {
             tokio::task::spawn_blocking(move || d.update_limits(&n, &old, &new))
                 .await
                 .map_err(|e| Error::internal(format!("limits task: {e}")))??;
+        }
+        if let Some(size) = plan.limits.disk.filter(|s| Some(*s) != inst.limits.disk) {
+            if let Err(e) = self.root_disk_resize_locked(&inst, size).await {
+                if cgroup {
+                    let _ = self.driver.update_limits(name, &plan.limits, &inst.limits);
+                }
+                return Err(e);
+            }
         }
         // A running VM's memory changes live within the room it booted with.
         let mut memory_effect = None;

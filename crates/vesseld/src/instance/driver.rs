@@ -527,6 +527,30 @@ impl ContainerDriver {
             .map_err(|e| Error::internal(format!("resuming {name}: {}", chain(&e))))
     }
 
+    /// The CPUs the instances' parent cgroup may use (what a lifted cpuset gives back): its
+    /// own effective set where the cpuset controller shows it, else every CPU online.
+    fn parent_cpus(&self) -> String {
+        let fs = Path::new("/sys/fs/cgroup");
+        let candidates = [
+            fs.join("cpuset")
+                .join(&self.cgroup_parent)
+                .join("cpuset.effective_cpus"),
+            fs.join("cpuset")
+                .join(&self.cgroup_parent)
+                .join("cpuset.cpus"),
+            fs.join(&self.cgroup_parent).join("cpuset.cpus.effective"),
+            fs.join("cpuset/cpuset.effective_cpus"),
+            fs.join("cpuset.cpus.effective"),
+            PathBuf::from("/sys/devices/system/cpu/online"),
+        ];
+        candidates
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_string())
+            .find(|s| !s.is_empty())
+            .unwrap_or_else(|| "0".into())
+    }
+
     /// Gives running container `name` the limits `new` in place of `old` through its cgroup
     /// (a limit `new` lacks is lifted). Memory below what the container holds is refused, never
     /// met by killing: cgroup v1 reclaims what it can and refuses the rest; on v2, whose
@@ -537,7 +561,8 @@ impl ContainerDriver {
         old: &vessel_api::Limits,
         new: &vessel_api::Limits,
     ) -> Result<()> {
-        let res = limits::to_oci_update(old, new, self.cgroup_version)?;
+        let all_cpus = self.parent_cpus();
+        let res = limits::to_oci_update(old, new, self.cgroup_version, &all_cpus)?;
         let lowering = match (old.memory, new.memory) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -565,7 +590,7 @@ impl ContainerDriver {
         let result = vessel_container::update(&self.state_root, name, &res);
         if result.is_err() {
             // Settings written before the refusal go back to what they were.
-            if let Ok(back) = limits::to_oci_update(new, old, self.cgroup_version) {
+            if let Ok(back) = limits::to_oci_update(new, old, self.cgroup_version, &all_cpus) {
                 if let Err(e) = vessel_container::update(&self.state_root, name, &back) {
                     tracing::warn!(instance = name, error = %chain(&e), "restoring the limits");
                 }

@@ -247,8 +247,14 @@ const DEFAULT_CPU_WEIGHT: u64 = 100;
 const DEFAULT_BLKIO_WEIGHT: u16 = 500;
 
 /// The resources block that changes a live cgroup from limits `old` to `new`: `new`'s
-/// limits, and every limit `old` had and `new` lacks lifted (-1) or back to its default.
-pub fn to_oci_update(old: &Limits, new: &Limits, cgroups: CgroupVersion) -> Result<LinuxResources> {
+/// limits, and every limit `old` had and `new` lacks lifted (-1) or back to its default
+/// (a cpuset lifted is `all_cpus`, what the parent cgroup may use).
+pub fn to_oci_update(
+    old: &Limits,
+    new: &Limits,
+    cgroups: CgroupVersion,
+    all_cpus: &str,
+) -> Result<LinuxResources> {
     let mut r = to_oci(new, cgroups)?;
     let bad = |e: oci_spec::OciSpecError| Error::internal(format!("building resources: {e}"));
     let mut cpu = r.cpu().clone().unwrap_or_default();
@@ -272,8 +278,7 @@ pub fn to_oci_update(old: &Limits, new: &Limits, cgroups: CgroupVersion) -> Resu
         }
     }
     if old.cpuset.is_some() && new.cpuset.is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cpu.set_cpus(Some(format!("0-{}", n - 1)));
+        cpu.set_cpus(Some(all_cpus.to_string()));
         cpu_changed = true;
     }
     if cpu_changed {
@@ -429,7 +434,7 @@ mod tests {
             memory: Some(128 << 20),
             ..Default::default()
         };
-        let r = to_oci_update(&old, &new, CgroupVersion::V1).unwrap();
+        let r = to_oci_update(&old, &new, CgroupVersion::V1, "0-3").unwrap();
         let cpu = r.cpu().as_ref().unwrap();
         assert_eq!((cpu.quota(), cpu.shares()), (Some(-1), Some(1024)));
         let mem = r.memory().as_ref().unwrap();
@@ -444,6 +449,7 @@ mod tests {
                 ..old.clone()
             },
             CgroupVersion::V1,
+            "0-3",
         )
         .unwrap();
         let mem = r.memory().as_ref().unwrap();
@@ -451,7 +457,7 @@ mod tests {
             (mem.limit(), mem.swap()),
             (Some(128 << 20), Some(128 << 20))
         );
-        let all = to_oci_update(&old, &Limits::default(), CgroupVersion::V2).unwrap();
+        let all = to_oci_update(&old, &Limits::default(), CgroupVersion::V2, "0-3").unwrap();
         assert_eq!(all.memory().as_ref().unwrap().limit(), Some(-1));
         assert_eq!(all.unified().as_ref().unwrap()["cpu.weight"], "100");
     }

@@ -106,7 +106,7 @@ impl InstanceService {
         locks.entry(name.to_string()).or_default().clone()
     }
 
-    fn get_stored(&self, name: &str) -> Result<Instance> {
+    pub(crate) fn get_stored(&self, name: &str) -> Result<Instance> {
         self.store
             .instance_get(name)
             .map(|i| self.pending.apply(i))

@@ -62,6 +62,48 @@ impl InstanceService {
         }
     }
 
+    /// Every instance as project limits count it: a running VM with what it holds where that
+    /// is more than its limits say (a lowered limit that waits for its next start, memory the
+    /// guest has not given back yet), so that lowering a limit frees nothing before it does.
+    pub async fn held_records(&self) -> Result<Vec<vessel_api::Instance>> {
+        let mut all = self.records()?;
+        let vms = self.vms.clone();
+        let running: Vec<(usize, std::sync::Arc<vessel_vm::RunningVm>)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.instance_type == InstanceType::Vm)
+            .filter_map(|(n, i)| vms.get(&i.name).map(|vm| (n, vm)))
+            .collect();
+        if running.is_empty() {
+            return Ok(all);
+        }
+        let held = tokio::task::spawn_blocking(move || {
+            running
+                .into_iter()
+                .map(|(n, vm)| {
+                    // Not known: the most it could hold.
+                    let held = vm.held().unwrap_or((
+                        vm.record.vcpus_max,
+                        vm.record.memory_max_mib.unwrap_or(vm.record.memory_mib),
+                    ));
+                    (n, held)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("held resources task: {e}")))?;
+        for (n, (vcpus, memory_mib)) in held {
+            let l = &mut all[n].limits;
+            if let (Some(v), Some(cpu)) = (vcpus, l.cpu) {
+                l.cpu = Some(cpu.max(v as f64));
+            }
+            if let Some(m) = l.memory {
+                l.memory = Some(m.max(memory_mib << 20));
+            }
+        }
+        Ok(all)
+    }
+
     /// Records the networks and volumes `name`'s profiles gave it.
     pub fn set_profile_devices(&self, name: &str, d: &vessel_api::ProfileDevices) -> Result<()> {
         Ok(self.store.instance_set_profile_devices(name, d)?)

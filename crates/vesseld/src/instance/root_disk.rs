@@ -431,7 +431,7 @@ impl InstanceService {
 }
 
 /// Whether `inst` has a root disk of its own that may take `size`.
-fn resize_check(inst: &Instance, size: u64) -> Result<()> {
+pub(crate) fn resize_check(inst: &Instance, size: u64) -> Result<()> {
     let name = &inst.name;
     if inst.instance_type == InstanceType::Vm {
         return Err(Error::invalid(format!(

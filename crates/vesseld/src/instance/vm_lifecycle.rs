@@ -53,7 +53,7 @@ impl InstanceService {
             svc.vms.start(&def)
         })
         .await
-        .map_err(|e| Error::internal(format!("VM start task: {e}")))?;
+        .unwrap_or_else(|e| Err(Error::internal(format!("VM start task: {e}"))));
         match started {
             Ok(vm) => {
                 tracing::info!(instance = %inst.name, pid = vm.pid, "VM started");

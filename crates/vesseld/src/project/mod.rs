@@ -63,11 +63,14 @@ impl ProjectRecord {
 }
 
 /// Projects and their quotas.
+type QuotaLock = Arc<tokio::sync::Mutex<()>>;
+
 #[derive(Clone)]
 pub struct ProjectService {
     records: Records<ProjectRecord>,
-    /// Held from a quota check to the insert or change it allows.
-    quota_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Per project, held from a quota check to the insert or change it allows (a project's
+    /// usage is its own instances' and volumes', so projects do not wait for each other).
+    quota_locks: Arc<std::sync::Mutex<std::collections::HashMap<String, QuotaLock>>>,
 }
 
 /// The answer for a project that does not exist, and for one the caller may not see: the
@@ -83,7 +86,7 @@ impl ProjectService {
     pub fn new(store: Arc<dyn Store>) -> Self {
         ProjectService {
             records: Records::new(store, "project"),
-            quota_lock: Arc::default(),
+            quota_locks: Arc::default(),
         }
     }
 
@@ -215,9 +218,16 @@ impl ProjectService {
         quota::Quota::parse(&self.record(name)?.config)
     }
 
-    /// Taken across a quota check and the change it allowed.
-    pub async fn quota_guard(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.quota_lock.clone().lock_owned().await
+    /// Taken across a quota check of `project` and the change it allowed.
+    pub async fn quota_guard(&self, project: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .quota_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(project.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 }
 

@@ -78,7 +78,8 @@ impl StorageService {
         // apart, so sharing one would show each project the other's.
         let project = crate::project::split(&req.name).0;
         let shared = self.inner.exports.list()?.into_iter().any(|r| {
-            r.export.listen == listen && crate::project::split(&r.export.name).0 != project
+            servers::listens_overlap(&r.export.listen, &listen)
+                && crate::project::split(&r.export.name).0 != project
         });
         if shared {
             return Err(Error::conflict(format!(

@@ -61,6 +61,19 @@ pub fn normalize_listen(protocol: ExportProtocol, listen: Option<&str>) -> Resul
     Ok(addr.to_string())
 }
 
+/// Whether listeners on normalized addresses `a` and `b` would take the same connections:
+/// the same socket path, or the same port where the addresses match or either is the
+/// unspecified address (which takes every address's connections).
+pub fn listens_overlap(a: &str, b: &str) -> bool {
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(x), Ok(y)) => {
+            x.port() == y.port()
+                && (x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified())
+        }
+        _ => a == b,
+    }
+}
+
 /// A URI clients understand for an export.
 pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
     match protocol {
@@ -239,5 +252,21 @@ impl ExportServers {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_overlap_by_port_and_address() {
+        assert!(listens_overlap("127.0.0.1:10809", "127.0.0.1:10809"));
+        assert!(listens_overlap("0.0.0.0:10809", "127.0.0.1:10809"));
+        assert!(listens_overlap("127.0.0.2:10809", "[::]:10809"));
+        assert!(!listens_overlap("127.0.0.1:10809", "127.0.0.2:10809"));
+        assert!(!listens_overlap("0.0.0.0:10809", "0.0.0.0:10810"));
+        assert!(listens_overlap("/run/a.sock", "/run/a.sock"));
+        assert!(!listens_overlap("/run/a.sock", "/run/b.sock"));
     }
 }
