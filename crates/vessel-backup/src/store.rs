@@ -1,0 +1,692 @@
+//! A backup store: a directory holding chunks and one index per backup.
+//!
+//! ```text
+//! ROOT/store.json                 format and how files are cut
+//! ROOT/chunks/XY/DIGEST           chunks (see `chunk`)
+//! ROOT/backups/GROUP/ID/index     a backup's index (see `index`); a directory without one
+//!                                 is a backup being taken, or one that never finished
+//! ROOT/backups/GROUP/ID/damaged   what `verify` found wrong with it, if anything
+//! ROOT/writers/UUID               a backup being taken (locked while its writer lives)
+//! ROOT/store.lock                 held while writers start, backups go and `gc` marks
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::Chunks;
+use crate::error::{io, BackupError, Result};
+use crate::index::{Archive, ArchiveKind, ChunkRef, Index, FORMAT};
+use crate::pipeline::Stats;
+use crate::tree::{self, ChunkSizes, Earlier, Meta};
+
+/// The settings of a store, in `store.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    pub format: u32,
+    /// How files of trees are cut.
+    pub chunk: ChunkSizes,
+    /// zstd level of chunks.
+    pub level: i32,
+}
+
+impl Default for StoreConfig {
+    /// An average of 1 MiB (256 KiB to 4 MiB): see `docs/PERFORMANCE.md` for the measurement.
+    fn default() -> Self {
+        StoreConfig {
+            format: FORMAT,
+            chunk: ChunkSizes::around(1 << 20),
+            level: 3,
+        }
+    }
+}
+
+/// A backup store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    pub(crate) chunks: Chunks,
+    config: StoreConfig,
+}
+
+/// Checks a name the store makes a path of: 1-128 of letters, digits, `.`, `_` and `-`,
+/// not starting with `.`.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BackupError::Invalid(format!(
+            "invalid {what} {:?}: use 1-128 letters, digits, '.', '_' and '-', not starting \
+             with '.'",
+            name.chars().take(130).collect::<String>()
+        )))
+    }
+}
+
+/// A `store.lock` held until dropped.
+pub(crate) struct StoreLock(#[allow(dead_code)] File);
+
+/// A backup as listed: its index if it reads whole, else why not.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub group: String,
+    pub id: String,
+    pub index: std::result::Result<Index, String>,
+    /// What `verify` found wrong with it.
+    pub damaged: Option<String>,
+}
+
+impl Store {
+    /// Makes a store in `root` (a new or empty directory).
+    pub fn create(root: &Path, config: StoreConfig) -> Result<Store> {
+        std::fs::create_dir_all(root).map_err(io("making", root))?;
+        if std::fs::read_dir(root)
+            .map_err(io("reading", root))?
+            .next()
+            .is_some()
+        {
+            return Err(BackupError::Invalid(format!(
+                "{} is not empty: a new store needs an empty directory",
+                root.display()
+            )));
+        }
+        let c = config.chunk;
+        if !(64 <= c.min
+            && c.min <= c.avg
+            && c.avg <= c.max
+            && c.max as usize <= crate::chunk::MAX_CHUNK)
+        {
+            return Err(BackupError::Invalid(format!(
+                "impossible chunk sizes {c:?}"
+            )));
+        }
+        let chunks = Chunks::new(root, config.level);
+        chunks.create()?;
+        for d in ["backups", "writers"] {
+            let p = root.join(d);
+            std::fs::create_dir(&p).map_err(io("making", &p))?;
+        }
+        File::create(root.join("store.lock")).map_err(io("making", root))?;
+        let p = root.join("store.json");
+        write_whole(&p, &serde_json::to_vec_pretty(&config).expect("serializes"))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            chunks,
+            config,
+        })
+    }
+
+    /// Opens the store in `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let p = root.join("store.json");
+        let raw = match std::fs::read(&p) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BackupError::NotFound(format!(
+                    "no backup store in {} (no store.json)",
+                    root.display()
+                )))
+            }
+            Err(e) => return Err(io("reading", &p)(e)),
+        };
+        let config: StoreConfig = serde_json::from_slice(&raw)
+            .map_err(|e| BackupError::Corrupt(format!("{}: {e}", p.display())))?;
+        if config.format != FORMAT {
+            return Err(BackupError::Invalid(format!(
+                "the store in {} has format {}; this version reads {FORMAT}",
+                root.display(),
+                config.format
+            )));
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            chunks: Chunks::new(root, config.level),
+            config,
+        })
+    }
+
+    /// Opens the store in `root`, making it first if there is none.
+    pub fn open_or_create(root: &Path) -> Result<Store> {
+        match Store::open(root) {
+            Err(BackupError::NotFound(_)) => Store::create(root, StoreConfig::default()),
+            r => r,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    pub(crate) fn lock(&self) -> Result<StoreLock> {
+        let p = self.root.join("store.lock");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(io("opening", &p))?;
+        // SAFETY: flock on a descriptor this function owns.
+        while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("locking", &p)(e));
+            }
+        }
+        Ok(StoreLock(f))
+    }
+
+    pub(crate) fn backup_dir(&self, group: &str, id: &str) -> PathBuf {
+        self.root.join("backups").join(group).join(id)
+    }
+
+    /// Every backup (of `group`), oldest first within a group.
+    pub fn list(&self, group: Option<&str>) -> Result<Vec<Listed>> {
+        let dir = self.root.join("backups");
+        let groups = match group {
+            Some(g) => {
+                check_name("group", g)?;
+                vec![g.to_string()]
+            }
+            None => names(&dir)?,
+        };
+        let mut out = Vec::new();
+        for g in groups {
+            for id in names(&dir.join(&g))? {
+                let d = dir.join(&g).join(&id);
+                let index = match std::fs::read(d.join("index")) {
+                    Ok(raw) => Index::decode(&raw)
+                        .and_then(|i| {
+                            if i.group == g && i.id == id {
+                                Ok(i)
+                            } else {
+                                Err(BackupError::Corrupt(
+                                    "its index names another backup".into(),
+                                ))
+                            }
+                        })
+                        .map_err(|e| e.to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Err("incomplete: it is being taken, or never finished".to_string())
+                    }
+                    Err(e) => Err(format!("reading its index: {e}")),
+                };
+                let damaged = std::fs::read_to_string(d.join("damaged")).ok();
+                out.push(Listed {
+                    group: g.clone(),
+                    id,
+                    index,
+                    damaged,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Backup `id` of `group`, its index checked.
+    pub fn get(&self, group: &str, id: &str) -> Result<Index> {
+        check_name("group", group)?;
+        check_name("backup id", id)?;
+        let p = self.backup_dir(group, id).join("index");
+        let raw = match std::fs::read(&p) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BackupError::NotFound(format!(
+                    "no backup {group}/{id}; see `vessel backup list`"
+                )))
+            }
+            Err(e) => return Err(io("reading", &p)(e)),
+        };
+        let i = Index::decode(&raw)?;
+        if i.group != group || i.id != id {
+            return Err(BackupError::Corrupt(format!(
+                "the index of {group}/{id} names {}/{}",
+                i.group, i.id
+            )));
+        }
+        Ok(i)
+    }
+
+    /// The newest complete backup of `group`, if any.
+    pub fn latest(&self, group: &str) -> Result<Option<Index>> {
+        Ok(self
+            .list(Some(group))?
+            .into_iter()
+            .filter(|l| l.damaged.is_none())
+            .filter_map(|l| l.index.ok())
+            .max_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id))))
+    }
+
+    /// Deletes a backup (its chunks go at the next `gc`). A backup a running backup builds
+    /// on is refused.
+    pub fn delete(&self, group: &str, id: &str) -> Result<()> {
+        check_name("group", group)?;
+        check_name("backup id", id)?;
+        let _l = self.lock()?;
+        let d = self.backup_dir(group, id);
+        if !d.exists() {
+            return Err(BackupError::NotFound(format!("no backup {group}/{id}")));
+        }
+        if self
+            .live_writers()?
+            .iter()
+            .any(|w| w.group == group && (w.base.as_deref() == Some(id) || w.id == id))
+        {
+            return Err(BackupError::Busy(format!(
+                "a backup being taken builds on {group}/{id}; delete it when that is done"
+            )));
+        }
+        std::fs::remove_dir_all(&d).map_err(io("deleting", &d))?;
+        let g = d.parent().expect("a group directory");
+        let _ = std::fs::remove_dir(g);
+        Ok(())
+    }
+
+    /// Starts a backup of `group` (building on its latest complete backup, whose unchanged
+    /// files are taken without being read).
+    pub fn writer(&self, group: &str) -> Result<Writer<'_>> {
+        check_name("group", group)?;
+        let _l = self.lock()?;
+        let time = now();
+        let gdir = self.root.join("backups").join(group);
+        std::fs::create_dir_all(&gdir).map_err(io("making", &gdir))?;
+        let base = self.latest(group)?;
+        let stamp = utc_id(time);
+        let mut id = stamp.clone();
+        let mut n = 1;
+        while std::fs::create_dir(gdir.join(&id)).is_err() {
+            n += 1;
+            if n > 1000 {
+                return Err(BackupError::Busy(format!(
+                    "cannot make a backup of {group} now"
+                )));
+            }
+            id = format!("{stamp}-{n}");
+        }
+        let reg = WriterRecord {
+            group: group.to_string(),
+            id: id.clone(),
+            start: time,
+            base: base.as_ref().map(|b| b.id.clone()),
+        };
+        let path = self
+            .root
+            .join("writers")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let mut f = File::create(&path).map_err(io("making", &path))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io("locking", &path)(std::io::Error::last_os_error()));
+        }
+        f.write_all(&serde_json::to_vec(&reg).expect("serializes"))
+            .map_err(io("writing", &path))?;
+        Ok(Writer {
+            store: self,
+            group: group.to_string(),
+            id,
+            time,
+            archives: Vec::new(),
+            base,
+            reg: Some((path, f)),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The backups being taken now (their writers hold their records' locks); records of
+    /// writers that died are removed, with the backup they did not finish.
+    pub(crate) fn live_writers(&self) -> Result<Vec<WriterRecord>> {
+        let dir = self.root.join("writers");
+        let mut out = Vec::new();
+        for n in names(&dir)? {
+            let p = dir.join(&n);
+            let Ok(f) = File::open(&p) else { continue };
+            // SAFETY: flock on a descriptor this function owns.
+            let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            let rec: Option<WriterRecord> = std::fs::read(&p)
+                .ok()
+                .and_then(|r| serde_json::from_slice(&r).ok());
+            if free {
+                if let Some(r) = &rec {
+                    let d = self.backup_dir(&r.group, &r.id);
+                    if !d.join("index").exists() {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                }
+                let _ = std::fs::remove_file(&p);
+            } else if let Some(r) = rec {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The content of blob archive `name` of a backup.
+    pub fn read_blob(&self, index: &Index, name: &str) -> Result<Vec<u8>> {
+        let a = index.archive(name)?;
+        if a.kind != ArchiveKind::Blob {
+            return Err(BackupError::Invalid(format!("{name} is not a blob")));
+        }
+        self.read_all(&a.chunks)
+    }
+
+    fn read_all(&self, refs: &[ChunkRef]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for r in crate::pipeline::Reader::new(&self.chunks, refs.to_vec()) {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// A tree archive's metadata.
+    pub fn tree_meta(&self, a: &Archive) -> Result<Meta> {
+        let packed = self.read_all(&a.meta)?;
+        let raw = zstd::bulk::decompress(&packed, 1 << 30)
+            .map_err(|e| BackupError::Corrupt(format!("tree metadata: {e}")))?;
+        serde_json::from_slice(&raw)
+            .map_err(|e| BackupError::Corrupt(format!("tree metadata: {e}")))
+    }
+
+    /// Restores tree archive `name` into new directory `target`.
+    pub fn restore_tree(
+        &self,
+        index: &Index,
+        name: &str,
+        target: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let a = index.archive(name)?;
+        if a.kind != ArchiveKind::Tree {
+            return Err(BackupError::Invalid(format!("{name} is not a file tree")));
+        }
+        let meta = self.tree_meta(a)?;
+        tree::restore(&self.chunks, &meta, &a.chunks, target, progress)
+    }
+
+    /// Restores disk archive `name` into new file `target`.
+    pub fn restore_block(
+        &self,
+        index: &Index,
+        name: &str,
+        target: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let a = index.archive(name)?;
+        if a.kind != ArchiveKind::Block {
+            return Err(BackupError::Invalid(format!("{name} is not a disk")));
+        }
+        crate::block::restore(&self.chunks, &a.chunks, target, progress)
+    }
+}
+
+/// What `writers/UUID` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WriterRecord {
+    pub group: String,
+    pub id: String,
+    pub start: i64,
+    pub base: Option<String>,
+}
+
+/// A backup being taken: archives are added one by one, then [`Writer::finish`] writes its
+/// index. Dropped unfinished, it leaves nothing a later `gc` keeps.
+pub struct Writer<'a> {
+    store: &'a Store,
+    group: String,
+    id: String,
+    time: i64,
+    archives: Vec<Archive>,
+    base: Option<Index>,
+    reg: Option<(PathBuf, File)>,
+    stats: Stats,
+}
+
+impl Writer<'_> {
+    /// This backup's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn add(&mut self, a: Archive) -> Result<()> {
+        check_name("archive", &a.name)?;
+        if self.archives.iter().any(|b| b.name == a.name) {
+            return Err(BackupError::Invalid(format!(
+                "archive {:?} added twice",
+                a.name
+            )));
+        }
+        self.archives.push(a);
+        Ok(())
+    }
+
+    fn store_bytes(&mut self, data: &[u8]) -> Result<Vec<ChunkRef>> {
+        let mut s = crate::pipeline::Storer::new(&self.store.chunks)?;
+        for piece in data.chunks(crate::block::BLOCK_CHUNK) {
+            s.push(piece.to_vec())?;
+        }
+        let (refs, st) = s.finish()?;
+        self.stats.add(&st);
+        Ok(refs)
+    }
+
+    /// Adds a few bytes (a configuration) as archive `name`.
+    pub fn blob(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let chunks = self.store_bytes(data)?;
+        self.stats.bytes += data.len() as u64;
+        self.add(Archive {
+            name: name.to_string(),
+            kind: ArchiveKind::Blob,
+            size: data.len() as u64,
+            chunks,
+            meta: Vec::new(),
+        })
+    }
+
+    /// Adds the file tree at `path` as archive `name`.
+    pub fn tree(
+        &mut self,
+        name: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Stats> {
+        let earlier = match self
+            .base
+            .as_ref()
+            .and_then(|b| b.archive(name).ok())
+            .filter(|a| a.kind == ArchiveKind::Tree)
+        {
+            Some(a) => match self
+                .store
+                .tree_meta(a)
+                .and_then(|m| Earlier::new(&m, &a.chunks))
+            {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the backup before cannot be built on; reading every file");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (meta, chunks, stats) = tree::backup(
+            &self.store.chunks,
+            path,
+            self.store.config.chunk,
+            earlier.as_ref(),
+            progress,
+        )?;
+        let raw = serde_json::to_vec(&meta).expect("serializes");
+        let packed = zstd::bulk::compress(&raw, 3)
+            .map_err(|e| BackupError::Invalid(format!("compressing metadata: {e}")))?;
+        let meta_refs = self.store_bytes(&packed)?;
+        self.stats.add(&stats);
+        self.add(Archive {
+            name: name.to_string(),
+            kind: ArchiveKind::Tree,
+            size: stats.bytes,
+            chunks,
+            meta: meta_refs,
+        })?;
+        Ok(stats)
+    }
+
+    /// Adds the disk (file or block device) at `path` as archive `name`.
+    pub fn block(
+        &mut self,
+        name: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Stats> {
+        let (chunks, stats) = crate::block::backup(&self.store.chunks, path, progress)?;
+        self.stats.add(&stats);
+        self.add(Archive {
+            name: name.to_string(),
+            kind: ArchiveKind::Block,
+            size: stats.bytes,
+            chunks,
+            meta: Vec::new(),
+        })?;
+        Ok(stats)
+    }
+
+    /// Writes the index once every chunk it names is durable: the backup exists from here.
+    pub fn finish(
+        mut self,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<(Index, Stats)> {
+        let index = Index {
+            format: FORMAT,
+            group: self.group.clone(),
+            id: self.id.clone(),
+            time: self.time,
+            archives: std::mem::take(&mut self.archives),
+            labels,
+        };
+        self.store.chunks.sync()?;
+        let p = self.store.backup_dir(&self.group, &self.id).join("index");
+        write_whole(&p, &index.encode())?;
+        if let Some((path, _f)) = self.reg.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok((index, self.stats))
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if let Some((path, _f)) = self.reg.take() {
+            let _ = std::fs::remove_dir_all(self.store.backup_dir(&self.group, &self.id));
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Writes `data` to `path` whole: a temporary file, synced, renamed over it, the directory
+/// synced.
+pub(crate) fn write_whole(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let r = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(d) = path.parent() {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    r.map_err(io("writing", path))
+}
+
+/// Names in a directory (none if it does not exist), sorted, hidden ones left out.
+fn names(dir: &Path) -> Result<Vec<String>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("reading", dir)(e)),
+    };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && !n.ends_with(".tmp"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a time (seconds since the epoch, UTC).
+pub fn utc_id(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The UTC day of a time, as days since the epoch.
+pub fn day_of(secs: i64) -> i64 {
+    secs.div_euclid(86400)
+}
+
+/// Year, month, day of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_utc_times() {
+        assert_eq!(utc_id(0), "19700101T000000Z");
+        assert_eq!(utc_id(1_796_299_261), "20261203T120101Z");
+        assert_eq!(utc_id(951_782_400), "20000229T000000Z");
+    }
+
+    #[test]
+    fn names_that_would_leave_the_store_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            &"x".repeat(129),
+            "a b",
+        ] {
+            assert!(check_name("group", bad).is_err(), "{bad:?}");
+        }
+        check_name("group", "web-01.acme_x").unwrap();
+    }
+}

@@ -1,0 +1,389 @@
+//! The backup store end to end on real files: trees and disks backed up and restored
+//! exactly, unchanged data stored once, damage found, hostile input refused, and `gc`
+//! beside a running backup losing nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use vessel_backup::{BackupError, Store, StoreConfig};
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(what: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("vessel-backup-{what}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic bytes that do not compress.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let s = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(s.success(), "{cmd} {args:?}");
+}
+
+/// A tree with every kind of entry: files small, empty and larger than the largest chunk,
+/// a hard link, links, a fifo, a device, modes with set-id bits, owners, an extended
+/// attribute and old times.
+fn sample_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("etc/app")).unwrap();
+    std::fs::create_dir_all(root.join("var/empty")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "web\n").unwrap();
+    std::fs::write(root.join("etc/app/empty"), "").unwrap();
+    std::fs::write(root.join("big"), noise(1, 9 << 20)).unwrap();
+    std::fs::write(root.join("text"), "line of text\n".repeat(100_000)).unwrap();
+    std::fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname2")).unwrap();
+    std::os::unix::fs::symlink("../etc/hostname", root.join("var/link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+    run("mkfifo", &[root.join("var/fifo").to_str().unwrap()]);
+    run(
+        "mknod",
+        &[root.join("null").to_str().unwrap(), "c", "1", "3"],
+    );
+    let suid = root.join("suid");
+    std::fs::write(&suid, "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::chown(&suid, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(
+        root.join("var/empty"),
+        std::fs::Permissions::from_mode(0o1733),
+    )
+    .unwrap();
+    run(
+        "setfattr",
+        &[
+            "-n",
+            "user.note",
+            "-v",
+            "kept",
+            root.join("text").to_str().unwrap(),
+        ],
+    );
+    run(
+        "touch",
+        &[
+            "-h",
+            "-d",
+            "2001-02-03 04:05:06.789",
+            root.join("var/link").to_str().unwrap(),
+        ],
+    );
+    run(
+        "touch",
+        &[
+            "-d",
+            "2001-02-03 04:05:06.789",
+            root.join("etc/app").to_str().unwrap(),
+        ],
+    );
+}
+
+/// Everything about a tree that a restore must give back, by path.
+fn describe(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let mut d = format!(
+            "mode={:o} uid={} gid={} rdev={} nlink={}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.rdev(),
+            m.nlink()
+        );
+        if !m.is_dir() {
+            d += &format!(" mtime={}.{}", m.mtime(), m.mtime_nsec());
+        } else {
+            let mut names: Vec<_> = std::fs::read_dir(&p)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            stack.extend(names);
+            if rel.contains("app") {
+                d += &format!(" mtime={}.{}", m.mtime(), m.mtime_nsec());
+            }
+        }
+        if m.file_type().is_symlink() {
+            d += &format!(" -> {}", std::fs::read_link(&p).unwrap().display());
+        } else if m.is_file() {
+            let data = std::fs::read(&p).unwrap();
+            d += &format!(" sha={}", vessel_backup::Digest::of(&data));
+            let x = std::process::Command::new("getfattr")
+                .args(["-d", "--absolute-names", p.to_str().unwrap()])
+                .output()
+                .unwrap();
+            d += &String::from_utf8_lossy(&x.stdout).replace(p.to_str().unwrap(), "");
+        }
+        out.insert(rel, d);
+    }
+    out
+}
+
+#[test]
+fn a_tree_comes_back_exactly_and_a_second_backup_reads_nothing_unchanged() {
+    let t = Tmp::new("tree");
+    let src = t.0.join("src");
+    sample_tree(&src);
+    let store = Store::create(&t.0.join("store"), StoreConfig::default()).unwrap();
+    let mut w = store.writer("web").unwrap();
+    w.blob("config", b"{\"name\":\"web\"}").unwrap();
+    let first = w.tree("rootfs", &src, &mut |_| {}).unwrap();
+    let (index, _) = w.finish(Default::default()).unwrap();
+    assert!(first.new_chunks > 5, "{first:?}");
+    let out = t.0.join("out");
+    store
+        .restore_tree(&index, "rootfs", &out, &mut |_| {})
+        .unwrap();
+    assert_eq!(describe(&src), describe(&out));
+    assert_eq!(
+        store.read_blob(&index, "config").unwrap(),
+        b"{\"name\":\"web\"}"
+    );
+
+    // Unchanged: nothing read, (almost) nothing stored.
+    let (store_bytes, _) = store.usage().unwrap();
+    let mut w = store.writer("web").unwrap();
+    let second = w.tree("rootfs", &src, &mut |_| {}).unwrap();
+    w.finish(Default::default()).unwrap();
+    assert_eq!(second.read, 0, "{second:?}");
+    assert_eq!(second.new_chunks, 0, "{second:?}");
+    let (after, _) = store.usage().unwrap();
+    assert!(
+        (after - store_bytes) * 100 < store_bytes,
+        "{store_bytes} -> {after}"
+    );
+
+    // A file changed in its middle: only the chunks around the change are new.
+    let big = src.join("big");
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.write_all_at(b"changed", 5 << 20).unwrap();
+    let mut w = store.writer("web").unwrap();
+    let third = w.tree("rootfs", &src, &mut |_| {}).unwrap();
+    let (index3, _) = w.finish(Default::default()).unwrap();
+    assert_eq!(
+        third.read,
+        9 << 20,
+        "only the changed file is read: {third:?}"
+    );
+    assert!(third.new_chunks <= 3, "{third:?}");
+    let out3 = t.0.join("out3");
+    store
+        .restore_tree(&index3, "rootfs", &out3, &mut |_| {})
+        .unwrap();
+    assert_eq!(describe(&src), describe(&out3));
+    // A restore never writes over what exists.
+    let e = store
+        .restore_tree(&index3, "rootfs", &out3, &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+}
+
+#[test]
+fn a_disk_comes_back_with_its_holes_and_unchanged_regions_are_shared() {
+    let t = Tmp::new("disk");
+    let disk = t.0.join("disk.img");
+    let f = std::fs::File::create(&disk).unwrap();
+    f.set_len(64 << 20).unwrap();
+    f.write_all_at(&noise(7, 3 << 20), 10 << 20).unwrap();
+    f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    let store = Store::create(&t.0.join("store"), StoreConfig::default()).unwrap();
+    let mut w = store.writer("vm").unwrap();
+    w.block("disk-root", &disk, &mut |_| {}).unwrap();
+    let (index, stats) = w.finish(Default::default()).unwrap();
+    assert_eq!(stats.bytes, 64 << 20);
+    let out = t.0.join("restored.img");
+    store
+        .restore_block(&index, "disk-root", &out, &mut |_| {})
+        .unwrap();
+    assert_eq!(std::fs::read(&disk).unwrap(), std::fs::read(&out).unwrap());
+    let blocks = std::fs::metadata(&out).unwrap().blocks() * 512;
+    assert!(
+        blocks < 16 << 20,
+        "zeros left as holes: {blocks} bytes allocated"
+    );
+    // The same disk again: every chunk is known.
+    let mut w = store.writer("vm").unwrap();
+    let again = w.block("disk-root", &disk, &mut |_| {}).unwrap();
+    w.finish(Default::default()).unwrap();
+    assert_eq!(again.new_chunks, 0, "{again:?}");
+}
+
+/// Flips `byte` of the file at `path`.
+fn flip(path: &Path, byte: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, byte).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, byte).unwrap();
+}
+
+fn chunk_files(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(store.join("chunks")).unwrap().flatten() {
+        for c in std::fs::read_dir(d.path()).unwrap().flatten() {
+            out.push(c.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_flipped_byte_is_found_by_verify_and_by_restore_which_leaves_nothing() {
+    let t = Tmp::new("flip");
+    let src = t.0.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), "some text ".repeat(50)).unwrap();
+    std::fs::write(src.join("b"), noise(3, 300)).unwrap();
+    let root = t.0.join("store");
+    let store = Store::create(&root, StoreConfig::default()).unwrap();
+    let mut w = store.writer("c1").unwrap();
+    w.tree("rootfs", &src, &mut |_| {}).unwrap();
+    let (index, _) = w.finish(Default::default()).unwrap();
+    let index_file = root.join("backups/c1").join(&index.id).join("index");
+    let mut files = chunk_files(&root);
+    files.push(index_file.clone());
+    for file in files {
+        let len = std::fs::metadata(&file).unwrap().len();
+        for byte in 0..len {
+            flip(&file, byte);
+            let v = store.verify(None, None, &mut |_| {}).unwrap();
+            assert!(
+                !v[0].problems.is_empty(),
+                "{} byte {byte} not found by verify",
+                file.display()
+            );
+            let out = t.0.join("out");
+            let restored = store
+                .get("c1", &index.id)
+                .and_then(|i| store.restore_tree(&i, "rootfs", &out, &mut |_| {}));
+            assert!(
+                matches!(restored, Err(BackupError::Corrupt(_))),
+                "{} byte {byte}: {restored:?}",
+                file.display()
+            );
+            assert!(!out.exists());
+            assert_eq!(
+                std::fs::read_dir(&t.0).unwrap().count(),
+                2,
+                "nothing left beside the target"
+            );
+            flip(&file, byte);
+        }
+    }
+    let v = store.verify(None, None, &mut |_| {}).unwrap();
+    assert!(v[0].problems.is_empty(), "{v:?}");
+    assert!(store.list(None).unwrap()[0].damaged.is_none());
+}
+
+#[test]
+fn gc_frees_what_no_backup_names_and_loses_nothing_of_a_running_backup() {
+    let t = Tmp::new("gc");
+    let a = t.0.join("a");
+    let b = t.0.join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("shared"), noise(11, 2 << 20)).unwrap();
+    std::fs::write(b.join("shared"), noise(11, 2 << 20)).unwrap();
+    std::fs::write(a.join("own"), noise(12, 2 << 20)).unwrap();
+    let store = Store::create(&t.0.join("store"), StoreConfig::default()).unwrap();
+    let take = |group: &str, src: &Path| {
+        let mut w = store.writer(group).unwrap();
+        w.tree("rootfs", src, &mut |_| {}).unwrap();
+        w.finish(Default::default()).unwrap().0
+    };
+    let ia = take("a", &a);
+    let ib = take("b", &b);
+    // Deleted, a's own chunks go; the shared ones stay for b. Chunks are old enough.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    store.delete("a", &ia.id).unwrap();
+    let r = store.gc().unwrap();
+    assert!(r.removed_bytes > 1 << 20, "{r:?}");
+    let out = t.0.join("out-b");
+    store
+        .restore_tree(
+            &store.get("b", &ib.id).unwrap(),
+            "rootfs",
+            &out,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("shared")).unwrap(),
+        noise(11, 2 << 20)
+    );
+
+    // A backup whose chunks are written but not yet named when gc runs.
+    std::fs::write(a.join("new"), noise(13, 3 << 20)).unwrap();
+    let mut w = store.writer("a").unwrap();
+    w.tree("rootfs", &a, &mut |_| {}).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = store.gc().unwrap();
+    assert_eq!(r.removed_chunks, 0, "{r:?}");
+    let (index, _) = w.finish(Default::default()).unwrap();
+    let v = store.verify(Some("a"), None, &mut |_| {}).unwrap();
+    assert!(v.iter().all(|v| v.problems.is_empty()), "{v:?}");
+    let out = t.0.join("out-a");
+    store
+        .restore_tree(&index, "rootfs", &out, &mut |_| {})
+        .unwrap();
+    assert_eq!(std::fs::read(out.join("new")).unwrap(), noise(13, 3 << 20));
+    // A backup dropped unfinished leaves nothing.
+    let w = store.writer("a").unwrap();
+    let id = w.id().to_string();
+    drop(w);
+    assert!(!t.0.join("store/backups/a").join(&id).exists());
+}
+
+#[test]
+fn prune_keeps_what_the_policy_says() {
+    let t = Tmp::new("prune");
+    let src = t.0.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "x").unwrap();
+    let store = Store::create(&t.0.join("store"), StoreConfig::default()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let mut w = store.writer("g").unwrap();
+        w.tree("rootfs", &src, &mut |_| {}).unwrap();
+        ids.push(w.finish(Default::default()).unwrap().0.id);
+    }
+    assert!(store.prune("g", 0, 0).is_err());
+    let gone = store.prune("g", 2, 0).unwrap();
+    assert_eq!(gone, ids[..2]);
+    let left: Vec<String> = store
+        .list(Some("g"))
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(left, ids[2..]);
+}
