@@ -6,6 +6,7 @@
 //! fails when the code and the checked-in document drift (run with `VESSEL_BLESS=1` to update).
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod endpoints;
 pub mod network;
@@ -17,6 +18,7 @@ pub mod stream;
 pub mod types;
 
 pub use auth::*;
+pub use backup::*;
 pub use config::*;
 pub use network::*;
 pub use project::*;

@@ -11,6 +11,7 @@ use utoipa::openapi::{
 };
 
 use crate::auth::*;
+use crate::backup::*;
 use crate::config::*;
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
 use crate::network::*;
@@ -61,6 +62,15 @@ pub fn document() -> OpenApi {
         .schema_from::<Profile>()
         .schema_from::<ProfilePut>()
         .schema_from::<ProfileChange>()
+        .schema_from::<BackupCreate>()
+        .schema_from::<BackupArchive>()
+        .schema_from::<Backup>()
+        .schema_from::<BackupRestore>()
+        .schema_from::<BackupVerify>()
+        .schema_from::<BackupPrune>()
+        .schema_from::<BackupPruned>()
+        .schema_from::<BackupGc>()
+        .schema_from::<BackupGcReport>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

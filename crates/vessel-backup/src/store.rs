@@ -296,7 +296,7 @@ impl Store {
 
     /// Starts a backup of `group` (building on its latest complete backup, whose unchanged
     /// files are taken without being read).
-    pub fn writer(&self, group: &str) -> Result<Writer<'_>> {
+    pub fn writer(&self, group: &str) -> Result<Writer> {
         check_name("group", group)?;
         let _l = self.lock()?;
         let time = now();
@@ -333,7 +333,7 @@ impl Store {
         f.write_all(&serde_json::to_vec(&reg).expect("serializes"))
             .map_err(io("writing", &path))?;
         Ok(Writer {
-            store: self,
+            store: self.clone(),
             group: group.to_string(),
             id,
             time,
@@ -430,6 +430,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes disk archive `name` over the existing file or device `target` (of its size
+    /// or more), every chunk checked as it is read.
+    pub fn write_block_into(
+        &self,
+        index: &Index,
+        name: &str,
+        target: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let a = index.archive(name)?;
+        if a.kind != ArchiveKind::Block {
+            return Err(BackupError::Invalid(format!("{name} is not a disk")));
+        }
+        crate::block::write_to(&self.chunks, &a.chunks, target, false, progress)
+    }
+}
+
 /// What `writers/UUID` says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WriterRecord {
@@ -441,8 +459,8 @@ pub(crate) struct WriterRecord {
 
 /// A backup being taken: archives are added one by one, then [`Writer::finish`] writes its
 /// index. Dropped unfinished, it leaves nothing a later `gc` keeps.
-pub struct Writer<'a> {
-    store: &'a Store,
+pub struct Writer {
+    store: Store,
     group: String,
     id: String,
     time: i64,
@@ -452,10 +470,15 @@ pub struct Writer<'a> {
     stats: Stats,
 }
 
-impl Writer<'_> {
+impl Writer {
     /// This backup's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The group it belongs to.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     fn add(&mut self, a: Archive) -> Result<()> {
@@ -583,7 +606,7 @@ impl Writer<'_> {
     }
 }
 
-impl Drop for Writer<'_> {
+impl Drop for Writer {
     fn drop(&mut self) {
         if let Some((path, _f)) = self.reg.take() {
             let _ = std::fs::remove_dir_all(self.store.backup_dir(&self.group, &self.id));

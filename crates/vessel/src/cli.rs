@@ -235,6 +235,9 @@ pub enum Command {
     /// Projects: tenants with their own instances and limits.
     #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
     Project(crate::cli_auth::ProjectCommand),
+    /// Backups of instances: taken, listed, verified, restored, pruned.
+    #[command(subcommand, after_help = crate::cli_backup::BACKUP_EXAMPLES)]
+    Backup(crate::cli_backup::BackupCommand),
     /// Profiles: named sets of keys, networks and volumes that instances are made with.
     #[command(subcommand, after_help = crate::cli_config::PROFILE_EXAMPLES)]
     Profile(crate::cli_config::ProfileCommand),

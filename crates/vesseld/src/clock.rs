@@ -7,6 +7,17 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// A time in seconds since the epoch, RFC 3339, UTC.
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -224,6 +224,7 @@ impl Daemon {
                 https: api::https::HttpsControl::default(),
                 projects,
                 profiles,
+                backups: crate::backup::BackupService::new(root),
             },
         }
     }

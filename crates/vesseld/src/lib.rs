@@ -6,6 +6,7 @@
 mod api;
 mod audit;
 mod auth;
+mod backup;
 mod clock;
 mod daemon;
 mod error;

@@ -873,6 +873,13 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         "--listen",
         "127.0.0.1:2050",
     ]);
+    let beta_backup = serde_json::from_str::<serde_json::Value>(&b(&[
+        "backup", "create", "xb", "--format", "json",
+    ]))
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let beta_image =
         serde_json::from_str::<serde_json::Value>(&b(&["image", "info", "xb", "--format", "json"]))
             .unwrap()["fingerprint"]
@@ -892,6 +899,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         b(&["storage", "volume", "info", "p", "xb", "--format", "json"]),
         b(&["image", "info", "xb", "--format", "json"]),
         b(&["storage", "export", "list", "--format", "json"]),
+        b(&["backup", "list", "--format", "json"]),
     );
     let token = token(&d, "alpha-ops", "alpha", "operator");
     let port = 8443;
@@ -970,25 +978,40 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
             ""
         };
         let unknown_op = "00000000-0000-4000-8000-000000000000";
+        // A backup's id is its time: the same id answers for both names.
+        let (theirs_id, nobodys_id) = if e.path.starts_with("/1.0/backups/") {
+            (beta_backup.as_str(), beta_backup.as_str())
+        } else {
+            (beta_op.as_str(), unknown_op)
+        };
         let (s1, theirs) = ask(
             e.method.as_str(),
-            &(fill("xb", &beta_op) + query),
+            &(fill("xb", theirs_id) + query),
             body("xb").as_deref(),
             upgrade,
         );
         let (s2, nobodys) = ask(
             e.method.as_str(),
-            &(fill("zq", unknown_op) + query),
+            &(fill("zq", nobodys_id) + query),
             body("zq").as_deref(),
             upgrade,
         );
         let norm = |s: &str, name: &str, op: &str| {
-            let s = s.replace(name, "N").replace(op, "ID");
+            let mut s = s.replace(name, "N").replace(op, "ID");
+            // A new operation's id and times differ from call to call.
+            for key in ["\"id\":\"", "\"created_at\":\"", "\"updated_at\":\""] {
+                let mut from = 0;
+                while let Some(i) = s[from..].find(key).map(|i| i + from + key.len()) {
+                    let end = s[i..].find('"').map_or(s.len(), |e| i + e);
+                    s.replace_range(i..end, "X");
+                    from = i + 1;
+                }
+            }
             s.chars().take(400).collect::<String>()
         };
         assert_eq!(
-            (s1, norm(&theirs, "xb", &beta_op)),
-            (s2, norm(&nobodys, "zq", unknown_op)),
+            (s1, norm(&theirs, "xb", theirs_id)),
+            (s2, norm(&nobodys, "zq", nobodys_id)),
             "{} {}: beta's names answer otherwise than unknown ones",
             e.method.as_str(),
             e.path
@@ -1011,6 +1034,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         b(&["storage", "volume", "info", "p", "xb", "--format", "json"]),
         b(&["image", "info", "xb", "--format", "json"]),
         b(&["storage", "export", "list", "--format", "json"]),
+        b(&["backup", "list", "--format", "json"]),
     );
     let strip = |s: &str| -> serde_json::Value {
         let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
@@ -1027,6 +1051,8 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     assert_eq!(strip(&before.2), strip(&after.2));
     assert_eq!(before.3, after.3);
     assert_eq!(before.4, after.4);
+    assert_eq!(before.5, after.5);
+    assert!(before.5.contains(&beta_backup), "{}", before.5);
     b(&["storage", "export", "delete", "xb"]);
     b(&["storage", "volume", "detach", "p", "xb", "xb"]);
     b(&["delete", "-f", "xb"]);

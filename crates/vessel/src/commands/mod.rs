@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command};
 use crate::remote::Config;
 
 mod auth;
+mod backup;
 pub mod config;
 mod exec;
 mod file;
@@ -109,6 +110,7 @@ pub fn run(
         Command::Config(cmd) => config::run(&client, cmd),
         Command::Project(cmd) => auth::project(&client, cmd),
         Command::Profile(cmd) => profile::run(&client, cmd),
+        Command::Backup(cmd) => backup::run(&client, cmd),
     }
 }
 

@@ -3,6 +3,7 @@
 //! the OpenAPI document names. No syscalls and no store access here.
 
 mod auth;
+mod backups;
 mod guard;
 mod handlers;
 pub mod https;
@@ -58,6 +59,8 @@ pub struct App {
     pub projects: crate::project::ProjectService,
     /// Profiles.
     pub profiles: crate::profile::ProfileService,
+    /// Backup stores.
+    pub backups: crate::backup::BackupService,
 }
 
 /// Marker in the body of the router's own 404, told apart from a handler's "not found".
@@ -163,6 +166,14 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "profile_put" => on(f, profiles::put),
         "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
+        "backups_list" => on(f, backups::list),
+        "instance_backup" => on(f, backups::create),
+        "backup_get" => on(f, backups::get),
+        "backup_delete" => on(f, backups::delete),
+        "backup_restore" => on(f, backups::restore),
+        "backups_verify" => on(f, backups::verify),
+        "backups_prune" => on(f, backups::prune),
+        "backups_gc" => on(f, backups::gc),
         "operations_list" => on(f, h::operations_list),
         "operation_get" => on(f, h::operation_get),
         "operation_cancel" => on(f, h::operation_cancel),

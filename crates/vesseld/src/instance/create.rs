@@ -5,6 +5,11 @@ use vessel_api::InstanceCreate;
 
 use super::*;
 
+/// Work on a new instance's files before it first starts (see
+/// [`InstanceService::create_with`]).
+pub(crate) type Fill =
+    Box<dyn FnOnce(&InstanceService, &Instance, &crate::operations::OpHandle) -> Result<()> + Send>;
+
 impl InstanceService {
     /// Validates a create request and starts the operation that creates (and starts) it.
     pub fn create(
@@ -12,6 +17,19 @@ impl InstanceService {
         req: InstanceCreate,
         own: std::collections::BTreeMap<String, String>,
         from_profiles: vessel_api::ProfileDevices,
+    ) -> Result<Operation> {
+        self.create_with(req, own, from_profiles, None)
+    }
+
+    /// As [`InstanceService::create`], with `fill` run on the new instance's files (a
+    /// restore's) once its disks exist and before it starts; a failure rolls the creation
+    /// back like any other.
+    pub(crate) fn create_with(
+        &self,
+        req: InstanceCreate,
+        own: std::collections::BTreeMap<String, String>,
+        from_profiles: vessel_api::ProfileDevices,
+        fill: Option<Fill>,
     ) -> Result<Operation> {
         crate::name::validate_qualified("instance", &req.name)?;
         limits::validate(&req.limits)?;
@@ -186,6 +204,13 @@ impl InstanceService {
                         })
                         .await
                         .map_err(|e| Error::internal(format!("root volume task: {e}")))??;
+                    }
+                    if let Some(fill) = fill {
+                        op.progress(Some(30), "restoring its files");
+                        let (s, i, o) = (svc.clone(), inst.clone(), op.clone());
+                        tokio::task::spawn_blocking(move || fill(&s, &i, &o))
+                            .await
+                            .map_err(|e| Error::internal(format!("restore task: {e}")))??;
                     }
                     if start {
                         op.set_may_cancel(false);

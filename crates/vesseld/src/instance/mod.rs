@@ -2,6 +2,7 @@
 //! them, records the outcome in the store, drives the container driver, and announces events.
 
 pub mod autostart;
+pub mod backup;
 pub mod config;
 mod create;
 mod devices;

@@ -1,0 +1,127 @@
+//! Backups of instances: kept in a chunk store (chunks named by SHA-256, compressed, checked
+//! on every read; see the `vessel-backup` crate), listed, verified, pruned, restored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Body of `POST /1.0/instances/{name}/backups`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupCreate {
+    /// A backup store directory on the daemon's host (admins only; default: the daemon's own
+    /// store). A new directory becomes a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// One archive of a backup.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupArchive {
+    /// `instance` (its record), `rootfs` (a container's writable layer), `root.qcow2` or
+    /// `root` (a VM's disk), ...
+    pub name: String,
+    /// `blob`, `tree` (files) or `block` (a disk).
+    pub kind: String,
+    /// Bytes of data it holds.
+    pub size: u64,
+    /// Chunks it is made of.
+    pub chunks: u64,
+}
+
+/// A backup, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Backup {
+    /// The instance it is of.
+    pub instance: String,
+    /// Its id (the time it was taken, UTC).
+    pub id: String,
+    /// When it was taken, RFC 3339 (empty when its index cannot be read).
+    pub created_at: String,
+    /// Bytes of data it holds.
+    pub size: u64,
+    /// Its archives.
+    pub archives: Vec<BackupArchive>,
+    /// What `verify` found damaged, or why its index cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    /// The instance's type and image, and what else was noted when it was taken.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Body of `POST /1.0/backups/{instance}/{id}/restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupRestore {
+    /// The new instance's name (default: the instance's own, which must not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Start it once restored.
+    #[serde(default)]
+    pub start: bool,
+    /// The store it is in (as `BackupCreate::store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// Body of `POST /1.0/backups/verify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupVerify {
+    /// Only this instance's backups (default: every backup the caller can see).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Only this backup of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The store (as `BackupCreate::store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// Body of `POST /1.0/backups/prune`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupPrune {
+    /// The instance whose backups are pruned.
+    pub instance: String,
+    /// Keep the newest N.
+    #[serde(default)]
+    pub keep_last: usize,
+    /// Keep the newest of each of the newest N days (UTC) that have one.
+    #[serde(default)]
+    pub keep_daily: usize,
+    /// The store (as `BackupCreate::store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// Answer of a prune.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupPruned {
+    /// Ids of the backups deleted (their chunks go at the next gc).
+    pub removed: Vec<String>,
+    /// Ids of those kept.
+    pub kept: Vec<String>,
+}
+
+/// Body of `POST /1.0/backups/gc`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupGc {
+    /// The store (as `BackupCreate::store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// What a gc did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct BackupGcReport {
+    /// Chunks a backup names.
+    pub used_chunks: u64,
+    /// Chunks removed, and the bytes they took.
+    pub removed_chunks: u64,
+    pub removed_bytes: u64,
+    /// Chunks no backup names yet kept: a backup being taken may need them.
+    pub recent_chunks: u64,
+    /// Chunks kept, and the bytes they take.
+    pub kept_chunks: u64,
+    pub kept_bytes: u64,
+}

@@ -1,0 +1,412 @@
+//! An instance's backups, taken and restored by its owner under its lock.
+//!
+//! A backup holds the instance's record (`instance`, with the keys it set itself), and its
+//! data: a container's writable layer as a file tree (`rootfs`, owners as the host sees
+//! them, with the id shift noted in the labels), a VM's root disk as a disk (`root.qcow2`,
+//! its copy-on-write overlay over the image's disk, or `root`, its volume in a pool). A
+//! running instance is paused while its data is read (a container's cgroup frozen, a VM's
+//! vCPUs stopped, which also flushes QEMU's disk caches), so what is read is consistent; a
+//! file unchanged since the instance's last backup is not read again, so later pauses are
+//! short.
+//!
+//! A restore makes a new instance (the normal creation, rolled back whole on any failure)
+//! and fills its files from the backup before it first starts, each chunk checked as it is
+//! read; owners of a container's files move to the new instance's id range. The instance's
+//! image must be on this host (same fingerprint).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use vessel_api::{Instance, InstanceCreate, InstanceStatus, InstanceType, Operation};
+use vessel_backup::{Index, Store, Writer};
+
+use super::driver::IDMAP_SIZE;
+use super::InstanceService;
+use crate::backup::error as store_error;
+use crate::error::{Error, Result};
+use crate::operations::OpHandle;
+
+/// The `instance` archive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    instance: Instance,
+    /// Keys it set itself (the rest came from profiles).
+    #[serde(default)]
+    own_config: BTreeMap<String, String>,
+}
+
+/// Progress of reading or writing `total` bytes (0: not known), as an operation shows it.
+fn progress<'a>(
+    op: &'a OpHandle,
+    what: &'a str,
+    from: u8,
+    to: u8,
+    total: u64,
+) -> impl FnMut(u64) + 'a {
+    let (mut last_pct, mut last_done) = (u8::MAX, 0u64);
+    move |done: u64| {
+        let pct = (done.min(total) * u64::from(to - from))
+            .checked_div(total)
+            .map_or(from, |p| from + p as u8);
+        if pct != last_pct || done >= last_done + (64 << 20) {
+            (last_pct, last_done) = (pct, done);
+            op.progress(
+                Some(pct),
+                &format!("{what}: {}", vessel_api::size::format_size(done)),
+            );
+        }
+    }
+}
+
+/// Gives files of a tree owned by ids of range `from` (the old instance's) the same ids of
+/// range `to`; set-id bits stay as they were.
+fn remap(root: &Path, from: u32, to: u32) -> std::io::Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    let map = |id: u32| {
+        if (from..from + IDMAP_SIZE).contains(&id) {
+            id - from + to
+        } else {
+            id
+        }
+    };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p)?;
+        let (u, g) = (map(m.uid()), map(m.gid()));
+        if (u, g) != (m.uid(), m.gid()) {
+            std::os::unix::fs::lchown(&p, Some(u), Some(g))?;
+            if m.is_file() && m.mode() & 0o6000 != 0 {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            }
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Un-pauses an instance paused for a backup when dropped.
+struct Paused<'a> {
+    svc: &'a InstanceService,
+    inst: &'a Instance,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        let r = match self.inst.instance_type {
+            InstanceType::Container => self.svc.driver.resume(&self.inst.name),
+            InstanceType::Vm => match self.svc.vms.get(&self.inst.name) {
+                Some(vm) => vm
+                    .resume()
+                    .map_err(|e| Error::internal(crate::error::chain(&e))),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = r {
+            tracing::warn!(instance = %self.inst.name, error = %e, "resuming after a backup");
+        }
+    }
+}
+
+/// The instance a backup is of, as it was (blocking).
+pub fn backed_up(store: &Store, index: &Index) -> Result<Instance> {
+    let raw = store.read_blob(index, "instance").map_err(store_error)?;
+    let rec: Record = serde_json::from_slice(&raw)
+        .map_err(|e| Error::conflict(format!("the backup's instance record: {e}")))?;
+    Ok(rec.instance)
+}
+
+impl InstanceService {
+    /// Starts the operation that backs instance `name` up into `store`; returns it and the
+    /// backup's id.
+    pub fn backup(&self, name: &str, store: Store) -> Result<(Operation, String)> {
+        let inst = self.get_stored(name)?;
+        if matches!(
+            inst.status,
+            InstanceStatus::Creating | InstanceStatus::Error
+        ) {
+            return Err(Error::conflict(format!(
+                "instance {name} is {}: nothing consistent to back up",
+                inst.status.as_str()
+            )));
+        }
+        let writer = store.writer(name).map_err(store_error)?;
+        let id = writer.id().to_string();
+        let (svc, n) = (self.clone(), name.to_string());
+        let op = self.ops.spawn(
+            format!("Backing up instance {name}"),
+            vec![super::path_of(name), format!("/1.0/backups/{name}/{id}")],
+            false,
+            move |op| async move {
+                let lock = svc.lock_for(&n);
+                let _g = lock.lock().await;
+                let inst = svc.get_stored(&n)?;
+                tokio::task::spawn_blocking(move || svc.backup_locked(&inst, writer, &op))
+                    .await
+                    .map_err(|e| Error::internal(format!("backup task: {e}")))?
+            },
+        );
+        Ok((op, id))
+    }
+
+    /// Takes the backup; the caller holds the instance's lock (blocking).
+    fn backup_locked(&self, inst: &Instance, mut w: Writer, op: &OpHandle) -> Result<()> {
+        let name = &inst.name;
+        let record = Record {
+            instance: inst.clone(),
+            own_config: inst.own_config.clone(),
+        };
+        w.blob(
+            "instance",
+            &serde_json::to_vec_pretty(&record).expect("an instance serializes"),
+        )
+        .map_err(store_error)?;
+        let mut labels = BTreeMap::from([
+            (
+                "type".to_string(),
+                match inst.instance_type {
+                    InstanceType::Container => "container",
+                    InstanceType::Vm => "virtual-machine",
+                }
+                .to_string(),
+            ),
+            ("image".to_string(), inst.image.clone()),
+        ]);
+        let running = matches!(
+            inst.status,
+            InstanceStatus::Running | InstanceStatus::Frozen
+        );
+        // Paused only if it was not already (a frozen instance stays frozen).
+        let _paused = if inst.status == InstanceStatus::Running {
+            op.progress(Some(5), "pausing the instance");
+            match inst.instance_type {
+                InstanceType::Container => self.driver.pause(name)?,
+                InstanceType::Vm => self
+                    .vms
+                    .get(name)
+                    .ok_or_else(|| Error::conflict(format!("{name} is not running here")))?
+                    .pause()
+                    .map_err(|e| {
+                        Error::internal(format!("pausing {name}: {}", crate::error::chain(&e)))
+                    })?,
+            }
+            Some(Paused { svc: self, inst })
+        } else {
+            None
+        };
+        match inst.instance_type {
+            InstanceType::Container => {
+                // A running container's root disk is mounted already.
+                let (upper, _disk) = if running {
+                    let upper = match self.root_place(inst)? {
+                        super::root_disk::RootPlace::Shared => self.driver.dir(name).join("upper"),
+                        super::root_disk::RootPlace::Disk(_) => {
+                            self.driver.disk_mount(name).join("upper")
+                        }
+                    };
+                    (upper, None)
+                } else {
+                    self.open_writable(inst)?
+                };
+                let mut p = progress(op, "reading files", 10, 10, 0);
+                w.tree("rootfs", &upper, &mut p).map_err(store_error)?;
+                if let Some(shift) = self.driver.shift(inst) {
+                    labels.insert("shift".into(), shift.to_string());
+                }
+            }
+            InstanceType::Vm => {
+                let (archive, file) = self.vm_root_file(inst)?;
+                let total = std::fs::metadata(&file).map_or(0, |m| m.len());
+                let mut p = progress(op, "reading the disk", 10, 95, total);
+                w.block(archive, &file, &mut p).map_err(store_error)?;
+            }
+        }
+        drop(_paused);
+        op.progress(Some(97), "writing the index");
+        let (index, stats) = w.finish(labels).map_err(store_error)?;
+        tracing::info!(
+            instance = %name,
+            backup = %index.id,
+            bytes = stats.bytes,
+            read = stats.read,
+            new_bytes = stats.new_bytes,
+            files_reused = stats.files_reused,
+            "backed up"
+        );
+        self.events.lifecycle(
+            "instance-backup-created",
+            &format!("/1.0/backups/{name}/{}", index.id),
+        );
+        Ok(())
+    }
+
+    /// A VM's root disk: the archive it goes to and its file.
+    fn vm_root_file(&self, inst: &Instance) -> Result<(&'static str, std::path::PathBuf)> {
+        match &inst.storage {
+            Some(pool) => {
+                let vol = crate::storage::root_volume(&inst.name);
+                let file = self.storage.volume_file(pool, &vol)?.ok_or_else(|| {
+                    Error::conflict(format!(
+                        "the root volume of {} in pool {pool:?} is not a file this daemon \
+                         can read as a disk; backups of VMs on such pools are not supported",
+                        inst.name
+                    ))
+                })?;
+                Ok(("root", file))
+            }
+            None => {
+                let file = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
+                if !file.is_file() {
+                    return Err(Error::conflict(format!(
+                        "{} has no root disk yet (it never started): nothing to back up",
+                        inst.name
+                    )));
+                }
+                Ok(("root.qcow2", file))
+            }
+        }
+    }
+
+    /// Starts the operation that makes instance `name` (qualified) from backup `index` of
+    /// `store`, and starts it when `start`.
+    pub fn restore(
+        &self,
+        store: Store,
+        index: Index,
+        name: &str,
+        start: bool,
+    ) -> Result<Operation> {
+        let old = backed_up(&store, &index)?;
+        if old.instance_type == InstanceType::Container {
+            index.archive("rootfs").map_err(store_error)?;
+        }
+        self.images.by_fingerprint(&old.image).map_err(|_| {
+            Error::conflict(format!(
+                "the backup's image {} is not on this host: bring it here first (vessel \
+                 image export on the host it is on, vessel image import here)",
+                crate::image::short(&old.image)
+            ))
+        })?;
+        // Networks it had that exist here; none else.
+        let networks: Vec<String> = old
+            .nics
+            .iter()
+            .map(|n| n.network.clone())
+            .filter(|n| self.networks.get(n).is_ok())
+            .collect();
+        let req = InstanceCreate {
+            name: name.to_string(),
+            image: old.image.clone(),
+            instance_type: old.instance_type,
+            privileged: old.privileged,
+            idmap_isolated: match old.instance_type {
+                InstanceType::Container if !old.privileged => {
+                    Some(old.idmap.is_none_or(|m| m.isolated))
+                }
+                _ => None,
+            },
+            limits: old.limits.clone(),
+            start,
+            command: Some(old.command.clone()),
+            environment: old.environment.clone(),
+            ssh_keys: old.ssh_keys.clone(),
+            storage: old.storage.clone(),
+            no_network: networks.is_empty(),
+            networks,
+            profiles: Vec::new(),
+            config: old.config.clone(),
+            volumes: Vec::new(),
+        };
+        let shift: Option<u32> = index.labels.get("shift").and_then(|s| s.parse().ok());
+        let fill: super::create::Fill =
+            Box::new(move |svc, inst, op| svc.restore_files(&store, &index, inst, shift, op));
+        self.create_with(req, BTreeMap::new(), Default::default(), Some(fill))
+    }
+
+    /// Fills a new instance's files from a backup (blocking; inside its creation).
+    fn restore_files(
+        &self,
+        store: &Store,
+        index: &Index,
+        inst: &Instance,
+        shift: Option<u32>,
+        op: &OpHandle,
+    ) -> Result<()> {
+        match inst.instance_type {
+            InstanceType::Container => {
+                let (upper, _disk) = self.open_writable(inst)?;
+                let empty = std::fs::read_dir(&upper)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                if !empty {
+                    return Err(Error::internal(format!(
+                        "the new writable layer {} is not empty",
+                        upper.display()
+                    )));
+                }
+                std::fs::remove_dir(&upper)
+                    .map_err(|e| Error::internal(format!("{}: {e}", upper.display())))?;
+                let total = index.archive("rootfs").map_err(store_error)?.size;
+                let mut p = progress(op, "restoring files", 30, 90, total);
+                store
+                    .restore_tree(index, "rootfs", &upper, &mut p)
+                    .map_err(store_error)?;
+                if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
+                    remap(&upper, from, to).map_err(|e| {
+                        Error::internal(format!("moving file owners to {}'s ids: {e}", inst.name))
+                    })?;
+                }
+                Ok(())
+            }
+            InstanceType::Vm => {
+                let user = super::vm_files::qemu_user(inst)?;
+                match &inst.storage {
+                    Some(pool) => {
+                        let a = index.archive("root").map_err(store_error)?;
+                        let vol = crate::storage::root_volume(&inst.name);
+                        let size = self.storage.volume_get(pool, &vol)?.size_bytes;
+                        if a.size > size {
+                            self.storage.volume_update(
+                                pool,
+                                &vol,
+                                vessel_api::VolumeUpdate { size: a.size },
+                            )?;
+                        }
+                        let (_, file) = self.vm_root_file(inst)?;
+                        let mut p = progress(op, "restoring the disk", 30, 90, a.size);
+                        store
+                            .write_block_into(index, "root", &file, &mut p)
+                            .map_err(store_error)?;
+                        Ok(())
+                    }
+                    None => {
+                        let a = index.archive("root.qcow2").map_err(store_error)?;
+                        let file = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
+                        let _ = std::fs::remove_file(&file);
+                        let mut p = progress(op, "restoring the disk", 30, 90, a.size);
+                        store
+                            .restore_block(index, "root.qcow2", &file, &mut p)
+                            .map_err(store_error)?;
+                        use std::os::unix::fs::PermissionsExt;
+                        std::os::unix::fs::chown(&file, Some(user.uid), Some(user.gid))
+                            .and_then(|()| {
+                                std::fs::set_permissions(
+                                    &file,
+                                    std::fs::Permissions::from_mode(0o600),
+                                )
+                            })
+                            .map_err(|e| Error::internal(format!("{}: {e}", file.display())))
+                    }
+                }
+            }
+        }
+    }
+}
