@@ -182,3 +182,58 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = d.ok(&["logs", name]);
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
+            common::tail(&log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A running VM backed up (paused meanwhile, running after), deleted, and restored: the
+/// file its guest wrote is back on its disk.
+#[test]
+fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
+    let d = Daemon::start();
+    d.ok(&["image", "build", "vm", "--layout", "disk"]);
+    d.ok(&[
+        "launch",
+        "vm/busybox-disk",
+        "g",
+        "--vm",
+        "-l",
+        "memory=256MiB",
+    ]);
+    wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
+    let (code, out) = d.sh(
+        "g",
+        "head -c 3000000 /dev/urandom > /root/blob && md5sum /root/blob && sync",
+    );
+    assert_eq!(code, 0, "{out}");
+    let sum = out.split_whitespace().next().unwrap().to_string();
+    let b: serde_json::Value =
+        serde_json::from_str(&d.ok(&["backup", "create", "g", "--format", "json"])).unwrap();
+    assert_eq!(b["archives"][1]["name"], "root.qcow2", "{b}");
+    assert_eq!(d.info("g")["status"], "running");
+    assert_eq!(
+        d.sh("g", "echo alive").1.trim(),
+        "alive",
+        "the guest runs on"
+    );
+    d.ok(&["delete", "-f", "g"]);
+    d.ok(&["backup", "restore", "g", "--start"]);
+    wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
+    let (code, out) = d.sh("g", "md5sum /root/blob");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&sum), "{out}");
+    d.ok(&["delete", "-f", "g"]);
+}

@@ -223,10 +223,13 @@ impl InstanceService {
                 }
             }
             InstanceType::Vm => {
-                let (archive, file) = self.vm_root_file(inst)?;
-                let total = std::fs::metadata(&file).map_or(0, |m| m.len());
-                let mut p = progress(op, "reading the disk", 10, 95, total);
-                w.block(archive, &file, &mut p).map_err(store_error)?;
+                // A VM without a disk of its own (its image boots from memory, or it never
+                // started and its overlay is not made yet) is its record alone.
+                if let Some((archive, file)) = self.vm_root_file(inst)? {
+                    let total = std::fs::metadata(&file).map_or(0, |m| m.len());
+                    let mut p = progress(op, "reading the disk", 10, 95, total);
+                    w.block(archive, &file, &mut p).map_err(store_error)?;
+                }
             }
         }
         drop(_paused);
@@ -248,8 +251,8 @@ impl InstanceService {
         Ok(())
     }
 
-    /// A VM's root disk: the archive it goes to and its file.
-    fn vm_root_file(&self, inst: &Instance) -> Result<(&'static str, std::path::PathBuf)> {
+    /// A VM's root disk, if it has one: the archive it goes to and its file.
+    fn vm_root_file(&self, inst: &Instance) -> Result<Option<(&'static str, std::path::PathBuf)>> {
         match &inst.storage {
             Some(pool) => {
                 let vol = crate::storage::root_volume(&inst.name);
@@ -260,17 +263,11 @@ impl InstanceService {
                         inst.name
                     ))
                 })?;
-                Ok(("root", file))
+                Ok(Some(("root", file)))
             }
             None => {
                 let file = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
-                if !file.is_file() {
-                    return Err(Error::conflict(format!(
-                        "{} has no root disk yet (it never started): nothing to back up",
-                        inst.name
-                    )));
-                }
-                Ok(("root.qcow2", file))
+                Ok(file.is_file().then_some(("root.qcow2", file)))
             }
         }
     }
@@ -315,7 +312,7 @@ impl InstanceService {
             },
             limits: old.limits.clone(),
             start,
-            command: Some(old.command.clone()),
+            command: (!old.command.is_empty()).then(|| old.command.clone()),
             environment: old.environment.clone(),
             ssh_keys: old.ssh_keys.clone(),
             storage: old.storage.clone(),
@@ -380,7 +377,9 @@ impl InstanceService {
                                 vessel_api::VolumeUpdate { size: a.size },
                             )?;
                         }
-                        let (_, file) = self.vm_root_file(inst)?;
+                        let Some((_, file)) = self.vm_root_file(inst)? else {
+                            return Err(Error::internal("the new root volume is missing"));
+                        };
                         let mut p = progress(op, "restoring the disk", 30, 90, a.size);
                         store
                             .write_block_into(index, "root", &file, &mut p)
@@ -388,7 +387,10 @@ impl InstanceService {
                         Ok(())
                     }
                     None => {
-                        let a = index.archive("root.qcow2").map_err(store_error)?;
+                        let Ok(a) = index.archive("root.qcow2") else {
+                            // Its disk was its image's, untouched: made afresh at its start.
+                            return Ok(());
+                        };
                         let file = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
                         let _ = std::fs::remove_file(&file);
                         let mut p = progress(op, "restoring the disk", 30, 90, a.size);
