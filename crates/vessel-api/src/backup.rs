@@ -125,3 +125,44 @@ pub struct BackupGcReport {
     pub kept_chunks: u64,
     pub kept_bytes: u64,
 }
+
+/// A snapshot of an instance: its writable layer or disks (and attached volumes) at one
+/// moment, and for a VM taken `stateful`, its memory and devices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceSnapshot {
+    /// Its name.
+    pub name: String,
+    /// When it was taken, RFC 3339.
+    pub created_at: String,
+    /// Whether it holds a VM's memory and device state (a restore resumes the guest).
+    #[serde(default)]
+    pub stateful: bool,
+    /// When the daemon deletes it (`snapshots.expiry`), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// How it is kept: `copy`, `reflink`, `pool` (the pool's own snapshots), `qcow2`.
+    pub kind: String,
+    /// Attached volumes it holds too, as POOL/VOLUME.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+}
+
+/// Body of `POST /1.0/instances/{name}/snapshots`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceSnapshotCreate {
+    /// Its name (default: `snapN`, the first free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A running VM's memory and device state too.
+    #[serde(default)]
+    pub stateful: bool,
+}
+
+/// Body of `POST /1.0/instances/{name}/snapshots/{snapshot}/restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceSnapshotRestore {
+    /// Stop a running instance for the restore (and start it again after); without it a
+    /// running instance is refused. A stateful snapshot is restored into the running guest.
+    #[serde(default)]
+    pub force: bool,
+}

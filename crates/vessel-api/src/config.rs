@@ -51,6 +51,15 @@ pub const INSTANCE_KEYS: &[(&str, &str)] = &[
     ),
     ("boot.autostart.priority", "higher starts first (default 0)"),
     (
+        "snapshots.schedule",
+        "when the daemon snapshots it: cron's five fields in UTC (e.g. 0 */6 * * *) or \
+         @hourly, @daily, @weekly, @monthly",
+    ),
+    (
+        "snapshots.expiry",
+        "how long a scheduled snapshot is kept (e.g. 7d, 1d 12H; units M H d w m y)",
+    ),
+    (
         "security.privileged",
         "read only: set at creation (--privileged)",
     ),

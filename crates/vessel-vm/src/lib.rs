@@ -35,6 +35,7 @@ pub mod host;
 mod machine;
 pub mod qmp;
 mod resize;
+mod snapshot;
 mod spawn;
 mod vm;
 
@@ -49,6 +50,7 @@ pub use machine::{
     NicBackend, ParaBoot, Profile, VmPaths,
 };
 pub use resize::MemoryChange;
+pub use snapshot::{disk_snapshot, disk_snapshots, DiskSnapshot};
 pub use spawn::RunAs;
 pub use vm::{
     adopt, start, start_cancellable, ProcessId, RunningVm, ShutdownHow, ShutdownOutcome, VmRecord,

@@ -235,6 +235,9 @@ pub enum Command {
     /// Projects: tenants with their own instances and limits.
     #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
     Project(crate::cli_auth::ProjectCommand),
+    /// Snapshots of instances: taken, listed, restored, deleted.
+    #[command(subcommand, after_help = crate::cli_backup::SNAPSHOT_EXAMPLES)]
+    Snapshot(crate::cli_backup::SnapshotCommand),
     /// Backups of instances: taken, listed, verified, restored, pruned.
     #[command(subcommand, after_help = crate::cli_backup::BACKUP_EXAMPLES)]
     Backup(crate::cli_backup::BackupCommand),

@@ -110,3 +110,64 @@ pub enum BackupCommand {
         format: Format,
     },
 }
+
+pub const SNAPSHOT_EXAMPLES: &str = "\
+A snapshot keeps an instance as it is now, on the host: a container's files (its cgroup frozen
+while they are copied, reflinked where the file system can) and attached volumes, a VM's disks
+(inside its qcow2 disk, or the pool's own snapshot), and with --stateful a running VM's memory
+and devices too, so that a restore resumes the guest where it was.
+
+Examples:
+  vessel snapshot create web                  (named snap0, snap1, ...)
+  vessel snapshot create web before-upgrade
+  vessel snapshot create vm1 warm --stateful
+  vessel snapshot list web
+  vessel snapshot restore web before-upgrade  (a running instance needs --force: stopped,
+                                               restored, started again)
+  vessel snapshot restore vm1 warm            (into the running guest)
+  vessel snapshot delete web before-upgrade
+Scheduled snapshots: vessel config set web snapshots.schedule=@daily snapshots.expiry=7d";
+
+/// `vessel snapshot ...`
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot an instance.
+    #[command(after_help = SNAPSHOT_EXAMPLES)]
+    Create {
+        /// The instance.
+        instance: String,
+        /// The snapshot's name (default: the first free snapN).
+        name: Option<String>,
+        /// A running VM's memory and device state too.
+        #[arg(long)]
+        stateful: bool,
+    },
+    /// List an instance's snapshots.
+    #[command(visible_alias = "ls")]
+    List {
+        /// The instance.
+        instance: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One snapshot.
+    Info {
+        instance: String,
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Yaml)]
+        format: Format,
+    },
+    /// Put an instance back as a snapshot has it.
+    Restore {
+        instance: String,
+        name: String,
+        /// Stop a running instance for the restore, and start it again after.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a snapshot.
+    #[command(visible_alias = "rm")]
+    Delete { instance: String, name: String },
+}

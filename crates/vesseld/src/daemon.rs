@@ -307,6 +307,10 @@ impl Daemon {
                 })?;
         }
         // The first start after a host boot starts what is marked to start with the host.
+        {
+            let instances = self.app.instances.clone();
+            tokio::spawn(async move { instances.snapshot_schedule().await });
+        }
         let root = std::path::PathBuf::from(&self.app.info.root_dir);
         if let Some(boot) = crate::instance::autostart::host_booted(&root) {
             let instances = self.app.instances.clone();

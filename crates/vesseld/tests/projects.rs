@@ -860,6 +860,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     ]);
     b(&["storage", "volume", "create", "p", "xb"]);
     b(&["storage", "volume", "snapshot", "p", "xb", "s"]);
+    b(&["snapshot", "create", "xb", "s"]);
     b(&["storage", "volume", "attach", "p", "xb", "xb", "/srv"]);
     b(&[
         "storage",
@@ -900,6 +901,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         b(&["image", "info", "xb", "--format", "json"]),
         b(&["storage", "export", "list", "--format", "json"]),
         b(&["backup", "list", "--format", "json"]),
+        b(&["snapshot", "list", "xb", "--format", "json"]),
     );
     let token = token(&d, "alpha-ops", "alpha", "operator");
     let port = 8443;
@@ -1035,6 +1037,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         b(&["image", "info", "xb", "--format", "json"]),
         b(&["storage", "export", "list", "--format", "json"]),
         b(&["backup", "list", "--format", "json"]),
+        b(&["snapshot", "list", "xb", "--format", "json"]),
     );
     let strip = |s: &str| -> serde_json::Value {
         let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
@@ -1052,6 +1055,8 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
     assert_eq!(before.3, after.3);
     assert_eq!(before.4, after.4);
     assert_eq!(before.5, after.5);
+    assert_eq!(before.6, after.6);
+    assert!(before.6.contains("\"s\""), "{}", before.6);
     assert!(before.5.contains(&beta_backup), "{}", before.5);
     b(&["storage", "export", "delete", "xb"]);
     b(&["storage", "volume", "detach", "p", "xb", "xb"]);

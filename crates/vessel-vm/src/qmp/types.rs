@@ -458,3 +458,33 @@ impl QmpCommand for DeviceAdd {
     type Reply = Empty;
     const HAS_ARGUMENTS: bool = true;
 }
+
+/// `blockdev-snapshot-internal-sync`: an internal snapshot of one qcow2 node (its disk only).
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockdevSnapshotInternalSync {
+    /// The node.
+    pub device: String,
+    /// The snapshot's name.
+    pub name: String,
+}
+
+impl QmpCommand for BlockdevSnapshotInternalSync {
+    const NAME: &'static str = "blockdev-snapshot-internal-sync";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `blockdev-snapshot-delete-internal-sync`: deletes an internal snapshot of one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockdevSnapshotDeleteInternalSync {
+    /// The node.
+    pub device: String,
+    /// The snapshot's name.
+    pub name: String,
+}
+
+impl QmpCommand for BlockdevSnapshotDeleteInternalSync {
+    const NAME: &'static str = "blockdev-snapshot-delete-internal-sync";
+    type Reply = serde_json::Value;
+    const HAS_ARGUMENTS: bool = true;
+}

@@ -21,6 +21,7 @@ mod network;
 mod operation;
 mod profile;
 mod remote;
+mod snapshot;
 mod storage;
 
 /// Runs the parsed command line and returns the exit status. `config` is the client's
@@ -111,6 +112,7 @@ pub fn run(
         Command::Project(cmd) => auth::project(&client, cmd),
         Command::Profile(cmd) => profile::run(&client, cmd),
         Command::Backup(cmd) => backup::run(&client, cmd),
+        Command::Snapshot(cmd) => snapshot::run(&client, cmd),
     }
 }
 

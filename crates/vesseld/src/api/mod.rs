@@ -12,6 +12,7 @@ mod network;
 mod profiles;
 mod projects;
 pub mod scope;
+mod snapshots;
 mod storage;
 mod upgrade;
 
@@ -166,6 +167,11 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "profile_put" => on(f, profiles::put),
         "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
+        "instance_snapshots_list" => on(f, snapshots::list),
+        "instance_snapshot_create" => on(f, snapshots::create),
+        "instance_snapshot_get" => on(f, snapshots::get),
+        "instance_snapshot_delete" => on(f, snapshots::delete),
+        "instance_snapshot_restore" => on(f, snapshots::restore),
         "backups_list" => on(f, backups::list),
         "instance_backup" => on(f, backups::create),
         "backup_get" => on(f, backups::get),

@@ -230,6 +230,18 @@ fn apply_key(
             }
             set_or_remove(config, key, value);
         }
+        "snapshots.schedule" => {
+            if value.is_some() {
+                super::schedule::Schedule::parse(v).map_err(|why| bad(key, v, why))?;
+            }
+            set_or_remove(config, key, value);
+        }
+        "snapshots.expiry" => {
+            if value.is_some() {
+                super::schedule::expiry_secs(v).map_err(|why| bad(key, v, why))?;
+            }
+            set_or_remove(config, key, value);
+        }
         _ if key.starts_with("user.") => {
             check_name(key, &key["user.".len()..], false)?;
             if v.len() > MAX_VALUE {
@@ -378,7 +390,7 @@ pub fn effect(inst: &Instance, key: &str) -> (ConfigEffect, Option<String>) {
         inst.status,
         InstanceStatus::Running | InstanceStatus::Frozen
     );
-    if key.starts_with("user.") || key.starts_with("boot.") {
+    if key.starts_with("user.") || key.starts_with("boot.") || key.starts_with("snapshots.") {
         return (ConfigEffect::Stored, None);
     }
     if key.starts_with("environment.") {

@@ -16,6 +16,9 @@ mod rebuild;
 mod resize;
 mod resolv;
 pub mod root_disk;
+pub mod schedule;
+mod snapshot_schedule;
+mod snapshots;
 mod status;
 pub mod systemd;
 pub mod users;
@@ -559,6 +562,11 @@ impl InstanceService {
                 if svc.exit_watch(name).is_some() {
                     svc.stop_locked(&inst, Duration::ZERO, true, &op).await?;
                 }
+                op.progress(Some(60), "removing snapshots");
+                let (s, i) = (svc.clone(), inst.clone());
+                tokio::task::spawn_blocking(move || s.forget_snapshots(&i))
+                    .await
+                    .map_err(|e| Error::internal(format!("snapshot task: {e}")))?;
                 op.progress(Some(70), "removing files");
                 if inst.instance_type == InstanceType::Vm {
                     let (s, n) = (svc.clone(), name.clone());

@@ -1,0 +1,86 @@
+//! The daemon's loop for scheduled snapshots: at the start of every minute it takes the
+//! snapshots that instances' `snapshots.schedule` calls for (named `auto-YYYYMMDD-HHMM`,
+//! UTC) and deletes the snapshots whose `snapshots.expiry` has passed.
+
+use std::time::Duration;
+
+use vessel_api::{InstanceSnapshotCreate, InstanceStatus};
+
+use super::schedule::Schedule;
+use super::InstanceService;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl InstanceService {
+    /// Runs the schedule until the daemon stops.
+    pub async fn snapshot_schedule(&self) {
+        loop {
+            let now = now_secs();
+            // A second into the next minute.
+            let wait = 60 - now.rem_euclid(60) + 1;
+            tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+            let minute = now_secs() / 60 * 60;
+            self.scheduled_snapshots(minute);
+            self.expired_snapshots(now_secs());
+        }
+    }
+
+    /// Takes the snapshots due in the minute starting at `minute`.
+    fn scheduled_snapshots(&self, minute: i64) {
+        let Ok(list) = self.store.instance_list() else {
+            return;
+        };
+        for inst in list {
+            let Some(text) = inst.config.get("snapshots.schedule") else {
+                continue;
+            };
+            let due = Schedule::parse(text).is_ok_and(|s| s.matches(minute));
+            if !due
+                || matches!(
+                    inst.status,
+                    InstanceStatus::Creating | InstanceStatus::Error
+                )
+            {
+                continue;
+            }
+            let stamp = vessel_backup::utc_id(minute);
+            // YYYYMMDDTHHMMSSZ → auto-YYYYMMDD-HHMM
+            let name = format!("auto-{}-{}", &stamp[..8], &stamp[9..13]);
+            let req = InstanceSnapshotCreate {
+                name: Some(name.clone()),
+                stateful: false,
+            };
+            match self.snapshot_create(&inst.name, req, true) {
+                Ok(_) => {
+                    tracing::info!(instance = %inst.name, snapshot = %name, "scheduled snapshot")
+                }
+                Err(e) => tracing::warn!(instance = %inst.name, error = %e, "scheduled snapshot"),
+            }
+        }
+    }
+
+    /// Deletes the snapshots whose expiry is at or before `now`.
+    fn expired_snapshots(&self, now: i64) {
+        let Ok(list) = self.store.instance_list() else {
+            return;
+        };
+        for inst in list {
+            for r in self.snap_list(&inst.name).unwrap_or_default() {
+                if r.expires_at().is_some_and(|t| t <= now) {
+                    match self.snapshot_delete(&inst.name, r.name()) {
+                        Ok(_) => {
+                            tracing::info!(instance = %inst.name, snapshot = %r.name(), "expired snapshot deleted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(instance = %inst.name, error = %e, "deleting an expired snapshot")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Instance snapshots over the real daemon: files changed after a snapshot come back with
+//! its restore (containers on every kind of root, attached volumes, VMs), a stateful VM
+//! snapshot resumes its guest with its uptime still counting, and the schedule takes and
+//! expires snapshots.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn snapshots(d: &Daemon, name: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&d.ok(&["snapshot", "list", name, "--format", "json"])).unwrap()
+}
+
+#[test]
+fn a_containers_files_and_volumes_come_back_from_its_snapshot() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    d.ok(&["storage", "volume", "create", "p", "data"]);
+    // One container whose layer lies on the daemon's file system, one with a disk of its own.
+    for (name, extra) in [("plain", None), ("disk", Some("disk=64MiB"))] {
+        let mut args = vec!["create", "busybox", name, "--no-network"];
+        if let Some(l) = extra {
+            args.extend(["-l", l]);
+        }
+        // Stops at once when asked (a restore of a running container stops it).
+        args.extend([
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ]);
+        d.ok(&args);
+    }
+    d.ok(&["storage", "volume", "attach", "p", "data", "plain", "/srv"]);
+    for name in ["plain", "disk"] {
+        d.ok(&["start", name]);
+        let (code, out) = d.sh(
+            name,
+            "echo one > /etc/note && mkdir -p /var/keep && echo kept > /var/keep/f && \
+             (test ! -d /srv || echo vol-one > /srv/v)",
+        );
+        assert_eq!(code, 0, "{out}");
+        d.ok(&["snapshot", "create", name, "s1"]);
+        assert_eq!(d.info(name)["status"], "running", "{name} runs on");
+        let (code, out) = d.sh(
+            name,
+            "echo two > /etc/note && rm -r /var/keep && echo new > /etc/added && \
+             (test ! -d /srv || echo vol-two > /srv/v)",
+        );
+        assert_eq!(code, 0, "{out}");
+        // Running: refused without --force, and nothing changed.
+        let err = d.fails(&["snapshot", "restore", name, "s1"]);
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(d.sh(name, "cat /etc/note").1.trim(), "two");
+        d.ok(&["snapshot", "restore", name, "s1", "--force"]);
+        assert_eq!(d.info(name)["status"], "running", "started again");
+        let (_, out) = d.sh(
+            name,
+            "cat /etc/note /var/keep/f; test -e /etc/added && echo still-there; \
+             test ! -d /srv || cat /srv/v",
+        );
+        assert!(out.contains("one") && out.contains("kept"), "{name}: {out}");
+        assert!(!out.contains("still-there"), "{name}: {out}");
+        if name == "plain" {
+            assert!(out.contains("vol-one"), "{out}");
+        }
+    }
+    let s = &snapshots(&d, "plain")[0];
+    assert_eq!(s["name"], "s1");
+    assert_eq!(s["volumes"][0], "p/data", "{s}");
+    // Names: default ones, taken ones refused, bad ones refused.
+    d.ok(&["snapshot", "create", "plain"]);
+    assert_eq!(snapshots(&d, "plain")[1]["name"], "snap0");
+    assert!(d
+        .fails(&["snapshot", "create", "plain", "s1"])
+        .contains("already"));
+    assert!(d
+        .fails(&["snapshot", "create", "plain", "../x"])
+        .contains("invalid"));
+    assert!(d
+        .fails(&["snapshot", "create", "plain", "x", "--stateful"])
+        .contains("VM"));
+    d.ok(&["snapshot", "delete", "plain", "snap0"]);
+    assert_eq!(snapshots(&d, "plain").len(), 1);
+    // Deleting the instance deletes its snapshots, its volume's too.
+    for name in ["plain", "disk"] {
+        d.ok(&["delete", "-f", name]);
+    }
+    let v: serde_json::Value = serde_json::from_str(
+        &d.ok(&["storage", "volume", "info", "p", "data", "--format", "json"]),
+    )
+    .unwrap();
+    assert!(
+        v["snapshots"].as_array().is_none_or(|a| a.is_empty()),
+        "{v}"
+    );
+    d.ok(&["storage", "volume", "delete", "p", "data"]);
+}
+
+#[test]
+fn the_schedule_takes_snapshots_and_expiry_deletes_them() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "c", "--no-network"]);
+    let err = d.fails(&["config", "set", "c", "snapshots.schedule=every day"]);
+    assert!(err.contains("five fields"), "{err}");
+    let err = d.fails(&["config", "set", "c", "snapshots.expiry=7x"]);
+    assert!(err.contains("unit"), "{err}");
+    d.ok(&[
+        "config",
+        "set",
+        "c",
+        "snapshots.schedule=* * * * *",
+        "snapshots.expiry=1M",
+    ]);
+    d.wait_for("a scheduled snapshot", Duration::from_secs(80), || {
+        snapshots(&d, "c")
+            .iter()
+            .any(|s| s["name"].as_str().unwrap().starts_with("auto-"))
+    });
+    d.ok(&["config", "unset", "c", "snapshots.schedule"]);
+    let s = snapshots(&d, "c");
+    assert!(s[0]["expires_at"].is_string(), "{s:?}");
+    let start = Instant::now();
+    d.wait_for("the snapshot expired", Duration::from_secs(150), || {
+        snapshots(&d, "c").is_empty()
+    });
+    assert!(start.elapsed() > Duration::from_secs(5));
+    d.ok(&["delete", "-f", "c"]);
+}
+
+fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = d.ok(&["logs", name]);
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
+            common::tail(&log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn uptime(d: &Daemon, name: &str) -> f64 {
+    let (code, out) = d.sh(name, "cut -d' ' -f1 /proc/uptime");
+    assert_eq!(code, 0, "{out}");
+    out.trim().parse().unwrap()
+}
+
+#[test]
+fn a_vms_disk_and_a_running_guest_come_back_from_snapshots() {
+    let d = Daemon::start();
+    d.ok(&["image", "build", "vm", "--layout", "disk"]);
+    d.ok(&[
+        "launch",
+        "vm/busybox-disk",
+        "g",
+        "--vm",
+        "-l",
+        "memory=256MiB",
+    ]);
+    wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
+    // Disks only, taken while it runs.
+    assert_eq!(d.sh("g", "echo one > /root/f && sync").0, 0);
+    d.ok(&["snapshot", "create", "g", "disk1"]);
+    assert_eq!(d.sh("g", "echo two > /root/f && sync").0, 0);
+    d.ok(&["snapshot", "restore", "g", "disk1", "--force"]);
+    wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("g", "cat /root/f").1.trim(), "one");
+    // Stateful: the guest resumes where it was, its uptime counting on from then.
+    std::thread::sleep(Duration::from_secs(2));
+    d.ok(&["snapshot", "create", "g", "warm", "--stateful"]);
+    let at_snapshot = uptime(&d, "g");
+    assert_eq!(d.sh("g", "echo after > /tmp/marker").0, 0);
+    std::thread::sleep(Duration::from_secs(6));
+    let before_restore = uptime(&d, "g");
+    d.ok(&["snapshot", "restore", "g", "warm"]);
+    let after = uptime(&d, "g");
+    assert!(
+        after < before_restore && after + 1.0 >= at_snapshot,
+        "uptime {at_snapshot} at the snapshot, {before_restore} before the restore, {after} after"
+    );
+    assert!(
+        d.sh("g", "cat /tmp/marker").0 != 0,
+        "memory from after the snapshot survived"
+    );
+    let s = snapshots(&d, "g");
+    assert_eq!(s[1]["stateful"], true, "{s:?}");
+    d.ok(&["snapshot", "delete", "g", "warm"]);
+    d.ok(&["delete", "-f", "g"]);
+}
