@@ -166,3 +166,16 @@ pub struct InstanceSnapshotRestore {
     #[serde(default)]
     pub force: bool,
 }
+
+/// Body of `POST /1.0/instances/{name}/copy`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceCopy {
+    /// The new instance's name.
+    pub name: String,
+    /// Copy this snapshot of it rather than the instance as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Start the copy once made.
+    #[serde(default)]
+    pub start: bool,
+}

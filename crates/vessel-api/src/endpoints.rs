@@ -424,6 +424,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("InstanceConfigChange"),
     },
     Endpoint {
+        id: "instance_copy",
+        method: Method::Post,
+        path: "/1.0/instances/{name}/copy",
+        summary: "Make a new instance as this one is now (a running one paused while its \
+                  files are copied) or as one of its snapshots has it; returns an operation",
+        query: &[],
+        request: Body::Json("InstanceCopy"),
+        status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "instance_snapshots_list",
         method: Method::Get,
         path: "/1.0/instances/{name}/snapshots",

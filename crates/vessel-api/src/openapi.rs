@@ -74,6 +74,7 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceSnapshot>()
         .schema_from::<InstanceSnapshotCreate>()
         .schema_from::<InstanceSnapshotRestore>()
+        .schema_from::<InstanceCopy>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

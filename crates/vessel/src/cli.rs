@@ -270,6 +270,20 @@ pub enum Command {
         #[arg(long)]
         alias: String,
     },
+    /// Make a new instance as one is now (a running one is paused while its files are
+    /// copied) or as one of its snapshots has it (SOURCE/SNAPSHOT).
+    #[command(
+        after_help = "Examples:\n  vessel copy web web2 --start\n  vessel copy web/before-upgrade web-old"
+    )]
+    Copy {
+        /// INSTANCE or INSTANCE/SNAPSHOT.
+        source: String,
+        /// The new instance's name.
+        name: String,
+        /// Start it once made.
+        #[arg(long)]
+        start: bool,
+    },
 }
 
 /// Arguments of `launch` and `create`.

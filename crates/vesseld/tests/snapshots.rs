@@ -1,7 +1,7 @@
-//! Instance snapshots over the real daemon: files changed after a snapshot come back with
-//! its restore (containers on every kind of root, attached volumes, VMs), a stateful VM
-//! snapshot resumes its guest with its uptime still counting, and the schedule takes and
-//! expires snapshots.
+//! Instance snapshots and copies over the real daemon: files changed after a snapshot come
+//! back with its restore (containers on every kind of root, attached volumes, VMs), a
+//! stateful VM snapshot resumes its guest with its uptime still counting, the schedule takes
+//! and expires snapshots, and a copy of a running container is of one moment.
 
 mod common;
 
@@ -194,5 +194,68 @@ fn a_vms_disk_and_a_running_guest_come_back_from_snapshots() {
     let s = snapshots(&d, "g");
     assert_eq!(s[1]["stateful"], true, "{s:?}");
     d.ok(&["snapshot", "delete", "g", "warm"]);
-    d.ok(&["delete", "-f", "g"]);
+    // A copy from its disk snapshot boots with the disk as it was then.
+    d.ok(&["copy", "g/disk1", "g2", "--start"]);
+    wait_console(&d, "g2", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("g2", "cat /root/f").1.trim(), "one");
+    for n in ["g", "g2"] {
+        d.ok(&["delete", "-f", n]);
+    }
+}
+
+/// A copy of a container that writes all the time is of one moment: its counter and its
+/// log (64 KiB appended after each count) agree, as a frozen cgroup leaves them; copied
+/// while it kept writing, the log would be read at another moment than the counter.
+#[test]
+fn a_copy_of_a_running_container_is_consistent() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "busy",
+        "--no-network",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while :; do i=$((i+1)); echo $i > /x.tmp; mv /x.tmp /x; \
+         head -c 65536 /dev/zero >> /log; done",
+    ]);
+    const STEP: u64 = 65536;
+    for n in 0..3 {
+        d.wait_for("the log to grow", Duration::from_secs(60), || {
+            d.sh("busy", "wc -c < /log")
+                .1
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                > (n + 1) * (24 << 20)
+        });
+        let name = format!("copy{n}");
+        // Not started: its files are as copied.
+        d.ok(&["copy", "busy", &name]);
+        let dir = d.root().join("instances").join(&name).join("upper");
+        let x: u64 = std::fs::read_to_string(dir.join("x"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let len = std::fs::metadata(dir.join("log")).unwrap().len();
+        assert!(
+            (x - 1) * STEP <= len && len <= x * STEP,
+            "copy {n}: counter {x}, log {len} bytes ({} steps)",
+            len / STEP
+        );
+        d.ok(&["delete", "-f", &name]);
+    }
+    // From a snapshot, and refused onto an existing name.
+    d.ok(&["snapshot", "create", "busy", "s"]);
+    d.ok(&["copy", "busy/s", "from-snap"]);
+    assert!(d
+        .fails(&["copy", "busy", "from-snap"])
+        .contains("already exists"));
+    assert!(d.fails(&["copy", "busy/nope", "x"]).contains("no snapshot"));
+    for n in ["busy", "from-snap"] {
+        d.ok(&["delete", "-f", n]);
+    }
 }

@@ -97,6 +97,11 @@ pub fn run(
             network::admin_init(&client, subnet, format)
         }
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
+        Command::Copy {
+            source,
+            name,
+            start,
+        } => snapshot::copy(&client, &source, &name, start),
         Command::Resize { name, size } => instance::resize(&client, &name, &size),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),

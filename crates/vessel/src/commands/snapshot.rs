@@ -1,7 +1,9 @@
 //! `vessel snapshot ...`.
 
 use anyhow::Result;
-use vessel_api::{InstanceSnapshot, InstanceSnapshotCreate, InstanceSnapshotRestore, Operation};
+use vessel_api::{
+    InstanceCopy, InstanceSnapshot, InstanceSnapshotCreate, InstanceSnapshotRestore, Operation,
+};
 
 use crate::cli_backup::SnapshotCommand;
 use crate::client::Client;
@@ -82,5 +84,25 @@ pub fn run(client: &Client, cmd: SnapshotCommand) -> Result<i32> {
             println(format!("Snapshot {name} of {instance} deleted"))?;
         }
     }
+    Ok(0)
+}
+
+/// `copy SOURCE[/SNAPSHOT] NAME`.
+pub fn copy(client: &Client, source: &str, name: &str, start: bool) -> Result<i32> {
+    let (src, snapshot) = match source.split_once('/') {
+        Some((s, snap)) => (s, Some(snap.to_string())),
+        None => (source, None),
+    };
+    let op: Operation = client.send(
+        "POST",
+        &format!("/1.0/instances/{}/copy", seg(src)),
+        &InstanceCopy {
+            name: name.to_string(),
+            snapshot,
+            start,
+        },
+    )?;
+    operation::wait(client, op)?;
+    println(format!("Instance {name} made as a copy of {source}"))?;
     Ok(0)
 }

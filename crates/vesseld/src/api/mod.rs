@@ -167,6 +167,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "profile_put" => on(f, profiles::put),
         "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
+        "instance_copy" => on(f, snapshots::copy),
         "instance_snapshots_list" => on(f, snapshots::list),
         "instance_snapshot_create" => on(f, snapshots::create),
         "instance_snapshot_get" => on(f, snapshots::get),

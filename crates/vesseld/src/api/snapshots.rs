@@ -1,10 +1,11 @@
-//! Instance snapshots: each request goes to the instance's owner (under its lock).
+//! Instance snapshots and copies: each request goes to the instance's owner (under its
+//! lock); a copy is checked against the project's limits as a create is.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use vessel_api::{InstanceSnapshotCreate, InstanceSnapshotRestore};
+use vessel_api::{InstanceCopy, InstanceSnapshotCreate, InstanceSnapshotRestore};
 
 use super::scope::ProjectScope;
 use super::{ApiJson, App};
@@ -72,6 +73,33 @@ pub async fn restore(
     let op = app
         .instances
         .snapshot_restore(&scope.q(&name)?, &snap, req.force)
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
+}
+
+pub async fn copy(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InstanceCopy>,
+) -> Result<Response> {
+    crate::name::validate_name("instance", &req.name)?;
+    let (src, dst) = (scope.q(&name)?, scope.q(&req.name)?);
+    if let Some(s) = &req.snapshot {
+        crate::name::validate_name("snapshot", s)?;
+    }
+    // The copy counts against the project's limits as a new instance, checked and held up
+    // to its row.
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard(scope.name()).await;
+    let all = app.instances.held_records().await?;
+    if let Some(from) = all.iter().find(|i| i.name == src) {
+        let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
+        quota.admits(&usage, from.instance_type, &from.limits, None)?;
+    }
+    let op = app
+        .instances
+        .copy(&src, req.snapshot.as_deref(), &dst, req.start)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

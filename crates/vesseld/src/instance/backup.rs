@@ -62,7 +62,7 @@ fn progress<'a>(
 
 /// Gives files of a tree owned by ids of range `from` (the old instance's) the same ids of
 /// range `to`; set-id bits stay as they were.
-fn remap(root: &Path, from: u32, to: u32) -> std::io::Result<()> {
+pub(super) fn remap(root: &Path, from: u32, to: u32) -> std::io::Result<()> {
     if from == to {
         return Ok(());
     }
@@ -160,8 +160,11 @@ impl InstanceService {
     /// Takes the backup; the caller holds the instance's lock (blocking).
     fn backup_locked(&self, inst: &Instance, mut w: Writer, op: &OpHandle) -> Result<()> {
         let name = &inst.name;
+        // Its NICs and volumes as they are, for a restore to know its networks.
+        let mut whole = inst.clone();
+        self.with_devices(std::slice::from_mut(&mut whole))?;
         let record = Record {
-            instance: inst.clone(),
+            instance: whole,
             own_config: inst.own_config.clone(),
         };
         w.blob(
@@ -292,6 +295,22 @@ impl InstanceService {
                 crate::image::short(&old.image)
             ))
         })?;
+        let req = self.recreate_request(&old, name, start);
+        let shift: Option<u32> = index.labels.get("shift").and_then(|s| s.parse().ok());
+        let fill: super::create::Fill =
+            Box::new(move |svc, inst, op| svc.restore_files(&store, &index, inst, shift, op));
+        self.create_with(req, BTreeMap::new(), Default::default(), Some(fill))
+    }
+
+    /// The request that makes instance `name` as `old` was: its type, image, limits,
+    /// command, environment and keys (its own; profiles are not taken along), on the
+    /// networks of its that exist here, and no volumes.
+    pub(super) fn recreate_request(
+        &self,
+        old: &Instance,
+        name: &str,
+        start: bool,
+    ) -> InstanceCreate {
         // Networks it had that exist here; none else.
         let networks: Vec<String> = old
             .nics
@@ -299,7 +318,7 @@ impl InstanceService {
             .map(|n| n.network.clone())
             .filter(|n| self.networks.get(n).is_ok())
             .collect();
-        let req = InstanceCreate {
+        InstanceCreate {
             name: name.to_string(),
             image: old.image.clone(),
             instance_type: old.instance_type,
@@ -321,11 +340,7 @@ impl InstanceService {
             profiles: Vec::new(),
             config: old.config.clone(),
             volumes: Vec::new(),
-        };
-        let shift: Option<u32> = index.labels.get("shift").and_then(|s| s.parse().ok());
-        let fill: super::create::Fill =
-            Box::new(move |svc, inst, op| svc.restore_files(&store, &index, inst, shift, op));
-        self.create_with(req, BTreeMap::new(), Default::default(), Some(fill))
+        }
     }
 
     /// Fills a new instance's files from a backup (blocking; inside its creation).

@@ -4,6 +4,7 @@
 pub mod autostart;
 pub mod backup;
 pub mod config;
+mod copy;
 mod create;
 mod devices;
 pub mod driver;

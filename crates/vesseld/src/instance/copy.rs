@@ -1,0 +1,274 @@
+//! `copy`: a new instance from an instance as it is now (a running container's cgroup
+//! frozen, a running VM's vCPUs stopped while its files are copied, so the copy is of one
+//! moment) or from one of its snapshots. Files are copied with reflinks where the file system
+//! can, into a staging directory under the source's lock; the new instance is then made by
+//! the normal creation, which takes the staged files before its first start (and is rolled
+//! back whole if anything fails). It gets NICs of its own on the source's networks.
+
+use std::path::{Path, PathBuf};
+
+use vessel_api::{Instance, InstanceStatus, InstanceType, Operation, OperationStatus};
+
+use super::InstanceService;
+use crate::error::{chain, Error, Result};
+
+fn cp(src: &Path, dst: &Path) -> Result<()> {
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto", "--sparse=always", "--"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .map_err(|e| Error::internal(format!("cp: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::internal(format!(
+            "copying {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// What was staged: the source's writable layer, its root disk image, or a VM's disk.
+enum Staged {
+    Upper(PathBuf),
+    RootImage(PathBuf),
+    VmDisk(PathBuf),
+    Nothing,
+}
+
+impl InstanceService {
+    /// Starts the operation that makes instance `dst` (qualified) a copy of `src` (or of its
+    /// snapshot `snap`), started after when `start`.
+    pub fn copy(&self, src: &str, snap: Option<&str>, dst: &str, start: bool) -> Result<Operation> {
+        crate::name::validate_qualified("instance", dst)?;
+        let from = self.get_stored(src)?;
+        if let Some(s) = snap {
+            self.snapshot(src, s)?;
+        }
+        if from.storage.is_some() {
+            return Err(Error::invalid(format!(
+                "{src}'s root disk is a volume in pool {:?}: copying such instances is not \
+                 supported yet (back it up and restore the backup under the new name)",
+                from.storage.as_deref().unwrap_or_default()
+            )));
+        }
+        if self.get_stored(dst).is_ok() {
+            return Err(Error::conflict(format!(
+                "an instance named {dst:?} already exists; pick another name or delete it first"
+            )));
+        }
+        let (svc, src, dst, snap) = (
+            self.clone(),
+            src.to_string(),
+            dst.to_string(),
+            snap.map(str::to_string),
+        );
+        let what = match &snap {
+            Some(s) => format!("{src}/{s}"),
+            None => src.clone(),
+        };
+        Ok(self.ops.spawn(
+            format!("Copying instance {what} to {dst}"),
+            vec![super::path_of(&src), super::path_of(&dst)],
+            false,
+            move |op| async move {
+                let staging = svc
+                    .driver
+                    .instances_dir
+                    .join(format!(".copy-{}", uuid::Uuid::new_v4().simple()));
+                let result = async {
+                    op.progress(Some(10), "copying files");
+                    let (from, staged) = {
+                        let lock = svc.lock_for(&src);
+                        let _g = lock.lock().await;
+                        let inst = svc.get_stored(&src)?;
+                        let (s, i, st, sn) =
+                            (svc.clone(), inst.clone(), staging.clone(), snap.clone());
+                        let staged = tokio::task::spawn_blocking(move || {
+                            s.stage_copy(&i, sn.as_deref(), &st)
+                        })
+                        .await
+                        .map_err(|e| Error::internal(format!("copy task: {e}")))??;
+                        let mut whole = inst;
+                        svc.with_devices(std::slice::from_mut(&mut whole))?;
+                        (whole, staged)
+                    };
+                    op.progress(Some(60), "making the new instance");
+                    let req = svc.recreate_request(&from, &dst, start);
+                    let shift = svc.driver.shift(&from);
+                    let fill: super::create::Fill =
+                        Box::new(move |svc, inst, _op| svc.take_staged(inst, staged, shift));
+                    let made =
+                        svc.create_with(req, Default::default(), Default::default(), Some(fill))?;
+                    let done = svc.ops.wait(&made.id, None).await?;
+                    if done.status != OperationStatus::Success {
+                        return Err(Error::conflict(
+                            done.error
+                                .unwrap_or_else(|| "making the copy failed".into()),
+                        ));
+                    }
+                    Ok(())
+                }
+                .await;
+                if staging.exists() {
+                    let _ = std::fs::remove_dir_all(&staging);
+                }
+                result
+            },
+        ))
+    }
+
+    /// Copies the source's files into `staging` (blocking; the caller holds its lock).
+    fn stage_copy(&self, inst: &Instance, snap: Option<&str>, staging: &Path) -> Result<Staged> {
+        let name = &inst.name;
+        std::fs::create_dir_all(staging)
+            .map_err(|e| Error::internal(format!("{}: {e}", staging.display())))?;
+        if let Some(s) = snap {
+            return self.stage_snapshot(inst, s, staging);
+        }
+        let running = inst.status == InstanceStatus::Running;
+        match inst.instance_type {
+            InstanceType::Container => {
+                if running {
+                    self.driver.pause(name)?;
+                }
+                let r = (|| {
+                    let dst = staging.join("upper");
+                    match self.root_place(inst)? {
+                        super::root_disk::RootPlace::Shared => {
+                            cp(&self.driver.dir(name).join("upper"), &dst)?;
+                            Ok(Staged::Upper(dst))
+                        }
+                        super::root_disk::RootPlace::Disk(_) => {
+                            if running {
+                                let mount = self.driver.disk_mount(name);
+                                let out = std::process::Command::new("sync")
+                                    .arg("-f")
+                                    .arg(&mount)
+                                    .status();
+                                if !out.is_ok_and(|s| s.success()) {
+                                    return Err(Error::internal("syncing the root disk"));
+                                }
+                            }
+                            let dst = staging.join("root.img");
+                            cp(&self.driver.root_image(name), &dst)?;
+                            Ok(Staged::RootImage(dst))
+                        }
+                    }
+                })();
+                if running {
+                    if let Err(e) = self.driver.resume(name) {
+                        tracing::warn!(instance = %name, error = %e, "thawing after a copy");
+                    }
+                }
+                r
+            }
+            InstanceType::Vm => {
+                let disk = self.vms.instances_dir.join(name).join("root.qcow2");
+                if !disk.is_file() {
+                    return Ok(Staged::Nothing);
+                }
+                let vm = if running { self.vms.get(name) } else { None };
+                if let Some(vm) = &vm {
+                    vm.pause().map_err(|e| Error::conflict(chain(&e)))?;
+                }
+                let dst = staging.join("root.qcow2");
+                let r = cp(&disk, &dst);
+                if let Some(vm) = &vm {
+                    if let Err(e) = vm.resume() {
+                        tracing::warn!(vm = %name, error = %chain(&e), "resuming after a copy");
+                    }
+                }
+                r?;
+                // Its internal snapshots are the source's, not the copy's.
+                for tag in vessel_vm::disk_snapshots(&dst).unwrap_or_default() {
+                    let _ = vessel_vm::disk_snapshot(&dst, vessel_vm::DiskSnapshot::Delete, &tag);
+                }
+                Ok(Staged::VmDisk(dst))
+            }
+        }
+    }
+
+    /// Copies what snapshot `snap` holds of the source into `staging`.
+    fn stage_snapshot(&self, inst: &Instance, snap: &str, staging: &Path) -> Result<Staged> {
+        let view = self.snapshot(&inst.name, snap)?;
+        match inst.instance_type {
+            InstanceType::Container => {
+                let dir = self.driver.dir(&inst.name).join("snapshots").join(snap);
+                if dir.join("upper").is_dir() {
+                    let dst = staging.join("upper");
+                    cp(&dir.join("upper"), &dst)?;
+                    Ok(Staged::Upper(dst))
+                } else if dir.join("root.img").is_file() {
+                    let dst = staging.join("root.img");
+                    cp(&dir.join("root.img"), &dst)?;
+                    Ok(Staged::RootImage(dst))
+                } else {
+                    Err(Error::invalid(format!(
+                        "snapshot {snap} of {} is kept by its pool ({}): copying from it is \
+                         not supported yet",
+                        inst.name, view.kind
+                    )))
+                }
+            }
+            InstanceType::Vm => {
+                let disk = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
+                let dst = staging.join("root.qcow2");
+                // The whole image read shared (QEMU may hold it), then put back to the
+                // snapshot and rid of every internal snapshot.
+                let out = std::process::Command::new("qemu-img")
+                    .args(["convert", "-U", "-O", "qcow2", "-l"])
+                    .arg(format!("snapshot.name={snap}"))
+                    .arg(&disk)
+                    .arg(&dst)
+                    .output()
+                    .map_err(|e| Error::internal(format!("qemu-img convert: {e}")))?;
+                if !out.status.success() {
+                    return Err(Error::conflict(format!(
+                        "reading snapshot {snap} of {}: {}",
+                        inst.name,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+                Ok(Staged::VmDisk(dst))
+            }
+        }
+    }
+
+    /// Moves staged files into the new instance `inst` (blocking; inside its creation).
+    fn take_staged(&self, inst: &Instance, staged: Staged, shift: Option<u32>) -> Result<()> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e: std::io::Error| Error::internal(format!("{}: {e}", p.display()))
+        };
+        match staged {
+            Staged::Nothing => Ok(()),
+            Staged::Upper(src) => {
+                let (upper, _disk) = self.open_writable(inst)?;
+                std::fs::remove_dir(&upper).map_err(io(&upper))?;
+                std::fs::rename(&src, &upper).map_err(io(&upper))?;
+                if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
+                    super::backup::remap(&upper, from, to).map_err(io(&upper))?;
+                }
+                Ok(())
+            }
+            Staged::RootImage(src) => {
+                let image = self.driver.root_image(&inst.name);
+                std::fs::rename(&src, &image).map_err(io(&image))?;
+                if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
+                    let (upper, _disk) = self.open_writable(inst)?;
+                    super::backup::remap(&upper, from, to).map_err(io(&upper))?;
+                }
+                Ok(())
+            }
+            Staged::VmDisk(src) => {
+                let user = super::vm_files::qemu_user(inst)?;
+                let disk = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
+                let _ = std::fs::remove_file(&disk);
+                std::fs::rename(&src, &disk).map_err(io(&disk))?;
+                std::os::unix::fs::chown(&disk, Some(user.uid), Some(user.gid)).map_err(io(&disk))
+            }
+        }
+    }
+}
