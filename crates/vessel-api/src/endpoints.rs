@@ -437,6 +437,43 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Operation"),
     },
     Endpoint {
+        id: "instance_export",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/export",
+        summary: "The instance as one portable archive: its record and data as a backup, \
+                  with every chunk it names (a running instance is paused while read)",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Bytes,
+    },
+    Endpoint {
+        id: "archives_import",
+        method: Method::Post,
+        path: "/1.0/archives",
+        summary: "Make an instance from an archive of `export` (the body), every entry and \
+                  chunk checked before anything is made; returns an operation",
+        query: &[
+            Query {
+                name: "name",
+                description: "the new instance's name (default: the exported one's)",
+                required: false,
+            },
+            Query {
+                name: "start",
+                description: "1 to start it once made",
+                required: false,
+            },
+        ],
+        request: Body::Bytes,
+        status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "instance_snapshots_list",
         method: Method::Get,
         path: "/1.0/instances/{name}/snapshots",

@@ -199,6 +199,22 @@ impl Chunks {
         Ok(Stored::Written(body.len() as u64))
     }
 
+    /// Stores a chunk file's bytes as they came (from an archive), once they decode to
+    /// content matching `d`.
+    pub fn put_raw(&self, d: &Digest, raw: &[u8]) -> Result<()> {
+        let data = decode(raw).map_err(|why| BackupError::Corrupt(format!("chunk {d}: {why}")))?;
+        if Digest::of(&data) != *d {
+            return Err(BackupError::Corrupt(format!(
+                "chunk {d}: its content does not match its name"
+            )));
+        }
+        let path = self.path(d);
+        let tmp = path.with_file_name(format!(".{d}.import.tmp"));
+        std::fs::write(&tmp, raw)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io("writing chunk", &path))
+    }
+
     /// Chunk `d`'s content, checked against its name.
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
         let path = self.path(d);

@@ -10,6 +10,7 @@
 //! This crate knows nothing of instances, projects or the daemon: it backs up and restores
 //! directories, files and bytes.
 
+mod archive;
 mod block;
 mod chunk;
 mod error;

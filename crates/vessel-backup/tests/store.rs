@@ -387,3 +387,87 @@ fn prune_keeps_what_the_policy_says() {
         .collect();
     assert_eq!(left, ids[2..]);
 }
+
+#[test]
+fn an_archive_carries_a_backup_and_a_damaged_or_hostile_one_leaves_nothing() {
+    let t = Tmp::new("archive");
+    let src = t.0.join("src");
+    sample_tree(&src);
+    let store = Store::create(&t.0.join("store"), StoreConfig::default()).unwrap();
+    let mut w = store.writer("web").unwrap();
+    w.blob("instance", b"{}").unwrap();
+    w.tree("rootfs", &src, &mut |_| {}).unwrap();
+    let (index, _) = w.finish(Default::default()).unwrap();
+    let mut archive = Vec::new();
+    store
+        .export_archive(&index, &mut archive, &mut |_| {})
+        .unwrap();
+    // Whole: imported and restored elsewhere.
+    let (other, i2) = Store::import_archive(&archive[..], &t.0.join("imported")).unwrap();
+    assert_eq!(i2, index);
+    let out = t.0.join("out");
+    other
+        .restore_tree(&i2, "rootfs", &out, &mut |_| {})
+        .unwrap();
+    assert_eq!(describe(&src), describe(&out));
+    // Truncated anywhere, or one byte flipped in a sample of places: refused, nothing left.
+    let target = t.0.join("bad");
+    let step = (archive.len() / 97).max(1);
+    // (What follows the last entry's data is the tar's padding: cutting it loses nothing.)
+    let data_end = archive.iter().rposition(|b| *b != 0).unwrap() + 1;
+    for cut in (0..data_end).step_by(step) {
+        assert!(
+            Store::import_archive(&archive[..cut], &target).is_err(),
+            "cut at {cut}"
+        );
+        assert!(!target.exists());
+    }
+    let mut checked = 0;
+    for at in (0..archive.len()).step_by(step) {
+        let mut bad = archive.clone();
+        bad[at] ^= 0x04;
+        // A flip in tar padding or an unused header field changes nothing that matters.
+        if let Ok((s, i)) = Store::import_archive(&bad[..], &target) {
+            let out = t.0.join("check");
+            s.restore_tree(&i, "rootfs", &out, &mut |_| {}).unwrap();
+            assert_eq!(
+                describe(&src),
+                describe(&out),
+                "flip at {at} changed the data"
+            );
+            std::fs::remove_dir_all(&out).unwrap();
+            std::fs::remove_dir_all(&target).unwrap();
+        } else {
+            checked += 1;
+            assert!(!target.exists());
+        }
+    }
+    assert!(checked > 20, "only {checked} flips were refused");
+    // Hostile entries: a path out of the store, a link.
+    for hostile in ["../../evil", "chunks/aa/../../../evil"] {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append_data(&mut h, "vessel-archive.json", &b"x"[..]).ok();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_cksum();
+        let _ = b.append_data(&mut h, hostile, &b"x"[..]);
+        let data = b.into_inner().unwrap();
+        assert!(Store::import_archive(&data[..], &target).is_err());
+        assert!(!target.exists());
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_link_name("/etc/passwd").unwrap();
+    h.set_cksum();
+    b.append_data(&mut h, "index", &b""[..]).unwrap();
+    let data = b.into_inner().unwrap();
+    let e = Store::import_archive(&data[..], &target).unwrap_err();
+    assert!(e.to_string().contains("not a plain file"), "{e}");
+    assert!(!target.exists());
+}

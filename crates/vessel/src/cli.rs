@@ -270,6 +270,28 @@ pub enum Command {
         #[arg(long)]
         alias: String,
     },
+    /// Write an instance to one portable archive file (its record and data, every piece
+    /// checksummed), which `vessel import` makes an instance from on this or another host.
+    #[command(
+        after_help = "Example:\n  vessel export web web.vessel && vessel import web.vessel web-copy --start"
+    )]
+    Export {
+        /// The instance (a running one is paused while read).
+        name: String,
+        /// The file to write.
+        file: std::path::PathBuf,
+    },
+    /// Make an instance from an archive of `vessel export` (checked whole before anything is
+    /// made).
+    Import {
+        /// The archive.
+        file: std::path::PathBuf,
+        /// The new instance's name (default: the exported one's).
+        name: Option<String>,
+        /// Start it once made.
+        #[arg(long)]
+        start: bool,
+    },
     /// Make a new instance as one is now (a running one is paused while its files are
     /// copied) or as one of its snapshots has it (SOURCE/SNAPSHOT).
     #[command(

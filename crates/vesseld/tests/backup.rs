@@ -237,3 +237,56 @@ fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
     assert!(out.contains(&sum), "{out}");
     d.ok(&["delete", "-f", "g"]);
 }
+
+/// `export` writes one archive; `import` makes the instance from it (here and on another
+/// host), and a damaged archive makes nothing and leaves nothing.
+#[test]
+fn an_exported_archive_is_imported_whole_and_a_damaged_one_makes_nothing() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "src", "--no-network"]);
+    let (code, out) = d.sh(
+        "src",
+        "head -c 3000000 /dev/urandom > /blob && md5sum /blob",
+    );
+    assert_eq!(code, 0, "{out}");
+    let sum = out.split_whitespace().next().unwrap().to_string();
+    let file = d.dir.join("src.vessel");
+    d.ok(&["export", "src", file.to_str().unwrap()]);
+    assert!(std::fs::metadata(&file).unwrap().len() > 3_000_000);
+    assert_eq!(d.info("src")["status"], "running");
+    d.ok(&["import", file.to_str().unwrap(), "copy", "--start"]);
+    assert!(d.sh("copy", "md5sum /blob").1.contains(&sum));
+    // On another host, under its own name.
+    let other = Daemon::start();
+    other.busybox();
+    other.ok(&["import", file.to_str().unwrap(), "--start"]);
+    assert!(other.sh("src", "md5sum /blob").1.contains(&sum));
+    other.ok(&["delete", "-f", "src"]);
+    // Damaged: cut short, or one byte of a chunk changed.
+    let data = std::fs::read(&file).unwrap();
+    let cut = d.dir.join("cut.vessel");
+    std::fs::write(&cut, &data[..data.len() / 2]).unwrap();
+    let err = d.fails(&["import", cut.to_str().unwrap(), "bad1"]);
+    assert!(
+        err.contains("truncated") || err.contains("damaged"),
+        "{err}"
+    );
+    let flipped = d.dir.join("flipped.vessel");
+    let mut bad = data.clone();
+    let at = data.len() * 3 / 4;
+    bad[at] ^= 0x20;
+    std::fs::write(&flipped, &bad).unwrap();
+    let err = d.fails(&["import", flipped.to_str().unwrap(), "bad2"]);
+    assert!(err.contains("damaged"), "{err}");
+    for n in ["bad1", "bad2"] {
+        assert!(d.fails(&["info", n]).contains("not found"));
+    }
+    let left: Vec<_> = std::fs::read_dir(d.root().join("archives"))
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+    for n in ["src", "copy"] {
+        d.ok(&["delete", "-f", n]);
+    }
+}

@@ -97,6 +97,10 @@ pub fn run(
             network::admin_init(&client, subnet, format)
         }
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
+        Command::Export { name, file } => snapshot::export(&client, &name, &file),
+        Command::Import { file, name, start } => {
+            snapshot::import(&client, &file, name.as_deref(), start)
+        }
         Command::Copy {
             source,
             name,

@@ -106,3 +106,95 @@ pub fn copy(client: &Client, source: &str, name: &str, start: bool) -> Result<i3
     println(format!("Instance {name} made as a copy of {source}"))?;
     Ok(0)
 }
+
+/// A progress bar of `len` bytes on standard error (hidden when it is not a terminal).
+fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// `export NAME FILE`.
+pub fn export(client: &Client, name: &str, file: &std::path::Path) -> Result<i32> {
+    use anyhow::Context;
+    use std::io::Write;
+    eprintln!("Backing up {name} for the archive...");
+    let resp = client.request(
+        "GET",
+        &format!("/1.0/instances/{}/export", seg(name)),
+        crate::client::RequestBody::Empty,
+    )?;
+    let len = resp
+        .head
+        .header("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let pb = bar(len, "writing");
+    let mut out =
+        std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    let mut body = pb.wrap_read(resp.body);
+    let copied = std::io::copy(&mut body, &mut out).and_then(|n| out.flush().map(|_| n));
+    pb.finish_and_clear();
+    match copied {
+        Ok(n) if len == 0 || n == len => {
+            println(format!("Wrote {} ({n} bytes)", file.display()))?;
+            Ok(0)
+        }
+        r => {
+            // A partial archive would look whole later: remove it.
+            let _ = std::fs::remove_file(file);
+            match r {
+                Ok(n) => anyhow::bail!("the archive ended after {n} of {len} bytes"),
+                Err(e) => Err(e).with_context(|| format!("cannot write {}", file.display())),
+            }
+        }
+    }
+}
+
+/// `import FILE [NAME]`.
+pub fn import(
+    client: &Client,
+    file: &std::path::Path,
+    name: Option<&str>,
+    start: bool,
+) -> Result<i32> {
+    use anyhow::Context;
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let mut q = Vec::new();
+    if let Some(n) = name {
+        q.push(format!("name={}", seg(n)));
+    }
+    if start {
+        q.push("start=1".to_string());
+    }
+    let target = if q.is_empty() {
+        "/1.0/archives".to_string()
+    } else {
+        format!("/1.0/archives?{}", q.join("&"))
+    };
+    let pb = bar(len, "sending");
+    let mut reader = pb.wrap_read(f);
+    let op: Operation = client
+        .request(
+            "POST",
+            &target,
+            crate::client::RequestBody::Stream(&mut reader, len),
+        )?
+        .json()?;
+    pb.finish_and_clear();
+    operation::wait(client, op)?;
+    println(format!("Instance made from {}", file.display()))?;
+    Ok(0)
+}

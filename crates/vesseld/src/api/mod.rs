@@ -2,6 +2,7 @@
 //! mounted from `vessel_api::endpoints::ENDPOINTS`, so the daemon serves exactly the paths
 //! the OpenAPI document names. No syscalls and no store access here.
 
+mod archives;
 mod auth;
 mod backups;
 mod guard;
@@ -168,6 +169,8 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
         "instance_copy" => on(f, snapshots::copy),
+        "instance_export" => on(f, archives::export),
+        "archives_import" => on(f, archives::import),
         "instance_snapshots_list" => on(f, snapshots::list),
         "instance_snapshot_create" => on(f, snapshots::create),
         "instance_snapshot_get" => on(f, snapshots::get),

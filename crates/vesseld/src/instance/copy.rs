@@ -38,6 +38,11 @@ enum Staged {
 }
 
 impl InstanceService {
+    /// Waits for operation `id` to end.
+    pub async fn ops_wait(&self, id: &str) -> Result<Operation> {
+        self.ops.wait(id, None).await
+    }
+
     /// Starts the operation that makes instance `dst` (qualified) a copy of `src` (or of its
     /// snapshot `snap`), started after when `start`.
     pub fn copy(&self, src: &str, snap: Option<&str>, dst: &str, start: bool) -> Result<Operation> {

@@ -1,0 +1,181 @@
+//! Portable instance archives: `export` takes a backup of the instance into a store of its
+//! own, packs it (the backup and every chunk it names) into one file and sends it; `import`
+//! receives such a file, reads it into a store of its own (every entry and chunk checked
+//! before anything is made) and restores the instance from it. Both stores are temporary.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use vessel_api::OperationStatus;
+use vessel_backup::Store;
+
+use super::scope::ProjectScope;
+use super::App;
+use crate::backup::error as store_error;
+use crate::error::{Error, Result};
+
+/// The largest archive taken.
+const MAX_ARCHIVE: u64 = 1 << 40;
+
+/// A temporary directory under the daemon's root, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(app: &App) -> Result<Scratch> {
+        let dir = PathBuf::from(&app.info.root_dir)
+            .join("archives")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("archive task: {e}")))?
+}
+
+pub async fn export(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    let name = scope.q(&name)?;
+    let scratch = Scratch::new(&app)?;
+    let dir = scratch.0.join("store");
+    let store =
+        blocking(move || Store::create(&dir, Default::default()).map_err(store_error)).await?;
+    let (op, id) = app
+        .instances
+        .backup(&name, store.clone())
+        .map_err(|e| scope.error(e))?;
+    let done = app.ops.wait(&op.id, None).await?;
+    if done.status != OperationStatus::Success {
+        return Err(scope.error(Error::conflict(
+            done.error.unwrap_or_else(|| "the backup failed".into()),
+        )));
+    }
+    let file = scratch.0.join("archive.tar");
+    let (s, f, n) = (store.clone(), file.clone(), name.clone());
+    blocking(move || {
+        let index = s.get(&n, &id).map_err(store_error)?;
+        let out = std::fs::File::create(&f)
+            .map_err(|e| Error::internal(format!("{}: {e}", f.display())))?;
+        s.export_archive(&index, std::io::BufWriter::new(out), &mut |_| {})
+            .map_err(store_error)
+    })
+    .await?;
+    let archive = std::fs::File::open(&file)
+        .map_err(|e| Error::internal(format!("opening the archive: {e}")))?;
+    let len = archive.metadata().map(|m| m.len()).unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        // The scratch directory goes once the archive is sent (the open file stays readable).
+        let _scratch = scratch;
+        use std::io::Read;
+        let mut archive = archive;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match archive.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+pub async fn import(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response> {
+    let new_name = match q.get("name") {
+        Some(n) => {
+            crate::name::validate_name("instance", n)?;
+            Some(scope.q(n)?)
+        }
+        None => None,
+    };
+    let start = matches!(q.get("start").map(String::as_str), Some("1" | "true"));
+    let scratch = Scratch::new(&app)?;
+    let upload = scratch.0.join("upload.tar");
+    super::handlers::receive_upload(body, &upload, MAX_ARCHIVE, "archive").await?;
+    let (svc, projects, project) = (app.instances.clone(), app.projects.clone(), scope.clone());
+    let op = app.ops.spawn(
+        "Importing an instance".into(),
+        vec!["/1.0/instances".into()],
+        false,
+        move |op| async move {
+            let _scratch = scratch;
+            op.progress(Some(10), "checking the archive");
+            let (u, d) = (upload.clone(), _scratch.0.join("store"));
+            let (store, index) = blocking(move || {
+                let f = std::fs::File::open(&u)
+                    .map_err(|e| Error::internal(format!("{}: {e}", u.display())))?;
+                Store::import_archive(std::io::BufReader::new(f), &d).map_err(store_error)
+            })
+            .await?;
+            let (s, i) = (store.clone(), index.clone());
+            let old = blocking(move || crate::instance::backup::backed_up(&s, &i)).await?;
+            // As the project names it: an archive of another project's instance keeps its
+            // name within this one.
+            let name = match new_name {
+                Some(n) => n,
+                None => {
+                    let (_, plain) = crate::project::split(&old.name);
+                    project.q(plain)?
+                }
+            };
+            let quota = projects.quota(project.name())?;
+            let _held = projects.quota_guard(project.name()).await;
+            let usage =
+                crate::project::quota::usage_of(project.name(), &svc.held_records().await?, 0);
+            quota.admits(&usage, old.instance_type, &old.limits, None)?;
+            op.progress(Some(40), "making the instance");
+            let made = svc.restore(store, index, &name, start)?;
+            drop(_held);
+            let done = svc.ops_wait(&made.id).await?;
+            if done.status != OperationStatus::Success {
+                return Err(Error::conflict(
+                    done.error
+                        .unwrap_or_else(|| "making the instance failed".into()),
+                ));
+            }
+            Ok(())
+        },
+    );
+    Ok((StatusCode::ACCEPTED, Json(scope.operation(op))).into_response())
+}
