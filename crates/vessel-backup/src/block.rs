@@ -21,14 +21,25 @@ pub fn backup(
     path: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Vec<ChunkRef>, Stats)> {
-    let mut f = File::open(path).map_err(io("opening", path))?;
+    let f = File::open(path).map_err(io("opening", path))?;
+    backup_from(chunks, f, path, progress)
+}
+
+/// Backs up a disk read from `input` (a file, or a stream such as `qemu-img convert`'s);
+/// `what` names it in errors.
+pub fn backup_from(
+    chunks: &Chunks,
+    mut input: impl Read,
+    what: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Vec<ChunkRef>, Stats)> {
     let mut storer = Storer::new(chunks)?;
     let mut stats = Stats::default();
     loop {
         let mut buf = vec![0u8; BLOCK_CHUNK];
         let mut n = 0;
         while n < BLOCK_CHUNK {
-            let r = f.read(&mut buf[n..]).map_err(io("reading", path))?;
+            let r = input.read(&mut buf[n..]).map_err(io("reading", what))?;
             if r == 0 {
                 break;
             }

@@ -583,6 +583,26 @@ impl Writer {
         Ok(stats)
     }
 
+    /// Adds a disk read from `input` (a stream) as archive `name`; `what` names it in errors.
+    pub fn block_from(
+        &mut self,
+        name: &str,
+        input: impl std::io::Read,
+        what: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Stats> {
+        let (chunks, stats) = crate::block::backup_from(&self.store.chunks, input, what, progress)?;
+        self.stats.add(&stats);
+        self.add(Archive {
+            name: name.to_string(),
+            kind: ArchiveKind::Block,
+            size: stats.bytes,
+            chunks,
+            meta: Vec::new(),
+        })?;
+        Ok(stats)
+    }
+
     /// Writes the index once every chunk it names is durable: the backup exists from here.
     pub fn finish(
         mut self,

@@ -222,12 +222,22 @@ fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
     let sum = out.split_whitespace().next().unwrap().to_string();
     let b: serde_json::Value =
         serde_json::from_str(&d.ok(&["backup", "create", "g", "--format", "json"])).unwrap();
-    assert_eq!(b["archives"][1]["name"], "root.qcow2", "{b}");
+    // The disk as the guest sees it, read from a snapshot while the guest ran on.
+    assert_eq!(b["archives"][1]["name"], "root.raw", "{b}");
     assert_eq!(d.info("g")["status"], "running");
     assert_eq!(
         d.sh("g", "echo alive").1.trim(),
         "alive",
         "the guest runs on"
+    );
+    // Again: the disk's unchanged regions are stored once.
+    let store = d.root().join("backups");
+    let before = du(&store);
+    d.ok(&["backup", "create", "g"]);
+    let grown = du(&store) - before;
+    assert!(
+        grown * 20 < before,
+        "a second backup added {grown} bytes to {before}"
     );
     d.ok(&["delete", "-f", "g"]);
     d.ok(&["backup", "restore", "g", "--start"]);

@@ -187,8 +187,10 @@ impl InstanceService {
             inst.status,
             InstanceStatus::Running | InstanceStatus::Frozen
         );
-        // Paused only if it was not already (a frozen instance stays frozen).
-        let _paused = if inst.status == InstanceStatus::Running {
+        // Paused only if it was not already (a frozen instance stays frozen); a VM whose
+        // disk is a qcow2 image is not: its disk is read from an internal snapshot.
+        let snapshot_read = inst.instance_type == InstanceType::Vm && inst.storage.is_none();
+        let _paused = if inst.status == InstanceStatus::Running && !snapshot_read {
             op.progress(Some(5), "pausing the instance");
             match inst.instance_type {
                 InstanceType::Container => self.driver.pause(name)?,
@@ -228,10 +230,16 @@ impl InstanceService {
             InstanceType::Vm => {
                 // A VM without a disk of its own (its image boots from memory, or it never
                 // started and its overlay is not made yet) is its record alone.
-                if let Some((archive, file)) = self.vm_root_file(inst)? {
-                    let total = std::fs::metadata(&file).map_or(0, |m| m.len());
-                    let mut p = progress(op, "reading the disk", 10, 95, total);
-                    w.block(archive, &file, &mut p).map_err(store_error)?;
+                match self.vm_root_file(inst)? {
+                    Some((_, file)) if snapshot_read => {
+                        self.vm_disk_backup(inst, &file, running, &mut w, op)?
+                    }
+                    Some((archive, file)) => {
+                        let total = std::fs::metadata(&file).map_or(0, |m| m.len());
+                        let mut p = progress(op, "reading the disk", 10, 95, total);
+                        w.block(archive, &file, &mut p).map_err(store_error)?;
+                    }
+                    None => {}
                 }
             }
         }
@@ -252,6 +260,65 @@ impl InstanceService {
             &format!("/1.0/backups/{name}/{}", index.id),
         );
         Ok(())
+    }
+
+    /// Backs up a VM's qcow2 root disk as the guest sees it (`root.raw`): of a running VM
+    /// from an internal snapshot taken for it (the guest runs on meanwhile), of a stopped
+    /// one as it is. Disks of instances made from one image share the image's chunks.
+    fn vm_disk_backup(
+        &self,
+        inst: &Instance,
+        disk: &Path,
+        running: bool,
+        w: &mut Writer,
+        op: &OpHandle,
+    ) -> Result<()> {
+        let tag = format!(
+            "backup-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let vm = if running {
+            self.vms.get(&inst.name)
+        } else {
+            None
+        };
+        if let Some(vm) = &vm {
+            op.progress(Some(10), "taking a disk snapshot");
+            vm.snapshot_disk(disk, &tag)
+                .map_err(|e| Error::conflict(crate::error::chain(&e)))?;
+        }
+        let raw = disk.with_file_name(format!(".{tag}.raw"));
+        let r = (|| -> Result<()> {
+            op.progress(Some(20), "reading the disk");
+            let mut cmd = std::process::Command::new("qemu-img");
+            cmd.args(["convert", "-U", "-O", "raw"]);
+            if vm.is_some() {
+                cmd.arg("-l").arg(format!("snapshot.name={tag}"));
+            }
+            let out = cmd
+                .arg(disk)
+                .arg(&raw)
+                .output()
+                .map_err(|e| Error::internal(format!("qemu-img convert: {e}")))?;
+            if !out.status.success() {
+                return Err(Error::internal(format!(
+                    "reading the disk of {}: {}",
+                    inst.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            let total = std::fs::metadata(&raw).map_or(0, |m| m.len());
+            let mut p = progress(op, "storing the disk", 40, 95, total);
+            w.block("root.raw", &raw, &mut p).map_err(store_error)?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&raw);
+        if let Some(vm) = &vm {
+            if let Err(e) = vm.delete_disk_snapshot(disk, &tag) {
+                tracing::warn!(instance = %inst.name, error = %crate::error::chain(&e), "deleting a backup's disk snapshot");
+            }
+        }
+        r
     }
 
     /// A VM's root disk, if it has one: the archive it goes to and its file.
@@ -343,6 +410,60 @@ impl InstanceService {
         }
     }
 
+    /// Makes a VM's root disk from `root.raw`: an overlay over its image's disk holding
+    /// what differs from it.
+    fn restore_vm_raw(
+        &self,
+        store: &Store,
+        index: &Index,
+        inst: &Instance,
+        op: &OpHandle,
+    ) -> Result<()> {
+        let user = super::vm_files::qemu_user(inst)?;
+        let dir = self.vms.instances_dir.join(&inst.name);
+        let disk = dir.join("root.qcow2");
+        let raw = dir.join(".root.raw.restoring");
+        let _ = std::fs::remove_file(&raw);
+        let a = index.archive("root.raw").map_err(store_error)?;
+        let mut p = progress(op, "restoring the disk", 30, 80, a.size);
+        let r = (|| -> Result<()> {
+            store
+                .restore_block(index, "root.raw", &raw, &mut p)
+                .map_err(store_error)?;
+            let image = self.images.by_fingerprint(&inst.image)?;
+            let backing = super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
+                .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
+            let format = vessel_vm::image_info(&backing, None)
+                .map_err(|e| Error::internal(crate::error::chain(&e)))?
+                .format;
+            let _ = std::fs::remove_file(&disk);
+            let out = std::process::Command::new("qemu-img")
+                .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-B"])
+                .arg(&backing)
+                .args(["-F", &format])
+                .arg(&raw)
+                .arg(&disk)
+                .output()
+                .map_err(|e| Error::internal(format!("qemu-img convert: {e}")))?;
+            if !out.status.success() {
+                let _ = std::fs::remove_file(&disk);
+                return Err(Error::internal(format!(
+                    "making the disk of {}: {}",
+                    inst.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&disk, Some(user.uid), Some(user.gid))
+                .and_then(|()| {
+                    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| Error::internal(format!("{}: {e}", disk.display())))
+        })();
+        let _ = std::fs::remove_file(&raw);
+        r
+    }
+
     /// Fills a new instance's files from a backup (blocking; inside its creation).
     fn restore_files(
         &self,
@@ -400,6 +521,9 @@ impl InstanceService {
                             .write_block_into(index, "root", &file, &mut p)
                             .map_err(store_error)?;
                         Ok(())
+                    }
+                    None if index.archive("root.raw").is_ok() => {
+                        self.restore_vm_raw(store, index, inst, op)
                     }
                     None => {
                         let Ok(a) = index.archive("root.qcow2") else {
