@@ -318,16 +318,19 @@ impl Walk<'_> {
         let mut size = 0u64;
         let max = self.sizes.max as usize;
         // Read a window of several maximum chunks at a time and cut it; what follows the
-        // last cut starts the next window.
-        let mut buf: Vec<u8> = Vec::with_capacity(max * 4);
+        // last cut starts the next window. The buffer grows with what is read (most files
+        // are far smaller than a window: no window-sized buffer is cleared for them).
+        let window = max * 4;
+        let mut buf: Vec<u8> = Vec::with_capacity((m.len() as usize).min(window) + 1);
         let mut eof = false;
         while !eof || !buf.is_empty() {
-            while !eof && buf.len() < max * 4 {
-                let start = buf.len();
-                buf.resize(max * 4, 0);
-                let n = f.read(&mut buf[start..]).map_err(io("reading", path))?;
-                buf.truncate(start + n);
-                if n == 0 {
+            if !eof && buf.len() < window {
+                let want = (window - buf.len()) as u64;
+                let n = (&mut f)
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(io("reading", path))?;
+                if (n as u64) < want {
                     eof = true;
                 }
             }

@@ -233,6 +233,8 @@ impl Daemon {
     /// networks, then instances (whose volumes and NICs those provide).
     fn reconcile(&self) -> Result<(), DaemonError> {
         let app = &self.app;
+        // Scratch of exports and imports a previous run did not finish.
+        let _ = std::fs::remove_dir_all(Path::new(&app.info.root_dir).join("archives"));
         app.storage
             .reconcile()
             .map_err(|source| DaemonError::Service {

@@ -170,10 +170,14 @@ pub async fn restore(
     let old = blocking(move || crate::instance::backup::backed_up(&s, &i))
         .await
         .map_err(|e| scope.error(e))?;
-    let (kind, limits) = (old.instance_type, old.limits);
+    let (kind, limits) = (old.instance_type, old.limits.clone());
     let usage =
         crate::project::quota::usage_of(scope.name(), &app.instances.held_records().await?, 0);
     quota.admits(&usage, kind, &limits, None)?;
+    if let (Some(pool), Some(_)) = (&old.storage, limits.disk) {
+        let sizes = super::storage::own_sizes(&app, &scope, pool, None).await?;
+        quota.admits_in_pool(pool, &sizes, limits.disk)?;
+    }
     let op = app
         .instances
         .restore(store, index, &new_name, req.start)
