@@ -6,14 +6,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use vessel_api::OperationStatus;
 use vessel_backup::Store;
 
+use super::backups::blocking;
 use super::scope::ProjectScope;
 use super::App;
 use crate::backup::error as store_error;
@@ -40,12 +41,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("archive task: {e}")))?
 }
 
 pub async fn export(
@@ -80,40 +75,8 @@ pub async fn export(
     .await?;
     let archive = std::fs::File::open(&file)
         .map_err(|e| Error::internal(format!("opening the archive: {e}")))?;
-    let len = archive.metadata().map(|m| m.len()).unwrap_or(0);
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    tokio::task::spawn_blocking(move || {
-        // The scratch directory goes once the archive is sent (the open file stays readable).
-        let _scratch = scratch;
-        use std::io::Read;
-        let mut archive = archive;
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            match archive.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-tar".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-        ],
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-        .into_response())
+    // The scratch directory goes once the archive is sent (the open file stays readable).
+    Ok(super::handlers::tar_response(archive, scratch))
 }
 
 pub async fn import(
@@ -133,7 +96,12 @@ pub async fn import(
     let scratch = Scratch::new(&app)?;
     let upload = scratch.0.join("upload.tar");
     super::handlers::receive_upload(body, &upload, MAX_ARCHIVE, "archive").await?;
-    let (svc, projects, project) = (app.instances.clone(), app.projects.clone(), scope.clone());
+    let (svc, ops, projects, project) = (
+        app.instances.clone(),
+        app.ops.clone(),
+        app.projects.clone(),
+        scope.clone(),
+    );
     let op = app.ops.spawn(
         "Importing an instance".into(),
         vec!["/1.0/instances".into()],
@@ -167,7 +135,7 @@ pub async fn import(
             op.progress(Some(40), "making the instance");
             let made = svc.restore(store, index, &name, start)?;
             drop(_held);
-            let done = svc.ops_wait(&made.id).await?;
+            let done = ops.wait(&made.id, None).await?;
             if done.status != OperationStatus::Success {
                 return Err(Error::conflict(
                     done.error

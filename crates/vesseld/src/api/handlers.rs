@@ -480,9 +480,16 @@ pub async fn image_export(
     // The open file stays readable after its directory is gone.
     let _ = std::fs::remove_dir_all(&staging);
     let file = file.map_err(|e| Error::internal(format!("opening the archive: {e}")))?;
+    Ok(tar_response(file, ()))
+}
+
+/// A tar archive in an open file as a response, sent off the async runtime; `keep` is held
+/// until the last byte is sent (a scratch directory the file lies in, say).
+pub(super) fn tar_response<K: Send + 'static>(file: std::fs::File, keep: K) -> Response {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
+        let _keep = keep;
         use std::io::Read;
         let mut file = file;
         let mut buf = vec![0u8; 256 << 10];
@@ -504,14 +511,14 @@ pub async fn image_export(
             }
         }
     });
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "application/x-tar".to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
         ],
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn image_get(
