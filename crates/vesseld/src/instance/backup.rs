@@ -93,8 +93,8 @@ pub(super) fn remap(root: &Path, from: u32, to: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Un-pauses an instance paused for a backup when dropped.
-struct Paused<'a> {
+/// Un-pauses an instance paused for a backup, a snapshot or a copy when dropped.
+pub(super) struct Paused<'a> {
     svc: &'a InstanceService,
     inst: &'a Instance,
 }
@@ -111,8 +111,32 @@ impl Drop for Paused<'_> {
             },
         };
         if let Err(e) = r {
-            tracing::warn!(instance = %self.inst.name, error = %e, "resuming after a backup");
+            tracing::warn!(instance = %self.inst.name, error = %e, "resuming after a pause");
         }
+    }
+}
+
+impl InstanceService {
+    /// Pauses `inst` if it runs (a container's cgroup frozen, a VM's vCPUs stopped, which
+    /// also flushes QEMU's disk caches) until the guard drops; a frozen or stopped instance
+    /// is left as it is.
+    pub(super) fn pause_while<'a>(&'a self, inst: &'a Instance) -> Result<Option<Paused<'a>>> {
+        if inst.status != InstanceStatus::Running {
+            return Ok(None);
+        }
+        let name = &inst.name;
+        match inst.instance_type {
+            InstanceType::Container => self.driver.pause(name)?,
+            InstanceType::Vm => self
+                .vms
+                .get(name)
+                .ok_or_else(|| Error::conflict(format!("{name} is not running here")))?
+                .pause()
+                .map_err(|e| {
+                    Error::internal(format!("pausing {name}: {}", crate::error::chain(&e)))
+                })?,
+        }
+        Ok(Some(Paused { svc: self, inst }))
     }
 }
 
@@ -190,22 +214,11 @@ impl InstanceService {
         // Paused only if it was not already (a frozen instance stays frozen); a VM whose
         // disk is a qcow2 image is not: its disk is read from an internal snapshot.
         let snapshot_read = inst.instance_type == InstanceType::Vm && inst.storage.is_none();
-        let _paused = if inst.status == InstanceStatus::Running && !snapshot_read {
-            op.progress(Some(5), "pausing the instance");
-            match inst.instance_type {
-                InstanceType::Container => self.driver.pause(name)?,
-                InstanceType::Vm => self
-                    .vms
-                    .get(name)
-                    .ok_or_else(|| Error::conflict(format!("{name} is not running here")))?
-                    .pause()
-                    .map_err(|e| {
-                        Error::internal(format!("pausing {name}: {}", crate::error::chain(&e)))
-                    })?,
-            }
-            Some(Paused { svc: self, inst })
-        } else {
+        let _paused = if snapshot_read {
             None
+        } else {
+            op.progress(Some(5), "pausing the instance");
+            self.pause_while(inst)?
         };
         match inst.instance_type {
             InstanceType::Container => {

@@ -9,25 +9,9 @@ use std::path::{Path, PathBuf};
 
 use vessel_api::{Instance, InstanceStatus, InstanceType, Operation, OperationStatus};
 
+use super::snapshots::{copy, sync_fs};
 use super::InstanceService;
-use crate::error::{chain, Error, Result};
-
-fn cp(src: &Path, dst: &Path) -> Result<()> {
-    let out = std::process::Command::new("cp")
-        .args(["-a", "--reflink=auto", "--sparse=always", "--"])
-        .arg(src)
-        .arg(dst)
-        .output()
-        .map_err(|e| Error::internal(format!("cp: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::internal(format!(
-            "copying {}: {}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
+use crate::error::{Error, Result};
 
 /// What was staged: the source's writable layer, its root disk image, or a VM's disk.
 enum Staged {
@@ -38,11 +22,6 @@ enum Staged {
 }
 
 impl InstanceService {
-    /// Waits for operation `id` to end.
-    pub async fn ops_wait(&self, id: &str) -> Result<Operation> {
-        self.ops.wait(id, None).await
-    }
-
     /// Starts the operation that makes instance `dst` (qualified) a copy of `src` (or of its
     /// snapshot `snap`), started after when `start`.
     pub fn copy(&self, src: &str, snap: Option<&str>, dst: &str, start: bool) -> Result<Operation> {
@@ -135,57 +114,33 @@ impl InstanceService {
         let running = inst.status == InstanceStatus::Running;
         match inst.instance_type {
             InstanceType::Container => {
-                if running {
-                    self.driver.pause(name)?;
-                }
-                let r = (|| {
-                    let dst = staging.join("upper");
-                    match self.root_place(inst)? {
-                        super::root_disk::RootPlace::Shared => {
-                            cp(&self.driver.dir(name).join("upper"), &dst)?;
-                            Ok(Staged::Upper(dst))
-                        }
-                        super::root_disk::RootPlace::Disk(_) => {
-                            if running {
-                                let mount = self.driver.disk_mount(name);
-                                let out = std::process::Command::new("sync")
-                                    .arg("-f")
-                                    .arg(&mount)
-                                    .status();
-                                if !out.is_ok_and(|s| s.success()) {
-                                    return Err(Error::internal("syncing the root disk"));
-                                }
-                            }
-                            let dst = staging.join("root.img");
-                            cp(&self.driver.root_image(name), &dst)?;
-                            Ok(Staged::RootImage(dst))
-                        }
+                let _frozen = self.pause_while(inst)?;
+                match self.root_place(inst)? {
+                    super::root_disk::RootPlace::Shared => {
+                        let dst = staging.join("upper");
+                        copy(&self.driver.dir(name).join("upper"), &dst)?;
+                        Ok(Staged::Upper(dst))
                     }
-                })();
-                if running {
-                    if let Err(e) = self.driver.resume(name) {
-                        tracing::warn!(instance = %name, error = %e, "thawing after a copy");
+                    super::root_disk::RootPlace::Disk(_) => {
+                        if running {
+                            sync_fs(&self.driver.disk_mount(name))?;
+                        }
+                        let dst = staging.join("root.img");
+                        copy(&self.driver.root_image(name), &dst)?;
+                        Ok(Staged::RootImage(dst))
                     }
                 }
-                r
             }
             InstanceType::Vm => {
                 let disk = self.vms.instances_dir.join(name).join("root.qcow2");
                 if !disk.is_file() {
                     return Ok(Staged::Nothing);
                 }
-                let vm = if running { self.vms.get(name) } else { None };
-                if let Some(vm) = &vm {
-                    vm.pause().map_err(|e| Error::conflict(chain(&e)))?;
-                }
                 let dst = staging.join("root.qcow2");
-                let r = cp(&disk, &dst);
-                if let Some(vm) = &vm {
-                    if let Err(e) = vm.resume() {
-                        tracing::warn!(vm = %name, error = %chain(&e), "resuming after a copy");
-                    }
+                {
+                    let _paused = self.pause_while(inst)?;
+                    copy(&disk, &dst)?;
                 }
-                r?;
                 // Its internal snapshots are the source's, not the copy's.
                 for tag in vessel_vm::disk_snapshots(&dst).unwrap_or_default() {
                     let _ = vessel_vm::disk_snapshot(&dst, vessel_vm::DiskSnapshot::Delete, &tag);
@@ -203,11 +158,11 @@ impl InstanceService {
                 let dir = self.driver.dir(&inst.name).join("snapshots").join(snap);
                 if dir.join("upper").is_dir() {
                     let dst = staging.join("upper");
-                    cp(&dir.join("upper"), &dst)?;
+                    copy(&dir.join("upper"), &dst)?;
                     Ok(Staged::Upper(dst))
                 } else if dir.join("root.img").is_file() {
                     let dst = staging.join("root.img");
-                    cp(&dir.join("root.img"), &dst)?;
+                    copy(&dir.join("root.img"), &dst)?;
                     Ok(Staged::RootImage(dst))
                 } else {
                     Err(Error::invalid(format!(

@@ -89,12 +89,12 @@ impl Schedule {
     /// Whether the minute starting at `secs` (seconds since the epoch, UTC) is one of the
     /// schedule's.
     pub fn matches(&self, secs: i64) -> bool {
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let (minute, hour) = ((rem / 60 % 60) as u32, (rem / 3600) as u32);
-        let (_, month, day) = civil(days);
-        // 1970-01-01 was a Thursday (4).
-        let weekday = (days + 4).rem_euclid(7) as u32;
+        let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) else {
+            return false;
+        };
+        let (minute, hour) = (u32::from(t.minute()), u32::from(t.hour()));
+        let (month, day) = (u32::from(u8::from(t.month())), u32::from(t.day()));
+        let weekday = u32::from(t.weekday().number_days_from_sunday());
         let dom = self.days.contains(&day);
         let dow = self.weekdays.contains(&weekday);
         let day_ok = if self.either_day {
@@ -109,16 +109,9 @@ impl Schedule {
     }
 }
 
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Seconds an expiry (`30M`, `12H`, `7d`, `2w`, `1m`, `1y`, or several: `1d 12H`) keeps a

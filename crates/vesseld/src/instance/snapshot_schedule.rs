@@ -9,23 +9,17 @@ use vessel_api::{InstanceSnapshotCreate, InstanceStatus};
 use super::schedule::Schedule;
 use super::InstanceService;
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl InstanceService {
     /// Runs the schedule until the daemon stops.
     pub async fn snapshot_schedule(&self) {
         loop {
-            let now = now_secs();
+            let now = super::schedule::now_secs();
             // A second into the next minute.
             let wait = 60 - now.rem_euclid(60) + 1;
             tokio::time::sleep(Duration::from_secs(wait as u64)).await;
-            let minute = now_secs() / 60 * 60;
+            let minute = super::schedule::now_secs() / 60 * 60;
             self.scheduled_snapshots(minute);
-            self.expired_snapshots(now_secs());
+            self.expired_snapshots(super::schedule::now_secs());
         }
     }
 

@@ -99,12 +99,6 @@ impl SnapRecord {
     }
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
@@ -120,7 +114,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// Copies a tree or file whole, with owners, modes, times, extended attributes and holes,
 /// sharing blocks where the file system can (reflinks).
-fn copy(src: &Path, dst: &Path) -> Result<()> {
+pub(super) fn copy(src: &Path, dst: &Path) -> Result<()> {
     run(Command::new("cp")
         .args(["-a", "--reflink=auto", "--sparse=always", "--"])
         .arg(src)
@@ -141,19 +135,8 @@ fn remove(p: &Path) {
 }
 
 /// Writes a mounted file system's dirty data to its disk (`syncfs`).
-fn sync_fs(mount: &Path) -> Result<()> {
+pub(super) fn sync_fs(mount: &Path) -> Result<()> {
     run(Command::new("sync").arg("-f").arg(mount))
-}
-
-/// Thaws a container frozen for a snapshot when dropped.
-struct Thaw<'a>(&'a InstanceService, &'a str);
-
-impl Drop for Thaw<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.driver.resume(self.1) {
-            tracing::warn!(instance = %self.1, error = %e, "thawing after a snapshot");
-        }
-    }
 }
 
 impl InstanceService {
@@ -275,13 +258,8 @@ impl InstanceService {
         let result = (|| -> Result<()> {
             match inst.instance_type {
                 InstanceType::Container => {
-                    let _thaw = if inst.status == InstanceStatus::Running {
-                        op.progress(Some(10), "freezing");
-                        self.driver.pause(name)?;
-                        Some(Thaw(self, name))
-                    } else {
-                        None
-                    };
+                    op.progress(Some(10), "freezing");
+                    let _frozen = self.pause_while(inst)?;
                     op.progress(Some(30), "copying the writable layer");
                     parts.push(self.container_part(inst, snap, running)?);
                     self.volume_parts(inst, snap, &mut parts)?;
@@ -294,7 +272,7 @@ impl InstanceService {
             self.drop_parts(inst, &parts);
             return Err(e);
         }
-        let time = now_secs();
+        let time = super::schedule::now_secs();
         let expires_at = inst
             .config
             .get("snapshots.expiry")
@@ -449,40 +427,24 @@ impl InstanceService {
             return Ok(());
         }
         // Disks only: the guest paused meanwhile, so that every disk is of one moment.
-        let paused = match &vm {
-            Some(vm) if inst.status == InstanceStatus::Running => {
-                vm.pause().map_err(vm_err)?;
-                Some(vm.clone())
+        let _paused = self.pause_while(inst)?;
+        match &inst.storage {
+            Some(pool) => {
+                parts.push(self.pool_part(pool, &crate::storage::root_volume(name), snap)?)
             }
-            _ => None,
-        };
-        let r = (|| -> Result<()> {
-            match &inst.storage {
-                Some(pool) => {
-                    parts.push(self.pool_part(pool, &crate::storage::root_volume(name), snap)?)
+            None => {
+                match &vm {
+                    Some(vm) => vm.snapshot_disk(&root, snap).map_err(vm_err)?,
+                    None => vessel_vm::disk_snapshot(&root, vessel_vm::DiskSnapshot::Create, snap)
+                        .map_err(vm_err)?,
                 }
-                None => {
-                    match &vm {
-                        Some(vm) => vm.snapshot_disk(&root, snap).map_err(vm_err)?,
-                        None => {
-                            vessel_vm::disk_snapshot(&root, vessel_vm::DiskSnapshot::Create, snap)
-                                .map_err(vm_err)?
-                        }
-                    }
-                    parts.push(Part::Qcow2 {
-                        path: root.clone(),
-                        tag: snap.to_string(),
-                    });
-                }
-            }
-            self.volume_parts(inst, snap, parts)
-        })();
-        if let Some(vm) = paused {
-            if let Err(e) = vm.resume() {
-                tracing::warn!(vm = %name, error = %chain(&e), "resuming after a snapshot");
+                parts.push(Part::Qcow2 {
+                    path: root.clone(),
+                    tag: snap.to_string(),
+                });
             }
         }
-        r
+        self.volume_parts(inst, snap, parts)
     }
 
     /// Removes what `parts` hold (a failed snapshot's, or a deleted one's).
