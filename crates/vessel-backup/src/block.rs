@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::chunk::{Chunks, Digest};
-use crate::error::{io, BackupError, Result};
+use crate::error::{io, Result};
 use crate::index::ChunkRef;
 use crate::pipeline::{Reader, Stats, Storer};
 
@@ -70,28 +70,9 @@ pub fn restore(
     target: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    if target.symlink_metadata().is_ok() {
-        return Err(BackupError::Invalid(format!(
-            "{} exists: restore into a new path",
-            target.display()
-        )));
-    }
-    let stage = target.with_file_name(format!(
-        ".{}.restore-{}",
-        target
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let r = (|| {
-        write_to(chunks, refs, &stage, true, progress)?;
-        std::fs::rename(&stage, target).map_err(io("renaming into place", target))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&stage);
-    }
-    r
+    crate::tree::into_place(target, |stage| {
+        write_to(chunks, refs, stage, true, progress)
+    })
 }
 
 /// Writes a disk's chunks over `path` (a new file when `create`, else an existing file or

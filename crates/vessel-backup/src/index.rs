@@ -80,6 +80,20 @@ impl Index {
             })
     }
 
+    /// An archive by name, which must be of `kind`.
+    pub fn archive_of(&self, name: &str, kind: ArchiveKind) -> Result<&Archive> {
+        let a = self.archive(name)?;
+        if a.kind != kind {
+            let what = match kind {
+                ArchiveKind::Blob => "a blob",
+                ArchiveKind::Tree => "a file tree",
+                ArchiveKind::Block => "a disk",
+            };
+            return Err(BackupError::Invalid(format!("{name} is not {what}")));
+        }
+        Ok(a)
+    }
+
     /// Every chunk it refers to.
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
         self.archives

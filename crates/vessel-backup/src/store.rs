@@ -205,34 +205,47 @@ impl Store {
         let mut out = Vec::new();
         for g in groups {
             for id in names(&dir.join(&g))? {
-                let d = dir.join(&g).join(&id);
-                let index = match std::fs::read(d.join("index")) {
-                    Ok(raw) => Index::decode(&raw)
-                        .and_then(|i| {
-                            if i.group == g && i.id == id {
-                                Ok(i)
-                            } else {
-                                Err(BackupError::Corrupt(
-                                    "its index names another backup".into(),
-                                ))
-                            }
-                        })
-                        .map_err(|e| e.to_string()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        Err("incomplete: it is being taken, or never finished".to_string())
-                    }
-                    Err(e) => Err(format!("reading its index: {e}")),
-                };
-                let damaged = std::fs::read_to_string(d.join("damaged")).ok();
-                out.push(Listed {
-                    group: g.clone(),
-                    id,
-                    index,
-                    damaged,
-                });
+                out.push(self.listed_at(&g, &id));
             }
         }
         Ok(out)
+    }
+
+    /// Backup `id` of `group` as listed (whether or not its index reads whole).
+    pub fn listed(&self, group: &str, id: &str) -> Result<Listed> {
+        check_name("group", group)?;
+        check_name("backup id", id)?;
+        if !self.backup_dir(group, id).is_dir() {
+            return Err(BackupError::NotFound(format!("no backup {group}/{id}")));
+        }
+        Ok(self.listed_at(group, id))
+    }
+
+    fn listed_at(&self, group: &str, id: &str) -> Listed {
+        let d = self.backup_dir(group, id);
+        let index = match std::fs::read(d.join("index")) {
+            Ok(raw) => Index::decode(&raw)
+                .and_then(|i| {
+                    if i.group == group && i.id == id {
+                        Ok(i)
+                    } else {
+                        Err(BackupError::Corrupt(
+                            "its index names another backup".into(),
+                        ))
+                    }
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err("incomplete: it is being taken, or never finished".to_string())
+            }
+            Err(e) => Err(format!("reading its index: {e}")),
+        };
+        Listed {
+            group: group.to_string(),
+            id: id.to_string(),
+            index,
+            damaged: std::fs::read_to_string(d.join("damaged")).ok(),
+        }
     }
 
     /// Backup `id` of `group`, its index checked.
@@ -374,10 +387,7 @@ impl Store {
 
     /// The content of blob archive `name` of a backup.
     pub fn read_blob(&self, index: &Index, name: &str) -> Result<Vec<u8>> {
-        let a = index.archive(name)?;
-        if a.kind != ArchiveKind::Blob {
-            return Err(BackupError::Invalid(format!("{name} is not a blob")));
-        }
+        let a = index.archive_of(name, ArchiveKind::Blob)?;
         self.read_all(&a.chunks)
     }
 
@@ -406,10 +416,7 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let a = index.archive(name)?;
-        if a.kind != ArchiveKind::Tree {
-            return Err(BackupError::Invalid(format!("{name} is not a file tree")));
-        }
+        let a = index.archive_of(name, ArchiveKind::Tree)?;
         let meta = self.tree_meta(a)?;
         tree::restore(&self.chunks, &meta, &a.chunks, target, progress)
     }
@@ -422,10 +429,7 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let a = index.archive(name)?;
-        if a.kind != ArchiveKind::Block {
-            return Err(BackupError::Invalid(format!("{name} is not a disk")));
-        }
+        let a = index.archive_of(name, ArchiveKind::Block)?;
         crate::block::restore(&self.chunks, &a.chunks, target, progress)
     }
 }
@@ -440,10 +444,7 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let a = index.archive(name)?;
-        if a.kind != ArchiveKind::Block {
-            return Err(BackupError::Invalid(format!("{name} is not a disk")));
-        }
+        let a = index.archive_of(name, ArchiveKind::Block)?;
         crate::block::write_to(&self.chunks, &a.chunks, target, false, progress)
     }
 }

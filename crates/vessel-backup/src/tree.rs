@@ -538,6 +538,12 @@ pub fn restore(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     check(meta, refs)?;
+    into_place(target, |stage| make(chunks, meta, refs, stage, progress))
+}
+
+/// Makes new path `target` (which must not exist) whole: `make` builds it beside `target`
+/// under a hidden name, then it is renamed into place; on any failure what was built goes.
+pub(crate) fn into_place(target: &Path, make: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if target.symlink_metadata().is_ok() {
         return Err(BackupError::Invalid(format!(
             "{} exists: restore into a new path",
@@ -556,10 +562,8 @@ pub fn restore(
             .unwrap_or_default(),
         uuid::Uuid::new_v4().simple()
     ));
-    let r = (|| {
-        make(chunks, meta, refs, &stage, progress)?;
-        std::fs::rename(&stage, target).map_err(io("renaming into place", target))
-    })();
+    let r = make(&stage)
+        .and_then(|()| std::fs::rename(&stage, target).map_err(io("renaming into place", target)));
     if r.is_err() {
         let _ = remove_tree(&stage);
     }

@@ -14,7 +14,7 @@ use vessel_api::{
     Backup, BackupCreate, BackupGc, BackupGcReport, BackupPrune, BackupPruned, BackupRestore,
     BackupVerify, Role,
 };
-use vessel_backup::Store;
+use vessel_backup::{BackupError, Store};
 
 use super::scope::ProjectScope;
 use super::{ApiJson, App};
@@ -37,7 +37,10 @@ async fn store(app: &App, caller: &Caller, path: Option<String>) -> Result<Store
         .map_err(|e| Error::internal(format!("backup task: {e}")))?
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs store work off the async runtime.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::internal(format!("backup task: {e}")))?
@@ -97,12 +100,11 @@ pub async fn get(
     let group = scope.q(&instance)?;
     let store = store(&app, &caller, q.get("store").cloned()).await?;
     let listed = blocking(move || {
-        vessel_backup::check_name("backup id", &id).map_err(store_error)?;
-        let all = store.list(Some(&group)).map_err(store_error)?;
-        all.into_iter().find(|l| l.id == id).ok_or_else(|| {
-            Error::not_found(format!(
+        store.listed(&group, &id).map_err(|e| match e {
+            BackupError::NotFound(_) => Error::not_found(format!(
                 "no backup {instance}/{id}; see `vessel backup list {instance}`"
-            ))
+            )),
+            e => store_error(e),
         })
     })
     .await
@@ -120,11 +122,10 @@ pub async fn delete(
     let group = scope.q(&instance)?;
     let store = store(&app, &caller, q.get("store").cloned()).await?;
     let b = blocking(move || {
-        let all = store.list(Some(&group)).map_err(store_error)?;
-        let l = all
-            .into_iter()
-            .find(|l| l.id == id)
-            .ok_or_else(|| Error::not_found(format!("no backup {instance}/{id}")))?;
+        let l = store.listed(&group, &id).map_err(|e| match e {
+            BackupError::NotFound(_) => Error::not_found(format!("no backup {instance}/{id}")),
+            e => store_error(e),
+        })?;
         store.delete(&group, &id).map_err(store_error)?;
         Ok(BackupService::show(&l))
     })
@@ -146,17 +147,13 @@ pub async fn restore(
     let new_name = scope.q(&new_name)?;
     let store = store(&app, &caller, req.store).await?;
     let (s, g, i) = (store.clone(), group.clone(), id.clone());
-    let index = blocking(move || s.get(&g, &i).map_err(store_error))
-        .await
-        .map_err(|e| scope.error(e))?;
-    if let Ok(why) = std::fs::read_to_string(
-        store
-            .root()
-            .join("backups")
-            .join(&group)
-            .join(&id)
-            .join("damaged"),
-    ) {
+    let (index, damaged) = blocking(move || {
+        let index = s.get(&g, &i).map_err(store_error)?;
+        Ok((index, s.listed(&g, &i).map_err(store_error)?.damaged))
+    })
+    .await
+    .map_err(|e| scope.error(e))?;
+    if let Some(why) = damaged {
         return Err(Error::conflict(format!(
             "backup {instance}/{id} is marked damaged: {}",
             scope.text(&why)
