@@ -167,7 +167,6 @@ fn damage_is_found_by_verify_and_a_damaged_backup_is_not_restored() {
     for n in ["c1", "c2"] {
         d.ok(&["delete", "-f", n]);
     }
-    let _ = Duration::from_secs(0);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -181,22 +180,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let log = d.ok(&["logs", name]);
-        if log.contains(needle) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
-            common::tail(&log, 30)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// A running VM backed up (paused meanwhile, running after), deleted, and restored: the

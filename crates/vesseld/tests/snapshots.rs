@@ -132,22 +132,6 @@ fn the_schedule_takes_snapshots_and_expiry_deletes_them() {
     d.ok(&["delete", "-f", "c"]);
 }
 
-fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = d.ok(&["logs", name]);
-        if log.contains(needle) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
-            common::tail(&log, 30)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn uptime(d: &Daemon, name: &str) -> f64 {
     let (code, out) = d.sh(name, "cut -d' ' -f1 /proc/uptime");
     assert_eq!(code, 0, "{out}");

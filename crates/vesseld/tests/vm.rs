@@ -6,25 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{alive, Daemon};
+use common::{alive, wait_console, Daemon};
 
 /// Waits until the console log holds `needle`.
-fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = d.ok(&["logs", name]);
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
-            common::tail(&log, 30)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn qemu_running_for(d: &Daemon) -> Vec<i32> {
     let marker = d.dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")

@@ -7,21 +7,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{alive, Daemon, Framed};
+use common::{alive, wait_console, Daemon, Framed};
 use vessel_api::stream::FrameKind;
 
 /// A console log file never grows past this (the sink rotates at 1 MiB).
 const LOG_LIMIT: u64 = 1 << 20;
 
 /// Waits until the console log holds `needle`.
-fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
-    d.wait_for(
-        &format!("{needle:?} on the console of {name}"),
-        timeout,
-        || String::from_utf8_lossy(&d.vessel(&["logs", name]).stdout).contains(needle),
-    );
-}
-
 /// Launches a para VM and waits until its guest is up.
 fn launch_ready(d: &Daemon, name: &str) {
     d.ok(&["launch", "vm/busybox", name, "--vm", "-l", "memory=256MiB"]);

@@ -5,27 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Daemon;
+use common::{wait_console, Daemon};
 
 /// Waits until the console log holds `needle`.
-fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = d.ok(&["logs", name]);
-        if log.contains(needle) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
-            common::tail(&log, 30)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// The guest's virtio disks and their sizes, 512-byte sectors.
 fn disks(d: &Daemon, name: &str) -> Vec<(String, u64)> {
     let (code, out) = d.sh(

@@ -471,6 +471,23 @@ fn remove_cgroup_tree(dir: &Path) {
 }
 
 /// The last `n` lines of `s`.
+/// Waits until `needle` is on the console of instance `name` (its log); returns the log.
+pub fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = d.ok(&["logs", name]);
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not on the console of {name} within {timeout:?}:\n{}",
+            tail(&log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
