@@ -41,6 +41,10 @@ pub struct Archive {
     /// A tree's metadata (its entries, JSON compressed with zstd), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub meta: Vec<ChunkRef>,
+    /// A disk's source as it was read ([`crate::block::stamp`]): a later backup of a source
+    /// with the same stamp takes this archive's chunks unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A backup's index.
@@ -185,6 +189,7 @@ mod tests {
                 size: 10,
                 chunks: vec![ChunkRef(Digest::of(b"0123456789"), 10)],
                 meta: Vec::new(),
+                source: None,
             }],
             labels: Default::default(),
         }

@@ -20,7 +20,7 @@ mod pipeline;
 mod store;
 mod tree;
 
-pub use block::BLOCK_CHUNK;
+pub use block::{stamp, BLOCK_CHUNK};
 pub use chunk::{Digest, MAX_CHUNK};
 pub use error::{BackupError, Result};
 pub use index::{Archive, ArchiveKind, ChunkRef, Index};

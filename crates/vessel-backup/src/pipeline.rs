@@ -51,6 +51,8 @@ pub struct Storer {
     results: Receiver<(usize, Result<(ChunkRef, Stored)>)>,
     threads: Vec<JoinHandle<()>>,
     next: usize,
+    /// Chunks handed over by reference (stored already), by sequence number.
+    known: Vec<(usize, ChunkRef)>,
 }
 
 impl Storer {
@@ -80,6 +82,7 @@ impl Storer {
             results: rrx,
             threads,
             next: 0,
+            known: Vec::new(),
         })
     }
 
@@ -92,6 +95,13 @@ impl Storer {
             return Err(BackupError::Invalid("the chunk writers stopped".into()));
         }
         Ok(seq)
+    }
+
+    /// Hands over, as the next chunk, one the store holds already (an earlier backup's,
+    /// which the writer's base keeps from `gc`).
+    pub fn push_ref(&mut self, c: ChunkRef) {
+        self.known.push((self.next, c));
+        self.next += 1;
     }
 
     /// The sequence number the next chunk gets.
@@ -108,6 +118,9 @@ impl Storer {
         let mut refs: Vec<Option<ChunkRef>> = vec![None; self.next];
         let mut stats = Stats::default();
         let mut first_err = None;
+        for (seq, c) in self.known.drain(..) {
+            refs[seq] = Some(c);
+        }
         for (seq, r) in self.results.try_iter() {
             match r {
                 Ok((c, s)) => {

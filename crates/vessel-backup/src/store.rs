@@ -477,6 +477,16 @@ impl Writer {
         &self.id
     }
 
+    /// The backup it builds on (its group's latest complete one when it started).
+    pub fn base(&self) -> Option<&Index> {
+        self.base.as_ref()
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
     /// The group it belongs to.
     pub fn group(&self) -> &str {
         &self.group
@@ -514,6 +524,7 @@ impl Writer {
             size: data.len() as u64,
             chunks,
             meta: Vec::new(),
+            source: None,
         })
     }
 
@@ -561,15 +572,73 @@ impl Writer {
             size: stats.bytes,
             chunks,
             meta: meta_refs,
+            source: None,
         })?;
         Ok(stats)
     }
 
-    /// Adds the disk (file or block device) at `path` as archive `name`.
+    /// The archive `name` of the backup this one builds on, if it is a disk.
+    pub fn base_disk(&self, name: &str) -> Option<&Archive> {
+        self.base
+            .as_ref()
+            .and_then(|b| b.archive(name).ok())
+            .filter(|a| a.kind == ArchiveKind::Block)
+    }
+
+    /// Adds disk archive `name` as the backup this one builds on holds it, if that was read
+    /// from a source with stamp `source` ([`crate::block::stamp`]): returns whether it did.
+    pub fn reuse_disk(&mut self, name: &str, source: &str) -> Result<bool> {
+        let Some(a) = self.base_disk(name).filter(|a| a.source.as_deref() == Some(source))
+        else {
+            return Ok(false);
+        };
+        let a = a.clone();
+        self.stats.add(&Stats {
+            bytes: a.size,
+            known_chunks: a.chunks.len() as u64,
+            files_reused: 1,
+            ..Stats::default()
+        });
+        self.add(a)?;
+        Ok(true)
+    }
+
+    /// Adds the file or block device at `path` as disk archive `name`. A regular file
+    /// unchanged since the backup this one builds on (same [`crate::block::stamp`]) is not
+    /// read again; nor are its holes.
     pub fn block(
         &mut self,
         name: &str,
         path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Stats> {
+        let is_file = std::fs::metadata(path)
+            .map_err(io("reading", path))?
+            .is_file();
+        let source = if is_file {
+            let s = crate::block::stamp(path)?;
+            if self.reuse_disk(name, &s)? {
+                let size = self.archives.last().map_or(0, |a| a.size);
+                return Ok(Stats {
+                    bytes: size,
+                    files_reused: 1,
+                    ..Stats::default()
+                });
+            }
+            Some(s)
+        } else {
+            None
+        };
+        self.block_stamped(name, path, source, progress)
+    }
+
+    /// Adds the file or block device at `path` as disk archive `name`, read whole (but for a
+    /// file's holes), recording `source` as what it was read from.
+    pub fn block_stamped(
+        &mut self,
+        name: &str,
+        path: &Path,
+        source: Option<String>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Stats> {
         let (chunks, stats) = crate::block::backup(&self.store.chunks, path, progress)?;
@@ -580,6 +649,46 @@ impl Writer {
             size: stats.bytes,
             chunks,
             meta: Vec::new(),
+            source,
+        })?;
+        Ok(stats)
+    }
+
+    /// Adds disk archive `name`, of which only the byte ranges `dirty` changed since the
+    /// backup this one builds on: see [`crate::block::backup_changed`].
+    pub fn block_changed(
+        &mut self,
+        name: &str,
+        size: u64,
+        dirty: &[(u64, u64)],
+        what: &Path,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Stats> {
+        let base = self
+            .base_disk(name)
+            .ok_or_else(|| {
+                BackupError::Invalid(format!("no earlier backup of disk {name:?} to build on"))
+            })?
+            .chunks
+            .clone();
+        let (chunks, stats) = crate::block::backup_changed(
+            &self.store.chunks,
+            what,
+            &base,
+            size,
+            dirty,
+            read,
+            progress,
+        )?;
+        self.stats.add(&stats);
+        self.add(Archive {
+            name: name.to_string(),
+            kind: ArchiveKind::Block,
+            size,
+            chunks,
+            meta: Vec::new(),
+            source: None,
         })?;
         Ok(stats)
     }
@@ -600,6 +709,7 @@ impl Writer {
             size: stats.bytes,
             chunks,
             meta: Vec::new(),
+            source: None,
         })?;
         Ok(stats)
     }

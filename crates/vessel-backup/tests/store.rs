@@ -215,6 +215,8 @@ fn a_disk_comes_back_with_its_holes_and_unchanged_regions_are_shared() {
     w.block("disk-root", &disk, &mut |_| {}).unwrap();
     let (index, stats) = w.finish(Default::default()).unwrap();
     assert_eq!(stats.bytes, 64 << 20);
+    // Holes are not read: the chunks holding data (10-16 MiB, 60-64 MiB) are.
+    assert_eq!(stats.read, 12 << 20, "{stats:?}");
     let out = t.0.join("restored.img");
     store
         .restore_block(&index, "disk-root", &out, &mut |_| {})
@@ -225,11 +227,62 @@ fn a_disk_comes_back_with_its_holes_and_unchanged_regions_are_shared() {
         blocks < 16 << 20,
         "zeros left as holes: {blocks} bytes allocated"
     );
-    // The same disk again: every chunk is known.
+    // The same disk again, untouched: taken unread from the backup before.
     let mut w = store.writer("vm").unwrap();
     let again = w.block("disk-root", &disk, &mut |_| {}).unwrap();
+    let (index2, _) = w.finish(Default::default()).unwrap();
+    assert_eq!((again.read, again.files_reused), (0, 1), "{again:?}");
+    assert_eq!(index2.archives, index.archives);
+    // Written to (even with the same bytes): read again, and every chunk is known.
+    f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    let mut w = store.writer("vm").unwrap();
+    let third = w.block("disk-root", &disk, &mut |_| {}).unwrap();
     w.finish(Default::default()).unwrap();
-    assert_eq!(again.new_chunks, 0, "{again:?}");
+    assert_eq!((third.read, third.new_chunks), (12 << 20, 0), "{third:?}");
+}
+
+#[test]
+fn a_disk_backup_built_on_the_one_before_reads_only_the_changed_ranges() {
+    let t = Tmp::new("changed");
+    let disk = t.0.join("disk.img");
+    let size: u64 = (20 << 20) + 12345; // a short last chunk
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&disk)
+        .unwrap();
+    f.write_all_at(&noise(3, size as usize), 0).unwrap();
+    let store = Store::create(&t.0.join("store"), StoreConfig::default()).unwrap();
+    let mut w = store.writer("vm").unwrap();
+    w.block("root", &disk, &mut |_| {}).unwrap();
+    w.finish(Default::default()).unwrap();
+    // Changes: one inside a chunk, one across a chunk boundary, one in the last chunk.
+    let dirty: Vec<(u64, u64)> = vec![(1000, 10), ((8 << 20) - 100, 300), (size - 5, 5)];
+    for (i, &(at, len)) in dirty.iter().enumerate() {
+        f.write_all_at(&noise(100 + i as u64, len as usize), at).unwrap();
+    }
+    let mut w = store.writer("vm").unwrap();
+    let mut read = |at: u64, buf: &mut [u8]| f.read_exact_at(buf, at);
+    let stats = w
+        .block_changed("root", size, &dirty, &disk, &mut read, &mut |_| {})
+        .unwrap();
+    let (index, _) = w.finish(Default::default()).unwrap();
+    assert_eq!(stats.read, 315, "{stats:?}");
+    assert_eq!(stats.new_chunks, 4, "chunks 0, 1, 2 and the last: {stats:?}");
+    let out = t.0.join("restored.img");
+    store.restore_block(&index, "root", &out, &mut |_| {}).unwrap();
+    assert!(std::fs::read(&disk).unwrap() == std::fs::read(&out).unwrap());
+    // Built on a disk of another size: refused, nothing guessed.
+    let mut w = store.writer("vm").unwrap();
+    let e = w
+        .block_changed("root", size + 1, &dirty, &disk, &mut read, &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot be built on"), "{e}");
+    let e = w
+        .block_changed("other", size, &dirty, &disk, &mut read, &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("no earlier backup"), "{e}");
 }
 
 /// Flips `byte` of the file at `path`.

@@ -15,7 +15,7 @@ use crate::qmp::{
 use crate::vm::RunningVm;
 
 /// A snapshot tag: what QEMU and qemu-img take (letters, digits, '-', '_' and '.').
-fn check_tag(tag: &str) -> Result<()> {
+pub(crate) fn check_tag(tag: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
         && tag
@@ -56,8 +56,10 @@ impl RunningVm {
     }
 
     /// Puts the guest back into state `tag` (memory, devices, disks): it resumes there.
+    /// Dirty bitmaps go first: they could not tell what loading the state changed.
     pub fn load_state(&self, tag: &str) -> Result<()> {
         check_tag(tag)?;
+        self.remove_bitmaps("")?;
         self.hmp(&format!("loadvm {tag}"))?;
         tracing::info!(vm = %self.name, tag, "state loaded");
         Ok(())

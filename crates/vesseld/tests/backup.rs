@@ -213,21 +213,57 @@ fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
         "alive",
         "the guest runs on"
     );
-    // Again: the disk's unchanged regions are stored once.
+    let disk_size = b["archives"][1]["size"].as_u64().unwrap();
+    let first_read: u64 = b["labels"]["read"].as_str().unwrap().parse().unwrap();
+    assert!(first_read > 3_000_000, "the first backup read the disk: {b}");
+    assert!(
+        b["labels"]["disk.bitmap"].is_string(),
+        "QEMU tracks changes from here: {b}"
+    );
+    // Again, unchanged: little is read (QEMU's dirty bitmap says what changed), the disk's
+    // unchanged regions are stored once.
+    let read_of = |b: &serde_json::Value| -> u64 {
+        b["labels"]["read"].as_str().unwrap().parse().unwrap()
+    };
     let store = d.root().join("backups");
     let before = du(&store);
-    d.ok(&["backup", "create", "g"]);
+    let b2: serde_json::Value =
+        serde_json::from_str(&d.ok(&["backup", "create", "g", "--format", "json"])).unwrap();
     let grown = du(&store) - before;
     assert!(
         grown * 20 < before,
         "a second backup added {grown} bytes to {before}"
     );
+    assert!(
+        read_of(&b2) * 20 < disk_size,
+        "an unchanged disk of {disk_size} bytes: {b2}\n{}",
+        d.log()
+    );
+    assert_ne!(b2["labels"]["disk.bitmap"], b["labels"]["disk.bitmap"]);
+    // The guest writes a little more: the next backup reads that, not the whole disk.
+    let (code, out) = d.sh(
+        "g",
+        "head -c 1000000 /dev/urandom > /root/more && md5sum /root/more && sync",
+    );
+    assert_eq!(code, 0, "{out}");
+    let sum2 = out.split_whitespace().next().unwrap().to_string();
+    let b3: serde_json::Value =
+        serde_json::from_str(&d.ok(&["backup", "create", "g", "--format", "json"])).unwrap();
+    let read = read_of(&b3);
+    assert!(
+        read >= 1_000_000 && read * 4 < disk_size,
+        "the third backup read {read} bytes of a {disk_size}-byte disk: {b3}"
+    );
     d.ok(&["delete", "-f", "g"]);
     d.ok(&["backup", "restore", "g", "--start"]);
     wait_console(&d, "g", "VESSEL-READY", Duration::from_secs(180));
-    let (code, out) = d.sh("g", "md5sum /root/blob");
+    let (code, out) = d.sh("g", "md5sum /root/blob /root/more");
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&sum), "{out}");
+    assert!(out.contains(&sum) && out.contains(&sum2), "{out}");
+    // Restarted, QEMU has no bitmap: the next backup reads the whole disk again.
+    let b4: serde_json::Value =
+        serde_json::from_str(&d.ok(&["backup", "create", "g", "--format", "json"])).unwrap();
+    assert!(read_of(&b4) > 3_000_000, "a new QEMU, a full read: {b4}");
     d.ok(&["delete", "-f", "g"]);
 }
 

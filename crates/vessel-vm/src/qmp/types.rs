@@ -368,6 +368,32 @@ pub struct BlockInserted {
     /// The top node's name.
     #[serde(default, rename = "node-name")]
     pub node_name: Option<String>,
+    /// The dirty bitmaps on that node.
+    #[serde(default, rename = "dirty-bitmaps")]
+    pub dirty_bitmaps: Vec<DirtyBitmap>,
+}
+
+/// A dirty bitmap: which clusters of a node were written since it started.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DirtyBitmap {
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// Bytes it marks dirty.
+    #[serde(default)]
+    pub count: u64,
+    /// Bytes each bit stands for.
+    #[serde(default)]
+    pub granularity: u64,
+    /// Whether it records writes now.
+    #[serde(default)]
+    pub recording: bool,
+    /// Whether a job uses it now.
+    #[serde(default)]
+    pub busy: bool,
+    /// Whether it cannot be trusted (a persistent one whose QEMU did not close it).
+    #[serde(default)]
+    pub inconsistent: bool,
 }
 
 no_arg_command!(
@@ -486,5 +512,117 @@ pub struct BlockdevSnapshotDeleteInternalSync {
 impl QmpCommand for BlockdevSnapshotDeleteInternalSync {
     const NAME: &'static str = "blockdev-snapshot-delete-internal-sync";
     type Reply = serde_json::Value;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `transaction`: several block actions done at one point in time (all or none).
+#[derive(Debug, Clone, Serialize)]
+pub struct Transaction {
+    /// The actions, in order.
+    pub actions: Vec<TransactionAction>,
+}
+
+/// One action of a [`Transaction`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionAction {
+    /// Its command's name (`blockdev-backup`, `block-dirty-bitmap-add`, ...).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// That command's arguments.
+    pub data: serde_json::Value,
+}
+
+impl QmpCommand for Transaction {
+    const NAME: &'static str = "transaction";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `blockdev-add`: a new block node, its options as QEMU's schema spells them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct BlockdevAdd(pub serde_json::Value);
+
+impl QmpCommand for BlockdevAdd {
+    const NAME: &'static str = "blockdev-add";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `blockdev-del`: removes a node that nothing uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockdevDel {
+    /// The node.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+}
+
+impl QmpCommand for BlockdevDel {
+    const NAME: &'static str = "blockdev-del";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `block-dirty-bitmap-remove`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockDirtyBitmapRemove {
+    /// The node it is on.
+    pub node: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl QmpCommand for BlockDirtyBitmapRemove {
+    const NAME: &'static str = "block-dirty-bitmap-remove";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// A background job as `query-jobs` shows it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct JobInfo {
+    /// Its id.
+    pub id: String,
+    /// `created`, `running`, ..., `concluded`.
+    pub status: String,
+    /// Progress: work done of `total`.
+    #[serde(default, rename = "current-progress")]
+    pub current: u64,
+    /// The work it has to do.
+    #[serde(default, rename = "total-progress")]
+    pub total: u64,
+    /// Why it failed, once concluded.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+no_arg_command!(
+    /// The background jobs (block copies and the like).
+    QueryJobs, "query-jobs", Vec<JobInfo>
+);
+
+/// `job-dismiss`: forgets a concluded job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDismiss {
+    /// Its id.
+    pub id: String,
+}
+
+impl QmpCommand for JobDismiss {
+    const NAME: &'static str = "job-dismiss";
+    type Reply = Empty;
+    const HAS_ARGUMENTS: bool = true;
+}
+
+/// `job-cancel`: stops a job (it concludes with an error).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobCancel {
+    /// Its id.
+    pub id: String,
+}
+
+impl QmpCommand for JobCancel {
+    const NAME: &'static str = "job-cancel";
+    type Reply = Empty;
     const HAS_ARGUMENTS: bool = true;
 }

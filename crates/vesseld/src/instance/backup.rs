@@ -21,6 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use vessel_api::{Instance, InstanceCreate, InstanceStatus, InstanceType, Operation};
 use vessel_backup::{Index, Store, Writer};
+use vessel_vm::RunningVm;
 
 use super::driver::IDMAP_SIZE;
 use super::InstanceService;
@@ -35,6 +36,39 @@ struct Record {
     /// Keys it set itself (the rest came from profiles).
     #[serde(default)]
     own_config: BTreeMap<String, String>,
+}
+
+/// Names of the dirty bitmaps that backups start (`PREFIX` + the backup's id).
+const BITMAP_PREFIX: &str = "vessel-backup-";
+/// The label of a VM's backup naming the dirty bitmap started when it was taken.
+const BITMAP_LABEL: &str = "disk.bitmap";
+
+/// A dirty bitmap started by a backup being taken: once the backup is finished, [`Tracking::keep`]
+/// keeps it and removes the ones before; dropped without that, it is removed.
+struct Tracking {
+    vm: std::sync::Arc<RunningVm>,
+    disk: std::path::PathBuf,
+    next: String,
+    done: bool,
+}
+
+impl Tracking {
+    fn keep(mut self) {
+        self.done = true;
+        if let Ok(names) = self.vm.dirty_bitmaps(&self.disk) {
+            for n in names.iter().filter(|n| n.starts_with(BITMAP_PREFIX) && **n != self.next) {
+                let _ = self.vm.remove_bitmap(&self.disk, n);
+            }
+        }
+    }
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.vm.remove_bitmap(&self.disk, &self.next);
+        }
+    }
 }
 
 /// Progress of reading or writing `total` bytes (0: not known), as an operation shows it.
@@ -207,6 +241,7 @@ impl InstanceService {
             ),
             ("image".to_string(), inst.image.clone()),
         ]);
+        let mut tracking = None;
         let running = matches!(
             inst.status,
             InstanceStatus::Running | InstanceStatus::Frozen
@@ -245,7 +280,10 @@ impl InstanceService {
                 // started and its overlay is not made yet) is its record alone.
                 match self.vm_root_file(inst)? {
                     Some((_, file)) if snapshot_read => {
-                        self.vm_disk_backup(inst, &file, running, &mut w, op)?
+                        tracking = self.vm_disk_backup(inst, &file, running, &mut w, op)?;
+                        if let Some(t) = &tracking {
+                            labels.insert(BITMAP_LABEL.into(), t.next.clone());
+                        }
                     }
                     Some((archive, file)) => {
                         let total = std::fs::metadata(&file).map_or(0, |m| m.len());
@@ -258,7 +296,13 @@ impl InstanceService {
         }
         drop(_paused);
         op.progress(Some(97), "writing the index");
+        // What it cost: bytes read from the instance (what did not change since the backup
+        // before is not read again).
+        labels.insert("read".into(), w.stats().read.to_string());
         let (index, stats) = w.finish(labels).map_err(store_error)?;
+        if let Some(t) = tracking {
+            t.keep();
+        }
         tracing::info!(
             instance = %name,
             backup = %index.id,
@@ -275,9 +319,14 @@ impl InstanceService {
         Ok(())
     }
 
-    /// Backs up a VM's qcow2 root disk as the guest sees it (`root.raw`): of a running VM
-    /// from an internal snapshot taken for it (the guest runs on meanwhile), of a stopped
-    /// one as it is. Disks of instances made from one image share the image's chunks.
+    /// Backs up a VM's qcow2 root disk as the guest sees it (`root.raw`). Of a stopped VM:
+    /// as it is, or taken unread from the backup before if the image file has not changed
+    /// since. Of a running VM (the guest runs on meanwhile): if QEMU tracks what changed
+    /// since the backup before (its dirty bitmap), only that is read, copied out by QEMU at
+    /// one point in time; else the whole disk, from an internal snapshot taken for it. Either
+    /// way a new bitmap starts at that point, for the next backup; the returned guard keeps
+    /// it if the backup is finished, and removes it if not. Disks of instances made from one
+    /// image share the image's chunks.
     fn vm_disk_backup(
         &self,
         inst: &Instance,
@@ -285,19 +334,88 @@ impl InstanceService {
         running: bool,
         w: &mut Writer,
         op: &OpHandle,
+    ) -> Result<Option<Tracking>> {
+        const ARCHIVE: &str = "root.raw";
+        let Some(vm) = running.then(|| self.vms.get(&inst.name)).flatten() else {
+            let stamp = vessel_backup::stamp(disk).map_err(store_error)?;
+            if w.reuse_disk(ARCHIVE, &stamp).map_err(store_error)? {
+                op.progress(Some(90), "the disk is unchanged since the backup before");
+                return Ok(None);
+            }
+            self.vm_disk_read(inst, disk, None, Some(stamp), w, op)?;
+            return Ok(None);
+        };
+        let next = format!("{BITMAP_PREFIX}{}", w.id());
+        let since = w
+            .base()
+            .and_then(|b| b.labels.get(BITMAP_LABEL))
+            .filter(|_| w.base_disk(ARCHIVE).is_some())
+            .cloned()
+            .filter(|b| vm.dirty_bitmaps(disk).is_ok_and(|have| have.contains(b)));
+        let tracking = Tracking {
+            vm: vm.clone(),
+            disk: disk.to_path_buf(),
+            next,
+            done: false,
+        };
+        if let Some(since) = since {
+            op.progress(Some(10), "copying out what changed since the backup before");
+            let target = disk.with_file_name(format!(".{}.qcow2", tracking.next));
+            let r = (|| -> Result<()> {
+                let (size, extents) = vm
+                    .copy_changes(disk, &since, &tracking.next, &target)
+                    .map_err(|e| Error::conflict(crate::error::chain(&e)))?;
+                let f = std::fs::File::open(&target)
+                    .map_err(|e| Error::internal(format!("{}: {e}", target.display())))?;
+                let dirty: Vec<(u64, u64)> = extents.iter().map(|e| (e.start, e.len)).collect();
+                let mut read = |at: u64, buf: &mut [u8]| {
+                    use std::os::unix::fs::FileExt;
+                    let i = extents.partition_point(|e| e.start <= at) - 1;
+                    match extents[i].at {
+                        Some(o) => f.read_exact_at(buf, o + (at - extents[i].start)),
+                        None => {
+                            buf.fill(0);
+                            Ok(())
+                        }
+                    }
+                };
+                let mut p = progress(op, "storing the changes", 40, 95, size);
+                w.block_changed(ARCHIVE, size, &dirty, &target, &mut read, &mut p)
+                    .map_err(store_error)?;
+                Ok(())
+            })();
+            let _ = std::fs::remove_file(&target);
+            match r {
+                Ok(()) => return Ok(Some(tracking)),
+                // The disk grew, or the backup before cannot be built on: read it all.
+                Err(e) => {
+                    tracing::warn!(instance = %inst.name, error = %e, "reading what changed; reading the whole disk");
+                    let _ = vm.remove_bitmap(disk, &tracking.next);
+                }
+            }
+        }
+        self.vm_disk_read(inst, disk, Some((&vm, &tracking.next)), None, w, op)?;
+        Ok(Some(tracking))
+    }
+
+    /// Reads a VM's qcow2 disk whole into archive `root.raw`: of a running VM (`vm`) from
+    /// an internal snapshot taken with dirty bitmap `bitmap` started, else as it is.
+    fn vm_disk_read(
+        &self,
+        inst: &Instance,
+        disk: &Path,
+        vm: Option<(&RunningVm, &str)>,
+        source: Option<String>,
+        w: &mut Writer,
+        op: &OpHandle,
     ) -> Result<()> {
         let tag = format!(
             "backup-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let vm = if running {
-            self.vms.get(&inst.name)
-        } else {
-            None
-        };
-        if let Some(vm) = &vm {
+        if let Some((vm, bitmap)) = vm {
             op.progress(Some(10), "taking a disk snapshot");
-            vm.snapshot_disk(disk, &tag)
+            vm.snapshot_disk_tracked(disk, &tag, bitmap)
                 .map_err(|e| Error::conflict(crate::error::chain(&e)))?;
         }
         let raw = disk.with_file_name(format!(".{tag}.raw"));
@@ -322,13 +440,17 @@ impl InstanceService {
             }
             let total = std::fs::metadata(&raw).map_or(0, |m| m.len());
             let mut p = progress(op, "storing the disk", 40, 95, total);
-            w.block("root.raw", &raw, &mut p).map_err(store_error)?;
+            w.block_stamped("root.raw", &raw, source, &mut p)
+                .map_err(store_error)?;
             Ok(())
         })();
         let _ = std::fs::remove_file(&raw);
-        if let Some(vm) = &vm {
+        if let Some((vm, bitmap)) = vm {
             if let Err(e) = vm.delete_disk_snapshot(disk, &tag) {
                 tracing::warn!(instance = %inst.name, error = %crate::error::chain(&e), "deleting a backup's disk snapshot");
+            }
+            if r.is_err() {
+                let _ = vm.remove_bitmap(disk, bitmap);
             }
         }
         r
