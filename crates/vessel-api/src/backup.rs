@@ -167,6 +167,13 @@ pub struct InstanceSnapshotRestore {
     pub force: bool,
 }
 
+/// Body of `POST /1.0/instances/{name}/rename`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceRename {
+    /// Its new name (in the same project).
+    pub name: String,
+}
+
 /// Body of `POST /1.0/instances/{name}/copy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct InstanceCopy {

@@ -437,6 +437,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Operation"),
     },
     Endpoint {
+        id: "instance_rename",
+        method: Method::Post,
+        path: "/1.0/instances/{name}/rename",
+        summary: "Give a stopped instance a new name, with its files, snapshots, volume \
+                  attachments, NICs and DNS name; returns an operation",
+        query: &[],
+        request: Body::Json("InstanceRename"),
+        status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "instance_export",
         method: Method::Get,
         path: "/1.0/instances/{name}/export",

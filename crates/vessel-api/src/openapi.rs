@@ -75,6 +75,7 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceSnapshotCreate>()
         .schema_from::<InstanceSnapshotRestore>()
         .schema_from::<InstanceCopy>()
+        .schema_from::<InstanceRename>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

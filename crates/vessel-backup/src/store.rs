@@ -588,7 +588,9 @@ impl Writer {
     /// Adds disk archive `name` as the backup this one builds on holds it, if that was read
     /// from a source with stamp `source` ([`crate::block::stamp`]): returns whether it did.
     pub fn reuse_disk(&mut self, name: &str, source: &str) -> Result<bool> {
-        let Some(a) = self.base_disk(name).filter(|a| a.source.as_deref() == Some(source))
+        let Some(a) = self
+            .base_disk(name)
+            .filter(|a| a.source.as_deref() == Some(source))
         else {
             return Ok(false);
         };

@@ -260,7 +260,8 @@ fn a_disk_backup_built_on_the_one_before_reads_only_the_changed_ranges() {
     // Changes: one inside a chunk, one across a chunk boundary, one in the last chunk.
     let dirty: Vec<(u64, u64)> = vec![(1000, 10), ((8 << 20) - 100, 300), (size - 5, 5)];
     for (i, &(at, len)) in dirty.iter().enumerate() {
-        f.write_all_at(&noise(100 + i as u64, len as usize), at).unwrap();
+        f.write_all_at(&noise(100 + i as u64, len as usize), at)
+            .unwrap();
     }
     let mut w = store.writer("vm").unwrap();
     let mut read = |at: u64, buf: &mut [u8]| f.read_exact_at(buf, at);
@@ -269,9 +270,14 @@ fn a_disk_backup_built_on_the_one_before_reads_only_the_changed_ranges() {
         .unwrap();
     let (index, _) = w.finish(Default::default()).unwrap();
     assert_eq!(stats.read, 315, "{stats:?}");
-    assert_eq!(stats.new_chunks, 4, "chunks 0, 1, 2 and the last: {stats:?}");
+    assert_eq!(
+        stats.new_chunks, 4,
+        "chunks 0, 1, 2 and the last: {stats:?}"
+    );
     let out = t.0.join("restored.img");
-    store.restore_block(&index, "root", &out, &mut |_| {}).unwrap();
+    store
+        .restore_block(&index, "root", &out, &mut |_| {})
+        .unwrap();
     assert!(std::fs::read(&disk).unwrap() == std::fs::read(&out).unwrap());
     // Built on a disk of another size: refused, nothing guessed.
     let mut w = store.writer("vm").unwrap();

@@ -14,8 +14,8 @@ use serde_json::json;
 use crate::error::{Result, VmError};
 use crate::host::QEMU_IMG;
 use crate::qmp::{
-    BlockDirtyBitmapRemove, BlockdevAdd, BlockdevDel, JobCancel, JobDismiss, QueryBlock,
-    QueryJobs, Transaction, TransactionAction,
+    BlockDirtyBitmapRemove, BlockdevAdd, BlockdevDel, JobCancel, JobDismiss, QueryBlock, QueryJobs,
+    Transaction, TransactionAction,
 };
 use crate::vm::RunningVm;
 
@@ -83,7 +83,11 @@ impl RunningVm {
         for b in self.qmp().execute(&QueryBlock)? {
             let Some(i) = b.inserted else { continue };
             let Some(node) = i.node_name else { continue };
-            for d in i.dirty_bitmaps.iter().filter(|d| d.name.starts_with(prefix)) {
+            for d in i
+                .dirty_bitmaps
+                .iter()
+                .filter(|d| d.name.starts_with(prefix))
+            {
                 self.qmp().execute(&BlockDirtyBitmapRemove {
                     node: node.clone(),
                     name: d.name.clone(),
@@ -241,9 +245,10 @@ fn map(file: &Path) -> Result<Vec<Extent>> {
     let mut extents = Vec::new();
     for e in entries.into_iter().filter(|e| e.present) {
         let at = if e.data {
-            Some(e.offset.ok_or_else(|| {
-                failed("qemu-img map", "a data extent without an offset")
-            })?)
+            Some(
+                e.offset
+                    .ok_or_else(|| failed("qemu-img map", "a data extent without an offset"))?,
+            )
         } else {
             None
         };

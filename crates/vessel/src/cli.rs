@@ -306,6 +306,17 @@ pub enum Command {
         #[arg(long)]
         start: bool,
     },
+    /// Give a stopped instance a new name: its files, snapshots, volumes, NICs (their
+    /// addresses kept) and DNS name follow. Its backups keep the name they were taken under.
+    #[command(
+        after_help = "Example:\n  vessel stop web && vessel rename web shop && vessel start shop"
+    )]
+    Rename {
+        /// The instance.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
 }
 
 /// Arguments of `launch` and `create`.

@@ -215,16 +215,18 @@ fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
     );
     let disk_size = b["archives"][1]["size"].as_u64().unwrap();
     let first_read: u64 = b["labels"]["read"].as_str().unwrap().parse().unwrap();
-    assert!(first_read > 3_000_000, "the first backup read the disk: {b}");
+    assert!(
+        first_read > 3_000_000,
+        "the first backup read the disk: {b}"
+    );
     assert!(
         b["labels"]["disk.bitmap"].is_string(),
         "QEMU tracks changes from here: {b}"
     );
     // Again, unchanged: little is read (QEMU's dirty bitmap says what changed), the disk's
     // unchanged regions are stored once.
-    let read_of = |b: &serde_json::Value| -> u64 {
-        b["labels"]["read"].as_str().unwrap().parse().unwrap()
-    };
+    let read_of =
+        |b: &serde_json::Value| -> u64 { b["labels"]["read"].as_str().unwrap().parse().unwrap() };
     let store = d.root().join("backups");
     let before = du(&store);
     let b2: serde_json::Value =

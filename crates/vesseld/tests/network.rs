@@ -32,6 +32,67 @@ fn lease_ip(d: &Daemon, network: &str, instance: &str) -> String {
     lease_field(d, network, instance, "ip")
 }
 
+/// A stopped container renamed keeps its files, snapshots, volume, NIC address and
+/// forward, and its network's DNS answers its new name (and no longer the old one).
+#[test]
+fn a_renamed_instance_keeps_its_files_snapshots_volume_address_and_forward() {
+    let sb = Sandbox::new(1);
+    let d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&["network", "create", "lan", "--subnet", "10.47.0.0/24"]);
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    d.ok(&["storage", "volume", "create", "p", "data"]);
+    d.ok(&["create", "busybox", "old", "--", "sleep", "3600"]);
+    d.ok(&["network", "attach", "lan", "old"]);
+    d.ok(&["storage", "volume", "attach", "p", "data", "old", "/srv"]);
+    d.ok(&["start", "old"]);
+    instances(&d, &[("peer", "lan")]);
+    d.ok(&[
+        "network", "forward", "add", "lan", "--port", "18081", "--to", "old:8080",
+    ]);
+    let ip = lease_ip(&d, "lan", "old");
+    assert_eq!(d.sh("old", "echo kept > /root/f").0, 0);
+    d.ok(&["snapshot", "create", "old", "s1"]);
+    // Refused: running, or to a name taken.
+    let err = d.fails(&["rename", "old", "new"]);
+    assert!(err.contains("stop it first"), "{err}");
+    d.ok(&["stop", "-f", "old"]);
+    let err = d.fails(&["rename", "old", "peer"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = d.fails(&["rename", "old", "bad.name"]);
+    assert!(!err.is_empty());
+    d.ok(&["rename", "old", "new"]);
+    assert!(d.fails(&["info", "old"]).contains("not found"));
+    assert_eq!(lease_ip(&d, "lan", "new"), ip, "the address stays");
+    let net = json(&d.ok(&["network", "info", "lan", "--format", "json"]));
+    assert_eq!(net["forwards"][0]["instance"], "new", "{net}");
+    let vol = json(&d.ok(&["storage", "volume", "info", "p", "data", "--format", "json"]));
+    assert!(vol.to_string().contains("\"new\""), "{vol}");
+    let snaps = json(&d.ok(&["snapshot", "list", "new", "--format", "json"]));
+    assert_eq!(snaps[0]["name"], "s1", "{snaps}");
+    d.ok(&["start", "new"]);
+    assert_eq!(d.sh("new", "cat /root/f").1.trim(), "kept");
+    assert_eq!(
+        d.sh("new", "grep -q ' /srv ' /proc/mounts").0,
+        0,
+        "the volume is attached"
+    );
+    assert!(d.sh("new", "ip -4 addr show eth0").1.contains(&ip));
+    let (code, out) = d.sh("peer", "nslookup new 10.47.0.1");
+    assert!(code == 0 && out.contains(&ip), "{out}");
+    let (code, out) = d.sh("peer", "nslookup old 10.47.0.1");
+    assert!(
+        code != 0 || !out.contains(&ip),
+        "the old name still resolves: {out}"
+    );
+    // Its snapshot restores under the new name.
+    d.ok(&["stop", "-f", "new"]);
+    d.ok(&["snapshot", "restore", "new", "s1"]);
+    for n in ["new", "peer"] {
+        d.ok(&["delete", "-f", n]);
+    }
+}
+
 /// The nftables tables of a namespace, as `nft list tables` prints them.
 fn nft_tables(ns: &str) -> String {
     let out = Command::new("ip")

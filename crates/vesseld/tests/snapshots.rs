@@ -182,7 +182,20 @@ fn a_vms_disk_and_a_running_guest_come_back_from_snapshots() {
     d.ok(&["copy", "g/disk1", "g2", "--start"]);
     wait_console(&d, "g2", "VESSEL-READY", Duration::from_secs(180));
     assert_eq!(d.sh("g2", "cat /root/f").1.trim(), "one");
-    for n in ["g", "g2"] {
+    // Renamed (stopped): its disk, which names its image's disk by path, its snapshots and
+    // its backups of the stopped disk follow.
+    let err = d.fails(&["rename", "g", "h"]);
+    assert!(err.contains("stop it first"), "{err}");
+    d.ok(&["stop", "g"]);
+    d.ok(&["rename", "g", "h"]);
+    let err = d.fails(&["info", "g"]);
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(snapshots(&d, "h")[0]["name"], "disk1");
+    d.ok(&["backup", "create", "h"]);
+    d.ok(&["start", "h"]);
+    wait_console(&d, "h", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("h", "cat /root/f").1.trim(), "one");
+    for n in ["h", "g2"] {
         d.ok(&["delete", "-f", n]);
     }
 }

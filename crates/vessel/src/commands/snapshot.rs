@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use vessel_api::{
-    InstanceCopy, InstanceSnapshot, InstanceSnapshotCreate, InstanceSnapshotRestore, Operation,
+    InstanceCopy, InstanceRename, InstanceSnapshot, InstanceSnapshotCreate,
+    InstanceSnapshotRestore, Operation,
 };
 
 use crate::cli_backup::SnapshotCommand;
@@ -84,6 +85,20 @@ pub fn run(client: &Client, cmd: SnapshotCommand) -> Result<i32> {
             println(format!("Snapshot {name} of {instance} deleted"))?;
         }
     }
+    Ok(0)
+}
+
+/// `rename NAME NEW-NAME`.
+pub fn rename(client: &Client, name: &str, new_name: &str) -> Result<i32> {
+    let op: Operation = client.send(
+        "POST",
+        &format!("/1.0/instances/{}/rename", seg(name)),
+        &InstanceRename {
+            name: new_name.to_string(),
+        },
+    )?;
+    operation::wait(client, op)?;
+    println(format!("Instance {name} renamed to {new_name}"))?;
     Ok(0)
 }
 

@@ -169,6 +169,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
         "instance_copy" => on(f, snapshots::copy),
+        "instance_rename" => on(f, snapshots::rename),
         "instance_export" => on(f, archives::export),
         "archives_import" => on(f, archives::import),
         "instance_snapshots_list" => on(f, snapshots::list),

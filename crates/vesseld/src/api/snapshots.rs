@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use vessel_api::{InstanceCopy, InstanceSnapshotCreate, InstanceSnapshotRestore};
+use vessel_api::{InstanceCopy, InstanceRename, InstanceSnapshotCreate, InstanceSnapshotRestore};
 
 use super::scope::ProjectScope;
 use super::{ApiJson, App};
@@ -73,6 +73,20 @@ pub async fn restore(
     let op = app
         .instances
         .snapshot_restore(&scope.q(&name)?, &snap, req.force)
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
+}
+
+pub async fn rename(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InstanceRename>,
+) -> Result<Response> {
+    crate::name::validate_name("instance", &req.name)?;
+    let op = app
+        .instances
+        .rename(&scope.q(&name)?, &scope.q(&req.name)?)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

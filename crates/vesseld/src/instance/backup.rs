@@ -56,7 +56,10 @@ impl Tracking {
     fn keep(mut self) {
         self.done = true;
         if let Ok(names) = self.vm.dirty_bitmaps(&self.disk) {
-            for n in names.iter().filter(|n| n.starts_with(BITMAP_PREFIX) && **n != self.next) {
+            for n in names
+                .iter()
+                .filter(|n| n.starts_with(BITMAP_PREFIX) && **n != self.next)
+            {
                 let _ = self.vm.remove_bitmap(&self.disk, n);
             }
         }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod logs;
 pub mod publish;
 mod rebuild;
+mod rename;
 mod resize;
 mod resolv;
 pub mod root_disk;

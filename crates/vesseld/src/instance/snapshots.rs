@@ -522,6 +522,38 @@ impl InstanceService {
         }
     }
 
+    /// Gives instance `old`'s snapshots to `new`, the paths of their files moved from `from`
+    /// (the instance's old directory) to `to`.
+    pub(super) fn rename_snapshots(
+        &self,
+        old: &str,
+        new: &str,
+        from: &Path,
+        to: &Path,
+    ) -> Result<()> {
+        let records = self.snap_records();
+        for mut r in self.snap_list(old)? {
+            let old_key = Self::snap_key(old, &r.name);
+            r.instance = new.to_string();
+            for p in &mut r.parts {
+                match p {
+                    Part::Upper { path }
+                    | Part::Disk { path }
+                    | Part::Qcow2 { path, .. }
+                    | Part::State { path, .. } => {
+                        if let Ok(rest) = path.strip_prefix(from) {
+                            *path = to.join(rest);
+                        }
+                    }
+                    Part::Volume { .. } => {}
+                }
+            }
+            records.put(&Self::snap_key(new, &r.name), &r)?;
+            records.delete(&old_key)?;
+        }
+        Ok(())
+    }
+
     /// Starts the operation that puts instance `name` back as snapshot `snap` has it.
     pub fn snapshot_restore(&self, name: &str, snap: &str, force: bool) -> Result<Operation> {
         let rec = self.snap_record(name, snap)?;

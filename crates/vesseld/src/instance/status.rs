@@ -230,6 +230,9 @@ mod tests {
         fn instance_delete(&self, n: &str) -> Result<()> {
             self.inner.instance_delete(n)
         }
+        fn instance_rename(&self, o: &str, n: &str) -> Result<()> {
+            self.inner.instance_rename(o, n)
+        }
         fn instances_using_image(&self, f: &str) -> Result<Vec<String>> {
             self.inner.instances_using_image(f)
         }

@@ -146,6 +146,47 @@ impl NetworkService {
         Ok(())
     }
 
+    /// Gives an instance's leases, forwards and balancer backends its new name (a stopped
+    /// instance: its NICs are not plugged), and DNS the new name.
+    pub fn instance_renamed(&self, old: &str, new: &str) -> Result<()> {
+        let _g = self.busy();
+        for mut rec in self.records()? {
+            let names = rec.leases.iter().any(|l| l.instance == old)
+                || rec
+                    .load_balancers
+                    .iter()
+                    .any(|lb| lb.backends.iter().any(|b| b == old));
+            if !names {
+                continue;
+            }
+            let rename = |n: &mut String| {
+                if n == old {
+                    *n = new.to_string();
+                }
+            };
+            rec.leases.iter_mut().for_each(|l| rename(&mut l.instance));
+            rec.forwards
+                .iter_mut()
+                .for_each(|f| rename(&mut f.instance));
+            let mut changed = Vec::new();
+            for lb in &mut rec.load_balancers {
+                if lb.backends.iter().any(|b| b == old) {
+                    lb.backends.iter_mut().for_each(rename);
+                    changed.push(lb.clone());
+                }
+            }
+            self.apply_rules(&rec)?;
+            self.apply_dnsmasq(&rec)?;
+            self.put(&rec)?;
+            for lb in &changed {
+                if let Err(e) = self.start_lb(&rec, lb) {
+                    tracing::warn!(lb = %lb.name, error = %e.message, "balancer not updated");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The instances that hold a lease on some network.
     pub fn lease_owners(&self) -> Result<std::collections::BTreeSet<String>> {
         Ok(self

@@ -245,6 +245,27 @@ impl StorageService {
         Ok(())
     }
 
+    /// Gives a stopped instance's volume attachments its new name. Its root volume, if it
+    /// has one in a pool, is named after it and stays so (`root_of` says whose it is).
+    pub fn instance_renamed(&self, old: &str, new: &str) -> Result<()> {
+        let _g = self.busy();
+        for mut v in self.volume_records(None)? {
+            let mine = v.attached_to.iter().any(|a| a.instance == old)
+                || v.root_of.as_deref() == Some(old);
+            if !mine {
+                continue;
+            }
+            for a in v.attached_to.iter_mut().filter(|a| a.instance == old) {
+                a.instance = new.to_string();
+            }
+            if v.root_of.as_deref() == Some(old) {
+                v.root_of = Some(new.to_string());
+            }
+            self.put_volume(&v)?;
+        }
+        Ok(())
+    }
+
     fn disk_socket(&self, instance: &str, v: &VolumeRecord) -> PathBuf {
         self.inner
             .run

@@ -141,6 +141,8 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;
+    /// Gives instance `old` the name `new` (which no instance may have).
+    fn instance_rename(&self, old: &str, new: &str) -> Result<()>;
     /// Names of the instances created from an image.
     fn instances_using_image(&self, fingerprint: &str) -> Result<Vec<String>>;
 

@@ -534,6 +534,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn instance_rename(&self, old: &str, new: &str) -> Result<()> {
+        let conn = self.lock();
+        match conn.execute("UPDATE instances SET name = ? WHERE name = ?", [new, old]) {
+            Ok(0) => Err(StoreError::NotFound(format!("instance {old}"))),
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Exists(format!("instance {new}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn object_insert(&self, kind: &str, key: &str, body: &str) -> Result<()> {
         let conn = self.lock();
         match conn.execute(
