@@ -174,6 +174,13 @@ pub struct InstanceRename {
     pub name: String,
 }
 
+/// Body of `POST /1.0/instances/{name}/move`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InstanceMove {
+    /// The storage pool its root disk moves into.
+    pub pool: String,
+}
+
 /// Body of `POST /1.0/instances/{name}/copy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct InstanceCopy {

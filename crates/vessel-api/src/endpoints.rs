@@ -450,6 +450,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Operation"),
     },
     Endpoint {
+        id: "instance_move",
+        method: Method::Post,
+        path: "/1.0/instances/{name}/move",
+        summary: "Move a stopped instance's root disk into a storage pool (from its own \
+                  directory or another pool); returns an operation",
+        query: &[],
+        request: Body::Json("InstanceMove"),
+        status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "instance_export",
         method: Method::Get,
         path: "/1.0/instances/{name}/export",

@@ -317,6 +317,19 @@ pub enum Command {
         /// Its new name.
         new_name: String,
     },
+    /// Move a stopped instance's root disk into a storage pool (from its own directory or
+    /// another pool); its name, NICs and volumes stay. A container needs `limits.disk` (the
+    /// root volume's size); snapshots must be deleted first (they are of the old storage).
+    #[command(
+        after_help = "Example:\n  vessel stop web && vessel move web --pool fast && vessel start web"
+    )]
+    Move {
+        /// The instance.
+        name: String,
+        /// The pool its root disk moves into.
+        #[arg(long)]
+        pool: String,
+    },
 }
 
 /// Arguments of `launch` and `create`.

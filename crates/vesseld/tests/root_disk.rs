@@ -505,3 +505,69 @@ fn bad_sizes_and_places_are_refused_with_nothing_made() {
     wait_released(&d, "s1");
     nothing_made("after s1");
 }
+
+/// `move --pool`: a stopped container's root disk goes from its own image into a dir pool,
+/// then into a btrfs pool, its files (owners and all) along; the old root goes each time.
+/// Refused: running, snapshots, no size, the pool it is in.
+#[test]
+fn a_stopped_containers_root_moves_between_pools_with_its_files() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["storage", "pool", "create", "slow", "dir"]);
+    d.ok(&[
+        "storage", "pool", "create", "fast", "btrfs", "--size", "300MiB",
+    ]);
+    d.ok(&[
+        "create",
+        "busybox",
+        "m",
+        "--no-network",
+        "-l",
+        "disk=64MiB",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    d.ok(&["start", "m"]);
+    let (code, out) = d.sh(
+        "m",
+        "echo kept > /root/f && mkdir -p /srv/x && chown 1234:5678 /srv/x && \
+         test -e /bin/true && rm /bin/true",
+    );
+    assert_eq!(code, 0, "{out}");
+    let e = d.fails(&["move", "m", "--pool", "slow"]);
+    assert!(e.contains("stop it first"), "{e}");
+    d.ok(&["stop", "-f", "m"]);
+    d.ok(&["snapshot", "create", "m", "s"]);
+    let e = d.fails(&["move", "m", "--pool", "slow"]);
+    assert!(e.contains("snapshot"), "{e}");
+    d.ok(&["snapshot", "delete", "m", "s"]);
+    let image = d.root().join("instances/m/root.img");
+    assert!(image.exists());
+    let check = |pool: &str| {
+        assert_eq!(d.info("m")["storage"], pool);
+        d.ok(&["start", "m"]);
+        let (code, out) = d.sh("m", "cat /root/f && stat -c %u:%g /srv/x && ls /bin/true");
+        assert!(code != 0, "/bin/true, deleted, is back: {out}");
+        assert!(out.contains("kept") && out.contains("1234:5678"), "{out}");
+        let disk = json(&d.ok(&["info", "m", "--format", "json"]))["root_disk"].clone();
+        assert_eq!(disk["size_bytes"], 64 << 20, "{disk}");
+        d.ok(&["stop", "-f", "m"]);
+    };
+    d.ok(&["move", "m", "--pool", "slow"]);
+    assert!(!image.exists(), "the old root image is gone");
+    check("slow");
+    let e = d.fails(&["move", "m", "--pool", "slow"]);
+    assert!(e.contains("already"), "{e}");
+    d.ok(&["move", "m", "--pool", "fast"]);
+    let e = d.fails(&["storage", "volume", "info", "slow", "m-root"]);
+    assert!(e.contains("not found"), "the old root volume is gone: {e}");
+    check("fast");
+    // A container without a size has no root disk to move.
+    d.ok(&["create", "busybox", "plain", "--no-network"]);
+    let e = d.fails(&["move", "plain", "--pool", "slow"]);
+    assert!(e.contains("limits.disk"), "{e}");
+    for n in ["m", "plain"] {
+        d.ok(&["delete", "-f", n]);
+    }
+}

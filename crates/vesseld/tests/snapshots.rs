@@ -195,6 +195,16 @@ fn a_vms_disk_and_a_running_guest_come_back_from_snapshots() {
     d.ok(&["start", "h"]);
     wait_console(&d, "h", "VESSEL-READY", Duration::from_secs(180));
     assert_eq!(d.sh("h", "cat /root/f").1.trim(), "one");
+    // Moved into a pool (stopped, its snapshot deleted first): its disk goes along.
+    d.ok(&["stop", "-f", "h"]);
+    d.ok(&["snapshot", "delete", "h", "disk1"]);
+    d.ok(&["storage", "pool", "create", "p", "dir"]);
+    d.ok(&["move", "h", "--pool", "p"]);
+    assert_eq!(d.info("h")["storage"], "p");
+    assert!(!d.root().join("instances/h/root.qcow2").exists());
+    d.ok(&["start", "h"]);
+    wait_console(&d, "h", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("h", "cat /root/f").1.trim(), "one");
     for n in ["h", "g2"] {
         d.ok(&["delete", "-f", n]);
     }

@@ -107,6 +107,7 @@ pub fn run(
             start,
         } => snapshot::copy(&client, &source, &name, start),
         Command::Rename { name, new_name } => snapshot::rename(&client, &name, &new_name),
+        Command::Move { name, pool } => snapshot::move_to_pool(&client, &name, &pool),
         Command::Resize { name, size } => instance::resize(&client, &name, &size),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),

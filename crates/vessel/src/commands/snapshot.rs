@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use vessel_api::{
-    InstanceCopy, InstanceRename, InstanceSnapshot, InstanceSnapshotCreate,
+    InstanceCopy, InstanceMove, InstanceRename, InstanceSnapshot, InstanceSnapshotCreate,
     InstanceSnapshotRestore, Operation,
 };
 
@@ -99,6 +99,20 @@ pub fn rename(client: &Client, name: &str, new_name: &str) -> Result<i32> {
     )?;
     operation::wait(client, op)?;
     println(format!("Instance {name} renamed to {new_name}"))?;
+    Ok(0)
+}
+
+/// `move NAME --pool POOL`.
+pub fn move_to_pool(client: &Client, name: &str, pool: &str) -> Result<i32> {
+    let op: Operation = client.send(
+        "POST",
+        &format!("/1.0/instances/{}/move", seg(name)),
+        &InstanceMove {
+            pool: pool.to_string(),
+        },
+    )?;
+    operation::wait(client, op)?;
+    println(format!("Instance {name} moved to pool {pool}"))?;
     Ok(0)
 }
 

@@ -170,6 +170,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "instance_root_disk" => on(f, h::instance_root_disk),
         "instance_copy" => on(f, snapshots::copy),
         "instance_rename" => on(f, snapshots::rename),
+        "instance_move" => on(f, snapshots::move_to_pool),
         "instance_export" => on(f, archives::export),
         "archives_import" => on(f, archives::import),
         "instance_snapshots_list" => on(f, snapshots::list),

@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use vessel_api::{InstanceCopy, InstanceRename, InstanceSnapshotCreate, InstanceSnapshotRestore};
+use vessel_api::{
+    InstanceCopy, InstanceMove, InstanceRename, InstanceSnapshotCreate, InstanceSnapshotRestore,
+};
 
 use super::scope::ProjectScope;
 use super::{ApiJson, App};
@@ -87,6 +89,19 @@ pub async fn rename(
     let op = app
         .instances
         .rename(&scope.q(&name)?, &scope.q(&req.name)?)
+        .map_err(|e| scope.error(e))?;
+    Ok(accepted(scope.operation(op)))
+}
+
+pub async fn move_to_pool(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InstanceMove>,
+) -> Result<Response> {
+    let op = app
+        .instances
+        .move_to_pool(&scope.q(&name)?, &req.pool)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

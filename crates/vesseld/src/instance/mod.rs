@@ -12,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod limits;
 pub mod logs;
+mod move_pool;
 pub mod publish;
 mod rebuild;
 mod rename;

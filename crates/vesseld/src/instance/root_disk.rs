@@ -243,12 +243,15 @@ impl InstanceService {
         }
         Ok(RootPlace::Disk(match &inst.storage {
             None => DiskSource::Image(self.driver.root_image(&inst.name)),
-            Some(pool) => self.storage.container_root(&inst.name)?.ok_or_else(|| {
-                Error::internal(format!(
-                    "the root disk of {} (volume {}-root) is missing from pool {pool:?}",
-                    inst.name, inst.name
-                ))
-            })?,
+            Some(pool) => self
+                .storage
+                .container_root(pool, &inst.name)?
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "the root disk of {} (volume {}-root) is missing from pool {pool:?}",
+                        inst.name, inst.name
+                    ))
+                })?,
         }))
     }
 
@@ -379,13 +382,13 @@ impl InstanceService {
                         mount,
                     })?);
                 }
-                if inst.storage.is_some() {
-                    self.storage.container_root_resize(name, size)?;
+                if let Some(pool) = &inst.storage {
+                    self.storage.container_root_resize(pool, name, size)?;
                 }
             }
             DiskSource::Directory(_) => {
-                let (used, free) = self.storage.container_root_usage(name)?;
                 let pool = inst.storage.as_deref().unwrap_or("?");
+                let (used, free) = self.storage.container_root_usage(pool, name)?;
                 check_resize(
                     name,
                     (old, size),
@@ -393,7 +396,7 @@ impl InstanceService {
                     true,
                     (free, &format!("pool {pool:?}")),
                 )?;
-                self.storage.container_root_resize(name, size)?;
+                self.storage.container_root_resize(pool, name, size)?;
             }
         }
         let mut limits = inst.limits.clone();
@@ -417,7 +420,7 @@ impl InstanceService {
             DiskSource::Image(image) => vessel_monitor::disk::image_usage(image).ok(),
             DiskSource::Directory(_) => self
                 .storage
-                .container_root_usage(&inst.name)
+                .container_root_usage(inst.storage.as_deref()?, &inst.name)
                 .ok()
                 .map(|(used, _)| used),
         };

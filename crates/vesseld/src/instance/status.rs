@@ -230,6 +230,9 @@ mod tests {
         fn instance_delete(&self, n: &str) -> Result<()> {
             self.inner.instance_delete(n)
         }
+        fn instance_set_storage(&self, n: &str, p: Option<&str>) -> Result<()> {
+            self.inner.instance_set_storage(n, p)
+        }
         fn instance_rename(&self, o: &str, n: &str) -> Result<()> {
             self.inner.instance_rename(o, n)
         }

@@ -245,6 +245,28 @@ impl StorageService {
         Ok(())
     }
 
+    /// Deletes stopped instance `instance`'s root volume in `pool` (after a move to another
+    /// pool), with its snapshots.
+    pub fn root_deleted(&self, pool: &str, instance: &str) -> Result<()> {
+        let name = super::root_volume(instance);
+        let Ok(mut v) = self.volume_record(pool, &name) else {
+            return Ok(());
+        };
+        if v.root_of.as_deref() != Some(instance) {
+            return Err(Error::conflict(format!(
+                "volume {pool}/{name} is not the root of {instance}"
+            )));
+        }
+        self.stop_disk(instance, &v);
+        {
+            let _g = self.busy();
+            v.attached_to.retain(|a| a.instance != instance);
+            v.disk_owner = None;
+            self.put_volume(&v)?;
+        }
+        self.volume_delete(pool, &name).map(drop)
+    }
+
     /// Gives a stopped instance's volume attachments its new name. Its root volume, if it
     /// has one in a pool, is named after it and stays so (`root_of` says whose it is).
     pub fn instance_renamed(&self, old: &str, new: &str) -> Result<()> {

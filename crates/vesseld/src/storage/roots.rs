@@ -98,11 +98,13 @@ impl StorageService {
         made
     }
 
-    fn container_root_record(&self, instance: &str) -> Result<Option<VolumeRecord>> {
+    /// Container `instance`'s root volume in `pool` (by name: while a move makes its new
+    /// root in another pool, each pool holds one).
+    fn container_root_record(&self, pool: &str, instance: &str) -> Result<Option<VolumeRecord>> {
         Ok(self
-            .volume_records(None)?
-            .into_iter()
-            .find(|v| v.container_root && v.root_of.as_deref() == Some(instance)))
+            .volume_record(pool, &root_volume(instance))
+            .ok()
+            .filter(|v| v.container_root && v.root_of.as_deref() == Some(instance)))
     }
 
     fn root_source(&self, v: &VolumeRecord) -> Result<DiskSource> {
@@ -120,15 +122,15 @@ impl StorageService {
     }
 
     /// What container `instance`'s writable layer goes on, when its root disk is in a pool.
-    pub fn container_root(&self, instance: &str) -> Result<Option<DiskSource>> {
-        self.container_root_record(instance)?
+    pub fn container_root(&self, pool: &str, instance: &str) -> Result<Option<DiskSource>> {
+        self.container_root_record(pool, instance)?
             .map(|v| self.root_source(&v))
             .transpose()
     }
 
     /// Bytes the root volume of `instance` uses in its pool, and what the pool has free.
-    pub fn container_root_usage(&self, instance: &str) -> Result<(u64, u64)> {
-        let v = self.container_root_record(instance)?.ok_or_else(|| {
+    pub fn container_root_usage(&self, pool: &str, instance: &str) -> Result<(u64, u64)> {
+        let v = self.container_root_record(pool, instance)?.ok_or_else(|| {
             Error::not_found(format!("container {instance:?} has no root disk in a pool"))
         })?;
         let d = self.driver(&v.pool)?;
@@ -137,9 +139,9 @@ impl StorageService {
 
     /// Sets the size of container `instance`'s root volume (blocking): a btrfs subvolume's
     /// qgroup limit, a dir pool's image file (whose file system the caller grows).
-    pub fn container_root_resize(&self, instance: &str, size: u64) -> Result<()> {
+    pub fn container_root_resize(&self, pool: &str, instance: &str, size: u64) -> Result<()> {
         let _g = self.busy();
-        let mut v = self.container_root_record(instance)?.ok_or_else(|| {
+        let mut v = self.container_root_record(pool, instance)?.ok_or_else(|| {
             Error::not_found(format!("container {instance:?} has no root disk in a pool"))
         })?;
         self.driver(&v.pool)?.resize(&v.name, v.content, size)?;

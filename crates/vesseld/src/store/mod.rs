@@ -141,6 +141,8 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// Removes an instance.
     fn instance_delete(&self, name: &str) -> Result<()>;
+    /// Records the pool instance `name`'s root disk is in (`None`: its own directory).
+    fn instance_set_storage(&self, name: &str, pool: Option<&str>) -> Result<()>;
     /// Gives instance `old` the name `new` (which no instance may have).
     fn instance_rename(&self, old: &str, new: &str) -> Result<()>;
     /// Names of the instances created from an image.

@@ -534,6 +534,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn instance_set_storage(&self, name: &str, pool: Option<&str>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let meta: Option<String> = tx
+            .query_row("SELECT meta FROM instances WHERE name = ?", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(meta) = meta else {
+            return Err(StoreError::NotFound(format!("instance {name:?}")));
+        };
+        let mut meta: InstanceMeta = decode("instances.meta", &meta)?;
+        meta.storage = pool.map(str::to_string);
+        let meta = encode("instances.meta", &meta)?;
+        tx.execute(
+            "UPDATE instances SET meta = ? WHERE name = ?",
+            params![meta, name],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn instance_rename(&self, old: &str, new: &str) -> Result<()> {
         let conn = self.lock();
         match conn.execute("UPDATE instances SET name = ? WHERE name = ?", [new, old]) {
