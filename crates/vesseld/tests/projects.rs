@@ -706,6 +706,13 @@ fn projects_have_volumes_of_their_own() {
         "beta",
     ]);
     d.ok(&["delete", "r3", "--project", "beta"]);
+    // A root disk moved into the pool counts too.
+    d.ok(&[
+        "create", "busybox", "r4", "--project", "beta", "-l", "disk=48MiB",
+    ]);
+    let err = d.fails(&["move", "r4", "--pool", "local", "--project", "beta"]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
+    d.ok(&["delete", "r4", "--project", "beta"]);
     // A name with a '.' from a client of default is not another project's object.
     let err = d.fails(&["info", "beta.r2"]);
     assert!(err.contains("names have no '.'"), "{err}");

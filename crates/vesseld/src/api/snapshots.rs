@@ -11,7 +11,7 @@ use vessel_api::{
 
 use super::scope::ProjectScope;
 use super::{ApiJson, App};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 fn accepted<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::ACCEPTED, Json(v)).into_response()
@@ -99,9 +99,23 @@ pub async fn move_to_pool(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<InstanceMove>,
 ) -> Result<Response> {
+    let name = scope.q(&name)?;
+    // The root disk counts against limits.disk.pool.POOL there, checked under the project's
+    // quota lock.
+    let quota = app.projects.quota(scope.name())?;
+    let _held = app.projects.quota_guard(scope.name()).await;
+    if quota.disk_pool.contains_key(&req.pool) {
+        let (svc, n) = (app.instances.clone(), name.clone());
+        let size = tokio::task::spawn_blocking(move || svc.move_size(&n))
+            .await
+            .map_err(|e| Error::internal(format!("move task: {e}")))?
+            .map_err(|e| scope.error(e))?;
+        let sizes = super::storage::own_sizes(&app, &scope, &req.pool, None).await?;
+        quota.admits_in_pool(&req.pool, &sizes, size)?;
+    }
     let op = app
         .instances
-        .move_to_pool(&scope.q(&name)?, &req.pool)
+        .move_to_pool(&name, &req.pool)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

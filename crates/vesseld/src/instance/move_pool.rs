@@ -144,10 +144,33 @@ impl InstanceService {
         r
     }
 
+    /// The bytes instance `name`'s root disk takes in a pool it moves into (what the
+    /// project's `limits.disk.pool.POOL` counts): a container's `limits.disk`, a VM's disk
+    /// size.
+    pub fn move_size(&self, name: &str) -> Result<Option<u64>> {
+        let inst = self.get_stored(name)?;
+        Ok(match inst.instance_type {
+            InstanceType::Container => inst.limits.disk,
+            InstanceType::Vm => {
+                let disk = self.vm_move_source(&inst)?;
+                let info = vessel_vm::image_info(&disk, None)
+                    .map_err(|e| Error::internal(crate::error::chain(&e)))?;
+                Some(info.virtual_size)
+            }
+        })
+    }
+
     /// Writes VM `inst`'s disk into a new root volume in `pool`.
     fn move_vm(&self, inst: &Instance, pool: &str, op: &OpHandle) -> Result<()> {
+        let disk = self.vm_move_source(inst)?;
+        self.storage.create_root_volume(pool, &inst.name, &disk, op)
+    }
+
+    /// What a VM's disk is read from when it moves: its old root volume's file, its qcow2
+    /// overlay, or (never started) its image's disk.
+    fn vm_move_source(&self, inst: &Instance) -> Result<PathBuf> {
         let name = &inst.name;
-        let disk: PathBuf = match &inst.storage {
+        Ok(match &inst.storage {
             Some(from) => self
                 .storage
                 .volume_file(from, &crate::storage::root_volume(name))?
@@ -169,8 +192,7 @@ impl InstanceService {
                         .ok_or_else(|| Error::invalid("the image has no disk"))?
                 }
             }
-        };
-        self.storage.create_root_volume(pool, name, &disk, op)
+        })
     }
 }
 
