@@ -645,6 +645,23 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Operation"),
     },
     Endpoint {
+        id: "backup_export",
+        method: Method::Get,
+        path: "/1.0/backups/{instance}/{id}/export",
+        summary: "A backup as one portable archive (its index and every chunk it names), \
+                  which `POST /1.0/archives` makes an instance from on this or another host",
+        query: &[Query {
+            name: "store",
+            description: "a backup store directory on the host (admins)",
+            required: false,
+        }],
+        request: Body::None,
+        status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Bytes,
+    },
+    Endpoint {
         id: "backups_verify",
         method: Method::Post,
         path: "/1.0/backups/verify",

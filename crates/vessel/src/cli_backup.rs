@@ -71,6 +71,11 @@ pub enum BackupCommand {
         start: bool,
         #[arg(long)]
         store: Option<String>,
+        /// Restore it on another host: the remote (see `vessel remote list`) the instance is
+        /// made on; the backup travels as one portable archive, checked whole there before
+        /// anything is made.
+        #[arg(long, value_name = "REMOTE")]
+        target: Option<String>,
     },
     /// Delete a backup (its chunks are freed by the next `gc`).
     #[command(visible_alias = "rm")]

@@ -93,7 +93,7 @@ fn a_container_is_backed_up_running_and_restored_here_and_on_another_host() {
         "--store",
         shared.to_str().unwrap(),
     ]);
-    let other = Daemon::start();
+    let (other, port) = Daemon::start_https();
     other.busybox();
     other.ok(&[
         "backup",
@@ -107,6 +107,46 @@ fn a_container_is_backed_up_running_and_restored_here_and_on_another_host() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&sum) && out.contains("hello"), "{out}");
     other.ok(&["delete", "-f", "web"]);
+    // Or reached as a remote: `--target` carries the backup over as one archive.
+    let token: serde_json::Value = serde_json::from_str(&other.ok(&[
+        "auth", "token", "create", "ops", "--role", "operator", "--format", "json",
+    ]))
+    .unwrap();
+    let config = d.dir.join("client");
+    let env = [("VESSEL_CONFIG_DIR", config.to_str().unwrap())];
+    let url = format!("https://127.0.0.1:{port}");
+    let out = d.vessel_env(
+        &[
+            "remote",
+            "add",
+            "far",
+            &url,
+            "--token",
+            token["token"].as_str().unwrap(),
+            "--accept-certificate",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.vessel_env(
+        &[
+            "backup", "restore", "web", "moved", "--target", "far", "--start",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out) = other.sh("moved", "md5sum /srv/blob; cat /srv/note");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&sum) && out.contains("hello"), "{out}");
+    other.ok(&["delete", "-f", "moved"]);
 
     // Prune keeps the newest; gc frees what no backup names.
     let pruned = d.ok(&["backup", "prune", "web", "--keep-last", "1"]);
@@ -289,7 +329,7 @@ fn an_exported_archive_is_imported_whole_and_a_damaged_one_makes_nothing() {
     d.ok(&["import", file.to_str().unwrap(), "copy", "--start"]);
     assert!(d.sh("copy", "md5sum /blob").1.contains(&sum));
     // On another host, under its own name.
-    let other = Daemon::start();
+    let (other, port) = Daemon::start_https();
     other.busybox();
     other.ok(&["import", file.to_str().unwrap(), "--start"]);
     assert!(other.sh("src", "md5sum /blob").1.contains(&sum));

@@ -708,7 +708,13 @@ fn projects_have_volumes_of_their_own() {
     d.ok(&["delete", "r3", "--project", "beta"]);
     // A root disk moved into the pool counts too.
     d.ok(&[
-        "create", "busybox", "r4", "--project", "beta", "-l", "disk=48MiB",
+        "create",
+        "busybox",
+        "r4",
+        "--project",
+        "beta",
+        "-l",
+        "disk=48MiB",
     ]);
     let err = d.fails(&["move", "r4", "--pool", "local", "--project", "beta"]);
     assert!(err.contains("limits.disk.pool.local"), "{err}");

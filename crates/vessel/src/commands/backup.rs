@@ -35,6 +35,54 @@ fn query(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
+/// The backup `INSTANCE/ID`, or `INSTANCE`'s newest sound one.
+fn resolve(client: &Client, backup: &str, store: &Option<String>) -> Result<(String, String)> {
+    if backup.contains('/') {
+        let (i, id) = split(backup)?;
+        return Ok((i.to_string(), id.to_string()));
+    }
+    let list: Vec<Backup> = client.get(&query(
+        "/1.0/backups",
+        &[("instance", Some(backup)), ("store", store.as_deref())],
+    ))?;
+    let Some(b) = list.iter().rev().find(|b| b.damaged.is_none()) else {
+        bail!("{backup} has no sound backup; see `vessel backup list {backup}`");
+    };
+    Ok((backup.to_string(), b.id.clone()))
+}
+
+/// `backup restore BACKUP [NAME] --target REMOTE`: the backup fetched from `client` as one
+/// archive (into a temporary file) and imported by `target`.
+pub fn restore_to(
+    client: &Client,
+    target: &Client,
+    backup: &str,
+    name: Option<&str>,
+    start: bool,
+    store: &Option<String>,
+) -> Result<i32> {
+    let (instance, id) = resolve(client, backup, store)?;
+    let file =
+        std::env::temp_dir().join(format!("vessel-restore-{}-{}.tar", std::process::id(), id));
+    struct Gone<'a>(&'a std::path::Path);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _gone = Gone(&file);
+    super::snapshot::download(
+        client,
+        &with_store(
+            format!("/1.0/backups/{}/{}/export", seg(&instance), seg(&id)),
+            store,
+        ),
+        &file,
+    )?;
+    super::snapshot::import(target, &file, Some(name.unwrap_or(&instance)), start)?;
+    Ok(0)
+}
+
 fn with_store(path: String, store: &Option<String>) -> String {
     query(&path, &[("store", store.as_deref())])
 }
@@ -129,23 +177,10 @@ pub fn run(client: &Client, cmd: BackupCommand) -> Result<i32> {
             name,
             start,
             store,
+            // A restore on another remote is `restore_to`'s (commands::run picks it).
+            target: _,
         } => {
-            let (instance, id) = match backup.split_once('/') {
-                Some(_) => {
-                    let (i, id) = split(&backup)?;
-                    (i.to_string(), id.to_string())
-                }
-                None => {
-                    let list: Vec<Backup> = client.get(&query(
-                        "/1.0/backups",
-                        &[("instance", Some(&backup)), ("store", store.as_deref())],
-                    ))?;
-                    let Some(b) = list.iter().rev().find(|b| b.damaged.is_none()) else {
-                        bail!("{backup} has no sound backup; see `vessel backup list {backup}`");
-                    };
-                    (backup.clone(), b.id.clone())
-                }
-            };
+            let (instance, id) = resolve(client, &backup, &store)?;
             let req = BackupRestore {
                 name: name.clone(),
                 start,

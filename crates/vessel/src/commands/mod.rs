@@ -47,7 +47,19 @@ pub fn run(
     if let Command::Project(crate::cli_auth::ProjectCommand::Switch { name: p }) = &command {
         return auth::project_switch(&config.client(name, &socket)?, name, p, &config_path?);
     }
-    let client = config.client(name, &socket)?.in_project(project);
+    let client = config.client(name, &socket)?.in_project(project.clone());
+    if let Command::Backup(crate::cli_backup::BackupCommand::Restore {
+        backup,
+        name: new_name,
+        start,
+        store,
+        target: Some(t),
+    }) = &command
+    {
+        let p = project.or_else(|| config.projects.get(t.as_str()).cloned());
+        let target = config.client(t, &socket)?.in_project(p);
+        return backup::restore_to(&client, &target, backup, new_name.as_deref(), *start, store);
+    }
     match command {
         Command::Launch(args) => instance::create(&client, args, true),
         Command::Create(args) => instance::create(&client, args, false),

@@ -153,30 +153,35 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
 
 /// `export NAME FILE`.
 pub fn export(client: &Client, name: &str, file: &std::path::Path) -> Result<i32> {
+    eprintln!("Backing up {name} for the archive...");
+    let n = download(
+        client,
+        &format!("/1.0/instances/{}/export", seg(name)),
+        file,
+    )?;
+    println(format!("Wrote {} ({n} bytes)", file.display()))?;
+    Ok(0)
+}
+
+/// GETs an archive at `path` into new file `file` with a progress bar; a partial file is
+/// removed. Returns its bytes.
+pub fn download(client: &Client, path: &str, file: &std::path::Path) -> Result<u64> {
     use anyhow::Context;
     use std::io::Write;
-    eprintln!("Backing up {name} for the archive...");
-    let resp = client.request(
-        "GET",
-        &format!("/1.0/instances/{}/export", seg(name)),
-        crate::client::RequestBody::Empty,
-    )?;
+    let resp = client.request("GET", path, crate::client::RequestBody::Empty)?;
     let len = resp
         .head
         .header("content-length")
         .and_then(|l| l.parse().ok())
         .unwrap_or(0);
-    let pb = bar(len, "writing");
+    let pb = bar(len, "receiving");
     let mut out =
         std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
     let mut body = pb.wrap_read(resp.body);
     let copied = std::io::copy(&mut body, &mut out).and_then(|n| out.flush().map(|_| n));
     pb.finish_and_clear();
     match copied {
-        Ok(n) if len == 0 || n == len => {
-            println(format!("Wrote {} ({n} bytes)", file.display()))?;
-            Ok(0)
-        }
+        Ok(n) if len == 0 || n == len => Ok(n),
         r => {
             // A partial archive would look whole later: remove it.
             let _ = std::fs::remove_file(file);

@@ -79,6 +79,38 @@ pub async fn export(
     Ok(super::handlers::tar_response(archive, scratch))
 }
 
+pub async fn export_backup(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
+    Path((instance, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let group = scope.q(&instance)?;
+    let store = super::backups::store(&app, &caller, q.get("store").cloned()).await?;
+    let scratch = Scratch::new(&app)?;
+    let file = scratch.0.join("archive.tar");
+    let f = file.clone();
+    blocking(move || {
+        let index = store.get(&group, &id).map_err(|e| match e {
+            vessel_backup::BackupError::NotFound(_) => Error::not_found(format!(
+                "no backup {instance}/{id}; see `vessel backup list {instance}`"
+            )),
+            e => store_error(e),
+        })?;
+        let out = std::fs::File::create(&f)
+            .map_err(|e| Error::internal(format!("{}: {e}", f.display())))?;
+        store
+            .export_archive(&index, std::io::BufWriter::new(out), &mut |_| {})
+            .map_err(store_error)
+    })
+    .await
+    .map_err(|e| scope.error(e))?;
+    let archive = std::fs::File::open(&file)
+        .map_err(|e| Error::internal(format!("opening the archive: {e}")))?;
+    Ok(super::handlers::tar_response(archive, scratch))
+}
+
 pub async fn import(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,

@@ -172,6 +172,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "instance_rename" => on(f, snapshots::rename),
         "instance_move" => on(f, snapshots::move_to_pool),
         "instance_export" => on(f, archives::export),
+        "backup_export" => on(f, archives::export_backup),
         "archives_import" => on(f, archives::import),
         "instance_snapshots_list" => on(f, snapshots::list),
         "instance_snapshot_create" => on(f, snapshots::create),
