@@ -329,7 +329,7 @@ fn an_exported_archive_is_imported_whole_and_a_damaged_one_makes_nothing() {
     d.ok(&["import", file.to_str().unwrap(), "copy", "--start"]);
     assert!(d.sh("copy", "md5sum /blob").1.contains(&sum));
     // On another host, under its own name.
-    let (other, port) = Daemon::start_https();
+    let other = Daemon::start();
     other.busybox();
     other.ok(&["import", file.to_str().unwrap(), "--start"]);
     assert!(other.sh("src", "md5sum /blob").1.contains(&sum));
