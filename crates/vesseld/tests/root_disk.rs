@@ -563,6 +563,16 @@ fn a_stopped_containers_root_moves_between_pools_with_its_files() {
     let e = d.fails(&["storage", "volume", "info", "slow", "m-root"]);
     assert!(e.contains("not found"), "the old root volume is gone: {e}");
     check("fast");
+    // A copy of it gets a root volume of its own in the same pool, with the same files.
+    d.ok(&["copy", "m", "m2"]);
+    d.ok(&["storage", "volume", "info", "fast", "m2-root"]);
+    d.ok(&["start", "m2"]);
+    let (code, out) = d.sh("m2", "cat /root/f && stat -c %u:%g /srv/x && ls /bin/true");
+    assert!(
+        code != 0 && out.contains("kept") && out.contains("1234:5678"),
+        "{out}"
+    );
+    d.ok(&["delete", "-f", "m2"]);
     // A container without a size has no root disk to move.
     d.ok(&["create", "busybox", "plain", "--no-network"]);
     let e = d.fails(&["move", "plain", "--pool", "slow"]);

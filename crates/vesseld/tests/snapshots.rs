@@ -205,6 +205,12 @@ fn a_vms_disk_and_a_running_guest_come_back_from_snapshots() {
     d.ok(&["start", "h"]);
     wait_console(&d, "h", "VESSEL-READY", Duration::from_secs(180));
     assert_eq!(d.sh("h", "cat /root/f").1.trim(), "one");
+    // A copy of the running VM in the pool: a root volume of its own, the same disk.
+    d.ok(&["copy", "h", "h2", "--start"]);
+    assert_eq!(d.info("h2")["storage"], "p");
+    wait_console(&d, "h2", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("h2", "cat /root/f").1.trim(), "one");
+    d.ok(&["delete", "-f", "h2"]);
     for n in ["h", "g2"] {
         d.ok(&["delete", "-f", n]);
     }

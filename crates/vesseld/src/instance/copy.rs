@@ -13,12 +13,28 @@ use super::snapshots::{copy, sync_fs};
 use super::InstanceService;
 use crate::error::{Error, Result};
 
-/// What was staged: the source's writable layer, its root disk image, or a VM's disk.
+/// What was staged: the source's writable layer, its root disk image, a VM's qcow2 disk,
+/// or a VM's raw root volume (of a pool).
 enum Staged {
     Upper(PathBuf),
     RootImage(PathBuf),
     VmDisk(PathBuf),
+    VmVolume(PathBuf),
     Nothing,
+}
+
+/// Moves tree `src` to `dst`: a rename, or a copy and a removal across file systems (into a
+/// root disk mounted from a pool).
+fn move_tree(src: &Path, dst: &Path) -> Result<()> {
+    match std::fs::rename(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            copy(src, dst)?;
+            let _ = std::fs::remove_dir_all(src);
+            Ok(())
+        }
+        Err(e) => Err(Error::internal(format!("{}: {e}", dst.display()))),
+    }
 }
 
 impl InstanceService {
@@ -30,11 +46,11 @@ impl InstanceService {
         if let Some(s) = snap {
             self.snapshot(src, s)?;
         }
-        if from.storage.is_some() {
+        if let (Some(pool), Some(_)) = (&from.storage, snap) {
             return Err(Error::invalid(format!(
-                "{src}'s root disk is a volume in pool {:?}: copying such instances is not \
-                 supported yet (back it up and restore the backup under the new name)",
-                from.storage.as_deref().unwrap_or_default()
+                "{src}'s root disk is a volume in pool {pool:?}, whose snapshots the pool keeps: \
+                 copying from them is not supported yet (copy the instance as it is, or \
+                 restore the snapshot first)"
             )));
         }
         if self.get_stored(dst).is_ok() {
@@ -121,7 +137,7 @@ impl InstanceService {
                         copy(&self.driver.dir(name).join("upper"), &dst)?;
                         Ok(Staged::Upper(dst))
                     }
-                    super::root_disk::RootPlace::Disk(_) => {
+                    super::root_disk::RootPlace::Disk(_) if inst.storage.is_none() => {
                         if running {
                             sync_fs(&self.driver.disk_mount(name))?;
                         }
@@ -129,7 +145,38 @@ impl InstanceService {
                         copy(&self.driver.root_image(name), &dst)?;
                         Ok(Staged::RootImage(dst))
                     }
+                    // A root volume of a pool: its layer, read through its mount (the
+                    // copy's root is a volume of its own).
+                    super::root_disk::RootPlace::Disk(_) => {
+                        let (upper, _disk) = if running {
+                            (self.driver.disk_mount(name).join("upper"), None)
+                        } else {
+                            self.open_writable(inst)?
+                        };
+                        let dst = staging.join("upper");
+                        copy(&upper, &dst)?;
+                        Ok(Staged::Upper(dst))
+                    }
                 }
+            }
+            InstanceType::Vm if inst.storage.is_some() => {
+                let pool = inst.storage.as_deref().unwrap_or_default();
+                let file = self
+                    .storage
+                    .volume_file(pool, &crate::storage::root_volume(name))?
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{name}'s root volume in pool {pool:?} is a device inside the \
+                             daemon, not a file: copying it is not supported (back it up and \
+                             restore the backup under the new name)"
+                        ))
+                    })?;
+                let dst = staging.join("root.raw");
+                {
+                    let _paused = self.pause_while(inst)?;
+                    copy(&file, &dst)?;
+                }
+                Ok(Staged::VmVolume(dst))
             }
             InstanceType::Vm => {
                 let disk = self.vms.instances_dir.join(name).join("root.qcow2");
@@ -207,7 +254,7 @@ impl InstanceService {
             Staged::Upper(src) => {
                 let (upper, _disk) = self.open_writable(inst)?;
                 std::fs::remove_dir(&upper).map_err(io(&upper))?;
-                std::fs::rename(&src, &upper).map_err(io(&upper))?;
+                move_tree(&src, &upper)?;
                 if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
                     super::backup::remap(&upper, from, to).map_err(io(&upper))?;
                 }
@@ -219,6 +266,27 @@ impl InstanceService {
                 if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
                     let (upper, _disk) = self.open_writable(inst)?;
                     super::backup::remap(&upper, from, to).map_err(io(&upper))?;
+                }
+                Ok(())
+            }
+            Staged::VmVolume(src) => {
+                // Over the root volume its creation wrote from the image.
+                let pool = inst.storage.as_deref().unwrap_or_default();
+                let file = self
+                    .storage
+                    .volume_file(pool, &crate::storage::root_volume(&inst.name))?
+                    .ok_or_else(|| Error::internal("the copy's root volume is not a file"))?;
+                let out = std::process::Command::new("qemu-img")
+                    .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+                    .arg(&src)
+                    .arg(&file)
+                    .output()
+                    .map_err(|e| Error::internal(format!("qemu-img convert: {e}")))?;
+                if !out.status.success() {
+                    return Err(Error::internal(format!(
+                        "writing the copy's root volume: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
                 }
                 Ok(())
             }
