@@ -468,7 +468,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/1.0/instances/{name}/export",
         summary: "The instance as one portable archive: its record and data as a backup, \
                   with every chunk it names (a running instance is paused while read)",
-        query: &[],
+        query: &[Query {
+            name: "snapshots",
+            description: "1: its snapshots too (copies of a container's files, a VM's disk \
+                          snapshots; pool snapshots and saved VM state stay behind)",
+            required: false,
+        }],
         request: Body::None,
         status: 200,
         role: Role::Operator,

@@ -280,6 +280,10 @@ pub enum Command {
         name: String,
         /// The file to write.
         file: std::path::PathBuf,
+        /// Its snapshots too (copies of a container's files, a VM's disk snapshots; pool
+        /// snapshots and saved VM state stay behind); `import` makes them again.
+        #[arg(long)]
+        snapshots: bool,
     },
     /// Make an instance from an archive of `vessel export` (checked whole before anything is
     /// made).

@@ -306,6 +306,20 @@ fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
     let b4: serde_json::Value =
         serde_json::from_str(&d.ok(&["backup", "create", "g", "--format", "json"])).unwrap();
     assert!(read_of(&b4) > 3_000_000, "a new QEMU, a full read: {b4}");
+    // Exported with its disk snapshot, imported: the snapshot is an internal snapshot of the
+    // new disk again, and the disk as it is now comes first.
+    d.ok(&["snapshot", "create", "g", "s1"]);
+    assert_eq!(d.sh("g", "echo late > /root/late && sync").0, 0);
+    let file = d.dir.join("g.vessel");
+    d.ok(&["export", "g", file.to_str().unwrap(), "--snapshots"]);
+    d.ok(&["import", file.to_str().unwrap(), "g3", "--start"]);
+    wait_console(&d, "g3", "VESSEL-READY", Duration::from_secs(180));
+    assert_eq!(d.sh("g3", "cat /root/late").1.trim(), "late");
+    d.ok(&["snapshot", "restore", "g3", "s1", "--force"]);
+    wait_console(&d, "g3", "VESSEL-READY", Duration::from_secs(180));
+    let (code, out) = d.sh("g3", "test ! -e /root/late && md5sum /root/blob");
+    assert!(code == 0 && out.contains(&sum), "{out}");
+    d.ok(&["delete", "-f", "g3"]);
     d.ok(&["delete", "-f", "g"]);
 }
 
@@ -333,6 +347,27 @@ fn an_exported_archive_is_imported_whole_and_a_damaged_one_makes_nothing() {
     other.busybox();
     other.ok(&["import", file.to_str().unwrap(), "--start"]);
     assert!(other.sh("src", "md5sum /blob").1.contains(&sum));
+    other.ok(&["delete", "-f", "src"]);
+    // With --snapshots its snapshots travel too, and come back as they were (owners moved
+    // to the new instance's ids).
+    assert_eq!(d.sh("src", "echo before > /note && chown 5:5 /note").0, 0);
+    d.ok(&["snapshot", "create", "src", "s1"]);
+    assert_eq!(d.sh("src", "echo after > /note").0, 0);
+    let with = d.dir.join("with-snapshots.vessel");
+    d.ok(&["export", "src", with.to_str().unwrap(), "--snapshots"]);
+    other.ok(&["import", with.to_str().unwrap(), "--start"]);
+    assert_eq!(other.sh("src", "cat /note").1.trim(), "after");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&other.ok(&["snapshot", "list", "src", "--format", "json"]))
+            .unwrap();
+    assert_eq!(snaps[0]["name"], "s1", "{snaps}");
+    other.ok(&["snapshot", "restore", "src", "s1", "--force"]);
+    let (code, out) = other.sh("src", "cat /note; stat -c %u:%g /note; md5sum /blob");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("before") && out.contains("5:5") && out.contains(&sum),
+        "{out}"
+    );
     other.ok(&["delete", "-f", "src"]);
     // Damaged: cut short, or one byte of a chunk changed.
     let data = std::fs::read(&file).unwrap();

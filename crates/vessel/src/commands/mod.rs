@@ -109,7 +109,11 @@ pub fn run(
             network::admin_init(&client, subnet, format)
         }
         Command::Publish { name, alias } => image::publish(&client, &name, alias),
-        Command::Export { name, file } => snapshot::export(&client, &name, &file),
+        Command::Export {
+            name,
+            file,
+            snapshots,
+        } => snapshot::export(&client, &name, &file, snapshots),
         Command::Import { file, name, start } => {
             snapshot::import(&client, &file, name.as_deref(), start)
         }

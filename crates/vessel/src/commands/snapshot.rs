@@ -152,11 +152,12 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// `export NAME FILE`.
-pub fn export(client: &Client, name: &str, file: &std::path::Path) -> Result<i32> {
+pub fn export(client: &Client, name: &str, file: &std::path::Path, snapshots: bool) -> Result<i32> {
     eprintln!("Backing up {name} for the archive...");
+    let q = if snapshots { "?snapshots=1" } else { "" };
     let n = download(
         client,
-        &format!("/1.0/instances/{}/export", seg(name)),
+        &format!("/1.0/instances/{}/export{q}", seg(name)),
         file,
     )?;
     println(format!("Wrote {} ({n} bytes)", file.display()))?;

@@ -47,7 +47,9 @@ pub async fn export(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
+    let snapshots = matches!(q.get("snapshots").map(String::as_str), Some("1" | "true"));
     let name = scope.q(&name)?;
     let scratch = Scratch::new(&app)?;
     let dir = scratch.0.join("store");
@@ -55,7 +57,7 @@ pub async fn export(
         blocking(move || Store::create(&dir, Default::default()).map_err(store_error)).await?;
     let (op, id) = app
         .instances
-        .backup(&name, store.clone())
+        .backup(&name, store.clone(), snapshots)
         .map_err(|e| scope.error(e))?;
     let done = app.ops.wait(&op.id, None).await?;
     if done.status != OperationStatus::Success {

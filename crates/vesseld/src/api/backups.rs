@@ -85,7 +85,7 @@ pub async fn create(
     let store = store(&app, &caller, req.store).await?;
     let (op, _id) = app
         .instances
-        .backup(&name, store)
+        .backup(&name, store, false)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

@@ -188,7 +188,8 @@ pub fn backed_up(store: &Store, index: &Index) -> Result<Instance> {
 impl InstanceService {
     /// Starts the operation that backs instance `name` up into `store`; returns it and the
     /// backup's id.
-    pub fn backup(&self, name: &str, store: Store) -> Result<(Operation, String)> {
+    /// With `snapshots`, the instance's snapshots go in too (for a portable archive).
+    pub fn backup(&self, name: &str, store: Store, snapshots: bool) -> Result<(Operation, String)> {
         let inst = self.get_stored(name)?;
         if matches!(
             inst.status,
@@ -210,16 +211,24 @@ impl InstanceService {
                 let lock = svc.lock_for(&n);
                 let _g = lock.lock().await;
                 let inst = svc.get_stored(&n)?;
-                tokio::task::spawn_blocking(move || svc.backup_locked(&inst, writer, &op))
-                    .await
-                    .map_err(|e| Error::internal(format!("backup task: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    svc.backup_locked(&inst, writer, snapshots, &op)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("backup task: {e}")))?
             },
         );
         Ok((op, id))
     }
 
     /// Takes the backup; the caller holds the instance's lock (blocking).
-    fn backup_locked(&self, inst: &Instance, mut w: Writer, op: &OpHandle) -> Result<()> {
+    fn backup_locked(
+        &self,
+        inst: &Instance,
+        mut w: Writer,
+        snapshots: bool,
+        op: &OpHandle,
+    ) -> Result<()> {
         let name = &inst.name;
         // Its NICs and volumes as they are, for a restore to know its networks.
         let mut whole = inst.clone();
@@ -298,6 +307,14 @@ impl InstanceService {
             }
         }
         drop(_paused);
+        if snapshots {
+            op.progress(Some(95), "reading its snapshots");
+            let left = self.backup_snapshots(inst, &mut w)?;
+            if !left.is_empty() {
+                // Pool snapshots and saved VM state stay where they are.
+                labels.insert("snapshots.left".into(), left.join(","));
+            }
+        }
         op.progress(Some(97), "writing the index");
         // What it cost: bytes read from the instance (what did not change since the backup
         // before is not read again).
@@ -602,8 +619,21 @@ impl InstanceService {
         r
     }
 
-    /// Fills a new instance's files from a backup (blocking; inside its creation).
+    /// Fills a new instance's files from a backup, then its snapshots if the backup carries
+    /// any (blocking; inside its creation).
     fn restore_files(
+        &self,
+        store: &Store,
+        index: &Index,
+        inst: &Instance,
+        shift: Option<u32>,
+        op: &OpHandle,
+    ) -> Result<()> {
+        self.restore_data(store, index, inst, shift, op)?;
+        self.restore_snapshots(store, index, inst, shift, op)
+    }
+
+    fn restore_data(
         &self,
         store: &Store,
         index: &Index,

@@ -1,6 +1,7 @@
 //! The instance service: the one owner of instance state. Routes hand it actions; it checks
 //! them, records the outcome in the store, drives the container driver, and announces events.
 
+mod archive_snapshots;
 pub mod autostart;
 pub mod backup;
 pub mod config;

@@ -62,7 +62,34 @@ pub(crate) struct SnapRecord {
     parts: Vec<Part>,
 }
 
+/// What a portable archive carries of a snapshot: a copy of a container's layer or of its
+/// root disk image, or an internal snapshot of a VM's qcow2 disk (pool snapshots and saved
+/// VM state stay behind).
+pub(super) enum Carried {
+    Upper(PathBuf),
+    Disk(PathBuf),
+    Qcow2 { path: PathBuf, tag: String },
+}
+
 impl SnapRecord {
+    /// What an archive can carry of it, if anything.
+    pub(super) fn carried(&self) -> Option<Carried> {
+        match self.parts.first()? {
+            Part::Upper { path } => Some(Carried::Upper(path.clone())),
+            Part::Disk { path } => Some(Carried::Disk(path.clone())),
+            Part::Qcow2 { path, tag } => Some(Carried::Qcow2 {
+                path: path.clone(),
+                tag: tag.clone(),
+            }),
+            Part::Volume { .. } | Part::State { .. } => None,
+        }
+    }
+
+    /// When it was taken: RFC 3339, and seconds since the epoch.
+    pub(super) fn taken(&self) -> (&str, i64) {
+        (&self.created_at, self.time)
+    }
+
     /// When it expires, seconds since the epoch.
     pub(crate) fn expires_at(&self) -> Option<i64> {
         self.expires_at
@@ -520,6 +547,33 @@ impl InstanceService {
                 tracing::warn!(instance = %inst.name, snapshot = %r.name, error = %e, "deleting a snapshot");
             }
         }
+    }
+
+    /// Records snapshot `snap` of instance `name` made from what an archive carried.
+    pub(super) fn adopt_snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+        (created_at, time): (&str, i64),
+        carried: Carried,
+    ) -> Result<()> {
+        let part = match carried {
+            Carried::Upper(path) => Part::Upper { path },
+            Carried::Disk(path) => Part::Disk { path },
+            Carried::Qcow2 { path, tag } => Part::Qcow2 { path, tag },
+        };
+        let rec = SnapRecord {
+            instance: name.to_string(),
+            name: snap.to_string(),
+            created_at: created_at.to_string(),
+            time,
+            expires_at: None,
+            scheduled: false,
+            parts: vec![part],
+        };
+        self.snap_records()
+            .insert(&Self::snap_key(name, snap), &rec)?;
+        Ok(())
     }
 
     /// Gives instance `old`'s snapshots to `new`, the paths of their files moved from `from`
