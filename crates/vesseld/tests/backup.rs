@@ -358,8 +358,7 @@ fn an_exported_archive_is_imported_whole_and_a_damaged_one_makes_nothing() {
     other.ok(&["import", with.to_str().unwrap(), "--start"]);
     assert_eq!(other.sh("src", "cat /note").1.trim(), "after");
     let snaps: serde_json::Value =
-        serde_json::from_str(&other.ok(&["snapshot", "list", "src", "--format", "json"]))
-            .unwrap();
+        serde_json::from_str(&other.ok(&["snapshot", "list", "src", "--format", "json"])).unwrap();
     assert_eq!(snaps[0]["name"], "s1", "{snaps}");
     other.ok(&["snapshot", "restore", "src", "s1", "--force"]);
     let (code, out) = other.sh("src", "cat /note; stat -c %u:%g /note; md5sum /blob");
