@@ -156,6 +156,10 @@ pub struct PoolRepair {
     /// (default: full speed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<u64>,
+    /// `fail`: also when the level cannot serve its data without the member (to test
+    /// that its reads then fail).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// What a volume holds.

@@ -8,8 +8,11 @@
 mod device;
 mod handshake;
 pub mod proto;
+mod replies;
 mod server;
 mod transmission;
 
 pub use device::{BlockDevice, DeviceError, Extent, FileDevice};
-pub use server::{NbdError, NbdExport, NbdServer, ServerHandle};
+pub use server::{
+    NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
+};

@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Connections served at once; more are closed as they come (each has a thread).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to finish the handshake (an idle client in transmission is fine: a
+/// kernel client keeps its connection open between requests).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 use crate::device::BlockDevice;
 use crate::{handshake, transmission};
@@ -85,6 +92,7 @@ pub(crate) type Exports = BTreeMap<String, NbdExport>;
 #[derive(Debug, Clone)]
 pub struct NbdServer {
     exports: Arc<RwLock<Exports>>,
+    handshake_timeout: Duration,
 }
 
 impl NbdServer {
@@ -102,7 +110,15 @@ impl NbdServer {
         }
         Ok(NbdServer {
             exports: Arc::new(RwLock::new(map)),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         })
+    }
+
+    /// The time a client has to finish its handshake on listeners started from here on
+    /// (default [`HANDSHAKE_TIMEOUT`]).
+    pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
     }
 
     /// Offers one more export on every listener of this server.
@@ -184,6 +200,7 @@ impl NbdServer {
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            handshake_timeout: self.handshake_timeout,
         })
     }
 }
@@ -192,11 +209,15 @@ impl NbdServer {
 pub(crate) trait Stream: Read + Write + Send + Sized + 'static {
     fn clone_stream(&self) -> io::Result<Self>;
     fn shutdown_both(&self);
+    fn read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
 }
 
 impl Stream for UnixStream {
     fn clone_stream(&self) -> io::Result<Self> {
         self.try_clone()
+    }
+    fn read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
@@ -206,6 +227,9 @@ impl Stream for UnixStream {
 impl Stream for TcpStream {
     fn clone_stream(&self) -> io::Result<Self> {
         self.try_clone()
+    }
+    fn read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
@@ -222,6 +246,7 @@ struct Shared {
     stopping: AtomicBool,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Conn>>,
+    handshake_timeout: Duration,
 }
 
 fn accept_loop<S: Stream>(shared: Arc<Shared>, mut accept: impl FnMut() -> io::Result<S>) {
@@ -253,6 +278,14 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, stream: S) -> io::Result<()
     let mut conns = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
     // Reap finished connections so the table does not grow forever.
     conns.retain(|_, (_, t)| t.as_ref().is_some_and(|t| !t.is_finished()));
+    if conns.len() >= MAX_CONNECTIONS {
+        tracing::warn!(
+            limit = MAX_CONNECTIONS,
+            "nbd connection refused: too many connections"
+        );
+        stream.shutdown_both();
+        return Ok(());
+    }
     let conn_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name(format!("nbd-conn-{id}"))
@@ -282,6 +315,8 @@ fn serve_connection<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdErro
 
 fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let writer = stream.clone_stream()?;
+    let timeouts = stream.clone_stream()?;
+    timeouts.read_timeout(Some(shared.handshake_timeout))?;
     let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
     let exports = shared
@@ -292,8 +327,16 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let Some(session) = handshake::negotiate(&mut reader, &mut writer, &exports)? else {
         return Ok(());
     };
+    timeouts.read_timeout(None)?;
     tracing::debug!(export = %session.export.name, "nbd client entered transmission");
-    transmission::serve(&mut reader, &mut writer, &session)
+    // Replies go out from a thread of their own, so that reading requests never waits on a
+    // client that sends many before it reads any replies.
+    let (mut replies, sender) = crate::replies::Replies::start(writer)?;
+    let served = transmission::serve(&mut reader, &mut replies, &session);
+    drop(replies);
+    let sent = sender.join();
+    served?;
+    sent.map_err(NbdError::Io)
 }
 
 enum Endpoint {

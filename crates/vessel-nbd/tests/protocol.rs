@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use vessel_nbd::proto::*;
+use vessel_nbd::{FileDevice, NbdExport, NbdServer};
 
 /// A minimal raw NBD client over the fixture's unix socket.
 struct Raw(UnixStream);
@@ -269,4 +270,76 @@ fn negotiation_refusals() {
     let mut c = Raw::connect(&fx);
     c.option(OPT_ABORT, &[]);
     assert_eq!(c.option_reply(OPT_ABORT).0, REP_ACK);
+}
+
+/// A client that sends many requests before it reads any reply is served: replies queue
+/// while the server keeps reading (one thread for both would wait on the client forever
+/// once the socket buffers fill).
+#[test]
+fn a_client_pipelining_many_requests_before_reading_is_served() {
+    const N: usize = 20_000;
+    let fx = Fixture::new("pipeline");
+    let mut c = Raw::connect(&fx);
+    c.go("disk", false);
+    c.0.set_write_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    c.0.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    for i in 0..N {
+        c.request(CMD_READ, 0, (i as u64 * 4096) % DISK_SIZE, 4096, &[]);
+    }
+    let mut data = vec![0u8; 4096];
+    for _ in 0..N {
+        assert_eq!(c.simple_error(), 0);
+        c.0.read_exact(&mut data).expect("read data");
+    }
+}
+
+/// Past the connection limit a new connection is closed at once; below it, connections
+/// are served.
+#[test]
+fn connections_past_the_limit_are_closed() {
+    let fx = Fixture::new("limit");
+    let held: Vec<Raw> = (0..vessel_nbd::MAX_CONNECTIONS)
+        .map(|_| Raw::connect(&fx))
+        .collect();
+    let mut extra = UnixStream::connect(fx.socket()).expect("connect");
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut b = [0u8; 18];
+    assert_eq!(
+        extra.read(&mut b).expect("read"),
+        0,
+        "no greeting past the limit"
+    );
+    drop(held);
+    // The slots free again.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut c = Raw::connect(&fx);
+    c.go("disk", false);
+}
+
+/// A client that does not finish its handshake in time is closed.
+#[test]
+fn a_silent_client_is_closed_after_the_handshake_timeout() {
+    let dir = TempDir::new("silent");
+    let disk = FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk");
+    let server = NbdServer::new([NbdExport::new("disk", std::sync::Arc::new(disk))])
+        .expect("server")
+        .with_handshake_timeout(std::time::Duration::from_millis(500));
+    let _h = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let mut s = UnixStream::connect(dir.join("nbd.sock")).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut greet = [0u8; 18];
+    s.read_exact(&mut greet).expect("greeting");
+    let t = std::time::Instant::now();
+    let mut b = [0u8; 1];
+    assert_eq!(s.read(&mut b).expect("read"), 0, "closed");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
 }

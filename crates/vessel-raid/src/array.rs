@@ -64,6 +64,8 @@ pub struct MemberStatus {
     pub state: SlotState,
     /// For a rebuilding member: data bytes already rebuilt.
     pub rebuilt: u64,
+    /// Blocks read from it whose checksum did not match, since assembly.
+    pub checksum_errors: u64,
 }
 
 /// One member slot.
@@ -89,8 +91,8 @@ pub(crate) struct Inner {
     pub failures_pending: bool,
     /// Cached checksum-area blocks, by (member, member offset).
     pub csum_cache: HashMap<(usize, u64), Vec<u8>>,
-    /// Blocks read whose checksum did not match, since assembly.
-    pub checksum_errors: u64,
+    /// Blocks read whose checksum did not match, since assembly, per member.
+    pub checksum_errors: Vec<u64>,
 }
 
 /// A RAID array presented as one block device.
@@ -203,7 +205,7 @@ impl RaidArray {
             last_io_error: None,
             failures_pending: false,
             csum_cache: HashMap::new(),
-            checksum_errors: 0,
+            checksum_errors: vec![0; geo.members],
         };
         let array = RaidArray {
             geo,
@@ -236,6 +238,10 @@ impl RaidArray {
         let present: Vec<PathBuf> = paths.iter().flatten().cloned().collect();
         check_distinct(&present)?;
         let mut found: Vec<Option<(Member, Superblock)>> = Vec::new();
+        // A member whose superblock is damaged (or gone) is assembled around as if it were
+        // missing, so that a redundant array comes up degraded and the member can be
+        // replaced; only if no member is left is the first such error returned.
+        let mut unreadable = None;
         for p in paths {
             let Some(p) = p else {
                 found.push(None);
@@ -244,11 +250,14 @@ impl RaidArray {
             let m = Member::open(p)?;
             let sb = match m.read_superblock()? {
                 Ok(sb) => sb,
-                Err(DecodeError::Magic | DecodeError::Field) => {
-                    return Err(RaidError::NotAMember { path: p.clone() })
-                }
-                Err(DecodeError::Checksum) => {
-                    return Err(RaidError::SuperblockChecksum { path: p.clone() })
+                Err(e @ (DecodeError::Magic | DecodeError::Field | DecodeError::Checksum)) => {
+                    tracing::warn!(path = %p.display(), error = ?e, "member superblock unreadable; assembling without it");
+                    unreadable.get_or_insert(match e {
+                        DecodeError::Checksum => RaidError::SuperblockChecksum { path: p.clone() },
+                        _ => RaidError::NotAMember { path: p.clone() },
+                    });
+                    found.push(None);
+                    continue;
                 }
                 Err(DecodeError::Version(version)) => {
                     return Err(RaidError::SuperblockVersion {
@@ -274,8 +283,12 @@ impl RaidArray {
                 Some(b) if b.1 >= v.1 => Some(b),
                 _ => Some(*v),
             })
-            .map(|v| v.0)
-            .ok_or(RaidError::NoMembers)?;
+            .map(|v| v.0);
+        let pool = match (pool, unreadable) {
+            (Some(p), _) => p,
+            (None, Some(e)) => return Err(e),
+            (None, None) => return Err(RaidError::NoMembers),
+        };
         // Of those, the geometry most members record, and of the members recording it the
         // newest generation, describe the array.
         let shape = |sb: &Superblock| (sb.level, sb.members, sb.chunk_size, sb.data_size);
@@ -390,7 +403,7 @@ impl RaidArray {
             last_io_error: None,
             failures_pending: false,
             csum_cache: HashMap::new(),
-            checksum_errors: 0,
+            checksum_errors: vec![0; geo.members],
         };
         let array = RaidArray {
             geo,
@@ -444,6 +457,7 @@ impl RaidArray {
                 } else {
                     s.checkpoint
                 },
+                checksum_errors: inner.checksum_errors.get(index).copied().unwrap_or(0),
             })
             .collect()
     }
@@ -451,7 +465,19 @@ impl RaidArray {
     /// Blocks whose checksum did not match when read, since assembly (each one was read
     /// around and rewritten from the redundancy where the level has any).
     pub fn checksum_errors(&self) -> u64 {
-        self.lock().checksum_errors
+        self.lock().checksum_errors.iter().sum()
+    }
+
+    /// Whether more members are out (failed, missing or not yet rebuilt) than the level
+    /// survives: its data cannot be served.
+    pub fn is_unavailable(&self) -> bool {
+        let inner = self.lock();
+        let out = inner
+            .slots
+            .iter()
+            .filter(|s| s.state != SlotState::Active)
+            .count();
+        out > inner.geo.level.tolerated_failures(inner.slots.len())
     }
 
     /// Whether any member is missing or being rebuilt.
@@ -464,16 +490,52 @@ impl RaidArray {
 
     /// Takes a member out of service, as if its disk had died, and records that on the
     /// others. Reads reconstruct its data; data is lost if the level tolerates no more.
+    /// Refused if the level could not serve its data without it (see
+    /// [`RaidArray::fail_member_forced`]).
     pub fn fail_member(&self, index: usize) -> Result<()> {
+        self.fail_member_with(index, false)
+    }
+
+    /// Like [`RaidArray::fail_member`], also beyond what the level survives (to test that
+    /// reads then fail with EIO and never return zeros).
+    pub fn fail_member_forced(&self, index: usize) -> Result<()> {
+        self.fail_member_with(index, true)
+    }
+
+    fn fail_member_with(&self, index: usize, force: bool) -> Result<()> {
         let mut inner = self.lock();
-        if index >= inner.slots.len() {
+        let members = inner.slots.len();
+        if index >= members {
             return Err(RaidError::NoSuchMember {
                 index,
-                count: inner.slots.len(),
+                count: members,
             });
         }
+        let failed = (0..members)
+            .filter(|&m| m == index || inner.slots[m].state != SlotState::Active)
+            .count();
+        let tolerated = inner.geo.level.tolerated_failures(members);
+        if failed > tolerated && !force {
+            return Err(RaidError::TooManyFailures {
+                index,
+                failed,
+                members,
+                tolerated,
+                level: inner.geo.level,
+            });
+        }
+        // The member itself is told too (if it still answers), so that a restart does not
+        // take it back, even when it was the last one.
+        let member = inner.slots[index].member.take();
         inner.fail(index);
-        inner.write_superblocks()
+        inner.write_superblocks()?;
+        if let Some(m) = member {
+            let sb = inner.superblock(index);
+            if let Err(e) = m.write_superblock(&sb) {
+                tracing::warn!(member = index, error = %e, "recording its failure on the failed member");
+            }
+        }
+        Ok(())
     }
 }
 

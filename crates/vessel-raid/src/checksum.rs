@@ -127,7 +127,9 @@ impl Inner {
             Some(true) => Verified::Good,
             Some(false) => {
                 tracing::warn!(pool = %self.pool, member = m, offset = off, "checksum mismatch; reading around the member");
-                self.checksum_errors += 1;
+                if let Some(n) = self.checksum_errors.get_mut(m) {
+                    *n += 1;
+                }
                 Verified::Corrupt
             }
             None => Verified::Failed,

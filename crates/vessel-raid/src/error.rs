@@ -153,6 +153,24 @@ pub enum RaidError {
         /// The member count.
         count: usize,
     },
+    /// Failing a member would leave fewer than the level needs to serve the data.
+    #[error(
+        "failing member {index} would leave {failed} of {members} members out, more than \
+         {level} survives ({tolerated}): its data would be unreadable; force it only to \
+         test that"
+    )]
+    TooManyFailures {
+        /// The member index.
+        index: usize,
+        /// Members out after it.
+        failed: usize,
+        /// The member count.
+        members: usize,
+        /// Members the level can lose.
+        tolerated: usize,
+        /// The level.
+        level: RaidLevel,
+    },
     /// The operation needs a failed member but this one is healthy.
     #[error("member {index} is {state}; only a failed member can be replaced")]
     MemberNotFailed {

@@ -51,6 +51,10 @@ pub struct ScrubMismatch {
     pub members: Vec<usize>,
     /// Whether the row was rewritten consistent.
     pub repaired: bool,
+    /// Whether only the block checksums of `members` were wrong: their data agrees with
+    /// the row's redundancy (mirrors equal, parity matching), so the checksums, not the
+    /// data, are what a repair rewrites.
+    pub checksums: bool,
 }
 
 impl RaidArray {
@@ -170,8 +174,11 @@ impl RaidArray {
     /// Verifies every row's parity or mirrors. With `repair`, rewrites inconsistent rows:
     /// the member RAID 6 syndromes or a mirror majority point at is corrected; otherwise
     /// (RAID 5, two-way mirrors) parity is recomputed from data, as md's repair does.
+    /// Checksums are compared as the members hold them (the in-memory copies are dropped
+    /// first), so damage to the checksum area is found too.
     pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
+        self.lock().csum_cache.clear();
         for row in 0..self.geo.rows() {
             let mut inner = self.lock();
             if (0..inner.slots.len()).any(|m| !inner.readable(m, row)) {
@@ -183,7 +190,10 @@ impl RaidArray {
             inner.record_failures()?;
             if let Some(mut mismatch) = checked? {
                 let tolerated = inner.geo.level.tolerated_failures(inner.geo.members);
-                if repair && mismatch.members.len() <= tolerated {
+                if repair && mismatch.checksums {
+                    inner.refresh_checksums(row);
+                    mismatch.repaired = true;
+                } else if repair && mismatch.members.len() <= tolerated {
                     inner.repair_row(row, &mismatch.members)?;
                     mismatch.repaired = inner.geo.level != RaidLevel::Raid0;
                 }
@@ -235,10 +245,14 @@ impl Inner {
             offset: row * self.geo.row_bytes(),
             members: member.into_iter().collect(),
             repaired: false,
+            checksums: false,
         };
         if !liars.is_empty() {
             let mut m = mismatch(None);
             m.members = liars;
+            // Data that agrees with its redundancy is right: its checksums are what is
+            // damaged. Without redundancy (RAID 0) nobody can tell.
+            m.checksums = self.redundancy_agrees(row, &all) == Some(true);
             return Ok(Some(m));
         }
         match self.geo.level {
@@ -288,6 +302,30 @@ impl Inner {
                     .map(|d| self.geo.data_member(row, d)),
                 };
                 Ok(Some(mismatch(liar)))
+            }
+        }
+    }
+
+    /// Whether a row's chunks as read agree with its redundancy: mirrors equal, parity
+    /// matching the data. `None` for RAID 0, which has none.
+    fn redundancy_agrees(&self, row: u64, all: &[Vec<u8>]) -> Option<bool> {
+        match self.geo.level {
+            RaidLevel::Raid0 => None,
+            RaidLevel::Raid1 => Some(all.iter().all(|c| *c == all[0])),
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                let data: Vec<Vec<u8>> = (0..self.geo.data_members())
+                    .map(|d| all[self.geo.data_member(row, d)].clone())
+                    .collect();
+                let (p, q) = self.parity(&data);
+                let p_ok = match (self.geo.p_member(row), &p) {
+                    (Some(pm), Some(p)) => *p == all[pm],
+                    _ => true,
+                };
+                let q_ok = match (self.geo.q_member(row), &q) {
+                    (Some(qm), Some(q)) => *q == all[qm],
+                    _ => true,
+                };
+                Some(p_ok && q_ok)
             }
         }
     }

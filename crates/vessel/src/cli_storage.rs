@@ -140,6 +140,10 @@ pub enum PoolCommand {
         /// replace: rebuild at most this many bytes per second (e.g. 50MB).
         #[arg(long)]
         rate: Option<String>,
+        /// fail: also a member the level cannot do without (its data becomes unreadable;
+        /// for tests of that).
+        #[arg(long)]
+        force: bool,
     },
     /// Delete a pool without volumes (files Vessel created for it go too).
     #[command(visible_alias = "rm")]

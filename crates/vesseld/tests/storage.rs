@@ -665,6 +665,37 @@ fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
         std::fs::read(&back).unwrap() == data,
         "the rebuilt member holds wrong data"
     );
+    // A third member out is more than RAID 6 survives: refused, unless forced.
+    let err = d.fails(&["storage", "pool", "repair", "safe", "fail", "--member", "2"]);
+    assert!(err.contains("force"), "{err}");
+    d.ok(&[
+        "storage", "pool", "repair", "safe", "fail", "--member", "2", "--force",
+    ]);
+    let s = json(&d.ok(&["storage", "pool", "status", "safe", "--format", "json"]));
+    assert_eq!(s["status"], "unavailable", "{s}");
+    let out = Command::new("nbdcopy")
+        .args([&uri, back.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a read with three of four members out succeeded"
+    );
+    // After a restart the export says why it does not serve.
+    d.kill(libc::SIGKILL);
+    d.spawn();
+    let exports = json(&d.ok(&["storage", "export", "list", "--format", "json"]));
+    assert_eq!(exports[0]["status"], "failed", "{exports}");
+    // An unavailable pool can always be deleted (its volumes' records go with it, once no
+    // export uses them), and the member files Vessel made for it go too, replacements
+    // included.
+    let err = d.fails(&["storage", "pool", "delete", "safe"]);
+    assert!(err.contains("export disk"), "{err}");
+    d.ok(&["storage", "export", "delete", "disk"]);
+    d.ok(&["storage", "pool", "delete", "safe"]);
+    assert!(!new.exists(), "the replacement member file was left behind");
+    let vols = json(&d.ok(&["storage", "volume", "list", "--format", "json"]));
+    assert_eq!(vols.as_array().map(Vec::len), Some(0), "{vols}");
 }
 
 /// A volume attached while its container starts is either mounted in the running container

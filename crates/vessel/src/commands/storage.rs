@@ -182,6 +182,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             member,
             path,
             rate,
+            force,
         } => {
             let rate = rate.as_deref().map(size).transpose()?;
             let path = path
@@ -200,6 +201,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                     member,
                     path,
                     rate,
+                    force,
                 },
             )?;
             operation::wait(client, op)?;

@@ -56,7 +56,7 @@ pub trait PoolDriver: Send + Sync {
     fn fs_path(&self, name: &str) -> Result<PathBuf>;
     /// A block volume.
     fn block(&self, name: &str) -> Result<BlockAccess>;
-    /// `online` or `degraded`.
+    /// `online`, `degraded`, or `unavailable` (more members out than the level survives).
     fn health(&self) -> String {
         "online".into()
     }
@@ -69,7 +69,8 @@ pub trait PoolDriver: Send + Sync {
         None
     }
     /// Fails a member.
-    fn fail_member(&self, _member: u32) -> Result<()> {
+    /// Fails a member (`force`: also beyond what the level survives).
+    fn fail_member(&self, _member: u32, _force: bool) -> Result<()> {
         Err(Error::invalid(
             "only raid pools have members to fail or replace",
         ))

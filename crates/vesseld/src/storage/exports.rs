@@ -32,10 +32,22 @@ impl StorageService {
         e
     }
 
+    /// Serves an export; why it cannot (its pool unavailable too) is what `export list`
+    /// shows for it.
     pub(super) fn serve_export(&self, rec: &ExportRecord) -> Result<()> {
+        let r = self.try_serve(rec);
+        if let Err(err) = &r {
+            self.inner
+                .servers
+                .set_error(&rec.export.name, err.message.clone());
+        }
+        r
+    }
+
+    fn try_serve(&self, rec: &ExportRecord) -> Result<()> {
         let e = &rec.export;
         let d = self.driver(&e.pool)?;
-        let r = match e.protocol {
+        match e.protocol {
             vessel_api::ExportProtocol::Nbd => {
                 let dev: Arc<dyn vessel_nbd::BlockDevice> = match d.block(&e.volume)? {
                     BlockAccess::Device(dev) => dev,
@@ -54,11 +66,7 @@ impl StorageService {
                     .unwrap_or_else(|| servers::export_generation(e));
                 self.inner.servers.add_nfs_generation(e, root, generation)
             }
-        };
-        if let Err(err) = &r {
-            self.inner.servers.set_error(&e.name, err.message.clone());
         }
-        r
     }
 
     /// Exports a volume.

@@ -161,12 +161,39 @@ impl StorageService {
         let _g = self.busy();
         let rec = self.pool_record(name)?;
         let vols = self.volume_records(Some(name))?;
-        if !vols.is_empty() {
+        // An unavailable pool (its members cannot be assembled) can always go: its
+        // volumes' data cannot be reached to delete them one by one, so their records go
+        // with it, once nothing uses them.
+        let open = self
+            .inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .is_some_and(|d| d.health() != "unavailable");
+        if !vols.is_empty() && open {
             let names: Vec<&str> = vols.iter().map(|v| v.name.as_str()).collect();
             return Err(Error::conflict(format!(
                 "storage pool {name:?} still has volumes ({}); delete them first",
                 names.join(", ")
             )));
+        }
+        for v in &vols {
+            let exports = self.exports_of(name, &v.name)?;
+            if !v.attached_to.is_empty() || !exports.is_empty() {
+                let users: Vec<String> = v
+                    .attached_to
+                    .iter()
+                    .map(|a| format!("instance {}", a.instance))
+                    .chain(exports.iter().map(|e| format!("export {e}")))
+                    .collect();
+                return Err(Error::conflict(format!(
+                    "volume {:?} of unavailable pool {name:?} is used by {}: delete or \
+                     detach those first",
+                    v.name,
+                    users.join(", ")
+                )));
+            }
         }
         let view = self.pool_view(&rec);
         let driver = self
@@ -179,6 +206,9 @@ impl StorageService {
             d.close()?;
         }
         self.inner.pools.delete(name)?;
+        for v in &vols {
+            self.inner.volumes.delete(&v.key())?;
+        }
         self.inner
             .unavailable
             .lock()
@@ -233,7 +263,7 @@ impl StorageService {
         let d = self.driver(name)?;
         let progress = |p: u8, stage: &str| op.progress(Some(p), stage);
         match req.action.as_str() {
-            "fail" => d.fail_member(req.member.unwrap_or(0))?,
+            "fail" => d.fail_member(req.member.unwrap_or(0), req.force)?,
             "replace" => {
                 let m = req.member.unwrap_or(0);
                 let path = PathBuf::from(req.path.clone().unwrap_or_default());
@@ -472,6 +502,7 @@ mod tests {
             member,
             path: path.map(str::to_string),
             rate: None,
+            force: false,
         };
         check_repair(&raid, &repair("scrub", None, None)).unwrap();
         check_repair(&raid, &repair("fail", Some(2), None)).unwrap();

@@ -258,7 +258,9 @@ impl PoolDriver for RaidPool {
     }
 
     fn health(&self) -> String {
-        if self.array.is_degraded() {
+        if self.array.is_unavailable() {
+            "unavailable".into()
+        } else if self.array.is_degraded() {
             "degraded".into()
         } else {
             "online".into()
@@ -266,7 +268,6 @@ impl PoolDriver for RaidPool {
     }
 
     fn members(&self) -> Vec<PoolMember> {
-        let errors = self.array.checksum_errors();
         self.array
             .status()
             .into_iter()
@@ -279,8 +280,7 @@ impl PoolDriver for RaidPool {
                     SlotState::Rebuilding => "rebuilding",
                 }
                 .into(),
-                // The engine counts mismatches per array, not per member.
-                checksum_errors: if m.index == 0 { errors } else { 0 },
+                checksum_errors: m.checksum_errors,
             })
             .collect()
     }
@@ -290,8 +290,14 @@ impl PoolDriver for RaidPool {
         (p != u8::MAX).then_some(p)
     }
 
-    fn fail_member(&self, member: u32) -> Result<()> {
-        self.array.fail_member(member as usize).map_err(raid_err)
+    fn fail_member(&self, member: u32, force: bool) -> Result<()> {
+        let m = member as usize;
+        if force {
+            self.array.fail_member_forced(m)
+        } else {
+            self.array.fail_member(m)
+        }
+        .map_err(raid_err)
     }
 
     fn replace_member(
