@@ -73,9 +73,9 @@ impl Replies {
                     let Some((item, last)) = item else {
                         return out.flush();
                     };
-                    let r =
-                        out.write_all(&item)
-                            .and_then(|()| if last { out.flush() } else { Ok(()) });
+                    let r = out
+                        .write_all(&item)
+                        .and_then(|()| if last { out.flush() } else { Ok(()) });
                     if let Err(e) = r {
                         let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
                         q.failed = Some(e.kind());

@@ -238,9 +238,9 @@ impl RaidArray {
         let present: Vec<PathBuf> = paths.iter().flatten().cloned().collect();
         check_distinct(&present)?;
         let mut found: Vec<Option<(Member, Superblock)>> = Vec::new();
-        // A member whose superblock is damaged (or gone) is assembled around as if it were
-        // missing, so that a redundant array comes up degraded and the member can be
-        // replaced; only if no member is left is the first such error returned.
+        // A member whose superblock is damaged is assembled around as if it were missing,
+        // so that a redundant array comes up degraded and the member can be replaced; only
+        // if no member is left is the first such error returned.
         let mut unreadable = None;
         for p in paths {
             let Some(p) = p else {
@@ -250,12 +250,11 @@ impl RaidArray {
             let m = Member::open(p)?;
             let sb = match m.read_superblock()? {
                 Ok(sb) => sb,
-                Err(e @ (DecodeError::Magic | DecodeError::Field | DecodeError::Checksum)) => {
-                    tracing::warn!(path = %p.display(), error = ?e, "member superblock unreadable; assembling without it");
-                    unreadable.get_or_insert(match e {
-                        DecodeError::Checksum => RaidError::SuperblockChecksum { path: p.clone() },
-                        _ => RaidError::NotAMember { path: p.clone() },
-                    });
+                // No magic at all: not a member (a wrong path, most likely); refused.
+                Err(DecodeError::Magic) => return Err(RaidError::NotAMember { path: p.clone() }),
+                Err(e @ (DecodeError::Field | DecodeError::Checksum)) => {
+                    tracing::warn!(path = %p.display(), error = ?e, "member superblock damaged; assembling without it");
+                    unreadable.get_or_insert(RaidError::SuperblockChecksum { path: p.clone() });
                     found.push(None);
                     continue;
                 }

@@ -184,8 +184,10 @@ fn mismatched_chunk_sizes_are_refused() {
     assert_eq!(snapshot(&paths), before, "members were written");
 }
 
+/// A file that is no member (no magic: a wrong path, most likely) is refused; a member whose
+/// superblock is damaged is assembled around (see tests/gaps.rs).
 #[test]
-fn blank_and_damaged_members_are_refused() {
+fn blank_members_are_refused() {
     let dir = TempDir::new("blank");
     let paths = dir.members("m", 3, SIZE);
     let blank = vec![paths[0].clone(), paths[1].clone(), dir.file("blank", SIZE)];
@@ -193,12 +195,6 @@ fn blank_and_damaged_members_are_refused() {
     let err = RaidArray::open(&blank).expect_err("refuse");
     assert!(
         matches!(&err, RaidError::NotAMember { path } if *path == blank[2]),
-        "{err}"
-    );
-    common::corrupt(&paths[1], 40, 4);
-    let err = RaidArray::open(&paths).expect_err("refuse");
-    assert!(
-        matches!(&err, RaidError::SuperblockChecksum { path } if *path == paths[1]),
         "{err}"
     );
     let missing: Vec<PathBuf> = vec![dir.path().join("nope"), paths[1].clone(), paths[2].clone()];

@@ -106,7 +106,11 @@ fn integrity(level: RaidLevel, n: usize, chunk: u64, data_per_member: u64, seed:
     verify(&array, &model, &mut rng, "reopened");
 
     if level == RaidLevel::Raid0 {
-        array.fail_member(n - 1).expect("fail");
+        assert!(
+            array.fail_member(n - 1).is_err(),
+            "RAID 0 survives no failure"
+        );
+        array.fail_member_forced(n - 1).expect("fail");
         expect_loss(&array, &model, chunk as usize);
         return;
     }
@@ -144,7 +148,7 @@ fn integrity(level: RaidLevel, n: usize, chunk: u64, data_per_member: u64, seed:
     // Lose one member more than the level tolerates.
     let lost = level.tolerated_failures(n) + 1;
     for m in 0..lost {
-        array.fail_member(m).expect("fail");
+        array.fail_member_forced(m).expect("fail");
     }
     expect_loss(&array, &model, chunk as usize);
 }

@@ -694,8 +694,11 @@ fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
     d.ok(&["storage", "export", "delete", "disk"]);
     d.ok(&["storage", "pool", "delete", "safe"]);
     assert!(!new.exists(), "the replacement member file was left behind");
-    let vols = json(&d.ok(&["storage", "volume", "list", "--format", "json"]));
+    // Its volumes' records went with it: a new pool of that name has none.
+    d.ok(&["storage", "pool", "create", "safe", "dir"]);
+    let vols = json(&d.ok(&["storage", "volume", "list", "safe", "--format", "json"]));
     assert_eq!(vols.as_array().map(Vec::len), Some(0), "{vols}");
+    d.ok(&["storage", "pool", "delete", "safe"]);
 }
 
 /// A volume attached while its container starts is either mounted in the running container

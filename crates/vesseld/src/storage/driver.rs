@@ -75,12 +75,15 @@ pub trait PoolDriver: Send + Sync {
             "only raid pools have members to fail or replace",
         ))
     }
-    /// Rebuilds a member onto `path`, at most `rate` bytes per second.
+    /// Rebuilds a member onto `path`, at most `rate` bytes per second; `placed` is called
+    /// once the new member holds its slot, before the rebuild (to record it: a daemon that
+    /// dies during the rebuild must find the new member at its restart).
     fn replace_member(
         &self,
         _member: u32,
         _path: &Path,
         _rate: Option<u64>,
+        _placed: &dyn Fn() -> Result<()>,
         _progress: Progress,
     ) -> Result<()> {
         Err(Error::invalid(

@@ -270,14 +270,16 @@ impl StorageService {
                 // A member file Vessel makes here goes with the pool, like those it made at
                 // creation.
                 let made_here = !path.exists();
-                d.replace_member(m, &path, req.rate, &progress)?;
-                let _g = self.busy();
-                let mut rec = self.pool_record(name)?;
-                rec.sources[m as usize] = path.display().to_string();
-                if made_here {
-                    rec.created_files.push(path.display().to_string());
-                }
-                self.inner.pools.put(name, &rec)?;
+                let placed = || -> Result<()> {
+                    let _g = self.busy();
+                    let mut rec = self.pool_record(name)?;
+                    rec.sources[m as usize] = path.display().to_string();
+                    if made_here {
+                        rec.created_files.push(path.display().to_string());
+                    }
+                    Ok(self.inner.pools.put(name, &rec)?)
+                };
+                d.replace_member(m, &path, req.rate, &placed, &progress)?;
             }
             _ => {
                 let r = d.scrub(&progress)?;

@@ -305,6 +305,7 @@ impl PoolDriver for RaidPool {
         member: u32,
         path: &Path,
         rate: Option<u64>,
+        placed: &dyn Fn() -> Result<()>,
         progress: Progress,
     ) -> Result<()> {
         if !path.exists() {
@@ -325,6 +326,7 @@ impl PoolDriver for RaidPool {
         self.array
             .replace_member(member as usize, path)
             .map_err(raid_err)?;
+        placed()?;
         self.run_rebuild(rate, progress)
     }
 
