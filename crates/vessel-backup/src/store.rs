@@ -85,6 +85,15 @@ pub struct Listed {
 }
 
 impl Store {
+    /// A short name of this store (a hash of its directory's path), for naming what is
+    /// kept for it elsewhere.
+    pub fn id(&self) -> String {
+        use sha2::Digest as _;
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let h = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+        hex::encode(&h[..4])
+    }
+
     /// Makes a store in `root` (a new or empty directory).
     pub fn create(root: &Path, config: StoreConfig) -> Result<Store> {
         std::fs::create_dir_all(root).map_err(io("making", root))?;
@@ -480,6 +489,11 @@ impl Writer {
     /// The backup it builds on (its group's latest complete one when it started).
     pub fn base(&self) -> Option<&Index> {
         self.base.as_ref()
+    }
+
+    /// The store it writes into.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// What it did so far.

@@ -2,15 +2,17 @@
 //! written by a thread of their own, so that the server keeps reading requests while a
 //! client that pipelines many of them has not read the replies yet (with one thread both
 //! would wait on each other once the socket buffers fill). The queue is bounded in bytes
-//! ([`MAX_QUEUED`]): past that the serving thread waits for the client to read.
+//! ([`MAX_QUEUED`] per connection): past that the serving thread waits for the client to
+//! read, as a client that pipelines more than that without reading deserves.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-/// Reply bytes queued at most before the serving thread waits.
-pub const MAX_QUEUED: usize = 256 << 20;
+/// Reply bytes queued at most before the serving thread waits (one reply of any size is
+/// always taken when nothing waits).
+pub const MAX_QUEUED: usize = 32 << 20;
 
 #[derive(Default)]
 struct Queue {

@@ -317,6 +317,35 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let writer = stream.clone_stream()?;
     let timeouts = stream.clone_stream()?;
     timeouts.read_timeout(Some(shared.handshake_timeout))?;
+    // The whole handshake has a deadline too (a client trickling options would reset a
+    // per-read timeout forever): past it the socket is shut down.
+    let negotiated = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (negotiated, socket, limit) = (
+            negotiated.clone(),
+            stream.clone_stream()?,
+            shared.handshake_timeout,
+        );
+        std::thread::Builder::new()
+            .name("nbd-handshake".into())
+            .spawn(move || {
+                let deadline = std::time::Instant::now() + limit;
+                while !negotiated.load(Ordering::SeqCst) {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        tracing::debug!("nbd handshake took too long; closing");
+                        socket.shutdown_both();
+                        return;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
+            })?
+    };
+    let done = |w: std::thread::JoinHandle<()>| {
+        negotiated.store(true, Ordering::SeqCst);
+        w.thread().unpark();
+        let _ = w.join();
+    };
     let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
     let exports = shared
@@ -324,7 +353,9 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let Some(session) = handshake::negotiate(&mut reader, &mut writer, &exports)? else {
+    let negotiation = handshake::negotiate(&mut reader, &mut writer, &exports);
+    done(watchdog);
+    let Some(session) = negotiation? else {
         return Ok(());
     };
     timeouts.read_timeout(None)?;

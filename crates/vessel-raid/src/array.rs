@@ -283,10 +283,9 @@ impl RaidArray {
                 _ => Some(*v),
             })
             .map(|v| v.0);
-        let pool = match (pool, unreadable) {
-            (Some(p), _) => p,
-            (None, Some(e)) => return Err(e),
-            (None, None) => return Err(RaidError::NoMembers),
+        let pool = match pool {
+            Some(p) => p,
+            None => return Err(unreadable.take().unwrap_or(RaidError::NoMembers)),
         };
         // Of those, the geometry most members record, and of the members recording it the
         // newest generation, describe the array.
@@ -308,6 +307,22 @@ impl RaidArray {
             .map(|sb| (*sb).clone())
             .ok_or(RaidError::NoMembers)?;
         check_shape(newest.level, paths.len(), newest.chunk_size)?;
+        // Around a damaged superblock only when what is left can be trusted to be current:
+        // two members at the newest generation (a lone survivor could be a member that
+        // dropped out long ago, its superblock never told), and no more members out than
+        // the level survives. Otherwise nothing is written and the damage is reported.
+        if let Some(e) = unreadable {
+            let at_newest = ours
+                .iter()
+                .filter(|sb| sb.generation == newest.generation)
+                .count();
+            let out = (0..paths.len())
+                .filter(|&i| found[i].is_none() || newest.states.get(i) != Some(&SlotState::Active))
+                .count();
+            if at_newest < 2 || out > newest.level.tolerated_failures(paths.len()) {
+                return Err(e);
+            }
+        }
         let geo = Geometry {
             level: newest.level,
             members: newest.members as usize,

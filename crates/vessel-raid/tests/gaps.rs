@@ -88,6 +88,15 @@ fn a_damaged_superblock_leaves_a_redundant_pool_degraded_and_replaceable() {
     fixed[1] = new;
     let array = RaidArray::open(&fixed).expect("reopen");
     assert!(read_all(&array) == model);
+    // A two-way mirror with one damaged superblock: the other alone cannot show it is
+    // current (it may have dropped out long ago), so nothing is assembled nor written.
+    let (_d2, mirror, _) = setup(RaidLevel::Raid1, 2, 25);
+    corrupt(&mirror[0], 64, 32);
+    match RaidArray::open(&mirror) {
+        Err(RaidError::SuperblockChecksum { path }) => assert_eq!(path, mirror[0]),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a lone mirror assembled around a damaged one"),
+    }
     // Every superblock damaged: nothing to assemble, said plainly.
     drop(array);
     for p in &fixed {

@@ -192,12 +192,16 @@ impl RunningVm {
         })?;
         let started = Instant::now();
         loop {
-            let job = self
-                .qmp()
-                .execute(&QueryJobs)?
-                .into_iter()
-                .find(|j| j.id == JOB)
-                .ok_or_else(|| failed("blockdev-backup", "the copy job is gone"))?;
+            let job = match self.qmp().execute(&QueryJobs) {
+                Ok(jobs) => jobs.into_iter().find(|j| j.id == JOB),
+                Err(e) => {
+                    // Not left running: the target node could not be removed under it.
+                    let _ = self.qmp().execute(&JobCancel { id: JOB.into() });
+                    let _ = self.qmp().execute(&JobDismiss { id: JOB.into() });
+                    return Err(e.into());
+                }
+            }
+            .ok_or_else(|| failed("blockdev-backup", "the copy job is gone"))?;
             if job.status == "concluded" {
                 self.qmp().execute(&JobDismiss { id: JOB.into() })?;
                 return match job.error {

@@ -85,6 +85,27 @@ fn a_renamed_instance_keeps_its_files_snapshots_volume_address_and_forward() {
         code != 0 || !out.contains(&ip),
         "the old name still resolves: {out}"
     );
+    // A new instance under the old name gets NICs of its own (host-side names derive from
+    // the name: the renamed one's were renamed too), and both are reachable.
+    let before = json(&d.ok(&["network", "info", "lan", "--format", "json"]));
+    d.ok(&["create", "busybox", "old", "--", "sleep", "3600"]);
+    d.ok(&["network", "attach", "lan", "old"]);
+    d.ok(&["start", "old"]);
+    let after = json(&d.ok(&["network", "info", "lan", "--format", "json"]));
+    let host_if = |n: &serde_json::Value, who: &str| {
+        n["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["instance"] == who)
+            .map(|l| l["host_interface"].to_string())
+            .unwrap_or_default()
+    };
+    assert!(!host_if(&before, "new").is_empty(), "{before}");
+    assert_ne!(host_if(&after, "old"), host_if(&before, "new"), "{after}");
+    let ip_old = lease_ip(&d, "lan", "old");
+    assert!(pings(&d, "peer", &ip) && pings(&d, "peer", &ip_old));
+    d.ok(&["delete", "-f", "old"]);
     // Its snapshot restores under the new name.
     d.ok(&["stop", "-f", "new"]);
     d.ok(&["snapshot", "restore", "new", "s1"]);

@@ -38,7 +38,8 @@ struct Record {
     own_config: BTreeMap<String, String>,
 }
 
-/// Names of the dirty bitmaps that backups start (`PREFIX` + the backup's id).
+/// Names of the dirty bitmaps that backups start: `PREFIX`, the store's id, `-`, the
+/// backup's id (unique within its group in its store).
 const BITMAP_PREFIX: &str = "vessel-backup-";
 /// The label of a VM's backup naming the dirty bitmap started when it was taken.
 const BITMAP_LABEL: &str = "disk.bitmap";
@@ -48,6 +49,8 @@ const BITMAP_LABEL: &str = "disk.bitmap";
 struct Tracking {
     vm: std::sync::Arc<RunningVm>,
     disk: std::path::PathBuf,
+    /// `BITMAP_PREFIX` and the store's id: the bitmaps of backups into this store.
+    prefix: String,
     next: String,
     done: bool,
 }
@@ -58,7 +61,7 @@ impl Tracking {
         if let Ok(names) = self.vm.dirty_bitmaps(&self.disk) {
             for n in names
                 .iter()
-                .filter(|n| n.starts_with(BITMAP_PREFIX) && **n != self.next)
+                .filter(|n| n.starts_with(&self.prefix) && **n != self.next)
             {
                 let _ = self.vm.remove_bitmap(&self.disk, n);
             }
@@ -365,7 +368,10 @@ impl InstanceService {
             self.vm_disk_read(inst, disk, None, Some(stamp), w, op)?;
             return Ok(None);
         };
-        let next = format!("{BITMAP_PREFIX}{}", w.id());
+        // Bitmaps are per store: backups into another store (an export's, an admin's) start
+        // and drop their own, and leave this one's be.
+        let prefix = format!("{BITMAP_PREFIX}{}-", w.store().id());
+        let next = format!("{prefix}{}", w.id());
         let since = w
             .base()
             .and_then(|b| b.labels.get(BITMAP_LABEL))
@@ -375,6 +381,7 @@ impl InstanceService {
         let tracking = Tracking {
             vm: vm.clone(),
             disk: disk.to_path_buf(),
+            prefix,
             next,
             done: false,
         };

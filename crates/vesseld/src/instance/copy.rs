@@ -222,10 +222,20 @@ impl InstanceService {
             InstanceType::Vm => {
                 let disk = self.vms.instances_dir.join(&inst.name).join("root.qcow2");
                 let dst = staging.join("root.qcow2");
-                // The whole image read shared (QEMU may hold it), then put back to the
-                // snapshot and rid of every internal snapshot.
+                // The snapshot as the guest saw it, read shared (QEMU may hold the image),
+                // written as an overlay over the image's disk: clusters left unallocated read
+                // the image, so every cluster that differs from it (zeros included) is
+                // written.
+                let image = self.images.by_fingerprint(&inst.image)?;
+                let backing = super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
+                    .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
+                let format = vessel_vm::image_info(&backing, None)
+                    .map_err(|e| Error::internal(crate::error::chain(&e)))?
+                    .format;
                 let out = std::process::Command::new("qemu-img")
-                    .args(["convert", "-U", "-O", "qcow2", "-l"])
+                    .args(["convert", "-U", "-O", "qcow2", "-B"])
+                    .arg(&backing)
+                    .args(["-F", &format, "-l"])
                     .arg(format!("snapshot.name={snap}"))
                     .arg(&disk)
                     .arg(&dst)
@@ -270,11 +280,18 @@ impl InstanceService {
                 Ok(())
             }
             Staged::VmVolume(src) => {
-                // Over the root volume its creation wrote from the image.
+                // Over the root volume its creation wrote from the image, grown first to
+                // the source's size if that was grown.
                 let pool = inst.storage.as_deref().unwrap_or_default();
+                let vol = crate::storage::root_volume(&inst.name);
+                let size = std::fs::metadata(&src).map_err(io(&src))?.len();
+                if size > self.storage.volume_get(pool, &vol)?.size_bytes {
+                    self.storage
+                        .volume_update(pool, &vol, vessel_api::VolumeUpdate { size })?;
+                }
                 let file = self
                     .storage
-                    .volume_file(pool, &crate::storage::root_volume(&inst.name))?
+                    .volume_file(pool, &vol)?
                     .ok_or_else(|| Error::internal("the copy's root volume is not a file"))?;
                 let out = std::process::Command::new("qemu-img")
                     .args(["convert", "-n", "-f", "raw", "-O", "raw"])

@@ -118,10 +118,11 @@ impl InstanceService {
             let _ = self.networks.instance_renamed(new, old);
             let _ = self.storage.instance_renamed(new, old);
             let _ = self.rename_snapshots(new, old, &to, &from);
+            undo_dir();
+            // The overlay is back under `from` and names its backing under `to`.
             if inst.instance_type == InstanceType::Vm {
                 let _ = repoint_disk(&to, &from);
             }
-            undo_dir();
             undo_record();
             return Err(e);
         }

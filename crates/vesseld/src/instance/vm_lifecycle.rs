@@ -47,7 +47,9 @@ impl InstanceService {
         let (svc, i) = (self.clone(), inst.clone());
         let started = tokio::task::spawn_blocking(move || {
             let user = super::vm_files::qemu_user(&i)?;
-            let volumes = svc.storage.vm_disks(&i.name, user.uid)?;
+            let volumes = svc
+                .storage
+                .vm_disks(&i.name, i.storage.as_deref(), user.uid)?;
             let (mut def, _profile) = svc.vms.machine(&i, &image, &image_dir, volumes)?;
             def.nics.extend(svc.networks.vm_nics(&i.name)?);
             svc.vms.start(&def)

@@ -164,7 +164,14 @@ impl NetworkService {
                     *n = new.to_string();
                 }
             };
-            rec.leases.iter_mut().for_each(|l| rename(&mut l.instance));
+            let network = rec.name.clone();
+            for l in rec.leases.iter_mut().filter(|l| l.instance == old) {
+                l.instance = new.to_string();
+                // Host-side names derive from the instance's name: a later instance taking
+                // the old one must not get this NIC's name.
+                let prefix: String = l.host_interface.chars().take(2).collect();
+                l.host_interface = super::record::ifname(&prefix, new, &network);
+            }
             rec.forwards
                 .iter_mut()
                 .for_each(|f| rename(&mut f.instance));

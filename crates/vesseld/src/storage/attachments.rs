@@ -104,13 +104,23 @@ impl StorageService {
     }
 
     /// Extra disks of a VM, in attachment order (its root volume first), given to the host
-    /// uid `owner` its QEMU runs as (see [`StorageService::give_vm_disks`]).
-    pub fn vm_disks(&self, instance: &str, owner: u32) -> Result<Vec<vessel_vm::Disk>> {
+    /// uid `owner` its QEMU runs as (see [`StorageService::give_vm_disks`]). Of its root
+    /// volumes only the one in `root_pool` (the pool its record names) counts: a move killed
+    /// half-way leaves the old one attached until it is deleted.
+    pub fn vm_disks(
+        &self,
+        instance: &str,
+        root_pool: Option<&str>,
+        owner: u32,
+    ) -> Result<Vec<vessel_vm::Disk>> {
         self.give_vm_disks(instance, owner)?;
         let mut vols: Vec<VolumeRecord> = self
             .volume_records(None)?
             .into_iter()
             .filter(|v| v.attached_to.iter().any(|a| a.instance == instance))
+            .filter(|v| {
+                v.root_of.as_deref() != Some(instance) || Some(v.pool.as_str()) == root_pool
+            })
             .collect();
         vols.sort_by_key(|v| (v.root_of.is_none(), v.created_at.clone()));
         let mut out = Vec::new();
@@ -270,13 +280,16 @@ impl StorageService {
     /// Gives a stopped instance's volume attachments its new name. Its root volume, if it
     /// has one in a pool, is named after it and stays so (`root_of` says whose it is).
     pub fn instance_renamed(&self, old: &str, new: &str) -> Result<()> {
-        let _g = self.busy();
         for mut v in self.volume_records(None)? {
             let mine = v.attached_to.iter().any(|a| a.instance == old)
                 || v.root_of.as_deref() == Some(old);
             if !mine {
                 continue;
             }
+            // A raid volume's private NBD server is named after the instance (its socket
+            // too): stopped here, served again under the new name at the next start.
+            self.stop_disk(old, &v);
+            let _g = self.busy();
             for a in v.attached_to.iter_mut().filter(|a| a.instance == old) {
                 a.instance = new.to_string();
             }
