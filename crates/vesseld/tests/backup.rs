@@ -226,7 +226,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// file its guest wrote is back on its disk.
 #[test]
 fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.ok(&["image", "build", "vm", "--layout", "disk"]);
     d.ok(&[
         "launch",
@@ -320,6 +320,34 @@ fn a_vm_is_backed_up_running_and_restored_with_its_disk() {
     let (code, out) = d.sh("g3", "test ! -e /root/late && md5sum /root/blob");
     assert!(code == 0 && out.contains(&sum), "{out}");
     d.ok(&["delete", "-f", "g3"]);
+    // What a daemon killed mid-backup leaves (a raw read of the disk, the backup's own
+    // internal snapshot) goes at the next start; a user's snapshot of a like name stays.
+    d.ok(&["stop", "-f", "g"]);
+    d.ok(&["snapshot", "create", "g", "backup-aaaaaaaaaaaa"]);
+    let dir = d.root().join("instances/g");
+    let disk = dir.join("root.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["snapshot", "-c", "backup-0123456789ab"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join(".backup-0123456789ab.raw"), b"left").unwrap();
+    d.kill(libc::SIGKILL);
+    d.spawn();
+    let out = std::process::Command::new("qemu-img")
+        .args(["snapshot", "-U", "-l"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let tags = String::from_utf8_lossy(&out.stdout);
+    assert!(!tags.contains("backup-0123456789ab"), "{tags}");
+    assert!(tags.contains("backup-aaaaaaaaaaaa"), "{tags}");
+    assert!(!dir.join(".backup-0123456789ab.raw").exists());
     d.ok(&["delete", "-f", "g"]);
 }
 

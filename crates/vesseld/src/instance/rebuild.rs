@@ -146,6 +146,7 @@ impl InstanceService {
             .flat_map(|i| self.driver.monitor_lowers(&i.name))
             .collect();
         self.images.remove_shifted_copies(&in_use);
+        self.sweep_leftovers(&instances);
         Ok(())
     }
 
