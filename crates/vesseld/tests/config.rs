@@ -93,6 +93,13 @@ fn a_running_containers_memory_limit_changes_live() {
     assert!(!tails.trim().is_empty(), "the holder is gone");
     // Once it lets go, lowered live: the hog dies at the new limit.
     d.sh("m", "killall tail sleep; true");
+    // Killed is not yet gone: wait for its memory to be given back before lowering.
+    d.wait_for("the holder to let go", Duration::from_secs(20), || {
+        d.sh("m", "pidof tail").1.trim().is_empty()
+            && d.info("m")["state"]["memory_usage_bytes"]
+                .as_u64()
+                .is_some_and(|u| u < 20 << 20)
+    });
     let answer = set(&d, "m", &["limits.memory=24MiB"]);
     assert_eq!(effect(&answer, "limits.memory"), "live", "{answer}");
     let (code, _) = d.sh("m", HOG);
