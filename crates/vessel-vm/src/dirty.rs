@@ -43,7 +43,7 @@ fn failed(command: &str, message: impl std::fmt::Display) -> VmError {
 
 impl RunningVm {
     /// The format node of the disk on `path` and its dirty bitmaps.
-    fn disk_node(&self, path: &Path) -> Result<(String, Vec<crate::qmp::DirtyBitmap>)> {
+    pub(crate) fn disk_node(&self, path: &Path) -> Result<(String, Vec<crate::qmp::DirtyBitmap>)> {
         let want = path.to_string_lossy();
         self.qmp()
             .execute(&QueryBlock)?

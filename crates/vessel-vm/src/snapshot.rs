@@ -10,7 +10,6 @@ use crate::error::{Result, VmError};
 use crate::host::QEMU_IMG;
 use crate::qmp::{
     BlockdevSnapshotDeleteInternalSync, BlockdevSnapshotInternalSync, HumanMonitorCommand,
-    QueryBlock,
 };
 use crate::vm::RunningVm;
 
@@ -72,16 +71,7 @@ impl RunningVm {
     }
 
     fn node_of(&self, path: &Path) -> Result<String> {
-        let want = path.to_string_lossy();
-        self.qmp()
-            .execute(&QueryBlock)?
-            .into_iter()
-            .filter_map(|b| b.inserted)
-            .find(|i| i.file == want)
-            .and_then(|i| i.node_name)
-            .ok_or_else(|| {
-                VmError::InvalidDefinition(format!("{} has no disk on {want}", self.name))
-            })
+        Ok(self.disk_node(path)?.0)
     }
 
     /// An internal snapshot `tag` of the qcow2 disk on `path` (the disk only).

@@ -572,6 +572,17 @@ impl InstanceService {
         }
     }
 
+    /// A VM's image disk and its format: what its qcow2 overlays are made over.
+    pub(super) fn image_backing(&self, inst: &Instance) -> Result<(std::path::PathBuf, String)> {
+        let image = self.images.by_fingerprint(&inst.image)?;
+        let backing = super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
+            .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
+        let format = vessel_vm::image_info(&backing, None)
+            .map_err(|e| Error::internal(crate::error::chain(&e)))?
+            .format;
+        Ok((backing, format))
+    }
+
     /// Makes a VM's root disk from `root.raw`: an overlay over its image's disk holding
     /// what differs from it.
     fn restore_vm_raw(
@@ -592,12 +603,7 @@ impl InstanceService {
             store
                 .restore_block(index, "root.raw", &raw, &mut p)
                 .map_err(store_error)?;
-            let image = self.images.by_fingerprint(&inst.image)?;
-            let backing = super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
-                .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
-            let format = vessel_vm::image_info(&backing, None)
-                .map_err(|e| Error::internal(crate::error::chain(&e)))?
-                .format;
+            let (backing, format) = self.image_backing(inst)?;
             let _ = std::fs::remove_file(&disk);
             let out = std::process::Command::new("qemu-img")
                 .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-B"])

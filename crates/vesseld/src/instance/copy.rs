@@ -226,12 +226,7 @@ impl InstanceService {
                 // written as an overlay over the image's disk: clusters left unallocated read
                 // the image, so every cluster that differs from it (zeros included) is
                 // written.
-                let image = self.images.by_fingerprint(&inst.image)?;
-                let backing = super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
-                    .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
-                let format = vessel_vm::image_info(&backing, None)
-                    .map_err(|e| Error::internal(crate::error::chain(&e)))?
-                    .format;
+                let (backing, format) = self.image_backing(inst)?;
                 let out = std::process::Command::new("qemu-img")
                     .args(["convert", "-U", "-O", "qcow2", "-B"])
                     .arg(&backing)
