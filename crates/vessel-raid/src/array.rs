@@ -2,15 +2,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
 use crate::bitmap::{Bitmap, BITMAP_BLOCK, BITMAP_OFFSET};
+use crate::checksum::CsumCache;
 use crate::error::{RaidError, Result};
+use crate::io::{Ctx, RowLocks};
 use crate::layout::{csum_size, Geometry, DATA_OFFSET};
 use crate::member::{AlignedBuf, Member, IO_ALIGN};
 use crate::superblock::{DecodeError, SlotState, Superblock, MAX_MEMBERS};
+use crate::uring::{self, Req};
 use crate::RaidLevel;
 
 /// Default chunk size: 64 KiB, as md.
@@ -69,41 +72,53 @@ pub struct MemberStatus {
 }
 
 /// One member slot.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Slot {
-    pub member: Option<Member>,
+    pub member: Option<Arc<Member>>,
     pub state: SlotState,
     /// Member data bytes already valid on a rebuilding member.
     pub checkpoint: u64,
 }
 
-/// Everything behind the array's lock.
+/// The array's member table, behind a short-held lock. Member I/O never runs under it
+/// (superblock writes, which record a change of this table, do).
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct State {
     pub geo: Geometry,
     pub pool: Uuid,
     pub generation: u64,
     pub slots: Vec<Slot>,
-    pub bitmap: Bitmap,
     /// The error that last took a member out, for callers that must report it.
     pub last_io_error: Option<RaidError>,
     /// A member failed and the superblocks do not say so yet.
     pub failures_pending: bool,
-    /// Cached checksum-area blocks, by (member, member offset).
-    pub csum_cache: HashMap<(usize, u64), Vec<u8>>,
     /// Blocks read whose checksum did not match, since assembly, per member.
     pub checksum_errors: Vec<u64>,
 }
 
+/// The write-intent bitmap and the writes in flight in each region (whose bits a flush
+/// must keep).
+#[derive(Debug)]
+pub(crate) struct Intents {
+    pub bitmap: Bitmap,
+    pub inflight: HashMap<u64, u32>,
+    /// When idle bits were last cleared.
+    pub last_clear: std::time::Instant,
+}
+
 /// A RAID array presented as one block device.
 ///
-/// Every operation takes an internal lock, so one array can be shared between threads;
-/// I/O is serialized, which keeps stripe updates atomic with respect to each other.
+/// One array is shared between threads. Requests on different rows run concurrently and
+/// the member I/Os of each run in parallel; requests touching the same rows take turns
+/// (a row lock), which keeps stripe updates atomic with respect to each other.
 #[derive(Debug)]
 pub struct RaidArray {
     pub(crate) geo: Geometry,
     pub(crate) pool: Uuid,
-    pub(crate) inner: Mutex<Inner>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) intents: Mutex<Intents>,
+    pub(crate) csums: CsumCache,
+    pub(crate) rows: RowLocks,
 }
 
 fn check_shape(level: RaidLevel, count: usize, chunk: u64) -> Result<()> {
@@ -189,37 +204,20 @@ impl RaidArray {
         // The whole array starts dirty, so an interrupted initial sync resumes at assembly.
         let mut bitmap = Bitmap::new(geo.rows(), chunk);
         bitmap.set_all();
-        let inner = Inner {
-            geo,
-            pool: Uuid::new_v4(),
-            generation: 0,
-            slots: members
-                .into_iter()
-                .map(|m| Slot {
-                    member: Some(m),
-                    state: SlotState::Active,
-                    checkpoint: 0,
-                })
-                .collect(),
-            bitmap,
-            last_io_error: None,
-            failures_pending: false,
-            csum_cache: HashMap::new(),
-            checksum_errors: vec![0; geo.members],
-        };
-        let array = RaidArray {
-            geo,
-            pool: inner.pool,
-            inner: Mutex::new(inner),
-        };
-        {
-            let mut inner = array.lock();
-            // Bitmap before superblocks: a member that looks like ours must never carry
-            // a bitmap left over from its previous life.
-            inner.write_bitmap_all()?;
-            inner.write_superblocks()?;
-            inner.resync_marked()?;
-        }
+        let slots = members
+            .into_iter()
+            .map(|m| Slot {
+                member: Some(Arc::new(m)),
+                state: SlotState::Active,
+                checkpoint: 0,
+            })
+            .collect();
+        let array = RaidArray::assemble(geo, Uuid::new_v4(), 0, slots, bitmap);
+        // Bitmap before superblocks: a member that looks like ours must never carry
+        // a bitmap left over from its previous life.
+        array.write_bitmap_all()?;
+        array.lock().write_superblocks()?;
+        Ctx::new(&array).resync_marked()?;
         tracing::info!(pool = %array.pool, level = %geo.level, members = geo.members, size = geo.size(), "RAID array created");
         Ok(array)
     }
@@ -396,7 +394,7 @@ impl RaidArray {
                         bitmap.merge(b.as_slice());
                     }
                     slots.push(Slot {
-                        member: Some(m),
+                        member: Some(Arc::new(m)),
                         state,
                         checkpoint,
                     });
@@ -408,36 +406,54 @@ impl RaidArray {
                 }),
             }
         }
-        let inner = Inner {
-            geo,
-            pool,
-            generation: newest.generation,
-            slots,
-            bitmap,
-            last_io_error: None,
-            failures_pending: false,
-            csum_cache: HashMap::new(),
-            checksum_errors: vec![0; geo.members],
-        };
-        let array = RaidArray {
-            geo,
-            pool,
-            inner: Mutex::new(inner),
-        };
-        {
-            let mut inner = array.lock();
-            inner.write_superblocks()?;
-            if !inner.bitmap.marked_rows(geo.rows()).is_empty() {
-                tracing::warn!(pool = %pool, "array was not shut down cleanly; resyncing dirty regions");
-                inner.resync_marked()?;
-            }
+        let array = RaidArray::assemble(geo, pool, newest.generation, slots, bitmap);
+        array.lock().write_superblocks()?;
+        let dirty = !array.intents().bitmap.marked_rows(geo.rows()).is_empty();
+        if dirty {
+            tracing::warn!(pool = %pool, "array was not shut down cleanly; resyncing dirty regions");
+            Ctx::new(&array).resync_marked()?;
         }
         tracing::info!(pool = %pool, level = %geo.level, "RAID array assembled");
         Ok(array)
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn assemble(
+        geo: Geometry,
+        pool: Uuid,
+        generation: u64,
+        slots: Vec<Slot>,
+        bitmap: Bitmap,
+    ) -> Self {
+        RaidArray {
+            geo,
+            pool,
+            state: Mutex::new(State {
+                geo,
+                pool,
+                generation,
+                slots,
+                last_io_error: None,
+                failures_pending: false,
+                checksum_errors: vec![0; geo.members],
+            }),
+            intents: Mutex::new(Intents {
+                bitmap,
+                inflight: HashMap::new(),
+                last_clear: std::time::Instant::now(),
+            }),
+            csums: CsumCache::new(geo),
+            rows: RowLocks::default(),
+        }
+    }
+
+    /// The member table.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The write-intent bitmap.
+    pub(crate) fn intents(&self) -> MutexGuard<'_, Intents> {
+        self.intents.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The pool identity recorded on every member.
@@ -540,20 +556,34 @@ impl RaidArray {
         }
         // The member itself is told too (if it still answers), so that a restart does not
         // take it back, even when it was the last one.
-        let member = inner.slots[index].member.take();
+        let member = inner.slots[index].member.clone();
         inner.fail(index);
         inner.write_superblocks()?;
-        if let Some(m) = member {
+        if let Some(m) = &member {
             let sb = inner.superblock(index);
             if let Err(e) = m.write_superblock(&sb) {
                 tracing::warn!(member = index, error = %e, "recording its failure on the failed member");
             }
         }
+        drop(inner);
+        if let Some(m) = member {
+            self.csums.forget(m.id());
+        }
         Ok(())
     }
 }
 
-impl Inner {
+impl Drop for RaidArray {
+    /// A clean close: checksums written back, members synced, write-intent bitmap cleared,
+    /// so the next assembly has nothing to resync.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_with(true) {
+            tracing::debug!(pool = %self.pool, error = %e, "array closed without a final flush");
+        }
+    }
+}
+
+impl State {
     /// The superblock for slot `index` at the current generation.
     pub fn superblock(&self, index: usize) -> Superblock {
         Superblock {
@@ -575,77 +605,114 @@ impl Inner {
         self.slots[m].member.is_some() && self.slots[m].state != SlotState::Failed
     }
 
-    /// Whether member `m` holds valid data for `row`.
-    pub fn readable(&self, m: usize, row: u64) -> bool {
-        let s = &self.slots[m];
-        s.member.is_some()
-            && match s.state {
-                SlotState::Active => true,
-                SlotState::Rebuilding => (row + 1) * self.geo.chunk <= s.checkpoint,
-                SlotState::Failed => false,
-            }
-    }
-
-    /// Marks a member failed in memory and closes it.
+    /// Marks a member failed and closes it (once the I/O still using it is done). The
+    /// caller drops its cached checksums ([`CsumCache::forget`]) once this lock is
+    /// released.
     pub fn fail(&mut self, m: usize) {
         if self.slots[m].state != SlotState::Failed {
             tracing::warn!(pool = %self.pool, member = m, "member failed");
             self.failures_pending = true;
         }
+        if let Some(member) = &self.slots[m].member {
+            member.mark_failed();
+        }
         self.slots[m].state = SlotState::Failed;
         self.slots[m].member = None;
         self.slots[m].checkpoint = 0;
-        self.forget_checksums(m);
     }
 
-    /// Bumps the generation and writes the superblock to every live member; a member
-    /// that refuses is failed.
+    /// Bumps the generation and writes the superblock to every live member (in
+    /// parallel); a member that refuses is failed.
     pub fn write_superblocks(&mut self) -> Result<()> {
         self.failures_pending = false;
         self.generation += 1;
-        for i in 0..self.slots.len() {
-            if !self.writable(i) {
-                continue;
-            }
-            let sb = self.superblock(i);
-            let res = match &self.slots[i].member {
-                Some(m) => m.write_superblock(&sb),
-                None => Ok(()),
-            };
-            if let Err(e) = res {
+        let live: Vec<(usize, Arc<Member>, Vec<u8>)> = (0..self.slots.len())
+            .filter(|&i| self.writable(i))
+            .filter_map(|i| {
+                let m = self.slots[i].member.clone()?;
+                Some((i, m, self.superblock(i).encode()))
+            })
+            .collect();
+        let mut reqs: Vec<Req<'_>> = live.iter().map(|(_, m, sb)| Req::write(m, 0, sb)).collect();
+        let written = uring::run(&mut reqs);
+        let mut syncs: Vec<Req<'_>> = live.iter().map(|(_, m, _)| Req::sync(m)).collect();
+        let synced = uring::run(&mut syncs);
+        drop((reqs, syncs));
+        for ((i, _, _), res) in live.iter().zip(written.into_iter().zip(synced)) {
+            if let Err(e) = res.0.and(res.1) {
                 tracing::warn!(member = i, error = %e, "superblock write failed");
                 self.last_io_error = Some(e);
-                self.fail(i);
+                self.fail(*i);
             }
         }
         Ok(())
     }
 
-    /// Writes one bitmap block to every live member and syncs.
-    pub fn write_bitmap_block(&mut self, block: usize) -> Result<()> {
-        let off = BITMAP_OFFSET + (block * BITMAP_BLOCK) as u64;
-        let data = self.bitmap.block(block).to_vec();
-        for i in 0..self.slots.len() {
-            if !self.writable(i) {
-                continue;
-            }
-            let res = match &self.slots[i].member {
-                Some(m) => m.write_at(off, &data).and_then(|()| m.sync()),
-                None => Ok(()),
-            };
-            if let Err(e) = res {
-                self.last_io_error = Some(e);
-                self.fail(i);
+    /// The members that may be written, by slot.
+    pub fn live_members(&self) -> Vec<(usize, Arc<Member>)> {
+        (0..self.slots.len())
+            .filter(|&i| self.writable(i))
+            .filter_map(|i| Some((i, self.slots[i].member.clone()?)))
+            .collect()
+    }
+}
+
+impl RaidArray {
+    /// Writes bitmap blocks to every live member and syncs them, in parallel; a member
+    /// that refuses is failed (and recorded before this returns).
+    pub(crate) fn write_bitmap_blocks(&self, bitmap: &Bitmap, blocks: &[usize]) -> Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let live = self.lock().live_members();
+        let mut reqs = Vec::new();
+        let mut owner = Vec::new();
+        for (i, m) in &live {
+            for &b in blocks {
+                let off = BITMAP_OFFSET + (b * BITMAP_BLOCK) as u64;
+                reqs.push(Req::write(m, off, bitmap.block(b)));
+                owner.push(*i);
             }
         }
-        Ok(())
+        let mut failed: Vec<(usize, RaidError)> = Vec::new();
+        for (i, res) in owner.iter().zip(uring::run(&mut reqs)) {
+            if let Err(e) = res {
+                failed.push((*i, e));
+            }
+        }
+        drop(reqs);
+        let mut syncs: Vec<Req<'_>> = live.iter().map(|(_, m)| Req::sync(m)).collect();
+        for ((i, _), res) in live.iter().zip(uring::run(&mut syncs)) {
+            if let Err(e) = res {
+                failed.push((*i, e));
+            }
+        }
+        drop(syncs);
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        for (i, e) in failed {
+            let same = state.slots[i]
+                .member
+                .as_ref()
+                .zip(live.iter().find(|(j, _)| *j == i))
+                .is_some_and(|(a, (_, b))| Arc::ptr_eq(a, b));
+            if same {
+                state.last_io_error = Some(e);
+                state.fail(i);
+                if let Some((_, m)) = live.iter().find(|(j, _)| *j == i) {
+                    self.csums.forget(m.id());
+                }
+            }
+        }
+        state.write_superblocks()
     }
 
     /// Writes the whole bitmap to every live member.
-    pub fn write_bitmap_all(&mut self) -> Result<()> {
-        for b in 0..self.bitmap.byte_len() / BITMAP_BLOCK {
-            self.write_bitmap_block(b)?;
-        }
-        Ok(())
+    pub(crate) fn write_bitmap_all(&self) -> Result<()> {
+        let intents = self.intents();
+        let blocks: Vec<usize> = (0..intents.bitmap.byte_len() / BITMAP_BLOCK).collect();
+        self.write_bitmap_blocks(&intents.bitmap, &blocks)
     }
 }

@@ -16,6 +16,11 @@ pub const BITMAP_BLOCK: usize = 4096;
 const BITMAP_MAX: u64 = DATA_OFFSET - BITMAP_OFFSET;
 /// Smallest region: 1 MiB of member data, so sequential writes set a bit rarely.
 const MIN_REGION_BYTES: u64 = 1 << 20;
+/// Regions marked together: the first write into a group sets the bits of the whole group
+/// (one bitmap byte: 8 MiB of member data with the smallest regions), so a sequential or
+/// scattered writer pays one bitmap write per group, not per region. Setting more bits
+/// than needed only widens a resync after a crash.
+const GROUP_BITS: u8 = 0xff;
 
 /// The in-memory copy of the bitmap.
 #[derive(Debug)]
@@ -52,8 +57,33 @@ impl Bitmap {
     }
 
     fn region(&self, row: u64) -> (usize, u8) {
-        let r = row / self.region_rows;
-        ((r / 8) as usize, 1u8 << (r % 8))
+        self.bit(row / self.region_rows)
+    }
+
+    fn bit(&self, region: u64) -> (usize, u8) {
+        ((region / 8) as usize, 1u8 << (region % 8))
+    }
+
+    /// The regions rows `rows` lie in.
+    pub fn regions(&self, rows: std::ops::Range<u64>) -> std::ops::Range<u64> {
+        if rows.is_empty() {
+            return 0..0;
+        }
+        rows.start / self.region_rows..(rows.end - 1) / self.region_rows + 1
+    }
+
+    /// Counts `region` as written in the current flush interval (a write is in flight
+    /// there), so the next [`Bitmap::clear_idle`] keeps its bit.
+    pub fn touch_region(&mut self, region: u64) {
+        let (byte, bit) = self.bit(region);
+        if let Some(t) = self.touched.get_mut(byte) {
+            *t |= bit;
+        }
+    }
+
+    /// Marks `region`; returns the bitmap block to write if it changed.
+    pub fn set_region(&mut self, region: u64) -> Option<usize> {
+        self.set(region * self.region_rows)
     }
 
     /// Whether the region of `row` is marked.
@@ -62,17 +92,22 @@ impl Bitmap {
         self.bits.get(byte).is_some_and(|b| b & bit != 0)
     }
 
-    /// Marks the region of `row`; returns the bitmap block to write if it changed.
+    /// Marks the region of `row` (with its group); returns the bitmap block to write if
+    /// it changed.
     pub fn set(&mut self, row: u64) -> Option<usize> {
         let (byte, bit) = self.region(row);
-        if let Some(t) = self.touched.get_mut(byte) {
-            *t |= bit;
-        }
         let b = self.bits.get_mut(byte)?;
         if *b & bit != 0 {
+            if let Some(t) = self.touched.get_mut(byte) {
+                *t |= bit;
+            }
             return None;
         }
-        *b |= bit;
+        let newly = GROUP_BITS & !*b;
+        *b |= GROUP_BITS;
+        if let Some(t) = self.touched.get_mut(byte) {
+            *t |= newly | bit;
+        }
         Some(byte / BITMAP_BLOCK)
     }
 
@@ -156,11 +191,16 @@ mod tests {
         assert_eq!(b.region_rows(), 16);
         assert_eq!(b.set(17), Some(0));
         assert_eq!(b.set(31), None);
-        assert!(b.is_set(16) && !b.is_set(32));
-        assert_eq!(b.marked_rows(1000), vec![16..32]);
+        // The whole group of 8 regions (128 rows) is marked at once, not the next one.
+        assert!(b.is_set(0) && b.is_set(16) && b.is_set(127) && !b.is_set(128));
+        assert_eq!(b.set(100), None);
+        assert_eq!(b.marked_rows(1000).len(), 8);
         // Written since the last flush: kept; quiet for a whole flush interval: cleared.
         assert!(b.clear_idle().is_empty());
         assert!(b.is_set(16));
+        b.set(40);
+        assert_eq!(b.clear_idle(), vec![0]);
+        assert_eq!(b.marked_rows(1000), vec![32..48]);
         assert_eq!(b.clear_idle(), vec![0]);
         assert!(b.marked_rows(1000).is_empty());
         b.set(500);

@@ -1,14 +1,26 @@
-//! Per-block checksums: one CRC32 (IEEE) per 4 KiB of every member's data
-//! area, kept in the checksum area behind the data. Written after every member write;
-//! checked on every read and by scrub, so that a member returning wrong bytes without an
-//! I/O error is read around and repaired from the others, even where parity alone cannot
-//! say who lies (RAID 5, two mirrors).
+//! Per-block checksums: one CRC32 (IEEE) per 4 KiB of every member's data area, kept in
+//! the checksum area behind the data. Checked on every read and by scrub, so that a member
+//! returning wrong bytes without an I/O error is read around and repaired from the others,
+//! even where parity alone cannot say who lies (RAID 5, two mirrors).
+//!
+//! The checksum area is cached, and written back rather than after every member write:
+//! updated blocks are written at the next flush (before the members are synced and before
+//! any write-intent bit is cleared) or when the cache is full. Until then the region's
+//! write-intent bit is set, so after a crash assembly recomputes the checksums of exactly
+//! the rows whose checksums may be stale (see `resync_marked`); a flushed write's checksum
+//! is always on disk. One member write therefore costs one member I/O, as in md.
 
-use crate::array::Inner;
-use crate::layout::{CSUM_BLOCK, DATA_OFFSET};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{RaidError, Result};
+use crate::layout::{Geometry, CSUM_BLOCK, DATA_OFFSET};
+use crate::member::Member;
+use crate::uring::{self, Req};
 
 /// Checksum blocks kept in memory (4 KiB each, covering 4 MiB of member data each).
-const CACHE_BLOCKS: usize = 2048;
+const CACHE_BLOCKS: usize = 4096;
 
 /// Outcome of a verified member read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +40,49 @@ pub fn block_sums(buf: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-impl Inner {
+#[derive(Debug)]
+struct Block {
+    member: Arc<Member>,
+    data: Box<[u8]>,
+    dirty: bool,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    /// By (member id, member offset of the block).
+    blocks: HashMap<(u64, u64), Block>,
+    /// Bumped whenever blocks leave the cache, so a block read from disk meanwhile is not
+    /// taken for current.
+    epoch: u64,
+}
+
+/// The checksum areas of all members, cached with write-back.
+#[derive(Debug)]
+pub(crate) struct CsumCache {
+    geo: Geometry,
+    cache: Mutex<Cache>,
+    /// Write-backs that failed, by member id, for the next operation to fail the member.
+    failed: Mutex<Vec<(u64, RaidError)>>,
+    any_failed: AtomicBool,
+}
+
+impl CsumCache {
+    pub fn new(geo: Geometry) -> Self {
+        CsumCache {
+            geo,
+            cache: Mutex::new(Cache::default()),
+            failed: Mutex::new(Vec::new()),
+            any_failed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The member byte range of the checksum area covering data at member offset `off`
     /// for `len` bytes, widened to whole blocks: (start, length, skip to first sum).
-    fn csum_span(&self, off: u64, len: usize) -> (u64, usize, usize) {
+    fn span(&self, off: u64, len: usize) -> (u64, usize, usize) {
         let first = (off - DATA_OFFSET) / CSUM_BLOCK;
         let count = (len as u64).div_ceil(CSUM_BLOCK);
         let byte0 = first * 4;
@@ -45,94 +96,172 @@ impl Inner {
         )
     }
 
-    /// The checksum area bytes `at..at + len` of member `m` (whole blocks), through the
-    /// cache. `None` if the member fails.
-    fn csum_area(&mut self, m: usize, at: u64, len: usize) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(len);
-        for block in (at..at + len as u64).step_by(CSUM_BLOCK as usize) {
-            if let Some(b) = self.csum_cache.get(&(m, block)) {
-                out.extend_from_slice(b);
+    /// The cache, with every block of `at..at + len` of `member` in it.
+    fn with_blocks(
+        &self,
+        member: &Arc<Member>,
+        at: u64,
+        len: usize,
+    ) -> Result<MutexGuard<'_, Cache>> {
+        let key = |b: u64| (member.id(), b);
+        loop {
+            let mut cache = self.lock();
+            let missing: Vec<u64> = (at..at + len as u64)
+                .step_by(CSUM_BLOCK as usize)
+                .filter(|b| !cache.blocks.contains_key(&key(*b)))
+                .collect();
+            let (Some(&first), Some(&last)) = (missing.first(), missing.last()) else {
+                return Ok(cache);
+            };
+            if cache.blocks.len() + missing.len() > CACHE_BLOCKS {
+                self.write_back_locked(&mut cache);
+                cache.blocks.clear();
+                cache.epoch += 1;
+            }
+            let epoch = cache.epoch;
+            drop(cache);
+            let span = (last + CSUM_BLOCK - first) as usize;
+            let mut buf = crate::member::AlignedBuf::new(span);
+            member.read_at(first, buf.as_mut_slice())?;
+            let mut cache = self.lock();
+            if cache.epoch != epoch {
                 continue;
             }
-            let mut b = vec![0u8; CSUM_BLOCK as usize];
-            if !self.read_member(m, block, &mut b) {
-                return None;
-            }
-            out.extend_from_slice(&b);
-            self.cache_insert(m, block, b);
-        }
-        Some(out)
-    }
-
-    fn cache_insert(&mut self, m: usize, block: u64, data: Vec<u8>) {
-        if self.csum_cache.len() >= CACHE_BLOCKS {
-            self.csum_cache.clear();
-        }
-        self.csum_cache.insert((m, block), data);
-    }
-
-    /// Forgets the cached checksums of member `m` (it failed or was replaced).
-    pub fn forget_checksums(&mut self, m: usize) {
-        self.csum_cache.retain(|(member, _), _| *member != m);
-    }
-
-    /// Records the checksums of `buf`, just written to member `m` at `off`. Returns
-    /// `false` (and fails the member) if the checksum area cannot be written.
-    pub fn write_checksums(&mut self, m: usize, off: u64, buf: &[u8]) -> bool {
-        let (at, len, skip) = self.csum_span(off, buf.len());
-        let Some(mut area) = self.csum_area(m, at, len) else {
-            return false;
-        };
-        for (i, sum) in block_sums(buf).into_iter().enumerate() {
-            area[skip + i * 4..skip + i * 4 + 4].copy_from_slice(&sum.to_le_bytes());
-        }
-        let res = match &self.slots[m].member {
-            Some(member) => member.write_at(at, &area),
-            None => return false,
-        };
-        match res {
-            Ok(()) => {
-                for (i, block) in area.chunks(CSUM_BLOCK as usize).enumerate() {
-                    self.cache_insert(m, at + (i as u64) * CSUM_BLOCK, block.to_vec());
+            if !member.is_failed() {
+                for (i, b) in buf.as_slice().chunks(CSUM_BLOCK as usize).enumerate() {
+                    let at = first + i as u64 * CSUM_BLOCK;
+                    cache.blocks.entry(key(at)).or_insert_with(|| Block {
+                        member: Arc::clone(member),
+                        data: b.into(),
+                        dirty: false,
+                    });
                 }
-                true
             }
-            Err(e) => {
-                tracing::warn!(member = m, error = %e, "checksum write failed; member taken out");
-                self.last_io_error = Some(e);
-                self.fail(m);
-                false
-            }
+            drop(cache);
         }
     }
 
-    /// Whether `buf`, read from member `m` at `off`, matches its recorded checksums.
-    /// `None` when the checksums cannot be read (the member is failed).
-    pub fn checksums_match(&mut self, m: usize, off: u64, buf: &[u8]) -> Option<bool> {
-        let (at, len, skip) = self.csum_span(off, buf.len());
-        let area = self.csum_area(m, at, len)?;
-        let ok = block_sums(buf).into_iter().enumerate().all(|(i, sum)| {
-            let o = skip + i * 4;
-            area[o..o + 4] == sum.to_le_bytes()
-        });
-        Some(ok)
+    /// Whether `buf`, read from `member` at `off`, matches its recorded checksums. An error
+    /// when the checksums cannot be read.
+    pub fn matches(&self, member: &Arc<Member>, off: u64, buf: &[u8]) -> Result<bool> {
+        let sums = block_sums(buf);
+        let (at, len, skip) = self.span(off, buf.len());
+        let cache = self.with_blocks(member, at, len)?;
+        Ok(sums.into_iter().enumerate().all(|(i, sum)| {
+            let pos = skip + i * 4;
+            let block = at + (pos as u64 / CSUM_BLOCK) * CSUM_BLOCK;
+            let o = pos % CSUM_BLOCK as usize;
+            cache
+                .blocks
+                .get(&(member.id(), block))
+                .is_some_and(|b| b.data[o..o + 4] == sum.to_le_bytes())
+        }))
     }
 
-    /// Reads member `m` and checks the bytes against their checksums.
-    pub fn read_verified(&mut self, m: usize, off: u64, buf: &mut [u8]) -> Verified {
-        if !self.read_member(m, off, buf) {
-            return Verified::Failed;
+    /// Records the checksums of `buf`, just written to `member` at `off` (written back
+    /// later). An error when the checksum area cannot be read.
+    pub fn update(&self, member: &Arc<Member>, off: u64, buf: &[u8]) -> Result<()> {
+        let sums = block_sums(buf);
+        let (at, len, skip) = self.span(off, buf.len());
+        let mut cache = self.with_blocks(member, at, len)?;
+        if member.is_failed() {
+            return Ok(());
         }
-        match self.checksums_match(m, off, buf) {
-            Some(true) => Verified::Good,
-            Some(false) => {
-                tracing::warn!(pool = %self.pool, member = m, offset = off, "checksum mismatch; reading around the member");
-                if let Some(n) = self.checksum_errors.get_mut(m) {
-                    *n += 1;
+        for (i, sum) in sums.into_iter().enumerate() {
+            let pos = skip + i * 4;
+            let block = at + (pos as u64 / CSUM_BLOCK) * CSUM_BLOCK;
+            let o = pos % CSUM_BLOCK as usize;
+            if let Some(b) = cache.blocks.get_mut(&(member.id(), block)) {
+                b.data[o..o + 4].copy_from_slice(&sum.to_le_bytes());
+                b.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every updated block to its member (in parallel, contiguous blocks as one
+    /// write). Members whose write fails are reported by [`CsumCache::take_failures`].
+    pub fn write_back(&self) {
+        let mut cache = self.lock();
+        self.write_back_locked(&mut cache);
+    }
+
+    fn write_back_locked(&self, cache: &mut Cache) {
+        let mut dirty: Vec<(u64, u64)> = cache
+            .blocks
+            .iter()
+            .filter(|(_, b)| b.dirty && !b.member.is_failed())
+            .map(|(k, _)| *k)
+            .collect();
+        if dirty.is_empty() {
+            return;
+        }
+        dirty.sort_unstable();
+        // Runs of consecutive blocks of one member.
+        let mut runs: Vec<(Arc<Member>, u64, Vec<u8>)> = Vec::new();
+        for (id, at) in dirty {
+            let b = &cache.blocks[&(id, at)];
+            match runs.last_mut() {
+                Some((m, start, buf))
+                    if m.id() == id && *start + buf.len() as u64 == at && buf.len() < 1 << 20 =>
+                {
+                    buf.extend_from_slice(&b.data);
                 }
-                Verified::Corrupt
+                _ => runs.push((Arc::clone(&b.member), at, b.data.to_vec())),
             }
-            None => Verified::Failed,
         }
+        let mut reqs: Vec<Req<'_>> = runs
+            .iter()
+            .map(|(m, at, buf)| Req::write(m, *at, buf))
+            .collect();
+        let results = uring::run(&mut reqs);
+        drop(reqs);
+        let mut failed = Vec::new();
+        for ((m, at, buf), res) in runs.iter().zip(results) {
+            match res {
+                Ok(()) => {
+                    for i in 0..buf.len() as u64 / CSUM_BLOCK {
+                        if let Some(b) = cache.blocks.get_mut(&(m.id(), at + i * CSUM_BLOCK)) {
+                            b.dirty = false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(member = %m.path().display(), error = %e, "checksum write failed; member taken out");
+                    failed.push((m.id(), e));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(failed);
+            self.any_failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Write-backs that failed since the last call, by member id.
+    pub fn take_failures(&self) -> Vec<(u64, RaidError)> {
+        if !self.any_failed.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Forgets the cached checksums of a member that failed or was replaced.
+    pub fn forget(&self, member_id: u64) {
+        let mut cache = self.lock();
+        cache.blocks.retain(|(id, _), _| *id != member_id);
+        cache.epoch += 1;
+    }
+
+    /// Writes back and forgets every cached block, so that the next checks read the
+    /// checksum areas as the members hold them.
+    pub fn drop_all(&self) {
+        let mut cache = self.lock();
+        self.write_back_locked(&mut cache);
+        cache.blocks.retain(|_, b| b.dirty && !b.member.is_failed());
+        cache.epoch += 1;
     }
 }

@@ -1,24 +1,73 @@
 //! The block-device face of the array: reads that reconstruct around missing members,
 //! writes that keep parity and mirrors in step, and flush.
+//!
+//! Every request locks the rows it touches ([`RowLocks`]), takes a snapshot of the member
+//! table ([`Ctx`]) and issues the member I/Os it needs in parallel batches (`uring`).
+//! Requests on other rows run at the same time.
 
 use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex};
 
-use crate::array::{Inner, RaidArray};
+use crate::array::{RaidArray, Slot};
 use crate::checksum::Verified;
 use crate::error::{RaidError, Result};
 use crate::gf;
-use crate::layout::Role;
-use crate::member::IO_ALIGN;
+use crate::layout::{Geometry, Role, DATA_OFFSET};
+use crate::member::{Member, Scratch, IO_ALIGN};
+use crate::superblock::SlotState;
+use crate::uring::{self, Req};
 use crate::RaidLevel;
 
 const ALIGN: u64 = IO_ALIGN as u64;
+/// Least time between two clearings of idle write-intent bits.
+const CLEAR_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn align_down(x: u64) -> u64 {
+pub(crate) fn align_down(x: u64) -> u64 {
     x / ALIGN * ALIGN
 }
 
-fn align_up(x: u64) -> u64 {
+pub(crate) fn align_up(x: u64) -> u64 {
     x.div_ceil(ALIGN) * ALIGN
+}
+
+/// Row ranges held by requests in progress; a request waits until no held range overlaps
+/// its own.
+#[derive(Debug, Default)]
+pub(crate) struct RowLocks {
+    held: Mutex<Vec<Range<u64>>>,
+    freed: Condvar,
+}
+
+/// Rows held until dropped.
+pub(crate) struct RowGuard<'a> {
+    locks: &'a RowLocks,
+    rows: Range<u64>,
+}
+
+impl RowLocks {
+    /// Waits for and takes `rows`.
+    pub fn lock(&self, rows: Range<u64>) -> RowGuard<'_> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while held
+            .iter()
+            .any(|r| r.start < rows.end && rows.start < r.end)
+        {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.push(rows.clone());
+        RowGuard { locks: self, rows }
+    }
+}
+
+impl Drop for RowGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|r| *r == self.rows) {
+            held.swap_remove(i);
+        }
+        drop(held);
+        self.locks.freed.notify_all();
+    }
 }
 
 impl RaidArray {
@@ -34,13 +83,23 @@ impl RaidArray {
         }
     }
 
+    /// The rows bytes `offset..offset + len` of the array lie in.
+    fn row_span(&self, offset: u64, len: usize) -> Range<u64> {
+        let rb = self.geo.row_bytes();
+        offset / rb..(offset + len as u64).div_ceil(rb)
+    }
+
     /// Reads `buf.len()` bytes at array `offset`. Missing data is reconstructed from the
     /// other members; if that is impossible the read fails with [`RaidError::DataLoss`].
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        let mut inner = self.lock();
-        let res = inner.read(offset, buf);
-        inner.record_failures()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let _rows = self.rows.lock(self.row_span(offset, buf.len()));
+        let mut ctx = Ctx::new(self);
+        let res = ctx.read(offset, buf);
+        ctx.finish()?;
         res
     }
 
@@ -48,26 +107,514 @@ impl RaidArray {
     /// as the level tolerates the missing members.
     pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        let mut inner = self.lock();
-        let res = inner.write(offset, buf);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let rows = self.row_span(offset, buf.len());
+        let _rows = self.rows.lock(rows.clone());
+        self.begin_write(rows.clone())?;
+        let mut ctx = Ctx::new(self);
+        let res = ctx.write(offset, buf);
+        self.end_write(rows);
         // A member that failed during the write must be recorded as failed before the
         // write is acknowledged, or a restart would trust its stale data.
-        inner.record_failures()?;
+        ctx.finish()?;
         res
     }
 
     /// Makes every completed write durable on the members, then clears the write-intent
-    /// bitmap.
+    /// bits of regions not written since the previous flush. Regions still being written
+    /// keep their bit, so a steady writer that flushes often does not pay a bitmap sync
+    /// per flush.
     pub fn flush(&self) -> Result<()> {
-        let mut inner = self.lock();
-        let res = inner.flush();
-        inner.record_failures()?;
+        self.flush_with(false)
+    }
+
+    /// Like [`RaidArray::flush`], clearing the whole write-intent bitmap.
+    pub(crate) fn flush_with(&self, all: bool) -> Result<()> {
+        self.csums.write_back();
+        let mut ctx = Ctx::new(self);
+        let res = ctx.sync_members();
+        let mut it = self.intents();
+        // Bits are cleared at most every few seconds (md's bitmap daemon waits 5 s), so a
+        // writer that flushes often does not clear and set the same bits over and over.
+        let due = all || it.last_clear.elapsed() >= CLEAR_EVERY;
+        if res.is_ok() && due {
+            it.last_clear = std::time::Instant::now();
+            let regions: Vec<u64> = it.inflight.keys().copied().collect();
+            for r in regions {
+                it.bitmap.touch_region(r);
+            }
+            let blocks = if all {
+                it.bitmap.clear()
+            } else {
+                it.bitmap.clear_idle()
+            };
+            self.write_bitmap_blocks(&it.bitmap, &blocks)?;
+        }
+        drop(it);
+        ctx.finish()?;
         res
+    }
+
+    /// Sets the write-intent bits of `rows`, durably, before they are written, and counts
+    /// the write in flight there.
+    pub(crate) fn begin_write(&self, rows: Range<u64>) -> Result<()> {
+        let mut it = self.intents();
+        let mut blocks = Vec::new();
+        for region in it.bitmap.regions(rows) {
+            *it.inflight.entry(region).or_default() += 1;
+            if let Some(b) = it.bitmap.set_region(region) {
+                if !blocks.contains(&b) {
+                    blocks.push(b);
+                }
+            }
+        }
+        self.write_bitmap_blocks(&it.bitmap, &blocks)
+    }
+
+    /// The write to `rows` is done.
+    pub(crate) fn end_write(&self, rows: Range<u64>) {
+        let mut it = self.intents();
+        for region in it.bitmap.regions(rows) {
+            if let Some(n) = it.inflight.get_mut(&region) {
+                *n -= 1;
+                if *n == 0 {
+                    it.inflight.remove(&region);
+                }
+            }
+        }
     }
 }
 
-impl Inner {
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+/// One piece of a read: array bytes at `dst` of the caller's buffer come from member
+/// `m` at `off` (aligned range `at..at + len`).
+struct Piece {
+    m: usize,
+    at: u64,
+    len: usize,
+    skip: usize,
+    dst: usize,
+    n: usize,
+}
+
+/// Member writes of a request, contiguous ones of a member joined into one.
+#[derive(Default)]
+pub(crate) struct Plan {
+    runs: Vec<(usize, u64, Scratch)>,
+    /// Bytes a member's run is expected to reach.
+    hint: usize,
+}
+
+impl Plan {
+    pub fn push(&mut self, m: usize, off: u64, data: &[u8]) {
+        if let Some(run) = self
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|(rm, at, b)| *rm == m && *at + b.len() as u64 == off)
+        {
+            run.2.extend_from_slice(data);
+            return;
+        }
+        let mut b = Scratch::empty(data.len().max(self.hint));
+        b.extend_from_slice(data);
+        self.runs.push((m, off, b));
+    }
+}
+
+/// One request's view of the array: the member table as it was when the request's rows
+/// were locked, and the members that failed under it.
+pub(crate) struct Ctx<'a> {
+    pub a: &'a RaidArray,
+    pub geo: Geometry,
+    pub slots: Vec<Slot>,
+    /// The error that last took a member out during this request.
+    pub error: Option<RaidError>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(a: &'a RaidArray) -> Self {
+        let slots = a.lock().slots.clone();
+        Ctx {
+            a,
+            geo: a.geo,
+            slots,
+            error: None,
+        }
+    }
+
+    /// Whether member `m` may be written.
+    pub fn writable(&self, m: usize) -> bool {
+        self.slots[m].member.is_some() && self.slots[m].state != SlotState::Failed
+    }
+
+    /// Whether member `m` holds valid data for `row`.
+    pub fn readable(&self, m: usize, row: u64) -> bool {
+        let s = &self.slots[m];
+        s.member.is_some()
+            && match s.state {
+                SlotState::Active => true,
+                SlotState::Rebuilding => (row + 1) * self.geo.chunk <= s.checkpoint,
+                SlotState::Failed => false,
+            }
+    }
+
+    /// Takes member `m` out after an I/O error: in this view and, if the array still has
+    /// the same member in the slot, in the array (recorded by [`Ctx::finish`]).
+    pub fn fail(&mut self, m: usize, e: RaidError) {
+        let Some(member) = self.slots[m].member.take() else {
+            return;
+        };
+        self.slots[m].state = SlotState::Failed;
+        tracing::warn!(member = m, error = %e, "member I/O failed; member taken out");
+        self.a.fail_if_current(m, &member);
+        self.error = Some(e);
+    }
+
+    /// Records what this request changed: members whose checksum write-back failed are
+    /// taken out, and the superblocks are written if a member failed.
+    pub fn finish(&mut self) -> Result<()> {
+        self.a.apply_writeback_failures();
+        let mut st = self.a.lock();
+        if st.failures_pending {
+            st.write_superblocks()?;
+        }
+        Ok(())
+    }
+
+    fn member(&self, m: usize) -> Option<Arc<Member>> {
+        self.slots[m].member.clone()
+    }
+
+    /// Reads in parallel; per read, whether it succeeded (members that fail are failed).
+    pub fn read_batch(&mut self, reads: &mut [(usize, u64, &mut [u8])]) -> Vec<bool> {
+        let members: Vec<Option<Arc<Member>>> =
+            reads.iter().map(|(m, _, _)| self.member(*m)).collect();
+        let mut reqs = Vec::new();
+        let mut at = Vec::new();
+        for (i, ((_, off, buf), member)) in reads.iter_mut().zip(&members).enumerate() {
+            if let Some(member) = member {
+                reqs.push(Req::read(member, *off, buf));
+                at.push(i);
+            }
+        }
+        let results = uring::run(&mut reqs);
+        drop(reqs);
+        let mut ok = vec![false; reads.len()];
+        for (i, res) in at.into_iter().zip(results) {
+            match res {
+                Ok(()) => ok[i] = true,
+                Err(e) => self.fail(reads[i].0, e),
+            }
+        }
+        ok
+    }
+
+    /// Reads in parallel and checks each against its checksums; mismatches are counted
+    /// against the member if `count`.
+    pub fn read_verified_batch(
+        &mut self,
+        reads: &mut [(usize, u64, &mut [u8])],
+        count: bool,
+    ) -> Vec<Verified> {
+        let ok = self.read_batch(reads);
+        let mut out = Vec::with_capacity(reads.len());
+        for ((m, off, buf), ok) in reads.iter().zip(ok) {
+            if !ok {
+                out.push(Verified::Failed);
+                continue;
+            }
+            out.push(match self.checksums_match(*m, *off, buf) {
+                Some(true) => Verified::Good,
+                Some(false) => {
+                    if count {
+                        tracing::warn!(pool = %self.a.pool, member = m, offset = off, "checksum mismatch; reading around the member");
+                        if let Some(n) = self.a.lock().checksum_errors.get_mut(*m) {
+                            *n += 1;
+                        }
+                    }
+                    Verified::Corrupt
+                }
+                None => Verified::Failed,
+            });
+        }
+        out
+    }
+
+    /// Whether `buf`, read from member `m` at `off`, matches its recorded checksums.
+    /// `None` when the checksums cannot be read (the member is failed).
+    pub fn checksums_match(&mut self, m: usize, off: u64, buf: &[u8]) -> Option<bool> {
+        let member = self.member(m)?;
+        match self.a.csums.matches(&member, off, buf) {
+            Ok(ok) => Some(ok),
+            Err(e) => {
+                self.fail(m, e);
+                None
+            }
+        }
+    }
+
+    /// Reads member `m`, checked against its checksums.
+    pub fn read_verified(&mut self, m: usize, off: u64, buf: &mut [u8]) -> Verified {
+        self.read_verified_batch(&mut [(m, off, buf)], true)[0]
+    }
+
+    /// Reads member `m`; `false` (and the member failed) if it cannot be read.
+    pub fn read_member(&mut self, m: usize, off: u64, buf: &mut [u8]) -> bool {
+        self.read_batch(&mut [(m, off, buf)])[0]
+    }
+
+    /// Writes in parallel to the writable members among `writes` and records the
+    /// checksums of what was written; per write, whether it succeeded.
+    pub fn write_batch(&mut self, writes: &[(usize, u64, &[u8])]) -> Vec<bool> {
+        let members: Vec<Option<Arc<Member>>> = writes
+            .iter()
+            .map(|(m, _, _)| self.member(*m).filter(|_| self.writable(*m)))
+            .collect();
+        let mut reqs = Vec::new();
+        let mut at = Vec::new();
+        for (i, ((_, off, buf), member)) in writes.iter().zip(&members).enumerate() {
+            if let Some(member) = member {
+                reqs.push(Req::write(member, *off, buf));
+                at.push(i);
+            }
+        }
+        let results = uring::run(&mut reqs);
+        drop(reqs);
+        let mut ok = vec![false; writes.len()];
+        for (i, res) in at.into_iter().zip(results) {
+            let (m, off, buf) = writes[i];
+            let res = res.and_then(|()| match &members[i] {
+                Some(member) => self.a.csums.update(member, off, buf),
+                None => Ok(()),
+            });
+            match res {
+                Ok(()) => ok[i] = true,
+                Err(e) => self.fail(m, e),
+            }
+        }
+        ok
+    }
+
+    /// Writes member `m`; `false` (and the member failed) if it cannot be written.
+    pub fn write_member(&mut self, m: usize, off: u64, buf: &[u8]) -> bool {
+        self.write_batch(&[(m, off, buf)])[0]
+    }
+
+    /// Writes a plan's runs in parallel.
+    fn write_plan(&mut self, plan: &Plan) -> Vec<bool> {
+        let writes: Vec<(usize, u64, &[u8])> = plan
+            .runs
+            .iter()
+            .map(|(m, off, b)| (*m, *off, b.as_slice()))
+            .collect();
+        self.write_batch(&writes)
+    }
+
+    /// Makes every member write so far durable (all members at once).
+    pub fn sync_members(&mut self) -> Result<()> {
+        let live: Vec<(usize, Arc<Member>)> = (0..self.slots.len())
+            .filter(|&m| self.writable(m))
+            .filter_map(|m| Some((m, self.member(m)?)))
+            .collect();
+        let mut reqs: Vec<Req<'_>> = live.iter().map(|(_, m)| Req::sync(m)).collect();
+        let results = uring::run(&mut reqs);
+        drop(reqs);
+        for ((m, _), res) in live.iter().zip(results) {
+            if let Err(e) = res {
+                self.fail(*m, e);
+            }
+        }
+        let missing = (0..self.slots.len()).filter(|&m| !self.writable(m)).count();
+        if missing > self.geo.level.tolerated_failures(self.geo.members) {
+            return Err(self.data_loss(0));
+        }
+        Ok(())
+    }
+
+    pub fn data_loss(&self, row: u64) -> RaidError {
+        self.data_loss_with(row, &[])
+    }
+
+    /// Data loss in `row`, where `corrupt` members returned wrong bytes besides the
+    /// missing ones.
+    pub fn data_loss_with(&self, row: u64, corrupt: &[usize]) -> RaidError {
+        RaidError::DataLoss {
+            offset: row * self.geo.row_bytes(),
+            missing: (0..self.slots.len())
+                .filter(|&m| !self.readable(m, row) || corrupt.contains(&m))
+                .collect(),
+            level: self.geo.level,
+        }
+    }
+
+    /// The member to read data chunk `d` of `row` from, if it is readable.
+    fn source(&self, row: u64, d: usize) -> Option<usize> {
+        if self.geo.level == RaidLevel::Raid1 {
+            // Mirrors take turns by megabyte, so one large read uses them all.
+            let n = self.slots.len() as u64;
+            let rows_per_turn = ((1 << 20) / self.geo.chunk).max(1);
+            let first = (row / rows_per_turn % n) as usize;
+            return (0..self.slots.len())
+                .map(|i| (first + i) % self.slots.len())
+                .find(|&m| self.readable(m, row));
+        }
+        let m = self.geo.data_member(row, d);
+        self.readable(m, row).then_some(m)
+    }
+
+    pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if self.read_direct(offset, buf) {
+            return Ok(());
+        }
+        self.read_reconstructing(offset, buf)
+    }
+
+    /// Reads straight from the members, every member I/O of the request at once: the
+    /// members holding the data, and for a row whose data member is missing every
+    /// readable member of that row, solved in memory. `false` (nothing trusted) if a
+    /// member fails or returns bytes that fail their checksums.
+    fn read_direct(&mut self, offset: u64, buf: &mut [u8]) -> bool {
+        let geo = self.geo;
+        let row_bytes = geo.row_bytes();
+        let mut pieces: Vec<Piece> = Vec::new();
+        // Rows to solve: (row, union of the columns wanted).
+        let mut solve_rows: Vec<(u64, u64, u64)> = Vec::new();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let row = pos / row_bytes;
+            let within = pos % row_bytes;
+            let d = (within / geo.chunk) as usize;
+            let col = within % geo.chunk;
+            let n = ((geo.chunk - col) as usize).min(buf.len() - done);
+            let (c0, c1) = (align_down(col), align_up(col + n as u64));
+            let m = match self.source(row, d) {
+                Some(m) => m,
+                None if geo.level == RaidLevel::Raid5 || geo.level == RaidLevel::Raid6 => {
+                    match solve_rows.last_mut() {
+                        Some(last) if last.0 == row => {
+                            last.1 = last.1.min(c0);
+                            last.2 = last.2.max(c1);
+                        }
+                        _ => solve_rows.push((row, c0, c1)),
+                    }
+                    usize::MAX
+                }
+                None => return false,
+            };
+            pieces.push(Piece {
+                m,
+                at: geo.member_offset(row) + c0,
+                len: (c1 - c0) as usize,
+                skip: (col - c0) as usize,
+                dst: done,
+                n,
+            });
+            done += n;
+        }
+        // The member ranges to read, in order; contiguous ones of a member joined.
+        let mut runs: Vec<(usize, u64, usize)> = Vec::new();
+        let add = |runs: &mut Vec<(usize, u64, usize)>, m: usize, at: u64, len: usize| {
+            if let Some(r) = runs
+                .iter_mut()
+                .rev()
+                .find(|(rm, rat, rlen)| *rm == m && *rat + *rlen as u64 == at)
+            {
+                r.2 += len;
+            } else if !runs.iter().any(|(rm, rat, rlen)| {
+                *rm == m && *rat <= at && at + len as u64 <= *rat + *rlen as u64
+            }) {
+                runs.push((m, at, len));
+            }
+        };
+        // A row to solve is read over the columns of all its pieces.
+        for p in &pieces {
+            let row = (p.at - DATA_OFFSET) / geo.chunk;
+            if let Some(s) = solve_rows.iter_mut().find(|s| s.0 == row) {
+                let c0 = p.at - geo.member_offset(row);
+                s.1 = s.1.min(c0);
+                s.2 = s.2.max(c0 + p.len as u64);
+            }
+        }
+        for p in &pieces {
+            let row = (p.at - DATA_OFFSET) / geo.chunk;
+            if let Some(&(srow, u0, u1)) = solve_rows.iter().find(|s| s.0 == row) {
+                // The whole row over the wanted columns, from every readable member.
+                let at = geo.member_offset(srow) + u0;
+                for m in (0..self.slots.len()).filter(|&m| self.readable(m, srow)) {
+                    add(&mut runs, m, at, (u1 - u0) as usize);
+                }
+                continue;
+            }
+            add(&mut runs, p.m, p.at, p.len);
+        }
+        if runs.len() == 1
+            && pieces.len() == 1
+            && pieces[0].m != usize::MAX
+            && pieces[0].skip == 0
+            && pieces[0].len == pieces[0].n
+        {
+            // One aligned piece: straight into the caller's buffer.
+            let p = &pieces[0];
+            let got = self.read_verified_batch(&mut [(p.m, p.at, &mut buf[..p.n])], false);
+            return got[0] == Verified::Good;
+        }
+        let mut bufs: Vec<Scratch> = runs.iter().map(|r| Scratch::new(r.2)).collect();
+        let mut reads: Vec<(usize, u64, &mut [u8])> = runs
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|((m, at, _), b)| (*m, *at, b.as_mut_slice()))
+            .collect();
+        let got = self.read_verified_batch(&mut reads, false);
+        drop(reads);
+        if got.iter().any(|v| *v != Verified::Good) {
+            return false;
+        }
+        // Where member `m`'s bytes at member offset `at` are, in the read buffers.
+        let find = |m: usize, at: u64, len: usize| -> Option<&[u8]> {
+            runs.iter().zip(&bufs).find_map(|((rm, rat, rlen), b)| {
+                (*rm == m && *rat <= at && at + len as u64 <= *rat + *rlen as u64).then(|| {
+                    let s = (at - rat) as usize;
+                    &b.as_slice()[s..s + len]
+                })
+            })
+        };
+        for p in &pieces {
+            if p.m != usize::MAX {
+                let Some(src) = find(p.m, p.at, p.len) else {
+                    return false;
+                };
+                buf[p.dst..p.dst + p.n].copy_from_slice(&src[p.skip..p.skip + p.n]);
+                continue;
+            }
+            let row = (p.at - DATA_OFFSET) / geo.chunk;
+            let Some(&(_, u0, u1)) = solve_rows.iter().find(|s| s.0 == row) else {
+                return false;
+            };
+            let at = geo.member_offset(row) + u0;
+            let len = (u1 - u0) as usize;
+            let within = p.at - at;
+            let d = ((offset + p.dst as u64) % row_bytes / geo.chunk) as usize;
+            let chunks: Vec<Option<Vec<u8>>> = (0..self.slots.len())
+                .map(|m| {
+                    self.readable(m, row)
+                        .then(|| find(m, at, len).map(<[u8]>::to_vec))
+                        .flatten()
+                })
+                .collect();
+            let Some(data) = self.solve(row, chunks) else {
+                return false;
+            };
+            let s = within as usize + p.skip;
+            buf[p.dst..p.dst + p.n].copy_from_slice(&data[d][s..s + p.n]);
+        }
+        true
+    }
+
+    /// Reads chunk by chunk, reconstructing around missing or lying members.
+    fn read_reconstructing(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let geo = self.geo;
         let row_bytes = geo.row_bytes();
         let mut done = 0usize;
@@ -87,80 +634,163 @@ impl Inner {
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+    pub fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
         let row_bytes = self.geo.row_bytes();
+        let touched = (offset + buf.len() as u64).div_ceil(row_bytes) - offset / row_bytes;
+        let mut plan = Plan {
+            runs: Vec::new(),
+            hint: if touched > 1 {
+                (touched * self.geo.chunk) as usize
+            } else {
+                0
+            },
+        };
+        let mut rows = Vec::new();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
             let row = pos / row_bytes;
             let within = pos % row_bytes;
             let len = ((row_bytes - within) as usize).min(buf.len() - done);
-            self.write_row(row, within, &buf[done..done + len])?;
+            self.plan_row(&mut plan, row, within, &buf[done..done + len])?;
+            rows.push(row);
             done += len;
         }
+        let ok = self.write_plan(&plan);
+        match self.geo.level {
+            RaidLevel::Raid0 => {
+                if let Some(i) = ok.iter().position(|ok| !ok) {
+                    let row = (plan.runs[i].1 - self.geo.member_offset(0)) / self.geo.chunk;
+                    return Err(self.data_loss(row));
+                }
+            }
+            RaidLevel::Raid1 | RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                let missing = (0..self.slots.len()).filter(|&m| !self.writable(m)).count();
+                if missing > self.geo.level.tolerated_failures(self.geo.members) {
+                    return Err(self.data_loss(rows[0]));
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Writes the superblocks if a member failed since they were last written.
-    pub fn record_failures(&mut self) -> Result<()> {
-        if self.failures_pending {
-            self.failures_pending = false;
-            self.write_superblocks()?;
+    /// Adds the member writes that put `data` at byte `within` of `row`'s data to
+    /// `plan`, reading what a partial update needs first.
+    fn plan_row(&mut self, plan: &mut Plan, row: u64, within: u64, data: &[u8]) -> Result<()> {
+        let chunk = self.geo.chunk;
+        let end = within + data.len() as u64;
+        let (d0, d1) = ((within / chunk) as usize, ((end - 1) / chunk) as usize);
+        let cols = if d0 == d1 {
+            align_down(within % chunk)..align_up((end - 1) % chunk + 1)
+        } else {
+            0..chunk
+        };
+        let clen = (cols.end - cols.start) as usize;
+        let off = self.geo.member_offset(row) + cols.start;
+        let full_row = within == 0 && end == self.geo.row_bytes();
+        let partial = |d: usize| {
+            let start = d as u64 * chunk + cols.start;
+            within > start || end < start + clen as u64
+        };
+        let need_read = match self.geo.level {
+            RaidLevel::Raid0 | RaidLevel::Raid1 => partial(d0) || (d0 != d1 && partial(d1)),
+            RaidLevel::Raid5 | RaidLevel::Raid6 => !full_row,
+        };
+        let range = match self.geo.level {
+            RaidLevel::Raid0 | RaidLevel::Raid1 => d0..d1 + 1,
+            RaidLevel::Raid5 | RaidLevel::Raid6 => 0..self.geo.data_members(),
+        };
+        if !need_read {
+            // Every chunk written is covered by the new bytes: write them from the caller's
+            // buffer, no copy.
+            let slice = |d: usize| {
+                let s = (d as u64 * chunk + cols.start - within) as usize;
+                &data[s..s + clen]
+            };
+            match self.geo.level {
+                RaidLevel::Raid0 => {
+                    for d in d0..=d1 {
+                        plan.push(self.geo.data_member(row, d), off, slice(d));
+                    }
+                }
+                RaidLevel::Raid1 => {
+                    for m in 0..self.slots.len() {
+                        if self.writable(m) {
+                            plan.push(m, off, slice(0));
+                        }
+                    }
+                }
+                RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                    let refs: Vec<&[u8]> = range.clone().map(slice).collect();
+                    let (p, q) = parity_refs(self.geo.level, &refs);
+                    self.push_row(plan, row, off, &refs, p, q);
+                }
+            }
+            return Ok(());
+        }
+        let mut chunks = self.read_data_cols(row, cols.clone(), range.clone())?;
+        // Patch the new bytes in.
+        for d in d0..=d1 {
+            let chunk_start = d as u64 * chunk + cols.start;
+            let s = within.max(chunk_start);
+            let e = end.min(chunk_start + clen as u64);
+            if s >= e {
+                continue;
+            }
+            let dst = &mut chunks[d - range.start];
+            dst[(s - chunk_start) as usize..(e - chunk_start) as usize]
+                .copy_from_slice(&data[(s - within) as usize..(e - within) as usize]);
+        }
+        match self.geo.level {
+            RaidLevel::Raid0 => {
+                for d in d0..=d1 {
+                    plan.push(self.geo.data_member(row, d), off, &chunks[d - d0]);
+                }
+            }
+            RaidLevel::Raid1 => {
+                for m in 0..self.slots.len() {
+                    if self.writable(m) {
+                        plan.push(m, off, &chunks[0]);
+                    }
+                }
+            }
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+                let (p, q) = parity_refs(self.geo.level, &refs);
+                // Only the chunks that changed, and parity.
+                let touched: Vec<&[u8]> = refs
+                    .iter()
+                    .enumerate()
+                    .map(|(d, c)| if (d0..=d1).contains(&d) { *c } else { &[][..] })
+                    .collect();
+                self.push_row(plan, row, off, &touched, p, q);
+            }
         }
         Ok(())
     }
 
-    /// Reads member `m` at member offset `off`; on failure fails the member and returns
-    /// `false` so the caller can reconstruct instead.
-    pub fn read_member(&mut self, m: usize, off: u64, buf: &mut [u8]) -> bool {
-        let res = match &self.slots[m].member {
-            Some(member) => member.read_at(off, buf),
-            None => return false,
-        };
-        match res {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(member = m, error = %e, "read failed; member taken out");
-                self.last_io_error = Some(e);
-                self.fail(m);
-                false
+    /// Adds a parity row's writes: its data chunks (empty ones skipped) and parity.
+    fn push_row(
+        &self,
+        plan: &mut Plan,
+        row: u64,
+        off: u64,
+        data: &[&[u8]],
+        p: Option<Vec<u8>>,
+        q: Option<Vec<u8>>,
+    ) {
+        for (d, buf) in data.iter().enumerate() {
+            let m = self.geo.data_member(row, d);
+            if !buf.is_empty() && self.writable(m) {
+                plan.push(m, off, buf);
             }
         }
-    }
-
-    /// Writes member `m`; on failure fails the member and returns `false`.
-    pub fn write_member(&mut self, m: usize, off: u64, buf: &[u8]) -> bool {
-        if !self.writable(m) {
-            return false;
-        }
-        let res = match &self.slots[m].member {
-            Some(member) => member.write_at(off, buf),
-            None => return false,
-        };
-        match res {
-            Ok(()) => self.write_checksums(m, off, buf),
-            Err(e) => {
-                tracing::warn!(member = m, error = %e, "write failed; member taken out");
-                self.last_io_error = Some(e);
-                self.fail(m);
-                false
+        for (member, parity) in [(self.geo.p_member(row), p), (self.geo.q_member(row), q)] {
+            if let (Some(m), Some(buf)) = (member, parity) {
+                if self.writable(m) {
+                    plan.push(m, off, &buf);
+                }
             }
-        }
-    }
-
-    fn data_loss(&self, row: u64) -> RaidError {
-        self.data_loss_with(row, &[])
-    }
-
-    /// Data loss in `row`, where `corrupt` members returned wrong bytes besides the
-    /// missing ones.
-    pub fn data_loss_with(&self, row: u64, corrupt: &[usize]) -> RaidError {
-        RaidError::DataLoss {
-            offset: row * self.geo.row_bytes(),
-            missing: (0..self.slots.len())
-                .filter(|&m| !self.readable(m, row) || corrupt.contains(&m))
-                .collect(),
-            level: self.geo.level,
         }
     }
 
@@ -180,7 +810,7 @@ impl Inner {
             };
             if let Some(buf) = buf {
                 if self.write_member(m, off, &buf) {
-                    tracing::info!(pool = %self.pool, member = m, row, "corrupt chunk rewritten from redundancy");
+                    tracing::info!(pool = %self.a.pool, member = m, row, "corrupt chunk rewritten from redundancy");
                 }
             }
         }
@@ -216,27 +846,29 @@ impl Inner {
             }
             return Err(self.data_loss_with(row, &corrupt));
         }
-        let mut out = Vec::with_capacity(want.len());
-        let mut corrupt = Vec::new();
-        for d in want.clone() {
-            let m = self.geo.data_member(row, d);
-            let mut buf = vec![0u8; len];
-            if !self.readable(m, row) {
-                break;
+        let members: Vec<usize> = want.clone().map(|d| self.geo.data_member(row, d)).collect();
+        if members.iter().all(|&m| self.readable(m, row)) {
+            let mut bufs = vec![vec![0u8; len]; members.len()];
+            let mut reads: Vec<(usize, u64, &mut [u8])> = members
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(&m, b)| (m, off, b.as_mut_slice()))
+                .collect();
+            let got = self.read_verified_batch(&mut reads, true);
+            drop(reads);
+            if got.iter().all(|v| *v == Verified::Good) {
+                return Ok(bufs);
             }
-            match self.read_verified(m, off, &mut buf) {
-                Verified::Good => out.push(buf),
-                Verified::Corrupt => {
-                    corrupt.push(m);
-                    break;
-                }
-                Verified::Failed => break,
-            }
+            let corrupt: Vec<usize> = members
+                .iter()
+                .zip(&got)
+                .filter(|(_, v)| **v == Verified::Corrupt)
+                .map(|(m, _)| *m)
+                .collect();
+            let mut all = self.solve_row(row, cols, &corrupt, true)?;
+            return Ok(all.drain(want).collect());
         }
-        if out.len() == want.len() {
-            return Ok(out);
-        }
-        let mut all = self.solve_row(row, cols, &corrupt, true)?;
+        let mut all = self.solve_row(row, cols, &[], true)?;
         Ok(all.drain(want).collect())
     }
 
@@ -246,7 +878,7 @@ impl Inner {
         self.solve_row(row, cols, &[], false)
     }
 
-    /// Like [`Inner::reconstruct_row`], treating the members in `exclude` as missing too.
+    /// Like [`Ctx::reconstruct_row`], treating the members in `exclude` as missing too.
     pub fn reconstruct_row_without(
         &mut self,
         row: u64,
@@ -268,69 +900,31 @@ impl Inner {
     ) -> Result<Vec<Vec<u8>>> {
         let len = (cols.end - cols.start) as usize;
         let off = self.geo.member_offset(row) + cols.start;
-        let dm = self.geo.data_members();
         'retry: loop {
-            let mut data: Vec<Option<Vec<u8>>> = vec![None; dm];
-            let (mut p, mut q) = (None, None);
+            let members: Vec<usize> = (0..self.slots.len())
+                .filter(|&m| self.readable(m, row) && !exclude.contains(&m))
+                .collect();
+            let mut bufs = vec![vec![0u8; len]; members.len()];
+            let mut reads: Vec<(usize, u64, &mut [u8])> = members
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(&m, b)| (m, off, b.as_mut_slice()))
+                .collect();
+            let got = self.read_verified_batch(&mut reads, true);
+            drop(reads);
+            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
             let mut corrupt = Vec::new();
-            for m in 0..self.slots.len() {
-                if !self.readable(m, row) || exclude.contains(&m) {
-                    continue;
-                }
-                let mut buf = vec![0u8; len];
-                match self.read_verified(m, off, &mut buf) {
-                    Verified::Good => {}
-                    Verified::Corrupt => {
-                        corrupt.push(m);
-                        continue;
-                    }
+            for ((m, buf), v) in members.into_iter().zip(bufs).zip(got) {
+                match v {
+                    Verified::Good => chunks[m] = Some(buf),
+                    Verified::Corrupt => corrupt.push(m),
                     Verified::Failed => continue 'retry,
                 }
-                match self.geo.role(row, m) {
-                    Role::Data(d) => data[d] = Some(buf),
-                    Role::P => p = Some(buf),
-                    Role::Q => q = Some(buf),
-                }
             }
-            let missing: Vec<usize> = (0..dm).filter(|&d| data[d].is_none()).collect();
-            match (missing.as_slice(), p, q) {
-                ([], _, _) => {}
-                ([x], Some(p), _) => {
-                    let mut dx = p;
-                    for d in data.iter().flatten() {
-                        gf::xor_into(&mut dx, d);
-                    }
-                    data[*x] = Some(dx);
-                }
-                ([x], None, Some(q)) => {
-                    // Q ^ sum(g^i·Di, i != x) = g^x·Dx.
-                    let mut dx = q;
-                    for (i, d) in data.iter().enumerate() {
-                        if let Some(d) = d {
-                            gf::mul_xor_into(&mut dx, gf::pow2(i), d);
-                        }
-                    }
-                    gf::scale(&mut dx, gf::inv(gf::pow2(*x)));
-                    data[*x] = Some(dx);
-                }
-                ([x, y], Some(mut pxy), Some(mut qxy)) => {
-                    for (i, d) in data.iter().enumerate() {
-                        if let Some(d) = d {
-                            gf::xor_into(&mut pxy, d);
-                            gf::mul_xor_into(&mut qxy, gf::pow2(i), d);
-                        }
-                    }
-                    let (mut dx, mut dy) = (vec![0u8; len], vec![0u8; len]);
-                    gf::recover_two(*x, *y, &pxy, &qxy, &mut dx, &mut dy);
-                    data[*x] = Some(dx);
-                    data[*y] = Some(dy);
-                }
-                _ => {
-                    corrupt.extend_from_slice(exclude);
-                    return Err(self.data_loss_with(row, &corrupt));
-                }
-            }
-            let data: Vec<Vec<u8>> = data.into_iter().flatten().collect();
+            let Some(data) = self.solve(row, chunks) else {
+                corrupt.extend_from_slice(exclude);
+                return Err(self.data_loss_with(row, &corrupt));
+            };
             if heal_excluded {
                 corrupt.extend_from_slice(exclude);
             }
@@ -339,159 +933,122 @@ impl Inner {
         }
     }
 
+    /// The data chunks of `row` from the chunks at hand (indexed by member; `None` where
+    /// missing), or `None` if too many are missing.
+    pub fn solve(&self, row: u64, chunks: Vec<Option<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+        let dm = self.geo.data_members();
+        let len = chunks.iter().flatten().map(Vec::len).next()?;
+        let mut data: Vec<Option<Vec<u8>>> = vec![None; dm];
+        let (mut p, mut q) = (None, None);
+        for (m, c) in chunks.into_iter().enumerate() {
+            let Some(c) = c else { continue };
+            match self.geo.role(row, m) {
+                Role::Data(d) => data[d] = Some(c),
+                Role::P => p = Some(c),
+                Role::Q => q = Some(c),
+            }
+        }
+        let missing: Vec<usize> = (0..dm).filter(|&d| data[d].is_none()).collect();
+        match (missing.as_slice(), p, q) {
+            ([], _, _) => {}
+            ([x], Some(p), _) => {
+                let mut dx = p;
+                for d in data.iter().flatten() {
+                    gf::xor_into(&mut dx, d);
+                }
+                data[*x] = Some(dx);
+            }
+            ([x], None, Some(q)) => {
+                // Q ^ sum(g^i·Di, i != x) = g^x·Dx.
+                let mut dx = q;
+                for (i, d) in data.iter().enumerate() {
+                    if let Some(d) = d {
+                        gf::mul_xor_into(&mut dx, gf::pow2(i), d);
+                    }
+                }
+                gf::scale(&mut dx, gf::inv(gf::pow2(*x)));
+                data[*x] = Some(dx);
+            }
+            ([x, y], Some(mut pxy), Some(mut qxy)) => {
+                for (i, d) in data.iter().enumerate() {
+                    if let Some(d) = d {
+                        gf::xor_into(&mut pxy, d);
+                        gf::mul_xor_into(&mut qxy, gf::pow2(i), d);
+                    }
+                }
+                let (mut dx, mut dy) = (vec![0u8; len], vec![0u8; len]);
+                gf::recover_two(*x, *y, &pxy, &qxy, &mut dx, &mut dy);
+                data[*x] = Some(dx);
+                data[*y] = Some(dy);
+            }
+            _ => return None,
+        }
+        Some(data.into_iter().flatten().collect())
+    }
+
     /// Computes the parity chunks of a row from its data chunks.
     pub fn parity(&self, data: &[Vec<u8>]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-        let len = data.first().map_or(0, Vec::len);
-        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        match self.geo.level {
-            RaidLevel::Raid5 => {
-                let mut p = vec![0u8; len];
-                gf::gen_p(&refs, &mut p);
-                (Some(p), None)
-            }
-            RaidLevel::Raid6 => {
-                let (mut p, mut q) = (vec![0u8; len], vec![0u8; len]);
-                gf::gen_pq(&refs, &mut p, &mut q);
-                (Some(p), Some(q))
-            }
-            RaidLevel::Raid0 | RaidLevel::Raid1 => (None, None),
+        parity(self.geo.level, data)
+    }
+}
+
+/// The parity chunks of a row's data chunks at `level`.
+pub(crate) fn parity(level: RaidLevel, data: &[Vec<u8>]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    parity_refs(level, &refs)
+}
+
+/// [`parity`] of borrowed chunks.
+pub(crate) fn parity_refs(level: RaidLevel, refs: &[&[u8]]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let len = refs.first().map_or(0, |r| r.len());
+    match level {
+        RaidLevel::Raid5 => {
+            let mut p = vec![0u8; len];
+            gf::gen_p(refs, &mut p);
+            (Some(p), None)
         }
+        RaidLevel::Raid6 => {
+            let (mut p, mut q) = (vec![0u8; len], vec![0u8; len]);
+            gf::gen_pq(refs, &mut p, &mut q);
+            (Some(p), Some(q))
+        }
+        RaidLevel::Raid0 | RaidLevel::Raid1 => (None, None),
+    }
+}
+
+impl RaidArray {
+    /// Takes `member` out of slot `m` if it is still the member there.
+    pub(crate) fn fail_if_current(&self, m: usize, member: &Arc<Member>) {
+        let mut st = self.lock();
+        let current = st.slots[m]
+            .member
+            .as_ref()
+            .is_some_and(|x| Arc::ptr_eq(x, member));
+        if current {
+            st.fail(m);
+        }
+        drop(st);
+        member.mark_failed();
+        self.csums.forget(member.id());
     }
 
-    /// Sets the write-intent bit of `row`'s region, durably, before the row is touched.
-    fn mark_dirty(&mut self, row: u64) -> Result<()> {
-        if let Some(block) = self.bitmap.set(row) {
-            self.write_bitmap_block(block)?;
-        }
-        Ok(())
-    }
-
-    /// Fails with data loss if a write left the row with more missing members than the
-    /// level tolerates.
-    fn check_row_survives(&self, row: u64) -> Result<()> {
-        let missing = (0..self.slots.len()).filter(|&m| !self.writable(m)).count();
-        if missing > self.geo.level.tolerated_failures(self.geo.members) {
-            return Err(self.data_loss(row));
-        }
-        Ok(())
-    }
-
-    /// Writes `data` at byte `within` of `row`'s data.
-    fn write_row(&mut self, row: u64, within: u64, data: &[u8]) -> Result<()> {
-        let chunk = self.geo.chunk;
-        let end = within + data.len() as u64;
-        let (d0, d1) = ((within / chunk) as usize, ((end - 1) / chunk) as usize);
-        let cols = if d0 == d1 {
-            align_down(within % chunk)..align_up((end - 1) % chunk + 1)
-        } else {
-            0..chunk
-        };
-        let clen = (cols.end - cols.start) as usize;
-        let off = self.geo.member_offset(row) + cols.start;
-        let full_row = within == 0 && end == self.geo.row_bytes();
-        let partial = |d: usize| {
-            let start = d as u64 * chunk + cols.start;
-            within > start || end < start + clen as u64
-        };
-        let need_read = match self.geo.level {
-            RaidLevel::Raid0 | RaidLevel::Raid1 => partial(d0) || (d0 != d1 && partial(d1)),
-            RaidLevel::Raid5 | RaidLevel::Raid6 => !full_row,
-        };
-        let range = match self.geo.level {
-            RaidLevel::Raid0 | RaidLevel::Raid1 => d0..d1 + 1,
-            RaidLevel::Raid5 | RaidLevel::Raid6 => 0..self.geo.data_members(),
-        };
-        let mut chunks = if need_read {
-            self.read_data_cols(row, cols.clone(), range.clone())?
-        } else {
-            vec![vec![0u8; clen]; range.len()]
-        };
-        // Patch the new bytes in.
-        for d in d0..=d1 {
-            let chunk_start = d as u64 * chunk + cols.start;
-            let s = within.max(chunk_start);
-            let e = end.min(chunk_start + clen as u64);
-            if s >= e {
-                continue;
-            }
-            let dst = &mut chunks[d - range.start];
-            dst[(s - chunk_start) as usize..(e - chunk_start) as usize]
-                .copy_from_slice(&data[(s - within) as usize..(e - within) as usize]);
-        }
-        self.mark_dirty(row)?;
-        match self.geo.level {
-            RaidLevel::Raid0 => {
-                for d in d0..=d1 {
-                    let m = self.geo.data_member(row, d);
-                    if !self.write_member(m, off, &chunks[d - d0]) {
-                        return Err(self.data_loss(row));
-                    }
-                }
-            }
-            RaidLevel::Raid1 => {
-                for m in 0..self.slots.len() {
-                    self.write_member(m, off, &chunks[0]);
-                }
-                if !(0..self.slots.len()).any(|m| self.writable(m)) {
-                    return Err(self.data_loss(row));
-                }
-            }
-            RaidLevel::Raid5 | RaidLevel::Raid6 => {
-                let (p, q) = self.parity(&chunks);
-                for (d, buf) in chunks.iter().enumerate().take(d1 + 1).skip(d0) {
-                    let m = self.geo.data_member(row, d);
-                    self.write_member(m, off, buf);
-                }
-                for (member, parity) in [(self.geo.p_member(row), p), (self.geo.q_member(row), q)] {
-                    if let (Some(m), Some(buf)) = (member, parity) {
-                        self.write_member(m, off, &buf);
-                    }
-                }
-                self.check_row_survives(row)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Syncs every live member, then clears the write-intent bits of regions not
-    /// written since the previous flush. Regions still being written keep their bit, so a
-    /// steady writer that flushes often does not pay a bitmap sync per flush.
-    pub fn flush(&mut self) -> Result<()> {
-        self.sync_members()?;
-        for block in self.bitmap.clear_idle() {
-            self.write_bitmap_block(block)?;
-        }
-        Ok(())
-    }
-
-    /// Syncs every live member, then clears the whole write-intent bitmap.
-    pub fn flush_all(&mut self) -> Result<()> {
-        self.sync_members()?;
-        for block in self.bitmap.clear() {
-            self.write_bitmap_block(block)?;
-        }
-        Ok(())
-    }
-
-    /// Makes every member write so far durable.
-    fn sync_members(&mut self) -> Result<()> {
-        for m in 0..self.slots.len() {
-            if !self.writable(m) {
-                continue;
-            }
-            let res = match &self.slots[m].member {
-                Some(member) => member.sync(),
-                None => Ok(()),
+    /// Takes out the members whose checksum write-back failed.
+    pub(crate) fn apply_writeback_failures(&self) {
+        for (id, e) in self.csums.take_failures() {
+            let found = {
+                let st = self.lock();
+                st.slots.iter().enumerate().find_map(|(i, s)| {
+                    s.member
+                        .as_ref()
+                        .filter(|m| m.id() == id)
+                        .map(|m| (i, Arc::clone(m)))
+                })
             };
-            if let Err(e) = res {
-                self.last_io_error = Some(e);
-                self.fail(m);
+            if let Some((i, member)) = found {
+                tracing::warn!(member = i, error = %e, "checksum write-back failed; member taken out");
+                self.fail_if_current(i, &member);
+                self.lock().last_io_error = Some(e);
             }
         }
-        let missing = (0..self.slots.len()).filter(|&m| !self.writable(m)).count();
-        if missing > self.geo.level.tolerated_failures(self.geo.members) {
-            return Err(self.data_loss(0));
-        }
-        Ok(())
     }
 }

@@ -45,6 +45,7 @@ pub mod maintenance;
 pub mod member;
 pub mod superblock;
 pub mod thin;
+mod uring;
 
 pub use array::{MemberStatus, RaidArray, RaidConfig};
 pub use error::{RaidError, Result};

@@ -1,18 +1,26 @@
 //! Keeping redundancy whole: resync after a crash, rebuild onto a replacement, scrub.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::array::{Inner, RaidArray};
+use crate::array::RaidArray;
+use crate::checksum::Verified;
 use crate::error::{RaidError, Result};
 use crate::gf;
+use crate::io::Ctx;
 use crate::layout::Role;
-use crate::member::Member;
+use crate::member::{Member, Scratch};
 use crate::superblock::SlotState;
 use crate::RaidLevel;
 
-/// How often (in rows) a rebuild records its checkpoint on the members.
-const CHECKPOINT_ROWS: u64 = 64;
+/// A rebuild records its checkpoint on the members after this many member bytes, or
+/// after an eighth of the member, or every [`CHECKPOINT_EVERY`], whichever comes first.
+const CHECKPOINT_BYTES: u64 = 256 << 20;
+/// Longest time between two rebuild checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// Member bytes a rebuild reads from each survivor at once.
+const REBUILD_SPAN: u64 = 1 << 20;
 
 /// How to run a rebuild.
 #[derive(Debug, Clone, Default)]
@@ -91,12 +99,14 @@ impl RaidArray {
             }
         }
         let slot = &mut inner.slots[index];
-        slot.member = Some(member);
+        slot.member = Some(Arc::new(member));
         slot.state = SlotState::Rebuilding;
         slot.checkpoint = 0;
         inner.write_superblocks()?;
-        inner.write_bitmap_all()?;
-        tracing::info!(pool = %inner.pool, member = index, "replacement added; rebuild pending");
+        let pool = inner.pool;
+        drop(inner);
+        self.write_bitmap_all()?;
+        tracing::info!(pool = %pool, member = index, "replacement added; rebuild pending");
         Ok(())
     }
 
@@ -124,41 +134,71 @@ impl RaidArray {
             let total = list.len() as u64 * inner.geo.data_size;
             (list, total, inner.geo.chunk)
         };
+        let rows_per_step = (REBUILD_SPAN / chunk).max(1);
         let mut done_before = 0;
         for m in rebuilding {
+            let mut since_checkpoint = 0u64;
+            let mut last_checkpoint = Instant::now();
             loop {
-                let mut inner = self.lock();
-                if inner.slots[m].state != SlotState::Rebuilding {
-                    return Err(inner
-                        .last_io_error
-                        .take()
-                        .unwrap_or(RaidError::MemberNotFailed {
+                let row = {
+                    let inner = self.lock();
+                    if inner.slots[m].state != SlotState::Rebuilding {
+                        drop(inner);
+                        let err = self.lock().last_io_error.take();
+                        return Err(err.unwrap_or(RaidError::MemberNotFailed {
                             index: m,
-                            state: inner.slots[m].state.name(),
+                            state: self.lock().slots[m].state.name(),
                         }));
-                }
-                let row = inner.slots[m].checkpoint / chunk;
-                if row >= inner.geo.rows() {
+                    }
+                    inner.slots[m].checkpoint / chunk
+                };
+                if row >= self.geo.rows() {
+                    self.csums.write_back();
+                    let mut inner = self.lock();
+                    if let Some(member) = &inner.slots[m].member {
+                        member.sync()?;
+                    }
                     inner.slots[m].state = SlotState::Active;
                     inner.slots[m].checkpoint = 0;
                     inner.write_superblocks()?;
                     tracing::info!(pool = %inner.pool, member = m, "rebuild finished");
                     break;
                 }
-                let res = inner.rebuild_row(m, row);
-                inner.record_failures()?;
-                res?;
-                inner.slots[m].checkpoint = (row + 1) * chunk;
-                if (row + 1).is_multiple_of(CHECKPOINT_ROWS) {
-                    if let Some(member) = &inner.slots[m].member {
+                let rows = row..(row + rows_per_step).min(self.geo.rows());
+                let step = (rows.end - rows.start) * chunk;
+                {
+                    let _rows = self.rows.lock(rows.clone());
+                    let mut ctx = Ctx::new(self);
+                    let res = ctx.rebuild_rows(m, rows.clone());
+                    if res.is_ok() {
+                        let mut inner = self.lock();
+                        if inner.slots[m].state == SlotState::Rebuilding {
+                            inner.slots[m].checkpoint = rows.end * chunk;
+                        }
+                    }
+                    let err = ctx.error.take();
+                    ctx.finish()?;
+                    if let Err(e) = res {
+                        return Err(err.unwrap_or(e));
+                    }
+                }
+                since_checkpoint += step;
+                if since_checkpoint >= CHECKPOINT_BYTES.min(self.geo.data_size / 8)
+                    || last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                {
+                    since_checkpoint = 0;
+                    last_checkpoint = Instant::now();
+                    // The rebuilt rows' checksums and data first, then the checkpoint.
+                    self.csums.write_back();
+                    let mut inner = self.lock();
+                    if let Some(member) = inner.slots[m].member.clone() {
                         member.sync()?;
                     }
                     inner.write_superblocks()?;
                 }
-                let done = done_before + (row + 1) * chunk;
-                drop(inner);
+                let done = done_before + rows.end * chunk;
                 progress(done, total);
-                written += chunk;
+                written += step;
                 if let Some(rate) = options.max_bytes_per_sec.filter(|r| *r > 0) {
                     let due = Duration::from_secs_f64(written as f64 / rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -178,28 +218,34 @@ impl RaidArray {
     /// first), so damage to the checksum area is found too.
     pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        self.lock().csum_cache.clear();
+        self.csums.drop_all();
         for row in 0..self.geo.rows() {
-            let mut inner = self.lock();
+            let _row = self.rows.lock(row..row + 1);
+            let mut inner = Ctx::new(self);
             if (0..inner.slots.len()).any(|m| !inner.readable(m, row)) {
                 report.rows_skipped += 1;
                 continue;
             }
             report.rows_checked += 1;
             let checked = inner.check_row(row);
-            inner.record_failures()?;
             if let Some(mut mismatch) = checked? {
                 let tolerated = inner.geo.level.tolerated_failures(inner.geo.members);
                 if repair && mismatch.checksums {
+                    self.begin_write(row..row + 1)?;
                     inner.refresh_checksums(row);
+                    self.end_write(row..row + 1);
                     mismatch.repaired = true;
                 } else if repair && mismatch.members.len() <= tolerated {
-                    inner.repair_row(row, &mismatch.members)?;
+                    self.begin_write(row..row + 1)?;
+                    let res = inner.repair_row(row, &mismatch.members);
+                    self.end_write(row..row + 1);
+                    res?;
                     mismatch.repaired = inner.geo.level != RaidLevel::Raid0;
                 }
-                tracing::warn!(pool = %inner.pool, row, members = ?mismatch.members, repaired = mismatch.repaired, "scrub mismatch");
+                tracing::warn!(pool = %self.pool, row, members = ?mismatch.members, repaired = mismatch.repaired, "scrub mismatch");
                 report.mismatches.push(mismatch);
             }
+            inner.finish()?;
         }
         if repair && !report.mismatches.is_empty() {
             self.flush()?;
@@ -208,22 +254,25 @@ impl RaidArray {
     }
 }
 
-impl Inner {
+impl Ctx<'_> {
     /// Reads the whole of `row` from every member.
     fn read_full_row(&mut self, row: u64) -> Result<Vec<Vec<u8>>> {
         let len = self.geo.chunk as usize;
         let off = self.geo.member_offset(row);
-        let mut out = Vec::with_capacity(self.slots.len());
-        for m in 0..self.slots.len() {
-            let mut buf = vec![0u8; len];
-            if !self.read_member(m, off, &mut buf) {
-                return Err(self.last_io_error.take().unwrap_or(RaidError::DataLoss {
-                    offset: row * self.geo.row_bytes(),
-                    missing: vec![m],
-                    level: self.geo.level,
-                }));
-            }
-            out.push(buf);
+        let mut out = vec![vec![0u8; len]; self.slots.len()];
+        let mut reads: Vec<(usize, u64, &mut [u8])> = out
+            .iter_mut()
+            .enumerate()
+            .map(|(m, b)| (m, off, b.as_mut_slice()))
+            .collect();
+        let ok = self.read_batch(&mut reads);
+        drop(reads);
+        if let Some(m) = ok.iter().position(|ok| !ok) {
+            return Err(self.error.take().unwrap_or(RaidError::DataLoss {
+                offset: row * self.geo.row_bytes(),
+                missing: vec![m],
+                level: self.geo.level,
+            }));
         }
         Ok(out)
     }
@@ -376,7 +425,11 @@ impl Inner {
         for m in 0..self.slots.len() {
             let mut buf = vec![0u8; self.geo.chunk as usize];
             if self.readable(m, row) && self.read_member(m, off, &mut buf) {
-                self.write_checksums(m, off, &buf);
+                if let Some(member) = self.slots[m].member.clone() {
+                    if let Err(e) = self.a.csums.update(&member, off, &buf) {
+                        self.fail(m, e);
+                    }
+                }
             }
         }
     }
@@ -389,6 +442,96 @@ impl Inner {
                 .collect(),
             level: self.geo.level,
         }
+    }
+
+    /// Rebuilds member `m`'s chunks of `rows` from the others: one large read per
+    /// survivor, all at once, and one write; row by row where that fails.
+    fn rebuild_rows(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<()> {
+        if self.rebuild_span(m, rows.clone())? {
+            return Ok(());
+        }
+        for row in rows {
+            self.rebuild_row(m, row)?;
+        }
+        Ok(())
+    }
+
+    /// The fast rebuild of `rows`: `false` (nothing written) if a survivor is not
+    /// readable over all of them, fails, or returns bytes that fail their checksums.
+    fn rebuild_span(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<bool> {
+        let chunk = self.geo.chunk as usize;
+        let off = self.geo.member_offset(rows.start);
+        let span = (rows.end - rows.start) as usize * chunk;
+        let last = rows.end - 1;
+        let sources: Vec<usize> = match self.geo.level {
+            RaidLevel::Raid0 => return Err(self.data_loss_for(rows.start)),
+            RaidLevel::Raid1 => (0..self.slots.len())
+                .filter(|&s| s != m && self.readable(s, last))
+                .take(1)
+                .collect(),
+            RaidLevel::Raid5 | RaidLevel::Raid6 => (0..self.slots.len())
+                .filter(|&s| s != m && self.readable(s, last))
+                .collect(),
+        };
+        if sources.is_empty() {
+            return Ok(false);
+        }
+        let mut bufs: Vec<Scratch> = sources.iter().map(|_| Scratch::new(span)).collect();
+        let mut reads: Vec<(usize, u64, &mut [u8])> = sources
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(&s, b)| (s, off, b.as_mut_slice()))
+            .collect();
+        let got = self.read_verified_batch(&mut reads, false);
+        drop(reads);
+        if got.iter().any(|v| *v != Verified::Good) {
+            return Ok(false);
+        }
+        let first = rows.start;
+        if self.geo.level == RaidLevel::Raid1 {
+            return self.write_rebuilt(m, off, bufs[0].as_slice(), first);
+        }
+        let missing_others = (0..self.slots.len()).any(|s| s != m && !sources.contains(&s));
+        if self.geo.level == RaidLevel::Raid5 && !missing_others {
+            // RAID 5: whatever the member held in a row, data or parity, is the xor of
+            // the others' chunks of that row; so is the whole span.
+            let mut out = Scratch::new(span);
+            out.as_mut_slice().copy_from_slice(bufs[0].as_slice());
+            for b in &bufs[1..] {
+                gf::xor_into(out.as_mut_slice(), b.as_slice());
+            }
+            return self.write_rebuilt(m, off, out.as_slice(), first);
+        }
+        let mut out = Scratch::new(span);
+        for (i, row) in rows.enumerate() {
+            let at = i * chunk;
+            let target = out.as_mut_slice();
+            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
+            for (s, b) in sources.iter().zip(&bufs) {
+                chunks[*s] = Some(b.as_slice()[at..at + chunk].to_vec());
+            }
+            let Some(data) = self.solve(row, chunks) else {
+                return Ok(false);
+            };
+            let (p, q) = self.parity(&data);
+            let mine = match self.geo.role(row, m) {
+                Role::Data(d) => data.into_iter().nth(d),
+                Role::P => p,
+                Role::Q => q,
+            };
+            let Some(mine) = mine else {
+                return Ok(false);
+            };
+            target[at..at + chunk].copy_from_slice(&mine);
+        }
+        self.write_rebuilt(m, off, out.as_slice(), first)
+    }
+
+    fn write_rebuilt(&mut self, m: usize, off: u64, buf: &[u8], row: u64) -> Result<bool> {
+        if !self.write_member(m, off, buf) {
+            return Err(self.error.take().unwrap_or_else(|| self.data_loss_for(row)));
+        }
+        Ok(true)
     }
 
     /// Rebuilds member `m`'s chunk of `row` from the others.
@@ -407,10 +550,7 @@ impl Inner {
             }
         };
         if !self.write_member(m, off, &buf) {
-            return Err(self
-                .last_io_error
-                .take()
-                .unwrap_or_else(|| self.data_loss_for(row)));
+            return Err(self.error.take().unwrap_or_else(|| self.data_loss_for(row)));
         }
         Ok(())
     }
@@ -419,10 +559,10 @@ impl Inner {
     /// creation), then clears the bitmap.
     pub fn resync_marked(&mut self) -> Result<()> {
         let rows = self.geo.rows();
-        let ranges = self.bitmap.marked_rows(rows);
+        let ranges = self.a.intents().bitmap.marked_rows(rows);
         let whole = (0..self.slots.len()).all(|m| self.writable(m));
         if !whole && self.geo.level != RaidLevel::Raid0 {
-            tracing::warn!(pool = %self.pool, "dirty regions on a degraded array cannot be resynced; parity of interrupted writes may be stale");
+            tracing::warn!(pool = %self.a.pool, "dirty regions on a degraded array cannot be resynced; parity of interrupted writes may be stale");
         }
         for range in ranges.iter().cloned() {
             for row in range {
@@ -439,7 +579,8 @@ impl Inner {
                 }
             }
         }
-        self.flush_all()
+        self.finish()?;
+        self.a.flush_with(true)
     }
 }
 

@@ -2,8 +2,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{RaidError, Result};
 use crate::superblock::{DecodeError, Superblock, SUPERBLOCK_SIZE};
@@ -13,42 +15,224 @@ pub const IO_ALIGN: usize = 4096;
 
 /// A heap buffer whose start is aligned to [`IO_ALIGN`], as `O_DIRECT` requires.
 pub struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
+    ptr: std::ptr::NonNull<u8>,
+    cap: usize,
     len: usize,
 }
 
+// SAFETY: the buffer owns its allocation exclusively, like a `Vec<u8>`.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only read.
+unsafe impl Sync for AlignedBuf {}
+
 impl AlignedBuf {
+    fn layout(cap: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(cap.max(IO_ALIGN), IO_ALIGN)
+            .unwrap_or_else(|_| std::alloc::Layout::new::<u8>())
+    }
+
+    fn alloc(cap: usize, zeroed: bool) -> Self {
+        let layout = Self::layout(cap);
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe {
+            if zeroed {
+                std::alloc::alloc_zeroed(layout)
+            } else {
+                std::alloc::alloc(layout)
+            }
+        };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout);
+        };
+        AlignedBuf {
+            ptr,
+            cap: cap.max(IO_ALIGN),
+            len: 0,
+        }
+    }
+
     /// A zeroed buffer of `len` bytes.
     pub fn new(len: usize) -> Self {
-        let raw = vec![0u8; len + IO_ALIGN];
-        let misalign = raw.as_ptr() as usize % IO_ALIGN;
-        let start = if misalign == 0 {
-            0
-        } else {
-            IO_ALIGN - misalign
-        };
-        AlignedBuf { raw, start, len }
+        let mut b = Self::alloc(len, true);
+        b.len = len;
+        b
+    }
+
+    /// An empty buffer that grows to `cap` bytes without moving.
+    pub fn with_capacity(cap: usize) -> Self {
+        Self::alloc(cap, false)
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends bytes, moving to a larger buffer if needed.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        if self.len + data.len() > self.cap {
+            let mut bigger = Self::with_capacity((self.len + data.len()).max(2 * self.cap));
+            bigger.extend_from_slice(self.as_slice());
+            *self = bigger;
+        }
+        // SAFETY: the destination lies inside the allocation (checked above) and does not
+        // overlap `data`, which the caller cannot borrow from our spare capacity.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                data.len(),
+            );
+        }
+        self.len += data.len();
     }
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
+        // SAFETY: the first `len` bytes are initialized (zeroed or copied in).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The bytes, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
+        // SAFETY: as for `as_slice`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
+
+/// Buffers kept per thread for reuse: a request's scratch space costs no allocation, no
+/// zeroing and no page faults once the thread has done one like it.
+const POOL_KEEP: usize = 16;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<AlignedBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A pooled [`AlignedBuf`], returned to its thread's pool when dropped. Its bytes are
+/// initialized but hold whatever the last user left.
+pub struct Scratch(Option<AlignedBuf>);
+
+impl Scratch {
+    /// A buffer of `len` bytes (contents unspecified).
+    pub fn new(len: usize) -> Self {
+        let mut b = Self::empty(len);
+        b.set_len(len);
+        b
+    }
+
+    /// An empty buffer that grows to `cap` bytes without moving.
+    pub fn empty(cap: usize) -> Self {
+        let found = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.cap >= cap)
+                .min_by_key(|(_, b)| b.cap)
+                .map(|(i, _)| i)?;
+            Some(p.swap_remove(i))
+        });
+        let mut b = found.unwrap_or_else(|| {
+            // Zeroed once, so every later length is initialized.
+            let mut b = AlignedBuf::new(cap.next_power_of_two().max(IO_ALIGN));
+            b.len = 0;
+            b
+        });
+        b.len = 0;
+        Scratch(Some(b))
+    }
+
+    fn buf(&self) -> &AlignedBuf {
+        self.0.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    fn buf_mut(&mut self) -> &mut AlignedBuf {
+        self.0.as_mut().unwrap_or_else(|| unreachable!())
+    }
+
+    fn set_len(&mut self, len: usize) {
+        let b = self.buf_mut();
+        if len > b.cap {
+            let mut bigger = AlignedBuf::new(len.next_power_of_two());
+            bigger.len = 0;
+            *b = bigger;
+        }
+        // Every byte below `cap` was initialized when the buffer was made (zeroed).
+        b.len = len;
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.buf().len
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends bytes.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        let at = self.len();
+        if at + data.len() > self.buf().cap {
+            let mut bigger = AlignedBuf::new((at + data.len()).next_power_of_two());
+            bigger.len = 0;
+            bigger.extend_from_slice(self.as_slice());
+            *self.buf_mut() = bigger;
+        }
+        self.set_len(at + data.len());
+        self.as_mut_slice()[at..].copy_from_slice(data);
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.buf().as_slice()
+    }
+
+    /// The bytes, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.buf_mut().as_mut_slice()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            let _ = POOL.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_KEEP && b.cap <= 64 << 20 {
+                    p.push(b);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `alloc` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
+    }
+}
+
+/// Source of member identities (a replacement opened on the same path is another member).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// An open member.
 #[derive(Debug)]
 pub struct Member {
+    id: u64,
     path: PathBuf,
     file: File,
     direct: bool,
     size: u64,
+    /// Set once the array has taken the member out: cached state of it is never written.
+    failed: AtomicBool,
 }
 
 impl Member {
@@ -88,10 +272,12 @@ impl Member {
         let size = device_size(&file).map_err(|e| io_err("find the size", e))?;
         tracing::debug!(member = %path.display(), direct, size, "member opened");
         Ok(Member {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.to_path_buf(),
             file,
             direct,
             size,
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -110,7 +296,27 @@ impl Member {
         self.direct
     }
 
-    fn err(&self, op: &'static str, source: io::Error) -> RaidError {
+    /// This open member's identity, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The file descriptor, for batched I/O.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Records that the array took the member out.
+    pub(crate) fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether the array took the member out.
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn err(&self, op: &'static str, source: io::Error) -> RaidError {
         RaidError::Io {
             path: self.path.clone(),
             op,

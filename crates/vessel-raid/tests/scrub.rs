@@ -10,16 +10,24 @@ const CHUNK: u64 = 64 << 10;
 const PER_MEMBER: u64 = 2 << 20;
 
 fn setup(level: RaidLevel, n: usize, seed: u64) -> (TempDir, Vec<std::path::PathBuf>, Vec<u8>) {
+    setup_sized(level, n, seed, PER_MEMBER)
+}
+
+fn setup_sized(
+    level: RaidLevel,
+    n: usize,
+    seed: u64,
+    per_member: u64,
+) -> (TempDir, Vec<std::path::PathBuf>, Vec<u8>) {
     let dir = TempDir::new("scrub");
-    let paths = dir.members("m", n, DATA_OFFSET + PER_MEMBER);
+    let paths = dir.members("m", n, DATA_OFFSET + per_member);
     let array =
         RaidArray::create(&paths, &RaidConfig::new(level).chunk_size(CHUNK)).expect("create");
     let mut model = vec![0u8; array.size() as usize];
     Rng::new(seed).fill(&mut model);
     array.write_at(0, &model).expect("write");
-    // Two flushes: the second clears the write-intent bits of the now quiet regions.
-    array.flush().expect("flush");
-    array.flush().expect("flush");
+    // Closed cleanly: no write-intent bit is left set.
+    drop(array);
     (dir, paths, model)
 }
 
@@ -197,13 +205,16 @@ fn raid1_scrub_outvotes_the_lying_mirror() {
 
 #[test]
 fn interrupted_stripe_write_is_resynced_at_assembly() {
-    let (_dir, paths, mut model) = setup(RaidLevel::Raid5, 3, 14);
+    // Members of 10 MiB: 160 rows, so rows 2 and 140 lie in different groups of
+    // write-intent regions (8 MiB of member data each).
+    let (_dir, paths, mut model) = setup_sized(RaidLevel::Raid5, 3, 14, 10 << 20);
     let array = RaidArray::open(&paths).expect("open");
     let geo = array.geometry();
     // A write that "crashes" after the data reached its member but before parity did:
-    // the array is dropped without a flush, so its region stays marked, and the parity
-    // chunk is reverted to stale contents behind the engine's back.
-    let row = 20;
+    // the array is abandoned without a flush (forgotten: no clean close, as in a crash), so
+    // its region stays marked, and the parity chunk is reverted to stale contents behind
+    // the engine's back.
+    let row = 140;
     let p = geo.p_member(row).expect("raid5 has P");
     let stale_p = std::fs::read(&paths[p]).expect("read member");
     let at = geo.member_offset(row) as usize;
@@ -212,7 +223,7 @@ fn interrupted_stripe_write_is_resynced_at_assembly() {
     let off = row * geo.row_bytes() + 123;
     array.write_at(off, &data).expect("write");
     model[off as usize..off as usize + data.len()].copy_from_slice(&data);
-    drop(array);
+    std::mem::forget(array);
     {
         use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new()

@@ -27,6 +27,14 @@
 //! measurement is repeated `--runs` times, array and raw alternating which goes first;
 //! medians are reported.
 //!
+//! Beside that reference every row has a second one, the `efficiency` reference (`hand.rs`):
+//! the member I/O the level must do for the same requests (RAID 1 writes: the data to every
+//! raw file at once; RAID 5/6 random writes: md's read-modify-write; full stripes: data
+//! plus parity; degraded reads: the survivors; rebuilds: the survivors read, the new
+//! member written), done by hand on the same raw files, each request's I/Os in flight
+//! together. `efficiency` = array / that: the engine's own cost, which one shared disk
+//! cannot hide.
+//!
 //! For RAID 5 and 6 it then fails member 0 and reads degraded (RAID 6 also with members
 //! 0 and 1 failed), and rebuilds, reporting the rebuild rate (member bytes per second)
 //! against one raw file's sequential read; these too are paired with their raw reference
@@ -37,8 +45,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use vessel_raid::layout::Geometry;
 use vessel_raid::member::{AlignedBuf, Member};
 use vessel_raid::{RaidArray, RaidConfig, RaidLevel};
+
+mod hand;
+use hand::{Hand, Worker};
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 4096;
@@ -341,6 +353,93 @@ fn array_rand(array: &RaidArray, threads: usize, secs: f64, write: bool) -> Resu
     Ok(ops.into_inner() as f64)
 }
 
+// ---- the hand-made member I/O (the efficiency reference) -----------------------------
+
+/// The member I/O of reading or writing the whole array front to back in `req`-byte
+/// requests, with `failed` members out; writes end with `fdatasync`. Returns the bytes.
+fn hand_seq(
+    h: &Hand,
+    geo: &Geometry,
+    req: u64,
+    write: bool,
+    failed: &[usize],
+) -> Result<f64, BoxError> {
+    let mut w = Worker::new()?;
+    let size = geo.size();
+    let mut pos = 0u64;
+    while pos < size {
+        let len = req.min(size - pos);
+        h.run(&mut w, &hand::plan(geo, pos, len, write, failed))?;
+        pos += len;
+    }
+    if write {
+        h.sync()?;
+    }
+    Ok(size as f64)
+}
+
+/// The member I/O of `threads` threads issuing 4 KiB requests at random aligned array
+/// offsets for `secs`. Returns the requests done.
+fn hand_rand(
+    h: &Hand,
+    geo: &Geometry,
+    threads: usize,
+    secs: f64,
+    write: bool,
+) -> Result<f64, BoxError> {
+    let blocks = geo.size() / BLOCK;
+    let ops = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let ops = &ops;
+                s.spawn(move || -> Result<(), BoxError> {
+                    let mut w = Worker::new()?;
+                    let mut rng = Rng(0xabc + t as u64);
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        let off = rng.next() % blocks * BLOCK;
+                        h.run(&mut w, &hand::plan(geo, off, BLOCK, write, &[]))?;
+                        n += 1;
+                    }
+                    ops.fetch_add(n, Ordering::Relaxed);
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "hand I/O thread panicked")??;
+        }
+        Ok::<_, BoxError>(())
+    })?;
+    if write {
+        h.sync()?;
+    }
+    Ok(ops.into_inner() as f64)
+}
+
+/// The member I/O of rebuilding member `target` (with `missing` also out) in 1 MiB spans.
+/// Returns the member bytes rebuilt.
+fn hand_rebuild(
+    h: &Hand,
+    geo: &Geometry,
+    target: usize,
+    missing: &[usize],
+) -> Result<f64, BoxError> {
+    let mut w = Worker::new()?;
+    let step = (MIB / geo.chunk).max(1);
+    let rows = geo.rows();
+    let mut row = 0;
+    while row < rows {
+        let end = (row + step).min(rows);
+        h.run(&mut w, &hand::rebuild_plan(geo, row..end, target, missing))?;
+        row = end;
+    }
+    h.sync()?;
+    Ok(geo.data_size as f64)
+}
+
 // ---- results ------------------------------------------------------------------------
 
 struct Row {
@@ -351,11 +450,17 @@ struct Row {
     reference: Summary,
     reference_is: String,
     ideal: f64,
+    /// The member I/O the level must do, by hand.
+    hand: Summary,
 }
 
 impl Row {
     fn ratio(&self) -> f64 {
         self.array.rate / self.reference.rate
+    }
+
+    fn efficiency(&self) -> f64 {
+        self.array.rate / self.hand.rate
     }
 }
 
@@ -384,6 +489,7 @@ struct Bench {
     work: PathBuf,
     members: Vec<PathBuf>,
     raw: Vec<Member>,
+    hand: Hand,
     direct: bool,
 }
 
@@ -428,20 +534,30 @@ impl Bench {
         Ok((a, r))
     }
 
-    /// Repeats one measurement `runs` times.
-    fn repeat(
+    /// Alternates array, raw and hand-made measurements `runs` times, rotating which goes
+    /// first; returns the three sample lists.
+    #[allow(clippy::type_complexity)]
+    fn trio(
         &self,
         read: bool,
-        mut f: impl FnMut() -> Result<Sample, BoxError>,
-    ) -> Result<Vec<Sample>, BoxError> {
-        (0..self.opts.runs)
-            .map(|_| {
+        mut array: impl FnMut() -> Result<Sample, BoxError>,
+        mut raw: impl FnMut() -> Result<Sample, BoxError>,
+        mut hand: impl FnMut() -> Result<Sample, BoxError>,
+    ) -> Result<(Vec<Sample>, Vec<Sample>, Vec<Sample>), BoxError> {
+        let (mut a, mut r, mut h) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..self.opts.runs {
+            for side in 0..3 {
                 if read {
                     self.before_read();
                 }
-                f()
-            })
-            .collect()
+                match (run + side) % 3 {
+                    0 => a.push(array()?),
+                    1 => r.push(raw()?),
+                    _ => h.push(hand()?),
+                }
+            }
+        }
+        Ok((a, r, h))
     }
 }
 
@@ -456,6 +572,7 @@ impl Results {
         reference: Summary,
         reference_is: &str,
         ideal: f64,
+        hand: Summary,
     ) {
         let row = Row {
             level,
@@ -465,15 +582,18 @@ impl Results {
             reference,
             reference_is: reference_is.to_owned(),
             ideal,
+            hand,
         };
         eprintln!(
-            "  {:<7} {:<40} {:>9.1} / {:>9.1} {:<5} = {:.2}",
+            "  {:<7} {:<40} {:>9.1} / {:>9.1} {:<5} = {:.2}; / {:>9.1} by hand = efficiency {:.2}",
             level_name(level),
             test,
             row.array.rate,
             row.reference.rate,
             unit,
-            row.ratio()
+            row.ratio(),
+            row.hand.rate,
+            row.efficiency()
         );
         self.rows.push(row);
     }
@@ -535,11 +655,13 @@ impl Bench {
             _ => 1.0,
         };
 
+        let hand = &self.hand;
         // Sequential writes, full stripes.
-        let (a, r) = self.pair(
+        let (a, r, h) = self.trio(
             false,
             || timed(|| array_seq(&array, stripe_req, true)),
             || timed(|| raw_seq(reference, per_member, MIB as usize, true)),
+            || timed(|| hand_seq(hand, &geo, stripe_req as u64, true, &[])),
         )?;
         let test = if stripe_req as u64 == MIB {
             "seq write, 1 MiB".to_owned()
@@ -554,9 +676,14 @@ impl Bench {
             summarize(&r, mb * share),
             &ref_name,
             1.0,
+            summarize(&h, mb),
         );
         if stripe_req as u64 != MIB {
-            let a = self.repeat(false, || timed(|| array_seq(&array, MIB as usize, true)))?;
+            let (a, h) = self.pair(
+                false,
+                || timed(|| array_seq(&array, MIB as usize, true)),
+                || timed(|| hand_seq(hand, &geo, MIB, true, &[])),
+            )?;
             res.push(
                 level,
                 "seq write, 1 MiB (partial stripes)",
@@ -565,14 +692,16 @@ impl Bench {
                 summarize(&r, mb * share),
                 &ref_name,
                 1.0,
+                summarize(&h, mb),
             );
         }
 
         // Sequential reads.
-        let (a, r) = self.pair(
+        let (a, r, h) = self.trio(
             true,
             || timed(|| array_seq(&array, MIB as usize, false)),
             || timed(|| raw_seq(reference, per_member, MIB as usize, false)),
+            || timed(|| hand_seq(hand, &geo, MIB, false, &[])),
         )?;
         res.push(
             level,
@@ -582,14 +711,16 @@ impl Bench {
             summarize(&r, mb),
             &read_ref_name,
             1.0,
+            summarize(&h, mb),
         );
 
         // Random 4 KiB, one thread and `t` threads.
         for (write, threads) in [(false, 1), (false, t), (true, 1), (true, t)] {
-            let (a, r) = self.pair(
+            let (a, r, h) = self.trio(
                 !write,
                 || timed(|| array_rand(&array, threads, secs, write)),
                 || timed(|| raw_rand(reference, per_member, threads, secs, write)),
+                || timed(|| hand_rand(hand, &geo, threads, secs, write)),
             )?;
             let what = if write { "write" } else { "read" };
             let s = if threads == 1 { "" } else { "s" };
@@ -601,6 +732,7 @@ impl Bench {
                 summarize(&r, 1.0),
                 &rand_ref,
                 if write { ideal_randwrite } else { 1.0 },
+                summarize(&h, 1.0),
             );
         }
 
@@ -636,10 +768,12 @@ impl Bench {
             for &m in *failed {
                 ensure_failed(m)?;
             }
-            let (a, r) = self.pair(
+            let geo = array.geometry();
+            let (a, r, h) = self.trio(
                 true,
                 || timed(|| array_seq(array, MIB as usize, false)),
                 || timed(|| raw_seq(reference, data_size, MIB as usize, false)),
+                || timed(|| hand_seq(&self.hand, &geo, MIB, false, failed)),
             )?;
             let which = if failed.len() == 1 {
                 "1 member failed".to_owned()
@@ -654,6 +788,7 @@ impl Bench {
                 summarize(&r, mb),
                 ref_name,
                 1.0,
+                summarize(&h, mb),
             );
         }
         // Rebuilds of member 0's slot (its own file put back, rewritten in full); with
@@ -665,7 +800,8 @@ impl Bench {
             &[(0, &[])]
         };
         for &(m, also_missing) in cases {
-            let (a, r) = self.pair(
+            let geo = array.geometry();
+            let (a, r, h) = self.trio(
                 false,
                 || {
                     for &o in also_missing.iter().chain([&m]) {
@@ -678,6 +814,7 @@ impl Bench {
                     })
                 },
                 || timed(|| raw_seq(&[&self.raw[0]], data_size, MIB as usize, false)),
+                || timed(|| hand_rebuild(&self.hand, &geo, m, also_missing)),
             )?;
             let what = match also_missing.len() {
                 0 => "rebuild 1 member, others whole".to_owned(),
@@ -691,6 +828,7 @@ impl Bench {
                 summarize(&r, mb),
                 "seq read of 1 raw file",
                 1.0,
+                summarize(&h, mb),
             );
         }
         if array.is_degraded() {
@@ -705,9 +843,9 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| level | test | array | reference | ratio | ideal | CPU array / ref |"
+            "| level | test | array | reference | ratio | ideal | member I/O by hand | efficiency | CPU array / ref |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for r in &self.rows {
             let cpu = if r.reference.cpu > 0.0 {
                 format!("{:.1}", r.array.cpu / r.reference.cpu)
@@ -716,7 +854,7 @@ impl Results {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} {} | {:.0} {} ({}) | **{:.2}** | {} | {} |",
+                "| {} | {} | {:.0} {} | {:.0} {} ({}) | {:.2} | {} | {:.0} {} | **{:.2}** | {} |",
                 level_name(r.level),
                 r.test,
                 r.array.rate,
@@ -726,6 +864,9 @@ impl Results {
                 r.reference_is,
                 r.ratio(),
                 fmt_ideal(r.ideal),
+                r.hand.rate,
+                r.unit,
+                r.efficiency(),
                 cpu
             );
         }
@@ -760,7 +901,8 @@ impl Results {
                 "    {{\"level\": {}, \"test\": \"{}\", \"unit\": \"{}\", \"array\": {:.1}, \
                  \"reference\": {:.1}, \"reference_is\": \"{}\", \"ratio\": {:.3}, \
                  \"ideal\": {:.3}, \"array_runs\": {}, \"reference_runs\": {}, \
-                 \"array_cpu_s_per_unit\": {:e}, \"reference_cpu_s_per_unit\": {:e}}}{sep}",
+                 \"array_cpu_s_per_unit\": {:e}, \"reference_cpu_s_per_unit\": {:e}, \
+                 \"hand\": {:.1}, \"hand_runs\": {}, \"efficiency\": {:.3}}}{sep}",
                 r.level.code(),
                 esc(&r.test),
                 r.unit,
@@ -772,7 +914,10 @@ impl Results {
                 list(&r.array.rates),
                 list(&r.reference.rates),
                 r.array.cpu,
-                r.reference.cpu
+                r.reference.cpu,
+                r.hand.rate,
+                list(&r.hand.rates),
+                r.efficiency()
             );
         }
         out.push_str("  ]\n}\n");
@@ -856,11 +1001,16 @@ fn run() -> Result<(), BoxError> {
         eprintln!("O_DIRECT refused here: dropping the page cache before every read test");
     }
     let levels = opts.levels.clone();
+    let raw_paths: Vec<PathBuf> = (0..opts.members)
+        .map(|i| work.join(format!("raw{i}")))
+        .collect();
+    let hand = Hand::open(&raw_paths)?;
     let bench = Bench {
         opts,
         work,
         members,
         raw,
+        hand,
         direct,
     };
     let mut res = Results::default();
