@@ -16,11 +16,12 @@ pub const BITMAP_BLOCK: usize = 4096;
 const BITMAP_MAX: u64 = DATA_OFFSET - BITMAP_OFFSET;
 /// Smallest region: 1 MiB of member data, so sequential writes set a bit rarely.
 const MIN_REGION_BYTES: u64 = 1 << 20;
-/// Regions marked together: the first write into a group sets the bits of the whole group
-/// (one bitmap byte: 8 MiB of member data with the smallest regions), so a sequential or
-/// scattered writer pays one bitmap write per group, not per region. Setting more bits
-/// than needed only widens a resync after a crash.
-const GROUP_BITS: u8 = 0xff;
+/// Regions marked together, in bitmap bytes: the first write into a group sets the bits of
+/// the whole group (64 regions: 64 MiB of member data with the smallest regions, md's
+/// default bitmap chunk), so a sequential or scattered writer pays one bitmap write (and
+/// sync) per group, not per region. Setting more bits than needed only widens a resync
+/// after a crash.
+const GROUP_BYTES: usize = 8;
 
 /// The in-memory copy of the bitmap.
 #[derive(Debug)]
@@ -103,11 +104,15 @@ impl Bitmap {
             }
             return None;
         }
-        let newly = GROUP_BITS & !*b;
-        *b |= GROUP_BITS;
-        if let Some(t) = self.touched.get_mut(byte) {
-            *t |= newly | bit;
+        let _ = b;
+        let first = byte / GROUP_BYTES * GROUP_BYTES;
+        let last = (first + GROUP_BYTES).min(self.bits.len());
+        for i in first..last {
+            let newly = !self.bits[i];
+            self.bits[i] = 0xff;
+            self.touched[i] |= newly;
         }
+        self.touched[byte] |= bit;
         Some(byte / BITMAP_BLOCK)
     }
 
@@ -191,10 +196,10 @@ mod tests {
         assert_eq!(b.region_rows(), 16);
         assert_eq!(b.set(17), Some(0));
         assert_eq!(b.set(31), None);
-        // The whole group of 8 regions (128 rows) is marked at once, not the next one.
-        assert!(b.is_set(0) && b.is_set(16) && b.is_set(127) && !b.is_set(128));
+        // The whole group of 64 regions (1024 rows) is marked at once.
+        assert!(b.is_set(0) && b.is_set(16) && b.is_set(999));
         assert_eq!(b.set(100), None);
-        assert_eq!(b.marked_rows(1000).len(), 8);
+        assert_eq!(b.marked_rows(1000).len(), 63);
         // Written since the last flush: kept; quiet for a whole flush interval: cleared.
         assert!(b.clear_idle().is_empty());
         assert!(b.is_set(16));

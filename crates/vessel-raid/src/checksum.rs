@@ -161,13 +161,24 @@ impl CsumCache {
     /// Records the checksums of `buf`, just written to `member` at `off` (written back
     /// later). An error when the checksum area cannot be read.
     pub fn update(&self, member: &Arc<Member>, off: u64, buf: &[u8]) -> Result<()> {
-        let sums = block_sums(buf);
-        let (at, len, skip) = self.span(off, buf.len());
+        self.update_sums(member, off, buf.len(), &block_sums(buf))
+    }
+
+    /// [`CsumCache::update`] with the checksums of the `len` bytes written already
+    /// computed.
+    pub fn update_sums(
+        &self,
+        member: &Arc<Member>,
+        off: u64,
+        len: usize,
+        sums: &[u32],
+    ) -> Result<()> {
+        let (at, len, skip) = self.span(off, len);
         let mut cache = self.with_blocks(member, at, len)?;
         if member.is_failed() {
             return Ok(());
         }
-        for (i, sum) in sums.into_iter().enumerate() {
+        for (i, sum) in sums.iter().enumerate() {
             let pos = skip + i * 4;
             let block = at + (pos as u64 / CSUM_BLOCK) * CSUM_BLOCK;
             let o = pos % CSUM_BLOCK as usize;

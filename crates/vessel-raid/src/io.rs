@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::array::{RaidArray, Slot};
-use crate::checksum::Verified;
+use crate::checksum::{block_sums, Verified};
 use crate::error::{RaidError, Result};
 use crate::gf;
 use crate::layout::{Geometry, Role, DATA_OFFSET};
@@ -380,13 +380,17 @@ impl<'a> Ctx<'a> {
                 at.push(i);
             }
         }
-        let results = uring::run(&mut reqs);
+        // The checksums are computed while the writes are in flight.
+        let mut sums: Vec<Vec<u32>> = Vec::new();
+        let results = uring::run_during(&mut reqs, || {
+            sums = at.iter().map(|&i| block_sums(writes[i].2)).collect();
+        });
         drop(reqs);
         let mut ok = vec![false; writes.len()];
-        for (i, res) in at.into_iter().zip(results) {
+        for ((i, res), sums) in at.into_iter().zip(results).zip(sums) {
             let (m, off, buf) = writes[i];
             let res = res.and_then(|()| match &members[i] {
-                Some(member) => self.a.csums.update(member, off, buf),
+                Some(member) => self.a.csums.update_sums(member, off, buf.len(), &sums),
                 None => Ok(()),
             });
             match res {
@@ -728,7 +732,22 @@ impl<'a> Ctx<'a> {
             }
             return Ok(());
         }
-        let mut chunks = self.read_data_cols(row, cols.clone(), range.clone())?;
+        let mut chunks = match self.geo.level {
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                // Chunks the new bytes cover whole need not be read.
+                let covered: Vec<bool> = range
+                    .clone()
+                    .map(|d| (d0..=d1).contains(&d) && !partial(d))
+                    .collect();
+                match self.read_uncovered(row, off, clen, &covered) {
+                    Some(chunks) => chunks,
+                    None => self.read_data_cols(row, cols.clone(), range.clone())?,
+                }
+            }
+            RaidLevel::Raid0 | RaidLevel::Raid1 => {
+                self.read_data_cols(row, cols.clone(), range.clone())?
+            }
+        };
         // Patch the new bytes in.
         for d in d0..=d1 {
             let chunk_start = d as u64 * chunk + cols.start;
@@ -767,6 +786,34 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The data chunks of a parity row at member offset `off`, reading only those not
+    /// `covered`; `None` if one of those is not readable as it is (the caller then reads
+    /// the row the general way).
+    fn read_uncovered(
+        &mut self,
+        row: u64,
+        off: u64,
+        len: usize,
+        covered: &[bool],
+    ) -> Option<Vec<Vec<u8>>> {
+        let members: Vec<usize> = (0..covered.len())
+            .map(|d| self.geo.data_member(row, d))
+            .collect();
+        if (0..covered.len()).any(|d| !covered[d] && !self.readable(members[d], row)) {
+            return None;
+        }
+        let mut chunks = vec![vec![0u8; len]; covered.len()];
+        let mut reads: Vec<(usize, u64, &mut [u8])> = chunks
+            .iter_mut()
+            .enumerate()
+            .filter(|(d, _)| !covered[*d])
+            .map(|(d, c)| (members[d], off, c.as_mut_slice()))
+            .collect();
+        let got = self.read_verified_batch(&mut reads, false);
+        drop(reads);
+        got.iter().all(|v| *v == Verified::Good).then_some(chunks)
     }
 
     /// Adds a parity row's writes: its data chunks (empty ones skipped) and parity.

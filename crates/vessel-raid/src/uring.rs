@@ -79,19 +79,38 @@ fn new_ring() -> Option<IoUring> {
 /// Runs every request, in parallel where the kernel allows; one result per request, in
 /// order. Returns only when every I/O is complete.
 pub(crate) fn run(reqs: &mut [Req<'_>]) -> Vec<Result<()>> {
-    if reqs.len() <= 1 {
-        return reqs.iter_mut().map(run_one).collect();
+    run_during(reqs, || {})
+}
+
+/// [`run`], calling `during` while the I/O is in flight (CPU work that does not depend on
+/// it, such as checksums of data being written).
+pub(crate) fn run_during(reqs: &mut [Req<'_>], during: impl FnOnce()) -> Vec<Result<()>> {
+    let small = reqs.len() <= 1
+        && reqs.iter().all(|r| match &r.op {
+            Op::Read(_, b) => b.len() < 64 << 10,
+            Op::Write(_, b) => b.len() < 64 << 10,
+            Op::Sync => true,
+        });
+    if small {
+        let out = reqs.iter_mut().map(run_one).collect();
+        during();
+        return out;
     }
-    RING.with(|r| match r.borrow_mut().as_mut() {
+    let mut during = Some(during);
+    let out = RING.with(|r| match r.borrow_mut().as_mut() {
         Some(ring) => {
             let mut out = Vec::with_capacity(reqs.len());
             for round in reqs.chunks_mut(RING_ENTRIES as usize) {
-                out.extend(run_ring(ring, round));
+                out.extend(run_ring(ring, round, &mut during));
             }
             out
         }
         None => reqs.iter_mut().map(run_one).collect(),
-    })
+    });
+    if let Some(f) = during.take() {
+        f();
+    }
+    out
 }
 
 fn run_one(req: &mut Req<'_>) -> Result<()> {
@@ -106,7 +125,11 @@ fn unaligned(member: &Member, ptr: *const u8) -> bool {
     member.is_direct() && !(ptr as usize).is_multiple_of(IO_ALIGN)
 }
 
-fn run_ring(ring: &mut IoUring, reqs: &mut [Req<'_>]) -> Vec<Result<()>> {
+fn run_ring<F: FnOnce()>(
+    ring: &mut IoUring,
+    reqs: &mut [Req<'_>],
+    during: &mut Option<F>,
+) -> Vec<Result<()>> {
     let n = reqs.len();
     let mut results: Vec<Option<io::Result<usize>>> = (0..n).map(|_| None).collect();
     // O_DIRECT needs aligned buffers: unaligned ones go through a bounce buffer.
@@ -174,6 +197,24 @@ fn run_ring(ring: &mut IoUring, reqs: &mut [Req<'_>]) -> Vec<Result<()>> {
         queued += 1;
     }
     let mut reaped = 0usize;
+    if let Some(f) = during.take() {
+        // Hand the I/O to the kernel first, then do the caller's work meanwhile.
+        loop {
+            match ring.submit() {
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                    ) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring submit failed with I/O queued");
+                    std::process::abort();
+                }
+            }
+        }
+        f();
+    }
     while reaped < queued {
         match ring.submit_and_wait(queued - reaped) {
             Ok(_) => {}

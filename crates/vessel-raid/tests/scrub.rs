@@ -205,16 +205,16 @@ fn raid1_scrub_outvotes_the_lying_mirror() {
 
 #[test]
 fn interrupted_stripe_write_is_resynced_at_assembly() {
-    // Members of 10 MiB: 160 rows, so rows 2 and 140 lie in different groups of
-    // write-intent regions (8 MiB of member data each).
-    let (_dir, paths, mut model) = setup_sized(RaidLevel::Raid5, 3, 14, 10 << 20);
+    // Members of 66 MiB: 1056 rows, so rows 2 and 1040 lie in different groups of
+    // write-intent regions (64 MiB of member data each).
+    let (_dir, paths, mut model) = setup_sized(RaidLevel::Raid5, 3, 14, 66 << 20);
     let array = RaidArray::open(&paths).expect("open");
     let geo = array.geometry();
     // A write that "crashes" after the data reached its member but before parity did:
     // the array is abandoned without a flush (forgotten: no clean close, as in a crash), so
     // its region stays marked, and the parity chunk is reverted to stale contents behind
     // the engine's back.
-    let row = 140;
+    let row = 1040;
     let p = geo.p_member(row).expect("raid5 has P");
     let stale_p = std::fs::read(&paths[p]).expect("read member");
     let at = geo.member_offset(row) as usize;
