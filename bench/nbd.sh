@@ -5,7 +5,12 @@
 # - fio's nbd engine (libnbd, one connection per job): 4 KiB randread and randwrite at queue
 #   depth 1 and FIO_DEPTH, FIO_SECS each, servers in rotating order, FIO_RUNS times (medians);
 #   then a randwrite job over FIO_VERIFY_MB with verify=crc32c (fails the bench on a mismatch).
+# Every row is also run against a block volume of a `raid` pool (RAID_LEVEL, default raid0,
+# MEMBERS members; RAID_LEVEL=none skips it) exported by a private vesseld, the product's
+# own path: thin volume over our RAID engine over member files in the same directory.
 . "$(dirname "$0")/lib.sh"
+RAID_LEVEL=${RAID_LEVEL:-raid0}
+MEMBERS=${MEMBERS:-4}
 RUNS=${RUNS:-6}
 SIZE_MB=${SIZE_MB:-256}
 FIO_SECS=${FIO_SECS:-5}
@@ -19,6 +24,7 @@ command -v fio >/dev/null || die "fio missing: apt-get install fio"
 fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' \
   || die "this fio has no nbd engine (fio --enghelp): the fio part needs fio built with libnbd"
 WORK=$(mktemp -d /tmp/vessel-nbdbench.XXXXXX)
+chmod o+x "$WORK"  # vesseld wants its root reachable by unprivileged containers
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -32,6 +38,28 @@ for s in vessel qemu nbdkit; do
   for _ in $(seq 1 100); do [ -S "$WORK/$s.sock" ] && break; sleep 0.1; done
   [ -S "$WORK/$s.sock" ] || die "$s did not create its socket"
 done
+servers=(vessel qemu nbdkit)
+if [ "$RAID_LEVEL" != none ]; then
+  SOCK=$WORK/vesseld.sock
+  VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$SOCK" \
+    --no-default-network >"$WORK/vesseld.log" 2>&1 & PIDS+=($!)
+  v() { "$BIN/vessel" --socket "$SOCK" "$@"; }
+  for _ in $(seq 1 100); do v list >/dev/null 2>&1 && break; sleep 0.1; done
+  v list >/dev/null || die "vesseld did not start: $(tail -5 "$WORK/vesseld.log")"
+  # Member size: the volume plus a quarter for the thin pool's metadata and slack, spread
+  # over the members that carry data.
+  case $RAID_LEVEL in
+    raid0) data=$MEMBERS ;; raid1) data=1 ;; raid5) data=$((MEMBERS - 1)) ;; raid6) data=$((MEMBERS - 2)) ;;
+    *) die "RAID_LEVEL must be raid0, raid1, raid5, raid6 or none" ;;
+  esac
+  v storage pool create bench raid --level "$RAID_LEVEL" --members "$MEMBERS" \
+    --size "$(( (SIZE_MB * 5 / 4) / data + 8 ))MiB" >/dev/null || die "raid pool create failed"
+  v storage volume create bench disk --type block --size "${SIZE_MB}MiB" >/dev/null
+  v storage export create disk bench disk --protocol nbd --listen "$WORK/vraid.sock" >/dev/null
+  nbdcopy "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/vraid.sock" || die "filling the raid volume failed"
+  servers+=(vraid)
+  echo "raid volume: $RAID_LEVEL over $MEMBERS member files in $WORK/root, exported by vesseld" >&2
+fi
 echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)" >&2
 uri() { echo "nbd+unix:///disk?socket=$WORK/$1.sock"; }
 for f in read write; do
@@ -39,13 +67,21 @@ for f in read write; do
   if [ "$f" = read ]; then src() { uri "$1"; }; dst() { echo null:; }
   else src() { echo "$WORK/source.img"; }; dst() { uri "$1"; }; fi
   echo "== nbdcopy $f ($SIZE_MB MiB), time ratios (below 1: vessel-nbd is faster)"
+  extra=()
+  [ "$RAID_LEVEL" = none ] || extra=(vraid : "nbdcopy $(src vraid) $(dst vraid)")
   interleave "$RUNS" "$WORK/$f" \
     vessel : "nbdcopy $(src vessel) $(dst vessel)" \
     qemu-nbd : "nbdcopy $(src qemu) $(dst qemu)" \
-    nbdkit : "nbdcopy $(src nbdkit) $(dst nbdkit)"
-  for n in vessel qemu-nbd nbdkit; do
+    nbdkit : "nbdcopy $(src nbdkit) $(dst nbdkit)" "${extra[@]}"
+  names=(vessel qemu-nbd nbdkit); [ "$RAID_LEVEL" = none ] || names+=(vraid)
+  for n in "${names[@]}"; do
     echo "$f $n: $(echo "scale=0; $SIZE_MB / $(bench_median "$WORK/$f/times.$n")" | bc) MB/s"
   done
+  if [ "$RAID_LEVEL" != none ]; then
+    for p in qemu-nbd nbdkit; do
+      echo "vraid / $p = $(echo "scale=2; $(bench_median "$WORK/$f/times.$p") / $(bench_median "$WORK/$f/times.vraid")" | bc) (throughput; above 1: the raid volume is faster)"
+    done
+  fi
 done
 
 # fio's nbd engine. Every job gets its own connection; writes end with a flush (end_fsync).
@@ -56,13 +92,13 @@ fio_run() { # SERVER RW DEPTH: prints the job's IOPS
     --end_fsync=1 >/dev/null || die "fio $2 against $1 failed"
   jq -r --arg rw "$2" '.jobs[0] | if $rw == "randread" then .read.iops else .write.iops end' "$out"
 }
-servers=(vessel qemu nbdkit)
 : > "$WORK/fio.tsv"
+n=${#servers[@]}
 for run in $(seq 1 "$FIO_RUNS"); do
   for test in "randread 1" "randread $FIO_DEPTH" "randwrite 1" "randwrite $FIO_DEPTH"; do
     set -- $test
-    for i in 0 1 2; do  # rotate which server goes first
-      s=${servers[$(( (i + run) % 3 ))]}
+    for i in $(seq 0 $((n - 1))); do  # rotate which server goes first
+      s=${servers[$(( (i + run) % n ))]}
       printf '%s\t%s qd%s\t%s\n' "$s" "$1" "$2" "$(fio_run "$s" "$1" "$2")" >> "$WORK/fio.tsv"
     done
   done
@@ -86,10 +122,15 @@ for line in open(sys.argv[1]):
     s, test, iops = line.rstrip("\n").split("\t")
     if test not in order: order.append(test)
     v[(test, s)].append(float(iops))
+servers = [s for s in ("vessel", "qemu", "nbdkit", "vraid") if any(k[1] == s for k in v)]
 for t in order:
-    m = {s: st.median(v[(t, s)]) for s in ("vessel", "qemu", "nbdkit")}
-    print(f"fio {t}\tvessel {m['vessel']:.0f} IOPS\tqemu-nbd {m['qemu']:.0f}\tnbdkit {m['nbdkit']:.0f}"
-          f"\tvessel / qemu-nbd = {m['vessel'] / m['qemu']:.2f}\tvessel / nbdkit = {m['vessel'] / m['nbdkit']:.2f}")
-    print("  runs: " + "; ".join(f"{s} " + " ".join(f"{x:.0f}" for x in v[(t, s)]) for s in ("vessel", "qemu", "nbdkit")))
+    m = {s: st.median(v[(t, s)]) for s in servers if (t, s) in v}
+    line = (f"fio {t}\tvessel {m['vessel']:.0f} IOPS\tqemu-nbd {m['qemu']:.0f}\tnbdkit {m['nbdkit']:.0f}"
+            f"\tvessel / qemu-nbd = {m['vessel'] / m['qemu']:.2f}\tvessel / nbdkit = {m['vessel'] / m['nbdkit']:.2f}")
+    if "vraid" in m:
+        line += (f"\traid volume {m['vraid']:.0f}\tvraid / qemu-nbd = {m['vraid'] / m['qemu']:.2f}"
+                 f"\tvraid / nbdkit = {m['vraid'] / m['nbdkit']:.2f}")
+    print(line)
+    print("  runs: " + "; ".join(f"{s} " + " ".join(f"{x:.0f}" for x in v[(t, s)]) for s in servers if (t, s) in v))
 PY
-echo "fio verify=crc32c passed against all three servers"
+echo "fio verify=crc32c passed against every server (${servers[*]})"

@@ -273,17 +273,19 @@ impl BlockDevice for FileDevice {
         let mut extents = Vec::new();
         let mut pos = offset;
         while pos < end {
-            let data = self.seek(pos, Whence::SeekData)?.unwrap_or(end).min(end);
-            if data > pos {
-                extents.push(Extent::hole(data - pos));
-                pos = data;
+            // SEEK_HOLE first: a range with no hole (the common case for a read of a
+            // written image) costs one call.
+            let hole = self.seek(pos, Whence::SeekHole)?.unwrap_or(end).min(end);
+            if hole > pos {
+                extents.push(Extent::data(hole - pos));
+                pos = hole;
                 continue;
             }
-            let hole = self.seek(pos, Whence::SeekHole)?.unwrap_or(end).min(end);
-            // SEEK_HOLE always finds the implicit hole at end of file, so `hole > pos`.
-            let hole = hole.max(pos + 1);
-            extents.push(Extent::data(hole - pos));
-            pos = hole;
+            let data = self.seek(pos, Whence::SeekData)?.unwrap_or(end).min(end);
+            // At a hole, the next data (or the end) lies beyond `pos`.
+            let data = data.max(pos + 1);
+            extents.push(Extent::hole(data - pos));
+            pos = data;
         }
         Ok(extents)
     }

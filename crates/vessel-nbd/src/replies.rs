@@ -1,12 +1,16 @@
-//! The reply side of a connection: replies are queued by the thread serving requests and
-//! written by a thread of their own, so that the server keeps reading requests while a
-//! client that pipelines many of them has not read the replies yet (with one thread both
-//! would wait on each other once the socket buffers fill). The queue is bounded in bytes
-//! ([`MAX_QUEUED`] per connection): past that the serving thread waits for the client to
-//! read, as a client that pipelines more than that without reading deserves.
+//! The reply side of a connection. A thread that has a whole reply sends it straight to the
+//! socket if nothing is queued before it and the socket takes it without waiting
+//! (`send` with `MSG_DONTWAIT`), the cheap path a client waiting for each reply takes.
+//! Otherwise the reply (or what the socket did not take) is queued and written by a
+//! thread of its own, so that the server keeps reading requests while a client that
+//! pipelines many of them has not read the replies yet (with one thread both would wait on
+//! each other once the socket buffers fill). The queue is bounded in bytes ([`MAX_QUEUED`]
+//! per connection): past that the serving thread waits for the client to read, as a
+//! client that pipelines more than that without reading deserves.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -18,6 +22,8 @@ pub const MAX_QUEUED: usize = 32 << 20;
 struct Queue {
     items: VecDeque<Vec<u8>>,
     bytes: usize,
+    /// The writing thread holds an item it has not finished writing.
+    writing: bool,
     closed: bool,
     /// Why writing stopped.
     failed: Option<io::ErrorKind>,
@@ -26,12 +32,93 @@ struct Queue {
 struct Shared {
     q: Mutex<Queue>,
     changed: Condvar,
+    fd: RawFd,
 }
 
-/// The serving thread's end: a `Write` whose `flush` queues what was written as one reply.
+/// The serving thread's end: a `Write` whose `flush` sends what was written as one reply.
 pub(crate) struct Replies {
     buf: Vec<u8>,
     shared: Arc<Shared>,
+}
+
+/// Another thread's way to send whole replies on the same connection.
+#[derive(Clone)]
+pub(crate) struct ReplyQueue {
+    shared: Arc<Shared>,
+}
+
+impl ReplyQueue {
+    /// Sends or queues one whole reply, waiting while the queue is full.
+    pub(crate) fn send(&self, item: Vec<u8>) -> io::Result<()> {
+        send(&self.shared, item)
+    }
+}
+
+/// Writes as much of `buf` as the socket takes now; the bytes taken.
+fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe the live slice `buf[done..]`.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf[done..].as_ptr().cast(),
+                buf.len() - done,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(done),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            }
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+fn send(shared: &Shared, mut item: Vec<u8>) -> io::Result<()> {
+    if item.is_empty() {
+        return Ok(());
+    }
+    let mut q = shared.q.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(kind) = q.failed {
+        return Err(io::Error::new(kind, "writing replies failed"));
+    }
+    if q.items.is_empty() && !q.writing {
+        // Nothing before it: straight out, if the socket has room. The lock keeps any
+        // other reply from slipping in between.
+        match send_now(shared.fd, &item) {
+            Ok(n) if n == item.len() => return Ok(()),
+            Ok(n) => {
+                item.drain(..n);
+            }
+            Err(e) => {
+                q.failed = Some(e.kind());
+                shared.changed.notify_all();
+                return Err(e);
+            }
+        }
+    }
+    loop {
+        if let Some(kind) = q.failed {
+            return Err(io::Error::new(kind, "writing replies failed"));
+        }
+        if q.bytes == 0 || q.bytes + item.len() <= MAX_QUEUED {
+            break;
+        }
+        q = shared
+            .changed
+            .wait(q)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    q.bytes += item.len();
+    q.items.push_back(item);
+    shared.changed.notify_all();
+    Ok(())
 }
 
 /// The writing thread.
@@ -47,11 +134,21 @@ impl Sender {
 }
 
 impl Replies {
-    /// Starts the thread writing to `out`.
-    pub(crate) fn start<W: Write + Send + 'static>(mut out: W) -> io::Result<(Replies, Sender)> {
+    /// A handle for other threads to send replies.
+    pub(crate) fn queue(&self) -> ReplyQueue {
+        ReplyQueue {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts the thread writing to `out` (a socket, written unbuffered).
+    pub(crate) fn start<W: Write + AsRawFd + Send + 'static>(
+        mut out: W,
+    ) -> io::Result<(Replies, Sender)> {
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue::default()),
             changed: Condvar::new(),
+            fd: out.as_raw_fd(),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -60,29 +157,30 @@ impl Replies {
                 loop {
                     let item = {
                         let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
+                        q.writing = false;
+                        s.changed.notify_all();
                         loop {
                             if let Some(item) = q.items.pop_front() {
                                 q.bytes -= item.len();
+                                q.writing = true;
                                 s.changed.notify_all();
-                                break Some((item, q.items.is_empty()));
+                                break Some(item);
                             }
-                            if q.closed {
+                            if q.closed || q.failed.is_some() {
                                 break None;
                             }
                             q = s.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
                         }
                     };
-                    let Some((item, last)) = item else {
+                    let Some(item) = item else {
                         return out.flush();
                     };
-                    let r = out
-                        .write_all(&item)
-                        .and_then(|()| if last { out.flush() } else { Ok(()) });
-                    if let Err(e) = r {
+                    if let Err(e) = out.write_all(&item).and_then(|()| out.flush()) {
                         let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
                         q.failed = Some(e.kind());
                         q.items.clear();
                         q.bytes = 0;
+                        q.writing = false;
                         s.changed.notify_all();
                         return Err(e);
                     }
@@ -105,28 +203,8 @@ impl Write for Replies {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
         let item = std::mem::take(&mut self.buf);
-        let mut q = self.shared.q.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(kind) = q.failed {
-                return Err(io::Error::new(kind, "writing replies failed"));
-            }
-            if q.bytes == 0 || q.bytes + item.len() <= MAX_QUEUED {
-                break;
-            }
-            q = self
-                .shared
-                .changed
-                .wait(q)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        q.bytes += item.len();
-        q.items.push_back(item);
-        self.shared.changed.notify_all();
-        Ok(())
+        send(&self.shared, item)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -205,8 +206,20 @@ impl NbdServer {
     }
 }
 
+impl<S: Stream> transmission::Pending for io::BufReader<S> {
+    fn pending(&self) -> bool {
+        if !self.buffer().is_empty() {
+            return true;
+        }
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the valid pointer it is given.
+        let rc = unsafe { libc::ioctl(self.get_ref().as_raw_fd(), libc::FIONREAD, &mut n) };
+        rc == 0 && n > 0
+    }
+}
+
 /// A socket stream the server can split into a reader and a writer and shut down.
-pub(crate) trait Stream: Read + Write + Send + Sized + 'static {
+pub(crate) trait Stream: Read + Write + Send + Sized + AsRawFd + 'static {
     fn clone_stream(&self) -> io::Result<Self>;
     fn shutdown_both(&self);
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
@@ -362,8 +375,11 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     tracing::debug!(export = %session.export.name, "nbd client entered transmission");
     // Replies go out from a thread of their own, so that reading requests never waits on a
     // client that sends many before it reads any replies.
-    let (mut replies, sender) = crate::replies::Replies::start(writer)?;
-    let served = transmission::serve(&mut reader, &mut replies, &session);
+    let writer = writer
+        .into_inner()
+        .map_err(|e| NbdError::Io(e.into_error()))?;
+    let (replies, sender) = crate::replies::Replies::start(writer)?;
+    let served = transmission::serve(&mut reader, &replies, &session);
     drop(replies);
     let sent = sender.join();
     served?;

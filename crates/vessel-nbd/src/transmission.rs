@@ -1,4 +1,4 @@
-//! The transmission phase: one request at a time, replies simple or structured.
+//! The transmission phase: requests served concurrently, replies simple or structured.
 
 use std::io::{self, Read, Write};
 
@@ -85,98 +85,264 @@ fn fail(code: u32, msg: &str) -> Failure {
     Failure(code, msg.to_owned())
 }
 
-/// Serve requests until the client disconnects.
+/// Requests served at once on one connection by worker threads (besides the reading
+/// thread, which serves a request itself when nothing else is in flight).
+const WORKERS: usize = 4;
+/// Requests read ahead of their replies at most, and their write payloads in bytes.
+const MAX_IN_FLIGHT: usize = 64;
+const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// A request read from the wire, with its write payload.
+struct Job {
+    req: Request,
+    payload: Vec<u8>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: std::collections::VecDeque<Job>,
+    /// Requests queued or being served by workers.
+    in_flight: usize,
+    in_flight_bytes: usize,
+    workers: usize,
+    idle: usize,
+    closed: bool,
+    /// A reply could not be queued: the connection is going down.
+    failed: Option<io::ErrorKind>,
+}
+
+struct Pool {
+    state: std::sync::Mutex<PoolState>,
+    work: std::sync::Condvar,
+    done: std::sync::Condvar,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until every request handed to the workers has been answered.
+    fn drain(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        while st.in_flight > 0 && st.failed.is_none() {
+            st = self
+                .done
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st.failed
+            .map_or(Ok(()), |k| Err(io::Error::new(k, "writing replies failed")))
+    }
+}
+
+/// Whether more request bytes wait to be read, in the buffer or on the socket.
+pub(crate) trait Pending {
+    fn pending(&self) -> bool;
+}
+
+/// Serve requests until the client disconnects. Requests are read as they come; while
+/// earlier ones are still being served (by up to [`WORKERS`] threads), later ones go to
+/// the workers too, and replies go out as each finishes (out of order, as the protocol
+/// allows). A lone request is served by the reading thread itself. A flush waits for the
+/// requests before it, so it covers every write answered before it was received.
 pub(crate) fn serve(
-    r: &mut impl Read,
-    w: &mut impl Write,
+    r: &mut (impl Read + Pending),
+    replies: &crate::replies::Replies,
     session: &Session,
+) -> Result<(), NbdError> {
+    let pool = Pool {
+        state: std::sync::Mutex::new(PoolState::default()),
+        work: std::sync::Condvar::new(),
+        done: std::sync::Condvar::new(),
+    };
+    let queue = replies.queue();
+    let result = std::thread::scope(|s| -> Result<(), NbdError> {
+        let result = read_loop(r, &queue, session, &pool, s);
+        let mut st = pool.lock();
+        st.closed = true;
+        drop(st);
+        pool.work.notify_all();
+        result
+    });
+    result
+}
+
+fn read_loop<'s, 'e: 's>(
+    r: &mut (impl Read + Pending),
+    queue: &'e crate::replies::ReplyQueue,
+    session: &'e Session,
+    pool: &'e Pool,
+    scope: &'s std::thread::Scope<'s, 'e>,
 ) -> Result<(), NbdError> {
     let dev = session.export.device.as_ref();
     while let Some(req) = read_request(r)? {
-        let range_ok = req
-            .offset
-            .checked_add(u64::from(req.len))
-            .is_some_and(|end| end <= dev.size());
-        let result = match req.kind {
-            CMD_READ => {
-                if req.len > MAX_PAYLOAD {
-                    Err(fail(EINVAL, "read larger than the maximum block size"))
-                } else if !range_ok {
-                    Err(fail(EINVAL, "read beyond the end of the export"))
-                } else {
-                    match read(dev, &req, session.structured) {
-                        Ok(reply) => {
-                            if !session.structured {
-                                simple_reply(w, req.cookie, 0, &[])?;
-                            }
-                            w.write_all(&reply)?;
-                            w.flush()?;
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
+        let mut payload = Vec::new();
+        if req.kind == CMD_WRITE {
+            if req.len > MAX_PAYLOAD {
+                io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
+            } else {
+                payload = vec![0u8; req.len as usize];
+                r.read_exact(&mut payload)?;
             }
-            CMD_WRITE => {
-                if req.len > MAX_PAYLOAD {
-                    io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
-                    Err(fail(EINVAL, "write larger than the maximum block size"))
-                } else {
-                    let mut buf = vec![0u8; req.len as usize];
-                    r.read_exact(&mut buf)?;
-                    checked_write(session, range_ok, &req, |d| d.write_at(&buf, req.offset))
-                }
-            }
-            CMD_FLUSH => dev.flush().map_err(Failure::from),
-            CMD_TRIM => checked_write(session, range_ok, &req, |d| {
-                d.trim(req.offset, u64::from(req.len))
-            }),
-            CMD_WRITE_ZEROES => checked_write(session, range_ok, &req, |d| {
-                let may_trim = req.flags & CMD_FLAG_NO_HOLE == 0;
-                d.write_zeroes(req.offset, u64::from(req.len), may_trim)
-            }),
-            CMD_BLOCK_STATUS => {
-                if !session.meta_allocation {
-                    Err(fail(EINVAL, "no metadata context was negotiated"))
-                } else if !range_ok || req.len == 0 {
-                    Err(fail(
-                        EINVAL,
-                        "block status range is empty or beyond the end",
-                    ))
-                } else {
-                    match block_status(dev, &req) {
-                        Ok(reply) => {
-                            w.write_all(&reply)?;
-                            w.flush()?;
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            }
+        }
+        match req.kind {
             CMD_DISC => {
+                pool.drain()?;
                 if let Err(e) = dev.flush() {
                     tracing::warn!(error = %e, "flush on disconnect failed");
                 }
                 return Ok(());
             }
-            _ => Err(fail(EINVAL, "unknown command")),
+            CMD_FLUSH => {
+                pool.drain()?;
+                queue.send(answer(session, &Job { req, payload }))?;
+                continue;
+            }
+            _ => {}
+        }
+        let job = Job { req, payload };
+        let busy = pool.lock().in_flight > 0;
+        if !busy && !r.pending() {
+            queue.send(answer(session, &job))?;
+            continue;
+        }
+        let mut st = pool.lock();
+        while (st.in_flight >= MAX_IN_FLIGHT || st.in_flight_bytes > MAX_IN_FLIGHT_BYTES)
+            && st.failed.is_none()
+        {
+            st = pool
+                .done
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if let Some(k) = st.failed {
+            return Err(io::Error::new(k, "writing replies failed").into());
+        }
+        st.in_flight += 1;
+        st.in_flight_bytes += job.payload.len();
+        st.jobs.push_back(job);
+        if st.idle == 0 && st.workers < WORKERS {
+            st.workers += 1;
+            scope.spawn(move || worker(session, pool, queue));
+        }
+        drop(st);
+        pool.work.notify_one();
+    }
+    pool.drain()?;
+    Ok(())
+}
+
+fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
+    loop {
+        let job = {
+            let mut st = pool.lock();
+            loop {
+                if let Some(job) = st.jobs.pop_front() {
+                    break job;
+                }
+                if st.closed {
+                    return;
+                }
+                st.idle += 1;
+                st = pool
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st.idle -= 1;
+            }
         };
-        match result {
-            Ok(()) => simple_reply(w, req.cookie, 0, &[])?,
-            Err(Failure(code, msg)) => {
-                tracing::debug!(command = req.kind, code, msg, "nbd request refused");
-                let structured_only = req.kind == CMD_READ || req.kind == CMD_BLOCK_STATUS;
-                if session.structured && structured_only {
-                    structured_error(w, req.cookie, code, &msg)?;
-                } else {
-                    simple_reply(w, req.cookie, code, &[])?;
+        let sent = queue.send(answer(session, &job));
+        let mut st = pool.lock();
+        st.in_flight -= 1;
+        st.in_flight_bytes -= job.payload.len();
+        if let Err(e) = sent {
+            st.failed.get_or_insert(e.kind());
+        }
+        drop(st);
+        pool.done.notify_all();
+    }
+}
+
+/// Serves one request; the whole reply.
+fn answer(session: &Session, job: &Job) -> Vec<u8> {
+    let req = &job.req;
+    let dev = session.export.device.as_ref();
+    let mut w = Vec::new();
+    let range_ok = req
+        .offset
+        .checked_add(u64::from(req.len))
+        .is_some_and(|end| end <= dev.size());
+    let result = match req.kind {
+        CMD_READ => {
+            if req.len > MAX_PAYLOAD {
+                Err(fail(EINVAL, "read larger than the maximum block size"))
+            } else if !range_ok {
+                Err(fail(EINVAL, "read beyond the end of the export"))
+            } else {
+                match read(dev, req, session.structured) {
+                    Ok(reply) => {
+                        if !session.structured {
+                            let mut out = Vec::with_capacity(16 + reply.len());
+                            let _ = simple_reply(&mut out, req.cookie, 0, &reply);
+                            return out;
+                        }
+                        return reply;
+                    }
+                    Err(e) => Err(e),
                 }
             }
         }
-        w.flush()?;
-    }
-    Ok(())
+        CMD_WRITE => {
+            if req.len > MAX_PAYLOAD {
+                Err(fail(EINVAL, "write larger than the maximum block size"))
+            } else {
+                checked_write(session, range_ok, req, |d| {
+                    d.write_at(&job.payload, req.offset)
+                })
+            }
+        }
+        CMD_FLUSH => dev.flush().map_err(Failure::from),
+        CMD_TRIM => checked_write(session, range_ok, req, |d| {
+            d.trim(req.offset, u64::from(req.len))
+        }),
+        CMD_WRITE_ZEROES => checked_write(session, range_ok, req, |d| {
+            let may_trim = req.flags & CMD_FLAG_NO_HOLE == 0;
+            d.write_zeroes(req.offset, u64::from(req.len), may_trim)
+        }),
+        CMD_BLOCK_STATUS => {
+            if !session.meta_allocation {
+                Err(fail(EINVAL, "no metadata context was negotiated"))
+            } else if !range_ok || req.len == 0 {
+                Err(fail(
+                    EINVAL,
+                    "block status range is empty or beyond the end",
+                ))
+            } else {
+                match block_status(dev, req) {
+                    Ok(reply) => return reply,
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        _ => Err(fail(EINVAL, "unknown command")),
+    };
+    // Writes into a Vec cannot fail.
+    let _ = match result {
+        Ok(()) => simple_reply(&mut w, req.cookie, 0, &[]),
+        Err(Failure(code, msg)) => {
+            tracing::debug!(command = req.kind, code, msg, "nbd request refused");
+            let structured_only = req.kind == CMD_READ || req.kind == CMD_BLOCK_STATUS;
+            if session.structured && structured_only {
+                structured_error(&mut w, req.cookie, code, &msg)
+            } else {
+                simple_reply(&mut w, req.cookie, code, &[])
+            }
+        }
+    };
+    w
 }
 
 /// Common checks for commands that modify the export, then FUA.

@@ -38,7 +38,7 @@ mod error;
 mod format;
 mod state;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -114,7 +114,9 @@ pub struct Usage {
 /// the pool's lock, so volume I/O is serialized (the RAID engine serializes it anyway).
 pub struct ThinPool {
     core: Core,
-    state: Mutex<State>,
+    /// Data I/O to extents a volume owns alone runs under the read side, concurrently;
+    /// everything that changes the maps takes the write side.
+    state: RwLock<State>,
 }
 
 impl std::fmt::Debug for ThinPool {
@@ -179,7 +181,7 @@ impl ThinPool {
         let state = State::new(meta, 1, 0, None, header.extents);
         Ok(ThinPool {
             core,
-            state: Mutex::new(state),
+            state: RwLock::new(state),
         })
     }
 
@@ -215,12 +217,16 @@ impl ThinPool {
         tracing::info!(pool = %header.pool, generation, volumes = state.meta.volumes.len(), "thin pool opened");
         Ok(ThinPool {
             core,
-            state: Mutex::new(state),
+            state: RwLock::new(state),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The pool's identity, chosen at format.
@@ -619,13 +625,13 @@ impl Volume {
 
     /// Current size in bytes.
     pub fn size(&self) -> ThinResult<u64> {
-        let st = self.pool.lock();
+        let st = self.pool.read_lock();
         Ok(self.record(&st)?.size)
     }
 
     /// Whether the volume is a read-only snapshot.
     pub fn is_read_only(&self) -> ThinResult<bool> {
-        let st = self.pool.lock();
+        let st = self.pool.read_lock();
         Ok(self.record(&st)?.read_only)
     }
 
@@ -655,7 +661,7 @@ impl Volume {
 
     /// Reads `buf.len()` bytes at `offset`; unallocated ranges read as zeroes.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> ThinResult<()> {
-        let st = self.pool.lock();
+        let st = self.pool.read_lock();
         self.check(&st, offset, buf.len() as u64, false)?;
         st.read(&self.pool.core, self.id, offset, buf)
     }
@@ -663,6 +669,15 @@ impl Volume {
     /// Writes `buf` at `offset`, allocating extents and copying shared ones. Durable, and
     /// visible after a crash, once `flush` returns.
     pub fn write_at(&self, offset: u64, buf: &[u8]) -> ThinResult<()> {
+        {
+            // Extents this volume owns alone are written in place, concurrently with other
+            // I/O; anything else (allocation, copy on write) takes the write side.
+            let st = self.pool.read_lock();
+            self.check(&st, offset, buf.len() as u64, true)?;
+            if st.write_in_place(&self.pool.core, self.id, offset, buf)? {
+                return Ok(());
+            }
+        }
         let mut st = self.pool.lock();
         self.check(&st, offset, buf.len() as u64, true)?;
         st.write(&self.pool.core, self.id, offset, buf)
@@ -691,7 +706,7 @@ impl Volume {
     /// Allocation status of a range as runs of `(length, allocated)`, in order, for NBD
     /// `BLOCK_STATUS`. Unallocated runs read as zeroes.
     pub fn extents(&self, offset: u64, len: u64) -> ThinResult<Vec<(u64, bool)>> {
-        let st = self.pool.lock();
+        let st = self.pool.read_lock();
         self.check(&st, offset, len, false)?;
         Ok(st.extents(self.pool.core.header.extent_size, self.id, offset, len))
     }

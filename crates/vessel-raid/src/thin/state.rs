@@ -265,6 +265,34 @@ impl State {
         Ok(())
     }
 
+    /// Writes `buf` to volume `id` at `offset` if every extent it touches is mapped and
+    /// owned by the volume alone (nothing to allocate or copy); `false`, with nothing
+    /// written, otherwise.
+    pub fn write_in_place(
+        &self,
+        core: &Core,
+        id: u64,
+        offset: u64,
+        buf: &[u8],
+    ) -> ThinResult<bool> {
+        let es = core.header.extent_size;
+        let all_owned = pieces(es, offset, buf.len())
+            .all(|(l, _, _)| self.lookup(id, l).is_some_and(|p| self.exclusive(p)));
+        if !all_owned {
+            return Ok(false);
+        }
+        for (l, within, range) in pieces(es, offset, buf.len()) {
+            if let Some(p) = self.lookup(id, l) {
+                core.write(
+                    core.header.extent_offset(p) + within as u64,
+                    &buf[range],
+                    "write volume data",
+                )?;
+            }
+        }
+        Ok(true)
+    }
+
     /// Writes `buf` to volume `id` at `offset`, allocating and copying extents as needed.
     pub fn write(&mut self, core: &Core, id: u64, offset: u64, buf: &[u8]) -> ThinResult<()> {
         for (l, within, range) in pieces(core.header.extent_size, offset, buf.len()) {
