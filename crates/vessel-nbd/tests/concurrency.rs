@@ -1,0 +1,167 @@
+//! Requests on one connection are served concurrently: a slow request does not hold back
+//! the replies of later ones (they come out of order, by cookie), and a flush answers only
+//! after the writes sent before it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TempDir;
+use vessel_nbd::proto::*;
+use vessel_nbd::{BlockDevice, DeviceError, FileDevice, NbdExport, NbdServer};
+
+/// A file device whose reads of the first block take half a second, and which records
+/// whether a write finished before a flush began.
+struct Slow {
+    inner: FileDevice,
+    wrote: AtomicBool,
+    flushed_after_write: AtomicBool,
+}
+
+impl BlockDevice for Slow {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        if offset == 0 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.inner.write_at(buf, offset)?;
+        self.wrote.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), DeviceError> {
+        if self.wrote.load(Ordering::SeqCst) {
+            self.flushed_after_write.store(true, Ordering::SeqCst);
+        }
+        self.inner.flush()
+    }
+}
+
+fn u32_of(s: &mut UnixStream) -> u32 {
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).expect("read");
+    u32::from_be_bytes(b)
+}
+
+fn u64_of(s: &mut UnixStream) -> u64 {
+    (u64::from(u32_of(s)) << 32) | u64::from(u32_of(s))
+}
+
+fn option(s: &mut UnixStream, option: u32, data: &[u8]) {
+    let mut m = IHAVEOPT.to_be_bytes().to_vec();
+    m.extend_from_slice(&option.to_be_bytes());
+    m.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    m.extend_from_slice(data);
+    s.write_all(&m).expect("option");
+}
+
+fn request(s: &mut UnixStream, kind: u16, cookie: u64, offset: u64, payload: &[u8], len: u32) {
+    s.write_all(&encode(kind, cookie, offset, payload, len))
+        .expect("request");
+}
+
+fn encode(kind: u16, cookie: u64, offset: u64, payload: &[u8], len: u32) -> Vec<u8> {
+    let mut m = REQUEST_MAGIC.to_be_bytes().to_vec();
+    m.extend_from_slice(&0u16.to_be_bytes());
+    m.extend_from_slice(&kind.to_be_bytes());
+    m.extend_from_slice(&cookie.to_be_bytes());
+    m.extend_from_slice(&offset.to_be_bytes());
+    m.extend_from_slice(&len.to_be_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+/// The next simple reply: (cookie, error), with `data_len` data bytes after it skipped.
+fn reply(s: &mut UnixStream, data_len: impl Fn(u64) -> usize) -> (u64, u32) {
+    assert_eq!(u32_of(s), SIMPLE_REPLY_MAGIC);
+    let error = u32_of(s);
+    let cookie = u64_of(s);
+    let mut data = vec![0u8; data_len(cookie)];
+    s.read_exact(&mut data).expect("reply data");
+    (cookie, error)
+}
+
+#[test]
+fn a_slow_request_does_not_hold_back_later_replies_and_flush_waits_for_earlier_writes() {
+    let dir = TempDir::new("concurrency");
+    let dev = Arc::new(Slow {
+        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
+        wrote: AtomicBool::new(false),
+        flushed_after_write: AtomicBool::new(false),
+    });
+    let server = NbdServer::new([NbdExport::new("disk", dev.clone())]).expect("server");
+    let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let mut s = UnixStream::connect(dir.join("nbd.sock")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    // Fixed newstyle handshake, no zeroes, then NBD_OPT_GO without structured replies.
+    assert_eq!(u64_of(&mut s), NBDMAGIC);
+    assert_eq!(u64_of(&mut s), IHAVEOPT);
+    let mut flags = [0u8; 2];
+    s.read_exact(&mut flags).expect("flags");
+    s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
+        .expect("client flags");
+    let mut go = 4u32.to_be_bytes().to_vec();
+    go.extend_from_slice(b"disk");
+    go.extend_from_slice(&0u16.to_be_bytes());
+    option(&mut s, OPT_GO, &go);
+    loop {
+        assert_eq!(u64_of(&mut s), OPT_REPLY_MAGIC);
+        assert_eq!(u32_of(&mut s), OPT_GO);
+        let kind = u32_of(&mut s);
+        let mut data = vec![0u8; u32_of(&mut s) as usize];
+        s.read_exact(&mut data).expect("option data");
+        if kind == REP_ACK {
+            break;
+        }
+        assert_eq!(kind, REP_INFO);
+    }
+
+    // Cookie 1 reads the slow block, cookie 2 a fast one (sent together): 2 is answered
+    // first.
+    let both = [
+        encode(CMD_READ, 1, 0, &[], 4096),
+        encode(CMD_READ, 2, 8192, &[], 4096),
+    ]
+    .concat();
+    s.write_all(&both).expect("requests");
+    let first = reply(&mut s, |_| 4096);
+    let second = reply(&mut s, |_| 4096);
+    assert_eq!(
+        (first, second),
+        ((2, 0), (1, 0)),
+        "replies were not out of order"
+    );
+
+    // Two slow writes, then a flush: the flush is answered last and ran after the writes.
+    let three = [
+        encode(CMD_WRITE, 3, 4096, &[7u8; 4096], 4096),
+        encode(CMD_WRITE, 4, 12288, &[8u8; 4096], 4096),
+        encode(CMD_FLUSH, 5, 0, &[], 0),
+    ]
+    .concat();
+    s.write_all(&three).expect("requests");
+    let mut order: Vec<u64> = (0..3).map(|_| reply(&mut s, |_| 0).0).collect();
+    assert_eq!(order.pop(), Some(5), "the flush overtook a write");
+    order.sort_unstable();
+    assert_eq!(order, vec![3, 4]);
+    assert!(dev.flushed_after_write.load(Ordering::SeqCst));
+    request(&mut s, CMD_READ, 6, 4096, &[], 4096);
+    assert_eq!(u32_of(&mut s), SIMPLE_REPLY_MAGIC);
+    assert_eq!((u32_of(&mut s), u64_of(&mut s)), (0, 6));
+    let mut data = vec![0u8; 4096];
+    s.read_exact(&mut data).expect("data");
+    assert!(data.iter().all(|b| *b == 7));
+    request(&mut s, CMD_DISC, 7, 0, &[], 0);
+    drop(s);
+    handle.shutdown();
+}
