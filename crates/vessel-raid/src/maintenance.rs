@@ -65,6 +65,13 @@ pub struct ScrubMismatch {
     pub checksums: bool,
 }
 
+/// The survivors' bytes of a span of rows, read and verified, for rebuilding one member.
+pub(crate) struct SpanData {
+    rows: std::ops::Range<u64>,
+    sources: Vec<usize>,
+    bufs: Vec<Scratch>,
+}
+
 impl RaidArray {
     /// Puts a fresh member into failed slot `index`; [`RaidArray::rebuild`] then fills it.
     pub fn replace_member(&self, index: usize, path: impl AsRef<Path>) -> Result<()> {
@@ -135,10 +142,15 @@ impl RaidArray {
             (list, total, inner.geo.chunk)
         };
         let rows_per_step = (REBUILD_SPAN / chunk).max(1);
+        // Unthrottled, the next span's survivors are read while this span is written
+        // (its rows stay locked from that read until they are written); throttled, a
+        // rebuild holds no rows while it waits.
+        let read_ahead = options.max_bytes_per_sec.is_none_or(|r| r == 0);
         let mut done_before = 0;
         for m in rebuilding {
             let mut since_checkpoint = 0u64;
             let mut last_checkpoint = Instant::now();
+            let mut ahead: Option<(SpanData, crate::io::RowGuard<'_>)> = None;
             loop {
                 let row = {
                     let inner = self.lock();
@@ -167,9 +179,23 @@ impl RaidArray {
                 let rows = row..(row + rows_per_step).min(self.geo.rows());
                 let step = (rows.end - rows.start) * chunk;
                 {
-                    let _rows = self.rows.lock(rows.clone());
+                    let (have, _rows) = match ahead.take() {
+                        Some((data, guard)) if data.rows == rows => (Some(data), guard),
+                        _ => (None, self.rows.lock(rows.clone())),
+                    };
+                    let next = rows.end..(rows.end + rows_per_step).min(self.geo.rows());
+                    let next_guard =
+                        (read_ahead && !next.is_empty()).then(|| self.rows.lock(next.clone()));
                     let mut ctx = Ctx::new(self);
-                    let res = ctx.rebuild_rows(m, rows.clone());
+                    let res = if next_guard.is_some() {
+                        ctx.rebuild_step(m, rows.clone(), have, next).map(|got| {
+                            if let (Some(data), Some(guard)) = (got, next_guard) {
+                                ahead = Some((data, guard));
+                            }
+                        })
+                    } else {
+                        ctx.rebuild_rows(m, rows.clone())
+                    };
                     if res.is_ok() {
                         let mut inner = self.lock();
                         if inner.slots[m].state == SlotState::Rebuilding {
@@ -444,6 +470,135 @@ impl Ctx<'_> {
         }
     }
 
+    /// One step of a rebuild with read-ahead: member `m`'s chunks of `rows` from the
+    /// survivors' bytes (`have`, read by the previous step, or read now), written in the
+    /// same batch as the survivors of `next` are read. Returns those, verified, or `None`
+    /// (the next step reads them itself). Row by row where the span way fails.
+    fn rebuild_step(
+        &mut self,
+        m: usize,
+        rows: std::ops::Range<u64>,
+        have: Option<SpanData>,
+        next: std::ops::Range<u64>,
+    ) -> Result<Option<SpanData>> {
+        let data = match have {
+            Some(d) => Some(d),
+            None => self.read_span(m, rows.clone())?,
+        };
+        let Some(out) = data.as_ref().and_then(|d| self.compute_span(m, d)) else {
+            self.rebuild_rows(m, rows.clone())?;
+            return Ok(None);
+        };
+        let off = self.geo.member_offset(rows.start);
+        let (sources, mut bufs) = self.span_buffers(m, next.clone())?;
+        let next_off = self.geo.member_offset(next.start);
+        let mut reads: Vec<(usize, u64, &mut [u8])> = sources
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(&s, b)| (s, next_off, b.as_mut_slice()))
+            .collect();
+        let (wok, got) = self.write_read_batch(&[(m, off, out.as_slice())], &mut reads);
+        drop(reads);
+        if !wok[0] {
+            return Err(self
+                .error
+                .take()
+                .unwrap_or_else(|| self.data_loss_for(rows.start)));
+        }
+        let good = !sources.is_empty() && got.iter().all(|v| *v == Verified::Good);
+        Ok(good.then_some(SpanData {
+            rows: next,
+            sources,
+            bufs,
+        }))
+    }
+
+    /// The survivors to read for rebuilding `m` over `rows`, with buffers for them.
+    fn span_buffers(
+        &self,
+        m: usize,
+        rows: std::ops::Range<u64>,
+    ) -> Result<(Vec<usize>, Vec<Scratch>)> {
+        let span = (rows.end - rows.start) as usize * self.geo.chunk as usize;
+        let last = rows.end - 1;
+        let sources: Vec<usize> = match self.geo.level {
+            RaidLevel::Raid0 => return Err(self.data_loss_for(rows.start)),
+            RaidLevel::Raid1 => (0..self.slots.len())
+                .filter(|&s| s != m && self.readable(s, last))
+                .take(1)
+                .collect(),
+            RaidLevel::Raid5 | RaidLevel::Raid6 => (0..self.slots.len())
+                .filter(|&s| s != m && self.readable(s, last))
+                .collect(),
+        };
+        let bufs = sources.iter().map(|_| Scratch::new(span)).collect();
+        Ok((sources, bufs))
+    }
+
+    /// The survivors' bytes of `rows`, read and verified; `None` if that fails.
+    fn read_span(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<Option<SpanData>> {
+        let (sources, mut bufs) = self.span_buffers(m, rows.clone())?;
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let off = self.geo.member_offset(rows.start);
+        let mut reads: Vec<(usize, u64, &mut [u8])> = sources
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(&s, b)| (s, off, b.as_mut_slice()))
+            .collect();
+        let got = self.read_verified_batch(&mut reads, false);
+        drop(reads);
+        Ok(got
+            .iter()
+            .all(|v| *v == Verified::Good)
+            .then_some(SpanData {
+                rows,
+                sources,
+                bufs,
+            }))
+    }
+
+    /// Member `m`'s chunks over a span, from the survivors' bytes; `None` if the span
+    /// cannot be solved (the caller goes row by row).
+    fn compute_span(&self, m: usize, d: &SpanData) -> Option<Scratch> {
+        let chunk = self.geo.chunk as usize;
+        let span = (d.rows.end - d.rows.start) as usize * chunk;
+        let mut out = Scratch::new(span);
+        if self.geo.level == RaidLevel::Raid1 {
+            out.as_mut_slice()
+                .copy_from_slice(d.bufs.first()?.as_slice());
+            return Some(out);
+        }
+        let missing_others = (0..self.slots.len()).any(|s| s != m && !d.sources.contains(&s));
+        if self.geo.level == RaidLevel::Raid5 && !missing_others {
+            // Whatever the member held in a row, data or parity, is the xor of the
+            // others' chunks of that row; so is the whole span.
+            out.as_mut_slice()
+                .copy_from_slice(d.bufs.first()?.as_slice());
+            for b in &d.bufs[1..] {
+                gf::xor_into(out.as_mut_slice(), b.as_slice());
+            }
+            return Some(out);
+        }
+        for (i, row) in d.rows.clone().enumerate() {
+            let at = i * chunk;
+            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
+            for (s, b) in d.sources.iter().zip(&d.bufs) {
+                chunks[*s] = Some(b.as_slice()[at..at + chunk].to_vec());
+            }
+            let data = self.solve(row, chunks)?;
+            let (p, q) = self.parity(&data);
+            let mine = match self.geo.role(row, m) {
+                Role::Data(x) => data.into_iter().nth(x),
+                Role::P => p,
+                Role::Q => q,
+            }?;
+            out.as_mut_slice()[at..at + chunk].copy_from_slice(&mine);
+        }
+        Some(out)
+    }
+
     /// Rebuilds member `m`'s chunks of `rows` from the others: one large read per
     /// survivor, all at once, and one write; row by row where that fails.
     fn rebuild_rows(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<()> {
@@ -459,72 +614,14 @@ impl Ctx<'_> {
     /// The fast rebuild of `rows`: `false` (nothing written) if a survivor is not
     /// readable over all of them, fails, or returns bytes that fail their checksums.
     fn rebuild_span(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<bool> {
-        let chunk = self.geo.chunk as usize;
-        let off = self.geo.member_offset(rows.start);
-        let span = (rows.end - rows.start) as usize * chunk;
-        let last = rows.end - 1;
-        let sources: Vec<usize> = match self.geo.level {
-            RaidLevel::Raid0 => return Err(self.data_loss_for(rows.start)),
-            RaidLevel::Raid1 => (0..self.slots.len())
-                .filter(|&s| s != m && self.readable(s, last))
-                .take(1)
-                .collect(),
-            RaidLevel::Raid5 | RaidLevel::Raid6 => (0..self.slots.len())
-                .filter(|&s| s != m && self.readable(s, last))
-                .collect(),
+        let Some(data) = self.read_span(m, rows.clone())? else {
+            return Ok(false);
         };
-        if sources.is_empty() {
+        let Some(out) = self.compute_span(m, &data) else {
             return Ok(false);
-        }
-        let mut bufs: Vec<Scratch> = sources.iter().map(|_| Scratch::new(span)).collect();
-        let mut reads: Vec<(usize, u64, &mut [u8])> = sources
-            .iter()
-            .zip(bufs.iter_mut())
-            .map(|(&s, b)| (s, off, b.as_mut_slice()))
-            .collect();
-        let got = self.read_verified_batch(&mut reads, false);
-        drop(reads);
-        if got.iter().any(|v| *v != Verified::Good) {
-            return Ok(false);
-        }
-        let first = rows.start;
-        if self.geo.level == RaidLevel::Raid1 {
-            return self.write_rebuilt(m, off, bufs[0].as_slice(), first);
-        }
-        let missing_others = (0..self.slots.len()).any(|s| s != m && !sources.contains(&s));
-        if self.geo.level == RaidLevel::Raid5 && !missing_others {
-            // RAID 5: whatever the member held in a row, data or parity, is the xor of
-            // the others' chunks of that row; so is the whole span.
-            let mut out = Scratch::new(span);
-            out.as_mut_slice().copy_from_slice(bufs[0].as_slice());
-            for b in &bufs[1..] {
-                gf::xor_into(out.as_mut_slice(), b.as_slice());
-            }
-            return self.write_rebuilt(m, off, out.as_slice(), first);
-        }
-        let mut out = Scratch::new(span);
-        for (i, row) in rows.enumerate() {
-            let at = i * chunk;
-            let target = out.as_mut_slice();
-            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
-            for (s, b) in sources.iter().zip(&bufs) {
-                chunks[*s] = Some(b.as_slice()[at..at + chunk].to_vec());
-            }
-            let Some(data) = self.solve(row, chunks) else {
-                return Ok(false);
-            };
-            let (p, q) = self.parity(&data);
-            let mine = match self.geo.role(row, m) {
-                Role::Data(d) => data.into_iter().nth(d),
-                Role::P => p,
-                Role::Q => q,
-            };
-            let Some(mine) = mine else {
-                return Ok(false);
-            };
-            target[at..at + chunk].copy_from_slice(&mine);
-        }
-        self.write_rebuilt(m, off, out.as_slice(), first)
+        };
+        let off = self.geo.member_offset(rows.start);
+        self.write_rebuilt(m, off, out.as_slice(), rows.start)
     }
 
     fn write_rebuilt(&mut self, m: usize, off: u64, buf: &[u8], row: u64) -> Result<bool> {
