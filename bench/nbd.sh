@@ -108,7 +108,7 @@ for s in "${servers[@]}"; do
   out=$WORK/verify-$s.json
   fio --output-format=json --output="$out" --name=verify --ioengine=nbd --uri="$(uri "$s")" \
     --rw=randwrite --bs=4k --iodepth="$FIO_DEPTH" --size="${FIO_VERIFY_MB}M" --verify=crc32c \
-    --do_verify=1 --verify_fatal=1 --end_fsync=1 >/dev/null \
+    --do_verify=1 --verify_fatal=1 --verify_state_save=0 --end_fsync=1 >/dev/null \
     || die "fio verify=crc32c against $s failed: $(jq -r '.jobs[0].error' "$out" 2>/dev/null)"
   [ "$(jq '.jobs[0].error' "$out")" = 0 ] || die "fio verify=crc32c against $s reported an error"
   printf '%s\tverified randwrite qd%s (%s MiB)\t%s\n' "$s" "$FIO_DEPTH" "$FIO_VERIFY_MB" \
