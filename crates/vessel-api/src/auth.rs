@@ -117,3 +117,11 @@ pub const CONFIG_KEYS: &[(&str, &str)] = &[(
 
 /// Header a remote client sends its token in (`Authorization: Bearer TOKEN`).
 pub const AUTHORIZATION_SCHEME: &str = "Bearer";
+
+/// The WebSocket subprotocol the daemon selects on its WebSocket endpoints. A browser, which
+/// cannot set an `Authorization` header on a WebSocket, offers it together with
+/// [`WS_TOKEN_PREFIX`] followed by its token.
+pub const WS_PROTOCOL: &str = "vessel.v1";
+
+/// Prefix of the subprotocol that carries a bearer token on a WebSocket request.
+pub const WS_TOKEN_PREFIX: &str = "vessel.token.";

@@ -46,6 +46,10 @@ pub enum Body {
     NdJson(&'static str),
     /// An upgraded connection carrying [`crate::stream`] frames.
     Upgrade,
+    /// A WebSocket (for browsers); what its messages carry is in the endpoint's summary.
+    /// Credentials may ride in the subprotocols: [`crate::WS_PROTOCOL`] and
+    /// `vessel.token.TOKEN`.
+    WebSocket,
 }
 
 /// One query parameter.
@@ -162,7 +166,7 @@ impl Endpoint {
         match self.request {
             Body::Bytes => None,
             Body::Json(_) | Body::JsonList(_) | Body::NdJson(_) => Some(MAX_JSON_BODY),
-            Body::None | Body::Text | Body::Upgrade => Some(MAX_EMPTY_BODY),
+            Body::None | Body::Text | Body::Upgrade | Body::WebSocket => Some(MAX_EMPTY_BODY),
         }
     }
 }
@@ -299,6 +303,54 @@ pub const ENDPOINTS: &[Endpoint] = &[
         role: Role::User,
         scope: Scope::Project,
         response: Body::Upgrade,
+    },
+    Endpoint {
+        id: "instance_history",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/history",
+        summary: "Recent cpu and memory use of an instance, sampled by the daemon (bounded; for graphs)",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
+        response: Body::Json("InstanceHistory"),
+    },
+    Endpoint {
+        id: "instance_exec_websocket",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/exec/websocket",
+        summary: "Exec over a WebSocket (browsers): the first message is the exec request's JSON, then binary messages of one stream frame each, both ways",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        role: Role::User,
+        scope: Scope::Project,
+        response: Body::WebSocket,
+    },
+    Endpoint {
+        id: "instance_console_websocket",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/console/websocket",
+        summary: "The console over a WebSocket (browsers): binary messages of one stream frame each, both ways",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        role: Role::User,
+        scope: Scope::Project,
+        response: Body::WebSocket,
+    },
+    Endpoint {
+        id: "instance_vnc_websocket",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/vnc/websocket",
+        summary: "A VM's display over a WebSocket (browsers, noVNC): binary messages of the raw VNC (RFB) stream",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        role: Role::User,
+        scope: Scope::Project,
+        response: Body::WebSocket,
     },
     Endpoint {
         id: "instance_vnc",
@@ -1366,6 +1418,30 @@ pub const ENDPOINTS: &[Endpoint] = &[
         role: Role::Viewer,
         scope: Scope::Project,
         response: Body::NdJson("Event"),
+    },
+    Endpoint {
+        id: "events_websocket",
+        method: Method::Get,
+        path: "/1.0/events/websocket",
+        summary: "Lifecycle and operation events over a WebSocket (browsers): one text message of an event's JSON each",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        role: Role::Viewer,
+        scope: Scope::Project,
+        response: Body::WebSocket,
+    },
+    Endpoint {
+        id: "metrics",
+        method: Method::Get,
+        path: "/1.0/metrics",
+        summary: "Metrics in the Prometheus text format: instances, projects, storage pools, the daemon's requests; the caller's projects only (every project for admins); cached for a few seconds",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Viewer,
+        scope: Scope::Server,
+        response: Body::Text,
     },
     Endpoint {
         id: "auth_self",

@@ -48,6 +48,8 @@ pub fn document() -> OpenApi {
         .schema_from::<Instance>()
         .schema_from::<InstanceIdmap>()
         .schema_from::<InstanceState>()
+        .schema_from::<InstanceHistory>()
+        .schema_from::<HistoryPoint>()
         .schema_from::<VmDetails>()
         .schema_from::<InstanceNic>()
         .schema_from::<InstanceVolume>()
@@ -169,7 +171,7 @@ fn schema_ref(name: &str) -> RefOr<Schema> {
 
 fn content_for(body: Body) -> Option<(&'static str, Option<RefOr<Schema>>)> {
     match body {
-        Body::None | Body::Upgrade => None,
+        Body::None | Body::Upgrade | Body::WebSocket => None,
         Body::Json(n) => Some(("application/json", Some(schema_ref(n)))),
         Body::JsonList(n) => Some((
             "application/json",
@@ -257,6 +259,7 @@ fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
     }
     let mut ok = ResponseBuilder::new().description(match e.response {
         Body::Upgrade => "Switching protocols to vessel-stream/1",
+        Body::WebSocket => "Switching protocols to a WebSocket",
         _ => "Success",
     });
     if let Some((mime, schema)) = content_for(e.response) {

@@ -389,6 +389,32 @@ pub struct InstanceState {
     pub oom_kills: u64,
     /// Processes and threads.
     pub pids: u64,
+    /// Bytes read from block devices by the instance's processes (its cgroup's count).
+    #[serde(default)]
+    pub disk_read_bytes: u64,
+    /// Bytes written to block devices by the instance's processes.
+    #[serde(default)]
+    pub disk_write_bytes: u64,
+}
+
+/// One sample of an instance's use, in `GET /1.0/instances/{name}/history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct HistoryPoint {
+    /// When, in seconds since the Unix epoch.
+    pub time: i64,
+    /// CPU time used since the instance started, seconds (cumulative: plot its rate).
+    pub cpu_seconds: f64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+}
+
+/// The recent use of one instance, kept by the daemon (bounded; lost at a restart).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct InstanceHistory {
+    /// Seconds between samples.
+    pub interval_seconds: u64,
+    /// Samples, oldest first.
+    pub points: Vec<HistoryPoint>,
 }
 
 /// A lifecycle action on `PUT /1.0/instances/{name}/state`.

@@ -99,6 +99,34 @@ pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Sums of bytes read and written over every device of a v1 `blkio.throttle.io_service_bytes`
+/// (`8:0 Read 4096` lines) or a v2 `io.stat` (`8:0 rbytes=4096 wbytes=0 ...` lines).
+pub(crate) fn io_bytes(text: &str) -> (u64, u64) {
+    let (mut read, mut written) = (0u64, 0u64);
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let Some(first) = parts.next() else { continue };
+        if !first.contains(':') {
+            continue;
+        }
+        let rest: Vec<&str> = parts.collect();
+        match rest.as_slice() {
+            ["Read", n] => read = read.saturating_add(parse_u64(n).unwrap_or(0)),
+            ["Write", n] => written = written.saturating_add(parse_u64(n).unwrap_or(0)),
+            fields => {
+                for f in fields {
+                    if let Some(n) = f.strip_prefix("rbytes=") {
+                        read = read.saturating_add(parse_u64(n).unwrap_or(0));
+                    } else if let Some(n) = f.strip_prefix("wbytes=") {
+                        written = written.saturating_add(parse_u64(n).unwrap_or(0));
+                    }
+                }
+            }
+        }
+    }
+    (read, written)
+}
+
 /// Writes `value` to a cgroup control file in a single `write(2)`. Errors are plain I/O errors.
 pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     write_raw(path, value).map_err(|e| io_err(path, "write", e))

@@ -56,6 +56,10 @@ pub struct CgroupStats {
     pub oom_kills: u64,
     /// Processes and threads.
     pub pids: u64,
+    /// Bytes read from block devices (v1 `blkio.throttle.io_service_bytes`, v2 `io.stat`).
+    pub io_read_bytes: u64,
+    /// Bytes written to block devices.
+    pub io_write_bytes: u64,
 }
 
 /// Errors of cgroup management.

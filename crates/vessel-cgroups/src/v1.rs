@@ -519,12 +519,19 @@ impl CgroupManager for V1Manager {
             }
             _ => 0,
         };
+        let (io_read_bytes, io_write_bytes) =
+            match file(Controller::Blkio, "blkio.throttle.io_service_bytes") {
+                Some(path) if path.exists() => fs::io_bytes(&fs::read(&path)?),
+                _ => (0, 0),
+            };
         Ok(CgroupStats {
             cpu_usage_ns: number(Controller::Cpuacct, "cpuacct.usage")?.unwrap_or(0),
             memory_usage_bytes: number(Controller::Memory, "memory.usage_in_bytes")?.unwrap_or(0),
             memory_peak_bytes: number(Controller::Memory, "memory.max_usage_in_bytes")?,
             oom_kills,
             pids: number(Controller::Pids, "pids.current")?.unwrap_or(0),
+            io_read_bytes,
+            io_write_bytes,
         })
     }
 

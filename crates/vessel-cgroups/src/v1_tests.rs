@@ -294,6 +294,11 @@ fn stats_read_v1_files() {
     )
     .unwrap();
     std::fs::write(f.base.join("pids/c/pids.current"), "3\n").unwrap();
+    std::fs::write(
+        f.base.join("blkio/c/blkio.throttle.io_service_bytes"),
+        "8:0 Read 4096\n8:0 Write 512\n8:0 Total 4608\n7:1 Read 100\nTotal 4708\n",
+    )
+    .unwrap();
     assert_eq!(
         m.stats().unwrap(),
         CgroupStats {
@@ -302,6 +307,8 @@ fn stats_read_v1_files() {
             memory_peak_bytes: Some(8192),
             oom_kills: 2,
             pids: 3,
+            io_read_bytes: 4196,
+            io_write_bytes: 512,
         }
     );
     std::fs::write(f.base.join("pids/c/cgroup.procs"), "5\n").unwrap();

@@ -436,12 +436,20 @@ impl CgroupManager for V2Manager {
             }
             Ok(fs::keyed_value(&fs::read(&path)?, key).unwrap_or(0))
         };
+        let io = self.file("io.stat");
+        let (io_read_bytes, io_write_bytes) = if io.exists() {
+            fs::io_bytes(&fs::read(&io)?)
+        } else {
+            (0, 0)
+        };
         Ok(CgroupStats {
             cpu_usage_ns: keyed("cpu.stat", "usage_usec")?.saturating_mul(1000),
             memory_usage_bytes: fs::read_u64_opt(&self.file("memory.current"))?.unwrap_or(0),
             memory_peak_bytes: fs::read_u64_opt(&self.file("memory.peak"))?,
             oom_kills: keyed("memory.events", "oom_kill")?,
             pids: fs::read_u64_opt(&self.file("pids.current"))?.unwrap_or(0),
+            io_read_bytes,
+            io_write_bytes,
         })
     }
 

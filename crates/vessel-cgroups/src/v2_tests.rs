@@ -348,6 +348,11 @@ fn stats_pids_and_freezer_state_are_read() {
     std::fs::write(d.join("memory.peak"), "8192\n").unwrap();
     std::fs::write(d.join("memory.events"), "low 0\noom 2\noom_kill 3\n").unwrap();
     std::fs::write(d.join("pids.current"), "7\n").unwrap();
+    std::fs::write(
+        d.join("io.stat"),
+        "8:0 rbytes=1000 wbytes=24 rios=3 wios=1 dbytes=0 dios=0\n7:2 rbytes=5 wbytes=0\n",
+    )
+    .unwrap();
     assert_eq!(
         m.stats().unwrap(),
         CgroupStats {
@@ -356,6 +361,8 @@ fn stats_pids_and_freezer_state_are_read() {
             memory_peak_bytes: Some(8192),
             oom_kills: 3,
             pids: 7,
+            io_read_bytes: 1005,
+            io_write_bytes: 24,
         }
     );
     std::fs::remove_file(d.join("memory.peak")).unwrap();

@@ -209,8 +209,15 @@ impl Daemon {
                 vm_accelerator_reason: None,
             },
         };
+        let metrics = crate::metrics::MetricsService::new(crate::metrics::collect::Sources {
+            instances: instances.clone(),
+            networks: networks.clone(),
+            storage: storage.clone(),
+            projects: projects.clone(),
+        });
         Self {
             app: api::App {
+                metrics,
                 instances,
                 images,
                 storage,
@@ -312,6 +319,8 @@ impl Daemon {
         {
             let instances = self.app.instances.clone();
             tokio::spawn(async move { instances.snapshot_schedule().await });
+            let metrics = self.app.metrics.clone();
+            tokio::spawn(async move { metrics.sample_history().await });
         }
         let root = std::path::PathBuf::from(&self.app.info.root_dir);
         if let Some(boot) = crate::instance::autostart::host_booted(&root) {

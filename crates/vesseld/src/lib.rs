@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod image;
 mod instance;
+mod metrics;
 mod name;
 mod network;
 mod operations;

@@ -23,10 +23,15 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
     let Some(peer) = req.extensions().get::<Peer>().cloned() else {
         return error_response(StatusCode::UNAUTHORIZED, "no connection information".into());
     };
+    // A browser's WebSocket cannot carry an Authorization header: its token rides in a
+    // subprotocol instead.
+    let ws_bearer = ws_token(req.headers())
+        .map(|t| format!("{} {t}", vessel_api::AUTHORIZATION_SCHEME).into_bytes());
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
+        .map(|v| v.as_bytes())
+        .or(ws_bearer.as_deref());
     let caller = match app.auth.authenticate(&peer, authorization) {
         Ok(c) => c,
         Err(Denied::Unauthenticated(m)) => {
@@ -79,7 +84,10 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
     };
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(scope);
+    let started = std::time::Instant::now();
     let r = next.run(req).await;
+    app.metrics
+        .observe_request(e.id, r.status().as_u16(), started.elapsed());
     if let Some(target) = audited {
         app.audit
             .record(&in_scope, e.id, target, r.status().as_u16());
@@ -110,6 +118,18 @@ fn project_of(
         return Err(crate::project::not_found(&project));
     }
     Ok(ProjectScope(project))
+}
+
+/// The token of a `vessel.token.TOKEN` WebSocket subprotocol, if one is offered.
+fn ws_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(vessel_api::WS_TOKEN_PREFIX))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 fn req_target(req: &Request) -> &str {

@@ -9,13 +9,16 @@ mod guard;
 mod handlers;
 pub mod https;
 pub mod listener;
+mod metrics;
 mod network;
 mod profiles;
 mod projects;
 pub mod scope;
 mod snapshots;
 mod storage;
+mod ui;
 mod upgrade;
+mod websocket;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -63,6 +66,8 @@ pub struct App {
     pub profiles: crate::profile::ProfileService,
     /// Backup stores.
     pub backups: crate::backup::BackupService,
+    /// Metrics and the instances' history.
+    pub metrics: crate::metrics::MetricsService,
 }
 
 /// Marker in the body of the router's own 404, told apart from a handler's "not found".
@@ -192,6 +197,12 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "operation_cancel" => on(f, h::operation_cancel),
         "operation_wait" => on(f, h::operation_wait),
         "events" => on(f, h::events),
+        "events_websocket" => on(f, websocket::events),
+        "metrics" => on(f, metrics::metrics),
+        "instance_history" => on(f, metrics::history),
+        "instance_exec_websocket" => on(f, websocket::exec),
+        "instance_console_websocket" => on(f, websocket::console),
+        "instance_vnc_websocket" => on(f, websocket::vnc),
         "networks_list" => on(f, network::networks_list),
         "networks_create" => on(f, network::networks_create),
         "network_get" => on(f, network::network_get),
@@ -282,24 +293,25 @@ pub fn router(app: App) -> Router {
         }));
         r = r.route(e.path, route);
     }
-    r.fallback(|| async {
-        error_response(
-            StatusCode::NOT_FOUND,
-            format!("{NO_ROUTE}; see the OpenAPI document"),
-        )
-    })
-    .method_not_allowed_fallback(|req: Request| async move {
-        error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!(
-                "{} is not allowed on {}; see the OpenAPI document",
-                req.method(),
-                req.uri().path()
-            ),
-        )
-    })
-    .layer(DefaultBodyLimit::max(vessel_api::endpoints::MAX_EMPTY_BODY))
-    .with_state(app)
+    r.merge(ui::routes())
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                format!("{NO_ROUTE}; see the OpenAPI document"),
+            )
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is not allowed on {}; see the OpenAPI document",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+        })
+        .layer(DefaultBodyLimit::max(vessel_api::endpoints::MAX_EMPTY_BODY))
+        .with_state(app)
 }
 
 #[cfg(test)]

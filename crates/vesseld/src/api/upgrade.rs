@@ -38,7 +38,7 @@ fn check_upgrade_to(req: &Request, protocol: &'static str) -> Result<()> {
 
 /// Runs a stream's work until it ends or its caller's identity is revoked or expires; then
 /// the work is dropped, and with it the client's connection.
-fn spawn_guarded(
+pub(super) fn spawn_guarded(
     app: &App,
     caller: Caller,
     work: impl std::future::Future<Output = ()> + Send + 'static,
@@ -65,6 +65,14 @@ fn switching_to(protocol: &'static str) -> Response {
     r
 }
 
+/// The display socket of a VM, connected before the client's connection is upgraded.
+pub(super) async fn vnc_display(app: &App, name: &str) -> Result<tokio::net::UnixStream> {
+    let socket = app.instances.vnc_socket(name)?;
+    tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| Error::internal(format!("cannot reach the display of {name}: {e}")))
+}
+
 pub async fn vnc(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -74,13 +82,7 @@ pub async fn vnc(
 ) -> Result<Response> {
     let name = scope.q(&name)?;
     check_upgrade_to(&req, RAW_PROTOCOL)?;
-    let socket = app
-        .instances
-        .vnc_socket(&name)
-        .map_err(|e| scope.error(e))?;
-    let mut display = tokio::net::UnixStream::connect(&socket)
-        .await
-        .map_err(|e| Error::internal(format!("cannot reach the display of {name}: {e}")))?;
+    let mut display = vnc_display(&app, &name).await.map_err(|e| scope.error(e))?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     spawn_guarded(&app, caller, async move {
         match on_upgrade.await {
@@ -121,6 +123,50 @@ pub async fn exec(
     Ok(switching())
 }
 
+/// A console attach, made before the client's connection is upgraded (so that a refusal is
+/// an HTTP answer), then run over whatever the client's connection is.
+pub(super) enum ConsoleAttach {
+    /// A container's monitor, speaking frames.
+    Framed(tokio::net::UnixStream),
+    /// A VM's serial port, raw; `held` is QEMU's one console connection.
+    Raw {
+        held: tokio::sync::OwnedMutexGuard<()>,
+        target: tokio::net::UnixStream,
+        slot: ConsoleSlot,
+    },
+}
+
+impl ConsoleAttach {
+    /// Attaches to the console of `name` (qualified).
+    pub(super) async fn open(app: &App, name: &str) -> Result<Self> {
+        Ok(match app.instances.console_target(name)? {
+            ConsoleTarget::Framed(socket) => Self::Framed(connect_console(name, &socket).await?),
+            ConsoleTarget::Raw(socket, slot) => {
+                // QEMU serves one console client: the attach before this one lets go of it.
+                let held = take_console(name, &slot).await?;
+                let target = connect_console(name, &socket).await?;
+                Self::Raw { held, target, slot }
+            }
+        })
+    }
+
+    /// Carries the console to and from `client` (frames both ways) until either ends.
+    pub(super) async fn run<C>(self, mut client: C)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            Self::Framed(mut target) => {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+            }
+            Self::Raw { held, target, slot } => {
+                let _held = held;
+                raw_console(client, target, &slot.kick).await;
+            }
+        }
+    }
+}
+
 pub async fn console(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -131,33 +177,14 @@ pub async fn console(
     let name = scope.q(&name)?;
     check_upgrade(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    match app
-        .instances
-        .console_target(&name)
-        .map_err(|e| scope.error(e))?
-    {
-        ConsoleTarget::Framed(socket) => {
-            let mut target = connect_console(&name, &socket).await?;
-            spawn_guarded(&app, caller, async move {
-                let Some(mut client) = upgraded(on_upgrade, &name).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
-            });
+    let attach = ConsoleAttach::open(&app, &name)
+        .await
+        .map_err(|e| scope.error(e))?;
+    spawn_guarded(&app, caller, async move {
+        if let Some(client) = upgraded(on_upgrade, &name).await {
+            attach.run(client).await;
         }
-        ConsoleTarget::Raw(socket, slot) => {
-            // QEMU serves one console client: the attach before this one lets go of it.
-            let held = take_console(&name, &slot).await?;
-            let target = connect_console(&name, &socket).await?;
-            spawn_guarded(&app, caller, async move {
-                let _held = held;
-                let Some(client) = upgraded(on_upgrade, &name).await else {
-                    return;
-                };
-                raw_console(client, target, &slot.kick).await;
-            });
-        }
-    }
+    });
     Ok(switching())
 }
 

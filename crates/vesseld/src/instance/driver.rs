@@ -620,6 +620,8 @@ impl ContainerDriver {
             memory_peak_bytes: stats.memory_peak_bytes,
             oom_kills: stats.oom_kills,
             pids: stats.pids,
+            disk_read_bytes: stats.io_read_bytes,
+            disk_write_bytes: stats.io_write_bytes,
         })
     }
 

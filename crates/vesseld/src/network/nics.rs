@@ -376,6 +376,20 @@ impl NetworkService {
         Ok(out)
     }
 
+    /// Every instance's NICs as (interface inside, host end), by instance: where the traffic
+    /// counters of each NIC are read (the host end of a veth or a VM's tap).
+    pub fn host_ends(&self) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+        let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for rec in self.records()? {
+            for l in rec.leases {
+                out.entry(l.instance)
+                    .or_default()
+                    .push((l.interface, l.host_interface));
+            }
+        }
+        Ok(out)
+    }
+
     /// The DNS server and search domain of an instance: its first NIC with a gateway's.
     pub fn instance_dns(&self, instance: &str) -> Result<Option<(Ipv4Addr, String)>> {
         let mut first: Option<(u32, Ipv4Addr, String)> = None;

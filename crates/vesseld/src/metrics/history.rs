@@ -1,0 +1,92 @@
+//! A bounded history of each instance's cpu time and memory: what the dashboard's graphs and
+//! the consolidation planner read. One point per sample per instance, the oldest dropped past
+//! [`POINTS`]; an instance that is gone loses its history at the next sample.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use vessel_api::HistoryPoint;
+
+/// Points kept per instance: an hour at one sample every [`super::SAMPLE_EVERY`].
+pub const POINTS: usize = 360;
+
+/// Every instance's recent points, by qualified name.
+#[derive(Default)]
+pub struct History {
+    rings: Mutex<BTreeMap<String, VecDeque<HistoryPoint>>>,
+}
+
+impl History {
+    /// Adds one sample of every instance in `samples` (qualified name, point); instances not
+    /// in it lose their history.
+    pub fn record(&self, samples: impl IntoIterator<Item = (String, HistoryPoint)>) {
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, point) in samples {
+            let ring = rings.entry(name.clone()).or_default();
+            // A sample at the same second as the last (two scrapes at once) replaces it.
+            if ring.back().is_some_and(|last| last.time >= point.time) {
+                ring.pop_back();
+            }
+            if ring.len() == POINTS {
+                ring.pop_front();
+            }
+            ring.push_back(point);
+            seen.insert(name);
+        }
+        rings.retain(|name, _| seen.contains(name));
+    }
+
+    /// The points of one instance, oldest first.
+    pub fn of(&self, name: &str) -> Vec<HistoryPoint> {
+        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings
+            .get(name)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Points held in all, for the bound's test.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.values().map(VecDeque::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(time: i64, cpu: f64) -> HistoryPoint {
+        HistoryPoint {
+            time,
+            cpu_seconds: cpu,
+            memory_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn bounded_and_forgets_deleted_instances() {
+        let h = History::default();
+        for t in 0..(POINTS as i64 + 50) {
+            h.record([("a".to_string(), p(t, t as f64)), ("b".into(), p(t, 0.0))]);
+        }
+        let a = h.of("a");
+        assert_eq!(a.len(), POINTS);
+        assert_eq!(a.first().unwrap().time, 50, "the oldest points are dropped");
+        assert_eq!(a.last().unwrap().time, POINTS as i64 + 49);
+        assert_eq!(h.len(), 2 * POINTS);
+        h.record([("a".to_string(), p(10_000, 1.0))]);
+        assert!(h.of("b").is_empty(), "a deleted instance's history goes");
+        assert_eq!(h.len(), POINTS);
+    }
+
+    #[test]
+    fn a_second_sample_in_the_same_second_replaces_the_first() {
+        let h = History::default();
+        h.record([("a".to_string(), p(5, 1.0))]);
+        h.record([("a".to_string(), p(5, 2.0))]);
+        assert_eq!(h.of("a"), vec![p(5, 2.0)]);
+    }
+}
