@@ -38,6 +38,16 @@ install_packages() {
   [ -z "${missing// /}" ] || die "still not installed after two apt-get runs: $missing"
 }
 
+# Node.js and npm build the dashboard (ui/build.sh) and run its browser test. A machine that
+# has them (any recent Node.js) keeps its own; one without gets Debian's.
+require_node() {
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    step "installing Debian's nodejs and npm (for the dashboard)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null \
+      || die "apt-get install nodejs npm failed"
+  fi
+}
+
 require_cargo() {
   if ! command -v cargo >/dev/null; then
     for d in "$HOME/.cargo/bin" /root/.cargo/bin; do

@@ -5,10 +5,13 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/scripts/lib.sh"
 require_root
 install_packages
+require_node
 require_cargo
 
-step "building Vessel (release)"
+step "building the dashboard (npm packages pinned in ui/package-lock.json)"
 cd "$REPO"
+./ui/build.sh
+step "building Vessel (release)"
 cargo build --release --locked --workspace
 install -m 0755 target/release/vessel target/release/vesseld target/release/vessel-monitor \
   target/release/vessel-runc target/release/vessel-nbd target/release/vessel-nfs /usr/local/bin/

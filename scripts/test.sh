@@ -4,9 +4,12 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/scripts/lib.sh"
 require_root
 install_packages
+require_node
 require_cargo
 cd "$REPO"
 
+step "dashboard: ui/build.sh (npm ci, then ui/dist, embedded by the daemon's build)"
+./ui/build.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"

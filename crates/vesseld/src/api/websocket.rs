@@ -40,33 +40,42 @@ fn websocket(ws: Upgrade) -> Result<WebSocketUpgrade> {
 
 /// Carries `socket` to a byte stream: the returned end reads what the browser sends and
 /// writes what it receives. With `framed`, what the session writes is cut into one message
-/// per frame. The WebSocket closes when the session's end is dropped or shut down.
+/// per frame. A browser cannot half-close a WebSocket: when it closes (or goes away), the
+/// session reads the end of its input and the WebSocket is closed at once (a Close answered
+/// by a Close), without waiting for the session's output to end; when the session ends its
+/// output, the WebSocket is closed too.
 fn bridge(socket: WebSocket, framed: bool) -> DuplexStream {
     let (session, theirs) = tokio::io::duplex(PIPE);
     let (mut rd, mut wr) = tokio::io::split(theirs);
     let (mut sink, mut stream) = socket.split();
+    let (gone, mut left) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             let bytes = match msg {
                 Message::Binary(b) => b,
                 Message::Text(t) => t.as_bytes().to_vec().into(),
-                Message::Close(_) => break,
-                Message::Ping(_) | Message::Pong(_) => continue,
+                // Reading on after a Close sends the answering Close (the library queues it
+                // and writes it at the next read), then ends the stream.
+                Message::Close(_) | Message::Ping(_) | Message::Pong(_) => continue,
             };
             if wr.write_all(&bytes).await.is_err() {
                 break;
             }
         }
-        // The browser left: the session reads the end of its input.
+        // The session reads the end of its input (an exec's terminal hangs up).
         let _ = wr.shutdown().await;
+        drop(gone);
     });
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 << 10];
         let mut pending: Vec<u8> = Vec::new();
         loop {
-            let n = match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = tokio::select! {
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                _ = &mut left => break,
             };
             let mut out = Vec::new();
             if framed {
@@ -133,8 +142,9 @@ pub async fn events(
                         break;
                     }
                 }
+                // After a Close, the next read sends the answering Close and ends the stream.
                 msg = incoming.next() => match msg {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    None | Some(Err(_)) => break,
                     _ => {}
                 },
             }

@@ -390,7 +390,7 @@ where
             let input = tokio::spawn(async move {
                 while let Ok(Some((kind, p))) = read_frame(&mut rd).await {
                     match kind {
-                        FrameKind::Stdin if pty_write(&master, &p).await.is_err() => break,
+                        FrameKind::Stdin if pty_write(&master, &p).await.is_err() => return false,
                         FrameKind::Stdin => {}
                         FrameKind::Resize => {
                             if let Some((c, r)) = stream::parse_resize(&p) {
@@ -405,11 +405,13 @@ where
                         _ => {}
                     }
                 }
+                // The client went away with the session running (a closed browser tab, a
+                // dropped connection): its terminal is hung up (below).
+                true
             });
             let mut tasks: Vec<_> = runtime_errors.into_iter().collect();
             tasks.push(output);
-            tasks.push(input);
-            tasks
+            (tasks, input)
         }
         ExecIo::Pipes {
             mut stdin,
@@ -443,14 +445,14 @@ where
                         _ => {}
                     }
                 }
+                // Without a terminal, a client that leaves closes the input only.
+                false
             });
-            vec![o, e, input]
+            (vec![o, e], input)
         }
     };
     drop(out_tx);
-    // The last task is the input side, the others carry output.
-    let mut output_tasks = readers;
-    let input_task = output_tasks.pop();
+    let (output_tasks, mut input_task) = readers;
     let writer = tokio::spawn(async move {
         // The start of the error output: where the runtime says it could not run the command.
         let mut first_err = Vec::new();
@@ -464,16 +466,27 @@ where
         }
         (wr, first_err)
     });
-    let status = child.wait().await;
+    let status = tokio::select! {
+        s = child.wait() => s,
+        left = &mut input_task => {
+            if matches!(left, Ok(true)) {
+                // Not reaped yet, so the pid is still the child's: SIGHUP, which vessel-runc
+                // forwards to the process on the terminal.
+                if let Some(pid) = child.id() {
+                    // SAFETY: kill takes plain integers.
+                    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+                }
+            }
+            child.wait().await
+        }
+    };
     for mut t in output_tasks {
         // Output still buffered in the pipe or terminal is delivered before the exit code;
         // a terminal whose slave a background process still holds is not waited for long.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await;
         t.abort();
     }
-    if let Some(t) = input_task {
-        t.abort();
-    }
+    input_task.abort();
     let code = match status {
         Ok(s) => s.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;

@@ -1,0 +1,382 @@
+//! The dashboard: its WebSockets (exec, console, events, a VM's display) driven by a real
+//! WebSocket client, the credentials a browser sends in a subprotocol, and the dashboard
+//! itself driven by Debian's chromium through playwright-core (`ui/tests/dashboard.mjs`).
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tungstenite::{Message, WebSocket};
+use vessel_api::stream::{encode, parse_header, parse_i32, FrameKind};
+
+fn token(d: &Daemon, name: &str, project: &str, role: &str) -> String {
+    let out = d.ok(&[
+        "auth",
+        "token",
+        "create",
+        name,
+        "--project",
+        project,
+        "--role",
+        role,
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// A WebSocket to `path` over the daemon's unix socket (host root), offering `vessel.v1`.
+fn ws(d: &Daemon, path: &str) -> WebSocket<UnixStream> {
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("ws://vessel{path}").into_client_request().unwrap();
+    req.headers_mut()
+        .insert(SEC_WEBSOCKET_PROTOCOL, "vessel.v1".parse().unwrap());
+    let (ws, resp) = tungstenite::client(req, s).expect("WebSocket handshake");
+    assert_eq!(
+        resp.headers().get(SEC_WEBSOCKET_PROTOCOL).unwrap(),
+        "vessel.v1"
+    );
+    ws
+}
+
+/// One frame of a binary message (each message holds exactly one).
+fn frame(m: &Message) -> (FrameKind, Vec<u8>) {
+    let Message::Binary(b) = m else {
+        panic!("not a binary message: {m:?}")
+    };
+    let head: [u8; 5] = b[..5].try_into().unwrap();
+    let (kind, len) = parse_header(&head).unwrap();
+    assert_eq!(b.len(), 5 + len, "one whole frame per message");
+    (kind, b[5..].to_vec())
+}
+
+#[test]
+fn websockets_carry_exec_console_and_events() {
+    let d = Daemon::start();
+    d.busybox();
+    let mut events = ws(&d, "/1.0/events/websocket");
+    d.ok(&["launch", "busybox", "w1"]);
+
+    // Events: text messages of one event each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Message::Text(t) = events.read().expect("an event") else {
+            continue;
+        };
+        let ev: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        if ev["action"] == "instance-started" {
+            assert_eq!(ev["source"], "/1.0/instances/w1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no instance-started event");
+    }
+    drop(events);
+
+    // Exec: the request first, then frames; output, then the exit code.
+    let mut ex = ws(&d, "/1.0/instances/w1/exec/websocket");
+    ex.send(Message::text(
+        r#"{"command":["sh","-c","read x; echo got-$x; echo err >&2; exit 3"]}"#,
+    ))
+    .unwrap();
+    ex.send(Message::binary(encode(FrameKind::Stdin, b"42\n")))
+        .unwrap();
+    let (mut out, mut err, mut code) = (String::new(), String::new(), None);
+    while code.is_none() {
+        let (kind, p) = frame(&ex.read().expect("exec frames until the exit"));
+        match kind {
+            FrameKind::Stdout => out.push_str(&String::from_utf8_lossy(&p)),
+            FrameKind::Stderr => err.push_str(&String::from_utf8_lossy(&p)),
+            FrameKind::Exit => code = parse_i32(&p),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        (out.as_str(), err.as_str(), code),
+        ("got-42\n", "err\n", Some(3))
+    );
+
+    // An exec that cannot start says why in an Error frame.
+    let mut bad = ws(&d, "/1.0/instances/w1/exec/websocket");
+    bad.send(Message::text(r#"{"command":[]}"#)).unwrap();
+    let (kind, p) = frame(&bad.read().unwrap());
+    assert_eq!(kind, FrameKind::Error, "{}", String::from_utf8_lossy(&p));
+
+    // A terminal: resize, then the size is what the shell sees.
+    let mut tty = ws(&d, "/1.0/instances/w1/exec/websocket");
+    tty.send(Message::text(
+        r#"{"command":["sh"],"tty":true,"width":80,"height":24}"#,
+    ))
+    .unwrap();
+    tty.send(Message::binary(encode(
+        FrameKind::Resize,
+        &vessel_api::stream::resize_payload(101, 33),
+    )))
+    .unwrap();
+    tty.send(Message::binary(encode(
+        FrameKind::Stdin,
+        b"stty size; exit 0\n",
+    )))
+    .unwrap();
+    let mut seen = String::new();
+    loop {
+        let (kind, p) = frame(&tty.read().expect("terminal output"));
+        match kind {
+            FrameKind::Stdout => seen.push_str(&String::from_utf8_lossy(&p)),
+            FrameKind::Exit => break,
+            _ => {}
+        }
+    }
+    assert!(seen.contains("33 101"), "{seen:?}");
+
+    // A browser that closes its terminal: the close is answered at once and the process on
+    // the terminal is hung up (a shell left behind would live on).
+    let mut hup = ws(&d, "/1.0/instances/w1/exec/websocket");
+    hup.send(Message::text(r#"{"command":["sleep","1234"],"tty":true}"#))
+        .unwrap();
+    let sleeping = || d.sh("w1", "ps").1.contains("sleep 1234");
+    d.wait_for("the exec's process", Duration::from_secs(10), sleeping);
+    hup.close(None).unwrap();
+    let t0 = Instant::now();
+    loop {
+        match hup.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("the close was not answered: {e}"),
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    d.wait_for("the hang-up", Duration::from_secs(10), || !sleeping());
+
+    // The console: what is typed reaches the init's terminal.
+    let mut con = ws(&d, "/1.0/instances/w1/console/websocket");
+    con.send(Message::binary(encode(
+        FrameKind::Stdin,
+        b"echo console-$((6*7))\n",
+    )))
+    .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("console-42") {
+        let (kind, p) = frame(&con.read().expect("console output"));
+        if kind == FrameKind::Stdout {
+            seen.push_str(&String::from_utf8_lossy(&p));
+        }
+    }
+
+    // Not a WebSocket, or no such instance: plain HTTP answers.
+    let (code, body) = common::http(
+        &d.socket,
+        "GET",
+        "/1.0/instances/w1/console/websocket",
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("WebSocket"), "{body}");
+    let (code, body) = common::http(&d.socket, "GET", "/1.0/instances/nope/exec/websocket", None);
+    assert_eq!(code, 404, "{body}");
+}
+
+/// The head of a WebSocket handshake over HTTPS sent by curl, as a browser sends it:
+/// (status, the subprotocol selected).
+fn handshake(d: &Daemon, port: u16, path: &str, protocols: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "3",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "--http1.1",
+        ])
+        .arg("--cacert")
+        .arg(d.root().join("server.crt"))
+        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+        .args(["-H", "Sec-WebSocket-Version: 13"])
+        .args(["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
+        .arg("-H")
+        .arg(format!("Sec-WebSocket-Protocol: {protocols}"))
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let proto = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("sec-websocket-protocol")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, proto)
+}
+
+#[test]
+fn a_browsers_token_rides_in_a_websocket_subprotocol() {
+    let (d, port) = Daemon::start_https();
+    d.busybox();
+    d.ok(&["project", "create", "beta", "-c", "features.images=false"]);
+    d.ok(&["launch", "busybox", "s1"]);
+    d.ok(&["launch", "busybox", "theirs", "--project", "beta"]);
+    let user = token(&d, "u", "default", "user");
+    let viewer = token(&d, "v", "default", "viewer");
+    let with = |t: &str| format!("vessel.v1, vessel.token.{t}");
+    let path = "/1.0/instances/s1/console/websocket";
+    assert_eq!(
+        handshake(&d, port, path, &with(&user)),
+        (101, "vessel.v1".into())
+    );
+    assert_eq!(handshake(&d, port, path, &with("vessel_00")).0, 401);
+    assert_eq!(handshake(&d, port, path, "vessel.v1").0, 401);
+    assert_eq!(
+        handshake(&d, port, path, &with(&viewer)).0,
+        403,
+        "a viewer has no console"
+    );
+    assert_eq!(
+        handshake(&d, port, "/1.0/events/websocket", &with(&viewer)),
+        (101, "vessel.v1".into())
+    );
+    // Another project's instance is not found, as any unknown one.
+    let theirs = "/1.0/instances/theirs/console/websocket";
+    assert_eq!(handshake(&d, port, theirs, &with(&user)).0, 404);
+    // Nothing was changed on the server by the refusals: the instance still runs, alone.
+    assert_eq!(d.info("s1")["status"], "running");
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where the screenshots stay after the test, for a person to look at.
+fn artifacts() -> PathBuf {
+    let dir = repo().join("target/dashboard-artifacts");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_browser_drives_the_dashboard() {
+    let ui = repo().join("ui");
+    let test = ui.join("tests/dashboard.mjs");
+    for (need, what) in [
+        (
+            ui.join("node_modules/playwright-core"),
+            "run ui/build.sh (npm ci in ui/)",
+        ),
+        (
+            PathBuf::from("/usr/bin/chromium"),
+            "install Debian's chromium",
+        ),
+        (test.clone(), "the browser test"),
+    ] {
+        assert!(need.exists(), "{} missing: {what}", need.display());
+    }
+    let (d, port) = Daemon::start_https();
+    let url = format!("https://127.0.0.1:{port}");
+    let page = Command::new("curl")
+        .args(["-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{url}/ui/"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout),
+        "200",
+        "the dashboard is not built into vesseld: run ui/build.sh, then cargo build"
+    );
+    d.busybox();
+    // A full-profile VM whose firmware finds nothing to boot: its screen says so.
+    let disk = d.dir.join("blank.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("16M")
+        .output()
+        .expect("qemu-img from qemu-utils");
+    assert!(out.status.success());
+    d.ok(&[
+        "image",
+        "import",
+        disk.to_str().unwrap(),
+        "--alias",
+        "blank",
+    ]);
+    d.ok(&["launch", "blank", "f1", "--vm"]);
+    assert_eq!(d.info("f1")["vm"]["vnc"], true);
+    // The display over a WebSocket greets as a VNC server.
+    {
+        let mut w = ws(&d, "/1.0/instances/f1/vnc/websocket");
+        let Message::Binary(b) = w.read().expect("the RFB greeting") else {
+            panic!("not binary")
+        };
+        assert!(b.starts_with(b"RFB "), "{b:?}");
+    }
+    d.ok(&["project", "create", "other", "-c", "features.images=false"]);
+    d.ok(&["launch", "busybox", "o1", "--project", "other"]);
+    // The admin works in `default`; the viewer too.
+    let admin = token(&d, "ui-admin", "default", "admin");
+    let viewer = token(&d, "ui-viewer", "default", "viewer");
+    // What the refused inputs (a wrong token, an expired one, another project's console)
+    // must leave as it is.
+    let others = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["list", "--project", "other", "--format", "json"]))
+                .unwrap();
+        let names: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["name"].to_string(), i["status"].to_string()))
+            .collect();
+        (names, d.info("f1")["status"].to_string())
+    };
+    let before = others();
+    let art = artifacts();
+    let child = Command::new("node")
+        .arg(&test)
+        .current_dir(&ui)
+        .env("VESSEL_URL", &url)
+        .env("VESSEL_ADMIN_TOKEN", &admin)
+        .env("VESSEL_VIEWER_TOKEN", &viewer)
+        .env("VESSEL_IMAGE", "busybox")
+        .env("VESSEL_VM", "f1")
+        .env("VESSEL_OTHER_INSTANCE", "o1")
+        .env("VESSEL_ARTIFACTS", &art)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node (the machine's Node.js)");
+    let (out, killed) = common::wait_bounded(child, Duration::from_secs(600));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!killed, "the browser test hung:\n{text}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{text}\n{}",
+        common::tail(&d.log(), 40)
+    );
+    let shots = std::fs::read_dir(&art).unwrap().count();
+    assert!(shots >= 10, "{shots} screenshots in {}", art.display());
+    // The dashboard deleted what it made, and changed nothing else.
+    assert!(d.fails(&["info", "ui-c1"]).contains("not found"));
+    assert_eq!(others(), before);
+}

@@ -1,0 +1,241 @@
+// Storage: pools (with raid health), one pool, volumes, exports.
+
+import { h, clear, append, fmtBytes, fmtTime, badge, table, usageBar, progressBar, confirmDialog, openDialog, field, parseSize } from '../dom.js';
+import { api, can, isAdmin, enc } from '../api.js';
+import { track } from '../activity.js';
+
+const poolState = (s) => badge(s, s === 'online' ? 'ok' : s === 'degraded' ? 'warn' : 'error');
+
+export function renderPools(el, _p, ctx) {
+  const list = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  clear(el, h('div', { class: 'page-head' }, h('h1', null, 'Storage pools')), list);
+  let disposed = false;
+  async function load() {
+    try {
+      const pools = await api('GET', '/1.0/storage/pools');
+      if (disposed) return;
+      clear(list, table([
+        { label: 'Name', cell: (p) => h('a', { href: `#/storage/${enc(p.name)}` }, p.name) },
+        { label: 'Driver', cell: (p) => p.driver + (p.level ? ` (${p.level})` : '') },
+        { label: 'Status', cell: (p) => h('span', { title: p.error || '' }, poolState(p.status)) },
+        { label: 'Used', cell: (p) => usageBar(p.used_bytes, p.size_bytes, fmtBytes) },
+        { label: 'Sources', cell: (p) => h('span', { class: 'mono small' }, (p.sources || []).join(', ')) },
+        { label: 'Description', cell: (p) => p.description || '—' },
+      ], pools, { empty: 'No storage pools.' }));
+    } catch (e) {
+      if (!disposed) ctx.report(e);
+    }
+  }
+  load();
+  const t = setInterval(load, 10000);
+  return () => {
+    disposed = true;
+    clearInterval(t);
+  };
+}
+
+export function renderPool(el, params, ctx) {
+  const name = params[0];
+  const info = h('div');
+  const health = h('div');
+  const vols = h('div');
+  const err = h('div', { class: 'page-error', role: 'alert', hidden: true });
+  const scrub = isAdmin() ? h('button', { type: 'button', class: 'btn', testid: 'pool-scrub', onclick: doScrub }, 'Scrub') : null;
+  clear(el,
+    h('p', { class: 'crumbs' }, h('a', { href: '#/storage' }, 'Storage pools'), ' / '),
+    h('div', { class: 'page-head' }, h('h1', null, name), h('div', { class: 'actions' }, scrub)),
+    err, info, health, h('h2', null, 'Volumes'), vols);
+  let disposed = false;
+
+  async function doScrub() {
+    try {
+      await track(`Scrubbing ${name}`, api('POST', `/1.0/storage/pools/${enc(name)}/repair`, { body: { action: 'scrub' } }));
+    } catch (e) {
+      ctx.report(e);
+    }
+    load();
+  }
+
+  async function load() {
+    try {
+      const [p, st] = await Promise.all([
+        api('GET', `/1.0/storage/pools/${enc(name)}`),
+        api('GET', `/1.0/storage/pools/${enc(name)}/status`).catch((e) => {
+          if (e.handled) throw e;
+          return null;
+        }),
+      ]);
+      if (disposed) return;
+      clear(info, h('dl', { class: 'kv' },
+        h('dt', null, 'Driver'), h('dd', null, p.driver + (p.level ? ` (${p.level})` : '')),
+        h('dt', null, 'Status'), h('dd', null, poolState(p.status), p.error ? h('span', { class: 'text-error' }, ' ' + p.error) : null),
+        h('dt', null, 'Capacity'), h('dd', null, usageBar(p.used_bytes, p.size_bytes, fmtBytes)),
+        h('dt', null, 'Sources'), h('dd', { class: 'mono small' }, (p.sources || []).join(', ')),
+        h('dt', null, 'Created'), h('dd', null, fmtTime(p.created_at))));
+      if (st) {
+        const sc = st.last_scrub;
+        clear(health,
+          h('h2', null, p.driver === 'raid' ? 'Members' : 'Devices'),
+          st.rebuild_percent !== undefined && st.rebuild_percent !== null
+            ? h('div', { class: 'rebuild', testid: 'pool-rebuild' }, h('strong', null, `Rebuilding: ${st.rebuild_percent}%`), progressBar(st.rebuild_percent, 'Rebuild progress'))
+            : null,
+          table([
+            { label: 'Slot', cell: (m) => String(m.index) },
+            { label: 'Path', cell: (m) => h('span', { class: 'mono small' }, m.path) },
+            { label: 'State', cell: (m) => badge(m.state, m.state === 'active' ? 'ok' : m.state === 'rebuilding' ? 'warn' : 'error') },
+            { label: 'Checksum errors', cell: (m) => String(m.checksum_errors) },
+          ], st.members || [], { empty: 'No members reported.' }),
+          h('h2', null, 'Last scrub'),
+          sc ? h('dl', { class: 'kv' },
+            h('dt', null, 'Finished'), h('dd', null, fmtTime(sc.finished_at)),
+            h('dt', null, 'Rows checked'), h('dd', null, String(sc.rows_checked)),
+            h('dt', null, 'Mismatches'), h('dd', null, String(sc.mismatches)),
+            h('dt', null, 'Repaired'), h('dd', null, String(sc.repaired)),
+            h('dt', null, 'Bad members'), h('dd', null, (sc.bad_members || []).join(', ') || 'none'))
+            : h('p', { class: 'muted' }, 'No scrub since the pool was opened.'));
+      }
+      const v = await api('GET', `/1.0/storage/pools/${enc(name)}/volumes`);
+      if (disposed) return;
+      clear(vols, volumesTable(v, load, ctx));
+    } catch (e) {
+      if (disposed) return;
+      if (e.status === 404) {
+        err.textContent = e.message;
+        err.hidden = false;
+      } else ctx.report(e);
+    }
+  }
+  load();
+  const t = setInterval(load, 5000);
+  return () => {
+    disposed = true;
+    clearInterval(t);
+  };
+}
+
+function volumesTable(vols, reload, ctx, withPool = false) {
+  return table([
+    withPool ? { label: 'Pool', cell: (v) => h('a', { href: `#/storage/${enc(v.pool)}` }, v.pool) } : null,
+    { label: 'Name', cell: (v) => v.name },
+    { label: 'Content', cell: (v) => v.content },
+    { label: 'Size', cell: (v) => (v.size_bytes ? fmtBytes(v.size_bytes) : 'no quota') },
+    { label: 'Used', cell: (v) => fmtBytes(v.used_bytes) },
+    { label: 'Snapshots', cell: (v) => (v.snapshots || []).join(', ') || '—' },
+    { label: 'Attached to', cell: (v) => (v.attached_to || []).map((a) => a.instance + (a.path ? ':' + a.path : '')).join(', ') || '—' },
+    can('operator') ? { label: 'Actions', cell: (v) => h('button', {
+      type: 'button', class: 'btn btn-small btn-danger',
+      onclick: async () => {
+        if (!(await confirmDialog(`Delete volume ${v.name}?`, 'The volume and its snapshots are deleted for good.', { ok: 'Delete', danger: true }))) return;
+        try {
+          await api('DELETE', `/1.0/storage/pools/${enc(v.pool)}/volumes/${enc(v.name)}`);
+        } catch (e) {
+          ctx.report(e);
+        }
+        reload();
+      },
+    }, 'Delete') } : null,
+  ].filter(Boolean), vols, { empty: 'No volumes.' });
+}
+
+export function renderVolumes(el, _p, ctx) {
+  const list = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  const createBtn = can('operator') ? h('button', { type: 'button', class: 'btn btn-primary', onclick: openCreate }, 'Create volume') : null;
+  clear(el, h('div', { class: 'page-head' }, h('h1', null, 'Volumes'), h('div', { class: 'actions' }, createBtn)), list);
+  let disposed = false;
+  let pools = [];
+  async function load() {
+    try {
+      pools = await api('GET', '/1.0/storage/pools');
+      const all = (await Promise.all(pools.map((p) => api('GET', `/1.0/storage/pools/${enc(p.name)}/volumes`)
+        .catch((e) => {
+          if (e.handled) throw e;
+          return [];
+        })))).flat();
+      if (disposed) return;
+      clear(list, volumesTable(all, load, ctx, true));
+    } catch (e) {
+      if (!disposed) ctx.report(e);
+    }
+  }
+  function openCreate() {
+    const d = openDialog('Create a volume');
+    const name = field('Name', h('input', { type: 'text', required: true }));
+    const pool = field('Pool', h('select', null, pools.map((p) => h('option', { value: p.name }, `${p.name} (${p.driver})`))));
+    const content = field('Content', h('select', null, h('option', { value: 'filesystem' }, 'filesystem'), h('option', { value: 'block' }, 'block')));
+    const size = field('Size', h('input', { type: 'text', placeholder: 'e.g. 1GiB (required for block)' }));
+    const err = h('div', { class: 'form-error', role: 'alert', hidden: true });
+    const form = h('form', null, err, name.wrap, pool.wrap, content.wrap, size.wrap,
+      h('div', { class: 'form-actions' },
+        h('button', { type: 'button', class: 'btn', onclick: () => d.close() }, 'Cancel'),
+        h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create')));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const body = { name: name.input.value.trim(), content: content.input.value };
+      const s = parseSize(size.input.value);
+      if (Number.isNaN(s)) {
+        size.error.textContent = 'Give a size like 1GiB.';
+        return;
+      }
+      if (s !== undefined) body.size = s;
+      let op;
+      try {
+        op = await api('POST', `/1.0/storage/pools/${enc(pool.input.value)}/volumes`, { body });
+      } catch (e2) {
+        ctx.report(e2, err);
+        return;
+      }
+      d.close();
+      try {
+        await track(`Creating volume ${body.name}`, op);
+      } catch (e3) {
+        ctx.report(e3);
+      }
+      load();
+    });
+    append(d.body, [form]);
+    name.input.focus();
+  }
+  load();
+  return () => {
+    disposed = true;
+  };
+}
+
+export function renderExports(el, _p, ctx) {
+  const list = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  clear(el, h('div', { class: 'page-head' }, h('h1', null, 'Exports')), list);
+  let disposed = false;
+  async function load() {
+    try {
+      const ex = await api('GET', '/1.0/storage/exports');
+      if (disposed) return;
+      clear(list, table([
+        { label: 'Name', cell: (x) => x.name },
+        { label: 'Protocol', cell: (x) => x.protocol.toUpperCase() },
+        { label: 'Volume', cell: (x) => `${x.pool}/${x.volume}` },
+        { label: 'Listen', cell: (x) => h('span', { class: 'mono small' }, x.listen) },
+        { label: 'URI', cell: (x) => h('span', { class: 'mono small' }, x.uri) },
+        { label: 'Read-only', cell: (x) => (x.read_only ? 'yes' : 'no') },
+        { label: 'Status', cell: (x) => h('span', { title: x.error || '' }, badge(x.status, x.status === 'serving' ? 'ok' : 'error')) },
+        can('operator') ? { label: 'Actions', cell: (x) => h('button', {
+          type: 'button', class: 'btn btn-small btn-danger',
+          onclick: async () => {
+            if (!(await confirmDialog(`Stop serving ${x.name}?`, 'Clients of this export lose it.', { ok: 'Remove', danger: true }))) return;
+            try {
+              await api('DELETE', `/1.0/storage/exports/${enc(x.name)}`);
+            } catch (e) {
+              ctx.report(e);
+            }
+            load();
+          },
+        }, 'Remove') } : null,
+      ].filter(Boolean), ex, { empty: 'No exports.' }));
+    } catch (e) {
+      if (!disposed) ctx.report(e);
+    }
+  }
+  load();
+  return () => {
+    disposed = true;
+  };
+}
