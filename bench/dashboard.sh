@@ -63,5 +63,5 @@ interleave "$ROUNDS" "$WORK" \
 echo "first paint of the instance list ($N rows), median of $ROUNDS page loads in one browser:"
 node "$REPO/bench/dashboard-paint.mjs" "https://127.0.0.1:$PORT" "$TOKEN" "$N" "$ROUNDS"
 interleave "$ROUNDS" "$WORK" \
-  "api-list" ":" "curl -sS --cacert \"\$CERT\" -H \"Authorization: Bearer \$TOKEN\" -o /dev/null 'https://127.0.0.1:\$PORT/1.0/instances?recursion=1'" \
+  "api-list" ":" "curl -sS --cacert \"\$CERT\" -H \"Authorization: Bearer \$TOKEN\" -o /dev/null \"https://127.0.0.1:\$PORT/1.0/instances?recursion=1\"" \
   "vessel-list" ":" "'$BIN/vessel' --socket '$SOCK' list"
