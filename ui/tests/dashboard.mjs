@@ -39,8 +39,11 @@ fs.mkdirSync(ARTIFACTS, { recursive: true });
 //   at start (no certificate here), the 404 of the other project's instance.
 // - "WebSocket connection to ... failed": Chromium's own line when a WebSocket is dropped
 //   or refused; the reconnect check drops the console's connection on purpose.
+// - "Failed to load resource: net::ERR_CONNECTION_REFUSED": the page's retries while the
+//   daemon restarts (step f4).
 const BROWSER_NOISE = [
   /^Failed to load resource: the server responded with a status of 4\d\d\b/,
+  /^Failed to load resource: net::ERR_CONNECTION_REFUSED$/,
   /^WebSocket connection to '[^']*' failed/,
 ];
 const jsErrors = [];
@@ -304,6 +307,47 @@ await step('f2. a dropped connection shows "reconnecting" and comes back', 90000
   }
   await typeAndRead('back');
 });
+
+await step('f3. Ctrl-C in the terminal interrupts the command on it', 60000, async () => {
+  await goto(`#/instances/${NAME}/exec`);
+  await waitText(tid('conn-status'), (t) => t === 'Connected', 30000, 'exec never connected');
+  await page.locator(`${tid('terminal')} .xterm-screen`).click();
+  await page.keyboard.type('sleep 300');
+  await page.keyboard.press('Enter');
+  await page.waitForTimeout(500);
+  await page.keyboard.press('Control+C');
+  // The shell takes input again at once: the sleep is gone.
+  await typeAndRead('interrupted');
+});
+
+// The harness (crates/vesseld/tests/dashboard.rs) restarts the daemon when this line is
+// printed, and makes VESSEL_RESTART_DONE exist when the new one answers.
+const RESTART_DONE = env('VESSEL_RESTART_DONE', { required: false });
+if (RESTART_DONE) {
+  await step('f4. a daemon restart: the open console reconnects by itself', 120000, async () => {
+    await goto(`#/instances/${NAME}/console`);
+    await waitText(tid('conn-status'), (t) => t === 'Connected', 30000, 'console never connected');
+    await page.evaluate((sel) => {
+      window.__connStates = [];
+      const el = document.querySelector(sel);
+      new MutationObserver(() => window.__connStates.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true });
+    }, tid('conn-status'));
+    console.log('RESTART-DAEMON');
+    const t0 = Date.now();
+    while (!fs.existsSync(RESTART_DONE)) {
+      if (Date.now() - t0 > 60000) throw new Error('the harness did not restart the daemon');
+      await page.waitForTimeout(200);
+    }
+    await waitText(tid('conn-status'), (t) => t === 'Connected', 60000, 'the console did not come back');
+    const states = await page.evaluate(() => window.__connStates);
+    if (!states.some((st) => /reconnecting/.test(st))) {
+      throw new Error(`the restart was not seen; the status went ${JSON.stringify(states)}`);
+    }
+    await typeAndRead('restarted');
+  });
+} else {
+  skip('f4. daemon restart', 'VESSEL_RESTART_DONE is not set');
+}
 
 await step('h. screenshots of every page at 1280x800 and 390x844', 240000, async () => {
   const pages = [

@@ -287,7 +287,7 @@ fn a_browser_drives_the_dashboard() {
     ] {
         assert!(need.exists(), "{} missing: {what}", need.display());
     }
-    let (d, port) = Daemon::start_https();
+    let (mut d, port) = Daemon::start_https();
     let url = format!("https://127.0.0.1:{port}");
     let page = Command::new("curl")
         .args(["-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -333,7 +333,7 @@ fn a_browser_drives_the_dashboard() {
     let viewer = token(&d, "ui-viewer", "default", "viewer");
     // What the refused inputs (a wrong token, an expired one, another project's console)
     // must leave as it is.
-    let others = || {
+    let others = |d: &Daemon| {
         let v: serde_json::Value =
             serde_json::from_str(&d.ok(&["list", "--project", "other", "--format", "json"]))
                 .unwrap();
@@ -345,9 +345,10 @@ fn a_browser_drives_the_dashboard() {
             .collect();
         (names, d.info("f1")["status"].to_string())
     };
-    let before = others();
+    let before = others(&d);
     let art = artifacts();
-    let child = Command::new("node")
+    let restart_done = d.dir.join("restarted");
+    let mut child = Command::new("node")
         .arg(&test)
         .current_dir(&ui)
         .env("VESSEL_URL", &url)
@@ -357,20 +358,61 @@ fn a_browser_drives_the_dashboard() {
         .env("VESSEL_VM", "f1")
         .env("VESSEL_OTHER_INSTANCE", "o1")
         .env("VESSEL_ARTIFACTS", &art)
+        .env("VESSEL_RESTART_DONE", &restart_done)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("node (the machine's Node.js)");
-    let (out, killed) = common::wait_bounded(child, Duration::from_secs(600));
+    // The test's lines as they come: it asks for a daemon restart with one of them.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut lines = Vec::new();
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if line.trim() == "RESTART-DAEMON" {
+                    d.kill(libc::SIGTERM);
+                    d.spawn();
+                    std::fs::write(&restart_done, "").unwrap();
+                }
+                lines.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break child.wait().unwrap();
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the browser test hung:\n{}", lines.join("\n"));
+        }
+    };
+    let _ = reader.join();
     let text = format!(
         "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        lines.join("\n"),
+        errors.join().unwrap_or_default()
     );
-    assert!(!killed, "the browser test hung:\n{text}");
     assert!(
-        out.status.success(),
+        status.success(),
         "the browser test failed:\n{text}\n{}",
         common::tail(&d.log(), 40)
     );
@@ -378,5 +420,5 @@ fn a_browser_drives_the_dashboard() {
     assert!(shots >= 10, "{shots} screenshots in {}", art.display());
     // The dashboard deleted what it made, and changed nothing else.
     assert!(d.fails(&["info", "ui-c1"]).contains("not found"));
-    assert_eq!(others(), before);
+    assert_eq!(others(&d), before);
 }

@@ -292,3 +292,106 @@ pub fn render(snap: &Snapshot, seen: &Seen, requests: Option<&Requests>) -> Stri
     let _ = prometheus_text::encode(&mut out, &reg);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::collect::{InstanceSample, NicSample, PoolSample, ProjectSample};
+
+    fn snapshot() -> Snapshot {
+        let inst = |project: &str, name: &str, running: bool| InstanceSample {
+            qualified: crate::project::qualify(project, name),
+            name: name.into(),
+            project: project.into(),
+            kind: "container",
+            running,
+            cpu_ns: 2_500_000_000,
+            memory: 4096,
+            pids: 3,
+            limits_memory: Some(1 << 20),
+            nics: vec![NicSample {
+                device: "eth0".into(),
+                rx_bytes: 10,
+                tx_bytes: 20,
+                rx_packets: 1,
+                tx_packets: 2,
+            }],
+            ..Default::default()
+        };
+        Snapshot {
+            instances: vec![
+                inst("default", "web", true),
+                inst("acme", "db", true),
+                inst("acme", "off", false),
+            ],
+            projects: vec![ProjectSample {
+                name: "acme".into(),
+                resources: vec![("instances", 2.0, Some(5.0)), ("cpu", 0.0, None)],
+            }],
+            pools: vec![PoolSample {
+                name: "r".into(),
+                driver: "raid".into(),
+                status: "degraded".into(),
+                size: 100,
+                used: 10,
+                members: vec![vessel_api::PoolMember {
+                    index: 1,
+                    path: "/x".into(),
+                    state: "rebuilding".into(),
+                    checksum_errors: 4,
+                }],
+                rebuild_percent: Some(25),
+            }],
+        }
+    }
+
+    #[test]
+    fn an_admin_sees_everything_with_the_names_of_incus_and_node_exporter() {
+        let text = render(&snapshot(), &Seen::All, None);
+        for line in [
+            r#"vessel_cpu_seconds_total{name="web",project="default",type="container"} 2.5"#,
+            r#"vessel_memory_usage_bytes{name="db",project="acme",type="container"} 4096"#,
+            r#"vessel_memory_limit_bytes{name="off",project="acme",type="container"} 1048576"#,
+            r#"vessel_procs_total{name="db",project="acme",type="container"} 3"#,
+            r#"vessel_network_receive_bytes_total{name="db",project="acme",type="container",device="eth0"} 10"#,
+            r#"vessel_network_transmit_packets_total{name="web",project="default",type="container",device="eth0"} 2"#,
+            r#"vessel_instance_running{name="off",project="acme",type="container"} 0"#,
+            r#"vessel_project_usage{project="acme",resource="instances"} 2.0"#,
+            r#"vessel_project_limit{project="acme",resource="instances"} 5.0"#,
+            r#"vessel_storage_pool_healthy{pool="r",driver="raid"} 0"#,
+            r#"vessel_raid_member_state{pool="r",member="1",state="rebuilding"} 1"#,
+            r#"vessel_raid_member_checksum_errors_total{pool="r",member="1"} 4"#,
+            r#"vessel_raid_rebuild_ratio{pool="r"} 0.25"#,
+            "# TYPE vessel_cpu_seconds_total counter",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // A stopped instance shows as stopped, with no usage figures.
+        assert!(
+            !text.contains(r#"vessel_cpu_seconds_total{name="off""#),
+            "{text}"
+        );
+        // No limit set, no limit shown.
+        assert!(!text.contains(r#"vessel_project_limit{project="acme",resource="cpu"}"#));
+    }
+
+    #[test]
+    fn a_project_sees_its_own_and_pools_only_when_its_role_reads_them() {
+        let seen = Seen::Project {
+            name: "acme".into(),
+            pools: false,
+        };
+        let text = render(&snapshot(), &seen, None);
+        assert!(text.contains(r#"name="db",project="acme""#), "{text}");
+        assert!(
+            !text.contains("web") && !text.contains(r#"project="default""#),
+            "{text}"
+        );
+        assert!(!text.contains("vessel_storage_pool"), "{text}");
+        let seen = Seen::Project {
+            name: "acme".into(),
+            pools: true,
+        };
+        assert!(render(&snapshot(), &seen, None).contains("vessel_raid_member_state"));
+    }
+}
