@@ -1,8 +1,11 @@
 //! Tap devices for virtual machines: persistent, bridged, and reachable by root only.
 //!
 //! A tap is created through `/dev/net/tun` (TUNSETIFF) on a helper thread inside the target
-//! namespace, so the device is born there, and made persistent with no owner or group: only a
-//! process with CAP_NET_ADMIN may attach to it. The caller (root) opens a queue with
+//! namespace, so the device is born there, and made persistent and owned by root
+//! (TUNSETOWNER 0): only root or a process with CAP_NET_ADMIN may attach to it. A tap with no
+//! owner and no group is open to any user who can open `/dev/net/tun`, which is mode 0666 on
+//! a Debian host with systemd (`static-nodes-permissions.conf`). The caller (root) opens a
+//! queue with
 //! [`open_tap`] and hands the descriptor to an unprivileged QEMU (`-netdev tap,fd=N`), as
 //! libvirt and Incus do, so neither QEMU's user nor the mode of `/dev/net/tun` matters.
 
@@ -100,6 +103,14 @@ pub fn create_tap(ns: &NetNs, spec: &TapSpec) -> Result<u32, TapError> {
     let flags = tap_flags(spec.vnet_hdr, spec.multi_queue);
     ns.run(|| -> Result<(), TapError> {
         let file = tun_attach(&spec.name, flags)?;
+        // Owned by root before it persists: no moment where another user may attach.
+        ioctl(
+            file.as_raw_fd(),
+            libc::TUNSETOWNER,
+            0,
+            "TUNSETOWNER",
+            &spec.name,
+        )?;
         ioctl(
             file.as_raw_fd(),
             libc::TUNSETPERSIST,
@@ -236,7 +247,7 @@ fn ioctl(
     op: &'static str,
     name: &str,
 ) -> Result<(), TapError> {
-    // SAFETY: TUNSETPERSIST takes its argument by value, not a
+    // SAFETY: TUNSETPERSIST and TUNSETOWNER take their argument by value, not a
     // pointer; the fd is an open tun file.
     let rc = unsafe { libc::ioctl(fd, request, arg) };
     if rc != 0 {
