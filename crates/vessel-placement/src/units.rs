@@ -28,6 +28,11 @@ pub(crate) fn bytes_f(b: f64) -> String {
     format!("{} {}", trimmed(v, decimals), UNITS[unit])
 }
 
+/// A fraction as a whole percentage: 0.2 → "20 %".
+pub(crate) fn percent(f: f64) -> String {
+    format!("{} %", trimmed(f * 100.0, 0))
+}
+
 /// `x` with at most `decimals` decimals, trailing zeros dropped.
 pub(crate) fn trimmed(x: f64, decimals: usize) -> String {
     let s = format!("{x:.decimals$}");
@@ -40,6 +45,15 @@ pub(crate) fn trimmed(x: f64, decimals: usize) -> String {
         "0".to_string()
     } else {
         s
+    }
+}
+
+/// A count with its noun, plural when it is not one: "1 member", "3 members".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -58,5 +72,8 @@ mod tests {
         assert_eq!(bytes(3 << 29), "1.5 GiB");
         assert_eq!(bytes(1000), "1000 B");
         assert_eq!(bytes(4 << 30), "4 GiB");
+        assert_eq!(percent(0.2), "20 %");
+        assert_eq!(count(1, "member"), "1 member");
+        assert_eq!(count(2, "member"), "2 members");
     }
 }
