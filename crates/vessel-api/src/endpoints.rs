@@ -176,6 +176,11 @@ const FORMAT_RECURSION: Query = Query {
     description: "1 to include live state of every item",
     required: false,
 };
+const PLAN_HEADROOM: Query = Query {
+    name: "headroom",
+    description: "headroom above the p95 in percent (default 20)",
+    required: false,
+};
 const PATH_QUERY: Query = Query {
     name: "path",
     description: "absolute path inside the instance",
@@ -1430,6 +1435,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
         role: Role::Viewer,
         scope: Scope::Project,
         response: Body::WebSocket,
+    },
+    Endpoint {
+        id: "plan_consolidate",
+        method: Method::Get,
+        path: "/1.0/plan/consolidate",
+        summary: "Right sizes of the project's instances from their recorded cpu and memory use (p95 plus headroom, against their limits), each with a line that explains it",
+        query: &[PLAN_HEADROOM],
+        request: Body::None,
+        status: 200,
+        role: Role::Viewer,
+        scope: Scope::Project,
+        response: Body::Json("ConsolidationPlan"),
     },
     Endpoint {
         id: "metrics",

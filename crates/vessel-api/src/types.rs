@@ -406,6 +406,61 @@ pub struct HistoryPoint {
     pub cpu_seconds: f64,
     /// Memory in use, bytes.
     pub memory_bytes: u64,
+    /// Bytes read and written to block devices since the instance started (cumulative).
+    #[serde(default)]
+    pub disk_bytes: u64,
+    /// Bytes received and sent by its NICs (cumulative; a NIC's counters start with it).
+    #[serde(default)]
+    pub network_bytes: u64,
+}
+
+/// The right size of one resource of an instance, from its recorded use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ResourceSizing {
+    /// How many samples it rests on.
+    pub samples: u64,
+    /// The 95th percentile of the samples (nearest rank): cores, or bytes.
+    pub p95: f64,
+    /// The p95 with the headroom, rounded up (0.01 core, 1 MiB).
+    pub recommended: f64,
+    /// The instance's limit, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// `over` (limit more than twice the recommendation), `under` (p95 at 90 % of the
+    /// limit or more), `fits`, or `nolimit`.
+    pub verdict: String,
+    /// One line with the figures, for a person to check.
+    pub explanation: String,
+}
+
+/// The right sizes of one instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct InstanceSizing {
+    /// Instance name.
+    pub name: String,
+    /// Cores, from the rate of its cpu time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<ResourceSizing>,
+    /// Memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceSizing>,
+    /// Why a size is missing (too few samples).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Answer of `GET /1.0/plan/consolidate`: right sizes from the recorded use; on a cluster
+/// (later) also the members the work needs and the migrations that get there.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ConsolidationPlan {
+    /// Headroom above the p95, as a fraction (0.2 is 20 %).
+    pub headroom: f64,
+    /// Seconds between the samples the sizes rest on.
+    pub interval_seconds: u64,
+    /// Per instance.
+    pub instances: Vec<InstanceSizing>,
+    /// What the plan covers: one host is right-sized only (no members to empty).
+    pub scope: String,
 }
 
 /// The recent use of one instance, kept by the daemon (bounded; lost at a restart).

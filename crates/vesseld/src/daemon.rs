@@ -209,12 +209,15 @@ impl Daemon {
                 vm_accelerator_reason: None,
             },
         };
-        let metrics = crate::metrics::MetricsService::new(crate::metrics::collect::Sources {
-            instances: instances.clone(),
-            networks: networks.clone(),
-            storage: storage.clone(),
-            projects: projects.clone(),
-        });
+        let metrics = crate::metrics::MetricsService::new(
+            crate::metrics::collect::Sources {
+                instances: instances.clone(),
+                networks: networks.clone(),
+                storage: storage.clone(),
+                projects: projects.clone(),
+            },
+            Some(root.join("history.json")),
+        );
         Self {
             app: api::App {
                 metrics,
@@ -335,6 +338,7 @@ impl Daemon {
                 .await
                 .map_err(io_err("serving the API on the unix socket".into()));
         let _ = control.listen(None).await;
+        self.app.metrics.save_history();
         // VM starts in progress give up (their QEMU killed) at their next step: the process
         // exits within its blocking grace, and the next daemon adopts what runs.
         vms.shutting_down();

@@ -19,6 +19,7 @@ mod list;
 mod monitor;
 mod network;
 mod operation;
+mod plan;
 mod profile;
 mod remote;
 mod snapshot;
@@ -138,6 +139,7 @@ pub fn run(
         Command::Config(cmd) => config::run(&client, cmd),
         Command::Project(cmd) => auth::project(&client, cmd),
         Command::Profile(cmd) => profile::run(&client, cmd),
+        Command::Plan(cmd) => plan::run(&client, cmd),
         Command::Backup(cmd) => backup::run(&client, cmd),
         Command::Snapshot(cmd) => snapshot::run(&client, cmd),
     }

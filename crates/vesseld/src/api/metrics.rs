@@ -52,3 +52,39 @@ pub async fn history(
     app.instances.get(&name).map_err(|e| scope.error(e))?;
     Ok(Json(app.metrics.history(&name)).into_response())
 }
+
+/// `?headroom=` in percent (`20` or `20%`), as a fraction; 20 % when not given.
+fn headroom(q: &std::collections::HashMap<String, String>) -> Result<f64> {
+    let Some(raw) = q.get("headroom") else {
+        return Ok(0.2);
+    };
+    raw.trim()
+        .trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|p| p.is_finite() && (0.0..=1000.0).contains(p))
+        .map(|p| p / 100.0)
+        .ok_or_else(|| {
+            crate::error::Error::invalid(format!(
+                "headroom {raw:?} is not a percentage from 0 to 1000 (e.g. 20)"
+            ))
+        })
+}
+
+pub async fn plan_consolidate(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response> {
+    let headroom = headroom(&q)?;
+    let mine: Vec<_> = app
+        .instances
+        .records()?
+        .into_iter()
+        .filter_map(|i| {
+            let shown = crate::project::within(scope.name(), &i.name)?.to_string();
+            Some((i.name.clone(), shown, i.limits.cpu, i.limits.memory))
+        })
+        .collect();
+    Ok(Json(app.metrics.consolidation(mine, headroom)).into_response())
+}

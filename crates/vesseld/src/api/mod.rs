@@ -200,6 +200,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "events_websocket" => on(f, websocket::events),
         "metrics" => on(f, metrics::metrics),
         "instance_history" => on(f, metrics::history),
+        "plan_consolidate" => on(f, metrics::plan_consolidate),
         "instance_exec_websocket" => on(f, websocket::exec),
         "instance_console_websocket" => on(f, websocket::console),
         "instance_vnc_websocket" => on(f, websocket::vnc),

@@ -1,6 +1,8 @@
-//! A bounded history of each instance's cpu time and memory: what the dashboard's graphs and
-//! the consolidation planner read. One point per sample per instance, the oldest dropped past
-//! [`POINTS`]; an instance that is gone loses its history at the next sample.
+//! A bounded history of each instance's cpu time, memory, disk and network use: what the
+//! dashboard's graphs and the consolidation planner read. One point per sample per instance,
+//! the oldest dropped past [`POINTS`]; an instance that is gone loses its history at the next
+//! sample. Kept across restarts in one file, written whole (a temporary file renamed over it)
+//! every minute and when the daemon stops.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -46,6 +48,43 @@ impl History {
             .unwrap_or_default()
     }
 
+    /// The history a previous run saved at `path`; empty when there is none or it does not
+    /// parse (a history is a help, not a record: it is never a reason not to start).
+    pub fn load(path: &std::path::Path) -> Self {
+        let rings = std::fs::read(path)
+            .ok()
+            .and_then(|b| {
+                serde_json::from_slice::<BTreeMap<String, VecDeque<HistoryPoint>>>(&b)
+                    .map_err(
+                        |e| tracing::warn!(path = %path.display(), error = %e, "history not read"),
+                    )
+                    .ok()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, mut v)| {
+                while v.len() > POINTS {
+                    v.pop_front();
+                }
+                (k, v)
+            })
+            .collect();
+        Self {
+            rings: Mutex::new(rings),
+        }
+    }
+
+    /// Writes the history to `path` (a temporary file beside it, renamed over it).
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let bytes = {
+            let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+            serde_json::to_vec(&*rings)?
+        };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    }
+
     /// Points held in all, for the bound's test.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -63,7 +102,30 @@ mod tests {
             time,
             cpu_seconds: cpu,
             memory_bytes: 1024,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn saved_and_loaded_across_a_restart() {
+        let dir = std::env::temp_dir().join(format!("vessel-history-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("history.json");
+        let h = History::default();
+        h.record([("a".to_string(), p(1, 1.0)), ("b".into(), p(1, 2.0))]);
+        h.record([("a".to_string(), p(2, 1.5)), ("b".into(), p(2, 2.5))]);
+        h.save(&path).unwrap();
+        let back = History::load(&path);
+        assert_eq!(back.of("a"), vec![p(1, 1.0), p(2, 1.5)]);
+        assert_eq!(back.len(), 4);
+        std::fs::write(&path, b"not json").unwrap();
+        assert_eq!(
+            History::load(&path).len(),
+            0,
+            "a damaged file is an empty history"
+        );
+        assert_eq!(History::load(&dir.join("none")).len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

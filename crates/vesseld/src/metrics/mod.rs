@@ -5,6 +5,7 @@
 
 pub mod collect;
 pub mod history;
+pub mod plan;
 pub mod render;
 
 use std::collections::HashMap;
@@ -21,8 +22,11 @@ use render::{Requests, Seen};
 /// How long one reading serves scrapes.
 pub const CACHE_FOR: Duration = Duration::from_secs(3);
 
-/// How often the history is sampled.
+/// How often the history is sampled (`VESSEL_HISTORY_SECONDS` changes it, for tests).
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Samples between two writes of the history file.
+const SAVE_EVERY: u32 = 6;
 
 /// The metrics and history service; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +42,10 @@ struct Inner {
     /// Rendered text per view of the last reading.
     rendered: Mutex<HashMap<Seen, (Instant, Arc<String>)>>,
     history: history::History,
+    /// Where the history is kept across restarts.
+    history_file: Option<std::path::PathBuf>,
+    /// Seconds between samples.
+    interval: Duration,
 }
 
 fn request_histogram() -> Histogram {
@@ -46,16 +54,36 @@ fn request_histogram() -> Histogram {
 }
 
 impl MetricsService {
-    /// A service reading `sources`.
-    pub fn new(sources: Sources) -> Self {
+    /// A service reading `sources`, keeping its history in `history_file` (read now).
+    pub fn new(sources: Sources, history_file: Option<std::path::PathBuf>) -> Self {
+        let interval = std::env::var("VESSEL_HISTORY_SECONDS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(SAMPLE_EVERY, Duration::from_secs);
+        let history = history_file
+            .as_deref()
+            .map(history::History::load)
+            .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 sources,
                 requests: Requests::new_with_constructor(request_histogram),
                 snapshot: tokio::sync::Mutex::new(None),
                 rendered: Mutex::new(HashMap::new()),
-                history: history::History::default(),
+                history,
+                history_file,
+                interval,
             }),
+        }
+    }
+
+    /// Writes the history to its file (at a clean stop; the sampler does every minute).
+    pub fn save_history(&self) {
+        if let Some(path) = &self.inner.history_file {
+            if let Err(e) = self.inner.history.save(path) {
+                tracing::warn!(path = %path.display(), error = %e, "saving the history");
+            }
         }
     }
 
@@ -125,19 +153,25 @@ impl MetricsService {
     /// The history of one instance (qualified name).
     pub fn history(&self, name: &str) -> InstanceHistory {
         InstanceHistory {
-            interval_seconds: SAMPLE_EVERY.as_secs(),
+            interval_seconds: self.inner.interval.as_secs(),
             points: self.inner.history.of(name),
         }
     }
 
     /// Samples every instance into the history, forever.
     pub async fn sample_history(&self) {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        let mut tick = tokio::time::interval(self.inner.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut samples = 0u32;
         loop {
             tick.tick().await;
-            // A reading of the last second (a scrape's) serves the sample too.
-            match self.snapshot(Duration::from_secs(1)).await {
+            samples += 1;
+            if samples.is_multiple_of(SAVE_EVERY) {
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.save_history()).await;
+            }
+            // A reading of half an interval ago (a scrape's) serves the sample too.
+            match self.snapshot(self.inner.interval / 2).await {
                 Ok(snap) => {
                     let now = time::OffsetDateTime::now_utc().unix_timestamp();
                     self.inner.history.record(snap.instances.iter().map(|i| {
@@ -147,6 +181,12 @@ impl MetricsService {
                                 time: now,
                                 cpu_seconds: i.cpu_ns as f64 / 1e9,
                                 memory_bytes: i.memory,
+                                disk_bytes: i.disk_read.saturating_add(i.disk_written),
+                                network_bytes: i
+                                    .nics
+                                    .iter()
+                                    .map(|n| n.rx_bytes.saturating_add(n.tx_bytes))
+                                    .sum(),
                             },
                         )
                     }));

@@ -160,6 +160,14 @@ impl Daemon {
         d
     }
 
+    /// Restarts the daemon (SIGTERM, then a new one on the same directories) with one more
+    /// environment variable.
+    pub fn restart_with_env(&mut self, key: &str, value: &str) {
+        self.kill(libc::SIGTERM);
+        self.env.push((key.to_string(), value.to_string()));
+        self.spawn();
+    }
+
     /// The run directory handed to the daemon.
     pub fn run(&self) -> PathBuf {
         self.run_dir.clone().unwrap_or_else(|| self.dir.join("run"))
