@@ -246,7 +246,7 @@ pub enum Command {
     Profile(crate::cli_config::ProfileCommand),
     /// Plans from recorded use: the right size of each instance.
     #[command(subcommand)]
-    Plan(PlanCommand),
+    Plan(crate::cli_plan::PlanCommand),
     /// An instance's configuration (limits, environment, boot, user keys; live where it can
     /// be), or the daemon's settings (core.https_address).
     #[command(subcommand, after_help = crate::cli_config::CONFIG_EXAMPLES)]
@@ -886,23 +886,4 @@ mod tests {
         assert_eq!(args.env, ["A=1"]);
         assert_eq!(args.command, ["sleep", "60"]);
     }
-}
-
-/// `vessel plan ...`.
-#[derive(Debug, clap::Subcommand)]
-pub enum PlanCommand {
-    /// Right sizes from the recorded use: per instance the p95 of its cpu and memory over the
-    /// last hour plus headroom, against its limits; over- and under-provisioned instances
-    /// each get a line with the figures. (On one host it right-sizes only.)
-    #[command(
-        after_help = "Examples:\n  vessel plan consolidate\n  vessel plan consolidate --headroom 30\n  vessel plan consolidate --project acme --format json"
-    )]
-    Consolidate {
-        /// Headroom above the p95, in percent (default 20).
-        #[arg(long)]
-        headroom: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
 }

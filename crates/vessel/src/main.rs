@@ -12,6 +12,7 @@ mod cli_auth;
 mod cli_backup;
 mod cli_config;
 mod cli_network;
+mod cli_plan;
 mod cli_storage;
 mod client;
 mod commands;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use vessel_api::{ConsolidationPlan, ResourceSizing};
 
-use crate::cli::PlanCommand;
+use crate::cli_plan::PlanCommand;
 use crate::client::Client;
 use crate::output::{print_document, println, Format, Table};
 
