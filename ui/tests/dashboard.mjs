@@ -465,6 +465,35 @@ await step('j. an expired session goes back to the login with the server\'s mess
   await shot('session-expired-desktop');
 });
 
+// A browser that presents a client certificate the server trusts needs no token.
+const CERT = env('VESSEL_CLIENT_CERT', { required: false });
+const KEY = env('VESSEL_CLIENT_KEY', { required: false });
+if (CERT && KEY) {
+  await step('k. a trusted client certificate logs the browser in without a token', 60000, async () => {
+    const ctx = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 800 },
+      clientCertificates: [{ origin: BASE, certPath: CERT, keyPath: KEY }],
+    });
+    try {
+      const p2 = await ctx.newPage();
+      p2.on('pageerror', (e) => jsErrors.push(`pageerror (certificate page): ${e.message}`));
+      await p2.goto(`${UI}#/instances`);
+      await p2.locator(tid('identity-name')).waitFor({ timeout: 20000 });
+      const who = (await p2.locator(tid('identity-name')).textContent()).trim();
+      const role = (await p2.locator(tid('identity-role')).textContent()).trim();
+      if (who !== 'ui-cert' || role !== 'viewer') throw new Error(`logged in as ${who} (${role}), not ui-cert (viewer)`);
+      await p2.locator(tid('instances-table')).waitFor();
+      if (await p2.locator(tid('login-token')).count()) throw new Error('the login page is shown');
+      await p2.screenshot({ path: path.join(ARTIFACTS, 'certificate-login-desktop.png') });
+    } finally {
+      await ctx.close();
+    }
+  });
+} else {
+  skip('k. client certificate', 'VESSEL_CLIENT_CERT is not set');
+}
+
 await step('i. no JavaScript errors on the page', 1000, async () => {
   if (jsErrors.length) throw new Error(`${jsErrors.length} error(s):\n${jsErrors.join('\n')}`);
 });

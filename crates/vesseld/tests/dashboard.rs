@@ -346,6 +346,37 @@ fn a_browser_drives_the_dashboard() {
         (names, d.info("f1")["status"].to_string())
     };
     let before = others(&d);
+    // A client certificate an admin trusts as a viewer: the browser that presents it is
+    // logged in without a token.
+    let (crt, key) = (d.dir.join("browser.crt"), d.dir.join("browser.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=browser"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    d.ok(&[
+        "auth",
+        "trust",
+        "add",
+        crt.to_str().unwrap(),
+        "--name",
+        "ui-cert",
+        "--role",
+        "viewer",
+    ]);
     let art = artifacts();
     let restart_done = d.dir.join("restarted");
     let mut child = Command::new("node")
@@ -359,6 +390,8 @@ fn a_browser_drives_the_dashboard() {
         .env("VESSEL_OTHER_INSTANCE", "o1")
         .env("VESSEL_ARTIFACTS", &art)
         .env("VESSEL_RESTART_DONE", &restart_done)
+        .env("VESSEL_CLIENT_CERT", &crt)
+        .env("VESSEL_CLIENT_KEY", &key)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
