@@ -1437,6 +1437,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::WebSocket,
     },
     Endpoint {
+        id: "host_history",
+        method: Method::Get,
+        path: "/1.0/history/host",
+        summary: "Recent use of the host itself (cpu time of all cores, memory in use, disk and network bytes), sampled with the instances' history",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("InstanceHistory"),
+    },
+    Endpoint {
         id: "plan_consolidate",
         method: Method::Get,
         path: "/1.0/plan/consolidate",

@@ -102,5 +102,19 @@ fn right_sizes_come_from_recorded_use_and_outlive_a_restart() {
     d.kill(libc::SIGTERM);
     d.spawn();
     assert!(before(&d) >= n, "the history was lost at the restart");
+    // The host is sampled beside them: its cpu time grows (busy spins), memory is in use.
+    let (code, body) = common::http(&d.socket, "GET", "/1.0/history/host", None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pts = v["points"].as_array().unwrap();
+    assert!(pts.len() >= 8, "{body}");
+    let (a, b) = (&pts[0], &pts[pts.len() - 1]);
+    assert!(
+        b["cpu_seconds"].as_f64() > a["cpu_seconds"].as_f64(),
+        "{a} {b}"
+    );
+    assert!(b["memory_bytes"].as_u64().unwrap() > 0, "{b}");
+    let (code, _) = common::http(&d.socket, "GET", "/1.0/instances/@host/history", None);
+    assert_ne!(code, 200, "the host's history is not an instance's");
     d.ok(&["delete", "busy", "idle", "--force"]);
 }

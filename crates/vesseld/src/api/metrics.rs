@@ -88,3 +88,7 @@ pub async fn plan_consolidate(
         .collect();
     Ok(Json(app.metrics.consolidation(mine, headroom)).into_response())
 }
+
+pub async fn host_history(State(app): State<App>) -> Result<Response> {
+    Ok(Json(app.metrics.history(crate::metrics::host::HOST_KEY)).into_response())
+}

@@ -201,6 +201,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "metrics" => on(f, metrics::metrics),
         "instance_history" => on(f, metrics::history),
         "plan_consolidate" => on(f, metrics::plan_consolidate),
+        "host_history" => on(f, metrics::host_history),
         "instance_exec_websocket" => on(f, websocket::exec),
         "instance_console_websocket" => on(f, websocket::console),
         "instance_vnc_websocket" => on(f, websocket::vnc),

@@ -5,6 +5,7 @@
 
 pub mod collect;
 pub mod history;
+pub mod host;
 pub mod plan;
 pub mod render;
 
@@ -174,22 +175,26 @@ impl MetricsService {
             match self.snapshot(self.inner.interval / 2).await {
                 Ok(snap) => {
                     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                    self.inner.history.record(snap.instances.iter().map(|i| {
-                        (
-                            i.qualified.clone(),
-                            HistoryPoint {
-                                time: now,
-                                cpu_seconds: i.cpu_ns as f64 / 1e9,
-                                memory_bytes: i.memory,
-                                disk_bytes: i.disk_read.saturating_add(i.disk_written),
-                                network_bytes: i
-                                    .nics
-                                    .iter()
-                                    .map(|n| n.rx_bytes.saturating_add(n.tx_bytes))
-                                    .sum(),
-                            },
-                        )
-                    }));
+                    let host = host::sample(now);
+                    let host = std::iter::once((host::HOST_KEY.to_string(), host));
+                    self.inner
+                        .history
+                        .record(host.chain(snap.instances.iter().map(|i| {
+                            (
+                                i.qualified.clone(),
+                                HistoryPoint {
+                                    time: now,
+                                    cpu_seconds: i.cpu_ns as f64 / 1e9,
+                                    memory_bytes: i.memory,
+                                    disk_bytes: i.disk_read.saturating_add(i.disk_written),
+                                    network_bytes: i
+                                        .nics
+                                        .iter()
+                                        .map(|n| n.rx_bytes.saturating_add(n.tx_bytes))
+                                        .sum(),
+                                },
+                            )
+                        })));
                 }
                 Err(e) => tracing::warn!(error = %e.message, "sampling the instances' history"),
             }
