@@ -186,7 +186,22 @@ fn websockets_carry_exec_console_and_events() {
 /// The head of a WebSocket handshake over HTTPS sent by curl, as a browser sends it:
 /// (status, the subprotocol selected).
 fn handshake(d: &Daemon, port: u16, path: &str, protocols: &str) -> (u16, String) {
-    let out = Command::new("curl")
+    handshake_from(d, port, path, protocols, None)
+}
+
+/// [`handshake`] from a page of `origin`.
+fn handshake_from(
+    d: &Daemon,
+    port: u16,
+    path: &str,
+    protocols: &str,
+    origin: Option<&str>,
+) -> (u16, String) {
+    let mut c = Command::new("curl");
+    if let Some(o) = origin {
+        c.arg("-H").arg(format!("Origin: {o}"));
+    }
+    let out = c
         .args([
             "-sS",
             "--max-time",
@@ -254,6 +269,40 @@ fn a_browsers_token_rides_in_a_websocket_subprotocol() {
     // Another project's instance is not found, as any unknown one.
     let theirs = "/1.0/instances/theirs/console/websocket";
     assert_eq!(handshake(&d, port, theirs, &with(&user)).0, 404);
+    // A page of another site may not use the browser's credentials (cross-site WebSocket
+    // hijacking); the server's own page may.
+    let own = format!("https://127.0.0.1:{port}");
+    assert_eq!(
+        handshake_from(&d, port, path, &with(&user), Some(&own)),
+        (101, "vessel.v1".into())
+    );
+    for evil in ["https://evil.example", "null", "http://127.0.0.1"] {
+        assert_eq!(
+            handshake_from(&d, port, path, &with(&user), Some(evil)).0,
+            403,
+            "{evil}"
+        );
+    }
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg("--cacert")
+        .arg(d.root().join("server.crt"))
+        .args(["-H", "Origin: https://evil.example"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {user}"))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"action":"stop"}"#,
+        ])
+        .arg(format!("https://127.0.0.1:{port}/1.0/instances/s1/state"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    // Opening a console is in the audit log, as an exec is.
+    let audit = d.ok(&["audit", "--format", "json"]);
+    assert!(audit.contains("instance_console_websocket"), "{audit}");
     // Nothing was changed on the server by the refusals: the instance still runs, alone.
     assert_eq!(d.info("s1")["status"], "running");
 }

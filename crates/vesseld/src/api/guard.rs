@@ -6,7 +6,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use vessel_api::endpoints::{Endpoint, Method, Role, Scope};
+use vessel_api::endpoints::{Body, Endpoint, Method, Role, Scope};
 
 use super::scope::ProjectScope;
 use super::{error_response, App};
@@ -23,6 +23,23 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
     let Some(peer) = req.extensions().get::<Peer>().cloned() else {
         return error_response(StatusCode::UNAUTHORIZED, "no connection information".into());
     };
+    // A browser names the page a request comes from. A page of another site must not use
+    // the credentials the browser holds for this one (a client certificate is presented
+    // by itself): cross-site requests and WebSockets are refused before anything else.
+    if matches!(peer, Peer::Remote { .. }) {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            if !same_origin(origin.as_bytes(), req.headers().get(header::HOST)) {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "cross-origin request refused: a page of {} may not use this server's \
+                         API; open the dashboard at this server's own address",
+                        crate::error::truncated(&String::from_utf8_lossy(origin.as_bytes()), 200)
+                    ),
+                );
+            }
+        }
+    }
     // A browser's WebSocket cannot carry an Authorization header: its token rides in a
     // subprotocol instead.
     let ws_bearer = ws_token(req.headers())
@@ -77,7 +94,10 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
         Ok(s) => s,
         Err(err) => return err.into_response(),
     };
-    let audited = (e.method != Method::Get).then(target);
+    // Changes are audited, and so are the streams a user opens into an instance (exec,
+    // console, display), whatever their method.
+    let stream = matches!(e.response, Body::Upgrade | Body::WebSocket) && e.role >= Role::User;
+    let audited = (e.method != Method::Get || stream).then(target);
     let in_scope = Caller {
         project: scope.name().to_string(),
         ..caller.clone()
@@ -120,6 +140,20 @@ fn project_of(
     Ok(ProjectScope(project))
 }
 
+/// Whether `origin` (`https://HOST[:PORT]`) is the server the request was sent to (its
+/// `Host`).
+fn same_origin(origin: &[u8], host: Option<&HeaderValue>) -> bool {
+    let (Ok(origin), Some(host)) = (std::str::from_utf8(origin), host) else {
+        return false;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    origin
+        .strip_prefix("https://")
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
 /// The token of a `vessel.token.TOKEN` WebSocket subprotocol, if one is offered.
 fn ws_token(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
@@ -137,4 +171,30 @@ fn req_target(req: &Request) -> &str {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_servers_own_pages_are_same_origin() {
+        let host = HeaderValue::from_static("vessel.example:8443");
+        assert!(same_origin(b"https://vessel.example:8443", Some(&host)));
+        assert!(same_origin(b"https://VESSEL.example:8443", Some(&host)));
+        for other in [
+            &b"https://evil.example"[..],
+            b"http://vessel.example:8443",
+            b"https://vessel.example:8444",
+            b"https://vessel.example:8443.evil.example",
+            b"null",
+        ] {
+            assert!(
+                !same_origin(other, Some(&host)),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert!(!same_origin(b"https://vessel.example:8443", None));
+    }
 }

@@ -5,6 +5,8 @@
 //! session opened before the upgrade, so a refusal is an HTTP answer with its message (a
 //! missing instance is a 404 before a request that is no WebSocket is a 400, as elsewhere).
 
+use std::time::{Duration, Instant};
+
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -25,32 +27,62 @@ use crate::instance::exec;
 /// Bytes in flight between a WebSocket and its session, each way.
 const PIPE: usize = 256 << 10;
 
+/// How long an exec WebSocket waits for its request.
+const FIRST_MESSAGE: Duration = Duration::from_secs(30);
+
 /// What a WebSocket endpoint's upgrade is, or the error of a request that is not one.
 type Upgrade =
     std::result::Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 fn websocket(ws: Upgrade) -> Result<WebSocketUpgrade> {
-    ws.map(|ws| ws.protocols([WS_PROTOCOL]).max_message_size(PIPE))
-        .map_err(|e| {
-            Error::invalid(format!(
-                "this endpoint is a WebSocket (offer the subprotocol {WS_PROTOCOL}): {e}"
-            ))
-        })
+    ws.map(|ws| {
+        ws.protocols([WS_PROTOCOL])
+            .max_message_size(PIPE)
+            .max_frame_size(PIPE)
+    })
+    .map_err(|e| {
+        Error::invalid(format!(
+            "this endpoint is a WebSocket (offer the subprotocol {WS_PROTOCOL}): {e}"
+        ))
+    })
 }
+
+/// How often the daemon pings a WebSocket's browser.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Silence after which a browser is taken for gone (a laptop that slept, a dropped
+/// network): its session ends as if it had closed.
+const GONE_AFTER: Duration = Duration::from_secs(75);
 
 /// Carries `socket` to a byte stream: the returned end reads what the browser sends and
 /// writes what it receives. With `framed`, what the session writes is cut into one message
-/// per frame. A browser cannot half-close a WebSocket: when it closes (or goes away), the
-/// session reads the end of its input and the WebSocket is closed at once (a Close answered
-/// by a Close), without waiting for the session's output to end; when the session ends its
-/// output, the WebSocket is closed too.
+/// per frame. A browser cannot half-close a WebSocket: when it closes, goes silent for
+/// [`GONE_AFTER`] (it is pinged every [`PING_EVERY`]), or goes away, the session reads the
+/// end of its input and the WebSocket is closed at once (a Close answered by a Close),
+/// without waiting for the session's output to end; when the session ends its output, or
+/// writes a bad frame, the WebSocket is closed too.
 fn bridge(socket: WebSocket, framed: bool) -> DuplexStream {
     let (session, theirs) = tokio::io::duplex(PIPE);
     let (mut rd, mut wr) = tokio::io::split(theirs);
     let (mut sink, mut stream) = socket.split();
     let (gone, mut left) = tokio::sync::oneshot::channel::<()>();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
+    let heard_by_reader = heard.clone();
     tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = tokio::time::sleep(GONE_AFTER) => {
+                    let last = *heard_by_reader.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.elapsed() >= GONE_AFTER {
+                        tracing::info!("a WebSocket's browser went silent: ending its session");
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(msg)) = msg else { break };
+            *heard_by_reader.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             let bytes = match msg {
                 Message::Binary(b) => b,
                 Message::Text(t) => t.as_bytes().to_vec().into(),
@@ -69,24 +101,33 @@ fn bridge(socket: WebSocket, framed: bool) -> DuplexStream {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 << 10];
         let mut pending: Vec<u8> = Vec::new();
-        loop {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        let close = loop {
             let n = tokio::select! {
                 r = rd.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => break None,
                     Ok(n) => n,
                 },
-                _ = &mut left => break,
+                _ = &mut left => break None,
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let mut out = Vec::new();
             if framed {
                 pending.extend_from_slice(&buf[..n]);
-                while let Some(frame) = take_frame(&mut pending) {
-                    match frame {
-                        Ok(f) => out.push(f),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "a session wrote a bad frame");
-                            return;
-                        }
+                match take_frames(&mut pending) {
+                    Ok(frames) => out = frames,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a session wrote a bad frame");
+                        break Some(axum::extract::ws::CloseFrame {
+                            code: 1011,
+                            reason: "the session sent a bad frame".into(),
+                        });
                     }
                 }
             } else {
@@ -97,23 +138,27 @@ fn bridge(socket: WebSocket, framed: bool) -> DuplexStream {
                     return;
                 }
             }
-        }
-        let _ = sink.send(Message::Close(None)).await;
+        };
+        let _ = sink.send(Message::Close(close)).await;
     });
     session
 }
 
-/// Takes one whole frame (header and payload) off the front of `pending`.
-fn take_frame(pending: &mut Vec<u8>) -> Option<std::io::Result<Vec<u8>>> {
-    let head: [u8; 5] = pending.get(..5)?.try_into().ok()?;
-    let len = match parse_header(&head) {
-        Ok((_, len)) => len,
-        Err(e) => return Some(Err(e)),
-    };
-    if pending.len() < 5 + len {
-        return None;
+/// Takes every whole frame (header and payload) off the front of `pending`, in one pass.
+fn take_frames(pending: &mut Vec<u8>) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some(head) = pending.get(at..at + 5) {
+        let head: [u8; 5] = head.try_into().map_err(std::io::Error::other)?;
+        let (_, len) = parse_header(&head)?;
+        let Some(frame) = pending.get(at..at + 5 + len) else {
+            break;
+        };
+        frames.push(frame.to_vec());
+        at += 5 + len;
     }
-    Some(Ok(pending.drain(..5 + len).collect()))
+    pending.drain(..at);
+    Ok(frames)
 }
 
 pub async fn events(
@@ -130,6 +175,8 @@ pub async fn events(
         let mut stream = BroadcastStream::new(events);
         let until = auth.until_invalid(caller);
         tokio::pin!(until);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
         loop {
             tokio::select! {
                 _ = &mut until => break,
@@ -138,7 +185,17 @@ pub async fn events(
                     // A listener that lagged behind lost old events; it goes on with new ones.
                     let Some(ev) = ev.ok().and_then(|ev| scope.event(ev)) else { continue };
                     let Ok(text) = serde_json::to_string(&ev) else { continue };
-                    if sink.send(Message::Text(text.into())).await.is_err() {
+                    // A browser that reads nothing is not waited for past a while.
+                    let sent = tokio::time::timeout(
+                        GONE_AFTER,
+                        sink.send(Message::Text(text.into())),
+                    );
+                    if !matches!(sent.await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break;
                     }
                 }
@@ -201,31 +258,45 @@ pub async fn exec(
     // The instance must be there before the upgrade; what runs comes in the first message.
     app.instances.get(&name).map_err(|e| scope.error(e))?;
     let ws = websocket(ws)?;
+    let auth = app.auth.clone();
     Ok(ws.on_upgrade(move |mut socket| async move {
-        let request = match socket.recv().await {
-            Some(Ok(Message::Text(t))) => serde_json::from_str::<ExecRequest>(t.as_str())
-                .map_err(|e| format!("invalid exec request: {e}")),
-            _ => Err("the first message must be the exec request's JSON".into()),
+        // The whole session, its first message included, ends with the caller's identity.
+        let guarded = caller.clone();
+        let work = async move {
+            let first = tokio::time::timeout(FIRST_MESSAGE, socket.recv()).await;
+            let request = match first {
+                Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<ExecRequest>(t.as_str())
+                    .map_err(|e| format!("invalid exec request: {e}")),
+                Err(_) => Err(format!(
+                    "no exec request within {} s: send it as the first message",
+                    FIRST_MESSAGE.as_secs()
+                )),
+                _ => Err("the first message must be the exec request's JSON".into()),
+            };
+            let session = match request {
+                Ok(req) => {
+                    let (app, name) = (app.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || app.instances.exec(&name, req))
+                        .await
+                        .map_err(|e| format!("exec task: {e}"))
+                        .and_then(|r| r.map_err(|e| scope.error(e).message))
+                }
+                Err(m) => Err(m),
+            };
+            match session {
+                Ok(session) => {
+                    spawn_guarded(&app, caller, exec::serve(bridge(socket, true), session));
+                }
+                Err(m) => {
+                    let frame = encode(FrameKind::Error, m.as_bytes());
+                    let _ = socket.send(Message::Binary(frame.into())).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                }
+            }
         };
-        let session = match request {
-            Ok(req) => {
-                let (app, name) = (app.clone(), name.clone());
-                tokio::task::spawn_blocking(move || app.instances.exec(&name, req))
-                    .await
-                    .map_err(|e| format!("exec task: {e}"))
-                    .and_then(|r| r.map_err(|e| scope.error(e).message))
-            }
-            Err(m) => Err(m),
-        };
-        match session {
-            Ok(session) => {
-                spawn_guarded(&app, caller, exec::serve(bridge(socket, true), session));
-            }
-            Err(m) => {
-                let frame = encode(FrameKind::Error, m.as_bytes());
-                let _ = socket.send(Message::Binary(frame.into())).await;
-                let _ = socket.send(Message::Close(None)).await;
-            }
+        tokio::select! {
+            _ = work => {}
+            _ = auth.until_invalid(guarded) => {}
         }
     }))
 }

@@ -480,13 +480,15 @@ where
             child.wait().await
         }
     };
+    // The child is reaped: its pid may be anyone's from now on, so no Signal frame may
+    // reach `kill` any more.
+    input_task.abort();
     for mut t in output_tasks {
         // Output still buffered in the pipe or terminal is delivered before the exit code;
         // a terminal whose slave a background process still holds is not waited for long.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await;
         t.abort();
     }
-    input_task.abort();
     let code = match status {
         Ok(s) => s.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;

@@ -12,6 +12,9 @@ use vessel_api::HistoryPoint;
 /// Points kept per instance: an hour at one sample every [`super::SAMPLE_EVERY`].
 pub const POINTS: usize = 360;
 
+/// The largest history file read at start.
+const MAX_FILE: u64 = 512 << 20;
+
 /// Every instance's recent points, by qualified name.
 #[derive(Default)]
 pub struct History {
@@ -51,8 +54,14 @@ impl History {
     /// The history a previous run saved at `path`; empty when there is none or it does not
     /// parse (a history is a help, not a record: it is never a reason not to start).
     pub fn load(path: &std::path::Path) -> Self {
-        let rings = std::fs::read(path)
-            .ok()
+        // A history of 1,000 instances is tens of MiB; a file far beyond that is not ours.
+        let too_big = std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_FILE);
+        if too_big {
+            tracing::warn!(path = %path.display(), "history file too large: not read");
+        }
+        let rings = (!too_big)
+            .then(|| std::fs::read(path).ok())
+            .flatten()
             .and_then(|b| {
                 serde_json::from_slice::<BTreeMap<String, VecDeque<HistoryPoint>>>(&b)
                     .map_err(
@@ -74,14 +83,25 @@ impl History {
         }
     }
 
-    /// Writes the history to `path` (a temporary file beside it, renamed over it).
+    /// Writes the history to `path`: root's alone (0600, it names every project's
+    /// instances), through a temporary file of this writer's own renamed over it. The rings
+    /// are copied under the lock and written outside it.
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let bytes = {
-            let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
-            serde_json::to_vec(&*rings)?
-        };
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let copy = self.rings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let bytes = serde_json::to_vec(&copy)?;
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp.{n}"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
         std::fs::rename(&tmp, path)
     }
 
