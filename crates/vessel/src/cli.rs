@@ -244,9 +244,15 @@ pub enum Command {
     /// Profiles: named sets of keys, networks and volumes that instances are made with.
     #[command(subcommand, after_help = crate::cli_config::PROFILE_EXAMPLES)]
     Profile(crate::cli_config::ProfileCommand),
-    /// Plans from recorded use: the right size of each instance.
-    #[command(subcommand)]
-    Plan(crate::cli_plan::PlanCommand),
+    /// Plans: what `apply -f STACK` would change, or right sizes from recorded use.
+    #[command(after_help = crate::cli_plan::APPLY_EXAMPLES)]
+    Plan(crate::cli_plan::PlanArgs),
+    /// Bring the instances a stack file declares about (idempotent; see `plan -f`).
+    #[command(after_help = crate::cli_plan::APPLY_EXAMPLES)]
+    Apply(crate::cli_plan::ApplyArgs),
+    /// Delete everything a stack owns.
+    #[command(after_help = crate::cli_plan::APPLY_EXAMPLES)]
+    Destroy(crate::cli_plan::ApplyArgs),
     /// An instance's configuration (limits, environment, boot, user keys; live where it can
     /// be), or the daemon's settings (core.https_address).
     #[command(subcommand, after_help = crate::cli_config::CONFIG_EXAMPLES)]

@@ -1,6 +1,43 @@
-//! `vessel plan ...`: plans from recorded use.
+//! `vessel plan ...` (from recorded use, or of a stack), `apply` and `destroy`.
+
+use std::path::PathBuf;
 
 use crate::output::Format;
+
+/// `vessel plan`: a stack's plan (`-f`), or a plan from recorded use (`consolidate`).
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PlanArgs {
+    /// What `vessel apply -f FILE` would do (create, change in place, replace, delete, with
+    /// the reason), touching nothing.
+    #[arg(short = 'f', long = "file", value_name = "STACK.yaml")]
+    pub file: Option<PathBuf>,
+    /// Also show what the stack owns and no longer declares (deleted by `apply --prune`).
+    #[arg(long)]
+    pub prune: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
+}
+
+/// `vessel apply` and `vessel destroy`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The stack file (YAML or JSON; `-` reads standard input).
+    #[arg(short = 'f', long = "file", value_name = "STACK.yaml")]
+    pub file: PathBuf,
+    /// Delete what the stack owns (instances tagged user.stack=NAME) and no longer declares.
+    #[arg(long)]
+    pub prune: bool,
+    /// Output format of the plan shown first.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Examples of stacks.
+pub const APPLY_EXAMPLES: &str = "A stack (YAML):\n  name: shop\n  instances:\n    web:\n      image: busybox\n      limits: {cpu: 0.5, memory: 128MiB}\n      command: [httpd, -f, -p, '80']\n      networks: [lan]\n\nExamples:\n  vessel plan -f shop.yaml          # what would change, and why\n  vessel apply -f shop.yaml         # make it so (again: nothing to do)\n  vessel apply -f shop.yaml --prune # also delete what the stack dropped\n  vessel destroy -f shop.yaml       # delete everything the stack owns";
 
 /// `vessel plan ...`.
 #[derive(Debug, clap::Subcommand)]

@@ -22,6 +22,7 @@ mod operation;
 mod output;
 mod remote;
 mod session;
+mod stack;
 mod terminal;
 #[cfg(test)]
 mod testutil;

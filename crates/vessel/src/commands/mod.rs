@@ -23,6 +23,7 @@ mod plan;
 mod profile;
 mod remote;
 mod snapshot;
+mod stack;
 mod storage;
 
 /// Runs the parsed command line and returns the exit status. `config` is the client's
@@ -139,7 +140,15 @@ pub fn run(
         Command::Config(cmd) => config::run(&client, cmd),
         Command::Project(cmd) => auth::project(&client, cmd),
         Command::Profile(cmd) => profile::run(&client, cmd),
-        Command::Plan(cmd) => plan::run(&client, cmd),
+        Command::Plan(args) => match (args.command, args.file) {
+            (Some(cmd), _) => plan::run(&client, cmd),
+            (None, Some(file)) => stack::plan(&client, &file, args.prune, args.format),
+            (None, None) => anyhow::bail!(
+                "vessel plan needs a stack (-f STACK.yaml) or a subcommand (consolidate); see vessel plan --help"
+            ),
+        },
+        Command::Apply(args) => stack::apply(&client, &args.file, args.prune, args.format),
+        Command::Destroy(args) => stack::destroy(&client, &args.file),
         Command::Backup(cmd) => backup::run(&client, cmd),
         Command::Snapshot(cmd) => snapshot::run(&client, cmd),
     }
