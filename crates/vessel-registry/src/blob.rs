@@ -496,6 +496,12 @@ fn claim_partial(dir: &Path, digest: &Digest) -> Result<(Flock<File>, PathBuf)> 
         if name != hex && !name.starts_with(&format!("{hex}.")) && !stale_new {
             continue;
         }
+        // A file still being made (`.HEX.PID.N.new`) is locked only after it exists: one of a
+        // live process (this one included) is never taken for a dead one's, even in the
+        // moment before its maker locks it.
+        if stale_new && maker_alive(&name) {
+            continue;
+        }
         let path = e.path();
         let Ok(file) = OpenOptions::new()
             .read(true)
@@ -543,6 +549,16 @@ fn claim_partial(dir: &Path, digest: &Digest) -> Result<(Flock<File>, PathBuf)> 
     Ok((file, path))
 }
 
+/// Whether the process named in a `.HEX.PID.N.new` file name is alive.
+fn maker_alive(name: &str) -> bool {
+    let mut parts = name.trim_start_matches('.').split('.');
+    let pid = parts.nth(1).and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) => pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
+}
+
 fn sleep_unless_cancelled(d: Duration, cancel: &AtomicBool) -> Result<()> {
     let step = Duration::from_millis(50);
     let mut left = d;
@@ -565,5 +581,19 @@ fn io_err(path: &Path, op: &'static str, source: io::Error) -> RegistryError {
         path: path.to_path_buf(),
         op,
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_being_made_by_a_live_process_is_not_stale() {
+        let me = std::process::id();
+        assert!(maker_alive(&format!(".abc.{me}.3.new")));
+        assert!(maker_alive(".abc.1.0.new"), "init is alive");
+        assert!(!maker_alive(".abc.4294967295.0.new"));
+        assert!(!maker_alive(".abc.x.0.new"));
     }
 }
