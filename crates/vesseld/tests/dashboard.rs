@@ -15,23 +15,6 @@ use tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tungstenite::{Message, WebSocket};
 use vessel_api::stream::{encode, parse_header, parse_i32, FrameKind};
 
-fn token(d: &Daemon, name: &str, project: &str, role: &str) -> String {
-    let out = d.ok(&[
-        "auth",
-        "token",
-        "create",
-        name,
-        "--project",
-        project,
-        "--role",
-        role,
-        "--format",
-        "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
-
 /// A WebSocket to `path` over the daemon's unix socket (host root), offering `vessel.v1`.
 fn ws(d: &Daemon, path: &str) -> WebSocket<UnixStream> {
     let s = UnixStream::connect(&d.socket).unwrap();
@@ -247,8 +230,8 @@ fn a_browsers_token_rides_in_a_websocket_subprotocol() {
     d.ok(&["project", "create", "beta", "-c", "features.images=false"]);
     d.ok(&["launch", "busybox", "s1"]);
     d.ok(&["launch", "busybox", "theirs", "--project", "beta"]);
-    let user = token(&d, "u", "default", "user");
-    let viewer = token(&d, "v", "default", "viewer");
+    let user = d.token("u", "default", "user");
+    let viewer = d.token("v", "default", "viewer");
     let with = |t: &str| format!("vessel.v1, vessel.token.{t}");
     let path = "/1.0/instances/s1/console/websocket";
     assert_eq!(
@@ -378,8 +361,8 @@ fn a_browser_drives_the_dashboard() {
     d.ok(&["project", "create", "other", "-c", "features.images=false"]);
     d.ok(&["launch", "busybox", "o1", "--project", "other"]);
     // The admin works in `default`; the viewer too.
-    let admin = token(&d, "ui-admin", "default", "admin");
-    let viewer = token(&d, "ui-viewer", "default", "viewer");
+    let admin = d.token("ui-admin", "default", "admin");
+    let viewer = d.token("ui-viewer", "default", "viewer");
     // What the refused inputs (a wrong token, an expired one, another project's console)
     // must leave as it is.
     let others = |d: &Daemon| {

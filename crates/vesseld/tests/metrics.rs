@@ -9,23 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Daemon};
 
-fn token(d: &Daemon, name: &str, project: &str, role: &str) -> String {
-    let out = d.ok(&[
-        "auth",
-        "token",
-        "create",
-        name,
-        "--project",
-        project,
-        "--role",
-        role,
-        "--format",
-        "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
-
 /// `curl` over HTTPS with a bearer token: (status, content type, body).
 fn get(d: &Daemon, port: u16, token: &str, path: &str) -> (u16, String, String) {
     let out = Command::new("curl")
@@ -146,8 +129,8 @@ fn prometheus_scrapes_each_identity_its_own_projects() {
         "while :; do :; done",
     ]);
     d.ok(&["launch", "busybox", "quiet", "--project", "beta"]);
-    let admin = token(&d, "scraper", "default", "admin");
-    let beta = token(&d, "beta-viewer", "beta", "viewer");
+    let admin = d.token("scraper", "default", "admin");
+    let beta = d.token("beta-viewer", "beta", "viewer");
 
     // The text as each identity sees it: a reading serves scrapes for a few seconds, so the
     // new instances show within that.

@@ -41,23 +41,6 @@ fn split(c: &mut Command) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn token(d: &Daemon, name: &str, project: &str, role: &str) -> String {
-    let out = d.ok(&[
-        "auth",
-        "token",
-        "create",
-        name,
-        "--project",
-        project,
-        "--role",
-        role,
-        "--format",
-        "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
-
 fn names(json: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
     v.as_array()
@@ -147,7 +130,7 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
     assert_eq!(seen, want);
 
     // An operator of alpha, over HTTPS.
-    let a = token(&d, "alpha-ops", "alpha", "operator");
+    let a = d.token("alpha-ops", "alpha", "operator");
     let (s, _) = remote(&d, port, &a, "/1.0/instances?all-projects=1");
     assert_eq!(s, 403, "an operator listed every project");
     let (s, body) = remote(&d, port, &a, "/1.0/instances");
@@ -916,7 +899,7 @@ fn every_project_endpoint_answers_another_projects_names_as_unknown_ones() {
         b(&["backup", "list", "--format", "json"]),
         b(&["snapshot", "list", "xb", "--format", "json"]),
     );
-    let token = token(&d, "alpha-ops", "alpha", "operator");
+    let token = d.token("alpha-ops", "alpha", "operator");
     let port = 8443;
     let (s, body) = local(
         &d,

@@ -161,6 +161,19 @@ fn take_frames(pending: &mut Vec<u8>) -> std::io::Result<Vec<Vec<u8>>> {
     Ok(frames)
 }
 
+/// The qualified name of an instance of the caller's project and the upgrade to a
+/// WebSocket: a missing instance is a 404 before a request that is no WebSocket is a 400.
+fn instance_websocket(
+    app: &App,
+    scope: &ProjectScope,
+    name: &str,
+    ws: Upgrade,
+) -> Result<(String, WebSocketUpgrade)> {
+    let name = scope.q(name)?;
+    app.instances.get(&name).map_err(|e| scope.error(e))?;
+    Ok((name, websocket(ws)?))
+}
+
 pub async fn events(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -217,9 +230,7 @@ pub async fn console(
     Path(name): Path<String>,
     ws: Upgrade,
 ) -> Result<Response> {
-    let name = scope.q(&name)?;
-    app.instances.get(&name).map_err(|e| scope.error(e))?;
-    let ws = websocket(ws)?;
+    let (name, ws) = instance_websocket(&app, &scope, &name, ws)?;
     let attach = ConsoleAttach::open(&app, &name)
         .await
         .map_err(|e| scope.error(e))?;
@@ -235,9 +246,7 @@ pub async fn vnc(
     Path(name): Path<String>,
     ws: Upgrade,
 ) -> Result<Response> {
-    let name = scope.q(&name)?;
-    app.instances.get(&name).map_err(|e| scope.error(e))?;
-    let ws = websocket(ws)?;
+    let (name, ws) = instance_websocket(&app, &scope, &name, ws)?;
     let mut display = vnc_display(&app, &name).await.map_err(|e| scope.error(e))?;
     Ok(ws.on_upgrade(move |socket| async move {
         spawn_guarded(&app, caller, async move {
@@ -254,10 +263,8 @@ pub async fn exec(
     Path(name): Path<String>,
     ws: Upgrade,
 ) -> Result<Response> {
-    let name = scope.q(&name)?;
     // The instance must be there before the upgrade; what runs comes in the first message.
-    app.instances.get(&name).map_err(|e| scope.error(e))?;
-    let ws = websocket(ws)?;
+    let (name, ws) = instance_websocket(&app, &scope, &name, ws)?;
     let auth = app.auth.clone();
     Ok(ws.on_upgrade(move |mut socket| async move {
         // The whole session, its first message included, ends with the caller's identity.

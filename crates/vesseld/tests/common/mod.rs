@@ -160,6 +160,24 @@ impl Daemon {
         d
     }
 
+    /// A bearer token of a new identity `name` bound to `project` with `role`.
+    pub fn token(&self, name: &str, project: &str, role: &str) -> String {
+        let out = self.ok(&[
+            "auth",
+            "token",
+            "create",
+            name,
+            "--project",
+            project,
+            "--role",
+            role,
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
     /// Restarts the daemon (SIGTERM, then a new one on the same directories) with one more
     /// environment variable.
     pub fn restart_with_env(&mut self, key: &str, value: &str) {
