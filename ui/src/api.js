@@ -143,3 +143,30 @@ export function wsUrl(path) {
 export function wsProtocols() {
   return session.token ? ['vessel.v1', 'vessel.token.' + session.token] : ['vessel.v1'];
 }
+
+// Before a console connects: the instance asked for through the REST API (a refused
+// WebSocket handshake cannot be read, the API's answer can), shown when it fails; a
+// session of an instance that is not running waits for it. True when it may connect.
+export async function readyToConnect(s, first) {
+  s.status(first ? 'Connecting…' : 'Connection lost — reconnecting…', first ? 'info' : 'warn');
+  let inst;
+  try {
+    inst = await api('GET', `/1.0/instances/${enc(s.instance)}`);
+  } catch (e) {
+    if (s.disposed) return false;
+    if (e.status === 0) {
+      s.retry();
+      return false;
+    }
+    s.status(e.message, 'error');
+    s.onFatal(e.message, e);
+    return false;
+  }
+  if (s.disposed) return false;
+  if (inst.status !== 'running') {
+    s.status(`The instance is ${inst.status}; connecting when it runs…`, 'warn');
+    s.timer = setTimeout(() => s.connect(first), 3000);
+    return false;
+  }
+  return true;
+}

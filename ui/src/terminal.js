@@ -4,7 +4,7 @@
 import { Terminal } from './vendor/xterm/xterm.js';
 import { FitAddon } from './vendor/xterm/addon-fit.js';
 import { h, openDialog, append } from './dom.js';
-import { api, enc, wsUrl, wsProtocols } from './api.js';
+import { enc, readyToConnect, wsUrl, wsProtocols } from './api.js';
 import { Kind, encodeFrame, resizeFrame, i32Frame, FrameReader, readI32 } from './frames.js';
 
 const SIGHUP = 1;
@@ -110,24 +110,7 @@ export class TermSession {
   async connect(first) {
     if (this.disposed) return;
     clearTimeout(this.timer);
-    this.status(first ? 'Connecting…' : 'Connection lost — reconnecting…', first ? 'info' : 'warn');
-    // A refused WebSocket handshake cannot be read: ask the REST API first.
-    let inst;
-    try {
-      inst = await api('GET', `/1.0/instances/${enc(this.instance)}`);
-    } catch (e) {
-      if (this.disposed) return;
-      if (e.status === 0) return this.retry();
-      this.status(e.message, 'error');
-      this.onFatal(e.message, e);
-      return;
-    }
-    if (this.disposed) return;
-    if (inst.status !== 'running') {
-      this.status(`The instance is ${inst.status}; connecting when it runs…`, 'warn');
-      this.timer = setTimeout(() => this.connect(first), 3000);
-      return;
-    }
+    if (!(await readyToConnect(this, first))) return;
     this.open(first);
   }
 

@@ -1,6 +1,6 @@
 // A VM's graphical console: noVNC's RFB over /1.0/instances/NAME/vnc/websocket.
 
-import { api, enc, wsUrl, wsProtocols } from './api.js';
+import { enc, readyToConnect, wsUrl, wsProtocols } from './api.js';
 
 export class VncSession {
   constructor({ mount, statusEl, instance, onFatal }) {
@@ -39,23 +39,7 @@ export class VncSession {
   async connect(first) {
     if (this.disposed) return;
     clearTimeout(this.timer);
-    this.status(first ? 'Connecting…' : 'Connection lost — reconnecting…', first ? 'info' : 'warn');
-    let inst;
-    try {
-      inst = await api('GET', `/1.0/instances/${enc(this.instance)}`);
-    } catch (e) {
-      if (this.disposed) return;
-      if (e.status === 0) return this.retry();
-      this.status(e.message, 'error');
-      this.onFatal(e.message, e);
-      return;
-    }
-    if (this.disposed) return;
-    if (inst.status !== 'running') {
-      this.status(`The instance is ${inst.status}; connecting when it runs…`, 'warn');
-      this.timer = setTimeout(() => this.connect(first), 3000);
-      return;
-    }
+    if (!(await readyToConnect(this, first))) return;
     let rfb;
     try {
       rfb = new this.RFB(this.mount, wsUrl(`/1.0/instances/${enc(this.instance)}/vnc/websocket`), {
