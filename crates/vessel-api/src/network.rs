@@ -37,6 +37,9 @@ pub struct NetworkCreate {
     /// not each other at layer 2.
     #[serde(default)]
     pub isolated_ports: bool,
+    /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// Free text.
     #[serde(default)]
     pub description: String,
@@ -157,6 +160,9 @@ pub struct Network {
     /// Why the network is failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// Free text.
     #[serde(default)]
     pub description: String,

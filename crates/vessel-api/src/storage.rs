@@ -57,6 +57,9 @@ pub struct PoolCreate {
     /// `raid`: chunk size in bytes (a power of two, default 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
+    /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// Free text.
     #[serde(default)]
     pub description: String,
@@ -84,6 +87,9 @@ pub struct StoragePool {
     pub size_bytes: u64,
     /// Bytes in use by volumes and snapshots.
     pub used_bytes: u64,
+    /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// Free text.
     #[serde(default)]
     pub description: String,
@@ -190,6 +196,9 @@ pub struct VolumeCreate {
     /// pool instead of empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a volume is attached.
@@ -222,6 +231,9 @@ pub struct StorageVolume {
     pub snapshots: Vec<String>,
     /// Instances using it.
     pub attached_to: Vec<VolumeAttachment>,
+    /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
 }

@@ -56,6 +56,9 @@ pub enum NetworkCommand {
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
+        /// A label, `user.KEY=VALUE` (repeatable).
+        #[arg(short = 'c', long = "config", value_name = "user.KEY=VALUE")]
+        config: Vec<String>,
     },
     /// List networks.
     #[command(visible_alias = "ls")]

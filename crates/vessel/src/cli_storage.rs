@@ -94,6 +94,9 @@ pub enum PoolCommand {
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
+        /// A label, `user.KEY=VALUE` (repeatable).
+        #[arg(short = 'c', long = "config", value_name = "user.KEY=VALUE")]
+        config: Vec<String>,
     },
     /// List pools with capacity and usage.
     #[command(visible_alias = "ls")]
@@ -192,6 +195,9 @@ pub enum VolumeCommand {
         /// Clone VOLUME or VOLUME/SNAPSHOT of the same pool.
         #[arg(long)]
         source: Option<String>,
+        /// A label, `user.KEY=VALUE` (repeatable).
+        #[arg(short = 'c', long = "config", value_name = "user.KEY=VALUE")]
+        config: Vec<String>,
     },
     /// List the volumes of a pool.
     #[command(visible_alias = "ls")]

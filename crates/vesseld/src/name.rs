@@ -41,6 +41,51 @@ pub fn validate_qualified(kind: &str, qualified: &str) -> Result<()> {
     validate_name(kind, name)
 }
 
+/// The most `user.*` keys an object carries.
+pub const MAX_USER_KEYS: usize = 256;
+/// The longest `user.*` key.
+pub const MAX_USER_KEY: usize = 128;
+/// The longest value of a `user.*` key.
+pub const MAX_USER_VALUE: usize = 4096;
+
+/// Checks the free-form labels of a network, pool or volume (a project's settings use it for
+/// their `user.*` keys): every key `user.` and then letters, digits, '.', '-' and '_', at
+/// most [`MAX_USER_KEY`] characters; values at most [`MAX_USER_VALUE`] bytes; at most
+/// [`MAX_USER_KEYS`] of them. Other keys are `kind`'s own settings, which it has none of.
+pub fn validate_user_keys<'a>(
+    kind: &str,
+    keys: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<()> {
+    let mut n = 0;
+    for (k, v) in keys {
+        n += 1;
+        let rest = k.strip_prefix("user.").unwrap_or("");
+        let ok = !rest.is_empty()
+            && k.len() <= MAX_USER_KEY
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !ok {
+            return Err(Error::invalid(format!(
+                "invalid {kind} key {:?}: a {kind}'s keys are labels, `user.` then letters,                  digits, '.', '-' and '_', {MAX_USER_KEY} characters in all",
+                crate::error::truncated(k, 64)
+            )));
+        }
+        if v.len() > MAX_USER_VALUE {
+            return Err(Error::invalid(format!(
+                "{k}: the value has {} bytes, at most {MAX_USER_VALUE} are allowed",
+                v.len()
+            )));
+        }
+    }
+    if n > MAX_USER_KEYS {
+        return Err(Error::invalid(format!(
+            "at most {MAX_USER_KEYS} user.* keys per {kind}"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +119,38 @@ mod tests {
         let e = validate_name_within("network", "abcdefghijkl", 11).unwrap_err();
         assert!(e.message.contains("use 1-11 letters"), "{e}");
         validate_name_within("network", "abcdefghijk", 11).unwrap();
+    }
+
+    #[test]
+    fn labels_are_user_keys_only() {
+        let m = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        validate_user_keys(
+            "network",
+            &m(&[("user.stack", "shop"), ("user.a-b_c.d", "")]),
+        )
+        .unwrap();
+        for bad in [
+            "stack",
+            "user.",
+            "user.a b",
+            "limits.cpu",
+            &format!("user.{}", "x".repeat(124)),
+        ] {
+            let e = validate_user_keys("pool", &m(&[(bad, "v")])).unwrap_err();
+            assert!(e.message.contains("invalid pool key"), "{bad}: {e}");
+        }
+        let big = "v".repeat(MAX_USER_VALUE + 1);
+        let e = validate_user_keys("volume", &m(&[("user.x", big.as_str())])).unwrap_err();
+        assert!(e.message.contains("at most 4096"), "{e}");
+        let many: std::collections::BTreeMap<String, String> = (0..=MAX_USER_KEYS)
+            .map(|i| (format!("user.k{i}"), String::new()))
+            .collect();
+        let e = validate_user_keys("volume", &many).unwrap_err();
+        assert!(e.message.contains("per volume"), "{e}");
     }
 }

@@ -28,6 +28,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             vlans,
             isolated_ports,
             description,
+            config,
         } => {
             let n: Network = client.send(
                 "POST",
@@ -42,6 +43,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     vlans,
                     isolated_ports,
                     description,
+                    config: super::config::key_values(&config)?,
                 },
             )?;
             println(format!(

@@ -51,6 +51,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             level,
             chunk_size,
             description,
+            config,
         } => {
             let sources = sources
                 .iter()
@@ -73,6 +74,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                 level,
                 chunk_size: chunk_size.as_deref().map(size).transpose()?,
                 description,
+                config: super::config::key_values(&config)?,
             };
             println(format!("Creating storage pool {name}"))?;
             let op: Operation = client.send("POST", "/1.0/storage/pools", &body)?;
@@ -286,6 +288,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
             content,
             size: sz,
             source,
+            config,
         } => {
             let body = VolumeCreate {
                 name: name.clone(),
@@ -295,6 +298,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
                 },
                 size: sz.as_deref().map(size).transpose()?,
                 source,
+                config: super::config::key_values(&config)?,
             };
             let op: Operation =
                 client.send("POST", &format!("{}/volumes", pool_path(&pool)), &body)?;

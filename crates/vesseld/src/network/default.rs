@@ -89,6 +89,7 @@ impl NetworkService {
             vlans: Vec::new(),
             isolated_ports: false,
             description: "the default network: new instances get a NIC on it".into(),
+            config: Default::default(),
         })?;
         self.record_default(DEFAULT_NETWORK)?;
         tracing::info!(network = DEFAULT_NETWORK, subnet = %network.subnet, "default network made");

@@ -166,6 +166,7 @@ impl NetworkService {
             status: if error.is_some() { "failed" } else { "ok" }.into(),
             error,
             description: r.description.clone(),
+            config: r.config.clone(),
             created_at: r.created_at.clone(),
         }
     }

@@ -151,6 +151,7 @@ pub(super) fn plan_network(
         p.parse::<Ipv4Addr>()
             .map_err(|_| Error::invalid(format!("{p:?} is not an IPv4 address")))?;
     }
+    crate::name::validate_user_keys("network", &req.config)?;
     if req.isolated_ports && !req.vlans.is_empty() {
         return Err(Error::invalid(
             "isolated ports and VLAN segments do not mix: a segment's bridge has no port \
@@ -205,6 +206,7 @@ pub(super) fn plan_network(
         isolated_ports: req.isolated_ports,
         load_balancers: Vec::new(),
         description: req.description.clone(),
+        config: req.config.clone(),
         created_at,
     };
     let ours = rec.vnis();
@@ -259,6 +261,7 @@ mod tests {
             vlans: Vec::new(),
             isolated_ports: false,
             description: "d".into(),
+            config: Default::default(),
         }
     }
 

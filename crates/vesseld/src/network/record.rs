@@ -51,6 +51,9 @@ pub(super) struct NetworkRecord {
     pub(super) load_balancers: Vec<NetworkLoadBalancer>,
     #[serde(default)]
     pub(super) description: String,
+    /// Labels (`user.*` keys).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(super) config: std::collections::BTreeMap<String, String>,
     pub(super) created_at: String,
 }
 
@@ -201,6 +204,7 @@ pub(super) mod fixture {
             vlan_mode: None,
             load_balancers: Vec::new(),
             description: String::new(),
+            config: Default::default(),
             created_at: "2024-01-01T00:00:00Z".into(),
         }
     }

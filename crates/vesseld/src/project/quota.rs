@@ -28,6 +28,10 @@ impl Quota {
     /// an error naming it.
     pub fn parse(config: &BTreeMap<String, String>) -> Result<Quota> {
         let mut q = Quota::default();
+        crate::name::validate_user_keys(
+            "project",
+            config.iter().filter(|(k, _)| k.starts_with("user.")),
+        )?;
         for (k, v) in config {
             let count = || {
                 v.parse::<u64>().map_err(|_| {
@@ -66,6 +70,8 @@ impl Quota {
                         })?;
                     q.cpu = Some(c);
                 }
+                // Labels, checked above.
+                _ if k.starts_with("user.") => {}
                 _ if k.starts_with("limits.disk.pool.") && k.len() > "limits.disk.pool.".len() => {
                     let pool = &k["limits.disk.pool.".len()..];
                     q.disk_pool.insert(pool.to_string(), size()?);

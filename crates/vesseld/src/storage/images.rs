@@ -117,6 +117,7 @@ impl StorageService {
                     content: VolumeContent::Block,
                     size: Some(size.max(1 << 20)),
                     source: None,
+                    config: Default::default(),
                 },
                 Some(instance.to_string()),
             )?;

@@ -47,6 +47,7 @@ impl StorageService {
             size_bytes: size,
             used_bytes: used,
             description: rec.description.clone(),
+            config: rec.config.clone(),
             created_at: rec.created_at.clone(),
         }
     }
@@ -83,6 +84,7 @@ impl StorageService {
             created_files: Vec::new(),
             created_dir: None,
             description: req.description.clone(),
+            config: req.config.clone(),
             created_at: crate::clock::now(),
         };
         op.progress(Some(10), "preparing sources");
@@ -336,6 +338,7 @@ fn remove_created(rec: &PoolRecord) {
 /// in no other pool) and the settings its driver takes.
 pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Result<()> {
     validate_name("pool", &req.name)?;
+    crate::name::validate_user_keys("pool", &req.config)?;
     if pools.iter().any(|p| p.name == req.name) {
         return Err(Error::conflict(format!(
             "storage pool {:?} already exists",
@@ -436,6 +439,7 @@ mod tests {
             level: None,
             chunk_size: None,
             description: String::new(),
+            config: Default::default(),
         }
     }
 

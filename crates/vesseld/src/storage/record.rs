@@ -21,6 +21,9 @@ pub(super) struct PoolRecord {
     pub(super) created_dir: Option<String>,
     #[serde(default)]
     pub(super) description: String,
+    /// Labels (`user.*` keys).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(super) config: std::collections::BTreeMap<String, String>,
     pub(super) created_at: String,
 }
 
@@ -55,6 +58,9 @@ pub(super) struct VolumeRecord {
     /// restart is that user's; `None`: root's alone (not attached, or never started since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) disk_owner: Option<u32>,
+    /// Labels (`user.*` keys).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(super) config: std::collections::BTreeMap<String, String>,
     pub(super) created_at: String,
 }
 
@@ -88,6 +94,7 @@ pub(super) mod fixture {
             created_files: Vec::new(),
             created_dir: None,
             description: String::new(),
+            config: Default::default(),
             created_at: "2024-01-01T00:00:00Z".into(),
         }
     }
@@ -116,6 +123,7 @@ pub(super) mod fixture {
             root_of: None,
             container_root: false,
             id_base: Some(0),
+            config: Default::default(),
             disk_owner: None,
             created_at: "2024-01-01T00:00:00Z".into(),
         }

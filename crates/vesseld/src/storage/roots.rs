@@ -76,6 +76,7 @@ impl StorageService {
                 content,
                 size: Some(size),
                 source: None,
+                config: Default::default(),
             },
             Some(instance.to_string()),
         )?;

@@ -26,6 +26,7 @@ impl StorageService {
             source: v.source.clone(),
             snapshots: v.snapshots.clone(),
             attached_to: v.attached_to.clone(),
+            config: v.config.clone(),
             created_at: v.created_at.clone(),
         }
     }
@@ -101,6 +102,7 @@ impl StorageService {
             container_root: false,
             id_base,
             disk_owner: None,
+            config: req.config.clone(),
             created_at: crate::clock::now(),
         };
         // A clone of a VM's disk copies its owner (btrfs snapshots do): the new volume is
@@ -356,6 +358,7 @@ pub(super) fn check_volume_request(
     capacity: impl FnOnce() -> Result<u64>,
 ) -> Result<()> {
     let pool = &rec.name;
+    crate::name::validate_user_keys("volume", &req.config)?;
     if volumes.iter().any(|v| v.name == req.name) {
         return Err(Error::conflict(format!(
             "volume {:?} already exists in pool {pool:?}",
@@ -452,6 +455,7 @@ mod tests {
             content,
             size,
             source: source.map(str::to_string),
+            config: Default::default(),
         }
     }
 
