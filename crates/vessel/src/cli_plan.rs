@@ -46,14 +46,22 @@ pub enum PlanCommand {
     /// last hour plus headroom, against its limits; over- and under-provisioned instances
     /// each get a line with the figures. (On one host it right-sizes only.)
     #[command(
-        after_help = "Examples:\n  vessel plan consolidate\n  vessel plan consolidate --headroom 30\n  vessel plan consolidate --project acme --format json"
+        after_help = "Examples:\n  vessel plan consolidate\n  vessel plan consolidate --headroom 30\n  vessel plan consolidate --apply      # set the right sizes\n  vessel plan consolidate --project acme --format json"
     )]
     Consolidate {
         /// Headroom above the p95, in percent (default 20).
         #[arg(long)]
         headroom: Option<String>,
+        /// Carry the plan out: each over- or under-provisioned limit set to its right size,
+        /// in place (`limits.cpu`, `limits.memory`). Without a cluster this is all there is
+        /// to do; an instance without a limit keeps none.
+        #[arg(long)]
+        apply: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The JSON Schema of stack files (`vessel apply -f`), for editors and checks in CI; the
+    /// same as docs/stack.schema.json.
+    Schema,
 }

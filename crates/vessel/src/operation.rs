@@ -151,6 +151,12 @@ pub fn wait(client: &Client, op: Operation) -> Result<Operation> {
     wait_with(client, op, &mut progress, &INTERRUPTS)
 }
 
+/// Waits for `op` to end drawing nothing (for commands with a progress display of their
+/// own); Ctrl-C is left to its default.
+pub fn wait_quietly(client: &Client, op: Operation) -> Result<Operation> {
+    wait_with(client, op, &mut Progress::new(false), &AtomicUsize::new(0))
+}
+
 /// [`wait`] with the progress bar and the interrupt counter given.
 pub fn wait_with(
     client: &Client,

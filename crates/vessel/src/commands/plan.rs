@@ -10,7 +10,16 @@ use crate::output::{print_document, println, Format, Table};
 /// `plan ...`.
 pub fn run(client: &Client, cmd: PlanCommand) -> Result<i32> {
     match cmd {
-        PlanCommand::Consolidate { headroom, format } => consolidate(client, headroom, format),
+        PlanCommand::Consolidate {
+            headroom,
+            apply,
+            format,
+        } => consolidate(client, headroom, apply, format),
+        PlanCommand::Schema => {
+            let text = serde_json::to_string_pretty(&crate::stack::schema())?;
+            println(text)?;
+            Ok(0)
+        }
     }
 }
 
@@ -33,10 +42,67 @@ fn shown(r: &Option<ResourceSizing>, memory: bool) -> [String; 4] {
     ]
 }
 
-fn consolidate(client: &Client, headroom: Option<String>, format: Format) -> Result<i32> {
+/// The limits `--apply` sets: for each over- or under-provisioned limit, its key and the
+/// right size as the key takes it.
+pub fn right_sizes(plan: &ConsolidationPlan) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for i in &plan.instances {
+        for (r, key) in [(&i.cpu, "limits.cpu"), (&i.memory, "limits.memory")] {
+            let Some(r) = r.as_ref().filter(|r| r.limit.is_some()) else {
+                continue;
+            };
+            if r.verdict != "over" && r.verdict != "under" {
+                continue;
+            }
+            let value = if key == "limits.cpu" {
+                // Hundredths of a core, never zero.
+                format!("{:.2}", (r.recommended * 100.0).ceil().max(1.0) / 100.0)
+            } else {
+                // Whole MiB, at least 4.
+                let mib = (r.recommended / f64::from(1u32 << 20)).ceil().max(4.0);
+                format!("{mib:.0}MiB")
+            };
+            out.push((i.name.clone(), key.to_string(), value));
+        }
+    }
+    out
+}
+
+fn consolidate(
+    client: &Client,
+    headroom: Option<String>,
+    apply: bool,
+    format: Format,
+) -> Result<i32> {
     let query: Vec<(&str, String)> = headroom.into_iter().map(|h| ("headroom", h)).collect();
     let plan: ConsolidationPlan =
         client.get(&crate::encode::with_query("/1.0/plan/consolidate", &query))?;
+    if apply {
+        let sizes = right_sizes(&plan);
+        for (name, key, value) in &sizes {
+            let _: serde_json::Value = client.send(
+                "PATCH",
+                &format!("{}/config", crate::commands::instance_path(name)),
+                &vessel_api::InstanceConfigPatch {
+                    set: [(key.clone(), value.clone())].into(),
+                    unset: Vec::new(),
+                },
+            )?;
+            if format == Format::Table {
+                println(format!("{name}: {key}={value}"))?;
+            }
+        }
+        if format == Format::Table {
+            println(format!("{} limit(s) set to their right size.", sizes.len()))?;
+        } else {
+            let doc: Vec<_> = sizes
+                .iter()
+                .map(|(n, k, v)| serde_json::json!({"instance": n, "key": k, "value": v}))
+                .collect();
+            print_document(format, &doc)?;
+        }
+        return Ok(0);
+    }
     if format != Format::Table {
         print_document(format, &plan)?;
         return Ok(0);

@@ -1,10 +1,12 @@
 //! What `apply` must do to bring the instances in line with a stack: pure, from what is
 //! declared and what is there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use vessel_api::config::VolumeDevice;
 use vessel_api::Limits;
 
+use super::step::{not_ours, Action, Change, Object, Step};
 use super::{Kind, OWNER_KEY};
 
 /// An instance as the stack declares it, its image resolved to a fingerprint.
@@ -19,6 +21,10 @@ pub struct Desired {
     pub command: Vec<String>,
     pub environment: BTreeMap<String, String>,
     pub networks: Vec<String>,
+    /// Volumes attached at its creation.
+    pub volumes: Vec<VolumeDevice>,
+    /// Configuration keys it should have (`snapshots.*`, `boot.*`, `user.*`).
+    pub config: BTreeMap<String, String>,
 }
 
 /// An instance as it is.
@@ -31,31 +37,23 @@ pub struct Current {
     pub command: Vec<String>,
     pub environment: BTreeMap<String, String>,
     pub networks: Vec<String>,
+    pub volumes: Vec<VolumeDevice>,
     pub config: BTreeMap<String, String>,
 }
 
-/// What to do with one instance.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Make it.
-    Create,
-    /// Change keys in place (`PATCH …/config`): keys to set and to unset.
-    Change {
-        set: BTreeMap<String, String>,
-        unset: Vec<String>,
-    },
-    /// Delete it and make it anew (what it is made from changed).
-    Replace,
-    /// Delete it (the stack owns it and no longer declares it; with `--prune`).
-    Delete,
+/// What this apply makes anew before the instances: networks replaced, image aliases
+/// pulled or built again. An instance on such a network or of such an alias is replaced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Remade {
+    pub networks: BTreeSet<String>,
+    pub images: BTreeSet<String>,
 }
 
-/// One step of a plan, with the reason a person reads.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    pub name: String,
-    pub action: Action,
-    pub reason: String,
+/// The volumes of a desired instance in the form they are compared in.
+fn mounts(v: &[VolumeDevice]) -> BTreeSet<(String, String, String)> {
+    v.iter()
+        .map(|d| (d.pool.clone(), d.volume.clone(), d.path.clone()))
+        .collect()
 }
 
 /// The configuration key of a `launch -l` limit that can change in place, if it can.
@@ -91,11 +89,14 @@ fn set_limit_keys(l: &Limits) -> Vec<&'static str> {
 
 /// The steps that make `current` what `desired` declares for the stack `stack`; `prune`
 /// deletes what the stack owns and no longer declares. An instance of the name that the
-/// stack does not own is an error: apply never takes over what it did not make.
+/// stack does not own is an error: apply never takes over what it did not make. `aliases`
+/// maps each desired instance to the image alias it names (for `remade`).
 pub fn plan(
     stack: &str,
     desired: &[Desired],
     current: &[Current],
+    remade: &Remade,
+    aliases: &BTreeMap<String, String>,
     prune: bool,
 ) -> Result<Vec<Step>, String> {
     let by_name: BTreeMap<&str, &Current> = current.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -103,25 +104,28 @@ pub fn plan(
     let mut steps = Vec::new();
     for d in desired {
         let Some(c) = by_name.get(d.name.as_str()) else {
-            steps.push(Step {
-                name: d.name.clone(),
-                action: Action::Create,
-                reason: "declared, not there".into(),
-            });
+            steps.push(Step::new(
+                Object::Instance,
+                &d.name,
+                Action::Create,
+                "declared, not there",
+            ));
             continue;
         };
         match owner(c) {
             Some(o) if o == stack => {}
-            other => {
-                return Err(format!(
-                    "instance {} exists and is not stack {stack}'s ({OWNER_KEY} is {}): rename \
-                     it, delete it, or take it out of the stack",
-                    d.name,
-                    other.map_or("not set".to_string(), |o| format!("{o:?}"))
-                ))
-            }
+            other => return Err(not_ours(Object::Instance, &d.name, stack, other.as_ref())),
         }
         let mut replace = Vec::new();
+        for n in d.networks.iter().filter(|n| remade.networks.contains(*n)) {
+            replace.push(format!("network {n} is made anew"));
+        }
+        if let Some(a) = aliases.get(&d.name).filter(|a| remade.images.contains(*a)) {
+            replace.push(format!("image {a} is pulled or built anew"));
+        }
+        if mounts(&d.volumes) != mounts(&c.volumes) {
+            replace.push("volumes".into());
+        }
         if c.image != d.image {
             replace.push(format!("image {} → {}", short(&c.image), short(&d.image)));
         }
@@ -148,11 +152,12 @@ pub fn plan(
             replace.push("limits that cannot change in place (io.*_bps, io.*_iops)".into());
         }
         if !replace.is_empty() {
-            steps.push(Step {
-                name: d.name.clone(),
-                action: Action::Replace,
-                reason: replace.join("; "),
-            });
+            steps.push(Step::new(
+                Object::Instance,
+                &d.name,
+                Action::Replace,
+                replace.join("; "),
+            ));
             continue;
         }
         let mut set = BTreeMap::new();
@@ -184,23 +189,43 @@ pub fn plan(
             }
             why.push("environment (from its next start)".to_string());
         }
+        // Declared keys are set; the snapshot schedule is the stack's alone (unset when left
+        // out); other keys left out stay as they are.
+        let mut keys = Vec::new();
+        for (k, v) in &d.config {
+            if c.config.get(k) != Some(v) {
+                set.insert(k.clone(), v.clone());
+                keys.push(k.clone());
+            }
+        }
+        for k in ["snapshots.schedule", "snapshots.expiry"] {
+            if c.config.contains_key(k) && !d.config.contains_key(k) {
+                unset.push(k.to_string());
+                keys.push(k.to_string());
+            }
+        }
+        if !keys.is_empty() {
+            why.push(format!("config {}", keys.join(", ")));
+        }
         if !set.is_empty() || !unset.is_empty() {
-            steps.push(Step {
-                name: d.name.clone(),
-                action: Action::Change { set, unset },
-                reason: why.join(", "),
-            });
+            steps.push(Step::new(
+                Object::Instance,
+                &d.name,
+                Action::Change(Change::Config { set, unset }),
+                why.join(", "),
+            ));
         }
     }
     if prune {
         for c in current {
             let declared = desired.iter().any(|d| d.name == c.name);
             if !declared && owner(c).as_deref() == Some(stack) {
-                steps.push(Step {
-                    name: c.name.clone(),
-                    action: Action::Delete,
-                    reason: format!("stack {stack}'s, no longer declared"),
-                });
+                steps.push(Step::new(
+                    Object::Instance,
+                    &c.name,
+                    Action::Delete,
+                    format!("stack {stack}'s, no longer declared"),
+                ));
             }
         }
     }
@@ -225,6 +250,8 @@ mod tests {
             command: Vec::new(),
             environment: BTreeMap::new(),
             networks: Vec::new(),
+            volumes: Vec::new(),
+            config: BTreeMap::new(),
         }
     }
 
@@ -237,6 +264,7 @@ mod tests {
             command: vec!["sh".into()],
             environment: d.environment.clone(),
             networks: d.networks.clone(),
+            volumes: d.volumes.clone(),
             config: owner
                 .map(|o| [(OWNER_KEY.to_string(), o.to_string())].into())
                 .unwrap_or_default(),
@@ -246,13 +274,24 @@ mod tests {
     #[test]
     fn from_nothing_then_nothing_to_do() {
         let want = vec![desired("a"), desired("b")];
-        let steps = plan("s", &want, &[], false).unwrap();
+        let steps = plan("s", &want, &[], &Remade::default(), &BTreeMap::new(), false).unwrap();
         assert_eq!(
             steps.iter().filter(|s| s.action == Action::Create).count(),
             2
         );
         let there: Vec<_> = want.iter().map(|d| current(d, Some("s"))).collect();
-        assert_eq!(plan("s", &want, &there, true).unwrap(), vec![]);
+        assert_eq!(
+            plan(
+                "s",
+                &want,
+                &there,
+                &Remade::default(),
+                &BTreeMap::new(),
+                true
+            )
+            .unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -262,17 +301,25 @@ mod tests {
         want[0].limit_args = vec!["memory=128MiB".into(), "cpu=0.5".into()];
         want[0].limits = crate::limits::parse_limits(&want[0].limit_args).unwrap();
         want[1].image = "bbbb".into();
-        let steps = plan("s", &want, &there, false).unwrap();
+        let steps = plan(
+            "s",
+            &want,
+            &there,
+            &Remade::default(),
+            &BTreeMap::new(),
+            false,
+        )
+        .unwrap();
         assert_eq!(
             steps[0].action,
-            Action::Change {
+            Action::Change(Change::Config {
                 set: [
                     ("limits.cpu".to_string(), "0.5".to_string()),
                     ("limits.memory".into(), "128MiB".into())
                 ]
                 .into(),
                 unset: vec![]
-            }
+            })
         );
         assert_eq!(steps[1].action, Action::Replace);
         assert!(
@@ -289,23 +336,97 @@ mod tests {
         there.push(current(&desired("gone"), Some("s")));
         there.push(current(&desired("theirs"), Some("other")));
         there.push(current(&desired("nobodys"), None));
-        let steps = plan("s", &want, &there, true).unwrap();
+        let steps = plan(
+            "s",
+            &want,
+            &there,
+            &Remade::default(),
+            &BTreeMap::new(),
+            true,
+        )
+        .unwrap();
         assert_eq!(
             steps,
-            vec![Step {
-                name: "gone".into(),
-                action: Action::Delete,
-                reason: "stack s's, no longer declared".into()
-            }]
+            vec![Step::new(
+                Object::Instance,
+                "gone",
+                Action::Delete,
+                "stack s's, no longer declared"
+            )]
         );
-        assert!(plan("s", &want, &there, false).unwrap().is_empty());
+        assert!(plan(
+            "s",
+            &want,
+            &there,
+            &Remade::default(),
+            &BTreeMap::new(),
+            false
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
     fn an_instance_the_stack_does_not_own_is_never_taken_over() {
         let want = vec![desired("a")];
         let there = vec![current(&want[0], None)];
-        let e = plan("s", &want, &there, false).unwrap_err();
+        let e = plan(
+            "s",
+            &want,
+            &there,
+            &Remade::default(),
+            &BTreeMap::new(),
+            false,
+        )
+        .unwrap_err();
         assert!(e.contains("instance a exists and is not stack s's"), "{e}");
+    }
+
+    #[test]
+    fn what_is_made_anew_carries_its_instances_and_keys_change_in_place() {
+        let mut want = vec![desired("a"), desired("b"), desired("c")];
+        want[0].networks = vec!["lan".into()];
+        let there: Vec<_> = want.iter().map(|d| current(d, Some("s"))).collect();
+        let remade = Remade {
+            networks: ["lan".to_string()].into(),
+            images: ["bb".to_string()].into(),
+        };
+        let aliases: BTreeMap<String, String> = [("b".to_string(), "bb".to_string())].into();
+        want[2].config = [("snapshots.schedule".to_string(), "@daily".to_string())].into();
+        let steps = plan("s", &want, &there, &remade, &aliases, false).unwrap();
+        assert_eq!(steps.len(), 3, "{steps:?}");
+        assert_eq!(steps[0].action, Action::Replace);
+        assert_eq!(steps[0].reason, "network lan is made anew");
+        assert_eq!(steps[1].reason, "image bb is pulled or built anew");
+        assert_eq!(
+            steps[2].action,
+            Action::Change(Change::Config {
+                set: [("snapshots.schedule".to_string(), "@daily".to_string())].into(),
+                unset: vec![]
+            })
+        );
+        // The schedule taken out of the stack is unset; a volume added replaces.
+        let mut there = there;
+        there[2]
+            .config
+            .insert("snapshots.schedule".into(), "@daily".into());
+        want[2].config.clear();
+        want[1].volumes = vec![VolumeDevice {
+            pool: "p".into(),
+            volume: "v".into(),
+            path: "/data".into(),
+        }];
+        let steps = plan("s", &want, &there, &Remade::default(), &aliases, false).unwrap();
+        assert_eq!(
+            (steps[0].action.verb(), steps[0].reason.as_str()),
+            ("replace", "volumes")
+        );
+        assert_eq!(
+            steps[1].action,
+            Action::Change(Change::Config {
+                set: BTreeMap::new(),
+                unset: vec!["snapshots.schedule".into()]
+            })
+        );
     }
 }

@@ -1,82 +1,23 @@
 //! Stacks: infrastructure declared in one YAML (or JSON) document and brought about by
-//! `vessel apply`. This is the first part of it: a stack's instances (image, type, limits,
-//! command, environment, networks they join). What a stack owns carries its name in the
-//! instance key `user.stack`, so `--prune` and `destroy` never touch anything else.
+//! `vessel apply`: projects, pools, volumes, networks with their forwards and balancers,
+//! images and instances. What a stack makes carries its name in the label `user.stack`, so
+//! `--prune` and `destroy` never touch anything else. The plan is a pure function of the
+//! document and what is there (`diff`, `infra`); `commands::stack` reads and acts.
 
+mod check;
 pub mod diff;
+pub mod infra;
+pub mod spec;
+pub mod step;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{Context, Result};
 
-/// The instance key that names the stack an instance belongs to.
+pub use spec::{Kind, Stack};
+
+/// The label that names the stack an object belongs to.
 pub const OWNER_KEY: &str = "user.stack";
-
-/// A stack document.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Stack {
-    /// The stack's name: what its objects are tagged with.
-    pub name: String,
-    /// Instances, by name.
-    #[serde(default)]
-    pub instances: BTreeMap<String, InstanceSpec>,
-}
-
-/// Whether an instance is a container or a VM.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A system container (the default).
-    #[default]
-    Container,
-    /// A virtual machine.
-    Vm,
-}
-
-/// One declared instance.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceSpec {
-    /// Image alias or fingerprint.
-    pub image: String,
-    /// `container` (default) or `vm`.
-    #[serde(default, rename = "type")]
-    pub kind: Kind,
-    /// Limits as `vessel launch -l` takes them: `cpu: 0.5`, `memory: 128MiB`.
-    #[serde(default)]
-    pub limits: BTreeMap<String, serde_yaml::Value>,
-    /// The init command instead of the image's.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// Environment of the init.
-    #[serde(default)]
-    pub environment: BTreeMap<String, String>,
-    /// Networks to give it a NIC on (existing ones), `eth0` first; none: no NIC.
-    #[serde(default)]
-    pub networks: Vec<String>,
-}
-
-impl InstanceSpec {
-    /// The limits as `KEY=VALUE` arguments.
-    pub fn limit_args(&self) -> Vec<String> {
-        self.limits
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_yaml::Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
-                };
-                format!("{k}={v}")
-            })
-            .collect()
-    }
-}
 
 /// Parses a stack from `text` (YAML, which JSON is too); `file` names it in errors, which
 /// give the line and the field.
@@ -86,46 +27,50 @@ pub fn parse(text: &str, file: &str) -> Result<Stack> {
             .location()
             .map(|l| format!("{file}:{}:{}", l.line(), l.column()))
             .unwrap_or_else(|| file.to_string());
-        anyhow::anyhow!("{at}: {e}")
+        // The message ends with the location given first already.
+        let msg = e.to_string();
+        let msg = match msg.rfind(" at line ") {
+            Some(i) if e.location().is_some() => msg[..i].to_string(),
+            _ => msg,
+        };
+        anyhow::anyhow!("{at}: {msg}")
     })?;
-    check(&stack, text, file)?;
+    check::check(&stack).map_err(|(path, why)| {
+        let line = locate(text, &path);
+        anyhow::anyhow!("{file}:{line}: {}: {why}", path.join("."))
+    })?;
     Ok(stack)
 }
 
-/// The line of `key:` in `text`, for errors about a value that parsed but is not allowed.
-fn line_of(text: &str, key: &str) -> Option<usize> {
-    let want = format!("{key}:");
-    text.lines()
-        .position(|l| l.trim_start().starts_with(&want))
-        .map(|i| i + 1)
-}
-
-fn check(stack: &Stack, text: &str, file: &str) -> Result<()> {
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.len() <= 63
-            && n.starts_with(|c: char| c.is_ascii_alphabetic())
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if !name_ok(&stack.name) {
-        bail!(
-            "{file}:{}: name: {:?} is not a stack name (letters, digits and '-', starting with a letter)",
-            line_of(text, "name").unwrap_or(1),
-            stack.name
-        );
-    }
-    for (name, spec) in &stack.instances {
-        let at = line_of(text, name).unwrap_or(1);
-        if !name_ok(name) {
-            bail!("{file}:{at}: instances.{name}: not an instance name (letters, digits and '-', starting with a letter)");
-        }
-        crate::limits::parse_limits(&spec.limit_args())
-            .with_context(|| format!("{file}:{at}: instances.{name}.limits"))?;
-        if spec.image.trim().is_empty() {
-            bail!("{file}:{at}: instances.{name}.image: empty");
+/// The line of the field at `path` (`["instances", "web", "limits"]`) in a block-style
+/// YAML `text`: each part is looked for below the line of the one before, deeper indented;
+/// where a part is not found (flow style, a list), the line of the last found.
+pub fn locate(text: &str, path: &[String]) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut at, mut depth): (usize, Option<usize>) = (0, None);
+    let mut found = 1;
+    for part in path {
+        let want = [
+            format!("{part}:"),
+            format!("\"{part}\":"),
+            format!("'{part}':"),
+        ];
+        let hit = lines.iter().enumerate().skip(at).find(|(i, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            let deeper = depth.is_none_or(|d| indent(l) > d || *i == at);
+            deeper && want.iter().any(|w| t.starts_with(w.as_str()))
+        });
+        match hit {
+            Some((i, l)) => {
+                found = i + 1;
+                at = i + 1;
+                depth = Some(indent(l));
+            }
+            None => break,
         }
     }
-    Ok(())
+    found
 }
 
 /// Reads and parses the stack file at `path` (`-` is standard input).
@@ -144,6 +89,13 @@ pub fn read(path: &Path) -> Result<Stack> {
     parse(&text, &shown)
 }
 
+/// The JSON Schema of a stack document, generated from its types.
+pub fn schema() -> serde_json::Value {
+    let mut s = serde_json::to_value(schemars::schema_for!(Stack)).expect("a schema is JSON");
+    s["$id"] = "https://vessel.dev/schemas/stack.schema.json".into();
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +109,8 @@ mod tests {
         let web = &s.instances["web"];
         assert_eq!(web.limit_args(), vec!["cpu=0.5", "memory=64MiB"]);
         assert_eq!(s.instances["db"].kind, Kind::Vm);
+        let two = parse(&GOOD.replace("cpu: 0.5", "cpu: 2"), "s.yaml").unwrap();
+        assert_eq!(two.instances["web"].limit_args()[0], "cpu=2");
     }
 
     #[test]
@@ -167,7 +121,7 @@ mod tests {
         assert!(e.contains("comand"), "{e}");
         let bad = GOOD.replace("memory: 64MiB", "memory: lots");
         let e = format!("{:#}", parse(&bad, "s.yaml").unwrap_err());
-        assert!(e.starts_with("s.yaml:3: instances.web.limits"), "{e}");
+        assert!(e.starts_with("s.yaml:5: instances.web.limits"), "{e}");
         let e = parse(
             "name: demo\ninstances:\n  web: {type: container}\n",
             "s.yaml",
@@ -177,5 +131,50 @@ mod tests {
         assert!(e.contains("image"), "{e}");
         let e = parse("name: 9lives\n", "s.yaml").unwrap_err().to_string();
         assert!(e.starts_with("s.yaml:1: name"), "{e}");
+    }
+
+    #[test]
+    fn the_line_is_found_below_the_section_it_belongs_to() {
+        let text = "name: s\nnetworks:\n  web:\n    subnet: 10.0.0.0/24\ninstances:\n  web:\n    image: busybox\n    networks: [nope]\n";
+        let p = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(locate(text, &p(&["instances", "web", "networks"])), 8);
+        assert_eq!(locate(text, &p(&["networks", "web"])), 3);
+        assert_eq!(locate(text, &p(&["instances", "web", "volumes"])), 6);
+    }
+
+    #[test]
+    fn the_schema_describes_every_section() {
+        let s = schema();
+        let props = &s["properties"];
+        for k in [
+            "name",
+            "project",
+            "projects",
+            "pools",
+            "volumes",
+            "networks",
+            "images",
+            "instances",
+        ] {
+            assert!(props.get(k).is_some(), "{k} missing from {s}");
+        }
+        assert_eq!(s["additionalProperties"], false);
+    }
+
+    /// docs/stack.schema.json is what `vessel plan schema` prints (`VESSEL_BLESS=1` writes it).
+    #[test]
+    fn the_published_schema_is_the_generated_one() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/stack.schema.json");
+        let text = serde_json::to_string_pretty(&schema()).unwrap() + "\n";
+        if std::env::var_os("VESSEL_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            published == text,
+            "{} is not the schema of the stack types: run VESSEL_BLESS=1 cargo test -p vessel",
+            path.display()
+        );
     }
 }
