@@ -389,10 +389,23 @@ fn a_stack_of_networks_a_raid_pool_instances_and_a_balancer_converges() {
     let (web1_born, db_born) = (created_at(&d, "web1"), created_at(&d, "db"));
     let v2 = SHOP
         .replacen("limits: {memory: 64MiB}", "limits: {memory: 96MiB}", 1)
-        .replace("  db:\n    image: busybox", "  db:\n    image: bb2");
+        .replace("  db:\n    image: busybox", "  db:\n    image: bb2")
+        .replace(
+            "    subnet: 10.71.0.0/24\n",
+            "    subnet: 10.71.0.0/24\n    acl: 'allow ingress tcp port 80'\n",
+        )
+        .replace("size: 16MiB, type: block", "size: 24MiB, type: block");
     let f = stack(&d, &v2);
     let plan = json(&d.ok(&["plan", "-f", &f, "--format", "json"]));
-    assert_eq!(plan.as_array().unwrap().len(), 2, "{plan}");
+    assert_eq!(plan.as_array().unwrap().len(), 4, "{plan}");
+    assert_eq!(
+        step(&plan, "network", "front").as_deref(),
+        Some("change in place")
+    );
+    assert_eq!(
+        step(&plan, "volume", "fast/disk").as_deref(),
+        Some("change in place")
+    );
     assert_eq!(
         step(&plan, "instance", "web1").as_deref(),
         Some("change in place")
@@ -400,6 +413,18 @@ fn a_stack_of_networks_a_raid_pool_instances_and_a_balancer_converges() {
     assert_eq!(step(&plan, "instance", "db").as_deref(), Some("replace"));
     d.ok(&["apply", "-f", &f]);
     assert_eq!(d.info("web1")["limits"]["memory"], 96 << 20);
+    let net = json(&d.ok(&["network", "info", "front", "--format", "json"]));
+    assert!(
+        net["acl"]
+            .as_str()
+            .unwrap()
+            .contains("allow ingress tcp port 80"),
+        "{net}"
+    );
+    let disk = json(&d.ok(&[
+        "storage", "volume", "info", "fast", "disk", "--format", "json",
+    ]));
+    assert_eq!(disk["size_bytes"], 24 << 20, "{disk}");
     assert_eq!(created_at(&d, "web1"), web1_born);
     assert_ne!(created_at(&d, "db"), db_born);
     let (_, out) = d.sh("db", "cat /data/proof");
@@ -444,13 +469,13 @@ fn a_stack_of_networks_a_raid_pool_instances_and_a_balancer_converges() {
     );
     let err = d.fails(&["apply", "-f", &stack(&d, &bad)]);
     assert!(
-        err.contains("stack.yaml:16:") && err.contains("port"),
+        err.contains("stack.yaml:17:") && err.contains("port"),
         "{err}"
     );
     let bad = v3.replace("backends: [web1]", "backends: [web1, nobody]");
     let err = d.fails(&["apply", "-f", &stack(&d, &bad)]);
     assert!(
-        err.contains("stack.yaml:17: networks.front.balancers.www.backends: \"nobody\""),
+        err.contains("stack.yaml:18: networks.front.balancers.www.backends: \"nobody\""),
         "{err}"
     );
     let bad = v3.replace("level: raid1", "level: raid5");
@@ -496,4 +521,54 @@ fn a_stack_of_networks_a_raid_pool_instances_and_a_balancer_converges() {
     assert!(names(&d, &["storage", "volume", "list", "spare"]).contains(&"keep".to_string()));
     let again = d.ok(&["destroy", "-f", &f]);
     assert!(again.contains("0 object(s) deleted"), "{again}");
+}
+
+#[test]
+fn a_stack_makes_its_project_and_lives_in_it() {
+    let sb = common::Sandbox::new(1);
+    let d = Daemon::start_in_netns(&sb.hosts[0]);
+    d.busybox();
+    d.ok(&["launch", "busybox", "app", "--no-network"]);
+    let tenant = "name: tenant\nproject: acme\nprojects:\n  acme:\n    description: a customer\n    config: {features.images: false, limits.instances: 2}\nnetworks:\n  lan: {subnet: 10.74.0.0/24}\ninstances:\n  app:\n    image: busybox\n    networks: [lan]\n    command: [sleep, '100000']\n";
+    let f = stack(&d, tenant);
+    let plan = d.ok(&["plan", "-f", &f]);
+    assert_eq!(plan.matches("create").count(), 3, "{plan}");
+    d.ok(&["apply", "-f", &f]);
+    let p = json(&d.ok(&["project", "info", "acme", "--format", "json"]));
+    assert_eq!(p["config"]["user.stack"], "tenant", "{p}");
+    assert_eq!(p["config"]["limits.instances"], "2", "{p}");
+    let app = json(&d.ok(&["info", "app", "--project", "acme", "--format", "json"]));
+    assert_eq!(app["status"], "running", "{app}");
+    assert_eq!(app["nics"][0]["network"], "lan", "{app}");
+    assert!(d.ok(&["apply", "-f", &f]).contains("nothing to do"));
+    // default's app is another instance, untouched.
+    assert!(d.info("app")["nics"].as_array().unwrap().is_empty());
+
+    // A setting changes in place; a quota the stack outgrows stops the apply with the
+    // daemon's reason, and what was made stays.
+    let more = tenant.replace("limits.instances: 2", "limits.instances: 1")
+        + "  app2:\n    image: busybox\n    command: [sleep, '100000']\n";
+    let f = stack(&d, &more);
+    let err = d.fails(&["apply", "-f", &f]);
+    assert!(
+        err.contains("create instance app2") && err.contains("limits.instances"),
+        "{err}"
+    );
+    let p = json(&d.ok(&["project", "info", "acme", "--format", "json"]));
+    assert_eq!(p["config"]["limits.instances"], "1", "{p}");
+    let f = stack(
+        &d,
+        &more.replace("limits.instances: 1", "limits.instances: 3"),
+    );
+    d.ok(&["apply", "-f", &f]);
+    assert_eq!(
+        json(&d.ok(&["info", "app2", "--project", "acme", "--format", "json"]))["status"],
+        "running"
+    );
+
+    // destroy: the project with everything in it; default's app stays.
+    d.ok(&["destroy", "-f", &f]);
+    assert!(d.fails(&["project", "info", "acme"]).contains("not found"));
+    assert_eq!(d.info("app")["status"], "running");
+    d.ok(&["delete", "app", "--force"]);
 }

@@ -87,6 +87,24 @@ fn right_sizes_come_from_recorded_use_and_outlive_a_restart() {
     ] {
         assert!(table.contains(needle), "{needle} missing from:\n{table}");
     }
+    // --apply sets each over- or under-provisioned limit to its right size, in place.
+    let out = d.ok(&["plan", "consolidate", "--apply"]);
+    assert!(out.contains("limit(s) set to their right size"), "{out}");
+    let busy = d.info("busy");
+    let cpu = busy["limits"]["cpu"].as_f64().unwrap_or(0.0);
+    assert!(cpu > 0.25, "busy still at a quarter core: {busy}\n{out}");
+    let idle = d.info("idle");
+    assert!(
+        idle["limits"]["cpu"].as_f64().is_some_and(|c| c < 2.0),
+        "idle's cpu: {idle}\n{out}"
+    );
+    assert!(
+        idle["limits"]["memory"]
+            .as_u64()
+            .is_some_and(|m| m < 256 << 20 && m >= 4 << 20),
+        "idle's memory: {idle}\n{out}"
+    );
+    assert_eq!(idle["status"], "running", "changed in place");
     // Bad headroom: refused, with what to give.
     let err = d.fails(&["plan", "consolidate", "--headroom", "lots"]);
     assert!(err.contains("percentage"), "{err}");

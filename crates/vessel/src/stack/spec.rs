@@ -42,10 +42,12 @@ pub struct Stack {
     pub instances: BTreeMap<String, InstanceSpec>,
 }
 
-/// A number or a string with a unit: `0.5`, `2`, `128MiB`.
+/// A number, a string with a unit or a truth value: `0.5`, `2`, `128MiB`, `false`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(untagged)]
 pub enum Scalar {
+    /// true or false.
+    Bool(bool),
     /// A number.
     Number(f64),
     /// Text, e.g. a size with its unit.
@@ -58,6 +60,7 @@ impl Scalar {
         match self {
             Scalar::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
             Scalar::Number(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
             Scalar::Text(s) => s.clone(),
         }
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use vessel_api::config::VolumeDevice;
 use vessel_api::{
-    Image, Instance, InstanceType, Network, PoolDriver, Project, StoragePool, StorageVolume,
-    VolumeContent,
+    Image, Instance, InstanceStatus, InstanceType, Network, PoolDriver, Project, StoragePool,
+    StorageVolume, VolumeContent,
 };
 
 use crate::client::{ApiError, Client};
@@ -106,10 +106,22 @@ pub fn world(global: &Client, client: &Client, stack: &Stack, everything: bool) 
             labels: p.config,
         })
         .collect();
-    if !missing {
-        let nets: Vec<Network> = client.get("/1.0/networks")?;
-        w.networks = nets.into_iter().map(network).collect();
-        let images: Vec<Image> = client.get("/1.0/images")?;
+    // A project not made yet holds nothing; its images are default's if it is declared
+    // with `features.images: false`, else its own (none yet).
+    let shares_images = |p: &str| {
+        stack.projects.get(p).is_some_and(|s| {
+            s.config
+                .get(vessel_api::FEATURES_IMAGES)
+                .is_some_and(|v| v.text() == "false")
+        })
+    };
+    let image_client = match stack.project.as_deref() {
+        Some(p) if missing && shares_images(p) => Some(global),
+        _ if missing => None,
+        _ => Some(client),
+    };
+    if let Some(c) = image_client {
+        let images: Vec<Image> = c.get("/1.0/images")?;
         w.images = images
             .into_iter()
             .map(|i| infra::Image {
@@ -118,6 +130,10 @@ pub fn world(global: &Client, client: &Client, stack: &Stack, everything: bool) 
                 source: i.source,
             })
             .collect();
+    }
+    if !missing {
+        let nets: Vec<Network> = client.get("/1.0/networks")?;
+        w.networks = nets.into_iter().map(network).collect();
     }
     Ok(w)
 }
@@ -216,9 +232,35 @@ pub fn desired(
     Ok((out, aliases))
 }
 
-/// The instances there are in the stack's project.
+/// How long to wait for instances between states (made, started or stopped by an
+/// operation still running, e.g. of an apply that was killed).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The instances there are in the stack's project, once none of them is between states.
 pub fn current(client: &Client) -> Result<Vec<Current>> {
-    let list: Vec<Instance> = client.get("/1.0/instances")?;
+    let deadline = std::time::Instant::now() + SETTLE;
+    let mut told = false;
+    let list = loop {
+        let list: Vec<Instance> = client.get("/1.0/instances")?;
+        let moving: Vec<String> = list
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.status,
+                    InstanceStatus::Creating | InstanceStatus::Starting | InstanceStatus::Stopping
+                )
+            })
+            .map(|i| format!("{} ({})", i.name, i.status.as_str()))
+            .collect();
+        if moving.is_empty() || std::time::Instant::now() > deadline {
+            break list;
+        }
+        if !told {
+            eprintln!("Waiting for {} ...", moving.join(", "));
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     Ok(list
         .into_iter()
         .map(|i| Current {
