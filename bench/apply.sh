@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A stack of N (200) busybox instances brought about by one `vessel apply -f` against the
-# same instances made by N `vessel launch` calls, in interleaved rounds (everything deleted
+# A stack of N (200) busybox instances brought about by one `vessel apply -f` (which makes
+# four at once) against the same instances made by N `vessel launch` calls, one after
+# another and four at once (xargs -P 4), in interleaved rounds (everything deleted
 # between rounds, untimed); then a second apply of the unchanged stack (the no-op), and the
 # planner on 10,000 instances over 100 simulated members (vessel-placement's example).
 . "$(dirname "$0")/lib.sh"
@@ -35,6 +36,9 @@ V image build busybox >/dev/null
 cat > "$WORK/launch.sh" <<SH
 for i in \$(seq 1 $N); do "$BIN/vessel" launch busybox "l\$i" --no-network -l memory=32MiB >/dev/null; done
 SH
+cat > "$WORK/launch4.sh" <<SH
+seq 1 $N | xargs -P 4 -I{} "$BIN/vessel" launch busybox "l{}" --no-network -l memory=32MiB >/dev/null
+SH
 cat > "$WORK/unlaunch.sh" <<SH
 for i in \$(seq 1 $N); do "$BIN/vessel" delete "l\$i" --force >/dev/null 2>&1 || true; done
 SH
@@ -42,7 +46,8 @@ echo "$N instances, $ROUNDS rounds:"
 CLEAN="'$BIN/vessel' destroy -f '$WORK/stack.yaml' >/dev/null; bash '$WORK/unlaunch.sh'"
 interleave "$ROUNDS" "$WORK" \
   "apply" "$CLEAN" "'$BIN/vessel' apply -f '$WORK/stack.yaml'" \
-  "launch-calls" "$CLEAN" "bash '$WORK/launch.sh'"
+  "launch-calls" "$CLEAN" "bash '$WORK/launch.sh'" \
+  "launch-calls-4-at-once" "$CLEAN" "bash '$WORK/launch4.sh'"
 "$BIN/vessel" apply -f "$WORK/stack.yaml" >/dev/null
 interleave "$ROUNDS" "$WORK" \
   "apply-again" ":" "'$BIN/vessel' apply -f '$WORK/stack.yaml'" \

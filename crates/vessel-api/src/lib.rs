@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod endpoints;
 pub mod network;
@@ -19,6 +20,7 @@ pub mod types;
 
 pub use auth::*;
 pub use backup::*;
+pub use cluster::*;
 pub use config::*;
 pub use network::*;
 pub use project::*;

@@ -12,6 +12,7 @@ use utoipa::openapi::{
 
 use crate::auth::*;
 use crate::backup::*;
+use crate::cluster::*;
 use crate::config::*;
 use crate::endpoints::{Body, Endpoint, Method, ENDPOINTS};
 use crate::network::*;
@@ -51,6 +52,13 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceHistory>()
         .schema_from::<HistoryPoint>()
         .schema_from::<ConsolidationPlan>()
+        .schema_from::<ClusterInit>()
+        .schema_from::<ClusterJoin>()
+        .schema_from::<ClusterTokenCreate>()
+        .schema_from::<ClusterToken>()
+        .schema_from::<ClusterInfo>()
+        .schema_from::<ClusterMember>()
+        .schema_from::<ClusterMemberUsage>()
         .schema_from::<InstanceSizing>()
         .schema_from::<ResourceSizing>()
         .schema_from::<VmDetails>()

@@ -232,6 +232,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// A cluster: several servers as one, on etcd (membership, join tokens, heartbeats).
+    #[command(subcommand, after_help = crate::cli_cluster::CLUSTER_EXAMPLES)]
+    Cluster(crate::cli_cluster::ClusterCommand),
     /// Projects: tenants with their own instances and limits.
     #[command(subcommand, after_help = crate::cli_auth::PROJECT_EXAMPLES)]
     Project(crate::cli_auth::ProjectCommand),

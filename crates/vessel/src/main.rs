@@ -10,6 +10,7 @@ use clap::Parser;
 mod cli;
 mod cli_auth;
 mod cli_backup;
+mod cli_cluster;
 mod cli_config;
 mod cli_network;
 mod cli_plan;

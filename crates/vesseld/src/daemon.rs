@@ -180,6 +180,7 @@ impl Daemon {
         let settings = crate::settings::Settings::new(store.clone());
         let projects = crate::project::ProjectService::new(store.clone());
         let profiles = crate::profile::ProfileService::new(store.clone());
+        let cluster = crate::cluster::ClusterService::new(root.clone(), store.clone());
         let instances = InstanceService::new(
             store,
             images.clone(),
@@ -220,6 +221,7 @@ impl Daemon {
         );
         Self {
             app: api::App {
+                cluster,
                 metrics,
                 instances,
                 images,
@@ -324,6 +326,8 @@ impl Daemon {
             tokio::spawn(async move { instances.snapshot_schedule().await });
             let metrics = self.app.metrics.clone();
             tokio::spawn(async move { metrics.sample_history().await });
+            let cluster = self.app.cluster.clone();
+            tokio::spawn(async move { cluster.resume().await });
         }
         let root = std::path::PathBuf::from(&self.app.info.root_dir);
         if let Some(boot) = crate::instance::autostart::host_booted(&root) {
@@ -338,6 +342,7 @@ impl Daemon {
                 .await
                 .map_err(io_err("serving the API on the unix socket".into()));
         let _ = control.listen(None).await;
+        self.app.cluster.shutdown().await;
         self.app.metrics.save_history();
         // VM starts in progress give up (their QEMU killed) at their next step: the process
         // exits within its blocking grace, and the next daemon adopts what runs.

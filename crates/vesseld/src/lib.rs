@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod backup;
 mod clock;
+mod cluster;
 mod daemon;
 mod error;
 mod events;

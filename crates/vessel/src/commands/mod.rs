@@ -9,6 +9,7 @@ use crate::remote::Config;
 
 mod auth;
 mod backup;
+mod cluster;
 pub mod config;
 mod exec;
 mod file;
@@ -150,6 +151,7 @@ pub fn run(
         Command::Apply(args) => stack::apply(&client, &args.file, args.prune, args.format),
         Command::Destroy(args) => stack::destroy(&client, &args.file),
         Command::Backup(cmd) => backup::run(&client, cmd),
+        Command::Cluster(cmd) => cluster::run(&client, cmd),
         Command::Snapshot(cmd) => snapshot::run(&client, cmd),
     }
 }

@@ -5,6 +5,7 @@
 mod archives;
 mod auth;
 mod backups;
+mod cluster;
 mod guard;
 mod handlers;
 pub mod https;
@@ -68,6 +69,8 @@ pub struct App {
     pub backups: crate::backup::BackupService,
     /// Metrics and the instances' history.
     pub metrics: crate::metrics::MetricsService,
+    /// Membership of a cluster.
+    pub cluster: crate::cluster::ClusterService,
 }
 
 /// Marker in the body of the router's own 404, told apart from a handler's "not found".
@@ -143,6 +146,12 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
     let f = filter(e.method);
     match e.id {
         "server_info" => on(f, h::server_info),
+        "cluster_get" => on(f, cluster::get),
+        "cluster_init" => on(f, cluster::init),
+        "cluster_join" => on(f, cluster::join),
+        "cluster_tokens_create" => on(f, cluster::tokens_create),
+        "cluster_members_list" => on(f, cluster::members),
+        "cluster_member_delete" => on(f, cluster::member_delete),
         "instances_list" => on(f, h::instances_list),
         "instances_create" => on(f, h::instances_create),
         "instance_get" => on(f, h::instance_get),

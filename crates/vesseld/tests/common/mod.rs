@@ -3,6 +3,8 @@
 //! API. Everything the daemon made is removed on drop, also when the test fails.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -118,6 +120,12 @@ impl Daemon {
     /// Starts a daemon inside the named network namespace (made and removed by the test).
     pub fn start_in_netns(netns: &str) -> Self {
         Self::start_with(Some(netns.to_string()))
+    }
+
+    /// Starts a daemon inside the named network namespace that also serves its HTTPS API
+    /// on `listen` (an address of that namespace).
+    pub fn start_in_netns_listening(netns: &str, listen: &str) -> Self {
+        Self::start_listening(Some(netns.to_string()), Some(listen.to_string()))
     }
 
     /// Starts a daemon that also serves its HTTPS API on a free port of 127.0.0.1.

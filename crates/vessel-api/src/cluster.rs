@@ -1,0 +1,113 @@
+//! Request and response bodies of the cluster API: membership on etcd.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Body of `POST /1.0/cluster`: make a cluster of this server, its first member.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInit {
+    /// This member's name in the cluster (1-63 letters, digits and '-').
+    pub name: String,
+    /// The address the other members reach this one's HTTPS API at, `HOST:PORT`.
+    pub address: String,
+    /// etcd's client URLs, e.g. `http://10.0.0.1:2379`.
+    pub etcd: Vec<String>,
+}
+
+/// Body of `POST /1.0/cluster/join`: join the cluster a token is from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterJoin {
+    /// The token `vessel cluster add NAME` printed on a member (it names this member).
+    pub token: String,
+    /// The address the other members reach this one's HTTPS API at, `HOST:PORT`.
+    pub address: String,
+}
+
+/// Body of `POST /1.0/cluster/tokens`: a single-use token for a new member.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTokenCreate {
+    /// The new member's name.
+    pub name: String,
+    /// How long the token stays valid (`30m`, `2h`; default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<String>,
+}
+
+/// A join token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ClusterToken {
+    /// The member it is for.
+    pub name: String,
+    /// The token: give it to `vessel cluster join` on the new member.
+    pub token: String,
+    /// When it stops being valid, RFC 3339.
+    pub expires_at: String,
+}
+
+/// This server's place in a cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// Whether this server is a member of a cluster.
+    pub enabled: bool,
+    /// The cluster's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// This member's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// This member's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// etcd's client URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd: Vec<String>,
+    /// Whether etcd answers this member now.
+    #[serde(default)]
+    pub connected: bool,
+    /// SHA-256 of this server's certificate: what the other members pin.
+    pub fingerprint: String,
+}
+
+/// What a member uses, from its last heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ClusterMemberUsage {
+    /// Instances it holds.
+    pub instances: u64,
+    /// Instances running.
+    pub running: u64,
+    /// Memory in use on the host, bytes.
+    pub memory: u64,
+    /// One-minute load average.
+    pub load1: f64,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ClusterMember {
+    /// Name.
+    pub name: String,
+    /// Its HTTPS API, `HOST:PORT`.
+    pub address: String,
+    /// SHA-256 of its certificate.
+    pub fingerprint: String,
+    /// `online` (its lease in etcd is alive) or `offline`.
+    pub state: String,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory, bytes.
+    pub memory: u64,
+    /// Usage at its last heartbeat (online members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ClusterMemberUsage>,
+    /// Its last heartbeat, RFC 3339 (online members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+    /// When it joined, RFC 3339.
+    pub joined_at: String,
+}

@@ -1,0 +1,463 @@
+//! The cluster's state in etcd, through the etcd-client crate.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    members_with_state, secret_hash, Error, Heartbeat, Member, MemberRecord, Result, Usage,
+};
+
+/// Where everything of Vessel lives in etcd.
+const PREFIX: &str = "/vessel/";
+
+/// What `cluster` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ClusterRecord {
+    id: String,
+    created_at: String,
+}
+
+/// What `tokens/ID` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct TokenRecord {
+    name: String,
+    secret_sha256: String,
+}
+
+fn key(rest: &str) -> String {
+    format!("{PREFIX}{rest}")
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records are JSON")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(k: &str, v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| Error::Etcd(format!("{k} does not parse: {e}")))
+}
+
+/// Whether an error is etcd being out of reach for a moment (one endpoint down, a leader
+/// election) rather than an answer: such a call is tried again, on another endpoint.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Tries a call on the client until it answers, a few times over a few seconds while etcd
+/// is out of reach.
+async fn call<T, F, Fut>(client: &Client, f: F) -> Result<T>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut tries = 0u64;
+    loop {
+        match f(client.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A connection to the cluster's etcd.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+impl Cluster {
+    /// Connects to etcd at `endpoints` (client URLs); fails if none answers in a few
+    /// seconds.
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::Invalid(
+                "no etcd endpoint given: name its client URLs, e.g. http://10.0.0.1:2379".into(),
+            ));
+        }
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|e| Error::Etcd(format!("cannot reach {}: {e}", endpoints.join(", "))))?;
+        // The connection is lazy: a status call says whether anyone answers.
+        call(&client, |mut c| async move { c.status().await })
+            .await
+            .map_err(|e| Error::Etcd(format!("no answer from {}: {e}", endpoints.join(", "))))?;
+        Ok(Cluster {
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    /// The endpoints it was connected with.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn get(&self, k: &str, opts: Option<GetOptions>) -> Result<etcd_client::GetResponse> {
+        call(&self.client, |mut c| {
+            let (k, opts) = (k.to_string(), opts.clone());
+            async move { c.get(k, opts).await }
+        })
+        .await
+    }
+
+    async fn put(&self, k: &str, v: Vec<u8>, opts: Option<PutOptions>) -> Result<()> {
+        call(&self.client, |mut c| {
+            let (k, v, opts) = (k.to_string(), v.clone(), opts.clone());
+            async move { c.put(k, v, opts).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        call(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    /// The cluster's id, if etcd holds one.
+    pub async fn id(&self) -> Result<Option<String>> {
+        let k = key("cluster");
+        let resp = self.get(&k, None).await?;
+        match resp.kvs().first() {
+            Some(kv) => Ok(Some(parse::<ClusterRecord>(&k, kv.value())?.id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the cluster with `me` its first member; refused if etcd holds one already.
+    pub async fn init(&self, id: &str, now: &str, me: &MemberRecord) -> Result<()> {
+        let ck = key("cluster");
+        let mk = key(&format!("members/{}", me.name));
+        let rec = ClusterRecord {
+            id: id.into(),
+            created_at: now.into(),
+        };
+        let txn = Txn::new()
+            .when([Compare::version(ck.as_str(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(ck.as_str(), json(&rec), None),
+                TxnOp::put(mk.as_str(), json(me), None),
+            ]);
+        if self.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        let other = self.id().await?.unwrap_or_default();
+        Err(Error::Conflict(format!(
+            "etcd at {} already holds a Vessel cluster (id {other}): join it with a token from \
+             one of its members (`vessel cluster add NAME` there)",
+            self.endpoints.join(", ")
+        )))
+    }
+
+    /// Records a join token for the member `name`, valid `ttl`; refused if a member of that
+    /// name exists.
+    pub async fn issue_token(
+        &self,
+        id: &str,
+        secret: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        crate::validate_name(name)?;
+        if self.record(name).await?.is_some() {
+            return Err(Error::Conflict(format!(
+                "member {name} exists already: choose another name, or `vessel cluster remove \
+                 {name}` first"
+            )));
+        }
+        let secs = ttl.as_secs().max(1) as i64;
+        let lease = call(&self.client, |mut c| async move {
+            c.lease_grant(secs, None).await
+        })
+        .await?;
+        let rec = TokenRecord {
+            name: name.into(),
+            secret_sha256: secret_hash(secret),
+        };
+        self.put(
+            &key(&format!("tokens/{id}")),
+            json(&rec),
+            Some(PutOptions::new().with_lease(lease.id())),
+        )
+        .await
+    }
+
+    /// Redeems the token `id` with `secret` for `member`: the token is deleted and the member
+    /// written in one transaction, so a token makes one member at most.
+    pub async fn redeem(&self, id: &str, secret: &str, member: &MemberRecord) -> Result<()> {
+        let refused = || {
+            Error::Refused(
+                "join token refused: it is unknown, used or expired; ask a member for a new one \
+                 (`vessel cluster add NAME`)"
+                    .into(),
+            )
+        };
+        let tk = key(&format!("tokens/{id}"));
+        let resp = self.get(&tk, None).await?;
+        let kv = resp.kvs().first().ok_or_else(refused)?;
+        let rec: TokenRecord = parse(&tk, kv.value())?;
+        if rec.secret_sha256 != secret_hash(secret) {
+            return Err(refused());
+        }
+        if rec.name != member.name {
+            return Err(Error::Refused(format!(
+                "this join token is for a member named {}, not {}",
+                rec.name, member.name
+            )));
+        }
+        let mk = key(&format!("members/{}", member.name));
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(tk.as_str(), CompareOp::Equal, kv.mod_revision()),
+                Compare::version(mk.as_str(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::delete(tk.as_str(), None),
+                TxnOp::put(mk.as_str(), json(member), None),
+            ]);
+        if self.txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(refused())
+        }
+    }
+
+    /// The record of the member `name`, if there is one.
+    pub async fn record(&self, name: &str) -> Result<Option<MemberRecord>> {
+        let k = key(&format!("members/{name}"));
+        let resp = self.get(&k, None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| parse(&k, kv.value()))
+            .transpose()
+    }
+
+    /// Replaces a member's record (its address, capacity): as it says of itself.
+    pub async fn update(&self, member: &MemberRecord) -> Result<()> {
+        self.put(
+            &key(&format!("members/{}", member.name)),
+            json(member),
+            None,
+        )
+        .await
+    }
+
+    /// Every member with its state.
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        let recs = self
+            .get(&key("members/"), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let beats = self
+            .get(&key("alive/"), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let records = recs
+            .kvs()
+            .iter()
+            .map(|kv| parse::<MemberRecord>(kv.key_str().unwrap_or("?"), kv.value()))
+            .collect::<Result<Vec<_>>>()?;
+        let beats = beats
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let k = kv.key_str().unwrap_or("?");
+                let name = k.rsplit('/').next().unwrap_or_default().to_string();
+                parse::<Heartbeat>(k, kv.value()).map(|h| (name, h))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(members_with_state(records, &beats))
+    }
+
+    /// Removes the member `name`; an online one only with `force` (its daemon would go on
+    /// beating and answering as a member otherwise).
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        if self.record(name).await?.is_none() {
+            return Err(Error::NotFound(format!("no member {name} in the cluster")));
+        }
+        let alive = self.get(&key(&format!("alive/{name}")), None).await?;
+        if !alive.kvs().is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "member {name} is online: stop its daemon first (or remove it with --force)"
+            )));
+        }
+        for k in [
+            key(&format!("members/{name}")),
+            key(&format!("alive/{name}")),
+        ] {
+            call(&self.client, |mut c| {
+                let k = k.clone();
+                async move { c.delete(k, None).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts beating for the member `name`: a lease of `ttl` renewed every third of it,
+    /// `alive/NAME` attached to it and rewritten at each renewal with what `now_and_usage`
+    /// says. A lost lease (etcd unreachable longer than the TTL) is replaced by a new one
+    /// once etcd answers again.
+    pub fn heartbeat<F>(&self, name: &str, ttl: Duration, now_and_usage: F) -> Heartbeater
+    where
+        F: Fn() -> (String, Usage) + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lease = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(beat(
+            self.client.clone(),
+            name.to_string(),
+            ttl,
+            Arc::new(now_and_usage),
+            stop.clone(),
+            lease.clone(),
+        ));
+        Heartbeater {
+            client: self.client.clone(),
+            name: name.to_string(),
+            task,
+            stop,
+            lease,
+        }
+    }
+}
+
+/// A member's running heartbeat.
+pub struct Heartbeater {
+    client: Client,
+    name: String,
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    lease: Arc<Mutex<Option<i64>>>,
+}
+
+impl Heartbeater {
+    /// The lease held now, if any.
+    pub fn lease(&self) -> Option<i64> {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops beating and revokes the lease (which deletes `alive/NAME`): the member is
+    /// offline at once.
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.abort();
+        // Wait for the task to be gone: a write of it in flight would bring the key back.
+        let _ = (&mut self.task).await;
+        // The key goes in any case: the lease held may have been given up after an error
+        // (a new one on its way) while the key still hangs on the old one.
+        let alive = key(&format!("alive/{}", self.name));
+        let deleted = call(&self.client, |mut c| {
+            let k = alive.clone();
+            async move { c.delete(k, None).await }
+        })
+        .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "deleting the heartbeat failed; it expires with its lease");
+        }
+        if let Some(id) = self.lease() {
+            match call(
+                &self.client,
+                |mut c| async move { c.lease_revoke(id).await },
+            )
+            .await
+            {
+                Ok(_) => tracing::info!(lease = id, "cluster heartbeat stopped, lease revoked"),
+                Err(e) => {
+                    tracing::warn!(lease = id, error = %e, "revoking the lease failed; it expires by itself")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Heartbeater {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Source = Arc<dyn Fn() -> (String, Usage) + Send + Sync>;
+
+async fn beat(
+    client: Client,
+    name: String,
+    ttl: Duration,
+    source: Source,
+    stop: Arc<AtomicBool>,
+    held: Arc<Mutex<Option<i64>>>,
+) {
+    let period = ttl / 3;
+    let mut told = false;
+    while !stop.load(Ordering::SeqCst) {
+        match beat_on_one_lease(&client, &name, ttl, period, &source, &stop, &held).await {
+            Ok(()) => return,
+            Err(e) => {
+                if !told {
+                    tracing::warn!(member = %name, error = %e, "cluster heartbeat lost; retrying");
+                    told = true;
+                }
+                *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Beats on one lease until it is lost (an error) or `stop` is set (Ok).
+async fn beat_on_one_lease(
+    client: &Client,
+    name: &str,
+    ttl: Duration,
+    period: Duration,
+    source: &Source,
+    stop: &AtomicBool,
+    held: &Mutex<Option<i64>>,
+) -> Result<()> {
+    let mut c = client.clone();
+    let lease = c.lease_grant(ttl.as_secs().max(1) as i64, None).await?.id();
+    *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+    let k = key(&format!("alive/{name}"));
+    tracing::info!(member = %name, lease, "cluster heartbeat on a new lease");
+    loop {
+        let (at, usage) = source();
+        let beat = Heartbeat { at, usage, lease };
+        c.put(
+            k.as_str(),
+            json(&beat),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+        tokio::time::sleep(period).await;
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        keeper.keep_alive().await?;
+        match stream.message().await? {
+            Some(r) if r.ttl() > 0 => {}
+            _ => return Err(Error::Etcd(format!("lease {lease} expired"))),
+        }
+    }
+}

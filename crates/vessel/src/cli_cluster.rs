@@ -1,0 +1,64 @@
+//! `vessel cluster ...`: several servers as one, on etcd.
+
+use crate::output::Format;
+
+/// Examples of `vessel cluster`.
+pub const CLUSTER_EXAMPLES: &str = "Examples:\n  # on the first server (etcd runs on three hosts):\n  vessel cluster init m0 --address 10.0.0.2:8443 --etcd http://10.0.0.2:2379,http://10.0.0.3:2379,http://10.0.0.4:2379\n  vessel cluster add m1              # prints a single-use join token for m1\n  # on the new server:\n  vessel cluster join vessel-join-7b22... --address 10.0.0.3:8443\n  vessel cluster list                # every member: address, state, capacity, last heartbeat\n  vessel cluster remove m1           # an offline member (--force for an online one)";
+
+/// `vessel cluster ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Make a cluster of this server, its first member. etcd must run already (Debian's
+    /// etcd-server); its client URLs are given here and kept.
+    Init {
+        /// This member's name.
+        name: String,
+        /// The address the other members reach this server's HTTPS API at (IP:PORT).
+        #[arg(long)]
+        address: String,
+        /// etcd's client URLs, comma-separated (or the option repeated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        etcd: Vec<String>,
+    },
+    /// A single-use join token for a new member called NAME (valid an hour by default).
+    Add {
+        /// The new member's name.
+        name: String,
+        /// How long the token stays valid (30m, 2h, 1d).
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Join the cluster a token (from `vessel cluster add NAME` on a member) is from.
+    Join {
+        /// The join token.
+        token: String,
+        /// The address the other members reach this server's HTTPS API at (IP:PORT).
+        #[arg(long)]
+        address: String,
+    },
+    /// The members: address, state (online while their lease in etcd lives), capacity,
+    /// usage and last heartbeat.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// This server's place in the cluster.
+    Info {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove a member (offline; --force for an online one).
+    Remove {
+        /// The member.
+        name: String,
+        /// Remove it even while it is online.
+        #[arg(long)]
+        force: bool,
+    },
+}

@@ -1,0 +1,145 @@
+//! `vessel cluster ...`.
+
+use anyhow::Result;
+use vessel_api::{
+    ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterToken, ClusterTokenCreate,
+};
+
+use crate::cli_cluster::ClusterCommand;
+use crate::client::Client;
+use crate::encode::encode_segment;
+use crate::output::{format_bytes, print_document, println, Format, Table};
+
+fn members_table(members: &[ClusterMember]) -> Result<()> {
+    let mut t = Table::new(&[
+        "NAME",
+        "ADDRESS",
+        "STATE",
+        "CPUS",
+        "MEMORY",
+        "INSTANCES",
+        "MEMORY USED",
+        "LOAD",
+        "LAST HEARTBEAT",
+    ]);
+    for m in members {
+        let u = m.usage.clone().unwrap_or_default();
+        let live = m.usage.is_some();
+        t.row(vec![
+            m.name.clone(),
+            m.address.clone(),
+            m.state.clone(),
+            m.cpus.to_string(),
+            format_bytes(m.memory),
+            if live {
+                format!("{} ({} running)", u.instances, u.running)
+            } else {
+                "-".into()
+            },
+            if live {
+                format_bytes(u.memory)
+            } else {
+                "-".into()
+            },
+            if live {
+                format!("{:.2}", u.load1)
+            } else {
+                "-".into()
+            },
+            m.last_heartbeat.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.print()
+}
+
+fn info_table(i: &ClusterInfo) -> Result<()> {
+    if !i.enabled {
+        return println(format!(
+            "Not in a cluster (certificate fingerprint {}).",
+            i.fingerprint
+        ));
+    }
+    println(format!(
+        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fingerprint: {}",
+        i.name.as_deref().unwrap_or("?"),
+        i.id.as_deref().unwrap_or("?"),
+        i.address.as_deref().unwrap_or("?"),
+        i.etcd.join(", "),
+        if i.connected { "yes" } else { "no (etcd does not answer; see the daemon's log)" },
+        i.fingerprint
+    ))
+}
+
+/// `vessel cluster ...`.
+pub fn run(client: &Client, cmd: ClusterCommand) -> Result<i32> {
+    match cmd {
+        ClusterCommand::Init {
+            name,
+            address,
+            etcd,
+        } => {
+            let i: ClusterInfo = client.send(
+                "POST",
+                "/1.0/cluster",
+                &ClusterInit {
+                    name,
+                    address,
+                    etcd,
+                },
+            )?;
+            info_table(&i)?;
+        }
+        ClusterCommand::Add {
+            name,
+            lifetime,
+            format,
+        } => {
+            let t: ClusterToken = client.send(
+                "POST",
+                "/1.0/cluster/tokens",
+                &ClusterTokenCreate { name, lifetime },
+            )?;
+            if format == Format::Table {
+                println(format!(
+                    "Join token for {} (single use, valid until {}):\n{}",
+                    t.name, t.expires_at, t.token
+                ))?;
+            } else {
+                print_document(format, &t)?;
+            }
+        }
+        ClusterCommand::Join { token, address } => {
+            let i: ClusterInfo =
+                client.send("POST", "/1.0/cluster/join", &ClusterJoin { token, address })?;
+            info_table(&i)?;
+        }
+        ClusterCommand::List { format } => {
+            let m: Vec<ClusterMember> = client.get("/1.0/cluster/members")?;
+            if format == Format::Table {
+                members_table(&m)?;
+            } else {
+                print_document(format, &m)?;
+            }
+        }
+        ClusterCommand::Info { format } => {
+            let i: ClusterInfo = client.get("/1.0/cluster")?;
+            if format == Format::Table {
+                info_table(&i)?;
+            } else {
+                print_document(format, &i)?;
+            }
+        }
+        ClusterCommand::Remove { name, force } => {
+            let _: Vec<ClusterMember> = client.call(
+                "DELETE",
+                &format!(
+                    "/1.0/cluster/members/{}{}",
+                    encode_segment(&name),
+                    if force { "?force=1" } else { "" }
+                ),
+            )?;
+            println(format!("Member {name} removed."))?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,452 @@
+//! ClusterService: this server's membership of a cluster on etcd (`vessel-cluster` does the
+//! etcd work). What it joined is kept in `<root>/cluster.json` (0600), so a restarted
+//! daemon beats again as the same member; until etcd answers it keeps trying.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use vessel_api::{
+    ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterMemberUsage, ClusterToken,
+    ClusterTokenCreate,
+};
+use vessel_cluster::{Capacity, Cluster, Heartbeater, JoinToken, MemberRecord, Usage};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// A member's lease: offline this long after its last renewal (renewed every third).
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// A join token's lifetime unless one is given.
+const TOKEN_LIFETIME: &str = "1h";
+/// What the daemon keeps of its membership.
+const FILE: &str = "cluster.json";
+
+/// What `<root>/cluster.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Membership {
+    id: String,
+    name: String,
+    address: String,
+    etcd: Vec<String>,
+}
+
+/// A live membership: the connection and the heartbeat.
+struct Joined {
+    cluster: Cluster,
+    _beat: Heartbeater,
+}
+
+struct Inner {
+    root: PathBuf,
+    store: Arc<dyn Store>,
+    membership: Mutex<Option<Membership>>,
+    live: Mutex<Option<Joined>>,
+}
+
+/// This server's membership of a cluster.
+#[derive(Clone)]
+pub struct ClusterService {
+    inner: Arc<Inner>,
+}
+
+fn from_cluster(e: vessel_cluster::Error) -> Error {
+    use vessel_cluster::Error as E;
+    match e {
+        E::Etcd(m) => Error::internal(format!("etcd: {m}")),
+        E::Conflict(m) => Error::conflict(m),
+        E::NotFound(m) => Error::not_found(m),
+        E::Refused(m) => Error::forbidden(m),
+        E::Invalid(m) => Error::invalid(m),
+    }
+}
+
+/// 128 random bits as hex.
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| Error::internal("the system's random generator failed"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// This host's CPUs and memory.
+fn capacity() -> Capacity {
+    Capacity {
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        memory: meminfo("MemTotal:").unwrap_or(0),
+    }
+}
+
+/// A `/proc/meminfo` line's value in bytes.
+fn meminfo(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn check_address(address: &str) -> Result<()> {
+    address
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| {
+            Error::invalid(format!(
+                "{address:?} is not an address the other members can reach: give IP:PORT of this \
+             server's HTTPS API (e.g. 10.0.0.2:8443)"
+            ))
+        })
+}
+
+impl ClusterService {
+    /// The service of the daemon rooted at `root`.
+    pub fn new(root: PathBuf, store: Arc<dyn Store>) -> Self {
+        let membership = std::fs::read(root.join(FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                store,
+                membership: Mutex::new(membership),
+                live: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn fingerprint(&self) -> Result<String> {
+        let (certs, _) = crate::auth::tls::server_identity(&self.inner.root)?;
+        let cert = certs
+            .first()
+            .ok_or_else(|| Error::internal("the server has no certificate"))?;
+        Ok(crate::auth::tls::fingerprint(cert))
+    }
+
+    fn save(&self, m: &Membership) -> Result<()> {
+        let path = self.inner.root.join(FILE);
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(m).map_err(|e| Error::internal(e.to_string()))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::internal(format!("writing {}: {e}", tmp.display())))?;
+            f.write_all(&body)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Error::internal(format!("writing {}: {e}", tmp.display())))?;
+        }
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
+    }
+
+    /// What the heartbeat says: the time and this host's usage.
+    fn usage_source(&self) -> impl Fn() -> (String, Usage) + Send + Sync + 'static {
+        let store = self.inner.store.clone();
+        move || {
+            let list = store.instance_list().unwrap_or_default();
+            let running = list
+                .iter()
+                .filter(|i| i.status == vessel_api::InstanceStatus::Running)
+                .count() as u64;
+            let memory = match (meminfo("MemTotal:"), meminfo("MemAvailable:")) {
+                (Some(t), Some(a)) => t.saturating_sub(a),
+                _ => 0,
+            };
+            let load1 = std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0);
+            (
+                crate::clock::now(),
+                Usage {
+                    instances: list.len() as u64,
+                    running,
+                    memory,
+                    load1,
+                },
+            )
+        }
+    }
+
+    /// Connects and starts beating as `m`'s member.
+    async fn go_live(&self, m: &Membership) -> Result<()> {
+        let cluster = Cluster::connect(&m.etcd).await.map_err(from_cluster)?;
+        match cluster.id().await.map_err(from_cluster)? {
+            Some(id) if id == m.id => {}
+            other => {
+                return Err(Error::conflict(format!(
+                    "etcd at {} holds {}, not the cluster {} this server joined",
+                    m.etcd.join(", "),
+                    other.map_or("no cluster".to_string(), |o| format!("cluster {o}")),
+                    m.id
+                )))
+            }
+        }
+        // What the member says of itself stays true: its address and capacity.
+        if let Some(mut rec) = cluster.record(&m.name).await.map_err(from_cluster)? {
+            let (address, capacity) = (m.address.clone(), capacity());
+            if rec.address != address || rec.capacity != capacity {
+                rec.address = address;
+                rec.capacity = capacity;
+                cluster.update(&rec).await.map_err(from_cluster)?;
+            }
+        } else {
+            tracing::warn!(member = %m.name, "this member was removed from the cluster; not beating");
+            return Err(Error::conflict(format!(
+                "member {} was removed from the cluster; join again with a new token",
+                m.name
+            )));
+        }
+        let beat = cluster.heartbeat(&m.name, LEASE_TTL, self.usage_source());
+        *self.inner.live.lock().await = Some(Joined {
+            cluster,
+            _beat: beat,
+        });
+        tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
+        Ok(())
+    }
+
+    /// At the daemon's start: beat again as the member it joined, retrying until etcd
+    /// answers.
+    pub async fn resume(&self) {
+        let Some(m) = self.inner.membership.lock().await.clone() else {
+            return;
+        };
+        let mut told = false;
+        loop {
+            match self.go_live(&m).await {
+                Ok(()) => return,
+                Err(e) if e.kind == crate::error::ErrorKind::Conflict => {
+                    tracing::error!(error = %e, "cluster membership not resumed");
+                    return;
+                }
+                Err(e) => {
+                    if !told {
+                        tracing::warn!(error = %e, "etcd does not answer yet; retrying");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops beating: the member goes offline at once (a clean stop).
+    pub async fn shutdown(&self) {
+        if let Some(j) = self.inner.live.lock().await.take() {
+            j._beat.stop().await;
+        }
+    }
+
+    async fn cluster(&self) -> Result<Cluster> {
+        if self.inner.membership.lock().await.is_none() {
+            return Err(Error::conflict(
+                "this server is not in a cluster: `vessel cluster init` makes one, `vessel \
+                 cluster join TOKEN` joins one",
+            ));
+        }
+        match self.inner.live.lock().await.as_ref() {
+            Some(j) => Ok(j.cluster.clone()),
+            None => Err(Error::internal(
+                "etcd has not answered this member since it started; see the daemon's log",
+            )),
+        }
+    }
+
+    /// `GET /1.0/cluster`.
+    pub async fn info(&self) -> Result<ClusterInfo> {
+        let m = self.inner.membership.lock().await.clone();
+        let connected = self.inner.live.lock().await.is_some();
+        Ok(ClusterInfo {
+            enabled: m.is_some(),
+            id: m.as_ref().map(|m| m.id.clone()),
+            name: m.as_ref().map(|m| m.name.clone()),
+            address: m.as_ref().map(|m| m.address.clone()),
+            etcd: m.map(|m| m.etcd).unwrap_or_default(),
+            connected,
+            fingerprint: self.fingerprint()?,
+        })
+    }
+
+    async fn refuse_if_member(&self) -> Result<()> {
+        if let Some(m) = self.inner.membership.lock().await.as_ref() {
+            return Err(Error::conflict(format!(
+                "this server is member {} of cluster {} already",
+                m.name, m.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(&self, name: &str, address: &str) -> Result<MemberRecord> {
+        Ok(MemberRecord {
+            name: name.into(),
+            address: address.into(),
+            fingerprint: self.fingerprint()?,
+            roles: Vec::new(),
+            capacity: capacity(),
+            joined_at: crate::clock::now(),
+        })
+    }
+
+    /// `POST /1.0/cluster`: a new cluster with this server its first member.
+    pub async fn init(&self, req: ClusterInit) -> Result<ClusterInfo> {
+        self.refuse_if_member().await?;
+        vessel_cluster::validate_name(&req.name).map_err(from_cluster)?;
+        check_address(&req.address)?;
+        let cluster = Cluster::connect(&req.etcd).await.map_err(from_cluster)?;
+        let id = random_hex()?;
+        let me = self.record(&req.name, &req.address)?;
+        cluster
+            .init(&id, &crate::clock::now(), &me)
+            .await
+            .map_err(from_cluster)?;
+        self.joined(Membership {
+            id,
+            name: req.name,
+            address: req.address,
+            etcd: req.etcd,
+        })
+        .await
+    }
+
+    async fn joined(&self, m: Membership) -> Result<ClusterInfo> {
+        self.save(&m)?;
+        *self.inner.membership.lock().await = Some(m.clone());
+        self.go_live(&m).await?;
+        self.info().await
+    }
+
+    /// `POST /1.0/cluster/tokens`: a single-use token for the member `name`.
+    pub async fn token(&self, req: ClusterTokenCreate) -> Result<ClusterToken> {
+        let cluster = self.cluster().await?;
+        let m = self
+            .inner
+            .membership
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| Error::internal("no membership"))?;
+        let lifetime =
+            crate::auth::parse_lifetime(req.lifetime.as_deref().unwrap_or(TOKEN_LIFETIME))?;
+        let secs = lifetime.whole_seconds().max(1) as u64;
+        let (id, secret) = (random_hex()?, random_hex()? + &random_hex()?);
+        cluster
+            .issue_token(&id, &secret, &req.name, Duration::from_secs(secs))
+            .await
+            .map_err(from_cluster)?;
+        let token = JoinToken {
+            cluster: m.id.clone(),
+            endpoints: m.etcd.clone(),
+            id,
+            secret,
+            name: req.name.clone(),
+            issuer: format!("{} ({})", m.name, m.address),
+            fingerprint: self.fingerprint()?,
+        };
+        let expires = time::OffsetDateTime::now_utc() + lifetime;
+        Ok(ClusterToken {
+            name: req.name,
+            token: token.encode(),
+            expires_at: expires
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `POST /1.0/cluster/join`: this server joins the cluster the token is from.
+    pub async fn join(&self, req: ClusterJoin) -> Result<ClusterInfo> {
+        self.refuse_if_member().await?;
+        check_address(&req.address)?;
+        let token = JoinToken::decode(&req.token).map_err(from_cluster)?;
+        let cluster = Cluster::connect(&token.endpoints)
+            .await
+            .map_err(from_cluster)?;
+        if cluster.id().await.map_err(from_cluster)?.as_deref() != Some(token.cluster.as_str()) {
+            return Err(Error::forbidden(format!(
+                "the token is from cluster {}, which etcd at {} does not hold",
+                token.cluster,
+                token.endpoints.join(", ")
+            )));
+        }
+        // The issuer must be a member still, with the certificate the token names.
+        let members = cluster.members().await.map_err(from_cluster)?;
+        if !members
+            .iter()
+            .any(|m| m.record.fingerprint == token.fingerprint)
+        {
+            return Err(Error::forbidden(format!(
+                "the token's issuer {} is no longer a member of the cluster",
+                token.issuer
+            )));
+        }
+        let me = self.record(&token.name, &req.address)?;
+        cluster
+            .redeem(&token.id, &token.secret, &me)
+            .await
+            .map_err(from_cluster)?;
+        self.joined(Membership {
+            id: token.cluster,
+            name: token.name,
+            address: req.address,
+            etcd: token.endpoints,
+        })
+        .await
+    }
+
+    /// `GET /1.0/cluster/members`.
+    pub async fn members(&self) -> Result<Vec<ClusterMember>> {
+        let cluster = self.cluster().await?;
+        Ok(cluster
+            .members()
+            .await
+            .map_err(from_cluster)?
+            .into_iter()
+            .map(|m| ClusterMember {
+                name: m.record.name,
+                address: m.record.address,
+                fingerprint: m.record.fingerprint,
+                state: m.state,
+                roles: m.record.roles,
+                cpus: m.record.capacity.cpus,
+                memory: m.record.capacity.memory,
+                usage: m.heartbeat.as_ref().map(|h| ClusterMemberUsage {
+                    instances: h.usage.instances,
+                    running: h.usage.running,
+                    memory: h.usage.memory,
+                    load1: h.usage.load1,
+                }),
+                last_heartbeat: m.heartbeat.map(|h| h.at),
+                joined_at: m.record.joined_at,
+            })
+            .collect())
+    }
+
+    /// `DELETE /1.0/cluster/members/NAME`.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let cluster = self.cluster().await?;
+        let me = self
+            .inner
+            .membership
+            .lock()
+            .await
+            .as_ref()
+            .map(|m| m.name.clone());
+        if me.as_deref() == Some(name) {
+            return Err(Error::conflict(format!(
+                "{name} is this server: remove it from another member"
+            )));
+        }
+        cluster.remove(name, force).await.map_err(from_cluster)
+    }
+}

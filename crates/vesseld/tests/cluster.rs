@@ -1,0 +1,202 @@
+//! Membership of a cluster on a real 3-member etcd: three Vessel members, each with its own
+//! daemon, root and network namespace (as the overlay tests do), etcd on the underlay.
+//! Join with a single-use token (a wrong, reused or foreign one refused), every member seen
+//! online with its capacity from any member, a killed member offline once its lease
+//! expires and online again when its daemon is back, an etcd member killed and restarted
+//! changing nothing, removal.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::etcd::Etcd;
+use common::{Daemon, Sandbox};
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn states(d: &Daemon) -> Vec<(String, String)> {
+    let v = json(&d.ok(&["cluster", "list", "--format", "json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn token(d: &Daemon, name: &str) -> String {
+    let t = json(&d.ok(&["cluster", "add", name, "--format", "json"]));
+    t["token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
+    let sb = Sandbox::new(3);
+    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
+    let mut etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let mut d: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+
+    // Not in a cluster yet: the commands say what to do.
+    let err = d[0].fails(&["cluster", "list"]);
+    assert!(err.contains("vessel cluster init"), "{err}");
+    // An etcd that does not answer is named.
+    let err = d[0].fails(&[
+        "cluster",
+        "init",
+        "m0",
+        "--address",
+        &listen(0),
+        "--etcd",
+        "http://198.51.100.2:2999",
+    ]);
+    assert!(err.contains("198.51.100.2:2999"), "{err}");
+    assert!(
+        !json(&d[0].ok(&["cluster", "info", "--format", "json"]))["enabled"]
+            .as_bool()
+            .unwrap()
+    );
+
+    let endpoints = etcd.endpoints();
+    let out = d[0].ok(&[
+        "cluster",
+        "init",
+        "m0",
+        "--address",
+        &listen(0),
+        "--etcd",
+        &endpoints,
+    ]);
+    assert!(out.contains("Member m0 of cluster"), "{out}");
+    // A second init into the same etcd is refused.
+    let err = d[1].fails(&[
+        "cluster",
+        "init",
+        "m1",
+        "--address",
+        &listen(1),
+        "--etcd",
+        &endpoints,
+    ]);
+    assert!(err.contains("already holds a Vessel cluster"), "{err}");
+
+    // Join: a good token once; the same token again, a wrong secret, or one for another
+    // name, refused.
+    let t1 = token(&d[0], "m1");
+    d[1].ok(&["cluster", "join", &t1, "--address", &listen(1)]);
+    let err = d[2].fails(&["cluster", "join", &t1, "--address", &listen(2)]);
+    assert!(err.contains("join token refused"), "{err}");
+    let t2 = token(&d[0], "m2");
+    let forged = {
+        // Same token, another secret: decode, change, encode (the format is hex of JSON).
+        let hexed = t2.strip_prefix("vessel-join-").unwrap();
+        let bytes: Vec<u8> = (0..hexed.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hexed[i..i + 2], 16).unwrap())
+            .collect();
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["secret"] = "0".repeat(64).into();
+        let again = serde_json::to_vec(&v).unwrap();
+        format!(
+            "vessel-join-{}",
+            again.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    };
+    let err = d[2].fails(&["cluster", "join", &forged, "--address", &listen(2)]);
+    assert!(err.contains("join token refused"), "{err}");
+    let err = d[2].fails(&["cluster", "join", "nonsense", "--address", &listen(2)]);
+    assert!(err.contains("not a join token"), "{err}");
+    let err = d[0].fails(&["cluster", "add", "m1"]);
+    assert!(err.contains("member m1 exists already"), "{err}");
+    // The good token for m2 still works after the forged attempt.
+    d[2].ok(&["cluster", "join", &t2, "--address", &listen(2)]);
+
+    // Any member lists all three, online, with capacity and a recent heartbeat.
+    let all_online = pairs(&[("m0", "online"), ("m1", "online"), ("m2", "online")]);
+    for di in &d {
+        assert_eq!(states(di), all_online);
+    }
+    let list = json(&d[1].ok(&["cluster", "list", "--format", "json"]));
+    for m in list.as_array().unwrap() {
+        assert!(m["cpus"].as_u64().unwrap() >= 1, "{m}");
+        assert!(m["memory"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["last_heartbeat"].is_string(), "{m}");
+        assert_eq!(m["fingerprint"].as_str().unwrap().len(), 64, "{m}");
+    }
+    let table = d[2].ok(&["cluster", "list"]);
+    for needle in ["m0", "m1", "m2", &listen(1), "online"] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
+
+    // m2's daemon killed: offline once its lease runs out (TTL 6 s), not before 2 s.
+    d[2].kill(libc::SIGKILL);
+    let killed = Instant::now();
+    let offline = pairs(&[("m0", "online"), ("m1", "online"), ("m2", "offline")]);
+    while states(&d[0]) != offline {
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "m2 still online: {:?}",
+            states(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "offline after {took:?}: sooner than its lease"
+    );
+    eprintln!("m2 seen offline {took:?} after its daemon was killed");
+    // Back: the restarted daemon beats again as m2, from what it kept.
+    d[2].spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while states(&d[0]) != all_online {
+        assert!(
+            Instant::now() < deadline,
+            "m2 not back: {:?}",
+            states(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // An etcd member killed and restarted changes nothing: the members stay online through
+    // it (a majority is left), and after it.
+    etcd.members[1].kill();
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(states(&d[1]), all_online);
+    etcd.members[1].spawn("existing");
+    etcd.wait_healthy(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    for di in &d {
+        assert_eq!(states(di), all_online);
+    }
+
+    // Removal: an online member only with --force; not oneself; a stopped one.
+    let err = d[0].fails(&["cluster", "remove", "m2"]);
+    assert!(err.contains("is online"), "{err}");
+    let err = d[0].fails(&["cluster", "remove", "m0"]);
+    assert!(err.contains("is this server"), "{err}");
+    d[2].kill(libc::SIGTERM);
+    // A clean stop revokes the lease: offline at once.
+    assert_eq!(
+        states(&d[0]),
+        pairs(&[("m0", "online"), ("m1", "online"), ("m2", "offline")])
+    );
+    d[0].ok(&["cluster", "remove", "m2"]);
+    assert_eq!(states(&d[1]), pairs(&[("m0", "online"), ("m1", "online")]));
+    let err = d[0].fails(&["cluster", "remove", "m2"]);
+    assert!(err.contains("no member m2"), "{err}");
+}
