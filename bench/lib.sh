@@ -7,6 +7,10 @@ BIN=${BIN:-$REPO/target/release}
 for b in vessel vesseld vessel-monitor vessel-runc; do
   [ -x "$BIN/$b" ] || die "$BIN/$b missing: cargo build --release --workspace"
 done
+# Binaries older than the sources would measure other code than the tree's.
+if [ -z "${BENCH_ALLOW_STALE:-}" ] && [ -n "$(find "$REPO/crates" "$REPO/Cargo.lock" -newer "$BIN/vesseld" \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -print -quit)" ]; then
+  die "$BIN is older than the sources: cargo build --release --workspace (or BENCH_ALLOW_STALE=1)"
+fi
 command -v bc >/dev/null || die "bc missing: apt-get install bc"
 
 # make_bundle DIR: a busybox root file system and a runc-generated config running `true`.
