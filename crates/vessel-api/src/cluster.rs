@@ -67,6 +67,10 @@ pub struct ClusterInfo {
     /// Whether etcd answers this member now.
     #[serde(default)]
     pub connected: bool,
+    /// Whether this member has fenced itself: its lease has not been renewed for half its
+    /// TTL, so it stopped its `cluster.ha` instances before the others can take it for dead.
+    #[serde(default)]
+    pub fenced: bool,
     /// SHA-256 of this server's certificate: what the other members pin.
     pub fingerprint: String,
 }

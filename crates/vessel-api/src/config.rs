@@ -63,6 +63,10 @@ pub const INSTANCE_KEYS: &[(&str, &str)] = &[
         "security.privileged",
         "read only: set at creation (--privileged)",
     ),
+    (
+        "cluster.ha",
+        "true: in a cluster, its member stops it when cut off from etcd (fencing)",
+    ),
     ("user.NAME", "free text of yours"),
 ];
 

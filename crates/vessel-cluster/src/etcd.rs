@@ -325,17 +325,23 @@ impl Cluster {
     {
         let stop = Arc::new(AtomicBool::new(false));
         let lease = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(beat(
-            self.client.clone(),
-            name.to_string(),
+        let renewed = Arc::new(Mutex::new(std::time::Instant::now()));
+        let (fence_tx, fenced) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(beat(Beat {
+            client: self.client.clone(),
+            name: name.to_string(),
             ttl,
-            Arc::new(now_and_usage),
-            stop.clone(),
-            lease.clone(),
-        ));
+            source: Arc::new(now_and_usage),
+            stop: stop.clone(),
+            held: lease.clone(),
+            renewed: renewed.clone(),
+        }));
+        let watchdog = tokio::spawn(watchdog(name.to_string(), ttl, renewed, fence_tx));
         Heartbeater {
             client: self.client.clone(),
             name: name.to_string(),
+            fenced,
+            watchdog,
             task,
             stop,
             lease,
@@ -347,12 +353,21 @@ impl Cluster {
 pub struct Heartbeater {
     client: Client,
     name: String,
+    fenced: tokio::sync::watch::Receiver<bool>,
+    watchdog: tokio::task::JoinHandle<()>,
     task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
     lease: Arc<Mutex<Option<i64>>>,
 }
 
 impl Heartbeater {
+    /// Whether this member is fenced now: its last lease renewal is older than half the
+    /// TTL, so the others may soon take it for dead. Changes are seen through
+    /// [`tokio::sync::watch::Receiver::changed`].
+    pub fn fenced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.fenced.clone()
+    }
+
     /// The lease held now, if any.
     pub fn lease(&self) -> Option<i64> {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
@@ -363,6 +378,7 @@ impl Heartbeater {
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.task.abort();
+        self.watchdog.abort();
         // Wait for the task to be gone: a write of it in flight would bring the key back.
         let _ = (&mut self.task).await;
         // The key goes in any case: the lease held may have been given up after an error
@@ -395,30 +411,67 @@ impl Heartbeater {
 impl Drop for Heartbeater {
     fn drop(&mut self) {
         self.task.abort();
+        self.watchdog.abort();
+    }
+}
+
+/// When a member fences itself: this long after its last renewal that etcd confirmed. etcd
+/// expires the lease a TTL after the renewal it received (a little before the answer came
+/// back), so a member fenced at half the TTL has stopped what it must stop well before the
+/// others can see it offline.
+pub fn fence_after(ttl: Duration) -> Duration {
+    ttl / 2
+}
+
+/// Raises the fence when renewals stop coming, lowers it when they come again.
+async fn watchdog(
+    name: String,
+    ttl: Duration,
+    renewed: Arc<Mutex<std::time::Instant>>,
+    fence: tokio::sync::watch::Sender<bool>,
+) {
+    let limit = fence_after(ttl);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let since = renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        let now_fenced = since > limit;
+        if now_fenced != *fence.borrow() {
+            if now_fenced {
+                tracing::warn!(member = %name, since_ms = since.as_millis() as u64, "no lease renewal: fenced");
+            } else {
+                tracing::info!(member = %name, "lease renewed again: fence lowered");
+            }
+            let _ = fence.send(now_fenced);
+        }
     }
 }
 
 type Source = Arc<dyn Fn() -> (String, Usage) + Send + Sync>;
 
-async fn beat(
+/// What a heartbeat task works with.
+struct Beat {
     client: Client,
     name: String,
     ttl: Duration,
     source: Source,
     stop: Arc<AtomicBool>,
+    /// The lease held now.
     held: Arc<Mutex<Option<i64>>>,
-) {
-    let period = ttl / 3;
+    /// When the last renewal etcd confirmed was asked.
+    renewed: Arc<Mutex<std::time::Instant>>,
+}
+
+async fn beat(b: Beat) {
     let mut told = false;
-    while !stop.load(Ordering::SeqCst) {
-        match beat_on_one_lease(&client, &name, ttl, period, &source, &stop, &held).await {
+    while !b.stop.load(Ordering::SeqCst) {
+        match beat_on_one_lease(&b).await {
             Ok(()) => return,
             Err(e) => {
                 if !told {
-                    tracing::warn!(member = %name, error = %e, "cluster heartbeat lost; retrying");
+                    tracing::warn!(member = %b.name, error = %e, "cluster heartbeat lost; retrying");
                     told = true;
                 }
-                *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *b.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -426,17 +479,15 @@ async fn beat(
 }
 
 /// Beats on one lease until it is lost (an error) or `stop` is set (Ok).
-async fn beat_on_one_lease(
-    client: &Client,
-    name: &str,
-    ttl: Duration,
-    period: Duration,
-    source: &Source,
-    stop: &AtomicBool,
-    held: &Mutex<Option<i64>>,
-) -> Result<()> {
+async fn beat_on_one_lease(b: &Beat) -> Result<()> {
+    let (client, name, ttl, source, stop, held, renewed) = (
+        &b.client, &b.name, b.ttl, &b.source, &b.stop, &b.held, &b.renewed,
+    );
+    let period = ttl / 3;
     let mut c = client.clone();
+    let asked = std::time::Instant::now();
     let lease = c.lease_grant(ttl.as_secs().max(1) as i64, None).await?.id();
+    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
     *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
     let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
     let k = key(&format!("alive/{name}"));
@@ -454,9 +505,19 @@ async fn beat_on_one_lease(
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
+        // The renewal counts from when it was asked: etcd renewed it after that.
+        let asked = std::time::Instant::now();
         keeper.keep_alive().await?;
-        match stream.message().await? {
-            Some(r) if r.ttl() > 0 => {}
+        match tokio::time::timeout(period, stream.message()).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(Error::Etcd(format!(
+                    "lease {lease}: no answer to a renewal"
+                )))
+            }
             _ => return Err(Error::Etcd(format!("lease {lease} expired"))),
         }
     }

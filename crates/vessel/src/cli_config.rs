@@ -15,6 +15,8 @@ An instance's keys (`vessel config show NAME` lists what is set):
   boot.autostart  boot.autostart.delay  boot.autostart.priority
                                          start with the host (higher priority first, then
                                          wait DELAY seconds before the next)
+  cluster.ha                             true: stopped by its member when that member is cut
+                                         off from the cluster's etcd (fencing)
   user.NAME                              free text of yours
 Every change is checked whole first: a bad key or value changes nothing. The answer says,
 key by key, whether it took effect at once (live) or at the next start, and why. Lowering

@@ -210,6 +210,7 @@ impl Daemon {
                 vm_accelerator_reason: None,
             },
         };
+        cluster.set_instances(instances.clone());
         let metrics = crate::metrics::MetricsService::new(
             crate::metrics::collect::Sources {
                 instances: instances.clone(),

@@ -200,3 +200,120 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     let err = d[0].fails(&["cluster", "remove", "m2"]);
     assert!(err.contains("no member m2"), "{err}");
 }
+
+/// Runs `nft` in the namespace `ns` with `script` on its standard input.
+fn nft(ns: &str, script: &str) {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
+}
+
+fn status(d: &Daemon, name: &str) -> String {
+    d.info(name)["status"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
+    let sb = Sandbox::new(3);
+    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
+    let _etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let d: Vec<Daemon> = (0..2)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+    let endpoints = _etcd.endpoints();
+    d[0].ok(&[
+        "cluster",
+        "init",
+        "m0",
+        "--address",
+        &listen(0),
+        "--etcd",
+        &endpoints,
+    ]);
+    let t = token(&d[0], "m1");
+    d[1].ok(&["cluster", "join", &t, "--address", &listen(1)]);
+    d[1].busybox();
+    d[1].ok(&[
+        "launch",
+        "busybox",
+        "ha",
+        "--no-network",
+        "-c",
+        "cluster.ha=true",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    d[1].ok(&[
+        "launch",
+        "busybox",
+        "plain",
+        "--no-network",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let err = d[1].fails(&["config", "set", "plain", "cluster.ha=maybe"]);
+    assert!(err.contains("true or false"), "{err}");
+    assert_eq!(states(&d[0]), pairs(&[("m0", "online"), ("m1", "online")]));
+
+    // m1 cut off from every etcd member (its own included) without being killed.
+    nft(
+        &sb.hosts[1],
+        "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n",
+    );
+    let cut = Instant::now();
+    let (mut stopped_at, mut offline_at) = (None, None);
+    while stopped_at.is_none() || offline_at.is_none() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "after 30 s: ha stopped at {stopped_at:?}, m1 offline at {offline_at:?}\n{}",
+            d[1].log()
+        );
+        if stopped_at.is_none() && status(&d[1], "ha") == "stopped" {
+            stopped_at = Some(cut.elapsed());
+        }
+        if offline_at.is_none() && states(&d[0]) == pairs(&[("m0", "online"), ("m1", "offline")]) {
+            offline_at = Some(cut.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (stopped_at, offline_at) = (stopped_at.unwrap(), offline_at.unwrap());
+    eprintln!("cut off: ha stopped after {stopped_at:?}, m1 seen offline after {offline_at:?}");
+    assert!(
+        stopped_at < offline_at,
+        "the HA instance ran on after the others could take m1 for dead: stopped {stopped_at:?}, offline {offline_at:?}"
+    );
+    assert_eq!(
+        status(&d[1], "plain"),
+        "running",
+        "only HA instances are fenced"
+    );
+    let info = json(&d[1].ok(&["cluster", "info", "--format", "json"]));
+    assert_eq!(info["fenced"], true, "{info}");
+
+    // Reconnected: a new lease, online again, the fence lowered; the HA instance stays
+    // stopped (bringing it back is failover's, wherever it runs then).
+    nft(&sb.hosts[1], "delete table inet vessel_test_cut\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while states(&d[0]) != pairs(&[("m0", "online"), ("m1", "online")]) {
+        assert!(
+            Instant::now() < deadline,
+            "m1 not back: {:?}",
+            states(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while json(&d[1].ok(&["cluster", "info", "--format", "json"]))["fenced"] != false {
+        assert!(Instant::now() < deadline, "the fence stayed up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(&d[1], "ha"), "stopped");
+    d[1].ok(&["delete", "ha", "plain", "--force"]);
+}

@@ -60,12 +60,17 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
         ));
     }
     println(format!(
-        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fingerprint: {}",
+        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  fingerprint: {}",
         i.name.as_deref().unwrap_or("?"),
         i.id.as_deref().unwrap_or("?"),
         i.address.as_deref().unwrap_or("?"),
         i.etcd.join(", "),
         if i.connected { "yes" } else { "no (etcd does not answer; see the daemon's log)" },
+        if i.fenced {
+            "yes: no lease renewal for half its TTL; its cluster.ha instances were stopped"
+        } else {
+            "no"
+        },
         i.fingerprint
     ))
 }

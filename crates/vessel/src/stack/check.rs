@@ -169,7 +169,8 @@ pub(super) fn check(stack: &Stack) -> Result<(), Failure> {
             }
         }
         if let Some(k) = spec.config.keys().find(|k| {
-            k.as_str() == OWNER_KEY || !(k.starts_with("user.") || k.starts_with("boot."))
+            k.as_str() == OWNER_KEY
+                || !(k.starts_with("user.") || k.starts_with("boot.") || k.starts_with("cluster."))
         }) {
             return Err(at(
                 &["instances", i, "config"],
@@ -177,8 +178,8 @@ pub(super) fn check(stack: &Stack) -> Result<(), Failure> {
                     format!("{OWNER_KEY} is the stack's own label")
                 } else {
                     format!(
-                        "{k:?}: only boot.* and user.* keys here (limits, environment and \
-                         snapshots have their own fields)"
+                        "{k:?}: only boot.*, cluster.* and user.* keys here (limits, \
+                         environment and snapshots have their own fields)"
                     )
                 },
             ));
@@ -222,6 +223,6 @@ mod tests {
         assert!(e.contains("the stack's own label"), "{e}");
         let e =
             err("name: s\ninstances:\n  a:\n    image: busybox\n    config: {limits.cpu: '1'}\n");
-        assert!(e.contains("only boot.* and user.*"), "{e}");
+        assert!(e.contains("only boot.*, cluster.* and user.*"), "{e}");
     }
 }

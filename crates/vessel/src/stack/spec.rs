@@ -319,7 +319,7 @@ pub struct InstanceSpec {
     /// Scheduled snapshots (changed in place).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<SnapshotsSpec>,
-    /// Other configuration keys (`boot.*`, `user.*`), set in place. A key taken out of the
+    /// Other configuration keys (`boot.*`, `cluster.ha`, `user.*`), set in place. A key taken out of the
     /// stack is left as it is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,

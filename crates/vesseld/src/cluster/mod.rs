@@ -33,10 +33,11 @@ struct Membership {
     etcd: Vec<String>,
 }
 
-/// A live membership: the connection and the heartbeat.
+/// A live membership: the connection, the heartbeat and what watches its fence.
 struct Joined {
     cluster: Cluster,
-    _beat: Heartbeater,
+    beat: Heartbeater,
+    fence: tokio::task::JoinHandle<()>,
 }
 
 struct Inner {
@@ -44,6 +45,8 @@ struct Inner {
     store: Arc<dyn Store>,
     membership: Mutex<Option<Membership>>,
     live: Mutex<Option<Joined>>,
+    /// The instances, whose `cluster.ha` ones a fenced member stops.
+    instances: std::sync::OnceLock<crate::instance::InstanceService>,
 }
 
 /// This server's membership of a cluster.
@@ -115,8 +118,26 @@ impl ClusterService {
                 store,
                 membership: Mutex::new(membership),
                 live: Mutex::new(None),
+                instances: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Gives the service the instances (made after it).
+    pub fn set_instances(&self, instances: crate::instance::InstanceService) {
+        let _ = self.inner.instances.set(instances);
+    }
+
+    /// Fencing: this member's lease has not been renewed for half its TTL, so the others
+    /// may soon take it for dead and start its `cluster.ha` instances elsewhere. It stops
+    /// them first (forced: a fenced member must stop writing now, not after a clean
+    /// shutdown's grace).
+    async fn fence(&self) {
+        let Some(instances) = self.inner.instances.get() else {
+            return;
+        };
+        let stopped = instances.stop_ha().await;
+        tracing::warn!(stopped = ?stopped, "fenced: HA instances stopped");
     }
 
     fn fingerprint(&self) -> Result<String> {
@@ -208,9 +229,20 @@ impl ClusterService {
             )));
         }
         let beat = cluster.heartbeat(&m.name, LEASE_TTL, self.usage_source());
+        let mut fenced = beat.fenced();
+        let svc = self.clone();
+        let fence = tokio::spawn(async move {
+            while fenced.changed().await.is_ok() {
+                let now = *fenced.borrow_and_update();
+                if now {
+                    svc.fence().await;
+                }
+            }
+        });
         *self.inner.live.lock().await = Some(Joined {
             cluster,
-            _beat: beat,
+            beat,
+            fence,
         });
         tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
         Ok(())
@@ -244,7 +276,8 @@ impl ClusterService {
     /// Stops beating: the member goes offline at once (a clean stop).
     pub async fn shutdown(&self) {
         if let Some(j) = self.inner.live.lock().await.take() {
-            j._beat.stop().await;
+            j.fence.abort();
+            j.beat.stop().await;
         }
     }
 
@@ -266,7 +299,13 @@ impl ClusterService {
     /// `GET /1.0/cluster`.
     pub async fn info(&self) -> Result<ClusterInfo> {
         let m = self.inner.membership.lock().await.clone();
-        let connected = self.inner.live.lock().await.is_some();
+        let (connected, fenced) = match self.inner.live.lock().await.as_ref() {
+            Some(j) => {
+                let fenced = *j.beat.fenced().borrow();
+                (!fenced, fenced)
+            }
+            None => (false, false),
+        };
         Ok(ClusterInfo {
             enabled: m.is_some(),
             id: m.as_ref().map(|m| m.id.clone()),
@@ -274,6 +313,7 @@ impl ClusterService {
             address: m.as_ref().map(|m| m.address.clone()),
             etcd: m.map(|m| m.etcd).unwrap_or_default(),
             connected,
+            fenced,
             fingerprint: self.fingerprint()?,
         })
     }

@@ -230,6 +230,12 @@ fn apply_key(
             }
             set_or_remove(config, key, value);
         }
+        "cluster.ha" => {
+            if value.is_some() && !matches!(v, "true" | "false") {
+                return Err(bad(key, v, "give true or false"));
+            }
+            set_or_remove(config, key, value);
+        }
         "snapshots.schedule" => {
             if value.is_some() {
                 super::schedule::Schedule::parse(v).map_err(|why| bad(key, v, why))?;
@@ -390,7 +396,11 @@ pub fn effect(inst: &Instance, key: &str) -> (ConfigEffect, Option<String>) {
         inst.status,
         InstanceStatus::Running | InstanceStatus::Frozen
     );
-    if key.starts_with("user.") || key.starts_with("boot.") || key.starts_with("snapshots.") {
+    if key.starts_with("user.")
+        || key.starts_with("boot.")
+        || key.starts_with("snapshots.")
+        || key.starts_with("cluster.")
+    {
         return (ConfigEffect::Stored, None);
     }
     if key.starts_with("environment.") {

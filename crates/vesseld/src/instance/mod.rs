@@ -11,6 +11,7 @@ mod devices;
 pub mod driver;
 pub mod exec;
 pub mod files;
+mod ha;
 mod leftovers;
 pub mod limits;
 pub mod logs;
