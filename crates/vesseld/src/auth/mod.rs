@@ -413,14 +413,19 @@ fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// 256 random bits from the ring provider's generator, as hex behind a recognisable prefix.
+/// 256 random bits as hex behind a recognisable prefix.
 fn new_token() -> Result<String> {
-    let mut bytes = [0u8; 32];
+    Ok(format!("vessel_{}", random_hex(32)?))
+}
+
+/// `n` random bytes from the ring provider's generator, as hex.
+pub fn random_hex(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
     rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut bytes)
         .map_err(|_| Error::internal("the system's random generator failed"))?;
-    Ok(format!("vessel_{}", hex::encode(bytes)))
+    Ok(hex::encode(bytes))
 }
 
 /// A lifetime such as `30d`, `12h`, `15m` or `90s`.

@@ -89,7 +89,7 @@ pub fn server_identity(
 
 /// Writes `data` to `path` whole or not at all (a private temporary file renamed into place),
 /// readable by root only.
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

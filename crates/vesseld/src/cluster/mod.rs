@@ -66,16 +66,6 @@ fn from_cluster(e: vessel_cluster::Error) -> Error {
     }
 }
 
-/// 128 random bits as hex.
-fn random_hex() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .map_err(|_| Error::internal("the system's random generator failed"))?;
-    Ok(hex::encode(bytes))
-}
-
 /// This host's CPUs and memory.
 fn capacity() -> Capacity {
     Capacity {
@@ -149,25 +139,8 @@ impl ClusterService {
     }
 
     fn save(&self, m: &Membership) -> Result<()> {
-        let path = self.inner.root.join(FILE);
-        let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(m).map_err(|e| Error::internal(e.to_string()))?;
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| Error::internal(format!("writing {}: {e}", tmp.display())))?;
-            f.write_all(&body)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| Error::internal(format!("writing {}: {e}", tmp.display())))?;
-        }
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
+        crate::auth::tls::write_private(&self.inner.root.join(FILE), &body)
     }
 
     /// What the heartbeat says: the time and this host's usage.
@@ -345,7 +318,7 @@ impl ClusterService {
         vessel_cluster::validate_name(&req.name).map_err(from_cluster)?;
         check_address(&req.address)?;
         let cluster = Cluster::connect(&req.etcd).await.map_err(from_cluster)?;
-        let id = random_hex()?;
+        let id = crate::auth::random_hex(16)?;
         let me = self.record(&req.name, &req.address)?;
         cluster
             .init(&id, &crate::clock::now(), &me)
@@ -380,7 +353,7 @@ impl ClusterService {
         let lifetime =
             crate::auth::parse_lifetime(req.lifetime.as_deref().unwrap_or(TOKEN_LIFETIME))?;
         let secs = lifetime.whole_seconds().max(1) as u64;
-        let (id, secret) = (random_hex()?, random_hex()? + &random_hex()?);
+        let (id, secret) = (crate::auth::random_hex(16)?, crate::auth::random_hex(32)?);
         cluster
             .issue_token(&id, &secret, &req.name, Duration::from_secs(secs))
             .await
