@@ -28,7 +28,7 @@ pub struct ApplyArgs {
     /// The stack file (YAML or JSON; `-` reads standard input).
     #[arg(short = 'f', long = "file", value_name = "STACK.yaml")]
     pub file: PathBuf,
-    /// Delete what the stack owns (instances tagged user.stack=NAME) and no longer declares.
+    /// Delete what the stack owns (labelled user.stack=NAME) and no longer declares.
     #[arg(long)]
     pub prune: bool,
     /// Output format of the plan shown first.
@@ -37,7 +37,7 @@ pub struct ApplyArgs {
 }
 
 /// Examples of stacks.
-pub const APPLY_EXAMPLES: &str = "A stack (YAML):\n  name: shop\n  instances:\n    web:\n      image: busybox\n      limits: {cpu: 0.5, memory: 128MiB}\n      command: [httpd, -f, -p, '80']\n      networks: [lan]\n\nExamples:\n  vessel plan -f shop.yaml          # what would change, and why\n  vessel apply -f shop.yaml         # make it so (again: nothing to do)\n  vessel apply -f shop.yaml --prune # also delete what the stack dropped\n  vessel destroy -f shop.yaml       # delete everything the stack owns";
+pub const APPLY_EXAMPLES: &str = "A stack (YAML; the schema: vessel plan schema):\n  name: shop\n  networks:\n    lan: {subnet: 10.50.0.0/24}\n  pools:\n    local: {driver: dir}\n  volumes:\n    data: {pool: local}\n  instances:\n    web:\n      image: busybox\n      limits: {cpu: 0.5, memory: 128MiB}\n      command: [httpd, -f, -p, '80']\n      networks: [lan]\n      volumes: [{volume: data, path: /srv}]\n\nExamples:\n  vessel plan -f shop.yaml          # what would change, and why\n  vessel apply -f shop.yaml         # make it so (again: nothing to do)\n  vessel apply -f shop.yaml --prune # also delete what the stack dropped\n  vessel destroy -f shop.yaml       # delete everything the stack owns\n  vessel plan schema > stack.schema.json   # for editors and CI checks\n\nMore in docs/apply.md: projects, pools, forwards, balancers, images, snapshots.";
 
 /// `vessel plan ...`.
 #[derive(Debug, clap::Subcommand)]

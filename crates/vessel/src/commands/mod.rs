@@ -145,7 +145,7 @@ pub fn run(
             (Some(cmd), _) => plan::run(&client, cmd),
             (None, Some(file)) => stack::plan(&client, &file, args.prune, args.format),
             (None, None) => anyhow::bail!(
-                "vessel plan needs a stack (-f STACK.yaml) or a subcommand (consolidate); see vessel plan --help"
+                "vessel plan needs a stack (-f STACK.yaml) or a subcommand (consolidate, schema); see vessel plan --help"
             ),
         },
         Command::Apply(args) => stack::apply(&client, &args.file, args.prune, args.format),

@@ -177,4 +177,18 @@ mod tests {
             path.display()
         );
     }
+
+    /// The stack in `vessel apply --help` parses and checks.
+    #[test]
+    fn the_help_example_is_a_stack() {
+        let text = crate::cli_plan::APPLY_EXAMPLES;
+        let body = text.split("\n\nExamples").next().unwrap();
+        let yaml: String = body
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string() + "\n")
+            .collect();
+        let s = parse(&yaml, "help").unwrap();
+        assert_eq!(s.instances["web"].volumes[0].volume, "data");
+    }
 }
