@@ -86,6 +86,23 @@ pub struct ClusterMemberUsage {
     pub memory: u64,
     /// One-minute load average.
     pub load1: f64,
+    /// CPUs its instances ask for (the sum of their `limits.cpu`).
+    #[serde(default)]
+    pub cpu_requested: f64,
+    /// Memory its instances ask for (the sum of their `limits.memory`), bytes.
+    #[serde(default)]
+    pub memory_requested: u64,
+}
+
+/// Where the scheduler would put a new instance, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ClusterPlacement {
+    /// The member chosen.
+    pub member: String,
+    /// `spread` (the most room left) or `binpack` (the least room that fits).
+    pub policy: String,
+    /// Why, in a line a person can check.
+    pub reason: String,
 }
 
 /// A member of the cluster.

@@ -1521,6 +1521,34 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::JsonList("ClusterMember"),
     },
     Endpoint {
+        id: "cluster_placement",
+        method: Method::Get,
+        path: "/1.0/cluster/placement",
+        summary: "The member the scheduler would choose for a new instance of the given size, from the members' capacity and what their instances ask for",
+        query: &[
+            Query {
+                name: "cpu",
+                description: "cores the instance asks for (default 0)",
+                required: false,
+            },
+            Query {
+                name: "memory",
+                description: "memory it asks for, e.g. 512MiB (default 0)",
+                required: false,
+            },
+            Query {
+                name: "policy",
+                description: "spread (default) or binpack",
+                required: false,
+            },
+        ],
+        request: Body::None,
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("ClusterPlacement"),
+    },
+    Endpoint {
         id: "cluster_member_delete",
         method: Method::Delete,
         path: "/1.0/cluster/members/{name}",

@@ -59,6 +59,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ClusterInfo>()
         .schema_from::<ClusterMember>()
         .schema_from::<ClusterMemberUsage>()
+        .schema_from::<ClusterPlacement>()
         .schema_from::<InstanceSizing>()
         .schema_from::<ResourceSizing>()
         .schema_from::<VmDetails>()

@@ -67,6 +67,12 @@ pub struct Usage {
     pub memory: u64,
     /// One-minute load average.
     pub load1: f64,
+    /// CPUs its instances ask for (the sum of their `limits.cpu`): what placement counts.
+    #[serde(default)]
+    pub cpu_requested: f64,
+    /// Memory its instances ask for (the sum of their `limits.memory`), bytes.
+    #[serde(default)]
+    pub memory_requested: u64,
 }
 
 /// A member as the cluster records it.

@@ -23,6 +23,6 @@ mod units;
 
 pub use consolidate::{consolidate, first_fit_decreasing, Move, Plan, PlanError};
 pub use model::{Budget, Budgets, Demand, Member, Policy, Request, UnknownPolicy};
-pub use placement::{place, Excluded, Exclusion, NoFit, PlaceError, ReasonCounts};
+pub use placement::{place, why_chosen, Excluded, Exclusion, NoFit, PlaceError, ReasonCounts};
 pub use placer::Placer;
 pub use rightsize::{cpu_cores, percentile, right_size, Resource, Sizing, SizingError, Verdict};

@@ -447,6 +447,26 @@ fn listed(members: &[Member]) -> String {
     s
 }
 
+/// Why `members[chosen]` was chosen under `policy`, in one line a person can check against
+/// `vessel cluster list`.
+pub fn why_chosen(members: &[Member], chosen: usize, policy: Policy) -> String {
+    let m = &members[chosen];
+    let rule = match policy {
+        Policy::Spread => "the most room left",
+        Policy::Binpack => "the least room that fits",
+    };
+    format!(
+        "{policy} ({rule}): {} has {} and {} free of {} and {}; {} of {} members online",
+        m.name,
+        units::cores(m.cpu_free().max(0.0)),
+        units::bytes(m.memory_free()),
+        units::cores(m.cpu_capacity),
+        units::bytes(m.memory_capacity),
+        members.iter().filter(|m| m.online).count(),
+        members.len()
+    )
+}
+
 /// Chooses the member for `req` among `members` by `policy`, or `target` when it is given
 /// (`--target MEMBER`); returns its index. Changes nothing: see [`crate::Placer`] to place
 /// many in a row.

@@ -3,7 +3,7 @@
 use crate::output::Format;
 
 /// Examples of `vessel cluster`.
-pub const CLUSTER_EXAMPLES: &str = "Examples:\n  # on the first server (etcd runs on three hosts):\n  vessel cluster init m0 --address 10.0.0.2:8443 --etcd http://10.0.0.2:2379,http://10.0.0.3:2379,http://10.0.0.4:2379\n  vessel cluster add m1              # prints a single-use join token for m1\n  # on the new server:\n  vessel cluster join vessel-join-7b22... --address 10.0.0.3:8443\n  vessel cluster list                # every member: address, state, capacity, last heartbeat\n  vessel cluster remove m1           # an offline member (--force for an online one)";
+pub const CLUSTER_EXAMPLES: &str = "Examples:\n  # on the first server (etcd runs on three hosts):\n  vessel cluster init m0 --address 10.0.0.2:8443 --etcd http://10.0.0.2:2379,http://10.0.0.3:2379,http://10.0.0.4:2379\n  vessel cluster add m1              # prints a single-use join token for m1\n  # on the new server:\n  vessel cluster join vessel-join-7b22... --address 10.0.0.3:8443\n  vessel cluster list                # every member: address, state, capacity, last heartbeat\n  vessel cluster place --cpu 1 --memory 1GiB   # where the scheduler would put it, and why\n  vessel cluster remove m1           # an offline member (--force for an online one)";
 
 /// `vessel cluster ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -43,6 +43,23 @@ pub enum ClusterCommand {
     /// usage and last heartbeat.
     #[command(visible_alias = "ls")]
     List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The member the scheduler would choose for a new instance of this size, and why: from
+    /// the members' capacity and what their instances ask for (`limits.cpu`,
+    /// `limits.memory`), online members only.
+    Place {
+        /// Cores the instance asks for.
+        #[arg(long, default_value = "0")]
+        cpu: String,
+        /// Memory it asks for, e.g. 512MiB.
+        #[arg(long, default_value = "0")]
+        memory: String,
+        /// `spread` (the most room left) or `binpack` (the least room that fits).
+        #[arg(long, default_value = "spread")]
+        policy: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,

@@ -142,6 +142,63 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
         assert!(table.contains(needle), "{needle} missing:\n{table}");
     }
 
+    // The scheduler, from what the members' instances ask for: m0 and m2 each hold an
+    // instance asking for 1 core and 1 GiB, m1 none. Spread picks m1; binpack one of the
+    // others; what no member can hold is refused with the reason.
+    for i in [0, 2] {
+        d[i].busybox();
+        d[i].ok(&[
+            "launch",
+            "busybox",
+            "big",
+            "--no-network",
+            "-l",
+            "cpu=1",
+            "-l",
+            "memory=1GiB",
+        ]);
+    }
+    let requested = |d: &Daemon, name: &str| {
+        let v = json(&d.ok(&["cluster", "list", "--format", "json"]));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["usage"]["memory_requested"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while requested(&d[1], "m0") != 1 << 30 || requested(&d[1], "m2") != 1 << 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the heartbeats never carried the requests"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let place = |d: &Daemon, policy: &str| {
+        let p = json(&d.ok(&[
+            "cluster", "place", "--cpu", "0.5", "--memory", "256MiB", "--policy", policy,
+            "--format", "json",
+        ]));
+        (
+            p["member"].as_str().unwrap().to_string(),
+            p["reason"].as_str().unwrap().to_string(),
+        )
+    };
+    let (member, reason) = place(&d[0], "spread");
+    assert_eq!(member, "m1", "{reason}");
+    assert!(
+        reason.starts_with("spread (the most room left): m1 has"),
+        "{reason}"
+    );
+    let (member, reason) = place(&d[1], "binpack");
+    assert!(member == "m0" || member == "m2", "{member}: {reason}");
+    let err = d[0].fails(&["cluster", "place", "--memory", "64TiB"]);
+    assert!(err.contains("64") && err.contains("m0"), "{err}");
+    eprintln!("placement: {reason}\nrefused: {err}");
+    let err = d[0].fails(&["cluster", "place", "--policy", "random"]);
+    assert!(err.contains("spread"), "{err}");
+
     // m2's daemon killed: offline once its lease runs out (TTL 6 s), not before 2 s.
     d[2].kill(libc::SIGKILL);
     let killed = Instant::now();
@@ -160,6 +217,10 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
         "offline after {took:?}: sooner than its lease"
     );
     eprintln!("m2 seen offline {took:?} after its daemon was killed");
+    // An offline member is never chosen.
+    let (member, reason) = place(&d[0], "binpack");
+    assert_eq!(member, "m0", "{reason}");
+    assert!(reason.contains("2 of 3 members online"), "{reason}");
     // Back: the restarted daemon beats again as m2, from what it kept.
     d[2].spawn();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -180,3 +180,25 @@ fn members_and_requests_round_trip_as_json() {
         "\"binpack\""
     );
 }
+
+#[test]
+fn the_choice_is_explained_with_the_figures() {
+    let mut a = Member::new("a", 2.0, 4 << 30);
+    a.cpu_used = 1.5;
+    a.memory_used = 3 << 30;
+    let b = Member::new("b", 2.0, 4 << 30);
+    let mut c = Member::new("c", 8.0, 64 << 30);
+    c.online = false;
+    let members = vec![a, b, c];
+    let req = Request::new("web", "p", 0.5, 512 << 20);
+    let i = place(&members, &req, Policy::Spread, None).unwrap();
+    assert_eq!(
+        why_chosen(&members, i, Policy::Spread),
+        "spread (the most room left): b has 2 cores and 4 GiB free of 2 cores and 4 GiB; 2 of 3 members online"
+    );
+    let i = place(&members, &req, Policy::Binpack, None).unwrap();
+    assert_eq!(
+        why_chosen(&members, i, Policy::Binpack),
+        "binpack (the least room that fits): a has 0.5 cores and 1 GiB free of 2 cores and 4 GiB; 2 of 3 members online"
+    );
+}

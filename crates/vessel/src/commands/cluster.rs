@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use vessel_api::{
-    ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterToken, ClusterTokenCreate,
+    ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterPlacement, ClusterToken,
+    ClusterTokenCreate,
 };
 
 use crate::cli_cluster::ClusterCommand;
@@ -124,6 +125,23 @@ pub fn run(client: &Client, cmd: ClusterCommand) -> Result<i32> {
                 members_table(&m)?;
             } else {
                 print_document(format, &m)?;
+            }
+        }
+        ClusterCommand::Place {
+            cpu,
+            memory,
+            policy,
+            format,
+        } => {
+            let path = crate::encode::with_query(
+                "/1.0/cluster/placement",
+                &[("cpu", cpu), ("memory", memory), ("policy", policy)],
+            );
+            let p: ClusterPlacement = client.get(&path)?;
+            if format == Format::Table {
+                println(format!("{}\n  {}", p.member, p.reason))?;
+            } else {
+                print_document(format, &p)?;
             }
         }
         ClusterCommand::Info { format } => {

@@ -46,3 +46,26 @@ pub async fn member_delete(
     app.cluster.remove(&name, force).await?;
     Ok(Json(app.cluster.members().await?).into_response())
 }
+
+pub async fn placement(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let cpu = match q.get("cpu") {
+        None => 0.0,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|c| c.is_finite() && *c >= 0.0)
+            .ok_or_else(|| {
+                crate::error::Error::invalid(format!("cpu={v:?}: give cores, e.g. 0.5"))
+            })?,
+    };
+    let memory = match q.get("memory") {
+        None => 0,
+        Some(v) => vessel_api::size::parse_size(v)
+            .map_err(|e| crate::error::Error::invalid(format!("memory={v:?}: {e}")))?,
+    };
+    let policy = q.get("policy").map(String::as_str).unwrap_or("spread");
+    Ok(Json(app.cluster.place(cpu, memory, policy).await?).into_response())
+}

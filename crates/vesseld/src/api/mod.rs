@@ -152,6 +152,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "cluster_tokens_create" => on(f, cluster::tokens_create),
         "cluster_members_list" => on(f, cluster::members),
         "cluster_member_delete" => on(f, cluster::member_delete),
+        "cluster_placement" => on(f, cluster::placement),
         "instances_list" => on(f, h::instances_list),
         "instances_create" => on(f, h::instances_create),
         "instance_get" => on(f, h::instance_get),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use vessel_api::{
-    ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterMemberUsage, ClusterToken,
-    ClusterTokenCreate,
+    ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterMemberUsage, ClusterPlacement,
+    ClusterToken, ClusterTokenCreate,
 };
 use vessel_cluster::{Capacity, Cluster, Heartbeater, JoinToken, MemberRecord, Usage};
 
@@ -167,6 +167,8 @@ impl ClusterService {
                     running,
                     memory,
                     load1,
+                    cpu_requested: list.iter().filter_map(|i| i.limits.cpu).sum(),
+                    memory_requested: list.iter().filter_map(|i| i.limits.memory).sum(),
                 },
             )
         }
@@ -438,6 +440,8 @@ impl ClusterService {
                     running: h.usage.running,
                     memory: h.usage.memory,
                     load1: h.usage.load1,
+                    cpu_requested: h.usage.cpu_requested,
+                    memory_requested: h.usage.memory_requested,
                 }),
                 last_heartbeat: m.heartbeat.map(|h| h.at),
                 joined_at: m.record.joined_at,
@@ -461,5 +465,40 @@ impl ClusterService {
             )));
         }
         cluster.remove(name, force).await.map_err(from_cluster)
+    }
+
+    /// `GET /1.0/cluster/placement`: the member the scheduler (`vessel-placement`) would
+    /// choose for a new instance asking for `cpu` cores and `memory` bytes, from the members'
+    /// capacity, what their instances ask for (their last heartbeats) and whether they are
+    /// online.
+    pub async fn place(&self, cpu: f64, memory: u64, policy: &str) -> Result<ClusterPlacement> {
+        let policy: vessel_placement::Policy = policy
+            .parse()
+            .map_err(|e: vessel_placement::UnknownPolicy| Error::invalid(e.to_string()))?;
+        let list = self.members().await?;
+        let members: Vec<vessel_placement::Member> = list
+            .iter()
+            .map(|m| {
+                let u = m.usage.clone().unwrap_or_default();
+                vessel_placement::Member {
+                    name: m.name.clone(),
+                    online: m.state == "online",
+                    cpu_capacity: f64::from(m.cpus),
+                    memory_capacity: m.memory,
+                    cpu_used: u.cpu_requested,
+                    memory_used: u.memory_requested,
+                    instances: u.instances as u32,
+                    groups: Vec::new(),
+                }
+            })
+            .collect();
+        let req = vessel_placement::Request::new("the new instance", "", cpu, memory);
+        let i = vessel_placement::place(&members, &req, policy, None)
+            .map_err(|e| Error::conflict(e.to_string()))?;
+        Ok(ClusterPlacement {
+            member: members[i].name.clone(),
+            policy: policy.to_string(),
+            reason: vessel_placement::why_chosen(&members, i, policy),
+        })
     }
 }
