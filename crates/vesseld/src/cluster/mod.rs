@@ -335,10 +335,17 @@ impl ClusterService {
         .await
     }
 
+    /// Keeps a membership etcd has recorded and starts beating. The membership stands
+    /// whatever happens next: if etcd stops answering meanwhile, the heartbeat starts when
+    /// it answers again (`cluster info` says connected: no until then).
     async fn joined(&self, m: Membership) -> Result<ClusterInfo> {
         self.save(&m)?;
         *self.inner.membership.lock().await = Some(m.clone());
-        self.go_live(&m).await?;
+        if let Err(e) = self.go_live(&m).await {
+            tracing::warn!(error = %e, "joined, but not beating yet; retrying");
+            let svc = self.clone();
+            tokio::spawn(async move { svc.resume().await });
+        }
         self.info().await
     }
 
