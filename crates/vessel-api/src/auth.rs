@@ -17,6 +17,9 @@ pub enum IdentityKind {
     Certificate,
     /// Root on the daemon's host, over the unix socket.
     Host,
+    /// Another member of this server's cluster, by the certificate its record in etcd pins
+    /// (mutual TLS); an administrator.
+    Member,
 }
 
 /// One identity (a token or a trusted client certificate); never its secret.

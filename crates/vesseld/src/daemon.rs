@@ -211,6 +211,7 @@ impl Daemon {
             },
         };
         cluster.set_instances(instances.clone());
+        cluster.set_auth(auth.clone());
         let metrics = crate::metrics::MetricsService::new(
             crate::metrics::collect::Sources {
                 instances: instances.clone(),

@@ -142,6 +142,82 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
         assert!(table.contains(needle), "{needle} missing:\n{table}");
     }
 
+    // Members' mutual TLS: a member's own certificate (the one its record pins) is that
+    // member, an administrator, on every other member; any other certificate is refused.
+    let as_member = |from: usize, cert: &std::path::Path, key: &std::path::Path, to: usize| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &sb.hosts[from],
+                "curl",
+                "-sk",
+                "--max-time",
+                "5",
+            ])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("https://{}/1.0/auth/self", listen(to)))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (cert1, key1) = (
+        d[1].root().join("server.crt"),
+        d[1].root().join("server.key"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let me = loop {
+        let out = as_member(1, &cert1, &key1, 0);
+        if out.ends_with("200") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m1's certificate not trusted on m0: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let who = json(me.rsplit_once('\n').unwrap().0);
+    assert_eq!(
+        (
+            who["name"].as_str(),
+            who["kind"].as_str(),
+            who["role"].as_str()
+        ),
+        (Some("m1"), Some("member"), Some("admin")),
+        "{who}"
+    );
+    let stranger = d[0].dir.join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(stranger.join("k.pem"))
+        .arg("-out")
+        .arg(stranger.join("c.pem"))
+        .args(["-subj", "/CN=stranger", "-days", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = as_member(1, &stranger.join("c.pem"), &stranger.join("k.pem"), 0);
+    assert!(out.ends_with("401"), "{out}");
+
     // The scheduler, from what the members' instances ask for: m0 and m2 each hold an
     // instance asking for 1 core and 1 GiB, m1 none. Spread picks m1; binpack one of the
     // others; what no member can hold is refused with the reason.
@@ -258,6 +334,19 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     );
     d[0].ok(&["cluster", "remove", "m2"]);
     assert_eq!(states(&d[1]), pairs(&[("m0", "online"), ("m1", "online")]));
+    // A removed member's certificate is refused from then on.
+    let (cert2, key2) = (
+        d[2].root().join("server.crt"),
+        d[2].root().join("server.key"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !as_member(2, &cert2, &key2, 0).ends_with("401") {
+        assert!(
+            Instant::now() < deadline,
+            "m2's certificate still trusted after its removal"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let err = d[0].fails(&["cluster", "remove", "m2"]);
     assert!(err.contains("no member m2"), "{err}");
 }

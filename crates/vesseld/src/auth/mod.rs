@@ -128,6 +128,8 @@ pub struct AuthService {
     table: Arc<RwLock<Table>>,
     revoked: Arc<tokio::sync::watch::Sender<u64>>,
     failures: Arc<limit::FailureLimiter>,
+    /// The cluster's members by certificate fingerprint (none outside a cluster).
+    members: Arc<RwLock<HashMap<String, String>>>,
 }
 
 /// Why a remote request was turned away before its handler.
@@ -149,6 +151,7 @@ impl AuthService {
             table: Arc::default(),
             revoked: Arc::new(revoked),
             failures: Arc::default(),
+            members: Arc::default(),
         };
         s.reload();
         s
@@ -174,6 +177,23 @@ impl AuthService {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
+    /// The cluster's members, by the fingerprint of the certificate each one's record pins:
+    /// a client presenting one of them is that member, an administrator. Replaces the
+    /// previous set (a removed member is refused from then on).
+    pub fn set_members(&self, members: HashMap<String, String>) {
+        *self.members.write().unwrap_or_else(|p| p.into_inner()) = members;
+    }
+
+    fn member(&self, fingerprint: &str) -> Option<Caller> {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        members.get(fingerprint).map(|name| Caller {
+            name: name.clone(),
+            kind: IdentityKind::Member,
+            project: DEFAULT_PROJECT.into(),
+            role: Role::Admin,
+        })
+    }
+
     /// The caller of a request from `peer` carrying `authorization` (the header's value).
     pub fn authenticate(
         &self,
@@ -187,6 +207,11 @@ impl AuthService {
         let now = Instant::now();
         if let Some(wait) = self.failures.blocked(addr, now) {
             return Err(Denied::TooMany(wait));
+        }
+        if let (None, Some(f)) = (authorization, certificate) {
+            if let Some(member) = self.member(f) {
+                return Ok(member);
+            }
         }
         let found = match (authorization, certificate) {
             (Some(h), _) => bearer(h).map(|t| format!("token:{}", token_hash(t))),
@@ -235,6 +260,10 @@ impl AuthService {
     pub fn still_valid(&self, caller: &Caller) -> bool {
         if caller.kind == IdentityKind::Host {
             return true;
+        }
+        if caller.kind == IdentityKind::Member {
+            let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+            return members.values().any(|n| *n == caller.name);
         }
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         table.by_name.get(&caller.name).is_some_and(|s| {

@@ -33,12 +33,17 @@ struct Membership {
     etcd: Vec<String>,
 }
 
-/// A live membership: the connection, the heartbeat and what watches its fence.
+/// A live membership: the connection, the heartbeat, what watches its fence and what keeps
+/// the members' certificates trusted.
 struct Joined {
     cluster: Cluster,
     beat: Heartbeater,
     fence: tokio::task::JoinHandle<()>,
+    trust: tokio::task::JoinHandle<()>,
 }
+
+/// How often the members' certificates are read again from etcd.
+const TRUST_REFRESH: Duration = Duration::from_secs(2);
 
 struct Inner {
     root: PathBuf,
@@ -47,6 +52,8 @@ struct Inner {
     live: Mutex<Option<Joined>>,
     /// The instances, whose `cluster.ha` ones a fenced member stops.
     instances: std::sync::OnceLock<crate::instance::InstanceService>,
+    /// Identities: the members' certificates are trusted as members.
+    auth: std::sync::OnceLock<crate::auth::AuthService>,
 }
 
 /// This server's membership of a cluster.
@@ -109,6 +116,7 @@ impl ClusterService {
                 membership: Mutex::new(membership),
                 live: Mutex::new(None),
                 instances: std::sync::OnceLock::new(),
+                auth: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -116,6 +124,28 @@ impl ClusterService {
     /// Gives the service the instances (made after it).
     pub fn set_instances(&self, instances: crate::instance::InstanceService) {
         let _ = self.inner.instances.set(instances);
+    }
+
+    /// Gives the service the identities, whose member certificates it keeps current.
+    pub fn set_auth(&self, auth: crate::auth::AuthService) {
+        let _ = self.inner.auth.set(auth);
+    }
+
+    /// Keeps the members' certificates trusted as the members' records in etcd say: a
+    /// member joined is trusted within [`TRUST_REFRESH`], a removed one refused.
+    async fn keep_trust(cluster: Cluster, auth: crate::auth::AuthService) {
+        loop {
+            match cluster.members().await {
+                Ok(members) => auth.set_members(
+                    members
+                        .into_iter()
+                        .map(|m| (m.record.fingerprint, m.record.name))
+                        .collect(),
+                ),
+                Err(e) => tracing::debug!(error = %e, "members' certificates not refreshed"),
+            }
+            tokio::time::sleep(TRUST_REFRESH).await;
+        }
     }
 
     /// Fencing: this member's lease has not been renewed for half its TTL, so the others
@@ -214,10 +244,15 @@ impl ClusterService {
                 }
             }
         });
+        let trust = match self.inner.auth.get() {
+            Some(auth) => tokio::spawn(Self::keep_trust(cluster.clone(), auth.clone())),
+            None => tokio::spawn(async {}),
+        };
         *self.inner.live.lock().await = Some(Joined {
             cluster,
             beat,
             fence,
+            trust,
         });
         tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
         Ok(())
@@ -252,6 +287,10 @@ impl ClusterService {
     pub async fn shutdown(&self) {
         if let Some(j) = self.inner.live.lock().await.take() {
             j.fence.abort();
+            j.trust.abort();
+            if let Some(auth) = self.inner.auth.get() {
+                auth.set_members(Default::default());
+            }
             j.beat.stop().await;
         }
     }
