@@ -15,7 +15,7 @@ mod token;
 
 use serde::{Deserialize, Serialize};
 
-pub use etcd::{Cluster, Heartbeater};
+pub use etcd::{fence_after, Cluster, Heartbeater};
 pub use token::JoinToken;
 
 /// Errors of the cluster engine.

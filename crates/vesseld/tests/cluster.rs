@@ -372,7 +372,7 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
     let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
     let _etcd = Etcd::start(&sb.hosts, &addrs);
     let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let d: Vec<Daemon> = (0..2)
+    let mut d: Vec<Daemon> = (0..2)
         .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
         .collect();
     let endpoints = _etcd.endpoints();
@@ -465,5 +465,42 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(status(&d[1], "ha"), "stopped");
+
+    // A member whose daemon restarts while it is cut off (its HA instance ran on without
+    // it) fences itself half a TTL after its start.
+    d[1].ok(&["start", "ha"]);
+    nft(
+        &sb.hosts[1],
+        "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n",
+    );
+    d[1].kill(libc::SIGKILL);
+    d[1].spawn();
+    let started = Instant::now();
+    while status(&d[1], "ha") != "stopped" {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the restarted, cut-off member did not fence:\n{}",
+            d[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "restarted while cut off: ha stopped {:?} after the start",
+        started.elapsed()
+    );
+    assert_eq!(status(&d[1], "plain"), "running");
+    assert_eq!(
+        json(&d[1].ok(&["cluster", "info", "--format", "json"]))["fenced"],
+        true
+    );
+    nft(&sb.hosts[1], "delete table inet vessel_test_cut\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while json(&d[1].ok(&["cluster", "info", "--format", "json"]))["connected"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "m1 did not come back after its restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     d[1].ok(&["delete", "ha", "plain", "--force"]);
 }

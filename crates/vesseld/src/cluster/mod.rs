@@ -3,6 +3,7 @@
 //! daemon beats again as the same member; until etcd answers it keeps trying.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ struct Inner {
     instances: std::sync::OnceLock<crate::instance::InstanceService>,
     /// Identities: the members' certificates are trusted as members.
     auth: std::sync::OnceLock<crate::auth::AuthService>,
+    /// Whether it fenced itself before it had a lease since its start.
+    fenced_at_start: std::sync::atomic::AtomicBool,
 }
 
 /// This server's membership of a cluster.
@@ -117,6 +120,7 @@ impl ClusterService {
                 live: Mutex::new(None),
                 instances: std::sync::OnceLock::new(),
                 auth: std::sync::OnceLock::new(),
+                fenced_at_start: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -234,6 +238,7 @@ impl ClusterService {
             )));
         }
         let beat = cluster.heartbeat(&m.name, LEASE_TTL, self.usage_source());
+        self.inner.fenced_at_start.store(false, Ordering::SeqCst);
         let mut fenced = beat.fenced();
         let svc = self.clone();
         let fence = tokio::spawn(async move {
@@ -259,11 +264,23 @@ impl ClusterService {
     }
 
     /// At the daemon's start: beat again as the member it joined, retrying until etcd
-    /// answers.
+    /// answers. A member that cannot reach etcd within half a lease's TTL of its start
+    /// fences itself as a beating one would (its HA instances ran on while the daemon was
+    /// down, and the others may take it for dead by now).
     pub async fn resume(&self) {
         let Some(m) = self.inner.membership.lock().await.clone() else {
             return;
         };
+        // The fence does not wait for the attempts to connect, which can take long.
+        let svc = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(vessel_cluster::fence_after(LEASE_TTL)).await;
+            if svc.inner.live.lock().await.is_none() {
+                tracing::warn!("no lease since the start: fenced");
+                svc.inner.fenced_at_start.store(true, Ordering::SeqCst);
+                svc.fence().await;
+            }
+        });
         let mut told = false;
         loop {
             match self.go_live(&m).await {
@@ -277,7 +294,7 @@ impl ClusterService {
                         tracing::warn!(error = %e, "etcd does not answer yet; retrying");
                         told = true;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
@@ -318,7 +335,7 @@ impl ClusterService {
                 let fenced = *j.beat.fenced().borrow();
                 (!fenced, fenced)
             }
-            None => (false, false),
+            None => (false, self.inner.fenced_at_start.load(Ordering::SeqCst)),
         };
         Ok(ClusterInfo {
             enabled: m.is_some(),
