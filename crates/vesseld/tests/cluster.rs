@@ -102,18 +102,13 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     assert!(err.contains("join token refused"), "{err}");
     let t2 = token(&d[0], "m2");
     let forged = {
-        // Same token, another secret: decode, change, encode (the format is hex of JSON).
-        let hexed = t2.strip_prefix("vessel-join-").unwrap();
-        let bytes: Vec<u8> = (0..hexed.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hexed[i..i + 2], 16).unwrap())
-            .collect();
+        // Same token, another secret (the format is hex of JSON).
+        let bytes = hex::decode(t2.strip_prefix("vessel-join-").unwrap()).unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["secret"] = "0".repeat(64).into();
-        let again = serde_json::to_vec(&v).unwrap();
         format!(
             "vessel-join-{}",
-            again.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            hex::encode(serde_json::to_vec(&v).unwrap())
         )
     };
     let err = d[2].fails(&["cluster", "join", &forged, "--address", &listen(2)]);
@@ -191,31 +186,8 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
         (Some("m1"), Some("member"), Some("admin")),
         "{who}"
     );
-    let stranger = d[0].dir.join("stranger");
-    std::fs::create_dir_all(&stranger).unwrap();
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(stranger.join("k.pem"))
-        .arg("-out")
-        .arg(stranger.join("c.pem"))
-        .args(["-subj", "/CN=stranger", "-days", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let out = as_member(1, &stranger.join("c.pem"), &stranger.join("k.pem"), 0);
+    let (crt, key) = common::self_signed(&d[0].dir, "stranger");
+    let out = as_member(1, &crt, &key, 0);
     assert!(out.ends_with("401"), "{out}");
 
     // The scheduler, from what the members' instances ask for: m0 and m2 each hold an

@@ -380,25 +380,7 @@ fn a_browser_drives_the_dashboard() {
     let before = others(&d);
     // A client certificate an admin trusts as a viewer: the browser that presents it is
     // logged in without a token.
-    let (crt, key) = (d.dir.join("browser.crt"), d.dir.join("browser.key"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=browser"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(st.success());
+    let (crt, key) = common::self_signed(&d.dir, "browser");
     d.ok(&[
         "auth",
         "trust",

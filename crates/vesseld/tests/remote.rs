@@ -349,31 +349,7 @@ fn tokens_expire_and_revocation_closes_open_streams() {
 fn trusted_client_certificates_authenticate() {
     let (d, port) = Daemon::start_https();
     let api = Api { d: &d, port };
-    let make = |name: &str| {
-        let (crt, key) = (
-            d.dir.join(format!("{name}.crt")),
-            d.dir.join(format!("{name}.key")),
-        );
-        let st = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&crt)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        (crt, key)
-    };
+    let make = |name: &str| common::self_signed(&d.dir, name);
     let (crt, key) = make("laptop");
     let pem = std::fs::read_to_string(&crt).unwrap();
     let body = serde_json::json!({"name": "laptop", "certificate": pem, "role": "user"});

@@ -985,6 +985,37 @@ impl Sandbox {
     }
 }
 
+/// A self-signed client certificate and its key, `DIR/NAME.crt` and `DIR/NAME.key`, made
+/// by openssl (an EC P-256 key, valid two days).
+pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (crt, key)
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         for h in self.hosts.iter().chain(std::iter::once(&self.wan)) {
