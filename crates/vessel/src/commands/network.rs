@@ -11,7 +11,8 @@ use crate::client::Client;
 use crate::encode::encode_segment;
 use crate::output::{print_document, println, Block, Format, Table};
 
-fn path(name: &str) -> String {
+/// The API path of the network `name`.
+pub(crate) fn path(name: &str) -> String {
     format!("/1.0/networks/{}", encode_segment(name))
 }
 

@@ -32,11 +32,13 @@ fn size(s: &str) -> Result<u64> {
     parse_size(s).map_err(|e| anyhow!("size {s:?}: {e}"))
 }
 
-fn pool_path(name: &str) -> String {
+/// The API path of the pool `name`.
+pub(crate) fn pool_path(name: &str) -> String {
     format!("/1.0/storage/pools/{}", encode_segment(name))
 }
 
-fn volume_path(pool: &str, name: &str) -> String {
+/// The API path of the volume `name` of `pool`.
+pub(crate) fn volume_path(pool: &str, name: &str) -> String {
     format!("{}/volumes/{}", pool_path(pool), encode_segment(name))
 }
 

@@ -11,6 +11,8 @@ use vessel_api::{
 
 use crate::client::{Client, RequestBody};
 use crate::commands::instance_path;
+use crate::commands::network::path as net_path;
+use crate::commands::storage::{pool_path, volume_path};
 use crate::encode::encode_segment;
 use crate::operation::wait_quietly;
 use crate::stack::diff::Desired;
@@ -42,8 +44,17 @@ fn op(client: &Client, method: &str, path: &str, body: RequestBody<'_>) -> Resul
     Ok(())
 }
 
-fn net_path(name: &str) -> String {
-    format!("/1.0/networks/{}", encode_segment(name))
+/// `POOL/NAME` of a volume step, `NETWORK/NAME` of a balancer step.
+fn pair<'a>(name: &'a str, what: &str) -> Result<(&'a str, &'a str)> {
+    name.split_once('/')
+        .with_context(|| format!("a {what} step names its parent, then itself: {name:?}"))
+}
+
+/// `NETWORK/PROTOCOL/PORT` of a forward step.
+fn forward_parts(name: &str) -> Result<(&str, &str, &str)> {
+    let (net, rest) = pair(name, "forward")?;
+    let (proto, port) = pair(rest, "forward")?;
+    Ok((net, proto, port))
 }
 
 /// Creates the instance `d` of `stack` and waits until it runs.
@@ -96,25 +107,12 @@ pub fn delete(c: &Clients, s: &Step) -> Result<()> {
             Ok(())
         }
         Object::Volume => {
-            let (pool, vol) = s
-                .name
-                .split_once('/')
-                .context("a volume step names POOL/NAME")?;
-            let _: StorageVolume = client.call(
-                "DELETE",
-                &format!(
-                    "/1.0/storage/pools/{}/volumes/{}",
-                    encode_segment(pool),
-                    encode_segment(vol)
-                ),
-            )?;
+            let (pool, vol) = pair(&s.name, "volume")?;
+            let _: StorageVolume = client.call("DELETE", &volume_path(pool, vol))?;
             Ok(())
         }
         Object::Pool => {
-            let _: StoragePool = c.global.call(
-                "DELETE",
-                &format!("/1.0/storage/pools/{}", encode_segment(&s.name)),
-            )?;
+            let _: StoragePool = c.global.call("DELETE", &pool_path(&s.name))?;
             Ok(())
         }
         Object::Project => {
@@ -125,12 +123,7 @@ pub fn delete(c: &Clients, s: &Step) -> Result<()> {
             Ok(())
         }
         Object::Forward => {
-            let mut parts = s.name.splitn(3, '/');
-            let (net, proto, port) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
+            let (net, proto, port) = forward_parts(&s.name)?;
             let _: Network = client.call(
                 "DELETE",
                 &format!(
@@ -143,10 +136,7 @@ pub fn delete(c: &Clients, s: &Step) -> Result<()> {
             Ok(())
         }
         Object::Balancer => {
-            let (net, lb) = s
-                .name
-                .split_once('/')
-                .context("a balancer step names NETWORK/NAME")?;
+            let (net, lb) = pair(&s.name, "balancer")?;
             let _: Network = client.call(
                 "DELETE",
                 &format!("{}/load-balancers/{}", net_path(net), encode_segment(lb)),
@@ -185,17 +175,10 @@ pub fn make(c: &Clients, stack: &Stack, s: &Step) -> Result<()> {
             )?;
         }
         (Action::Change(Change::Size(bytes)), Object::Volume) => {
-            let (pool, vol) = s
-                .name
-                .split_once('/')
-                .context("a volume step names POOL/NAME")?;
+            let (pool, vol) = pair(&s.name, "volume")?;
             let _: StorageVolume = client.send(
                 "PATCH",
-                &format!(
-                    "/1.0/storage/pools/{}/volumes/{}",
-                    encode_segment(pool),
-                    encode_segment(vol)
-                ),
+                &volume_path(pool, vol),
                 &VolumeUpdate { size: *bytes },
             )?;
         }
@@ -315,9 +298,7 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
             wait_quietly(client, op)?;
         }
         Object::Volume => {
-            let (pool, vol) = name
-                .split_once('/')
-                .context("a volume step names POOL/NAME")?;
+            let (pool, vol) = pair(name, "volume")?;
             let spec = &stack.volumes[vol];
             let body = VolumeCreate {
                 name: vol.into(),
@@ -329,20 +310,12 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
                 source: None,
                 config: label(stack),
             };
-            let op: Operation = client.send(
-                "POST",
-                &format!("/1.0/storage/pools/{}/volumes", encode_segment(pool)),
-                &body,
-            )?;
+            let op: Operation =
+                client.send("POST", &format!("{}/volumes", pool_path(pool)), &body)?;
             wait_quietly(client, op)?;
         }
         Object::Forward => {
-            let mut parts = name.splitn(3, '/');
-            let net = parts.next().unwrap_or_default();
-            let (proto, port) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
+            let (net, proto, port) = forward_parts(name)?;
             let f = stack.networks[net]
                 .forwards
                 .iter()
@@ -355,9 +328,7 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
             )?;
         }
         Object::Balancer => {
-            let (net, lb) = name
-                .split_once('/')
-                .context("a balancer step names NETWORK/NAME")?;
+            let (net, lb) = pair(name, "balancer")?;
             let spec = &stack.networks[net].balancers[lb];
             let _: Network = client.send(
                 "POST",

@@ -10,7 +10,6 @@ use vessel_api::{
 };
 
 use crate::client::{ApiError, Client};
-use crate::encode::encode_segment;
 use crate::stack::diff::{Current, Desired};
 use crate::stack::infra::{self, World};
 use crate::stack::spec::{Content, Driver};
@@ -84,7 +83,7 @@ pub fn world(global: &Client, client: &Client, stack: &Stack, everything: bool) 
         if wanted && !missing && p.status != "unavailable" {
             let vols: Vec<StorageVolume> = list_or_none(
                 client,
-                &format!("/1.0/storage/pools/{}/volumes", encode_segment(&p.name)),
+                &format!("{}/volumes", crate::commands::storage::pool_path(&p.name)),
                 stack.volumes.values().any(|v| v.pool == p.name),
             )?;
             w.volumes.extend(vols.into_iter().map(|v| infra::Volume {
