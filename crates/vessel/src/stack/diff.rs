@@ -240,6 +240,23 @@ fn short(fingerprint: &str) -> &str {
 mod tests {
     use super::*;
 
+    /// The plan with nothing made anew before the instances.
+    fn plain(
+        stack: &str,
+        want: &[Desired],
+        there: &[Current],
+        prune: bool,
+    ) -> Result<Vec<Step>, String> {
+        plan(
+            stack,
+            want,
+            there,
+            &Remade::default(),
+            &BTreeMap::new(),
+            prune,
+        )
+    }
+
     fn desired(name: &str) -> Desired {
         Desired {
             name: name.into(),
@@ -274,24 +291,13 @@ mod tests {
     #[test]
     fn from_nothing_then_nothing_to_do() {
         let want = vec![desired("a"), desired("b")];
-        let steps = plan("s", &want, &[], &Remade::default(), &BTreeMap::new(), false).unwrap();
+        let steps = plain("s", &want, &[], false).unwrap();
         assert_eq!(
             steps.iter().filter(|s| s.action == Action::Create).count(),
             2
         );
         let there: Vec<_> = want.iter().map(|d| current(d, Some("s"))).collect();
-        assert_eq!(
-            plan(
-                "s",
-                &want,
-                &there,
-                &Remade::default(),
-                &BTreeMap::new(),
-                true
-            )
-            .unwrap(),
-            vec![]
-        );
+        assert_eq!(plain("s", &want, &there, true).unwrap(), vec![]);
     }
 
     #[test]
@@ -301,15 +307,7 @@ mod tests {
         want[0].limit_args = vec!["memory=128MiB".into(), "cpu=0.5".into()];
         want[0].limits = crate::limits::parse_limits(&want[0].limit_args).unwrap();
         want[1].image = "bbbb".into();
-        let steps = plan(
-            "s",
-            &want,
-            &there,
-            &Remade::default(),
-            &BTreeMap::new(),
-            false,
-        )
-        .unwrap();
+        let steps = plain("s", &want, &there, false).unwrap();
         assert_eq!(
             steps[0].action,
             Action::Change(Change::Config {
@@ -336,15 +334,7 @@ mod tests {
         there.push(current(&desired("gone"), Some("s")));
         there.push(current(&desired("theirs"), Some("other")));
         there.push(current(&desired("nobodys"), None));
-        let steps = plan(
-            "s",
-            &want,
-            &there,
-            &Remade::default(),
-            &BTreeMap::new(),
-            true,
-        )
-        .unwrap();
+        let steps = plain("s", &want, &there, true).unwrap();
         assert_eq!(
             steps,
             vec![Step::new(
@@ -354,31 +344,14 @@ mod tests {
                 "stack s's, no longer declared"
             )]
         );
-        assert!(plan(
-            "s",
-            &want,
-            &there,
-            &Remade::default(),
-            &BTreeMap::new(),
-            false
-        )
-        .unwrap()
-        .is_empty());
+        assert!(plain("s", &want, &there, false).unwrap().is_empty());
     }
 
     #[test]
     fn an_instance_the_stack_does_not_own_is_never_taken_over() {
         let want = vec![desired("a")];
         let there = vec![current(&want[0], None)];
-        let e = plan(
-            "s",
-            &want,
-            &there,
-            &Remade::default(),
-            &BTreeMap::new(),
-            false,
-        )
-        .unwrap_err();
+        let e = plain("s", &want, &there, false).unwrap_err();
         assert!(e.contains("instance a exists and is not stack s's"), "{e}");
     }
 
