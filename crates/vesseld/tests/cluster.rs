@@ -36,6 +36,25 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `vessel cluster init NAME --address ADDRESS --etcd ETCD` on `d`: its output when it
+/// succeeds (`ok`), its error when it fails (and must).
+fn init(d: &Daemon, name: &str, address: &str, etcd: &str, ok: bool) -> String {
+    let args = [
+        "cluster",
+        "init",
+        name,
+        "--address",
+        address,
+        "--etcd",
+        etcd,
+    ];
+    if ok {
+        d.ok(&args)
+    } else {
+        d.fails(&args)
+    }
+}
+
 fn token(d: &Daemon, name: &str) -> String {
     let t = json(&d.ok(&["cluster", "add", name, "--format", "json"]));
     t["token"].as_str().unwrap().to_string()
@@ -55,15 +74,7 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     let err = d[0].fails(&["cluster", "list"]);
     assert!(err.contains("vessel cluster init"), "{err}");
     // An etcd that does not answer is named.
-    let err = d[0].fails(&[
-        "cluster",
-        "init",
-        "m0",
-        "--address",
-        &listen(0),
-        "--etcd",
-        "http://198.51.100.2:2999",
-    ]);
+    let err = init(&d[0], "m0", &listen(0), "http://198.51.100.2:2999", false);
     assert!(err.contains("198.51.100.2:2999"), "{err}");
     assert!(
         !json(&d[0].ok(&["cluster", "info", "--format", "json"]))["enabled"]
@@ -72,26 +83,10 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     );
 
     let endpoints = etcd.endpoints();
-    let out = d[0].ok(&[
-        "cluster",
-        "init",
-        "m0",
-        "--address",
-        &listen(0),
-        "--etcd",
-        &endpoints,
-    ]);
+    let out = init(&d[0], "m0", &listen(0), &endpoints, true);
     assert!(out.contains("Member m0 of cluster"), "{out}");
     // A second init into the same etcd is refused.
-    let err = d[1].fails(&[
-        "cluster",
-        "init",
-        "m1",
-        "--address",
-        &listen(1),
-        "--etcd",
-        &endpoints,
-    ]);
+    let err = init(&d[1], "m1", &listen(1), &endpoints, false);
     assert!(err.contains("already holds a Vessel cluster"), "{err}");
 
     // Join: a good token once; the same token again, a wrong secret, or one for another
@@ -348,15 +343,7 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
         .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
         .collect();
     let endpoints = _etcd.endpoints();
-    d[0].ok(&[
-        "cluster",
-        "init",
-        "m0",
-        "--address",
-        &listen(0),
-        "--etcd",
-        &endpoints,
-    ]);
+    init(&d[0], "m0", &listen(0), &endpoints, true);
     let t = token(&d[0], "m1");
     d[1].ok(&["cluster", "join", &t, "--address", &listen(1)]);
     d[1].busybox();
