@@ -107,11 +107,6 @@ impl Cluster {
         })
     }
 
-    /// The endpoints it was connected with.
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
-    }
-
     async fn get(&self, k: &str, opts: Option<GetOptions>) -> Result<etcd_client::GetResponse> {
         call(&self.client, |mut c| {
             let (k, opts) = (k.to_string(), opts.clone());
@@ -369,7 +364,7 @@ impl Heartbeater {
     }
 
     /// The lease held now, if any.
-    pub fn lease(&self) -> Option<i64> {
+    fn lease(&self) -> Option<i64> {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
