@@ -12,7 +12,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -23,9 +22,7 @@ pub const KEY_FILE: &str = "server.key";
 
 /// SHA-256 of a certificate's DER, as 64 lowercase hex characters (what clients pin and
 /// what trusted client certificates are known by).
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
-}
+pub use vessel_tls::fingerprint;
 
 /// The ring provider: the only one Vessel uses.
 pub fn provider() -> Arc<CryptoProvider> {
