@@ -225,7 +225,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::Post,
         path: "/1.0/instances",
         summary: "Create (and by default start) an instance; returns an operation",
-        query: &[],
+        query: &[Query {
+            name: "target",
+            description: "On a member of a cluster: the member to make it on (online); without \
+                          it the scheduler chooses from its limits and the members' room",
+            required: false,
+        }],
         request: Body::Json("InstanceCreate"),
         status: 202,
         role: Role::Operator,

@@ -291,6 +291,9 @@ pub struct Instance {
     /// `GET /1.0/instances/{name}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_disk: Option<RootDisk>,
+    /// The cluster member it lives on (on a member of a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// A container's root disk: the file system its writable layer lives on.

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Where everything of Vessel lives in etcd.
-const PREFIX: &str = "/vessel/";
+pub(crate) const PREFIX: &str = "/vessel/";
 
 /// What `cluster` holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,15 +28,15 @@ struct TokenRecord {
     secret_sha256: String,
 }
 
-fn key(rest: &str) -> String {
+pub(crate) fn key(rest: &str) -> String {
     format!("{PREFIX}{rest}")
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records are JSON")
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(k: &str, v: &[u8]) -> Result<T> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(k: &str, v: &[u8]) -> Result<T> {
     serde_json::from_slice(v).map_err(|e| Error::Etcd(format!("{k} does not parse: {e}")))
 }
 
@@ -107,7 +107,11 @@ impl Cluster {
         })
     }
 
-    async fn get(&self, k: &str, opts: Option<GetOptions>) -> Result<etcd_client::GetResponse> {
+    pub(crate) async fn get(
+        &self,
+        k: &str,
+        opts: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse> {
         call(&self.client, |mut c| {
             let (k, opts) = (k.to_string(), opts.clone());
             async move { c.get(k, opts).await }
@@ -124,7 +128,7 @@ impl Cluster {
         .map(|_| ())
     }
 
-    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
         call(&self.client, |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
@@ -515,5 +519,33 @@ async fn beat_on_one_lease(b: &Beat) -> Result<()> {
             }
             _ => return Err(Error::Etcd(format!("lease {lease} expired"))),
         }
+    }
+}
+
+/// A watch on the members' records: it says when one may have changed (joined, removed,
+/// its certificate or address rewritten).
+pub struct MemberWatch(etcd_client::WatchStream);
+
+impl MemberWatch {
+    /// Waits for a change; an error when the watch ended (etcd out of reach): watch again.
+    pub async fn changed(&mut self) -> Result<()> {
+        match self.0.message().await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Etcd("the watch on the members ended".into())),
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts watching the members' records (the first change it says is its start).
+    pub async fn watch_members(&self) -> Result<MemberWatch> {
+        let mut c = self.client.clone();
+        let stream = c
+            .watch(
+                key("members/"),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await?;
+        Ok(MemberWatch(stream))
     }
 }

@@ -8,14 +8,17 @@
 //! - `alive/NAME`: its heartbeat, attached to its lease (TTL a few seconds, renewed at a
 //!   third of it): a member whose key is gone is offline;
 //! - `tokens/ID`: a join token's SHA-256, attached to a lease of its lifetime; redeemed
-//!   (deleted) in the same transaction that writes the new member.
+//!   (deleted) in the same transaction that writes the new member;
+//! - `instances/PROJECT/NAME`: the member an instance lives on (no name twice in a cluster).
 
 mod etcd;
+mod instances;
 mod token;
 
 use serde::{Deserialize, Serialize};
 
-pub use etcd::{fence_after, Cluster, Heartbeater};
+pub use etcd::{fence_after, Cluster, Heartbeater, MemberWatch};
+pub use instances::{Asks, Location};
 pub use token::JoinToken;
 
 /// Errors of the cluster engine.

@@ -202,7 +202,11 @@ mod tests {
     #[test]
     fn a_malformed_pin_is_refused() {
         let e = client_config(Pin::Fingerprint("abc".into()), None).unwrap_err();
-        assert!(e.to_string().contains("invalid certificate fingerprint 'abc'"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("invalid certificate fingerprint 'abc'"),
+            "{e}"
+        );
         assert!(client_config(Pin::Fingerprint(fingerprint(b"")), None).is_ok());
     }
 }

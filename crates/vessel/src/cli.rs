@@ -379,6 +379,11 @@ pub struct CreateArgs {
     /// ext4 image in a dir pool).
     #[arg(long, value_name = "POOL")]
     pub storage: Option<String>,
+    /// On a member of a cluster: the member to make it on (see `vessel cluster list`);
+    /// without it the scheduler chooses from its limits (-l cpu=, -l memory=) and the
+    /// members' room.
+    #[arg(long, value_name = "MEMBER")]
+    pub target: Option<String>,
     /// A network to give the instance a NIC on (repeatable, eth0 first; default: the
     /// default network).
     #[arg(long = "network", value_name = "NETWORK")]

@@ -109,6 +109,14 @@ impl Table {
         }
     }
 
+    /// Adds a column at the right.
+    pub fn append_column(&mut self, header: &str, cells: Vec<String>) {
+        self.headers.push(header.to_string());
+        for (row, cell) in self.rows.iter_mut().zip(cells) {
+            row.push(cell);
+        }
+    }
+
     /// An empty table with these column headers.
     pub fn new(headers: &[&str]) -> Self {
         Self {

@@ -653,13 +653,7 @@ fn tls_daemon(responses: Vec<Vec<u8>>) -> (String, String, JoinHandle<Vec<String
 
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let der = made.cert.der().to_vec();
-    let fingerprint: String = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&der)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let fingerprint = vessel_tls::fingerprint(&der);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -193,8 +193,10 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
         d[i].ok(&[
             "launch",
             "busybox",
-            "big",
+            &format!("big{i}"),
             "--no-network",
+            "--target",
+            &format!("m{i}"),
             "-l",
             "cpu=1",
             "-l",
@@ -352,6 +354,8 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
         "busybox",
         "ha",
         "--no-network",
+        "--target",
+        "m1",
         "-c",
         "cluster.ha=true",
         "--",
@@ -363,6 +367,8 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
         "busybox",
         "plain",
         "--no-network",
+        "--target",
+        "m1",
         "--",
         "sleep",
         "100000",
@@ -462,4 +468,208 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
         std::thread::sleep(Duration::from_millis(200));
     }
     d[1].ok(&["delete", "ha", "plain", "--force"]);
+}
+
+/// The member each instance lives on, as `vessel list` on `d` shows them.
+fn locations(d: &Daemon) -> std::collections::BTreeMap<String, (String, String)> {
+    let v = json(&d.ok(&["list", "--format", "json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                (
+                    i["location"].as_str().unwrap_or("-").to_string(),
+                    i["status"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn instances_are_placed_over_the_members_and_reached_from_any() {
+    use common::Framed;
+    use vessel_api::stream::FrameKind;
+
+    let sb = Sandbox::new(3);
+    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
+    let etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let mut d: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
+    for i in 1..3 {
+        let t = token(&d[0], &format!("m{i}"));
+        d[i].ok(&["cluster", "join", &t, "--address", &listen(i)]);
+    }
+    for di in &d {
+        di.busybox();
+    }
+    let members = |names: &[&str]| {
+        names
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+
+    // Spread: three launches from one member land one on each.
+    for name in ["a", "b", "c"] {
+        d[0].ok(&[
+            "launch",
+            "busybox",
+            name,
+            "--no-network",
+            "-l",
+            "memory=64MiB",
+        ]);
+    }
+    let at = locations(&d[1]);
+    let placed: std::collections::BTreeSet<String> = at.values().map(|(m, _)| m.clone()).collect();
+    assert_eq!(placed, members(&["m0", "m1", "m2"]), "{at:?}");
+    // Each runs where it is said to: its process is in that member's daemon's cgroups.
+    for (name, (member, status)) in &at {
+        assert_eq!(status, "running", "{name}: {at:?}");
+        let pid = d[2].info(name)["state"]["pid"].as_i64().unwrap() as i32;
+        let i: usize = member[1..].parse().unwrap();
+        assert!(
+            d[i].cgroup_pids().contains(&pid),
+            "{name} (pid {pid}) is not in {member}'s cgroups"
+        );
+    }
+    let table = d[2].ok(&["list"]);
+    assert!(table.contains("LOCATION"), "{table}");
+
+    // --target: on the member named, from any other.
+    d[1].ok(&[
+        "launch",
+        "busybox",
+        "t2",
+        "--no-network",
+        "--target",
+        "m2",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    assert_eq!(locations(&d[0])["t2"].0, "m2");
+    // No name twice in the cluster, wherever it is made.
+    let elsewhere = at.iter().find(|(_, (m, _))| m != "m2").unwrap().0.clone();
+    let err = d[2].fails(&[
+        "launch",
+        "busybox",
+        &elsewhere,
+        "--no-network",
+        "--target",
+        "m2",
+    ]);
+    assert!(err.contains("exists already"), "{err}");
+    let err = d[0].fails(&["launch", "busybox", "x", "--no-network", "--target", "m9"]);
+    assert!(err.contains("no member m9"), "{err}");
+    // A placement that fits nowhere: refused with each member's room, nothing made.
+    let err = d[0].fails(&[
+        "launch",
+        "busybox",
+        "huge",
+        "--no-network",
+        "-l",
+        "memory=64TiB",
+    ]);
+    assert!(err.contains("no member fits"), "{err}");
+    assert!(!locations(&d[0]).contains_key("huge"));
+
+    // Any member answers for an instance on another: exec, console, state changes.
+    let on = |member: &str| {
+        locations(&d[0])
+            .into_iter()
+            .find(|(_, (m, _))| m == member)
+            .unwrap()
+            .0
+    };
+    let (on_m1, on_m2) = (on("m1"), on("m2"));
+    let out = d[0].ok(&[
+        "exec",
+        &on_m1,
+        "-T",
+        "--",
+        "sh",
+        "-c",
+        "echo from-$(hostname)",
+    ]);
+    assert!(out.contains(&format!("from-{on_m1}")), "{out}");
+    let req = r#"{"command":["sh","-c","read x; echo got:$x; exit 7"]}"#;
+    let mut ex = Framed::open(
+        &d[2].socket,
+        "POST",
+        &format!("/1.0/instances/{on_m1}/exec"),
+        req,
+    );
+    ex.send(FrameKind::Stdin, b"across\n");
+    let (out, code) = ex.wait_exit();
+    assert!(out.contains("got:across"), "{out}");
+    assert_eq!(code, 7);
+    let mut con = Framed::open(
+        &d[0].socket,
+        "GET",
+        &format!("/1.0/instances/{on_m2}/console"),
+        "",
+    );
+    con.send(FrameKind::Stdin, b"echo con$((6*7))sole\n");
+    let out = con.read_until("con42sole");
+    assert!(out.contains("con42sole"), "{out}");
+    drop(con);
+    d[1].ok(&["stop", &on_m2, "--force"]);
+    assert_eq!(locations(&d[0])[&on_m2].1, "stopped");
+    d[0].ok(&["start", &on_m2]);
+    assert_eq!(d[1].info(&on_m2)["status"], "running");
+
+    // A member down: its instances are listed with their place and no state; nothing is
+    // launched onto it, and requests for its instances say where they are.
+    d[2].kill(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while states(&d[0]) != pairs(&[("m0", "online"), ("m1", "online"), ("m2", "offline")]) {
+        assert!(
+            Instant::now() < deadline,
+            "m2 not offline: {:?}",
+            states(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let at = locations(&d[0]);
+    assert_eq!(at["t2"], ("m2".to_string(), "error".to_string()), "{at:?}");
+    let err = d[0].fails(&["launch", "busybox", "y", "--no-network", "--target", "m2"]);
+    assert!(err.contains("member m2 is offline"), "{err}");
+    let err = d[1].fails(&["exec", "t2", "-T", "--", "true"]);
+    assert!(err.contains("member m2 is offline"), "{err}");
+    d[2].spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while locations(&d[0])["t2"].1 != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "t2 not back: {:?}",
+            locations(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Deleted through any member; the name is free again once it is gone.
+    let names: Vec<String> = locations(&d[0]).into_keys().collect();
+    let mut args = vec!["delete", "--force"];
+    args.extend(names.iter().map(String::as_str));
+    d[1].ok(&args);
+    assert!(locations(&d[2]).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d[2]
+        .vessel(&["launch", "busybox", "t2", "--no-network", "--target", "m0"])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(Instant::now() < deadline, "the name t2 was not let go");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(locations(&d[1])["t2"].0, "m0");
+    d[0].ok(&["delete", "--force", "t2"]);
 }

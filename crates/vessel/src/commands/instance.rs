@@ -13,6 +13,13 @@ use crate::output::println;
 /// `launch` (with `start`) and `create`.
 pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
     // Everything the user typed is checked before the daemon hears of it.
+    let path = match &args.target {
+        Some(member) => format!(
+            "/1.0/instances?target={}",
+            crate::encode::encode_segment(member)
+        ),
+        None => "/1.0/instances".to_string(),
+    };
     let body = InstanceCreate {
         limits: parse_limits(&args.limits)?,
         environment: parse_env(&args.env)?,
@@ -37,7 +44,7 @@ pub fn create(client: &Client, args: CreateArgs, start: bool) -> Result<i32> {
     };
     let verb = if start { "Launching" } else { "Creating" };
     println(format!("{verb} {}", body.name))?;
-    let op: Operation = client.send("POST", "/1.0/instances", &body)?;
+    let op: Operation = client.send("POST", &path, &body)?;
     operation::wait(client, op)?;
     Ok(0)
 }

@@ -65,6 +65,16 @@ pub fn instances_table(instances: &[Instance]) -> Table {
             short(&i.image, FINGERPRINT_CHARS),
         ]);
     }
+    // On a cluster: the member each lives on.
+    if instances.iter().any(|i| i.location.is_some()) {
+        table.append_column(
+            "LOCATION",
+            instances
+                .iter()
+                .map(|i| i.location.clone().unwrap_or_else(dash))
+                .collect(),
+        );
+    }
     table
 }
 

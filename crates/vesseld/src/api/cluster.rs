@@ -1,15 +1,17 @@
 //! The cluster: membership on etcd (`ClusterService`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use vessel_api::{ClusterInit, ClusterJoin, ClusterTokenCreate};
+use vessel_api::{ClusterInit, ClusterJoin, ClusterTokenCreate, Instance, InstanceCreate};
 
+use super::scope::ProjectScope;
 use super::{ApiJson, App};
-use crate::error::Result;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
 
 pub async fn get(State(app): State<App>) -> Result<Response> {
     Ok(Json(app.cluster.info().await?).into_response())
@@ -57,15 +59,139 @@ pub async fn placement(
             .parse::<f64>()
             .ok()
             .filter(|c| c.is_finite() && *c >= 0.0)
-            .ok_or_else(|| {
-                crate::error::Error::invalid(format!("cpu={v:?}: give cores, e.g. 0.5"))
-            })?,
+            .ok_or_else(|| Error::invalid(format!("cpu={v:?}: give cores, e.g. 0.5")))?,
     };
     let memory = match q.get("memory") {
         None => 0,
         Some(v) => vessel_api::size::parse_size(v)
-            .map_err(|e| crate::error::Error::invalid(format!("memory={v:?}: {e}")))?,
+            .map_err(|e| Error::invalid(format!("memory={v:?}: {e}")))?,
     };
     let policy = q.get("policy").map(String::as_str).unwrap_or("spread");
     Ok(Json(app.cluster.place(cpu, memory, policy).await?).into_response())
+}
+
+/// In a cluster, the member a new instance goes to (`?target=`, or the scheduler's choice
+/// from its limits): when it is another member, the request is made there and its answer
+/// (the operation) is this one's. `None`: it is made here.
+pub(super) async fn create_elsewhere(
+    app: &App,
+    caller: &Caller,
+    q: &HashMap<String, String>,
+    scope: &ProjectScope,
+    req: &InstanceCreate,
+) -> Result<Option<Response>> {
+    let target = q
+        .get("target")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
+    if caller.kind == vessel_api::IdentityKind::Member {
+        // Another member chose this one: it is made here, and nowhere else.
+        let me = app.cluster.me().await;
+        return match (target, me) {
+            (Some(t), Some(me)) if t != me => Err(Error::invalid(format!(
+                "a request forwarded to {me} names another target ({t})"
+            ))),
+            _ => Ok(None),
+        };
+    }
+    let (cpu, memory) = (
+        req.limits.cpu.unwrap_or(0.0),
+        req.limits.memory.unwrap_or(0),
+    );
+    let Some(to) = app.cluster.choose(target, cpu, memory).await? else {
+        return Ok(None);
+    };
+    let uri = format!(
+        "/1.0/instances?{}={}&target={}",
+        vessel_api::PROJECT_QUERY,
+        scope.name(),
+        to.name
+    );
+    let body = serde_json::to_vec(req).map_err(|e| Error::internal(e.to_string()))?;
+    let forwarded = axum::http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let (r, _) = app.cluster.forward(&to, forwarded).await?;
+    Ok(Some(r))
+}
+
+/// In a cluster, a listing of instances is every member's: this member's own with its
+/// name as their location, each other online member's as it answers `path` (the same
+/// request), and those of members that do not answer from the cluster's index, in the
+/// `error` status with the reason. A member asked by another answers with its own only.
+pub(super) async fn list_everywhere(
+    app: &App,
+    caller: &Caller,
+    path: &str,
+    project: Option<&str>,
+    mut list: Vec<Instance>,
+) -> Result<Vec<Instance>> {
+    if caller.kind == vessel_api::IdentityKind::Member {
+        return Ok(list);
+    }
+    let Some(me) = app.cluster.me().await else {
+        return Ok(list);
+    };
+    for i in &mut list {
+        i.location = Some(me.clone());
+    }
+    let peers = app.cluster.peers().await?;
+    let answers = futures_util::future::join_all(
+        peers
+            .iter()
+            .map(|p| app.cluster.get_json::<Vec<Instance>>(p, path)),
+    )
+    .await;
+    let mut answered = BTreeSet::from([me]);
+    let mut failed = HashMap::new();
+    for (peer, answer) in peers.into_iter().zip(answers) {
+        match answer {
+            Ok(theirs) => {
+                list.extend(theirs.into_iter().map(|mut i| {
+                    i.location = Some(peer.name.clone());
+                    i
+                }));
+                answered.insert(peer.name);
+            }
+            Err(e) => {
+                tracing::warn!(member = %peer.name, error = %e, "member did not list its instances");
+                failed.insert(peer.name, e.message);
+            }
+        }
+    }
+    for loc in app.cluster.locations().await? {
+        if answered.contains(&loc.member) || project.is_some_and(|p| p != loc.project) {
+            continue;
+        }
+        let why = failed.get(&loc.member).map_or_else(
+            || format!("member {} is offline", loc.member),
+            |e| format!("member {} did not answer: {e}", loc.member),
+        );
+        let shown_project = project.is_none().then_some(loc.project.as_str());
+        list.push(out_of_reach(&loc.name, shown_project, &loc.member, &why)?);
+    }
+    list.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
+    Ok(list)
+}
+
+/// An instance on a member that does not answer: its name and place are all that is known.
+fn out_of_reach(name: &str, project: Option<&str>, member: &str, why: &str) -> Result<Instance> {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "project": project,
+        "type": "container",
+        "status": "error",
+        "image": "",
+        "privileged": false,
+        "limits": {},
+        "command": [],
+        "environment": {},
+        "created_at": "",
+        "location": member,
+        "error": format!("{why}: the instance's state is unknown"),
+    }))
+    .map_err(|e| Error::internal(e.to_string()))
 }

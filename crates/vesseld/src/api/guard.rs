@@ -102,10 +102,34 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
         project: scope.name().to_string(),
         ..caller.clone()
     };
-    req.extensions_mut().insert(caller);
+    let path = req.uri().path().to_string();
+    let to = match member_holding(&app, &caller, e, &path, &scope).await {
+        Ok(to) => to,
+        Err(err) => {
+            let r = err.into_response();
+            if let Some(target) = audited {
+                app.audit
+                    .record(&in_scope, e.id, target, r.status().as_u16());
+            }
+            return r;
+        }
+    };
+    req.extensions_mut().insert(caller.clone());
     req.extensions_mut().insert(scope);
     let started = std::time::Instant::now();
-    let r = next.run(req).await;
+    let r = match to {
+        None => next.run(req).await,
+        // Another member holds what the request is about: it answers, through this one.
+        Some(to) => match app.cluster.forward(&to, req).await {
+            Ok((r, splice)) => {
+                if let Some(splice) = splice {
+                    super::upgrade::spawn_guarded(&app, caller, splice);
+                }
+                r
+            }
+            Err(err) => err.into_response(),
+        },
+    };
     app.metrics
         .observe_request(e.id, r.status().as_u16(), started.elapsed());
     if let Some(target) = audited {
@@ -138,6 +162,38 @@ fn project_of(
         return Err(crate::project::not_found(&project));
     }
     Ok(ProjectScope(project))
+}
+
+/// The other member of the cluster that holds the instance (or runs the operation) a
+/// request is about, if another does. A request a member forwarded is answered where it
+/// arrives, never forwarded again.
+async fn member_holding(
+    app: &App,
+    caller: &Caller,
+    e: &Endpoint,
+    path: &str,
+    scope: &ProjectScope,
+) -> Result<Option<crate::cluster::Target>, Error> {
+    if caller.kind == vessel_api::IdentityKind::Member || app.cluster.me().await.is_none() {
+        return Ok(None);
+    }
+    let Some(id) = path.split('/').nth(3) else {
+        return Ok(None);
+    };
+    if e.path.starts_with("/1.0/instances/{name}") {
+        // A malformed name is the handler's to refuse; one held here is answered here.
+        let Ok(qualified) = scope.q(id) else {
+            return Ok(None);
+        };
+        if app.instances.get_stored(&qualified).is_ok() {
+            return Ok(None);
+        }
+        return app.cluster.locate(scope.name(), id).await;
+    }
+    if e.path.starts_with("/1.0/operations/{id}") && app.ops.get(id).is_err() {
+        return Ok(app.cluster.operation_member(id));
+    }
+    Ok(None)
 }
 
 /// Whether `origin` (`https://HOST[:PORT]`) is the server the request was sent to (its

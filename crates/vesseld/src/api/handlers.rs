@@ -52,8 +52,12 @@ pub async fn instances_list(
     Extension(scope): Extension<ProjectScope>,
     Extension(caller): Extension<Caller>,
     Query(q): Params,
+    uri: axum::http::Uri,
 ) -> Result<Response> {
     let state = flag(&q, "recursion");
+    let path = uri
+        .path_and_query()
+        .map_or("/1.0/instances", |p| p.as_str());
     // Every project's, for an admin: each named as its project knows it, with the project.
     if flag(&q, "all-projects") {
         if caller.role != vessel_api::Role::Admin {
@@ -70,6 +74,7 @@ pub async fn instances_list(
                 super::scope::ProjectScope(project).instance(i)
             })
             .collect();
+        let list = super::cluster::list_everywhere(&app, &caller, path, None, list).await?;
         return Ok(Json(list).into_response());
     }
     let list: Vec<_> = app
@@ -78,15 +83,24 @@ pub async fn instances_list(
         .into_iter()
         .map(|i| scope.instance(i))
         .collect();
+    let list =
+        super::cluster::list_everywhere(&app, &caller, path, Some(scope.name()), list).await?;
     Ok(Json(list).into_response())
 }
 
 pub async fn instances_create(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
     ApiJson(mut req): ApiJson<InstanceCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
+    // In a cluster it may be another member's to make.
+    if let Some(r) = super::cluster::create_elsewhere(&app, &caller, &q, &scope, &req).await? {
+        return Ok(r);
+    }
+    let name = req.name.clone();
     // The quota check and the insert it allows happen under the project's quota lock:
     // concurrent creates cannot both take the last place, and a profile read here cannot be
     // deleted before the instance that uses it exists.
@@ -113,10 +127,12 @@ pub async fn instances_create(
         let sizes = super::storage::own_sizes(&app, &scope, pool, None).await?;
         quota.admits_in_pool(pool, &sizes, req.limits.disk)?;
     }
-    let op = app
-        .instances
-        .create(req, own, from_profiles)
-        .map_err(|e| scope.error(e))?;
+    // No name twice in a cluster: it is claimed before it is made.
+    app.cluster.claim(scope.name(), &name, &req.limits).await?;
+    let op = app.instances.create(req, own, from_profiles).map_err(|e| {
+        app.cluster.unclaim(scope.name(), &name);
+        scope.error(e)
+    })?;
     Ok(accepted(scope.operation(op)))
 }
 

@@ -2,6 +2,12 @@
 //! etcd work). What it joined is kept in `<root>/cluster.json` (0600), so a restarted
 //! daemon beats again as the same member; until etcd answers it keeps trying.
 
+mod forward;
+mod instances;
+
+pub use forward::Target;
+
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,10 +47,13 @@ struct Joined {
     beat: Heartbeater,
     fence: tokio::task::JoinHandle<()>,
     trust: tokio::task::JoinHandle<()>,
+    index: tokio::task::JoinHandle<()>,
 }
 
-/// How often the members' certificates are read again from etcd.
+/// How soon the members' certificates are read again when etcd cannot be watched.
 const TRUST_REFRESH: Duration = Duration::from_secs(2);
+/// How often they are read again while watched.
+const TRUST_RECHECK: Duration = Duration::from_secs(30);
 
 struct Inner {
     root: PathBuf,
@@ -57,6 +66,10 @@ struct Inner {
     auth: std::sync::OnceLock<crate::auth::AuthService>,
     /// Whether it fenced itself before it had a lease since its start.
     fenced_at_start: std::sync::atomic::AtomicBool,
+    /// Names claimed in the cluster's index for instances being made, and when.
+    claims: std::sync::Mutex<HashMap<(String, String), (std::time::Instant, vessel_cluster::Asks)>>,
+    /// Operations forwarded to other members: their ids in the order seen, and where.
+    ops: std::sync::Mutex<(VecDeque<String>, HashMap<String, Target>)>,
 }
 
 /// This server's membership of a cluster.
@@ -121,6 +134,8 @@ impl ClusterService {
                 instances: std::sync::OnceLock::new(),
                 auth: std::sync::OnceLock::new(),
                 fenced_at_start: std::sync::atomic::AtomicBool::new(false),
+                claims: Default::default(),
+                ops: Default::default(),
             }),
         }
     }
@@ -135,20 +150,40 @@ impl ClusterService {
         let _ = self.inner.auth.set(auth);
     }
 
-    /// Keeps the members' certificates trusted as the members' records in etcd say: a
-    /// member joined is trusted within [`TRUST_REFRESH`], a removed one refused.
+    /// Keeps the members' certificates trusted as the members' records in etcd say: read
+    /// again at each change etcd reports (a member joined is trusted at once, a removed one
+    /// refused), and every [`TRUST_RECHECK`] whatever it reports.
     async fn keep_trust(cluster: Cluster, auth: crate::auth::AuthService) {
         loop {
-            match cluster.members().await {
-                Ok(members) => auth.set_members(
-                    members
-                        .into_iter()
-                        .map(|m| (m.record.fingerprint, m.record.name))
-                        .collect(),
-                ),
-                Err(e) => tracing::debug!(error = %e, "members' certificates not refreshed"),
+            let mut watch = match cluster.watch_members().await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::debug!(error = %e, "members not watched; reading them again in a while");
+                    None
+                }
+            };
+            loop {
+                match cluster.members().await {
+                    Ok(members) => auth.set_members(
+                        members
+                            .into_iter()
+                            .map(|m| (m.record.fingerprint, m.record.name))
+                            .collect(),
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "members' certificates not refreshed"),
+                }
+                let Some(w) = watch.as_mut() else {
+                    tokio::time::sleep(TRUST_REFRESH).await;
+                    break;
+                };
+                tokio::select! {
+                    changed = w.changed() => if changed.is_err() {
+                        tokio::time::sleep(TRUST_REFRESH).await;
+                        break;
+                    },
+                    _ = tokio::time::sleep(TRUST_RECHECK) => {}
+                }
             }
-            tokio::time::sleep(TRUST_REFRESH).await;
         }
     }
 
@@ -253,11 +288,13 @@ impl ClusterService {
             Some(auth) => tokio::spawn(Self::keep_trust(cluster.clone(), auth.clone())),
             None => tokio::spawn(async {}),
         };
+        let index = tokio::spawn(self.clone().keep_index(cluster.clone(), m.name.clone()));
         *self.inner.live.lock().await = Some(Joined {
             cluster,
             beat,
             fence,
             trust,
+            index,
         });
         tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
         Ok(())
@@ -305,6 +342,7 @@ impl ClusterService {
         if let Some(j) = self.inner.live.lock().await.take() {
             j.fence.abort();
             j.trust.abort();
+            j.index.abort();
             if let Some(auth) = self.inner.auth.get() {
                 auth.set_members(Default::default());
             }
@@ -401,6 +439,19 @@ impl ClusterService {
             tracing::warn!(error = %e, "joined, but not beating yet; retrying");
             let svc = self.clone();
             tokio::spawn(async move { svc.resume().await });
+        } else {
+            // Answered once the others see it online (its first heartbeat, within moments).
+            let deadline = std::time::Instant::now() + LEASE_TTL;
+            while std::time::Instant::now() < deadline {
+                let online = self
+                    .members()
+                    .await
+                    .is_ok_and(|all| all.iter().any(|x| x.name == m.name && x.state == "online"));
+                if online {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         self.info().await
     }
@@ -532,29 +583,33 @@ impl ClusterService {
 
     /// `GET /1.0/cluster/placement`: the member the scheduler (`vessel-placement`) would
     /// choose for a new instance asking for `cpu` cores and `memory` bytes, from the members'
-    /// capacity, what their instances ask for (their last heartbeats) and whether they are
-    /// online.
+    /// capacity, what their instances ask for (the cluster's instance index, current from
+    /// the moment a name is claimed) and whether they are online.
     pub async fn place(&self, cpu: f64, memory: u64, policy: &str) -> Result<ClusterPlacement> {
         let policy: vessel_placement::Policy = policy
             .parse()
             .map_err(|e: vessel_placement::UnknownPolicy| Error::invalid(e.to_string()))?;
         let list = self.members().await?;
-        let members: Vec<vessel_placement::Member> = list
+        let mut members: Vec<vessel_placement::Member> = list
             .iter()
-            .map(|m| {
-                let u = m.usage.clone().unwrap_or_default();
-                vessel_placement::Member {
-                    name: m.name.clone(),
-                    online: m.state == "online",
-                    cpu_capacity: f64::from(m.cpus),
-                    memory_capacity: m.memory,
-                    cpu_used: u.cpu_requested,
-                    memory_used: u.memory_requested,
-                    instances: u.instances as u32,
-                    groups: Vec::new(),
-                }
+            .map(|m| vessel_placement::Member {
+                name: m.name.clone(),
+                online: m.state == "online",
+                cpu_capacity: f64::from(m.cpus),
+                memory_capacity: m.memory,
+                cpu_used: 0.0,
+                memory_used: 0,
+                instances: 0,
+                groups: Vec::new(),
             })
             .collect();
+        for loc in self.locations().await? {
+            if let Some(m) = members.iter_mut().find(|m| m.name == loc.member) {
+                m.cpu_used += loc.asks.cpu;
+                m.memory_used = m.memory_used.saturating_add(loc.asks.memory);
+                m.instances += 1;
+            }
+        }
         let req = vessel_placement::Request::new("the new instance", "", cpu, memory);
         let i = vessel_placement::place(&members, &req, policy, None)
             .map_err(|e| Error::conflict(e.to_string()))?;

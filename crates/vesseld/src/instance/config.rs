@@ -53,6 +53,7 @@ pub fn blank(kind: InstanceType) -> Instance {
         nics: Vec::new(),
         volumes: Vec::new(),
         root_disk: None,
+        location: None,
     }
 }
 

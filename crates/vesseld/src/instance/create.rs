@@ -132,6 +132,7 @@ impl InstanceService {
             nics: Vec::new(),
             volumes: Vec::new(),
             root_disk: None,
+            location: None,
         };
         let inserted = if isolated == Some(true) {
             self.store

@@ -329,6 +329,7 @@ mod tests {
                 state: None,
                 vm: None,
                 root_disk: None,
+                location: None,
                 idmap: None,
                 last_exit_reason: None,
                 nics: Vec::new(),

@@ -181,5 +181,6 @@ pub(super) fn instance_from_cols(c: [Option<String>; 15]) -> Result<Instance> {
         nics: Vec::new(),
         volumes: Vec::new(),
         root_disk: None,
+        location: None,
     })
 }

@@ -54,6 +54,7 @@ fn instance(name: &str, image: &str) -> Instance {
         nics: Vec::new(),
         volumes: Vec::new(),
         root_disk: None,
+        location: None,
     }
 }
 

@@ -1,0 +1,158 @@
+//! Where each instance lives: `instances/PROJECT/NAME` holds the member it is on. A member
+//! claims a name before it makes the instance (a transaction that fails if another member
+//! holds it: no name twice in a cluster), and keeps the index true of its own instances
+//! (`sync_instances`: renamed, copied, imported, deleted ones), with what each asks for
+//! (its CPU and memory limits): the scheduler's count of each member's commitments, current
+//! from the moment a name is claimed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::{json, key, parse};
+use crate::{Cluster, Error, Result};
+
+/// An instance's place in the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Location {
+    /// Its project.
+    #[serde(skip)]
+    pub project: String,
+    /// Its name in the project.
+    #[serde(skip)]
+    pub name: String,
+    /// The member it lives on.
+    pub member: String,
+    /// What it asks for.
+    #[serde(default)]
+    pub asks: Asks,
+}
+
+/// What an instance asks of its member: its limits (none: nothing, a best-effort one).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Asks {
+    /// CPU cores.
+    #[serde(default)]
+    pub cpu: f64,
+    /// Memory, bytes.
+    #[serde(default)]
+    pub memory: u64,
+}
+
+fn instance_key(project: &str, name: &str) -> String {
+    key(&format!("instances/{project}/{name}"))
+}
+
+fn location_of(kv: &etcd_client::KeyValue) -> Result<Location> {
+    let k = kv.key_str().unwrap_or("?");
+    let mut loc: Location = parse(k, kv.value())?;
+    let rest = k.strip_prefix(&key("instances/")).unwrap_or_default();
+    let (project, name) = rest.split_once('/').unwrap_or(("", rest));
+    loc.project = project.to_string();
+    loc.name = name.to_string();
+    Ok(loc)
+}
+
+impl Cluster {
+    /// Claims `project`/`name` for `member`; refused if another member holds it.
+    pub async fn claim_instance(
+        &self,
+        project: &str,
+        name: &str,
+        member: &str,
+        asks: Asks,
+    ) -> Result<()> {
+        let k = instance_key(project, name);
+        let rec = Location {
+            project: project.into(),
+            name: name.into(),
+            member: member.into(),
+            asks,
+        };
+        let txn = Txn::new()
+            .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+        if self.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        match self.locate_instance(project, name).await? {
+            Some(l) if l.member == member => Ok(()),
+            Some(l) => Err(Error::Conflict(format!(
+                "an instance {name} exists already in project {project}, on member {}: names \
+                 are unique across the cluster",
+                l.member
+            ))),
+            // Deleted in between: try once more.
+            None => Box::pin(self.claim_instance(project, name, member, asks)).await,
+        }
+    }
+
+    /// The member holding `project`/`name`, if any.
+    pub async fn locate_instance(&self, project: &str, name: &str) -> Result<Option<Location>> {
+        let resp = self.get(&instance_key(project, name), None).await?;
+        resp.kvs().first().map(location_of).transpose()
+    }
+
+    /// Every instance's place.
+    pub async fn instance_locations(&self) -> Result<Vec<Location>> {
+        let resp = self
+            .get(&key("instances/"), Some(GetOptions::new().with_prefix()))
+            .await?;
+        resp.kvs().iter().map(location_of).collect()
+    }
+
+    /// Makes the index true of `member`'s instances: each of `keep` (project, name) is
+    /// claimed with what it asks for, and the member's entries not in `keep` are released
+    /// (each change only if the entry is unchanged since it was read). Names another member
+    /// holds are left to it and returned.
+    pub async fn sync_instances(
+        &self,
+        member: &str,
+        keep: &BTreeMap<(String, String), Asks>,
+    ) -> Result<Vec<Location>> {
+        let resp = self
+            .get(&key("instances/"), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut seen = BTreeSet::new();
+        let mut clashes = Vec::new();
+        for kv in resp.kvs() {
+            let loc = location_of(kv)?;
+            let id = (loc.project.clone(), loc.name.clone());
+            let k = kv.key_str().unwrap_or_default();
+            let unchanged = Compare::mod_revision(k, CompareOp::Equal, kv.mod_revision());
+            match keep.get(&id) {
+                Some(asks) if loc.member == member && loc.asks != *asks => {
+                    let rec = Location {
+                        asks: *asks,
+                        ..loc.clone()
+                    };
+                    let txn =
+                        Txn::new()
+                            .when([unchanged])
+                            .and_then([TxnOp::put(k, json(&rec), None)]);
+                    self.txn(txn).await?;
+                }
+                Some(_) if loc.member != member => clashes.push(loc),
+                Some(_) => {}
+                None if loc.member == member => {
+                    let txn = Txn::new()
+                        .when([unchanged])
+                        .and_then([TxnOp::delete(k, None)]);
+                    self.txn(txn).await?;
+                }
+                None => {}
+            }
+            seen.insert(id);
+        }
+        for ((project, name), asks) in keep.iter().filter(|(id, _)| !seen.contains(*id)) {
+            if let Err(Error::Conflict(_)) = self.claim_instance(project, name, member, *asks).await
+            {
+                if let Some(l) = self.locate_instance(project, name).await? {
+                    clashes.push(l);
+                }
+            }
+        }
+        Ok(clashes)
+    }
+}

@@ -1,0 +1,303 @@
+//! The cluster's instances: where each lives (an index in etcd that each member keeps true
+//! of its own), which member a new one goes to (the scheduler, or `--target`), and the
+//! requests this member forwards to the member holding an instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::Response;
+use vessel_cluster::{Asks, Cluster};
+
+use super::forward::{self, Splice, Target};
+use super::{from_cluster, ClusterService};
+use crate::error::{Error, Result};
+
+/// How often a member writes its instances into the index.
+const INDEX_EVERY: Duration = Duration::from_secs(2);
+/// How long a claimed name is kept for an instance not made yet.
+const CLAIM_GRACE: Duration = Duration::from_secs(60);
+/// How many forwarded operations are remembered (the oldest go first).
+const OPS_KEPT: usize = 4096;
+/// The longest operation body read back from another member.
+const MAX_OPERATION_BODY: usize = 1 << 20;
+
+/// What an instance with `limits` asks of its member.
+fn asks(limits: &vessel_api::Limits) -> Asks {
+    Asks {
+        cpu: limits.cpu.unwrap_or(0.0),
+        memory: limits.memory.unwrap_or(0),
+    }
+}
+
+impl ClusterService {
+    /// The connection and this member's name, while it is a live member.
+    async fn live_member(&self) -> Option<(Cluster, String)> {
+        let name = self.inner.membership.lock().await.as_ref()?.name.clone();
+        let cluster = self.inner.live.lock().await.as_ref()?.cluster.clone();
+        Some((cluster, name))
+    }
+
+    /// This member's name, while it is a live member of a cluster.
+    pub async fn me(&self) -> Option<String> {
+        self.live_member().await.map(|(_, me)| me)
+    }
+
+    /// The members, online ones with where to reach them.
+    async fn targets(&self, cluster: &Cluster) -> Result<Vec<(Target, bool)>> {
+        Ok(cluster
+            .members()
+            .await
+            .map_err(from_cluster)?
+            .into_iter()
+            .map(|m| {
+                (
+                    Target {
+                        name: m.record.name,
+                        address: m.record.address,
+                        fingerprint: m.record.fingerprint,
+                    },
+                    m.state == "online",
+                )
+            })
+            .collect())
+    }
+
+    /// The member `name`, which must be online.
+    async fn online(&self, cluster: &Cluster, name: &str, why: &str) -> Result<Target> {
+        let all = self.targets(cluster).await?;
+        match all.into_iter().find(|(t, _)| t.name == name) {
+            Some((t, true)) => Ok(t),
+            Some((t, false)) => Err(Error::conflict(format!(
+                "member {} is offline: {why} (see `vessel cluster list`)",
+                t.name
+            ))),
+            None => Err(Error::not_found(format!(
+                "no member {name} in the cluster (see `vessel cluster list`)"
+            ))),
+        }
+    }
+
+    /// The other member holding `project`/`name`, if another holds it. An instance on an
+    /// offline member is refused with its place.
+    pub async fn locate(&self, project: &str, name: &str) -> Result<Option<Target>> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(None);
+        };
+        let Some(loc) = cluster
+            .locate_instance(project, name)
+            .await
+            .map_err(from_cluster)?
+        else {
+            return Ok(None);
+        };
+        if loc.member == me {
+            return Ok(None);
+        }
+        let why = format!("instance {name} lives there and cannot be reached until it is back");
+        self.online(&cluster, &loc.member, &why).await.map(Some)
+    }
+
+    /// Where a new instance asking for `cpu` cores and `memory` bytes goes: `target` when
+    /// given (online), else the member the scheduler chooses. `None`: this member.
+    pub async fn choose(
+        &self,
+        target: Option<&str>,
+        cpu: f64,
+        memory: u64,
+    ) -> Result<Option<Target>> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return match target {
+                Some(t) => Err(Error::invalid(format!(
+                    "--target {t}: this server is not a member of a cluster"
+                ))),
+                None => Ok(None),
+            };
+        };
+        let chosen = match target {
+            Some(t) => t.to_string(),
+            None => self.place(cpu, memory, "spread").await?.member,
+        };
+        if chosen == me {
+            return Ok(None);
+        }
+        let why = "no instance can be placed there; choose another with --target, or none to \
+                   let the scheduler choose";
+        self.online(&cluster, &chosen, why).await.map(Some)
+    }
+
+    /// Claims `project`/`name` for this member before it makes the instance: refused if
+    /// another member holds the name.
+    pub async fn claim(
+        &self,
+        project: &str,
+        name: &str,
+        limits: &vessel_api::Limits,
+    ) -> Result<()> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(());
+        };
+        let asks = asks(limits);
+        cluster
+            .claim_instance(project, name, &me, asks)
+            .await
+            .map_err(from_cluster)?;
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (project.to_string(), name.to_string()),
+                (Instant::now(), asks),
+            );
+        Ok(())
+    }
+
+    /// The other members that are online.
+    pub async fn peers(&self) -> Result<Vec<Target>> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .targets(&cluster)
+            .await?
+            .into_iter()
+            .filter(|(t, online)| *online && t.name != me)
+            .map(|(t, _)| t)
+            .collect())
+    }
+
+    /// Every instance's place in the cluster (none outside one).
+    pub async fn locations(&self) -> Result<Vec<vessel_cluster::Location>> {
+        let Some((cluster, _)) = self.live_member().await else {
+            return Ok(Vec::new());
+        };
+        cluster.instance_locations().await.map_err(from_cluster)
+    }
+
+    /// Forgets a claim whose instance was not made: the index lets the name go.
+    pub fn unclaim(&self, project: &str, name: &str) {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(project.to_string(), name.to_string()));
+    }
+
+    /// The member an operation forwarded from here runs on.
+    pub fn operation_member(&self, id: &str) -> Option<Target> {
+        let ops = self.inner.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops.1.get(id).cloned()
+    }
+
+    fn remember_operation(&self, id: String, to: &Target) {
+        let mut ops = self.inner.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let (order, map) = &mut *ops;
+        if map.insert(id.clone(), to.clone()).is_none() {
+            order.push_back(id);
+        }
+        while order.len() > OPS_KEPT {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    /// Forwards `req` to `to`. An operation it starts there is remembered, so that its
+    /// progress and end can be asked of this member too.
+    pub async fn forward(&self, to: &Target, req: Request) -> Result<(Response, Option<Splice>)> {
+        let me = self.me().await.unwrap_or_default();
+        let (resp, splice) = forward::send(&self.inner.root, &me, to, req).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Ok((resp, splice));
+        }
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_OPERATION_BODY)
+            .await
+            .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
+        if let Some(id) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("id")?.as_str().map(str::to_string))
+        {
+            self.remember_operation(id, to);
+        }
+        Ok((Response::from_parts(parts, Body::from(bytes)), splice))
+    }
+
+    /// Asks `to` for `path` (a GET) and reads its JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        to: &Target,
+        path: &str,
+    ) -> Result<T> {
+        let req = Request::builder()
+            .method("GET")
+            .uri(path)
+            .body(Body::empty())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let (resp, _) = self.forward(to, req).await?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
+        if !status.is_success() {
+            return Err(Error::internal(format!(
+                "member {} answered {status}: {}",
+                to.name,
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::internal(format!(
+                "member {} answered what does not parse: {e}",
+                to.name
+            ))
+        })
+    }
+
+    /// Keeps the index true of this member's instances: those in its store and the names
+    /// it claimed for instances being made.
+    pub(super) async fn keep_index(self, cluster: Cluster, me: String) {
+        let mut told = BTreeSet::new();
+        loop {
+            let mut keep: BTreeMap<(String, String), Asks> = match self.inner.store.instance_list()
+            {
+                Ok(list) => list
+                    .iter()
+                    .map(|i| {
+                        let (p, n) = crate::project::split(&i.name);
+                        ((p.to_string(), n.to_string()), asks(&i.limits))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "instances not read for the cluster's index");
+                    tokio::time::sleep(INDEX_EVERY).await;
+                    continue;
+                }
+            };
+            {
+                let mut claims = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+                claims.retain(|_, (at, _)| at.elapsed() < CLAIM_GRACE);
+                for (id, (_, asks)) in claims.iter() {
+                    keep.entry(id.clone()).or_insert(*asks);
+                }
+            }
+            match cluster.sync_instances(&me, &keep).await {
+                Ok(clashes) => {
+                    for c in clashes {
+                        if told.insert((c.project.clone(), c.name.clone())) {
+                            tracing::warn!(
+                                instance = %c.name, project = %c.project, member = %c.member,
+                                "an instance of this name lives on another member too; rename one"
+                            );
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "the cluster's index not written"),
+            }
+            tokio::time::sleep(INDEX_EVERY).await;
+        }
+    }
+}
