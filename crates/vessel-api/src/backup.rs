@@ -181,6 +181,14 @@ pub struct InstanceMove {
     pub pool: String,
 }
 
+/// Body of `POST /1.0/instances/{name}/migrate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceMigrate {
+    /// The cluster member it moves to (online).
+    pub target: String,
+}
+
 /// Body of `POST /1.0/instances/{name}/copy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct InstanceCopy {

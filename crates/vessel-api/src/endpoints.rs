@@ -525,6 +525,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("Operation"),
     },
     Endpoint {
+        id: "instance_migrate",
+        method: Method::Post,
+        path: "/1.0/instances/{name}/migrate",
+        summary: "Move an instance to another member of the cluster, cold: stopped if it \
+                  runs, made there from its archive (started if it ran), removed here; \
+                  returns an operation",
+        query: &[],
+        request: Body::Json("InstanceMigrate"),
+        status: 202,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "instance_export",
         method: Method::Get,
         path: "/1.0/instances/{name}/export",

@@ -91,6 +91,7 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceCopy>()
         .schema_from::<InstanceRename>()
         .schema_from::<InstanceMove>()
+        .schema_from::<InstanceMigrate>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

@@ -88,6 +88,43 @@ impl Cluster {
         }
     }
 
+    /// Hands `project`/`name` over from the member `from` to `to` (a migration's last
+    /// step): only if `from` holds it still.
+    pub async fn hand_over(&self, project: &str, name: &str, from: &str, to: &str) -> Result<()> {
+        let k = instance_key(project, name);
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound(format!(
+                "instance {name} of project {project} is not in the cluster's index"
+            )));
+        };
+        let loc = location_of(kv)?;
+        if loc.member != from {
+            return Err(Error::Conflict(format!(
+                "instance {name} is held by member {}, not {from}",
+                loc.member
+            )));
+        }
+        let rec = Location {
+            member: to.into(),
+            ..loc
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+        if self.txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "instance {name} changed hands while it was handed over to {to}"
+            )))
+        }
+    }
+
     /// The member holding `project`/`name`, if any.
     pub async fn locate_instance(&self, project: &str, name: &str) -> Result<Option<Location>> {
         let resp = self.get(&instance_key(project, name), None).await?;

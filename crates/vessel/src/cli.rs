@@ -333,18 +333,23 @@ pub enum Command {
         /// Its new name.
         new_name: String,
     },
-    /// Move a stopped instance's root disk into a storage pool (from its own directory or
-    /// another pool); its name, NICs and volumes stay. A container needs `limits.disk` (the
-    /// root volume's size); snapshots must be deleted first (they are of the old storage).
+    /// Move an instance: its root disk into a storage pool (--pool; stopped instances; its
+    /// name, NICs and volumes stay; a container needs `limits.disk`, and snapshots must be
+    /// deleted first), or the whole instance to another member of the cluster (--target;
+    /// cold: stopped, sent with its snapshots, started there if it ran).
     #[command(
-        after_help = "Example:\n  vessel stop web && vessel move web --pool fast && vessel start web"
+        after_help = "Examples:\n  vessel stop web && vessel move web --pool fast && \
+                       vessel start web\n  vessel move web --target m2"
     )]
     Move {
         /// The instance.
         name: String,
         /// The pool its root disk moves into.
-        #[arg(long)]
-        pool: String,
+        #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+        pool: Option<String>,
+        /// The cluster member it moves to (see `vessel cluster list`).
+        #[arg(long, value_name = "MEMBER")]
+        target: Option<String>,
     },
 }
 

@@ -23,5 +23,6 @@ mod project;
 mod settings;
 mod storage;
 mod store;
+mod transfer;
 
 pub use daemon::{Config, Daemon, DaemonError, DEFAULT_ROOT};

@@ -625,6 +625,45 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     d[0].ok(&["start", &on_m2]);
     assert_eq!(d[1].info(&on_m2)["status"], "running");
 
+    // Moved, cold, to another member (asked of a third): its files go with it, it runs
+    // there and only there, and any member finds it at its new place.
+    d[0].ok(&["exec", &on_m1, "-T", "--", "sh", "-c", "echo kept > /mark"]);
+    d[2].ok(&["snapshot", "create", &on_m1, "before"]);
+    let moved = Instant::now();
+    d[2].ok(&["move", &on_m1, "--target", "m0"]);
+    eprintln!("cold move of a running container: {:?}", moved.elapsed());
+    assert_eq!(
+        locations(&d[1])[&on_m1],
+        ("m0".to_string(), "running".to_string())
+    );
+    let out = d[1].ok(&["exec", &on_m1, "-T", "--", "cat", "/mark"]);
+    assert!(out.contains("kept"), "{out}");
+    let pid = d[1].info(&on_m1)["state"]["pid"].as_i64().unwrap() as i32;
+    assert!(d[0].cgroup_pids().contains(&pid));
+    assert!(!d[1].cgroup_pids().contains(&pid));
+    let snaps = d[2].ok(&["snapshot", "list", &on_m1]);
+    assert!(snaps.contains("before"), "{snaps}");
+    let err = d[1].fails(&["move", &on_m1, "--target", "m0"]);
+    assert!(err.contains("on member m0 already"), "{err}");
+    let err = d[1].fails(&["move", &on_m1, "--target", "m9"]);
+    assert!(err.contains("no member m9"), "{err}");
+    assert_eq!(locations(&d[2])[&on_m1].0, "m0");
+    // An instance of an image only its member has: the image goes along.
+    d[1].ok(&["create", "busybox", "src", "--no-network", "--target", "m1"]);
+    d[1].ok(&["publish", "src", "--alias", "mine"]);
+    let mine = d[1].info_image("mine")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d[1].ok(&["launch", "mine", "custom", "--no-network", "--target", "m1"]);
+    assert!(!d[2].ok(&["image", "list"]).contains(&mine[..12]));
+    d[0].ok(&["move", "custom", "--target", "m2"]);
+    assert_eq!(
+        locations(&d[0])["custom"],
+        ("m2".to_string(), "running".to_string())
+    );
+    assert!(d[2].ok(&["image", "list"]).contains(&mine[..12]));
+
     // A member down: its instances are listed with their place and no state; nothing is
     // launched onto it, and requests for its instances say where they are.
     d[2].kill(libc::SIGKILL);

@@ -126,7 +126,11 @@ pub fn run(
             start,
         } => snapshot::copy(&client, &source, &name, start),
         Command::Rename { name, new_name } => snapshot::rename(&client, &name, &new_name),
-        Command::Move { name, pool } => snapshot::move_to_pool(&client, &name, &pool),
+        Command::Move { name, pool, target } => match (pool, target) {
+            (Some(pool), _) => snapshot::move_to_pool(&client, &name, &pool),
+            (None, Some(target)) => snapshot::migrate(&client, &name, &target),
+            (None, None) => unreachable!("clap requires --pool or --target"),
+        },
         Command::Resize { name, size } => instance::resize(&client, &name, &size),
         Command::Operation(cmd) => operation::run(&client, cmd),
         Command::Monitor(args) => monitor::run(&client, args.format),

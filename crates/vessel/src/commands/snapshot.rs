@@ -116,6 +116,20 @@ pub fn move_to_pool(client: &Client, name: &str, pool: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// `move NAME --target MEMBER`.
+pub fn migrate(client: &Client, name: &str, target: &str) -> Result<i32> {
+    let op: Operation = client.send(
+        "POST",
+        &format!("/1.0/instances/{}/migrate", seg(name)),
+        &vessel_api::InstanceMigrate {
+            target: target.to_string(),
+        },
+    )?;
+    operation::wait(client, op)?;
+    println(format!("Instance {name} moved to member {target}"))?;
+    Ok(0)
+}
+
 /// `copy SOURCE[/SNAPSHOT] NAME`.
 pub fn copy(client: &Client, source: &str, name: &str, start: bool) -> Result<i32> {
     let (src, snapshot) = match source.split_once('/') {

@@ -4,7 +4,6 @@
 //! before anything is made) and restores the instance from it. Both stores are temporary.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -23,24 +22,10 @@ use crate::error::{Error, Result};
 /// The largest archive taken.
 const MAX_ARCHIVE: u64 = 1 << 40;
 
-/// A temporary directory under the daemon's root, removed when dropped.
-struct Scratch(PathBuf);
+use crate::transfer::Scratch;
 
-impl Scratch {
-    fn new(app: &App) -> Result<Scratch> {
-        let dir = PathBuf::from(&app.info.root_dir)
-            .join("archives")
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn scratch(app: &App) -> Result<Scratch> {
+    Scratch::new(std::path::Path::new(&app.info.root_dir))
 }
 
 pub async fn export(
@@ -51,7 +36,7 @@ pub async fn export(
 ) -> Result<Response> {
     let snapshots = matches!(q.get("snapshots").map(String::as_str), Some("1" | "true"));
     let name = scope.q(&name)?;
-    let scratch = Scratch::new(&app)?;
+    let scratch = scratch(&app)?;
     let dir = scratch.0.join("store");
     let store =
         blocking(move || Store::create(&dir, Default::default()).map_err(store_error)).await?;
@@ -90,7 +75,7 @@ pub async fn export_backup(
 ) -> Result<Response> {
     let group = scope.q(&instance)?;
     let store = super::backups::store(&app, &caller, q.get("store").cloned()).await?;
-    let scratch = Scratch::new(&app)?;
+    let scratch = scratch(&app)?;
     let file = scratch.0.join("archive.tar");
     let f = file.clone();
     blocking(move || {
@@ -127,7 +112,7 @@ pub async fn import(
         None => None,
     };
     let start = matches!(q.get("start").map(String::as_str), Some("1" | "true"));
-    let scratch = Scratch::new(&app)?;
+    let scratch = scratch(&app)?;
     let upload = scratch.0.join("upload.tar");
     super::handlers::receive_upload(body, &upload, MAX_ARCHIVE, "archive").await?;
     let (svc, ops, projects, project) = (

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use vessel_api::{
@@ -53,9 +52,7 @@ fn shown(scope: &ProjectScope, mut b: Backup) -> Backup {
     b
 }
 
-fn accepted<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::ACCEPTED, Json(v)).into_response()
-}
+use super::accepted;
 
 pub async fn list(
     State(app): State<App>,

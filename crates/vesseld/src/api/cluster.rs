@@ -5,8 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use vessel_api::{ClusterInit, ClusterJoin, ClusterTokenCreate, Instance, InstanceCreate};
+use axum::{Extension, Json};
+use vessel_api::{
+    ClusterInit, ClusterJoin, ClusterTokenCreate, Instance, InstanceCreate, InstanceMigrate,
+};
 
 use super::scope::ProjectScope;
 use super::{ApiJson, App};
@@ -194,4 +196,30 @@ fn out_of_reach(name: &str, project: Option<&str>, member: &str, why: &str) -> R
         "error": format!("{why}: the instance's state is unknown"),
     }))
     .map_err(|e| Error::internal(e.to_string()))
+}
+
+/// `POST /1.0/instances/{name}/migrate`: answered by the member holding the instance (the
+/// guard forwards it there).
+pub async fn migrate(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InstanceMigrate>,
+) -> Result<Response> {
+    let qualified = scope.q(&name)?;
+    app.instances
+        .get_stored(&qualified)
+        .map_err(|e| scope.error(e))?;
+    let Some(to) = app.cluster.choose(Some(&req.target), 0.0, 0).await? else {
+        return Err(Error::conflict(format!(
+            "instance {name} is on member {} already",
+            req.target
+        )));
+    };
+    let root = std::path::PathBuf::from(&app.info.root_dir);
+    let op = app
+        .instances
+        .migrate(&qualified, to, app.cluster.clone(), root)
+        .map_err(|e| scope.error(e))?;
+    Ok(super::accepted(scope.operation(op)))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tokio_stream::wrappers::BroadcastStream;
@@ -27,9 +27,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     matches!(q.get(name).map(String::as_str), Some("1" | "true" | "yes"))
 }
 
-fn accepted<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::ACCEPTED, Json(v)).into_response()
-}
+use super::accepted;
 
 pub async fn server_info(
     State(app): State<App>,
@@ -451,9 +449,25 @@ pub(super) async fn receive_upload(
 pub async fn images_import(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
     body: Body,
 ) -> Result<Response> {
+    // A member moving an instance sends its image under the fingerprint the instance names.
+    let fingerprint = match q.get("fingerprint") {
+        None => None,
+        Some(_) if caller.kind != vessel_api::IdentityKind::Member => {
+            return Err(Error::forbidden(
+                "fingerprint= is for the members of a cluster moving an instance",
+            ))
+        }
+        Some(f) if f.len() == 64 && f.bytes().all(|b| b.is_ascii_hexdigit()) => Some(f.clone()),
+        Some(f) => {
+            return Err(Error::invalid(format!(
+                "fingerprint={f:?}: not 64 hex digits"
+            )))
+        }
+    };
     let images = own_images(&app, &scope)?;
     let staging = images.staging()?;
     let upload = staging.join("upload");
@@ -470,7 +484,7 @@ pub async fn images_import(
         true,
         move |op| async move {
             images
-                .import(staging, upload, alias, raw_is_vm, op)
+                .import(staging, upload, alias, raw_is_vm, fingerprint, op)
                 .await
                 .map(|_| ())
         },
@@ -502,37 +516,13 @@ pub async fn image_export(
 /// A tar archive in an open file as a response, sent off the async runtime; `keep` is held
 /// until the last byte is sent (a scratch directory the file lies in, say).
 pub(super) fn tar_response<K: Send + 'static>(file: std::fs::File, keep: K) -> Response {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    tokio::task::spawn_blocking(move || {
-        let _keep = keep;
-        use std::io::Read;
-        let mut file = file;
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
-    });
+    let (len, body) = crate::transfer::file_body(file, keep);
     (
         [
             (header::CONTENT_TYPE, "application/x-tar".to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
         ],
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        body,
     )
         .into_response()
 }

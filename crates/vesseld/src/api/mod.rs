@@ -110,6 +110,11 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// `202 Accepted` with the operation (or anything else) that says what goes on.
+fn accepted<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(v)).into_response()
+}
+
 /// JSON body extractor whose rejections are API errors with the parser's message.
 pub struct ApiJson<T>(pub T);
 
@@ -186,6 +191,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "instance_copy" => on(f, snapshots::copy),
         "instance_rename" => on(f, snapshots::rename),
         "instance_move" => on(f, snapshots::move_to_pool),
+        "instance_migrate" => on(f, cluster::migrate),
         "instance_export" => on(f, archives::export),
         "backup_export" => on(f, archives::export_backup),
         "archives_import" => on(f, archives::import),

@@ -2,7 +2,6 @@
 //! lock); a copy is checked against the project's limits as a create is.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use vessel_api::{
@@ -13,9 +12,7 @@ use super::scope::ProjectScope;
 use super::{ApiJson, App};
 use crate::error::{Error, Result};
 
-fn accepted<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::ACCEPTED, Json(v)).into_response()
-}
+use super::accepted;
 
 pub async fn list(
     State(app): State<App>,

@@ -31,9 +31,7 @@ fn json<T: serde::Serialize>(v: T) -> Response {
     Json(v).into_response()
 }
 
-fn accepted<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::ACCEPTED, Json(v)).into_response()
-}
+use super::accepted;
 
 pub async fn pools_list(State(app): State<App>) -> Result<Response> {
     Ok(json(blocking(&app, |s| s.pools_list()).await?))

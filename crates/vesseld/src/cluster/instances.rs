@@ -257,6 +257,130 @@ impl ClusterService {
         })
     }
 
+    /// Makes the instance in the archive `file` (of `export`) on `to`, in `project`,
+    /// started when `start`; answers once it is made there.
+    pub async fn import_on(
+        &self,
+        to: &Target,
+        project: &str,
+        file: std::fs::File,
+        start: bool,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let uri = format!("/1.0/archives?{q}={project}&start={}", u8::from(start));
+        self.post_file(to, project, &uri, file, "the instance")
+            .await
+    }
+
+    /// Whether `to` holds the image `fingerprint` for `project`.
+    pub async fn has_image(&self, to: &Target, project: &str, fingerprint: &str) -> Result<bool> {
+        let q = vessel_api::PROJECT_QUERY;
+        let uri = format!("/1.0/images/{fingerprint}?{q}={project}");
+        let req = Request::builder()
+            .method("GET")
+            .uri(uri)
+            .body(Body::empty())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let (resp, _) = self.forward(to, req).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            other => Err(Error::internal(format!(
+                "member {} answered {other} about image {fingerprint}",
+                to.name
+            ))),
+        }
+    }
+
+    /// Imports the image archive `file` (of `image export`) on `to`, into `project`'s
+    /// images under the same `fingerprint`; answers once it is there.
+    pub async fn import_image_on(
+        &self,
+        to: &Target,
+        project: &str,
+        fingerprint: &str,
+        file: std::fs::File,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let uri = format!("/1.0/images/import?{q}={project}&fingerprint={fingerprint}");
+        self.post_file(to, project, &uri, file, "the image").await
+    }
+
+    /// Posts `file` to `uri` on `to` and waits for the operation it starts there.
+    async fn post_file(
+        &self,
+        to: &Target,
+        project: &str,
+        uri: &str,
+        file: std::fs::File,
+        what: &str,
+    ) -> Result<()> {
+        let (len, body) = crate::transfer::file_body(file, ());
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header(axum::http::header::CONTENT_TYPE, "application/x-tar")
+            .header(axum::http::header::CONTENT_LENGTH, len)
+            .body(body)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let (resp, _) = self.forward(to, req).await?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), MAX_OPERATION_BODY)
+            .await
+            .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
+        if status != StatusCode::ACCEPTED {
+            let why = serde_json::from_slice::<vessel_api::ErrorResponse>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(Error::conflict(format!(
+                "member {} did not take {what}: {why}",
+                to.name
+            )));
+        }
+        let op: vessel_api::Operation = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
+        self.wait_on(to, project, &op.id).await
+    }
+
+    /// Waits for the operation `id` on `to` to end; its failure is this one's.
+    pub async fn wait_on(&self, to: &Target, project: &str, id: &str) -> Result<()> {
+        use vessel_api::OperationStatus as S;
+        let q = vessel_api::PROJECT_QUERY;
+        loop {
+            let op: vessel_api::Operation = self
+                .get_json(
+                    to,
+                    &format!("/1.0/operations/{id}/wait?timeout=30&{q}={project}"),
+                )
+                .await?;
+            match op.status {
+                S::Success => return Ok(()),
+                S::Failure | S::Cancelled => {
+                    return Err(Error::conflict(format!(
+                        "on member {}: {}",
+                        to.name,
+                        op.error
+                            .unwrap_or_else(|| format!("{:?}", op.status).to_lowercase())
+                    )))
+                }
+                S::Pending | S::Running => {}
+            }
+        }
+    }
+
+    /// Hands `project`/`name` over to `to` in the cluster's index (this member must hold it).
+    pub async fn hand_over(&self, project: &str, name: &str, to: &Target) -> Result<()> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Err(Error::conflict(
+                "this server is no longer a live member of its cluster",
+            ));
+        };
+        cluster
+            .hand_over(project, name, &me, &to.name)
+            .await
+            .map_err(from_cluster)
+    }
+
     /// Keeps the index true of this member's instances: those in its store and the names
     /// it claimed for instances being made.
     pub(super) async fn keep_index(self, cluster: Cluster, me: String) {

@@ -175,6 +175,7 @@ impl ImageService {
         upload: PathBuf,
         alias: Option<String>,
         raw_is_vm: bool,
+        fingerprint: Option<String>,
         op: OpHandle,
     ) -> Result<Image> {
         let result = async {
@@ -190,7 +191,7 @@ impl ImageService {
                 Upload::Archive if super::vmbundle::is_vm_bundle(&upload)? => {
                     self.import_vm_bundle(&staging, &upload, alias, &op).await
                 }
-                Upload::Archive => self.import_archive(&staging, &upload, alias, &op).await,
+                Upload::Archive => self.import_archive(&upload, alias, fingerprint, &op).await,
                 disk => self.import_disk(&upload, disk, alias, &op).await,
             }
         }
@@ -253,12 +254,13 @@ impl ImageService {
 
 impl ImageService {
     /// Imports a container image archive: blobs into the store (verified), new layers
-    /// unpacked, the image recorded under its manifest digest.
+    /// unpacked, the image recorded under its manifest digest (or under `fingerprint`: the
+    /// one it has on the member that sent it, so its instances find it here).
     async fn import_archive(
         &self,
-        _staging: &Path,
         upload: &Path,
         alias: Option<String>,
+        fingerprint: Option<String>,
         op: &OpHandle,
     ) -> Result<Image> {
         op.progress(Some(10), "reading the archive");
@@ -300,7 +302,7 @@ impl ImageService {
         };
         let size = imported.layers.iter().map(|l| l.size).sum();
         let image = Self::image_from_config(
-            imported.manifest_digest.hex().to_string(),
+            fingerprint.unwrap_or_else(|| imported.manifest_digest.hex().to_string()),
             &alias,
             "import".into(),
             ids,

@@ -225,7 +225,7 @@ impl InstanceService {
     }
 
     /// Takes the backup; the caller holds the instance's lock (blocking).
-    fn backup_locked(
+    pub(super) fn backup_locked(
         &self,
         inst: &Instance,
         mut w: Writer,

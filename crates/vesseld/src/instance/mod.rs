@@ -15,6 +15,7 @@ mod ha;
 mod leftovers;
 pub mod limits;
 pub mod logs;
+mod migrate;
 mod move_pool;
 pub mod publish;
 mod rebuild;
@@ -563,38 +564,43 @@ impl InstanceService {
         Ok(self.spawn_locked(
             format!("Deleting instance {name}"),
             name,
-            |svc, inst, op| async move {
-                let name = &inst.name;
-                if svc.exit_watch(name).is_some() {
-                    svc.stop_locked(&inst, Duration::ZERO, true, &op).await?;
-                }
-                op.progress(Some(60), "removing snapshots");
-                let (s, i) = (svc.clone(), inst.clone());
-                tokio::task::spawn_blocking(move || s.forget_snapshots(&i))
-                    .await
-                    .map_err(|e| Error::internal(format!("snapshot task: {e}")))?;
-                op.progress(Some(70), "removing files");
-                if inst.instance_type == InstanceType::Vm {
-                    let (s, n) = (svc.clone(), name.clone());
-                    tokio::task::spawn_blocking(move || s.vms.remove_files(&n))
-                        .await
-                        .map_err(|e| Error::internal(format!("removal task: {e}")))??;
-                } else {
-                    svc.driver.remove_files(name)?;
-                }
-                let (st, nets, n) = (svc.storage.clone(), svc.networks.clone(), name.clone());
-                tokio::task::spawn_blocking(move || {
-                    st.instance_deleted(&n)?;
-                    nets.instance_deleted(&n)
-                })
-                .await
-                .map_err(|e| Error::internal(format!("volume task: {e}")))??;
-                svc.store.instance_delete(name)?;
-                svc.pending.forget(name);
-                svc.events.lifecycle("instance-deleted", &path_of(name));
-                Ok(())
-            },
+            |svc, inst, op| async move { svc.remove_locked(&inst, &op).await },
         ))
+    }
+
+    /// Removes an instance: stopped (killed) if it runs, its snapshots, files, volumes'
+    /// attachments, NICs and record. The caller holds the instance's lock.
+    pub(crate) async fn remove_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
+        let svc = self;
+        let name = &inst.name;
+        if svc.exit_watch(name).is_some() {
+            svc.stop_locked(inst, Duration::ZERO, true, op).await?;
+        }
+        op.progress(Some(60), "removing snapshots");
+        let (s, i) = (svc.clone(), inst.clone());
+        tokio::task::spawn_blocking(move || s.forget_snapshots(&i))
+            .await
+            .map_err(|e| Error::internal(format!("snapshot task: {e}")))?;
+        op.progress(Some(70), "removing files");
+        if inst.instance_type == InstanceType::Vm {
+            let (s, n) = (svc.clone(), name.clone());
+            tokio::task::spawn_blocking(move || s.vms.remove_files(&n))
+                .await
+                .map_err(|e| Error::internal(format!("removal task: {e}")))??;
+        } else {
+            svc.driver.remove_files(name)?;
+        }
+        let (st, nets, n) = (svc.storage.clone(), svc.networks.clone(), name.clone());
+        tokio::task::spawn_blocking(move || {
+            st.instance_deleted(&n)?;
+            nets.instance_deleted(&n)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("volume task: {e}")))??;
+        svc.store.instance_delete(name)?;
+        svc.pending.forget(name);
+        svc.events.lifecycle("instance-deleted", &path_of(name));
+        Ok(())
     }
 
     /// Where to attach a console: a container's monitor (frames) or a VM's console (raw).

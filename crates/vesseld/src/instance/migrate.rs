@@ -1,0 +1,164 @@
+//! Moving an instance to another member of the cluster, cold: under its lock it is stopped
+//! (if it runs), packed as an archive (its record, data and snapshots, as `export` makes
+//! one), made on the other member from that archive (started there if it ran here), handed
+//! over in the cluster's index, and only then removed here. It never runs on both: it is
+//! stopped here before it is made there. A failure before the hand-over leaves it here,
+//! started again if it ran.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vessel_api::{Instance, InstanceStatus, Operation};
+use vessel_backup::Store;
+
+use super::{InstanceService, DEFAULT_STOP_TIMEOUT};
+use crate::backup::error as store_error;
+use crate::cluster::{ClusterService, Target};
+use crate::error::{Error, Result};
+use crate::operations::OpHandle;
+use crate::transfer::Scratch;
+
+impl InstanceService {
+    /// Starts the operation that moves `name` to the member `to`; the archive is made under
+    /// `root` (the daemon's root directory).
+    pub fn migrate(
+        &self,
+        name: &str,
+        to: Target,
+        cluster: ClusterService,
+        root: PathBuf,
+    ) -> Result<Operation> {
+        let inst = self.get_stored(name)?;
+        self.migratable(&inst)?;
+        Ok(self.spawn_locked(
+            format!("Moving instance {name} to member {}", to.name),
+            name,
+            move |svc, inst, op| async move {
+                svc.migratable(&inst)?;
+                let ran = matches!(
+                    inst.status,
+                    InstanceStatus::Running | InstanceStatus::Frozen
+                );
+                if ran {
+                    op.progress(Some(5), "stopping");
+                    let timeout = Duration::from_secs(DEFAULT_STOP_TIMEOUT);
+                    svc.stop_locked(&inst, timeout, false, &op).await?;
+                }
+                // As it is now: stopped.
+                let inst = svc.get_stored(&inst.name)?;
+                let moved = svc
+                    .send_stopped(&inst, &to, &cluster, &root, ran, &op)
+                    .await;
+                if let Err(e) = moved {
+                    if ran {
+                        op.progress(Some(95), "starting it here again");
+                        let now = svc.get_stored(&inst.name)?;
+                        if let Err(again) = svc.start_locked(&now, &op).await {
+                            tracing::error!(instance = %inst.name, error = %again, "not started again after a failed move");
+                        }
+                    }
+                    return Err(e);
+                }
+                op.progress(Some(90), "removing it here");
+                svc.remove_locked(&inst, &op).await
+            },
+        ))
+    }
+
+    /// Whether `inst` can move now: settled, and with nothing that stays on this member.
+    fn migratable(&self, inst: &Instance) -> Result<()> {
+        let name = &inst.name;
+        if matches!(
+            inst.status,
+            InstanceStatus::Creating
+                | InstanceStatus::Starting
+                | InstanceStatus::Stopping
+                | InstanceStatus::Error
+        ) {
+            return Err(Error::conflict(format!(
+                "instance {name} is {}: it moves once it is running or stopped",
+                inst.status.as_str()
+            )));
+        }
+        let mut whole = inst.clone();
+        self.with_devices(std::slice::from_mut(&mut whole))?;
+        if let Some(v) = whole.volumes.first() {
+            return Err(Error::conflict(format!(
+                "instance {name} has volume {} attached, which stays in its pool on this \
+                 member: detach its volumes first (`vessel storage volume detach`)",
+                v.volume
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stopped `inst` packed and made on `to` (started there when `start`), then handed
+    /// over in the index. The caller holds the instance's lock.
+    async fn send_stopped(
+        &self,
+        inst: &Instance,
+        to: &Target,
+        cluster: &ClusterService,
+        root: &std::path::Path,
+        start: bool,
+        op: &OpHandle,
+    ) -> Result<()> {
+        op.progress(Some(20), "packing");
+        let scratch = Scratch::new(root)?;
+        let dir = scratch.0.join("store");
+        let (svc, i, o) = (self.clone(), inst.clone(), op.clone());
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            let store = Store::create(&dir, Default::default()).map_err(store_error)?;
+            let writer = store.writer(&i.name).map_err(store_error)?;
+            let id = writer.id().to_string();
+            svc.backup_locked(&i, writer, true, &o)?;
+            let index = store.get(&i.name, &id).map_err(store_error)?;
+            let path = dir.with_file_name("archive.tar");
+            let out = std::fs::File::create(&path)
+                .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+            store
+                .export_archive(&index, std::io::BufWriter::new(out), &mut |_| {})
+                .map_err(store_error)?;
+            std::fs::File::open(&path)
+                .map_err(|e| Error::internal(format!("{}: {e}", path.display())))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("packing task: {e}")))??;
+        let (project, plain) = crate::project::split(&inst.name);
+        if !cluster.has_image(to, project, &inst.image).await? {
+            op.progress(Some(40), &format!("sending its image to {}", to.name));
+            self.send_image(inst, project, to, cluster).await?;
+        }
+        op.progress(Some(50), &format!("making it on {}", to.name));
+        cluster.import_on(to, project, file, start).await?;
+        drop(scratch);
+        cluster.hand_over(project, plain, to).await
+    }
+
+    /// Sends the image `inst` was made from to `to`, which lacks it.
+    async fn send_image(
+        &self,
+        inst: &Instance,
+        project: &str,
+        to: &Target,
+        cluster: &ClusterService,
+    ) -> Result<()> {
+        // The project's own images, or default's for a project that uses those.
+        let own = self.images.in_project(project);
+        let (images, images_project) = if own.get(&inst.image).is_ok() {
+            (own, project)
+        } else {
+            (self.images.clone(), vessel_api::DEFAULT_PROJECT)
+        };
+        let staging = images.staging()?;
+        let exported = images.export(&inst.image, &staging).await;
+        let file = exported.and_then(|archive| {
+            std::fs::File::open(&archive).map_err(|e| Error::internal(format!("{e}")))
+        });
+        // The open file stays readable after its directory is gone.
+        let _ = std::fs::remove_dir_all(&staging);
+        cluster
+            .import_image_on(to, images_project, &inst.image, file?)
+            .await
+    }
+}
