@@ -36,6 +36,16 @@ pub struct ClusterTokenCreate {
     pub lifetime: Option<String>,
 }
 
+/// Body of `POST /1.0/cluster/members/{name}/evacuate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEvacuate {
+    /// What to do with every instance (`migrate` or `stop`), whatever its own
+    /// `cluster.evacuate` key says; without it, each as its key says (default: migrate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
 /// A join token, shown once.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ClusterToken {

@@ -67,6 +67,11 @@ pub const INSTANCE_KEYS: &[(&str, &str)] = &[
         "cluster.ha",
         "true: in a cluster, its member stops it when cut off from etcd (fencing)",
     ),
+    (
+        "cluster.evacuate",
+        "what `vessel cluster evacuate` does with it: auto or migrate (moved to another \
+         member, cold), stop (stopped where it is, started again by restore)",
+    ),
     ("user.NAME", "free text of yours"),
 ];
 

@@ -1568,6 +1568,32 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("ClusterPlacement"),
     },
     Endpoint {
+        id: "cluster_member_evacuate",
+        method: Method::Post,
+        path: "/1.0/cluster/members/{name}/evacuate",
+        summary: "Evacuate a member: nothing new placed on it, each of its instances moved \
+                  to another member (cold) or stopped; returns the member's operation",
+        query: &[],
+        request: Body::Json("ClusterEvacuate"),
+        status: 202,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "cluster_member_restore",
+        method: Method::Post,
+        path: "/1.0/cluster/members/{name}/restore",
+        summary: "End a member's evacuation: its instances brought back, those stopped in \
+                  place started; returns the member's operation",
+        query: &[],
+        request: Body::None,
+        status: 202,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("Operation"),
+    },
+    Endpoint {
         id: "cluster_member_delete",
         method: Method::Delete,
         path: "/1.0/cluster/members/{name}",

@@ -55,6 +55,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ClusterInit>()
         .schema_from::<ClusterJoin>()
         .schema_from::<ClusterTokenCreate>()
+        .schema_from::<ClusterEvacuate>()
         .schema_from::<ClusterToken>()
         .schema_from::<ClusterInfo>()
         .schema_from::<ClusterMember>()

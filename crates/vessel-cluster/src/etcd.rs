@@ -264,6 +264,30 @@ impl Cluster {
         .await
     }
 
+    /// Marks the member `name` evacuated (nothing new placed on it) or not.
+    pub async fn set_evacuated(&self, name: &str, evacuated: bool) -> Result<()> {
+        let k = key(&format!("members/{name}"));
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound(format!("no member {name} in the cluster")));
+        };
+        let mut rec: MemberRecord = parse(&k, kv.value())?;
+        rec.evacuated = evacuated;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+        if self.txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            // Rewritten in between (its address or capacity): once more.
+            Box::pin(self.set_evacuated(name, evacuated)).await
+        }
+    }
+
     /// Every member with its state.
     pub async fn members(&self) -> Result<Vec<Member>> {
         let recs = self

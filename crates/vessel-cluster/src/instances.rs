@@ -27,6 +27,10 @@ pub struct Location {
     /// What it asks for.
     #[serde(default)]
     pub asks: Asks,
+    /// The member it was evacuated from (moved away, or stopped where it is), to which
+    /// `restore` brings it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// What an instance asks of its member: its limits (none: nothing, a best-effort one).
@@ -69,6 +73,7 @@ impl Cluster {
             name: name.into(),
             member: member.into(),
             asks,
+            origin: None,
         };
         let txn = Txn::new()
             .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
@@ -89,8 +94,16 @@ impl Cluster {
     }
 
     /// Hands `project`/`name` over from the member `from` to `to` (a migration's last
-    /// step): only if `from` holds it still.
-    pub async fn hand_over(&self, project: &str, name: &str, from: &str, to: &str) -> Result<()> {
+    /// step; `to` may be `from`), noting `origin` (the member it was evacuated from): only
+    /// if `from` holds it still.
+    pub async fn hand_over(
+        &self,
+        project: &str,
+        name: &str,
+        from: &str,
+        to: &str,
+        origin: Option<&str>,
+    ) -> Result<()> {
         let k = instance_key(project, name);
         let resp = self.get(&k, None).await?;
         let Some(kv) = resp.kvs().first() else {
@@ -107,6 +120,7 @@ impl Cluster {
         }
         let rec = Location {
             member: to.into(),
+            origin: origin.map(str::to_string),
             ..loc
         };
         let txn = Txn::new()

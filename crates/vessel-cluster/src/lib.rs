@@ -94,6 +94,10 @@ pub struct MemberRecord {
     pub capacity: Capacity,
     /// When it joined, RFC 3339.
     pub joined_at: String,
+    /// Evacuated (`vessel cluster evacuate`): nothing new is placed on it until it is
+    /// restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evacuated: bool,
 }
 
 /// A heartbeat, the value of `alive/NAME`.
@@ -133,10 +137,10 @@ pub fn members_with_state(
                 .find(|(n, _)| *n == record.name)
                 .map(|(_, h)| h.clone());
             Member {
-                state: if heartbeat.is_some() {
-                    "online"
-                } else {
-                    "offline"
+                state: match (&heartbeat, record.evacuated) {
+                    (None, _) => "offline",
+                    (Some(_), true) => "evacuated",
+                    (Some(_), false) => "online",
                 }
                 .into(),
                 heartbeat,
@@ -185,6 +189,7 @@ mod tests {
                 memory: 1 << 30,
             },
             joined_at: "2026-01-01T00:00:00Z".into(),
+            evacuated: false,
         }
     }
 
@@ -201,9 +206,24 @@ mod tests {
         );
         assert_eq!(m[0].record.name, "m1");
         assert_eq!(m[0].state, "online");
-        assert_eq!(m[0].heartbeat, Some(beat));
+        assert_eq!(m[0].heartbeat, Some(beat.clone()));
         assert_eq!(m[1].state, "offline");
         assert_eq!(m[1].heartbeat, None);
+        // Evacuated: answering, but not a place for anything new; offline wins.
+        let mut away = record("m1");
+        away.evacuated = true;
+        let m = members_with_state(
+            vec![
+                away.clone(),
+                MemberRecord {
+                    name: "m3".into(),
+                    ..away
+                },
+            ],
+            &[("m1".to_string(), beat)],
+        );
+        assert_eq!(m[0].state, "evacuated");
+        assert_eq!(m[1].state, "offline");
     }
 
     #[test]

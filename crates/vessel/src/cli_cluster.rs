@@ -3,7 +3,7 @@
 use crate::output::Format;
 
 /// Examples of `vessel cluster`.
-pub const CLUSTER_EXAMPLES: &str = "Examples:\n  # on the first server (etcd runs on three hosts):\n  vessel cluster init m0 --address 10.0.0.2:8443 --etcd http://10.0.0.2:2379,http://10.0.0.3:2379,http://10.0.0.4:2379\n  vessel cluster add m1              # prints a single-use join token for m1\n  # on the new server:\n  vessel cluster join vessel-join-7b22... --address 10.0.0.3:8443\n  vessel cluster list                # every member: address, state, capacity, last heartbeat\n  vessel cluster place --cpu 1 --memory 1GiB   # where the scheduler would put it, and why\n  vessel cluster remove m1           # an offline member (--force for an online one)";
+pub const CLUSTER_EXAMPLES: &str = "Examples:\n  # on the first server (etcd runs on three hosts):\n  vessel cluster init m0 --address 10.0.0.2:8443 --etcd http://10.0.0.2:2379,http://10.0.0.3:2379,http://10.0.0.4:2379\n  vessel cluster add m1              # prints a single-use join token for m1\n  # on the new server:\n  vessel cluster join vessel-join-7b22... --address 10.0.0.3:8443\n  vessel cluster list                # every member: address, state, capacity, last heartbeat\n  vessel cluster place --cpu 1 --memory 1GiB   # where the scheduler would put it, and why\n  vessel cluster evacuate m1         # its instances moved (or stopped) elsewhere\n  vessel cluster restore m1          # and brought back\n  vessel cluster remove m1           # an offline member (--force for an online one)";
 
 /// `vessel cluster ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -77,5 +77,20 @@ pub enum ClusterCommand {
         /// Remove it even while it is online.
         #[arg(long)]
         force: bool,
+    },
+    /// Empty a member for maintenance: nothing new is placed on it, and each of its
+    /// instances is moved to another member (cold) or stopped where it is, as its
+    /// `cluster.evacuate` key says (auto/migrate, stop) unless --action says for all.
+    Evacuate {
+        /// The member.
+        name: String,
+        /// What to do with every instance: migrate or stop.
+        #[arg(long)]
+        action: Option<String>,
+    },
+    /// End a member's evacuation: its instances come back, those stopped are started.
+    Restore {
+        /// The member.
+        name: String,
     },
 }

@@ -664,6 +664,63 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     );
     assert!(d[2].ok(&["image", "list"]).contains(&mine[..12]));
 
+    // Evacuation of m1 (asked of another member): nothing new goes there; each of its
+    // instances moved (running ones run on elsewhere, stopped ones stay stopped) or stopped
+    // in place as its key says. Restore brings them back as they were.
+    d[1].ok(&[
+        "launch",
+        "busybox",
+        "mover",
+        "--no-network",
+        "--target",
+        "m1",
+    ]);
+    d[1].ok(&[
+        "launch",
+        "busybox",
+        "stays",
+        "--no-network",
+        "--target",
+        "m1",
+        "-c",
+        "cluster.evacuate=stop",
+    ]);
+    let err = d[1].fails(&["config", "set", "stays", "cluster.evacuate=sideways"]);
+    assert!(err.contains("auto, migrate or stop"), "{err}");
+    let before = locations(&d[0]);
+    assert_eq!(before["src"], ("m1".to_string(), "stopped".to_string()));
+    let evacuated = Instant::now();
+    d[0].ok(&["cluster", "evacuate", "m1"]);
+    eprintln!("evacuated m1 (3 instances) in {:?}", evacuated.elapsed());
+    assert_eq!(
+        states(&d[2]),
+        pairs(&[("m0", "online"), ("m1", "evacuated"), ("m2", "online")])
+    );
+    let during = locations(&d[2]);
+    for (name, status) in [("mover", "running"), ("src", "stopped")] {
+        assert_ne!(during[name].0, "m1", "{name}: {during:?}");
+        assert_eq!(during[name].1, status, "{name}: {during:?}");
+    }
+    assert_eq!(during["stays"], ("m1".to_string(), "stopped".to_string()));
+    let err = d[2].fails(&["launch", "busybox", "y", "--no-network", "--target", "m1"]);
+    assert!(err.contains("m1 is evacuated"), "{err}");
+    d[2].ok(&["launch", "busybox", "newbie", "--no-network"]);
+    assert_ne!(locations(&d[0])["newbie"].0, "m1");
+    d[2].ok(&["cluster", "restore", "m1"]);
+    let after = locations(&d[0]);
+    for name in ["mover", "src", "stays"] {
+        let want = if name == "src" { "stopped" } else { "running" };
+        assert_eq!(
+            after[name],
+            ("m1".to_string(), want.to_string()),
+            "{name}: {after:?}"
+        );
+    }
+    assert_eq!(
+        states(&d[0]),
+        pairs(&[("m0", "online"), ("m1", "online"), ("m2", "online")])
+    );
+
     // A member down: its instances are listed with their place and no state; nothing is
     // launched onto it, and requests for its instances say where they are.
     d[2].kill(libc::SIGKILL);

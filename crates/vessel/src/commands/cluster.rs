@@ -163,6 +163,23 @@ pub fn run(client: &Client, cmd: ClusterCommand) -> Result<i32> {
             )?;
             println(format!("Member {name} removed."))?;
         }
+        ClusterCommand::Evacuate { name, action } => {
+            let op: vessel_api::Operation = client.send(
+                "POST",
+                &format!("/1.0/cluster/members/{}/evacuate", encode_segment(&name)),
+                &vessel_api::ClusterEvacuate { action },
+            )?;
+            crate::operation::wait(client, op)?;
+            println(format!("Member {name} evacuated."))?;
+        }
+        ClusterCommand::Restore { name } => {
+            let op: vessel_api::Operation = client.call(
+                "POST",
+                &format!("/1.0/cluster/members/{}/restore", encode_segment(&name)),
+            )?;
+            crate::operation::wait(client, op)?;
+            println(format!("Member {name} restored."))?;
+        }
     }
     Ok(0)
 }

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use vessel_api::{
-    ClusterInit, ClusterJoin, ClusterTokenCreate, Instance, InstanceCreate, InstanceMigrate,
+    ClusterEvacuate, ClusterInit, ClusterJoin, ClusterTokenCreate, Instance, InstanceCreate,
+    InstanceMigrate,
 };
 
 use super::scope::ProjectScope;
@@ -219,7 +220,52 @@ pub async fn migrate(
     let root = std::path::PathBuf::from(&app.info.root_dir);
     let op = app
         .instances
-        .migrate(&qualified, to, app.cluster.clone(), root)
+        .migrate(&qualified, to, app.cluster.clone(), root, None)
         .map_err(|e| scope.error(e))?;
     Ok(super::accepted(scope.operation(op)))
+}
+
+/// `POST /1.0/cluster/members/{name}/evacuate`: answered by the member itself (the guard
+/// forwards it there).
+pub async fn member_evacuate(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<ClusterEvacuate>,
+) -> Result<Response> {
+    let action = req
+        .action
+        .as_deref()
+        .map(crate::cluster::EvacuateAction::parse)
+        .transpose()
+        .map_err(|why| Error::invalid(format!("action: {why}")))?;
+    if app.cluster.member_target(&name).await?.is_some() {
+        return Err(Error::internal(format!(
+            "the evacuation of {name} reached another member"
+        )));
+    }
+    let (cluster, ops) = (app.cluster.clone(), app.ops.clone());
+    let op = app.ops.spawn(
+        format!("Evacuating member {name}"),
+        vec![format!("/1.0/cluster/members/{name}")],
+        false,
+        move |op| async move { cluster.evacuate_here(&ops, action, &op).await },
+    );
+    Ok(super::accepted(op))
+}
+
+/// `POST /1.0/cluster/members/{name}/restore`: answered by the member itself.
+pub async fn member_restore(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
+    if app.cluster.member_target(&name).await?.is_some() {
+        return Err(Error::internal(format!(
+            "the restore of {name} reached another member"
+        )));
+    }
+    let (cluster, ops) = (app.cluster.clone(), app.ops.clone());
+    let op = app.ops.spawn(
+        format!("Restoring member {name}"),
+        vec![format!("/1.0/cluster/members/{name}")],
+        false,
+        move |op| async move { cluster.restore_here(&ops, &op).await },
+    );
+    Ok(super::accepted(op))
 }

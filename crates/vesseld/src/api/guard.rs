@@ -190,6 +190,11 @@ async fn member_holding(
         }
         return app.cluster.locate(scope.name(), id).await;
     }
+    // A member's evacuation and restore are that member's work.
+    if matches!(e.id, "cluster_member_evacuate" | "cluster_member_restore") {
+        let name = path.split('/').nth(4).unwrap_or_default();
+        return app.cluster.member_target(name).await;
+    }
     if e.path.starts_with("/1.0/operations/{id}") && app.ops.get(id).is_err() {
         return Ok(app.cluster.operation_member(id));
     }

@@ -157,6 +157,8 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "cluster_tokens_create" => on(f, cluster::tokens_create),
         "cluster_members_list" => on(f, cluster::members),
         "cluster_member_delete" => on(f, cluster::member_delete),
+        "cluster_member_evacuate" => on(f, cluster::member_evacuate),
+        "cluster_member_restore" => on(f, cluster::member_restore),
         "cluster_placement" => on(f, cluster::placement),
         "instances_list" => on(f, h::instances_list),
         "instances_create" => on(f, h::instances_create),

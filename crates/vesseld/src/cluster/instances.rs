@@ -34,7 +34,7 @@ fn asks(limits: &vessel_api::Limits) -> Asks {
 
 impl ClusterService {
     /// The connection and this member's name, while it is a live member.
-    async fn live_member(&self) -> Option<(Cluster, String)> {
+    pub(super) async fn live_member(&self) -> Option<(Cluster, String)> {
         let name = self.inner.membership.lock().await.as_ref()?.name.clone();
         let cluster = self.inner.live.lock().await.as_ref()?.cluster.clone();
         Some((cluster, name))
@@ -45,8 +45,9 @@ impl ClusterService {
         self.live_member().await.map(|(_, me)| me)
     }
 
-    /// The members, online ones with where to reach them.
-    async fn targets(&self, cluster: &Cluster) -> Result<Vec<(Target, bool)>> {
+    /// The members with where to reach them, and their states (`online`, `evacuated`,
+    /// `offline`).
+    pub(super) async fn targets(&self, cluster: &Cluster) -> Result<Vec<(Target, String)>> {
         Ok(cluster
             .members()
             .await
@@ -59,18 +60,23 @@ impl ClusterService {
                         address: m.record.address,
                         fingerprint: m.record.fingerprint,
                     },
-                    m.state == "online",
+                    m.state,
                 )
             })
             .collect())
     }
 
-    /// The member `name`, which must be online.
-    async fn online(&self, cluster: &Cluster, name: &str, why: &str) -> Result<Target> {
+    /// The member `name`, which must answer (online or evacuated).
+    pub(super) async fn reachable(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        why: &str,
+    ) -> Result<Target> {
         let all = self.targets(cluster).await?;
         match all.into_iter().find(|(t, _)| t.name == name) {
-            Some((t, true)) => Ok(t),
-            Some((t, false)) => Err(Error::conflict(format!(
+            Some((t, state)) if state != "offline" => Ok(t),
+            Some((t, _)) => Err(Error::conflict(format!(
                 "member {} is offline: {why} (see `vessel cluster list`)",
                 t.name
             ))),
@@ -97,7 +103,7 @@ impl ClusterService {
             return Ok(None);
         }
         let why = format!("instance {name} lives there and cannot be reached until it is back");
-        self.online(&cluster, &loc.member, &why).await.map(Some)
+        self.reachable(&cluster, &loc.member, &why).await.map(Some)
     }
 
     /// Where a new instance asking for `cpu` cores and `memory` bytes goes: `target` when
@@ -125,7 +131,19 @@ impl ClusterService {
         }
         let why = "no instance can be placed there; choose another with --target, or none to \
                    let the scheduler choose";
-        self.online(&cluster, &chosen, why).await.map(Some)
+        let to = self.reachable(&cluster, &chosen, why).await?;
+        let evacuated = self
+            .targets(&cluster)
+            .await?
+            .iter()
+            .any(|(t, state)| t.name == chosen && state == "evacuated");
+        if evacuated {
+            return Err(Error::conflict(format!(
+                "member {chosen} is evacuated: nothing new goes there until `vessel cluster \
+                 restore {chosen}`"
+            )));
+        }
+        Ok(Some(to))
     }
 
     /// Claims `project`/`name` for this member before it makes the instance: refused if
@@ -164,7 +182,7 @@ impl ClusterService {
             .targets(&cluster)
             .await?
             .into_iter()
-            .filter(|(t, online)| *online && t.name != me)
+            .filter(|(t, state)| state != "offline" && t.name != me)
             .map(|(t, _)| t)
             .collect())
     }
@@ -368,15 +386,22 @@ impl ClusterService {
         }
     }
 
-    /// Hands `project`/`name` over to `to` in the cluster's index (this member must hold it).
-    pub async fn hand_over(&self, project: &str, name: &str, to: &Target) -> Result<()> {
+    /// Hands `project`/`name` over to `to` in the cluster's index (this member must hold
+    /// it), noting `origin`: the member it was evacuated from, if it was.
+    pub async fn hand_over(
+        &self,
+        project: &str,
+        name: &str,
+        to: &str,
+        origin: Option<&str>,
+    ) -> Result<()> {
         let Some((cluster, me)) = self.live_member().await else {
             return Err(Error::conflict(
                 "this server is no longer a live member of its cluster",
             ));
         };
         cluster
-            .hand_over(project, name, &me, &to.name)
+            .hand_over(project, name, &me, to, origin)
             .await
             .map_err(from_cluster)
     }

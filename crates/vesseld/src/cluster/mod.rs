@@ -2,9 +2,11 @@
 //! etcd work). What it joined is kept in `<root>/cluster.json` (0600), so a restarted
 //! daemon beats again as the same member; until etcd answers it keeps trying.
 
+mod evacuate;
 mod forward;
 mod instances;
 
+pub use evacuate::EvacuateAction;
 pub use forward::Target;
 
 use std::collections::{HashMap, VecDeque};
@@ -405,6 +407,7 @@ impl ClusterService {
             roles: Vec::new(),
             capacity: capacity(),
             joined_at: crate::clock::now(),
+            evacuated: false,
         })
     }
 

@@ -237,6 +237,12 @@ fn apply_key(
             }
             set_or_remove(config, key, value);
         }
+        "cluster.evacuate" => {
+            if value.is_some() {
+                crate::cluster::EvacuateAction::parse(v).map_err(|why| bad(key, v, &why))?;
+            }
+            set_or_remove(config, key, value);
+        }
         "snapshots.schedule" => {
             if value.is_some() {
                 super::schedule::Schedule::parse(v).map_err(|why| bad(key, v, why))?;

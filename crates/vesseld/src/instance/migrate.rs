@@ -20,13 +20,15 @@ use crate::transfer::Scratch;
 
 impl InstanceService {
     /// Starts the operation that moves `name` to the member `to`; the archive is made under
-    /// `root` (the daemon's root directory).
+    /// `root` (the daemon's root directory). `origin`: the member it is evacuated from, if
+    /// it is (noted in the cluster's index for `restore`).
     pub fn migrate(
         &self,
         name: &str,
         to: Target,
         cluster: ClusterService,
         root: PathBuf,
+        origin: Option<String>,
     ) -> Result<Operation> {
         let inst = self.get_stored(name)?;
         self.migratable(&inst)?;
@@ -46,10 +48,11 @@ impl InstanceService {
                 }
                 // As it is now: stopped.
                 let inst = svc.get_stored(&inst.name)?;
-                let moved = svc
+                let sent = svc
                     .send_stopped(&inst, &to, &cluster, &root, ran, &op)
                     .await;
-                if let Err(e) = moved {
+                if let Err(e) = sent {
+                    // Not made there: it stays here, running again if it ran.
                     if ran {
                         op.progress(Some(95), "starting it here again");
                         let now = svc.get_stored(&inst.name)?;
@@ -58,6 +61,19 @@ impl InstanceService {
                         }
                     }
                     return Err(e);
+                }
+                // Made there (and running, if it ran): it must not run here again.
+                let (project, plain) = crate::project::split(&inst.name);
+                if let Err(e) = cluster
+                    .hand_over(project, plain, &to.name, origin.as_deref())
+                    .await
+                {
+                    return Err(Error::conflict(format!(
+                        "{name} was made on {} but the cluster's index still names this \
+                         member ({e}); it stays stopped here: delete one of the two",
+                        to.name,
+                        name = inst.name
+                    )));
                 }
                 op.progress(Some(90), "removing it here");
                 svc.remove_locked(&inst, &op).await
@@ -92,8 +108,8 @@ impl InstanceService {
         Ok(())
     }
 
-    /// The stopped `inst` packed and made on `to` (started there when `start`), then handed
-    /// over in the index. The caller holds the instance's lock.
+    /// The stopped `inst` packed and made on `to` (started there when `start`). The caller
+    /// holds the instance's lock.
     async fn send_stopped(
         &self,
         inst: &Instance,
@@ -124,15 +140,13 @@ impl InstanceService {
         })
         .await
         .map_err(|e| Error::internal(format!("packing task: {e}")))??;
-        let (project, plain) = crate::project::split(&inst.name);
+        let project = crate::project::split(&inst.name).0;
         if !cluster.has_image(to, project, &inst.image).await? {
             op.progress(Some(40), &format!("sending its image to {}", to.name));
             self.send_image(inst, project, to, cluster).await?;
         }
         op.progress(Some(50), &format!("making it on {}", to.name));
-        cluster.import_on(to, project, file, start).await?;
-        drop(scratch);
-        cluster.hand_over(project, plain, to).await
+        cluster.import_on(to, project, file, start).await
     }
 
     /// Sends the image `inst` was made from to `to`, which lacks it.
