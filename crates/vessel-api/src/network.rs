@@ -28,6 +28,11 @@ pub struct NetworkCreate {
     /// VXLAN overlay: this host's underlay address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<String>,
+    /// On a member of a cluster: a cluster network, on every member (a VXLAN overlay whose
+    /// peers follow membership, addresses unique across members, names resolved on all).
+    /// The VNI, peers and local address are the cluster's to choose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
     /// VLAN segments (ids 1-4094): each its own broadcast domain, layer 2 only (no gateway,
     /// DHCP or NAT; NICs on a segment get static addresses). On an overlay, segment V rides
     /// on VNI `vni + V`.

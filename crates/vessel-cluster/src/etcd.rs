@@ -119,7 +119,7 @@ impl Cluster {
         .await
     }
 
-    async fn put(&self, k: &str, v: Vec<u8>, opts: Option<PutOptions>) -> Result<()> {
+    pub(crate) async fn put(&self, k: &str, v: Vec<u8>, opts: Option<PutOptions>) -> Result<()> {
         call(&self.client, |mut c| {
             let (k, v, opts) = (k.to_string(), v.clone(), opts.clone());
             async move { c.put(k, v, opts).await }

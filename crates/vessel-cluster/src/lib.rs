@@ -9,16 +9,20 @@
 //!   third of it): a member whose key is gone is offline;
 //! - `tokens/ID`: a join token's SHA-256, attached to a lease of its lifetime; redeemed
 //!   (deleted) in the same transaction that writes the new member;
-//! - `instances/PROJECT/NAME`: the member an instance lives on (no name twice in a cluster).
+//! - `instances/PROJECT/NAME`: the member an instance lives on (no name twice in a cluster);
+//! - `networks/NAME`, `netvni/VNI`, `netblocks/NAME/INDEX`, `nethosts/NAME/IP`: cluster
+//!   networks, their VNIs, the address blocks each member hands out, the NICs on them.
 
 mod etcd;
 mod instances;
+mod networks;
 mod token;
 
 use serde::{Deserialize, Serialize};
 
 pub use etcd::{fence_after, Cluster, Heartbeater, MemberWatch};
 pub use instances::{Asks, Location};
+pub use networks::{NetHost, NetworkSpec};
 pub use token::JoinToken;
 
 /// Errors of the cluster engine.

@@ -152,6 +152,9 @@ pub struct DhcpDns {
     pub domain: String,
     /// One per NIC.
     pub static_leases: Vec<StaticLease>,
+    /// Names of NICs served elsewhere (the other hosts of an overlay): answered by DNS, not
+    /// leased here.
+    pub remote_names: Vec<(Ipv4Addr, String)>,
     /// Where other names go.
     pub upstream: Upstream,
     /// The bridge's IPv6 address on a /64: router advertisements for SLAAC (`ra-only`),
@@ -249,6 +252,9 @@ impl DhcpDns {
                     let _ = writeln!(dhcp_hosts, "{},{}", l.mac, l.ip);
                 }
             }
+        }
+        for (ip, name) in &self.remote_names {
+            let _ = writeln!(hosts, "{ip} {name}.{d} {name}");
         }
         Ok(DnsmasqFiles {
             conf,
@@ -556,6 +562,7 @@ mod tests {
                     ipv6: None,
                 },
             ],
+            remote_names: vec![(Ipv4Addr::new(10, 42, 0, 40), "far".into())],
             upstream: Upstream::None,
             ipv6_gateway: None,
             state_dir: "/run/vessel/networks/web".into(),
@@ -589,7 +596,11 @@ mod tests {
             f.dhcp_hosts,
             "0a:76:73:00:00:01,10.42.0.2,web1\n0a:76:73:00:00:02,10.42.0.3\n"
         );
-        assert_eq!(f.hosts, "10.42.0.2 web1.web.vessel web1\n");
+        // A name served on another host of the overlay is answered, not leased.
+        assert_eq!(
+            f.hosts,
+            "10.42.0.2 web1.web.vessel web1\n10.42.0.40 far.web.vessel far\n"
+        );
 
         let mut c = config();
         c.dynamic_range = Some((Ipv4Addr::new(10, 42, 0, 100), Ipv4Addr::new(10, 42, 0, 200)));
@@ -624,7 +635,8 @@ mod tests {
         }
         assert_eq!(
             f.hosts,
-            "10.42.0.2 web1.web.vessel web1\nfd42::856:73ff:fe00:1 web1.web.vessel web1\n"
+            "10.42.0.2 web1.web.vessel web1\nfd42::856:73ff:fe00:1 web1.web.vessel web1\n\
+             10.42.0.40 far.web.vessel far\n"
         );
     }
 

@@ -156,6 +156,7 @@ fn dnsmasq_serves_static_leases_and_names_reloads_and_recovers() {
             lease_secs: 600,
             domain: "dns.vessel".into(),
             static_leases: vec![lease(MAC1, 10, "web1"), lease(MAC2, 20, "db")],
+            remote_names: Vec::new(),
             upstream: Upstream::None,
             ipv6_gateway: None,
             state_dir: dir.clone(),

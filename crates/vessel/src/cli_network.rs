@@ -53,6 +53,11 @@ pub enum NetworkCommand {
         /// Isolate NIC ports from each other (they still reach the gateway).
         #[arg(long)]
         isolated_ports: bool,
+        /// On a member of a cluster: a cluster network, on every member (a VXLAN overlay
+        /// whose peers follow membership, addresses unique across members, names resolved
+        /// on all).
+        #[arg(long, conflicts_with_all = ["vni", "local", "peers", "vlans"])]
+        cluster: bool,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,

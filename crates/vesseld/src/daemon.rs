@@ -212,6 +212,7 @@ impl Daemon {
         };
         cluster.set_instances(instances.clone());
         cluster.set_auth(auth.clone());
+        cluster.set_networks(networks.clone());
         let metrics = crate::metrics::MetricsService::new(
             crate::metrics::collect::Sources {
                 instances: instances.clone(),

@@ -769,3 +769,166 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     assert_eq!(locations(&d[1])["t2"].0, "m0");
     d[0].ok(&["delete", "--force", "t2"]);
 }
+
+/// The address of `name`'s NIC on `network`, as `vessel list` on `d` shows it.
+fn address_on(d: &Daemon, name: &str, network: &str) -> String {
+    let v = json(&d.ok(&["list", "--format", "json"]));
+    let i = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {v}"));
+    let nic = i["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["network"] == network)
+        .unwrap_or_else(|| panic!("{name} has no NIC on {network}: {i}"));
+    nic["ipv4"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_cluster_network_spans_the_members_as_they_join() {
+    let sb = Sandbox::new(3);
+    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
+    let etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let d: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
+    let t = token(&d[0], "m1");
+    d[1].ok(&["cluster", "join", &t, "--address", &listen(1)]);
+    for di in &d {
+        di.busybox();
+    }
+
+    // Made through one member, on every member, peered with the others.
+    let err = d[0].fails(&[
+        "network",
+        "create",
+        "cn",
+        "--subnet",
+        "10.77.0.0/24",
+        "--cluster",
+        "--vni",
+        "5000",
+    ]);
+    assert!(err.contains("--vni"), "{err}");
+    d[0].ok(&[
+        "network",
+        "create",
+        "cn",
+        "--subnet",
+        "10.77.0.0/24",
+        "--cluster",
+    ]);
+    let info = |d: &Daemon| json(&d.ok(&["network", "info", "cn", "--format", "json"]));
+    wait("cn on m1", Duration::from_secs(10), || {
+        d[1].vessel(&["network", "info", "cn"]).status.success()
+    });
+    for (i, other) in [(0, 1), (1, 0)] {
+        let n = info(&d[i]);
+        assert_eq!(n["type"], "cluster", "{n}");
+        assert_eq!(n["peers"], serde_json::json!([addrs[other]]), "{n}");
+    }
+    let err = d[1].fails(&[
+        "network",
+        "create",
+        "cn",
+        "--subnet",
+        "10.78.0.0/24",
+        "--cluster",
+    ]);
+    assert!(err.contains("exists"), "{err}");
+    for (i, name) in [(0, "c0"), (1, "c1")] {
+        d[i].ok(&[
+            "launch",
+            "busybox",
+            name,
+            "--network",
+            "cn",
+            "--target",
+            &format!("m{i}"),
+        ]);
+    }
+
+    // A member joining later gets the network, and the others peer with it.
+    let t = token(&d[0], "m2");
+    d[2].ok(&["cluster", "join", &t, "--address", &listen(2)]);
+    wait("cn on m2", Duration::from_secs(10), || {
+        d[2].vessel(&["network", "info", "cn"]).status.success()
+    });
+    wait("m2 a peer of m0's cn", Duration::from_secs(10), || {
+        info(&d[0])["peers"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(addrs[2]))
+    });
+    d[2].ok(&[
+        "launch",
+        "busybox",
+        "c2",
+        "--network",
+        "cn",
+        "--target",
+        "m2",
+    ]);
+
+    // One address space: no address twice, each member's from its own block.
+    let ips: Vec<String> = ["c0", "c1", "c2"]
+        .iter()
+        .map(|n| address_on(&d[1], n, "cn"))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 3, "{ips:?}");
+    let blocks: std::collections::BTreeSet<u8> = ips
+        .iter()
+        .map(|ip| ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() / 16)
+        .collect();
+    assert_eq!(blocks.len(), 3, "one block per member: {ips:?}");
+    eprintln!("cluster network addresses: {ips:?}");
+
+    // Traffic across members over the overlay, by names that resolve everywhere.
+    for (i, from, to) in [(0, "c0", "c2"), (2, "c2", "c1"), (1, "c1", "c0")] {
+        wait(
+            &format!("{from} pinging {to} by name"),
+            Duration::from_secs(20),
+            || {
+                d[i].vessel(&["exec", from, "-T", "--", "ping", "-c", "1", "-W", "2", to])
+                    .status
+                    .success()
+            },
+        );
+    }
+    let out = d[0].ok(&["exec", "c0", "-T", "--", "nslookup", "c2"]);
+    assert!(out.contains(&ips[2]), "{out}");
+
+    // Deleted through any member once no member has a NIC on it; gone everywhere.
+    let err = d[2].fails(&["network", "delete", "cn"]);
+    assert!(err.contains("used by"), "{err}");
+    d[1].ok(&["delete", "--force", "c0", "c1", "c2"]);
+    wait("cn deleted", Duration::from_secs(15), || {
+        d[2].vessel(&["network", "delete", "cn"]).status.success()
+    });
+    for di in &d {
+        wait("cn gone", Duration::from_secs(10), || {
+            !di.vessel(&["network", "info", "cn"]).status.success()
+        });
+    }
+}

@@ -28,6 +28,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             peers,
             vlans,
             isolated_ports,
+            cluster,
             description,
             config,
         } => {
@@ -43,6 +44,7 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                     local,
                     vlans,
                     isolated_ports,
+                    cluster,
                     description,
                     config: super::config::key_values(&config)?,
                 },

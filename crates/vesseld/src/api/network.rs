@@ -80,6 +80,16 @@ pub async fn networks_create(
             )));
         }
     }
+    if req.cluster {
+        // On every member: made through the cluster.
+        if !scope.is_default() {
+            return Err(Error::invalid(
+                "cluster networks belong to the default project for now",
+            ));
+        }
+        let n = app.cluster.create_network(req).await?;
+        return Ok((StatusCode::CREATED, Json(n)).into_response());
+    }
     let r = scoped(&app, &scope, move |s| s.create(req)).await?;
     Ok((StatusCode::CREATED, r).into_response())
 }
@@ -99,6 +109,12 @@ pub async fn network_delete(
     Path(name): Path<String>,
 ) -> Result<Response> {
     let name = scope.q(&name)?;
+    let n = app.networks.get(&name).map_err(|e| scope.error(e))?;
+    if n.network_type == "cluster" {
+        // On every member: deleted through the cluster.
+        app.cluster.delete_network(&name).await?;
+        return Ok(Json(n).into_response());
+    }
     scoped(&app, &scope, move |s| s.delete(&name)).await
 }
 

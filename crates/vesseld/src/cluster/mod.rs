@@ -5,6 +5,7 @@
 mod evacuate;
 mod forward;
 mod instances;
+mod networks;
 
 pub use evacuate::EvacuateAction;
 pub use forward::Target;
@@ -50,6 +51,7 @@ struct Joined {
     fence: tokio::task::JoinHandle<()>,
     trust: tokio::task::JoinHandle<()>,
     index: tokio::task::JoinHandle<()>,
+    networks: tokio::task::JoinHandle<()>,
 }
 
 /// How soon the members' certificates are read again when etcd cannot be watched.
@@ -72,6 +74,12 @@ struct Inner {
     claims: std::sync::Mutex<HashMap<(String, String), (std::time::Instant, vessel_cluster::Asks)>>,
     /// Operations forwarded to other members: their ids in the order seen, and where.
     ops: std::sync::Mutex<(VecDeque<String>, HashMap<String, Target>)>,
+    /// Networks: cluster networks are kept on this member.
+    networks: std::sync::OnceLock<crate::network::NetworkService>,
+    /// Wakes the loop that keeps cluster networks (a create or delete just asked).
+    networks_changed: tokio::sync::Notify,
+    /// Why a cluster network is not made or updated here, by name.
+    network_errors: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// This server's membership of a cluster.
@@ -138,6 +146,9 @@ impl ClusterService {
                 fenced_at_start: std::sync::atomic::AtomicBool::new(false),
                 claims: Default::default(),
                 ops: Default::default(),
+                networks: std::sync::OnceLock::new(),
+                networks_changed: tokio::sync::Notify::new(),
+                network_errors: Default::default(),
             }),
         }
     }
@@ -145,6 +156,11 @@ impl ClusterService {
     /// Gives the service the instances (made after it).
     pub fn set_instances(&self, instances: crate::instance::InstanceService) {
         let _ = self.inner.instances.set(instances);
+    }
+
+    /// Gives the service the networks, whose cluster networks it keeps.
+    pub fn set_networks(&self, networks: crate::network::NetworkService) {
+        let _ = self.inner.networks.set(networks);
     }
 
     /// Gives the service the identities, whose member certificates it keeps current.
@@ -291,12 +307,14 @@ impl ClusterService {
             None => tokio::spawn(async {}),
         };
         let index = tokio::spawn(self.clone().keep_index(cluster.clone(), m.name.clone()));
+        let networks = tokio::spawn(self.clone().keep_networks(cluster.clone(), m.name.clone()));
         *self.inner.live.lock().await = Some(Joined {
             cluster,
             beat,
             fence,
             trust,
             index,
+            networks,
         });
         tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
         Ok(())
@@ -345,6 +363,7 @@ impl ClusterService {
             j.fence.abort();
             j.trust.abort();
             j.index.abort();
+            j.networks.abort();
             if let Some(auth) = self.inner.auth.get() {
                 auth.set_members(Default::default());
             }

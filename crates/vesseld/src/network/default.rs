@@ -86,6 +86,7 @@ impl NetworkService {
             vni: None,
             peers: Vec::new(),
             local: None,
+            cluster: false,
             vlans: Vec::new(),
             isolated_ports: false,
             description: "the default network: new instances get a NIC on it".into(),

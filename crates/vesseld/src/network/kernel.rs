@@ -285,6 +285,11 @@ pub(super) fn render_dhcp(rec: &NetworkRecord, state_dir: PathBuf) -> Result<Dhc
         lease_secs: 3600,
         domain: rec.domain(),
         static_leases,
+        remote_names: rec
+            .remote_names
+            .iter()
+            .filter_map(|(ip, name)| Some((ip.parse().ok()?, name.clone())))
+            .collect(),
         // Names outside the network's domain go to the host's resolvers, so that instances
         // given the gateway as their DNS server still resolve the rest of the world.
         upstream: Upstream::HostResolvConf,

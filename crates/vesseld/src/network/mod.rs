@@ -12,6 +12,7 @@
 
 mod acls;
 mod balancers;
+mod cluster;
 mod default;
 mod forwards;
 mod kernel;
@@ -33,6 +34,8 @@ use crate::error::{chain, Error, Result};
 use crate::events::Events;
 use crate::store::{Records, Store};
 use record::NetworkRecord;
+
+pub use cluster::ClusterNetworkSpec;
 
 const NETWORK: &str = "network";
 /// A network being created: recorded before its kernel objects are made, removed once the
@@ -139,7 +142,12 @@ impl NetworkService {
         drop(checkers);
         Network {
             name: r.name.clone(),
-            network_type: if r.vni.is_some() { "vxlan" } else { "bridge" }.into(),
+            network_type: match (r.cluster, r.vni.is_some()) {
+                (true, _) => "cluster",
+                (false, true) => "vxlan",
+                (false, false) => "bridge",
+            }
+            .into(),
             subnet: r.subnet.clone(),
             gateway,
             ipv6: r.ipv6.clone(),

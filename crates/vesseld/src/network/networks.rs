@@ -18,9 +18,24 @@ const MAX_NAME: usize = 11;
 impl NetworkService {
     /// Creates a network and its kernel objects.
     pub fn create(&self, req: NetworkCreate) -> Result<Network> {
+        if req.cluster {
+            return Err(Error::invalid(
+                "a cluster network is made by the cluster (on a member of one)",
+            ));
+        }
+        self.create_with(req, |_| {})
+    }
+
+    /// Creates a network whose record `adjust` completes (a cluster network's).
+    pub(super) fn create_with(
+        &self,
+        req: NetworkCreate,
+        adjust: impl FnOnce(&mut NetworkRecord),
+    ) -> Result<Network> {
         let _g = self.busy();
         let host_has_ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
         let mut rec = plan_network(&req, &self.records()?, host_has_ipv6, crate::clock::now())?;
+        adjust(&mut rec);
         if let Some(local) = &req.local {
             let held = Links::open(&NetNs::current())
                 .and_then(|mut l| l.ipv4_addresses())
@@ -208,6 +223,9 @@ pub(super) fn plan_network(
         description: req.description.clone(),
         config: req.config.clone(),
         created_at,
+        cluster: false,
+        ranges: Vec::new(),
+        remote_names: Vec::new(),
     };
     let ours = rec.vnis();
     for o in others {
@@ -258,6 +276,7 @@ mod tests {
             vni: None,
             peers: Vec::new(),
             local: None,
+            cluster: false,
             vlans: Vec::new(),
             isolated_ports: false,
             description: "d".into(),

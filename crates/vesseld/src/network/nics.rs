@@ -479,6 +479,26 @@ pub(super) fn plan_lease(
             let _ = ipam.reserve(ip);
         }
     }
+    // A cluster network: this member hands out the addresses of its own blocks only, so no
+    // address is given on two members.
+    let blocks: Vec<vessel_net::Subnet> =
+        rec.ranges.iter().filter_map(|r| r.parse().ok()).collect();
+    let in_blocks = |ip: Ipv4Addr| blocks.iter().any(|b| b.contains(ip));
+    if rec.cluster {
+        if blocks.is_empty() {
+            return Err(Error::conflict(format!(
+                "cluster network {network:?} has no address block on this member yet; try \
+                 again in a few seconds"
+            )));
+        }
+        let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+        for n in first + 1..last {
+            let ip = Ipv4Addr::from(n);
+            if !in_blocks(ip) {
+                let _ = ipam.reserve(ip);
+            }
+        }
+    }
     let ip = match &req.ip {
         Some(s) => {
             let ip: Ipv4Addr = s
@@ -487,6 +507,13 @@ pub(super) fn plan_lease(
             if !subnet.contains(ip) {
                 return Err(Error::invalid(format!(
                     "{ip} is outside {network:?}'s subnet {subnet}"
+                )));
+            }
+            if rec.cluster && !in_blocks(ip) {
+                return Err(Error::invalid(format!(
+                    "{ip} is not in this member's blocks of cluster network {network:?} ({}): \
+                     launch on the member whose block holds it",
+                    rec.ranges.join(", ")
                 )));
             }
             ipam.reserve(ip)

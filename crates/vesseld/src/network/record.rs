@@ -55,6 +55,16 @@ pub(super) struct NetworkRecord {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(super) config: std::collections::BTreeMap<String, String>,
     pub(super) created_at: String,
+    /// A cluster network: this member's copy of a network every member has (its VNI and
+    /// peers are the cluster's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) cluster: bool,
+    /// On a cluster network: the address blocks (CIDR) this member hands out from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) ranges: Vec<String>,
+    /// On a cluster network: the other members' NICs on it (address, name), for DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) remote_names: Vec<(String, String)>,
 }
 
 impl NetworkRecord {
@@ -206,6 +216,9 @@ pub(super) mod fixture {
             description: String::new(),
             config: Default::default(),
             created_at: "2024-01-01T00:00:00Z".into(),
+            cluster: false,
+            ranges: Vec::new(),
+            remote_names: Vec::new(),
         }
     }
 

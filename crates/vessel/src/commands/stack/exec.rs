@@ -251,6 +251,7 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
                     vni: None,
                     peers: Vec::new(),
                     local: None,
+                    cluster: false,
                     vlans: spec.vlans.clone(),
                     isolated_ports: spec.isolated_ports,
                     description: format!("stack {}", stack.name),
