@@ -83,6 +83,19 @@ pub struct ClusterInfo {
     pub fenced: bool,
     /// SHA-256 of this server's certificate: what the other members pin.
     pub fingerprint: String,
+    /// How the cluster places new instances: `spread` or `binpack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// Body of `PATCH /1.0/cluster`: the cluster's settings to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterUpdate {
+    /// How new instances are placed: `spread` (the member with the most room left) or
+    /// `binpack` (the one with the least room that fits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// What a member uses, from its last heartbeat.

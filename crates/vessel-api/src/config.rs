@@ -68,6 +68,10 @@ pub const INSTANCE_KEYS: &[(&str, &str)] = &[
         "true: in a cluster, its member stops it when cut off from etcd (fencing)",
     ),
     (
+        "cluster.group",
+        "its placement group in a cluster: no two instances of a group on one member",
+    ),
+    (
         "cluster.evacuate",
         "what `vessel cluster evacuate` does with it: auto or migrate (moved to another \
          member, cold), stop (stopped where it is, started again by restore)",

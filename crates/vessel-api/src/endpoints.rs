@@ -228,7 +228,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[Query {
             name: "target",
             description: "On a member of a cluster: the member to make it on (online); without \
-                          it the scheduler chooses from its limits and the members' room",
+                          it the scheduler chooses from its limits, its `cluster.group` and \
+                          the members' room, by the cluster's policy",
             required: false,
         }],
         request: Body::Json("InstanceCreate"),
@@ -1492,6 +1493,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("ClusterInfo"),
     },
     Endpoint {
+        id: "cluster_update",
+        method: Method::Patch,
+        path: "/1.0/cluster",
+        summary: "Change the cluster's settings (its placement policy); answers this \
+                  server's place as `GET` does",
+        query: &[],
+        request: Body::Json("ClusterUpdate"),
+        status: 200,
+        role: Role::Admin,
+        scope: Scope::Server,
+        response: Body::Json("ClusterInfo"),
+    },
+    Endpoint {
         id: "cluster_init",
         method: Method::Post,
         path: "/1.0/cluster",
@@ -1557,7 +1571,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
             },
             Query {
                 name: "policy",
-                description: "spread (default) or binpack",
+                description: "spread or binpack (default: the cluster's policy)",
+                required: false,
+            },
+            Query {
+                name: "group",
+                description: "its placement group: no member holding one of the group is chosen",
                 required: false,
             },
         ],

@@ -56,6 +56,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ClusterJoin>()
         .schema_from::<ClusterTokenCreate>()
         .schema_from::<ClusterEvacuate>()
+        .schema_from::<ClusterUpdate>()
         .schema_from::<ClusterToken>()
         .schema_from::<ClusterInfo>()
         .schema_from::<ClusterMember>()

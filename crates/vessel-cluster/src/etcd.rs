@@ -19,6 +19,9 @@ pub(crate) const PREFIX: &str = "/vessel/";
 struct ClusterRecord {
     id: String,
     created_at: String,
+    /// How new instances are placed (`spread`, `binpack`); none: spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
 }
 
 /// What `tokens/ID` holds.
@@ -146,6 +149,41 @@ impl Cluster {
         }
     }
 
+    /// How new instances are placed (`spread` unless set).
+    pub async fn policy(&self) -> Result<String> {
+        let k = key("cluster");
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound("etcd holds no cluster".into()));
+        };
+        Ok(parse::<ClusterRecord>(&k, kv.value())?
+            .policy
+            .unwrap_or_else(|| "spread".into()))
+    }
+
+    /// Sets how new instances are placed (the caller checked the name).
+    pub async fn set_policy(&self, policy: &str) -> Result<()> {
+        let k = key("cluster");
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound("etcd holds no cluster".into()));
+        };
+        let mut rec: ClusterRecord = parse(&k, kv.value())?;
+        rec.policy = Some(policy.to_string());
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+        if self.txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Box::pin(self.set_policy(policy)).await
+        }
+    }
+
     /// Makes the cluster with `me` its first member; refused if etcd holds one already.
     pub async fn init(&self, id: &str, now: &str, me: &MemberRecord) -> Result<()> {
         let ck = key("cluster");
@@ -153,6 +191,7 @@ impl Cluster {
         let rec = ClusterRecord {
             id: id.into(),
             created_at: now.into(),
+            policy: None,
         };
         let txn = Txn::new()
             .when([Compare::version(ck.as_str(), CompareOp::Equal, 0)])

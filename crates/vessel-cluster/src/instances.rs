@@ -33,8 +33,9 @@ pub struct Location {
     pub origin: Option<String>,
 }
 
-/// What an instance asks of its member: its limits (none: nothing, a best-effort one).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+/// What an instance asks of its member: its limits (none: nothing, a best-effort one) and
+/// its anti-affinity group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Asks {
     /// CPU cores.
     #[serde(default)]
@@ -42,6 +43,9 @@ pub struct Asks {
     /// Memory, bytes.
     #[serde(default)]
     pub memory: u64,
+    /// Its placement group (`PROJECT/GROUP`): no two of a group on one member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 fn instance_key(project: &str, name: &str) -> String {
@@ -72,7 +76,7 @@ impl Cluster {
             project: project.into(),
             name: name.into(),
             member: member.into(),
-            asks,
+            asks: asks.clone(),
             origin: None,
         };
         let txn = Txn::new()
@@ -89,7 +93,7 @@ impl Cluster {
                 l.member
             ))),
             // Deleted in between: try once more.
-            None => Box::pin(self.claim_instance(project, name, member, asks)).await,
+            None => Box::pin(self.claim_instance(project, name, member, asks.clone())).await,
         }
     }
 
@@ -175,7 +179,7 @@ impl Cluster {
             match keep.get(&id) {
                 Some(asks) if loc.member == member && loc.asks != *asks => {
                     let rec = Location {
-                        asks: *asks,
+                        asks: asks.clone(),
                         ..loc.clone()
                     };
                     let txn =
@@ -197,7 +201,9 @@ impl Cluster {
             seen.insert(id);
         }
         for ((project, name), asks) in keep.iter().filter(|(id, _)| !seen.contains(*id)) {
-            if let Err(Error::Conflict(_)) = self.claim_instance(project, name, member, *asks).await
+            if let Err(Error::Conflict(_)) = self
+                .claim_instance(project, name, member, asks.clone())
+                .await
             {
                 if let Some(l) = self.locate_instance(project, name).await? {
                     clashes.push(l);

@@ -57,12 +57,23 @@ pub enum ClusterCommand {
         /// Memory it asks for, e.g. 512MiB.
         #[arg(long, default_value = "0")]
         memory: String,
-        /// `spread` (the most room left) or `binpack` (the least room that fits).
-        #[arg(long, default_value = "spread")]
-        policy: String,
+        /// `spread` (the most room left) or `binpack` (the least room that fits); default:
+        /// the cluster's policy.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Its placement group (`cluster.group`): no member holding one of the group.
+        #[arg(long)]
+        group: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// How new instances are placed: `spread` (the member with the most room left, the
+    /// default) or `binpack` (the one with the least room that fits). Without a value, the
+    /// cluster's policy now. Instances with the same `cluster.group` never share a member.
+    Policy {
+        /// `spread` or `binpack`.
+        policy: Option<String>,
     },
     /// This server's place in the cluster.
     Info {

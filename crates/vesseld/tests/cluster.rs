@@ -721,6 +721,45 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
         pairs(&[("m0", "online"), ("m1", "online"), ("m2", "online")])
     );
 
+    // The cluster's policy and placement groups: binpack puts new instances together, but
+    // never two of one group on a member; a fourth of a group fits nowhere on three.
+    d[0].ok(&["cluster", "policy", "binpack"]);
+    let info = json(&d[1].ok(&["cluster", "info", "--format", "json"]));
+    assert_eq!(info["policy"], "binpack", "{info}");
+    let err = d[1].fails(&["cluster", "policy", "random"]);
+    assert!(err.contains("spread"), "{err}");
+    for name in ["p1", "p2"] {
+        d[2].ok(&["launch", "busybox", name, "--no-network"]);
+    }
+    let at = locations(&d[0]);
+    assert_eq!(at["p1"].0, at["p2"].0, "binpack: {at:?}");
+    for name in ["r1", "r2", "r3"] {
+        d[2].ok(&[
+            "launch",
+            "busybox",
+            name,
+            "--no-network",
+            "-c",
+            "cluster.group=db",
+        ]);
+    }
+    let at = locations(&d[0]);
+    let spread: std::collections::BTreeSet<&String> =
+        ["r1", "r2", "r3"].iter().map(|n| &at[*n].0).collect();
+    assert_eq!(spread.len(), 3, "a group shares no member: {at:?}");
+    let err = d[2].fails(&[
+        "launch",
+        "busybox",
+        "r4",
+        "--no-network",
+        "-c",
+        "cluster.group=db",
+    ]);
+    assert!(err.contains("no member fits"), "{err}");
+    let err = d[2].fails(&["config", "set", "r1", "cluster.group=no good"]);
+    assert!(err.contains("cluster.group"), "{err}");
+    d[0].ok(&["cluster", "policy", "spread"]);
+
     // A member down: its instances are listed with their place and no state; nothing is
     // launched onto it, and requests for its instances say where they are.
     d[2].kill(libc::SIGKILL);

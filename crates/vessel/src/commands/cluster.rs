@@ -61,7 +61,7 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
         ));
     }
     println(format!(
-        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  fingerprint: {}",
+        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  placement:   {}\n  fingerprint: {}",
         i.name.as_deref().unwrap_or("?"),
         i.id.as_deref().unwrap_or("?"),
         i.address.as_deref().unwrap_or("?"),
@@ -72,6 +72,7 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
         } else {
             "no"
         },
+        i.policy.as_deref().unwrap_or("?"),
         i.fingerprint
     ))
 }
@@ -131,18 +132,35 @@ pub fn run(client: &Client, cmd: ClusterCommand) -> Result<i32> {
             cpu,
             memory,
             policy,
+            group,
             format,
         } => {
-            let path = crate::encode::with_query(
-                "/1.0/cluster/placement",
-                &[("cpu", cpu), ("memory", memory), ("policy", policy)],
-            );
+            let mut q = vec![("cpu", cpu), ("memory", memory)];
+            q.extend(policy.map(|p| ("policy", p)));
+            q.extend(group.map(|g| ("group", g)));
+            let path = crate::encode::with_query("/1.0/cluster/placement", &q);
             let p: ClusterPlacement = client.get(&path)?;
             if format == Format::Table {
                 println(format!("{}\n  {}", p.member, p.reason))?;
             } else {
                 print_document(format, &p)?;
             }
+        }
+        ClusterCommand::Policy { policy } => {
+            let i: ClusterInfo = match policy {
+                Some(policy) => client.send(
+                    "PATCH",
+                    "/1.0/cluster",
+                    &vessel_api::ClusterUpdate {
+                        policy: Some(policy),
+                    },
+                )?,
+                None => client.get("/1.0/cluster")?,
+            };
+            println(format!(
+                "New instances are placed by {}.",
+                i.policy.as_deref().unwrap_or("?")
+            ))?;
         }
         ClusterCommand::Info { format } => {
             let i: ClusterInfo = client.get("/1.0/cluster")?;

@@ -20,6 +20,13 @@ pub async fn get(State(app): State<App>) -> Result<Response> {
     Ok(Json(app.cluster.info().await?).into_response())
 }
 
+pub async fn update(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<vessel_api::ClusterUpdate>,
+) -> Result<Response> {
+    Ok(Json(app.cluster.update(req).await?).into_response())
+}
+
 pub async fn init(State(app): State<App>, ApiJson(req): ApiJson<ClusterInit>) -> Result<Response> {
     Ok((StatusCode::CREATED, Json(app.cluster.init(req).await?)).into_response())
 }
@@ -69,8 +76,16 @@ pub async fn placement(
         Some(v) => vessel_api::size::parse_size(v)
             .map_err(|e| Error::invalid(format!("memory={v:?}: {e}")))?,
     };
-    let policy = q.get("policy").map(String::as_str).unwrap_or("spread");
-    Ok(Json(app.cluster.place(cpu, memory, policy).await?).into_response())
+    let policy = q.get("policy").map(String::as_str);
+    let group = q
+        .get("group")
+        .map(|g| format!("{}/{g}", vessel_api::DEFAULT_PROJECT));
+    Ok(Json(
+        app.cluster
+            .place(cpu, memory, policy, group.as_deref())
+            .await?,
+    )
+    .into_response())
 }
 
 /// In a cluster, the member a new instance goes to (`?target=`, or the scheduler's choice
@@ -101,7 +116,12 @@ pub(super) async fn create_elsewhere(
         req.limits.cpu.unwrap_or(0.0),
         req.limits.memory.unwrap_or(0),
     );
-    let Some(to) = app.cluster.choose(target, cpu, memory).await? else {
+    let group = crate::cluster::group_of(scope.name(), &req.config);
+    let Some(to) = app
+        .cluster
+        .choose(target, cpu, memory, group.as_deref())
+        .await?
+    else {
         return Ok(None);
     };
     let uri = format!(
@@ -211,7 +231,7 @@ pub async fn migrate(
     app.instances
         .get_stored(&qualified)
         .map_err(|e| scope.error(e))?;
-    let Some(to) = app.cluster.choose(Some(&req.target), 0.0, 0).await? else {
+    let Some(to) = app.cluster.choose(Some(&req.target), 0.0, 0, None).await? else {
         return Err(Error::conflict(format!(
             "instance {name} is on member {} already",
             req.target

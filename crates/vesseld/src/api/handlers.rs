@@ -126,7 +126,9 @@ pub async fn instances_create(
         quota.admits_in_pool(pool, &sizes, req.limits.disk)?;
     }
     // No name twice in a cluster: it is claimed before it is made.
-    app.cluster.claim(scope.name(), &name, &req.limits).await?;
+    app.cluster
+        .claim(scope.name(), &name, &req.limits, &req.config)
+        .await?;
     let op = app.instances.create(req, own, from_profiles).map_err(|e| {
         app.cluster.unclaim(scope.name(), &name);
         scope.error(e)

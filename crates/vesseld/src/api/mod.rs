@@ -152,6 +152,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
     match e.id {
         "server_info" => on(f, h::server_info),
         "cluster_get" => on(f, cluster::get),
+        "cluster_update" => on(f, cluster::update),
         "cluster_init" => on(f, cluster::init),
         "cluster_join" => on(f, cluster::join),
         "cluster_tokens_create" => on(f, cluster::tokens_create),

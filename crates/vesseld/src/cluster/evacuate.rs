@@ -109,7 +109,8 @@ impl ClusterService {
                 EvacuateAction::Migrate => {
                     let cpu = inst.limits.cpu.unwrap_or(0.0);
                     let memory = inst.limits.memory.unwrap_or(0);
-                    match self.place(cpu, memory, "spread").await {
+                    let group = super::instances::group_of(project, &inst.config);
+                    match self.place(cpu, memory, None, group.as_deref()).await {
                         Err(e) => Err(e),
                         Ok(p) => {
                             op.progress(

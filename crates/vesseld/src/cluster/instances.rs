@@ -24,11 +24,27 @@ const OPS_KEPT: usize = 4096;
 /// The longest operation body read back from another member.
 const MAX_OPERATION_BODY: usize = 1 << 20;
 
-/// What an instance with `limits` asks of its member.
-fn asks(limits: &vessel_api::Limits) -> Asks {
+/// The placement group of an instance of `project` whose configuration is `config`
+/// (`cluster.group`), as the cluster knows it: `PROJECT/GROUP`.
+pub fn group_of(
+    project: &str,
+    config: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    config
+        .get("cluster.group")
+        .map(|g| format!("{project}/{g}"))
+}
+
+/// What an instance of `project` with `limits` and `config` asks of its member.
+fn asks(
+    project: &str,
+    limits: &vessel_api::Limits,
+    config: &std::collections::BTreeMap<String, String>,
+) -> Asks {
     Asks {
         cpu: limits.cpu.unwrap_or(0.0),
         memory: limits.memory.unwrap_or(0),
+        group: group_of(project, config),
     }
 }
 
@@ -113,6 +129,7 @@ impl ClusterService {
         target: Option<&str>,
         cpu: f64,
         memory: u64,
+        group: Option<&str>,
     ) -> Result<Option<Target>> {
         let Some((cluster, me)) = self.live_member().await else {
             return match target {
@@ -124,7 +141,7 @@ impl ClusterService {
         };
         let chosen = match target {
             Some(t) => t.to_string(),
-            None => self.place(cpu, memory, "spread").await?.member,
+            None => self.place(cpu, memory, None, group).await?.member,
         };
         if chosen == me {
             return Ok(None);
@@ -153,13 +170,14 @@ impl ClusterService {
         project: &str,
         name: &str,
         limits: &vessel_api::Limits,
+        config: &std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
         let Some((cluster, me)) = self.live_member().await else {
             return Ok(());
         };
-        let asks = asks(limits);
+        let asks = asks(project, limits, config);
         cluster
-            .claim_instance(project, name, &me, asks)
+            .claim_instance(project, name, &me, asks.clone())
             .await
             .map_err(from_cluster)?;
         self.inner
@@ -417,7 +435,10 @@ impl ClusterService {
                     .iter()
                     .map(|i| {
                         let (p, n) = crate::project::split(&i.name);
-                        ((p.to_string(), n.to_string()), asks(&i.limits))
+                        (
+                            (p.to_string(), n.to_string()),
+                            asks(p, &i.limits, &i.config),
+                        )
                     })
                     .collect(),
                 Err(e) => {
@@ -430,7 +451,7 @@ impl ClusterService {
                 let mut claims = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
                 claims.retain(|_, (at, _)| at.elapsed() < CLAIM_GRACE);
                 for (id, (_, asks)) in claims.iter() {
-                    keep.entry(id.clone()).or_insert(*asks);
+                    keep.entry(id.clone()).or_insert_with(|| asks.clone());
                 }
             }
             match cluster.sync_instances(&me, &keep).await {

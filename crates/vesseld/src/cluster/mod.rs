@@ -9,6 +9,7 @@ mod networks;
 
 pub use evacuate::EvacuateAction;
 pub use forward::Target;
+pub use instances::group_of;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -389,12 +390,20 @@ impl ClusterService {
     /// `GET /1.0/cluster`.
     pub async fn info(&self) -> Result<ClusterInfo> {
         let m = self.inner.membership.lock().await.clone();
-        let (connected, fenced) = match self.inner.live.lock().await.as_ref() {
+        let (connected, fenced, cluster) = match self.inner.live.lock().await.as_ref() {
             Some(j) => {
                 let fenced = *j.beat.fenced().borrow();
-                (!fenced, fenced)
+                (!fenced, fenced, Some(j.cluster.clone()))
             }
-            None => (false, self.inner.fenced_at_start.load(Ordering::SeqCst)),
+            None => (
+                false,
+                self.inner.fenced_at_start.load(Ordering::SeqCst),
+                None,
+            ),
+        };
+        let policy = match cluster {
+            Some(c) => c.policy().await.ok(),
+            None => None,
         };
         Ok(ClusterInfo {
             enabled: m.is_some(),
@@ -405,7 +414,23 @@ impl ClusterService {
             connected,
             fenced,
             fingerprint: self.fingerprint()?,
+            policy,
         })
+    }
+
+    /// `PATCH /1.0/cluster`: the cluster's settings.
+    pub async fn update(&self, req: vessel_api::ClusterUpdate) -> Result<ClusterInfo> {
+        let cluster = self.cluster().await?;
+        if let Some(p) = &req.policy {
+            let policy: vessel_placement::Policy = p
+                .parse()
+                .map_err(|e: vessel_placement::UnknownPolicy| Error::invalid(e.to_string()))?;
+            cluster
+                .set_policy(&policy.to_string())
+                .await
+                .map_err(from_cluster)?;
+        }
+        self.info().await
     }
 
     async fn refuse_if_member(&self) -> Result<()> {
@@ -607,7 +632,17 @@ impl ClusterService {
     /// choose for a new instance asking for `cpu` cores and `memory` bytes, from the members'
     /// capacity, what their instances ask for (the cluster's instance index, current from
     /// the moment a name is claimed) and whether they are online.
-    pub async fn place(&self, cpu: f64, memory: u64, policy: &str) -> Result<ClusterPlacement> {
+    pub async fn place(
+        &self,
+        cpu: f64,
+        memory: u64,
+        policy: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<ClusterPlacement> {
+        let policy = match policy {
+            Some(p) => p.to_string(),
+            None => self.cluster().await?.policy().await.map_err(from_cluster)?,
+        };
         let policy: vessel_placement::Policy = policy
             .parse()
             .map_err(|e: vessel_placement::UnknownPolicy| Error::invalid(e.to_string()))?;
@@ -630,9 +665,13 @@ impl ClusterService {
                 m.cpu_used += loc.asks.cpu;
                 m.memory_used = m.memory_used.saturating_add(loc.asks.memory);
                 m.instances += 1;
+                m.groups.extend(loc.asks.group);
             }
         }
-        let req = vessel_placement::Request::new("the new instance", "", cpu, memory);
+        let mut req = vessel_placement::Request::new("the new instance", "", cpu, memory);
+        if let Some(g) = group {
+            req = req.in_group(g);
+        }
         let i = vessel_placement::place(&members, &req, policy, None)
             .map_err(|e| Error::conflict(e.to_string()))?;
         Ok(ClusterPlacement {

@@ -237,6 +237,13 @@ fn apply_key(
             }
             set_or_remove(config, key, value);
         }
+        "cluster.group" => {
+            if value.is_some() {
+                crate::name::validate_name("placement group", v)
+                    .map_err(|e| bad(key, v, &e.message))?;
+            }
+            set_or_remove(config, key, value);
+        }
         "cluster.evacuate" => {
             if value.is_some() {
                 crate::cluster::EvacuateAction::parse(v).map_err(|why| bad(key, v, &why))?;
