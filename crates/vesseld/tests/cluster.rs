@@ -566,6 +566,10 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
         "m2",
     ]);
     assert!(err.contains("exists already"), "{err}");
+    let err = d[1].fails(&["copy", "a", "b"]);
+    assert!(err.contains("exists already"), "{err}");
+    let err = d[2].fails(&["rename", "a", "c"]);
+    assert!(err.contains("exists already"), "{err}");
     let err = d[0].fails(&["launch", "busybox", "x", "--no-network", "--target", "m9"]);
     assert!(err.contains("no member m9"), "{err}");
     // A placement that fits nowhere: refused with each member's room, nothing made.

@@ -107,6 +107,11 @@ pub async fn import(
     let new_name = match q.get("name") {
         Some(n) => {
             crate::name::validate_name("instance", n)?;
+            // No name twice in a cluster: a name given is claimed first (one kept from
+            // the archive is claimed by the index's next pass).
+            app.cluster
+                .claim(scope.name(), n, &Default::default(), &Default::default())
+                .await?;
             Some(scope.q(n)?)
         }
         None => None,

@@ -83,10 +83,21 @@ pub async fn rename(
     ApiJson(req): ApiJson<InstanceRename>,
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
+    let from = app
+        .instances
+        .get_stored(&scope.q(&name)?)
+        .map_err(|e| scope.error(e))?;
+    // No name twice in a cluster: the new one is claimed first.
+    app.cluster
+        .claim(scope.name(), &req.name, &from.limits, &from.config)
+        .await?;
     let op = app
         .instances
         .rename(&scope.q(&name)?, &scope.q(&req.name)?)
-        .map_err(|e| scope.error(e))?;
+        .map_err(|e| {
+            app.cluster.unclaim(scope.name(), &req.name);
+            scope.error(e)
+        })?;
     Ok(accepted(scope.operation(op)))
 }
 
@@ -136,10 +147,17 @@ pub async fn copy(
     if let Some(from) = all.iter().find(|i| i.name == src) {
         let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
         quota.admits(&usage, from.instance_type, &from.limits, None)?;
+        // No name twice in a cluster: the copy's is claimed first.
+        app.cluster
+            .claim(scope.name(), &req.name, &from.limits, &from.config)
+            .await?;
     }
     let op = app
         .instances
         .copy(&src, req.snapshot.as_deref(), &dst, req.start)
-        .map_err(|e| scope.error(e))?;
+        .map_err(|e| {
+            app.cluster.unclaim(scope.name(), &req.name);
+            scope.error(e)
+        })?;
     Ok(accepted(scope.operation(op)))
 }
