@@ -180,7 +180,9 @@ impl Cluster {
         if self.txn(txn).await?.succeeded() {
             Ok(())
         } else {
-            Box::pin(self.set_policy(policy)).await
+            Err(Error::Conflict(
+                "the cluster's record changed meanwhile; try again".into(),
+            ))
         }
     }
 
@@ -305,6 +307,10 @@ impl Cluster {
 
     /// Marks the member `name` evacuated (nothing new placed on it) or not.
     pub async fn set_evacuated(&self, name: &str, evacuated: bool) -> Result<()> {
+        self.set_evacuated_try(name, evacuated, 0).await
+    }
+
+    async fn set_evacuated_try(&self, name: &str, evacuated: bool, tries: u32) -> Result<()> {
         let k = key(&format!("members/{name}"));
         let resp = self.get(&k, None).await?;
         let Some(kv) = resp.kvs().first() else {
@@ -321,9 +327,13 @@ impl Cluster {
             .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
         if self.txn(txn).await?.succeeded() {
             Ok(())
-        } else {
+        } else if tries < 8 {
             // Rewritten in between (its address or capacity): once more.
-            Box::pin(self.set_evacuated(name, evacuated)).await
+            Box::pin(self.set_evacuated_try(name, evacuated, tries + 1)).await
+        } else {
+            Err(Error::Conflict(format!(
+                "member {name}'s record kept changing; try again"
+            )))
         }
     }
 
@@ -364,10 +374,12 @@ impl Cluster {
                 "member {name} is online: stop its daemon first (or remove it with --force)"
             )));
         }
-        for k in [
+        let mut gone = vec![
             key(&format!("members/{name}")),
             key(&format!("alive/{name}")),
-        ] {
+        ];
+        gone.extend(self.held_by(name).await?);
+        for k in gone {
             call(&self.client, |mut c| {
                 let k = k.clone();
                 async move { c.delete(k, None).await }
@@ -375,6 +387,31 @@ impl Cluster {
             .await?;
         }
         Ok(())
+    }
+
+    /// The keys of what the member `name` holds on cluster networks: its address blocks
+    /// and its NICs (given back when it is removed).
+    async fn held_by(&self, name: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let blocks = self
+            .get(&key("netblocks/"), Some(GetOptions::new().with_prefix()))
+            .await?;
+        for kv in blocks.kvs() {
+            if kv.value() == name.as_bytes() {
+                keys.push(kv.key_str().unwrap_or_default().to_string());
+            }
+        }
+        let hosts = self
+            .get(&key("nethosts/"), Some(GetOptions::new().with_prefix()))
+            .await?;
+        for kv in hosts.kvs() {
+            let held = serde_json::from_slice::<crate::NetHost>(kv.value())
+                .is_ok_and(|h| h.member == name);
+            if held {
+                keys.push(kv.key_str().unwrap_or_default().to_string());
+            }
+        }
+        Ok(keys)
     }
 
     /// Starts beating for the member `name`: a lease of `ttl` renewed every third of it,

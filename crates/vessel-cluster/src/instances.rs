@@ -143,6 +143,12 @@ impl Cluster {
         }
     }
 
+    /// etcd's current revision.
+    pub async fn revision(&self) -> Result<i64> {
+        let resp = self.get(&key("cluster"), None).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
     /// The member holding `project`/`name`, if any.
     pub async fn locate_instance(&self, project: &str, name: &str) -> Result<Option<Location>> {
         let resp = self.get(&instance_key(project, name), None).await?;
@@ -161,10 +167,13 @@ impl Cluster {
     /// claimed with what it asks for, and the member's entries not in `keep` are released
     /// (each change only if the entry is unchanged since it was read). Names another member
     /// holds are left to it and returned.
+    /// Entries made after revision `since` (claims newer than the caller's view of its
+    /// instances) are never released.
     pub async fn sync_instances(
         &self,
         member: &str,
         keep: &BTreeMap<(String, String), Asks>,
+        since: i64,
     ) -> Result<Vec<Location>> {
         let resp = self
             .get(&key("instances/"), Some(GetOptions::new().with_prefix()))
@@ -190,7 +199,7 @@ impl Cluster {
                 }
                 Some(_) if loc.member != member => clashes.push(loc),
                 Some(_) => {}
-                None if loc.member == member => {
+                None if loc.member == member && kv.create_revision() <= since => {
                     let txn = Txn::new()
                         .when([unchanged])
                         .and_then([TxnOp::delete(k, None)]);

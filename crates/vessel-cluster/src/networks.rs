@@ -64,39 +64,58 @@ impl Cluster {
             .collect()
     }
 
-    /// Records a new cluster network with the next free VNI; refused if the name is taken.
-    /// Returns it as recorded.
+    /// Records a new cluster network with a VNI no network had before (`netvni-last`
+    /// counts them, so a deleted network's VNI is not given again while a member may still
+    /// hold its copy); refused if the name is taken. Returns it as recorded.
     pub async fn create_network(&self, mut spec: NetworkSpec) -> Result<NetworkSpec> {
-        let existing = self.networks().await?;
-        if existing.iter().any(|n| n.name == spec.name) {
-            return Err(Error::Conflict(format!(
-                "cluster network {} exists already",
-                spec.name
-            )));
+        let lk = key("netvni-last");
+        for _ in 0..8 {
+            let existing = self.networks().await?;
+            if existing.iter().any(|n| n.name == spec.name) {
+                return Err(Error::Conflict(format!(
+                    "cluster network {} exists already",
+                    spec.name
+                )));
+            }
+            let last = self.get(&lk, None).await?;
+            let (last_vni, last_rev) = match last.kvs().first() {
+                Some(kv) => (
+                    String::from_utf8_lossy(kv.value())
+                        .parse::<u32>()
+                        .unwrap_or(0),
+                    kv.mod_revision(),
+                ),
+                None => (0, 0),
+            };
+            spec.vni = existing
+                .iter()
+                .map(|n| n.vni)
+                .chain([last_vni])
+                .max()
+                .map_or(FIRST_VNI, |v| v + 1)
+                .max(FIRST_VNI);
+            let nk = key(&format!("networks/{}", spec.name));
+            let vk = key(&format!("netvni/{}", spec.vni));
+            let txn = Txn::new()
+                .when([
+                    Compare::version(nk.as_str(), CompareOp::Equal, 0),
+                    Compare::version(vk.as_str(), CompareOp::Equal, 0),
+                    Compare::mod_revision(lk.as_str(), CompareOp::Equal, last_rev),
+                ])
+                .and_then([
+                    TxnOp::put(nk.as_str(), json(&spec), None),
+                    TxnOp::put(vk.as_str(), spec.name.clone(), None),
+                    TxnOp::put(lk.as_str(), spec.vni.to_string(), None),
+                ]);
+            if self.txn(txn).await?.succeeded() {
+                return Ok(spec);
+            }
         }
-        spec.vni = existing
-            .iter()
-            .map(|n| n.vni + 1)
-            .max()
-            .unwrap_or(FIRST_VNI)
-            .max(FIRST_VNI);
-        let nk = key(&format!("networks/{}", spec.name));
-        let vk = key(&format!("netvni/{}", spec.vni));
-        let txn = Txn::new()
-            .when([
-                Compare::version(nk.as_str(), CompareOp::Equal, 0),
-                Compare::version(vk.as_str(), CompareOp::Equal, 0),
-            ])
-            .and_then([
-                TxnOp::put(nk.as_str(), json(&spec), None),
-                TxnOp::put(vk.as_str(), spec.name.clone(), None),
-            ]);
-        if self.txn(txn).await?.succeeded() {
-            Ok(spec)
-        } else {
-            // Made meanwhile by another member: the name or the VNI went; try again.
-            Box::pin(self.create_network(spec)).await
-        }
+        Err(Error::Conflict(format!(
+            "cluster network {} not recorded: other networks were being made at once; try \
+             again",
+            spec.name
+        )))
     }
 
     /// Deletes a cluster network: refused while any member has a NIC on it.

@@ -652,6 +652,28 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     let err = d[1].fails(&["move", &on_m1, "--target", "m9"]);
     assert!(err.contains("no member m9"), "{err}");
     assert_eq!(locations(&d[2])[&on_m1].0, "m0");
+    // A move the other member cannot take (its root disk's pool is not there): nothing is
+    // left there, and it runs on here.
+    d[0].ok(&["storage", "pool", "create", "local", "dir"]);
+    d[0].ok(&[
+        "launch",
+        "busybox",
+        "pooled",
+        "--no-network",
+        "--target",
+        "m0",
+        "--storage",
+        "local",
+        "-l",
+        "disk=64MiB",
+    ]);
+    let err = d[1].fails(&["move", "pooled", "--target", "m2"]);
+    assert!(err.contains("local"), "{err}");
+    assert_eq!(
+        locations(&d[2])["pooled"],
+        ("m0".to_string(), "running".to_string())
+    );
+    d[0].ok(&["delete", "--force", "pooled"]);
     // An instance of an image only its member has: the image goes along.
     d[1].ok(&["create", "busybox", "src", "--no-network", "--target", "m1"]);
     d[1].ok(&["publish", "src", "--alias", "mine"]);
@@ -961,6 +983,88 @@ fn a_cluster_network_spans_the_members_as_they_join() {
     }
     let out = d[0].ok(&["exec", "c0", "-T", "--", "nslookup", "c2"]);
     assert!(out.contains(&ips[2]), "{out}");
+
+    // A project-bound caller reaching another member's instance through this one is that
+    // caller there: its project's instance, not default's of the same name, and only its
+    // project's in a listing.
+    for di in &d[..2] {
+        di.ok(&["project", "create", "p1", "-c", "features.images=false"]);
+    }
+    d[0].ok(&[
+        "launch",
+        "busybox",
+        "web",
+        "--no-network",
+        "--target",
+        "m1",
+        "-c",
+        "user.which=default",
+    ]);
+    d[0].ok(&[
+        "launch",
+        "busybox",
+        "web",
+        "--no-network",
+        "--target",
+        "m1",
+        "--project",
+        "p1",
+        "-c",
+        "user.which=p1",
+    ]);
+    let user = d[0].token("alice", "p1", "user");
+    let as_user = |path: &str| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &sb.hosts[0],
+                "curl",
+                "-sk",
+                "--max-time",
+                "10",
+            ])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {user}"))
+            .arg(format!("https://{}{path}", listen(0)))
+            .output()
+            .expect("curl");
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let web = as_user("/1.0/instances/web");
+    assert_eq!(web["config"]["user.which"], "p1", "{web}");
+    let listed = as_user("/1.0/instances");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web"], "only p1's: {listed}");
+    assert_eq!(listed[0]["config"]["user.which"], "p1", "{listed}");
+    // Its role there is its own: a user may not delete.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &sb.hosts[0],
+            "curl",
+            "-sk",
+            "--max-time",
+            "10",
+            "-X",
+            "DELETE",
+        ])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {user}"))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://{}/1.0/instances/web", listen(0)))
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.ends_with("403"), "{out}");
+    d[0].ok(&["delete", "--force", "web"]);
+    d[0].ok(&["delete", "--force", "web", "--project", "p1"]);
 
     // Deleted through any member once no member has a NIC on it; gone everywhere.
     let err = d[2].fails(&["network", "delete", "cn"]);

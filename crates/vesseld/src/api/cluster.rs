@@ -102,7 +102,7 @@ pub(super) async fn create_elsewhere(
         .get("target")
         .map(String::as_str)
         .filter(|t| !t.is_empty());
-    if caller.kind == vessel_api::IdentityKind::Member {
+    if caller.forwarded() {
         // Another member chose this one: it is made here, and nowhere else.
         let me = app.cluster.me().await;
         return match (target, me) {
@@ -137,6 +137,12 @@ pub(super) async fn create_elsewhere(
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .body(axum::body::Body::from(body))
         .map_err(|e| Error::internal(e.to_string()))?;
+    let forwarded = super::guard::for_caller(
+        forwarded,
+        caller,
+        scope.name(),
+        vessel_api::endpoints::Scope::Project,
+    );
     let (r, _) = app.cluster.forward(&to, forwarded).await?;
     Ok(Some(r))
 }
@@ -152,7 +158,7 @@ pub(super) async fn list_everywhere(
     project: Option<&str>,
     mut list: Vec<Instance>,
 ) -> Result<Vec<Instance>> {
-    if caller.kind == vessel_api::IdentityKind::Member {
+    if caller.forwarded() {
         return Ok(list);
     }
     let Some(me) = app.cluster.me().await else {
@@ -162,11 +168,23 @@ pub(super) async fn list_everywhere(
         i.location = Some(me.clone());
     }
     let peers = app.cluster.peers().await?;
-    let answers = futures_util::future::join_all(
-        peers
-            .iter()
-            .map(|p| app.cluster.get_json::<Vec<Instance>>(p, path)),
-    )
+    // Asked as the caller: each member shows what the caller may see there.
+    let (scope, in_project) = match project {
+        Some(p) => (vessel_api::endpoints::Scope::Project, p),
+        None => (
+            vessel_api::endpoints::Scope::Server,
+            caller.project.as_str(),
+        ),
+    };
+    let answers = futures_util::future::join_all(peers.iter().map(|p| async move {
+        let req = axum::http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let req = super::guard::for_caller(req, caller, in_project, scope);
+        app.cluster.json_of::<Vec<Instance>>(p, req).await
+    }))
     .await;
     let mut answered = BTreeSet::from([me]);
     let mut failed = HashMap::new();

@@ -69,6 +69,20 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
             return r;
         }
     };
+    // Another member forwarding a request of one of its callers: the request is that
+    // caller's, with that caller's role and project (never above the member's).
+    let caller = match req.headers().get(crate::auth::ON_BEHALF) {
+        Some(v) if caller.kind == vessel_api::IdentityKind::Member => {
+            match serde_json::from_slice::<crate::auth::Delegated>(v.as_bytes()) {
+                Ok(d) => caller.on_behalf(d),
+                Err(e) => {
+                    return Error::invalid(format!("{}: {e}", crate::auth::ON_BEHALF))
+                        .into_response()
+                }
+            }
+        }
+        _ => caller,
+    };
     let target = || {
         let t = format!("{} {}", e.method.as_str(), req_target(&req));
         crate::error::truncated(&t, MAX_TARGET)
@@ -120,7 +134,11 @@ pub async fn guard(app: App, e: &'static Endpoint, mut req: Request, next: Next)
     let r = match to {
         None => next.run(req).await,
         // Another member holds what the request is about: it answers, through this one.
-        Some(to) => match app.cluster.forward(&to, req).await {
+        Some(to) => match app
+            .cluster
+            .forward(&to, for_caller(req, &caller, &in_scope.project, e.scope))
+            .await
+        {
             Ok((r, splice)) => {
                 if let Some(splice) = splice {
                     super::upgrade::spawn_guarded(&app, caller, splice);
@@ -174,7 +192,7 @@ async fn member_holding(
     path: &str,
     scope: &ProjectScope,
 ) -> Result<Option<crate::cluster::Target>, Error> {
-    if caller.kind == vessel_api::IdentityKind::Member || app.cluster.me().await.is_none() {
+    if caller.forwarded() || app.cluster.me().await.is_none() {
         return Ok(None);
     }
     let Some(id) = path.split('/').nth(3) else {
@@ -199,6 +217,39 @@ async fn member_holding(
         return Ok(app.cluster.operation_member(id));
     }
     Ok(None)
+}
+
+/// `req` as another member gets it for `caller`: who the caller is (the member's own
+/// certificate vouches for it), and, for a project-scoped endpoint, `project`: the one this
+/// member resolved (the caller's own when it named none).
+pub(super) fn for_caller(
+    mut req: Request,
+    caller: &Caller,
+    project: &str,
+    scope: Scope,
+) -> Request {
+    if let Ok(v) = serde_json::to_vec(&caller.delegated()) {
+        if let Ok(v) = HeaderValue::from_bytes(&v) {
+            req.headers_mut().insert(crate::auth::ON_BEHALF, v);
+        }
+    }
+    if scope == Scope::Project {
+        let path = req.uri().path().to_string();
+        let mut pairs: Vec<String> = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .filter(|kv| kv.split('=').next() != Some(vessel_api::PROJECT_QUERY))
+            .map(str::to_string)
+            .collect();
+        pairs.push(format!("{}={project}", vessel_api::PROJECT_QUERY));
+        if let Ok(uri) = format!("{path}?{}", pairs.join("&")).parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// Whether `origin` (`https://HOST[:PORT]`) is the server the request was sent to (its

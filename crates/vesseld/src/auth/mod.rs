@@ -38,9 +38,57 @@ pub struct Caller {
     pub project: String,
     /// What it may do.
     pub role: Role,
+    /// The member of the cluster that authenticated it and forwarded its request here, if
+    /// one did (the caller is that member's identity, vouched for by the member).
+    pub via: Option<String>,
+}
+
+/// The header that carries, from one member to another, the caller a forwarded request is
+/// made for: JSON of [`Delegated`]. Only a member's certificate makes it count.
+pub const ON_BEHALF: &str = "x-vessel-on-behalf";
+
+/// The caller of a forwarded request, as the forwarding member authorized it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Delegated {
+    /// The identity's name.
+    pub name: String,
+    /// How it authenticated there.
+    pub kind: IdentityKind,
+    /// Its project.
+    pub project: String,
+    /// Its role.
+    pub role: Role,
 }
 
 impl Caller {
+    /// Whether this request came from another member (as itself or for a caller of its
+    /// own): it is answered here and never forwarded again.
+    pub fn forwarded(&self) -> bool {
+        self.kind == IdentityKind::Member || self.via.is_some()
+    }
+
+    /// What a member forwarding this caller's request says of it.
+    pub fn delegated(&self) -> Delegated {
+        Delegated {
+            name: self.name.clone(),
+            kind: self.kind,
+            project: self.project.clone(),
+            role: self.role,
+        }
+    }
+
+    /// The caller `d` that the member `self` forwarded a request for: its role is the
+    /// caller's (never above the member's own).
+    pub fn on_behalf(&self, d: Delegated) -> Caller {
+        Caller {
+            name: d.name,
+            kind: d.kind,
+            project: d.project,
+            role: d.role.min(self.role),
+            via: Some(self.name.clone()),
+        }
+    }
+
     /// Root on the host, over the unix socket.
     pub fn host_root() -> Self {
         Caller {
@@ -48,6 +96,7 @@ impl Caller {
             kind: IdentityKind::Host,
             project: DEFAULT_PROJECT.into(),
             role: Role::Admin,
+            via: None,
         }
     }
 
@@ -191,6 +240,7 @@ impl AuthService {
             kind: IdentityKind::Member,
             project: DEFAULT_PROJECT.into(),
             role: Role::Admin,
+            via: None,
         })
     }
 
@@ -258,6 +308,12 @@ impl AuthService {
 
     /// Whether `caller` is still who it was: not revoked, not expired.
     pub fn still_valid(&self, caller: &Caller) -> bool {
+        // A caller another member vouches for: valid while that member is (its own
+        // streams there end when the caller is revoked there).
+        if let Some(member) = &caller.via {
+            let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+            return members.values().any(|n| n == member);
+        }
         if caller.kind == IdentityKind::Host {
             return true;
         }
@@ -274,7 +330,7 @@ impl AuthService {
     /// Completes once `caller` is revoked or expires (never for host root): open streams
     /// select on it and close.
     pub async fn until_invalid(&self, caller: Caller) {
-        if caller.kind == IdentityKind::Host {
+        if caller.kind == IdentityKind::Host && caller.via.is_none() {
             return std::future::pending().await;
         }
         let mut revoked = self.revoked.subscribe();
@@ -414,6 +470,7 @@ fn caller_of(i: &Identity) -> Caller {
         kind: i.kind,
         project: i.project.clone(),
         role: i.role,
+        via: None,
     }
 }
 

@@ -32,8 +32,11 @@ pub struct Target {
 /// The header that names the member a forwarded request came through (for the logs).
 pub const FORWARDED_BY: &str = "x-vessel-forwarded-by";
 
-/// How long a member may take to accept the connection.
+/// How long a member may take to accept the connection, and then the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a member may take to answer a request without a body to send (a read); an
+/// upload or an upgrade waits as long as it lasts.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Work that carries an upgraded connection until one side closes it.
 pub type Splice = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -91,9 +94,11 @@ pub async fn send(
         .map_err(|_| unreachable(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))?
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+    let handshake = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp);
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
+        .map_err(|_| unreachable("no TLS handshake in time".into()))?
         .map_err(|e| match vessel_tls::mismatch_in(&e) {
             Some(m) => unreachable(format!("it is not the member the cluster knows ({m})")),
             None => unreachable(format!("TLS: {e}")),
@@ -115,10 +120,16 @@ pub async fn send(
         .headers()
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
-    let mut resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let bounded = req.method() == axum::http::Method::GET && client_side.is_none();
+    let answer = sender.send_request(req);
+    let mut resp = if bounded {
+        tokio::time::timeout(ANSWER_TIMEOUT, answer)
+            .await
+            .map_err(|_| unreachable(format!("no answer in {} s", ANSWER_TIMEOUT.as_secs())))?
+    } else {
+        answer.await
+    }
+    .map_err(|e| unreachable(e.to_string()))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok((resp.map(Body::new), None));
     }

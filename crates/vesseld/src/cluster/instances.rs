@@ -176,19 +176,26 @@ impl ClusterService {
             return Ok(());
         };
         let asks = asks(project, limits, config);
-        cluster
-            .claim_instance(project, name, &me, asks.clone())
-            .await
-            .map_err(from_cluster)?;
+        // Noted before it is written: the index's pass that reads etcd after the write
+        // reads the note too (see `keep_index`), so it never takes the claim for stale.
+        let id = (project.to_string(), name.to_string());
         self.inner
             .claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                (project.to_string(), name.to_string()),
-                (Instant::now(), asks),
-            );
-        Ok(())
+            .insert(id.clone(), (Instant::now(), asks.clone()));
+        let claimed = cluster
+            .claim_instance(project, name, &me, asks)
+            .await
+            .map_err(from_cluster);
+        if claimed.is_err() {
+            self.inner
+                .claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        claimed
     }
 
     /// The other members that are online.
@@ -273,16 +280,27 @@ impl ClusterService {
             .uri(path)
             .body(Body::empty())
             .map_err(|e| Error::internal(e.to_string()))?;
+        self.json_of(to, req).await
+    }
+
+    /// Sends `req` to `to` and reads its JSON answer (an error answer is an error).
+    pub async fn json_of<T: serde::de::DeserializeOwned>(
+        &self,
+        to: &Target,
+        req: Request,
+    ) -> Result<T> {
         let (resp, _) = self.forward(to, req).await?;
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
             .await
             .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
         if !status.is_success() {
+            let why = serde_json::from_slice::<vessel_api::ErrorResponse>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             return Err(Error::internal(format!(
-                "member {} answered {status}: {}",
-                to.name,
-                String::from_utf8_lossy(&bytes)
+                "member {} answered {status}: {why}",
+                to.name
             )));
         }
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -359,6 +377,17 @@ impl ClusterService {
             .header(axum::http::header::CONTENT_LENGTH, len)
             .body(body)
             .map_err(|e| Error::internal(e.to_string()))?;
+        self.operation_on(to, project, req, what).await
+    }
+
+    /// Sends `req` (which starts an operation) to `to` and waits for that operation.
+    pub async fn operation_on(
+        &self,
+        to: &Target,
+        project: &str,
+        req: Request,
+        what: &str,
+    ) -> Result<()> {
         let (resp, _) = self.forward(to, req).await?;
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), MAX_OPERATION_BODY)
@@ -376,6 +405,57 @@ impl ClusterService {
         let op: vessel_api::Operation = serde_json::from_slice(&bytes)
             .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
         self.wait_on(to, project, &op.id).await
+    }
+
+    /// Whether `to` holds `project`/`name` (an error when it cannot say).
+    pub async fn holds(&self, to: &Target, project: &str, name: &str) -> Result<bool> {
+        let q = vessel_api::PROJECT_QUERY;
+        let req = Request::builder()
+            .method("GET")
+            .uri(format!("/1.0/instances/{name}?{q}={project}"))
+            .body(Body::empty())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let (resp, _) = self.forward(to, req).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            other => Err(Error::internal(format!(
+                "member {} answered {other} about instance {name}",
+                to.name
+            ))),
+        }
+    }
+
+    /// Starts (`start`) or deletes (`!start`, forced) `project`/`name` on `to`, and waits.
+    pub async fn start_or_delete_on(
+        &self,
+        to: &Target,
+        project: &str,
+        name: &str,
+        start: bool,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let req = if start {
+            let body = serde_json::to_vec(&vessel_api::StateChange {
+                action: vessel_api::StateAction::Start,
+                timeout: None,
+                force: false,
+            })
+            .map_err(|e| Error::internal(e.to_string()))?;
+            Request::builder()
+                .method("PUT")
+                .uri(format!("/1.0/instances/{name}/state?{q}={project}"))
+                .header(axum::http::header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+        } else {
+            Request::builder()
+                .method("DELETE")
+                .uri(format!("/1.0/instances/{name}?{q}={project}&force=1"))
+                .body(Body::empty())
+        }
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let what = if start { "the start" } else { "the deletion" };
+        self.operation_on(to, project, req, what).await
     }
 
     /// Waits for the operation `id` on `to` to end; its failure is this one's.
@@ -429,6 +509,16 @@ impl ClusterService {
     pub(super) async fn keep_index(self, cluster: Cluster, me: String) {
         let mut told = BTreeSet::new();
         loop {
+            // etcd's revision before the instances and claims are read: an entry made after
+            // it is not taken for stale by this pass.
+            let since = match cluster.revision().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the cluster's index not written");
+                    tokio::time::sleep(INDEX_EVERY).await;
+                    continue;
+                }
+            };
             let mut keep: BTreeMap<(String, String), Asks> = match self.inner.store.instance_list()
             {
                 Ok(list) => list
@@ -454,7 +544,7 @@ impl ClusterService {
                     keep.entry(id.clone()).or_insert_with(|| asks.clone());
                 }
             }
-            match cluster.sync_instances(&me, &keep).await {
+            match cluster.sync_instances(&me, &keep, since).await {
                 Ok(clashes) => {
                     for c in clashes {
                         if told.insert((c.project.clone(), c.name.clone())) {

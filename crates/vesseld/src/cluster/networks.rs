@@ -83,9 +83,9 @@ impl ClusterService {
             .subnet
             .parse()
             .map_err(|e| Error::invalid(format!("subnet {:?}: {e}", req.subnet)))?;
-        if subnet.prefix() > 29 {
+        if subnet.prefix() > 29 || subnet.prefix() < 16 {
             return Err(Error::invalid(format!(
-                "subnet {subnet} is too small: give a /29 or larger"
+                "subnet {subnet}: a cluster network is a /16 to a /29"
             )));
         }
         let nets = self.networks_service()?;

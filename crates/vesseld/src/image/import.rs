@@ -293,6 +293,13 @@ impl ImageService {
         op.set_may_cancel(false);
         let alias = match alias {
             Some(a) => a,
+            // Sent by a member with an instance: its own name, taking no alias here.
+            None if fingerprint.is_some() => {
+                format!(
+                    "imported/{}",
+                    short(fingerprint.as_deref().unwrap_or_default())
+                )
+            }
             None => imported
                 .repo_tags
                 .first()

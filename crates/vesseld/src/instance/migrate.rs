@@ -48,11 +48,31 @@ impl InstanceService {
                 }
                 // As it is now: stopped.
                 let inst = svc.get_stored(&inst.name)?;
-                let sent = svc
-                    .send_stopped(&inst, &to, &cluster, &root, ran, &op)
-                    .await;
-                if let Err(e) = sent {
-                    // Not made there: it stays here, running again if it ran.
+                let (project, plain) = crate::project::split(&inst.name);
+                // Made there stopped; it starts there only once the index names that member.
+                let sent = svc.send_stopped(&inst, &to, &cluster, &root, &op).await;
+                let handed = match sent {
+                    Ok(()) => cluster
+                        .hand_over(project, plain, &to.name, origin.as_deref())
+                        .await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = handed {
+                    // Not handed over: whatever the other member made must go before this
+                    // copy runs again, or it could run on both.
+                    let gone = match cluster.holds(&to, project, plain).await {
+                        Ok(false) => Ok(()),
+                        Ok(true) => cluster.start_or_delete_on(&to, project, plain, false).await,
+                        Err(why) => Err(why),
+                    };
+                    if let Err(why) = gone {
+                        return Err(Error::conflict(format!(
+                            "{e}; whether member {} made a copy of {name} is unknown ({why}): \
+                             it stays stopped here; see `vessel list` and delete one of the two",
+                            to.name,
+                            name = inst.name
+                        )));
+                    }
                     if ran {
                         op.progress(Some(95), "starting it here again");
                         let now = svc.get_stored(&inst.name)?;
@@ -62,21 +82,21 @@ impl InstanceService {
                     }
                     return Err(e);
                 }
-                // Made there (and running, if it ran): it must not run here again.
-                let (project, plain) = crate::project::split(&inst.name);
-                if let Err(e) = cluster
-                    .hand_over(project, plain, &to.name, origin.as_deref())
-                    .await
-                {
-                    return Err(Error::conflict(format!(
-                        "{name} was made on {} but the cluster's index still names this \
-                         member ({e}); it stays stopped here: delete one of the two",
-                        to.name,
-                        name = inst.name
-                    )));
-                }
+                // Handed over: it is the other member's now, and never runs here again.
+                let started = if ran {
+                    op.progress(Some(85), &format!("starting it on {}", to.name));
+                    cluster.start_or_delete_on(&to, project, plain, true).await
+                } else {
+                    Ok(())
+                };
                 op.progress(Some(90), "removing it here");
-                svc.remove_locked(&inst, &op).await
+                svc.remove_locked(&inst, &op).await?;
+                started.map_err(|e| {
+                    Error::conflict(format!(
+                        "{} moved to {}, but it did not start there: {e}",
+                        inst.name, to.name
+                    ))
+                })
             },
         ))
     }
@@ -98,7 +118,9 @@ impl InstanceService {
         }
         let mut whole = inst.clone();
         self.with_devices(std::slice::from_mut(&mut whole))?;
-        if let Some(v) = whole.volumes.first() {
+        // Its root disk in a pool is its own and travels in the archive.
+        let root = format!("{}-root", crate::project::split(name).1);
+        if let Some(v) = whole.volumes.iter().find(|v| v.volume != root) {
             return Err(Error::conflict(format!(
                 "instance {name} has volume {} attached, which stays in its pool on this \
                  member: detach its volumes first (`vessel storage volume detach`)",
@@ -108,15 +130,14 @@ impl InstanceService {
         Ok(())
     }
 
-    /// The stopped `inst` packed and made on `to` (started there when `start`). The caller
-    /// holds the instance's lock.
+    /// The stopped `inst` packed and made on `to`, stopped. The caller holds the instance's
+    /// lock.
     async fn send_stopped(
         &self,
         inst: &Instance,
         to: &Target,
         cluster: &ClusterService,
         root: &std::path::Path,
-        start: bool,
         op: &OpHandle,
     ) -> Result<()> {
         op.progress(Some(20), "packing");
@@ -146,7 +167,7 @@ impl InstanceService {
             self.send_image(inst, project, to, cluster).await?;
         }
         op.progress(Some(50), &format!("making it on {}", to.name));
-        cluster.import_on(to, project, file, start).await
+        cluster.import_on(to, project, file, false).await
     }
 
     /// Sends the image `inst` was made from to `to`, which lacks it.
