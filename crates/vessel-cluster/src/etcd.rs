@@ -139,6 +139,31 @@ impl Cluster {
         .await
     }
 
+    /// Rewrites the JSON record at `k` with `change`, in a transaction that holds only if
+    /// the record is unchanged since it was read: `Ok(false)` when it changed meanwhile (the
+    /// caller may try again), `NotFound` (`what`) when there is none, and `change`'s error
+    /// as it is.
+    pub(crate) async fn rewrite<T, F>(&self, k: &str, what: &str, change: F) -> Result<bool>
+    where
+        T: Serialize + for<'de> Deserialize<'de>,
+        F: FnOnce(&mut T) -> Result<()>,
+    {
+        let resp = self.get(k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound(what.to_string()));
+        };
+        let mut rec: T = parse(k, kv.value())?;
+        change(&mut rec)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k,
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::put(k, json(&rec), None)]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
     /// The cluster's id, if etcd holds one.
     pub async fn id(&self) -> Result<Option<String>> {
         let k = key("cluster");
@@ -163,21 +188,14 @@ impl Cluster {
 
     /// Sets how new instances are placed (the caller checked the name).
     pub async fn set_policy(&self, policy: &str) -> Result<()> {
-        let k = key("cluster");
-        let resp = self.get(&k, None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Err(Error::NotFound("etcd holds no cluster".into()));
+        let set = |rec: &mut ClusterRecord| {
+            rec.policy = Some(policy.to_string());
+            Ok(())
         };
-        let mut rec: ClusterRecord = parse(&k, kv.value())?;
-        rec.policy = Some(policy.to_string());
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                k.as_str(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
-        if self.txn(txn).await?.succeeded() {
+        if self
+            .rewrite(&key("cluster"), "etcd holds no cluster", set)
+            .await?
+        {
             Ok(())
         } else {
             Err(Error::Conflict(
@@ -307,34 +325,21 @@ impl Cluster {
 
     /// Marks the member `name` evacuated (nothing new placed on it) or not.
     pub async fn set_evacuated(&self, name: &str, evacuated: bool) -> Result<()> {
-        self.set_evacuated_try(name, evacuated, 0).await
-    }
-
-    async fn set_evacuated_try(&self, name: &str, evacuated: bool, tries: u32) -> Result<()> {
         let k = key(&format!("members/{name}"));
-        let resp = self.get(&k, None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Err(Error::NotFound(format!("no member {name} in the cluster")));
-        };
-        let mut rec: MemberRecord = parse(&k, kv.value())?;
-        rec.evacuated = evacuated;
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                k.as_str(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
-        if self.txn(txn).await?.succeeded() {
-            Ok(())
-        } else if tries < 8 {
+        let what = format!("no member {name} in the cluster");
+        for _ in 0..8 {
+            let set = |rec: &mut MemberRecord| {
+                rec.evacuated = evacuated;
+                Ok(())
+            };
             // Rewritten in between (its address or capacity): once more.
-            Box::pin(self.set_evacuated_try(name, evacuated, tries + 1)).await
-        } else {
-            Err(Error::Conflict(format!(
-                "member {name}'s record kept changing; try again"
-            )))
+            if self.rewrite(&k, &what, set).await? {
+                return Ok(());
+            }
         }
+        Err(Error::Conflict(format!(
+            "member {name}'s record kept changing; try again"
+        )))
     }
 
     /// Every member with its state.

@@ -109,32 +109,19 @@ impl Cluster {
         origin: Option<&str>,
     ) -> Result<()> {
         let k = instance_key(project, name);
-        let resp = self.get(&k, None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Err(Error::NotFound(format!(
-                "instance {name} of project {project} is not in the cluster's index"
-            )));
+        let what = format!("instance {name} of project {project} is not in the cluster's index");
+        let change = |loc: &mut Location| {
+            if loc.member != from {
+                return Err(Error::Conflict(format!(
+                    "instance {name} is held by member {}, not {from}",
+                    loc.member
+                )));
+            }
+            loc.member = to.into();
+            loc.origin = origin.map(str::to_string);
+            Ok(())
         };
-        let loc = location_of(kv)?;
-        if loc.member != from {
-            return Err(Error::Conflict(format!(
-                "instance {name} is held by member {}, not {from}",
-                loc.member
-            )));
-        }
-        let rec = Location {
-            member: to.into(),
-            origin: origin.map(str::to_string),
-            ..loc
-        };
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                k.as_str(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
-        if self.txn(txn).await?.succeeded() {
+        if self.rewrite(&k, &what, change).await? {
             Ok(())
         } else {
             Err(Error::Conflict(format!(

@@ -6,7 +6,6 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::StatusCode;
 use vessel_api::{InstanceStatus, StateAction, StateChange};
 
 use super::forward::Target;
@@ -294,19 +293,7 @@ impl ClusterService {
             .header(axum::http::header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .map_err(|e| Error::internal(e.to_string()))?;
-        let (resp, _) = self.forward(&holder, req).await?;
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        self.operation_on(&holder, &loc.project, req, "the move back")
             .await
-            .map_err(|e| Error::internal(format!("member {}: {e}", holder.name)))?;
-        if status != StatusCode::ACCEPTED {
-            let why = serde_json::from_slice::<vessel_api::ErrorResponse>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(Error::conflict(format!("member {}: {why}", holder.name)));
-        }
-        let o: vessel_api::Operation = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::internal(format!("member {}: {e}", holder.name)))?;
-        self.wait_on(&holder, &loc.project, &o.id).await
     }
 }

@@ -24,6 +24,13 @@ const OPS_KEPT: usize = 4096;
 /// The longest operation body read back from another member.
 const MAX_OPERATION_BODY: usize = 1 << 20;
 
+/// What an error answer of another member says (its `error`, or the body as it is).
+fn error_text(bytes: &[u8]) -> String {
+    serde_json::from_slice::<vessel_api::ErrorResponse>(bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// The placement group of an instance of `project` whose configuration is `config`
 /// (`cluster.group`), as the cluster knows it: `PROJECT/GROUP`.
 pub fn group_of(
@@ -295,9 +302,7 @@ impl ClusterService {
             .await
             .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
         if !status.is_success() {
-            let why = serde_json::from_slice::<vessel_api::ErrorResponse>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let why = error_text(&bytes);
             return Err(Error::internal(format!(
                 "member {} answered {status}: {why}",
                 to.name
@@ -394,9 +399,7 @@ impl ClusterService {
             .await
             .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
         if status != StatusCode::ACCEPTED {
-            let why = serde_json::from_slice::<vessel_api::ErrorResponse>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let why = error_text(&bytes);
             return Err(Error::conflict(format!(
                 "member {} did not take {what}: {why}",
                 to.name
