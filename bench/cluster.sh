@@ -29,6 +29,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+show_logs() { for f in "$WORK"/*.log; do echo "== $f"; tail -5 "$f"; done; }
+trap 'show_logs' ERR
 
 # The underlay: a bridge in its own namespace, one veth to each member's namespace.
 ip netns add "$U"
@@ -44,14 +46,14 @@ for i in 0 1; do
   ip -n "${NS[$i]}" link set u0 up
 done
 ETCD=http://${ADDR[0]}:2379
-ip netns exec "${NS[0]}" etcd --name e0 --data-dir "$WORK/etcd" \
+nsenter --net=/run/netns/"${NS[0]}" -- etcd --name e0 --data-dir "$WORK/etcd" \
   --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
   --listen-peer-urls "http://${ADDR[0]}:2380" \
   --initial-advertise-peer-urls "http://${ADDR[0]}:2380" \
   --initial-cluster "e0=http://${ADDR[0]}:2380" >"$WORK/etcd.log" 2>&1 &
 PIDS+=($!)
 for i in 0 1; do
-  ip netns exec "${NS[$i]}" env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" \
+  nsenter --net=/run/netns/"${NS[$i]}" -- env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" \
     --root-dir "$WORK/r$i" --run-dir "$WORK/run$i" --socket "$WORK/s$i.sock" \
     --no-default-network --listen "${ADDR[$i]}:8443" >"$WORK/vesseld$i.log" 2>&1 &
   PIDS+=($!)

@@ -211,6 +211,7 @@ impl Daemon {
             },
         };
         cluster.set_instances(instances.clone());
+        cluster.set_events(events.clone());
         cluster.set_auth(auth.clone());
         cluster.set_networks(networks.clone());
         let metrics = crate::metrics::MetricsService::new(

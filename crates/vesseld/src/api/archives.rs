@@ -101,17 +101,22 @@ pub async fn export_backup(
 pub async fn import(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Query(q): Query<HashMap<String, String>>,
     body: Body,
 ) -> Result<Response> {
+    // A member moving an instance here holds its name in the index already (it hands it
+    // over once this is made); anyone else's import claims the name first.
+    let claim = !(caller.kind == vessel_api::IdentityKind::Member && caller.via.is_none());
     let new_name = match q.get("name") {
         Some(n) => {
             crate::name::validate_name("instance", n)?;
-            // No name twice in a cluster: a name given is claimed first (one kept from
-            // the archive is claimed by the index's next pass).
-            app.cluster
-                .claim(scope.name(), n, &Default::default(), &Default::default())
-                .await?;
+            // No name twice in a cluster: a name given is claimed first.
+            if claim {
+                app.cluster
+                    .claim(scope.name(), n, &Default::default(), &Default::default())
+                    .await?;
+            }
             Some(scope.q(n)?)
         }
         None => None,
@@ -120,12 +125,14 @@ pub async fn import(
     let scratch = scratch(&app)?;
     let upload = scratch.0.join("upload.tar");
     super::handlers::receive_upload(body, &upload, MAX_ARCHIVE, "archive").await?;
-    let (svc, ops, projects, project) = (
+    let (svc, ops, projects, project, cluster) = (
         app.instances.clone(),
         app.ops.clone(),
         app.projects.clone(),
         scope.clone(),
+        app.cluster.clone(),
     );
+    let keeps_name = new_name.is_none();
     let op = app.ops.spawn(
         "Importing an instance".into(),
         vec!["/1.0/instances".into()],
@@ -156,8 +163,17 @@ pub async fn import(
             let usage =
                 crate::project::quota::usage_of(project.name(), &svc.held_records().await?, 0);
             quota.admits(&usage, old.instance_type, &old.limits, None)?;
+            // The archive's own name: claimed now that it is known.
+            let plain = crate::project::split(&name).1.to_string();
+            if claim && keeps_name {
+                cluster
+                    .claim(project.name(), &plain, &old.limits, &old.config)
+                    .await?;
+            }
             op.progress(Some(40), "making the instance");
-            let made = svc.restore(store, index, &name, start)?;
+            let made = svc.restore(store, index, &name, start).inspect_err(|_| {
+                cluster.unclaim(project.name(), &plain);
+            })?;
             drop(_held);
             let done = ops.wait(&made.id, None).await?;
             if done.status != OperationStatus::Success {

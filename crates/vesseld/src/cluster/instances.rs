@@ -511,14 +511,52 @@ impl ClusterService {
     /// it claimed for instances being made.
     pub(super) async fn keep_index(self, cluster: Cluster, me: String) {
         let mut told = BTreeSet::new();
+        let mut events = self.inner.events.get().map(|e| e.subscribe());
+        let mut first = true;
         loop {
+            // Every INDEX_EVERY, and at once when an instance is made, renamed or deleted
+            // here (so its name is held or let go without waiting).
+            if !first {
+                match events.as_mut() {
+                    Some(rx) => {
+                        let changed = async {
+                            loop {
+                                match rx.recv().await {
+                                    Ok(ev) => {
+                                        let ours = ev.action.as_deref().is_some_and(|a| {
+                                            matches!(
+                                                a,
+                                                "instance-created"
+                                                    | "instance-deleted"
+                                                    | "instance-renamed"
+                                            )
+                                        });
+                                        if ours {
+                                            return;
+                                        }
+                                    }
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                        return
+                                    }
+                                    Err(_) => std::future::pending::<()>().await,
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = changed => {}
+                            _ = tokio::time::sleep(INDEX_EVERY) => {}
+                        }
+                    }
+                    None => tokio::time::sleep(INDEX_EVERY).await,
+                }
+            }
+            first = false;
             // etcd's revision before the instances and claims are read: an entry made after
             // it is not taken for stale by this pass.
             let since = match cluster.revision().await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(error = %e, "the cluster's index not written");
-                    tokio::time::sleep(INDEX_EVERY).await;
                     continue;
                 }
             };
@@ -536,7 +574,6 @@ impl ClusterService {
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "instances not read for the cluster's index");
-                    tokio::time::sleep(INDEX_EVERY).await;
                     continue;
                 }
             };
@@ -560,7 +597,6 @@ impl ClusterService {
                 }
                 Err(e) => tracing::debug!(error = %e, "the cluster's index not written"),
             }
-            tokio::time::sleep(INDEX_EVERY).await;
         }
     }
 }

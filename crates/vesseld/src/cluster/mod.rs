@@ -77,6 +77,8 @@ struct Inner {
     ops: std::sync::Mutex<(VecDeque<String>, HashMap<String, Target>)>,
     /// Networks: cluster networks are kept on this member.
     networks: std::sync::OnceLock<crate::network::NetworkService>,
+    /// Events: an instance made, renamed or deleted here is written to the index at once.
+    events: std::sync::OnceLock<crate::events::Events>,
     /// Wakes the loop that keeps cluster networks (a create or delete just asked).
     networks_changed: tokio::sync::Notify,
     /// Why a cluster network is not made or updated here, by name.
@@ -148,6 +150,7 @@ impl ClusterService {
                 claims: Default::default(),
                 ops: Default::default(),
                 networks: std::sync::OnceLock::new(),
+                events: std::sync::OnceLock::new(),
                 networks_changed: tokio::sync::Notify::new(),
                 network_errors: Default::default(),
             }),
@@ -157,6 +160,11 @@ impl ClusterService {
     /// Gives the service the instances (made after it).
     pub fn set_instances(&self, instances: crate::instance::InstanceService) {
         let _ = self.inner.instances.set(instances);
+    }
+
+    /// Gives the service the event bus, whose instance events wake the index's pass.
+    pub fn set_events(&self, events: crate::events::Events) {
+        let _ = self.inner.events.set(events);
     }
 
     /// Gives the service the networks, whose cluster networks it keeps.
