@@ -130,6 +130,27 @@ impl Cluster {
         }
     }
 
+    /// Lets `project`/`name` go if `member` holds it (its instance is gone).
+    pub async fn release_instance(&self, project: &str, name: &str, member: &str) -> Result<()> {
+        let k = instance_key(project, name);
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(());
+        };
+        if location_of(kv)?.member != member {
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::delete(k.as_str(), None)]);
+        self.txn(txn).await?;
+        Ok(())
+    }
+
     /// etcd's current revision.
     pub async fn revision(&self) -> Result<i64> {
         let resp = self.get(&key("cluster"), None).await?;

@@ -212,6 +212,11 @@ impl Daemon {
         };
         cluster.set_instances(instances.clone());
         cluster.set_events(events.clone());
+        let c = cluster.clone();
+        instances.on_removed(Arc::new(move |name| {
+            let c = c.clone();
+            Box::pin(async move { c.released(&name).await })
+        }));
         cluster.set_auth(auth.clone());
         cluster.set_networks(networks.clone());
         let metrics = crate::metrics::MetricsService::new(

@@ -227,6 +227,19 @@ impl ClusterService {
         cluster.instance_locations().await.map_err(from_cluster)
     }
 
+    /// The instance `qualified` is gone from this member: its name is let go in the index
+    /// now (not at the next pass), so it can be used again at once anywhere.
+    pub async fn released(&self, qualified: &str) {
+        let (project, name) = crate::project::split(qualified);
+        self.unclaim(project, name);
+        let Some((cluster, me)) = self.live_member().await else {
+            return;
+        };
+        if let Err(e) = cluster.release_instance(project, name, &me).await {
+            tracing::debug!(instance = qualified, error = %e, "name not let go yet; the index's next pass will");
+        }
+    }
+
     /// Forgets a claim whose instance was not made: the index lets the name go.
     pub fn unclaim(&self, project: &str, name: &str) {
         self.inner

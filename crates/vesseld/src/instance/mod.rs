@@ -75,7 +75,14 @@ pub struct InstanceService {
     exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
     /// Statuses the store has not recorded yet.
     pending: status::PendingStatus,
+    /// Told the qualified name of each instance removed (the cluster lets its name go).
+    removed: Arc<std::sync::OnceLock<RemovalHook>>,
 }
+
+/// What is told of a removed instance (see [`InstanceService::on_removed`]).
+pub type RemovalHook = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 /// Signal number for a name like "SIGTERM", "TERM", "15" or "SIGRTMIN+3".
 pub fn signal_number(name: &str) -> Option<i32> {
@@ -109,6 +116,7 @@ impl InstanceService {
             locks: Arc::default(),
             exits: Arc::default(),
             pending: status::PendingStatus::default(),
+            removed: Arc::default(),
         }
     }
 
@@ -536,6 +544,12 @@ impl InstanceService {
         )))
     }
 
+    /// Has `hook` told of every instance removed, once it is gone (awaited, at most a few
+    /// seconds, before the removal's operation ends).
+    pub fn on_removed(&self, hook: RemovalHook) {
+        let _ = self.removed.set(hook);
+    }
+
     /// Starts the operation that deletes an instance.
     pub fn delete(&self, name: &str, force: bool) -> Result<Operation> {
         let inst = self.get_stored(name)?;
@@ -600,6 +614,9 @@ impl InstanceService {
         svc.store.instance_delete(name)?;
         svc.pending.forget(name);
         svc.events.lifecycle("instance-deleted", &path_of(name));
+        if let Some(hook) = svc.removed.get() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), hook(name.clone())).await;
+        }
         Ok(())
     }
 
