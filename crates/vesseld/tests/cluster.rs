@@ -541,6 +541,9 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     }
     let table = d[2].ok(&["list"]);
     assert!(table.contains("LOCATION"), "{table}");
+    for (name, (member, _)) in &at {
+        assert_eq!(d[0].info(name)["location"], member.as_str(), "{name}");
+    }
 
     // --target: on the member named, from any other.
     d[1].ok(&[

@@ -52,6 +52,9 @@ pub fn instance_block(i: &Instance) -> Block {
             ),
         );
     }
+    if let Some(member) = &i.location {
+        b.field("Location", member);
+    }
     b.field("Created", &i.created_at);
     if !i.command.is_empty() {
         b.field("Command", i.command.join(" "));

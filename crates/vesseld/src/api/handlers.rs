@@ -141,10 +141,12 @@ pub async fn instance_get(
     Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
 ) -> Result<Response> {
-    let i = app
+    let mut i = app
         .instances
         .get(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
+    // On a member of a cluster: where it lives (this member, which answers for it).
+    i.location = app.cluster.me().await;
     Ok(Json(scope.instance(i)).into_response())
 }
 
