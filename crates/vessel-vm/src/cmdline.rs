@@ -158,6 +158,10 @@ pub fn qemu_args(
     a.push("-pidfile");
     a.push(&paths.pidfile);
     a.push("-S");
+    if def.incoming {
+        a.push("-incoming");
+        a.push("defer");
+    }
     Ok(a.0)
 }
 

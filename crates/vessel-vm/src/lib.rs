@@ -34,6 +34,7 @@ mod error;
 mod exit;
 pub mod host;
 mod machine;
+mod migrate;
 pub mod qmp;
 mod resize;
 mod snapshot;
@@ -51,6 +52,7 @@ pub use machine::{
     validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, LogSink, MachineDef, Media, Nic,
     NicBackend, ParaBoot, Profile, VmPaths,
 };
+pub use migrate::{MigrationLinks, MigrationParams, MigrationPhase, MigrationStats};
 pub use resize::MemoryChange;
 pub use snapshot::{disk_snapshot, disk_snapshots, DiskSnapshot};
 pub use spawn::RunAs;

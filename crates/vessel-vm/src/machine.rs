@@ -203,6 +203,11 @@ pub struct MachineDef {
     /// without bound (for tests and callers without a sink).
     #[serde(default)]
     pub console_log_sink: Option<LogSink>,
+    /// Start as the target of a live migration (`-incoming defer`): the guest does not run;
+    /// [`crate::RunningVm::accept_migration`] waits for the state and
+    /// [`crate::RunningVm::finish_incoming`] runs it.
+    #[serde(default)]
+    pub incoming: bool,
 }
 
 /// A console log sink: run as `program args... LOG` (detached, as the VM's user, in the VM's
@@ -246,6 +251,7 @@ impl MachineDef {
             cgroup: None,
             vsock_cid: None,
             console_log_sink: None,
+            incoming: false,
         }
     }
 

@@ -353,7 +353,9 @@ pub fn start_cancellable(
         })?;
     }
     check()?;
-    qmp.cont()?;
+    if !def.incoming {
+        qmp.cont()?;
+    }
     let record = VmRecord {
         name: def.name.clone(),
         pid,

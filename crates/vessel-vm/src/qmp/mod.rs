@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod migration;
 mod types;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use migration::*;
 pub use types::*;
 
 /// Receives QEMU's asynchronous events on the client's reader thread. It must not block for

@@ -368,6 +368,9 @@ pub struct BlockInserted {
     /// The top node's name.
     #[serde(default, rename = "node-name")]
     pub node_name: Option<String>,
+    /// Whether the guest may not write it.
+    #[serde(default)]
+    pub ro: bool,
     /// The dirty bitmaps on that node.
     #[serde(default, rename = "dirty-bitmaps")]
     pub dirty_bitmaps: Vec<DirtyBitmap>,
