@@ -53,8 +53,9 @@ pub use lb::{
 };
 pub use link::{validate_ifname, LinkError, Links};
 pub use nat::{
-    apply_script, list_table, list_tables, remove_table, set_ipv4_forwarding, set_route_localnet,
-    table_name, NatRules, NftError, PortForward, Protocol,
+    apply_script, keep_dhcp_local, list_table, list_tables, remove_dhcp_local, remove_table,
+    render_dhcp_local, set_ipv4_forwarding, set_route_localnet, table_name, NatRules, NftError,
+    PortForward, Protocol,
 };
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};

@@ -314,6 +314,44 @@ fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> Result<Option<String>,
     })
 }
 
+/// The name of the bridge table that keeps DHCP on each host of an overlay network.
+fn dhcp_local_table(network: &str) -> Result<String, NftError> {
+    Ok(table_name(network)?.replacen("vessel-", "vdhcp-", 1))
+}
+
+/// The table that keeps DHCP and DHCPv6 on each host of overlay network `network`, whose
+/// VXLAN device is `vxlan`: every host's bridge is the same (anycast) gateway with its own
+/// dnsmasq, which knows only that host's instances and is authoritative, so a request that
+/// crossed to another host would be refused there. Neither requests nor answers cross
+/// `vxlan`.
+pub fn render_dhcp_local(network: &str, vxlan: &str) -> Result<String, NftError> {
+    let table = dhcp_local_table(network)?;
+    crate::link::validate_ifname(vxlan)
+        .map_err(|_| NftError::InvalidNetworkName(vxlan.to_string()))?;
+    let ports = "{ 67, 68, 546, 547 }";
+    Ok(format!(
+        "{}table bridge {table} {{\n\
+         \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
+         \t\tiifname \"{vxlan}\" udp dport {ports} drop\n\t}}\n\
+         \tchain forward {{\n\t\ttype filter hook forward priority 0; policy accept;\n\
+         \t\tiifname \"{vxlan}\" udp dport {ports} drop\n\
+         \t\toifname \"{vxlan}\" udp dport {ports} drop\n\t}}\n\
+         \tchain output {{\n\t\ttype filter hook output priority 0; policy accept;\n\
+         \t\toifname \"{vxlan}\" udp dport {ports} drop\n\t}}\n}}\n",
+        remove_script_in("bridge", &table)
+    ))
+}
+
+/// Applies [`render_dhcp_local`] in `ns` (replacing what was there).
+pub fn keep_dhcp_local(ns: &NetNs, network: &str, vxlan: &str) -> Result<(), NftError> {
+    apply_script(ns, &render_dhcp_local(network, vxlan)?)
+}
+
+/// Removes the table of [`keep_dhcp_local`]; succeeds when it is already gone.
+pub fn remove_dhcp_local(ns: &NetNs, network: &str) -> Result<(), NftError> {
+    apply_script(ns, &remove_script_in("bridge", &dhcp_local_table(network)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +437,24 @@ mod tests {
         let mut r = rules();
         r.forwards[0].listen_port = 0;
         assert!(matches!(r.render(), Err(NftError::ZeroPort)));
+    }
+
+    #[test]
+    fn dhcp_stays_on_each_host_of_an_overlay() {
+        let t = render_dhcp_local("cn", "vx-cn").unwrap();
+        assert!(t.starts_with("table bridge vdhcp-cn {}\ndelete table bridge vdhcp-cn\n"));
+        for chain in ["input", "forward", "output"] {
+            assert!(t.contains(&format!("chain {chain} {{")), "{t}");
+        }
+        assert!(
+            t.contains("iifname \"vx-cn\" udp dport { 67, 68, 546, 547 } drop"),
+            "{t}"
+        );
+        assert!(
+            t.contains("oifname \"vx-cn\" udp dport { 67, 68, 546, 547 } drop"),
+            "{t}"
+        );
+        assert!(render_dhcp_local("cn", "bad name\"").is_err());
+        assert!(render_dhcp_local("no/slash", "vx").is_err());
     }
 }

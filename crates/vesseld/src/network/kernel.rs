@@ -52,6 +52,9 @@ impl NetworkService {
                 .set_mac(&bridge, rec.gateway_mac())
                 .map_err(|e| net_err("setting the gateway MAC")(&e))?;
             ensure_vxlan(&mut links, rec, &rec.vxlan(), vni, &bridge)?;
+            // Each host's dnsmasq answers its own instances only.
+            vessel_net::keep_dhcp_local(&ns, &rec.kname(), &rec.vxlan())
+                .map_err(|e| net_err("keeping DHCP on this host")(&e))?;
         }
         let mode = self.vlan_mode(rec);
         for &vid in &rec.vlans {
@@ -167,6 +170,7 @@ impl NetworkService {
         let _ = std::fs::remove_dir_all(self.inner.run.join(&rec.name));
         let _ = vessel_net::remove_table(&ns, &rec.kname());
         let _ = vessel_net::remove_acl(&ns, &rec.kname());
+        let _ = vessel_net::remove_dhcp_local(&ns, &rec.kname());
         if let Ok(mut links) = Links::open(&ns) {
             let mode = self.vlan_mode(rec);
             for &vid in &rec.vlans {
