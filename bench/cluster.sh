@@ -6,8 +6,11 @@
 #    member), in interleaved rounds;
 #  - forwarding: `vessel exec` of an instance on the other member (through m0 to m1) against
 #    the same exec asked of its own member;
+#  - live move of a running 512 MiB VM (vm/busybox under TCG) from m0 to m1 (`vessel move`)
+#    against QEMU migrating the same guest by hand between the two namespaces (plain TCP,
+#    QEMU's defaults, the same downtime limit): total time, and the guest's pause;
 #  - the scheduler: 10,000 instances over 100 simulated members (vessel-placement's example).
-# Failover and live migration are not built yet (docs/cluster.md).
+# Failover is not built yet (docs/cluster.md).
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
 EXECS=${EXECS:-20}
@@ -22,7 +25,9 @@ PIDS=()
 V0() { VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" "$@"; }
 V1() { VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" "$@"; }
 cleanup() {
-  for c in c1 x0 x1; do V0 delete --force "$c" >/dev/null 2>&1 || true; done
+  for c in c1 x0 x1 lv; do V0 delete --force "$c" >/dev/null 2>&1 || true; done
+  V1 delete --force lv >/dev/null 2>&1 || true
+  for f in "$WORK"/hand-*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   for n in "${NS[@]}" "$U"; do ip netns del "$n" 2>/dev/null || true; done
@@ -99,6 +104,68 @@ echo "$EXECS execs of an instance on m1:"
 interleave "$ROUNDS" "$WORK" \
   "through-m0" ":" "bash '$WORK/exec.sh' '$WORK/s0.sock'" \
   "on-m1" ":" "bash '$WORK/exec.sh' '$WORK/s1.sock'"
+
+# Live moves. The VM image is built by a daemon outside the namespaces (its kernel comes
+# from Debian's mirror) and imported on m0.
+B=$WORK/builder
+env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" --root-dir "$B/root" --run-dir "$B/run" \
+  --socket "$B/s.sock" --no-default-network >"$WORK/builder.log" 2>&1 &
+BPID=$!
+for _ in $(seq 1 100); do VESSEL_SOCKET=$B/s.sock "$BIN/vessel" info >/dev/null 2>&1 && break; sleep 0.1; done
+VESSEL_SOCKET=$B/s.sock "$BIN/vessel" image build vm >/dev/null
+VESSEL_SOCKET=$B/s.sock "$BIN/vessel" image export vm/busybox "$WORK/vm.tar" >/dev/null
+kill "$BPID"; wait "$BPID" 2>/dev/null || true
+V0 image import "$WORK/vm.tar" --alias vm/busybox >/dev/null
+V0 launch vm/busybox lv --vm -l memory=512MiB --no-network --target m0 >/dev/null
+for _ in $(seq 1 90); do V0 exec lv -T -- true >/dev/null 2>&1 && break; sleep 2; done
+V0 exec lv -T -- true >/dev/null || die "the VM did not boot"
+cat > "$WORK/live-place.sh" <<SH
+export VESSEL_SOCKET=$WORK/s0.sock
+if [ "\$("$BIN/vessel" info lv --format json | jq -r .location)" = m1 ]; then
+  "$BIN/vessel" move lv --target m0 >/dev/null
+fi
+SH
+cat > "$WORK/live-move.sh" <<SH
+set -o pipefail
+VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" move lv --target m1 \
+  | grep -o 'paused [0-9]* ms' | awk '{print \$2}' >> "$WORK/paused.vessel"
+SH
+# By hand: the same kernel, initramfs and memory, booted by QEMU directly in m0's namespace
+# and migrated to a QEMU waiting in m1's (plain TCP on the underlay, QEMU's defaults).
+IMG=$(dirname "$(find "$WORK/r0" -name image.json -path '*images*' | head -1)")
+KERNEL=$IMG/$(jq -r .kernel "$IMG/image.json")
+INITRD=$IMG/$(jq -r .initrd "$IMG/image.json")
+APPEND="console=ttyS0 $(jq -r .cmdline "$IMG/image.json" | tr ' ' '\n' | grep -v '^console=' | tr '\n' ' ')vessel.hostname=hand"
+cat > "$WORK/hand-place.sh" <<SH
+set -e
+for f in "$WORK"/hand-*.pid; do [ -f "\$f" ] && kill -9 "\$(cat "\$f")" 2>/dev/null || true; done
+rm -f "$WORK"/hand-*
+qemu() {
+  nsenter --net=/run/netns/\$1 -- qemu-system-x86_64 -machine q35 -accel tcg -m 512 -smp 1 \
+    -nodefaults -no-user-config -display none -kernel "$KERNEL" -initrd "$INITRD" \
+    -append "$APPEND" -serial file:"$WORK/hand-\$2.log" \
+    -qmp unix:"$WORK/hand-\$2.qmp",server=on,wait=off -pidfile "$WORK/hand-\$2.pid" \
+    -daemonize "\${@:3}"
+}
+qemu "${NS[0]}" src
+for _ in \$(seq 1 600); do grep -q VESSEL-READY "$WORK/hand-src.log" 2>/dev/null && break; sleep 0.2; done
+grep -q VESSEL-READY "$WORK/hand-src.log"
+qemu "${NS[1]}" dst -incoming tcp:${ADDR[1]}:4444
+SH
+cat > "$WORK/hand-move.sh" <<SH
+/usr/bin/python3 "$REPO/bench/migrate-by-hand.py" "$WORK/hand-src.qmp" "$WORK/hand-dst.qmp" \
+  tcp:${ADDR[1]}:4444 >> "$WORK/hand.json"
+SH
+: > "$WORK/paused.vessel"; : > "$WORK/hand.json"
+echo "live move of a running 512 MiB VM (TCG), m0 to m1, $ROUNDS rounds:"
+interleave "$ROUNDS" "$WORK" \
+  "move-live" "bash '$WORK/live-place.sh'" "bash '$WORK/live-move.sh'" \
+  "qemu-by-hand" "bash '$WORK/hand-place.sh'" "bash '$WORK/hand-move.sh'"
+echo "guest paused, Vessel (source stopped to target running, as the daemon measures it): \
+$(tail -n +2 "$WORK/paused.vessel" | sort -n | tr '\n' ' ')ms"
+echo "guest paused, QEMU by hand (QEMU's downtime + completed to target running): \
+$(tail -n +2 "$WORK/hand.json" | jq -r '.downtime_ms + .to_running_ms' | sort -n | tr '\n' ' ')ms"
+echo "QEMU by hand, raw: $(tail -n +2 "$WORK/hand.json" | tr '\n' ' ')"
 
 echo "scheduler:"
 (cd "$REPO" && cargo run --release --locked -q -p vessel-placement --example placement-bench)

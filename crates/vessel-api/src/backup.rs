@@ -187,6 +187,34 @@ pub struct InstanceMove {
 pub struct InstanceMigrate {
     /// The cluster member it moves to (online).
     pub target: String,
+    /// Live (a running VM moves while it runs: disks mirrored, memory sent, a pause of a
+    /// fraction of a second) or cold (stopped, moved, started there). Unset: live for a
+    /// running VM, cold for everything else; `true` for what cannot move live is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
+}
+
+/// Body of `POST /1.0/instances/{name}/incoming`, sent by the member a VM moves live from
+/// to the member it moves to: the instance as it is there (its record, NICs with their
+/// addresses and MACs); it is made here stopped and its QEMU waits for the state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationIncoming {
+    /// The instance on the member it leaves.
+    pub instance: crate::Instance,
+    /// Its root disk's size there, bytes (the copy here is grown to it).
+    pub disk_size: u64,
+    /// Parallel connections for its memory (multifd); 0: one.
+    pub multifd_channels: u8,
+}
+
+/// Body of `PUT /1.0/instances/{name}/incoming`: the end of a live move to this member.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationEnd {
+    /// `true`: everything arrived, the guest runs here now; `false`: the move failed, the
+    /// copy here goes.
+    pub run: bool,
 }
 
 /// Body of `POST /1.0/instances/{name}/copy`.

@@ -79,10 +79,15 @@ pub enum Role {
     Operator,
     /// Everything, in every project, and the server itself: pools, identities, settings.
     Admin,
+    /// Another member of the cluster speaking for itself (its own certificate, not a
+    /// request it forwards for someone): what an administrator may, and the calls between
+    /// members (a live move's). No identity or token is given this role.
+    Member,
 }
 
 impl Role {
-    /// Every role, weakest first.
+    /// Every role an identity or token may be given, weakest first ([`Role::Member`] is
+    /// the cluster's members' own).
     pub const ALL: [Role; 4] = [Role::Viewer, Role::User, Role::Operator, Role::Admin];
 
     /// The name on the wire and on the command line.
@@ -92,6 +97,7 @@ impl Role {
             Self::User => "user",
             Self::Operator => "operator",
             Self::Admin => "admin",
+            Self::Member => "member",
         }
     }
 
@@ -529,15 +535,56 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "instance_migrate",
         method: Method::Post,
         path: "/1.0/instances/{name}/migrate",
-        summary: "Move an instance to another member of the cluster, cold: stopped if it \
-                  runs, made there from its archive (started if it ran), removed here; \
-                  returns an operation",
+        summary: "Move an instance to another member of the cluster: a running VM live \
+                  (disks mirrored, memory sent, a short pause), anything else cold (stopped \
+                  if it runs, made there from its archive, started if it ran); removed \
+                  here; returns an operation",
         query: &[],
         request: Body::Json("InstanceMigrate"),
         status: 202,
         role: Role::Operator,
         scope: Scope::Project,
         response: Body::Json("Operation"),
+    },
+    Endpoint {
+        id: "instance_incoming",
+        method: Method::Post,
+        path: "/1.0/instances/{name}/incoming",
+        summary: "Between members: makes the instance a VM \
+                  moves live from another member, stopped, and starts its QEMU waiting for \
+                  the state (memory, devices) and its disks",
+        query: &[],
+        request: Body::Json("MigrationIncoming"),
+        status: 200,
+        role: Role::Member,
+        scope: Scope::Project,
+        response: Body::None,
+    },
+    Endpoint {
+        id: "instance_incoming_stream",
+        method: Method::Get,
+        path: "/1.0/instances/{name}/incoming/{stream}",
+        summary: "Between members: the connection upgrades (Upgrade: vessel-raw/1) to the \
+                  waiting QEMU's `state` (memory and devices) or `disks` (NBD) socket",
+        query: &[],
+        request: Body::None,
+        status: 101,
+        role: Role::Member,
+        scope: Scope::Project,
+        response: Body::Upgrade,
+    },
+    Endpoint {
+        id: "instance_incoming_end",
+        method: Method::Put,
+        path: "/1.0/instances/{name}/incoming",
+        summary: "Between members: the end of a live move here — the guest runs here (once \
+                  the whole state is in), or the copy here goes",
+        query: &[],
+        request: Body::Json("MigrationEnd"),
+        status: 200,
+        role: Role::Member,
+        scope: Scope::Project,
+        response: Body::None,
     },
     Endpoint {
         id: "instance_export",

@@ -94,6 +94,8 @@ pub fn document() -> OpenApi {
         .schema_from::<InstanceRename>()
         .schema_from::<InstanceMove>()
         .schema_from::<InstanceMigrate>()
+        .schema_from::<MigrationIncoming>()
+        .schema_from::<MigrationEnd>()
         .schema_from::<StateAction>()
         .schema_from::<StateChange>()
         .schema_from::<ExecRequest>()

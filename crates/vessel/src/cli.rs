@@ -335,11 +335,14 @@ pub enum Command {
     },
     /// Move an instance: its root disk into a storage pool (--pool; stopped instances; its
     /// name, NICs and volumes stay; a container needs `limits.disk`, and snapshots must be
-    /// deleted first), or the whole instance to another member of the cluster (--target;
-    /// cold: stopped, sent with its snapshots, started there if it ran).
+    /// deleted first), or the whole instance to another member of the cluster (--target): a
+    /// running VM live (its disk mirrored and its memory sent while it runs, then a pause of
+    /// a fraction of a second; its TCP connections stay open), anything else cold (stopped,
+    /// sent with its snapshots, started there if it ran).
     #[command(
         after_help = "Examples:\n  vessel stop web && vessel move web --pool fast && \
-                       vessel start web\n  vessel move web --target m2"
+                       vessel start web\n  vessel move web --target m2\n  \
+                       vessel move vm1 --target m2 --cold    # stopped, moved, started there"
     )]
     Move {
         /// The instance.
@@ -350,6 +353,12 @@ pub enum Command {
         /// The cluster member it moves to (see `vessel cluster list`).
         #[arg(long, value_name = "MEMBER")]
         target: Option<String>,
+        /// Move a running VM live, or fail (the default for a running VM).
+        #[arg(long, requires = "target", conflicts_with = "cold")]
+        live: bool,
+        /// Move it cold even if it could move live: stopped, moved, started there.
+        #[arg(long, requires = "target")]
+        cold: bool,
     },
 }
 

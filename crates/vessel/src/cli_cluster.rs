@@ -90,12 +90,14 @@ pub enum ClusterCommand {
         force: bool,
     },
     /// Empty a member for maintenance: nothing new is placed on it, and each of its
-    /// instances is moved to another member (cold) or stopped where it is, as its
-    /// `cluster.evacuate` key says (auto/migrate, stop) unless --action says for all.
+    /// instances is moved to another member (running VMs live, the rest cold) or stopped
+    /// where it is, as its `cluster.evacuate` key says (auto, migrate, live-migrate, stop)
+    /// unless --action says for all.
     Evacuate {
         /// The member.
         name: String,
-        /// What to do with every instance: migrate or stop.
+        /// What to do with every instance: auto (live if it can, else cold), migrate
+        /// (cold), live-migrate (live or fail) or stop.
         #[arg(long)]
         action: Option<String>,
     },

@@ -52,7 +52,7 @@ impl AuditLog {
         limit: Option<usize>,
     ) -> Result<Vec<AuditEntry>> {
         let project = match (caller.role, project) {
-            (Role::Admin, p) => p,
+            (r, p) if r >= Role::Admin => p,
             (_, None) => Some(caller.project.as_str()),
             (_, Some(p)) if p == caller.project => Some(p),
             // Another project's log is as absent as the project.

@@ -9,12 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::{address_on, init, json, token, wait};
 use common::etcd::Etcd;
 use common::{Daemon, Sandbox};
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
 
 fn states(d: &Daemon) -> Vec<(String, String)> {
     let v = json(&d.ok(&["cluster", "list", "--format", "json"]));
@@ -34,30 +31,6 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
-}
-
-/// `vessel cluster init NAME --address ADDRESS --etcd ETCD` on `d`: its output when it
-/// succeeds (`ok`), its error when it fails (and must).
-fn init(d: &Daemon, name: &str, address: &str, etcd: &str, ok: bool) -> String {
-    let args = [
-        "cluster",
-        "init",
-        name,
-        "--address",
-        address,
-        "--etcd",
-        etcd,
-    ];
-    if ok {
-        d.ok(&args)
-    } else {
-        d.fails(&args)
-    }
-}
-
-fn token(d: &Daemon, name: &str) -> String {
-    let t = json(&d.ok(&["cluster", "add", name, "--format", "json"]));
-    t["token"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -133,7 +106,8 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     }
 
     // Members' mutual TLS: a member's own certificate (the one its record pins) is that
-    // member, an administrator, on every other member; any other certificate is refused.
+    // member (role `member`: an administrator's and the calls between members) on every
+    // other member; any other certificate is refused.
     let as_member = |from: usize, cert: &std::path::Path, key: &std::path::Path, to: usize| {
         let out = std::process::Command::new("ip")
             .args([
@@ -178,7 +152,7 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
             who["kind"].as_str(),
             who["role"].as_str()
         ),
-        (Some("m1"), Some("member"), Some("admin")),
+        (Some("m1"), Some("member"), Some("member")),
         "{who}"
     );
     let (crt, key) = common::self_signed(&d[0].dir, "stranger");
@@ -715,7 +689,7 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
         "cluster.evacuate=stop",
     ]);
     let err = d[1].fails(&["config", "set", "stays", "cluster.evacuate=sideways"]);
-    assert!(err.contains("auto, migrate or stop"), "{err}");
+    assert!(err.contains("auto, migrate, live-migrate or stop"), "{err}");
     let before = locations(&d[0]);
     assert_eq!(before["src"], ("m1".to_string(), "stopped".to_string()));
     let evacuated = Instant::now();
@@ -831,37 +805,6 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
 }
 
 /// The address of `name`'s NIC on `network`, as `vessel list` on `d` shows it.
-fn address_on(d: &Daemon, name: &str, network: &str) -> String {
-    let v = json(&d.ok(&["list", "--format", "json"]));
-    let i = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not listed: {v}"));
-    let nic = i["nics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["network"] == network)
-        .unwrap_or_else(|| panic!("{name} has no NIC on {network}: {i}"));
-    nic["ipv4"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_cluster_network_spans_the_members_as_they_join() {
     let sb = Sandbox::new(3);

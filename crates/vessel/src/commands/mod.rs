@@ -126,9 +126,18 @@ pub fn run(
             start,
         } => snapshot::copy(&client, &source, &name, start),
         Command::Rename { name, new_name } => snapshot::rename(&client, &name, &new_name),
-        Command::Move { name, pool, target } => match (pool, target) {
+        Command::Move {
+            name,
+            pool,
+            target,
+            live,
+            cold,
+        } => match (pool, target) {
             (Some(pool), _) => snapshot::move_to_pool(&client, &name, &pool),
-            (None, Some(target)) => snapshot::migrate(&client, &name, &target),
+            (None, Some(target)) => {
+                let live = (live || cold).then_some(live);
+                snapshot::migrate(&client, &name, &target, live)
+            }
             (None, None) => unreachable!("clap requires --pool or --target"),
         },
         Command::Resize { name, size } => instance::resize(&client, &name, &size),

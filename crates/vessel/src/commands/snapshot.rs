@@ -117,16 +117,21 @@ pub fn move_to_pool(client: &Client, name: &str, pool: &str) -> Result<i32> {
 }
 
 /// `move NAME --target MEMBER`.
-pub fn migrate(client: &Client, name: &str, target: &str) -> Result<i32> {
+pub fn migrate(client: &Client, name: &str, target: &str, live: Option<bool>) -> Result<i32> {
     let op: Operation = client.send(
         "POST",
         &format!("/1.0/instances/{}/migrate", seg(name)),
         &vessel_api::InstanceMigrate {
             target: target.to_string(),
+            live,
         },
     )?;
-    operation::wait(client, op)?;
-    println(format!("Instance {name} moved to member {target}"))?;
+    let done = operation::wait(client, op)?;
+    // A live move's last stage says what it took.
+    match done.stage.as_deref().filter(|s| s.starts_with("live")) {
+        Some(took) => println(format!("Instance {name} moved to member {target}: {took}"))?,
+        None => println(format!("Instance {name} moved to member {target}"))?,
+    }
     Ok(0)
 }
 

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 /// The store a request names, opened off the async runtime: another directory than the
 /// daemon's own only for admins.
 pub(super) async fn store(app: &App, caller: &Caller, path: Option<String>) -> Result<Store> {
-    if path.is_some() && caller.role != Role::Admin {
+    if path.is_some() && caller.role < Role::Admin {
         return Err(Error::forbidden(
             "only an admin names a backup store directory; leave --store out to use the \
              daemon's own store",

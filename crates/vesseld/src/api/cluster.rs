@@ -258,7 +258,7 @@ pub async fn migrate(
     let root = std::path::PathBuf::from(&app.info.root_dir);
     let op = app
         .instances
-        .migrate(&qualified, to, app.cluster.clone(), root, None)
+        .migrate(&qualified, to, app.cluster.clone(), root, None, req.live)
         .map_err(|e| scope.error(e))?;
     Ok(super::accepted(scope.operation(op)))
 }

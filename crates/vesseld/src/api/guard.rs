@@ -176,7 +176,7 @@ fn project_of(
             .map(|(_, v)| v.to_string())
     });
     let project = asked.unwrap_or_else(|| caller.project.clone());
-    if (caller.role != Role::Admin && project != caller.project) || !app.projects.exists(&project) {
+    if (caller.role < Role::Admin && project != caller.project) || !app.projects.exists(&project) {
         return Err(crate::project::not_found(&project));
     }
     Ok(ProjectScope(project))

@@ -11,6 +11,7 @@ mod handlers;
 pub mod https;
 pub mod listener;
 mod metrics;
+mod migration;
 mod network;
 mod profiles;
 mod projects;
@@ -195,6 +196,9 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "instance_rename" => on(f, snapshots::rename),
         "instance_move" => on(f, snapshots::move_to_pool),
         "instance_migrate" => on(f, cluster::migrate),
+        "instance_incoming" => on(f, migration::incoming),
+        "instance_incoming_stream" => on(f, migration::incoming_stream),
+        "instance_incoming_end" => on(f, migration::incoming_end),
         "instance_export" => on(f, archives::export),
         "backup_export" => on(f, archives::export_backup),
         "archives_import" => on(f, archives::import),

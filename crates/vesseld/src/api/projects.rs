@@ -43,7 +43,7 @@ impl Holdings {
 
 /// A caller bound to a project sees that one only.
 fn visible(caller: &Caller, name: &str) -> bool {
-    caller.role == Role::Admin || caller.project == name
+    caller.role >= Role::Admin || caller.project == name
 }
 
 pub async fn list(

@@ -239,7 +239,7 @@ impl AuthService {
             name: name.clone(),
             kind: IdentityKind::Member,
             project: DEFAULT_PROJECT.into(),
-            role: Role::Admin,
+            role: Role::Member,
             via: None,
         })
     }

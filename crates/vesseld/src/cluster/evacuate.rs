@@ -16,22 +16,25 @@ use crate::operations::{OpHandle, Operations};
 /// What evacuation does with an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvacuateAction {
-    /// Moved to another member (cold).
+    /// Moved to another member: live if it is a running VM, cold otherwise.
+    Auto,
+    /// Moved to another member cold (stopped, moved, started there if it ran).
     Migrate,
+    /// Moved live (a running VM; anything else fails).
+    LiveMigrate,
     /// Stopped where it is.
     Stop,
 }
 
 impl EvacuateAction {
-    /// `auto`, `migrate` or `stop`.
+    /// `auto`, `migrate`, `live-migrate` or `stop`.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "auto" | "migrate" => Ok(Self::Migrate),
+            "auto" => Ok(Self::Auto),
+            "migrate" => Ok(Self::Migrate),
+            "live-migrate" => Ok(Self::LiveMigrate),
             "stop" => Ok(Self::Stop),
-            "live-migrate" => {
-                Err("live migration is not built yet: give migrate (cold) or stop".to_string())
-            }
-            _ => Err("give auto, migrate or stop".to_string()),
+            _ => Err("give auto, migrate, live-migrate or stop".to_string()),
         }
     }
 }
@@ -95,8 +98,8 @@ impl ClusterService {
             let what = match action {
                 Some(a) => a,
                 None => match inst.config.get("cluster.evacuate") {
-                    Some(v) => EvacuateAction::parse(v).unwrap_or(EvacuateAction::Migrate),
-                    None => EvacuateAction::Migrate,
+                    Some(v) => EvacuateAction::parse(v).unwrap_or(EvacuateAction::Auto),
+                    None => EvacuateAction::Auto,
                 },
             };
             let result = match what {
@@ -105,7 +108,12 @@ impl ClusterService {
                     self.stop_in_place(ops, instances, &inst.name, inst.status)
                         .await
                 }
-                EvacuateAction::Migrate => {
+                EvacuateAction::Auto | EvacuateAction::Migrate | EvacuateAction::LiveMigrate => {
+                    let live = match what {
+                        EvacuateAction::Migrate => Some(false),
+                        EvacuateAction::LiveMigrate => Some(true),
+                        _ => None,
+                    };
                     let cpu = inst.limits.cpu.unwrap_or(0.0);
                     let memory = inst.limits.memory.unwrap_or(0);
                     let group = super::instances::group_of(project, &inst.config);
@@ -129,6 +137,7 @@ impl ClusterService {
                                         self.clone(),
                                         root,
                                         Some(me.clone()),
+                                        live,
                                     ) {
                                         Ok(o) => Self::finished(ops, &o.id).await,
                                         Err(e) => Err(e),
@@ -280,8 +289,10 @@ impl ClusterService {
             )
             .await?;
         let q = vessel_api::PROJECT_QUERY;
+        // Back as it left: live if it is a running VM that can.
         let body = serde_json::to_vec(&vessel_api::InstanceMigrate {
             target: me.to_string(),
+            live: None,
         })
         .map_err(|e| Error::internal(e.to_string()))?;
         let req = Request::builder()

@@ -73,45 +73,8 @@ pub async fn send(
     to: &Target,
     mut req: Request,
 ) -> Result<(Response, Option<Splice>)> {
-    let unreachable = |what: String| {
-        Error::internal(format!(
-            "member {} at {} cannot be reached: {what}",
-            to.name, to.address
-        ))
-    };
-    let identity = crate::auth::tls::server_identity(root)?;
-    let config = vessel_tls::client_config(
-        vessel_tls::Pin::Fingerprint(to.fingerprint.clone()),
-        Some(identity),
-    )
-    .map_err(|e| Error::internal(e.to_string()))?;
-    let addr: std::net::SocketAddr = to
-        .address
-        .parse()
-        .map_err(|_| unreachable("its address is not IP:PORT".into()))?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| unreachable(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let handshake = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp);
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
-        .await
-        .map_err(|_| unreachable("no TLS handshake in time".into()))?
-        .map_err(|e| match vessel_tls::mismatch_in(&e) {
-            Some(m) => unreachable(format!("it is not the member the cluster knows ({m})")),
-            None => unreachable(format!("TLS: {e}")),
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "forwarded connection ended");
-        }
-    });
-
+    let unreachable = unreachable(to);
+    let mut sender = connect(root, to).await?;
     strip_credentials(&mut req);
     if let Ok(v) = HeaderValue::from_str(me) {
         req.headers_mut().insert(FORWARDED_BY, v);
@@ -155,6 +118,98 @@ pub async fn send(
         }
     });
     Ok((resp.map(|_| Body::empty()), Some(splice)))
+}
+
+/// The error for `to` that cannot be reached.
+fn unreachable(to: &Target) -> impl Fn(String) -> Error + '_ {
+    move |what: String| {
+        Error::internal(format!(
+            "member {} at {} cannot be reached: {what}",
+            to.name, to.address
+        ))
+    }
+}
+
+/// A connection to `to` over the members' mutual TLS, as the member whose identity is
+/// under `root`.
+async fn connect(
+    root: &Path,
+    to: &Target,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>> {
+    let unreachable = unreachable(to);
+    let identity = crate::auth::tls::server_identity(root)?;
+    let config = vessel_tls::client_config(
+        vessel_tls::Pin::Fingerprint(to.fingerprint.clone()),
+        Some(identity),
+    )
+    .map_err(|e| Error::internal(e.to_string()))?;
+    let addr: std::net::SocketAddr = to
+        .address
+        .parse()
+        .map_err(|_| unreachable("its address is not IP:PORT".into()))?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable(format!("no answer in {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp);
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        .await
+        .map_err(|_| unreachable("no TLS handshake in time".into()))?
+        .map_err(|e| match vessel_tls::mismatch_in(&e) {
+            Some(m) => unreachable(format!("it is not the member the cluster knows ({m})")),
+            None => unreachable(format!("TLS: {e}")),
+        })?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "forwarded connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// A raw byte stream to `to`: `uri` (an endpoint answering `Upgrade: vessel-raw/1`) asked
+/// as the member `me` whose identity is under `root`, the connection upgraded.
+pub async fn open(
+    root: &Path,
+    me: &str,
+    to: &Target,
+    uri: &str,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+    let unreachable = unreachable(to);
+    let mut sender = connect(root, to).await?;
+    let req = Request::builder()
+        .method("GET")
+        .uri(uri)
+        .header(header::HOST, to.address.as_str())
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, vessel_api::stream::RAW_PROTOCOL)
+        .header(FORWARDED_BY, me)
+        .body(Body::empty())
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let mut resp = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| unreachable(format!("no answer in {} s", ANSWER_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(Body::new(resp.into_body()), 64 << 10)
+            .await
+            .unwrap_or_default();
+        return Err(Error::conflict(format!(
+            "member {} answered {status}: {}",
+            to.name,
+            super::instances::error_text(&bytes)
+        )));
+    }
+    let upgraded = hyper::upgrade::on(&mut resp)
+        .await
+        .map_err(|e| unreachable(format!("upgrade: {e}")))?;
+    Ok(TokioIo::new(upgraded))
 }
 
 #[cfg(test)]

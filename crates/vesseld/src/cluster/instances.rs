@@ -25,7 +25,7 @@ const OPS_KEPT: usize = 4096;
 const MAX_OPERATION_BODY: usize = 1 << 20;
 
 /// What an error answer of another member says (its `error`, or the body as it is).
-fn error_text(bytes: &[u8]) -> String {
+pub(super) fn error_text(bytes: &[u8]) -> String {
     serde_json::from_slice::<vessel_api::ErrorResponse>(bytes)
         .map(|e| e.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())

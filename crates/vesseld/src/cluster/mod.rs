@@ -5,6 +5,7 @@
 mod evacuate;
 mod forward;
 mod instances;
+mod migration;
 mod networks;
 
 pub use evacuate::EvacuateAction;

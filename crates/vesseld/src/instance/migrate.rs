@@ -21,7 +21,8 @@ use crate::transfer::Scratch;
 impl InstanceService {
     /// Starts the operation that moves `name` to the member `to`; the archive is made under
     /// `root` (the daemon's root directory). `origin`: the member it is evacuated from, if
-    /// it is (noted in the cluster's index for `restore`).
+    /// it is (noted in the cluster's index for `restore`). `live`: see
+    /// [`vessel_api::InstanceMigrate::live`].
     pub fn migrate(
         &self,
         name: &str,
@@ -29,9 +30,18 @@ impl InstanceService {
         cluster: ClusterService,
         root: PathBuf,
         origin: Option<String>,
+        live: Option<bool>,
     ) -> Result<Operation> {
         let inst = self.get_stored(name)?;
         self.migratable(&inst)?;
+        // A running VM moves live unless asked otherwise; one that cannot says why.
+        let live = match live {
+            Some(false) => false,
+            Some(true) | None => self.live_migratable(&inst, live.is_some())?,
+        };
+        if live {
+            return Ok(self.migrate_live(name, to, cluster, origin));
+        }
         Ok(self.spawn_locked(
             format!("Moving instance {name} to member {}", to.name),
             name,
@@ -102,7 +112,7 @@ impl InstanceService {
     }
 
     /// Whether `inst` can move now: settled, and with nothing that stays on this member.
-    fn migratable(&self, inst: &Instance) -> Result<()> {
+    pub(super) fn migratable(&self, inst: &Instance) -> Result<()> {
         let name = &inst.name;
         if matches!(
             inst.status,
@@ -171,7 +181,7 @@ impl InstanceService {
     }
 
     /// Sends the image `inst` was made from to `to`, which lacks it.
-    async fn send_image(
+    pub(super) async fn send_image(
         &self,
         inst: &Instance,
         project: &str,

@@ -16,6 +16,8 @@ mod leftovers;
 pub mod limits;
 pub mod logs;
 mod migrate;
+pub mod migrate_in;
+mod migrate_live;
 mod move_pool;
 pub mod publish;
 mod rebuild;

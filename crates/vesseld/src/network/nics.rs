@@ -473,6 +473,7 @@ pub(super) fn plan_lease(
         parse_rate(r)?;
     }
     let subnet = rec.subnet()?;
+    let plain = crate::project::split(&req.instance).1;
     let mut ipam = Ipam::new(subnet);
     for l in &rec.leases {
         if let Ok(ip) = l.ip.parse() {
@@ -498,6 +499,12 @@ pub(super) fn plan_lease(
                 let _ = ipam.reserve(ip);
             }
         }
+        // Addresses of this member's blocks that instances took along to other members.
+        for (ip, _) in rec.remote_names.iter().filter(|(_, n)| *n != plain) {
+            if let Ok(ip) = ip.parse() {
+                let _ = ipam.reserve(ip);
+            }
+        }
     }
     let ip = match &req.ip {
         Some(s) => {
@@ -509,15 +516,26 @@ pub(super) fn plan_lease(
                     "{ip} is outside {network:?}'s subnet {subnet}"
                 )));
             }
-            if rec.cluster && !in_blocks(ip) {
+            // An instance moving here live keeps the address it has on another member,
+            // which that member's record of it names.
+            let moving_in = rec
+                .remote_names
+                .iter()
+                .any(|(a, n)| *n == plain && a.parse() == Ok(ip));
+            if rec.cluster && !in_blocks(ip) && !moving_in {
                 return Err(Error::invalid(format!(
                     "{ip} is not in this member's blocks of cluster network {network:?} ({}): \
                      launch on the member whose block holds it",
                     rec.ranges.join(", ")
                 )));
             }
-            ipam.reserve(ip)
-                .map_err(|e| Error::conflict(format!("{ip}: {e}")))?;
+            let moving_in = rec.cluster && moving_in && !in_blocks(ip);
+            if moving_in && rec.leases.iter().any(|l| l.ip.parse() == Ok(ip)) {
+                return Err(Error::conflict(format!("{ip} is in use on {network:?}")));
+            } else if !moving_in {
+                ipam.reserve(ip)
+                    .map_err(|e| Error::conflict(format!("{ip}: {e}")))?;
+            }
             ip
         }
         None => ipam

@@ -1,0 +1,91 @@
+//! The endpoints of a live move on the member a VM moves to, called by the member it
+//! leaves (role `member` in the endpoint table: a member's own certificate, not a request
+//! it forwards for someone).
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use hyper_util::rt::TokioIo;
+use vessel_api::stream::RAW_PROTOCOL;
+use vessel_api::{MigrationEnd, MigrationIncoming};
+
+use super::scope::ProjectScope;
+use super::{ApiJson, App};
+use crate::error::{Error, Result};
+
+/// `POST /1.0/instances/{name}/incoming`: makes the instance and its waiting QEMU.
+pub async fn incoming(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<MigrationIncoming>,
+) -> Result<Response> {
+    let name = scope.q(&name)?;
+    app.instances
+        .incoming(&name, req)
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /1.0/instances/{name}/incoming/{stream}`: the connection upgraded to the waiting
+/// QEMU's `state` or `disks` socket.
+pub async fn incoming_stream(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path((name, stream)): Path<(String, String)>,
+    mut req: Request,
+) -> Result<Response> {
+    let name = scope.q(&name)?;
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(RAW_PROTOCOL));
+    if !wants {
+        return Err(Error::invalid(format!(
+            "this endpoint upgrades the connection: send `Connection: Upgrade` and `Upgrade: {RAW_PROTOCOL}`"
+        )));
+    }
+    let socket = app
+        .instances
+        .incoming_socket(&name, &stream)
+        .map_err(|e| scope.error(e))?;
+    let mut qemu = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| Error::conflict(format!("the waiting QEMU of {name} does not answer: {e}")))?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut member = TokioIo::new(upgraded);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut member, &mut qemu).await {
+                    tracing::debug!(instance = %name, error = %e, "migration stream ended");
+                }
+            }
+            Err(e) => tracing::warn!(instance = %name, error = %e, "migration upgrade failed"),
+        }
+    });
+    let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    r.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(RAW_PROTOCOL));
+    Ok(r)
+}
+
+/// `PUT /1.0/instances/{name}/incoming`: the guest runs here, or the copy goes.
+pub async fn incoming_end(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<MigrationEnd>,
+) -> Result<Response> {
+    let name = scope.q(&name)?;
+    app.instances
+        .incoming_end(&name, req.run)
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(StatusCode::OK.into_response())
+}

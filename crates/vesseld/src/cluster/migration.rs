@@ -1,0 +1,163 @@
+//! A live move seen from the member a VM leaves: what it asks of the member it moves to
+//! (make the waiting copy, end the move) and the relay that carries QEMU's two streams
+//! (state, disks) from unix sockets here through the members' mutual TLS to the waiting
+//! QEMU there.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use tokio::task::JoinHandle;
+use vessel_api::{MigrationEnd, MigrationIncoming};
+
+use super::forward::{self, Target};
+use super::instances::error_text;
+use super::ClusterService;
+use crate::error::{Error, Result};
+
+/// Unix sockets here whose connections go to a waiting QEMU on another member; the
+/// relays stop when it is dropped.
+pub struct Relay {
+    /// Where this member's QEMU connects: memory and device state.
+    pub state: PathBuf,
+    /// Where it connects for the disks' NBD exports.
+    pub disks: PathBuf,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.state);
+        let _ = std::fs::remove_file(&self.disks);
+    }
+}
+
+impl ClusterService {
+    /// Sends `body` to `to` as `method` `uri` and expects a success without a body.
+    async fn call(
+        &self,
+        to: &Target,
+        method: &str,
+        uri: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<()> {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let (resp, _) = self.forward(to, req).await?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        Err(Error::conflict(format!(
+            "member {} did not {what}: {}",
+            to.name,
+            error_text(&bytes)
+        )))
+    }
+
+    /// Asks `to` to make `project`/`name` from `req` and start its QEMU waiting.
+    pub async fn incoming_on(
+        &self,
+        to: &Target,
+        project: &str,
+        name: &str,
+        req: &MigrationIncoming,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let body = serde_json::to_vec(req).map_err(|e| Error::internal(e.to_string()))?;
+        let uri = format!("/1.0/instances/{name}/incoming?{q}={project}");
+        self.call(to, "POST", &uri, body, "get ready for the move")
+            .await
+    }
+
+    /// Ends the move of `project`/`name` on `to`: it runs there (`run`) or its copy goes.
+    pub async fn incoming_end_on(
+        &self,
+        to: &Target,
+        project: &str,
+        name: &str,
+        run: bool,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let body = serde_json::to_vec(&MigrationEnd { run })
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let uri = format!("/1.0/instances/{name}/incoming?{q}={project}");
+        let what = if run {
+            "run the guest"
+        } else {
+            "drop its copy"
+        };
+        self.call(to, "PUT", &uri, body, what).await
+    }
+
+    /// Listens in `dir` (owned by `uid`, QEMU's user) for this member's QEMU and relays
+    /// each connection to the waiting QEMU of `project`/`name` on `to`.
+    pub fn relay(
+        &self,
+        dir: &Path,
+        uid: u32,
+        to: &Target,
+        project: &str,
+        name: &str,
+    ) -> Result<Relay> {
+        let mut relay = Relay {
+            state: dir.join("mig-out-state.sock"),
+            disks: dir.join("mig-out-disks.sock"),
+            tasks: Vec::new(),
+        };
+        for (path, stream) in [
+            (relay.state.clone(), "state"),
+            (relay.disks.clone(), "disks"),
+        ] {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)
+                .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+            std::os::unix::fs::chown(&path, Some(uid), None)
+                .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+            let q = vessel_api::PROJECT_QUERY;
+            let uri = format!("/1.0/instances/{name}/incoming/{stream}?{q}={project}");
+            let (svc, to) = (self.clone(), to.clone());
+            relay.tasks.push(tokio::spawn(async move {
+                svc.relay_each(listener, to, uri).await;
+            }));
+        }
+        Ok(relay)
+    }
+
+    /// Carries each connection of `listener` to `uri` on `to`, both ways. The connections
+    /// reach the other side in the order QEMU made them (each is opened there before the
+    /// next is taken): a QEMU 7 receiving memory over several channels takes the first
+    /// connection for the main one.
+    async fn relay_each(&self, listener: tokio::net::UnixListener, to: Target, uri: String) {
+        let me = self.me().await.unwrap_or_default();
+        let root = self.inner.root.clone();
+        let mut each = tokio::task::JoinSet::new();
+        while let Ok((mut local, _)) = listener.accept().await {
+            let mut remote = match forward::open(&root, &me, &to, &uri).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(member = %to.name, error = %e, "migration stream not opened");
+                    continue;
+                }
+            };
+            let name = to.name.clone();
+            each.spawn(async move {
+                if let Err(e) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+                    tracing::debug!(member = %name, error = %e, "migration stream ended");
+                }
+            });
+        }
+    }
+}
