@@ -8,11 +8,14 @@
 #    the same exec asked of its own member;
 #  - live move of a running 512 MiB VM (vm/busybox under TCG) from m0 to m1 (`vessel move`)
 #    against QEMU migrating the same guest by hand between the two namespaces (plain TCP,
-#    QEMU's defaults, the same downtime limit): total time, and the guest's pause;
+#    the settings Vessel uses; the target QEMU's start timed too): total time, and the
+#    guest's pause;
 #  - the scheduler: 10,000 instances over 100 simulated members (vessel-placement's example).
 # Failover is not built yet (docs/cluster.md).
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
+PARTS=${PARTS:-"move exec live placement"}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 EXECS=${EXECS:-20}
 command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || die "etcd missing: apt-get install etcd-server"
 WORK=$(mktemp -d /tmp/vessel-cluster.XXXXXX)
@@ -27,7 +30,7 @@ V1() { VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" "$@"; }
 cleanup() {
   for c in c1 x0 x1 lv; do V0 delete --force "$c" >/dev/null 2>&1 || true; done
   V1 delete --force lv >/dev/null 2>&1 || true
-  for f in "$WORK"/hand-*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
+  for f in "$WORK"/q-*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   for n in "${NS[@]}" "$U"; do ip netns del "$n" 2>/dev/null || true; done
@@ -91,11 +94,15 @@ export VESSEL_SOCKET=$WORK/s0.sock
 VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" import "$WORK/c1.vessel" --start >/dev/null
 rm -f "$WORK/c1.vessel"
 SH
+if part move; then
 echo "cold move of a running container, m0 to m1, $ROUNDS rounds:"
 interleave "$ROUNDS" "$WORK" \
   "move" "bash '$WORK/place.sh'" "VESSEL_SOCKET='$WORK/s0.sock' '$BIN/vessel' move c1 --target m1 >/dev/null" \
   "by-hand" "bash '$WORK/place.sh'" "bash '$WORK/by-hand.sh'"
 
+fi
+
+if part exec; then
 V0 launch busybox x1 --no-network --target m1 >/dev/null
 cat > "$WORK/exec.sh" <<SH
 for _ in \$(seq 1 $EXECS); do VESSEL_SOCKET=\$1 "$BIN/vessel" exec x1 -T -- true; done
@@ -105,10 +112,14 @@ interleave "$ROUNDS" "$WORK" \
   "through-m0" ":" "bash '$WORK/exec.sh' '$WORK/s0.sock'" \
   "on-m1" ":" "bash '$WORK/exec.sh' '$WORK/s1.sock'"
 
+fi
+
+if part live; then
 # Live moves. The VM image is built by a daemon outside the namespaces (its kernel comes
 # from Debian's mirror) and imported on m0.
 B=$WORK/builder
-env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" --root-dir "$B/root" --run-dir "$B/run" \
+AGENT=$("$REPO/scripts/build-agent.sh")
+env VESSEL_AGENT="$AGENT" VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" --root-dir "$B/root" --run-dir "$B/run" \
   --socket "$B/s.sock" --no-default-network >"$WORK/builder.log" 2>&1 &
 BPID=$!
 for _ in $(seq 1 100); do VESSEL_SOCKET=$B/s.sock "$BIN/vessel" info >/dev/null 2>&1 && break; sleep 0.1; done
@@ -127,33 +138,36 @@ fi
 SH
 cat > "$WORK/live-move.sh" <<SH
 set -o pipefail
-VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" move lv --target m1 \
+VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" move lv --target m1 | tee -a "$WORK/vessel.out" \
   | grep -o 'paused [0-9]* ms' | awk '{print \$2}' >> "$WORK/paused.vessel"
 SH
 # By hand: the same kernel, initramfs and memory, booted by QEMU directly in m0's namespace
-# and migrated to a QEMU waiting in m1's (plain TCP on the underlay, QEMU's defaults).
+# and migrated to a QEMU started waiting in m1's (plain TCP on the underlay).
 IMG=$(dirname "$(find "$WORK/r0" -name image.json -path '*images*' | head -1)")
 KERNEL=$IMG/$(jq -r .kernel "$IMG/image.json")
 INITRD=$IMG/$(jq -r .initrd "$IMG/image.json")
 APPEND="console=ttyS0 $(jq -r .cmdline "$IMG/image.json" | tr ' ' '\n' | grep -v '^console=' | tr '\n' ' ')vessel.hostname=hand"
 cat > "$WORK/hand-place.sh" <<SH
 set -e
-for f in "$WORK"/hand-*.pid; do [ -f "\$f" ] && kill -9 "\$(cat "\$f")" 2>/dev/null || true; done
-rm -f "$WORK"/hand-*
+for f in "$WORK"/q-*.pid; do [ -f "\$f" ] && kill -9 "\$(cat "\$f")" 2>/dev/null || true; done
+rm -f "$WORK"/q-*
 qemu() {
   nsenter --net=/run/netns/\$1 -- qemu-system-x86_64 -machine q35 -accel tcg -m 512 -smp 1 \
     -nodefaults -no-user-config -display none -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "$APPEND" -serial file:"$WORK/hand-\$2.log" \
-    -qmp unix:"$WORK/hand-\$2.qmp",server=on,wait=off -pidfile "$WORK/hand-\$2.pid" \
+    -append "$APPEND" -serial file:"$WORK/q-\$2.log" \
+    -qmp unix:"$WORK/q-\$2.qmp",server=on,wait=off -pidfile "$WORK/q-\$2.pid" \
     -daemonize "\${@:3}"
 }
 qemu "${NS[0]}" src
-for _ in \$(seq 1 600); do grep -q VESSEL-READY "$WORK/hand-src.log" 2>/dev/null && break; sleep 0.2; done
-grep -q VESSEL-READY "$WORK/hand-src.log"
-qemu "${NS[1]}" dst -incoming tcp:${ADDR[1]}:4444
+for _ in \$(seq 1 600); do grep -q VESSEL-READY "$WORK/q-src.log" 2>/dev/null && break; sleep 0.2; done
+grep -q VESSEL-READY "$WORK/q-src.log"
 SH
+# Timed: the target started waiting in m1's namespace, then the migration.
 cat > "$WORK/hand-move.sh" <<SH
-/usr/bin/python3 "$REPO/bench/migrate-by-hand.py" "$WORK/hand-src.qmp" "$WORK/hand-dst.qmp" \
+set -e
+$(sed -n '/^qemu() {/,/^}/p' "$WORK/hand-place.sh")
+qemu "${NS[1]}" dst -incoming defer
+/usr/bin/python3 "$REPO/bench/migrate-by-hand.py" "$WORK/q-src.qmp" "$WORK/q-dst.qmp" \
   tcp:${ADDR[1]}:4444 >> "$WORK/hand.json"
 SH
 : > "$WORK/paused.vessel"; : > "$WORK/hand.json"
@@ -166,6 +180,11 @@ $(tail -n +2 "$WORK/paused.vessel" | sort -n | tr '\n' ' ')ms"
 echo "guest paused, QEMU by hand (QEMU's downtime + completed to target running): \
 $(tail -n +2 "$WORK/hand.json" | jq -r '.downtime_ms + .to_running_ms' | sort -n | tr '\n' ' ')ms"
 echo "QEMU by hand, raw: $(tail -n +2 "$WORK/hand.json" | tr '\n' ' ')"
+echo "Vessel, raw: $(tail -n +2 "$WORK/vessel.out" | tr '\n' ' ')"
 
+fi
+
+if part placement; then
 echo "scheduler:"
 (cd "$REPO" && cargo run --release --locked -q -p vessel-placement --example placement-bench)
+fi

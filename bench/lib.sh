@@ -39,7 +39,8 @@ interleave() {
   for r in $(seq 0 "$runs"); do
     for k in $(seq 0 $((n - 1))); do
       i=$(( (k + r) % n ))
-      bash -c "${preps[$i]}" >/dev/null 2>&1 || die "preparing ${names[$i]} failed"
+      bash -c "${preps[$i]}" >/dev/null 2>"$dir/prep.${names[$i]}" \
+        || die "preparing ${names[$i]} failed: $(tail -c 400 "$dir/prep.${names[$i]}")"
       t0=$(date +%s%N)
       bash -c "${cmds[$i]}" >/dev/null 2>"$dir/err.${names[$i]}" \
         || die "${names[$i]} failed in round $r: $(tail -c 400 "$dir/err.${names[$i]}")"

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""QEMU migrating a guest by hand, for bench/cluster.sh: over the source's QMP socket,
-`migrate-set-parameters` (the same downtime limit Vessel uses), `migrate` to URI, polling
-`query-migrate` until it completes; then the target's QMP until its guest runs.
+"""QEMU migrating a guest by hand, for bench/cluster.sh, with the settings Vessel uses
+(multifd over 2 channels, a 300 ms downtime limit, no bandwidth cap): the target (a QEMU
+started with `-incoming defer`, whose QMP socket may not exist yet) is told to listen on
+URI, the source to migrate there; `query-migrate` is polled until it completes, then the
+target's status until its guest runs.
 Usage: migrate-by-hand.py SOURCE_QMP TARGET_QMP URI
-Prints one JSON line: total_ms (migrate issued to target running), qemu_total_ms and
-downtime_ms (QEMU's own figures), to_running_ms (completed to target running)."""
+Prints one JSON line: total_ms (from connecting to the target to its guest running),
+qemu_total_ms and downtime_ms (QEMU's own figures), to_running_ms (completed to running)."""
 import json
 import socket
 import sys
@@ -14,7 +16,14 @@ import time
 class Qmp:
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(path)
+        for _ in range(500):
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.01)
+        else:
+            sys.exit(f"no QMP at {path}")
         self.file = self.sock.makefile("rw")
         json.loads(self.file.readline())  # the greeting
         self.cmd("qmp_capabilities")
@@ -34,9 +43,14 @@ class Qmp:
 
 
 def main():
-    source, target = Qmp(sys.argv[1]), Qmp(sys.argv[2])
-    source.cmd("migrate-set-parameters", {"downtime-limit": 300})
     t0 = time.monotonic()
+    source, target = Qmp(sys.argv[1]), Qmp(sys.argv[2])
+    caps = {"capabilities": [{"capability": "multifd", "state": True}]}
+    for q in (source, target):
+        q.cmd("migrate-set-capabilities", caps)
+        q.cmd("migrate-set-parameters", {"multifd-channels": 2})
+    target.cmd("migrate-incoming", {"uri": sys.argv[3]})
+    source.cmd("migrate-set-parameters", {"downtime-limit": 300, "max-bandwidth": 0})
     source.cmd("migrate", {"uri": sys.argv[3]})
     while True:
         info = source.cmd("query-migrate")
