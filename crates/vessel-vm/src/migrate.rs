@@ -286,10 +286,13 @@ impl RunningVm {
         qmp.execute(&Migrate {
             uri: format!("unix:{}", utf8(&links.state)?),
         })?;
+        // Once switched over, what is left (`device`) is no longer memory to report.
+        let mut switched = false;
         let info: MigrationInfo = loop {
             let info = qmp.execute(&QueryMigrate)?;
             match info.status.as_deref() {
                 Some("pre-switchover") => {
+                    switched = true;
                     progress(MigrationPhase::Switchover);
                     self.end_mirrors(disks, Duration::from_secs(60))?;
                     qmp.execute(&MigrateContinue {
@@ -304,7 +307,7 @@ impl RunningVm {
                     ))
                 }
                 _ => {
-                    if let Some(ram) = &info.ram {
+                    if let Some(ram) = info.ram.as_ref().filter(|_| !switched) {
                         progress(MigrationPhase::Memory {
                             remaining: ram.remaining,
                             total: ram.total,
