@@ -248,6 +248,32 @@ pub fn rebase_overlay(path: &Path, backing: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Grows the qcow2 image at `path` to `size` bytes (`qemu-img resize`) when it is smaller;
+/// returns whether it grew. Never shrinks.
+pub fn grow_image(path: &Path, size: u64) -> Result<bool> {
+    if size <= image_info(path, Some(DiskFormat::Qcow2))?.virtual_size {
+        return Ok(false);
+    }
+    let qemu_img = QEMU_IMG.find()?;
+    let out = Command::new(&qemu_img)
+        .args(["resize", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Command {
+            command: "qemu-img resize".into(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(VmError::Command {
+            command: "qemu-img resize".into(),
+            message: qemu_img_message(&out.stderr),
+        });
+    }
+    Ok(true)
+}
+
 /// `qemu-img`'s error without its program-name prefix.
 fn qemu_img_message(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr)

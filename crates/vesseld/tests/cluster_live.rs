@@ -13,22 +13,6 @@ use common::cluster::{address_on, init, json, token, wait};
 use common::etcd::Etcd;
 use common::{Daemon, Sandbox};
 
-/// QEMU processes whose command line names `d`'s directory.
-fn qemus_of(d: &Daemon) -> usize {
-    let marker = d.dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("qemu-system") && c.contains(&marker)
-            })
-        })
-        .count()
-}
-
 /// `script` run in the VM `vm` through its agent: (exit code, output). The first exec
 /// after a live move can find the agent unanswering (docs/cluster.md, "Live moves"): tried
 /// again for up to 60 s while it says so.
@@ -219,8 +203,8 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
         json(&d[1].ok(&["info", "v1", "--format", "json"]))["status"],
         "running"
     );
-    assert_eq!(qemus_of(&d[0]), 0, "a QEMU of v1 is left on m0");
-    assert_eq!(qemus_of(&d[1]), 1);
+    assert_eq!(d[0].qemu_pids().len(), 0, "a QEMU of v1 is left on m0");
+    assert_eq!(d[1].qemu_pids().len(), 1);
     // The guest went on: its counter (no reboot), its server, the client's connection.
     let moved = count(&d[0], "v1");
     assert!(moved > before, "{moved} <= {before}");
@@ -258,7 +242,7 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
     // It moves back the same way; the image went to m1 under its fingerprint.
     let out = d[1].ok(&["move", "v1", "--target", "m0"]);
     assert!(out.contains("live"), "{out}");
-    assert_eq!(qemus_of(&d[1]), 0);
+    assert_eq!(d[1].qemu_pids().len(), 0);
     assert!(count(&d[0], "v1") > later);
     let fingerprint = d[0].info_image("vm/busybox")["fingerprint"]
         .as_str()
@@ -315,7 +299,7 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
     d[0].ok(&["cluster", "evacuate", "m2"]);
     let away = d[0].info("d1")["location"].as_str().unwrap().to_string();
     assert_ne!(away, "m2");
-    assert_eq!(qemus_of(&d[2]), 0);
+    assert_eq!(d[2].qemu_pids().len(), 0);
     let (_, n3) = written(&d[0]);
     assert!(n3 > n2, "{n3} <= {n2}");
     d[0].ok(&["cluster", "restore", "m2"]);

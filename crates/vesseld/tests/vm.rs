@@ -8,24 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{alive, wait_console, Daemon};
 
-/// Waits until the console log holds `needle`.
-fn qemu_running_for(d: &Daemon) -> Vec<i32> {
-    let marker = d.dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("qemu-system") && c.contains(&marker)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 #[test]
 fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     let mut d = Daemon::start();
@@ -124,7 +106,7 @@ fn para_vm_boots_runs_commands_and_outlives_the_daemon() {
     assert!(!alive(qemu));
     assert!(d.ok(&["logs", "v1"]).contains("VESSEL-SHUTDOWN"));
     d.ok(&["delete", "v1"]);
-    assert!(qemu_running_for(&d).is_empty());
+    assert!(d.qemu_pids().is_empty());
     assert!(d.cgroup_pids().is_empty());
 }
 
@@ -217,7 +199,7 @@ fn full_vm_boots_an_unmodified_disk_from_firmware() {
     assert_eq!(dg, fp);
     assert!(d.root().join("instances/f1/root.qcow2").is_file());
     d.ok(&["delete", "f1"]);
-    assert!(qemu_running_for(&d).is_empty());
+    assert!(d.qemu_pids().is_empty());
 }
 
 #[test]
@@ -245,7 +227,7 @@ fn bad_vm_requests_are_refused_and_leave_nothing() {
     let err = d.fails(&["launch", "vm/busybox", "nokernel", "--vm"]);
     assert!(err.contains("vmlinuz"), "{err}");
     assert!(d.fails(&["info", "nokernel"]).contains("not found"));
-    assert!(qemu_running_for(&d).is_empty());
+    assert!(d.qemu_pids().is_empty());
     // A qcow2 whose contents were corrupted after import: QEMU's refusal is reported.
     let good = d.dir.join("g.qcow2");
     std::process::Command::new("qemu-img")
@@ -266,7 +248,7 @@ fn bad_vm_requests_are_refused_and_leave_nothing() {
     let err = d.fails(&["launch", "g", "broken", "--vm"]);
     assert!(err.contains("qcow2") || err.contains("version"), "{err}");
     assert!(d.fails(&["info", "broken"]).contains("not found"));
-    assert!(qemu_running_for(&d).is_empty());
+    assert!(d.qemu_pids().is_empty());
 }
 
 #[test]
@@ -349,5 +331,5 @@ fn vm_boots_from_a_raid_volume_and_keeps_running_without_a_member() {
     d.ok(&["delete", "--force", "r1"]);
     let vols = d.ok(&["storage", "volume", "list", "safe", "--format", "json"]);
     assert_eq!(vols.trim(), "[]", "the root volume outlived its VM");
-    assert!(qemu_running_for(&d).is_empty());
+    assert!(d.qemu_pids().is_empty());
 }

@@ -3,7 +3,7 @@
 //! it forwards for someone).
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper_util::rt::TokioIo;
@@ -38,16 +38,7 @@ pub async fn incoming_stream(
     mut req: Request,
 ) -> Result<Response> {
     let name = scope.q(&name)?;
-    let wants = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(RAW_PROTOCOL));
-    if !wants {
-        return Err(Error::invalid(format!(
-            "this endpoint upgrades the connection: send `Connection: Upgrade` and `Upgrade: {RAW_PROTOCOL}`"
-        )));
-    }
+    super::upgrade::check_upgrade_to(&req, RAW_PROTOCOL)?;
     let socket = app
         .instances
         .incoming_socket(&name, &stream)
@@ -67,12 +58,7 @@ pub async fn incoming_stream(
             Err(e) => tracing::warn!(instance = %name, error = %e, "migration upgrade failed"),
         }
     });
-    let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    r.headers_mut()
-        .insert(header::UPGRADE, HeaderValue::from_static(RAW_PROTOCOL));
-    Ok(r)
+    Ok(super::upgrade::switching_to(RAW_PROTOCOL))
 }
 
 /// `PUT /1.0/instances/{name}/incoming`: the guest runs here, or the copy goes.

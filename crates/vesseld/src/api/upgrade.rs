@@ -21,7 +21,7 @@ fn check_upgrade(req: &Request) -> Result<()> {
     check_upgrade_to(req, PROTOCOL)
 }
 
-fn check_upgrade_to(req: &Request, protocol: &'static str) -> Result<()> {
+pub(super) fn check_upgrade_to(req: &Request, protocol: &'static str) -> Result<()> {
     let wants = req
         .headers()
         .get(header::UPGRADE)
@@ -56,7 +56,7 @@ fn switching() -> Response {
     switching_to(PROTOCOL)
 }
 
-fn switching_to(protocol: &'static str) -> Response {
+pub(super) fn switching_to(protocol: &'static str) -> Response {
     let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

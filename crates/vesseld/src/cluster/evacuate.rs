@@ -67,14 +67,16 @@ impl ClusterService {
         }
     }
 
-    /// Empties this member: every instance moved elsewhere or stopped, by `action` or by
-    /// its own `cluster.evacuate` key (default: moved).
-    pub async fn evacuate_here(
+    /// Marks this member evacuated (or no longer) in its record; returns the cluster, this
+    /// member's name and the instance service.
+    async fn mark_evacuated(
         &self,
-        ops: &Operations,
-        action: Option<EvacuateAction>,
-        op: &OpHandle,
-    ) -> Result<()> {
+        evacuated: bool,
+    ) -> Result<(
+        vessel_cluster::Cluster,
+        String,
+        crate::instance::InstanceService,
+    )> {
         let Some((cluster, me)) = self.live_member().await else {
             return Err(Error::conflict(
                 "this server is not a live member of a cluster",
@@ -84,11 +86,24 @@ impl ClusterService {
             .inner
             .instances
             .get()
+            .cloned()
             .ok_or_else(|| Error::internal("no instance service"))?;
         cluster
-            .set_evacuated(&me, true)
+            .set_evacuated(&me, evacuated)
             .await
             .map_err(from_cluster)?;
+        Ok((cluster, me, instances))
+    }
+
+    /// Empties this member: every instance moved elsewhere or stopped, by `action` or by
+    /// its own `cluster.evacuate` key (default: moved).
+    pub async fn evacuate_here(
+        &self,
+        ops: &Operations,
+        action: Option<EvacuateAction>,
+        op: &OpHandle,
+    ) -> Result<()> {
+        let (cluster, me, instances) = self.mark_evacuated(true).await?;
         let list = instances.list(false)?;
         let total = list.len().max(1);
         let mut failed = Vec::new();
@@ -105,7 +120,7 @@ impl ClusterService {
             let result = match what {
                 EvacuateAction::Stop => {
                     op.progress(Some(percent), &format!("stopping {}", inst.name));
-                    self.stop_in_place(ops, instances, &inst.name, inst.status)
+                    self.stop_in_place(ops, &instances, &inst.name, inst.status)
                         .await
                 }
                 EvacuateAction::Auto | EvacuateAction::Migrate | EvacuateAction::LiveMigrate => {
@@ -198,20 +213,7 @@ impl ClusterService {
     /// Ends this member's evacuation: nothing keeps new instances away, instances moved
     /// away are brought back, instances stopped in place are started.
     pub async fn restore_here(&self, ops: &Operations, op: &OpHandle) -> Result<()> {
-        let Some((cluster, me)) = self.live_member().await else {
-            return Err(Error::conflict(
-                "this server is not a live member of a cluster",
-            ));
-        };
-        let instances = self
-            .inner
-            .instances
-            .get()
-            .ok_or_else(|| Error::internal("no instance service"))?;
-        cluster
-            .set_evacuated(&me, false)
-            .await
-            .map_err(from_cluster)?;
+        let (cluster, me, instances) = self.mark_evacuated(false).await?;
         let ours: Vec<_> = self
             .locations()
             .await?

@@ -101,8 +101,10 @@ impl InstanceService {
             let (mut def, _) = svc.vms.machine(&inst, &image, &image_dir, volumes)?;
             def.nics.extend(svc.networks.vm_nics(&inst.name)?);
             def.incoming = true;
-            if let Some(root) = def.disks.first() {
-                grow_to(&root.path, disk_size)?;
+            // Grown to the size it has there (a disk grown while it ran there).
+            if let Some(root) = def.disks.first().filter(|_| disk_size > 0) {
+                vessel_vm::grow_image(&root.path, disk_size)
+                    .map_err(|e| Error::internal(format!("root disk: {}", chain(&e))))?;
             }
             let vm = svc.vms.start(&def)?;
             let params = MigrationParams {
@@ -199,29 +201,4 @@ impl InstanceService {
             tracing::warn!(instance = name, error = %e, "the copy of a failed move stays");
         }
     }
-}
-
-/// Grows the qcow2 disk at `path` to `size` bytes when it is smaller (a disk grown there).
-fn grow_to(path: &std::path::Path, size: u64) -> Result<()> {
-    let info = vessel_vm::image_info(path, None)
-        .map_err(|e| Error::internal(format!("root disk: {}", chain(&e))))?;
-    if size <= info.virtual_size {
-        return Ok(());
-    }
-    let qemu_img = vessel_vm::host::QEMU_IMG
-        .find()
-        .map_err(|e| Error::internal(chain(&e)))?;
-    let out = std::process::Command::new(qemu_img)
-        .args(["resize", "-f", "qcow2"])
-        .arg(path)
-        .arg(size.to_string())
-        .output()
-        .map_err(|e| Error::internal(format!("qemu-img resize: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::internal(format!(
-            "qemu-img resize: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
 }

@@ -465,6 +465,22 @@ impl Daemon {
         pids
     }
 
+    /// Pids of the QEMU processes whose command line names this daemon's directory.
+    pub fn qemu_pids(&self) -> Vec<i32> {
+        let marker = self.dir.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("qemu-system") && c.contains(&marker)
+                })
+            })
+            .collect()
+    }
+
     /// Pids of live monitors of this daemon.
     pub fn monitor_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
