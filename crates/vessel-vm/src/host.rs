@@ -79,15 +79,24 @@ fn parse_meminfo(text: &str, key: &str) -> Option<u64> {
 }
 
 /// A process's start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot), which
-/// with the pid identifies it across pid reuse. `None` when it is gone or a zombie.
+/// with the pid identifies it across pid reuse. `None` when it is gone or a zombie whose
+/// threads have all ended. A multi-threaded process (QEMU) killed shows its first thread as a
+/// zombie while the others are still exiting and still hold its files (an image's lock):
+/// that counts as running, as its pidfd does.
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything; fields follow the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // fields[0] is field 3 (state), so field 22 is fields[19].
-    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+    if fields.first() == Some(&"X") {
         return None;
+    }
+    if fields.first() == Some(&"Z") {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count();
+        if threads <= 1 {
+            return None;
+        }
     }
     fields.get(19)?.parse().ok()
 }
@@ -263,6 +272,53 @@ pub fn check_readable(what: &'static str, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    extern "C" fn linger(_: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: sleep has no preconditions.
+        unsafe { libc::sleep(30) };
+        std::ptr::null_mut()
+    }
+
+    #[test]
+    fn a_process_whose_first_thread_ended_runs_until_its_last_thread_ends() {
+        // SAFETY: the child only calls pthread_create, exit (of its thread) and _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: a thread that sleeps; the first thread ends, the process lives on
+            // (as a killed QEMU's threads outlive its first one for a moment).
+            unsafe {
+                let mut t: libc::pthread_t = std::mem::zeroed();
+                if libc::pthread_create(&mut t, std::ptr::null(), linger, std::ptr::null_mut()) != 0
+                {
+                    libc::_exit(1);
+                }
+                // The exit system call ends this thread only (pthread_exit would unwind).
+                libc::syscall(libc::SYS_exit, 0);
+                libc::_exit(1);
+            }
+        }
+        let p = Process::watch(pid).expect("the child runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let zombie_leader = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'))
+        };
+        while !zombie_leader() {
+            assert!(Instant::now() < deadline, "the first thread never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            p.is_alive(),
+            "its second thread still runs: {:?}",
+            std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count())
+        );
+        assert!(!p.wait_exit(Duration::from_millis(200)));
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(p.wait_exit(Duration::from_secs(10)));
+        assert_eq!(start_time(pid), None);
+    }
 
     #[test]
     fn meminfo_is_parsed() {
