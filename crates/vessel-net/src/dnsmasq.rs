@@ -467,21 +467,37 @@ fn start(ns: &NetNs, dir: &Path) -> Result<u32, DnsmasqError> {
     }
 }
 
+/// SIGTERM, then SIGKILL after 3 s; returns once the process has let go of its sockets (a
+/// dnsmasq started after it would find its addresses in use), at most 5 s.
 fn stop_pid(pid: u32) {
     signal(pid, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut deadline = Instant::now() + Duration::from_secs(3);
+    let mut killed = false;
     while alive(pid) {
         if Instant::now() > deadline {
+            if killed {
+                tracing::warn!(pid, "dnsmasq did not exit after SIGKILL");
+                break;
+            }
             signal(pid, libc::SIGKILL);
-            break;
+            killed = true;
+            deadline = Instant::now() + Duration::from_secs(2);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Alive and not a zombie (a zombie's cmdline is empty).
+/// Whether the process still holds its files: anything but a zombie. (A process on its way
+/// out has released its memory, so its cmdline already reads empty, while its sockets are
+/// still open; they are closed before it becomes a zombie.)
 fn alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
