@@ -1,5 +1,5 @@
 //! The agent's protocol, driven over `--stdio` on the host (the same code path as the port,
-//! without a VM): sequential execs, stdin, a terminal, signals, a missing program.
+//! without a VM): the ping, sequential execs, stdin, a terminal, signals, a missing program.
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -87,6 +87,9 @@ fn req(cmd: &[&str]) -> ExecRequest {
 #[test]
 fn sequential_execs_with_output_stdin_and_exit_codes() {
     let mut a = Agent::start();
+    // The host's ping is answered at once, runs nothing, and the exec after it works.
+    a.write(stream::AGENT_PING);
+    assert_eq!(a.frame(), (FrameKind::Exit, 0i32.to_be_bytes().to_vec()));
     a.request(&req(&["sh", "-c", "echo hi; echo oops >&2; exit 3"]));
     assert_eq!(a.collect(), ("hi\n".into(), "oops\n".into(), Ok(3)));
 

@@ -13,6 +13,11 @@ pub const PROTOCOL: &str = "vessel-stream/1";
 /// are (a VM's VNC display), without frames.
 pub const RAW_PROTOCOL: &str = "vessel-raw/1";
 
+/// The line a host sends the guest agent to learn that it hears it on this connection, before
+/// any command is sent; the agent answers with an `Exit` frame of 0 (an agent older than the
+/// ping answers with an `Error` frame, which tells the same).
+pub const AGENT_PING: &[u8] = b"{\"ping\":true}\n";
+
 /// Largest payload a peer accepts in one frame.
 pub const MAX_FRAME: usize = 1 << 20;
 

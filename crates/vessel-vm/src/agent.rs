@@ -5,7 +5,8 @@
 //! the other: a second caller's connection waits until the first closes (and gets
 //! [`VmError::Agent`] if that takes longer than its acknowledgement timeout).
 //!
-//! Protocol: the host writes one JSON line (a [`vessel_api::ExecRequest`]), then frames of
+//! Protocol: the host pings ([`vessel_api::stream::AGENT_PING`], answered with an `Exit`
+//! frame), writes one JSON line (a [`vessel_api::ExecRequest`]), then frames of
 //! [`vessel_api::stream`]. The agent answers with an empty `Stdout` frame (the
 //! acknowledgement), then `Stdout`/`Stderr` frames, and ends with `Exit` or `Error`. Closing
 //! the connection kills the command. The frames after the acknowledgement are exactly what a
@@ -52,8 +53,22 @@ pub struct AgentSession {
     stream: UnixStream,
 }
 
-/// Connects to the agent socket, sends `req` and waits up to `ack_timeout` for the agent to
-/// acknowledge (the agent is not running, or another exec holds the port, when it does not).
+/// How long the first ping waits for the agent before the connection is made again (each
+/// later one waits half as long again, within the acknowledgement timeout).
+const FIRST_PING_WAIT: Duration = Duration::from_millis(1000);
+
+/// How long the acknowledgement of a command may take once the agent answered the ping.
+const MIN_ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// Connects to the agent socket, makes sure the agent hears this connection, sends `req` and
+/// waits for the agent to acknowledge it, all within `ack_timeout` (the agent is not running,
+/// or another exec holds the port, when it does not answer).
+///
+/// The agent is pinged before the command goes out, and the connection is made again while
+/// it does not answer: right after a VM's state was loaded (a live move, a stateful snapshot
+/// taken or restored) the guest may not yet know that a host is connected to the port and
+/// cannot answer on it until the host connects again. A command is sent only on a connection
+/// the agent has answered, so it never runs twice.
 pub fn agent_exec(
     agent_socket: &Path,
     req: &ExecRequest,
@@ -62,14 +77,8 @@ pub fn agent_exec(
     if req.command.first().is_none_or(|c| c.is_empty()) {
         return Err(VmError::Agent("exec needs a command to run".into()));
     }
-    let mut stream =
-        UnixStream::connect(agent_socket).map_err(VmError::io("connect to", agent_socket))?;
     let mut line = serde_json::to_vec(req).map_err(|e| VmError::Agent(format!("request: {e}")))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(VmError::io("write the exec request to", agent_socket))?;
-    let mut session = AgentSession { stream };
     let no_answer = || {
         VmError::Agent(format!(
             "no answer within {:.1} s: vessel-agent is not running in the guest, or another exec \
@@ -77,9 +86,18 @@ pub fn agent_exec(
             ack_timeout.as_secs_f64()
         ))
     };
+    let deadline = Instant::now() + ack_timeout;
+    let mut session = connect_heard(agent_socket, deadline).ok_or_else(no_answer)??;
     session
         .stream
-        .set_read_timeout(Some(ack_timeout.max(Duration::from_millis(1))))
+        .write_all(&line)
+        .map_err(VmError::io("write the exec request to", agent_socket))?;
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(MIN_ACK_WAIT);
+    session
+        .stream
+        .set_read_timeout(Some(wait))
         .map_err(VmError::io("set a timeout on", agent_socket))?;
     match session.recv_raw() {
         Ok(Some((FrameKind::Stdout, p))) if p.is_empty() => {}
@@ -92,14 +110,7 @@ pub fn agent_exec(
             )))
         }
         Ok(None) => return Err(VmError::Agent("the agent socket closed".into())),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            return Err(no_answer())
-        }
+        Err(e) if is_timeout(&e) => return Err(no_answer()),
         Err(e) => return Err(VmError::Agent(format!("reading the acknowledgement: {e}"))),
     }
     session
@@ -107,6 +118,55 @@ pub fn agent_exec(
         .set_read_timeout(None)
         .map_err(VmError::io("clear the timeout on", agent_socket))?;
     Ok(session)
+}
+
+/// A connection the agent has answered a ping on; `None` when it did not by `deadline`.
+fn connect_heard(agent_socket: &Path, deadline: Instant) -> Option<Result<AgentSession>> {
+    let mut wait = FIRST_PING_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut stream = match UnixStream::connect(agent_socket) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(VmError::io("connect to", agent_socket)(e))),
+        };
+        let attempt = wait.min(left).max(Duration::from_millis(1));
+        let sent = stream
+            .write_all(stream::AGENT_PING)
+            .and_then(|()| stream.set_read_timeout(Some(attempt)));
+        if let Err(e) = sent {
+            return Some(Err(VmError::io("write to", agent_socket)(e)));
+        }
+        let mut session = AgentSession { stream };
+        match session.recv_raw() {
+            // An agent older than the ping calls it an invalid request: heard all the same.
+            Ok(Some((FrameKind::Exit | FrameKind::Error, _))) => return Some(Ok(session)),
+            Ok(Some((kind, _))) => {
+                return Some(Err(VmError::Agent(format!(
+                    "protocol error: {kind:?} frame in answer to the ping"
+                ))))
+            }
+            // Not heard (or QEMU let go of the connection): connect again.
+            Ok(None) => {
+                tracing::info!(socket = %agent_socket.display(), "the guest agent's port closed; connecting again");
+                std::thread::sleep(Duration::from_millis(50).min(left))
+            }
+            Err(e) if is_timeout(&e) => {
+                tracing::info!(socket = %agent_socket.display(), wait_ms = attempt.as_millis() as u64, "the guest agent did not answer the ping; connecting again");
+            }
+            Err(e) => return Some(Err(VmError::Agent(format!("reading from the agent: {e}")))),
+        }
+        wait = wait.saturating_mul(3) / 2;
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 impl AgentSession {
