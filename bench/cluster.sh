@@ -10,11 +10,14 @@
 #    against QEMU migrating the same guest by hand between the two namespaces (plain TCP,
 #    the settings Vessel uses; the target QEMU's start timed too): total time, and the
 #    guest's pause;
+#  - failover: m1's daemon SIGKILLed and its namespace's packets dropped while an HA
+#    container runs there; the time until it answers an exec on m0 (threshold 2 s, lease
+#    TTL 6 s). No peer runs here: docs/PERFORMANCE.md compares with their documented
+#    defaults;
 #  - the scheduler: 10,000 instances over 100 simulated members (vessel-placement's example).
-# Failover is not built yet (docs/cluster.md).
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
-PARTS=${PARTS:-"move exec live placement"}
+PARTS=${PARTS:-"move exec live failover placement"}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 EXECS=${EXECS:-20}
 command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || die "etcd missing: apt-get install etcd-server"
@@ -31,6 +34,9 @@ cleanup() {
   for c in c1 x0 x1 lv; do V0 delete --force "$c" >/dev/null 2>&1 || true; done
   V1 delete --force lv >/dev/null 2>&1 || true
   for f in "$WORK"/q-*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
+  V0 delete --force ha >/dev/null 2>&1 || true
+  [ -f "$WORK/vesseld1.pid" ] && kill "$(cat "$WORK/vesseld1.pid")" 2>/dev/null || true
+  pkill -f "fence-watchdog $WORK" 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   for n in "${NS[@]}" "$U"; do ip netns del "$n" 2>/dev/null || true; done
@@ -60,12 +66,18 @@ nsenter --net=/run/netns/"${NS[0]}" -- etcd --name e0 --data-dir "$WORK/etcd" \
   --initial-advertise-peer-urls "http://${ADDR[0]}:2380" \
   --initial-cluster "e0=http://${ADDR[0]}:2380" >"$WORK/etcd.log" 2>&1 &
 PIDS+=($!)
-for i in 0 1; do
-  nsenter --net=/run/netns/"${NS[$i]}" -- env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" \
-    --root-dir "$WORK/r$i" --run-dir "$WORK/run$i" --socket "$WORK/s$i.sock" \
-    --no-default-network --listen "${ADDR[$i]}:8443" >"$WORK/vesseld$i.log" 2>&1 &
-  PIDS+=($!)
-done
+nsenter --net=/run/netns/"${NS[0]}" -- env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" \
+  --root-dir "$WORK/r0" --run-dir "$WORK/run0" --socket "$WORK/s0.sock" \
+  --no-default-network --listen "${ADDR[0]}:8443" >"$WORK/vesseld0.log" 2>&1 &
+PIDS+=($!)
+# m1's daemon is started (again) by a script: the failover rounds kill it.
+cat > "$WORK/m1-up.sh" <<SH
+nsenter --net=/run/netns/${NS[1]} -- env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" \
+  --root-dir "$WORK/r1" --run-dir "$WORK/run1" --socket "$WORK/s1.sock" \
+  --no-default-network --listen "${ADDR[1]}:8443" >>"$WORK/vesseld1.log" 2>&1 &
+echo \$! > "$WORK/vesseld1.pid"
+SH
+bash "$WORK/m1-up.sh"
 for _ in $(seq 1 100); do V0 info >/dev/null 2>&1 && V1 info >/dev/null 2>&1 && break; sleep 0.1; done
 for _ in $(seq 1 100); do
   V0 cluster init m0 --address "${ADDR[0]}:8443" --etcd "$ETCD" >/dev/null 2>&1 && break
@@ -182,6 +194,52 @@ $(tail -n +2 "$WORK/hand.json" | jq -r '.downtime_ms + .to_running_ms' | sort -n
 echo "QEMU by hand, raw: $(tail -n +2 "$WORK/hand.json" | tr '\n' ' ')"
 echo "Vessel, raw: $(tail -n +2 "$WORK/vessel.out" | tr '\n' ' ')"
 
+fi
+
+if part failover; then
+V0 cluster healing 2 >/dev/null
+V1 launch busybox ha --no-network --target m1 -c cluster.ha=true -- sleep 86397 >/dev/null
+# Each round starts with ha running on m1, m1 whole, and the index holding ha's restart
+# request (its pass runs every 2 s).
+cat > "$WORK/ha-place.sh" <<SH
+set -e
+export VESSEL_SOCKET=$WORK/s0.sock
+if ! ip netns exec ${NS[1]} nft list table inet cut >/dev/null 2>&1; then :; else
+  ip netns exec ${NS[1]} nft delete table inet cut
+fi
+if ! kill -0 "\$(cat "$WORK/vesseld1.pid")" 2>/dev/null; then bash "$WORK/m1-up.sh"; fi
+for _ in \$(seq 1 150); do
+  VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" cluster info --format json 2>/dev/null \
+    | jq -e '.connected and (.fenced | not)' >/dev/null && break
+  sleep 0.2
+done
+# (m1 deletes its stale copy first, once it is back)
+for _ in \$(seq 1 40); do
+  [ "\$("$BIN/vessel" info ha --format json | jq -r .location)" = m1 ] && break
+  "$BIN/vessel" move ha --target m1 >/dev/null 2>&1 || sleep 0.5
+done
+"$BIN/vessel" exec ha -T -- true
+sleep 3
+SH
+cat > "$WORK/ha-kill.sh" <<SH
+set -e
+kill -9 "\$(cat "$WORK/vesseld1.pid")"
+ip netns exec ${NS[1]} nft -f - <<NFT
+table inet cut {
+ chain in { type filter hook input priority -300; policy drop; }
+ chain out { type filter hook output priority -300; policy drop; }
+}
+NFT
+export VESSEL_SOCKET=$WORK/s0.sock
+for _ in \$(seq 1 600); do
+  [ "\$("$BIN/vessel" info ha --format json 2>/dev/null | jq -r .location)" = m0 ] \
+    && "$BIN/vessel" exec ha -T -- true 2>/dev/null && exit 0
+  sleep 0.1
+done
+echo "ha did not come back on m0" >&2; exit 1
+SH
+echo "failover of an HA container from a killed member (threshold 2 s, TTL 6 s), $ROUNDS rounds:"
+interleave "$ROUNDS" "$WORK" "failover" "bash '$WORK/ha-place.sh'" "bash '$WORK/ha-kill.sh'"
 fi
 
 if part placement; then

@@ -86,6 +86,10 @@ pub struct ClusterInfo {
     /// How the cluster places new instances: `spread` or `binpack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// Seconds a member stays offline before its `cluster.ha` instances are made again on
+    /// other members; none: they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing_threshold: Option<u64>,
 }
 
 /// Body of `PATCH /1.0/cluster`: the cluster's settings to change.
@@ -96,6 +100,10 @@ pub struct ClusterUpdate {
     /// `binpack` (the one with the least room that fits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// Failover: seconds a member may stay offline before its `cluster.ha` instances are
+    /// made again and started on other members; 0 ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing_threshold: Option<u64>,
 }
 
 /// What a member uses, from its last heartbeat.

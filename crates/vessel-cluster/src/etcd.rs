@@ -22,6 +22,9 @@ struct ClusterRecord {
     /// How new instances are placed (`spread`, `binpack`); none: spread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy: Option<String>,
+    /// Seconds a member stays offline before its HA instances are failed over; none: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    healing_threshold: Option<u64>,
 }
 
 /// What `tokens/ID` holds.
@@ -94,9 +97,17 @@ impl Cluster {
                 "no etcd endpoint given: name its client URLs, e.g. http://10.0.0.1:2379".into(),
             ));
         }
+        // HTTP/2 pings every second on every connection, idle or not: a connection to an
+        // etcd member whose packets are silently dropped (its host cut off) is closed within
+        // two seconds and the balancer sends nothing more its way until it connects again.
+        // Without them, every call that the balancer gave that member waited for the whole
+        // request timeout, lease renewals included, and one member cut off made the others
+        // fence themselves.
         let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5));
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
+            .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| Error::Etcd(format!("cannot reach {}: {e}", endpoints.join(", "))))?;
@@ -204,6 +215,35 @@ impl Cluster {
         }
     }
 
+    /// Seconds a member stays offline before its `ha` instances are failed over (none: they
+    /// are not).
+    pub async fn healing_threshold(&self) -> Result<Option<u64>> {
+        let k = key("cluster");
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound("etcd holds no cluster".into()));
+        };
+        Ok(parse::<ClusterRecord>(&k, kv.value())?.healing_threshold)
+    }
+
+    /// Sets (or with `None` ends) failover after `seconds` offline.
+    pub async fn set_healing_threshold(&self, seconds: Option<u64>) -> Result<()> {
+        let set = |rec: &mut ClusterRecord| {
+            rec.healing_threshold = seconds;
+            Ok(())
+        };
+        if self
+            .rewrite(&key("cluster"), "etcd holds no cluster", set)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Conflict(
+                "the cluster's record changed meanwhile; try again".into(),
+            ))
+        }
+    }
+
     /// Makes the cluster with `me` its first member; refused if etcd holds one already.
     pub async fn init(&self, id: &str, now: &str, me: &MemberRecord) -> Result<()> {
         let ck = key("cluster");
@@ -212,6 +252,7 @@ impl Cluster {
             id: id.into(),
             created_at: now.into(),
             policy: None,
+            healing_threshold: None,
         };
         let txn = Txn::new()
             .when([Compare::version(ck.as_str(), CompareOp::Equal, 0)])
@@ -440,7 +481,7 @@ impl Cluster {
             held: lease.clone(),
             renewed: renewed.clone(),
         }));
-        let watchdog = tokio::spawn(watchdog(name.to_string(), ttl, renewed, fence_tx));
+        let watchdog = tokio::spawn(watchdog(name.to_string(), ttl, renewed.clone(), fence_tx));
         Heartbeater {
             client: self.client.clone(),
             name: name.to_string(),
@@ -449,6 +490,7 @@ impl Cluster {
             task,
             stop,
             lease,
+            renewed,
         }
     }
 }
@@ -462,6 +504,7 @@ pub struct Heartbeater {
     task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
     lease: Arc<Mutex<Option<i64>>>,
+    renewed: Arc<Mutex<std::time::Instant>>,
 }
 
 impl Heartbeater {
@@ -475,6 +518,28 @@ impl Heartbeater {
     /// The lease held now, if any.
     fn lease(&self) -> Option<i64> {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long ago the last renewal etcd confirmed was asked; `None` while no lease is held.
+    pub fn renewed_ago(&self) -> Option<Duration> {
+        self.lease()?;
+        Some(
+            self.renewed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed(),
+        )
+    }
+
+    /// Stops beating without giving the lease up: the member goes offline when the lease
+    /// expires, a TTL after its last renewal (a stop while HA instances run, which the
+    /// member's watchdog stops before that).
+    pub async fn abandon(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.abort();
+        self.watchdog.abort();
+        let _ = (&mut self.task).await;
+        tracing::info!("cluster heartbeat stopped; the lease expires by itself");
     }
 
     /// Stops beating and revokes the lease (which deletes `alive/NAME`): the member is
@@ -525,6 +590,14 @@ impl Drop for Heartbeater {
 /// others can see it offline.
 pub fn fence_after(ttl: Duration) -> Duration {
     ttl / 2
+}
+
+/// When a member's HA processes are killed if its daemon has fallen silent: this long after
+/// the last renewal etcd confirmed. Later than [`fence_after`] (a daemon that is alive
+/// fences itself first, and a renewal late by a leader election does not kill them), and a
+/// quarter of the TTL before the lease can expire.
+pub fn kill_after(ttl: Duration) -> Duration {
+    ttl * 3 / 4
 }
 
 /// Raises the fence when renewals stop coming, lowers it when they come again.

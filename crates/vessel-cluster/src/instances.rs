@@ -31,6 +31,14 @@ pub struct Location {
     /// `restore` brings it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The member it was failed over from (taken over while that member was offline): that
+    /// member's copy is stale and goes when it is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_over_from: Option<String>,
+    /// etcd's revision of this entry when it was read: what a change compares against, and
+    /// for the member an instance was failed over to, its fencing token.
+    #[serde(skip)]
+    pub revision: i64,
 }
 
 /// What an instance asks of its member: its limits (none: nothing, a best-effort one) and
@@ -46,6 +54,10 @@ pub struct Asks {
     /// Its placement group (`PROJECT/GROUP`): no two of a group on one member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// For an instance made highly available: what makes it again on another member when
+    /// its own is lost (opaque here: the daemon's creation request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<serde_json::Value>,
 }
 
 fn instance_key(project: &str, name: &str) -> String {
@@ -59,6 +71,7 @@ fn location_of(kv: &etcd_client::KeyValue) -> Result<Location> {
     let (project, name) = rest.split_once('/').unwrap_or(("", rest));
     loc.project = project.to_string();
     loc.name = name.to_string();
+    loc.revision = kv.mod_revision();
     Ok(loc)
 }
 
@@ -78,6 +91,8 @@ impl Cluster {
             member: member.into(),
             asks: asks.clone(),
             origin: None,
+            failed_over_from: None,
+            revision: 0,
         };
         let txn = Txn::new()
             .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
@@ -119,6 +134,7 @@ impl Cluster {
             }
             loc.member = to.into();
             loc.origin = origin.map(str::to_string);
+            loc.failed_over_from = None;
             Ok(())
         };
         if self.rewrite(&k, &what, change).await? {
@@ -128,6 +144,32 @@ impl Cluster {
                 "instance {name} changed hands while it was handed over to {to}"
             )))
         }
+    }
+
+    /// Fails `loc` (as read, with its revision) over to the member `to`: only while the
+    /// member holding it is offline (its heartbeat key is gone with its lease) and only if
+    /// the entry is unchanged since it was read, in one transaction. Returns the revision of
+    /// the change, the fencing token of the instance on `to`; `None` when another member
+    /// took it first, or its member came back.
+    pub async fn take_over(&self, loc: &Location, to: &str) -> Result<Option<i64>> {
+        let k = instance_key(&loc.project, &loc.name);
+        let alive = key(&format!("alive/{}", loc.member));
+        let rec = Location {
+            member: to.into(),
+            origin: None,
+            failed_over_from: Some(loc.member.clone()),
+            ..loc.clone()
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(k.as_str(), CompareOp::Equal, loc.revision),
+                Compare::version(alive.as_str(), CompareOp::Equal, 0),
+            ])
+            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+        let resp = self.txn(txn).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
     /// Lets `project`/`name` go if `member` holds it (its instance is gone).

@@ -20,7 +20,7 @@ mod token;
 
 use serde::{Deserialize, Serialize};
 
-pub use etcd::{fence_after, Cluster, Heartbeater, MemberWatch};
+pub use etcd::{fence_after, kill_after, Cluster, Heartbeater, MemberWatch};
 pub use instances::{Asks, Location};
 pub use networks::{NetHost, NetworkSpec};
 pub use token::JoinToken;

@@ -75,6 +75,14 @@ pub enum ClusterCommand {
         /// `spread` or `binpack`.
         policy: Option<String>,
     },
+    /// Failover: how many seconds a member may stay offline before its instances marked
+    /// `cluster.ha=true` are made again (from their image and configuration) and started on
+    /// other members; `off` ends it. Without a value, the setting now. The member cut off
+    /// stops those instances itself before they start elsewhere.
+    Healing {
+        /// Seconds (e.g. 10), or `off`.
+        threshold: Option<String>,
+    },
     /// This server's place in the cluster.
     Info {
         /// Output format.

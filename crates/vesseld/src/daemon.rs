@@ -217,6 +217,11 @@ impl Daemon {
             let c = c.clone();
             Box::pin(async move { c.released(&name).await })
         }));
+        let c = cluster.clone();
+        instances.on_ha_start(Arc::new(move |name| {
+            let c = c.clone();
+            Box::pin(async move { c.may_start_ha(&name).await })
+        }));
         cluster.set_auth(auth.clone());
         cluster.set_networks(networks.clone());
         let metrics = crate::metrics::MetricsService::new(

@@ -25,4 +25,5 @@ mod storage;
 mod store;
 mod transfer;
 
+pub use cluster::watchdog::{run as run_fence_watchdog, ARG as FENCE_WATCHDOG_ARG};
 pub use daemon::{Config, Daemon, DaemonError, DEFAULT_ROOT};

@@ -46,6 +46,10 @@ struct Args {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(vesseld::FENCE_WATCHDOG_ARG) {
+        // The fence watchdog a cluster member's daemon keeps (see its module).
+        vesseld::run_fence_watchdog();
+    }
     if let Err(e) = real_main() {
         eprintln!("Error: {e:#}");
         std::process::exit(1);

@@ -63,3 +63,35 @@ pub fn file_body<K: Send + 'static>(file: std::fs::File, keep: K) -> (u64, Body)
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
 }
+
+/// Streams a body (an upload, or another member's answer) into `dest`: at most `max` bytes,
+/// not empty.
+pub async fn receive_body(body: Body, dest: &std::path::Path, max: u64, what: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload: {e}")))?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(Error::invalid(format!(
+                "the upload is larger than the {max} bytes accepted here"
+            )));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
+    if total == 0 {
+        return Err(Error::invalid(format!(
+            "the upload is empty: send the {what} as the body"
+        )));
+    }
+    Ok(())
+}

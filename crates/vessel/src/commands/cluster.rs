@@ -61,7 +61,7 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
         ));
     }
     println(format!(
-        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  placement:   {}\n  fingerprint: {}",
+        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  placement:   {}\n  failover:    {}\n  fingerprint: {}",
         i.name.as_deref().unwrap_or("?"),
         i.id.as_deref().unwrap_or("?"),
         i.address.as_deref().unwrap_or("?"),
@@ -73,8 +73,22 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
             "no"
         },
         i.policy.as_deref().unwrap_or("?"),
+        i.healing_threshold
+            .map_or("off".to_string(), |t| format!("after {t} s offline")),
         i.fingerprint
     ))
+}
+
+fn healing_line(i: &ClusterInfo) -> String {
+    match i.healing_threshold {
+        Some(t) => format!(
+            "Failover: the cluster.ha instances of a member offline for {t} s start on \
+             another member."
+        ),
+        None => "Failover is off: instances of an offline member wait for it \
+                 (`vessel cluster healing SECONDS` turns it on)."
+            .into(),
+    }
 }
 
 /// `vessel cluster ...`.
@@ -153,6 +167,7 @@ pub fn run(client: &Client, cmd: ClusterCommand) -> Result<i32> {
                     "/1.0/cluster",
                     &vessel_api::ClusterUpdate {
                         policy: Some(policy),
+                        ..Default::default()
                     },
                 )?,
                 None => client.get("/1.0/cluster")?,
@@ -161,6 +176,34 @@ pub fn run(client: &Client, cmd: ClusterCommand) -> Result<i32> {
                 "New instances are placed by {}.",
                 i.policy.as_deref().unwrap_or("?")
             ))?;
+        }
+        ClusterCommand::Healing { threshold } => {
+            let i: ClusterInfo = match threshold {
+                Some(t) => {
+                    let secs = match t.as_str() {
+                        "off" | "0" => 0,
+                        t => match t.trim_end_matches('s').parse::<u64>() {
+                            Ok(n) if n > 0 => n,
+                            _ => {
+                                anyhow::bail!(
+                                    "{t:?}: give the seconds a member may stay offline \
+                                     (e.g. 10), or `off`"
+                                )
+                            }
+                        },
+                    };
+                    client.send(
+                        "PATCH",
+                        "/1.0/cluster",
+                        &vessel_api::ClusterUpdate {
+                            healing_threshold: Some(secs),
+                            ..Default::default()
+                        },
+                    )?
+                }
+                None => client.get("/1.0/cluster")?,
+            };
+            println(healing_line(&i))?;
         }
         ClusterCommand::Info { format } => {
             let i: ClusterInfo = client.get("/1.0/cluster")?;

@@ -28,6 +28,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
 }
 
 use super::accepted;
+pub(super) use crate::transfer::receive_body as receive_upload;
 
 pub async fn server_info(
     State(app): State<App>,
@@ -413,42 +414,6 @@ pub async fn images_pull(
 
 /// Largest upload accepted for an import.
 const MAX_IMPORT: u64 = 64 << 30;
-
-/// Streams a request body into `dest`: at most `max` bytes, not empty.
-pub(super) async fn receive_upload(
-    body: Body,
-    dest: &std::path::Path,
-    max: u64,
-    what: &str,
-) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::File::create(dest)
-        .await
-        .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
-    let mut stream = body.into_data_stream();
-    let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload: {e}")))?;
-        total += chunk.len() as u64;
-        if total > max {
-            return Err(Error::invalid(format!(
-                "the upload is larger than the {max} bytes accepted here"
-            )));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
-    if total == 0 {
-        return Err(Error::invalid(format!(
-            "the upload is empty: send the {what} as the body"
-        )));
-    }
-    Ok(())
-}
 
 pub async fn images_import(
     State(app): State<App>,

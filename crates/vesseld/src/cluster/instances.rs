@@ -52,6 +52,7 @@ fn asks(
         cpu: limits.cpu.unwrap_or(0.0),
         memory: limits.memory.unwrap_or(0),
         group: group_of(project, config),
+        restart: None,
     }
 }
 
@@ -520,6 +521,68 @@ impl ClusterService {
             .map_err(from_cluster)
     }
 
+    /// Deletes this member's copy of `c`, which was failed over to `c.member` while this
+    /// member was cut off (it was fenced then: stopped).
+    async fn drop_stale(&self, c: &vessel_cluster::Location) {
+        let Some(instances) = self.inner.instances.get() else {
+            return;
+        };
+        let name = crate::project::qualify(&c.project, &c.name);
+        tracing::warn!(
+            instance = %c.name, project = %c.project, member = %c.member,
+            "failed over to another member while this one was cut off: deleting the stale copy here"
+        );
+        if let Err(e) = instances.delete_stale(&name).await {
+            tracing::error!(instance = %name, error = %e, "the stale copy was not deleted");
+        }
+    }
+
+    /// Whether the HA instance `qualified` may start here: only on a live, unfenced member
+    /// that the cluster's index names for it (or none yet). A daemon just started waits up
+    /// to a lease's TTL for etcd.
+    pub async fn may_start_ha(&self, qualified: &str) -> Result<()> {
+        if self.inner.membership.lock().await.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + super::LEASE_TTL;
+        let (cluster, me) = loop {
+            if let Some(live) = self.live_member().await {
+                break live;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::conflict(format!(
+                    "{qualified} is highly available (cluster.ha): it starts only while this \
+                     member's cluster answers, and etcd has not answered since the daemon \
+                     started; see the daemon's log"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if self.fenced().await {
+            return Err(Error::conflict(format!(
+                "this member is fenced (its lease has not been renewed): {qualified} is highly \
+                 available (cluster.ha) and does not start here until etcd answers again"
+            )));
+        }
+        let (project, name) = crate::project::split(qualified);
+        match cluster
+            .locate_instance(project, name)
+            .await
+            .map_err(from_cluster)?
+        {
+            Some(loc) if loc.member != me => Err(Error::conflict(format!(
+                "instance {name} lives on member {} now{}: this copy does not start",
+                loc.member,
+                if loc.failed_over_from.as_deref() == Some(me.as_str()) {
+                    " (failed over while this member was offline)"
+                } else {
+                    ""
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Keeps the index true of this member's instances: those in its store and the names
     /// it claimed for instances being made.
     pub(super) async fn keep_index(self, cluster: Cluster, me: String) {
@@ -573,16 +636,22 @@ impl ClusterService {
                     continue;
                 }
             };
+            let instances = self.inner.instances.get();
+            let mut ha = BTreeSet::new();
             let mut keep: BTreeMap<(String, String), Asks> = match self.inner.store.instance_list()
             {
                 Ok(list) => list
                     .iter()
                     .map(|i| {
                         let (p, n) = crate::project::split(&i.name);
-                        (
-                            (p.to_string(), n.to_string()),
-                            asks(p, &i.limits, &i.config),
-                        )
+                        let mut asks = asks(p, &i.limits, &i.config);
+                        if crate::instance::ha::is_ha(&i.config) {
+                            ha.insert((p.to_string(), n.to_string()));
+                            asks.restart = instances
+                                .map(|s| s.restart_request(i))
+                                .and_then(|r| serde_json::to_value(r).ok());
+                        }
+                        ((p.to_string(), n.to_string()), asks)
                     })
                     .collect(),
                 Err(e) => {
@@ -600,7 +669,12 @@ impl ClusterService {
             match cluster.sync_instances(&me, &keep, since).await {
                 Ok(clashes) => {
                     for c in clashes {
-                        if told.insert((c.project.clone(), c.name.clone())) {
+                        let id = (c.project.clone(), c.name.clone());
+                        if c.failed_over_from.as_deref() == Some(me.as_str()) && ha.contains(&id) {
+                            self.drop_stale(&c).await;
+                            continue;
+                        }
+                        if told.insert(id) {
                             tracing::warn!(
                                 instance = %c.name, project = %c.project, member = %c.member,
                                 "an instance of this name lives on another member too; rename one"

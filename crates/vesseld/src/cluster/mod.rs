@@ -4,9 +4,11 @@
 
 mod evacuate;
 mod forward;
+mod heal;
 mod instances;
 mod migration;
 mod networks;
+pub mod watchdog;
 
 pub use evacuate::EvacuateAction;
 pub use forward::Target;
@@ -54,6 +56,8 @@ struct Joined {
     trust: tokio::task::JoinHandle<()>,
     index: tokio::task::JoinHandle<()>,
     networks: tokio::task::JoinHandle<()>,
+    heal: tokio::task::JoinHandle<()>,
+    watchdog: tokio::task::JoinHandle<()>,
 }
 
 /// How soon the members' certificates are read again when etcd cannot be watched.
@@ -318,6 +322,14 @@ impl ClusterService {
         };
         let index = tokio::spawn(self.clone().keep_index(cluster.clone(), m.name.clone()));
         let networks = tokio::spawn(self.clone().keep_networks(cluster.clone(), m.name.clone()));
+        let heal = tokio::spawn(self.clone().keep_healing(cluster.clone(), m.name.clone()));
+        let watchdog = match watchdog::Watchdog::spawn(&self.inner.root) {
+            Ok(dog) => tokio::spawn(self.clone().keep_watchdog(dog)),
+            Err(e) => {
+                tracing::error!(error = %e, "no fence watchdog: HA instances here are not stopped if the daemon dies");
+                tokio::spawn(async {})
+            }
+        };
         *self.inner.live.lock().await = Some(Joined {
             cluster,
             beat,
@@ -325,6 +337,8 @@ impl ClusterService {
             trust,
             index,
             networks,
+            heal,
+            watchdog,
         });
         tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
         Ok(())
@@ -374,10 +388,23 @@ impl ClusterService {
             j.trust.abort();
             j.index.abort();
             j.networks.abort();
+            j.heal.abort();
+            // The watchdog hears no more: it stops the HA instances before the lease ends.
+            j.watchdog.abort();
             if let Some(auth) = self.inner.auth.get() {
                 auth.set_members(Default::default());
             }
-            j.beat.stop().await;
+            let ha_running = self
+                .inner
+                .instances
+                .get()
+                .is_some_and(|i| !i.ha_pids().is_empty());
+            if ha_running {
+                // Offline at once would let the others start them while they run here.
+                j.beat.abandon().await;
+            } else {
+                j.beat.stop().await;
+            }
         }
     }
 
@@ -410,9 +437,12 @@ impl ClusterService {
                 None,
             ),
         };
-        let policy = match cluster {
-            Some(c) => c.policy().await.ok(),
-            None => None,
+        let (policy, healing_threshold) = match cluster {
+            Some(c) => (
+                c.policy().await.ok(),
+                c.healing_threshold().await.ok().flatten(),
+            ),
+            None => (None, None),
         };
         Ok(ClusterInfo {
             enabled: m.is_some(),
@@ -424,6 +454,7 @@ impl ClusterService {
             fenced,
             fingerprint: self.fingerprint()?,
             policy,
+            healing_threshold,
         })
     }
 
@@ -436,6 +467,13 @@ impl ClusterService {
                 .map_err(|e: vessel_placement::UnknownPolicy| Error::invalid(e.to_string()))?;
             cluster
                 .set_policy(&policy.to_string())
+                .await
+                .map_err(from_cluster)?;
+        }
+        if let Some(t) = req.healing_threshold {
+            // 0 ends failover.
+            cluster
+                .set_healing_threshold((t > 0).then_some(t))
                 .await
                 .map_err(from_cluster)?;
         }

@@ -1,10 +1,127 @@
-//! Instances marked `cluster.ha=true`: what a member that fences itself stops.
+//! Instances marked `cluster.ha=true`: what a member that fences itself stops, the gate a
+//! start of one passes (the cluster must say it lives here), and what a member an instance
+//! is failed over to does (its image fetched, the instance made again and started).
 
-use vessel_api::{InstanceStatus, StateAction, StateChange};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use vessel_api::{InstanceCreate, InstanceStatus, OperationStatus, StateAction, StateChange};
 
 use super::InstanceService;
+use crate::error::{Error, Result};
+
+/// Whether an instance with `config` is highly available (`cluster.ha=true`).
+pub fn is_ha(config: &BTreeMap<String, String>) -> bool {
+    config.get("cluster.ha").map(String::as_str) == Some("true")
+}
+
+/// What a start of an HA instance asks first (given its qualified name): an error when it
+/// must not run here.
+pub type HaGate = std::sync::Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl InstanceService {
+    /// Has every start of an HA instance ask `gate` first (the cluster: it may run only on
+    /// the member the cluster's index names).
+    pub fn on_ha_start(&self, gate: HaGate) {
+        let _ = self.ha_gate.set(gate);
+    }
+
+    /// The gate's answer for `name`, an HA instance about to start.
+    pub(super) async fn check_ha_start(
+        &self,
+        name: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        match self.ha_gate.get() {
+            Some(gate) if is_ha(config) => gate(name.to_string()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The creation request that makes `inst` again elsewhere, started (what a failover
+    /// makes from the cluster's index).
+    pub fn restart_request(&self, inst: &vessel_api::Instance) -> InstanceCreate {
+        self.recreate_request(inst, &inst.name, true)
+    }
+
+    /// Imports the image archive `upload` (in `staging`, which goes) under `fingerprint`.
+    pub async fn import_image_file(
+        &self,
+        staging: PathBuf,
+        upload: PathBuf,
+        fingerprint: &str,
+    ) -> Result<()> {
+        let (images, fp) = (self.images.clone(), fingerprint.to_string());
+        let op = self.ops.spawn(
+            format!("Fetching image {}", crate::image::short(fingerprint)),
+            vec![images.path(None)],
+            false,
+            move |op| async move {
+                images
+                    .import(staging, upload, None, false, Some(fp), op)
+                    .await
+                    .map(|_| ())
+            },
+        );
+        self.wait_ok(&op.id).await
+    }
+
+    /// The processes of the HA instances running here (pid and start time): a container's
+    /// init, a VM's QEMU. What the fence watchdog kills if the daemon falls silent.
+    pub fn ha_pids(&self) -> Vec<(i32, u64)> {
+        let Ok(list) = self.store.instance_list() else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|i| is_ha(&i.config) && i.status != InstanceStatus::Stopped)
+            .filter_map(|i| {
+                let pid = match i.instance_type {
+                    vessel_api::InstanceType::Vm => self.vms.get(&i.name).map(|v| v.pid),
+                    vessel_api::InstanceType::Container => self.driver.init_pid(&i.name),
+                }?;
+                Some((pid, vessel_vm::host::start_time(pid)?))
+            })
+            .collect()
+    }
+
+    /// A staging directory for an image on its way in.
+    pub fn image_staging(&self) -> Result<PathBuf> {
+        self.images.staging()
+    }
+
+    /// Whether the image `fingerprint` is here.
+    pub fn has_image(&self, fingerprint: &str) -> bool {
+        self.images.by_fingerprint(fingerprint).is_ok()
+    }
+
+    /// Makes `spec` here and starts it: an HA instance failed over to this member.
+    pub async fn fail_over_here(&self, spec: InstanceCreate) -> Result<()> {
+        let op = self.create(spec, Default::default(), Default::default())?;
+        self.wait_ok(&op.id).await
+    }
+
+    /// Deletes this member's copy of `name` (stopped first, forced): the cluster failed it
+    /// over to another member while this one was cut off, so this copy is stale.
+    pub async fn delete_stale(&self, name: &str) -> Result<()> {
+        let op = self.delete(name, true)?;
+        self.wait_ok(&op.id).await
+    }
+
+    async fn wait_ok(&self, id: &str) -> Result<()> {
+        let done = self.ops.wait(id, None).await?;
+        if done.status == OperationStatus::Success {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                done.error.unwrap_or_else(|| "the operation failed".into()),
+            ))
+        }
+    }
+
     /// Stops every `cluster.ha` instance that is not stopped, forced (a fenced member must
     /// stop writing now, not after a clean shutdown's grace), one after another. Returns
     /// the names stopped; a failure is logged and the next one stopped.
@@ -17,10 +134,10 @@ impl InstanceService {
             }
         };
         let mut stopped = Vec::new();
-        for i in list.into_iter().filter(|i| {
-            i.config.get("cluster.ha").map(String::as_str) == Some("true")
-                && i.status != InstanceStatus::Stopped
-        }) {
+        for i in list
+            .into_iter()
+            .filter(|i| is_ha(&i.config) && i.status != InstanceStatus::Stopped)
+        {
             tracing::warn!(instance = %i.name, "fenced: stopping an HA instance");
             let change = StateChange {
                 action: StateAction::Stop,

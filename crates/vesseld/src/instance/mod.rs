@@ -11,7 +11,7 @@ mod devices;
 pub mod driver;
 pub mod exec;
 pub mod files;
-mod ha;
+pub mod ha;
 mod leftovers;
 pub mod limits;
 pub mod logs;
@@ -79,6 +79,8 @@ pub struct InstanceService {
     pending: status::PendingStatus,
     /// Told the qualified name of each instance removed (the cluster lets its name go).
     removed: Arc<std::sync::OnceLock<RemovalHook>>,
+    /// Asked before an HA instance starts (the cluster: whether it lives here).
+    ha_gate: Arc<std::sync::OnceLock<ha::HaGate>>,
 }
 
 /// What is told of a removed instance (see [`InstanceService::on_removed`]).
@@ -119,6 +121,7 @@ impl InstanceService {
             exits: Arc::default(),
             pending: status::PendingStatus::default(),
             removed: Arc::default(),
+            ha_gate: Arc::default(),
         }
     }
 
@@ -220,6 +223,7 @@ impl InstanceService {
 
     /// Starts a stopped instance; the caller holds the instance's lock.
     async fn start_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
+        self.check_ha_start(&inst.name, &inst.config).await?;
         if inst.instance_type == InstanceType::Vm {
             return self.start_vm(inst, op).await;
         }

@@ -55,6 +55,9 @@ impl EtcdMember {
             .args(["--initial-cluster-token", "vessel-test"])
             // Quick elections: the tests kill members.
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            // A member back from a partition does not depose the leader with the terms it
+            // counted up alone (an election the others' lease renewals would wait out).
+            .arg("--pre-vote")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,0 +1,225 @@
+//! Failover: with `healing_threshold` set, the `cluster.ha` instances of a member that stays
+//! offline that long are made again and started on another member.
+//!
+//! Every member watches; the one the scheduler chooses for an instance takes it over (a
+//! scheduler's answer that changes meanwhile, or two members that both think themselves
+//! chosen, are settled by the transaction). Taking over is one etcd transaction that
+//! holds only while the offline member's heartbeat key is absent and the index entry is
+//! unchanged since it was read: of two members trying, one wins, and the revision of that
+//! change is the instance's fencing token. The member that lost it cannot be running it by
+//! then: it fenced itself (its HA instances stopped) half a lease's TTL after its last
+//! renewal, its watchdog does the same if its daemon is dead (`watchdog.rs`), and the
+//! lease lives a whole TTL. When that member is back, its copy is stale and goes (see
+//! `keep_index`), and an HA instance starts only where the index says it lives.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use vessel_api::InstanceCreate;
+use vessel_cluster::{Cluster, Location};
+
+use super::{from_cluster, ClusterService};
+use crate::error::{Error, Result};
+
+/// How often the members' states are looked at.
+const HEAL_EVERY: Duration = Duration::from_secs(1);
+/// The largest image fetched from another member for a failover.
+const MAX_IMAGE: u64 = 64 << 30;
+
+impl ClusterService {
+    /// Fails over the HA instances of members offline for longer than the cluster's
+    /// `healing_threshold`, while this member is live.
+    pub(super) async fn keep_healing(self, cluster: Cluster, me: String) {
+        let mut offline_since: HashMap<String, Instant> = HashMap::new();
+        // Index entries (project, name, revision) tried once already: a failure is not
+        // repeated every second; a change of the entry tries again.
+        let mut tried: HashSet<(String, String, i64)> = HashSet::new();
+        loop {
+            tokio::time::sleep(HEAL_EVERY).await;
+            if self.fenced().await {
+                offline_since.clear();
+                continue;
+            }
+            let threshold = match cluster.healing_threshold().await {
+                Ok(Some(t)) => Duration::from_secs(t),
+                Ok(None) => {
+                    offline_since.clear();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "healing: the cluster's settings not read");
+                    continue;
+                }
+            };
+            let members = match cluster.members().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "healing: members not read");
+                    continue;
+                }
+            };
+            let offline: HashSet<String> = members
+                .into_iter()
+                .filter(|m| m.state == "offline")
+                .map(|m| m.record.name)
+                .collect();
+            offline_since.retain(|n, _| offline.contains(n));
+            for n in offline {
+                offline_since.entry(n).or_insert_with(Instant::now);
+            }
+            let due: HashSet<&String> = offline_since
+                .iter()
+                .filter(|(_, t)| t.elapsed() >= threshold)
+                .map(|(n, _)| n)
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let locations = match cluster.instance_locations().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "healing: the index not read");
+                    continue;
+                }
+            };
+            for loc in locations {
+                if !due.contains(&loc.member) {
+                    continue;
+                }
+                if loc.asks.restart.is_none() {
+                    continue;
+                }
+                let id = (loc.project.clone(), loc.name.clone(), loc.revision);
+                if tried.contains(&id) {
+                    continue;
+                }
+                match self
+                    .place(
+                        loc.asks.cpu,
+                        loc.asks.memory,
+                        None,
+                        loc.asks.group.as_deref(),
+                    )
+                    .await
+                {
+                    Ok(p) if p.member == me => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(instance = %loc.name, project = %loc.project, error = %e, "healing: no member can take it");
+                        tried.insert(id);
+                        continue;
+                    }
+                }
+                tried.insert(id);
+                let t = Instant::now();
+                match self.fail_over(&cluster, &me, &loc).await {
+                    Ok(true) => tracing::warn!(
+                        instance = %loc.name, project = %loc.project, from = %loc.member,
+                        secs = t.elapsed().as_secs_f64(),
+                        "healing: failed over here and started"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        instance = %loc.name, project = %loc.project, from = %loc.member, error = %e,
+                        "healing: the failover did not complete"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Whether this member is fenced now (or not live at all).
+    pub(super) async fn fenced(&self) -> bool {
+        match self.inner.live.lock().await.as_ref() {
+            Some(j) => *j.beat.fenced().borrow(),
+            None => true,
+        }
+    }
+
+    /// Takes `loc` over for this member and makes and starts it here; `false` when another
+    /// member took it first or its own came back.
+    async fn fail_over(&self, cluster: &Cluster, me: &str, loc: &Location) -> Result<bool> {
+        let Some(spec) = loc.asks.restart.clone() else {
+            return Ok(false);
+        };
+        let spec: InstanceCreate = serde_json::from_value(spec).map_err(|e| {
+            Error::internal(format!("the index's restart request does not parse: {e}"))
+        })?;
+        let Some(instances) = self.inner.instances.get().cloned() else {
+            return Ok(false);
+        };
+        // Noted as a claim first: the index's pass keeps the entry while it is made here.
+        let id = (loc.project.clone(), loc.name.clone());
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), (Instant::now(), loc.asks.clone()));
+        let token = match cluster.take_over(loc, me).await.map_err(from_cluster) {
+            Ok(Some(t)) => t,
+            other => {
+                self.unclaim(&id.0, &id.1);
+                return other.map(|_| false);
+            }
+        };
+        tracing::warn!(
+            instance = %loc.name, project = %loc.project, from = %loc.member, token,
+            "healing: taken over; making it here"
+        );
+        if !instances.has_image(&spec.image) {
+            self.fetch_image(&loc.project, &spec.image).await?;
+        }
+        instances.fail_over_here(spec).await?;
+        Ok(true)
+    }
+
+    /// Fetches the image `fingerprint` from a member that has it.
+    async fn fetch_image(&self, project: &str, fingerprint: &str) -> Result<()> {
+        let instances = self
+            .inner
+            .instances
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::internal("no instances"))?;
+        let q = vessel_api::PROJECT_QUERY;
+        let mut why = Vec::new();
+        for peer in self.peers().await? {
+            let req = Request::builder()
+                .method("GET")
+                .uri(format!("/1.0/images/{fingerprint}/export?{q}={project}"))
+                .body(Body::empty())
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let (resp, _) = match self.forward(&peer, req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    why.push(format!("{}: {e}", peer.name));
+                    continue;
+                }
+            };
+            if resp.status() != StatusCode::OK {
+                why.push(format!("{}: {}", peer.name, resp.status()));
+                continue;
+            }
+            let staging = instances.image_staging()?;
+            let upload = staging.join("upload");
+            if let Err(e) =
+                crate::transfer::receive_body(resp.into_body(), &upload, MAX_IMAGE, "image").await
+            {
+                let _ = std::fs::remove_dir_all(&staging);
+                why.push(format!("{}: {e}", peer.name));
+                continue;
+            }
+            return instances
+                .import_image_file(staging, upload, fingerprint)
+                .await;
+        }
+        Err(Error::conflict(format!(
+            "image {} is not here and no other member gave it ({})",
+            crate::image::short(fingerprint),
+            why.join("; ")
+        )))
+    }
+}

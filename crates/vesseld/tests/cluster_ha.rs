@@ -1,0 +1,303 @@
+//! Failover of `cluster.ha` instances (a real 3-member etcd, three daemons in their own
+//! network namespaces): a member whose daemon is killed and whose network is cut has its
+//! HA container stopped by its watchdog and started on another member (which fetches the
+//! image from a third), timed from the kill to the instance answering; a member cut off
+//! from etcd but alive fences itself and the instance moves again; a member that comes back
+//! deletes its stale copy; an instance is never seen running twice (its process is counted
+//! on the host ten times a second throughout; all members share this kernel).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::{init, json, token, wait};
+use common::etcd::Etcd;
+use common::{Daemon, Sandbox};
+
+/// The HA instance's process: `sleep` with this argument, in whichever copy runs.
+const MARK: &str = "86399";
+
+/// How many processes on the host are the HA instance's.
+fn copies() -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+            args.len() == 2 && args[0].ends_with(b"sleep") && args[1] == MARK.as_bytes()
+        })
+        .count()
+}
+
+/// Counts the copies ten times a second until dropped; the most seen at once.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    most: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start() -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (s, m) = (stop.clone(), most.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                m.fetch_max(copies(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Watch {
+            stop,
+            most,
+            thread: Some(thread),
+        }
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn nft(ns: &str, script: &str) {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
+}
+
+/// Every packet into and out of the namespace dropped (loopback too: its etcd member is cut
+/// off from the others).
+const CUT_ALL: &str = "table inet vessel_test_cut {\n chain in {\n  type filter hook input priority -300; policy drop;\n }\n chain out {\n  type filter hook output priority -300; policy drop;\n }\n}\n";
+/// Only the way to etcd's clients dropped: the member is alive but cut off from etcd.
+const CUT_ETCD: &str = "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n";
+const UNCUT: &str = "delete table inet vessel_test_cut\n";
+
+/// Where `ha1` runs and whether it answers, as `d` sees it: its member once an exec
+/// through `d` works.
+fn answering(d: &Daemon) -> Option<String> {
+    let info = d.vessel(&["info", "ha1", "--format", "json"]);
+    if !info.status.success() {
+        return None;
+    }
+    let v = json(&String::from_utf8_lossy(&info.stdout));
+    if v["status"] != "running" {
+        return None;
+    }
+    let exec = d.vessel(&["exec", "ha1", "-T", "--", "true"]);
+    exec.status
+        .success()
+        .then(|| v["location"].as_str().unwrap_or("?").to_string())
+}
+
+/// How many instances named `ha1` `d`'s list shows, and where.
+fn listed(d: &Daemon) -> Vec<String> {
+    let v = json(&d.ok(&["list", "--format", "json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] == "ha1")
+        .map(|i| i["location"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+#[test]
+fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
+    let sb = Sandbox::new(3);
+    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
+    let _etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let mut d: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+    init(&d[0], "m0", &listen(0), &_etcd.endpoints(), true);
+    for i in 1..3 {
+        let t = token(&d[0], &format!("m{i}"));
+        d[i].ok(&["cluster", "join", &t, "--address", &listen(i)]);
+    }
+    // The image on m1 and m2, not on m0: a failover to m0 fetches it from m2.
+    d[1].busybox();
+    d[2].busybox();
+
+    // Failover is off until set; bad values are refused with what to give.
+    let out = d[0].ok(&["cluster", "healing"]);
+    assert!(out.contains("off"), "{out}");
+    let err = d[0].fails(&["cluster", "healing", "soon"]);
+    assert!(err.contains("seconds") && err.contains("off"), "{err}");
+    let out = d[1].ok(&["cluster", "healing", "2"]);
+    assert!(out.contains("2 s"), "{out}");
+    let info = json(&d[2].ok(&["cluster", "info", "--format", "json"]));
+    assert_eq!(info["healing_threshold"], 2, "{info}");
+
+    // An anchor of the same placement group on m2 keeps ha1 off m2: its failover goes to
+    // m0, which must fetch the image.
+    d[2].ok(&[
+        "launch",
+        "busybox",
+        "anchor",
+        "--no-network",
+        "--target",
+        "m2",
+        "-c",
+        "cluster.group=g",
+        "--",
+        "sleep",
+        "86398",
+    ]);
+    d[1].ok(&[
+        "launch",
+        "busybox",
+        "ha1",
+        "--no-network",
+        "--target",
+        "m1",
+        "-c",
+        "cluster.ha=true",
+        "-c",
+        "cluster.group=g",
+        "--",
+        "sleep",
+        MARK,
+    ]);
+    assert_eq!(answering(&d[0]).as_deref(), Some("m1"));
+    let watch = Watch::start();
+    // The index holds what makes it again (written within the index's next pass).
+    std::thread::sleep(Duration::from_secs(3));
+
+    // m1's daemon killed and its network cut.
+    d[1].kill(libc::SIGKILL);
+    nft(&sb.hosts[1], CUT_ALL);
+    let killed = Instant::now();
+    wait(
+        "the old copy stopped by m1's watchdog",
+        Duration::from_secs(10),
+        || copies() == 0,
+    );
+    let stopped_after = killed.elapsed();
+    let mut at = None;
+    let deadline = killed + Duration::from_secs(40);
+    while at.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "ha1 not running elsewhere 40 s after the kill\nm0:\n{}\nm2:\n{}",
+            d[0].log(),
+            d[2].log()
+        );
+        at = answering(&d[2]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failover = killed.elapsed();
+    eprintln!(
+        "failover: the old copy stopped {:.1} s after the kill, ha1 answers on {} {:.1} s after it",
+        stopped_after.as_secs_f64(),
+        at.as_deref().unwrap_or("?"),
+        failover.as_secs_f64()
+    );
+    assert_eq!(
+        at.as_deref(),
+        Some("m0"),
+        "the placement group keeps it off m2"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(6),
+        "the watchdog stopped the old copy only after the lease's TTL: {stopped_after:?}"
+    );
+    assert!(
+        failover < Duration::from_secs(20),
+        "failover took {failover:?}"
+    );
+    assert!(
+        d[0].log().contains("Fetching image") || d[0].log().contains("healing: taken over"),
+        "{}",
+        d[0].log()
+    );
+    assert_eq!(copies(), 1);
+
+    // m1 back (its network, then its daemon): its copy is stale and goes; ha1 stays on m0.
+    nft(&sb.hosts[1], UNCUT);
+    d[1].spawn();
+    wait("m1's stale copy deleted", Duration::from_secs(30), || {
+        d[1].log().contains("deleting the stale copy")
+            && listed(&d[1]) == ["m0"]
+            && listed(&d[0]) == ["m0"]
+    });
+    assert_eq!(copies(), 1);
+
+    // m0 cut off from etcd, alive: it fences itself (the copy there stops before m0 can be
+    // taken for dead) and ha1 moves to m1 (m2 still excluded by the group).
+    nft(&sb.hosts[0], CUT_ETCD);
+    let cut = Instant::now();
+    wait("m0 fences itself", Duration::from_secs(10), || {
+        copies() == 0
+    });
+    let fenced_after = cut.elapsed();
+    let mut at = None;
+    let deadline = cut + Duration::from_secs(40);
+    while at.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "ha1 not running elsewhere 40 s after m0 was cut off\nm1:\n{}",
+            d[1].log()
+        );
+        at = answering(&d[2]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "partition: m0 fenced {:.1} s after the cut, ha1 answers on {} {:.1} s after it",
+        fenced_after.as_secs_f64(),
+        at.as_deref().unwrap_or("?"),
+        cut.elapsed().as_secs_f64()
+    );
+    assert_eq!(at.as_deref(), Some("m1"));
+    nft(&sb.hosts[0], UNCUT);
+    wait("m0's stale copy deleted", Duration::from_secs(30), || {
+        d[0].log().contains("deleting the stale copy") && listed(&d[0]) == ["m1"]
+    });
+    assert_eq!(copies(), 1);
+    assert_eq!(
+        watch.most(),
+        1,
+        "two copies of ha1 ran at once at some moment"
+    );
+    drop(watch);
+
+    // Turned off, nothing fails over: m1's daemon killed again, ha1 is not started
+    // elsewhere.
+    d[0].ok(&["cluster", "healing", "off"]);
+    d[1].kill(libc::SIGKILL);
+    let killed = Instant::now();
+    wait(
+        "the copy stopped by m1's watchdog",
+        Duration::from_secs(10),
+        || copies() == 0,
+    );
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(killed.elapsed()));
+    assert_eq!(copies(), 0, "failed over while failover is off");
+    d[1].spawn();
+    wait("m1 back", Duration::from_secs(20), || {
+        json(&d[1].ok(&["cluster", "info", "--format", "json"]))["connected"] == true
+    });
+    d[1].ok(&["delete", "ha1", "--force"]);
+    d[2].ok(&["delete", "anchor", "--force"]);
+}
