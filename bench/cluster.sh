@@ -40,7 +40,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   for n in "${NS[@]}" "$U"; do ip netns del "$n" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 show_logs() { for f in "$WORK"/*.log; do echo "== $f"; tail -5 "$f"; done; }

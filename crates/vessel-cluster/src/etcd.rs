@@ -520,6 +520,11 @@ impl Heartbeater {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The lease held now, if any: a new one after the member was offline or restarted.
+    pub fn lease_id(&self) -> Option<i64> {
+        self.lease()
+    }
+
     /// How long ago the last renewal etcd confirmed was asked; `None` while no lease is held.
     pub fn renewed_ago(&self) -> Option<Duration> {
         self.lease()?;

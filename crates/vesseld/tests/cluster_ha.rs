@@ -3,7 +3,8 @@
 //! HA container stopped by its watchdog and started on another member (which fetches the
 //! image from a third), timed from the kill to the instance answering; a member cut off
 //! from etcd but alive fences itself and the instance moves again; a member that comes back
-//! deletes its stale copy; an instance is never seen running twice (its process is counted
+//! deletes its stale copy (an etcd member killed and started again meanwhile changes
+//! nothing) but keeps the copy of a later move to it; an instance is never seen running twice (its process is counted
 //! on the host ten times a second throughout; all members share this kernel).
 
 mod common;
@@ -126,12 +127,12 @@ fn listed(d: &Daemon) -> Vec<String> {
 fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     let sb = Sandbox::new(3);
     let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let _etcd = Etcd::start(&sb.hosts, &addrs);
+    let mut etcd = Etcd::start(&sb.hosts, &addrs);
     let listen = |i: usize| format!("{}:8443", addrs[i]);
     let mut d: Vec<Daemon> = (0..3)
         .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
         .collect();
-    init(&d[0], "m0", &listen(0), &_etcd.endpoints(), true);
+    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
     for i in 1..3 {
         let t = token(&d[0], &format!("m{i}"));
         d[i].ok(&["cluster", "join", &t, "--address", &listen(i)]);
@@ -177,8 +178,9 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         "-c",
         "cluster.group=g",
         "--",
-        "sleep",
-        MARK,
+        "sh",
+        "-c",
+        &format!("trap 'exit 0' TERM; sleep {MARK} & wait"),
     ]);
     assert_eq!(answering(&d[0]).as_deref(), Some("m1"));
     let watch = Watch::start();
@@ -248,6 +250,8 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     // taken for dead) and ha1 moves to m1 (m2 still excluded by the group).
     nft(&sb.hosts[0], CUT_ETCD);
     let cut = Instant::now();
+    // And m2's etcd member killed meanwhile (m1's and m0's keep the majority).
+    etcd.members[2].kill();
     wait("m0 fences itself", Duration::from_secs(10), || {
         copies() == 0
     });
@@ -270,9 +274,18 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         cut.elapsed().as_secs_f64()
     );
     assert_eq!(at.as_deref(), Some("m1"));
+    etcd.members[2].spawn("existing");
     nft(&sb.hosts[0], UNCUT);
     wait("m0's stale copy deleted", Duration::from_secs(30), || {
         d[0].log().contains("deleting the stale copy") && listed(&d[0]) == ["m1"]
+    });
+    assert_eq!(copies(), 1);
+
+    // Moved (cold) back to the member it was failed over from: that member keeps the copy
+    // it receives (a copy is stale only if the member held it when it came back).
+    d[2].ok(&["move", "ha1", "--target", "m0"]);
+    wait("ha1 on m0 after the move", Duration::from_secs(30), || {
+        answering(&d[2]).as_deref() == Some("m0")
     });
     assert_eq!(copies(), 1);
     assert_eq!(
@@ -282,10 +295,10 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     );
     drop(watch);
 
-    // Turned off, nothing fails over: m1's daemon killed again, ha1 is not started
-    // elsewhere.
-    d[0].ok(&["cluster", "healing", "off"]);
-    d[1].kill(libc::SIGKILL);
+    // Turned off, nothing fails over: m0's daemon killed, ha1 is stopped by its watchdog
+    // and not started elsewhere.
+    d[1].ok(&["cluster", "healing", "off"]);
+    d[0].kill(libc::SIGKILL);
     let killed = Instant::now();
     wait(
         "the copy stopped by m1's watchdog",
@@ -294,10 +307,10 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     );
     std::thread::sleep(Duration::from_secs(12).saturating_sub(killed.elapsed()));
     assert_eq!(copies(), 0, "failed over while failover is off");
-    d[1].spawn();
-    wait("m1 back", Duration::from_secs(20), || {
-        json(&d[1].ok(&["cluster", "info", "--format", "json"]))["connected"] == true
+    d[0].spawn();
+    wait("m0 back", Duration::from_secs(20), || {
+        json(&d[0].ok(&["cluster", "info", "--format", "json"]))["connected"] == true
     });
-    d[1].ok(&["delete", "ha1", "--force"]);
+    d[0].ok(&["delete", "ha1", "--force"]);
     d[2].ok(&["delete", "anchor", "--force"]);
 }

@@ -589,6 +589,10 @@ impl ClusterService {
         let mut told = BTreeSet::new();
         let mut events = self.inner.events.get().map(|e| e.subscribe());
         let mut first = true;
+        // The lease the stale copies were looked for under: copies failed over from this
+        // member are stale only on its first pass under a new lease (back from offline, or
+        // started again); later, a copy of such an instance is one moving here.
+        let mut checked_lease: Option<i64> = None;
         loop {
             // Every INDEX_EVERY, and at once when an instance is made, renamed or deleted
             // here (so its name is held or let go without waiting).
@@ -666,11 +670,20 @@ impl ClusterService {
                     keep.entry(id.clone()).or_insert_with(|| asks.clone());
                 }
             }
+            let lease = match self.inner.live.lock().await.as_ref() {
+                Some(j) => j.beat.lease_id(),
+                None => None,
+            };
             match cluster.sync_instances(&me, &keep, since).await {
                 Ok(clashes) => {
+                    let returning = lease.is_some() && lease != checked_lease;
+                    checked_lease = lease;
                     for c in clashes {
                         let id = (c.project.clone(), c.name.clone());
-                        if c.failed_over_from.as_deref() == Some(me.as_str()) && ha.contains(&id) {
+                        if returning
+                            && c.failed_over_from.as_deref() == Some(me.as_str())
+                            && ha.contains(&id)
+                        {
                             self.drop_stale(&c).await;
                             continue;
                         }
