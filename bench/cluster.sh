@@ -198,7 +198,8 @@ fi
 
 if part failover; then
 V0 cluster healing 2 >/dev/null
-V1 launch busybox ha --no-network --target m1 -c cluster.ha=true -- sleep 86397 >/dev/null
+V1 launch busybox ha --no-network --target m1 -c cluster.ha=true -- \
+  sh -c "trap 'exit 0' TERM; sleep 86397 & wait" >/dev/null
 # Each round starts with ha running on m1, m1 whole, and the index holding ha's restart
 # request (its pass runs every 2 s).
 cat > "$WORK/ha-place.sh" <<SH
