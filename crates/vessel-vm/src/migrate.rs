@@ -291,6 +291,8 @@ impl RunningVm {
         let info: MigrationInfo = loop {
             let info = qmp.execute(&QueryMigrate)?;
             match info.status.as_deref() {
+                // QEMU may still say so for a moment after it was told to continue.
+                Some("pre-switchover") if switched => std::thread::sleep(Duration::from_millis(5)),
                 Some("pre-switchover") => {
                     switched = true;
                     progress(MigrationPhase::Switchover);
