@@ -176,9 +176,9 @@ fn serve(port: Arc<Port>) -> std::io::Result<()> {
 /// Parses a request and starts its command, answering with the acknowledgement or an error.
 fn start(port: &Arc<Port>, id: u64, line: &[u8]) -> Option<Session> {
     port.begin(id);
-    if line == vessel_api::stream::AGENT_PING.trim_ascii_end() {
+    if let Some(nonce) = vessel_api::stream::parse_agent_ping(line) {
         // The host checks that it is heard before it sends a command.
-        let _ = port.finish(id, FrameKind::Exit, &0i32.to_be_bytes());
+        let _ = port.finish(id, FrameKind::Exit, &nonce.to_be_bytes());
         return None;
     }
     let req: ExecRequest = match serde_json::from_slice(line) {

@@ -87,9 +87,10 @@ fn req(cmd: &[&str]) -> ExecRequest {
 #[test]
 fn sequential_execs_with_output_stdin_and_exit_codes() {
     let mut a = Agent::start();
-    // The host's ping is answered at once, runs nothing, and the exec after it works.
-    a.write(stream::AGENT_PING);
-    assert_eq!(a.frame(), (FrameKind::Exit, 0i32.to_be_bytes().to_vec()));
+    // The host's ping is answered at once with its number, runs nothing, and the exec
+    // after it works.
+    a.write(&stream::agent_ping(7351));
+    assert_eq!(a.frame(), (FrameKind::Exit, 7351i32.to_be_bytes().to_vec()));
     a.request(&req(&["sh", "-c", "echo hi; echo oops >&2; exit 3"]));
     assert_eq!(a.collect(), ("hi\n".into(), "oops\n".into(), Ok(3)));
 

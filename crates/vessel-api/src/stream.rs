@@ -13,10 +13,23 @@ pub const PROTOCOL: &str = "vessel-stream/1";
 /// are (a VM's VNC display), without frames.
 pub const RAW_PROTOCOL: &str = "vessel-raw/1";
 
-/// The line a host sends the guest agent to learn that it hears it on this connection, before
-/// any command is sent; the agent answers with an `Exit` frame of 0 (an agent older than the
-/// ping answers with an `Error` frame, which tells the same).
-pub const AGENT_PING: &[u8] = b"{\"ping\":true}\n";
+/// The line a host sends the guest agent to learn that it hears it on this connection,
+/// before any command is sent: `{"ping":N}`. The agent answers with an `Exit` frame of `N`,
+/// so that an answer to an earlier ping (of a connection given up) is not taken for it; an
+/// agent older than the ping answers with an `Error` frame, which tells the same.
+pub fn agent_ping(nonce: i32) -> Vec<u8> {
+    format!("{{\"ping\":{nonce}}}\n").into_bytes()
+}
+
+/// The `N` of a ping line (without its newline), if it is one.
+pub fn parse_agent_ping(line: &[u8]) -> Option<i32> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let o = v.as_object()?;
+    if o.len() != 1 {
+        return None;
+    }
+    i32::try_from(o.get("ping")?.as_i64()?).ok()
+}
 
 /// Largest payload a peer accepts in one frame.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -133,6 +146,19 @@ pub fn parse_i32(p: &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pings_carry_their_number_and_nothing_else_is_one() {
+        for n in [0, 7, i32::MAX] {
+            let line = agent_ping(n);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(parse_agent_ping(line.trim_ascii_end()), Some(n));
+        }
+        assert_eq!(parse_agent_ping(br#"{"ping":true}"#), None);
+        assert_eq!(parse_agent_ping(br#"{"ping":1,"command":["x"]}"#), None);
+        assert_eq!(parse_agent_ping(br#"{"command":["ping"]}"#), None);
+        assert_eq!(parse_agent_ping(br#"{"ping":4294967296}"#), None);
+    }
 
     #[test]
     fn round_trip() {

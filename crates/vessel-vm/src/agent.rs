@@ -5,8 +5,8 @@
 //! the other: a second caller's connection waits until the first closes (and gets
 //! [`VmError::Agent`] if that takes longer than its acknowledgement timeout).
 //!
-//! Protocol: the host pings ([`vessel_api::stream::AGENT_PING`], answered with an `Exit`
-//! frame), writes one JSON line (a [`vessel_api::ExecRequest`]), then frames of
+//! Protocol: the host pings ([`vessel_api::stream::agent_ping`], answered with an `Exit`
+//! frame of the ping's number), writes one JSON line (a [`vessel_api::ExecRequest`]), then frames of
 //! [`vessel_api::stream`]. The agent answers with an empty `Stdout` frame (the
 //! acknowledgement), then `Stdout`/`Stderr` frames, and ends with `Exit` or `Error`. Closing
 //! the connection kills the command. The frames after the acknowledgement are exactly what a
@@ -57,7 +57,8 @@ pub struct AgentSession {
 /// later one waits half as long again, within the acknowledgement timeout).
 const FIRST_PING_WAIT: Duration = Duration::from_millis(1000);
 
-/// How long the acknowledgement of a command may take once the agent answered the ping.
+/// How long the acknowledgement of a command may take once the agent answered the ping
+/// (even past `ack_timeout`: the command has gone out, and its answer is worth a wait).
 const MIN_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Connects to the agent socket, makes sure the agent hears this connection, sends `req` and
@@ -67,8 +68,11 @@ const MIN_ACK_WAIT: Duration = Duration::from_secs(2);
 /// The agent is pinged before the command goes out, and the connection is made again while
 /// it does not answer: right after a VM's state was loaded (a live move, a stateful snapshot
 /// taken or restored) the guest may not yet know that a host is connected to the port and
-/// cannot answer on it until the host connects again. A command is sent only on a connection
-/// the agent has answered, so it never runs twice.
+/// cannot answer on it until the host connects again. Each ping carries its own number and
+/// only the answer with that number counts (an answer to a ping of a connection given up can
+/// arrive on the next one); a command is sent only on a connection the agent has answered
+/// so, so it never runs twice. Connecting never waits past the deadline either (QEMU queues
+/// few connections while another exec holds the port).
 pub fn agent_exec(
     agent_socket: &Path,
     req: &ExecRequest,
@@ -87,7 +91,7 @@ pub fn agent_exec(
         ))
     };
     let deadline = Instant::now() + ack_timeout;
-    let mut session = connect_heard(agent_socket, deadline).ok_or_else(no_answer)??;
+    let (mut session, pings) = connect_heard(agent_socket, deadline).ok_or_else(no_answer)??;
     session
         .stream
         .write_all(&line)
@@ -99,19 +103,24 @@ pub fn agent_exec(
         .stream
         .set_read_timeout(Some(wait))
         .map_err(VmError::io("set a timeout on", agent_socket))?;
-    match session.recv_raw() {
-        Ok(Some((FrameKind::Stdout, p))) if p.is_empty() => {}
-        Ok(Some((FrameKind::Error, p))) => {
-            return Err(VmError::Agent(String::from_utf8_lossy(&p).into_owned()))
+    loop {
+        match session.recv_raw() {
+            Ok(Some((FrameKind::Stdout, p))) if p.is_empty() => break,
+            // A late answer to one of our pings.
+            Ok(Some((FrameKind::Exit, p)))
+                if stream::parse_i32(&p).is_some_and(|n| pings.contains(&n)) => {}
+            Ok(Some((FrameKind::Error, p))) => {
+                return Err(VmError::Agent(String::from_utf8_lossy(&p).into_owned()))
+            }
+            Ok(Some((kind, _))) => {
+                return Err(VmError::Agent(format!(
+                    "protocol error: {kind:?} frame before the acknowledgement"
+                )))
+            }
+            Ok(None) => return Err(VmError::Agent("the agent socket closed".into())),
+            Err(e) if is_timeout(&e) => return Err(no_answer()),
+            Err(e) => return Err(VmError::Agent(format!("reading the acknowledgement: {e}"))),
         }
-        Ok(Some((kind, _))) => {
-            return Err(VmError::Agent(format!(
-                "protocol error: {kind:?} frame before the acknowledgement"
-            )))
-        }
-        Ok(None) => return Err(VmError::Agent("the agent socket closed".into())),
-        Err(e) if is_timeout(&e) => return Err(no_answer()),
-        Err(e) => return Err(VmError::Agent(format!("reading the acknowledgement: {e}"))),
     }
     session
         .stream
@@ -120,45 +129,142 @@ pub fn agent_exec(
     Ok(session)
 }
 
-/// A connection the agent has answered a ping on; `None` when it did not by `deadline`.
-fn connect_heard(agent_socket: &Path, deadline: Instant) -> Option<Result<AgentSession>> {
+/// A number for a ping: different for every ping of this process.
+fn ping_nonce() -> i32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    ((t ^ std::process::id().rotate_left(16)).wrapping_add(n.wrapping_mul(2_654_435_761))
+        & 0x7fff_ffff) as i32
+}
+
+/// A connection the agent has answered a ping on, with the numbers of every ping sent;
+/// `None` when it did not by `deadline`.
+fn connect_heard(
+    agent_socket: &Path,
+    deadline: Instant,
+) -> Option<Result<(AgentSession, Vec<i32>)>> {
     let mut wait = FIRST_PING_WAIT;
+    let mut pings = Vec::new();
     loop {
+        let mut stream = match connect_by(agent_socket, deadline) {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(VmError::io("connect to", agent_socket)(e))),
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return None;
         }
-        let mut stream = match UnixStream::connect(agent_socket) {
-            Ok(s) => s,
-            Err(e) => return Some(Err(VmError::io("connect to", agent_socket)(e))),
-        };
         let attempt = wait.min(left).max(Duration::from_millis(1));
+        let nonce = ping_nonce();
+        pings.push(nonce);
         let sent = stream
-            .write_all(stream::AGENT_PING)
+            .write_all(&stream::agent_ping(nonce))
             .and_then(|()| stream.set_read_timeout(Some(attempt)));
         if let Err(e) = sent {
             return Some(Err(VmError::io("write to", agent_socket)(e)));
         }
         let mut session = AgentSession { stream };
-        match session.recv_raw() {
-            // An agent older than the ping calls it an invalid request: heard all the same.
-            Ok(Some((FrameKind::Exit | FrameKind::Error, _))) => return Some(Ok(session)),
-            Ok(Some((kind, _))) => {
-                return Some(Err(VmError::Agent(format!(
-                    "protocol error: {kind:?} frame in answer to the ping"
-                ))))
+        let answer = loop {
+            match session.recv_raw() {
+                Ok(Some((FrameKind::Exit, p))) => match stream::parse_i32(&p) {
+                    Some(n) if n == nonce => break Ok(true),
+                    // An answer to a ping of a connection given up.
+                    Some(n) if pings.contains(&n) => continue,
+                    _ => {
+                        break Err(VmError::Agent(
+                            "protocol error: an exit frame in answer to the ping".into(),
+                        ))
+                    }
+                },
+                // An agent older than the ping calls it an invalid request: heard all the same.
+                Ok(Some((FrameKind::Error, _))) => break Ok(true),
+                Ok(Some((kind, _))) => {
+                    break Err(VmError::Agent(format!(
+                        "protocol error: {kind:?} frame in answer to the ping"
+                    )))
+                }
+                // QEMU let go of the connection: connect again.
+                Ok(None) => {
+                    tracing::info!(socket = %agent_socket.display(), "the guest agent's port closed; connecting again");
+                    std::thread::sleep(Duration::from_millis(50).min(left));
+                    break Ok(false);
+                }
+                Err(e) if is_timeout(&e) => {
+                    tracing::info!(socket = %agent_socket.display(), wait_ms = attempt.as_millis() as u64, "the guest agent did not answer the ping; connecting again");
+                    break Ok(false);
+                }
+                Err(e) => break Err(VmError::Agent(format!("reading from the agent: {e}"))),
             }
-            // Not heard (or QEMU let go of the connection): connect again.
-            Ok(None) => {
-                tracing::info!(socket = %agent_socket.display(), "the guest agent's port closed; connecting again");
-                std::thread::sleep(Duration::from_millis(50).min(left))
-            }
-            Err(e) if is_timeout(&e) => {
-                tracing::info!(socket = %agent_socket.display(), wait_ms = attempt.as_millis() as u64, "the guest agent did not answer the ping; connecting again");
-            }
-            Err(e) => return Some(Err(VmError::Agent(format!("reading from the agent: {e}")))),
+        };
+        match answer {
+            Ok(true) => return Some(Ok((session, pings))),
+            Ok(false) => {}
+            Err(e) => return Some(Err(e)),
         }
         wait = wait.saturating_mul(3) / 2;
+    }
+}
+
+/// Connects to the unix socket `path`, trying again while its queue of connections is full
+/// (another client holds QEMU's chardev), until `deadline`: `None` then.
+fn connect_by(path: &Path, deadline: Instant) -> std::io::Result<Option<UnixStream>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: an all-zero sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    loop {
+        // SAFETY: socket takes plain integers and returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: connect reads `len` bytes of the address on our stack.
+        let r = unsafe {
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
+                len,
+            )
+        };
+        if r == 0 {
+            let stream = UnixStream::from(owned);
+            stream.set_nonblocking(false)?;
+            return Ok(Some(stream));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => return Err(e),
+        }
     }
 }
 
