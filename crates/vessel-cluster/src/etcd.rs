@@ -97,16 +97,16 @@ impl Cluster {
                 "no etcd endpoint given: name its client URLs, e.g. http://10.0.0.1:2379".into(),
             ));
         }
-        // HTTP/2 pings every second on every connection, idle or not: a connection to an
+        // HTTP/2 pings twice a second on every connection, idle or not: a connection to an
         // etcd member whose packets are silently dropped (its host cut off) is closed within
-        // two seconds and the balancer sends nothing more its way until it connects again.
+        // a second and the balancer sends nothing more its way until it connects again.
         // Without them, every call that the balancer gave that member waited for the whole
         // request timeout, lease renewals included, and one member cut off made the others
         // fence themselves.
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
+            .with_keep_alive(Duration::from_millis(500), Duration::from_millis(500))
             .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(opts))
             .await
@@ -520,11 +520,6 @@ impl Heartbeater {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The lease held now, if any: a new one after the member was offline or restarted.
-    pub fn lease_id(&self) -> Option<i64> {
-        self.lease()
-    }
-
     /// How long ago the last renewal etcd confirmed was asked; `None` while no lease is held.
     pub fn renewed_ago(&self) -> Option<Duration> {
         self.lease()?;
@@ -660,6 +655,9 @@ async fn beat(b: Beat) {
     }
 }
 
+/// How long a renewal's answer is waited for before it is asked again on a new stream.
+const ANSWER_WAIT: Duration = Duration::from_millis(800);
+
 /// Beats on one lease until it is lost (an error) or `stop` is set (Ok).
 async fn beat_on_one_lease(b: &Beat) -> Result<()> {
     let (client, name, ttl, source, stop, held, renewed) = (
@@ -674,33 +672,63 @@ async fn beat_on_one_lease(b: &Beat) -> Result<()> {
     let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
     let k = key(&format!("alive/{name}"));
     tracing::info!(member = %name, lease, "cluster heartbeat on a new lease");
+    let mut first = true;
     loop {
         let (at, usage) = source();
         let beat = Heartbeat { at, usage, lease };
-        c.put(
+        let put = c.put(
             k.as_str(),
             json(&beat),
             Some(PutOptions::new().with_lease(lease)),
-        )
-        .await?;
+        );
+        // The key must be there at first; later a put that hangs (its connection to an
+        // etcd member gone silent) only delays the usage figures, never the renewal.
+        match tokio::time::timeout(ANSWER_WAIT, put).await {
+            Ok(r) => {
+                r?;
+            }
+            Err(_) if !first => {
+                tracing::debug!(member = %name, "heartbeat key not rewritten in time");
+            }
+            Err(_) => return Err(Error::Etcd("the heartbeat key was not written".into())),
+        }
+        first = false;
         tokio::time::sleep(period).await;
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        // The renewal counts from when it was asked: etcd renewed it after that.
+        // The renewal counts from when it was asked: etcd renewed it after that. A renewal
+        // not answered soon is asked again on a new stream (which the balancer gives a
+        // connection that answers), on the same lease, as long as it may still live.
         let asked = std::time::Instant::now();
-        keeper.keep_alive().await?;
-        match tokio::time::timeout(period, stream.message()).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
+        loop {
+            let answer = match keeper.keep_alive().await {
+                Ok(()) => tokio::time::timeout(ANSWER_WAIT, stream.message()).await,
+                Err(e) => Ok(Err(e)),
+            };
+            match answer {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
+                    break;
+                }
+                Ok(Ok(Some(_))) => return Err(Error::Etcd(format!("lease {lease} expired"))),
+                _ if asked.elapsed() < ttl => {
+                    tracing::debug!(member = %name, lease, "lease renewal unanswered; asking again on a new stream");
+                    match tokio::time::timeout(ANSWER_WAIT, c.lease_keep_alive(lease)).await {
+                        Ok(Ok((k2, s2))) => {
+                            keeper = k2;
+                            stream = s2;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                _ => {
+                    return Err(Error::Etcd(format!(
+                        "lease {lease}: no answer to a renewal"
+                    )))
+                }
             }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(Error::Etcd(format!(
-                    "lease {lease}: no answer to a renewal"
-                )))
-            }
-            _ => return Err(Error::Etcd(format!("lease {lease} expired"))),
         }
     }
 }

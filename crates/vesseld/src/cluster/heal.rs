@@ -68,7 +68,10 @@ impl ClusterService {
                 .collect();
             offline_since.retain(|n, _| offline.contains(n));
             for n in offline {
-                offline_since.entry(n).or_insert_with(Instant::now);
+                offline_since.entry(n.clone()).or_insert_with(|| {
+                    tracing::info!(member = %n, threshold_s = threshold.as_secs(), "healing: member offline; its HA instances go elsewhere after the threshold");
+                    Instant::now()
+                });
             }
             let due: HashSet<&String> = offline_since
                 .iter()
@@ -85,11 +88,17 @@ impl ClusterService {
                     continue;
                 }
             };
+            tried.retain(|(p, n, r)| {
+                locations
+                    .iter()
+                    .any(|l| l.project == *p && l.name == *n && l.revision == *r)
+            });
             for loc in locations {
                 if !due.contains(&loc.member) {
                     continue;
                 }
                 if loc.asks.restart.is_none() {
+                    tracing::debug!(instance = %loc.name, member = %loc.member, "healing: not highly available, or not running when its member was lost");
                     continue;
                 }
                 let id = (loc.project.clone(), loc.name.clone(), loc.revision);
@@ -106,7 +115,10 @@ impl ClusterService {
                     .await
                 {
                     Ok(p) if p.member == me => {}
-                    Ok(_) => continue,
+                    Ok(p) => {
+                        tracing::debug!(instance = %loc.name, member = %p.member, "healing: another member's to take over");
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(instance = %loc.name, project = %loc.project, error = %e, "healing: no member can take it");
                         tried.insert(id);
@@ -151,29 +163,35 @@ impl ClusterService {
         let Some(instances) = self.inner.instances.get().cloned() else {
             return Ok(false);
         };
-        // Noted as a claim first: the index's pass keeps the entry while it is made here.
+        // Noted as a claim first, for as long as the failover takes (an image fetch may take
+        // long): the index's pass keeps the entry, and with it the fencing token, while it is
+        // made here. After it, the instance in the store keeps it (or, if it could not be
+        // made, the entry goes and the member it came from holds its copy again).
         let id = (loc.project.clone(), loc.name.clone());
+        let held_until = Instant::now() + Duration::from_secs(7 * 24 * 3600);
         self.inner
             .claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), (Instant::now(), loc.asks.clone()));
-        let token = match cluster.take_over(loc, me).await.map_err(from_cluster) {
-            Ok(Some(t)) => t,
-            other => {
-                self.unclaim(&id.0, &id.1);
-                return other.map(|_| false);
+            .insert(id.clone(), (held_until, loc.asks.clone()));
+        let made = async {
+            let token = match cluster.take_over(loc, me).await.map_err(from_cluster)? {
+                Some(t) => t,
+                None => return Ok(false),
+            };
+            tracing::warn!(
+                instance = %loc.name, project = %loc.project, from = %loc.member, token,
+                "healing: taken over; making it here"
+            );
+            if !instances.has_image(&spec.image) {
+                self.fetch_image(&loc.project, &spec.image).await?;
             }
-        };
-        tracing::warn!(
-            instance = %loc.name, project = %loc.project, from = %loc.member, token,
-            "healing: taken over; making it here"
-        );
-        if !instances.has_image(&spec.image) {
-            self.fetch_image(&loc.project, &spec.image).await?;
+            instances.fail_over_here(spec).await?;
+            Ok(true)
         }
-        instances.fail_over_here(spec).await?;
-        Ok(true)
+        .await;
+        self.unclaim(&id.0, &id.1);
+        made
     }
 
     /// Fetches the image `fingerprint` from a member that has it.

@@ -521,6 +521,18 @@ impl ClusterService {
             .map_err(from_cluster)
     }
 
+    /// Clears the mark of a failover on `project`/`name`, held here, before it moves: a copy
+    /// made on the member it was failed over from is the moving one, not a stale one.
+    pub async fn settle(&self, project: &str, name: &str) -> Result<()> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(());
+        };
+        cluster
+            .settle_failover(project, name, &me)
+            .await
+            .map_err(from_cluster)
+    }
+
     /// Deletes this member's copy of `c`, which was failed over to `c.member` while this
     /// member was cut off (it was fenced then: stopped).
     async fn drop_stale(&self, c: &vessel_cluster::Location) {
@@ -564,12 +576,28 @@ impl ClusterService {
                  available (cluster.ha) and does not start here until etcd answers again"
             )));
         }
+        if !self
+            .inner
+            .watchdog_ok
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::conflict(format!(
+                "{qualified} is highly available (cluster.ha), and no fence watchdog runs on \
+                 this member to stop it should the daemon die; see the daemon's log"
+            )));
+        }
         let (project, name) = crate::project::split(qualified);
         match cluster
             .locate_instance(project, name)
             .await
             .map_err(from_cluster)?
         {
+            // Not in the index (let go meanwhile): held here in one transaction, or not at
+            // all.
+            None => cluster
+                .claim_instance(project, name, &me, Asks::default())
+                .await
+                .map_err(from_cluster),
             Some(loc) if loc.member != me => Err(Error::conflict(format!(
                 "instance {name} lives on member {} now{}: this copy does not start",
                 loc.member,
@@ -589,13 +617,9 @@ impl ClusterService {
         let mut told = BTreeSet::new();
         let mut events = self.inner.events.get().map(|e| e.subscribe());
         let mut first = true;
-        // The lease the stale copies were looked for under: copies failed over from this
-        // member are stale only on its first pass under a new lease (back from offline, or
-        // started again); later, a copy of such an instance is one moving here.
-        let mut checked_lease: Option<i64> = None;
         loop {
-            // Every INDEX_EVERY, and at once when an instance is made, renamed or deleted
-            // here (so its name is held or let go without waiting).
+            // Every INDEX_EVERY, and at once when an instance is made, renamed, deleted,
+            // started or stopped here (so its name is held or let go without waiting).
             if !first {
                 match events.as_mut() {
                     Some(rx) => {
@@ -604,11 +628,15 @@ impl ClusterService {
                                 match rx.recv().await {
                                     Ok(ev) => {
                                         let ours = ev.action.as_deref().is_some_and(|a| {
+                                            // Started and stopped too: whether an HA
+                                            // instance is failed over follows at once.
                                             matches!(
                                                 a,
                                                 "instance-created"
                                                     | "instance-deleted"
                                                     | "instance-renamed"
+                                                    | "instance-started"
+                                                    | "instance-stopped"
                                             )
                                         });
                                         if ours {
@@ -651,8 +679,9 @@ impl ClusterService {
                         let mut asks = asks(p, &i.limits, &i.config);
                         if crate::instance::ha::is_ha(&i.config) {
                             ha.insert((p.to_string(), n.to_string()));
+                            // Only what runs is started elsewhere when this member is lost.
                             asks.restart = instances
-                                .map(|s| s.restart_request(i))
+                                .and_then(|s| s.restart_request(i))
                                 .and_then(|r| serde_json::to_value(r).ok());
                         }
                         ((p.to_string(), n.to_string()), asks)
@@ -670,20 +699,13 @@ impl ClusterService {
                     keep.entry(id.clone()).or_insert_with(|| asks.clone());
                 }
             }
-            let lease = match self.inner.live.lock().await.as_ref() {
-                Some(j) => j.beat.lease_id(),
-                None => None,
-            };
             match cluster.sync_instances(&me, &keep, since).await {
                 Ok(clashes) => {
-                    let returning = lease.is_some() && lease != checked_lease;
-                    checked_lease = lease;
                     for c in clashes {
                         let id = (c.project.clone(), c.name.clone());
-                        if returning
-                            && c.failed_over_from.as_deref() == Some(me.as_str())
-                            && ha.contains(&id)
-                        {
+                        // (A move clears the mark before it makes a copy anywhere: a copy
+                        // moving here is never taken for stale.)
+                        if c.failed_over_from.as_deref() == Some(me.as_str()) && ha.contains(&id) {
                             self.drop_stale(&c).await;
                             continue;
                         }

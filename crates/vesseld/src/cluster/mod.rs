@@ -76,6 +76,8 @@ struct Inner {
     auth: std::sync::OnceLock<crate::auth::AuthService>,
     /// Whether it fenced itself before it had a lease since its start.
     fenced_at_start: std::sync::atomic::AtomicBool,
+    /// Whether its fence watchdog runs (HA instances start only then).
+    watchdog_ok: std::sync::atomic::AtomicBool,
     /// Names claimed in the cluster's index for instances being made, and when.
     claims: std::sync::Mutex<HashMap<(String, String), (std::time::Instant, vessel_cluster::Asks)>>,
     /// Operations forwarded to other members: their ids in the order seen, and where.
@@ -152,6 +154,7 @@ impl ClusterService {
                 instances: std::sync::OnceLock::new(),
                 auth: std::sync::OnceLock::new(),
                 fenced_at_start: std::sync::atomic::AtomicBool::new(false),
+                watchdog_ok: std::sync::atomic::AtomicBool::new(false),
                 claims: Default::default(),
                 ops: Default::default(),
                 networks: std::sync::OnceLock::new(),
@@ -223,12 +226,14 @@ impl ClusterService {
     /// may soon take it for dead and start its `cluster.ha` instances elsewhere. It stops
     /// them first (forced: a fenced member must stop writing now, not after a clean
     /// shutdown's grace).
-    async fn fence(&self) {
+    async fn fence(&self, first: bool) {
         let Some(instances) = self.inner.instances.get() else {
             return;
         };
         let stopped = instances.stop_ha().await;
-        tracing::warn!(stopped = ?stopped, "fenced: HA instances stopped");
+        if first || !stopped.is_empty() {
+            tracing::warn!(stopped = ?stopped, "fenced: HA instances stopped");
+        }
     }
 
     fn fingerprint(&self) -> Result<String> {
@@ -309,10 +314,22 @@ impl ClusterService {
         let mut fenced = beat.fenced();
         let svc = self.clone();
         let fence = tokio::spawn(async move {
-            while fenced.changed().await.is_ok() {
-                let now = *fenced.borrow_and_update();
-                if now {
-                    svc.fence().await;
+            let mut first = true;
+            loop {
+                if *fenced.borrow_and_update() {
+                    // Again every second while fenced: an HA instance whose start was under
+                    // way when the fence went up is stopped too.
+                    svc.fence(first).await;
+                    first = false;
+                    tokio::select! {
+                        changed = fenced.changed() => if changed.is_err() { break },
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+                first = true;
+                if fenced.changed().await.is_err() {
+                    break;
                 }
             }
         });
@@ -324,9 +341,13 @@ impl ClusterService {
         let networks = tokio::spawn(self.clone().keep_networks(cluster.clone(), m.name.clone()));
         let heal = tokio::spawn(self.clone().keep_healing(cluster.clone(), m.name.clone()));
         let watchdog = match watchdog::Watchdog::spawn(&self.inner.root) {
-            Ok(dog) => tokio::spawn(self.clone().keep_watchdog(dog)),
+            Ok(dog) => {
+                self.inner.watchdog_ok.store(true, Ordering::SeqCst);
+                tokio::spawn(self.clone().keep_watchdog(dog))
+            }
             Err(e) => {
-                tracing::error!(error = %e, "no fence watchdog: HA instances here are not stopped if the daemon dies");
+                tracing::error!(error = %e, "no fence watchdog: HA instances do not start here");
+                self.inner.watchdog_ok.store(false, Ordering::SeqCst);
                 tokio::spawn(async {})
             }
         };
@@ -359,7 +380,7 @@ impl ClusterService {
             if svc.inner.live.lock().await.is_none() {
                 tracing::warn!("no lease since the start: fenced");
                 svc.inner.fenced_at_start.store(true, Ordering::SeqCst);
-                svc.fence().await;
+                svc.fence(true).await;
             }
         });
         let mut told = false;

@@ -58,6 +58,15 @@ impl Watchdog {
             .take()
             .ok_or_else(|| std::io::Error::other("no pipe to the watchdog"))?;
         let pid = child.id() as i32;
+        // Never blocking the daemon: a watchdog too busy to read misses a word, no more.
+        let fd = stdin.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with plain integer flags.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
         // Reaped when it ends.
         std::thread::spawn(move || child.wait());
         Ok(Watchdog { stdin, pid })
@@ -99,6 +108,10 @@ impl ClusterService {
                 .map(|i| i.ha_pids())
                 .unwrap_or_default();
             if let Err(e) = dog.tell(left, &pids) {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    tracing::warn!("the fence watchdog is not reading; a word missed");
+                    continue;
+                }
                 tracing::error!(error = %e, "the fence watchdog is gone; starting another");
                 match Watchdog::spawn(&self.inner.root) {
                     Ok(d) => {

@@ -43,9 +43,12 @@ impl InstanceService {
     }
 
     /// The creation request that makes `inst` again elsewhere, started (what a failover
-    /// makes from the cluster's index).
-    pub fn restart_request(&self, inst: &vessel_api::Instance) -> InstanceCreate {
-        self.recreate_request(inst, &inst.name, true)
+    /// makes from the cluster's index): only for one that runs (its status as it is now,
+    /// including what the store has not recorded yet).
+    pub fn restart_request(&self, inst: &vessel_api::Instance) -> Option<InstanceCreate> {
+        let now = self.pending.apply(inst.clone());
+        matches!(now.status, InstanceStatus::Running | InstanceStatus::Frozen)
+            .then(|| self.recreate_request(&now, &now.name, true))
     }
 
     /// Imports the image archive `upload` (in `staging`, which goes) under `fingerprint`.
@@ -76,7 +79,8 @@ impl InstanceService {
         let Ok(list) = self.store.instance_list() else {
             return Vec::new();
         };
-        list.iter()
+        list.into_iter()
+            .map(|i| self.pending.apply(i))
             .filter(|i| is_ha(&i.config) && i.status != InstanceStatus::Stopped)
             .filter_map(|i| {
                 let pid = match i.instance_type {
@@ -136,6 +140,7 @@ impl InstanceService {
         let mut stopped = Vec::new();
         for i in list
             .into_iter()
+            .map(|i| self.pending.apply(i))
             .filter(|i| is_ha(&i.config) && i.status != InstanceStatus::Stopped)
         {
             tracing::warn!(instance = %i.name, "fenced: stopping an HA instance");

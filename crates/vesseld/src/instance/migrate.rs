@@ -60,7 +60,10 @@ impl InstanceService {
                 let inst = svc.get_stored(&inst.name)?;
                 let (project, plain) = crate::project::split(&inst.name);
                 // Made there stopped; it starts there only once the index names that member.
-                let sent = svc.send_stopped(&inst, &to, &cluster, &root, &op).await;
+                let sent = match cluster.settle(project, plain).await {
+                    Ok(()) => svc.send_stopped(&inst, &to, &cluster, &root, &op).await,
+                    Err(e) => Err(e),
+                };
                 let handed = match sent {
                     Ok(()) => cluster
                         .hand_over(project, plain, &to.name, origin.as_deref())

@@ -221,9 +221,23 @@ impl InstanceService {
         Ok(self.live_state(&inst))
     }
 
-    /// Starts a stopped instance; the caller holds the instance's lock.
+    /// Starts a stopped instance; the caller holds the instance's lock. An HA instance asks
+    /// the cluster before, and again once it runs (a fence that went up meanwhile, or a
+    /// failover, stops it again at once).
     async fn start_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
         self.check_ha_start(&inst.name, &inst.config).await?;
+        self.start_unchecked(inst, op).await?;
+        if let Err(e) = self.check_ha_start(&inst.name, &inst.config).await {
+            tracing::warn!(instance = %inst.name, error = %e, "HA instance stopped right after its start");
+            let now = self.get_stored(&inst.name)?;
+            self.stop_locked(&now, std::time::Duration::ZERO, true, op)
+                .await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn start_unchecked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
         if inst.instance_type == InstanceType::Vm {
             return self.start_vm(inst, op).await;
         }
