@@ -185,63 +185,59 @@ impl Cluster {
         }
     }
 
-    /// How new instances are placed (`spread` unless set).
-    pub async fn policy(&self) -> Result<String> {
+    /// The cluster's record (its settings).
+    async fn cluster_record(&self) -> Result<ClusterRecord> {
         let k = key("cluster");
         let resp = self.get(&k, None).await?;
         let Some(kv) = resp.kvs().first() else {
             return Err(Error::NotFound("etcd holds no cluster".into()));
         };
-        Ok(parse::<ClusterRecord>(&k, kv.value())?
+        parse::<ClusterRecord>(&k, kv.value())
+    }
+
+    /// Changes the cluster's record with `change`, if unchanged since it was read.
+    async fn set_cluster_record(&self, change: impl FnOnce(&mut ClusterRecord)) -> Result<()> {
+        let set = |rec: &mut ClusterRecord| {
+            change(rec);
+            Ok(())
+        };
+        if self
+            .rewrite(&key("cluster"), "etcd holds no cluster", set)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Conflict(
+                "the cluster's record changed meanwhile; try again".into(),
+            ))
+        }
+    }
+
+    /// How new instances are placed (`spread` unless set).
+    pub async fn policy(&self) -> Result<String> {
+        Ok(self
+            .cluster_record()
+            .await?
             .policy
             .unwrap_or_else(|| "spread".into()))
     }
 
     /// Sets how new instances are placed (the caller checked the name).
     pub async fn set_policy(&self, policy: &str) -> Result<()> {
-        let set = |rec: &mut ClusterRecord| {
-            rec.policy = Some(policy.to_string());
-            Ok(())
-        };
-        if self
-            .rewrite(&key("cluster"), "etcd holds no cluster", set)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::Conflict(
-                "the cluster's record changed meanwhile; try again".into(),
-            ))
-        }
+        self.set_cluster_record(|rec| rec.policy = Some(policy.to_string()))
+            .await
     }
 
     /// Seconds a member stays offline before its `ha` instances are failed over (none: they
     /// are not).
     pub async fn healing_threshold(&self) -> Result<Option<u64>> {
-        let k = key("cluster");
-        let resp = self.get(&k, None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Err(Error::NotFound("etcd holds no cluster".into()));
-        };
-        Ok(parse::<ClusterRecord>(&k, kv.value())?.healing_threshold)
+        Ok(self.cluster_record().await?.healing_threshold)
     }
 
     /// Sets (or with `None` ends) failover after `seconds` offline.
     pub async fn set_healing_threshold(&self, seconds: Option<u64>) -> Result<()> {
-        let set = |rec: &mut ClusterRecord| {
-            rec.healing_threshold = seconds;
-            Ok(())
-        };
-        if self
-            .rewrite(&key("cluster"), "etcd holds no cluster", set)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::Conflict(
-                "the cluster's record changed meanwhile; try again".into(),
-            ))
-        }
+        self.set_cluster_record(|rec| rec.healing_threshold = seconds)
+            .await
     }
 
     /// Makes the cluster with `me` its first member; refused if etcd holds one already.
