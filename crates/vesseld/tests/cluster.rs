@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{address_on, init, json, token, wait};
+use common::cluster::{address_on, init, json, nft, token, wait};
 use common::etcd::Etcd;
 use common::{Daemon, Sandbox};
 
@@ -295,16 +295,6 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
 }
 
 /// Runs `nft` in the namespace `ns` with `script` on its standard input.
-fn nft(ns: &str, script: &str) {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
-}
-
 fn status(d: &Daemon, name: &str) -> String {
     d.info(name)["status"].as_str().unwrap().to_string()
 }

@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{init, json, token, wait};
-use common::etcd::Etcd;
-use common::{Daemon, Sandbox};
+use common::cluster::{json, members, nft, wait};
+use common::Daemon;
 
 /// The HA instance's process: `sleep` with this argument, in whichever copy runs.
 const MARK: &str = "86399";
@@ -77,16 +76,6 @@ impl Drop for Watch {
     }
 }
 
-fn nft(ns: &str, script: &str) {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
-}
-
 /// Every packet into and out of the namespace dropped (loopback too: its etcd member is cut
 /// off from the others).
 const CUT_ALL: &str = "table inet vessel_test_cut {\n chain in {\n  type filter hook input priority -300; policy drop;\n }\n chain out {\n  type filter hook output priority -300; policy drop;\n }\n}\n";
@@ -124,18 +113,7 @@ fn listed(d: &Daemon) -> Vec<String> {
 
 #[test]
 fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let mut d: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
-    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
-    for i in 1..3 {
-        let t = token(&d[0], &format!("m{i}"));
-        d[i].ok(&["cluster", "join", &t, "--address", &listen(i)]);
-    }
+    let (sb, _etcd, mut d) = members(3);
     // The image on m1 and m2, not on m0: a failover to m0 fetches it from m2.
     d[1].busybox();
     d[2].busybox();

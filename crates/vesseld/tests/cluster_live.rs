@@ -9,9 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{address_on, init, json, token, wait};
-use common::etcd::Etcd;
-use common::{Daemon, Sandbox};
+use common::cluster::{address_on, json, members, wait};
+use common::Daemon;
 
 /// `script` run in the VM `vm` through its agent: (exit code, output). Right after a live
 /// move too, at the first try (the agent client connects again while the guest does not
@@ -63,18 +62,7 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
         disk_bundle.to_str().unwrap(),
     ]);
 
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let d: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
-    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
-    for i in 1..3 {
-        let t = token(&d[0], &format!("m{i}"));
-        d[i].ok(&["cluster", "join", &t, "--address", &listen(i)]);
-    }
+    let (_sb, _etcd, d) = members(3);
     // The image is on m0 only: the move takes it along.
     d[0].ok(&[
         "image",

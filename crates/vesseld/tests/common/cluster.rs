@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::Daemon;
+use super::etcd::Etcd;
+use super::{Daemon, Sandbox};
 
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
@@ -61,4 +62,34 @@ pub fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A cluster of `n` members, each its own network namespace, etcd member and daemon (HTTPS on
+/// the underlay, port 8443): `m0` made it, the others joined with tokens. Bound in this order
+/// (`let (sb, etcd, d) = …`), the daemons go first, then etcd, then the namespaces.
+pub fn members(n: usize) -> (Sandbox, Etcd, Vec<Daemon>) {
+    let sb = Sandbox::new(n);
+    let addrs: Vec<String> = (0..n).map(Sandbox::host_addr).collect();
+    let etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let d: Vec<Daemon> = (0..n)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
+    for (i, di) in d.iter().enumerate().skip(1) {
+        let t = token(&d[0], &format!("m{i}"));
+        di.ok(&["cluster", "join", &t, "--address", &listen(i)]);
+    }
+    (sb, etcd, d)
+}
+
+/// Loads the nft `script` in the namespace `ns`.
+pub fn nft(ns: &str, script: &str) {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
 }
