@@ -177,32 +177,35 @@ impl Cluster {
     /// moving one, not a stale one).
     pub async fn settle_failover(&self, project: &str, name: &str, member: &str) -> Result<()> {
         let k = instance_key(project, name);
-        let resp = self.get(&k, None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Ok(());
-        };
-        let loc = location_of(kv)?;
-        if loc.member != member || loc.failed_over_from.is_none() {
-            return Ok(());
+        // The member's own index upkeep may rewrite the entry meanwhile (a start or stop
+        // just seen): read again and retry a few times.
+        for _ in 0..5 {
+            let resp = self.get(&k, None).await?;
+            let Some(kv) = resp.kvs().first() else {
+                return Ok(());
+            };
+            let loc = location_of(kv)?;
+            if loc.member != member || loc.failed_over_from.is_none() {
+                return Ok(());
+            }
+            let rec = Location {
+                failed_over_from: None,
+                ..loc
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    k.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+            if self.txn(txn).await?.succeeded() {
+                return Ok(());
+            }
         }
-        let rec = Location {
-            failed_over_from: None,
-            ..loc
-        };
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                k.as_str(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
-        if self.txn(txn).await?.succeeded() {
-            Ok(())
-        } else {
-            Err(Error::Conflict(format!(
-                "instance {name} changed in the cluster's index meanwhile; try again"
-            )))
-        }
+        Err(Error::Conflict(format!(
+            "instance {name} changed in the cluster's index meanwhile; try again"
+        )))
     }
 
     /// Lets `project`/`name` go if `member` holds it (its instance is gone).

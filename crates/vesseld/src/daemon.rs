@@ -218,9 +218,9 @@ impl Daemon {
             Box::pin(async move { c.released(&name).await })
         }));
         let c = cluster.clone();
-        instances.on_ha_start(Arc::new(move |name| {
+        instances.on_ha_start(Arc::new(move |name, runs| {
             let c = c.clone();
-            Box::pin(async move { c.may_start_ha(&name).await })
+            Box::pin(async move { c.may_start_ha(&name, runs).await })
         }));
         cluster.set_auth(auth.clone());
         cluster.set_networks(networks.clone());

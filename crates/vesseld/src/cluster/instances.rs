@@ -551,8 +551,35 @@ impl ClusterService {
 
     /// Whether the HA instance `qualified` may start here: only on a live, unfenced member
     /// that the cluster's index names for it (or none yet). A daemon just started waits up
-    /// to a lease's TTL for etcd.
-    pub async fn may_start_ha(&self, qualified: &str) -> Result<()> {
+    /// to a lease's TTL for etcd. Once it `runs`, the same, and the fence watchdog is told
+    /// of its process before this returns (a daemon killed right after the start must not
+    /// leave it running unwatched).
+    pub async fn may_start_ha(&self, qualified: &str, runs: bool) -> Result<()> {
+        self.may_run_ha(qualified).await?;
+        if runs && !self.watchdog_told().await {
+            return Err(Error::conflict(format!(
+                "{qualified} is highly available (cluster.ha), and the fence watchdog of this \
+                 member could not be told of its process (fenced, or no lease renewal \
+                 confirmed lately); see the daemon's log"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tells the fence watchdog now which HA processes run; whether it was told.
+    async fn watchdog_told(&self) -> bool {
+        let tell = match self.inner.live.lock().await.as_ref() {
+            Some(j) => j.tell_watchdog.clone(),
+            None => None,
+        };
+        let Some(tell) = tell else {
+            return false;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tell.send(tx).is_ok() && rx.await.unwrap_or(false)
+    }
+
+    async fn may_run_ha(&self, qualified: &str) -> Result<()> {
         if self.inner.membership.lock().await.is_none() {
             return Ok(());
         }

@@ -58,6 +58,8 @@ struct Joined {
     networks: tokio::task::JoinHandle<()>,
     heal: tokio::task::JoinHandle<()>,
     watchdog: tokio::task::JoinHandle<()>,
+    /// Asks the watchdog task to tell the watchdog at once (none without a watchdog).
+    tell_watchdog: Option<tokio::sync::mpsc::UnboundedSender<watchdog::TellNow>>,
 }
 
 /// How soon the members' certificates are read again when etcd cannot be watched.
@@ -340,15 +342,16 @@ impl ClusterService {
         let index = tokio::spawn(self.clone().keep_index(cluster.clone(), m.name.clone()));
         let networks = tokio::spawn(self.clone().keep_networks(cluster.clone(), m.name.clone()));
         let heal = tokio::spawn(self.clone().keep_healing(cluster.clone(), m.name.clone()));
-        let watchdog = match watchdog::Watchdog::spawn(&self.inner.root) {
+        let (watchdog, tell_watchdog) = match watchdog::Watchdog::spawn(&self.inner.root) {
             Ok(dog) => {
                 self.inner.watchdog_ok.store(true, Ordering::SeqCst);
-                tokio::spawn(self.clone().keep_watchdog(dog))
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (tokio::spawn(self.clone().keep_watchdog(dog, rx)), Some(tx))
             }
             Err(e) => {
                 tracing::error!(error = %e, "no fence watchdog: HA instances do not start here");
                 self.inner.watchdog_ok.store(false, Ordering::SeqCst);
-                tokio::spawn(async {})
+                (tokio::spawn(async {}), None)
             }
         };
         *self.inner.live.lock().await = Some(Joined {
@@ -360,6 +363,7 @@ impl ClusterService {
             networks,
             heal,
             watchdog,
+            tell_watchdog,
         });
         tracing::info!(member = %m.name, cluster = %m.id, "cluster member online");
         Ok(())

@@ -83,51 +83,73 @@ impl Watchdog {
     }
 }
 
+/// A request to tell the watchdog at once; answered with whether it was told.
+pub(super) type TellNow = tokio::sync::oneshot::Sender<bool>;
+
 impl ClusterService {
-    /// Keeps the watchdog told while this member holds a lease and is not fenced.
-    pub(super) async fn keep_watchdog(self, mut dog: Watchdog) {
+    /// Keeps the watchdog told while this member holds a lease and is not fenced: every
+    /// `TELL_EVERY`, and at once when asked through `now` (an HA instance just started: the
+    /// watchdog must know its process before the start is reported).
+    pub(super) async fn keep_watchdog(
+        self,
+        mut dog: Watchdog,
+        mut now: tokio::sync::mpsc::UnboundedReceiver<TellNow>,
+    ) {
         let mut noted = false;
         loop {
-            tokio::time::sleep(TELL_EVERY).await;
-            let ago = match self.inner.live.lock().await.as_ref() {
-                Some(j) => j.beat.renewed_ago(),
-                None => None,
+            let asked = tokio::select! {
+                _ = tokio::time::sleep(TELL_EVERY) => None,
+                asked = now.recv() => asked,
             };
-            // Not while fenced: the daemon stops its HA instances itself then, and the
-            // watchdog kills what is left at its deadline.
-            let left = ago
-                .filter(|a| *a < vessel_cluster::fence_after(super::LEASE_TTL))
-                .and_then(|a| vessel_cluster::kill_after(super::LEASE_TTL).checked_sub(a));
-            let Some(left) = left else {
-                continue;
-            };
-            let pids = self
-                .inner
-                .instances
-                .get()
-                .map(|i| i.ha_pids())
-                .unwrap_or_default();
-            if let Err(e) = dog.tell(left, &pids) {
-                if e.kind() == std::io::ErrorKind::WouldBlock {
-                    tracing::warn!("the fence watchdog is not reading; a word missed");
-                    continue;
-                }
-                tracing::error!(error = %e, "the fence watchdog is gone; starting another");
-                match Watchdog::spawn(&self.inner.root) {
-                    Ok(d) => {
-                        dog = d;
-                        noted = false;
-                    }
-                    Err(e) => tracing::error!(error = %e, "no fence watchdog"),
-                }
-                continue;
-            }
-            if !noted {
-                // This member holds a lease again: a watchdog of an earlier daemon ends now.
-                retire_earlier(&self.inner.root, dog.pid);
-                noted = true;
+            let told = self.tell_watchdog(&mut dog, &mut noted).await;
+            if let Some(asked) = asked {
+                let _ = asked.send(told);
             }
         }
+    }
+
+    /// Tells the watchdog once; whether it was told (not while fenced or without a lease
+    /// renewal confirmed recently).
+    async fn tell_watchdog(&self, dog: &mut Watchdog, noted: &mut bool) -> bool {
+        let ago = match self.inner.live.lock().await.as_ref() {
+            Some(j) => j.beat.renewed_ago(),
+            None => None,
+        };
+        // Not while fenced: the daemon stops its HA instances itself then, and the
+        // watchdog kills what is left at its deadline.
+        let left = ago
+            .filter(|a| *a < vessel_cluster::fence_after(super::LEASE_TTL))
+            .and_then(|a| vessel_cluster::kill_after(super::LEASE_TTL).checked_sub(a));
+        let Some(left) = left else {
+            return false;
+        };
+        let pids = self
+            .inner
+            .instances
+            .get()
+            .map(|i| i.ha_pids())
+            .unwrap_or_default();
+        if let Err(e) = dog.tell(left, &pids) {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                tracing::warn!("the fence watchdog is not reading; a word missed");
+                return false;
+            }
+            tracing::error!(error = %e, "the fence watchdog is gone; starting another");
+            match Watchdog::spawn(&self.inner.root) {
+                Ok(d) => {
+                    *dog = d;
+                    *noted = false;
+                }
+                Err(e) => tracing::error!(error = %e, "no fence watchdog"),
+            }
+            return false;
+        }
+        if !*noted {
+            // This member holds a lease again: a watchdog of an earlier daemon ends now.
+            retire_earlier(&self.inner.root, dog.pid);
+            *noted = true;
+        }
+        true
     }
 }
 

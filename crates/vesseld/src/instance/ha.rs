@@ -15,10 +15,10 @@ pub fn is_ha(config: &BTreeMap<String, String>) -> bool {
     config.get("cluster.ha").map(String::as_str) == Some("true")
 }
 
-/// What a start of an HA instance asks first (given its qualified name): an error when it
-/// must not run here.
+/// What a start of an HA instance asks first and again once it runs (given its qualified
+/// name and whether it runs now): an error when it must not run here.
 pub type HaGate = std::sync::Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>
+    dyn Fn(String, bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>
         + Send
         + Sync,
 >;
@@ -30,14 +30,16 @@ impl InstanceService {
         let _ = self.ha_gate.set(gate);
     }
 
-    /// The gate's answer for `name`, an HA instance about to start.
+    /// The gate's answer for `name`, an HA instance about to start, or just started
+    /// (`runs`).
     pub(super) async fn check_ha_start(
         &self,
         name: &str,
         config: &BTreeMap<String, String>,
+        runs: bool,
     ) -> Result<()> {
         match self.ha_gate.get() {
-            Some(gate) if is_ha(config) => gate(name.to_string()).await,
+            Some(gate) if is_ha(config) => gate(name.to_string(), runs).await,
             _ => Ok(()),
         }
     }

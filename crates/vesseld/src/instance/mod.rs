@@ -223,11 +223,11 @@ impl InstanceService {
 
     /// Starts a stopped instance; the caller holds the instance's lock. An HA instance asks
     /// the cluster before, and again once it runs (a fence that went up meanwhile, or a
-    /// failover, stops it again at once).
+    /// failover, stops it again at once; the fence watchdog learns of its process then).
     async fn start_locked(&self, inst: &Instance, op: &OpHandle) -> Result<()> {
-        self.check_ha_start(&inst.name, &inst.config).await?;
+        self.check_ha_start(&inst.name, &inst.config, false).await?;
         self.start_unchecked(inst, op).await?;
-        if let Err(e) = self.check_ha_start(&inst.name, &inst.config).await {
+        if let Err(e) = self.check_ha_start(&inst.name, &inst.config, true).await {
             tracing::warn!(instance = %inst.name, error = %e, "HA instance stopped right after its start");
             let now = self.get_stored(&inst.name)?;
             self.stop_locked(&now, std::time::Duration::ZERO, true, op)
