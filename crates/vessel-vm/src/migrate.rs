@@ -173,7 +173,20 @@ impl RunningVm {
         let qmp = self.qmp();
         let until = Instant::now() + timeout;
         loop {
-            let info = qmp.execute(&QueryMigrate)?;
+            // A QEMU that cannot load the state exits: what it said is in its log.
+            let info = qmp.execute(&QueryMigrate).map_err(|e| {
+                failed(
+                    "the state did not load",
+                    format!(
+                        "{e}; QEMU's log: {}",
+                        crate::vm::log_tail_from(
+                            &self.record.paths.qemu_log,
+                            self.record.qemu_log_offset,
+                            "nothing",
+                        )
+                    ),
+                )
+            })?;
             match info.status.as_deref() {
                 Some("completed") => break,
                 Some("failed" | "cancelled") => {

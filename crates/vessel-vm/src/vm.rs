@@ -831,7 +831,14 @@ fn connect_while_alive(
 
 /// The last lines QEMU wrote (its error), or `fallback`.
 fn log_tail(log: &Path, fallback: &str) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    log_tail_from(log, 0, fallback)
+}
+
+/// The last lines QEMU wrote to `log` after byte `from` (this run's), or `fallback`.
+pub(crate) fn log_tail_from(log: &Path, from: u64, fallback: &str) -> String {
+    let bytes = std::fs::read(log).unwrap_or_default();
+    let from = (from as usize).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[from..]);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return fallback.to_string();

@@ -17,19 +17,75 @@ use super::ClusterService;
 use crate::error::{Error, Result};
 
 /// Unix sockets here whose connections go to a waiting QEMU on another member; the
-/// relays stop when it is dropped.
+/// relays stop when it is dropped (at once: a failed move), or once what QEMU wrote has
+/// gone through ([`Relay::finish`], a move QEMU calls complete).
 pub struct Relay {
     /// Where this member's QEMU connects: memory and device state.
     pub state: PathBuf,
     /// Where it connects for the disks' NBD exports.
     pub disks: PathBuf,
+    /// The loops taking QEMU's connections.
     tasks: Vec<JoinHandle<()>>,
+    /// Per connection of the state: what carries QEMU's bytes there (ends once QEMU closed
+    /// its end and all it wrote went out) and what carries the answers back.
+    conns: Conns,
+    /// The same of the disks' connections, which end with the relay.
+    cut: Conns,
+}
+
+/// The tasks of each relayed connection.
+#[derive(Clone, Default)]
+struct Conns(std::sync::Arc<std::sync::Mutex<Vec<(JoinHandle<()>, JoinHandle<()>)>>>);
+
+impl Conns {
+    fn take(&self) -> Vec<(JoinHandle<()>, JoinHandle<()>)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Relay {
+    /// Ends the relay once each connection's bytes from QEMU went through (QEMU closes
+    /// them when the migration completes) or `limit` passed. The source QEMU calls a
+    /// migration complete once it wrote its last bytes to the socket, which is here, not
+    /// there yet: cut at once, the tail of the state is lost and the waiting QEMU fails to
+    /// load it (or waits for it for ever).
+    pub async fn finish(mut self, limit: std::time::Duration) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let until = tokio::time::Instant::now() + limit;
+        let started = std::time::Instant::now();
+        let mut cut = 0;
+        for (out, back) in self.conns.take() {
+            let aborter = out.abort_handle();
+            if tokio::time::timeout_at(until, out).await.is_err() {
+                aborter.abort();
+                cut += 1;
+            }
+            back.abort();
+        }
+        if cut > 0 {
+            tracing::warn!(
+                connections = cut,
+                "migration relay: QEMU did not close its connections in time; cut"
+            );
+        } else {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "migration relay: the state went through"
+            );
+        }
+    }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        for (out, back) in self.conns.take().into_iter().chain(self.cut.take()) {
+            out.abort();
+            back.abort();
         }
         let _ = std::fs::remove_file(&self.state);
         let _ = std::fs::remove_file(&self.disks);
@@ -116,6 +172,8 @@ impl ClusterService {
             state: dir.join("mig-out-state.sock"),
             disks: dir.join("mig-out-disks.sock"),
             tasks: Vec::new(),
+            conns: Conns::default(),
+            cut: Conns::default(),
         };
         for (path, stream) in [
             (relay.state.clone(), "state"),
@@ -128,9 +186,16 @@ impl ClusterService {
                 .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
             let q = vessel_api::PROJECT_QUERY;
             let uri = format!("/1.0/instances/{name}/incoming/{stream}?{q}={project}");
+            // The disks' stream is NBD: each write is answered before QEMU counts it done,
+            // so only the state's connections are waited for.
+            let conns = if stream == "state" {
+                relay.conns.clone()
+            } else {
+                relay.cut.clone()
+            };
             let (svc, to) = (self.clone(), to.clone());
             relay.tasks.push(tokio::spawn(async move {
-                svc.relay_each(listener, to, uri).await;
+                svc.relay_each(listener, to, uri, conns).await;
             }));
         }
         Ok(relay)
@@ -140,24 +205,43 @@ impl ClusterService {
     /// reach the other side in the order QEMU made them (each is opened there before the
     /// next is taken): a QEMU 7 receiving memory over several channels takes the first
     /// connection for the main one.
-    async fn relay_each(&self, listener: tokio::net::UnixListener, to: Target, uri: String) {
+    async fn relay_each(
+        &self,
+        listener: tokio::net::UnixListener,
+        to: Target,
+        uri: String,
+        conns: Conns,
+    ) {
+        use tokio::io::AsyncWriteExt;
         let me = self.me().await.unwrap_or_default();
         let root = self.inner.root.clone();
-        let mut each = tokio::task::JoinSet::new();
-        while let Ok((mut local, _)) = listener.accept().await {
-            let mut remote = match forward::open(&root, &me, &to, &uri).await {
+        while let Ok((local, _)) = listener.accept().await {
+            let remote = match forward::open(&root, &me, &to, &uri).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(member = %to.name, error = %e, "migration stream not opened");
                     continue;
                 }
             };
+            let (mut local_in, mut local_out) = local.into_split();
+            let (mut remote_in, mut remote_out) = tokio::io::split(remote);
             let name = to.name.clone();
-            each.spawn(async move {
-                if let Err(e) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+            let out = tokio::spawn(async move {
+                // Everything QEMU writes, flushed, then the end of it told there.
+                let sent = tokio::io::copy(&mut local_in, &mut remote_out).await;
+                let shut = remote_out.shutdown().await;
+                if let Err(e) = sent.and(shut.map(|_| 0)) {
                     tracing::debug!(member = %name, error = %e, "migration stream ended");
                 }
             });
+            let back = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut remote_in, &mut local_out).await;
+            });
+            conns
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((out, back));
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::operations::OpHandle;
 
 /// Parallel connections for a VM's memory.
 const MULTIFD_CHANNELS: u8 = 2;
+/// How long the end of the state may take to go through the relay once QEMU calls the
+/// migration complete.
+const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl InstanceService {
     /// Whether `inst` moves live: `true` for a running VM that can; `false` for what moves
@@ -223,7 +226,8 @@ impl InstanceService {
         .await
         .map_err(|e| Error::internal(format!("migration task: {e}")))?
         .map_err(|e| Error::conflict(format!("the live move failed: {}", chain(&e))))?;
-        drop(relay);
+        // What QEMU wrote last is still on its way: through before the other side runs.
+        relay.finish(RELAY_DRAIN).await;
         let paused = stopped_at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
