@@ -33,12 +33,15 @@ pub struct Relay {
     cut: Conns,
 }
 
+/// The two tasks of one relayed connection: out to the other member, and back.
+type ConnTasks = (JoinHandle<()>, JoinHandle<()>);
+
 /// The tasks of each relayed connection.
 #[derive(Clone, Default)]
-struct Conns(std::sync::Arc<std::sync::Mutex<Vec<(JoinHandle<()>, JoinHandle<()>)>>>);
+struct Conns(std::sync::Arc<std::sync::Mutex<Vec<ConnTasks>>>);
 
 impl Conns {
-    fn take(&self) -> Vec<(JoinHandle<()>, JoinHandle<()>)> {
+    fn take(&self) -> Vec<ConnTasks> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
