@@ -3,8 +3,10 @@
 //! Any [`BlockDevice`] (a sparse file today, a RAID volume later) is offered as a named
 //! [`NbdExport`] by an [`NbdServer`] listening on a unix socket or TCP. The server speaks the
 //! fixed newstyle handshake with structured replies, `base:allocation` block status and
-//! multi-conn; it does not speak TLS yet (see `docs/nbd.md`).
+//! multi-conn; it does not speak TLS yet (see `docs/nbd.md`). [`NbdClient`] is the other
+//! end, small: what the RAID engine reaches a member on another host with.
 
+pub mod client;
 mod device;
 mod handshake;
 pub mod proto;
@@ -12,6 +14,7 @@ mod replies;
 mod server;
 mod transmission;
 
+pub use client::{ClientOp, NbdClient};
 pub use device::{BlockDevice, DeviceError, Extent, FileDevice};
 pub use server::{
     NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,

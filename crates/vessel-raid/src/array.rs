@@ -78,6 +78,10 @@ pub(crate) struct Slot {
     pub state: SlotState,
     /// Member data bytes already valid on a rebuilding member.
     pub checkpoint: u64,
+    /// A rebuilding member that was in this slot before (re-added): only the rows the
+    /// write-intent bitmap marks are rebuilt, the rest it holds already. Not recorded on
+    /// disk: a rebuild resumed after a restart rebuilds every row from its checkpoint.
+    pub partial: bool,
 }
 
 /// The array's member table, behind a short-held lock. Member I/O never runs under it
@@ -94,6 +98,27 @@ pub(crate) struct State {
     pub failures_pending: bool,
     /// Blocks read whose checksum did not match, since assembly, per member.
     pub checksum_errors: Vec<u64>,
+    /// Members failed whose failure the failure hook has not confirmed yet (writes are
+    /// not acknowledged meanwhile).
+    pub unconfirmed: Vec<usize>,
+}
+
+/// What the array's owner is told, before a write is acknowledged, when a member failed:
+/// `Err` holds writes back (see [`RaidArray::on_member_failed`]).
+pub type FailureHook = Box<dyn Fn(usize) -> std::result::Result<(), String> + Send + Sync>;
+
+/// The failure hook, if one is set.
+#[derive(Default)]
+pub(crate) struct Hook(pub std::sync::OnceLock<FailureHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Hook(set)"
+        } else {
+            "Hook(none)"
+        })
+    }
 }
 
 /// The write-intent bitmap and the writes in flight in each region (whose bits a flush
@@ -119,6 +144,7 @@ pub struct RaidArray {
     pub(crate) intents: Mutex<Intents>,
     pub(crate) csums: CsumCache,
     pub(crate) rows: RowLocks,
+    pub(crate) failure_hook: Hook,
 }
 
 fn check_shape(level: RaidLevel, count: usize, chunk: u64) -> Result<()> {
@@ -210,6 +236,7 @@ impl RaidArray {
                 member: Some(Arc::new(m)),
                 state: SlotState::Active,
                 checkpoint: 0,
+                partial: false,
             })
             .collect();
         let array = RaidArray::assemble(geo, Uuid::new_v4(), 0, slots, bitmap);
@@ -397,12 +424,14 @@ impl RaidArray {
                         member: Some(Arc::new(m)),
                         state,
                         checkpoint,
+                        partial: false,
                     });
                 }
                 _ => slots.push(Slot {
                     member: None,
                     state: SlotState::Failed,
                     checkpoint: 0,
+                    partial: false,
                 }),
             }
         }
@@ -435,6 +464,7 @@ impl RaidArray {
                 last_io_error: None,
                 failures_pending: false,
                 checksum_errors: vec![0; geo.members],
+                unconfirmed: Vec::new(),
             }),
             intents: Mutex::new(Intents {
                 bitmap,
@@ -443,6 +473,7 @@ impl RaidArray {
             }),
             csums: CsumCache::new(geo),
             rows: RowLocks::default(),
+            failure_hook: Hook::default(),
         }
     }
 
@@ -612,6 +643,9 @@ impl State {
         if self.slots[m].state != SlotState::Failed {
             tracing::warn!(pool = %self.pool, member = m, "member failed");
             self.failures_pending = true;
+            if !self.unconfirmed.contains(&m) {
+                self.unconfirmed.push(m);
+            }
         }
         if let Some(member) = &self.slots[m].member {
             member.mark_failed();
@@ -619,6 +653,16 @@ impl State {
         self.slots[m].state = SlotState::Failed;
         self.slots[m].member = None;
         self.slots[m].checkpoint = 0;
+        self.slots[m].partial = false;
+    }
+
+    /// Whether every slot holds an active member (the write-intent bitmap may forget
+    /// regions only then: while a member is out or coming back, its bits say what it
+    /// missed).
+    pub fn is_whole(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| s.state == SlotState::Active && s.member.is_some())
     }
 
     /// Bumps the generation and writes the superblock to every live member (in

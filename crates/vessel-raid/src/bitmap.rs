@@ -52,6 +52,14 @@ impl Bitmap {
         self.bits.len()
     }
 
+    /// Whether any row of `rows` lies in a marked region.
+    pub fn marks_any(&self, rows: std::ops::Range<u64>) -> bool {
+        self.regions(rows).any(|r| {
+            let (byte, bit) = self.bit(r);
+            self.bits.get(byte).is_some_and(|b| b & bit != 0)
+        })
+    }
+
     /// Rows per region.
     pub fn region_rows(&self) -> u64 {
         self.region_rows

@@ -179,6 +179,25 @@ pub enum RaidError {
         /// Its state.
         state: &'static str,
     },
+    /// A member failed and the array's owner did not confirm that it recorded it (a far
+    /// copy must be marked out of date before writes go on without it).
+    #[error("member {index} failed and its failure could not be recorded ({why}); writes are held back until it is")]
+    FailureUnconfirmed {
+        /// The member index.
+        index: usize,
+        /// What the owner said.
+        why: String,
+    },
+    /// A member given back to its slot is not the one that was there.
+    #[error("{path} was not member {index} of this pool: {why}")]
+    NotThisMember {
+        /// The member given.
+        path: PathBuf,
+        /// The slot.
+        index: usize,
+        /// What differs.
+        why: String,
+    },
 }
 
 /// Result with a [`RaidError`].

@@ -119,7 +119,24 @@ impl RaidArray {
         // A member that failed during the write must be recorded as failed before the
         // write is acknowledged, or a restart would trust its stale data.
         ctx.finish()?;
-        res
+        res?;
+        self.confirm_failures()
+    }
+
+    /// Has the failure hook confirm every member failure it has not confirmed yet; an
+    /// error while one stays unconfirmed (the write or flush is then not acknowledged).
+    pub(crate) fn confirm_failures(&self) -> Result<()> {
+        let Some(hook) = self.failure_hook.0.get() else {
+            return Ok(());
+        };
+        let waiting = self.lock().unconfirmed.clone();
+        for m in waiting {
+            if let Err(why) = hook(m) {
+                return Err(RaidError::FailureUnconfirmed { index: m, why });
+            }
+            self.lock().unconfirmed.retain(|&u| u != m);
+        }
+        Ok(())
     }
 
     /// Makes every completed write durable on the members, then clears the write-intent
@@ -130,31 +147,59 @@ impl RaidArray {
         self.flush_with(false)
     }
 
+    /// Like [`RaidArray::flush`], clearing the bits of every region with no write in
+    /// flight now instead of waiting for the bitmap's interval: what an idle array's
+    /// bitmap looks like a few seconds after its last write. Before a member is taken out
+    /// on purpose (a far copy's host going down for maintenance), this keeps its resync
+    /// to what is written while it is out.
+    pub fn settle(&self) -> Result<()> {
+        self.flush_with(false)?;
+        self.flush_clearing(Clearing::Idle)
+    }
+
     /// Like [`RaidArray::flush`], clearing the whole write-intent bitmap.
     pub(crate) fn flush_with(&self, all: bool) -> Result<()> {
+        self.flush_clearing(if all { Clearing::All } else { Clearing::Due })
+    }
+
+    fn flush_clearing(&self, clearing: Clearing) -> Result<()> {
         self.csums.write_back();
         let mut ctx = Ctx::new(self);
         let res = ctx.sync_members();
         let mut it = self.intents();
         // Bits are cleared at most every few seconds (md's bitmap daemon waits 5 s), so a
         // writer that flushes often does not clear and set the same bits over and over.
-        let due = all || it.last_clear.elapsed() >= CLEAR_EVERY;
-        if res.is_ok() && due {
+        let due = clearing != Clearing::Due || it.last_clear.elapsed() >= CLEAR_EVERY;
+        // Not while a member is out or coming back: the bits are what it missed.
+        let whole = self.lock().is_whole();
+        if res.is_ok() && due && whole {
             it.last_clear = std::time::Instant::now();
-            let regions: Vec<u64> = it.inflight.keys().copied().collect();
-            for r in regions {
-                it.bitmap.touch_region(r);
+            // Twice when idle regions go now: the first pass forgets what the last
+            // interval touched.
+            let passes = if clearing == Clearing::Idle { 2 } else { 1 };
+            let mut blocks = Vec::new();
+            for _ in 0..passes {
+                let regions: Vec<u64> = it.inflight.keys().copied().collect();
+                for r in regions {
+                    it.bitmap.touch_region(r);
+                }
+                let changed = if clearing == Clearing::All {
+                    it.bitmap.clear()
+                } else {
+                    it.bitmap.clear_idle()
+                };
+                for b in changed {
+                    if !blocks.contains(&b) {
+                        blocks.push(b);
+                    }
+                }
             }
-            let blocks = if all {
-                it.bitmap.clear()
-            } else {
-                it.bitmap.clear_idle()
-            };
             self.write_bitmap_blocks(&it.bitmap, &blocks)?;
         }
         drop(it);
         ctx.finish()?;
-        res
+        res?;
+        self.confirm_failures()
     }
 
     /// Sets the write-intent bits of `rows`, durably, before they are written, and counts
@@ -185,6 +230,17 @@ impl RaidArray {
             }
         }
     }
+}
+
+/// Which write-intent bits a flush clears.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clearing {
+    /// Those idle for a whole interval, once the interval is over.
+    Due,
+    /// Those with no write in flight, now.
+    Idle,
+    /// All (a clean close or a finished resync).
+    All,
 }
 
 /// One piece of a read: array bytes at `dst` of the caller's buffer come from member

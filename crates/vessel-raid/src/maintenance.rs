@@ -10,7 +10,7 @@ use crate::error::{RaidError, Result};
 use crate::gf;
 use crate::io::Ctx;
 use crate::layout::Role;
-use crate::member::{Member, Scratch};
+use crate::member::{AlignedBuf, Member, Scratch};
 use crate::superblock::SlotState;
 use crate::RaidLevel;
 
@@ -109,11 +109,98 @@ impl RaidArray {
         slot.member = Some(Arc::new(member));
         slot.state = SlotState::Rebuilding;
         slot.checkpoint = 0;
+        slot.partial = false;
         inner.write_superblocks()?;
         let pool = inner.pool;
         drop(inner);
         self.write_bitmap_all()?;
         tracing::info!(pool = %pool, member = index, "replacement added; rebuild pending");
+        Ok(())
+    }
+
+    /// Has `hook(slot)` called when a member fails, before any write or flush is
+    /// acknowledged without it; while it returns `Err` those writes and flushes fail
+    /// (`FailureUnconfirmed`) and it is asked again by the next one. The owner of a
+    /// replicated volume marks the far copy out of date there (in the cluster's store), so
+    /// that a copy missing acknowledged writes is never promoted, as DRBD's fencing does.
+    /// Set once.
+    pub fn on_member_failed(
+        &self,
+        hook: impl Fn(usize) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) {
+        let _ = self.failure_hook.0.set(Box::new(hook));
+    }
+
+    /// Gives failed slot `index` back the member that was in it (a far copy reachable
+    /// again, a disk that came back): [`RaidArray::rebuild`] then rewrites only the rows the
+    /// write-intent bitmap marks (written while it was out, or in flight on it when it
+    /// left: its own bitmap is merged in), as md's re-add with a bitmap does. The member
+    /// must carry this pool's superblock for this slot, at a generation not newer than the
+    /// array's.
+    pub fn readd_member(&self, index: usize, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let member = Member::open(path)?;
+        let not_it = |why: String| RaidError::NotThisMember {
+            path: path.to_path_buf(),
+            index,
+            why,
+        };
+        let sb = member
+            .read_superblock()?
+            .map_err(|e| not_it(format!("its superblock is unusable ({e:?})")))?;
+        let mut inner = self.lock();
+        let count = inner.slots.len();
+        let slot = inner
+            .slots
+            .get(index)
+            .ok_or(RaidError::NoSuchMember { index, count })?;
+        if slot.state != SlotState::Failed {
+            return Err(RaidError::MemberNotFailed {
+                index,
+                state: slot.state.name(),
+            });
+        }
+        if sb.pool != inner.pool {
+            return Err(not_it(format!("it belongs to pool {}", sb.pool)));
+        }
+        if sb.index as usize != index {
+            return Err(not_it(format!("it was member {}", sb.index)));
+        }
+        if sb.generation > inner.generation {
+            return Err(not_it(format!(
+                "it is newer than the array (generation {} > {}): it was written without \
+                 this array; assemble from it instead, or replace it",
+                sb.generation, inner.generation
+            )));
+        }
+        if member.size() < inner.geo.member_bytes() {
+            return Err(RaidError::MemberTooSmall {
+                path: path.to_path_buf(),
+                size: member.size(),
+                needed: inner.geo.member_bytes(),
+            });
+        }
+        // What it may have written that the others did not: its own marked regions.
+        let mut own = AlignedBuf::new(self.intents().bitmap.byte_len());
+        member.read_at(crate::bitmap::BITMAP_OFFSET, own.as_mut_slice())?;
+        self.intents().bitmap.merge(own.as_slice());
+        let slot = &mut inner.slots[index];
+        slot.member = Some(Arc::new(member));
+        slot.state = SlotState::Rebuilding;
+        slot.checkpoint = 0;
+        slot.partial = true;
+        inner.write_superblocks()?;
+        let pool = inner.pool;
+        drop(inner);
+        self.write_bitmap_all()?;
+        let marked: u64 = self
+            .intents()
+            .bitmap
+            .marked_rows(self.geo.rows())
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum();
+        tracing::info!(pool = %pool, member = index, rows = marked, "member re-added; resync of the marked rows pending");
         Ok(())
     }
 
@@ -178,6 +265,18 @@ impl RaidArray {
                 }
                 let rows = row..(row + rows_per_step).min(self.geo.rows());
                 let step = (rows.end - rows.start) * chunk;
+                // A re-added member holds every row the bitmap does not mark.
+                let partial = self.lock().slots[m].partial;
+                if partial && !self.intents().bitmap.marks_any(rows.clone()) {
+                    ahead = None;
+                    let mut inner = self.lock();
+                    if inner.slots[m].state == SlotState::Rebuilding {
+                        inner.slots[m].checkpoint = rows.end * chunk;
+                    }
+                    drop(inner);
+                    progress(done_before + rows.end * chunk, total);
+                    continue;
+                }
                 {
                     let (have, _rows) = match ahead.take() {
                         Some((data, guard)) if data.rows == rows => (Some(data), guard),

@@ -1,4 +1,7 @@
-//! One member device: a file or block device, opened with `O_DIRECT` where it is accepted.
+//! One member device: a file or block device, opened with `O_DIRECT` where it is accepted,
+//! or an NBD export on another host (a replicated volume's far copy), named by an NBD URI
+//! `nbd+unix:///EXPORT?socket=PATH` (the unix socket reaches the export; the daemon relays it
+//! to the other host).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -223,12 +226,36 @@ impl Drop for AlignedBuf {
 /// Source of member identities (a replacement opened on the same path is another member).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What a member's bytes are reached through.
+#[derive(Debug)]
+enum Backend {
+    /// A file or block device here.
+    File(File),
+    /// An NBD export (reached over a unix socket).
+    Nbd(vessel_nbd::NbdClient),
+}
+
+/// The scheme of a member reached over NBD.
+pub const NBD_SCHEME: &str = "nbd+unix://";
+
+/// How long a request to a member over NBD may wait for its answer before the member fails.
+pub const NBD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The export and socket of `nbd+unix:///EXPORT?socket=PATH`, if `path` is such a URI.
+pub fn parse_nbd_uri(path: &Path) -> Option<(String, PathBuf)> {
+    let s = path.to_str()?;
+    let rest = s.strip_prefix(NBD_SCHEME)?.strip_prefix('/')?;
+    let (export, query) = rest.split_once('?')?;
+    let socket = query.split('&').find_map(|kv| kv.strip_prefix("socket="))?;
+    (!socket.is_empty()).then(|| (export.to_string(), PathBuf::from(socket)))
+}
+
 /// An open member.
 #[derive(Debug)]
 pub struct Member {
     id: u64,
     path: PathBuf,
-    file: File,
+    backend: Backend,
     direct: bool,
     size: u64,
     /// Set once the array has taken the member out: cached state of it is never written.
@@ -249,6 +276,26 @@ impl Member {
             op,
             source,
         };
+        if let Some((export, socket)) = parse_nbd_uri(path) {
+            let client = vessel_nbd::NbdClient::connect_unix(&socket, &export, NBD_TIMEOUT)
+                .map_err(|e| io_err("connect to", e))?;
+            if client.read_only() {
+                return Err(io_err(
+                    "open",
+                    io::Error::new(io::ErrorKind::PermissionDenied, "the export is read-only"),
+                ));
+            }
+            let size = client.size();
+            tracing::debug!(member = %path.display(), size, "member opened over NBD");
+            return Ok(Member {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                path: path.to_path_buf(),
+                backend: Backend::Nbd(client),
+                direct: false,
+                size,
+                failed: AtomicBool::new(false),
+            });
+        }
         let direct = if try_direct {
             OpenOptions::new()
                 .read(true)
@@ -274,7 +321,7 @@ impl Member {
         Ok(Member {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.to_path_buf(),
-            file,
+            backend: Backend::File(file),
             direct,
             size,
             failed: AtomicBool::new(false),
@@ -301,9 +348,25 @@ impl Member {
         self.id
     }
 
-    /// The file descriptor, for batched I/O.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    /// The file descriptor, for batched I/O; none for a member over NBD.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        match &self.backend {
+            Backend::File(f) => Some(f.as_raw_fd()),
+            Backend::Nbd(_) => None,
+        }
+    }
+
+    /// The NBD connection of a member on another host.
+    pub(crate) fn nbd(&self) -> Option<&vessel_nbd::NbdClient> {
+        match &self.backend {
+            Backend::Nbd(c) => Some(c),
+            Backend::File(_) => None,
+        }
+    }
+
+    /// Whether the member is an NBD export (on another host).
+    pub fn is_remote(&self) -> bool {
+        self.nbd().is_some()
     }
 
     /// Records that the array took the member out.
@@ -326,37 +389,44 @@ impl Member {
 
     /// Reads exactly `buf.len()` bytes at `offset`; both must be multiples of [`IO_ALIGN`].
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let file = match &self.backend {
+            Backend::File(f) => f,
+            Backend::Nbd(c) => return c.read_at(offset, buf).map_err(|e| self.err("read", e)),
+        };
         if self.direct && !(buf.as_ptr() as usize).is_multiple_of(IO_ALIGN) {
             let mut b = AlignedBuf::new(buf.len());
-            self.file
-                .read_exact_at(b.as_mut_slice(), offset)
+            file.read_exact_at(b.as_mut_slice(), offset)
                 .map_err(|e| self.err("read", e))?;
             buf.copy_from_slice(b.as_slice());
             return Ok(());
         }
-        self.file
-            .read_exact_at(buf, offset)
+        file.read_exact_at(buf, offset)
             .map_err(|e| self.err("read", e))
     }
 
     /// Writes all of `buf` at `offset`; both must be multiples of [`IO_ALIGN`].
     pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let file = match &self.backend {
+            Backend::File(f) => f,
+            Backend::Nbd(c) => return c.write_at(offset, buf).map_err(|e| self.err("write", e)),
+        };
         if self.direct && !(buf.as_ptr() as usize).is_multiple_of(IO_ALIGN) {
             let mut b = AlignedBuf::new(buf.len());
             b.as_mut_slice().copy_from_slice(buf);
-            return self
-                .file
+            return file
                 .write_all_at(b.as_slice(), offset)
                 .map_err(|e| self.err("write", e));
         }
-        self.file
-            .write_all_at(buf, offset)
+        file.write_all_at(buf, offset)
             .map_err(|e| self.err("write", e))
     }
 
     /// Makes written data durable (also needed with `O_DIRECT`, for the device cache).
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| self.err("flush", e))
+        match &self.backend {
+            Backend::File(f) => f.sync_data().map_err(|e| self.err("flush", e)),
+            Backend::Nbd(c) => c.flush().map_err(|e| self.err("flush", e)),
+        }
     }
 
     /// Reads the superblock block: `Ok(Err(_))` when it is missing or unusable.

@@ -135,8 +135,15 @@ fn run_ring<F: FnOnce()>(
     // O_DIRECT needs aligned buffers: unaligned ones go through a bounce buffer.
     let mut bounce: Vec<Option<AlignedBuf>> = (0..n).map(|_| None).collect();
     let mut queued = 0usize;
+    // Members over NBD are not files: their I/O goes on their connection, while the
+    // kernel does the rest.
+    let mut remote = Vec::new();
     for (i, req) in reqs.iter_mut().enumerate() {
-        let fd = types::Fd(req.member.fd());
+        let Some(fd) = req.member.fd() else {
+            remote.push(i);
+            continue;
+        };
+        let fd = types::Fd(fd);
         let sqe = match &mut req.op {
             Op::Read(off, buf) => {
                 if buf.len() > MAX_RING_IO {
@@ -197,22 +204,13 @@ fn run_ring<F: FnOnce()>(
         queued += 1;
     }
     let mut reaped = 0usize;
+    if !remote.is_empty() {
+        submit(ring);
+        run_remote(reqs, &remote, &mut results);
+    }
     if let Some(f) = during.take() {
         // Hand the I/O to the kernel first, then do the caller's work meanwhile.
-        loop {
-            match ring.submit() {
-                Ok(_) => break,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "io_uring submit failed with I/O queued");
-                    std::process::abort();
-                }
-            }
-        }
+        submit(ring);
         f();
     }
     while reaped < queued {
@@ -248,6 +246,69 @@ fn run_ring<F: FnOnce()>(
             finish(req, res, bounce)
         })
         .collect()
+}
+
+/// Hands what is queued to the kernel without waiting for it.
+fn submit(ring: &mut IoUring) {
+    loop {
+        match ring.submit() {
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "io_uring submit failed with I/O queued");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// Runs the requests `which` of `reqs`, on members over NBD: each member's requests in one
+/// batch on its connection (in flight together).
+fn run_remote(reqs: &mut [Req<'_>], which: &[usize], results: &mut [Option<io::Result<usize>>]) {
+    let mut left: Vec<usize> = which.to_vec();
+    while let Some(&first) = left.first() {
+        let id = reqs[first].member.id();
+        let (mine, rest): (Vec<usize>, Vec<usize>) =
+            left.iter().partition(|&&i| reqs[i].member.id() == id);
+        left = rest;
+        let Some(client) = reqs[first].member.nbd() else {
+            continue;
+        };
+        let mut lens = Vec::with_capacity(mine.len());
+        let mut ops = Vec::with_capacity(mine.len());
+        // Each index once, in order: the requests' buffers are disjoint borrows.
+        let mut it = reqs.iter_mut().enumerate();
+        for &i in &mine {
+            let req = loop {
+                match it.next() {
+                    Some((j, r)) if j == i => break r,
+                    Some(_) => {}
+                    None => unreachable!("indexes ascend"),
+                }
+            };
+            match &mut req.op {
+                Op::Read(off, buf) => {
+                    lens.push(buf.len());
+                    ops.push(vessel_nbd::ClientOp::Read(*off, &mut **buf));
+                }
+                Op::Write(off, buf) => {
+                    lens.push(buf.len());
+                    ops.push(vessel_nbd::ClientOp::Write(*off, &**buf));
+                }
+                Op::Sync => {
+                    lens.push(0);
+                    ops.push(vessel_nbd::ClientOp::Flush);
+                }
+            }
+        }
+        for ((i, len), res) in mine.iter().zip(lens).zip(client.batch(&mut ops)) {
+            results[*i] = Some(res.map(|()| len));
+        }
+    }
 }
 
 fn to_io(e: crate::error::RaidError) -> io::Error {
