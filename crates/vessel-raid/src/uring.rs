@@ -293,11 +293,11 @@ fn run_remote(reqs: &mut [Req<'_>], which: &[usize], results: &mut [Option<io::R
             match &mut req.op {
                 Op::Read(off, buf) => {
                     lens.push(buf.len());
-                    ops.push(vessel_nbd::ClientOp::Read(*off, &mut **buf));
+                    ops.push(vessel_nbd::ClientOp::Read(*off, buf));
                 }
                 Op::Write(off, buf) => {
                     lens.push(buf.len());
-                    ops.push(vessel_nbd::ClientOp::Write(*off, &**buf));
+                    ops.push(vessel_nbd::ClientOp::Write(*off, buf));
                 }
                 Op::Sync => {
                     lens.push(0);
