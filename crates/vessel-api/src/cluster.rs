@@ -25,6 +25,17 @@ pub struct ClusterJoin {
     pub address: String,
 }
 
+/// Body of `POST /1.0/cluster/replicas`, between members: keep a far copy of a pool of
+/// the asking member (a file of `size` bytes here, served to it over NBD).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaCreate {
+    /// The copy's name (the asking member's name and its pool's, `MEMBER-POOL`).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// Body of `POST /1.0/cluster/tokens`: a single-use token for a new member.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -54,6 +54,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ConsolidationPlan>()
         .schema_from::<ClusterInit>()
         .schema_from::<ClusterJoin>()
+        .schema_from::<ReplicaCreate>()
         .schema_from::<ClusterTokenCreate>()
         .schema_from::<ClusterEvacuate>()
         .schema_from::<ClusterUpdate>()

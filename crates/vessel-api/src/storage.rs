@@ -57,6 +57,11 @@ pub struct PoolCreate {
     /// `raid`: chunk size in bytes (a power of two, default 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
+    /// `raid1` in a cluster: the member that keeps the pool's second copy. Vessel makes
+    /// one member file of `size` here and one there, reached over the members' mutual TLS;
+    /// every write reaches both before it is acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub config: std::collections::BTreeMap<String, String>,

@@ -16,6 +16,7 @@
 mod etcd;
 mod instances;
 mod networks;
+mod replicas;
 mod token;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use etcd::{fence_after, kill_after, Cluster, Heartbeater, MemberWatch};
 pub use instances::{Asks, Location};
 pub use networks::{NetHost, NetworkSpec};
+pub use replicas::ReplicaState;
 pub use token::JoinToken;
 
 /// Errors of the cluster engine.

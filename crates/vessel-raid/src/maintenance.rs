@@ -123,12 +123,23 @@ impl RaidArray {
     /// (`FailureUnconfirmed`) and it is asked again by the next one. The owner of a
     /// replicated volume marks the far copy out of date there (in the cluster's store), so
     /// that a copy missing acknowledged writes is never promoted, as DRBD's fencing does.
+    /// Members out when it is set (assembled without them) count as failed just now.
     /// Set once.
     pub fn on_member_failed(
         &self,
         hook: impl Fn(usize) -> std::result::Result<(), String> + Send + Sync + 'static,
     ) {
-        let _ = self.failure_hook.0.set(Box::new(hook));
+        if self.failure_hook.0.set(Box::new(hook)).is_ok() {
+            let mut inner = self.lock();
+            let out: Vec<usize> = (0..inner.slots.len())
+                .filter(|&m| inner.slots[m].state == SlotState::Failed)
+                .collect();
+            for m in out {
+                if !inner.unconfirmed.contains(&m) {
+                    inner.unconfirmed.push(m);
+                }
+            }
+        }
     }
 
     /// Gives failed slot `index` back the member that was in it (a far copy reachable
@@ -189,6 +200,9 @@ impl RaidArray {
         slot.state = SlotState::Rebuilding;
         slot.checkpoint = 0;
         slot.partial = true;
+        // Back: its failure needs no confirming any more (writes held back for it were
+        // not acknowledged; those from now on reach it).
+        inner.unconfirmed.retain(|&u| u != index);
         inner.write_superblocks()?;
         let pool = inner.pool;
         drop(inner);

@@ -91,6 +91,10 @@ pub enum PoolCommand {
         /// raid: chunk size (a power of two, default 64KiB).
         #[arg(long)]
         chunk_size: Option<String>,
+        /// raid1 in a cluster: the member that keeps the second copy (one file of --size
+        /// here and one there; every write reaches both before it is acknowledged).
+        #[arg(long, value_name = "MEMBER")]
+        replica: Option<String>,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,

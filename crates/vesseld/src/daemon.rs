@@ -224,6 +224,9 @@ impl Daemon {
         }));
         cluster.set_auth(auth.clone());
         cluster.set_networks(networks.clone());
+        // Far copies kept here are served; replicated pools here reach theirs through it.
+        cluster.serve_replicas();
+        storage.set_replica_link(Arc::new(cluster.clone()));
         let metrics = crate::metrics::MetricsService::new(
             crate::metrics::collect::Sources {
                 instances: instances.clone(),
@@ -342,6 +345,8 @@ impl Daemon {
             tokio::spawn(async move { metrics.sample_history().await });
             let cluster = self.app.cluster.clone();
             tokio::spawn(async move { cluster.resume().await });
+            let storage = self.app.storage.clone();
+            tokio::spawn(async move { storage.keep_replicas().await });
         }
         let root = std::path::PathBuf::from(&self.app.info.root_dir);
         if let Some(boot) = crate::instance::autostart::host_booted(&root) {

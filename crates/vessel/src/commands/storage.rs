@@ -52,6 +52,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             members,
             level,
             chunk_size,
+            replica,
             description,
             config,
         } => {
@@ -75,6 +76,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                 members,
                 level,
                 chunk_size: chunk_size.as_deref().map(size).transpose()?,
+                replica,
                 description,
                 config: super::config::key_values(&config)?,
             };

@@ -15,6 +15,7 @@ mod migration;
 mod network;
 mod profiles;
 mod projects;
+mod replicas;
 pub mod scope;
 mod snapshots;
 mod storage;
@@ -155,6 +156,9 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "cluster_get" => on(f, cluster::get),
         "cluster_update" => on(f, cluster::update),
         "cluster_init" => on(f, cluster::init),
+        "cluster_replica_create" => on(f, replicas::create),
+        "cluster_replica_delete" => on(f, replicas::delete),
+        "cluster_replica_nbd" => on(f, replicas::nbd),
         "cluster_join" => on(f, cluster::join),
         "cluster_tokens_create" => on(f, cluster::tokens_create),
         "cluster_members_list" => on(f, cluster::members),

@@ -43,15 +43,31 @@ pub async fn pools_create(
 ) -> Result<Response> {
     let check = req.clone();
     blocking(&app, move |s| s.pool_check(&check)).await?;
-    let s = app.storage.clone();
+    let (s, cluster) = (app.storage.clone(), app.cluster.clone());
     let op = app.ops.spawn(
         format!("Creating storage pool {}", req.name),
         vec![format!("/1.0/storage/pools/{}", req.name)],
         false,
         move |op| async move {
-            tokio::task::spawn_blocking(move || s.pool_create(req, &op))
+            // A replicated pool: its far copy is made on the other member first.
+            let far = match req.replica.clone() {
+                Some(member) => {
+                    op.progress(Some(5), &format!("making the far copy on {member}"));
+                    let size = req.size.unwrap_or(0);
+                    Some(cluster.replica_prepare(&req.name, &member, size).await?)
+                }
+                None => None,
+            };
+            let forget = far.as_ref().map(|(r, _)| r.clone());
+            let made = tokio::task::spawn_blocking(move || s.pool_create(req, far, &op))
                 .await
-                .map_err(|e| Error::internal(format!("storage task: {e}")))?
+                .map_err(|e| Error::internal(format!("storage task: {e}")))?;
+            if made.is_err() {
+                if let Some(r) = forget {
+                    cluster.replica_forget(&r.member, &r.name).await;
+                }
+            }
+            made
         },
     );
     Ok(accepted(op))
@@ -62,7 +78,13 @@ pub async fn pool_get(State(app): State<App>, Path(pool): Path<String>) -> Resul
 }
 
 pub async fn pool_delete(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {
-    Ok(json(blocking(&app, move |s| s.pool_delete(&pool)).await?))
+    let p = pool.clone();
+    let far = blocking(&app, move |s| Ok(s.pool_replica(&p))).await?;
+    let view = blocking(&app, move |s| s.pool_delete(&pool)).await?;
+    if let Some(r) = far {
+        app.cluster.replica_forget(&r.member, &r.name).await;
+    }
+    Ok(json(view))
 }
 
 pub async fn pool_status(State(app): State<App>, Path(pool): Path<String>) -> Result<Response> {

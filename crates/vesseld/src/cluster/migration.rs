@@ -97,7 +97,7 @@ impl Drop for Relay {
 
 impl ClusterService {
     /// Sends `body` to `to` as `method` `uri` and expects a success without a body.
-    async fn call(
+    pub(super) async fn call(
         &self,
         to: &Target,
         method: &str,

@@ -8,6 +8,7 @@ mod heal;
 mod instances;
 mod migration;
 mod networks;
+mod replicas;
 pub mod watchdog;
 
 pub use evacuate::EvacuateAction;
@@ -92,6 +93,11 @@ struct Inner {
     networks_changed: tokio::sync::Notify,
     /// Why a cluster network is not made or updated here, by name.
     network_errors: std::sync::Mutex<HashMap<String, String>>,
+    /// Far copies of replicated pools kept here, and relays to those elsewhere.
+    replicas: std::sync::Mutex<replicas::Replicas>,
+    /// The daemon's runtime (what blocking callers, such as the RAID engine's failure hook,
+    /// run cluster work on).
+    runtime: tokio::runtime::Handle,
 }
 
 /// This server's membership of a cluster.
@@ -100,7 +106,7 @@ pub struct ClusterService {
     inner: Arc<Inner>,
 }
 
-fn from_cluster(e: vessel_cluster::Error) -> Error {
+pub(super) fn from_cluster(e: vessel_cluster::Error) -> Error {
     use vessel_cluster::Error as E;
     match e {
         E::Etcd(m) => Error::internal(format!("etcd: {m}")),
@@ -142,7 +148,7 @@ fn check_address(address: &str) -> Result<()> {
 }
 
 impl ClusterService {
-    /// The service of the daemon rooted at `root`.
+    /// The service of the daemon rooted at `root` (made inside the daemon's runtime).
     pub fn new(root: PathBuf, store: Arc<dyn Store>) -> Self {
         let membership = std::fs::read(root.join(FILE))
             .ok()
@@ -163,6 +169,8 @@ impl ClusterService {
                 events: std::sync::OnceLock::new(),
                 networks_changed: tokio::sync::Notify::new(),
                 network_errors: Default::default(),
+                replicas: Default::default(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         }
     }

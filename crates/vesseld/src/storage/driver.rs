@@ -90,6 +90,13 @@ pub trait PoolDriver: Send + Sync {
             "only raid pools have members to fail or replace",
         ))
     }
+    /// Gives failed slot `member` back the member that was in it (`path`: a far copy
+    /// reachable again) and resyncs what it missed.
+    fn readd_member(&self, _member: u32, _path: &str) -> Result<()> {
+        Err(Error::invalid("only raid pools have members to re-add"))
+    }
+    /// Has `hook(slot)` confirm a member's failure before writes go on without it.
+    fn on_member_failed(&self, _hook: vessel_raid::array::FailureHook) {}
     /// Finishes a rebuild an earlier daemon left unfinished (from its checkpoint).
     fn resume_rebuild(&self) -> Result<bool> {
         Ok(false)

@@ -15,6 +15,7 @@ mod pools;
 mod raid;
 mod rebuild;
 mod record;
+mod replicas;
 mod roots;
 mod servers;
 mod volumes;
@@ -31,6 +32,7 @@ use crate::store::{Records, Store};
 pub(crate) use driver::fs_available;
 use driver::PoolDriver;
 use record::{PoolRecord, VolumeRecord};
+pub(crate) use replicas::{replica_uri, ReplicaLink, ReplicaRef};
 pub(crate) use roots::{check_fits, root_volume};
 
 const POOL: &str = "pool";
@@ -74,6 +76,8 @@ struct Inner {
     servers: servers::ExportServers,
     /// NBD servers of raid volumes attached to VMs, by `instance/pool/volume`.
     disks: Mutex<HashMap<String, vessel_nbd::ServerHandle>>,
+    /// The cluster, for replicated pools.
+    link: std::sync::OnceLock<Arc<dyn ReplicaLink>>,
 }
 
 impl StorageService {
@@ -94,6 +98,7 @@ impl StorageService {
                 busy: Mutex::default(),
                 servers: servers::ExportServers::default(),
                 disks: Mutex::default(),
+                link: std::sync::OnceLock::new(),
             }),
         }
     }

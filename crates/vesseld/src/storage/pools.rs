@@ -8,6 +8,7 @@ use vessel_api::{PoolCreate, PoolDriver as DriverKind, PoolRepair, PoolStatus, S
 
 use super::driver::PoolDriver;
 use super::record::PoolRecord;
+use super::replicas::ReplicaRef;
 use super::{btrfs, dir, raid, StorageService};
 use crate::error::{Error, Result};
 use crate::name::validate_name;
@@ -71,8 +72,15 @@ impl StorageService {
         check_pool_request(req, &self.pool_records()?)
     }
 
-    /// Creates a pool: formats its sources (blocking; run inside an operation).
-    pub fn pool_create(&self, req: PoolCreate, op: &OpHandle) -> Result<()> {
+    /// Creates a pool: formats its sources (blocking; run inside an operation). `far`: a
+    /// replicated raid1 pool's far copy (where it is, and the member URI that reaches it),
+    /// its second member beside one file Vessel creates here.
+    pub fn pool_create(
+        &self,
+        req: PoolCreate,
+        far: Option<(ReplicaRef, String)>,
+        op: &OpHandle,
+    ) -> Result<()> {
         let _g = self.busy();
         self.pool_check(&req)?;
         let home = self.pool_home(&req.name);
@@ -86,6 +94,7 @@ impl StorageService {
             description: req.description.clone(),
             config: req.config.clone(),
             created_at: crate::clock::now(),
+            replica: far.as_ref().map(|(r, _)| r.clone()),
         };
         op.progress(Some(10), "preparing sources");
         let made = (|| -> Result<Arc<dyn PoolDriver>> {
@@ -122,14 +131,19 @@ impl StorageService {
                             Error::internal(format!("creating {}: {e}", home.display()))
                         })?;
                         rec.created_dir = Some(home.display().to_string());
-                        for i in 0..n {
+                        // A replicated pool: one member here, the far copy the other.
+                        let here = if far.is_some() { 1 } else { n };
+                        for i in 0..here {
                             let file = home.join(format!("member{i}.img"));
                             create_file(&file, req.size.unwrap_or(0))?;
                             rec.created_files.push(file.display().to_string());
                             rec.sources.push(file.display().to_string());
                         }
+                        if let Some((_, uri)) = &far {
+                            rec.sources.push(uri.clone());
+                        }
                     }
-                    op.progress(Some(40), "writing the array");
+                    op.progress(Some(40), "writing the array (and its far copy)");
                     Ok(Arc::new(raid::RaidPool::create(&rec.sources, &req)?))
                 }
             }
@@ -146,6 +160,7 @@ impl StorageService {
             remove_created(&rec);
             return Err(e.into());
         }
+        self.arm_replica(&rec, &driver);
         self.inner
             .drivers
             .lock()
@@ -156,6 +171,11 @@ impl StorageService {
             &format!("/1.0/storage/pools/{}", rec.name),
         );
         Ok(())
+    }
+
+    /// Where a replicated pool's far copy is.
+    pub fn pool_replica(&self, name: &str) -> Option<ReplicaRef> {
+        self.pool_record(name).ok().and_then(|r| r.replica)
     }
 
     /// Deletes a pool without volumes; removes what Vessel created for it.
@@ -345,6 +365,22 @@ pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Resu
             req.name
         )));
     }
+    if let Some(member) = &req.replica {
+        let raid1 = req.driver == DriverKind::Raid
+            && req.level.as_deref().map(|l| l.trim_start_matches("raid")) == Some("1");
+        if !raid1 {
+            return Err(Error::invalid(format!(
+                "a far copy (--replica {member}) is for raid1 pools: give --level raid1"
+            )));
+        }
+        if !req.sources.is_empty() || req.members.is_some_and(|m| m != 2) || req.size.is_none() {
+            return Err(Error::invalid(
+                "a replicated pool is one file here and one on the other member, both made by \
+                 Vessel: give --size (and no --source or --members)",
+            ));
+        }
+        validate_name("member", member)?;
+    }
     let taken: Vec<&String> = pools.iter().flat_map(|p| &p.sources).collect();
     for s in &req.sources {
         if !s.starts_with('/') {
@@ -438,8 +474,36 @@ mod tests {
             members: None,
             level: None,
             chunk_size: None,
+            replica: None,
             description: String::new(),
             config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_replicated_pool_is_a_raid1_of_files_vessel_makes() {
+        let replicated = |level: &str, sources: &[&str], size: Option<u64>| PoolCreate {
+            level: Some(level.into()),
+            size,
+            replica: Some("m1".into()),
+            ..req("rp", DriverKind::Raid, sources)
+        };
+        check_pool_request(&replicated("raid1", &[], Some(64 << 20)), &[]).unwrap();
+        for (bad, why) in [
+            (replicated("raid5", &[], Some(64 << 20)), "raid1"),
+            (replicated("raid1", &["/srv/a"], Some(64 << 20)), "--size"),
+            (replicated("raid1", &[], None), "--size"),
+            (
+                PoolCreate {
+                    replica: Some("m1".into()),
+                    ..req("rp", DriverKind::Dir, &[])
+                },
+                "raid1",
+            ),
+        ] {
+            let e = check_pool_request(&bad, &[]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Invalid, "{}", e.message);
+            assert!(e.message.contains(why), "{}", e.message);
         }
     }
 

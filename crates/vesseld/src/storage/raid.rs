@@ -52,7 +52,9 @@ pub fn check_request(req: &PoolCreate) -> Result<()> {
                  and --size BYTES for member files Vessel creates",
             ));
         }
-        req.members.ok_or_else(|| {
+        // A replicated pool: one file here, its far copy on another member.
+        let implied = req.replica.as_ref().map(|_| 2);
+        req.members.or(implied).ok_or_else(|| {
             Error::invalid("give --members N with --size, or the members themselves with --source")
         })? as usize
     } else {
@@ -90,6 +92,18 @@ pub fn check_request(req: &PoolCreate) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a member can be opened now: a file that exists, or an NBD export (a far copy)
+/// that answers.
+fn reachable(p: &Path) -> bool {
+    match vessel_raid::member::parse_nbd_uri(p) {
+        Some((export, socket)) => {
+            vessel_nbd::NbdClient::connect_unix(&socket, &export, std::time::Duration::from_secs(2))
+                .is_ok()
+        }
+        None => p.exists(),
+    }
 }
 
 fn raid_err(e: RaidError) -> Error {
@@ -147,7 +161,7 @@ impl RaidPool {
     pub fn open(sources: &[String]) -> Result<Self> {
         let paths: Vec<Option<PathBuf>> = sources
             .iter()
-            .map(|s| Some(PathBuf::from(s)).filter(|p| p.exists()))
+            .map(|s| Some(PathBuf::from(s)).filter(|p| reachable(p)))
             .collect();
         let array = if paths.iter().all(Option::is_some) {
             let all: Vec<PathBuf> = paths.into_iter().flatten().collect();
@@ -288,6 +302,18 @@ impl PoolDriver for RaidPool {
     fn rebuild_percent(&self) -> Option<u8> {
         let p = self.rebuild.load(Ordering::Relaxed);
         (p != u8::MAX).then_some(p)
+    }
+
+    fn readd_member(&self, member: u32, path: &str) -> Result<()> {
+        self.array
+            .readd_member(member as usize, path)
+            .map_err(raid_err)?;
+        self.run_rebuild(None, &|_, _| {})?;
+        self.array.flush().map_err(raid_err)
+    }
+
+    fn on_member_failed(&self, hook: vessel_raid::array::FailureHook) {
+        self.array.on_member_failed(hook);
     }
 
     fn fail_member(&self, member: u32, force: bool) -> Result<()> {

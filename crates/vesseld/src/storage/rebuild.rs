@@ -12,6 +12,7 @@ impl StorageService {
         for rec in self.pool_records()? {
             match self.open_driver(&rec) {
                 Ok(d) => {
+                    self.arm_replica(&rec, &d);
                     // A rebuild an earlier daemon did not finish goes on from its checkpoint.
                     let (bg, name) = (d.clone(), rec.name.clone());
                     std::thread::spawn(move || match bg.resume_rebuild() {

@@ -25,6 +25,9 @@ pub(super) struct PoolRecord {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(super) config: std::collections::BTreeMap<String, String>,
     pub(super) created_at: String,
+    /// A replicated pool's far copy (its second member, on another cluster member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) replica: Option<super::replicas::ReplicaRef>,
 }
 
 /// What the store keeps of a volume.
@@ -96,6 +99,7 @@ pub(super) mod fixture {
             description: String::new(),
             config: Default::default(),
             created_at: "2024-01-01T00:00:00Z".into(),
+            replica: None,
         }
     }
 

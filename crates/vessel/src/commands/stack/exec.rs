@@ -233,6 +233,7 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
                 members: spec.members,
                 level: spec.level.clone(),
                 chunk_size: size(&spec.chunk_size)?,
+                replica: None,
                 description: format!("stack {}", stack.name),
                 config: label(stack),
             };

@@ -1,0 +1,386 @@
+//! Far copies of replicated pools, both ends.
+//!
+//! On the member that keeps a copy: a file `<root>/replicas/NAME.img` per copy, all served
+//! by one NBD server on a unix socket of the daemon (`replicas/nbd.sock`), reached by the
+//! pool's member through `GET /1.0/cluster/replicas/NAME/nbd` (upgraded, over the members'
+//! mutual TLS). On the pool's member: a relay, a unix socket
+//! `<root>/replicas/relay-NAME.sock` whose every connection is carried to that endpoint;
+//! the RAID engine opens it as an NBD member. The state of each copy is kept in etcd
+//! (`replicas/NAME`: primary, keeper, out of date or not).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vessel_api::ReplicaCreate;
+use vessel_cluster::ReplicaState;
+use vessel_nbd::{FileDevice, NbdExport, NbdServer, ServerHandle};
+
+use super::{forward, from_cluster, ClusterService};
+use crate::error::{Error, Result};
+
+const DIR: &str = "replicas";
+/// How long recording a copy's state in etcd may take before the write waiting on it fails.
+const MARK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The far copies served here, and the relays to far copies elsewhere.
+#[derive(Default)]
+pub(super) struct Replicas {
+    server: Option<(NbdServer, ServerHandle)>,
+    relays: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+fn valid_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 127
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{name:?} is not a far copy's name (letters, digits and '-')"
+        )))
+    }
+}
+
+impl ClusterService {
+    fn replica_dir(&self) -> PathBuf {
+        self.inner.root.join(DIR)
+    }
+
+    fn replica_file(&self, name: &str) -> PathBuf {
+        self.replica_dir().join(format!("{name}.img"))
+    }
+
+    /// The NBD server of the copies kept here, started with every copy there is.
+    fn replica_server<'a>(&self, r: &'a mut Replicas) -> Result<&'a (NbdServer, ServerHandle)> {
+        if r.server.is_none() {
+            let dir = self.replica_dir();
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
+            let server = NbdServer::new([])
+                .map_err(|e| Error::internal(format!("far copies' NBD server: {e}")))?;
+            // A socket left by a daemon that was killed.
+            let socket = dir.join("nbd.sock");
+            let _ = std::fs::remove_file(&socket);
+            let handle = server
+                .serve_unix(&socket)
+                .map_err(|e| Error::internal(format!("far copies' NBD server: {e}")))?;
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "img") {
+                    if let Some(n) = p.file_stem().and_then(|s| s.to_str()) {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+            for n in names {
+                let dev = FileDevice::open(self.replica_file(&n), false)
+                    .map_err(|e| Error::internal(format!("far copy {n}: {e}")))?;
+                let _ = server.add_export(NbdExport::new(n, Arc::new(dev)));
+            }
+            r.server = Some((server, handle));
+        }
+        Ok(r.server.as_ref().expect("just made"))
+    }
+
+    /// Serves the far copies kept here (at the daemon's start).
+    pub fn serve_replicas(&self) {
+        if !self.replica_dir().exists() {
+            return;
+        }
+        let mut r = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.replica_server(&mut r) {
+            tracing::error!(error = %e.message, "far copies not served");
+        }
+    }
+
+    /// Keeps a far copy `req.name` of `req.size` bytes here (asked by its pool's member).
+    pub fn replica_create(&self, req: &ReplicaCreate) -> Result<()> {
+        valid_name(&req.name)?;
+        if req.size == 0 {
+            return Err(Error::invalid("a far copy needs a size"));
+        }
+        let mut r = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let file = self.replica_file(&req.name);
+        let (server, _) = self.replica_server(&mut r)?;
+        if server.export_names().contains(&req.name) {
+            return Err(Error::conflict(format!(
+                "a far copy {} is kept here already",
+                req.name
+            )));
+        }
+        let f = std::fs::File::create(&file)
+            .and_then(|f| f.set_len(req.size).map(|_| f))
+            .map_err(|e| Error::internal(format!("{}: {e}", file.display())))?;
+        drop(f);
+        let dev = FileDevice::open(&file, false)
+            .map_err(|e| Error::internal(format!("far copy {}: {e}", req.name)))?;
+        server
+            .add_export(NbdExport::new(req.name.clone(), Arc::new(dev)))
+            .map_err(|e| Error::internal(format!("far copy {}: {e}", req.name)))?;
+        tracing::info!(name = %req.name, size = req.size, "keeping a far copy");
+        Ok(())
+    }
+
+    /// Drops far copy `name` kept here.
+    pub fn replica_delete(&self, name: &str) -> Result<()> {
+        valid_name(name)?;
+        let mut r = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((server, _)) = r.server.as_ref() {
+            server.remove_export(name);
+        }
+        if let Some(t) = r.relays.remove(name) {
+            t.abort();
+        }
+        match std::fs::remove_file(self.replica_file(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("no far copy {name} is kept here")))
+            }
+            Err(e) => Err(Error::internal(format!("far copy {name}: {e}"))),
+        }
+    }
+
+    /// The socket of the NBD server that serves far copy `name` kept here.
+    pub fn replica_socket(&self, name: &str) -> Result<PathBuf> {
+        valid_name(name)?;
+        let r = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match r.server.as_ref() {
+            Some((server, handle)) if server.export_names().iter().any(|n| n == name) => handle
+                .socket_path()
+                .map(PathBuf::from)
+                .ok_or_else(|| Error::internal("the far copies' server has no socket")),
+            _ => Err(Error::not_found(format!("no far copy {name} is kept here"))),
+        }
+    }
+
+    /// On a pool's member: has `member` keep a far copy of `size` bytes for pool `pool`,
+    /// records it current in etcd and starts its relay; returns where it is and the member
+    /// URI the RAID engine opens.
+    pub async fn replica_prepare(
+        &self,
+        pool: &str,
+        member: &str,
+        size: u64,
+    ) -> Result<(crate::storage::ReplicaRef, String)> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Err(Error::conflict(
+                "a replicated pool needs a cluster: this server is not a live member of one",
+            ));
+        };
+        if member == me {
+            return Err(Error::invalid(format!(
+                "the far copy must be on another member than this one ({me})"
+            )));
+        }
+        let to = self
+            .reachable(&cluster, member, "it keeps the far copy")
+            .await?;
+        let name = format!("{me}-{pool}");
+        let body = serde_json::to_vec(&ReplicaCreate {
+            name: name.clone(),
+            size,
+        })
+        .map_err(|e| Error::internal(e.to_string()))?;
+        self.call(
+            &to,
+            "POST",
+            "/1.0/cluster/replicas",
+            body,
+            "keep the far copy",
+        )
+        .await?;
+        let state = ReplicaState {
+            primary: me,
+            member: member.to_string(),
+            outdated: false,
+        };
+        cluster
+            .set_replica(&name, &state)
+            .await
+            .map_err(from_cluster)?;
+        let socket = self.replica_relay(member, &name)?;
+        let far = crate::storage::ReplicaRef {
+            member: member.to_string(),
+            name: name.clone(),
+        };
+        Ok((far, crate::storage::replica_uri(&name, &socket)))
+    }
+
+    /// On a pool's member: far copy `name` on `member` is no longer wanted (its pool is
+    /// gone, or was not made): dropped there, its relay stopped, its record removed.
+    pub async fn replica_forget(&self, member: &str, name: &str) {
+        if let Some(t) = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .relays
+            .remove(name)
+        {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(self.relay_socket(name));
+        let Some((cluster, _)) = self.live_member().await else {
+            tracing::warn!(
+                name,
+                member,
+                "far copy left on its member: no cluster to reach it"
+            );
+            return;
+        };
+        match self
+            .reachable(&cluster, member, "it keeps the far copy")
+            .await
+        {
+            Ok(to) => {
+                let uri = format!("/1.0/cluster/replicas/{name}");
+                if let Err(e) = self
+                    .call(&to, "DELETE", &uri, Vec::new(), "drop the far copy")
+                    .await
+                {
+                    tracing::warn!(name, member, error = %e.message, "far copy not dropped");
+                }
+            }
+            Err(e) => tracing::warn!(name, member, error = %e.message, "far copy not dropped"),
+        }
+        if let Err(e) = cluster.drop_replica(name).await {
+            tracing::warn!(name, error = %e, "far copy's record not removed");
+        }
+    }
+
+    fn relay_socket(&self, name: &str) -> PathBuf {
+        self.replica_dir().join(format!("relay-{name}.sock"))
+    }
+
+    /// The relay to far copy `name` on `member` (started if it is not running): its unix
+    /// socket here.
+    pub fn replica_relay(&self, member: &str, name: &str) -> Result<PathBuf> {
+        valid_name(name)?;
+        let socket = self.relay_socket(name);
+        let mut r = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if r.relays.get(name).is_some_and(|t| !t.is_finished()) {
+            return Ok(socket);
+        }
+        std::fs::create_dir_all(self.replica_dir())
+            .map_err(|e| Error::internal(format!("{}: {e}", self.replica_dir().display())))?;
+        let _ = std::fs::remove_file(&socket);
+        let listener = {
+            // Bound inside the runtime (the caller may be a blocking thread).
+            let _enter = self.inner.runtime.enter();
+            tokio::net::UnixListener::bind(&socket)
+                .map_err(|e| Error::internal(format!("{}: {e}", socket.display())))?
+        };
+        let (svc, member, uri) = (
+            self.clone(),
+            member.to_string(),
+            format!("/1.0/cluster/replicas/{name}/nbd"),
+        );
+        let task = self.inner.runtime.spawn(async move {
+            while let Ok((mut local, _)) = listener.accept().await {
+                let (svc, member, uri) = (svc.clone(), member.clone(), uri.clone());
+                tokio::spawn(async move {
+                    let Some((cluster, me)) = svc.live_member().await else {
+                        return;
+                    };
+                    let to = match svc.reachable(&cluster, &member, "it keeps the far copy").await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::debug!(member = %member, error = %e.message, "far copy not reached");
+                            return;
+                        }
+                    };
+                    match forward::open(&svc.inner.root, &me, &to, &uri).await {
+                        Ok(mut remote) => {
+                            let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(member = %member, error = %e.message, "far copy not reached")
+                        }
+                    }
+                });
+            }
+        });
+        r.relays.insert(name.to_string(), task);
+        Ok(socket)
+    }
+
+    /// Records far copy `name` on `member` out of date (or current), blocking until etcd
+    /// answered or `MARK_TIMEOUT` passed: a write the copy missed waits on it.
+    pub fn replica_mark(
+        &self,
+        name: &str,
+        member: &str,
+        outdated: bool,
+    ) -> std::result::Result<(), String> {
+        let (svc, name_, member_) = (self.clone(), name.to_string(), member.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inner.runtime.spawn(async move {
+            let r = async {
+                // A daemon just started may not be connected yet: it waits for that too.
+                let until = tokio::time::Instant::now() + MARK_TIMEOUT;
+                let (cluster, me) = loop {
+                    if let Some(live) = svc.live_member().await {
+                        break live;
+                    }
+                    if tokio::time::Instant::now() >= until {
+                        return Err("etcd is out of reach".to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                let state = ReplicaState {
+                    primary: me,
+                    member: member_,
+                    outdated,
+                };
+                cluster
+                    .set_replica(&name_, &state)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(MARK_TIMEOUT + Duration::from_secs(1)) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "etcd did not record far copy {name} in {} s",
+                MARK_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+/// What a replicated pool needs of the cluster.
+impl crate::storage::ReplicaLink for ClusterService {
+    fn relay(&self, member: &str, name: &str) -> Result<PathBuf> {
+        self.replica_relay(member, name)
+    }
+
+    fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String> {
+        self.replica_mark(name, member, outdated)
+    }
+}

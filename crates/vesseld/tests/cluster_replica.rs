@@ -1,0 +1,227 @@
+//! A replicated pool (a real 3-member etcd, three daemons in their own network namespaces):
+//! a raid1 pool on m0 whose second member is a far copy on m1, reached over the members'
+//! mutual TLS. What a client writes through an NBD export is on both copies once
+//! acknowledged; m1's daemon killed, m0 records the copy out of date in etcd and goes on
+//! degraded; m1 back, m0 re-adds the copy and resyncs only what it missed, and records it
+//! current; m0's daemon killed and started again takes the copy back the same way;
+//! deleting the pool drops the copy on m1. Bad requests change nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{json, members, wait};
+use common::Daemon;
+
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}): see scripts/debian-packages.txt"));
+    assert!(
+        out.status.success(),
+        "{cmd} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The far copy's record in etcd, as `etcdctl` in `ns` reads it.
+fn record(ns: &str, endpoints: &str, name: &str) -> serde_json::Value {
+    let out = tool(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "etcdctl",
+            "--endpoints",
+            endpoints,
+            "get",
+            "--prefix",
+            "",
+        ],
+    );
+    let mut lines = out.lines();
+    while let Some(k) = lines.next() {
+        let v = lines.next().unwrap_or_default();
+        if k.ends_with(&format!("replicas/{name}")) {
+            return json(v);
+        }
+    }
+    serde_json::Value::Null
+}
+
+/// The members' states of pool `pool`, by index.
+fn states(d: &Daemon, pool: &str) -> Vec<String> {
+    let s = json(&d.ok(&["storage", "pool", "status", pool, "--format", "json"]));
+    s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The data and checksums of a raid1 member (everything after its 1 MiB header).
+fn body(path: &Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    b[1 << 20..].to_vec()
+}
+
+#[test]
+fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
+    let (sb, etcd, mut d) = members(3);
+    let endpoints = etcd.endpoints();
+
+    // Bad requests first: nothing is made.
+    let bad = |args: &[&str], says: &str| {
+        let mut all = vec!["storage", "pool", "create", "rp", "raid"];
+        all.extend_from_slice(args);
+        let e = d[0].fails(&all);
+        assert!(e.contains(says), "{e}");
+    };
+    bad(
+        &["--level", "raid1", "--size", "96MiB", "--replica", "m0"],
+        "another member",
+    );
+    bad(
+        &["--level", "raid1", "--size", "96MiB", "--replica", "m9"],
+        "m9",
+    );
+    bad(
+        &["--level", "raid5", "--size", "96MiB", "--replica", "m1"],
+        "raid1",
+    );
+    bad(&["--level", "raid1", "--replica", "m1"], "--size");
+    assert!(d[0]
+        .fails(&["storage", "pool", "info", "rp"])
+        .contains("rp"));
+    assert!(!d[1].root().join("replicas/m0-rp.img").exists());
+
+    d[0].ok(&[
+        "storage",
+        "pool",
+        "create",
+        "rp",
+        "raid",
+        "--level",
+        "raid1",
+        "--size",
+        "96MiB",
+        "--replica",
+        "m1",
+    ]);
+    let far_file = d[1].root().join("replicas/m0-rp.img");
+    assert!(far_file.exists());
+    let near_file: PathBuf = d[0].root().join("storage/rp/member0.img");
+    assert!(near_file.exists(), "{}", near_file.display());
+    assert_eq!(states(&d[0], "rp"), ["active", "active"]);
+    assert_eq!(record(&sb.hosts[0], &endpoints, "m0-rp")["outdated"], false);
+
+    // A volume, exported over NBD, written by a client.
+    d[0].ok(&[
+        "storage", "volume", "create", "rp", "disk", "--type", "block", "--size", "16MiB",
+    ]);
+    let sock = d[0].dir.join("rp.sock");
+    let sock_s = sock.to_str().unwrap();
+    d[0].ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk",
+        "rp",
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock_s,
+    ]);
+    let uri = format!("nbd+unix:///disk?socket={sock_s}");
+    let data: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let src = d[0].dir.join("src.raw");
+    std::fs::write(&src, &data).unwrap();
+    tool("nbdcopy", &[src.to_str().unwrap(), &uri]);
+    let back = d[0].dir.join("back.raw");
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    // Acknowledged (the client's disconnect flushes): the same bytes on both copies.
+    assert!(body(&near_file) == body(&far_file), "the far copy differs");
+
+    // m1's daemon dies (and with it the far copy's server): the next write marks the copy
+    // out of date in etcd and goes on without it.
+    d[1].kill(libc::SIGKILL);
+    tool("qemu-io", &["-f", "raw", "-c", "write -P 0xcd 4M 1M", &uri]);
+    assert_eq!(states(&d[0], "rp"), ["active", "failed"]);
+    assert_eq!(
+        json(&d[0].ok(&["storage", "pool", "info", "rp", "--format", "json"]))["status"],
+        "degraded"
+    );
+    let r = record(&sb.hosts[0], &endpoints, "m0-rp");
+    assert_eq!(
+        (r["outdated"].clone(), r["member"].clone()),
+        (true.into(), "m1".into()),
+        "{r}"
+    );
+    tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0xef 9M 64k", &uri],
+    );
+
+    // m1 back: m0 gives the copy its slot back and resyncs what it missed.
+    d[1].spawn();
+    wait("the far copy re-added", Duration::from_secs(60), || {
+        states(&d[0], "rp") == ["active", "active"]
+    });
+    wait(
+        "the far copy recorded current",
+        Duration::from_secs(10),
+        || record(&sb.hosts[0], &endpoints, "m0-rp")["outdated"] == false,
+    );
+    assert!(d[0].log().contains("far copy back: resynced and current"));
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    let mut want = data.clone();
+    want[4 << 20..5 << 20].fill(0xcd);
+    want[9 << 20..(9 << 20) + (64 << 10)].fill(0xef);
+    assert!(
+        std::fs::read(&back).unwrap() == want,
+        "read back differs after the re-add"
+    );
+    d[0].ok(&["storage", "pool", "status", "rp"]);
+    assert!(
+        body(&near_file) == body(&far_file),
+        "the far copy was not resynced"
+    );
+
+    // m0's daemon killed and started again: the pool comes up without its far copy (the
+    // relay is not there before the cluster is), then takes it back; nothing is lost.
+    d[0].kill(libc::SIGKILL);
+    d[0].spawn();
+    wait(
+        "the far copy back after m0's restart",
+        Duration::from_secs(60),
+        || {
+            d[0].vessel(&["storage", "pool", "status", "rp", "--format", "json"])
+                .status
+                .success()
+                && states(&d[0], "rp") == ["active", "active"]
+        },
+    );
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == want,
+        "read back differs after the restart"
+    );
+
+    // Deleted: the far copy goes on m1, and its record.
+    d[0].ok(&["storage", "export", "delete", "disk"]);
+    d[0].ok(&["storage", "volume", "delete", "rp", "disk"]);
+    d[0].ok(&["storage", "pool", "delete", "rp"]);
+    assert!(!far_file.exists());
+    assert!(record(&sb.hosts[0], &endpoints, "m0-rp").is_null());
+}
