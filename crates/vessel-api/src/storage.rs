@@ -62,6 +62,11 @@ pub struct PoolCreate {
     /// every write reaches both before it is acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// `raid` in a cluster: make the pool of the far copy `NAME` kept on this member (its
+    /// primary is lost), with its volumes; refused unless the cluster records the copy
+    /// current. The old primary can write to it no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<String>,
     /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub config: std::collections::BTreeMap<String, String>,

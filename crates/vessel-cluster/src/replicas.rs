@@ -2,13 +2,15 @@
 //! primary), which keeps the far copy, and whether that copy is out of date (the primary
 //! went on writing without it). A primary writes `outdated` before it acknowledges a write
 //! the far copy did not get, so that a copy missing acknowledged writes is never promoted;
-//! it clears the mark once the copy is resynced.
+//! it clears the mark once the copy is resynced. Every change is a transaction on the
+//! record as read: a primary whose copy was adopted by its keeper (the roles swapped) can
+//! no longer mark anything, so its writes stay held back.
 
-use etcd_client::{Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::etcd::{json, key, parse};
-use crate::{Cluster, Result};
+use crate::{Cluster, Error, Result};
 
 /// The state of one far copy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -26,26 +28,122 @@ fn replica_key(name: &str) -> String {
 }
 
 impl Cluster {
-    /// Records the state of far copy `name`.
+    /// Records the state of far copy `name` (a new one).
     pub async fn set_replica(&self, name: &str, state: &ReplicaState) -> Result<()> {
         self.put(&replica_key(name), json(state), None).await
     }
 
-    /// The state of far copy `name`, if recorded.
-    pub async fn replica(&self, name: &str) -> Result<Option<ReplicaState>> {
+    /// The state of far copy `name` with its revision, if recorded.
+    async fn replica_rev(&self, name: &str) -> Result<Option<(ReplicaState, i64)>> {
         let k = replica_key(name);
         let resp = self.get(&k, None).await?;
         resp.kvs()
             .first()
-            .map(|kv| parse(&k, kv.value()))
+            .map(|kv| parse(&k, kv.value()).map(|s| (s, kv.mod_revision())))
             .transpose()
     }
 
-    /// Forgets far copy `name` (its pool is gone).
-    pub async fn drop_replica(&self, name: &str) -> Result<()> {
+    /// The state of far copy `name`, if recorded.
+    pub async fn replica(&self, name: &str) -> Result<Option<ReplicaState>> {
+        Ok(self.replica_rev(name).await?.map(|(s, _)| s))
+    }
+
+    /// Rewrites far copy `name`'s record with `change` if `check` holds of it, in a
+    /// transaction against the record as read (retried when it changed meanwhile).
+    async fn change_replica(
+        &self,
+        name: &str,
+        check: impl Fn(&ReplicaState) -> Result<()>,
+        change: impl Fn(&mut ReplicaState),
+    ) -> Result<ReplicaState> {
         let k = replica_key(name);
-        self.txn(Txn::new().and_then([TxnOp::delete(k.as_str(), None)]))
-            .await
-            .map(|_| ())
+        for _ in 0..5 {
+            let (mut state, rev) = self
+                .replica_rev(name)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("no far copy {name} is recorded")))?;
+            check(&state)?;
+            let before = state.clone();
+            change(&mut state);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(k.as_str(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::put(k.as_str(), json(&state), None)]);
+            if self.txn(txn).await?.succeeded() {
+                return Ok(before);
+            }
+        }
+        Err(Error::Conflict(format!(
+            "far copy {name}'s record keeps changing; try again"
+        )))
+    }
+
+    /// The primary `primary` records far copy `name` out of date (or current again);
+    /// refused once it is no longer the primary.
+    pub async fn mark_replica(&self, name: &str, primary: &str, outdated: bool) -> Result<()> {
+        self.change_replica(
+            name,
+            |s| {
+                if s.primary == primary {
+                    Ok(())
+                } else {
+                    Err(Error::Conflict(format!(
+                        "{primary} is no longer the primary of {name}: {} adopted it",
+                        s.primary
+                    )))
+                }
+            },
+            |s| s.outdated = outdated,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The keeper `me` of far copy `name` makes it its own (its primary is lost): only if
+    /// it keeps it and it is current. The roles swap: `me` is the primary, the old primary's
+    /// copy is the out-of-date one. Returns the state before.
+    pub async fn adopt_replica(&self, name: &str, me: &str) -> Result<ReplicaState> {
+        self.change_replica(
+            name,
+            |s| {
+                if s.member != me {
+                    return Err(Error::Conflict(format!(
+                        "far copy {name} is kept by {}, not by {me}",
+                        s.member
+                    )));
+                }
+                if s.outdated {
+                    return Err(Error::Conflict(format!(
+                        "far copy {name} is out of date: {} acknowledged writes it does not \
+                         have after it went out; it is not adopted (the data is on {})",
+                        s.primary, s.primary
+                    )));
+                }
+                Ok(())
+            },
+            |s| {
+                let old = std::mem::replace(&mut s.primary, me.to_string());
+                s.member = old;
+                s.outdated = true;
+            },
+        )
+        .await
+    }
+
+    /// Forgets far copy `name` if `primary` is still its primary (its pool is gone).
+    pub async fn drop_replica(&self, name: &str, primary: &str) -> Result<()> {
+        let Some((state, rev)) = self.replica_rev(name).await? else {
+            return Ok(());
+        };
+        if state.primary != primary {
+            return Ok(());
+        }
+        let k = replica_key(name);
+        self.txn(
+            Txn::new()
+                .when([Compare::mod_revision(k.as_str(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::delete(k.as_str(), None)]),
+        )
+        .await
+        .map(|_| ())
     }
 }

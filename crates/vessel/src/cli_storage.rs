@@ -19,7 +19,11 @@ Examples:
   vessel storage pool create fast btrfs --size 10GiB
   vessel storage pool create safe raid --level raid5 --members 4 --size 2GiB
   vessel storage pool create safe raid --level raid6 --source /dev/sdb --source /dev/sdc \\
-      --source /dev/sdd --source /dev/sde --chunk-size 128KiB";
+      --source /dev/sdd --source /dev/sde --chunk-size 128KiB
+  # In a cluster: a second copy on member m1, written with every write
+  vessel storage pool create rp raid --level raid1 --size 10GiB --replica m1
+  # On m1, once m0 is lost for good: its pool from the copy kept here
+  vessel storage pool create rp raid --adopt m0-rp";
 
 const VOLUME_EXAMPLES: &str = "\
 Examples:
@@ -95,6 +99,11 @@ pub enum PoolCommand {
         /// here and one there; every write reaches both before it is acknowledged).
         #[arg(long, value_name = "MEMBER")]
         replica: Option<String>,
+        /// raid in a cluster: make the pool of far copy NAME kept on this member (its
+        /// primary, NAME's first part, is lost), volumes and all; refused unless the
+        /// cluster records the copy current.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["replica", "sources", "size", "members", "level"])]
+        adopt: Option<String>,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,

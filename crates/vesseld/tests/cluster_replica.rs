@@ -3,8 +3,10 @@
 //! mutual TLS. What a client writes through an NBD export is on both copies once
 //! acknowledged; m1's daemon killed, m0 records the copy out of date in etcd and goes on
 //! degraded; m1 back, m0 re-adds the copy and resyncs only what it missed, and records it
-//! current; m0's daemon killed and started again takes the copy back the same way;
-//! deleting the pool drops the copy on m1. Bad requests change nothing.
+//! current; m0's daemon killed and started again takes the copy back the same way. A copy
+//! out of date is not adopted; a current one is, by m1 once m0 is lost: the pool made of it
+//! holds every acknowledged write, and m0 back can write there no more. Bad requests change
+//! nothing.
 
 mod common;
 
@@ -218,10 +220,139 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         "read back differs after the restart"
     );
 
-    // Deleted: the far copy goes on m1, and its record.
+    // A far copy out of date is not adopted: m1 dies, m0 writes on without it, then m0
+    // dies too; m1 back finds its copy out of date and refuses to make a pool of it.
+    d[1].kill(libc::SIGKILL);
+    tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x42 2M 64k", &uri],
+    );
+    want[2 << 20..(2 << 20) + (64 << 10)].fill(0x42);
+    d[0].kill(libc::SIGKILL);
+    d[1].spawn();
+    wait("m1 back in the cluster", Duration::from_secs(20), || {
+        json(&d[1].ok(&["cluster", "info", "--format", "json"]))["connected"] == true
+    });
+    let e = d[1].fails(&[
+        "storage", "pool", "create", "rp", "raid", "--adopt", "m0-rp",
+    ]);
+    assert!(e.contains("out of date"), "{e}");
+    assert!(d[1]
+        .fails(&["storage", "pool", "info", "rp"])
+        .contains("rp"));
+    // m0 back: the copy is resynced and current again; then m0 is lost for good (its
+    // daemon killed, its address cut), and m1 adopts the copy: every acknowledged write is
+    // there.
+    d[0].spawn();
+    wait(
+        "the far copy current again",
+        Duration::from_secs(60),
+        || {
+            d[0].vessel(&["storage", "pool", "status", "rp", "--format", "json"])
+                .status
+                .success()
+                && states(&d[0], "rp") == ["active", "active"]
+                && record(&sb.hosts[0], &endpoints, "m0-rp")["outdated"] == false
+        },
+    );
+    tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x77 12M 128k", &uri],
+    );
+    want[12 << 20..(12 << 20) + (128 << 10)].fill(0x77);
+    d[0].kill(libc::SIGKILL);
+    d[1].ok(&[
+        "storage", "pool", "create", "rp2", "raid", "--adopt", "m0-rp",
+    ]);
+    assert_eq!(
+        json(&d[1].ok(&["storage", "pool", "info", "rp2", "--format", "json"]))["status"],
+        "degraded"
+    );
+    let r = record(&sb.hosts[1], &endpoints, "m0-rp");
+    assert_eq!(
+        (
+            r["primary"].clone(),
+            r["member"].clone(),
+            r["outdated"].clone()
+        ),
+        ("m1".into(), "m0".into(), true.into()),
+        "{r}"
+    );
+    let sock1 = d[1].dir.join("rp2.sock");
+    let sock1_s = sock1.to_str().unwrap();
+    d[1].ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk2",
+        "rp2",
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock1_s,
+    ]);
+    let uri1 = format!("nbd+unix:///disk2?socket={sock1_s}");
+    let back1 = d[1].dir.join("back1.raw");
+    tool("nbdcopy", &[&uri1, back1.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back1).unwrap() == want,
+        "the adopted copy lacks acknowledged writes"
+    );
+    // The old primary back can write there no more: its far copy is gone, and etcd no
+    // longer lets it mark it out of date, so its writes are held back.
+    d[0].spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let held = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x99 0 64k", &uri])
+        .output()
+        .unwrap();
+    assert!(
+        !held.status.success(),
+        "the old primary acknowledged a write"
+    );
+    tool("nbdcopy", &[&uri1, back1.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back1).unwrap() == want,
+        "the old primary wrote to the adopted copy"
+    );
+    d[1].ok(&["storage", "export", "delete", "disk2"]);
+    d[1].ok(&["storage", "volume", "delete", "rp2", "disk"]);
+    d[1].ok(&["storage", "pool", "delete", "rp2"]);
+
+    // On the old primary the pool is stale (unavailable, saying why) and can only go; the
+    // record (m1's now) stays.
+    wait(
+        "the old primary's pool stale",
+        Duration::from_secs(20),
+        || {
+            json(&d[0].ok(&["storage", "pool", "info", "rp", "--format", "json"]))["status"]
+                == "unavailable"
+        },
+    );
+    let info = d[0].ok(&["storage", "pool", "info", "rp"]);
+    assert!(info.contains("stale"), "{info}");
     d[0].ok(&["storage", "export", "delete", "disk"]);
-    d[0].ok(&["storage", "volume", "delete", "rp", "disk"]);
     d[0].ok(&["storage", "pool", "delete", "rp"]);
     assert!(!far_file.exists());
-    assert!(record(&sb.hosts[0], &endpoints, "m0-rp").is_null());
+    assert_eq!(record(&sb.hosts[0], &endpoints, "m0-rp")["primary"], "m1");
+    // A replicated pool deleted drops its far copy and its record.
+    d[0].ok(&[
+        "storage",
+        "pool",
+        "create",
+        "rq",
+        "raid",
+        "--level",
+        "raid1",
+        "--size",
+        "32MiB",
+        "--replica",
+        "m2",
+    ]);
+    let rq = d[2].root().join("replicas/m0-rq.img");
+    assert!(rq.exists());
+    d[0].ok(&["storage", "pool", "delete", "rq"]);
+    assert!(!rq.exists());
+    assert!(record(&sb.hosts[0], &endpoints, "m0-rq").is_null());
 }

@@ -53,6 +53,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             level,
             chunk_size,
             replica,
+            adopt,
             description,
             config,
         } => {
@@ -77,6 +78,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                 level,
                 chunk_size: chunk_size.as_deref().map(size).transpose()?,
                 replica,
+                adopt,
                 description,
                 config: super::config::key_values(&config)?,
             };

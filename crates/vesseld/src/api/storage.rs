@@ -49,6 +49,14 @@ pub async fn pools_create(
         vec![format!("/1.0/storage/pools/{}", req.name)],
         false,
         move |op| async move {
+            // A far copy kept here, made a pool: the cluster swaps the roles first.
+            if let Some(name) = req.adopt.clone() {
+                op.progress(Some(5), &format!("adopting far copy {name}"));
+                let (file, from) = cluster.replica_adopt(&name).await?;
+                return tokio::task::spawn_blocking(move || s.pool_adopt(req, file, &from, &op))
+                    .await
+                    .map_err(|e| Error::internal(format!("storage task: {e}")))?;
+            }
             // A replicated pool: its far copy is made on the other member first.
             let far = match req.replica.clone() {
                 Some(member) => {

@@ -1,9 +1,9 @@
 //! Far copies of replicated pools, both ends.
 //!
-//! On the member that keeps a copy: a file `<root>/replicas/NAME.img` per copy, all served
-//! by one NBD server on a unix socket of the daemon (`replicas/nbd.sock`), reached by the
-//! pool's member through `GET /1.0/cluster/replicas/NAME/nbd` (upgraded, over the members'
-//! mutual TLS). On the pool's member: a relay, a unix socket
+//! On the member that keeps a copy: a file `<root>/replicas/NAME.img` per copy, each served
+//! by an NBD server of its own on a unix socket of the daemon (`replicas/NAME.sock`; ending
+//! it cuts the primary off at once, as adopting the copy must), reached by the pool's member
+//! through `GET /1.0/cluster/replicas/NAME/nbd` (upgraded, over the members' mutual TLS). On the pool's member: a relay, a unix socket
 //! `<root>/replicas/relay-NAME.sock` whose every connection is carried to that endpoint;
 //! the RAID engine opens it as an NBD member. The state of each copy is kept in etcd
 //! (`replicas/NAME`: primary, keeper, out of date or not).
@@ -27,7 +27,7 @@ const MARK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The far copies served here, and the relays to far copies elsewhere.
 #[derive(Default)]
 pub(super) struct Replicas {
-    server: Option<(NbdServer, ServerHandle)>,
+    servers: HashMap<String, (NbdServer, ServerHandle)>,
     relays: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
@@ -53,51 +53,44 @@ impl ClusterService {
         self.replica_dir().join(format!("{name}.img"))
     }
 
-    /// The NBD server of the copies kept here, started with every copy there is.
-    fn replica_server<'a>(&self, r: &'a mut Replicas) -> Result<&'a (NbdServer, ServerHandle)> {
-        if r.server.is_none() {
-            let dir = self.replica_dir();
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
-            let server = NbdServer::new([])
-                .map_err(|e| Error::internal(format!("far copies' NBD server: {e}")))?;
-            // A socket left by a daemon that was killed.
-            let socket = dir.join("nbd.sock");
-            let _ = std::fs::remove_file(&socket);
-            let handle = server
-                .serve_unix(&socket)
-                .map_err(|e| Error::internal(format!("far copies' NBD server: {e}")))?;
-            let mut names = Vec::new();
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let p = entry.path();
-                if p.extension().is_some_and(|e| e == "img") {
-                    if let Some(n) = p.file_stem().and_then(|s| s.to_str()) {
-                        names.push(n.to_string());
-                    }
-                }
-            }
-            for n in names {
-                let dev = FileDevice::open(self.replica_file(&n), false)
-                    .map_err(|e| Error::internal(format!("far copy {n}: {e}")))?;
-                let _ = server.add_export(NbdExport::new(n, Arc::new(dev)));
-            }
-            r.server = Some((server, handle));
-        }
-        Ok(r.server.as_ref().expect("just made"))
+    /// Serves far copy `name` kept here on a socket of its own.
+    fn serve_replica(&self, r: &mut Replicas, name: &str) -> Result<()> {
+        let dev = FileDevice::open(self.replica_file(name), false)
+            .map_err(|e| Error::internal(format!("far copy {name}: {e}")))?;
+        let server = NbdServer::new([NbdExport::new(name, Arc::new(dev))])
+            .map_err(|e| Error::internal(format!("far copy {name}: {e}")))?;
+        // A socket left by a daemon that was killed.
+        let socket = self.replica_dir().join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let handle = server
+            .serve_unix(&socket)
+            .map_err(|e| Error::internal(format!("far copy {name}: {e}")))?;
+        r.servers.insert(name.to_string(), (server, handle));
+        Ok(())
     }
 
     /// Serves the far copies kept here (at the daemon's start).
     pub fn serve_replicas(&self) {
-        if !self.replica_dir().exists() {
-            return;
-        }
         let mut r = self
             .inner
             .replicas
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = self.replica_server(&mut r) {
-            tracing::error!(error = %e.message, "far copies not served");
+        for entry in std::fs::read_dir(self.replica_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = entry.path();
+            if p.extension().is_none_or(|e| e != "img") {
+                continue;
+            }
+            let Some(name) = p.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if let Err(e) = self.serve_replica(&mut r, &name) {
+                tracing::error!(name, error = %e.message, "far copy not served");
+            }
         }
     }
 
@@ -113,22 +106,21 @@ impl ClusterService {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let file = self.replica_file(&req.name);
-        let (server, _) = self.replica_server(&mut r)?;
-        if server.export_names().contains(&req.name) {
+        if r.servers.contains_key(&req.name) || file.exists() {
             return Err(Error::conflict(format!(
                 "a far copy {} is kept here already",
                 req.name
             )));
         }
-        let f = std::fs::File::create(&file)
-            .and_then(|f| f.set_len(req.size).map(|_| f))
+        std::fs::create_dir_all(self.replica_dir())
+            .map_err(|e| Error::internal(format!("{}: {e}", self.replica_dir().display())))?;
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(req.size))
             .map_err(|e| Error::internal(format!("{}: {e}", file.display())))?;
-        drop(f);
-        let dev = FileDevice::open(&file, false)
-            .map_err(|e| Error::internal(format!("far copy {}: {e}", req.name)))?;
-        server
-            .add_export(NbdExport::new(req.name.clone(), Arc::new(dev)))
-            .map_err(|e| Error::internal(format!("far copy {}: {e}", req.name)))?;
+        if let Err(e) = self.serve_replica(&mut r, &req.name) {
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
         tracing::info!(name = %req.name, size = req.size, "keeping a far copy");
         Ok(())
     }
@@ -141,11 +133,8 @@ impl ClusterService {
             .replicas
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((server, _)) = r.server.as_ref() {
-            server.remove_export(name);
-        }
-        if let Some(t) = r.relays.remove(name) {
-            t.abort();
+        if let Some((_, handle)) = r.servers.remove(name) {
+            handle.shutdown();
         }
         match std::fs::remove_file(self.replica_file(name)) {
             Ok(()) => Ok(()),
@@ -156,7 +145,7 @@ impl ClusterService {
         }
     }
 
-    /// The socket of the NBD server that serves far copy `name` kept here.
+    /// The socket of the NBD server of far copy `name` kept here.
     pub fn replica_socket(&self, name: &str) -> Result<PathBuf> {
         valid_name(name)?;
         let r = self
@@ -164,13 +153,52 @@ impl ClusterService {
             .replicas
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        match r.server.as_ref() {
-            Some((server, handle)) if server.export_names().iter().any(|n| n == name) => handle
+        match r.servers.get(name) {
+            Some((_, handle)) => handle
                 .socket_path()
                 .map(PathBuf::from)
-                .ok_or_else(|| Error::internal("the far copies' server has no socket")),
-            _ => Err(Error::not_found(format!("no far copy {name} is kept here"))),
+                .ok_or_else(|| Error::internal("a far copy's server has no socket")),
+            None => Err(Error::not_found(format!("no far copy {name} is kept here"))),
         }
+    }
+
+    /// Makes far copy `name` kept here this member's own, its primary lost: refused
+    /// unless etcd says it is current. The roles swap in etcd first (from then on the old
+    /// primary can mark nothing, so it writes nothing more), then the copy stops being
+    /// served (a connection of the old primary ends at once) and its file is renamed
+    /// `NAME.adopted`, no longer served at a restart. Returns that file and the old
+    /// primary.
+    pub async fn replica_adopt(&self, name: &str) -> Result<(PathBuf, String)> {
+        valid_name(name)?;
+        let Some((cluster, me)) = self.live_member().await else {
+            return Err(Error::conflict(
+                "adopting a far copy needs the cluster (etcd decides whether it is current)",
+            ));
+        };
+        if !self.replica_file(name).exists() {
+            return Err(Error::not_found(format!("no far copy {name} is kept here")));
+        }
+        let before = cluster
+            .adopt_replica(name, &me)
+            .await
+            .map_err(from_cluster)?;
+        let server = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .servers
+            .remove(name);
+        if let Some((_, handle)) = server {
+            tokio::task::spawn_blocking(move || handle.shutdown())
+                .await
+                .map_err(|e| Error::internal(format!("far copy task: {e}")))?;
+        }
+        let adopted = self.replica_dir().join(format!("{name}.adopted"));
+        std::fs::rename(self.replica_file(name), &adopted)
+            .map_err(|e| Error::internal(format!("far copy {name}: {e}")))?;
+        tracing::warn!(name, from = %before.primary, "far copy adopted: this member holds the pool now");
+        Ok((adopted, before.primary))
     }
 
     /// On a pool's member: has `member` keep a far copy of `size` bytes for pool `pool`,
@@ -240,7 +268,7 @@ impl ClusterService {
             t.abort();
         }
         let _ = std::fs::remove_file(self.relay_socket(name));
-        let Some((cluster, _)) = self.live_member().await else {
+        let Some((cluster, me)) = self.live_member().await else {
             tracing::warn!(
                 name,
                 member,
@@ -263,7 +291,7 @@ impl ClusterService {
             }
             Err(e) => tracing::warn!(name, member, error = %e.message, "far copy not dropped"),
         }
-        if let Err(e) = cluster.drop_replica(name).await {
+        if let Err(e) = cluster.drop_replica(name, &me).await {
             tracing::warn!(name, error = %e, "far copy's record not removed");
         }
     }
@@ -351,13 +379,9 @@ impl ClusterService {
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 };
-                let state = ReplicaState {
-                    primary: me,
-                    member: member_,
-                    outdated,
-                };
+                let _ = member_;
                 cluster
-                    .set_replica(&name_, &state)
+                    .mark_replica(&name_, &me, outdated)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -382,5 +406,20 @@ impl crate::storage::ReplicaLink for ClusterService {
 
     fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String> {
         self.replica_mark(name, member, outdated)
+    }
+
+    fn adopted_by(&self, name: &str) -> Option<String> {
+        let (svc, name) = (self.clone(), name.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inner.runtime.spawn(async move {
+            let r = async {
+                let (cluster, me) = svc.live_member().await?;
+                let state = cluster.replica(&name).await.ok()??;
+                (state.primary != me).then_some(state.primary)
+            }
+            .await;
+            let _ = tx.send(r);
+        });
+        rx.recv_timeout(MARK_TIMEOUT).ok().flatten()
     }
 }

@@ -90,6 +90,11 @@ pub trait PoolDriver: Send + Sync {
             "only raid pools have members to fail or replace",
         ))
     }
+    /// The volumes the pool itself holds (name, bytes, whether a snapshot): what a pool
+    /// adopted from a far copy is given records of.
+    fn stored_volumes(&self) -> Vec<(String, u64, bool)> {
+        Vec::new()
+    }
     /// Gives failed slot `member` back the member that was in it (`path`: a far copy
     /// reachable again) and resyncs what it missed.
     fn readd_member(&self, _member: u32, _path: &str) -> Result<()> {

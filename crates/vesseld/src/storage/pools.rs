@@ -365,6 +365,21 @@ pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Resu
             req.name
         )));
     }
+    if let Some(name) = &req.adopt {
+        let only = req.driver == DriverKind::Raid
+            && req.sources.is_empty()
+            && req.size.is_none()
+            && req.members.is_none()
+            && req.level.is_none()
+            && req.chunk_size.is_none()
+            && req.replica.is_none();
+        if !only {
+            return Err(Error::invalid(format!(
+                "a pool adopted from far copy {name} is a raid pool as the copy says: give no \
+                 sources, size, members, level, chunk size or replica"
+            )));
+        }
+    }
     if let Some(member) = &req.replica {
         let raid1 = req.driver == DriverKind::Raid
             && req.level.as_deref().map(|l| l.trim_start_matches("raid")) == Some("1");
@@ -475,6 +490,7 @@ mod tests {
             level: None,
             chunk_size: None,
             replica: None,
+            adopt: None,
             description: String::new(),
             config: Default::default(),
         }

@@ -42,6 +42,10 @@ fn level(s: &str) -> Result<RaidLevel> {
 
 /// Checks the request's shape before anything is created.
 pub fn check_request(req: &PoolCreate) -> Result<()> {
+    // Adopted from a far copy: its shape is the copy's (checked by the caller).
+    if req.adopt.is_some() {
+        return Ok(());
+    }
     let lvl = level(req.level.as_deref().ok_or_else(|| {
         Error::invalid("a raid pool needs a level (--level raid0|raid1|raid5|raid6)")
     })?)?;
@@ -302,6 +306,14 @@ impl PoolDriver for RaidPool {
     fn rebuild_percent(&self) -> Option<u8> {
         let p = self.rebuild.load(Ordering::Relaxed);
         (p != u8::MAX).then_some(p)
+    }
+
+    fn stored_volumes(&self) -> Vec<(String, u64, bool)> {
+        self.thin
+            .list()
+            .into_iter()
+            .map(|v| (v.name, v.size, v.read_only))
+            .collect()
     }
 
     fn readd_member(&self, member: u32, path: &str) -> Result<()> {

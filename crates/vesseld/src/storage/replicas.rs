@@ -31,6 +31,9 @@ pub trait ReplicaLink: Send + Sync {
     /// Records (blocking, bounded) that far copy `name` on `member` is out of date or
     /// current again.
     fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String>;
+    /// The member that adopted far copy `name` if one other than this member did (this
+    /// member's pool was taken for lost: its copy is stale); `None` when not, or unknown.
+    fn adopted_by(&self, name: &str) -> Option<String>;
 }
 
 /// Where a replicated pool's far copy is.
@@ -48,6 +51,122 @@ pub fn replica_uri(name: &str, socket: &std::path::Path) -> String {
 }
 
 impl StorageService {
+    /// Makes pool `req.name` of far copy `file` kept here (`req.adopt`), whose primary
+    /// `from` is lost: the file becomes its second member (the first, the old primary's
+    /// copy, is missing: the pool runs degraded), and every volume and snapshot on it gets
+    /// its record. The cluster has swapped the roles already.
+    pub fn pool_adopt(
+        &self,
+        req: vessel_api::PoolCreate,
+        file: PathBuf,
+        from: &str,
+        op: &crate::operations::OpHandle,
+    ) -> Result<()> {
+        let _g = self.busy();
+        self.pool_check(&req)?;
+        let home = self.inner.root.join(&req.name);
+        std::fs::create_dir_all(&home)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", home.display())))?;
+        let member = home.join("member1.img");
+        std::fs::rename(&file, &member)
+            .map_err(|e| Error::internal(format!("{}: {e}", file.display())))?;
+        // Slot 0 was the copy on the lost member: a path that does not exist here.
+        let lost = home.join(format!("member0-on-{from}.img"));
+        let rec = PoolRecord {
+            name: req.name.clone(),
+            driver: vessel_api::PoolDriver::Raid,
+            sources: vec![lost.display().to_string(), member.display().to_string()],
+            level: Some("raid1".into()),
+            created_files: vec![member.display().to_string()],
+            created_dir: Some(home.display().to_string()),
+            description: req.description.clone(),
+            config: req.config.clone(),
+            created_at: crate::clock::now(),
+            replica: None,
+        };
+        op.progress(Some(30), "assembling the copy");
+        let driver: Arc<dyn PoolDriver> = match super::raid::RaidPool::open(&rec.sources) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                // Back where it was, for another try.
+                let _ = std::fs::rename(&member, &file);
+                return Err(e);
+            }
+        };
+        let stored = driver.stored_volumes();
+        let mut vols: Vec<super::record::VolumeRecord> = Vec::new();
+        for (name, size, snapshot) in &stored {
+            if *snapshot || name.contains('.') {
+                continue;
+            }
+            let snapshots = stored
+                .iter()
+                .filter_map(|(n, _, _)| n.strip_prefix(&format!("{name}.")))
+                .map(str::to_string)
+                .collect();
+            vols.push(super::record::VolumeRecord {
+                pool: req.name.clone(),
+                name: name.clone(),
+                content: vessel_api::VolumeContent::Block,
+                size: *size,
+                source: None,
+                snapshots,
+                attached_to: Vec::new(),
+                root_of: None,
+                container_root: false,
+                id_base: None,
+                disk_owner: None,
+                config: Default::default(),
+                created_at: crate::clock::now(),
+            });
+        }
+        self.inner.pools.insert(&rec.name, &rec)?;
+        for v in &vols {
+            self.inner.volumes.insert(&v.key(), v)?;
+        }
+        self.inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.name.clone(), driver);
+        tracing::warn!(pool = %rec.name, from, volumes = vols.len(), "pool adopted from a far copy");
+        self.inner.events.lifecycle(
+            "storage-pool-created",
+            &format!("/1.0/storage/pools/{}", rec.name),
+        );
+        Ok(())
+    }
+
+    /// Takes pool `pool` out: its far copy was adopted by `by`, so what is here is stale
+    /// (and every write to it is held back already).
+    fn stale(&self, pool: &str, by: &str) {
+        let driver = self
+            .inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pool);
+        if let Some(d) = driver {
+            let _ = d.close();
+        }
+        tracing::error!(
+            pool,
+            by,
+            "far copy adopted by another member: this pool is stale"
+        );
+        self.inner
+            .unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                pool.to_string(),
+                format!(
+                    "member {by} made its own pool of this pool's far copy (this member was \
+                     taken for lost): what is here is stale; delete the pool"
+                ),
+            );
+    }
+
     /// Connects replicated pools to the cluster: their failures are recorded there, and
     /// a far copy that is out is given back its slot when it answers.
     pub fn set_replica_link(&self, link: Arc<dyn ReplicaLink>) {
@@ -97,6 +216,15 @@ impl StorageService {
                 let Ok(driver) = self.driver(&rec.name) else {
                     continue;
                 };
+                let (l, n) = (link.clone(), far.name.clone());
+                let adopted = tokio::task::spawn_blocking(move || l.adopted_by(&n))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(by) = adopted {
+                    self.stale(&rec.name, &by);
+                    continue;
+                }
                 let out = driver
                     .members()
                     .iter()

@@ -234,6 +234,7 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
                 level: spec.level.clone(),
                 chunk_size: size(&spec.chunk_size)?,
                 replica: None,
+                adopt: None,
                 description: format!("stack {}", stack.name),
                 config: label(stack),
             };
