@@ -182,6 +182,10 @@ fn a_far_copy_over_nbd_is_written_synchronously_dropped_and_resynced_by_its_bitm
         "the far copy was not resynced"
     );
     assert_eq!(read_all(&array), model);
+    // Both copies agree row by row, checksums included (scrub reads them from the members).
+    let report = array.scrub(false).expect("scrub");
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+    assert_eq!(report.rows_skipped, 0);
 
     // A member of another slot, or of another pool, is refused.
     array.fail_member(1).expect("fail far");
@@ -254,6 +258,8 @@ fn the_far_copy_alone_holds_every_acknowledged_write_and_takes_the_near_one_back
         "the near copy was not brought up to date"
     );
     assert_eq!(read_all(&survivor), model);
+    let report = survivor.scrub(false).expect("scrub");
+    assert!(report.is_clean(), "{:?}", report.mismatches);
     drop(survivor);
     // Whole again, from both.
     let whole = RaidArray::open(&[near, far_file]).expect("whole");
