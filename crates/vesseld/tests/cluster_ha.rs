@@ -277,7 +277,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     drop(watch);
 
     // Turned off, nothing fails over: m0's daemon killed, ha1 is stopped by its watchdog
-    // and not started elsewhere.
+    // and not started elsewhere; m0 back starts it again.
     d[1].ok(&["cluster", "healing", "off"]);
     d[0].kill(libc::SIGKILL);
     let killed = Instant::now();
@@ -292,6 +292,11 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     wait("m0 back", Duration::from_secs(20), || {
         json(&d[0].ok(&["cluster", "info", "--format", "json"]))["connected"] == true
     });
+    // Back, m0 starts again what its watchdog stopped: the index still names it.
+    wait("ha1 running again on m0", Duration::from_secs(30), || {
+        answering(&d[2]).as_deref() == Some("m0")
+    });
+    assert_eq!(copies(), 1);
     d[0].ok(&["delete", "ha1", "--force"]);
     d[2].ok(&["delete", "anchor", "--force"]);
 }

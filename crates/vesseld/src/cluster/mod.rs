@@ -337,6 +337,11 @@ impl ClusterService {
                     }
                     continue;
                 }
+                // Live (again): what the fence or the watchdog stopped starts again where
+                // the cluster still names this member.
+                if let Some(instances) = svc.inner.instances.get().cloned() {
+                    tokio::spawn(async move { instances.restart_lost_ha().await });
+                }
                 first = true;
                 if fenced.changed().await.is_err() {
                     break;

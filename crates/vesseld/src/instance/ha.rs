@@ -44,6 +44,77 @@ impl InstanceService {
         }
     }
 
+    /// Notes `inst` if it is an HA instance that ran when the daemon stopped and is gone
+    /// now (its fence watchdog stopped it while the daemon was away).
+    pub(super) fn note_lost_ha(&self, inst: &vessel_api::Instance) {
+        if is_ha(&inst.config)
+            && matches!(
+                inst.status,
+                InstanceStatus::Running | InstanceStatus::Frozen
+            )
+        {
+            self.note_held(&inst.name);
+        }
+    }
+
+    fn note_held(&self, name: &str) {
+        let mut held = self.ha_lost.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.iter().any(|n| n == name) {
+            held.push(name.to_string());
+        }
+    }
+
+    /// Starts again the HA instances the fence stopped, or the fence watchdog while the
+    /// daemon was away (called when this member is live again, and when its fence is
+    /// lowered), each once the cluster lets it: this member live, unfenced, and still the one
+    /// the index names (an instance failed over meanwhile is not, and its copy here goes).
+    /// Tried for about two minutes; one still not started is tried again at the next call.
+    pub async fn restart_lost_ha(&self) {
+        let lost = std::mem::take(&mut *self.ha_lost.lock().unwrap_or_else(|p| p.into_inner()));
+        for name in lost {
+            let mut done = false;
+            for attempt in 0..40 {
+                let started = match self.change_state(
+                    &name,
+                    StateChange {
+                        action: StateAction::Start,
+                        timeout: None,
+                        force: false,
+                    },
+                ) {
+                    Ok(op) => self.wait_ok(&op.id).await,
+                    Err(e) => Err(e),
+                };
+                match started {
+                    Ok(()) => {
+                        tracing::warn!(instance = %name, "HA instance stopped by the fence: started again");
+                        done = true;
+                        break;
+                    }
+                    // Moved, failed over, deleted or started meanwhile: nothing to do.
+                    Err(e)
+                        if e.message.contains("lives on member")
+                            || e.kind == crate::error::ErrorKind::NotFound
+                            || e.message.contains("cannot start it") =>
+                    {
+                        tracing::info!(instance = %name, reason = %e.message, "HA instance not started again here");
+                        done = true;
+                        break;
+                    }
+                    Err(e) => {
+                        if attempt == 0 {
+                            tracing::warn!(instance = %name, error = %e.message, "HA instance not started again yet; retrying");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    }
+                }
+            }
+            if !done {
+                self.note_held(&name);
+            }
+        }
+    }
+
     /// The creation request that makes `inst` again elsewhere, started (what a failover
     /// makes from the cluster's index): only for one that runs (its status as it is now,
     /// including what the store has not recorded yet).
@@ -156,7 +227,10 @@ impl InstanceService {
                 Err(e) => Err(e),
             };
             match done {
-                Ok(()) => stopped.push(i.name),
+                Ok(()) => {
+                    self.note_held(&i.name);
+                    stopped.push(i.name)
+                }
                 Err(e) => {
                     tracing::error!(instance = %i.name, error = %e, "fenced: the HA instance did not stop")
                 }

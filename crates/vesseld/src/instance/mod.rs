@@ -81,6 +81,9 @@ pub struct InstanceService {
     removed: Arc<std::sync::OnceLock<RemovalHook>>,
     /// Asked before an HA instance starts (the cluster: whether it lives here).
     ha_gate: Arc<std::sync::OnceLock<ha::HaGate>>,
+    /// HA instances that ran when the daemon stopped and were gone at its start (stopped
+    /// by the fence watchdog): started again once the cluster lets them.
+    ha_lost: Arc<Mutex<Vec<String>>>,
 }
 
 /// What is told of a removed instance (see [`InstanceService::on_removed`]).
@@ -122,6 +125,7 @@ impl InstanceService {
             pending: status::PendingStatus::default(),
             removed: Arc::default(),
             ha_gate: Arc::default(),
+            ha_lost: Arc::default(),
         }
     }
 

@@ -38,6 +38,7 @@ impl InstanceService {
                     tracing::info!(instance = %name, uid = m.host_base, "gave a VM its own host id");
                 }
                 if !self.adopt_vm(name) {
+                    self.note_lost_ha(inst);
                     self.reconcile_stopped_vm(inst)?;
                 }
                 continue;
@@ -89,6 +90,7 @@ impl InstanceService {
                 }
                 InstanceStatus::Stopped | InstanceStatus::Error => {}
                 _ => {
+                    self.note_lost_ha(inst);
                     let code = self.driver.exit_status(name).map(|e| e.exit_code);
                     self.set_status(name, InstanceStatus::Stopped, code, None);
                     tracing::info!(instance = %name, "instance stopped while the daemon was away");
