@@ -30,7 +30,7 @@ pub struct ClusterJoin {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaCreate {
-    /// The copy's name (the asking member's name and its pool's, `MEMBER-POOL`).
+    /// The copy's name (the asking member's name and its pool's, `MEMBER.POOL`).
     pub name: String,
     /// Bytes.
     pub size: u64,

@@ -28,9 +28,21 @@ fn replica_key(name: &str) -> String {
 }
 
 impl Cluster {
-    /// Records the state of far copy `name` (a new one).
+    /// Records the state of a new far copy `name`; refused if one of that name is
+    /// recorded (an adopted copy's record stays with its adopter).
     pub async fn set_replica(&self, name: &str, state: &ReplicaState) -> Result<()> {
-        self.put(&replica_key(name), json(state), None).await
+        let k = replica_key(name);
+        let txn = Txn::new()
+            .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k.as_str(), json(state), None)]);
+        if self.txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "a far copy {name} is recorded already (see `etcdctl get` of its key); \
+                 give the pool another name"
+            )))
+        }
     }
 
     /// The state of far copy `name` with its revision, if recorded.

@@ -215,6 +215,19 @@ impl NbdClient {
         match self.exchange(&mut s, ops) {
             Ok(results) => results,
             Err(e) => {
+                // A socket timeout reads as "try again": say what it is.
+                let e = if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    let t = s.read_timeout().ok().flatten().unwrap_or_default();
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the NBD server did not answer within {} s", t.as_secs()),
+                    )
+                } else {
+                    e
+                };
                 self.broken.store(true, Ordering::Release);
                 let _ = s.shutdown(std::net::Shutdown::Both);
                 tracing::warn!(export = %self.export, error = %e, "NBD connection failed");

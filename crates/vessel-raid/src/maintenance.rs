@@ -110,6 +110,9 @@ impl RaidArray {
         slot.state = SlotState::Rebuilding;
         slot.checkpoint = 0;
         slot.partial = false;
+        // Replaced: writes reach the new member from now on; the old one's failure needs
+        // no confirming any more.
+        inner.unconfirmed.retain(|&u| u != index);
         inner.write_superblocks()?;
         let pool = inner.pool;
         drop(inner);
@@ -159,50 +162,55 @@ impl RaidArray {
         let sb = member
             .read_superblock()?
             .map_err(|e| not_it(format!("its superblock is unusable ({e:?})")))?;
-        let mut inner = self.lock();
-        let count = inner.slots.len();
-        let slot = inner
-            .slots
-            .get(index)
-            .ok_or(RaidError::NoSuchMember { index, count })?;
-        if slot.state != SlotState::Failed {
-            return Err(RaidError::MemberNotFailed {
-                index,
-                state: slot.state.name(),
-            });
-        }
-        if sb.pool != inner.pool {
-            return Err(not_it(format!("it belongs to pool {}", sb.pool)));
-        }
-        if sb.index as usize != index {
-            return Err(not_it(format!("it was member {}", sb.index)));
-        }
-        if sb.generation > inner.generation {
-            return Err(not_it(format!(
-                "it is newer than the array (generation {} > {}): it was written without \
-                 this array; assemble from it instead, or replace it",
-                sb.generation, inner.generation
-            )));
-        }
-        if member.size() < inner.geo.member_bytes() {
-            return Err(RaidError::MemberTooSmall {
-                path: path.to_path_buf(),
-                size: member.size(),
-                needed: inner.geo.member_bytes(),
-            });
-        }
-        // What it may have written that the others did not: its own marked regions.
+        // What it may have written that the others did not: its own marked regions (read
+        // before any lock: it may be a far member, slow to answer).
         let mut own = AlignedBuf::new(self.intents().bitmap.byte_len());
         member.read_at(crate::bitmap::BITMAP_OFFSET, own.as_mut_slice())?;
+        let check = |inner: &crate::array::State| -> Result<()> {
+            let count = inner.slots.len();
+            let slot = inner
+                .slots
+                .get(index)
+                .ok_or(RaidError::NoSuchMember { index, count })?;
+            if slot.state != SlotState::Failed {
+                return Err(RaidError::MemberNotFailed {
+                    index,
+                    state: slot.state.name(),
+                });
+            }
+            if sb.pool != inner.pool {
+                return Err(not_it(format!("it belongs to pool {}", sb.pool)));
+            }
+            if sb.index as usize != index {
+                return Err(not_it(format!("it was member {}", sb.index)));
+            }
+            if sb.generation > inner.generation {
+                return Err(not_it(format!(
+                    "it is newer than the array (generation {} > {}): it was written without \
+                     this array; assemble from it instead, or replace it",
+                    sb.generation, inner.generation
+                )));
+            }
+            if member.size() < inner.geo.member_bytes() {
+                return Err(RaidError::MemberTooSmall {
+                    path: path.to_path_buf(),
+                    size: member.size(),
+                    needed: inner.geo.member_bytes(),
+                });
+            }
+            Ok(())
+        };
+        check(&self.lock())?;
+        // The bitmap's lock is never taken under the member table's (writes take them the
+        // other way round).
         self.intents().bitmap.merge(own.as_slice());
+        let mut inner = self.lock();
+        check(&inner)?;
         let slot = &mut inner.slots[index];
         slot.member = Some(Arc::new(member));
         slot.state = SlotState::Rebuilding;
         slot.checkpoint = 0;
         slot.partial = true;
-        // Back: its failure needs no confirming any more (writes held back for it were
-        // not acknowledged; those from now on reach it).
-        inner.unconfirmed.retain(|&u| u != index);
         inner.write_superblocks()?;
         let pool = inner.pool;
         drop(inner);

@@ -23,7 +23,7 @@ Examples:
   # In a cluster: a second copy on member m1, written with every write
   vessel storage pool create rp raid --level raid1 --size 10GiB --replica m1
   # On m1, once m0 is lost for good: its pool from the copy kept here
-  vessel storage pool create rp raid --adopt m0-rp";
+  vessel storage pool create rp raid --adopt m0.rp";
 
 const VOLUME_EXAMPLES: &str = "\
 Examples:
@@ -100,7 +100,7 @@ pub enum PoolCommand {
         #[arg(long, value_name = "MEMBER")]
         replica: Option<String>,
         /// raid in a cluster: make the pool of far copy NAME kept on this member (its
-        /// primary, NAME's first part, is lost), volumes and all; refused unless the
+        /// primary, the MEMBER of MEMBER.POOL, is lost), volumes and all; refused unless the
         /// cluster records the copy current.
         #[arg(long, value_name = "NAME", conflicts_with_all = ["replica", "sources", "size", "members", "level"])]
         adopt: Option<String>,

@@ -102,7 +102,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     assert!(d[0]
         .fails(&["storage", "pool", "info", "rp"])
         .contains("rp"));
-    assert!(!d[1].root().join("replicas/m0-rp.img").exists());
+    assert!(!d[1].root().join("replicas/m0.rp.img").exists());
 
     d[0].ok(&[
         "storage",
@@ -117,12 +117,12 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         "--replica",
         "m1",
     ]);
-    let far_file = d[1].root().join("replicas/m0-rp.img");
+    let far_file = d[1].root().join("replicas/m0.rp.img");
     assert!(far_file.exists());
     let near_file: PathBuf = d[0].root().join("storage/rp/member0.img");
     assert!(near_file.exists(), "{}", near_file.display());
     assert_eq!(states(&d[0], "rp"), ["active", "active"]);
-    assert_eq!(record(&sb.hosts[0], &endpoints, "m0-rp")["outdated"], false);
+    assert_eq!(record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"], false);
 
     // A volume, exported over NBD, written by a client.
     d[0].ok(&[
@@ -164,7 +164,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         json(&d[0].ok(&["storage", "pool", "info", "rp", "--format", "json"]))["status"],
         "degraded"
     );
-    let r = record(&sb.hosts[0], &endpoints, "m0-rp");
+    let r = record(&sb.hosts[0], &endpoints, "m0.rp");
     assert_eq!(
         (r["outdated"].clone(), r["member"].clone()),
         (true.into(), "m1".into()),
@@ -183,7 +183,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     wait(
         "the far copy recorded current",
         Duration::from_secs(10),
-        || record(&sb.hosts[0], &endpoints, "m0-rp")["outdated"] == false,
+        || record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false,
     );
     assert!(d[0].log().contains("far copy back: resynced and current"));
     tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
@@ -198,6 +198,45 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     assert!(
         body(&near_file) == body(&far_file),
         "the far copy was not resynced"
+    );
+
+    // The copy on m0 failing stops writes (the far copy alone would leave m0's stale, and a
+    // restart could assemble from it); replaced and rebuilt from the far copy, they go on.
+    d[0].ok(&["storage", "pool", "repair", "rp", "fail", "--member", "0"]);
+    let held = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x31 1M 64k", &uri])
+        .output()
+        .unwrap();
+    assert!(!held.status.success(), "a write went to the far copy alone");
+    assert!(d[0]
+        .log()
+        .contains("does not go on with its far copy alone"));
+    // (A file Vessel creates, as large as a member must be: the other member is no file
+    // here to measure.)
+    let fresh = d[0].dir.join("near-new.img");
+    d[0].ok(&[
+        "storage",
+        "pool",
+        "repair",
+        "rp",
+        "replace",
+        "--member",
+        "0",
+        "--path",
+        fresh.to_str().unwrap(),
+    ]);
+    wait("m0's copy rebuilt", Duration::from_secs(60), || {
+        states(&d[0], "rp") == ["active", "active"]
+    });
+    tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x31 1M 64k", &uri],
+    );
+    want[1 << 20..(1 << 20) + (64 << 10)].fill(0x31);
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == want,
+        "read back differs after the replacement"
     );
 
     // m0's daemon killed and started again: the pool comes up without its far copy (the
@@ -234,7 +273,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         json(&d[1].ok(&["cluster", "info", "--format", "json"]))["connected"] == true
     });
     let e = d[1].fails(&[
-        "storage", "pool", "create", "rp", "raid", "--adopt", "m0-rp",
+        "storage", "pool", "create", "rp", "raid", "--adopt", "m0.rp",
     ]);
     assert!(e.contains("out of date"), "{e}");
     assert!(d[1]
@@ -252,7 +291,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
                 .status
                 .success()
                 && states(&d[0], "rp") == ["active", "active"]
-                && record(&sb.hosts[0], &endpoints, "m0-rp")["outdated"] == false
+                && record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false
         },
     );
     tool(
@@ -262,13 +301,13 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     want[12 << 20..(12 << 20) + (128 << 10)].fill(0x77);
     d[0].kill(libc::SIGKILL);
     d[1].ok(&[
-        "storage", "pool", "create", "rp2", "raid", "--adopt", "m0-rp",
+        "storage", "pool", "create", "rp2", "raid", "--adopt", "m0.rp",
     ]);
     assert_eq!(
         json(&d[1].ok(&["storage", "pool", "info", "rp2", "--format", "json"]))["status"],
         "degraded"
     );
-    let r = record(&sb.hosts[1], &endpoints, "m0-rp");
+    let r = record(&sb.hosts[1], &endpoints, "m0.rp");
     assert_eq!(
         (
             r["primary"].clone(),
@@ -335,7 +374,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     d[0].ok(&["storage", "export", "delete", "disk"]);
     d[0].ok(&["storage", "pool", "delete", "rp"]);
     assert!(!far_file.exists());
-    assert_eq!(record(&sb.hosts[0], &endpoints, "m0-rp")["primary"], "m1");
+    assert_eq!(record(&sb.hosts[0], &endpoints, "m0.rp")["primary"], "m1");
     // A replicated pool deleted drops its far copy and its record.
     d[0].ok(&[
         "storage",
@@ -350,9 +389,9 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         "--replica",
         "m2",
     ]);
-    let rq = d[2].root().join("replicas/m0-rq.img");
+    let rq = d[2].root().join("replicas/m0.rq.img");
     assert!(rq.exists());
     d[0].ok(&["storage", "pool", "delete", "rq"]);
     assert!(!rq.exists());
-    assert!(record(&sb.hosts[0], &endpoints, "m0-rq").is_null());
+    assert!(record(&sb.hosts[0], &endpoints, "m0.rq").is_null());
 }

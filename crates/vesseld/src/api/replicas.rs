@@ -25,7 +25,11 @@ pub async fn create(
 
 /// `DELETE /1.0/cluster/replicas/{name}`: drop a far copy kept here.
 pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
-    app.cluster.replica_delete(&name)?;
+    // Ending its NBD server waits for its connections' threads.
+    let c = app.cluster.clone();
+    tokio::task::spawn_blocking(move || c.replica_delete(&name))
+        .await
+        .map_err(|e| Error::internal(format!("replica task: {e}")))??;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -29,19 +29,35 @@ const MARK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct Replicas {
     servers: HashMap<String, (NbdServer, ServerHandle)>,
     relays: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Copies being adopted here (not deleted meanwhile).
+    adopting: std::collections::HashSet<String>,
 }
 
+/// A far copy's name: `MEMBER.POOL` (neither has a '.', so no two pools share one).
 fn valid_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 127
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let part = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok = name.len() <= 127
+        && name
+            .split_once('.')
+            .is_some_and(|(m, p)| part(m) && part(p));
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "{name:?} is not a far copy's name (letters, digits and '-')"
+            "{name:?} is not a far copy's name (MEMBER.POOL)"
         )))
     }
+}
+
+/// The directory of far copies: root's alone (they hold other members' disks).
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))
 }
 
 impl ClusterService {
@@ -112,11 +128,17 @@ impl ClusterService {
                 req.name
             )));
         }
-        std::fs::create_dir_all(self.replica_dir())
-            .map_err(|e| Error::internal(format!("{}: {e}", self.replica_dir().display())))?;
-        std::fs::File::create(&file)
-            .and_then(|f| f.set_len(req.size))
-            .map_err(|e| Error::internal(format!("{}: {e}", file.display())))?;
+        private_dir(&self.replica_dir())?;
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .and_then(|f| f.set_len(req.size))
+                .map_err(|e| Error::internal(format!("{}: {e}", file.display())))?;
+        }
         if let Err(e) = self.serve_replica(&mut r, &req.name) {
             let _ = std::fs::remove_file(&file);
             return Err(e);
@@ -175,11 +197,39 @@ impl ClusterService {
                 "adopting a far copy needs the cluster (etcd decides whether it is current)",
             ));
         };
-        if !self.replica_file(name).exists() {
-            return Err(Error::not_found(format!("no far copy {name} is kept here")));
+        {
+            let mut r = self
+                .inner
+                .replicas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !self.replica_file(name).exists() {
+                return Err(Error::not_found(format!("no far copy {name} is kept here")));
+            }
+            if !r.adopting.insert(name.to_string()) {
+                return Err(Error::conflict(format!(
+                    "far copy {name} is being adopted already"
+                )));
+            }
         }
+        let adopted = self.adopt_steps(&cluster, name, &me).await;
+        self.inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .adopting
+            .remove(name);
+        adopted
+    }
+
+    async fn adopt_steps(
+        &self,
+        cluster: &vessel_cluster::Cluster,
+        name: &str,
+        me: &str,
+    ) -> Result<(PathBuf, String)> {
         let before = cluster
-            .adopt_replica(name, &me)
+            .adopt_replica(name, me)
             .await
             .map_err(from_cluster)?;
         let server = self
@@ -223,7 +273,7 @@ impl ClusterService {
         let to = self
             .reachable(&cluster, member, "it keeps the far copy")
             .await?;
-        let name = format!("{me}-{pool}");
+        let name = format!("{me}.{pool}");
         let body = serde_json::to_vec(&ReplicaCreate {
             name: name.clone(),
             size,
@@ -313,8 +363,7 @@ impl ClusterService {
         if r.relays.get(name).is_some_and(|t| !t.is_finished()) {
             return Ok(socket);
         }
-        std::fs::create_dir_all(self.replica_dir())
-            .map_err(|e| Error::internal(format!("{}: {e}", self.replica_dir().display())))?;
+        private_dir(&self.replica_dir())?;
         let _ = std::fs::remove_file(&socket);
         let listener = {
             // Bound inside the runtime (the caller may be a blocking thread).

@@ -78,6 +78,8 @@ struct Inner {
     disks: Mutex<HashMap<String, vessel_nbd::ServerHandle>>,
     /// The cluster, for replicated pools.
     link: std::sync::OnceLock<Arc<dyn ReplicaLink>>,
+    /// Per replicated pool, the order of its far copy's marks.
+    replica_guards: Mutex<HashMap<String, Arc<replicas::ReplicaGuard>>>,
 }
 
 impl StorageService {
@@ -99,6 +101,7 @@ impl StorageService {
                 servers: servers::ExportServers::default(),
                 disks: Mutex::default(),
                 link: std::sync::OnceLock::new(),
+                replica_guards: Mutex::default(),
             }),
         }
     }

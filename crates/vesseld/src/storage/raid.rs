@@ -355,7 +355,9 @@ impl PoolDriver for RaidPool {
                 .filter_map(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len())
                 .max()
-                .unwrap_or(0);
+                .unwrap_or(0)
+                // Members that are not files here (a far copy over NBD): what a member needs.
+                .max(self.array.geometry().member_bytes());
             let f = std::fs::File::create(path)
                 .map_err(|e| Error::internal(format!("creating {}: {e}", path.display())))?;
             f.set_len(size)

@@ -36,12 +36,21 @@ pub trait ReplicaLink: Send + Sync {
     fn adopted_by(&self, name: &str) -> Option<String>;
 }
 
+/// Per replicated pool: orders the failure hook's "out of date" and the loop's "current"
+/// (a failure after the loop found the copy in takes the order after it, so its mark
+/// lands last), and remembers a "current" that etcd did not take yet.
+#[derive(Default)]
+pub(super) struct ReplicaGuard {
+    order: std::sync::Mutex<()>,
+    current_pending: std::sync::atomic::AtomicBool,
+}
+
 /// Where a replicated pool's far copy is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReplicaRef {
     /// The member keeping it.
     pub member: String,
-    /// Its name there (`MEMBER-POOL` of the primary).
+    /// Its name there (`MEMBER.POOL` of the primary).
     pub name: String,
 }
 
@@ -189,13 +198,38 @@ impl StorageService {
             return;
         };
         let pool = rec.name.clone();
+        let guard = self.replica_guard(&pool);
         driver.on_member_failed(Box::new(move |slot| {
             if slot as u32 != FAR_SLOT {
-                return Ok(());
+                // Going on with the far copy alone would leave the copy here stale, and a
+                // restart could assemble the pool from it: writes stop instead.
+                let why = format!(
+                    "the copy of pool {pool} on this member failed: a replicated pool does not \
+                     go on with its far copy alone (repair this member's copy with `vessel \
+                     storage pool repair {pool} replace --member {slot}`, or adopt the copy \
+                     on {} from there)",
+                    far.member
+                );
+                tracing::error!("{why}");
+                return Err(why);
             }
-            tracing::warn!(pool = %pool, member = %far.member, "far copy out: recording it out of date");
+            let _order = guard.order.lock().unwrap_or_else(|p| p.into_inner());
+            guard
+                .current_pending
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(pool = %pool, member = %far.member, "recording the far copy out of date");
             link.mark(&far.name, &far.member, true)
         }));
+    }
+
+    fn replica_guard(&self, pool: &str) -> Arc<ReplicaGuard> {
+        self.inner
+            .replica_guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(pool.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Gives the far copies that are out their slots back as soon as they answer; runs for
@@ -222,33 +256,67 @@ impl StorageService {
                     .ok()
                     .flatten();
                 if let Some(by) = adopted {
-                    self.stale(&rec.name, &by);
+                    let (svc, pool) = (self.clone(), rec.name.clone());
+                    let _ = tokio::task::spawn_blocking(move || svc.stale(&pool, &by)).await;
                     continue;
                 }
-                let out = driver
+                let far_state = driver
                     .members()
                     .iter()
-                    .any(|m| m.index == FAR_SLOT && m.state == "failed");
-                if !out {
+                    .find(|m| m.index == FAR_SLOT)
+                    .map(|m| m.state.clone())
+                    .unwrap_or_default();
+                let guard = self.replica_guard(&rec.name);
+                let pending = guard
+                    .current_pending
+                    .load(std::sync::atomic::Ordering::SeqCst);
+                if far_state != "failed" && !(pending && far_state == "active") {
                     continue;
                 }
                 let (link, pool) = (link.clone(), rec.name.clone());
                 // Ok(false): it does not answer yet.
                 let done = tokio::task::spawn_blocking(move || -> Result<bool> {
-                    let socket = link.relay(&far.member, &far.name)?;
-                    let uri = replica_uri(&far.name, &socket);
-                    let (export, sock) = vessel_raid::member::parse_nbd_uri(uri.as_ref())
-                        .ok_or_else(|| Error::internal("a far copy's URI does not parse"))?;
-                    // Quietly not yet while it does not answer.
-                    if vessel_nbd::NbdClient::connect_unix(&sock, &export, Duration::from_secs(2))
+                    let started = std::time::Instant::now();
+                    if far_state == "failed" {
+                        let socket = link.relay(&far.member, &far.name)?;
+                        let uri = replica_uri(&far.name, &socket);
+                        let (export, sock) = vessel_raid::member::parse_nbd_uri(uri.as_ref())
+                            .ok_or_else(|| Error::internal("a far copy's URI does not parse"))?;
+                        // Quietly not yet while it does not answer.
+                        if vessel_nbd::NbdClient::connect_unix(
+                            &sock,
+                            &export,
+                            Duration::from_secs(2),
+                        )
                         .is_err()
-                    {
+                        {
+                            return Ok(false);
+                        }
+                        // Re-added, resynced and flushed (which has a failure still to
+                        // confirm recorded out of date first).
+                        driver.readd_member(FAR_SLOT, &uri)?;
+                    }
+                    // Current only if it is still in: a failure since then marks it out
+                    // of date after this, in this order.
+                    let _order = guard.order.lock().unwrap_or_else(|p| p.into_inner());
+                    let still_in = driver
+                        .members()
+                        .iter()
+                        .any(|m| m.index == FAR_SLOT && m.state == "active");
+                    if !still_in {
                         return Ok(false);
                     }
-                    let started = std::time::Instant::now();
-                    driver.readd_member(FAR_SLOT, &uri)?;
-                    link.mark(&far.name, &far.member, false)
-                        .map_err(Error::conflict)?;
+                    if let Err(e) = link.mark(&far.name, &far.member, false) {
+                        guard
+                            .current_pending
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        return Err(Error::conflict(format!(
+                            "the far copy is back but could not be recorded current: {e}"
+                        )));
+                    }
+                    guard
+                        .current_pending
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
                     tracing::info!(pool = %pool, member = %far.member, secs = started.elapsed().as_secs_f64(), "far copy back: resynced and current");
                     Ok(true)
                 })
