@@ -292,8 +292,13 @@ impl StorageService {
                         {
                             return Ok(false);
                         }
-                        // Re-added, resynced and flushed (which has a failure still to
-                        // confirm recorded out of date first).
+                        // Out of date while it is resynced (its superblock says rebuilding
+                        // then: not a copy to adopt), then re-added, resynced and flushed.
+                        {
+                            let _order = guard.order.lock().unwrap_or_else(|p| p.into_inner());
+                            link.mark(&far.name, &far.member, true)
+                                .map_err(Error::conflict)?;
+                        }
                         driver.readd_member(FAR_SLOT, &uri)?;
                     }
                     // Current only if it is still in: a failure since then marks it out
