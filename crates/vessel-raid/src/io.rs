@@ -153,7 +153,11 @@ impl RaidArray {
     /// on purpose (a far copy's host going down for maintenance), this keeps its resync
     /// to what is written while it is out.
     pub fn settle(&self) -> Result<()> {
-        self.flush_with(false)?;
+        // Twice, each a sync and then a clearing: the first forgets what the last interval
+        // touched; the second clears what nothing touched since (a write that ended after
+        // the first sync touched its region at its end, so its bit is kept until a sync
+        // that covers it).
+        self.flush_clearing(Clearing::Idle)?;
         self.flush_clearing(Clearing::Idle)
     }
 
@@ -176,24 +180,15 @@ impl RaidArray {
             it.last_clear = std::time::Instant::now();
             // Twice when idle regions go now: the first pass forgets what the last
             // interval touched.
-            let passes = if clearing == Clearing::Idle { 2 } else { 1 };
-            let mut blocks = Vec::new();
-            for _ in 0..passes {
-                let regions: Vec<u64> = it.inflight.keys().copied().collect();
-                for r in regions {
-                    it.bitmap.touch_region(r);
-                }
-                let changed = if clearing == Clearing::All {
-                    it.bitmap.clear()
-                } else {
-                    it.bitmap.clear_idle()
-                };
-                for b in changed {
-                    if !blocks.contains(&b) {
-                        blocks.push(b);
-                    }
-                }
+            let regions: Vec<u64> = it.inflight.keys().copied().collect();
+            for r in regions {
+                it.bitmap.touch_region(r);
             }
+            let blocks = if clearing == Clearing::All {
+                it.bitmap.clear()
+            } else {
+                it.bitmap.clear_idle()
+            };
             self.write_bitmap_blocks(&it.bitmap, &blocks)?;
         }
         drop(it);
@@ -222,6 +217,9 @@ impl RaidArray {
     pub(crate) fn end_write(&self, rows: Range<u64>) {
         let mut it = self.intents();
         for region in it.bitmap.regions(rows) {
+            // Written in this interval until a flush after its end: the next clearing
+            // keeps its bit even if no write is in flight there by then.
+            it.bitmap.touch_region(region);
             if let Some(n) = it.inflight.get_mut(&region) {
                 *n -= 1;
                 if *n == 0 {
