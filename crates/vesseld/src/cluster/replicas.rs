@@ -307,17 +307,7 @@ impl ClusterService {
     /// On a pool's member: far copy `name` on `member` is no longer wanted (its pool is
     /// gone, or was not made): dropped there, its relay stopped, its record removed.
     pub async fn replica_forget(&self, member: &str, name: &str) {
-        if let Some(t) = self
-            .inner
-            .replicas
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .relays
-            .remove(name)
-        {
-            t.abort();
-        }
-        let _ = std::fs::remove_file(self.relay_socket(name));
+        self.replica_unrelay(name);
         let Some((cluster, me)) = self.live_member().await else {
             tracing::warn!(
                 name,
@@ -344,6 +334,21 @@ impl ClusterService {
         if let Err(e) = cluster.drop_replica(name, &me).await {
             tracing::warn!(name, error = %e, "far copy's record not removed");
         }
+    }
+
+    /// Stops the relay to far copy `name` (its pool is gone, or stale here).
+    pub fn replica_unrelay(&self, name: &str) {
+        if let Some(t) = self
+            .inner
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .relays
+            .remove(name)
+        {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(self.relay_socket(name));
     }
 
     fn relay_socket(&self, name: &str) -> PathBuf {
@@ -455,6 +460,10 @@ impl crate::storage::ReplicaLink for ClusterService {
 
     fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String> {
         self.replica_mark(name, member, outdated)
+    }
+
+    fn unrelay(&self, name: &str) {
+        self.replica_unrelay(name)
     }
 
     fn adopted_by(&self, name: &str) -> Option<String> {

@@ -31,6 +31,8 @@ pub trait ReplicaLink: Send + Sync {
     /// Records (blocking, bounded) that far copy `name` on `member` is out of date or
     /// current again.
     fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String>;
+    /// Stops the relay to far copy `name`.
+    fn unrelay(&self, name: &str);
     /// The member that adopted far copy `name` if one other than this member did (this
     /// member's pool was taken for lost: its copy is stale); `None` when not, or unknown.
     fn adopted_by(&self, name: &str) -> Option<String>;
@@ -258,6 +260,7 @@ impl StorageService {
                 if let Some(by) = adopted {
                     let (svc, pool) = (self.clone(), rec.name.clone());
                     let _ = tokio::task::spawn_blocking(move || svc.stale(&pool, &by)).await;
+                    link.unrelay(&far.name);
                     continue;
                 }
                 let far_state = driver
