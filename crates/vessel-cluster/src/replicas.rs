@@ -61,7 +61,8 @@ impl Cluster {
     }
 
     /// Rewrites far copy `name`'s record with `change` if `check` holds of it, in a
-    /// transaction against the record as read (retried when it changed meanwhile).
+    /// transaction against the record as read (retried when it changed meanwhile); returns
+    /// the record as it was.
     async fn change_replica(
         &self,
         name: &str,
@@ -69,18 +70,18 @@ impl Cluster {
         change: impl Fn(&mut ReplicaState),
     ) -> Result<ReplicaState> {
         let k = replica_key(name);
+        let missing = format!("no far copy {name} is recorded");
         for _ in 0..5 {
-            let (mut state, rev) = self
-                .replica_rev(name)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("no far copy {name} is recorded")))?;
-            check(&state)?;
-            let before = state.clone();
-            change(&mut state);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(k.as_str(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::put(k.as_str(), json(&state), None)]);
-            if self.txn(txn).await?.succeeded() {
+            let mut before = None;
+            let done = self
+                .rewrite(&k, &missing, |s: &mut ReplicaState| {
+                    check(s)?;
+                    before = Some(s.clone());
+                    change(s);
+                    Ok(())
+                })
+                .await?;
+            if let (true, Some(before)) = (done, before) {
                 return Ok(before);
             }
         }

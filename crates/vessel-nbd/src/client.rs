@@ -14,13 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::handshake::{read_u32, read_u64};
 use crate::proto::*;
 
 /// The largest request sent; longer reads and writes are split.
 const MAX_REQUEST: usize = 16 << 20;
-
-/// How long a request may wait for its reply by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request of a [`NbdClient::batch`].
 pub enum ClientOp<'a> {
@@ -61,16 +59,14 @@ fn read_u16(r: &mut impl Read) -> io::Result<u16> {
     Ok(u16::from_be_bytes(b))
 }
 
-fn read_u32(r: &mut impl Read) -> io::Result<u32> {
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
-    Ok(u32::from_be_bytes(b))
-}
-
-fn read_u64(r: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_be_bytes(b))
+/// Appends a transmission request's header to `out`.
+fn request(out: &mut Vec<u8>, kind: u16, cookie: u64, offset: u64, len: u32) {
+    out.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&cookie.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
 }
 
 impl NbdClient {
@@ -277,12 +273,7 @@ impl NbdClient {
             loop {
                 let piece = (len - at).min(MAX_REQUEST);
                 let cookie = self.next.fetch_add(1, Ordering::Relaxed);
-                out.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-                out.extend_from_slice(&0u16.to_be_bytes());
-                out.extend_from_slice(&kind.to_be_bytes());
-                out.extend_from_slice(&cookie.to_be_bytes());
-                out.extend_from_slice(&(offset + at as u64).to_be_bytes());
-                out.extend_from_slice(&(piece as u32).to_be_bytes());
+                request(&mut out, kind, cookie, offset + at as u64, piece as u32);
                 if let Some(d) = data {
                     out.extend_from_slice(&d[at..at + piece]);
                 }
@@ -333,12 +324,7 @@ impl Drop for NbdClient {
         }
         let s = self.stream.get_mut().unwrap_or_else(|p| p.into_inner());
         let mut req = Vec::with_capacity(28);
-        req.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        req.extend_from_slice(&0u16.to_be_bytes());
-        req.extend_from_slice(&CMD_DISC.to_be_bytes());
-        req.extend_from_slice(&0u64.to_be_bytes());
-        req.extend_from_slice(&0u64.to_be_bytes());
-        req.extend_from_slice(&0u32.to_be_bytes());
+        request(&mut req, CMD_DISC, 0, 0, 0);
         let _ = s.write_all(&req);
     }
 }

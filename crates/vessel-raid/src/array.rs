@@ -656,6 +656,22 @@ impl State {
         self.slots[m].partial = false;
     }
 
+    /// That slot `index` exists and is failed (what replacing or re-adding a member needs).
+    pub fn failed_slot(&self, index: usize) -> Result<()> {
+        let count = self.slots.len();
+        let slot = self
+            .slots
+            .get(index)
+            .ok_or(RaidError::NoSuchMember { index, count })?;
+        if slot.state != SlotState::Failed {
+            return Err(RaidError::MemberNotFailed {
+                index,
+                state: slot.state.name(),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether every slot holds an active member (the write-intent bitmap may forget
     /// regions only then: while a member is out or coming back, its bits say what it
     /// missed).

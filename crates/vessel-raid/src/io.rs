@@ -178,8 +178,6 @@ impl RaidArray {
         let whole = self.lock().is_whole();
         if res.is_ok() && due && whole {
             it.last_clear = std::time::Instant::now();
-            // Twice when idle regions go now: the first pass forgets what the last
-            // interval touched.
             let regions: Vec<u64> = it.inflight.keys().copied().collect();
             for r in regions {
                 it.bitmap.touch_region(r);

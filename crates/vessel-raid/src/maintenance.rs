@@ -77,17 +77,7 @@ impl RaidArray {
     pub fn replace_member(&self, index: usize, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let mut inner = self.lock();
-        let count = inner.slots.len();
-        let slot = inner
-            .slots
-            .get(index)
-            .ok_or(RaidError::NoSuchMember { index, count })?;
-        if slot.state != SlotState::Failed {
-            return Err(RaidError::MemberNotFailed {
-                index,
-                state: slot.state.name(),
-            });
-        }
+        inner.failed_slot(index)?;
         let member = Member::open(path)?;
         let needed = inner.geo.member_bytes();
         if member.size() < needed {
@@ -167,17 +157,7 @@ impl RaidArray {
         let mut own = AlignedBuf::new(self.intents().bitmap.byte_len());
         member.read_at(crate::bitmap::BITMAP_OFFSET, own.as_mut_slice())?;
         let check = |inner: &crate::array::State| -> Result<()> {
-            let count = inner.slots.len();
-            let slot = inner
-                .slots
-                .get(index)
-                .ok_or(RaidError::NoSuchMember { index, count })?;
-            if slot.state != SlotState::Failed {
-                return Err(RaidError::MemberNotFailed {
-                    index,
-                    state: slot.state.name(),
-                });
-            }
+            inner.failed_slot(index)?;
             if sb.pool != inner.pool {
                 return Err(not_it(format!("it belongs to pool {}", sb.pool)));
             }

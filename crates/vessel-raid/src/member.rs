@@ -364,11 +364,6 @@ impl Member {
         }
     }
 
-    /// Whether the member is an NBD export (on another host).
-    pub fn is_remote(&self) -> bool {
-        self.nbd().is_some()
-    }
-
     /// Records that the array took the member out.
     pub(crate) fn mark_failed(&self) {
         self.failed.store(true, Ordering::Release);

@@ -216,11 +216,7 @@ fn run_ring<F: FnOnce()>(
     while reaped < queued {
         match ring.submit_and_wait(queued - reaped) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                ) => {}
+            Err(e) if again(&e) => {}
             Err(e) => {
                 // The kernel may still own the buffers; returning would free them under it.
                 tracing::error!(error = %e, "io_uring submit failed with I/O in flight");
@@ -248,16 +244,20 @@ fn run_ring<F: FnOnce()>(
         .collect()
 }
 
+/// Whether an `io_uring_enter` error only asks to try again.
+fn again(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+    )
+}
+
 /// Hands what is queued to the kernel without waiting for it.
 fn submit(ring: &mut IoUring) {
     loop {
         match ring.submit() {
             Ok(_) => break,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                ) => {}
+            Err(e) if again(&e) => {}
             Err(e) => {
                 tracing::error!(error = %e, "io_uring submit failed with I/O queued");
                 std::process::abort();
@@ -280,16 +280,11 @@ fn run_remote(reqs: &mut [Req<'_>], which: &[usize], results: &mut [Option<io::R
         };
         let mut lens = Vec::with_capacity(mine.len());
         let mut ops = Vec::with_capacity(mine.len());
-        // Each index once, in order: the requests' buffers are disjoint borrows.
-        let mut it = reqs.iter_mut().enumerate();
-        for &i in &mine {
-            let req = loop {
-                match it.next() {
-                    Some((j, r)) if j == i => break r,
-                    Some(_) => {}
-                    None => unreachable!("indexes ascend"),
-                }
-            };
+        for (_, req) in reqs
+            .iter_mut()
+            .enumerate()
+            .filter(|(j, _)| mine.contains(j))
+        {
             match &mut req.op {
                 Op::Read(off, buf) => {
                     lens.push(buf.len());

@@ -94,6 +94,20 @@ fn same_data(a: &Path, b: &Path, size: u64) -> bool {
     a[r.clone()] == b[r]
 }
 
+/// A RAID 1 over a file `near` and the file `far` exported over NBD, in a temp dir.
+fn pair(tag: &str) -> (TempDir, PathBuf, PathBuf, Far, RaidArray) {
+    let dir = TempDir::new(tag);
+    let near = dir.file("near", DATA_OFFSET + PER_MEMBER);
+    let far_file = dir.file("far", DATA_OFFSET + PER_MEMBER);
+    let far = Far::serve(dir.path(), &far_file);
+    let array = RaidArray::create(
+        &[near.clone(), far.uri()],
+        &RaidConfig::new(RaidLevel::Raid1).chunk_size(CHUNK),
+    )
+    .expect("create over a file and an NBD export");
+    (dir, near, far_file, far, array)
+}
+
 fn read_all(array: &RaidArray) -> Vec<u8> {
     let mut buf = vec![0u8; array.size() as usize];
     array.read_at(0, &mut buf).expect("read");
@@ -102,15 +116,7 @@ fn read_all(array: &RaidArray) -> Vec<u8> {
 
 #[test]
 fn a_far_copy_over_nbd_is_written_synchronously_dropped_and_resynced_by_its_bitmap() {
-    let dir = TempDir::new("remote");
-    let near = dir.file("near", DATA_OFFSET + PER_MEMBER);
-    let far_file = dir.file("far", DATA_OFFSET + PER_MEMBER);
-    let mut far = Far::serve(dir.path(), &far_file);
-    let array = RaidArray::create(
-        &[near.clone(), far.uri()],
-        &RaidConfig::new(RaidLevel::Raid1).chunk_size(CHUNK),
-    )
-    .expect("create over a file and an NBD export");
+    let (dir, near, far_file, mut far, array) = pair("remote");
     let size = array.size();
     assert!(size >= 250 << 20, "{size}");
     let failed_seen = Arc::new(Mutex::new(Vec::new()));
@@ -211,15 +217,7 @@ fn a_far_copy_over_nbd_is_written_synchronously_dropped_and_resynced_by_its_bitm
 
 #[test]
 fn the_far_copy_alone_holds_every_acknowledged_write_and_takes_the_near_one_back() {
-    let dir = TempDir::new("remote-failover");
-    let near = dir.file("near", DATA_OFFSET + PER_MEMBER);
-    let far_file = dir.file("far", DATA_OFFSET + PER_MEMBER);
-    let mut far = Far::serve(dir.path(), &far_file);
-    let array = RaidArray::create(
-        &[near.clone(), far.uri()],
-        &RaidConfig::new(RaidLevel::Raid1).chunk_size(CHUNK),
-    )
-    .expect("create");
+    let (_dir, near, far_file, mut far, array) = pair("remote-failover");
     let size = array.size();
     let mut model = vec![0u8; size as usize];
     Rng::new(9).fill(&mut model[..FILLED]);

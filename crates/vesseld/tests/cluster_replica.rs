@@ -15,21 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{json, members, wait};
-use common::Daemon;
-
-fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}): see scripts/debian-packages.txt"));
-    assert!(
-        out.status.success(),
-        "{cmd} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{tool, Daemon};
 
 /// The far copy's record in etcd, as `etcdctl` in `ns` reads it.
 fn record(ns: &str, endpoints: &str, name: &str) -> serde_json::Value {
@@ -66,6 +52,40 @@ fn states(d: &Daemon, pool: &str) -> Vec<String> {
         .iter()
         .map(|m| m["state"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Writes `len` bytes of `byte` at `at` through the export `uri` (qemu-io), and the same
+/// into `want`, what the volume must hold.
+fn write(uri: &str, want: &mut [u8], byte: u8, at: usize, len: usize) {
+    let cmd = format!("write -P {byte:#x} {at} {len}");
+    tool("qemu-io", &["-f", "raw", "-c", &cmd, uri]);
+    want[at..at + len].fill(byte);
+}
+
+/// Whether a write of `len` bytes of `byte` at `at` through the export `uri` is refused
+/// (a refused write may still have reached some copy: its bytes are undefined).
+fn refused(uri: &str, byte: u8, at: usize, len: usize) -> bool {
+    let cmd = format!("write -P {byte:#x} {at} {len}");
+    !Command::new("qemu-io")
+        .args(["-f", "raw", "-c", &cmd, uri])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Whether the export `uri`, read whole into `file`, holds `want`.
+fn holds(uri: &str, file: &Path, want: &[u8]) -> bool {
+    tool("nbdcopy", &[uri, file.to_str().unwrap()]);
+    std::fs::read(file).unwrap() == want
+}
+
+/// Whether `d` answers for pool `rp` with both copies in.
+fn both_in(d: &Daemon) -> bool {
+    d.vessel(&["storage", "pool", "status", "rp", "--format", "json"])
+        .status
+        .success()
+        && states(d, "rp") == ["active", "active"]
 }
 
 /// The data and checksums of a raid1 member (everything after its 1 MiB header).
@@ -150,15 +170,15 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     std::fs::write(&src, &data).unwrap();
     tool("nbdcopy", &[src.to_str().unwrap(), &uri]);
     let back = d[0].dir.join("back.raw");
-    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
-    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    assert!(holds(&uri, &back, &data), "read back differs");
+    let mut want = data.clone();
     // Acknowledged (the client's disconnect flushes): the same bytes on both copies.
     assert!(body(&near_file) == body(&far_file), "the far copy differs");
 
     // m1's daemon dies (and with it the far copy's server): the next write marks the copy
     // out of date in etcd and goes on without it.
     d[1].kill(libc::SIGKILL);
-    tool("qemu-io", &["-f", "raw", "-c", "write -P 0xcd 4M 1M", &uri]);
+    write(&uri, &mut want, 0xcd, 4 << 20, 1 << 20);
     assert_eq!(states(&d[0], "rp"), ["active", "failed"]);
     assert_eq!(
         json(&d[0].ok(&["storage", "pool", "info", "rp", "--format", "json"]))["status"],
@@ -170,10 +190,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         (true.into(), "m1".into()),
         "{r}"
     );
-    tool(
-        "qemu-io",
-        &["-f", "raw", "-c", "write -P 0xef 9M 64k", &uri],
-    );
+    write(&uri, &mut want, 0xef, 9 << 20, 64 << 10);
 
     // m1 back: m0 gives the copy its slot back and resyncs what it missed.
     d[1].spawn();
@@ -186,12 +203,8 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         || record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false,
     );
     assert!(d[0].log().contains("far copy back: resynced and current"));
-    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
-    let mut want = data.clone();
-    want[4 << 20..5 << 20].fill(0xcd);
-    want[9 << 20..(9 << 20) + (64 << 10)].fill(0xef);
     assert!(
-        std::fs::read(&back).unwrap() == want,
+        holds(&uri, &back, &want),
         "read back differs after the re-add"
     );
     d[0].ok(&["storage", "pool", "status", "rp"]);
@@ -203,11 +216,10 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     // The copy on m0 failing stops writes (the far copy alone would leave m0's stale, and a
     // restart could assemble from it); replaced and rebuilt from the far copy, they go on.
     d[0].ok(&["storage", "pool", "repair", "rp", "fail", "--member", "0"]);
-    let held = Command::new("qemu-io")
-        .args(["-f", "raw", "-c", "write -P 0x31 1M 64k", &uri])
-        .output()
-        .unwrap();
-    assert!(!held.status.success(), "a write went to the far copy alone");
+    assert!(
+        refused(&uri, 0x31, 1 << 20, 64 << 10),
+        "a write went to the far copy alone"
+    );
     assert!(d[0]
         .log()
         .contains("does not go on with its far copy alone"));
@@ -226,16 +238,11 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         fresh.to_str().unwrap(),
     ]);
     wait("m0's copy rebuilt", Duration::from_secs(60), || {
-        states(&d[0], "rp") == ["active", "active"]
+        both_in(&d[0])
     });
-    tool(
-        "qemu-io",
-        &["-f", "raw", "-c", "write -P 0x31 1M 64k", &uri],
-    );
-    want[1 << 20..(1 << 20) + (64 << 10)].fill(0x31);
-    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    write(&uri, &mut want, 0x31, 1 << 20, 64 << 10);
     assert!(
-        std::fs::read(&back).unwrap() == want,
+        holds(&uri, &back, &want),
         "read back differs after the replacement"
     );
 
@@ -246,27 +253,17 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     wait(
         "the far copy back after m0's restart",
         Duration::from_secs(60),
-        || {
-            d[0].vessel(&["storage", "pool", "status", "rp", "--format", "json"])
-                .status
-                .success()
-                && states(&d[0], "rp") == ["active", "active"]
-        },
+        || both_in(&d[0]),
     );
-    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
     assert!(
-        std::fs::read(&back).unwrap() == want,
+        holds(&uri, &back, &want),
         "read back differs after the restart"
     );
 
     // A far copy out of date is not adopted: m1 dies, m0 writes on without it, then m0
     // dies too; m1 back finds its copy out of date and refuses to make a pool of it.
     d[1].kill(libc::SIGKILL);
-    tool(
-        "qemu-io",
-        &["-f", "raw", "-c", "write -P 0x42 2M 64k", &uri],
-    );
-    want[2 << 20..(2 << 20) + (64 << 10)].fill(0x42);
+    write(&uri, &mut want, 0x42, 2 << 20, 64 << 10);
     d[0].kill(libc::SIGKILL);
     d[1].spawn();
     wait("m1 back in the cluster", Duration::from_secs(20), || {
@@ -280,25 +277,14 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         .fails(&["storage", "pool", "info", "rp"])
         .contains("rp"));
     // m0 back: the copy is resynced and current again; then m0 is lost for good (its
-    // daemon killed, its address cut), and m1 adopts the copy: every acknowledged write is
-    // there.
+    // daemon killed), and m1 adopts the copy: every acknowledged write is there.
     d[0].spawn();
     wait(
         "the far copy current again",
         Duration::from_secs(60),
-        || {
-            d[0].vessel(&["storage", "pool", "status", "rp", "--format", "json"])
-                .status
-                .success()
-                && states(&d[0], "rp") == ["active", "active"]
-                && record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false
-        },
+        || both_in(&d[0]) && record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false,
     );
-    tool(
-        "qemu-io",
-        &["-f", "raw", "-c", "write -P 0x77 12M 128k", &uri],
-    );
-    want[12 << 20..(12 << 20) + (128 << 10)].fill(0x77);
+    write(&uri, &mut want, 0x77, 12 << 20, 128 << 10);
     d[0].kill(libc::SIGKILL);
     d[1].ok(&[
         "storage", "pool", "create", "rp2", "raid", "--adopt", "m0.rp",
@@ -333,26 +319,20 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     ]);
     let uri1 = format!("nbd+unix:///disk2?socket={sock1_s}");
     let back1 = d[1].dir.join("back1.raw");
-    tool("nbdcopy", &[&uri1, back1.to_str().unwrap()]);
     assert!(
-        std::fs::read(&back1).unwrap() == want,
+        holds(&uri1, &back1, &want),
         "the adopted copy lacks acknowledged writes"
     );
     // The old primary back can write there no more: its far copy is gone, and etcd no
     // longer lets it mark it out of date, so its writes are held back.
     d[0].spawn();
     std::thread::sleep(Duration::from_secs(3));
-    let held = Command::new("qemu-io")
-        .args(["-f", "raw", "-c", "write -P 0x99 0 64k", &uri])
-        .output()
-        .unwrap();
     assert!(
-        !held.status.success(),
+        refused(&uri, 0x99, 0, 64 << 10),
         "the old primary acknowledged a write"
     );
-    tool("nbdcopy", &[&uri1, back1.to_str().unwrap()]);
     assert!(
-        std::fs::read(&back1).unwrap() == want,
+        holds(&uri1, &back1, &want),
         "the old primary wrote to the adopted copy"
     );
     d[1].ok(&["storage", "export", "delete", "disk2"]);

@@ -8,26 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Daemon;
+use common::{tool, Daemon};
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// Runs a host tool and asserts success; returns stdout.
-#[track_caller]
-fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}): install it with scripts/setup.sh"));
-    assert!(
-        out.status.success(),
-        "{cmd} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn pool_names(d: &Daemon) -> Vec<String> {

@@ -6,7 +6,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use hyper_util::rt::TokioIo;
 use vessel_api::stream::RAW_PROTOCOL;
 use vessel_api::{MigrationEnd, MigrationIncoming};
 
@@ -43,22 +42,14 @@ pub async fn incoming_stream(
         .instances
         .incoming_socket(&name, &stream)
         .map_err(|e| scope.error(e))?;
-    let mut qemu = tokio::net::UnixStream::connect(&socket)
+    let qemu = tokio::net::UnixStream::connect(&socket)
         .await
         .map_err(|e| Error::conflict(format!("the waiting QEMU of {name} does not answer: {e}")))?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut member = TokioIo::new(upgraded);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut member, &mut qemu).await {
-                    tracing::debug!(instance = %name, error = %e, "migration stream ended");
-                }
-            }
-            Err(e) => tracing::warn!(instance = %name, error = %e, "migration upgrade failed"),
-        }
-    });
-    Ok(super::upgrade::switching_to(RAW_PROTOCOL))
+    Ok(super::upgrade::splice_raw(
+        &mut req,
+        qemu,
+        format!("migration of {name}: {stream}"),
+    ))
 }
 
 /// `PUT /1.0/instances/{name}/incoming`: the guest runs here, or the copy goes.

@@ -4,7 +4,6 @@
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use vessel_api::stream::RAW_PROTOCOL;
 use vessel_api::ReplicaCreate;
 
@@ -42,18 +41,12 @@ pub async fn nbd(
 ) -> Result<Response> {
     super::upgrade::check_upgrade_to(&req, RAW_PROTOCOL)?;
     let socket = app.cluster.replica_socket(&name)?;
-    let mut server = tokio::net::UnixStream::connect(&socket)
+    let server = tokio::net::UnixStream::connect(&socket)
         .await
         .map_err(|e| Error::conflict(format!("the far copies' NBD server does not answer: {e}")))?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut member = TokioIo::new(upgraded);
-                let _ = tokio::io::copy_bidirectional(&mut member, &mut server).await;
-            }
-            Err(e) => tracing::warn!(replica = %name, error = %e, "far copy upgrade failed"),
-        }
-    });
-    Ok(super::upgrade::switching_to(RAW_PROTOCOL))
+    Ok(super::upgrade::splice_raw(
+        &mut req,
+        server,
+        format!("far copy {name}"),
+    ))
 }

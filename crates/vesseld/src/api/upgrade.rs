@@ -65,6 +65,29 @@ pub(super) fn switching_to(protocol: &'static str) -> Response {
     r
 }
 
+/// Splices the connection of `req`, once upgraded to the raw protocol, to `peer` (a unix
+/// socket of this daemon: a waiting QEMU, a far copy's NBD server) until either side ends;
+/// answers the switch. `what` names it in the log.
+pub(super) fn splice_raw(
+    req: &mut axum::extract::Request,
+    mut peer: tokio::net::UnixStream,
+    what: String,
+) -> Response {
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut member = hyper_util::rt::TokioIo::new(upgraded);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut member, &mut peer).await {
+                    tracing::debug!(stream = %what, error = %e, "raw stream ended");
+                }
+            }
+            Err(e) => tracing::warn!(stream = %what, error = %e, "raw upgrade failed"),
+        }
+    });
+    switching_to(vessel_api::stream::RAW_PROTOCOL)
+}
+
 /// The display socket of a VM, connected before the client's connection is upgraded.
 pub(super) async fn vnc_display(app: &App, name: &str) -> Result<tokio::net::UnixStream> {
     let socket = app.instances.vnc_socket(name)?;

@@ -106,6 +106,15 @@ impl StorageService {
         }
     }
 
+    /// Takes pool `name`'s open driver out (its pool is deleted, or stale), for closing.
+    fn take_driver(&self, name: &str) -> Option<Arc<dyn PoolDriver>> {
+        self.inner
+            .drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+
     fn busy(&self) -> std::sync::MutexGuard<'_, ()> {
         self.inner.busy.lock().unwrap_or_else(|p| p.into_inner())
     }

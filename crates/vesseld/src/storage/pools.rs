@@ -218,13 +218,7 @@ impl StorageService {
             }
         }
         let view = self.pool_view(&rec);
-        let driver = self
-            .inner
-            .drivers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        if let Some(d) = driver {
+        if let Some(d) = self.take_driver(name) {
             d.close()?;
         }
         self.inner.pools.delete(name)?;

@@ -151,13 +151,7 @@ impl StorageService {
     /// Takes pool `pool` out: its far copy was adopted by `by`, so what is here is stale
     /// (and every write to it is held back already).
     fn stale(&self, pool: &str, by: &str) {
-        let driver = self
-            .inner
-            .drivers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pool);
-        if let Some(d) = driver {
+        if let Some(d) = self.take_driver(pool) {
             let _ = d.close();
         }
         tracing::error!(

@@ -539,6 +539,22 @@ pub fn wait_console(d: &Daemon, name: &str, needle: &str, timeout: Duration) -> 
     }
 }
 
+/// Runs a host tool and asserts success; returns stdout.
+#[track_caller]
+pub fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}): see scripts/debian-packages.txt"));
+    assert!(
+        out.status.success(),
+        "{cmd} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
