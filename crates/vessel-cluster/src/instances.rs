@@ -58,6 +58,10 @@ pub struct Asks {
     /// its own is lost (opaque here: the daemon's creation request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<serde_json::Value>,
+    /// The far copies (`MEMBER.POOL`) of the replicated pools its volumes are on: it fails
+    /// over only to the member keeping them, which adopts them first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
 }
 
 fn instance_key(project: &str, name: &str) -> String {

@@ -8,11 +8,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{json, members, nft, wait};
+use common::cluster::{json, members, nft, wait, Watch, CUT_ETCD, UNCUT};
 use common::Daemon;
 
 /// The HA instance's process: `sleep` with this argument, in whichever copy runs.
@@ -37,51 +35,9 @@ fn copies() -> usize {
         .count()
 }
 
-/// Counts the copies ten times a second until dropped; the most seen at once.
-struct Watch {
-    stop: Arc<AtomicBool>,
-    most: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watch {
-    fn start() -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let most = Arc::new(AtomicUsize::new(0));
-        let (s, m) = (stop.clone(), most.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                m.fetch_max(copies(), Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Watch {
-            stop,
-            most,
-            thread: Some(thread),
-        }
-    }
-
-    fn most(&self) -> usize {
-        self.most.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Every packet into and out of the namespace dropped (loopback too: its etcd member is cut
 /// off from the others).
 const CUT_ALL: &str = "table inet vessel_test_cut {\n chain in {\n  type filter hook input priority -300; policy drop;\n }\n chain out {\n  type filter hook output priority -300; policy drop;\n }\n}\n";
-/// Only the way to etcd's clients dropped: the member is alive but cut off from etcd.
-const CUT_ETCD: &str = "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n";
-const UNCUT: &str = "delete table inet vessel_test_cut\n";
 
 /// Where `ha1` runs and whether it answers, as `d` sees it: its member once an exec
 /// through `d` works.
@@ -160,7 +116,27 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         &format!("trap 'exit 0' TERM; sleep {MARK} & wait"),
     ]);
     assert_eq!(answering(&d[0]).as_deref(), Some("m1"));
-    let watch = Watch::start();
+    // ha2, also HA on m1, has a volume of a pool without a far copy: it cannot fail over.
+    d[1].ok(&["storage", "pool", "create", "local", "dir"]);
+    d[1].ok(&["storage", "volume", "create", "local", "keep"]);
+    d[1].ok(&[
+        "create",
+        "busybox",
+        "ha2",
+        "--no-network",
+        "--target",
+        "m1",
+        "-c",
+        "cluster.ha=true",
+        "--",
+        "sleep",
+        "86397",
+    ]);
+    d[1].ok(&[
+        "storage", "volume", "attach", "local", "keep", "ha2", "/srv",
+    ]);
+    d[1].ok(&["start", "ha2"]);
+    let watch = Watch::start(copies);
     // The index holds what makes it again (written within the index's next pass).
     std::thread::sleep(Duration::from_secs(3));
 
@@ -212,6 +188,14 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         d[0].log()
     );
     assert_eq!(copies(), 1);
+    // ha2 stays where its volume is, and the members say why.
+    wait("ha2 refused a failover", Duration::from_secs(10), || {
+        d[0].log()
+            .contains("its volume local/keep is on a pool without a far copy")
+    });
+    let v = json(&d[2].ok(&["list", "--format", "json"]));
+    let ha2 = v.as_array().unwrap().iter().find(|i| i["name"] == "ha2");
+    assert_eq!(ha2.map(|i| i["location"].clone()), Some("m1".into()), "{v}");
 
     // m1 back (its network, then its daemon): its copy is stale and goes; ha1 stays on m0.
     nft(&sb.hosts[1], UNCUT);
@@ -299,4 +283,5 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     assert_eq!(copies(), 1);
     d[0].ok(&["delete", "ha1", "--force"]);
     d[2].ok(&["delete", "anchor", "--force"]);
+    d[1].ok(&["delete", "ha2", "--force"]);
 }

@@ -82,7 +82,7 @@ pub async fn placement(
         .map(|g| format!("{}/{g}", vessel_api::DEFAULT_PROJECT));
     Ok(Json(
         app.cluster
-            .place(cpu, memory, policy, group.as_deref())
+            .place(cpu, memory, policy, group.as_deref(), None)
             .await?,
     )
     .into_response())

@@ -132,7 +132,7 @@ impl ClusterService {
                     let cpu = inst.limits.cpu.unwrap_or(0.0);
                     let memory = inst.limits.memory.unwrap_or(0);
                     let group = super::instances::group_of(project, &inst.config);
-                    match self.place(cpu, memory, None, group.as_deref()).await {
+                    match self.place(cpu, memory, None, group.as_deref(), None).await {
                         Err(e) => Err(e),
                         Ok(p) => {
                             op.progress(

@@ -29,6 +29,22 @@ const HEAL_EVERY: Duration = Duration::from_secs(1);
 /// The largest image fetched from another member for a failover.
 const MAX_IMAGE: u64 = 64 << 30;
 
+/// The request that makes `loc` again, from the index.
+fn restart_spec(loc: &Location) -> Result<InstanceCreate> {
+    let spec = loc
+        .asks
+        .restart
+        .clone()
+        .ok_or_else(|| Error::conflict("not highly available"))?;
+    serde_json::from_value(spec)
+        .map_err(|e| Error::internal(format!("the index's restart request does not parse: {e}")))
+}
+
+/// The pool of far copy `name` (`MEMBER.POOL`).
+fn pool_of(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(_, p)| p)
+}
+
 impl ClusterService {
     /// Fails over the HA instances of members offline for longer than the cluster's
     /// `healing_threshold`, while this member is live.
@@ -105,12 +121,26 @@ impl ClusterService {
                 if tried.contains(&id) {
                     continue;
                 }
+                // Volumes on replicated pools: only the keeper of their far copies can.
+                let keeper = match self.keeper(&cluster, &loc).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::warn!(instance = %loc.name, project = %loc.project, error = %e.message, "healing: it cannot fail over");
+                        tried.insert(id);
+                        continue;
+                    }
+                };
+                if keeper.as_deref().is_some_and(|k| k != me) {
+                    tracing::debug!(instance = %loc.name, keeper = ?keeper, "healing: the keeper of its volumes' far copies takes it over");
+                    continue;
+                }
                 match self
                     .place(
                         loc.asks.cpu,
                         loc.asks.memory,
                         None,
                         loc.asks.group.as_deref(),
+                        keeper.as_deref(),
                     )
                     .await
                 {
@@ -151,15 +181,85 @@ impl ClusterService {
         }
     }
 
+    /// The member that alone can take `loc` over: the one keeping the far copies of the
+    /// replicated pools its volumes are on (`None`: it has no such volumes, any member can).
+    /// An error when it cannot fail over at all: a volume on a pool without a far copy, a
+    /// copy out of date (its primary acknowledged writes the copy lacks), copies on different
+    /// members.
+    async fn keeper(&self, cluster: &Cluster, loc: &Location) -> Result<Option<String>> {
+        let spec = restart_spec(loc)?;
+        let replicated: Vec<&str> = loc.asks.replicas.iter().map(|r| pool_of(r)).collect();
+        if let Some(v) = spec
+            .volumes
+            .iter()
+            .find(|v| !replicated.contains(&v.pool.as_str()))
+        {
+            return Err(Error::conflict(format!(
+                "its volume {}/{} is on a pool without a far copy on another member (an HA \
+                 instance's volumes fail over with it only from a replicated pool: `vessel \
+                 storage pool create POOL raid --replica MEMBER`)",
+                v.pool, v.volume
+            )));
+        }
+        let mut keeper: Option<String> = None;
+        for name in &loc.asks.replicas {
+            let state = cluster
+                .replica(name)
+                .await
+                .map_err(from_cluster)?
+                .ok_or_else(|| Error::conflict(format!("far copy {name} has no record")))?;
+            let k = if state.primary == loc.member {
+                if state.outdated {
+                    return Err(Error::conflict(format!(
+                        "far copy {name} on {} is out of date ({} acknowledged writes it \
+                         lacks): the data is on {} alone",
+                        state.member, loc.member, loc.member
+                    )));
+                }
+                state.member
+            } else {
+                // Adopted already (for another instance on the same pool): its adopter.
+                state.primary
+            };
+            match &keeper {
+                Some(other) if *other != k => {
+                    return Err(Error::conflict(format!(
+                        "its volumes' far copies are on different members ({other}, {k})"
+                    )))
+                }
+                _ => keeper = Some(k),
+            }
+        }
+        Ok(keeper)
+    }
+
+    /// Makes the pool of far copy `name` kept here this member's own, unless it is already
+    /// (adopted for another instance on it).
+    async fn adopt_for_failover(
+        &self,
+        cluster: &Cluster,
+        me: &str,
+        instances: &crate::instance::InstanceService,
+        name: &str,
+    ) -> Result<()> {
+        let pool = pool_of(name);
+        let state = cluster.replica(name).await.map_err(from_cluster)?;
+        if state.as_ref().is_some_and(|s| s.primary == me) {
+            return instances.storage.pool_get(pool).map(|_| ());
+        }
+        if instances.storage.pool_get(pool).is_ok() {
+            return Err(Error::conflict(format!(
+                "a pool named {pool} exists here already: far copy {name} cannot become it"
+            )));
+        }
+        let (file, from) = self.replica_adopt(name).await?;
+        instances.adopt_pool(pool, name, file, &from).await
+    }
+
     /// Takes `loc` over for this member and makes and starts it here; `false` when another
     /// member took it first or its own came back.
     async fn fail_over(&self, cluster: &Cluster, me: &str, loc: &Location) -> Result<bool> {
-        let Some(spec) = loc.asks.restart.clone() else {
-            return Ok(false);
-        };
-        let spec: InstanceCreate = serde_json::from_value(spec).map_err(|e| {
-            Error::internal(format!("the index's restart request does not parse: {e}"))
-        })?;
+        let spec = restart_spec(loc)?;
         let Some(instances) = self.inner.instances.get().cloned() else {
             return Ok(false);
         };
@@ -183,6 +283,10 @@ impl ClusterService {
                 instance = %loc.name, project = %loc.project, from = %loc.member, token,
                 "healing: taken over; making it here"
             );
+            for name in &loc.asks.replicas {
+                self.adopt_for_failover(cluster, me, &instances, name)
+                    .await?;
+            }
             if !instances.has_image(&spec.image) {
                 self.fetch_image(&loc.project, &spec.image).await?;
             }

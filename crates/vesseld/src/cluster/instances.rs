@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
+use vessel_api::InstanceCreate;
 use vessel_cluster::{Asks, Cluster};
 
 use super::forward::{self, Splice, Target};
@@ -53,7 +54,18 @@ fn asks(
         memory: limits.memory.unwrap_or(0),
         group: group_of(project, config),
         restart: None,
+        replicas: Vec::new(),
     }
+}
+
+/// The far copies of the replicated pools `spec`'s volumes are on, each once.
+fn replicas_of(instances: &crate::instance::InstanceService, spec: &InstanceCreate) -> Vec<String> {
+    let pools: BTreeSet<&str> = spec.volumes.iter().map(|v| v.pool.as_str()).collect();
+    pools
+        .into_iter()
+        .filter_map(|p| instances.storage.pool_replica(p))
+        .map(|r| r.name)
+        .collect()
 }
 
 impl ClusterService {
@@ -149,7 +161,7 @@ impl ClusterService {
         };
         let chosen = match target {
             Some(t) => t.to_string(),
-            None => self.place(cpu, memory, None, group).await?.member,
+            None => self.place(cpu, memory, None, group, None).await?.member,
         };
         if chosen == me {
             return Ok(None);
@@ -707,9 +719,11 @@ impl ClusterService {
                         if crate::instance::ha::is_ha(&i.config) {
                             ha.insert((p.to_string(), n.to_string()));
                             // Only what runs is started elsewhere when this member is lost.
-                            asks.restart = instances
-                                .and_then(|s| s.restart_request(i))
-                                .and_then(|r| serde_json::to_value(r).ok());
+                            let spec = instances.and_then(|s| s.restart_request(i));
+                            if let (Some(s), Some(spec)) = (instances, &spec) {
+                                asks.replicas = replicas_of(s, spec);
+                            }
+                            asks.restart = spec.and_then(|r| serde_json::to_value(r).ok());
                         }
                         ((p.to_string(), n.to_string()), asks)
                     })

@@ -716,13 +716,15 @@ impl ClusterService {
     /// `GET /1.0/cluster/placement`: the member the scheduler (`vessel-placement`) would
     /// choose for a new instance asking for `cpu` cores and `memory` bytes, from the members'
     /// capacity, what their instances ask for (the cluster's instance index, current from
-    /// the moment a name is claimed) and whether they are online.
+    /// the moment a name is claimed) and whether they are online; `target`: whether that
+    /// member can take it.
     pub async fn place(
         &self,
         cpu: f64,
         memory: u64,
         policy: Option<&str>,
         group: Option<&str>,
+        target: Option<&str>,
     ) -> Result<ClusterPlacement> {
         let policy = match policy {
             Some(p) => p.to_string(),
@@ -757,7 +759,7 @@ impl ClusterService {
         if let Some(g) = group {
             req = req.in_group(g);
         }
-        let i = vessel_placement::place(&members, &req, policy, None)
+        let i = vessel_placement::place(&members, &req, policy, target)
             .map_err(|e| Error::conflict(e.to_string()))?;
         Ok(ClusterPlacement {
             member: members[i].name.clone(),

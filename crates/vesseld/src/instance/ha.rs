@@ -120,8 +120,63 @@ impl InstanceService {
     /// including what the store has not recorded yet).
     pub fn restart_request(&self, inst: &vessel_api::Instance) -> Option<InstanceCreate> {
         let now = self.pending.apply(inst.clone());
-        matches!(now.status, InstanceStatus::Running | InstanceStatus::Frozen)
-            .then(|| self.recreate_request(&now, &now.name, true))
+        if !matches!(now.status, InstanceStatus::Running | InstanceStatus::Frozen) {
+            return None;
+        }
+        let mut req = self.recreate_request(&now, &now.name, true);
+        // Its volumes too (those of a replicated pool are there after a failover; one of a
+        // pool without a far copy keeps it from failing over).
+        req.volumes = self
+            .storage
+            .volumes_by_instance()
+            .ok()?
+            .remove(&now.name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| vessel_api::VolumeDevice {
+                pool: v.pool,
+                volume: v.volume,
+                path: v.path,
+            })
+            .collect();
+        Some(req)
+    }
+
+    /// Makes pool `pool` of far copy `name` kept here, for the failover of an HA instance
+    /// whose volumes are on it (the cluster swapped the roles and gave the copy's `file`;
+    /// `from` is the lost primary).
+    pub async fn adopt_pool(
+        &self,
+        pool: &str,
+        name: &str,
+        file: PathBuf,
+        from: &str,
+    ) -> Result<()> {
+        let req = vessel_api::PoolCreate {
+            name: pool.to_string(),
+            driver: vessel_api::PoolDriver::Raid,
+            sources: Vec::new(),
+            size: None,
+            members: None,
+            level: None,
+            chunk_size: None,
+            replica: None,
+            adopt: Some(name.to_string()),
+            config: Default::default(),
+            description: format!("adopted from far copy {name} for a failover"),
+        };
+        let (storage, from) = (self.storage.clone(), from.to_string());
+        let op = self.ops.spawn(
+            format!("Adopting far copy {name} as pool {pool} for a failover"),
+            vec![format!("/1.0/storage/pools/{pool}")],
+            false,
+            move |op| async move {
+                tokio::task::spawn_blocking(move || storage.pool_adopt(req, file, &from, &op))
+                    .await
+                    .map_err(|e| Error::internal(format!("storage task: {e}")))?
+            },
+        );
+        self.wait_ok(&op.id).await
     }
 
     /// Imports the image archive `upload` (in `staging`, which goes) under `fingerprint`.

@@ -93,3 +93,49 @@ pub fn nft(ns: &str, script: &str) {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
 }
+
+/// Only the way to etcd's clients dropped: the member is alive but cut off from etcd.
+pub const CUT_ETCD: &str = "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n";
+/// Takes a cut away again.
+pub const UNCUT: &str = "delete table inet vessel_test_cut\n";
+
+/// Counts ten times a second with `count` until dropped (an instance's processes on the
+/// host); the most seen at once.
+pub struct Watch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    pub fn start(count: fn() -> usize) -> Watch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, m) = (stop.clone(), most.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                m.fetch_max(count(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Watch {
+            stop,
+            most,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
