@@ -168,6 +168,10 @@ pub struct PoolRepair {
     /// size when it does not exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `replace` in a cluster, instead of `path`: the member to keep the new member as a far
+    /// copy (a `raid1` pool without one, such as a pool adopted from a far copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// `replace`: upper bound on bytes rebuilt per second, leaving I/O to the instances
     /// (default: full speed).
     #[serde(default, skip_serializing_if = "Option::is_none")]

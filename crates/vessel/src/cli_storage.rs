@@ -139,7 +139,7 @@ pub enum PoolCommand {
     },
     /// raid pools: take a member out, rebuild one onto a new disk, or scrub.
     #[command(
-        after_help = "Examples:\n  vessel storage pool repair safe fail --member 2\n  vessel storage pool repair safe replace --member 2 --path /srv/disks/new.img\n  vessel storage pool repair safe scrub"
+        after_help = "Examples:\n  vessel storage pool repair safe fail --member 2\n  vessel storage pool repair safe replace --member 2 --path /srv/disks/new.img\n  vessel storage pool repair safe scrub\n  vessel storage pool repair rp replace --member 0 --replica m2   # a far copy on member m2 (cluster)"
     )]
     Repair {
         /// Pool name.
@@ -153,6 +153,10 @@ pub enum PoolCommand {
         /// The replacement disk or file (replace); a file is created when missing.
         #[arg(long)]
         path: Option<PathBuf>,
+        /// replace, in a cluster, instead of --path: the member to keep the new member as a
+        /// far copy (a raid1 pool without one, such as one adopted from a far copy).
+        #[arg(long, value_name = "MEMBER", conflicts_with = "path")]
+        replica: Option<String>,
         /// replace: rebuild at most this many bytes per second (e.g. 50MB).
         #[arg(long)]
         rate: Option<String>,

@@ -80,12 +80,12 @@ fn holds(uri: &str, file: &Path, want: &[u8]) -> bool {
     std::fs::read(file).unwrap() == want
 }
 
-/// Whether `d` answers for pool `rp` with both copies in.
-fn both_in(d: &Daemon) -> bool {
-    d.vessel(&["storage", "pool", "status", "rp", "--format", "json"])
+/// Whether `d` answers for pool `pool` with both copies in.
+fn both_in(d: &Daemon, pool: &str) -> bool {
+    d.vessel(&["storage", "pool", "status", pool, "--format", "json"])
         .status
         .success()
-        && states(d, "rp") == ["active", "active"]
+        && states(d, pool) == ["active", "active"]
 }
 
 /// The data and checksums of a raid1 member (everything after its 1 MiB header).
@@ -238,7 +238,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         fresh.to_str().unwrap(),
     ]);
     wait("m0's copy rebuilt", Duration::from_secs(60), || {
-        both_in(&d[0])
+        both_in(&d[0], "rp")
     });
     write(&uri, &mut want, 0x31, 1 << 20, 64 << 10);
     assert!(
@@ -253,7 +253,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     wait(
         "the far copy back after m0's restart",
         Duration::from_secs(60),
-        || both_in(&d[0]),
+        || both_in(&d[0], "rp"),
     );
     assert!(
         holds(&uri, &back, &want),
@@ -282,7 +282,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     wait(
         "the far copy current again",
         Duration::from_secs(60),
-        || both_in(&d[0]) && record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false,
+        || both_in(&d[0], "rp") && record(&sb.hosts[0], &endpoints, "m0.rp")["outdated"] == false,
     );
     write(&uri, &mut want, 0x77, 12 << 20, 128 << 10);
     d[0].kill(libc::SIGKILL);
@@ -335,8 +335,72 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         holds(&uri1, &back1, &want),
         "the old primary wrote to the adopted copy"
     );
+
+    // The adopted pool gets a far copy of its own, on m2, in the lost copy's slot (bad
+    // requests first); once rebuilt and recorded current, m1 can be lost in turn: m2 adopts
+    // it with every acknowledged write.
+    let repair = |d: &Daemon, args: &[&str]| {
+        let mut all = vec!["storage", "pool", "repair", "rp2", "replace"];
+        all.extend_from_slice(args);
+        d.vessel(&all)
+    };
+    let e = repair(&d[1], &["--member", "1", "--replica", "m2"]);
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("in use"),
+        "{e:?}"
+    );
+    let e = repair(&d[1], &["--member", "0", "--replica", "m1"]);
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("another member"),
+        "{e:?}"
+    );
+    let made = repair(&d[1], &["--member", "0", "--replica", "m2"]);
+    assert!(made.status.success(), "{made:?}");
+    wait(
+        "rp2's new far copy rebuilt and current",
+        Duration::from_secs(60),
+        || both_in(&d[1], "rp2") && record(&sb.hosts[1], &endpoints, "m1.rp2")["outdated"] == false,
+    );
+    let r = record(&sb.hosts[1], &endpoints, "m1.rp2");
+    assert_eq!(
+        (r["primary"].clone(), r["member"].clone()),
+        ("m1".into(), "m2".into()),
+        "{r}"
+    );
+    write(&uri1, &mut want, 0x55, 14 << 20, 256 << 10);
+    d[1].kill(libc::SIGKILL);
+    d[2].ok(&[
+        "storage", "pool", "create", "rp3", "raid", "--adopt", "m1.rp2",
+    ]);
+    let sock2 = d[2].dir.join("rp3.sock");
+    let sock2_s = sock2.to_str().unwrap();
+    d[2].ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk3",
+        "rp3",
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock2_s,
+    ]);
+    let uri2 = format!("nbd+unix:///disk3?socket={sock2_s}");
+    assert!(
+        holds(&uri2, &d[2].dir.join("back2.raw"), &want),
+        "the copy adopted a second time lacks acknowledged writes"
+    );
+    d[2].ok(&["storage", "export", "delete", "disk3"]);
+    d[2].ok(&["storage", "volume", "delete", "rp3", "disk"]);
+    d[2].ok(&["storage", "pool", "delete", "rp3"]);
+    // m1 back finds its pool stale and deletes it.
+    d[1].spawn();
+    wait("m1's pool stale", Duration::from_secs(20), || {
+        d[1].ok(&["storage", "pool", "info", "rp2"])
+            .contains("stale")
+    });
     d[1].ok(&["storage", "export", "delete", "disk2"]);
-    d[1].ok(&["storage", "volume", "delete", "rp2", "disk"]);
     d[1].ok(&["storage", "pool", "delete", "rp2"]);
 
     // On the old primary the pool is stale (unavailable, saying why) and can only go; the

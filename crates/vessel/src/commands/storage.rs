@@ -189,6 +189,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             action,
             member,
             path,
+            replica,
             rate,
             force,
         } => {
@@ -208,6 +209,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                     action: action.into(),
                     member,
                     path,
+                    replica,
                     rate,
                     force,
                 },

@@ -62,7 +62,11 @@ pub async fn pools_create(
                 Some(member) => {
                     op.progress(Some(5), &format!("making the far copy on {member}"));
                     let size = req.size.unwrap_or(0);
-                    Some(cluster.replica_prepare(&req.name, &member, size).await?)
+                    Some(
+                        cluster
+                            .replica_prepare(&req.name, &member, size, 1, false)
+                            .await?,
+                    )
                 }
                 None => None,
             };
@@ -106,7 +110,7 @@ pub async fn pool_repair(
 ) -> Result<Response> {
     let (p, r) = (pool.clone(), req.clone());
     blocking(&app, move |s| s.repair_check(&p, &r)).await?;
-    let s = app.storage.clone();
+    let (s, cluster) = (app.storage.clone(), app.cluster.clone());
     let what = match req.action.as_str() {
         "scrub" => format!("Scrubbing storage pool {pool}"),
         "replace" => format!("Rebuilding a member of storage pool {pool}"),
@@ -117,9 +121,30 @@ pub async fn pool_repair(
         vec![format!("/1.0/storage/pools/{pool}")],
         false,
         move |op| async move {
-            tokio::task::spawn_blocking(move || s.repair(&pool, req, &op))
+            let Some(member) = req.replica.clone() else {
+                return tokio::task::spawn_blocking(move || s.repair(&pool, req, &op))
+                    .await
+                    .map_err(|e| Error::internal(format!("storage task: {e}")))?;
+            };
+            // A new far copy: made on its member (recorded out of date until it is
+            // rebuilt), then rebuilt onto from here.
+            op.progress(Some(5), &format!("making the far copy on {member}"));
+            let (p, st) = (pool.clone(), s.clone());
+            let size = tokio::task::spawn_blocking(move || st.far_copy_size(&p))
                 .await
-                .map_err(|e| Error::internal(format!("storage task: {e}")))?
+                .map_err(|e| Error::internal(format!("storage task: {e}")))??;
+            let slot = req.member.unwrap_or(0);
+            let (far, uri) = cluster
+                .replica_prepare(&pool, &member, size, slot, true)
+                .await?;
+            let forget = far.clone();
+            let made = tokio::task::spawn_blocking(move || s.repair_far(&pool, req, far, uri, &op))
+                .await
+                .map_err(|e| Error::internal(format!("storage task: {e}")))?;
+            if made.is_err() {
+                cluster.replica_forget(&forget.member, &forget.name).await;
+            }
+            made
         },
     );
     Ok(accepted(op))

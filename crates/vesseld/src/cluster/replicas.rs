@@ -252,13 +252,16 @@ impl ClusterService {
     }
 
     /// On a pool's member: has `member` keep a far copy of `size` bytes for pool `pool`,
-    /// records it current in etcd and starts its relay; returns where it is and the member
-    /// URI the RAID engine opens.
+    /// records it in etcd (current, or `outdated` when it is yet to be rebuilt) and starts
+    /// its relay; returns where it is (as slot `slot`) and the member URI the RAID engine
+    /// opens.
     pub async fn replica_prepare(
         &self,
         pool: &str,
         member: &str,
         size: u64,
+        slot: u32,
+        outdated: bool,
     ) -> Result<(crate::storage::ReplicaRef, String)> {
         let Some((cluster, me)) = self.live_member().await else {
             return Err(Error::conflict(
@@ -290,7 +293,7 @@ impl ClusterService {
         let state = ReplicaState {
             primary: me,
             member: member.to_string(),
-            outdated: false,
+            outdated,
         };
         cluster
             .set_replica(&name, &state)
@@ -300,6 +303,7 @@ impl ClusterService {
         let far = crate::storage::ReplicaRef {
             member: member.to_string(),
             name: name.clone(),
+            slot,
         };
         Ok((far, crate::storage::replica_uri(&name, &socket)))
     }

@@ -270,7 +270,21 @@ impl StorageService {
 
     /// Checks a repair request.
     pub fn repair_check(&self, name: &str, req: &PoolRepair) -> Result<()> {
-        check_repair(&self.pool_record(name)?, req)
+        check_repair(&self.pool_record(name)?, req)?;
+        let m = req.member.unwrap_or(0);
+        if req.replica.is_some()
+            && self
+                .driver(name)?
+                .members()
+                .iter()
+                .any(|s| s.index == m && s.state == "active")
+        {
+            return Err(Error::conflict(format!(
+                "member {m} of pool {name:?} is in use: a far copy takes the place of a member \
+                 that failed or is missing"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs a repair (blocking; inside an operation).
@@ -280,6 +294,11 @@ impl StorageService {
         let progress = |p: u8, stage: &str| op.progress(Some(p), stage);
         match req.action.as_str() {
             "fail" => d.fail_member(req.member.unwrap_or(0), req.force)?,
+            "replace" if req.replica.is_some() => {
+                return Err(Error::internal(
+                    "a far copy is made by the cluster (repair_far)",
+                ))
+            }
             "replace" => {
                 let m = req.member.unwrap_or(0);
                 let path = PathBuf::from(req.path.clone().unwrap_or_default());
@@ -452,13 +471,37 @@ pub(super) fn check_repair(rec: &PoolRecord, req: &PoolRepair) -> Result<()> {
                     rec.sources.len() - 1
                 )));
             }
-            if req.action == "replace" {
-                let p = req.path.as_deref().ok_or_else(|| {
-                    Error::invalid("replace needs the new member's path (--path FILE)")
-                })?;
-                if !p.starts_with('/') {
-                    return Err(Error::invalid(format!("{p:?} is not an absolute path")));
+            if req.action != "replace" {
+                return Ok(());
+            }
+            if let Some(member) = &req.replica {
+                if req.path.is_some() {
+                    return Err(Error::invalid(
+                        "give the new member's path (--path) or a member to keep it as a far \
+                         copy (--replica), not both",
+                    ));
                 }
+                if let Some(far) = &rec.replica {
+                    return Err(Error::conflict(format!(
+                        "pool {name:?} has its far copy on {} already",
+                        far.member
+                    )));
+                }
+                if rec.level.as_deref() != Some("raid1") || rec.sources.len() != 2 {
+                    return Err(Error::invalid(format!(
+                        "a far copy (--replica {member}) is for raid1 pools of two members"
+                    )));
+                }
+                return Ok(());
+            }
+            let p = req.path.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "replace needs the new member's path (--path FILE), or in a cluster a \
+                     member to keep it as a far copy (--replica MEMBER)",
+                )
+            })?;
+            if !p.starts_with('/') {
+                return Err(Error::invalid(format!("{p:?} is not an absolute path")));
             }
             Ok(())
         }
@@ -581,6 +624,7 @@ mod tests {
             action: action.into(),
             member,
             path: path.map(str::to_string),
+            replica: None,
             rate: None,
             force: false,
         };
@@ -606,5 +650,25 @@ mod tests {
         let dir = pool("d", DriverKind::Dir, &["/srv"]);
         let e = check_repair(&dir, &repair("scrub", None, None)).unwrap_err();
         assert!(e.message.contains("is a dir pool"), "{e}");
+
+        // A far copy in place of a member: raid1 of two, none yet, no path besides.
+        let far = |path: Option<&str>| PoolRepair {
+            replica: Some("m2".into()),
+            ..repair("replace", Some(0), path)
+        };
+        let mut mirror = pool("rp", DriverKind::Raid, &["/lost", "/m1"]);
+        mirror.level = Some("raid1".into());
+        check_repair(&mirror, &far(None)).unwrap();
+        let e = check_repair(&mirror, &far(Some("/new"))).unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+        let e = check_repair(&raid, &far(None)).unwrap_err();
+        assert!(e.message.contains("raid1 pools of two"), "{e}");
+        mirror.replica = Some(super::super::replicas::ReplicaRef {
+            member: "m1".into(),
+            name: "m0.rp".into(),
+            slot: 1,
+        });
+        let e = check_repair(&mirror, &far(None)).unwrap_err();
+        assert!(e.message.contains("far copy on m1 already"), "{e}");
     }
 }

@@ -346,7 +346,8 @@ impl PoolDriver for RaidPool {
         placed: &dyn Fn() -> Result<()>,
         progress: Progress,
     ) -> Result<()> {
-        if !path.exists() {
+        // A far copy (an NBD URI) is made by its keeper; a file that is not there, here.
+        if !path.exists() && vessel_raid::member::parse_nbd_uri(path).is_none() {
             let size = self
                 .array
                 .status()

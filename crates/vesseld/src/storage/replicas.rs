@@ -20,8 +20,13 @@ use crate::error::{Error, Result};
 /// How often a far copy that is out is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
-/// The slot of the far copy in a replicated pool.
+/// The slot of the far copy in a replicated pool made with it (an adopted pool given a
+/// far copy has it where the lost copy was).
 const FAR_SLOT: u32 = 1;
+
+fn far_slot() -> u32 {
+    FAR_SLOT
+}
 
 /// What a replicated pool needs of the cluster.
 pub trait ReplicaLink: Send + Sync {
@@ -54,6 +59,9 @@ pub struct ReplicaRef {
     pub member: String,
     /// Its name there (`MEMBER.POOL` of the primary).
     pub name: String,
+    /// Its slot in the pool.
+    #[serde(default = "far_slot")]
+    pub slot: u32,
 }
 
 /// The member URI of far copy `name` reached through `socket`.
@@ -78,15 +86,22 @@ impl StorageService {
         let home = self.inner.root.join(&req.name);
         std::fs::create_dir_all(&home)
             .map_err(|e| Error::internal(format!("creating {}: {e}", home.display())))?;
-        let member = home.join("member1.img");
+        // The copy's slot, as its superblock says (1, unless its pool got it in place of a
+        // lost member); the other was the copy on the lost member: a path not here.
+        let slot = vessel_raid::member::Member::open(&file)
+            .ok()
+            .and_then(|m| m.read_superblock().ok()?.ok())
+            .map_or(1, |sb| sb.index as usize);
+        let member = home.join(format!("member{slot}.img"));
         std::fs::rename(&file, &member)
             .map_err(|e| Error::internal(format!("{}: {e}", file.display())))?;
-        // Slot 0 was the copy on the lost member: a path that does not exist here.
-        let lost = home.join(format!("member0-on-{from}.img"));
+        let lost = home.join(format!("member{}-on-{from}.img", 1 - slot.min(1)));
+        let mut sources = vec![lost.display().to_string(); 2];
+        sources[slot.min(1)] = member.display().to_string();
         let rec = PoolRecord {
             name: req.name.clone(),
             driver: vessel_api::PoolDriver::Raid,
-            sources: vec![lost.display().to_string(), member.display().to_string()],
+            sources,
             level: Some("raid1".into()),
             created_files: vec![member.display().to_string()],
             created_dir: Some(home.display().to_string()),
@@ -148,6 +163,56 @@ impl StorageService {
         Ok(())
     }
 
+    /// The size of a far copy of pool `name`: that of its member files here.
+    pub fn far_copy_size(&self, name: &str) -> Result<u64> {
+        let rec = self.pool_record(name)?;
+        rec.sources
+            .iter()
+            .filter_map(|s| std::fs::metadata(s).ok())
+            .map(|m| m.len())
+            .max()
+            .ok_or_else(|| Error::conflict(format!("pool {name:?} has no member file here")))
+    }
+
+    /// Gives raid1 pool `name` a far copy (`far`, reached at member URI `uri`) in the slot
+    /// `req.member`, which must be out (an adopted pool's lost copy): the failure hook is
+    /// armed first, then the slot is given the far copy and rebuilt onto it. The loop
+    /// records it current once it is in.
+    pub fn repair_far(
+        &self,
+        name: &str,
+        req: vessel_api::PoolRepair,
+        far: ReplicaRef,
+        uri: String,
+        op: &crate::operations::OpHandle,
+    ) -> Result<()> {
+        self.repair_check(name, &req)?;
+        let d = self.driver(name)?;
+        let m = req.member.unwrap_or(0);
+        let far = ReplicaRef { slot: m, ..far };
+        let mut rec = self.pool_record(name)?;
+        rec.replica = Some(far.clone());
+        self.arm_replica(&rec, &d);
+        let placed = || -> Result<()> {
+            let _g = self.busy();
+            let mut rec = self.pool_record(name)?;
+            rec.sources[m as usize] = uri.clone();
+            rec.replica = Some(far.clone());
+            Ok(self.inner.pools.put(name, &rec)?)
+        };
+        let progress = |p: u8, stage: &str| op.progress(Some(p), stage);
+        d.replace_member(m, std::path::Path::new(&uri), req.rate, &placed, &progress)?;
+        self.replica_guard(name)
+            .current_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(pool = name, member = %far.member, slot = m, "far copy made and rebuilt; recorded current next");
+        self.inner.events.lifecycle(
+            "storage-pool-replace",
+            &format!("/1.0/storage/pools/{name}"),
+        );
+        Ok(())
+    }
+
     /// Takes pool `pool` out: its far copy was adopted by `by`, so what is here is stale
     /// (and every write to it is held back already).
     fn stale(&self, pool: &str, by: &str) {
@@ -196,7 +261,7 @@ impl StorageService {
         let pool = rec.name.clone();
         let guard = self.replica_guard(&pool);
         driver.on_member_failed(Box::new(move |slot| {
-            if slot as u32 != FAR_SLOT {
+            if slot as u32 != far.slot {
                 // Going on with the far copy alone would leave the copy here stale, and a
                 // restart could assemble the pool from it: writes stop instead.
                 let why = format!(
@@ -260,7 +325,7 @@ impl StorageService {
                 let far_state = driver
                     .members()
                     .iter()
-                    .find(|m| m.index == FAR_SLOT)
+                    .find(|m| m.index == far.slot)
                     .map(|m| m.state.clone())
                     .unwrap_or_default();
                 let guard = self.replica_guard(&rec.name);
@@ -296,7 +361,7 @@ impl StorageService {
                             link.mark(&far.name, &far.member, true)
                                 .map_err(Error::conflict)?;
                         }
-                        driver.readd_member(FAR_SLOT, &uri)?;
+                        driver.readd_member(far.slot, &uri)?;
                     }
                     // Current only if it is still in: a failure since then marks it out
                     // of date after this, in this order.
@@ -304,7 +369,7 @@ impl StorageService {
                     let still_in = driver
                         .members()
                         .iter()
-                        .any(|m| m.index == FAR_SLOT && m.state == "active");
+                        .any(|m| m.index == far.slot && m.state == "active");
                     if !still_in {
                         return Ok(false);
                     }
