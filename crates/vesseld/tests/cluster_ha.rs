@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{json, members, nft, wait, Watch, CUT_ETCD, UNCUT};
+use common::cluster::{json, members, nft, wait, Watch, CUT_ALL, CUT_ETCD, UNCUT};
 use common::Daemon;
 
 /// The HA instance's process: `sleep` with this argument, in whichever copy runs.
@@ -34,10 +34,6 @@ fn copies() -> usize {
         })
         .count()
 }
-
-/// Every packet into and out of the namespace dropped (loopback too: its etcd member is cut
-/// off from the others).
-const CUT_ALL: &str = "table inet vessel_test_cut {\n chain in {\n  type filter hook input priority -300; policy drop;\n }\n chain out {\n  type filter hook output priority -300; policy drop;\n }\n}\n";
 
 /// Where `ha1` runs and whether it answers, as `d` sees it: its member once an exec
 /// through `d` works.

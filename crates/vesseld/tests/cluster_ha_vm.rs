@@ -3,17 +3,19 @@
 //! The guest writes a numbered record with its boot id into the disk five times a second,
 //! each synced before the next. m1 is cut off from etcd, alive: it fences itself (its VM
 //! stops), and m0, the keeper of the far copy, adopts the pool and starts the VM with the
-//! disk attached, timed from the cut. The records on the disk are then the proof: one
-//! unbroken count, the first boot's records up to at least the last one seen acknowledged
-//! before the cut, then the second boot's, never the two interleaved; and no QEMU of the VM
-//! is ever seen running twice on the host. m1 back deletes its stale copy and finds its pool
-//! stale.
+//! disk attached, timed from the cut. The adopted pool is given a new far copy on m2; then
+//! m0's daemon is killed and its network cut: its watchdog stops the VM and m2 adopts the
+//! pool and starts it. The records on the disk are the proof: one unbroken count, each
+//! boot's records from where the one before stopped, at least up to the last one seen
+//! acknowledged before the cut or kill, never two boots interleaved; and no QEMU of the VM
+//! is ever seen running twice on the host. A member back deletes its stale copy and finds its
+//! pool stale.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{json, members, nft, wait, Watch, CUT_ETCD, UNCUT};
+use common::cluster::{json, members, nft, wait, Watch, CUT_ALL, CUT_ETCD, UNCUT};
 use common::Daemon;
 
 /// Finds the 16 MiB data disk as `$D` (32768 sectors).
@@ -100,6 +102,48 @@ fn answering(d: &Daemon) -> Option<String> {
         .then(|| v["location"].as_str().unwrap_or("?").to_string())
 }
 
+/// Checks the records `d` reads: one unbroken count from 1, boot `boots[k].0` from record
+/// `boots[k].1` on; returns how many there are.
+fn check(d: &Daemon, boots: &[(&str, u64)]) -> u64 {
+    let all = records(d);
+    for (i, (n, b)) in all.iter().enumerate() {
+        let n_want = i as u64 + 1;
+        assert_eq!(*n, n_want, "records {all:?}");
+        let want = boots
+            .iter()
+            .rev()
+            .find(|(_, from)| *from <= n_want)
+            .unwrap()
+            .0;
+        assert_eq!(b, want, "record {n} of the wrong boot: {all:?}");
+    }
+    all.len() as u64
+}
+
+/// Waits for `ha1` to answer through `d` after `since`; where it runs.
+fn answers_again(d: &Daemon, since: Instant, what: &str, log: &Daemon) -> String {
+    loop {
+        assert!(
+            since.elapsed() < Duration::from_secs(90),
+            "ha1 not running elsewhere 90 s after {what}\n{}",
+            log.log()
+        );
+        if let Some(at) = answering(d) {
+            return at;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Starts the guest's writer through `d` and waits until it wrote ten more records.
+fn write_on(d: &Daemon, from: u64) {
+    let (code, out) = d.sh("ha1", &writer());
+    assert_eq!(code, 0, "{out}");
+    wait("ten more records", Duration::from_secs(60), || {
+        count(d) >= from + 10
+    });
+}
+
 #[test]
 fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_lost() {
     // The sandbox has no way to Debian's mirror: a daemon outside builds the VM image.
@@ -107,8 +151,8 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     builder.ok(&["image", "build", "vm"]);
     let bundle = builder.dir.join("vm.tar");
     builder.ok(&["image", "export", "vm/busybox", bundle.to_str().unwrap()]);
-    let (sb, _etcd, d) = members(3);
-    for di in &d[..2] {
+    let (sb, _etcd, mut d) = members(3);
+    for di in &d {
         di.ok(&[
             "image",
             "import",
@@ -155,16 +199,13 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
         answering(&d[1]).as_deref() == Some("m1")
     });
     let first = boot(&d[1]);
-    let (code, out) = d[1].sh("ha1", &writer());
-    assert_eq!(code, 0, "{out}");
-    wait("ten records", Duration::from_secs(60), || {
-        count(&d[1]) >= 10
-    });
+    write_on(&d[1], 0);
     let watch = Watch::start(qemus);
     // The index holds the volumes and their far copy (written within its next pass).
     std::thread::sleep(Duration::from_secs(3));
 
-    // The last record seen written before the cut: acknowledged, it must survive.
+    // Partition: m1 cut off from etcd, alive. The last record seen written before the cut
+    // is acknowledged: it must survive.
     let acked = count(&d[1]);
     nft(&sb.hosts[1], CUT_ETCD);
     let cut = Instant::now();
@@ -174,77 +215,96 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
         || qemus() == 0,
     );
     let fenced_after = cut.elapsed();
-    let mut at = None;
-    while at.is_none() {
-        assert!(
-            cut.elapsed() < Duration::from_secs(90),
-            "ha1 not running elsewhere 90 s after m1 was cut off\nm0:\n{}",
-            d[0].log()
-        );
-        at = answering(&d[2]);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let at = answers_again(&d[2], cut, "m1 was cut off", &d[0]);
     eprintln!(
-        "partition: m1 fenced {:.1} s after the cut, ha1 answers on {} {:.1} s after it",
+        "partition: m1 fenced {:.1} s after the cut, ha1 answers on {at} {:.1} s after it",
         fenced_after.as_secs_f64(),
-        at.as_deref().unwrap_or("?"),
         cut.elapsed().as_secs_f64()
     );
-    assert_eq!(at.as_deref(), Some("m0"), "the far copy's keeper takes it");
+    assert_eq!(at, "m0", "the far copy's keeper takes it");
     assert!(
         d[0].log().contains("pool adopted from a far copy"),
         "{}",
         d[0].log()
     );
-
-    // The disk as the first boot left it: every record up to the last acknowledged one.
-    let before = records(&d[0]);
-    assert!(
-        before.len() as u64 >= acked,
-        "{} records, {acked} acknowledged before the cut",
-        before.len()
-    );
-    for (i, (n, b)) in before.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "records {before:?}");
-        assert_eq!(*b, first, "a record not of the first boot: {before:?}");
-    }
-    // The second boot counts on from there.
+    // The disk as the first boot left it, every acknowledged record there; the second boot
+    // counts on from there.
+    let resumed = check(&d[0], &[(&first, 1)]);
+    assert!(resumed >= acked, "{resumed} records, {acked} acknowledged");
     let second = boot(&d[0]);
     assert_ne!(second, first);
-    let (code, out) = d[0].sh("ha1", &writer());
-    assert_eq!(code, 0, "{out}");
-    let resumed = before.len() as u64;
-    wait("the count goes on on m0", Duration::from_secs(60), || {
-        count(&d[0]) >= resumed + 10
-    });
-    let all = records(&d[0]);
-    for (i, (n, b)) in all.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "records {all:?}");
-        let want = if (i as u64) < resumed {
-            &first
-        } else {
-            &second
-        };
-        assert_eq!(b, want, "record {n} of the wrong boot: {all:?}");
-    }
+    write_on(&d[0], resumed);
+    check(&d[0], &[(&first, 1), (&second, resumed + 1)]);
     let status = json(&d[0].ok(&["storage", "pool", "status", "rp", "--format", "json"]));
     assert_eq!(status["status"], "degraded", "{status}");
 
     // m1 back: its copy of ha1 is stale and goes, its pool is stale.
     nft(&sb.hosts[1], UNCUT);
     wait("m1's stale copy deleted", Duration::from_secs(60), || {
-        d[1].log().contains("deleting the stale copy")
-            && d[1]
-                .vessel(&["info", "ha1", "--format", "json"])
-                .status
-                .success()
-            && answering(&d[1]).as_deref() == Some("m0")
+        d[1].log().contains("deleting the stale copy") && answering(&d[1]).as_deref() == Some("m0")
     });
     wait("m1's pool stale", Duration::from_secs(30), || {
-        let info = d[1].vessel(&["storage", "pool", "info", "rp", "--format", "json"]);
-        String::from_utf8_lossy(&info.stdout).contains("stale")
+        d[1].ok(&["storage", "pool", "info", "rp"])
+            .contains("stale")
     });
     d[1].ok(&["storage", "pool", "delete", "rp"]);
+
+    // The adopted pool gets a far copy on m2 (in the lost copy's slot) while the VM writes.
+    d[0].ok(&[
+        "storage",
+        "pool",
+        "repair",
+        "rp",
+        "replace",
+        "--member",
+        "0",
+        "--replica",
+        "m2",
+    ]);
+    wait("the new far copy current", Duration::from_secs(60), || {
+        d[0].log().contains("far copy back: resynced and current")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Failover: m0's daemon killed and every packet of its namespace dropped.
+    let acked = count(&d[0]);
+    d[0].kill(libc::SIGKILL);
+    nft(&sb.hosts[0], CUT_ALL);
+    let killed = Instant::now();
+    wait(
+        "m0's watchdog stops ha1's QEMU",
+        Duration::from_secs(10),
+        || qemus() == 0,
+    );
+    let at = answers_again(&d[1], killed, "m0 was killed", &d[2]);
+    eprintln!(
+        "failover: ha1 answers on {at} {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(at, "m2", "the new far copy's keeper takes it");
+    let third = boot(&d[2]);
+    let resumed2 = check(&d[2], &[(&first, 1), (&second, resumed + 1)]);
+    assert!(
+        resumed2 >= acked,
+        "{resumed2} records, {acked} acknowledged"
+    );
+    write_on(&d[2], resumed2);
+    check(
+        &d[2],
+        &[(&first, 1), (&second, resumed + 1), (&third, resumed2 + 1)],
+    );
+
+    // m0 back: its copy and its pool are stale.
+    nft(&sb.hosts[0], UNCUT);
+    d[0].spawn();
+    wait("m0's stale copy deleted", Duration::from_secs(60), || {
+        d[0].log().contains("deleting the stale copy") && answering(&d[0]).as_deref() == Some("m2")
+    });
+    wait("m0's pool stale", Duration::from_secs(30), || {
+        d[0].ok(&["storage", "pool", "info", "rp"])
+            .contains("stale")
+    });
+    d[0].ok(&["storage", "pool", "delete", "rp"]);
     assert_eq!(
         watch.most(),
         1,
@@ -253,7 +313,7 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     drop(watch);
     assert_eq!(qemus(), 1);
 
-    d[0].ok(&["delete", "ha1", "--force"]);
-    d[0].ok(&["storage", "volume", "delete", "rp", "data"]);
-    d[0].ok(&["storage", "pool", "delete", "rp"]);
+    d[2].ok(&["delete", "ha1", "--force"]);
+    d[2].ok(&["storage", "volume", "delete", "rp", "data"]);
+    d[2].ok(&["storage", "pool", "delete", "rp"]);
 }

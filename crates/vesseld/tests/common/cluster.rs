@@ -94,6 +94,9 @@ pub fn nft(ns: &str, script: &str) {
     assert!(child.wait().unwrap().success(), "nft -f - failed: {script}");
 }
 
+/// Every packet into and out of the namespace dropped (loopback too: its etcd member is cut
+/// off from the others).
+pub const CUT_ALL: &str = "table inet vessel_test_cut {\n chain in {\n  type filter hook input priority -300; policy drop;\n }\n chain out {\n  type filter hook output priority -300; policy drop;\n }\n}\n";
 /// Only the way to etcd's clients dropped: the member is alive but cut off from etcd.
 pub const CUT_ETCD: &str = "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n";
 /// Takes a cut away again.
