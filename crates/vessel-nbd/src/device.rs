@@ -132,13 +132,18 @@ pub trait BlockDevice: Send + Sync {
 /// A block device backed by a regular (sparse) file.
 ///
 /// Trim and write-zeroes punch holes; block status reports holes found with
-/// `SEEK_DATA`/`SEEK_HOLE`.
+/// `SEEK_DATA`/`SEEK_HOLE`. A file without holes when it is opened, and none punched since,
+/// is reported all data without asking (a read's structured reply then costs no `lseek`);
+/// a hole made behind the device's back is then reported as data, which the protocol
+/// allows (it reads as zeroes either way).
 #[derive(Debug)]
 pub struct FileDevice {
     file: File,
     path: PathBuf,
     size: u64,
     read_only: bool,
+    /// No hole in the file as far as this device knows.
+    whole: std::sync::atomic::AtomicBool,
 }
 
 impl FileDevice {
@@ -150,12 +155,18 @@ impl FileDevice {
             .write(!read_only)
             .open(&path)?;
         let size = file.metadata()?.len();
-        Ok(FileDevice {
+        let dev = FileDevice {
             file,
             path,
             size,
             read_only,
-        })
+            whole: std::sync::atomic::AtomicBool::new(false),
+        };
+        let whole = dev
+            .seek(0, Whence::SeekHole)?
+            .is_none_or(|hole| hole >= size);
+        dev.whole.store(whole, std::sync::atomic::Ordering::Relaxed);
+        Ok(dev)
     }
 
     /// Create (or truncate) a sparse file of `size` bytes.
@@ -173,6 +184,7 @@ impl FileDevice {
             path,
             size,
             read_only: false,
+            whole: std::sync::atomic::AtomicBool::new(size == 0),
         })
     }
 
@@ -190,6 +202,10 @@ impl FileDevice {
     }
 
     fn fallocate(&self, mode: FallocateFlags, offset: u64, len: u64) -> Result<(), DeviceError> {
+        if mode.contains(FallocateFlags::FALLOC_FL_PUNCH_HOLE) {
+            self.whole
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         let off = i64::try_from(offset).map_err(|_| self.out_of_range(offset, len))?;
         let l = i64::try_from(len).map_err(|_| self.out_of_range(offset, len))?;
         fallocate(self.file.as_raw_fd(), mode, off, l).map_err(|e| io::Error::from(e).into())
@@ -270,6 +286,9 @@ impl BlockDevice for FileDevice {
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, DeviceError> {
         let end = offset.saturating_add(len).min(self.size);
+        if self.whole.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(vec![Extent::data(end.saturating_sub(offset))]);
+        }
         let mut extents = Vec::new();
         let mut pos = offset;
         while pos < end {
@@ -332,6 +351,32 @@ mod tests {
         let mut buf = vec![1u8; 4096];
         dev.read_at(&mut buf, 1 << 20).expect("read");
         assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_file_without_holes_is_all_data_until_one_is_punched() {
+        let path = temp_path("whole");
+        std::fs::write(&path.0, vec![7u8; 2 << 20]).expect("write");
+        let dev = FileDevice::open(&path.0, false).expect("open");
+        assert_eq!(
+            dev.block_status(4096, 8192).expect("status"),
+            vec![Extent::data(8192)]
+        );
+        assert_eq!(
+            dev.block_status(0, 4 << 20).expect("status"),
+            vec![Extent::data(2 << 20)]
+        );
+        dev.trim(1 << 20, 1 << 20).expect("trim");
+        assert_eq!(
+            dev.block_status(0, 2 << 20).expect("status"),
+            vec![Extent::data(1 << 20), Extent::hole(1 << 20)]
+        );
+        // Opened again with the hole: asked from the start.
+        let dev = FileDevice::open(&path.0, false).expect("open");
+        assert_eq!(
+            dev.block_status(0, 2 << 20).expect("status"),
+            vec![Extent::data(1 << 20), Extent::hole(1 << 20)]
+        );
     }
 
     #[test]
