@@ -38,6 +38,9 @@ pub struct NetHost {
     pub name: String,
     /// The member it is on.
     pub member: String,
+    /// Its MAC (the other members route to it through a neighbour entry).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
 
 /// The first VNI a cluster network gets (those below are left to networks made by hand).
@@ -211,11 +214,11 @@ impl Cluster {
         &self,
         name: &str,
         member: &str,
-        mine: &BTreeMap<String, String>,
+        mine: &BTreeMap<String, (String, String)>,
     ) -> Result<Vec<NetHost>> {
         let all = self.hosts(name).await?;
         for h in all.iter().filter(|h| h.member == member) {
-            if mine.get(&h.ip) != Some(&h.name) {
+            if mine.get(&h.ip) != Some(&(h.name.clone(), h.mac.clone())) {
                 let k = key(&format!("nethosts/{name}/{}", h.ip));
                 let txn = Txn::new()
                     .when([Compare::value(
@@ -225,16 +228,17 @@ impl Cluster {
                             ip: String::new(),
                             name: h.name.clone(),
                             member: member.into(),
+                            mac: h.mac.clone(),
                         }),
                     )])
                     .and_then([TxnOp::delete(k.as_str(), None)]);
                 self.txn(txn).await?;
             }
         }
-        for (ip, host) in mine {
+        for (ip, (host, mac)) in mine {
             if all
                 .iter()
-                .any(|h| &h.ip == ip && &h.name == host && h.member == member)
+                .any(|h| &h.ip == ip && &h.name == host && &h.mac == mac && h.member == member)
             {
                 continue;
             }
@@ -242,6 +246,7 @@ impl Cluster {
                 ip: String::new(),
                 name: host.clone(),
                 member: member.into(),
+                mac: mac.clone(),
             };
             self.put(&key(&format!("nethosts/{name}/{ip}")), json(&rec), None)
                 .await?;

@@ -55,7 +55,7 @@ pub use link::{validate_ifname, LinkError, Links};
 pub use nat::{
     apply_script, keep_dhcp_local, list_table, list_tables, remove_dhcp_local, remove_table,
     render_dhcp_local, set_ipv4_forwarding, set_route_localnet, table_name, NatRules, NftError,
-    PortForward, Protocol,
+    Overlay, PortForward, Protocol,
 };
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetNsError};
@@ -67,6 +67,6 @@ pub use vlan::{
     VlanError, VlanMode, VlanSupport, VID_MAX,
 };
 pub use vxlan::{
-    add_vxlan_peer, create_vxlan, remove_vxlan_peer, VxlanError, VxlanSpec, VXLAN_OVERHEAD,
-    VXLAN_PORT,
+    add_vxlan_peer, create_vxlan, remove_neighbor, remove_vxlan_peer, set_neighbor, VxlanError,
+    VxlanSpec, VXLAN_OVERHEAD, VXLAN_PORT,
 };

@@ -104,6 +104,31 @@ pub struct NatRules {
     /// The network's IPv6 prefix and its length, if it has one: masqueraded when leaving it
     /// (table `ip6 vessel-<network>`, in the same transaction), with the same isolation.
     pub subnet6: Option<(Ipv6Addr, u8)>,
+    /// An overlay spanning hosts: what this host routes into it for the other hosts'
+    /// instances. See [`Overlay`].
+    pub overlay: Option<Overlay>,
+}
+
+/// The routed traffic of an overlay network whose hosts share its gateway (address and
+/// MAC): an instance answers whatever reaches it through its own host's gateway, so a
+/// connection this host routes (a published port, a balancer, the host's own probes) to an
+/// instance on another host is sent from this host's underlay address (`local`), where the
+/// answer comes back through that host; and this host's instances reach the other hosts'
+/// underlay addresses (`peers`) unmasqueraded, so such answers arrive as they left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// This host's underlay address.
+    pub local: Ipv4Addr,
+    /// The other hosts' underlay addresses.
+    pub peers: Vec<Ipv4Addr>,
+    /// The addresses of the instances on the other hosts.
+    pub remote: Vec<Ipv4Addr>,
+}
+
+/// `{ a, b, ... }`.
+fn nft_set(addrs: &[Ipv4Addr]) -> String {
+    let list: Vec<String> = addrs.iter().map(Ipv4Addr::to_string).collect();
+    format!("{{ {} }}", list.join(", "))
 }
 
 /// The nftables table name of a network.
@@ -169,9 +194,28 @@ impl NatRules {
             "\tchain guard {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\
              \t\tiifname \"{br}\" ip daddr 127.0.0.0/8 drop\n\t}}\n"
         );
+        let mut overlay = String::new();
+        if let Some(o) = &self.overlay {
+            if !o.remote.is_empty() {
+                let _ = writeln!(
+                    overlay,
+                    "\t\toifname \"{br}\" ip daddr {} snat to {}",
+                    nft_set(&o.remote),
+                    o.local
+                );
+            }
+            if !o.peers.is_empty() {
+                let _ = writeln!(
+                    overlay,
+                    "\t\tip saddr {net} ip daddr {} accept",
+                    nft_set(&o.peers)
+                );
+            }
+        }
         let _ = write!(
             s,
             "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             {overlay}\
              \t\tip saddr {net} ip daddr != {net} masquerade\n\
              \t\tip saddr {net} ip daddr {net} ct status dnat masquerade\n\
              \t\toifname \"{br}\" ip saddr 127.0.0.0/8 masquerade\n\t}}\n\
@@ -369,7 +413,35 @@ mod tests {
                 target: Ipv4Addr::new(10, 42, 0, 2),
                 target_port: 53,
             }],
+            overlay: None,
         }
+    }
+
+    #[test]
+    fn an_overlay_sends_what_it_routes_to_other_hosts_from_its_underlay_address() {
+        let mut r = rules();
+        r.overlay = Some(Overlay {
+            local: Ipv4Addr::new(198, 51, 100, 2),
+            peers: vec![
+                Ipv4Addr::new(198, 51, 100, 3),
+                Ipv4Addr::new(198, 51, 100, 4),
+            ],
+            remote: vec![Ipv4Addr::new(10, 42, 0, 20)],
+        });
+        let text = r.render().expect("render");
+        let snat = "oifname \"vbr-web\" ip daddr { 10.42.0.20 } snat to 198.51.100.2";
+        let peers = "ip saddr 10.42.0.0/24 ip daddr { 198.51.100.3, 198.51.100.4 } accept";
+        let masq = "ip saddr 10.42.0.0/24 ip daddr != 10.42.0.0/24 masquerade";
+        let at = |rule: &str| text.find(rule).unwrap_or_else(|| panic!("{rule}:\n{text}"));
+        assert!(at(snat) < at(peers) && at(peers) < at(masq), "{text}");
+        // Nothing to send elsewhere, no empty set.
+        r.overlay = Some(Overlay {
+            local: Ipv4Addr::new(198, 51, 100, 2),
+            peers: Vec::new(),
+            remote: Vec::new(),
+        });
+        let text = r.render().expect("render");
+        assert!(!text.contains("snat") && !text.contains("{  }"), "{text}");
     }
 
     #[test]

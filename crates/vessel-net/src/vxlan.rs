@@ -6,7 +6,9 @@ use crate::link::{
     new_link_request, validate_ifname, LinkError, Links, IFLA_INFO_DATA, IFLA_INFO_KIND,
     IFLA_LINKINFO,
 };
-use crate::netlink::{Request, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST};
+use crate::netlink::{
+    Request, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 
 /// Bytes a VXLAN encapsulation adds over IPv4 (outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -121,6 +123,58 @@ pub fn remove_vxlan_peer(
         &format!("removal of vxlan peer {peer} on {device}"),
     )?;
     Ok(())
+}
+
+/// Sets a permanent neighbour (ARP) entry: `ip` is at `mac` on `device`. On an overlay whose
+/// hosts share the gateway's MAC, a host cannot learn another host's instance by ARP (the
+/// answer goes to the gateway MAC, which every host takes for its own): the host routes to
+/// those instances through these entries.
+pub fn set_neighbor(
+    links: &mut Links,
+    device: &str,
+    ip: Ipv4Addr,
+    mac: crate::MacAddr,
+) -> Result<(), VxlanError> {
+    let mut req = neighbor_request(
+        links,
+        device,
+        RTM_NEWNEIGH,
+        NLM_F_CREATE | NLM_F_REPLACE,
+        ip,
+    )?;
+    req.attr(NDA_LLADDR, &mac.octets());
+    links.call(&mut req, &format!("neighbour {ip} at {mac} on {device}"))?;
+    Ok(())
+}
+
+/// Removes a neighbour entry set with [`set_neighbor`]; fine if it is gone already.
+pub fn remove_neighbor(links: &mut Links, device: &str, ip: Ipv4Addr) -> Result<(), VxlanError> {
+    let mut req = neighbor_request(links, device, RTM_DELNEIGH, 0, ip)?;
+    match links.call(&mut req, &format!("removal of neighbour {ip} on {device}")) {
+        Err(LinkError::Netlink(crate::NetlinkError::Refused { source, .. }))
+            if source.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        r => r.map_err(Into::into),
+    }
+}
+
+fn neighbor_request(
+    links: &mut Links,
+    device: &str,
+    msg_type: u16,
+    flags: u16,
+    ip: Ipv4Addr,
+) -> Result<Request, VxlanError> {
+    let index = links.index(device)?;
+    let mut ndmsg = [0u8; 12];
+    ndmsg[0] = libc::AF_INET as u8;
+    ndmsg[4..8].copy_from_slice(&index.to_ne_bytes());
+    ndmsg[8..10].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    let mut req = Request::new(msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, &ndmsg);
+    req.attr(NDA_DST, &ip.octets());
+    Ok(req)
 }
 
 fn fdb_request(

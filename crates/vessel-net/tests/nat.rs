@@ -69,6 +69,7 @@ fn nat(name: &str, subnet: &str, forwards: Vec<PortForward>) -> NatRules {
         bridge: format!("vbr-{name}"),
         subnet: subnet.parse().expect("subnet"),
         forwards,
+        overlay: None,
     }
 }
 

@@ -236,21 +236,33 @@ impl ClusterService {
                         .map_err(|e| Error::internal(format!("network task: {e}")))?
                 }
                 Some(state) => {
-                    let mine: BTreeMap<String, String> = state.hosts.iter().cloned().collect();
+                    let mine: BTreeMap<String, (String, String)> = state
+                        .hosts
+                        .iter()
+                        .map(|(ip, name)| {
+                            let mac = state.macs.get(ip).cloned().unwrap_or_default();
+                            (ip.clone(), (name.clone(), mac))
+                        })
+                        .collect();
                     let all = cluster
                         .sync_hosts(&spec.name, me, &mine)
                         .await
                         .map_err(from_cluster)?;
-                    let mut remote: Vec<(String, String)> = all
-                        .into_iter()
-                        .filter(|h| h.member != me)
-                        .map(|h| (h.ip, h.name))
+                    let others: Vec<_> = all.into_iter().filter(|h| h.member != me).collect();
+                    let macs: BTreeMap<String, String> = others
+                        .iter()
+                        .filter(|h| !h.mac.is_empty())
+                        .map(|h| (h.ip.clone(), h.mac.clone()))
                         .collect();
+                    let mut remote: Vec<(String, String)> =
+                        others.into_iter().map(|h| (h.ip, h.name)).collect();
                     remote.sort();
                     let (n, name, p) = (nets.clone(), spec.name.clone(), peers.clone());
-                    tokio::task::spawn_blocking(move || n.cluster_update(&name, p, ranges, remote))
-                        .await
-                        .map_err(|e| Error::internal(format!("network task: {e}")))?
+                    tokio::task::spawn_blocking(move || {
+                        n.cluster_update(&name, p, ranges, remote, macs)
+                    })
+                    .await
+                    .map_err(|e| Error::internal(format!("network task: {e}")))?
                 }
             };
             let mut errors = self

@@ -125,12 +125,7 @@ pub(super) fn with_status(
         .backends
         .iter()
         .map(|b| {
-            let address = rec
-                .leases
-                .iter()
-                .find(|l| &l.instance == b)
-                .map(|l| l.ip.clone())
-                .unwrap_or_default();
+            let address = rec.address_of(b).unwrap_or_default();
             let ip: Option<Ipv4Addr> = address.parse().ok();
             let state = health.and_then(|h| {
                 h.iter()
@@ -211,6 +206,8 @@ pub(super) fn check_balancer(
         }
         seen.push(b);
         match rec.leases.iter().find(|l| &l.instance == b) {
+            // On a cluster network, an instance on another member.
+            None if rec.remote_of(b).is_some() => {}
             None => {
                 return Err(Error::invalid(format!(
                     "backend {b:?} has no NIC on {network:?}; attach it first"
@@ -277,8 +274,8 @@ pub(super) fn render_balancer(
         let backends = lb
             .backends
             .iter()
-            .filter_map(|b| rec.leases.iter().find(|l| &l.instance == b))
-            .filter_map(|l| l.ip.parse().ok())
+            .filter_map(|b| rec.address_of(b))
+            .filter_map(|ip| ip.parse().ok())
             .map(|a| vessel_net::Backend {
                 address: a,
                 port: p.target_port,

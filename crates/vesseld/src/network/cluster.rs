@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use vessel_api::{Network, NetworkCreate};
 use vessel_net::{Links, NetNs};
 
+use super::record::NetworkRecord;
 use super::{net_err, NetworkService};
 use crate::error::{Error, Result};
 
@@ -37,6 +38,8 @@ pub struct ClusterNetworkState {
     pub name: String,
     /// Its NICs here: address and the name it answers to.
     pub hosts: Vec<(String, String)>,
+    /// Their MACs, by address.
+    pub macs: std::collections::BTreeMap<String, String>,
     /// Addresses of its blocks not given yet.
     pub free: u32,
 }
@@ -73,6 +76,7 @@ impl NetworkService {
         peers: Vec<String>,
         ranges: Vec<String>,
         remote_names: Vec<(String, String)>,
+        remote_macs: std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
         let _g = self.busy();
         let mut rec = self.record(name)?;
@@ -80,7 +84,8 @@ impl NetworkService {
             return Err(Error::conflict(format!("{name} is not a cluster network")));
         }
         let mut changed = false;
-        if peers != rec.peers {
+        let peers_changed = peers != rec.peers;
+        if peers_changed {
             let mut links = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
             let (old, new): (BTreeSet<&String>, BTreeSet<&String>) =
                 (rec.peers.iter().collect(), peers.iter().collect());
@@ -102,6 +107,22 @@ impl NetworkService {
             rec.ranges = ranges;
             changed = true;
         }
+        if remote_macs != rec.remote_macs {
+            let mut links = Links::open(&NetNs::current()).map_err(|e| net_err("netlink")(&e))?;
+            for ip in rec
+                .remote_macs
+                .keys()
+                .filter(|ip| !remote_macs.contains_key(*ip))
+            {
+                if let Ok(ip) = ip.parse::<Ipv4Addr>() {
+                    let _ = vessel_net::remove_neighbor(&mut links, &rec.bridge(), ip);
+                }
+            }
+            rec.remote_macs = remote_macs;
+            set_neighbors(&mut links, &rec)?;
+            changed = true;
+        }
+        let routed = peers_changed || remote_names != rec.remote_names;
         if remote_names != rec.remote_names {
             rec.remote_names = remote_names;
             self.apply_dnsmasq(&rec)?;
@@ -109,6 +130,16 @@ impl NetworkService {
         }
         if changed {
             self.put(&rec)?;
+        }
+        // The other members' instances moved, came or went: forwards and balancers follow
+        // them, and what this member routes to them is sent from its underlay address.
+        if routed {
+            self.apply_rules(&rec)?;
+            for lb in &rec.load_balancers {
+                if let Err(e) = self.start_lb(&rec, lb) {
+                    tracing::warn!(network = %name, balancer = %lb.name, error = %e, "balancer not updated");
+                }
+            }
         }
         Ok(())
     }
@@ -134,12 +165,30 @@ impl NetworkService {
                     .filter_map(|b| b.parse::<vessel_net::Subnet>().ok())
                     .map(|b| 1u32 << (32 - u32::from(b.prefix())))
                     .sum::<u32>();
+                let macs = r
+                    .leases
+                    .iter()
+                    .map(|l| (l.ip.clone(), l.mac.clone()))
+                    .collect();
                 ClusterNetworkState {
                     name: r.name,
+                    macs,
                     free: blocks.saturating_sub(hosts.len() as u32 + 2),
                     hosts,
                 }
             })
             .collect())
     }
+}
+
+/// Sets the neighbour entries of the other members' NICs on cluster network `rec`'s bridge.
+pub(super) fn set_neighbors(links: &mut Links, rec: &NetworkRecord) -> Result<()> {
+    for (ip, mac) in &rec.remote_macs {
+        let (Ok(ip), Ok(mac)) = (ip.parse::<Ipv4Addr>(), mac.parse::<vessel_net::MacAddr>()) else {
+            continue;
+        };
+        vessel_net::set_neighbor(links, &rec.bridge(), ip, mac)
+            .map_err(|e| net_err("a neighbour entry")(&e))?;
+    }
+    Ok(())
 }

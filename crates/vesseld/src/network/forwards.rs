@@ -54,6 +54,8 @@ pub(super) fn check_forward(
         return Err(Error::invalid("ports must be 1-65535"));
     }
     match rec.leases.iter().find(|l| l.instance == f.instance) {
+        // On a cluster network, an instance on another member.
+        None if rec.remote_of(&f.instance).is_some() => {}
         None => {
             return Err(Error::invalid(format!(
                 "{:?} has no NIC on {network:?}; attach it first",

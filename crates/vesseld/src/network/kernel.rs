@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use vessel_api::NetworkLease;
 use vessel_net::{
-    BandwidthLimits, DhcpDns, Links, NatRules, NetNs, PortForward, Protocol, StaticLease, Upstream,
-    VlanMode,
+    BandwidthLimits, DhcpDns, Links, NatRules, NetNs, Overlay, PortForward, Protocol, StaticLease,
+    Upstream, VlanMode,
 };
 
 use super::parse::lease_limits;
@@ -52,6 +52,7 @@ impl NetworkService {
                 .set_mac(&bridge, rec.gateway_mac())
                 .map_err(|e| net_err("setting the gateway MAC")(&e))?;
             ensure_vxlan(&mut links, rec, &rec.vxlan(), vni, &bridge)?;
+            super::cluster::set_neighbors(&mut links, rec)?;
             // Each host's dnsmasq answers its own instances only.
             vessel_net::keep_dhcp_local(&ns, &rec.kname(), &rec.vxlan())
                 .map_err(|e| net_err("keeping DHCP on this host")(&e))?;
@@ -228,11 +229,18 @@ pub(super) fn render_nat(rec: &NetworkRecord) -> Result<NatRules> {
     let subnet = rec.subnet()?;
     let mut forwards = Vec::new();
     for f in &rec.forwards {
-        let target = rec
-            .leases
-            .iter()
-            .find(|l| l.instance == f.instance)
-            .ok_or_else(|| Error::invalid(format!("{} has no NIC on {}", f.instance, rec.name)))?;
+        let Some(target) = rec.address_of(&f.instance) else {
+            // On a cluster network an instance may be between members (moving, failing
+            // over): its forward waits for it.
+            if rec.cluster {
+                tracing::info!(network = %rec.name, instance = %f.instance, "forward target on no member now; left out");
+                continue;
+            }
+            return Err(Error::invalid(format!(
+                "{} has no NIC on {}",
+                f.instance, rec.name
+            )));
+        };
         forwards.push(PortForward {
             protocol: if f.protocol == "udp" {
                 Protocol::Udp
@@ -246,18 +254,31 @@ pub(super) fn render_nat(rec: &NetworkRecord) -> Result<NatRules> {
                 .transpose()?,
             listen_port: f.listen_port,
             target: target
-                .ip
                 .parse()
                 .map_err(|_| Error::internal("stored lease address"))?,
             target_port: f.target_port,
         });
     }
+    let addrs = |list: &mut dyn Iterator<Item = &String>| -> Vec<Ipv4Addr> {
+        list.filter_map(|a| a.parse().ok()).collect()
+    };
+    let overlay = match (&rec.local, rec.cluster) {
+        (Some(local), true) => Some(Overlay {
+            local: local
+                .parse()
+                .map_err(|_| Error::internal("stored underlay address"))?,
+            peers: addrs(&mut rec.peers.iter()),
+            remote: addrs(&mut rec.remote_names.iter().map(|(ip, _)| ip)),
+        }),
+        _ => None,
+    };
     Ok(NatRules {
         network: rec.kname(),
         bridge: rec.bridge(),
         subnet,
         forwards,
         subnet6: rec.subnet6()?.map(|p| (p, 64)),
+        overlay,
     })
 }
 

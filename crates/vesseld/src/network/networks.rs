@@ -226,6 +226,7 @@ pub(super) fn plan_network(
         cluster: false,
         ranges: Vec::new(),
         remote_names: Vec::new(),
+        remote_macs: Default::default(),
     };
     let ours = rec.vnis();
     for o in others {

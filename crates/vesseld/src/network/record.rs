@@ -65,9 +65,34 @@ pub(super) struct NetworkRecord {
     /// On a cluster network: the other members' NICs on it (address, name), for DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) remote_names: Vec<(String, String)>,
+    /// On a cluster network: the MACs of the other members' NICs, by address (this member
+    /// reaches them through neighbour entries).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(super) remote_macs: std::collections::BTreeMap<String, String>,
 }
 
 impl NetworkRecord {
+    /// The address of `instance`'s NIC on this network: its lease here, or on a cluster
+    /// network another member's NIC of that name.
+    pub(super) fn address_of(&self, instance: &str) -> Option<String> {
+        if let Some(l) = self.leases.iter().find(|l| l.instance == instance) {
+            return Some(l.ip.clone());
+        }
+        self.remote_of(instance)
+    }
+
+    /// On a cluster network: the address of `instance`'s NIC on another member.
+    pub(super) fn remote_of(&self, instance: &str) -> Option<String> {
+        if !self.cluster {
+            return None;
+        }
+        let plain = crate::project::split(instance).1;
+        self.remote_names
+            .iter()
+            .find(|(_, n)| n == plain)
+            .map(|(ip, _)| ip.clone())
+    }
+
     pub(super) fn subnet(&self) -> Result<Subnet> {
         self.subnet
             .parse()
@@ -219,6 +244,7 @@ pub(super) mod fixture {
             cluster: false,
             ranges: Vec::new(),
             remote_names: Vec::new(),
+            remote_macs: Default::default(),
         }
     }
 
