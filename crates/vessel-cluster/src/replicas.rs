@@ -142,12 +142,17 @@ impl Cluster {
         .await
     }
 
-    /// Forgets far copy `name` if `primary` is still its primary (its pool is gone).
+    /// Forgets far copy `name` if `primary` is still its primary (its pool is gone), or if
+    /// it was `primary`'s and another member adopted it.
     pub async fn drop_replica(&self, name: &str, primary: &str) -> Result<()> {
         let Some((state, rev)) = self.replica_rev(name).await? else {
             return Ok(());
         };
-        if state.primary != primary {
+        // Its own copy, or the record of its pool's copy another member adopted (which
+        // only told it that its pool is stale: once that pool is deleted, nothing needs it,
+        // and the name is free for a new copy).
+        let adopted_from_it = state.member == primary && name.starts_with(&format!("{primary}."));
+        if state.primary != primary && !adopted_from_it {
             return Ok(());
         }
         let k = replica_key(name);

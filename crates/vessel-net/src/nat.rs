@@ -111,12 +111,17 @@ pub struct NatRules {
 
 /// The routed traffic of an overlay network whose hosts share its gateway (address and
 /// MAC): an instance answers whatever reaches it through its own host's gateway, so a
-/// connection this host routes (a published port, a balancer, the host's own probes) to an
-/// instance on another host is sent from this host's underlay address (`local`), where the
-/// answer comes back through that host; and this host's instances reach the other hosts'
-/// underlay addresses (`peers`) unmasqueraded, so such answers arrive as they left.
+/// connection this host routes (a published port or a balancer: translated; or its own,
+/// from the gateway address) to an instance on another host is sent from this host's
+/// underlay address (`local`), where the answer comes back through that host; and this
+/// host's instances reach the other hosts' underlay addresses (`peers`) unmasqueraded, so
+/// such answers arrive as they left. Instances talking to each other across hosts are
+/// bridged and keep their addresses (also where the bridge hands its frames to these hooks,
+/// `br_netfilter`: neither rule matches them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overlay {
+    /// The gateway address every host holds.
+    pub gateway: Ipv4Addr,
     /// This host's underlay address.
     pub local: Ipv4Addr,
     /// The other hosts' underlay addresses.
@@ -197,11 +202,13 @@ impl NatRules {
         let mut overlay = String::new();
         if let Some(o) = &self.overlay {
             if !o.remote.is_empty() {
+                let remote = nft_set(&o.remote);
                 let _ = writeln!(
                     overlay,
-                    "\t\toifname \"{br}\" ip daddr {} snat to {}",
-                    nft_set(&o.remote),
-                    o.local
+                    "\t\toifname \"{br}\" ip daddr {remote} ct status dnat snat to {local}\n\
+                     \t\toifname \"{br}\" ip saddr {gw} ip daddr {remote} snat to {local}",
+                    local = o.local,
+                    gw = o.gateway,
                 );
             }
             if !o.peers.is_empty() {
@@ -421,6 +428,7 @@ mod tests {
     fn an_overlay_sends_what_it_routes_to_other_hosts_from_its_underlay_address() {
         let mut r = rules();
         r.overlay = Some(Overlay {
+            gateway: Ipv4Addr::new(10, 42, 0, 1),
             local: Ipv4Addr::new(198, 51, 100, 2),
             peers: vec![
                 Ipv4Addr::new(198, 51, 100, 3),
@@ -429,13 +437,24 @@ mod tests {
             remote: vec![Ipv4Addr::new(10, 42, 0, 20)],
         });
         let text = r.render().expect("render");
-        let snat = "oifname \"vbr-web\" ip daddr { 10.42.0.20 } snat to 198.51.100.2";
+        // Translated connections and the host's own only: instances' own traffic to each
+        // other is untouched, also when the bridge hands it to these hooks.
+        let snat =
+            "oifname \"vbr-web\" ip daddr { 10.42.0.20 } ct status dnat snat to 198.51.100.2";
+        let own =
+            "oifname \"vbr-web\" ip saddr 10.42.0.1 ip daddr { 10.42.0.20 } snat to 198.51.100.2";
+        assert!(text.contains(own), "{text}");
+        assert!(
+            !text.contains("oifname \"vbr-web\" ip daddr { 10.42.0.20 } snat"),
+            "{text}"
+        );
         let peers = "ip saddr 10.42.0.0/24 ip daddr { 198.51.100.3, 198.51.100.4 } accept";
         let masq = "ip saddr 10.42.0.0/24 ip daddr != 10.42.0.0/24 masquerade";
         let at = |rule: &str| text.find(rule).unwrap_or_else(|| panic!("{rule}:\n{text}"));
         assert!(at(snat) < at(peers) && at(peers) < at(masq), "{text}");
         // Nothing to send elsewhere, no empty set.
         r.overlay = Some(Overlay {
+            gateway: Ipv4Addr::new(10, 42, 0, 1),
             local: Ipv4Addr::new(198, 51, 100, 2),
             peers: Vec::new(),
             remote: Vec::new(),

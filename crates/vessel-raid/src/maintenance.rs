@@ -140,7 +140,9 @@ impl RaidArray {
     /// write-intent bitmap marks (written while it was out, or in flight on it when it
     /// left: its own bitmap is merged in), as md's re-add with a bitmap does. The member
     /// must carry this pool's superblock for this slot, at a generation not newer than the
-    /// array's.
+    /// array's. A member that left in the middle of a rebuild (its own superblock says its
+    /// slot was rebuilding: a replacement's first copy, or a resync) is rebuilt whole: the
+    /// bitmap does not know which rows it still lacks.
     pub fn readd_member(&self, index: usize, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let member = Member::open(path)?;
@@ -181,6 +183,14 @@ impl RaidArray {
             Ok(())
         };
         check(&self.lock())?;
+        if sb.states.get(index) == Some(&SlotState::Rebuilding) {
+            drop(member);
+            tracing::info!(
+                member = index,
+                "re-added member left in the middle of a rebuild: rebuilt whole"
+            );
+            return self.replace_member(index, path);
+        }
         // The bitmap's lock is never taken under the member table's (writes take them the
         // other way round).
         self.intents().bitmap.merge(own.as_slice());

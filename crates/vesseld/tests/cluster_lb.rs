@@ -39,7 +39,8 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// A web server on `member` answering its own name on port 8080.
+/// A web server on `member` answering its own name on port 8080, and the address a
+/// client comes from at `/cgi-bin/ip`.
 fn web(d: &Daemon, name: &str, member: &str) {
     d.ok(&[
         "launch",
@@ -52,7 +53,11 @@ fn web(d: &Daemon, name: &str, member: &str) {
         "--",
         "sh",
         "-c",
-        &format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www"),
+        &format!(
+            "mkdir -p /www/cgi-bin && echo {name} > /www/index.html && \
+             printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' \
+               > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www"
+        ),
     ]);
 }
 
@@ -174,13 +179,26 @@ fn balancers_and_forwards_on_a_cluster_network_reach_and_follow_instances_on_eve
         seen.len() >= 2 && seen.is_subset(&names(&["w0", "w1", "w2"]))
     });
 
+    // Instances on different members talk to each other as they are: c1 reaches w0 with
+    // its own address (only what a member routes to another's instances is translated).
+    let (w0, c1) = (address_on(&d[0], "w0", "cn"), address_on(&d[1], "c1", "cn"));
+    let (code, out) = d[1].sh(
+        "c1",
+        &format!("printf 'GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {w0} 8080"),
+    );
+    // (busybox's httpd says `[::ffff:A.B.C.D]`)
+    let from = out.lines().last().unwrap_or_default().trim();
+    let from = from.trim_matches(['[', ']']).trim_start_matches("::ffff:");
+    assert_eq!((code, from), (0, c1.as_str()), "{out}");
+
     // w2 moved to m1: the balancer follows it to its new address.
     let before = address_on(&d[2], "w2", "cn");
     d[0].ok(&["move", "w2", "--target", "m1"]);
     wait("w2 on m1", Duration::from_secs(30), || {
         json(&d[0].ok(&["info", "w2", "--format", "json"]))["location"] == "m1"
     });
-    eprintln!("w2 moved: {before} -> {}", address_on(&d[1], "w2", "cn"));
+    let after = address_on(&d[1], "w2", "cn");
+    assert_ne!(before, after, "a move the balancer need not follow");
     wait("w2 answers from m1", Duration::from_secs(30), || {
         answers(&client, &vip, 9) == names(&["w0", "w1", "w2"])
     });

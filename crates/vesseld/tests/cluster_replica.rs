@@ -404,7 +404,7 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     d[1].ok(&["storage", "pool", "delete", "rp2"]);
 
     // On the old primary the pool is stale (unavailable, saying why) and can only go; the
-    // record (m1's now) stays.
+    // record of its adopted copy goes with it, and the name is free again.
     wait(
         "the old primary's pool stale",
         Duration::from_secs(20),
@@ -416,9 +416,25 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
     let info = d[0].ok(&["storage", "pool", "info", "rp"]);
     assert!(info.contains("stale"), "{info}");
     d[0].ok(&["storage", "export", "delete", "disk"]);
+    assert_eq!(record(&sb.hosts[0], &endpoints, "m0.rp")["primary"], "m1");
     d[0].ok(&["storage", "pool", "delete", "rp"]);
     assert!(!far_file.exists());
-    assert_eq!(record(&sb.hosts[0], &endpoints, "m0.rp")["primary"], "m1");
+    assert!(record(&sb.hosts[0], &endpoints, "m0.rp").is_null());
+    d[0].ok(&[
+        "storage",
+        "pool",
+        "create",
+        "rp",
+        "raid",
+        "--level",
+        "raid1",
+        "--size",
+        "32MiB",
+        "--replica",
+        "m2",
+    ]);
+    assert_eq!(record(&sb.hosts[0], &endpoints, "m0.rp")["member"], "m2");
+    d[0].ok(&["storage", "pool", "delete", "rp"]);
     // A replicated pool deleted drops its far copy and its record.
     d[0].ok(&[
         "storage",

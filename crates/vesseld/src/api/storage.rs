@@ -138,10 +138,13 @@ pub async fn pool_repair(
                 .replica_prepare(&pool, &member, size, slot, true)
                 .await?;
             let forget = far.clone();
+            let (s2, p2) = (s.clone(), pool.clone());
             let made = tokio::task::spawn_blocking(move || s.repair_far(&pool, req, far, uri, &op))
                 .await
                 .map_err(|e| Error::internal(format!("storage task: {e}")))?;
-            if made.is_err() {
+            // Not placed in the pool: dropped. Placed: kept, and rebuilt whole when it
+            // answers (the pool's loop).
+            if made.is_err() && s2.pool_replica(&p2).is_none() {
                 cluster.replica_forget(&forget.member, &forget.name).await;
             }
             made

@@ -124,9 +124,14 @@ impl ClusterService {
                 // Volumes on replicated pools: only the keeper of their far copies can.
                 let keeper = match self.keeper(&cluster, &loc).await {
                     Ok(k) => k,
-                    Err(e) => {
+                    Err(e) if e.kind == crate::error::ErrorKind::Conflict => {
                         tracing::warn!(instance = %loc.name, project = %loc.project, error = %e.message, "healing: it cannot fail over");
                         tried.insert(id);
+                        continue;
+                    }
+                    // (etcd not read: asked again next time)
+                    Err(e) => {
+                        tracing::debug!(instance = %loc.name, error = %e.message, "healing: its far copies not read");
                         continue;
                     }
                 };
@@ -243,17 +248,34 @@ impl ClusterService {
         name: &str,
     ) -> Result<()> {
         let pool = pool_of(name);
-        let state = cluster.replica(name).await.map_err(from_cluster)?;
-        if state.as_ref().is_some_and(|s| s.primary == me) {
-            return instances.storage.pool_get(pool).map(|_| ());
+        if self.adopted_here(cluster, me, instances, name).await? {
+            return Ok(());
         }
-        if instances.storage.pool_get(pool).is_ok() {
+        let (file, from) = self.replica_adopt(name).await?;
+        instances.adopt_pool(pool, name, file, &from).await
+    }
+
+    /// Whether far copy `name` is this member's pool already (adopted for another instance
+    /// on it); an error when a pool of its name is in the way.
+    async fn adopted_here(
+        &self,
+        cluster: &Cluster,
+        me: &str,
+        instances: &crate::instance::InstanceService,
+        name: &str,
+    ) -> Result<bool> {
+        let pool = pool_of(name);
+        let state = cluster.replica(name).await.map_err(from_cluster)?;
+        let exists = instances.storage.pool_get(pool).is_ok();
+        if state.as_ref().is_some_and(|s| s.primary == me) && exists {
+            return Ok(true);
+        }
+        if exists {
             return Err(Error::conflict(format!(
                 "a pool named {pool} exists here already: far copy {name} cannot become it"
             )));
         }
-        let (file, from) = self.replica_adopt(name).await?;
-        instances.adopt_pool(pool, name, file, &from).await
+        Ok(false)
     }
 
     /// Takes `loc` over for this member and makes and starts it here; `false` when another
@@ -275,6 +297,14 @@ impl ClusterService {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), (held_until, loc.asks.clone()));
         let made = async {
+            // What can fail is done before anything is taken: the image here, no pool in
+            // the way of the copies to adopt.
+            for name in &loc.asks.replicas {
+                self.adopted_here(cluster, me, &instances, name).await?;
+            }
+            if !instances.has_image(&spec.image) {
+                self.fetch_image(&loc.project, &spec.image).await?;
+            }
             let token = match cluster.take_over(loc, me).await.map_err(from_cluster)? {
                 Some(t) => t,
                 None => return Ok(false),
@@ -286,9 +316,6 @@ impl ClusterService {
             for name in &loc.asks.replicas {
                 self.adopt_for_failover(cluster, me, &instances, name)
                     .await?;
-            }
-            if !instances.has_image(&spec.image) {
-                self.fetch_image(&loc.project, &spec.image).await?;
             }
             instances.fail_over_here(spec).await?;
             Ok(true)

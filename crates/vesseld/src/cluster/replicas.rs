@@ -203,7 +203,7 @@ impl ClusterService {
                 .replicas
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if !self.replica_file(name).exists() {
+            if !self.replica_file(name).exists() && !self.adopted_file(name).exists() {
                 return Err(Error::not_found(format!("no far copy {name} is kept here")));
             }
             if !r.adopting.insert(name.to_string()) {
@@ -222,12 +222,34 @@ impl ClusterService {
         adopted
     }
 
+    /// Where far copy `name` goes once adopted (until its pool is made of it).
+    fn adopted_file(&self, name: &str) -> PathBuf {
+        self.replica_dir().join(format!("{name}.adopted"))
+    }
+
     async fn adopt_steps(
         &self,
         cluster: &vessel_cluster::Cluster,
         name: &str,
         me: &str,
     ) -> Result<(PathBuf, String)> {
+        // An adoption that stopped before its pool was made (the roles swapped already):
+        // taken up again.
+        let adopted = self.adopted_file(name);
+        if !self.replica_file(name).exists() && adopted.exists() {
+            let state = cluster
+                .replica(name)
+                .await
+                .map_err(from_cluster)?
+                .ok_or_else(|| Error::not_found(format!("far copy {name} has no record")))?;
+            if state.primary != me {
+                return Err(Error::conflict(format!(
+                    "far copy {name} was adopted here once, but {} holds it now",
+                    state.primary
+                )));
+            }
+            return Ok((adopted, state.member));
+        }
         let before = cluster
             .adopt_replica(name, me)
             .await
@@ -244,7 +266,6 @@ impl ClusterService {
                 .await
                 .map_err(|e| Error::internal(format!("far copy task: {e}")))?;
         }
-        let adopted = self.replica_dir().join(format!("{name}.adopted"));
         std::fs::rename(self.replica_file(name), &adopted)
             .map_err(|e| Error::internal(format!("far copy {name}: {e}")))?;
         tracing::warn!(name, from = %before.primary, "far copy adopted: this member holds the pool now");
@@ -295,15 +316,28 @@ impl ClusterService {
             member: member.to_string(),
             outdated,
         };
-        cluster
-            .set_replica(&name, &state)
-            .await
-            .map_err(from_cluster)?;
+        if let Err(e) = cluster.set_replica(&name, &state).await {
+            // Not recorded: the copy just made goes again.
+            if let Err(d) = self
+                .call(
+                    &to,
+                    "DELETE",
+                    &format!("/1.0/cluster/replicas/{name}"),
+                    Vec::new(),
+                    "drop the far copy",
+                )
+                .await
+            {
+                tracing::warn!(name, member, error = %d.message, "far copy not dropped");
+            }
+            return Err(from_cluster(e));
+        }
         let socket = self.replica_relay(member, &name)?;
         let far = crate::storage::ReplicaRef {
             member: member.to_string(),
             name: name.clone(),
             slot,
+            incomplete: false,
         };
         Ok((far, crate::storage::replica_uri(&name, &socket)))
     }

@@ -125,7 +125,9 @@ impl InstanceService {
         }
         let mut req = self.recreate_request(&now, &now.name, true);
         // Its volumes too (those of a replicated pool are there after a failover; one of a
-        // pool without a far copy keeps it from failing over).
+        // pool without a far copy keeps it from failing over). Not its root disk: that is
+        // made again from the image (`storage`), as it always was.
+        let root = crate::storage::root_volume(&now.name);
         req.volumes = self
             .storage
             .volumes_by_instance()
@@ -133,6 +135,7 @@ impl InstanceService {
             .remove(&now.name)
             .unwrap_or_default()
             .into_iter()
+            .filter(|v| v.volume != root)
             .map(|v| vessel_api::VolumeDevice {
                 pool: v.pool,
                 volume: v.volume,

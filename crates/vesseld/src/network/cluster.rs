@@ -134,7 +134,12 @@ impl NetworkService {
         // The other members' instances moved, came or went: forwards and balancers follow
         // them, and what this member routes to them is sent from its underlay address.
         if routed {
-            self.apply_rules(&rec)?;
+            if let Err(e) = self.apply_rules(&rec) {
+                // Seen as a change again at the next pass, which tries again.
+                rec.remote_names.clear();
+                let _ = self.put(&rec);
+                return Err(e);
+            }
             for lb in &rec.load_balancers {
                 if let Err(e) = self.start_lb(&rec, lb) {
                     tracing::warn!(network = %name, balancer = %lb.name, error = %e, "balancer not updated");

@@ -264,6 +264,7 @@ pub(super) fn render_nat(rec: &NetworkRecord) -> Result<NatRules> {
     };
     let overlay = match (&rec.local, rec.cluster) {
         (Some(local), true) => Some(Overlay {
+            gateway: subnet.gateway(),
             local: local
                 .parse()
                 .map_err(|_| Error::internal("stored underlay address"))?,

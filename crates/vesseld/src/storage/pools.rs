@@ -667,6 +667,7 @@ mod tests {
             member: "m1".into(),
             name: "m0.rp".into(),
             slot: 1,
+            incomplete: false,
         });
         let e = check_repair(&mirror, &far(None)).unwrap_err();
         assert!(e.message.contains("far copy on m1 already"), "{e}");

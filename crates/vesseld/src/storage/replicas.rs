@@ -50,6 +50,9 @@ pub trait ReplicaLink: Send + Sync {
 pub(super) struct ReplicaGuard {
     order: std::sync::Mutex<()>,
     current_pending: std::sync::atomic::AtomicBool,
+    /// The far copy whose failures the hook records (none: failures are a raid pool's
+    /// usual ones).
+    far: std::sync::Mutex<Option<ReplicaRef>>,
 }
 
 /// Where a replicated pool's far copy is.
@@ -62,6 +65,11 @@ pub struct ReplicaRef {
     /// Its slot in the pool.
     #[serde(default = "far_slot")]
     pub slot: u32,
+    /// Made in place of a lost copy and not yet copied whole: whenever it comes back before
+    /// that, it is rebuilt whole (not resynced from the bitmap, which does not know what it
+    /// lacks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 /// The member URI of far copy `name` reached through `socket`.
@@ -189,7 +197,11 @@ impl StorageService {
         self.repair_check(name, &req)?;
         let d = self.driver(name)?;
         let m = req.member.unwrap_or(0);
-        let far = ReplicaRef { slot: m, ..far };
+        let far = ReplicaRef {
+            slot: m,
+            incomplete: true,
+            ..far
+        };
         let mut rec = self.pool_record(name)?;
         rec.replica = Some(far.clone());
         self.arm_replica(&rec, &d);
@@ -201,7 +213,21 @@ impl StorageService {
             Ok(self.inner.pools.put(name, &rec)?)
         };
         let progress = |p: u8, stage: &str| op.progress(Some(p), stage);
-        d.replace_member(m, std::path::Path::new(&uri), req.rate, &placed, &progress)?;
+        if let Err(e) =
+            d.replace_member(m, std::path::Path::new(&uri), req.rate, &placed, &progress)
+        {
+            if self.pool_replica(name).is_none() {
+                // Not placed: the pool is as it was, without a far copy.
+                *self
+                    .replica_guard(name)
+                    .far
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            // Placed: the pool keeps it, and the loop rebuilds it whole when it answers.
+            return Err(e);
+        }
+        self.far_complete(name)?;
         self.replica_guard(name)
             .current_pending
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -210,6 +236,23 @@ impl StorageService {
             "storage-pool-replace",
             &format!("/1.0/storage/pools/{name}"),
         );
+        Ok(())
+    }
+
+    /// Records that pool `name`'s far copy has been copied whole.
+    fn far_complete(&self, name: &str) -> Result<()> {
+        let _g = self.busy();
+        let mut rec = self.pool_record(name)?;
+        if let Some(far) = rec.replica.as_mut().filter(|f| f.incomplete) {
+            far.incomplete = false;
+            let far = far.clone();
+            self.inner.pools.put(name, &rec)?;
+            *self
+                .replica_guard(name)
+                .far
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(far);
+        }
         Ok(())
     }
 
@@ -253,14 +296,19 @@ impl StorageService {
         }
     }
 
-    /// Has the far copy's failure recorded before writes go on without it.
+    /// Has the far copy's failure recorded before writes go on without it. The hook reads
+    /// the far copy of the pool as it is then (given, changed or taken away later).
     pub(super) fn arm_replica(&self, rec: &PoolRecord, driver: &Arc<dyn PoolDriver>) {
-        let (Some(far), Some(link)) = (rec.replica.clone(), self.inner.link.get().cloned()) else {
+        let guard = self.replica_guard(&rec.name);
+        *guard.far.lock().unwrap_or_else(|p| p.into_inner()) = rec.replica.clone();
+        let (Some(_), Some(link)) = (rec.replica.as_ref(), self.inner.link.get().cloned()) else {
             return;
         };
         let pool = rec.name.clone();
-        let guard = self.replica_guard(&pool);
         driver.on_member_failed(Box::new(move |slot| {
+            let Some(far) = guard.far.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+                return Ok(());
+            };
             if slot as u32 != far.slot {
                 // Going on with the far copy alone would leave the copy here stale, and a
                 // restart could assemble the pool from it: writes stop instead.
@@ -335,7 +383,7 @@ impl StorageService {
                 if far_state != "failed" && !(pending && far_state == "active") {
                     continue;
                 }
-                let (link, pool) = (link.clone(), rec.name.clone());
+                let (link, pool, svc) = (link.clone(), rec.name.clone(), self.clone());
                 // Ok(false): it does not answer yet.
                 let done = tokio::task::spawn_blocking(move || -> Result<bool> {
                     let started = std::time::Instant::now();
@@ -361,7 +409,19 @@ impl StorageService {
                             link.mark(&far.name, &far.member, true)
                                 .map_err(Error::conflict)?;
                         }
-                        driver.readd_member(far.slot, &uri)?;
+                        if far.incomplete {
+                            // Never copied whole: rebuilt whole.
+                            driver.replace_member(
+                                far.slot,
+                                std::path::Path::new(&uri),
+                                None,
+                                &|| Ok(()),
+                                &|_, _| {},
+                            )?;
+                            svc.far_complete(&pool)?;
+                        } else {
+                            driver.readd_member(far.slot, &uri)?;
+                        }
                     }
                     // Current only if it is still in: a failure since then marks it out
                     // of date after this, in this order.
