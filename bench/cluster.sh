@@ -14,10 +14,13 @@
 #    container runs there; the time until it answers an exec on m0 (threshold 2 s, lease
 #    TTL 6 s). No peer runs here: docs/PERFORMANCE.md compares with their documented
 #    defaults;
+#  - failover-vm: the same with an HA VM (vm/busybox, TCG) whose disk is a volume of a pool
+#    replicated to m0: m0 adopts the pool and starts the VM with its disk; until the VM
+#    answers an exec on m0;
 #  - the scheduler: 10,000 instances over 100 simulated members (vessel-placement's example).
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
-PARTS=${PARTS:-"move exec live failover placement"}
+PARTS=${PARTS:-"move exec live failover failover-vm placement"}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 EXECS=${EXECS:-20}
 command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || die "etcd missing: apt-get install etcd-server"
@@ -31,7 +34,7 @@ PIDS=()
 V0() { VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" "$@"; }
 V1() { VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" "$@"; }
 cleanup() {
-  for c in c1 x0 x1 lv; do V0 delete --force "$c" >/dev/null 2>&1 || true; done
+  for c in c1 x0 x1 lv hv; do V0 delete --force "$c" >/dev/null 2>&1 || true; done
   V1 delete --force lv >/dev/null 2>&1 || true
   for f in "$WORK"/q-*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
   V0 delete --force ha >/dev/null 2>&1 || true
@@ -219,6 +222,9 @@ for _ in \$(seq 1 40); do
   [ "\$("$BIN/vessel" info ha --format json | jq -r .location)" = m1 ] && break
   "$BIN/vessel" move ha --target m1 >/dev/null 2>&1 || sleep 0.5
 done
+# (a move refused while m1 still held its stale copy left ha stopped, and the next one
+# moved it so)
+[ "\$("$BIN/vessel" info ha --format json | jq -r .status)" = running ] || "$BIN/vessel" start ha >/dev/null
 "$BIN/vessel" exec ha -T -- true
 sleep 3
 SH
@@ -241,6 +247,93 @@ echo "ha did not come back on m0" >&2; exit 1
 SH
 echo "failover of an HA container from a killed member (threshold 2 s, TTL 6 s), $ROUNDS rounds:"
 interleave "$ROUNDS" "$WORK" "failover" "bash '$WORK/ha-place.sh'" "bash '$WORK/ha-kill.sh'"
+fi
+
+if part failover-vm; then
+# An HA VM whose disk is a volume of a pool replicated to m0: m1 killed and cut off, m0
+# adopts the pool and starts the VM with its disk. Each round makes the pool and the VM
+# afresh on m1 (what the last one left, on both members, deleted first).
+if [ ! -f "$WORK/vm.tar" ]; then
+  B=$WORK/builder
+  AGENT=$("$REPO/scripts/build-agent.sh")
+  env VESSEL_AGENT="$AGENT" VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" --root-dir "$B/root" \
+    --run-dir "$B/run" --socket "$B/s.sock" --no-default-network >"$WORK/builder.log" 2>&1 &
+  BPID=$!
+  for _ in $(seq 1 100); do VESSEL_SOCKET=$B/s.sock "$BIN/vessel" info >/dev/null 2>&1 && break; sleep 0.1; done
+  VESSEL_SOCKET=$B/s.sock "$BIN/vessel" image build vm >/dev/null
+  VESSEL_SOCKET=$B/s.sock "$BIN/vessel" image export vm/busybox "$WORK/vm.tar" >/dev/null
+  kill "$BPID"; wait "$BPID" 2>/dev/null || true
+fi
+# m1 whole (the container rounds leave it killed and cut off).
+ip netns exec "${NS[1]}" nft delete table inet cut 2>/dev/null || true
+kill -0 "$(cat "$WORK/vesseld1.pid")" 2>/dev/null || bash "$WORK/m1-up.sh"
+for _ in $(seq 1 150); do
+  V1 cluster info --format json 2>/dev/null | jq -e '.connected and (.fenced | not)' >/dev/null && break
+  sleep 0.2
+done
+for v in V0 V1; do
+  $v image info vm/busybox >/dev/null 2>&1 || $v image import "$WORK/vm.tar" --alias vm/busybox >/dev/null
+done
+V0 cluster healing 2 >/dev/null
+cat > "$WORK/hv-place.sh" <<SH
+set -e
+v0() { VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" "\$@"; }
+v1() { VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" "\$@"; }
+if ip netns exec ${NS[1]} nft list table inet cut >/dev/null 2>&1; then
+  ip netns exec ${NS[1]} nft delete table inet cut
+fi
+if ! kill -0 "\$(cat "$WORK/vesseld1.pid")" 2>/dev/null; then bash "$WORK/m1-up.sh"; fi
+for _ in \$(seq 1 150); do
+  v1 cluster info --format json 2>/dev/null | jq -e '.connected and (.fenced | not)' >/dev/null && break
+  sleep 0.2
+done
+# What the last round left: the VM and the adopted pool on m0; m1's stale copy (which it
+# deletes itself: waited for, as the name must not be let go before) and its stale pool.
+for _ in \$(seq 1 150); do
+  [ "\$(v1 list --format json 2>/dev/null | jq -c '[.[] | select(.name == "hv") | .location]')" != '["m1"]' ] \
+    && [ "\$(v1 list --format json 2>/dev/null | jq '[.[] | select(.name == "hv")] | length')" -le 1 ] && break
+  sleep 0.2
+done
+v0 delete --force hv >/dev/null 2>&1 || true
+for _ in \$(seq 1 150); do v0 info hv >/dev/null 2>&1 || v1 info hv >/dev/null 2>&1 || break; sleep 0.2; done
+# (m1's pool is taken for stale once m1 sees in etcd that its copy was adopted)
+for _ in \$(seq 1 100); do
+  v1 storage pool info rp >/dev/null 2>&1 || break
+  v1 storage pool info rp 2>/dev/null | grep -q stale && break
+  sleep 0.2
+done
+for v in v0 v1; do
+  \$v storage volume delete rp data >/dev/null 2>&1 || true
+  \$v storage pool delete rp >/dev/null 2>&1 || true
+done
+v1 storage pool create rp raid --level raid1 --size 64MiB --replica m0 >/dev/null
+v1 storage volume create rp data --type block --size 16MiB >/dev/null
+v1 create vm/busybox hv --vm -l memory=256MiB --no-network --target m1 -c cluster.ha=true >/dev/null
+v1 storage volume attach rp data hv >/dev/null
+v1 start hv >/dev/null
+for _ in \$(seq 1 90); do v1 exec hv -T -- true >/dev/null 2>&1 && break; sleep 1; done
+v1 exec hv -T -- sh -c 'echo written > /dev/vdb && sync' >/dev/null
+sleep 3
+SH
+cat > "$WORK/hv-kill.sh" <<SH
+set -e
+kill -9 "\$(cat "$WORK/vesseld1.pid")"
+ip netns exec ${NS[1]} nft -f - <<NFT
+table inet cut {
+ chain in { type filter hook input priority -300; policy drop; }
+ chain out { type filter hook output priority -300; policy drop; }
+}
+NFT
+export VESSEL_SOCKET=$WORK/s0.sock
+for _ in \$(seq 1 900); do
+  [ "\$("$BIN/vessel" info hv --format json 2>/dev/null | jq -r .location)" = m0 ] \
+    && "$BIN/vessel" exec hv -T -- true 2>/dev/null && exit 0
+  sleep 0.1
+done
+echo "hv did not come back on m0" >&2; exit 1
+SH
+echo "failover of an HA VM with its disk on a replicated pool (threshold 2 s, TTL 6 s), $ROUNDS rounds:"
+interleave "$ROUNDS" "$WORK" "failover-vm" "bash '$WORK/hv-place.sh'" "bash '$WORK/hv-kill.sh'"
 fi
 
 if part placement; then

@@ -21,6 +21,10 @@ pub struct ReplicaState {
     pub member: String,
     /// The primary acknowledged writes the copy does not have.
     pub outdated: bool,
+    /// This copy's own id (a new copy of the same name has another): a mark meant for
+    /// an earlier copy of the name changes nothing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
 }
 
 fn replica_key(name: &str) -> String {
@@ -92,11 +96,22 @@ impl Cluster {
 
     /// The primary `primary` records far copy `name` out of date (or current again);
     /// refused once it is no longer the primary.
-    pub async fn mark_replica(&self, name: &str, primary: &str, outdated: bool) -> Result<()> {
+    /// (`id`: the copy's own, as its primary knows it; empty: any copy of the name.)
+    pub async fn mark_replica(
+        &self,
+        name: &str,
+        primary: &str,
+        id: &str,
+        outdated: bool,
+    ) -> Result<()> {
         self.change_replica(
             name,
             |s| {
-                if s.primary == primary {
+                if !id.is_empty() && s.id != id {
+                    Err(Error::Conflict(format!(
+                        "far copy {name} is another copy now (a pool of that name was made again)"
+                    )))
+                } else if s.primary == primary {
                     Ok(())
                 } else {
                     Err(Error::Conflict(format!(

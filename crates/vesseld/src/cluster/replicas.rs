@@ -315,6 +315,7 @@ impl ClusterService {
             primary: me,
             member: member.to_string(),
             outdated,
+            id: uuid::Uuid::new_v4().simple().to_string(),
         };
         if let Err(e) = cluster.set_replica(&name, &state).await {
             // Not recorded: the copy just made goes again.
@@ -338,6 +339,7 @@ impl ClusterService {
             name: name.clone(),
             slot,
             incomplete: false,
+            id: state.id.clone(),
         };
         Ok((far, crate::storage::replica_uri(&name, &socket)))
     }
@@ -454,9 +456,15 @@ impl ClusterService {
         &self,
         name: &str,
         member: &str,
+        id: &str,
         outdated: bool,
     ) -> std::result::Result<(), String> {
-        let (svc, name_, member_) = (self.clone(), name.to_string(), member.to_string());
+        let (svc, name_, member_, id) = (
+            self.clone(),
+            name.to_string(),
+            member.to_string(),
+            id.to_string(),
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         self.inner.runtime.spawn(async move {
             let r = async {
@@ -473,7 +481,7 @@ impl ClusterService {
                 };
                 let _ = member_;
                 cluster
-                    .mark_replica(&name_, &me, outdated)
+                    .mark_replica(&name_, &me, &id, outdated)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -496,8 +504,14 @@ impl crate::storage::ReplicaLink for ClusterService {
         self.replica_relay(member, name)
     }
 
-    fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String> {
-        self.replica_mark(name, member, outdated)
+    fn mark(
+        &self,
+        name: &str,
+        member: &str,
+        id: &str,
+        outdated: bool,
+    ) -> std::result::Result<(), String> {
+        self.replica_mark(name, member, id, outdated)
     }
 
     fn unrelay(&self, name: &str) {

@@ -230,6 +230,7 @@ impl StorageService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        self.forget_guard(name);
         remove_created(&rec);
         if rec.driver == DriverKind::Dir && rec.created_dir.is_none() {
             // A dir pool in a directory the user gave: remove only Vessel's layout.
@@ -668,6 +669,7 @@ mod tests {
             name: "m0.rp".into(),
             slot: 1,
             incomplete: false,
+            id: String::new(),
         });
         let e = check_repair(&mirror, &far(None)).unwrap_err();
         assert!(e.message.contains("far copy on m1 already"), "{e}");

@@ -35,7 +35,13 @@ pub trait ReplicaLink: Send + Sync {
     fn relay(&self, member: &str, name: &str) -> Result<PathBuf>;
     /// Records (blocking, bounded) that far copy `name` on `member` is out of date or
     /// current again.
-    fn mark(&self, name: &str, member: &str, outdated: bool) -> std::result::Result<(), String>;
+    fn mark(
+        &self,
+        name: &str,
+        member: &str,
+        id: &str,
+        outdated: bool,
+    ) -> std::result::Result<(), String>;
     /// Stops the relay to far copy `name`.
     fn unrelay(&self, name: &str);
     /// The member that adopted far copy `name` if one other than this member did (this
@@ -70,6 +76,9 @@ pub struct ReplicaRef {
     /// lacks).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
+    /// Its id in its record (a copy made again under the same name has another).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
 }
 
 /// The member URI of far copy `name` reached through `socket`.
@@ -262,6 +271,7 @@ impl StorageService {
         if let Some(d) = self.take_driver(pool) {
             let _ = d.close();
         }
+        self.forget_guard(pool);
         tracing::error!(
             pool,
             by,
@@ -327,8 +337,18 @@ impl StorageService {
                 .current_pending
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::warn!(pool = %pool, member = %far.member, "recording the far copy out of date");
-            link.mark(&far.name, &far.member, true)
+            link.mark(&far.name, &far.member, &far.id, true)
         }));
+    }
+
+    /// Lets go of pool `pool`'s guard (the pool is gone or stale): a pool made again under
+    /// its name gets a guard of its own, which the old pool's failure hook never reads.
+    pub(super) fn forget_guard(&self, pool: &str) {
+        self.inner
+            .replica_guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pool);
     }
 
     fn replica_guard(&self, pool: &str) -> Arc<ReplicaGuard> {
@@ -406,7 +426,7 @@ impl StorageService {
                         // then: not a copy to adopt), then re-added, resynced and flushed.
                         {
                             let _order = guard.order.lock().unwrap_or_else(|p| p.into_inner());
-                            link.mark(&far.name, &far.member, true)
+                            link.mark(&far.name, &far.member, &far.id, true)
                                 .map_err(Error::conflict)?;
                         }
                         if far.incomplete {
@@ -433,7 +453,7 @@ impl StorageService {
                     if !still_in {
                         return Ok(false);
                     }
-                    if let Err(e) = link.mark(&far.name, &far.member, false) {
+                    if let Err(e) = link.mark(&far.name, &far.member, &far.id, false) {
                         guard
                             .current_pending
                             .store(true, std::sync::atomic::Ordering::SeqCst);
