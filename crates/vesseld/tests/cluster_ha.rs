@@ -10,7 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{json, members, nft, wait, Watch, CUT_ALL, CUT_ETCD, UNCUT};
+use common::cluster::{
+    answering, json, members, nft, processes, wait, Watch, CUT_ALL, CUT_ETCD, UNCUT,
+};
 use common::Daemon;
 
 /// The HA instance's process: `sleep` with this argument, in whichever copy runs.
@@ -18,40 +20,10 @@ const MARK: &str = "86399";
 
 /// How many processes on the host are the HA instance's.
 fn copies() -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter(|e| {
-            let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
-            args.len() == 2 && args[0].ends_with(b"sleep") && args[1] == MARK.as_bytes()
-        })
-        .count()
+    processes(|args| args.len() == 2 && args[0].ends_with(b"sleep") && args[1] == MARK.as_bytes())
 }
 
-/// Where `ha1` runs and whether it answers, as `d` sees it: its member once an exec
-/// through `d` works.
-fn answering(d: &Daemon) -> Option<String> {
-    let info = d.vessel(&["info", "ha1", "--format", "json"]);
-    if !info.status.success() {
-        return None;
-    }
-    let v = json(&String::from_utf8_lossy(&info.stdout));
-    if v["status"] != "running" {
-        return None;
-    }
-    let exec = d.vessel(&["exec", "ha1", "-T", "--", "true"]);
-    exec.status
-        .success()
-        .then(|| v["location"].as_str().unwrap_or("?").to_string())
-}
-
+/// How many instances named `ha1` `d`'s list shows, and where.
 /// How many instances named `ha1` `d`'s list shows, and where.
 fn listed(d: &Daemon) -> Vec<String> {
     let v = json(&d.ok(&["list", "--format", "json"]));
@@ -111,7 +83,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         "-c",
         &format!("trap 'exit 0' TERM; sleep {MARK} & wait"),
     ]);
-    assert_eq!(answering(&d[0]).as_deref(), Some("m1"));
+    assert_eq!(answering(&d[0], "ha1").as_deref(), Some("m1"));
     // ha2, also HA on m1, has a volume of a pool without a far copy: it cannot fail over.
     d[1].ok(&["storage", "pool", "create", "local", "dir"]);
     d[1].ok(&["storage", "volume", "create", "local", "keep"]);
@@ -155,7 +127,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
             d[0].log(),
             d[2].log()
         );
-        at = answering(&d[2]);
+        at = answering(&d[2], "ha1");
         std::thread::sleep(Duration::from_millis(100));
     }
     let failover = killed.elapsed();
@@ -219,7 +191,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
             "ha1 not running elsewhere 40 s after m0 was cut off\nm1:\n{}",
             d[1].log()
         );
-        at = answering(&d[2]);
+        at = answering(&d[2], "ha1");
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
@@ -246,7 +218,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     });
     d[2].ok(&["move", "ha1", "--target", "m0"]);
     wait("ha1 on m0 after the move", Duration::from_secs(30), || {
-        answering(&d[2]).as_deref() == Some("m0")
+        answering(&d[2], "ha1").as_deref() == Some("m0")
     });
     assert_eq!(copies(), 1);
     assert_eq!(
@@ -274,7 +246,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     });
     // Back, m0 starts again what its watchdog stopped: the index still names it.
     wait("ha1 running again on m0", Duration::from_secs(30), || {
-        answering(&d[2]).as_deref() == Some("m0")
+        answering(&d[2], "ha1").as_deref() == Some("m0")
     });
     assert_eq!(copies(), 1);
     d[0].ok(&["delete", "ha1", "--force"]);

@@ -15,7 +15,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{json, members, nft, wait, Watch, CUT_ALL, CUT_ETCD, UNCUT};
+use common::cluster::{
+    answering, json, members, nft, processes, wait, Watch, CUT_ALL, CUT_ETCD, UNCUT,
+};
 use common::Daemon;
 
 /// Finds the 16 MiB data disk as `$D` (32768 sectors).
@@ -74,32 +76,8 @@ fn boot(d: &Daemon) -> String {
 
 /// How many QEMU processes on the host are `ha1`'s.
 fn qemus() -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let c = String::from_utf8_lossy(&c);
-            c.contains("qemu-system") && c.contains("ha1")
-        })
-        .count()
-}
-
-/// Where `ha1` runs as `d` sees it, once an exec through `d` works.
-fn answering(d: &Daemon) -> Option<String> {
-    let info = d.vessel(&["info", "ha1", "--format", "json"]);
-    if !info.status.success() {
-        return None;
-    }
-    let v = json(&String::from_utf8_lossy(&info.stdout));
-    if v["status"] != "running" {
-        return None;
-    }
-    let exec = d.vessel(&["exec", "ha1", "-T", "--", "true"]);
-    exec.status
-        .success()
-        .then(|| v["location"].as_str().unwrap_or("?").to_string())
+    let has = |args: &[&[u8]], s: &str| args.iter().any(|a| String::from_utf8_lossy(a).contains(s));
+    processes(|args| has(args, "qemu-system") && has(args, "ha1"))
 }
 
 /// Checks the records `d` reads: one unbroken count from 1, boot `boots[k].0` from record
@@ -128,7 +106,7 @@ fn answers_again(d: &Daemon, since: Instant, what: &str, log: &Daemon) -> String
             "ha1 not running elsewhere 90 s after {what}\n{}",
             log.log()
         );
-        if let Some(at) = answering(d) {
+        if let Some(at) = answering(d, "ha1") {
             return at;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -196,7 +174,7 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     d[1].ok(&["storage", "volume", "attach", "rp", "data", "ha1"]);
     d[1].ok(&["start", "ha1"]);
     d[1].wait_for("ha1's agent", Duration::from_secs(180), || {
-        answering(&d[1]).as_deref() == Some("m1")
+        answering(&d[1], "ha1").as_deref() == Some("m1")
     });
     let first = boot(&d[1]);
     write_on(&d[1], 0);
@@ -241,7 +219,8 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     // m1 back: its copy of ha1 is stale and goes, its pool is stale.
     nft(&sb.hosts[1], UNCUT);
     wait("m1's stale copy deleted", Duration::from_secs(60), || {
-        d[1].log().contains("deleting the stale copy") && answering(&d[1]).as_deref() == Some("m0")
+        d[1].log().contains("deleting the stale copy")
+            && answering(&d[1], "ha1").as_deref() == Some("m0")
     });
     wait("m1's pool stale", Duration::from_secs(30), || {
         d[1].ok(&["storage", "pool", "info", "rp"])
@@ -298,7 +277,8 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     nft(&sb.hosts[0], UNCUT);
     d[0].spawn();
     wait("m0's stale copy deleted", Duration::from_secs(60), || {
-        d[0].log().contains("deleting the stale copy") && answering(&d[0]).as_deref() == Some("m2")
+        d[0].log().contains("deleting the stale copy")
+            && answering(&d[0], "ha1").as_deref() == Some("m2")
     });
     wait("m0's pool stale", Duration::from_secs(30), || {
         d[0].ok(&["storage", "pool", "info", "rp"])

@@ -319,18 +319,7 @@ impl ClusterService {
         };
         if let Err(e) = cluster.set_replica(&name, &state).await {
             // Not recorded: the copy just made goes again.
-            if let Err(d) = self
-                .call(
-                    &to,
-                    "DELETE",
-                    &format!("/1.0/cluster/replicas/{name}"),
-                    Vec::new(),
-                    "drop the far copy",
-                )
-                .await
-            {
-                tracing::warn!(name, member, error = %d.message, "far copy not dropped");
-            }
+            self.drop_far_copy(&to, &name).await;
             return Err(from_cluster(e));
         }
         let socket = self.replica_relay(member, &name)?;
@@ -360,19 +349,22 @@ impl ClusterService {
             .reachable(&cluster, member, "it keeps the far copy")
             .await
         {
-            Ok(to) => {
-                let uri = format!("/1.0/cluster/replicas/{name}");
-                if let Err(e) = self
-                    .call(&to, "DELETE", &uri, Vec::new(), "drop the far copy")
-                    .await
-                {
-                    tracing::warn!(name, member, error = %e.message, "far copy not dropped");
-                }
-            }
+            Ok(to) => self.drop_far_copy(&to, name).await,
             Err(e) => tracing::warn!(name, member, error = %e.message, "far copy not dropped"),
         }
         if let Err(e) = cluster.drop_replica(name, &me).await {
             tracing::warn!(name, error = %e, "far copy's record not removed");
+        }
+    }
+
+    /// Has member `to` drop far copy `name` it keeps (a failure is logged).
+    async fn drop_far_copy(&self, to: &super::forward::Target, name: &str) {
+        let uri = format!("/1.0/cluster/replicas/{name}");
+        if let Err(e) = self
+            .call(to, "DELETE", &uri, Vec::new(), "drop the far copy")
+            .await
+        {
+            tracing::warn!(name, member = %to.name, error = %e.message, "far copy not dropped");
         }
     }
 

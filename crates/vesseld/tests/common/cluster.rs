@@ -142,3 +142,40 @@ impl Drop for Watch {
         }
     }
 }
+
+/// How many processes on the host have a command line (its NUL-separated arguments) that
+/// `matches`.
+pub fn processes(matches: impl Fn(&[&[u8]]) -> bool) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+            matches(&args)
+        })
+        .count()
+}
+
+/// Where instance `name` runs and whether it answers, as `d` sees it: its member once it
+/// is running and an exec through `d` works.
+pub fn answering(d: &Daemon, name: &str) -> Option<String> {
+    let info = d.vessel(&["info", name, "--format", "json"]);
+    if !info.status.success() {
+        return None;
+    }
+    let v = json(&String::from_utf8_lossy(&info.stdout));
+    if v["status"] != "running" {
+        return None;
+    }
+    let exec = d.vessel(&["exec", name, "-T", "--", "true"]);
+    exec.status
+        .success()
+        .then(|| v["location"].as_str().unwrap_or("?").to_string())
+}
