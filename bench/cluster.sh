@@ -81,6 +81,37 @@ nsenter --net=/run/netns/${NS[1]} -- env VESSEL_LIBEXEC="$BIN" "$BIN/vesseld" \
 echo \$! > "$WORK/vesseld1.pid"
 SH
 bash "$WORK/m1-up.sh"
+# m1 whole again (the failover rounds kill it and cut its namespace off), and connected.
+cat > "$WORK/m1-whole.sh" <<SH
+ip netns exec ${NS[1]} nft delete table inet cut 2>/dev/null || true
+kill -0 "\$(cat "$WORK/vesseld1.pid")" 2>/dev/null || bash "$WORK/m1-up.sh"
+for _ in \$(seq 1 150); do
+  VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" cluster info --format json 2>/dev/null \
+    | jq -e '.connected and (.fenced | not)' >/dev/null && break
+  sleep 0.2
+done
+SH
+# kill_script NAME FILE TRIES: writes FILE, which kills m1's daemon, cuts m1's namespace off
+# and waits (TRIES times 0.1 s) for instance NAME to answer an exec on m0.
+kill_script() {
+  cat > "$2" <<SH
+set -e
+kill -9 "\$(cat "$WORK/vesseld1.pid")"
+ip netns exec ${NS[1]} nft -f - <<NFT
+table inet cut {
+ chain in { type filter hook input priority -300; policy drop; }
+ chain out { type filter hook output priority -300; policy drop; }
+}
+NFT
+export VESSEL_SOCKET=$WORK/s0.sock
+for _ in \$(seq 1 $3); do
+  [ "\$("$BIN/vessel" info $1 --format json 2>/dev/null | jq -r .location)" = m0 ] \
+    && "$BIN/vessel" exec $1 -T -- true 2>/dev/null && exit 0
+  sleep 0.1
+done
+echo "$1 did not come back on m0" >&2; exit 1
+SH
+}
 for _ in $(seq 1 100); do V0 info >/dev/null 2>&1 && V1 info >/dev/null 2>&1 && break; sleep 0.1; done
 for _ in $(seq 1 100); do
   V0 cluster init m0 --address "${ADDR[0]}:8443" --etcd "$ETCD" >/dev/null 2>&1 && break
@@ -208,15 +239,7 @@ V1 launch busybox ha --no-network --target m1 -c cluster.ha=true -- \
 cat > "$WORK/ha-place.sh" <<SH
 set -e
 export VESSEL_SOCKET=$WORK/s0.sock
-if ! ip netns exec ${NS[1]} nft list table inet cut >/dev/null 2>&1; then :; else
-  ip netns exec ${NS[1]} nft delete table inet cut
-fi
-if ! kill -0 "\$(cat "$WORK/vesseld1.pid")" 2>/dev/null; then bash "$WORK/m1-up.sh"; fi
-for _ in \$(seq 1 150); do
-  VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" cluster info --format json 2>/dev/null \
-    | jq -e '.connected and (.fenced | not)' >/dev/null && break
-  sleep 0.2
-done
+bash "$WORK/m1-whole.sh"
 # (m1 deletes its stale copy first, once it is back)
 for _ in \$(seq 1 40); do
   [ "\$("$BIN/vessel" info ha --format json | jq -r .location)" = m1 ] && break
@@ -228,23 +251,7 @@ done
 "$BIN/vessel" exec ha -T -- true
 sleep 3
 SH
-cat > "$WORK/ha-kill.sh" <<SH
-set -e
-kill -9 "\$(cat "$WORK/vesseld1.pid")"
-ip netns exec ${NS[1]} nft -f - <<NFT
-table inet cut {
- chain in { type filter hook input priority -300; policy drop; }
- chain out { type filter hook output priority -300; policy drop; }
-}
-NFT
-export VESSEL_SOCKET=$WORK/s0.sock
-for _ in \$(seq 1 600); do
-  [ "\$("$BIN/vessel" info ha --format json 2>/dev/null | jq -r .location)" = m0 ] \
-    && "$BIN/vessel" exec ha -T -- true 2>/dev/null && exit 0
-  sleep 0.1
-done
-echo "ha did not come back on m0" >&2; exit 1
-SH
+kill_script ha "$WORK/ha-kill.sh" 600
 echo "failover of an HA container from a killed member (threshold 2 s, TTL 6 s), $ROUNDS rounds:"
 interleave "$ROUNDS" "$WORK" "failover" "bash '$WORK/ha-place.sh'" "bash '$WORK/ha-kill.sh'"
 fi
@@ -265,12 +272,7 @@ if [ ! -f "$WORK/vm.tar" ]; then
   kill "$BPID"; wait "$BPID" 2>/dev/null || true
 fi
 # m1 whole (the container rounds leave it killed and cut off).
-ip netns exec "${NS[1]}" nft delete table inet cut 2>/dev/null || true
-kill -0 "$(cat "$WORK/vesseld1.pid")" 2>/dev/null || bash "$WORK/m1-up.sh"
-for _ in $(seq 1 150); do
-  V1 cluster info --format json 2>/dev/null | jq -e '.connected and (.fenced | not)' >/dev/null && break
-  sleep 0.2
-done
+bash "$WORK/m1-whole.sh"
 for v in V0 V1; do
   $v image info vm/busybox >/dev/null 2>&1 || $v image import "$WORK/vm.tar" --alias vm/busybox >/dev/null
 done
@@ -279,14 +281,7 @@ cat > "$WORK/hv-place.sh" <<SH
 set -e
 v0() { VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" "\$@"; }
 v1() { VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" "\$@"; }
-if ip netns exec ${NS[1]} nft list table inet cut >/dev/null 2>&1; then
-  ip netns exec ${NS[1]} nft delete table inet cut
-fi
-if ! kill -0 "\$(cat "$WORK/vesseld1.pid")" 2>/dev/null; then bash "$WORK/m1-up.sh"; fi
-for _ in \$(seq 1 150); do
-  v1 cluster info --format json 2>/dev/null | jq -e '.connected and (.fenced | not)' >/dev/null && break
-  sleep 0.2
-done
+bash "$WORK/m1-whole.sh"
 # What the last round left: the VM and the adopted pool on m0; m1's stale copy (which it
 # deletes itself: waited for, as the name must not be let go before) and its stale pool.
 for _ in \$(seq 1 150); do
@@ -315,23 +310,7 @@ for _ in \$(seq 1 90); do v1 exec hv -T -- true >/dev/null 2>&1 && break; sleep 
 v1 exec hv -T -- sh -c 'echo written > /dev/vdb && sync' >/dev/null
 sleep 3
 SH
-cat > "$WORK/hv-kill.sh" <<SH
-set -e
-kill -9 "\$(cat "$WORK/vesseld1.pid")"
-ip netns exec ${NS[1]} nft -f - <<NFT
-table inet cut {
- chain in { type filter hook input priority -300; policy drop; }
- chain out { type filter hook output priority -300; policy drop; }
-}
-NFT
-export VESSEL_SOCKET=$WORK/s0.sock
-for _ in \$(seq 1 900); do
-  [ "\$("$BIN/vessel" info hv --format json 2>/dev/null | jq -r .location)" = m0 ] \
-    && "$BIN/vessel" exec hv -T -- true 2>/dev/null && exit 0
-  sleep 0.1
-done
-echo "hv did not come back on m0" >&2; exit 1
-SH
+kill_script hv "$WORK/hv-kill.sh" 900
 echo "failover of an HA VM with its disk on a replicated pool (threshold 2 s, TTL 6 s), $ROUNDS rounds:"
 interleave "$ROUNDS" "$WORK" "failover-vm" "bash '$WORK/hv-place.sh'" "bash '$WORK/hv-kill.sh'"
 fi
