@@ -587,13 +587,19 @@ impl InstanceService {
                 inst.status.as_str()
             )));
         }
-        if matches!(
-            inst.status,
-            InstanceStatus::Creating | InstanceStatus::Starting
-        ) {
+        // A start in progress holds the instance's lock: a forced delete waits for it behind
+        // that lock and then stops what it started. (A copy that waits for a live move holds
+        // no lock while it waits: that one is not deleted from under the move.)
+        let start_running = inst.status == InstanceStatus::Starting
+            && force
+            && self.lock_for(name).try_lock().is_err();
+        if inst.status == InstanceStatus::Creating
+            || (inst.status == InstanceStatus::Starting && !start_running)
+        {
             return Err(Error::conflict(format!(
-                "instance {name} is {}; wait for that operation to end",
-                inst.status.as_str()
+                "instance {name} is {}; wait for that operation to end{}",
+                inst.status.as_str(),
+                if force { "" } else { " or delete with --force" }
             )));
         }
         if force {
