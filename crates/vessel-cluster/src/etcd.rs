@@ -121,6 +121,10 @@ impl Cluster {
         })
     }
 
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub(crate) async fn get(
         &self,
         k: &str,

@@ -11,11 +11,14 @@
 //!   (deleted) in the same transaction that writes the new member;
 //! - `instances/PROJECT/NAME`: the member an instance lives on (no name twice in a cluster);
 //! - `networks/NAME`, `netvni/VNI`, `netblocks/NAME/INDEX`, `nethosts/NAME/IP`: cluster
-//!   networks, their VNIs, the address blocks each member hands out, the NICs on them.
+//!   networks, their VNIs, the address blocks each member hands out, the NICs on them;
+//! - `objects/KIND/KEY`: the daemon's records every member shares (projects, identities,
+//!   profiles), written by compare-and-swap on their revision.
 
 mod etcd;
 mod instances;
 mod networks;
+mod objects;
 mod replicas;
 mod token;
 
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use etcd::{fence_after, kill_after, Cluster, Heartbeater, MemberWatch};
 pub use instances::{Asks, Location};
 pub use networks::{NetHost, NetworkSpec};
+pub use objects::{Expect, ObjectChange, ObjectWatch, SharedObject};
 pub use replicas::ReplicaState;
 pub use token::JoinToken;
 

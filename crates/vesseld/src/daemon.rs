@@ -19,7 +19,7 @@ use crate::instance::InstanceService;
 use crate::network::NetworkService;
 use crate::operations::Operations;
 use crate::storage::StorageService;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SharedStore, SqliteStore, Store, StoreError};
 
 /// Default directory of persistent state; its instances use the cgroup parent `vessel`.
 pub const DEFAULT_ROOT: &str = "/var/lib/vessel";
@@ -122,7 +122,9 @@ impl Daemon {
             }
         };
         let db = root.join("vessel.db");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(DaemonError::Store)?);
+        let local: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).map_err(DaemonError::Store)?);
+        let shared = SharedStore::new(local);
+        let store: Arc<dyn Store> = Arc::new(shared.clone());
         // SQLite makes its journal files with the database's mode.
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
             .map_err(io_err(format!("securing {}", db.display())))?;
@@ -133,6 +135,14 @@ impl Daemon {
             ..config
         };
         let daemon = Self::assemble(&config, store, cgroup_version, agent);
+        // In a cluster, identities another member changes are read again here.
+        let auth = daemon.app.auth.clone();
+        shared.on_change(Arc::new(move |kind| {
+            if kind == "identity" {
+                auth.reload_shared();
+            }
+        }));
+        daemon.app.cluster.set_shared(shared);
         daemon.reconcile()?;
         if config.default_network {
             daemon.app.networks.first_start();

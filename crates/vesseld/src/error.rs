@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The caller's role does not allow the request (403).
     Forbidden,
+    /// A store the request needs does not answer for now; try again later (503).
+    Unavailable,
 }
 
 /// A service error with a message for people.
@@ -173,7 +175,8 @@ impl From<crate::store::StoreError> for Error {
         use crate::store::StoreError as S;
         let kind = match &e {
             S::NotFound(_) => ErrorKind::NotFound,
-            S::Exists(_) | S::Exhausted(_) => ErrorKind::Conflict,
+            S::Exists(_) | S::Exhausted(_) | S::Changed(_) => ErrorKind::Conflict,
+            S::Unavailable(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
         Self {

@@ -929,9 +929,11 @@ fn a_cluster_network_spans_the_members_as_they_join() {
     // A project-bound caller reaching another member's instance through this one is that
     // caller there: its project's instance, not default's of the same name, and only its
     // project's in a listing.
-    for di in &d[..2] {
-        di.ok(&["project", "create", "p1", "-c", "features.images=false"]);
-    }
+    // (Projects are the cluster's: made on one member, there on the others.)
+    d[0].ok(&["project", "create", "p1", "-c", "features.images=false"]);
+    wait("p1 on m1", Duration::from_secs(5), || {
+        d[1].vessel(&["project", "info", "p1"]).status.success()
+    });
     d[0].ok(&[
         "launch",
         "busybox",

@@ -61,7 +61,7 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
         ));
     }
     println(format!(
-        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  placement:   {}\n  failover:    {}\n  fingerprint: {}",
+        "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  shared:      {}\n  placement:   {}\n  failover:    {}\n  fingerprint: {}",
         i.name.as_deref().unwrap_or("?"),
         i.id.as_deref().unwrap_or("?"),
         i.address.as_deref().unwrap_or("?"),
@@ -71,6 +71,11 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
             "yes: no lease renewal for half its TTL; its cluster.ha instances were stopped"
         } else {
             "no"
+        },
+        if i.shared_current {
+            "current (projects, identities and profiles are the cluster's)"
+        } else {
+            "catching up: projects, identities and profiles can be read, not changed"
         },
         i.policy.as_deref().unwrap_or("?"),
         i.healing_threshold

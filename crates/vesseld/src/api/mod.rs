@@ -87,6 +87,7 @@ impl IntoResponse for Error {
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let shown = crate::error::redact_host_paths(&self.message);
         if shown != self.message {

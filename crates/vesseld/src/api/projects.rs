@@ -168,6 +168,7 @@ pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<
             .iter()
             .filter_map(|p| project::within(&name, &p.name).map(|n| format!("profile {n}"))),
     );
+    holds.extend(app.cluster.held_elsewhere(&name).await?);
     // Identities bound to it would come back to life with a new project of its name.
     holds.extend(
         app.auth

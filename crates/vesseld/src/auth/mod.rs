@@ -226,6 +226,13 @@ impl AuthService {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
+    /// Reads the identities again after another cluster member changed them; open streams
+    /// of an identity revoked there close.
+    pub fn reload_shared(&self) {
+        self.reload();
+        self.revoked.send_modify(|n| *n += 1);
+    }
+
     /// The cluster's members, by the fingerprint of the certificate each one's record pins:
     /// a client presenting one of them is that member, an administrator. Replaces the
     /// previous set (a removed member is refused from then on).

@@ -9,6 +9,7 @@ mod instances;
 mod migration;
 mod networks;
 mod replicas;
+mod shared;
 pub mod watchdog;
 
 pub use evacuate::EvacuateAction;
@@ -98,6 +99,9 @@ struct Inner {
     /// The daemon's runtime (what blocking callers, such as the RAID engine's failure hook,
     /// run cluster work on).
     runtime: tokio::runtime::Handle,
+    /// The store, whose shared kinds (projects, identities, profiles) live in etcd while
+    /// this server is a member.
+    shared: std::sync::OnceLock<crate::store::SharedStore>,
 }
 
 /// This server's membership of a cluster.
@@ -171,6 +175,7 @@ impl ClusterService {
                 network_errors: Default::default(),
                 replicas: Default::default(),
                 runtime: tokio::runtime::Handle::current(),
+                shared: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -390,6 +395,7 @@ impl ClusterService {
         let Some(m) = self.inner.membership.lock().await.clone() else {
             return;
         };
+        self.share(&m, false);
         // The fence does not wait for the attempts to connect, which can take long.
         let svc = self.clone();
         tokio::spawn(async move {
@@ -406,6 +412,10 @@ impl ClusterService {
                 Ok(()) => return,
                 Err(e) if e.kind == crate::error::ErrorKind::Conflict => {
                     tracing::error!(error = %e, "cluster membership not resumed");
+                    // Not a member (any more): what it holds is its own again.
+                    if let Some(s) = self.inner.shared.get() {
+                        s.detach();
+                    }
                     return;
                 }
                 Err(e) => {
@@ -475,11 +485,23 @@ impl ClusterService {
                 None,
             ),
         };
-        let (policy, healing_threshold) = match cluster {
-            Some(c) => (
-                c.policy().await.ok(),
-                c.healing_threshold().await.ok().flatten(),
-            ),
+        // Asked of etcd only while it answers, and not for long: `cluster info` is what a
+        // user runs to see why it does not.
+        let (policy, healing_threshold) = match cluster.filter(|_| connected) {
+            Some(c) => {
+                let wait = Duration::from_millis(1500);
+                (
+                    tokio::time::timeout(wait, c.policy())
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok()),
+                    tokio::time::timeout(wait, c.healing_threshold())
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .flatten(),
+                )
+            }
             None => (None, None),
         };
         Ok(ClusterInfo {
@@ -490,6 +512,12 @@ impl ClusterService {
             etcd: m.map(|m| m.etcd).unwrap_or_default(),
             connected,
             fenced,
+            shared_current: self
+                .inner
+                .shared
+                .get()
+                .and_then(|s| s.current())
+                .unwrap_or(false),
             fingerprint: self.fingerprint()?,
             policy,
             healing_threshold,
@@ -567,6 +595,7 @@ impl ClusterService {
     async fn joined(&self, m: Membership) -> Result<ClusterInfo> {
         self.save(&m)?;
         *self.inner.membership.lock().await = Some(m.clone());
+        self.share(&m, true);
         if let Err(e) = self.go_live(&m).await {
             tracing::warn!(error = %e, "joined, but not beating yet; retrying");
             let svc = self.clone();

@@ -4,10 +4,12 @@
 mod idmap;
 mod migrations;
 mod record;
+mod shared;
 mod sqlite;
 mod sqlite_rows;
 
 pub use record::{decode, encode, Records};
+pub use shared::SharedStore;
 pub use sqlite::SqliteStore;
 use vessel_api::{AuditEntry, Image, Instance, InstanceIdmap, InstanceStatus, Operation};
 
@@ -55,6 +57,12 @@ pub enum StoreError {
     /// Nothing is left to allocate.
     #[error("{0}")]
     Exhausted(String),
+    /// The store that holds the object does not answer (a cluster member's etcd).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The object changed since it was read (on another member).
+    #[error("{0}")]
+    Changed(String),
 }
 
 /// Where isolated host id ranges come from: ranges of `size` ids stacked above the shared

@@ -1,0 +1,185 @@
+//! What the members of a cluster share through etcd: projects, identities and profiles.
+//! Made on one member, there on the others; each member's own added when it joins (the
+//! cluster's win where both have one); changes by compare-and-swap (two members making one
+//! name at once: one wins); a token revoked on one member refused on the others; a project
+//! with instances on another member not deleted; a member cut off from etcd answers reads,
+//! refuses changes, and catches up once back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{init, json, nft, token, wait};
+use common::etcd::Etcd;
+use common::{Daemon, Sandbox};
+
+const CUT_ETCD: &str = "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n";
+
+fn projects(d: &Daemon) -> Vec<String> {
+    let v = json(&d.ok(&["project", "list", "--format", "json"]));
+    let mut names: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn limit(d: &Daemon, project: &str, key: &str) -> Option<String> {
+    let v = json(&d.ok(&["project", "info", project, "--format", "json"]));
+    v["config"][key].as_str().map(str::to_string)
+}
+
+/// The HTTP status of `GET /1.0/instances` on `listen` with `token`, from namespace `ns`.
+fn status_with(ns: &str, listen: &str, token: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sk", "--max-time", "10"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("https://{listen}/1.0/instances"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn projects_identities_and_profiles_are_the_clusters() {
+    let sb = Sandbox::new(3);
+    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
+    let etcd = Etcd::start(&sb.hosts, &addrs);
+    let listen = |i: usize| format!("{}:8443", addrs[i]);
+    let mut d: Vec<Daemon> = (0..2)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+
+    // Before the cluster: each server has its own.
+    d[0].ok(&[
+        "project",
+        "create",
+        "alpha",
+        "-c",
+        "features.images=false",
+        "-c",
+        "limits.instances=5",
+    ]);
+    let ops = d[0].token("ops", "default", "admin");
+    d[1].ok(&["project", "create", "alpha", "-c", "limits.instances=1"]);
+    d[1].ok(&["project", "create", "beta"]);
+    d[1].ok(&["profile", "create", "small"]);
+
+    init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
+    let t = token(&d[0], "m1");
+    d[1].ok(&["cluster", "join", &t, "--address", &listen(1)]);
+    let info = json(&d[1].ok(&["cluster", "info", "--format", "json"]));
+    assert_eq!(info["shared_current"], true, "{info}");
+
+    // Each member's own added; the cluster's alpha won over m1's.
+    for di in &d {
+        wait("alpha and beta everywhere", Duration::from_secs(5), || {
+            projects(di) == ["alpha", "beta", "default"]
+        });
+        assert_eq!(limit(di, "alpha", "limits.instances").as_deref(), Some("5"));
+        wait("the profile everywhere", Duration::from_secs(5), || {
+            di.vessel(&["profile", "show", "small"]).status.success()
+        });
+    }
+    // m0's token is good on m1's API.
+    assert_eq!(status_with(&sb.hosts[1], &listen(1), &ops), "200");
+
+    // A change on one member is on the other within moments.
+    d[1].ok(&["project", "set", "alpha", "limits.instances=7"]);
+    wait("alpha's new limit on m0", Duration::from_secs(5), || {
+        limit(&d[0], "alpha", "limits.instances").as_deref() == Some("7")
+    });
+    d[0].ok(&["profile", "create", "large"]);
+    wait("m0's new profile on m1", Duration::from_secs(5), || {
+        d[1].vessel(&["profile", "show", "large"]).status.success()
+    });
+
+    // One name made on both members at once: one wins, the other is told it exists.
+    for round in 0..3 {
+        let name = format!("race{round}");
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| d[0].vessel(&["project", "create", &name]));
+            let b = s.spawn(|| d[1].vessel(&["project", "create", &name]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let won = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            won,
+            1,
+            "{name}: m0 {:?} / m1 {:?}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        );
+        let lost = if a.status.success() { &b } else { &a };
+        let err = String::from_utf8_lossy(&lost.stderr);
+        assert!(err.contains("exists"), "{err}");
+        d[0].ok(&["project", "delete", &name]);
+    }
+
+    // Revoked on m1: refused on m0 too.
+    d[1].ok(&["auth", "revoke", "ops"]);
+    wait("ops refused on m0", Duration::from_secs(5), || {
+        status_with(&sb.hosts[0], &listen(0), &ops) == "401"
+    });
+
+    // A project with an instance on another member is not deleted from under it.
+    d[1].busybox();
+    d[0].ok(&[
+        "launch",
+        "busybox",
+        "w1",
+        "--no-network",
+        "--target",
+        "m1",
+        "--project",
+        "alpha",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let err = d[0].fails(&["project", "delete", "alpha"]);
+    assert!(err.contains("instance w1 (on m1)"), "{err}");
+    d[0].ok(&["delete", "--force", "w1", "--project", "alpha"]);
+
+    // m1 cut off from etcd: it reads, refuses changes with a reason, catches up once back.
+    nft(&sb.hosts[1], CUT_ETCD);
+    wait("m1 not current", Duration::from_secs(15), || {
+        json(&d[1].ok(&["cluster", "info", "--format", "json"]))["shared_current"] == false
+    });
+    assert_eq!(projects(&d[1]), ["alpha", "beta", "default"]);
+    let err = d[1].fails(&["project", "create", "gamma"]);
+    assert!(err.contains("etcd") && err.contains("not changed"), "{err}");
+    d[0].ok(&["project", "create", "delta"]);
+    d[0].ok(&["project", "delete", "beta"]);
+    nft(&sb.hosts[1], "delete table inet vessel_test_cut\n");
+    wait("m1 caught up", Duration::from_secs(20), || {
+        projects(&d[1]) == ["alpha", "default", "delta"]
+    });
+    wait("m1 current", Duration::from_secs(10), || {
+        json(&d[1].ok(&["cluster", "info", "--format", "json"]))["shared_current"] == true
+    });
+    d[1].ok(&["project", "create", "gamma"]);
+    wait("gamma on m0", Duration::from_secs(5), || {
+        projects(&d[0]) == ["alpha", "default", "delta", "gamma"]
+    });
+
+    // A daemon restarted reads etcd's again (what changed while it was down included).
+    d[1].kill(libc::SIGKILL);
+    d[0].ok(&["project", "delete", "gamma"]);
+    d[1].spawn();
+    wait(
+        "m1 current after its restart",
+        Duration::from_secs(20),
+        || {
+            let out = d[1].vessel(&["cluster", "info", "--format", "json"]);
+            out.status.success()
+                && json(&String::from_utf8_lossy(&out.stdout))["shared_current"] == true
+        },
+    );
+    assert_eq!(projects(&d[1]), ["alpha", "default", "delta"]);
+}
