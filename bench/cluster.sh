@@ -283,7 +283,7 @@ v0() { VESSEL_SOCKET=$WORK/s0.sock "$BIN/vessel" "\$@"; }
 v1() { VESSEL_SOCKET=$WORK/s1.sock "$BIN/vessel" "\$@"; }
 bash "$WORK/m1-whole.sh"
 # What the last round left: the VM and the adopted pool on m0; m1's stale copy (which it
-# deletes itself: waited for, as the name must not be let go before) and its stale pool.
+# deletes itself: waited for, so that each round starts clean) and its stale pool.
 for _ in \$(seq 1 150); do
   [ "\$(v1 list --format json 2>/dev/null | jq -c '[.[] | select(.name == "hv") | .location]')" != '["m1"]' ] \
     && [ "\$(v1 list --format json 2>/dev/null | jq '[.[] | select(.name == "hv")] | length')" -le 1 ] && break

@@ -425,6 +425,18 @@ impl Cluster {
             key(&format!("alive/{name}")),
         ];
         gone.extend(self.held_by(name).await?);
+        let stale = self
+            .get(
+                &key(&format!("stale/{name}/")),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        gone.extend(
+            stale
+                .kvs()
+                .iter()
+                .map(|kv| kv.key_str().unwrap_or_default().to_string()),
+        );
         for k in gone {
             call(&self.client, |mut c| {
                 let k = k.clone();

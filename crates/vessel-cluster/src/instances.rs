@@ -3,7 +3,8 @@
 //! holds it: no name twice in a cluster), and keeps the index true of its own instances
 //! (`sync_instances`: renamed, copied, imported, deleted ones), with what each asks for
 //! (its CPU and memory limits): the scheduler's count of each member's commitments, current
-//! from the moment a name is claimed.
+//! from the moment a name is claimed. `stale/MEMBER/PROJECT/NAME` outlives the entry of an
+//! instance failed over from `MEMBER` and deleted since: that member's copy is stale.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,6 +69,27 @@ fn instance_key(project: &str, name: &str) -> String {
     key(&format!("instances/{project}/{name}"))
 }
 
+/// `stale/MEMBER/PROJECT/NAME`: the copy of `project`/`name` on `member` is stale (the
+/// instance was failed over from it, and its entry, with that mark, has gone since): that
+/// member never claims the name for it, and deletes it.
+fn stale_key(member: &str, project: &str, name: &str) -> String {
+    key(&format!("stale/{member}/{project}/{name}"))
+}
+
+/// What lets go of the entry `k` as `loc` is (read at its revision): its deletion, and if it
+/// was failed over, the mark that the copy left on that member is stale, which outlives it.
+fn release_ops(k: &str, loc: &Location) -> Vec<TxnOp> {
+    let mut ops = vec![TxnOp::delete(k, None)];
+    if let Some(from) = &loc.failed_over_from {
+        ops.push(TxnOp::put(
+            stale_key(from, &loc.project, &loc.name),
+            loc.member.clone(),
+            None,
+        ));
+    }
+    ops
+}
+
 fn location_of(kv: &etcd_client::KeyValue) -> Result<Location> {
     let k = kv.key_str().unwrap_or("?");
     let mut loc: Location = parse(k, kv.value())?;
@@ -98,11 +120,20 @@ impl Cluster {
             failed_over_from: None,
             revision: 0,
         };
+        let stale = stale_key(member, project, name);
         let txn = Txn::new()
-            .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
+            .when([
+                Compare::version(k.as_str(), CompareOp::Equal, 0),
+                Compare::version(stale.as_str(), CompareOp::Equal, 0),
+            ])
             .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
         if self.txn(txn).await?.succeeded() {
             return Ok(());
+        }
+        if !self.get(&stale, None).await?.kvs().is_empty() {
+            return Err(Error::Conflict(format!(
+                "instance {name} of project {project} was failed over from member {member}                  and deleted since: the copy there is stale and goes"
+            )));
         }
         match self.locate_instance(project, name).await? {
             Some(l) if l.member == member => Ok(()),
@@ -219,7 +250,8 @@ impl Cluster {
         let Some(kv) = resp.kvs().first() else {
             return Ok(());
         };
-        if location_of(kv)?.member != member {
+        let loc = location_of(kv)?;
+        if loc.member != member {
             return Ok(());
         }
         let txn = Txn::new()
@@ -228,8 +260,34 @@ impl Cluster {
                 CompareOp::Equal,
                 kv.mod_revision(),
             )])
-            .and_then([TxnOp::delete(k.as_str(), None)]);
+            .and_then(release_ops(&k, &loc));
         self.txn(txn).await?;
+        Ok(())
+    }
+
+    /// The instances whose copies on `member` are stale (failed over from it, deleted
+    /// since), as (project, name).
+    pub async fn stale_copies(&self, member: &str) -> Result<Vec<(String, String)>> {
+        let prefix = key(&format!("stale/{member}/"));
+        let resp = self
+            .get(&prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let rest = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                let (p, n) = rest.split_once('/')?;
+                Some((p.to_string(), n.to_string()))
+            })
+            .collect())
+    }
+
+    /// Forgets that `member`'s copy of `project`/`name` is stale (it is gone).
+    pub async fn forget_stale(&self, member: &str, project: &str, name: &str) -> Result<()> {
+        let k = stale_key(member, project, name);
+        self.txn(Txn::new().and_then([TxnOp::delete(k.as_str(), None)]))
+            .await?;
         Ok(())
     }
 
@@ -268,11 +326,18 @@ impl Cluster {
         let resp = self
             .get(&key("instances/"), Some(GetOptions::new().with_prefix()))
             .await?;
-        let mut seen = BTreeSet::new();
+        // Copies here of instances failed over and deleted since: said as failed over from
+        // here (the caller deletes them), never claimed.
+        let stale: BTreeSet<(String, String)> =
+            self.stale_copies(member).await?.into_iter().collect();
+        let (mut seen, mut mine) = (BTreeSet::new(), BTreeSet::new());
         let mut clashes = Vec::new();
         for kv in resp.kvs() {
             let loc = location_of(kv)?;
             let id = (loc.project.clone(), loc.name.clone());
+            if loc.member == member {
+                mine.insert(id.clone());
+            }
             let k = kv.key_str().unwrap_or_default();
             let unchanged = Compare::mod_revision(k, CompareOp::Equal, kv.mod_revision());
             match keep.get(&id) {
@@ -287,17 +352,39 @@ impl Cluster {
                             .and_then([TxnOp::put(k, json(&rec), None)]);
                     self.txn(txn).await?;
                 }
-                Some(_) if loc.member != member => clashes.push(loc),
+                Some(_) if loc.member != member => {
+                    let mut loc = loc;
+                    if stale.contains(&id) {
+                        loc.failed_over_from = Some(member.to_string());
+                    }
+                    clashes.push(loc)
+                }
                 Some(_) => {}
                 None if loc.member == member && kv.create_revision() <= since => {
-                    let txn = Txn::new()
-                        .when([unchanged])
-                        .and_then([TxnOp::delete(k, None)]);
+                    let txn = Txn::new().when([unchanged]).and_then(release_ops(k, &loc));
                     self.txn(txn).await?;
                 }
                 None => {}
             }
             seen.insert(id);
+        }
+        for id in &stale {
+            let (project, name) = id;
+            if !keep.contains_key(id) || mine.contains(id) {
+                // Gone from here (or held here again, by a move): the mark has done its work.
+                self.forget_stale(member, project, name).await?;
+            } else if !seen.contains(id) {
+                clashes.push(Location {
+                    project: project.clone(),
+                    name: name.clone(),
+                    member: String::new(),
+                    asks: Asks::default(),
+                    origin: None,
+                    failed_over_from: Some(member.to_string()),
+                    revision: 0,
+                });
+                seen.insert(id.clone());
+            }
         }
         for ((project, name), asks) in keep.iter().filter(|(id, _)| !seen.contains(*id)) {
             if let Err(Error::Conflict(_)) = self

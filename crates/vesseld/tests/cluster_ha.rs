@@ -3,7 +3,8 @@
 //! HA container stopped by its watchdog and started on another member (which fetches the
 //! image from a third), timed from the kill to the instance answering; a member cut off
 //! from etcd but alive fences itself and the instance moves again; a member that comes back
-//! deletes its stale copy but keeps the copy of a later move to it; an instance is never seen running twice (its process is counted
+//! deletes its stale copy but keeps the copy of a later move to it, and deletes it too when
+//! the instance was deleted while it was away; an instance is never seen running twice (its process is counted
 //! on the host ten times a second throughout; all members share this kernel).
 
 mod common;
@@ -23,7 +24,6 @@ fn copies() -> usize {
     processes(|args| args.len() == 2 && args[0].ends_with(b"sleep") && args[1] == MARK.as_bytes())
 }
 
-/// How many instances named `ha1` `d`'s list shows, and where.
 /// How many instances named `ha1` `d`'s list shows, and where.
 fn listed(d: &Daemon) -> Vec<String> {
     let v = json(&d.ok(&["list", "--format", "json"]));
@@ -249,6 +249,50 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         answering(&d[2], "ha1").as_deref() == Some("m0")
     });
     assert_eq!(copies(), 1);
+
+    // Failed over, then deleted while the member it came from is away: that member's copy
+    // stays stale (the mark outlives the index entry), is deleted when it is back and never
+    // starts; the name is free again after.
+    d[1].ok(&["cluster", "healing", "2"]);
+    let dropped = |d: &Daemon| d.log().matches("deleting the stale copy").count();
+    let dropped_before = dropped(&d[0]);
+    nft(&sb.hosts[0], CUT_ETCD);
+    wait(
+        "ha1 failed over to m1 again",
+        Duration::from_secs(40),
+        || answering(&d[2], "ha1").as_deref() == Some("m1"),
+    );
+    d[2].ok(&["delete", "ha1", "--force"]);
+    wait("ha1 gone from the cluster", Duration::from_secs(10), || {
+        listed(&d[2]).is_empty()
+    });
+    assert_eq!(copies(), 0);
+    let watch = Watch::start(copies);
+    nft(&sb.hosts[0], UNCUT);
+    wait("m0's stale copy deleted", Duration::from_secs(30), || {
+        dropped(&d[0]) > dropped_before && listed(&d[0]).is_empty()
+    });
+    // A few index passes more: nothing claims the name for the stale copy, nothing runs.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        watch.most(),
+        0,
+        "the deleted instance's stale copy ran again"
+    );
+    assert!(listed(&d[2]).is_empty(), "{:?}", listed(&d[2]));
+    drop(watch);
+    d[0].busybox();
+    d[0].ok(&[
+        "launch",
+        "busybox",
+        "ha1",
+        "--no-network",
+        "--target",
+        "m0",
+        "--",
+        "sleep",
+        "86396",
+    ]);
     d[0].ok(&["delete", "ha1", "--force"]);
     d[2].ok(&["delete", "anchor", "--force"]);
     d[1].ok(&["delete", "ha2", "--force"]);
