@@ -1866,7 +1866,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::Get,
         path: "/1.0/projects/{name}",
         summary: "A project with its limits and what it uses of them",
-        query: &[],
+        query: &[Query {
+            name: "holds",
+            description: "`1`: also what the project holds on this server that keeps it from \
+                          being deleted (`holds`; in a cluster, a deletion asks every member)",
+            required: false,
+        }],
         request: Body::None,
         status: 200,
         role: Role::Viewer,

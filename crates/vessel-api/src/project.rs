@@ -58,6 +58,10 @@ pub struct Project {
     /// What the project holds now, counted as its limits count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ProjectUsage>,
+    /// What it holds on the server asked that keeps it from being deleted (instances,
+    /// networks, volumes, images, exports, profiles, identities), when asked (`?holds=1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
 }
 
 /// What a project uses of its limits.

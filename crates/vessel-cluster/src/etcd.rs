@@ -92,6 +92,17 @@ impl Cluster {
     /// Connects to etcd at `endpoints` (client URLs); fails if none answers in a few
     /// seconds.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        Self::connect_with(endpoints, false).await
+    }
+
+    /// As [`Cluster::connect`], and every request (watches included) refused by an etcd
+    /// member that has no leader (cut off from the others' quorum) rather than answered
+    /// from its own, possibly old, data: what a copy of etcd's data kept by a watch needs.
+    pub async fn connect_requiring_leader(endpoints: &[String]) -> Result<Self> {
+        Self::connect_with(endpoints, true).await
+    }
+
+    async fn connect_with(endpoints: &[String], require_leader: bool) -> Result<Self> {
         if endpoints.is_empty() {
             return Err(Error::Invalid(
                 "no etcd endpoint given: name its client URLs, e.g. http://10.0.0.1:2379".into(),
@@ -107,7 +118,8 @@ impl Cluster {
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_millis(500), Duration::from_millis(500))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(require_leader);
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| Error::Etcd(format!("cannot reach {}: {e}", endpoints.join(", "))))?;

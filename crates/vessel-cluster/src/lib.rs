@@ -12,8 +12,10 @@
 //! - `instances/PROJECT/NAME`: the member an instance lives on (no name twice in a cluster);
 //! - `networks/NAME`, `netvni/VNI`, `netblocks/NAME/INDEX`, `nethosts/NAME/IP`: cluster
 //!   networks, their VNIs, the address blocks each member hands out, the NICs on them;
-//! - `objects/KIND/KEY`: the daemon's records every member shares (projects, identities,
-//!   profiles), written by compare-and-swap on their revision.
+//! - `objects/KIND/KEY`: the daemon's records every member shares (projects, identities),
+//!   written by compare-and-swap on their revision;
+//! - `stale/MEMBER/PROJECT/NAME`: the copy on MEMBER of an instance failed over from it and
+//!   deleted since is stale.
 
 mod etcd;
 mod instances;

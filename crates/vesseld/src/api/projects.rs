@@ -80,11 +80,15 @@ pub async fn get(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     if !visible(&caller, &name) {
         return Err(project::not_found(&name));
     }
-    let p = app.projects.get(&name)?;
+    let mut p = app.projects.get(&name)?;
+    if matches!(q.get("holds").map(String::as_str), Some("1" | "true")) {
+        p.holds = holds_here(&app, &name)?;
+    }
     Ok(Json(Holdings::read(&app).await?.usage(p)).into_response())
 }
 
@@ -127,6 +131,15 @@ pub async fn update(
 }
 
 pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
+    let mut holds = holds_here(&app, &name)?;
+    // In a cluster the project is every member's: what it holds on each counts.
+    holds.extend(app.cluster.project_holds(&name).await?);
+    Ok(Json(app.projects.delete(&name, &holds)?).into_response())
+}
+
+/// What project `name` holds on this server that keeps it from being deleted.
+fn holds_here(app: &App, name: &str) -> Result<Vec<String>> {
+    let name = name.to_string();
     let mut holds: Vec<String> = app
         .instances
         .records()?
@@ -168,7 +181,6 @@ pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<
             .iter()
             .filter_map(|p| project::within(&name, &p.name).map(|n| format!("profile {n}"))),
     );
-    holds.extend(app.cluster.held_elsewhere(&name).await?);
     // Identities bound to it would come back to life with a new project of its name.
     holds.extend(
         app.auth
@@ -177,5 +189,5 @@ pub async fn delete(State(app): State<App>, Path(name): Path<String>) -> Result<
             .filter(|i| i.project == name)
             .map(|i| format!("identity {}", i.name)),
     );
-    Ok(Json(app.projects.delete(&name, &holds)?).into_response())
+    Ok(holds)
 }

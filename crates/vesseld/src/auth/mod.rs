@@ -207,6 +207,9 @@ impl AuthService {
     }
 
     fn reload(&self) {
+        // Read under the table's lock: a revocation here (which changes the table under
+        // it, after the store) cannot be undone by a reload that read the store before it.
+        let mut held = self.table.write().unwrap_or_else(|p| p.into_inner());
         let mut table = Table::default();
         match self.records.entries() {
             Ok(entries) => {
@@ -223,7 +226,7 @@ impl AuthService {
                 tracing::error!(error = %e, "cannot read identities; remote access is closed")
             }
         }
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        *held = table;
     }
 
     /// Reads the identities again after another cluster member changed them; open streams
@@ -437,30 +440,51 @@ impl AuthService {
         })
     }
 
+    // The store is written without the table's lock held: in a cluster that write waits
+    // for etcd, and every request's authentication reads the table meanwhile. The store
+    // refuses a name taken meanwhile (here or on another member).
     fn insert(&self, s: Stored) -> Result<()> {
-        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        if table.by_name.contains_key(&s.identity.name) {
-            return Err(Error::conflict(format!(
+        let exists = || {
+            Error::conflict(format!(
                 "an identity named {:?} exists already; pick another name or revoke it first",
                 s.identity.name
-            )));
+            ))
+        };
+        if self
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .contains_key(&s.identity.name)
+        {
+            return Err(exists());
         }
         self.records
             .insert(&s.identity.name, &s)
-            .map_err(|e| Error::internal(format!("storing the identity: {e}")))?;
-        table.add(s);
+            .map_err(|e| match e {
+                crate::store::StoreError::Exists(_) => exists(),
+                e => stored(e, "storing the identity"),
+            })?;
+        self.table.write().unwrap_or_else(|p| p.into_inner()).add(s);
         Ok(())
     }
 
     /// Revokes an identity: its next request fails and its open streams close.
     pub fn revoke(&self, name: &str) -> Result<Identity> {
-        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = table.by_name.get(name).cloned() else {
+        let Some(s) = self
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .get(name)
+            .cloned()
+        else {
             return Err(Error::not_found(format!("identity {name:?} not found")));
         };
         self.records
             .delete(name)
-            .map_err(|e| Error::internal(format!("removing the identity: {e}")))?;
+            .map_err(|e| stored(e, "removing the identity"))?;
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = s.secret_key() {
             table.by_secret.remove(&k);
         }
@@ -469,6 +493,16 @@ impl AuthService {
         self.revoked.send_modify(|n| *n += 1);
         Ok(s.identity)
     }
+}
+
+/// A store error of an identity's change: as it is (a name taken on another member, etcd
+/// out of reach, ...), with `what` said of a failure of the host.
+fn stored(e: crate::store::StoreError, what: &str) -> Error {
+    let mut e: Error = e.into();
+    if e.kind == crate::error::ErrorKind::Internal {
+        e.message = format!("{what}: {}", e.message);
+    }
+    e
 }
 
 fn caller_of(i: &Identity) -> Caller {

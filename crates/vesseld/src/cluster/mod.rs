@@ -47,6 +47,23 @@ struct Membership {
     name: String,
     address: String,
     etcd: Vec<String>,
+    /// What of this server's own projects and identities is still to be added to the
+    /// cluster's (a membership from before they were shared: all).
+    #[serde(default)]
+    shared_seed: SharedSeed,
+}
+
+/// What a member still has to add of its own to the cluster's shared objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SharedSeed {
+    /// Its projects and identities (the first member; a membership from before).
+    #[default]
+    All,
+    /// Its projects (a server that joined: its identities are the cluster's).
+    Projects,
+    /// Nothing: done.
+    Done,
 }
 
 /// A live membership: the connection, the heartbeat, what watches its fence and what keeps
@@ -99,7 +116,7 @@ struct Inner {
     /// The daemon's runtime (what blocking callers, such as the RAID engine's failure hook,
     /// run cluster work on).
     runtime: tokio::runtime::Handle,
-    /// The store, whose shared kinds (projects, identities, profiles) live in etcd while
+    /// The store, whose shared kinds (projects, identities) live in etcd while
     /// this server is a member.
     shared: std::sync::OnceLock<crate::store::SharedStore>,
 }
@@ -395,7 +412,7 @@ impl ClusterService {
         let Some(m) = self.inner.membership.lock().await.clone() else {
             return;
         };
-        self.share(&m, false);
+        self.share(&m);
         // The fence does not wait for the attempts to connect, which can take long.
         let svc = self.clone();
         tokio::spawn(async move {
@@ -585,6 +602,7 @@ impl ClusterService {
             name: req.name,
             address: req.address,
             etcd: req.etcd,
+            shared_seed: SharedSeed::All,
         })
         .await
     }
@@ -595,7 +613,7 @@ impl ClusterService {
     async fn joined(&self, m: Membership) -> Result<ClusterInfo> {
         self.save(&m)?;
         *self.inner.membership.lock().await = Some(m.clone());
-        self.share(&m, true);
+        self.share(&m);
         if let Err(e) = self.go_live(&m).await {
             tracing::warn!(error = %e, "joined, but not beating yet; retrying");
             let svc = self.clone();
@@ -690,6 +708,7 @@ impl ClusterService {
             name: token.name,
             address: req.address,
             etcd: token.endpoints,
+            shared_seed: SharedSeed::Projects,
         })
         .await
     }

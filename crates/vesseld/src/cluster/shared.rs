@@ -1,49 +1,96 @@
 //! What the members share through the store: the link of its shared kinds (projects,
-//! identities, profiles) to etcd, and what a shared project holds on other members.
+//! identities) to etcd, and what a shared project holds on the other members.
 
-use super::{from_cluster, ClusterService, Membership};
+use super::{ClusterService, Membership, SharedSeed};
 use crate::error::Result;
+use crate::store::Seed;
 
 impl ClusterService {
     /// Gives the service the store whose shared kinds it links to etcd while a member.
+    /// A member links it at once (before the API serves: a change made meanwhile would be
+    /// this member's alone, and undone when the link reads etcd's).
     pub fn set_shared(&self, shared: crate::store::SharedStore) {
         let _ = self.inner.shared.set(shared);
-    }
-
-    /// Links the store's shared kinds to `m`'s etcd (`seed`: this member's own are added
-    /// where the cluster has none).
-    pub(super) fn share(&self, m: &Membership, seed: bool) {
-        if let Some(s) = self.inner.shared.get() {
-            s.attach(&m.etcd, seed);
+        let m = self
+            .inner
+            .membership
+            .try_lock()
+            .ok()
+            .and_then(|m| m.clone());
+        if let Some(m) = m {
+            self.share(&m);
         }
     }
 
-    /// The instances of `project` the cluster's index places on other members, as
-    /// `instance NAME (on MEMBER)`: a project the members share is not deleted from under
-    /// them. Nothing outside a cluster, or before etcd answered (the project's deletion is
-    /// refused then anyway).
-    pub async fn held_elsewhere(&self, project: &str) -> Result<Vec<String>> {
-        let me = match self.inner.membership.lock().await.as_ref() {
-            Some(m) => m.name.clone(),
-            None => return Ok(Vec::new()),
+    /// Links the store's shared kinds to `m`'s etcd, adding this server's own as its
+    /// membership says is still to be done (and noting once it is).
+    pub(super) fn share(&self, m: &Membership) {
+        let Some(s) = self.inner.shared.get() else {
+            return;
         };
-        let Some(cluster) = self
-            .inner
-            .live
-            .lock()
-            .await
-            .as_ref()
-            .map(|j| j.cluster.clone())
-        else {
+        let seed = match m.shared_seed {
+            SharedSeed::All => Seed::All,
+            SharedSeed::Projects => Seed::Projects,
+            SharedSeed::Done => Seed::Nothing,
+        };
+        let svc = self.clone();
+        let seeded: Box<dyn FnOnce() + Send> = Box::new(move || {
+            // Off the link's runtime: the membership's lock is the daemon's.
+            std::thread::spawn(move || svc.seeded());
+        });
+        s.attach(&m.etcd, &m.id, seed, seeded);
+    }
+
+    /// Notes that this server's own shared objects were added to the cluster's.
+    fn seeded(&self) {
+        let mut held = self.inner.membership.blocking_lock();
+        if let Some(m) = held.as_mut().filter(|m| m.shared_seed != SharedSeed::Done) {
+            m.shared_seed = SharedSeed::Done;
+            if let Err(e) = self.save(m) {
+                tracing::warn!(error = %e, "membership not saved (its objects will be added again)");
+            }
+        }
+    }
+
+    /// What `project` holds on the other members, each said with its member: a project
+    /// the members share is not deleted from under them. A member that does not answer
+    /// is named (what it holds cannot be known). Nothing outside a cluster, or before etcd
+    /// answered (the project's deletion is refused then anyway).
+    pub async fn project_holds(&self, project: &str) -> Result<Vec<String>> {
+        let Some((cluster, me)) = self.live_member().await else {
             return Ok(Vec::new());
         };
-        Ok(cluster
-            .instance_locations()
-            .await
-            .map_err(from_cluster)?
-            .into_iter()
-            .filter(|l| l.project == project && l.member != me)
-            .map(|l| format!("instance {} (on {})", l.name, l.member))
-            .collect())
+        let mut holds = Vec::new();
+        for (t, state) in self.targets(&cluster).await? {
+            if t.name == me {
+                continue;
+            }
+            if state == "offline" {
+                holds.push(format!(
+                    "what member {} holds (it is offline: bring it back, or remove it from the \
+                     cluster)",
+                    t.name
+                ));
+                continue;
+            }
+            let path = format!("/1.0/projects/{project}?holds=1");
+            match self.get_json::<vessel_api::Project>(&t, &path).await {
+                // (Identities are the cluster's: counted here already.)
+                Ok(p) => holds.extend(
+                    p.holds
+                        .into_iter()
+                        .filter(|h| !h.starts_with("identity "))
+                        .map(|h| format!("{h} (on {})", t.name)),
+                ),
+                // Not there (yet): a member that has not read etcd's projects holds nothing
+                // of it.
+                Err(e) if e.message.contains("404") => {}
+                Err(e) => holds.push(format!(
+                    "what member {} holds (it did not say: {})",
+                    t.name, e.message
+                )),
+            }
+        }
+        Ok(holds)
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vessel_api::{Project, ProjectCreate, ProjectUpdate, DEFAULT_PROJECT};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Records, Store};
 
 /// The qualified name of `name` in `project`.
@@ -58,6 +58,7 @@ impl ProjectRecord {
             description: self.description.clone(),
             config: self.config.clone(),
             usage: None,
+            holds: Vec::new(),
         }
     }
 }
@@ -91,21 +92,26 @@ impl ProjectService {
     }
 
     fn record(&self, name: &str) -> Result<ProjectRecord> {
+        self.versioned(name).map(|(r, _)| r)
+    }
+
+    /// A project's record with the version a change of it compares against (in a cluster,
+    /// another member's change in between refuses it rather than being lost).
+    fn versioned(&self, name: &str) -> Result<(ProjectRecord, Option<i64>)> {
+        let stored = self.records.get_versioned(name).map_err(store_err)?;
         if name == DEFAULT_PROJECT {
-            return Ok(self
-                .records
-                .get(name)
-                .map_err(store_err)?
-                .unwrap_or_else(|| ProjectRecord {
-                    name: DEFAULT_PROJECT.into(),
-                    description: "The project that exists from the start".into(),
-                    config: BTreeMap::new(),
-                }));
+            return Ok(stored.unwrap_or_else(|| {
+                (
+                    ProjectRecord {
+                        name: DEFAULT_PROJECT.into(),
+                        description: "The project that exists from the start".into(),
+                        config: BTreeMap::new(),
+                    },
+                    None,
+                )
+            }));
         }
-        self.records
-            .get(name)
-            .map_err(store_err)?
-            .ok_or_else(|| not_found(name))
+        stored.ok_or_else(|| not_found(name))
     }
 
     /// A project (without usage).
@@ -158,7 +164,23 @@ impl ProjectService {
     /// Changes a project's description and limits (an empty value unsets a limit). Lowering
     /// a limit below what the project uses is allowed: it blocks growth, it stops nothing.
     pub fn update(&self, name: &str, req: ProjectUpdate) -> Result<Project> {
-        let mut r = self.record(name)?;
+        // The keys asked for are applied to the project as it is: a change another cluster
+        // member made in between is read and kept (the write refused it; tried again).
+        let mut tries = 0;
+        loop {
+            match self.update_once(name, req.clone()) {
+                Err(e) if tries < 8 && changed_meanwhile(&e) => {
+                    tracing::info!(project = %name, "changed on another member meanwhile; applying the change again");
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn update_once(&self, name: &str, req: ProjectUpdate) -> Result<Project> {
+        let (mut r, version) = self.versioned(name)?;
         if name == DEFAULT_PROJECT && req.config.contains_key(vessel_api::FEATURES_IMAGES) {
             return Err(Error::invalid(
                 "the project default always has images of its own; features.images is for \
@@ -178,7 +200,7 @@ impl ProjectService {
         if let Some(d) = req.description {
             r.description = d;
         }
-        self.records.put(name, &r).map_err(store_err)?;
+        self.records.put_if(name, &r, version).map_err(store_err)?;
         Ok(r.view())
     }
 
@@ -234,8 +256,17 @@ impl ProjectService {
 /// Longest project name: short enough that `PROJECT.NAME` stays a usable name everywhere.
 pub const MAX_PROJECT_NAME: usize = 32;
 
+/// Whether a change was refused because another cluster member changed the object first.
+fn changed_meanwhile(e: &Error) -> bool {
+    e.kind == ErrorKind::Conflict && e.message.contains(crate::store::CHANGED_MEANWHILE)
+}
+
 fn store_err(e: crate::store::StoreError) -> Error {
-    Error::internal(format!("projects: {e}"))
+    let mut e: Error = e.into();
+    if e.kind == crate::error::ErrorKind::Internal {
+        e.message = format!("projects: {}", e.message);
+    }
+    e
 }
 
 #[cfg(test)]

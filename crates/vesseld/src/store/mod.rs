@@ -9,7 +9,7 @@ mod sqlite;
 mod sqlite_rows;
 
 pub use record::{decode, encode, Records};
-pub use shared::SharedStore;
+pub use shared::{Seed, SharedStore, CHANGED_MEANWHILE};
 pub use sqlite::SqliteStore;
 use vessel_api::{AuditEntry, Image, Instance, InstanceIdmap, InstanceStatus, Operation};
 
@@ -166,6 +166,17 @@ pub trait Store: Send + Sync {
     fn object_list(&self, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes an object (absent is fine).
     fn object_delete(&self, kind: &str, key: &str) -> Result<()>;
+    /// One object's body and the version a conditional write compares against (`None`:
+    /// this store keeps no versions of `kind`, and a write replaces whatever is there).
+    fn object_get_versioned(&self, kind: &str, key: &str) -> Result<(String, Option<i64>)> {
+        Ok((self.object_get(kind, key)?, None))
+    }
+    /// Replaces an object if it is still at `version` (as [`Store::object_get_versioned`]
+    /// said; `None`: whatever is there): [`StoreError::Changed`] if it changed since.
+    fn object_put_if(&self, kind: &str, key: &str, body: &str, version: Option<i64>) -> Result<()> {
+        let _ = version;
+        self.object_put(kind, key, body)
+    }
 
     /// Appends one entry to the audit log (its `seq` is ignored); returns its position.
     fn audit_append(&self, entry: &AuditEntry) -> Result<i64>;

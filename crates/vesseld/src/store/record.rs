@@ -67,6 +67,24 @@ impl<T: Serialize + DeserializeOwned> Records<T> {
         }
     }
 
+    /// The object under `key` with the version a conditional write compares against
+    /// ([`Records::put_if`]): a read-modify-write that another cluster member's change in
+    /// between must not be lost to.
+    pub fn get_versioned(&self, key: &str) -> Result<Option<(T, Option<i64>)>> {
+        match self.store.object_get_versioned(self.kind, key) {
+            Ok((body, version)) => Ok(Some((decode(&self.what(key), &body)?, version))),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the object under `key` if it is still at `version`
+    /// ([`Records::get_versioned`]; `None`: absent when read, or unversioned).
+    pub fn put_if(&self, key: &str, v: &T, version: Option<i64>) -> Result<()> {
+        let body = encode(&self.what(key), v)?;
+        self.store.object_put_if(self.kind, key, &body, version)
+    }
+
     /// Whether an object is stored under `key` (readable or not).
     pub fn contains(&self, key: &str) -> Result<bool> {
         match self.store.object_get(self.kind, key) {

@@ -1,5 +1,5 @@
 //! The store of a cluster member: the embedded SQLite store, with the kinds of object every
-//! member shares (projects, identities, profiles) kept in etcd.
+//! member shares (projects, identities) kept in etcd.
 //!
 //! Outside a cluster every call goes to SQLite. In one, a write of a shared kind is a
 //! compare-and-swap in etcd on the revision of the object as this member last saw it (a
@@ -21,8 +21,36 @@ use vessel_cluster::{Cluster, Expect, ObjectChange, SharedObject};
 
 use super::{IdPool, Result, Store, StoreError};
 
-/// The kinds of object every member of a cluster shares.
-pub const SHARED_KINDS: &[&str] = &["project", "identity", "profile"];
+/// The kinds of object every member of a cluster shares. (Profiles are not among them: a
+/// profile's change is applied to the instances using it, which only their member can do.)
+pub const SHARED_KINDS: &[&str] = &["project", "identity"];
+
+/// What a member new to the cluster's shared objects adds of its own where the cluster has
+/// none of that kind and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// Nothing: it has read them before.
+    Nothing,
+    /// Its projects (a server joining: its identities are replaced by the cluster's, so
+    /// that joining grants nobody access to the other members).
+    Projects,
+    /// Every shared kind (the cluster's first member, or a member of a cluster made before
+    /// its objects were shared).
+    All,
+}
+
+impl Seed {
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Seed::Nothing => &[],
+            Seed::Projects => &["project"],
+            Seed::All => SHARED_KINDS,
+        }
+    }
+}
+
+/// What an error of a write refused by the compare-and-swap says.
+pub const CHANGED_MEANWHILE: &str = "changed on another member meanwhile";
 
 /// How long a write waits for etcd's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -37,8 +65,8 @@ fn shared(kind: &str) -> bool {
 
 fn unavailable(why: &str) -> StoreError {
     StoreError::Unavailable(format!(
-        "projects, identities and profiles are the cluster's and etcd {why}; they can be read \
-         but not changed until it answers again (see `vessel cluster info`)"
+        "projects and identities are the cluster's and etcd {why}; they can be read but not \
+         changed until it answers again (see `vessel cluster info`)"
     ))
 }
 
@@ -58,6 +86,8 @@ enum Op {
 
 struct Request {
     op: Op,
+    /// Past it the caller has given up: the write is not made.
+    deadline: std::time::Instant,
     reply: std::sync::mpsc::Sender<std::result::Result<Option<i64>, String>>,
 }
 
@@ -68,6 +98,8 @@ struct Known {
     link: Option<tokio::sync::mpsc::UnboundedSender<Request>>,
     /// Whether the link has read everything and is watching.
     current: bool,
+    /// Counts the links: a link that was replaced changes nothing any more.
+    generation: u64,
     /// The revision that last wrote (or deleted) each shared object this member has seen.
     revisions: HashMap<(String, String), i64>,
 }
@@ -75,7 +107,8 @@ struct Known {
 struct Inner {
     local: Arc<dyn Store>,
     known: Mutex<Known>,
-    hook: OnceLock<ChangeHook>,
+    /// The kinds changed by other members go to the hook's thread (one, in order).
+    hook: OnceLock<std::sync::mpsc::Sender<BTreeSet<String>>>,
 }
 
 /// The daemon's store: see the module's documentation.
@@ -100,15 +133,42 @@ impl SharedStore {
         self.inner.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Has `hook` told of the changes other members make.
+    /// Has `hook` told of the changes other members make, on a thread of its own (a hook
+    /// may wait for a lock whose holder waits for the link).
     pub fn on_change(&self, hook: ChangeHook) {
-        let _ = self.inner.hook.set(hook);
+        let (tx, rx) = std::sync::mpsc::channel::<BTreeSet<String>>();
+        if self.inner.hook.set(tx).is_err() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("vessel-shared-hook".into())
+            .spawn(move || {
+                while let Ok(mut kinds) = rx.recv() {
+                    // What queued meanwhile is told once.
+                    while let Ok(more) = rx.try_recv() {
+                        kinds.extend(more);
+                    }
+                    for k in &kinds {
+                        hook(k);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "no thread for the shared objects' hook");
+        }
     }
 
-    /// Keeps the shared kinds in the etcd at `endpoints` from now on (nothing if already).
-    /// `seed`: this member is new to the cluster, and its own objects are added where the
-    /// cluster has none of that kind and key (the cluster's win where both have one).
-    pub fn attach(&self, endpoints: &[String], seed: bool) {
+    /// Keeps the shared kinds in the etcd at `endpoints`, which must hold the cluster
+    /// `cluster_id`, from now on (nothing if already): changes of them are refused until the
+    /// link has read etcd's. `seed`: what this member adds of its own where the cluster has
+    /// none (the cluster's win where both have one); `seeded` is called once that is done.
+    pub fn attach(
+        &self,
+        endpoints: &[String],
+        cluster_id: &str,
+        seed: Seed,
+        seeded: Box<dyn FnOnce() + Send>,
+    ) {
         let mut known = self.known();
         if known.link.is_some() {
             return;
@@ -116,8 +176,14 @@ impl SharedStore {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         known.link = Some(tx);
         known.current = false;
+        known.generation += 1;
+        let link = Link {
+            endpoints: endpoints.to_vec(),
+            cluster_id: cluster_id.to_string(),
+            generation: known.generation,
+        };
         drop(known);
-        let (me, endpoints) = (self.clone(), endpoints.to_vec());
+        let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("vessel-shared".into())
             .spawn(move || {
@@ -131,7 +197,7 @@ impl SharedStore {
                         return;
                     }
                 };
-                rt.block_on(me.link(endpoints, seed, rx));
+                rt.block_on(me.link(link, seed, seeded, rx));
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "no thread for the shared objects' link");
@@ -143,6 +209,7 @@ impl SharedStore {
         let mut known = self.known();
         known.link = None;
         known.current = false;
+        known.generation += 1;
         known.revisions.clear();
     }
 
@@ -159,8 +226,13 @@ impl SharedStore {
             return Err(unavailable("is not linked"));
         };
         let (reply, answer) = std::sync::mpsc::channel();
-        link.send(Request { op, reply })
-            .map_err(|_| unavailable("is not linked"))?;
+        let deadline = std::time::Instant::now() + ANSWER_WAIT;
+        link.send(Request {
+            op,
+            deadline,
+            reply,
+        })
+        .map_err(|_| unavailable("is not linked"))?;
         match answer.recv_timeout(ANSWER_WAIT + Duration::from_secs(1)) {
             Ok(Ok(rev)) => Ok(rev),
             Ok(Err(why)) => Err(unavailable(&why)),
@@ -185,15 +257,15 @@ impl SharedStore {
 
     fn changed_meanwhile(kind: &str, key: &str) -> StoreError {
         StoreError::Changed(format!(
-            "{kind} {key:?} was changed on another member meanwhile; read it again and retry"
+            "{kind} {key:?} was {CHANGED_MEANWHILE}; read it again and retry"
         ))
     }
 
     /// Records in SQLite a write etcd holds at `rev`, unless a later one is known already.
-    fn apply_put(&self, kind: &str, key: &str, body: &str, rev: i64) -> Result<bool> {
+    fn apply_put(&self, gen: u64, kind: &str, key: &str, body: &str, rev: i64) -> Result<bool> {
         let mut known = self.known();
         let id = (kind.to_string(), key.to_string());
-        if known.revisions.get(&id).is_some_and(|&r| r >= rev) {
+        if known.generation != gen || known.revisions.get(&id).is_some_and(|&r| r >= rev) {
             return Ok(false);
         }
         self.inner.local.object_put(kind, key, body)?;
@@ -201,10 +273,10 @@ impl SharedStore {
         Ok(true)
     }
 
-    fn apply_delete(&self, kind: &str, key: &str, rev: i64) -> Result<bool> {
+    fn apply_delete(&self, gen: u64, kind: &str, key: &str, rev: i64) -> Result<bool> {
         let mut known = self.known();
         let id = (kind.to_string(), key.to_string());
-        if known.revisions.get(&id).is_some_and(|&r| r >= rev) {
+        if known.generation != gen || known.revisions.get(&id).is_some_and(|&r| r >= rev) {
             return Ok(false);
         }
         self.inner.local.object_delete(kind, key)?;
@@ -213,9 +285,17 @@ impl SharedStore {
     }
 
     /// Makes SQLite hold exactly what etcd held at `rev`; the kinds that changed.
-    fn replace_all(&self, rev: i64, objects: Vec<SharedObject>) -> Result<BTreeSet<String>> {
+    fn replace_all(
+        &self,
+        gen: u64,
+        rev: i64,
+        objects: Vec<SharedObject>,
+    ) -> Result<BTreeSet<String>> {
         let mut changed = BTreeSet::new();
         let mut known = self.known();
+        if known.generation != gen {
+            return Ok(changed);
+        }
         known.revisions.clear();
         for kind in SHARED_KINDS {
             let mut local: HashMap<String, String> =
@@ -240,39 +320,49 @@ impl SharedStore {
     }
 
     fn tell(&self, kinds: BTreeSet<String>) {
-        let Some(hook) = self.inner.hook.get().cloned() else {
-            return;
-        };
-        if kinds.is_empty() {
-            return;
+        if let (Some(hook), false) = (self.inner.hook.get(), kinds.is_empty()) {
+            let _ = hook.send(kinds);
         }
-        // Off the link's thread: a hook may wait for a lock whose holder waits for the link.
-        let _ = std::thread::Builder::new()
-            .name("vessel-shared-hook".into())
-            .spawn(move || {
-                for k in &kinds {
-                    hook(k);
-                }
-            });
     }
 
-    /// The link: connects, adds this member's objects if `seed`, reads everything, then
-    /// answers writes and follows the watch; again from the start whenever etcd is lost.
+    /// Answers a write asked while etcd is out of reach, or ends the link (`false`) when
+    /// the store let go of it.
+    fn refuse(req: Option<Request>) -> bool {
+        match req {
+            Some(r) => {
+                let _ = r.reply.send(Err("is out of reach".into()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The link: connects, checks it is the cluster's etcd, adds this member's objects as
+    /// `seed` says (once), reads everything, then answers writes and follows the watch;
+    /// again from the start whenever etcd is lost or the watch cannot go on.
     async fn link(
         self,
-        endpoints: Vec<String>,
-        mut seed: bool,
+        link: Link,
+        mut seed: Seed,
+        seeded: Box<dyn FnOnce() + Send>,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
     ) {
+        let mut seeded = Some(seeded);
         let mut told = false;
         loop {
             self.known().current = false;
             let seeding = seed;
             let session = async {
-                let cluster = Cluster::connect(&endpoints).await?;
-                if seeding {
-                    self.seed(&cluster).await?;
+                let cluster = Cluster::connect_requiring_leader(&link.endpoints).await?;
+                let id = cluster.id().await?;
+                if id.as_deref() != Some(link.cluster_id.as_str()) {
+                    return Err(vessel_cluster::Error::Etcd(format!(
+                        "it holds {}, not the cluster {} this server is a member of",
+                        id.map_or("no cluster".to_string(), |i| format!("cluster {i}")),
+                        link.cluster_id
+                    )));
                 }
+                self.seed(&cluster, seeding).await?;
                 let (rev, objects) = cluster.shared_objects().await?;
                 let watch = cluster.watch_shared(rev + 1).await?;
                 Ok::<_, vessel_cluster::Error>((cluster, rev, objects, watch))
@@ -282,10 +372,7 @@ impl SharedStore {
             let connected = loop {
                 tokio::select! {
                     r = &mut session => break r,
-                    req = rx.recv() => match req {
-                        Some(r) => { let _ = r.reply.send(Err("is out of reach".into())); }
-                        None => return,
-                    }
+                    req = rx.recv() => if !Self::refuse(req) { return },
                 }
             };
             let (cluster, rev, objects, mut watch) = match connected {
@@ -300,18 +387,20 @@ impl SharedStore {
                     loop {
                         tokio::select! {
                             _ = &mut wait => break,
-                            req = rx.recv() => match req {
-                                Some(r) => { let _ = r.reply.send(Err("is out of reach".into())); }
-                                None => return,
-                            }
+                            req = rx.recv() => if !Self::refuse(req) { return },
                         }
                     }
                     continue;
                 }
             };
-            seed = false;
+            if seed != Seed::Nothing {
+                seed = Seed::Nothing;
+                if let Some(f) = seeded.take() {
+                    f();
+                }
+            }
             told = false;
-            match self.replace_all(rev, objects) {
+            match self.replace_all(link.generation, rev, objects) {
                 Ok(kinds) => self.tell(kinds),
                 Err(e) => {
                     tracing::error!(error = %e, "shared objects not copied into the store");
@@ -324,47 +413,60 @@ impl SharedStore {
                 tokio::select! {
                     req = rx.recv() => {
                         let Some(req) = req else { return };
-                        let answer = self.write(&cluster, req.op).await;
+                        if std::time::Instant::now() >= req.deadline {
+                            // Its caller was told it failed: it must not happen after all.
+                            continue;
+                        }
+                        let answer = self.write(&cluster, link.generation, req.op, req.deadline).await;
                         let _ = req.reply.send(answer);
                     }
                     changes = watch.changes() => match changes {
-                        Ok(changes) => {
-                            let mut kinds = BTreeSet::new();
-                            for c in changes {
-                                let applied = match &c {
-                                    ObjectChange::Put(o) if shared(&o.kind) => {
-                                        self.apply_put(&o.kind, &o.key, &o.body, o.revision)
-                                    }
-                                    ObjectChange::Delete { kind, key, revision } if shared(kind) => {
-                                        self.apply_delete(kind, key, *revision)
-                                    }
-                                    _ => Ok(false),
-                                };
-                                match (applied, &c) {
-                                    (Ok(true), ObjectChange::Put(o)) => { kinds.insert(o.kind.clone()); }
-                                    (Ok(true), ObjectChange::Delete { kind, .. }) => { kinds.insert(kind.clone()); }
-                                    (Ok(false), _) => {}
-                                    (Err(e), _) => tracing::error!(error = %e, "a shared object's change not stored"),
-                                }
+                        Ok(changes) => match self.apply(link.generation, changes) {
+                            Ok(kinds) => self.tell(kinds),
+                            Err(e) => {
+                                tracing::error!(error = %e, "a shared object's change not stored; reading everything again");
+                                break;
                             }
-                            self.tell(kinds);
-                        }
+                        },
                         Err(e) => {
                             tracing::warn!(error = %e, "shared objects: watch lost; reading again");
                             break;
                         }
                     }
                 }
-                if !self.linked() {
+                if self.known().generation != link.generation {
                     return;
                 }
             }
         }
     }
 
-    /// Adds this member's objects that the cluster lacks.
-    async fn seed(&self, cluster: &Cluster) -> vessel_cluster::Result<()> {
-        for kind in SHARED_KINDS {
+    /// Applies the watch's changes to SQLite; the kinds that changed.
+    fn apply(&self, gen: u64, changes: Vec<ObjectChange>) -> Result<BTreeSet<String>> {
+        let mut kinds = BTreeSet::new();
+        for c in changes {
+            let (kind, applied) = match &c {
+                ObjectChange::Put(o) if shared(&o.kind) => (
+                    &o.kind,
+                    self.apply_put(gen, &o.kind, &o.key, &o.body, o.revision)?,
+                ),
+                ObjectChange::Delete {
+                    kind,
+                    key,
+                    revision,
+                } if shared(kind) => (kind, self.apply_delete(gen, kind, key, *revision)?),
+                _ => continue,
+            };
+            if applied {
+                kinds.insert(kind.clone());
+            }
+        }
+        Ok(kinds)
+    }
+
+    /// Adds this member's objects of the kinds `seed` names that the cluster lacks.
+    async fn seed(&self, cluster: &Cluster, seed: Seed) -> vessel_cluster::Result<()> {
+        for kind in seed.kinds() {
             let mine = self
                 .inner
                 .local
@@ -388,8 +490,15 @@ impl SharedStore {
     }
 
     /// One write in etcd, then in SQLite: its revision, `None` when etcd held something
-    /// else than expected, `Err` when etcd did not answer.
-    async fn write(&self, cluster: &Cluster, op: Op) -> std::result::Result<Option<i64>, String> {
+    /// else than expected, `Err` when etcd did not answer before `deadline`.
+    async fn write(
+        &self,
+        cluster: &Cluster,
+        gen: u64,
+        op: Op,
+        deadline: std::time::Instant,
+    ) -> std::result::Result<Option<i64>, String> {
+        let deadline = tokio::time::Instant::from_std(deadline);
         let done = match &op {
             Op::Put {
                 kind,
@@ -397,11 +506,11 @@ impl SharedStore {
                 body,
                 expect,
             } => {
-                tokio::time::timeout(ANSWER_WAIT, cluster.put_shared(kind, key, body, *expect))
+                tokio::time::timeout_at(deadline, cluster.put_shared(kind, key, body, *expect))
                     .await
             }
             Op::Delete { kind, key, expect } => {
-                tokio::time::timeout(ANSWER_WAIT, cluster.delete_shared(kind, key, *expect)).await
+                tokio::time::timeout_at(deadline, cluster.delete_shared(kind, key, *expect)).await
             }
         };
         let rev = match done {
@@ -418,8 +527,8 @@ impl SharedStore {
             let stored = match &op {
                 Op::Put {
                     kind, key, body, ..
-                } => self.apply_put(kind, key, body, rev),
-                Op::Delete { kind, key, .. } => self.apply_delete(kind, key, rev),
+                } => self.apply_put(gen, kind, key, body, rev),
+                Op::Delete { kind, key, .. } => self.apply_delete(gen, kind, key, rev),
             };
             if let Err(e) = stored {
                 return Err(format!(
@@ -429,6 +538,13 @@ impl SharedStore {
         }
         Ok(rev)
     }
+}
+
+/// Where a link goes.
+struct Link {
+    endpoints: Vec<String>,
+    cluster_id: String,
+    generation: u64,
 }
 
 impl Store for SharedStore {
@@ -561,6 +677,41 @@ impl Store for SharedStore {
         self.inner.local.object_get(kind, key)
     }
 
+    fn object_get_versioned(&self, kind: &str, key: &str) -> Result<(String, Option<i64>)> {
+        // Body and revision read together: the link writes both under this lock.
+        let known = self.known();
+        let body = self.inner.local.object_get(kind, key)?;
+        let version = if shared(kind) && known.link.is_some() {
+            known
+                .revisions
+                .get(&(kind.to_string(), key.to_string()))
+                .copied()
+        } else {
+            None
+        };
+        Ok((body, version))
+    }
+
+    fn object_put_if(&self, kind: &str, key: &str, body: &str, version: Option<i64>) -> Result<()> {
+        if !shared(kind) || !self.linked() {
+            return self.inner.local.object_put(kind, key, body);
+        }
+        let expect = match version {
+            Some(v) => Expect::Revision(v),
+            None => Expect::Absent,
+        };
+        let op = Op::Put {
+            kind: kind.into(),
+            key: key.into(),
+            body: body.into(),
+            expect,
+        };
+        match self.ask(op)? {
+            Some(_) => Ok(()),
+            None => Err(Self::changed_meanwhile(kind, key)),
+        }
+    }
+
     fn object_list(&self, kind: &str) -> Result<Vec<(String, String)>> {
         self.inner.local.object_list(kind)
     }
@@ -643,18 +794,21 @@ mod tests {
     #[test]
     fn changes_apply_in_revision_order_whatever_order_they_arrive_in() {
         let (_d, s) = store();
-        assert!(s.apply_put("project", "p", "v5", 5).unwrap());
+        assert!(s.apply_put(0, "project", "p", "v5", 5).unwrap());
         // An older write (a watch event behind this member's own write) changes nothing.
-        assert!(!s.apply_put("project", "p", "v4", 4).unwrap());
+        assert!(!s.apply_put(0, "project", "p", "v4", 4).unwrap());
         assert_eq!(s.object_get("project", "p").unwrap(), "v5");
-        assert!(s.apply_delete("project", "p", 6).unwrap());
+        assert!(s.apply_delete(0, "project", "p", 6).unwrap());
         // Nor does it bring a deleted object back.
-        assert!(!s.apply_put("project", "p", "v5", 5).unwrap());
+        assert!(!s.apply_put(0, "project", "p", "v5", 5).unwrap());
         assert!(matches!(
             s.object_get("project", "p"),
             Err(StoreError::NotFound(_))
         ));
-        assert!(s.apply_put("project", "p", "v7", 7).unwrap());
+        assert!(s.apply_put(0, "project", "p", "v7", 7).unwrap());
+        assert_eq!(s.object_get("project", "p").unwrap(), "v7");
+        // A link replaced since (another generation) changes nothing.
+        assert!(!s.apply_put(1, "project", "p", "v8", 8).unwrap());
         assert_eq!(s.object_get("project", "p").unwrap(), "v7");
     }
 
@@ -666,6 +820,7 @@ mod tests {
         local.object_put("project", "same", "1").unwrap();
         local.object_put("identity", "old", "1").unwrap();
         local.object_put("network", "mine", "{}").unwrap();
+        local.object_put("profile", "mine", "{}").unwrap();
         let obj = |kind: &str, key: &str, body: &str, revision| SharedObject {
             kind: kind.into(),
             key: key.into(),
@@ -674,17 +829,18 @@ mod tests {
         };
         let changed = s
             .replace_all(
+                0,
                 9,
                 vec![
                     obj("project", "same", "1", 3),
                     obj("identity", "old", "2", 8),
-                    obj("profile", "web", "{}", 4),
+                    obj("project", "new", "{}", 4),
                 ],
             )
             .unwrap();
         assert_eq!(
             changed.into_iter().collect::<Vec<_>>(),
-            ["identity", "profile", "project"]
+            ["identity", "project"]
         );
         let keys = |kind| -> Vec<String> {
             local
@@ -694,12 +850,12 @@ mod tests {
                 .map(|(k, _)| k)
                 .collect()
         };
-        assert_eq!(keys("project"), ["same"]);
+        assert_eq!(keys("project"), ["new", "same"]);
         assert_eq!(local.object_get("identity", "old").unwrap(), "2");
-        assert_eq!(keys("profile"), ["web"]);
+        assert_eq!(keys("profile"), ["mine"], "not a shared kind");
         assert_eq!(keys("network"), ["mine"], "not a shared kind");
         // The deleted one is known deleted at the revision read: an older write stays out.
-        assert!(!s.apply_put("project", "gone", "{}", 9).unwrap());
+        assert!(!s.apply_put(0, "project", "gone", "{}", 9).unwrap());
         // What a change of a known object expects: the revision it was read at.
         assert_eq!(s.expected("project", "same"), Expect::Revision(3));
         assert_eq!(s.expected("project", "gone"), Expect::Absent);
@@ -710,7 +866,12 @@ mod tests {
         let (_d, s) = store();
         s.object_put("project", "p", "{}").unwrap();
         // Nothing listens there: the link never reads everything.
-        s.attach(&["http://127.0.0.1:9".to_string()], false);
+        s.attach(
+            &["http://127.0.0.1:9".to_string()],
+            "c",
+            Seed::Nothing,
+            Box::new(|| {}),
+        );
         assert_eq!(s.current(), Some(false));
         assert_eq!(s.object_get("project", "p").unwrap(), "{}");
         let err = s.object_put("project", "p", "{\"x\":1}").unwrap_err();
