@@ -281,8 +281,8 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     );
     assert!(listed(&d[2]).is_empty(), "{:?}", listed(&d[2]));
     drop(watch);
-    d[0].busybox();
-    d[0].ok(&[
+    // (Launched through m2, which sends its image along: m0 has it under no alias.)
+    d[2].ok(&[
         "launch",
         "busybox",
         "ha1",

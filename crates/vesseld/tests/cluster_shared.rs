@@ -139,7 +139,8 @@ fn projects_and_identities_are_the_clusters() {
     });
 
     // A project with an instance on another member is not deleted from under it.
-    d[1].busybox();
+    // (The image is m0's only: it goes along to m1.)
+    d[0].busybox();
     d[0].ok(&[
         "launch",
         "busybox",

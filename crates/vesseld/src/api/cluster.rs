@@ -124,13 +124,30 @@ pub(super) async fn create_elsewhere(
     else {
         return Ok(None);
     };
+    // An image this member has goes along when the target lacks it (as a move's does);
+    // the request then names it by its fingerprint. Others are the target's to find.
+    let mut req = req.clone();
+    let images_project = app.projects.image_project(scope.name())?;
+    let images = app.images.in_project(&images_project);
+    if let Ok(image) = images.get(&req.image) {
+        if !app
+            .cluster
+            .has_image(&to, &images_project, &image.fingerprint)
+            .await?
+        {
+            app.cluster
+                .send_image(&images, &images_project, &image.fingerprint, &to)
+                .await?;
+        }
+        req.image = image.fingerprint;
+    }
     let uri = format!(
         "/1.0/instances?{}={}&target={}",
         vessel_api::PROJECT_QUERY,
         scope.name(),
         to.name
     );
-    let body = serde_json::to_vec(req).map_err(|e| Error::internal(e.to_string()))?;
+    let body = serde_json::to_vec(&req).map_err(|e| Error::internal(e.to_string()))?;
     let forwarded = axum::http::Request::builder()
         .method("POST")
         .uri(uri)

@@ -391,6 +391,26 @@ impl ClusterService {
         self.post_file(to, project, &uri, file, "the image").await
     }
 
+    /// Sends the image `fingerprint` of `images` (the images of `images_project`) to `to`,
+    /// which lacks it.
+    pub async fn send_image(
+        &self,
+        images: &crate::image::ImageService,
+        images_project: &str,
+        fingerprint: &str,
+        to: &Target,
+    ) -> Result<()> {
+        let staging = images.staging()?;
+        let exported = images.export(fingerprint, &staging).await;
+        let file = exported.and_then(|archive| {
+            std::fs::File::open(&archive).map_err(|e| Error::internal(format!("{e}")))
+        });
+        // The open file stays readable after its directory is gone.
+        let _ = std::fs::remove_dir_all(&staging);
+        self.import_image_on(to, images_project, fingerprint, file?)
+            .await
+    }
+
     /// Posts `file` to `uri` on `to` and waits for the operation it starts there.
     async fn post_file(
         &self,

@@ -198,15 +198,8 @@ impl InstanceService {
         } else {
             (self.images.clone(), vessel_api::DEFAULT_PROJECT)
         };
-        let staging = images.staging()?;
-        let exported = images.export(&inst.image, &staging).await;
-        let file = exported.and_then(|archive| {
-            std::fs::File::open(&archive).map_err(|e| Error::internal(format!("{e}")))
-        });
-        // The open file stays readable after its directory is gone.
-        let _ = std::fs::remove_dir_all(&staging);
         cluster
-            .import_image_on(to, images_project, &inst.image, file?)
+            .send_image(&images, images_project, &inst.image, to)
             .await
     }
 }
