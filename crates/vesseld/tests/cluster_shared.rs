@@ -5,7 +5,8 @@
 //! project at once: none lost); a token revoked on one member refused on the others; a
 //! project holding something on another member (or with a member that cannot say) not
 //! deleted; a member cut off from etcd answers reads, refuses changes, and catches up once
-//! back; profiles stay each member's.
+//! back; a project's limits count its instances on every member; profiles stay each
+//! member's.
 
 mod common;
 
@@ -179,6 +180,53 @@ fn projects_and_identities_are_the_clusters() {
         "--project",
         "alpha",
     ]);
+
+    // A project's limits count its instances on every member.
+    d[0].ok(&[
+        "project",
+        "create",
+        "quota",
+        "-c",
+        "features.images=false",
+        "-c",
+        "limits.instances=2",
+    ]);
+    for (name, on) in [("q0", "m0"), ("q1", "m1")] {
+        d[0].ok(&[
+            "launch",
+            "busybox",
+            name,
+            "--no-network",
+            "--target",
+            on,
+            "--project",
+            "quota",
+            "--",
+            "sleep",
+            "100000",
+        ]);
+    }
+    for di in &d {
+        let err = di.fails(&[
+            "launch",
+            "busybox",
+            "q2",
+            "--no-network",
+            "--project",
+            "quota",
+            "--",
+            "sleep",
+            "1",
+        ]);
+        assert!(
+            err.contains("limits.instances limit is 2 and it uses 2"),
+            "{err}"
+        );
+        let info = json(&di.ok(&["project", "info", "quota", "--format", "json"]));
+        assert_eq!(info["usage"]["instances"], 2, "{info}");
+    }
+    d[0].ok(&["delete", "--force", "q0", "q1", "--project", "quota"]);
+    d[1].ok(&["project", "delete", "quota"]);
 
     // m1 cut off from etcd: it reads, refuses changes with a reason, catches up once back.
     nft(&sb.hosts[1], CUT_ETCD);

@@ -162,6 +162,7 @@ pub async fn import(
             let _held = projects.quota_guard(project.name()).await;
             let usage =
                 crate::project::quota::usage_of(project.name(), &svc.held_records().await?, 0);
+            let usage = cluster.project_usage(project.name(), usage, &quota).await?;
             quota.admits(&usage, old.instance_type, &old.limits, None)?;
             // The archive's own name: claimed now that it is known.
             let plain = crate::project::split(&name).1.to_string();

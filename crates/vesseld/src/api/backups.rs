@@ -167,6 +167,10 @@ pub async fn restore(
     let (kind, limits) = (old.instance_type, old.limits.clone());
     let usage =
         crate::project::quota::usage_of(scope.name(), &app.instances.held_records().await?, 0);
+    let usage = app
+        .cluster
+        .project_usage(scope.name(), usage, &quota)
+        .await?;
     quota.admits(&usage, kind, &limits, None)?;
     if let (Some(pool), Some(_)) = (&old.storage, limits.disk) {
         let sizes = super::storage::own_sizes(&app, &scope, pool, None).await?;

@@ -121,6 +121,10 @@ pub async fn instances_create(
     req.image = images_of(&app, &scope)?.get(&req.image)?.fingerprint;
     let usage =
         crate::project::quota::usage_of(scope.name(), &app.instances.held_records().await?, 0);
+    let usage = app
+        .cluster
+        .project_usage(scope.name(), usage, &quota)
+        .await?;
     quota.admits(&usage, req.instance_type, &req.limits, None)?;
     if let Some(pool) = &req.storage {
         let sizes = super::storage::own_sizes(&app, &scope, pool, None).await?;

@@ -133,6 +133,10 @@ pub(super) async fn admit_growth(
 ) -> Result<()> {
     if grows(&inst.limits, after) {
         let usage = crate::project::quota::usage_of(scope.name(), all, 0);
+        let usage = app
+            .cluster
+            .project_usage(scope.name(), usage, quota)
+            .await?;
         quota.admits(&usage, inst.instance_type, after, Some(&inst.limits))?;
     }
     if let (Some(pool), Some(new)) = (&inst.storage, after.disk) {

@@ -57,16 +57,41 @@ pub async fn list(
     } else {
         None
     };
+    let elsewhere = match &held {
+        Some(_) => elsewhere(&app, &caller).await,
+        None => HashMap::new(),
+    };
     let mut out = Vec::new();
     for p in app.projects.list()? {
         if visible(&caller, &p.name) {
             out.push(match &held {
-                Some(h) => h.usage(p),
+                Some(h) => with(h.usage(p), &elsewhere),
                 None => p,
             });
         }
     }
     Ok(Json(out).into_response())
+}
+
+/// What projects use on the other members of a cluster, unless a member asks (it counts
+/// each member's own); nothing when they cannot be counted (etcd out of reach): reads go
+/// on through an outage, as this member counts.
+async fn elsewhere(app: &App, caller: &Caller) -> HashMap<String, vessel_api::ProjectUsage> {
+    if caller.role == Role::Member {
+        return HashMap::new();
+    }
+    app.cluster.usage_elsewhere_all().await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "project usage of this member only");
+        HashMap::new()
+    })
+}
+
+/// `p` with what it uses `elsewhere` added.
+fn with(mut p: Project, elsewhere: &HashMap<String, vessel_api::ProjectUsage>) -> Project {
+    if let (Some(u), Some(more)) = (p.usage.as_mut(), elsewhere.get(&p.name)) {
+        quota::add(u, more);
+    }
+    p
 }
 
 pub async fn create(
@@ -89,7 +114,8 @@ pub async fn get(
     if matches!(q.get("holds").map(String::as_str), Some("1" | "true")) {
         p.holds = holds_here(&app, &name)?;
     }
-    Ok(Json(Holdings::read(&app).await?.usage(p)).into_response())
+    let p = Holdings::read(&app).await?.usage(p);
+    Ok(Json(with(p, &elsewhere(&app, &caller).await)).into_response())
 }
 
 pub async fn update(

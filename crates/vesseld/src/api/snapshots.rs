@@ -146,6 +146,10 @@ pub async fn copy(
     let all = app.instances.held_records().await?;
     if let Some(from) = all.iter().find(|i| i.name == src) {
         let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
+        let usage = app
+            .cluster
+            .project_usage(scope.name(), usage, &quota)
+            .await?;
         quota.admits(&usage, from.instance_type, &from.limits, None)?;
         // No name twice in a cluster: the copy's is claimed first.
         app.cluster

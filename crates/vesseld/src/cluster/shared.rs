@@ -1,7 +1,7 @@
 //! What the members share through the store: the link of its shared kinds (projects,
 //! identities) to etcd, and what a shared project holds on the other members.
 
-use super::{ClusterService, Membership, SharedSeed};
+use super::{from_cluster, ClusterService, Membership, SharedSeed};
 use crate::error::Result;
 use crate::store::Seed;
 
@@ -54,23 +54,16 @@ impl ClusterService {
 
     /// What `project` holds on the other members, each said with its member: a project
     /// the members share is not deleted from under them. A member that does not answer
-    /// is named (what it holds cannot be known). Nothing outside a cluster, or before etcd
+    /// (offline or not) is named: what it holds cannot be known. Nothing outside a cluster, or before etcd
     /// answered (the project's deletion is refused then anyway).
     pub async fn project_holds(&self, project: &str) -> Result<Vec<String>> {
         let Some((cluster, me)) = self.live_member().await else {
             return Ok(Vec::new());
         };
         let mut holds = Vec::new();
-        for (t, state) in self.targets(&cluster).await? {
+        // Offline ones too: a member cut off from etcd still answers over HTTPS.
+        for (t, _) in self.targets(&cluster).await? {
             if t.name == me {
-                continue;
-            }
-            if state == "offline" {
-                holds.push(format!(
-                    "what member {} holds (it is offline: bring it back, or remove it from the \
-                     cluster)",
-                    t.name
-                ));
                 continue;
             }
             let path = format!("/1.0/projects/{project}?holds=1");
@@ -86,11 +79,111 @@ impl ClusterService {
                 // of it.
                 Err(e) if e.message.contains("404") => {}
                 Err(e) => holds.push(format!(
-                    "what member {} holds (it did not say: {})",
+                    "what member {} holds (it did not say: {}; bring it back, or remove it \
+                     from the cluster)",
                     t.name, e.message
                 )),
             }
         }
         Ok(holds)
+    }
+
+    /// `local` (what `project` uses on this member) with what it uses on the other members
+    /// when `quota` counts instances: each online member's own count (asked as a member:
+    /// it answers its own), an offline one's from the cluster's index (its instances'
+    /// recorded CPU and memory; each counted as a container). Outside a cluster: `local`.
+    /// (Checked under this member's quota lock only: launches on two members at the same
+    /// moment may both pass.)
+    pub async fn project_usage(
+        &self,
+        project: &str,
+        mut local: vessel_api::ProjectUsage,
+        quota: &crate::project::quota::Quota,
+    ) -> Result<vessel_api::ProjectUsage> {
+        if quota.counts_instances() {
+            crate::project::quota::add(&mut local, &self.usage_elsewhere(project).await?);
+        }
+        Ok(local)
+    }
+
+    /// What `project` uses on the other members (see [`ClusterService::project_usage`]);
+    /// nothing outside a cluster.
+    pub async fn usage_elsewhere(&self, project: &str) -> Result<vessel_api::ProjectUsage> {
+        Ok(self
+            .usage_elsewhere_all()
+            .await?
+            .remove(project)
+            .unwrap_or_default())
+    }
+
+    /// What every project uses on the other members, by project: one question to each
+    /// online member, an offline one counted from the cluster's index. An error, soon,
+    /// when etcd does not answer.
+    pub async fn usage_elsewhere_all(
+        &self,
+    ) -> Result<std::collections::HashMap<String, vessel_api::ProjectUsage>> {
+        let mut total = std::collections::HashMap::<String, vessel_api::ProjectUsage>::new();
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(total);
+        };
+        let unavailable = || crate::error::Error {
+            kind: crate::error::ErrorKind::Unavailable,
+            message: "etcd does not answer: what projects use on the other members cannot be \
+                      counted"
+                .into(),
+        };
+        if self.fenced().await {
+            return Err(unavailable());
+        }
+        // Not for long while etcd does not answer: the caller says what then.
+        let read = async {
+            let locations = cluster.instance_locations().await.map_err(from_cluster)?;
+            Ok::<_, crate::error::Error>((locations, self.targets(&cluster).await?))
+        };
+        let (locations, targets) = tokio::time::timeout(std::time::Duration::from_secs(3), read)
+            .await
+            .map_err(|_| unavailable())??;
+        let mut add = |project: &str, u: &vessel_api::ProjectUsage| {
+            crate::project::quota::add(total.entry(project.to_string()).or_default(), u);
+        };
+        for (t, state) in targets {
+            if t.name == me {
+                continue;
+            }
+            let asked = if state == "offline" {
+                None
+            } else {
+                match self
+                    .get_json::<Vec<vessel_api::Project>>(&t, "/1.0/projects?recursion=1")
+                    .await
+                {
+                    Ok(all) => Some(all),
+                    Err(e) => {
+                        tracing::debug!(member = %t.name, error = %e, "project usage from the index");
+                        None
+                    }
+                }
+            };
+            match asked {
+                Some(all) => {
+                    for p in all {
+                        add(&p.name, &p.usage.unwrap_or_default());
+                    }
+                }
+                None => {
+                    for l in locations.iter().filter(|l| l.member == t.name) {
+                        let u = vessel_api::ProjectUsage {
+                            instances: 1,
+                            containers: 1,
+                            cpu: l.asks.cpu,
+                            memory: l.asks.memory,
+                            ..Default::default()
+                        };
+                        add(&l.project, &u);
+                    }
+                }
+            }
+        }
+        Ok(total)
     }
 }

@@ -24,6 +24,18 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// Whether any limit counts the project's instances (what other cluster members hold
+    /// of the project counts then too).
+    pub fn counts_instances(&self) -> bool {
+        self.instances.is_some()
+            || self.containers.is_some()
+            || self.virtual_machines.is_some()
+            || self.cpu.is_some()
+            || self.memory.is_some()
+            || self.processes.is_some()
+            || self.disk.is_some()
+    }
+
     /// The limits of a project's settings; an unknown key or a value that does not parse is
     /// an error naming it.
     pub fn parse(config: &BTreeMap<String, String>) -> Result<Quota> {
@@ -244,6 +256,18 @@ pub fn usage<'a>(
         u.disk += limits.disk.unwrap_or(0);
     }
     u
+}
+
+/// `more` (what a project uses elsewhere: on other cluster members) added to `u`.
+pub fn add(u: &mut ProjectUsage, more: &ProjectUsage) {
+    u.instances += more.instances;
+    u.containers += more.containers;
+    u.virtual_machines += more.virtual_machines;
+    u.cpu += more.cpu;
+    u.memory += more.memory;
+    u.processes += more.processes;
+    u.disk += more.disk;
+    u.networks += more.networks;
 }
 
 /// What `instances` of `project` (qualified names, any project) use of its limits.
