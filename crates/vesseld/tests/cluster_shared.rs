@@ -5,8 +5,8 @@
 //! project at once: none lost); a token revoked on one member refused on the others; a
 //! project holding something on another member (or with a member that cannot say) not
 //! deleted; a member cut off from etcd answers reads, refuses changes, and catches up once
-//! back; a project's limits count its instances on every member; profiles stay each
-//! member's.
+//! back; a project's limits count its instances on every member; an image only another
+//! member has is fetched from it for a launch; profiles stay each member's.
 
 mod common;
 
@@ -180,6 +180,48 @@ fn projects_and_identities_are_the_clusters() {
         "--project",
         "alpha",
     ]);
+
+    // An image only another member has, by its alias, is fetched from it: m0 publishes
+    // one; a launch through m1 onto m1 finds it on m0.
+    d[0].ok(&[
+        "launch",
+        "busybox",
+        "src",
+        "--no-network",
+        "--target",
+        "m0",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    d[0].ok(&["stop", "src", "--force"]);
+    d[0].ok(&["publish", "src", "--alias", "pub0"]);
+    d[0].ok(&["delete", "src"]);
+    assert!(!d[1].vessel(&["image", "info", "pub0"]).status.success());
+    d[1].ok(&[
+        "launch",
+        "pub0",
+        "w3",
+        "--no-network",
+        "--target",
+        "m1",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let listed = json(&d[1].ok(&["list", "--format", "json"]));
+    let w3 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "w3")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(w3["location"], "m1", "{w3}");
+    assert_eq!(w3["status"], "running", "{w3}");
+    d[1].ok(&["delete", "--force", "w3"]);
+    // An image no member has: said so.
+    let err = d[1].fails(&["launch", "nowhere", "w4", "--no-network"]);
+    assert!(err.contains("not found"), "{err}");
 
     // A project's limits count its instances on every member.
     d[0].ok(&[

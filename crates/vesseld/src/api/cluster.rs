@@ -96,7 +96,7 @@ pub(super) async fn create_elsewhere(
     caller: &Caller,
     q: &HashMap<String, String>,
     scope: &ProjectScope,
-    req: &InstanceCreate,
+    req: &mut InstanceCreate,
 ) -> Result<Option<Response>> {
     let target = q
         .get("target")
@@ -117,37 +117,23 @@ pub(super) async fn create_elsewhere(
         req.limits.memory.unwrap_or(0),
     );
     let group = crate::cluster::group_of(scope.name(), &req.config);
-    let Some(to) = app
+    let to = app
         .cluster
         .choose(target, cpu, memory, group.as_deref())
-        .await?
-    else {
+        .await?;
+    if let Some(fingerprint) = image_for(app, scope, &req.image, to.as_ref()).await? {
+        req.image = fingerprint;
+    }
+    let Some(to) = to else {
         return Ok(None);
     };
-    // An image this member has goes along when the target lacks it (as a move's does);
-    // the request then names it by its fingerprint. Others are the target's to find.
-    let mut req = req.clone();
-    let images_project = app.projects.image_project(scope.name())?;
-    let images = app.images.in_project(&images_project);
-    if let Ok(image) = images.get(&req.image) {
-        if !app
-            .cluster
-            .has_image(&to, &images_project, &image.fingerprint)
-            .await?
-        {
-            app.cluster
-                .send_image(&images, &images_project, &image.fingerprint, &to)
-                .await?;
-        }
-        req.image = image.fingerprint;
-    }
     let uri = format!(
         "/1.0/instances?{}={}&target={}",
         vessel_api::PROJECT_QUERY,
         scope.name(),
         to.name
     );
-    let body = serde_json::to_vec(&req).map_err(|e| Error::internal(e.to_string()))?;
+    let body = serde_json::to_vec(&*req).map_err(|e| Error::internal(e.to_string()))?;
     let forwarded = axum::http::Request::builder()
         .method("POST")
         .uri(uri)
@@ -162,6 +148,53 @@ pub(super) async fn create_elsewhere(
     );
     let (r, _) = app.cluster.forward(&to, forwarded).await?;
     Ok(Some(r))
+}
+
+/// In a cluster, makes sure the member an instance is made on (`to`, or this one) has its
+/// image: one this member has goes along when `to` lacks it (as a move's does); one that
+/// only another member has, by the name asked in the project's images, is fetched here
+/// first (and goes on from here). `Some(fingerprint)`: the request names it so from then
+/// on (an alias is this member's). `None`: left as asked (outside a cluster, or `to` has it
+/// by that name, or no member has it: the answer says it is not found).
+async fn image_for(
+    app: &App,
+    scope: &ProjectScope,
+    key: &str,
+    to: Option<&crate::cluster::Target>,
+) -> Result<Option<String>> {
+    let images_project = app.projects.image_project(scope.name())?;
+    let images = app.images.in_project(&images_project);
+    let image = match images.get(key) {
+        Ok(image) => image,
+        Err(_) => {
+            if let Some(t) = to {
+                if app.cluster.has_image(t, &images_project, key).await? {
+                    return Ok(None);
+                }
+            }
+            let Some(fingerprint) = app.cluster.find_image(&images_project, key).await? else {
+                return Ok(None);
+            };
+            if images.get(&fingerprint).is_err() {
+                app.cluster
+                    .fetch_image(&images_project, &fingerprint, Some(&images_project))
+                    .await?;
+            }
+            images.get(&fingerprint)?
+        }
+    };
+    if let Some(t) = to {
+        if !app
+            .cluster
+            .has_image(t, &images_project, &image.fingerprint)
+            .await?
+        {
+            app.cluster
+                .send_image(&images, &images_project, &image.fingerprint, t)
+                .await?;
+        }
+    }
+    Ok(Some(image.fingerprint))
 }
 
 /// In a cluster, a listing of instances is every member's: this member's own with its

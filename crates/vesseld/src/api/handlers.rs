@@ -96,7 +96,7 @@ pub async fn instances_create(
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
     // In a cluster it may be another member's to make.
-    if let Some(r) = super::cluster::create_elsewhere(&app, &caller, &q, &scope, &req).await? {
+    if let Some(r) = super::cluster::create_elsewhere(&app, &caller, &q, &scope, &mut req).await? {
         return Ok(r);
     }
     let name = req.name.clone();

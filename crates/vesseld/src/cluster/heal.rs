@@ -303,7 +303,7 @@ impl ClusterService {
                 self.adopted_here(cluster, me, &instances, name).await?;
             }
             if !instances.has_image(&spec.image) {
-                self.fetch_image(&loc.project, &spec.image).await?;
+                self.fetch_image(&loc.project, &spec.image, None).await?;
             }
             let token = match cluster.take_over(loc, me).await.map_err(from_cluster)? {
                 Some(t) => t,
@@ -325,8 +325,14 @@ impl ClusterService {
         made
     }
 
-    /// Fetches the image `fingerprint` from a member that has it.
-    async fn fetch_image(&self, project: &str, fingerprint: &str) -> Result<()> {
+    /// Fetches the image `fingerprint` from a member that has it (for `project`), into the
+    /// images of `into` (none: the daemon's own handle's).
+    pub async fn fetch_image(
+        &self,
+        project: &str,
+        fingerprint: &str,
+        into: Option<&str>,
+    ) -> Result<()> {
         let instances = self
             .inner
             .instances
@@ -362,7 +368,7 @@ impl ClusterService {
                 continue;
             }
             return instances
-                .import_image_file(staging, upload, fingerprint)
+                .import_image_file(staging, upload, fingerprint, into)
                 .await;
         }
         Err(Error::conflict(format!(

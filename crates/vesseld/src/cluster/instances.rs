@@ -377,6 +377,22 @@ impl ClusterService {
         }
     }
 
+    /// The fingerprint of the image an online other member has as `key` (an alias or a
+    /// fingerprint) in `project`'s images; `None` when none has it (or outside a cluster).
+    pub async fn find_image(&self, project: &str, key: &str) -> Result<Option<String>> {
+        let q = vessel_api::PROJECT_QUERY;
+        for peer in self.peers().await? {
+            let path = format!("/1.0/images/{key}?{q}={project}");
+            match self.get_json::<vessel_api::Image>(&peer, &path).await {
+                Ok(image) => return Ok(Some(image.fingerprint)),
+                Err(e) => {
+                    tracing::debug!(member = %peer.name, image = key, error = %e, "image not there")
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Imports the image archive `file` (of `image export`) on `to`, into `project`'s
     /// images under the same `fingerprint`; answers once it is there.
     pub async fn import_image_on(

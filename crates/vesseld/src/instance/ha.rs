@@ -188,8 +188,13 @@ impl InstanceService {
         staging: PathBuf,
         upload: PathBuf,
         fingerprint: &str,
+        project: Option<&str>,
     ) -> Result<()> {
-        let (images, fp) = (self.images.clone(), fingerprint.to_string());
+        let images = match project {
+            Some(p) => self.images.in_project(p),
+            None => self.images.clone(),
+        };
+        let fp = fingerprint.to_string();
         let op = self.ops.spawn(
             format!("Fetching image {}", crate::image::short(fingerprint)),
             vec![images.path(None)],
