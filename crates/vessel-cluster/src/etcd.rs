@@ -92,17 +92,31 @@ impl Cluster {
     /// Connects to etcd at `endpoints` (client URLs); fails if none answers in a few
     /// seconds.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
-        Self::connect_with(endpoints, false).await
+        Self::connect_with(
+            endpoints,
+            false,
+            Some(Duration::from_secs(3)),
+            Duration::from_millis(500),
+        )
+        .await
     }
 
-    /// As [`Cluster::connect`], and every request (watches included) refused by an etcd
-    /// member that has no leader (cut off from the others' quorum) rather than answered
-    /// from its own, possibly old, data: what a copy of etcd's data kept by a watch needs.
-    pub async fn connect_requiring_leader(endpoints: &[String]) -> Result<Self> {
-        Self::connect_with(endpoints, true).await
+    /// As [`Cluster::connect`], for a watch that lasts: no request timeout (it would end
+    /// the watch's stream after it; the caller bounds its other calls), HTTP/2 pings every
+    /// 5 s (etcd closes a connection pinged more often, `--grpc-keepalive-min-time`, and
+    /// the watch with it), and every request refused by an etcd member that has no leader
+    /// (cut off from the others' quorum) rather than answered from its own, possibly old,
+    /// data: what a copy of etcd's data kept by a watch needs.
+    pub async fn connect_for_watching(endpoints: &[String]) -> Result<Self> {
+        Self::connect_with(endpoints, true, None, Duration::from_secs(5)).await
     }
 
-    async fn connect_with(endpoints: &[String], require_leader: bool) -> Result<Self> {
+    async fn connect_with(
+        endpoints: &[String],
+        require_leader: bool,
+        timeout: Option<Duration>,
+        ping: Duration,
+    ) -> Result<Self> {
         if endpoints.is_empty() {
             return Err(Error::Invalid(
                 "no etcd endpoint given: name its client URLs, e.g. http://10.0.0.1:2379".into(),
@@ -114,12 +128,14 @@ impl Cluster {
         // Without them, every call that the balancer gave that member waited for the whole
         // request timeout, lease renewals included, and one member cut off made the others
         // fence themselves.
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_millis(500), Duration::from_millis(500))
+            .with_keep_alive(ping, Duration::from_millis(500).max(ping / 2))
             .with_keep_alive_while_idle(true)
             .with_require_leader(require_leader);
+        if let Some(t) = timeout {
+            opts = opts.with_timeout(t);
+        }
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| Error::Etcd(format!("cannot reach {}: {e}", endpoints.join(", "))))?;

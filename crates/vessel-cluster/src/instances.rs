@@ -40,6 +40,10 @@ pub struct Location {
     /// for the member an instance was failed over to, its fencing token.
     #[serde(skip)]
     pub revision: i64,
+    /// Said by `sync_instances` of a copy marked stale (`stale/...`): it goes whatever it
+    /// is.
+    #[serde(skip)]
+    pub stale: bool,
 }
 
 /// What an instance asks of its member: its limits (none: nothing, a best-effort one) and
@@ -90,6 +94,18 @@ fn release_ops(k: &str, loc: &Location) -> Vec<TxnOp> {
     ops
 }
 
+/// What keeps the mark that `loc`'s failover left when the entry is rewritten without it
+/// (a move, a second failover): the copy on the member it was failed over from stays
+/// stale, unless the instance goes back to that very member (`to`).
+fn keep_stale(loc: &Location, to: &str) -> Option<TxnOp> {
+    let from = loc.failed_over_from.as_deref().filter(|f| *f != to)?;
+    Some(TxnOp::put(
+        stale_key(from, &loc.project, &loc.name),
+        loc.member.clone(),
+        None,
+    ))
+}
+
 fn location_of(kv: &etcd_client::KeyValue) -> Result<Location> {
     let k = kv.key_str().unwrap_or("?");
     let mut loc: Location = parse(k, kv.value())?;
@@ -119,6 +135,7 @@ impl Cluster {
             origin: None,
             failed_over_from: None,
             revision: 0,
+            stale: false,
         };
         let stale = stale_key(member, project, name);
         let txn = Txn::new()
@@ -132,7 +149,8 @@ impl Cluster {
         }
         if !self.get(&stale, None).await?.kvs().is_empty() {
             return Err(Error::Conflict(format!(
-                "instance {name} of project {project} was failed over from member {member}                  and deleted since: the copy there is stale and goes"
+                "instance {name} of project {project} was failed over from member {member} and \
+                 deleted since: the copy there is stale and goes"
             )));
         }
         match self.locate_instance(project, name).await? {
@@ -159,20 +177,35 @@ impl Cluster {
         origin: Option<&str>,
     ) -> Result<()> {
         let k = instance_key(project, name);
-        let what = format!("instance {name} of project {project} is not in the cluster's index");
-        let change = |loc: &mut Location| {
-            if loc.member != from {
-                return Err(Error::Conflict(format!(
-                    "instance {name} is held by member {}, not {from}",
-                    loc.member
-                )));
-            }
-            loc.member = to.into();
-            loc.origin = origin.map(str::to_string);
-            loc.failed_over_from = None;
-            Ok(())
+        let resp = self.get(&k, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Err(Error::NotFound(format!(
+                "instance {name} of project {project} is not in the cluster's index"
+            )));
         };
-        if self.rewrite(&k, &what, change).await? {
+        let loc = location_of(kv)?;
+        if loc.member != from {
+            return Err(Error::Conflict(format!(
+                "instance {name} is held by member {}, not {from}",
+                loc.member
+            )));
+        }
+        let rec = Location {
+            member: to.into(),
+            origin: origin.map(str::to_string),
+            failed_over_from: None,
+            ..loc.clone()
+        };
+        let mut ops = vec![TxnOp::put(k.as_str(), json(&rec), None)];
+        ops.extend(keep_stale(&loc, to));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then(ops);
+        if self.txn(txn).await?.succeeded() {
             Ok(())
         } else {
             Err(Error::Conflict(format!(
@@ -200,17 +233,28 @@ impl Cluster {
                 Compare::mod_revision(k.as_str(), CompareOp::Equal, loc.revision),
                 Compare::version(alive.as_str(), CompareOp::Equal, 0),
             ])
-            .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+            .and_then(
+                std::iter::once(TxnOp::put(k.as_str(), json(&rec), None))
+                    .chain(keep_stale(loc, to))
+                    .collect::<Vec<_>>(),
+            );
         let resp = self.txn(txn).await?;
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
-    /// Clears the mark of a failover on `project`/`name` if `member` holds it (before it
-    /// moves on: the member it was failed over from then takes a copy it receives for the
-    /// moving one, not a stale one).
-    pub async fn settle_failover(&self, project: &str, name: &str, member: &str) -> Result<()> {
+    /// Clears the mark of a failover on `project`/`name` if `member` holds it, before it
+    /// moves to `to`: if that is the member it was failed over from, it takes the copy it
+    /// receives for the moving one, not a stale one; otherwise that member's copy stays
+    /// marked stale (`stale/...`).
+    pub async fn settle_failover(
+        &self,
+        project: &str,
+        name: &str,
+        member: &str,
+        to: &str,
+    ) -> Result<()> {
         let k = instance_key(project, name);
         // The member's own index upkeep may rewrite the entry meanwhile (a start or stop
         // just seen): read again and retry a few times.
@@ -225,15 +269,17 @@ impl Cluster {
             }
             let rec = Location {
                 failed_over_from: None,
-                ..loc
+                ..loc.clone()
             };
+            let mut ops = vec![TxnOp::put(k.as_str(), json(&rec), None)];
+            ops.extend(keep_stale(&loc, to));
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     k.as_str(),
                     CompareOp::Equal,
                     kv.mod_revision(),
                 )])
-                .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+                .and_then(ops);
             if self.txn(txn).await?.succeeded() {
                 return Ok(());
             }
@@ -265,9 +311,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// The instances whose copies on `member` are stale (failed over from it, deleted
-    /// since), as (project, name).
-    pub async fn stale_copies(&self, member: &str) -> Result<Vec<(String, String)>> {
+    /// The instances whose copies on `member` are stale (failed over from it, deleted or
+    /// moved on since): (project, name) and the member it went to.
+    pub async fn stale_copies(&self, member: &str) -> Result<Vec<((String, String), String)>> {
         let prefix = key(&format!("stale/{member}/"));
         let resp = self
             .get(&prefix, Some(GetOptions::new().with_prefix()))
@@ -278,9 +324,43 @@ impl Cluster {
             .filter_map(|kv| {
                 let rest = kv.key_str().ok()?.strip_prefix(&prefix)?;
                 let (p, n) = rest.split_once('/')?;
-                Some((p.to_string(), n.to_string()))
+                let to = String::from_utf8_lossy(kv.value()).into_owned();
+                Some(((p.to_string(), n.to_string()), to))
             })
             .collect())
+    }
+
+    /// `member` deleted its stale copy of `project`/`name`: its mark goes, and so does the
+    /// entry's note that it was failed over from `member` (a later deletion then leaves no
+    /// mark behind).
+    pub async fn stale_dropped(&self, member: &str, project: &str, name: &str) -> Result<()> {
+        self.forget_stale(member, project, name).await?;
+        let k = instance_key(project, name);
+        for _ in 0..5 {
+            let resp = self.get(&k, None).await?;
+            let Some(kv) = resp.kvs().first() else {
+                return Ok(());
+            };
+            let loc = location_of(kv)?;
+            if loc.failed_over_from.as_deref() != Some(member) {
+                return Ok(());
+            }
+            let rec = Location {
+                failed_over_from: None,
+                ..loc
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    k.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
+            if self.txn(txn).await?.succeeded() {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Forgets that `member`'s copy of `project`/`name` is stale (it is gone).
@@ -328,7 +408,7 @@ impl Cluster {
             .await?;
         // Copies here of instances failed over and deleted since: said as failed over from
         // here (the caller deletes them), never claimed.
-        let stale: BTreeSet<(String, String)> =
+        let stale: BTreeMap<(String, String), String> =
             self.stale_copies(member).await?.into_iter().collect();
         let (mut seen, mut mine) = (BTreeSet::new(), BTreeSet::new());
         let mut clashes = Vec::new();
@@ -354,8 +434,9 @@ impl Cluster {
                 }
                 Some(_) if loc.member != member => {
                     let mut loc = loc;
-                    if stale.contains(&id) {
+                    if stale.contains_key(&id) {
                         loc.failed_over_from = Some(member.to_string());
+                        loc.stale = true;
                     }
                     clashes.push(loc)
                 }
@@ -368,7 +449,7 @@ impl Cluster {
             }
             seen.insert(id);
         }
-        for id in &stale {
+        for (id, to) in &stale {
             let (project, name) = id;
             if !keep.contains_key(id) || mine.contains(id) {
                 // Gone from here (or held here again, by a move): the mark has done its work.
@@ -377,11 +458,12 @@ impl Cluster {
                 clashes.push(Location {
                     project: project.clone(),
                     name: name.clone(),
-                    member: String::new(),
+                    member: to.clone(),
                     asks: Asks::default(),
                     origin: None,
                     failed_over_from: Some(member.to_string()),
                     revision: 0,
+                    stale: true,
                 });
                 seen.insert(id.clone());
             }

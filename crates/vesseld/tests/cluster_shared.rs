@@ -244,8 +244,9 @@ fn projects_and_identities_are_the_clusters() {
             "--project",
             "quota",
             "--",
-            "sleep",
-            "100000",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; sleep 100000 & wait",
         ]);
     }
     for di in &d {
@@ -267,6 +268,16 @@ fn projects_and_identities_are_the_clusters() {
         let info = json(&di.ok(&["project", "info", "quota", "--format", "json"]));
         assert_eq!(info["usage"]["instances"], 2, "{info}");
     }
+    // A move adds nothing to what the project holds: allowed at the limit.
+    d[0].ok(&["move", "q1", "--target", "m0", "--project", "quota"]);
+    let listed = json(&d[1].ok(&["list", "--format", "json", "--project", "quota"]));
+    let places: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["location"].as_str().unwrap())
+        .collect();
+    assert_eq!(places, ["m0", "m0"], "{listed}");
     d[0].ok(&["delete", "--force", "q0", "q1", "--project", "quota"]);
     d[1].ok(&["project", "delete", "quota"]);
 

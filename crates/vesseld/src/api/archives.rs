@@ -133,9 +133,20 @@ pub async fn import(
         app.cluster.clone(),
     );
     let keeps_name = new_name.is_none();
+    // Its project's (the instance's name is known only once the archive is read): what
+    // a client of the project waits for.
+    let resource = if project.is_default() {
+        "/1.0/instances".to_string()
+    } else {
+        format!(
+            "/1.0/instances?{}={}",
+            vessel_api::PROJECT_QUERY,
+            project.name()
+        )
+    };
     let op = app.ops.spawn(
         "Importing an instance".into(),
-        vec!["/1.0/instances".into()],
+        vec![resource],
         false,
         move |op| async move {
             let _scratch = scratch;
@@ -160,9 +171,15 @@ pub async fn import(
             };
             let quota = projects.quota(project.name())?;
             let _held = projects.quota_guard(project.name()).await;
+            // A member's own move adds nothing to what the project holds in the cluster (the
+            // instance leaves its old member): counted here alone, as before.
             let usage =
                 crate::project::quota::usage_of(project.name(), &svc.held_records().await?, 0);
-            let usage = cluster.project_usage(project.name(), usage, &quota).await?;
+            let usage = if claim {
+                cluster.project_usage(project.name(), usage, &quota).await?
+            } else {
+                usage
+            };
             quota.admits(&usage, old.instance_type, &old.limits, None)?;
             // The archive's own name: claimed now that it is known.
             let plain = crate::project::split(&name).1.to_string();

@@ -166,7 +166,7 @@ async fn image_for(
     let images = app.images.in_project(&images_project);
     let image = match images.get(key) {
         Ok(image) => image,
-        Err(_) => {
+        Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
             if let Some(t) = to {
                 if app.cluster.has_image(t, &images_project, key).await? {
                     return Ok(None);
@@ -182,6 +182,7 @@ async fn image_for(
             }
             images.get(&fingerprint)?
         }
+        Err(e) => return Err(e),
     };
     if let Some(t) = to {
         if !app

@@ -574,8 +574,9 @@ pub async fn instance_root_disk(
             disk: Some(req.size),
             ..inst.limits.clone()
         };
-        let mut pools = std::collections::BTreeMap::new();
-        super::profiles::admit_growth(&app, &scope, &quota, &all, inst, &after, &mut pools).await?;
+        let mut growth = super::profiles::Growth::default();
+        super::profiles::admit_growth(&app, &scope, &quota, &all, inst, &after, &mut growth)
+            .await?;
     }
     let op = app
         .instances

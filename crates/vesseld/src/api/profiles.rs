@@ -99,7 +99,7 @@ pub async fn instance_config_update(
                     &all,
                     &inst,
                     &after,
-                    &mut BTreeMap::new(),
+                    &mut Growth::default(),
                 )
                 .await?;
             }
@@ -118,10 +118,20 @@ pub async fn instance_config_update(
     Ok(Json(change).into_response())
 }
 
+/// What one change has admitted so far, over the instances it grows.
+#[derive(Default)]
+pub(super) struct Growth {
+    /// What root disks grow by in each pool.
+    pools: BTreeMap<String, u64>,
+    /// What the project uses on other cluster members (asked once).
+    elsewhere: Option<vessel_api::ProjectUsage>,
+}
+
 /// Checks that instance `inst` (as project limits count it, among `all`) may have limits
 /// `after` in its project: the project's limits when it asks more of them, and
-/// `limits.disk.pool.POOL` when its root disk in a pool grows (`pool_growth`: what other
-/// root disks of the same change grow by in each pool, added to as this one is admitted).
+/// `limits.disk.pool.POOL` when its root disk in a pool grows (`growth`: what other
+/// root disks of the same change grow by in each pool, added to as this one is admitted,
+/// and what the project uses on other cluster members, asked once per change).
 pub(super) async fn admit_growth(
     app: &App,
     scope: &ProjectScope,
@@ -129,14 +139,22 @@ pub(super) async fn admit_growth(
     all: &[Instance],
     inst: &Instance,
     after: &vessel_api::Limits,
-    pool_growth: &mut BTreeMap<String, u64>,
+    growth: &mut Growth,
 ) -> Result<()> {
+    let (pool_growth, elsewhere) = (&mut growth.pools, &mut growth.elsewhere);
     if grows(&inst.limits, after) {
-        let usage = crate::project::quota::usage_of(scope.name(), all, 0);
-        let usage = app
-            .cluster
-            .project_usage(scope.name(), usage, quota)
-            .await?;
+        let mut usage = crate::project::quota::usage_of(scope.name(), all, 0);
+        // What the project uses on other cluster members: asked once per change.
+        if elsewhere.is_none() {
+            let counted = app
+                .cluster
+                .project_usage(scope.name(), Default::default(), quota)
+                .await?;
+            *elsewhere = Some(counted);
+        }
+        if let Some(more) = elsewhere.as_ref() {
+            crate::project::quota::add(&mut usage, more);
+        }
         quota.admits(&usage, inst.instance_type, after, Some(&inst.limits))?;
     }
     if let (Some(pool), Some(new)) = (&inst.storage, after.disk) {
@@ -318,7 +336,7 @@ pub async fn put(
     let quota = app.projects.quota(scope.name())?;
     let _held = app.projects.quota_guard(scope.name()).await;
     let mut all = app.instances.held_records().await?;
-    let mut pools = BTreeMap::new();
+    let mut growth = Growth::default();
     let mut work = Vec::new();
     for i in 0..all.len() {
         let inst = all[i].clone();
@@ -350,7 +368,7 @@ pub async fn put(
                 )))
             })?;
         }
-        admit_growth(&app, &scope, &quota, &all, &inst, &plan.limits, &mut pools).await?;
+        admit_growth(&app, &scope, &quota, &all, &inst, &plan.limits, &mut growth).await?;
         if grows(&inst.limits, &plan.limits) {
             all[i].limits = plan.limits.clone();
         }

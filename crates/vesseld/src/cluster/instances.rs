@@ -329,10 +329,12 @@ impl ClusterService {
             .map_err(|e| Error::internal(format!("member {}: {e}", to.name)))?;
         if !status.is_success() {
             let why = error_text(&bytes);
-            return Err(Error::internal(format!(
-                "member {} answered {status}: {why}",
-                to.name
-            )));
+            let said = format!("member {} answered {status}: {why}", to.name);
+            return Err(if status == StatusCode::NOT_FOUND {
+                Error::not_found(said)
+            } else {
+                Error::internal(said)
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::internal(format!(
@@ -380,6 +382,16 @@ impl ClusterService {
     /// The fingerprint of the image an online other member has as `key` (an alias or a
     /// fingerprint) in `project`'s images; `None` when none has it (or outside a cluster).
     pub async fn find_image(&self, project: &str, key: &str) -> Result<Option<String>> {
+        // Asked only by a whole fingerprint or an alias (a prefix is this member's to
+        // resolve), in words that go into a path as they are.
+        let hex = key.chars().all(|c| c.is_ascii_hexdigit());
+        let plain = key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain || key.is_empty() || key.len() > 128 || (hex && key.len() >= 12 && key.len() < 64)
+        {
+            return Ok(None);
+        }
         let q = vessel_api::PROJECT_QUERY;
         for peer in self.peers().await? {
             let path = format!("/1.0/images/{key}?{q}={project}");
@@ -569,31 +581,36 @@ impl ClusterService {
             .map_err(from_cluster)
     }
 
-    /// Clears the mark of a failover on `project`/`name`, held here, before it moves: a copy
-    /// made on the member it was failed over from is the moving one, not a stale one.
-    pub async fn settle(&self, project: &str, name: &str) -> Result<()> {
+    /// Clears the mark of a failover on `project`/`name`, held here, before it moves to
+    /// `to`: a copy made on the member it was failed over from is the moving one, not a
+    /// stale one (any other keeps its copy marked stale).
+    pub async fn settle(&self, project: &str, name: &str, to: &str) -> Result<()> {
         let Some((cluster, me)) = self.live_member().await else {
             return Ok(());
         };
         cluster
-            .settle_failover(project, name, &me)
+            .settle_failover(project, name, &me, to)
             .await
             .map_err(from_cluster)
     }
 
     /// Deletes this member's copy of `c`, which was failed over to `c.member` while this
-    /// member was cut off (it was fenced then: stopped).
-    async fn drop_stale(&self, c: &vessel_cluster::Location) {
+    /// member was cut off (it was fenced then: stopped); whether it is gone.
+    async fn drop_stale(&self, c: &vessel_cluster::Location) -> bool {
         let Some(instances) = self.inner.instances.get() else {
-            return;
+            return false;
         };
         let name = crate::project::qualify(&c.project, &c.name);
         tracing::warn!(
             instance = %c.name, project = %c.project, member = %c.member,
             "failed over to another member while this one was cut off: deleting the stale copy here"
         );
-        if let Err(e) = instances.delete_stale(&name).await {
-            tracing::error!(instance = %name, error = %e, "the stale copy was not deleted");
+        match instances.delete_stale(&name).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(instance = %name, error = %e, "the stale copy was not deleted");
+                false
+            }
         }
     }
 
@@ -782,8 +799,17 @@ impl ClusterService {
                         let id = (c.project.clone(), c.name.clone());
                         // (A move clears the mark before it makes a copy anywhere: a copy
                         // moving here is never taken for stale.)
-                        if c.failed_over_from.as_deref() == Some(me.as_str()) && ha.contains(&id) {
-                            self.drop_stale(&c).await;
+                        // (A copy marked stale goes whatever it is now: HA or not.)
+                        if c.failed_over_from.as_deref() == Some(me.as_str())
+                            && (ha.contains(&id) || c.stale)
+                        {
+                            if self.drop_stale(&c).await {
+                                if let Err(e) =
+                                    cluster.stale_dropped(&me, &c.project, &c.name).await
+                                {
+                                    tracing::debug!(error = %e, "the stale mark stays for now");
+                                }
+                            }
                             continue;
                         }
                         if told.insert(id) {

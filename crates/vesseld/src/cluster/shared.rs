@@ -3,6 +3,9 @@
 
 use super::{from_cluster, ClusterService, Membership, SharedSeed};
 use crate::error::Result;
+
+/// How long a member is waited for when asked what it holds or uses of a project.
+const ASK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::store::Seed;
 
 impl ClusterService {
@@ -54,20 +57,31 @@ impl ClusterService {
 
     /// What `project` holds on the other members, each said with its member: a project
     /// the members share is not deleted from under them. A member that does not answer
-    /// (offline or not) is named: what it holds cannot be known. Nothing outside a cluster, or before etcd
-    /// answered (the project's deletion is refused then anyway).
+    /// within [`ASK_WAIT`] (offline or not; all are asked at once) is named: what it holds
+    /// cannot be known. Nothing outside a cluster, or before etcd answered (the project's
+    /// deletion is refused then anyway).
     pub async fn project_holds(&self, project: &str) -> Result<Vec<String>> {
         let Some((cluster, me)) = self.live_member().await else {
             return Ok(Vec::new());
         };
-        let mut holds = Vec::new();
         // Offline ones too: a member cut off from etcd still answers over HTTPS.
-        for (t, _) in self.targets(&cluster).await? {
-            if t.name == me {
-                continue;
-            }
-            let path = format!("/1.0/projects/{project}?holds=1");
-            match self.get_json::<vessel_api::Project>(&t, &path).await {
+        let others: Vec<_> = self
+            .targets(&cluster)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.name != me)
+            .collect();
+        let path = format!("/1.0/projects/{project}?holds=1");
+        let answers = futures_util::future::join_all(
+            others
+                .iter()
+                .map(|t| self.ask::<vessel_api::Project>(t, &path)),
+        )
+        .await;
+        let mut holds = Vec::new();
+        for (t, answer) in others.iter().zip(answers) {
+            match answer {
                 // (Identities are the cluster's: counted here already.)
                 Ok(p) => holds.extend(
                     p.holds
@@ -77,7 +91,7 @@ impl ClusterService {
                 ),
                 // Not there (yet): a member that has not read etcd's projects holds nothing
                 // of it.
-                Err(e) if e.message.contains("404") => {}
+                Err(e) if e.kind == crate::error::ErrorKind::NotFound => {}
                 Err(e) => holds.push(format!(
                     "what member {} holds (it did not say: {}; bring it back, or remove it \
                      from the cluster)",
@@ -86,6 +100,22 @@ impl ClusterService {
             }
         }
         Ok(holds)
+    }
+
+    /// Asks `to` for `path`, for [`ASK_WAIT`] at most.
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        to: &super::forward::Target,
+        path: &str,
+    ) -> Result<T> {
+        match tokio::time::timeout(ASK_WAIT, self.get_json::<T>(to, path)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(crate::error::Error::internal(format!(
+                "member {} did not answer within {} s",
+                to.name,
+                ASK_WAIT.as_secs()
+            ))),
+        }
     }
 
     /// `local` (what `project` uses on this member) with what it uses on the other members
@@ -146,24 +176,24 @@ impl ClusterService {
         let mut add = |project: &str, u: &vessel_api::ProjectUsage| {
             crate::project::quota::add(total.entry(project.to_string()).or_default(), u);
         };
-        for (t, state) in targets {
-            if t.name == me {
-                continue;
+        let others: Vec<_> = targets.into_iter().filter(|(t, _)| t.name != me).collect();
+        let answers = futures_util::future::join_all(others.iter().map(|(t, state)| async move {
+            if state == "offline" {
+                return None;
             }
-            let asked = if state == "offline" {
-                None
-            } else {
-                match self
-                    .get_json::<Vec<vessel_api::Project>>(&t, "/1.0/projects?recursion=1")
-                    .await
-                {
-                    Ok(all) => Some(all),
-                    Err(e) => {
-                        tracing::debug!(member = %t.name, error = %e, "project usage from the index");
-                        None
-                    }
+            match self
+                .ask::<Vec<vessel_api::Project>>(t, "/1.0/projects?recursion=1")
+                .await
+            {
+                Ok(all) => Some(all),
+                Err(e) => {
+                    tracing::debug!(member = %t.name, error = %e, "project usage from the index");
+                    None
                 }
-            };
+            }
+        }))
+        .await;
+        for ((t, _), asked) in others.iter().zip(answers) {
             match asked {
                 Some(all) => {
                     for p in all {

@@ -60,7 +60,7 @@ impl InstanceService {
                 let inst = svc.get_stored(&inst.name)?;
                 let (project, plain) = crate::project::split(&inst.name);
                 // Made there stopped; it starts there only once the index names that member.
-                let sent = match cluster.settle(project, plain).await {
+                let sent = match cluster.settle(project, plain, &to.name).await {
                     Ok(()) => svc.send_stopped(&inst, &to, &cluster, &root, &op).await,
                     Err(e) => Err(e),
                 };

@@ -116,7 +116,7 @@ impl InstanceService {
             disk_size,
             multifd_channels: MULTIFD_CHANNELS,
         };
-        cluster.settle(project, plain).await?;
+        cluster.settle(project, plain, &to.name).await?;
         cluster.incoming_on(to, project, plain, &req).await?;
         // From here on a failure drops the copy there.
         let moved = self.send_live(&vm, to, cluster, project, plain, op).await;

@@ -259,6 +259,8 @@ pub fn usage<'a>(
 }
 
 /// `more` (what a project uses elsewhere: on other cluster members) added to `u`.
+/// Networks are not: each member's are its own, and cluster networks are on every member
+/// (`limits.networks` counts a member's).
 pub fn add(u: &mut ProjectUsage, more: &ProjectUsage) {
     u.instances += more.instances;
     u.containers += more.containers;
@@ -267,7 +269,6 @@ pub fn add(u: &mut ProjectUsage, more: &ProjectUsage) {
     u.memory += more.memory;
     u.processes += more.processes;
     u.disk += more.disk;
-    u.networks += more.networks;
 }
 
 /// What `instances` of `project` (qualified names, any project) use of its limits.

@@ -52,6 +52,9 @@ impl Seed {
 /// What an error of a write refused by the compare-and-swap says.
 pub const CHANGED_MEANWHILE: &str = "changed on another member meanwhile";
 
+/// How long connecting and reading everything may take before it is tried again.
+const SESSION_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a write waits for etcd's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
@@ -337,6 +340,16 @@ impl SharedStore {
         }
     }
 
+    /// Refuses the writes waiting for a connection whose callers are about to give up.
+    fn expire(pending: &mut Vec<Request>) {
+        let soon = std::time::Instant::now() + Duration::from_millis(300);
+        let (gone, keep): (Vec<_>, Vec<_>) = pending.drain(..).partition(|r| r.deadline <= soon);
+        *pending = keep;
+        for r in gone {
+            Self::refuse(Some(r));
+        }
+    }
+
     /// The link: connects, checks it is the cluster's etcd, adds this member's objects as
     /// `seed` says (once), reads everything, then answers writes and follows the watch;
     /// again from the start whenever etcd is lost or the watch cannot go on.
@@ -349,11 +362,12 @@ impl SharedStore {
     ) {
         let mut seeded = Some(seeded);
         let mut told = false;
+        let mut pending: Vec<Request> = Vec::new();
         loop {
             self.known().current = false;
             let seeding = seed;
             let session = async {
-                let cluster = Cluster::connect_requiring_leader(&link.endpoints).await?;
+                let cluster = Cluster::connect_for_watching(&link.endpoints).await?;
                 let id = cluster.id().await?;
                 if id.as_deref() != Some(link.cluster_id.as_str()) {
                     return Err(vessel_cluster::Error::Etcd(format!(
@@ -367,17 +381,36 @@ impl SharedStore {
                 let watch = cluster.watch_shared(rev + 1).await?;
                 Ok::<_, vessel_cluster::Error>((cluster, rev, objects, watch))
             };
-            // Writes asked meanwhile are refused, not kept waiting.
+            // (Its calls have no timeout of their own: the connection's would end the watch.)
+            let session = async {
+                tokio::time::timeout(SESSION_WAIT, session)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(vessel_cluster::Error::Etcd(format!(
+                            "no answer within {} s",
+                            SESSION_WAIT.as_secs()
+                        )))
+                    })
+            };
+            // Writes asked meanwhile wait for it, as long as their callers do.
             tokio::pin!(session);
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
             let connected = loop {
                 tokio::select! {
                     r = &mut session => break r,
-                    req = rx.recv() => if !Self::refuse(req) { return },
+                    req = rx.recv() => match req {
+                        Some(r) => pending.push(r),
+                        None => return,
+                    },
+                    _ = tick.tick() => Self::expire(&mut pending),
                 }
             };
             let (cluster, rev, objects, mut watch) = match connected {
                 Ok(c) => c,
                 Err(e) => {
+                    for r in pending.drain(..) {
+                        Self::refuse(Some(r));
+                    }
                     if !told {
                         tracing::warn!(error = %e, "shared objects: etcd out of reach; retrying");
                         told = true;
@@ -409,6 +442,14 @@ impl SharedStore {
                 }
             }
             tracing::info!(revision = rev, "shared objects read from etcd; watching");
+            for req in pending.drain(..) {
+                if std::time::Instant::now() < req.deadline {
+                    let answer = self
+                        .write(&cluster, link.generation, req.op, req.deadline)
+                        .await;
+                    let _ = req.reply.send(answer);
+                }
+            }
             loop {
                 tokio::select! {
                     req = rx.recv() => {
