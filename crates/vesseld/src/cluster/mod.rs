@@ -5,11 +5,13 @@
 mod evacuate;
 mod forward;
 mod heal;
+mod images;
 mod instances;
 mod migration;
 mod networks;
 mod replicas;
 mod shared;
+mod trust;
 pub mod watchdog;
 
 pub use evacuate::EvacuateAction;
@@ -215,43 +217,6 @@ impl ClusterService {
     /// Gives the service the identities, whose member certificates it keeps current.
     pub fn set_auth(&self, auth: crate::auth::AuthService) {
         let _ = self.inner.auth.set(auth);
-    }
-
-    /// Keeps the members' certificates trusted as the members' records in etcd say: read
-    /// again at each change etcd reports (a member joined is trusted at once, a removed one
-    /// refused), and every [`TRUST_RECHECK`] whatever it reports.
-    async fn keep_trust(cluster: Cluster, auth: crate::auth::AuthService) {
-        loop {
-            let mut watch = match cluster.watch_members().await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::debug!(error = %e, "members not watched; reading them again in a while");
-                    None
-                }
-            };
-            loop {
-                match cluster.members().await {
-                    Ok(members) => auth.set_members(
-                        members
-                            .into_iter()
-                            .map(|m| (m.record.fingerprint, m.record.name))
-                            .collect(),
-                    ),
-                    Err(e) => tracing::debug!(error = %e, "members' certificates not refreshed"),
-                }
-                let Some(w) = watch.as_mut() else {
-                    tokio::time::sleep(TRUST_REFRESH).await;
-                    break;
-                };
-                tokio::select! {
-                    changed = w.changed() => if changed.is_err() {
-                        tokio::time::sleep(TRUST_REFRESH).await;
-                        break;
-                    },
-                    _ = tokio::time::sleep(TRUST_RECHECK) => {}
-                }
-            }
-        }
     }
 
     /// Fencing: this member's lease has not been renewed for half its TTL, so the others
