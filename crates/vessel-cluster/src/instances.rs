@@ -255,17 +255,41 @@ impl Cluster {
         member: &str,
         to: &str,
     ) -> Result<()> {
+        let cleared = self
+            .clear_failover_note(project, name, to, |loc| {
+                loc.member == member && loc.failed_over_from.is_some()
+            })
+            .await?;
+        if cleared {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "instance {name} changed in the cluster's index meanwhile; try again"
+            )))
+        }
+    }
+
+    /// Clears the note of `project`/`name`'s entry that it was failed over (if `applies`
+    /// to the entry as read), keeping its member's copy marked stale unless the instance
+    /// goes to that member (`to`). The member's own index upkeep may rewrite the entry
+    /// meanwhile (a start or stop just seen): read again and retried a few times; `false`
+    /// when it kept changing.
+    async fn clear_failover_note(
+        &self,
+        project: &str,
+        name: &str,
+        to: &str,
+        applies: impl Fn(&Location) -> bool,
+    ) -> Result<bool> {
         let k = instance_key(project, name);
-        // The member's own index upkeep may rewrite the entry meanwhile (a start or stop
-        // just seen): read again and retry a few times.
         for _ in 0..5 {
             let resp = self.get(&k, None).await?;
             let Some(kv) = resp.kvs().first() else {
-                return Ok(());
+                return Ok(true);
             };
             let loc = location_of(kv)?;
-            if loc.member != member || loc.failed_over_from.is_none() {
-                return Ok(());
+            if !applies(&loc) {
+                return Ok(true);
             }
             let rec = Location {
                 failed_over_from: None,
@@ -281,12 +305,10 @@ impl Cluster {
                 )])
                 .and_then(ops);
             if self.txn(txn).await?.succeeded() {
-                return Ok(());
+                return Ok(true);
             }
         }
-        Err(Error::Conflict(format!(
-            "instance {name} changed in the cluster's index meanwhile; try again"
-        )))
+        Ok(false)
     }
 
     /// Lets `project`/`name` go if `member` holds it (its instance is gone).
@@ -335,32 +357,12 @@ impl Cluster {
     /// mark behind).
     pub async fn stale_dropped(&self, member: &str, project: &str, name: &str) -> Result<()> {
         self.forget_stale(member, project, name).await?;
-        let k = instance_key(project, name);
-        for _ in 0..5 {
-            let resp = self.get(&k, None).await?;
-            let Some(kv) = resp.kvs().first() else {
-                return Ok(());
-            };
-            let loc = location_of(kv)?;
-            if loc.failed_over_from.as_deref() != Some(member) {
-                return Ok(());
-            }
-            let rec = Location {
-                failed_over_from: None,
-                ..loc
-            };
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    k.as_str(),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
-                )])
-                .and_then([TxnOp::put(k.as_str(), json(&rec), None)]);
-            if self.txn(txn).await?.succeeded() {
-                return Ok(());
-            }
-        }
-        Ok(())
+        // (No mark kept: the note names `member` itself.)
+        self.clear_failover_note(project, name, member, |loc| {
+            loc.failed_over_from.as_deref() == Some(member)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Forgets that `member`'s copy of `project`/`name` is stale (it is gone).
