@@ -244,6 +244,33 @@ impl SharedStore {
         }
     }
 
+    /// Writes shared `kind` while linked, by etcd's compare-and-swap (`expect`); `refused`
+    /// is the answer when etcd holds something else.
+    fn put_shared(
+        &self,
+        kind: &str,
+        key: &str,
+        body: &str,
+        expect: Expect,
+        refused: StoreError,
+    ) -> Result<()> {
+        let op = Op::Put {
+            kind: kind.into(),
+            key: key.into(),
+            body: body.into(),
+            expect,
+        };
+        self.done(op, refused)
+    }
+
+    /// Asks the link for `op`: `refused` when etcd held something else than expected.
+    fn done(&self, op: Op, refused: StoreError) -> Result<()> {
+        match self.ask(op)? {
+            Some(_) => Ok(()),
+            None => Err(refused),
+        }
+    }
+
     /// What a write of `(kind, key)` expects etcd to hold: what this member last saw.
     fn expected(&self, kind: &str, key: &str) -> Expect {
         let known = self.known();

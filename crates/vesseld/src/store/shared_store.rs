@@ -105,32 +105,16 @@ impl Store for SharedStore {
         if !shared(kind) || !self.linked() {
             return self.inner.local.object_insert(kind, key, body);
         }
-        let op = Op::Put {
-            kind: kind.into(),
-            key: key.into(),
-            body: body.into(),
-            expect: Expect::Absent,
-        };
-        match self.ask(op)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::Exists(format!("{kind} {key:?}"))),
-        }
+        let exists = StoreError::Exists(format!("{kind} {key:?}"));
+        self.put_shared(kind, key, body, Expect::Absent, exists)
     }
 
     fn object_put(&self, kind: &str, key: &str, body: &str) -> Result<()> {
         if !shared(kind) || !self.linked() {
             return self.inner.local.object_put(kind, key, body);
         }
-        let op = Op::Put {
-            kind: kind.into(),
-            key: key.into(),
-            body: body.into(),
-            expect: self.expected(kind, key),
-        };
-        match self.ask(op)? {
-            Some(_) => Ok(()),
-            None => Err(Self::changed_meanwhile(kind, key)),
-        }
+        let expect = self.expected(kind, key);
+        self.put_shared(kind, key, body, expect, Self::changed_meanwhile(kind, key))
     }
 
     fn object_get(&self, kind: &str, key: &str) -> Result<String> {
@@ -160,16 +144,7 @@ impl Store for SharedStore {
             Some(v) => Expect::Revision(v),
             None => Expect::Absent,
         };
-        let op = Op::Put {
-            kind: kind.into(),
-            key: key.into(),
-            body: body.into(),
-            expect,
-        };
-        match self.ask(op)? {
-            Some(_) => Ok(()),
-            None => Err(Self::changed_meanwhile(kind, key)),
-        }
+        self.put_shared(kind, key, body, expect, Self::changed_meanwhile(kind, key))
     }
 
     fn object_list(&self, kind: &str) -> Result<Vec<(String, String)>> {
@@ -189,10 +164,7 @@ impl Store for SharedStore {
             key: key.into(),
             expect,
         };
-        match self.ask(op)? {
-            Some(_) => Ok(()),
-            None => Err(Self::changed_meanwhile(kind, key)),
-        }
+        self.done(op, Self::changed_meanwhile(kind, key))
     }
 
     fn audit_append(&self, entry: &AuditEntry) -> Result<i64> {
