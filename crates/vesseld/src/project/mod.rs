@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vessel_api::{Project, ProjectCreate, ProjectUpdate, DEFAULT_PROJECT};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::store::{Records, Store};
 
 /// The qualified name of `name` in `project`.
@@ -164,44 +164,40 @@ impl ProjectService {
     /// Changes a project's description and limits (an empty value unsets a limit). Lowering
     /// a limit below what the project uses is allowed: it blocks growth, it stops nothing.
     pub fn update(&self, name: &str, req: ProjectUpdate) -> Result<Project> {
-        // The keys asked for are applied to the project as it is: a change another cluster
-        // member made in between is read and kept (the write refused it; tried again).
-        let mut tries = 0;
-        loop {
-            match self.update_once(name, req.clone()) {
-                Err(e) if tries < 8 && changed_meanwhile(&e) => {
-                    tracing::info!(project = %name, "changed on another member meanwhile; applying the change again");
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50 * tries));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn update_once(&self, name: &str, req: ProjectUpdate) -> Result<Project> {
-        let (mut r, version) = self.versioned(name)?;
         if name == DEFAULT_PROJECT && req.config.contains_key(vessel_api::FEATURES_IMAGES) {
             return Err(Error::invalid(
                 "the project default always has images of its own; features.images is for \
                  other projects",
             ));
         }
-        let mut config = r.config.clone();
-        for (k, v) in req.config {
-            if v.is_empty() {
-                config.remove(&k);
-            } else {
-                config.insert(k, v);
+        // The keys asked for are applied to the project as it is: a change another cluster
+        // member made in between is read and kept (the write refused it; tried again).
+        let mut tries = 0;
+        loop {
+            let (mut r, version) = self.versioned(name)?;
+            for (k, v) in &req.config {
+                if v.is_empty() {
+                    r.config.remove(k);
+                } else {
+                    r.config.insert(k.clone(), v.clone());
+                }
+            }
+            quota::Quota::parse(&r.config)?;
+            if let Some(d) = &req.description {
+                r.description = d.clone();
+            }
+            match self.records.put_if(name, &r, version) {
+                Err(crate::store::StoreError::Changed(_)) if tries < 8 => {
+                    tracing::info!(project = %name, "changed on another member meanwhile; applying the change again");
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+                }
+                stored => {
+                    stored.map_err(store_err)?;
+                    return Ok(r.view());
+                }
             }
         }
-        quota::Quota::parse(&config)?;
-        r.config = config;
-        if let Some(d) = req.description {
-            r.description = d;
-        }
-        self.records.put_if(name, &r, version).map_err(store_err)?;
-        Ok(r.view())
     }
 
     /// Deletes a project that holds nothing (`holds` lists what it still has).
@@ -255,11 +251,6 @@ impl ProjectService {
 
 /// Longest project name: short enough that `PROJECT.NAME` stays a usable name everywhere.
 pub const MAX_PROJECT_NAME: usize = 32;
-
-/// Whether a change was refused because another cluster member changed the object first.
-fn changed_meanwhile(e: &Error) -> bool {
-    e.kind == ErrorKind::Conflict && e.message.contains(crate::store::CHANGED_MEANWHILE)
-}
 
 fn store_err(e: crate::store::StoreError) -> Error {
     let mut e: Error = e.into();

@@ -48,9 +48,6 @@ impl Seed {
     }
 }
 
-/// What an error of a write refused by the compare-and-swap says.
-pub const CHANGED_MEANWHILE: &str = "changed on another member meanwhile";
-
 /// How long connecting and reading everything may take before it is tried again.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
 
@@ -286,7 +283,7 @@ impl SharedStore {
 
     fn changed_meanwhile(kind: &str, key: &str) -> StoreError {
         StoreError::Changed(format!(
-            "{kind} {key:?} was {CHANGED_MEANWHILE}; read it again and retry"
+            "{kind} {key:?} was changed on another member meanwhile; read it again and retry"
         ))
     }
 
