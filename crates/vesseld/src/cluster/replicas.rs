@@ -442,21 +442,15 @@ impl ClusterService {
         Ok(socket)
     }
 
-    /// Records far copy `name` on `member` out of date (or current), blocking until etcd
-    /// answered or `MARK_TIMEOUT` passed: a write the copy missed waits on it.
+    /// Records far copy `name` (the one with `id`) out of date (or current), blocking until
+    /// etcd answered or `MARK_TIMEOUT` passed: a write the copy missed waits on it.
     pub fn replica_mark(
         &self,
         name: &str,
-        member: &str,
         id: &str,
         outdated: bool,
     ) -> std::result::Result<(), String> {
-        let (svc, name_, member_, id) = (
-            self.clone(),
-            name.to_string(),
-            member.to_string(),
-            id.to_string(),
-        );
+        let (svc, name_, id) = (self.clone(), name.to_string(), id.to_string());
         let (tx, rx) = std::sync::mpsc::channel();
         self.inner.runtime.spawn(async move {
             let r = async {
@@ -471,7 +465,6 @@ impl ClusterService {
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 };
-                let _ = member_;
                 cluster
                     .mark_replica(&name_, &me, &id, outdated)
                     .await
@@ -496,14 +489,8 @@ impl crate::storage::ReplicaLink for ClusterService {
         self.replica_relay(member, name)
     }
 
-    fn mark(
-        &self,
-        name: &str,
-        member: &str,
-        id: &str,
-        outdated: bool,
-    ) -> std::result::Result<(), String> {
-        self.replica_mark(name, member, id, outdated)
+    fn mark(&self, name: &str, id: &str, outdated: bool) -> std::result::Result<(), String> {
+        self.replica_mark(name, id, outdated)
     }
 
     fn unrelay(&self, name: &str) {

@@ -33,15 +33,9 @@ pub trait ReplicaLink: Send + Sync {
     /// The unix socket here that reaches far copy `name` on `member` (its relay, started
     /// if it is not running).
     fn relay(&self, member: &str, name: &str) -> Result<PathBuf>;
-    /// Records (blocking, bounded) that far copy `name` on `member` is out of date or
-    /// current again.
-    fn mark(
-        &self,
-        name: &str,
-        member: &str,
-        id: &str,
-        outdated: bool,
-    ) -> std::result::Result<(), String>;
+    /// Records (blocking, bounded) that far copy `name` (the one with `id`) is out of date
+    /// or current again.
+    fn mark(&self, name: &str, id: &str, outdated: bool) -> std::result::Result<(), String>;
     /// Stops the relay to far copy `name`.
     fn unrelay(&self, name: &str);
     /// The member that adopted far copy `name` if one other than this member did (this
@@ -337,7 +331,7 @@ impl StorageService {
                 .current_pending
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::warn!(pool = %pool, member = %far.member, "recording the far copy out of date");
-            link.mark(&far.name, &far.member, &far.id, true)
+            link.mark(&far.name, &far.id, true)
         }));
     }
 
@@ -426,7 +420,7 @@ impl StorageService {
                         // then: not a copy to adopt), then re-added, resynced and flushed.
                         {
                             let _order = guard.order.lock().unwrap_or_else(|p| p.into_inner());
-                            link.mark(&far.name, &far.member, &far.id, true)
+                            link.mark(&far.name, &far.id, true)
                                 .map_err(Error::conflict)?;
                         }
                         if far.incomplete {
@@ -453,7 +447,7 @@ impl StorageService {
                     if !still_in {
                         return Ok(false);
                     }
-                    if let Err(e) = link.mark(&far.name, &far.member, &far.id, false) {
+                    if let Err(e) = link.mark(&far.name, &far.id, false) {
                         guard
                             .current_pending
                             .store(true, std::sync::atomic::Ordering::SeqCst);
