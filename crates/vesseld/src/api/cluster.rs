@@ -162,6 +162,10 @@ async fn image_for(
     key: &str,
     to: Option<&crate::cluster::Target>,
 ) -> Result<Option<String>> {
+    // Outside a cluster the create reads the image itself: nothing to look up here.
+    if app.cluster.me().await.is_none() {
+        return Ok(None);
+    }
     let images_project = app.projects.image_project(scope.name())?;
     let images = app.images.in_project(&images_project);
     let image = match images.get(key) {
@@ -228,11 +232,7 @@ pub(super) async fn list_everywhere(
         ),
     };
     let answers = futures_util::future::join_all(peers.iter().map(|p| async move {
-        let req = axum::http::Request::builder()
-            .method("GET")
-            .uri(path)
-            .body(axum::body::Body::empty())
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let req = crate::cluster::get_request(path)?;
         let req = super::guard::for_caller(req, caller, in_project, scope);
         app.cluster.json_of::<Vec<Instance>>(p, req).await
     }))

@@ -15,8 +15,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::Request;
 use axum::http::StatusCode;
 use vessel_api::InstanceCreate;
 use vessel_cluster::{Cluster, Location};
@@ -342,11 +340,9 @@ impl ClusterService {
         let q = vessel_api::PROJECT_QUERY;
         let mut why = Vec::new();
         for peer in self.peers().await? {
-            let req = Request::builder()
-                .method("GET")
-                .uri(format!("/1.0/images/{fingerprint}/export?{q}={project}"))
-                .body(Body::empty())
-                .map_err(|e| Error::internal(e.to_string()))?;
+            let req = super::instances::get_request(&format!(
+                "/1.0/images/{fingerprint}/export?{q}={project}"
+            ))?;
             let (resp, _) = match self.forward(&peer, req).await {
                 Ok(r) => r,
                 Err(e) => {

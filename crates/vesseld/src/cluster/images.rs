@@ -1,11 +1,10 @@
 //! Images between members: whether one has an image, which has it by a name, sending one
 //! to a member that lacks it.
 
-use axum::body::Body;
-use axum::extract::Request;
 use axum::http::StatusCode;
 
 use super::forward::Target;
+use super::instances::get_request;
 use super::ClusterService;
 use crate::error::{Error, Result};
 
@@ -13,12 +12,7 @@ impl ClusterService {
     /// Whether `to` holds the image `fingerprint` for `project`.
     pub async fn has_image(&self, to: &Target, project: &str, fingerprint: &str) -> Result<bool> {
         let q = vessel_api::PROJECT_QUERY;
-        let uri = format!("/1.0/images/{fingerprint}?{q}={project}");
-        let req = Request::builder()
-            .method("GET")
-            .uri(uri)
-            .body(Body::empty())
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let req = get_request(&format!("/1.0/images/{fingerprint}?{q}={project}"))?;
         let (resp, _) = self.forward(to, req).await?;
         match resp.status() {
             StatusCode::OK => Ok(true),

@@ -58,6 +58,15 @@ fn asks(
     }
 }
 
+/// A GET of `uri` (a path with its query) for another member.
+pub fn get_request(uri: &str) -> Result<Request> {
+    Request::builder()
+        .method("GET")
+        .uri(uri)
+        .body(Body::empty())
+        .map_err(|e| Error::internal(e.to_string()))
+}
+
 /// The far copies of the replicated pools `spec`'s volumes are on, each once.
 fn replicas_of(instances: &crate::instance::InstanceService, spec: &InstanceCreate) -> Vec<String> {
     let pools: BTreeSet<&str> = spec.volumes.iter().map(|v| v.pool.as_str()).collect();
@@ -308,12 +317,7 @@ impl ClusterService {
         to: &Target,
         path: &str,
     ) -> Result<T> {
-        let req = Request::builder()
-            .method("GET")
-            .uri(path)
-            .body(Body::empty())
-            .map_err(|e| Error::internal(e.to_string()))?;
-        self.json_of(to, req).await
+        self.json_of(to, get_request(path)?).await
     }
 
     /// Sends `req` to `to` and reads its JSON answer (an error answer is an error).
@@ -407,11 +411,7 @@ impl ClusterService {
     /// Whether `to` holds `project`/`name` (an error when it cannot say).
     pub async fn holds(&self, to: &Target, project: &str, name: &str) -> Result<bool> {
         let q = vessel_api::PROJECT_QUERY;
-        let req = Request::builder()
-            .method("GET")
-            .uri(format!("/1.0/instances/{name}?{q}={project}"))
-            .body(Body::empty())
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let req = get_request(&format!("/1.0/instances/{name}?{q}={project}"))?;
         let (resp, _) = self.forward(to, req).await?;
         match resp.status() {
             StatusCode::OK => Ok(true),

@@ -16,7 +16,7 @@ pub mod watchdog;
 
 pub use evacuate::EvacuateAction;
 pub use forward::Target;
-pub use instances::group_of;
+pub use instances::{get_request, group_of};
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
