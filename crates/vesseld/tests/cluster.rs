@@ -9,8 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{address_on, init, json, nft, token, wait};
-use common::etcd::Etcd;
+use common::cluster::{
+    address_on, init, json, listen, nft, token, unjoined, wait, CUT_ETCD, UNCUT,
+};
 use common::{Daemon, Sandbox};
 
 fn states(d: &Daemon) -> Vec<(String, String)> {
@@ -35,13 +36,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let mut etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let mut d: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
+    let (sb, mut etcd, mut d) = unjoined(3, 3);
 
     // Not in a cluster yet: the commands say what to do.
     let err = d[0].fails(&["cluster", "list"]);
@@ -301,13 +296,7 @@ fn status(d: &Daemon, name: &str) -> String {
 
 #[test]
 fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let _etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let mut d: Vec<Daemon> = (0..2)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
+    let (sb, _etcd, mut d) = unjoined(3, 2);
     let endpoints = _etcd.endpoints();
     init(&d[0], "m0", &listen(0), &endpoints, true);
     let t = token(&d[0], "m1");
@@ -342,10 +331,7 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
     assert_eq!(states(&d[0]), pairs(&[("m0", "online"), ("m1", "online")]));
 
     // m1 cut off from every etcd member (its own included) without being killed.
-    nft(
-        &sb.hosts[1],
-        "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n",
-    );
+    nft(&sb.hosts[1], CUT_ETCD);
     let cut = Instant::now();
     let (mut stopped_at, mut offline_at) = (None, None);
     while stopped_at.is_none() || offline_at.is_none() {
@@ -378,7 +364,7 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
 
     // Reconnected: a new lease, online again, the fence lowered; the HA instance, not failed
     // over (failover is off here), starts again on this member.
-    nft(&sb.hosts[1], "delete table inet vessel_test_cut\n");
+    nft(&sb.hosts[1], UNCUT);
     let deadline = Instant::now() + Duration::from_secs(20);
     while states(&d[0]) != pairs(&[("m0", "online"), ("m1", "online")]) {
         assert!(
@@ -406,10 +392,7 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
 
     // A member whose daemon restarts while it is cut off (its HA instance ran on without
     // it) fences itself half a TTL after its start.
-    nft(
-        &sb.hosts[1],
-        "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n",
-    );
+    nft(&sb.hosts[1], CUT_ETCD);
     d[1].kill(libc::SIGKILL);
     d[1].spawn();
     let started = Instant::now();
@@ -436,7 +419,7 @@ fn a_member_cut_off_from_etcd_fences_itself_before_the_others_see_it_offline() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    nft(&sb.hosts[1], "delete table inet vessel_test_cut\n");
+    nft(&sb.hosts[1], UNCUT);
     let deadline = Instant::now() + Duration::from_secs(20);
     while json(&d[1].ok(&["cluster", "info", "--format", "json"]))["connected"] != true {
         assert!(
@@ -471,13 +454,7 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     use common::Framed;
     use vessel_api::stream::FrameKind;
 
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let mut d: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
+    let (_sb, etcd, mut d) = unjoined(3, 3);
     init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
     for i in 1..3 {
         let t = token(&d[0], &format!("m{i}"));
@@ -811,13 +788,7 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
 /// The address of `name`'s NIC on `network`, as `vessel list` on `d` shows it.
 #[test]
 fn a_cluster_network_spans_the_members_as_they_join() {
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let d: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
+    let (sb, etcd, d) = unjoined(3, 3);
     init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
     let t = token(&d[0], "m1");
     d[1].ok(&["cluster", "join", &t, "--address", &listen(1)]);
@@ -852,7 +823,11 @@ fn a_cluster_network_spans_the_members_as_they_join() {
     for (i, other) in [(0, 1), (1, 0)] {
         let n = info(&d[i]);
         assert_eq!(n["type"], "cluster", "{n}");
-        assert_eq!(n["peers"], serde_json::json!([addrs[other]]), "{n}");
+        assert_eq!(
+            n["peers"],
+            serde_json::json!([Sandbox::host_addr(other)]),
+            "{n}"
+        );
     }
     let err = d[1].fails(&[
         "network",
@@ -885,7 +860,7 @@ fn a_cluster_network_spans_the_members_as_they_join() {
         info(&d[0])["peers"]
             .as_array()
             .unwrap()
-            .contains(&serde_json::json!(addrs[2]))
+            .contains(&serde_json::json!(Sandbox::host_addr(2)))
     });
     d[2].ok(&[
         "launch",

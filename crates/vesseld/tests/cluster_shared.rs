@@ -12,11 +12,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{init, json, nft, token, wait};
-use common::etcd::Etcd;
-use common::{Daemon, Sandbox};
-
-const CUT_ETCD: &str = "table inet vessel_test_cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n";
+use common::cluster::{init, json, listen, nft, token, unjoined, wait, CUT_ETCD, UNCUT};
+use common::Daemon;
 
 fn projects(d: &Daemon) -> Vec<String> {
     let v = json(&d.ok(&["project", "list", "--format", "json"]));
@@ -50,13 +47,7 @@ fn status_with(ns: &str, listen: &str, token: &str) -> String {
 
 #[test]
 fn projects_and_identities_are_the_clusters() {
-    let sb = Sandbox::new(3);
-    let addrs: Vec<String> = (0..3).map(Sandbox::host_addr).collect();
-    let etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let mut d: Vec<Daemon> = (0..2)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
+    let (sb, etcd, mut d) = unjoined(3, 2);
 
     // Before the cluster: each server has its own.
     d[0].ok(&[
@@ -291,7 +282,7 @@ fn projects_and_identities_are_the_clusters() {
     assert!(err.contains("etcd") && err.contains("not changed"), "{err}");
     d[0].ok(&["project", "create", "delta"]);
     d[0].ok(&["project", "delete", "beta"]);
-    nft(&sb.hosts[1], "delete table inet vessel_test_cut\n");
+    nft(&sb.hosts[1], UNCUT);
     wait("m1 caught up", Duration::from_secs(20), || {
         projects(&d[1]) == ["alpha", "default", "delta"]
     });

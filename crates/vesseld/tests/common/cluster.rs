@@ -64,17 +64,30 @@ pub fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Where the daemon on host `i` of a cluster sandbox serves HTTPS: port 8443 on its
+/// underlay address.
+pub fn listen(i: usize) -> String {
+    format!("{}:8443", Sandbox::host_addr(i))
+}
+
+/// `hosts` network namespaces, each with an etcd member, and a daemon on each of the first
+/// `daemons` (HTTPS on [`listen`]), in no cluster yet. Bound in this order (`let (sb, etcd,
+/// d) = …`), the daemons go first, then etcd, then the namespaces.
+pub fn unjoined(hosts: usize, daemons: usize) -> (Sandbox, Etcd, Vec<Daemon>) {
+    let sb = Sandbox::new(hosts);
+    let addrs: Vec<String> = (0..hosts).map(Sandbox::host_addr).collect();
+    let etcd = Etcd::start(&sb.hosts, &addrs);
+    let d: Vec<Daemon> = (0..daemons)
+        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
+        .collect();
+    (sb, etcd, d)
+}
+
 /// A cluster of `n` members, each its own network namespace, etcd member and daemon (HTTPS on
 /// the underlay, port 8443): `m0` made it, the others joined with tokens. Bound in this order
 /// (`let (sb, etcd, d) = …`), the daemons go first, then etcd, then the namespaces.
 pub fn members(n: usize) -> (Sandbox, Etcd, Vec<Daemon>) {
-    let sb = Sandbox::new(n);
-    let addrs: Vec<String> = (0..n).map(Sandbox::host_addr).collect();
-    let etcd = Etcd::start(&sb.hosts, &addrs);
-    let listen = |i: usize| format!("{}:8443", addrs[i]);
-    let d: Vec<Daemon> = (0..n)
-        .map(|i| Daemon::start_in_netns_listening(&sb.hosts[i], &listen(i)))
-        .collect();
+    let (sb, etcd, d) = unjoined(n, n);
     init(&d[0], "m0", &listen(0), &etcd.endpoints(), true);
     for (i, di) in d.iter().enumerate().skip(1) {
         let t = token(&d[0], &format!("m{i}"));
