@@ -685,11 +685,21 @@ async fn beat(b: Beat) {
             Ok(()) => return,
             Err(e) => {
                 if !told {
-                    tracing::warn!(member = %b.name, error = %e, "cluster heartbeat lost; retrying");
+                    tracing::warn!(member = %b.name, error = %e, "cluster heartbeat interrupted; retrying");
                     told = true;
                 }
-                *b.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // The lease is kept while it may still live: an etcd member gone makes
+                // calls fail for a moment, which is no reason to give up the lease (its
+                // key would vanish when it expires while a new one is not yet written).
+                let renewed = b
+                    .renewed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed();
+                if renewed >= b.ttl {
+                    *b.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -698,39 +708,101 @@ async fn beat(b: Beat) {
 /// How long a renewal's answer is waited for before it is asked again on a new stream.
 const ANSWER_WAIT: Duration = Duration::from_millis(800);
 
-/// Beats on one lease until it is lost (an error) or `stop` is set (Ok).
+/// Why a call of the heartbeat did not answer.
+enum Miss {
+    /// No answer in the time given.
+    Late,
+    /// An error that is an answer (not etcd out of reach for a moment).
+    Failed(etcd_client::Error),
+}
+
+impl From<Miss> for Error {
+    fn from(m: Miss) -> Self {
+        match m {
+            Miss::Late => Error::Etcd("etcd did not answer the heartbeat in time".into()),
+            Miss::Failed(e) => e.into(),
+        }
+    }
+}
+
+/// Calls `f` until it answers or `wait` has passed, again at once after a transient error:
+/// the client's balancer may hand a call to an etcd member that is gone (the call fails to
+/// connect), the next one to another.
+async fn within<T, F, Fut>(wait: Duration, mut f: F) -> std::result::Result<T, Miss>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(until, f()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if transient(&e) => {
+                let next = tokio::time::Instant::now() + Duration::from_millis(50);
+                if next >= until {
+                    return Err(Miss::Late);
+                }
+                tokio::time::sleep_until(next).await;
+            }
+            Ok(Err(e)) => return Err(Miss::Failed(e)),
+            Err(_) => return Err(Miss::Late),
+        }
+    }
+}
+
+/// Beats on one lease until it is lost (an error) or `stop` is set (Ok). The lease held
+/// is taken up again if it may still live; otherwise a new one is granted.
 async fn beat_on_one_lease(b: &Beat) -> Result<()> {
     let (client, name, ttl, source, stop, held, renewed) = (
         &b.client, &b.name, b.ttl, &b.source, &b.stop, &b.held, &b.renewed,
     );
     let period = ttl / 3;
-    let mut c = client.clone();
-    let asked = std::time::Instant::now();
-    let lease = c.lease_grant(ttl.as_secs().max(1) as i64, None).await?.id();
-    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
-    *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+    let c = client.clone();
+    let kept = *held.lock().unwrap_or_else(|p| p.into_inner());
+    let lease = match kept {
+        Some(lease) => lease,
+        None => {
+            let asked = std::time::Instant::now();
+            let lease = within(period, || {
+                let mut c = c.clone();
+                async move { c.lease_grant(ttl.as_secs().max(1) as i64, None).await }
+            })
+            .await?
+            .id();
+            *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
+            *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+            tracing::info!(member = %name, lease, "cluster heartbeat on a new lease");
+            lease
+        }
+    };
+    let keep_alive = || {
+        let mut c = c.clone();
+        async move { c.lease_keep_alive(lease).await }
+    };
+    let (mut keeper, mut stream) = within(ANSWER_WAIT, keep_alive).await?;
     let k = key(&format!("alive/{name}"));
-    tracing::info!(member = %name, lease, "cluster heartbeat on a new lease");
     let mut first = true;
     loop {
         let (at, usage) = source();
         let beat = Heartbeat { at, usage, lease };
-        let put = c.put(
-            k.as_str(),
-            json(&beat),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        // The key must be there at first; later a put that hangs (its connection to an
-        // etcd member gone silent) only delays the usage figures, never the renewal.
-        match tokio::time::timeout(ANSWER_WAIT, put).await {
-            Ok(r) => {
-                r?;
-            }
-            Err(_) if !first => {
+        let put = within(ANSWER_WAIT, || {
+            let mut c = c.clone();
+            let (k, v) = (k.clone(), json(&beat));
+            async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
+        });
+        // The key must be there at first; later a put that is late (etcd busy electing a
+        // leader) only delays the usage figures, never the renewal.
+        match put.await {
+            Ok(_) => {}
+            Err(Miss::Late) if !first => {
                 tracing::debug!(member = %name, "heartbeat key not rewritten in time");
             }
-            Err(_) => return Err(Error::Etcd("the heartbeat key was not written".into())),
+            Err(Miss::Failed(e)) => {
+                // The lease is gone (etcd says so) or the key refused: start again.
+                *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Err(e.into());
+            }
+            Err(Miss::Late) => return Err(Error::Etcd("the heartbeat key was not written".into())),
         }
         first = false;
         tokio::time::sleep(period).await;
@@ -751,15 +823,18 @@ async fn beat_on_one_lease(b: &Beat) -> Result<()> {
                     *renewed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
                     break;
                 }
-                Ok(Ok(Some(_))) => return Err(Error::Etcd(format!("lease {lease} expired"))),
-                _ if asked.elapsed() < ttl => {
+                Ok(Ok(Some(_))) => {
+                    *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Err(Error::Etcd(format!("lease {lease} expired")));
+                }
+                _ if renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < ttl => {
                     tracing::debug!(member = %name, lease, "lease renewal unanswered; asking again on a new stream");
-                    match tokio::time::timeout(ANSWER_WAIT, c.lease_keep_alive(lease)).await {
-                        Ok(Ok((k2, s2))) => {
+                    match within(ANSWER_WAIT, keep_alive).await {
+                        Ok((k2, s2)) => {
                             keeper = k2;
                             stream = s2;
                         }
-                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
                 Ok(Err(e)) => return Err(e.into()),

@@ -28,6 +28,21 @@ fn states(d: &Daemon) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Each member's lease, as its heartbeat says.
+fn leases(d: &Daemon) -> Vec<(String, i64)> {
+    let v = json(&d.ok(&["cluster", "list", "--format", "json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["heartbeat"]["lease"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -248,7 +263,9 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     }
 
     // An etcd member killed and restarted changes nothing: the members stay online through
-    // it (a majority is left), and after it.
+    // it (a majority is left), and after it, each on the lease it had (calls that its
+    // client hands to the dead etcd member fail for a while; no reason to drop a lease).
+    let before = leases(&d[0]);
     etcd.members[1].kill();
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(states(&d[1]), all_online);
@@ -258,6 +275,7 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     for di in &d {
         assert_eq!(states(di), all_online);
     }
+    assert_eq!(leases(&d[0]), before, "a lease was replaced");
 
     // Removal: an online member only with --force; not oneself; a stopped one.
     let err = d[0].fails(&["cluster", "remove", "m2"]);
