@@ -16,6 +16,9 @@ pub enum PoolDriver {
     /// Vessel's own RAID engine (RAID 0/1/5/6) over member files or disks, carved into
     /// thin-provisioned block volumes.
     Raid,
+    /// RBD images in a RADOS pool of a Ceph cluster the user runs (block volumes for VMs,
+    /// opened by QEMU's librbd).
+    Ceph,
 }
 
 impl PoolDriver {
@@ -25,6 +28,7 @@ impl PoolDriver {
             Self::Dir => "dir",
             Self::Btrfs => "btrfs",
             Self::Raid => "raid",
+            Self::Ceph => "ceph",
         }
     }
 }
@@ -40,7 +44,8 @@ pub struct PoolCreate {
     /// Where the pool lives. `dir`: one directory (default: under the daemon's root).
     /// `btrfs`: block devices or files to format (default: one loop-backed file of `size`
     /// bytes under the daemon's root). `raid`: member files or block devices (default:
-    /// `members` files of `size` bytes each under the daemon's root).
+    /// `members` files of `size` bytes each under the daemon's root). `ceph`: the RADOS
+    /// pool its images go in (default: the pool's name; made if Ceph has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
     /// Bytes: the loop file of a `btrfs` pool, or each member file of a `raid` pool that
@@ -68,6 +73,8 @@ pub struct PoolCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<String>,
     /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
+    /// `ceph` pools also take `ceph.conf` (the cluster's configuration, default
+    /// `/etc/ceph/ceph.conf`) and `ceph.user.name` (default `admin`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub config: std::collections::BTreeMap<String, String>,
     /// Free text.

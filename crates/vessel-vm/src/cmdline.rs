@@ -120,6 +120,7 @@ pub fn qemu_args(
         }
         None => a.push(format!("size={}M", def.memory_mib)),
     }
+    rbd_secrets(&mut a, def)?;
     match &def.profile {
         Profile::Para(p) => para(&mut a, def, p, paths, taps, console_log)?,
         Profile::Full(f) => full(
@@ -389,12 +390,20 @@ pub fn kernel_cmdline(def: &MachineDef, p: &ParaBoot) -> String {
 /// volume served over NBD). Backing files of overlays are opened read-only by QEMU from the
 /// image header.
 fn blockdev(i: usize, d: &crate::machine::Disk, read_only: bool) -> Result<String> {
-    let mut file = match &d.nbd_export {
-        None => serde_json::json!({
+    let mut file = match (&d.nbd_export, &d.rbd) {
+        (_, Some(rbd)) => serde_json::json!({
+            "driver": "rbd",
+            "pool": rbd.pool,
+            "image": rbd.image,
+            "conf": utf8(&rbd.conf)?,
+            "user": rbd.user,
+            "key-secret": rbd_secret(i),
+        }),
+        (None, None) => serde_json::json!({
             "driver": "file",
             "filename": utf8(&d.path)?,
         }),
-        Some(export) => serde_json::json!({
+        (Some(export), None) => serde_json::json!({
             "driver": "nbd",
             "server": { "type": "unix", "path": utf8(&d.path)? },
             "export": export,
@@ -407,13 +416,34 @@ fn blockdev(i: usize, d: &crate::machine::Disk, read_only: bool) -> Result<Strin
         "read-only": read_only,
     });
     if !read_only {
-        if d.nbd_export.is_none() {
+        if d.nbd_export.is_none() && d.rbd.is_none() {
             file["discard"] = "unmap".into();
         }
         node["discard"] = "unmap".into();
     }
     node["file"] = file;
     Ok(node.to_string())
+}
+
+/// The id of the secret object holding disk `i`'s RBD key.
+fn rbd_secret(i: usize) -> String {
+    format!("disk{i}-key")
+}
+
+/// The secret objects of the RBD disks' keys, read by QEMU from their files.
+fn rbd_secrets(a: &mut Args, def: &MachineDef) -> Result<()> {
+    for (i, d) in def.disks.iter().enumerate() {
+        if let Some(rbd) = &d.rbd {
+            a.push("-object");
+            a.push(opts(&[
+                ("qom-type", "secret"),
+                ("id", &rbd_secret(i)),
+                ("file", utf8(&rbd.key_file)?),
+                ("format", "base64"),
+            ]));
+        }
+    }
+    Ok(())
 }
 
 /// `k=v,k=v` with commas in values doubled; a `backend`/`driver`/`type` value (always the
@@ -470,6 +500,7 @@ mod tests {
             media: Media::Disk,
             read_only: false,
             nbd_export: Some("pool1/data".into()),
+            rbd: None,
         });
         let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS, None).unwrap());
         let node: serde_json::Value = args
@@ -489,6 +520,59 @@ mod tests {
     }
 
     #[test]
+    fn rbd_disks_are_librbd_nodes_with_their_key_in_a_secret_file() {
+        let mut d = MachineDef::para("vm1", Path::new("/run/vm1"), Path::new("/k"), None);
+        d.disks.push(Disk {
+            path: Default::default(),
+            format: DiskFormat::Raw,
+            media: Media::Disk,
+            read_only: false,
+            nbd_export: None,
+            rbd: Some(crate::machine::RbdSource {
+                pool: "vms".into(),
+                image: "vm1-root".into(),
+                user: "vessel".into(),
+                conf: "/run/vessel/disks/vm1.ceph.conf".into(),
+                key_file: "/run/vessel/disks/vm1,x.ceph.key".into(),
+            }),
+        });
+        let args = strings(&qemu_args(&d, &VmPaths::new(&d.run_dir), &TAPS, None).unwrap());
+        let node: serde_json::Value = args
+            .windows(2)
+            .find(|w| w[0] == "-blockdev")
+            .map(|w| serde_json::from_str(&w[1]).unwrap())
+            .expect("a -blockdev");
+        assert_eq!(node["driver"], "raw");
+        let file = &node["file"];
+        assert_eq!(
+            (
+                &file["driver"],
+                &file["pool"],
+                &file["image"],
+                &file["user"]
+            ),
+            (
+                &"rbd".into(),
+                &"vms".into(),
+                &"vm1-root".into(),
+                &"vessel".into()
+            )
+        );
+        assert_eq!(file["conf"], "/run/vessel/disks/vm1.ceph.conf");
+        assert_eq!(file["key-secret"], "disk0-key");
+        assert!(file.get("discard").is_none());
+        let secret = args
+            .windows(2)
+            .find(|w| w[0] == "-object" && w[1].starts_with("secret,"))
+            .map(|w| w[1].clone())
+            .expect("a secret object");
+        assert_eq!(
+            secret,
+            "secret,id=disk0-key,file=/run/vessel/disks/vm1,,x.ceph.key,format=base64"
+        );
+    }
+
+    #[test]
     fn para_command_line() {
         let mut d = MachineDef::para(
             "vm1",
@@ -502,6 +586,7 @@ mod tests {
             media: Media::Disk,
             read_only: false,
             nbd_export: None,
+            rbd: None,
         });
         d.nics.push(Nic {
             backend: NicBackend::Tap {
@@ -593,6 +678,7 @@ mod tests {
             media: Media::Disk,
             read_only: false,
             nbd_export: None,
+            rbd: None,
         });
         d.disks.push(Disk {
             path: "/iso/setup.iso".into(),
@@ -600,6 +686,7 @@ mod tests {
             media: Media::Cdrom,
             read_only: true,
             nbd_export: None,
+            rbd: None,
         });
         d.nics.push(Nic {
             backend: NicBackend::User,

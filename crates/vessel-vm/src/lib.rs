@@ -50,7 +50,7 @@ pub use error::{Result, VmError};
 pub use exit::{classify, reap_stale, ExitEvidence, StaleVm, VmExit};
 pub use machine::{
     validate_name, Accel, Disk, DiskFormat, Firmware, FullBoot, LogSink, MachineDef, Media, Nic,
-    NicBackend, ParaBoot, Profile, VmPaths,
+    NicBackend, ParaBoot, Profile, RbdSource, VmPaths,
 };
 pub use migrate::{MigrationLinks, MigrationParams, MigrationPhase, MigrationStats};
 pub use resize::MemoryChange;

@@ -122,6 +122,26 @@ pub struct Disk {
     /// server restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbd_export: Option<String>,
+    /// When set, the disk is this RBD image of a Ceph cluster, opened through QEMU's librbd
+    /// (`path` is not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbd: Option<RbdSource>,
+}
+
+/// An RBD image as QEMU opens it: the files are readable by QEMU's user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RbdSource {
+    /// The RADOS pool.
+    pub pool: String,
+    /// The image.
+    pub image: String,
+    /// The Ceph user (without `client.`).
+    pub user: String,
+    /// A Ceph configuration naming the monitors.
+    pub conf: PathBuf,
+    /// A file holding the user's key (base64, as in a keyring); it reaches QEMU as a secret
+    /// object, never on its command line.
+    pub key_file: PathBuf,
 }
 
 /// Where a NIC's packets go on the host.
@@ -493,6 +513,7 @@ mod tests {
             media: Media::Cdrom,
             read_only: true,
             nbd_export: None,
+            rbd: None,
         });
         assert!(d.validate().is_err(), "cdrom in para");
         let mut f = MachineDef::full("vm1", Path::new("/run/v"), Media::Disk);
@@ -503,6 +524,7 @@ mod tests {
             media: Media::Disk,
             read_only: false,
             nbd_export: None,
+            rbd: None,
         });
         assert!(f.validate().is_ok());
         f.run_as = Some(RunAs::ids(u32::MAX, 5));

@@ -293,7 +293,14 @@ pub fn start_cancellable(
             .iter()
             .filter(|d| !d.read_only && d.media == Media::Disk)
         {
-            spawn::hand_over(&d.path, u, 0o600)?;
+            match &d.rbd {
+                // An RBD image is no file: QEMU reads its configuration and key.
+                Some(rbd) => {
+                    spawn::hand_over(&rbd.conf, u, 0o600)?;
+                    spawn::hand_over(&rbd.key_file, u, 0o600)?;
+                }
+                None => spawn::hand_over(&d.path, u, 0o600)?,
+            }
         }
         if paths.uefi_vars.exists() {
             spawn::hand_over(&paths.uefi_vars, u, 0o600)?;
@@ -769,6 +776,21 @@ fn check_files(def: &MachineDef) -> Result<()> {
         }
     }
     for d in &def.disks {
+        if let Some(rbd) = &d.rbd {
+            for (what, path) in [
+                ("Ceph configuration", &rbd.conf),
+                ("Ceph key", &rbd.key_file),
+            ] {
+                if !path.is_file() {
+                    return Err(VmError::BadFile {
+                        what,
+                        path: path.clone(),
+                        reason: "missing".into(),
+                    });
+                }
+            }
+            continue;
+        }
         if d.nbd_export.is_some() {
             use std::os::unix::fs::FileTypeExt;
             let is_socket = std::fs::metadata(&d.path).is_ok_and(|m| m.file_type().is_socket());

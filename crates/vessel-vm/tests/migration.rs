@@ -59,6 +59,7 @@ fn def_for(tmp: &Path, run: &str, image: &vessel_vmimage::VmImage, disk: &Path) 
         media: Media::Disk,
         read_only: false,
         nbd_export: None,
+        rbd: None,
     });
     def
 }

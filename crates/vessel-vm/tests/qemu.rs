@@ -178,6 +178,7 @@ fn para_vm_lifecycle() {
         media: Media::Disk,
         read_only: false,
         nbd_export: None,
+        rbd: None,
     });
     def.nics.push(Nic {
         backend: NicBackend::User,
@@ -462,6 +463,7 @@ fn full_boots_a_disk_with_seabios_and_serves_vnc() {
         media: Media::Disk,
         read_only: false,
         nbd_export: None,
+        rbd: None,
     };
     full_boot(&tmp, "vm-full", disk, Media::Disk, "VESSEL-BOOT-OK");
 }
@@ -480,6 +482,7 @@ fn full_boots_an_iso_from_cdrom() {
         media: Media::Cdrom,
         read_only: true,
         nbd_export: None,
+        rbd: None,
     };
     full_boot(&tmp, "vm-iso", disk, Media::Cdrom, "VESSEL-CDROM-OK");
 }
@@ -539,6 +542,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         media: Media::Disk,
         read_only: false,
         nbd_export: None,
+        rbd: None,
     });
     let err = start(&def, None).expect_err("corrupted disk");
     assert!(matches!(err, VmError::BadImage { .. }), "{err}");
@@ -605,6 +609,7 @@ fn uefi_firmware_starts() {
         media: Media::Cdrom,
         read_only: true,
         nbd_export: None,
+        rbd: None,
     });
     let mut guard = QemuGuard::new(&def.run_dir, None);
     let t = Instant::now();

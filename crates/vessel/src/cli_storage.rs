@@ -13,6 +13,8 @@ Drivers:
           subvolumes with quotas, btrfs snapshots
   raid    Vessel's own RAID 0/1/5/6 over member files or disks, thin block volumes,
           rebuild and scrub (vessel storage pool repair)
+  ceph    RBD images in a RADOS pool of a Ceph cluster you run: block volumes for VMs
+          (QEMU opens them through librbd), RBD snapshots and clones
 
 Examples:
   vessel storage pool create local dir
@@ -23,7 +25,10 @@ Examples:
   # In a cluster: a second copy on member m1, written with every write
   vessel storage pool create rp raid --level raid1 --size 10GiB --replica m1
   # On m1, once m0 is lost for good: its pool from the copy kept here
-  vessel storage pool create rp raid --adopt m0.rp";
+  vessel storage pool create rp raid --adopt m0.rp
+  # Ceph: images in RADOS pool vms (made if missing), as client.vessel
+  vessel storage pool create cephvms ceph --source vms -c ceph.user.name=vessel \
+      -c ceph.conf=/etc/ceph/ceph.conf";
 
 const VOLUME_EXAMPLES: &str = "\
 Examples:
@@ -67,6 +72,8 @@ pub enum DriverArg {
     Btrfs,
     /// Vessel's RAID engine.
     Raid,
+    /// RBD images in a Ceph cluster you run (block volumes for VMs).
+    Ceph,
 }
 
 /// `vessel storage pool ...`
@@ -80,7 +87,8 @@ pub enum PoolCommand {
         /// Driver.
         #[arg(value_enum)]
         driver: DriverArg,
-        /// A directory (dir), disk or file (btrfs, raid); repeatable.
+        /// A directory (dir), disk or file (btrfs, raid), repeatable; ceph: the RADOS pool
+        /// (default: the pool's name; made if Ceph has none).
         #[arg(long = "source", value_name = "PATH")]
         sources: Vec<PathBuf>,
         /// Size of the loop file (btrfs) or of each member file (raid) Vessel creates.
@@ -107,7 +115,9 @@ pub enum PoolCommand {
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
-        /// A label, `user.KEY=VALUE` (repeatable).
+        /// A label, `user.KEY=VALUE` (repeatable); ceph pools also take
+        /// `ceph.conf=PATH` (default /etc/ceph/ceph.conf) and `ceph.user.name=NAME`
+        /// (default admin).
         #[arg(short = 'c', long = "config", value_name = "user.KEY=VALUE")]
         config: Vec<String>,
     },

@@ -66,6 +66,13 @@ impl Error {
             message: m.into(),
         }
     }
+    /// A 503: something the request needs does not answer for now.
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
+            message: m.into(),
+        }
+    }
     /// A 500-class error.
     pub fn internal(m: impl Into<String>) -> Self {
         Self {

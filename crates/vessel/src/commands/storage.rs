@@ -57,9 +57,14 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
             description,
             config,
         } => {
+            // A ceph pool's source is a RADOS pool's name, not a path.
+            let ceph = matches!(driver, DriverArg::Ceph);
             let sources = sources
                 .iter()
                 .map(|p| {
+                    if ceph {
+                        return Ok(p.display().to_string());
+                    }
                     std::path::absolute(p)
                         .map(|p| p.display().to_string())
                         .with_context(|| format!("resolving {}", p.display()))
@@ -71,6 +76,7 @@ fn pool(client: &Client, cmd: PoolCommand) -> Result<i32> {
                     DriverArg::Dir => PoolDriver::Dir,
                     DriverArg::Btrfs => PoolDriver::Btrfs,
                     DriverArg::Raid => PoolDriver::Raid,
+                    DriverArg::Ceph => PoolDriver::Ceph,
                 },
                 sources,
                 size: sz.as_deref().map(size).transpose()?,

@@ -89,6 +89,8 @@ pub enum Driver {
     Btrfs,
     /// Vessel's RAID engine.
     Raid,
+    /// RBD images in a Ceph cluster (block volumes for VMs).
+    Ceph,
 }
 
 /// A storage pool.

@@ -374,6 +374,7 @@ impl VmDriver {
                         media: Media::Cdrom,
                         read_only: true,
                         nbd_export: None,
+                        rbd: None,
                     },
                 )
             } else if root_volume {

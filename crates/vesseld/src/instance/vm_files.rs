@@ -76,6 +76,7 @@ impl VmDriver {
             media,
             read_only: false,
             nbd_export: None,
+            rbd: None,
         })
     }
 }

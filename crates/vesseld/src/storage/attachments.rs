@@ -133,6 +133,15 @@ impl StorageService {
                     media: vessel_vm::Media::Disk,
                     read_only: false,
                     nbd_export: None,
+                    rbd: None,
+                },
+                BlockAccess::Rbd(image) => vessel_vm::Disk {
+                    path: PathBuf::new(),
+                    format: vessel_vm::DiskFormat::Raw,
+                    media: vessel_vm::Media::Disk,
+                    read_only: false,
+                    nbd_export: None,
+                    rbd: Some(self.rbd_client(instance, &v, &image, owner)?),
                 },
                 BlockAccess::Device(_) => {
                     self.serve_disk(instance, &v)?;
@@ -142,6 +151,7 @@ impl StorageService {
                         media: vessel_vm::Media::Disk,
                         read_only: false,
                         nbd_export: Some(v.key()),
+                        rbd: None,
                     }
                 }
             });
@@ -196,8 +206,12 @@ impl StorageService {
                 self.put_volume(&v)?;
             }
             self.settle_disk_owner(&v)?;
-            if let BlockAccess::Device(_) = self.driver(&v.pool)?.block(&v.name)? {
-                self.serve_disk(instance, &v)?;
+            match self.driver(&v.pool)?.block(&v.name)? {
+                BlockAccess::Device(_) => self.serve_disk(instance, &v)?,
+                BlockAccess::Rbd(image) => {
+                    self.rbd_client(instance, &v, &image, owner)?;
+                }
+                BlockAccess::File(_) => {}
             }
         }
         Ok(())
@@ -214,12 +228,11 @@ impl StorageService {
         if let BlockAccess::File(path) = self.driver(&v.pool)?.block(&v.name)? {
             paths.push(path);
         }
-        paths.extend(
-            v.attached_to
-                .iter()
-                .map(|a| self.disk_socket(&a.instance, v))
-                .filter(|s| s.exists()),
-        );
+        for a in &v.attached_to {
+            let sock = self.disk_socket(&a.instance, v);
+            let (conf, key) = rbd_client_files(&sock);
+            paths.extend([sock, conf, key].into_iter().filter(|p| p.exists()));
+        }
         for p in paths {
             give(&p, owner).map_err(|e| {
                 Error::internal(format!("giving {} to uid {owner}: {e}", p.display()))
@@ -345,6 +358,9 @@ impl StorageService {
     }
 
     pub(super) fn stop_disk(&self, instance: &str, v: &VolumeRecord) {
+        let (conf, key) = rbd_client_files(&self.disk_socket(instance, v));
+        let _ = std::fs::remove_file(conf);
+        let _ = std::fs::remove_file(key);
         let key = format!("{instance}/{}", v.key());
         if let Some(h) = self
             .inner
@@ -356,6 +372,58 @@ impl StorageService {
             h.shutdown();
         }
     }
+}
+
+impl StorageService {
+    /// What VM `instance`'s QEMU (run as `owner`) needs to open the RBD image of volume
+    /// `v`: a configuration naming the monitors and the user's key, in files of its own
+    /// beside where a raid volume's socket would be, `owner`'s alone.
+    fn rbd_client(
+        &self,
+        instance: &str,
+        v: &VolumeRecord,
+        image: &super::ceph::RbdImage,
+        owner: u32,
+    ) -> Result<vessel_vm::RbdSource> {
+        let (conf_text, key_text) = image.client_files()?;
+        let (conf, key) = rbd_client_files(&self.disk_socket(instance, v));
+        for (path, text) in [(&conf, conf_text), (&key, key_text)] {
+            write_private(path, text.as_bytes(), owner)
+                .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
+        }
+        Ok(vessel_vm::RbdSource {
+            pool: image.pool.clone(),
+            image: image.image.clone(),
+            user: image.user.clone(),
+            conf,
+            key_file: key,
+        })
+    }
+}
+
+/// The Ceph configuration and key files of an RBD disk whose NBD socket would be `sock`.
+fn rbd_client_files(sock: &std::path::Path) -> (PathBuf, PathBuf) {
+    (
+        sock.with_extension("ceph.conf"),
+        sock.with_extension("ceph.key"),
+    )
+}
+
+/// Writes `path` anew as `owner`'s alone (0600 from its creation on).
+fn write_private(path: &std::path::Path, data: &[u8], owner: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    give(path, owner)
 }
 
 /// Makes a file or socket `owner`'s (uid and gid) alone: mode 0600.

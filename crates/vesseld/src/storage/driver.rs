@@ -15,6 +15,8 @@ pub enum BlockAccess {
     File(PathBuf),
     /// A device inside the daemon (raid): served to QEMU and clients over NBD.
     Device(Arc<dyn BlockDevice>),
+    /// An RBD image in a Ceph cluster (ceph): QEMU opens it through librbd.
+    Rbd(super::ceph::RbdImage),
 }
 
 /// Progress callback of long pool work: (percent, stage).

@@ -51,6 +51,14 @@ impl StorageService {
             vessel_api::ExportProtocol::Nbd => {
                 let dev: Arc<dyn vessel_nbd::BlockDevice> = match d.block(&e.volume)? {
                     BlockAccess::Device(dev) => dev,
+                    BlockAccess::Rbd(_) => {
+                        return Err(Error::invalid(format!(
+                            "volume {:?} is an RBD image in Ceph, which serves it itself (any \
+                             librbd client, rbd-nbd); Vessel's NBD exports serve dir, btrfs \
+                             and raid volumes",
+                            e.volume
+                        )))
+                    }
                     BlockAccess::File(path) => Arc::new(
                         vessel_nbd::FileDevice::open(&path, e.read_only).map_err(|err| {
                             Error::internal(format!("opening {}: {}", path.display(), chain(&err)))

@@ -53,6 +53,8 @@ impl StorageService {
         let src = driver::path_str(image)?.to_string();
         match d.block(&v.name)? {
             BlockAccess::File(path) => convert(&src, format, &[driver::path_str(&path)?], op),
+            // The image exists (made at its size): written in place through librbd.
+            BlockAccess::Rbd(image) => convert(&src, format, &["-n", &image.qemu_uri()], op),
             BlockAccess::Device(dev) => {
                 let sock = self
                     .inner

@@ -1,4 +1,4 @@
-//! Storage: pools behind one [`PoolDriver`] trait (`dir`, `btrfs`, `raid`), volumes with
+//! Storage: pools behind one [`PoolDriver`] trait (`dir`, `btrfs`, `raid`, `ceph`), volumes with
 //! snapshots, restore and clones, attachment to instances, and NBD/NFS exports.
 //!
 //! The service owns pool, volume and export records (objects in the store) and the open
@@ -7,6 +7,7 @@
 
 mod attachments;
 mod btrfs;
+mod ceph;
 mod dir;
 mod driver;
 mod exports;

@@ -9,7 +9,7 @@ use vessel_api::{PoolCreate, PoolDriver as DriverKind, PoolRepair, PoolStatus, S
 use super::driver::PoolDriver;
 use super::record::PoolRecord;
 use super::replicas::ReplicaRef;
-use super::{btrfs, dir, raid, StorageService};
+use super::{btrfs, ceph, dir, raid, StorageService};
 use crate::error::{Error, Result};
 use crate::name::validate_name;
 use crate::operations::OpHandle;
@@ -27,6 +27,10 @@ impl StorageService {
                 &self.pool_home(&rec.name),
             )?),
             DriverKind::Raid => Arc::new(raid::RaidPool::open(&rec.sources)?),
+            DriverKind::Ceph => {
+                let (pool, conf, user) = ceph::settings(&rec.sources, &rec.name, &rec.config);
+                Arc::new(ceph::CephPool::open(&pool, &conf, &user)?)
+            }
         })
     }
 
@@ -145,6 +149,12 @@ impl StorageService {
                     }
                     op.progress(Some(40), "writing the array (and its far copy)");
                     Ok(Arc::new(raid::RaidPool::create(&rec.sources, &req)?))
+                }
+                DriverKind::Ceph => {
+                    let (pool, conf, user) = ceph::settings(&rec.sources, &rec.name, &rec.config);
+                    rec.sources = vec![pool.clone()];
+                    op.progress(Some(40), "reaching Ceph");
+                    Ok(Arc::new(ceph::CephPool::create(&pool, &conf, &user)?))
                 }
             }
         })();
@@ -372,7 +382,13 @@ fn remove_created(rec: &PoolRecord) {
 /// in no other pool) and the settings its driver takes.
 pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Result<()> {
     validate_name("pool", &req.name)?;
-    crate::name::validate_user_keys("pool", &req.config)?;
+    let ceph = req.driver == DriverKind::Ceph;
+    crate::name::validate_user_keys(
+        "pool",
+        req.config
+            .iter()
+            .filter(|(k, _)| !(ceph && [ceph::CONF_KEY, ceph::USER_KEY].contains(&k.as_str()))),
+    )?;
     if pools.iter().any(|p| p.name == req.name) {
         return Err(Error::conflict(format!(
             "storage pool {:?} already exists",
@@ -412,7 +428,7 @@ pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Resu
     }
     let taken: Vec<&String> = pools.iter().flat_map(|p| &p.sources).collect();
     for s in &req.sources {
-        if !s.starts_with('/') {
+        if !s.starts_with('/') && !ceph {
             return Err(Error::invalid(format!(
                 "source {s:?} is not an absolute path"
             )));
@@ -446,6 +462,7 @@ pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Resu
             }
         }
         DriverKind::Raid => raid::check_request(req)?,
+        DriverKind::Ceph => ceph::check_request(req)?,
     }
     Ok(())
 }

@@ -27,6 +27,10 @@ fn root_content(driver: DriverKind, pool: &str) -> Result<VolumeContent> {
              volumes are block devices inside the daemon, and this kernel has no nbd, ublk \
              or dm to mount one; use a btrfs or dir pool, or leave --storage out"
         ))),
+        DriverKind::Ceph => Err(Error::invalid(format!(
+            "pool {pool:?} is a ceph pool, which cannot hold a container's root disk: {}",
+            super::ceph::NO_FILESYSTEMS
+        ))),
     }
 }
 
@@ -114,7 +118,7 @@ impl StorageService {
             VolumeContent::Filesystem => Ok(DiskSource::Directory(d.fs_path(&v.name)?)),
             VolumeContent::Block => match d.block(&v.name)? {
                 BlockAccess::File(path) => Ok(DiskSource::Image(path)),
-                BlockAccess::Device(_) => Err(Error::internal(format!(
+                BlockAccess::Device(_) | BlockAccess::Rbd(_) => Err(Error::internal(format!(
                     "volume {} is not a file; a container's root disk cannot be mounted from it",
                     v.key()
                 ))),

@@ -228,7 +228,7 @@ impl StorageService {
         }
         Ok(match self.driver(pool)?.block(name)? {
             super::driver::BlockAccess::File(path) => Some(path),
-            super::driver::BlockAccess::Device(_) => None,
+            super::driver::BlockAccess::Device(_) | super::driver::BlockAccess::Rbd(_) => None,
         })
     }
 
@@ -364,6 +364,9 @@ pub(super) fn check_volume_request(
             "volume {:?} already exists in pool {pool:?}",
             req.name
         )));
+    }
+    if rec.driver == DriverKind::Ceph && req.content == VolumeContent::Filesystem {
+        return Err(Error::invalid(super::ceph::NO_FILESYSTEMS));
     }
     if rec.driver == DriverKind::Raid && req.content == VolumeContent::Filesystem {
         return Err(Error::invalid(

@@ -3,6 +3,7 @@
 //! API. Everything the daemon made is removed on drop, also when the test fails.
 #![allow(dead_code)]
 
+pub mod ceph;
 pub mod cluster;
 pub mod etcd;
 

@@ -227,6 +227,7 @@ fn create(c: &Clients, stack: &Stack, object: Object, name: &str) -> Result<()> 
                     Driver::Dir => PoolDriver::Dir,
                     Driver::Btrfs => PoolDriver::Btrfs,
                     Driver::Raid => PoolDriver::Raid,
+                    Driver::Ceph => PoolDriver::Ceph,
                 },
                 sources: spec.sources.clone(),
                 size: size(&spec.size)?,

@@ -41,6 +41,7 @@ fn driver(d: PoolDriver) -> Driver {
         PoolDriver::Dir => Driver::Dir,
         PoolDriver::Btrfs => Driver::Btrfs,
         PoolDriver::Raid => Driver::Raid,
+        PoolDriver::Ceph => Driver::Ceph,
     }
 }
 
