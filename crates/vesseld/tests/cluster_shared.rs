@@ -189,6 +189,20 @@ fn projects_and_identities_are_the_clusters() {
     d[0].ok(&["publish", "src", "--alias", "pub0"]);
     d[0].ok(&["delete", "src"]);
     assert!(!d[1].vessel(&["image", "info", "pub0"]).status.success());
+    // The list of images, asked of any member, names every member's, and where each is.
+    let where_is = |listed: &serde_json::Value, alias: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["aliases"].as_array().unwrap().iter().any(|a| a == alias))
+            .map(|i| i["locations"].clone())
+            .unwrap_or_else(|| panic!("no {alias} in {listed}"))
+    };
+    let listed = json(&d[1].ok(&["image", "list", "--format", "json"]));
+    assert_eq!(where_is(&listed, "pub0"), serde_json::json!(["m0"]));
+    let table = d[1].ok(&["image", "list"]);
+    assert!(table.contains("LOCATION"), "{table}");
     d[1].ok(&[
         "launch",
         "pub0",
@@ -209,6 +223,9 @@ fn projects_and_identities_are_the_clusters() {
         .unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(w3["location"], "m1", "{w3}");
     assert_eq!(w3["status"], "running", "{w3}");
+    // Now both hold it: listed once, with both.
+    let listed = json(&d[0].ok(&["image", "list", "--format", "json"]));
+    assert_eq!(where_is(&listed, "pub0"), serde_json::json!(["m0", "m1"]));
     d[1].ok(&["delete", "--force", "w3"]);
     // An image no member has: said so.
     let err = d[1].fails(&["launch", "nowhere", "w4", "--no-network"]);

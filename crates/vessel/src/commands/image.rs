@@ -188,15 +188,25 @@ fn list(client: &Client, format: Format) -> Result<i32> {
 
 /// The table `image list` prints.
 pub fn images_table(images: &[Image]) -> Table {
-    let mut table = Table::new(&["FINGERPRINT", "ALIASES", "SOURCE", "SIZE", "CREATED"]);
+    // In a cluster the list names every member's images, and where each is.
+    let cluster = images.iter().any(|i| !i.locations.is_empty());
+    let mut heads = vec!["FINGERPRINT", "ALIASES", "SOURCE", "SIZE", "CREATED"];
+    if cluster {
+        heads.push("LOCATION");
+    }
+    let mut table = Table::new(&heads);
     for i in images {
-        table.row(vec![
+        let mut row = vec![
             short(&i.fingerprint, FINGERPRINT_CHARS),
             i.aliases.join(", "),
             i.source.clone(),
             format_bytes(i.size_bytes),
             i.created_at.clone(),
-        ]);
+        ];
+        if cluster {
+            row.push(i.locations.join(", "));
+        }
+        table.row(row);
     }
     table
 }
@@ -279,6 +289,7 @@ mod tests {
             exposed_ports: vec!["80/tcp".into()],
             stop_signal: "SIGUSR2".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
+            locations: Vec::new(),
         }
     }
 

@@ -376,11 +376,22 @@ fn own_images(app: &App, scope: &ProjectScope) -> Result<ImageService> {
     Ok(images)
 }
 
+/// The project's images; in a cluster every member's, each with the members holding it
+/// (a member asking gets its own).
 pub async fn images_list(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Response> {
-    Ok(Json(images_of(&app, &scope)?.list()?).into_response())
+    let local = images_of(&app, &scope)?.list()?;
+    if caller.role == vessel_api::Role::Member {
+        return Ok(Json(local).into_response());
+    }
+    let Some(me) = app.cluster.me().await else {
+        return Ok(Json(local).into_response());
+    };
+    let elsewhere = app.cluster.images_elsewhere(scope.name()).await;
+    Ok(Json(crate::cluster::merge_images(&me, local, elsewhere)).into_response())
 }
 
 pub async fn images_build(

@@ -50,6 +50,37 @@ impl ClusterService {
         Ok(None)
     }
 
+    /// The images of `project` on each other online member (asked at once, as a member: each
+    /// answers its own), by member; nothing outside a cluster. A member that does not answer
+    /// in time is left out.
+    pub async fn images_elsewhere(&self, project: &str) -> Vec<(String, Vec<vessel_api::Image>)> {
+        let peers = match self.peers().await {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::debug!(error = %e, "the images of this member only");
+                return Vec::new();
+            }
+        };
+        let q = vessel_api::PROJECT_QUERY;
+        let path = format!("/1.0/images?{q}={project}");
+        let answers = futures_util::future::join_all(
+            peers
+                .iter()
+                .map(|t| self.ask::<Vec<vessel_api::Image>>(t, &path)),
+        )
+        .await;
+        let mut out = Vec::new();
+        for (t, answer) in peers.iter().zip(answers) {
+            match answer {
+                Ok(images) => out.push((t.name.clone(), images)),
+                Err(e) => {
+                    tracing::debug!(member = %t.name, error = %e, "images of a member left out")
+                }
+            }
+        }
+        out
+    }
+
     /// Imports the image archive `file` (of `image export`) on `to`, into `project`'s
     /// images under the same `fingerprint`; answers once it is there.
     pub async fn import_image_on(
@@ -82,5 +113,106 @@ impl ClusterService {
         let _ = std::fs::remove_dir_all(&staging);
         self.import_image_on(to, images_project, fingerprint, file?)
             .await
+    }
+}
+
+/// The images of this member (`me`, `local`) and of the others (`elsewhere`, by member) as
+/// one list: an image held by several members once, with every member holding it and the
+/// aliases any of them gives it; this member's first, in their order, then the others' as
+/// they come. Pure.
+pub fn merge_images(
+    me: &str,
+    local: Vec<vessel_api::Image>,
+    elsewhere: Vec<(String, Vec<vessel_api::Image>)>,
+) -> Vec<vessel_api::Image> {
+    let mut out: Vec<vessel_api::Image> = local
+        .into_iter()
+        .map(|mut i| {
+            i.locations = vec![me.to_string()];
+            i
+        })
+        .collect();
+    for (member, images) in elsewhere {
+        for image in images {
+            match out.iter_mut().find(|i| i.fingerprint == image.fingerprint) {
+                Some(i) => {
+                    if !i.locations.contains(&member) {
+                        i.locations.push(member.clone());
+                    }
+                    for a in image.aliases {
+                        if !i.aliases.contains(&a) {
+                            i.aliases.push(a);
+                        }
+                    }
+                }
+                None => out.push(vessel_api::Image {
+                    locations: vec![member.clone()],
+                    ..image
+                }),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(fp: &str, aliases: &[&str]) -> vessel_api::Image {
+        vessel_api::Image {
+            fingerprint: fp.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            source: "busybox".into(),
+            kind: Default::default(),
+            size_bytes: 1,
+            layers: Vec::new(),
+            command: Vec::new(),
+            environment: Vec::new(),
+            working_dir: None,
+            user: None,
+            exposed_ports: Vec::new(),
+            stop_signal: "SIGTERM".into(),
+            created_at: String::new(),
+            locations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_image_on_several_members_is_listed_once_with_each() {
+        let merged = merge_images(
+            "m0",
+            vec![image("aa", &["busybox"]), image("bb", &[])],
+            vec![
+                (
+                    "m1".into(),
+                    vec![image("aa", &["bb-1"]), image("cc", &["web"])],
+                ),
+                (
+                    "m2".into(),
+                    vec![image("aa", &["busybox"]), image("cc", &[])],
+                ),
+            ],
+        );
+        let seen: Vec<(&str, Vec<&str>, Vec<&str>)> = merged
+            .iter()
+            .map(|i| {
+                (
+                    i.fingerprint.as_str(),
+                    i.aliases.iter().map(String::as_str).collect(),
+                    i.locations.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("aa", vec!["busybox", "bb-1"], vec!["m0", "m1", "m2"]),
+                ("bb", vec![], vec!["m0"]),
+                ("cc", vec!["web"], vec!["m1", "m2"]),
+            ]
+        );
+        // Outside a cluster nothing is asked: the caller keeps its own list.
+        assert!(merge_images("m0", Vec::new(), Vec::new()).is_empty());
     }
 }

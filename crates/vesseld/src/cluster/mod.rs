@@ -16,6 +16,7 @@ pub mod watchdog;
 
 pub use evacuate::EvacuateAction;
 pub use forward::Target;
+pub use images::merge_images;
 pub use instances::{get_request, group_of};
 
 use std::collections::{HashMap, VecDeque};

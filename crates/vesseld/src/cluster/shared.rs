@@ -103,7 +103,7 @@ impl ClusterService {
     }
 
     /// Asks `to` for `path`, for [`ASK_WAIT`] at most.
-    async fn ask<T: serde::de::DeserializeOwned>(
+    pub(super) async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         to: &super::forward::Target,
         path: &str,

@@ -305,6 +305,7 @@ impl ImageService {
             exposed_ports: vec![],
             stop_signal: defaults.stop_signal.into(),
             created_at: crate::clock::now(),
+            locations: Vec::new(),
         };
         let image = self.register(image, alias)?;
         op.add_resource(self.path(Some(&image.fingerprint)));
@@ -347,6 +348,7 @@ impl ImageService {
             exposed_ports: vec![],
             stop_signal: "ACPI power button".into(),
             created_at: crate::clock::now(),
+            locations: Vec::new(),
         };
         let image = self.register(image, alias)?;
         op.add_resource(self.path(Some(&image.fingerprint)));

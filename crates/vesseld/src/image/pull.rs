@@ -117,6 +117,7 @@ impl ImageService {
                 .clone()
                 .unwrap_or_else(|| "SIGTERM".into()),
             created_at: crate::clock::now(),
+            locations: Vec::new(),
         }
     }
 

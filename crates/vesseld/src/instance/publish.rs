@@ -108,6 +108,7 @@ impl InstanceService {
                         exposed_ports: base.exposed_ports.clone(),
                         stop_signal: base.stop_signal.clone(),
                         created_at: crate::clock::now(),
+                        locations: Vec::new(),
                     };
                     image.fingerprint = stacked_fingerprint(&image);
                     let image = images.register(image, &alias)?;

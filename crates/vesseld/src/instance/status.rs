@@ -303,6 +303,7 @@ mod tests {
                     exposed_ports: vec![],
                     stop_signal: "SIGTERM".into(),
                     created_at: "now".into(),
+                    locations: Vec::new(),
                 },
             )
             .unwrap();

@@ -141,6 +141,7 @@ impl SqliteStore {
             exposed_ports: meta.exposed_ports,
             stop_signal,
             created_at,
+            locations: Vec::new(),
         }))
     }
 }

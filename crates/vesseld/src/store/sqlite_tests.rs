@@ -21,6 +21,7 @@ fn image(fp: &str) -> Image {
         exposed_ports: vec!["80/tcp".into()],
         stop_signal: "SIGUSR2".into(),
         created_at: "2026-01-01T00:00:00Z".into(),
+        locations: Vec::new(),
     }
 }
 
