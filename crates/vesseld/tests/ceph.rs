@@ -188,6 +188,13 @@ fn rbd_volumes_and_a_vm_on_ceph() {
     let pool = json(&d.ok(&["storage", "pool", "info", "cp", "--format", "json"]));
     assert_eq!(pool["status"], "online", "{pool}");
     d.ok(&["stop", "r1", "--force"]);
+    // What is not built for RBD roots says so, and makes nothing.
+    let err = d.fails(&["copy", "r1", "r2"]);
+    assert!(
+        err.contains("RBD image") && err.contains("not supported yet"),
+        "{err}"
+    );
+    assert!(d.fails(&["info", "r2"]).contains("not found"));
     d.ok(&["start", "r1"]);
     d.wait_for("the agent after a reboot", Duration::from_secs(180), || {
         d.sh("r1", "cat /root/f").1 == "on-ceph\n"

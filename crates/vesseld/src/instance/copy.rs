@@ -166,9 +166,9 @@ impl InstanceService {
                     .volume_file(pool, &crate::storage::root_volume(name))?
                     .ok_or_else(|| {
                         Error::invalid(format!(
-                            "{name}'s root volume in pool {pool:?} is a device inside the \
-                             daemon, not a file: copying it is not supported (back it up and \
-                             restore the backup under the new name)"
+                            "{name}'s root volume in pool {pool:?} is no file the daemon \
+                             copies (a raid volume inside the daemon or an RBD image in Ceph): \
+                             copying it is not supported yet"
                         ))
                     })?;
                 let dst = staging.join("root.raw");

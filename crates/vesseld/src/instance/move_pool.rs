@@ -176,9 +176,9 @@ impl InstanceService {
                 .volume_file(from, &crate::storage::root_volume(name))?
                 .ok_or_else(|| {
                     Error::invalid(format!(
-                        "{name}'s root volume in pool {from:?} is a device inside the daemon, \
-                         not a file: moving it is not supported (back it up and restore the \
-                         backup with --storage)"
+                        "{name}'s root volume in pool {from:?} is no file the daemon copies \
+                         (a raid volume inside the daemon or an RBD image in Ceph): moving it \
+                         to another pool is not supported yet"
                     ))
                 })?,
             None => {
