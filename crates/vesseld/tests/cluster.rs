@@ -14,33 +14,23 @@ use common::cluster::{
 };
 use common::{Daemon, Sandbox};
 
-fn states(d: &Daemon) -> Vec<(String, String)> {
+/// Each member's name with what `pick` reads of its entry in `cluster list`.
+fn per_member<T>(d: &Daemon, pick: impl Fn(&serde_json::Value) -> T) -> Vec<(String, T)> {
     let v = json(&d.ok(&["cluster", "list", "--format", "json"]));
     v.as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_string(),
-                m["state"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|m| (m["name"].as_str().unwrap().to_string(), pick(m)))
         .collect()
+}
+
+fn states(d: &Daemon) -> Vec<(String, String)> {
+    per_member(d, |m| m["state"].as_str().unwrap().to_string())
 }
 
 /// Each member's lease, as its heartbeat says.
 fn leases(d: &Daemon) -> Vec<(String, i64)> {
-    let v = json(&d.ok(&["cluster", "list", "--format", "json"]));
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_string(),
-                m["heartbeat"]["lease"].as_i64().unwrap_or(0),
-            )
-        })
-        .collect()
+    per_member(d, |m| m["heartbeat"]["lease"].as_i64().unwrap_or(0))
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
