@@ -727,8 +727,8 @@ pub struct Image {
     pub stop_signal: String,
     /// Creation time, RFC 3339.
     pub created_at: String,
-    /// In a cluster, the members holding it, in the list of images (`GET /1.0/images`),
-    /// which names every member's: a launch anywhere sends it along from one of them.
+    /// In a cluster, the members holding it, in the list of every member's images
+    /// (`GET /1.0/images?members=all`): a launch anywhere sends it along from one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<String>,
 }

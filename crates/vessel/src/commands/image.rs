@@ -178,7 +178,8 @@ fn report_image(client: &Client, op: Operation) -> Result<i32> {
 }
 
 fn list(client: &Client, format: Format) -> Result<i32> {
-    let images: Vec<Image> = client.get("/1.0/images")?;
+    // In a cluster: every member's images, and where each is.
+    let images: Vec<Image> = client.get("/1.0/images?members=all")?;
     match format {
         Format::Table => images_table(&images).print()?,
         _ => print_document(format, &images)?,

@@ -376,15 +376,17 @@ fn own_images(app: &App, scope: &ProjectScope) -> Result<ImageService> {
     Ok(images)
 }
 
-/// The project's images; in a cluster every member's, each with the members holding it
-/// (a member asking gets its own).
+/// The project's images on this member; with `members=all`, in a cluster, every member's,
+/// each with the members holding it (a member asking gets its own).
 pub async fn images_list(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let local = images_of(&app, &scope)?.list()?;
-    if caller.role == vessel_api::Role::Member {
+    let all = q.get("members").map(String::as_str) == Some("all");
+    if !all || caller.role == vessel_api::Role::Member {
         return Ok(Json(local).into_response());
     }
     let Some(me) = app.cluster.me().await else {

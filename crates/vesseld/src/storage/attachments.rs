@@ -244,10 +244,15 @@ impl StorageService {
     /// An instance is gone: its root volume is deleted, other volumes detached (and root's
     /// again).
     pub fn instance_deleted(&self, instance: &str) -> Result<()> {
+        // Its root by `root_of` too: a delete that failed after detaching it (its pool's
+        // backend away) finds it again when tried again.
         let vols: Vec<VolumeRecord> = self
             .volume_records(None)?
             .into_iter()
-            .filter(|v| v.attached_to.iter().any(|a| a.instance == instance))
+            .filter(|v| {
+                v.attached_to.iter().any(|a| a.instance == instance)
+                    || v.root_of.as_deref() == Some(instance)
+            })
             .collect();
         for mut v in vols {
             self.stop_disk(instance, &v);
@@ -412,9 +417,11 @@ fn rbd_client_files(sock: &std::path::Path) -> (PathBuf, PathBuf) {
 /// Writes `path` anew as `owner`'s alone (0600 from its creation on).
 fn write_private(path: &std::path::Path, data: &[u8], owner: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
+        // Searchable, not listable, as for the disks' sockets.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()

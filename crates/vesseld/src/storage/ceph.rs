@@ -27,6 +27,8 @@ const DEFAULT_USER: &str = "admin";
 const CALL_SECONDS: u32 = 60;
 /// How long a tool waits for the monitors.
 const CONNECT_SECONDS: u32 = 10;
+/// How long one operation on an OSD may take.
+const OP_SECONDS: u32 = 30;
 
 /// The refusal of filesystem content.
 pub(crate) const NO_FILESYSTEMS: &str =
@@ -48,10 +50,12 @@ pub struct RbdImage {
 }
 
 impl RbdImage {
-    /// `qemu-img`'s name of the image (colons in the configuration path escaped).
+    /// `qemu-img`'s name of the image (colons in the configuration path escaped), with
+    /// the same bounds on the monitors and on each operation as the daemon's own calls.
     pub fn qemu_uri(&self) -> String {
         format!(
-            "rbd:{}/{}:conf={}:id={}",
+            "rbd:{}/{}:conf={}:id={}:client_mount_timeout={CONNECT_SECONDS}:\
+             rados_osd_op_timeout={OP_SECONDS}",
             self.pool,
             self.image,
             self.conf.display().to_string().replace(':', "\\:"),
@@ -67,6 +71,7 @@ impl RbdImage {
         let mons = bounded(
             "ceph-conf",
             &["-c", conf, "--name", &self.client(), "--lookup", "mon_host"],
+            Some(CALL_SECONDS),
         )?;
         let mons = mons.trim();
         if mons.is_empty() {
@@ -88,13 +93,15 @@ impl RbdImage {
         let keyrings = bounded(
             "ceph-conf",
             &["-c", conf, "--name", &self.client(), "--lookup", "keyring"],
+            Some(CALL_SECONDS),
         )
         .unwrap_or_default();
         for keyring in keyrings.trim().split(',').map(str::trim) {
             if keyring.is_empty() || !Path::new(keyring).is_file() {
                 continue;
             }
-            if let Ok(key) = bounded("ceph-authtool", &["-p", "-n", &self.client(), keyring]) {
+            let print = ["-p", "-n", &self.client(), keyring];
+            if let Ok(key) = bounded("ceph-authtool", &print, Some(CALL_SECONDS)) {
                 let key = key.trim().to_string();
                 if !key.is_empty() {
                     return Ok(key);
@@ -192,39 +199,84 @@ pub(crate) fn check_request(req: &vessel_api::PoolCreate) -> Result<()> {
     Ok(())
 }
 
-/// Runs one of Ceph's tools, bounded in time; its stderr becomes the error.
-fn bounded(tool: &str, args: &[&str]) -> Result<String> {
-    let limit = CALL_SECONDS.to_string();
-    let mut all = vec!["--kill-after=5", limit.as_str(), tool];
-    all.extend_from_slice(args);
-    let out = std::process::Command::new("timeout")
-        .args(&all)
-        .output()
-        .map_err(|e| Error::internal(format!("cannot run {tool}: {e}")))?;
-    match out.status.code() {
-        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Some(124) | Some(137) => Err(Error::unavailable(format!(
-            "{tool} {} got no answer from Ceph in {CALL_SECONDS} s: is the cluster up?",
-            args.join(" ")
-        ))),
-        Some(127) => Err(Error::internal(format!(
+/// A tool of Ceph's that failed: its exit status (rbd exits with the errno: 2 no such
+/// image, 16 busy, 17 exists) and the error for people.
+struct Failed {
+    code: Option<i32>,
+    error: Error,
+}
+
+impl From<Failed> for Error {
+    fn from(f: Failed) -> Self {
+        f.error
+    }
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed { code: None, error }
+    }
+}
+
+/// Runs one of Ceph's tools, killed after `limit` seconds if given (calls whose time grows
+/// with an image's size get none: each of their operations is bounded by the timeouts
+/// [`CephPool::rbd`] gives); its stderr becomes the error.
+fn bounded(tool: &str, args: &[&str], limit: Option<u32>) -> std::result::Result<String, Failed> {
+    let seconds = limit.map(|l| l.to_string());
+    let mut cmd = match &seconds {
+        Some(l) => {
+            let mut c = std::process::Command::new("timeout");
+            c.args(["--kill-after=5", l.as_str(), tool]);
+            c
+        }
+        None => std::process::Command::new(tool),
+    };
+    let out = cmd.args(args).output().map_err(|e| Failed {
+        code: None,
+        error: Error::internal(format!("cannot run {tool}: {e}")),
+    })?;
+    let code = out.status.code();
+    let error = match code {
+        Some(0) => return Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Some(124) | Some(137) if limit.is_some() => Error::unavailable(format!(
+            "{tool} {} got no answer from Ceph in {} s: is the cluster up?",
+            args.join(" "),
+            limit.unwrap_or_default()
+        )),
+        Some(127) => Error::internal(format!(
             "{tool} is not installed: install ceph-common (see scripts/debian-packages.txt)"
-        ))),
+        )),
         _ => {
             let err = String::from_utf8_lossy(&out.stderr);
-            // The last line says it; librbd's log lines before it carry timestamps.
-            let last = err
+            // The tool's own line says it (librados' log lines around it carry timestamps).
+            let mine = format!("{tool}:");
+            let lines: Vec<&str> = err
                 .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let said = lines
+                .iter()
                 .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim();
-            Err(Error::internal(format!(
-                "{tool} {}: {last}",
-                args.join(" ")
-            )))
+                .find(|l| l.starts_with(&mine) || l.starts_with("Error"))
+                .or(lines.last())
+                .copied()
+                .unwrap_or("failed");
+            let out_of_reach = code == Some(110)
+                || said.contains("timed out")
+                || said.contains("couldn't connect");
+            if out_of_reach {
+                Error::unavailable(format!(
+                    "Ceph did not answer ({tool} {}: {said}): is the cluster up, and does \
+                     its configuration name its monitors?",
+                    args.join(" ")
+                ))
+            } else {
+                Error::internal(format!("{tool} {}: {said}", args.join(" ")))
+            }
         }
-    }
+    };
+    Err(Failed { code, error })
 }
 
 fn path(p: &Path) -> Result<&str> {
@@ -272,15 +324,33 @@ impl CephPool {
         let timeout = CONNECT_SECONDS.to_string();
         let mut a = self.args(conf, &["--connect-timeout", &timeout]);
         a.extend_from_slice(args);
-        bounded("ceph", &a)
+        Ok(bounded("ceph", &a, Some(CALL_SECONDS))?)
+    }
+
+    /// Runs `rbd` (bounded as a whole unless `long`); every call waits at most
+    /// [`CONNECT_SECONDS`] for the monitors and [`OP_SECONDS`] for each operation, so a
+    /// Ceph whose OSDs are away fails the call instead of holding it.
+    fn rbd_call(&self, args: &[&str], long: bool) -> std::result::Result<String, Failed> {
+        let conf = path(&self.conf)?;
+        let connect = CONNECT_SECONDS.to_string();
+        let op = OP_SECONDS.to_string();
+        let mut a = self.args(
+            conf,
+            &[
+                "--client_mount_timeout",
+                &connect,
+                "--rados_mon_op_timeout",
+                &connect,
+                "--rados_osd_op_timeout",
+                &op,
+            ],
+        );
+        a.extend_from_slice(args);
+        bounded("rbd", &a, (!long).then_some(CALL_SECONDS))
     }
 
     fn rbd(&self, args: &[&str]) -> Result<String> {
-        let conf = path(&self.conf)?;
-        let timeout = CONNECT_SECONDS.to_string();
-        let mut a = self.args(conf, &["--client_mount_timeout", &timeout]);
-        a.extend_from_slice(args);
-        bounded("rbd", &a)
+        Ok(self.rbd_call(args, false)?)
     }
 
     fn spec(&self, name: &str) -> String {
@@ -301,10 +371,11 @@ impl CephPool {
     /// The image's snapshot, protected so that it can be cloned (protecting twice is fine).
     fn protect(&self, name: &str, snap: &str) -> Result<()> {
         let spec = self.snap_spec(name, snap);
-        match self.rbd(&["snap", "protect", &spec]) {
+        match self.rbd_call(&["snap", "protect", &spec], false) {
             Ok(_) => Ok(()),
-            Err(e) if e.message.contains("already protected") => Ok(()),
-            Err(e) => Err(e),
+            // EBUSY: protected already.
+            Err(f) if f.code == Some(16) => Ok(()),
+            Err(f) => Err(f.into()),
         }
     }
 }
@@ -343,19 +414,16 @@ impl PoolDriver for CephPool {
     fn create(&self, name: &str, content: VolumeContent, size: Option<u64>) -> Result<()> {
         Self::block_only(content)?;
         let size = format!("{}B", size.unwrap_or(0));
-        self.rbd(&["create", &self.spec(name), "--size", &size])
-            .map_err(|e| {
-                if e.message.contains("already exists") {
-                    Error::conflict(format!(
-                        "Ceph pool {:?} already has an image {name:?} (another pool or user \
-                         of the cluster made it): choose another name",
-                        self.osd_pool
-                    ))
-                } else {
-                    e
-                }
-            })
-            .map(|_| ())
+        match self.rbd_call(&["create", &self.spec(name), "--size", &size], false) {
+            Ok(_) => Ok(()),
+            // EEXIST
+            Err(f) if f.code == Some(17) => Err(Error::conflict(format!(
+                "Ceph pool {:?} already has an image {name:?} (another pool or user of the \
+                 cluster made it): choose another name",
+                self.osd_pool
+            ))),
+            Err(f) => Err(f.into()),
+        }
     }
 
     fn clone_volume(
@@ -374,7 +442,13 @@ impl PoolDriver for CephPool {
             // A clone of the volume as it is now: a full copy (a clone would need a
             // snapshot of the origin that no one asked for).
             None => {
-                self.rbd(&["cp", &self.spec(source), &self.spec(name)])?;
+                let to = self.spec(name);
+                let copied = self.rbd_call(&["cp", "--no-progress", &self.spec(source), &to], true);
+                if let Err(f) = copied {
+                    // No half copy left under the name.
+                    let _ = self.rbd_call(&["rm", "--no-progress", &to], true);
+                    return Err(f.into());
+                }
             }
         }
         Ok(())
@@ -382,25 +456,28 @@ impl PoolDriver for CephPool {
 
     fn delete(&self, name: &str, content: VolumeContent) -> Result<()> {
         Self::block_only(content)?;
-        match self.rbd(&["rm", "--no-progress", &self.spec(name)]) {
+        match self.rbd_call(&["rm", "--no-progress", &self.spec(name)], true) {
             Ok(_) => Ok(()),
-            Err(e) if e.message.contains("No such file") => Ok(()),
-            Err(e) => Err(e),
+            // ENOENT: gone already.
+            Err(f) if f.code == Some(2) => Ok(()),
+            Err(f) => Err(f.into()),
         }
     }
 
     fn resize(&self, name: &str, content: VolumeContent, size: u64) -> Result<()> {
         Self::block_only(content)?;
         let size = format!("{size}B");
-        self.rbd(&[
+        let spec = self.spec(name);
+        let args = [
             "resize",
             "--no-progress",
             "--allow-shrink",
-            &self.spec(name),
+            &spec,
             "--size",
             &size,
-        ])
-        .map(|_| ())
+        ];
+        self.rbd_call(&args, true)?;
+        Ok(())
     }
 
     fn snapshot(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()> {
@@ -412,29 +489,27 @@ impl PoolDriver for CephPool {
     fn delete_snapshot(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()> {
         Self::block_only(content)?;
         let spec = self.snap_spec(name, snap);
-        if let Err(e) = self.rbd(&["snap", "unprotect", &spec]) {
-            if e.message.contains("child") {
+        // EBUSY: clones of it live (another Vessel pool's, or made outside Vessel); any
+        // other failure is a snapshot not protected, which is fine.
+        if let Err(f) = self.rbd_call(&["snap", "unprotect", &spec], false) {
+            if f.code == Some(16) {
                 return Err(Error::conflict(format!(
                     "snapshot {snap:?} of {name:?} has clones in Ceph: delete them first"
                 )));
             }
         }
-        match self.rbd(&["snap", "rm", "--no-progress", &spec]) {
+        match self.rbd_call(&["snap", "rm", "--no-progress", &spec], true) {
             Ok(_) => Ok(()),
-            Err(e) if e.message.contains("No such file") => Ok(()),
-            Err(e) => Err(e),
+            Err(f) if f.code == Some(2) => Ok(()),
+            Err(f) => Err(f.into()),
         }
     }
 
     fn restore(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()> {
         Self::block_only(content)?;
-        self.rbd(&[
-            "snap",
-            "rollback",
-            "--no-progress",
-            &self.snap_spec(name, snap),
-        ])
-        .map(|_| ())
+        let spec = self.snap_spec(name, snap);
+        self.rbd_call(&["snap", "rollback", "--no-progress", &spec], true)?;
+        Ok(())
     }
 
     fn used(&self, name: &str, content: VolumeContent) -> Result<u64> {
@@ -520,7 +595,8 @@ mod tests {
         };
         assert_eq!(
             image.qemu_uri(),
-            "rbd:rbd/vm-root:conf=/etc/ceph/a\\:b.conf:id=vessel"
+            "rbd:rbd/vm-root:conf=/etc/ceph/a\\:b.conf:id=vessel:client_mount_timeout=10:\
+             rados_osd_op_timeout=30"
         );
     }
 }
