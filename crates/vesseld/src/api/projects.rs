@@ -178,16 +178,12 @@ fn holds_here(app: &App, name: &str) -> Result<Vec<String>> {
             .iter()
             .filter_map(|n| project::within(&name, &n.name).map(|n| format!("network {n}"))),
     );
-    for pool in app.storage.pools_list()? {
-        holds.extend(
-            app.storage
-                .volumes_list(&pool.name)?
-                .iter()
-                .filter_map(|v| {
-                    project::within(&name, &v.name).map(|n| format!("volume {}/{n}", pool.name))
-                }),
-        );
-    }
+    // From the records: no pool's backend is asked (a ceph pool's would be, at length).
+    holds.extend(
+        app.storage.volume_keys()?.iter().filter_map(|(pool, v)| {
+            project::within(&name, v).map(|n| format!("volume {pool}/{n}"))
+        }),
+    );
     holds.extend(
         app.images
             .in_project(&name)

@@ -149,6 +149,15 @@ impl StorageService {
             .collect())
     }
 
+    /// Every volume as (pool, name), from the records alone: no pool's backend is asked.
+    pub fn volume_keys(&self) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .volume_records(None)?
+            .into_iter()
+            .map(|v| (v.pool, v.name))
+            .collect())
+    }
+
     fn put_volume(&self, v: &VolumeRecord) -> Result<()> {
         Ok(self.inner.volumes.put(&v.key(), v)?)
     }
