@@ -141,7 +141,8 @@ impl StorageService {
                     media: vessel_vm::Media::Disk,
                     read_only: false,
                     nbd_export: None,
-                    rbd: Some(self.rbd_client(instance, &v, &image, owner)?),
+                    // Its files written by give_vm_disks above.
+                    rbd: Some(self.rbd_source(instance, &v, &image)),
                 },
                 BlockAccess::Device(_) => {
                     self.serve_disk(instance, &v)?;
@@ -208,9 +209,7 @@ impl StorageService {
             self.settle_disk_owner(&v)?;
             match self.driver(&v.pool)?.block(&v.name)? {
                 BlockAccess::Device(_) => self.serve_disk(instance, &v)?,
-                BlockAccess::Rbd(image) => {
-                    self.rbd_client(instance, &v, &image, owner)?;
-                }
+                BlockAccess::Rbd(image) => self.rbd_client(instance, &v, &image, owner)?,
                 BlockAccess::File(_) => {}
             }
         }
@@ -377,32 +376,42 @@ impl StorageService {
             h.shutdown();
         }
     }
-}
 
-impl StorageService {
-    /// What VM `instance`'s QEMU (run as `owner`) needs to open the RBD image of volume
-    /// `v`: a configuration naming the monitors and the user's key, in files of its own
-    /// beside where a raid volume's socket would be, `owner`'s alone.
+    /// Writes what VM `instance`'s QEMU (run as `owner`) needs to open the RBD image of
+    /// volume `v`: a configuration naming the monitors and the user's key, in files of its
+    /// own beside where a raid volume's socket would be, `owner`'s alone.
     fn rbd_client(
         &self,
         instance: &str,
         v: &VolumeRecord,
         image: &super::ceph::RbdImage,
         owner: u32,
-    ) -> Result<vessel_vm::RbdSource> {
+    ) -> Result<()> {
         let (conf_text, key_text) = image.client_files()?;
         let (conf, key) = rbd_client_files(&self.disk_socket(instance, v));
         for (path, text) in [(&conf, conf_text), (&key, key_text)] {
             write_private(path, text.as_bytes(), owner)
                 .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
         }
-        Ok(vessel_vm::RbdSource {
+        Ok(())
+    }
+
+    /// The RBD image of volume `v` as VM `instance`'s QEMU opens it, through the files
+    /// [`StorageService::rbd_client`] writes.
+    fn rbd_source(
+        &self,
+        instance: &str,
+        v: &VolumeRecord,
+        image: &super::ceph::RbdImage,
+    ) -> vessel_vm::RbdSource {
+        let (conf, key_file) = rbd_client_files(&self.disk_socket(instance, v));
+        vessel_vm::RbdSource {
             pool: image.pool.clone(),
             image: image.image.clone(),
             user: image.user.clone(),
             conf,
-            key_file: key,
-        })
+            key_file,
+        }
     }
 }
 
