@@ -63,12 +63,7 @@ impl ClusterService {
         };
         let q = vessel_api::PROJECT_QUERY;
         let path = format!("/1.0/images?{q}={project}");
-        let answers = futures_util::future::join_all(
-            peers
-                .iter()
-                .map(|t| self.ask::<Vec<vessel_api::Image>>(t, &path)),
-        )
-        .await;
+        let answers = self.ask_each::<Vec<vessel_api::Image>>(&peers, &path).await;
         let mut out = Vec::new();
         for (t, answer) in peers.iter().zip(answers) {
             match answer {

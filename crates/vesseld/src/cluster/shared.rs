@@ -73,12 +73,7 @@ impl ClusterService {
             .filter(|t| t.name != me)
             .collect();
         let path = format!("/1.0/projects/{project}?holds=1");
-        let answers = futures_util::future::join_all(
-            others
-                .iter()
-                .map(|t| self.ask::<vessel_api::Project>(t, &path)),
-        )
-        .await;
+        let answers = self.ask_each::<vessel_api::Project>(&others, &path).await;
         let mut holds = Vec::new();
         for (t, answer) in others.iter().zip(answers) {
             match answer {
@@ -102,8 +97,18 @@ impl ClusterService {
         Ok(holds)
     }
 
+    /// Asks each of `targets` for `path`, all at once, [`ASK_WAIT`] at most each: the
+    /// answers in their order.
+    pub(super) async fn ask_each<T: serde::de::DeserializeOwned>(
+        &self,
+        targets: &[super::forward::Target],
+        path: &str,
+    ) -> Vec<Result<T>> {
+        futures_util::future::join_all(targets.iter().map(|t| self.ask::<T>(t, path))).await
+    }
+
     /// Asks `to` for `path`, for [`ASK_WAIT`] at most.
-    pub(super) async fn ask<T: serde::de::DeserializeOwned>(
+    async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         to: &super::forward::Target,
         path: &str,
@@ -176,43 +181,47 @@ impl ClusterService {
         let mut add = |project: &str, u: &vessel_api::ProjectUsage| {
             crate::project::quota::add(total.entry(project.to_string()).or_default(), u);
         };
-        let others: Vec<_> = targets.into_iter().filter(|(t, _)| t.name != me).collect();
-        let answers = futures_util::future::join_all(others.iter().map(|(t, state)| async move {
-            if state == "offline" {
-                return None;
-            }
-            match self
-                .ask::<Vec<vessel_api::Project>>(t, "/1.0/projects?recursion=1")
-                .await
-            {
-                Ok(all) => Some(all),
-                Err(e) => {
-                    tracing::debug!(member = %t.name, error = %e, "project usage from the index");
-                    None
-                }
-            }
-        }))
-        .await;
-        for ((t, _), asked) in others.iter().zip(answers) {
-            match asked {
-                Some(all) => {
+        // The online ones are asked; an offline one (or one that does not answer) is
+        // counted from the index.
+        let others: std::collections::HashSet<String> = targets
+            .iter()
+            .map(|(t, _)| t.name.clone())
+            .filter(|n| *n != me)
+            .collect();
+        let online: Vec<_> = targets
+            .into_iter()
+            .filter(|(t, state)| t.name != me && state != "offline")
+            .map(|(t, _)| t)
+            .collect();
+        let answers = self
+            .ask_each::<Vec<vessel_api::Project>>(&online, "/1.0/projects?recursion=1")
+            .await;
+        let mut counted = std::collections::HashSet::new();
+        for (t, answer) in online.iter().zip(answers) {
+            match answer {
+                Ok(all) => {
+                    counted.insert(t.name.clone());
                     for p in all {
                         add(&p.name, &p.usage.unwrap_or_default());
                     }
                 }
-                None => {
-                    for l in locations.iter().filter(|l| l.member == t.name) {
-                        let u = vessel_api::ProjectUsage {
-                            instances: 1,
-                            containers: 1,
-                            cpu: l.asks.cpu,
-                            memory: l.asks.memory,
-                            ..Default::default()
-                        };
-                        add(&l.project, &u);
-                    }
+                Err(e) => {
+                    tracing::debug!(member = %t.name, error = %e, "project usage from the index")
                 }
             }
+        }
+        for l in locations
+            .iter()
+            .filter(|l| others.contains(&l.member) && !counted.contains(&l.member))
+        {
+            let u = vessel_api::ProjectUsage {
+                instances: 1,
+                containers: 1,
+                cpu: l.asks.cpu,
+                memory: l.asks.memory,
+                ..Default::default()
+            };
+            add(&l.project, &u);
         }
         Ok(total)
     }
