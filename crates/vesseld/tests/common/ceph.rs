@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::tool;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A running one-host Ceph.
@@ -106,7 +108,7 @@ bluestore cache size = 67108864
         .unwrap();
         let conf = c.conf().display().to_string();
         let keyring = format!("{d}/keyring");
-        run(
+        tool(
             "ceph-authtool",
             &[
                 "--create-keyring",
@@ -119,7 +121,7 @@ bluestore cache size = 67108864
                 "allow *",
             ],
         );
-        run(
+        tool(
             "ceph-authtool",
             &[
                 &keyring,
@@ -138,7 +140,7 @@ bluestore cache size = 67108864
             ],
         );
         let monmap = format!("{d}/monmap");
-        run(
+        tool(
             "monmaptool",
             &[
                 "--create",
@@ -151,7 +153,7 @@ bluestore cache size = 67108864
                 &monmap,
             ],
         );
-        run(
+        tool(
             "ceph-mon",
             &[
                 "-c",
@@ -188,7 +190,7 @@ bluestore cache size = 67108864
             .to_string();
         let id = c.ceph(&["osd", "new", &uuid]).trim().to_string();
         let osd_keyring = format!("{d}/osd.{id}/keyring");
-        run(
+        tool(
             "ceph-authtool",
             &[
                 "--create-keyring",
@@ -209,7 +211,7 @@ bluestore cache size = 67108864
             "-i",
             &osd_keyring,
         ]);
-        run(
+        tool(
             "ceph-osd",
             &[
                 "-c",
@@ -315,7 +317,7 @@ bluestore cache size = 67108864
         let conf = self.conf().display().to_string();
         let mut all = vec!["--conf", conf.as_str(), "--connect-timeout", "10"];
         all.extend_from_slice(args);
-        run("ceph", &all)
+        tool("ceph", &all)
     }
 
     /// Runs `rbd` as client.admin; panics on failure.
@@ -323,17 +325,13 @@ bluestore cache size = 67108864
         let conf = self.conf().display().to_string();
         let mut all = vec!["--conf", conf.as_str()];
         all.extend_from_slice(args);
-        run("rbd", &all)
+        tool("rbd", &all)
     }
 
     /// QEMU's name of image `pool/image` (for qemu-io and qemu-img).
     pub fn qemu_uri(&self, pool: &str, image: &str) -> String {
         format!("rbd:{pool}/{image}:conf={}", self.conf().display())
     }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    super::tool(cmd, args)
 }
 
 impl Drop for Ceph {
