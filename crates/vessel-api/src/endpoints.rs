@@ -261,11 +261,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::Delete,
         path: "/1.0/instances/{name}",
         summary: "Delete an instance (running ones only with force=1); returns an operation",
-        query: &[Query {
-            name: "force",
-            description: "1 to stop a running instance first",
-            required: false,
-        }],
+        query: &[
+            Query {
+                name: "force",
+                description: "1 to stop a running instance first",
+                required: false,
+            },
+            Query {
+                name: "volumes",
+                description: "1 to delete the volumes attached to it too (refused for a \
+                              volume another instance also has)",
+                required: false,
+            },
+        ],
         request: Body::None,
         status: 202,
         role: Role::Operator,

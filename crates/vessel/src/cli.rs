@@ -449,6 +449,10 @@ pub struct DeleteArgs {
     /// Stop running instances first.
     #[arg(short, long)]
     pub force: bool,
+    /// Also delete the volumes attached to each (their snapshots too); refused for a
+    /// volume another instance also has.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 /// One instance name.

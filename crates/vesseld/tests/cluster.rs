@@ -640,6 +640,87 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
         ("m0".to_string(), "running".to_string())
     );
     d[0].ok(&["delete", "--force", "pooled"]);
+    // A container with a volume of its own moves with it: the volume is made in the pool
+    // of the same name there, filled (owners and all) and attached at the same place, and
+    // deleted here. A member without that pool or with a volume of that name, and a volume
+    // another instance also has, are refused before anything stops.
+    d[0].ok(&["storage", "volume", "create", "local", "data"]);
+    d[0].ok(&[
+        "create",
+        "busybox",
+        "holder",
+        "--no-network",
+        "--target",
+        "m0",
+    ]);
+    d[0].ok(&[
+        "storage", "volume", "attach", "local", "data", "holder", "/data",
+    ]);
+    d[0].ok(&["start", "holder"]);
+    d[0].ok(&[
+        "exec",
+        "holder",
+        "-T",
+        "--",
+        "sh",
+        "-c",
+        "echo carried > /data/mark && mkdir /data/sub && chown 1000:1000 /data/sub",
+    ]);
+    let running_on_m0 = ("m0".to_string(), "running".to_string());
+    let err = d[1].fails(&["move", "holder", "--target", "m2"]);
+    assert!(err.contains("no pool \"local\""), "{err}");
+    assert_eq!(locations(&d[2])["holder"], running_on_m0);
+    d[2].ok(&["storage", "pool", "create", "local", "dir"]);
+    d[2].ok(&["storage", "volume", "create", "local", "data"]);
+    let err = d[1].fails(&["move", "holder", "--target", "m2"]);
+    assert!(err.contains("has a volume data"), "{err}");
+    d[2].ok(&["storage", "volume", "delete", "local", "data"]);
+    d[0].ok(&[
+        "create",
+        "busybox",
+        "sharer",
+        "--no-network",
+        "--target",
+        "m0",
+    ]);
+    d[0].ok(&[
+        "storage", "volume", "attach", "local", "data", "sharer", "/d",
+    ]);
+    let err = d[1].fails(&["move", "holder", "--target", "m2"]);
+    assert!(err.contains("also attached to sharer"), "{err}");
+    assert_eq!(locations(&d[2])["holder"], running_on_m0);
+    let err = d[0].fails(&["delete", "--volumes", "sharer"]);
+    assert!(err.contains("also attached to holder"), "{err}");
+    d[0].ok(&["delete", "sharer"]);
+    let moved = Instant::now();
+    d[1].ok(&["move", "holder", "--target", "m2"]);
+    eprintln!("cold move with a volume: {:?}", moved.elapsed());
+    assert_eq!(
+        locations(&d[0])["holder"],
+        ("m2".to_string(), "running".to_string())
+    );
+    let out = d[0].ok(&[
+        "exec",
+        "holder",
+        "-T",
+        "--",
+        "sh",
+        "-c",
+        "cat /data/mark; stat -c %u /data/sub",
+    ]);
+    assert!(out.contains("carried") && out.contains("1000"), "{out}");
+    let vol = json(&d[2].ok(&[
+        "storage", "volume", "info", "local", "data", "--format", "json",
+    ]));
+    assert_eq!(vol["attached_to"][0]["instance"], "holder", "{vol}");
+    assert_eq!(vol["attached_to"][0]["path"], "/data", "{vol}");
+    let err = d[0].fails(&["storage", "volume", "info", "local", "data"]);
+    assert!(err.contains("not found"), "{err}");
+    // Deleted with its volumes.
+    d[2].ok(&["delete", "--force", "--volumes", "holder"]);
+    let err = d[2].fails(&["storage", "volume", "info", "local", "data"]);
+    assert!(err.contains("not found"), "{err}");
+    d[2].ok(&["storage", "pool", "delete", "local"]);
     // An instance of an image only its member has: the image goes along.
     d[1].ok(&["create", "busybox", "src", "--no-network", "--target", "m1"]);
     d[1].ok(&["publish", "src", "--alias", "mine"]);

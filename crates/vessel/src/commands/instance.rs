@@ -104,11 +104,16 @@ pub fn change_state(client: &Client, names: &[String], change: Change) -> Result
 }
 
 /// `delete`.
-pub fn delete(client: &Client, names: &[String], force: bool) -> Result<i32> {
+pub fn delete(client: &Client, names: &[String], force: bool, volumes: bool) -> Result<i32> {
     for_each_name(names, |name| {
         let mut target = instance_path(name);
-        if force {
-            target.push_str("?force=1");
+        let query: Vec<&str> = [(force, "force=1"), (volumes, "volumes=1")]
+            .into_iter()
+            .filter_map(|(on, q)| on.then_some(q))
+            .collect();
+        if !query.is_empty() {
+            target.push('?');
+            target.push_str(&query.join("&"));
         }
         let op: Operation = client
             .request("DELETE", &target, RequestBody::Empty)?

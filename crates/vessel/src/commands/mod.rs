@@ -91,7 +91,7 @@ pub fn run(
                 timeout: args.timeout,
             },
         ),
-        Command::Delete(args) => instance::delete(&client, &args.names, args.force),
+        Command::Delete(args) => instance::delete(&client, &args.names, args.force, args.volumes),
         Command::List(args) => list::run(&client, args.format, args.all_projects),
         // `info REMOTE:` describes that remote's daemon.
         Command::Info(args) => match args.name.filter(|n| !n.is_empty()) {

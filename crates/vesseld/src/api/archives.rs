@@ -189,9 +189,11 @@ pub async fn import(
                     .await?;
             }
             op.progress(Some(40), "making the instance");
-            let made = svc.restore(store, index, &name, start).inspect_err(|_| {
-                cluster.unclaim(project.name(), &plain);
-            })?;
+            let made = svc
+                .restore(store, index, &name, start, !claim)
+                .inspect_err(|_| {
+                    cluster.unclaim(project.name(), &plain);
+                })?;
             drop(_held);
             let done = ops.wait(&made.id, None).await?;
             if done.status != OperationStatus::Success {

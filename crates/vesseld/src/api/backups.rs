@@ -178,7 +178,7 @@ pub async fn restore(
     }
     let op = app
         .instances
-        .restore(store, index, &new_name, req.start)
+        .restore(store, index, &new_name, req.start, false)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

@@ -163,7 +163,7 @@ pub async fn instance_delete(
 ) -> Result<Response> {
     let op = app
         .instances
-        .delete(&scope.q(&name)?, flag(&q, "force"))
+        .delete(&scope.q(&name)?, flag(&q, "force"), flag(&q, "volumes"))
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }

@@ -424,6 +424,8 @@ impl ClusterService {
     }
 
     /// Starts (`start`) or deletes (`!start`, forced) `project`/`name` on `to`, and waits.
+    /// A deletion takes the volumes attached to it along: a copy a move made there has
+    /// only the volumes the move carried.
     pub async fn start_or_delete_on(
         &self,
         to: &Target,
@@ -447,7 +449,9 @@ impl ClusterService {
         } else {
             Request::builder()
                 .method("DELETE")
-                .uri(format!("/1.0/instances/{name}?{q}={project}&force=1"))
+                .uri(format!(
+                    "/1.0/instances/{name}?{q}={project}&force=1&volumes=1"
+                ))
                 .body(Body::empty())
         }
         .map_err(|e| Error::internal(e.to_string()))?;

@@ -126,6 +126,47 @@ impl ClusterService {
         )))
     }
 
+    /// Whether `to` can take volume `pool`/`name` (as `project` names it) that travels with
+    /// an instance: it has that pool and no volume of that name in it.
+    pub async fn volume_room_on(
+        &self,
+        to: &Target,
+        project: &str,
+        pool: &str,
+        name: &str,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let pool_path = format!("/1.0/storage/pools/{pool}?{q}={project}");
+        let volume_path = format!("/1.0/storage/pools/{pool}/volumes/{name}?{q}={project}");
+        for (path, wanted) in [
+            (pool_path, StatusCode::OK),
+            (volume_path, StatusCode::NOT_FOUND),
+        ] {
+            let (resp, _) = self
+                .forward(to, super::instances::get_request(&path)?)
+                .await?;
+            let status = resp.status();
+            if status == wanted {
+                continue;
+            }
+            let member = &to.name;
+            return Err(match status {
+                StatusCode::NOT_FOUND => Error::conflict(format!(
+                    "member {member} has no pool {pool:?} for volume {name}, which moves \
+                     with the instance: create the pool there first"
+                )),
+                StatusCode::OK => Error::conflict(format!(
+                    "member {member} has a volume {name} in pool {pool:?} already: delete or \
+                     rename one of the two first"
+                )),
+                other => Error::internal(format!(
+                    "member {member} answered {other} about volume {pool}/{name}"
+                )),
+            });
+        }
+        Ok(())
+    }
+
     /// Asks `to` to make `project`/`name` from `req` and start its QEMU waiting.
     pub async fn incoming_on(
         &self,

@@ -215,7 +215,7 @@ impl InstanceService {
                 let _g = lock.lock().await;
                 let inst = svc.get_stored(&n)?;
                 tokio::task::spawn_blocking(move || {
-                    svc.backup_locked(&inst, writer, snapshots, &op)
+                    svc.backup_locked(&inst, writer, snapshots, &[], &op)
                 })
                 .await
                 .map_err(|e| Error::internal(format!("backup task: {e}")))?
@@ -224,12 +224,14 @@ impl InstanceService {
         Ok((op, id))
     }
 
-    /// Takes the backup; the caller holds the instance's lock (blocking).
+    /// Takes the backup; the caller holds the instance's lock (blocking). `carried`: the
+    /// volumes a move takes along (see `carry.rs`).
     pub(super) fn backup_locked(
         &self,
         inst: &Instance,
         mut w: Writer,
         snapshots: bool,
+        carried: &[(crate::storage::CarriedVolume, crate::storage::CarriedData)],
         op: &OpHandle,
     ) -> Result<()> {
         let name = &inst.name;
@@ -310,6 +312,9 @@ impl InstanceService {
             }
         }
         drop(_paused);
+        if !carried.is_empty() {
+            self.backup_carried(carried, &mut w, op)?;
+        }
         if snapshots {
             op.progress(Some(95), "reading its snapshots");
             let left = self.backup_snapshots(inst, &mut w)?;
@@ -505,13 +510,15 @@ impl InstanceService {
     }
 
     /// Starts the operation that makes instance `name` (qualified) from backup `index` of
-    /// `store`, and starts it when `start`.
+    /// `store`, and starts it when `start`; `carried`: with the volumes a move's backup
+    /// carries (a member moving it here).
     pub fn restore(
         &self,
         store: Store,
         index: Index,
         name: &str,
         start: bool,
+        carried: bool,
     ) -> Result<Operation> {
         let old = backed_up(&store, &index)?;
         if old.instance_type == InstanceType::Container {
@@ -526,8 +533,13 @@ impl InstanceService {
         })?;
         let req = self.recreate_request(&old, name, start);
         let shift: Option<u32> = index.labels.get("shift").and_then(|s| s.parse().ok());
-        let fill: super::create::Fill =
-            Box::new(move |svc, inst, op| svc.restore_files(&store, &index, inst, shift, op));
+        let fill: super::create::Fill = Box::new(move |svc, inst, op| {
+            svc.restore_files(&store, &index, inst, shift, op)?;
+            if carried {
+                svc.restore_carried(&store, &index, inst, op)?;
+            }
+            Ok(())
+        });
         self.create_with(req, BTreeMap::new(), Default::default(), Some(fill))
     }
 

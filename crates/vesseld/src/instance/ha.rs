@@ -247,7 +247,7 @@ impl InstanceService {
     /// Deletes this member's copy of `name` (stopped first, forced): the cluster failed it
     /// over to another member while this one was cut off, so this copy is stale.
     pub async fn delete_stale(&self, name: &str) -> Result<()> {
-        let op = self.delete(name, true)?;
+        let op = self.delete(name, true, false)?;
         self.wait_ok(&op.id).await
     }
 

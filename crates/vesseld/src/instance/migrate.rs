@@ -1,7 +1,8 @@
 //! Moving an instance to another member of the cluster, cold: under its lock it is stopped
 //! (if it runs), packed as an archive (its record, data and snapshots, as `export` makes
-//! one), made on the other member from that archive (started there if it ran here), handed
-//! over in the cluster's index, and only then removed here. It never runs on both: it is
+//! one, and the volumes attached to it: `carry.rs`), made on the other member from that
+//! archive (started there if it ran here), handed over in the cluster's index, and only
+//! then removed here, its volumes with it. It never runs on both: it is
 //! stopped here before it is made there. A failure before the hand-over leaves it here,
 //! started again if it ran.
 
@@ -47,6 +48,12 @@ impl InstanceService {
             name,
             move |svc, inst, op| async move {
                 svc.migratable(&inst)?;
+                let carried = svc.carried(&inst)?;
+                let (project, plain) = crate::project::split(&inst.name);
+                for (c, _) in &carried {
+                    let vol = crate::project::split(&c.name).1;
+                    cluster.volume_room_on(&to, project, &c.pool, vol).await?;
+                }
                 let ran = matches!(
                     inst.status,
                     InstanceStatus::Running | InstanceStatus::Frozen
@@ -58,10 +65,12 @@ impl InstanceService {
                 }
                 // As it is now: stopped.
                 let inst = svc.get_stored(&inst.name)?;
-                let (project, plain) = crate::project::split(&inst.name);
                 // Made there stopped; it starts there only once the index names that member.
                 let sent = match cluster.settle(project, plain, &to.name).await {
-                    Ok(()) => svc.send_stopped(&inst, &to, &cluster, &root, &op).await,
+                    Ok(()) => {
+                        svc.send_stopped(&inst, &carried, &to, &cluster, &root, &op)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 let handed = match sent {
@@ -104,12 +113,24 @@ impl InstanceService {
                 };
                 op.progress(Some(90), "removing it here");
                 svc.remove_locked(&inst, &op).await?;
-                started.map_err(|e| {
-                    Error::conflict(format!(
-                        "{} moved to {}, but it did not start there: {e}",
-                        inst.name, to.name
-                    ))
-                })
+                let keys: Vec<(String, String)> = carried
+                    .iter()
+                    .map(|(c, _)| (c.pool.clone(), c.name.clone()))
+                    .collect();
+                let dropped = svc.drop_volumes(&keys).await;
+                started
+                    .map_err(|e| {
+                        Error::conflict(format!(
+                            "{} moved to {}, but it did not start there: {e}",
+                            inst.name, to.name
+                        ))
+                    })
+                    .and(dropped.map_err(|e| {
+                        Error::conflict(format!(
+                            "{} moved to {} with its volumes, but on this member {}",
+                            inst.name, to.name, e.message
+                        ))
+                    }))
             },
         ))
     }
@@ -129,18 +150,9 @@ impl InstanceService {
                 inst.status.as_str()
             )));
         }
-        let mut whole = inst.clone();
-        self.with_devices(std::slice::from_mut(&mut whole))?;
-        // Its root disk in a pool is its own and travels in the archive.
-        let root = format!("{}-root", crate::project::split(name).1);
-        if let Some(v) = whole.volumes.iter().find(|v| v.volume != root) {
-            return Err(Error::conflict(format!(
-                "instance {name} has volume {} attached, which stays in its pool on this \
-                 member: detach its volumes first (`vessel storage volume detach`)",
-                v.volume
-            )));
-        }
-        Ok(())
+        // Its root disk in a pool is its own and travels in the archive; its other volumes
+        // travel with it if they can.
+        self.carried(inst).map(drop)
     }
 
     /// The stopped `inst` packed and made on `to`, stopped. The caller holds the instance's
@@ -148,6 +160,7 @@ impl InstanceService {
     async fn send_stopped(
         &self,
         inst: &Instance,
+        carried: &[(crate::storage::CarriedVolume, crate::storage::CarriedData)],
         to: &Target,
         cluster: &ClusterService,
         root: &std::path::Path,
@@ -156,12 +169,12 @@ impl InstanceService {
         op.progress(Some(20), "packing");
         let scratch = Scratch::new(root)?;
         let dir = scratch.0.join("store");
-        let (svc, i, o) = (self.clone(), inst.clone(), op.clone());
+        let (svc, i, o, c) = (self.clone(), inst.clone(), op.clone(), carried.to_vec());
         let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
             let store = Store::create(&dir, Default::default()).map_err(store_error)?;
             let writer = store.writer(&i.name).map_err(store_error)?;
             let id = writer.id().to_string();
-            svc.backup_locked(&i, writer, true, &o)?;
+            svc.backup_locked(&i, writer, true, &c, &o)?;
             let index = store.get(&i.name, &id).map_err(store_error)?;
             let path = dir.with_file_name("archive.tar");
             let out = std::fs::File::create(&path)

@@ -48,6 +48,20 @@ impl InstanceService {
                  member: move it cold (--cold)"
             )));
         }
+        let root = crate::storage::root_volume(name);
+        let attached = self.storage.volumes_by_instance()?;
+        if let Some(v) = attached
+            .get(name)
+            .into_iter()
+            .flatten()
+            .find(|v| v.volume != root)
+        {
+            return Err(Error::conflict(format!(
+                "VM {name} has volume {} attached, which a live move does not carry: move it \
+                 cold (--cold), which takes it along, or detach it",
+                crate::project::split(&v.volume).1
+            )));
+        }
         if !self.snapshots(name)?.is_empty() {
             return Err(Error::conflict(format!(
                 "VM {name} has snapshots, which a live move does not carry: move it cold \

@@ -4,6 +4,7 @@
 mod archive_snapshots;
 pub mod autostart;
 pub mod backup;
+mod carry;
 pub mod config;
 mod copy;
 mod create;
@@ -575,7 +576,9 @@ impl InstanceService {
     }
 
     /// Starts the operation that deletes an instance.
-    pub fn delete(&self, name: &str, force: bool) -> Result<Operation> {
+    /// `volumes`: the volumes attached to it are deleted too (see
+    /// [`InstanceService::own_volumes`]).
+    pub fn delete(&self, name: &str, force: bool, volumes: bool) -> Result<Operation> {
         let inst = self.get_stored(name)?;
         if matches!(
             inst.status,
@@ -608,7 +611,15 @@ impl InstanceService {
         Ok(self.spawn_locked(
             format!("Deleting instance {name}"),
             name,
-            |svc, inst, op| async move { svc.remove_locked(&inst, &op).await },
+            move |svc, inst, op| async move {
+                let own = if volumes {
+                    svc.own_volumes(&inst)?
+                } else {
+                    Vec::new()
+                };
+                svc.remove_locked(&inst, &op).await?;
+                svc.drop_volumes(&own).await
+            },
         ))
     }
 

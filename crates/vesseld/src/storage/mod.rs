@@ -7,6 +7,7 @@
 
 mod attachments;
 mod btrfs;
+mod carry;
 mod ceph;
 mod dir;
 mod driver;
@@ -30,6 +31,7 @@ use vessel_api::ScrubResult;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::store::{Records, Store};
+pub(crate) use carry::{CarriedData, CarriedVolume};
 pub(crate) use driver::fs_available;
 use driver::PoolDriver;
 use record::{PoolRecord, VolumeRecord};

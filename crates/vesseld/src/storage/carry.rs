@@ -1,0 +1,159 @@
+//! Volumes that travel with their instance when it moves to another member: what a volume
+//! must be to travel (attached to that instance alone, no snapshots, no export, data this
+//! daemon reads as a file or a directory tree), the volume made for it on the member it
+//! moves to, and the old one removed once the move is done.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use vessel_api::{VolumeContent, VolumeCreate};
+
+use super::driver::BlockAccess;
+use super::StorageService;
+use crate::error::{Error, Result};
+
+/// A volume going along with its instance (the move's archive names each).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CarriedVolume {
+    pub pool: String,
+    /// Its name as the store keys it (qualified by its project).
+    pub name: String,
+    pub content: VolumeContent,
+    /// Bytes: a block volume's size, a filesystem volume's quota (0: none).
+    pub size: u64,
+    /// Where the instance has it (a container's mount point; empty for a VM's disk).
+    pub path: String,
+    /// First id its files are stored with (filesystem volumes).
+    #[serde(default)]
+    pub id_base: Option<u32>,
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+/// Where a carried volume's data is on this host.
+#[derive(Debug, Clone)]
+pub enum CarriedData {
+    /// A block volume's file.
+    File(PathBuf),
+    /// A filesystem volume's directory.
+    Tree(PathBuf),
+}
+
+impl StorageService {
+    /// Volume `pool`/`name` as it travels with `instance`, and where its data is; an error
+    /// saying why it cannot.
+    pub fn carry_out(
+        &self,
+        pool: &str,
+        name: &str,
+        instance: &str,
+    ) -> Result<(CarriedVolume, CarriedData)> {
+        let v = self.volume_record(pool, name)?;
+        let shown = crate::project::split(name).1;
+        let others: Vec<&str> = v
+            .attached_to
+            .iter()
+            .map(|a| a.instance.as_str())
+            .filter(|i| *i != instance)
+            .collect();
+        if !others.is_empty() {
+            return Err(Error::conflict(format!(
+                "volume {shown} is also attached to {}, which stay on this member: detach it \
+                 from them first",
+                others.join(", ")
+            )));
+        }
+        let Some(at) = v.attached_to.iter().find(|a| a.instance == instance) else {
+            return Err(Error::conflict(format!(
+                "volume {shown} is not attached to {instance}"
+            )));
+        };
+        if !v.snapshots.is_empty() {
+            return Err(Error::conflict(format!(
+                "volume {shown} has snapshots ({}), which do not travel: delete them first",
+                v.snapshots.join(", ")
+            )));
+        }
+        let exports = self.exports_of(pool, name)?;
+        if !exports.is_empty() {
+            return Err(Error::conflict(format!(
+                "volume {shown} is exported as {}: delete the export first",
+                exports.join(", ")
+            )));
+        }
+        let d = self.driver(pool)?;
+        if !super::volumes::clones_of(&self.volume_records(Some(pool))?, name).is_empty()
+            && d.clones_depend_on_origin()
+        {
+            return Err(Error::conflict(format!(
+                "volume {shown} has clones that share its data, which stay on this member"
+            )));
+        }
+        let data = match v.content {
+            VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(name)?),
+            VolumeContent::Block => match d.block(name)? {
+                BlockAccess::File(path) => CarriedData::File(path),
+                BlockAccess::Device(_) | BlockAccess::Rbd(_) => {
+                    return Err(Error::conflict(format!(
+                        "volume {shown} is in pool {pool:?}, whose volumes are not files: it \
+                         cannot travel with a move; detach it first"
+                    )))
+                }
+            },
+        };
+        Ok((
+            CarriedVolume {
+                pool: pool.to_string(),
+                name: name.to_string(),
+                content: v.content,
+                size: v.size,
+                path: at.path.clone(),
+                id_base: v.id_base,
+                config: v.config.clone(),
+            },
+            data,
+        ))
+    }
+
+    /// Makes the volume for carried `c` here, empty, and says where its data goes.
+    pub fn carry_in(&self, c: &CarriedVolume) -> Result<CarriedData> {
+        let req = VolumeCreate {
+            name: c.name.clone(),
+            content: c.content,
+            size: (c.size > 0).then_some(c.size),
+            source: None,
+            config: c.config.clone(),
+        };
+        {
+            let _g = self.busy();
+            self.volume_check(&c.pool, &req).map_err(|e| {
+                Error::conflict(format!(
+                    "volume {} cannot be made in pool {}: {}",
+                    crate::project::split(&c.name).1,
+                    c.pool,
+                    e.message
+                ))
+            })?;
+            self.volume_create_locked(&c.pool, req, None)?;
+            let mut v = self.volume_record(&c.pool, &c.name)?;
+            v.id_base = c.id_base;
+            self.put_volume(&v)?;
+        }
+        let d = self.driver(&c.pool)?;
+        Ok(match c.content {
+            VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(&c.name)?),
+            VolumeContent::Block => match d.block(&c.name)? {
+                BlockAccess::File(path) => CarriedData::File(path),
+                BlockAccess::Device(_) | BlockAccess::Rbd(_) => {
+                    let _ = self.volume_delete(&c.pool, &c.name);
+                    return Err(Error::conflict(format!(
+                        "pool {} here holds volumes that are not files; volume {} cannot \
+                         travel into it",
+                        c.pool,
+                        crate::project::split(&c.name).1
+                    )));
+                }
+            },
+        })
+    }
+}
