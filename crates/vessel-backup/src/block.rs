@@ -222,20 +222,33 @@ pub fn restore(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     crate::tree::into_place(target, |stage| {
-        write_to(chunks, refs, stage, true, progress)
+        write_to(chunks, refs, stage, Target::New, progress)
     })
 }
 
-/// Writes a disk's chunks over `path` (a new file when `create`, else an existing file or
-/// device of the disk's size or more), leaving zeros as holes in a new file.
+/// What a disk archive is written into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A new file, made of the archive's size: its zero chunks stay holes.
+    New,
+    /// An existing file or device that reads as zeros (just made): its zero chunks are
+    /// left unwritten (holes stay holes).
+    Zeroed,
+    /// An existing file or device with other data: every chunk written.
+    Existing,
+}
+
+/// Writes a disk's chunks over `path` (see [`Target`]: a new file, else an existing file
+/// or device of the disk's size or more), leaving zeros as holes where it can.
 pub fn write_to(
     chunks: &Chunks,
     refs: &[ChunkRef],
     path: &Path,
-    create: bool,
+    target: Target,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let size: u64 = refs.iter().map(|c| c.1).sum();
+    let create = target == Target::New;
     let f = if create {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -255,7 +268,7 @@ pub fn write_to(
     let reads = Reader::new(chunks, refs.to_vec());
     for (c, data) in refs.iter().zip(reads) {
         let data = data?;
-        if !(create && c.0 == zero) {
+        if target == Target::Existing || c.0 != zero {
             f.write_all_at(&data, at).map_err(io("writing", path))?;
         }
         at += c.1;

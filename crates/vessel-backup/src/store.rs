@@ -454,7 +454,32 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         let a = index.archive_of(name, ArchiveKind::Block)?;
-        crate::block::write_to(&self.chunks, &a.chunks, target, false, progress)
+        crate::block::write_to(
+            &self.chunks,
+            &a.chunks,
+            target,
+            crate::block::Target::Existing,
+            progress,
+        )
+    }
+
+    /// As [`Store::write_block_into`], into a file or device just made, which reads as
+    /// zeros: the archive's zero chunks are not written (a sparse file stays sparse).
+    pub fn write_block_into_zeroed(
+        &self,
+        index: &Index,
+        name: &str,
+        target: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let a = index.archive_of(name, ArchiveKind::Block)?;
+        crate::block::write_to(
+            &self.chunks,
+            &a.chunks,
+            target,
+            crate::block::Target::Zeroed,
+            progress,
+        )
     }
 }
 

@@ -338,7 +338,8 @@ pub enum Command {
     /// deleted first), or the whole instance to another member of the cluster (--target): a
     /// running VM live (its disk mirrored and its memory sent while it runs, then a pause of
     /// a fraction of a second; its TCP connections stay open), anything else cold (stopped,
-    /// sent with its snapshots, started there if it ran).
+    /// sent with its snapshots and the volumes attached to it alone, which go into the pool
+    /// of the same name there, started there if it ran).
     #[command(
         after_help = "Examples:\n  vessel stop web && vessel move web --pool fast && \
                        vessel start web\n  vessel move web --target m2\n  \

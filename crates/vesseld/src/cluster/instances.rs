@@ -423,40 +423,42 @@ impl ClusterService {
         }
     }
 
-    /// Starts (`start`) or deletes (`!start`, forced) `project`/`name` on `to`, and waits.
-    /// A deletion takes the volumes attached to it along: a copy a move made there has
-    /// only the volumes the move carried.
-    pub async fn start_or_delete_on(
+    /// Starts `project`/`name` on `to`, and waits.
+    pub async fn start_on(&self, to: &Target, project: &str, name: &str) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        let body = serde_json::to_vec(&vessel_api::StateChange {
+            action: vessel_api::StateAction::Start,
+            timeout: None,
+            force: false,
+        })
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let req = Request::builder()
+            .method("PUT")
+            .uri(format!("/1.0/instances/{name}/state?{q}={project}"))
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        self.operation_on(to, project, req, "the start").await
+    }
+
+    /// Deletes `project`/`name` on `to` (forced), with the volumes attached to it when
+    /// `volumes` (a copy a move made there, which has only the volumes the move carried),
+    /// and waits.
+    pub async fn delete_on(
         &self,
         to: &Target,
         project: &str,
         name: &str,
-        start: bool,
+        volumes: bool,
     ) -> Result<()> {
         let q = vessel_api::PROJECT_QUERY;
-        let req = if start {
-            let body = serde_json::to_vec(&vessel_api::StateChange {
-                action: vessel_api::StateAction::Start,
-                timeout: None,
-                force: false,
-            })
+        let also = if volumes { "&volumes=1" } else { "" };
+        let req = Request::builder()
+            .method("DELETE")
+            .uri(format!("/1.0/instances/{name}?{q}={project}&force=1{also}"))
+            .body(Body::empty())
             .map_err(|e| Error::internal(e.to_string()))?;
-            Request::builder()
-                .method("PUT")
-                .uri(format!("/1.0/instances/{name}/state?{q}={project}"))
-                .header(axum::http::header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body))
-        } else {
-            Request::builder()
-                .method("DELETE")
-                .uri(format!(
-                    "/1.0/instances/{name}?{q}={project}&force=1&volumes=1"
-                ))
-                .body(Body::empty())
-        }
-        .map_err(|e| Error::internal(e.to_string()))?;
-        let what = if start { "the start" } else { "the deletion" };
-        self.operation_on(to, project, req, what).await
+        self.operation_on(to, project, req, "the deletion").await
     }
 
     /// Waits for the operation `id` on `to` to end; its failure is this one's.

@@ -167,6 +167,35 @@ impl ClusterService {
         Ok(())
     }
 
+    /// Whether each of `carried` is on `to` now, attached to `project`/`instance` where it
+    /// was here; an error naming the first that is not.
+    pub async fn volumes_arrived_on(
+        &self,
+        to: &Target,
+        project: &str,
+        instance: &str,
+        carried: &[crate::storage::CarriedVolume],
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        for c in carried {
+            let vol = crate::project::split(&c.name).1;
+            let path = format!("/1.0/storage/pools/{}/volumes/{vol}?{q}={project}", c.pool);
+            let there: vessel_api::StorageVolume = self.get_json(to, &path).await?;
+            let attached = there
+                .attached_to
+                .iter()
+                .any(|a| crate::project::split(&a.instance).1 == instance && a.path == c.path);
+            if !attached {
+                return Err(Error::conflict(format!(
+                    "member {} made {instance} without its volume {vol} attached (is its \
+                     daemon older, one that does not carry volumes?)",
+                    to.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Asks `to` to make `project`/`name` from `req` and start its QEMU waiting.
     pub async fn incoming_on(
         &self,

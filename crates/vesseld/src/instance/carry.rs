@@ -82,6 +82,35 @@ impl InstanceService {
         )))
     }
 
+    /// Deletes the `carried` volumes here once their instance moved (see
+    /// [`crate::storage::StorageService::carried_away`]); an error names those kept.
+    pub(super) async fn carried_away(&self, carried: &[CarriedVolume]) -> Result<()> {
+        if carried.is_empty() {
+            return Ok(());
+        }
+        let (st, vols) = (self.storage.clone(), carried.to_vec());
+        let left = tokio::task::spawn_blocking(move || {
+            vols.iter()
+                .filter_map(|c| {
+                    st.carried_away(c).err().map(|e| {
+                        let shown = crate::project::split(&c.name).1;
+                        format!("{}/{shown}: {}", c.pool, e.message)
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("volume task: {e}")))?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        Err(Error::conflict(format!(
+            "volume(s) still here: {}; delete them with `vessel storage volume delete` once \
+             no longer needed",
+            left.join("; ")
+        )))
+    }
+
     /// The volumes that travel with `inst` when it moves (every volume attached to it but
     /// its root disk), each with where its data is; an error naming one that cannot.
     pub(super) fn carried(&self, inst: &Instance) -> Result<Vec<(CarriedVolume, CarriedData)>> {
@@ -164,7 +193,7 @@ impl InstanceService {
                 let mut p = |_| {};
                 match data {
                     CarriedData::File(f) => store
-                        .write_block_into(index, &archive_of(i), &f, &mut p)
+                        .write_block_into_zeroed(index, &archive_of(i), &f, &mut p)
                         .map_err(store_error)?,
                     CarriedData::Tree(d) => fill_tree(store, index, &archive_of(i), &d)?,
                 }
@@ -191,7 +220,10 @@ impl InstanceService {
 fn fill_tree(store: &Store, index: &Index, name: &str, dir: &Path) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let io = |p: &Path, e: std::io::Error| Error::internal(format!("{}: {e}", p.display()));
-    let staging = dir.join(".vessel-carried");
+    let staging = dir.join(format!(
+        ".vessel-carried-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ));
     store
         .restore_tree(index, name, &staging, &mut |_| {})
         .map_err(store_error)?;

@@ -73,6 +73,13 @@ impl InstanceService {
                     }
                     Err(e) => Err(e),
                 };
+                // Its volumes there before it is handed over: a member that took the
+                // instance without them (a daemon that does not carry volumes) keeps it here.
+                let list: Vec<_> = carried.iter().map(|(c, _)| c.clone()).collect();
+                let sent = match sent {
+                    Ok(()) => cluster.volumes_arrived_on(&to, project, plain, &list).await,
+                    Err(e) => Err(e),
+                };
                 let handed = match sent {
                     Ok(()) => cluster
                         .hand_over(project, plain, &to.name, origin.as_deref())
@@ -84,7 +91,12 @@ impl InstanceService {
                     // copy runs again, or it could run on both.
                     let gone = match cluster.holds(&to, project, plain).await {
                         Ok(false) => Ok(()),
-                        Ok(true) => cluster.start_or_delete_on(&to, project, plain, false).await,
+                        Ok(true) => {
+                            let with_volumes = !carried.is_empty();
+                            cluster
+                                .delete_on(&to, project, plain, with_volumes)
+                                .await
+                        }
                         Err(why) => Err(why),
                     };
                     if let Err(why) = gone {
@@ -107,30 +119,30 @@ impl InstanceService {
                 // Handed over: it is the other member's now, and never runs here again.
                 let started = if ran {
                     op.progress(Some(85), &format!("starting it on {}", to.name));
-                    cluster.start_or_delete_on(&to, project, plain, true).await
+                    cluster.start_on(&to, project, plain).await
                 } else {
                     Ok(())
                 };
                 op.progress(Some(90), "removing it here");
                 svc.remove_locked(&inst, &op).await?;
-                let keys: Vec<(String, String)> = carried
-                    .iter()
-                    .map(|(c, _)| (c.pool.clone(), c.name.clone()))
-                    .collect();
-                let dropped = svc.drop_volumes(&keys).await;
-                started
-                    .map_err(|e| {
-                        Error::conflict(format!(
-                            "{} moved to {}, but it did not start there: {e}",
-                            inst.name, to.name
-                        ))
-                    })
-                    .and(dropped.map_err(|e| {
-                        Error::conflict(format!(
-                            "{} moved to {} with its volumes, but on this member {}",
-                            inst.name, to.name, e.message
-                        ))
-                    }))
+                let dropped = svc.carried_away(&list).await;
+                let mut problems = Vec::new();
+                if let Err(e) = started {
+                    problems.push(format!("it did not start there: {e}"));
+                }
+                if let Err(e) = dropped {
+                    problems.push(e.message);
+                }
+                if problems.is_empty() {
+                    return Ok(());
+                }
+                tracing::warn!(instance = %inst.name, member = %to.name, problems = %problems.join("; "), "moved");
+                Err(Error::conflict(format!(
+                    "{} moved to {}, but {}",
+                    inst.name,
+                    to.name,
+                    problems.join("; ")
+                )))
             },
         ))
     }

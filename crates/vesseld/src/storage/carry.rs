@@ -28,6 +28,9 @@ pub struct CarriedVolume {
     pub id_base: Option<u32>,
     #[serde(default)]
     pub config: std::collections::BTreeMap<String, String>,
+    /// When it was made (a VM's extra disks are in this order).
+    #[serde(default)]
+    pub created_at: String,
 }
 
 /// Where a carried volume's data is on this host.
@@ -110,6 +113,7 @@ impl StorageService {
                 path: at.path.clone(),
                 id_base: v.id_base,
                 config: v.config.clone(),
+                created_at: v.created_at.clone(),
             },
             data,
         ))
@@ -135,25 +139,53 @@ impl StorageService {
                 ))
             })?;
             self.volume_create_locked(&c.pool, req, None)?;
-            let mut v = self.volume_record(&c.pool, &c.name)?;
-            v.id_base = c.id_base;
-            self.put_volume(&v)?;
         }
-        let d = self.driver(&c.pool)?;
-        Ok(match c.content {
-            VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(&c.name)?),
-            VolumeContent::Block => match d.block(&c.name)? {
-                BlockAccess::File(path) => CarriedData::File(path),
-                BlockAccess::Device(_) | BlockAccess::Rbd(_) => {
-                    let _ = self.volume_delete(&c.pool, &c.name);
-                    return Err(Error::conflict(format!(
-                        "pool {} here holds volumes that are not files; volume {} cannot \
-                         travel into it",
-                        c.pool,
-                        crate::project::split(&c.name).1
-                    )));
+        let placed = (|| -> Result<CarriedData> {
+            {
+                let _g = self.busy();
+                let mut v = self.volume_record(&c.pool, &c.name)?;
+                v.id_base = c.id_base;
+                if !c.created_at.is_empty() {
+                    v.created_at = c.created_at.clone();
                 }
-            },
-        })
+                self.put_volume(&v)?;
+            }
+            let d = self.driver(&c.pool)?;
+            Ok(match c.content {
+                VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(&c.name)?),
+                VolumeContent::Block => match d.block(&c.name)? {
+                    BlockAccess::File(path) => CarriedData::File(path),
+                    BlockAccess::Device(_) | BlockAccess::Rbd(_) => {
+                        return Err(Error::conflict(format!(
+                            "pool {} here holds volumes that are not files; volume {} cannot \
+                             travel into it",
+                            c.pool,
+                            crate::project::split(&c.name).1
+                        )))
+                    }
+                },
+            })
+        })();
+        if placed.is_err() {
+            let _ = self.volume_delete(&c.pool, &c.name);
+        }
+        placed
+    }
+
+    /// Deletes carried `c` here once its instance moved: refused, and the volume kept, if
+    /// it changed since it was packed (a snapshot taken or a resize meanwhile).
+    pub fn carried_away(&self, c: &CarriedVolume) -> Result<()> {
+        {
+            let _g = self.busy();
+            let v = self.volume_record(&c.pool, &c.name)?;
+            if !v.snapshots.is_empty() || v.size != c.size {
+                return Err(Error::conflict(format!(
+                    "volume {} changed during the move (a snapshot or a resize) and is kept \
+                     here: the moved instance has it as it was packed",
+                    crate::project::split(&c.name).1
+                )));
+            }
+        }
+        self.volume_delete(&c.pool, &c.name).map(drop)
     }
 }
