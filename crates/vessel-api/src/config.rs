@@ -212,6 +212,17 @@ pub struct ProfilePut {
     pub volumes: Vec<VolumeDevice>,
 }
 
+/// Body of `POST /1.0/profiles/{name}/apply` (between members): a profile's change made
+/// on another member, for this member's instances using it to take.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileApply {
+    /// The profile before the change.
+    pub before: ProfilePut,
+    /// The profile as changed.
+    pub after: ProfilePut,
+}
+
 /// Answer of a profile change: the profile, and what changed on each instance using it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ProfileChange {

@@ -885,6 +885,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("ProfileChange"),
     },
     Endpoint {
+        id: "profile_apply",
+        method: Method::Post,
+        path: "/1.0/profiles/{name}/apply",
+        summary: "Between members: a change of the profile made on another member, taken by \
+                  this member's instances using it",
+        query: &[],
+        request: Body::Json("ProfileApply"),
+        status: 200,
+        role: Role::Member,
+        scope: Scope::Project,
+        response: Body::Json("ProfileChange"),
+    },
+    Endpoint {
         id: "profile_delete",
         method: Method::Delete,
         path: "/1.0/profiles/{name}",

@@ -1,4 +1,4 @@
-//! What the members of a cluster share through etcd: projects and identities. Made on one
+//! What the members of a cluster share through etcd: projects, identities and profiles. Made on one
 //! member, there on the others; the first member's own added at init, a joining member's
 //! projects (the cluster's win where both have one) but not its identities; changes by
 //! compare-and-swap (two members making one name at once: one wins; two changing one
@@ -6,7 +6,8 @@
 //! project holding something on another member (or with a member that cannot say) not
 //! deleted; a member cut off from etcd answers reads, refuses changes, and catches up once
 //! back; a project's limits count its instances on every member; an image only another
-//! member has is fetched from it for a launch; profiles stay each member's.
+//! member has is fetched from it for a launch; a profile's change reaches the instances
+//! using it on every member, and it is not deleted while one on any member uses it.
 
 mod common;
 
@@ -82,10 +83,10 @@ fn projects_and_identities_are_the_clusters() {
     assert_eq!(status_with(&sb.hosts[1], &listen(1), &ops), "200");
     assert_eq!(status_with(&sb.hosts[1], &listen(1), &own), "401");
     assert_eq!(status_with(&sb.hosts[0], &listen(0), &own), "401");
-    // Profiles are each member's (a profile's change is applied by the member of the
-    // instances using it).
-    d[1].ok(&["profile", "show", "small"]);
-    assert!(!d[0].vessel(&["profile", "show", "small"]).status.success());
+    // Profiles are the cluster's too: m1's own added.
+    wait("m1's profile on m0", Duration::from_secs(5), || {
+        d[0].vessel(&["profile", "show", "small"]).status.success()
+    });
 
     // A change on one member is on the other within moments.
     d[1].ok(&["project", "set", "alpha", "limits.instances=7"]);
@@ -288,6 +289,73 @@ fn projects_and_identities_are_the_clusters() {
     assert_eq!(places, ["m0", "m0"], "{listed}");
     d[0].ok(&["delete", "--force", "q0", "q1", "--project", "quota"]);
     d[1].ok(&["project", "delete", "quota"]);
+
+    // A profile made on one member is used by a launch on the other; its change reaches
+    // the instances using it on every member (their own keys kept), and it is not deleted
+    // while an instance on any member uses it.
+    d[1].ok(&[
+        "profile",
+        "create",
+        "web",
+        "-c",
+        "limits.memory=96MiB",
+        "-c",
+        "user.tier=a",
+    ]);
+    d[1].ok(&[
+        "create",
+        "busybox",
+        "pw0",
+        "--no-network",
+        "--target",
+        "m0",
+        "--profile",
+        "web",
+    ]);
+    d[0].ok(&[
+        "create",
+        "busybox",
+        "pw1",
+        "--no-network",
+        "--target",
+        "m1",
+        "--profile",
+        "web",
+        "-c",
+        "user.tier=own",
+    ]);
+    let config = |di: &Daemon, name: &str| -> serde_json::Value {
+        json(&di.ok(&["config", "show", name, "--format", "json"]))
+    };
+    assert_eq!(config(&d[1], "pw0")["limits.memory"], "96MiB");
+    let changed = json(&d[0].ok(&[
+        "profile",
+        "set",
+        "web",
+        "limits.memory=112MiB",
+        "user.tier=b",
+        "--format",
+        "json",
+    ]));
+    assert!(changed["instances"]["pw0"].is_array(), "{changed}");
+    assert!(changed["instances"]["pw1"].is_array(), "{changed}");
+    assert!(changed.get("errors").is_none(), "{changed}");
+    for (di, name, tier) in [(&d[1], "pw0", "b"), (&d[0], "pw1", "own")] {
+        let c = config(di, name);
+        assert_eq!(c["limits.memory"], "112MiB", "{name}: {c}");
+        assert_eq!(c["user.tier"], tier, "{name}: {c}");
+    }
+    d[1].ok(&["profile", "unset", "web", "user.tier"]);
+    assert!(config(&d[1], "pw0").get("user.tier").is_none());
+    assert_eq!(config(&d[0], "pw1")["user.tier"], "own");
+    d[0].ok(&["delete", "pw0"]);
+    let err = d[0].fails(&["profile", "delete", "web"]);
+    assert!(err.contains("pw1 (on m1)"), "{err}");
+    d[0].ok(&["delete", "pw1"]);
+    d[0].ok(&["profile", "delete", "web"]);
+    wait("web gone on m1", Duration::from_secs(5), || {
+        !d[1].vessel(&["profile", "show", "web"]).status.success()
+    });
 
     // m1 cut off from etcd: it reads, refuses changes with a reason, catches up once back.
     nft(&sb.hosts[1], CUT_ETCD);

@@ -195,6 +195,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "profiles_create" => on(f, profiles::create),
         "profile_get" => on(f, profiles::get),
         "profile_put" => on(f, profiles::put),
+        "profile_apply" => on(f, profiles::apply_here),
         "profile_delete" => on(f, profiles::delete),
         "instance_root_disk" => on(f, h::instance_root_disk),
         "instance_copy" => on(f, snapshots::copy),

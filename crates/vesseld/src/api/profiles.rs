@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use vessel_api::{
-    Instance, InstanceConfigPatch, InstanceCreate, NicAttach, Profile, ProfileChange,
+    Instance, InstanceConfigPatch, InstanceCreate, NicAttach, Profile, ProfileApply, ProfileChange,
     ProfileDevices, ProfilePut, VolumeAttach, VolumeDevice,
 };
 
@@ -320,9 +320,81 @@ pub async fn put(
     ApiJson(req): ApiJson<ProfilePut>,
 ) -> Result<Response> {
     crate::name::validate_name("profile", &name)?;
-    let name = scope.q(&name)?;
+    let plain = name;
+    let name = scope.q(&plain)?;
     profile::ProfileService::check(&req.config)?;
-    app.profiles.get(&name).map_err(|e| scope.error(e))?;
+    let before = app.profiles.get(&name).map_err(|e| scope.error(e))?;
+    let change = ProfileApply {
+        before: ProfilePut {
+            description: before.description.clone(),
+            config: before.config.clone(),
+            networks: before.networks.clone(),
+            volumes: before.volumes.clone(),
+        },
+        after: req.clone(),
+    };
+    let mut answer = apply(&app, &scope, &name, &before, req, true).await?;
+    // The profile is the cluster's: the other members' instances using it take it too.
+    for (member, there) in app
+        .cluster
+        .profile_applied_elsewhere(scope.name(), &plain, &change)
+        .await
+    {
+        match there {
+            Ok(c) => {
+                answer.instances.extend(c.instances);
+                answer.errors.extend(c.errors);
+            }
+            Err(e) => {
+                answer.errors.insert(
+                    format!("member {member}"),
+                    format!(
+                        "its instances using the profile did not take the change ({}); put \
+                         the profile again once it answers",
+                        e.message
+                    ),
+                );
+            }
+        }
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `POST /1.0/profiles/{name}/apply`: a change of the profile made on another member, for
+/// this member's instances using it.
+pub async fn apply_here(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<ProfileApply>,
+) -> Result<Response> {
+    crate::name::validate_name("profile", &name)?;
+    let name = scope.q(&name)?;
+    profile::ProfileService::check(&req.after.config)?;
+    let before = Profile {
+        name: name.clone(),
+        description: req.before.description,
+        config: req.before.config,
+        networks: req.before.networks,
+        volumes: req.before.volumes,
+        used_by: Vec::new(),
+    };
+    let answer = apply(&app, &scope, &name, &before, req.after, false).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// Brings every instance here using profile `name` from what it gave as `before` to what
+/// it gives as `req`, and keeps the profile so when `keep` (the member the change was
+/// asked of; the others have it from the cluster).
+async fn apply(
+    app: &App,
+    scope: &ProjectScope,
+    name: &str,
+    before: &Profile,
+    req: ProfilePut,
+    keep: bool,
+) -> Result<ProfileChange> {
+    let name = name.to_string();
     let after = Profile {
         name: name.clone(),
         description: req.description.clone(),
@@ -344,12 +416,12 @@ pub async fn put(
             continue;
         }
         let old = profile::merged(
-            &profiles_of(&app, &inst.profiles, None)?
+            &profiles_of(app, &inst.profiles, Some(before))?
                 .iter()
                 .collect::<Vec<_>>(),
         );
         let new = profile::merged(
-            &profiles_of(&app, &inst.profiles, Some(&after))?
+            &profiles_of(app, &inst.profiles, Some(&after))?
                 .iter()
                 .collect::<Vec<_>>(),
         );
@@ -368,7 +440,7 @@ pub async fn put(
                 )))
             })?;
         }
-        admit_growth(&app, &scope, &quota, &all, &inst, &plan.limits, &mut growth).await?;
+        admit_growth(app, scope, &quota, &all, &inst, &plan.limits, &mut growth).await?;
         if grows(&inst.limits, &plan.limits) {
             all[i].limits = plan.limits.clone();
         }
@@ -377,13 +449,17 @@ pub async fn put(
     // The networks and volumes each instance gets or loses with it.
     let mut devices = Vec::new();
     for inst in all.iter().filter(|i| i.profiles.contains(&name)) {
-        let before = profiles_of(&app, &inst.profiles, None)?;
-        let after = profiles_of(&app, &inst.profiles, Some(&after))?;
-        devices.push((inst.name.clone(), device_sets(&before), device_sets(&after)));
+        let was = profiles_of(app, &inst.profiles, Some(before))?;
+        let now = profiles_of(app, &inst.profiles, Some(&after))?;
+        devices.push((inst.name.clone(), device_sets(&was), device_sets(&now)));
     }
-    let kept = app.profiles.put(&name, req).map_err(|e| scope.error(e))?;
+    let kept = if keep {
+        app.profiles.put(&name, req).map_err(|e| scope.error(e))?
+    } else {
+        after
+    };
     let mut change = ProfileChange {
-        profile: shown(&app, &scope, kept)?,
+        profile: shown(app, scope, kept)?,
         instances: BTreeMap::new(),
         errors: BTreeMap::new(),
     };
@@ -403,7 +479,7 @@ pub async fn put(
         }
     }
     for (inst, before, after) in devices {
-        let errors = follow_devices(&app, &scope, &inst, before, after).await;
+        let errors = follow_devices(app, scope, &inst, before, after).await;
         if !errors.is_empty() {
             let shown_name = scope.own(&inst).unwrap_or_else(|| inst.clone());
             let e = change.errors.entry(shown_name).or_default();
@@ -415,7 +491,7 @@ pub async fn put(
             }
         }
     }
-    Ok(Json(change).into_response())
+    Ok(change)
 }
 
 /// The networks and volumes `profiles` give, in order, each once.
@@ -590,6 +666,11 @@ pub async fn delete(
         .into_iter()
         .filter(|i| i.profiles.contains(&name))
         .map(|i| scope.own(&i.name).unwrap_or(i.name))
+        .chain(
+            app.cluster
+                .profile_users_elsewhere(scope.name(), crate::project::split(&name).1)
+                .await?,
+        )
         .collect();
     let p = app
         .profiles

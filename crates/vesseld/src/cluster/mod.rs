@@ -9,6 +9,7 @@ mod images;
 mod instances;
 mod migration;
 mod networks;
+mod profiles;
 mod replicas;
 mod shared;
 mod trust;
@@ -50,8 +51,8 @@ struct Membership {
     name: String,
     address: String,
     etcd: Vec<String>,
-    /// What of this server's own projects and identities is still to be added to the
-    /// cluster's (a membership from before they were shared: all).
+    /// What of this server's own projects, identities and profiles is still to be added to
+    /// the cluster's (a membership from before they were shared: all).
     #[serde(default)]
     shared_seed: SharedSeed,
 }
@@ -60,13 +61,17 @@ struct Membership {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum SharedSeed {
-    /// Its projects and identities (the first member; a membership from before).
+    /// Its projects, identities and profiles (the first member; a membership from before
+    /// any were shared).
     #[default]
     All,
-    /// Its projects (a server that joined: its identities are the cluster's).
+    /// Its projects and profiles (a server that joined: its identities are the cluster's).
     Projects,
-    /// Nothing: done.
+    /// Its profiles (a member from before profiles were shared: its projects and
+    /// identities were added then).
     Done,
+    /// Nothing: done.
+    Shared,
 }
 
 /// A live membership: the connection, the heartbeat, what watches its fence and what keeps

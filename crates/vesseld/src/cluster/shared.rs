@@ -34,7 +34,8 @@ impl ClusterService {
         let seed = match m.shared_seed {
             SharedSeed::All => Seed::All,
             SharedSeed::Projects => Seed::Projects,
-            SharedSeed::Done => Seed::Nothing,
+            SharedSeed::Done => Seed::Profiles,
+            SharedSeed::Shared => Seed::Nothing,
         };
         let svc = self.clone();
         let seeded: Box<dyn FnOnce() + Send> = Box::new(move || {
@@ -47,8 +48,11 @@ impl ClusterService {
     /// Notes that this server's own shared objects were added to the cluster's.
     fn seeded(&self) {
         let mut held = self.inner.membership.blocking_lock();
-        if let Some(m) = held.as_mut().filter(|m| m.shared_seed != SharedSeed::Done) {
-            m.shared_seed = SharedSeed::Done;
+        if let Some(m) = held
+            .as_mut()
+            .filter(|m| m.shared_seed != SharedSeed::Shared)
+        {
+            m.shared_seed = SharedSeed::Shared;
             if let Err(e) = self.save(m) {
                 tracing::warn!(error = %e, "membership not saved (its objects will be added again)");
             }
@@ -77,11 +81,11 @@ impl ClusterService {
         let mut holds = Vec::new();
         for (t, answer) in others.iter().zip(answers) {
             match answer {
-                // (Identities are the cluster's: counted here already.)
+                // (Identities and profiles are the cluster's: counted here already.)
                 Ok(p) => holds.extend(
                     p.holds
                         .into_iter()
-                        .filter(|h| !h.starts_with("identity "))
+                        .filter(|h| !h.starts_with("identity ") && !h.starts_with("profile "))
                         .map(|h| format!("{h} (on {})", t.name)),
                 ),
                 // Not there (yet): a member that has not read etcd's projects holds nothing

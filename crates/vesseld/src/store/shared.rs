@@ -1,5 +1,5 @@
 //! The store of a cluster member: the embedded SQLite store, with the kinds of object every
-//! member shares (projects, identities) kept in etcd.
+//! member shares (projects, identities, profiles) kept in etcd.
 //!
 //! Outside a cluster every call goes to SQLite. In one, a write of a shared kind is a
 //! compare-and-swap in etcd on the revision of the object as this member last saw it (a
@@ -20,9 +20,9 @@ use vessel_cluster::{Cluster, Expect, ObjectChange, SharedObject};
 
 use super::{Result, Store, StoreError};
 
-/// The kinds of object every member of a cluster shares. (Profiles are not among them: a
-/// profile's change is applied to the instances using it, which only their member can do.)
-pub const SHARED_KINDS: &[&str] = &["project", "identity"];
+/// The kinds of object every member of a cluster shares. (A profile's change reaches the
+/// instances using it through each one's member: `cluster/profiles.rs`.)
+pub const SHARED_KINDS: &[&str] = &["project", "identity", "profile"];
 
 /// What a member new to the cluster's shared objects adds of its own where the cluster has
 /// none of that kind and key.
@@ -30,9 +30,11 @@ pub const SHARED_KINDS: &[&str] = &["project", "identity"];
 pub enum Seed {
     /// Nothing: it has read them before.
     Nothing,
-    /// Its projects (a server joining: its identities are replaced by the cluster's, so
-    /// that joining grants nobody access to the other members).
+    /// Its projects and profiles (a server joining: its identities are replaced by the
+    /// cluster's, so that joining grants nobody access to the other members).
     Projects,
+    /// Its profiles (a member from before profiles were shared).
+    Profiles,
     /// Every shared kind (the cluster's first member, or a member of a cluster made before
     /// its objects were shared).
     All,
@@ -42,7 +44,8 @@ impl Seed {
     fn kinds(self) -> &'static [&'static str] {
         match self {
             Seed::Nothing => &[],
-            Seed::Projects => &["project"],
+            Seed::Projects => &["project", "profile"],
+            Seed::Profiles => &["profile"],
             Seed::All => SHARED_KINDS,
         }
     }
@@ -64,8 +67,8 @@ fn shared(kind: &str) -> bool {
 
 fn unavailable(why: &str) -> StoreError {
     StoreError::Unavailable(format!(
-        "projects and identities are the cluster's and etcd {why}; they can be read but not \
-         changed until it answers again (see `vessel cluster info`)"
+        "projects, identities and profiles are the cluster's and etcd {why}; they can be read \
+         but not changed until it answers again (see `vessel cluster info`)"
     ))
 }
 

@@ -60,6 +60,7 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
     local.object_put("identity", "old", "1").unwrap();
     local.object_put("network", "mine", "{}").unwrap();
     local.object_put("profile", "mine", "{}").unwrap();
+    local.object_put("pool", "mine", "{}").unwrap();
     let obj = |kind: &str, key: &str, body: &str, revision| SharedObject {
         kind: kind.into(),
         key: key.into(),
@@ -74,12 +75,13 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
                 obj("project", "same", "1", 3),
                 obj("identity", "old", "2", 8),
                 obj("project", "new", "{}", 4),
+                obj("profile", "web", "{}", 5),
             ],
         )
         .unwrap();
     assert_eq!(
         changed.into_iter().collect::<Vec<_>>(),
-        ["identity", "project"]
+        ["identity", "profile", "project"]
     );
     let keys = |kind| -> Vec<String> {
         local
@@ -91,7 +93,8 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
     };
     assert_eq!(keys("project"), ["new", "same"]);
     assert_eq!(local.object_get("identity", "old").unwrap(), "2");
-    assert_eq!(keys("profile"), ["mine"], "not a shared kind");
+    assert_eq!(keys("profile"), ["web"]);
+    assert_eq!(keys("pool"), ["mine"], "not a shared kind");
     assert_eq!(keys("network"), ["mine"], "not a shared kind");
     // The deleted one is known deleted at the revision read: an older write stays out.
     assert!(!s.apply_put(0, "project", "gone", "{}", 9).unwrap());

@@ -1,0 +1,99 @@
+//! Profiles across members: a profile is the cluster's (its record is a shared kind, kept in
+//! etcd), but only the member holding an instance can change it, so a profile's change made
+//! on one member is sent to every other one for its own instances using the profile, and a
+//! profile is deleted only while no instance on any member uses it.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use vessel_api::{Profile, ProfileApply, ProfileChange};
+
+use super::forward::Target;
+use super::ClusterService;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How long a member may take to apply a profile's change to its instances.
+const APPLY_WAIT: Duration = Duration::from_secs(60);
+
+impl ClusterService {
+    /// The other members (every one: a member cut off from etcd still answers over HTTPS);
+    /// none outside a cluster.
+    async fn others(&self) -> Result<Vec<Target>> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .targets(&cluster)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.name != me)
+            .collect())
+    }
+
+    /// Has every other member's instances using profile `name` of `project` take `change`
+    /// (all asked at once): per member, what changed there, or why not.
+    pub async fn profile_applied_elsewhere(
+        &self,
+        project: &str,
+        name: &str,
+        change: &ProfileApply,
+    ) -> Vec<(String, Result<ProfileChange>)> {
+        let others = match self.others().await {
+            Ok(o) => o,
+            Err(e) => return vec![("the cluster".into(), Err(e))],
+        };
+        let q = vessel_api::PROJECT_QUERY;
+        let path = format!("/1.0/profiles/{name}/apply?{q}={project}");
+        let body = serde_json::to_vec(change).expect("a profile change serializes");
+        let asks = others.iter().map(|t| {
+            let (path, body) = (path.clone(), body.clone());
+            async move {
+                let req = Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .header(axum::http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                match tokio::time::timeout(APPLY_WAIT, self.json_of::<ProfileChange>(t, req)).await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Error::internal(format!(
+                        "did not answer within {} s",
+                        APPLY_WAIT.as_secs()
+                    ))),
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        others.into_iter().map(|t| t.name).zip(answers).collect()
+    }
+
+    /// The instances on the other members using profile `name` of `project`, each said with
+    /// its member; a member that does not say is named (what it holds cannot be known).
+    pub async fn profile_users_elsewhere(&self, project: &str, name: &str) -> Result<Vec<String>> {
+        let others = self.others().await?;
+        let q = vessel_api::PROJECT_QUERY;
+        let path = format!("/1.0/profiles/{name}?{q}={project}");
+        let answers = self.ask_each::<Profile>(&others, &path).await;
+        let mut users = Vec::new();
+        for (t, answer) in others.iter().zip(answers) {
+            match answer {
+                Ok(p) => users.extend(
+                    p.used_by
+                        .into_iter()
+                        .map(|i| format!("{i} (on {})", t.name)),
+                ),
+                // Not there (yet): a member that has not read etcd's profiles uses none.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => users.push(format!(
+                    "those on member {} (it did not say: {}; bring it back, or remove it from \
+                     the cluster)",
+                    t.name, e.message
+                )),
+            }
+        }
+        Ok(users)
+    }
+}
