@@ -63,7 +63,7 @@ fn transient(e: &etcd_client::Error) -> bool {
 
 /// Tries a call on the client until it answers, a few times over a few seconds while etcd
 /// is out of reach.
-async fn call<T, F, Fut>(client: &Client, f: F) -> Result<T>
+pub(crate) async fn call<T, F, Fut>(client: &Client, f: F) -> Result<T>
 where
     F: Fn(Client) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,

@@ -12,13 +12,15 @@
 //! - `instances/PROJECT/NAME`: the member an instance lives on (no name twice in a cluster);
 //! - `networks/NAME`, `netvni/VNI`, `netblocks/NAME/INDEX`, `nethosts/NAME/IP`: cluster
 //!   networks, their VNIs, the address blocks each member hands out, the NICs on them;
-//! - `objects/KIND/KEY`: the daemon's records every member shares (projects, identities),
-//!   written by compare-and-swap on their revision;
+//! - `objects/KIND/KEY`: the daemon's records every member shares (projects, identities,
+//!   profiles), written by compare-and-swap on their revision;
+//! - `locks/NAME`: a cluster-wide lock, held under its holder's lease (`locks.rs`);
 //! - `stale/MEMBER/PROJECT/NAME`: the copy on MEMBER of an instance failed over from it and
 //!   deleted since is stale.
 
 mod etcd;
 mod instances;
+mod locks;
 mod networks;
 mod objects;
 mod replicas;
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use etcd::{fence_after, kill_after, Cluster, Heartbeater, MemberWatch};
 pub use instances::{Asks, Location};
+pub use locks::{ClusterLock, LOCK_TTL};
 pub use networks::{NetHost, NetworkSpec};
 pub use objects::{Expect, ObjectChange, ObjectWatch, SharedObject};
 pub use replicas::ReplicaState;

@@ -232,6 +232,14 @@ impl Daemon {
             let c = c.clone();
             Box::pin(async move { c.may_start_ha(&name, runs).await })
         }));
+        let c = cluster.clone();
+        projects.set_cluster_lock(Arc::new(move |project| {
+            let c = c.clone();
+            Box::pin(async move {
+                let held = c.quota_lock(&project).await?;
+                Ok(held.map(|l| Box::new(l) as Box<dyn Send + Sync>))
+            })
+        }));
         cluster.set_auth(auth.clone());
         cluster.set_networks(networks.clone());
         // Far copies kept here are served; replicated pools here reach theirs through it.

@@ -288,6 +288,45 @@ fn projects_and_identities_are_the_clusters() {
         .collect();
     assert_eq!(places, ["m0", "m0"], "{listed}");
     d[0].ok(&["delete", "--force", "q0", "q1", "--project", "quota"]);
+    // Launches on both members at the same moment into the last place: the cluster's lock
+    // of the project's limits lets exactly one through, every round.
+    d[0].ok(&["project", "set", "quota", "limits.instances=1"]);
+    for round in 0..5 {
+        let launch = |di: &Daemon, name: String, on: &str| {
+            di.vessel(&[
+                "create",
+                "busybox",
+                &name,
+                "--no-network",
+                "--target",
+                on,
+                "--project",
+                "quota",
+            ])
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| launch(&d[0], format!("r{round}a"), "m0"));
+            let b = s.spawn(|| launch(&d[1], format!("r{round}b"), "m1"));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let made: Vec<bool> = [&a, &b].iter().map(|o| o.status.success()).collect();
+        assert_eq!(
+            made.iter().filter(|m| **m).count(),
+            1,
+            "round {round}: {made:?}\n{}\n{}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        );
+        let refused = if made[0] { &b } else { &a };
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains("limits.instances"), "{err}");
+        let winner = if made[0] {
+            format!("r{round}a")
+        } else {
+            format!("r{round}b")
+        };
+        d[0].ok(&["delete", &winner, "--project", "quota"]);
+    }
     d[1].ok(&["project", "delete", "quota"]);
 
     // A profile made on one member is used by a launch on the other; its change reaches

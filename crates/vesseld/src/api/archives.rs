@@ -170,7 +170,7 @@ pub async fn import(
                 }
             };
             let quota = projects.quota(project.name())?;
-            let _held = projects.quota_guard(project.name()).await;
+            let _held = projects.instances_quota_guard(project.name()).await?;
             // A member's own move adds nothing to what the project holds in the cluster (the
             // instance leaves its old member): counted here alone, as before.
             let usage =

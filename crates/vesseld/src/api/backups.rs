@@ -159,7 +159,7 @@ pub async fn restore(
     // The project's limits hold for what the restore makes, checked and held up to the
     // instance's row as for a create.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard(scope.name()).await;
+    let _held = app.projects.instances_quota_guard(scope.name()).await?;
     let (s, i) = (store.clone(), index.clone());
     let old = blocking(move || crate::instance::backup::backed_up(&s, &i))
         .await

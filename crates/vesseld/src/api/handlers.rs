@@ -104,7 +104,7 @@ pub async fn instances_create(
     // concurrent creates cannot both take the last place, and a profile read here cannot be
     // deleted before the instance that uses it exists.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard(scope.name()).await;
+    let _held = app.projects.instances_quota_guard(scope.name()).await?;
     let (own, from_profiles) = super::profiles::for_create(&app, &scope, &mut req)?;
     // The default network is default's: an instance of another project is on the networks
     // it names, of its own project, or on none.
@@ -580,7 +580,7 @@ pub async fn instance_root_disk(
 ) -> Result<Response> {
     let name = scope.q(&name)?;
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard(scope.name()).await;
+    let _held = app.projects.instances_quota_guard(scope.name()).await?;
     let all = app.instances.held_records().await?;
     if let Some(inst) = all.iter().find(|i| i.name == name) {
         let after = vessel_api::Limits {

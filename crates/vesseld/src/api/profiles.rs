@@ -89,7 +89,7 @@ pub async fn instance_config_update(
     let mut held = None;
     if let Some((inst, after)) = plan_with(&app.instances.held_records().await?)? {
         if grows(&inst.limits, &after) {
-            held = Some(app.projects.quota_guard(scope.name()).await);
+            held = Some(app.projects.instances_quota_guard(scope.name()).await?);
             let all = app.instances.held_records().await?;
             if let Some((inst, after)) = plan_with(&all)? {
                 admit_growth(
@@ -406,7 +406,7 @@ async fn apply(
     // Every instance using it is planned first, against the project's limits with all of
     // them grown: a change one of them cannot take is refused before anything is kept.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard(scope.name()).await;
+    let _held = app.projects.instances_quota_guard(scope.name()).await?;
     let mut all = app.instances.held_records().await?;
     let mut growth = Growth::default();
     let mut work = Vec::new();

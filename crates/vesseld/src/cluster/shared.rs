@@ -6,6 +6,8 @@ use crate::error::Result;
 
 /// How long a member is waited for when asked what it holds or uses of a project.
 const ASK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a quota check waits for another member's check of the same project.
+const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::store::Seed;
 
 impl ClusterService {
@@ -101,6 +103,32 @@ impl ClusterService {
         Ok(holds)
     }
 
+    /// Takes `project`'s quota lock across the cluster for this member, waiting up to
+    /// [`QUOTA_WAIT`] for another member's check to end: `None` outside a cluster.
+    pub async fn quota_lock(&self, project: &str) -> Result<Option<vessel_cluster::ClusterLock>> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return Ok(None);
+        };
+        match cluster
+            .lock(&format!("quota/{project}"), &me, QUOTA_WAIT)
+            .await
+        {
+            Ok(lock) => Ok(Some(lock)),
+            Err(vessel_cluster::Error::Conflict(why)) => {
+                Err(crate::error::Error::conflict(format!(
+                    "project {project}'s limits are being checked elsewhere ({why}); try again"
+                )))
+            }
+            Err(e) => Err(crate::error::Error {
+                kind: crate::error::ErrorKind::Unavailable,
+                message: format!(
+                    "project {project}'s limits count every member's instances, and the \
+                     cluster's lock of them cannot be had ({e}); see `vessel cluster info`"
+                ),
+            }),
+        }
+    }
+
     /// Asks each of `targets` for `path`, all at once, [`ASK_WAIT`] at most each: the
     /// answers in their order.
     pub(super) async fn ask_each<T: serde::de::DeserializeOwned>(
@@ -131,8 +159,8 @@ impl ClusterService {
     /// when `quota` counts instances: each online member's own count (asked as a member:
     /// it answers its own), an offline one's from the cluster's index (its instances'
     /// recorded CPU and memory; each counted as a container). Outside a cluster: `local`.
-    /// (Checked under this member's quota lock only: launches on two members at the same
-    /// moment may both pass.)
+    /// (The caller holds the cluster's quota lock of the project:
+    /// `ProjectService::instances_quota_guard`.)
     pub async fn project_usage(
         &self,
         project: &str,

@@ -66,12 +66,30 @@ impl ProjectRecord {
 /// Projects and their quotas.
 type QuotaLock = Arc<tokio::sync::Mutex<()>>;
 
+/// Takes a project's quota lock across the members of a cluster: what it returns holds it
+/// (`None` outside a cluster).
+pub type ClusterQuotaLock = Arc<
+    dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<Option<Box<dyn Send + Sync>>>>
+        + Send
+        + Sync,
+>;
+
+/// Held across a check of what a project's instances use and the change it allowed: this
+/// member's lock of the project, and in a cluster, when its limits count what every member
+/// holds, the cluster's.
+pub struct QuotaGuard {
+    _cluster: Option<Box<dyn Send + Sync>>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 #[derive(Clone)]
 pub struct ProjectService {
     records: Records<ProjectRecord>,
     /// Per project, held from a quota check to the insert or change it allows (a project's
     /// usage is its own instances' and volumes', so projects do not wait for each other).
     quota_locks: Arc<std::sync::Mutex<std::collections::HashMap<String, QuotaLock>>>,
+    /// The cluster's side of the quota lock, once the daemon is assembled.
+    cluster_lock: Arc<std::sync::OnceLock<ClusterQuotaLock>>,
 }
 
 /// The answer for a project that does not exist, and for one the caller may not see: the
@@ -88,6 +106,7 @@ impl ProjectService {
         ProjectService {
             records: Records::new(store, "project"),
             quota_locks: Arc::default(),
+            cluster_lock: Arc::default(),
         }
     }
 
@@ -236,7 +255,13 @@ impl ProjectService {
         quota::Quota::parse(&self.record(name)?.config)
     }
 
-    /// Taken across a quota check of `project` and the change it allowed.
+    /// Has quota guards take `lock` too (the cluster's).
+    pub fn set_cluster_lock(&self, lock: ClusterQuotaLock) {
+        let _ = self.cluster_lock.set(lock);
+    }
+
+    /// Taken across a quota check of `project` and the change it allowed, of what this
+    /// member counts alone (networks, snapshots, volumes in its pools).
     pub async fn quota_guard(&self, project: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .quota_locks
@@ -246,6 +271,24 @@ impl ProjectService {
             .or_default()
             .clone();
         lock.lock_owned().await
+    }
+
+    /// As [`ProjectService::quota_guard`], for a check of what the project's instances use
+    /// (a new one, one growing, one made from a backup or arriving): when its limits count
+    /// them, every member's count, so the cluster's lock is taken too (a launch on another
+    /// member waits for it; an error when it cannot be had).
+    pub async fn instances_quota_guard(&self, project: &str) -> Result<QuotaGuard> {
+        let local = self.quota_guard(project).await;
+        let cluster = match self.cluster_lock.get() {
+            Some(take) if self.quota(project).is_ok_and(|q| q.counts_instances()) => {
+                take(project.to_string()).await?
+            }
+            _ => None,
+        };
+        Ok(QuotaGuard {
+            _cluster: cluster,
+            _local: local,
+        })
     }
 }
 
