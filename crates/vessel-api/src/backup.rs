@@ -206,6 +206,12 @@ pub struct MigrationIncoming {
     pub disk_size: u64,
     /// Parallel connections for its memory (multifd); 0: one.
     pub multifd_channels: u8,
+    /// The keys set on the instance itself (its profiles' keep reaching it).
+    #[serde(default)]
+    pub own_config: std::collections::BTreeMap<String, String>,
+    /// The networks and volumes its profiles gave it.
+    #[serde(default)]
+    pub from_profiles: crate::config::ProfileDevices,
 }
 
 /// Body of `PUT /1.0/instances/{name}/incoming`: the end of a live move to this member.

@@ -92,7 +92,8 @@ pub struct ClusterInfo {
     /// TTL, so it stopped its `cluster.ha` instances before the others can take it for dead.
     #[serde(default)]
     pub fenced: bool,
-    /// Whether this member's copy of what the members share (projects, identities) follows
+    /// Whether this member's copy of what the members share (projects, identities,
+    /// profiles) follows
     /// etcd now; while not, they can be read but not changed here.
     #[serde(default)]
     pub shared_current: bool,

@@ -150,7 +150,7 @@ pub struct VolumeDevice {
 
 /// The networks and volumes an instance got from its profiles (the daemon's bookkeeping: a
 /// profile that drops one takes away only what it gave).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ProfileDevices {
     /// Networks it got a NIC on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

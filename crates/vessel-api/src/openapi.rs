@@ -80,6 +80,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ProfilePut>()
         .schema_from::<ProfileChange>()
         .schema_from::<ProfileApply>()
+        .schema_from::<ProfileDevices>()
         .schema_from::<BackupCreate>()
         .schema_from::<BackupArchive>()
         .schema_from::<Backup>()

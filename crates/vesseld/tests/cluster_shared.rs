@@ -384,10 +384,17 @@ fn projects_and_identities_are_the_clusters() {
         assert_eq!(c["limits.memory"], "112MiB", "{name}: {c}");
         assert_eq!(c["user.tier"], tier, "{name}: {c}");
     }
+    // Moved to the other member, an instance keeps its profile and its own keys.
+    d[0].ok(&["move", "pw1", "--target", "m0"]);
     d[1].ok(&["profile", "unset", "web", "user.tier"]);
     assert!(config(&d[1], "pw0").get("user.tier").is_none());
-    assert_eq!(config(&d[0], "pw1")["user.tier"], "own");
+    assert_eq!(config(&d[1], "pw1")["user.tier"], "own");
+    d[1].ok(&["profile", "set", "web", "limits.memory=120MiB"]);
+    for name in ["pw0", "pw1"] {
+        assert_eq!(config(&d[1], name)["limits.memory"], "120MiB", "{name}");
+    }
     d[0].ok(&["delete", "pw0"]);
+    d[0].ok(&["move", "pw1", "--target", "m1"]);
     let err = d[0].fails(&["profile", "delete", "web"]);
     assert!(err.contains("pw1 (on m1)"), "{err}");
     d[0].ok(&["delete", "pw1"]);

@@ -73,9 +73,9 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
             "no"
         },
         if i.shared_current {
-            "current (projects and identities are the cluster's)"
+            "current (projects, identities and profiles are the cluster's)"
         } else {
-            "catching up: projects and identities can be read, not changed"
+            "catching up: projects, identities and profiles can be read, not changed"
         },
         i.policy.as_deref().unwrap_or("?"),
         i.healing_threshold

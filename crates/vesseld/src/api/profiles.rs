@@ -323,7 +323,28 @@ pub async fn put(
     let plain = name;
     let name = scope.q(&plain)?;
     profile::ProfileService::check(&req.config)?;
-    let before = app.profiles.get(&name).map_err(|e| scope.error(e))?;
+    // Its own task: a client that goes away does not cut the change short half-way.
+    tokio::spawn(async move {
+        let answer = put_everywhere(&app, &scope, &plain, &name, req).await?;
+        Ok(Json(answer).into_response())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("profile change task: {e}")))?
+}
+
+/// Changes profile `name` (`plain` as its project names it) to `req` here and on every
+/// other member, one change of it at a time in the whole cluster (its lock held from
+/// reading what it was to the last member's answer: no change is based on a version
+/// another change replaced, and every member takes them in the same order).
+async fn put_everywhere(
+    app: &App,
+    scope: &ProjectScope,
+    plain: &str,
+    name: &str,
+    req: ProfilePut,
+) -> Result<ProfileChange> {
+    let _serial = app.cluster.lock(&format!("profile/{name}")).await?;
+    let before = app.profiles.get(name).map_err(|e| scope.error(e))?;
     let change = ProfileApply {
         before: ProfilePut {
             description: before.description.clone(),
@@ -333,11 +354,11 @@ pub async fn put(
         },
         after: req.clone(),
     };
-    let mut answer = apply(&app, &scope, &name, &before, req, true).await?;
+    let mut answer = apply(app, scope, name, &before, req, true).await?;
     // The profile is the cluster's: the other members' instances using it take it too.
     for (member, there) in app
         .cluster
-        .profile_applied_elsewhere(scope.name(), &plain, &change)
+        .profile_applied_elsewhere(scope.name(), plain, &change)
         .await
     {
         match there {
@@ -349,15 +370,15 @@ pub async fn put(
                 answer.errors.insert(
                     format!("member {member}"),
                     format!(
-                        "its instances using the profile did not take the change ({}); put \
-                         the profile again once it answers",
+                        "its instances using the profile did not take the change ({}): they \
+                         keep what they had; see `vessel config show` there",
                         e.message
                     ),
                 );
             }
         }
     }
-    Ok(Json(answer).into_response())
+    Ok(answer)
 }
 
 /// `POST /1.0/profiles/{name}/apply`: a change of the profile made on another member, for
@@ -379,8 +400,13 @@ pub async fn apply_here(
         volumes: req.before.volumes,
         used_by: Vec::new(),
     };
-    let answer = apply(&app, &scope, &name, &before, req.after, false).await?;
-    Ok(Json(answer).into_response())
+    // Its own task: the member asking may give up waiting, the change is not cut short.
+    tokio::spawn(async move {
+        let answer = apply(&app, &scope, &name, &before, req.after, false).await?;
+        Ok(Json(answer).into_response())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("profile change task: {e}")))?
 }
 
 /// Brings every instance here using profile `name` from what it gave as `before` to what

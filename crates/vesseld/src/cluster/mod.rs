@@ -55,6 +55,11 @@ struct Membership {
     /// the cluster's (a membership from before they were shared: all).
     #[serde(default)]
     shared_seed: SharedSeed,
+    /// Whether its seed includes its profiles (`false`: a membership from before profiles
+    /// were shared, whose profiles are still to be added once it is `Done`). A field of its
+    /// own, so that an older daemon still reads the file.
+    #[serde(default)]
+    profiles_shared: bool,
 }
 
 /// What a member still has to add of its own to the cluster's shared objects.
@@ -67,11 +72,8 @@ enum SharedSeed {
     All,
     /// Its projects and profiles (a server that joined: its identities are the cluster's).
     Projects,
-    /// Its profiles (a member from before profiles were shared: its projects and
-    /// identities were added then).
+    /// Nothing (but its profiles unless `profiles_shared`).
     Done,
-    /// Nothing: done.
-    Shared,
 }
 
 /// A live membership: the connection, the heartbeat, what watches its fence and what keeps
@@ -124,7 +126,7 @@ struct Inner {
     /// The daemon's runtime (what blocking callers, such as the RAID engine's failure hook,
     /// run cluster work on).
     runtime: tokio::runtime::Handle,
-    /// The store, whose shared kinds (projects, identities) live in etcd while
+    /// The store, whose shared kinds (projects, identities, profiles) live in etcd while
     /// this server is a member.
     shared: std::sync::OnceLock<crate::store::SharedStore>,
 }
@@ -574,6 +576,7 @@ impl ClusterService {
             address: req.address,
             etcd: req.etcd,
             shared_seed: SharedSeed::All,
+            profiles_shared: true,
         })
         .await
     }
@@ -680,6 +683,7 @@ impl ClusterService {
             address: req.address,
             etcd: token.endpoints,
             shared_seed: SharedSeed::Projects,
+            profiles_shared: true,
         })
         .await
     }

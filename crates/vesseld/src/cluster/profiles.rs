@@ -21,6 +21,14 @@ impl ClusterService {
     /// none outside a cluster.
     async fn others(&self) -> Result<Vec<Target>> {
         let Some((cluster, me)) = self.live_member().await else {
+            if self.inner.membership.lock().await.is_some() {
+                return Err(Error {
+                    kind: ErrorKind::Unavailable,
+                    message: "this member is not connected to etcd yet: the other members \
+                              cannot be found; see `vessel cluster info`"
+                        .into(),
+                });
+            }
             return Ok(Vec::new());
         };
         Ok(self

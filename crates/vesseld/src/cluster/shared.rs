@@ -1,13 +1,15 @@
 //! What the members share through the store: the link of its shared kinds (projects,
-//! identities) to etcd, and what a shared project holds on the other members.
+//! identities, profiles) to etcd, what a shared project holds on the other members, and
+//! the cluster-wide locks of quota checks and profile changes.
 
 use super::{from_cluster, ClusterService, Membership, SharedSeed};
 use crate::error::Result;
 
 /// How long a member is waited for when asked what it holds or uses of a project.
 const ASK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long a quota check waits for another member's check of the same project.
-const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a cluster-wide lock is waited for (another member's quota check or profile
+/// change of the same project or profile).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::store::Seed;
 
 impl ClusterService {
@@ -33,11 +35,11 @@ impl ClusterService {
         let Some(s) = self.inner.shared.get() else {
             return;
         };
-        let seed = match m.shared_seed {
-            SharedSeed::All => Seed::All,
-            SharedSeed::Projects => Seed::Projects,
-            SharedSeed::Done => Seed::Profiles,
-            SharedSeed::Shared => Seed::Nothing,
+        let seed = match (m.shared_seed, m.profiles_shared) {
+            (SharedSeed::All, _) => Seed::All,
+            (SharedSeed::Projects, _) => Seed::Projects,
+            (SharedSeed::Done, false) => Seed::Profiles,
+            (SharedSeed::Done, true) => Seed::Nothing,
         };
         let svc = self.clone();
         let seeded: Box<dyn FnOnce() + Send> = Box::new(move || {
@@ -52,9 +54,10 @@ impl ClusterService {
         let mut held = self.inner.membership.blocking_lock();
         if let Some(m) = held
             .as_mut()
-            .filter(|m| m.shared_seed != SharedSeed::Shared)
+            .filter(|m| m.shared_seed != SharedSeed::Done || !m.profiles_shared)
         {
-            m.shared_seed = SharedSeed::Shared;
+            m.shared_seed = SharedSeed::Done;
+            m.profiles_shared = true;
             if let Err(e) = self.save(m) {
                 tracing::warn!(error = %e, "membership not saved (its objects will be added again)");
             }
@@ -103,27 +106,38 @@ impl ClusterService {
         Ok(holds)
     }
 
-    /// Takes `project`'s quota lock across the cluster for this member, waiting up to
-    /// [`QUOTA_WAIT`] for another member's check to end: `None` outside a cluster.
+    /// Takes `project`'s quota lock across the cluster for this member (see
+    /// [`ClusterService::lock`]).
     pub async fn quota_lock(&self, project: &str) -> Result<Option<vessel_cluster::ClusterLock>> {
+        self.lock(&format!("quota/{project}")).await
+    }
+
+    /// Takes the cluster-wide lock `what` for this member, waiting up to [`LOCK_WAIT`] for
+    /// another member to let it go: `None` outside a cluster; an error while this server is
+    /// a member not connected to etcd.
+    pub async fn lock(&self, what: &str) -> Result<Option<vessel_cluster::ClusterLock>> {
         let Some((cluster, me)) = self.live_member().await else {
+            if self.inner.membership.lock().await.is_some() {
+                return Err(crate::error::Error {
+                    kind: crate::error::ErrorKind::Unavailable,
+                    message: format!(
+                        "{what} is locked across the cluster, and this member is not \
+                         connected to etcd yet; see `vessel cluster info`"
+                    ),
+                });
+            }
             return Ok(None);
         };
-        match cluster
-            .lock(&format!("quota/{project}"), &me, QUOTA_WAIT)
-            .await
-        {
+        match cluster.lock(what, &me, LOCK_WAIT).await {
             Ok(lock) => Ok(Some(lock)),
-            Err(vessel_cluster::Error::Conflict(why)) => {
-                Err(crate::error::Error::conflict(format!(
-                    "project {project}'s limits are being checked elsewhere ({why}); try again"
-                )))
-            }
+            Err(vessel_cluster::Error::Conflict(why)) => Err(crate::error::Error::conflict(
+                format!("{why}; try again once it is done"),
+            )),
             Err(e) => Err(crate::error::Error {
                 kind: crate::error::ErrorKind::Unavailable,
                 message: format!(
-                    "project {project}'s limits count every member's instances, and the \
-                     cluster's lock of them cannot be had ({e}); see `vessel cluster info`"
+                    "{what} is locked across the cluster, and etcd did not give the lock \
+                     ({e}); see `vessel cluster info`"
                 ),
             }),
         }

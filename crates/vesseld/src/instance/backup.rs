@@ -36,6 +36,9 @@ struct Record {
     /// Keys it set itself (the rest came from profiles).
     #[serde(default)]
     own_config: BTreeMap<String, String>,
+    /// The networks and volumes its profiles gave it.
+    #[serde(default)]
+    from_profiles: vessel_api::ProfileDevices,
 }
 
 /// Names of the dirty bitmaps that backups start: `PREFIX`, the store's id, `-`, the
@@ -185,7 +188,10 @@ pub fn backed_up(store: &Store, index: &Index) -> Result<Instance> {
     let raw = store.read_blob(index, "instance").map_err(store_error)?;
     let rec: Record = serde_json::from_slice(&raw)
         .map_err(|e| Error::conflict(format!("the backup's instance record: {e}")))?;
-    Ok(rec.instance)
+    let mut inst = rec.instance;
+    inst.own_config = rec.own_config;
+    inst.from_profiles = rec.from_profiles;
+    Ok(inst)
 }
 
 impl InstanceService {
@@ -241,6 +247,7 @@ impl InstanceService {
         let record = Record {
             instance: whole,
             own_config: inst.own_config.clone(),
+            from_profiles: inst.from_profiles.clone(),
         };
         w.blob(
             "instance",
@@ -531,7 +538,14 @@ impl InstanceService {
                 crate::image::short(&old.image)
             ))
         })?;
-        let req = self.recreate_request(&old, name, start);
+        let mut req = self.recreate_request(&old, name, start);
+        // A member's move keeps its profiles (they are the cluster's), with its own keys.
+        let (own, from) = if carried {
+            req.profiles = self.profiles_here(&old.profiles);
+            (old.own_config.clone(), old.from_profiles.clone())
+        } else {
+            Default::default()
+        };
         let shift: Option<u32> = index.labels.get("shift").and_then(|s| s.parse().ok());
         let fill: super::create::Fill = Box::new(move |svc, inst, op| {
             svc.restore_files(&store, &index, inst, shift, op)?;
@@ -540,7 +554,7 @@ impl InstanceService {
             }
             Ok(())
         });
-        self.create_with(req, BTreeMap::new(), Default::default(), Some(fill))
+        self.create_with(req, own, from, Some(fill))
     }
 
     /// The request that makes instance `name` as `old` was: its type, image, limits,
@@ -582,6 +596,15 @@ impl InstanceService {
             config: old.config.clone(),
             volumes: Vec::new(),
         }
+    }
+
+    /// Of `profiles` (qualified), those this member has, in order.
+    pub(super) fn profiles_here(&self, profiles: &[String]) -> Vec<String> {
+        profiles
+            .iter()
+            .filter(|p| self.store.object_get("profile", p).is_ok())
+            .cloned()
+            .collect()
     }
 
     /// A VM's image disk and its format: what its qcow2 overlays are made over.

@@ -25,6 +25,7 @@ impl InstanceService {
     /// Makes `req.instance` here as `name` (qualified) and starts its QEMU waiting for the
     /// state; answers once it listens. The caller is the member it leaves.
     pub async fn incoming(&self, name: &str, req: MigrationIncoming) -> Result<()> {
+        let (own, from) = (req.own_config.clone(), req.from_profiles.clone());
         let old = req.instance;
         if old.instance_type != InstanceType::Vm {
             return Err(Error::invalid("only a VM moves live"));
@@ -42,6 +43,8 @@ impl InstanceService {
         })?;
         // Made stopped, without NICs; the fill gives it the NICs it has there.
         let mut create = self.recreate_request(&old, name, false);
+        // Its profiles go along (they are the cluster's), with the keys it set itself.
+        create.profiles = self.profiles_here(&old.profiles);
         create.networks.clear();
         create.no_network = true;
         let nics = old.nics.clone();
@@ -67,7 +70,7 @@ impl InstanceService {
             }
             Ok(())
         });
-        let op = self.create_with(create, Default::default(), Default::default(), Some(fill))?;
+        let op = self.create_with(create, own, from, Some(fill))?;
         let made = self.ops.wait(&op.id, None).await?;
         if made.status != vessel_api::OperationStatus::Success {
             return Err(Error::conflict(

@@ -126,6 +126,8 @@ impl InstanceService {
         };
         op.progress(Some(10), &format!("preparing it on {}", to.name));
         let req = MigrationIncoming {
+            own_config: inst.own_config.clone(),
+            from_profiles: inst.from_profiles.clone(),
             instance: whole,
             disk_size,
             multifd_channels: MULTIFD_CHANNELS,

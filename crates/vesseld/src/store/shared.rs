@@ -545,9 +545,10 @@ impl SharedStore {
                     .await?
                     .is_none()
                 {
-                    tracing::info!(
+                    tracing::warn!(
                         kind,
                         key,
+                        mine = %body,
                         "the cluster has its own; this member's copy goes"
                     );
                 }
