@@ -692,6 +692,19 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     let err = d[0].fails(&["delete", "--volumes", "sharer"]);
     assert!(err.contains("also attached to holder"), "{err}");
     d[0].ok(&["delete", "sharer"]);
+    // The target fails to make the volume (a stray file where it would go): the move fails
+    // with the reason, nothing stays there, and the instance runs on here with its data.
+    let pool = json(&d[2].ok(&["storage", "pool", "info", "local", "--format", "json"]));
+    let stray = std::path::Path::new(pool["sources"][0].as_str().unwrap()).join("fs/data");
+    std::fs::write(&stray, "in the way").unwrap();
+    let err = d[1].fails(&["move", "holder", "--target", "m2"]);
+    assert!(err.contains("member m2") && err.contains("data"), "{err}");
+    assert_eq!(locations(&d[1])["holder"], running_on_m0);
+    let on_m2 = json(&d[2].ok(&["storage", "volume", "list", "local", "--format", "json"]));
+    assert_eq!(on_m2.as_array().map(Vec::len), Some(0), "{on_m2}");
+    let out = d[0].ok(&["exec", "holder", "-T", "--", "cat", "/data/mark"]);
+    assert!(out.contains("carried"), "{out}");
+    std::fs::remove_file(&stray).unwrap();
     let moved = Instant::now();
     d[1].ok(&["move", "holder", "--target", "m2"]);
     eprintln!("cold move with a volume: {:?}", moved.elapsed());
