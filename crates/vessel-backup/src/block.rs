@@ -277,3 +277,28 @@ pub fn write_to(
     f.sync_all().map_err(io("syncing", path))?;
     Ok(())
 }
+
+/// Writes a disk's chunks through `write` (offset, bytes): a device this crate does not
+/// open itself. Zero chunks are left out when the target reads as zeros (`zeroed`); `what`
+/// names it in errors. The caller makes it durable.
+pub fn write_with(
+    chunks: &Chunks,
+    refs: &[ChunkRef],
+    zeroed: bool,
+    write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    what: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let zero = Digest::of(&vec![0u8; BLOCK_CHUNK]);
+    let mut at = 0u64;
+    let reads = Reader::new(chunks, refs.to_vec());
+    for (c, data) in refs.iter().zip(reads) {
+        let data = data?;
+        if !zeroed || c.0 != zero {
+            write(at, &data).map_err(io("writing", what))?;
+        }
+        at += c.1;
+        progress(at);
+    }
+    Ok(())
+}

@@ -463,6 +463,22 @@ impl Store {
         )
     }
 
+    /// Writes disk archive `name` through `write` (offset, bytes), every chunk checked as it
+    /// is read; zero chunks left out when the target reads as zeros (`zeroed`). `what`
+    /// names the target in errors.
+    pub fn write_block_with(
+        &self,
+        index: &Index,
+        name: &str,
+        zeroed: bool,
+        write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+        what: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let a = index.archive_of(name, ArchiveKind::Block)?;
+        crate::block::write_with(&self.chunks, &a.chunks, zeroed, write, what, progress)
+    }
+
     /// As [`Store::write_block_into`], into a file or device just made, which reads as
     /// zeros: the archive's zero chunks are not written (a sparse file stays sparse).
     pub fn write_block_into_zeroed(

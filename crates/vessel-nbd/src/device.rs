@@ -336,6 +336,34 @@ fn libc_eopnotsupp() -> i32 {
     Errno::EOPNOTSUPP as i32
 }
 
+/// A block device read from its start to its end as a stream (1 MiB at most per read).
+pub struct DeviceReader<'a> {
+    dev: &'a dyn BlockDevice,
+    at: u64,
+}
+
+impl<'a> DeviceReader<'a> {
+    /// `dev` from its first byte.
+    pub fn new(dev: &'a dyn BlockDevice) -> Self {
+        DeviceReader { dev, at: 0 }
+    }
+}
+
+impl std::io::Read for DeviceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.dev.size().saturating_sub(self.at);
+        let n = (buf.len() as u64).min(left).min(1 << 20) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.dev
+            .read_at(&mut buf[..n], self.at)
+            .map_err(std::io::Error::other)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

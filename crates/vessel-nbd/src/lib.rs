@@ -15,7 +15,7 @@ mod server;
 mod transmission;
 
 pub use client::{ClientOp, NbdClient};
-pub use device::{BlockDevice, DeviceError, Extent, FileDevice};
+pub use device::{BlockDevice, DeviceError, DeviceReader, Extent, FileDevice};
 pub use server::{
     NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
 };

@@ -290,4 +290,92 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
     assert_eq!((f.as_str(), n4 > n3), ("precious", true));
 
     d[0].ok(&["delete", "--force", "v1", "c0", "d1", "client"]);
+
+    // A stopped VM with a volume of a raid pool moves cold with it: the volume is made in
+    // the raid pool of the same name there (a thin volume: only what holds data written),
+    // with every byte, and is gone here.
+    for di in [&d[0], &d[2]] {
+        di.ok(&[
+            "storage",
+            "pool",
+            "create",
+            "rr",
+            "raid",
+            "--level",
+            "raid1",
+            "--members",
+            "2",
+            "--size",
+            "48MiB",
+        ]);
+    }
+    d[0].ok(&[
+        "storage", "volume", "create", "rr", "vdisk", "--type", "block", "--size", "8MiB",
+    ]);
+    let mut data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    data.resize(8 << 20, 0);
+    let src = d[0].dir.join("vdisk.raw");
+    std::fs::write(&src, &data).unwrap();
+    let through_nbd = |di: &Daemon, from_file: bool, file: &std::path::Path| {
+        let sock = di.dir.join("vdisk.sock");
+        let sock_s = sock.to_str().unwrap();
+        di.ok(&[
+            "storage",
+            "export",
+            "create",
+            "vd",
+            "rr",
+            "vdisk",
+            "--protocol",
+            "nbd",
+            "--listen",
+            sock_s,
+        ]);
+        let uri = format!("nbd+unix:///vd?socket={sock_s}");
+        let file_s = file.to_str().unwrap();
+        let (a, b) = if from_file {
+            (file_s, uri.as_str())
+        } else {
+            (uri.as_str(), file_s)
+        };
+        let out = std::process::Command::new("nbdcopy")
+            .args([a, b])
+            .output()
+            .expect("nbdcopy (libnbd-bin) runs");
+        assert!(out.status.success(), "{out:?}");
+        di.ok(&["storage", "export", "delete", "vd"]);
+    };
+    through_nbd(&d[0], true, &src);
+    d[0].ok(&[
+        "create",
+        "vm/busybox",
+        "vv",
+        "--vm",
+        "--no-network",
+        "--target",
+        "m0",
+    ]);
+    d[0].ok(&["storage", "volume", "attach", "rr", "vdisk", "vv"]);
+    d[1].ok(&["move", "vv", "--target", "m2"]);
+    assert_eq!(d[0].info("vv")["location"], "m2");
+    let err = d[0].fails(&["storage", "volume", "info", "rr", "vdisk"]);
+    assert!(err.contains("not found"), "{err}");
+    let vol = json(&d[2].ok(&[
+        "storage", "volume", "info", "rr", "vdisk", "--format", "json",
+    ]));
+    assert_eq!(vol["attached_to"][0]["instance"], "vv", "{vol}");
+    d[2].ok(&["storage", "volume", "detach", "rr", "vdisk", "vv"]);
+    let back = d[2].dir.join("vdisk.back");
+    through_nbd(&d[2], false, &back);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the moved volume differs"
+    );
+    d[2].ok(&["delete", "vv"]);
+    d[2].ok(&["storage", "volume", "delete", "rr", "vdisk"]);
+    for di in [&d[0], &d[2]] {
+        di.ok(&["storage", "pool", "delete", "rr"]);
+    }
 }

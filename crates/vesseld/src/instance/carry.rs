@@ -153,6 +153,10 @@ impl InstanceService {
             let mut p = |_| {};
             match data {
                 CarriedData::File(f) => w.block(&archive_of(i), f, &mut p),
+                CarriedData::Device(dev) => {
+                    let input = vessel_nbd::DeviceReader::new(dev.as_ref());
+                    w.block_from(&archive_of(i), input, Path::new(&c.name), &mut p)
+                }
                 CarriedData::Tree(d) => w.tree(&archive_of(i), d, &mut p),
             }
             .map_err(store_error)?;
@@ -195,6 +199,18 @@ impl InstanceService {
                     CarriedData::File(f) => store
                         .write_block_into_zeroed(index, &archive_of(i), &f, &mut p)
                         .map_err(store_error)?,
+                    // A new thin volume reads as zeros: only what holds data is written.
+                    CarriedData::Device(dev) => {
+                        let mut write = |at: u64, data: &[u8]| {
+                            dev.write_at(data, at).map_err(std::io::Error::other)
+                        };
+                        let what = Path::new(&c.name);
+                        store
+                            .write_block_with(index, &archive_of(i), true, &mut write, what, &mut p)
+                            .map_err(store_error)?;
+                        dev.flush()
+                            .map_err(|e| Error::internal(format!("volume {shown}: {e}")))?;
+                    }
                     CarriedData::Tree(d) => fill_tree(store, index, &archive_of(i), &d)?,
                 }
                 self.storage

@@ -34,10 +34,12 @@ pub struct CarriedVolume {
 }
 
 /// Where a carried volume's data is on this host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum CarriedData {
     /// A block volume's file.
     File(PathBuf),
+    /// A block volume the daemon serves itself (a `raid` pool's thin volume).
+    Device(std::sync::Arc<dyn vessel_nbd::BlockDevice>),
     /// A filesystem volume's directory.
     Tree(PathBuf),
 }
@@ -96,10 +98,11 @@ impl StorageService {
             VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(name)?),
             VolumeContent::Block => match d.block(name)? {
                 BlockAccess::File(path) => CarriedData::File(path),
-                BlockAccess::Device(_) | BlockAccess::Rbd(_) => {
+                BlockAccess::Device(dev) => CarriedData::Device(dev),
+                BlockAccess::Rbd(_) => {
                     return Err(Error::conflict(format!(
-                        "volume {shown} is in pool {pool:?}, whose volumes are not files: it \
-                         cannot travel with a move; detach it first"
+                        "volume {shown} is an RBD image of ceph pool {pool:?}: it cannot \
+                         travel with a move (a ceph pool is one member's); detach it first"
                     )))
                 }
             },
@@ -155,10 +158,10 @@ impl StorageService {
                 VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(&c.name)?),
                 VolumeContent::Block => match d.block(&c.name)? {
                     BlockAccess::File(path) => CarriedData::File(path),
-                    BlockAccess::Device(_) | BlockAccess::Rbd(_) => {
+                    BlockAccess::Device(dev) => CarriedData::Device(dev),
+                    BlockAccess::Rbd(_) => {
                         return Err(Error::conflict(format!(
-                            "pool {} here holds volumes that are not files; volume {} cannot \
-                             travel into it",
+                            "pool {} here is a ceph pool; volume {} cannot travel into it",
                             c.pool,
                             crate::project::split(&c.name).1
                         )))
