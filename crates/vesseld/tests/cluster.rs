@@ -1100,4 +1100,44 @@ fn a_cluster_network_spans_the_members_as_they_join() {
             !di.vessel(&["network", "info", "cn"]).status.success()
         });
     }
+
+    // Made again under the same name while m2 is cut off from etcd: once back, m2 drops its
+    // copy of the old network and makes the new one.
+    let subnet = |di: &Daemon| -> Option<String> {
+        let out = di.vessel(&["network", "info", "again", "--format", "json"]);
+        out.status.success().then(|| {
+            json(&String::from_utf8_lossy(&out.stdout))["subnet"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    d[0].ok(&[
+        "network",
+        "create",
+        "again",
+        "--subnet",
+        "10.78.0.0/24",
+        "--cluster",
+    ]);
+    wait("again on m2", Duration::from_secs(15), || {
+        subnet(&d[2]).as_deref() == Some("10.78.0.0/24")
+    });
+    nft(&sb.hosts[2], CUT_ETCD);
+    d[0].ok(&["network", "delete", "again"]);
+    d[0].ok(&[
+        "network",
+        "create",
+        "again",
+        "--subnet",
+        "10.79.0.0/24",
+        "--cluster",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(subnet(&d[2]).as_deref(), Some("10.78.0.0/24"), "m2 cut off");
+    nft(&sb.hosts[2], UNCUT);
+    wait("the new again on m2", Duration::from_secs(30), || {
+        subnet(&d[2]).as_deref() == Some("10.79.0.0/24")
+    });
+    d[0].ok(&["network", "delete", "again"]);
 }

@@ -193,8 +193,52 @@ impl ClusterService {
             .filter(|m| m.record.name != me)
             .filter_map(|m| underlay(&m.record.address))
             .collect();
-        let here = nets.cluster_networks()?;
+        let mut here = nets.cluster_networks()?;
+        let mut kept_old = std::collections::BTreeSet::new();
+        // A copy of a network the cluster made again under the same name while this member
+        // was away (cut off, or its daemon down) is of the old one: it goes (once no NIC is
+        // on it) and the new one is made.
         for spec in &specs {
+            let Some(state) = here.iter().find(|n| n.name == spec.name) else {
+                continue;
+            };
+            let old = state.vni != Some(spec.vni)
+                || state.subnet != spec.subnet
+                || state.made.as_ref().is_some_and(|m| *m != spec.created_at);
+            if !old {
+                continue;
+            }
+            let (n, name) = (nets.clone(), spec.name.clone());
+            let gone = tokio::task::spawn_blocking(move || n.delete(&name).map(|_| ()))
+                .await
+                .map_err(|e| Error::internal(format!("network task: {e}")))?;
+            let mut errors = self
+                .inner
+                .network_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match gone {
+                Ok(()) => {
+                    tracing::info!(network = %spec.name, "the cluster made this network again: the old copy here goes");
+                    here.retain(|n| n.name != spec.name);
+                }
+                Err(e) => {
+                    let why = format!(
+                        "the cluster made {} again while this member was away; its old copy \
+                         here stays while it has NICs ({}): detach them and it is made anew",
+                        spec.name, e.message
+                    );
+                    if errors.insert(spec.name.clone(), why.clone()).is_none() {
+                        tracing::warn!(network = %spec.name, "{why}");
+                    }
+                    kept_old.insert(spec.name.clone());
+                }
+            }
+        }
+        for spec in &specs {
+            if kept_old.contains(&spec.name) {
+                continue; // an old copy that stays (said above)
+            }
             let state = here.iter().find(|n| n.name == spec.name);
             let mut blocks: Vec<u32> = cluster
                 .blocks(&spec.name)
@@ -229,6 +273,7 @@ impl ClusterService {
                             peers: peers.clone(),
                             ranges,
                             description: spec.description.clone(),
+                            made: spec.created_at.clone(),
                         },
                     );
                     tokio::task::spawn_blocking(move || n.create_cluster(made).map(|_| ()))

@@ -29,6 +29,8 @@ pub struct ClusterNetworkSpec {
     pub ranges: Vec<String>,
     /// Free text.
     pub description: String,
+    /// When the cluster made it.
+    pub made: String,
 }
 
 /// What this member has of a cluster network.
@@ -42,6 +44,11 @@ pub struct ClusterNetworkState {
     pub macs: std::collections::BTreeMap<String, String>,
     /// Addresses of its blocks not given yet.
     pub free: u32,
+    /// The network it is a copy of: its VNI, subnet and when the cluster made it (`None`:
+    /// a copy made before that was kept).
+    pub vni: Option<u32>,
+    pub subnet: String,
+    pub made: Option<String>,
 }
 
 impl NetworkService {
@@ -60,10 +67,11 @@ impl NetworkService {
             description: spec.description,
             config: Default::default(),
         };
-        let ranges = spec.ranges;
+        let (ranges, made) = (spec.ranges, spec.made);
         self.create_with(req, move |rec| {
             rec.cluster = true;
             rec.ranges = ranges;
+            rec.cluster_made = Some(made);
         })
     }
 
@@ -176,6 +184,9 @@ impl NetworkService {
                     .map(|l| (l.ip.clone(), l.mac.clone()))
                     .collect();
                 ClusterNetworkState {
+                    vni: r.vni,
+                    subnet: r.subnet,
+                    made: r.cluster_made,
                     name: r.name,
                     macs,
                     free: blocks.saturating_sub(hosts.len() as u32 + 2),

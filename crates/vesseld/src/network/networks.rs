@@ -225,6 +225,7 @@ pub(super) fn plan_network(
         created_at,
         cluster: false,
         ranges: Vec::new(),
+        cluster_made: None,
         remote_names: Vec::new(),
         remote_macs: Default::default(),
     };

@@ -62,6 +62,10 @@ pub(super) struct NetworkRecord {
     /// On a cluster network: the address blocks (CIDR) this member hands out from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) ranges: Vec<String>,
+    /// On a cluster network: when the cluster made the network this copy is of (a network
+    /// of the same name made again is another one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) cluster_made: Option<String>,
     /// On a cluster network: the other members' NICs on it (address, name), for DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) remote_names: Vec<(String, String)>,
@@ -243,6 +247,7 @@ pub(super) mod fixture {
             created_at: "2024-01-01T00:00:00Z".into(),
             cluster: false,
             ranges: Vec::new(),
+            cluster_made: None,
             remote_names: Vec::new(),
             remote_macs: Default::default(),
         }
