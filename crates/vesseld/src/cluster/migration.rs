@@ -126,45 +126,68 @@ impl ClusterService {
         )))
     }
 
-    /// Whether `to` can take volume `pool`/`name` (as `project` names it) that travels with
-    /// an instance: it has that pool and no volume of that name in it.
+    /// Whether `to` can take carried volume `c` (of `project`): it has a pool of that name
+    /// that can hold such a volume (not unavailable; a `dir` pool takes no filesystem
+    /// volume with a size; `raid` pools hold block volumes only; a `ceph` pool none that
+    /// travel), and no volume of that name in it.
     pub async fn volume_room_on(
         &self,
         to: &Target,
         project: &str,
-        pool: &str,
-        name: &str,
+        c: &crate::storage::CarriedVolume,
     ) -> Result<()> {
+        use vessel_api::{PoolDriver, VolumeContent};
         let q = vessel_api::PROJECT_QUERY;
+        let (pool, name) = (&c.pool, crate::project::split(&c.name).1);
+        let member = &to.name;
         let pool_path = format!("/1.0/storage/pools/{pool}?{q}={project}");
-        let volume_path = format!("/1.0/storage/pools/{pool}/volumes/{name}?{q}={project}");
-        for (path, wanted) in [
-            (pool_path, StatusCode::OK),
-            (volume_path, StatusCode::NOT_FOUND),
-        ] {
-            let (resp, _) = self
-                .forward(to, super::instances::get_request(&path)?)
-                .await?;
-            let status = resp.status();
-            if status == wanted {
-                continue;
-            }
-            let member = &to.name;
-            return Err(match status {
-                StatusCode::NOT_FOUND => Error::conflict(format!(
+        let there: vessel_api::StoragePool = match self.get_json(to, &pool_path).await {
+            Ok(p) => p,
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                return Err(Error::conflict(format!(
                     "member {member} has no pool {pool:?} for volume {name}, which moves \
                      with the instance: create the pool there first"
-                )),
-                StatusCode::OK => Error::conflict(format!(
-                    "member {member} has a volume {name} in pool {pool:?} already: delete or \
-                     rename one of the two first"
-                )),
-                other => Error::internal(format!(
-                    "member {member} answered {other} about volume {pool}/{name}"
-                )),
-            });
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let unfit = match (there.driver, c.content) {
+            _ if there.status == "unavailable" => Some(format!(
+                "its pool {pool:?} is unavailable ({})",
+                there.error.clone().unwrap_or_default()
+            )),
+            (PoolDriver::Ceph, _) => Some(format!(
+                "its pool {pool:?} is a ceph pool, which takes no volume from a move"
+            )),
+            (PoolDriver::Raid, VolumeContent::Filesystem) => Some(format!(
+                "its pool {pool:?} is a raid pool, which holds block volumes only"
+            )),
+            (PoolDriver::Dir, VolumeContent::Filesystem) if c.size > 0 => Some(format!(
+                "its pool {pool:?} is a dir pool, which cannot hold a filesystem volume to a \
+                 size (volume {name} has one)"
+            )),
+            _ => None,
+        };
+        if let Some(why) = unfit {
+            return Err(Error::conflict(format!(
+                "member {member} cannot take volume {name}, which moves with the instance: \
+                 {why}"
+            )));
         }
-        Ok(())
+        let volume_path = format!("/1.0/storage/pools/{pool}/volumes/{name}?{q}={project}");
+        let (resp, _) = self
+            .forward(to, super::instances::get_request(&volume_path)?)
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::OK => Err(Error::conflict(format!(
+                "member {member} has a volume {name} in pool {pool:?} already: delete or \
+                 rename one of the two first"
+            ))),
+            other => Err(Error::internal(format!(
+                "member {member} answered {other} about volume {pool}/{name}"
+            ))),
+        }
     }
 
     /// Whether each of `carried` is on `to` now, attached to `project`/`instance` where it

@@ -51,8 +51,7 @@ impl InstanceService {
                 let carried = svc.carried(&inst)?;
                 let (project, plain) = crate::project::split(&inst.name);
                 for (c, _) in &carried {
-                    let vol = crate::project::split(&c.name).1;
-                    cluster.volume_room_on(&to, project, &c.pool, vol).await?;
+                    cluster.volume_room_on(&to, project, c).await?;
                 }
                 let ran = matches!(
                     inst.status,
