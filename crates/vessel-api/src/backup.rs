@@ -207,10 +207,13 @@ pub struct MigrationIncoming {
     /// Parallel connections for its memory (multifd); 0: one.
     pub multifd_channels: u8,
     /// The keys set on the instance itself (its profiles' keep reaching it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub own_config: std::collections::BTreeMap<String, String>,
     /// The networks and volumes its profiles gave it.
-    #[serde(default)]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::config::ProfileDevices::is_empty"
+    )]
     pub from_profiles: crate::config::ProfileDevices,
 }
 

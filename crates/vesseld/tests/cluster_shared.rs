@@ -327,6 +327,62 @@ fn projects_and_identities_are_the_clusters() {
         };
         d[0].ok(&["delete", &winner, "--project", "quota"]);
     }
+    // The lock held elsewhere (here by etcdctl, under a lease of 12 s, longer than a
+    // waiter's own lease lives unrenewed) is waited for and then taken; one held past the
+    // wait is named.
+    let etcdctl = |args: &[&str]| -> String {
+        let endpoints = etcd.endpoints();
+        let mut all = vec![
+            "netns",
+            "exec",
+            sb.hosts[0].as_str(),
+            "etcdctl",
+            "--endpoints",
+        ];
+        all.push(&endpoints);
+        all.extend(args);
+        common::tool("ip", &all)
+    };
+    let hold = |ttl: &str| -> String {
+        let granted = etcdctl(&["lease", "grant", ttl]);
+        let id = granted.split_whitespace().nth(1).unwrap().to_string();
+        etcdctl(&[
+            "put",
+            "--lease",
+            &id,
+            "/vessel/locks/quota/quota",
+            "etcdctl",
+        ]);
+        id
+    };
+    hold("12");
+    let started = std::time::Instant::now();
+    d[1].ok(&[
+        "create",
+        "busybox",
+        "late",
+        "--no-network",
+        "--target",
+        "m1",
+        "--project",
+        "quota",
+    ]);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(8), "no wait: {waited:?}");
+    d[0].ok(&["delete", "late", "--project", "quota"]);
+    let id = hold("60");
+    let err = d[1].fails(&[
+        "create",
+        "busybox",
+        "never",
+        "--no-network",
+        "--target",
+        "m1",
+        "--project",
+        "quota",
+    ]);
+    assert!(err.contains("held by etcdctl"), "{err}");
+    etcdctl(&["lease", "revoke", &id]);
     d[1].ok(&["project", "delete", "quota"]);
 
     // A profile made on one member is used by a launch on the other; its change reaches

@@ -170,7 +170,12 @@ pub async fn import(
                 }
             };
             let quota = projects.quota(project.name())?;
-            let _held = projects.instances_quota_guard(project.name()).await?;
+            // A member's own move is counted here alone: this member's lock is enough.
+            let _held: Box<dyn Send> = if claim {
+                Box::new(projects.instances_quota_guard(project.name()).await?)
+            } else {
+                Box::new(projects.quota_guard(project.name()).await)
+            };
             // A member's own move adds nothing to what the project holds in the cluster (the
             // instance leaves its old member): counted here alone, as before.
             let usage =

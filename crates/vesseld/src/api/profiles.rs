@@ -432,7 +432,29 @@ async fn apply(
     // Every instance using it is planned first, against the project's limits with all of
     // them grown: a change one of them cannot take is refused before anything is kept.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.instances_quota_guard(scope.name()).await?;
+    // The cluster's lock of the project's limits only when the change grows an instance
+    // here (what the other members count then changes); this member's otherwise.
+    let grows_here = app.instances.held_records().await?.iter().any(|inst| {
+        inst.profiles.contains(&name) && {
+            let merged = |p: &Profile| {
+                profiles_of(app, &inst.profiles, Some(p))
+                    .map(|ps| profile::merged(&ps.iter().collect::<Vec<_>>()))
+            };
+            match (merged(before), merged(&after)) {
+                (Ok(old), Ok(new)) => {
+                    let patch =
+                        profile::patch_for(&config::view(inst), &inst.own_config, &old, &new);
+                    config::plan(inst, &patch).is_ok_and(|plan| grows(&inst.limits, &plan.limits))
+                }
+                _ => false,
+            }
+        }
+    });
+    let _held: Box<dyn Send> = if grows_here {
+        Box::new(app.projects.instances_quota_guard(scope.name()).await?)
+    } else {
+        Box::new(app.projects.quota_guard(scope.name()).await)
+    };
     let mut all = app.instances.held_records().await?;
     let mut growth = Growth::default();
     let mut work = Vec::new();

@@ -72,7 +72,9 @@ enum SharedSeed {
     All,
     /// Its projects and profiles (a server that joined: its identities are the cluster's).
     Projects,
-    /// Nothing (but its profiles unless `profiles_shared`).
+    /// Nothing (but its profiles unless `profiles_shared`). (`shared`: what one build
+    /// wrote for it.)
+    #[serde(alias = "shared")]
     Done,
 }
 

@@ -219,13 +219,13 @@ impl ClusterService {
                 .unwrap_or_else(|p| p.into_inner());
             match gone {
                 Ok(()) => {
-                    tracing::info!(network = %spec.name, "the cluster made this network again: the old copy here goes");
+                    tracing::warn!(network = %spec.name, "the cluster made this network again: the old copy here went, with its forwards and balancers");
                     here.retain(|n| n.name != spec.name);
                 }
                 Err(e) => {
                     let why = format!(
                         "the cluster made {} again while this member was away; its old copy \
-                         here stays while it has NICs ({}): detach them and it is made anew",
+                         here stays ({}; NICs on it must be detached first)",
                         spec.name, e.message
                     );
                     if errors.insert(spec.name.clone(), why.clone()).is_none() {

@@ -128,18 +128,30 @@ impl ClusterService {
             }
             return Ok(None);
         };
-        match cluster.lock(what, &me, LOCK_WAIT).await {
+        let unavailable = |why: String| crate::error::Error {
+            kind: crate::error::ErrorKind::Unavailable,
+            message: format!(
+                "{what} is locked across the cluster, and etcd did not give the lock \
+                 ({why}); see `vessel cluster info`"
+            ),
+        };
+        if self.fenced().await {
+            return Err(unavailable(
+                "this member is fenced: cut off from etcd".into(),
+            ));
+        }
+        let taken = tokio::time::timeout(
+            LOCK_WAIT + std::time::Duration::from_secs(5),
+            cluster.lock(what, &me, LOCK_WAIT),
+        )
+        .await
+        .map_err(|_| unavailable("no answer in time".into()))?;
+        match taken {
             Ok(lock) => Ok(Some(lock)),
             Err(vessel_cluster::Error::Conflict(why)) => Err(crate::error::Error::conflict(
                 format!("{why}; try again once it is done"),
             )),
-            Err(e) => Err(crate::error::Error {
-                kind: crate::error::ErrorKind::Unavailable,
-                message: format!(
-                    "{what} is locked across the cluster, and etcd did not give the lock \
-                     ({e}); see `vessel cluster info`"
-                ),
-            }),
+            Err(e) => Err(unavailable(e.to_string())),
         }
     }
 

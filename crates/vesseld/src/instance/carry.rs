@@ -191,6 +191,15 @@ impl InstanceService {
                     )));
                 }
                 let shown = crate::project::split(&c.name).1;
+                if c.content == vessel_api::VolumeContent::Block {
+                    let packed = index.archive(&archive_of(i)).map_err(store_error)?.size;
+                    if packed != c.size {
+                        return Err(Error::invalid(format!(
+                            "the archive holds {packed} bytes of volume {shown}, not its {}",
+                            c.size
+                        )));
+                    }
+                }
                 op.progress(Some(85), &format!("making volume {shown}"));
                 let data = self.storage.carry_in(c)?;
                 made.push(c);

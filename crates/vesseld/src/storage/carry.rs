@@ -1,7 +1,7 @@
 //! Volumes that travel with their instance when it moves to another member: what a volume
 //! must be to travel (attached to that instance alone, no snapshots, no export, data this
-//! daemon reads as a file or a directory tree), the volume made for it on the member it
-//! moves to, and the old one removed once the move is done.
+//! daemon reads itself: a file, a directory tree, or a device it serves), the volume made
+//! for it on the member it moves to, and the old one removed once the move is done.
 
 use std::path::PathBuf;
 
