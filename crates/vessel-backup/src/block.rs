@@ -263,17 +263,9 @@ pub fn write_to(
             .open(path)
             .map_err(io("opening", path))?
     };
-    let zero = Digest::of(&vec![0u8; BLOCK_CHUNK]);
-    let mut at = 0u64;
-    let reads = Reader::new(chunks, refs.to_vec());
-    for (c, data) in refs.iter().zip(reads) {
-        let data = data?;
-        if target == Target::Existing || c.0 != zero {
-            f.write_all_at(&data, at).map_err(io("writing", path))?;
-        }
-        at += c.1;
-        progress(at);
-    }
+    let mut write = |at: u64, data: &[u8]| f.write_all_at(data, at);
+    let zeroed = target != Target::Existing;
+    write_with(chunks, refs, zeroed, &mut write, path, progress)?;
     f.sync_all().map_err(io("syncing", path))?;
     Ok(())
 }

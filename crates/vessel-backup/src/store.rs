@@ -453,14 +453,25 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let a = index.archive_of(name, ArchiveKind::Block)?;
-        crate::block::write_to(
-            &self.chunks,
-            &a.chunks,
+        self.write_block(
+            index,
+            name,
             target,
             crate::block::Target::Existing,
             progress,
         )
+    }
+
+    fn write_block(
+        &self,
+        index: &Index,
+        name: &str,
+        target: &Path,
+        how: crate::block::Target,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let a = index.archive_of(name, ArchiveKind::Block)?;
+        crate::block::write_to(&self.chunks, &a.chunks, target, how, progress)
     }
 
     /// Writes disk archive `name` through `write` (offset, bytes), every chunk checked as it
@@ -488,14 +499,7 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let a = index.archive_of(name, ArchiveKind::Block)?;
-        crate::block::write_to(
-            &self.chunks,
-            &a.chunks,
-            target,
-            crate::block::Target::Zeroed,
-            progress,
-        )
+        self.write_block(index, name, target, crate::block::Target::Zeroed, progress)
     }
 }
 
