@@ -175,18 +175,16 @@ impl ClusterService {
             )));
         }
         let volume_path = format!("/1.0/storage/pools/{pool}/volumes/{name}?{q}={project}");
-        let (resp, _) = self
-            .forward(to, super::instances::get_request(&volume_path)?)
-            .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(()),
-            StatusCode::OK => Err(Error::conflict(format!(
+        match self
+            .get_json::<vessel_api::StorageVolume>(to, &volume_path)
+            .await
+        {
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => Ok(()),
+            Ok(_) => Err(Error::conflict(format!(
                 "member {member} has a volume {name} in pool {pool:?} already: delete or \
                  rename one of the two first"
             ))),
-            other => Err(Error::internal(format!(
-                "member {member} answered {other} about volume {pool}/{name}"
-            ))),
+            Err(e) => Err(e),
         }
     }
 

@@ -57,22 +57,13 @@ impl InstanceService {
 
     /// Deletes `volumes` (pool, name), detached already; an error names those left.
     pub(super) async fn drop_volumes(&self, volumes: &[(String, String)]) -> Result<()> {
-        if volumes.is_empty() {
-            return Ok(());
-        }
-        let (st, vols) = (self.storage.clone(), volumes.to_vec());
-        let left = tokio::task::spawn_blocking(move || {
-            vols.iter()
-                .filter_map(|(pool, name)| {
-                    st.volume_delete(pool, name).err().map(|e| {
-                        let shown = crate::project::split(name).1;
-                        format!("{pool}/{shown}: {}", e.message)
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| Error::internal(format!("volume task: {e}")))?;
+        let left = self
+            .each_volume(
+                volumes.to_vec(),
+                |(pool, name)| (pool.clone(), name.clone()),
+                |st, (pool, name)| st.volume_delete(pool, name).map(drop),
+            )
+            .await?;
         if left.is_empty() {
             return Ok(());
         }
@@ -85,22 +76,13 @@ impl InstanceService {
     /// Deletes the `carried` volumes here once their instance moved (see
     /// [`crate::storage::StorageService::carried_away`]); an error names those kept.
     pub(super) async fn carried_away(&self, carried: &[CarriedVolume]) -> Result<()> {
-        if carried.is_empty() {
-            return Ok(());
-        }
-        let (st, vols) = (self.storage.clone(), carried.to_vec());
-        let left = tokio::task::spawn_blocking(move || {
-            vols.iter()
-                .filter_map(|c| {
-                    st.carried_away(c).err().map(|e| {
-                        let shown = crate::project::split(&c.name).1;
-                        format!("{}/{shown}: {}", c.pool, e.message)
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| Error::internal(format!("volume task: {e}")))?;
+        let left = self
+            .each_volume(
+                carried.to_vec(),
+                |c| (c.pool.clone(), c.name.clone()),
+                |st, c| st.carried_away(c),
+            )
+            .await?;
         if left.is_empty() {
             return Ok(());
         }
@@ -109,6 +91,34 @@ impl InstanceService {
              no longer needed",
             left.join("; ")
         )))
+    }
+
+    /// Runs `delete` on each of `items` (volume `key`: pool, name) off the async runtime:
+    /// the failures, each as `POOL/NAME: why`.
+    async fn each_volume<T: Send + 'static>(
+        &self,
+        items: Vec<T>,
+        key: fn(&T) -> (String, String),
+        delete: fn(&crate::storage::StorageService, &T) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let st = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            items
+                .iter()
+                .filter_map(|item| {
+                    delete(&st, item).err().map(|e| {
+                        let (pool, name) = key(item);
+                        let shown = crate::project::split(&name).1;
+                        format!("{pool}/{shown}: {}", e.message)
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("volume task: {e}")))
     }
 
     /// The volumes that travel with `inst` when it moves (every volume attached to it but

@@ -47,8 +47,7 @@ impl InstanceService {
             format!("Moving instance {name} to member {}", to.name),
             name,
             move |svc, inst, op| async move {
-                svc.migratable(&inst)?;
-                let carried = svc.carried(&inst)?;
+                let carried = svc.migratable(&inst)?;
                 let (project, plain) = crate::project::split(&inst.name);
                 for (c, _) in &carried {
                     cluster.volume_room_on(&to, project, c).await?;
@@ -146,8 +145,12 @@ impl InstanceService {
         ))
     }
 
-    /// Whether `inst` can move now: settled, and with nothing that stays on this member.
-    pub(super) fn migratable(&self, inst: &Instance) -> Result<()> {
+    /// Whether `inst` can move now: settled, and with nothing that stays on this member;
+    /// the volumes that go along with it.
+    pub(super) fn migratable(
+        &self,
+        inst: &Instance,
+    ) -> Result<Vec<(crate::storage::CarriedVolume, crate::storage::CarriedData)>> {
         let name = &inst.name;
         if matches!(
             inst.status,
@@ -163,7 +166,7 @@ impl InstanceService {
         }
         // Its root disk in a pool is its own and travels in the archive; its other volumes
         // travel with it if they can.
-        self.carried(inst).map(drop)
+        self.carried(inst)
     }
 
     /// The stopped `inst` packed and made on `to`, stopped. The caller holds the instance's

@@ -44,6 +44,23 @@ pub enum CarriedData {
     Tree(PathBuf),
 }
 
+/// Where volume `name` (of `content`) of pool driver `d` has its data; `None` for an RBD
+/// image, which this daemon does not read.
+fn data_of(
+    d: &dyn super::driver::PoolDriver,
+    name: &str,
+    content: VolumeContent,
+) -> Result<Option<CarriedData>> {
+    Ok(match content {
+        VolumeContent::Filesystem => Some(CarriedData::Tree(d.fs_path(name)?)),
+        VolumeContent::Block => match d.block(name)? {
+            BlockAccess::File(path) => Some(CarriedData::File(path)),
+            BlockAccess::Device(dev) => Some(CarriedData::Device(dev)),
+            BlockAccess::Rbd(_) => None,
+        },
+    })
+}
+
 impl StorageService {
     /// Volume `pool`/`name` as it travels with `instance`, and where its data is; an error
     /// saying why it cannot.
@@ -94,18 +111,11 @@ impl StorageService {
                 "volume {shown} has clones that share its data, which stay on this member"
             )));
         }
-        let data = match v.content {
-            VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(name)?),
-            VolumeContent::Block => match d.block(name)? {
-                BlockAccess::File(path) => CarriedData::File(path),
-                BlockAccess::Device(dev) => CarriedData::Device(dev),
-                BlockAccess::Rbd(_) => {
-                    return Err(Error::conflict(format!(
-                        "volume {shown} is an RBD image of ceph pool {pool:?}: it cannot \
-                         travel with a move (a ceph pool is one member's); detach it first"
-                    )))
-                }
-            },
+        let Some(data) = data_of(d.as_ref(), name, v.content)? else {
+            return Err(Error::conflict(format!(
+                "volume {shown} is an RBD image of ceph pool {pool:?}: it cannot travel with a \
+                 move (a ceph pool is one member's); detach it first"
+            )));
         };
         Ok((
             CarriedVolume {
@@ -154,19 +164,12 @@ impl StorageService {
                 self.put_volume(&v)?;
             }
             let d = self.driver(&c.pool)?;
-            Ok(match c.content {
-                VolumeContent::Filesystem => CarriedData::Tree(d.fs_path(&c.name)?),
-                VolumeContent::Block => match d.block(&c.name)? {
-                    BlockAccess::File(path) => CarriedData::File(path),
-                    BlockAccess::Device(dev) => CarriedData::Device(dev),
-                    BlockAccess::Rbd(_) => {
-                        return Err(Error::conflict(format!(
-                            "pool {} here is a ceph pool; volume {} cannot travel into it",
-                            c.pool,
-                            crate::project::split(&c.name).1
-                        )))
-                    }
-                },
+            data_of(d.as_ref(), &c.name, c.content)?.ok_or_else(|| {
+                Error::conflict(format!(
+                    "pool {} here is a ceph pool; volume {} cannot travel into it",
+                    c.pool,
+                    crate::project::split(&c.name).1
+                ))
             })
         })();
         if placed.is_err() {
