@@ -49,9 +49,13 @@ fn profiles_of(app: &App, names: &[String], replaced: Option<&Profile>) -> Resul
         .collect()
 }
 
-/// The keys `inst`'s profiles give it now.
-fn profiled(app: &App, inst: &Instance) -> Result<BTreeMap<String, String>> {
-    let ps = profiles_of(app, &inst.profiles, None)?;
+/// The keys `inst`'s profiles give it now (`replaced`: one of them as given).
+fn profiled(
+    app: &App,
+    inst: &Instance,
+    replaced: Option<&Profile>,
+) -> Result<BTreeMap<String, String>> {
+    let ps = profiles_of(app, &inst.profiles, replaced)?;
     Ok(profile::merged(&ps.iter().collect::<Vec<_>>()))
 }
 
@@ -81,7 +85,7 @@ pub async fn instance_config_update(
         let Some(inst) = all.iter().find(|i| i.name == name) else {
             return Ok(None);
         };
-        let source = ConfigSource::User(profiled(&app, inst)?);
+        let source = ConfigSource::User(profiled(&app, inst, None)?);
         let (p, _) = config::sourced(inst, patch.clone(), &source).map_err(|e| scope.error(e))?;
         let plan = config::plan(inst, &p).map_err(|e| scope.error(e))?;
         Ok(Some((inst.clone(), plan.limits)))
@@ -106,7 +110,7 @@ pub async fn instance_config_update(
         }
     }
     let source = match app.instances.get_stored(&name) {
-        Ok(inst) => ConfigSource::User(profiled(&app, &inst)?),
+        Ok(inst) => ConfigSource::User(profiled(&app, &inst, None)?),
         Err(_) => ConfigSource::User(BTreeMap::new()),
     };
     let change = app
@@ -392,14 +396,7 @@ pub async fn apply_here(
     crate::name::validate_name("profile", &name)?;
     let name = scope.q(&name)?;
     profile::ProfileService::check(&req.after.config)?;
-    let before = Profile {
-        name: name.clone(),
-        description: req.before.description,
-        config: req.before.config,
-        networks: req.before.networks,
-        volumes: req.before.volumes,
-        used_by: Vec::new(),
-    };
+    let before = named(&name, req.before);
     // Its own task: the member asking may give up waiting, the change is not cut short.
     tokio::spawn(async move {
         let answer = apply(&app, &scope, &name, &before, req.after, false).await?;
@@ -421,34 +418,24 @@ async fn apply(
     keep: bool,
 ) -> Result<ProfileChange> {
     let name = name.to_string();
-    let after = Profile {
-        name: name.clone(),
-        description: req.description.clone(),
-        config: req.config.clone(),
-        networks: req.networks.clone(),
-        volumes: req.volumes.clone(),
-        used_by: Vec::new(),
-    };
+    let after = named(&name, req.clone());
     // Every instance using it is planned first, against the project's limits with all of
     // them grown: a change one of them cannot take is refused before anything is kept.
     let quota = app.projects.quota(scope.name())?;
     // The cluster's lock of the project's limits only when the change grows an instance
     // here (what the other members count then changes); this member's otherwise.
     let grows_here = app.instances.held_records().await?.iter().any(|inst| {
-        inst.profiles.contains(&name) && {
-            let merged = |p: &Profile| {
-                profiles_of(app, &inst.profiles, Some(p))
-                    .map(|ps| profile::merged(&ps.iter().collect::<Vec<_>>()))
-            };
-            match (merged(before), merged(&after)) {
-                (Ok(old), Ok(new)) => {
-                    let patch =
-                        profile::patch_for(&config::view(inst), &inst.own_config, &old, &new);
-                    config::plan(inst, &patch).is_ok_and(|plan| grows(&inst.limits, &plan.limits))
-                }
-                _ => false,
-            }
+        if !inst.profiles.contains(&name) {
+            return false;
         }
+        let (Ok(old), Ok(new)) = (
+            profiled(app, inst, Some(before)),
+            profiled(app, inst, Some(&after)),
+        ) else {
+            return false;
+        };
+        let patch = profile::patch_for(&config::view(inst), &inst.own_config, &old, &new);
+        config::plan(inst, &patch).is_ok_and(|plan| grows(&inst.limits, &plan.limits))
     });
     let _held: Box<dyn Send> = if grows_here {
         Box::new(app.projects.instances_quota_guard(scope.name()).await?)
@@ -463,15 +450,9 @@ async fn apply(
         if !inst.profiles.contains(&name) {
             continue;
         }
-        let old = profile::merged(
-            &profiles_of(app, &inst.profiles, Some(before))?
-                .iter()
-                .collect::<Vec<_>>(),
-        );
-        let new = profile::merged(
-            &profiles_of(app, &inst.profiles, Some(&after))?
-                .iter()
-                .collect::<Vec<_>>(),
+        let (old, new) = (
+            profiled(app, &inst, Some(before))?,
+            profiled(app, &inst, Some(&after))?,
         );
         let patch = profile::patch_for(&config::view(&inst), &inst.own_config, &old, &new);
         let plan = config::plan(&inst, &patch).map_err(|e| {
@@ -540,6 +521,18 @@ async fn apply(
         }
     }
     Ok(change)
+}
+
+/// Profile `name` with content `p`.
+fn named(name: &str, p: ProfilePut) -> Profile {
+    Profile {
+        name: name.to_string(),
+        description: p.description,
+        config: p.config,
+        networks: p.networks,
+        volumes: p.volumes,
+        used_by: Vec::new(),
+    }
 }
 
 /// The networks and volumes `profiles` give, in order, each once.

@@ -600,9 +600,10 @@ impl InstanceService {
 
     /// Of `profiles` (qualified), those this member has, in order.
     pub(super) fn profiles_here(&self, profiles: &[String]) -> Vec<String> {
+        let known = crate::profile::ProfileService::new(self.store.clone());
         profiles
             .iter()
-            .filter(|p| self.store.object_get("profile", p).is_ok())
+            .filter(|p| known.get(p).is_ok())
             .cloned()
             .collect()
     }
