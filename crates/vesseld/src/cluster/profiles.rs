@@ -20,15 +20,8 @@ impl ClusterService {
     /// The other members (every one: a member cut off from etcd still answers over HTTPS);
     /// none outside a cluster.
     async fn others(&self) -> Result<Vec<Target>> {
-        let Some((cluster, me)) = self.live_member().await else {
-            if self.inner.membership.lock().await.is_some() {
-                return Err(Error {
-                    kind: ErrorKind::Unavailable,
-                    message: "this member is not connected to etcd yet: the other members \
-                              cannot be found; see `vessel cluster info`"
-                        .into(),
-                });
-            }
+        let why = "a profile is changed on every member";
+        let Some((cluster, me)) = self.live_member_or_unavailable(why).await? else {
             return Ok(Vec::new());
         };
         Ok(self

@@ -116,16 +116,8 @@ impl ClusterService {
     /// another member to let it go: `None` outside a cluster; an error while this server is
     /// a member not connected to etcd.
     pub async fn lock(&self, what: &str) -> Result<Option<vessel_cluster::ClusterLock>> {
-        let Some((cluster, me)) = self.live_member().await else {
-            if self.inner.membership.lock().await.is_some() {
-                return Err(crate::error::Error {
-                    kind: crate::error::ErrorKind::Unavailable,
-                    message: format!(
-                        "{what} is locked across the cluster, and this member is not \
-                         connected to etcd yet; see `vessel cluster info`"
-                    ),
-                });
-            }
+        let why = format!("{what} is locked across the cluster");
+        let Some((cluster, me)) = self.live_member_or_unavailable(&why).await? else {
             return Ok(None);
         };
         let unavailable = |why: String| crate::error::Error {
@@ -153,6 +145,27 @@ impl ClusterService {
             )),
             Err(e) => Err(unavailable(e.to_string())),
         }
+    }
+
+    /// As [`ClusterService::live_member`], but an error (`why` it is needed, and that this
+    /// member is not connected to etcd yet) while this server is a member that is not
+    /// live; `None` outside a cluster.
+    pub(super) async fn live_member_or_unavailable(
+        &self,
+        why: &str,
+    ) -> Result<Option<(vessel_cluster::Cluster, String)>> {
+        if let Some(live) = self.live_member().await {
+            return Ok(Some(live));
+        }
+        if self.inner.membership.lock().await.is_none() {
+            return Ok(None);
+        }
+        Err(crate::error::Error {
+            kind: crate::error::ErrorKind::Unavailable,
+            message: format!(
+                "{why}, and this member is not connected to etcd yet; see `vessel cluster info`"
+            ),
+        })
     }
 
     /// Asks each of `targets` for `path`, all at once, [`ASK_WAIT`] at most each: the
