@@ -313,11 +313,13 @@ impl Daemon {
         api::router(self.app.clone())
     }
 
-    /// Serves the API on `listener` until `shutdown` completes, and over HTTPS on `https`
-    /// (or, without one, on the stored `core.https_address`, if any).
+    /// Serves the API on the unix socket `socket` until `shutdown` completes, and over HTTPS
+    /// on `https` (or, without one, on the stored `core.https_address`, if any). The socket is
+    /// bound last, once the HTTPS API listens: a client that reaches the socket finds the
+    /// whole daemon ready.
     pub async fn serve(
         self,
-        listener: tokio::net::UnixListener,
+        socket: &Path,
         https: Option<std::net::SocketAddr>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DaemonError> {
@@ -374,6 +376,11 @@ impl Daemon {
                 crate::instance::autostart::record_boot(&root, &boot);
             });
         }
+        let listener = tokio::net::UnixListener::bind(socket)
+            .map_err(io_err(format!("binding {}", socket.display())))?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("restricting the API socket to root".into()))?;
+        tracing::info!(socket = %socket.display(), root = %self.app.info.root_dir, "vesseld ready");
         let served =
             api::listener::serve(listener, router, api::listener::Limits::SOCKET, shutdown)
                 .await

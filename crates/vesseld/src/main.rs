@@ -5,7 +5,6 @@
 
 mod lock;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -118,13 +117,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agent,
         default_network: !args.no_default_network,
     })?;
-    let listener = tokio::net::UnixListener::bind(&args.socket)
-        .with_context(|| format!("binding {}", args.socket.display()))?;
-    std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600))
-        .context("restricting the API socket to root")?;
-    tracing::info!(socket = %args.socket.display(), root = %daemon.root_dir(), "vesseld ready");
     daemon
-        .serve(listener, args.listen, shutdown_signal())
+        .serve(&args.socket, args.listen, shutdown_signal())
         .await
         .context("serving the API")?;
     let _ = std::fs::remove_file(&args.socket);

@@ -326,9 +326,15 @@ fn a_browser_drives_the_dashboard() {
         .arg(format!("{url}/ui/"))
         .output()
         .unwrap();
+    let code = String::from_utf8_lossy(&page.stdout);
+    assert_ne!(
+        code,
+        "000",
+        "the HTTPS API did not answer once the daemon's socket did: {}",
+        String::from_utf8_lossy(&page.stderr)
+    );
     assert_eq!(
-        String::from_utf8_lossy(&page.stdout),
-        "200",
+        code, "200",
         "the dashboard is not built into vesseld: run ui/build.sh, then cargo build"
     );
     d.busybox();
