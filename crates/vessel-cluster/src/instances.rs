@@ -63,6 +63,10 @@ pub struct Asks {
     /// its own is lost (opaque here: the daemon's creation request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<serde_json::Value>,
+    /// Beside `restart`: what the instance keeps of its profiles when it is made again (opaque
+    /// here: the keys it set itself and the devices its profiles gave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeps: Option<serde_json::Value>,
     /// The far copies (`MEMBER.POOL`) of the replicated pools its volumes are on: it fails
     /// over only to the member keeping them, which adopts them first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

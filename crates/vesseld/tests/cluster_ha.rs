@@ -67,6 +67,9 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         "sleep",
         "86398",
     ]);
+    // ha1 takes keys from a profile (the cluster's) and sets one itself.
+    d[1].ok(&["profile", "create", "hap"]);
+    d[1].ok(&["profile", "set", "hap", "user.tier=a", "user.mine=profile"]);
     d[1].ok(&[
         "launch",
         "busybox",
@@ -74,6 +77,10 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         "--no-network",
         "--target",
         "m1",
+        "--profile",
+        "hap",
+        "-c",
+        "user.mine=own",
         "-c",
         "cluster.ha=true",
         "-c",
@@ -156,6 +163,11 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         d[0].log()
     );
     assert_eq!(copies(), 1);
+    // Made again with its profile and its own key.
+    let info = d[0].info("ha1");
+    assert_eq!(info["profiles"], serde_json::json!(["hap"]), "{info}");
+    assert_eq!(info["config"]["user.tier"], "a", "{info}");
+    assert_eq!(info["config"]["user.mine"], "own", "{info}");
     // ha2 stays where its volume is, and the members say why.
     wait("ha2 refused a failover", Duration::from_secs(10), || {
         d[0].log()
@@ -174,6 +186,11 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
             && listed(&d[0]) == ["m0"]
     });
     assert_eq!(copies(), 1);
+    // A change to its profile reaches it where it was failed over to; its own key stays.
+    d[2].ok(&["profile", "set", "hap", "user.tier=b", "user.mine=changed"]);
+    let info = d[0].info("ha1");
+    assert_eq!(info["config"]["user.tier"], "b", "{info}");
+    assert_eq!(info["config"]["user.mine"], "own", "{info}");
 
     // m0 cut off from etcd, alive: it fences itself (the copy there stops before m0 can be
     // taken for dead) and ha1 moves to m1 (m2 still excluded by the group).

@@ -21,6 +21,7 @@ use vessel_cluster::{Cluster, Location};
 
 use super::{from_cluster, ClusterService};
 use crate::error::{Error, Result};
+use crate::instance::ha::RestartKeeps;
 
 /// How often the members' states are looked at.
 const HEAL_EVERY: Duration = Duration::from_secs(1);
@@ -36,6 +37,16 @@ fn restart_spec(loc: &Location) -> Result<InstanceCreate> {
         .ok_or_else(|| Error::conflict("not highly available"))?;
     serde_json::from_value(spec)
         .map_err(|e| Error::internal(format!("the index's restart request does not parse: {e}")))
+}
+
+/// What `loc` keeps of its profiles when it is made again (an index written by a member from
+/// before: nothing, it is made from its configuration alone).
+fn keeps_of(loc: &Location) -> RestartKeeps {
+    loc.asks
+        .keeps
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 /// The pool of far copy `name` (`MEMBER.POOL`).
@@ -315,7 +326,7 @@ impl ClusterService {
                 self.adopt_for_failover(cluster, me, &instances, name)
                     .await?;
             }
-            instances.fail_over_here(spec).await?;
+            instances.fail_over_here(spec, keeps_of(loc)).await?;
             Ok(true)
         }
         .await;

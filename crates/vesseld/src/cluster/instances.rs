@@ -54,6 +54,7 @@ fn asks(
         memory: limits.memory.unwrap_or(0),
         group: group_of(project, config),
         restart: None,
+        keeps: None,
         replicas: Vec::new(),
     }
 }
@@ -699,10 +700,13 @@ impl ClusterService {
                             ha.insert((p.to_string(), n.to_string()));
                             // Only what runs is started elsewhere when this member is lost.
                             let spec = instances.and_then(|s| s.restart_request(i));
-                            if let (Some(s), Some(spec)) = (instances, &spec) {
+                            if let (Some(s), Some((spec, _))) = (instances, &spec) {
                                 asks.replicas = replicas_of(s, spec);
                             }
-                            asks.restart = spec.and_then(|r| serde_json::to_value(r).ok());
+                            if let Some((spec, keeps)) = spec {
+                                asks.restart = serde_json::to_value(spec).ok();
+                                asks.keeps = serde_json::to_value(keeps).ok();
+                            }
                         }
                         ((p.to_string(), n.to_string()), asks)
                     })

@@ -23,6 +23,18 @@ pub type HaGate = std::sync::Arc<
         + Sync,
 >;
 
+/// What a failover keeps of an HA instance's profiles beside its creation request (which
+/// names the profiles): the keys it set itself and the devices its profiles gave.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RestartKeeps {
+    /// Its own configuration keys.
+    #[serde(default)]
+    pub own_config: BTreeMap<String, String>,
+    /// The networks and volumes its profiles gave it.
+    #[serde(default)]
+    pub from_profiles: vessel_api::ProfileDevices,
+}
+
 impl InstanceService {
     /// Has every start of an HA instance ask `gate` first (the cluster: it may run only on
     /// the member the cluster's index names).
@@ -116,14 +128,24 @@ impl InstanceService {
     }
 
     /// The creation request that makes `inst` again elsewhere, started (what a failover
-    /// makes from the cluster's index): only for one that runs (its status as it is now,
-    /// including what the store has not recorded yet).
-    pub fn restart_request(&self, inst: &vessel_api::Instance) -> Option<InstanceCreate> {
+    /// makes from the cluster's index), with what it keeps of its profiles: only for one
+    /// that runs (its status as it is now, including what the store has not recorded yet).
+    pub fn restart_request(
+        &self,
+        inst: &vessel_api::Instance,
+    ) -> Option<(InstanceCreate, RestartKeeps)> {
         let now = self.pending.apply(inst.clone());
         if !matches!(now.status, InstanceStatus::Running | InstanceStatus::Frozen) {
             return None;
         }
         let mut req = self.recreate_request(&now, &now.name, true);
+        // Its profiles (the cluster's: every member has them) with the keys it set itself,
+        // as a move keeps them.
+        req.profiles = self.profiles_here(&now.profiles);
+        let keeps = RestartKeeps {
+            own_config: now.own_config.clone(),
+            from_profiles: now.from_profiles.clone(),
+        };
         // Its volumes too (those of a replicated pool are there after a failover; one of a
         // pool without a far copy keeps it from failing over). Not its root disk: that is
         // made again from the image (`storage`), as it always was.
@@ -142,7 +164,7 @@ impl InstanceService {
                 path: v.path,
             })
             .collect();
-        Some(req)
+        Some((req, keeps))
     }
 
     /// Makes pool `pool` of far copy `name` kept here, for the failover of an HA instance
@@ -239,8 +261,8 @@ impl InstanceService {
     }
 
     /// Makes `spec` here and starts it: an HA instance failed over to this member.
-    pub async fn fail_over_here(&self, spec: InstanceCreate) -> Result<()> {
-        let op = self.create(spec, Default::default(), Default::default())?;
+    pub async fn fail_over_here(&self, spec: InstanceCreate, keeps: RestartKeeps) -> Result<()> {
+        let op = self.create(spec, keeps.own_config, keeps.from_profiles)?;
         self.wait_ok(&op.id).await
     }
 
