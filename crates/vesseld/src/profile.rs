@@ -82,6 +82,13 @@ impl ProfileService {
             .ok_or_else(|| not_found(name))
     }
 
+    /// The profile a record's body (as the store keeps it) holds.
+    pub fn parse(body: &str) -> Result<Profile> {
+        serde_json::from_str::<ProfileRecord>(body)
+            .map(Self::view)
+            .map_err(|e| Error::internal(format!("a profile's record does not parse: {e}")))
+    }
+
     /// Checks a profile's keys as an instance would take them (each key and value, the
     /// limits as a whole).
     pub fn check(config: &BTreeMap<String, String>) -> Result<()> {

@@ -482,8 +482,32 @@ fn projects_and_identities_are_the_clusters() {
     });
 
     // A daemon restarted reads etcd's again (what changed while it was down included). A
-    // project is not deleted while a member cannot say what it holds of it.
+    // project is not deleted while a member cannot say what it holds of it. A profile's
+    // change it missed reaches its instances once it is back.
+    wait("m1 online again", Duration::from_secs(20), || {
+        json(&d[0].ok(&["cluster", "list", "--format", "json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "m1" && m["state"] == "online")
+    });
+    d[0].ok(&["profile", "create", "away"]);
+    d[0].ok(&["profile", "set", "away", "user.tier=a", "user.gone=soon"]);
+    d[0].ok(&[
+        "create",
+        "busybox",
+        "pa",
+        "--no-network",
+        "--target",
+        "m1",
+        "--profile",
+        "away",
+    ]);
+    assert_eq!(config(&d[1], "pa")["user.gone"], "soon");
     d[1].kill(libc::SIGKILL);
+    let out = d[0].ok(&["profile", "set", "away", "user.tier=b"]);
+    assert!(out.contains("member m1: not changed"), "{out}");
+    d[0].ok(&["profile", "unset", "away", "user.gone"]);
     d[0].ok(&["project", "create", "epsilon"]);
     d[0].ok(&["project", "set", "delta", "limits.instances=3"]);
     let err = d[0].fails(&["project", "delete", "gamma"]);
@@ -506,6 +530,22 @@ fn projects_and_identities_are_the_clusters() {
         limit(&d[1], "delta", "limits.instances").as_deref(),
         Some("3")
     );
+    wait(
+        "pa took the changes of away",
+        Duration::from_secs(20),
+        || {
+            let c = config(&d[1], "pa");
+            c["user.tier"] == "b" && c.get("user.gone").is_none()
+        },
+    );
+    assert!(
+        d[1].log()
+            .contains("a profile change made while this member was away"),
+        "{}",
+        d[1].log()
+    );
+    d[0].ok(&["delete", "pa"]);
+    d[0].ok(&["profile", "delete", "away"]);
     d[0].ok(&["project", "delete", "gamma"]);
     d[0].ok(&["project", "delete", "epsilon"]);
 }

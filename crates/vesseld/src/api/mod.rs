@@ -14,6 +14,7 @@ mod metrics;
 mod migration;
 mod network;
 mod profiles;
+pub(crate) use profiles::catch_up as catch_up_profile;
 mod projects;
 mod replicas;
 pub mod scope;

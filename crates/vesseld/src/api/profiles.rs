@@ -406,6 +406,71 @@ pub async fn apply_here(
     .map_err(|e| Error::internal(format!("profile change task: {e}")))?
 }
 
+/// How long a member back in the cluster waits to be connected before it brings its
+/// instances up to a profile's change it missed.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Brings this member's instances using profile `name` (qualified) from `before` (its
+/// record as this member held it, the store's body) to what the profile is now: a change
+/// another member made while this one was not watching (stopped, or cut off from etcd), so
+/// that its instances may not have been told. As a change does, it waits for this member
+/// to be connected and takes the profile's cluster lock; instances a change reached
+/// meanwhile have nothing left to take.
+pub(crate) async fn catch_up(app: App, name: String, before: String) {
+    let before = match profile::ProfileService::parse(&before) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(profile = %name, error = %e.message, "a missed profile change not applied");
+            return;
+        }
+    };
+    let deadline = std::time::Instant::now() + CATCH_UP_WAIT;
+    let serial = loop {
+        match app.cluster.lock(&format!("profile/{name}")).await {
+            Ok(l) => break l,
+            Err(e)
+                if e.kind == crate::error::ErrorKind::Unavailable
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::warn!(profile = %name, error = %e.message, "a missed profile change not applied to the instances here");
+                return;
+            }
+        }
+    };
+    // Deleted meanwhile: no instance uses it.
+    let Ok(now) = app.profiles.get(&name) else {
+        return;
+    };
+    let req = ProfilePut {
+        description: now.description,
+        config: now.config,
+        networks: now.networks,
+        volumes: now.volumes,
+    };
+    let scope = ProjectScope(crate::project::split(&name).0.to_string());
+    match apply(&app, &scope, &name, &before, req, false).await {
+        Ok(c) if c.errors.is_empty() => {
+            let changed: Vec<&String> = c
+                .instances
+                .iter()
+                .filter(|(_, ch)| !ch.is_empty())
+                .map(|(n, _)| n)
+                .collect();
+            tracing::info!(profile = %name, instances = ?changed, "a profile change made while this member was away: its instances here took it");
+        }
+        Ok(c) => {
+            tracing::warn!(profile = %name, errors = ?c.errors, "a profile change made while this member was away: some instances here did not take it");
+        }
+        Err(e) => {
+            tracing::warn!(profile = %name, error = %e.message, "a profile change made while this member was away: the instances here did not take it");
+        }
+    }
+    drop(serial);
+}
+
 /// Brings every instance here using profile `name` from what it gave as `before` to what
 /// it gives as `req`, and keeps the profile so when `keep` (the member the change was
 /// asked of; the others have it from the cluster).

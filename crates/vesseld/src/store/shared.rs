@@ -57,9 +57,30 @@ const SESSION_WAIT: Duration = Duration::from_secs(10);
 /// How long a write waits for etcd's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// Told the kind of each shared object another member changed (called on a thread of its
-/// own, after the change is in SQLite).
-pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// Told what other members changed (called on a thread of its own, after the change is in
+/// SQLite).
+pub type ChangeHook = Arc<dyn Fn(&Changes) + Send + Sync>;
+
+/// What other members changed of the shared objects.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The kinds of the objects changed.
+    pub kinds: BTreeSet<String>,
+    /// The objects this member held that had changed in etcd while it was not watching
+    /// (stopped, or cut off from etcd), found when it read everything again.
+    pub missed: Vec<Missed>,
+}
+
+/// An object this member held that another member changed while it was not watching.
+#[derive(Debug, Clone)]
+pub struct Missed {
+    /// Its kind.
+    pub kind: String,
+    /// Its key.
+    pub key: String,
+    /// What this member held of it before (its body).
+    pub before: String,
+}
 
 fn shared(kind: &str) -> bool {
     SHARED_KINDS.contains(&kind)
@@ -110,7 +131,7 @@ struct Inner {
     local: Arc<dyn Store>,
     known: Mutex<Known>,
     /// The kinds changed by other members go to the hook's thread (one, in order).
-    hook: OnceLock<std::sync::mpsc::Sender<BTreeSet<String>>>,
+    hook: OnceLock<std::sync::mpsc::Sender<Changes>>,
 }
 
 /// The daemon's store: see the module's documentation.
@@ -138,21 +159,20 @@ impl SharedStore {
     /// Has `hook` told of the changes other members make, on a thread of its own (a hook
     /// may wait for a lock whose holder waits for the link).
     pub fn on_change(&self, hook: ChangeHook) {
-        let (tx, rx) = std::sync::mpsc::channel::<BTreeSet<String>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Changes>();
         if self.inner.hook.set(tx).is_err() {
             return;
         }
         let spawned = std::thread::Builder::new()
             .name("vessel-shared-hook".into())
             .spawn(move || {
-                while let Ok(mut kinds) = rx.recv() {
+                while let Ok(mut changes) = rx.recv() {
                     // What queued meanwhile is told once.
                     while let Ok(more) = rx.try_recv() {
-                        kinds.extend(more);
+                        changes.kinds.extend(more.kinds);
+                        changes.missed.extend(more.missed);
                     }
-                    for k in &kinds {
-                        hook(k);
-                    }
+                    hook(&changes);
                 }
             });
         if let Err(e) = spawned {
@@ -313,14 +333,10 @@ impl SharedStore {
         Ok(true)
     }
 
-    /// Makes SQLite hold exactly what etcd held at `rev`; the kinds that changed.
-    fn replace_all(
-        &self,
-        gen: u64,
-        rev: i64,
-        objects: Vec<SharedObject>,
-    ) -> Result<BTreeSet<String>> {
-        let mut changed = BTreeSet::new();
+    /// Makes SQLite hold exactly what etcd held at `rev`; what changed (with what this
+    /// member held before of each object it had that changed).
+    fn replace_all(&self, gen: u64, rev: i64, objects: Vec<SharedObject>) -> Result<Changes> {
+        let mut changed = Changes::default();
         let mut known = self.known();
         if known.generation != gen {
             return Ok(changed);
@@ -330,9 +346,17 @@ impl SharedStore {
             let mut local: HashMap<String, String> =
                 self.inner.local.object_list(kind)?.into_iter().collect();
             for o in objects.iter().filter(|o| o.kind == *kind) {
-                if local.remove(&o.key).as_deref() != Some(o.body.as_str()) {
+                let before = local.remove(&o.key);
+                if before.as_deref() != Some(o.body.as_str()) {
                     self.inner.local.object_put(kind, &o.key, &o.body)?;
-                    changed.insert(kind.to_string());
+                    changed.kinds.insert(kind.to_string());
+                    if let Some(before) = before {
+                        changed.missed.push(Missed {
+                            kind: kind.to_string(),
+                            key: o.key.clone(),
+                            before,
+                        });
+                    }
                 }
                 known
                     .revisions
@@ -341,16 +365,16 @@ impl SharedStore {
             for gone in local.into_keys() {
                 self.inner.local.object_delete(kind, &gone)?;
                 known.revisions.insert((kind.to_string(), gone), rev);
-                changed.insert(kind.to_string());
+                changed.kinds.insert(kind.to_string());
             }
         }
         known.current = true;
         Ok(changed)
     }
 
-    fn tell(&self, kinds: BTreeSet<String>) {
-        if let (Some(hook), false) = (self.inner.hook.get(), kinds.is_empty()) {
-            let _ = hook.send(kinds);
+    fn tell(&self, changes: Changes) {
+        if let (Some(hook), false) = (self.inner.hook.get(), changes.kinds.is_empty()) {
+            let _ = hook.send(changes);
         }
     }
 
@@ -460,7 +484,7 @@ impl SharedStore {
             }
             told = false;
             match self.replace_all(link.generation, rev, objects) {
-                Ok(kinds) => self.tell(kinds),
+                Ok(changes) => self.tell(changes),
                 Err(e) => {
                     tracing::error!(error = %e, "shared objects not copied into the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -489,7 +513,7 @@ impl SharedStore {
                     }
                     changes = watch.changes() => match changes {
                         Ok(changes) => match self.apply(link.generation, changes) {
-                            Ok(kinds) => self.tell(kinds),
+                            Ok(kinds) => self.tell(Changes { kinds, missed: Vec::new() }),
                             Err(e) => {
                                 tracing::error!(error = %e, "a shared object's change not stored; reading everything again");
                                 break;

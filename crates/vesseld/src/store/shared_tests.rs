@@ -60,6 +60,7 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
     local.object_put("identity", "old", "1").unwrap();
     local.object_put("network", "mine", "{}").unwrap();
     local.object_put("profile", "mine", "{}").unwrap();
+    local.object_put("profile", "web", "old").unwrap();
     local.object_put("pool", "mine", "{}").unwrap();
     let obj = |kind: &str, key: &str, body: &str, revision| SharedObject {
         kind: kind.into(),
@@ -80,8 +81,19 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
         )
         .unwrap();
     assert_eq!(
-        changed.into_iter().collect::<Vec<_>>(),
+        changed.kinds.iter().collect::<Vec<_>>(),
         ["identity", "profile", "project"]
+    );
+    // What it held that etcd has another version of, with what it held (one it lacked, or
+    // one etcd has the same of, is not missed).
+    let missed: Vec<_> = changed
+        .missed
+        .iter()
+        .map(|m| (m.kind.as_str(), m.key.as_str(), m.before.as_str()))
+        .collect();
+    assert_eq!(
+        missed,
+        [("identity", "old", "1"), ("profile", "web", "old")]
     );
     let keys = |kind| -> Vec<String> {
         local
