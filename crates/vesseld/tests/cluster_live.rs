@@ -358,6 +358,19 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
         "m0",
     ]);
     d[0].ok(&["storage", "volume", "attach", "rr", "vdisk", "vv"]);
+    // The project's limit of the pool, as each member counts it: what m2 holds there and
+    // the volume coming would go over it; the move is refused and nothing changed.
+    d[2].ok(&[
+        "storage", "volume", "create", "rr", "other", "--type", "block", "--size", "4MiB",
+    ]);
+    d[0].ok(&["project", "set", "default", "limits.disk.pool.rr=10MiB"]);
+    let err = d[1].fails(&["move", "vv", "--target", "m2"]);
+    assert!(err.contains("limits.disk.pool.rr"), "{err}");
+    assert_eq!(d[0].info("vv")["location"], "m0");
+    d[0].ok(&["storage", "volume", "info", "rr", "vdisk"]);
+    let err = d[2].fails(&["storage", "volume", "info", "rr", "vdisk"]);
+    assert!(err.contains("not found"), "{err}");
+    d[2].ok(&["storage", "volume", "delete", "rr", "other"]);
     d[1].ok(&["move", "vv", "--target", "m2"]);
     assert_eq!(d[0].info("vv")["location"], "m2");
     let err = d[0].fails(&["storage", "volume", "info", "rr", "vdisk"]);
@@ -375,6 +388,7 @@ fn a_running_vm_moves_live_keeping_its_count_and_its_tcp_connection() {
     );
     d[2].ok(&["delete", "vv"]);
     d[2].ok(&["storage", "volume", "delete", "rr", "vdisk"]);
+    d[0].ok(&["project", "unset", "default", "limits.disk.pool.rr"]);
     for di in [&d[0], &d[2]] {
         di.ok(&["storage", "pool", "delete", "rr"]);
     }

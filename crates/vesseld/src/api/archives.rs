@@ -125,7 +125,8 @@ pub async fn import(
     let scratch = scratch(&app)?;
     let upload = scratch.0.join("upload.tar");
     super::handlers::receive_upload(body, &upload, MAX_ARCHIVE, "archive").await?;
-    let (svc, ops, projects, project, cluster) = (
+    let (here, svc, ops, projects, project, cluster) = (
+        app.clone(),
         app.instances.clone(),
         app.ops.clone(),
         app.projects.clone(),
@@ -186,6 +187,24 @@ pub async fn import(
                 usage
             };
             quota.admits(&usage, old.instance_type, &old.limits, None)?;
+            // limits.disk.pool.*: what it brings into each pool here (its root disk, and the
+            // volumes a member's move carries), as a create and a volume's creation count.
+            let (s, i) = (store.clone(), index.clone());
+            let carried = blocking(move || crate::instance::carried_in(&s, &i)).await?;
+            let mut adding = std::collections::BTreeMap::<String, u64>::new();
+            if let (Some(pool), Some(size)) = (&old.storage, old.limits.disk) {
+                *adding.entry(pool.clone()).or_default() += size;
+            }
+            for c in &carried {
+                *adding.entry(c.pool.clone()).or_default() += c.size;
+            }
+            for (pool, bytes) in adding
+                .iter()
+                .filter(|(p, _)| quota.disk_pool.contains_key(*p))
+            {
+                let sizes = super::storage::own_sizes(&here, &project, pool, None).await?;
+                quota.admits_in_pool(pool, &sizes, Some(*bytes))?;
+            }
             // The archive's own name: claimed now that it is known.
             let plain = crate::project::split(&name).1.to_string();
             if claim && keeps_name {

@@ -18,6 +18,15 @@ use crate::storage::{CarriedData, CarriedVolume};
 /// The archive listing the volumes a move carries.
 const CARRIED: &str = "volumes";
 
+/// The volumes a move's backup carries (none: nothing).
+pub fn carried_in(store: &Store, index: &Index) -> Result<Vec<CarriedVolume>> {
+    if index.archive(CARRIED).is_err() {
+        return Ok(Vec::new());
+    }
+    let raw = store.read_blob(index, CARRIED).map_err(store_error)?;
+    serde_json::from_slice(&raw).map_err(|e| Error::invalid(format!("the archive's volumes: {e}")))
+}
+
 /// The archive of the `i`th carried volume's data.
 fn archive_of(i: usize) -> String {
     format!("volume.{i}")
@@ -183,12 +192,10 @@ impl InstanceService {
         inst: &Instance,
         op: &OpHandle,
     ) -> Result<()> {
-        if index.archive(CARRIED).is_err() {
+        let list = carried_in(store, index)?;
+        if list.is_empty() {
             return Ok(());
         }
-        let raw = store.read_blob(index, CARRIED).map_err(store_error)?;
-        let list: Vec<CarriedVolume> = serde_json::from_slice(&raw)
-            .map_err(|e| Error::invalid(format!("the archive's volumes: {e}")))?;
         let project = crate::project::split(&inst.name).0;
         let mut made: Vec<&CarriedVolume> = Vec::new();
         let r = (|| -> Result<()> {

@@ -5,6 +5,7 @@ mod archive_snapshots;
 pub mod autostart;
 pub mod backup;
 mod carry;
+pub use carry::carried_in;
 pub mod config;
 mod copy;
 mod create;
