@@ -367,6 +367,22 @@ impl Daemon {
                     source,
                 })?;
         }
+        // Bound before anything starts in the background: a socket that cannot be bound
+        // stops the daemon with nothing begun.
+        let bound = tokio::net::UnixListener::bind(socket)
+            .map_err(io_err(format!("binding {}", socket.display())))
+            .and_then(|l| {
+                std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_err("restricting the API socket to root".into()))
+                    .map(|()| l)
+            });
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = control.listen(None).await;
+                return Err(e);
+            }
+        };
         // The first start after a host boot starts what is marked to start with the host.
         {
             let instances = self.app.instances.clone();
@@ -386,10 +402,6 @@ impl Daemon {
                 crate::instance::autostart::record_boot(&root, &boot);
             });
         }
-        let listener = tokio::net::UnixListener::bind(socket)
-            .map_err(io_err(format!("binding {}", socket.display())))?;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err("restricting the API socket to root".into()))?;
         tracing::info!(socket = %socket.display(), root = %self.app.info.root_dir, "vesseld ready");
         let served =
             api::listener::serve(listener, router, api::listener::Limits::SOCKET, shutdown)
