@@ -82,6 +82,12 @@ impl Cluster {
         Ok((revision, resp.kvs().iter().filter_map(object_of).collect()))
     }
 
+    /// The shared object `kind`/`k` as etcd holds it now (`None`: there is none).
+    pub async fn shared_object(&self, kind: &str, k: &str) -> Result<Option<SharedObject>> {
+        let resp = self.get(&object_key(kind, k), None).await?;
+        Ok(resp.kvs().iter().find_map(object_of))
+    }
+
     /// Writes a shared object if what is there is what `expect` says: its new revision, or
     /// `None` when something else is there (another member changed it first).
     pub async fn put_shared(

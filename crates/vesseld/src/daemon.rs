@@ -135,21 +135,11 @@ impl Daemon {
             ..config
         };
         let daemon = Self::assemble(&config, store, cgroup_version, agent);
-        // In a cluster, identities another member changes are read again here, and a
-        // profile's change this member missed reaches its instances.
-        let app = daemon.app.clone();
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        shared.on_change(Arc::new(move |changes: &crate::store::Changes| {
-            if changes.kinds.contains("identity") {
-                app.auth.reload_shared();
-            }
-            for m in changes.missed.iter().filter(|m| m.kind == "profile") {
-                match &runtime {
-                    Some(rt) => {
-                        rt.spawn(api::catch_up_profile(app.clone(), m.key.clone(), m.before.clone()));
-                    }
-                    None => tracing::warn!(profile = %m.key, "a missed profile change not applied: no runtime"),
-                }
+        // In a cluster, identities another member changes are read again here.
+        let auth = daemon.app.auth.clone();
+        shared.on_change(Arc::new(move |kind| {
+            if kind == "identity" {
+                auth.reload_shared();
             }
         }));
         daemon.app.cluster.set_shared(shared);
@@ -393,6 +383,7 @@ impl Daemon {
             tokio::spawn(async move { cluster.resume().await });
             let storage = self.app.storage.clone();
             tokio::spawn(async move { storage.keep_replicas().await });
+            tokio::spawn(api::keep_catching_up(self.app.clone()));
         }
         let root = std::path::PathBuf::from(&self.app.info.root_dir);
         if let Some(boot) = crate::instance::autostart::host_booted(&root) {

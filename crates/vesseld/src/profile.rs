@@ -30,6 +30,8 @@ struct ProfileRecord {
 #[derive(Clone)]
 pub struct ProfileService {
     records: Records<ProfileRecord>,
+    /// Where the notes of missed changes are (this member's own kind).
+    store: Arc<dyn Store>,
 }
 
 fn store_err(e: StoreError) -> Error {
@@ -47,7 +49,8 @@ impl ProfileService {
     /// The profiles kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         ProfileService {
-            records: Records::new(store, "profile"),
+            records: Records::new(store.clone(), "profile"),
+            store,
         }
     }
 
@@ -80,6 +83,50 @@ impl ProfileService {
             .map_err(store_err)?
             .map(Self::view)
             .ok_or_else(|| not_found(name))
+    }
+
+    /// Notes that the instances here using profile `name` may have missed its changes
+    /// since `before` (unless an older note stands): see `api/profiles.rs`,
+    /// `keep_catching_up`.
+    pub fn note_missed(&self, name: &str, before: &Profile) -> Result<()> {
+        let r = ProfileRecord {
+            name: before.name.clone(),
+            description: before.description.clone(),
+            config: before.config.clone(),
+            networks: before.networks.clone(),
+            volumes: before.volumes.clone(),
+        };
+        let body = serde_json::to_string(&r)
+            .map_err(|e| Error::internal(format!("a profile's record: {e}")))?;
+        crate::store::profile_missed(self.store.as_ref(), name, &body).map_err(store_err)
+    }
+
+    /// The profiles whose changes the instances here may have missed, each with what they
+    /// had of it (see [`ProfileService::note_missed`]).
+    pub fn missed(&self) -> Result<Vec<(String, Profile)>> {
+        let mut out = Vec::new();
+        for (name, body) in self
+            .store
+            .object_list(crate::store::PROFILE_MISSED)
+            .map_err(store_err)?
+        {
+            match Self::parse(&body) {
+                Ok(p) => out.push((name, p)),
+                Err(e) => {
+                    tracing::warn!(profile = %name, error = %e.message, "a note of a missed profile change does not parse: dropped");
+                    self.caught_up(&name)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The instances here have taken profile `name` as it is now.
+    pub fn caught_up(&self, name: &str) -> Result<()> {
+        match self.store.object_delete(crate::store::PROFILE_MISSED, name) {
+            Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(store_err(e)),
+        }
     }
 
     /// The profile a record's body (as the store keeps it) holds.

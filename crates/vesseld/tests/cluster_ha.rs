@@ -196,6 +196,9 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     // taken for dead) and ha1 moves to m1 (m2 still excluded by the group).
     nft(&sb.hosts[0], CUT_ETCD);
     let cut = Instant::now();
+    // A change of its profile now reaches m0 over HTTPS, but not the cluster's index (m0
+    // cannot write it): the copy made elsewhere from the index takes it there.
+    d[2].ok(&["profile", "set", "hap", "user.tier=c"]);
     wait("m0 fences itself", Duration::from_secs(10), || {
         copies() == 0
     });
@@ -218,6 +221,12 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         cut.elapsed().as_secs_f64()
     );
     assert_eq!(at.as_deref(), Some("m1"));
+    wait(
+        "the profile's change missed by the index reaches ha1 on m1",
+        Duration::from_secs(15),
+        || d[1].info("ha1")["config"]["user.tier"] == "c",
+    );
+    assert_eq!(d[1].info("ha1")["config"]["user.mine"], "own");
     nft(&sb.hosts[0], UNCUT);
     wait("m0's stale copy deleted", Duration::from_secs(30), || {
         d[0].log().contains("deleting the stale copy") && listed(&d[0]) == ["m1"]

@@ -14,7 +14,7 @@ mod metrics;
 mod migration;
 mod network;
 mod profiles;
-pub(crate) use profiles::catch_up as catch_up_profile;
+pub(crate) use profiles::keep_catching_up;
 mod projects;
 mod replicas;
 pub mod scope;

@@ -406,43 +406,51 @@ pub async fn apply_here(
     .map_err(|e| Error::internal(format!("profile change task: {e}")))?
 }
 
-/// How long a member back in the cluster waits to be connected before it brings its
-/// instances up to a profile's change it missed.
-const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often the notes of missed profile changes are looked at.
+const CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Brings this member's instances using profile `name` (qualified) from `before` (its
-/// record as this member held it, the store's body) to what the profile is now: a change
-/// another member made while this one was not watching (stopped, or cut off from etcd), so
-/// that its instances may not have been told. As a change does, it waits for this member
-/// to be connected and takes the profile's cluster lock; instances a change reached
-/// meanwhile have nothing left to take.
-pub(crate) async fn catch_up(app: App, name: String, before: String) {
-    let before = match profile::ProfileService::parse(&before) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(profile = %name, error = %e.message, "a missed profile change not applied");
-            return;
-        }
-    };
-    let deadline = std::time::Instant::now() + CATCH_UP_WAIT;
-    let serial = loop {
-        match app.cluster.lock(&format!("profile/{name}")).await {
-            Ok(l) => break l,
-            Err(e)
-                if e.kind == crate::error::ErrorKind::Unavailable
-                    && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
+/// Brings this member's instances up to the profile changes they may have missed, noted
+/// in the store (`ProfileService::note_missed`): by the store when it reads etcd's profiles
+/// again after this member was not watching (stopped, or cut off from etcd), and by a
+/// failover (its instance was made with what its old member had). Each is retried until it
+/// is done; a note outlives a restart.
+pub(crate) async fn keep_catching_up(app: App) {
+    let mut told = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(CATCH_UP_EVERY).await;
+        let missed = match app.profiles.missed() {
+            Ok(m) => m,
             Err(e) => {
-                tracing::warn!(profile = %name, error = %e.message, "a missed profile change not applied to the instances here");
-                return;
+                tracing::warn!(error = %e.message, "the notes of missed profile changes not read");
+                continue;
+            }
+        };
+        for (name, before) in missed {
+            match catch_up(&app, &name, &before).await {
+                Ok(()) => {
+                    told.remove(&name);
+                    if let Err(e) = app.profiles.caught_up(&name) {
+                        tracing::warn!(profile = %name, error = %e.message, "a missed profile change's note not dropped");
+                    }
+                }
+                Err(e) if told.insert(name.clone()) => {
+                    tracing::info!(profile = %name, reason = %e.message, "a missed profile change not applied yet; retrying");
+                }
+                Err(_) => {}
             }
         }
-    };
+    }
+}
+
+/// Brings this member's instances using profile `name` (qualified) from `before` to what
+/// the cluster holds now, as a change does: under the profile's cluster lock (once this
+/// member is connected), read from etcd. Instances a change reached meanwhile have nothing
+/// left to take.
+async fn catch_up(app: &App, name: &str, before: &Profile) -> Result<()> {
+    let _serial = app.cluster.lock(&format!("profile/{name}")).await?;
     // Deleted meanwhile: no instance uses it.
-    let Ok(now) = app.profiles.get(&name) else {
-        return;
+    let Some(now) = app.cluster.profile_now(name).await? else {
+        return Ok(());
     };
     let req = ProfilePut {
         description: now.description,
@@ -450,25 +458,20 @@ pub(crate) async fn catch_up(app: App, name: String, before: String) {
         networks: now.networks,
         volumes: now.volumes,
     };
-    let scope = ProjectScope(crate::project::split(&name).0.to_string());
-    match apply(&app, &scope, &name, &before, req, false).await {
-        Ok(c) if c.errors.is_empty() => {
-            let changed: Vec<&String> = c
-                .instances
-                .iter()
-                .filter(|(_, ch)| !ch.is_empty())
-                .map(|(n, _)| n)
-                .collect();
-            tracing::info!(profile = %name, instances = ?changed, "a profile change made while this member was away: its instances here took it");
-        }
-        Ok(c) => {
-            tracing::warn!(profile = %name, errors = ?c.errors, "a profile change made while this member was away: some instances here did not take it");
-        }
-        Err(e) => {
-            tracing::warn!(profile = %name, error = %e.message, "a profile change made while this member was away: the instances here did not take it");
-        }
+    let scope = ProjectScope(crate::project::split(name).0.to_string());
+    let c = apply(app, &scope, name, before, req, false).await?;
+    let changed: Vec<&String> = c
+        .instances
+        .iter()
+        .filter(|(_, ch)| !ch.is_empty())
+        .map(|(n, _)| n)
+        .collect();
+    if c.errors.is_empty() {
+        tracing::info!(profile = %name, instances = ?changed, "a profile change made while this member was away: its instances here took it");
+    } else {
+        tracing::warn!(profile = %name, instances = ?changed, errors = ?c.errors, "a profile change made while this member was away: some instances here did not take it");
     }
-    drop(serial);
+    Ok(())
 }
 
 /// Brings every instance here using profile `name` from what it gave as `before` to what

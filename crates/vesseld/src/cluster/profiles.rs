@@ -97,4 +97,20 @@ impl ClusterService {
         }
         Ok(users)
     }
+
+    /// Profile `name` (qualified) as the cluster holds it now, read from etcd (this
+    /// member's copy may lag behind); outside a cluster, as this member holds it. `None`:
+    /// there is none.
+    pub async fn profile_now(&self, name: &str) -> Result<Option<Profile>> {
+        let why = "a profile is read as the cluster holds it";
+        let Some((cluster, _)) = self.live_member_or_unavailable(why).await? else {
+            let known = crate::profile::ProfileService::new(self.inner.store.clone());
+            return Ok(known.get(name).ok());
+        };
+        match cluster.shared_object("profile", name).await {
+            Ok(Some(o)) => crate::profile::ProfileService::parse(&o.body).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(super::from_cluster(e)),
+        }
+    }
 }

@@ -23,10 +23,14 @@ pub type HaGate = std::sync::Arc<
         + Sync,
 >;
 
-/// What a failover keeps of an HA instance's profiles beside its creation request (which
-/// names the profiles): the keys it set itself and the devices its profiles gave.
+/// What a failover keeps of an HA instance's profiles beside its creation request: its
+/// profiles as its member had them, the keys it set itself and the devices its profiles
+/// gave.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RestartKeeps {
+    /// Its profiles, in order, with what they held when the index was written.
+    #[serde(default)]
+    pub profiles: Vec<vessel_api::Profile>,
     /// Its own configuration keys.
     #[serde(default)]
     pub own_config: BTreeMap<String, String>,
@@ -139,10 +143,16 @@ impl InstanceService {
             return None;
         }
         let mut req = self.recreate_request(&now, &now.name, true);
-        // Its profiles (the cluster's: every member has them) with the keys it set itself,
-        // as a move keeps them.
-        req.profiles = self.profiles_here(&now.profiles);
+        // Its profiles (the cluster's: every member has them) as they are here, with the
+        // keys it set itself, as a move keeps them. (Beside the request, not in it: a member
+        // that does not know them makes it from its configuration alone.)
+        let known = crate::profile::ProfileService::new(self.store.clone());
         let keeps = RestartKeeps {
+            profiles: now
+                .profiles
+                .iter()
+                .filter_map(|p| known.get(p).ok())
+                .collect(),
             own_config: now.own_config.clone(),
             from_profiles: now.from_profiles.clone(),
         };
@@ -261,9 +271,22 @@ impl InstanceService {
     }
 
     /// Makes `spec` here and starts it: an HA instance failed over to this member.
-    pub async fn fail_over_here(&self, spec: InstanceCreate, keeps: RestartKeeps) -> Result<()> {
+    pub async fn fail_over_here(
+        &self,
+        mut spec: InstanceCreate,
+        keeps: RestartKeeps,
+    ) -> Result<()> {
+        let known = crate::profile::ProfileService::new(self.store.clone());
+        let names: Vec<String> = keeps.profiles.iter().map(|p| p.name.clone()).collect();
+        spec.profiles = self.profiles_here(&names);
         let op = self.create(spec, keeps.own_config, keeps.from_profiles)?;
-        self.wait_ok(&op.id).await
+        self.wait_ok(&op.id).await?;
+        // Made with its profiles as its old member had them: a change that member missed
+        // reaches it here (see `api/profiles.rs`, `keep_catching_up`).
+        for p in keeps.profiles.iter().filter(|p| known.get(&p.name).is_ok()) {
+            known.note_missed(&p.name, p)?;
+        }
+        Ok(())
     }
 
     /// Deletes this member's copy of `name` (stopped first, forced): the cluster failed it

@@ -9,7 +9,7 @@ mod sqlite;
 mod sqlite_rows;
 
 pub use record::{decode, encode, Records};
-pub use shared::{Changes, Seed, SharedStore};
+pub use shared::{missed as profile_missed, Seed, SharedStore, PROFILE_MISSED};
 pub use sqlite::SqliteStore;
 use vessel_api::{AuditEntry, Image, Instance, InstanceIdmap, InstanceStatus, Operation};
 

@@ -24,6 +24,12 @@ use super::{Result, Store, StoreError};
 /// instances using it through each one's member: `cluster/profiles.rs`.)
 pub const SHARED_KINDS: &[&str] = &["project", "identity", "profile"];
 
+/// This member's own kind (never shared) of the profiles whose change its instances may
+/// have missed: the key a profile's, the body what the member held of it before (the
+/// oldest such). Kept until the instances here have taken the profile as it is now
+/// (`api/profiles.rs`, `keep_catching_up`).
+pub const PROFILE_MISSED: &str = "profile-missed";
+
 /// What a member new to the cluster's shared objects adds of its own where the cluster has
 /// none of that kind and key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,30 +63,9 @@ const SESSION_WAIT: Duration = Duration::from_secs(10);
 /// How long a write waits for etcd's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// Told what other members changed (called on a thread of its own, after the change is in
-/// SQLite).
-pub type ChangeHook = Arc<dyn Fn(&Changes) + Send + Sync>;
-
-/// What other members changed of the shared objects.
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// The kinds of the objects changed.
-    pub kinds: BTreeSet<String>,
-    /// The objects this member held that had changed in etcd while it was not watching
-    /// (stopped, or cut off from etcd), found when it read everything again.
-    pub missed: Vec<Missed>,
-}
-
-/// An object this member held that another member changed while it was not watching.
-#[derive(Debug, Clone)]
-pub struct Missed {
-    /// Its kind.
-    pub kind: String,
-    /// Its key.
-    pub key: String,
-    /// What this member held of it before (its body).
-    pub before: String,
-}
+/// Told the kind of each shared object another member changed (called on a thread of its
+/// own, after the change is in SQLite).
+pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 fn shared(kind: &str) -> bool {
     SHARED_KINDS.contains(&kind)
@@ -131,13 +116,23 @@ struct Inner {
     local: Arc<dyn Store>,
     known: Mutex<Known>,
     /// The kinds changed by other members go to the hook's thread (one, in order).
-    hook: OnceLock<std::sync::mpsc::Sender<Changes>>,
+    hook: OnceLock<std::sync::mpsc::Sender<BTreeSet<String>>>,
 }
 
 /// The daemon's store: see the module's documentation.
 #[derive(Clone)]
 pub struct SharedStore {
     inner: Arc<Inner>,
+}
+
+/// Notes in `store` that the instances here using profile `key` may have missed its
+/// changes since `before` (its record as the store kept it), unless an older note stands.
+pub fn missed(store: &dyn Store, key: &str, before: &str) -> Result<()> {
+    match store.object_get(PROFILE_MISSED, key) {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound(_)) => store.object_put(PROFILE_MISSED, key, before),
+        Err(e) => Err(e),
+    }
 }
 
 impl SharedStore {
@@ -159,20 +154,21 @@ impl SharedStore {
     /// Has `hook` told of the changes other members make, on a thread of its own (a hook
     /// may wait for a lock whose holder waits for the link).
     pub fn on_change(&self, hook: ChangeHook) {
-        let (tx, rx) = std::sync::mpsc::channel::<Changes>();
+        let (tx, rx) = std::sync::mpsc::channel::<BTreeSet<String>>();
         if self.inner.hook.set(tx).is_err() {
             return;
         }
         let spawned = std::thread::Builder::new()
             .name("vessel-shared-hook".into())
             .spawn(move || {
-                while let Ok(mut changes) = rx.recv() {
+                while let Ok(mut kinds) = rx.recv() {
                     // What queued meanwhile is told once.
                     while let Ok(more) = rx.try_recv() {
-                        changes.kinds.extend(more.kinds);
-                        changes.missed.extend(more.missed);
+                        kinds.extend(more);
                     }
-                    hook(&changes);
+                    for k in &kinds {
+                        hook(k);
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -333,10 +329,14 @@ impl SharedStore {
         Ok(true)
     }
 
-    /// Makes SQLite hold exactly what etcd held at `rev`; what changed (with what this
-    /// member held before of each object it had that changed).
-    fn replace_all(&self, gen: u64, rev: i64, objects: Vec<SharedObject>) -> Result<Changes> {
-        let mut changed = Changes::default();
+    /// Makes SQLite hold exactly what etcd held at `rev`; the kinds that changed.
+    fn replace_all(
+        &self,
+        gen: u64,
+        rev: i64,
+        objects: Vec<SharedObject>,
+    ) -> Result<BTreeSet<String>> {
+        let mut changed = BTreeSet::new();
         let mut known = self.known();
         if known.generation != gen {
             return Ok(changed);
@@ -348,15 +348,13 @@ impl SharedStore {
             for o in objects.iter().filter(|o| o.kind == *kind) {
                 let before = local.remove(&o.key);
                 if before.as_deref() != Some(o.body.as_str()) {
-                    self.inner.local.object_put(kind, &o.key, &o.body)?;
-                    changed.kinds.insert(kind.to_string());
-                    if let Some(before) = before {
-                        changed.missed.push(Missed {
-                            kind: kind.to_string(),
-                            key: o.key.clone(),
-                            before,
-                        });
+                    // A profile changed while this member was not watching: its instances
+                    // may not have been told (noted first: a crash in between loses nothing).
+                    if let (Some(before), true) = (&before, *kind == "profile") {
+                        missed(self.inner.local.as_ref(), &o.key, before)?;
                     }
+                    self.inner.local.object_put(kind, &o.key, &o.body)?;
+                    changed.insert(kind.to_string());
                 }
                 known
                     .revisions
@@ -365,16 +363,16 @@ impl SharedStore {
             for gone in local.into_keys() {
                 self.inner.local.object_delete(kind, &gone)?;
                 known.revisions.insert((kind.to_string(), gone), rev);
-                changed.kinds.insert(kind.to_string());
+                changed.insert(kind.to_string());
             }
         }
         known.current = true;
         Ok(changed)
     }
 
-    fn tell(&self, changes: Changes) {
-        if let (Some(hook), false) = (self.inner.hook.get(), changes.kinds.is_empty()) {
-            let _ = hook.send(changes);
+    fn tell(&self, kinds: BTreeSet<String>) {
+        if let (Some(hook), false) = (self.inner.hook.get(), kinds.is_empty()) {
+            let _ = hook.send(kinds);
         }
     }
 
@@ -484,7 +482,7 @@ impl SharedStore {
             }
             told = false;
             match self.replace_all(link.generation, rev, objects) {
-                Ok(changes) => self.tell(changes),
+                Ok(kinds) => self.tell(kinds),
                 Err(e) => {
                     tracing::error!(error = %e, "shared objects not copied into the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -513,7 +511,7 @@ impl SharedStore {
                     }
                     changes = watch.changes() => match changes {
                         Ok(changes) => match self.apply(link.generation, changes) {
-                            Ok(kinds) => self.tell(Changes { kinds, missed: Vec::new() }),
+                            Ok(kinds) => self.tell(kinds),
                             Err(e) => {
                                 tracing::error!(error = %e, "a shared object's change not stored; reading everything again");
                                 break;

@@ -61,6 +61,7 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
     local.object_put("network", "mine", "{}").unwrap();
     local.object_put("profile", "mine", "{}").unwrap();
     local.object_put("profile", "web", "old").unwrap();
+    local.object_put("profile", "same", "1").unwrap();
     local.object_put("pool", "mine", "{}").unwrap();
     let obj = |kind: &str, key: &str, body: &str, revision| SharedObject {
         kind: kind.into(),
@@ -77,23 +78,13 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
                 obj("identity", "old", "2", 8),
                 obj("project", "new", "{}", 4),
                 obj("profile", "web", "{}", 5),
+                obj("profile", "same", "1", 6),
             ],
         )
         .unwrap();
     assert_eq!(
-        changed.kinds.iter().collect::<Vec<_>>(),
+        changed.into_iter().collect::<Vec<_>>(),
         ["identity", "profile", "project"]
-    );
-    // What it held that etcd has another version of, with what it held (one it lacked, or
-    // one etcd has the same of, is not missed).
-    let missed: Vec<_> = changed
-        .missed
-        .iter()
-        .map(|m| (m.kind.as_str(), m.key.as_str(), m.before.as_str()))
-        .collect();
-    assert_eq!(
-        missed,
-        [("identity", "old", "1"), ("profile", "web", "old")]
     );
     let keys = |kind| -> Vec<String> {
         local
@@ -105,7 +96,19 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
     };
     assert_eq!(keys("project"), ["new", "same"]);
     assert_eq!(local.object_get("identity", "old").unwrap(), "2");
-    assert_eq!(keys("profile"), ["web"]);
+    assert_eq!(keys("profile"), ["same", "web"]);
+    // A profile it held that etcd has another version of is noted with what it held (one
+    // it lacked, or one etcd has the same of, is not); an older note stands.
+    assert_eq!(keys(super::PROFILE_MISSED), ["web"]);
+    assert_eq!(
+        local.object_get(super::PROFILE_MISSED, "web").unwrap(),
+        "old"
+    );
+    super::missed(local.as_ref(), "web", "newer").unwrap();
+    assert_eq!(
+        local.object_get(super::PROFILE_MISSED, "web").unwrap(),
+        "old"
+    );
     assert_eq!(keys("pool"), ["mine"], "not a shared kind");
     assert_eq!(keys("network"), ["mine"], "not a shared kind");
     // The deleted one is known deleted at the revision read: an older write stays out.
