@@ -63,6 +63,14 @@ pub struct Query {
     pub required: bool,
 }
 
+/// `here`: a member asking another for the instances using its profiles.
+const PROFILE_HERE: Query = Query {
+    name: "here",
+    description: "1: the instances of this member alone in `used_by` (what one member asks \
+                  another)",
+    required: false,
+};
+
 /// What an identity may do. Each role may do everything the roles before it may.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -839,8 +847,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "profiles_list",
         method: Method::Get,
         path: "/1.0/profiles",
-        summary: "The project's profiles, with the instances using each",
-        query: &[],
+        summary: "The project's profiles, with the instances using each (in a cluster, on \
+                  every member that answers)",
+        query: &[PROFILE_HERE],
         request: Body::None,
         status: 200,
         role: Role::Viewer,
@@ -863,8 +872,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "profile_get",
         method: Method::Get,
         path: "/1.0/profiles/{name}",
-        summary: "One profile",
-        query: &[],
+        summary: "One profile, with the instances using it (in a cluster, on every member \
+                  that answers)",
+        query: &[PROFILE_HERE],
         request: Body::None,
         status: 200,
         role: Role::Viewer,

@@ -423,6 +423,26 @@ fn projects_and_identities_are_the_clusters() {
         json(&di.ok(&["config", "show", name, "--format", "json"]))
     };
     assert_eq!(config(&d[1], "pw0")["limits.memory"], "96MiB");
+    // Its users are every member's, on any member.
+    for di in [&d[0], &d[1]] {
+        let shown = json(&di.ok(&["profile", "show", "web", "--format", "json"]));
+        assert_eq!(
+            shown["used_by"],
+            serde_json::json!(["pw0", "pw1"]),
+            "{shown}"
+        );
+        let listed = json(&di.ok(&["profile", "list", "--format", "json"]));
+        let web = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "web");
+        assert_eq!(
+            web.map(|p| p["used_by"].clone()),
+            Some(serde_json::json!(["pw0", "pw1"])),
+            "{listed}"
+        );
+    }
     let changed = json(&d[0].ok(&[
         "profile",
         "set",

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -272,9 +274,31 @@ fn shown(app: &App, scope: &ProjectScope, mut p: Profile) -> Result<Profile> {
     Ok(p)
 }
 
+/// Adds to `shown` profiles' `used_by` the instances of the other members using them (in
+/// a cluster; not when a member asks for this member's own).
+async fn with_users_elsewhere(
+    app: &App,
+    scope: &ProjectScope,
+    q: &HashMap<String, String>,
+    shown: &mut [Profile],
+) {
+    if q.contains_key(crate::cluster::HERE) || shown.is_empty() {
+        return;
+    }
+    let mut elsewhere = app.cluster.profile_users(scope.name()).await;
+    for p in shown {
+        if let Some(more) = elsewhere.remove(&p.name) {
+            p.used_by.extend(more);
+            p.used_by.sort();
+            p.used_by.dedup();
+        }
+    }
+}
+
 pub async fn list(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let mut out = Vec::new();
     for p in app.profiles.list()? {
@@ -282,6 +306,7 @@ pub async fn list(
             out.push(shown(&app, &scope, p)?);
         }
     }
+    with_users_elsewhere(&app, &scope, &q, &mut out).await;
     Ok(Json(out).into_response())
 }
 
@@ -289,13 +314,17 @@ pub async fn get(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
     Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     crate::name::validate_name("profile", &name)?;
     let p = app
         .profiles
         .get(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
-    Ok(Json(shown(&app, &scope, p)?).into_response())
+    let mut one = [shown(&app, &scope, p)?];
+    with_users_elsewhere(&app, &scope, &q, &mut one).await;
+    let [p] = one;
+    Ok(Json(p).into_response())
 }
 
 pub async fn create(

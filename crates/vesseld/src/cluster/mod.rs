@@ -19,6 +19,7 @@ pub use evacuate::EvacuateAction;
 pub use forward::Target;
 pub use images::merge_images;
 pub use instances::{get_request, group_of};
+pub use profiles::HERE;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

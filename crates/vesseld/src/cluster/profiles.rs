@@ -3,6 +3,7 @@
 //! on one member is sent to every other one for its own instances using the profile, and a
 //! profile is deleted only while no instance on any member uses it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -76,7 +77,7 @@ impl ClusterService {
     pub async fn profile_users_elsewhere(&self, project: &str, name: &str) -> Result<Vec<String>> {
         let others = self.others().await?;
         let q = vessel_api::PROJECT_QUERY;
-        let path = format!("/1.0/profiles/{name}?{q}={project}");
+        let path = format!("/1.0/profiles/{name}?{q}={project}&{HERE}=1");
         let answers = self.ask_each::<Profile>(&others, &path).await;
         let mut users = Vec::new();
         for (t, answer) in others.iter().zip(answers) {
@@ -113,4 +114,43 @@ impl ClusterService {
             Err(e) => Err(super::from_cluster(e)),
         }
     }
+
+    /// The instances of `project` on the other members that answer (online ones, asked at
+    /// once; one that does not answer is left out), by the profile they use (its name in
+    /// the project); nothing outside a cluster or while this member is not connected.
+    pub async fn profile_users(&self, project: &str) -> BTreeMap<String, Vec<String>> {
+        let Some((cluster, me)) = self.live_member().await else {
+            return BTreeMap::new();
+        };
+        let others: Vec<Target> = match self.targets(&cluster).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|(t, state)| t.name != me && state != "offline")
+                .map(|(t, _)| t)
+                .collect(),
+            Err(_) => return BTreeMap::new(),
+        };
+        let q = vessel_api::PROJECT_QUERY;
+        let path = format!("/1.0/profiles?{q}={project}&{HERE}=1");
+        let mut users = BTreeMap::<String, Vec<String>>::new();
+        for (t, answer) in others
+            .iter()
+            .zip(self.ask_each::<Vec<Profile>>(&others, &path).await)
+        {
+            match answer {
+                Ok(list) => {
+                    for p in list {
+                        users.entry(p.name).or_default().extend(p.used_by);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(member = %t.name, error = %e.message, "profiles' users not told")
+                }
+            }
+        }
+        users
+    }
 }
+
+/// The query a member asks the others' profiles with: their own users only.
+pub const HERE: &str = "here";
