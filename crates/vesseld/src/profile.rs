@@ -26,6 +26,15 @@ struct ProfileRecord {
     volumes: Vec<vessel_api::VolumeDevice>,
 }
 
+/// What the instances here using a profile may have missed of its changes.
+#[derive(Debug, Clone)]
+pub struct Missed {
+    /// Everything they may have had of it (each note's keys, networks and volumes).
+    pub before: Profile,
+    /// The notes (their keys) this stands for.
+    pub notes: Vec<String>,
+}
+
 /// The profiles of every project.
 #[derive(Clone)]
 pub struct ProfileService {
@@ -101,32 +110,60 @@ impl ProfileService {
         crate::store::profile_missed(self.store.as_ref(), name, &body).map_err(store_err)
     }
 
-    /// The profiles whose changes the instances here may have missed, each with what they
-    /// had of it (see [`ProfileService::note_missed`]).
-    pub fn missed(&self) -> Result<Vec<(String, Profile)>> {
-        let mut out = Vec::new();
-        for (name, body) in self
+    /// The profiles whose changes the instances here may have missed, by name, each with
+    /// everything they may have had of it (the notes' contents together: a change from
+    /// that reaches each of them, whichever it had) and the notes said so (see
+    /// [`ProfileService::note_missed`]).
+    pub fn missed(&self) -> Result<BTreeMap<String, Missed>> {
+        let mut out = BTreeMap::<String, Missed>::new();
+        for (note, body) in self
             .store
             .object_list(crate::store::PROFILE_MISSED)
             .map_err(store_err)?
         {
-            match Self::parse(&body) {
-                Ok(p) => out.push((name, p)),
+            let name = note.rsplit_once('/').map_or(note.as_str(), |(n, _)| n);
+            let had = match Self::parse(&body) {
+                Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(profile = %name, error = %e.message, "a note of a missed profile change does not parse: dropped");
-                    self.caught_up(&name)?;
+                    self.caught_up(std::slice::from_ref(&note))?;
+                    continue;
+                }
+            };
+            let m = out.entry(name.to_string()).or_insert_with(|| Missed {
+                before: Profile {
+                    name: name.to_string(),
+                    ..Default::default()
+                },
+                notes: Vec::new(),
+            });
+            for (k, v) in had.config {
+                m.before.config.entry(k).or_insert(v);
+            }
+            for n in had.networks {
+                if !m.before.networks.contains(&n) {
+                    m.before.networks.push(n);
                 }
             }
+            for v in had.volumes {
+                if !m.before.volumes.contains(&v) {
+                    m.before.volumes.push(v);
+                }
+            }
+            m.notes.push(note);
         }
         Ok(out)
     }
 
-    /// The instances here have taken profile `name` as it is now.
-    pub fn caught_up(&self, name: &str) -> Result<()> {
-        match self.store.object_delete(crate::store::PROFILE_MISSED, name) {
-            Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
-            Err(e) => Err(store_err(e)),
+    /// The instances here have taken what `notes` said they may have missed.
+    pub fn caught_up(&self, notes: &[String]) -> Result<()> {
+        for note in notes {
+            match self.store.object_delete(crate::store::PROFILE_MISSED, note) {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(store_err(e)),
+            }
         }
+        Ok(())
     }
 
     /// The profile a record's body (as the store keeps it) holds.
@@ -246,6 +283,50 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn missed_changes_are_noted_once_per_content_and_read_together() {
+        let dir = std::env::temp_dir().join(format!("vessel-profile-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.join("db")).unwrap());
+        let svc = ProfileService::new(store);
+        let had = |config: &[(&str, &str)], networks: &[&str]| Profile {
+            name: "web".into(),
+            config: map(config),
+            networks: networks.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        let v0 = had(&[("user.a", "0")], &["n0"]);
+        let v1 = had(&[("user.a", "1"), ("user.k", "1")], &["n0", "n1"]);
+        svc.note_missed("web", &v0).unwrap();
+        svc.note_missed("web", &v0).unwrap();
+        svc.note_missed("web", &v1).unwrap();
+        svc.note_missed("acme.db", &v0).unwrap();
+        let missed = svc.missed().unwrap();
+        assert_eq!(missed.keys().collect::<Vec<_>>(), ["acme.db", "web"]);
+        let web = &missed["web"];
+        assert_eq!(web.notes.len(), 2, "one note per content");
+        // Every key and network any of them had: a change from it reaches each instance.
+        assert_eq!(
+            web.before.config.keys().collect::<Vec<_>>(),
+            ["user.a", "user.k"]
+        );
+        let mut nets = web.before.networks.clone();
+        nets.sort();
+        assert_eq!(nets, ["n0", "n1"]);
+        // A note made after they were read stays when they go.
+        svc.note_missed("web", &had(&[("user.z", "2")], &[]))
+            .unwrap();
+        svc.caught_up(&web.notes).unwrap();
+        let left = svc.missed().unwrap();
+        assert_eq!(left["web"].notes.len(), 1);
+        assert_eq!(
+            left["web"].before.config.keys().collect::<Vec<_>>(),
+            ["user.z"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

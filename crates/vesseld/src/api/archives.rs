@@ -188,23 +188,41 @@ pub async fn import(
             };
             quota.admits(&usage, old.instance_type, &old.limits, None)?;
             // limits.disk.pool.*: what it brings into each pool here (its root disk, and the
-            // volumes a member's move carries), as a create and a volume's creation count.
-            let (s, i) = (store.clone(), index.clone());
-            let carried = blocking(move || crate::instance::carried_in(&s, &i)).await?;
+            // volumes a member's move carries: an import makes none), as a create and a
+            // volume's creation count (a volume without a size as nothing, as one here).
+            let carried = if claim {
+                Vec::new()
+            } else {
+                let (s, i) = (store.clone(), index.clone());
+                blocking(move || crate::instance::carried_in(&s, &i)).await?
+            };
             let mut adding = std::collections::BTreeMap::<String, u64>::new();
-            if let (Some(pool), Some(size)) = (&old.storage, old.limits.disk) {
+            let root = match old.instance_type {
+                // A VM's root volume is made as large as its disk in the archive.
+                vessel_api::InstanceType::Vm => index
+                    .archive("root")
+                    .ok()
+                    .map(|a| a.size.max(old.limits.disk.unwrap_or(0))),
+                vessel_api::InstanceType::Container => old.limits.disk,
+            };
+            if let (Some(pool), Some(size)) = (&old.storage, root) {
                 *adding.entry(pool.clone()).or_default() += size;
             }
             for c in &carried {
                 *adding.entry(c.pool.clone()).or_default() += c.size;
             }
+            let mut limited = false;
             for (pool, bytes) in adding
                 .iter()
                 .filter(|(p, _)| quota.disk_pool.contains_key(*p))
             {
                 let sizes = super::storage::own_sizes(&here, &project, pool, None).await?;
                 quota.admits_in_pool(pool, &sizes, Some(*bytes))?;
+                limited = true;
             }
+            // Counted above, the carried volumes exist only once the instance is made: the
+            // project's lock is held until then (its root disk counts through its record).
+            let hold_through = limited && !carried.is_empty();
             // The archive's own name: claimed now that it is known.
             let plain = crate::project::split(&name).1.to_string();
             if claim && keeps_name {
@@ -218,7 +236,9 @@ pub async fn import(
                 .inspect_err(|_| {
                     cluster.unclaim(project.name(), &plain);
                 })?;
-            drop(_held);
+            if !hold_through {
+                drop(_held);
+            }
             let done = ops.wait(&made.id, None).await?;
             if done.status != OperationStatus::Success {
                 return Err(Error::conflict(

@@ -277,14 +277,20 @@ impl InstanceService {
         keeps: RestartKeeps,
     ) -> Result<()> {
         let known = crate::profile::ProfileService::new(self.store.clone());
-        let names: Vec<String> = keeps.profiles.iter().map(|p| p.name.clone()).collect();
+        // (A request from before the profiles travelled beside it names none.)
+        let names: Vec<String> = match keeps.profiles.is_empty() {
+            true => spec.profiles.clone(),
+            false => keeps.profiles.iter().map(|p| p.name.clone()).collect(),
+        };
         spec.profiles = self.profiles_here(&names);
         let op = self.create(spec, keeps.own_config, keeps.from_profiles)?;
         self.wait_ok(&op.id).await?;
         // Made with its profiles as its old member had them: a change that member missed
-        // reaches it here (see `api/profiles.rs`, `keep_catching_up`).
+        // reaches it here (see `api/profiles.rs`, `keep_catching_up`), once it is made.
         for p in keeps.profiles.iter().filter(|p| known.get(&p.name).is_ok()) {
-            known.note_missed(&p.name, p)?;
+            if let Err(e) = known.note_missed(&p.name, p) {
+                tracing::warn!(profile = %p.name, error = %e.message, "a failed-over instance's profile not noted: a change its old member missed may not reach it");
+            }
         }
         Ok(())
     }

@@ -24,10 +24,11 @@ use super::{Result, Store, StoreError};
 /// instances using it through each one's member: `cluster/profiles.rs`.)
 pub const SHARED_KINDS: &[&str] = &["project", "identity", "profile"];
 
-/// This member's own kind (never shared) of the profiles whose change its instances may
-/// have missed: the key a profile's, the body what the member held of it before (the
-/// oldest such). Kept until the instances here have taken the profile as it is now
-/// (`api/profiles.rs`, `keep_catching_up`).
+/// This member's own kind (never shared) of the notes that its instances using a profile
+/// may have missed changes of it: the key `PROFILE/ID`, the body what they had of it (a
+/// profile's record as the store keeps it; one note per distinct content). Kept until
+/// the instances here have taken the profile as it is now (`api/profiles.rs`,
+/// `keep_catching_up`).
 pub const PROFILE_MISSED: &str = "profile-missed";
 
 /// What a member new to the cluster's shared objects adds of its own where the cluster has
@@ -126,13 +127,19 @@ pub struct SharedStore {
 }
 
 /// Notes in `store` that the instances here using profile `key` may have missed its
-/// changes since `before` (its record as the store kept it), unless an older note stands.
+/// changes since `before` (its record as the store kept it), unless a note of that content
+/// stands.
 pub fn missed(store: &dyn Store, key: &str, before: &str) -> Result<()> {
-    match store.object_get(PROFILE_MISSED, key) {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotFound(_)) => store.object_put(PROFILE_MISSED, key, before),
-        Err(e) => Err(e),
+    let prefix = format!("{key}/");
+    let noted = store.object_list(PROFILE_MISSED)?;
+    if noted
+        .iter()
+        .any(|(k, body)| k.starts_with(&prefix) && body == before)
+    {
+        return Ok(());
     }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    store.object_put(PROFILE_MISSED, &format!("{prefix}{id}"), before)
 }
 
 impl SharedStore {

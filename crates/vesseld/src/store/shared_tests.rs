@@ -98,16 +98,27 @@ fn reading_everything_again_replaces_the_shared_kinds_only() {
     assert_eq!(local.object_get("identity", "old").unwrap(), "2");
     assert_eq!(keys("profile"), ["same", "web"]);
     // A profile it held that etcd has another version of is noted with what it held (one
-    // it lacked, or one etcd has the same of, is not); an older note stands.
-    assert_eq!(keys(super::PROFILE_MISSED), ["web"]);
-    assert_eq!(
-        local.object_get(super::PROFILE_MISSED, "web").unwrap(),
-        "old"
-    );
+    // it lacked, or one etcd has the same of, is not): a note per content.
+    let notes = || -> Vec<(String, String)> {
+        let mut n: Vec<(String, String)> = local
+            .object_list(super::PROFILE_MISSED)
+            .unwrap()
+            .into_iter()
+            .map(|(k, body)| (k.split('/').next().unwrap().to_string(), body))
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(notes(), [("web".to_string(), "old".to_string())]);
+    super::missed(local.as_ref(), "web", "old").unwrap();
+    assert_eq!(notes().len(), 1, "the same content is noted once");
     super::missed(local.as_ref(), "web", "newer").unwrap();
     assert_eq!(
-        local.object_get(super::PROFILE_MISSED, "web").unwrap(),
-        "old"
+        notes(),
+        [
+            ("web".to_string(), "newer".to_string()),
+            ("web".to_string(), "old".to_string())
+        ]
     );
     assert_eq!(keys("pool"), ["mine"], "not a shared kind");
     assert_eq!(keys("network"), ["mine"], "not a shared kind");
