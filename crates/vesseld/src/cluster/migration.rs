@@ -126,6 +126,37 @@ impl ClusterService {
         )))
     }
 
+    /// Whether the project's `limits.disk.pool.*` leave room on `to` for what a cold move
+    /// brings into each of its pools (`adding`: bytes by pool), counted as `to` counts
+    /// them (the project's volumes in its pool): asked before anything stops, and checked
+    /// again by `to` when the archive arrives.
+    pub async fn pool_room_on(
+        &self,
+        to: &Target,
+        project: &str,
+        quota: &crate::project::quota::Quota,
+        adding: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let q = vessel_api::PROJECT_QUERY;
+        for (pool, bytes) in adding
+            .iter()
+            .filter(|(p, _)| quota.disk_pool.contains_key(*p))
+        {
+            let path = format!("/1.0/storage/pools/{pool}/volumes?{q}={project}");
+            let there: Vec<vessel_api::StorageVolume> = self.get_json(to, &path).await?;
+            let sizes: Vec<Option<u64>> = there.iter().map(|v| Some(v.size_bytes)).collect();
+            quota
+                .admits_in_pool(pool, &sizes, Some(*bytes))
+                .map_err(|e| {
+                    Error::conflict(format!(
+                        "member {} cannot take the instance: {}",
+                        to.name, e.message
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
     /// Whether `to` can take carried volume `c` (of `project`): it has a pool of that name
     /// that can hold such a volume (not unavailable; a `dir` pool takes no filesystem
     /// volume with a size; `raid` pools hold block volumes only; a `ceph` pool none that

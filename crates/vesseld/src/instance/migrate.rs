@@ -52,6 +52,26 @@ impl InstanceService {
                 for (c, _) in &carried {
                     cluster.volume_room_on(&to, project, c).await?;
                 }
+                // The project's pool limits there, as the target counts them when the
+                // archive arrives: asked before anything stops.
+                let quota = crate::project::ProjectService::new(svc.store.clone()).quota(project)?;
+                if !quota.disk_pool.is_empty() {
+                    let mut adding = std::collections::BTreeMap::<String, u64>::new();
+                    if let Some(pool) = &inst.storage {
+                        let root = match inst.instance_type {
+                            vessel_api::InstanceType::Vm => svc
+                                .storage
+                                .volume_get(pool, &crate::storage::root_volume(&inst.name))
+                                .map_or(0, |v| v.size_bytes),
+                            vessel_api::InstanceType::Container => inst.limits.disk.unwrap_or(0),
+                        };
+                        *adding.entry(pool.clone()).or_default() += root;
+                    }
+                    for (c, _) in &carried {
+                        *adding.entry(c.pool.clone()).or_default() += c.size;
+                    }
+                    cluster.pool_room_on(&to, project, &quota, &adding).await?;
+                }
                 let ran = matches!(
                     inst.status,
                     InstanceStatus::Running | InstanceStatus::Frozen
