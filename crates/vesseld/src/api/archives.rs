@@ -196,7 +196,6 @@ pub async fn import(
                 let (s, i) = (store.clone(), index.clone());
                 blocking(move || crate::instance::carried_in(&s, &i)).await?
             };
-            let mut adding = std::collections::BTreeMap::<String, u64>::new();
             let root = match old.instance_type {
                 // A VM's root volume is made as large as its disk in the archive.
                 vessel_api::InstanceType::Vm => index
@@ -205,12 +204,8 @@ pub async fn import(
                     .map(|a| a.size.max(old.limits.disk.unwrap_or(0))),
                 vessel_api::InstanceType::Container => old.limits.disk,
             };
-            if let (Some(pool), Some(size)) = (&old.storage, root) {
-                *adding.entry(pool.clone()).or_default() += size;
-            }
-            for c in &carried {
-                *adding.entry(c.pool.clone()).or_default() += c.size;
-            }
+            let root = old.storage.as_deref().zip(root);
+            let adding = crate::storage::brought(root, &carried);
             let mut limited = false;
             for (pool, bytes) in adding
                 .iter()

@@ -56,20 +56,17 @@ impl InstanceService {
                 // archive arrives: asked before anything stops.
                 let quota = crate::project::ProjectService::new(svc.store.clone()).quota(project)?;
                 if !quota.disk_pool.is_empty() {
-                    let mut adding = std::collections::BTreeMap::<String, u64>::new();
-                    if let Some(pool) = &inst.storage {
-                        let root = match inst.instance_type {
+                    let root = inst.storage.as_deref().map(|pool| {
+                        let size = match inst.instance_type {
                             vessel_api::InstanceType::Vm => svc
                                 .storage
                                 .volume_get(pool, &crate::storage::root_volume(&inst.name))
                                 .map_or(0, |v| v.size_bytes),
                             vessel_api::InstanceType::Container => inst.limits.disk.unwrap_or(0),
                         };
-                        *adding.entry(pool.clone()).or_default() += root;
-                    }
-                    for (c, _) in &carried {
-                        *adding.entry(c.pool.clone()).or_default() += c.size;
-                    }
+                        (pool, size)
+                    });
+                    let adding = crate::storage::brought(root, carried.iter().map(|(c, _)| c));
                     cluster.pool_room_on(&to, project, &quota, &adding).await?;
                 }
                 let ran = matches!(

@@ -12,6 +12,23 @@ use super::driver::BlockAccess;
 use super::StorageService;
 use crate::error::{Error, Result};
 
+/// What a move brings into each pool of the member it goes to (what the project's
+/// `limits.disk.pool.*` count there): its root disk (`root`: its pool and size) and the
+/// volumes it carries; bytes by pool.
+pub fn brought<'a>(
+    root: Option<(&str, u64)>,
+    carried: impl IntoIterator<Item = &'a CarriedVolume>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut adding = std::collections::BTreeMap::<String, u64>::new();
+    if let Some((pool, size)) = root {
+        *adding.entry(pool.to_string()).or_default() += size;
+    }
+    for c in carried {
+        *adding.entry(c.pool.clone()).or_default() += c.size;
+    }
+    adding
+}
+
 /// A volume going along with its instance (the move's archive names each).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CarriedVolume {
