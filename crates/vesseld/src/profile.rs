@@ -95,8 +95,8 @@ impl ProfileService {
     }
 
     /// Notes that the instances here using profile `name` may have missed its changes
-    /// since `before` (unless an older note stands): see `api/profiles.rs`,
-    /// `keep_catching_up`.
+    /// since `before` (unless a note of that content stands): see
+    /// `api/profile_catch_up.rs`.
     pub fn note_missed(&self, name: &str, before: &Profile) -> Result<()> {
         let r = ProfileRecord {
             name: before.name.clone(),

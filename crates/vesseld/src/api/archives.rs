@@ -196,14 +196,9 @@ pub async fn import(
                 let (s, i) = (store.clone(), index.clone());
                 blocking(move || crate::instance::carried_in(&s, &i)).await?
             };
-            let root = match old.instance_type {
-                // A VM's root volume is made as large as its disk in the archive.
-                vessel_api::InstanceType::Vm => index
-                    .archive("root")
-                    .ok()
-                    .map(|a| a.size.max(old.limits.disk.unwrap_or(0))),
-                vessel_api::InstanceType::Container => old.limits.disk,
-            };
+            // (A VM's root volume is made as large as its disk in the archive.)
+            let disk = index.archive("root").ok().map(|a| a.size);
+            let root = crate::storage::root_brought(old.instance_type, disk, old.limits.disk);
             let root = old.storage.as_deref().zip(root);
             let adding = crate::storage::brought(root, &carried);
             let mut limited = false;

@@ -275,14 +275,17 @@ fn shown(app: &App, scope: &ProjectScope, mut p: Profile) -> Result<Profile> {
 }
 
 /// Adds to `shown` profiles' `used_by` the instances of the other members using them (in
-/// a cluster; not when a member asks for this member's own).
+/// a cluster; not when a member asks for this member's own: with `here`, or a member
+/// asking as itself, which an older one does without it).
 async fn with_users_elsewhere(
     app: &App,
     scope: &ProjectScope,
+    caller: &crate::auth::Caller,
     q: &HashMap<String, String>,
     shown: &mut [Profile],
 ) {
-    if q.contains_key(crate::cluster::HERE) || shown.is_empty() {
+    let a_member = caller.kind == vessel_api::IdentityKind::Member && caller.via.is_none();
+    if q.contains_key(crate::cluster::HERE) || a_member || shown.is_empty() {
         return;
     }
     let mut elsewhere = app.cluster.profile_users(scope.name()).await;
@@ -298,6 +301,7 @@ async fn with_users_elsewhere(
 pub async fn list(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let mut out = Vec::new();
@@ -306,13 +310,14 @@ pub async fn list(
             out.push(shown(&app, &scope, p)?);
         }
     }
-    with_users_elsewhere(&app, &scope, &q, &mut out).await;
+    with_users_elsewhere(&app, &scope, &caller, &q, &mut out).await;
     Ok(Json(out).into_response())
 }
 
 pub async fn get(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
@@ -322,7 +327,7 @@ pub async fn get(
         .get(&scope.q(&name)?)
         .map_err(|e| scope.error(e))?;
     let mut one = [shown(&app, &scope, p)?];
-    with_users_elsewhere(&app, &scope, &q, &mut one).await;
+    with_users_elsewhere(&app, &scope, &caller, &q, &mut one).await;
     let [p] = one;
     Ok(Json(p).into_response())
 }
@@ -435,90 +440,10 @@ pub async fn apply_here(
     .map_err(|e| Error::internal(format!("profile change task: {e}")))?
 }
 
-/// How often the notes of missed profile changes are looked at.
-const CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-/// The longest wait before a missed change that could not be applied is tried again.
-const CATCH_UP_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Brings this member's instances up to the profile changes they may have missed, noted
-/// in the store (`ProfileService::note_missed`): by the store when it reads etcd's profiles
-/// again after this member was not watching (stopped, or cut off from etcd), and by a
-/// failover (its instance was made with what its old member had). One that cannot be
-/// applied yet is tried again, less and less often; a note outlives a restart.
-pub(crate) async fn keep_catching_up(app: App) {
-    use std::time::{Duration, Instant};
-    // Per profile: when to try again and the wait after that.
-    let mut later = HashMap::<String, (Instant, Duration)>::new();
-    loop {
-        tokio::time::sleep(CATCH_UP_EVERY).await;
-        let missed = match app.profiles.missed() {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e.message, "the notes of missed profile changes not read");
-                continue;
-            }
-        };
-        later.retain(|name, _| missed.contains_key(name));
-        for (name, m) in missed {
-            if later.get(&name).is_some_and(|(at, _)| Instant::now() < *at) {
-                continue;
-            }
-            match catch_up(&app, &name, &m).await {
-                Ok(()) => {
-                    later.remove(&name);
-                }
-                Err(e) => {
-                    let wait = later
-                        .get(&name)
-                        .map_or(CATCH_UP_EVERY, |(_, w)| (*w * 2).min(CATCH_UP_BACKOFF));
-                    if e.kind == crate::error::ErrorKind::Unavailable {
-                        tracing::info!(profile = %name, reason = %e.message, "a missed profile change not applied yet; trying again");
-                    } else {
-                        tracing::warn!(profile = %name, error = %e.message, retry_in_s = wait.as_secs(), "a missed profile change not applied to the instances here; trying again");
-                    }
-                    later.insert(name, (Instant::now() + wait, wait));
-                }
-            }
-        }
-    }
-}
-
-/// Brings this member's instances using profile `name` (qualified) from what `m` says
-/// they may have had to what the cluster holds now, as a change does: under the profile's
-/// cluster lock (once this member is connected), read from etcd; the notes go under the
-/// lock (a later note stays). Instances a change reached meanwhile have nothing left to
-/// take; an instance that cannot take it keeps what it had and is named, as in a change.
-async fn catch_up(app: &App, name: &str, m: &profile::Missed) -> Result<()> {
-    let _serial = app.cluster.lock(&format!("profile/{name}")).await?;
-    // Deleted meanwhile: no instance uses it.
-    if let Some(now) = app.cluster.profile_now(name).await? {
-        let req = ProfilePut {
-            description: now.description,
-            config: now.config,
-            networks: now.networks,
-            volumes: now.volumes,
-        };
-        let scope = ProjectScope(crate::project::split(name).0.to_string());
-        let c = apply(app, &scope, name, &m.before, req, false).await?;
-        let changed: Vec<&String> = c
-            .instances
-            .iter()
-            .filter(|(_, ch)| !ch.is_empty())
-            .map(|(n, _)| n)
-            .collect();
-        if c.errors.is_empty() {
-            tracing::info!(profile = %name, instances = ?changed, "a profile change made while this member was away: its instances here took it");
-        } else {
-            tracing::warn!(profile = %name, instances = ?changed, errors = ?c.errors, "a profile change made while this member was away: the instances named in errors did not take it and keep what they had");
-        }
-    }
-    app.profiles.caught_up(&m.notes)
-}
-
 /// Brings every instance here using profile `name` from what it gave as `before` to what
 /// it gives as `req`, and keeps the profile so when `keep` (the member the change was
 /// asked of; the others have it from the cluster).
-async fn apply(
+pub(super) async fn apply(
     app: &App,
     scope: &ProjectScope,
     name: &str,

@@ -286,7 +286,7 @@ impl InstanceService {
         let op = self.create(spec, keeps.own_config, keeps.from_profiles)?;
         self.wait_ok(&op.id).await?;
         // Made with its profiles as its old member had them: a change that member missed
-        // reaches it here (see `api/profiles.rs`, `keep_catching_up`), once it is made.
+        // reaches it here (see `api/profile_catch_up.rs`), once it is made.
         for p in keeps.profiles.iter().filter(|p| known.get(&p.name).is_ok()) {
             if let Err(e) = known.note_missed(&p.name, p) {
                 tracing::warn!(profile = %p.name, error = %e.message, "a failed-over instance's profile not noted: a change its old member missed may not reach it");

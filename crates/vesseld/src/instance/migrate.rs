@@ -56,15 +56,15 @@ impl InstanceService {
                 // archive arrives: asked before anything stops.
                 let quota = crate::project::ProjectService::new(svc.store.clone()).quota(project)?;
                 if !quota.disk_pool.is_empty() {
-                    let root = inst.storage.as_deref().map(|pool| {
-                        let size = match inst.instance_type {
-                            vessel_api::InstanceType::Vm => svc
-                                .storage
-                                .volume_get(pool, &crate::storage::root_volume(&inst.name))
-                                .map_or(0, |v| v.size_bytes),
-                            vessel_api::InstanceType::Container => inst.limits.disk.unwrap_or(0),
-                        };
-                        (pool, size)
+                    // Counted as the target counts it (its disk: what the archive holds).
+                    let root = inst.storage.as_deref().and_then(|pool| {
+                        let disk = svc
+                            .storage
+                            .volume_get(pool, &crate::storage::root_volume(&inst.name))
+                            .ok()
+                            .map(|v| v.size_bytes);
+                        crate::storage::root_brought(inst.instance_type, disk, inst.limits.disk)
+                            .map(|size| (pool, size))
                     });
                     let adding = crate::storage::brought(root, carried.iter().map(|(c, _)| c));
                     cluster.pool_room_on(&to, project, &quota, &adding).await?;

@@ -29,6 +29,20 @@ pub fn brought<'a>(
     adding
 }
 
+/// What a moved instance's root volume counts for in its pool on the member it goes to
+/// (`None`: nothing): a container's `limits.disk` (`limit`); a VM's disk (`disk`: its size)
+/// or its limit if that is larger.
+pub fn root_brought(
+    kind: vessel_api::InstanceType,
+    disk: Option<u64>,
+    limit: Option<u64>,
+) -> Option<u64> {
+    match kind {
+        vessel_api::InstanceType::Container => limit,
+        vessel_api::InstanceType::Vm => disk.map(|d| d.max(limit.unwrap_or(0))),
+    }
+}
+
 /// A volume going along with its instance (the move's archive names each).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CarriedVolume {

@@ -31,7 +31,7 @@ use vessel_api::ScrubResult;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::store::{Records, Store};
-pub(crate) use carry::{brought, CarriedData, CarriedVolume};
+pub(crate) use carry::{brought, root_brought, CarriedData, CarriedVolume};
 pub(crate) use driver::fs_available;
 use driver::PoolDriver;
 use record::{PoolRecord, VolumeRecord};

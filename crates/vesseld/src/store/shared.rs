@@ -27,8 +27,7 @@ pub const SHARED_KINDS: &[&str] = &["project", "identity", "profile"];
 /// This member's own kind (never shared) of the notes that its instances using a profile
 /// may have missed changes of it: the key `PROFILE/ID`, the body what they had of it (a
 /// profile's record as the store keeps it; one note per distinct content). Kept until
-/// the instances here have taken the profile as it is now (`api/profiles.rs`,
-/// `keep_catching_up`).
+/// the instances here have taken the profile as it is now (`api/profile_catch_up.rs`).
 pub const PROFILE_MISSED: &str = "profile-missed";
 
 /// What a member new to the cluster's shared objects adds of its own where the cluster has
