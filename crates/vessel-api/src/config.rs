@@ -212,6 +212,18 @@ pub struct ProfilePut {
     pub volumes: Vec<VolumeDevice>,
 }
 
+impl From<Profile> for ProfilePut {
+    /// A profile's content (its name and users left out).
+    fn from(p: Profile) -> Self {
+        ProfilePut {
+            description: p.description,
+            config: p.config,
+            networks: p.networks,
+            volumes: p.volumes,
+        }
+    }
+}
+
 /// Body of `POST /1.0/profiles/{name}/apply` (between members): a profile's change made
 /// on another member, for this member's instances using it to take.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

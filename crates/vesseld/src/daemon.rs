@@ -315,8 +315,8 @@ impl Daemon {
 
     /// Serves the API on the unix socket `socket` until `shutdown` completes, and over HTTPS
     /// on `https` (or, without one, on the stored `core.https_address`, if any). The socket is
-    /// bound last, once the HTTPS API listens: a client that reaches the socket finds the
-    /// whole daemon ready.
+    /// bound once the HTTPS API listens (and before any background work starts): a client
+    /// that reaches the socket finds both ready.
     pub async fn serve(
         self,
         socket: &Path,

@@ -98,13 +98,7 @@ impl ProfileService {
     /// since `before` (unless a note of that content stands): see
     /// `api/profile_catch_up.rs`.
     pub fn note_missed(&self, name: &str, before: &Profile) -> Result<()> {
-        let r = ProfileRecord {
-            name: before.name.clone(),
-            description: before.description.clone(),
-            config: before.config.clone(),
-            networks: before.networks.clone(),
-            volumes: before.volumes.clone(),
-        };
+        let r = Self::stored(name, before.clone().into());
         let body = serde_json::to_string(&r)
             .map_err(|e| Error::internal(format!("a profile's record: {e}")))?;
         crate::store::profile_missed(self.store.as_ref(), name, &body).map_err(store_err)
@@ -194,13 +188,18 @@ impl ProfileService {
             crate::name::validate_name("pool", &v.pool)?;
             crate::name::validate_name("volume", &v.volume)?;
         }
-        Ok(ProfileRecord {
+        Ok(Self::stored(name, p))
+    }
+
+    /// The record of profile `name` with content `p`, as it is.
+    fn stored(name: &str, p: ProfilePut) -> ProfileRecord {
+        ProfileRecord {
             name: name.to_string(),
             description: p.description,
             config: p.config,
             networks: p.networks,
             volumes: p.volumes,
-        })
+        }
     }
 
     /// Makes a profile (qualified `name`).

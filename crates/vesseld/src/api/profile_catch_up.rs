@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use vessel_api::ProfilePut;
-
 use super::profiles::apply;
 use super::scope::ProjectScope;
 use super::App;
@@ -69,14 +67,8 @@ async fn catch_up(app: &App, name: &str, m: &profile::Missed) -> Result<()> {
     let _serial = app.cluster.lock(&format!("profile/{name}")).await?;
     // Deleted meanwhile: no instance uses it.
     if let Some(now) = app.cluster.profile_now(name).await? {
-        let req = ProfilePut {
-            description: now.description,
-            config: now.config,
-            networks: now.networks,
-            volumes: now.volumes,
-        };
         let scope = ProjectScope(crate::project::split(name).0.to_string());
-        let c = apply(app, &scope, name, &m.before, req, false).await?;
+        let c = apply(app, &scope, name, &m.before, now.into(), false).await?;
         let changed: Vec<&String> = c
             .instances
             .iter()

@@ -3,9 +3,7 @@
 //! the instance service, under each instance's lock, checked against the project's limits
 //! first).
 
-use std::collections::BTreeMap;
-
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -338,15 +336,10 @@ pub async fn create(
     ApiJson(p): ApiJson<Profile>,
 ) -> Result<Response> {
     crate::name::validate_name("profile", &p.name)?;
-    let put = ProfilePut {
-        description: p.description,
-        config: p.config,
-        networks: p.networks,
-        volumes: p.volumes,
-    };
+    let name = scope.q(&p.name)?;
     let made = app
         .profiles
-        .create(&scope.q(&p.name)?, put)
+        .create(&name, p.into())
         .map_err(|e| scope.error(e))?;
     Ok((StatusCode::CREATED, Json(shown(&app, &scope, made)?)).into_response())
 }
@@ -384,12 +377,7 @@ async fn put_everywhere(
     let _serial = app.cluster.lock(&format!("profile/{name}")).await?;
     let before = app.profiles.get(name).map_err(|e| scope.error(e))?;
     let change = ProfileApply {
-        before: ProfilePut {
-            description: before.description.clone(),
-            config: before.config.clone(),
-            networks: before.networks.clone(),
-            volumes: before.volumes.clone(),
-        },
+        before: before.clone().into(),
         after: req.clone(),
     };
     let mut answer = apply(app, scope, name, &before, req, true).await?;

@@ -42,11 +42,13 @@ fn restart_spec(loc: &Location) -> Result<InstanceCreate> {
 /// What `loc` keeps of its profiles when it is made again (an index written by a member from
 /// before: nothing, it is made from its configuration alone).
 fn keeps_of(loc: &Location) -> RestartKeeps {
-    loc.asks
-        .keeps
-        .clone()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default()
+    let Some(v) = loc.asks.keeps.clone() else {
+        return RestartKeeps::default();
+    };
+    serde_json::from_value(v).unwrap_or_else(|e| {
+        tracing::warn!(instance = %loc.name, project = %loc.project, error = %e, "the index's record of what the instance keeps of its profiles does not parse: made from its configuration alone");
+        RestartKeeps::default()
+    })
 }
 
 /// The pool of far copy `name` (`MEMBER.POOL`).
