@@ -94,7 +94,8 @@ pub trait BlockDevice: Send + Sync {
     /// Size of the device in bytes.
     fn size(&self) -> u64;
 
-    /// Fill `buf` from `offset`; the range is inside the device.
+    /// Fill `buf` from `offset`; the range is inside the device. Every byte of `buf` must
+    /// be written (or an error returned): the buffer may hold an earlier request's bytes.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError>;
 
     /// Write `buf` at `offset`; the range is inside the device.

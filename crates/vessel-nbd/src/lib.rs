@@ -6,6 +6,7 @@
 //! multi-conn; it does not speak TLS yet (see `docs/nbd.md`). [`NbdClient`] is the other
 //! end, small: what the RAID engine reaches a member on another host with.
 
+mod bufs;
 pub mod client;
 mod device;
 mod handshake;

@@ -33,6 +33,8 @@ struct Shared {
     q: Mutex<Queue>,
     changed: Condvar,
     fd: RawFd,
+    /// Sent replies' buffers, for the export's next ones.
+    bufs: Arc<crate::bufs::Bufs>,
 }
 
 /// The serving thread's end: a `Write` whose `flush` sends what was written as one reply.
@@ -51,6 +53,11 @@ impl ReplyQueue {
     /// Sends or queues one whole reply, waiting while the queue is full.
     pub(crate) fn send(&self, item: Vec<u8>) -> io::Result<()> {
         send(&self.shared, item)
+    }
+
+    /// The export's buffers (a sent reply's come back here).
+    pub(crate) fn bufs(&self) -> &crate::bufs::Bufs {
+        &self.shared.bufs
     }
 }
 
@@ -92,7 +99,11 @@ fn send(shared: &Shared, mut item: Vec<u8>) -> io::Result<()> {
         // Nothing before it: straight out, if the socket has room. The lock keeps any
         // other reply from slipping in between.
         match send_now(shared.fd, &item) {
-            Ok(n) if n == item.len() => return Ok(()),
+            Ok(n) if n == item.len() => {
+                drop(q);
+                shared.bufs.give(item);
+                return Ok(());
+            }
             Ok(n) => {
                 item.drain(..n);
             }
@@ -144,11 +155,13 @@ impl Replies {
     /// Starts the thread writing to `out` (a socket, written unbuffered).
     pub(crate) fn start<W: Write + AsRawFd + Send + 'static>(
         mut out: W,
+        bufs: Arc<crate::bufs::Bufs>,
     ) -> io::Result<(Replies, Sender)> {
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue::default()),
             changed: Condvar::new(),
             fd: out.as_raw_fd(),
+            bufs,
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -175,7 +188,9 @@ impl Replies {
                     let Some(item) = item else {
                         return out.flush();
                     };
-                    if let Err(e) = out.write_all(&item).and_then(|()| out.flush()) {
+                    let written = out.write_all(&item).and_then(|()| out.flush());
+                    s.bufs.give(item);
+                    if let Err(e) = written {
                         let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
                         q.failed = Some(e.kind());
                         q.items.clear();

@@ -44,6 +44,8 @@ pub struct NbdExport {
     pub(crate) description: String,
     pub(crate) device: Arc<dyn BlockDevice>,
     pub(crate) read_only: bool,
+    /// Buffers its connections used, for their next requests.
+    pub(crate) bufs: Arc<crate::bufs::Bufs>,
 }
 
 impl std::fmt::Debug for NbdExport {
@@ -64,6 +66,7 @@ impl NbdExport {
             description: String::new(),
             device,
             read_only: false,
+            bufs: Arc::default(),
         }
     }
 
@@ -378,10 +381,19 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let writer = writer
         .into_inner()
         .map_err(|e| NbdError::Io(e.into_error()))?;
-    let (replies, sender) = crate::replies::Replies::start(writer)?;
+    let (replies, sender) = crate::replies::Replies::start(writer, session.export.bufs.clone())?;
     let served = transmission::serve(&mut reader, &replies, &session);
     drop(replies);
     let sent = sender.join();
+    if let Ok(true) = served {
+        // A client that disconnects has its writes made durable, as a flush would, but it
+        // does not wait for that (neither qemu-nbd nor nbdkit flushes at all): the
+        // connection is closed first, every reply sent.
+        timeouts.shutdown_both();
+        if let Err(e) = session.export.device.flush() {
+            tracing::warn!(export = %session.export.name, error = %e, "flush after a disconnect failed");
+        }
+    }
     served?;
     sent.map_err(NbdError::Io)
 }

@@ -148,18 +148,20 @@ pub(crate) trait Pending {
 /// the workers too, and replies go out as each finishes (out of order, as the protocol
 /// allows). A lone request is served by the reading thread itself. A flush waits for the
 /// requests before it, so it covers every write answered before it was received.
+/// Returns whether the client asked to disconnect (`NBD_CMD_DISC`, every request before it
+/// answered) rather than just closing the socket.
 pub(crate) fn serve(
     r: &mut (impl Read + Pending),
     replies: &crate::replies::Replies,
     session: &Session,
-) -> Result<(), NbdError> {
+) -> Result<bool, NbdError> {
     let pool = Pool {
         state: std::sync::Mutex::new(PoolState::default()),
         work: std::sync::Condvar::new(),
         done: std::sync::Condvar::new(),
     };
     let queue = replies.queue();
-    let result = std::thread::scope(|s| -> Result<(), NbdError> {
+    let result = std::thread::scope(|s| -> Result<bool, NbdError> {
         let result = read_loop(r, &queue, session, &pool, s);
         let mut st = pool.lock();
         st.closed = true;
@@ -176,29 +178,27 @@ fn read_loop<'s, 'e: 's>(
     session: &'e Session,
     pool: &'e Pool,
     scope: &'s std::thread::Scope<'s, 'e>,
-) -> Result<(), NbdError> {
-    let dev = session.export.device.as_ref();
+) -> Result<bool, NbdError> {
     while let Some(req) = read_request(r)? {
         let mut payload = Vec::new();
         if req.kind == CMD_WRITE {
             if req.len > MAX_PAYLOAD {
                 io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
             } else {
-                payload = vec![0u8; req.len as usize];
+                payload = queue.bufs().take(req.len as usize);
                 r.read_exact(&mut payload)?;
             }
         }
         match req.kind {
             CMD_DISC => {
+                // The caller closes the connection, then flushes: the client waits for
+                // the close, not for the disk.
                 pool.drain()?;
-                if let Err(e) = dev.flush() {
-                    tracing::warn!(error = %e, "flush on disconnect failed");
-                }
-                return Ok(());
+                return Ok(true);
             }
             CMD_FLUSH => {
                 pool.drain()?;
-                queue.send(answer(session, &Job { req, payload }))?;
+                queue.send(answer(session, &Job { req, payload }, queue.bufs()))?;
                 continue;
             }
             _ => {}
@@ -206,7 +206,8 @@ fn read_loop<'s, 'e: 's>(
         let job = Job { req, payload };
         let busy = pool.lock().in_flight > 0;
         if !busy && !r.pending() {
-            queue.send(answer(session, &job))?;
+            queue.send(answer(session, &job, queue.bufs()))?;
+            queue.bufs().give(job.payload);
             continue;
         }
         let mut st = pool.lock();
@@ -232,7 +233,7 @@ fn read_loop<'s, 'e: 's>(
         pool.work.notify_one();
     }
     pool.drain()?;
-    Ok(())
+    Ok(false)
 }
 
 fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
@@ -254,10 +255,12 @@ fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
                 st.idle -= 1;
             }
         };
-        let sent = queue.send(answer(session, &job));
+        let sent = queue.send(answer(session, &job, queue.bufs()));
+        let bytes = job.payload.len();
+        queue.bufs().give(job.payload);
         let mut st = pool.lock();
         st.in_flight -= 1;
-        st.in_flight_bytes -= job.payload.len();
+        st.in_flight_bytes -= bytes;
         if let Err(e) = sent {
             st.failed.get_or_insert(e.kind());
         }
@@ -266,8 +269,8 @@ fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
     }
 }
 
-/// Serves one request; the whole reply.
-fn answer(session: &Session, job: &Job) -> Vec<u8> {
+/// Serves one request; the whole reply (a read's in a buffer of `bufs`).
+fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Vec<u8> {
     let req = &job.req;
     let dev = session.export.device.as_ref();
     let mut w = Vec::new();
@@ -282,15 +285,8 @@ fn answer(session: &Session, job: &Job) -> Vec<u8> {
             } else if !range_ok {
                 Err(fail(EINVAL, "read beyond the end of the export"))
             } else {
-                match read(dev, req, session.structured) {
-                    Ok(reply) => {
-                        if !session.structured {
-                            let mut out = Vec::with_capacity(16 + reply.len());
-                            let _ = simple_reply(&mut out, req.cookie, 0, &reply);
-                            return out;
-                        }
-                        return reply;
-                    }
+                match read(dev, req, session.structured, bufs) {
+                    Ok(reply) => return reply,
                     Err(e) => Err(e),
                 }
             }
@@ -366,13 +362,23 @@ fn checked_write(
     Ok(())
 }
 
-/// The reply body of a read: raw data (simple) or data and hole chunks (structured).
-fn read(dev: &dyn BlockDevice, req: &Request, structured: bool) -> Result<Vec<u8>, Failure> {
+/// The whole reply to a successful read: a simple reply with the data, or data and hole
+/// chunks (structured). Headers and data are written into one buffer of `bufs`, every
+/// byte of it (a buffer used again holds an earlier reply's bytes).
+fn read(
+    dev: &dyn BlockDevice,
+    req: &Request,
+    structured: bool,
+    bufs: &crate::bufs::Bufs,
+) -> Result<Vec<u8>, Failure> {
     let len = u64::from(req.len);
     if !structured {
-        let mut buf = vec![0u8; req.len as usize];
-        dev.read_at(&mut buf, req.offset)?;
-        return Ok(buf);
+        let mut out = bufs.take(16 + req.len as usize);
+        let mut head = Vec::with_capacity(16);
+        let _ = simple_reply(&mut head, req.cookie, 0, &[]);
+        out[..16].copy_from_slice(&head);
+        dev.read_at(&mut out[16..], req.offset)?;
+        return Ok(out);
     }
     if len == 0 {
         let mut out = Vec::with_capacity(20);
@@ -384,30 +390,42 @@ fn read(dev: &dyn BlockDevice, req: &Request, structured: bool) -> Result<Vec<u8
     } else {
         covering(dev.block_status(req.offset, len).unwrap_or_default(), len)
     };
-    let mut out = Vec::with_capacity(req.len as usize + 32 * extents.len());
+    // A chunk is a 20-byte header, the offset (8), then a hole's length (4) or the data.
+    let total: usize = extents
+        .iter()
+        .map(|e| 28 + if e.zero { 4 } else { e.len as usize })
+        .sum();
+    let mut out = bufs.take(total);
+    let mut at = 0;
+    let mut head = Vec::with_capacity(32);
     let mut pos = req.offset;
     let last = extents.len() - 1;
     for (i, e) in extents.iter().enumerate() {
         let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
+        head.clear();
         if e.zero {
-            chunk_header(&mut out, req.cookie, flags, REPLY_TYPE_OFFSET_HOLE, 12);
-            out.extend_from_slice(&pos.to_be_bytes());
-            out.extend_from_slice(&(e.len as u32).to_be_bytes());
+            chunk_header(&mut head, req.cookie, flags, REPLY_TYPE_OFFSET_HOLE, 12);
+            head.extend_from_slice(&pos.to_be_bytes());
+            head.extend_from_slice(&(e.len as u32).to_be_bytes());
         } else {
             chunk_header(
-                &mut out,
+                &mut head,
                 req.cookie,
                 flags,
                 REPLY_TYPE_OFFSET_DATA,
                 8 + e.len as usize,
             );
-            out.extend_from_slice(&pos.to_be_bytes());
-            let start = out.len();
-            out.resize(start + e.len as usize, 0);
-            dev.read_at(&mut out[start..], pos)?;
+            head.extend_from_slice(&pos.to_be_bytes());
+        }
+        out[at..at + head.len()].copy_from_slice(&head);
+        at += head.len();
+        if !e.zero {
+            dev.read_at(&mut out[at..at + e.len as usize], pos)?;
+            at += e.len as usize;
         }
         pos += e.len;
     }
+    debug_assert_eq!(at, total);
     Ok(out)
 }
 

@@ -80,30 +80,12 @@ fn encode(kind: u16, cookie: u64, offset: u64, payload: &[u8], len: u32) -> Vec<
     m
 }
 
-/// The next simple reply: (cookie, error), with `data_len` data bytes after it skipped.
-fn reply(s: &mut UnixStream, data_len: impl Fn(u64) -> usize) -> (u64, u32) {
-    assert_eq!(u32_of(s), SIMPLE_REPLY_MAGIC);
-    let error = u32_of(s);
-    let cookie = u64_of(s);
-    let mut data = vec![0u8; data_len(cookie)];
-    s.read_exact(&mut data).expect("reply data");
-    (cookie, error)
-}
-
-#[test]
-fn a_slow_request_does_not_hold_back_later_replies_and_flush_waits_for_earlier_writes() {
-    let dir = TempDir::new("concurrency");
-    let dev = Arc::new(Slow {
-        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
-        wrote: AtomicBool::new(false),
-        flushed_after_write: AtomicBool::new(false),
-    });
-    let server = NbdServer::new([NbdExport::new("disk", dev.clone())]).expect("server");
-    let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
-    let mut s = UnixStream::connect(dir.join("nbd.sock")).expect("connect");
+/// A connection to export `disk` at `sock`, in transmission (fixed newstyle handshake, no
+/// zeroes, then NBD_OPT_GO without structured replies).
+fn connect(sock: &std::path::Path) -> UnixStream {
+    let mut s = UnixStream::connect(sock).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    // Fixed newstyle handshake, no zeroes, then NBD_OPT_GO without structured replies.
     assert_eq!(u64_of(&mut s), NBDMAGIC);
     assert_eq!(u64_of(&mut s), IHAVEOPT);
     let mut flags = [0u8; 2];
@@ -125,6 +107,30 @@ fn a_slow_request_does_not_hold_back_later_replies_and_flush_waits_for_earlier_w
         }
         assert_eq!(kind, REP_INFO);
     }
+    s
+}
+
+/// The next simple reply: (cookie, error), with `data_len` data bytes after it skipped.
+fn reply(s: &mut UnixStream, data_len: impl Fn(u64) -> usize) -> (u64, u32) {
+    assert_eq!(u32_of(s), SIMPLE_REPLY_MAGIC);
+    let error = u32_of(s);
+    let cookie = u64_of(s);
+    let mut data = vec![0u8; data_len(cookie)];
+    s.read_exact(&mut data).expect("reply data");
+    (cookie, error)
+}
+
+#[test]
+fn a_slow_request_does_not_hold_back_later_replies_and_flush_waits_for_earlier_writes() {
+    let dir = TempDir::new("concurrency");
+    let dev = Arc::new(Slow {
+        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
+        wrote: AtomicBool::new(false),
+        flushed_after_write: AtomicBool::new(false),
+    });
+    let server = NbdServer::new([NbdExport::new("disk", dev.clone())]).expect("server");
+    let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let mut s = connect(&dir.join("nbd.sock"));
 
     // Cookie 1 reads the slow block, cookie 2 a fast one (sent together): 2 is answered
     // first.
@@ -164,4 +170,66 @@ fn a_slow_request_does_not_hold_back_later_replies_and_flush_waits_for_earlier_w
     request(&mut s, CMD_DISC, 7, 0, &[], 0);
     drop(s);
     handle.shutdown();
+}
+
+/// A device that counts its flushes, each taking a second.
+struct SlowFlush {
+    inner: FileDevice,
+    flushes: std::sync::atomic::AtomicUsize,
+}
+
+impl BlockDevice for SlowFlush {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<(), DeviceError> {
+        std::thread::sleep(Duration::from_secs(1));
+        self.inner.flush()?;
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_disconnect_closes_the_connection_then_flushes() {
+    let dir = TempDir::new("disc");
+    let dev = Arc::new(SlowFlush {
+        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
+        flushes: 0.into(),
+    });
+    let server = NbdServer::new([NbdExport::new("disk", dev.clone())]).expect("server");
+    let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let mut s = connect(&dir.join("nbd.sock"));
+    request(&mut s, CMD_WRITE, 1, 0, &[9u8; 4096], 4096);
+    assert_eq!(reply(&mut s, |_| 0), (1, 0));
+    let asked = std::time::Instant::now();
+    request(&mut s, CMD_DISC, 2, 0, &[], 0);
+    // The server closes at once (end of file, nothing more sent), not after the flush.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the server closes");
+    assert!(rest.is_empty(), "bytes after a disconnect: {rest:?}");
+    let closed = asked.elapsed();
+    assert!(
+        closed < Duration::from_millis(800),
+        "the connection was closed only after {closed:?}: the disconnect waited for the flush"
+    );
+    assert_eq!(dev.flushes.load(Ordering::SeqCst), 0);
+    // The flush still comes, right after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dev.flushes.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush after the disconnect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    handle.shutdown();
+    assert_eq!(dev.flushes.load(Ordering::SeqCst), 1);
 }

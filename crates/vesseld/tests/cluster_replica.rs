@@ -168,11 +168,11 @@ fn a_replicated_pool_keeps_its_far_copy_on_another_member_and_resyncs_it() {
         .collect();
     let src = d[0].dir.join("src.raw");
     std::fs::write(&src, &data).unwrap();
-    tool("nbdcopy", &[src.to_str().unwrap(), &uri]);
+    tool("nbdcopy", &["--flush", src.to_str().unwrap(), &uri]);
     let back = d[0].dir.join("back.raw");
     assert!(holds(&uri, &back, &data), "read back differs");
     let mut want = data.clone();
-    // Acknowledged (the client's disconnect flushes): the same bytes on both copies.
+    // Acknowledged and flushed (`nbdcopy --flush`): the same bytes on both copies.
     assert!(body(&near_file) == body(&far_file), "the far copy differs");
 
     // m1's daemon dies (and with it the far copy's server): the next write marks the copy
