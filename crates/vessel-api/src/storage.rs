@@ -74,7 +74,9 @@ pub struct PoolCreate {
     pub adopt: Option<String>,
     /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).
     /// `ceph` pools also take `ceph.conf` (the cluster's configuration, default
-    /// `/etc/ceph/ceph.conf`) and `ceph.user.name` (default `admin`).
+    /// `/etc/ceph/ceph.conf`) and `ceph.user.name` (default `admin`); `raid` pools
+    /// `raid.cache`: `none` (members opened with `O_DIRECT`, the default) or `writeback`
+    /// (through the host's page cache).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub config: std::collections::BTreeMap<String, String>,
     /// Free text.

@@ -11,7 +11,7 @@ use crate::checksum::CsumCache;
 use crate::error::{RaidError, Result};
 use crate::io::{Ctx, RowLocks};
 use crate::layout::{csum_size, Geometry, DATA_OFFSET};
-use crate::member::{AlignedBuf, Member, IO_ALIGN};
+use crate::member::{AlignedBuf, Member, MemberIo, IO_ALIGN};
 use crate::superblock::{DecodeError, SlotState, Superblock, MAX_MEMBERS};
 use crate::uring::{self, Req};
 use crate::RaidLevel;
@@ -30,6 +30,8 @@ pub struct RaidConfig {
     pub member_size: Option<u64>,
     /// Reuse members that carry a superblock of another pool.
     pub force: bool,
+    /// How member files are reached (not recorded on them: given again at each open).
+    pub member_io: MemberIo,
 }
 
 impl RaidConfig {
@@ -40,7 +42,14 @@ impl RaidConfig {
             chunk_size: DEFAULT_CHUNK,
             member_size: None,
             force: false,
+            member_io: MemberIo::Direct,
         }
+    }
+
+    /// Sets how member files are reached.
+    pub fn member_io(mut self, io: MemberIo) -> Self {
+        self.member_io = io;
+        self
     }
 
     /// Sets the chunk size.
@@ -69,6 +78,8 @@ pub struct MemberStatus {
     pub rebuilt: u64,
     /// Blocks read from it whose checksum did not match, since assembly.
     pub checksum_errors: u64,
+    /// Opened with `O_DIRECT` (a member over NBD, or one through the page cache, is not).
+    pub direct: bool,
 }
 
 /// One member slot.
@@ -145,6 +156,15 @@ pub struct RaidArray {
     pub(crate) csums: CsumCache,
     pub(crate) rows: RowLocks,
     pub(crate) failure_hook: Hook,
+    /// How members are opened, also ones added later.
+    pub(crate) member_io: MemberIo,
+}
+
+impl RaidArray {
+    /// How the array reaches its member files.
+    pub fn member_io(&self) -> MemberIo {
+        self.member_io
+    }
 }
 
 fn check_shape(level: RaidLevel, count: usize, chunk: u64) -> Result<()> {
@@ -187,7 +207,7 @@ impl RaidArray {
         check_distinct(&paths)?;
         let members = paths
             .iter()
-            .map(|p| Member::open(p))
+            .map(|p| Member::open_with(p, config.member_io))
             .collect::<Result<Vec<_>>>()?;
         if !config.force {
             for m in &members {
@@ -239,7 +259,8 @@ impl RaidArray {
                 partial: false,
             })
             .collect();
-        let array = RaidArray::assemble(geo, Uuid::new_v4(), 0, slots, bitmap);
+        let mut array = RaidArray::assemble(geo, Uuid::new_v4(), 0, slots, bitmap);
+        array.member_io = config.member_io;
         // Bitmap before superblocks: a member that looks like ours must never carry
         // a bitmap left over from its previous life.
         array.write_bitmap_all()?;
@@ -260,6 +281,11 @@ impl RaidArray {
 
     /// Assembles an existing array where some slots have no member (`None`).
     pub fn open_degraded(paths: &[Option<PathBuf>]) -> Result<Self> {
+        Self::open_with(paths, MemberIo::Direct)
+    }
+
+    /// [`RaidArray::open_degraded`], reaching the members the way `io` says.
+    pub fn open_with(paths: &[Option<PathBuf>], io: MemberIo) -> Result<Self> {
         let present: Vec<PathBuf> = paths.iter().flatten().cloned().collect();
         check_distinct(&present)?;
         let mut found: Vec<Option<(Member, Superblock)>> = Vec::new();
@@ -272,7 +298,7 @@ impl RaidArray {
                 found.push(None);
                 continue;
             };
-            let m = Member::open(p)?;
+            let m = Member::open_with(p, io)?;
             let sb = match m.read_superblock()? {
                 Ok(sb) => sb,
                 // No magic at all: not a member (a wrong path, most likely); refused.
@@ -435,7 +461,8 @@ impl RaidArray {
                 }),
             }
         }
-        let array = RaidArray::assemble(geo, pool, newest.generation, slots, bitmap);
+        let mut array = RaidArray::assemble(geo, pool, newest.generation, slots, bitmap);
+        array.member_io = io;
         array.lock().write_superblocks()?;
         let dirty = !array.intents().bitmap.marked_rows(geo.rows()).is_empty();
         if dirty {
@@ -474,6 +501,7 @@ impl RaidArray {
             csums: CsumCache::new(geo),
             rows: RowLocks::default(),
             failure_hook: Hook::default(),
+            member_io: MemberIo::Direct,
         }
     }
 
@@ -519,6 +547,7 @@ impl RaidArray {
                     s.checkpoint
                 },
                 checksum_errors: inner.checksum_errors.get(index).copied().unwrap_or(0),
+                direct: s.member.as_ref().is_some_and(|m| m.is_direct()),
             })
             .collect()
     }

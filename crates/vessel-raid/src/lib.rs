@@ -50,6 +50,7 @@ mod uring;
 pub use array::{MemberStatus, RaidArray, RaidConfig};
 pub use error::{RaidError, Result};
 pub use maintenance::{RebuildOptions, ScrubMismatch, ScrubReport};
+pub use member::MemberIo;
 pub use superblock::SlotState;
 pub use thin::{
     Backing, BackingError, ThinError, ThinOptions, ThinPool, ThinResult, Usage, Volume, VolumeInfo,

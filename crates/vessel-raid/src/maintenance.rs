@@ -78,7 +78,7 @@ impl RaidArray {
         let path = path.as_ref();
         let mut inner = self.lock();
         inner.failed_slot(index)?;
-        let member = Member::open(path)?;
+        let member = Member::open_with(path, self.member_io)?;
         let needed = inner.geo.member_bytes();
         if member.size() < needed {
             return Err(RaidError::MemberTooSmall {
@@ -145,7 +145,7 @@ impl RaidArray {
     /// bitmap does not know which rows it still lacks.
     pub fn readd_member(&self, index: usize, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let member = Member::open(path)?;
+        let member = Member::open_with(path, self.member_io)?;
         let not_it = |why: String| RaidError::NotThisMember {
             path: path.to_path_buf(),
             index,

@@ -238,6 +238,20 @@ enum Backend {
 /// The scheme of a member reached over NBD.
 pub const NBD_SCHEME: &str = "nbd+unix://";
 
+/// How an array reaches its member files and block devices (members over NBD are the other
+/// host's concern).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemberIo {
+    /// `O_DIRECT` where the file system takes it: no copy in the host's page cache (the
+    /// instances using the pool cache what they need, as QEMU's `cache=none`).
+    #[default]
+    Direct,
+    /// Through the host's page cache (as QEMU's `cache=writeback`): reads of recent data come
+    /// from memory, writes land there first. What a flush makes durable is the same: the
+    /// array syncs its members on every flush, before it clears write-intent bits.
+    Cached,
+}
+
 /// How long a request to a member over NBD may wait for its answer before the member fails.
 pub const NBD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -267,6 +281,11 @@ impl Member {
     /// buffered I/O plus `fdatasync` otherwise.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_mode(path, true)
+    }
+
+    /// Opens a member read-write the way `io` says.
+    pub fn open_with(path: &Path, io: MemberIo) -> Result<Self> {
+        Self::open_mode(path, io == MemberIo::Direct)
     }
 
     /// Opens a member; `try_direct` false goes straight to buffered I/O.

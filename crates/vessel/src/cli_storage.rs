@@ -117,7 +117,10 @@ pub enum PoolCommand {
         description: String,
         /// A label, `user.KEY=VALUE` (repeatable); ceph pools also take
         /// `ceph.conf=PATH` (default /etc/ceph/ceph.conf) and `ceph.user.name=NAME`
-        /// (default admin).
+        /// (default admin); raid pools `raid.cache=none|writeback` (members with O_DIRECT,
+        /// the default, or through the host's page cache: faster reads of recent data and
+        /// writes held in memory until the next flush, for NBD exports and containers; VM
+        /// disks cache for themselves).
         #[arg(short = 'c', long = "config", value_name = "user.KEY=VALUE")]
         config: Vec<String>,
     },

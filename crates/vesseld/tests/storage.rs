@@ -772,3 +772,131 @@ fn a_volume_attached_while_its_container_starts_is_mounted_or_refused() {
     eprintln!("{mounted} attaches mounted, {refused} refused, of {ROUNDS}");
     assert_eq!(mounted + refused, ROUNDS);
 }
+
+/// For each descriptor the daemon `pid` holds on `path`: whether it was opened `O_DIRECT`.
+fn direct_flags(pid: i32, path: &Path) -> Vec<bool> {
+    let path = std::fs::canonicalize(path).unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if std::fs::read_link(e.path()).ok().as_deref() != Some(path.as_path()) {
+            continue;
+        }
+        let fd = e.file_name();
+        let Ok(info) =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy()))
+        else {
+            continue;
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .expect("fdinfo has flags");
+        out.push(flags & libc::O_DIRECT as u32 != 0);
+    }
+    out
+}
+
+/// How the daemon holds each member of `pool`: `O_DIRECT` (true) or through the page cache.
+fn members_direct(d: &Daemon, pool: &str) -> Vec<bool> {
+    let info = json(&d.ok(&["storage", "pool", "info", pool, "--format", "json"]));
+    info["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let held = direct_flags(d.pid(), Path::new(s.as_str().unwrap()));
+            assert_eq!(held.len(), 1, "{s}: the daemon holds it {held:?}");
+            held[0]
+        })
+        .collect()
+}
+
+#[test]
+fn a_raid_pool_through_the_page_cache_keeps_flushed_data_over_a_crash() {
+    let mut d = Daemon::start();
+    fn create<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "storage",
+            "pool",
+            "create",
+            name,
+            "raid",
+            "--level",
+            "raid1",
+            "--members",
+            "2",
+            "--size",
+            "24MiB",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+    // Bad cache modes and keys are refused, nothing made.
+    let err = d.fails(&create("cached", &["-c", "raid.cache=sometimes"]));
+    assert!(err.contains("none") && err.contains("writeback"), "{err}");
+    let err = d.fails(&[
+        "storage",
+        "pool",
+        "create",
+        "plain",
+        "dir",
+        "-c",
+        "raid.cache=writeback",
+    ]);
+    assert!(err.contains("raid.cache"), "{err}");
+    assert!(pool_names(&d).is_empty());
+
+    d.ok(&create("cached", &["-c", "raid.cache=writeback"]));
+    d.ok(&create("direct", &[]));
+    let info = json(&d.ok(&["storage", "pool", "info", "cached", "--format", "json"]));
+    assert_eq!(info["config"]["raid.cache"], "writeback", "{info}");
+    assert_eq!(members_direct(&d, "cached"), [false, false]);
+    assert_eq!(members_direct(&d, "direct"), [true, true]);
+
+    d.ok(&[
+        "storage", "volume", "create", "cached", "disk", "--type", "block", "--size", "8MiB",
+    ]);
+    let sock = d.dir.join("cached.sock");
+    let sock_s = sock.to_str().unwrap();
+    d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk",
+        "cached",
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock_s,
+    ]);
+    let uri = format!("nbd+unix:///disk?socket={sock_s}");
+    let data = pattern(11, 8 << 20);
+    let src = d.dir.join("cached-src.raw");
+    std::fs::write(&src, &data).unwrap();
+    tool("nbdcopy", &["--flush", src.to_str().unwrap(), &uri]);
+
+    // Killed: the flushed data is there when the pool is assembled again, the same way.
+    d.kill(libc::SIGKILL);
+    d.spawn();
+    d.wait_for(
+        "the export to be served again",
+        Duration::from_secs(20),
+        || sock.exists(),
+    );
+    assert_eq!(members_direct(&d, "cached"), [false, false]);
+    let back = d.dir.join("cached-back.raw");
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "flushed data lost");
+    let status = json(&d.ok(&["storage", "pool", "info", "cached", "--format", "json"]));
+    assert_eq!(status["status"], "online", "{status}");
+
+    d.ok(&["storage", "export", "delete", "disk"]);
+    d.ok(&["storage", "volume", "delete", "cached", "disk"]);
+    d.ok(&["storage", "pool", "delete", "cached"]);
+    d.ok(&["storage", "pool", "delete", "direct"]);
+}

@@ -26,7 +26,7 @@ impl StorageService {
                 &rec.sources,
                 &self.pool_home(&rec.name),
             )?),
-            DriverKind::Raid => Arc::new(raid::RaidPool::open(&rec.sources)?),
+            DriverKind::Raid => Arc::new(raid::RaidPool::open(&rec.sources, &rec.config)?),
             DriverKind::Ceph => {
                 let (pool, conf, user) = ceph::settings(&rec.sources, &rec.name, &rec.config);
                 Arc::new(ceph::CephPool::open(&pool, &conf, &user)?)
@@ -383,11 +383,13 @@ fn remove_created(rec: &PoolRecord) {
 pub(super) fn check_pool_request(req: &PoolCreate, pools: &[PoolRecord]) -> Result<()> {
     validate_name("pool", &req.name)?;
     let ceph = req.driver == DriverKind::Ceph;
+    let raid = req.driver == DriverKind::Raid;
     crate::name::validate_user_keys(
         "pool",
-        req.config
-            .iter()
-            .filter(|(k, _)| !(ceph && [ceph::CONF_KEY, ceph::USER_KEY].contains(&k.as_str()))),
+        req.config.iter().filter(|(k, _)| {
+            !(ceph && [ceph::CONF_KEY, ceph::USER_KEY].contains(&k.as_str())
+                || raid && k.as_str() == raid::CACHE_KEY)
+        }),
     )?;
     if pools.iter().any(|p| p.name == req.name) {
         return Err(Error::conflict(format!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use vessel_api::{PoolCreate, PoolMember, ScrubResult, VolumeContent};
 use vessel_nbd::{BlockDevice, DeviceError, Extent};
 use vessel_raid::thin::{ThinError, ThinOptions, ThinPool, Volume};
-use vessel_raid::{RaidArray, RaidConfig, RaidError, RaidLevel, SlotState};
+use vessel_raid::{MemberIo, RaidArray, RaidConfig, RaidError, RaidLevel, SlotState};
 
 use super::driver::{BlockAccess, PoolDriver, Progress};
 use crate::error::{chain, Error, Result};
@@ -40,8 +40,28 @@ fn level(s: &str) -> Result<RaidLevel> {
     })
 }
 
+/// The config key saying how the pool reaches its member files: `none` (the default,
+/// `O_DIRECT`: no second copy in the host's memory, for VM disks that cache themselves, as
+/// QEMU's `cache=none`) or `writeback` (through the host's page cache, as QEMU's
+/// `cache=writeback`: recent data read from memory, writes durable at the next flush as
+/// always). Set when the pool is created.
+pub(crate) const CACHE_KEY: &str = "raid.cache";
+
+/// How the pool's members are reached, from its config.
+pub(crate) fn member_io(config: &std::collections::BTreeMap<String, String>) -> Result<MemberIo> {
+    match config.get(CACHE_KEY).map(String::as_str) {
+        None | Some("none") => Ok(MemberIo::Direct),
+        Some("writeback") => Ok(MemberIo::Cached),
+        Some(other) => Err(Error::invalid(format!(
+            "{CACHE_KEY} {other:?} is not a cache mode: use none (members opened with O_DIRECT, \
+             the default) or writeback (through the host's page cache)"
+        ))),
+    }
+}
+
 /// Checks the request's shape before anything is created.
 pub fn check_request(req: &PoolCreate) -> Result<()> {
+    member_io(&req.config)?;
     // Adopted from a far copy: its shape is the copy's (checked by the caller).
     if req.adopt.is_some() {
         return Ok(());
@@ -146,7 +166,7 @@ impl RaidPool {
     /// Writes a new array over `sources` and an empty thin pool on it.
     pub fn create(sources: &[String], req: &PoolCreate) -> Result<Self> {
         let lvl = level(req.level.as_deref().unwrap_or_default())?;
-        let mut config = RaidConfig::new(lvl);
+        let mut config = RaidConfig::new(lvl).member_io(member_io(&req.config)?);
         if let Some(c) = req.chunk_size {
             config = config.chunk_size(c);
         }
@@ -161,19 +181,16 @@ impl RaidPool {
     }
 
     /// Assembles the array (degraded when members are missing, as far as the level allows)
-    /// and opens its thin pool.
-    pub fn open(sources: &[String]) -> Result<Self> {
+    /// and opens its thin pool; `config` is the pool's (its `raid.cache`).
+    pub fn open(
+        sources: &[String],
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self> {
         let paths: Vec<Option<PathBuf>> = sources
             .iter()
             .map(|s| Some(PathBuf::from(s)).filter(|p| reachable(p)))
             .collect();
-        let array = if paths.iter().all(Option::is_some) {
-            let all: Vec<PathBuf> = paths.into_iter().flatten().collect();
-            RaidArray::open(&all)
-        } else {
-            RaidArray::open_degraded(&paths)
-        }
-        .map_err(raid_err)?;
+        let array = RaidArray::open_with(&paths, member_io(config)?).map_err(raid_err)?;
         let array = Arc::new(array);
         let thin = ThinPool::open(array.clone()).map_err(thin_err)?;
         Ok(Self {

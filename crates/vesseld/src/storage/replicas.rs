@@ -122,14 +122,15 @@ impl StorageService {
             replica: None,
         };
         op.progress(Some(30), "assembling the copy");
-        let driver: Arc<dyn PoolDriver> = match super::raid::RaidPool::open(&rec.sources) {
-            Ok(d) => Arc::new(d),
-            Err(e) => {
-                // Back where it was, for another try.
-                let _ = std::fs::rename(&member, &file);
-                return Err(e);
-            }
-        };
+        let driver: Arc<dyn PoolDriver> =
+            match super::raid::RaidPool::open(&rec.sources, &rec.config) {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    // Back where it was, for another try.
+                    let _ = std::fs::rename(&member, &file);
+                    return Err(e);
+                }
+            };
         let stored = driver.stored_volumes();
         let mut vols: Vec<super::record::VolumeRecord> = Vec::new();
         for (name, size, snapshot) in &stored {
