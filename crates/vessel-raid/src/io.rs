@@ -34,8 +34,16 @@ pub(crate) fn align_up(x: u64) -> u64 {
 /// its own.
 #[derive(Debug, Default)]
 pub(crate) struct RowLocks {
-    held: Mutex<Vec<Range<u64>>>,
+    held: Mutex<Held>,
     freed: Condvar,
+}
+
+/// The row ranges held, and how many threads wait for one of them to be freed (an unlock
+/// with nobody waiting wakes nobody: no system call per request).
+#[derive(Debug, Default)]
+struct Held {
+    ranges: Vec<Range<u64>>,
+    waiting: usize,
 }
 
 /// Rows held until dropped.
@@ -49,12 +57,15 @@ impl RowLocks {
     pub fn lock(&self, rows: Range<u64>) -> RowGuard<'_> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         while held
+            .ranges
             .iter()
             .any(|r| r.start < rows.end && rows.start < r.end)
         {
+            held.waiting += 1;
             held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+            held.waiting -= 1;
         }
-        held.push(rows.clone());
+        held.ranges.push(rows.clone());
         RowGuard { locks: self, rows }
     }
 }
@@ -62,11 +73,14 @@ impl RowLocks {
 impl Drop for RowGuard<'_> {
     fn drop(&mut self) {
         let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = held.iter().position(|r| *r == self.rows) {
-            held.swap_remove(i);
+        if let Some(i) = held.ranges.iter().position(|r| *r == self.rows) {
+            held.ranges.swap_remove(i);
         }
+        let wake = held.waiting > 0;
         drop(held);
-        self.locks.freed.notify_all();
+        if wake {
+            self.locks.freed.notify_all();
+        }
     }
 }
 
