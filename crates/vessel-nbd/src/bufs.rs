@@ -4,14 +4,20 @@
 //! freed; together about a fifth of a streaming read's time. An export keeps the ones its
 //! connections are done with (up to [`KEEP_BYTES`]) and takes them again (a client such as
 //! `nbdcopy` opens new connections for each copy). Only its own: a buffer never carries one
-//! export's bytes to another's client.
+//! export's bytes to another's client. All exports together keep at most [`KEEP_ALL`] (a
+//! daemon serves an export per attached VM disk, most of them idle).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// Buffers smaller than this are left to the allocator.
 const KEEP_FROM: usize = 64 << 10;
 /// What an export keeps at most.
 const KEEP_BYTES: usize = 32 << 20;
+/// What all exports of the process keep at most.
+const KEEP_ALL: usize = 128 << 20;
+/// What all exports keep now.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 pub(crate) struct Bufs(Mutex<Free>);
@@ -31,6 +37,7 @@ impl Bufs {
             if let Some(i) = free.bufs.iter().position(|b| b.capacity() >= len) {
                 let mut b = free.bufs.swap_remove(i);
                 free.bytes -= b.capacity();
+                KEPT.fetch_sub(b.capacity(), Ordering::Relaxed);
                 drop(free);
                 // Zeroes only beyond what it held before.
                 b.resize(len, 0);
@@ -46,10 +53,26 @@ impl Bufs {
             return;
         }
         let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if free.bytes + b.capacity() <= KEEP_BYTES {
-            free.bytes += b.capacity();
+        if free.bytes + b.capacity() > KEEP_BYTES {
+            return;
+        }
+        let cap = b.capacity();
+        let fits = KEPT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
+                (k + cap <= KEEP_ALL).then_some(k + cap)
+            })
+            .is_ok();
+        if fits {
+            free.bytes += cap;
             free.bufs.push(b);
         }
+    }
+}
+
+impl Drop for Bufs {
+    fn drop(&mut self) {
+        let free = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        KEPT.fetch_sub(free.bytes, Ordering::Relaxed);
     }
 }
 
@@ -57,8 +80,12 @@ impl Bufs {
 mod tests {
     use super::*;
 
+    /// The process's total is shared: these tests take turns.
+    static TURN: Mutex<()> = Mutex::new(());
+
     #[test]
     fn large_buffers_come_back_small_ones_do_not() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         let bufs = Bufs::default();
         let mut a = bufs.take(256 << 10);
         assert_eq!(a.len(), 256 << 10);
@@ -77,11 +104,36 @@ mod tests {
         assert_ne!(d.as_ptr(), at);
         bufs.give(vec![1u8; 4096]);
         assert!(bufs.0.lock().unwrap().bufs.is_empty());
-        // At most KEEP_BYTES are kept.
+        // At most KEEP_BYTES are kept, and what is kept counts in the process's total
+        // until the export goes.
         for _ in 0..(KEEP_BYTES / (1 << 20)) + 4 {
             bufs.give(vec![0u8; 1 << 20]);
         }
-        assert!(bufs.0.lock().unwrap().bytes <= KEEP_BYTES);
+        let kept = bufs.0.lock().unwrap().bytes;
+        assert!(kept <= KEEP_BYTES && kept > 0);
+        assert!(KEPT.load(Ordering::Relaxed) >= kept);
         drop((c, d));
+    }
+
+    #[test]
+    fn all_exports_together_keep_at_most_keep_all() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        let exports: Vec<Bufs> = (0..KEEP_ALL / KEEP_BYTES + 2)
+            .map(|_| Bufs::default())
+            .collect();
+        for b in &exports {
+            for _ in 0..KEEP_BYTES / (1 << 20) {
+                b.give(vec![0u8; 1 << 20]);
+            }
+        }
+        let kept: usize = exports.iter().map(|b| b.0.lock().unwrap().bytes).sum();
+        assert!(kept <= KEEP_ALL, "{kept}");
+        assert_eq!(KEPT.load(Ordering::Relaxed), kept);
+        drop(exports);
+        assert_eq!(
+            KEPT.load(Ordering::Relaxed),
+            0,
+            "an export gone still counts"
+        );
     }
 }

@@ -426,6 +426,8 @@ fn read(
         pos += e.len;
     }
     debug_assert_eq!(at, total);
+    // Never more than was written for this reply (a buffer used again holds old bytes).
+    out.truncate(at);
     Ok(out)
 }
 
