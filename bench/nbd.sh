@@ -5,9 +5,11 @@
 # - fio's nbd engine (libnbd, one connection per job): 4 KiB randread and randwrite at queue
 #   depth 1 and FIO_DEPTH, FIO_SECS each, servers in rotating order, FIO_RUNS times (medians);
 #   then a randwrite job over FIO_VERIFY_MB with verify=crc32c (fails the bench on a mismatch).
-# Every row is also run against a block volume of a `raid` pool (RAID_LEVEL, default raid0,
-# MEMBERS members; RAID_LEVEL=none skips it) exported by a private vesseld, the product's
-# own path: thin volume over our RAID engine over member files in the same directory.
+# Every row is also run against block volumes of two `raid` pools (RAID_LEVEL, default raid0,
+# MEMBERS members; RAID_LEVEL=none skips them) exported by a private vesseld, the product's
+# own path: thin volume over our RAID engine over member files in the same directory; one
+# pool with its members O_DIRECT (raid.cache=none, the default: `vraid`), one through the
+# page cache as the peers' files are (raid.cache=writeback: `vraidc`).
 . "$(dirname "$0")/lib.sh"
 RAID_LEVEL=${RAID_LEVEL:-raid0}
 MEMBERS=${MEMBERS:-4}
@@ -52,35 +54,42 @@ if [ "$RAID_LEVEL" != none ]; then
     raid0) data=$MEMBERS ;; raid1) data=1 ;; raid5) data=$((MEMBERS - 1)) ;; raid6) data=$((MEMBERS - 2)) ;;
     *) die "RAID_LEVEL must be raid0, raid1, raid5, raid6 or none" ;;
   esac
-  v storage pool create bench raid --level "$RAID_LEVEL" --members "$MEMBERS" \
-    --size "$(( (SIZE_MB * 5 / 4) / data + 8 ))MiB" >/dev/null || die "raid pool create failed"
-  v storage volume create bench disk --type block --size "${SIZE_MB}MiB" >/dev/null
-  v storage export create disk bench disk --protocol nbd --listen "$WORK/vraid.sock" >/dev/null
-  nbdcopy "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/vraid.sock" || die "filling the raid volume failed"
-  servers+=(vraid)
+  for cache in none writeback; do
+    p=bench-$cache; s=vraid; [ $cache = none ] || s=vraidc
+    v storage pool create "$p" raid --level "$RAID_LEVEL" --members "$MEMBERS" -c "raid.cache=$cache" \
+      --size "$(( (SIZE_MB * 5 / 4) / data + 8 ))MiB" >/dev/null || die "raid pool create failed"
+    v storage volume create "$p" disk --type block --size "${SIZE_MB}MiB" >/dev/null
+    v storage export create "$s" "$p" disk --protocol nbd --listen "$WORK/$s.sock" >/dev/null
+    nbdcopy --flush "$WORK/source.img" "nbd+unix:///$s?socket=$WORK/$s.sock" || die "filling the raid volume failed"
+    servers+=("$s")
+  done
   echo "raid volume: $RAID_LEVEL over $MEMBERS member files in $WORK/root, exported by vesseld" >&2
 fi
 echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)" >&2
-uri() { echo "nbd+unix:///disk?socket=$WORK/$1.sock"; }
+uri() { local e=disk; case $1 in vraid*) e=$1 ;; esac; echo "nbd+unix:///$e?socket=$WORK/$1.sock"; }
 for f in read write; do
   mkdir -p "$WORK/$f"
   if [ "$f" = read ]; then src() { uri "$1"; }; dst() { echo null:; }
   else src() { echo "$WORK/source.img"; }; dst() { uri "$1"; }; fi
   echo "== nbdcopy $f ($SIZE_MB MiB), time ratios (below 1: vessel-nbd is faster)"
+  # Each round starts with nothing dirty (untimed `sync`): what one server's copy left to
+  # write back, or the flush ours makes after a client's disconnect, is not charged to the
+  # next one.
   extra=()
-  [ "$RAID_LEVEL" = none ] || extra=(vraid : "nbdcopy $(src vraid) $(dst vraid)")
+  [ "$RAID_LEVEL" = none ] || extra=(vraid sync "nbdcopy $(src vraid) $(dst vraid)" \
+    vraidc sync "nbdcopy $(src vraidc) $(dst vraidc)")
   interleave "$RUNS" "$WORK/$f" \
-    vessel : "nbdcopy $(src vessel) $(dst vessel)" \
-    qemu-nbd : "nbdcopy $(src qemu) $(dst qemu)" \
-    nbdkit : "nbdcopy $(src nbdkit) $(dst nbdkit)" "${extra[@]}"
-  names=(vessel qemu-nbd nbdkit); [ "$RAID_LEVEL" = none ] || names+=(vraid)
+    vessel sync "nbdcopy $(src vessel) $(dst vessel)" \
+    qemu-nbd sync "nbdcopy $(src qemu) $(dst qemu)" \
+    nbdkit sync "nbdcopy $(src nbdkit) $(dst nbdkit)" "${extra[@]}"
+  names=(vessel qemu-nbd nbdkit); [ "$RAID_LEVEL" = none ] || names+=(vraid vraidc)
   for n in "${names[@]}"; do
     echo "$f $n: $(echo "scale=0; $SIZE_MB / $(bench_median "$WORK/$f/times.$n")" | bc) MB/s"
   done
   if [ "$RAID_LEVEL" != none ]; then
-    for p in qemu-nbd nbdkit; do
-      echo "vraid / $p = $(echo "scale=2; $(bench_median "$WORK/$f/times.$p") / $(bench_median "$WORK/$f/times.vraid")" | bc) (throughput; above 1: the raid volume is faster)"
-    done
+    for r in vraid vraidc; do for p in qemu-nbd nbdkit; do
+      echo "$r / $p = $(echo "scale=2; $(bench_median "$WORK/$f/times.$p") / $(bench_median "$WORK/$f/times.$r")" | bc) (throughput; above 1: the raid volume is faster)"
+    done; done
   fi
 done
 
@@ -122,14 +131,15 @@ for line in open(sys.argv[1]):
     s, test, iops = line.rstrip("\n").split("\t")
     if test not in order: order.append(test)
     v[(test, s)].append(float(iops))
-servers = [s for s in ("vessel", "qemu", "nbdkit", "vraid") if any(k[1] == s for k in v)]
+servers = [s for s in ("vessel", "qemu", "nbdkit", "vraid", "vraidc") if any(k[1] == s for k in v)]
 for t in order:
     m = {s: st.median(v[(t, s)]) for s in servers if (t, s) in v}
     line = (f"fio {t}\tvessel {m['vessel']:.0f} IOPS\tqemu-nbd {m['qemu']:.0f}\tnbdkit {m['nbdkit']:.0f}"
             f"\tvessel / qemu-nbd = {m['vessel'] / m['qemu']:.2f}\tvessel / nbdkit = {m['vessel'] / m['nbdkit']:.2f}")
-    if "vraid" in m:
-        line += (f"\traid volume {m['vraid']:.0f}\tvraid / qemu-nbd = {m['vraid'] / m['qemu']:.2f}"
-                 f"\tvraid / nbdkit = {m['vraid'] / m['nbdkit']:.2f}")
+    for r in ("vraid", "vraidc"):
+        if r in m:
+            line += (f"\t{r} {m[r]:.0f}\t{r} / qemu-nbd = {m[r] / m['qemu']:.2f}"
+                     f"\t{r} / nbdkit = {m[r] / m['nbdkit']:.2f}")
     print(line)
     print("  runs: " + "; ".join(f"{s} " + " ".join(f"{x:.0f}" for x in v[(t, s)]) for s in servers if (t, s) in v))
 PY
