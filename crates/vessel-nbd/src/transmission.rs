@@ -374,9 +374,8 @@ fn read(
     let len = u64::from(req.len);
     if !structured {
         let mut out = bufs.take(16 + req.len as usize);
-        let mut head = Vec::with_capacity(16);
-        let _ = simple_reply(&mut head, req.cookie, 0, &[]);
-        out[..16].copy_from_slice(&head);
+        // The header into its 16 bytes (a slice takes exactly that much).
+        let _ = simple_reply(&mut &mut out[..16], req.cookie, 0, &[]);
         dev.read_at(&mut out[16..], req.offset)?;
         return Ok(out);
     }

@@ -160,13 +160,6 @@ pub struct RaidArray {
     pub(crate) member_io: MemberIo,
 }
 
-impl RaidArray {
-    /// How the array reaches its member files.
-    pub fn member_io(&self) -> MemberIo {
-        self.member_io
-    }
-}
-
 fn check_shape(level: RaidLevel, count: usize, chunk: u64) -> Result<()> {
     if count < level.min_members() {
         return Err(RaidError::MemberCount {
@@ -259,8 +252,7 @@ impl RaidArray {
                 partial: false,
             })
             .collect();
-        let mut array = RaidArray::assemble(geo, Uuid::new_v4(), 0, slots, bitmap);
-        array.member_io = config.member_io;
+        let array = RaidArray::assemble(geo, Uuid::new_v4(), 0, slots, bitmap, config.member_io);
         // Bitmap before superblocks: a member that looks like ours must never carry
         // a bitmap left over from its previous life.
         array.write_bitmap_all()?;
@@ -461,8 +453,7 @@ impl RaidArray {
                 }),
             }
         }
-        let mut array = RaidArray::assemble(geo, pool, newest.generation, slots, bitmap);
-        array.member_io = io;
+        let array = RaidArray::assemble(geo, pool, newest.generation, slots, bitmap, io);
         array.lock().write_superblocks()?;
         let dirty = !array.intents().bitmap.marked_rows(geo.rows()).is_empty();
         if dirty {
@@ -479,6 +470,7 @@ impl RaidArray {
         generation: u64,
         slots: Vec<Slot>,
         bitmap: Bitmap,
+        member_io: MemberIo,
     ) -> Self {
         RaidArray {
             geo,
@@ -501,7 +493,7 @@ impl RaidArray {
             csums: CsumCache::new(geo),
             rows: RowLocks::default(),
             failure_hook: Hook::default(),
-            member_io: MemberIo::Direct,
+            member_io,
         }
     }
 

@@ -172,6 +172,32 @@ fn btrfs_pool_enforces_quotas_and_snapshots_subvolumes() {
     assert!(!d.mounts().iter().any(|m| m.contains("storage/fast")));
 }
 
+/// Exports the volume `disk` of `pool` as `disk` over NBD on the unix socket `sock`; the
+/// export's URI.
+fn export_disk(d: &Daemon, pool: &str, sock: &str) -> String {
+    d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "disk",
+        pool,
+        "disk",
+        "--protocol",
+        "nbd",
+        "--listen",
+        sock,
+    ]);
+    format!("nbd+unix:///disk?socket={sock}")
+}
+
+/// Writes `data` whole through the export `uri` and flushes it (`nbdcopy --flush`), from
+/// the file `name` in `d`'s directory.
+fn write_flushed(d: &Daemon, name: &str, uri: &str, data: &[u8]) {
+    let src = d.dir.join(name);
+    std::fs::write(&src, data).unwrap();
+    tool("nbdcopy", &["--flush", src.to_str().unwrap(), uri]);
+}
+
 /// A pattern of `len` bytes derived from `seed`.
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -578,24 +604,10 @@ fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
     ]);
     let sock = d.dir.join("nbd.sock");
     let sock_s = sock.to_str().unwrap();
-    d.ok(&[
-        "storage",
-        "export",
-        "create",
-        "disk",
-        "safe",
-        "disk",
-        "--protocol",
-        "nbd",
-        "--listen",
-        sock_s,
-    ]);
-    let uri = format!("nbd+unix:///disk?socket={sock_s}");
+    let uri = export_disk(&d, "safe", sock_s);
     let data = pattern(11, 32 << 20);
-    let src = d.dir.join("src.raw");
-    std::fs::write(&src, &data).unwrap();
     // Flushed: the daemon is killed later and the data must be there.
-    tool("nbdcopy", &["--flush", src.to_str().unwrap(), &uri]);
+    write_flushed(&d, "src.raw", &uri, &data);
     // RAID 6 loses two members and still has every byte.
     d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "0"]);
     d.ok(&["storage", "pool", "repair", "safe", "fail", "--member", "3"]);
@@ -801,27 +813,14 @@ fn direct_flags(pid: i32, path: &Path) -> Vec<bool> {
     out
 }
 
-/// Whether the file system of `dir` takes `O_DIRECT` reads.
+/// Whether the file system of `dir` takes `O_DIRECT`, as the RAID engine finds it when it
+/// opens a member there (`Member::open` probes it).
 fn direct_probe(dir: &Path) -> bool {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let path = dir.join("direct-probe");
     std::fs::write(&path, vec![0u8; 8192]).unwrap();
-    let takes = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .is_ok_and(|f| {
-            let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
-            // SAFETY: a 4096-byte allocation of that layout, freed below.
-            let buf = unsafe { std::alloc::alloc_zeroed(layout) };
-            // SAFETY: `buf` is valid for 4096 bytes until freed.
-            let ok = f
-                .read_at(unsafe { std::slice::from_raw_parts_mut(buf, 4096) }, 0)
-                .is_ok();
-            // SAFETY: allocated above with `layout`.
-            unsafe { std::alloc::dealloc(buf, layout) };
-            ok
-        });
+    let takes = vessel_raid::member::Member::open(&path)
+        .expect("open the probe")
+        .is_direct();
     std::fs::remove_file(&path).unwrap();
     takes
 }
@@ -890,24 +889,9 @@ fn a_raid_pool_through_the_page_cache_keeps_flushed_data_over_a_daemon_kill() {
         "storage", "volume", "create", "cached", "disk", "--type", "block", "--size", "8MiB",
     ]);
     let sock = d.dir.join("cached.sock");
-    let sock_s = sock.to_str().unwrap();
-    d.ok(&[
-        "storage",
-        "export",
-        "create",
-        "disk",
-        "cached",
-        "disk",
-        "--protocol",
-        "nbd",
-        "--listen",
-        sock_s,
-    ]);
-    let uri = format!("nbd+unix:///disk?socket={sock_s}");
+    let uri = export_disk(&d, "cached", sock.to_str().unwrap());
     let data = pattern(11, 8 << 20);
-    let src = d.dir.join("cached-src.raw");
-    std::fs::write(&src, &data).unwrap();
-    tool("nbdcopy", &["--flush", src.to_str().unwrap(), &uri]);
+    write_flushed(&d, "cached-src.raw", &uri, &data);
 
     // Killed: the flushed data is there when the pool is assembled again, the same way.
     d.kill(libc::SIGKILL);
