@@ -40,6 +40,20 @@ pub fn block_sums(buf: &[u8]) -> Vec<u32> {
         .collect()
 }
 
+/// [`block_sums`] of segments that follow one another (a vectored I/O's).
+pub fn seg_sums(segs: &[&[u8]]) -> Vec<u32> {
+    let block = CSUM_BLOCK as usize;
+    if segs
+        .iter()
+        .rev()
+        .skip(1)
+        .all(|s| s.len().is_multiple_of(block))
+    {
+        return segs.iter().flat_map(|s| block_sums(s)).collect();
+    }
+    block_sums(&segs.concat())
+}
+
 #[derive(Debug)]
 struct Block {
     member: Arc<Member>,
@@ -141,13 +155,18 @@ impl CsumCache {
         }
     }
 
-    /// Whether `buf`, read from `member` at `off`, matches its recorded checksums. An error
-    /// when the checksums cannot be read.
-    pub fn matches(&self, member: &Arc<Member>, off: u64, buf: &[u8]) -> Result<bool> {
-        let sums = block_sums(buf);
-        let (at, len, skip) = self.span(off, buf.len());
+    /// Whether the `len` bytes read from `member` at `off`, whose checksums are `sums`,
+    /// match the recorded ones. An error when those cannot be read.
+    pub fn matches_sums(
+        &self,
+        member: &Arc<Member>,
+        off: u64,
+        len: usize,
+        sums: &[u32],
+    ) -> Result<bool> {
+        let (at, len, skip) = self.span(off, len);
         let cache = self.with_blocks(member, at, len)?;
-        Ok(sums.into_iter().enumerate().all(|(i, sum)| {
+        Ok(sums.iter().enumerate().all(|(i, sum)| {
             let pos = skip + i * 4;
             let block = at + (pos as u64 / CSUM_BLOCK) * CSUM_BLOCK;
             let o = pos % CSUM_BLOCK as usize;

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::array::{RaidArray, Slot};
-use crate::checksum::{block_sums, Verified};
+use crate::checksum::{block_sums, seg_sums, Verified};
 use crate::error::{RaidError, Result};
 use crate::gf;
 use crate::layout::{Geometry, Role, DATA_OFFSET};
@@ -264,28 +264,50 @@ struct Piece {
     n: usize,
 }
 
-/// Member writes of a request, contiguous ones of a member joined into one.
-#[derive(Default)]
-pub(crate) struct Plan {
-    runs: Vec<(usize, u64, Scratch)>,
-    /// Bytes a member's run is expected to reach.
-    hint: usize,
+/// A piece of a member write: the caller's bytes, or bytes the request made (parity, a
+/// chunk patched after a read).
+enum Seg<'b> {
+    Caller(&'b [u8]),
+    Own(Scratch),
 }
 
-impl Plan {
-    pub fn push(&mut self, m: usize, off: u64, data: &[u8]) {
+impl Seg<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Caller(b) => b,
+            Seg::Own(b) => b.as_slice(),
+        }
+    }
+
+    /// A copy of `data`.
+    fn copy(data: &[u8]) -> Self {
+        let mut b = Scratch::empty(data.len());
+        b.extend_from_slice(data);
+        Seg::Own(b)
+    }
+}
+
+/// Member writes of a request: per member run (member, offset, length), the pieces that
+/// follow one another there, written as one vectored I/O.
+#[derive(Default)]
+pub(crate) struct Plan<'b> {
+    runs: Vec<(usize, u64, usize, Vec<Seg<'b>>)>,
+}
+
+impl<'b> Plan<'b> {
+    fn push(&mut self, m: usize, off: u64, seg: Seg<'b>) {
+        let len = seg.bytes().len();
         if let Some(run) = self
             .runs
             .iter_mut()
             .rev()
-            .find(|(rm, at, b)| *rm == m && *at + b.len() as u64 == off)
+            .find(|(rm, at, rlen, _)| *rm == m && *at + *rlen as u64 == off)
         {
-            run.2.extend_from_slice(data);
+            run.2 += len;
+            run.3.push(seg);
             return;
         }
-        let mut b = Scratch::empty(data.len().max(self.hint));
-        b.extend_from_slice(data);
-        self.runs.push((m, off, b));
+        self.runs.push((m, off, len, vec![seg]));
     }
 }
 
@@ -355,13 +377,19 @@ impl<'a> Ctx<'a> {
 
     /// Reads in parallel; per read, whether it succeeded (members that fail are failed).
     pub fn read_batch(&mut self, reads: &mut [(usize, u64, &mut [u8])]) -> Vec<bool> {
+        self.read_segs(&mut one_seg(reads))
+    }
+
+    /// [`Ctx::read_batch`] of reads into segments that follow one another on the member.
+    fn read_segs(&mut self, reads: &mut [(usize, u64, Vec<&mut [u8]>)]) -> Vec<bool> {
         let members: Vec<Option<Arc<Member>>> =
             reads.iter().map(|(m, _, _)| self.member(*m)).collect();
         let mut reqs = Vec::new();
         let mut at = Vec::new();
-        for (i, ((_, off, buf), member)) in reads.iter_mut().zip(&members).enumerate() {
+        for (i, ((_, off, segs), member)) in reads.iter_mut().zip(&members).enumerate() {
             if let Some(member) = member {
-                reqs.push(Req::read(member, *off, buf));
+                let segs = segs.iter_mut().map(|s| &mut **s).collect();
+                reqs.push(Req::readv(member, *off, segs));
                 at.push(i);
             }
         }
@@ -384,14 +412,24 @@ impl<'a> Ctx<'a> {
         reads: &mut [(usize, u64, &mut [u8])],
         count: bool,
     ) -> Vec<Verified> {
-        let ok = self.read_batch(reads);
+        self.read_verified_segs(&mut one_seg(reads), count)
+    }
+
+    /// [`Ctx::read_verified_batch`] of reads into segments.
+    fn read_verified_segs(
+        &mut self,
+        reads: &mut [(usize, u64, Vec<&mut [u8]>)],
+        count: bool,
+    ) -> Vec<Verified> {
+        let ok = self.read_segs(reads);
         let mut out = Vec::with_capacity(reads.len());
-        for ((m, off, buf), ok) in reads.iter().zip(ok) {
+        for ((m, off, segs), ok) in reads.iter().zip(ok) {
             if !ok {
                 out.push(Verified::Failed);
                 continue;
             }
-            out.push(match self.checksums_match(*m, *off, buf) {
+            let segs: Vec<&[u8]> = segs.iter().map(|s| &**s).collect();
+            out.push(match self.segs_match(*m, *off, &segs) {
                 Some(true) => Verified::Good,
                 Some(false) => {
                     if count {
@@ -411,8 +449,18 @@ impl<'a> Ctx<'a> {
     /// Whether `buf`, read from member `m` at `off`, matches its recorded checksums.
     /// `None` when the checksums cannot be read (the member is failed).
     pub fn checksums_match(&mut self, m: usize, off: u64, buf: &[u8]) -> Option<bool> {
+        self.segs_match(m, off, &[buf])
+    }
+
+    /// [`Ctx::checksums_match`] of segments read one after the other.
+    fn segs_match(&mut self, m: usize, off: u64, segs: &[&[u8]]) -> Option<bool> {
         let member = self.member(m)?;
-        match self.a.csums.matches(&member, off, buf) {
+        let len = segs.iter().map(|s| s.len()).sum();
+        match self
+            .a
+            .csums
+            .matches_sums(&member, off, len, &seg_sums(segs))
+        {
             Ok(ok) => Some(ok),
             Err(e) => {
                 self.fail(m, e);
@@ -434,34 +482,44 @@ impl<'a> Ctx<'a> {
     /// Writes in parallel to the writable members among `writes` and records the
     /// checksums of what was written; per write, whether it succeeded.
     pub fn write_batch(&mut self, writes: &[(usize, u64, &[u8])]) -> Vec<bool> {
+        let writes: Vec<(usize, u64, Vec<&[u8]>)> = writes
+            .iter()
+            .map(|(m, off, buf)| (*m, *off, vec![*buf]))
+            .collect();
+        self.write_segs(&writes)
+    }
+
+    /// [`Ctx::write_batch`] of writes of segments that follow one another on the member.
+    fn write_segs(&mut self, writes: &[(usize, u64, Vec<&[u8]>)]) -> Vec<bool> {
         let members: Vec<Option<Arc<Member>>> = writes
             .iter()
             .map(|(m, _, _)| self.member(*m).filter(|_| self.writable(*m)))
             .collect();
         let mut reqs = Vec::new();
         let mut at = Vec::new();
-        for (i, ((_, off, buf), member)) in writes.iter().zip(&members).enumerate() {
+        for (i, ((_, off, segs), member)) in writes.iter().zip(&members).enumerate() {
             if let Some(member) = member {
-                reqs.push(Req::write(member, *off, buf));
+                reqs.push(Req::writev(member, *off, segs.clone()));
                 at.push(i);
             }
         }
         // The checksums are computed while the writes are in flight.
         let mut sums: Vec<Vec<u32>> = Vec::new();
         let results = uring::run_during(&mut reqs, || {
-            sums = at.iter().map(|&i| block_sums(writes[i].2)).collect();
+            sums = at.iter().map(|&i| seg_sums(&writes[i].2)).collect();
         });
         drop(reqs);
         let mut ok = vec![false; writes.len()];
         for ((i, res), sums) in at.into_iter().zip(results).zip(sums) {
-            let (m, off, buf) = writes[i];
+            let (m, off, segs) = &writes[i];
+            let len = segs.iter().map(|s| s.len()).sum();
             let res = res.and_then(|()| match &members[i] {
-                Some(member) => self.a.csums.update_sums(member, off, buf.len(), &sums),
+                Some(member) => self.a.csums.update_sums(member, *off, len, &sums),
                 None => Ok(()),
             });
             match res {
                 Ok(()) => ok[i] = true,
-                Err(e) => self.fail(m, e),
+                Err(e) => self.fail(*m, e),
             }
         }
         ok
@@ -534,13 +592,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Writes a plan's runs in parallel.
-    fn write_plan(&mut self, plan: &Plan) -> Vec<bool> {
-        let writes: Vec<(usize, u64, &[u8])> = plan
+    fn write_plan(&mut self, plan: &Plan<'_>) -> Vec<bool> {
+        let writes: Vec<(usize, u64, Vec<&[u8]>)> = plan
             .runs
             .iter()
-            .map(|(m, off, b)| (*m, *off, b.as_slice()))
+            .map(|(m, off, _, segs)| (*m, *off, segs.iter().map(Seg::bytes).collect()))
             .collect();
-        self.write_batch(&writes)
+        self.write_segs(&writes)
     }
 
     /// Makes every member write so far durable (all members at once).
@@ -645,6 +703,33 @@ impl<'a> Ctx<'a> {
             });
             done += n;
         }
+        if solve_rows.is_empty() && pieces.iter().all(|p| p.skip == 0 && p.len == p.n) {
+            // Aligned pieces: straight into the caller's buffer, the pieces of one member
+            // run in one vectored read.
+            let mut runs: Vec<(usize, u64, usize, Vec<&mut [u8]>)> = Vec::new();
+            let mut rest = &mut buf[..];
+            for p in &pieces {
+                let (seg, tail) = std::mem::take(&mut rest).split_at_mut(p.n);
+                rest = tail;
+                match runs
+                    .iter_mut()
+                    .rev()
+                    .find(|(m, at, len, _)| *m == p.m && *at + *len as u64 == p.at)
+                {
+                    Some(run) => {
+                        run.2 += p.n;
+                        run.3.push(seg);
+                    }
+                    None => runs.push((p.m, p.at, p.n, vec![seg])),
+                }
+            }
+            let mut reads: Vec<(usize, u64, Vec<&mut [u8]>)> = runs
+                .into_iter()
+                .map(|(m, at, _, segs)| (m, at, segs))
+                .collect();
+            let got = self.read_verified_segs(&mut reads, false);
+            return got.iter().all(|v| *v == Verified::Good);
+        }
         // The member ranges to read, in order; contiguous ones of a member joined.
         let mut runs: Vec<(usize, u64, usize)> = Vec::new();
         let add = |runs: &mut Vec<(usize, u64, usize)>, m: usize, at: u64, len: usize| {
@@ -680,17 +765,6 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             add(&mut runs, p.m, p.at, p.len);
-        }
-        if runs.len() == 1
-            && pieces.len() == 1
-            && pieces[0].m != usize::MAX
-            && pieces[0].skip == 0
-            && pieces[0].len == pieces[0].n
-        {
-            // One aligned piece: straight into the caller's buffer.
-            let p = &pieces[0];
-            let got = self.read_verified_batch(&mut [(p.m, p.at, &mut buf[..p.n])], false);
-            return got[0] == Verified::Good;
         }
         let mut bufs: Vec<Scratch> = runs.iter().map(|r| Scratch::new(r.2)).collect();
         let mut reads: Vec<(usize, u64, &mut [u8])> = runs
@@ -767,15 +841,7 @@ impl<'a> Ctx<'a> {
 
     pub fn write(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
         let row_bytes = self.geo.row_bytes();
-        let touched = (offset + buf.len() as u64).div_ceil(row_bytes) - offset / row_bytes;
-        let mut plan = Plan {
-            runs: Vec::new(),
-            hint: if touched > 1 {
-                (touched * self.geo.chunk) as usize
-            } else {
-                0
-            },
-        };
+        let mut plan = Plan::default();
         let mut rows = Vec::new();
         let mut done = 0usize;
         while done < buf.len() {
@@ -807,7 +873,13 @@ impl<'a> Ctx<'a> {
 
     /// Adds the member writes that put `data` at byte `within` of `row`'s data to
     /// `plan`, reading what a partial update needs first.
-    fn plan_row(&mut self, plan: &mut Plan, row: u64, within: u64, data: &[u8]) -> Result<()> {
+    fn plan_row<'b>(
+        &mut self,
+        plan: &mut Plan<'b>,
+        row: u64,
+        within: u64,
+        data: &'b [u8],
+    ) -> Result<()> {
         let chunk = self.geo.chunk;
         let end = within + data.len() as u64;
         let (d0, d1) = ((within / chunk) as usize, ((end - 1) / chunk) as usize);
@@ -841,20 +913,21 @@ impl<'a> Ctx<'a> {
             match self.geo.level {
                 RaidLevel::Raid0 => {
                     for d in d0..=d1 {
-                        plan.push(self.geo.data_member(row, d), off, slice(d));
+                        plan.push(self.geo.data_member(row, d), off, Seg::Caller(slice(d)));
                     }
                 }
                 RaidLevel::Raid1 => {
                     for m in 0..self.slots.len() {
                         if self.writable(m) {
-                            plan.push(m, off, slice(0));
+                            plan.push(m, off, Seg::Caller(slice(0)));
                         }
                     }
                 }
                 RaidLevel::Raid5 | RaidLevel::Raid6 => {
-                    let refs: Vec<&[u8]> = range.clone().map(slice).collect();
-                    let (p, q) = parity_refs(self.geo.level, &refs);
-                    self.push_row(plan, row, off, &refs, p, q);
+                    let refs: Vec<&'b [u8]> = range.clone().map(slice).collect();
+                    let (p, q) = parity_scratch(self.geo.level, &refs);
+                    let segs = refs.into_iter().map(|r| Some(Seg::Caller(r))).collect();
+                    self.push_row(plan, row, off, segs, p, q);
                 }
             }
             return Ok(());
@@ -890,26 +963,27 @@ impl<'a> Ctx<'a> {
         match self.geo.level {
             RaidLevel::Raid0 => {
                 for d in d0..=d1 {
-                    plan.push(self.geo.data_member(row, d), off, &chunks[d - d0]);
+                    let seg = Seg::copy(&chunks[d - d0]);
+                    plan.push(self.geo.data_member(row, d), off, seg);
                 }
             }
             RaidLevel::Raid1 => {
                 for m in 0..self.slots.len() {
                     if self.writable(m) {
-                        plan.push(m, off, &chunks[0]);
+                        plan.push(m, off, Seg::copy(&chunks[0]));
                     }
                 }
             }
             RaidLevel::Raid5 | RaidLevel::Raid6 => {
                 let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-                let (p, q) = parity_refs(self.geo.level, &refs);
+                let (p, q) = parity_scratch(self.geo.level, &refs);
                 // Only the chunks that changed, and parity.
-                let touched: Vec<&[u8]> = refs
+                let touched = refs
                     .iter()
                     .enumerate()
-                    .map(|(d, c)| if (d0..=d1).contains(&d) { *c } else { &[][..] })
+                    .map(|(d, c)| (d0..=d1).contains(&d).then(|| Seg::copy(c)))
                     .collect();
-                self.push_row(plan, row, off, &touched, p, q);
+                self.push_row(plan, row, off, touched, p, q);
             }
         }
         Ok(())
@@ -943,26 +1017,26 @@ impl<'a> Ctx<'a> {
         got.iter().all(|v| *v == Verified::Good).then_some(chunks)
     }
 
-    /// Adds a parity row's writes: its data chunks (empty ones skipped) and parity.
-    fn push_row(
+    /// Adds a parity row's writes: its data chunks (`None` ones skipped) and parity.
+    fn push_row<'b>(
         &self,
-        plan: &mut Plan,
+        plan: &mut Plan<'b>,
         row: u64,
         off: u64,
-        data: &[&[u8]],
-        p: Option<Vec<u8>>,
-        q: Option<Vec<u8>>,
+        data: Vec<Option<Seg<'b>>>,
+        p: Option<Scratch>,
+        q: Option<Scratch>,
     ) {
-        for (d, buf) in data.iter().enumerate() {
+        for (d, seg) in data.into_iter().enumerate() {
             let m = self.geo.data_member(row, d);
-            if !buf.is_empty() && self.writable(m) {
-                plan.push(m, off, buf);
+            if let Some(seg) = seg.filter(|_| self.writable(m)) {
+                plan.push(m, off, seg);
             }
         }
         for (member, parity) in [(self.geo.p_member(row), p), (self.geo.q_member(row), q)] {
             if let (Some(m), Some(buf)) = (member, parity) {
                 if self.writable(m) {
-                    plan.push(m, off, &buf);
+                    plan.push(m, off, Seg::Own(buf));
                 }
             }
         }
@@ -1164,6 +1238,32 @@ impl<'a> Ctx<'a> {
     pub fn parity(&self, data: &[Vec<u8>]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
         parity(self.geo.level, data)
     }
+}
+
+/// [`parity_refs`] into pooled aligned buffers (a write's parity goes to a member as is).
+fn parity_scratch(level: RaidLevel, refs: &[&[u8]]) -> (Option<Scratch>, Option<Scratch>) {
+    let len = refs.first().map_or(0, |r| r.len());
+    match level {
+        RaidLevel::Raid5 => {
+            let mut p = Scratch::new(len);
+            gf::gen_p(refs, p.as_mut_slice());
+            (Some(p), None)
+        }
+        RaidLevel::Raid6 => {
+            let (mut p, mut q) = (Scratch::new(len), Scratch::new(len));
+            gf::gen_pq(refs, p.as_mut_slice(), q.as_mut_slice());
+            (Some(p), Some(q))
+        }
+        RaidLevel::Raid0 | RaidLevel::Raid1 => (None, None),
+    }
+}
+
+/// Single-buffer reads as reads into one segment each.
+fn one_seg<'b>(reads: &'b mut [(usize, u64, &mut [u8])]) -> Vec<(usize, u64, Vec<&'b mut [u8]>)> {
+    reads
+        .iter_mut()
+        .map(|(m, off, buf)| (*m, *off, vec![&mut **buf]))
+        .collect()
 }
 
 /// The parity chunks of a row's data chunks at `level`.

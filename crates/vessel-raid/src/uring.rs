@@ -12,21 +12,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use io_uring::{opcode, types, IoUring};
 
 use crate::error::Result;
-use crate::member::{AlignedBuf, Member, IO_ALIGN};
+use crate::member::{Member, Scratch, IO_ALIGN};
 
 /// Submission queue entries per thread's ring; larger batches go in rounds.
 const RING_ENTRIES: u32 = 128;
 /// Larger single I/Os are done synchronously (the ring takes 32-bit lengths).
 const MAX_RING_IO: usize = 1 << 30;
+/// Most segments one vectored I/O takes (`IOV_MAX`); more are gathered first.
+const MAX_SEGS: usize = 1024;
 
-/// One member I/O of a batch.
+/// One member I/O of a batch. Reads and writes take a list of segments that lie one after
+/// the other on the member (a `readv`/`writev`): a request's pieces go to and from the
+/// caller's buffer without being gathered into one first.
 pub(crate) enum Op<'a> {
-    /// Fill the buffer from the member offset.
-    Read(u64, &'a mut [u8]),
-    /// Write the buffer at the member offset.
-    Write(u64, &'a [u8]),
+    /// Fill the segments from the member offset on.
+    Read(u64, Vec<&'a mut [u8]>),
+    /// Write the segments at the member offset on.
+    Write(u64, Vec<&'a [u8]>),
     /// `fdatasync` the member.
     Sync,
+}
+
+impl Op<'_> {
+    /// Bytes the I/O moves.
+    fn len(&self) -> usize {
+        match self {
+            Op::Read(_, segs) => segs.iter().map(|s| s.len()).sum(),
+            Op::Write(_, segs) => segs.iter().map(|s| s.len()).sum(),
+            Op::Sync => 0,
+        }
+    }
 }
 
 /// A member and what to do on it.
@@ -37,16 +52,26 @@ pub(crate) struct Req<'a> {
 
 impl<'a> Req<'a> {
     pub fn read(member: &'a Member, off: u64, buf: &'a mut [u8]) -> Self {
-        Req {
-            member,
-            op: Op::Read(off, buf),
-        }
+        Self::readv(member, off, vec![buf])
     }
 
     pub fn write(member: &'a Member, off: u64, buf: &'a [u8]) -> Self {
+        Self::writev(member, off, vec![buf])
+    }
+
+    /// Reads the member from `off` on into `segs`, one after the other.
+    pub fn readv(member: &'a Member, off: u64, segs: Vec<&'a mut [u8]>) -> Self {
         Req {
             member,
-            op: Op::Write(off, buf),
+            op: Op::Read(off, segs),
+        }
+    }
+
+    /// Writes `segs` to the member from `off` on, one after the other.
+    pub fn writev(member: &'a Member, off: u64, segs: Vec<&'a [u8]>) -> Self {
+        Req {
+            member,
+            op: Op::Write(off, segs),
         }
     }
 
@@ -56,6 +81,59 @@ impl<'a> Req<'a> {
             op: Op::Sync,
         }
     }
+}
+
+/// The bytes of `segs` from byte `from` on, in one aligned buffer.
+fn gather(segs: &[&[u8]], from: usize) -> Scratch {
+    let mut b = Scratch::empty(segs.iter().map(|s| s.len()).sum::<usize>() - from);
+    let mut skip = from;
+    for s in segs {
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        b.extend_from_slice(&s[skip..]);
+        skip = 0;
+    }
+    b
+}
+
+/// Copies `data` into `segs` from byte `from` of the segments on.
+fn scatter(segs: &mut [&mut [u8]], from: usize, data: &[u8]) {
+    let (mut skip, mut data) = (from, data);
+    for s in segs.iter_mut() {
+        if data.is_empty() {
+            break;
+        }
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        let n = (s.len() - skip).min(data.len());
+        s[skip..skip + n].copy_from_slice(&data[..n]);
+        data = &data[n..];
+        skip = 0;
+    }
+}
+
+/// Reads `len` bytes of the member at `off` into `segs` from byte `from` of them on.
+fn read_rest(member: &Member, off: u64, segs: &mut [&mut [u8]], from: usize) -> Result<()> {
+    let total: usize = segs.iter().map(|s| s.len()).sum();
+    if segs.len() == 1 {
+        return member.read_at(off, &mut segs[0][from..]);
+    }
+    let mut b = Scratch::new(total - from);
+    member.read_at(off, b.as_mut_slice())?;
+    scatter(segs, from, b.as_slice());
+    Ok(())
+}
+
+/// Writes `segs` from byte `from` of them on to the member at `off`.
+fn write_rest(member: &Member, off: u64, segs: &[&[u8]], from: usize) -> Result<()> {
+    if segs.len() == 1 {
+        return member.write_at(off, &segs[0][from..]);
+    }
+    member.write_at(off, gather(segs, from).as_slice())
 }
 
 thread_local! {
@@ -85,12 +163,7 @@ pub(crate) fn run(reqs: &mut [Req<'_>]) -> Vec<Result<()>> {
 /// [`run`], calling `during` while the I/O is in flight (CPU work that does not depend on
 /// it, such as checksums of data being written).
 pub(crate) fn run_during(reqs: &mut [Req<'_>], during: impl FnOnce()) -> Vec<Result<()>> {
-    let small = reqs.len() <= 1
-        && reqs.iter().all(|r| match &r.op {
-            Op::Read(_, b) => b.len() < 64 << 10,
-            Op::Write(_, b) => b.len() < 64 << 10,
-            Op::Sync => true,
-        });
+    let small = reqs.len() <= 1 && reqs.iter().all(|r| r.op.len() < 64 << 10);
     if small {
         let out = reqs.iter_mut().map(run_one).collect();
         during();
@@ -115,14 +188,27 @@ pub(crate) fn run_during(reqs: &mut [Req<'_>], during: impl FnOnce()) -> Vec<Res
 
 fn run_one(req: &mut Req<'_>) -> Result<()> {
     match &mut req.op {
-        Op::Read(off, buf) => req.member.read_at(*off, buf),
-        Op::Write(off, buf) => req.member.write_at(*off, buf),
+        Op::Read(off, segs) => read_rest(req.member, *off, segs, 0),
+        Op::Write(off, segs) => write_rest(req.member, *off, segs, 0),
         Op::Sync => req.member.sync(),
     }
 }
 
-fn unaligned(member: &Member, ptr: *const u8) -> bool {
-    member.is_direct() && !(ptr as usize).is_multiple_of(IO_ALIGN)
+/// Whether `O_DIRECT` refuses these segments as they are: a start or a length (but the
+/// last's) off the alignment.
+fn unaligned(member: &Member, segs: impl Iterator<Item = (*const u8, usize)>) -> bool {
+    if !member.is_direct() {
+        return false;
+    }
+    let mut segs = segs.peekable();
+    while let Some((ptr, len)) = segs.next() {
+        if !(ptr as usize).is_multiple_of(IO_ALIGN)
+            || (segs.peek().is_some() && !len.is_multiple_of(IO_ALIGN))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn run_ring<F: FnOnce()>(
@@ -132,8 +218,11 @@ fn run_ring<F: FnOnce()>(
 ) -> Vec<Result<()>> {
     let n = reqs.len();
     let mut results: Vec<Option<io::Result<usize>>> = (0..n).map(|_| None).collect();
-    // O_DIRECT needs aligned buffers: unaligned ones go through a bounce buffer.
-    let mut bounce: Vec<Option<AlignedBuf>> = (0..n).map(|_| None).collect();
+    // O_DIRECT needs aligned buffers: unaligned segments go through one bounce buffer, as
+    // do more segments than one I/O takes.
+    let mut bounce: Vec<Option<Scratch>> = (0..n).map(|_| None).collect();
+    // The segment lists of vectored I/Os, kept until the kernel is done with them.
+    let mut iovs: Vec<Vec<libc::iovec>> = (0..n).map(|_| Vec::new()).collect();
     let mut queued = 0usize;
     // Members over NBD are not files: their I/O goes on their connection, while the
     // kernel does the rest.
@@ -144,57 +233,65 @@ fn run_ring<F: FnOnce()>(
             continue;
         };
         let fd = types::Fd(fd);
+        let len = req.op.len();
+        if len > MAX_RING_IO {
+            results[i] = Some(run_one(req).map(|()| len).map_err(to_io));
+            continue;
+        }
+        let member = req.member;
         let sqe = match &mut req.op {
-            Op::Read(off, buf) => {
-                if buf.len() > MAX_RING_IO {
-                    results[i] = Some(
-                        req.member
-                            .read_at(*off, buf)
-                            .map(|()| buf.len())
-                            .map_err(to_io),
-                    );
-                    continue;
-                }
-                let ptr = if unaligned(req.member, buf.as_ptr()) {
-                    bounce[i]
-                        .insert(AlignedBuf::new(buf.len()))
-                        .as_mut_slice()
-                        .as_mut_ptr()
+            Op::Read(off, segs) => {
+                let spans = segs.iter().map(|s| (s.as_ptr(), s.len()));
+                if segs.len() > MAX_SEGS || unaligned(member, spans) {
+                    let b = bounce[i].insert(Scratch::new(len));
+                    opcode::Read::new(fd, b.as_mut_slice().as_mut_ptr(), len as u32)
+                        .offset(*off)
+                        .build()
+                } else if let [one] = segs.as_mut_slice() {
+                    opcode::Read::new(fd, one.as_mut_ptr(), len as u32)
+                        .offset(*off)
+                        .build()
                 } else {
-                    buf.as_mut_ptr()
-                };
-                opcode::Read::new(fd, ptr, buf.len() as u32)
-                    .offset(*off)
-                    .build()
+                    let iov = &mut iovs[i];
+                    iov.extend(segs.iter_mut().map(|s| libc::iovec {
+                        iov_base: s.as_mut_ptr().cast(),
+                        iov_len: s.len(),
+                    }));
+                    opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
+                        .offset(*off)
+                        .build()
+                }
             }
-            Op::Write(off, buf) => {
-                if buf.len() > MAX_RING_IO {
-                    results[i] = Some(
-                        req.member
-                            .write_at(*off, buf)
-                            .map(|()| buf.len())
-                            .map_err(to_io),
-                    );
-                    continue;
-                }
-                let ptr = if unaligned(req.member, buf.as_ptr()) {
-                    let b = bounce[i].insert(AlignedBuf::new(buf.len()));
-                    b.as_mut_slice().copy_from_slice(buf);
-                    b.as_slice().as_ptr()
+            Op::Write(off, segs) => {
+                let spans = segs.iter().map(|s| (s.as_ptr(), s.len()));
+                if segs.len() > MAX_SEGS || unaligned(member, spans) {
+                    let b = bounce[i].insert(gather(segs, 0));
+                    opcode::Write::new(fd, b.as_slice().as_ptr(), len as u32)
+                        .offset(*off)
+                        .build()
+                } else if let [one] = segs.as_slice() {
+                    opcode::Write::new(fd, one.as_ptr(), len as u32)
+                        .offset(*off)
+                        .build()
                 } else {
-                    buf.as_ptr()
-                };
-                opcode::Write::new(fd, ptr, buf.len() as u32)
-                    .offset(*off)
-                    .build()
+                    let iov = &mut iovs[i];
+                    iov.extend(segs.iter().map(|s| libc::iovec {
+                        iov_base: s.as_ptr().cast_mut().cast(),
+                        iov_len: s.len(),
+                    }));
+                    opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
+                        .offset(*off)
+                        .build()
+                }
             }
             Op::Sync => opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build(),
         };
         // SAFETY: every buffer an entry points at (the caller's, borrowed for this call,
-        // or a bounce buffer in `bounce`) outlives the entry: this function does not
-        // return before the kernel has completed every entry it queued.
+        // or a bounce buffer in `bounce`) and every segment list (in `iovs`, not touched
+        // again) outlives the entry: this function does not return before the kernel has
+        // completed every entry it queued.
         let pushed = unsafe { ring.submission().push(&sqe.user_data(i as u64)) };
         if pushed.is_err() {
             // Cannot happen: a round is never larger than the ring.
@@ -278,29 +375,41 @@ fn run_remote(reqs: &mut [Req<'_>], which: &[usize], results: &mut [Option<io::R
         let Some(client) = reqs[first].member.nbd() else {
             continue;
         };
+        // The client takes one buffer per request: more segments are gathered first
+        // (writes) or read into one and scattered after (reads).
+        let mut temps: Vec<Option<Scratch>> = mine
+            .iter()
+            .map(|&i| match &reqs[i].op {
+                Op::Read(_, segs) if segs.len() != 1 => Some(Scratch::new(reqs[i].op.len())),
+                Op::Write(_, segs) if segs.len() != 1 => Some(gather(segs, 0)),
+                _ => None,
+            })
+            .collect();
         let mut lens = Vec::with_capacity(mine.len());
         let mut ops = Vec::with_capacity(mine.len());
-        for (_, req) in reqs
+        let mine_reqs = reqs
             .iter_mut()
             .enumerate()
             .filter(|(j, _)| mine.contains(j))
-        {
-            match &mut req.op {
-                Op::Read(off, buf) => {
-                    lens.push(buf.len());
-                    ops.push(vessel_nbd::ClientOp::Read(*off, buf));
-                }
-                Op::Write(off, buf) => {
-                    lens.push(buf.len());
-                    ops.push(vessel_nbd::ClientOp::Write(*off, buf));
-                }
-                Op::Sync => {
-                    lens.push(0);
-                    ops.push(vessel_nbd::ClientOp::Flush);
-                }
+            .map(|(_, req)| req);
+        for (req, temp) in mine_reqs.zip(temps.iter_mut()) {
+            lens.push(req.op.len());
+            ops.push(match (&mut req.op, temp) {
+                (Op::Read(off, _), Some(t)) => vessel_nbd::ClientOp::Read(*off, t.as_mut_slice()),
+                (Op::Read(off, segs), None) => vessel_nbd::ClientOp::Read(*off, &mut *segs[0]),
+                (Op::Write(off, _), Some(t)) => vessel_nbd::ClientOp::Write(*off, t.as_slice()),
+                (Op::Write(off, segs), None) => vessel_nbd::ClientOp::Write(*off, segs[0]),
+                (Op::Sync, _) => vessel_nbd::ClientOp::Flush,
+            });
+        }
+        let done = client.batch(&mut ops);
+        drop(ops);
+        for ((&i, temp), res) in mine.iter().zip(&temps).zip(&done) {
+            if let (Op::Read(_, segs), Some(t), Ok(())) = (&mut reqs[i].op, temp, res) {
+                scatter(segs, 0, t.as_slice());
             }
         }
-        for ((i, len), res) in mine.iter().zip(lens).zip(client.batch(&mut ops)) {
+        for ((i, len), res) in mine.iter().zip(lens).zip(done) {
             results[*i] = Some(res.map(|()| len));
         }
     }
@@ -314,26 +423,137 @@ fn to_io(e: crate::error::RaidError) -> io::Error {
 }
 
 /// Completes a short transfer synchronously and copies bounce buffers back.
-fn finish(req: &mut Req<'_>, res: io::Result<usize>, bounce: Option<AlignedBuf>) -> Result<()> {
+fn finish(req: &mut Req<'_>, res: io::Result<usize>, bounce: Option<Scratch>) -> Result<()> {
     let member = req.member;
+    let total = req.op.len();
     match &mut req.op {
-        Op::Read(off, buf) => {
+        Op::Read(off, segs) => {
             let done = res.map_err(|e| member.err("read", e))?;
             if let Some(b) = &bounce {
-                buf[..done].copy_from_slice(&b.as_slice()[..done]);
+                scatter(segs, 0, &b.as_slice()[..done]);
             }
-            if done < buf.len() {
-                member.read_at(*off + done as u64, &mut buf[done..])?;
+            if done < total {
+                read_rest(member, *off + done as u64, segs, done)?;
             }
             Ok(())
         }
-        Op::Write(off, buf) => {
+        Op::Write(off, segs) => {
             let done = res.map_err(|e| member.err("write", e))?;
-            if done < buf.len() {
-                member.write_at(*off + done as u64, &buf[done..])?;
+            if done < total {
+                write_rest(member, *off + done as u64, segs, done)?;
             }
             Ok(())
         }
         Op::Sync => res.map(|_| ()).map_err(|e| member.err("flush", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::AlignedBuf;
+    use crate::MemberIo;
+    use std::path::PathBuf;
+
+    /// A file removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str, len: u64) -> Self {
+            let p = std::env::temp_dir()
+                .join(format!("vessel-raid-uring-{tag}-{}", std::process::id()));
+            let f = std::fs::File::create(&p).expect("create");
+            f.set_len(len).expect("size");
+            TempFile(p)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn gather_and_scatter_start_anywhere() {
+        let (a, b, c) = (pattern(5, 1), pattern(3, 2), pattern(7, 3));
+        let all = [a.clone(), b.clone(), c.clone()].concat();
+        for from in 0..all.len() {
+            assert_eq!(gather(&[&a, &b, &c], from).as_slice(), &all[from..]);
+            let (mut x, mut y, mut z) = (vec![0u8; 5], vec![0u8; 3], vec![0u8; 7]);
+            scatter(&mut [&mut x, &mut y, &mut z], from, &all[from..]);
+            let mut want = all.clone();
+            want[..from].fill(0);
+            assert_eq!([x, y, z].concat(), want);
+        }
+    }
+
+    /// Vectored reads and writes land where one contiguous I/O would, with the members
+    /// opened either way, from aligned segments (one `readv`/`writev`), unaligned ones (a
+    /// bounce buffer under `O_DIRECT`) and more segments than one I/O takes (gathered).
+    #[test]
+    fn vectored_io_matches_contiguous_io() {
+        for io in [MemberIo::Direct, MemberIo::Cached] {
+            let file = TempFile::new(&format!("{io:?}"), 12 << 20);
+            let m = Member::open_with(&file.0, io).expect("open");
+            let data = pattern(3 << 20, 7);
+            // Aligned segments of unequal sizes from an aligned buffer.
+            let mut src = AlignedBuf::new(data.len());
+            src.as_mut_slice().copy_from_slice(&data);
+            let (s1, rest) = src.as_slice().split_at(64 << 10);
+            let (s2, s3) = rest.split_at(1 << 20);
+            // Unaligned segments: the same bytes one byte into a plain buffer.
+            let mut shifted = vec![0u8; data.len() + 1];
+            shifted[1..].copy_from_slice(&data);
+            let (u1, u2) = shifted[1..].split_at(4096);
+            // Many small segments.
+            let big = pattern((MAX_SEGS + 5) * 4096, 9);
+            let many: Vec<&[u8]> = big.chunks(4096).collect();
+            let mut reqs = vec![
+                Req::writev(&m, 0, vec![s1, s2, s3]),
+                Req::writev(&m, 4 << 20, vec![u1, u2]),
+            ];
+            for r in run(&mut reqs) {
+                r.expect("write");
+            }
+            let mut reqs = vec![Req::writev(&m, 7 << 20, many)];
+            run(&mut reqs).remove(0).expect("many segments");
+            drop(reqs);
+            let mut whole = AlignedBuf::new(12 << 20);
+            m.read_at(0, whole.as_mut_slice()).expect("read back");
+            let whole = whole.as_slice();
+            assert!(whole[..3 << 20] == data[..], "aligned segments ({io:?})");
+            assert!(whole[4 << 20..7 << 20] == data[..], "unaligned ({io:?})");
+            assert!(whole[7 << 20..(7 << 20) + big.len()] == big[..]);
+            // And back through segments of each kind.
+            let mut dst = AlignedBuf::new(3 << 20);
+            let mut odd = vec![0u8; (3 << 20) + 1];
+            {
+                let (d1, rest) = dst.as_mut_slice().split_at_mut(4096);
+                let (d2, d3) = rest.split_at_mut(2 << 20);
+                let (o1, o2) = odd[1..].split_at_mut(12288);
+                let mut reqs = vec![
+                    Req::readv(&m, 0, vec![d1, d2, d3]),
+                    Req::readv(&m, 4 << 20, vec![o1, o2]),
+                ];
+                for r in run(&mut reqs) {
+                    r.expect("read");
+                }
+            }
+            assert!(dst.as_slice() == &data[..], "aligned read ({io:?})");
+            assert!(odd[1..] == data[..], "unaligned read ({io:?})");
+            let mut small = vec![[0u8; 4096]; MAX_SEGS + 5];
+            let segs: Vec<&mut [u8]> = small.iter_mut().map(|b| &mut b[..]).collect();
+            let mut reqs = vec![Req::readv(&m, 7 << 20, segs)];
+            run(&mut reqs).remove(0).expect("many segments read");
+            drop(reqs);
+            assert!(small.concat() == big);
+        }
     }
 }
