@@ -400,6 +400,19 @@ impl Daemon {
                 .map_err(io_err("serving the API on the unix socket".into()));
         let _ = control.listen(None).await;
         self.app.cluster.shutdown().await;
+        // Exports closed and pools flushed, bounded: a disk that does not answer must not
+        // keep the daemon from stopping (the next start resyncs what was left dirty).
+        let storage = self.app.storage.clone();
+        let closing = tokio::task::spawn_blocking(move || storage.close_all());
+        if tokio::time::timeout(STORAGE_CLOSE_LIMIT, closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                limit_s = STORAGE_CLOSE_LIMIT.as_secs(),
+                "storage pools not closed in time; the next start resyncs them"
+            );
+        }
         self.app.metrics.save_history();
         // VM starts in progress give up (their QEMU killed) at their next step: the process
         // exits within its blocking grace, and the next daemon adopts what runs.
@@ -408,6 +421,10 @@ impl Daemon {
         served
     }
 }
+
+/// How long the daemon waits, when stopping, for its exports to close and its pools to
+/// flush.
+const STORAGE_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The directories the daemon makes at start, with their modes (all owned by root). No host
 /// user but root may list any of them or reach what they hold, except where noted:

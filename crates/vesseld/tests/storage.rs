@@ -4,9 +4,10 @@
 
 mod common;
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{tool, Daemon};
 
@@ -912,4 +913,92 @@ fn a_raid_pool_through_the_page_cache_keeps_flushed_data_over_a_daemon_kill() {
     d.ok(&["storage", "volume", "delete", "cached", "disk"]);
     d.ok(&["storage", "pool", "delete", "cached"]);
     d.ok(&["storage", "pool", "delete", "direct"]);
+}
+
+/// A client process killed when dropped (also when the test fails).
+struct Client(Child);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A daemon told to stop (SIGTERM) with a client connected that wrote without asking for a
+/// flush closes the export and the pool cleanly: the next daemon assembles the pool with
+/// nothing to resync, and the bytes are there.
+#[test]
+fn a_daemon_told_to_stop_closes_a_raid_pool_cleanly_under_a_connected_client() {
+    let mut d = Daemon::start();
+    d.ok(&[
+        "storage",
+        "pool",
+        "create",
+        "tank",
+        "raid",
+        "--level",
+        "raid1",
+        "--members",
+        "2",
+        "--size",
+        "24MiB",
+    ]);
+    d.ok(&[
+        "storage", "volume", "create", "tank", "disk", "--type", "block", "--size", "8MiB",
+    ]);
+    let sock = d.dir.join("tank.sock");
+    let uri = export_disk(&d, "tank", sock.to_str().unwrap());
+    // 4 MiB written, no flush asked, and the connection held open.
+    // Debian's libnbd binding, under Debian's own python3 (the one first on PATH may be
+    // another build).
+    let script = "import sys, time, nbd\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nh.pwrite(b'\\x5a' * (4 << 20), 0)\nprint('written', flush=True)\ntime.sleep(300)\n";
+    let mut client = Client(
+        Command::new("/usr/bin/python3")
+            .args(["-c", script, &uri])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 (Debian's python3-libnbd)"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(client.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "written", "the libnbd client did not write");
+
+    let before = d.log().len();
+    let t0 = Instant::now();
+    d.kill(libc::SIGTERM);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "the daemon took {took:?} to stop (killed after 20 s)"
+    );
+    assert!(
+        client.0.try_wait().unwrap().is_none(),
+        "the client should still be running (it sleeps)"
+    );
+    drop(client);
+    d.spawn();
+    d.wait_for(
+        "the export to be served again",
+        Duration::from_secs(20),
+        || sock.exists(),
+    );
+    let log = d.log()[before..].to_string();
+    assert!(
+        !log.contains("not shut down cleanly"),
+        "the pool was left dirty:\n{}",
+        common::tail(&log, 40)
+    );
+    let back = d.dir.join("tank-back.raw");
+    tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
+    let got = std::fs::read(&back).unwrap();
+    assert!(
+        got[..4 << 20].iter().all(|b| *b == 0x5a),
+        "unflushed writes lost over a clean stop"
+    );
+    d.ok(&["storage", "export", "delete", "disk"]);
+    d.ok(&["storage", "volume", "delete", "tank", "disk"]);
+    d.ok(&["storage", "pool", "delete", "tank"]);
 }

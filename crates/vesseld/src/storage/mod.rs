@@ -109,6 +109,34 @@ impl StorageService {
         }
     }
 
+    /// The daemon is stopping: closes the exports and the VM disk servers (their clients'
+    /// requests in progress answered), then closes every open pool, so that what was
+    /// written reaches the disks and a raid pool is left clean (nothing to resync at the
+    /// next start). Pools stay open for anything still running.
+    pub fn close_all(&self) {
+        self.inner.servers.stop_all();
+        let disks: Vec<vessel_nbd::ServerHandle> = {
+            let mut disks = self.inner.disks.lock().unwrap_or_else(|p| p.into_inner());
+            disks.drain().map(|(_, h)| h).collect()
+        };
+        for h in disks {
+            h.shutdown();
+        }
+        let drivers: Vec<(String, Arc<dyn PoolDriver>)> = {
+            let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
+            drivers
+                .iter()
+                .map(|(n, d)| (n.clone(), d.clone()))
+                .collect()
+        };
+        for (name, d) in drivers {
+            match d.close() {
+                Ok(()) => tracing::debug!(pool = %name, "pool closed"),
+                Err(e) => tracing::warn!(pool = %name, error = %e, "pool not closed cleanly"),
+            }
+        }
+    }
+
     /// Takes pool `name`'s open driver out (its pool is deleted, or stale), for closing.
     fn take_driver(&self, name: &str) -> Option<Arc<dyn PoolDriver>> {
         self.inner

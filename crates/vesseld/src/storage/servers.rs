@@ -226,6 +226,22 @@ impl ExportServers {
         Ok(())
     }
 
+    /// Closes every listener and connection (the daemon is stopping), waiting for the
+    /// requests in progress.
+    pub fn stop_all(&self) {
+        let nbd: Vec<NbdListener> = {
+            let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
+            nbd.drain().map(|(_, l)| l).collect()
+        };
+        let nfs: Vec<NfsListener> = {
+            let mut nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
+            nfs.drain().map(|(_, l)| l).collect()
+        };
+        // Each handle stops its server when dropped.
+        drop(nbd);
+        drop(nfs);
+    }
+
     /// Stops serving an export; a listener with no exports left is closed.
     pub fn remove(&self, e: &StorageExport) {
         self.errors
