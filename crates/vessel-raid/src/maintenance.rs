@@ -692,6 +692,36 @@ impl Ctx<'_> {
             }
             return Some(out);
         }
+        if self.geo.level == RaidLevel::Raid6 && !missing_others {
+            // Every other member read: a data chunk or P is the xor of the row's chunks
+            // but Q's; Q is computed from the data chunks. No solving, no copies per row.
+            let of = |s: usize| d.sources.iter().position(|&x| x == s);
+            for (i, row) in d.rows.clone().enumerate() {
+                let at = i * chunk;
+                let chunk_of = |s: usize| Some(&d.bufs[of(s)?].as_slice()[at..at + chunk]);
+                let dst = &mut out.as_mut_slice()[at..at + chunk];
+                if self.geo.role(row, m) == Role::Q {
+                    let data: Vec<&[u8]> = (0..self.geo.data_members())
+                        .map(|x| chunk_of(self.geo.data_member(row, x)))
+                        .collect::<Option<_>>()?;
+                    let mut p = Scratch::new(chunk);
+                    gf::gen_pq(&data, p.as_mut_slice(), dst);
+                    continue;
+                }
+                let q = self.geo.q_member(row);
+                let mut first = true;
+                for s in (0..self.slots.len()).filter(|&s| s != m && Some(s) != q) {
+                    let src = chunk_of(s)?;
+                    if first {
+                        dst.copy_from_slice(src);
+                        first = false;
+                    } else {
+                        gf::xor_into(dst, src);
+                    }
+                }
+            }
+            return Some(out);
+        }
         for (i, row) in d.rows.clone().enumerate() {
             let at = i * chunk;
             let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
