@@ -729,11 +729,11 @@ impl Ctx<'_> {
                 chunks[*s] = Some(b.as_slice()[at..at + chunk].to_vec());
             }
             let data = self.solve(row, chunks)?;
-            let (p, q) = self.parity(&data);
+            // Parity is computed only for a row where the member holds it.
             let mine = match self.geo.role(row, m) {
                 Role::Data(x) => data.into_iter().nth(x),
-                Role::P => p,
-                Role::Q => q,
+                Role::P => self.parity(&data).0,
+                Role::Q => self.parity(&data).1,
             }?;
             out.as_mut_slice()[at..at + chunk].copy_from_slice(&mine);
         }
