@@ -158,6 +158,37 @@ mod simd {
             n
         }
 
+        /// P and Q of 32-byte columns, every data block read once: Q by Horner's rule
+        /// (`Q = (..(D[n-1]·g ^ D[n-2])·g ..)·g ^ D[0]`), g· being a byte-wise shift
+        /// reduced by 0x1d where the top bit fell out.
+        #[target_feature(enable = "avx2")]
+        pub fn gen_pq(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) -> usize {
+            let n = data
+                .iter()
+                .fold(p.len().min(q.len()), |n, d| n.min(d.len()))
+                / 32
+                * 32;
+            let zero = _mm256_setzero_si256();
+            let poly = _mm256_set1_epi8(0x1d);
+            for i in (0..n).step_by(32) {
+                let (mut pv, mut qv) = (zero, zero);
+                for d in data.iter().rev() {
+                    // SAFETY: `i + 32 <= n <= d.len()`; an unaligned load.
+                    let v = unsafe { _mm256_loadu_si256(d.as_ptr().add(i).cast()) };
+                    pv = _mm256_xor_si256(pv, v);
+                    let top = _mm256_cmpgt_epi8(zero, qv);
+                    let twice = _mm256_add_epi8(qv, qv);
+                    qv = _mm256_xor_si256(_mm256_xor_si256(twice, _mm256_and_si256(top, poly)), v);
+                }
+                // SAFETY: `i + 32 <= n` is within `p` and `q`; unaligned stores.
+                unsafe {
+                    _mm256_storeu_si256(p.as_mut_ptr().add(i).cast(), pv);
+                    _mm256_storeu_si256(q.as_mut_ptr().add(i).cast(), qv);
+                }
+            }
+            n
+        }
+
         #[target_feature(enable = "avx2")]
         pub fn scale(buf: &mut [u8], c: u8) -> usize {
             let t = tables(c);
@@ -183,6 +214,16 @@ mod simd {
         0
     }
 
+    pub fn gen_pq(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { x86::gen_pq(data, p, q) };
+        }
+        let _ = (data, p, q);
+        0
+    }
+
     pub fn scale(buf: &mut [u8], c: u8) -> usize {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -204,6 +245,15 @@ pub fn gen_p(data: &[&[u8]], p: &mut [u8]) {
 
 /// Computes P and Q of the data blocks; block `i` gets coefficient `g^i`.
 pub fn gen_pq(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    let done = simd::gen_pq(data, p, q);
+    if done < p.len() {
+        let rest: Vec<&[u8]> = data.iter().map(|d| &d[done.min(d.len())..]).collect();
+        gen_pq_bytes(&rest, &mut p[done..], &mut q[done..]);
+    }
+}
+
+/// [`gen_pq`] eight bytes at a time.
+fn gen_pq_bytes(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
     gen_p(data, p);
     q.fill(0);
     // Horner: Q = (((D[n-1])·g ^ D[n-2])·g ^ ...)·g ^ D[0], eight bytes at a time.
@@ -284,6 +334,35 @@ mod tests {
                 scale(&mut buf, c);
                 let want: Vec<u8> = src.iter().map(|s| mul(c, *s)).collect();
                 assert_eq!(buf, want, "scale c={c} len={len}");
+            }
+        }
+    }
+
+    /// P and Q (32 bytes at a time where the CPU allows, then eight, then one) agree with
+    /// the syndromes computed byte by byte with `mul`, for any number of blocks and length.
+    #[test]
+    fn p_and_q_match_the_definition() {
+        for blocks in 0..7usize {
+            for len in [0, 1, 8, 31, 32, 33, 40, 96, 4096 + 13] {
+                let data: Vec<Vec<u8>> = (0..blocks)
+                    .map(|b| {
+                        (0..len)
+                            .map(|i| (i as u8).wrapping_mul(151) ^ (b as u8).wrapping_mul(59))
+                            .collect()
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                let (mut p, mut q) = (vec![0xeeu8; len], vec![0xeeu8; len]);
+                gen_pq(&refs, &mut p, &mut q);
+                for i in 0..len {
+                    let want_p = data.iter().fold(0, |a, d| a ^ d[i]);
+                    let want_q = data
+                        .iter()
+                        .enumerate()
+                        .fold(0, |a, (b, d)| a ^ mul(pow2(b), d[i]));
+                    assert_eq!(p[i], want_p, "P blocks={blocks} len={len} at {i}");
+                    assert_eq!(q[i], want_q, "Q blocks={blocks} len={len} at {i}");
+                }
             }
         }
     }
