@@ -399,24 +399,26 @@ impl Daemon {
                 .await
                 .map_err(io_err("serving the API on the unix socket".into()));
         let _ = control.listen(None).await;
-        self.app.cluster.shutdown().await;
-        // Exports closed and pools flushed, bounded: a disk that does not answer must not
-        // keep the daemon from stopping (the next start resyncs what was left dirty).
+        // VM starts in progress give up (their QEMU killed) at their next step: the process
+        // exits within its blocking grace, and the next daemon adopts what runs. Told
+        // first, so that none serves a disk from a pool after it was quiesced.
+        vms.shutting_down();
+        // Exports closed and pools flushed while the cluster link still works (a replicated
+        // pool's far copy is reached through it), bounded: a disk that does not answer
+        // must not keep the daemon from stopping (the next start resyncs what was left).
         let storage = self.app.storage.clone();
-        let closing = tokio::task::spawn_blocking(move || storage.close_all());
-        if tokio::time::timeout(STORAGE_CLOSE_LIMIT, closing)
+        let quiescing = tokio::task::spawn_blocking(move || storage.quiesce_all());
+        if tokio::time::timeout(STORAGE_QUIESCE_LIMIT, quiescing)
             .await
             .is_err()
         {
             tracing::warn!(
-                limit_s = STORAGE_CLOSE_LIMIT.as_secs(),
-                "storage pools not closed in time; the next start resyncs them"
+                limit_s = STORAGE_QUIESCE_LIMIT.as_secs(),
+                "storage pools not left clean in time; the next start resyncs them"
             );
         }
+        self.app.cluster.shutdown().await;
         self.app.metrics.save_history();
-        // VM starts in progress give up (their QEMU killed) at their next step: the process
-        // exits within its blocking grace, and the next daemon adopts what runs.
-        vms.shutting_down();
         remove_empty_cgroups(&parent);
         served
     }
@@ -424,7 +426,7 @@ impl Daemon {
 
 /// How long the daemon waits, when stopping, for its exports to close and its pools to
 /// flush.
-const STORAGE_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+const STORAGE_QUIESCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The directories the daemon makes at start, with their modes (all owned by root). No host
 /// user but root may list any of them or reach what they hold, except where noted:

@@ -332,6 +332,15 @@ impl StorageService {
         if disks.contains_key(&key) {
             return Ok(());
         }
+        if self
+            .inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::conflict(
+                "the daemon is stopping; the next one serves this disk",
+            ));
+        }
         let BlockAccess::Device(dev) = self.driver(&v.pool)?.block(&v.name)? else {
             return Ok(());
         };

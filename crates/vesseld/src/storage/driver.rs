@@ -118,9 +118,14 @@ pub trait PoolDriver: Send + Sync {
     fn clones_depend_on_origin(&self) -> bool {
         false
     }
-    /// Releases what the pool holds open or mounted (the daemon is stopping or the pool is
-    /// being deleted).
+    /// Releases what the pool holds open or mounted (the pool is being deleted, or another
+    /// member took it over).
     fn close(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Makes what was written durable and leaves the pool as a clean stop would, still
+    /// open (the daemon is stopping; running instances keep using it).
+    fn quiesce(&self) -> Result<()> {
         Ok(())
     }
 }

@@ -79,6 +79,8 @@ struct Inner {
     servers: servers::ExportServers,
     /// NBD servers of raid volumes attached to VMs, by `instance/pool/volume`.
     disks: Mutex<HashMap<String, vessel_nbd::ServerHandle>>,
+    /// The daemon is stopping: no disk server is started any more.
+    stopping: std::sync::atomic::AtomicBool,
     /// The cluster, for replicated pools.
     link: std::sync::OnceLock<Arc<dyn ReplicaLink>>,
     /// Per replicated pool, the order of its far copy's marks.
@@ -103,20 +105,25 @@ impl StorageService {
                 busy: Mutex::default(),
                 servers: servers::ExportServers::default(),
                 disks: Mutex::default(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 link: std::sync::OnceLock::new(),
                 replica_guards: Mutex::default(),
             }),
         }
     }
 
-    /// The daemon is stopping: closes the exports and the VM disk servers (their clients'
-    /// requests in progress answered), then closes every open pool, so that what was
-    /// written reaches the disks and a raid pool is left clean (nothing to resync at the
-    /// next start). Pools stay open for anything still running.
-    pub fn close_all(&self) {
+    /// The daemon is stopping: closes the exports and the VM disk servers (requests in
+    /// progress are completed; their replies may not reach the clients, which reconnect to
+    /// the next daemon), then quiesces every open pool, so that what was written reaches
+    /// the disks and a raid pool is left clean (nothing to resync at the next start).
+    /// Pools stay open and mounted for the instances that keep running.
+    pub fn quiesce_all(&self) {
         self.inner.servers.stop_all();
         let disks: Vec<vessel_nbd::ServerHandle> = {
             let mut disks = self.inner.disks.lock().unwrap_or_else(|p| p.into_inner());
+            self.inner
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             disks.drain().map(|(_, h)| h).collect()
         };
         for h in disks {
@@ -130,9 +137,9 @@ impl StorageService {
                 .collect()
         };
         for (name, d) in drivers {
-            match d.close() {
-                Ok(()) => tracing::debug!(pool = %name, "pool closed"),
-                Err(e) => tracing::warn!(pool = %name, error = %e, "pool not closed cleanly"),
+            match d.quiesce() {
+                Ok(()) => tracing::debug!(pool = %name, "pool quiesced"),
+                Err(e) => tracing::warn!(pool = %name, error = %e, "pool not left clean"),
             }
         }
     }

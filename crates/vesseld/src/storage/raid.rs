@@ -421,6 +421,10 @@ impl PoolDriver for RaidPool {
     }
 
     fn close(&self) -> Result<()> {
+        self.thin.flush().map_err(thin_err)
+    }
+
+    fn quiesce(&self) -> Result<()> {
         self.thin.flush().map_err(thin_err)?;
         // The write-intent bits of regions nothing writes now cleared, so the next
         // assembly has nothing to resync.
