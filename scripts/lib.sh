@@ -54,10 +54,10 @@ require_cargo() {
       [ -x "$d/cargo" ] && export PATH="$d:$PATH" && break
     done
   fi
-  command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain >= 1.85 with rustup (Debian 12's rustc is too old)"
+  command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain >= 1.87 with rustup (Debian 12's rustc is too old)"
   local v
   v=$(rustc --version | awk '{print $2}')
   case "$v" in
-    1.[0-7][0-9].*|1.8[0-4].*) die "rustc $v is too old: Vessel needs >= 1.85 (rustup update)";;
+    1.[0-7][0-9].*|1.8[0-6].*) die "rustc $v is too old: Vessel needs >= 1.87 (rustup update)";;
   esac
 }

@@ -297,17 +297,29 @@ pub(crate) struct Plan<'b> {
 impl<'b> Plan<'b> {
     fn push(&mut self, m: usize, off: u64, seg: Seg<'b>) {
         let len = seg.bytes().len();
-        if let Some(run) = self
-            .runs
-            .iter_mut()
-            .rev()
-            .find(|(rm, at, rlen, _)| *rm == m && *at + *rlen as u64 == off)
-        {
+        push_run(&mut self.runs, m, off, len, seg);
+    }
+}
+
+/// Adds `len` bytes of member `m` at `off` (piece `seg`) to the run of that member it
+/// continues, or as a run of its own: (member, offset, length, pieces).
+fn push_run<S>(
+    runs: &mut Vec<(usize, u64, usize, Vec<S>)>,
+    m: usize,
+    off: u64,
+    len: usize,
+    seg: S,
+) {
+    match runs
+        .iter_mut()
+        .rev()
+        .find(|(rm, at, rlen, _)| *rm == m && *at + *rlen as u64 == off)
+    {
+        Some(run) => {
             run.2 += len;
             run.3.push(seg);
-            return;
         }
-        self.runs.push((m, off, len, vec![seg]));
+        None => runs.push((m, off, len, vec![seg])),
     }
 }
 
@@ -711,17 +723,7 @@ impl<'a> Ctx<'a> {
             for p in &pieces {
                 let (seg, tail) = std::mem::take(&mut rest).split_at_mut(p.n);
                 rest = tail;
-                match runs
-                    .iter_mut()
-                    .rev()
-                    .find(|(m, at, len, _)| *m == p.m && *at + *len as u64 == p.at)
-                {
-                    Some(run) => {
-                        run.2 += p.n;
-                        run.3.push(seg);
-                    }
-                    None => runs.push((p.m, p.at, p.n, vec![seg])),
-                }
+                push_run(&mut runs, p.m, p.at, p.n, seg);
             }
             let mut reads: Vec<(usize, u64, Vec<&mut [u8]>)> = runs
                 .into_iter()

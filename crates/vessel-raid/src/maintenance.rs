@@ -732,7 +732,12 @@ impl Ctx<'_> {
             // Parity is computed only for a row where the member holds it.
             let mine = match self.geo.role(row, m) {
                 Role::Data(x) => data.into_iter().nth(x),
-                Role::P => self.parity(&data).0,
+                Role::P => {
+                    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                    let mut p = vec![0u8; chunk];
+                    gf::gen_p(&refs, &mut p);
+                    Some(p)
+                }
                 Role::Q => self.parity(&data).1,
             }?;
             out.as_mut_slice()[at..at + chunk].copy_from_slice(&mine);

@@ -301,6 +301,9 @@ fn run_ring<F: FnOnce()>(
         queued += 1;
     }
     let mut reaped = 0usize;
+    // From here until every entry is reaped the kernel may own the buffers: a panic in
+    // between (the remote I/O, the caller's work) must not unwind and free them.
+    let in_flight = AbortOnUnwind;
     if !remote.is_empty() {
         submit(ring);
         run_remote(reqs, &remote, &mut results);
@@ -331,6 +334,7 @@ fn run_ring<F: FnOnce()>(
             reaped += 1;
         }
     }
+    std::mem::forget(in_flight);
     reqs.iter_mut()
         .zip(results)
         .zip(bounce)
@@ -339,6 +343,16 @@ fn run_ring<F: FnOnce()>(
             finish(req, res, bounce)
         })
         .collect()
+}
+
+/// Aborts the process if dropped, which only unwinding does (it is forgotten otherwise).
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        tracing::error!("panic with member I/O in flight; aborting");
+        std::process::abort();
+    }
 }
 
 /// Whether an `io_uring_enter` error only asks to try again.
