@@ -128,6 +128,29 @@ impl fmt::Display for RaidLevel {
     }
 }
 
+/// A file under the temporary directory, removed when dropped (the unit tests' member
+/// files).
+#[cfg(test)]
+pub(crate) struct TempFile(pub std::path::PathBuf);
+
+#[cfg(test)]
+impl TempFile {
+    /// A sparse file of `len` bytes named after `tag` and the process.
+    pub fn new(tag: &str, len: u64) -> Self {
+        let p = std::env::temp_dir().join(format!("vessel-raid-{tag}-{}", std::process::id()));
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_len(len).expect("size");
+        TempFile(p)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The array is shared between the daemon's threads (NBD connections, rebuild).

@@ -492,30 +492,20 @@ fn device_size(file: &File) -> io::Result<u64> {
 mod tests {
     use super::*;
 
-    /// A sparse file removed on drop.
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(tag: &str, len: u64) -> Self {
-            let p = std::env::temp_dir()
-                .join(format!("vessel-raid-member-{tag}-{}", std::process::id()));
-            let f = File::create(&p).expect("create");
-            f.set_len(len).expect("size");
-            TempFile(p)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::TempFile;
 
     /// Both I/O modes read and write the same bytes, from aligned and unaligned buffers.
     #[test]
     fn direct_and_buffered_modes_agree() {
         for direct in [true, false] {
-            let file = TempFile::new(if direct { "direct" } else { "buffered" }, 64 << 10);
+            let file = TempFile::new(
+                if direct {
+                    "member-direct"
+                } else {
+                    "member-buffered"
+                },
+                64 << 10,
+            );
             let m = Member::open_mode(&file.0, direct).expect("open");
             assert_eq!(m.is_direct(), direct);
             assert_eq!(m.size(), 64 << 10);

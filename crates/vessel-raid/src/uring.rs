@@ -466,27 +466,7 @@ fn finish(req: &mut Req<'_>, res: io::Result<usize>, bounce: Option<Scratch>) ->
 mod tests {
     use super::*;
     use crate::member::AlignedBuf;
-    use crate::MemberIo;
-    use std::path::PathBuf;
-
-    /// A file removed on drop.
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(tag: &str, len: u64) -> Self {
-            let p = std::env::temp_dir()
-                .join(format!("vessel-raid-uring-{tag}-{}", std::process::id()));
-            let f = std::fs::File::create(&p).expect("create");
-            f.set_len(len).expect("size");
-            TempFile(p)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::{MemberIo, TempFile};
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
@@ -514,7 +494,7 @@ mod tests {
     #[test]
     fn vectored_io_matches_contiguous_io() {
         for io in [MemberIo::Direct, MemberIo::Cached] {
-            let file = TempFile::new(&format!("{io:?}"), 12 << 20);
+            let file = TempFile::new(&format!("uring-{io:?}"), 12 << 20);
             let m = Member::open_with(&file.0, io).expect("open");
             let data = pattern(3 << 20, 7);
             // Aligned segments of unequal sizes from an aligned buffer.

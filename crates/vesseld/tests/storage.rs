@@ -191,6 +191,26 @@ fn export_disk(d: &Daemon, pool: &str, sock: &str) -> String {
     format!("nbd+unix:///disk?socket={sock}")
 }
 
+/// Creates raid pool `name` of `members` member files of `size` at `level` (`raidN`).
+fn raid_pool(d: &Daemon, name: &str, level: &str, members: u32, size: &str, extra: &[&str]) {
+    let members = members.to_string();
+    let mut args = vec![
+        "storage",
+        "pool",
+        "create",
+        name,
+        "raid",
+        "--level",
+        level,
+        "--members",
+        &members,
+        "--size",
+        size,
+    ];
+    args.extend_from_slice(extra);
+    d.ok(&args);
+}
+
 /// Writes `data` whole through the export `uri` and flushes it (`nbdcopy --flush`), from
 /// the file `name` in `d`'s directory.
 fn write_flushed(d: &Daemon, name: &str, uri: &str, data: &[u8]) {
@@ -209,21 +229,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 #[test]
 fn raid_pool_serves_volumes_over_nbd_and_survives_a_lost_member() {
     let mut d = Daemon::start();
-    d.ok(&[
-        "storage",
-        "pool",
-        "create",
-        "safe",
-        "raid",
-        "--level",
-        "raid5",
-        "--members",
-        "4",
-        "--size",
-        "48MiB",
-        "--chunk-size",
-        "64KiB",
-    ]);
+    raid_pool(&d, "safe", "raid5", 4, "48MiB", &["--chunk-size", "64KiB"]);
     let pool = json(&d.ok(&["storage", "pool", "info", "safe", "--format", "json"]));
     assert_eq!(pool["status"], "online");
     d.ok(&[
@@ -587,19 +593,7 @@ fn filesystem_volume_is_served_over_nfs_to_real_clients() {
 #[test]
 fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
     let mut d = Daemon::start();
-    d.ok(&[
-        "storage",
-        "pool",
-        "create",
-        "safe",
-        "raid",
-        "--level",
-        "raid6",
-        "--members",
-        "4",
-        "--size",
-        "40MiB",
-    ]);
+    raid_pool(&d, "safe", "raid6", 4, "40MiB", &[]);
     d.ok(&[
         "storage", "volume", "create", "safe", "disk", "--type", "block", "--size", "32MiB",
     ]);
@@ -931,19 +925,7 @@ impl Drop for Client {
 #[test]
 fn a_daemon_told_to_stop_closes_a_raid_pool_cleanly_under_a_connected_client() {
     let mut d = Daemon::start();
-    d.ok(&[
-        "storage",
-        "pool",
-        "create",
-        "tank",
-        "raid",
-        "--level",
-        "raid1",
-        "--members",
-        "2",
-        "--size",
-        "24MiB",
-    ]);
+    raid_pool(&d, "tank", "raid1", 2, "24MiB", &[]);
     d.ok(&[
         "storage", "volume", "create", "tank", "disk", "--type", "block", "--size", "8MiB",
     ]);
