@@ -34,6 +34,32 @@ pub(crate) enum Op<'a> {
 }
 
 impl Op<'_> {
+    /// A read's or write's member offset, whether it writes, and its segments as the
+    /// kernel takes them; `None` for a sync.
+    fn iovecs(&mut self) -> Option<(u64, bool, Vec<libc::iovec>)> {
+        let iovec = |base: *mut u8, len: usize| libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        match self {
+            Op::Read(off, segs) => Some((
+                *off,
+                false,
+                segs.iter_mut()
+                    .map(|s| iovec(s.as_mut_ptr(), s.len()))
+                    .collect(),
+            )),
+            Op::Write(off, segs) => Some((
+                *off,
+                true,
+                segs.iter()
+                    .map(|s| iovec(s.as_ptr().cast_mut(), s.len()))
+                    .collect(),
+            )),
+            Op::Sync => None,
+        }
+    }
+
     /// Bytes the I/O moves.
     fn len(&self) -> usize {
         match self {
@@ -116,7 +142,7 @@ fn scatter(segs: &mut [&mut [u8]], from: usize, data: &[u8]) {
     }
 }
 
-/// Reads `len` bytes of the member at `off` into `segs` from byte `from` of them on.
+/// Reads the member from `off` on into `segs`, from byte `from` of them on.
 fn read_rest(member: &Member, off: u64, segs: &mut [&mut [u8]], from: usize) -> Result<()> {
     let total: usize = segs.iter().map(|s| s.len()).sum();
     if segs.len() == 1 {
@@ -196,19 +222,13 @@ fn run_one(req: &mut Req<'_>) -> Result<()> {
 
 /// Whether `O_DIRECT` refuses these segments as they are: a start or a length (but the
 /// last's) off the alignment.
-fn unaligned(member: &Member, segs: impl Iterator<Item = (*const u8, usize)>) -> bool {
-    if !member.is_direct() {
-        return false;
-    }
-    let mut segs = segs.peekable();
-    while let Some((ptr, len)) = segs.next() {
-        if !(ptr as usize).is_multiple_of(IO_ALIGN)
-            || (segs.peek().is_some() && !len.is_multiple_of(IO_ALIGN))
-        {
-            return true;
-        }
-    }
-    false
+fn unaligned(member: &Member, iov: &[libc::iovec]) -> bool {
+    let last = iov.len().saturating_sub(1);
+    member.is_direct()
+        && iov.iter().enumerate().any(|(i, v)| {
+            !(v.iov_base as usize).is_multiple_of(IO_ALIGN)
+                || (i < last && !v.iov_len.is_multiple_of(IO_ALIGN))
+        })
 }
 
 fn run_ring<F: FnOnce()>(
@@ -239,54 +259,39 @@ fn run_ring<F: FnOnce()>(
             continue;
         }
         let member = req.member;
-        let sqe = match &mut req.op {
-            Op::Read(off, segs) => {
-                let spans = segs.iter().map(|s| (s.as_ptr(), s.len()));
-                if segs.len() > MAX_SEGS || unaligned(member, spans) {
-                    let b = bounce[i].insert(Scratch::new(len));
-                    opcode::Read::new(fd, b.as_mut_slice().as_mut_ptr(), len as u32)
-                        .offset(*off)
-                        .build()
-                } else if let [one] = segs.as_mut_slice() {
-                    opcode::Read::new(fd, one.as_mut_ptr(), len as u32)
-                        .offset(*off)
-                        .build()
-                } else {
-                    let iov = &mut iovs[i];
-                    iov.extend(segs.iter_mut().map(|s| libc::iovec {
-                        iov_base: s.as_mut_ptr().cast(),
-                        iov_len: s.len(),
-                    }));
-                    opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
-                        .offset(*off)
-                        .build()
-                }
-            }
-            Op::Write(off, segs) => {
-                let spans = segs.iter().map(|s| (s.as_ptr(), s.len()));
-                if segs.len() > MAX_SEGS || unaligned(member, spans) {
-                    let b = bounce[i].insert(gather(segs, 0));
-                    opcode::Write::new(fd, b.as_slice().as_ptr(), len as u32)
-                        .offset(*off)
-                        .build()
-                } else if let [one] = segs.as_slice() {
-                    opcode::Write::new(fd, one.as_ptr(), len as u32)
-                        .offset(*off)
-                        .build()
-                } else {
-                    let iov = &mut iovs[i];
-                    iov.extend(segs.iter().map(|s| libc::iovec {
-                        iov_base: s.as_ptr().cast_mut().cast(),
-                        iov_len: s.len(),
-                    }));
-                    opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
-                        .offset(*off)
-                        .build()
-                }
-            }
-            Op::Sync => opcode::Fsync::new(fd)
+        let sqe = match req.op.iovecs() {
+            None => opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build(),
+            Some((off, write, segs)) => {
+                // Through one bounce buffer where O_DIRECT refuses the segments as they
+                // are, or where there are more than one I/O takes.
+                let iov = &mut iovs[i];
+                *iov = segs;
+                if iov.len() > MAX_SEGS || unaligned(member, iov) {
+                    let b = bounce[i].insert(match &req.op {
+                        Op::Write(_, segs) => gather(segs, 0),
+                        _ => Scratch::new(len),
+                    });
+                    *iov = vec![libc::iovec {
+                        iov_base: b.as_mut_slice().as_mut_ptr().cast(),
+                        iov_len: len,
+                    }];
+                }
+                let (ptr, n) = (iov.as_ptr(), iov.len() as u32);
+                match (write, iov.as_slice()) {
+                    (false, [one]) => opcode::Read::new(fd, one.iov_base.cast(), len as u32)
+                        .offset(off)
+                        .build(),
+                    (true, [one]) => {
+                        opcode::Write::new(fd, one.iov_base.cast_const().cast(), len as u32)
+                            .offset(off)
+                            .build()
+                    }
+                    (false, _) => opcode::Readv::new(fd, ptr, n).offset(off).build(),
+                    (true, _) => opcode::Writev::new(fd, ptr, n).offset(off).build(),
+                }
+            }
         };
         // SAFETY: every buffer an entry points at (the caller's, borrowed for this call,
         // or a bounce buffer in `bounce`) and every segment list (in `iovs`, not touched
