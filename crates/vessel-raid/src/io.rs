@@ -1244,20 +1244,7 @@ impl<'a> Ctx<'a> {
 
 /// [`parity_refs`] into pooled aligned buffers (a write's parity goes to a member as is).
 fn parity_scratch(level: RaidLevel, refs: &[&[u8]]) -> (Option<Scratch>, Option<Scratch>) {
-    let len = refs.first().map_or(0, |r| r.len());
-    match level {
-        RaidLevel::Raid5 => {
-            let mut p = Scratch::new(len);
-            gf::gen_p(refs, p.as_mut_slice());
-            (Some(p), None)
-        }
-        RaidLevel::Raid6 => {
-            let (mut p, mut q) = (Scratch::new(len), Scratch::new(len));
-            gf::gen_pq(refs, p.as_mut_slice(), q.as_mut_slice());
-            (Some(p), Some(q))
-        }
-        RaidLevel::Raid0 | RaidLevel::Raid1 => (None, None),
-    }
+    parity_in(level, refs, Scratch::new)
 }
 
 /// Single-buffer reads as reads into one segment each.
@@ -1276,16 +1263,26 @@ pub(crate) fn parity(level: RaidLevel, data: &[Vec<u8>]) -> (Option<Vec<u8>>, Op
 
 /// [`parity`] of borrowed chunks.
 pub(crate) fn parity_refs(level: RaidLevel, refs: &[&[u8]]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    parity_in(level, refs, |len| vec![0u8; len])
+}
+
+/// The parity chunks of `refs` at `level`, in buffers of the chunk's length from `new`
+/// (whose bytes are all overwritten).
+fn parity_in<B: AsMut<[u8]>>(
+    level: RaidLevel,
+    refs: &[&[u8]],
+    new: impl Fn(usize) -> B,
+) -> (Option<B>, Option<B>) {
     let len = refs.first().map_or(0, |r| r.len());
     match level {
         RaidLevel::Raid5 => {
-            let mut p = vec![0u8; len];
-            gf::gen_p(refs, &mut p);
+            let mut p = new(len);
+            gf::gen_p(refs, p.as_mut());
             (Some(p), None)
         }
         RaidLevel::Raid6 => {
-            let (mut p, mut q) = (vec![0u8; len], vec![0u8; len]);
-            gf::gen_pq(refs, &mut p, &mut q);
+            let (mut p, mut q) = (new(len), new(len));
+            gf::gen_pq(refs, p.as_mut(), q.as_mut());
             (Some(p), Some(q))
         }
         RaidLevel::Raid0 | RaidLevel::Raid1 => (None, None),

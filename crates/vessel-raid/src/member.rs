@@ -206,6 +206,12 @@ impl Scratch {
     }
 }
 
+impl AsMut<[u8]> for Scratch {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         if let Some(b) = self.0.take() {
