@@ -158,9 +158,7 @@ fn btrfs_pool_enforces_quotas_and_snapshots_subvolumes() {
     d.ok(&["start", "c1"]);
     assert_eq!(d.sh("c1", "ls /logs").1.trim(), "a");
     // Block volumes are raw files in subvolumes.
-    d.ok(&[
-        "storage", "volume", "create", "fast", "disk", "--type", "block", "--size", "8MiB",
-    ]);
+    block_disk(&d, "fast", "8MiB");
     let disk = d.root().join("storage/fast/block/disk/disk.raw");
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 8 << 20);
     // The pool comes back after a daemon restart (mounted again if needed).
@@ -211,6 +209,13 @@ fn raid_pool(d: &Daemon, name: &str, level: &str, members: u32, size: &str, extr
     d.ok(&args);
 }
 
+/// Creates block volume `disk` of `size` in `pool`.
+fn block_disk(d: &Daemon, pool: &str, size: &str) {
+    d.ok(&[
+        "storage", "volume", "create", pool, "disk", "--type", "block", "--size", size,
+    ]);
+}
+
 /// Writes `data` whole through the export `uri` and flushes it (`nbdcopy --flush`), from
 /// the file `name` in `d`'s directory.
 fn write_flushed(d: &Daemon, name: &str, uri: &str, data: &[u8]) {
@@ -232,9 +237,7 @@ fn raid_pool_serves_volumes_over_nbd_and_survives_a_lost_member() {
     raid_pool(&d, "safe", "raid5", 4, "48MiB", &["--chunk-size", "64KiB"]);
     let pool = json(&d.ok(&["storage", "pool", "info", "safe", "--format", "json"]));
     assert_eq!(pool["status"], "online");
-    d.ok(&[
-        "storage", "volume", "create", "safe", "disk", "--type", "block", "--size", "24MiB",
-    ]);
+    block_disk(&d, "safe", "24MiB");
     let err = d.fails(&["storage", "volume", "create", "safe", "files"]);
     assert!(err.contains("block volumes"), "{err}");
     let sock = d.dir.join("nbd.sock");
@@ -594,9 +597,7 @@ fn filesystem_volume_is_served_over_nfs_to_real_clients() {
 fn raid_rebuild_is_throttled_and_resumes_after_a_daemon_crash() {
     let mut d = Daemon::start();
     raid_pool(&d, "safe", "raid6", 4, "40MiB", &[]);
-    d.ok(&[
-        "storage", "volume", "create", "safe", "disk", "--type", "block", "--size", "32MiB",
-    ]);
+    block_disk(&d, "safe", "32MiB");
     let sock = d.dir.join("nbd.sock");
     let sock_s = sock.to_str().unwrap();
     let uri = export_disk(&d, "safe", sock_s);
@@ -880,9 +881,7 @@ fn a_raid_pool_through_the_page_cache_keeps_flushed_data_over_a_daemon_kill() {
     let takes = direct_probe(&d.dir);
     assert_eq!(members_direct(&d, "direct"), [takes, takes]);
 
-    d.ok(&[
-        "storage", "volume", "create", "cached", "disk", "--type", "block", "--size", "8MiB",
-    ]);
+    block_disk(&d, "cached", "8MiB");
     let sock = d.dir.join("cached.sock");
     let uri = export_disk(&d, "cached", sock.to_str().unwrap());
     let data = pattern(11, 8 << 20);
@@ -926,9 +925,7 @@ impl Drop for Client {
 fn a_daemon_told_to_stop_closes_a_raid_pool_cleanly_under_a_connected_client() {
     let mut d = Daemon::start();
     raid_pool(&d, "tank", "raid1", 2, "24MiB", &[]);
-    d.ok(&[
-        "storage", "volume", "create", "tank", "disk", "--type", "block", "--size", "8MiB",
-    ]);
+    block_disk(&d, "tank", "8MiB");
     let sock = d.dir.join("tank.sock");
     let uri = export_disk(&d, "tank", sock.to_str().unwrap());
     // 4 MiB written, no flush asked, and the connection held open.
