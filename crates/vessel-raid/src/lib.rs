@@ -43,14 +43,16 @@ mod io;
 pub mod layout;
 pub mod maintenance;
 pub mod member;
+mod rebuild;
 pub mod superblock;
 pub mod thin;
 mod uring;
 
 pub use array::{MemberStatus, RaidArray, RaidConfig};
 pub use error::{RaidError, Result};
-pub use maintenance::{RebuildOptions, ScrubMismatch, ScrubReport};
+pub use maintenance::{ScrubMismatch, ScrubReport};
 pub use member::MemberIo;
+pub use rebuild::RebuildOptions;
 pub use superblock::SlotState;
 pub use thin::{
     Backing, BackingError, ThinError, ThinOptions, ThinPool, ThinResult, Usage, Volume, VolumeInfo,
