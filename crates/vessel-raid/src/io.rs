@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::array::{RaidArray, Slot};
-use crate::checksum::{block_sums, seg_sums, Verified};
+use crate::checksum::{seg_sums, Verified};
 use crate::error::{RaidError, Result};
 use crate::gf;
 use crate::layout::{Geometry, Role, DATA_OFFSET};
@@ -535,67 +535,6 @@ impl<'a> Ctx<'a> {
             }
         }
         ok
-    }
-
-    /// Writes and reads in one parallel batch (the reads must not depend on the writes):
-    /// per write whether it succeeded (checksums recorded), per read its verification.
-    pub fn write_read_batch(
-        &mut self,
-        writes: &[(usize, u64, &[u8])],
-        reads: &mut [(usize, u64, &mut [u8])],
-    ) -> (Vec<bool>, Vec<Verified>) {
-        let wm: Vec<Option<Arc<Member>>> = writes
-            .iter()
-            .map(|(m, _, _)| self.member(*m).filter(|_| self.writable(*m)))
-            .collect();
-        let rm: Vec<Option<Arc<Member>>> = reads.iter().map(|(m, _, _)| self.member(*m)).collect();
-        let mut reqs = Vec::new();
-        let (mut wat, mut rat) = (Vec::new(), Vec::new());
-        for (i, ((_, off, buf), member)) in writes.iter().zip(&wm).enumerate() {
-            if let Some(member) = member {
-                reqs.push(Req::write(member, *off, buf));
-                wat.push(i);
-            }
-        }
-        for (i, ((_, off, buf), member)) in reads.iter_mut().zip(&rm).enumerate() {
-            if let Some(member) = member {
-                reqs.push(Req::read(member, *off, buf));
-                rat.push(i);
-            }
-        }
-        let mut sums: Vec<Vec<u32>> = Vec::new();
-        let mut results = uring::run_during(&mut reqs, || {
-            sums = wat.iter().map(|&i| block_sums(writes[i].2)).collect();
-        });
-        drop(reqs);
-        let read_results = results.split_off(wat.len());
-        let mut wok = vec![false; writes.len()];
-        for ((i, res), sums) in wat.into_iter().zip(results).zip(sums) {
-            let (m, off, buf) = writes[i];
-            let res = res.and_then(|()| match &wm[i] {
-                Some(member) => self.a.csums.update_sums(member, off, buf.len(), &sums),
-                None => Ok(()),
-            });
-            match res {
-                Ok(()) => wok[i] = true,
-                Err(e) => self.fail(m, e),
-            }
-        }
-        let mut rv = vec![Verified::Failed; reads.len()];
-        for (i, res) in rat.into_iter().zip(read_results) {
-            let m = reads[i].0;
-            match res {
-                Ok(()) => {
-                    rv[i] = match self.checksums_match(m, reads[i].1, reads[i].2) {
-                        Some(true) => Verified::Good,
-                        Some(false) => Verified::Corrupt,
-                        None => Verified::Failed,
-                    }
-                }
-                Err(e) => self.fail(m, e),
-            }
-        }
-        (wok, rv)
     }
 
     /// Writes member `m`; `false` (and the member failed) if it cannot be written.

@@ -1,16 +1,19 @@
 //! Rebuilding a member onto a replacement: span by span, resumable from the checkpoint
 //! recorded on the members, optionally throttled.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::array::RaidArray;
-use crate::checksum::Verified;
+use crate::checksum::{block_sums, Verified};
 use crate::error::{RaidError, Result};
 use crate::gf;
-use crate::io::Ctx;
+use crate::io::{Ctx, RowGuard};
 use crate::layout::Role;
-use crate::member::Scratch;
+use crate::member::{Member, Scratch};
 use crate::superblock::SlotState;
+use crate::uring::{self, Req};
 use crate::RaidLevel;
 
 /// A rebuild records its checkpoint on the members after this many member bytes, or
@@ -28,12 +31,24 @@ pub struct RebuildOptions {
     pub max_bytes_per_sec: Option<u64>,
 }
 
-/// The survivors' bytes of a span of rows, read and verified, for rebuilding one member.
+/// The survivors' bytes of a span of rows, read for rebuilding one member.
 pub(crate) struct SpanData {
-    rows: std::ops::Range<u64>,
+    rows: Range<u64>,
     sources: Vec<usize>,
     bufs: Vec<Scratch>,
 }
+
+/// A span of the rebuilt member's chunks, computed from survivors whose checksums matched,
+/// to be written by the next step (its rows stay locked until then).
+pub(crate) struct Rebuilt {
+    rows: Range<u64>,
+    out: Scratch,
+    /// The checksums of `out`, recorded once it is written.
+    sums: Vec<u32>,
+}
+
+/// The checksums of a span's survivors, and the rebuilt chunks with theirs.
+type Computed = (Vec<Vec<u32>>, Option<(Scratch, Vec<u32>)>);
 
 impl RaidArray {
     /// Rebuilds every member in the `Rebuilding` state, resuming from its checkpoint.
@@ -61,17 +76,35 @@ impl RaidArray {
             (list, total, inner.geo.chunk)
         };
         let rows_per_step = (REBUILD_SPAN / chunk).max(1);
-        // Unthrottled, the next span's survivors are read while this span is written
-        // (its rows stay locked from that read until they are written); throttled, a
-        // rebuild holds no rows while it waits.
+        // Unthrottled, three spans are in flight: the survivors of one are read and the
+        // rebuilt chunks of the one before it written while the span between is checked
+        // and computed (each span's rows stay locked from its read until it is written);
+        // throttled, a rebuild goes span by span and holds no rows while it waits.
         let read_ahead = options.max_bytes_per_sec.is_none_or(|r| r == 0);
         let mut done_before = 0;
+        // Moves member `m`'s checkpoint to `row` (the rows before it are rebuilt).
+        let checkpoint = |m: usize, row: u64| {
+            let mut inner = self.lock();
+            if inner.slots[m].state == SlotState::Rebuilding {
+                inner.slots[m].checkpoint = row * chunk;
+            }
+        };
         for m in rebuilding {
             let mut since_checkpoint = 0u64;
             let mut last_checkpoint = Instant::now();
-            let mut ahead: Option<(SpanData, crate::io::RowGuard<'_>)> = None;
+            let mut ahead: Option<(SpanData, RowGuard<'_>)> = None;
+            let mut pending: Option<(Rebuilt, RowGuard<'_>)> = None;
+            let mut row = self.lock().slots[m].checkpoint / chunk;
+            // Progress is reported as the checkpoint moves.
+            let mut reported = row;
+            let mut report = |to: u64| {
+                if to > reported {
+                    reported = to;
+                    progress(done_before + to * chunk, total);
+                }
+            };
             loop {
-                let row = {
+                {
                     let inner = self.lock();
                     if inner.slots[m].state != SlotState::Rebuilding {
                         drop(inner);
@@ -81,9 +114,25 @@ impl RaidArray {
                             state: self.lock().slots[m].state.name(),
                         }));
                     }
-                    inner.slots[m].checkpoint / chunk
-                };
-                if row >= self.geo.rows() {
+                }
+                let rows = row..(row + rows_per_step).min(self.geo.rows());
+                // A re-added member holds every row the bitmap does not mark.
+                let partial = self.lock().slots[m].partial;
+                let skip =
+                    rows.is_empty() || (partial && !self.intents().bitmap.marks_any(rows.clone()));
+                if skip {
+                    if let Some((p, _guard)) = pending.take() {
+                        let mut ctx = Ctx::new(self);
+                        let res = ctx.write_rebuilt(m, &p);
+                        let err = ctx.error.take();
+                        ctx.finish()?;
+                        res.map_err(|e| err.unwrap_or(e))?;
+                        checkpoint(m, p.rows.end);
+                        report(p.rows.end);
+                    }
+                    ahead = None;
+                }
+                if rows.is_empty() {
                     self.csums.write_back();
                     let mut inner = self.lock();
                     if let Some(member) = &inner.slots[m].member {
@@ -95,50 +144,56 @@ impl RaidArray {
                     tracing::info!(pool = %inner.pool, member = m, "rebuild finished");
                     break;
                 }
-                let rows = row..(row + rows_per_step).min(self.geo.rows());
                 let step = (rows.end - rows.start) * chunk;
-                // A re-added member holds every row the bitmap does not mark.
-                let partial = self.lock().slots[m].partial;
-                if partial && !self.intents().bitmap.marks_any(rows.clone()) {
-                    ahead = None;
-                    let mut inner = self.lock();
-                    if inner.slots[m].state == SlotState::Rebuilding {
-                        inner.slots[m].checkpoint = rows.end * chunk;
-                    }
-                    drop(inner);
-                    progress(done_before + rows.end * chunk, total);
+                row = rows.end;
+                if skip {
+                    checkpoint(m, rows.end);
+                    report(rows.end);
                     continue;
                 }
-                {
-                    let (have, _rows) = match ahead.take() {
+                let done_to = {
+                    let (have, guard) = match ahead.take() {
                         Some((data, guard)) if data.rows == rows => (Some(data), guard),
                         _ => (None, self.rows.lock(rows.clone())),
                     };
-                    let next = rows.end..(rows.end + rows_per_step).min(self.geo.rows());
-                    let next_guard =
-                        (read_ahead && !next.is_empty()).then(|| self.rows.lock(next.clone()));
                     let mut ctx = Ctx::new(self);
-                    let res = if next_guard.is_some() {
-                        ctx.rebuild_step(m, rows.clone(), have, next).map(|got| {
-                            if let (Some(data), Some(guard)) = (got, next_guard) {
-                                ahead = Some((data, guard));
+                    // The span before stays locked until the checkpoint is past it.
+                    let prev = pending.take();
+                    let res = if read_ahead {
+                        let next = rows.end..(rows.end + rows_per_step).min(self.geo.rows());
+                        let next_guard = (!next.is_empty()).then(|| self.rows.lock(next.clone()));
+                        let done = ctx.rebuild_step(
+                            m,
+                            rows.clone(),
+                            have,
+                            prev.as_ref().map(|p| &p.0),
+                            next,
+                        );
+                        done.map(|(got, mine)| {
+                            if let (Some(data), Some(g)) = (got, next_guard) {
+                                ahead = Some((data, g));
                             }
+                            mine
                         })
                     } else {
-                        ctx.rebuild_rows(m, rows.clone())
+                        ctx.rebuild_rows(m, rows.clone()).map(|()| None)
+                    };
+                    // Rebuilt up to here: this span if it is written, else the one before.
+                    let to = match &res {
+                        Ok(Some(_)) => rows.start,
+                        _ => rows.end,
                     };
                     if res.is_ok() {
-                        let mut inner = self.lock();
-                        if inner.slots[m].state == SlotState::Rebuilding {
-                            inner.slots[m].checkpoint = rows.end * chunk;
-                        }
+                        checkpoint(m, to);
                     }
+                    drop(prev);
                     let err = ctx.error.take();
                     ctx.finish()?;
-                    if let Err(e) = res {
-                        return Err(err.unwrap_or(e));
+                    if let Some(r) = res.map_err(|e| err.unwrap_or(e))? {
+                        pending = Some((r, guard));
                     }
-                }
+                    to
+                };
                 since_checkpoint += step;
                 if since_checkpoint >= CHECKPOINT_BYTES.min(self.geo.data_size / 8)
                     || last_checkpoint.elapsed() >= CHECKPOINT_EVERY
@@ -153,8 +208,7 @@ impl RaidArray {
                     }
                     inner.write_superblocks()?;
                 }
-                let done = done_before + rows.end * chunk;
-                progress(done, total);
+                report(done_to);
                 written += step;
                 if let Some(rate) = options.max_bytes_per_sec.filter(|r| *r > 0) {
                     let due = Duration::from_secs_f64(written as f64 / rate as f64);
@@ -170,55 +224,140 @@ impl RaidArray {
 }
 
 impl Ctx<'_> {
-    /// One step of a rebuild with read-ahead: member `m`'s chunks of `rows` from the
-    /// survivors' bytes (`have`, read by the previous step, or read now), written in the
-    /// same batch as the survivors of `next` are read. Returns those, verified, or `None`
-    /// (the next step reads them itself). Row by row where the span way fails.
+    /// One step of an unthrottled rebuild of member `m`, three spans at a time: while the
+    /// survivors of `next` are read and the span before (`prev`, computed and checked by
+    /// the step before) is written, the survivors of `rows` (`have`, read by the step
+    /// before, or read now) are checksummed and `m`'s chunks computed from them. Returns
+    /// the survivors of `next` as read (checked by the next step; `None` if a read failed:
+    /// the next step reads them itself), and `rows`' chunks for the next step to write, or
+    /// `None` when the survivors' checksums did not match and `rows` was rebuilt row by
+    /// row here, reading around the member that lies (written already).
     fn rebuild_step(
         &mut self,
         m: usize,
-        rows: std::ops::Range<u64>,
+        rows: Range<u64>,
         have: Option<SpanData>,
-        next: std::ops::Range<u64>,
-    ) -> Result<Option<SpanData>> {
+        prev: Option<&Rebuilt>,
+        next: Range<u64>,
+    ) -> Result<(Option<SpanData>, Option<Rebuilt>)> {
         let data = match have {
             Some(d) => Some(d),
-            None => self.read_span(m, rows.clone())?,
+            None => self.read_span(m, rows.clone(), false)?,
         };
-        let Some(out) = data.as_ref().and_then(|d| self.compute_span(m, d)) else {
-            self.rebuild_rows(m, rows.clone())?;
-            return Ok(None);
+        let (sources, mut bufs) = match next.is_empty() {
+            true => (Vec::new(), Vec::new()),
+            false => self.span_buffers(m, next.clone())?,
         };
-        let off = self.geo.member_offset(rows.start);
-        let (sources, mut bufs) = self.span_buffers(m, next.clone())?;
-        let next_off = self.geo.member_offset(next.start);
-        let mut reads: Vec<(usize, u64, &mut [u8])> = sources
+        let target: Option<Arc<Member>> = match prev {
+            Some(p) => match self.slots[m].member.clone().filter(|_| self.writable(m)) {
+                Some(t) => Some(t),
+                None => return Err(self.data_loss_for(p.rows.start)),
+            },
+            None => None,
+        };
+        let readers: Vec<Option<Arc<Member>>> = sources
             .iter()
-            .zip(bufs.iter_mut())
-            .map(|(&s, b)| (s, next_off, b.as_mut_slice()))
+            .map(|&s| self.slots[s].member.clone())
             .collect();
-        let (wok, got) = self.write_read_batch(&[(m, off, out.as_slice())], &mut reads);
-        drop(reads);
-        if !wok[0] {
-            return Err(self
-                .error
-                .take()
-                .unwrap_or_else(|| self.data_loss_for(rows.start)));
+        let mut reqs = Vec::new();
+        if let (Some(p), Some(t)) = (prev, &target) {
+            let off = self.geo.member_offset(p.rows.start);
+            reqs.push(Req::write(t, off, p.out.as_slice()));
         }
-        let good = !sources.is_empty() && got.iter().all(|v| *v == Verified::Good);
-        Ok(good.then_some(SpanData {
+        let next_off = self.geo.member_offset(next.start);
+        let mut read = Vec::new();
+        for (i, (b, r)) in bufs.iter_mut().zip(&readers).enumerate() {
+            if let Some(r) = r {
+                reqs.push(Req::read(r, next_off, b.as_mut_slice()));
+                read.push(i);
+            }
+        }
+        let mut work = None;
+        let this = &*self;
+        let results = uring::run_during(&mut reqs, || {
+            work = data.as_ref().map(|d| this.checksum_and_compute(m, d));
+        });
+        drop(reqs);
+        let mut results = results.into_iter();
+        if let (Some(p), Some(t)) = (prev, &target) {
+            let off = self.geo.member_offset(p.rows.start);
+            let res = results
+                .next()
+                .expect("uring::run gives one result per request")
+                .and_then(|()| self.a.csums.update_sums(t, off, p.out.len(), &p.sums));
+            if let Err(e) = res {
+                self.fail(m, e);
+                return Err(self
+                    .error
+                    .take()
+                    .unwrap_or_else(|| self.data_loss_for(p.rows.start)));
+            }
+        }
+        let mut next_ok = !sources.is_empty() && read.len() == sources.len();
+        for (i, res) in read.into_iter().zip(results) {
+            if let Err(e) = res {
+                self.fail(sources[i], e);
+                next_ok = false;
+            }
+        }
+        let next_data = next_ok.then_some(SpanData {
             rows: next,
             sources,
             bufs,
-        }))
+        });
+        let mine = match (data, work) {
+            (Some(d), Some((sums, Some((out, out_sums))))) if self.span_matches(&d, &sums) => {
+                Some(Rebuilt {
+                    rows: rows.clone(),
+                    out,
+                    sums: out_sums,
+                })
+            }
+            _ => None,
+        };
+        if mine.is_none() {
+            self.rebuild_rows(m, rows)?;
+        }
+        Ok((next_data, mine))
+    }
+
+    /// The checksums of the survivors' bytes, and member `m`'s chunks computed from them
+    /// with their checksums (`None` if the span cannot be solved).
+    fn checksum_and_compute(&self, m: usize, d: &SpanData) -> Computed {
+        let sums = d.bufs.iter().map(|b| block_sums(b.as_slice())).collect();
+        let out = self.compute_span(m, d).map(|out| {
+            let sums = block_sums(out.as_slice());
+            (out, sums)
+        });
+        (sums, out)
+    }
+
+    /// Whether the survivors' bytes `d`, whose checksums are `sums`, match the recorded
+    /// ones (a mismatch is not counted: the caller reads the span again, row by row).
+    fn span_matches(&mut self, d: &SpanData, sums: &[Vec<u32>]) -> bool {
+        let off = self.geo.member_offset(d.rows.start);
+        for ((&s, b), sums) in d.sources.iter().zip(&d.bufs).zip(sums) {
+            let Some(member) = self.slots[s].member.clone() else {
+                return false;
+            };
+            match self
+                .a
+                .csums
+                .matches_sums(&member, off, b.as_slice().len(), sums)
+            {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    self.fail(s, e);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// The survivors to read for rebuilding `m` over `rows`, with buffers for them.
-    fn span_buffers(
-        &self,
-        m: usize,
-        rows: std::ops::Range<u64>,
-    ) -> Result<(Vec<usize>, Vec<Scratch>)> {
+    fn span_buffers(&self, m: usize, rows: Range<u64>) -> Result<(Vec<usize>, Vec<Scratch>)> {
         let span = (rows.end - rows.start) as usize * self.geo.chunk as usize;
         let last = rows.end - 1;
         let sources: Vec<usize> = match self.geo.level {
@@ -235,8 +374,9 @@ impl Ctx<'_> {
         Ok((sources, bufs))
     }
 
-    /// The survivors' bytes of `rows`, read and verified; `None` if that fails.
-    fn read_span(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<Option<SpanData>> {
+    /// The survivors' bytes of `rows`, read (and verified if `verify`); `None` if that
+    /// fails.
+    fn read_span(&mut self, m: usize, rows: Range<u64>, verify: bool) -> Result<Option<SpanData>> {
         let (sources, mut bufs) = self.span_buffers(m, rows.clone())?;
         if sources.is_empty() {
             return Ok(None);
@@ -247,16 +387,19 @@ impl Ctx<'_> {
             .zip(bufs.iter_mut())
             .map(|(&s, b)| (s, off, b.as_mut_slice()))
             .collect();
-        let got = self.read_verified_batch(&mut reads, false);
+        let good = match verify {
+            true => self
+                .read_verified_batch(&mut reads, false)
+                .iter()
+                .all(|v| *v == Verified::Good),
+            false => self.read_batch(&mut reads).iter().all(|ok| *ok),
+        };
         drop(reads);
-        Ok(got
-            .iter()
-            .all(|v| *v == Verified::Good)
-            .then_some(SpanData {
-                rows,
-                sources,
-                bufs,
-            }))
+        Ok(good.then_some(SpanData {
+            rows,
+            sources,
+            bufs,
+        }))
     }
 
     /// Member `m`'s chunks over a span, from the survivors' bytes; `None` if the span
@@ -336,7 +479,7 @@ impl Ctx<'_> {
 
     /// Rebuilds member `m`'s chunks of `rows` from the others: one large read per
     /// survivor, all at once, and one write; row by row where that fails.
-    fn rebuild_rows(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<()> {
+    fn rebuild_rows(&mut self, m: usize, rows: Range<u64>) -> Result<()> {
         if self.rebuild_span(m, rows.clone())? {
             return Ok(());
         }
@@ -348,22 +491,31 @@ impl Ctx<'_> {
 
     /// The fast rebuild of `rows`: `false` (nothing written) if a survivor is not
     /// readable over all of them, fails, or returns bytes that fail their checksums.
-    fn rebuild_span(&mut self, m: usize, rows: std::ops::Range<u64>) -> Result<bool> {
-        let Some(data) = self.read_span(m, rows.clone())? else {
+    fn rebuild_span(&mut self, m: usize, rows: Range<u64>) -> Result<bool> {
+        let Some(data) = self.read_span(m, rows.clone(), true)? else {
             return Ok(false);
         };
         let Some(out) = self.compute_span(m, &data) else {
             return Ok(false);
         };
-        let off = self.geo.member_offset(rows.start);
-        self.write_rebuilt(m, off, out.as_slice(), rows.start)
+        self.write_span(m, rows, out.as_slice())?;
+        Ok(true)
     }
 
-    fn write_rebuilt(&mut self, m: usize, off: u64, buf: &[u8], row: u64) -> Result<bool> {
+    /// Writes member `m`'s rebuilt chunks of a span.
+    fn write_rebuilt(&mut self, m: usize, r: &Rebuilt) -> Result<()> {
+        self.write_span(m, r.rows.clone(), r.out.as_slice())
+    }
+
+    fn write_span(&mut self, m: usize, rows: Range<u64>, buf: &[u8]) -> Result<()> {
+        let off = self.geo.member_offset(rows.start);
         if !self.write_member(m, off, buf) {
-            return Err(self.error.take().unwrap_or_else(|| self.data_loss_for(row)));
+            return Err(self
+                .error
+                .take()
+                .unwrap_or_else(|| self.data_loss_for(rows.start)));
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Rebuilds member `m`'s chunk of `row` from the others.
