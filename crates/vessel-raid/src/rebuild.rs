@@ -52,8 +52,9 @@ type Computed = (Vec<Vec<u32>>, Option<(Scratch, Vec<u32>)>);
 
 impl RaidArray {
     /// Rebuilds every member in the `Rebuilding` state, resuming from its checkpoint.
-    /// `progress` is called with (bytes done, bytes total) after each row. The array
-    /// stays usable between rows.
+    /// `progress` is called with (bytes done, bytes total) as the rebuilt part grows
+    /// (after each span written), while the rebuild holds the row locks of up to two
+    /// spans ahead: it must not do I/O on the array itself. The array stays usable.
     pub fn rebuild(&self, progress: impl FnMut(u64, u64)) -> Result<()> {
         self.rebuild_with(&RebuildOptions::default(), progress)
     }
@@ -82,11 +83,13 @@ impl RaidArray {
         // throttled, a rebuild goes span by span and holds no rows while it waits.
         let read_ahead = options.max_bytes_per_sec.is_none_or(|r| r == 0);
         let mut done_before = 0;
-        // Moves member `m`'s checkpoint to `row` (the rows before it are rebuilt).
-        let checkpoint = |m: usize, row: u64| {
+        // Moves member `m`'s checkpoint to `row` (the rows before it are rebuilt), if the
+        // slot still holds the member this rebuild writes.
+        let checkpoint = |m: usize, member: &Option<Arc<Member>>, row: u64| {
             let mut inner = self.lock();
-            if inner.slots[m].state == SlotState::Rebuilding {
-                inner.slots[m].checkpoint = row * chunk;
+            let slot = &mut inner.slots[m];
+            if slot.state == SlotState::Rebuilding && same(&slot.member, member) {
+                slot.checkpoint = row * chunk;
             }
         };
         for m in rebuilding {
@@ -94,7 +97,13 @@ impl RaidArray {
             let mut last_checkpoint = Instant::now();
             let mut ahead: Option<(SpanData, RowGuard<'_>)> = None;
             let mut pending: Option<(Rebuilt, RowGuard<'_>)> = None;
-            let mut row = self.lock().slots[m].checkpoint / chunk;
+            let (mut row, mut member) = {
+                let inner = self.lock();
+                (
+                    inner.slots[m].checkpoint / chunk,
+                    inner.slots[m].member.clone(),
+                )
+            };
             // Progress is reported as the checkpoint moves.
             let mut reported = row;
             let mut report = |to: u64| {
@@ -106,13 +115,25 @@ impl RaidArray {
             loop {
                 {
                     let inner = self.lock();
-                    if inner.slots[m].state != SlotState::Rebuilding {
+                    let slot = &inner.slots[m];
+                    if slot.state != SlotState::Rebuilding {
                         drop(inner);
                         let err = self.lock().last_io_error.take();
                         return Err(err.unwrap_or(RaidError::MemberNotFailed {
                             index: m,
                             state: self.lock().slots[m].state.name(),
                         }));
+                    }
+                    // The member failed and was replaced or re-added meanwhile: start again
+                    // from its checkpoint, with nothing read or computed for the old one.
+                    if slot.checkpoint != row * chunk && pending.is_none()
+                        || pending
+                            .as_ref()
+                            .is_some_and(|(p, _)| slot.checkpoint != p.rows.start * chunk)
+                        || !same(&slot.member, &member)
+                    {
+                        (row, member) = (slot.checkpoint / chunk, slot.member.clone());
+                        (pending, ahead) = (None, None);
                     }
                 }
                 let rows = row..(row + rows_per_step).min(self.geo.rows());
@@ -127,7 +148,7 @@ impl RaidArray {
                         let err = ctx.error.take();
                         ctx.finish()?;
                         res.map_err(|e| err.unwrap_or(e))?;
-                        checkpoint(m, p.rows.end);
+                        checkpoint(m, &member, p.rows.end);
                         report(p.rows.end);
                     }
                     ahead = None;
@@ -147,7 +168,7 @@ impl RaidArray {
                 let step = (rows.end - rows.start) * chunk;
                 row = rows.end;
                 if skip {
-                    checkpoint(m, rows.end);
+                    checkpoint(m, &member, rows.end);
                     report(rows.end);
                     continue;
                 }
@@ -184,7 +205,7 @@ impl RaidArray {
                         _ => rows.end,
                     };
                     if res.is_ok() {
-                        checkpoint(m, to);
+                        checkpoint(m, &member, to);
                     }
                     drop(prev);
                     let err = ctx.error.take();
@@ -537,5 +558,14 @@ impl Ctx<'_> {
             return Err(self.error.take().unwrap_or_else(|| self.data_loss_for(row)));
         }
         Ok(())
+    }
+}
+
+/// Whether two slot entries hold the same member.
+fn same(a: &Option<Arc<Member>>, b: &Option<Arc<Member>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }

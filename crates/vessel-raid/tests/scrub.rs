@@ -257,9 +257,10 @@ fn interrupted_stripe_write_is_resynced_at_assembly() {
 }
 
 /// A rebuild checks what the survivors return against their checksums before it computes
-/// the new member from it: a survivor that lies (in the first span, which the rebuild
-/// reads before it starts, and in later spans, read while the span before is written) is
-/// read around (and repaired), and the new member gets exactly what the old one held.
+/// the new member from it: a survivor that lies is read around (and repaired), and the new
+/// member gets exactly what the old one held. The lies are in the first span (read before
+/// the pipeline starts), the third (checked while the clean second span is written) and
+/// the last row (the span written at the end).
 #[test]
 fn a_rebuild_reads_around_a_survivor_that_lies() {
     let per_member = 4 << 20;
@@ -272,8 +273,9 @@ fn a_rebuild_reads_around_a_survivor_that_lies() {
     array.replace_member(0, &fresh).expect("replace");
     let geo = array.geometry();
     assert_eq!(geo.rows(), 63, "the spans this test means");
-    // Rows 3 (first span), 20 and 40 (later spans), 62 (the last row).
-    for (row, d) in [(3, 0), (20, 1), (40, 2), (62, 0)] {
+    // Spans of 16 rows: rows 3 (first span), 40 (third), 62 (the last row); the second is
+    // clean.
+    for (row, d) in [(3, 0), (40, 2), (62, 0)] {
         let (mut m, mut off) = data_location(&array, row, d);
         if m == 0 {
             (m, off) = data_location(&array, row, d + 1);
@@ -291,4 +293,40 @@ fn a_rebuild_reads_around_a_survivor_that_lies() {
     let report = array.scrub(false).expect("scrub");
     assert!(report.is_clean(), "{report:?}");
     assert!(read_all(&array) == model, "reads after the rebuild");
+}
+
+/// A member that fails while it is rebuilt and is replaced again (here from the rebuild's
+/// own progress report, between two spans) is rebuilt from the start: the rebuild does
+/// not carry on from where it was on the old replacement, and the new one ends up holding
+/// exactly what the first member held.
+#[test]
+fn a_replacement_swapped_during_a_rebuild_is_rebuilt_from_the_start() {
+    let per_member = 4 << 20;
+    let (dir, paths, model) = setup_sized(RaidLevel::Raid5, 4, 23, per_member);
+    let old = std::fs::read(&paths[1]).expect("read member 1");
+    let data = DATA_OFFSET as usize..(DATA_OFFSET + per_member) as usize;
+    let array = RaidArray::open(&paths).expect("open");
+    array.fail_member(1).expect("fail");
+    let first = dir.file("first", DATA_OFFSET + per_member);
+    let second = dir.file("second", DATA_OFFSET + per_member);
+    array.replace_member(1, &first).expect("replace");
+    let mut swapped = false;
+    array
+        .rebuild(|done, total| {
+            if !swapped && done >= total / 2 {
+                swapped = true;
+                array.fail_member(1).expect("fail the replacement");
+                array.replace_member(1, &second).expect("replace again");
+            }
+        })
+        .expect("rebuild");
+    assert!(swapped, "the rebuild reported no progress half-way");
+    assert!(!array.is_degraded());
+    let new = std::fs::read(&second).expect("read the second replacement");
+    assert!(
+        new[data.clone()] == old[data],
+        "the second replacement differs from the member it replaces"
+    );
+    assert!(read_all(&array) == model);
+    assert!(array.scrub(false).expect("scrub").is_clean());
 }
