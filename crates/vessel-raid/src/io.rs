@@ -255,13 +255,17 @@ enum Clearing {
 
 /// One piece of a read: array bytes at `dst` of the caller's buffer come from member
 /// `m` at `off` (aligned range `at..at + len`).
-struct Piece {
-    m: usize,
-    at: u64,
-    len: usize,
-    skip: usize,
-    dst: usize,
-    n: usize,
+pub(crate) struct Piece {
+    /// The member it is read from; `usize::MAX` for a chunk to solve from the others.
+    pub m: usize,
+    /// Member offset and length of the aligned member range read.
+    pub at: u64,
+    pub len: usize,
+    /// Bytes of that range before the caller's.
+    pub skip: usize,
+    /// Offset in the caller's buffer, and bytes.
+    pub dst: usize,
+    pub n: usize,
 }
 
 /// A piece of a member write: the caller's bytes, or bytes the request made (parity, a
@@ -303,7 +307,7 @@ impl<'b> Plan<'b> {
 
 /// Adds `len` bytes of member `m` at `off` (piece `seg`) to the run of that member it
 /// continues, or as a run of its own: (member, offset, length, pieces).
-fn push_run<S>(
+pub(crate) fn push_run<S>(
     runs: &mut Vec<(usize, u64, usize, Vec<S>)>,
     m: usize,
     off: u64,
@@ -428,7 +432,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// [`Ctx::read_verified_batch`] of reads into segments.
-    fn read_verified_segs(
+    pub(crate) fn read_verified_segs(
         &mut self,
         reads: &mut [(usize, u64, Vec<&mut [u8]>)],
         count: bool,
@@ -670,6 +674,11 @@ impl<'a> Ctx<'a> {
                 .collect();
             let got = self.read_verified_segs(&mut reads, false);
             return got.iter().all(|v| *v == Verified::Good);
+        }
+        if pieces.iter().all(|p| p.skip == 0 && p.len == p.n) {
+            if let Some(plan) = self.xor_plan(&pieces, &solve_rows) {
+                return self.read_solving(buf, &pieces, &plan);
+            }
         }
         // The member ranges to read, in order; contiguous ones of a member joined.
         let mut runs: Vec<(usize, u64, usize)> = Vec::new();

@@ -37,6 +37,7 @@ use std::fmt;
 pub mod array;
 pub mod bitmap;
 mod checksum;
+mod degraded;
 pub mod error;
 pub mod gf;
 mod io;
