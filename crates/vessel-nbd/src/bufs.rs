@@ -6,9 +6,17 @@
 //! `nbdcopy` opens new connections for each copy). Only its own: a buffer never carries one
 //! export's bytes to another's client. All exports together keep at most [`KEEP_ALL`] (a
 //! daemon serves an export per attached VM disk, most of them idle).
+//!
+//! A buffer's data sits 4 KiB-aligned where the disk I/O needs it ([`Bufs::take_aligned`]:
+//! a write payload from its start, a read reply after its header), so that a device that
+//! reads and writes with `O_DIRECT` (a `raid` pool's members) takes it as it is instead of
+//! copying it through a bounce buffer of its own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+/// The alignment of the data a device reads or writes (`O_DIRECT`'s).
+const ALIGN: usize = 4096;
 
 /// Buffers smaller than this are left to the allocator.
 const KEEP_FROM: usize = 64 << 10;
@@ -28,27 +36,77 @@ struct Free {
     bytes: usize,
 }
 
+/// Bytes of a request or reply: `v[start..]`, a `Vec` whose first `start` bytes are
+/// skipped (to align what follows, or what a partial send already took).
+#[derive(Debug, Default)]
+pub(crate) struct Buf {
+    v: Vec<u8>,
+    start: usize,
+}
+
+impl Buf {
+    /// Drops the first `n` bytes (sent already).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.v.len());
+    }
+
+    /// Keeps the first `n` bytes.
+    pub(crate) fn truncate(&mut self, n: usize) {
+        self.v.truncate(self.start + n);
+    }
+}
+
+impl From<Vec<u8>> for Buf {
+    fn from(v: Vec<u8>) -> Self {
+        Buf { v, start: 0 }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.v[self.start..]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.start..]
+    }
+}
+
 impl Bufs {
-    /// A buffer of `len` bytes. Its contents are unspecified (what an earlier request to
-    /// this export left there, or zeroes): the caller overwrites every byte it sends.
-    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+    /// A buffer of `len` bytes, its data 4 KiB-aligned from its start. Its contents are
+    /// unspecified (what an earlier request to this export left there, or zeroes): the
+    /// caller overwrites every byte it sends.
+    pub(crate) fn take(&self, len: usize) -> Buf {
+        self.take_aligned(len, 0)
+    }
+
+    /// [`Bufs::take`] with byte `lead` 4 KiB-aligned (the data after a reply's header).
+    pub(crate) fn take_aligned(&self, len: usize, lead: usize) -> Buf {
+        let need = len + ALIGN - 1;
+        let mut v = None;
         if len >= KEEP_FROM {
             let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(i) = free.bufs.iter().position(|b| b.capacity() >= len) {
-                let mut b = free.bufs.swap_remove(i);
+            if let Some(i) = free.bufs.iter().position(|b| b.capacity() >= need) {
+                let b = free.bufs.swap_remove(i);
                 free.bytes -= b.capacity();
                 KEPT.fetch_sub(b.capacity(), Ordering::Relaxed);
-                drop(free);
-                // Zeroes only beyond what it held before.
-                b.resize(len, 0);
-                return b;
+                v = Some(b);
             }
         }
-        vec![0u8; len]
+        let mut v = v.unwrap_or_else(|| Vec::with_capacity(need));
+        let start = (ALIGN - (v.as_ptr() as usize + lead) % ALIGN) % ALIGN;
+        // Zeroes only beyond what it held before; within its capacity, so it stays where
+        // it is and `start` keeps its alignment.
+        v.resize(start + len, 0);
+        Buf { v, start }
     }
 
     /// Gives back a buffer the connection is done with.
-    pub(crate) fn give(&self, b: Vec<u8>) {
+    pub(crate) fn give(&self, b: impl Into<Buf>) {
+        let b = b.into().v;
         if b.capacity() < KEEP_FROM {
             return;
         }
@@ -89,6 +147,7 @@ mod tests {
         let bufs = Bufs::default();
         let mut a = bufs.take(256 << 10);
         assert_eq!(a.len(), 256 << 10);
+        assert_eq!(a.as_ptr() as usize % ALIGN, 0);
         a.fill(7);
         let at = a.as_ptr();
         bufs.give(a);
@@ -99,6 +158,14 @@ mod tests {
         let c = bufs.take(200 << 10);
         assert_eq!((c.as_ptr(), c.len()), (at, 200 << 10));
         assert!(c[128 << 10..].iter().all(|x| *x == 0));
+        // A reply's data after its 16-byte header: aligned there.
+        let r = bufs.take_aligned(16 + (64 << 10), 16);
+        assert_eq!((r.as_ptr() as usize + 16) % ALIGN, 0);
+        let mut s = Buf::from(r.to_vec());
+        s.advance(16);
+        s.truncate(100);
+        assert_eq!(s.len(), 100);
+        drop(r);
         // None kept fits a larger one; small ones are not kept.
         let d = bufs.take(512 << 10);
         assert_ne!(d.as_ptr(), at);

@@ -14,13 +14,15 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::bufs::Buf;
+
 /// Reply bytes queued at most before the serving thread waits (one reply of any size is
 /// always taken when nothing waits).
 pub const MAX_QUEUED: usize = 32 << 20;
 
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<Vec<u8>>,
+    items: VecDeque<Buf>,
     bytes: usize,
     /// The writing thread holds an item it has not finished writing.
     writing: bool,
@@ -51,7 +53,7 @@ pub(crate) struct ReplyQueue {
 
 impl ReplyQueue {
     /// Sends or queues one whole reply, waiting while the queue is full.
-    pub(crate) fn send(&self, item: Vec<u8>) -> io::Result<()> {
+    pub(crate) fn send(&self, item: Buf) -> io::Result<()> {
         send(&self.shared, item)
     }
 
@@ -87,7 +89,7 @@ fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(done)
 }
 
-fn send(shared: &Shared, mut item: Vec<u8>) -> io::Result<()> {
+fn send(shared: &Shared, mut item: Buf) -> io::Result<()> {
     if item.is_empty() {
         return Ok(());
     }
@@ -104,9 +106,7 @@ fn send(shared: &Shared, mut item: Vec<u8>) -> io::Result<()> {
                 shared.bufs.give(item);
                 return Ok(());
             }
-            Ok(n) => {
-                item.drain(..n);
-            }
+            Ok(n) => item.advance(n),
             Err(e) => {
                 q.failed = Some(e.kind());
                 shared.changed.notify_all();
@@ -219,7 +219,7 @@ impl Write for Replies {
 
     fn flush(&mut self) -> io::Result<()> {
         let item = std::mem::take(&mut self.buf);
-        send(&self.shared, item)
+        send(&self.shared, item.into())
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::io::{self, Read, Write};
 
+use crate::bufs::Buf;
 use crate::device::{BlockDevice, DeviceError, Extent};
 use crate::handshake::Session;
 use crate::proto::*;
@@ -95,7 +96,7 @@ const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 /// A request read from the wire, with its write payload.
 struct Job {
     req: Request,
-    payload: Vec<u8>,
+    payload: Buf,
 }
 
 #[derive(Default)]
@@ -180,7 +181,7 @@ fn read_loop<'s, 'e: 's>(
     scope: &'s std::thread::Scope<'s, 'e>,
 ) -> Result<bool, NbdError> {
     while let Some(req) = read_request(r)? {
-        let mut payload = Vec::new();
+        let mut payload = Buf::default();
         if req.kind == CMD_WRITE {
             if req.len > MAX_PAYLOAD {
                 io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
@@ -270,7 +271,7 @@ fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
 }
 
 /// Serves one request; the whole reply (a read's in a buffer of `bufs`).
-fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Vec<u8> {
+fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Buf {
     let req = &job.req;
     let dev = session.export.device.as_ref();
     let mut w = Vec::new();
@@ -318,7 +319,7 @@ fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Vec<u8> {
                 ))
             } else {
                 match block_status(dev, req) {
-                    Ok(reply) => return reply,
+                    Ok(reply) => return reply.into(),
                     Err(e) => Err(e),
                 }
             }
@@ -338,7 +339,7 @@ fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Vec<u8> {
             }
         }
     };
-    w
+    w.into()
 }
 
 /// Common checks for commands that modify the export, then FUA.
@@ -370,10 +371,11 @@ fn read(
     req: &Request,
     structured: bool,
     bufs: &crate::bufs::Bufs,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Buf, Failure> {
     let len = u64::from(req.len);
     if !structured {
-        let mut out = bufs.take(16 + req.len as usize);
+        // The data 4 KiB-aligned after the 16-byte header.
+        let mut out = bufs.take_aligned(16 + req.len as usize, 16);
         // The header into its 16 bytes (a slice takes exactly that much).
         let _ = simple_reply(&mut &mut out[..16], req.cookie, 0, &[]);
         dev.read_at(&mut out[16..], req.offset)?;
@@ -382,7 +384,7 @@ fn read(
     if len == 0 {
         let mut out = Vec::with_capacity(20);
         chunk_header(&mut out, req.cookie, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
-        return Ok(out);
+        return Ok(out.into());
     }
     let extents = if req.flags & CMD_FLAG_DF != 0 {
         vec![Extent::data(len)]
@@ -394,7 +396,8 @@ fn read(
         .iter()
         .map(|e| 28 + if e.zero { 4 } else { e.len as usize })
         .sum();
-    let mut out = bufs.take(total);
+    // The first chunk's data 4 KiB-aligned after its header (20 bytes and the offset).
+    let mut out = bufs.take_aligned(total, 28);
     let mut at = 0;
     let mut head = Vec::with_capacity(32);
     let mut pos = req.offset;
