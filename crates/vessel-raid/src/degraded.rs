@@ -1,9 +1,11 @@
-//! Degraded reads solved in place. Where each row a read needs to solve misses exactly one
-//! data chunk and its P is readable (RAID 5 with a member out; RAID 6 with one out, or two
-//! where the other is Q), the missing chunk is the xor of P and the row's other data
-//! chunks over the same columns: the chunks the caller asked for are read straight into
-//! its buffer, only P and the chunks it did not ask for into scratch buffers, and the
-//! missing chunk is computed where the caller wants it. No chunk is copied on the way.
+//! Degraded reads solved in place. Where a read is 4 KiB-aligned and each row it needs to
+//! solve misses exactly one data chunk and has its P readable (RAID 5 with a member out;
+//! RAID 6 with one out, or, with two out, a request whose rows all miss data and Q), the
+//! missing chunk is the xor of P and the row's other data chunks over the same columns:
+//! the chunks the caller asked for are read straight into its buffer, only P and the
+//! chunks it did not ask for into scratch buffers, and the missing chunk is computed where
+//! the caller wants it (P copied there first, the rest xored in). A request with any other
+//! row goes the general way (`Ctx::read_direct`).
 
 use crate::checksum::Verified;
 use crate::gf;
@@ -13,8 +15,9 @@ use crate::member::Scratch;
 
 /// Where one source of a solved chunk is, once read.
 enum Src {
-    /// In the caller's buffer: the piece (by index) covers exactly the solved columns.
-    Piece(usize),
+    /// In the caller's buffer, from this offset of it (a piece asked for covers the
+    /// solved columns).
+    Caller(usize),
     /// In the scratch buffer of this extra read (by index).
     Extra(usize),
 }
@@ -68,11 +71,10 @@ impl Ctx<'_> {
             sources.push(Src::Extra(plan.extras.len() - 1));
             for d in (0..dm).filter(|&d| d != x) {
                 let m = geo.data_member(row, d);
-                match pieces
-                    .iter()
-                    .position(|q| q.m == m && q.at == at && q.len == len)
-                {
-                    Some(i) => sources.push(Src::Piece(i)),
+                let covers =
+                    |q: &&Piece| q.m == m && q.at <= at && at + len as u64 <= q.at + q.len as u64;
+                match pieces.iter().find(covers) {
+                    Some(q) => sources.push(Src::Caller(q.dst + (at - q.at) as usize)),
                     None => {
                         plan.extras.push((m, at, len));
                         sources.push(Src::Extra(plan.extras.len() - 1));
@@ -137,7 +139,7 @@ impl Ctx<'_> {
                             gf::xor_into(d, s);
                         }
                     }
-                    Src::Piece(q) => xor_within(buf, p.dst, pieces[q].dst, p.n, first),
+                    Src::Caller(at) => xor_within(buf, p.dst, at, p.n, first),
                 }
             }
         }

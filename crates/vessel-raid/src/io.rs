@@ -616,9 +616,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// Reads straight from the members, every member I/O of the request at once: the
-    /// members holding the data, and for a row whose data member is missing every
-    /// readable member of that row, solved in memory. `false` (nothing trusted) if a
-    /// member fails or returns bytes that fail their checksums.
+    /// members holding the data, and for a row whose data member is missing the rest of
+    /// the row, solved in memory (in the caller's buffer where the request is aligned and
+    /// every such row has P and misses one data chunk: `degraded.rs`; otherwise every
+    /// readable member of the row). `false` (nothing trusted) if a member fails or
+    /// returns bytes that fail their checksums.
     fn read_direct(&mut self, offset: u64, buf: &mut [u8]) -> bool {
         let geo = self.geo;
         let row_bytes = geo.row_bytes();
