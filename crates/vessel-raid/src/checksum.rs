@@ -54,6 +54,29 @@ pub fn seg_sums(segs: &[&[u8]]) -> Vec<u32> {
     block_sums(&segs.concat())
 }
 
+/// The `n` checksums stored from byte `skip` of the checksum area at `at` on, split by the
+/// cache block they fall in: (block offset, byte in the block, indices of the checksums).
+/// One cache lookup per block, not per checksum.
+fn block_runs(
+    at: u64,
+    skip: usize,
+    n: usize,
+) -> impl Iterator<Item = (u64, usize, std::ops::Range<usize>)> {
+    let block = CSUM_BLOCK as usize;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= n {
+            return None;
+        }
+        let pos = skip + i * 4;
+        let o = pos % block;
+        let take = ((block - o) / 4).min(n - i);
+        let run = i..i + take;
+        i += take;
+        Some((at + (pos / block * block) as u64, o, run))
+    })
+}
+
 #[derive(Debug)]
 struct Block {
     member: Arc<Member>,
@@ -166,14 +189,13 @@ impl CsumCache {
     ) -> Result<bool> {
         let (at, len, skip) = self.span(off, len);
         let cache = self.with_blocks(member, at, len)?;
-        Ok(sums.iter().enumerate().all(|(i, sum)| {
-            let pos = skip + i * 4;
-            let block = at + (pos as u64 / CSUM_BLOCK) * CSUM_BLOCK;
-            let o = pos % CSUM_BLOCK as usize;
-            cache
-                .blocks
-                .get(&(member.id(), block))
-                .is_some_and(|b| b.data[o..o + 4] == sum.to_le_bytes())
+        Ok(block_runs(at, skip, sums.len()).all(|(block, o, run)| {
+            cache.blocks.get(&(member.id(), block)).is_some_and(|b| {
+                b.data[o..o + run.len() * 4]
+                    .chunks_exact(4)
+                    .zip(&sums[run])
+                    .all(|(rec, sum)| *rec == sum.to_le_bytes())
+            })
         }))
     }
 
@@ -197,12 +219,12 @@ impl CsumCache {
         if member.is_failed() {
             return Ok(());
         }
-        for (i, sum) in sums.iter().enumerate() {
-            let pos = skip + i * 4;
-            let block = at + (pos as u64 / CSUM_BLOCK) * CSUM_BLOCK;
-            let o = pos % CSUM_BLOCK as usize;
+        for (block, o, run) in block_runs(at, skip, sums.len()) {
             if let Some(b) = cache.blocks.get_mut(&(member.id(), block)) {
-                b.data[o..o + 4].copy_from_slice(&sum.to_le_bytes());
+                let dst = b.data[o..o + run.len() * 4].chunks_exact_mut(4);
+                for (rec, sum) in dst.zip(&sums[run]) {
+                    rec.copy_from_slice(&sum.to_le_bytes());
+                }
                 b.dirty = true;
             }
         }
@@ -293,5 +315,22 @@ impl CsumCache {
         self.write_back_locked(&mut cache);
         cache.blocks.retain(|_, b| b.dirty && !b.member.is_failed());
         cache.epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_runs_split_where_a_block_ends() {
+        // 1024 checksums per 4 KiB block; two of five before the boundary.
+        let runs: Vec<_> = block_runs(8192, 4088, 5).collect();
+        assert_eq!(runs, vec![(8192, 4088, 0..2), (12288, 0, 2..5)]);
+        let runs: Vec<_> = block_runs(0, 0, 2048).collect();
+        assert_eq!(runs, vec![(0, 0, 0..1024), (4096, 0, 1024..2048)]);
+        let runs: Vec<_> = block_runs(4096, 8200, 3).collect();
+        assert_eq!(runs, vec![(12288, 8, 0..3)]);
+        assert_eq!(block_runs(0, 12, 0).count(), 0);
     }
 }
