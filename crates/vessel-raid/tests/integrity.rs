@@ -63,17 +63,15 @@ fn verify(array: &RaidArray, model: &[u8], rng: &mut Rng, what: &str) {
     }
 }
 
-/// After losing too many members: every read is either right or `DataLoss`, never wrong
-/// bytes, and at least one read reports the loss.
-/// Reads aligned requests from aligned buffers (the whole array, then spans of 1 to 40
-/// blocks anywhere): the path that reads into the caller's buffer and solves in place.
-fn verify_aligned(array: &RaidArray, model: &[u8], rng: &mut Rng, what: &str) {
+/// Reads aligned requests from aligned buffers (the whole array, then `spans` spans of 1 to
+/// 40 blocks anywhere): the path that reads into the caller's buffer and solves in place.
+fn verify_aligned(array: &RaidArray, model: &[u8], rng: &mut Rng, spans: usize, what: &str) {
     use vessel_raid::member::AlignedBuf;
     let size = model.len();
     let mut back = AlignedBuf::new(size);
     array.read_at(0, back.as_mut_slice()).expect("read all");
     assert!(back.as_slice() == model, "{what}: whole aligned read");
-    for _ in 0..30 {
+    for _ in 0..spans {
         let blocks = 1 + rng.below(40) as usize;
         let off = rng.below((size / 4096 - blocks) as u64) as usize * 4096;
         let mut buf = AlignedBuf::new(blocks * 4096);
@@ -86,6 +84,8 @@ fn verify_aligned(array: &RaidArray, model: &[u8], rng: &mut Rng, what: &str) {
     }
 }
 
+/// After losing too many members: every read is either right or `DataLoss`, never wrong
+/// bytes, and at least one read reports the loss.
 fn expect_loss(array: &RaidArray, model: &[u8], chunk: usize) {
     let mut losses = 0;
     for (i, want) in model.chunks(chunk).enumerate() {
@@ -262,7 +262,13 @@ fn raid6_every_pair_of_failures() {
             array.fail_member(b).expect("fail b");
             verify(&array, &model, &mut rng, &format!("members {a},{b} failed"));
             // Aligned: rows missing data and Q solved in place, the others generally.
-            verify_aligned(&array, &model, &mut rng, &format!("members {a},{b} failed"));
+            verify_aligned(
+                &array,
+                &model,
+                &mut rng,
+                30,
+                &format!("members {a},{b} failed"),
+            );
             scribble(&array, &mut rng, &mut model, 5);
             verify(
                 &array,
@@ -274,6 +280,7 @@ fn raid6_every_pair_of_failures() {
                 &array,
                 &model,
                 &mut rng,
+                30,
                 &format!("written, {a},{b} failed"),
             );
             for m in [a, b] {
@@ -427,24 +434,8 @@ fn aligned_requests_from_aligned_buffers_read_back_right() {
         }
         array.flush().expect("flush");
         let check = |what: &str| {
-            let mut back = AlignedBuf::new(size);
-            array.read_at(0, back.as_mut_slice()).expect("read all");
-            assert!(
-                back.as_slice() == &model[..],
-                "{level:?} {what}: whole read"
-            );
-            let mut rng = Rng::new(99);
-            for _ in 0..60 {
-                let blocks = 1 + rng.below(40) as usize;
-                let off = rng.below((size / 4096 - blocks) as u64) as usize * 4096;
-                let mut buf = AlignedBuf::new(blocks * 4096);
-                array.read_at(off as u64, buf.as_mut_slice()).expect("read");
-                assert!(
-                    buf.as_slice() == &model[off..off + buf.len()],
-                    "{level:?} {what}: mismatch in {off}+{}",
-                    buf.len()
-                );
-            }
+            let what = format!("{level:?} {what}");
+            verify_aligned(&array, &model, &mut Rng::new(99), 60, &what);
         };
         check("whole");
         assert!(array.scrub(false).expect("scrub").is_clean());
