@@ -31,9 +31,10 @@
 //! the member I/O the level must do for the same requests (RAID 1 writes: the data to every
 //! raw file at once; RAID 5/6 random writes: md's read-modify-write; full stripes: data
 //! plus parity; degraded reads: the survivors; rebuilds: the survivors read, the new
-//! member written), done by hand, each request's I/Os in flight together: writes and
-//! rebuilds on the raw files, reads on the array's own member files (the same blocks, in
-//! the same state of the host's caches). `efficiency` = array / that: the engine's own
+//! member written), done by hand, each request's I/Os in flight together: reads on the
+//! array's own member files (the same blocks, in the same state of the host's caches),
+//! writes on the raw files (a rebuild's survivors read from the member files, the new
+//! member written to a raw file). `efficiency` = array / that: the engine's own
 //! cost, which one shared disk cannot hide.
 //!
 //! For RAID 5 and 6 it then fails member 0 and reads degraded (RAID 6 also with members
@@ -490,7 +491,7 @@ struct Bench {
     work: PathBuf,
     members: Vec<PathBuf>,
     raw: Vec<Member>,
-    /// The hand-made member I/O of writes and rebuilds, on the raw files.
+    /// The hand-made member I/O of writes, on the raw files.
     hand: Hand,
     /// The hand-made member I/O of reads, on the array's own member files: the blocks the
     /// array reads, in the same state of the host's caches (on the raw files, sequential
@@ -810,6 +811,15 @@ impl Bench {
         };
         for &(m, also_missing) in cases {
             let geo = array.geometry();
+            // By hand: the survivors read from the member files (the blocks the array
+            // reads), the new member written to a raw file (not to the array's own).
+            let files: Vec<PathBuf> = (0..self.members.len())
+                .map(|i| match i == m {
+                    true => self.raw[i].path().to_path_buf(),
+                    false => self.members[i].clone(),
+                })
+                .collect();
+            let by_hand = Hand::open(&files)?;
             let (a, r, h) = self.trio(
                 false,
                 || {
@@ -823,7 +833,7 @@ impl Bench {
                     })
                 },
                 || timed(|| raw_seq(&[&self.raw[0]], data_size, MIB as usize, false)),
-                || timed(|| hand_rebuild(&self.hand, &geo, m, also_missing)),
+                || timed(|| hand_rebuild(&by_hand, &geo, m, also_missing)),
             )?;
             let what = match also_missing.len() {
                 0 => "rebuild 1 member, others whole".to_owned(),
