@@ -477,25 +477,104 @@ impl Ctx<'_> {
         }
         for (i, row) in d.rows.clone().enumerate() {
             let at = i * chunk;
-            let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
+            let mut chunks: Vec<Option<&[u8]>> = vec![None; self.slots.len()];
             for (s, b) in d.sources.iter().zip(&d.bufs) {
-                chunks[*s] = Some(b.as_slice()[at..at + chunk].to_vec());
+                chunks[*s] = Some(&b.as_slice()[at..at + chunk]);
             }
-            let data = self.solve(row, chunks)?;
-            // Parity is computed only for a row where the member holds it.
-            let mine = match self.geo.role(row, m) {
-                Role::Data(x) => data.into_iter().nth(x),
-                Role::P => {
-                    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-                    let mut p = vec![0u8; chunk];
-                    gf::gen_p(&refs, &mut p);
-                    Some(p)
-                }
-                Role::Q => self.parity(&data).1,
-            }?;
-            out.as_mut_slice()[at..at + chunk].copy_from_slice(&mine);
+            self.solve_member(row, &chunks, m, &mut out.as_mut_slice()[at..at + chunk])?;
         }
         Some(out)
+    }
+
+    /// Member `m`'s chunk of `row` into `out`, from the chunks of the others that are
+    /// there (`chunks`, by member), without copying them: the missing data chunks (at most
+    /// two) are solved into scratch buffers, or into `out` when `m` holds one of them, and
+    /// parity is computed from the data. `None` if the row cannot be solved.
+    fn solve_member(
+        &self,
+        row: u64,
+        chunks: &[Option<&[u8]>],
+        m: usize,
+        out: &mut [u8],
+    ) -> Option<()> {
+        let geo = self.geo;
+        let dm = geo.data_members();
+        let data = |d: usize| chunks[geo.data_member(row, d)];
+        let p = geo.p_member(row).and_then(|x| chunks[x]);
+        let q = geo.q_member(row).and_then(|x| chunks[x]);
+        let missing: Vec<usize> = (0..dm).filter(|&d| data(d).is_none()).collect();
+        let mine = match geo.role(row, m) {
+            Role::Data(x) => Some(x),
+            Role::P | Role::Q => None,
+        };
+        // The solved data chunks: in `out` for the member's own, else in scratch.
+        let mut solved: Vec<(usize, Scratch)> = missing
+            .iter()
+            .filter(|&&d| Some(d) != mine)
+            .map(|&d| (d, Scratch::new(out.len())))
+            .collect();
+        {
+            let mut into: Vec<(usize, &mut [u8])> = Vec::with_capacity(2);
+            if let Some(x) = mine.filter(|x| missing.contains(x)) {
+                into.push((x, &mut *out));
+            }
+            for (d, b) in solved.iter_mut() {
+                into.push((*d, b.as_mut_slice()));
+            }
+            into.sort_by_key(|(d, _)| *d);
+            let present = || (0..dm).filter_map(|d| data(d).map(|c| (d, c)));
+            match (&mut into[..], p, q) {
+                ([], _, _) => {}
+                ([(_, dx)], Some(p), _) => {
+                    dx.copy_from_slice(p);
+                    for (_, c) in present() {
+                        gf::xor_into(dx, c);
+                    }
+                }
+                ([(x, dx)], None, Some(q)) => {
+                    // Q ^ sum(g^i·Di, i != x) = g^x·Dx.
+                    dx.copy_from_slice(q);
+                    for (i, c) in present() {
+                        gf::mul_xor_into(dx, gf::pow2(i), c);
+                    }
+                    gf::scale(dx, gf::inv(gf::pow2(*x)));
+                }
+                ([(x, dx), (y, dy)], Some(p), Some(q)) => {
+                    let (mut pxy, mut qxy) = (Scratch::new(p.len()), Scratch::new(q.len()));
+                    pxy.as_mut_slice().copy_from_slice(p);
+                    qxy.as_mut_slice().copy_from_slice(q);
+                    for (i, c) in present() {
+                        gf::xor_into(pxy.as_mut_slice(), c);
+                        gf::mul_xor_into(qxy.as_mut_slice(), gf::pow2(i), c);
+                    }
+                    gf::recover_two(*x, *y, pxy.as_slice(), qxy.as_slice(), dx, dy);
+                }
+                _ => return None,
+            }
+        }
+        if let Some(x) = mine {
+            // Solved into `out` (the member being rebuilt is never among the sources).
+            return missing.contains(&x).then_some(());
+        }
+        // Parity: from every data chunk, read or solved.
+        let all: Vec<&[u8]> = (0..dm)
+            .map(|d| {
+                data(d).or_else(|| {
+                    solved
+                        .iter()
+                        .find(|(s, _)| *s == d)
+                        .map(|(_, b)| b.as_slice())
+                })
+            })
+            .collect::<Option<_>>()?;
+        match geo.role(row, m) {
+            Role::P => gf::gen_p(&all, out),
+            _ => {
+                let mut p = Scratch::new(out.len());
+                gf::gen_pq(&all, p.as_mut_slice(), out);
+            }
+        }
+        Some(())
     }
 
     /// Rebuilds member `m`'s chunks of `rows` from the others: one large read per
