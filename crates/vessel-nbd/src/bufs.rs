@@ -87,7 +87,8 @@ impl Bufs {
     pub(crate) fn take_aligned(&self, len: usize, lead: usize) -> Buf {
         let need = len + ALIGN - 1;
         let mut v = None;
-        if len >= KEEP_FROM {
+        // Whatever `give` keeps (a capacity from KEEP_FROM on) may serve it.
+        if need >= KEEP_FROM {
             let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = free.bufs.iter().position(|b| b.capacity() >= need) {
                 let b = free.bufs.swap_remove(i);
@@ -96,11 +97,17 @@ impl Bufs {
                 v = Some(b);
             }
         }
-        let mut v = v.unwrap_or_else(|| Vec::with_capacity(need));
+        let fresh = v.is_none();
+        // A fresh one zeroed by the allocator (pages it has not touched yet), cut to size.
+        let mut v = v.unwrap_or_else(|| vec![0u8; need]);
         let start = (ALIGN - (v.as_ptr() as usize + lead) % ALIGN) % ALIGN;
-        // Zeroes only beyond what it held before; within its capacity, so it stays where
-        // it is and `start` keeps its alignment.
-        v.resize(start + len, 0);
+        if fresh {
+            v.truncate(start + len);
+        } else {
+            // Zeroes only beyond what it held before; within its capacity, so it stays
+            // where it is and `start` keeps its alignment.
+            v.resize(start + len, 0);
+        }
         Buf { v, start }
     }
 
@@ -158,14 +165,6 @@ mod tests {
         let c = bufs.take(200 << 10);
         assert_eq!((c.as_ptr(), c.len()), (at, 200 << 10));
         assert!(c[128 << 10..].iter().all(|x| *x == 0));
-        // A reply's data after its 16-byte header: aligned there.
-        let r = bufs.take_aligned(16 + (64 << 10), 16);
-        assert_eq!((r.as_ptr() as usize + 16) % ALIGN, 0);
-        let mut s = Buf::from(r.to_vec());
-        s.advance(16);
-        s.truncate(100);
-        assert_eq!(s.len(), 100);
-        drop(r);
         // None kept fits a larger one; small ones are not kept.
         let d = bufs.take(512 << 10);
         assert_ne!(d.as_ptr(), at);
@@ -180,6 +179,33 @@ mod tests {
         assert!(kept <= KEEP_BYTES && kept > 0);
         assert!(KEPT.load(Ordering::Relaxed) >= kept);
         drop((c, d));
+    }
+
+    #[test]
+    fn data_is_aligned_where_asked_also_in_a_buffer_used_again() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        let bufs = Bufs::default();
+        // A reply's data after its 16-byte header.
+        let a = bufs.take_aligned(16 + (64 << 10), 16);
+        assert_eq!((a.as_ptr() as usize + 16) % ALIGN, 0);
+        let base = a.v.as_ptr();
+        bufs.give(a);
+        // The same memory for a structured reply: aligned after 28 bytes.
+        let mut b = bufs.take_aligned(64 << 10, 28);
+        assert_eq!(b.v.as_ptr(), base);
+        assert_eq!((b.as_ptr() as usize + 28) % ALIGN, 0);
+        b.truncate(50);
+        b.advance(20);
+        assert_eq!(b.len(), 30);
+        drop(b);
+        // A buffer just under KEEP_FROM long has a capacity past it: it is kept, and serves
+        // the next one of its size (else it would hold a place in the keep forever).
+        let c = bufs.take(KEEP_FROM - 100);
+        let base = c.v.as_ptr();
+        bufs.give(c);
+        assert_eq!(bufs.0.lock().unwrap().bufs.len(), 1);
+        let d = bufs.take(KEEP_FROM - 100);
+        assert_eq!(d.v.as_ptr(), base, "the kept buffer was not used again");
     }
 
     #[test]
