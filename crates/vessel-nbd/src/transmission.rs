@@ -396,8 +396,10 @@ fn read(
         .iter()
         .map(|e| 28 + if e.zero { 4 } else { e.len as usize })
         .sum();
-    // The first chunk's data 4 KiB-aligned after its header (20 bytes and the offset).
-    let mut out = bufs.take_aligned(total, 28);
+    // The first data chunk's data 4 KiB-aligned: after the hole chunks before it (32 bytes
+    // each) and its own header (20 bytes and the offset).
+    let holes_first = extents.iter().take_while(|e| e.zero).count();
+    let mut out = bufs.take_aligned(total, 32 * holes_first + 28);
     let mut at = 0;
     let mut head = Vec::with_capacity(32);
     let mut pos = req.offset;
@@ -490,6 +492,54 @@ fn block_status(dev: &dyn BlockDevice, req: &Request) -> Result<Vec<u8>, Failure
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Data after a hole; records whether every read went to an aligned buffer.
+    struct HoleThenData(std::sync::atomic::AtomicBool);
+
+    impl BlockDevice for HoleThenData {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn read_at(&self, buf: &mut [u8], _offset: u64) -> Result<(), DeviceError> {
+            if !(buf.as_ptr() as usize).is_multiple_of(4096) {
+                self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            buf.fill(7);
+            Ok(())
+        }
+        fn write_at(&self, _buf: &[u8], _offset: u64) -> Result<(), DeviceError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), DeviceError> {
+            Ok(())
+        }
+        fn block_status(&self, _offset: u64, _len: u64) -> Result<Vec<Extent>, DeviceError> {
+            Ok(vec![Extent::hole(4096), Extent::data(64 << 10)])
+        }
+    }
+
+    #[test]
+    fn a_structured_reads_data_after_a_hole_is_read_into_an_aligned_buffer() {
+        let dev = HoleThenData(std::sync::atomic::AtomicBool::new(true));
+        let bufs = crate::bufs::Bufs::default();
+        let req = Request {
+            flags: 0,
+            kind: CMD_READ,
+            cookie: 9,
+            offset: 0,
+            len: 4096 + (64 << 10),
+        };
+        let Ok(reply) = read(&dev, &req, true, &bufs) else {
+            panic!("the read failed");
+        };
+        assert!(
+            dev.0.load(std::sync::atomic::Ordering::Relaxed),
+            "data read unaligned"
+        );
+        // A hole chunk (32 bytes), then the data chunk's header (28) and its data.
+        assert_eq!(reply.len(), 32 + 28 + (64 << 10));
+        assert!(reply[60..].iter().all(|b| *b == 7));
+    }
 
     #[test]
     fn covering_clips_merges_and_pads() {
