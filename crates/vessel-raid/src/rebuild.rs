@@ -126,12 +126,10 @@ impl RaidArray {
                     }
                     // The member failed and was replaced or re-added meanwhile: start again
                     // from its checkpoint, with nothing read or computed for the old one.
-                    if slot.checkpoint != row * chunk && pending.is_none()
-                        || pending
-                            .as_ref()
-                            .is_some_and(|(p, _)| slot.checkpoint != p.rows.start * chunk)
-                        || !same(&slot.member, &member)
-                    {
+                    // Where this loop left it: the start of the span waiting to be written,
+                    // else the next row.
+                    let left = pending.as_ref().map_or(row, |(p, _)| p.rows.start);
+                    if slot.checkpoint != left * chunk || !same(&slot.member, &member) {
                         (row, member) = (slot.checkpoint / chunk, slot.member.clone());
                         (pending, ahead) = (None, None);
                     }
