@@ -47,16 +47,20 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(k: &str, v: &[u8]) -> Result<T
 }
 
 /// Whether an error is etcd being out of reach for a moment (one endpoint down, a leader
-/// election) rather than an answer: such a call is tried again, on another endpoint.
+/// election, a connection that broke under a request) rather than an answer: such a call is
+/// tried again, on another endpoint or a new connection.
 fn transient(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(s) => {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            )
-        }
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+            // Made here from the connection's failure ("transport error", a broken pipe
+            // or a reset underneath), not sent by etcd: a status etcd sends has no source.
+            // etcd closes connections it finds pinged too often, and a request can be on
+            // one as it goes.
+            tonic::Code::Unknown => std::error::Error::source(s).is_some(),
+            _ => false,
+        },
         _ => false,
     }
 }

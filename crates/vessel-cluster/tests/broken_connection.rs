@@ -1,0 +1,184 @@
+//! A connection to etcd that breaks while a request is on it (etcd closes connections it
+//! finds pinged too often, a proxy or a peer goes away): the call is tried again on a new
+//! connection instead of failing with "transport error". Against a real etcd on loopback,
+//! through a proxy that cuts the connection when it sees a request go by.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vessel_cluster::{Capacity, Cluster, MemberRecord};
+
+/// A free loopback port (bound, then released for etcd to take).
+fn free_port() -> u16 {
+    StdListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One etcd member on loopback, killed and its data removed on drop.
+struct Etcd {
+    child: Child,
+    dir: PathBuf,
+    client: SocketAddr,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        assert!(
+            std::path::Path::new("/usr/bin/etcd").exists(),
+            "etcd is missing: apt-get install etcd-server"
+        );
+        let dir = PathBuf::from(format!("/tmp/vcl-etcd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, p) = (free_port(), free_port());
+        let client = format!("http://127.0.0.1:{c}");
+        let peer = format!("http://127.0.0.1:{p}");
+        let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+        let child = Command::new("/usr/bin/etcd")
+            .args(["--name", "solo"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("solo={peer}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd {
+            child,
+            dir,
+            client: SocketAddr::from((Ipv4Addr::LOCALHOST, c)),
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(etcd.client).is_err() {
+            assert!(
+                Instant::now() < until,
+                "etcd did not listen on {}",
+                etcd.client
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy to `to` that, while `cuts` is above zero, closes a connection (both ways)
+/// instead of passing on an HTTP/2 HEADERS frame from the client: a request that was
+/// sent but never reached etcd. Its address.
+async fn cutting_proxy(to: SocketAddr, cuts: Arc<AtomicUsize>) -> SocketAddr {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let at = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((from_client, _)) = l.accept().await {
+            let cuts = cuts.clone();
+            tokio::spawn(async move {
+                let Ok(to_etcd) = TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = from_client.into_split();
+                let (mut er, mut ew) = to_etcd.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut er, &mut cw).await;
+                });
+                // The client's bytes: the 24-byte preface, then frames of a 9-byte head
+                // (24-bit length, type, flags, stream) and their payload.
+                let mut seen: Vec<u8> = Vec::new();
+                let mut at_frame = 24usize;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    let mut request = false;
+                    while seen.len() >= at_frame + 9 {
+                        let h = &seen[at_frame..at_frame + 9];
+                        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                        request |= h[3] == 0x1;
+                        at_frame += 9 + len;
+                    }
+                    let cut = request
+                        && cuts
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                            .is_ok();
+                    if cut {
+                        break;
+                    }
+                    if ew.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    at
+}
+
+fn record(name: &str) -> MemberRecord {
+    MemberRecord {
+        name: name.into(),
+        address: "127.0.0.1:8443".into(),
+        fingerprint: "00".repeat(32),
+        roles: Vec::new(),
+        capacity: Capacity {
+            cpus: 2,
+            memory: 1 << 30,
+        },
+        joined_at: "2026-01-01T00:00:00Z".into(),
+        evacuated: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_connection_breaks_mid_request_is_answered() {
+    let etcd = Etcd::start();
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let proxy = cutting_proxy(etcd.client, cuts.clone()).await;
+    let cluster = Cluster::connect(&[format!("http://{proxy}")])
+        .await
+        .expect("connect through the proxy");
+
+    // A read.
+    cuts.store(1, Ordering::SeqCst);
+    assert_eq!(cluster.id().await.expect("a read over a cut"), None);
+    assert_eq!(cuts.load(Ordering::SeqCst), 0, "the proxy cut no request");
+
+    // A guarded write (a transaction that creates the cluster's record only if absent),
+    // then a read that sees it.
+    cuts.store(1, Ordering::SeqCst);
+    cluster
+        .init("c1", "2026-01-01T00:00:00Z", &record("m0"))
+        .await
+        .expect("a transaction over a cut");
+    assert_eq!(cuts.load(Ordering::SeqCst), 0, "the proxy cut no request");
+    cuts.store(2, Ordering::SeqCst);
+    assert_eq!(cluster.id().await.expect("two cuts").as_deref(), Some("c1"));
+    assert_eq!(
+        cuts.load(Ordering::SeqCst),
+        0,
+        "the proxy cut fewer requests"
+    );
+}
