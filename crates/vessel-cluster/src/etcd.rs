@@ -126,16 +126,19 @@ impl Cluster {
                 "no etcd endpoint given: name its client URLs, e.g. http://10.0.0.1:2379".into(),
             ));
         }
-        // HTTP/2 pings twice a second on every connection, idle or not: a connection to an
-        // etcd member whose packets are silently dropped (its host cut off) is closed within
-        // a second and the balancer sends nothing more its way until it connects again.
-        // Without them, every call that the balancer gave that member waited for the whole
-        // request timeout, lease renewals included, and one member cut off made the others
-        // fence themselves.
+        // HTTP/2 pings twice a second on every connection that has a request or stream on
+        // it: a connection to an etcd member whose packets are silently dropped (its host
+        // cut off) is closed within a second, its call tried again elsewhere, and the
+        // balancer sends nothing more its way until it connects again. Without them, every
+        // call that the balancer gave that member waited for the whole request timeout,
+        // lease renewals included, and one member cut off made the others fence
+        // themselves. Not while idle: etcd (`--grpc-keepalive-min-time`, gRPC's policy)
+        // closes a connection pinged with nothing on it, so every idle connection went
+        // within two seconds, sometimes with a request on it.
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_keep_alive(ping, Duration::from_millis(500).max(ping / 2))
-            .with_keep_alive_while_idle(true)
+            .with_keep_alive_while_idle(false)
             .with_require_leader(require_leader);
         if let Some(t) = timeout {
             opts = opts.with_timeout(t);

@@ -1,7 +1,7 @@
-//! A connection to etcd that breaks while a request is on it (etcd closes connections it
-//! finds pinged too often, a proxy or a peer goes away): the call is tried again on a new
-//! connection instead of failing with "transport error". Against a real etcd on loopback,
-//! through a proxy that cuts the connection when it sees a request go by.
+//! Connections to etcd: one that breaks while a request is on it (a proxy or a peer goes
+//! away) has the call tried again on a new connection instead of failing with "transport
+//! error"; an idle one is not closed by etcd for being pinged too often. Against a real
+//! etcd on loopback.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -36,7 +36,9 @@ impl Etcd {
             std::path::Path::new("/usr/bin/etcd").exists(),
             "etcd is missing: apt-get install etcd-server"
         );
-        let dir = PathBuf::from(format!("/tmp/vcl-etcd-{}", std::process::id()));
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/vcl-etcd-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (c, p) = (free_port(), free_port());
@@ -137,6 +139,28 @@ async fn cutting_proxy(to: SocketAddr, cuts: Arc<AtomicUsize>) -> SocketAddr {
     at
 }
 
+/// The local ports of this process's TCP connections to `to` that are established.
+fn connections_to(to: SocketAddr) -> Vec<u16> {
+    let mut sockets = std::collections::HashSet::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(l) = std::fs::read_link(fd.path()) {
+            let l = l.to_string_lossy();
+            if let Some(inode) = l.strip_prefix("socket:[").and_then(|i| i.strip_suffix(']')) {
+                sockets.insert(inode.to_string());
+            }
+        }
+    }
+    let remote = format!("0100007F:{:04X}", to.port());
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // sl local remote state ... inode (the tenth field); 01 is ESTABLISHED.
+    tcp.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f[2] == remote && f[3] == "01" && sockets.contains(f[9]))
+        .map(|f| u16::from_str_radix(f[1].split(':').nth(1).unwrap(), 16).unwrap())
+        .collect()
+}
+
 fn record(name: &str) -> MemberRecord {
     MemberRecord {
         name: name.into(),
@@ -181,4 +205,26 @@ async fn a_call_whose_connection_breaks_mid_request_is_answered() {
         0,
         "the proxy cut fewer requests"
     );
+}
+
+/// etcd (gRPC's keep-alive policy, `--grpc-keepalive-min-time`, 5 s by default) closes a
+/// connection pinged more often than that with no request on it; the client pinged idle
+/// connections twice a second, so every idle connection was closed within two seconds and
+/// a request could be on it as it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_stays_open() {
+    let etcd = Etcd::start();
+    let cluster = Cluster::connect(&[format!("http://{}", etcd.client)])
+        .await
+        .expect("connect");
+    let before = connections_to(etcd.client);
+    assert_eq!(before.len(), 1, "one connection to etcd: {before:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        connections_to(etcd.client),
+        before,
+        "the idle connection was closed"
+    );
+    assert_eq!(cluster.id().await.expect("a read"), None);
+    assert_eq!(connections_to(etcd.client), before, "a new connection");
 }
