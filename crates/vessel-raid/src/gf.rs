@@ -272,20 +272,59 @@ fn gen_pq_bytes(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
     }
 }
 
-/// Given `pxy = Dx ^ Dy` and `qxy = g^x·Dx ^ g^y·Dy` (the syndromes with every other
-/// block removed), recovers `Dx` into `dx` and `Dy` into `dy`, for `x != y`.
-pub fn recover_two(x: usize, y: usize, pxy: &[u8], qxy: &[u8], dx: &mut [u8], dy: &mut [u8]) {
+/// Solves a row's missing data chunks, each into its buffer in `into` (pairs of data index
+/// and buffer, in the order of the index: exactly the indexes `data` has no chunk for),
+/// from the data chunks present (`data(i)` for `i < n`), `p` and `q`; nothing is copied but
+/// into `into`. `None` if they do not suffice: two missing need both parities, one needs
+/// either.
+pub fn solve_missing<'a>(
+    n: usize,
+    data: impl Fn(usize) -> Option<&'a [u8]>,
+    p: Option<&[u8]>,
+    q: Option<&[u8]>,
+    into: &mut [(usize, &mut [u8])],
+) -> Option<()> {
+    let present = || (0..n).filter_map(|i| data(i).map(|c| (i, c)));
+    match (into, p, q) {
+        ([], _, _) => {}
+        ([(_, dx)], Some(p), _) => {
+            dx.copy_from_slice(p);
+            for (_, c) in present() {
+                xor_into(dx, c);
+            }
+        }
+        ([(x, dx)], None, Some(q)) => {
+            // Q ^ sum(g^i·Di, i != x) = g^x·Dx.
+            dx.copy_from_slice(q);
+            for (i, c) in present() {
+                mul_xor_into(dx, pow2(i), c);
+            }
+            scale(dx, inv(pow2(*x)));
+        }
+        ([(x, dx), (y, dy)], Some(p), Some(q)) => {
+            // Qxy into Dx's buffer and Pxy into Dy's, then solved where they are.
+            dx.copy_from_slice(q);
+            dy.copy_from_slice(p);
+            for (i, c) in present() {
+                mul_xor_into(dx, pow2(i), c);
+                xor_into(dy, c);
+            }
+            recover_two_in_place(*x, *y, dx, dy);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// Given `qxy = g^x·Dx ^ g^y·Dy` in `dx` and `pxy = Dx ^ Dy` in `dy` (the syndromes with
+/// every other block removed), for `x < y`, leaves `Dx` in `dx` and `Dy` in `dy`.
+fn recover_two_in_place(x: usize, y: usize, dx: &mut [u8], dy: &mut [u8]) {
+    debug_assert!(x < y, "in the order of the index");
     // Dx = (g^(y-x)·Pxy ^ g^(-x)·Qxy) / (g^(y-x) ^ 1), and Dy = Pxy ^ Dx.
-    let (x, y, swap) = if x < y { (x, y, false) } else { (y, x, true) };
     let gyx = pow2(y - x);
     let denom = inv(gyx ^ 1);
-    let a = mul(gyx, denom);
-    let b = mul(inv(pow2(x)), denom);
-    let (dx, dy) = if swap { (dy, dx) } else { (dx, dy) };
-    dx.fill(0);
-    mul_xor_into(dx, a, pxy);
-    mul_xor_into(dx, b, qxy);
-    dy.copy_from_slice(pxy);
+    scale(dx, mul(inv(pow2(x)), denom));
+    mul_xor_into(dx, mul(gyx, denom), dy);
     xor_into(dy, dx);
 }
 
@@ -368,34 +407,45 @@ mod tests {
     }
 
     #[test]
-    fn recover_any_two_data_blocks() {
+    fn solve_missing_recovers_any_one_or_two_of_six() {
         let data: Vec<Vec<u8>> = (0..6u8)
             .map(|i| {
-                (0..64u8)
-                    .map(|j| j.wrapping_mul(31) ^ i.wrapping_mul(97))
+                (0..100u8)
+                    .map(|j| j.wrapping_mul(31) ^ i.wrapping_mul(77))
                     .collect()
             })
             .collect();
-        let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
-        let (mut p, mut q) = (vec![0u8; 64], vec![0u8; 64]);
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let (mut p, mut q) = (vec![0u8; 100], vec![0u8; 100]);
         gen_pq(&refs, &mut p, &mut q);
+        // Every set of one or two missing, with the parity that solves it.
+        let mut cases: Vec<(Vec<usize>, bool, bool)> = Vec::new();
         for x in 0..6 {
-            for y in 0..6 {
-                if x == y {
-                    continue;
-                }
-                let (mut pxy, mut qxy) = (p.clone(), q.clone());
-                for (i, d) in data.iter().enumerate() {
-                    if i != x && i != y {
-                        xor_into(&mut pxy, d);
-                        mul_xor_into(&mut qxy, pow2(i), d);
-                    }
-                }
-                let (mut dx, mut dy) = (vec![0u8; 64], vec![0u8; 64]);
-                recover_two(x, y, &pxy, &qxy, &mut dx, &mut dy);
-                assert_eq!(dx, data[x], "x={x} y={y}");
-                assert_eq!(dy, data[y], "x={x} y={y}");
+            cases.push((vec![x], true, false));
+            cases.push((vec![x], false, true));
+            for y in x + 1..6 {
+                cases.push((vec![x, y], true, true));
             }
         }
+        for (missing, with_p, with_q) in cases {
+            let mut bufs = vec![vec![0xeeu8; 100]; missing.len()];
+            let mut into: Vec<(usize, &mut [u8])> = missing
+                .iter()
+                .copied()
+                .zip(bufs.iter_mut().map(Vec::as_mut_slice))
+                .collect();
+            let have = |i: usize| (!missing.contains(&i)).then(|| refs[i]);
+            let (pp, qq) = (with_p.then_some(&p[..]), with_q.then_some(&q[..]));
+            assert!(solve_missing(6, have, pp, qq, &mut into).is_some());
+            for (d, b) in missing.iter().zip(&bufs) {
+                assert_eq!(b, &data[*d], "missing {missing:?}, P {with_p}, Q {with_q}");
+            }
+        }
+        // Two missing with one parity, or one with none: not solvable.
+        let mut b = (vec![0u8; 100], vec![0u8; 100]);
+        let mut into = [(0, &mut b.0[..]), (1, &mut b.1[..])];
+        let have = |i: usize| (i > 1).then(|| refs[i]);
+        assert!(solve_missing(6, have, Some(&p), None, &mut into).is_none());
+        assert!(solve_missing(6, have, None, None, &mut into[..1]).is_none());
     }
 }

@@ -1149,41 +1149,19 @@ impl<'a> Ctx<'a> {
             }
         }
         let missing: Vec<usize> = (0..dm).filter(|&d| data[d].is_none()).collect();
-        match (missing.as_slice(), p, q) {
-            ([], _, _) => {}
-            ([x], Some(p), _) => {
-                let mut dx = p;
-                for d in data.iter().flatten() {
-                    gf::xor_into(&mut dx, d);
-                }
-                data[*x] = Some(dx);
-            }
-            ([x], None, Some(q)) => {
-                // Q ^ sum(g^i·Di, i != x) = g^x·Dx.
-                let mut dx = q;
-                for (i, d) in data.iter().enumerate() {
-                    if let Some(d) = d {
-                        gf::mul_xor_into(&mut dx, gf::pow2(i), d);
-                    }
-                }
-                gf::scale(&mut dx, gf::inv(gf::pow2(*x)));
-                data[*x] = Some(dx);
-            }
-            ([x, y], Some(mut pxy), Some(mut qxy)) => {
-                for (i, d) in data.iter().enumerate() {
-                    if let Some(d) = d {
-                        gf::xor_into(&mut pxy, d);
-                        gf::mul_xor_into(&mut qxy, gf::pow2(i), d);
-                    }
-                }
-                let (mut dx, mut dy) = (vec![0u8; len], vec![0u8; len]);
-                gf::recover_two(*x, *y, &pxy, &qxy, &mut dx, &mut dy);
-                data[*x] = Some(dx);
-                data[*y] = Some(dy);
-            }
-            _ => return None,
-        }
-        Some(data.into_iter().flatten().collect())
+        let mut solved = vec![vec![0u8; len]; missing.len()];
+        let mut into: Vec<(usize, &mut [u8])> = missing
+            .iter()
+            .copied()
+            .zip(solved.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        let have = |d: usize| data[d].as_deref();
+        gf::solve_missing(dm, have, p.as_deref(), q.as_deref(), &mut into)?;
+        drop(into);
+        let mut solved = solved.into_iter();
+        data.into_iter()
+            .map(|c| c.or_else(|| solved.next()))
+            .collect()
     }
 
     /// Computes the parity chunks of a row from its data chunks.

@@ -520,35 +520,7 @@ impl Ctx<'_> {
                 into.push((*d, b.as_mut_slice()));
             }
             into.sort_by_key(|(d, _)| *d);
-            let present = || (0..dm).filter_map(|d| data(d).map(|c| (d, c)));
-            match (&mut into[..], p, q) {
-                ([], _, _) => {}
-                ([(_, dx)], Some(p), _) => {
-                    dx.copy_from_slice(p);
-                    for (_, c) in present() {
-                        gf::xor_into(dx, c);
-                    }
-                }
-                ([(x, dx)], None, Some(q)) => {
-                    // Q ^ sum(g^i·Di, i != x) = g^x·Dx.
-                    dx.copy_from_slice(q);
-                    for (i, c) in present() {
-                        gf::mul_xor_into(dx, gf::pow2(i), c);
-                    }
-                    gf::scale(dx, gf::inv(gf::pow2(*x)));
-                }
-                ([(x, dx), (y, dy)], Some(p), Some(q)) => {
-                    let (mut pxy, mut qxy) = (Scratch::new(p.len()), Scratch::new(q.len()));
-                    pxy.as_mut_slice().copy_from_slice(p);
-                    qxy.as_mut_slice().copy_from_slice(q);
-                    for (i, c) in present() {
-                        gf::xor_into(pxy.as_mut_slice(), c);
-                        gf::mul_xor_into(qxy.as_mut_slice(), gf::pow2(i), c);
-                    }
-                    gf::recover_two(*x, *y, pxy.as_slice(), qxy.as_slice(), dx, dy);
-                }
-                _ => return None,
-            }
+            gf::solve_missing(dm, data, p, q, &mut into)?;
         }
         if let Some(x) = mine {
             // Solved into `out` (the member being rebuilt is never among the sources).
