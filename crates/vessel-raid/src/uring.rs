@@ -183,19 +183,25 @@ fn new_ring() -> Option<IoUring> {
 /// Runs every request, in parallel where the kernel allows; one result per request, in
 /// order. Returns only when every I/O is complete.
 pub(crate) fn run(reqs: &mut [Req<'_>]) -> Vec<Result<()>> {
-    run_during(reqs, || {})
+    // No work to do meanwhile: the I/O is handed over and waited for in one system call.
+    run_with(reqs, None::<fn()>)
 }
 
 /// [`run`], calling `during` while the I/O is in flight (CPU work that does not depend on
 /// it, such as checksums of data being written).
 pub(crate) fn run_during(reqs: &mut [Req<'_>], during: impl FnOnce()) -> Vec<Result<()>> {
+    run_with(reqs, Some(during))
+}
+
+fn run_with(reqs: &mut [Req<'_>], mut during: Option<impl FnOnce()>) -> Vec<Result<()>> {
     let small = reqs.len() <= 1 && reqs.iter().all(|r| r.op.len() < 64 << 10);
     if small {
         let out = reqs.iter_mut().map(run_one).collect();
-        during();
+        if let Some(f) = during.take() {
+            f();
+        }
         return out;
     }
-    let mut during = Some(during);
     let out = RING.with(|r| match r.borrow_mut().as_mut() {
         Some(ring) => {
             let mut out = Vec::with_capacity(reqs.len());
