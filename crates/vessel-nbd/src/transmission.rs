@@ -106,7 +106,10 @@ struct PoolState {
     in_flight: usize,
     in_flight_bytes: usize,
     workers: usize,
+    /// Workers waiting for a job, and readers waiting on `done`: a notification with
+    /// nobody waiting is a system call for nothing (a futex wake per request).
     idle: usize,
+    waiting: usize,
     closed: bool,
     /// A reply could not be queued: the connection is going down.
     failed: Option<io::ErrorKind>,
@@ -125,14 +128,25 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Waits for a request to be answered, counted in `waiting`.
+    fn wait_done<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, PoolState>,
+    ) -> std::sync::MutexGuard<'a, PoolState> {
+        st.waiting += 1;
+        let mut st = self
+            .done
+            .wait(st)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.waiting -= 1;
+        st
+    }
+
     /// Waits until every request handed to the workers has been answered.
     fn drain(&self) -> io::Result<()> {
         let mut st = self.lock();
         while st.in_flight > 0 && st.failed.is_none() {
-            st = self
-                .done
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = self.wait_done(st);
         }
         st.failed
             .map_or(Ok(()), |k| Err(io::Error::new(k, "writing replies failed")))
@@ -215,10 +229,7 @@ fn read_loop<'s, 'e: 's>(
         while (st.in_flight >= MAX_IN_FLIGHT || st.in_flight_bytes > MAX_IN_FLIGHT_BYTES)
             && st.failed.is_none()
         {
-            st = pool
-                .done
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = pool.wait_done(st);
         }
         if let Some(k) = st.failed {
             return Err(io::Error::new(k, "writing replies failed").into());
@@ -226,12 +237,16 @@ fn read_loop<'s, 'e: 's>(
         st.in_flight += 1;
         st.in_flight_bytes += job.payload.len();
         st.jobs.push_back(job);
-        if st.idle == 0 && st.workers < WORKERS {
+        // A worker that is not waiting looks for jobs before it waits.
+        let wake = st.idle > 0;
+        if !wake && st.workers < WORKERS {
             st.workers += 1;
             scope.spawn(move || worker(session, pool, queue));
         }
         drop(st);
-        pool.work.notify_one();
+        if wake {
+            pool.work.notify_one();
+        }
     }
     pool.drain()?;
     Ok(false)
@@ -265,8 +280,11 @@ fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
         if let Err(e) = sent {
             st.failed.get_or_insert(e.kind());
         }
+        let wake = st.waiting > 0;
         drop(st);
-        pool.done.notify_all();
+        if wake {
+            pool.done.notify_all();
+        }
     }
 }
 
