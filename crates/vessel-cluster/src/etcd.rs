@@ -47,27 +47,51 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(k: &str, v: &[u8]) -> Result<T
 }
 
 /// Whether an error is etcd being out of reach for a moment (one endpoint down, a leader
-/// election, a connection that broke under a request) rather than an answer: such a call is
-/// tried again, on another endpoint or a new connection.
+/// election) rather than an answer: such a call is tried again, on another endpoint.
 fn transient(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(s) => match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
-            // Made here from the connection's failure ("transport error", a broken pipe
-            // or a reset underneath), not sent by etcd: a status etcd sends has no source.
-            // etcd closes connections it finds pinged too often, and a request can be on
-            // one as it goes.
-            tonic::Code::Unknown => std::error::Error::source(s).is_some(),
-            _ => false,
-        },
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            )
+        }
         _ => false,
     }
 }
 
-/// Tries a call on the client until it answers, a few times over a few seconds while etcd
-/// is out of reach.
+/// Whether the connection broke under the request: a status made here from the
+/// connection's failure ("transport error", a broken pipe or a reset underneath), not sent
+/// by etcd (a status etcd sends has no source). etcd may have applied the request before
+/// the connection went, so only a call that can be repeated safely is tried again on it:
+/// reads, puts and deletes, lease calls, not a transaction whose compare a repeat would
+/// find failed by its own first attempt.
+fn broken(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unknown && std::error::Error::source(s).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Tries a call that can be repeated safely until it answers, a few times over a few
+/// seconds while etcd is out of reach or the connection breaks under it.
 pub(crate) async fn call<T, F, Fut>(client: &Client, f: F) -> Result<T>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    call_retrying(client, f, |e| transient(e) || broken(e)).await
+}
+
+/// Tries a call until it answers or fails with an error `retry` does not take.
+async fn call_retrying<T, F, Fut>(
+    client: &Client,
+    f: F,
+    retry: impl Fn(&etcd_client::Error) -> bool,
+) -> Result<T>
 where
     F: Fn(Client) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -76,7 +100,7 @@ where
     loop {
         match f(client.clone()).await {
             Ok(v) => return Ok(v),
-            Err(e) if transient(&e) && tries < 10 => {
+            Err(e) if retry(&e) && tries < 10 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50 * tries)).await;
             }
@@ -181,12 +205,14 @@ impl Cluster {
         .map(|_| ())
     }
 
+    /// Runs a transaction; tried again only while etcd is out of reach, not when the
+    /// connection broke under it (see [`broken`]): that error goes to the caller.
     pub(crate) async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        call(&self.client, |mut c| {
+        let f = |mut c: Client| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
-        })
-        .await
+        };
+        call_retrying(&self.client, f, transient).await
     }
 
     /// Rewrites the JSON record at `k` with `change`, in a transaction that holds only if
@@ -744,7 +770,7 @@ where
     loop {
         match tokio::time::timeout_at(until, f()).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if transient(&e) => {
+            Ok(Err(e)) if transient(&e) || broken(&e) => {
                 let next = tokio::time::Instant::now() + Duration::from_millis(50);
                 if next >= until {
                     return Err(Miss::Late);

@@ -14,13 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vessel_cluster::{Capacity, Cluster, MemberRecord};
 
-/// A free loopback port (bound, then released for etcd to take).
-fn free_port() -> u16 {
-    StdListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two free loopback ports (bound together, so they differ, then released for etcd).
+fn free_ports() -> (u16, u16) {
+    let bind = || StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (a, b) = (bind(), bind());
+    let port = |l: &StdListener| l.local_addr().unwrap().port();
+    (port(&a), port(&b))
 }
 
 /// One etcd member on loopback, killed and its data removed on drop.
@@ -41,7 +40,7 @@ impl Etcd {
         let dir = PathBuf::from(format!("/tmp/vcl-etcd-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (c, p) = (free_port(), free_port());
+        let (c, p) = free_ports();
         let client = format!("http://127.0.0.1:{c}");
         let peer = format!("http://127.0.0.1:{p}");
         let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
@@ -190,21 +189,36 @@ async fn a_call_whose_connection_breaks_mid_request_is_answered() {
     assert_eq!(cluster.id().await.expect("a read over a cut"), None);
     assert_eq!(cuts.load(Ordering::SeqCst), 0, "the proxy cut no request");
 
-    // A guarded write (a transaction that creates the cluster's record only if absent),
-    // then a read that sees it.
-    cuts.store(1, Ordering::SeqCst);
-    cluster
-        .init("c1", "2026-01-01T00:00:00Z", &record("m0"))
-        .await
-        .expect("a transaction over a cut");
-    assert_eq!(cuts.load(Ordering::SeqCst), 0, "the proxy cut no request");
+    // A put (a member's record rewritten), twice over, then read back.
     cuts.store(2, Ordering::SeqCst);
-    assert_eq!(cluster.id().await.expect("two cuts").as_deref(), Some("c1"));
+    cluster
+        .update(&record("m0"))
+        .await
+        .expect("a put over two cuts");
     assert_eq!(
         cuts.load(Ordering::SeqCst),
         0,
         "the proxy cut fewer requests"
     );
+    let got = cluster.record("m0").await.expect("read the record back");
+    assert_eq!(got, Some(record("m0")));
+
+    // A transaction is not tried again: etcd may have applied it before the connection
+    // went, and a repeat would find its compare failed by the first attempt. The error
+    // says what happened; here the proxy cut before etcd saw it, so nothing changed and
+    // the caller's own retry goes through.
+    cuts.store(1, Ordering::SeqCst);
+    let err = cluster
+        .init("c1", "2026-01-01T00:00:00Z", &record("m0"))
+        .await
+        .expect_err("a transaction over a cut");
+    assert!(err.to_string().contains("transport error"), "{err}");
+    assert_eq!(cluster.id().await.expect("a read"), None);
+    cluster
+        .init("c1", "2026-01-01T00:00:00Z", &record("m0"))
+        .await
+        .expect("the transaction again");
+    assert_eq!(cluster.id().await.expect("a read").as_deref(), Some("c1"));
 }
 
 /// etcd (gRPC's keep-alive policy, `--grpc-keepalive-min-time`, 5 s by default) closes a
