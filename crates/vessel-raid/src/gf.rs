@@ -273,10 +273,9 @@ fn gen_pq_bytes(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
 }
 
 /// Solves a row's missing data chunks, each into its buffer in `into` (pairs of data index
-/// and buffer, in the order of the index: exactly the indexes `data` has no chunk for),
-/// from the data chunks present (`data(i)` for `i < n`), `p` and `q`; nothing is copied but
-/// into `into`. `None` if they do not suffice: two missing need both parities, one needs
-/// either.
+/// and buffer: exactly the indexes `data` has no chunk for), from the data chunks present
+/// (`data(i)` for `i < n`), `p` and `q`, all of one length; nothing is copied but into
+/// `into`. `None` if they do not suffice: two missing need both parities, one needs either.
 pub fn solve_missing<'a>(
     n: usize,
     data: impl Fn(usize) -> Option<&'a [u8]>,
@@ -285,6 +284,20 @@ pub fn solve_missing<'a>(
     into: &mut [(usize, &mut [u8])],
 ) -> Option<()> {
     let present = || (0..n).filter_map(|i| data(i).map(|c| (i, c)));
+    debug_assert!(
+        {
+            let mut lens = present()
+                .map(|(_, c)| c.len())
+                .chain(into.iter().map(|(_, b)| b.len()))
+                .chain(p.map(<[u8]>::len))
+                .chain(q.map(<[u8]>::len));
+            let first = lens.next();
+            into.iter().all(|(i, _)| data(*i).is_none())
+                && present().count() + into.len() == n
+                && lens.all(|l| Some(l) == first)
+        },
+        "into holds the missing indexes, every chunk of one length"
+    );
     match (into, p, q) {
         ([], _, _) => {}
         ([(_, dx)], Some(p), _) => {
@@ -301,8 +314,10 @@ pub fn solve_missing<'a>(
             }
             scale(dx, inv(pow2(*x)));
         }
-        ([(x, dx), (y, dy)], Some(p), Some(q)) => {
-            // Qxy into Dx's buffer and Pxy into Dy's, then solved where they are.
+        ([a, b], Some(p), Some(q)) => {
+            let ((x, dx), (y, dy)) = if a.0 < b.0 { (a, b) } else { (b, a) };
+            // Qxy into the lower index's buffer and Pxy into the other's, then solved
+            // where they are.
             dx.copy_from_slice(q);
             dy.copy_from_slice(p);
             for (i, c) in present() {
@@ -418,13 +433,15 @@ mod tests {
         let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         let (mut p, mut q) = (vec![0u8; 100], vec![0u8; 100]);
         gen_pq(&refs, &mut p, &mut q);
-        // Every set of one or two missing, with the parity that solves it.
+        // Every set of one or two missing (a pair in either order), with the parity that
+        // solves it.
         let mut cases: Vec<(Vec<usize>, bool, bool)> = Vec::new();
         for x in 0..6 {
             cases.push((vec![x], true, false));
             cases.push((vec![x], false, true));
             for y in x + 1..6 {
                 cases.push((vec![x, y], true, true));
+                cases.push((vec![y, x], true, true));
             }
         }
         for (missing, with_p, with_q) in cases {
@@ -446,6 +463,7 @@ mod tests {
         let mut into = [(0, &mut b.0[..]), (1, &mut b.1[..])];
         let have = |i: usize| (i > 1).then(|| refs[i]);
         assert!(solve_missing(6, have, Some(&p), None, &mut into).is_none());
-        assert!(solve_missing(6, have, None, None, &mut into[..1]).is_none());
+        let have_but_0 = |i: usize| (i > 0).then(|| refs[i]);
+        assert!(solve_missing(6, have_but_0, None, None, &mut into[..1]).is_none());
     }
 }
