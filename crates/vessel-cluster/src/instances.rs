@@ -188,6 +188,12 @@ impl Cluster {
             )));
         };
         let loc = location_of(kv)?;
+        // Handed over already, by this very call's first attempt whose answer was lost
+        // (a timeout, a broken connection) or by one before it: done.
+        let done = |l: &Location| from != to && l.member == to && l.origin.as_deref() == origin;
+        if done(&loc) {
+            return Ok(());
+        }
         if loc.member != from {
             return Err(Error::Conflict(format!(
                 "instance {name} is held by member {}, not {from}",
@@ -210,11 +216,13 @@ impl Cluster {
             )])
             .and_then(ops);
         if self.txn(txn).await?.succeeded() {
-            Ok(())
-        } else {
-            Err(Error::Conflict(format!(
+            return Ok(());
+        }
+        match self.locate_instance(project, name).await? {
+            Some(l) if done(&l) => Ok(()),
+            _ => Err(Error::Conflict(format!(
                 "instance {name} changed hands while it was handed over to {to}"
-            )))
+            ))),
         }
     }
 
@@ -243,9 +251,21 @@ impl Cluster {
                     .collect::<Vec<_>>(),
             );
         let resp = self.txn(txn).await?;
-        Ok(resp
-            .succeeded()
-            .then(|| resp.header().map_or(0, |h| h.revision())))
+        if resp.succeeded() {
+            return Ok(Some(resp.header().map_or(0, |h| h.revision())));
+        }
+        // Taken over already by an attempt of this member's whose answer was lost (a
+        // timeout, a broken connection): the entry names it, failed over from the same
+        // member, changed after the revision it was read at. Its revision is the token.
+        Ok(self
+            .locate_instance(&loc.project, &loc.name)
+            .await?
+            .filter(|l| {
+                l.member == to
+                    && l.failed_over_from.as_deref() == Some(loc.member.as_str())
+                    && l.revision > loc.revision
+            })
+            .map(|l| l.revision))
     }
 
     /// Clears the mark of a failover on `project`/`name` if `member` holds it, before it

@@ -1,7 +1,8 @@
 //! Connections to etcd: one that breaks while a request is on it (a proxy or a peer goes
 //! away) has the call tried again on a new connection instead of failing with "transport
-//! error"; an idle one is not closed by etcd for being pinged too often. Against a real
-//! etcd on loopback.
+//! error"; an idle one is not closed by etcd for being pinged too often; a guarded write
+//! repeated after its first attempt applied (its answer lost) finds its own change. Against
+//! a real etcd on loopback.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vessel_cluster::{Capacity, Cluster, MemberRecord};
+use vessel_cluster::{Asks, Capacity, Cluster, MemberRecord};
 
 /// Two free loopback ports (bound together, so they differ, then released for etcd).
 fn free_ports() -> (u16, u16) {
@@ -241,4 +242,88 @@ async fn an_idle_connection_stays_open() {
     );
     assert_eq!(cluster.id().await.expect("a read"), None);
     assert_eq!(connections_to(etcd.client), before, "a new connection");
+}
+
+/// A guarded write whose answer was lost (a request timeout, a broken connection) may have
+/// been applied; its repeat (the call's own retry, or the caller's) must then find its own
+/// change rather than report a conflict. Before, a repeated take-over answered "taken by
+/// another", and the member that had taken the instance over did not make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_write_repeated_after_it_applied_finds_its_own_change() {
+    let etcd = Etcd::start();
+    let c = Cluster::connect(&[format!("http://{}", etcd.client)])
+        .await
+        .expect("connect");
+    let now = "2026-01-01T00:00:00Z";
+
+    c.init("c1", now, &record("m0")).await.expect("init");
+    c.init("c1", now, &record("m0"))
+        .await
+        .expect("init repeated");
+    let err = c
+        .init("c2", now, &record("m0"))
+        .await
+        .expect_err("another init");
+    assert!(
+        err.to_string()
+            .contains("already holds a Vessel cluster (id c1)"),
+        "{err}"
+    );
+
+    c.issue_token("t1", "secret", "m1", Duration::from_secs(60))
+        .await
+        .expect("token");
+    c.redeem("t1", "secret", &record("m1"))
+        .await
+        .expect("redeem");
+    c.redeem("t1", "secret", &record("m1"))
+        .await
+        .expect("redeem repeated");
+    let other = MemberRecord {
+        fingerprint: "11".repeat(32),
+        ..record("m1")
+    };
+    let err = c.redeem("t1", "secret", &other).await.expect_err("reused");
+    assert!(err.to_string().contains("join token refused"), "{err}");
+
+    // An instance on m1, which has no heartbeat (offline): m2 takes it over.
+    c.claim_instance("p", "web", "m1", Asks::default())
+        .await
+        .expect("claim");
+    let loc = c
+        .locate_instance("p", "web")
+        .await
+        .unwrap()
+        .expect("placed");
+    let token = c.take_over(&loc, "m2").await.expect("take over");
+    assert!(token.is_some(), "m2 takes it over");
+    assert_eq!(
+        c.take_over(&loc, "m2").await.expect("take over repeated"),
+        token,
+        "the repeat finds its own take-over, with the same fencing token"
+    );
+    assert_eq!(
+        c.take_over(&loc, "m3").await.expect("another take over"),
+        None,
+        "another member finds it taken"
+    );
+
+    // Handed over from m2 to m3, twice; a hand-over from m2 elsewhere is refused then.
+    c.hand_over("p", "web", "m2", "m3", None)
+        .await
+        .expect("hand over");
+    c.hand_over("p", "web", "m2", "m3", None)
+        .await
+        .expect("hand over repeated");
+    let err = c
+        .hand_over("p", "web", "m2", "m4", None)
+        .await
+        .expect_err("from a member that holds it no more");
+    assert!(err.to_string().contains("held by member m3"), "{err}");
+    let at = c
+        .locate_instance("p", "web")
+        .await
+        .unwrap()
+        .expect("placed");
+    assert_eq!(at.member, "m3");
 }
