@@ -130,31 +130,47 @@ impl Cluster {
     /// it keeps it and it is current. The roles swap: `me` is the primary, the old primary's
     /// copy is the out-of-date one. Returns the state before.
     pub async fn adopt_replica(&self, name: &str, me: &str) -> Result<ReplicaState> {
-        self.change_replica(
-            name,
-            |s| {
-                if s.member != me {
-                    return Err(Error::Conflict(format!(
-                        "far copy {name} is kept by {}, not by {me}",
-                        s.member
-                    )));
-                }
-                if s.outdated {
-                    return Err(Error::Conflict(format!(
-                        "far copy {name} is out of date: {} acknowledged writes it does not \
+        let adopted = self
+            .change_replica(
+                name,
+                |s| {
+                    if s.member != me {
+                        return Err(Error::Conflict(format!(
+                            "far copy {name} is kept by {}, not by {me}",
+                            s.member
+                        )));
+                    }
+                    if s.outdated {
+                        return Err(Error::Conflict(format!(
+                            "far copy {name} is out of date: {} acknowledged writes it does not \
                          have after it went out; it is not adopted (the data is on {})",
-                        s.primary, s.primary
-                    )));
-                }
-                Ok(())
-            },
-            |s| {
-                let old = std::mem::replace(&mut s.primary, me.to_string());
-                s.member = old;
-                s.outdated = true;
-            },
-        )
-        .await
+                            s.primary, s.primary
+                        )));
+                    }
+                    Ok(())
+                },
+                |s| {
+                    let old = std::mem::replace(&mut s.primary, me.to_string());
+                    s.member = old;
+                    s.outdated = true;
+                },
+            )
+            .await;
+        let Err(Error::Conflict(why)) = adopted else {
+            return adopted;
+        };
+        // Adopted already by this member's own attempt whose answer was lost (a request
+        // timeout, then the compare of the retry failed; or the caller's repeat): the roles
+        // are swapped as it swaps them. The state before is the one the swap undoes.
+        match self.replica(name).await? {
+            Some(s) if s.primary == me && s.member != me && s.outdated => Ok(ReplicaState {
+                primary: s.member,
+                member: me.to_string(),
+                outdated: false,
+                id: s.id,
+            }),
+            _ => Err(Error::Conflict(why)),
+        }
     }
 
     /// Forgets far copy `name` if `primary` is still its primary (its pool is gone), or if

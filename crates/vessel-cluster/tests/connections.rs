@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vessel_cluster::{Asks, Capacity, Cluster, MemberRecord};
+use vessel_cluster::{Asks, Capacity, Cluster, MemberRecord, ReplicaState};
 
 /// Two free loopback ports (bound together, so they differ, then released for etcd).
 fn free_ports() -> (u16, u16) {
@@ -326,4 +326,28 @@ async fn a_guarded_write_repeated_after_it_applied_finds_its_own_change() {
         .unwrap()
         .expect("placed");
     assert_eq!(at.member, "m3");
+
+    // A far copy of m1's pool kept by m2, adopted by m2 (m1 lost), twice; not by m3.
+    let copy = ReplicaState {
+        primary: "m1".into(),
+        member: "m2".into(),
+        outdated: false,
+        id: "x1".into(),
+    };
+    c.set_replica("m1.data", &copy).await.expect("record");
+    let before = c.adopt_replica("m1.data", "m2").await.expect("adopt");
+    assert_eq!(before, copy);
+    let again = c
+        .adopt_replica("m1.data", "m2")
+        .await
+        .expect("adopt repeated");
+    assert_eq!(
+        again, copy,
+        "the repeat answers with the state before its adoption"
+    );
+    let err = c
+        .adopt_replica("m1.data", "m3")
+        .await
+        .expect_err("not its keeper");
+    assert!(err.to_string().contains("kept by m1"), "{err}");
 }
