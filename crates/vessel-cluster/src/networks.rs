@@ -72,9 +72,15 @@ impl Cluster {
     /// hold its copy); refused if the name is taken. Returns it as recorded.
     pub async fn create_network(&self, mut spec: NetworkSpec) -> Result<NetworkSpec> {
         let lk = key("netvni-last");
+        let mut tried: Option<NetworkSpec> = None;
         for _ in 0..8 {
             let existing = self.networks().await?;
-            if existing.iter().any(|n| n.name == spec.name) {
+            if let Some(n) = existing.iter().find(|n| n.name == spec.name) {
+                // Recorded by the attempt before, whose answer was lost (a request
+                // timeout, then the retry's compare failed): as it recorded it.
+                if tried.as_ref() == Some(n) {
+                    return Ok(n.clone());
+                }
                 return Err(Error::Conflict(format!(
                     "cluster network {} exists already",
                     spec.name
@@ -113,6 +119,7 @@ impl Cluster {
             if self.txn(txn).await?.succeeded() {
                 return Ok(spec);
             }
+            tried = Some(spec.clone());
         }
         Err(Error::Conflict(format!(
             "cluster network {} not recorded: other networks were being made at once; try \

@@ -50,6 +50,14 @@ pub enum Expect {
     Any,
 }
 
+/// Whether an object at `revision` was written after what `expect` expected.
+fn newer(revision: i64, expect: Expect) -> bool {
+    match expect {
+        Expect::Absent | Expect::Any => true,
+        Expect::Revision(r) => revision > r,
+    }
+}
+
 fn object_key(kind: &str, k: &str) -> String {
     key(&format!("{OBJECTS}{kind}/{k}"))
 }
@@ -110,7 +118,12 @@ impl Cluster {
         };
         let resp = self.txn(txn).await?;
         if !resp.succeeded() {
-            return Ok(None);
+            // Written by this call's first attempt, whose answer was lost (a request
+            // timeout, then the retry's compare failed): the body is there, newer.
+            let now = self.shared_object(kind, k).await?;
+            return Ok(now
+                .filter(|o| o.body == body && newer(o.revision, expect))
+                .map(|o| o.revision));
         }
         Ok(Some(resp.header().map_or(0, |h| h.revision())))
     }
@@ -128,6 +141,10 @@ impl Cluster {
         };
         let resp = self.txn(txn).await?;
         if !resp.succeeded() {
+            // Deleted by this call's first attempt, whose answer was lost: it is gone.
+            if self.shared_object(kind, k).await?.is_none() {
+                return Ok(Some(resp.header().map_or(0, |h| h.revision())));
+            }
             return Ok(None);
         }
         Ok(Some(resp.header().map_or(0, |h| h.revision())))

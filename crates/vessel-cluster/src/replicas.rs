@@ -40,13 +40,16 @@ impl Cluster {
             .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k.as_str(), json(state), None)]);
         if self.txn(txn).await?.succeeded() {
-            Ok(())
-        } else {
-            Err(Error::Conflict(format!(
-                "a far copy {name} is recorded already (see `etcdctl get` of its key); \
-                 give the pool another name"
-            )))
+            return Ok(());
         }
+        // Recorded by this call's first attempt, whose answer was lost: the same state.
+        if self.replica(name).await?.as_ref() == Some(state) {
+            return Ok(());
+        }
+        Err(Error::Conflict(format!(
+            "a far copy {name} is recorded already (see `etcdctl get` of its key); \
+             give the pool another name"
+        )))
     }
 
     /// The state of far copy `name` with its revision, if recorded.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vessel_cluster::{Asks, Capacity, Cluster, MemberRecord, ReplicaState};
+use vessel_cluster::{Asks, Capacity, Cluster, Expect, MemberRecord, NetworkSpec, ReplicaState};
 
 /// Two free loopback ports (bound together, so they differ, then released for etcd).
 fn free_ports() -> (u16, u16) {
@@ -87,27 +87,44 @@ impl Drop for Etcd {
 
 /// A TCP proxy to `to` that, while `cuts` is above zero, closes a connection (both ways)
 /// instead of passing on an HTTP/2 HEADERS frame from the client: a request that was
-/// sent but never reached etcd. Its address.
-async fn cutting_proxy(to: SocketAddr, cuts: Arc<AtomicUsize>) -> SocketAddr {
+/// sent but never reached etcd. `holds` counts requests down: the one that takes it to
+/// zero is passed on, but etcd's bytes on its connection are held back for longer than the
+/// client's request timeout: a request applied whose answer is lost. Its address.
+async fn proxy(to: SocketAddr, cuts: Arc<AtomicUsize>, holds: Arc<AtomicUsize>) -> SocketAddr {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let at = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((from_client, _)) = l.accept().await {
-            let cuts = cuts.clone();
+            let (cuts, holds) = (cuts.clone(), holds.clone());
             tokio::spawn(async move {
                 let Ok(to_etcd) = TcpStream::connect(to).await else {
                     return;
                 };
                 let (mut cr, mut cw) = from_client.into_split();
                 let (mut er, mut ew) = to_etcd.into_split();
+                let held = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+                let until = held.clone();
                 let back = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut er, &mut cw).await;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = er.read(&mut buf).await {
+                        let wait = *until.lock().unwrap();
+                        if let Some(t) = wait {
+                            tokio::time::sleep_until(t).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
                 });
                 // The client's bytes: the 24-byte preface, then frames of a 9-byte head
                 // (24-bit length, type, flags, stream) and their payload.
                 let mut seen: Vec<u8> = Vec::new();
                 let mut at_frame = 24usize;
                 let mut buf = vec![0u8; 64 * 1024];
+                let take = |c: &AtomicUsize| {
+                    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                        .is_ok()
+                };
                 loop {
                     let n = match cr.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
@@ -121,12 +138,12 @@ async fn cutting_proxy(to: SocketAddr, cuts: Arc<AtomicUsize>) -> SocketAddr {
                         request |= h[3] == 0x1;
                         at_frame += 9 + len;
                     }
-                    let cut = request
-                        && cuts
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
-                            .is_ok();
-                    if cut {
+                    if request && take(&cuts) {
                         break;
+                    }
+                    if request && take(&holds) && holds.load(Ordering::SeqCst) == 0 {
+                        let t = tokio::time::Instant::now() + Duration::from_millis(3500);
+                        *held.lock().unwrap() = Some(t);
                     }
                     if ew.write_all(&buf[..n]).await.is_err() {
                         break;
@@ -180,7 +197,7 @@ fn record(name: &str) -> MemberRecord {
 async fn a_call_whose_connection_breaks_mid_request_is_answered() {
     let etcd = Etcd::start();
     let cuts = Arc::new(AtomicUsize::new(0));
-    let proxy = cutting_proxy(etcd.client, cuts.clone()).await;
+    let proxy = proxy(etcd.client, cuts.clone(), Arc::default()).await;
     let cluster = Cluster::connect(&[format!("http://{proxy}")])
         .await
         .expect("connect through the proxy");
@@ -251,12 +268,20 @@ async fn an_idle_connection_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guarded_write_repeated_after_it_applied_finds_its_own_change() {
     let etcd = Etcd::start();
-    let c = Cluster::connect(&[format!("http://{}", etcd.client)])
+    let holds = Arc::new(AtomicUsize::new(0));
+    let proxy = proxy(etcd.client, Arc::default(), holds.clone()).await;
+    let c = Cluster::connect(&[format!("http://{proxy}")])
         .await
         .expect("connect");
     let now = "2026-01-01T00:00:00Z";
 
-    c.init("c1", now, &record("m0")).await.expect("init");
+    // Applied, its answer held back past the request timeout: the call's own retry finds
+    // its compare failed by the first attempt.
+    holds.store(1, Ordering::SeqCst);
+    c.init("c1", now, &record("m0"))
+        .await
+        .expect("init whose answer was lost");
+    assert_eq!(holds.load(Ordering::SeqCst), 0, "the proxy held no answer");
     c.init("c1", now, &record("m0"))
         .await
         .expect("init repeated");
@@ -350,4 +375,78 @@ async fn a_guarded_write_repeated_after_it_applied_finds_its_own_change() {
         .await
         .expect_err("not its keeper");
     assert!(err.to_string().contains("kept by m1"), "{err}");
+    // Recorded twice with the same state; another state under the name refused.
+    c.set_replica("m1.data2", &copy).await.expect("record");
+    c.set_replica("m1.data2", &copy)
+        .await
+        .expect("record repeated");
+    let other = ReplicaState {
+        id: "x2".into(),
+        ..copy.clone()
+    };
+    let err = c.set_replica("m1.data2", &other).await.expect_err("taken");
+    assert!(err.to_string().contains("recorded already"), "{err}");
+
+    // A network made over a lost answer (its third request, after two reads): recorded
+    // once, as the call answers.
+    let spec = NetworkSpec {
+        name: "ovl".into(),
+        subnet: "10.99.0.0/24".into(),
+        vni: 0,
+        description: String::new(),
+        created_at: now.into(),
+    };
+    holds.store(3, Ordering::SeqCst);
+    let made = c
+        .create_network(spec.clone())
+        .await
+        .expect("network whose answer was lost");
+    assert_eq!(holds.load(Ordering::SeqCst), 0, "the proxy held no answer");
+    assert_eq!(c.networks().await.unwrap(), vec![made]);
+    let err = c.create_network(spec).await.expect_err("made again");
+    assert!(err.to_string().contains("exists already"), "{err}");
+
+    // Shared objects: a create and a rewrite repeated, a delete repeated.
+    let r1 = c
+        .put_shared("project", "p1", "{}", Expect::Absent)
+        .await
+        .unwrap();
+    assert!(r1.is_some());
+    assert_eq!(
+        c.put_shared("project", "p1", "{}", Expect::Absent)
+            .await
+            .unwrap(),
+        r1,
+        "a create repeated finds its own object"
+    );
+    let r1 = r1.unwrap();
+    let r2 = c
+        .put_shared("project", "p1", r#"{"a":1}"#, Expect::Revision(r1))
+        .await
+        .unwrap();
+    assert!(r2.is_some());
+    assert_eq!(
+        c.put_shared("project", "p1", r#"{"a":1}"#, Expect::Revision(r1))
+            .await
+            .unwrap(),
+        r2
+    );
+    assert_eq!(
+        c.put_shared("project", "p1", r#"{"a":2}"#, Expect::Revision(r1))
+            .await
+            .unwrap(),
+        None,
+        "another change from the same revision is refused"
+    );
+    let r2 = r2.unwrap();
+    let d = c
+        .delete_shared("project", "p1", Expect::Revision(r2))
+        .await
+        .unwrap();
+    assert!(d.is_some());
+    assert!(c
+        .delete_shared("project", "p1", Expect::Revision(r2))
+        .await
+        .unwrap()
+        .is_some());
 }
