@@ -109,12 +109,6 @@ where
     }
 }
 
-/// Whether a member's record is the one `me` would write: the same name, address and
-/// certificate (what it says of itself may have been rewritten since, when it joined not).
-fn same_member(record: &MemberRecord, me: &MemberRecord) -> bool {
-    record.name == me.name && record.address == me.address && record.fingerprint == me.fingerprint
-}
-
 /// A connection to the cluster's etcd.
 #[derive(Clone)]
 pub struct Cluster {
@@ -330,22 +324,12 @@ impl Cluster {
         if self.txn(txn).await?.succeeded() {
             return Ok(());
         }
-        // Made by this call's first attempt, whose answer was lost: the same record.
-        let k = key("cluster");
-        let resp = self.get(&k, None).await?;
-        let held = match resp.kvs().first() {
-            Some(kv) => Some(parse::<ClusterRecord>(&k, kv.value())?),
-            None => None,
-        };
-        if held.as_ref().is_some_and(|h| h.id == rec.id)
-            && self
-                .record(&me.name)
-                .await?
-                .is_some_and(|r| same_member(&r, me))
-        {
+        // Made by this call's first attempt, whose answer was lost: the same cluster, with
+        // this member in it.
+        let other = self.id().await?.unwrap_or_default();
+        if other == rec.id && self.recorded_as(me).await? {
             return Ok(());
         }
-        let other = held.map(|r| r.id).unwrap_or_default();
         Err(Error::Conflict(format!(
             "etcd at {} already holds a Vessel cluster (id {other}): join it with a token from \
              one of its members (`vessel cluster add NAME` there)",
@@ -401,11 +385,7 @@ impl Cluster {
         let Some(kv) = resp.kvs().first() else {
             // Redeemed by this call's first attempt, whose answer was lost: the token is
             // gone and the member written as given.
-            if self
-                .record(&member.name)
-                .await?
-                .is_some_and(|r| same_member(&r, member))
-            {
+            if self.recorded_as(member).await? {
                 return Ok(());
             }
             return Err(refused());
@@ -434,15 +414,20 @@ impl Cluster {
             return Ok(());
         }
         let gone = self.get(&tk, None).await?.kvs().is_empty();
-        if gone
-            && self
-                .record(&member.name)
-                .await?
-                .is_some_and(|r| same_member(&r, member))
-        {
+        if gone && self.recorded_as(member).await? {
             return Ok(());
         }
         Err(refused())
+    }
+
+    /// Whether etcd holds `me`'s record as `me` writes it: the same name, address and
+    /// certificate (what it says of itself may have been rewritten since, when it joined
+    /// not).
+    async fn recorded_as(&self, me: &MemberRecord) -> Result<bool> {
+        Ok(self
+            .record(&me.name)
+            .await?
+            .is_some_and(|r| r.address == me.address && r.fingerprint == me.fingerprint))
     }
 
     /// The record of the member `name`, if there is one.

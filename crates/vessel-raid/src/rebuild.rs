@@ -519,7 +519,6 @@ impl Ctx<'_> {
             for (d, b) in solved.iter_mut() {
                 into.push((*d, b.as_mut_slice()));
             }
-            into.sort_by_key(|(d, _)| *d);
             gf::solve_missing(dm, data, p, q, &mut into)?;
         }
         if let Some(x) = mine {
