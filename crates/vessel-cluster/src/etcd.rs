@@ -55,10 +55,26 @@ fn transient(e: &etcd_client::Error) -> bool {
             matches!(
                 s.code(),
                 tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            )
+            ) || never_sent(s)
         }
         _ => false,
     }
+}
+
+/// Whether the request was never sent: queued on a connection that closed before it went
+/// out (hyper's "canceled", which tonic reports as `Cancelled`, as it does the client's
+/// own timeout, which is not this).
+fn never_sent(s: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Whether the connection broke under the request: a status made here from the
