@@ -277,21 +277,40 @@ impl Cluster {
     }
 
     /// Changes the cluster's record with `change`, if unchanged since it was read.
-    async fn set_cluster_record(&self, change: impl FnOnce(&mut ClusterRecord)) -> Result<()> {
-        let set = |rec: &mut ClusterRecord| {
-            change(rec);
-            Ok(())
-        };
-        if self
-            .rewrite(&key("cluster"), "etcd holds no cluster", set)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::Conflict(
-                "the cluster's record changed meanwhile; try again".into(),
-            ))
+    async fn set_cluster_record(&self, change: impl Fn(&mut ClusterRecord)) -> Result<()> {
+        self.settle(
+            &key("cluster"),
+            "etcd holds no cluster",
+            change,
+            "the cluster's record kept changing; try again",
+        )
+        .await
+    }
+
+    /// Applies `change` (a setting: applied twice, it changes nothing more) to the record
+    /// at `k`, read and written back unless it changed in between, then again. So a write
+    /// in between (another setting) is not lost, and an attempt that applied but whose
+    /// answer was lost (its repeat's compare failed) is found applied by the next one.
+    async fn settle<T>(
+        &self,
+        k: &str,
+        what: &str,
+        change: impl Fn(&mut T),
+        busy: &str,
+    ) -> Result<()>
+    where
+        T: Serialize + for<'de> Deserialize<'de>,
+    {
+        for _ in 0..8 {
+            let set = |rec: &mut T| {
+                change(rec);
+                Ok(())
+            };
+            if self.rewrite(k, what, set).await? {
+                return Ok(());
+            }
         }
+        Err(Error::Conflict(busy.into()))
     }
 
     /// How new instances are placed (`spread` unless set).
@@ -468,21 +487,13 @@ impl Cluster {
 
     /// Marks the member `name` evacuated (nothing new placed on it) or not.
     pub async fn set_evacuated(&self, name: &str, evacuated: bool) -> Result<()> {
-        let k = key(&format!("members/{name}"));
-        let what = format!("no member {name} in the cluster");
-        for _ in 0..8 {
-            let set = |rec: &mut MemberRecord| {
-                rec.evacuated = evacuated;
-                Ok(())
-            };
-            // Rewritten in between (its address or capacity): once more.
-            if self.rewrite(&k, &what, set).await? {
-                return Ok(());
-            }
-        }
-        Err(Error::Conflict(format!(
-            "member {name}'s record kept changing; try again"
-        )))
+        self.settle(
+            &key(&format!("members/{name}")),
+            &format!("no member {name} in the cluster"),
+            |rec: &mut MemberRecord| rec.evacuated = evacuated,
+            &format!("member {name}'s record kept changing; try again"),
+        )
+        .await
     }
 
     /// Every member with its state.

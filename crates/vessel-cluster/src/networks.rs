@@ -158,26 +158,32 @@ impl Cluster {
 
     /// The address blocks of network `name` and the members holding them.
     pub async fn blocks(&self, name: &str) -> Result<BTreeMap<u32, String>> {
+        Ok(self.blocks_at(name).await?.0)
+    }
+
+    /// [`Cluster::blocks`] and the store's revision they were read at.
+    async fn blocks_at(&self, name: &str) -> Result<(BTreeMap<u32, String>, i64)> {
         let resp = self
             .get(
                 &key(&format!("netblocks/{name}/")),
                 Some(GetOptions::new().with_prefix()),
             )
             .await?;
-        Ok(resp
+        let blocks = resp
             .kvs()
             .iter()
             .filter_map(|kv| {
                 let i = last_segment(kv).parse().ok()?;
                 Some((i, String::from_utf8_lossy(kv.value()).into_owned()))
             })
-            .collect())
+            .collect();
+        Ok((blocks, resp.header().map_or(0, |h| h.revision())))
     }
 
     /// Claims the lowest free block of `count` for `member`; returns its index.
     pub async fn claim_block(&self, name: &str, member: &str, count: u32) -> Result<u32> {
         for _ in 0..8 {
-            let taken = self.blocks(name).await?;
+            let (taken, read_at) = self.blocks_at(name).await?;
             let Some(free) = (0..count).find(|i| !taken.contains_key(i)) else {
                 return Err(Error::Conflict(format!(
                     "cluster network {name} has no address block left ({count} taken): make \
@@ -189,6 +195,17 @@ impl Cluster {
                 .when([Compare::version(k.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(k.as_str(), member, None)]);
             if self.txn(txn).await?.succeeded() {
+                return Ok(free);
+            }
+            // Taken since it was read free: by this very claim if it holds this member's
+            // name (its answer was lost and the repeat's compare failed; no other member
+            // writes this name), else by another member: the next free one.
+            let resp = self.get(&k, None).await?;
+            if resp
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.value() == member.as_bytes() && kv.create_revision() > read_at)
+            {
                 return Ok(free);
             }
         }

@@ -406,6 +406,29 @@ async fn a_guarded_write_repeated_after_it_applied_finds_its_own_change() {
     let err = c.create_network(spec).await.expect_err("made again");
     assert!(err.to_string().contains("exists already"), "{err}");
 
+    // A setting written over a lost answer (its second request, after the read): no
+    // spurious "try again".
+    holds.store(2, Ordering::SeqCst);
+    c.set_policy("binpack")
+        .await
+        .expect("a setting whose answer was lost");
+    assert_eq!(holds.load(Ordering::SeqCst), 0, "the proxy held no answer");
+    assert_eq!(c.policy().await.unwrap(), "binpack");
+
+    // An address block claimed over a lost answer (its second request, after the read):
+    // the block it claimed, not a second one; another member's claim takes the next.
+    assert!(c.blocks("ovl").await.unwrap().is_empty());
+    holds.store(2, Ordering::SeqCst);
+    let block = c
+        .claim_block("ovl", "m1", 16)
+        .await
+        .expect("a claim whose answer was lost");
+    assert_eq!(holds.load(Ordering::SeqCst), 0, "the proxy held no answer");
+    assert_eq!(block, 0);
+    assert_eq!(c.claim_block("ovl", "m2", 16).await.unwrap(), 1);
+    let blocks: Vec<(u32, String)> = c.blocks("ovl").await.unwrap().into_iter().collect();
+    assert_eq!(blocks, vec![(0, "m1".into()), (1, "m2".into())]);
+
     // Shared objects: a create and a rewrite repeated, a delete repeated.
     let r1 = c
         .put_shared("project", "p1", "{}", Expect::Absent)
