@@ -1,6 +1,7 @@
 //! The transmission phase: requests served concurrently, replies simple or structured.
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use crate::bufs::Buf;
 use crate::device::{BlockDevice, DeviceError, Extent};
@@ -86,11 +87,14 @@ fn fail(code: u32, msg: &str) -> Failure {
     Failure(code, msg.to_owned())
 }
 
-/// Requests served at once on one connection by worker threads (besides the reading
-/// thread, which serves a request itself when nothing else is in flight).
-const WORKERS: usize = 4;
-/// Requests read ahead of their replies at most, and their write payloads in bytes.
-const MAX_IN_FLIGHT: usize = 64;
+/// Threads serving one connection at most. They take turns at reading (one at a time,
+/// under the connection's read lock); each serves the request it read, after giving the
+/// socket to the next. The first one serves a request while still holding the socket when
+/// nothing else is in flight and no more request bytes wait (a client waiting for each
+/// reply): no other thread is woken for it. The others start only when requests come
+/// faster than one thread serves them.
+const THREADS: usize = 5;
+/// Write payloads read ahead of their replies at most, in bytes (one is always taken).
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
 /// A request read from the wire, with its write payload.
@@ -100,39 +104,43 @@ struct Job {
 }
 
 #[derive(Default)]
-struct PoolState {
-    jobs: std::collections::VecDeque<Job>,
-    /// Requests queued or being served by workers.
+struct State {
+    /// Requests read and handed over, not yet answered.
     in_flight: usize,
     in_flight_bytes: usize,
-    workers: usize,
-    /// Workers waiting for a job, and readers waiting on `done`: a notification with
-    /// nobody waiting is a system call for nothing (a futex wake per request).
-    idle: usize,
+    threads: usize,
+    /// Threads waiting on `done`: a notification with nobody waiting is a system call for
+    /// nothing (a futex wake per request).
     waiting: usize,
-    closed: bool,
+    /// How the connection ended, set by the thread that read its end.
+    outcome: Option<Result<bool, NbdError>>,
     /// A reply could not be queued: the connection is going down.
     failed: Option<io::ErrorKind>,
 }
 
-struct Pool {
-    state: std::sync::Mutex<PoolState>,
-    work: std::sync::Condvar,
+/// One connection's serving threads' shared state.
+struct Conn<'r, R> {
+    reader: std::sync::Mutex<Reader<'r, R>>,
+    /// Threads waiting for the read lock (a thread is started only when none waits).
+    queued: std::sync::atomic::AtomicUsize,
+    /// The connection's end was read: threads stop at their next turn.
+    closed: std::sync::atomic::AtomicBool,
+    state: std::sync::Mutex<State>,
     done: std::sync::Condvar,
 }
 
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+impl<R> Conn<'_, R> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits for a request to be answered, counted in `waiting`.
+    /// Waits for a handed-over request to be answered.
     fn wait_done<'a>(
         &self,
-        mut st: std::sync::MutexGuard<'a, PoolState>,
-    ) -> std::sync::MutexGuard<'a, PoolState> {
+        mut st: std::sync::MutexGuard<'a, State>,
+    ) -> std::sync::MutexGuard<'a, State> {
         st.waiting += 1;
         let mut st = self
             .done
@@ -142,7 +150,7 @@ impl Pool {
         st
     }
 
-    /// Waits until every request handed to the workers has been answered.
+    /// Waits until every request handed over has been answered.
     fn drain(&self) -> io::Result<()> {
         let mut st = self.lock();
         while st.in_flight > 0 && st.failed.is_none() {
@@ -150,6 +158,58 @@ impl Pool {
         }
         st.failed
             .map_or(Ok(()), |k| Err(io::Error::new(k, "writing replies failed")))
+    }
+
+    /// Records how the connection ended (the first end read counts); called with the read
+    /// lock held, so no thread reads after it.
+    fn end(&self, outcome: Result<bool, NbdError>) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.lock().outcome.get_or_insert(outcome);
+    }
+}
+
+/// The reading end of a connection, with how long to poll it before a blocking read.
+struct Reader<'r, R> {
+    r: &'r mut R,
+    poll: Duration,
+}
+
+/// How long a thread polls for the next request at most before it sleeps in the read.
+/// A sleeping thread costs the next request the wake-up of its CPU: on this project's
+/// virtual machines a halted vCPU (a host's deep C-state likewise) answers tens of
+/// microseconds later, longer than serving a 4 KiB request from the page cache. QEMU
+/// polls its event loop for the same reason (`poll-max-ns`), as does Linux for sockets
+/// (`net.core.busy_poll`).
+const POLL_MAX: Duration = Duration::from_micros(50);
+
+/// Polls `r` for up to `budget` (spinning on [`Pending::pending`]); when it started and
+/// whether a request came within it.
+fn poll(r: &impl Pending, budget: Duration) -> (Instant, bool) {
+    let from = Instant::now();
+    if budget.is_zero() {
+        return (from, false);
+    }
+    while from.elapsed() < budget {
+        if r.pending() {
+            return (from, true);
+        }
+        std::hint::spin_loop();
+    }
+    (from, false)
+}
+
+/// The next poll's budget after a request took `waited` (polling included) to come and
+/// was not caught by polling, as QEMU adapts its `poll-ns`: longer while the requests come
+/// within [`POLL_MAX`] (a client waiting for each reply), none once one comes later (an
+/// idle client costs no spinning).
+fn adapt(budget: Duration, waited: Duration) -> Duration {
+    if waited > POLL_MAX {
+        Duration::ZERO
+    } else if budget.is_zero() {
+        Duration::from_micros(4)
+    } else {
+        (budget * 2).min(POLL_MAX)
     }
 }
 
@@ -159,122 +219,134 @@ pub(crate) trait Pending {
 }
 
 /// Serve requests until the client disconnects. Requests are read as they come; while
-/// earlier ones are still being served (by up to [`WORKERS`] threads), later ones go to
-/// the workers too, and replies go out as each finishes (out of order, as the protocol
-/// allows). A lone request is served by the reading thread itself. A flush waits for the
-/// requests before it, so it covers every write answered before it was received.
-/// Returns whether the client asked to disconnect (`NBD_CMD_DISC`, every request before it
-/// answered) rather than just closing the socket.
+/// earlier ones are still being served, later ones are read and served by other threads
+/// (up to [`THREADS`] in all), and replies go out as each finishes (out of order, as the
+/// protocol allows). A flush waits for the requests before it, so it covers every write
+/// answered before it was received. Returns whether the client asked to disconnect
+/// (`NBD_CMD_DISC`, every request before it answered) rather than just closing the socket.
 pub(crate) fn serve(
-    r: &mut (impl Read + Pending),
+    r: &mut (impl Read + Pending + Send),
     replies: &crate::replies::Replies,
     session: &Session,
 ) -> Result<bool, NbdError> {
-    let pool = Pool {
-        state: std::sync::Mutex::new(PoolState::default()),
-        work: std::sync::Condvar::new(),
+    let conn = Conn {
+        reader: std::sync::Mutex::new(Reader {
+            r,
+            poll: Duration::ZERO,
+        }),
+        queued: std::sync::atomic::AtomicUsize::new(0),
+        closed: std::sync::atomic::AtomicBool::new(false),
+        state: std::sync::Mutex::new(State {
+            threads: 1,
+            ..State::default()
+        }),
         done: std::sync::Condvar::new(),
     };
     let queue = replies.queue();
-    let result = std::thread::scope(|s| -> Result<bool, NbdError> {
-        let result = read_loop(r, &queue, session, &pool, s);
-        let mut st = pool.lock();
-        st.closed = true;
-        drop(st);
-        pool.work.notify_all();
-        result
-    });
-    result
+    std::thread::scope(|s| take_turns(&conn, &queue, session, s));
+    let outcome = conn.lock().outcome.take();
+    outcome.unwrap_or(Ok(false))
 }
 
-fn read_loop<'s, 'e: 's>(
-    r: &mut (impl Read + Pending),
+/// One serving thread: reads a request when its turn comes, serves it, and again.
+fn take_turns<'s, 'e: 's, R: Read + Pending + Send>(
+    conn: &'e Conn<'e, R>,
     queue: &'e crate::replies::ReplyQueue,
     session: &'e Session,
-    pool: &'e Pool,
     scope: &'s std::thread::Scope<'s, 'e>,
-) -> Result<bool, NbdError> {
-    while let Some(req) = read_request(r)? {
-        let mut payload = Buf::default();
-        if req.kind == CMD_WRITE {
-            if req.len > MAX_PAYLOAD {
-                io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
-            } else {
-                payload = queue.bufs().take(req.len as usize);
-                r.read_exact(&mut payload)?;
-            }
-        }
-        match req.kind {
-            CMD_DISC => {
-                // The caller closes the connection, then flushes: the client waits for
-                // the close, not for the disk.
-                pool.drain()?;
-                return Ok(true);
-            }
-            CMD_FLUSH => {
-                pool.drain()?;
-                queue.send(answer(session, &Job { req, payload }, queue.bufs()))?;
-                continue;
-            }
-            _ => {}
-        }
-        let job = Job { req, payload };
-        let busy = pool.lock().in_flight > 0;
-        if !busy && !r.pending() {
-            queue.send(answer(session, &job, queue.bufs()))?;
-            queue.bufs().give(job.payload);
-            continue;
-        }
-        let mut st = pool.lock();
-        while (st.in_flight >= MAX_IN_FLIGHT || st.in_flight_bytes > MAX_IN_FLIGHT_BYTES)
-            && st.failed.is_none()
-        {
-            st = pool.wait_done(st);
-        }
-        if let Some(k) = st.failed {
-            return Err(io::Error::new(k, "writing replies failed").into());
-        }
-        st.in_flight += 1;
-        st.in_flight_bytes += job.payload.len();
-        st.jobs.push_back(job);
-        // A worker that is not waiting looks for jobs before it waits.
-        let wake = st.idle > 0;
-        if !wake && st.workers < WORKERS {
-            st.workers += 1;
-            scope.spawn(move || worker(session, pool, queue));
-        }
-        drop(st);
-        if wake {
-            pool.work.notify_one();
-        }
-    }
-    pool.drain()?;
-    Ok(false)
-}
-
-fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
+) {
+    use std::sync::atomic::Ordering;
     loop {
-        let job = {
-            let mut st = pool.lock();
-            loop {
-                if let Some(job) = st.jobs.pop_front() {
-                    break job;
+        conn.queued.fetch_add(1, Ordering::Relaxed);
+        let mut r = conn
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        conn.queued.fetch_sub(1, Ordering::Relaxed);
+        // Requests are read and, while nothing else is in flight and nothing more waits,
+        // served with the read lock held; the first one handed over ends the turn.
+        let job = loop {
+            if conn.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let polled = (!r.r.pending()).then(|| poll(&*r.r, r.poll));
+            let job = read_job(&mut *r.r, queue.bufs());
+            if let Some((from, caught)) = polled {
+                if !caught {
+                    r.poll = adapt(r.poll, from.elapsed());
                 }
-                if st.closed {
+            }
+            let job = match job {
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    conn.end(conn.drain().map(|()| false).map_err(NbdError::from));
                     return;
                 }
-                st.idle += 1;
-                st = pool
-                    .work
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                st.idle -= 1;
+                Err(e) => {
+                    conn.end(Err(e.into()));
+                    return;
+                }
+            };
+            match job.req.kind {
+                CMD_DISC => {
+                    // The caller closes the connection, then flushes: the client waits for
+                    // the close, not for the disk.
+                    conn.end(conn.drain().map(|()| true).map_err(NbdError::from));
+                    return;
+                }
+                CMD_FLUSH => {
+                    let sent = conn
+                        .drain()
+                        .and_then(|()| queue.send(answer(session, &job, queue.bufs())));
+                    if let Err(e) = sent {
+                        conn.end(Err(e.into()));
+                        return;
+                    }
+                    continue;
+                }
+                _ => {}
             }
+            let pending = r.r.pending();
+            let mut st = conn.lock();
+            if let Some(k) = st.failed {
+                drop(st);
+                conn.end(Err(io::Error::new(k, "writing replies failed").into()));
+                return;
+            }
+            if st.in_flight == 0 && !pending {
+                drop(st);
+                let sent = queue.send(answer(session, &job, queue.bufs()));
+                queue.bufs().give(job.payload);
+                if let Err(e) = sent {
+                    conn.end(Err(e.into()));
+                    return;
+                }
+                continue;
+            }
+            while st.in_flight > 0
+                && st.in_flight_bytes + job.payload.len() > MAX_IN_FLIGHT_BYTES
+                && st.failed.is_none()
+            {
+                st = conn.wait_done(st);
+            }
+            st.in_flight += 1;
+            st.in_flight_bytes += job.payload.len();
+            // Someone to read the next request while this one is served.
+            let start = conn.queued.load(Ordering::Relaxed) == 0 && st.threads < THREADS;
+            if start {
+                st.threads += 1;
+            }
+            drop(st);
+            if start {
+                scope.spawn(move || take_turns(conn, queue, session, scope));
+            }
+            break job;
         };
+        drop(r);
         let sent = queue.send(answer(session, &job, queue.bufs()));
         let bytes = job.payload.len();
         queue.bufs().give(job.payload);
-        let mut st = pool.lock();
+        let mut st = conn.lock();
         st.in_flight -= 1;
         st.in_flight_bytes -= bytes;
         if let Err(e) = sent {
@@ -283,9 +355,27 @@ fn worker(session: &Session, pool: &Pool, queue: &crate::replies::ReplyQueue) {
         let wake = st.waiting > 0;
         drop(st);
         if wake {
-            pool.done.notify_all();
+            conn.done.notify_all();
         }
     }
+}
+
+/// The next request and its write payload (an oversized one is read and dropped: the
+/// request is refused); `None` at the end of the stream.
+fn read_job(r: &mut impl Read, bufs: &crate::bufs::Bufs) -> io::Result<Option<Job>> {
+    let Some(req) = read_request(r)? else {
+        return Ok(None);
+    };
+    let mut payload = Buf::default();
+    if req.kind == CMD_WRITE {
+        if req.len > MAX_PAYLOAD {
+            io::copy(&mut r.take(u64::from(req.len)), &mut io::sink())?;
+        } else {
+            payload = bufs.take(req.len as usize);
+            r.read_exact(&mut payload)?;
+        }
+    }
+    Ok(Some(Job { req, payload }))
 }
 
 /// Serves one request; the whole reply (a read's in a buffer of `bufs`).
@@ -557,6 +647,42 @@ mod tests {
         // A hole chunk (32 bytes), then the data chunk's header (28) and its data.
         assert_eq!(reply.len(), 32 + 28 + (64 << 10));
         assert!(reply[60..].iter().all(|b| *b == 7));
+    }
+
+    #[test]
+    fn polling_grows_while_requests_come_soon_and_stops_for_an_idle_client() {
+        let us = Duration::from_micros;
+        // Caught by no polling yet, but soon: start polling, then double up to the cap.
+        assert_eq!(adapt(Duration::ZERO, us(10)), us(4));
+        assert_eq!(adapt(us(4), us(10)), us(8));
+        assert_eq!(adapt(us(32), us(40)), POLL_MAX);
+        assert_eq!(adapt(POLL_MAX, POLL_MAX), POLL_MAX);
+        // Later than polling would ever wait: no more polling.
+        assert_eq!(adapt(POLL_MAX, us(51)), Duration::ZERO);
+        assert_eq!(
+            adapt(Duration::ZERO, Duration::from_secs(5)),
+            Duration::ZERO
+        );
+
+        struct Never;
+        impl Pending for Never {
+            fn pending(&self) -> bool {
+                false
+            }
+        }
+        struct Ready;
+        impl Pending for Ready {
+            fn pending(&self) -> bool {
+                true
+            }
+        }
+        let (from, caught) = poll(&Never, us(200));
+        assert!(
+            !caught && from.elapsed() >= us(200),
+            "polled its whole budget"
+        );
+        assert!(poll(&Ready, us(200)).1, "a waiting request is caught");
+        assert!(!poll(&Ready, Duration::ZERO).1, "no budget, no polling");
     }
 
     #[test]
