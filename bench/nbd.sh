@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # NBD export throughput: Vessel's NBD server against qemu-nbd and nbdkit (file plugin)
 # serving the same image file over unix sockets to the same clients, same run:
-# - nbdcopy (interleaved rounds): reads the whole export to null: and writes a whole image into it;
+# - nbdcopy (interleaved rounds): reads the whole export to null: and writes a whole image into it,
+#   without and with a flush at the end (`--flush`);
 # - fio's nbd engine (libnbd, one connection per job): 4 KiB randread and randwrite at queue
 #   depth 1 and FIO_DEPTH, FIO_SECS each, servers in rotating order, FIO_RUNS times (medians);
 #   then a randwrite job over FIO_VERIFY_MB with verify=crc32c (fails the bench on a mismatch).
@@ -67,21 +68,24 @@ if [ "$RAID_LEVEL" != none ]; then
 fi
 echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)" >&2
 uri() { local e=disk; case $1 in vraid*) e=$1 ;; esac; echo "nbd+unix:///$e?socket=$WORK/$1.sock"; }
-for f in read write; do
+# `flushed`: a write that ends with NBD_CMD_FLUSH (`nbdcopy --flush`), as a copy that must be
+# on disk when it returns (qemu-img convert flushes too): the time includes writing it back.
+for f in read write flushed; do
   mkdir -p "$WORK/$f"
   if [ "$f" = read ]; then src() { uri "$1"; }; dst() { echo null:; }
   else src() { echo "$WORK/source.img"; }; dst() { uri "$1"; }; fi
+  flag=; [ "$f" = flushed ] && flag=--flush
   echo "== nbdcopy $f ($SIZE_MB MiB), time ratios (below 1: vessel-nbd is faster)"
   # Each round starts with nothing dirty (untimed `sync`): what one server's copy left to
   # write back, or the flush ours makes after a client's disconnect, is not charged to the
   # next one.
   extra=()
-  [ "$RAID_LEVEL" = none ] || extra=(vraid sync "nbdcopy $(src vraid) $(dst vraid)" \
-    vraidc sync "nbdcopy $(src vraidc) $(dst vraidc)")
+  [ "$RAID_LEVEL" = none ] || extra=(vraid sync "nbdcopy $flag $(src vraid) $(dst vraid)" \
+    vraidc sync "nbdcopy $flag $(src vraidc) $(dst vraidc)")
   interleave "$RUNS" "$WORK/$f" \
-    vessel sync "nbdcopy $(src vessel) $(dst vessel)" \
-    qemu-nbd sync "nbdcopy $(src qemu) $(dst qemu)" \
-    nbdkit sync "nbdcopy $(src nbdkit) $(dst nbdkit)" "${extra[@]}"
+    vessel sync "nbdcopy $flag $(src vessel) $(dst vessel)" \
+    qemu-nbd sync "nbdcopy $flag $(src qemu) $(dst qemu)" \
+    nbdkit sync "nbdcopy $flag $(src nbdkit) $(dst nbdkit)" "${extra[@]}"
   names=(vessel qemu-nbd nbdkit); [ "$RAID_LEVEL" = none ] || names+=(vraid vraidc)
   for n in "${names[@]}"; do
     echo "$f $n: $(echo "scale=0; $SIZE_MB / $(bench_median "$WORK/$f/times.$n")" | bc) MB/s"
