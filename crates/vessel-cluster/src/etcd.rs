@@ -276,7 +276,7 @@ impl Cluster {
         parse::<ClusterRecord>(&k, kv.value())
     }
 
-    /// Changes the cluster's record with `change`, if unchanged since it was read.
+    /// Changes the cluster's record with `change` (a setting: the last writer's stays).
     async fn set_cluster_record(&self, change: impl Fn(&mut ClusterRecord)) -> Result<()> {
         self.settle(
             &key("cluster"),

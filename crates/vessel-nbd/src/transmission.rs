@@ -243,7 +243,15 @@ pub(crate) fn serve(
         done: std::sync::Condvar::new(),
     };
     let queue = replies.queue();
-    std::thread::scope(|s| take_turns(&conn, &queue, session, s));
+    // A thread that panicked (a defect in a device) has been counted out of the requests
+    // in flight (the others went on); its panic, which the scope passes on once every
+    // thread is done, ends the connection like an error instead of leaving it open.
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        std::thread::scope(|s| take_turns(&conn, &queue, session, s))
+    }));
+    if served.is_err() {
+        return Err(io::Error::other("serving a request panicked").into());
+    }
     let outcome = conn.lock().outcome.take();
     outcome.unwrap_or(Ok(false))
 }
@@ -329,6 +337,11 @@ fn take_turns<'s, 'e: 's, R: Read + Pending + Send>(
             {
                 st = conn.wait_done(st);
             }
+            if let Some(k) = st.failed {
+                drop(st);
+                conn.end(Err(io::Error::new(k, "writing replies failed").into()));
+                return;
+            }
             st.in_flight += 1;
             st.in_flight_bytes += job.payload.len();
             // Someone to read the next request while this one is served.
@@ -338,24 +351,53 @@ fn take_turns<'s, 'e: 's, R: Read + Pending + Send>(
             }
             drop(st);
             if start {
-                scope.spawn(move || take_turns(conn, queue, session, scope));
+                let spawned = std::thread::Builder::new()
+                    .name("nbd-conn".into())
+                    .spawn_scoped(scope, move || take_turns(conn, queue, session, scope));
+                if let Err(e) = spawned {
+                    // The threads there are serve on (this one reads again when done).
+                    tracing::warn!(error = %e, "no further thread for an nbd connection");
+                    conn.lock().threads -= 1;
+                }
             }
             break job;
         };
         drop(r);
+        // Answered (or failed) whatever happens while it is served, a panic included: a
+        // flush or the end waits for it.
+        let mut done = Handed {
+            conn,
+            bytes: job.payload.len(),
+            failed: None,
+        };
         let sent = queue.send(answer(session, &job, queue.bufs()));
-        let bytes = job.payload.len();
         queue.bufs().give(job.payload);
-        let mut st = conn.lock();
+        done.failed = sent.err().map(|e| e.kind());
+        drop(done);
+    }
+}
+
+/// A request handed over and being served: counted out of the connection's in-flight ones
+/// when dropped, the waiting thread woken.
+struct Handed<'c, 'r, R> {
+    conn: &'c Conn<'r, R>,
+    bytes: usize,
+    /// Its reply could not be queued.
+    failed: Option<io::ErrorKind>,
+}
+
+impl<R> Drop for Handed<'_, '_, R> {
+    fn drop(&mut self) {
+        let mut st = self.conn.lock();
         st.in_flight -= 1;
-        st.in_flight_bytes -= bytes;
-        if let Err(e) = sent {
-            st.failed.get_or_insert(e.kind());
+        st.in_flight_bytes -= self.bytes;
+        if let Some(k) = self.failed {
+            st.failed.get_or_insert(k);
         }
         let wake = st.waiting > 0;
         drop(st);
         if wake {
-            conn.done.notify_all();
+            self.conn.done.notify_all();
         }
     }
 }

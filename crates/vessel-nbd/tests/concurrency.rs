@@ -233,3 +233,67 @@ fn a_disconnect_closes_the_connection_then_flushes() {
     handle.shutdown();
     assert_eq!(dev.flushes.load(Ordering::SeqCst), 1);
 }
+
+/// A device whose writes of the first block panic (a defect in a device).
+struct Panics(FileDevice);
+
+impl BlockDevice for Panics {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError> {
+        assert_ne!(offset, 0, "a device defect (this test's own panic)");
+        self.0.write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<(), DeviceError> {
+        self.0.flush()
+    }
+}
+
+/// A request whose serving thread panics is still counted out: a flush after it is
+/// answered and the connection ends, instead of waiting for it for ever.
+#[test]
+fn a_request_that_panics_does_not_hold_up_a_flush_or_the_end() {
+    let dir = TempDir::new("panics");
+    let dev = Arc::new(Panics(
+        FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
+    ));
+    let server = NbdServer::new([NbdExport::new("disk", dev)]).expect("server");
+    let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let client = std::panic::catch_unwind(|| {
+        let mut s = connect(&dir.join("nbd.sock"));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // Sent together, so the panicking write is handed to a thread of its own; then a
+        // read and a flush.
+        let all = [
+            encode(CMD_WRITE, 1, 0, &[5u8; 4096], 4096),
+            encode(CMD_READ, 2, 8192, &[], 4096),
+            encode(CMD_FLUSH, 3, 0, &[], 0),
+        ]
+        .concat();
+        s.write_all(&all).expect("requests");
+        let first = reply(&mut s, |c| if c == 2 { 4096 } else { 0 });
+        let second = reply(&mut s, |c| if c == 2 { 4096 } else { 0 });
+        let mut got = [first, second];
+        got.sort_unstable();
+        assert_eq!(got, [(2, 0), (3, 0)], "the read and the flush are answered");
+        request(&mut s, CMD_DISC, 4, 0, &[], 0);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the server closes");
+        assert!(
+            rest.is_empty(),
+            "no reply to the write that panicked: {rest:?}"
+        );
+    });
+    if let Err(e) = client {
+        // Stopping the server would wait for the connection that hangs: the test fails
+        // instead of hanging with it.
+        std::mem::forget(handle);
+        std::panic::resume_unwind(e);
+    }
+    handle.shutdown();
+}
