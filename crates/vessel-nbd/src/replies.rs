@@ -89,6 +89,19 @@ fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(done)
 }
 
+/// Ends a connection whose replies cannot be written: a thread waiting in `recv` for the
+/// client's next request gets the end of the stream instead of waiting for a client that
+/// may send nothing more (one that shut down its reading side).
+fn hang_up(fd: RawFd) {
+    // SAFETY: a plain system call on the connection's socket. The reply thread holds it
+    // open until it ends, which is after its own call here, and after any serving thread's
+    // (it ends on `failed`, set under the same lock first, or once every serving thread is
+    // done); a failure (shut down already) changes nothing.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 fn send(shared: &Shared, mut item: Buf) -> io::Result<()> {
     if item.is_empty() {
         return Ok(());
@@ -110,6 +123,7 @@ fn send(shared: &Shared, mut item: Buf) -> io::Result<()> {
             Err(e) => {
                 q.failed = Some(e.kind());
                 shared.changed.notify_all();
+                hang_up(shared.fd);
                 return Err(e);
             }
         }
@@ -191,6 +205,7 @@ impl Replies {
                     let written = out.write_all(&item).and_then(|()| out.flush());
                     s.bufs.give(item);
                     if let Err(e) = written {
+                        hang_up(s.fd);
                         let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
                         q.failed = Some(e.kind());
                         q.items.clear();

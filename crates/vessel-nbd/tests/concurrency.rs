@@ -297,3 +297,43 @@ fn a_request_that_panics_does_not_hold_up_a_flush_or_the_end() {
     }
     handle.shutdown();
 }
+
+/// A client that shuts down its reading side while requests are served: their replies
+/// cannot be written, and the server ends the connection instead of waiting in `recv` for
+/// a request that may never come.
+#[test]
+fn a_connection_whose_replies_cannot_be_written_is_ended() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("hangup");
+    let dev = Arc::new(Slow {
+        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
+        wrote: AtomicBool::new(false),
+        flushed_after_write: AtomicBool::new(false),
+    });
+    let server = NbdServer::new([NbdExport::new("disk", dev)]).expect("server");
+    let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let mut s = connect(&dir.join("nbd.sock"));
+    s.shutdown(std::net::Shutdown::Read).expect("shutdown");
+    // Two slow reads at once: both are being served (their replies fail half a second
+    // later) while a third thread already waits for the next request.
+    let both = [
+        encode(CMD_READ, 1, 0, &[], 4096),
+        encode(CMD_READ, 2, 0, &[], 4096),
+    ]
+    .concat();
+    s.write_all(&both).expect("requests");
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, 10_000) };
+    assert!(
+        n == 1 && p.revents & libc::POLLHUP != 0,
+        "the server did not end the connection (poll {n}, revents {:#x})",
+        p.revents
+    );
+    drop(s);
+    handle.shutdown();
+}
