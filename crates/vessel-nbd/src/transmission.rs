@@ -277,7 +277,13 @@ fn take_turns<'s, 'e: 's, R: Read + Pending + Send>(
             if conn.closed.load(Ordering::Acquire) {
                 return;
             }
-            let polled = (!r.r.pending()).then(|| poll(&*r.r, r.poll));
+            // Without a budget the read is timed all the same (a request come already
+            // starts polling), without asking the socket first.
+            let polled = if !r.poll.is_zero() && r.r.pending() {
+                None
+            } else {
+                Some(poll(&*r.r, r.poll))
+            };
             let job = read_job(&mut *r.r, queue.bufs());
             if let Some((from, caught)) = polled {
                 if !caught {
