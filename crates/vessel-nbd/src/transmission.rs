@@ -322,6 +322,13 @@ fn take_turns<'s, 'e: 's, R: Read + Pending + Send>(
             }
             let pending = r.r.pending();
             let mut st = conn.lock();
+            // Nothing waits here when nothing else is in flight.
+            while st.in_flight > 0
+                && st.in_flight_bytes + job.payload.len() > MAX_IN_FLIGHT_BYTES
+                && st.failed.is_none()
+            {
+                st = conn.wait_done(st);
+            }
             if let Some(k) = st.failed {
                 drop(st);
                 conn.end(Err(io::Error::new(k, "writing replies failed").into()));
@@ -336,17 +343,6 @@ fn take_turns<'s, 'e: 's, R: Read + Pending + Send>(
                     return;
                 }
                 continue;
-            }
-            while st.in_flight > 0
-                && st.in_flight_bytes + job.payload.len() > MAX_IN_FLIGHT_BYTES
-                && st.failed.is_none()
-            {
-                st = conn.wait_done(st);
-            }
-            if let Some(k) = st.failed {
-                drop(st);
-                conn.end(Err(io::Error::new(k, "writing replies failed").into()));
-                return;
             }
             st.in_flight += 1;
             st.in_flight_bytes += job.payload.len();

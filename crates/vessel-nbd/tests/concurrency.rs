@@ -22,6 +22,16 @@ struct Slow {
     flushed_after_write: AtomicBool,
 }
 
+impl Slow {
+    fn new(dir: &TempDir) -> Arc<Slow> {
+        Arc::new(Slow {
+            inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
+            wrote: AtomicBool::new(false),
+            flushed_after_write: AtomicBool::new(false),
+        })
+    }
+}
+
 impl BlockDevice for Slow {
     fn size(&self) -> u64 {
         self.inner.size()
@@ -123,11 +133,7 @@ fn reply(s: &mut UnixStream, data_len: impl Fn(u64) -> usize) -> (u64, u32) {
 #[test]
 fn a_slow_request_does_not_hold_back_later_replies_and_flush_waits_for_earlier_writes() {
     let dir = TempDir::new("concurrency");
-    let dev = Arc::new(Slow {
-        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
-        wrote: AtomicBool::new(false),
-        flushed_after_write: AtomicBool::new(false),
-    });
+    let dev = Slow::new(&dir);
     let server = NbdServer::new([NbdExport::new("disk", dev.clone())]).expect("server");
     let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
     let mut s = connect(&dir.join("nbd.sock"));
@@ -305,11 +311,7 @@ fn a_request_that_panics_does_not_hold_up_a_flush_or_the_end() {
 fn a_connection_whose_replies_cannot_be_written_is_ended() {
     use std::os::fd::AsRawFd;
     let dir = TempDir::new("hangup");
-    let dev = Arc::new(Slow {
-        inner: FileDevice::create(dir.join("disk.img"), 1 << 20).expect("disk"),
-        wrote: AtomicBool::new(false),
-        flushed_after_write: AtomicBool::new(false),
-    });
+    let dev = Slow::new(&dir);
     let server = NbdServer::new([NbdExport::new("disk", dev)]).expect("server");
     let handle = server.serve_unix(dir.join("nbd.sock")).expect("serve");
     let mut s = connect(&dir.join("nbd.sock"));
