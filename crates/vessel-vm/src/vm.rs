@@ -28,6 +28,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const QMP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long QEMU gets to exit after `quit` before SIGKILL.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a graceful shutdown presses the power button again while it waits.
+const POWER_BUTTON_REPEAT: Duration = Duration::from_secs(5);
 /// How long the console log sink gets to drain the pipe and exit after QEMU is gone.
 const SINK_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Capacity of the pipe into the console log sink: QEMU's writes wait on the sink (and its
@@ -645,14 +647,7 @@ impl RunningVm {
             if matches!(self.status(), Ok(VmStatus::Paused)) {
                 let _ = self.qmp.cont();
             }
-            let asked = match self.qmp.system_powerdown() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(vm = %self.name, error = %e, "system_powerdown failed");
-                    false
-                }
-            };
-            if asked && self.process.wait_exit(graceful) {
+            if self.press_power_button(graceful) {
                 ShutdownHow::Graceful
             } else {
                 self.exit.requested(ShutdownHow::Quit);
@@ -676,6 +671,34 @@ impl RunningVm {
             how,
             took: started.elapsed(),
         })
+    }
+
+    /// Presses the ACPI power button and waits up to `graceful` for the guest to power off,
+    /// pressing again every [`POWER_BUTTON_REPEAT`]: a guest that was still booting (its
+    /// ACPI handling not up yet) loses a press, and would otherwise be quit at the end of the
+    /// wait. Guests ignore presses while they are already shutting down. False at once if
+    /// QEMU refuses the first press.
+    fn press_power_button(&self, graceful: Duration) -> bool {
+        let deadline = Instant::now() + graceful;
+        let mut pressed = false;
+        loop {
+            match self.qmp.system_powerdown() {
+                Ok(()) => pressed = true,
+                Err(e) => {
+                    tracing::warn!(vm = %self.name, error = %e, "system_powerdown failed");
+                    if !pressed {
+                        return false;
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.process.wait_exit(left.min(POWER_BUTTON_REPEAT)) {
+                return true;
+            }
+            if left <= POWER_BUTTON_REPEAT {
+                return false;
+            }
+        }
     }
 
     /// Kills QEMU at once (SIGKILL) and cleans up.

@@ -682,3 +682,45 @@ fn vmimage_guest_runs_the_agent_and_powers_off() {
     );
     assert_eq!(outcome.how, ShutdownHow::Graceful);
 }
+
+/// A shutdown asked for while the guest boots: the first press of the power button comes
+/// before the guest handles ACPI and is lost; the press repeated while the shutdown waits
+/// powers the guest off gracefully instead of leaving it to be quit at the end of the wait.
+#[test]
+fn a_power_button_pressed_while_the_guest_boots_is_pressed_again() {
+    common::require_tools();
+    let _boot = boot_lock();
+    let (kernel, modules) = common::host_kernel();
+    let tmp = TempDir::new("early-stop");
+    let initrd = tmp.path().join("initrd.img");
+    common::build_initramfs(&initrd, &modules);
+    let def = para_def(tmp.path(), &kernel, &initrd, "vm-early-stop");
+    let (tx, events) = std::sync::mpsc::channel();
+    let sink: vessel_vm::qmp::EventSink = Box::new(move |e| {
+        let _ = tx.send(e);
+    });
+    let mut guard = QemuGuard::new(&def.run_dir, None);
+    let vm = start(&def, Some(sink)).expect("start");
+    guard.watch(vm.pid);
+    // At once: under TCG the guest takes seconds to reach its init (3 s here when idle).
+    let outcome = vm.shutdown(Duration::from_secs(60)).expect("shutdown");
+    let console = std::fs::read_to_string(def.run_dir.join("console.log")).unwrap_or_default();
+    let presses = events
+        .try_iter()
+        .filter(|e| e.kind == EventKind::Powerdown)
+        .count();
+    eprintln!(
+        "early stop: {:?} in {:.1} s after {presses} presses",
+        outcome.how,
+        outcome.took.as_secs_f64()
+    );
+    assert!(
+        console.contains("VESSEL-READY"),
+        "the guest booted before it powered off: {console}"
+    );
+    assert_eq!(outcome.how, ShutdownHow::Graceful, "console: {console}");
+    assert!(
+        presses >= 2,
+        "the first press came before the guest could handle it ({presses} presses)"
+    );
+}

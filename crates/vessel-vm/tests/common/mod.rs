@@ -220,7 +220,8 @@ for w in $(cat /proc/cmdline); do case "$w" in vessel.hostname=*) hostname "${w#
 mkdir -p /dev/virtio-ports
 for p in /sys/class/virtio-ports/vport*; do ln -sf "../${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"; done
 trap 'echo VESSEL-SHUTDOWN; poweroff -f' USR2
-acpid -c /etc/acpi -l /run/acpid.log
+acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
+i=0; while [ ! -s /run/acpid.pid ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 (while :; do /usr/bin/vessel-agent /dev/virtio-ports/org.vessel.agent >>/run/agent.log 2>&1; sleep 1; done) &
 echo "VESSEL-READY $(hostname)"
 while :; do setsid sh </dev/hvc0 >/dev/hvc0 2>&1 & wait $!; done

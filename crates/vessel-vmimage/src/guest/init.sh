@@ -187,7 +187,13 @@ start_acpid() {
     [ -d $V/acpi ] && $BB ls /dev/input/event* >/dev/null 2>&1 || return 0
     # -a and -M name files that do not exist, so acpid keeps its built-in tables (power
     # button → PWRF/00000080) whatever the root file system has in /etc.
+    $BB rm -f /run/acpid.pid
     $BB acpid -c $V/acpi -l /run/acpid.log -p /run/acpid.pid -a $V/acpid.conf -M $V/acpi.map
+    # acpid forks at once and opens the event devices in the child, which then writes its
+    # pid file: wait for it (up to 5 s), so that a power button pressed as soon as the host
+    # sees VESSEL-READY is not lost.
+    _i=0
+    while [ ! -s /run/acpid.pid ] && [ $_i -lt 100 ]; do $BB sleep 0.05; _i=$((_i + 1)); done
 }
 
 shutdown() {
