@@ -5,6 +5,7 @@
 //! a real etcd on loopback.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +46,8 @@ impl Etcd {
         let client = format!("http://127.0.0.1:{c}");
         let peer = format!("http://127.0.0.1:{p}");
         let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-        let child = Command::new("/usr/bin/etcd")
+        let mut child = Command::new("/usr/bin/etcd");
+        child
             .args(["--name", "solo"])
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -56,9 +58,19 @@ impl Etcd {
             .args(["--initial-cluster", &format!("solo={peer}")])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
+            .stderr(log);
+        // Killed with the test thread that started it, also when the test process is
+        // killed (no drop runs then).
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            child.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = child.spawn().expect("start etcd");
         let etcd = Etcd {
             child,
             dir,

@@ -2,6 +2,7 @@
 //! [`super::Sandbox`], peers and clients on the underlay; killed and its data removed on
 //! drop, also when the test fails.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +40,8 @@ impl EtcdMember {
             .unwrap();
         let peer = format!("http://{}:2380", self.addr);
         let client = format!("http://{}:2379", self.addr);
-        let child = Command::new("nsenter")
+        let mut child = Command::new("nsenter");
+        child
             .arg(format!("--net=/run/netns/{}", self.netns))
             .arg("--")
             .arg(etcd_bin())
@@ -60,10 +62,19 @@ impl EtcdMember {
             .arg("--pre-vote")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.child = Some(child);
+            .stderr(log);
+        // Killed with the test thread that started it, also when the test process is
+        // killed (no drop runs then); nsenter execs etcd, which keeps the setting.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            child.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(child.spawn().expect("start etcd"));
     }
 
     /// Kills this member's process (SIGKILL).
