@@ -258,6 +258,13 @@ impl RaidArray {
         array.write_bitmap_all()?;
         array.lock().write_superblocks()?;
         Ctx::new(&array).resync_marked()?;
+        // The initial sync read every member through (and synced): nobody's data is cached
+        // yet, so what it left in the page cache only makes later small writes dearer.
+        for slot in &array.lock().slots {
+            if let Some(m) = &slot.member {
+                m.drop_cached();
+            }
+        }
         tracing::info!(pool = %array.pool, level = %geo.level, members = geo.members, size = geo.size(), "RAID array created");
         Ok(array)
     }

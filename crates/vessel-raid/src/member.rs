@@ -453,6 +453,22 @@ impl Member {
         }
     }
 
+    /// Drops the member's clean pages from the host's page cache (advice; nothing to do for
+    /// `O_DIRECT` or NBD members). After a pass that read or wrote the whole member and
+    /// synced it (the initial sync): otherwise its pages stay cached in the large folios of
+    /// sequential I/O (1–2 MiB here), and every later 4 KiB write into one costs the file
+    /// system a walk over its blocks (a third of the CPU of page-cached 4 KiB writes,
+    /// measured).
+    pub fn drop_cached(&self) {
+        if let (false, Backend::File(f)) = (self.direct, &self.backend) {
+            // SAFETY: an open descriptor; the advice only drops clean cached pages.
+            let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            if rc != 0 {
+                tracing::debug!(path = %self.path.display(), error = rc, "posix_fadvise(DONTNEED) failed");
+            }
+        }
+    }
+
     /// Reads the superblock block: `Ok(Err(_))` when it is missing or unusable.
     pub fn read_superblock(&self) -> Result<Result<Superblock, DecodeError>> {
         if self.size < SUPERBLOCK_SIZE as u64 {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use common::{Rng, TempDir, DATA_OFFSET};
 use vessel_raid::member::Member;
-use vessel_raid::{RaidArray, RaidConfig, RaidLevel};
+use vessel_raid::{MemberIo, RaidArray, RaidConfig, RaidLevel};
 
 fn round_trip(paths: &[std::path::PathBuf]) {
     let array = RaidArray::create(paths, &RaidConfig::new(RaidLevel::Raid5)).expect("create");
@@ -42,4 +42,61 @@ fn members_on_tmpfs_work() {
     let dir = TempDir::new_in(shm, "tmpfs");
     let paths = dir.members("m", 3, DATA_OFFSET + (1 << 20));
     round_trip(&paths);
+}
+
+/// Pages of `path` in the host's page cache, and of all its pages.
+fn cached_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).expect("open");
+    let len = f.metadata().expect("stat").len() as usize;
+    let pages = len.div_ceil(4096);
+    // SAFETY: a read-only shared mapping of an open file, unmapped below; never touched,
+    // only asked about with mincore.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap {}", path.display());
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `vec` has one byte per page of the mapping.
+    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    assert_eq!(rc, 0, "mincore {}", path.display());
+    (vec.iter().filter(|b| *b & 1 != 0).count(), pages)
+}
+
+/// A pool created through the page cache leaves nothing of its initial sync there: those
+/// pages, read sequentially, would stay cached in large folios, and every later 4 KiB write
+/// into one costs the file system a walk over all its blocks.
+#[test]
+fn creation_through_the_page_cache_leaves_the_members_uncached() {
+    let dir = TempDir::new("uncached");
+    let paths = dir.members("m", 3, DATA_OFFSET + (16 << 20));
+    let config = RaidConfig::new(RaidLevel::Raid5).member_io(MemberIo::Cached);
+    let array = RaidArray::create(&paths, &config).expect("create");
+    assert!(array.status().iter().all(|m| !m.direct), "buffered members");
+    for p in &paths {
+        let (cached, pages) = cached_pages(p);
+        assert!(
+            cached * 50 < pages,
+            "{}: {cached} of {pages} pages left in the page cache by the creation",
+            p.display()
+        );
+    }
+    // What is written afterwards is cached as usual (and seen so by this measure).
+    let mut data = vec![0u8; 8 << 20];
+    Rng::new(5).fill(&mut data);
+    array.write_at(0, &data).expect("write");
+    let cached: usize = paths.iter().map(|p| cached_pages(p).0).sum();
+    assert!(
+        cached >= data.len() / 4096,
+        "{cached} pages cached after writing 8 MiB through the page cache"
+    );
 }
