@@ -260,10 +260,14 @@ impl RaidArray {
         Ctx::new(&array).resync_marked()?;
         // The initial sync read every member through (and synced): nobody's data is cached
         // yet, so what it left in the page cache only makes later small writes dearer.
-        for slot in &array.lock().slots {
-            if let Some(m) = &slot.member {
-                m.drop_cached();
-            }
+        let members: Vec<Arc<Member>> = array
+            .lock()
+            .slots
+            .iter()
+            .filter_map(|s| s.member.clone())
+            .collect();
+        for m in members {
+            m.drop_cached();
         }
         tracing::info!(pool = %array.pool, level = %geo.level, members = geo.members, size = geo.size(), "RAID array created");
         Ok(array)

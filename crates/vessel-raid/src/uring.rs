@@ -188,7 +188,8 @@ fn new_ring() -> Option<IoUring> {
 }
 
 /// Runs every request, in parallel where the kernel allows; one result per request, in
-/// order. Returns only when every I/O is complete.
+/// order. Returns only when every I/O is complete. The requests' operations may have been
+/// moved out by then (buffered writes cut into pieces): drop them after.
 pub(crate) fn run(reqs: &mut [Req<'_>]) -> Vec<Result<()>> {
     // No work to do meanwhile: the I/O is handed over and waited for in one system call.
     run_with(reqs, None::<fn()>)

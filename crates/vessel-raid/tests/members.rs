@@ -44,12 +44,18 @@ fn members_on_tmpfs_work() {
     round_trip(&paths);
 }
 
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).expect("page size")
+}
+
 /// Pages of `path` in the host's page cache, and of all its pages.
 fn cached_pages(path: &Path) -> (usize, usize) {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(path).expect("open");
     let len = f.metadata().expect("stat").len() as usize;
-    let pages = len.div_ceil(4096);
+    let pages = len.div_ceil(page_size());
     // SAFETY: a read-only shared mapping of an open file, unmapped below; never touched,
     // only asked about with mincore.
     let addr = unsafe {
@@ -77,7 +83,19 @@ fn cached_pages(path: &Path) -> (usize, usize) {
 /// into one costs the file system a walk over all its blocks.
 #[test]
 fn creation_through_the_page_cache_leaves_the_members_uncached() {
-    let dir = TempDir::new("uncached");
+    // On a disk file system: tmpfs pages are the files themselves and are never dropped.
+    let var_tmp = Path::new("/var/tmp");
+    // SAFETY: statfs is plain data; all zeroes is a valid value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statfs the call fills.
+    let rc = unsafe { libc::statfs(c"/var/tmp".as_ptr(), &mut fs) };
+    assert_eq!(rc, 0, "statfs /var/tmp");
+    assert_ne!(
+        fs.f_type,
+        libc::TMPFS_MAGIC,
+        "/var/tmp is a tmpfs; this test needs a disk file system there"
+    );
+    let dir = TempDir::new_in(var_tmp, "uncached");
     let paths = dir.members("m", 3, DATA_OFFSET + (16 << 20));
     let config = RaidConfig::new(RaidLevel::Raid5).member_io(MemberIo::Cached);
     let array = RaidArray::create(&paths, &config).expect("create");
@@ -96,7 +114,7 @@ fn creation_through_the_page_cache_leaves_the_members_uncached() {
     array.write_at(0, &data).expect("write");
     let cached: usize = paths.iter().map(|p| cached_pages(p).0).sum();
     assert!(
-        cached >= data.len() / 4096,
+        cached >= data.len() / page_size(),
         "{cached} pages cached after writing 8 MiB through the page cache"
     );
 }

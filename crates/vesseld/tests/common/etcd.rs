@@ -65,7 +65,8 @@ impl EtcdMember {
             .stderr(log);
         // Killed with the test thread that started it, also when the test process is
         // killed (no drop runs then); nsenter execs etcd, which keeps the setting.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // SAFETY: the closure only calls prctl and reads errno, both async-signal-safe, as
+        // code between fork and exec must be.
         unsafe {
             child.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
