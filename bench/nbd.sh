@@ -46,9 +46,9 @@ for s in vessel qemu nbdkit; do
   [ -S "$WORK/$s.sock" ] || die "$s did not create its socket"
 done
 servers=(vessel qemu nbdkit)
-nbdcopy --flush "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/vessel.sock" || die "filling vessel-nbd's image failed"
-nbdcopy --flush "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/qemu.sock" || die "filling qemu-nbd's image failed"
-nbdcopy --flush "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/nbdkit.sock" || die "filling nbdkit's image failed"
+for s in "${servers[@]}"; do
+  nbdcopy --flush "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/$s.sock" || die "filling $s's image failed"
+done
 if [ "$RAID_LEVEL" != none ]; then
   SOCK=$WORK/vesseld.sock
   VESSEL_LIBEXEC=$BIN "$BIN/vesseld" --root-dir "$WORK/root" --run-dir "$WORK/run" --socket "$SOCK" \

@@ -29,6 +29,17 @@ fn exec(cmd: &[&str]) -> ExecRequest {
     serde_json::from_value(serde_json::json!({ "command": cmd })).expect("exec request")
 }
 
+/// A QMP event sink and the receiving end of what it is given.
+fn event_channel() -> (vessel_vm::qmp::EventSink, Receiver<QmpEvent>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (
+        Box::new(move |e| {
+            let _ = tx.send(e);
+        }),
+        rx,
+    )
+}
+
 /// Waits for an event matching `want`, skipping others.
 fn wait_event(rx: &Receiver<QmpEvent>, what: &str, want: impl Fn(&EventKind) -> bool) -> QmpEvent {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -220,10 +231,7 @@ fn para_vm_lifecycle() {
         .unwrap_or_else(|| panic!("starter printed no pid: {stdout}"));
     guard.watch(pid);
 
-    let (tx, events) = std::sync::mpsc::channel();
-    let sink: vessel_vm::qmp::EventSink = Box::new(move |e| {
-        let _ = tx.send(e);
-    });
+    let (sink, events) = event_channel();
     let vm = adopt(&run.join("qemu.pid"), &run.join("qmp.sock"), Some(sink)).expect("adopt");
     assert_eq!(vm.pid, pid);
     assert!(vm.exit_fd().is_some(), "a pidfd to await the exit");
@@ -695,16 +703,13 @@ fn a_power_button_pressed_while_the_guest_boots_is_pressed_again() {
     let initrd = tmp.path().join("initrd.img");
     common::build_initramfs(&initrd, &modules);
     let def = para_def(tmp.path(), &kernel, &initrd, "vm-early-stop");
-    let (tx, events) = std::sync::mpsc::channel();
-    let sink: vessel_vm::qmp::EventSink = Box::new(move |e| {
-        let _ = tx.send(e);
-    });
+    let (sink, events) = event_channel();
     let mut guard = QemuGuard::new(&def.run_dir, None);
     let vm = start(&def, Some(sink)).expect("start");
     guard.watch(vm.pid);
     // At once: under TCG the guest takes seconds to reach its init (3 s here when idle).
     let outcome = vm.shutdown(Duration::from_secs(60)).expect("shutdown");
-    let console = std::fs::read_to_string(def.run_dir.join("console.log")).unwrap_or_default();
+    let console = std::fs::read_to_string(&vm.console_log).unwrap_or_default();
     let presses = events
         .try_iter()
         .filter(|e| e.kind == EventKind::Powerdown)
