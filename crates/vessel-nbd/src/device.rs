@@ -153,6 +153,12 @@ pub struct FileDevice {
 /// I/O) are left to the page cache.
 const WRITEBACK_FROM: usize = 64 << 10;
 
+/// A write goes to the page cache in pieces of at most this many bytes. The page cache keeps
+/// a write's pages in folios as large as the write, and ext4 walks every block of a folio on
+/// each later write into it: a 4 KiB write into a file written in 256 KiB pieces cost the
+/// server 15–18 µs of CPU, in 64 KiB pieces 11–12.6 (measured, alternating rounds).
+const WRITE_PIECE: usize = 64 << 10;
+
 impl FileDevice {
     /// Open an existing file; its current length is the device size.
     pub fn open(path: impl AsRef<Path>, read_only: bool) -> Result<Self, DeviceError> {
@@ -247,7 +253,11 @@ impl BlockDevice for FileDevice {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError> {
         self.writable()?;
-        self.file.write_all_at(buf, offset)?;
+        let mut at = offset;
+        for piece in buf.chunks(WRITE_PIECE) {
+            self.file.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+        }
         if buf.len() >= WRITEBACK_FROM {
             if let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(buf.len())) {
                 // SAFETY: a plain system call on a descriptor this device owns; it only
