@@ -257,7 +257,7 @@ impl RaidArray {
         // a bitmap left over from its previous life.
         array.write_bitmap_all()?;
         array.lock().write_superblocks()?;
-        Ctx::new(&array).resync_marked()?;
+        Ctx::for_pass(&array).resync_marked()?;
         // The initial sync read every member through (and synced): nobody's data is cached
         // yet, so what it left in the page cache only makes later small writes dearer.
         let members: Vec<Arc<Member>> = array
@@ -469,7 +469,7 @@ impl RaidArray {
         let dirty = !array.intents().bitmap.marked_rows(geo.rows()).is_empty();
         if dirty {
             tracing::warn!(pool = %pool, "array was not shut down cleanly; resyncing dirty regions");
-            Ctx::new(&array).resync_marked()?;
+            Ctx::for_pass(&array).resync_marked()?;
         }
         tracing::info!(pool = %pool, level = %geo.level, "RAID array assembled");
         Ok(array)

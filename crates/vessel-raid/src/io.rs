@@ -335,6 +335,9 @@ pub(crate) struct Ctx<'a> {
     pub slots: Vec<Slot>,
     /// The error that last took a member out during this request.
     pub error: Option<RaidError>,
+    /// Members read through the page cache are read past it ([`Member::past_cache`]): a
+    /// scrub's, a rebuild's or a resync's context.
+    past_cache: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -345,6 +348,24 @@ impl<'a> Ctx<'a> {
             geo: a.geo,
             slots,
             error: None,
+            past_cache: false,
+        }
+    }
+
+    /// The context of a pass over whole members (a scrub, a rebuild, a resync): its reads
+    /// go past the host's page cache ([`Member::past_cache`]).
+    pub fn for_pass(a: &'a RaidArray) -> Self {
+        Ctx {
+            past_cache: true,
+            ..Ctx::new(a)
+        }
+    }
+
+    /// The member to read `m`'s data from in this context.
+    pub fn reader<'m>(&self, m: &'m Member) -> &'m Member {
+        match self.past_cache {
+            true => m.past_cache(),
+            false => m,
         }
     }
 
@@ -405,7 +426,7 @@ impl<'a> Ctx<'a> {
         for (i, ((_, off, segs), member)) in reads.iter_mut().zip(&members).enumerate() {
             if let Some(member) = member {
                 let segs = segs.iter_mut().map(|s| &mut **s).collect();
-                reqs.push(Req::readv(member, *off, segs));
+                reqs.push(Req::readv(self.reader(member), *off, segs));
                 at.push(i);
             }
         }

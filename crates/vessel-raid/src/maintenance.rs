@@ -202,7 +202,7 @@ impl RaidArray {
         self.csums.drop_all();
         for row in 0..self.geo.rows() {
             let _row = self.rows.lock(row..row + 1);
-            let mut inner = Ctx::new(self);
+            let mut inner = Ctx::for_pass(self);
             if (0..inner.slots.len()).any(|m| !inner.readable(m, row)) {
                 report.rows_skipped += 1;
                 continue;

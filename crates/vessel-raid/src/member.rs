@@ -284,6 +284,10 @@ pub struct Member {
     size: u64,
     /// Set once the array has taken the member out: cached state of it is never written.
     failed: AtomicBool,
+    /// For a member read and written through the page cache: the same file opened
+    /// read-only with `O_DIRECT` (where the file system takes it), for the reads of a scrub,
+    /// a rebuild or a resync ([`Member::past_cache`]).
+    past_cache: Option<Box<Member>>,
 }
 
 impl Member {
@@ -323,6 +327,7 @@ impl Member {
                 direct: false,
                 size,
                 failed: AtomicBool::new(false),
+                past_cache: None,
             });
         }
         let direct = if try_direct {
@@ -346,6 +351,26 @@ impl Member {
             }
         };
         let size = device_size(&file).map_err(|e| io_err("find the size", e))?;
+        let past_cache = match direct {
+            true => None,
+            false => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .ok()
+                .filter(probe_direct)
+                .map(|f| {
+                    Box::new(Member {
+                        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                        path: path.to_path_buf(),
+                        backend: Backend::File(f),
+                        direct: true,
+                        size,
+                        failed: AtomicBool::new(false),
+                        past_cache: None,
+                    })
+                }),
+        };
         tracing::debug!(member = %path.display(), direct, size, "member opened");
         Ok(Member {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -354,6 +379,7 @@ impl Member {
             direct,
             size,
             failed: AtomicBool::new(false),
+            past_cache,
         })
     }
 
@@ -370,6 +396,19 @@ impl Member {
     /// Whether I/O bypasses the page cache.
     pub fn is_direct(&self) -> bool {
         self.direct
+    }
+
+    /// The member to read past the host's page cache: itself if its I/O does already (or
+    /// its file system refuses `O_DIRECT`), else the same file opened read-only with
+    /// `O_DIRECT`. A scrub, a rebuild and a resync read whole members once: through the
+    /// page cache they would check the cached copy rather than the disk, push the
+    /// instances' cached data out, and leave what they read in the large folios of
+    /// sequential reads, into which every later 4 KiB write costs the file system a walk
+    /// over all the folio's blocks. The kernel writes a range's dirty cached pages back
+    /// before an `O_DIRECT` read of it, so the read sees every write made through the
+    /// cache.
+    pub(crate) fn past_cache(&self) -> &Member {
+        self.past_cache.as_deref().unwrap_or(self)
     }
 
     /// This open member's identity, unique in the process.

@@ -141,7 +141,7 @@ impl RaidArray {
                     rows.is_empty() || (partial && !self.intents().bitmap.marks_any(rows.clone()));
                 if skip {
                     if let Some((p, _guard)) = pending.take() {
-                        let mut ctx = Ctx::new(self);
+                        let mut ctx = Ctx::for_pass(self);
                         let res = ctx.write_rebuilt(m, &p);
                         let err = ctx.error.take();
                         ctx.finish()?;
@@ -161,6 +161,12 @@ impl RaidArray {
                     inner.slots[m].checkpoint = 0;
                     inner.write_superblocks()?;
                     tracing::info!(pool = %inner.pool, member = m, "rebuild finished");
+                    let rebuilt = inner.slots[m].member.clone();
+                    drop(inner);
+                    // Written whole and synced: nothing of it is anyone's cached data yet.
+                    if let Some(member) = rebuilt {
+                        member.drop_cached();
+                    }
                     break;
                 }
                 let step = (rows.end - rows.start) * chunk;
@@ -175,7 +181,7 @@ impl RaidArray {
                         Some((data, guard)) if data.rows == rows => (Some(data), guard),
                         _ => (None, self.rows.lock(rows.clone())),
                     };
-                    let mut ctx = Ctx::new(self);
+                    let mut ctx = Ctx::for_pass(self);
                     // The span before stays locked until the checkpoint is past it.
                     let prev = pending.take();
                     let res = if read_ahead {
@@ -287,7 +293,7 @@ impl Ctx<'_> {
         let mut read = Vec::new();
         for (i, (b, r)) in bufs.iter_mut().zip(&readers).enumerate() {
             if let Some(r) = r {
-                reqs.push(Req::read(r, next_off, b.as_mut_slice()));
+                reqs.push(Req::read(self.reader(r), next_off, b.as_mut_slice()));
                 read.push(i);
             }
         }

@@ -78,13 +78,9 @@ fn cached_pages(path: &Path) -> (usize, usize) {
     (vec.iter().filter(|b| *b & 1 != 0).count(), pages)
 }
 
-/// A pool created through the page cache leaves nothing of its initial sync there: those
-/// pages, read sequentially, would stay cached in large folios, and every later 4 KiB write
-/// into one costs the file system a walk over all its blocks.
-#[test]
-fn creation_through_the_page_cache_leaves_the_members_uncached() {
-    // On a disk file system: tmpfs pages are the files themselves and are never dropped.
-    let var_tmp = Path::new("/var/tmp");
+/// A scratch directory under `/var/tmp`, on a disk file system: tmpfs pages are the files
+/// themselves, never dropped nor read past.
+fn on_disk(name: &str) -> TempDir {
     // SAFETY: statfs is plain data; all zeroes is a valid value.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a statfs the call fills.
@@ -95,7 +91,122 @@ fn creation_through_the_page_cache_leaves_the_members_uncached() {
         libc::TMPFS_MAGIC,
         "/var/tmp is a tmpfs; this test needs a disk file system there"
     );
-    let dir = TempDir::new_in(var_tmp, "uncached");
+    TempDir::new_in(Path::new("/var/tmp"), name)
+}
+
+/// Drops `path`'s clean pages from the page cache.
+fn drop_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).expect("open");
+    // SAFETY: an open descriptor; the advice only drops clean cached pages.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise {}", path.display());
+}
+
+/// A scrub of members read and written through the page cache reads them past it: it
+/// checks what is on the disk, leaves nothing new cached (instances' cached data stays,
+/// and no large folios of a sequential read are left behind), and still sees every write
+/// made through the cache, flushed or not (the kernel writes a range's dirty pages back
+/// before an `O_DIRECT` read of it).
+#[test]
+fn a_scrub_of_page_cached_members_reads_them_past_the_cache() {
+    let dir = on_disk("scrub-cache");
+    let paths = dir.members("m", 3, DATA_OFFSET + (16 << 20));
+    let config = RaidConfig::new(RaidLevel::Raid5).member_io(MemberIo::Cached);
+    let array = RaidArray::create(&paths, &config).expect("create");
+    // Written, not flushed: in the page cache only. A scrub that missed it would find the
+    // checksums of the new data against the zeroes on the disk.
+    let mut data = vec![0u8; 8 << 20];
+    Rng::new(9).fill(&mut data);
+    array.write_at(0, &data).expect("write");
+    let report = array.scrub(false).expect("scrub");
+    assert!(report.is_clean() && report.rows_checked > 0, "{report:?}");
+    array.flush().expect("flush");
+    for p in &paths {
+        drop_cache(p);
+    }
+    let before: usize = paths.iter().map(|p| cached_pages(p).0).sum();
+    let report = array.scrub(false).expect("scrub");
+    assert!(report.is_clean(), "{report:?}");
+    let (after, pages) = paths.iter().fold((0, 0), |(c, n), p| {
+        let (c1, n1) = cached_pages(p);
+        (c + c1, n + n1)
+    });
+    // The checksums the scrub reads (4 bytes per 4 KiB block) come through the cache.
+    assert!(
+        after <= before + pages / 256,
+        "the scrub left {} pages cached ({before} before, of {pages})",
+        after
+    );
+    // A member's bytes changed behind the array (through the cache, not yet on the disk):
+    // the scrub sees them.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&paths[1])
+        .expect("open");
+    f.write_all_at(&[0x5a; 4096], DATA_OFFSET + 8192)
+        .expect("write");
+    let report = array.scrub(false).expect("scrub");
+    assert!(
+        report.mismatches.iter().any(|m| m.members == vec![1]),
+        "{report:?}"
+    );
+}
+
+/// A rebuild of a member read and written through the page cache reads the survivors past
+/// it: their cached pages stay as they were; the rebuilt member is right.
+#[test]
+fn a_rebuild_of_page_cached_members_reads_the_survivors_past_the_cache() {
+    let dir = on_disk("rebuild-cache");
+    let size = DATA_OFFSET + (16 << 20);
+    let paths = dir.members("m", 3, size);
+    let config = RaidConfig::new(RaidLevel::Raid5).member_io(MemberIo::Cached);
+    let array = RaidArray::create(&paths, &config).expect("create");
+    let mut data = vec![0u8; array.size() as usize];
+    Rng::new(10).fill(&mut data);
+    array.write_at(0, &data).expect("write");
+    array.flush().expect("flush");
+    for p in &paths {
+        drop_cache(p);
+    }
+    array.fail_member(2).expect("fail");
+    let new = dir.file("new2", size);
+    array.replace_member(2, &new).expect("replace");
+    let before: usize = paths[..2].iter().map(|p| cached_pages(p).0).sum();
+    array.rebuild(|_, _| {}).expect("rebuild");
+    let (after, pages) = paths[..2].iter().fold((0, 0), |(c, n), p| {
+        let (c1, n1) = cached_pages(p);
+        (c + c1, n + n1)
+    });
+    assert!(
+        after <= before + pages / 256,
+        "the rebuild left {after} survivor pages cached ({before} before, of {pages})"
+    );
+    // The new member, written whole and synced, is not left in the cache either.
+    let (cached, pages) = cached_pages(&new);
+    assert!(
+        cached <= pages / 256,
+        "the rebuild left {cached} of the new member's {pages} pages cached"
+    );
+    assert!(array.scrub(false).expect("scrub").is_clean());
+    drop(array);
+    let mut fixed = paths.clone();
+    fixed[2] = new;
+    let fixed: Vec<Option<std::path::PathBuf>> = fixed.into_iter().map(Some).collect();
+    let array = RaidArray::open_with(&fixed, MemberIo::Cached).expect("reopen");
+    array.fail_member(0).expect("fail");
+    let mut back = vec![0u8; data.len()];
+    array.read_at(0, &mut back).expect("read");
+    assert!(back == data, "the rebuilt member's data is wrong");
+}
+
+/// A pool created through the page cache leaves nothing of its initial sync there: those
+/// pages, read sequentially, would stay cached in large folios, and every later 4 KiB write
+/// into one costs the file system a walk over all its blocks.
+#[test]
+fn creation_through_the_page_cache_leaves_the_members_uncached() {
+    let dir = on_disk("uncached");
     let paths = dir.members("m", 3, DATA_OFFSET + (16 << 20));
     let config = RaidConfig::new(RaidLevel::Raid5).member_io(MemberIo::Cached);
     let array = RaidArray::create(&paths, &config).expect("create");
