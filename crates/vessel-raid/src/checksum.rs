@@ -133,12 +133,15 @@ impl CsumCache {
         )
     }
 
-    /// The cache, with every block of `at..at + len` of `member` in it.
+    /// The cache, with every block of `at..at + len` of `member` in it; blocks not in it
+    /// yet are read from `member`, or past the host's page cache if `past_cache`
+    /// ([`Member::past_cache`]).
     fn with_blocks(
         &self,
         member: &Arc<Member>,
         at: u64,
         len: usize,
+        past_cache: bool,
     ) -> Result<MutexGuard<'_, Cache>> {
         let key = |b: u64| (member.id(), b);
         loop {
@@ -159,7 +162,11 @@ impl CsumCache {
             drop(cache);
             let span = (last + CSUM_BLOCK - first) as usize;
             let mut buf = crate::member::AlignedBuf::new(span);
-            member.read_at(first, buf.as_mut_slice())?;
+            let reader = match past_cache {
+                true => member.past_cache(),
+                false => member,
+            };
+            reader.read_at(first, buf.as_mut_slice())?;
             let mut cache = self.lock();
             if cache.epoch != epoch {
                 continue;
@@ -179,16 +186,18 @@ impl CsumCache {
     }
 
     /// Whether the `len` bytes read from `member` at `off`, whose checksums are `sums`,
-    /// match the recorded ones. An error when those cannot be read.
+    /// match the recorded ones (those not cached yet read past the host's page cache if
+    /// `past_cache`: a scrub's or a rebuild's check). An error when those cannot be read.
     pub fn matches_sums(
         &self,
         member: &Arc<Member>,
         off: u64,
         len: usize,
         sums: &[u32],
+        past_cache: bool,
     ) -> Result<bool> {
         let (at, len, skip) = self.span(off, len);
-        let cache = self.with_blocks(member, at, len)?;
+        let cache = self.with_blocks(member, at, len, past_cache)?;
         Ok(block_runs(at, skip, sums.len()).all(|(block, o, run)| {
             cache.blocks.get(&(member.id(), block)).is_some_and(|b| {
                 b.data[o..o + run.len() * 4]
@@ -215,7 +224,7 @@ impl CsumCache {
         sums: &[u32],
     ) -> Result<()> {
         let (at, len, skip) = self.span(off, len);
-        let mut cache = self.with_blocks(member, at, len)?;
+        let mut cache = self.with_blocks(member, at, len, false)?;
         if member.is_failed() {
             return Ok(());
         }

@@ -496,7 +496,7 @@ impl<'a> Ctx<'a> {
         match self
             .a
             .csums
-            .matches_sums(&member, off, len, &seg_sums(segs))
+            .matches_sums(&member, off, len, &seg_sums(segs), self.past_cache)
         {
             Ok(ok) => Some(ok),
             Err(e) => {

@@ -351,12 +351,14 @@ impl Member {
             }
         };
         let size = device_size(&file).map_err(|e| io_err("find the size", e))?;
+        // Opened again through the descriptor, not the path: the same inode even if the path
+        // has been pointed elsewhere since (a renamed file, a moved link).
         let past_cache = match direct {
             true => None,
             false => OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_DIRECT)
-                .open(path)
+                .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
                 .ok()
                 .filter(probe_direct)
                 .map(|f| {

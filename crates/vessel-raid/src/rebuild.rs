@@ -161,9 +161,13 @@ impl RaidArray {
                     inner.slots[m].checkpoint = 0;
                     inner.write_superblocks()?;
                     tracing::info!(pool = %inner.pool, member = m, "rebuild finished");
-                    let rebuilt = inner.slots[m].member.clone();
+                    let rebuilt = inner.slots[m].member.clone().filter(|_| !partial);
                     drop(inner);
-                    // Written whole and synced: nothing of it is anyone's cached data yet.
+                    // A whole rebuild wrote every row of the new member through the page
+                    // cache, and it is synced: its pages are dropped (the instances' writes
+                    // during the rebuild with them; clean pages are read from the disk when
+                    // next needed), or the copy of a whole member would push the instances'
+                    // cached data out. A re-added member's rebuild wrote the marked rows only.
                     if let Some(member) = rebuilt {
                         member.drop_cached();
                     }
@@ -368,7 +372,7 @@ impl Ctx<'_> {
             match self
                 .a
                 .csums
-                .matches_sums(&member, off, b.as_slice().len(), sums)
+                .matches_sums(&member, off, b.as_slice().len(), sums, true)
             {
                 Ok(true) => {}
                 Ok(false) => return false,

@@ -132,11 +132,10 @@ fn a_scrub_of_page_cached_members_reads_them_past_the_cache() {
         let (c1, n1) = cached_pages(p);
         (c + c1, n + n1)
     });
-    // The checksums the scrub reads (4 bytes per 4 KiB block) come through the cache.
+    // Not one page more: the checksum blocks it checks against are read past the cache too.
     assert!(
-        after <= before + pages / 256,
-        "the scrub left {} pages cached ({before} before, of {pages})",
-        after
+        after <= before,
+        "the scrub left {after} pages cached ({before} before, of {pages})"
     );
     // A member's bytes changed behind the array (through the cache, not yet on the disk):
     // the scrub sees them.
@@ -179,8 +178,9 @@ fn a_rebuild_of_page_cached_members_reads_the_survivors_past_the_cache() {
         let (c1, n1) = cached_pages(p);
         (c + c1, n + n1)
     });
+    // A margin of a few pages: the superblocks the rebuild writes to every member.
     assert!(
-        after <= before + pages / 256,
+        after <= before + 8,
         "the rebuild left {after} survivor pages cached ({before} before, of {pages})"
     );
     // The new member, written whole and synced, is not left in the cache either.

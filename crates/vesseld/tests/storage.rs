@@ -782,8 +782,9 @@ fn a_volume_attached_while_its_container_starts_is_mounted_or_refused() {
     assert_eq!(mounted + refused, ROUNDS);
 }
 
-/// For each descriptor the daemon `pid` holds on `path`: whether it was opened `O_DIRECT`.
-fn direct_flags(pid: i32, path: &Path) -> Vec<bool> {
+/// For each descriptor the daemon `pid` holds on `path`: whether it was opened `O_DIRECT`,
+/// and whether for writing.
+fn direct_flags(pid: i32, path: &Path) -> Vec<(bool, bool)> {
     let path = std::fs::canonicalize(path).unwrap();
     let mut out = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -804,7 +805,10 @@ fn direct_flags(pid: i32, path: &Path) -> Vec<bool> {
             .find_map(|l| l.strip_prefix("flags:"))
             .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
             .expect("fdinfo has flags");
-        out.push(flags & libc::O_DIRECT as u32 != 0);
+        out.push((
+            flags & libc::O_DIRECT as u32 != 0,
+            flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32,
+        ));
     }
     out
 }
@@ -821,8 +825,10 @@ fn direct_probe(dir: &Path) -> bool {
     takes
 }
 
-/// How the daemon holds each member of `pool`: `O_DIRECT` (true) or through the page cache.
-fn members_direct(d: &Daemon, pool: &str) -> Vec<bool> {
+/// How the daemon reads and writes each member of `pool`: `O_DIRECT` (true) or through the
+/// page cache. A member held through the page cache is also held read-only with `O_DIRECT`
+/// where the file system takes it (`takes`): what a scrub, a rebuild and a resync read.
+fn members_direct(d: &Daemon, pool: &str, takes: bool) -> Vec<bool> {
     let info = json(&d.ok(&["storage", "pool", "info", pool, "--format", "json"]));
     info["sources"]
         .as_array()
@@ -830,8 +836,12 @@ fn members_direct(d: &Daemon, pool: &str) -> Vec<bool> {
         .iter()
         .map(|s| {
             let held = direct_flags(d.pid(), Path::new(s.as_str().unwrap()));
-            assert_eq!(held.len(), 1, "{s}: the daemon holds it {held:?}");
-            held[0]
+            let rw: Vec<bool> = held.iter().filter(|h| h.1).map(|h| h.0).collect();
+            assert_eq!(rw.len(), 1, "{s}: the daemon holds it {held:?}");
+            let past_cache: Vec<bool> = held.iter().filter(|h| !h.1).map(|h| h.0).collect();
+            let expect = if !rw[0] && takes { vec![true] } else { vec![] };
+            assert_eq!(past_cache, expect, "{s}: the daemon holds it {held:?}");
+            rw[0]
         })
         .collect()
 }
@@ -875,11 +885,11 @@ fn a_raid_pool_through_the_page_cache_keeps_flushed_data_over_a_daemon_kill() {
     d.ok(&create("direct", &[]));
     let info = json(&d.ok(&["storage", "pool", "info", "cached", "--format", "json"]));
     assert_eq!(info["config"]["raid.cache"], "writeback", "{info}");
-    assert_eq!(members_direct(&d, "cached"), [false, false]);
     // The default is O_DIRECT where the file system takes it (members fall back to the page
     // cache where it does not: tmpfs before Linux 6.6).
     let takes = direct_probe(&d.dir);
-    assert_eq!(members_direct(&d, "direct"), [takes, takes]);
+    assert_eq!(members_direct(&d, "cached", takes), [false, false]);
+    assert_eq!(members_direct(&d, "direct", takes), [takes, takes]);
 
     block_disk(&d, "cached", "8MiB");
     let sock = d.dir.join("cached.sock");
@@ -895,7 +905,7 @@ fn a_raid_pool_through_the_page_cache_keeps_flushed_data_over_a_daemon_kill() {
         Duration::from_secs(20),
         || sock.exists(),
     );
-    assert_eq!(members_direct(&d, "cached"), [false, false]);
+    assert_eq!(members_direct(&d, "cached", takes), [false, false]);
     let back = d.dir.join("cached-back.raw");
     tool("nbdcopy", &[&uri, back.to_str().unwrap()]);
     assert!(std::fs::read(&back).unwrap() == data, "flushed data lost");
