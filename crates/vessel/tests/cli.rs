@@ -16,12 +16,28 @@ const START_HINT: &str = "Is it running? Start it with: vesseld --root-dir /var/
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// This test process's scratch directory.
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("vessel-cli-test-{}", std::process::id()))
+}
+
+/// Removes the scratch directory; run when the test binary exits, whether its tests passed
+/// or failed (the harness exits through `exit`, which runs `atexit` handlers).
+extern "C" fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch_root());
+}
+
+/// A path that does not exist yet in this process's scratch directory (the commands under
+/// test create configuration directories there, sockets are bound there).
 fn temp_path(ext: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "vessel-cli-test-{}-{}.{ext}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ))
+    static MADE: std::sync::Once = std::sync::Once::new();
+    MADE.call_once(|| {
+        std::fs::create_dir_all(scratch_root()).expect("scratch directory");
+        // SAFETY: registers a plain function that captures nothing and only removes files.
+        let rc = unsafe { libc::atexit(remove_scratch) };
+        assert_eq!(rc, 0, "atexit");
+    });
+    scratch_root().join(format!("{}.{ext}", COUNTER.fetch_add(1, Ordering::SeqCst)))
 }
 
 fn vessel(args: &[&str]) -> Command {
