@@ -258,8 +258,9 @@ impl RaidArray {
         array.write_bitmap_all()?;
         array.lock().write_superblocks()?;
         Ctx::for_pass(&array).resync_marked()?;
-        // The initial sync read every member through (and synced): nobody's data is cached
-        // yet, so what it left in the page cache only makes later small writes dearer.
+        // The initial sync wrote through the page cache (its reads went past it) and
+        // synced: nobody's data is cached yet, so what it left there only makes later small
+        // writes dearer.
         let members: Vec<Arc<Member>> = array
             .lock()
             .slots

@@ -135,7 +135,7 @@ impl CsumCache {
 
     /// The cache, with every block of `at..at + len` of `member` in it; blocks not in it
     /// yet are read from `member`, or past the host's page cache if `past_cache`
-    /// ([`Member::past_cache`]).
+    /// ([`Member::reader`]).
     fn with_blocks(
         &self,
         member: &Arc<Member>,
@@ -162,11 +162,9 @@ impl CsumCache {
             drop(cache);
             let span = (last + CSUM_BLOCK - first) as usize;
             let mut buf = crate::member::AlignedBuf::new(span);
-            let reader = match past_cache {
-                true => member.past_cache(),
-                false => member,
-            };
-            reader.read_at(first, buf.as_mut_slice())?;
+            member
+                .reader(past_cache)
+                .read_at(first, buf.as_mut_slice())?;
             let mut cache = self.lock();
             if cache.epoch != epoch {
                 continue;

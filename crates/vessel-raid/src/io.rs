@@ -335,9 +335,9 @@ pub(crate) struct Ctx<'a> {
     pub slots: Vec<Slot>,
     /// The error that last took a member out during this request.
     pub error: Option<RaidError>,
-    /// Members read through the page cache are read past it ([`Member::past_cache`]): a
+    /// Members read through the page cache are read past it ([`Member::reader`]): a
     /// scrub's, a rebuild's or a resync's context.
-    past_cache: bool,
+    pub past_cache: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -353,7 +353,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The context of a pass over whole members (a scrub, a rebuild, a resync): its reads
-    /// go past the host's page cache ([`Member::past_cache`]).
+    /// go past the host's page cache ([`Member::reader`]).
     pub fn for_pass(a: &'a RaidArray) -> Self {
         Ctx {
             past_cache: true,
@@ -363,10 +363,7 @@ impl<'a> Ctx<'a> {
 
     /// The member to read `m`'s data from in this context.
     pub fn reader<'m>(&self, m: &'m Member) -> &'m Member {
-        match self.past_cache {
-            true => m.past_cache(),
-            false => m,
-        }
+        m.reader(self.past_cache)
     }
 
     /// Whether member `m` may be written.

@@ -286,7 +286,7 @@ pub struct Member {
     failed: AtomicBool,
     /// For a member read and written through the page cache: the same file opened
     /// read-only with `O_DIRECT` (where the file system takes it), for the reads of a scrub,
-    /// a rebuild or a resync ([`Member::past_cache`]).
+    /// a rebuild or a resync ([`Member::reader`]).
     past_cache: Option<Box<Member>>,
 }
 
@@ -400,17 +400,20 @@ impl Member {
         self.direct
     }
 
-    /// The member to read past the host's page cache: itself if its I/O does already (or
-    /// its file system refuses `O_DIRECT`), else the same file opened read-only with
-    /// `O_DIRECT`. A scrub, a rebuild and a resync read whole members once: through the
+    /// The member to read from: with `past_cache`, one that reads past the host's page
+    /// cache (itself if its I/O does already, or its file system refuses `O_DIRECT`, else
+    /// the same file opened read-only with `O_DIRECT`); without, itself. A scrub, a rebuild and a resync read whole members once: through the
     /// page cache they would check the cached copy rather than the disk, push the
     /// instances' cached data out, and leave what they read in the large folios of
     /// sequential reads, into which every later 4 KiB write costs the file system a walk
     /// over all the folio's blocks. The kernel writes a range's dirty cached pages back
     /// before an `O_DIRECT` read of it, so the read sees every write made through the
     /// cache.
-    pub(crate) fn past_cache(&self) -> &Member {
-        self.past_cache.as_deref().unwrap_or(self)
+    pub(crate) fn reader(&self, past_cache: bool) -> &Member {
+        match (past_cache, &self.past_cache) {
+            (true, Some(direct)) => direct,
+            _ => self,
+        }
     }
 
     /// This open member's identity, unique in the process.

@@ -372,7 +372,7 @@ impl Ctx<'_> {
             match self
                 .a
                 .csums
-                .matches_sums(&member, off, b.as_slice().len(), sums, true)
+                .matches_sums(&member, off, b.as_slice().len(), sums, self.past_cache)
             {
                 Ok(true) => {}
                 Ok(false) => return false,

@@ -78,6 +78,14 @@ fn cached_pages(path: &Path) -> (usize, usize) {
     (vec.iter().filter(|b| *b & 1 != 0).count(), pages)
 }
 
+/// Pages of all of `paths` in the host's page cache, and of all their pages.
+fn cached_in(paths: &[std::path::PathBuf]) -> (usize, usize) {
+    paths
+        .iter()
+        .map(|p| cached_pages(p))
+        .fold((0, 0), |(c, n), (c1, n1)| (c + c1, n + n1))
+}
+
 /// A scratch directory under `/var/tmp`, on a disk file system: tmpfs pages are the files
 /// themselves, never dropped nor read past.
 fn on_disk(name: &str) -> TempDir {
@@ -125,13 +133,10 @@ fn a_scrub_of_page_cached_members_reads_them_past_the_cache() {
     for p in &paths {
         drop_cache(p);
     }
-    let before: usize = paths.iter().map(|p| cached_pages(p).0).sum();
+    let before = cached_in(&paths).0;
     let report = array.scrub(false).expect("scrub");
     assert!(report.is_clean(), "{report:?}");
-    let (after, pages) = paths.iter().fold((0, 0), |(c, n), p| {
-        let (c1, n1) = cached_pages(p);
-        (c + c1, n + n1)
-    });
+    let (after, pages) = cached_in(&paths);
     // Not one page more: the checksum blocks it checks against are read past the cache too.
     assert!(
         after <= before,
@@ -172,12 +177,9 @@ fn a_rebuild_of_page_cached_members_reads_the_survivors_past_the_cache() {
     array.fail_member(2).expect("fail");
     let new = dir.file("new2", size);
     array.replace_member(2, &new).expect("replace");
-    let before: usize = paths[..2].iter().map(|p| cached_pages(p).0).sum();
+    let before = cached_in(&paths[..2]).0;
     array.rebuild(|_, _| {}).expect("rebuild");
-    let (after, pages) = paths[..2].iter().fold((0, 0), |(c, n), p| {
-        let (c1, n1) = cached_pages(p);
-        (c + c1, n + n1)
-    });
+    let (after, pages) = cached_in(&paths[..2]);
     // A margin of a few pages: the superblocks the rebuild writes to every member.
     assert!(
         after <= before + 8,
@@ -223,7 +225,7 @@ fn creation_through_the_page_cache_leaves_the_members_uncached() {
     let mut data = vec![0u8; 8 << 20];
     Rng::new(5).fill(&mut data);
     array.write_at(0, &data).expect("write");
-    let cached: usize = paths.iter().map(|p| cached_pages(p).0).sum();
+    let cached = cached_in(&paths).0;
     assert!(
         cached >= data.len() / page_size(),
         "{cached} pages cached after writing 8 MiB through the page cache"
