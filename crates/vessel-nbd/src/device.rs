@@ -145,13 +145,76 @@ pub struct FileDevice {
     read_only: bool,
     /// No hole in the file as far as this device knows.
     whole: std::sync::atomic::AtomicBool,
+    /// Where large writes are streaming, for their writeback.
+    streams: Streams,
 }
 
-/// A write at least this large (a copy streaming an image in) has the kernel start writing
-/// its pages back at once, without waiting: a flush, or the one a disconnect makes, then
-/// finds little left to do, and the transfer and the disk work overlap. Small writes (random
-/// I/O) are left to the page cache.
+/// A write at least this large (a copy streaming an image in) counts towards its stream's
+/// next writeback; small writes (random I/O) are left to the page cache.
 const WRITEBACK_FROM: usize = 64 << 10;
+/// Once a stream of large writes has written this many bytes, the kernel is told to start
+/// writing them back, without waiting: a flush, or the one a disconnect makes, then finds
+/// little left to do, and the transfer and the disk work overlap. One call per 4 MiB rather
+/// than one per request: a 256 MiB `nbdcopy` write of 256 KiB requests took 204 ms against
+/// 233, its flushed copy 209 against 218 (medians of 12 alternating rounds; without any
+/// early writeback 186 and 274, nbdkit's 188 and 264).
+const WRITEBACK_BATCH: u64 = 4 << 20;
+/// Streams followed at once (a copy's threads each write a region of their own); a new
+/// stream beyond them replaces the one written least recently, whose bytes go to writeback.
+const STREAMS: usize = 4;
+/// A write this close to a stream's range (before or after it) continues the stream: a
+/// copy's concurrent requests arrive a little out of order.
+const STREAM_GAP: u64 = 1 << 20;
+
+/// The streams of large writes into a device: for each, the range written since its last
+/// writeback.
+#[derive(Debug, Default)]
+struct Streams(std::sync::Mutex<StreamSet>);
+
+#[derive(Debug, Default)]
+struct StreamSet {
+    /// `(start, end, last write)`, the last write counted by `writes`.
+    ranges: Vec<(u64, u64, u64)>,
+    writes: u64,
+}
+
+impl Streams {
+    /// Counts a large write of `start..end`; a range for the kernel to write back when its
+    /// stream has reached [`WRITEBACK_BATCH`] bytes, or when it made way for a new stream.
+    fn add(&self, start: u64, end: u64) -> Option<std::ops::Range<u64>> {
+        let mut set = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.writes += 1;
+        let now = set.writes;
+        let near = |&(s, e, _): &(u64, u64, u64)| {
+            end.saturating_add(STREAM_GAP) >= s && start <= e.saturating_add(STREAM_GAP)
+        };
+        let i = match set.ranges.iter().position(near) {
+            Some(i) => {
+                let r = &mut set.ranges[i];
+                *r = (r.0.min(start), r.1.max(end), now);
+                i
+            }
+            None if set.ranges.len() < STREAMS => {
+                set.ranges.push((start, end, now));
+                set.ranges.len() - 1
+            }
+            None => {
+                let oldest = (0..set.ranges.len()).min_by_key(|&i| set.ranges[i].2)?;
+                let (s, e, _) = std::mem::replace(&mut set.ranges[oldest], (start, end, now));
+                return Some(s..e);
+            }
+        };
+        let (s, e, _) = set.ranges[i];
+        if e - s >= WRITEBACK_BATCH {
+            set.ranges[i].0 = e;
+            return Some(s..e);
+        }
+        None
+    }
+}
 
 /// A write goes to the page cache in pieces of at most this many bytes. The page cache keeps
 /// a write's pages in folios as large as the write, and ext4 walks every block of a folio on
@@ -174,6 +237,7 @@ impl FileDevice {
             size,
             read_only,
             whole: std::sync::atomic::AtomicBool::new(false),
+            streams: Streams::default(),
         };
         let whole = dev
             .seek(0, Whence::SeekHole)?
@@ -198,6 +262,7 @@ impl FileDevice {
             size,
             read_only: false,
             whole: std::sync::atomic::AtomicBool::new(size == 0),
+            streams: Streams::default(),
         })
     }
 
@@ -258,19 +323,21 @@ impl BlockDevice for FileDevice {
             self.file.write_all_at(piece, at)?;
             at += piece.len() as u64;
         }
-        if buf.len() >= WRITEBACK_FROM {
-            if let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(buf.len())) {
-                // SAFETY: a plain system call on a descriptor this device owns; it only
-                // starts writeback of the range just written. Advice: its failure changes
-                // nothing a flush does not do again.
-                unsafe {
-                    libc::sync_file_range(
-                        self.file.as_raw_fd(),
-                        off,
-                        len,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    );
-                }
+        if buf.len() < WRITEBACK_FROM {
+            return Ok(());
+        }
+        let Some(range) = self.streams.add(offset, at) else {
+            return Ok(());
+        };
+        if let (Ok(off), Ok(len)) = (
+            i64::try_from(range.start),
+            i64::try_from(range.end - range.start),
+        ) {
+            // SAFETY: a plain system call on a descriptor this device owns; it only starts
+            // writeback of a range written before. Advice: its failure changes nothing a
+            // flush does not do again.
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE);
             }
         }
         Ok(())
@@ -437,6 +504,67 @@ mod tests {
         assert_eq!(
             dev.block_status(0, 2 << 20).expect("status"),
             vec![Extent::data(1 << 20), Extent::hole(1 << 20)]
+        );
+    }
+
+    #[test]
+    fn a_stream_of_large_writes_is_written_back_every_batch() {
+        let streams = Streams::default();
+        let w = 256 << 10;
+        let mut back = Vec::new();
+        for i in 0..40 {
+            back.extend(streams.add(i * w, (i + 1) * w));
+        }
+        assert_eq!(back, vec![0..4 << 20, 4 << 20..8 << 20]);
+        // Two copies' regions interleaved: each stream has its own batches.
+        let streams = Streams::default();
+        let far = 1 << 30;
+        let mut back = Vec::new();
+        for i in 0..16 {
+            back.extend(streams.add(i * w, (i + 1) * w));
+            back.extend(streams.add(far + i * w, far + (i + 1) * w));
+        }
+        assert_eq!(back, vec![0..4 << 20, far..far + (4 << 20)]);
+    }
+
+    #[test]
+    fn a_stream_takes_writes_a_little_out_of_order() {
+        let streams = Streams::default();
+        let w = 256 << 10;
+        assert_eq!(streams.add(w, 2 * w), None);
+        assert_eq!(
+            streams.add(0, w),
+            None,
+            "just before the stream: the same stream"
+        );
+        let mut back = Vec::new();
+        for i in 2..16 {
+            back.extend(streams.add(i * w, (i + 1) * w));
+        }
+        assert_eq!(back, vec![0..4 << 20]);
+        // A request that arrives after its stream's batch went to writeback is counted in
+        // the next one.
+        assert_eq!(streams.add(3 << 20, (3 << 20) + w), None);
+        let mut back = Vec::new();
+        for i in 16..32 {
+            back.extend(streams.add(i * w, (i + 1) * w));
+        }
+        assert_eq!(back, vec![3 << 20..7 << 20]);
+    }
+
+    #[test]
+    fn a_new_stream_beyond_the_limit_sends_the_stalest_to_writeback() {
+        let streams = Streams::default();
+        let gb = 1u64 << 30;
+        for k in 0..STREAMS as u64 {
+            assert_eq!(streams.add(k * gb, k * gb + (1 << 20)), None);
+        }
+        // Stream 0 written again: stream 1 is now the stalest.
+        assert_eq!(streams.add(1 << 20, 2 << 20), None);
+        let fifth = STREAMS as u64 * gb;
+        assert_eq!(
+            streams.add(fifth, fifth + (1 << 20)),
+            Some(gb..gb + (1 << 20))
         );
     }
 
