@@ -18,5 +18,5 @@ step "cargo build"
 cargo build --workspace --locked
 step "static guest agent"
 ./scripts/build-agent.sh
-step "cargo test"
-cargo test --workspace --locked --no-fail-fast -- --test-threads=2
+step "cargo test (test binaries in ${VESSEL_TEST_LANES:-2} lanes: scripts/test-lanes.py)"
+/usr/bin/python3 scripts/test-lanes.py --lanes "${VESSEL_TEST_LANES:-2}" -- --test-threads=2
