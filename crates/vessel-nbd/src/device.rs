@@ -152,67 +152,74 @@ pub struct FileDevice {
 /// A write at least this large (a copy streaming an image in) counts towards its stream's
 /// next writeback; small writes (random I/O) are left to the page cache.
 const WRITEBACK_FROM: usize = 64 << 10;
-/// Once a stream of large writes has written this many bytes, the kernel is told to start
-/// writing them back, without waiting: a flush, or the one a disconnect makes, then finds
-/// little left to do, and the transfer and the disk work overlap. One call per 4 MiB rather
-/// than one per request: a 256 MiB `nbdcopy` write of 256 KiB requests took 204 ms against
-/// 233, its flushed copy 209 against 218 (medians of 12 alternating rounds; without any
-/// early writeback 186 and 274, nbdkit's 188 and 264).
+/// Once a stream of large writes spans this many bytes since its last writeback, the kernel
+/// is told to start writing them back, without waiting: a flush, or the one a disconnect
+/// makes, then finds little left to do, and the transfer and the disk work overlap. One call
+/// per 4 MiB rather than one per request: a 256 MiB `nbdcopy` write of 256 KiB requests took
+/// 204 ms against 233, its flushed copy 209 against 218 (medians of 12 alternating rounds;
+/// without any early writeback 186 and 274, nbdkit's 188 and 264).
 const WRITEBACK_BATCH: u64 = 4 << 20;
 /// Streams followed at once (a copy's threads each write a region of their own); a new
-/// stream beyond them replaces the one written least recently, whose bytes go to writeback.
+/// stream beyond them replaces the one written least recently, whose span goes to writeback.
 const STREAMS: usize = 4;
-/// A write this close to a stream's range (before or after it) continues the stream: a
-/// copy's concurrent requests arrive a little out of order.
+/// A write this close to a stream's span (before or after it) continues the stream, or
+/// twice its own length if that is more: a copy's concurrent requests arrive a little out
+/// of order.
 const STREAM_GAP: u64 = 1 << 20;
 
-/// The streams of large writes into a device: for each, the range written since its last
-/// writeback.
+/// The streams of large writes into a device: for each, the span written since its last
+/// writeback (from its lowest to its highest byte).
 #[derive(Debug, Default)]
 struct Streams(std::sync::Mutex<StreamSet>);
 
 #[derive(Debug, Default)]
 struct StreamSet {
     /// `(start, end, last write)`, the last write counted by `writes`.
-    ranges: Vec<(u64, u64, u64)>,
+    spans: Vec<(u64, u64, u64)>,
     writes: u64,
 }
 
 impl Streams {
-    /// Counts a large write of `start..end`; a range for the kernel to write back when its
-    /// stream has reached [`WRITEBACK_BATCH`] bytes, or when it made way for a new stream.
-    fn add(&self, start: u64, end: u64) -> Option<std::ops::Range<u64>> {
+    /// Counts a large write of `start..end`; the spans for the kernel to write back: a
+    /// stream's once it reaches [`WRITEBACK_BATCH`] bytes, and one that made way for a new
+    /// stream. None is empty.
+    fn add(&self, start: u64, end: u64) -> Vec<std::ops::Range<u64>> {
         let mut set = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         set.writes += 1;
         let now = set.writes;
+        let gap = STREAM_GAP.max((end - start).saturating_mul(2));
         let near = |&(s, e, _): &(u64, u64, u64)| {
-            end.saturating_add(STREAM_GAP) >= s && start <= e.saturating_add(STREAM_GAP)
+            end.saturating_add(gap) >= s && start <= e.saturating_add(gap)
         };
-        let i = match set.ranges.iter().position(near) {
+        let mut back = Vec::new();
+        let i = match set.spans.iter().position(near) {
             Some(i) => {
-                let r = &mut set.ranges[i];
+                let r = &mut set.spans[i];
                 *r = (r.0.min(start), r.1.max(end), now);
                 i
             }
-            None if set.ranges.len() < STREAMS => {
-                set.ranges.push((start, end, now));
-                set.ranges.len() - 1
+            None if set.spans.len() < STREAMS => {
+                set.spans.push((start, end, now));
+                set.spans.len() - 1
             }
             None => {
-                let oldest = (0..set.ranges.len()).min_by_key(|&i| set.ranges[i].2)?;
-                let (s, e, _) = std::mem::replace(&mut set.ranges[oldest], (start, end, now));
-                return Some(s..e);
+                let oldest = (0..set.spans.len())
+                    .min_by_key(|&i| set.spans[i].2)
+                    .unwrap_or(0);
+                let (s, e, _) = std::mem::replace(&mut set.spans[oldest], (start, end, now));
+                back.extend((e > s).then_some(s..e));
+                oldest
             }
         };
-        let (s, e, _) = set.ranges[i];
+        let (s, e, _) = set.spans[i];
         if e - s >= WRITEBACK_BATCH {
-            set.ranges[i].0 = e;
-            return Some(s..e);
+            set.spans[i].0 = e;
+            back.push(s..e);
         }
-        None
+        back
     }
 }
 
@@ -326,13 +333,14 @@ impl BlockDevice for FileDevice {
         if buf.len() < WRITEBACK_FROM {
             return Ok(());
         }
-        let Some(range) = self.streams.add(offset, at) else {
-            return Ok(());
-        };
-        if let (Ok(off), Ok(len)) = (
-            i64::try_from(range.start),
-            i64::try_from(range.end - range.start),
-        ) {
+        for range in self.streams.add(offset, at) {
+            // A length of 0 would mean "to the end of the file": never asked for.
+            let (Ok(off), Ok(len @ 1..)) = (
+                i64::try_from(range.start),
+                i64::try_from(range.end - range.start),
+            ) else {
+                continue;
+            };
             // SAFETY: a plain system call on a descriptor this device owns; it only starts
             // writeback of a range written before. Advice: its failure changes nothing a
             // flush does not do again.
@@ -531,10 +539,10 @@ mod tests {
     fn a_stream_takes_writes_a_little_out_of_order() {
         let streams = Streams::default();
         let w = 256 << 10;
-        assert_eq!(streams.add(w, 2 * w), None);
+        assert_eq!(streams.add(w, 2 * w), vec![]);
         assert_eq!(
             streams.add(0, w),
-            None,
+            vec![],
             "just before the stream: the same stream"
         );
         let mut back = Vec::new();
@@ -544,7 +552,7 @@ mod tests {
         assert_eq!(back, vec![0..4 << 20]);
         // A request that arrives after its stream's batch went to writeback is counted in
         // the next one.
-        assert_eq!(streams.add(3 << 20, (3 << 20) + w), None);
+        assert_eq!(streams.add(3 << 20, (3 << 20) + w), vec![]);
         let mut back = Vec::new();
         for i in 16..32 {
             back.extend(streams.add(i * w, (i + 1) * w));
@@ -557,15 +565,59 @@ mod tests {
         let streams = Streams::default();
         let gb = 1u64 << 30;
         for k in 0..STREAMS as u64 {
-            assert_eq!(streams.add(k * gb, k * gb + (1 << 20)), None);
+            assert_eq!(streams.add(k * gb, k * gb + (1 << 20)), vec![]);
         }
         // Stream 0 written again: stream 1 is now the stalest.
-        assert_eq!(streams.add(1 << 20, 2 << 20), None);
+        assert_eq!(streams.add(1 << 20, 2 << 20), vec![]);
         let fifth = STREAMS as u64 * gb;
         assert_eq!(
             streams.add(fifth, fifth + (1 << 20)),
-            Some(gb..gb + (1 << 20))
+            vec![gb..gb + (1 << 20)]
         );
+        // A single write of a whole batch as a new stream: its own span too.
+        let sixth = fifth + gb;
+        assert_eq!(
+            streams.add(sixth, sixth + (4 << 20)),
+            vec![2 * gb..2 * gb + (1 << 20), sixth..sixth + (4 << 20)]
+        );
+    }
+
+    #[test]
+    fn a_stream_just_written_back_makes_way_without_an_empty_span() {
+        // An empty span would reach sync_file_range as length 0: the whole rest of the file.
+        let streams = Streams::default();
+        let gb = 1u64 << 30;
+        assert_eq!(streams.add(0, 4 << 20), vec![0..4 << 20]);
+        let mut back = Vec::new();
+        for k in 1..=STREAMS as u64 {
+            back.extend(streams.add(k * gb, k * gb + (1 << 20)));
+        }
+        assert_eq!(
+            back,
+            vec![],
+            "the emptied stream made way with nothing to write back"
+        );
+    }
+
+    #[test]
+    fn large_requests_out_of_order_stay_one_stream() {
+        // 2 MiB requests (qemu-img's) arriving one behind another: farther apart than 1 MiB.
+        let streams = Streams::default();
+        let m = 2u64 << 20;
+        let mut back = Vec::new();
+        for i in [1u64, 0, 3, 2, 5, 4, 7, 6] {
+            back.extend(streams.add(i * m, (i + 1) * m));
+        }
+        assert_eq!(streams.0.lock().unwrap().spans.len(), 1, "one stream");
+        // A request that comes after its neighbours' batch went out is in a later one: the
+        // spans, in order, cover every byte.
+        back.sort_by_key(|r| r.start);
+        let mut covered = 0;
+        for r in &back {
+            assert!(r.start <= covered, "a gap before {r:?} in {back:?}");
+            covered = covered.max(r.end);
+        }
+        assert_eq!(covered, 16 << 20, "{back:?}");
     }
 
     #[test]

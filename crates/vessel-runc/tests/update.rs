@@ -48,10 +48,10 @@ fn update_changes_limits_of_a_running_container() {
         cfg["process"]["args"] = json!(["sleep", "1000"]);
         cfg["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 100}});
     });
-    b.create("u1");
-    b.ok(&["start", "u1"]);
+    b.create("up1");
+    b.ok(&["start", "up1"]);
     assert_eq!(
-        cgroup_file(&b, "u1", "memory", "memory.limit_in_bytes"),
+        cgroup_file(&b, "up1", "memory", "memory.limit_in_bytes"),
         "67108864"
     );
 
@@ -67,20 +67,20 @@ fn update_changes_limits_of_a_running_container() {
         "100000",
         "--cpu-share",
         "512",
-        "u1",
+        "up1",
     ]);
     assert_eq!(
-        cgroup_file(&b, "u1", "memory", "memory.limit_in_bytes"),
+        cgroup_file(&b, "up1", "memory", "memory.limit_in_bytes"),
         "134217728"
     );
-    assert_eq!(cgroup_file(&b, "u1", "pids", "pids.max"), "50");
-    assert_eq!(cgroup_file(&b, "u1", "cpu", "cpu.cfs_quota_us"), "50000");
-    assert_eq!(cgroup_file(&b, "u1", "cpu", "cpu.cfs_period_us"), "100000");
-    assert_eq!(cgroup_file(&b, "u1", "cpu", "cpu.shares"), "512");
+    assert_eq!(cgroup_file(&b, "up1", "pids", "pids.max"), "50");
+    assert_eq!(cgroup_file(&b, "up1", "cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file(&b, "up1", "cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(cgroup_file(&b, "up1", "cpu", "cpu.shares"), "512");
     // The container sees its new limit.
     let inside = b.ok(&[
         "exec",
-        "u1",
+        "up1",
         "cat",
         "/sys/fs/cgroup/memory/memory.limit_in_bytes",
     ]);
@@ -89,7 +89,7 @@ fn update_changes_limits_of_a_running_container() {
     // A resources block on stdin; what it leaves out stays as it is, -1 lifts a limit.
     let out = update_from_stdin(
         &b,
-        "u1",
+        "up1",
         r#"{"memory": {"limit": 104857600}, "cpu": {"quota": -1}}"#,
     );
     assert!(
@@ -98,41 +98,41 @@ fn update_changes_limits_of_a_running_container() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        cgroup_file(&b, "u1", "memory", "memory.limit_in_bytes"),
+        cgroup_file(&b, "up1", "memory", "memory.limit_in_bytes"),
         "104857600"
     );
-    assert_eq!(cgroup_file(&b, "u1", "cpu", "cpu.cfs_quota_us"), "-1");
-    assert_eq!(cgroup_file(&b, "u1", "pids", "pids.max"), "50");
+    assert_eq!(cgroup_file(&b, "up1", "cpu", "cpu.cfs_quota_us"), "-1");
+    assert_eq!(cgroup_file(&b, "up1", "pids", "pids.max"), "50");
     // --cpu-shares is accepted too (the brief's spelling of runc's --cpu-share).
-    b.ok(&["update", "--cpu-shares", "256", "u1"]);
-    assert_eq!(cgroup_file(&b, "u1", "cpu", "cpu.shares"), "256");
+    b.ok(&["update", "--cpu-shares", "256", "up1"]);
+    assert_eq!(cgroup_file(&b, "up1", "cpu", "cpu.shares"), "256");
 
     // A value the kernel would not take is refused, and nothing changes.
-    let out = b.runc(&["update", "--cpu-quota", "10", "--memory", "256m", "u1"]);
+    let out = b.runc(&["update", "--cpu-quota", "10", "--memory", "256m", "up1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("below the kernel's minimum"), "{err}");
     assert_eq!(
-        cgroup_file(&b, "u1", "memory", "memory.limit_in_bytes"),
+        cgroup_file(&b, "up1", "memory", "memory.limit_in_bytes"),
         "104857600"
     );
-    let out = b.runc(&["update", "--memory", "12x", "u1"]);
+    let out = b.runc(&["update", "--memory", "12x", "up1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--memory"));
-    let out = b.runc(&["update", "u1"]);
+    let out = b.runc(&["update", "up1"]);
     assert!(!out.status.success(), "update without anything to change");
 
     // The new values are recorded in the container's copy of its spec.
     let spec: Value =
-        serde_json::from_slice(&std::fs::read(b.root.join("u1/config.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(b.root.join("up1/config.json")).unwrap()).unwrap();
     let res = &spec["linux"]["resources"];
     assert_eq!(res["memory"]["limit"], 104857600);
     assert_eq!(res["pids"]["limit"], 50);
     assert_eq!(res["cpu"]["shares"], 256);
 
-    b.ok(&["kill", "u1", "KILL"]);
-    b.wait_status("u1", "stopped");
-    let out = b.runc(&["update", "--memory", "64m", "u1"]);
+    b.ok(&["kill", "up1", "KILL"]);
+    b.wait_status("up1", "stopped");
+    let out = b.runc(&["update", "--memory", "64m", "up1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
     let out = b.runc(&["update", "--memory", "64m", "no-such-container"]);

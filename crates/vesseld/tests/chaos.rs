@@ -92,7 +92,6 @@ fn networks(d: &Daemon) -> Vec<serde_json::Value> {
 
 /// Processes whose command line names the daemon's directory (dnsmasq, monitors, QEMU).
 fn helpers(d: &Daemon, what: &str) -> Vec<i32> {
-    let marker = d.dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -100,7 +99,7 @@ fn helpers(d: &Daemon, what: &str) -> Vec<i32> {
         .filter(|pid| {
             let c = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let c = String::from_utf8_lossy(&c);
-            c.contains(&marker) && c.contains(what)
+            d.names_dir(&c) && c.contains(what)
         })
         .collect()
 }

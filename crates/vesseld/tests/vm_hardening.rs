@@ -22,7 +22,6 @@ fn launch_ready(d: &Daemon, name: &str) {
 
 /// Pids of live processes of this daemon's directory whose command line contains `what`.
 fn processes(d: &Daemon, what: &str) -> Vec<i32> {
-    let marker = d.dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -30,7 +29,7 @@ fn processes(d: &Daemon, what: &str) -> Vec<i32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let c = String::from_utf8_lossy(&c);
-                c.contains(what) && c.contains(&marker)
+                c.contains(what) && d.names_dir(&c)
             }) && alive(*pid)
         })
         .collect()

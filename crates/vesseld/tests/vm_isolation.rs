@@ -139,7 +139,6 @@ fn owned_by(dir: &Path, uids: &[u32]) -> Vec<PathBuf> {
 /// log sink's do) running as one of `uids`, with their command lines. (Other daemons on the
 /// host allocate from the same id base: their processes may have the same uids.)
 fn processes_of(d: &Daemon, uids: &[u32]) -> Vec<String> {
-    let marker = d.dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -148,7 +147,7 @@ fn processes_of(d: &Daemon, uids: &[u32]) -> Vec<String> {
         .filter_map(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(&marker).then(|| format!("{pid}: {cmd}"))
+            d.names_dir(&cmd).then(|| format!("{pid}: {cmd}"))
         })
         .collect()
 }

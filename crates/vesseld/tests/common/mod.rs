@@ -444,6 +444,18 @@ impl Daemon {
         out
     }
 
+    /// Whether `text` (a path, a command line) names this daemon's directory or a path in
+    /// it: `/tmp/vt-PID-1` is named by `/tmp/vt-PID-1/root`, not by `/tmp/vt-PID-10`.
+    pub fn names_dir(&self, text: &str) -> bool {
+        let dir = self.dir.to_string_lossy();
+        text.match_indices(dir.as_ref()).any(|(at, _)| {
+            !text[at + dir.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        })
+    }
+
     /// Mount points under this daemon's directory.
     pub fn mounts(&self) -> Vec<String> {
         let prefix = self.dir.to_string_lossy().into_owned();
@@ -451,7 +463,7 @@ impl Daemon {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&prefix))
+            .filter(|m| m.starts_with(&prefix) && self.names_dir(m))
             .collect()
     }
 
@@ -468,7 +480,6 @@ impl Daemon {
 
     /// Pids of the QEMU processes whose command line names this daemon's directory.
     pub fn qemu_pids(&self) -> Vec<i32> {
-        let marker = self.dir.to_string_lossy().into_owned();
         std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -476,7 +487,7 @@ impl Daemon {
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                     let c = String::from_utf8_lossy(&c);
-                    c.contains("qemu-system") && c.contains(&marker)
+                    c.contains("qemu-system") && self.names_dir(&c)
                 })
             })
             .collect()
@@ -602,14 +613,13 @@ impl Drop for Daemon {
             panic!("the daemon left its cgroups behind after a clean stop: {left:?}");
         }
         // Helpers the daemon started (dnsmasq, QEMU) name files of this directory.
-        let marker = self.dir.to_string_lossy().into_owned();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
                 continue;
             };
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if pid != std::process::id() as i32
-                && String::from_utf8_lossy(&cmdline).contains(&marker)
+                && self.names_dir(&String::from_utf8_lossy(&cmdline))
             {
                 // SAFETY: kill takes plain integers.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -628,11 +638,10 @@ impl Drop for Daemon {
             .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
             .output()
         {
-            let prefix = self.dir.to_string_lossy().into_owned();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let mut cols = line.split_whitespace();
                 if let (Some(dev), Some(file)) = (cols.next(), cols.next()) {
-                    if file.starts_with(&prefix) {
+                    if file.starts_with(&*self.dir.to_string_lossy()) && self.names_dir(file) {
                         let _ = Command::new("losetup").args(["-d", dev]).status();
                     }
                 }
