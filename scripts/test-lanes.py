@@ -149,7 +149,7 @@ def main() -> int:
                 return pending.pop(k)
         return None
 
-    def run(job, n):
+    def run(job):
         env = dict(os.environ, **job["env"])
         log = os.path.join(logs, job["key"].replace("/", "-") + ".log")
         started = time.monotonic()
@@ -179,7 +179,7 @@ def main() -> int:
                 time.sleep(0.5)
                 continue
             try:
-                code, took, text = run(job, n)
+                code, took, text = run(job)
             except Exception as e:  # a job that could not run counts as failed
                 code, took, text = -1, 0.0, f"error: running {job['cmd']}: {e}\n".encode()
             with lock:
