@@ -5,6 +5,29 @@ use std::io::{self, Read, Write};
 use crate::proto::*;
 use crate::server::{Exports, NbdError, NbdExport};
 
+/// How a negotiation ended.
+pub(crate) enum Negotiated {
+    /// The client selected an export.
+    Export(Session),
+    /// The client asked for TLS and was told yes: the TLS handshake comes next, then the
+    /// haggling goes on inside it.
+    StartTls,
+    /// The client left (or asked for an export that does not exist by the old option).
+    Leave,
+}
+
+/// Where a connection stands with TLS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsState {
+    /// The server has no TLS: `NBD_OPT_STARTTLS` is unsupported.
+    Off,
+    /// The server requires TLS and the client has not started it: every option but
+    /// `NBD_OPT_STARTTLS` and `NBD_OPT_ABORT` is refused.
+    Required,
+    /// The haggling goes on inside TLS.
+    On,
+}
+
 /// What negotiation settled for the transmission phase.
 pub(crate) struct Session {
     /// The selected export.
@@ -80,12 +103,8 @@ pub(crate) fn transmission_flags(export: &NbdExport) -> u16 {
     }
 }
 
-/// Greet the client and answer options until it selects an export (`Some`) or leaves (`None`).
-pub(crate) fn negotiate(
-    r: &mut impl Read,
-    w: &mut impl Write,
-    exports: &Exports,
-) -> Result<Option<Session>, NbdError> {
+/// Greets the client; returns whether it asked for no zeroes after `NBD_OPT_EXPORT_NAME`.
+pub(crate) fn greet(r: &mut impl Read, w: &mut impl Write) -> Result<bool, NbdError> {
     w.write_all(&NBDMAGIC.to_be_bytes())?;
     w.write_all(&IHAVEOPT.to_be_bytes())?;
     w.write_all(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes())?;
@@ -94,7 +113,19 @@ pub(crate) fn negotiate(
     if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         return Err(NbdError::Protocol("unknown client flags"));
     }
-    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    Ok(client_flags & FLAG_C_NO_ZEROES != 0)
+}
+
+/// Answers options until the client selects an export, asks for TLS or leaves. After TLS
+/// the client starts again as the protocol says: structured replies and meta contexts
+/// negotiated before it are forgotten.
+pub(crate) fn negotiate(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    exports: &Exports,
+    no_zeroes: bool,
+    tls: TlsState,
+) -> Result<Negotiated, NbdError> {
     let mut structured = false;
     let mut meta_allocation = false;
     loop {
@@ -113,13 +144,27 @@ pub(crate) fn negotiate(
         }
         let mut data = vec![0u8; len as usize];
         r.read_exact(&mut data)?;
+        if tls == TlsState::Required && !matches!(option, OPT_STARTTLS | OPT_ABORT) {
+            if option == OPT_EXPORT_NAME {
+                // No error reply exists for it: the connection is closed.
+                tracing::debug!("client selected an export without TLS; closing");
+                return Ok(Negotiated::Leave);
+            }
+            reply_error(
+                w,
+                option,
+                REP_ERR_TLS_REQD,
+                "TLS is required: connect with TLS (nbds://, with this export's credentials)",
+            )?;
+            continue;
+        }
         match option {
             OPT_EXPORT_NAME => {
                 let name = std::str::from_utf8(&data)
                     .map_err(|_| NbdError::Protocol("export name is not UTF-8"))?;
                 let Some(export) = exports.get(name) else {
                     tracing::debug!(export = name, "client asked for an unknown export");
-                    return Ok(None);
+                    return Ok(Negotiated::Leave);
                 };
                 w.write_all(&export.device.size().to_be_bytes())?;
                 w.write_all(&transmission_flags(export).to_be_bytes())?;
@@ -128,7 +173,7 @@ pub(crate) fn negotiate(
                 }
                 w.flush()?;
                 let export = export.clone();
-                return Ok(Some(Session {
+                return Ok(Negotiated::Export(Session {
                     export,
                     structured,
                     meta_allocation,
@@ -137,7 +182,7 @@ pub(crate) fn negotiate(
             OPT_ABORT => {
                 reply(w, option, REP_ACK, &[])?;
                 w.flush()?;
-                return Ok(None);
+                return Ok(Negotiated::Leave);
             }
             OPT_LIST => {
                 if !data.is_empty() {
@@ -156,7 +201,7 @@ pub(crate) fn negotiate(
             }
             OPT_INFO | OPT_GO => {
                 if let Some(export) = info(w, option, &data, exports)? {
-                    return Ok(Some(Session {
+                    return Ok(Negotiated::Export(Session {
                         export,
                         structured,
                         meta_allocation,
@@ -189,7 +234,22 @@ pub(crate) fn negotiate(
                     }
                 }
             }
-            OPT_STARTTLS => reply_error(w, option, REP_ERR_UNSUP, "TLS is not supported")?,
+            OPT_STARTTLS => match tls {
+                TlsState::Off => {
+                    reply_error(w, option, REP_ERR_UNSUP, "this server does not offer TLS")?
+                }
+                TlsState::On => {
+                    reply_error(w, option, REP_ERR_INVALID, "TLS is on already")?;
+                }
+                TlsState::Required if !data.is_empty() => {
+                    reply_error(w, option, REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data")?;
+                }
+                TlsState::Required => {
+                    reply(w, option, REP_ACK, &[])?;
+                    w.flush()?;
+                    return Ok(Negotiated::StartTls);
+                }
+            },
             _ => reply_error(w, option, REP_ERR_UNSUP, "unknown option")?,
         }
     }

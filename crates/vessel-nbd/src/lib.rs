@@ -3,7 +3,8 @@
 //! Any [`BlockDevice`] (a sparse file today, a RAID volume later) is offered as a named
 //! [`NbdExport`] by an [`NbdServer`] listening on a unix socket or TCP. The server speaks the
 //! fixed newstyle handshake with structured replies, `base:allocation` block status and
-//! multi-conn; it does not speak TLS yet (see `docs/nbd.md`). [`NbdClient`] is the other
+//! multi-conn, and TLS (`NBD_OPT_STARTTLS`, required once the server is given a
+//! rustls configuration; see `docs/nbd.md`). [`NbdClient`] is the other
 //! end, small: what the RAID engine reaches a member on another host with.
 
 mod bufs;
@@ -13,10 +14,11 @@ mod handshake;
 pub mod proto;
 mod replies;
 mod server;
+mod tls;
 mod transmission;
 
 pub use client::{ClientOp, NbdClient};
 pub use device::{BlockDevice, DeviceError, DeviceReader, Extent, FileDevice};
 pub use server::{
-    NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
+    ClientCheck, NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
 };

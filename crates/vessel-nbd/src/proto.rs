@@ -30,7 +30,7 @@ pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 /// Option: list the exports.
 pub const OPT_LIST: u32 = 3;
-/// Option: upgrade to TLS (not supported).
+/// Option: upgrade to TLS.
 pub const OPT_STARTTLS: u32 = 5;
 /// Option: describe an export without selecting it.
 pub const OPT_INFO: u32 = 6;
@@ -57,6 +57,8 @@ pub const REP_FLAG_ERROR: u32 = 1 << 31;
 pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
 /// Option error: refused by policy.
 pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
+/// Option error: TLS is required first.
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
 /// Option error: malformed or out of order.
 pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
 /// Option error: unknown export.

@@ -18,7 +18,11 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 use crate::device::BlockDevice;
-use crate::{handshake, transmission};
+use crate::handshake::{Negotiated, TlsState};
+use crate::{handshake, tls, transmission};
+
+/// Which client certificates may use an export (given the DER of the first one).
+pub type ClientCheck = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// Why the server could not start or a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,9 @@ pub struct NbdExport {
     pub(crate) read_only: bool,
     /// Buffers its connections used, for their next requests.
     pub(crate) bufs: Arc<crate::bufs::Bufs>,
+    /// On a server with TLS: which client certificates may see and use it (any the
+    /// server's verifier accepted when `None`).
+    pub(crate) clients: Option<ClientCheck>,
 }
 
 impl std::fmt::Debug for NbdExport {
@@ -67,6 +74,23 @@ impl NbdExport {
             device,
             read_only: false,
             bufs: Arc::default(),
+            clients: None,
+        }
+    }
+
+    /// On a server with TLS, offer the export only to clients whose certificate (its DER)
+    /// `check` accepts: the others neither see it listed nor can open it.
+    pub fn clients(mut self, check: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> Self {
+        self.clients = Some(Arc::new(check));
+        self
+    }
+
+    /// Whether a client with certificate `peer` may use the export.
+    fn allows(&self, peer: Option<&[u8]>) -> bool {
+        match (&self.clients, peer) {
+            (None, _) => true,
+            (Some(check), Some(cert)) => check(cert),
+            (Some(_), None) => false,
         }
     }
 
@@ -97,6 +121,7 @@ pub(crate) type Exports = BTreeMap<String, NbdExport>;
 pub struct NbdServer {
     exports: Arc<RwLock<Exports>>,
     handshake_timeout: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl NbdServer {
@@ -115,7 +140,16 @@ impl NbdServer {
         Ok(NbdServer {
             exports: Arc::new(RwLock::new(map)),
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            tls: None,
         })
+    }
+
+    /// Require TLS (`NBD_OPT_STARTTLS`) on listeners started from here on: before it, a
+    /// client can only start TLS or leave. `config` says which certificate the server shows
+    /// and which client certificates it takes; [`NbdExport::clients`] narrows each export.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// The time a client has to finish its handshake on listeners started from here on
@@ -205,6 +239,7 @@ impl NbdServer {
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             handshake_timeout: self.handshake_timeout,
+            tls: self.tls.clone(),
         })
     }
 }
@@ -226,6 +261,7 @@ pub(crate) trait Stream: Read + Write + Send + Sized + AsRawFd + 'static {
     fn clone_stream(&self) -> io::Result<Self>;
     fn shutdown_both(&self);
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
 }
 
 impl Stream for UnixStream {
@@ -234,6 +270,10 @@ impl Stream for UnixStream {
     }
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(t)
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        // The type's own method (inherent methods come before the trait's).
+        Self::set_nonblocking(self, on)
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
@@ -246,6 +286,10 @@ impl Stream for TcpStream {
     }
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(t)
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        // The type's own method (inherent methods come before the trait's).
+        Self::set_nonblocking(self, on)
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
@@ -263,6 +307,7 @@ struct Shared {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Conn>>,
     handshake_timeout: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn accept_loop<S: Stream>(shared: Arc<Shared>, mut accept: impl FnMut() -> io::Result<S>) {
@@ -369,12 +414,83 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let negotiation = handshake::negotiate(&mut reader, &mut writer, &exports);
-    done(watchdog);
-    let Some(session) = negotiation? else {
-        return Ok(());
+    let state = match shared.tls {
+        Some(_) => TlsState::Required,
+        None => TlsState::Off,
     };
+    let plain = handshake::greet(&mut reader, &mut writer).and_then(|no_zeroes| {
+        handshake::negotiate(&mut reader, &mut writer, &exports, no_zeroes, state)
+            .map(|n| (n, no_zeroes))
+    });
+    let (negotiated, no_zeroes) = match plain {
+        Ok(n) => n,
+        Err(e) => {
+            done(watchdog);
+            return Err(e);
+        }
+    };
+    let session = match negotiated {
+        Negotiated::Leave => {
+            done(watchdog);
+            return Ok(());
+        }
+        Negotiated::Export(session) => session,
+        Negotiated::StartTls => {
+            // The client waits for the reply before its first TLS record.
+            if !reader.buffer().is_empty() {
+                done(watchdog);
+                return Err(NbdError::Protocol("data after NBD_OPT_STARTTLS"));
+            }
+            let config = shared.tls.clone().expect("TLS was offered");
+            // The handshake and the haggling inside TLS stay under the watchdog: past its
+            // deadline it shuts the client's socket down, which ends the pump.
+            let started = tls::start(reader.into_inner(), config);
+            let result = started.and_then(|tls| {
+                let served = inside_tls(&tls, exports, no_zeroes, || done(watchdog));
+                // The pump sends what the connection wrote, then close_notify, and ends.
+                drop(tls.plain);
+                let _ = tls.pump.join();
+                served
+            });
+            return result;
+        }
+    };
+    done(watchdog);
     timeouts.read_timeout(None)?;
+    transmit(reader, writer, &timeouts, session)
+}
+
+/// The rest of a session once TLS is up: the haggling again, over the plain end of the
+/// TLS session, with the exports the client's certificate may use; then transmission.
+/// `negotiated` is called when the haggling ends (it stops the handshake's watchdog).
+fn inside_tls(
+    tls: &tls::Tls,
+    exports: Exports,
+    no_zeroes: bool,
+    negotiated: impl FnOnce(),
+) -> Result<(), NbdError> {
+    let exports: Exports = exports
+        .into_iter()
+        .filter(|(_, e)| e.allows(tls.peer.as_deref()))
+        .collect();
+    let mut reader = io::BufReader::with_capacity(64 * 1024, tls.plain.try_clone()?);
+    let mut writer = io::BufWriter::with_capacity(64 * 1024, tls.plain.try_clone()?);
+    let result = handshake::negotiate(&mut reader, &mut writer, &exports, no_zeroes, TlsState::On);
+    negotiated();
+    match result? {
+        Negotiated::Export(session) => transmit(reader, writer, &tls.plain, session),
+        Negotiated::Leave | Negotiated::StartTls => Ok(()),
+    }
+}
+
+/// The transmission phase of a negotiated session, then the flush a disconnect asks for.
+/// `closer` shuts the connection down (the client's socket, or the plain end of its TLS).
+fn transmit<S: Stream>(
+    mut reader: io::BufReader<S>,
+    writer: io::BufWriter<S>,
+    closer: &S,
+    session: handshake::Session,
+) -> Result<(), NbdError> {
     tracing::debug!(export = %session.export.name, "nbd client entered transmission");
     // Replies go out from a thread of their own, so that reading requests never waits on a
     // client that sends many before it reads any replies.
@@ -389,7 +505,7 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
         // A client that disconnects has its writes made durable, as a flush would, but it
         // does not wait for that (neither qemu-nbd nor nbdkit flushes at all): the
         // connection is closed first, every reply sent.
-        timeouts.shutdown_both();
+        closer.shutdown_both();
         if let Err(e) = session.export.device.flush() {
             tracing::warn!(export = %session.export.name, error = %e, "flush after a disconnect failed");
         }
