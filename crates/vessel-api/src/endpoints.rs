@@ -1343,6 +1343,32 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("StorageExport"),
     },
     Endpoint {
+        id: "export_credentials_create",
+        method: Method::Post,
+        path: "/1.0/storage/exports/{name}/credentials",
+        summary: "Issue credentials for one more client of a TLS export: the CA certificate, \
+                  a client certificate and its key (shown once)",
+        query: &[],
+        request: Body::None,
+        status: 201,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("ExportCredentials"),
+    },
+    Endpoint {
+        id: "export_credentials_revoke",
+        method: Method::Delete,
+        path: "/1.0/storage/exports/{name}/credentials",
+        summary: "Revoke every client credential of a TLS export (new connections need new \
+                  ones; connected clients keep their connection)",
+        query: &[],
+        request: Body::None,
+        status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("StorageExport"),
+    },
+    Endpoint {
         id: "networks_list",
         method: Method::Get,
         path: "/1.0/networks",

@@ -135,6 +135,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ExportProtocol>()
         .schema_from::<ExportCreate>()
         .schema_from::<StorageExport>()
+        .schema_from::<ExportCredentials>()
         .schema_from::<NetworkCreate>()
         .schema_from::<NetworkLease>()
         .schema_from::<NetworkForward>()

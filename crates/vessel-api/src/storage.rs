@@ -326,6 +326,31 @@ pub struct ExportCreate {
     /// Serve read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// NBD over TCP: require TLS with a client certificate from
+    /// `POST /1.0/storage/exports/{name}/credentials` (the default there). `false` serves
+    /// plain NBD, to anyone who reaches the address. Not for unix sockets (their file mode
+    /// decides who connects) nor NFS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+}
+
+/// Credentials of one client of an export served with TLS: the files libnbd
+/// (`nbds://…?tls-certificates=DIR`) and QEMU (`tls-creds-x509,dir=DIR`) read from one
+/// directory, by these names.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ExportCredentials {
+    /// The export.
+    pub export: String,
+    /// The URI to use with them (`nbds://HOST:PORT/NAME`).
+    pub uri: String,
+    /// `ca-cert.pem`: the authority the server's certificate is checked against.
+    pub ca_cert: String,
+    /// `client-cert.pem`: this client's certificate.
+    pub client_cert: String,
+    /// `client-key.pem`: its private key (shown once; keep it private).
+    pub client_key: String,
+    /// SHA-256 of the client certificate's DER (what the export knows it by).
+    pub fingerprint: String,
 }
 
 /// An export as the API shows it.
@@ -343,8 +368,15 @@ pub struct StorageExport {
     pub listen: String,
     /// Read-only.
     pub read_only: bool,
-    /// A URI a client can use (`nbd://…`, `nbd+unix:///…?socket=…`, `nfs://…`).
+    /// A URI a client can use (`nbds://…` with TLS, `nbd://…`, `nbd+unix:///…?socket=…`,
+    /// `nfs://…`).
     pub uri: String,
+    /// Served with TLS: clients need credentials (`…/credentials`).
+    #[serde(default)]
+    pub tls: bool,
+    /// How many client credentials are valid (TLS exports).
+    #[serde(default)]
+    pub clients: usize,
     /// `serving`, or `failed` with `error`.
     pub status: String,
     /// Why the export is not served.

@@ -43,11 +43,31 @@ Examples:
   vessel storage volume import safe disk1 ./debian.qcow2";
 
 const EXPORT_EXAMPLES: &str = "\
+NBD over TCP requires TLS with a client certificate: one per client, from
+`vessel storage export credentials`. A unix socket (--listen /PATH) admits whom its file
+mode lets in; --no-tls serves plain NBD to anyone who reaches the address.
+
 Examples:
   vessel storage export create disk1 safe disk1 --protocol nbd --listen 127.0.0.1:10809
-  nbdinfo nbd://127.0.0.1:10809/disk1
+  vessel storage export credentials disk1 --out ./disk1-creds
+  nbdinfo 'nbds://127.0.0.1:10809/disk1?tls-certificates=./disk1-creds'
+  vessel storage export create disk2 safe disk2 --protocol nbd --listen /run/disk2.sock
+  nbdinfo 'nbd+unix:///disk2?socket=/run/disk2.sock'
   vessel storage export create share local data --protocol nfs --listen 127.0.0.1:2049
   nfs-ls 'nfs://127.0.0.1/share?nfsport=2049&mountport=2049'   # no portmapper needed";
+
+const CREDENTIALS_EXAMPLES: &str = "\
+The directory gets ca-cert.pem, client-cert.pem and client-key.pem, the names libnbd and
+QEMU look for. Each call makes one more client; --revoke ends them all (connected
+clients stay connected until they disconnect).
+
+Examples:
+  vessel storage export credentials disk1 --out ./disk1-creds
+  nbdcopy disk.raw 'nbds://127.0.0.1:10809/disk1?tls-certificates=./disk1-creds'
+  qemu-img info --object tls-creds-x509,id=tls0,dir=./disk1-creds,endpoint=client \\
+      --image-opts driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=10809,\\
+export=disk1,tls-creds=tls0
+  vessel storage export credentials disk1 --revoke";
 
 /// `vessel storage ...`
 #[derive(Debug, Subcommand)]
@@ -353,6 +373,21 @@ pub enum ExportCommand {
         /// Serve read-only.
         #[arg(long)]
         read_only: bool,
+        /// NBD over TCP: serve plain NBD, without TLS, to anyone who reaches the address.
+        #[arg(long)]
+        no_tls: bool,
+    },
+    /// Give one more client access to a TLS export: its credentials, in a directory.
+    #[command(after_help = CREDENTIALS_EXAMPLES)]
+    Credentials {
+        /// Export name.
+        name: String,
+        /// Directory to write them to (made if missing, readable by you only).
+        #[arg(long, value_name = "DIR", required_unless_present = "revoke")]
+        out: Option<PathBuf>,
+        /// Revoke every credential of the export instead.
+        #[arg(long, conflicts_with = "out")]
+        revoke: bool,
     },
     /// List exports.
     #[command(visible_alias = "ls")]

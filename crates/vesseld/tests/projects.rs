@@ -1230,12 +1230,42 @@ fn projects_have_images_and_exports_of_their_own() {
     let uri = list[0]["uri"].as_str().unwrap().to_string();
     let default_list = d.ok(&["storage", "export", "list", "--format", "json"]);
     assert!(!default_list.contains(&la), "{default_list}");
-    // An NBD client on alpha's listener sees alpha's export only, and reads what it wrote.
-    let listed = Command::new("nbdinfo")
-        .args(["--list", "--json", &format!("nbd://{la}")])
-        .output()
-        .expect("nbdinfo: install it with scripts/setup.sh");
-    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    // NBD over TCP takes TLS clients with credentials of an export. An NBD client on
+    // alpha's listener sees alpha's export only, and reads what it wrote; default's
+    // credentials see nothing there.
+    let creds = |project: &str| {
+        let dir = d.dir.join(format!("{project}-creds"));
+        d.ok(&[
+            "storage",
+            "export",
+            "credentials",
+            "disk",
+            "--out",
+            dir.to_str().unwrap(),
+            "--project",
+            project,
+        ]);
+        dir.to_str().unwrap().to_string()
+    };
+    let (alpha_creds, default_creds) = (creds("alpha"), creds("default"));
+    let list_on = |creds: &str| {
+        let out = Command::new("nbdinfo")
+            .args([
+                "--list",
+                "--json",
+                &format!("nbds://{la}?tls-certificates={creds}"),
+            ])
+            .output()
+            .expect("nbdinfo: install it with scripts/setup.sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let foreign: serde_json::Value =
+        serde_json::from_str(&list_on(&default_creds)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        foreign["exports"].as_array().is_none_or(|a| a.is_empty()),
+        "{foreign}"
+    );
+    let listed = list_on(&alpha_creds);
     let v: serde_json::Value =
         serde_json::from_str(&listed).unwrap_or_else(|e| panic!("{e}: {listed}"));
     let names: Vec<&str> = v["exports"]
@@ -1246,6 +1276,7 @@ fn projects_have_images_and_exports_of_their_own() {
         .collect();
     assert_eq!(names, ["alpha.disk"], "{listed}");
     assert!(uri.ends_with("/alpha.disk"), "{uri}");
+    let uri = format!("{uri}?tls-certificates={alpha_creds}");
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     let (src, back) = (d.dir.join("src.raw"), d.dir.join("back.raw"));
     std::fs::write(&src, &data).unwrap();

@@ -991,3 +991,202 @@ fn a_daemon_told_to_stop_closes_a_raid_pool_cleanly_under_a_connected_client() {
     d.ok(&["storage", "volume", "delete", "tank", "disk"]);
     d.ok(&["storage", "pool", "delete", "tank"]);
 }
+
+/// Runs a client tool and returns its output, success or not.
+fn attempt(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}): see scripts/debian-packages.txt"))
+}
+
+#[test]
+fn nbd_over_tcp_takes_only_clients_with_credentials_of_the_export() {
+    let mut d = Daemon::start();
+    d.ok(&["storage", "pool", "create", "local", "dir"]);
+    for v in ["disk", "other", "open"] {
+        d.ok(&[
+            "storage", "volume", "create", "local", v, "--type", "block", "--size", "4MiB",
+        ]);
+    }
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "storage",
+            "export",
+            "create",
+            name,
+            "local",
+            name,
+            "--protocol",
+            "nbd",
+            "--listen",
+            &listen,
+        ];
+        args.extend_from_slice(extra);
+        d.ok(&args)
+    };
+    // TLS by default on TCP; the listener's exports share it.
+    let out = create("disk", &[]);
+    let uri = format!("nbds://{listen}/disk");
+    assert!(
+        out.contains(&uri) && out.contains("export credentials disk"),
+        "{out}"
+    );
+    create("other", &[]);
+    // A plain export cannot share a TLS listener, nor TLS go on a unix socket or NFS.
+    let err = d.fails(&[
+        "storage",
+        "export",
+        "create",
+        "open",
+        "local",
+        "open",
+        "--protocol",
+        "nbd",
+        "--listen",
+        &listen,
+        "--no-tls",
+    ]);
+    assert!(err.contains("with TLS"), "{err}");
+    let (s, body) = common::http(
+        &d.socket,
+        "POST",
+        "/1.0/storage/exports",
+        Some(&format!(
+            r#"{{"name":"open","pool":"local","volume":"open","protocol":"nbd","listen":"{}","tls":true}}"#,
+            d.dir.join("x.sock").display()
+        )),
+    );
+    assert!(s == 400 && body.contains("unix socket"), "{s} {body}");
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["storage", "export", "list", "--format", "json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert!(list[0]["tls"] == true && list[0]["clients"] == 0, "{list}");
+
+    // Without credentials nothing is served.
+    let plain = format!("nbd://{listen}/disk");
+    let out = attempt("nbdinfo", &["--size", &plain]);
+    assert!(!out.status.success(), "a plain client read the export");
+
+    // A client with the export's credentials writes and reads it.
+    let creds = d.dir.join("disk-creds");
+    let creds_s = creds.to_str().unwrap();
+    let out = d.ok(&["storage", "export", "credentials", "disk", "--out", creds_s]);
+    assert!(out.contains("tls-certificates="), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(creds.join("client-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
+    let err = d.fails(&["storage", "export", "credentials", "disk", "--out", creds_s]);
+    assert!(err.contains("holds credentials already"), "{err}");
+    let with = |uri: &str, creds: &str| format!("{uri}?tls-certificates={creds}");
+    let data = pattern(3, 4 << 20);
+    write_flushed(&d, "src.raw", &with(&uri, creds_s), &data);
+    let back = d.dir.join("back.raw");
+    tool("nbdcopy", &[&with(&uri, creds_s), back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    // QEMU too, with the same directory.
+    let qemu = |export: &str, creds: &str| {
+        attempt(
+            "qemu-img",
+            &[
+                "info",
+                "--object",
+                &format!("tls-creds-x509,id=tls0,dir={creds},endpoint=client"),
+                "--image-opts",
+                &format!(
+                    "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={port},\
+                     export={export},tls-creds=tls0"
+                ),
+            ],
+        )
+    };
+    let out = qemu("disk", creds_s);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // disk's credentials do not open other, nor list it.
+    let out = attempt(
+        "nbdinfo",
+        &["--size", &with(&format!("nbds://{listen}/other"), creds_s)],
+    );
+    assert!(!out.status.success(), "disk's client opened other");
+    assert!(
+        !qemu("other", creds_s).status.success(),
+        "qemu opened other"
+    );
+    let listed = tool(
+        "nbdinfo",
+        &[
+            "--list",
+            "--json",
+            &with(&format!("nbds://{listen}"), creds_s),
+        ],
+    );
+    assert!(
+        listed.contains("\"disk\"") && !listed.contains("\"other\""),
+        "{listed}"
+    );
+
+    // The credentials hold over a restart (the authority and the export's clients kept).
+    d.kill(libc::SIGTERM);
+    d.spawn();
+    assert_eq!(
+        tool("nbdinfo", &["--size", &with(&uri, creds_s)]).trim(),
+        (4u64 << 20).to_string()
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["storage", "export", "list", "--format", "json"])).unwrap();
+    assert_eq!(list[0]["clients"], 1, "{list}");
+
+    // Revoked: new connections are refused; new credentials work.
+    d.ok(&["storage", "export", "credentials", "disk", "--revoke"]);
+    let out = attempt("nbdinfo", &["--size", &with(&uri, creds_s)]);
+    assert!(!out.status.success(), "a revoked client got in");
+    let fresh = d.dir.join("fresh");
+    d.ok(&[
+        "storage",
+        "export",
+        "credentials",
+        "disk",
+        "--out",
+        fresh.to_str().unwrap(),
+    ]);
+    tool("nbdinfo", &["--size", &with(&uri, fresh.to_str().unwrap())]);
+
+    // --no-tls serves plain NBD (on a listener of its own), and has no credentials.
+    let open_listen = format!("127.0.0.1:{}", common::free_port());
+    let out = d.ok(&[
+        "storage",
+        "export",
+        "create",
+        "open",
+        "local",
+        "open",
+        "--protocol",
+        "nbd",
+        "--listen",
+        &open_listen,
+        "--no-tls",
+    ]);
+    assert!(out.contains(&format!("nbd://{open_listen}/open")), "{out}");
+    tool("nbdinfo", &["--size", &format!("nbd://{open_listen}/open")]);
+    let err = d.fails(&[
+        "storage",
+        "export",
+        "credentials",
+        "open",
+        "--out",
+        d.dir.join("o").to_str().unwrap(),
+    ]);
+    assert!(err.contains("without TLS"), "{err}");
+    for e in ["disk", "other", "open"] {
+        d.ok(&["storage", "export", "delete", e]);
+    }
+}

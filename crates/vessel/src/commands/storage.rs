@@ -4,9 +4,9 @@ use std::fs::File;
 
 use anyhow::{anyhow, Context, Result};
 use vessel_api::{
-    ExportCreate, ExportProtocol, Operation, PoolCreate, PoolDriver, PoolRepair, PoolStatus,
-    SnapshotCreate, StorageExport, StoragePool, StorageVolume, VolumeAttach, VolumeContent,
-    VolumeCreate, VolumeRestore, VolumeUpdate,
+    ExportCreate, ExportCredentials, ExportProtocol, Operation, PoolCreate, PoolDriver, PoolRepair,
+    PoolStatus, SnapshotCreate, StorageExport, StoragePool, StorageVolume, VolumeAttach,
+    VolumeContent, VolumeCreate, VolumeRestore, VolumeUpdate,
 };
 
 use crate::cli_storage::{
@@ -451,6 +451,7 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
             protocol,
             listen,
             read_only,
+            no_tls,
         } => {
             let e: StorageExport = client.send(
                 "POST",
@@ -465,16 +466,62 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                     },
                     listen,
                     read_only,
+                    tls: no_tls.then_some(false),
                 },
             )?;
             println(format!("Serving {}", e.uri))?;
+            if e.tls {
+                println(format!(
+                    "Clients need credentials: vessel storage export credentials {} --out DIR",
+                    e.name
+                ))?;
+            }
+            Ok(0)
+        }
+        ExportCommand::Credentials { name, out, revoke } => {
+            let path = format!("/1.0/storage/exports/{}/credentials", encode_segment(&name));
+            if revoke {
+                let e: StorageExport = client.call("DELETE", &path)?;
+                println(format!("Revoked every credential of {}", e.name))?;
+                return Ok(0);
+            }
+            let dir = out.ok_or_else(|| anyhow!("give --out DIR"))?;
+            let files = ["ca-cert.pem", "client-cert.pem", "client-key.pem"];
+            if let Some(f) = files.iter().find(|f| dir.join(f).exists()) {
+                return Err(anyhow!(
+                    "{} holds credentials already ({f}); give another --out, or remove them",
+                    dir.display()
+                ));
+            }
+            // The directory first: a credential is issued only once there is a place for it.
+            make_private_dir(&dir)?;
+            let c: ExportCredentials = client.call("POST", &path)?;
+            write_credentials(&dir, &c)?;
+            let shown = dir.display();
+            println(format!(
+                "Wrote the credentials of a new client of {} to {shown} (fingerprint {})",
+                c.export, c.fingerprint
+            ))?;
+            println(format!("  nbdinfo '{}?tls-certificates={shown}'", c.uri))?;
+            if let Some((host, port)) = c
+                .uri
+                .strip_prefix("nbds://")
+                .and_then(|r| r.split_once('/'))
+                .and_then(|(addr, _)| addr.rsplit_once(':'))
+            {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                println(format!(
+                    "  qemu-img info --object tls-creds-x509,id=tls0,dir={shown},endpoint=client \\\n      --image-opts driver=nbd,server.type=inet,server.host={host},server.port={port},export={},tls-creds=tls0",
+                    c.export
+                ))?;
+            }
             Ok(0)
         }
         ExportCommand::List { format, .. } => {
             let exports: Vec<StorageExport> = client.get("/1.0/storage/exports")?;
             match format {
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "VOLUME", "PROTOCOL", "URI", "STATUS"]);
+                    let mut t = Table::new(&["NAME", "VOLUME", "PROTOCOL", "URI", "TLS", "STATUS"]);
                     for e in &exports {
                         t.row(vec![
                             e.name.clone(),
@@ -485,6 +532,11 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                             }
                             .into(),
                             e.uri.clone(),
+                            match (e.tls, e.clients) {
+                                (false, _) => "no".into(),
+                                (true, 1) => "1 client".into(),
+                                (true, n) => format!("{n} clients"),
+                            },
                             match &e.error {
                                 Some(err) => format!("{}: {err}", e.status),
                                 None => e.status.clone(),
@@ -505,4 +557,39 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Makes `dir` (private to the caller) if it is missing.
+fn make_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes credentials as libnbd and QEMU read them: `DIR/ca-cert.pem`, `client-cert.pem`,
+/// `client-key.pem`, the key private to the caller.
+fn write_credentials(dir: &std::path::Path, c: &ExportCredentials) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    for (name, text, mode) in [
+        ("client-key.pem", &c.client_key, 0o600),
+        ("client-cert.pem", &c.client_cert, 0o644),
+        ("ca-cert.pem", &c.ca_cert, 0o644),
+    ] {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

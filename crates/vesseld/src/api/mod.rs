@@ -270,6 +270,8 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "exports_list" => on(f, storage::exports_list),
         "exports_create" => on(f, storage::exports_create),
         "export_delete" => on(f, storage::export_delete),
+        "export_credentials_create" => on(f, storage::export_credentials_create),
+        "export_credentials_revoke" => on(f, storage::export_credentials_revoke),
         "auth_self" => on(f, auth::auth_self),
         "auth_identities_list" => on(f, auth::identities_list),
         "auth_tokens_create" => on(f, auth::tokens_create),

@@ -476,3 +476,30 @@ pub async fn export_delete(
         .map_err(|e| scope.error(e))?;
     Ok(json(scope.export(e)))
 }
+
+pub async fn export_credentials_create(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    crate::name::validate_name("export", &name)?;
+    let name = scope.q(&name)?;
+    let mut c = blocking(&app, move |s| s.export_credentials_create(&name))
+        .await
+        .map_err(|e| scope.error(e))?;
+    c.export = scope.own(&c.export).unwrap_or(c.export);
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+pub async fn export_credentials_revoke(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    crate::name::validate_name("export", &name)?;
+    let name = scope.q(&name)?;
+    let e = blocking(&app, move |s| s.export_credentials_revoke(&name))
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(json(scope.export(e)))
+}

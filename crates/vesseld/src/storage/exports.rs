@@ -17,11 +17,13 @@ impl StorageService {
             .exports
             .list()?
             .into_iter()
-            .map(|r| self.export_view(r.export))
+            .map(|r| self.export_view(r))
             .collect())
     }
 
-    fn export_view(&self, mut e: StorageExport) -> StorageExport {
+    pub(super) fn export_view(&self, r: ExportRecord) -> StorageExport {
+        let mut e = r.export;
+        e.clients = r.client_certs.len();
         match self.inner.servers.error(&e.name) {
             None => e.status = "serving".into(),
             Some(err) => {
@@ -65,7 +67,11 @@ impl StorageService {
                         })?,
                     ),
                 };
-                self.inner.servers.add_nbd(e, dev)
+                self.inner
+                    .servers
+                    .add_nbd(e, dev, &rec.client_certs, |addr| {
+                        self.nbd_ca()?.server_config(addr)
+                    })
             }
             vessel_api::ExportProtocol::Nfs => {
                 let root = d.fs_path(&e.volume)?;
@@ -90,6 +96,7 @@ impl StorageService {
         let v = self.volume_record(&req.pool, &req.volume)?;
         check_export(&req, &v)?;
         let listen = servers::normalize_listen(req.protocol, req.listen.as_deref())?;
+        let tls = export_tls(&req, &listen)?;
         // A listener serves the exports of one project: NBD and NFS clients are not told
         // apart, so sharing one would show each project the other's.
         let project = crate::project::split(&req.name).0;
@@ -107,15 +114,18 @@ impl StorageService {
             pool: req.pool.clone(),
             volume: req.volume.clone(),
             protocol: req.protocol,
-            uri: servers::uri(req.protocol, &listen, &req.name),
+            uri: servers::uri(req.protocol, &listen, &req.name, tls),
             listen,
             read_only: req.read_only,
             status: "serving".into(),
             error: None,
+            tls,
+            clients: 0,
         };
         let rec = ExportRecord {
             export: e.clone(),
             generation: Some(rand_u32()),
+            client_certs: Vec::new(),
         };
         self.serve_export(&rec)?;
         if let Err(err) = self.inner.exports.insert(&e.name, &rec) {
@@ -187,6 +197,24 @@ pub(super) fn check_export(req: &ExportCreate, v: &VolumeRecord) -> Result<()> {
     Ok(())
 }
 
+/// Whether an export is served with TLS: NBD over TCP is unless asked not to; a unix
+/// socket (its file mode decides who connects) and NFS are not.
+fn export_tls(req: &ExportCreate, listen: &str) -> Result<bool> {
+    let tcp = !listen.starts_with('/');
+    match (req.protocol, req.tls) {
+        (vessel_api::ExportProtocol::Nbd, None) => Ok(tcp),
+        (vessel_api::ExportProtocol::Nbd, Some(true)) if !tcp => Err(Error::invalid(
+            "TLS is for NBD over TCP; a unix socket admits whom its file mode lets in (leave \
+             out --tls, or listen on HOST:PORT)",
+        )),
+        (vessel_api::ExportProtocol::Nbd, Some(tls)) => Ok(tls),
+        (vessel_api::ExportProtocol::Nfs, Some(true)) => Err(Error::invalid(
+            "NFS exports are served without TLS; use NBD for a block volume over TLS",
+        )),
+        (vessel_api::ExportProtocol::Nfs, _) => Ok(false),
+    }
+}
+
 /// A random 32-bit number (a new export's NFS handle generation).
 fn rand_u32() -> u32 {
     let b = uuid::Uuid::new_v4().into_bytes();
@@ -208,6 +236,7 @@ mod tests {
             protocol,
             listen: None,
             read_only,
+            tls: None,
         }
     }
 

@@ -144,4 +144,7 @@ pub(super) struct ExportRecord {
     /// `None` in records made before generations were kept (derived from the export then).
     #[serde(default)]
     pub(super) generation: Option<u32>,
+    /// A TLS export's client certificates, by fingerprint (issued and not revoked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) client_certs: Vec<String>,
 }

@@ -1,10 +1,10 @@
 //! Serving exports: one NBD server per listen address (exports added and removed while it
 //! serves) and one NFS server per listen address.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use vessel_api::{ExportProtocol, StorageExport};
 
@@ -17,8 +17,14 @@ pub const DEFAULT_NFS: &str = "127.0.0.1:2049";
 
 struct NbdListener {
     server: vessel_nbd::NbdServer,
+    /// Requires TLS (with client certificates of the daemon's authority).
+    tls: bool,
     _handle: vessel_nbd::ServerHandle,
 }
+
+/// Fingerprints of the client certificates a TLS export takes, shared with its server's
+/// check so that issuing and revoking take effect at once.
+pub type Clients = Arc<RwLock<BTreeSet<String>>>;
 
 struct NfsListener {
     server: vessel_nfs::NfsServer,
@@ -33,6 +39,10 @@ pub struct ExportServers {
     errors: Mutex<HashMap<String, String>>,
     /// Key of NFS file handles, kept across restarts so clients' handles stay valid.
     nfs_key: Mutex<Option<[u8; 32]>>,
+    /// The client certificates of each TLS export, by export name.
+    clients: Mutex<HashMap<String, Clients>>,
+    /// The NBD authority, once loaded.
+    ca: Mutex<Option<Arc<super::nbd_tls::NbdCa>>>,
 }
 
 /// Checks and normalizes a listen address: `HOST:PORT` or, for NBD, an absolute socket path.
@@ -75,11 +85,12 @@ pub fn listens_overlap(a: &str, b: &str) -> bool {
 }
 
 /// A URI clients understand for an export.
-pub fn uri(protocol: ExportProtocol, listen: &str, name: &str) -> String {
+pub fn uri(protocol: ExportProtocol, listen: &str, name: &str, tls: bool) -> String {
     match protocol {
         ExportProtocol::Nbd if listen.starts_with('/') => {
             format!("nbd+unix:///{name}?socket={listen}")
         }
+        ExportProtocol::Nbd if tls => format!("nbds://{listen}/{name}"),
         ExportProtocol::Nbd => format!("nbd://{listen}/{name}"),
         // MOUNT and NFS share the port and no portmapper runs, so the ports travel in
         // the URI (libnfs's `nfsport`/`mountport`).
@@ -126,19 +137,70 @@ impl ExportServers {
             .insert(name.to_string(), error);
     }
 
-    /// Serves a block device as an NBD export.
-    pub fn add_nbd(&self, e: &StorageExport, dev: Arc<dyn vessel_nbd::BlockDevice>) -> Result<()> {
-        let export = vessel_nbd::NbdExport::new(e.name.clone(), dev)
+    /// The NBD authority kept in `dir`, made on first use.
+    pub fn ca(&self, dir: &std::path::Path) -> Result<Arc<super::nbd_tls::NbdCa>> {
+        let mut ca = self.ca.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ca) = &*ca {
+            return Ok(ca.clone());
+        }
+        let made = Arc::new(super::nbd_tls::NbdCa::load_or_create(dir)?);
+        *ca = Some(made.clone());
+        Ok(made)
+    }
+
+    /// The client certificates TLS export `name` takes (an empty set for one not served).
+    pub fn clients(&self, name: &str) -> Clients {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Serves a block device as an NBD export. A TLS export (`tls` gives its listener's
+    /// configuration, made only for a new listener) takes the client certificates whose
+    /// fingerprints are in `clients`.
+    pub fn add_nbd(
+        &self,
+        e: &StorageExport,
+        dev: Arc<dyn vessel_nbd::BlockDevice>,
+        clients: &[String],
+        tls: impl FnOnce(SocketAddr) -> Result<Arc<rustls::ServerConfig>>,
+    ) -> Result<()> {
+        let mut export = vessel_nbd::NbdExport::new(e.name.clone(), dev)
             .read_only(e.read_only)
             .description(format!("vessel volume {}/{}", e.pool, e.volume));
+        if e.tls {
+            let set = self.clients(&e.name);
+            *set.write().unwrap_or_else(|p| p.into_inner()) = clients.iter().cloned().collect();
+            export = export.clients(move |der| {
+                set.read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&crate::auth::tls::fingerprint(der))
+            });
+        }
         let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = nbd.get(&e.listen) {
+            if l.tls != e.tls {
+                return Err(Error::conflict(format!(
+                    "the listener on {} serves {}; give the same TLS setting or another --listen",
+                    e.listen,
+                    if l.tls { "with TLS" } else { "without TLS" }
+                )));
+            }
             l.server
                 .add_export(export)
                 .map_err(|err| Error::conflict(format!("NBD export: {}", chain(&err))))?;
         } else {
-            let server = vessel_nbd::NbdServer::new([export])
+            let mut server = vessel_nbd::NbdServer::new([export])
                 .map_err(|err| Error::invalid(format!("NBD export: {}", chain(&err))))?;
+            if e.tls {
+                let addr: SocketAddr = e.listen.parse().map_err(|_| {
+                    Error::invalid(format!("TLS needs a TCP address, not {}", e.listen))
+                })?;
+                server = server.with_tls(tls(addr)?);
+            }
             let handle = if e.listen.starts_with('/') {
                 let _ = std::fs::remove_file(&e.listen);
                 server.serve_unix(&e.listen)
@@ -156,6 +218,7 @@ impl ExportServers {
                 e.listen.clone(),
                 NbdListener {
                     server,
+                    tls: e.tls,
                     _handle: handle,
                 },
             );
@@ -250,6 +313,10 @@ impl ExportServers {
             .remove(&e.name);
         match e.protocol {
             ExportProtocol::Nbd => {
+                self.clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&e.name);
                 let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(l) = nbd.get(&e.listen) {
                     l.server.remove_export(&e.name);
