@@ -445,6 +445,73 @@ await step('g2. admin deletes ui-c1 through the dashboard', 120000, async () => 
   if (r.status !== 404) throw new Error(`GET ${NAME} answers ${r.status} after the delete`);
 });
 
+// Waits for an asynchronous answer's operation; throws with the answer otherwise.
+async function done(r, what) {
+  if (r.status === 202 && r.body && r.body.id) {
+    const w = await rest('GET', `/1.0/operations/${r.body.id}/wait?timeout=60`);
+    if (w.body && w.body.status === 'failure') throw new Error(`${what}: ${JSON.stringify(w.body)}`);
+    return w;
+  }
+  if (r.status >= 300) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r;
+}
+
+async function removeExportFixture() {
+  await rest('DELETE', '/1.0/storage/exports/ui-disk');
+  await done(await rest('DELETE', '/1.0/storage/pools/ui-p/volumes/ui-disk'), 'volume delete').catch(() => {});
+  await done(await rest('DELETE', '/1.0/storage/pools/ui-p'), 'pool delete').catch(() => {});
+}
+
+await step('l. a TLS export gives a new client its three credential files', 90000, async () => {
+  try {
+    await newClientStep();
+  } finally {
+    // The next steps need the page without a dialog over it, and the server clean.
+    if (await page.locator(tid('dialog-close')).count()) await page.click(tid('dialog-close')).catch(() => {});
+    await removeExportFixture().catch(() => {});
+  }
+});
+
+async function newClientStep() {
+  // A dir pool, a block volume and an NBD export on loopback TCP (TLS by default), made
+  // outside the page; a port in use is tried again with another.
+  await done(await rest('POST', '/1.0/storage/pools', ADMIN, { name: 'ui-p', driver: 'dir' }), 'pool');
+  await done(await rest('POST', '/1.0/storage/pools/ui-p/volumes', ADMIN, { name: 'ui-disk', content: 'block', size: 1048576 }), 'volume');
+  let made = null;
+  for (let i = 0; i < 5 && !made; i++) {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const r = await rest('POST', '/1.0/storage/exports', ADMIN, { name: 'ui-disk', pool: 'ui-p', volume: 'ui-disk', protocol: 'nbd', listen: `127.0.0.1:${port}` });
+    if (r.status === 201) made = r.body;
+  }
+  if (!made || !made.tls) throw new Error(`no TLS export: ${JSON.stringify(made)}`);
+  await goto('#/exports');
+  await waitText(tid('export-tls-ui-disk'), (t) => t === 'yes, 0 clients', 20000, 'the TLS column');
+  await page.click(tid('export-client-ui-disk'));
+  const pem = {};
+  try {
+    // Each file as the user gets it: a click on its link downloads it under its name.
+    for (const name of ['ca-cert.pem', 'client-cert.pem', 'client-key.pem']) {
+      const link = page.locator(tid(`credential-${name}`));
+      await link.waitFor();
+      const [dl] = await Promise.all([page.waitForEvent('download'), link.click()]);
+      if (dl.suggestedFilename() !== name) throw new Error(`${name} downloads as ${dl.suggestedFilename()}`);
+      pem[name] = fs.readFileSync(await dl.path(), 'utf8');
+    }
+  } finally {
+    if (await page.locator(tid('dialog-close')).count()) await shot('export-credentials-desktop');
+  }
+  if (!pem['ca-cert.pem'].startsWith('-----BEGIN CERTIFICATE-----')) throw new Error(`ca-cert.pem: ${pem['ca-cert.pem'].slice(0, 40)}`);
+  if (!pem['client-cert.pem'].startsWith('-----BEGIN CERTIFICATE-----')) throw new Error('client-cert.pem is no certificate');
+  if (!pem['client-key.pem'].includes('PRIVATE KEY-----')) throw new Error('client-key.pem is no key');
+  const fp = (await page.locator(tid('credential-fingerprint')).textContent()).trim();
+  if (!/^[0-9a-f]{64}$/.test(fp)) throw new Error(`fingerprint ${fp}`);
+  await page.click(tid('dialog-close'));
+  await waitText(tid('export-tls-ui-disk'), (t) => t === 'yes, 1 client', 20000, 'the count after a new client');
+  const list = await rest('GET', '/1.0/storage/exports');
+  const e = (list.body || []).find((x) => x.name === 'ui-disk');
+  if (!e || e.clients !== 1) throw new Error(`the export counts ${e && e.clients} clients`);
+}
+
 await step('j. an expired session goes back to the login with the server\'s message', 180000, async () => {
   // A token that lives 12 s, made by the admin for this step; the page logs in with it
   // and is still open when it expires. On a loaded machine the login and the first page can
@@ -516,6 +583,7 @@ if (noise.length) console.log(`   (${noise.length} browser network log line(s) a
 
 // Leave the server clean even when a step failed before g2.
 await removeInstance(NAME).catch(() => {});
+await removeExportFixture().catch(() => {});
 await browser.close();
 console.log(`screenshots in ${ARTIFACTS}`);
 console.log(`${passed} passed, ${failed} failed`);

@@ -201,6 +201,27 @@ export function renderVolumes(el, _p, ctx) {
   };
 }
 
+// The credentials of a new client of a TLS export: the three files libnbd and QEMU read
+// from one directory, to download (the key is shown this once), and how to use them.
+function showCredentials(c) {
+  const d = openDialog(`A new client of ${c.export}`, { wide: true });
+  const file = (name, text) => h('li', null, h('a', {
+    href: URL.createObjectURL(new Blob([text], { type: 'application/x-pem-file' })),
+    download: name, testid: `credential-${name}`,
+  }, name));
+  const [host, port] = (c.uri.replace(/^nbds:\/\//, '').split('/')[0] || '').split(/:(?=\d+$)/);
+  append(d.body, [
+    h('p', null, 'Save the three files into one directory, DIR. The key is shown only now; anyone holding the files can use the export.'),
+    h('ul', null, file('ca-cert.pem', c.ca_cert), file('client-cert.pem', c.client_cert), file('client-key.pem', c.client_key)),
+    h('p', { class: 'muted small' }, 'Certificate fingerprint: ', h('span', { class: 'mono', testid: 'credential-fingerprint' }, c.fingerprint)),
+    h('p', null, 'With libnbd (nbdinfo, nbdcopy):'),
+    h('pre', { class: 'mono small', style: { whiteSpace: 'pre-wrap', overflowWrap: 'anywhere' } }, `nbdinfo '${c.uri}?tls-certificates=DIR'`),
+    h('p', null, 'With QEMU:'),
+    h('pre', { class: 'mono small', style: { whiteSpace: 'pre-wrap', overflowWrap: 'anywhere' } }, `qemu-img info --object tls-creds-x509,id=tls0,dir=DIR,endpoint=client \\\n  --image-opts driver=nbd,server.type=inet,server.host=${host},server.port=${port},export=${c.export},tls-creds=tls0`),
+    h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'btn btn-primary', onclick: () => d.close() }, 'Done')),
+  ]);
+}
+
 export function renderExports(el, _p, ctx) {
   const list = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
   clear(el, h('div', { class: 'page-head' }, h('h1', null, 'Exports')), list);
@@ -216,19 +237,33 @@ export function renderExports(el, _p, ctx) {
         { label: 'Listen', cell: (x) => h('span', { class: 'mono small' }, x.listen) },
         { label: 'URI', cell: (x) => h('span', { class: 'mono small' }, x.uri) },
         { label: 'Read-only', cell: (x) => (x.read_only ? 'yes' : 'no') },
+        { label: 'TLS', cell: (x) => h('span', { testid: `export-tls-${x.name}` }, x.tls ? `yes, ${x.clients} client${x.clients === 1 ? '' : 's'}` : 'no') },
         { label: 'Status', cell: (x) => h('span', { title: x.error || '' }, badge(x.status, x.status === 'serving' ? 'ok' : 'error')) },
-        can('operator') ? { label: 'Actions', cell: (x) => h('button', {
-          type: 'button', class: 'btn btn-small btn-danger',
-          onclick: async () => {
-            if (!(await confirmDialog(`Stop serving ${x.name}?`, 'Clients of this export lose it.', { ok: 'Remove', danger: true }))) return;
-            try {
-              await api('DELETE', `/1.0/storage/exports/${enc(x.name)}`);
-            } catch (e) {
-              ctx.report(e);
-            }
-            load();
-          },
-        }, 'Remove') } : null,
+        can('operator') ? { label: 'Actions', cell: (x) => h('div', { class: 'row-actions' },
+          x.tls ? h('button', {
+            type: 'button', class: 'btn btn-small', testid: `export-client-${x.name}`,
+            title: 'Credentials for one more client: a certificate and key, with the authority to trust',
+            onclick: async () => {
+              try {
+                showCredentials(await api('POST', `/1.0/storage/exports/${enc(x.name)}/credentials`));
+              } catch (e) {
+                ctx.report(e);
+              }
+              load();
+            },
+          }, 'New client') : null,
+          h('button', {
+            type: 'button', class: 'btn btn-small btn-danger',
+            onclick: async () => {
+              if (!(await confirmDialog(`Stop serving ${x.name}?`, 'Clients of this export lose it.', { ok: 'Remove', danger: true }))) return;
+              try {
+                await api('DELETE', `/1.0/storage/exports/${enc(x.name)}`);
+              } catch (e) {
+                ctx.report(e);
+              }
+              load();
+            },
+          }, 'Remove')) } : null,
       ].filter(Boolean), ex, { empty: 'No exports.' }));
     } catch (e) {
       if (!disposed) ctx.report(e);
