@@ -11,7 +11,13 @@
 # own path: thin volume over our RAID engine over member files in the same directory; one
 # pool with its members O_DIRECT (raid.cache=none, the default: `vraid`), one through the
 # page cache as the peers' files are (raid.cache=writeback: `vraidc`).
+# TLS=1: the three file servers listen on loopback TCP and require TLS with client
+# certificates (vessel-nbd --tls-certificates, qemu-nbd tls-creds-x509 with verify-peer,
+# nbdkit --tls=require --tls-verify-peer; certificates made with openssl for the run), the
+# clients use nbds:// URIs with tls-certificates=; no raid rows.
 . "$(dirname "$0")/lib.sh"
+TLS=${TLS:-0}
+[ "$TLS" = 0 ] || RAID_LEVEL=none
 RAID_LEVEL=${RAID_LEVEL:-raid0}
 MEMBERS=${MEMBERS:-4}
 RUNS=${RUNS:-6}
@@ -37,17 +43,68 @@ head -c "$((SIZE_MB << 20))" /dev/urandom > "$WORK/source.img"
 # folios the writes made) changes what a 4 KiB buffered write into it costs later by up to a
 # third, so every export starts with the history of its own server's writes.
 for s in vessel qemu nbdkit; do truncate -s "${SIZE_MB}M" "$WORK/$s.img"; done
-"$BIN/vessel-nbd" --socket "$WORK/vessel.sock" "disk=$WORK/vessel.img" & PIDS+=($!)
-qemu-nbd -f raw -x disk --socket="$WORK/qemu.sock" --persistent --shared=8 \
-  "$WORK/qemu.img" & PIDS+=($!)
-nbdkit -f -U "$WORK/nbdkit.sock" -e disk file "$WORK/nbdkit.img" & PIDS+=($!)
-for s in vessel qemu nbdkit; do
-  for _ in $(seq 1 100); do [ -S "$WORK/$s.sock" ] && break; sleep 0.1; done
-  [ -S "$WORK/$s.sock" ] || die "$s did not create its socket"
-done
+if [ "$TLS" = 0 ]; then
+  "$BIN/vessel-nbd" --socket "$WORK/vessel.sock" "disk=$WORK/vessel.img" & PIDS+=($!)
+  qemu-nbd -f raw -x disk --socket="$WORK/qemu.sock" --persistent --shared=8 \
+    "$WORK/qemu.img" & PIDS+=($!)
+  nbdkit -f -U "$WORK/nbdkit.sock" -e disk file "$WORK/nbdkit.img" & PIDS+=($!)
+  for s in vessel qemu nbdkit; do
+    for _ in $(seq 1 100); do [ -S "$WORK/$s.sock" ] && break; sleep 0.1; done
+    [ -S "$WORK/$s.sock" ] || die "$s did not create its socket"
+  done
+else
+  command -v openssl >/dev/null || die "openssl missing: apt-get install openssl"
+  # A CA, a server certificate for 127.0.0.1 and a client certificate; the servers' directory
+  # as nbdkit and QEMU read it (ca-cert.pem, server-cert.pem, server-key.pem), the clients'
+  # as libnbd reads it (ca-cert.pem, client-cert.pem, client-key.pem).
+  mkdir -p "$WORK/pki/server" "$WORK/pki/client"
+  (cd "$WORK/pki"
+   ossl() { openssl "$@" 2>/dev/null; }
+   ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+     -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+     -keyout ca-key.pem -out ca-cert.pem
+   for who in server client; do
+     ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=bench-$who" \
+       -keyout "$who/$who-key.pem" -out "$who.csr"
+     if [ $who = server ]; then ext="subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
+     ossl x509 -req -in "$who.csr" -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+       -extfile <(printf '%s\n' "$ext" "keyUsage=critical,digitalSignature") -out "$who/$who-cert.pem"
+     cp ca-cert.pem "$who/"
+   done) || die "making the certificates failed"
+  [ -s "$WORK/pki/client/client-cert.pem" ] || die "openssl made no client certificate"
+  PORTS=()
+  for s in vessel qemu nbdkit; do
+    PORTS+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+  done
+  "$BIN/vessel-nbd" --tcp "127.0.0.1:${PORTS[0]}" --tls-certificates "$WORK/pki/server" \
+    "disk=$WORK/vessel.img" & PIDS+=($!)
+  qemu-nbd -f raw -x disk -b 127.0.0.1 -p "${PORTS[1]}" --persistent --shared=8 \
+    --object "tls-creds-x509,id=tls0,dir=$WORK/pki/server,endpoint=server,verify-peer=on" \
+    --tls-creds tls0 "$WORK/qemu.img" & PIDS+=($!)
+  nbdkit -f -i 127.0.0.1 -p "${PORTS[2]}" --tls=require --tls-certificates="$WORK/pki/server" \
+    --tls-verify-peer -e disk file "$WORK/nbdkit.img" & PIDS+=($!)
+  port_of() { case $1 in vessel) echo "${PORTS[0]}" ;; qemu) echo "${PORTS[1]}" ;; nbdkit) echo "${PORTS[2]}" ;; esac; }
+  for s in vessel qemu nbdkit; do
+    for _ in $(seq 1 100); do
+      nbdinfo --size "nbds://127.0.0.1:$(port_of $s)/disk?tls-certificates=$WORK/pki/client" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    nbdinfo --size "nbds://127.0.0.1:$(port_of $s)/disk?tls-certificates=$WORK/pki/client" >/dev/null \
+      || die "$s does not answer over TLS"
+    # And refuses a client without TLS.
+    ! nbdinfo --size "nbd://127.0.0.1:$(port_of $s)/disk" >/dev/null 2>&1 \
+      || die "$s serves a client without TLS"
+  done
+fi
 servers=(vessel qemu nbdkit)
+uri() {
+  local e=disk; case $1 in vraid*) e=$1 ;; esac
+  if [ "$TLS" = 0 ]; then echo "nbd+unix:///$e?socket=$WORK/$1.sock"
+  else echo "nbds://127.0.0.1:$(port_of "$1")/$e?tls-certificates=$WORK/pki/client"; fi
+}
 for s in "${servers[@]}"; do
-  nbdcopy --flush "$WORK/source.img" "nbd+unix:///disk?socket=$WORK/$s.sock" || die "filling $s's image failed"
+  nbdcopy --flush "$WORK/source.img" "$(uri "$s")" || die "filling $s's image failed"
 done
 if [ "$RAID_LEVEL" != none ]; then
   SOCK=$WORK/vesseld.sock
@@ -73,8 +130,7 @@ if [ "$RAID_LEVEL" != none ]; then
   done
   echo "raid volume: $RAID_LEVEL over $MEMBERS member files in $WORK/root, exported by vesseld" >&2
 fi
-echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)" >&2
-uri() { local e=disk; case $1 in vraid*) e=$1 ;; esac; echo "nbd+unix:///$e?socket=$WORK/$1.sock"; }
+echo "servers: vessel-nbd ($BIN/vessel-nbd), $(qemu-nbd --version | head -1), $(nbdkit --version); clients: $(nbdcopy --version | head -1), $(fio --version)$([ "$TLS" = 0 ] || echo '; over loopback TCP with TLS')" >&2
 # `flushed`: a write that ends with NBD_CMD_FLUSH (`nbdcopy --flush`), as a copy that must be
 # on disk when it returns (qemu-img convert flushes too): the time includes writing it back.
 for f in read write flushed; do

@@ -337,7 +337,7 @@ pub struct ExportCreate {
 /// Credentials of one client of an export served with TLS: the files libnbd
 /// (`nbds://…?tls-certificates=DIR`) and QEMU (`tls-creds-x509,dir=DIR`) read from one
 /// directory, by these names.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ExportCredentials {
     /// The export.
     pub export: String,
@@ -351,6 +351,17 @@ pub struct ExportCredentials {
     pub client_key: String,
     /// SHA-256 of the client certificate's DER (what the export knows it by).
     pub fingerprint: String,
+}
+
+impl std::fmt::Debug for ExportCredentials {
+    /// Everything but the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportCredentials")
+            .field("export", &self.export)
+            .field("uri", &self.uri)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An export as the API shows it.

@@ -374,24 +374,23 @@ fn serve_connection<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdErro
     result
 }
 
-fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
-    let writer = stream.clone_stream()?;
-    let timeouts = stream.clone_stream()?;
-    timeouts.read_timeout(Some(shared.handshake_timeout))?;
-    // The whole handshake has a deadline too (a client trickling options would reset a
-    // per-read timeout forever): past it the socket is shut down.
-    let negotiated = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let (negotiated, socket, limit) = (
-            negotiated.clone(),
-            stream.clone_stream()?,
-            shared.handshake_timeout,
-        );
-        std::thread::Builder::new()
+/// The handshake's deadline: a thread that shuts the client's socket down when the deadline
+/// passes before the negotiation ends. Stopped (and joined) by [`Watchdog::stop`] or when
+/// dropped, so that no path leaves it waiting out its deadline.
+struct Watchdog {
+    negotiated: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn start<S: Stream>(socket: S, limit: Duration) -> io::Result<Watchdog> {
+        let negotiated = Arc::new(AtomicBool::new(false));
+        let done = negotiated.clone();
+        let thread = std::thread::Builder::new()
             .name("nbd-handshake".into())
             .spawn(move || {
                 let deadline = std::time::Instant::now() + limit;
-                while !negotiated.load(Ordering::SeqCst) {
+                while !done.load(Ordering::SeqCst) {
                     let now = std::time::Instant::now();
                     if now >= deadline {
                         tracing::debug!("nbd handshake took too long; closing");
@@ -400,13 +399,35 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
                     }
                     std::thread::park_timeout(deadline - now);
                 }
-            })?
-    };
-    let done = |w: std::thread::JoinHandle<()>| {
-        negotiated.store(true, Ordering::SeqCst);
-        w.thread().unpark();
-        let _ = w.join();
-    };
+            })?;
+        Ok(Watchdog {
+            negotiated,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.negotiated.store(true, Ordering::SeqCst);
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
+    let writer = stream.clone_stream()?;
+    let timeouts = stream.clone_stream()?;
+    timeouts.read_timeout(Some(shared.handshake_timeout))?;
+    // The whole handshake has a deadline too (a client trickling options would reset a
+    // per-read timeout forever): past it the socket is shut down.
+    let mut watchdog = Watchdog::start(stream.clone_stream()?, shared.handshake_timeout)?;
     let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
     let exports = shared
@@ -418,56 +439,40 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
         Some(_) => TlsState::Required,
         None => TlsState::Off,
     };
-    let plain = handshake::greet(&mut reader, &mut writer).and_then(|no_zeroes| {
-        handshake::negotiate(&mut reader, &mut writer, &exports, no_zeroes, state)
-            .map(|n| (n, no_zeroes))
-    });
-    let (negotiated, no_zeroes) = match plain {
-        Ok(n) => n,
-        Err(e) => {
-            done(watchdog);
-            return Err(e);
-        }
-    };
-    let session = match negotiated {
-        Negotiated::Leave => {
-            done(watchdog);
-            return Ok(());
-        }
+    let no_zeroes = handshake::greet(&mut reader, &mut writer)?;
+    let session = match handshake::negotiate(&mut reader, &mut writer, &exports, no_zeroes, state)?
+    {
+        Negotiated::Leave => return Ok(()),
         Negotiated::Export(session) => session,
         Negotiated::StartTls => {
             // The client waits for the reply before its first TLS record.
             if !reader.buffer().is_empty() {
-                done(watchdog);
                 return Err(NbdError::Protocol("data after NBD_OPT_STARTTLS"));
             }
             let config = shared.tls.clone().expect("TLS was offered");
-            // The handshake and the haggling inside TLS stay under the watchdog: past its
-            // deadline it shuts the client's socket down, which ends the pump.
-            let started = tls::start(reader.into_inner(), config);
-            let result = started.and_then(|tls| {
-                let served = inside_tls(&tls, exports, no_zeroes, || done(watchdog));
-                // The pump sends what the connection wrote, then close_notify, and ends.
-                drop(tls.plain);
-                let _ = tls.pump.join();
-                served
-            });
-            return result;
+            // The TLS handshake and the haggling inside TLS stay under the watchdog: past
+            // its deadline it shuts the client's socket down, which ends the pump.
+            let tls = tls::start(reader.into_inner(), config)?;
+            let served = inside_tls(&tls, exports, no_zeroes, watchdog);
+            // The pump sends what the connection wrote, then close_notify, and ends.
+            drop(tls.plain);
+            let _ = tls.pump.join();
+            return served;
         }
     };
-    done(watchdog);
+    watchdog.stop();
     timeouts.read_timeout(None)?;
     transmit(reader, writer, &timeouts, session)
 }
 
 /// The rest of a session once TLS is up: the haggling again, over the plain end of the
 /// TLS session, with the exports the client's certificate may use; then transmission.
-/// `negotiated` is called when the haggling ends (it stops the handshake's watchdog).
+/// The watchdog is stopped when the haggling ends (or dropped on an error before).
 fn inside_tls(
     tls: &tls::Tls,
     exports: Exports,
     no_zeroes: bool,
-    negotiated: impl FnOnce(),
+    mut watchdog: Watchdog,
 ) -> Result<(), NbdError> {
     let exports: Exports = exports
         .into_iter()
@@ -476,7 +481,7 @@ fn inside_tls(
     let mut reader = io::BufReader::with_capacity(64 * 1024, tls.plain.try_clone()?);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, tls.plain.try_clone()?);
     let result = handshake::negotiate(&mut reader, &mut writer, &exports, no_zeroes, TlsState::On);
-    negotiated();
+    watchdog.stop();
     match result? {
         Negotiated::Export(session) => transmit(reader, writer, &tls.plain, session),
         Negotiated::Leave | Negotiated::StartTls => Ok(()),

@@ -55,8 +55,8 @@ pub(crate) fn start<S: Stream>(mut socket: S, config: Arc<ServerConfig>) -> Resu
 
 /// Moves bytes until both sides are done: records from the client are decrypted and
 /// written to `plain`; what the connection writes to `plain` is encrypted and sent. The
-/// client closing makes `plain` read end-of-file; the connection closing its end sends
-/// `close_notify` and closes the socket for writing.
+/// client closing makes `plain` read end-of-file once every byte before the close is
+/// through; the connection closing its end sends `close_notify` and closes the socket.
 fn pump<S: Stream>(
     mut socket: S,
     mut conn: ServerConnection,
@@ -65,7 +65,11 @@ fn pump<S: Stream>(
     let mut inbound: Vec<u8> = Vec::new();
     let mut outbound: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let (mut client_done, mut server_done, mut told_server) = (false, false, false);
+    // `socket_eof`: nothing more will come from the client's socket (end of file, or its
+    // close_notify read); `client_done`: and every byte rustls decrypted before it is taken
+    // (a close_notify often comes in the same read as the last request: a disconnect).
+    let (mut socket_eof, mut client_done) = (false, false);
+    let (mut server_done, mut told_server) = (false, false);
     loop {
         // What the client sent, decrypted (the first of it may have come with the end of
         // the handshake, before any poll).
@@ -73,7 +77,11 @@ fn pump<S: Stream>(
             match conn.reader().read(&mut buf) {
                 Ok(0) => client_done = true,
                 Ok(n) => inbound.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // All that came is taken; at the socket's end that is all there is.
+                    client_done = socket_eof;
+                    break;
+                }
                 // Closed without close_notify: what came before still counts.
                 Err(_) => client_done = true,
             }
@@ -98,14 +106,18 @@ fn pump<S: Stream>(
                 break;
             }
         }
-        while !inbound.is_empty() {
+        while !inbound.is_empty() && !told_server {
             match plain.write(&inbound) {
                 Ok(n) => {
                     inbound.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // The connection is gone: nothing more to do for the client.
-                Err(e) => return Err(e),
+                // The connection stopped reading: what the client sends is dropped from
+                // now on, and what the connection wrote still goes out, with close_notify.
+                Err(_) => {
+                    inbound.clear();
+                    (socket_eof, client_done, told_server) = (true, true, true);
+                }
             }
         }
         if client_done && inbound.is_empty() && !told_server {
@@ -118,7 +130,7 @@ fn pump<S: Stream>(
         }
         // A side that needs nothing is left out of the poll (an end-of-file or hang-up
         // would otherwise wake it at once, forever).
-        let socket_events = if !client_done && inbound.len() < INBOUND_LIMIT {
+        let socket_events = if !socket_eof && inbound.len() < INBOUND_LIMIT {
             libc::POLLIN
         } else {
             0
@@ -127,7 +139,15 @@ fn pump<S: Stream>(
             libc::POLLIN
         } else {
             0
-        } | if inbound.is_empty() { 0 } else { libc::POLLOUT };
+        } | if inbound.is_empty() || told_server {
+            0
+        } else {
+            libc::POLLOUT
+        };
+        if socket_events == 0 && plain_events == 0 {
+            // Nothing can move any more (both ends closed with data left): done.
+            return Ok(());
+        }
         let mut fds = [
             libc::pollfd {
                 fd: if socket_events == 0 {
@@ -148,10 +168,6 @@ fn pump<S: Stream>(
                 revents: 0,
             },
         ];
-        if socket_events == 0 && plain_events == 0 {
-            // Nothing can move any more (both ends closed with data left): done.
-            return Ok(());
-        }
         // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if rc < 0 {
@@ -162,19 +178,30 @@ fn pump<S: Stream>(
             return Err(e);
         }
         let ready = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
-        if fds[0].revents & ready != 0 && !client_done {
-            match conn.read_tls(&mut socket) {
-                Ok(0) => client_done = true,
-                Ok(_) => match conn.process_new_packets() {
-                    Ok(state) => client_done |= state.peer_has_closed(),
-                    Err(e) => {
-                        // Send the alert rustls queued, then give up.
-                        let _ = conn.write_tls(&mut socket);
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        if fds[0].revents & ready != 0 {
+            // Records as they come, until the socket has no more now (each read takes at
+            // most what one buffer of rustls holds), decrypted as they are read.
+            while !socket_eof && inbound.len() < INBOUND_LIMIT {
+                match conn.read_tls(&mut socket) {
+                    Ok(0) => socket_eof = true,
+                    Ok(_) => match conn.process_new_packets() {
+                        Ok(state) => socket_eof |= state.peer_has_closed(),
+                        Err(e) => {
+                            // Send the alert rustls queued, then give up.
+                            let _ = conn.write_tls(&mut socket);
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                        }
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+                while inbound.len() < INBOUND_LIMIT {
+                    match conn.reader().read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => inbound.extend_from_slice(&buf[..n]),
+                        Err(_) => break,
                     }
-                },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                }
             }
         }
         if fds[1].revents & ready != 0 && outbound.is_empty() && !server_done {

@@ -1235,7 +1235,7 @@ fn projects_have_images_and_exports_of_their_own() {
     // credentials see nothing there.
     let creds = |project: &str| {
         let dir = d.dir.join(format!("{project}-creds"));
-        d.ok(&[
+        let out = d.ok(&[
             "storage",
             "export",
             "credentials",
@@ -1245,6 +1245,13 @@ fn projects_have_images_and_exports_of_their_own() {
             "--project",
             project,
         ]);
+        // QEMU's line names the export as the server serves it.
+        let wire = if project == "default" {
+            "disk".to_string()
+        } else {
+            format!("{project}.disk")
+        };
+        assert!(out.contains(&format!(",export={wire},")), "{out}");
         dir.to_str().unwrap().to_string()
     };
     let (alpha_creds, default_creds) = (creds("alpha"), creds("default"));

@@ -204,12 +204,16 @@ export function renderVolumes(el, _p, ctx) {
 // The credentials of a new client of a TLS export: the three files libnbd and QEMU read
 // from one directory, to download (the key is shown this once), and how to use them.
 function showCredentials(c) {
-  const d = openDialog(`A new client of ${c.export}`, { wide: true });
-  const file = (name, text) => h('li', null, h('a', {
-    href: URL.createObjectURL(new Blob([text], { type: 'application/x-pem-file' })),
-    download: name, testid: `credential-${name}`,
-  }, name));
-  const [host, port] = (c.uri.replace(/^nbds:\/\//, '').split('/')[0] || '').split(/:(?=\d+$)/);
+  const urls = [];
+  const d = openDialog(`A new client of ${c.export}`, { wide: true, onclose: () => urls.forEach((u) => URL.revokeObjectURL(u)) });
+  const file = (name, text) => {
+    urls.push(URL.createObjectURL(new Blob([text], { type: 'application/x-pem-file' })));
+    return h('li', null, h('a', { href: urls[urls.length - 1], download: name, testid: `credential-${name}` }, name));
+  };
+  // QEMU names the export as the server serves it (the URI's path: a project's export
+  // under its qualified name), and takes an IPv6 address without brackets.
+  const [addr, wire] = c.uri.replace(/^nbds:\/\//, '').split('/');
+  const [host, port] = (addr || '').replace(/^\[(.*)\](:\d+)$/, '$1$2').split(/:(?=\d+$)/);
   append(d.body, [
     h('p', null, 'Save the three files into one directory, DIR. The key is shown only now; anyone holding the files can use the export.'),
     h('ul', null, file('ca-cert.pem', c.ca_cert), file('client-cert.pem', c.client_cert), file('client-key.pem', c.client_key)),
@@ -217,7 +221,7 @@ function showCredentials(c) {
     h('p', null, 'With libnbd (nbdinfo, nbdcopy):'),
     h('pre', { class: 'mono small', style: { whiteSpace: 'pre-wrap', overflowWrap: 'anywhere' } }, `nbdinfo '${c.uri}?tls-certificates=DIR'`),
     h('p', null, 'With QEMU:'),
-    h('pre', { class: 'mono small', style: { whiteSpace: 'pre-wrap', overflowWrap: 'anywhere' } }, `qemu-img info --object tls-creds-x509,id=tls0,dir=DIR,endpoint=client \\\n  --image-opts driver=nbd,server.type=inet,server.host=${host},server.port=${port},export=${c.export},tls-creds=tls0`),
+    h('pre', { class: 'mono small', style: { whiteSpace: 'pre-wrap', overflowWrap: 'anywhere' } }, `qemu-img info --object tls-creds-x509,id=tls0,dir=DIR,endpoint=client \\\n  --image-opts driver=nbd,server.type=inet,server.host=${host},server.port=${port},export=${wire},tls-creds=tls0`),
     h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'btn btn-primary', onclick: () => d.close() }, 'Done')),
   ]);
 }

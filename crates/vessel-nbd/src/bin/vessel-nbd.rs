@@ -14,7 +14,7 @@ use vessel_nbd::{FileDevice, NbdExport, NbdServer};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  vessel-nbd --socket /run/disk.sock disk=/srv/disk.img\n  nbdinfo 'nbd+unix:///disk?socket=/run/disk.sock'\n  vessel-nbd --tcp 127.0.0.1:10809 --read-only base=/srv/base.img"
+    after_help = "Examples:\n  vessel-nbd --socket /run/disk.sock disk=/srv/disk.img\n  nbdinfo 'nbd+unix:///disk?socket=/run/disk.sock'\n  vessel-nbd --tcp 127.0.0.1:10809 --read-only base=/srv/base.img\n  vessel-nbd --tcp 0.0.0.0:10809 --tls-certificates /etc/vessel-nbd/pki disk=/srv/disk.img\n  nbdinfo 'nbds://HOST:10809/disk?tls-certificates=DIR'   # DIR: ca-cert.pem, client-cert.pem, client-key.pem"
 )]
 struct Args {
     /// Unix socket to listen on.
@@ -26,9 +26,50 @@ struct Args {
     /// Refuse writes to every export.
     #[arg(long)]
     read_only: bool,
+    /// Require TLS with a client certificate: DIR holds ca-cert.pem (the authority client
+    /// certificates must chain to), server-cert.pem and server-key.pem, as for nbdkit's
+    /// --tls-certificates and QEMU's tls-creds-x509.
+    #[arg(long, value_name = "DIR")]
+    tls_certificates: Option<PathBuf>,
     /// Exports as NAME=FILE.
     #[arg(required = true, value_name = "NAME=FILE")]
     exports: Vec<String>,
+}
+
+/// The TLS configuration from a directory laid out as nbdkit's.
+fn tls_config(dir: &std::path::Path) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let file = |name: &str| dir.join(name);
+    let certs = |name: &str| -> Result<Vec<CertificateDer<'static>>> {
+        let found = CertificateDer::pem_file_iter(file(name))
+            .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
+            .with_context(|| format!("reading certificates from {}", file(name).display()))?;
+        if found.is_empty() {
+            bail!("{} holds no certificate", file(name).display());
+        }
+        Ok(found)
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs("ca-cert.pem")? {
+        roots.add(ca).context("ca-cert.pem")?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("client certificate verifier")?;
+    let key = PrivateKeyDer::from_pem_file(file("server-key.pem"))
+        .with_context(|| format!("reading the key {}", file("server-key.pem").display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs("server-cert.pem")?, key)
+        .context("server-cert.pem and server-key.pem")?;
+    Ok(Arc::new(config))
 }
 
 fn main() {
@@ -58,7 +99,10 @@ fn run() -> Result<()> {
             .with_context(|| format!("opening {file} for export {name}"))?;
         exports.push(NbdExport::new(name, Arc::new(dev)).read_only(args.read_only));
     }
-    let server = NbdServer::new(exports)?;
+    let mut server = NbdServer::new(exports)?;
+    if let Some(dir) = &args.tls_certificates {
+        server = server.with_tls(tls_config(dir)?);
+    }
     // Block the stop signals before any thread starts, so only sigwait sees them.
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGTERM);

@@ -494,25 +494,44 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                 ));
             }
             // The directory first: a credential is issued only once there is a place for it.
+            let made = !dir.is_dir();
             make_private_dir(&dir)?;
-            let c: ExportCredentials = client.call("POST", &path)?;
-            write_credentials(&dir, &c)?;
+            let c: ExportCredentials = match client.call("POST", &path) {
+                Ok(c) => c,
+                Err(e) => {
+                    if made {
+                        let _ = std::fs::remove_dir(&dir);
+                    }
+                    return Err(e);
+                }
+            };
+            write_credentials(&dir, &c).with_context(|| {
+                format!(
+                    "the credential {} was issued but could not be saved; it is valid until \
+                     `vessel storage export credentials {name} --revoke`",
+                    c.fingerprint
+                )
+            })?;
             let shown = dir.display();
             println(format!(
                 "Wrote the credentials of a new client of {} to {shown} (fingerprint {})",
                 c.export, c.fingerprint
             ))?;
             println(format!("  nbdinfo '{}?tls-certificates={shown}'", c.uri))?;
-            if let Some((host, port)) = c
+            // QEMU names the export as the server serves it (a project's export under its
+            // qualified name: the URI's path).
+            if let Some((host, port, export)) = c
                 .uri
                 .strip_prefix("nbds://")
                 .and_then(|r| r.split_once('/'))
-                .and_then(|(addr, _)| addr.rsplit_once(':'))
+                .and_then(|(addr, export)| {
+                    let (host, port) = addr.rsplit_once(':')?;
+                    Some((host, port, export))
+                })
             {
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 println(format!(
-                    "  qemu-img info --object tls-creds-x509,id=tls0,dir={shown},endpoint=client \\\n      --image-opts driver=nbd,server.type=inet,server.host={host},server.port={port},export={},tls-creds=tls0",
-                    c.export
+                    "  qemu-img info --object tls-creds-x509,id=tls0,dir={shown},endpoint=client \\\n      --image-opts driver=nbd,server.type=inet,server.host={host},server.port={port},export={export},tls-creds=tls0"
                 ))?;
             }
             Ok(0)

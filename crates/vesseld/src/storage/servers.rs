@@ -171,6 +171,14 @@ impl ExportServers {
         let mut export = vessel_nbd::NbdExport::new(e.name.clone(), dev)
             .read_only(e.read_only)
             .description(format!("vessel volume {}/{}", e.pool, e.volume));
+        let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = nbd.get(&e.listen).filter(|l| l.tls != e.tls) {
+            return Err(Error::conflict(format!(
+                "the listener on {} serves {}; give the same TLS setting or another --listen",
+                e.listen,
+                if l.tls { "with TLS" } else { "without TLS" }
+            )));
+        }
         if e.tls {
             let set = self.clients(&e.name);
             *set.write().unwrap_or_else(|p| p.into_inner()) = clients.iter().cloned().collect();
@@ -180,15 +188,7 @@ impl ExportServers {
                     .contains(&crate::auth::tls::fingerprint(der))
             });
         }
-        let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = nbd.get(&e.listen) {
-            if l.tls != e.tls {
-                return Err(Error::conflict(format!(
-                    "the listener on {} serves {}; give the same TLS setting or another --listen",
-                    e.listen,
-                    if l.tls { "with TLS" } else { "without TLS" }
-                )));
-            }
             l.server
                 .add_export(export)
                 .map_err(|err| Error::conflict(format!("NBD export: {}", chain(&err))))?;
