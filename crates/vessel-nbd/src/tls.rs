@@ -76,7 +76,7 @@ fn pump<S: Stream>(
         while !client_done && inbound.len() < INBOUND_LIMIT {
             match conn.reader().read(&mut buf) {
                 Ok(0) => client_done = true,
-                Ok(n) => inbound.extend_from_slice(&buf[..n]),
+                Ok(n) => pass_on(&mut plain, &mut inbound, &buf[..n], told_server),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // All that came is taken; at the socket's end that is all there is.
                     client_done = socket_eof;
@@ -198,7 +198,7 @@ fn pump<S: Stream>(
                 while inbound.len() < INBOUND_LIMIT {
                     match conn.reader().read(&mut buf) {
                         Ok(0) => break,
-                        Ok(n) => inbound.extend_from_slice(&buf[..n]),
+                        Ok(n) => pass_on(&mut plain, &mut inbound, &buf[..n], told_server),
                         Err(_) => break,
                     }
                 }
@@ -210,7 +210,11 @@ fn pump<S: Stream>(
                     server_done = true;
                     conn.send_close_notify();
                 }
-                Ok(n) => outbound.extend_from_slice(&buf[..n]),
+                // Straight into records; only what rustls does not take now is kept.
+                Ok(n) => {
+                    let took = conn.writer().write(&buf[..n])?;
+                    outbound.extend_from_slice(&buf[took..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     server_done = true;
@@ -219,4 +223,16 @@ fn pump<S: Stream>(
             }
         }
     }
+}
+
+/// Writes decrypted bytes to the connection's end straight away when nothing is queued
+/// before them, and queues what it does not take now (all of it if something is queued, or
+/// on an error, which the next write of the queue meets again).
+fn pass_on(plain: &mut UnixStream, inbound: &mut Vec<u8>, bytes: &[u8], told_server: bool) {
+    let took = if inbound.is_empty() && !told_server {
+        plain.write(bytes).unwrap_or(0)
+    } else {
+        0
+    };
+    inbound.extend_from_slice(&bytes[took..]);
 }

@@ -58,7 +58,9 @@ fn main() {
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VESSEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rustls warns of every TLS client that names an IP address in SNI (libnbd and
+        // QEMU on an NBD export, curl on the API): nothing an operator can act on.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if args.log_json {
         tracing_subscriber::fmt()
