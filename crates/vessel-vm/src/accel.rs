@@ -155,7 +155,10 @@ fn boot_probe(
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-kernel")
         .arg(kernel)
-        .args(["-append", "console=ttyS0 earlyprintk=serial panic=-1"]);
+        .args([
+            "-append",
+            "console=ttyS0 earlyprintk=serial panic=-1 no_timer_check",
+        ]);
     if let Some(i) = initrd {
         cmd.arg("-initrd").arg(i);
     }

@@ -378,6 +378,11 @@ pub fn kernel_cmdline(def: &MachineDef, p: &ParaBoot) -> String {
     if !words.iter().any(|w| w.starts_with("vessel.hostname=")) {
         words.push(format!("vessel.hostname={}", def.name));
     }
+    // Images built before their line carried it: under TCG on a busy host the kernel's
+    // boot-time check of its IO-APIC timer can fail and panic the guest.
+    if !words.iter().any(|w| w == "no_timer_check") {
+        words.push("no_timer_check".into());
+    }
     // Memory plugged while the guest runs comes online by itself, in the movable zone, so
     // that it can be unplugged again.
     if def.memory_hotplug() && !words.iter().any(|w| w.starts_with("memhp_default_state=")) {
@@ -611,7 +616,13 @@ mod tests {
             p.kernel_log = true;
             assert_eq!(
                 kernel_cmdline(&d, &p),
-                "root=/dev/vda vessel.hostname=web console=ttyS0 console=hvc0"
+                "root=/dev/vda vessel.hostname=web console=ttyS0 console=hvc0 no_timer_check"
+            );
+            p.cmdline = "panic=-1 no_timer_check".into();
+            assert_eq!(
+                kernel_cmdline(&d, &p).matches("no_timer_check").count(),
+                1,
+                "given once"
             );
         }
         assert!(joined.contains("tap,id=net0,fd=7,vhost=off"), "{joined}");

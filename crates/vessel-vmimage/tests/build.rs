@@ -51,7 +51,10 @@ fn explicit_kernel_builds_the_same_image_as_the_cache() {
     )
     .expect("build with an explicit kernel");
     assert_eq!(image.manifest.kernel_version, kernel.version);
-    assert_eq!(image.manifest.cmdline, "console=ttyS0 panic=-1");
+    assert_eq!(
+        image.manifest.cmdline,
+        "console=ttyS0 panic=-1 no_timer_check"
+    );
     let names: Vec<&str> = image.manifest.files.keys().map(String::as_str).collect();
     assert_eq!(names, ["initrd.img", "vmlinuz"]);
     let mut listing: Vec<String> = fs::read_dir(&image.dir)
