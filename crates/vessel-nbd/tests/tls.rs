@@ -299,47 +299,24 @@ fn data_written_over_tls_reads_back_through_qemu() {
     );
 }
 
-/// Sends one option and reads its reply header: (option, reply type, data).
-fn option(s: &mut TcpStream, opt: u32, data: &[u8]) -> (u32, u32, Vec<u8>) {
-    let mut m = IHAVEOPT.to_be_bytes().to_vec();
-    m.extend_from_slice(&opt.to_be_bytes());
-    m.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    m.extend_from_slice(data);
-    s.write_all(&m).expect("send option");
-    let mut h = [0u8; 20];
-    s.read_exact(&mut h).expect("reply header");
-    assert_eq!(
-        u64::from_be_bytes(h[..8].try_into().unwrap()),
-        OPT_REPLY_MAGIC
-    );
-    let len = u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("reply data");
-    (
-        u32::from_be_bytes(h[8..12].try_into().unwrap()),
-        u32::from_be_bytes(h[12..16].try_into().unwrap()),
-        body,
-    )
-}
-
 #[test]
 fn the_handshake_deadline_covers_a_client_that_stalls_after_starttls() {
     let _serial = serial();
     let fx = TlsFixture::new("tls-stall", Duration::from_secs(1));
-    let mut s = TcpStream::connect(("127.0.0.1", fx.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut greeting = [0u8; 18];
-    s.read_exact(&mut greeting).expect("greeting");
-    s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-        .expect("flags");
+    let mut s = greeted(fx.port());
     // Options before TLS are refused with TLS_REQD, STARTTLS with data is invalid.
-    let (opt, kind, _) = option(&mut s, OPT_LIST, &[]);
-    assert_eq!((opt, kind), (OPT_LIST, REP_ERR_TLS_REQD));
-    let (_, kind, _) = option(&mut s, OPT_STARTTLS, b"x");
-    assert_eq!(kind, REP_ERR_INVALID);
-    let (opt, kind, _) = option(&mut s, OPT_STARTTLS, &[]);
-    assert_eq!((opt, kind), (OPT_STARTTLS, REP_ACK));
+    assert_eq!(
+        option_on(&mut s, OPT_LIST, &[]),
+        (OPT_LIST, REP_ERR_TLS_REQD)
+    );
+    assert_eq!(
+        option_on(&mut s, OPT_STARTTLS, b"x"),
+        (OPT_STARTTLS, REP_ERR_INVALID)
+    );
+    assert_eq!(
+        option_on(&mut s, OPT_STARTTLS, &[]),
+        (OPT_STARTTLS, REP_ACK)
+    );
     // Then a ClientHello that never ends: the start of a TLS record and a byte every
     // 200 ms, so that no single read waits the 1 s read timeout. The server closes once the
     // handshake's deadline passes all the same.
@@ -391,7 +368,8 @@ fn tls_client(
     rustls::StreamOwned::new(conn, s)
 }
 
-/// Sends one option on any stream and reads its reply: (option, reply type).
+/// Sends one option (on the socket, or inside TLS) and reads its reply: (option, reply
+/// type).
 fn option_on(s: &mut impl ReadWrite, opt: u32, data: &[u8]) -> (u32, u32) {
     let mut m = IHAVEOPT.to_be_bytes().to_vec();
     m.extend_from_slice(&opt.to_be_bytes());
@@ -401,6 +379,10 @@ fn option_on(s: &mut impl ReadWrite, opt: u32, data: &[u8]) -> (u32, u32) {
     s.flush().expect("flush");
     let mut h = [0u8; 20];
     s.read_exact(&mut h).expect("reply header");
+    assert_eq!(
+        u64::from_be_bytes(h[..8].try_into().unwrap()),
+        OPT_REPLY_MAGIC
+    );
     let len = u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize;
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).expect("reply data");
