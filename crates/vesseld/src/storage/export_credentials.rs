@@ -42,12 +42,7 @@ impl StorageService {
         // Recorded before it is handed out: a credential the export does not know of is
         // never shown.
         self.inner.exports.put(name, &rec)?;
-        self.inner
-            .servers
-            .clients(name)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(client.fingerprint.clone());
+        self.inner.servers.set_clients(name, &rec.client_certs);
         self.inner.events.lifecycle(
             "storage-export-credentials-issued",
             &format!("/1.0/storage/exports/{name}"),
@@ -69,12 +64,7 @@ impl StorageService {
         let mut rec = self.tls_export(name)?;
         rec.client_certs.clear();
         self.inner.exports.put(name, &rec)?;
-        self.inner
-            .servers
-            .clients(name)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.inner.servers.set_clients(name, &rec.client_certs);
         self.inner.events.lifecycle(
             "storage-export-credentials-revoked",
             &format!("/1.0/storage/exports/{name}"),

@@ -158,6 +158,15 @@ impl ExportServers {
             .clone()
     }
 
+    /// Makes TLS export `name` take exactly the client certificates `fingerprints` (its
+    /// record's), for new connections at once.
+    pub fn set_clients(&self, name: &str, fingerprints: &[String]) {
+        *self
+            .clients(name)
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = fingerprints.iter().cloned().collect();
+    }
+
     /// Serves a block device as an NBD export. A TLS export (`tls` gives its listener's
     /// configuration, made only for a new listener) takes the client certificates whose
     /// fingerprints are in `clients`.
@@ -180,8 +189,8 @@ impl ExportServers {
             )));
         }
         if e.tls {
+            self.set_clients(&e.name, clients);
             let set = self.clients(&e.name);
-            *set.write().unwrap_or_else(|p| p.into_inner()) = clients.iter().cloned().collect();
             export = export.clients(move |der| {
                 set.read()
                     .unwrap_or_else(|p| p.into_inner())
