@@ -308,6 +308,31 @@ fn project_limits_hold_against_growth() {
     }
 }
 
+/// `cluster.ha` on a server in no cluster: the instance starts, stops and starts again as
+/// any other (the mark waits for a cluster); it failed at the start, the fence watchdog
+/// "could not be told".
+#[test]
+fn an_ha_mark_outside_a_cluster_changes_nothing_until_one() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "ha",
+        "--no-network",
+        "-c",
+        "cluster.ha=true",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    assert_eq!(d.info("ha")["status"], "running");
+    assert_eq!(config(&d, "ha")["cluster.ha"], "true");
+    d.ok(&["restart", "ha"]);
+    assert_eq!(d.info("ha")["status"], "running");
+    d.ok(&["delete", "ha", "--force"]);
+}
+
 /// `boot.autostart`: after a host boot (the daemon finds another boot id than at its last
 /// start) the marked instances start, higher priority first, the next only after the
 /// first's delay; a daemon restart on the same boot starts nothing.

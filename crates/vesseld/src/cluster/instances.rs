@@ -543,19 +543,30 @@ impl ClusterService {
 
     /// Whether the HA instance `qualified` may start here: only on a live, unfenced member
     /// that the cluster's index names for it (or none yet). A daemon just started waits up
-    /// to a lease's TTL for etcd. Once it `runs`, the same, and the fence watchdog is told
-    /// of its process before this returns (a daemon killed right after the start must not
-    /// leave it running unwatched).
+    /// to a lease's TTL for etcd, and a fence about to lower is waited for. Once it `runs`,
+    /// the fence watchdog is told of its process first (a daemon killed during the checks,
+    /// or right after, must not leave it running unwatched), then the same checks, without
+    /// waiting: a fence up during the start stops it at once.
     pub async fn may_start_ha(&self, qualified: &str, runs: bool) -> Result<()> {
-        self.may_run_ha(qualified).await?;
-        if runs && !self.watchdog_told().await {
+        // Outside a cluster the mark waits for one: nothing fences the instance or fails
+        // it over, and it starts as any other. A membership file that is there but could
+        // not be read is no way out of the watchdog: such a start is refused below.
+        if self.inner.membership.lock().await.is_none()
+            && !self.inner.root.join(super::FILE).exists()
+        {
+            return Ok(());
+        }
+        if !runs {
+            return self.may_run_ha(qualified, true).await;
+        }
+        if !self.watchdog_told().await {
             return Err(Error::conflict(format!(
                 "{qualified} is highly available (cluster.ha), and the fence watchdog of this \
                  member could not be told of its process (fenced, or no lease renewal \
                  confirmed lately); see the daemon's log"
             )));
         }
-        Ok(())
+        self.may_run_ha(qualified, false).await
     }
 
     /// Tells the fence watchdog now which HA processes run; whether it was told.
@@ -571,7 +582,7 @@ impl ClusterService {
         tell.send(tx).is_ok() && rx.await.unwrap_or(false)
     }
 
-    async fn may_run_ha(&self, qualified: &str) -> Result<()> {
+    async fn may_run_ha(&self, qualified: &str, wait_fence: bool) -> Result<()> {
         if self.inner.membership.lock().await.is_none() {
             return Ok(());
         }
@@ -589,7 +600,12 @@ impl ClusterService {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        if self.fenced().await {
+        let fenced = if wait_fence {
+            self.fenced_after(super::LEASE_TTL / 2).await
+        } else {
+            self.fenced().await
+        };
+        if fenced {
             return Err(Error::conflict(format!(
                 "this member is fenced (its lease has not been renewed): {qualified} is highly \
                  available (cluster.ha) and does not start here until etcd answers again"
