@@ -1334,7 +1334,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "export_delete",
         method: Method::Delete,
         path: "/1.0/storage/exports/{name}",
-        summary: "Stop serving an export",
+        summary: "Stop serving an export (its NBD clients' connections close)",
         query: &[],
         request: Body::None,
         status: 200,
@@ -1360,7 +1360,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::Delete,
         path: "/1.0/storage/exports/{name}/credentials",
         summary: "Revoke every client credential of a TLS export (new connections need new \
-                  ones; connected clients keep their connection)",
+                  ones; its clients' open connections are closed)",
         query: &[],
         request: Body::None,
         status: 200,

@@ -36,6 +36,9 @@ pub(crate) struct Session {
     pub structured: bool,
     /// `base:allocation` was selected for block status.
     pub meta_allocation: bool,
+    /// Set when the server cuts the session off (its export removed, its client no longer
+    /// taken): requests not yet served are answered `ESHUTDOWN` without touching the device.
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Reads big-endian fields from an option payload; `None` when it runs short.
@@ -177,6 +180,7 @@ pub(crate) fn negotiate(
                     export,
                     structured,
                     meta_allocation,
+                    cut: Default::default(),
                 }));
             }
             OPT_ABORT => {
@@ -205,6 +209,7 @@ pub(crate) fn negotiate(
                         export,
                         structured,
                         meta_allocation,
+                        cut: Default::default(),
                     }));
                 }
             }

@@ -116,12 +116,136 @@ impl NbdExport {
 pub(crate) type Exports = BTreeMap<String, NbdExport>;
 
 /// An NBD server: a set of exports that can be served on several listeners. Exports can be
-/// added and removed while it serves; a client sees the set as it was when it connected.
+/// added and removed while it serves; a client negotiates with the set as it was when it
+/// connected, and a removed export's clients are cut off.
 #[derive(Debug, Clone)]
 pub struct NbdServer {
     exports: Arc<RwLock<Exports>>,
     handshake_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Sessions in transmission, on every listener of this server.
+    sessions: Arc<Sessions>,
+}
+
+/// A session in transmission: its export (by name, and its buffers, which only that export
+/// and its clones share), its client's certificate (over TLS), how to end it.
+struct Live {
+    export: String,
+    bufs: Arc<crate::bufs::Bufs>,
+    peer: Option<Vec<u8>>,
+    /// The session's own mark: set once it is cut off (its threads may still be ending).
+    cut: Arc<AtomicBool>,
+    /// Shuts the session's connection down.
+    hang_up: Closer,
+}
+
+impl Live {
+    /// The entry of `session`, on the connection `hang_up` shuts down.
+    fn of(
+        session: &handshake::Session,
+        peer: Option<Vec<u8>>,
+        hang_up: impl Fn() + Send + 'static,
+    ) -> Live {
+        Live {
+            export: session.export.name.clone(),
+            bufs: session.export.bufs.clone(),
+            peer,
+            cut: session.cut.clone(),
+            hang_up: Box::new(hang_up),
+        }
+    }
+
+    /// Cuts the session off: marked first, so that requests read but not yet served are
+    /// not, then its connection shut down.
+    fn close(&self) {
+        self.cut.store(true, Ordering::Release);
+        (self.hang_up)();
+    }
+
+    /// Whether `exports` still offer this session's export (the same one, not another
+    /// made under its name since) to its client.
+    fn offered(&self, exports: &Exports) -> bool {
+        exports
+            .get(&self.export)
+            .filter(|e| Arc::ptr_eq(&e.bufs, &self.bufs))
+            .is_some_and(|e| match &self.peer {
+                Some(peer) => e.allows(Some(peer)),
+                None => true,
+            })
+    }
+}
+
+/// The sessions in transmission, so that the clients of a removed export, or whose
+/// certificate their export no longer takes, can be cut off ([`NbdServer::remove_export`],
+/// [`NbdServer::close_disallowed`]).
+#[derive(Default)]
+struct Sessions {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Live>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("Sessions").field("live", &n).finish()
+    }
+}
+
+impl Sessions {
+    /// Notes a session until the returned guard drops. A session whose export was removed,
+    /// or stopped taking its client, while it negotiated is closed at once: checked and
+    /// noted under the locks a sweep takes, it cannot slip between a change and the sweep
+    /// that follows it.
+    fn enter(self: &Arc<Self>, exports: &RwLock<Exports>, live: Live) -> SessionGuard {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        // Both locks held from the check to the insert: a sweep after a change (which
+        // takes them in the same order) either sees this session or ran before the check.
+        let exports = exports.read().unwrap_or_else(PoisonError::into_inner);
+        let mut sessions = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if !live.offered(&exports) {
+            live.close();
+        }
+        sessions.insert(id, live);
+        SessionGuard {
+            sessions: self.clone(),
+            id,
+        }
+    }
+
+    /// Closes the sessions `exports` no longer offer to their clients; how many (not
+    /// counting those cut off before, still ending).
+    fn sweep(&self, exports: &Exports) -> usize {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut closed = 0;
+        for s in live
+            .values()
+            .filter(|s| !s.cut.load(Ordering::Acquire) && !s.offered(exports))
+        {
+            tracing::info!(export = %s.export, "nbd session closed: its export or its client's certificate is no longer offered");
+            s.close();
+            closed += 1;
+        }
+        closed
+    }
+}
+
+struct SessionGuard {
+    sessions: Arc<Sessions>,
+    id: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.sessions
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl NbdServer {
@@ -141,6 +265,7 @@ impl NbdServer {
             exports: Arc::new(RwLock::new(map)),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             tls: None,
+            sessions: Arc::default(),
         })
     }
 
@@ -172,14 +297,24 @@ impl NbdServer {
         Ok(())
     }
 
-    /// Stops offering an export to new clients (connected ones keep their device until they
-    /// disconnect). Returns whether it was offered.
+    /// Stops offering an export and closes its clients' connections (a request not yet
+    /// served is not served). Returns whether it was offered.
     pub fn remove_export(&self, name: &str) -> bool {
-        self.exports
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name)
-            .is_some()
+        let mut exports = self.exports.write().unwrap_or_else(PoisonError::into_inner);
+        let removed = exports.remove(name).is_some();
+        if removed {
+            self.sessions.sweep(&exports);
+        }
+        removed
+    }
+
+    /// Ends the open TLS sessions whose client certificate their export no longer takes
+    /// (its [`NbdExport::clients`] check says no now: credentials revoked), on every
+    /// listener of this server; returns how many. The client sees its connection closed;
+    /// requests it had in flight get no reply.
+    pub fn close_disallowed(&self) -> usize {
+        let exports = self.exports.read().unwrap_or_else(PoisonError::into_inner);
+        self.sessions.sweep(&exports)
     }
 
     /// Names of the exports offered.
@@ -240,6 +375,7 @@ impl NbdServer {
             conns: Mutex::new(HashMap::new()),
             handshake_timeout: self.handshake_timeout,
             tls: self.tls.clone(),
+            sessions: self.sessions.clone(),
         })
     }
 }
@@ -308,6 +444,7 @@ struct Shared {
     conns: Mutex<HashMap<u64, Conn>>,
     handshake_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
+    sessions: Arc<Sessions>,
 }
 
 fn accept_loop<S: Stream>(shared: Arc<Shared>, mut accept: impl FnMut() -> io::Result<S>) {
@@ -453,7 +590,7 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
             // The TLS handshake and the haggling inside TLS stay under the watchdog: past
             // its deadline it shuts the client's socket down, which ends the pump.
             let tls = tls::start(reader.into_inner(), config)?;
-            let served = inside_tls(&tls, exports, no_zeroes, watchdog);
+            let served = inside_tls(&tls, shared, exports, no_zeroes, watchdog);
             // The pump sends what the connection wrote, then close_notify, and ends.
             drop(tls.plain);
             let _ = tls.pump.join();
@@ -462,14 +599,21 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     };
     watchdog.stop();
     timeouts.read_timeout(None)?;
+    let end = timeouts.clone_stream()?;
+    let _live = shared.sessions.enter(
+        &shared.exports,
+        Live::of(&session, None, move || end.shutdown_both()),
+    );
     transmit(reader, writer, &timeouts, session)
 }
 
 /// The rest of a session once TLS is up: the haggling again, over the plain end of the
 /// TLS session, with the exports the client's certificate may use; then transmission.
-/// The watchdog is stopped when the haggling ends (or dropped on an error before).
+/// The watchdog is stopped when the haggling ends (or dropped on an error before). In
+/// transmission the session is in the server's sessions.
 fn inside_tls(
     tls: &tls::Tls,
+    shared: &Shared,
     exports: Exports,
     no_zeroes: bool,
     mut watchdog: Watchdog,
@@ -483,7 +627,20 @@ fn inside_tls(
     let result = handshake::negotiate(&mut reader, &mut writer, &exports, no_zeroes, TlsState::On);
     watchdog.stop();
     match result? {
-        Negotiated::Export(session) => transmit(reader, writer, &tls.plain, session),
+        Negotiated::Export(session) => {
+            // Both ends: the connection's threads stop at once, and so does the pump,
+            // even while it waits to send to a client that reads nothing.
+            let end = tls.plain.try_clone()?;
+            let client = tls.hang_up.clone();
+            let _live = shared.sessions.enter(
+                &shared.exports,
+                Live::of(&session, tls.peer.clone(), move || {
+                    end.shutdown_both();
+                    client();
+                }),
+            );
+            transmit(reader, writer, &tls.plain, session)
+        }
         Negotiated::Leave | Negotiated::StartTls => Ok(()),
     }
 }
@@ -506,7 +663,10 @@ fn transmit<S: Stream>(
     let served = transmission::serve(&mut reader, &replies, &session);
     drop(replies);
     let sent = sender.join();
-    if let Ok(true) = served {
+    // A session cut off (its export removed, its client no longer taken) touches the
+    // device no more: no flush either.
+    let cut = session.cut.load(Ordering::Acquire);
+    if let (Ok(true), false) = (&served, cut) {
         // A client that disconnects has its writes made durable, as a flush would, but it
         // does not wait for that (neither qemu-nbd nor nbdkit flushes at all): the
         // connection is closed first, every reply sent.

@@ -25,6 +25,9 @@ pub(crate) struct Tls {
     /// The DER of the client's certificate, if it gave one.
     pub peer: Option<Vec<u8>>,
     pub pump: JoinHandle<()>,
+    /// Shuts the client's socket down: ends the pump even while it waits to send to a
+    /// client that reads nothing.
+    pub hang_up: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// Runs the server side of the TLS handshake on `socket` (blocking; its read timeout and
@@ -41,6 +44,13 @@ pub(crate) fn start<S: Stream>(mut socket: S, config: Arc<ServerConfig>) -> Resu
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec());
     let (plain, theirs) = UnixStream::pair()?;
+    let client = std::sync::Mutex::new(socket.clone_stream()?);
+    let hang_up = Arc::new(move || {
+        client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shutdown_both()
+    });
     socket.set_nonblocking(true)?;
     theirs.set_nonblocking(true)?;
     let pump = std::thread::Builder::new()
@@ -50,7 +60,12 @@ pub(crate) fn start<S: Stream>(mut socket: S, config: Arc<ServerConfig>) -> Resu
                 tracing::debug!(error = %e, "nbd TLS session ended with an error");
             }
         })?;
-    Ok(Tls { plain, peer, pump })
+    Ok(Tls {
+        plain,
+        peer,
+        pump,
+        hang_up,
+    })
 }
 
 /// Moves bytes until both sides are done: records from the client are decrypted and

@@ -434,7 +434,13 @@ fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Buf {
         .offset
         .checked_add(u64::from(req.len))
         .is_some_and(|end| end <= dev.size());
+    let cut = session.cut.load(std::sync::atomic::Ordering::Acquire);
     let result = match req.kind {
+        // Read before the session was cut off, served after: not served.
+        _ if cut => Err(fail(
+            ESHUTDOWN,
+            "the server closed this connection (export removed or credentials revoked)",
+        )),
         CMD_READ => {
             if req.len > MAX_PAYLOAD {
                 Err(fail(EINVAL, "read larger than the maximum block size"))

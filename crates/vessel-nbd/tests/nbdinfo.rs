@@ -94,7 +94,13 @@ fn exports_added_and_removed_while_serving() {
             std::sync::Arc::new(dup)
         ))
         .is_err());
+    // Removing it closes its clients' connections, and only theirs.
+    let mut on_extra = NbdSession::open(&fx.uri("extra"));
+    let mut on_disk = NbdSession::open(&fx.uri("disk"));
     assert!(fx.server.remove_export("extra"));
+    let said = on_extra.again();
+    assert!(said.starts_with("closed:"), "{said}");
+    assert_eq!(on_disk.again(), "read");
     assert!(!fx.server.remove_export("extra"));
     let out = run("nbdinfo", &[&fx.uri("extra")]);
     assert!(!out.status.success(), "a removed export is still served");

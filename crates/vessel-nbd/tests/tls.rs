@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,10 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A file device that counts its flushes.
+/// A file device that counts its reads and flushes.
 struct Counting {
     inner: FileDevice,
+    reads: AtomicUsize,
     flushes: AtomicUsize,
 }
 
@@ -38,6 +39,7 @@ impl BlockDevice for Counting {
         self.inner.size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), DeviceError> {
@@ -128,10 +130,13 @@ fn server_config(ca: &Ca) -> Arc<rustls::ServerConfig> {
 }
 
 /// A TLS server on loopback TCP: `disk` for any client of the CA, `mine` only for the
-/// client whose certificate is `mine`'s (a device that counts its flushes).
+/// client whose certificate is `mine`'s (a device that counts its flushes), while
+/// `owner_taken` holds.
 struct TlsFixture {
+    server: NbdServer,
     tcp: ServerHandle,
     mine: Arc<Counting>,
+    owner_taken: Arc<AtomicBool>,
     ca: Ca,
     /// Credentials of the client that may use `mine`.
     owner: String,
@@ -149,11 +154,15 @@ impl TlsFixture {
         let disk = FileDevice::create(dir.join("disk.img"), DISK_SIZE).expect("disk");
         let mine = Arc::new(Counting {
             inner: FileDevice::create(dir.join("mine.img"), 1 << 20).expect("mine"),
+            reads: AtomicUsize::new(0),
             flushes: AtomicUsize::new(0),
         });
+        let owner_taken = Arc::new(AtomicBool::new(true));
+        let taken = owner_taken.clone();
         let server = NbdServer::new([
             NbdExport::new("disk", Arc::new(disk)),
-            NbdExport::new("mine", mine.clone()).clients(move |der| der == owner_der),
+            NbdExport::new("mine", mine.clone())
+                .clients(move |der| taken.load(Ordering::SeqCst) && der == owner_der),
         ])
         .expect("server")
         .with_handshake_timeout(handshake_timeout)
@@ -162,8 +171,10 @@ impl TlsFixture {
             .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .expect("serve tcp");
         TlsFixture {
+            server,
             tcp,
             mine,
+            owner_taken,
             ca,
             owner,
             other,
@@ -445,20 +456,142 @@ fn a_disconnect_over_tls_flushes_what_the_client_never_flushed() {
     // No --flush: libnbd ends with NBD_CMD_DISC and its TLS close right behind it, often
     // in one read of the server's; the server flushes after the disconnect.
     run_ok("nbdcopy", &[path_str(&src), &fx.uri("mine", &fx.owner)]);
-    let t = Instant::now();
-    while fx.mine.flushes.load(Ordering::SeqCst) == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no flush after the client disconnected: the disconnect was lost"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || fx.mine.flushes.load(Ordering::SeqCst) > 0,
+        || "no flush after the client disconnected: the disconnect was lost".into(),
+    );
     assert!(std::fs::read(fx.dir.join("mine.img")).expect("mine") == std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn a_client_no_longer_taken_is_cut_off_and_the_others_stay() {
+    let _serial = serial();
+    let fx = TlsFixture::new("tls-revoke", vessel_nbd::HANDSHAKE_TIMEOUT);
+    let mut mine = NbdSession::open(&fx.uri("mine", &fx.owner));
+    let mut disk = NbdSession::open(&fx.uri("disk", &fx.owner));
+    let mut other = NbdSession::open(&fx.uri("disk", &fx.other));
+    // Nothing changed: nothing to close.
+    assert_eq!(fx.server.close_disallowed(), 0);
+    // The owner's certificate is no longer taken for mine: its session there ends; its
+    // session on disk, and another client's, go on.
+    fx.owner_taken.store(false, Ordering::SeqCst);
+    assert_eq!(fx.server.close_disallowed(), 1);
+    let said = mine.again();
+    assert!(said.starts_with("closed:"), "{said}");
+    assert_eq!(disk.again(), "read");
+    assert_eq!(other.again(), "read");
+    let out = run("nbdinfo", &["--size", &fx.uri("mine", &fx.owner)]);
+    assert!(!out.status.success(), "the owner opened mine again");
+}
+
+#[test]
+fn a_client_cut_off_while_it_reads_nothing_loses_its_connection() {
+    let _serial = serial();
+    let fx = TlsFixture::new("tls-stuck", vessel_nbd::HANDSHAKE_TIMEOUT);
+    let before = server_threads();
+    let mut s = greeted(fx.port());
+    assert_eq!(
+        option_on(&mut s, OPT_STARTTLS, &[]),
+        (OPT_STARTTLS, REP_ACK)
+    );
+    let mut t = tls_client(s, Path::new(&fx.owner));
+    // Into transmission with NBD_OPT_EXPORT_NAME: the size and flags come back.
+    let mut m = IHAVEOPT.to_be_bytes().to_vec();
+    m.extend_from_slice(&OPT_EXPORT_NAME.to_be_bytes());
+    m.extend_from_slice(&4u32.to_be_bytes());
+    m.extend_from_slice(b"mine");
+    t.write_all(&m).expect("export name");
+    t.flush().expect("flush");
+    let mut info = [0u8; 10];
+    t.read_exact(&mut info).expect("size and flags");
+    assert_eq!(u64::from_be_bytes(info[..8].try_into().unwrap()), 1 << 20);
+    // 256 reads of the whole export, not one reply read: the replies back up until the
+    // server waits to send (its reads stop coming).
+    let mut reqs = Vec::new();
+    for handle in 0..256u64 {
+        reqs.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        reqs.extend_from_slice(&0u16.to_be_bytes());
+        reqs.extend_from_slice(&CMD_READ.to_be_bytes());
+        reqs.extend_from_slice(&handle.to_be_bytes());
+        reqs.extend_from_slice(&0u64.to_be_bytes());
+        reqs.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    }
+    t.write_all(&reqs).expect("requests");
+    t.flush().expect("flush");
+    // In transmission once the server has read the device (a starved connection thread
+    // could otherwise look stuck before it began); then until its reads stop coming.
+    wait_until(
+        Duration::from_secs(20),
+        || fx.mine.reads.load(Ordering::SeqCst) > 0,
+        || "the server read nothing".into(),
+    );
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = fx.mine.reads.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last < 256,
+        "the server sent 256 MiB to a client that read none of it"
+    );
+    // Cut off: its connection's threads end, the TLS pump too, although it had replies
+    // to send that the client never takes.
+    fx.owner_taken.store(false, Ordering::SeqCst);
+    assert_eq!(fx.server.close_disallowed(), 1);
+    wait_until(
+        Duration::from_secs(10),
+        || server_threads() <= before,
+        || {
+            format!(
+                "{} threads, {before} before: the cut-off connection is still served",
+                server_threads()
+            )
+        },
+    );
+    // The client finds its connection closed once it reads what was sent.
+    let mut rest = Vec::new();
+    match t.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection is still open: {e}"
+        ),
+    }
+}
+
+/// Waits up to `limit` for `done`, or fails saying `why`.
+fn wait_until(limit: Duration, done: impl Fn() -> bool, why: impl Fn() -> String) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < limit, "{}", why());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The threads of this process.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").expect("tasks").count()
+}
+
+/// The server's connection threads in this process: named `nbd-…` (the unnamed ones a
+/// connection thread starts take its name), but for the listener's accept thread, which
+/// names itself once it runs (until then it has its creator's name, so counting it would
+/// make the count before a connection depend on the scheduler); the harness's and the
+/// clients' threads are not.
+fn server_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("nbd") && !name.starts_with("nbd-accept"))
+        .count()
 }
 
 #[test]

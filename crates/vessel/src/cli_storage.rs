@@ -58,8 +58,8 @@ Examples:
 
 const CREDENTIALS_EXAMPLES: &str = "\
 The directory gets ca-cert.pem, client-cert.pem and client-key.pem, the names libnbd and
-QEMU look for. Each call makes one more client; --revoke ends them all (connected
-clients stay connected until they disconnect).
+QEMU look for. Each call makes one more client; --revoke ends them all (their open
+connections are closed at once).
 
 Examples:
   vessel storage export credentials disk1 --out ./disk1-creds
@@ -399,7 +399,7 @@ pub enum ExportCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Stop serving an export.
+    /// Stop serving an export (its NBD clients are disconnected).
     #[command(visible_alias = "rm")]
     Delete {
         /// Export name.

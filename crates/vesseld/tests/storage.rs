@@ -3,6 +3,8 @@
 //! raid member failure and rebuild, and bad input that changes nothing.
 
 mod common;
+#[path = "../../vessel-nbd/tests/common/nbdsh.rs"]
+mod nbdsh;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -10,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{tool, Daemon};
+use nbdsh::NbdSession;
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
@@ -1145,8 +1148,14 @@ fn nbd_over_tcp_takes_only_clients_with_credentials_of_the_export() {
         serde_json::from_str(&d.ok(&["storage", "export", "list", "--format", "json"])).unwrap();
     assert_eq!(list[0]["clients"], 1, "{list}");
 
-    // Revoked: new connections are refused; new credentials work.
+    // Revoked: a client connected with them is cut off, new connections are refused; new
+    // credentials work.
+    let mut session = NbdSession::open(&with(&uri, creds_s));
+    assert_eq!(session.again(), "read");
     d.ok(&["storage", "export", "credentials", "disk", "--revoke"]);
+    let said = session.again();
+    assert!(said.starts_with("closed:"), "{said}");
+    drop(session);
     let out = attempt("nbdinfo", &["--size", &with(&uri, creds_s)]);
     assert!(!out.status.success(), "a revoked client got in");
     let fresh = d.dir.join("fresh");
@@ -1186,7 +1195,13 @@ fn nbd_over_tcp_takes_only_clients_with_credentials_of_the_export() {
         d.dir.join("o").to_str().unwrap(),
     ]);
     assert!(err.contains("without TLS"), "{err}");
-    for e in ["disk", "other", "open"] {
+    // An export deleted while a client is connected cuts it off (the listener stays, other
+    // is still on it).
+    let mut session = NbdSession::open(&with(&uri, fresh.to_str().unwrap()));
+    d.ok(&["storage", "export", "delete", "disk"]);
+    let said = session.again();
+    assert!(said.starts_with("closed:"), "{said}");
+    for e in ["other", "open"] {
         d.ok(&["storage", "export", "delete", e]);
     }
 }

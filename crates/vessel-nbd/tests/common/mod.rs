@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use vessel_nbd::{FileDevice, NbdExport, NbdServer, ServerHandle};
 
+mod nbdsh;
+#[allow(unused_imports)] // not every test binary holds sessions
+pub use nbdsh::NbdSession;
+
 /// A temp directory removed on drop, also when a test fails.
 pub struct TempDir(pub PathBuf);
 

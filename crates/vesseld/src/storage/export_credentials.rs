@@ -58,7 +58,7 @@ impl StorageService {
     }
 
     /// Revokes every client credential of TLS export `name`: new connections need new
-    /// credentials; connections made before keep going until they end.
+    /// credentials, and the open sessions of its clients are closed.
     pub fn export_credentials_revoke(&self, name: &str) -> Result<StorageExport> {
         let _g = self.busy();
         let mut rec = self.tls_export(name)?;

@@ -159,8 +159,21 @@ impl ExportServers {
     }
 
     /// Makes TLS export `name` take exactly the client certificates `fingerprints` (its
-    /// record's), for new connections at once.
+    /// record's), for new connections at once; open sessions of a client no longer taken
+    /// are closed.
     pub fn set_clients(&self, name: &str, fingerprints: &[String]) {
+        self.take_clients(name, fingerprints);
+        let nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
+        for l in nbd.values().filter(|l| l.tls) {
+            let closed = l.server.close_disallowed();
+            if closed > 0 {
+                tracing::info!(export = %name, sessions = closed, "closed the NBD sessions of clients whose credentials were revoked");
+            }
+        }
+    }
+
+    /// The client certificates TLS export `name` takes from now on.
+    fn take_clients(&self, name: &str, fingerprints: &[String]) {
         *self
             .clients(name)
             .write()
@@ -189,7 +202,7 @@ impl ExportServers {
             )));
         }
         if e.tls {
-            self.set_clients(&e.name, clients);
+            self.take_clients(&e.name, clients);
             let set = self.clients(&e.name);
             export = export.clients(move |der| {
                 set.read()
