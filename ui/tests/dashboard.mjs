@@ -462,7 +462,7 @@ async function removeExportFixture() {
   await done(await rest('DELETE', '/1.0/storage/pools/ui-p'), 'pool delete').catch(() => {});
 }
 
-await step('l. a TLS export gives a new client its three credential files', 90000, async () => {
+await step('l. a TLS export gives a new client its three credential files, and revokes them', 90000, async () => {
   try {
     await newClientStep();
   } finally {
@@ -510,6 +510,14 @@ async function newClientStep() {
   const list = await rest('GET', '/1.0/storage/exports');
   const e = (list.body || []).find((x) => x.name === 'ui-disk');
   if (!e || e.clients !== 1) throw new Error(`the export counts ${e && e.clients} clients`);
+  // Revoked from the page, after a confirmation: no clients left, and no button to revoke.
+  await page.click(tid('export-revoke-ui-disk'));
+  await page.click(tid('confirm-ok'));
+  await waitText(tid('export-tls-ui-disk'), (t) => t === 'yes, 0 clients', 20000, 'the count after the revocation');
+  if (await page.locator(tid('export-revoke-ui-disk')).count()) throw new Error('a revoke button with no clients');
+  const after = await rest('GET', '/1.0/storage/exports');
+  const r = (after.body || []).find((x) => x.name === 'ui-disk');
+  if (!r || r.clients !== 0) throw new Error(`after the revocation the export counts ${r && r.clients} clients`);
 }
 
 await step('j. an expired session goes back to the login with the server\'s message', 180000, async () => {

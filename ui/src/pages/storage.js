@@ -256,10 +256,23 @@ export function renderExports(el, _p, ctx) {
               load();
             },
           }, 'New client') : null,
+          x.tls && x.clients > 0 ? h('button', {
+            type: 'button', class: 'btn btn-small btn-danger', testid: `export-revoke-${x.name}`,
+            title: 'End every client credential of this export; connected clients are cut off',
+            onclick: async () => {
+              if (!(await confirmDialog(`Revoke the clients of ${x.name}?`, `All ${x.clients} client credential${x.clients === 1 ? '' : 's'} stop working, and connected clients are cut off. New clients need new credentials.`, { ok: 'Revoke', danger: true }))) return;
+              try {
+                await api('DELETE', `/1.0/storage/exports/${enc(x.name)}/credentials`);
+              } catch (e) {
+                ctx.report(e);
+              }
+              load();
+            },
+          }, 'Revoke clients') : null,
           h('button', {
             type: 'button', class: 'btn btn-small btn-danger',
             onclick: async () => {
-              if (!(await confirmDialog(`Stop serving ${x.name}?`, 'Clients of this export lose it.', { ok: 'Remove', danger: true }))) return;
+              if (!(await confirmDialog(`Stop serving ${x.name}?`, 'Clients of this export lose it: connected ones are cut off.', { ok: 'Remove', danger: true }))) return;
               try {
                 await api('DELETE', `/1.0/storage/exports/${enc(x.name)}`);
               } catch (e) {
