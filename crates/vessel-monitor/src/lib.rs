@@ -3,11 +3,12 @@
 //!
 //! The daemon writes a [`MonitorConfig`] as JSON and starts `vessel-monitor CONFIG`. The monitor
 //! mounts the instance's overlay root (its image layers idmapped to the instance's id range,
-//! see [`idmap`]), stages its volumes as idmapped mounts for the runtime to bind, creates and starts the container through
-//! `vessel-container`, prints one [`Ready`] line on its stdout, then serves console attaches
-//! on its socket (frames of `vessel_api::stream`) until the container's init exits. It then
-//! writes an [`ExitStatus`] file, removes the container (cgroup included), unmounts the root
-//! and exits. The daemon follows it through a pidfd and can re-adopt it after a restart.
+//! see [`idmap`]), stages its volumes as idmapped mounts for the runtime to bind, creates and
+//! starts the container through `vessel-container`, binds its socket, prints one [`Ready`]
+//! line on its stdout (so an attach right after the start finds the socket), then serves
+//! console attaches on it (frames of `vessel_api::stream`) until the container's init exits.
+//! It then writes an [`ExitStatus`] file, removes the container (cgroup included), unmounts
+//! the root and exits. The daemon follows it through a pidfd and can re-adopt it after a restart.
 //!
 //! `vessel-monitor --console-log PATH` is its second role: the sink of a VM's console log
 //! (QEMU writes the log into a pipe, the sink keeps it bounded; see [`log`]).

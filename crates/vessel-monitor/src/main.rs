@@ -50,10 +50,25 @@ fn main() {
     }
     match launch(&config) {
         Ok((pid, master)) => {
+            // Clients attach through this socket: bound before the daemon hears that the
+            // container runs, so that a console attach right after the start finds it.
+            let listener = match serve::bind(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("vessel-monitor: binding {}: {e}", config.socket.display());
+                    // SAFETY: kill takes plain integers; the init must not outlive us.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    cleanup(&config);
+                    report(&Ready::Failed {
+                        error: format!("binding the console socket: {e}"),
+                    });
+                    std::process::exit(1);
+                }
+            };
             report(&Ready::Running { pid });
             // Whatever happens while serving, the container's leftovers are removed.
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve::run(&config, pid, master)
+                serve::run(&config, pid, master, listener)
             }))
             .unwrap_or_else(|_| {
                 // SAFETY: kill takes plain integers; the init must not outlive its monitor.

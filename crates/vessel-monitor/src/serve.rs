@@ -58,9 +58,18 @@ pub fn block_signals() -> nix::Result<()> {
     handled_signals().thread_block()
 }
 
+/// Binds the socket clients attach through (root's only). The monitor does it before it
+/// says the container runs, so that an attach right after the start finds it.
+pub fn bind(c: &MonitorConfig) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(&c.socket);
+    let listener = UnixListener::bind(&c.socket)?;
+    let _ = std::fs::set_permissions(&c.socket, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
 /// Serves until the init exits; returns the monitor's own exit code. The signals must be
-/// blocked already ([`block_signals`]).
-pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
+/// blocked already ([`block_signals`]); `listener` is [`bind`]'s.
+pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd, listener: UnixListener) -> i32 {
     let mask = handled_signals();
     let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
@@ -69,15 +78,6 @@ pub fn run(c: &MonitorConfig, init: i32, master: OwnedFd) -> i32 {
             return 1;
         }
     };
-    let _ = std::fs::remove_file(&c.socket);
-    let listener = match UnixListener::bind(&c.socket) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("vessel-monitor: binding {}: {e}", c.socket.display());
-            return 1;
-        }
-    };
-    let _ = std::fs::set_permissions(&c.socket, std::fs::Permissions::from_mode(0o600));
     let _ = listener.set_nonblocking(true);
     let _ = nix::fcntl::fcntl(
         master.as_raw_fd(),
