@@ -263,8 +263,12 @@ fn wait_and_report(
         Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         Err(_) => 255,
     };
-    let _ = port.finish(id, FrameKind::Exit, &code.to_be_bytes());
+    // Done before the host hears of it: the host's next request may replace this session
+    // at once, and a session not done has its process group killed, with whatever the
+    // command left running in the background that had not yet left the group (a
+    // `setsid … &` not yet past its setsid). Seen as an HA test's guest writer gone.
     done.store(true, Ordering::SeqCst);
+    let _ = port.finish(id, FrameKind::Exit, &code.to_be_bytes());
 }
 
 fn dup_file(fd: &OwnedFd) -> io::Result<File> {
