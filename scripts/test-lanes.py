@@ -50,6 +50,13 @@ GROUPS = {
     "vessel-vm/test/qemu": "qemu-boot",
     "vessel-vm/test/migration": "qemu-boot",
     "vessel-vmimage/test/boot": "qemu-boot",
+    # The HA VM's guest stopped writing to its adopted replicated disk within 90 s twice in
+    # full runs (05:43 and 08:31 on 2026-12-07), both times beside backup's running-VM
+    # backup, never alone. The likely cause, the guest agent killing an exec's background
+    # writer when the next exec came right after its exit, is fixed in the agent; kept
+    # apart until runs show that was all.
+    "vesseld/test/cluster_ha_vm": "vm-failover",
+    "vesseld/test/backup": "vm-failover",
 }
 
 

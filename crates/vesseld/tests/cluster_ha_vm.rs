@@ -113,13 +113,34 @@ fn answers_again(d: &Daemon, since: Instant, what: &str, log: &Daemon) -> String
     }
 }
 
-/// Starts the guest's writer through `d` and waits until it wrote ten more records.
+/// Starts the guest's writer through `d` and waits until it wrote ten more records. If it
+/// does not, says what the guest shows: the count, whether the writer still runs (it stops
+/// at the first failed write), the kernel's last lines, and the daemon's log.
 fn write_on(d: &Daemon, from: u64) {
     let (code, out) = d.sh("ha1", &writer());
     assert_eq!(code, 0, "{out}");
-    wait("ten more records", Duration::from_secs(60), || {
-        count(d) >= from + 10
-    });
+    let start = Instant::now();
+    while count(d) < from + 10 {
+        if start.elapsed() > Duration::from_secs(90) {
+            // The writer's processes (its shell and its dd writes, all with oflag=direct)
+            // with their state and where they sleep (D and a block-layer wait: a write
+            // hangs; gone: a write failed, or the writer was killed).
+            let (_, ps) = d.sh(
+                "ha1",
+                "for p in /proc/[0-9]*; do case \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" in \
+                 *oflag=direc[t]*) echo \"${p#/proc/} $(cut -d' ' -f3 $p/stat) $(cat $p/wchan 2>/dev/null)\"; \
+                 found=1;; esac; done; [ -n \"$found\" ] || echo no writer",
+            );
+            let (_, dmesg) = d.sh("ha1", "dmesg | tail -n 30");
+            panic!(
+                "ten more records from {from}: not within 90 s; count {}\n\
+                 writer: {ps}\nguest kernel:\n{dmesg}\ndaemon log:\n{}",
+                count(d),
+                d.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
