@@ -9,9 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
+
+use ipnet::IpNet;
 
 use sha2::{Digest, Sha256};
 
@@ -47,6 +50,9 @@ pub struct Export {
     /// Changes every time the export is (re-)created: handles of an earlier generation are
     /// stale. Keep it across restarts to keep handles valid.
     pub generation: u32,
+    /// The client networks that may use the export (MOUNT it, use its handles, see it in
+    /// the export list); empty: every client that reaches the server.
+    pub clients: Vec<IpNet>,
 }
 
 impl Export {
@@ -60,7 +66,14 @@ impl Export {
             anon_uid: 65534,
             anon_gid: 65534,
             generation: 0,
+            clients: Vec::new(),
         }
+    }
+
+    /// Only clients whose address is in one of `nets` may use the export (none: all).
+    pub fn clients(mut self, nets: Vec<IpNet>) -> Self {
+        self.clients = nets;
+        self
     }
 
     /// The export's generation (see [`Export::generation`]).
@@ -87,6 +100,19 @@ impl Export {
         self.anon_gid = gid;
         self
     }
+}
+
+/// A client network as written by a user: `10.0.0.0/8`, `fd00::/64`, or one address
+/// (`192.0.2.7`, taken as `/32`, `/128` for IPv6). Host bits below the prefix are
+/// cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_client_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip.to_canonical()));
+    }
+    s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+        format!("{s:?} is not a client network: give an address (192.0.2.7) or ADDRESS/PREFIX (10.0.0.0/8, fd00::/64)")
+    })
 }
 
 /// Why an export could not be added or removed.
@@ -123,6 +149,9 @@ pub(crate) struct ExportState {
     pub root_ino: u64,
     /// What handles of this export are bound to: generation and root's kernel handle.
     pub identity: Vec<u8>,
+    /// The client networks it admits now (`config.clients` when added; see
+    /// [`ExportTable::set_clients`]).
+    clients: RwLock<Vec<IpNet>>,
 }
 
 impl ExportState {
@@ -139,12 +168,32 @@ impl ExportState {
         identity.extend_from_slice(&root_handle.bytes);
         Ok(ExportState {
             id: export_id(&config.path),
+            clients: RwLock::new(config.clients.clone()),
             config,
             root,
             root_dev: st.st_dev,
             root_ino: st.st_ino,
             identity,
         })
+    }
+
+    /// Whether a client at `ip` may use the export (an IPv4 client on an IPv6 socket is
+    /// taken as its IPv4 address).
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let nets = self.clients.read().unwrap_or_else(PoisonError::into_inner);
+        nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The export as configured now.
+    pub fn current(&self) -> Export {
+        let mut e = self.config.clone();
+        e.clients = self
+            .clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        e
     }
 
     /// Whether `st` is the export root.
@@ -191,7 +240,7 @@ impl ExportTable {
                 state.config.path.clone(),
             ));
         }
-        tracing::info!(export = %state.config.path, root = %state.config.root.display(), read_only = state.config.read_only, "nfs export added");
+        tracing::info!(export = %state.config.path, root = %state.config.root.display(), read_only = state.config.read_only, clients = ?state.config.clients, "nfs export added");
         map.insert(state.config.path.clone(), Arc::new(state));
         Ok(())
     }
@@ -202,7 +251,20 @@ impl ExportTable {
             .remove(path)
             .ok_or_else(|| ExportError::Unknown(path.to_string()))?;
         tracing::info!(export = %path, "nfs export removed");
-        Ok(state.config.clone())
+        Ok(state.current())
+    }
+
+    pub fn set_clients(&self, path: &str, nets: Vec<IpNet>) -> Result<(), ExportError> {
+        let map = self.by_name.read().unwrap_or_else(PoisonError::into_inner);
+        let state = map
+            .get(path)
+            .ok_or_else(|| ExportError::Unknown(path.to_string()))?;
+        tracing::info!(export = %path, clients = ?nets, "nfs export clients changed");
+        *state
+            .clients
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = nets;
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<Arc<ExportState>> {

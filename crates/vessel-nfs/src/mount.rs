@@ -86,7 +86,7 @@ pub(crate) fn dispatch(
             mounts.remove(host, Some(dir));
         }
         4 => mounts.remove(host, None),
-        5 => export_list(ctx.exports, e),
+        5 => export_list(ctx.exports, ctx.peer, e),
         _ => return Ok(None),
     }
     Ok(Some(()))
@@ -98,6 +98,9 @@ fn mnt(ctx: &Ctx<'_>, dir: &str) -> Result<Vec<u8>, u32> {
         return Err(MNT3ERR_INVAL);
     }
     let (export, rest) = ctx.exports.for_mount_path(dir).ok_or(MNT3ERR_NOENT)?;
+    if !export.admits(ctx.peer) {
+        return Err(MNT3ERR_ACCES);
+    }
     let errno = |e: std::io::Error| match e.raw_os_error() {
         Some(libc::ENOENT) => MNT3ERR_NOENT,
         Some(libc::ENOTDIR) => MNT3ERR_NOTDIR,
@@ -123,10 +126,15 @@ fn mnt(ctx: &Ctx<'_>, dir: &str) -> Result<Vec<u8>, u32> {
     ctx.handle(&export, &fd).map_err(|e| e.0)
 }
 
-fn export_list(exports: &ExportTable, e: &mut Encoder) {
-    for ex in exports.list() {
-        // No groups: every client may mount (access is by network reach and credentials).
-        e.bool(true).string(&ex.config.path).bool(false);
+/// The exports `peer` may mount, each with the networks it admits as its groups (none:
+/// every client); exports it may not mount are left out.
+fn export_list(exports: &ExportTable, peer: std::net::IpAddr, e: &mut Encoder) {
+    for ex in exports.list().iter().filter(|ex| ex.admits(peer)) {
+        e.bool(true).string(&ex.config.path);
+        for net in ex.current().clients {
+            e.bool(true).string(&net.to_string());
+        }
+        e.bool(false);
     }
     e.bool(false);
 }

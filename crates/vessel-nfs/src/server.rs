@@ -88,6 +88,13 @@ impl NfsServer {
         Ok(self.inner.exports.add(export)?)
     }
 
+    /// Let only clients in `nets` use the export named `path` (empty: every client), from
+    /// the next request on: a client left out can no longer mount it nor use the handles
+    /// it holds (`NFS3ERR_ACCES`).
+    pub fn set_clients(&self, path: &str, nets: Vec<ipnet::IpNet>) -> Result<(), NfsError> {
+        Ok(self.inner.exports.set_clients(path, nets)?)
+    }
+
     /// Stop offering the export named `path`; its handles become stale at once.
     pub fn remove_export(&self, path: &str) -> Result<Export, NfsError> {
         Ok(self.inner.exports.remove(path)?)
@@ -99,7 +106,7 @@ impl NfsServer {
             .exports
             .list()
             .iter()
-            .map(|e| e.config.clone())
+            .map(|e| e.current())
             .collect()
     }
 
@@ -302,7 +309,7 @@ fn session(
             Err(RecordError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let reply = answer(shared, &msg, &host);
+        let reply = answer(shared, &msg, ip, &host);
         shared.accounts.release(ip, *held);
         *held = 0;
         if msg.capacity() > KEEP_CAPACITY {
@@ -315,7 +322,7 @@ fn session(
 }
 
 /// The reply to one record, or `None` when it cannot be answered (no call header).
-fn answer(shared: &Shared, msg: &[u8], host: &str) -> Option<Vec<u8>> {
+fn answer(shared: &Shared, msg: &[u8], peer: IpAddr, host: &str) -> Option<Vec<u8>> {
     let (call, mut args) = match rpc::decode_call(msg) {
         Ok(c) => c,
         Err(refusal) => return rpc::denied_reply(&refusal),
@@ -326,6 +333,7 @@ fn answer(shared: &Shared, msg: &[u8], host: &str) -> Option<Vec<u8>> {
         key: &s.key,
         identity: &s.identity,
         cred: &call.cred,
+        peer,
         write_verf: s.write_verf,
     };
     let mut reply = rpc::accepted_reply(call.xid, Accept::Success);

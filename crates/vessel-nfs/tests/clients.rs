@@ -222,6 +222,53 @@ fn missing_export_is_refused_with_a_clear_error() {
 }
 
 #[test]
+fn an_export_for_other_client_networks_is_refused() {
+    let dir = TempDir::new("clients");
+    populate(&dir);
+    let srv = Server::start(
+        None,
+        &[
+            "--export",
+            &format!("/theirs={}", path_str(&dir.0)),
+            "--export",
+            &format!("/ours={}", path_str(&dir.0)),
+            "--clients",
+            "/theirs=192.0.2.0/24,2001:db8::/32",
+            "--clients",
+            "/ours=10.0.0.0/8,127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let err = run_fail("nfs-ls", &[&srv.url("/theirs")]);
+    assert!(err.contains("MNT3ERR_ACCES"), "{err}");
+    let err = run_fail("nfs-cat", &[&srv.url("/theirs/hello.txt")]);
+    assert!(err.contains("MNT3ERR_ACCES"), "{err}");
+    assert_eq!(
+        run_ok("nfs-cat", &[&srv.url("/ours/hello.txt")]),
+        "hello over nfs\n"
+    );
+    // Bad networks, and networks for an export that is not there, are refused up front.
+    let bin = env!("CARGO_BIN_EXE_vessel-nfs");
+    for (clients, says) in [
+        ("/ours=10.0.0.0/33", "not a client network"),
+        ("/ours", "is not NAME=NET"),
+        ("/other=10.0.0.0/8", "names no --export"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(["--export", &format!("/ours={}", path_str(&dir.0))])
+            .args(["--clients", clients, "--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run vessel-nfs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{clients}: {err}"
+        );
+    }
+}
+
+#[test]
 fn credentials_are_squashed_and_permissions_enforced() {
     let dir = TempDir::new("creds");
     let local = TempDir::new("creds-local");

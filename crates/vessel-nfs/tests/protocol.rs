@@ -23,7 +23,46 @@ struct Client {
 
 impl Client {
     fn connect(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).expect("connect");
+        Self::with(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A client whose connection comes from `src` (any 127/8 address is the host's own).
+    fn connect_from(src: Ipv4Addr, addr: SocketAddr) -> Self {
+        use std::os::fd::FromRawFd;
+        let SocketAddr::V4(dst) = addr else {
+            panic!("{addr} is not IPv4")
+        };
+        let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a new socket, owned by the stream at once; the addresses are valid
+        // sockaddr_in values of the length given.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let s = TcpStream::from_raw_fd(fd);
+            let from = sin(src, 0);
+            let r = libc::bind(fd, std::ptr::addr_of!(from).cast(), len);
+            assert_eq!(r, 0, "bind to {src}: {}", std::io::Error::last_os_error());
+            let to = sin(*dst.ip(), dst.port());
+            let r = libc::connect(fd, std::ptr::addr_of!(to).cast(), len);
+            assert_eq!(
+                r,
+                0,
+                "connect to {addr}: {}",
+                std::io::Error::last_os_error()
+            );
+            Self::with(s)
+        }
+    }
+
+    fn with(s: TcpStream) -> Self {
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         Client { s, xid: 1 }
@@ -319,6 +358,96 @@ fn handles_stay_inside_the_export() {
     assert!(server
         .add_export(Export::new("relative", &other.0))
         .is_err());
+}
+
+/// The exports MOUNT's EXPORT procedure lists, each with its groups.
+fn export_list(c: &mut Client) -> Vec<(String, Vec<String>)> {
+    let res = c.call(MOUNT, 5, &Encoder::new());
+    let mut d = Decoder::new(&res);
+    let mut out = Vec::new();
+    while d.bool().expect("export follows") {
+        let dir = d.string(1024).expect("dir").to_string();
+        let mut groups = Vec::new();
+        while d.bool().expect("group follows") {
+            groups.push(d.string(255).expect("group").to_string());
+        }
+        out.push((dir, groups));
+    }
+    out
+}
+
+#[test]
+fn an_export_admits_only_the_client_networks_it_names() {
+    let dir = TempDir::new("proto-clients");
+    let (server, handle) = serve(&dir);
+    let addr = handle.nfs_addr();
+    let one = Ipv4Addr::new(127, 0, 0, 1);
+    let two = Ipv4Addr::new(127, 0, 0, 2);
+    let net = |s: &str| vessel_nfs::parse_client_net(s).expect("net");
+    // Open to all: both clients mount and use the handle.
+    let (mut c1, mut c2) = (
+        Client::connect_from(one, addr),
+        Client::connect_from(two, addr),
+    );
+    let root = mount(&mut c1, "/vol").1.expect("mount from .1");
+    assert_eq!(status(&c2.call(NFS, 1, &fh_args(&root))), 0);
+    assert_eq!(export_list(&mut c1), vec![("/vol".to_string(), vec![])]);
+
+    // Only 127.0.0.2: the other client can neither mount, nor use a handle it holds, nor
+    // see the export; the admitted one can, on the same server at the same time.
+    server
+        .set_clients("/vol", vec![net("127.0.0.2")])
+        .expect("set");
+    assert_eq!(mount(&mut c1, "/vol").0, 13, "MNT3ERR_ACCES");
+    assert_eq!(
+        status(&c1.call(NFS, 1, &fh_args(&root))),
+        13,
+        "NFS3ERR_ACCES"
+    );
+    let mut a = dirop(&root, "made-by-1");
+    a.u32(1); // GUARDED
+    sattr(&mut a, 0o644);
+    assert_eq!(created(&c1.call(NFS, 8, &a)).0, 13);
+    assert!(!dir.join("made-by-1").exists());
+    assert_eq!(export_list(&mut c1), vec![]);
+    let root2 = mount(&mut c2, "/vol").1.expect("mount from .2");
+    assert_eq!(status(&c2.call(NFS, 1, &fh_args(&root2))), 0);
+    assert_eq!(
+        export_list(&mut c2),
+        vec![("/vol".to_string(), vec!["127.0.0.2/32".to_string()])]
+    );
+    assert_eq!(server.exports()[0].clients, vec![net("127.0.0.2/32")]);
+
+    // Narrowed to the other side: the handle held from before is refused at once.
+    server
+        .set_clients("/vol", vec![net("127.0.0.1/32"), net("10.9.9.9/8")])
+        .expect("set");
+    assert_eq!(status(&c2.call(NFS, 1, &fh_args(&root2))), 13);
+    assert_eq!(status(&c1.call(NFS, 1, &fh_args(&root))), 0);
+    assert_eq!(
+        export_list(&mut c1),
+        vec![(
+            "/vol".to_string(),
+            vec!["127.0.0.1/32".to_string(), "10.0.0.0/8".to_string()]
+        )]
+    );
+    // A network holds its addresses; open to all again, both are back.
+    server
+        .set_clients("/vol", vec![net("127.0.0.0/30")])
+        .expect("set");
+    assert_eq!(status(&c2.call(NFS, 1, &fh_args(&root2))), 0);
+    server.set_clients("/vol", vec![]).expect("set");
+    assert_eq!(status(&c1.call(NFS, 1, &fh_args(&root))), 0);
+    assert_eq!(status(&c2.call(NFS, 1, &fh_args(&root))), 0);
+    assert!(
+        server.set_clients("/nope", vec![]).is_err(),
+        "unknown export"
+    );
+    for bad in ["", "10.0.0.0/33", "host.example", "10.0.0.0/8/1"] {
+        assert!(vessel_nfs::parse_client_net(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(net("::ffff:192.0.2.7").to_string(), "192.0.2.7/32");
+    assert_eq!(net("fd00::1/64").to_string(), "fd00::/64");
 }
 
 #[test]

@@ -34,6 +34,12 @@ struct Args {
     /// Without a value, every export is read-only.
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "*")]
     read_only: Vec<String>,
+    /// Let only these clients use the export NAME, as NAME=NET[,NET...] where a NET is an
+    /// address or ADDRESS/PREFIX (e.g. /vol1=10.0.0.0/24,192.0.2.7); others can neither
+    /// mount it, nor use its handles, nor see it listed. Repeatable. Without it, every
+    /// client that reaches the server may.
+    #[arg(long = "clients", value_name = "NAME=NETS")]
+    clients: Vec<String>,
     /// TCP address for MOUNT and NFS (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:2049")]
     listen: SocketAddr,
@@ -86,6 +92,25 @@ fn run() -> Result<()> {
         SquashArg::Root => Squash::Root,
         SquashArg::All => Squash::All,
     };
+    let mut clients = std::collections::HashMap::new();
+    for c in &args.clients {
+        let (name, nets) = c.split_once('=').with_context(|| {
+            format!("--clients {c:?} is not NAME=NET[,NET...] (e.g. /vol1=10.0.0.0/24)")
+        })?;
+        let nets = nets
+            .split(',')
+            .map(vessel_nfs::parse_client_net)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--clients {c:?}: {e}"))?;
+        if !args
+            .exports
+            .iter()
+            .any(|e| e.split_once('=').map(|p| p.0) == Some(name))
+        {
+            bail!("--clients {c:?} names no --export");
+        }
+        clients.insert(name.to_string(), nets);
+    }
     let mut exports = Vec::new();
     for e in &args.exports {
         let (name, dir) = e
@@ -96,7 +121,8 @@ fn run() -> Result<()> {
             Export::new(name, dir)
                 .read_only(read_only)
                 .squash(squash)
-                .anon(anon_uid, anon_gid),
+                .anon(anon_uid, anon_gid)
+                .clients(clients.get(name).cloned().unwrap_or_default()),
         );
     }
     for r in &args.read_only {

@@ -104,6 +104,8 @@ pub(crate) struct Ctx<'a> {
     pub key: &'a HandleKey,
     pub identity: &'a ServerIdentity,
     pub cred: &'a Credentials,
+    /// The client's address: an export admits the networks it names.
+    pub peer: std::net::IpAddr,
     /// Write verifier: changes only when the server restarts (unstable data may be lost).
     pub write_verf: [u8; 8],
 }
@@ -144,6 +146,10 @@ impl Ctx<'_> {
                 BadHandle::Forged => NfsErr(status::STALE),
             })?;
         let export = found.ok_or(NfsErr(status::STALE))?;
+        // A handle is a capability only in the hands of a client the export admits.
+        if !export.admits(self.peer) {
+            return Err(NfsErr(status::ACCES));
+        }
         let fd = sys::open_handle(export.root.as_fd(), &kh).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESTALE) || e.raw_os_error() == Some(libc::ENOENT) {
                 NfsErr(status::STALE)
