@@ -458,6 +458,8 @@ async function done(r, what) {
 
 async function removeExportFixture() {
   await rest('DELETE', '/1.0/storage/exports/ui-disk');
+  await rest('DELETE', '/1.0/storage/exports/ui-share');
+  await done(await rest('DELETE', '/1.0/storage/pools/ui-p/volumes/ui-share'), 'volume delete').catch(() => {});
   await done(await rest('DELETE', '/1.0/storage/pools/ui-p/volumes/ui-disk'), 'volume delete').catch(() => {});
   await done(await rest('DELETE', '/1.0/storage/pools/ui-p'), 'pool delete').catch(() => {});
 }
@@ -518,6 +520,19 @@ async function newClientStep() {
   const after = await rest('GET', '/1.0/storage/exports');
   const r = (after.body || []).find((x) => x.name === 'ui-disk');
   if (!r || r.clients !== 0) throw new Error(`after the revocation the export counts ${r && r.clients} clients`);
+  // An NFS export for two client networks shows them, as the server wrote them.
+  await done(await rest('POST', '/1.0/storage/pools/ui-p/volumes', ADMIN, { name: 'ui-share' }), 'fs volume');
+  let share = null;
+  for (let i = 0; i < 5 && !share; i++) {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const r2 = await rest('POST', '/1.0/storage/exports', ADMIN, { name: 'ui-share', pool: 'ui-p', volume: 'ui-share', protocol: 'nfs', listen: `127.0.0.1:${port}`, allow: ['10.1.2.3/8', '192.0.2.7'] });
+    if (r2.status === 201) share = r2.body;
+  }
+  if (!share) throw new Error('no NFS export');
+  await goto('#/');
+  await goto('#/exports');
+  await waitText(tid('export-allow-ui-share'), (t) => t === '10.0.0.0/8, 192.0.2.7/32', 20000, 'the NFS export\'s client networks');
+  await waitText(tid('export-allow-ui-disk'), (t) => t === '—', 20000, 'the NBD export\'s client networks');
 }
 
 await step('j. an expired session goes back to the login with the server\'s message', 180000, async () => {

@@ -1331,6 +1331,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
         response: Body::Json("StorageExport"),
     },
     Endpoint {
+        id: "export_update",
+        method: Method::Patch,
+        path: "/1.0/storage/exports/{name}",
+        summary: "Change which client networks may use an NFS export (applies at their next request)",
+        query: &[],
+        request: Body::Json("ExportUpdate"),
+        status: 200,
+        role: Role::Operator,
+        scope: Scope::Project,
+        response: Body::Json("StorageExport"),
+    },
+    Endpoint {
         id: "export_delete",
         method: Method::Delete,
         path: "/1.0/storage/exports/{name}",

@@ -134,6 +134,7 @@ pub fn document() -> OpenApi {
         .schema_from::<VolumeAttach>()
         .schema_from::<ExportProtocol>()
         .schema_from::<ExportCreate>()
+        .schema_from::<ExportUpdate>()
         .schema_from::<StorageExport>()
         .schema_from::<ExportCredentials>()
         .schema_from::<NetworkCreate>()

@@ -54,7 +54,17 @@ Examples:
   vessel storage export create disk2 safe disk2 --protocol nbd --listen /run/disk2.sock
   nbdinfo 'nbd+unix:///disk2?socket=/run/disk2.sock'
   vessel storage export create share local data --protocol nfs --listen 127.0.0.1:2049
-  nfs-ls 'nfs://127.0.0.1/share?nfsport=2049&mountport=2049'   # no portmapper needed";
+  nfs-ls 'nfs://127.0.0.1/share?nfsport=2049&mountport=2049'   # no portmapper needed
+  vessel storage export create lab local data --protocol nfs --listen 0.0.0.0:2050 \\
+    --allow 10.0.5.0/24,192.0.2.7   # others cannot mount it nor see it";
+
+const EXPORT_SET_EXAMPLES: &str = "\
+A client left out loses access at its next request, the file handles it holds included;
+NFSv3 has no sessions to close.
+
+Examples:
+  vessel storage export set lab --allow 10.0.5.0/24 --allow 10.0.6.0/24
+  vessel storage export set lab --allow-all";
 
 const CREDENTIALS_EXAMPLES: &str = "\
 The directory gets ca-cert.pem, client-cert.pem and client-key.pem, the names libnbd and
@@ -376,6 +386,29 @@ pub enum ExportCommand {
         /// NBD over TCP: serve plain NBD, without TLS, to anyone who reaches the address.
         #[arg(long)]
         no_tls: bool,
+        /// NFS: only clients in these networks may use the export (an address, or
+        /// ADDRESS/PREFIX; repeat or separate with commas). Default: every client that
+        /// reaches the address.
+        #[arg(long, value_name = "NET", value_delimiter = ',')]
+        allow: Vec<String>,
+    },
+    /// Change which clients may use an NFS export, while it serves.
+    #[command(after_help = EXPORT_SET_EXAMPLES)]
+    Set {
+        /// Export name.
+        name: String,
+        /// Only clients in these networks (an address, or ADDRESS/PREFIX; repeat or
+        /// separate with commas).
+        #[arg(
+            long,
+            value_name = "NET",
+            value_delimiter = ',',
+            required_unless_present = "allow_all"
+        )]
+        allow: Vec<String>,
+        /// Every client that reaches the address.
+        #[arg(long, conflicts_with = "allow")]
+        allow_all: bool,
     },
     /// Give one more client access to a TLS export: its credentials, in a directory.
     #[command(after_help = CREDENTIALS_EXAMPLES)]

@@ -562,10 +562,46 @@ fn filesystem_volume_is_served_over_nfs_to_real_clients() {
         sum.split_whitespace().next(),
         want.split_whitespace().next()
     );
-    // Served again after a daemon restart, with the same handles.
+    // Only the networks it names may use it: a client elsewhere can neither mount it nor
+    // see it, and the list is kept over a restart.
+    let out = d.ok(&[
+        "storage",
+        "export",
+        "set",
+        "share",
+        "--allow",
+        "192.0.2.0/24,10.1.2.3/8",
+    ]);
+    assert!(out.contains("clients in 192.0.2.0/24, 10.0.0.0/8"), "{out}");
+    let refused = || {
+        let out = Command::new("nfs-cat").arg(&cat_uri).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        !out.status.success() && err.contains("MNT3ERR_ACCES")
+    };
+    assert!(refused(), "a client outside the export's networks read it");
+    let listed = json(&d.ok(&["storage", "export", "list", "--format", "json"]));
+    assert_eq!(
+        listed[0]["allow"],
+        serde_json::json!(["192.0.2.0/24", "10.0.0.0/8"])
+    );
+    let table = d.ok(&["storage", "export", "list"]);
+    assert!(table.contains("192.0.2.0/24,10.0.0.0/8"), "{table}");
+    let err = d.fails(&[
+        "storage",
+        "export",
+        "set",
+        "share",
+        "--allow",
+        "10.0.0.0/33",
+    ]);
+    assert!(err.contains("not a client network"), "{err}");
     d.kill(libc::SIGTERM);
     d.spawn();
+    assert!(refused(), "the export's networks were lost over a restart");
+    // Served again after the restart, with the same handles, once this client is in.
+    d.ok(&["storage", "export", "set", "share", "--allow", "127.0.0.1"]);
     assert_eq!(tool("nfs-cat", &[&cat_uri]).trim(), "from-container");
+    d.ok(&["storage", "export", "set", "share", "--allow-all"]);
     // A read-only export refuses writes.
     d.ok(&["storage", "export", "delete", "share"]);
     d.ok(&[
@@ -1195,6 +1231,9 @@ fn nbd_over_tcp_takes_only_clients_with_credentials_of_the_export() {
         d.dir.join("o").to_str().unwrap(),
     ]);
     assert!(err.contains("without TLS"), "{err}");
+    // Client networks are NFS's; an NBD client is known by its certificate.
+    let err = d.fails(&["storage", "export", "set", "open", "--allow", "127.0.0.1"]);
+    assert!(err.contains("by their certificate"), "{err}");
     // An export deleted while a client is connected cuts it off (the listener stays, other
     // is still on it).
     let mut session = NbdSession::open(&with(&uri, fresh.to_str().unwrap()));

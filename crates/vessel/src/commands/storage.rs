@@ -4,9 +4,9 @@ use std::fs::File;
 
 use anyhow::{anyhow, Context, Result};
 use vessel_api::{
-    ExportCreate, ExportCredentials, ExportProtocol, Operation, PoolCreate, PoolDriver, PoolRepair,
-    PoolStatus, SnapshotCreate, StorageExport, StoragePool, StorageVolume, VolumeAttach,
-    VolumeContent, VolumeCreate, VolumeRestore, VolumeUpdate,
+    ExportCreate, ExportCredentials, ExportProtocol, ExportUpdate, Operation, PoolCreate,
+    PoolDriver, PoolRepair, PoolStatus, SnapshotCreate, StorageExport, StoragePool, StorageVolume,
+    VolumeAttach, VolumeContent, VolumeCreate, VolumeRestore, VolumeUpdate,
 };
 
 use crate::cli_storage::{
@@ -452,6 +452,7 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
             listen,
             read_only,
             no_tls,
+            allow,
         } => {
             let e: StorageExport = client.send(
                 "POST",
@@ -467,9 +468,13 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                     listen,
                     read_only,
                     tls: no_tls.then_some(false),
+                    allow,
                 },
             )?;
             println(format!("Serving {}", e.uri))?;
+            if !e.allow.is_empty() {
+                println(format!("to clients in {}", e.allow.join(", ")))?;
+            }
             if e.tls {
                 println(format!(
                     "Clients need credentials: vessel storage export credentials {} --out DIR",
@@ -536,11 +541,35 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
             }
             Ok(0)
         }
+        ExportCommand::Set {
+            name,
+            allow,
+            allow_all,
+        } => {
+            let e: StorageExport = client.send(
+                "PATCH",
+                &format!("/1.0/storage/exports/{}", encode_segment(&name)),
+                &ExportUpdate {
+                    allow: if allow_all { Vec::new() } else { allow },
+                },
+            )?;
+            println(format!(
+                "{} admits {}",
+                e.name,
+                match e.allow.is_empty() {
+                    true => "every client".to_string(),
+                    false => format!("clients in {}", e.allow.join(", ")),
+                }
+            ))?;
+            Ok(0)
+        }
         ExportCommand::List { format, .. } => {
             let exports: Vec<StorageExport> = client.get("/1.0/storage/exports")?;
             match format {
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "VOLUME", "PROTOCOL", "URI", "TLS", "STATUS"]);
+                    let mut t = Table::new(&[
+                        "NAME", "VOLUME", "PROTOCOL", "URI", "TLS", "ALLOW", "STATUS",
+                    ]);
                     for e in &exports {
                         t.row(vec![
                             e.name.clone(),
@@ -555,6 +584,11 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                                 (false, _) => "no".into(),
                                 (true, 1) => "1 client".into(),
                                 (true, n) => format!("{n} clients"),
+                            },
+                            match (e.protocol, e.allow.is_empty()) {
+                                (ExportProtocol::Nbd, _) => "-".into(),
+                                (ExportProtocol::Nfs, true) => "any".into(),
+                                (ExportProtocol::Nfs, false) => e.allow.join(","),
                             },
                             match &e.error {
                                 Some(err) => format!("{}: {err}", e.status),

@@ -269,6 +269,7 @@ fn handler_for(e: &Endpoint) -> MethodRouter<App> {
         "volume_import" => on(f, storage::volume_import),
         "exports_list" => on(f, storage::exports_list),
         "exports_create" => on(f, storage::exports_create),
+        "export_update" => on(f, storage::export_update),
         "export_delete" => on(f, storage::export_delete),
         "export_credentials_create" => on(f, storage::export_credentials_create),
         "export_credentials_revoke" => on(f, storage::export_credentials_revoke),

@@ -464,6 +464,20 @@ pub async fn exports_create(
     Ok((StatusCode::CREATED, Json(scope.export(e))).into_response())
 }
 
+pub async fn export_update(
+    State(app): State<App>,
+    Extension(scope): Extension<ProjectScope>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<vessel_api::ExportUpdate>,
+) -> Result<Response> {
+    crate::name::validate_name("export", &name)?;
+    let name = scope.q(&name)?;
+    let e = blocking(&app, move |s| s.export_update(&name, req))
+        .await
+        .map_err(|e| scope.error(e))?;
+    Ok(json(scope.export(e)))
+}
+
 pub async fn export_delete(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,

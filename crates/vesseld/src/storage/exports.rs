@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use vessel_api::{ExportCreate, StorageExport, VolumeContent};
+use vessel_api::{ExportCreate, ExportProtocol, ExportUpdate, StorageExport, VolumeContent};
 
 use super::driver::BlockAccess;
 use super::record::{ExportRecord, VolumeRecord};
@@ -78,7 +78,10 @@ impl StorageService {
                 let generation = rec
                     .generation
                     .unwrap_or_else(|| servers::export_generation(e));
-                self.inner.servers.add_nfs_generation(e, root, generation)
+                let clients = client_nets(&e.allow)?;
+                self.inner
+                    .servers
+                    .add_nfs_generation(e, root, generation, clients)
             }
         }
     }
@@ -97,6 +100,7 @@ impl StorageService {
         check_export(&req, &v)?;
         let listen = servers::normalize_listen(req.protocol, req.listen.as_deref())?;
         let tls = export_tls(&req, &listen)?;
+        let allow = allowed_networks(req.protocol, &req.allow)?;
         // A listener serves the exports of one project: NBD and NFS clients are not told
         // apart, so sharing one would show each project the other's.
         let project = crate::project::split(&req.name).0;
@@ -121,6 +125,7 @@ impl StorageService {
             error: None,
             tls,
             clients: 0,
+            allow,
         };
         let rec = ExportRecord {
             export: e.clone(),
@@ -137,6 +142,29 @@ impl StorageService {
             &format!("/1.0/storage/exports/{}", e.name),
         );
         Ok(e)
+    }
+
+    /// Changes which client networks may use NFS export `name`: recorded, then applied to
+    /// the running server (a client left out loses access at its next request).
+    pub fn export_update(&self, name: &str, req: ExportUpdate) -> Result<StorageExport> {
+        let _g = self.busy();
+        let mut rec = self.inner.exports.get(name)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "export {name:?} not found; see `vessel storage export list`"
+            ))
+        })?;
+        rec.export.allow = allowed_networks(rec.export.protocol, &req.allow)?;
+        let nets = client_nets(&rec.export.allow)?;
+        self.inner.exports.put(name, &rec)?;
+        // An export that is not served (its pool unavailable) takes the list when it is.
+        if self.inner.servers.error(name).is_none() {
+            self.inner.servers.set_nfs_clients(&rec.export, nets)?;
+        }
+        self.inner.events.lifecycle(
+            "storage-export-updated",
+            &format!("/1.0/storage/exports/{name}"),
+        );
+        Ok(self.export_view(rec))
     }
 
     /// Stops serving an export.
@@ -215,6 +243,51 @@ fn export_tls(req: &ExportCreate, listen: &str) -> Result<bool> {
     }
 }
 
+/// The most client networks one export names.
+const MAX_ALLOW: usize = 64;
+
+/// The client networks an export of `protocol` admits, as given (addresses or
+/// ADDRESS/PREFIX), checked and written the one way (`10.1.2.3/8` is `10.0.0.0/8`).
+fn allowed_networks(protocol: ExportProtocol, allow: &[String]) -> Result<Vec<String>> {
+    if allow.is_empty() {
+        return Ok(Vec::new());
+    }
+    if protocol == ExportProtocol::Nbd {
+        return Err(Error::invalid(
+            "--allow is for NFS exports: NBD clients over TCP are admitted by their \
+             certificate (vessel storage export credentials), on a unix socket by its file \
+             mode",
+        ));
+    }
+    if allow.len() > MAX_ALLOW {
+        return Err(Error::invalid(format!(
+            "an export admits at most {MAX_ALLOW} client networks; give wider ones (e.g. \
+             10.0.0.0/16)"
+        )));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for a in allow {
+        let net = vessel_nfs::parse_client_net(a)
+            .map_err(Error::invalid)?
+            .to_string();
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// The networks of an export's record, for its server.
+fn client_nets(allow: &[String]) -> Result<Vec<vessel_nfs::IpNet>> {
+    allow
+        .iter()
+        .map(|a| {
+            vessel_nfs::parse_client_net(a)
+                .map_err(|e| Error::internal(format!("the export's record: {e}")))
+        })
+        .collect()
+}
+
 /// A random 32-bit number (a new export's NFS handle generation).
 fn rand_u32() -> u32 {
     let b = uuid::Uuid::new_v4().into_bytes();
@@ -223,8 +296,6 @@ fn rand_u32() -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use vessel_api::ExportProtocol;
-
     use super::super::record::fixture::volume;
     use super::*;
 
@@ -237,7 +308,35 @@ mod tests {
             listen: None,
             read_only,
             tls: None,
+            allow: Vec::new(),
         }
+    }
+
+    #[test]
+    fn client_networks_are_for_nfs_checked_and_written_one_way() {
+        let given = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            allowed_networks(
+                ExportProtocol::Nfs,
+                &given(&["10.1.2.3/8", "192.0.2.7", "10.0.0.0/8", "fd00::1/64"])
+            )
+            .unwrap(),
+            given(&["10.0.0.0/8", "192.0.2.7/32", "fd00::/64"])
+        );
+        assert!(allowed_networks(ExportProtocol::Nbd, &[])
+            .unwrap()
+            .is_empty());
+        let e = allowed_networks(ExportProtocol::Nbd, &given(&["10.0.0.0/8"])).unwrap_err();
+        assert!(e.message.contains("by their certificate"), "{e}");
+        let e = allowed_networks(ExportProtocol::Nfs, &given(&["10.0.0.0/33"])).unwrap_err();
+        assert!(e.message.contains("not a client network"), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!("10.0.{i}.0/24")).collect();
+        let e = allowed_networks(ExportProtocol::Nfs, &many).unwrap_err();
+        assert!(e.message.contains("at most 64"), "{e}");
+        assert_eq!(
+            client_nets(&given(&["10.0.0.0/8"])).unwrap(),
+            vec![vessel_nfs::parse_client_net("10.0.0.0/8").unwrap()]
+        );
     }
 
     #[test]

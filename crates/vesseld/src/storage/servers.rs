@@ -266,10 +266,12 @@ impl ExportServers {
         e: &StorageExport,
         root: PathBuf,
         generation: u32,
+        clients: Vec<vessel_nfs::IpNet>,
     ) -> Result<()> {
         let export = vessel_nfs::Export::new(format!("/{}", e.name), root)
             .read_only(e.read_only)
-            .generation(generation);
+            .generation(generation)
+            .clients(clients);
         let mut nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = nfs.get(&e.listen) {
             l.server
@@ -309,6 +311,21 @@ impl ExportServers {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&e.name);
         Ok(())
+    }
+
+    /// Lets only `clients` use NFS export `e` (none: every client), from the next request.
+    pub fn set_nfs_clients(
+        &self,
+        e: &StorageExport,
+        clients: Vec<vessel_nfs::IpNet>,
+    ) -> Result<()> {
+        let nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
+        let l = nfs.get(&e.listen).ok_or_else(|| {
+            Error::internal(format!("export {} has no listener on {}", e.name, e.listen))
+        })?;
+        l.server
+            .set_clients(&format!("/{}", e.name), clients)
+            .map_err(|err| Error::internal(format!("NFS export: {}", chain(&err))))
     }
 
     /// Closes every listener and connection (the daemon is stopping), waiting for the
