@@ -105,14 +105,35 @@ impl Export {
 /// A client network as written by a user: `10.0.0.0/8`, `fd00::/64`, or one address
 /// (`192.0.2.7`, taken as `/32`, `/128` for IPv6). Host bits below the prefix are
 /// cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+///
+/// IPv4 clients on an IPv6 socket are taken as their IPv4 address, so an IPv4-mapped
+/// network (`::ffff:192.0.2.0/120`) is written as the IPv4 one (`192.0.2.0/24`).
 pub fn parse_client_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(ip.to_canonical()));
     }
-    s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+    let bad = || {
         format!("{s:?} is not a client network: give an address (192.0.2.7) or ADDRESS/PREFIX (10.0.0.0/8, fd00::/64)")
-    })
+    };
+    let net = s.parse::<IpNet>().map_err(|_| bad())?.trunc();
+    // Truncated, a network's address is mapped only when its prefix is 96 or more.
+    match net {
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len().saturating_sub(96))
+                .map(|n| IpNet::V4(n.trunc()))
+                .map_err(|_| bad()),
+            None => Ok(net),
+        },
+        IpNet::V4(_) => Ok(net),
+    }
+}
+
+/// Whether `nets` admit a client at `ip` (none: every client). An IPv4 client on an IPv6
+/// socket is taken as its IPv4 address.
+pub(crate) fn nets_admit(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
 }
 
 /// Why an export could not be added or removed.
@@ -177,12 +198,12 @@ impl ExportState {
         })
     }
 
-    /// Whether a client at `ip` may use the export (an IPv4 client on an IPv6 socket is
-    /// taken as its IPv4 address).
+    /// Whether a client at `ip` may use the export.
     pub fn admits(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        let nets = self.clients.read().unwrap_or_else(PoisonError::into_inner);
-        nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
+        nets_admit(
+            &self.clients.read().unwrap_or_else(PoisonError::into_inner),
+            ip,
+        )
     }
 
     /// The export as configured now.

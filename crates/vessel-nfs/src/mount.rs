@@ -76,8 +76,16 @@ pub(crate) fn dispatch(
             }
         }
         2 => {
+            // Only the mounts of exports the caller may use: the others' names, and who
+            // mounts them, are not its to know.
             for (h, dir) in mounts.snapshot() {
-                e.bool(true).string(&h).string(&dir);
+                let visible = ctx
+                    .exports
+                    .for_mount_path(&dir)
+                    .is_some_and(|(ex, _)| ex.admits(ctx.peer));
+                if visible {
+                    e.bool(true).string(&h).string(&dir);
+                }
             }
             e.bool(false);
         }
@@ -97,10 +105,12 @@ fn mnt(ctx: &Ctx<'_>, dir: &str) -> Result<Vec<u8>, u32> {
     if !dir.starts_with('/') {
         return Err(MNT3ERR_INVAL);
     }
-    let (export, rest) = ctx.exports.for_mount_path(dir).ok_or(MNT3ERR_NOENT)?;
-    if !export.admits(ctx.peer) {
-        return Err(MNT3ERR_ACCES);
-    }
+    // An export the caller may not use is one that does not exist, as in its list.
+    let (export, rest) = ctx
+        .exports
+        .for_mount_path(dir)
+        .filter(|(ex, _)| ex.admits(ctx.peer))
+        .ok_or(MNT3ERR_NOENT)?;
     let errno = |e: std::io::Error| match e.raw_os_error() {
         Some(libc::ENOENT) => MNT3ERR_NOENT,
         Some(libc::ENOTDIR) => MNT3ERR_NOTDIR,
@@ -129,9 +139,14 @@ fn mnt(ctx: &Ctx<'_>, dir: &str) -> Result<Vec<u8>, u32> {
 /// The exports `peer` may mount, each with the networks it admits as its groups (none:
 /// every client); exports it may not mount are left out.
 fn export_list(exports: &ExportTable, peer: std::net::IpAddr, e: &mut Encoder) {
-    for ex in exports.list().iter().filter(|ex| ex.admits(peer)) {
+    for ex in exports.list() {
+        // One reading of the networks, for both the check and the groups.
+        let nets = ex.current().clients;
+        if !crate::export::nets_admit(&nets, peer) {
+            continue;
+        }
         e.bool(true).string(&ex.config.path);
-        for net in ex.current().clients {
+        for net in nets {
             e.bool(true).string(&net.to_string());
         }
         e.bool(false);

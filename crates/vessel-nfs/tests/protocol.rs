@@ -398,7 +398,8 @@ fn an_export_admits_only_the_client_networks_it_names() {
     server
         .set_clients("/vol", vec![net("127.0.0.2")])
         .expect("set");
-    assert_eq!(mount(&mut c1, "/vol").0, 13, "MNT3ERR_ACCES");
+    // MOUNT answers as for an export that does not exist (its name is not c1's to learn).
+    assert_eq!(mount(&mut c1, "/vol").0, 2, "MNT3ERR_NOENT");
     assert_eq!(
         status(&c1.call(NFS, 1, &fh_args(&root))),
         13,
@@ -410,7 +411,15 @@ fn an_export_admits_only_the_client_networks_it_names() {
     assert_eq!(created(&c1.call(NFS, 8, &a)).0, 13);
     assert!(!dir.join("made-by-1").exists());
     assert_eq!(export_list(&mut c1), vec![]);
+    assert_eq!(dump(&mut c1), vec![], "DUMP shows c1 another's mounts");
     let root2 = mount(&mut c2, "/vol").1.expect("mount from .2");
+    assert_eq!(
+        dump(&mut c2),
+        vec![
+            ("127.0.0.1".to_string(), "/vol".to_string()),
+            ("127.0.0.2".to_string(), "/vol".to_string())
+        ]
+    );
     assert_eq!(status(&c2.call(NFS, 1, &fh_args(&root2))), 0);
     assert_eq!(
         export_list(&mut c2),
@@ -447,7 +456,45 @@ fn an_export_admits_only_the_client_networks_it_names() {
         assert!(vessel_nfs::parse_client_net(bad).is_err(), "{bad:?}");
     }
     assert_eq!(net("::ffff:192.0.2.7").to_string(), "192.0.2.7/32");
+    assert_eq!(net("::ffff:192.0.2.7/120").to_string(), "192.0.2.0/24");
+    assert_eq!(net("::ffff:10.1.2.3/104").to_string(), "10.0.0.0/8");
     assert_eq!(net("fd00::1/64").to_string(), "fd00::/64");
+}
+
+#[test]
+fn an_ipv4_client_of_an_ipv6_listener_is_known_by_its_ipv4_address() {
+    let dir = TempDir::new("proto-clients6");
+    let server = NfsServer::new(vec![Export::new("/vol", &dir.0)
+        .squash(Squash::None)
+        .clients(vec![
+            vessel_nfs::parse_client_net("::ffff:127.0.0.2/128").expect("net")
+        ])])
+    .expect("server");
+    let listener = TcpListener::bind("[::]:0").expect("bind [::]:0 (IPv6 must be on)");
+    let handle = server.serve(listener, None).expect("serve");
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, handle.nfs_addr().port()));
+    let mut admitted = Client::connect_from(Ipv4Addr::new(127, 0, 0, 2), v4);
+    let root = mount(&mut admitted, "/vol")
+        .1
+        .expect("mount from 127.0.0.2");
+    assert_eq!(status(&admitted.call(NFS, 1, &fh_args(&root))), 0);
+    let mut other = Client::connect_from(Ipv4Addr::LOCALHOST, v4);
+    assert_eq!(mount(&mut other, "/vol").0, 2);
+    assert_eq!(status(&other.call(NFS, 1, &fh_args(&root))), 13);
+}
+
+/// Who mounted what, as MOUNT's DUMP tells the caller.
+fn dump(c: &mut Client) -> Vec<(String, String)> {
+    let res = c.call(MOUNT, 2, &Encoder::new());
+    let mut d = Decoder::new(&res);
+    let mut out = Vec::new();
+    while d.bool().expect("entry follows") {
+        let host = d.string(255).expect("host").to_string();
+        let dir = d.string(1024).expect("dir").to_string();
+        out.push((host, dir));
+    }
+    out.sort();
+    out
 }
 
 #[test]

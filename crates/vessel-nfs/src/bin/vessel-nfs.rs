@@ -109,7 +109,10 @@ fn run() -> Result<()> {
         {
             bail!("--clients {c:?} names no --export");
         }
-        clients.insert(name.to_string(), nets);
+        clients
+            .entry(name.to_string())
+            .or_insert_with(Vec::new)
+            .extend(nets);
     }
     let mut exports = Vec::new();
     for e in &args.exports {
