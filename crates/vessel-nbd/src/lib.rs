@@ -20,5 +20,6 @@ mod transmission;
 pub use client::{ClientOp, NbdClient};
 pub use device::{BlockDevice, DeviceError, DeviceReader, Extent, FileDevice};
 pub use server::{
-    ClientCheck, NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
+    AddressCheck, ClientCheck, NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT,
+    MAX_CONNECTIONS,
 };

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,9 @@ use crate::{handshake, tls, transmission};
 
 /// Which client certificates may use an export (given the DER of the first one).
 pub type ClientCheck = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// Which TCP client addresses may use an export.
+pub type AddressCheck = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// Why the server could not start or a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub struct NbdExport {
     /// On a server with TLS: which client certificates may see and use it (any the
     /// server's verifier accepted when `None`).
     pub(crate) clients: Option<ClientCheck>,
+    /// Which TCP client addresses may see and use it (any when `None`).
+    pub(crate) addresses: Option<AddressCheck>,
 }
 
 impl std::fmt::Debug for NbdExport {
@@ -75,6 +80,24 @@ impl NbdExport {
             read_only: false,
             bufs: Arc::default(),
             clients: None,
+            addresses: None,
+        }
+    }
+
+    /// Offer the export only to TCP clients whose address (an IPv4 client on an IPv6
+    /// socket as its IPv4 address) `check` accepts: the others neither see it listed nor
+    /// can open it. Clients on a unix socket are not asked (its file mode decides who
+    /// connects).
+    pub fn addresses(mut self, check: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
+        self.addresses = Some(Arc::new(check));
+        self
+    }
+
+    /// Whether a client from `ip` (`None`: a unix socket's) may use the export.
+    fn reaches(&self, ip: Option<IpAddr>) -> bool {
+        match (&self.addresses, ip) {
+            (Some(check), Some(ip)) => check(ip),
+            _ => true,
         }
     }
 
@@ -128,11 +151,13 @@ pub struct NbdServer {
 }
 
 /// A session in transmission: its export (by name, and its buffers, which only that export
-/// and its clones share), its client's certificate (over TLS), how to end it.
+/// and its clones share), its client's certificate (over TLS) and address (over TCP), how
+/// to end it.
 struct Live {
     export: String,
     bufs: Arc<crate::bufs::Bufs>,
     peer: Option<Vec<u8>>,
+    ip: Option<IpAddr>,
     /// The session's own mark: set once it is cut off (its threads may still be ending).
     cut: Arc<AtomicBool>,
     /// Shuts the session's connection down.
@@ -144,12 +169,14 @@ impl Live {
     fn of(
         session: &handshake::Session,
         peer: Option<Vec<u8>>,
+        ip: Option<IpAddr>,
         hang_up: impl Fn() + Send + 'static,
     ) -> Live {
         Live {
             export: session.export.name.clone(),
             bufs: session.export.bufs.clone(),
             peer,
+            ip,
             cut: session.cut.clone(),
             hang_up: Box::new(hang_up),
         }
@@ -167,7 +194,7 @@ impl Live {
     fn offered(&self, exports: &Exports) -> bool {
         exports
             .get(&self.export)
-            .filter(|e| Arc::ptr_eq(&e.bufs, &self.bufs))
+            .filter(|e| Arc::ptr_eq(&e.bufs, &self.bufs) && e.reaches(self.ip))
             .is_some_and(|e| match &self.peer {
                 Some(peer) => e.allows(Some(peer)),
                 None => true,
@@ -225,7 +252,7 @@ impl Sessions {
             .values()
             .filter(|s| !s.cut.load(Ordering::Acquire) && !s.offered(exports))
         {
-            tracing::info!(export = %s.export, "nbd session closed: its export or its client's certificate is no longer offered");
+            tracing::info!(export = %s.export, client = ?s.ip, "nbd session closed: its export is no longer offered to its client (removed, or its certificate or address no longer taken)");
             s.close();
             closed += 1;
         }
@@ -308,9 +335,10 @@ impl NbdServer {
         removed
     }
 
-    /// Ends the open TLS sessions whose client certificate their export no longer takes
-    /// (its [`NbdExport::clients`] check says no now: credentials revoked), on every
-    /// listener of this server; returns how many. The client sees its connection closed;
+    /// Ends the open sessions whose client their export no longer takes (its
+    /// [`NbdExport::clients`] check says no to its certificate now: credentials revoked;
+    /// or its [`NbdExport::addresses`] check to its address), on every listener of this
+    /// server; returns how many. The client sees its connection closed;
     /// requests it had in flight get no reply.
     pub fn close_disallowed(&self) -> usize {
         let exports = self.exports.read().unwrap_or_else(PoisonError::into_inner);
@@ -398,6 +426,8 @@ pub(crate) trait Stream: Read + Write + Send + Sized + AsRawFd + 'static {
     fn shutdown_both(&self);
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    /// The client's address (TCP), as IPv4 for an IPv4 client on an IPv6 socket.
+    fn peer_ip(&self) -> Option<IpAddr>;
 }
 
 impl Stream for UnixStream {
@@ -414,6 +444,9 @@ impl Stream for UnixStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+    fn peer_ip(&self) -> Option<IpAddr> {
+        None
+    }
 }
 
 impl Stream for TcpStream {
@@ -429,6 +462,9 @@ impl Stream for TcpStream {
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip().to_canonical())
     }
 }
 
@@ -559,6 +595,7 @@ impl Drop for Watchdog {
 }
 
 fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
+    let ip = stream.peer_ip();
     let writer = stream.clone_stream()?;
     let timeouts = stream.clone_stream()?;
     timeouts.read_timeout(Some(shared.handshake_timeout))?;
@@ -567,11 +604,16 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let mut watchdog = Watchdog::start(stream.clone_stream()?, shared.handshake_timeout)?;
     let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
-    let exports = shared
+    // What this client may see and use, by its address (by its certificate too, inside
+    // TLS): an export it may not is one that does not exist.
+    let exports: Exports = shared
         .exports
         .read()
         .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+        .iter()
+        .filter(|(_, e)| e.reaches(ip))
+        .map(|(n, e)| (n.clone(), e.clone()))
+        .collect();
     let state = match shared.tls {
         Some(_) => TlsState::Required,
         None => TlsState::Off,
@@ -590,7 +632,7 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
             // The TLS handshake and the haggling inside TLS stay under the watchdog: past
             // its deadline it shuts the client's socket down, which ends the pump.
             let tls = tls::start(reader.into_inner(), config)?;
-            let served = inside_tls(&tls, shared, exports, no_zeroes, watchdog);
+            let served = inside_tls(&tls, shared, exports, ip, no_zeroes, watchdog);
             // The pump sends what the connection wrote, then close_notify, and ends.
             drop(tls.plain);
             let _ = tls.pump.join();
@@ -602,7 +644,7 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let end = timeouts.clone_stream()?;
     let _live = shared.sessions.enter(
         &shared.exports,
-        Live::of(&session, None, move || end.shutdown_both()),
+        Live::of(&session, None, ip, move || end.shutdown_both()),
     );
     transmit(reader, writer, &timeouts, session)
 }
@@ -615,6 +657,7 @@ fn inside_tls(
     tls: &tls::Tls,
     shared: &Shared,
     exports: Exports,
+    ip: Option<IpAddr>,
     no_zeroes: bool,
     mut watchdog: Watchdog,
 ) -> Result<(), NbdError> {
@@ -634,7 +677,7 @@ fn inside_tls(
             let client = tls.hang_up.clone();
             let _live = shared.sessions.enter(
                 &shared.exports,
-                Live::of(&session, tls.peer.clone(), move || {
+                Live::of(&session, tls.peer.clone(), ip, move || {
                     end.shutdown_both();
                     client();
                 }),

@@ -106,3 +106,64 @@ fn exports_added_and_removed_while_serving() {
     assert!(!out.status.success(), "a removed export is still served");
     assert!(!fx.server.export_names().contains(&"extra".to_string()));
 }
+
+#[test]
+fn an_export_for_other_addresses_is_neither_listed_nor_opened_and_its_clients_are_cut_off() {
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let fx = Fixture::new("info-addr");
+    let tcp = fx
+        .server
+        .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("tcp");
+    let addr = tcp.tcp_addr().expect("tcp address");
+    let theirs = vessel_nbd::FileDevice::create(fx.dir.join("theirs.img"), 1 << 20).expect("dev");
+    let only = IpAddr::from([192, 0, 2, 7]);
+    fx.server
+        .add_export(
+            vessel_nbd::NbdExport::new("theirs", Arc::new(theirs)).addresses(move |ip| ip == only),
+        )
+        .expect("add theirs");
+    let open = Arc::new(AtomicBool::new(true));
+    let still = open.clone();
+    let ours = vessel_nbd::FileDevice::create(fx.dir.join("ours.img"), 1 << 20).expect("dev");
+    fx.server
+        .add_export(
+            vessel_nbd::NbdExport::new("ours", Arc::new(ours))
+                .addresses(move |ip| still.load(Ordering::SeqCst) && ip.is_loopback()),
+        )
+        .expect("add ours");
+    // Over TCP from 127.0.0.1: the export for another address is not listed and does not
+    // open (the answer for an export that does not exist); the others do.
+    let list = run_ok("nbdinfo", &["--list", &format!("nbd://{addr}")]);
+    assert!(list.contains("export=\"ours\""), "{list}");
+    assert!(list.contains("export=\"disk\""), "{list}");
+    assert!(!list.contains("theirs"), "{list}");
+    let out = run("nbdinfo", &[&format!("nbd://{addr}/theirs")]);
+    assert!(
+        !out.status.success(),
+        "a client from another address opened it"
+    );
+    run_ok("nbdinfo", &["--size", &format!("nbd://{addr}/ours")]);
+    // A unix socket's clients are not asked: its file mode decides who connects.
+    run_ok("nbdinfo", &["--size", &fx.uri("theirs")]);
+    // A connected client whose address the export stops taking is cut off, the others
+    // read on.
+    let mut on_ours = NbdSession::open(&format!("nbd://{addr}/ours"));
+    let mut on_disk = NbdSession::open(&format!("nbd://{addr}/disk"));
+    let mut on_unix = NbdSession::open(&fx.uri("ours"));
+    assert_eq!(fx.server.close_disallowed(), 0);
+    assert_eq!(on_ours.again(), "read");
+    open.store(false, Ordering::SeqCst);
+    assert_eq!(fx.server.close_disallowed(), 1);
+    let said = on_ours.again();
+    assert!(said.starts_with("closed:"), "{said}");
+    assert_eq!(on_disk.again(), "read");
+    assert_eq!(on_unix.again(), "read");
+    let out = run("nbdinfo", &[&format!("nbd://{addr}/ours")]);
+    assert!(
+        !out.status.success(),
+        "a client whose address is no longer taken opened it"
+    );
+}
