@@ -532,7 +532,7 @@ async function newClientStep() {
   await goto('#/');
   await goto('#/exports');
   await waitText(tid('export-allow-ui-share'), (t) => t === '10.0.0.0/8, 192.0.2.7/32', 20000, 'the NFS export\'s client networks');
-  await waitText(tid('export-allow-ui-disk'), (t) => t === '—', 20000, 'the NBD export\'s client networks');
+  await waitText(tid('export-allow-ui-disk'), (t) => t === 'anywhere', 20000, 'the NBD export\'s client networks');
 }
 
 await step('j. an expired session goes back to the login with the server\'s message', 180000, async () => {

@@ -1334,7 +1334,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         id: "export_update",
         method: Method::Patch,
         path: "/1.0/storage/exports/{name}",
-        summary: "Change which client networks may use an NFS export (applies at their next request)",
+        summary: "Change which client networks may use an export on TCP (NFS: from their next \
+                  request; NBD: connections from elsewhere are closed)",
         query: &[],
         request: Body::Json("ExportUpdate"),
         status: 200,

@@ -332,10 +332,10 @@ pub struct ExportCreate {
     /// decides who connects) nor NFS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
-    /// NFS: the client networks that may use the export, each an address (`192.0.2.7`) or
-    /// `ADDRESS/PREFIX` (`10.0.0.0/24`, `fd00::/64`); clients elsewhere can neither mount
-    /// it, nor use its file handles, nor see it listed. Empty: every client that reaches
-    /// the listener.
+    /// On TCP: the client networks that may use the export, each an address (`192.0.2.7`)
+    /// or `ADDRESS/PREFIX` (`10.0.0.0/24`, `fd00::/64`); clients elsewhere can neither open
+    /// it (NFS: mount it or use its file handles) nor see it listed. Empty: every client
+    /// that reaches the listener (and, for NBD with TLS, holds credentials).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
 }
@@ -344,9 +344,9 @@ pub struct ExportCreate {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ExportUpdate {
-    /// NFS: the client networks that may use the export from now on (as in
-    /// `ExportCreate`); a client left out loses access at its next request, handles it
-    /// holds included. Empty: every client.
+    /// The client networks that may use the export from now on (as in `ExportCreate`): an
+    /// NFS client left out loses access at its next request, handles it holds included;
+    /// an NBD client left out is disconnected. Empty: every client.
     pub allow: Vec<String>,
 }
 
@@ -404,8 +404,8 @@ pub struct StorageExport {
     /// How many client credentials are valid (TLS exports).
     #[serde(default)]
     pub clients: usize,
-    /// NFS: the client networks that may use the export (empty: every client that reaches
-    /// the listener).
+    /// On TCP: the client networks that may use the export (empty: every client that
+    /// reaches the listener).
     #[serde(default)]
     pub allow: Vec<String>,
     /// `serving`, or `failed` with `error`.

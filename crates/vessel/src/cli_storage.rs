@@ -59,8 +59,8 @@ Examples:
     --allow 10.0.5.0/24,192.0.2.7   # others cannot mount it nor see it";
 
 const EXPORT_SET_EXAMPLES: &str = "\
-A client left out loses access at its next request, the file handles it holds included;
-NFSv3 has no sessions to close.
+An NFS client left out loses access at its next request, the file handles it holds
+included; an NBD client left out is disconnected.
 
 Examples:
   vessel storage export set lab --allow 10.0.5.0/24 --allow 10.0.6.0/24
@@ -386,13 +386,14 @@ pub enum ExportCommand {
         /// NBD over TCP: serve plain NBD, without TLS, to anyone who reaches the address.
         #[arg(long)]
         no_tls: bool,
-        /// NFS: only clients in these networks may use the export (an address, or
-        /// ADDRESS/PREFIX; repeat or separate with commas). Default: every client that
-        /// reaches the address.
+        /// On TCP: only clients in these networks may use the export (an address, or
+        /// ADDRESS/PREFIX; repeat or separate with commas), others can neither open it nor
+        /// see it listed. Default: every client that reaches the address (and, for NBD
+        /// with TLS, holds credentials).
         #[arg(long, value_name = "NET", value_delimiter = ',')]
         allow: Vec<String>,
     },
-    /// Change which clients may use an NFS export, while it serves.
+    /// Change which client networks may use an export on TCP, while it serves.
     #[command(after_help = EXPORT_SET_EXAMPLES)]
     Set {
         /// Export name.

@@ -242,7 +242,7 @@ export function renderExports(el, _p, ctx) {
         { label: 'URI', cell: (x) => h('span', { class: 'mono small' }, x.uri) },
         { label: 'Read-only', cell: (x) => (x.read_only ? 'yes' : 'no') },
         { label: 'TLS', cell: (x) => h('span', { testid: `export-tls-${x.name}` }, x.tls ? `yes, ${x.clients} client${x.clients === 1 ? '' : 's'}` : 'no') },
-        { label: 'Clients from', cell: (x) => h('span', { class: 'mono small', testid: `export-allow-${x.name}` }, x.protocol === 'nfs' ? ((x.allow || []).join(', ') || 'anywhere') : '—') },
+        { label: 'Clients from', cell: (x) => h('span', { class: 'mono small', testid: `export-allow-${x.name}` }, x.listen.startsWith('/') ? '—' : ((x.allow || []).join(', ') || 'anywhere')) },
         { label: 'Status', cell: (x) => h('span', { title: x.error || '' }, badge(x.status, x.status === 'serving' ? 'ok' : 'error')) },
         can('operator') ? { label: 'Actions', cell: (x) => h('div', { class: 'row-actions' },
           x.tls ? h('button', {

@@ -585,10 +585,10 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                                 (true, 1) => "1 client".into(),
                                 (true, n) => format!("{n} clients"),
                             },
-                            match (e.protocol, e.allow.is_empty()) {
-                                (ExportProtocol::Nbd, _) => "-".into(),
-                                (ExportProtocol::Nfs, true) => "any".into(),
-                                (ExportProtocol::Nfs, false) => e.allow.join(","),
+                            match (e.listen.starts_with('/'), e.allow.is_empty()) {
+                                (true, _) => "-".into(),
+                                (false, true) => "any".into(),
+                                (false, false) => e.allow.join(","),
                             },
                             match &e.error {
                                 Some(err) => format!("{}: {err}", e.status),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use vessel_api::{ExportCreate, ExportProtocol, ExportUpdate, StorageExport, VolumeContent};
+use vessel_api::{ExportCreate, ExportUpdate, StorageExport, VolumeContent};
 
 use super::driver::BlockAccess;
 use super::record::{ExportRecord, VolumeRecord};
@@ -67,9 +67,10 @@ impl StorageService {
                         })?,
                     ),
                 };
+                let networks = client_nets(&e.allow)?;
                 self.inner
                     .servers
-                    .add_nbd(e, dev, &rec.client_certs, |addr| {
+                    .add_nbd(e, dev, &rec.client_certs, networks, |addr| {
                         self.nbd_ca()?.server_config(addr)
                     })
             }
@@ -100,7 +101,7 @@ impl StorageService {
         check_export(&req, &v)?;
         let listen = servers::normalize_listen(req.protocol, req.listen.as_deref())?;
         let tls = export_tls(&req, &listen)?;
-        let allow = allowed_networks(req.protocol, &req.allow)?;
+        let allow = allowed_networks(&listen, &req.allow)?;
         // A listener serves the exports of one project: NBD and NFS clients are not told
         // apart, so sharing one would show each project the other's.
         let project = crate::project::split(&req.name).0;
@@ -144,8 +145,9 @@ impl StorageService {
         Ok(e)
     }
 
-    /// Changes which client networks may use NFS export `name`: recorded, then applied to
-    /// the running server (a client left out loses access at its next request).
+    /// Changes which client networks may use export `name`: recorded, then applied to the
+    /// running server (an NFS client left out loses access at its next request, an NBD
+    /// client's connection is closed).
     pub fn export_update(&self, name: &str, req: ExportUpdate) -> Result<StorageExport> {
         let _g = self.busy();
         let mut rec = self.inner.exports.get(name)?.ok_or_else(|| {
@@ -153,12 +155,24 @@ impl StorageService {
                 "export {name:?} not found; see `vessel storage export list`"
             ))
         })?;
-        rec.export.allow = allowed_networks(rec.export.protocol, &req.allow)?;
-        let nets = client_nets(&rec.export.allow)?;
-        self.inner.exports.put(name, &rec)?;
-        // An export that is not served (its pool unavailable) takes the list when it is.
-        if self.inner.servers.error(name).is_none() {
-            self.inner.servers.set_nfs_clients(&rec.export, nets)?;
+        let before = rec.export.allow.clone();
+        rec.export.allow = allowed_networks(&rec.export.listen, &req.allow)?;
+        if self.inner.servers.error(name).is_some() {
+            // Not served (its pool unavailable, say): recorded, and tried again with it.
+            self.inner.exports.put(name, &rec)?;
+            let _ = self.serve_export(&rec);
+        } else {
+            // Applied first, so that what is recorded is never looser than what is served
+            // for long, and put back if it cannot be recorded.
+            let nets = client_nets(&rec.export.allow)?;
+            self.inner.servers.set_networks(&rec.export, nets)?;
+            if let Err(err) = self.inner.exports.put(name, &rec) {
+                let old = client_nets(&before)?;
+                if let Err(e) = self.inner.servers.set_networks(&rec.export, old) {
+                    tracing::error!(export = %name, error = %e, "the export's networks could not be put back");
+                }
+                return Err(err.into());
+            }
         }
         self.inner.events.lifecycle(
             "storage-export-updated",
@@ -246,17 +260,15 @@ fn export_tls(req: &ExportCreate, listen: &str) -> Result<bool> {
 /// The most client networks one export names.
 const MAX_ALLOW: usize = 64;
 
-/// The client networks an export of `protocol` admits, as given (addresses or
+/// The client networks an export listening on `listen` admits, as given (addresses or
 /// ADDRESS/PREFIX), checked and written the one way (`10.1.2.3/8` is `10.0.0.0/8`).
-fn allowed_networks(protocol: ExportProtocol, allow: &[String]) -> Result<Vec<String>> {
+fn allowed_networks(listen: &str, allow: &[String]) -> Result<Vec<String>> {
     if allow.is_empty() {
         return Ok(Vec::new());
     }
-    if protocol == ExportProtocol::Nbd {
+    if listen.starts_with('/') {
         return Err(Error::invalid(
-            "--allow is for NFS exports: NBD clients over TCP are admitted by their \
-             certificate (vessel storage export credentials), on a unix socket by its file \
-             mode",
+            "--allow is for exports on TCP: a unix socket admits whom its file mode lets in",
         ));
     }
     if allow.len() > MAX_ALLOW {
@@ -278,7 +290,7 @@ fn allowed_networks(protocol: ExportProtocol, allow: &[String]) -> Result<Vec<St
 }
 
 /// The networks of an export's record, for its server.
-fn client_nets(allow: &[String]) -> Result<Vec<vessel_nfs::IpNet>> {
+fn client_nets(allow: &[String]) -> Result<Vec<ipnet::IpNet>> {
     allow
         .iter()
         .map(|a| {
@@ -296,6 +308,8 @@ fn rand_u32() -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use vessel_api::ExportProtocol;
+
     use super::super::record::fixture::volume;
     use super::*;
 
@@ -313,25 +327,23 @@ mod tests {
     }
 
     #[test]
-    fn client_networks_are_for_nfs_checked_and_written_one_way() {
+    fn client_networks_are_for_tcp_checked_and_written_one_way() {
         let given = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             allowed_networks(
-                ExportProtocol::Nfs,
+                "127.0.0.1:2049",
                 &given(&["10.1.2.3/8", "192.0.2.7", "10.0.0.0/8", "fd00::1/64"])
             )
             .unwrap(),
             given(&["10.0.0.0/8", "192.0.2.7/32", "fd00::/64"])
         );
-        assert!(allowed_networks(ExportProtocol::Nbd, &[])
-            .unwrap()
-            .is_empty());
-        let e = allowed_networks(ExportProtocol::Nbd, &given(&["10.0.0.0/8"])).unwrap_err();
-        assert!(e.message.contains("by their certificate"), "{e}");
-        let e = allowed_networks(ExportProtocol::Nfs, &given(&["10.0.0.0/33"])).unwrap_err();
+        assert!(allowed_networks("/run/x.sock", &[]).unwrap().is_empty());
+        let e = allowed_networks("/run/x.sock", &given(&["10.0.0.0/8"])).unwrap_err();
+        assert!(e.message.contains("its file mode"), "{e}");
+        let e = allowed_networks("[::]:10809", &given(&["10.0.0.0/33"])).unwrap_err();
         assert!(e.message.contains("not a client network"), "{e}");
         let many: Vec<String> = (0..65).map(|i| format!("10.0.{i}.0/24")).collect();
-        let e = allowed_networks(ExportProtocol::Nfs, &many).unwrap_err();
+        let e = allowed_networks("0.0.0.0:2049", &many).unwrap_err();
         assert!(e.message.contains("at most 64"), "{e}");
         assert_eq!(
             client_nets(&given(&["10.0.0.0/8"])).unwrap(),

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use ipnet::IpNet;
+
 use vessel_api::{ExportProtocol, StorageExport};
 
 use crate::error::{chain, Error, Result};
@@ -26,6 +28,10 @@ struct NbdListener {
 /// check so that issuing and revoking take effect at once.
 pub type Clients = Arc<RwLock<BTreeSet<String>>>;
 
+/// The client networks an NBD export admits (none: every client), shared with its
+/// server's check so that a change takes effect at once.
+type Networks = Arc<RwLock<Vec<IpNet>>>;
+
 struct NfsListener {
     server: vessel_nfs::NfsServer,
     _handle: vessel_nfs::ServerHandle,
@@ -41,6 +47,8 @@ pub struct ExportServers {
     nfs_key: Mutex<Option<[u8; 32]>>,
     /// The client certificates of each TLS export, by export name.
     clients: Mutex<HashMap<String, Clients>>,
+    /// The client networks of each NBD export, by export name.
+    networks: Mutex<HashMap<String, Networks>>,
     /// The NBD authority, once loaded.
     ca: Mutex<Option<Arc<super::nbd_tls::NbdCa>>>,
 }
@@ -180,19 +188,36 @@ impl ExportServers {
             .unwrap_or_else(|p| p.into_inner()) = fingerprints.iter().cloned().collect();
     }
 
+    /// The client networks NBD export `name` admits.
+    fn networks(&self, name: &str) -> Networks {
+        self.networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Serves a block device as an NBD export. A TLS export (`tls` gives its listener's
     /// configuration, made only for a new listener) takes the client certificates whose
-    /// fingerprints are in `clients`.
+    /// fingerprints are in `clients`; over TCP, clients in `networks` only (none: all).
     pub fn add_nbd(
         &self,
         e: &StorageExport,
         dev: Arc<dyn vessel_nbd::BlockDevice>,
         clients: &[String],
+        networks: Vec<IpNet>,
         tls: impl FnOnce(SocketAddr) -> Result<Arc<rustls::ServerConfig>>,
     ) -> Result<()> {
+        let nets = self.networks(&e.name);
+        *nets.write().unwrap_or_else(|p| p.into_inner()) = networks;
         let mut export = vessel_nbd::NbdExport::new(e.name.clone(), dev)
             .read_only(e.read_only)
-            .description(format!("vessel volume {}/{}", e.pool, e.volume));
+            .description(format!("vessel volume {}/{}", e.pool, e.volume))
+            .addresses(move |ip| {
+                let nets = nets.read().unwrap_or_else(|p| p.into_inner());
+                nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
+            });
         let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = nbd.get(&e.listen).filter(|l| l.tls != e.tls) {
             return Err(Error::conflict(format!(
@@ -266,7 +291,7 @@ impl ExportServers {
         e: &StorageExport,
         root: PathBuf,
         generation: u32,
-        clients: Vec<vessel_nfs::IpNet>,
+        clients: Vec<IpNet>,
     ) -> Result<()> {
         let export = vessel_nfs::Export::new(format!("/{}", e.name), root)
             .read_only(e.read_only)
@@ -313,12 +338,25 @@ impl ExportServers {
         Ok(())
     }
 
-    /// Lets only `clients` use NFS export `e` (none: every client), from the next request.
-    pub fn set_nfs_clients(
-        &self,
-        e: &StorageExport,
-        clients: Vec<vessel_nfs::IpNet>,
-    ) -> Result<()> {
+    /// Lets only clients in `networks` use export `e` (none: every client): over NFS from
+    /// their next request, over NBD from their next connection, and an NBD client
+    /// connected from elsewhere is cut off.
+    pub fn set_networks(&self, e: &StorageExport, networks: Vec<IpNet>) -> Result<()> {
+        if e.protocol == ExportProtocol::Nbd {
+            *self
+                .networks(&e.name)
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = networks;
+            let nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = nbd.get(&e.listen) {
+                let closed = l.server.close_disallowed();
+                if closed > 0 {
+                    tracing::info!(export = %e.name, sessions = closed, "closed the NBD sessions of clients outside the export's networks");
+                }
+            }
+            return Ok(());
+        }
+        let clients = networks;
         let nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
         let l = nfs.get(&e.listen).ok_or_else(|| {
             Error::internal(format!("export {} has no listener on {}", e.name, e.listen))
@@ -353,6 +391,10 @@ impl ExportServers {
         match e.protocol {
             ExportProtocol::Nbd => {
                 self.clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&e.name);
+                self.networks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&e.name);
