@@ -106,6 +106,11 @@ pub struct ClusterInfo {
     /// other members; none: they are not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healing_threshold: Option<u64>,
+    /// Why this member's membership ended while it was away (removed from the cluster, or
+    /// etcd holds another cluster now): it beats no more, its `cluster.ha` instances do not
+    /// start, and it may join a cluster (or make one) again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 /// Body of `PATCH /1.0/cluster`: the cluster's settings to change.

@@ -272,6 +272,20 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     assert!(err.contains("is online"), "{err}");
     let err = d[0].fails(&["cluster", "remove", "m0"]);
     assert!(err.contains("is this server"), "{err}");
+    d[2].busybox();
+    d[2].ok(&[
+        "create",
+        "busybox",
+        "h2",
+        "--no-network",
+        "--target",
+        "m2",
+        "-c",
+        "cluster.ha=true",
+        "--",
+        "sleep",
+        "600",
+    ]);
     d[2].kill(libc::SIGTERM);
     // A clean stop revokes the lease: offline at once.
     assert_eq!(
@@ -295,6 +309,50 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     }
     let err = d[0].fails(&["cluster", "remove", "m2"]);
     assert!(err.contains("no member m2"), "{err}");
+
+    // Back after its removal: it says its membership ended, beats no more, does not start
+    // its HA instance as if outside a cluster, and joins again with a new token.
+    d[2].spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = json(&d[2].ok(&["cluster", "info", "--format", "json"]));
+        if let Some(why) = info["ended"].as_str() {
+            assert!(why.contains("was removed"), "{why}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m2 does not say its membership ended: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let said = d[2].ok(&["cluster", "info"]);
+    assert!(said.contains("join a cluster again"), "{said}");
+    let err = d[2].fails(&["start", "h2"]);
+    assert!(err.contains("membership ended"), "{err}");
+    assert_eq!(states(&d[0]), pairs(&[("m0", "online"), ("m1", "online")]));
+    let t = token(&d[0], "m2");
+    d[2].ok(&["cluster", "join", &t, "--address", &listen(2)]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while states(&d[0]) != all_online {
+        assert!(
+            Instant::now() < deadline,
+            "m2 not back after joining again: {:?}",
+            states(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let info = json(&d[2].ok(&["cluster", "info", "--format", "json"]));
+    assert!(info["ended"].is_null(), "{info}");
+    assert!(d[2]
+        .fails(&[
+            "cluster",
+            "join",
+            &token(&d[0], "m9"),
+            "--address",
+            &listen(2)
+        ])
+        .contains("already"));
 }
 
 /// Runs `nft` in the namespace `ns` with `script` on its standard input.

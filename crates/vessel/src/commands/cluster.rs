@@ -60,6 +60,13 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
             i.fingerprint
         ));
     }
+    if let Some(why) = &i.ended {
+        println(format!(
+            "The membership as {} of cluster {} ended: {why}\n  join a cluster again: vessel cluster join TOKEN --address IP:PORT",
+            i.name.as_deref().unwrap_or("?"),
+            i.id.as_deref().unwrap_or("?"),
+        ))?;
+    }
     println(format!(
         "Member {} of cluster {}\n  address:     {}\n  etcd:        {}\n  connected:   {}\n  fenced:      {}\n  shared:      {}\n  placement:   {}\n  failover:    {}\n  fingerprint: {}",
         i.name.as_deref().unwrap_or("?"),

@@ -586,6 +586,13 @@ impl ClusterService {
         if self.inner.membership.lock().await.is_none() {
             return Ok(());
         }
+        if let Some(why) = self.ended() {
+            return Err(Error::conflict(format!(
+                "{qualified} is highly available (cluster.ha), and this server's membership \
+                 ended ({why}); the cluster may run it elsewhere. Join a cluster again \
+                 (vessel cluster join TOKEN), or unset cluster.ha to run it here outside one"
+            )));
+        }
         let deadline = Instant::now() + super::LEASE_TTL;
         let (cluster, me) = loop {
             if let Some(live) = self.live_member().await {

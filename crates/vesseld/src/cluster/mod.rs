@@ -2,6 +2,7 @@
 //! etcd work). What it joined is kept in `<root>/cluster.json` (0600), so a restarted
 //! daemon beats again as the same member; until etcd answers it keeps trying.
 
+mod ended;
 mod evacuate;
 mod forward;
 mod heal;
@@ -33,7 +34,7 @@ use vessel_api::{
     ClusterInfo, ClusterInit, ClusterJoin, ClusterMember, ClusterMemberUsage, ClusterPlacement,
     ClusterToken, ClusterTokenCreate,
 };
-use vessel_cluster::{Capacity, Cluster, Heartbeater, JoinToken, MemberRecord, Usage};
+use vessel_cluster::{Capacity, Cluster, Heartbeater, JoinToken, Usage};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -132,6 +133,8 @@ struct Inner {
     /// The store, whose shared kinds (projects, identities, profiles) live in etcd while
     /// this server is a member.
     shared: std::sync::OnceLock<crate::store::SharedStore>,
+    /// Why the membership on file ended, found at start (`ended.rs`).
+    ended: std::sync::Mutex<Option<String>>,
 }
 
 /// This server's membership of a cluster.
@@ -206,6 +209,7 @@ impl ClusterService {
                 replicas: Default::default(),
                 runtime: tokio::runtime::Handle::current(),
                 shared: std::sync::OnceLock::new(),
+                ended: Default::default(),
             }),
         }
     }
@@ -405,6 +409,7 @@ impl ClusterService {
                 Ok(()) => return,
                 Err(e) if e.kind == crate::error::ErrorKind::Conflict => {
                     tracing::error!(error = %e, "cluster membership not resumed");
+                    self.set_ended(Some(e.message.clone()));
                     // Not a member (any more): what it holds is its own again.
                     if let Some(s) = self.inner.shared.get() {
                         s.detach();
@@ -514,6 +519,7 @@ impl ClusterService {
             fingerprint: self.fingerprint()?,
             policy,
             healing_threshold,
+            ended: self.ended(),
         })
     }
 
@@ -537,28 +543,6 @@ impl ClusterService {
                 .map_err(from_cluster)?;
         }
         self.info().await
-    }
-
-    async fn refuse_if_member(&self) -> Result<()> {
-        if let Some(m) = self.inner.membership.lock().await.as_ref() {
-            return Err(Error::conflict(format!(
-                "this server is member {} of cluster {} already",
-                m.name, m.id
-            )));
-        }
-        Ok(())
-    }
-
-    fn record(&self, name: &str, address: &str) -> Result<MemberRecord> {
-        Ok(MemberRecord {
-            name: name.into(),
-            address: address.into(),
-            fingerprint: self.fingerprint()?,
-            roles: Vec::new(),
-            capacity: capacity(),
-            joined_at: crate::clock::now(),
-            evacuated: false,
-        })
     }
 
     /// `POST /1.0/cluster`: a new cluster with this server its first member.
@@ -589,6 +573,7 @@ impl ClusterService {
     /// it answers again (`cluster info` says connected: no until then).
     async fn joined(&self, m: Membership) -> Result<ClusterInfo> {
         self.save(&m)?;
+        self.set_ended(None);
         *self.inner.membership.lock().await = Some(m.clone());
         self.share(&m);
         if let Err(e) = self.go_live(&m).await {
