@@ -533,6 +533,17 @@ async function newClientStep() {
   await goto('#/exports');
   await waitText(tid('export-allow-ui-share'), (t) => t === '10.0.0.0/8, 192.0.2.7/32', 20000, 'the NFS export\'s client networks');
   await waitText(tid('export-allow-ui-disk'), (t) => t === 'anywhere', 20000, 'the NBD export\'s client networks');
+  // Changed from the page: a bad network is refused in the dialog with the server's word,
+  // a good one is what the server then serves.
+  await page.click(tid('export-networks-ui-share'));
+  await page.fill(tid('networks-input'), '10.0.0.0/33');
+  await page.click(tid('networks-save'));
+  await waitText(tid('networks-error'), (t) => t.includes('not a client network'), 20000, 'the dialog\'s error');
+  await page.fill(tid('networks-input'), '192.0.2.0/24, fd00::1/64');
+  await page.click(tid('networks-save'));
+  await waitText(tid('export-allow-ui-share'), (t) => t === '192.0.2.0/24, fd00::/64', 20000, 'the networks after the change');
+  const changed = (await rest('GET', '/1.0/storage/exports')).body.find((x) => x.name === 'ui-share');
+  if (JSON.stringify(changed.allow) !== '["192.0.2.0/24","fd00::/64"]') throw new Error(`the server keeps ${JSON.stringify(changed.allow)}`);
 }
 
 await step('j. an expired session goes back to the login with the server\'s message', 180000, async () => {

@@ -201,6 +201,33 @@ export function renderVolumes(el, _p, ctx) {
   };
 }
 
+// Changes the client networks an export on TCP admits (empty: every client).
+function editNetworks(x, ctx, reload) {
+  const d = openDialog(`Client networks of ${x.name}`);
+  const nets = field('Networks', h('input', { type: 'text', value: (x.allow || []).join(', '), placeholder: 'e.g. 10.0.5.0/24, 192.0.2.7', testid: 'networks-input' }),
+    'Addresses or ADDRESS/PREFIX, separated by commas; empty: every client that reaches the address. ' +
+    (x.protocol === 'nfs' ? 'A client left out loses access at its next request.' : 'A client left out is disconnected.'));
+  const err = h('div', { class: 'form-error', role: 'alert', hidden: true, testid: 'networks-error' });
+  const form = h('form', null, err, nets.wrap,
+    h('div', { class: 'form-actions' },
+      h('button', { type: 'button', class: 'btn', onclick: () => d.close() }, 'Cancel'),
+      h('button', { type: 'submit', class: 'btn btn-primary', testid: 'networks-save' }, 'Save')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const allow = nets.input.value.split(',').map((s) => s.trim()).filter(Boolean);
+    try {
+      await api('PATCH', `/1.0/storage/exports/${enc(x.name)}`, { body: { allow } });
+    } catch (e2) {
+      ctx.report(e2, err);
+      return;
+    }
+    d.close();
+    reload();
+  });
+  append(d.body, [form]);
+  nets.input.focus();
+}
+
 // The credentials of a new client of a TLS export: the three files libnbd and QEMU read
 // from one directory, to download (the key is shown this once), and how to use them.
 function showCredentials(c) {
@@ -270,6 +297,11 @@ export function renderExports(el, _p, ctx) {
               load();
             },
           }, 'Revoke clients') : null,
+          x.listen.startsWith('/') ? null : h('button', {
+            type: 'button', class: 'btn btn-small', testid: `export-networks-${x.name}`,
+            title: 'Which client networks may use this export',
+            onclick: () => editNetworks(x, ctx, load),
+          }, 'Networks…'),
           h('button', {
             type: 'button', class: 'btn btn-small btn-danger',
             onclick: async () => {
