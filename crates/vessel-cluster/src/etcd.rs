@@ -522,7 +522,9 @@ impl Cluster {
     }
 
     /// Removes the member `name`; an online one only with `force` (its daemon would go on
-    /// beating and answering as a member otherwise).
+    /// beating and answering as a member otherwise). The marks of its copies that are stale
+    /// (`stale/NAME/…`: instances failed over from it and deleted since) stay: should the
+    /// server join again under that name, they keep it from claiming those instances back.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         if self.record(name).await?.is_none() {
             return Err(Error::NotFound(format!("no member {name} in the cluster")));
@@ -538,18 +540,6 @@ impl Cluster {
             key(&format!("alive/{name}")),
         ];
         gone.extend(self.held_by(name).await?);
-        let stale = self
-            .get(
-                &key(&format!("stale/{name}/")),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await?;
-        gone.extend(
-            stale
-                .kvs()
-                .iter()
-                .map(|kv| kv.key_str().unwrap_or_default().to_string()),
-        );
         for k in gone {
             call(&self.client, |mut c| {
                 let k = k.clone();

@@ -331,6 +331,15 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     let err = d[2].fails(&["start", "h2"]);
     assert!(err.contains("membership ended"), "{err}");
     assert_eq!(states(&d[0]), pairs(&[("m0", "online"), ("m1", "online")]));
+    // Only as m2, into the cluster its HA instance belongs to.
+    let err = d[2].fails(&[
+        "cluster",
+        "join",
+        &token(&d[0], "m7"),
+        "--address",
+        &listen(2),
+    ]);
+    assert!(err.contains("again as m2 only"), "{err}");
     let t = token(&d[0], "m2");
     d[2].ok(&["cluster", "join", &t, "--address", &listen(2)]);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -344,6 +353,9 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     }
     let info = json(&d[2].ok(&["cluster", "info", "--format", "json"]));
     assert!(info["ended"].is_null(), "{info}");
+    // The index still names m2 for h2 (nothing failed it over): it starts there again.
+    d[2].ok(&["start", "h2"]);
+    assert_eq!(status(&d[2], "h2"), "running");
     assert!(d[2]
         .fails(&[
             "cluster",

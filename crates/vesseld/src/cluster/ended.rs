@@ -23,18 +23,33 @@ impl ClusterService {
         *self.inner.ended.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    /// Refuses to make or join a cluster while this server is a member of one (not one
-    /// whose membership ended).
-    pub(super) async fn refuse_if_member(&self) -> Result<()> {
-        if let Some(m) = self.inner.membership.lock().await.as_ref() {
-            if self.ended().is_none() {
-                return Err(Error::conflict(format!(
-                    "this server is member {} of cluster {} already",
-                    m.name, m.id
-                )));
-            }
+    /// Refuses to make or join a cluster while this server is a member of one. Once that
+    /// membership ended, it may join the same cluster again under the same name only
+    /// (`rejoin`: the cluster and name a join is for): its `cluster.ha` instances are that
+    /// cluster's, which may run them elsewhere, and the cluster's index, under that name,
+    /// is what says whether they may start here again.
+    pub(super) async fn refuse_if_member(&self, rejoin: Option<(&str, &str)>) -> Result<()> {
+        let Some(m) = self.inner.membership.lock().await.clone() else {
+            return Ok(());
+        };
+        let Some(why) = self.ended() else {
+            return Err(Error::conflict(format!(
+                "this server is member {} of cluster {} already",
+                m.name, m.id
+            )));
+        };
+        if rejoin == Some((m.id.as_str(), m.name.as_str())) {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::conflict(format!(
+            "this server's membership as {name} of cluster {id} ended ({why}); it may join \
+             that cluster again as {name} only (a token from `vessel cluster add {name}` on a \
+             member), since its cluster.ha instances may run there still. To leave that \
+             cluster for good: unset cluster.ha on them, stop the daemon and remove {file}",
+            name = m.name,
+            id = m.id,
+            file = self.inner.root.join(super::FILE).display()
+        )))
     }
 
     /// This server's record as member `name` at `address`.

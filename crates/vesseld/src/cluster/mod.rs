@@ -308,6 +308,13 @@ impl ClusterService {
         }
         // What the member says of itself stays true: its address and capacity.
         if let Some(mut rec) = cluster.record(&m.name).await.map_err(from_cluster)? {
+            if rec.fingerprint != self.fingerprint()? {
+                return Err(Error::conflict(format!(
+                    "member {} of the cluster is another server now (its certificate is not \
+                     this server's): this one was removed meanwhile",
+                    m.name
+                )));
+            }
             let (address, capacity) = (m.address.clone(), capacity());
             if rec.address != address || rec.capacity != capacity {
                 rec.address = address;
@@ -409,11 +416,11 @@ impl ClusterService {
                 Ok(()) => return,
                 Err(e) if e.kind == crate::error::ErrorKind::Conflict => {
                     tracing::error!(error = %e, "cluster membership not resumed");
-                    self.set_ended(Some(e.message.clone()));
                     // Not a member (any more): what it holds is its own again.
                     if let Some(s) = self.inner.shared.get() {
                         s.detach();
                     }
+                    self.set_ended(Some(e.message.clone()));
                     return;
                 }
                 Err(e) => {
@@ -455,6 +462,11 @@ impl ClusterService {
     }
 
     async fn cluster(&self) -> Result<Cluster> {
+        if let Some(why) = self.ended() {
+            return Err(Error::conflict(format!(
+                "this server's membership ended: {why}"
+            )));
+        }
         if self.inner.membership.lock().await.is_none() {
             return Err(Error::conflict(
                 "this server is not in a cluster: `vessel cluster init` makes one, `vessel \
@@ -547,7 +559,7 @@ impl ClusterService {
 
     /// `POST /1.0/cluster`: a new cluster with this server its first member.
     pub async fn init(&self, req: ClusterInit) -> Result<ClusterInfo> {
-        self.refuse_if_member().await?;
+        self.refuse_if_member(None).await?;
         vessel_cluster::validate_name(&req.name).map_err(from_cluster)?;
         check_address(&req.address)?;
         let cluster = Cluster::connect(&req.etcd).await.map_err(from_cluster)?;
@@ -636,9 +648,10 @@ impl ClusterService {
 
     /// `POST /1.0/cluster/join`: this server joins the cluster the token is from.
     pub async fn join(&self, req: ClusterJoin) -> Result<ClusterInfo> {
-        self.refuse_if_member().await?;
-        check_address(&req.address)?;
         let token = JoinToken::decode(&req.token).map_err(from_cluster)?;
+        self.refuse_if_member(Some((&token.cluster, &token.name)))
+            .await?;
+        check_address(&req.address)?;
         let cluster = Cluster::connect(&token.endpoints)
             .await
             .map_err(from_cluster)?;

@@ -157,7 +157,8 @@ impl ClusterService {
         if let Some(live) = self.live_member().await {
             return Ok(Some(live));
         }
-        if self.inner.membership.lock().await.is_none() {
+        // Outside a cluster, or in one no more: what it holds is its own.
+        if self.inner.membership.lock().await.is_none() || self.ended().is_some() {
             return Ok(None);
         }
         Err(crate::error::Error {
