@@ -131,7 +131,7 @@ pub fn parse_client_net(s: &str) -> Result<IpNet, String> {
 
 /// Whether `nets` admit a client at `ip` (none: every client). An IPv4 client on an IPv6
 /// socket is taken as its IPv4 address.
-pub(crate) fn nets_admit(nets: &[IpNet], ip: IpAddr) -> bool {
+pub fn nets_admit(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
 }
@@ -170,13 +170,13 @@ pub(crate) struct ExportState {
     pub root_ino: u64,
     /// What handles of this export are bound to: generation and root's kernel handle.
     pub identity: Vec<u8>,
-    /// The client networks it admits now (`config.clients` when added; see
-    /// [`ExportTable::set_clients`]).
+    /// The client networks it admits now (taken from the config when added, whose own list
+    /// is left empty; see [`ExportTable::set_clients`]).
     clients: RwLock<Vec<IpNet>>,
 }
 
 impl ExportState {
-    fn open(config: Export) -> Result<Self, ExportError> {
+    fn open(mut config: Export) -> Result<Self, ExportError> {
         let root = sys::open_dir_path(&config.root)
             .map_err(|e| ExportError::Root(config.root.clone(), e))?;
         let st = sys::stat(root.as_fd()).map_err(|e| ExportError::Root(config.root.clone(), e))?;
@@ -189,7 +189,7 @@ impl ExportState {
         identity.extend_from_slice(&root_handle.bytes);
         Ok(ExportState {
             id: export_id(&config.path),
-            clients: RwLock::new(config.clients.clone()),
+            clients: RwLock::new(std::mem::take(&mut config.clients)),
             config,
             root,
             root_dev: st.st_dev,
@@ -206,15 +206,20 @@ impl ExportState {
         )
     }
 
-    /// The export as configured now.
-    pub fn current(&self) -> Export {
-        let mut e = self.config.clone();
-        e.clients = self
-            .clients
+    /// The client networks it admits now.
+    pub fn clients(&self) -> Vec<IpNet> {
+        self.clients
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        e
+            .clone()
+    }
+
+    /// The export as configured now.
+    pub fn current(&self) -> Export {
+        Export {
+            clients: self.clients(),
+            ..self.config.clone()
+        }
     }
 
     /// Whether `st` is the export root.
@@ -261,7 +266,7 @@ impl ExportTable {
                 state.config.path.clone(),
             ));
         }
-        tracing::info!(export = %state.config.path, root = %state.config.root.display(), read_only = state.config.read_only, clients = ?state.config.clients, "nfs export added");
+        tracing::info!(export = %state.config.path, root = %state.config.root.display(), read_only = state.config.read_only, clients = ?state.clients(), "nfs export added");
         map.insert(state.config.path.clone(), Arc::new(state));
         Ok(())
     }

@@ -17,7 +17,7 @@ mod server;
 mod sys;
 pub mod xdr;
 
-pub use export::{parse_client_net, Export, ExportError, HandleKey, Squash};
+pub use export::{nets_admit, parse_client_net, Export, ExportError, HandleKey, Squash};
 pub use ipnet::IpNet;
 pub use limits::{ClientStats, ServerLimits, ServerStats, FDS_PER_CONNECTION};
 pub use server::{NfsError, NfsServer, ServerHandle};

@@ -141,7 +141,7 @@ fn mnt(ctx: &Ctx<'_>, dir: &str) -> Result<Vec<u8>, u32> {
 fn export_list(exports: &ExportTable, peer: std::net::IpAddr, e: &mut Encoder) {
     for ex in exports.list() {
         // One reading of the networks, for both the check and the groups.
-        let nets = ex.current().clients;
+        let nets = ex.clients();
         if !crate::export::nets_admit(&nets, peer) {
             continue;
         }

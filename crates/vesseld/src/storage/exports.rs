@@ -145,9 +145,9 @@ impl StorageService {
         Ok(e)
     }
 
-    /// Changes which client networks may use export `name`: recorded, then applied to the
-    /// running server (an NFS client left out loses access at its next request, an NBD
-    /// client's connection is closed).
+    /// Changes which client networks may use export `name`: applied to the running server
+    /// (an NFS client left out loses access at its next request, an NBD client's connection
+    /// is closed), then recorded; an export not served is recorded and served again.
     pub fn export_update(&self, name: &str, req: ExportUpdate) -> Result<StorageExport> {
         let _g = self.busy();
         let mut rec = self.inner.exports.get(name)?.ok_or_else(|| {

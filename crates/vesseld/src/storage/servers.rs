@@ -215,8 +215,7 @@ impl ExportServers {
             .read_only(e.read_only)
             .description(format!("vessel volume {}/{}", e.pool, e.volume))
             .addresses(move |ip| {
-                let nets = nets.read().unwrap_or_else(|p| p.into_inner());
-                nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
+                vessel_nfs::nets_admit(&nets.read().unwrap_or_else(|p| p.into_inner()), ip)
             });
         let mut nbd = self.nbd.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = nbd.get(&e.listen).filter(|l| l.tls != e.tls) {
@@ -356,13 +355,12 @@ impl ExportServers {
             }
             return Ok(());
         }
-        let clients = networks;
         let nfs = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
         let l = nfs.get(&e.listen).ok_or_else(|| {
             Error::internal(format!("export {} has no listener on {}", e.name, e.listen))
         })?;
         l.server
-            .set_clients(&format!("/{}", e.name), clients)
+            .set_clients(&format!("/{}", e.name), networks)
             .map_err(|err| Error::internal(format!("NFS export: {}", chain(&err))))
     }
 
