@@ -62,9 +62,9 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
     }
     if let Some(why) = &i.ended {
         println(format!(
-            "The membership as {} of cluster {} ended: {why}\n  join a cluster again: vessel cluster join TOKEN --address IP:PORT",
-            i.name.as_deref().unwrap_or("?"),
+            "The membership as {name} of cluster {} ended: {why}\n  join a cluster again, this one as {name}: vessel cluster join TOKEN --address IP:PORT\n  (TOKEN from `vessel cluster add {name}` on one of its members)",
             i.id.as_deref().unwrap_or("?"),
+            name = i.name.as_deref().unwrap_or("?"),
         ))?;
     }
     println(format!(

@@ -589,8 +589,9 @@ impl ClusterService {
         if let Some(why) = self.ended() {
             return Err(Error::conflict(format!(
                 "{qualified} is highly available (cluster.ha), and this server's membership \
-                 ended ({why}); the cluster may run it elsewhere. Join a cluster again \
-                 (vessel cluster join TOKEN), or unset cluster.ha to run it here outside one"
+                 ended ({why}); the cluster may run it elsewhere. Join that cluster again \
+                 under the same name (vessel cluster join TOKEN), or unset cluster.ha to run \
+                 it here outside one"
             )));
         }
         let deadline = Instant::now() + super::LEASE_TTL;
