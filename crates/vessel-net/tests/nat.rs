@@ -80,9 +80,12 @@ fn listen_tcp(ns: &NetNs, addr: Ipv4Addr, port: u16) -> TcpListener {
 }
 
 /// Connects from inside `ns`; on success, the far side reports the peer address it saw.
+/// The address `listener` saw a connection to `to` from `ns` come from; `None` if none got
+/// through within 3 s (800 ms was too short once on a loaded host: a first contact's
+/// neighbour resolution and NAT set-up while another test binary ran beside it).
 fn connect_and_report(ns: &NetNs, to: SocketAddr, listener: &TcpListener) -> Option<Ipv4Addr> {
     let stream = ns
-        .run(|| TcpStream::connect_timeout(&to, Duration::from_millis(800)))
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(3)))
         .expect("enter ns");
     let mut stream = stream.ok()?;
     let (mut conn, peer) = listener.accept().expect("accept");
