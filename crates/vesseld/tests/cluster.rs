@@ -252,6 +252,41 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // etcd that lost the cluster while m2 was away (wiped, to be restored from a snapshot):
+    // m2 says its membership ended, and takes it up again by itself once etcd holds the
+    // cluster again, without a restart.
+    d[2].kill(libc::SIGTERM);
+    let record = etcd.ctl(&["get", "/vessel/cluster", "--print-value-only"]);
+    let record = record.trim();
+    assert!(record.starts_with('{'), "{record}");
+    etcd.ctl(&["del", "/vessel/cluster"]);
+    d[2].spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = json(&d[2].ok(&["cluster", "info", "--format", "json"]));
+        if let Some(why) = info["ended"].as_str() {
+            assert!(why.contains("holds no cluster"), "{why}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m2 does not say its membership ended: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    etcd.ctl(&["put", "/vessel/cluster", record]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while states(&d[0]) != all_online
+        || !json(&d[2].ok(&["cluster", "info", "--format", "json"]))["ended"].is_null()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "m2 not back once etcd holds the cluster again: {:?}",
+            states(&d[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // An etcd member killed and restarted changes nothing: the members stay online through
     // it (a majority is left), and after it, each on the lease it had (calls that its
     // client hands to the dead etcd member fail for a while; no reason to drop a lease).

@@ -62,7 +62,7 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
     }
     if let Some(why) = &i.ended {
         println(format!(
-            "The membership as {name} of cluster {} ended: {why}\n  join a cluster again, this one as {name}: vessel cluster join TOKEN --address IP:PORT\n  (TOKEN from `vessel cluster add {name}` on one of its members)",
+            "The membership as {name} of cluster {} ended: {why}\n  join a cluster again, this one as {name}: vessel cluster join TOKEN --address IP:PORT\n  (TOKEN from `vessel cluster add {name}` on one of its members)\n  (looked at again every few seconds: where the reason passes, it is a member again by itself)",
             i.id.as_deref().unwrap_or("?"),
             name = i.name.as_deref().unwrap_or("?"),
         ))?;

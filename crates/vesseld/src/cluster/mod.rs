@@ -425,6 +425,7 @@ impl ClusterService {
                         s.detach();
                     }
                     self.set_ended(Some(e.message.clone()));
+                    self.look_again(m).await;
                     return;
                 }
                 Err(e) => {

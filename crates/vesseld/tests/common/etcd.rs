@@ -150,6 +150,52 @@ impl Etcd {
             .join(",")
     }
 
+    /// Runs `etcdctl ARGS` against the first running member (in its namespace) and returns
+    /// what it printed; panics if it fails.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let m = self
+            .members
+            .iter()
+            .find(|m| m.child.is_some())
+            .expect("no etcd member runs");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &m.netns,
+                "etcdctl",
+                "--endpoints",
+                &m.url(),
+            ])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("etcdctl runs");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits up to `within` for etcd's value at `key` to hold `needle` (what a daemon
+    /// writes on its own time, as the cluster's instance index).
+    pub fn wait_value(&self, key: &str, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let value = self.ctl(&["get", key, "--print-value-only"]);
+            if value.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd's {key} holds no {needle} after {within:?}: {value}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until every running member answers `etcdctl endpoint health`.
     pub fn wait_healthy(&self, within: Duration) {
         let deadline = Instant::now() + within;
