@@ -13,7 +13,7 @@ use oci_spec::runtime::{
     LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
     LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
-use support::{cpu_seconds, dead, serial, Proc, TestCgroup};
+use support::{cpu_passes, cpu_seconds, dead, serial, Proc, TestCgroup};
 use vessel_cgroups::{CgroupError, CgroupVersion, V2Manager};
 
 fn pids_limit(n: i64) -> LinuxResources {
@@ -346,9 +346,11 @@ fn cpu_quota_holds_a_busy_loop() {
         used_limited > 0.05,
         "the limited loop barely ran: {used_limited:.3} s"
     );
+    // (Beside other work on a loaded machine, the unlimited loop may get well under a
+    // core, but more than the limited one.)
     assert!(
-        used_free > 0.5,
-        "the unlimited loop used only {used_free:.3} s in 2 s"
+        used_free > used_limited,
+        "the unlimited loop used only {used_free:.3} s in 2 s, the limited one {used_limited:.3}"
     );
 }
 
@@ -371,13 +373,7 @@ fn freeze_stops_and_thaw_resumes() {
     assert!(p.running());
     t.cg.thaw().unwrap();
     assert!(!t.cg.is_frozen().unwrap());
-    std::thread::sleep(Duration::from_millis(500));
-    let after = cpu_seconds(&*t.cg);
-    assert!(
-        after - still > 0.1,
-        "the loop did not resume: {:.4} s in 0.5 s",
-        after - still
-    );
+    cpu_passes(&*t.cg, still + 0.05, "the loop did not resume");
     // Destroy of a frozen cgroup thaws it first.
     t.cg.freeze().unwrap();
     t.cg.destroy().unwrap();
@@ -555,12 +551,8 @@ fn v2_backend_freezes_kills_and_removes_on_a_real_cgroup2_mount() {
         "process not in {}: {own}",
         t.cg.path()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    cpu_passes(&*t.cg, 0.05, "cpu.stat usage_usec did not grow");
     assert_eq!(t.cg.pids().unwrap().len(), 2, "the shell and its sleep");
-    assert!(
-        cpu_seconds(&*t.cg) > 0.05,
-        "cpu.stat usage_usec did not grow"
-    );
 
     t.cg.freeze().unwrap();
     assert!(t.cg.is_frozen().unwrap());
@@ -572,11 +564,7 @@ fn v2_backend_freezes_kills_and_removes_on_a_real_cgroup2_mount() {
     );
     t.cg.thaw().unwrap();
     assert!(!t.cg.is_frozen().unwrap());
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        cpu_seconds(&*t.cg) - frozen_at > 0.05,
-        "the loop did not resume"
-    );
+    cpu_passes(&*t.cg, frozen_at + 0.05, "the loop did not resume");
 
     // A limit needs its controller: offered by the parent, or refused with the file named.
     let offered = std::fs::read_to_string(root.join(support::PARENT).join("cgroup.controllers"))

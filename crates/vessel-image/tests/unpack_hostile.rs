@@ -413,7 +413,8 @@ fn mutated_tars_never_escape_or_panic() {
     let start = Instant::now();
     let mut runs = 0;
     let mut accepted = 0;
-    while runs < 400 && start.elapsed() < Duration::from_secs(8) {
+    // At least 100, and up to 400 while the time budget lasts.
+    while runs < 100 || (runs < 400 && start.elapsed() < Duration::from_secs(8)) {
         let mut t = seeds[rng.below(seeds.len())].clone();
         for _ in 0..1 + rng.below(4) {
             if t.is_empty() {
@@ -462,7 +463,6 @@ fn mutated_tars_never_escape_or_panic() {
         sb.reset();
         runs += 1;
     }
-    assert!(runs >= 100, "only {runs} mutated tars in the time budget");
     eprintln!("{runs} mutated tars, {accepted} accepted, none escaped");
 }
 

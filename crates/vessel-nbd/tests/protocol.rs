@@ -315,8 +315,21 @@ fn connections_past_the_limit_are_closed() {
         "no greeting past the limit"
     );
     drop(held);
-    // The slots free again.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The slots free again (once the server has seen the held ones go).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut s = UnixStream::connect(fx.socket()).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        if s.read(&mut b).expect("read") > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot free 20 s after the held connections closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let mut c = Raw::connect(&fx);
     c.go("disk", false);
 }

@@ -61,6 +61,13 @@ fn connects(from: &TestNs, to: Ipv4Addr, port: u16) -> bool {
         .is_ok()
 }
 
+/// Whether a TCP connection from `from` to `to:port` is established in one of up to
+/// three tries: for what must connect (a first SYN may be lost on a loaded machine, and
+/// the kernel sends its next only after a second). What must not is shown by one.
+fn reaches_port(from: &TestNs, to: Ipv4Addr, port: u16) -> bool {
+    (0..3).any(|_| connects(from, to, port))
+}
+
 fn rules(text: &str) -> Vec<vessel_net::AclRule> {
     parse_rules(text).expect("rules")
 }
@@ -110,8 +117,12 @@ fn acls_allow_and_deny_real_traffic_and_bad_rules_keep_the_old_ones() {
             Server::start(&c[1].ns, C2, 81),
         ];
         // Without ACLs everything flows.
-        assert!(connects(&c[2], C2, 80) && connects(&c[2], C2, 81) && connects(&c[1], C1, 80));
-        assert!(c[2].ping(&C2.to_string()));
+        assert!(
+            reaches_port(&c[2], C2, 80)
+                && reaches_port(&c[2], C2, 81)
+                && reaches_port(&c[1], C1, 80)
+        );
+        assert!(c[2].reaches(&C2.to_string()));
 
         let mode = probe_acl_mode(&host.ns);
         let mut acl = NetworkAcl {
@@ -140,14 +151,20 @@ fn acls_allow_and_deny_real_traffic_and_bad_rules_keep_the_old_ones() {
         };
         acl.apply(&host.ns, mode).expect("apply");
 
-        assert!(connects(&c[0], C2, 80), "c1 is in @web: allowed to c2:80");
+        assert!(
+            reaches_port(&c[0], C2, 80),
+            "c1 is in @web: allowed to c2:80"
+        );
         assert!(
             !connects(&c[2], C2, 80),
             "c3 is not in @web: denied by default"
         );
         assert!(!connects(&c[0], C2, 81), "port 81 is not allowed");
         assert!(!connects(&c[1], C1, 80), "c2 is not in @web either");
-        assert!(c[0].ping(&C2.to_string()), "icmp into instances is allowed");
+        assert!(
+            c[0].reaches(&C2.to_string()),
+            "icmp into instances is allowed"
+        );
         assert!(!c[2].ping(&C2.to_string()), "c3's own rule denies its icmp");
         let applied = list_acl(&host.ns, "acl").expect("list").expect("table");
         assert!(
@@ -178,24 +195,24 @@ fn acls_allow_and_deny_real_traffic_and_bad_rules_keep_the_old_ones() {
             Some(applied.as_str()),
             "the previous rules are still the ones in force"
         );
-        assert!(connects(&c[0], C2, 80) && !connects(&c[2], C2, 80));
+        assert!(reaches_port(&c[0], C2, 80) && !connects(&c[2], C2, 80));
 
         // Adding c3 to @web lets it in, in one transaction.
         acl.sets
             .insert("web".into(), vec![Cidr::from(C1), Cidr::from(C3)]);
         acl.apply(&host.ns, mode).expect("update");
-        assert!(connects(&c[2], C2, 80), "c3 joined @web");
+        assert!(reaches_port(&c[2], C2, 80), "c3 joined @web");
         assert!(!connects(&c[2], C2, 81));
 
         // Default allow on ingress, explicit deny of one port.
         acl.default_ingress = AclAction::Allow;
         acl.rules = rules("deny ingress tcp port 81");
         acl.apply(&host.ns, mode).expect("allow by default");
-        assert!(connects(&c[1], C1, 80) && !connects(&c[2], C2, 81));
+        assert!(reaches_port(&c[1], C1, 80) && !connects(&c[2], C2, 81));
 
         remove_acl(&host.ns, "acl").expect("remove");
         assert!(list_acl(&host.ns, "acl").expect("list").is_none());
-        assert!(connects(&c[2], C2, 81) && c[2].ping(&C2.to_string()));
+        assert!(reaches_port(&c[2], C2, 81) && c[2].reaches(&C2.to_string()));
     }
     let after = netns_list();
     assert!(

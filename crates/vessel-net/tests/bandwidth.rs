@@ -80,7 +80,7 @@ fn limits_shape_real_traffic_both_ways_and_read_back() {
         )
         .expect("plug");
         let ifb = ifb_name(links.index("vbw1").expect("index"));
-        assert!(inst.ping(&GATEWAY.to_string()));
+        assert!(inst.reaches(&GATEWAY.to_string()));
 
         let free_in = transfer(&host.ns, &inst.ns, INSTANCE, 9001);
         let free_out = transfer(&inst.ns, &host.ns, GATEWAY, 9002);

@@ -279,8 +279,8 @@ fn balancer_spreads_flows_and_follows_backend_health() {
             [("refused".to_string(), 3)].into_iter().collect()
         );
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "refusals are immediate"
+            started.elapsed() < Duration::from_secs(5),
+            "refusals are immediate (no connect waits for a timeout)"
         );
 
         // be2 comes back after `rise` good probes and takes all flows.

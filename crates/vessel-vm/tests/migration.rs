@@ -25,7 +25,7 @@ fn sh(vm: &RunningVm, script: &str) -> (i32, String) {
     let agent = vm.agent_socket.clone().expect("agent socket");
     // Right after the migration too: the agent client connects again while the guest does
     // not hear it (docs/vm.md, "The guest agent"), so one exec is enough.
-    let out = agent_exec(&agent, &req, Duration::from_secs(10))
+    let out = agent_exec(&agent, &req, Duration::from_secs(30))
         .and_then(|s| s.output(b"", Duration::from_secs(30)))
         .expect("exec through the agent");
     (
@@ -38,6 +38,24 @@ fn count(vm: &RunningVm) -> u64 {
     let (code, out) = sh(vm, "cat /tmp/count");
     assert_eq!(code, 0, "{out}");
     out.parse().unwrap_or_else(|_| panic!("count {out:?}"))
+}
+
+/// Waits up to 20 s (TCG under load) for the guest's counter to pass `x`, and returns it.
+fn count_past(vm: &RunningVm, x: u64, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // (No file yet right after the loop's start: 0.)
+        let now = sh(vm, "cat /tmp/count 2>/dev/null || echo 0").1;
+        let now: u64 = now.parse().unwrap_or_else(|_| panic!("count {now:?}"));
+        if now > x {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the counter stays at {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn def_for(tmp: &Path, run: &str, image: &vessel_vmimage::VmImage, disk: &Path) -> MachineDef {
@@ -99,15 +117,13 @@ fn a_running_guest_moves_to_another_qemu_with_its_disk() {
     // starts; a loop keeps writing during it).
     let (code, out) = sh(
         &src,
-        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; \
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; \
          echo disk-$i | dd of=/dev/vda bs=512 seek=2048 conv=notrunc,fsync 2>/dev/null; \
          sleep 0.1; done' </dev/null >/dev/null 2>&1 & \
          echo MIGRATE-ME | dd of=/dev/vda bs=512 seek=4096 conv=notrunc,fsync 2>&1",
     );
     assert_eq!(code, 0, "{out}");
-    std::thread::sleep(Duration::from_millis(500));
-    let before = count(&src);
-    assert!(before > 0);
+    let before = count_past(&src, 0, "the counter starts");
 
     // A target that refuses (no QEMU listening) fails the migration; the source runs on.
     let params = MigrationParams {
@@ -124,8 +140,7 @@ fn a_running_guest_moves_to_another_qemu_with_its_disk() {
     eprintln!("migration to nowhere: {err}");
     assert_eq!(src.status().unwrap(), VmStatus::Running);
     let after_failure = count(&src);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(count(&src) > after_failure, "the source counts on");
+    count_past(&src, after_failure, "the source counts on");
 
     let mut dst_def = def_for(tmp.path(), "dst", &image, &dst_disk);
     dst_def.incoming = true;
@@ -173,9 +188,7 @@ fn a_running_guest_moves_to_another_qemu_with_its_disk() {
     // what it wrote before and during the mirror, and it keeps writing.
     let moved = count(&dst);
     assert!(moved >= before, "{moved} < {before}");
-    std::thread::sleep(Duration::from_millis(500));
-    let later = count(&dst);
-    assert!(later > moved, "the counter stopped at {moved}");
+    count_past(&dst, moved, "the moved guest counts on");
     let (_, disk) = sh(
         &dst,
         "dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null | head -c 10; echo; \

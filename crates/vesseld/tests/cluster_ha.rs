@@ -37,7 +37,7 @@ fn listed(d: &Daemon) -> Vec<String> {
 
 #[test]
 fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
-    let (sb, _etcd, mut d) = members(3);
+    let (sb, etcd, mut d) = members(3);
     // The image on m1 and m2, not on m0: a failover to m0 fetches it from m2.
     d[1].busybox();
     d[2].busybox();
@@ -112,8 +112,13 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
     ]);
     d[1].ok(&["start", "ha2"]);
     let watch = Watch::start(copies);
-    // The index holds what makes it again (written within the index's next pass).
-    std::thread::sleep(Duration::from_secs(3));
+    // The index holds what makes it again, its volume too (written within the index's
+    // next pass).
+    etcd.wait_value(
+        "/vessel/instances/default/ha2",
+        "\"keep\"",
+        Duration::from_secs(30),
+    );
 
     // m1's daemon killed and its network cut.
     d[1].kill(libc::SIGKILL);
@@ -154,7 +159,7 @@ fn ha_instances_fail_over_with_fencing_and_never_run_twice() {
         "the watchdog stopped the old copy only after the lease's TTL: {stopped_after:?}"
     );
     assert!(
-        failover < Duration::from_secs(20),
+        failover < Duration::from_secs(30),
         "failover took {failover:?}"
     );
     assert!(

@@ -150,7 +150,7 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     builder.ok(&["image", "build", "vm"]);
     let bundle = builder.dir.join("vm.tar");
     builder.ok(&["image", "export", "vm/busybox", bundle.to_str().unwrap()]);
-    let (sb, _etcd, mut d) = members(3);
+    let (sb, etcd, mut d) = members(3);
     for di in &d {
         di.ok(&[
             "image",
@@ -201,7 +201,11 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     write_on(&d[1], 0);
     let watch = Watch::start(qemus);
     // The index holds the volumes and their far copy (written within its next pass).
-    std::thread::sleep(Duration::from_secs(3));
+    etcd.wait_value(
+        "/vessel/instances/default/ha1",
+        "\"replicas\"",
+        Duration::from_secs(30),
+    );
 
     // Partition: m1 cut off from etcd, alive. The last record seen written before the cut
     // is acknowledged: it must survive.
@@ -264,7 +268,12 @@ fn an_ha_vm_fails_over_with_its_replicated_disk_and_no_acknowledged_write_is_los
     wait("the new far copy current", Duration::from_secs(60), || {
         d[0].log().contains("far copy back: resynced and current")
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // The index names the new far copy (the adopted pool's, `m0.rp`) within its next pass.
+    etcd.wait_value(
+        "/vessel/instances/default/ha1",
+        "\"m0.rp\"",
+        Duration::from_secs(30),
+    );
 
     // Failover: m0's daemon killed and every packet of its namespace dropped.
     let acked = count(&d[0]);

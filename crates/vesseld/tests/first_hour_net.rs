@@ -24,8 +24,12 @@ fn sleeper(d: &Daemon, name: &str, extra: &[&str]) {
     d.ok(&args);
 }
 
+/// Whether `to` answers one of up to three pings from `from`, one after the other: for
+/// what must reach (a first packet may wait for ARP, or be lost on a loaded machine).
 fn pings(d: &Daemon, from: &str, to: &str) -> bool {
-    d.sh(from, &format!("ping -c 1 -W 2 {to} >/dev/null")).0 == 0
+    let script =
+        format!("for i in 1 2 3; do ping -c 1 -W 2 {to} >/dev/null && exit 0; done; exit 1");
+    d.sh(from, &script).0 == 0
 }
 
 /// The body of an HTTP GET run inside the namespace `ns` (busybox wget; "" when nothing

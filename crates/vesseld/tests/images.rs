@@ -81,11 +81,11 @@ fn debian_image_from_debootstrap() {
         d.sh("deb", "stat -c %A:%u /usr/bin/passwd").1.trim(),
         "-rwsr-xr-x:0"
     );
-    // The image's stop signal ends its init at once.
+    // The image's stop signal ends its init at once (not killed at the stop timeout, 30 s).
     let t = std::time::Instant::now();
     d.ok(&["stop", "deb"]);
     assert!(
-        t.elapsed() < std::time::Duration::from_secs(5),
+        t.elapsed() < std::time::Duration::from_secs(15),
         "{:?}",
         t.elapsed()
     );

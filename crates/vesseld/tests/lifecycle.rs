@@ -224,14 +224,37 @@ fn cli_exec_with_a_terminal_and_console_detach() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    // What the console shows, as it comes.
+    let (tx, shown) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
     std::thread::sleep(Duration::from_millis(500));
     use std::io::Write;
     stdin.write_all(b"echo console-$((40+2))\n").unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // (The typed line shows `console-$((40+2))`; only the shell's answer says 42.)
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !text.contains("console-42") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match shown.recv_timeout(left) {
+            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => panic!("no answer on the console within 30 s: {text}"),
+        }
+    }
     stdin.write_all(b"\x01q").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("console-42"), "{text}");
-    assert!(out.status.success(), "{text}");
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    text.extend(
+        shown
+            .try_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+    );
+    assert!(status.success(), "{text}");
     assert_eq!(d.info("t1")["status"], "running");
 }

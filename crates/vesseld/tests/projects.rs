@@ -172,24 +172,42 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         theirs.replace(&id, "X"),
         unknown.replace("00000000-0000-0000-0000-000000000000", "X")
     );
+    // The daemon subscribes the caller before it answers: once the answer's status line is
+    // in (curl -v tells it on stderr, unbuffered), every event that follows is streamed.
     let mut events = Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "4"])
+        .args(["-sS", "-N", "-v", "--max-time", "120"])
         .arg("--cacert")
         .arg(d.root().join("server.crt"))
         .arg("-H")
         .arg(format!("Authorization: Bearer {a}"))
         .arg(format!("https://127.0.0.1:{port}/1.0/events"))
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let told = lines_of(events.stderr.take().unwrap());
+    let lines = lines_of(events.stdout.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("< HTTP/1.1 200") {
+        let line = told
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no answer within 30 s: {said}"));
+        said.push_str(&line);
+    }
+    let mut seen = String::new();
+    let next_line = |what: &str, seen: &mut String| {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {what} within 30 s; the stream so far: {seen}"));
+        seen.push_str(&line);
+        line
+    };
     d.ok(&["start", "db", "--project", "beta"]);
     d.ok(&["stop", "-f", "web", "--project", "alpha"]);
-    let seen = String::from_utf8_lossy(&events.wait_with_output_ref()).into_owned();
-    assert!(
-        seen.contains("/1.0/instances/web"),
-        "alpha's own event is missing: {seen}"
-    );
+    // Events come in order: beta's (if it leaked) before alpha's.
+    while !next_line("event of web (alpha's own)", &mut seen).contains("/1.0/instances/web") {}
+    let _ = events.kill();
+    let _ = events.wait();
     assert!(
         !seen.contains("instances/db") && !seen.contains("beta."),
         "{seen}"
@@ -805,21 +823,22 @@ fn projects_have_volumes_of_their_own() {
     }
 }
 
-/// Reads a child's whole stdout after it ends (curl ends at its own timeout).
-trait WaitRef {
-    fn wait_with_output_ref(&mut self) -> Vec<u8>;
-}
-
-impl WaitRef for std::process::Child {
-    fn wait_with_output_ref(&mut self) -> Vec<u8> {
-        use std::io::Read;
-        let mut out = Vec::new();
-        if let Some(mut s) = self.stdout.take() {
-            let _ = s.read_to_end(&mut out);
+/// The lines `out` gives, as they come (each with its line end), on a channel.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(out);
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if tx.send(line).is_err() => break,
+                Ok(_) => {}
+            }
         }
-        let _ = self.wait();
-        out
-    }
+    });
+    rx
 }
 
 /// Point 7 of the tenancy work, over the whole endpoint table: for every project-scoped

@@ -186,7 +186,8 @@ fn debian_boots_systemd_unprivileged_and_stops_cleanly() {
     assert_eq!(run(&d, "d2", &["cat", "/etc/machine-id"]).1, "");
     let t = Instant::now();
     d.ok(&["stop", "d2"]);
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // (Not killed at the stop timeout, 30 s.)
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
 
     d.ok(&["delete", "d1"]);
     d.ok(&["delete", "d2"]);

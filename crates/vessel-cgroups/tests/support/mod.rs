@@ -234,3 +234,20 @@ pub fn dead(pid: i32) -> bool {
 pub fn cpu_seconds(cg: &dyn CgroupManager) -> f64 {
     cg.stats().expect("stats").cpu_usage_ns as f64 / 1e9
 }
+
+/// Waits up to 10 s (a loaded machine gives a busy loop little of a CPU) for `cg`'s CPU
+/// time to pass `at_least` seconds; panics with `what` if it does not.
+pub fn cpu_passes(cg: &dyn CgroupManager, at_least: f64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let used = cpu_seconds(cg);
+        if used > at_least {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {used:.4} s of CPU after 10 s, not past {at_least:.4}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

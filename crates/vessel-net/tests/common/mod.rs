@@ -73,6 +73,13 @@ impl TestNs {
             .success()
     }
 
+    /// Whether `addr` answers one of up to three pings, one after the other: for what must
+    /// reach (a first packet may wait for ARP, or be lost on a loaded machine). What must
+    /// not reach is shown with one [`Self::ping`].
+    pub fn reaches(&self, addr: &str) -> bool {
+        (0..3).any(|_| self.ping(addr))
+    }
+
     /// Whether a link of that name exists inside the namespace.
     pub fn has_link(&self, name: &str) -> bool {
         self.exec(&["ip", "link", "show", name]).status.success()

@@ -207,8 +207,8 @@ fn module_files(modules: &Path) -> Vec<String> {
 }
 
 /// The test guest's init: modules, the virtio console, hostname from `vessel.hostname=`,
-/// the ACPI power button (busybox acpid) powering off, the agent on its port, VESSEL-READY,
-/// then a shell on the console.
+/// the ACPI power button (busybox acpid, VESSEL-ACPI before it starts) powering off, the
+/// agent on its port, VESSEL-READY, then a shell on the console.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
@@ -220,6 +220,7 @@ for w in $(cat /proc/cmdline); do case "$w" in vessel.hostname=*) hostname "${w#
 mkdir -p /dev/virtio-ports
 for p in /sys/class/virtio-ports/vport*; do ln -sf "../${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"; done
 trap 'echo VESSEL-SHUTDOWN; poweroff -f' USR2
+echo VESSEL-ACPI
 acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
 i=0; while [ ! -s /run/acpid.pid ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 (while :; do /usr/bin/vessel-agent /dev/virtio-ports/org.vessel.agent >>/run/agent.log 2>&1; sleep 1; done) &

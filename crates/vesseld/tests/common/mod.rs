@@ -1153,21 +1153,32 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// On a free port of the host's loopback, storing under `dir`.
+    /// On a free port of the host's loopback, storing under `dir` (on another port again
+    /// if the one free a moment ago was taken meanwhile).
     pub fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_at(dir, None, port)
+        let mut tries = 0;
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            match Self::start_at(dir, None, port) {
+                Ok(reg) => return reg,
+                Err(e) if tries < 5 => eprintln!("docker-registry on port {port}: {e}; again"),
+                Err(e) => panic!("docker-registry on port {port}: {e}"),
+            }
+            tries += 1;
+        }
     }
 
     /// On `port` of the loopback of the namespace `ns`.
     pub fn start_in_netns(dir: &Path, ns: &str, port: u16) -> Self {
-        Self::start_at(dir, Some(ns), port)
+        Self::start_at(dir, Some(ns), port).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn start_at(dir: &Path, ns: Option<&str>, port: u16) -> Self {
+    /// Started, once it answers as a registry (`GET /v2/`: not another process that holds
+    /// the port); an error if it exits first.
+    fn start_at(dir: &Path, ns: Option<&str>, port: u16) -> Result<Self, String> {
         assert!(
             Path::new("/usr/bin/docker-registry").exists(),
             "docker-registry is missing: apt-get install docker-registry"
@@ -1199,22 +1210,34 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
-        let reg = Registry { child, addr };
-        let answers =
-            move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok();
+        let mut reg = Registry { child, addr };
+        let answers = move || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut answer = String::new();
+            s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+                && answer.contains("Docker-Distribution-Api-Version")
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Ok(Some(status)) = reg.child.try_wait() {
+                return Err(format!("docker-registry exited ({status})"));
+            }
             let up = match ns {
                 Some(ns) => in_netns(ns, answers),
                 None => answers(),
             };
             if up {
-                break reg;
+                return Ok(reg);
             }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer within 20 s"
-            );
+            if Instant::now() > deadline {
+                return Err("docker-registry did not answer within 20 s".into());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
