@@ -108,7 +108,8 @@ pub struct ClusterInfo {
     pub healing_threshold: Option<u64>,
     /// Why this member's membership ended while it was away (removed from the cluster, or
     /// etcd holds another cluster now): it beats no more, its `cluster.ha` instances do not
-    /// start, and it may join a cluster (or make one) again.
+    /// start, and it may join the same cluster again under the same name (it also takes
+    /// the membership up again by itself where the reason passes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,
 }

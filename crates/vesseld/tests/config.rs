@@ -314,7 +314,7 @@ fn project_limits_hold_against_growth() {
 /// "could not be told".
 #[test]
 fn an_ha_mark_outside_a_cluster_changes_nothing_until_one() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.busybox();
     d.ok(&[
         "launch",
@@ -330,6 +330,23 @@ fn an_ha_mark_outside_a_cluster_changes_nothing_until_one() {
     assert_eq!(d.info("ha")["status"], "running");
     assert_eq!(config(&d, "ha")["cluster.ha"], "true");
     d.ok(&["restart", "ha"]);
+    assert_eq!(d.info("ha")["status"], "running");
+    // A membership file that cannot be read (cut short) is no way out of a cluster: the
+    // HA instance does not start, not even for a moment (refused before its process
+    // starts: a refusal after it would name the fence watchdog), and the error says what
+    // to do.
+    d.ok(&["stop", "ha", "--force"]);
+    d.kill(libc::SIGTERM);
+    std::fs::write(d.root().join("cluster.json"), "{\"id\": \"0a1b").unwrap();
+    d.spawn();
+    let err = d.fails(&["start", "ha"]);
+    assert!(err.contains("cannot be read"), "{err}");
+    assert!(err.contains("cluster.json"), "{err}");
+    assert_eq!(d.info("ha")["status"], "stopped");
+    assert!(d.log().contains("the cluster membership cannot be read"));
+    // Removed (leaving the cluster for good), it starts as outside one.
+    std::fs::remove_file(d.root().join("cluster.json")).unwrap();
+    d.ok(&["start", "ha"]);
     assert_eq!(d.info("ha")["status"], "running");
     d.ok(&["delete", "ha", "--force"]);
 }

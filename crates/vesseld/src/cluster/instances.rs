@@ -550,7 +550,8 @@ impl ClusterService {
     pub async fn may_start_ha(&self, qualified: &str, runs: bool) -> Result<()> {
         // Outside a cluster the mark waits for one: nothing fences the instance or fails
         // it over, and it starts as any other. A membership file that is there but could
-        // not be read is no way out of the watchdog: such a start is refused below.
+        // not be read is no way out of the watchdog: such a start is refused (may_run_ha)
+        // before the instance runs.
         if self.inner.membership.lock().await.is_none()
             && !self.inner.root.join(super::FILE).exists()
         {
@@ -584,6 +585,16 @@ impl ClusterService {
 
     async fn may_run_ha(&self, qualified: &str, wait_fence: bool) -> Result<()> {
         if self.inner.membership.lock().await.is_none() {
+            let file = self.inner.root.join(super::FILE);
+            if file.exists() {
+                return Err(Error::conflict(format!(
+                    "{qualified} is highly available (cluster.ha), and this server's cluster \
+                     membership ({}) cannot be read (see the daemon's log at its start): the \
+                     cluster may run it elsewhere. Mend the file and restart the daemon, or \
+                     unset cluster.ha to run it here outside a cluster",
+                    file.display()
+                )));
+            }
             return Ok(());
         }
         if let Some(why) = self.ended() {

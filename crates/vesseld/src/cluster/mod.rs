@@ -190,9 +190,21 @@ fn check_address(address: &str) -> Result<()> {
 impl ClusterService {
     /// The service of the daemon rooted at `root` (made inside the daemon's runtime).
     pub fn new(root: PathBuf, store: Arc<dyn Store>) -> Self {
-        let membership = std::fs::read(root.join(FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let file = root.join(FILE);
+        let membership = match std::fs::read(&file) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "the cluster membership cannot be read: this server acts as in no cluster, and its cluster.ha instances do not start");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "the cluster membership cannot be read: this server acts as in no cluster, and its cluster.ha instances do not start");
+                None
+            }
+        };
         Self {
             inner: Arc::new(Inner {
                 root,
@@ -314,9 +326,14 @@ impl ClusterService {
         if let Some(mut rec) = cluster.record(&m.name).await.map_err(from_cluster)? {
             if rec.fingerprint != self.fingerprint()? {
                 return Err(Error::conflict(format!(
-                    "member {} of the cluster is another server now (its certificate is not \
-                     this server's): this one was removed meanwhile",
-                    m.name
+                    "member {name}'s record in the cluster holds another certificate than this \
+                     server's: this server's certificate ({root}/server.crt) was replaced since \
+                     it joined, or the member was removed meanwhile and its name given to \
+                     another server. Put back the certificate and key it joined with and \
+                     restart the daemon; or, if no other server is member {name}, remove it \
+                     on a member (vessel cluster remove {name}) and join again",
+                    name = m.name,
+                    root = self.inner.root.display()
                 )));
             }
             let (address, capacity) = (m.address.clone(), capacity());
