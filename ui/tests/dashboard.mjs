@@ -544,6 +544,16 @@ async function newClientStep() {
   await waitText(tid('export-allow-ui-share'), (t) => t === '192.0.2.0/24, fd00::/64', 20000, 'the networks after the change');
   const changed = (await rest('GET', '/1.0/storage/exports')).body.find((x) => x.name === 'ui-share');
   if (JSON.stringify(changed.allow) !== '["192.0.2.0/24","fd00::/64"]') throw new Error(`the server keeps ${JSON.stringify(changed.allow)}`);
+  // Emptied: every client again (the page says so to the server; an empty list alone is
+  // refused by it).
+  await page.click(tid('export-networks-ui-share'));
+  await page.fill(tid('networks-input'), '');
+  await page.click(tid('networks-save'));
+  await waitText(tid('export-allow-ui-share'), (t) => t === 'anywhere', 20000, 'the networks after emptying them');
+  await page.click(tid('export-networks-ui-share'));
+  await page.fill(tid('networks-input'), '192.0.2.0/24, fd00::1/64');
+  await page.click(tid('networks-save'));
+  await waitText(tid('export-allow-ui-share'), (t) => t === '192.0.2.0/24, fd00::/64', 20000, 'the networks set again');
 }
 
 await step('j. an expired session goes back to the login with the server\'s message', 180000, async () => {

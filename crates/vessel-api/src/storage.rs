@@ -346,8 +346,15 @@ pub struct ExportCreate {
 pub struct ExportUpdate {
     /// The client networks that may use the export from now on (as in `ExportCreate`): an
     /// NFS client left out loses access at its next request, handles it holds included;
-    /// an NBD client left out is disconnected. Empty: every client.
+    /// an NBD client left out is disconnected. Empty only with `allow_all` (an empty list
+    /// alone is refused: a script that filtered out its last network would open the export
+    /// to everyone).
+    #[serde(default)]
     pub allow: Vec<String>,
+    /// Every client that reaches the export may use it (with TLS: every client with
+    /// credentials); `allow` is then empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_all: bool,
 }
 
 /// Credentials of one client of an export served with TLS: the files libnbd

@@ -107,16 +107,26 @@ impl Export {
 /// cleared (`10.1.2.3/8` is `10.0.0.0/8`).
 ///
 /// IPv4 clients on an IPv6 socket are taken as their IPv4 address, so an IPv4-mapped
-/// network (`::ffff:192.0.2.0/120`) is written as the IPv4 one (`192.0.2.0/24`).
+/// network (`::ffff:192.0.2.0/120`) is written as the IPv4 one (`192.0.2.0/24`). The
+/// unspecified address alone (`0.0.0.0`, `::`) is no client's and is refused.
 pub fn parse_client_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip.to_canonical()));
-    }
-    let bad = || {
-        format!("{s:?} is not a client network: give an address (192.0.2.7) or ADDRESS/PREFIX (10.0.0.0/8, fd00::/64)")
+    let net = match s.parse::<IpAddr>() {
+        Ok(ip) => IpNet::from(ip.to_canonical()),
+        Err(_) => s
+            .parse::<IpNet>()
+            .map_err(|_| {
+                format!("{s:?} is not a client network: give an address (192.0.2.7) or ADDRESS/PREFIX (10.0.0.0/8, fd00::/64)")
+            })?
+            .trunc(),
     };
-    let net = s.parse::<IpNet>().map_err(|_| bad())?.trunc();
+    if net.prefix_len() == net.max_prefix_len() && net.addr().is_unspecified() {
+        return Err(format!(
+            "{s:?} is no client's address: for every client give no network at all, or \
+             0.0.0.0/0 (IPv4) and ::/0 (every address)"
+        ));
+    }
+    let bad = || format!("{s:?} is not a client network");
     // Truncated, a network's address is mapped only when its prefix is 96 or more.
     match net {
         IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
@@ -130,10 +140,18 @@ pub fn parse_client_net(s: &str) -> Result<IpNet, String> {
 }
 
 /// Whether `nets` admit a client at `ip` (none: every client). An IPv4 client on an IPv6
-/// socket is taken as its IPv4 address.
+/// socket is taken as its IPv4 address; an IPv6 network that holds the IPv4-mapped form
+/// of it admits it too (`::/0` is every address).
 pub fn nets_admit(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
+    let mapped = match ip {
+        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+        IpAddr::V6(_) => None,
+    };
+    nets.is_empty()
+        || nets
+            .iter()
+            .any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m)))
 }
 
 /// Why an export could not be added or removed.

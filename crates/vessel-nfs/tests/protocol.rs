@@ -452,7 +452,15 @@ fn an_export_admits_only_the_client_networks_it_names() {
         server.set_clients("/nope", vec![]).is_err(),
         "unknown export"
     );
-    for bad in ["", "10.0.0.0/33", "host.example", "10.0.0.0/8/1"] {
+    for bad in [
+        "",
+        "10.0.0.0/33",
+        "host.example",
+        "10.0.0.0/8/1",
+        "0.0.0.0",
+        "::",
+        "0.0.0.0/32",
+    ] {
         assert!(vessel_nfs::parse_client_net(bad).is_err(), "{bad:?}");
     }
     assert_eq!(net("::ffff:192.0.2.7").to_string(), "192.0.2.7/32");
@@ -481,6 +489,19 @@ fn an_ipv4_client_of_an_ipv6_listener_is_known_by_its_ipv4_address() {
     let mut other = Client::connect_from(Ipv4Addr::LOCALHOST, v4);
     assert_eq!(mount(&mut other, "/vol").0, 2);
     assert_eq!(status(&other.call(NFS, 1, &fh_args(&root))), 13);
+    // `::/0` is every address, IPv4 clients (mapped) too.
+    let every = vessel_nfs::parse_client_net("::/0").expect("net");
+    assert_eq!(every.to_string(), "::/0");
+    server.set_clients("/vol", vec![every]).expect("set");
+    assert_eq!(status(&other.call(NFS, 1, &fh_args(&root))), 0);
+    // Any other IPv6 network holds no IPv4 client.
+    server
+        .set_clients(
+            "/vol",
+            vec![vessel_nfs::parse_client_net("fd00::/8").expect("net")],
+        )
+        .expect("set");
+    assert_eq!(status(&admitted.call(NFS, 1, &fh_args(&root))), 13);
 }
 
 /// Who mounted what, as MOUNT's DUMP tells the caller.

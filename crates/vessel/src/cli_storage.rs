@@ -68,8 +68,8 @@ Examples:
 
 const CREDENTIALS_EXAMPLES: &str = "\
 The directory gets ca-cert.pem, client-cert.pem and client-key.pem, the names libnbd and
-QEMU look for. Each call makes one more client; --revoke ends them all (their open
-connections are closed at once).
+QEMU look for. Each call makes one more client (up to 64 an export); --revoke ends them
+all (their open connections are closed at once).
 
 Examples:
   vessel storage export credentials disk1 --out ./disk1-creds

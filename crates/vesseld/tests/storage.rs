@@ -631,6 +631,26 @@ fn filesystem_volume_is_served_over_nfs_to_real_clients() {
     // Served again after the restart, with the same handles, once this client is in.
     d.ok(&["storage", "export", "set", "share", "--allow", "127.0.0.1"]);
     assert_eq!(tool("nfs-cat", &[&cat_uri]).trim(), "from-container");
+    // An empty list is refused: every client is said so (a script that filtered out its
+    // last network does not open the export to everyone).
+    let patch = |body: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-X", "PATCH", "--unix-socket"])
+            .arg(&d.socket)
+            .args(["-H", "Content-Type: application/json", "-d", body])
+            .arg("http://vessel/1.0/storage/exports/share")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = patch(r#"{"allow": []}"#);
+    assert!(
+        said.ends_with("400") && said.contains("--allow-all"),
+        "{said}"
+    );
+    let said = patch(r#"{"allow": ["10.0.0.0/8"], "allow_all": true}"#);
+    assert!(said.ends_with("400") && said.contains("not both"), "{said}");
+    assert_eq!(tool("nfs-cat", &[&cat_uri]).trim(), "from-container");
     d.ok(&["storage", "export", "set", "share", "--allow-all"]);
     // A read-only export refuses writes.
     d.ok(&["storage", "export", "delete", "share"]);
@@ -1233,6 +1253,29 @@ fn nbd_over_tcp_takes_only_clients_with_credentials_of_the_export() {
         "--out",
         fresh.to_str().unwrap(),
     ]);
+    tool("nbdinfo", &["--size", &with(&uri, fresh.to_str().unwrap())]);
+    // At most 64 clients' credentials: the 65th is refused with what to do.
+    let issue = format!(
+        "for i in $(seq 63); do curl -s -o /dev/null -w '%{{http_code}} ' --unix-socket {} \
+         -X POST http://vessel/1.0/storage/exports/disk/credentials; done",
+        d.socket.display()
+    );
+    let codes = Command::new("sh").args(["-c", &issue]).output().unwrap();
+    let codes = String::from_utf8_lossy(&codes.stdout).into_owned();
+    assert_eq!(codes.trim(), ["201"; 63].join(" "), "{codes}");
+    let err = d.fails(&[
+        "storage",
+        "export",
+        "credentials",
+        "disk",
+        "--out",
+        d.dir.join("more").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("64 clients") && err.contains("--revoke"),
+        "{err}"
+    );
+    // The ones issued still work.
     tool("nbdinfo", &["--size", &with(&uri, fresh.to_str().unwrap())]);
 
     // --no-tls serves plain NBD (on a listener of its own), and has no credentials.

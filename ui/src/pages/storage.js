@@ -215,8 +215,10 @@ function editNetworks(x, ctx, reload) {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const allow = nets.input.value.split(',').map((s) => s.trim()).filter(Boolean);
+    // Empty is every client, as the field's help says: said so to the server.
+    const body = allow.length ? { allow } : { allow_all: true };
     try {
-      await api('PATCH', `/1.0/storage/exports/${enc(x.name)}`, { body: { allow } });
+      await api('PATCH', `/1.0/storage/exports/${enc(x.name)}`, { body });
     } catch (e2) {
       ctx.report(e2, err);
       return;

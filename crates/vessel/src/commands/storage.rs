@@ -551,6 +551,7 @@ fn export(client: &Client, cmd: ExportCommand) -> Result<i32> {
                 &format!("/1.0/storage/exports/{}", encode_segment(&name)),
                 &ExportUpdate {
                     allow: if allow_all { Vec::new() } else { allow },
+                    allow_all,
                 },
             )?;
             println(format!(

@@ -10,6 +10,9 @@ use super::record::ExportRecord;
 use super::StorageService;
 use crate::error::{Error, Result};
 
+/// The most client credentials one export keeps (each is a fingerprint in its record).
+const MAX_CLIENTS: usize = 64;
+
 impl StorageService {
     /// The daemon's NBD authority (`<root>/storage/nbd-tls`), made on first use.
     pub(super) fn nbd_ca(&self) -> Result<Arc<NbdCa>> {
@@ -32,10 +35,18 @@ impl StorageService {
         Ok(rec)
     }
 
-    /// Issues credentials for one more client of TLS export `name`.
+    /// Issues credentials for one more client of TLS export `name` (up to
+    /// [`MAX_CLIENTS`]).
     pub fn export_credentials_create(&self, name: &str) -> Result<ExportCredentials> {
         let _g = self.busy();
         let mut rec = self.tls_export(name)?;
+        if rec.client_certs.len() >= MAX_CLIENTS {
+            return Err(Error::conflict(format!(
+                "export {name:?} has credentials for {MAX_CLIENTS} clients, the most it keeps; \
+                 revoke them (vessel storage export credentials {name} --revoke) and issue \
+                 new ones to the clients that need them"
+            )));
+        }
         let ca = self.nbd_ca()?;
         let client = ca.issue_client(name)?;
         rec.client_certs.push(client.fingerprint.clone());

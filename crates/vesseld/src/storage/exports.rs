@@ -155,6 +155,20 @@ impl StorageService {
                 "export {name:?} not found; see `vessel storage export list`"
             ))
         })?;
+        match (req.allow.is_empty(), req.allow_all) {
+            (true, false) => {
+                return Err(Error::invalid(format!(
+                    "no client networks given: to admit every client that reaches export \
+                     {name:?}, say so (allow_all; vessel storage export set {name} --allow-all)"
+                )))
+            }
+            (false, true) => {
+                return Err(Error::invalid(
+                    "give client networks (allow) or every client (allow_all), not both",
+                ))
+            }
+            _ => {}
+        }
         let before = rec.export.allow.clone();
         rec.export.allow = allowed_networks(&rec.export.listen, &req.allow)?;
         if self.inner.servers.error(name).is_some() {
@@ -194,8 +208,10 @@ impl StorageService {
                     "export {name:?} not found; see `vessel storage export list`"
                 ))
             })?;
-        self.inner.servers.remove(&e);
+        // The record first: if it cannot go, the export is served on as listed (the other
+        // way round, a failure left a record that says "serving" for an export not served).
         self.inner.exports.delete(name)?;
+        self.inner.servers.remove(&e);
         self.inner.events.lifecycle(
             "storage-export-deleted",
             &format!("/1.0/storage/exports/{name}"),
