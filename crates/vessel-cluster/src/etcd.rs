@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -36,6 +38,12 @@ struct TokenRecord {
 
 pub(crate) fn key(rest: &str) -> String {
     format!("{PREFIX}{rest}")
+}
+
+/// `removed/NAME`: the certificate fingerprint of member `NAME`, removed (kept until a
+/// server joins under that name again).
+fn removed_key(name: &str) -> String {
+    key(&format!("removed/{name}"))
 }
 
 pub(crate) fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -436,15 +444,36 @@ impl Cluster {
             )));
         }
         let mk = key(&format!("members/{}", member.name));
+        // A member of that name removed before: the same server (its certificate) keeps
+        // the marks of its stale copies, another server takes the name without them (they
+        // would have it delete instances of its own that happen to bear those names).
+        let rk = removed_key(&member.name);
+        let removed = self.get(&rk, None).await?;
+        let removed = removed.kvs().first();
+        let mut ops = vec![
+            TxnOp::delete(tk.as_str(), None),
+            TxnOp::put(mk.as_str(), json(member), None),
+        ];
+        if let Some(r) = removed {
+            ops.push(TxnOp::delete(rk.as_str(), None));
+            if r.value() != member.fingerprint.as_bytes() {
+                ops.push(TxnOp::delete(
+                    key(&format!("stale/{}/", member.name)),
+                    Some(DeleteOptions::new().with_prefix()),
+                ));
+            }
+        }
         let txn = Txn::new()
             .when([
                 Compare::mod_revision(tk.as_str(), CompareOp::Equal, kv.mod_revision()),
                 Compare::version(mk.as_str(), CompareOp::Equal, 0),
+                Compare::mod_revision(
+                    rk.as_str(),
+                    CompareOp::Equal,
+                    removed.map_or(0, |r| r.mod_revision()),
+                ),
             ])
-            .and_then([
-                TxnOp::delete(tk.as_str(), None),
-                TxnOp::put(mk.as_str(), json(member), None),
-            ]);
+            .and_then(ops);
         if self.txn(txn).await?.succeeded() {
             return Ok(());
         }
@@ -523,18 +552,27 @@ impl Cluster {
 
     /// Removes the member `name`; an online one only with `force` (its daemon would go on
     /// beating and answering as a member otherwise). The marks of its copies that are stale
-    /// (`stale/NAME/…`: instances failed over from it and deleted since) stay: should the
-    /// server join again under that name, they keep it from claiming those instances back.
+    /// (`stale/NAME/…`: instances failed over from it and deleted since) stay, with a note
+    /// of its certificate (`removed/NAME`): should the same server join again under that
+    /// name, they keep it from claiming those instances back; another server that takes
+    /// the name drops them (`redeem`).
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
-        if self.record(name).await?.is_none() {
+        let Some(rec) = self.record(name).await? else {
             return Err(Error::NotFound(format!("no member {name} in the cluster")));
-        }
+        };
         let alive = self.get(&key(&format!("alive/{name}")), None).await?;
         if !alive.kvs().is_empty() && !force {
             return Err(Error::Conflict(format!(
                 "member {name} is online: stop its daemon first (or remove it with --force)"
             )));
         }
+        let note = removed_key(name);
+        let fingerprint = rec.fingerprint.clone();
+        call(&self.client, |mut c| {
+            let (note, fingerprint) = (note.clone(), fingerprint.clone());
+            async move { c.put(note, fingerprint, None).await }
+        })
+        .await?;
         let mut gone = vec![
             key(&format!("members/{name}")),
             key(&format!("alive/{name}")),

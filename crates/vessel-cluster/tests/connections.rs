@@ -486,3 +486,55 @@ async fn a_guarded_write_repeated_after_it_applied_finds_its_own_change() {
         .unwrap()
         .is_some());
 }
+
+/// A removed member's marks of stale copies (instances failed over from it and deleted
+/// since) stay for the same server joining again under its name, and go when another
+/// server takes the name: they would have it delete instances of its own that happen to
+/// bear those names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_members_stale_marks_go_to_its_own_server_only() {
+    let etcd = Etcd::start();
+    let c = Cluster::connect(&[format!("http://{}", etcd.client)])
+        .await
+        .expect("connect");
+    let now = "2026-01-01T00:00:00Z";
+    c.init("c1", now, &record("m0")).await.expect("init");
+    let join = |id: &'static str, rec: MemberRecord| {
+        let c = &c;
+        async move {
+            c.issue_token(id, "secret", "m1", Duration::from_secs(60))
+                .await
+                .expect("token");
+            c.redeem(id, "secret", &rec).await.expect("redeem");
+        }
+    };
+    join("t1", record("m1")).await;
+    // web, failed over from m1 (offline) to m2, then deleted: m1's copy is stale.
+    c.claim_instance("p", "web", "m1", Asks::default())
+        .await
+        .expect("claim");
+    let loc = c
+        .locate_instance("p", "web")
+        .await
+        .unwrap()
+        .expect("placed");
+    assert!(c.take_over(&loc, "m2").await.expect("take over").is_some());
+    c.release_instance("p", "web", "m2").await.expect("delete");
+    let marks = || async { c.stale_copies("m1").await.expect("marks").len() };
+    assert_eq!(marks().await, 1);
+    // Removed, and back as the same server: the mark stays.
+    c.remove("m1", false).await.expect("remove");
+    assert_eq!(marks().await, 1);
+    join("t2", record("m1")).await;
+    assert_eq!(marks().await, 1, "the same server keeps its marks");
+    // Removed again, and the name taken by another server: the mark goes.
+    c.remove("m1", false).await.expect("remove");
+    let other = MemberRecord {
+        fingerprint: "22".repeat(32),
+        ..record("m1")
+    };
+    join("t3", other).await;
+    assert_eq!(marks().await, 0, "another server took the marks over");
+    let made = c.claim_instance("p", "web", "m1", Asks::default()).await;
+    assert!(made.is_ok(), "the new m1 may make its own web: {made:?}");
+}

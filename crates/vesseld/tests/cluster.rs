@@ -363,6 +363,9 @@ fn members_join_with_a_token_beat_and_go_offline_when_they_die() {
     }
     let said = d[2].ok(&["cluster", "info"]);
     assert!(said.contains("join a cluster again"), "{said}");
+    // Not "etcd does not answer" (it does), nor "catching up" (its own again).
+    assert!(said.contains("no (the membership ended, above)"), "{said}");
+    assert!(said.contains("this server's own again"), "{said}");
     let err = d[2].fails(&["start", "h2"]);
     assert!(err.contains("membership ended"), "{err}");
     assert_eq!(states(&d[0]), pairs(&[("m0", "online"), ("m1", "online")]));

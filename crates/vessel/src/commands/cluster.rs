@@ -73,16 +73,24 @@ fn info_table(i: &ClusterInfo) -> Result<()> {
         i.id.as_deref().unwrap_or("?"),
         i.address.as_deref().unwrap_or("?"),
         i.etcd.join(", "),
-        if i.connected { "yes" } else { "no (etcd does not answer; see the daemon's log)" },
-        if i.fenced {
-            "yes: no lease renewal for half its TTL; its cluster.ha instances were stopped"
-        } else {
-            "no"
+        match (i.connected, i.ended.is_some()) {
+            (true, _) => "yes",
+            (false, true) => "no (the membership ended, above)",
+            (false, false) => "no (etcd does not answer; see the daemon's log)",
         },
-        if i.shared_current {
-            "current (projects, identities and profiles are the cluster's)"
-        } else {
-            "catching up: projects, identities and profiles can be read, not changed"
+        match (i.fenced, i.ended.is_some()) {
+            (_, true) => "its cluster.ha instances do not start (the membership ended)",
+            (true, false) => {
+                "yes: no lease renewal for half its TTL; its cluster.ha instances were stopped"
+            }
+            (false, false) => "no",
+        },
+        match (i.shared_current, i.ended.is_some()) {
+            (_, true) => "no: projects, identities and profiles are this server's own again",
+            (true, false) => "current (projects, identities and profiles are the cluster's)",
+            (false, false) => {
+                "catching up: projects, identities and profiles can be read, not changed"
+            }
         },
         i.policy.as_deref().unwrap_or("?"),
         i.healing_threshold
