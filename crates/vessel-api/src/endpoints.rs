@@ -1022,7 +1022,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         request: Body::None,
         status: 200,
-        role: Role::Viewer,
+        // Its every file (a published instance's included), as a file pull is a user's.
+        role: Role::User,
         scope: Scope::Project,
         response: Body::Bytes,
     },

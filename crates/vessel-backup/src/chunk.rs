@@ -174,12 +174,20 @@ impl Chunks {
     }
 
     /// Stores `data` as chunk `d` (its digest, computed by the caller) unless it is stored
-    /// already, in which case it is touched; holds `lock` shared meanwhile.
+    /// already, in which case it is touched; holds `lock` shared meanwhile. A chunk file
+    /// too short to be one (a crash before the file system wrote what a rename made
+    /// visible leaves it empty) is written again, not taken as stored: every later backup
+    /// would name it.
     pub fn insert(&self, lock: &ChunkLock, d: &Digest, data: &[u8]) -> Result<Stored> {
         let path = self.path(d);
         let _held = self.hold(lock, false)?;
         if touch(&path).map_err(io("touching", &path))? {
-            return Ok(Stored::Present);
+            let len = std::fs::metadata(&path)
+                .map_err(io("inspecting", &path))?
+                .len();
+            if len > 5 || (len == 5 && data.is_empty()) {
+                return Ok(Stored::Present);
+            }
         }
         let body = encode(data, self.level)?;
         let tmp = path.with_file_name(format!(".{}.{}.tmp", d, uuid::Uuid::new_v4().simple()));
@@ -345,6 +353,24 @@ mod tests {
         let n = Digest::of(&noise);
         c.insert(&lock, &n, &noise).unwrap();
         assert_eq!(c.read(&n).unwrap(), noise);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_chunk_file_left_empty_by_a_crash_is_written_again() {
+        let (root, c) = store();
+        let lock = c.lock().unwrap();
+        let data = b"torn".repeat(500);
+        let d = Digest::of(&data);
+        c.insert(&lock, &d, &data).unwrap();
+        std::fs::write(c.path(&d), b"").unwrap();
+        assert!(c.read(&d).is_err());
+        assert!(matches!(
+            c.insert(&lock, &d, &data).unwrap(),
+            Stored::Written(_)
+        ));
+        assert_eq!(c.read(&d).unwrap(), data);
+        assert_eq!(c.insert(&lock, &d, &data).unwrap(), Stored::Present);
         std::fs::remove_dir_all(root).unwrap();
     }
 

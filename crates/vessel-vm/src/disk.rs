@@ -190,6 +190,40 @@ pub fn create_overlay(backing: &Path, path: &Path) -> Result<ImageInfo> {
     })
 }
 
+/// Refuses a qcow2 image that names an external data file (its header's incompatible
+/// feature bit 2): the file's name is a host path of whoever wrote the image, which any
+/// `qemu-img` or QEMU that opens it as the daemon would read and write. For images brought
+/// from elsewhere (a backup, an archive), before anything opens them. Reads the header
+/// only; an image that is no qcow2 is refused too.
+pub fn refuse_external_data(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let bad = |reason: String| VmError::BadImage {
+        path: path.into(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(VmError::io("open", path))?;
+    let mut header = [0u8; 80];
+    f.read_exact_at(&mut header[..8], 0)
+        .map_err(|e| bad(format!("no qcow2 header: {e}")))?;
+    if &header[..4] != b"QFI\xfb" {
+        return Err(bad("it is not a qcow2 image".into()));
+    }
+    let version = u32::from_be_bytes(header[4..8].try_into().unwrap_or_default());
+    if version < 3 {
+        // Version 2 has no feature bits, hence no external data file.
+        return Ok(());
+    }
+    f.read_exact_at(&mut header, 0)
+        .map_err(|e| bad(format!("a short qcow2 v3 header: {e}")))?;
+    let incompatible = u64::from_be_bytes(header[72..80].try_into().unwrap_or_default());
+    if incompatible & (1 << 2) != 0 {
+        return Err(bad(
+            "it names an external data file (a host path of its maker's choosing); refused".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The backing file an overlay's qcow2 header names (as stored: QEMU resolves a relative name
 /// from the overlay's directory), `None` for a qcow2 image without one. Reads the header
 /// only (no `qemu-img`): cheap enough for every start.
@@ -282,4 +316,57 @@ fn qemu_img_message(stderr: &[u8]) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qemu_img(args: &[&str]) {
+        let st = Command::new("qemu-img")
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("qemu-img (Debian package qemu-utils)");
+        assert!(st.success(), "qemu-img {args:?}");
+    }
+
+    #[test]
+    fn an_image_with_an_external_data_file_is_refused_by_its_header() {
+        let dir = std::env::temp_dir().join(format!("vvm-datafile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (plain, with, data, old) = (
+            dir.join("plain.qcow2"),
+            dir.join("with.qcow2"),
+            dir.join("data.raw"),
+            dir.join("old.qcow2"),
+        );
+        qemu_img(&["create", "-f", "qcow2", plain.to_str().unwrap(), "1M"]);
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("data_file={}", data.display()),
+            with.to_str().unwrap(),
+            "1M",
+        ]);
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            old.to_str().unwrap(),
+            "1M",
+        ]);
+        refuse_external_data(&plain).expect("a plain image");
+        refuse_external_data(&old).expect("a version 2 image");
+        let err = refuse_external_data(&with).expect_err("an external data file");
+        assert!(err.to_string().contains("external data file"), "{err}");
+        std::fs::write(&data, b"not qcow2").unwrap();
+        assert!(refuse_external_data(&data).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

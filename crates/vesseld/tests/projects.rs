@@ -34,6 +34,26 @@ fn remote(d: &Daemon, port: u16, token: &str, path: &str) -> (u16, String) {
     split(c.arg(format!("https://127.0.0.1:{port}{path}")))
 }
 
+/// `curl` over HTTPS with a bearer token, sending `body` (JSON) with `method`.
+fn remote_send(
+    d: &Daemon,
+    port: u16,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(d.root().join("server.crt"))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(["-X", method, "-H", "Content-Type: application/json"])
+        .args(["--data-binary", body]);
+    split(c.arg(format!("https://127.0.0.1:{port}{path}")))
+}
+
 fn split(c: &mut Command) -> (u16, String) {
     let out = c.stdin(Stdio::null()).output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -133,6 +153,38 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
     let a = d.token("alpha-ops", "alpha", "operator");
     let (s, _) = remote(&d, port, &a, "/1.0/instances?all-projects=1");
     assert_eq!(s, 403, "an operator listed every project");
+    // What reaches into the host is an admin's: a privileged container (its root is the
+    // host's), one on the shared id range, an export at a host path. Not even default's
+    // operator makes them.
+    let o = d.token("default-ops", "default", "operator");
+    for token in [&a, &o] {
+        for (body, word) in [
+            (
+                r#"{"name":"root","image":"busybox","privileged":true}"#,
+                "privileged",
+            ),
+            (
+                r#"{"name":"shared","image":"busybox","idmap_isolated":false}"#,
+                "shared id range",
+            ),
+        ] {
+            let (s, said) = remote_send(&d, port, token, "POST", "/1.0/instances", body);
+            assert_eq!(s, 403, "{said}");
+            assert!(said.contains(word), "{said}");
+        }
+        let (s, said) = remote_send(
+            &d,
+            port,
+            token,
+            "POST",
+            "/1.0/storage/exports",
+            r#"{"name":"x","pool":"p","volume":"v","protocol":"nbd","listen":"/run/vessel/vessel.sock"}"#,
+        );
+        assert_eq!(s, 403, "{said}");
+        assert!(said.contains("only an admin"), "{said}");
+    }
+    assert!(d.socket.exists(), "the daemon's socket is there still");
+    assert!(!d.ok(&["list", "--all-projects"]).contains("root"));
     let (s, body) = remote(&d, port, &a, "/1.0/instances");
     assert_eq!(s, 200);
     assert_eq!(names(&body), ["web"]);
@@ -502,6 +554,28 @@ fn projects_have_networks_of_their_own_apart_from_each_other() {
     let lans = d.ok(&["network", "list", "--project", "alpha", "--format", "json"]);
     assert_eq!(names(&lans), ["lan"]);
     assert!(!lans.contains("10.62."), "{lans}");
+    // An archive of beta's web names beta's lan: imported into alpha, the instance is on
+    // alpha's lan (its network's name there), never on beta's.
+    let file = d.dir.join("web.tar");
+    d.ok(&["export", "web", file.to_str().unwrap(), "--project", "beta"]);
+    d.ok(&[
+        "import",
+        file.to_str().unwrap(),
+        "moved",
+        "--project",
+        "alpha",
+    ]);
+    let leased = |v: &serde_json::Value| -> Vec<String> {
+        v["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["instance"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(leased(&info("alpha")).contains(&"moved".to_string()));
+    assert!(!leased(&info("beta")).contains(&"moved".to_string()));
+    d.ok(&["delete", "-f", "moved", "--project", "alpha"]);
     for p in ["alpha", "beta"] {
         d.ok(&["delete", "-f", "web", "--project", p]);
         d.ok(&["network", "delete", "lan", "--project", p]);

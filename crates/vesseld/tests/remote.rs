@@ -244,26 +244,55 @@ fn tokens_expire_and_revocation_closes_open_streams() {
     assert!(a.body.contains("expired"), "{}", a.body);
 
     let token = api.token("watcher", "user", None);
-    let mut events = Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "60"])
-        .arg("--cacert")
-        .arg(api.cert())
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(api.url("/1.0/events"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The stream is open and carries events.
+    let stream = |path: &str| {
+        Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "60"])
+            .arg("--cacert")
+            .arg(api.cert())
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(api.url(path))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut events = stream("/1.0/events");
+    // An instance's log followed is a stream too.
+    d.busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "w",
+        "--no-network",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let mut logs = stream("/1.0/instances/w/logs?follow=1");
+    // The streams are open.
     std::thread::sleep(Duration::from_millis(800));
     assert!(
         events.try_wait().unwrap().is_none(),
         "the event stream ended early"
     );
+    assert!(
+        logs.try_wait().unwrap().is_none(),
+        "the log stream ended early"
+    );
     let revoked = api.local("DELETE", "/1.0/auth/identities/watcher", None);
     assert_eq!(revoked.status, 200, "{}", revoked.body);
     let t = Instant::now();
+    loop {
+        if logs.try_wait().unwrap().is_some() {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            let _ = logs.kill();
+            panic!("the revoked identity's log stream is still open after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = loop {
         if let Some(s) = events.try_wait().unwrap() {
             break s;

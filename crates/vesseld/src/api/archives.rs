@@ -98,6 +98,15 @@ pub async fn export_backup(
     Ok(super::handlers::tar_response(archive, scratch))
 }
 
+/// The refusal of an instance whose image is not one of the project's.
+pub(super) fn not_its_image(fingerprint: &str) -> Error {
+    Error::conflict(format!(
+        "the instance's image {} is not one of this project's images: build, pull or import \
+         it in the project first (vessel image import FILE --project P)",
+        crate::image::short(fingerprint)
+    ))
+}
+
 pub async fn import(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
@@ -161,6 +170,17 @@ pub async fn import(
             .await?;
             let (s, i) = (store.clone(), index.clone());
             let old = blocking(move || crate::instance::backup::backed_up(&s, &i)).await?;
+            super::handlers::admits_host_level(
+                &caller,
+                old.privileged,
+                super::backups::shares_ids(&old),
+            )?;
+            // From an image the project has (a member's move brings its own along).
+            if claim {
+                super::handlers::images_of(&here, &project)?
+                    .get(&old.image)
+                    .map_err(|_| not_its_image(&old.image))?;
+            }
             // As the project names it: an archive of another project's instance keeps its
             // name within this one.
             let name = match new_name {

@@ -131,6 +131,14 @@ pub async fn delete(
     Ok(Json(shown(&scope, b)).into_response())
 }
 
+/// Whether instance `old` (as backed up or archived) is a container on the shared id
+/// range, not on one of its own.
+pub(super) fn shares_ids(old: &vessel_api::Instance) -> bool {
+    old.instance_type == vessel_api::InstanceType::Container
+        && !old.privileged
+        && old.idmap.as_ref().is_some_and(|m| !m.isolated)
+}
+
 pub async fn restore(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
@@ -164,6 +172,10 @@ pub async fn restore(
     let old = blocking(move || crate::instance::backup::backed_up(&s, &i))
         .await
         .map_err(|e| scope.error(e))?;
+    super::handlers::admits_host_level(&caller, old.privileged, shares_ids(&old))?;
+    super::handlers::images_of(&app, &scope)?
+        .get(&old.image)
+        .map_err(|_| super::archives::not_its_image(&old.image))?;
     let (kind, limits) = (old.instance_type, old.limits.clone());
     let usage =
         crate::project::quota::usage_of(scope.name(), &app.instances.held_records().await?, 0);
@@ -193,9 +205,19 @@ pub async fn verify(
     let store = store(&app, &caller, req.store).await?;
     let id = req.id;
     let project = scope.clone();
+    // The project's (as the import's): its clients wait for it, no other project's see it.
+    let resource = if scope.is_default() {
+        "/1.0/backups".to_string()
+    } else {
+        format!(
+            "/1.0/backups?{}={}",
+            vessel_api::PROJECT_QUERY,
+            scope.name()
+        )
+    };
     let op = app.ops.spawn(
         "Verifying backups".to_string(),
-        vec!["/1.0/backups".to_string()],
+        vec![resource],
         false,
         move |op| async move {
             let results = blocking(move || {

@@ -87,6 +87,29 @@ pub async fn instances_list(
     Ok(Json(list).into_response())
 }
 
+/// Refuses what reaches past a project into the host unless the caller is an admin: a
+/// privileged container (its root is the host's root) and one on the shared id range
+/// (its ids are other containers' too). A project's operator manages its instances, not
+/// the host. (`shared_ids`: a container that is not on an id range of its own.)
+pub(super) fn admits_host_level(caller: &Caller, privileged: bool, shared_ids: bool) -> Result<()> {
+    if caller.role >= vessel_api::Role::Admin {
+        return Ok(());
+    }
+    if privileged {
+        return Err(Error::forbidden(
+            "a privileged container runs as the host's root: only an admin makes one (an \
+             unprivileged container, the default, runs on host ids of its own)",
+        ));
+    }
+    if shared_ids {
+        return Err(Error::forbidden(
+            "a container on the shared id range (--idmap-shared) shares host ids with other \
+             containers: only an admin makes one (the default gives it a range of its own)",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn instances_create(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
@@ -95,6 +118,7 @@ pub async fn instances_create(
     ApiJson(mut req): ApiJson<InstanceCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("instance", &req.name)?;
+    admits_host_level(&caller, req.privileged, req.idmap_isolated == Some(false))?;
     // In a cluster it may be another member's to make.
     if let Some(r) = super::cluster::create_elsewhere(&app, &caller, &q, &scope, &mut req).await? {
         return Ok(r);
@@ -196,6 +220,7 @@ pub async fn instance_state_put(
 pub async fn instance_logs(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
@@ -224,7 +249,25 @@ pub async fn instance_logs(
         .await
         .map_err(|_| Error::internal("log stream closed"))?;
     app.instances.follow_logs(&name, tx)?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+    // The stream ends when the caller's identity is revoked or expires.
+    let (out, out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let auth = app.auth.clone();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let until = auth.until_invalid(caller);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => break,
+                chunk = rx.recv() => match chunk {
+                    Some(c) => if out.send(c).await.is_err() { break },
+                    None => break,
+                },
+                _ = out.closed() => break,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx)
         .map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk)));
     Ok((text, Body::from_stream(stream)).into_response())
 }

@@ -117,7 +117,8 @@ impl ProjectScope {
     }
 
     /// The project an API path belongs to: the one its `?project=` names (images), else that
-    /// of the object it names (an instance, network, volume or export), else `default`.
+    /// of the object it names (an instance, network, volume, export, or the instance whose
+    /// backup it is), else `default`.
     fn of_path(path: &str) -> &str {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         if let Some(p) = query.split('&').find_map(|kv| {
@@ -128,7 +129,12 @@ impl ProjectScope {
         }
         let segs: Vec<&str> = path.split('/').collect();
         segs.windows(2)
-            .find(|w| matches!(w[0], "instances" | "networks" | "volumes" | "exports"))
+            .find(|w| {
+                matches!(
+                    w[0],
+                    "instances" | "networks" | "volumes" | "exports" | "backups"
+                )
+            })
             .map(|w| project::split(w[1]).0)
             .unwrap_or(DEFAULT_PROJECT)
     }
@@ -190,6 +196,9 @@ mod tests {
         );
         assert_eq!(ProjectScope::of_path("/1.0/images/ab?project=acme"), "acme");
         assert_eq!(ProjectScope::of_path("/1.0/images?project=acme"), "acme");
+        assert_eq!(ProjectScope::of_path("/1.0/backups/acme.web/b1"), "acme");
+        assert_eq!(ProjectScope::of_path("/1.0/backups/web/b1"), "default");
+        assert_eq!(ProjectScope::of_path("/1.0/backups?project=acme"), "acme");
         assert_eq!(
             acme.text("instance \"acme.web\" not found"),
             "instance \"web\" not found"

@@ -432,9 +432,20 @@ pub async fn exports_list(
 pub async fn exports_create(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     ApiJson(mut req): ApiJson<ExportCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("export", &req.name)?;
+    // A unix socket is a path of the host's, made (and one left there replaced) by the
+    // daemon as root: an admin's to choose.
+    if req.listen.as_deref().is_some_and(|l| l.starts_with('/'))
+        && caller.role < vessel_api::Role::Admin
+    {
+        return Err(Error::forbidden(
+            "an export on a unix socket is made at a host path by the daemon: only an admin \
+             chooses one; listen on TCP (--listen HOST:PORT)",
+        ));
+    }
     if !scope.is_default() {
         // NBD and NFS carry no identity: a project's exports are served on listeners of
         // their own (on TCP: a host path is not a tenant's to choose), which no other

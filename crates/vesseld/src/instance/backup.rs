@@ -539,6 +539,16 @@ impl InstanceService {
             ))
         })?;
         let mut req = self.recreate_request(&old, name, start);
+        // On the networks of its new project only, by their names there: a backup or an
+        // archive names its networks as its old project did (or as anyone wrote them).
+        let project = crate::project::split(name).0;
+        req.networks = old
+            .nics
+            .iter()
+            .map(|n| crate::project::qualify(project, crate::project::split(&n.network).1))
+            .filter(|n| self.networks.get(n).is_ok())
+            .collect();
+        req.no_network = req.networks.is_empty();
         // A member's move keeps its profiles (they are the cluster's), with its own keys.
         let (own, from) = if carried {
             req.profiles = self.profiles_here(&old.profiles);
@@ -753,6 +763,12 @@ impl InstanceService {
                         store
                             .restore_block(index, "root.qcow2", &file, &mut p)
                             .map_err(store_error)?;
+                        // Another host's (or anyone's): made safe before anything opens it.
+                        super::vm_files::adopt_root_disk(
+                            &file,
+                            &self.vms.instances_dir.join(&inst.name),
+                            &self.images.image_dir(&inst.image),
+                        )?;
                         use std::os::unix::fs::PermissionsExt;
                         std::os::unix::fs::chown(&file, Some(user.uid), Some(user.gid))
                             .and_then(|()| {

@@ -81,6 +81,29 @@ impl VmDriver {
     }
 }
 
+/// A VM's root disk brought from elsewhere (a backup, an archive: `overlay`, in
+/// `inst_dir`), made safe before any `qemu-img` or QEMU opens it: one that names an
+/// external data file is refused, and its backing file, which names another host's path
+/// (or any path its maker chose), is pointed at this instance's link of its image's disk
+/// (`image_dir`) by its header alone (`qemu-img rebase -u` does not open the old one).
+pub fn adopt_root_disk(overlay: &Path, inst_dir: &Path, image_dir: &Path) -> Result<()> {
+    let bad = |e: vessel_vm::VmError| Error::invalid(format!("the disk brought: {}", chain(&e)));
+    vessel_vm::refuse_external_data(overlay).map_err(bad)?;
+    if vessel_vm::backing_file(overlay).map_err(bad)?.is_none() {
+        return Ok(());
+    }
+    let disk = super::vm::image_disk(image_dir).ok_or_else(|| {
+        Error::invalid("the disk brought has a backing file, and its image has no disk")
+    })?;
+    let link = link_image_file(inst_dir, &disk)?;
+    vessel_vm::rebase_overlay(overlay, &link).map_err(|e| {
+        Error::internal(format!(
+            "pointing the disk brought at its image's: {}",
+            chain(&e)
+        ))
+    })
+}
+
 /// Gives a VM's instance directory `inst_dir` the image file `src` as `image-NAME`: a hard
 /// link (no copy: every VM of an image shares its files, and linking costs a few system
 /// calls per start), or a copy when the two directories are on different file systems. The

@@ -248,7 +248,7 @@ impl ExportServers {
                 server = server.with_tls(tls(addr)?);
             }
             let handle = if e.listen.starts_with('/') {
-                let _ = std::fs::remove_file(&e.listen);
+                remove_stale_socket(&e.listen)?;
                 server.serve_unix(&e.listen)
             } else {
                 let addr: SocketAddr = e
@@ -414,6 +414,21 @@ impl ExportServers {
                 }
             }
         }
+    }
+}
+
+/// Removes the socket a unix socket export left at `path`, so that it is bound again;
+/// anything else there is refused, never removed.
+fn remove_stale_socket(path: &str) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .map_err(|e| Error::conflict(format!("cannot replace the socket {path}: {e}"))),
+        Ok(_) => Err(Error::conflict(format!(
+            "{path} exists and is not a socket: give the export another path"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::conflict(format!("{path}: {e}"))),
     }
 }
 
