@@ -223,16 +223,38 @@ impl Chunks {
             .map_err(io("writing chunk", &path))
     }
 
-    /// Chunk `d`'s content, checked against its name.
+    /// Chunk `d`'s content, checked against its name. Only a regular file of at most a
+    /// chunk's size is read, never through a link (the store may be on a share someone
+    /// else writes: a link to /dev/zero would be read without end).
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(d);
-        let raw = match std::fs::read(&path) {
-            Ok(r) => r,
+        let f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(BackupError::Corrupt(format!("chunk {d} is missing")));
             }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(BackupError::Corrupt(format!("chunk {d} is a link")));
+            }
             Err(e) => return Err(io("reading chunk", &path)(e)),
         };
+        let meta = f.metadata().map_err(io("reading chunk", &path))?;
+        let most = MAX_CHUNK as u64 + 5;
+        if !meta.is_file() || meta.len() > most {
+            return Err(BackupError::Corrupt(format!(
+                "chunk {d} is not a chunk file (not a regular file of at most {most} bytes)"
+            )));
+        }
+        let mut raw = Vec::with_capacity(meta.len() as usize);
+        f.take(most + 1)
+            .read_to_end(&mut raw)
+            .map_err(io("reading chunk", &path))?;
         let data = decode(&raw).map_err(|why| BackupError::Corrupt(format!("chunk {d}: {why}")))?;
         if Digest::of(&data) != *d {
             return Err(BackupError::Corrupt(format!(
@@ -353,6 +375,24 @@ mod tests {
         let n = Digest::of(&noise);
         c.insert(&lock, &n, &noise).unwrap();
         assert_eq!(c.read(&n).unwrap(), noise);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_chunk_file_that_is_a_link_or_no_file_is_not_read() {
+        let (root, c) = store();
+        let lock = c.lock().unwrap();
+        let data = b"linked".repeat(100);
+        let d = Digest::of(&data);
+        c.insert(&lock, &d, &data).unwrap();
+        let path = c.path(&d);
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = c.read(&d).unwrap_err();
+        assert!(err.to_string().contains("is a link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(c.read(&d).is_err());
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -141,7 +141,9 @@ impl Store {
     }
 
     /// Deletes the backups of `group` that [`prune_plan`] does not keep (never one a backup
-    /// being taken builds on); returns the ids deleted.
+    /// being taken builds on); returns the ids deleted. The policy counts sound backups
+    /// only: one marked damaged neither takes the place of a sound one (the last sound ones
+    /// would go) nor is deleted here.
     pub fn prune(&self, group: &str, keep_last: usize, keep_daily: usize) -> Result<Vec<String>> {
         if keep_last == 0 && keep_daily == 0 {
             return Err(BackupError::Invalid(
@@ -151,6 +153,7 @@ impl Store {
         let listed: Vec<(String, i64)> = self
             .list(Some(group))?
             .into_iter()
+            .filter(|l| l.damaged.is_none())
             .filter_map(|l| l.index.ok().map(|i| (l.id, i.time)))
             .collect();
         let keep = prune_plan(&listed, keep_last, keep_daily);

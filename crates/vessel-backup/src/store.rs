@@ -23,6 +23,13 @@ use crate::index::{Archive, ArchiveKind, ChunkRef, Index, FORMAT};
 use crate::pipeline::Stats;
 use crate::tree::{self, ChunkSizes, Earlier, Meta};
 
+/// The most bytes a blob archive (an instance's record, a snapshot list) may hold.
+pub const MAX_BLOB: u64 = 16 << 20;
+
+/// The most bytes a tree archive's metadata may hold, packed or unpacked (a file tree of
+/// a few million entries).
+pub const MAX_META: u64 = 1 << 30;
+
 /// The settings of a store, in `store.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
@@ -380,7 +387,11 @@ impl Store {
                 .ok()
                 .and_then(|r| serde_json::from_slice(&r).ok());
             if free {
-                if let Some(r) = &rec {
+                // (Names checked: a record's words are the store's, which may be on a
+                // share someone else writes.)
+                if let Some(r) = rec.as_ref().filter(|r| {
+                    check_name("group", &r.group).is_ok() && check_name("backup id", &r.id).is_ok()
+                }) {
                     let d = self.backup_dir(&r.group, &r.id);
                     if !d.join("index").exists() {
                         let _ = std::fs::remove_dir_all(d);
@@ -394,25 +405,51 @@ impl Store {
         Ok(out)
     }
 
-    /// The content of blob archive `name` of a backup.
+    /// The content of blob archive `name` of a backup (at most [`MAX_BLOB`] bytes).
     pub fn read_blob(&self, index: &Index, name: &str) -> Result<Vec<u8>> {
         let a = index.archive_of(name, ArchiveKind::Blob)?;
-        self.read_all(&a.chunks)
+        self.read_all(&a.chunks, MAX_BLOB, name)
     }
 
-    fn read_all(&self, refs: &[ChunkRef]) -> Result<Vec<u8>> {
+    /// The content of the chunks `refs`, refused before anything is read when they say
+    /// they hold more than `limit` bytes (an index, from an archive say, may name one chunk
+    /// a million times), and as soon as they do.
+    fn read_all(&self, refs: &[ChunkRef], limit: u64, what: &str) -> Result<Vec<u8>> {
+        let too_big = || {
+            BackupError::Corrupt(format!(
+                "{what}: more than {limit} bytes, more than it can be"
+            ))
+        };
+        let said = refs.iter().try_fold(0u64, |sum, r| sum.checked_add(r.1));
+        if said.is_none_or(|n| n > limit) {
+            return Err(too_big());
+        }
         let mut out = Vec::new();
         for r in crate::pipeline::Reader::new(&self.chunks, refs.to_vec()) {
             out.extend(r?);
+            if out.len() as u64 > limit {
+                return Err(too_big());
+            }
         }
         Ok(out)
     }
 
-    /// A tree archive's metadata.
+    /// A tree archive's metadata (at most [`MAX_META`] bytes, packed and unpacked).
     pub fn tree_meta(&self, a: &Archive) -> Result<Meta> {
-        let packed = self.read_all(&a.meta)?;
-        let raw = zstd::bulk::decompress(&packed, 1 << 30)
-            .map_err(|e| BackupError::Corrupt(format!("tree metadata: {e}")))?;
+        use std::io::Read;
+        let packed = self.read_all(&a.meta, MAX_META, "tree metadata")?;
+        let bad = |e: std::io::Error| BackupError::Corrupt(format!("tree metadata: {e}"));
+        let mut raw = Vec::new();
+        zstd::stream::read::Decoder::new(&packed[..])
+            .map_err(bad)?
+            .take(MAX_META + 1)
+            .read_to_end(&mut raw)
+            .map_err(bad)?;
+        if raw.len() as u64 > MAX_META {
+            return Err(BackupError::Corrupt(format!(
+                "tree metadata: more than {MAX_META} bytes unpacked"
+            )));
+        }
         serde_json::from_slice(&raw)
             .map_err(|e| BackupError::Corrupt(format!("tree metadata: {e}")))
     }

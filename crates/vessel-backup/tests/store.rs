@@ -163,6 +163,28 @@ fn a_tree_comes_back_exactly_and_a_second_backup_reads_nothing_unchanged() {
         store.read_blob(&index, "config").unwrap(),
         b"{\"name\":\"web\"}"
     );
+    // An index (from an archive, say) whose blob names its chunk millions of times, or a
+    // chunk of a terabyte, is refused before anything is read.
+    let mut hostile = index.clone();
+    let config = hostile
+        .archives
+        .iter_mut()
+        .find(|a| a.name == "config")
+        .unwrap();
+    let one = config.chunks[0];
+    config.chunks = vec![one; 2_000_000];
+    let err = match store.read_blob(&hostile, "config") {
+        Ok(v) => panic!("read {} bytes", v.len()),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("more than"), "{err}");
+    let config = hostile
+        .archives
+        .iter_mut()
+        .find(|a| a.name == "config")
+        .unwrap();
+    config.chunks = vec![vessel_backup::ChunkRef(one.0, 1 << 40)];
+    assert!(store.read_blob(&hostile, "config").is_err());
 
     // Unchanged: nothing read, (almost) nothing stored.
     let (store_bytes, _) = store.usage().unwrap();
@@ -436,8 +458,14 @@ fn prune_keeps_what_the_policy_says() {
         ids.push(w.finish(Default::default()).unwrap().0.id);
     }
     assert!(store.prune("g", 0, 0).is_err());
+    // The newest is damaged: it neither counts as one of the two kept nor goes.
+    let newest = t.0.join("store/backups/g").join(&ids[3]).join("damaged");
+    std::fs::write(&newest, "a chunk is missing").unwrap();
     let gone = store.prune("g", 2, 0).unwrap();
-    assert_eq!(gone, ids[..2]);
+    assert_eq!(gone, ids[..1]);
+    std::fs::remove_file(&newest).unwrap();
+    let gone = store.prune("g", 2, 0).unwrap();
+    assert_eq!(gone, ids[1..2]);
     let left: Vec<String> = store
         .list(Some("g"))
         .unwrap()

@@ -195,16 +195,35 @@ pub fn download(client: &Client, path: &str, file: &std::path::Path) -> Result<u
         .and_then(|l| l.parse().ok())
         .unwrap_or(0);
     let pb = bar(len, "receiving");
-    let mut out =
-        std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    // Into FILE.part, renamed over FILE once whole: a failed export leaves an earlier
+    // archive of that name as it was (a device or pipe named is written directly).
+    let direct = std::fs::metadata(file).is_ok_and(|m| !m.is_file());
+    let part = if direct {
+        file.to_path_buf()
+    } else {
+        let mut p = file.as_os_str().to_os_string();
+        p.push(".part");
+        std::path::PathBuf::from(p)
+    };
+    let mut out = std::fs::File::create(&part)
+        .with_context(|| format!("cannot create {}", part.display()))?;
     let mut body = pb.wrap_read(resp.body);
     let copied = std::io::copy(&mut body, &mut out).and_then(|n| out.flush().map(|_| n));
     pb.finish_and_clear();
     match copied {
-        Ok(n) if len == 0 || n == len => Ok(n),
+        Ok(n) if len == 0 || n == len => {
+            if !direct {
+                out.sync_all()
+                    .and_then(|()| std::fs::rename(&part, file))
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            Ok(n)
+        }
         r => {
             // A partial archive would look whole later: remove it.
-            let _ = std::fs::remove_file(file);
+            if !direct {
+                let _ = std::fs::remove_file(&part);
+            }
             match r {
                 Ok(n) => anyhow::bail!("the archive ended after {n} of {len} bytes"),
                 Err(e) => Err(e).with_context(|| format!("cannot write {}", file.display())),
