@@ -182,6 +182,16 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         );
         assert_eq!(s, 403, "{said}");
         assert!(said.contains("only an admin"), "{said}");
+        let (s, said) = remote_send(
+            &d,
+            port,
+            token,
+            "POST",
+            "/1.0/networks",
+            r#"{"name":"ov","subnet":"10.99.0.0/24","vni":4242}"#,
+        );
+        assert_eq!(s, 403, "{said}");
+        assert!(said.contains("only an admin"), "{said}");
     }
     assert!(d.socket.exists(), "the daemon's socket is there still");
     assert!(!d.ok(&["list", "--all-projects"]).contains("root"));
@@ -355,6 +365,26 @@ fn quotas_hold_under_concurrent_creates() {
     assert_eq!(info["usage"]["instances"], 5);
     assert_eq!(info["usage"]["memory"], 5 * 67108864u64);
     let made = names(&d.ok(&["list", "--project", "q", "--format", "json"]));
+    // Copies at once for the one place left: one is made, the others are refused (each
+    // waits for the quota lock until the one before has its row).
+    d.ok(&["project", "set", "q", "limits.instances=6"]);
+    let codes = post_at_once(
+        &d,
+        &format!("/1.0/instances/{}/copy?project=q", made[1]),
+        r#"{"name":"NAME"}"#,
+        "k",
+        4,
+    );
+    assert_eq!(codes.iter().filter(|c| *c == "202").count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "409").count(), 3, "{codes:?}");
+    d.wait_for("the copy in q", Duration::from_secs(60), || {
+        names(&d.ok(&["list", "--project", "q", "--format", "json"])).len() == 6
+    });
+    let copy = names(&d.ok(&["list", "--project", "q", "--format", "json"]))
+        .into_iter()
+        .find(|n| n.starts_with('k'))
+        .expect("the copy");
+    d.ok(&["delete", "-f", &copy, "--project", "q"]);
     // Lowering a limit below use blocks growth and stops nothing.
     let first = made[0].as_str();
     d.ok(&["start", first, "--project", "q"]);

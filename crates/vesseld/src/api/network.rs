@@ -59,9 +59,18 @@ pub async fn networks_list(
 pub async fn networks_create(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     ApiJson(mut req): ApiJson<NetworkCreate>,
 ) -> Result<Response> {
     crate::name::validate_name("network", &req.name)?;
+    // An overlay's VNI, peers and local address are the hosts' underlay, which every
+    // project's overlays share (a VNI another project uses on a peer would join them).
+    if req.vni.is_some() && caller.role < vessel_api::Role::Admin {
+        return Err(Error::forbidden(
+            "an overlay (--vni, --peer, --local) is made on the hosts' underlay, which all \
+             projects share: only an admin makes one",
+        ));
+    }
     req.name = scope.q(&req.name)?;
     // The quota check and the record it allows are made under one lock.
     let quota = app.projects.quota(scope.name())?;

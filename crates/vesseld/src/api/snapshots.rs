@@ -142,7 +142,7 @@ pub async fn copy(
     // The copy counts against the project's limits as a new instance, checked and held up
     // to its row.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.instances_quota_guard(scope.name()).await?;
+    let held = app.projects.instances_quota_guard(scope.name()).await?;
     let all = app.instances.held_records().await?;
     if let Some(from) = all.iter().find(|i| i.name == src) {
         let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
@@ -158,7 +158,13 @@ pub async fn copy(
     }
     let op = app
         .instances
-        .copy(&src, req.snapshot.as_deref(), &dst, req.start)
+        .copy(
+            &src,
+            req.snapshot.as_deref(),
+            &dst,
+            req.start,
+            Box::new(held),
+        )
         .map_err(|e| {
             app.cluster.unclaim(scope.name(), &req.name);
             scope.error(e)

@@ -39,8 +39,17 @@ fn move_tree(src: &Path, dst: &Path) -> Result<()> {
 
 impl InstanceService {
     /// Starts the operation that makes instance `dst` (qualified) a copy of `src` (or of its
-    /// snapshot `snap`), started after when `start`.
-    pub fn copy(&self, src: &str, snap: Option<&str>, dst: &str, start: bool) -> Result<Operation> {
+    /// snapshot `snap`), started after when `start`. `held` (the project's quota lock, under
+    /// which the copy was admitted) is let go once the copy's row exists, not before: two
+    /// copies admitted for the last place would both be made otherwise.
+    pub fn copy(
+        &self,
+        src: &str,
+        snap: Option<&str>,
+        dst: &str,
+        start: bool,
+        held: Box<dyn Send>,
+    ) -> Result<Operation> {
         crate::name::validate_qualified("instance", dst)?;
         let from = self.get_stored(src)?;
         if let Some(s) = snap {
@@ -100,7 +109,9 @@ impl InstanceService {
                     let fill: super::create::Fill =
                         Box::new(move |svc, inst, _op| svc.take_staged(inst, staged, shift));
                     let made =
-                        svc.create_with(req, Default::default(), Default::default(), Some(fill))?;
+                        svc.create_with(req, Default::default(), Default::default(), Some(fill));
+                    drop(held);
+                    let made = made?;
                     let done = svc.ops.wait(&made.id, None).await?;
                     if done.status != OperationStatus::Success {
                         return Err(Error::conflict(

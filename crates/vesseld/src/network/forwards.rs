@@ -12,6 +12,7 @@ impl NetworkService {
         let _g = self.busy();
         let mut rec = self.record(network)?;
         check_forward(&rec, &self.records()?, &f)?;
+        host_port_free(&f)?;
         rec.forwards.push(f);
         self.apply_rules(&rec)?;
         self.put(&rec)?;
@@ -95,7 +96,56 @@ pub(super) fn check_forward(
             f.protocol, f.listen_port
         )));
     }
+    // Another network's forward of the port on an address this one would match too (any
+    // address matches every one): the host can send it to one of them only.
+    let overlaps = |a: &Option<String>, b: &Option<String>| a.is_none() || b.is_none() || a == b;
+    for other in others.iter().filter(|o| o.name != rec.name) {
+        if other.forwards.iter().any(|o| {
+            o.protocol == f.protocol
+                && o.listen_port == f.listen_port
+                && overlaps(&o.listen_address, &f.listen_address)
+        }) {
+            return Err(Error::conflict(format!(
+                "{} port {} is forwarded on {} already",
+                f.protocol,
+                f.listen_port,
+                other.named_for(&rec.name)
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Refuses to publish a port the host itself serves (a service listens on it: SSH, this
+/// daemon's API), or on an address the host does not hold (traffic the host sends to that
+/// address elsewhere would be taken): tried by binding it, here, where the rules apply.
+pub(super) fn host_port_free(f: &NetworkForward) -> Result<()> {
+    let ip: std::net::IpAddr = match &f.listen_address {
+        Some(a) => a
+            .parse()
+            .map_err(|_| Error::invalid(format!("listen address {a:?} is not an IP address")))?,
+        None => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let bound = match f.protocol.as_str() {
+        "udp" => std::net::UdpSocket::bind((ip, f.listen_port)).map(drop),
+        _ => std::net::TcpListener::bind((ip, f.listen_port)).map(drop),
+    };
+    match bound {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::conflict(format!(
+            "{} port {} is in use on the host (a service of the host listens on it): publish \
+             another port",
+            f.protocol, f.listen_port
+        ))),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(Error::invalid(format!(
+            "{ip} is not an address of this host: a published port listens on one of the \
+             host's addresses (or on all of them, without --listen-address)"
+        ))),
+        Err(e) => Err(Error::internal(format!(
+            "trying {} port {} on the host: {e}",
+            f.protocol, f.listen_port
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -136,8 +186,27 @@ mod tests {
             health_check: Default::default(),
             status: Vec::new(),
         });
-        let all = [lan.clone(), dmz];
+        dmz.forwards.push(NetworkForward {
+            listen_address: Some("192.0.2.9".into()),
+            ..fwd("tcp", 9000, "db")
+        });
+        let mut alpha = network("alpha.lan", "10.3.0.0/24");
+        alpha.leases.push(lease("alpha.web", "10.3.0.2"));
+        let all = [lan.clone(), dmz, alpha.clone()];
         check_forward(&lan, &all, &fwd("tcp", 8081, "web")).unwrap();
+        // Another network's forward of the port, on an address this one matches too.
+        let on = |addr: &str| NetworkForward {
+            listen_address: Some(addr.into()),
+            ..fwd("tcp", 9000, "web")
+        };
+        check_forward(&lan, &all, &on("192.0.2.10")).unwrap();
+        for f in [on("192.0.2.9"), fwd("tcp", 9000, "web")] {
+            let e = check_forward(&lan, &all, &f).unwrap_err();
+            assert!(e.message.contains("forwarded on network \"dmz\""), "{e}");
+        }
+        // Another project's network is not named.
+        let e = check_forward(&alpha, &all, &fwd("tcp", 8080, "alpha.web")).unwrap_err();
+        assert!(e.message.contains("a network of another project"), "{e}");
         check_forward(&lan, &all, &fwd("udp", 8080, "web")).unwrap();
         for (f, want) in [
             (fwd("sctp", 1, "web"), "use tcp or udp"),
