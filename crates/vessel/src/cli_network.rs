@@ -171,7 +171,7 @@ pub enum ForwardCommand {
         /// tcp or udp.
         #[arg(long, default_value = "tcp")]
         protocol: String,
-        /// Host address to match (default: any).
+        /// Host address to match: one of this host's (default: any of them).
         #[arg(long)]
         address: Option<String>,
     },
@@ -223,7 +223,7 @@ pub enum LbCommand {
         network: String,
         /// Balancer name (1-20 letters, digits, '-', '_').
         name: String,
-        /// Address clients connect to (this host's, or routed to it).
+        /// Address clients connect to: one of this host's (`hostname -I`).
         #[arg(long)]
         address: String,
         /// PROTOCOL:LISTEN:TARGET, e.g. tcp:80:8080 (repeatable).
