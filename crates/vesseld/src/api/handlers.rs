@@ -249,26 +249,12 @@ pub async fn instance_logs(
         .await
         .map_err(|_| Error::internal("log stream closed"))?;
     app.instances.follow_logs(&name, tx)?;
-    // The stream ends when the caller's identity is revoked or expires.
-    let (out, out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    let auth = app.auth.clone();
-    tokio::spawn(async move {
-        let mut rx = rx;
-        let until = auth.until_invalid(caller);
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                _ = &mut until => break,
-                chunk = rx.recv() => match chunk {
-                    Some(c) => if out.send(c).await.is_err() { break },
-                    None => break,
-                },
-                _ = out.closed() => break,
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx)
-        .map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk)));
+    let stream = until_revoked(
+        &app,
+        caller,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )
+    .map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk)));
     Ok((text, Body::from_stream(stream)).into_response())
 }
 
@@ -715,28 +701,37 @@ pub async fn events(
         line.push(b'\n');
         Some(Ok::<_, Infallible>(Bytes::from(line)))
     });
-    // The stream ends when the caller's identity is revoked or expires.
+    let stream = until_revoked(&app, caller, lines);
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// `items` as a stream that ends when `caller`'s identity is revoked or expires (or when
+/// `items` ends, or its reader goes).
+fn until_revoked<T: Send + 'static>(
+    app: &App,
+    caller: Caller,
+    items: impl tokio_stream::Stream<Item = T> + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<T> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let auth = app.auth.clone();
     tokio::spawn(async move {
-        tokio::pin!(lines);
+        tokio::pin!(items);
         let until = auth.until_invalid(caller);
         tokio::pin!(until);
         loop {
             tokio::select! {
                 _ = &mut until => break,
-                line = lines.next() => match line {
-                    Some(l) => if tx.send(l).await.is_err() { break },
+                item = items.next() => match item {
+                    Some(i) => if tx.send(i).await.is_err() { break },
                     None => break,
                 },
                 _ = tx.closed() => break,
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    (
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
