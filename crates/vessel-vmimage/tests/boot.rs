@@ -171,13 +171,13 @@ fn initramfs_gets_dhcp_on_virtio_net_and_starts_the_agent_on_hvc0() {
     );
     let agent = qemu.connect(&agent_socket);
 
-    let net = console.wait_for(NET_LINE_PREFIX, BOOT_TIMEOUT);
+    let net = console.wait_for_message(NET_LINE_PREFIX, BOOT_TIMEOUT);
     assert_eq!(
         net.trim(),
         "VESSEL-NET eth0 10.0.2.15/24",
         "QEMU's user network leases 10.0.2.15"
     );
-    let started = console.wait_for(AGENT_LINE_PREFIX, BOOT_TIMEOUT);
+    let started = console.wait_for_message(AGENT_LINE_PREFIX, BOOT_TIMEOUT);
     assert_eq!(
         started.trim(),
         format!("VESSEL-AGENT started /dev/virtio-ports/{AGENT_PORT_NAME}")
@@ -267,7 +267,7 @@ fn disk_image_switches_root_to_the_qcow2_disk() {
         ConsoleDevice::Serial,
         &extra,
     );
-    let root = console.wait_for(ROOT_LINE_PREFIX, BOOT_TIMEOUT);
+    let root = console.wait_for_message(ROOT_LINE_PREFIX, BOOT_TIMEOUT);
     assert_eq!(root.trim(), "VESSEL-ROOT /dev/vda");
     console.wait_for(READY_LINE, BOOT_TIMEOUT);
     let ready_after = qemu.elapsed();

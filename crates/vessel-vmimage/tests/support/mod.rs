@@ -121,6 +121,25 @@ impl Console {
         }
     }
 
+    /// Waits for `needle` after the previous match and returns the line from it on, without
+    /// a kernel message the console put after it on the same line (the kernel's printk and
+    /// the init share the console: `VESSEL-AGENT started ...[    3.947085] IPv6: ...`).
+    pub fn wait_for_message(&mut self, needle: &str, timeout: Duration) -> String {
+        let line = self.wait_for(needle, timeout);
+        let from = &line[line.find(needle).unwrap_or(0)..];
+        let printk = from.char_indices().find(|(i, c)| {
+            *c == '[' && {
+                let rest = from[i + 1..].trim_start_matches(' ');
+                let (secs, tail) =
+                    rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(0));
+                !secs.is_empty() && tail.starts_with('.')
+            }
+        });
+        from[..printk.map_or(from.len(), |(i, _)| i)]
+            .trim_end()
+            .to_string()
+    }
+
     /// Waits for `needle` after the previous match and returns the whole line it is on.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
