@@ -128,7 +128,9 @@ impl Store {
             let mark = self.backup_dir(&l.group, &l.id).join("damaged");
             if problems.is_empty() {
                 let _ = std::fs::remove_file(&mark);
-            } else if l.index.is_ok() || mark.parent().is_some_and(|d| d.join("index").exists()) {
+            } else if !l.unfinished {
+                // (One without an index when listed is not marked: its writer may have
+                // finished it since, whole.)
                 crate::store::write_whole(&mark, problems.join("\n").as_bytes())?;
             }
             out.push(Verified {

@@ -89,6 +89,8 @@ pub struct Listed {
     pub index: std::result::Result<Index, String>,
     /// What `verify` found wrong with it.
     pub damaged: Option<String>,
+    /// It had no index when listed: being taken, or never finished.
+    pub unfinished: bool,
 }
 
 impl Store {
@@ -227,6 +229,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Every group that holds backups, with how many (complete or not), by name.
+    pub fn groups(&self) -> Result<Vec<(String, usize)>> {
+        let dir = self.root.join("backups");
+        let mut out = Vec::new();
+        for g in names(&dir)? {
+            let n = names(&dir.join(&g))?.len();
+            if n > 0 {
+                out.push((g, n));
+            }
+        }
+        Ok(out)
+    }
+
     /// Backup `id` of `group` as listed (whether or not its index reads whole).
     pub fn listed(&self, group: &str, id: &str) -> Result<Listed> {
         check_name("group", group)?;
@@ -239,6 +254,7 @@ impl Store {
 
     fn listed_at(&self, group: &str, id: &str) -> Listed {
         let d = self.backup_dir(group, id);
+        let mut unfinished = false;
         let index = match std::fs::read(d.join("index")) {
             Ok(raw) => Index::decode(&raw)
                 .and_then(|i| {
@@ -252,6 +268,7 @@ impl Store {
                 })
                 .map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                unfinished = true;
                 Err("incomplete: it is being taken, or never finished".to_string())
             }
             Err(e) => Err(format!("reading its index: {e}")),
@@ -261,6 +278,7 @@ impl Store {
             id: id.to_string(),
             index,
             damaged: std::fs::read_to_string(d.join("damaged")).ok(),
+            unfinished,
         }
     }
 

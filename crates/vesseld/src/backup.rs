@@ -51,6 +51,17 @@ impl BackupService {
         Store::open_or_create(&dir).map_err(error)
     }
 
+    /// The groups of the daemon's own store that hold backups, with how many (none if it
+    /// was never made; blocking).
+    pub fn own_groups(&self) -> Result<Vec<(String, usize)>> {
+        if !self.own.exists() {
+            return Ok(Vec::new());
+        }
+        Store::open(&self.own)
+            .and_then(|s| s.groups())
+            .map_err(error)
+    }
+
     /// A listed backup as the API shows it (`instance` as its group is named).
     pub fn show(l: &Listed) -> vessel_api::Backup {
         match &l.index {

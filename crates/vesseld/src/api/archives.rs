@@ -42,7 +42,7 @@ pub async fn export(
         blocking(move || Store::create(&dir, Default::default()).map_err(store_error)).await?;
     let (op, id) = app
         .instances
-        .backup(&name, store.clone(), snapshots)
+        .backup(&name, store.clone(), snapshots, true)
         .map_err(|e| scope.error(e))?;
     let done = app.ops.wait(&op.id, None).await?;
     if done.status != OperationStatus::Success {
@@ -232,7 +232,9 @@ pub async fn import(
             }
             // Counted above, the carried volumes exist only once the instance is made: the
             // project's lock is held until then (its root disk counts through its record).
-            let hold_through = limited && !carried.is_empty();
+            // A VM's root volume, made as large as its disk, likewise.
+            let hold_through = limited
+                && (!carried.is_empty() || old.instance_type == vessel_api::InstanceType::Vm);
             // The archive's own name: claimed now that it is known.
             let plain = crate::project::split(&name).1.to_string();
             if claim && keeps_name {

@@ -82,7 +82,7 @@ pub async fn create(
     let store = store(&app, &caller, req.store).await?;
     let (op, _id) = app
         .instances
-        .backup(&name, store, false)
+        .backup(&name, store, false, false)
         .map_err(|e| scope.error(e))?;
     Ok(accepted(scope.operation(op)))
 }
@@ -147,9 +147,9 @@ pub async fn restore(
     ApiJson(req): ApiJson<BackupRestore>,
 ) -> Result<Response> {
     let group = scope.q(&instance)?;
-    let new_name = req.name.clone().unwrap_or_else(|| instance.clone());
-    crate::name::validate_name("instance", &new_name)?;
-    let new_name = scope.q(&new_name)?;
+    let plain = req.name.clone().unwrap_or_else(|| instance.clone());
+    crate::name::validate_name("instance", &plain)?;
+    let new_name = scope.q(&plain)?;
     let store = store(&app, &caller, req.store).await?;
     let (s, g, i) = (store.clone(), group.clone(), id.clone());
     let (index, damaged) = blocking(move || {
@@ -167,7 +167,7 @@ pub async fn restore(
     // The project's limits hold for what the restore makes, checked and held up to the
     // instance's row as for a create.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.instances_quota_guard(scope.name()).await?;
+    let held = app.projects.instances_quota_guard(scope.name()).await?;
     let (s, i) = (store.clone(), index.clone());
     let old = blocking(move || crate::instance::backup::backed_up(&s, &i))
         .await
@@ -184,14 +184,34 @@ pub async fn restore(
         .project_usage(scope.name(), usage, &quota)
         .await?;
     quota.admits(&usage, kind, &limits, None)?;
-    if let (Some(pool), Some(_)) = (&old.storage, limits.disk) {
+    // A VM's root volume is made as large as its backed-up disk: counted through the
+    // instance's row only once made, so the lock is held until then.
+    let mut hold_through = false;
+    if let Some(pool) = old
+        .storage
+        .as_ref()
+        .filter(|p| quota.disk_pool.contains_key(*p))
+    {
+        let disk = index.archive("root").ok().map(|a| a.size);
+        let adding = crate::storage::root_brought(kind, disk, limits.disk);
         let sizes = super::storage::own_sizes(&app, &scope, pool, None).await?;
-        quota.admits_in_pool(pool, &sizes, limits.disk)?;
+        quota.admits_in_pool(pool, &sizes, adding)?;
+        hold_through = kind == vessel_api::InstanceType::Vm;
     }
+    // No name twice in a cluster: it is claimed before it is made.
+    app.cluster
+        .claim(scope.name(), &plain, &limits, &old.config)
+        .await?;
     let op = app
         .instances
         .restore(store, index, &new_name, req.start, false)
-        .map_err(|e| scope.error(e))?;
+        .map_err(|e| {
+            app.cluster.unclaim(scope.name(), &plain);
+            scope.error(e)
+        })?;
+    if hold_through {
+        super::hold_until_done(&app, &op.id, Box::new(held));
+    }
     Ok(accepted(scope.operation(op)))
 }
 

@@ -203,6 +203,14 @@ fn holds_here(app: &App, name: &str) -> Result<Vec<String>> {
             .iter()
             .filter_map(|p| project::within(&name, &p.name).map(|n| format!("profile {n}"))),
     );
+    // Backups in the daemon's own store: a new project of its name would see them (a
+    // backup's group is its instance's qualified name).
+    holds.extend(app.backups.own_groups()?.into_iter().filter_map(|(g, n)| {
+        project::within(&name, &g).map(|i| match n {
+            1 => format!("1 backup of {i}"),
+            n => format!("{n} backups of {i}"),
+        })
+    }));
     // Identities bound to it would come back to life with a new project of its name.
     holds.extend(
         app.auth

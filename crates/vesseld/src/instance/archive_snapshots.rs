@@ -1,11 +1,13 @@
 //! Snapshots carried by a portable archive (`vessel export --snapshots`): each snapshot's
-//! copy of a container's layer (a tree) or root disk image (a disk), or the content of a VM's
-//! internal disk snapshot (a disk, read with `qemu-img convert -l`), beside a `snapshots`
-//! blob listing them in the order they were taken. An import makes them again: a container's
-//! as copies in its snapshot directory (owners moved to the new instance's ids), a VM's as
-//! internal snapshots of its new qcow2 disk, each written in turn and snapshotted, the
-//! current state written last. Pool snapshots and saved VM state stay behind (the export
-//! notes which, in the backup's label `snapshots.left`).
+//! copy of a container's layer (a tree; for a root disk image, the tree of its layer and
+//! the image's size), or the content of a VM's internal disk snapshot (a disk, read with
+//! `qemu-img convert -l`), beside a `snapshots` blob listing them in the order they were
+//! taken. An import makes them again: a container's as copies in its snapshot directory
+//! (owners moved to the new instance's ids; a root disk's as a new image the daemon formats
+//! and fills, never a file system image from the archive, which the host kernel would have
+//! to mount), a VM's as internal snapshots of its new qcow2 disk, each written in turn and
+//! snapshotted, the current state written last. Pool snapshots and saved VM state stay
+//! behind (the export notes which, in the backup's label `snapshots.left`).
 
 use std::path::Path;
 
@@ -27,14 +29,17 @@ const LIST: &str = "snapshots";
 
 /// One carried snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CarriedSnapshot {
+pub(super) struct CarriedSnapshot {
     name: String,
     created_at: String,
     time: i64,
-    /// `upper`, `disk` or `qcow2`.
+    /// `upper`, `disk-tree` or `qcow2` (`disk`, a root disk's image, from before: refused).
     kind: String,
     /// The archive holding it.
     archive: String,
+    /// A root disk's size (`disk-tree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
 }
 
 fn run(cmd: &mut std::process::Command, what: &str) -> Result<()> {
@@ -50,6 +55,65 @@ fn run(cmd: &mut std::process::Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The snapshots backup `index` carries, oldest first, checked for instance `inst` (as the
+/// backup makes it: its type and `limits.disk`); `None` if it carries none. An archive is
+/// anyone's making: a root disk's snapshot is no larger than the instance's root disk (an
+/// ext4 image only grows), and none is a file system image to mount.
+pub(super) fn carried_list(
+    store: &Store,
+    index: &Index,
+    inst: &Instance,
+) -> Result<Option<Vec<CarriedSnapshot>>> {
+    if index.archive(LIST).is_err() {
+        return Ok(None);
+    }
+    let raw = store.read_blob(index, LIST).map_err(store_error)?;
+    let mut list: Vec<CarriedSnapshot> = serde_json::from_slice(&raw)
+        .map_err(|e| Error::invalid(format!("the backup's snapshot list: {e}")))?;
+    list.sort_by_key(|c| c.time);
+    let want = match inst.instance_type {
+        InstanceType::Container => ["upper", "disk-tree"].as_slice(),
+        InstanceType::Vm => ["qcow2"].as_slice(),
+    };
+    for c in &list {
+        crate::name::validate_name("snapshot", &c.name)?;
+        if c.kind == "disk" {
+            return Err(Error::invalid(format!(
+                "the archive's snapshot {} is a file system image (an archive of an earlier \
+                 Vessel), which the host would have to mount: export the instance again with \
+                 this version, or without --snapshots",
+                c.name
+            )));
+        }
+        if !want.contains(&c.kind.as_str()) {
+            return Err(Error::invalid(format!(
+                "the backup's snapshot {} is of kind {:?}, which {} cannot have",
+                c.name, c.kind, inst.name
+            )));
+        }
+        if c.kind == "disk-tree" {
+            let size = c.size.unwrap_or(0);
+            super::root_disk::check_size(size)?;
+            if inst.limits.disk.is_none_or(|d| size > d) {
+                return Err(Error::invalid(format!(
+                    "the backup's snapshot {} has a root disk of {size} bytes, larger than \
+                     the instance's ({}): a root disk only grows",
+                    c.name,
+                    inst.limits
+                        .disk
+                        .map_or("none".into(), |d| format!("{d} bytes"))
+                )));
+            }
+        }
+    }
+    Ok(Some(list))
+}
+
+fn io(p: &Path) -> impl Fn(std::io::Error) -> Error {
+    let p = p.to_path_buf();
+    move |e| Error::internal(format!("{}: {e}", p.display()))
+}
+
 impl InstanceService {
     /// Adds `inst`'s snapshots to backup `w` (blocking; its lock held); returns the names of
     /// those an archive cannot carry.
@@ -58,6 +122,7 @@ impl InstanceService {
         for r in self.snap_list(&inst.name)? {
             let name = r.name().to_string();
             let (created_at, time) = r.taken();
+            let mut size = None;
             let (kind, archive) = match r.carried() {
                 Some(Carried::Upper(path)) => {
                     let a = format!("snapshot.{name}.rootfs");
@@ -65,9 +130,25 @@ impl InstanceService {
                     ("upper", a)
                 }
                 Some(Carried::Disk(path)) => {
-                    let a = format!("snapshot.{name}.root.img");
-                    w.block(&a, &path, &mut |_| {}).map_err(store_error)?;
-                    ("disk", a)
+                    // The layer's files, read through a mount of the daemon's own image.
+                    let a = format!("snapshot.{name}.disk.rootfs");
+                    size = Some(std::fs::metadata(&path).map_err(io(&path))?.len());
+                    let mount = path.with_file_name(".export-mnt");
+                    std::fs::create_dir_all(&mount).map_err(io(&mount))?;
+                    let r = DiskGuard::mount(RootDisk {
+                        source: DiskSource::Image(path.clone()),
+                        mount: mount.clone(),
+                    })
+                    .and_then(|g| {
+                        let r = w
+                            .tree(&a, &mount.join("upper"), &mut |_| {})
+                            .map_err(store_error);
+                        drop(g);
+                        r
+                    });
+                    let _ = std::fs::remove_dir(&mount);
+                    r?;
+                    ("disk-tree", a)
                 }
                 Some(Carried::Qcow2 { path, tag }) => {
                     let a = format!("snapshot.{name}.root.raw");
@@ -101,6 +182,7 @@ impl InstanceService {
                 time,
                 kind: kind.into(),
                 archive,
+                size,
             });
         }
         w.blob(
@@ -121,31 +203,10 @@ impl InstanceService {
         shift: Option<u32>,
         op: &OpHandle,
     ) -> Result<()> {
-        if index.archive(LIST).is_err() {
+        let Some(list) = carried_list(store, index, inst)? else {
             return Ok(());
-        }
-        let raw = store.read_blob(index, LIST).map_err(store_error)?;
-        let mut list: Vec<CarriedSnapshot> = serde_json::from_slice(&raw)
-            .map_err(|e| Error::conflict(format!("the backup's snapshot list: {e}")))?;
-        list.sort_by_key(|c| c.time);
-        let want = match inst.instance_type {
-            InstanceType::Container => ["upper", "disk"].as_slice(),
-            InstanceType::Vm => ["qcow2"].as_slice(),
         };
-        for c in &list {
-            crate::name::validate_name("snapshot", &c.name)?;
-            if !want.contains(&c.kind.as_str()) {
-                return Err(Error::conflict(format!(
-                    "the backup's snapshot {} is of kind {:?}, which {} cannot have",
-                    c.name, c.kind, inst.name
-                )));
-            }
-        }
         let name = &inst.name;
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e: std::io::Error| Error::internal(format!("{}: {e}", p.display()))
-        };
         let mut vm_snaps = Vec::new();
         for c in &list {
             op.progress(None, &format!("restoring snapshot {}", c.name));
@@ -162,27 +223,39 @@ impl InstanceService {
                     }
                     Carried::Upper(upper)
                 }
-                "disk" => {
+                "disk-tree" => {
+                    // A new image of the daemon's making, filled with the layer's files.
                     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
                     let image = dir.join("root.img");
-                    store
-                        .restore_block(index, &c.archive, &image, &mut |_| {})
-                        .map_err(store_error)?;
-                    if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
-                        let mount = dir.join("mnt");
-                        std::fs::create_dir_all(&mount).map_err(io(&mount))?;
-                        let r = DiskGuard::mount(RootDisk {
-                            source: DiskSource::Image(image.clone()),
-                            mount: mount.clone(),
-                        })
-                        .and_then(|g| {
-                            let r = remap(&mount.join("upper"), from, to).map_err(io(&mount));
-                            drop(g);
-                            r
-                        });
-                        let _ = std::fs::remove_dir(&mount);
-                        r?;
-                    }
+                    let owner = self.driver.shift(inst).unwrap_or(0);
+                    let size = c.size.unwrap_or(0);
+                    super::root_disk::format_image(&image, size, owner, true, &dir)?;
+                    let mount = dir.join("mnt");
+                    std::fs::create_dir_all(&mount).map_err(io(&mount))?;
+                    let r = DiskGuard::mount(RootDisk {
+                        source: DiskSource::Image(image.clone()),
+                        mount: mount.clone(),
+                    })
+                    .and_then(|g| {
+                        let upper = mount.join("upper");
+                        let r = std::fs::remove_dir(&upper)
+                            .map_err(io(&upper))
+                            .and_then(|()| {
+                                store
+                                    .restore_tree(index, &c.archive, &upper, &mut |_| {})
+                                    .map_err(store_error)
+                            })
+                            .and_then(|()| match (shift, self.driver.shift(inst)) {
+                                (Some(from), Some(to)) => {
+                                    remap(&upper, from, to).map_err(io(&upper))
+                                }
+                                _ => Ok(()),
+                            });
+                        drop(g);
+                        r
+                    });
+                    let _ = std::fs::remove_dir(&mount);
+                    r?;
                     Carried::Disk(image)
                 }
                 _ => {
@@ -248,5 +321,74 @@ impl InstanceService {
             )?;
         }
         write("root.raw")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(disk: Option<u64>) -> Instance {
+        let mut i: Instance = serde_json::from_value(serde_json::json!({
+            "name": "c", "type": "container", "status": "stopped", "image": "x",
+            "privileged": false, "limits": {}, "command": ["sh"], "environment": {},
+            "created_at": "t"
+        }))
+        .unwrap();
+        i.limits.disk = disk;
+        i
+    }
+
+    /// A backup in a new store carrying the snapshot list `list`.
+    fn carrying(dir: &Path, list: serde_json::Value) -> (Store, Index) {
+        let store = Store::create(dir, Default::default()).unwrap();
+        let mut w = store.writer("c").unwrap();
+        w.blob(LIST, list.to_string().as_bytes()).unwrap();
+        let (index, _) = w.finish(Default::default()).unwrap();
+        (store, index)
+    }
+
+    #[test]
+    fn an_archives_snapshots_are_no_image_to_mount_and_no_larger_than_the_root_disk() {
+        let dir = std::env::temp_dir().join(format!("vessel-carried-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let snap = |kind: &str, size: Option<u64>| {
+            serde_json::json!([{"name": "s1", "created_at": "t", "time": 1, "kind": kind,
+                "archive": "snapshot.s1.x", "size": size}])
+        };
+        let cases = [
+            (
+                snap("disk", None),
+                Some(64 << 20),
+                Some("file system image"),
+            ),
+            (
+                snap("disk-tree", Some(1 << 50)),
+                Some(64 << 20),
+                Some("larger than"),
+            ),
+            (snap("disk-tree", Some(64 << 20)), None, Some("larger than")),
+            (
+                snap("disk-tree", Some(1 << 20)),
+                Some(64 << 20),
+                Some("16 MiB"),
+            ),
+            (snap("qcow2", None), Some(64 << 20), Some("cannot have")),
+            (snap("disk-tree", Some(64 << 20)), Some(64 << 20), None),
+            (snap("disk-tree", Some(32 << 20)), Some(64 << 20), None),
+            (snap("upper", None), None, None),
+        ];
+        for (i, (list, disk, refused)) in cases.into_iter().enumerate() {
+            let (store, index) = carrying(&dir.join(i.to_string()), list.clone());
+            let r = carried_list(&store, &index, &container(disk));
+            match refused {
+                Some(word) => {
+                    let e = r.expect_err(&list.to_string());
+                    assert!(e.message.contains(word), "{list}: {}", e.message);
+                }
+                None => assert_eq!(r.unwrap().unwrap().len(), 1, "{list}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -197,8 +197,16 @@ pub fn backed_up(store: &Store, index: &Index) -> Result<Instance> {
 impl InstanceService {
     /// Starts the operation that backs instance `name` up into `store`; returns it and the
     /// backup's id.
-    /// With `snapshots`, the instance's snapshots go in too (for a portable archive).
-    pub fn backup(&self, name: &str, store: Store, snapshots: bool) -> Result<(Operation, String)> {
+    /// With `snapshots`, the instance's snapshots go in too (for a portable archive). `once`:
+    /// the store is used once (an archive's), so a running VM's dirty bitmap started for the
+    /// next backup into it is removed again, not left in QEMU for good.
+    pub fn backup(
+        &self,
+        name: &str,
+        store: Store,
+        snapshots: bool,
+        once: bool,
+    ) -> Result<(Operation, String)> {
         let inst = self.get_stored(name)?;
         if matches!(
             inst.status,
@@ -221,7 +229,7 @@ impl InstanceService {
                 let _g = lock.lock().await;
                 let inst = svc.get_stored(&n)?;
                 tokio::task::spawn_blocking(move || {
-                    svc.backup_locked(&inst, writer, snapshots, &[], &op)
+                    svc.backup_locked(&inst, writer, (snapshots, once), &[], &op)
                 })
                 .await
                 .map_err(|e| Error::internal(format!("backup task: {e}")))?
@@ -230,13 +238,14 @@ impl InstanceService {
         Ok((op, id))
     }
 
-    /// Takes the backup; the caller holds the instance's lock (blocking). `carried`: the
-    /// volumes a move takes along (see `carry.rs`).
+    /// Takes the backup; the caller holds the instance's lock (blocking). `(snapshots, once)`
+    /// as for [`InstanceService::backup`]; `carried`: the volumes a move takes along (see
+    /// `carry.rs`).
     pub(super) fn backup_locked(
         &self,
         inst: &Instance,
         mut w: Writer,
-        snapshots: bool,
+        (snapshots, once): (bool, bool),
         carried: &[(crate::storage::CarriedVolume, crate::storage::CarriedData)],
         op: &OpHandle,
     ) -> Result<()> {
@@ -335,8 +344,11 @@ impl InstanceService {
         // before is not read again).
         labels.insert("read".into(), w.stats().read.to_string());
         let (index, stats) = w.finish(labels).map_err(store_error)?;
-        if let Some(t) = tracking {
-            t.keep();
+        match tracking {
+            // Dropped, it removes its bitmap: no later backup goes into a store used once.
+            Some(t) if once => drop(t),
+            Some(t) => t.keep(),
+            None => {}
         }
         tracing::info!(
             instance = %name,
@@ -531,6 +543,8 @@ impl InstanceService {
         if old.instance_type == InstanceType::Container {
             index.archive("rootfs").map_err(store_error)?;
         }
+        // Its snapshots are checked before anything is made (they are made last).
+        super::archive_snapshots::carried_list(&store, &index, &old)?;
         self.images.by_fingerprint(&old.image).map_err(|_| {
             Error::conflict(format!(
                 "the backup's image {} is not on this host: bring it here first (vessel \

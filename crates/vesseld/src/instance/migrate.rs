@@ -205,7 +205,7 @@ impl InstanceService {
             let store = Store::create(&dir, Default::default()).map_err(store_error)?;
             let writer = store.writer(&i.name).map_err(store_error)?;
             let id = writer.id().to_string();
-            svc.backup_locked(&i, writer, true, &c, &o)?;
+            svc.backup_locked(&i, writer, (true, true), &c, &o)?;
             let index = store.get(&i.name, &id).map_err(store_error)?;
             let path = dir.with_file_name("archive.tar");
             let out = std::fs::File::create(&path)
