@@ -644,6 +644,11 @@ fn instances_are_placed_over_the_members_and_reached_from_any() {
     assert!(err.contains("exists already"), "{err}");
     let err = d[2].fails(&["rename", "a", "c"]);
     assert!(err.contains("exists already"), "{err}");
+    // Nor a backup restored under a name another member holds.
+    d[2].ok(&["backup", "create", "t2"]);
+    let err = d[2].fails(&["backup", "restore", "t2", &elsewhere]);
+    assert!(err.contains("exists already"), "{err}");
+    assert_eq!(locations(&d[0])[&elsewhere].0, at[&elsewhere].0);
     let err = d[0].fails(&["launch", "busybox", "x", "--no-network", "--target", "m9"]);
     assert!(err.contains("no member m9"), "{err}");
     // A placement that fits nowhere: refused with each member's room, nothing made.

@@ -182,6 +182,17 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
         );
         assert_eq!(s, 403, "{said}");
         assert!(said.contains("only an admin"), "{said}");
+        // Nor a port below 1024, where the host's own services listen.
+        let (s, said) = remote_send(
+            &d,
+            port,
+            token,
+            "POST",
+            "/1.0/storage/exports",
+            r#"{"name":"x","pool":"p","volume":"v","protocol":"nfs","listen":"127.0.0.1:111"}"#,
+        );
+        assert_eq!(s, 403, "{said}");
+        assert!(said.contains("below 1024"), "{said}");
         let (s, said) = remote_send(
             &d,
             port,
@@ -453,14 +464,30 @@ fn quotas_hold_under_concurrent_creates() {
 /// `n` creates at once over the socket, `body` with NAME replaced by `prefix` and a number:
 /// their status codes.
 fn post_at_once(d: &Daemon, path: &str, body: &str, prefix: &str, n: usize) -> Vec<String> {
+    send_at_once(d, "POST", path, body, prefix, n)
+}
+
+/// `n` requests at once, `NAME` in the path and the body replaced by `PREFIXi`: their
+/// status codes.
+fn send_at_once(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    body: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
     let threads: Vec<_> = (0..n)
         .map(|i| {
             let socket = d.socket.clone();
-            let body = body.replace("NAME", &format!("{prefix}{i}"));
-            let url = format!("http://vessel{path}");
+            let name = format!("{prefix}{i}");
+            let body = body.replace("NAME", &name);
+            let url = format!("http://vessel{}", path.replace("NAME", &name));
+            let method = method.to_string();
             std::thread::spawn(move || {
                 let out = Command::new("curl")
                     .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .args(["-X", &method])
                     .arg("--unix-socket")
                     .arg(&socket)
                     .args([
@@ -810,6 +837,9 @@ fn projects_have_volumes_of_their_own() {
         "--project",
         "beta",
     ]);
+    // A copy's root volume counts: blk's 64MiB and r3's 36MiB leave no room for another.
+    let err = d.fails(&["copy", "r3", "r3c", "--project", "beta"]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
     d.ok(&["delete", "r3", "--project", "beta"]);
     // A root disk moved into the pool counts too.
     d.ok(&[
@@ -909,9 +939,97 @@ fn projects_have_volumes_of_their_own() {
     for i in 0..8 {
         let _ = d.vessel(&["delete", "-f", &format!("s{i}"), "--project", "beta"]);
     }
-    // A project holding a volume is not deleted.
+    // Moves and root disk resizes at once: each holds the project's quota lock until its
+    // size is counted, so the limit holds for them as for launches.
+    for i in 0..4 {
+        let n = format!("m{i}");
+        let args = [
+            "create",
+            "busybox",
+            &n,
+            "--project",
+            "beta",
+            "-l",
+            "disk=30MiB",
+        ];
+        d.ok(&args);
+    }
+    let codes = send_at_once(
+        &d,
+        "POST",
+        "/1.0/instances/NAME/move?project=beta",
+        r#"{"pool":"local"}"#,
+        "m",
+        4,
+    );
+    // 3 of 30MiB fit in 100MiB (data has no size).
+    assert_eq!(codes.iter().filter(|c| *c == "202").count(), 3, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "202" || c == "409"), "{codes:?}");
+    d.wait_for("the moves", Duration::from_secs(120), || {
+        let ops = d.ok(&["operation", "list", "--project", "beta", "--format", "json"]);
+        !ops.contains("\"running\"") && !ops.contains("\"pending\"")
+    });
+    let used: u64 = sizes().iter().sum();
+    assert!(
+        used <= 100 << 20,
+        "{used} bytes in pool local over beta's 100MiB after moves at once ({codes:?})"
+    );
+    for i in 0..4 {
+        d.ok(&["delete", "-f", &format!("m{i}"), "--project", "beta"]);
+    }
+    for i in 0..4 {
+        let n = format!("z{i}");
+        let args = [
+            "create",
+            "busybox",
+            &n,
+            "--project",
+            "beta",
+            "--storage",
+            "local",
+            "-l",
+            "disk=16MiB",
+        ];
+        d.ok(&args);
+    }
+    let codes = send_at_once(
+        &d,
+        "PUT",
+        "/1.0/instances/NAME/root-disk?project=beta",
+        r#"{"size":29360128}"#,
+        "z",
+        4,
+    );
+    // 4 of 16MiB, 3 of them grown to 28MiB: 100MiB.
+    assert_eq!(codes.iter().filter(|c| *c == "202").count(), 3, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "202" || c == "409"), "{codes:?}");
+    d.wait_for("the resizes", Duration::from_secs(120), || {
+        let ops = d.ok(&["operation", "list", "--project", "beta", "--format", "json"]);
+        !ops.contains("\"running\"") && !ops.contains("\"pending\"")
+    });
+    let used: u64 = sizes().iter().sum();
+    assert!(
+        used <= 100 << 20,
+        "{used} bytes in pool local over beta's 100MiB after resizes at once ({codes:?})"
+    );
+    for i in 0..4 {
+        d.ok(&["delete", "-f", &format!("z{i}"), "--project", "beta"]);
+    }
+    // A project holding a volume is not deleted, nor one with backups in the daemon's
+    // store: a new project of its name would see them.
     let err = d.fails(&["project", "delete", "beta"]);
     assert!(err.contains("volume local/data"), "{err}");
+    let b: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "backup",
+        "create",
+        "web",
+        "--project",
+        "beta",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let id = b["id"].as_str().unwrap().to_string();
     for p in ["alpha", "beta"] {
         d.ok(&["delete", "-f", "web", "--project", p]);
         d.ok(&[
@@ -923,8 +1041,18 @@ fn projects_have_volumes_of_their_own() {
             "--project",
             p,
         ]);
-        d.ok(&["project", "delete", p]);
     }
+    d.ok(&["project", "delete", "alpha"]);
+    let err = d.fails(&["project", "delete", "beta"]);
+    assert!(err.contains("1 backup of web"), "{err}");
+    d.ok(&[
+        "backup",
+        "delete",
+        &format!("web/{id}"),
+        "--project",
+        "beta",
+    ]);
+    d.ok(&["project", "delete", "beta"]);
 }
 
 /// The lines `out` gives, as they come (each with its line end), on a channel.

@@ -608,10 +608,18 @@ pub async fn instance_root_disk(
     ApiJson(req): ApiJson<RootDiskResize>,
 ) -> Result<Response> {
     let name = scope.q(&name)?;
+    // Checked, and where a limit counts it held until the new size is recorded: two resizes
+    // at once count each other.
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.instances_quota_guard(scope.name()).await?;
+    let held = app.projects.instances_quota_guard(scope.name()).await?;
     let all = app.instances.held_records().await?;
+    let mut limited = false;
     if let Some(inst) = all.iter().find(|i| i.name == name) {
+        limited = quota.disk.is_some()
+            || inst
+                .storage
+                .as_ref()
+                .is_some_and(|p| quota.disk_pool.contains_key(p));
         let after = vessel_api::Limits {
             disk: Some(req.size),
             ..inst.limits.clone()
@@ -624,6 +632,9 @@ pub async fn instance_root_disk(
         .instances
         .root_disk_resize(&name, req.size)
         .map_err(|e| scope.error(e))?;
+    if limited {
+        super::hold_until_done(&app, &op.id, Box::new(held));
+    }
     Ok(accepted(scope.operation(op)))
 }
 

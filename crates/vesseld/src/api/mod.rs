@@ -116,6 +116,17 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
 }
 
 /// `202 Accepted` with the operation (or anything else) that says what goes on.
+/// Keeps `held` (a project's quota lock) until operation `id` has ended: for what a limit
+/// counted that exists only once its operation is done (a resized root disk, a moved one,
+/// a VM's root volume made as large as its source's).
+fn hold_until_done(app: &App, id: &str, held: Box<dyn Send>) {
+    let (ops, id) = (app.ops.clone(), id.to_string());
+    tokio::spawn(async move {
+        let _ = ops.wait(&id, None).await;
+        drop(held);
+    });
+}
+
 fn accepted<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::ACCEPTED, axum::Json(v)).into_response()
 }

@@ -109,10 +109,11 @@ pub async fn move_to_pool(
 ) -> Result<Response> {
     let name = scope.q(&name)?;
     // The root disk counts against limits.disk.pool.POOL there, checked under the project's
-    // quota lock.
+    // quota lock, held until the move is done (the disk is counted in the pool then).
     let quota = app.projects.quota(scope.name())?;
-    let _held = app.projects.quota_guard(scope.name()).await;
-    if quota.disk_pool.contains_key(&req.pool) {
+    let held = app.projects.quota_guard(scope.name()).await;
+    let limited = quota.disk_pool.contains_key(&req.pool);
+    if limited {
         let (svc, n) = (app.instances.clone(), name.clone());
         let size = tokio::task::spawn_blocking(move || svc.move_size(&n))
             .await
@@ -125,6 +126,9 @@ pub async fn move_to_pool(
         .instances
         .move_to_pool(&name, &req.pool)
         .map_err(|e| scope.error(e))?;
+    if limited {
+        super::hold_until_done(&app, &op.id, Box::new(held));
+    }
     Ok(accepted(scope.operation(op)))
 }
 
@@ -144,6 +148,7 @@ pub async fn copy(
     let quota = app.projects.quota(scope.name())?;
     let held = app.projects.instances_quota_guard(scope.name()).await?;
     let all = app.instances.held_records().await?;
+    let mut hold_through = false;
     if let Some(from) = all.iter().find(|i| i.name == src) {
         let usage = crate::project::quota::usage_of(scope.name(), &all, 0);
         let usage = app
@@ -151,23 +156,48 @@ pub async fn copy(
             .project_usage(scope.name(), usage, &quota)
             .await?;
         quota.admits(&usage, from.instance_type, &from.limits, None)?;
+        // Its root volume, in the source's pool: a VM's as large as the source's volume,
+        // counted through the copy's row only once made, so the lock is held until then.
+        if let Some(pool) = from
+            .storage
+            .clone()
+            .filter(|p| quota.disk_pool.contains_key(p))
+        {
+            let (s, p, v) = (
+                app.storage.clone(),
+                pool.clone(),
+                crate::storage::root_volume(&src),
+            );
+            let disk = tokio::task::spawn_blocking(move || s.volume_get(&p, &v))
+                .await
+                .map_err(|e| Error::internal(format!("copy task: {e}")))?
+                .map_err(|e| scope.error(e))?
+                .size_bytes;
+            let adding =
+                crate::storage::root_brought(from.instance_type, Some(disk), from.limits.disk);
+            let sizes = super::storage::own_sizes(&app, &scope, &pool, None).await?;
+            quota.admits_in_pool(&pool, &sizes, adding)?;
+            hold_through = from.instance_type == vessel_api::InstanceType::Vm;
+        }
         // No name twice in a cluster: the copy's is claimed first.
         app.cluster
             .claim(scope.name(), &req.name, &from.limits, &from.config)
             .await?;
     }
+    let (to_row, through): (Box<dyn Send>, _) = if hold_through {
+        (Box::new(()), Some(held))
+    } else {
+        (Box::new(held), None)
+    };
     let op = app
         .instances
-        .copy(
-            &src,
-            req.snapshot.as_deref(),
-            &dst,
-            req.start,
-            Box::new(held),
-        )
+        .copy(&src, req.snapshot.as_deref(), &dst, req.start, to_row)
         .map_err(|e| {
             app.cluster.unclaim(scope.name(), &req.name);
             scope.error(e)
         })?;
+    if let Some(held) = through {
+        super::hold_until_done(&app, &op.id, Box::new(held));
+    }
     Ok(accepted(scope.operation(op)))
 }

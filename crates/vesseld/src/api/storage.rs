@@ -446,6 +446,22 @@ pub async fn exports_create(
              chooses one; listen on TCP (--listen HOST:PORT)",
         ));
     }
+    // Ports below 1024 are where the host's own services listen (and clients trust that
+    // only root answers there): an admin's to give to an export.
+    if let Some(port) = req
+        .listen
+        .as_deref()
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .filter(|p| *p < 1024)
+    {
+        if caller.role < vessel_api::Role::Admin {
+            return Err(Error::forbidden(format!(
+                "port {port} is below 1024, where the host's own services listen: only an \
+                 admin exports on one; choose a port from 1024 up"
+            )));
+        }
+    }
     if !scope.is_default() {
         // NBD and NFS carry no identity: a project's exports are served on listeners of
         // their own (on TCP: a host path is not a tenant's to choose), which no other
