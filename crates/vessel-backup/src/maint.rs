@@ -176,7 +176,10 @@ impl Store {
         let mut report = GcReport::default();
         let (used, cutoff) = {
             let _l = self.lock()?;
-            let start = now();
+            // Chunk times are the store's file system's (on NFS, its server's clock), which
+            // may lag this host's: the cutoff is the earlier of both clocks (a writer's start
+            // likewise, as it wrote it and as its record's time says).
+            let start = now().min(self.fs_now()?);
             let writers = self.live_writers()?;
             let oldest = writers.iter().map(|w| w.start).min().unwrap_or(start);
             // Two seconds' slack for file systems with coarse times.

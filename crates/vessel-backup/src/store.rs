@@ -393,6 +393,28 @@ impl Store {
 
     /// The backups being taken now (their writers hold their records' locks); records of
     /// writers that died are removed, with the backup they did not finish.
+    /// The store's file system's clock: the time a file of it takes when touched now (on
+    /// NFS, the server's clock, which chunk times follow).
+    pub(crate) fn fs_now(&self) -> Result<i64> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.root.join("clock");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p)
+            .map_err(io("making", &p))?;
+        // SAFETY: futimens on a descriptor this function owns; null sets both times to now.
+        if unsafe { libc::futimens(f.as_raw_fd(), std::ptr::null()) } != 0 {
+            return Err(io("touching", &p)(std::io::Error::last_os_error()));
+        }
+        use std::os::unix::fs::MetadataExt;
+        Ok(f.metadata().map_err(io("reading", &p))?.mtime())
+    }
+
+    /// The backups being taken, by their records; each one's `start` the earlier of what it
+    /// wrote and its record's time on the store's file system.
     pub(crate) fn live_writers(&self) -> Result<Vec<WriterRecord>> {
         let dir = self.root.join("writers");
         let mut out = Vec::new();
@@ -401,9 +423,13 @@ impl Store {
             let Ok(f) = File::open(&p) else { continue };
             // SAFETY: flock on a descriptor this function owns.
             let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            let rec: Option<WriterRecord> = std::fs::read(&p)
+            let mut rec: Option<WriterRecord> = std::fs::read(&p)
                 .ok()
                 .and_then(|r| serde_json::from_slice(&r).ok());
+            if let (Some(r), Ok(m)) = (rec.as_mut(), f.metadata()) {
+                use std::os::unix::fs::MetadataExt;
+                r.start = r.start.min(m.mtime());
+            }
             if free {
                 // (Names checked: a record's words are the store's, which may be on a
                 // share someone else writes.)
@@ -472,7 +498,7 @@ impl Store {
             .map_err(|e| BackupError::Corrupt(format!("tree metadata: {e}")))
     }
 
-    /// Restores tree archive `name` into new directory `target`.
+    /// Restores tree archive `name` into new directory `target`, device nodes included.
     pub fn restore_tree(
         &self,
         index: &Index,
@@ -480,9 +506,22 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
+        self.restore_tree_as(index, name, target, true, progress)
+    }
+
+    /// As [`Store::restore_tree`]; without `devices`, a tree holding a device node other
+    /// than overlayfs's whiteouts is refused before anything is made.
+    pub fn restore_tree_as(
+        &self,
+        index: &Index,
+        name: &str,
+        target: &Path,
+        devices: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let a = index.archive_of(name, ArchiveKind::Tree)?;
         let meta = self.tree_meta(a)?;
-        tree::restore(&self.chunks, &meta, &a.chunks, target, progress)
+        tree::restore(&self.chunks, &meta, &a.chunks, target, devices, progress)
     }
 
     /// Restores disk archive `name` into new file `target`.

@@ -529,15 +529,35 @@ pub fn check(meta: &Meta, refs: &[ChunkRef]) -> Result<()> {
 }
 
 /// Restores a tree into `target`, which must not exist: made as a sibling first and renamed
-/// into place whole, so a failure (a damaged chunk found on the way) leaves nothing.
+/// into place whole, so a failure (a damaged chunk found on the way) leaves nothing. Without
+/// `devices`, a tree holding a device node (but overlayfs's whiteouts, character devices
+/// 0:0) is refused before anything is made: one a tree's maker chose would give whoever
+/// uses the restored files the host's disks or memory.
 pub fn restore(
     chunks: &Chunks,
     meta: &Meta,
     refs: &[ChunkRef],
     target: &Path,
+    devices: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     check(meta, refs)?;
+    if !devices {
+        if let Some(e) = meta
+            .entries
+            .iter()
+            .find(|e| e.kind == Kind::Block || (e.kind == Kind::Char && e.rdev != 0))
+        {
+            return Err(BackupError::Invalid(format!(
+                "{:?} is a device node ({}:{}), which only a privileged instance may hold",
+                e.path
+                    .bytes()
+                    .map_or_else(|_| "?".into(), |b| b.to_string_lossy().into_owned()),
+                libc::major(e.rdev as libc::dev_t),
+                libc::minor(e.rdev as libc::dev_t)
+            )));
+        }
+    }
     into_place(target, |stage| make(chunks, meta, refs, stage, progress))
 }
 

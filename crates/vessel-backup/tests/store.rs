@@ -163,6 +163,32 @@ fn a_tree_comes_back_exactly_and_a_second_backup_reads_nothing_unchanged() {
         store.read_blob(&index, "config").unwrap(),
         b"{\"name\":\"web\"}"
     );
+    // Restored for an unprivileged user of the files, a tree with a device node (here
+    // /dev/null's, 1:3) is refused with nothing made; one with only overlayfs whiteouts
+    // (character devices 0:0) is restored.
+    let refused = t.0.join("refused");
+    let e = store
+        .restore_tree_as(&index, "rootfs", &refused, false, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("\"null\" is a device node (1:3)"),
+        "{e}"
+    );
+    assert!(!refused.exists());
+    let only_whiteouts = t.0.join("whiteouts");
+    std::fs::create_dir_all(&only_whiteouts).unwrap();
+    run(
+        "mknod",
+        &[only_whiteouts.join("gone").to_str().unwrap(), "c", "0", "0"],
+    );
+    let mut w = store.writer("whiteouts").unwrap();
+    w.tree("rootfs", &only_whiteouts, &mut |_| {}).unwrap();
+    let (wi, _) = w.finish(Default::default()).unwrap();
+    let out_w = t.0.join("out-whiteouts");
+    store
+        .restore_tree_as(&wi, "rootfs", &out_w, false, &mut |_| {})
+        .unwrap();
+    assert_eq!(describe(&only_whiteouts), describe(&out_w));
     // An index (from an archive, say) whose blob names its chunk millions of times, or a
     // chunk of a terabyte, is refused before anything is read.
     let mut hostile = index.clone();
@@ -437,6 +463,32 @@ fn gc_frees_what_no_backup_names_and_loses_nothing_of_a_running_backup() {
         .restore_tree(&index, "rootfs", &out, &mut |_| {})
         .unwrap();
     assert_eq!(std::fs::read(out.join("new")).unwrap(), noise(13, 3 << 20));
+    // On a store whose file system's clock lags this host's (an NFS server's, 10 s behind
+    // here: every file it writes has its time), a running backup's new chunks are kept.
+    std::fs::write(a.join("lagged"), noise(14, 2 << 20)).unwrap();
+    let mut w = store.writer("a").unwrap();
+    w.tree("rootfs", &a, &mut |_| {}).unwrap();
+    let behind = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+    let mut files = vec![t.0.join("store")];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(behind).unwrap();
+        }
+    }
+    let r = store.gc().unwrap();
+    assert_eq!(r.removed_chunks, 0, "{r:?}");
+    let (index, _) = w.finish(Default::default()).unwrap();
+    let out = t.0.join("out-lagged");
+    store
+        .restore_tree(&index, "rootfs", &out, &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("lagged")).unwrap(),
+        noise(14, 2 << 20)
+    );
     // A backup dropped unfinished leaves nothing.
     let w = store.writer("a").unwrap();
     let id = w.id().to_string();

@@ -109,6 +109,23 @@ pub(super) fn carried_list(
     Ok(Some(list))
 }
 
+/// Runs `f` on the layer (`upper`) of the daemon's own root disk image `image`, mounted at
+/// `mount` (made here, and removed with the mount whatever `f` did).
+fn in_image(image: &Path, mount: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    std::fs::create_dir_all(mount).map_err(io(mount))?;
+    let r = DiskGuard::mount(RootDisk {
+        source: DiskSource::Image(image.to_path_buf()),
+        mount: mount.to_path_buf(),
+    })
+    .and_then(|g| {
+        let r = f(&mount.join("upper"));
+        drop(g);
+        r
+    });
+    let _ = std::fs::remove_dir(mount);
+    r
+}
+
 fn io(p: &Path) -> impl Fn(std::io::Error) -> Error {
     let p = p.to_path_buf();
     move |e| Error::internal(format!("{}: {e}", p.display()))
@@ -133,21 +150,11 @@ impl InstanceService {
                     // The layer's files, read through a mount of the daemon's own image.
                     let a = format!("snapshot.{name}.disk.rootfs");
                     size = Some(std::fs::metadata(&path).map_err(io(&path))?.len());
-                    let mount = path.with_file_name(".export-mnt");
-                    std::fs::create_dir_all(&mount).map_err(io(&mount))?;
-                    let r = DiskGuard::mount(RootDisk {
-                        source: DiskSource::Image(path.clone()),
-                        mount: mount.clone(),
-                    })
-                    .and_then(|g| {
-                        let r = w
-                            .tree(&a, &mount.join("upper"), &mut |_| {})
-                            .map_err(store_error);
-                        drop(g);
-                        r
-                    });
-                    let _ = std::fs::remove_dir(&mount);
-                    r?;
+                    in_image(&path, &path.with_file_name(".export-mnt"), |upper| {
+                        w.tree(&a, upper, &mut |_| {})
+                            .map(drop)
+                            .map_err(store_error)
+                    })?;
                     ("disk-tree", a)
                 }
                 Some(Carried::Qcow2 { path, tag }) => {
@@ -216,7 +223,7 @@ impl InstanceService {
                     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
                     let upper = dir.join("upper");
                     store
-                        .restore_tree(index, &c.archive, &upper, &mut |_| {})
+                        .restore_tree_as(index, &c.archive, &upper, inst.privileged, &mut |_| {})
                         .map_err(store_error)?;
                     if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
                         remap(&upper, from, to).map_err(io(&upper))?;
@@ -230,32 +237,16 @@ impl InstanceService {
                     let owner = self.driver.shift(inst).unwrap_or(0);
                     let size = c.size.unwrap_or(0);
                     super::root_disk::format_image(&image, size, owner, true, &dir)?;
-                    let mount = dir.join("mnt");
-                    std::fs::create_dir_all(&mount).map_err(io(&mount))?;
-                    let r = DiskGuard::mount(RootDisk {
-                        source: DiskSource::Image(image.clone()),
-                        mount: mount.clone(),
-                    })
-                    .and_then(|g| {
-                        let upper = mount.join("upper");
-                        let r = std::fs::remove_dir(&upper)
-                            .map_err(io(&upper))
-                            .and_then(|()| {
-                                store
-                                    .restore_tree(index, &c.archive, &upper, &mut |_| {})
-                                    .map_err(store_error)
-                            })
-                            .and_then(|()| match (shift, self.driver.shift(inst)) {
-                                (Some(from), Some(to)) => {
-                                    remap(&upper, from, to).map_err(io(&upper))
-                                }
-                                _ => Ok(()),
-                            });
-                        drop(g);
-                        r
-                    });
-                    let _ = std::fs::remove_dir(&mount);
-                    r?;
+                    in_image(&image, &dir.join("mnt"), |upper| {
+                        std::fs::remove_dir(upper).map_err(io(upper))?;
+                        store
+                            .restore_tree_as(index, &c.archive, upper, inst.privileged, &mut |_| {})
+                            .map_err(store_error)?;
+                        match (shift, self.driver.shift(inst)) {
+                            (Some(from), Some(to)) => remap(upper, from, to).map_err(io(upper)),
+                            _ => Ok(()),
+                        }
+                    })?;
                     Carried::Disk(image)
                 }
                 _ => {

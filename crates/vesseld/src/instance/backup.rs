@@ -730,8 +730,10 @@ impl InstanceService {
                     .map_err(|e| Error::internal(format!("{}: {e}", upper.display())))?;
                 let total = index.archive("rootfs").map_err(store_error)?.size;
                 let mut p = progress(op, "restoring files", 30, 90, total);
+                // Device nodes only for a privileged container (whiteouts for any): one
+                // of an archive's choosing would give the container the host's disks.
                 store
-                    .restore_tree(index, "rootfs", &upper, &mut p)
+                    .restore_tree_as(index, "rootfs", &upper, inst.privileged, &mut p)
                     .map_err(store_error)?;
                 if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
                     remap(&upper, from, to).map_err(|e| {
