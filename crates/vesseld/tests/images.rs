@@ -370,6 +370,59 @@ fn vm_disk_images_are_checked_on_import() {
         .arg(&backed));
     let err = d.fails(&["image", "import", backed.to_str().unwrap()]);
     assert!(err.contains("backing file"), "{err}");
+    // So is one naming an external data file (a host path `qemu-img` as root would read),
+    // and a raw disk that starts like a VMDK descriptor naming a host file as its extent
+    // (which a probing `qemu-img` would read): as images, and into a block volume.
+    let secret = work.join("secret");
+    std::fs::write(&secret, "host secret\n".repeat(100_000)).unwrap();
+    let external = work.join("external.qcow2");
+    run(std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-o"])
+        .arg(format!("data_file={},data_file_raw=on", secret.display()))
+        .arg(&external)
+        .arg("1M"));
+    let err = d.fails(&["image", "import", external.to_str().unwrap()]);
+    assert!(err.contains("external data file"), "{err}");
+    let vmdk = work.join("vmdk.raw");
+    let mut descriptor = format!(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+         createType=\"monolithicFlat\"\nRW 2048 FLAT \"{}\" 0\n",
+        secret.display()
+    )
+    .into_bytes();
+    descriptor.resize(1 << 20, 0);
+    std::fs::write(&vmdk, &descriptor).unwrap();
+    let err = d.fails(&["image", "import", vmdk.to_str().unwrap(), "--vm"]);
+    assert!(err.contains("starts like a vmdk"), "{err}");
+    d.ok(&["storage", "pool", "create", "vols", "dir"]);
+    d.ok(&[
+        "storage", "volume", "create", "vols", "blk", "--type", "block", "--size", "4MiB",
+    ]);
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "import",
+        "vols",
+        "blk",
+        external.to_str().unwrap(),
+    ]);
+    assert!(err.contains("external data file"), "{err}");
+    // A raw upload is written as raw, whatever its bytes say: the descriptor's own bytes
+    // land in the volume, not the file it names.
+    d.ok(&[
+        "storage",
+        "volume",
+        "import",
+        "vols",
+        "blk",
+        vmdk.to_str().unwrap(),
+    ]);
+    let file = d.root().join("storage/vols/block/blk.raw");
+    let written = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(written.starts_with(b"# Disk DescriptorFile"));
+    assert!(!String::from_utf8_lossy(&written).contains("host secret"));
+    d.ok(&["storage", "volume", "delete", "vols", "blk"]);
+    d.ok(&["storage", "pool", "delete", "vols"]);
     // A corrupted one too.
     let mut bytes = std::fs::read(&good).unwrap();
     for b in &mut bytes[64..4096] {
@@ -378,7 +431,11 @@ fn vm_disk_images_are_checked_on_import() {
     let bad = work.join("bad.qcow2");
     std::fs::write(&bad, &bytes).unwrap();
     let err = d.fails(&["image", "import", bad.to_str().unwrap()]);
-    assert!(err.contains("qcow2"), "{err}");
+    // (Its feature bits, all set now, name an external data file: refused before a check.)
+    assert!(
+        err.contains("qcow2") || err.contains("external data file"),
+        "{err}"
+    );
     // Unknown content is refused with what to do; a raw disk needs --vm.
     let raw = work.join("disk.raw");
     std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();

@@ -331,5 +331,25 @@ fn vm_boots_from_a_raid_volume_and_keeps_running_without_a_member() {
     d.ok(&["delete", "--force", "r1"]);
     let vols = d.ok(&["storage", "volume", "list", "safe", "--format", "json"]);
     assert_eq!(vols.trim(), "[]", "the root volume outlived its VM");
+    // A VM never started moves into a dir pool from its image's disk, read as the format
+    // the image records (never probed), and boots from there.
+    d.ok(&["storage", "pool", "create", "plain", "dir"]);
+    d.ok(&[
+        "create",
+        "vm/busybox-disk",
+        "mv",
+        "--vm",
+        "-l",
+        "memory=256MiB",
+    ]);
+    d.ok(&["move", "mv", "--pool", "plain"]);
+    let vol: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "storage", "volume", "info", "plain", "mv-root", "--format", "json",
+    ]))
+    .unwrap();
+    assert!(vol["used_bytes"].as_u64().unwrap() > 1 << 20, "{vol}");
+    d.ok(&["start", "mv"]);
+    wait_console(&d, "mv", "VESSEL-READY", Duration::from_secs(180));
+    d.ok(&["delete", "--force", "mv"]);
     assert!(d.qemu_pids().is_empty());
 }

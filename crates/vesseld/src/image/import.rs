@@ -108,6 +108,25 @@ fn qemu_img(args: &[&str]) -> Result<std::process::Output> {
 /// name a backing file (which could be any file of the host), and it must not be corrupt.
 pub(super) fn check_disk(path: &Path, format: &str) -> Result<u64> {
     let p = path.to_string_lossy();
+    if format == "qcow2" {
+        vessel_vm::refuse_external_data(path)
+            .map_err(|e| Error::invalid(format!("the disk image: {}", crate::error::chain(&e))))?;
+    } else {
+        // A raw disk whose first bytes are another format's header (a qcow2 naming a backing
+        // file, a VMDK descriptor naming extents: host paths) would be opened as that by
+        // anything that probes: refused, so that no probe ever sees anything but raw. Read
+        // here, not by a probing qemu-img, which would open what such a header names.
+        let mut head = Vec::with_capacity(2048);
+        std::fs::File::open(path)
+            .and_then(|f| f.take(2048).read_to_end(&mut head))
+            .map_err(|e| Error::invalid(format!("reading the disk image: {e}")))?;
+        if let Some(f) = other_format(&head) {
+            return Err(Error::invalid(format!(
+                "the raw disk image starts like a {f} image (whose header may name other \
+                 files): convert it to a plain raw or qcow2 disk first (qemu-img convert)"
+            )));
+        }
+    }
     let out = qemu_img(&["info", "--output=json", "-f", format, &p])?;
     if !out.status.success() {
         return Err(Error::invalid(format!(
@@ -149,6 +168,34 @@ pub(super) fn check_disk(path: &Path, format: &str) -> Result<u64> {
         }
     }
     Ok(info.virtual_size)
+}
+
+/// The format other than raw whose header `head` (a file's first 2048 bytes) carries, as
+/// QEMU's format probes would find it.
+fn other_format(head: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[(usize, &[u8], &str)] = &[
+        (0, b"QFI\xfb", "qcow2"),
+        (0, b"QED\0", "qed"),
+        (0, b"KDMV", "vmdk"),
+        (0, b"COWD", "vmdk"),
+        (0, b"conectix", "vpc"),
+        (0, b"vhdxfile", "vhdx"),
+        (0, b"LUKS\xba\xbe", "luks"),
+        (0, b"WithoutFreeSpace", "parallels"),
+        (0, b"WithouFreSpacExt", "parallels"),
+        (0, b"Bochs Virtual HD Image", "bochs"),
+        (0, b"#!/bin/sh\n#V2.0 Format", "cloop"),
+        (0x40, b"\x7f\x10\xda\xbe", "vdi"),
+    ];
+    for (at, magic, name) in MAGIC {
+        if head.get(*at..at + magic.len()) == Some(*magic) {
+            return Some(name);
+        }
+    }
+    // A VMDK descriptor is text with a `version=` line.
+    head.split(|b| *b == b'\n')
+        .any(|l| l.starts_with(b"version="))
+        .then_some("vmdk")
 }
 
 pub(super) fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
@@ -231,6 +278,15 @@ impl ImageService {
         op.progress(Some(80), "storing");
         let dir = self.image_dir(&fp);
         if !dir.join(FIRMWARE_FILE).is_file() {
+            // The directory of an image of another kind whose fingerprint the upload has
+            // (its bytes are that image's manifest, say) is that image's, not a leftover.
+            if self.by_fingerprint(&fp).is_ok() {
+                return Err(Error::conflict(format!(
+                    "the upload's fingerprint {} is that of an image here of another kind: \
+                     it is no disk image",
+                    short(&fp)
+                )));
+            }
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
@@ -380,5 +436,36 @@ impl ImageService {
         })
         .await
         .map_err(|e| Error::internal(format!("export task: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_disk_that_starts_like_another_format_is_told_apart() {
+        let mut vdi = vec![0u8; 512];
+        vdi[0x40..0x44].copy_from_slice(&0xbeda_107f_u32.to_le_bytes());
+        for (head, want) in [
+            (b"QFI\xfb\0\0\0\x03".to_vec(), Some("qcow2")),
+            (b"KDMV\x01\0\0\0".to_vec(), Some("vmdk")),
+            (
+                b"# Disk DescriptorFile\nversion=1\nRW 8 FLAT \"/dev/sda\" 0\n".to_vec(),
+                Some("vmdk"),
+            ),
+            (b"conectix".to_vec(), Some("vpc")),
+            (vdi, Some("vdi")),
+            (vec![0u8; 2048], None),
+            (b"\xeb\x63\x90 an MBR boot sector".to_vec(), None),
+            (b"QFI".to_vec(), None),
+        ] {
+            assert_eq!(
+                other_format(&head),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&head)
+            );
+        }
     }
 }

@@ -98,6 +98,10 @@ impl ImageService {
                     .map_err(|e| {
                         Error::invalid(format!("the bundle does not verify: {}", chain(&e)))
                     })?;
+                // Its disk as its manifest says, checked as an imported disk is.
+                if let Some((disk, format)) = crate::instance::vm::image_disk_format(&d) {
+                    super::import::check_disk(&disk, format)?;
+                }
                 let size = vm.manifest.files.values().map(|f| f.size).sum();
                 let fp = vm.fingerprint.trim_start_matches("sha256:").to_string();
                 Ok((

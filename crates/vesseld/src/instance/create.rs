@@ -197,11 +197,12 @@ impl InstanceService {
                         .filter(|_| inst.instance_type == InstanceType::Vm)
                     {
                         let image = svc.images.by_fingerprint(&inst.image)?;
-                        let disk = vm::image_disk(&svc.images.image_dir(&image.fingerprint))
-                            .ok_or_else(|| Error::invalid("the image has no disk"))?;
+                        let (disk, format) =
+                            vm::image_disk_format(&svc.images.image_dir(&image.fingerprint))
+                                .ok_or_else(|| Error::invalid("the image has no disk"))?;
                         let (st, n, o) = (svc.storage.clone(), name.clone(), op.clone());
                         tokio::task::spawn_blocking(move || {
-                            st.create_root_volume(&pool, &n, &disk, &o)
+                            st.create_root_volume(&pool, &n, (&disk, format), &o)
                         })
                         .await
                         .map_err(|e| Error::internal(format!("root volume task: {e}")))??;

@@ -152,8 +152,12 @@ impl InstanceService {
         Ok(match inst.instance_type {
             InstanceType::Container => inst.limits.disk,
             InstanceType::Vm => {
-                let disk = self.vm_move_source(&inst)?;
-                let info = vessel_vm::image_info(&disk, None)
+                let (disk, format) = self.vm_move_source(&inst)?;
+                let format = match format {
+                    "qcow2" => vessel_vm::DiskFormat::Qcow2,
+                    _ => vessel_vm::DiskFormat::Raw,
+                };
+                let info = vessel_vm::image_info(&disk, Some(format))
                     .map_err(|e| Error::internal(crate::error::chain(&e)))?;
                 Some(info.virtual_size)
             }
@@ -162,33 +166,37 @@ impl InstanceService {
 
     /// Writes VM `inst`'s disk into a new root volume in `pool`.
     fn move_vm(&self, inst: &Instance, pool: &str, op: &OpHandle) -> Result<()> {
-        let disk = self.vm_move_source(inst)?;
-        self.storage.create_root_volume(pool, &inst.name, &disk, op)
+        let (disk, format) = self.vm_move_source(inst)?;
+        self.storage
+            .create_root_volume(pool, &inst.name, (&disk, format), op)
     }
 
     /// What a VM's disk is read from when it moves: its old root volume's file, its qcow2
     /// overlay, or (never started) its image's disk.
-    fn vm_move_source(&self, inst: &Instance) -> Result<PathBuf> {
+    /// What it is in (never probed: a raw volume's bytes are its guest's).
+    fn vm_move_source(&self, inst: &Instance) -> Result<(PathBuf, &'static str)> {
         let name = &inst.name;
         Ok(match &inst.storage {
-            Some(from) => self
-                .storage
-                .volume_file(from, &crate::storage::root_volume(name))?
-                .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "{name}'s root volume in pool {from:?} is no file the daemon copies \
-                         (a raid volume inside the daemon or an RBD image in Ceph): moving it \
-                         to another pool is not supported yet"
-                    ))
-                })?,
+            Some(from) => (
+                self.storage
+                    .volume_file(from, &crate::storage::root_volume(name))?
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{name}'s root volume in pool {from:?} is no file the daemon copies \
+                             (a raid volume inside the daemon or an RBD image in Ceph): moving \
+                             it to another pool is not supported yet"
+                        ))
+                    })?,
+                "raw",
+            ),
             None => {
                 let overlay = self.driver.dir(name).join("root.qcow2");
                 if overlay.is_file() {
-                    overlay
+                    (overlay, "qcow2")
                 } else {
                     // Never started: its disk is still the image's.
                     let image = self.images.by_fingerprint(&inst.image)?;
-                    super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
+                    super::vm::image_disk_format(&self.images.image_dir(&image.fingerprint))
                         .ok_or_else(|| Error::invalid("the image has no disk"))?
                 }
             }

@@ -145,12 +145,31 @@ pub struct ConsoleSlot {
 
 /// The disk an image boots from (a VM image's root disk, or an imported disk), if it has one.
 pub fn image_disk(image_dir: &Path) -> Option<PathBuf> {
+    image_disk_format(image_dir).map(|(p, _)| p)
+}
+
+/// [`image_disk`] and its format as the image records it (`raw` or `qcow2`), for tools run
+/// on it as root: never probed, since a raw disk's bytes are anyone's and may look like
+/// another format's header naming host files.
+pub fn image_disk_format(image_dir: &Path) -> Option<(PathBuf, &'static str)> {
     if image_dir.join(vessel_vmimage::MANIFEST_FILE).is_file() {
-        return vessel_vmimage::VmImage::open(image_dir).ok()?.disk_path();
+        let vm = vessel_vmimage::VmImage::open(image_dir).ok()?;
+        let path = vm.disk_path()?;
+        let format = match vm.manifest.disk_format {
+            Some(f) => f.qemu_name(),
+            None if path.extension().is_some_and(|e| e == "qcow2") => "qcow2",
+            None => "raw",
+        };
+        return Some((path, format));
     }
     let desc: FirmwareBoot =
         serde_json::from_slice(&std::fs::read(image_dir.join(FIRMWARE_FILE)).ok()?).ok()?;
-    (desc.boot != "cdrom").then(|| image_dir.join(&desc.file))
+    let format = if desc.format == "qcow2" {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    (desc.boot != "cdrom").then(|| (image_dir.join(&desc.file), format))
 }
 
 fn vm_err(what: &str) -> impl Fn(vessel_vm::VmError) -> Error + '_ {

@@ -26,9 +26,23 @@ impl StorageService {
                 "volume {name:?} is attached; detach it before importing into it"
             )));
         }
+        // The format is read from the header, never probed by qemu-img (which takes a raw
+        // upload that looks like a VMDK descriptor for one, and follows it to host files);
+        // a qcow2 naming an external data file (any host path) is refused before it opens.
+        let format = if is_qcow2(image)? { "qcow2" } else { "raw" };
+        if format == "qcow2" {
+            vessel_vm::refuse_external_data(image)
+                .map_err(|e| Error::invalid(format!("the upload: {}", chain(&e))))?;
+        }
         let info = driver::run(
             "qemu-img",
-            &["info", "--output=json", driver::path_str(image)?],
+            &[
+                "info",
+                "--output=json",
+                "-f",
+                format,
+                driver::path_str(image)?,
+            ],
         )?;
         let format = check_image(&info, &v)?;
         op.progress(Some(5), "writing the image");
@@ -91,23 +105,34 @@ impl StorageService {
         Ok(())
     }
 
-    /// Creates a VM's root volume in `pool` from the image's disk (blocking; inside the
-    /// creating operation) and attaches it.
+    /// Creates a VM's root volume in `pool` from the image's disk or the VM's disk (blocking;
+    /// inside the creating operation) and attaches it. `(image_disk, format)`: the disk and
+    /// its format as recorded (`raw` or `qcow2`), never probed; a qcow2 naming an external
+    /// data file is refused.
     pub fn create_root_volume(
         &self,
         pool: &str,
         instance: &str,
-        image_disk: &Path,
+        (image_disk, format): (&Path, &str),
         op: &OpHandle,
     ) -> Result<()> {
+        if format == "qcow2" {
+            vessel_vm::refuse_external_data(image_disk)
+                .map_err(|e| Error::invalid(format!("the disk: {}", chain(&e))))?;
+        }
         let info = driver::run(
             "qemu-img",
-            &["info", "--output=json", driver::path_str(image_disk)?],
+            &[
+                "info",
+                "--output=json",
+                "-f",
+                format,
+                driver::path_str(image_disk)?,
+            ],
         )?;
         let info: serde_json::Value = serde_json::from_str(&info)
             .map_err(|e| Error::internal(format!("qemu-img info: {e}")))?;
         let size = info["virtual-size"].as_u64().unwrap_or(0);
-        let format = info["format"].as_str().unwrap_or("raw").to_string();
         let name = super::root_volume(instance);
         let v = {
             let _g = self.busy();
@@ -126,7 +151,7 @@ impl StorageService {
             self.volume_record(pool, &name)?
         };
         op.progress(Some(20), "writing the root disk into the pool");
-        let written = self.write_image(&v, image_disk, &format, op);
+        let written = self.write_image(&v, image_disk, format, op);
         let attached = written.and_then(|_| {
             let _g = self.busy();
             let mut v = self.volume_record(pool, &name)?;
@@ -142,6 +167,15 @@ impl StorageService {
         }
         Ok(())
     }
+}
+
+/// Whether the file at `path` starts with qcow2's magic.
+fn is_qcow2(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    Ok(f.read_exact(&mut magic).is_ok() && &magic == b"QFI\xfb")
 }
 
 /// `qemu-img convert` with progress reported to the operation.
