@@ -940,81 +940,47 @@ fn projects_have_volumes_of_their_own() {
         let _ = d.vessel(&["delete", "-f", &format!("s{i}"), "--project", "beta"]);
     }
     // Moves and root disk resizes at once: each holds the project's quota lock until its
-    // size is counted, so the limit holds for them as for launches.
-    for i in 0..4 {
-        let n = format!("m{i}");
-        let args = [
-            "create",
-            "busybox",
-            &n,
-            "--project",
-            "beta",
-            "-l",
-            "disk=30MiB",
-        ];
-        d.ok(&args);
-    }
-    let codes = send_at_once(
-        &d,
+    // size is counted, so the limit holds for them as for launches: 4 instances PREFIX0..3
+    // made with `extra`, then 4 requests at once of which 3 fit.
+    let three_of_four = |prefix: &str, extra: &[&str], method: &str, path: &str, body: &str| {
+        for i in 0..4 {
+            let n = format!("{prefix}{i}");
+            let mut args = vec!["create", "busybox", &n, "--project", "beta"];
+            args.extend(extra);
+            d.ok(&args);
+        }
+        let codes = send_at_once(&d, method, path, body, prefix, 4);
+        assert_eq!(codes.iter().filter(|c| *c == "202").count(), 3, "{codes:?}");
+        assert!(codes.iter().all(|c| c == "202" || c == "409"), "{codes:?}");
+        d.wait_for("their operations", Duration::from_secs(120), || {
+            let ops = d.ok(&["operation", "list", "--project", "beta", "--format", "json"]);
+            !ops.contains("\"running\"") && !ops.contains("\"pending\"")
+        });
+        let used: u64 = sizes().iter().sum();
+        assert!(
+            used <= 100 << 20,
+            "{used} bytes in pool local over beta's 100MiB after {method} {path} ({codes:?})"
+        );
+        for i in 0..4 {
+            d.ok(&["delete", "-f", &format!("{prefix}{i}"), "--project", "beta"]);
+        }
+    };
+    // 3 of 30MiB fit in 100MiB (data has no size).
+    three_of_four(
+        "m",
+        &["-l", "disk=30MiB"],
         "POST",
         "/1.0/instances/NAME/move?project=beta",
         r#"{"pool":"local"}"#,
-        "m",
-        4,
     );
-    // 3 of 30MiB fit in 100MiB (data has no size).
-    assert_eq!(codes.iter().filter(|c| *c == "202").count(), 3, "{codes:?}");
-    assert!(codes.iter().all(|c| c == "202" || c == "409"), "{codes:?}");
-    d.wait_for("the moves", Duration::from_secs(120), || {
-        let ops = d.ok(&["operation", "list", "--project", "beta", "--format", "json"]);
-        !ops.contains("\"running\"") && !ops.contains("\"pending\"")
-    });
-    let used: u64 = sizes().iter().sum();
-    assert!(
-        used <= 100 << 20,
-        "{used} bytes in pool local over beta's 100MiB after moves at once ({codes:?})"
-    );
-    for i in 0..4 {
-        d.ok(&["delete", "-f", &format!("m{i}"), "--project", "beta"]);
-    }
-    for i in 0..4 {
-        let n = format!("z{i}");
-        let args = [
-            "create",
-            "busybox",
-            &n,
-            "--project",
-            "beta",
-            "--storage",
-            "local",
-            "-l",
-            "disk=16MiB",
-        ];
-        d.ok(&args);
-    }
-    let codes = send_at_once(
-        &d,
+    // 4 of 16MiB, 3 of them grown to 28MiB: 100MiB.
+    three_of_four(
+        "z",
+        &["--storage", "local", "-l", "disk=16MiB"],
         "PUT",
         "/1.0/instances/NAME/root-disk?project=beta",
         r#"{"size":29360128}"#,
-        "z",
-        4,
     );
-    // 4 of 16MiB, 3 of them grown to 28MiB: 100MiB.
-    assert_eq!(codes.iter().filter(|c| *c == "202").count(), 3, "{codes:?}");
-    assert!(codes.iter().all(|c| c == "202" || c == "409"), "{codes:?}");
-    d.wait_for("the resizes", Duration::from_secs(120), || {
-        let ops = d.ok(&["operation", "list", "--project", "beta", "--format", "json"]);
-        !ops.contains("\"running\"") && !ops.contains("\"pending\"")
-    });
-    let used: u64 = sizes().iter().sum();
-    assert!(
-        used <= 100 << 20,
-        "{used} bytes in pool local over beta's 100MiB after resizes at once ({codes:?})"
-    );
-    for i in 0..4 {
-        d.ok(&["delete", "-f", &format!("z{i}"), "--project", "beta"]);
-    }
     // A project holding a volume is not deleted, nor one with backups in the daemon's
     // store: a new project of its name would see them.
     let err = d.fails(&["project", "delete", "beta"]);
