@@ -407,7 +407,10 @@ fn check_room(store: &BlobStore, limits: &SpaceLimits, what: &str, needed: u64) 
     Ok(())
 }
 
-/// Copies a blob of an OCI layout into the store, verifying digest and size.
+/// Copies a blob of an OCI layout into the store, verifying digest and size. One the store
+/// has already (from anyone's import or pull) is still read from the archive and checked:
+/// knowing a digest is not having the content, and an archive that only names another
+/// project's image must not get it.
 fn copy_blob(
     src: &Source,
     store: &BlobStore,
@@ -415,9 +418,29 @@ fn copy_blob(
     limit: u64,
     opts: &ImportOptions,
 ) -> Result<()> {
-    if !store.has(&d.digest) {
+    let mut r = src.read(&format!("blobs/sha256/{}", d.digest.hex()))?;
+    if store.has(&d.digest) {
+        let allowed = limit.min(d.size);
+        let mut h = HashingWriter::new(io::sink());
+        io::copy(&mut (&mut r).take(allowed.saturating_add(1)), &mut h).map_err(|source| {
+            ImportError::Io {
+                path: PathBuf::from(format!("blobs/sha256/{}", d.digest.hex())),
+                op: "read",
+                source,
+            }
+        })?;
+        if h.written() > allowed {
+            return Err(blob_err(&d.digest)(BlobError::TooLarge { limit: allowed }));
+        }
+        let (actual, _) = h.finish();
+        if actual != d.digest {
+            return Err(blob_err(&d.digest)(BlobError::Mismatch {
+                expected: d.digest.clone(),
+                actual,
+            }));
+        }
+    } else {
         check_room(store, &opts.space, d.digest.as_str(), d.size.min(limit))?;
-        let mut r = src.read(&format!("blobs/sha256/{}", d.digest.hex()))?;
         store
             .put(&mut r, Some(&d.digest), limit.min(d.size))
             .map_err(blob_err(&d.digest))?;

@@ -22,4 +22,4 @@ pub use config::ImageConfig;
 pub use export::{build_layer, new_image, write_oci_archive, ExportError};
 pub use flatten::{flatten, FlattenError};
 pub use space::SpaceLimits;
-pub use unpack::{unpack_layer, RootMeta, UnpackError, UnpackOptions, UnpackStats};
+pub use unpack::{layer_diff_id, unpack_layer, RootMeta, UnpackError, UnpackOptions, UnpackStats};

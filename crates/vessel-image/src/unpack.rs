@@ -406,6 +406,32 @@ pub(crate) fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
     Some(out)
 }
 
+/// The digest of a layer blob's uncompressed stream (what an image config's `diff_id`
+/// names), read under the same bound on expansion as [`unpack_layer`]: for a layer stored
+/// already under a diff_id, to check that another blob an image names really has it.
+pub fn layer_diff_id(reader: impl Read, media_type: &str, opts: &UnpackOptions) -> Result<Digest> {
+    let compression = Compression::from_media_type(media_type)
+        .ok_or_else(|| UnpackError::UnsupportedMediaType(media_type.to_string()))?;
+    let decoder = compression
+        .decoder(reader)
+        .map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
+    let limit = match (compression, opts.compressed_size) {
+        (Compression::None, _) | (_, None) => u64::MAX,
+        (_, Some(c)) => opts.space.max_uncompressed(c),
+    };
+    let hash = Rc::new(std::cell::RefCell::new(Sha256::new()));
+    let mut stream = Bounded {
+        inner: decoder,
+        limit,
+        count: Rc::new(Cell::new(0u64)),
+        hash: hash.clone(),
+    };
+    io::copy(&mut stream, &mut io::sink()).map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
+    let hex = hex::encode(hash.replace(Sha256::new()).finalize());
+    Digest::parse(&format!("sha256:{hex}"))
+        .map_err(|e| UnpackError::Stream(TarError::Io(io::Error::other(e))))
+}
+
 /// Unpacks one layer (`media_type` says its compression) into `dest`, which must not exist.
 /// Whiteouts are stored in overlayfs form. On error nothing is left behind.
 pub fn unpack_layer(

@@ -796,3 +796,33 @@ fn a_layer_must_have_the_diff_id_it_is_stored_under() {
         .unpack(&gz, OCI_LAYER_GZIP, &opts)
         .expect("the true diff_id of a gzip layer is its tar's digest");
 }
+
+#[test]
+fn a_layers_diff_id_is_its_uncompressed_streams_digest_and_bombs_are_bounded() {
+    use sha2::Digest as _;
+    let plain = [file_header("f", 0), vec![0u8; 1024]].concat();
+    let want = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&plain)));
+    let opts = UnpackOptions::default();
+    for (bytes, media) in [
+        (plain.clone(), OCI_LAYER_TAR),
+        (gzip(&plain), OCI_LAYER_GZIP),
+    ] {
+        let got = vessel_image::layer_diff_id(&bytes[..], media, &opts).unwrap();
+        assert_eq!(got.as_str(), want, "{media}");
+    }
+    // A bomb expands no further than an unpack would let it.
+    let bomb = gzip_zeros(64 << 20);
+    let opts = UnpackOptions {
+        compressed_size: Some(bomb.len() as u64),
+        space: vessel_image::SpaceLimits {
+            ratio_floor: 1 << 20,
+            ..Default::default()
+        },
+        ..UnpackOptions::default()
+    };
+    let e = vessel_image::layer_diff_id(&bomb[..], OCI_LAYER_GZIP, &opts).unwrap_err();
+    assert!(
+        e.to_string().contains("exceeds") || format!("{e:?}").contains("exceeds"),
+        "{e:?}"
+    );
+}

@@ -143,7 +143,7 @@ impl Client {
                 event,
             })
         };
-        if store.has(digest) {
+        if store.has(digest) && !self.opts.verify_stored {
             debug!(%digest, "blob already stored");
             report(job.desc.size, ProgressEvent::Skipped);
             return Ok(());

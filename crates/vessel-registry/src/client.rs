@@ -56,6 +56,9 @@ pub struct ClientOptions {
     pub space: vessel_image::SpaceLimits,
     /// Most redirects followed for one request.
     pub max_redirects: u32,
+    /// Downloads and verifies a blob the store has already too (a store several tenants
+    /// share: a manifest naming a digest is not the registry having its content).
+    pub verify_stored: bool,
 }
 
 impl Default for ClientOptions {
@@ -78,6 +81,7 @@ impl Default for ClientOptions {
             min_average_rate: 256 << 10,
             space: vessel_image::SpaceLimits::default(),
             max_redirects: 5,
+            verify_stored: false,
         }
     }
 }

@@ -222,6 +222,27 @@ fn shared_layers_are_downloaded_once() {
         .any(|p| p.digest.as_str() == bb.desc.digest && p.event == ProgressEvent::Skipped));
     assert_eq!(img.layers.len(), 2);
     assert_eq!(verify_store(store.dir()), 2 + 2 + 2); // two manifests, two configs, two layers
+
+    // A client for a store that tenants share fetches and verifies a stored blob too: a
+    // manifest naming a digest is not the registry having its content.
+    proxy.clear();
+    let shared = Client::new(ClientOptions {
+        insecure_hosts: vec![proxy.host()],
+        verify_stored: true,
+        ..Default::default()
+    })
+    .expect("client");
+    pull(&shared, &format!("{}/test/busybox:b", proxy.host()), &store).expect("pull b again");
+    let gets: Vec<String> = proxy.blob_gets().into_iter().map(|r| r.path).collect();
+    assert!(
+        gets.iter().any(|p| p.ends_with(&bb.desc.digest)),
+        "{gets:?}"
+    );
+    assert!(
+        gets.iter().any(|p| p.ends_with(&extra.desc.digest)),
+        "{gets:?}"
+    );
+    assert_eq!(verify_store(store.dir()), 2 + 2 + 2);
 }
 
 #[test]

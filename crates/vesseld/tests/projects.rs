@@ -1315,6 +1315,40 @@ fn projects_have_images_and_exports_of_their_own() {
     assert!(err.contains("not found"), "{err}");
     let err = d.fails(&["image", "info", &base, "--project", "alpha"]);
     assert!(err.contains("not found"), "{err}");
+    // Nor does an archive that only names default's image (its index, none of its blobs):
+    // knowing a digest is not having the content.
+    let full = d.dir.join("busybox-oci.tar");
+    d.ok(&["image", "export", "busybox", full.to_str().unwrap()]);
+    let names = d.dir.join("names");
+    std::fs::create_dir_all(&names).unwrap();
+    let tar = |args: &[&str]| {
+        let out = Command::new("tar").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tar(&["-xf", full.to_str().unwrap(), "-C", names.to_str().unwrap()]);
+    std::fs::remove_dir_all(names.join("blobs")).unwrap();
+    let names_tar = d.dir.join("names.tar");
+    tar(&[
+        "-cf",
+        names_tar.to_str().unwrap(),
+        "-C",
+        names.to_str().unwrap(),
+        ".",
+    ]);
+    let err = d.fails(&[
+        "image",
+        "import",
+        names_tar.to_str().unwrap(),
+        "--project",
+        "alpha",
+    ]);
+    assert!(err.contains("has no blobs/sha256/"), "{err}");
+    let (_, body) = local(&d, "GET", "/1.0/images?project=alpha", None);
+    assert_eq!(body, "[]");
     d.ok(&[
         "image",
         "build",

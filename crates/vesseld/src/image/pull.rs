@@ -46,7 +46,35 @@ impl ImageService {
                 Some(pct),
                 &format!("unpacking layer {}/{}", i + 1, layers.len()),
             );
-            if !self.layer_dir(&id).is_dir() {
+            if self.layer_dir(&id).is_dir() {
+                // Stored under its diff_id already: this image's blob must have that content
+                // (a config may name any diff_id, another project's layer's among them).
+                // The blob it was unpacked from has; another one is read through.
+                let source = std::fs::read_to_string(self.layer_source_file(&id)).ok();
+                if source.as_deref().map(str::trim) != Some(l.blob.as_str()) {
+                    let blob = store
+                        .open_blob(&l.blob)
+                        .map_err(|e| Error::internal(format!("layer {}: {}", l.blob, chain(&e))))?;
+                    let opts = UnpackOptions {
+                        compressed_size: blob.metadata().ok().map(|m| m.len()),
+                        ..UnpackOptions::default()
+                    };
+                    let media = l.media_type.clone();
+                    let actual = tokio::task::spawn_blocking(move || {
+                        vessel_image::layer_diff_id(std::io::BufReader::new(blob), &media, &opts)
+                    })
+                    .await
+                    .map_err(|e| Error::internal(format!("layer check task: {e}")))?
+                    .map_err(|e| Error::invalid(format!("layer {}: {}", l.blob, chain(&e))))?;
+                    if actual != l.diff_id {
+                        return Err(Error::invalid(format!(
+                            "layer {} uncompresses to {actual}, not to the diff_id {} its \
+                             image's config names",
+                            l.blob, l.diff_id
+                        )));
+                    }
+                }
+            } else {
                 let staging = self.staging()?;
                 let dest = staging.join("layer");
                 let blob = store
@@ -136,8 +164,12 @@ impl ImageService {
             }
         };
         validate_alias(&alias)?;
+        // Projects share the blob store: every blob is fetched from the registry and
+        // verified, stored or not, so that a manifest of a tenant's registry naming another
+        // project's blobs by digest gets nothing it does not serve.
         let mut opts = ClientOptions {
             max_layers: self.max_layers(),
+            verify_stored: true,
             ..ClientOptions::default()
         };
         if req.insecure || on_loopback(reference.registry()) {

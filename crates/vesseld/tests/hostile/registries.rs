@@ -163,10 +163,11 @@ fn lying_registries_are_bounded_in_bytes_and_time_and_cleaned_up() {
         "{e}"
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        liar.sent.load(std::sync::atomic::Ordering::Relaxed) - sent,
-        0,
-        "bytes of the huge blob were fetched"
+    // (The image's small config comes again: the daemon verifies a stored blob too.)
+    let fetched = liar.sent.load(std::sync::atomic::Ordering::Relaxed) - sent;
+    assert!(
+        fetched < 4096,
+        "{fetched} bytes fetched: bytes of the huge blob among them"
     );
 
     // A length beyond the declared size is refused from the header.
