@@ -16,7 +16,7 @@ use vessel_api::{Instance, InstanceType};
 use vessel_backup::{Index, Store, Writer};
 use vessel_monitor::{DiskSource, RootDisk};
 
-use super::backup::remap;
+use super::remap::remap;
 use super::root_disk::DiskGuard;
 use super::snapshots::Carried;
 use super::InstanceService;

@@ -15,7 +15,6 @@
 //! image must be on this host (same fingerprint).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,6 @@ use vessel_api::{Instance, InstanceCreate, InstanceStatus, InstanceType, Operati
 use vessel_backup::{Index, Store, Writer};
 use vessel_vm::RunningVm;
 
-use super::driver::IDMAP_SIZE;
 use super::InstanceService;
 use crate::backup::error as store_error;
 use crate::error::{Error, Result};
@@ -101,39 +99,6 @@ fn progress<'a>(
             );
         }
     }
-}
-
-/// Gives files of a tree owned by ids of range `from` (the old instance's) the same ids of
-/// range `to`; set-id bits stay as they were.
-pub(super) fn remap(root: &Path, from: u32, to: u32) -> std::io::Result<()> {
-    if from == to {
-        return Ok(());
-    }
-    let map = |id: u32| {
-        if (from..from + IDMAP_SIZE).contains(&id) {
-            id - from + to
-        } else {
-            id
-        }
-    };
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p)?;
-        let (u, g) = (map(m.uid()), map(m.gid()));
-        if (u, g) != (m.uid(), m.gid()) {
-            std::os::unix::fs::lchown(&p, Some(u), Some(g))?;
-            if m.is_file() && m.mode() & 0o6000 != 0 {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
-            }
-        }
-        if m.is_dir() {
-            for e in std::fs::read_dir(&p)? {
-                stack.push(e?.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Un-pauses an instance paused for a backup, a snapshot or a copy when dropped.
@@ -736,7 +701,7 @@ impl InstanceService {
                     .restore_tree_as(index, "rootfs", &upper, inst.privileged, &mut p)
                     .map_err(store_error)?;
                 if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
-                    remap(&upper, from, to).map_err(|e| {
+                    super::remap::remap(&upper, from, to).map_err(|e| {
                         Error::internal(format!("moving file owners to {}'s ids: {e}", inst.name))
                     })?;
                 }

@@ -272,7 +272,7 @@ impl InstanceService {
                 std::fs::remove_dir(&upper).map_err(io(&upper))?;
                 move_tree(&src, &upper)?;
                 if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
-                    super::backup::remap(&upper, from, to).map_err(io(&upper))?;
+                    super::remap::remap(&upper, from, to).map_err(io(&upper))?;
                 }
                 Ok(())
             }
@@ -281,7 +281,7 @@ impl InstanceService {
                 std::fs::rename(&src, &image).map_err(io(&image))?;
                 if let (Some(from), Some(to)) = (shift, self.driver.shift(inst)) {
                     let (upper, _disk) = self.open_writable(inst)?;
-                    super::backup::remap(&upper, from, to).map_err(io(&upper))?;
+                    super::remap::remap(&upper, from, to).map_err(io(&upper))?;
                 }
                 Ok(())
             }

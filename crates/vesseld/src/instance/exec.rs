@@ -257,14 +257,26 @@ impl InstanceService {
                 "VM {name} has no guest agent port, so exec cannot reach it"
             ))
         })?;
-        let session = vessel_vm::agent_exec(&socket, req, std::time::Duration::from_secs(10))
-            .map_err(|e| {
-                Error::conflict(format!(
-                    "the guest agent of {name} did not answer ({}); is the guest booted? \
+        // A guest still booting is waited for: its agent may answer only some time after
+        // its QEMU started (`vessel launch --vm` and an exec right after, under TCG on a busy
+        // host, take more than the 10 s an exec otherwise waits).
+        const AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        const BOOT_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+        let up = std::fs::metadata(&vm.pidfile)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        let wait = match up {
+            Some(up) if up < BOOT_WAIT => (BOOT_WAIT - up).max(AGENT_WAIT),
+            _ => AGENT_WAIT,
+        };
+        let session = vessel_vm::agent_exec(&socket, req, wait).map_err(|e| {
+            Error::conflict(format!(
+                "the guest agent of {name} did not answer ({}); is the guest booted? \
                      `vessel console {name}` shows it",
-                    crate::error::chain(&e)
-                ))
-            })?;
+                crate::error::chain(&e)
+            ))
+        })?;
         let stream = session.into_stream();
         stream
             .set_nonblocking(true)

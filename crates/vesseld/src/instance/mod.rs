@@ -23,6 +23,7 @@ mod migrate_live;
 mod move_pool;
 pub mod publish;
 mod rebuild;
+mod remap;
 mod rename;
 mod resize;
 mod resolv;
