@@ -420,25 +420,7 @@ fn copy_blob(
 ) -> Result<()> {
     let mut r = src.read(&format!("blobs/sha256/{}", d.digest.hex()))?;
     if store.has(&d.digest) {
-        let allowed = limit.min(d.size);
-        let mut h = HashingWriter::new(io::sink());
-        io::copy(&mut (&mut r).take(allowed.saturating_add(1)), &mut h).map_err(|source| {
-            ImportError::Io {
-                path: PathBuf::from(format!("blobs/sha256/{}", d.digest.hex())),
-                op: "read",
-                source,
-            }
-        })?;
-        if h.written() > allowed {
-            return Err(blob_err(&d.digest)(BlobError::TooLarge { limit: allowed }));
-        }
-        let (actual, _) = h.finish();
-        if actual != d.digest {
-            return Err(blob_err(&d.digest)(BlobError::Mismatch {
-                expected: d.digest.clone(),
-                actual,
-            }));
-        }
+        BlobStore::verify(&mut r, &d.digest, limit.min(d.size)).map_err(blob_err(&d.digest))?;
     } else {
         check_room(store, &opts.space, d.digest.as_str(), d.size.min(limit))?;
         store

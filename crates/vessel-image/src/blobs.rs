@@ -207,24 +207,9 @@ impl BlobStore {
             source,
         };
         let file = File::create(&tmp).map_err(|e| io("create", e))?;
-        let mut w = HashingWriter::new(file);
         let result = (|| {
-            let mut limited = r.take(limit + 1);
-            io::copy(&mut limited, &mut w).map_err(|e| io("write", e))?;
-            if w.written() > limit {
-                return Err(BlobError::TooLarge { limit });
-            }
-            let size = w.written();
-            let (digest, file) = w.finish();
+            let (digest, size, file) = checked_copy(r, file, expected, limit, |e| io("write", e))?;
             file.sync_all().map_err(|e| io("sync", e))?;
-            if let Some(exp) = expected {
-                if *exp != digest {
-                    return Err(BlobError::Mismatch {
-                        expected: exp.clone(),
-                        actual: digest,
-                    });
-                }
-            }
             let dest = self.path(&digest);
             fs::rename(&tmp, &dest).map_err(|e| io("rename into place", e))?;
             Ok((digest, size))
@@ -233,6 +218,18 @@ impl BlobStore {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Reads everything `r` yields (at most `limit` bytes) and checks that it hashes to
+    /// `expected`, storing nothing: for content the store has already, which a source must
+    /// still prove it holds. Returns the size.
+    pub fn verify(r: &mut dyn Read, expected: &Digest, limit: u64) -> Result<u64> {
+        let io = |source| BlobError::Io {
+            path: PathBuf::from(expected.as_str()),
+            op: "read",
+            source,
+        };
+        checked_copy(r, io::sink(), Some(expected), limit, io).map(|(_, size, _)| size)
     }
 
     /// A writer whose content becomes a blob when committed (and is discarded otherwise), for
@@ -260,6 +257,31 @@ impl BlobStore {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         self.put(&mut &bytes[..], None, bytes.len() as u64)
             .map(|(d, _)| d)
+    }
+}
+
+/// Copies at most `limit` bytes of `r` into `w`, hashing them: their digest and size, and
+/// `w`. More than `limit` bytes, or a digest other than `expected`, is refused.
+fn checked_copy<W: Write>(
+    r: &mut dyn Read,
+    w: W,
+    expected: Option<&Digest>,
+    limit: u64,
+    io_err: impl Fn(io::Error) -> BlobError,
+) -> Result<(Digest, u64, W)> {
+    let mut w = HashingWriter::new(w);
+    io::copy(&mut r.take(limit + 1), &mut w).map_err(io_err)?;
+    if w.written() > limit {
+        return Err(BlobError::TooLarge { limit });
+    }
+    let size = w.written();
+    let (digest, w) = w.finish();
+    match expected {
+        Some(exp) if *exp != digest => Err(BlobError::Mismatch {
+            expected: exp.clone(),
+            actual: digest,
+        }),
+        _ => Ok((digest, size, w)),
     }
 }
 

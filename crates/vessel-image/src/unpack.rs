@@ -373,6 +373,13 @@ pub(crate) struct Bounded<R> {
     hash: Rc<std::cell::RefCell<Sha256>>,
 }
 
+/// The digest `hash` holds (it starts again after).
+fn digest_of(hash: &std::cell::RefCell<Sha256>) -> Result<Digest> {
+    let hex = hex::encode(hash.replace(Sha256::new()).finalize());
+    Digest::parse(&format!("sha256:{hex}"))
+        .map_err(|e| UnpackError::Stream(TarError::Io(io::Error::other(e))))
+}
+
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -410,6 +417,18 @@ pub(crate) fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
 /// names), read under the same bound on expansion as [`unpack_layer`]: for a layer stored
 /// already under a diff_id, to check that another blob an image names really has it.
 pub fn layer_diff_id(reader: impl Read, media_type: &str, opts: &UnpackOptions) -> Result<Digest> {
+    let mut stream = uncompressed(reader, media_type, opts)?;
+    io::copy(&mut stream, &mut io::sink()).map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
+    digest_of(&stream.hash)
+}
+
+/// A layer blob's uncompressed stream (`media_type` says its compression), counted and
+/// hashed as it is read, and refused past the bound `opts` puts on its expansion.
+fn uncompressed<'a>(
+    reader: impl Read + 'a,
+    media_type: &str,
+    opts: &UnpackOptions,
+) -> Result<Bounded<Box<dyn Read + 'a>>> {
     let compression = Compression::from_media_type(media_type)
         .ok_or_else(|| UnpackError::UnsupportedMediaType(media_type.to_string()))?;
     let decoder = compression
@@ -419,17 +438,13 @@ pub fn layer_diff_id(reader: impl Read, media_type: &str, opts: &UnpackOptions) 
         (Compression::None, _) | (_, None) => u64::MAX,
         (_, Some(c)) => opts.space.max_uncompressed(c),
     };
-    let hash = Rc::new(std::cell::RefCell::new(Sha256::new()));
-    let mut stream = Bounded {
+    Ok(Bounded {
         inner: decoder,
+        // The tar's own headers and padding come on top of the data sizes.
         limit,
         count: Rc::new(Cell::new(0u64)),
-        hash: hash.clone(),
-    };
-    io::copy(&mut stream, &mut io::sink()).map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
-    let hex = hex::encode(hash.replace(Sha256::new()).finalize());
-    Digest::parse(&format!("sha256:{hex}"))
-        .map_err(|e| UnpackError::Stream(TarError::Io(io::Error::other(e))))
+        hash: Rc::new(std::cell::RefCell::new(Sha256::new())),
+    })
 }
 
 /// Unpacks one layer (`media_type` says its compression) into `dest`, which must not exist.
@@ -440,24 +455,8 @@ pub fn unpack_layer(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats> {
-    let compression = Compression::from_media_type(media_type)
-        .ok_or_else(|| UnpackError::UnsupportedMediaType(media_type.to_string()))?;
-    let decoder = compression
-        .decoder(reader)
-        .map_err(|e| UnpackError::Stream(TarError::Io(e)))?;
-    let ratio_limit = match (compression, opts.compressed_size) {
-        (Compression::None, _) | (_, None) => u64::MAX,
-        (_, Some(c)) => opts.space.max_uncompressed(c),
-    };
-    let count = Rc::new(Cell::new(0u64));
-    let hash = Rc::new(std::cell::RefCell::new(Sha256::new()));
-    let stream = Bounded {
-        inner: decoder,
-        // The tar's own headers and padding come on top of the data sizes.
-        limit: ratio_limit,
-        count: count.clone(),
-        hash: hash.clone(),
-    };
+    let stream = uncompressed(reader, media_type, opts)?;
+    let (count, hash, ratio_limit) = (stream.count.clone(), stream.hash.clone(), stream.limit);
     let staging = make_staging(dest)?;
     let mut last_entry = String::new();
     let result = (|| {
@@ -489,11 +488,7 @@ pub fn unpack_layer(
             return Err(UnpackError::TrailingData);
         }
         if let Some(expected) = &opts.diff_id {
-            let actual = Digest::parse(&format!(
-                "sha256:{}",
-                hex::encode(hash.replace(Sha256::new()).finalize())
-            ))
-            .map_err(|e| UnpackError::Stream(TarError::Io(io::Error::other(e))))?;
+            let actual = digest_of(&hash)?;
             if &actual != expected {
                 return Err(UnpackError::DiffIdMismatch {
                     expected: expected.clone(),

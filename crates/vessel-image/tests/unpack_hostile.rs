@@ -477,6 +477,18 @@ fn file_header(name: &str, size: u64) -> Vec<u8> {
     h.as_bytes().to_vec()
 }
 
+/// Options that bound `blob`'s expansion by its ratio alone (a floor of 1 MiB).
+fn ratio_bounded(blob: &[u8]) -> UnpackOptions {
+    UnpackOptions {
+        compressed_size: Some(blob.len() as u64),
+        space: vessel_image::SpaceLimits {
+            ratio_floor: 1 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// A gzip layer holding one file of `size` zero bytes, written in a stream (a bomb).
 fn gzip_zeros(size: u64) -> Vec<u8> {
     use std::io::Write;
@@ -534,14 +546,7 @@ fn pax_records_are_capped_per_entry_not_only_per_record() {
 fn decompression_bombs_are_refused_by_ratio() {
     let bomb = gzip_zeros(64 << 20);
     assert!(bomb.len() < 200 << 10, "{}", bomb.len());
-    let opts = UnpackOptions {
-        compressed_size: Some(bomb.len() as u64),
-        space: vessel_image::SpaceLimits {
-            ratio_floor: 1 << 20,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = ratio_bounded(&bomb);
     let sb = Sandbox::new();
     let e = sb
         .unpack(&bomb, OCI_LAYER_GZIP, &opts)
@@ -812,14 +817,7 @@ fn a_layers_diff_id_is_its_uncompressed_streams_digest_and_bombs_are_bounded() {
     }
     // A bomb expands no further than an unpack would let it.
     let bomb = gzip_zeros(64 << 20);
-    let opts = UnpackOptions {
-        compressed_size: Some(bomb.len() as u64),
-        space: vessel_image::SpaceLimits {
-            ratio_floor: 1 << 20,
-            ..Default::default()
-        },
-        ..UnpackOptions::default()
-    };
+    let opts = ratio_bounded(&bomb);
     let e = vessel_image::layer_diff_id(&bomb[..], OCI_LAYER_GZIP, &opts).unwrap_err();
     assert!(
         e.to_string().contains("exceeds") || format!("{e:?}").contains("exceeds"),
