@@ -391,8 +391,6 @@ impl Store {
         })
     }
 
-    /// The backups being taken now (their writers hold their records' locks); records of
-    /// writers that died are removed, with the backup they did not finish.
     /// The store's file system's clock: the time a file of it takes when touched now (on
     /// NFS, the server's clock, which chunk times follow).
     pub(crate) fn fs_now(&self) -> Result<i64> {
@@ -413,8 +411,10 @@ impl Store {
         Ok(f.metadata().map_err(io("reading", &p))?.mtime())
     }
 
-    /// The backups being taken, by their records; each one's `start` the earlier of what it
-    /// wrote and its record's time on the store's file system.
+    /// The backups being taken now (their writers hold their records' locks), each one's
+    /// `start` the earlier of what it wrote and its record's time on the store's file
+    /// system; records of writers that died are removed, with the backup they did not
+    /// finish.
     pub(crate) fn live_writers(&self) -> Result<Vec<WriterRecord>> {
         let dir = self.root.join("writers");
         let mut out = Vec::new();

@@ -154,55 +154,42 @@ fn two_projects_each_run_web_and_see_nothing_of_each_other() {
     let (s, _) = remote(&d, port, &a, "/1.0/instances?all-projects=1");
     assert_eq!(s, 403, "an operator listed every project");
     // What reaches into the host is an admin's: a privileged container (its root is the
-    // host's), one on the shared id range, an export at a host path. Not even default's
-    // operator makes them.
+    // host's), one on the shared id range, an export at a host path or on a port below 1024
+    // (where the host's own services listen), an overlay on the shared underlay. Not even
+    // default's operator makes them.
     let o = d.token("default-ops", "default", "operator");
     for token in [&a, &o] {
-        for (body, word) in [
+        for (path, body, word) in [
             (
+                "/1.0/instances",
                 r#"{"name":"root","image":"busybox","privileged":true}"#,
                 "privileged",
             ),
             (
+                "/1.0/instances",
                 r#"{"name":"shared","image":"busybox","idmap_isolated":false}"#,
                 "shared id range",
             ),
+            (
+                "/1.0/storage/exports",
+                r#"{"name":"x","pool":"p","volume":"v","protocol":"nbd","listen":"/run/vessel/vessel.sock"}"#,
+                "only an admin",
+            ),
+            (
+                "/1.0/storage/exports",
+                r#"{"name":"x","pool":"p","volume":"v","protocol":"nfs","listen":"127.0.0.1:111"}"#,
+                "below 1024",
+            ),
+            (
+                "/1.0/networks",
+                r#"{"name":"ov","subnet":"10.99.0.0/24","vni":4242}"#,
+                "only an admin",
+            ),
         ] {
-            let (s, said) = remote_send(&d, port, token, "POST", "/1.0/instances", body);
+            let (s, said) = remote_send(&d, port, token, "POST", path, body);
             assert_eq!(s, 403, "{said}");
             assert!(said.contains(word), "{said}");
         }
-        let (s, said) = remote_send(
-            &d,
-            port,
-            token,
-            "POST",
-            "/1.0/storage/exports",
-            r#"{"name":"x","pool":"p","volume":"v","protocol":"nbd","listen":"/run/vessel/vessel.sock"}"#,
-        );
-        assert_eq!(s, 403, "{said}");
-        assert!(said.contains("only an admin"), "{said}");
-        // Nor a port below 1024, where the host's own services listen.
-        let (s, said) = remote_send(
-            &d,
-            port,
-            token,
-            "POST",
-            "/1.0/storage/exports",
-            r#"{"name":"x","pool":"p","volume":"v","protocol":"nfs","listen":"127.0.0.1:111"}"#,
-        );
-        assert_eq!(s, 403, "{said}");
-        assert!(said.contains("below 1024"), "{said}");
-        let (s, said) = remote_send(
-            &d,
-            port,
-            token,
-            "POST",
-            "/1.0/networks",
-            r#"{"name":"ov","subnet":"10.99.0.0/24","vni":4242}"#,
-        );
-        assert_eq!(s, 403, "{said}");
-        assert!(said.contains("only an admin"), "{said}");
     }
     assert!(d.socket.exists(), "the daemon's socket is there still");
     assert!(!d.ok(&["list", "--all-projects"]).contains("root"));

@@ -549,8 +549,8 @@ fn a_stopped_containers_root_moves_between_pools_with_its_files() {
     assert!(e.contains("snapshot"), "{e}");
     // Exported with --snapshots, the snapshot's root disk travels as its files and comes
     // back as a new image of the daemon's making, of the same size, whiteouts and owners
-    // kept (moved to the new instance's ids): no file system image from an archive is
-    // mounted by the host.
+    // kept (moved to the new instance's ids). (That an image in an archive is refused is
+    // `carried_list`'s unit test.)
     let file = d.dir.join("m.vessel");
     d.ok(&["export", "m", file.to_str().unwrap(), "--snapshots"]);
     d.ok(&["import", file.to_str().unwrap(), "m3"]);

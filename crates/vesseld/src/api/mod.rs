@@ -115,7 +115,6 @@ pub fn error_response(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-/// `202 Accepted` with the operation (or anything else) that says what goes on.
 /// Keeps `held` (a project's quota lock) until operation `id` has ended: for what a limit
 /// counted that exists only once its operation is done (a resized root disk, a moved one,
 /// a VM's root volume made as large as its source's).
@@ -127,6 +126,7 @@ fn hold_until_done(app: &App, id: &str, held: Box<dyn Send>) {
     });
 }
 
+/// `202 Accepted` with the operation (or anything else) that says what goes on.
 fn accepted<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::ACCEPTED, axum::Json(v)).into_response()
 }

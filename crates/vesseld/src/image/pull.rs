@@ -21,6 +21,21 @@ pub struct LayerBlob {
     pub diff_id: Digest,
 }
 
+/// Layer `l`'s blob, opened, with the options it is read under: its size bounds how far it
+/// may expand (a decompression bomb), and the layer is stored under its diff_id, which its
+/// content must have.
+fn layer_blob(store: &BlobStore, l: &LayerBlob) -> Result<(std::fs::File, UnpackOptions)> {
+    let blob = store
+        .open_blob(&l.blob)
+        .map_err(|e| Error::internal(format!("layer {}: {}", l.blob, chain(&e))))?;
+    let opts = UnpackOptions {
+        compressed_size: blob.metadata().ok().map(|m| m.len()),
+        diff_id: Some(l.diff_id.clone()),
+        ..UnpackOptions::default()
+    };
+    Ok((blob, opts))
+}
+
 impl ImageService {
     /// The blob store of pulled and imported images.
     pub fn blobs(&self) -> Result<BlobStore> {
@@ -52,13 +67,7 @@ impl ImageService {
                 // The blob it was unpacked from has; another one is read through.
                 let source = std::fs::read_to_string(self.layer_source_file(&id)).ok();
                 if source.as_deref().map(str::trim) != Some(l.blob.as_str()) {
-                    let blob = store
-                        .open_blob(&l.blob)
-                        .map_err(|e| Error::internal(format!("layer {}: {}", l.blob, chain(&e))))?;
-                    let opts = UnpackOptions {
-                        compressed_size: blob.metadata().ok().map(|m| m.len()),
-                        ..UnpackOptions::default()
-                    };
+                    let (blob, opts) = layer_blob(store, l)?;
                     let media = l.media_type.clone();
                     let actual = tokio::task::spawn_blocking(move || {
                         vessel_image::layer_diff_id(std::io::BufReader::new(blob), &media, &opts)
@@ -77,16 +86,7 @@ impl ImageService {
             } else {
                 let staging = self.staging()?;
                 let dest = staging.join("layer");
-                let blob = store
-                    .open_blob(&l.blob)
-                    .map_err(|e| Error::internal(format!("layer {}: {}", l.blob, chain(&e))))?;
-                // The blob's size bounds how far it may expand (a decompression bomb);
-                // the layer is stored under its diff_id: its content must have it.
-                let opts = UnpackOptions {
-                    compressed_size: blob.metadata().ok().map(|m| m.len()),
-                    diff_id: Some(l.diff_id.clone()),
-                    ..UnpackOptions::default()
-                };
+                let (blob, opts) = layer_blob(store, l)?;
                 let media = l.media_type.clone();
                 let d = dest.clone();
                 let unpacked = tokio::task::spawn_blocking(move || {

@@ -200,22 +200,21 @@ impl InstanceService {
         Ok(left)
     }
 
-    /// Makes again the snapshots a backup carries, for new instance `inst` whose files are
-    /// restored (blocking; inside its creation); `shift` is the old instance's id base.
+    /// Makes again the snapshots a backup carries (`list`, from [`carried_list`]), for new
+    /// instance `inst` whose files are restored (blocking; inside its creation); `shift` is
+    /// the old instance's id base.
     pub(super) fn restore_snapshots(
         &self,
         store: &Store,
         index: &Index,
         inst: &Instance,
         shift: Option<u32>,
+        list: &[CarriedSnapshot],
         op: &OpHandle,
     ) -> Result<()> {
-        let Some(list) = carried_list(store, index, inst)? else {
-            return Ok(());
-        };
         let name = &inst.name;
         let mut vm_snaps = Vec::new();
-        for c in &list {
+        for c in list {
             op.progress(None, &format!("restoring snapshot {}", c.name));
             let dir = self.driver.dir(name).join("snapshots").join(&c.name);
             let carried = match c.kind.as_str() {

@@ -509,7 +509,7 @@ impl InstanceService {
             index.archive("rootfs").map_err(store_error)?;
         }
         // Its snapshots are checked before anything is made (they are made last).
-        super::archive_snapshots::carried_list(&store, &index, &old)?;
+        let snapshots = super::archive_snapshots::carried_list(&store, &index, &old)?;
         self.images.by_fingerprint(&old.image).map_err(|_| {
             Error::conflict(format!(
                 "the backup's image {} is not on this host: bring it here first (vessel \
@@ -537,7 +537,10 @@ impl InstanceService {
         };
         let shift: Option<u32> = index.labels.get("shift").and_then(|s| s.parse().ok());
         let fill: super::create::Fill = Box::new(move |svc, inst, op| {
-            svc.restore_files(&store, &index, inst, shift, op)?;
+            svc.restore_data(&store, &index, inst, shift, op)?;
+            if let Some(list) = &snapshots {
+                svc.restore_snapshots(&store, &index, inst, shift, list, op)?;
+            }
             if carried {
                 svc.restore_carried(&store, &index, inst, op)?;
             }
@@ -657,20 +660,7 @@ impl InstanceService {
         r
     }
 
-    /// Fills a new instance's files from a backup, then its snapshots if the backup carries
-    /// any (blocking; inside its creation).
-    fn restore_files(
-        &self,
-        store: &Store,
-        index: &Index,
-        inst: &Instance,
-        shift: Option<u32>,
-        op: &OpHandle,
-    ) -> Result<()> {
-        self.restore_data(store, index, inst, shift, op)?;
-        self.restore_snapshots(store, index, inst, shift, op)
-    }
-
+    /// Fills a new instance's files from a backup (blocking; inside its creation).
     fn restore_data(
         &self,
         store: &Store,

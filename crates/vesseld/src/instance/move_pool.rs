@@ -171,9 +171,9 @@ impl InstanceService {
             .create_root_volume(pool, &inst.name, (&disk, format), op)
     }
 
-    /// What a VM's disk is read from when it moves: its old root volume's file, its qcow2
-    /// overlay, or (never started) its image's disk.
-    /// What it is in (never probed: a raw volume's bytes are its guest's).
+    /// What a VM's disk is read from when it moves, with its format (known, never probed: a
+    /// raw volume's bytes are its guest's): its old root volume's file (raw), its qcow2
+    /// overlay, or (never started) its image's disk as the image records it.
     fn vm_move_source(&self, inst: &Instance) -> Result<(PathBuf, &'static str)> {
         let name = &inst.name;
         Ok(match &inst.storage {
