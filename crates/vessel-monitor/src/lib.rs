@@ -122,11 +122,20 @@ impl Overlay {
                 staged?
             }
         };
+        // An unprivileged container's root opens no device node: its devices are the nodes
+        // the runtime binds into its own /dev. A node in a layer or in the upper layer (one
+        // an archive or a privileged neighbour left there) stays a name, whatever the devices
+        // cgroup allows (the v2 backend enforces no device list).
+        let flags = if self.idmap.is_some() {
+            nix::mount::MsFlags::MS_NODEV
+        } else {
+            nix::mount::MsFlags::empty()
+        };
         let mounted = nix::mount::mount(
             Some("overlay"),
             &self.target,
             Some("overlay"),
-            nix::mount::MsFlags::empty(),
+            flags,
             Some(self.options(&lowers).as_str()),
         )
         .map_err(|e| IdmapError::Sys {

@@ -227,6 +227,58 @@ fn host_users_reach_no_instance_layer_store_or_run_directory() {
     assert_eq!(mode(&root.join("vessel.db")), (0o600, 0));
 }
 
+/// A device node in a container's root: opened in a privileged container (its root is the
+/// host's), a name only in an unprivileged one, whose root is mounted `nodev` (the devices
+/// cgroup of a v1 host allows 1:5 to both; a v2 host's enforces no list).
+#[test]
+fn an_unprivileged_root_opens_no_device_node() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["create", "busybox", "u1", "--", "sleep", "3600"]);
+    d.ok(&[
+        "create",
+        "busybox",
+        "p1",
+        "--privileged",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    for c in ["u1", "p1"] {
+        // Left in the writable layer as an archive or a privileged neighbour could leave it.
+        let node = d.root().join(format!("instances/{c}/upper/zero"));
+        let path = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+        let made =
+            unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 5)) };
+        assert_eq!(
+            made,
+            0,
+            "mknod {}: {}",
+            node.display(),
+            std::io::Error::last_os_error()
+        );
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    d.ok(&["start", "u1", "p1"]);
+    let read = "head -c 3 /zero | wc -c 2>&1; head -c 3 /zero 2>&1 >/dev/null";
+    assert_eq!(
+        d.sh("p1", read),
+        (0, "3\n".into()),
+        "the privileged root opens it"
+    );
+    let (code, out) = d.sh("u1", read);
+    assert!(
+        code != 0 && out.starts_with("0\n") && out.contains("Permission denied"),
+        "the unprivileged root opened a device node: exit {code}, {out:?}"
+    );
+    assert!(
+        d.sh("u1", "grep ' / / ' /proc/self/mountinfo")
+            .1
+            .contains("nodev"),
+        "root not nodev"
+    );
+}
+
 #[test]
 fn each_container_has_its_own_id_range_and_shares_volumes() {
     let d = Daemon::start();
