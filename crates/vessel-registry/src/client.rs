@@ -59,6 +59,12 @@ pub struct ClientOptions {
     /// Downloads and verifies a blob the store has already too (a store several tenants
     /// share: a manifest naming a digest is not the registry having its content).
     pub verify_stored: bool,
+    /// Whether a registry, a token server or a redirect's target may be at an address of
+    /// this host (loopback, an interface's own) or of its link (link-local, the cloud's
+    /// metadata service at 169.254.169.254), or at an unspecified, multicast or broadcast
+    /// one. `false` for pulls made for a tenant: they must not reach the host's own
+    /// services. Checked on every address a name resolves to, at each connection.
+    pub reach_local: bool,
 }
 
 impl Default for ClientOptions {
@@ -82,6 +88,7 @@ impl Default for ClientOptions {
             space: vessel_image::SpaceLimits::default(),
             max_redirects: 5,
             verify_stored: false,
+            reach_local: true,
         }
     }
 }
@@ -127,7 +134,11 @@ impl Client {
                 "user agent must be non-empty printable text".into(),
             ));
         }
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new();
+        if !opts.reach_local {
+            agent = agent.resolver(AwayFromHost);
+        }
+        let agent = agent
             .timeout_connect(opts.connect_timeout)
             .timeout_read(opts.read_timeout)
             .timeout_write(opts.read_timeout)
@@ -546,7 +557,10 @@ fn unreachable_error(host: &str, e: &ureq::Transport, https: bool) -> RegistryEr
         source = s.source();
     }
     if let Some(s) = innermost {
-        if !detail.contains(&s) {
+        if s.ends_with(REFUSED_LOCAL) {
+            // Refused before any connection: the name resolving is not what failed.
+            detail = s;
+        } else if !detail.contains(&s) {
             detail = format!("{detail}: {s}");
         }
     }
@@ -565,6 +579,59 @@ fn unreachable_error(host: &str, e: &ureq::Transport, https: bool) -> RegistryEr
         detail,
         hint,
     }
+}
+
+/// How a refusal by [`AwayFromHost`] ends.
+const REFUSED_LOCAL: &str = ": only an admin pulls from there";
+
+/// Resolves names as the system does, keeping only addresses away from this host and its
+/// link ([`is_local`]); a name with none left is refused.
+struct AwayFromHost;
+
+impl ureq::Resolver for AwayFromHost {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        let all: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(netloc)?.collect();
+        let away: Vec<std::net::SocketAddr> =
+            all.iter().filter(|a| !is_local(a.ip())).copied().collect();
+        match all.first() {
+            Some(first) if away.is_empty() => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is an address of this host or its link (loopback, an interface's own, \
+                     link-local){REFUSED_LOCAL}",
+                    first.ip()
+                ),
+            )),
+            _ => Ok(away),
+        }
+    }
+}
+
+/// Whether `ip` is this host's (loopback, unspecified, or assigned to one of its interfaces:
+/// a socket binds to it) or its link's (link-local, multicast, broadcast).
+pub fn is_local(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let special = match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    special || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 fn strip_port(host: &str) -> &str {
@@ -592,6 +659,78 @@ mod tests {
     fn client_is_shareable_between_threads() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Client>();
+    }
+
+    #[test]
+    fn addresses_of_this_host_and_its_link_are_local() {
+        let local = [
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "ff02::1",
+        ];
+        for a in local {
+            assert!(super::is_local(a.parse().unwrap()), "{a}");
+        }
+        // Documentation ranges: no interface here has them.
+        for a in [
+            "192.0.2.1",
+            "198.51.100.7",
+            "2001:db8::1",
+            "::ffff:203.0.113.9",
+        ] {
+            assert!(!super::is_local(a.parse().unwrap()), "{a}");
+        }
+        // Every address an interface of this host has (its own, not loopback) is local.
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show"])
+            .output()
+            .expect("ip (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut seen = 0;
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            while let Some(word) = w.next() {
+                if word == "inet" || word == "inet6" {
+                    let addr = w.next().unwrap().split('/').next().unwrap();
+                    let ip: std::net::IpAddr = addr.parse().unwrap();
+                    assert!(super::is_local(ip), "{ip} of {line}");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 0, "no address in {text}");
+    }
+
+    #[test]
+    fn a_client_away_from_the_host_refuses_its_addresses() {
+        use super::{Client, ClientOptions};
+        // A listener on loopback, which the refusal must come before.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+            let c = Client::new(ClientOptions {
+                reach_local: false,
+                insecure_hosts: vec![host.clone()],
+                connect_timeout: std::time::Duration::from_secs(5),
+                ..ClientOptions::default()
+            })
+            .unwrap();
+            let r = crate::reference::Reference::parse(&format!("{host}/a/b:1")).unwrap();
+            let t = super::Target { reference: &r };
+            let err = c.get(&t, "manifests/1", &[], true).unwrap_err().to_string();
+            assert!(err.contains("only an admin pulls from there"), "{err}");
+        }
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "a connection was made");
     }
 
     #[test]

@@ -106,7 +106,7 @@ fn run(cmd: &mut std::process::Command) -> String {
 
 #[test]
 fn pull_from_a_registry_an_image_pushed_by_skopeo() {
-    let d = Daemon::start();
+    let (d, port) = Daemon::start_https();
     let work = d.dir.join("pull");
     std::fs::create_dir_all(work.join("rootfs/bin")).unwrap();
     std::fs::create_dir_all(work.join("rootfs/srv")).unwrap();
@@ -203,7 +203,84 @@ fn pull_from_a_registry_an_image_pushed_by_skopeo() {
         .filter(|e| e.metadata().map(|m| m.len() > 100_000).unwrap_or(false))
         .count();
     assert_eq!(layer_blobs, 0, "the layer's blob was left behind");
+    // A project's operator reaches no registry on the host (its loopback services, the
+    // cloud's metadata service): refused before a connection, by name or by address. An
+    // admin pulls into the project.
+    d.ok(&["project", "create", "alpha"]);
+    let token = d.token("alpha-ops", "alpha", "operator");
+    let port_of = registry.addr.port();
+    for reference in [reference.clone(), format!("localhost:{port_of}/test/bb:1")] {
+        let body = serde_json::json!({ "reference": reference, "insecure": true }).to_string();
+        let err = https_op(&d, port, &token, ("/1.0/images/pull", "alpha"), &body);
+        assert!(
+            err.contains("is an address of this host") && err.contains("only an admin"),
+            "{reference}: {err}"
+        );
+    }
+    let (_, listed) = https(&d, port, &token, "GET", "/1.0/images?project=alpha", None);
+    assert_eq!(listed, "[]");
+    d.ok(&["image", "pull", &reference, "--project", "alpha"]);
+    let (_, listed) = https(&d, port, &token, "GET", "/1.0/images?project=alpha", None);
+    assert!(listed.contains("test/bb:1"), "{listed}");
     let _ = run(&mut podman(&["rm", "-af"]));
+}
+
+/// `curl` over HTTPS with a bearer token: (status, body).
+fn https(
+    d: &Daemon,
+    port: u16,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "120",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(d.root().join("server.crt"))
+    .arg("-H")
+    .arg(format!("Authorization: Bearer {token}"))
+    .args(["-X", method]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Posts `body` to `path` in `project` over HTTPS, waits for the operation it starts and
+/// returns its error.
+fn https_op(
+    d: &Daemon,
+    port: u16,
+    token: &str,
+    (path, project): (&str, &str),
+    body: &str,
+) -> String {
+    let path = format!("{path}?project={project}");
+    let (status, started) = https(d, port, token, "POST", &path, Some(body));
+    assert_eq!(status, 202, "{started}");
+    let op: serde_json::Value = serde_json::from_str(&started).unwrap();
+    let id = op["id"].as_str().unwrap();
+    let wait = format!("/1.0/operations/{id}/wait?timeout=60&project={project}");
+    let (status, done) = https(d, port, token, "GET", &wait, None);
+    assert_eq!(status, 200, "{done}");
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["status"], "failure", "{done}");
+    done["error"].as_str().unwrap_or_default().to_string()
 }
 
 /// podman with a private store under `work`.

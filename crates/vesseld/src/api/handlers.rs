@@ -446,14 +446,18 @@ pub async fn images_build(
 pub async fn images_pull(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<ImagePull>,
 ) -> Result<Response> {
     let images = own_images(&app, &scope)?;
+    // A project's operator reaches registries away from the host only: not its loopback
+    // services, nor the cloud's metadata service (an admin pulls into a project from there).
+    let reach_local = caller.role >= vessel_api::Role::Admin;
     let op = app.ops.spawn(
         format!("Pulling image {}", req.reference),
         vec![images.path(None)],
         true,
-        move |op| async move { images.pull(req, op).await.map(|_| ()) },
+        move |op| async move { images.pull(req, reach_local, op).await.map(|_| ()) },
     );
     Ok(accepted(op))
 }

@@ -149,8 +149,9 @@ impl ImageService {
         }
     }
 
-    /// Pulls an image as part of an operation.
-    pub async fn pull(&self, req: ImagePull, op: OpHandle) -> Result<Image> {
+    /// Pulls an image as part of an operation; `reach_local`: whether the registry may be
+    /// at an address of this host or its link (an admin's pull).
+    pub async fn pull(&self, req: ImagePull, reach_local: bool, op: OpHandle) -> Result<Image> {
         let reference = Reference::parse(&req.reference).map_err(|e| Error::invalid(chain(&e)))?;
         let alias = match &req.alias {
             Some(a) => a.clone(),
@@ -170,6 +171,7 @@ impl ImageService {
         let mut opts = ClientOptions {
             max_layers: self.max_layers(),
             verify_stored: true,
+            reach_local,
             ..ClientOptions::default()
         };
         if req.insecure || on_loopback(reference.registry()) {
