@@ -34,14 +34,22 @@ impl Drop for Scratch {
 /// sent (the scratch directory the file lies in, say). Returns the body and its length.
 pub fn file_body<K: Send + 'static>(file: std::fs::File, keep: K) -> (u64, Body) {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    (len, reader_body(file, keep))
+}
+
+/// What `reader` reads, to its end, as a body read in a blocking task; `keep` is held until
+/// the last byte is sent (a file's instance root, mounted and locked, say).
+pub fn reader_body<R, K>(mut reader: R, keep: K) -> Body
+where
+    R: std::io::Read + Send + 'static,
+    K: Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let _keep = keep;
-        use std::io::Read;
-        let mut file = file;
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            match file.read(&mut buf) {
+            match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     if tx
@@ -58,10 +66,7 @@ pub fn file_body<K: Send + 'static>(file: std::fs::File, keep: K) -> (u64, Body)
             }
         }
     });
-    (
-        len,
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// Streams a body (an upload, or another member's answer) into `dest`: at most `max` bytes,

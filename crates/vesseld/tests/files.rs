@@ -125,3 +125,44 @@ fn files_move_in_and_out_of_a_stopped_instance() {
         "configured before first boot\n"
     );
 }
+
+/// A figure of the daemon's `/proc/PID/status`, in KiB.
+fn status_kib(pid: i32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A large file is streamed as read: the daemon's peak memory does not grow with it.
+#[test]
+fn a_large_pull_streams_through_the_daemon() {
+    let d = Daemon::start();
+    d.busybox();
+    d.ok(&["launch", "busybox", "big"]);
+    // 384 MiB, sparse in the instance's writable layer, its last byte set.
+    let (code, _) = d.sh(
+        "big",
+        "truncate -s 402653183 /big && printf x >> /big && stat -c %s /big",
+    );
+    assert_eq!(code, 0);
+    let pid = d.pid();
+    // Restart the peak (VmHWM) from the resident size now.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = status_kib(pid, "VmRSS:");
+    let dest = d.dir.join("big.out");
+    d.ok(&["file", "pull", "big/big", dest.to_str().unwrap()]);
+    let peak = status_kib(pid, "VmHWM:");
+    let md = std::fs::metadata(&dest).unwrap();
+    assert_eq!(md.len(), 402_653_184);
+    let mut f = std::fs::File::open(&dest).unwrap();
+    use std::io::{Read, Seek};
+    f.seek(std::io::SeekFrom::End(-1)).unwrap();
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last).unwrap();
+    assert_eq!(&last, b"x");
+    std::fs::remove_file(&dest).unwrap();
+    assert!(
+        peak < before + 64 * 1024,
+        "the daemon's peak grew from {before} KiB to {peak} KiB while 384 MiB went through"
+    );
+}

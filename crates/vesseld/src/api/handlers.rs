@@ -287,19 +287,27 @@ pub async fn file_get(
         .open_root(&name)
         .await
         .map_err(|e| scope.error(e))?;
-    let fetched = tokio::task::spawn_blocking(move || svc.file_get(&root, &name, &path))
-        .await
-        .map_err(|e| Error::internal(format!("file task: {e}")))??;
+    let (fetched, root) = tokio::task::spawn_blocking(move || {
+        let fetched = svc.file_get(&root, &name, &path);
+        (fetched, root)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("file task: {e}")))?;
     let kind = header::HeaderName::from_static("x-vessel-type");
-    let (data, info) = match fetched {
+    let (file, info) = match fetched? {
         Fetched::Directory(entries) => {
             return Ok(([(kind, "directory")], Json(entries)).into_response());
         }
-        Fetched::File(data, info) => (data, info),
+        Fetched::File(file, info) => (file, info),
     };
+    // Streamed as read, never more than its size when opened (a running instance may grow
+    // it meanwhile); the root stays mounted and locked until the last byte is sent.
+    use std::io::Read;
+    let data = crate::transfer::reader_body(file.take(info.size), root);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, info.size.to_string()),
             (kind, "file".to_string()),
             (
                 header::HeaderName::from_static("x-vessel-mode"),

@@ -69,10 +69,11 @@ pub(crate) fn reopen(fd: &OwnedFd, flags: i32) -> std::io::Result<File> {
         .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// What a pull found: a file's bytes and metadata, or a directory's entries.
+/// What a pull found: a regular file open for reading and its metadata (its size as
+/// opened: read no more), or a directory's entries.
 pub enum Fetched {
     /// A regular file.
-    File(Vec<u8>, FileInfo),
+    File(File, FileInfo),
     /// A directory's entries, sorted by name.
     Directory(Vec<FileEntry>),
 }
@@ -393,7 +394,7 @@ impl InstanceService {
                 "{path} in {name} is not a regular file or a directory"
             )));
         }
-        let mut f = reopen(&fd, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
+        let f = reopen(&fd, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
             .map_err(|e| Error::internal(format!("opening {path}: {e}")))?;
         if md.len() > MAX_FILE {
             return Err(Error::invalid(format!(
@@ -401,20 +402,14 @@ impl InstanceService {
                 md.len()
             )));
         }
-        let mut data = Vec::with_capacity(md.len() as usize);
-        // A running instance may grow the file meanwhile: never read past the bound.
-        (&mut f)
-            .take(MAX_FILE)
-            .read_to_end(&mut data)
-            .map_err(|e| Error::internal(format!("reading {path}: {e}")))?;
         let info = FileInfo {
             path: path.to_string(),
-            size: data.len() as u64,
+            size: md.len(),
             mode: md.mode() & 0o7777,
             uid: md.uid().saturating_sub(shift),
             gid: md.gid().saturating_sub(shift),
         };
-        Ok(Fetched::File(data, info))
+        Ok(Fetched::File(f, info))
     }
 
     /// Writes a file inside the instance atomically (a temporary file, then a rename), owned
