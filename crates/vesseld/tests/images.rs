@@ -11,7 +11,8 @@ fn publish_a_stopped_instance_and_launch_from_it() {
     d.ok(&["launch", "busybox", "base"]);
     d.sh(
         "base",
-        "echo made-in-base > /root/note; rm /etc/os-release; mkdir -p /srv/www",
+        "echo made-in-base > /root/note; rm /etc/os-release; mkdir -p /srv/www; \
+         truncate -s 192M /root/sparse; echo end >> /root/sparse; ln /root/note /root/same",
     );
     // Publishing needs a stopped instance.
     let err = d.fails(&["publish", "base", "--alias", "mine"]);
@@ -31,6 +32,27 @@ fn publish_a_stopped_instance_and_launch_from_it() {
     assert_eq!(d.sh("child", "test -d /srv/www").0, 0);
     // Ownership inside is the container's own, not the host's shifted ids.
     assert_eq!(d.sh("child", "stat -c %u:%g /root/note").1.trim(), "0:0");
+    // The new layer takes the room the instance's files took: a hole stays a hole, a hard
+    // link a link (a hole used to become zeros in the store, a link a copy).
+    let (_, out) = d.sh(
+        "child",
+        "stat -c %s /root/sparse; tail -c 4 /root/sparse; stat -c %i /root/note /root/same",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["201326596", "end"], "{out}");
+    assert_eq!(lines[2], lines[3], "the hard link became two files: {out}");
+    let du = std::process::Command::new("du")
+        .args(["-s", "--block-size=1M"])
+        .arg(d.root().join("images/layers"))
+        .output()
+        .unwrap();
+    let used: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used < 64, "the layers take {used} MiB");
 
     // The base image can go once no instance uses it; its layer stays for "mine".
     d.ok(&["delete", "--force", "base"]);

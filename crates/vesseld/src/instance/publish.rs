@@ -75,7 +75,7 @@ impl InstanceService {
                     let copy = || -> std::io::Result<(String, u64)> {
                         // Owners go back from host ids to the container's own; ids outside the
                         // container's range (none should be) become nobody.
-                        tree::copy_mapped(&upper, &l, &|id| {
+                        let map = |id| {
                             Ok(if (shift..shift + IDMAP_SIZE).contains(&id) {
                                 id - shift
                             } else if shift == 0 {
@@ -83,10 +83,19 @@ impl InstanceService {
                             } else {
                                 65_534
                             })
-                        })?;
+                        };
+                        let keep = vessel_image::SpaceLimits::default();
+                        tree::copy_mapped(&upper, &l, &map, &keep)?;
                         tree::fingerprint(&l)
                     };
-                    copy().map_err(|e| Error::internal(format!("copying {}: {e}", upper.display())))
+                    copy().map_err(|e| {
+                        let m = format!("copying {}: {e}", upper.display());
+                        if e.kind() == std::io::ErrorKind::StorageFull {
+                            Error::invalid(m)
+                        } else {
+                            Error::internal(m)
+                        }
+                    })
                 })
                 .await
                 .map_err(|e| Error::internal(format!("publish task: {e}")));
