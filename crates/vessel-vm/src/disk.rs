@@ -149,9 +149,10 @@ fn check_qcow2(qemu_img: &Path, path: &Path) -> Result<()> {
 }
 
 /// Creates a qcow2 overlay at `path` over `backing` (`qemu-img create -f qcow2 -b BACKING -F
-/// FMT`), the format of `backing` detected and checked first. `path` must not exist; on any
-/// failure nothing is left there. The backing path is stored as given (make it absolute).
-pub fn create_overlay(backing: &Path, path: &Path) -> Result<ImageInfo> {
+/// FMT`), `backing` read as `format` and checked first: never probed, since a raw disk's
+/// bytes may look like another format's header naming any file. `path` must not exist; on
+/// any failure nothing is left there. The backing path is stored as given (make it absolute).
+pub fn create_overlay(backing: &Path, format: DiskFormat, path: &Path) -> Result<ImageInfo> {
     if path.exists() {
         return Err(VmError::BadFile {
             what: "overlay",
@@ -159,7 +160,7 @@ pub fn create_overlay(backing: &Path, path: &Path) -> Result<ImageInfo> {
             reason: "it exists already: remove it or choose another path".into(),
         });
     }
-    let base = image_info(backing, None)?;
+    let base = image_info(backing, Some(format))?;
     if !matches!(base.format.as_str(), "qcow2" | "raw") {
         return Err(VmError::BadImage {
             path: backing.into(),
@@ -256,11 +257,66 @@ pub fn backing_file(path: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(&name))))
 }
 
+/// The format of its backing file a qcow2 overlay's header records (its backing format
+/// extension), `None` when it records none. Reads the header only (no `qemu-img`).
+pub fn backing_format(path: &Path) -> Result<Option<DiskFormat>> {
+    use std::os::unix::fs::FileExt;
+    let bad = |reason: String| VmError::BadImage {
+        path: path.into(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(VmError::io("open", path))?;
+    let mut header = [0u8; 104];
+    f.read_exact_at(&mut header[..72], 0)
+        .map_err(|e| bad(format!("no qcow2 header: {e}")))?;
+    if &header[..4] != b"QFI\xfb" {
+        return Err(bad("it is not a qcow2 image".into()));
+    }
+    let be32 = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap_or_default());
+    // Extensions follow the header: 72 bytes in version 2, `header_length` in version 3.
+    let mut at = match be32(&header[4..8]) {
+        2 => 72u64,
+        _ => {
+            f.read_exact_at(&mut header[72..104], 72)
+                .map_err(|e| bad(format!("a short qcow2 v3 header: {e}")))?;
+            u64::from(be32(&header[100..104]))
+        }
+    };
+    // Extensions lie within the first cluster; a few dozen at most.
+    for _ in 0..64 {
+        let mut ext = [0u8; 8];
+        f.read_exact_at(&mut ext, at)
+            .map_err(|e| bad(format!("a header extension cannot be read: {e}")))?;
+        let (kind, len) = (be32(&ext[..4]), be32(&ext[4..]));
+        match kind {
+            0 => return Ok(None),
+            0xe279_2aca => {
+                if len > 16 {
+                    return Err(bad(format!("a backing format name of {len} bytes")));
+                }
+                let mut name = vec![0u8; len as usize];
+                f.read_exact_at(&mut name, at + 8)
+                    .map_err(|e| bad(format!("its backing format cannot be read: {e}")))?;
+                return match name.as_slice() {
+                    b"raw" => Ok(Some(DiskFormat::Raw)),
+                    b"qcow2" => Ok(Some(DiskFormat::Qcow2)),
+                    other => Err(bad(format!(
+                        "backing format {:?} is not supported: use qcow2 or raw",
+                        String::from_utf8_lossy(other)
+                    ))),
+                };
+            }
+            _ => at += 8 + u64::from(len).div_ceil(8) * 8,
+        }
+    }
+    Err(bad("more than 64 header extensions".into()))
+}
+
 /// Points an overlay at another path of its backing file (`qemu-img rebase -u`: only the
 /// header changes, so `backing` must hold the same content, e.g. a hard link of the old
-/// backing file). The format of `backing` is detected and stored with it.
-pub fn rebase_overlay(path: &Path, backing: &Path) -> Result<()> {
-    let base = image_info(backing, None)?;
+/// backing file), read as `format` and recorded with it (never probed).
+pub fn rebase_overlay(path: &Path, backing: &Path, format: DiskFormat) -> Result<()> {
+    let base = image_info(backing, Some(format))?;
     let qemu_img = QEMU_IMG.find()?;
     let out = Command::new(&qemu_img)
         .args(["rebase", "-u", "-f", "qcow2", "-b"])
@@ -367,6 +423,75 @@ mod tests {
         assert!(err.to_string().contains("external data file"), "{err}");
         std::fs::write(&data, b"not qcow2").unwrap();
         assert!(refuse_external_data(&data).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The backing format an overlay records is read from its header (versions 2 and 3), and
+    /// an overlay is made over a disk as the format it is told, whatever its bytes look like.
+    #[test]
+    fn backing_formats_are_recorded_and_read_not_probed() {
+        let dir = std::env::temp_dir().join(format!("vvm-backfmt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |n: &str| dir.join(n);
+        // A raw disk whose bytes are a qcow2 header naming a host file as its backing.
+        qemu_img(&["create", "-f", "raw", p("host.raw").to_str().unwrap(), "1M"]);
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            p("host.raw").to_str().unwrap(),
+            "-F",
+            "raw",
+            p("lure.raw").to_str().unwrap(),
+            "1M",
+        ]);
+        assert_eq!(
+            backing_format(&p("lure.raw")).unwrap(),
+            Some(DiskFormat::Raw)
+        );
+        let info = create_overlay(&p("lure.raw"), DiskFormat::Raw, &p("over.qcow2")).unwrap();
+        assert_eq!(info.backing_format.as_deref(), Some("raw"));
+        assert_eq!(
+            info.chain_length, 2,
+            "the lure's own backing file was followed"
+        );
+        assert_eq!(
+            backing_format(&p("over.qcow2")).unwrap(),
+            Some(DiskFormat::Raw)
+        );
+        // Version 2 headers, and a qcow2 backing.
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            p("base.qcow2").to_str().unwrap(),
+            "1M",
+        ]);
+        qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "-b",
+            p("base.qcow2").to_str().unwrap(),
+            "-F",
+            "qcow2",
+            p("old.qcow2").to_str().unwrap(),
+        ]);
+        assert_eq!(
+            backing_format(&p("old.qcow2")).unwrap(),
+            Some(DiskFormat::Qcow2)
+        );
+        rebase_overlay(&p("old.qcow2"), &p("host.raw"), DiskFormat::Raw).unwrap();
+        assert_eq!(
+            backing_format(&p("old.qcow2")).unwrap(),
+            Some(DiskFormat::Raw)
+        );
+        assert_eq!(backing_format(&p("base.qcow2")).unwrap(), None);
+        assert!(backing_format(&p("host.raw")).is_err(), "not qcow2");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,8 +46,8 @@ pub use agent::{agent_exec, AgentFrame, AgentSession, ExecOutput};
 pub use cgroup::{memory_limit, resources as cgroup_resources, CPU_PERIOD_US, QEMU_OVERHEAD_MIB};
 pub use dirty::Extent;
 pub use disk::{
-    backing_file, create_overlay, grow_image, image_info, rebase_overlay, refuse_external_data,
-    ImageInfo,
+    backing_file, backing_format, create_overlay, grow_image, image_info, rebase_overlay,
+    refuse_external_data, ImageInfo,
 };
 pub use error::{Result, VmError};
 pub use exit::{classify, reap_stale, ExitEvidence, StaleVm, VmExit};

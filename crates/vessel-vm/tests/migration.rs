@@ -104,8 +104,8 @@ fn a_running_guest_moves_to_another_qemu_with_its_disk() {
     data[..10].copy_from_slice(b"BASE-IMAGE");
     std::fs::write(&base, &data).unwrap();
     let (src_disk, dst_disk) = (tmp.path().join("src.qcow2"), tmp.path().join("dst.qcow2"));
-    create_overlay(&base, &src_disk).unwrap();
-    create_overlay(&base, &dst_disk).unwrap();
+    create_overlay(&base, DiskFormat::Raw, &src_disk).unwrap();
+    create_overlay(&base, DiskFormat::Raw, &dst_disk).unwrap();
 
     let src_def = def_for(tmp.path(), "src", &image, &src_disk);
     let mut src_guard = QemuGuard::new(&src_def.run_dir, None);

@@ -146,7 +146,7 @@ fn para_vm_lifecycle() {
     let base = tmp.path().join("base.raw");
     std::fs::write(&base, vec![0u8; 8 << 20]).expect("base image");
     let overlay = tmp.path().join("disk0.qcow2");
-    let info = create_overlay(&base, &overlay).expect("overlay");
+    let info = create_overlay(&base, DiskFormat::Raw, &overlay).expect("overlay");
     assert_eq!((info.format.as_str(), info.chain_length), ("qcow2", 2));
     assert!(
         info.actual_size.unwrap_or(0) < 1 << 20,
@@ -157,7 +157,11 @@ fn para_vm_lifecycle() {
     assert_eq!(backing_file(&overlay).expect("header"), Some(base.clone()));
     let link = tmp.path().join("base-link.raw");
     std::fs::hard_link(&base, &link).expect("link");
-    rebase_overlay(&overlay, &link).expect("rebase");
+    assert_eq!(
+        vessel_vm::backing_format(&overlay).expect("header"),
+        Some(DiskFormat::Raw)
+    );
+    rebase_overlay(&overlay, &link, DiskFormat::Raw).expect("rebase");
     assert_eq!(backing_file(&overlay).expect("header"), Some(link.clone()));
     let info = image_info(&overlay, Some(DiskFormat::Qcow2)).expect("info");
     assert_eq!(
@@ -459,7 +463,7 @@ fn full_boots_a_disk_with_seabios_and_serves_vnc() {
     image.resize(1 << 20, 0);
     std::fs::write(&raw, image).expect("write disk");
     let overlay = tmp.path().join("boot.qcow2");
-    create_overlay(&raw, &overlay).expect("overlay");
+    create_overlay(&raw, DiskFormat::Raw, &overlay).expect("overlay");
     let disk = Disk {
         path: overlay,
         format: DiskFormat::Qcow2,
@@ -557,7 +561,8 @@ fn bad_input_is_refused_and_leaves_nothing() {
     bytes[40..48].copy_from_slice(&(1u64 << 40).to_be_bytes()); // l1_table_offset far away
     std::fs::write(&truncated, &bytes).expect("write");
     let overlay = tmp.path().join("over.qcow2");
-    let err = create_overlay(&truncated, &overlay).expect_err("overlay over a broken image");
+    let err = create_overlay(&truncated, DiskFormat::Qcow2, &overlay)
+        .expect_err("overlay over a broken image");
     eprintln!("broken backing: {err}");
     assert!(!overlay.exists(), "no overlay left behind");
     // A raw file given as qcow2.

@@ -147,7 +147,16 @@ fn repoint_disk(from: &Path, to: &Path) -> Result<()> {
         return Ok(());
     };
     if let Ok(rest) = backing.strip_prefix(from) {
-        vessel_vm::rebase_overlay(&overlay, &to.join(rest)).map_err(err)?;
+        // The format the overlay records for it (every overlay made here records one).
+        let format = vessel_vm::backing_format(&overlay)
+            .map_err(err)?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "{} records no format of its backing file",
+                    overlay.display()
+                ))
+            })?;
+        vessel_vm::rebase_overlay(&overlay, &to.join(rest), format).map_err(err)?;
     }
     Ok(())
 }

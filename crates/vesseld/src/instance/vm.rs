@@ -172,6 +172,16 @@ pub fn image_disk_format(image_dir: &Path) -> Option<(PathBuf, &'static str)> {
     (desc.boot != "cdrom").then(|| (image_dir.join(&desc.file), format))
 }
 
+/// The format a recorded name (`image_disk_format`, a firmware image's `format`) stands
+/// for: qcow2, or raw for anything else.
+pub(super) fn disk_format(name: &str) -> DiskFormat {
+    if name == "qcow2" {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
+    }
+}
+
 fn vm_err(what: &str) -> impl Fn(vessel_vm::VmError) -> Error + '_ {
     move |e| Error::internal(format!("{what}: {}", chain(&e)))
 }
@@ -369,10 +379,11 @@ impl VmDriver {
             if let vessel_vm::Profile::Para(p) = &mut def.profile {
                 p.cmdline = cmdline;
             }
-            if let Some(disk) = vm.disk_path().filter(|_| !root_volume) {
+            if let Some((disk, format)) = image_disk_format(image_dir).filter(|_| !root_volume) {
                 let disk = link_image_file(&inst_dir, &disk)?;
+                let backing = (disk.as_path(), disk_format(format));
                 def.disks
-                    .push(self.root_disk(&inst_dir, &disk, Media::Disk)?);
+                    .push(self.root_disk(&inst_dir, backing, Media::Disk)?);
             }
             let (accel, _) = self.accel(&kernel, Some(&initrd));
             def.accel = accel;
@@ -400,7 +411,11 @@ impl VmDriver {
                 (Media::Disk, volumes[0].clone())
             } else {
                 let file = link_image_file(&inst_dir, &file)?;
-                (Media::Disk, self.root_disk(&inst_dir, &file, Media::Disk)?)
+                let backing = (file.as_path(), disk_format(&desc.format));
+                (
+                    Media::Disk,
+                    self.root_disk(&inst_dir, backing, Media::Disk)?,
+                )
             };
             let mut def = MachineDef::full(name, &run, media);
             def.disks.push(disk);

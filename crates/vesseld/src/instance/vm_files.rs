@@ -51,23 +51,29 @@ impl VmDriver {
     }
 
     /// The instance's root disk: a copy-on-write overlay of the image's disk (`backing`, as
-    /// linked into the instance directory), made once. An overlay made before image files
+    /// linked into the instance directory, of the `format` its image records), made once. An overlay made before image files
     /// were linked names the disk under `images/`, which QEMU cannot reach: it is pointed at
     /// the link (the header only; the content is the same file).
-    pub(super) fn root_disk(&self, inst_dir: &Path, backing: &Path, media: Media) -> Result<Disk> {
+    pub(super) fn root_disk(
+        &self,
+        inst_dir: &Path,
+        (backing, format): (&Path, DiskFormat),
+        media: Media,
+    ) -> Result<Disk> {
         let err = |what: &'static str| {
             move |e: vessel_vm::VmError| Error::internal(format!("{what}: {}", chain(&e)))
         };
         let overlay = inst_dir.join("root.qcow2");
         if !overlay.is_file() {
-            vessel_vm::create_overlay(backing, &overlay).map_err(err("creating the root disk"))?;
+            vessel_vm::create_overlay(backing, format, &overlay)
+                .map_err(err("creating the root disk"))?;
         } else if vessel_vm::backing_file(&overlay)
             .map_err(err("reading the root disk"))?
             .as_deref()
             != Some(backing)
         {
             tracing::info!(overlay = %overlay.display(), backing = %backing.display(), "pointing a root disk at its image's linked disk");
-            vessel_vm::rebase_overlay(&overlay, backing)
+            vessel_vm::rebase_overlay(&overlay, backing, format)
                 .map_err(err("pointing the root disk at the image's disk"))?;
         }
         Ok(Disk {
@@ -92,11 +98,11 @@ pub fn adopt_root_disk(overlay: &Path, inst_dir: &Path, image_dir: &Path) -> Res
     if vessel_vm::backing_file(overlay).map_err(bad)?.is_none() {
         return Ok(());
     }
-    let disk = super::vm::image_disk(image_dir).ok_or_else(|| {
+    let (disk, format) = super::vm::image_disk_format(image_dir).ok_or_else(|| {
         Error::invalid("the disk brought has a backing file, and its image has no disk")
     })?;
     let link = link_image_file(inst_dir, &disk)?;
-    vessel_vm::rebase_overlay(overlay, &link).map_err(|e| {
+    vessel_vm::rebase_overlay(overlay, &link, super::vm::disk_format(format)).map_err(|e| {
         Error::internal(format!(
             "pointing the disk brought at its image's: {}",
             chain(&e)
