@@ -79,7 +79,40 @@ fn dir_pool_volumes_are_shared_snapshotted_restored_and_cloned() {
     let err = d.fails(&["storage", "volume", "restore", "local", "data", "first"]);
     assert!(err.contains("stop them"), "{err}");
     d.ok(&["stop", "c1", "c2", "--force"]);
+    // Project data's volumes old and restoring (stored as data.old and data.restoring)
+    // are not in the way of default's volume data being restored.
+    d.ok(&["project", "create", "data"]);
+    let theirs = |v: &str| d.root().join(format!("storage/local/fs/data.{v}/keep"));
+    for v in ["old", "restoring"] {
+        d.ok(&[
+            "storage",
+            "volume",
+            "create",
+            "local",
+            v,
+            "--project",
+            "data",
+        ]);
+        std::fs::write(theirs(v), v).unwrap();
+    }
     d.ok(&["storage", "volume", "restore", "local", "data", "first"]);
+    for v in ["old", "restoring"] {
+        assert_eq!(
+            std::fs::read_to_string(theirs(v)).ok().as_deref(),
+            Some(v),
+            "restoring default's volume data removed project data's volume {v}"
+        );
+        d.ok(&[
+            "storage",
+            "volume",
+            "delete",
+            "local",
+            v,
+            "--project",
+            "data",
+        ]);
+    }
+    d.ok(&["project", "delete", "data"]);
     // A clone of the snapshot is its own volume.
     d.ok(&[
         "storage",

@@ -177,11 +177,17 @@ impl PoolDriver for DirPool {
 
     fn restore(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()> {
         let vol = self.vol(name, content);
-        // Copy first, swap after: a failed copy leaves the volume as it was.
-        let staged = vol.with_extension("restoring");
+        // Copy first, swap after: a failed copy leaves the volume as it was. Beside the
+        // volume under names no volume has (a volume's name never starts with a dot; with
+        // an extension, `x.restoring` was project x's volume `restoring`, removed here).
+        let beside = |what: &str| {
+            let file = vol.file_name().unwrap_or_default().to_string_lossy();
+            vol.with_file_name(format!(".{what}-{file}"))
+        };
+        let staged = beside("restoring");
         let _ = remove(&staged);
         self.copy(&self.snap(name, content, snap), &staged, content)?;
-        let old = vol.with_extension("old");
+        let old = beside("old");
         let _ = remove(&old);
         std::fs::rename(&vol, &old).map_err(io_err("moving", &vol))?;
         if let Err(e) = std::fs::rename(&staged, &vol) {
