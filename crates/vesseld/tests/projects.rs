@@ -1612,3 +1612,145 @@ fn a_store_from_before_projects_moves_into_default() {
     d.ok(&["image", "delete", "busybox"]);
     d.ok(&["project", "delete", "alpha"]);
 }
+
+/// A project's operator publishes (forwards, load balancers) on ports of 1024 and above, on
+/// addresses of the host that are neither loopback nor another project's gateway; nobody,
+/// admin included, publishes a port a service of the host listens on.
+#[test]
+fn an_operator_publishes_on_its_own_ports_only() {
+    let sb = Sandbox::new(1);
+    let ns = sb.hosts[0].clone();
+    let d = Daemon::start_in_netns(&ns);
+    for (p, subnet) in [("alpha", "10.61.0.0/24"), ("beta", "10.62.0.0/24")] {
+        d.ok(&["project", "create", p, "-c", "features.images=false"]);
+        d.ok(&[
+            "network",
+            "create",
+            "lan",
+            "--subnet",
+            subnet,
+            "--project",
+            p,
+        ]);
+    }
+    let port = 8443;
+    let (s, body) = local(
+        &d,
+        "PATCH",
+        "/1.0/config",
+        Some(&format!(r#"{{"core.https_address":"127.0.0.1:{port}"}}"#)),
+    );
+    assert_eq!(s, 200, "{body}");
+    let token = d.token("alpha-ops", "alpha", "operator");
+    let cert = d.root().join("server.crt");
+    let post = |path: &str, body: &str| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "20"])
+            .args(["-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+            .arg("--cacert")
+            .arg(&cert)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ]);
+        split(c.arg(format!("https://127.0.0.1:{port}{path}?project=alpha")))
+    };
+    let forward = |address: Option<&str>, listen: u16| {
+        let mut f = serde_json::json!({
+            "protocol": "tcp", "listen_port": listen, "instance": "web", "target_port": 80
+        });
+        if let Some(a) = address {
+            f["listen_address"] = a.into();
+        }
+        post("/1.0/networks/lan/forwards", &f.to_string())
+    };
+    let balancer = |address: &str, protocol: &str, listen: u16| {
+        let lb = serde_json::json!({
+            "name": "front", "address": address, "backends": ["web"],
+            "ports": [{"protocol": protocol, "listen_port": listen, "target_port": 80}],
+        });
+        post("/1.0/networks/lan/load-balancers", &lb.to_string())
+    };
+    let refused = |(status, body): (u16, String), want: &str| {
+        assert!(
+            status == 403 && body.contains(want),
+            "want 403 {want:?}: {status} {body}"
+        );
+    };
+    // The host's ports below 1024 (its SSH), its loopback (its resolver at 127.0.0.53),
+    // another project's gateway (beta's DNS and DHCP), with any port.
+    refused(forward(None, 22), "below 1024");
+    refused(balancer("10.61.0.1", "tcp", 22), "below 1024");
+    refused(forward(Some("127.0.0.1"), 8080), "loopback");
+    refused(balancer("127.0.0.53", "udp", 5353), "loopback");
+    refused(
+        balancer("10.62.0.1", "udp", 5353),
+        "gateway of a network of another project",
+    );
+    refused(
+        forward(Some("10.62.0.1"), 8080),
+        "gateway of a network of another project",
+    );
+    // Past those checks, alpha's requests go on to its own (here: a backend it lacks).
+    let (status, body) = balancer("10.61.0.1", "tcp", 8080);
+    assert!(status == 400 && body.contains("no NIC"), "{status} {body}");
+    // A port a service of the host listens on (this daemon's API) is nobody's to take:
+    // an admin's balancer on it used to be accepted and take its connections.
+    let err = d.fails(&[
+        "network",
+        "lb",
+        "add",
+        "lan",
+        "front",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &format!("tcp:{port}:80"),
+        "--backend",
+        "web",
+        "--project",
+        "alpha",
+    ]);
+    assert!(err.contains("in use on the host"), "{err}");
+    let err = d.fails(&[
+        "network",
+        "forward",
+        "add",
+        "lan",
+        "--port",
+        &port.to_string(),
+        "--to",
+        "web:80",
+        "--project",
+        "alpha",
+    ]);
+    assert!(err.contains("in use on the host"), "{err}");
+    // Health checks at most every 100 ms.
+    let err = d.fails(&[
+        "network",
+        "lb",
+        "add",
+        "lan",
+        "front",
+        "--address",
+        "10.61.0.1",
+        "--port",
+        "tcp:8080:80",
+        "--backend",
+        "web",
+        "--check-interval-ms",
+        "1",
+        "--project",
+        "alpha",
+    ]);
+    assert!(err.contains("every 100 to 60000 ms"), "{err}");
+    d.ok(&["auth", "revoke", "alpha-ops"]);
+    for p in ["alpha", "beta"] {
+        d.ok(&["network", "delete", "lan", "--project", p]);
+        d.ok(&["project", "delete", p]);
+    }
+}

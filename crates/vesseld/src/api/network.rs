@@ -169,6 +169,7 @@ pub async fn network_nic_limits(
 pub async fn network_lb_add(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path(name): Path<String>,
     ApiJson(mut req): ApiJson<NetworkLoadBalancer>,
 ) -> Result<Response> {
@@ -178,7 +179,8 @@ pub async fn network_lb_add(
         .iter()
         .map(|b| scope.q(b))
         .collect::<Result<_>>()?;
-    scoped(&app, &scope, move |s| s.lb_add(&name, req)).await
+    let admin = caller.role >= vessel_api::Role::Admin;
+    scoped(&app, &scope, move |s| s.lb_add(&name, req, admin)).await
 }
 
 pub async fn network_lb_delete(
@@ -193,12 +195,14 @@ pub async fn network_lb_delete(
 pub async fn network_forward_add(
     State(app): State<App>,
     Extension(scope): Extension<ProjectScope>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path(name): Path<String>,
     ApiJson(mut req): ApiJson<NetworkForward>,
 ) -> Result<Response> {
     let name = scope.q(&name)?;
     req.instance = scope.q(&req.instance)?;
-    scoped(&app, &scope, move |s| s.forward_add(&name, req)).await
+    let admin = caller.role >= vessel_api::Role::Admin;
+    scoped(&app, &scope, move |s| s.forward_add(&name, req, admin)).await
 }
 
 pub async fn network_forward_delete(

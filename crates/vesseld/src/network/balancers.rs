@@ -8,18 +8,50 @@ use std::sync::Arc;
 use vessel_api::{LbBackendStatus, Network, NetworkLoadBalancer};
 use vessel_net::{Backend, BackendHealth, LbHealthChecker, NetNs};
 
+use super::forwards::check_listener;
 use super::parse::protocol;
 use super::record::NetworkRecord;
 use super::NetworkService;
 use crate::error::{chain, Error, Result};
 
+/// Most load balancers one network has (each has a table and a health-check thread).
+const MAX_BALANCERS: usize = 32;
+/// Most ports and backends one load balancer has.
+const MAX_PORTS: usize = 32;
+const MAX_BACKENDS: usize = 64;
+/// Shortest time between health checks.
+const MIN_INTERVAL_MS: u64 = 100;
+
 impl NetworkService {
     /// Adds a load balancer: its table applied with the backends that answer a first probe,
-    /// then kept in step with their health.
-    pub fn lb_add(&self, network: &str, mut req: NetworkLoadBalancer) -> Result<Network> {
+    /// then kept in step with their health (`admin`: the caller may listen on the host's
+    /// own ports and addresses, see [`check_listener`]).
+    pub fn lb_add(
+        &self,
+        network: &str,
+        mut req: NetworkLoadBalancer,
+        admin: bool,
+    ) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
-        check_balancer(&rec, &self.records()?, &req)?;
+        if rec.load_balancers.len() >= MAX_BALANCERS {
+            return Err(Error::invalid(format!(
+                "{network:?} has {MAX_BALANCERS} load balancers, the most a network has: \
+                 remove one first"
+            )));
+        }
+        let others = self.records()?;
+        if let Ok(address) = req.address.parse() {
+            for p in &req.ports {
+                check_listener(
+                    &rec,
+                    &others,
+                    (&p.protocol, Some(address), p.listen_port),
+                    admin,
+                )?;
+            }
+        }
+        check_balancer(&rec, &others, &req)?;
         host_holds(&req.address)?;
         req.status.clear();
         self.start_lb(&rec, &req)?;
@@ -199,10 +231,16 @@ pub(super) fn check_balancer(
         )));
     }
     let hc = &req.health_check;
-    if hc.interval_ms > 60_000 || hc.timeout_ms > 10_000 {
-        return Err(Error::invalid(
-            "health checks run at most every 60000 ms with a timeout of at most 10000 ms",
-        ));
+    if hc.interval_ms > 60_000 || hc.interval_ms < MIN_INTERVAL_MS || hc.timeout_ms > 10_000 {
+        return Err(Error::invalid(format!(
+            "health checks run every {MIN_INTERVAL_MS} to 60000 ms with a timeout of at most \
+             10000 ms"
+        )));
+    }
+    if req.ports.len() > MAX_PORTS || req.backends.len() > MAX_BACKENDS {
+        return Err(Error::invalid(format!(
+            "a load balancer has at most {MAX_PORTS} ports and {MAX_BACKENDS} backends"
+        )));
     }
     if req.ports.is_empty() {
         return Err(Error::invalid("a load balancer needs at least one port"));

@@ -6,13 +6,30 @@ use super::record::NetworkRecord;
 use super::NetworkService;
 use crate::error::{Error, Result};
 
+/// Most forwards one network has (each is a rule in its table, applied again on changes).
+const MAX_FORWARDS: usize = 256;
+
 impl NetworkService {
-    /// Publishes a port of an instance on the network.
-    pub fn forward_add(&self, network: &str, f: NetworkForward) -> Result<Network> {
+    /// Publishes a port of an instance on the network (`admin`: the caller may publish on
+    /// the host's own ports and addresses, see [`check_listener`]).
+    pub fn forward_add(&self, network: &str, f: NetworkForward, admin: bool) -> Result<Network> {
         let _g = self.busy();
         let mut rec = self.record(network)?;
-        check_forward(&rec, &self.records()?, &f)?;
-        host_port_free(&f)?;
+        if rec.forwards.len() >= MAX_FORWARDS {
+            return Err(Error::invalid(format!(
+                "{network:?} has {MAX_FORWARDS} forwards, the most a network has: remove one \
+                 first"
+            )));
+        }
+        let others = self.records()?;
+        let address = match &f.listen_address {
+            Some(a) => Some(a.parse().map_err(|_| {
+                Error::invalid(format!("listen address {a:?} is not an IP address"))
+            })?),
+            None => None,
+        };
+        check_listener(&rec, &others, (&f.protocol, address, f.listen_port), admin)?;
+        check_forward(&rec, &others, &f)?;
         rec.forwards.push(f);
         self.apply_rules(&rec)?;
         self.put(&rec)?;
@@ -116,34 +133,72 @@ pub(super) fn check_forward(
     Ok(())
 }
 
+/// Checks where a forward or a balancer of network `rec` listens: `protocol` port `port` on
+/// `address` (every address of the host: `None`).
+/// - Ports below 1024 and loopback addresses are the host's own services': only an admin
+///   publishes there (`admin`).
+/// - Another project's gateway address is its instances' way to the host (their DNS,
+///   their DHCP): nobody else's forward or balancer listens there.
+/// - The port must be free on the host ([`host_port_free`]).
+pub(super) fn check_listener(
+    rec: &NetworkRecord,
+    others: &[NetworkRecord],
+    (protocol, address, port): (&str, Option<std::net::IpAddr>, u16),
+    admin: bool,
+) -> Result<()> {
+    if !admin && port < 1024 {
+        return Err(Error::forbidden(format!(
+            "{protocol} port {port}: ports below 1024 are the host's services'; only an admin \
+             publishes one (use a port of 1024 or above)"
+        )));
+    }
+    if !admin && address.is_some_and(|a| a.is_loopback()) {
+        return Err(Error::forbidden(format!(
+            "{}: the host's loopback addresses are its own services'; only an admin \
+             publishes there",
+            address.map(|a| a.to_string()).unwrap_or_default()
+        )));
+    }
+    let project = crate::project::split(&rec.name).0;
+    if let Some(a) = address {
+        for other in others {
+            let gateway = other.subnet().map(|s| std::net::IpAddr::V4(s.gateway()));
+            if crate::project::split(&other.name).0 != project && gateway.ok() == Some(a) {
+                return Err(Error::forbidden(format!(
+                    "{a} is the gateway of a network of another project: listen on another \
+                     address of the host"
+                )));
+            }
+        }
+    }
+    host_port_free(protocol, address, port)
+}
+
 /// Refuses to publish a port the host itself serves (a service listens on it: SSH, this
 /// daemon's API), or on an address the host does not hold (traffic the host sends to that
 /// address elsewhere would be taken): tried by binding it, here, where the rules apply.
-pub(super) fn host_port_free(f: &NetworkForward) -> Result<()> {
-    let ip: std::net::IpAddr = match &f.listen_address {
-        Some(a) => a
-            .parse()
-            .map_err(|_| Error::invalid(format!("listen address {a:?} is not an IP address")))?,
-        None => std::net::Ipv4Addr::UNSPECIFIED.into(),
-    };
-    let bound = match f.protocol.as_str() {
-        "udp" => std::net::UdpSocket::bind((ip, f.listen_port)).map(drop),
-        _ => std::net::TcpListener::bind((ip, f.listen_port)).map(drop),
+pub(super) fn host_port_free(
+    protocol: &str,
+    address: Option<std::net::IpAddr>,
+    port: u16,
+) -> Result<()> {
+    let ip = address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let bound = match protocol {
+        "udp" => std::net::UdpSocket::bind((ip, port)).map(drop),
+        _ => std::net::TcpListener::bind((ip, port)).map(drop),
     };
     match bound {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::conflict(format!(
-            "{} port {} is in use on the host (a service of the host listens on it): publish \
-             another port",
-            f.protocol, f.listen_port
+            "{protocol} port {port} is in use on the host (a service of the host listens on \
+             it): publish another port"
         ))),
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(Error::invalid(format!(
             "{ip} is not an address of this host: a published port listens on one of the \
              host's addresses (or on all of them, without --listen-address)"
         ))),
         Err(e) => Err(Error::internal(format!(
-            "trying {} port {} on the host: {e}",
-            f.protocol, f.listen_port
+            "trying {protocol} port {port} on the host: {e}"
         ))),
     }
 }
