@@ -1615,9 +1615,10 @@ fn a_store_from_before_projects_moves_into_default() {
 
 /// A project's operator publishes (forwards, load balancers) on ports of 1024 and above, on
 /// addresses of the host that are neither loopback nor another project's gateway; nobody,
-/// admin included, publishes a port a service of the host listens on.
+/// admin included, publishes a port a service of the host listens on. Its networks take
+/// private subnets the host does not use.
 #[test]
-fn an_operator_publishes_on_its_own_ports_only() {
+fn an_operator_keeps_to_its_own_ports_and_subnets() {
     let sb = Sandbox::new(1);
     let ns = sb.hosts[0].clone();
     let d = Daemon::start_in_netns(&ns);
@@ -1729,6 +1730,53 @@ fn an_operator_publishes_on_its_own_ports_only() {
         "alpha",
     ]);
     assert!(err.contains("in use on the host"), "{err}");
+    // Subnets: private, and none of the host's (its LAN here: 192.168.77.0/24 on up0).
+    let out = Command::new("ip")
+        .args(["-n", &ns, "addr", "add", "192.168.77.5/24", "dev", "up0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let network = |subnet: &str, ipv6: Option<&str>| {
+        let mut n = serde_json::json!({"name": "more", "subnet": subnet});
+        if let Some(p) = ipv6 {
+            n["ipv6"] = p.into();
+        }
+        post("/1.0/networks", &n.to_string())
+    };
+    refused(network("128.0.0.0/1", None), "private subnet");
+    refused(network("169.254.169.0/24", None), "private subnet");
+    refused(network("198.51.100.0/24", None), "private subnet");
+    refused(
+        network("10.70.0.0/24", Some("2001:db8:5::/64")),
+        "unique local",
+    );
+    for lan in ["192.168.77.0/24", "192.168.0.0/16", "192.168.77.128/25"] {
+        let (status, body) = network(lan, None);
+        assert!(
+            status == 409 && body.contains("192.168.77.0/24, a route or address of the host"),
+            "{lan}: {status} {body}"
+        );
+    }
+    // beta's subnet is refused without naming it.
+    let (status, body) = network("10.62.0.0/25", None);
+    assert!(
+        status == 409 && body.contains("another project") && !body.contains("route"),
+        "{status} {body}"
+    );
+    let (status, body) = network("10.70.0.0/24", Some("fd00:70::/64"));
+    assert_eq!(status, 201, "{body}");
+    d.ok(&["network", "delete", "more", "--project", "alpha"]);
+    // An admin's subnet is the admin's choice.
+    d.ok(&[
+        "network",
+        "create",
+        "wide",
+        "--subnet",
+        "100.64.0.0/24",
+        "--project",
+        "alpha",
+    ]);
+    d.ok(&["network", "delete", "wide", "--project", "alpha"]);
     // Health checks at most every 100 ms.
     let err = d.fails(&[
         "network",

@@ -71,6 +71,12 @@ pub async fn networks_create(
              projects share: only an admin makes one",
         ));
     }
+    if caller.role < vessel_api::Role::Admin {
+        let (s, r) = (app.networks.clone(), req.clone());
+        tokio::task::spawn_blocking(move || s.check_tenant_subnets(&r))
+            .await
+            .map_err(|e| Error::internal(format!("network task: {e}")))??;
+    }
     req.name = scope.q(&req.name)?;
     // The quota check and the record it allows are made under one lock.
     let quota = app.projects.quota(scope.name())?;

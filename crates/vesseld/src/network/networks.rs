@@ -16,6 +16,62 @@ use crate::name::validate_name_within;
 const MAX_NAME: usize = 11;
 
 impl NetworkService {
+    /// Refuses what a project's operator may not give a network: an IPv4 subnet outside the
+    /// private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16) or overlapping a route or
+    /// an address of the host (its LAN, its router: the bridge would take the router's
+    /// address), and an IPv6 prefix outside the unique local range (fc00::/7).
+    pub fn check_tenant_subnets(&self, req: &NetworkCreate) -> Result<()> {
+        let subnet: Subnet = req
+            .subnet
+            .parse()
+            .map_err(|e| Error::invalid(format!("subnet {:?}: {e}", req.subnet)))?;
+        let private = [
+            (Ipv4Addr::new(10, 0, 0, 0), 8),
+            (Ipv4Addr::new(172, 16, 0, 0), 12),
+            (Ipv4Addr::new(192, 168, 0, 0), 16),
+        ];
+        let inside = private.iter().any(|&(net, len)| {
+            subnet.prefix() >= len && vessel_net::Prefix4::new(net, len).overlaps(&subnet)
+        });
+        if !inside {
+            return Err(Error::forbidden(format!(
+                "subnet {subnet}: a project's network takes a private subnet (within \
+                 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16); only an admin gives others"
+            )));
+        }
+        let used = Links::open(&NetNs::current())
+            .and_then(|mut l| l.used_prefixes())
+            .map_err(|e| net_err("reading the host's routes")(&e))?;
+        // The host's routes to networks of its own (their records are checked apart).
+        let own: Vec<Subnet> = self
+            .records()?
+            .iter()
+            .filter_map(|r| r.subnet().ok())
+            .collect();
+        let host = used.iter().find(|p| {
+            p.overlaps(&subnet)
+                && !own.iter().any(|s| {
+                    vessel_net::Prefix4::new(s.network(), s.prefix()) == **p
+                        || s.contains(p.network)
+                })
+        });
+        if let Some(p) = host {
+            return Err(Error::conflict(format!(
+                "subnet {subnet} overlaps {p}, a route or address of the host: choose another"
+            )));
+        }
+        if let Some(text) = &req.ipv6 {
+            let prefix = parse_prefix6(text)?;
+            if prefix.segments()[0] & 0xfe00 != 0xfc00 {
+                return Err(Error::forbidden(format!(
+                    "IPv6 prefix {text}: a project's network takes a unique local prefix \
+                     (within fc00::/7); only an admin gives others"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Creates a network and its kernel objects.
     pub fn create(&self, req: NetworkCreate) -> Result<Network> {
         if req.cluster {
