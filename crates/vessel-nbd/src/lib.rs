@@ -21,5 +21,5 @@ pub use client::{ClientOp, NbdClient};
 pub use device::{BlockDevice, DeviceError, DeviceReader, Extent, FileDevice};
 pub use server::{
     AddressCheck, ClientCheck, NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT,
-    MAX_CONNECTIONS,
+    MAX_CONNECTIONS, STALL_TIMEOUT,
 };

@@ -16,6 +16,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Time a client has to finish the handshake (an idle client in transmission is fine: a
 /// kernel client keeps its connection open between requests).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client may leave the server's replies unread (a write to its socket that makes
+/// no progress) before its connection is closed: replies waiting for it hold their buffers,
+/// tens of MiB for a client that pipelines large reads and reads nothing.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 use crate::device::BlockDevice;
 use crate::handshake::{Negotiated, TlsState};
@@ -145,6 +149,7 @@ pub(crate) type Exports = BTreeMap<String, NbdExport>;
 pub struct NbdServer {
     exports: Arc<RwLock<Exports>>,
     handshake_timeout: Duration,
+    stall_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Sessions in transmission, on every listener of this server.
     sessions: Arc<Sessions>,
@@ -291,6 +296,7 @@ impl NbdServer {
         Ok(NbdServer {
             exports: Arc::new(RwLock::new(map)),
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            stall_timeout: STALL_TIMEOUT,
             tls: None,
             sessions: Arc::default(),
         })
@@ -308,6 +314,13 @@ impl NbdServer {
     /// (default [`HANDSHAKE_TIMEOUT`]).
     pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
         self.handshake_timeout = t;
+        self
+    }
+
+    /// The time a client may leave replies unread on listeners started from here on
+    /// (default [`STALL_TIMEOUT`]).
+    pub fn with_stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
         self
     }
 
@@ -402,6 +415,7 @@ impl NbdServer {
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             handshake_timeout: self.handshake_timeout,
+            stall_timeout: self.stall_timeout,
             tls: self.tls.clone(),
             sessions: self.sessions.clone(),
         })
@@ -425,6 +439,7 @@ pub(crate) trait Stream: Read + Write + Send + Sized + AsRawFd + 'static {
     fn clone_stream(&self) -> io::Result<Self>;
     fn shutdown_both(&self);
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     fn set_nonblocking(&self, on: bool) -> io::Result<()>;
     /// The client's address (TCP), as IPv4 for an IPv4 client on an IPv6 socket.
     fn peer_ip(&self) -> Option<IpAddr>;
@@ -436,6 +451,9 @@ impl Stream for UnixStream {
     }
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(t)
+    }
+    fn write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_write_timeout(t)
     }
     fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         // The type's own method (inherent methods come before the trait's).
@@ -455,6 +473,9 @@ impl Stream for TcpStream {
     }
     fn read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(t)
+    }
+    fn write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_write_timeout(t)
     }
     fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         // The type's own method (inherent methods come before the trait's).
@@ -479,6 +500,7 @@ struct Shared {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Conn>>,
     handshake_timeout: Duration,
+    stall_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     sessions: Arc<Sessions>,
 }
@@ -599,6 +621,9 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let writer = stream.clone_stream()?;
     let timeouts = stream.clone_stream()?;
     timeouts.read_timeout(Some(shared.handshake_timeout))?;
+    // A write to the socket that makes no progress for this long fails, and the connection
+    // ends (in transmission: the reply thread's, and through TLS the pump's).
+    timeouts.write_timeout(Some(shared.stall_timeout))?;
     // The whole handshake has a deadline too (a client trickling options would reset a
     // per-read timeout forever): past it the socket is shut down.
     let mut watchdog = Watchdog::start(stream.clone_stream()?, shared.handshake_timeout)?;

@@ -357,3 +357,39 @@ fn a_silent_client_is_closed_after_the_handshake_timeout() {
         t.elapsed()
     );
 }
+
+/// A client that pipelines large reads and reads none of the replies holds their buffers
+/// (tens of MiB per connection): past the stall timeout without progress its connection is
+/// closed, and what it reads afterwards is what the socket held, then the end.
+#[test]
+fn a_client_that_reads_no_replies_is_closed_after_the_stall_timeout() {
+    let dir = TempDir::new("stall");
+    let disk = FileDevice::create(dir.join("disk.img"), DISK_SIZE).expect("disk");
+    let server = NbdServer::new([NbdExport::new("disk", std::sync::Arc::new(disk))])
+        .expect("server")
+        .with_stall_timeout(std::time::Duration::from_millis(500));
+    let unix = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let fx = Fixture { unix, server, dir };
+    let mut c = Raw::connect(&fx);
+    c.go("disk", false);
+    // 64 reads of the whole 8 MiB disk: 512 MiB of replies, none read for 3 s.
+    const N: usize = 64;
+    for _ in 0..N {
+        c.request(CMD_READ, 0, 0, DISK_SIZE as u32, &[]);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match c.0.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading after the stall: {e} ({total} bytes read)"),
+        }
+    }
+    assert!(
+        total < N * DISK_SIZE as usize / 4,
+        "{total} bytes of replies came after a 3 s stall: the connection was kept"
+    );
+}
