@@ -69,15 +69,31 @@ where
     Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// Free room an upload leaves on the daemon's file system at least (its database and every
+/// instance on it stop when it is full).
+const UPLOAD_KEEPS_FREE: u64 = 1 << 30;
+/// How often, in bytes received, an upload looks at the room left.
+const ROOM_CHECK_EVERY: u64 = 16 << 20;
+
 /// Streams a body (an upload, or another member's answer) into `dest`: at most `max` bytes,
-/// not empty.
+/// not empty, and never past the last [`UPLOAD_KEEPS_FREE`] bytes of its file system. On
+/// failure `dest` is removed.
 pub async fn receive_body(body: Body, dest: &std::path::Path, max: u64, what: &str) -> Result<()> {
+    let received = receive_into(body, dest, max, what).await;
+    if received.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    received
+}
+
+async fn receive_into(body: Body, dest: &std::path::Path, max: u64, what: &str) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut file = tokio::fs::File::create(dest)
         .await
         .map_err(|e| Error::internal(format!("storing the upload: {e}")))?;
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
+    let mut checked = 0u64;
     while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload: {e}")))?;
         total += chunk.len() as u64;
@@ -85,6 +101,17 @@ pub async fn receive_body(body: Body, dest: &std::path::Path, max: u64, what: &s
             return Err(Error::invalid(format!(
                 "the upload is larger than the {max} bytes accepted here"
             )));
+        }
+        if total >= checked {
+            let free = vessel_image::space::free_space(dest).map(|f| f.bytes);
+            if free.is_ok_and(|f| f < UPLOAD_KEEPS_FREE + ROOM_CHECK_EVERY) {
+                return Err(Error::invalid(format!(
+                    "the daemon's file system has less than {} MiB free: the upload stopped \
+                     at {total} bytes (free room on the host first)",
+                    (UPLOAD_KEEPS_FREE + ROOM_CHECK_EVERY) >> 20
+                )));
+            }
+            checked = total + ROOM_CHECK_EVERY;
         }
         file.write_all(&chunk)
             .await

@@ -284,6 +284,16 @@ fn a_full_store_disk_never_wedges_an_instance() {
     }
     assert_eq!(d.sh("f1", "echo up").1, "up\n");
     d.ok(&["delete", "--force", "f1", "f2"]);
+    // An upload stops before it takes the store's last GiB (this one has 48 MiB in all).
+    let upload = std::path::PathBuf::from(format!("/tmp/vt-upload-{}.tar", std::process::id()));
+    std::fs::write(&upload, vec![0u8; 4 << 20]).unwrap();
+    let out = d.vessel(&["image", "import", upload.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&upload);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && err.contains("MiB free: the upload stopped"),
+        "{err}"
+    );
     assert!(d.mounts().is_empty(), "{:?}", d.mounts());
     d.kill(libc::SIGTERM);
     drop(d);

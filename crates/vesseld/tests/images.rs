@@ -520,6 +520,23 @@ fn vm_disk_images_are_checked_on_import() {
     let written = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     assert!(written.starts_with(b"# Disk DescriptorFile"));
     assert!(!String::from_utf8_lossy(&written).contains("host secret"));
+    // An upload larger than an image of the volume's size can be stops as it passes that
+    // (4 MiB + 1/16 + 16 MiB here), before it is staged whole (the bound was 64 GiB).
+    let big = work.join("big.raw");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "import",
+        "vols",
+        "blk",
+        big.to_str().unwrap(),
+    ]);
+    assert!(err.contains("larger than the 21233664 bytes"), "{err}");
+    std::fs::remove_file(&big).unwrap();
     d.ok(&["storage", "volume", "delete", "vols", "blk"]);
     d.ok(&["storage", "pool", "delete", "vols"]);
     // A corrupted one too.

@@ -387,14 +387,21 @@ pub async fn volume_import(
     body: Body,
 ) -> Result<Response> {
     let name = scope.q(&name)?;
-    // Fail before the upload when the volume is not there.
+    // Fail before the upload when the volume is not there; take no more than an image of
+    // its size can be (a qcow2's tables are a small fraction of its data).
     let (p, n) = (pool.clone(), name.clone());
-    blocking(&app, move |s| s.volume_get(&p, &n))
+    let volume = blocking(&app, move |s| s.volume_get(&p, &n))
         .await
         .map_err(|e| scope.error(e))?;
+    let most = MAX_IMAGE.min(
+        volume
+            .size_bytes
+            .saturating_add(volume.size_bytes / 16)
+            .saturating_add(16 << 20),
+    );
     let staging = app.images.staging()?;
     let upload = staging.join("disk");
-    let received = super::handlers::receive_upload(body, &upload, MAX_IMAGE, "disk image").await;
+    let received = super::handlers::receive_upload(body, &upload, most, "disk image").await;
     if let Err(e) = received {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
