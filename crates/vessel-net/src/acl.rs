@@ -327,15 +327,36 @@ impl FromStr for AclRule {
     }
 }
 
-/// Parses rules one per line; blank lines and `#` comments are skipped.
+/// Most rules one text holds (each becomes a rule in every NIC's chain).
+pub const MAX_RULES: usize = 1024;
+
+/// Parses rules one per line; blank lines and `#` comments are skipped. More than
+/// [`MAX_RULES`] rules are refused.
 pub fn parse_rules(text: &str) -> Result<Vec<AclRule>, ParseError> {
-    text.lines()
+    let rules: Vec<AclRule> = text
+        .lines()
         .enumerate()
         .filter_map(|(i, line)| {
             let line = line.split('#').next().unwrap_or_default();
             (!line.trim().is_empty()).then(|| AclRule::parse_line(line, i + 1))
         })
-        .collect()
+        .take(MAX_RULES + 1)
+        .collect::<Result<_, _>>()?;
+    if rules.len() > MAX_RULES {
+        let line = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.split('#').next().unwrap_or_default().trim().is_empty())
+            .nth(MAX_RULES)
+            .map_or(0, |(i, _)| i + 1);
+        return Err(ParseError {
+            line,
+            column: 1,
+            expected: format!("at most {MAX_RULES} rules"),
+            found: format!("rule {}", MAX_RULES + 1),
+        });
+    }
+    Ok(rules)
 }
 
 fn parse_port_range(s: &str) -> Option<PortRange> {
@@ -696,6 +717,15 @@ mod tests {
             parse_rules("# comment\n\nallow ingress icmp\n  deny egress udp port 53 # dns\n")
                 .expect("parse");
         assert_eq!(rules.len(), 2);
+    }
+
+    #[test]
+    fn more_than_max_rules_are_refused_where_they_pass_it() {
+        let text = "# header\n".to_string() + &"allow ingress\n".repeat(MAX_RULES);
+        assert_eq!(parse_rules(&text).unwrap().len(), MAX_RULES);
+        let err = parse_rules(&(text + "\ndeny egress\n")).unwrap_err();
+        assert_eq!(err.line, MAX_RULES + 3, "{err}");
+        assert!(err.to_string().contains("at most 1024 rules"), "{err}");
     }
 
     #[test]

@@ -225,6 +225,13 @@ fn bridge_networks_give_dhcp_dns_nat_isolation_forwards_and_acls() {
         "deny sideways icmp",
     ]);
     assert!(err.contains("ACL"), "{err}");
+    // Bounded: 1,024 rules (each is a rule in every NIC's chain), 64 KiB of text.
+    let many = "deny ingress icmp to @c2\n".repeat(1025);
+    let err = d.fails(&["network", "acl", "set", "lan", "--rules", &many]);
+    assert!(err.contains("at most 1024 rules"), "{err}");
+    let long = format!("# {}\n", "x".repeat(70_000));
+    let err = d.fails(&["network", "acl", "set", "lan", "--rules", &long]);
+    assert!(err.contains("at most 65536 are kept"), "{err}");
     assert!(pings(&d, "c1", &ip2));
     d.ok(&[
         "network",

@@ -26,6 +26,7 @@ impl NetworkService {
 
     /// Replaces a network's ACL; a rule set that does not parse or apply leaves the old one.
     pub fn acl_set(&self, network: &str, req: NetworkAclSet) -> Result<Network> {
+        check_size(&req)?;
         let _g = self.busy();
         let mut rec = self.record(network)?;
         rec.acl = req.rules;
@@ -42,6 +43,7 @@ impl NetworkService {
         instance: &str,
         req: NetworkAclSet,
     ) -> Result<Network> {
+        check_size(&req)?;
         let _g = self.busy();
         let mut rec = self.record(network)?;
         let Some(l) = rec.leases.iter_mut().find(|l| l.instance == instance) else {
@@ -148,4 +150,19 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Invalid);
         assert!(e.message.contains("IPv4 only"), "{e}");
     }
+}
+
+/// Longest rule text kept for a network or a NIC (its rules become rules of every NIC's
+/// chain; the parser takes at most `vessel_net::acl::MAX_RULES` of them).
+const MAX_ACL_TEXT: usize = 64 << 10;
+
+fn check_size(req: &NetworkAclSet) -> Result<()> {
+    if req.rules.len() > MAX_ACL_TEXT {
+        return Err(Error::invalid(format!(
+            "the rules are {} bytes; at most {MAX_ACL_TEXT} are kept (use address sets and \
+             lists instead of a rule per address)",
+            req.rules.len()
+        )));
+    }
+    Ok(())
 }
