@@ -108,6 +108,21 @@ pub(super) fn render_acl(rec: &NetworkRecord) -> Result<NetworkAcl> {
     })
 }
 
+/// Longest rule text kept for a network or a NIC (its rules become rules of every NIC's
+/// chain; the parser takes at most `vessel_net::acl::MAX_RULES` of them).
+const MAX_ACL_TEXT: usize = 64 << 10;
+
+fn check_size(req: &NetworkAclSet) -> Result<()> {
+    if req.rules.len() > MAX_ACL_TEXT {
+        return Err(Error::invalid(format!(
+            "the rules are {} bytes; at most {MAX_ACL_TEXT} are kept (use address sets and \
+             lists instead of a rule per address)",
+            req.rules.len()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::record::fixture::{lease, network};
@@ -150,19 +165,4 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Invalid);
         assert!(e.message.contains("IPv4 only"), "{e}");
     }
-}
-
-/// Longest rule text kept for a network or a NIC (its rules become rules of every NIC's
-/// chain; the parser takes at most `vessel_net::acl::MAX_RULES` of them).
-const MAX_ACL_TEXT: usize = 64 << 10;
-
-fn check_size(req: &NetworkAclSet) -> Result<()> {
-    if req.rules.len() > MAX_ACL_TEXT {
-        return Err(Error::invalid(format!(
-            "the rules are {} bytes; at most {MAX_ACL_TEXT} are kept (use address sets and \
-             lists instead of a rule per address)",
-            req.rules.len()
-        )));
-    }
-    Ok(())
 }
