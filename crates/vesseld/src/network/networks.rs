@@ -285,6 +285,19 @@ pub(super) fn plan_network(
         remote_names: Vec::new(),
         remote_macs: Default::default(),
     };
+    // Kernel objects are named from short hashes of the name (`kname`, `tag`): a name whose
+    // hash another network's has would share (and on delete remove) that one's bridge.
+    if let Some(o) = others
+        .iter()
+        .find(|o| o.kname() == rec.kname() || o.tag() == rec.tag())
+    {
+        return Err(Error::conflict(format!(
+            "network name {:?} would name its kernel objects as {} does (their names are \
+             short hashes): choose another name",
+            short,
+            o.named_for(&req.name)
+        )));
+    }
     let ours = rec.vnis();
     for o in others {
         if let Some(v) = o.vnis().iter().find(|v| ours.contains(v)) {
@@ -361,6 +374,29 @@ mod tests {
             ("now", "d")
         );
         assert!(rec.leases.is_empty() && rec.load_balancers.is_empty());
+    }
+
+    /// Two names whose segment tags (28 bits of a hash) collide, found by the birthday
+    /// paradox (some ten thousand names): the second is refused.
+    #[test]
+    fn a_name_whose_kernel_names_clash_with_anothers_is_refused() {
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0..1_000_000)
+            .find_map(|i| {
+                let name = format!("alpha.n{i}");
+                let tag = network(&name, "10.1.0.0/24").tag();
+                seen.insert(tag, name.clone()).map(|other| (other, name))
+            })
+            .expect("a clash within a million names");
+        let first = network(&a, "10.1.0.0/24");
+        let e = plan(&req(&b, "10.2.0.0/24"), &[first]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert!(e.message.contains("choose another name"), "{e}");
+        assert!(plan(
+            &req("alpha.other", "10.2.0.0/24"),
+            &[network(&a, "10.1.0.0/24")]
+        )
+        .is_ok());
     }
 
     #[test]

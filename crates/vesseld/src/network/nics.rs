@@ -581,13 +581,27 @@ pub(super) fn plan_lease(
     } else {
         "vh"
     };
+    // The host end's name is a short hash of instance and network: one another NIC has
+    // would be taken from it (a plug removes a link of its name first).
+    let host_interface = ifname(prefix, &req.instance, network);
+    if all
+        .iter()
+        .flat_map(|r| r.leases.iter())
+        .any(|l| l.host_interface == host_interface)
+    {
+        return Err(Error::conflict(format!(
+            "the NIC's host interface would be named {host_interface}, as another NIC's is \
+             (its name is a short hash of the instance's and the network's): rename the \
+             instance"
+        )));
+    }
     Ok(NetworkLease {
         instance: req.instance.clone(),
         interface,
         mac: mac.to_string(),
         ip: ip.to_string(),
         ipv6: rec.subnet6()?.map(|p| eui64(p, mac).to_string()),
-        host_interface: ifname(prefix, &req.instance, network),
+        host_interface,
         vlan: req.vlan,
         ingress: req.ingress.clone(),
         egress: req.egress.clone(),
@@ -643,6 +657,29 @@ mod tests {
         let vm = plan_lease(&lan, &all, &nic("v1"), InstanceType::Vm).unwrap();
         assert!(vm.host_interface.starts_with("vt"), "{}", vm.host_interface);
         assert_eq!(vm.interface, "eth0");
+    }
+
+    /// A NIC whose host interface name (32 bits of a hash) another NIC has is refused; the
+    /// clash is found by the birthday paradox over instance names.
+    #[test]
+    fn a_nic_whose_host_name_clashes_with_anothers_is_refused() {
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0..2_000_000)
+            .find_map(|i| {
+                let name = format!("c{i}");
+                seen.insert(ifname("vh", &name, "lan"), name.clone())
+                    .map(|other| (other, name))
+            })
+            .expect("a clash within two million names");
+        let mut lan = network("lan", "10.1.0.0/16");
+        let mut first = lease(&a, "10.1.0.2");
+        first.host_interface = ifname("vh", &a, "lan");
+        lan.leases.push(first);
+        let all = [lan.clone()];
+        let e = plan_lease(&lan, &all, &nic(&b), InstanceType::Container).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert!(e.message.contains("rename the instance"), "{e}");
+        assert!(plan_lease(&lan, &all, &nic("other"), InstanceType::Container).is_ok());
     }
 
     #[test]
