@@ -643,8 +643,8 @@ pub fn remove_acl(ns: &NetNs, network: &str) -> Result<(), AclError> {
 /// a `ct` rule is loaded and deleted in one transaction).
 pub fn probe_acl_mode(ns: &NetNs) -> AclMode {
     let script =
-        "table bridge vacl-probe {\n\tchain c {\n\t\tct state established accept\n\t}\n}\n\
-                  delete table bridge vacl-probe\n";
+        "table bridge vacl-_probe {\n\tchain c {\n\t\tct state established accept\n\t}\n}\n\
+                  delete table bridge vacl-_probe\n";
     match apply_script(ns, script) {
         Ok(()) => AclMode::Stateful,
         Err(_) => AclMode::Stateless,

@@ -74,7 +74,10 @@ pub(super) fn render_acl(rec: &NetworkRecord) -> Result<NetworkAcl> {
     let mut sets: BTreeMap<String, Vec<vessel_net::Cidr>> = BTreeMap::new();
     for l in &rec.leases {
         if let Ok(addr) = l.ip.parse::<Ipv4Addr>() {
-            sets.entry(l.instance.clone())
+            // By the name the network's project knows it by (its instances are that
+            // project's): `@web` in a rule of project alpha's network is alpha's web.
+            let (_, name) = crate::project::split(&l.instance);
+            sets.entry(name.to_string())
                 .or_default()
                 .push(vessel_net::Cidr { addr, prefix: 32 });
         }
@@ -146,6 +149,19 @@ mod tests {
         let web: Vec<Ipv4Addr> = acl.sets["web"].iter().map(|c| c.addr).collect();
         assert_eq!(web, vec!["10.1.0.2".parse::<Ipv4Addr>().unwrap()]);
         assert!(acl.sets["gone"].is_empty(), "@gone matches nothing");
+    }
+
+    /// In a project's network, `@web` is that project's web (stored as `alpha.web`); it
+    /// matched nothing, and a deny rule naming it let everything through.
+    #[test]
+    fn sets_name_instances_as_their_project_does() {
+        let mut lan = network("alpha.lan", "10.1.0.0/24");
+        lan.leases.push(lease("alpha.web", "10.1.0.2"));
+        lan.acl = "deny ingress icmp to @web".into();
+        let acl = render_acl(&lan).unwrap();
+        let web: Vec<Ipv4Addr> = acl.sets["web"].iter().map(|c| c.addr).collect();
+        assert_eq!(web, vec!["10.1.0.2".parse::<Ipv4Addr>().unwrap()]);
+        assert!(!acl.sets.contains_key("alpha.web"));
     }
 
     #[test]
