@@ -846,6 +846,20 @@ fn projects_have_volumes_of_their_own() {
     assert!(err.contains("names have no '.'"), "{err}");
     let err = d.fails(&["storage", "volume", "info", "local", "beta.blk"]);
     assert!(err.contains("names have no '.'"), "{err}");
+    // A snapshot counts as its volume's size (what it may pin; in a dir pool a whole
+    // copy): blk's 64MiB and one snapshot go over 100MiB.
+    let err = d.fails(&[
+        "storage",
+        "volume",
+        "snapshot",
+        "local",
+        "blk",
+        "s0",
+        "--project",
+        "beta",
+    ]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
+    d.ok(&["project", "set", "beta", "limits.disk.pool.local=200MiB"]);
     d.ok(&["project", "set", "beta", "limits.snapshots=1"]);
     d.ok(&[
         "storage",
@@ -877,6 +891,7 @@ fn projects_have_volumes_of_their_own() {
         "--project",
         "beta",
     ]);
+    d.ok(&["project", "set", "beta", "limits.disk.pool.local=100MiB"]);
     // Concurrent launches with root disks in the pool: the limit holds although each
     // launch's root volume is made later, by its operation.
     let body = r#"{"name":"NAME","image":"busybox","start":false,"storage":"local","limits":{"disk":31457280}}"#;

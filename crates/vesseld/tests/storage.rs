@@ -189,6 +189,14 @@ fn btrfs_pool_enforces_quotas_and_snapshots_subvolumes() {
         .as_u64()
         .unwrap();
     assert!(used > 1 << 20 && used <= 17 << 20, "usage {used}");
+    // A quota below what the files take frees nothing: neither a copy (a clone holds them
+    // all) nor a resize may give one, or the size would undercount the pool's use.
+    let err = d.fails(&[
+        "storage", "volume", "create", "fast", "small", "--source", "logs", "--size", "1MiB",
+    ]);
+    assert!(err.contains("give the copy a size of at least"), "{err}");
+    let err = d.fails(&["storage", "volume", "resize", "fast", "logs", "1MiB"]);
+    assert!(err.contains("frees nothing"), "{err}");
     d.ok(&["stop", "c1", "--force"]);
     d.ok(&["storage", "volume", "restore", "fast", "logs", "s1"]);
     d.ok(&["start", "c1"]);

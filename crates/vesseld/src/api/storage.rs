@@ -204,7 +204,8 @@ pub async fn volumes_create(
 }
 
 /// The sizes of `scope`'s volumes in `pool`, but for volume `except` (qualified; one about
-/// to change size).
+/// to change size), and for each snapshot its volume's size (what it may pin: a `dir`
+/// pool's snapshot is a whole copy, a `btrfs` or `raid` one keeps what is overwritten).
 pub(super) async fn own_sizes(
     app: &App,
     scope: &ProjectScope,
@@ -218,6 +219,11 @@ pub(super) async fn own_sizes(
         .filter(|v| scope.own(&v.name).is_some() && Some(v.name.as_str()) != except)
         .map(|v| Some(v.size_bytes))
         .collect();
+    sizes.extend(
+        all.iter()
+            .filter(|v| scope.own(&v.name).is_some())
+            .flat_map(|v| v.snapshots.iter().map(|_| Some(v.size_bytes))),
+    );
     // Launches on this pool whose root volume their operation has not made yet count with
     // the size they were admitted with: the quota lock is held only up to their instance's
     // row, so a second launch must see the first's disk before it exists.
@@ -310,11 +316,14 @@ pub async fn volume_snapshot(
     let name = scope.q(&name)?;
     let quota = app.projects.quota(scope.name())?;
     let _held = app.projects.quota_guard(scope.name()).await;
+    let (p, n) = (pool.clone(), name.clone());
+    let v = blocking(&app, move |s| s.volume_get(&p, &n))
+        .await
+        .map_err(|e| scope.error(e))?;
+    // limits.disk.pool.POOL counts a snapshot as its volume's size.
+    let sizes = own_sizes(&app, &scope, &pool, None).await?;
+    quota.admits_in_pool(&pool, &sizes, Some(v.size_bytes))?;
     if let Some(limit) = quota.snapshots {
-        let (p, n) = (pool.clone(), name.clone());
-        let v = blocking(&app, move |s| s.volume_get(&p, &n))
-            .await
-            .map_err(|e| scope.error(e))?;
         if v.snapshots.len() as u64 + 1 > limit {
             return Err(Error::conflict(format!(
                 "the project's limits.snapshots is {limit} and this volume has {}: delete \

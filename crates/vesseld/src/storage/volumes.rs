@@ -51,7 +51,22 @@ impl StorageService {
         crate::name::validate_qualified("volume", &req.name)?;
         let rec = self.pool_record(pool)?;
         let volumes = self.volume_records(Some(pool))?;
-        check_volume_request(&rec, &volumes, req, || Ok(self.driver(pool)?.capacity()?.0))
+        check_volume_request(&rec, &volumes, req, || Ok(self.driver(pool)?.capacity()?.0))?;
+        // A clone of a filesystem volume holds its source's files whatever its size says (a
+        // quota below them frees nothing): its size is at least what they take.
+        if let (Some(src), Some(size), VolumeContent::Filesystem) =
+            (&req.source, req.size, req.content)
+        {
+            let (vol, _) = split_source(src);
+            let used = self.driver(pool)?.used(vol, req.content)?;
+            if size < used {
+                return Err(Error::invalid(format!(
+                    "volume {vol:?} holds {used} bytes, which its copy holds too: give the \
+                     copy a size of at least that"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Creates a volume (blocking).
@@ -206,6 +221,16 @@ impl StorageService {
             return Err(Error::invalid(DIR_SIZE_REFUSED));
         }
         let d = self.driver(pool)?;
+        if v.content == VolumeContent::Filesystem && req.size < v.size {
+            // A quota below what the files take frees nothing: the size would undercount.
+            let used = d.used(name, v.content)?;
+            if req.size < used {
+                return Err(Error::invalid(format!(
+                    "volume {name:?} holds {used} bytes: a size below that frees nothing; \
+                     remove files first"
+                )));
+            }
+        }
         let (cap, _) = d.capacity()?;
         if req.size > cap {
             return Err(Error::invalid(format!(
