@@ -600,15 +600,15 @@ impl InstanceService {
             .collect()
     }
 
-    /// A VM's image disk and its format: what its qcow2 overlays are made over.
+    /// A VM's image disk and its format as the image records it (never probed: a raw
+    /// disk's bytes may look like a qcow2 naming a host file): what its qcow2 overlays are
+    /// made over.
     pub(super) fn image_backing(&self, inst: &Instance) -> Result<(std::path::PathBuf, String)> {
         let image = self.images.by_fingerprint(&inst.image)?;
-        let backing = super::vm::image_disk(&self.images.image_dir(&image.fingerprint))
-            .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
-        let format = vessel_vm::image_info(&backing, None)
-            .map_err(|e| Error::internal(crate::error::chain(&e)))?
-            .format;
-        Ok((backing, format))
+        let (backing, format) =
+            super::vm::image_disk_format(&self.images.image_dir(&image.fingerprint))
+                .ok_or_else(|| Error::conflict("the instance's image has no disk"))?;
+        Ok((backing, format.to_string()))
     }
 
     /// Makes a VM's root disk from `root.raw`: an overlay over its image's disk holding

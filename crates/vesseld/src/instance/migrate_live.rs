@@ -118,7 +118,7 @@ impl InstanceService {
         // Its root disk, unless its image boots without one (an initramfs).
         let root = self.vms.instances_dir.join(name).join("root.qcow2");
         let disk_size = if root.is_file() {
-            vessel_vm::image_info(&root, None)
+            vessel_vm::image_info(&root, Some(vessel_vm::DiskFormat::Qcow2))
                 .map_err(|e| Error::internal(format!("root disk: {}", chain(&e))))?
                 .virtual_size
         } else {
