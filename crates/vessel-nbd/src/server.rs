@@ -622,7 +622,8 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
     let timeouts = stream.clone_stream()?;
     timeouts.read_timeout(Some(shared.handshake_timeout))?;
     // A write to the socket that makes no progress for this long fails, and the connection
-    // ends (in transmission: the reply thread's, and through TLS the pump's).
+    // ends (in transmission: the reply thread's; through TLS, whose pump writes without
+    // blocking, the pump ends the session itself after as long without progress).
     timeouts.write_timeout(Some(shared.stall_timeout))?;
     // The whole handshake has a deadline too (a client trickling options would reset a
     // per-read timeout forever): past it the socket is shut down.
@@ -656,7 +657,7 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
             let config = shared.tls.clone().expect("TLS was offered");
             // The TLS handshake and the haggling inside TLS stay under the watchdog: past
             // its deadline it shuts the client's socket down, which ends the pump.
-            let tls = tls::start(reader.into_inner(), config)?;
+            let tls = tls::start(reader.into_inner(), config, shared.stall_timeout)?;
             let served = inside_tls(&tls, shared, exports, ip, no_zeroes, watchdog);
             // The pump sends what the connection wrote, then close_notify, and ends.
             drop(tls.plain);

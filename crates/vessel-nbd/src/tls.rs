@@ -31,8 +31,13 @@ pub(crate) struct Tls {
 }
 
 /// Runs the server side of the TLS handshake on `socket` (blocking; its read timeout and
-/// the connection's handshake deadline bound it), then starts the pump.
-pub(crate) fn start<S: Stream>(mut socket: S, config: Arc<ServerConfig>) -> Result<Tls, NbdError> {
+/// the connection's handshake deadline bound it), then starts the pump, which ends the
+/// session when the client takes none of what waits for it for `stall`.
+pub(crate) fn start<S: Stream>(
+    mut socket: S,
+    config: Arc<ServerConfig>,
+    stall: std::time::Duration,
+) -> Result<Tls, NbdError> {
     let mut conn = ServerConnection::new(config)
         .map_err(|e| NbdError::Io(io::Error::other(format!("TLS: {e}"))))?;
     while conn.is_handshaking() {
@@ -56,7 +61,7 @@ pub(crate) fn start<S: Stream>(mut socket: S, config: Arc<ServerConfig>) -> Resu
     let pump = std::thread::Builder::new()
         .name("nbd-tls".into())
         .spawn(move || {
-            if let Err(e) = pump(socket, conn, theirs) {
+            if let Err(e) = pump(socket, conn, theirs, stall) {
                 tracing::debug!(error = %e, "nbd TLS session ended with an error");
             }
         })?;
@@ -76,7 +81,11 @@ fn pump<S: Stream>(
     mut socket: S,
     mut conn: ServerConnection,
     mut plain: UnixStream,
+    stall: std::time::Duration,
 ) -> io::Result<()> {
+    // When the client last took bytes (or had none waiting): records it leaves unread for
+    // `stall` end the session, and the connection's replies held for it go.
+    let mut last_taken = std::time::Instant::now();
     let mut inbound: Vec<u8> = Vec::new();
     let mut outbound: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -112,7 +121,12 @@ fn pump<S: Stream>(
             }
             if conn.wants_write() {
                 match conn.write_tls(&mut socket) {
-                    Ok(n) => moved |= n > 0,
+                    Ok(n) => {
+                        moved |= n > 0;
+                        if n > 0 {
+                            last_taken = std::time::Instant::now();
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
@@ -183,8 +197,22 @@ fn pump<S: Stream>(
                 revents: 0,
             },
         ];
+        let timeout = if conn.wants_write() {
+            let left = stall.saturating_sub(last_taken.elapsed());
+            if left.is_zero() {
+                socket.shutdown_both();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took no replies for the stall timeout",
+                ));
+            }
+            i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
+        } else {
+            last_taken = std::time::Instant::now();
+            -1
+        };
         // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -147,6 +147,10 @@ struct TlsFixture {
 
 impl TlsFixture {
     fn new(tag: &str, handshake_timeout: Duration) -> TlsFixture {
+        Self::with_stall(tag, handshake_timeout, vessel_nbd::STALL_TIMEOUT)
+    }
+
+    fn with_stall(tag: &str, handshake_timeout: Duration, stall: Duration) -> TlsFixture {
         let dir = TempDir::new(tag);
         let ca = Ca::new("test export CA");
         let (owner, owner_der) = ca.client_dir(&dir.join("owner"), "owner", true);
@@ -166,6 +170,7 @@ impl TlsFixture {
         ])
         .expect("server")
         .with_handshake_timeout(handshake_timeout)
+        .with_stall_timeout(stall)
         .with_tls(server_config(&ca));
         let tcp = server
             .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -485,11 +490,9 @@ fn a_client_no_longer_taken_is_cut_off_and_the_others_stay() {
     assert!(!out.status.success(), "the owner opened mine again");
 }
 
-#[test]
-fn a_client_cut_off_while_it_reads_nothing_loses_its_connection() {
-    let _serial = serial();
-    let fx = TlsFixture::new("tls-stuck", vessel_nbd::HANDSHAKE_TIMEOUT);
-    let before = server_threads();
+/// A TLS client of `mine` that sends 256 reads of the whole export and reads none of the
+/// replies, once the server has stopped reading the device for it (its replies backed up).
+fn stuck_client(fx: &TlsFixture) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut s = greeted(fx.port());
     assert_eq!(
         option_on(&mut s, OPT_STARTTLS, &[]),
@@ -539,6 +542,30 @@ fn a_client_cut_off_while_it_reads_nothing_loses_its_connection() {
         last < 256,
         "the server sent 256 MiB to a client that read none of it"
     );
+    t
+}
+
+/// Reads what the server sent, which must end: the connection is closed.
+fn ends(t: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) {
+    let mut rest = Vec::new();
+    match t.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection is still open: {e}"
+        ),
+    }
+}
+
+#[test]
+fn a_client_cut_off_while_it_reads_nothing_loses_its_connection() {
+    let _serial = serial();
+    let fx = TlsFixture::new("tls-stuck", vessel_nbd::HANDSHAKE_TIMEOUT);
+    let before = server_threads();
+    let mut t = stuck_client(&fx);
     // Cut off: its connection's threads end, the TLS pump too, although it had replies
     // to send that the client never takes.
     fx.owner_taken.store(false, Ordering::SeqCst);
@@ -554,17 +581,34 @@ fn a_client_cut_off_while_it_reads_nothing_loses_its_connection() {
         },
     );
     // The client finds its connection closed once it reads what was sent.
-    let mut rest = Vec::new();
-    match t.read_to_end(&mut rest) {
-        Ok(_) => {}
-        Err(e) => assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "the connection is still open: {e}"
-        ),
-    }
+    ends(&mut t);
+}
+
+/// A client over TLS that leaves replies unread past the stall timeout loses its
+/// connection, and the replies held for it go with the connection's threads (the TLS
+/// pump writes without blocking: a send timeout on the socket alone never fired).
+#[test]
+fn a_tls_client_that_reads_no_replies_is_closed_after_the_stall_timeout() {
+    let _serial = serial();
+    let fx = TlsFixture::with_stall(
+        "tls-stall-replies",
+        vessel_nbd::HANDSHAKE_TIMEOUT,
+        Duration::from_secs(1),
+    );
+    let before = server_threads();
+    let mut t = stuck_client(&fx);
+    wait_until(
+        Duration::from_secs(10),
+        || server_threads() <= before,
+        || {
+            format!(
+                "{} threads, {before} before: a client that took no reply for 1 s is still \
+                 served",
+                server_threads()
+            )
+        },
+    );
+    ends(&mut t);
 }
 
 /// Waits up to `limit` for `done`, or fails saying `why`.
