@@ -65,6 +65,10 @@ pub struct ClientOptions {
     /// one. `false` for pulls made for a tenant: they must not reach the host's own
     /// services. Checked on every address a name resolves to, at each connection.
     pub reach_local: bool,
+    /// Networks no registry, token server or redirect may be in, as (address, prefix
+    /// length): for a tenant's pull, the networks of the host's instances (other
+    /// projects', which their isolation keeps the tenant from).
+    pub unreachable: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl Default for ClientOptions {
@@ -89,6 +93,7 @@ impl Default for ClientOptions {
             max_redirects: 5,
             verify_stored: false,
             reach_local: true,
+            unreachable: Vec::new(),
         }
     }
 }
@@ -135,8 +140,11 @@ impl Client {
             ));
         }
         let mut agent = ureq::AgentBuilder::new();
-        if !opts.reach_local {
-            agent = agent.resolver(AwayFromHost);
+        if !opts.reach_local || !opts.unreachable.is_empty() {
+            agent = agent.resolver(AwayFromHost {
+                local: !opts.reach_local,
+                unreachable: opts.unreachable.clone(),
+            });
         }
         let agent = agent
             .timeout_connect(opts.connect_timeout)
@@ -585,21 +593,67 @@ fn unreachable_error(host: &str, e: &ureq::Transport, https: bool) -> RegistryEr
 const REFUSED_LOCAL: &str = ": only an admin pulls from there";
 
 /// Resolves names as the system does, keeping only addresses away from this host and its
-/// link ([`is_local`]); a name with none left is refused.
-struct AwayFromHost;
+/// link ([`is_local`], with `local`) and outside `unreachable`; a name with none left is
+/// refused.
+struct AwayFromHost {
+    local: bool,
+    unreachable: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl AwayFromHost {
+    fn refuses(&self, ip: std::net::IpAddr) -> bool {
+        let ip = canonical(ip);
+        (self.local && is_local(ip))
+            || self
+                .unreachable
+                .iter()
+                .any(|&(net, len)| within(ip, canonical(net), len))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` lies in `net`/`len` (of the same family).
+fn within(ip: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
+    use std::net::IpAddr;
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
 
 impl ureq::Resolver for AwayFromHost {
     fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
         let all: Vec<std::net::SocketAddr> =
             std::net::ToSocketAddrs::to_socket_addrs(netloc)?.collect();
-        let away: Vec<std::net::SocketAddr> =
-            all.iter().filter(|a| !is_local(a.ip())).copied().collect();
+        let away: Vec<std::net::SocketAddr> = all
+            .iter()
+            .filter(|a| !self.refuses(a.ip()))
+            .copied()
+            .collect();
         match all.first() {
             Some(first) if away.is_empty() => Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
-                    "{} is an address of this host or its link (loopback, an interface's own, \
-                     link-local){REFUSED_LOCAL}",
+                    "{} is an address of this host, its link (loopback, an interface's own, \
+                     link-local) or its instances{REFUSED_LOCAL}",
                     first.ip()
                 ),
             )),
@@ -608,14 +662,11 @@ impl ureq::Resolver for AwayFromHost {
     }
 }
 
-/// Whether `ip` is this host's (loopback, unspecified, or assigned to one of its interfaces:
-/// a socket binds to it) or its link's (link-local, multicast, broadcast).
+/// Whether `ip` is this host's (loopback, unspecified, or held by one of its interfaces)
+/// or its link's (link-local, multicast, broadcast).
 pub fn is_local(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = canonical(ip);
     let special = match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()
@@ -631,7 +682,19 @@ pub fn is_local(ip: std::net::IpAddr) -> bool {
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     };
-    special || std::net::UdpSocket::bind((ip, 0)).is_ok()
+    // The interfaces' own addresses (not a trial bind: with `ip_nonlocal_bind` set, as
+    // keepalived hosts have it, any address binds).
+    special
+        || nix::ifaddrs::getifaddrs().is_ok_and(|mut addrs| {
+            addrs.any(|a| {
+                let held = a.address.and_then(|s| {
+                    s.as_sockaddr_in()
+                        .map(|v4| IpAddr::V4(v4.ip()))
+                        .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                });
+                held == Some(ip)
+            })
+        })
 }
 
 fn strip_port(host: &str) -> &str {
@@ -729,8 +792,31 @@ mod tests {
             let err = c.get(&t, "manifests/1", &[], true).unwrap_err().to_string();
             assert!(err.contains("only an admin pulls from there"), "{err}");
         }
+        // A network of the host's instances is refused as the host's own addresses are.
+        let c = Client::new(ClientOptions {
+            unreachable: vec![("127.0.0.0".parse().unwrap(), 8)],
+            insecure_hosts: vec![format!("127.0.0.1:{port}")],
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let r = crate::reference::Reference::parse(&format!("127.0.0.1:{port}/a/b:1")).unwrap();
+        let t = super::Target { reference: &r };
+        let err = c.get(&t, "manifests/1", &[], true).unwrap_err().to_string();
+        assert!(err.contains("its instances"), "{err}");
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_err(), "a connection was made");
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        use super::within;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(within(ip("10.61.0.7"), ip("10.61.0.0"), 24));
+        assert!(!within(ip("10.61.1.7"), ip("10.61.0.0"), 24));
+        assert!(within(ip("fd00:70::5"), ip("fd00:70::"), 64));
+        assert!(!within(ip("fd00:71::5"), ip("fd00:70::"), 64));
+        assert!(!within(ip("10.61.0.7"), ip("fd00:70::"), 64));
+        assert!(within(ip("1.2.3.4"), ip("0.0.0.0"), 0));
     }
 
     #[test]

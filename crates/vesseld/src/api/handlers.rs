@@ -461,13 +461,40 @@ pub async fn images_pull(
     // A project's operator reaches registries away from the host only: not its loopback
     // services, nor the cloud's metadata service (an admin pulls into a project from there).
     let reach_local = caller.role >= vessel_api::Role::Admin;
+    // Nor the host's instances' networks (other projects', kept apart from it).
+    let unreachable = if reach_local {
+        Vec::new()
+    } else {
+        instance_networks(&app)?
+    };
     let op = app.ops.spawn(
         format!("Pulling image {}", req.reference),
         vec![images.path(None)],
         true,
-        move |op| async move { images.pull(req, reach_local, op).await.map(|_| ()) },
+        move |op| async move {
+            images
+                .pull(req, (reach_local, unreachable), op)
+                .await
+                .map(|_| ())
+        },
     );
     Ok(accepted(op))
+}
+
+/// Every network of the host's instances, IPv4 and IPv6, as (address, prefix length).
+fn instance_networks(app: &App) -> Result<Vec<(std::net::IpAddr, u8)>> {
+    let prefix = |text: &str| -> Option<(std::net::IpAddr, u8)> {
+        let (addr, len) = text.split_once('/')?;
+        Some((addr.parse().ok()?, len.parse().ok()?))
+    };
+    Ok(app
+        .networks
+        .list()?
+        .iter()
+        .flat_map(|n| [Some(n.subnet.as_str()), n.ipv6.as_deref()])
+        .flatten()
+        .filter_map(prefix)
+        .collect())
 }
 
 /// Largest upload accepted for an import.

@@ -150,8 +150,14 @@ impl ImageService {
     }
 
     /// Pulls an image as part of an operation; `reach_local`: whether the registry may be
-    /// at an address of this host or its link (an admin's pull).
-    pub async fn pull(&self, req: ImagePull, reach_local: bool, op: OpHandle) -> Result<Image> {
+    /// at an address of this host or its link (an admin's pull); `unreachable`: networks it
+    /// may not be in.
+    pub async fn pull(
+        &self,
+        req: ImagePull,
+        (reach_local, unreachable): (bool, Vec<(std::net::IpAddr, u8)>),
+        op: OpHandle,
+    ) -> Result<Image> {
         let reference = Reference::parse(&req.reference).map_err(|e| Error::invalid(chain(&e)))?;
         let alias = match &req.alias {
             Some(a) => a.clone(),
@@ -172,6 +178,7 @@ impl ImageService {
             max_layers: self.max_layers(),
             verify_stored: true,
             reach_local,
+            unreachable,
             ..ClientOptions::default()
         };
         if req.insecure || on_loopback(reference.registry()) {
