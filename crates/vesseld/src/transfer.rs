@@ -37,14 +37,19 @@ pub fn file_body<K: Send + 'static>(file: std::fs::File, keep: K) -> (u64, Body)
     (len, reader_body(file, keep))
 }
 
+/// Longest wait for a client to take more of a body before the body is cut short.
+const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What `reader` reads, to its end, as a body read in a blocking task; `keep` is held until
-/// the last byte is sent (a file's instance root, mounted and locked, say).
+/// the last byte is sent (a file's instance root, mounted and locked, say), or until the
+/// client has taken nothing for [`BODY_STALL`].
 pub fn reader_body<R, K>(mut reader: R, keep: K) -> Body
 where
     R: std::io::Read + Send + 'static,
     K: Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _keep = keep;
         let mut buf = vec![0u8; 256 << 10];
@@ -52,8 +57,11 @@ where
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    // A client that takes nothing for this long loses the rest (and `keep`
+                    // goes: an instance's lock is not held for a reader that went away).
+                    let chunk = Ok(Bytes::copy_from_slice(&buf[..n]));
+                    if runtime
+                        .block_on(tx.send_timeout(chunk, BODY_STALL))
                         .is_err()
                     {
                         break;
