@@ -252,6 +252,10 @@ pub struct StorageVolume {
     pub source: Option<String>,
     /// Its snapshots, oldest first.
     pub snapshots: Vec<String>,
+    /// What the project's `limits.disk.pool.POOL` counts for its snapshots: each at the
+    /// volume's size when it was taken (what it may pin; in a `dir` pool a whole copy).
+    #[serde(default)]
+    pub snapshot_bytes: u64,
     /// Instances using it.
     pub attached_to: Vec<VolumeAttachment>,
     /// Labels: `user.*` keys, free-form (a stack marks what it made with `user.stack`).

@@ -204,8 +204,9 @@ pub async fn volumes_create(
 }
 
 /// The sizes of `scope`'s volumes in `pool`, but for volume `except` (qualified; one about
-/// to change size), and for each snapshot its volume's size (what it may pin: a `dir`
-/// pool's snapshot is a whole copy, a `btrfs` or `raid` one keeps what is overwritten).
+/// to change size), and their snapshots' (each at its volume's size when taken: what it
+/// may pin; a `dir` pool's snapshot is a whole copy, a `btrfs` or `raid` one keeps what is
+/// overwritten).
 pub(super) async fn own_sizes(
     app: &App,
     scope: &ProjectScope,
@@ -222,7 +223,7 @@ pub(super) async fn own_sizes(
     sizes.extend(
         all.iter()
             .filter(|v| scope.own(&v.name).is_some())
-            .flat_map(|v| v.snapshots.iter().map(|_| Some(v.size_bytes))),
+            .map(|v| Some(v.snapshot_bytes)),
     );
     // Launches on this pool whose root volume their operation has not made yet count with
     // the size they were admitted with: the quota lock is held only up to their instance's

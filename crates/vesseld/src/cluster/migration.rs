@@ -144,7 +144,10 @@ impl ClusterService {
         {
             let path = format!("/1.0/storage/pools/{pool}/volumes?{q}={project}");
             let there: Vec<vessel_api::StorageVolume> = self.get_json(to, &path).await?;
-            let sizes: Vec<Option<u64>> = there.iter().map(|v| Some(v.size_bytes)).collect();
+            let sizes: Vec<Option<u64>> = there
+                .iter()
+                .map(|v| Some(v.size_bytes + v.snapshot_bytes))
+                .collect();
             quota
                 .admits_in_pool(pool, &sizes, Some(*bytes))
                 .map_err(|e| {

@@ -167,6 +167,12 @@ impl BtrfsPool {
 
     /// Exclusive bytes of the subvolume at `path`, from its qgroup.
     fn exclusive(&self, path: &Path) -> Result<u64> {
+        self.qgroup(path).map(|(_, exclusive)| exclusive)
+    }
+
+    /// The referenced and exclusive bytes of the subvolume at `path` (0 and 0 without a
+    /// qgroup).
+    fn qgroup(&self, path: &Path) -> Result<(u64, u64)> {
         let _ = run("btrfs", &["filesystem", "sync", path_str(&self.mount)?]);
         let id = run("btrfs", &["inspect-internal", "rootid", path_str(path)?])?;
         let id = id.trim();
@@ -177,12 +183,13 @@ impl BtrfsPool {
         for line in out.lines() {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() >= 3 && cols[0] == format!("0/{id}") {
-                return cols[2]
-                    .parse()
-                    .map_err(|_| Error::internal(format!("btrfs qgroup show: bad line {line:?}")));
+                let bad = || Error::internal(format!("btrfs qgroup show: bad line {line:?}"));
+                let referenced = cols[1].parse().map_err(|_| bad())?;
+                let exclusive = cols[2].parse().map_err(|_| bad())?;
+                return Ok((referenced, exclusive));
             }
         }
-        Ok(0)
+        Ok((0, 0))
     }
 }
 
@@ -300,6 +307,11 @@ impl PoolDriver for BtrfsPool {
 
     fn used(&self, name: &str, content: VolumeContent) -> Result<u64> {
         self.exclusive(&self.vol(name, content))
+    }
+
+    fn held(&self, name: &str, content: VolumeContent) -> Result<u64> {
+        self.qgroup(&self.vol(name, content))
+            .map(|(referenced, _)| referenced)
     }
 
     fn fs_path(&self, name: &str) -> Result<PathBuf> {

@@ -54,6 +54,11 @@ pub trait PoolDriver: Send + Sync {
     fn restore(&self, name: &str, content: VolumeContent, snap: &str) -> Result<()>;
     /// Bytes the volume uses in the pool.
     fn used(&self, name: &str, content: VolumeContent) -> Result<u64>;
+    /// Bytes the volume's files take, those it shares with snapshots and clones included
+    /// (what a copy of it holds; [`PoolDriver::used`] may count only its own).
+    fn held(&self, name: &str, content: VolumeContent) -> Result<u64> {
+        self.used(name, content)
+    }
     /// Host directory of a filesystem volume.
     fn fs_path(&self, name: &str) -> Result<PathBuf>;
     /// A block volume.

@@ -41,6 +41,11 @@ pub(super) struct VolumeRecord {
     pub(super) source: Option<String>,
     #[serde(default)]
     pub(super) snapshots: Vec<String>,
+    /// The volume's size when each snapshot was taken: what the snapshot may pin, counted
+    /// by the project's limits (a snapshot from before sizes were kept counts the volume's
+    /// size now).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(super) snapshot_sizes: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     pub(super) attached_to: Vec<VolumeAttachment>,
     /// The instance whose root disk this is (deleted with it).
@@ -117,6 +122,7 @@ pub(super) mod fixture {
             size: 1 << 20,
             source: None,
             snapshots: Vec::new(),
+            snapshot_sizes: Default::default(),
             attached_to: attached
                 .iter()
                 .map(|(i, p)| VolumeAttachment {

@@ -149,6 +149,7 @@ impl StorageService {
                 size: *size,
                 source: None,
                 snapshots,
+                snapshot_sizes: Default::default(),
                 attached_to: Vec::new(),
                 root_of: None,
                 container_root: false,

@@ -25,6 +25,11 @@ impl StorageService {
             used_bytes: used,
             source: v.source.clone(),
             snapshots: v.snapshots.clone(),
+            snapshot_bytes: v
+                .snapshots
+                .iter()
+                .map(|s| v.snapshot_sizes.get(s).copied().unwrap_or(v.size))
+                .sum(),
             attached_to: v.attached_to.clone(),
             config: v.config.clone(),
             created_at: v.created_at.clone(),
@@ -53,16 +58,25 @@ impl StorageService {
         let volumes = self.volume_records(Some(pool))?;
         check_volume_request(&rec, &volumes, req, || Ok(self.driver(pool)?.capacity()?.0))?;
         // A clone of a filesystem volume holds its source's files whatever its size says (a
-        // quota below them frees nothing): its size is at least what they take.
+        // quota below them frees nothing): its size is at least what they may take (the
+        // source's size, which bounds them, when it has one; a snapshot's as taken).
         if let (Some(src), Some(size), VolumeContent::Filesystem) =
             (&req.source, req.size, req.content)
         {
-            let (vol, _) = split_source(src);
-            let used = self.driver(pool)?.used(vol, req.content)?;
-            if size < used {
+            let (vol, snap) = split_source(src);
+            let from = self.volume_record(pool, vol)?;
+            let bound = snap
+                .and_then(|s| from.snapshot_sizes.get(s).copied())
+                .unwrap_or(from.size);
+            let least = if bound > 0 {
+                bound
+            } else {
+                self.driver(pool)?.held(vol, req.content)?
+            };
+            if size < least {
                 return Err(Error::invalid(format!(
-                    "volume {vol:?} holds {used} bytes, which its copy holds too: give the \
-                     copy a size of at least that"
+                    "volume {vol:?} may hold {least} bytes, which its copy holds too: give \
+                     the copy a size of at least that"
                 )));
             }
         }
@@ -112,6 +126,7 @@ impl StorageService {
             size,
             source: req.source.clone(),
             snapshots: Vec::new(),
+            snapshot_sizes: Default::default(),
             attached_to: Vec::new(),
             root_of,
             container_root: false,
@@ -223,10 +238,10 @@ impl StorageService {
         let d = self.driver(pool)?;
         if v.content == VolumeContent::Filesystem && req.size < v.size {
             // A quota below what the files take frees nothing: the size would undercount.
-            let used = d.used(name, v.content)?;
-            if req.size < used {
+            let held = d.held(name, v.content)?;
+            if req.size < held {
                 return Err(Error::invalid(format!(
-                    "volume {name:?} holds {used} bytes: a size below that frees nothing; \
+                    "volume {name:?} holds {held} bytes: a size below that frees nothing; \
                      remove files first"
                 )));
             }
@@ -276,6 +291,7 @@ impl StorageService {
         let d = self.driver(pool)?;
         d.snapshot(name, v.content, &req.name)?;
         v.snapshots.push(req.name.clone());
+        v.snapshot_sizes.insert(req.name.clone(), v.size);
         if let Err(e) = self.put_volume(&v) {
             let _ = d.delete_snapshot(name, v.content, &req.name);
             return Err(e);
@@ -315,6 +331,7 @@ impl StorageService {
         }
         d.delete_snapshot(name, v.content, snap)?;
         v.snapshots.retain(|s| s != snap);
+        v.snapshot_sizes.remove(snap);
         self.put_volume(&v)?;
         Ok(self.volume_view(&v))
     }
