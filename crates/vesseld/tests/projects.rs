@@ -882,6 +882,30 @@ fn projects_have_volumes_of_their_own() {
         "beta",
     ]);
     assert!(err.contains("limits.snapshots"), "{err}");
+    // A snapshot keeps counting the size its volume had when it was taken.
+    d.ok(&[
+        "storage",
+        "volume",
+        "resize",
+        "local",
+        "blk",
+        "80MiB",
+        "--project",
+        "beta",
+    ]);
+    let blk: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "storage",
+        "volume",
+        "info",
+        "local",
+        "blk",
+        "--project",
+        "beta",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(blk["snapshot_bytes"], 64 << 20, "{blk}");
     d.ok(&[
         "storage",
         "volume",
@@ -1778,9 +1802,37 @@ fn an_operator_keeps_to_its_own_ports_and_subnets() {
         status == 409 && body.contains("another project") && !body.contains("route"),
         "{status} {body}"
     );
+    // The host's first IPv6 network turns IPv6 forwarding on for all of it: an admin's.
+    let forwarding = "/proc/sys/net/ipv6/conf/all/forwarding";
+    let in_ns = |cmd: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(in_ns(&format!("cat {forwarding}")), "0");
+    refused(
+        network("10.70.0.0/24", Some("fd00:70::/64")),
+        "an admin makes the first IPv6",
+    );
+    d.ok(&[
+        "network",
+        "create",
+        "six",
+        "--subnet",
+        "10.71.0.0/24",
+        "--ipv6",
+        "fd00:71::/64",
+        "--project",
+        "alpha",
+    ]);
+    assert_eq!(in_ns(&format!("cat {forwarding}")), "1");
     let (status, body) = network("10.70.0.0/24", Some("fd00:70::/64"));
     assert_eq!(status, 201, "{body}");
-    d.ok(&["network", "delete", "more", "--project", "alpha"]);
+    for n in ["more", "six"] {
+        d.ok(&["network", "delete", n, "--project", "alpha"]);
+    }
     // An admin's subnet is the admin's choice.
     d.ok(&[
         "network",

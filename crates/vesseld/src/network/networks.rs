@@ -48,12 +48,13 @@ impl NetworkService {
             .iter()
             .filter_map(|r| r.subnet().ok())
             .collect();
+        // (A route or address inside one of them is theirs; a wider route containing one,
+        // a VPN's 10.0.0.0/8 say, is the host's.)
         let host = used.iter().find(|p| {
             p.overlaps(&subnet)
-                && !own.iter().any(|s| {
-                    vessel_net::Prefix4::new(s.network(), s.prefix()) == **p
-                        || s.contains(p.network)
-                })
+                && !own
+                    .iter()
+                    .any(|s| p.len >= s.prefix() && s.contains(p.network))
         });
         if let Some(p) = host {
             return Err(Error::conflict(format!(
@@ -67,6 +68,18 @@ impl NetworkService {
                     "IPv6 prefix {text}: a project's network takes a unique local prefix \
                      (within fc00::/7); only an admin gives others"
                 )));
+            }
+            // The first IPv6 network turns on IPv6 forwarding for every interface of the
+            // host, which then stops taking router advertisements (unless accept_ra=2): a
+            // host that learns its own IPv6 route that way loses it. An admin's decision.
+            let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+                .unwrap_or_default();
+            if forwarding.trim() != "1" {
+                return Err(Error::forbidden(
+                    "IPv6 forwarding is off on this host, and the first IPv6 network turns it \
+                     on for every interface (a host taking its IPv6 route from router \
+                     advertisements would lose it): an admin makes the first IPv6 network",
+                ));
             }
         }
         Ok(())

@@ -150,7 +150,27 @@ impl NetworkService {
     /// instance: its NICs are not plugged), and DNS the new name.
     pub fn instance_renamed(&self, old: &str, new: &str) -> Result<()> {
         let _g = self.busy();
-        for mut rec in self.records()? {
+        // The new host end names, checked before anything changes: one another NIC has
+        // would be taken from it at the next plug (see `plan_lease`).
+        let all = self.records()?;
+        for rec in &all {
+            for l in rec.leases.iter().filter(|l| l.instance == old) {
+                let prefix: String = l.host_interface.chars().take(2).collect();
+                let name = super::record::ifname(&prefix, new, &rec.name);
+                let taken = all
+                    .iter()
+                    .flat_map(|r| r.leases.iter())
+                    .any(|o| o.instance != old && o.host_interface == name);
+                if taken {
+                    return Err(Error::conflict(format!(
+                        "renamed {new:?}, the instance's NIC would be named {name} on the \
+                         host, as another NIC is (its name is a short hash): choose another \
+                         name"
+                    )));
+                }
+            }
+        }
+        for mut rec in all {
             let names = rec.leases.iter().any(|l| l.instance == old)
                 || rec
                     .load_balancers
