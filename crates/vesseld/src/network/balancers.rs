@@ -418,6 +418,10 @@ mod tests {
         check_balancer(&lan, &all, &lb("api", "192.0.2.2", 80, &["a"])).unwrap();
         let mut slow = lb("api", "192.0.2.2", 81, &["a"]);
         slow.health_check.interval_ms = 60_001;
+        let mut eager = lb("api", "192.0.2.2", 81, &["a"]);
+        eager.health_check.interval_ms = 99;
+        let mut wide = lb("api", "192.0.2.2", 81, &["a"]);
+        wide.ports = vec![wide.ports[0].clone(); 33];
         let mut no_ports = lb("api", "192.0.2.2", 81, &["a"]);
         no_ports.ports.clear();
         let mut udp0 = lb("api", "192.0.2.2", 81, &["a"]);
@@ -435,7 +439,9 @@ mod tests {
             (lb("api", "host", 81, &["a"]), "not an IPv4 address"),
             (lb("api", "0.0.0.0", 81, &["a"]), "unicast"),
             (lb("api", "224.0.0.1", 81, &["a"]), "unicast"),
-            (slow, "at most every 60000 ms"),
+            (slow, "every 100 to 60000 ms"),
+            (eager, "every 100 to 60000 ms"),
+            (wide, "at most 32 ports"),
             (no_ports, "at least one port"),
             (lb("api", "192.0.2.2", 81, &[]), "at least one backend"),
             (udp0, "1-65535"),
