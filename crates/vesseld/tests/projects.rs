@@ -796,6 +796,9 @@ fn projects_have_volumes_of_their_own() {
         "-l",
         "disk=32MiB",
     ]);
+    // An instance snapshot counts a snapshot of its root volume: 64 + 32 + 32 > 100 MiB.
+    let err = d.fails(&["snapshot", "create", "r3", "s0", "--project", "beta"]);
+    assert!(err.contains("limits.disk.pool.local"), "{err}");
     let err = d.fails(&[
         "config",
         "set",

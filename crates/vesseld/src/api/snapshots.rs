@@ -32,11 +32,63 @@ pub async fn create(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<InstanceSnapshotCreate>,
 ) -> Result<Response> {
+    let name = scope.q(&name)?;
+    // limits.disk.pool.POOL counts a snapshot of each of the instance's volumes in POOL (its
+    // root volume too) at the volume's size: checked, and held until the snapshot is made.
+    let quota = app.projects.quota(scope.name())?;
+    let held = if quota.disk_pool.is_empty() {
+        None
+    } else {
+        let held = app.projects.quota_guard(scope.name()).await;
+        for (pool, adding) in snapshot_adds(&app, &name)? {
+            if quota.disk_pool.contains_key(&pool) {
+                let sizes = super::storage::own_sizes(&app, &scope, &pool, None).await?;
+                quota.admits_in_pool(&pool, &sizes, Some(adding))?;
+            }
+        }
+        Some(held)
+    };
     let (op, _) = app
         .instances
-        .snapshot_create(&scope.q(&name)?, req, false)
+        .snapshot_create(&name, req, false)
         .map_err(|e| scope.error(e))?;
+    if let Some(held) = held {
+        super::hold_until_done(&app, &op.id, Box::new(held));
+    }
     Ok(accepted(scope.operation(op)))
+}
+
+/// The bytes a snapshot of instance `name` adds in each pool: its volumes' sizes there
+/// (attached ones and its root volume).
+fn snapshot_adds(app: &App, name: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut volumes: Vec<(String, String)> = app
+        .storage
+        .volumes_by_instance()?
+        .remove(name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.pool, v.volume))
+        .collect();
+    if let Some(pool) = app
+        .instances
+        .records()?
+        .into_iter()
+        .find(|i| i.name == name)
+        .and_then(|i| i.storage)
+    {
+        let root = crate::storage::root_volume(name);
+        if !volumes.iter().any(|(p, v)| *p == pool && *v == root) {
+            volumes.push((pool, root));
+        }
+    }
+    let mut adds = std::collections::BTreeMap::new();
+    for (pool, volume) in volumes {
+        // A root volume not made yet (a launch under way) adds nothing yet.
+        if let Ok(v) = app.storage.volume_get(&pool, &volume) {
+            *adds.entry(pool).or_insert(0) += v.size_bytes;
+        }
+    }
+    Ok(adds)
 }
 
 pub async fn get(
