@@ -51,8 +51,9 @@ impl NetworkService {
                 )?;
             }
         }
+        // (`check_listener` bound each port on the address: one the host does not hold
+        // was refused there.)
         check_balancer(&rec, &others, &req)?;
-        host_holds(&req.address)?;
         req.status.clear();
         self.start_lb(&rec, &req)?;
         rec.load_balancers.push(req);
@@ -182,22 +183,6 @@ pub(super) fn with_status(
 
 /// Checks a new balancer `req` of network `rec` against the balancers and forwards of every
 /// network (`others`, which may include `rec`).
-/// Refuses a balancer's address the host does not hold (tried by binding it): one on
-/// another address (an instance's, a server's elsewhere) would take the traffic the host
-/// sends there.
-fn host_holds(address: &str) -> Result<()> {
-    let ip: std::net::IpAddr = address
-        .parse()
-        .map_err(|_| Error::invalid(format!("address {address:?} is not an IP address")))?;
-    match std::net::TcpListener::bind((ip, 0)) {
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(Error::invalid(format!(
-            "{address} is not an address of this host: a balancer listens on one of the \
-             host's addresses"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 pub(super) fn check_balancer(
     rec: &NetworkRecord,
     others: &[NetworkRecord],
