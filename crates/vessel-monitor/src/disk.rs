@@ -52,9 +52,13 @@ const LO_FLAGS_AUTOCLEAR: u32 = 4;
 /// that fails (EDQUOT), and the root then mounts read-only (or not at all below 256 KiB
 /// free, measured): a container that filled its disk could never start writable again, not
 /// even to delete files. So the disk holds this much in a file outside the layer, given back
-/// (and committed) just before the overlay is mounted and taken again right after. A full
-/// ext4 image still lets overlayfs make its directory (measured), so images keep none.
+/// (and committed) just before the overlay is mounted and taken again right after.
 pub const RESERVE: u64 = 1 << 20;
+/// The same for an ext4 image, which needs a block or two. A full image lets overlayfs
+/// make its directory only if removing the old one frees a block; while the last mount's
+/// overlay is still alive (detached, a file of it still open) the old directory's block
+/// stays taken, and the root mounted read-only (ENOSPC, seen in a full test run).
+pub const IMAGE_RESERVE: u64 = 64 << 10;
 const RESERVE_FILE: &str = ".vessel-reserve";
 /// `_IOW('f', 16, __u64)`: grow a mounted ext4 file system to a number of blocks.
 const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
@@ -254,12 +258,17 @@ impl RootDisk {
         }
     }
 
-    /// Gives the reserve of a directory disk back, committed, so that overlayfs finds room
-    /// for its work directory (see [`RESERVE`]).
-    pub fn release_reserve(&self) -> Result<(), IdmapError> {
-        if !matches!(self.source, DiskSource::Directory(_)) {
-            return Ok(());
+    /// Bytes this disk keeps for overlayfs (see [`RESERVE`], [`IMAGE_RESERVE`]).
+    pub fn reserve(&self) -> u64 {
+        match self.source {
+            DiskSource::Directory(_) => RESERVE,
+            DiskSource::Image(_) => IMAGE_RESERVE,
         }
+    }
+
+    /// Gives the disk's reserve back, committed, so that overlayfs finds room for its work
+    /// directory (see [`RESERVE`]).
+    pub fn release_reserve(&self) -> Result<(), IdmapError> {
         let p = self.mount.join(RESERVE_FILE);
         match std::fs::remove_file(&p) {
             Ok(()) => {}
@@ -276,11 +285,8 @@ impl RootDisk {
         Ok(())
     }
 
-    /// Takes the reserve of a directory disk again (a disk that cannot hold it goes without).
+    /// Takes the disk's reserve again (a disk that cannot hold it goes without).
     pub fn keep_reserve(&self) -> Result<(), IdmapError> {
-        if !matches!(self.source, DiskSource::Directory(_)) {
-            return Ok(());
-        }
         let p = self.mount.join(RESERVE_FILE);
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -294,7 +300,7 @@ impl RootDisk {
             f.as_raw_fd(),
             nix::fcntl::FallocateFlags::empty(),
             0,
-            RESERVE as libc::off_t,
+            self.reserve() as libc::off_t,
         )
         .map_err(|e| {
             drop(std::fs::remove_file(&p));

@@ -445,6 +445,91 @@ mod tests {
         d
     }
 
+    /// Needs root and mkfs.ext4: an ext4 root filled to its last block mounts writable
+    /// again, also while the last mount's overlay is still alive (a file of it held open
+    /// keeps it, and the block of its work directory, after the detaching unmount).
+    #[test]
+    fn a_full_image_root_mounts_writable_again_while_the_last_one_lingers() {
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+        let d = tempdir();
+        let (layer, target, mount, image) = (
+            d.join("layer"),
+            d.join("rootfs"),
+            d.join("disk"),
+            d.join("root.img"),
+        );
+        let template = d.join("template");
+        for p in [&layer, &target, &mount, &template] {
+            std::fs::create_dir(p).unwrap();
+        }
+        for sub in ["upper", "work"] {
+            std::fs::create_dir(template.join(sub)).unwrap();
+        }
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        let out = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0", "-d"])
+            .arg(&template)
+            .arg(&image)
+            .output()
+            .expect("mkfs.ext4 (e2fsprogs) is needed");
+        assert!(out.status.success(), "{out:?}");
+        let o = Overlay {
+            lowers: vec![layer],
+            upper: mount.join("upper"),
+            work: mount.join("work"),
+            target: target.clone(),
+            idmap: None,
+            stage: d.join("mnt"),
+            disk: Some(disk::RootDisk {
+                source: disk::DiskSource::Image(image),
+                mount: mount.clone(),
+            }),
+        };
+        // Unmounts and removes everything, also when an assertion fails.
+        struct Cleanup<'a>(&'a Overlay, PathBuf);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.unmount();
+                let _ = std::fs::remove_dir_all(&self.1);
+            }
+        }
+        let _cleanup = Cleanup(&o, d.clone());
+        let writable = || {
+            !statvfs(&target)
+                .unwrap()
+                .flags()
+                .contains(FsFlags::ST_RDONLY)
+        };
+        for round in 0..3 {
+            o.mount().unwrap();
+            assert!(writable(), "round {round}: the root mounted read-only");
+            // Fill it: one large file, then small ones until not even a block is left.
+            let mut f = std::fs::File::create(target.join("big")).unwrap();
+            while std::io::Write::write_all(&mut f, &[7u8; 1 << 16]).is_ok() {}
+            drop(f);
+            let mut i = 0;
+            while std::fs::write(target.join(format!("f{i}")), b"x").is_ok() {
+                i += 1;
+            }
+            let held = std::fs::File::open(target.join("big")).unwrap();
+            o.unmount().unwrap();
+            o.mount().unwrap();
+            assert!(writable(), "round {round}: a full root mounted read-only");
+            drop(held);
+            // Its files can be removed, and the next round fills it again.
+            std::fs::remove_file(target.join("big")).unwrap();
+            for n in 0..i {
+                std::fs::remove_file(target.join(format!("f{n}"))).unwrap();
+            }
+            o.unmount().unwrap();
+        }
+        assert!(idmap::mounts_under(&d).is_empty());
+    }
+
     /// Needs root: stacks an idmapped layer under a plain upper layer for real.
     #[test]
     fn idmapped_layers_show_the_instance_ids_and_leave_nothing_mounted() {
