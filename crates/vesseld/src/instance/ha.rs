@@ -345,6 +345,16 @@ impl InstanceService {
                     self.note_held(&i.name);
                     stopped.push(i.name)
                 }
+                // Stopped meanwhile all the same (the fence watchdog kills what a slow
+                // stop left at its deadline): started again when the fence lowers, too.
+                Err(_)
+                    if self.store.instance_get(&i.name).is_ok_and(|now| {
+                        self.pending.apply(now).status == InstanceStatus::Stopped
+                    }) =>
+                {
+                    self.note_held(&i.name);
+                    stopped.push(i.name)
+                }
                 Err(e) => {
                     tracing::error!(instance = %i.name, error = %e, "fenced: the HA instance did not stop")
                 }
