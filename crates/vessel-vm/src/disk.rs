@@ -186,34 +186,60 @@ pub fn create_overlay(backing: &Path, format: DiskFormat, path: &Path) -> Result
     })
 }
 
+/// A qcow2 image's file and its header: the 72 bytes of version 2, the 104 of version 3.
+struct Qcow2 {
+    file: std::fs::File,
+    header: [u8; 104],
+    version: u32,
+}
+
+impl Qcow2 {
+    /// Opens `path` and reads its header; an image that is no qcow2 is refused.
+    fn open(path: &Path) -> Result<Qcow2> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path).map_err(VmError::io("open", path))?;
+        let mut header = [0u8; 104];
+        file.read_exact_at(&mut header[..72], 0)
+            .map_err(|e| bad_image(path, format!("no qcow2 header: {e}")))?;
+        if &header[..4] != b"QFI\xfb" {
+            return Err(bad_image(path, "it is not a qcow2 image".into()));
+        }
+        let version = be32(&header[4..8]);
+        if version >= 3 {
+            file.read_exact_at(&mut header[72..], 72)
+                .map_err(|e| bad_image(path, format!("a short qcow2 v3 header: {e}")))?;
+        }
+        Ok(Qcow2 {
+            file,
+            header,
+            version,
+        })
+    }
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b.try_into().unwrap_or_default())
+}
+
+fn bad_image(path: &Path, reason: String) -> VmError {
+    VmError::BadImage {
+        path: path.into(),
+        reason,
+    }
+}
+
 /// Refuses a qcow2 image that names an external data file (its header's incompatible
 /// feature bit 2): the file's name is a host path of whoever wrote the image, which any
 /// `qemu-img` or QEMU that opens it as the daemon would read and write. For images brought
 /// from elsewhere (a backup, an archive), before anything opens them. Reads the header
 /// only; an image that is no qcow2 is refused too.
 pub fn refuse_external_data(path: &Path) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let bad = |reason: String| VmError::BadImage {
-        path: path.into(),
-        reason,
-    };
-    let f = std::fs::File::open(path).map_err(VmError::io("open", path))?;
-    let mut header = [0u8; 80];
-    f.read_exact_at(&mut header[..8], 0)
-        .map_err(|e| bad(format!("no qcow2 header: {e}")))?;
-    if &header[..4] != b"QFI\xfb" {
-        return Err(bad("it is not a qcow2 image".into()));
-    }
-    let version = u32::from_be_bytes(header[4..8].try_into().unwrap_or_default());
-    if version < 3 {
-        // Version 2 has no feature bits, hence no external data file.
-        return Ok(());
-    }
-    f.read_exact_at(&mut header, 0)
-        .map_err(|e| bad(format!("a short qcow2 v3 header: {e}")))?;
-    let incompatible = u64::from_be_bytes(header[72..80].try_into().unwrap_or_default());
-    if incompatible & (1 << 2) != 0 {
-        return Err(bad(
+    let q = Qcow2::open(path)?;
+    // Version 2 has no feature bits, hence no external data file.
+    let incompatible = u64::from_be_bytes(q.header[72..80].try_into().unwrap_or_default());
+    if q.version >= 3 && incompatible & (1 << 2) != 0 {
+        return Err(bad_image(
+            path,
             "it names an external data file (a host path of its maker's choosing); refused".into(),
         ));
     }
@@ -226,29 +252,23 @@ pub fn refuse_external_data(path: &Path) -> Result<()> {
 pub fn backing_file(path: &Path) -> Result<Option<PathBuf>> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::FileExt;
-    let bad = |reason: String| VmError::BadImage {
-        path: path.into(),
-        reason,
-    };
-    let f = std::fs::File::open(path).map_err(VmError::io("open", path))?;
-    let mut header = [0u8; 20];
-    f.read_exact_at(&mut header, 0)
-        .map_err(|e| bad(format!("no qcow2 header: {e}")))?;
-    if &header[..4] != b"QFI\xfb" {
-        return Err(bad("it is not a qcow2 image".into()));
-    }
-    let offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
-    let size = u32::from_be_bytes(header[16..20].try_into().unwrap_or_default());
+    let q = Qcow2::open(path)?;
+    let offset = u64::from_be_bytes(q.header[8..16].try_into().unwrap_or_default());
+    let size = be32(&q.header[16..20]);
     if offset == 0 || size == 0 {
         return Ok(None);
     }
     // QEMU stores at most 1023 bytes of backing file name.
     if size > 1023 {
-        return Err(bad(format!("a backing file name of {size} bytes")));
+        return Err(bad_image(
+            path,
+            format!("a backing file name of {size} bytes"),
+        ));
     }
     let mut name = vec![0u8; size as usize];
-    f.read_exact_at(&mut name, offset)
-        .map_err(|e| bad(format!("its backing file name cannot be read: {e}")))?;
+    q.file
+        .read_exact_at(&mut name, offset)
+        .map_err(|e| bad_image(path, format!("its backing file name cannot be read: {e}")))?;
     Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(&name))))
 }
 
@@ -256,31 +276,18 @@ pub fn backing_file(path: &Path) -> Result<Option<PathBuf>> {
 /// extension), `None` when it records none. Reads the header only (no `qemu-img`).
 pub fn backing_format(path: &Path) -> Result<Option<DiskFormat>> {
     use std::os::unix::fs::FileExt;
-    let bad = |reason: String| VmError::BadImage {
-        path: path.into(),
-        reason,
-    };
-    let f = std::fs::File::open(path).map_err(VmError::io("open", path))?;
-    let mut header = [0u8; 104];
-    f.read_exact_at(&mut header[..72], 0)
-        .map_err(|e| bad(format!("no qcow2 header: {e}")))?;
-    if &header[..4] != b"QFI\xfb" {
-        return Err(bad("it is not a qcow2 image".into()));
-    }
-    let be32 = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap_or_default());
+    let q = Qcow2::open(path)?;
+    let bad = |reason: String| bad_image(path, reason);
     // Extensions follow the header: 72 bytes in version 2, `header_length` in version 3.
-    let mut at = match be32(&header[4..8]) {
+    let mut at = match q.version {
         2 => 72u64,
-        _ => {
-            f.read_exact_at(&mut header[72..104], 72)
-                .map_err(|e| bad(format!("a short qcow2 v3 header: {e}")))?;
-            u64::from(be32(&header[100..104]))
-        }
+        _ => u64::from(be32(&q.header[100..104])),
     };
     // Extensions lie within the first cluster; a few dozen at most.
     for _ in 0..64 {
         let mut ext = [0u8; 8];
-        f.read_exact_at(&mut ext, at)
+        q.file
+            .read_exact_at(&mut ext, at)
             .map_err(|e| bad(format!("a header extension cannot be read: {e}")))?;
         let (kind, len) = (be32(&ext[..4]), be32(&ext[4..]));
         match kind {
@@ -290,7 +297,8 @@ pub fn backing_format(path: &Path) -> Result<Option<DiskFormat>> {
                     return Err(bad(format!("a backing format name of {len} bytes")));
                 }
                 let mut name = vec![0u8; len as usize];
-                f.read_exact_at(&mut name, at + 8)
+                q.file
+                    .read_exact_at(&mut name, at + 8)
                     .map_err(|e| bad(format!("its backing format cannot be read: {e}")))?;
                 return match name.as_slice() {
                     b"raw" => Ok(Some(DiskFormat::Raw)),
