@@ -1738,9 +1738,26 @@ fn an_operator_keeps_to_its_own_ports_and_subnets() {
         forward(Some("10.62.0.1"), 8080),
         "gateway of a network of another project",
     );
-    // Past those checks, alpha's requests go on to its own (here: a backend it lacks).
+    // Its storage exports alike: on TCP outside the networks, where a listener on the
+    // host's loopback would answer the host's own clients of that port.
+    let export = |listen: &str| {
+        let e = serde_json::json!({
+            "name": "x", "pool": "nopool", "volume": "v", "protocol": "nbd", "listen": listen,
+        });
+        post("/1.0/storage/exports", &e.to_string())
+    };
+    refused(export("127.0.0.1:20809"), "loopback");
+    refused(export("[::1]:20809"), "loopback");
+    refused(
+        export("10.62.0.1:20809"),
+        "gateway of a network of another project",
+    );
+    // Past those checks, alpha's requests go on to its own (here: a backend it lacks, a
+    // pool it does not have).
     let (status, body) = balancer("10.61.0.1", "tcp", 8080);
     assert!(status == 400 && body.contains("no NIC"), "{status} {body}");
+    let (status, body) = export("10.61.0.1:20809");
+    assert!(status == 404 && body.contains("nopool"), "{status} {body}");
     // A port a service of the host listens on (this daemon's API) is nobody's to take:
     // an admin's balancer on it used to be accepted and take its connections.
     let err = d.fails(&[

@@ -479,6 +479,26 @@ pub async fn exports_create(
             )));
         }
     }
+    // Where it listens, as for a published port: not on the host's loopback (but for the
+    // default listener of the default project's exports) nor on another project's
+    // gateway.
+    if let Some(addr) = req
+        .listen
+        .as_deref()
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+    {
+        let default = match req.protocol {
+            vessel_api::ExportProtocol::Nbd => crate::storage::servers::DEFAULT_NBD,
+            vessel_api::ExportProtocol::Nfs => crate::storage::servers::DEFAULT_NFS,
+        };
+        let admin = caller.role >= vessel_api::Role::Admin
+            || (scope.is_default() && addr.to_string() == default);
+        let (project, networks) = (scope.name().to_string(), app.networks.clone());
+        blocking(&app, move |_| {
+            networks.check_listen_address(&project, addr.ip(), admin)
+        })
+        .await?;
+    }
     if !scope.is_default() {
         // NBD and NFS carry no identity: a project's exports are served on listeners of
         // their own (on TCP: a host path is not a tenant's to choose), which no other

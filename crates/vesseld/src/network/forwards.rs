@@ -152,26 +152,50 @@ pub(super) fn check_listener(
              publishes one (use a port of 1024 or above)"
         )));
     }
-    if !admin && address.is_some_and(|a| a.is_loopback()) {
-        return Err(Error::forbidden(format!(
-            "{}: the host's loopback addresses are its own services'; only an admin \
-             publishes there",
-            address.map(|a| a.to_string()).unwrap_or_default()
-        )));
-    }
-    let project = crate::project::split(&rec.name).0;
     if let Some(a) = address {
-        for other in others {
-            let gateway = other.subnet().map(|s| std::net::IpAddr::V4(s.gateway()));
-            if crate::project::split(&other.name).0 != project && gateway.ok() == Some(a) {
-                return Err(Error::forbidden(format!(
-                    "{a} is the gateway of a network of another project: listen on another \
-                     address of the host"
-                )));
-            }
-        }
+        check_address(crate::project::split(&rec.name).0, others, a, admin)?;
     }
     host_port_free(protocol, address, port)
+}
+
+/// Refuses a listener of `project` on `address` when it is one of the host's loopback
+/// addresses (its own services', unless the caller is an admin) or the gateway of
+/// another project's network (that project's instances' way to the host).
+fn check_address(
+    project: &str,
+    others: &[NetworkRecord],
+    address: std::net::IpAddr,
+    admin: bool,
+) -> Result<()> {
+    if !admin && address.is_loopback() {
+        return Err(Error::forbidden(format!(
+            "{address}: the host's loopback addresses are its own services'; only an admin \
+             listens there (listen on your network's gateway or another address of the host)"
+        )));
+    }
+    for other in others {
+        let gateway = other.subnet().map(|s| std::net::IpAddr::V4(s.gateway()));
+        if crate::project::split(&other.name).0 != project && gateway.ok() == Some(address) {
+            return Err(Error::forbidden(format!(
+                "{address} is the gateway of a network of another project: listen on another \
+                 address of the host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl NetworkService {
+    /// Checks the address a listener of `project` outside the networks (a storage export)
+    /// is to listen on, as a published port's (see [`check_address`]).
+    pub fn check_listen_address(
+        &self,
+        project: &str,
+        address: std::net::IpAddr,
+        admin: bool,
+    ) -> Result<()> {
+        check_address(project, &self.records()?, address, admin)
+    }
 }
 
 /// Refuses to publish a port the host itself serves (a service listens on it: SSH, this

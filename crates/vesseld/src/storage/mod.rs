@@ -21,7 +21,7 @@ mod rebuild;
 mod record;
 mod replicas;
 mod roots;
-mod servers;
+pub(crate) mod servers;
 mod volumes;
 
 use std::collections::HashMap;
