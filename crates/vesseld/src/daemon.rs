@@ -376,7 +376,12 @@ impl Daemon {
         // The first start after a host boot starts what is marked to start with the host.
         {
             let instances = self.app.instances.clone();
-            tokio::spawn(async move { instances.snapshot_schedule().await });
+            let app = self.app.clone();
+            let admit: crate::instance::SnapshotGate = std::sync::Arc::new(move |name| {
+                let app = app.clone();
+                Box::pin(async move { api::scheduled_snapshot_admitted(&app, &name).await })
+            });
+            tokio::spawn(async move { instances.snapshot_schedule(admit).await });
             let metrics = self.app.metrics.clone();
             tokio::spawn(async move { metrics.sample_history().await });
             let cluster = self.app.cluster.clone();

@@ -109,18 +109,60 @@ fn the_schedule_takes_snapshots_and_expiry_deletes_them() {
     assert!(err.contains("five fields"), "{err}");
     let err = d.fails(&["config", "set", "c", "snapshots.expiry=7x"]);
     assert!(err.contains("unit"), "{err}");
-    d.ok(&[
-        "config",
-        "set",
-        "c",
-        "snapshots.schedule=* * * * *",
-        "snapshots.expiry=1M",
-    ]);
+    // In a project whose limits.disk.pool a snapshot would pass (its 32 MiB root disk and
+    // a snapshot of it, in 48 MiB), the schedule takes none, as the API would not.
+    d.ok(&["storage", "pool", "create", "sp", "dir"]);
+    d.ok(&["project", "create", "q", "-c", "features.images=false"]);
+    d.ok(&["project", "set", "q", "limits.disk.pool.sp=48MiB"]);
+    let q = ["--project", "q"];
+    let full = [
+        &[
+            "create",
+            "busybox",
+            "full",
+            "--no-network",
+            "--storage",
+            "sp",
+        ][..],
+        &["-l", "disk=32MiB"],
+        &q,
+    ]
+    .concat();
+    d.ok(&full);
+    let err = d.fails(&[&["snapshot", "create", "full"][..], &q].concat());
+    assert!(err.contains("limits.disk.pool.sp"), "{err}");
+    for name in ["c", "full"] {
+        d.ok(&[
+            &[
+                "config",
+                "set",
+                name,
+                "snapshots.schedule=* * * * *",
+                "snapshots.expiry=1M",
+            ][..],
+            if name == "c" { &[] } else { &q },
+        ]
+        .concat());
+    }
     d.wait_for("a scheduled snapshot", Duration::from_secs(80), || {
         snapshots(&d, "c")
             .iter()
             .any(|s| s["name"].as_str().unwrap().starts_with("auto-"))
     });
+    d.wait_for(
+        "the schedule refusing a snapshot past the limit",
+        Duration::from_secs(20),
+        || {
+            d.log().lines().any(|l| {
+                l.contains("scheduled snapshot not taken")
+                    && l.contains("q.full")
+                    && l.contains("limits.disk.pool.sp")
+            })
+        },
+    );
+    let taken = d.ok(&[&["snapshot", "list", "full", "--format", "json"][..], &q].concat());
+    assert_eq!(taken.trim(), "[]", "past its project's limit: {taken}");
+    d.ok(&[&["delete", "-f", "full"][..], &q].concat());
     d.ok(&["config", "unset", "c", "snapshots.schedule"]);
     let s = snapshots(&d, "c");
     assert!(s[0]["expires_at"].is_string(), "{s:?}");

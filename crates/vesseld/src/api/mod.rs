@@ -104,6 +104,16 @@ impl IntoResponse for Error {
 const MAX_MESSAGE: usize = 2048;
 
 /// A JSON error body with the given status.
+/// Whether a scheduled snapshot of instance `name` (qualified) is admitted by its
+/// project's limits, and the project's quota lock to hold until it is taken.
+pub async fn scheduled_snapshot_admitted(
+    app: &App,
+    name: &str,
+) -> crate::error::Result<Option<Box<dyn Send>>> {
+    let scope = scope::ProjectScope(crate::project::split(name).0.to_string());
+    snapshots::admitted(app, &scope, name).await
+}
+
 pub fn error_response(status: StatusCode, message: String) -> Response {
     (
         status,

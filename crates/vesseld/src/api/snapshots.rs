@@ -33,29 +33,38 @@ pub async fn create(
     ApiJson(req): ApiJson<InstanceSnapshotCreate>,
 ) -> Result<Response> {
     let name = scope.q(&name)?;
-    // limits.disk.pool.POOL counts a snapshot of each of the instance's volumes in POOL (its
-    // root volume too) at the volume's size: checked, and held until the snapshot is made.
-    let quota = app.projects.quota(scope.name())?;
-    let held = if quota.disk_pool.is_empty() {
-        None
-    } else {
-        let held = app.projects.quota_guard(scope.name()).await;
-        for (pool, adding) in snapshot_adds(&app, &name)? {
-            if quota.disk_pool.contains_key(&pool) {
-                let sizes = super::storage::own_sizes(&app, &scope, &pool, None).await?;
-                quota.admits_in_pool(&pool, &sizes, Some(adding))?;
-            }
-        }
-        Some(held)
-    };
+    let held = admitted(&app, &scope, &name).await?;
     let (op, _) = app
         .instances
         .snapshot_create(&name, req, false)
         .map_err(|e| scope.error(e))?;
     if let Some(held) = held {
-        super::hold_until_done(&app, &op.id, Box::new(held));
+        super::hold_until_done(&app, &op.id, held);
     }
     Ok(accepted(scope.operation(op)))
+}
+
+/// Whether the project's `limits.disk.pool.POOL` admit a snapshot of instance `name`
+/// (qualified), which counts a snapshot of each of its volumes in POOL (its root volume
+/// too) at the volume's size; the quota lock, to be held until the snapshot is made, if
+/// the project has such limits. Asked for snapshots taken by the API and by the schedule.
+pub(crate) async fn admitted(
+    app: &App,
+    scope: &ProjectScope,
+    name: &str,
+) -> Result<Option<Box<dyn Send>>> {
+    let quota = app.projects.quota(scope.name())?;
+    if quota.disk_pool.is_empty() {
+        return Ok(None);
+    }
+    let held = app.projects.quota_guard(scope.name()).await;
+    for (pool, adding) in snapshot_adds(app, name)? {
+        if quota.disk_pool.contains_key(&pool) {
+            let sizes = super::storage::own_sizes(app, scope, &pool, None).await?;
+            quota.admits_in_pool(&pool, &sizes, Some(adding))?;
+        }
+    }
+    Ok(Some(Box::new(held)))
 }
 
 /// The bytes a snapshot of instance `name` adds in each pool: its volumes' sizes there

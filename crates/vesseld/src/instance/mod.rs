@@ -30,6 +30,7 @@ mod resolv;
 pub mod root_disk;
 pub mod schedule;
 mod snapshot_schedule;
+pub use snapshot_schedule::SnapshotGate;
 mod snapshots;
 mod status;
 pub mod systemd;

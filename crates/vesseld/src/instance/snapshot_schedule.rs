@@ -8,23 +8,36 @@ use vessel_api::{InstanceSnapshotCreate, InstanceStatus};
 
 use super::schedule::Schedule;
 use super::InstanceService;
+use crate::error::Result;
+
+/// What a scheduled snapshot of an instance (its qualified name) asks first: an error when
+/// it is not to be taken (its project's limits would be passed), else what to hold until
+/// it is taken (the project's quota lock).
+pub type SnapshotGate = std::sync::Arc<
+    dyn Fn(
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Option<Box<dyn Send>>>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 impl InstanceService {
-    /// Runs the schedule until the daemon stops.
-    pub async fn snapshot_schedule(&self) {
+    /// Runs the schedule until the daemon stops, each snapshot admitted by `admit` first.
+    pub async fn snapshot_schedule(&self, admit: SnapshotGate) {
         loop {
             let now = super::schedule::now_secs();
             // A second into the next minute.
             let wait = 60 - now.rem_euclid(60) + 1;
             tokio::time::sleep(Duration::from_secs(wait as u64)).await;
             let minute = super::schedule::now_secs() / 60 * 60;
-            self.scheduled_snapshots(minute);
+            self.scheduled_snapshots(minute, &admit).await;
             self.expired_snapshots(super::schedule::now_secs());
         }
     }
 
     /// Takes the snapshots due in the minute starting at `minute`.
-    fn scheduled_snapshots(&self, minute: i64) {
+    async fn scheduled_snapshots(&self, minute: i64, admit: &SnapshotGate) {
         let Ok(list) = self.store.instance_list() else {
             return;
         };
@@ -48,9 +61,23 @@ impl InstanceService {
                 name: Some(name.clone()),
                 stateful: false,
             };
+            let held = match admit(inst.name.clone()).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(instance = %inst.name, snapshot = %name, error = %e, "scheduled snapshot not taken");
+                    continue;
+                }
+            };
             match self.snapshot_create(&inst.name, req, true) {
-                Ok(_) => {
-                    tracing::info!(instance = %inst.name, snapshot = %name, "scheduled snapshot")
+                Ok((op, _)) => {
+                    tracing::info!(instance = %inst.name, snapshot = %name, "scheduled snapshot");
+                    if let Some(held) = held {
+                        let ops = self.ops.clone();
+                        tokio::spawn(async move {
+                            let _ = ops.wait(&op.id, None).await;
+                            drop(held);
+                        });
+                    }
                 }
                 Err(e) => tracing::warn!(instance = %inst.name, error = %e, "scheduled snapshot"),
             }
