@@ -127,9 +127,7 @@ impl NetworkService {
     /// The first candidate subnet that neither the daemon's namespace (routes of every
     /// table, addresses) nor another network uses.
     fn free_subnet(&self) -> Result<Subnet> {
-        let mut used = Links::open(&NetNs::current())
-            .and_then(|mut l| l.used_prefixes())
-            .map_err(|e| net_err("reading the host's routes")(&e))?;
+        let mut used = host_prefixes()?;
         for r in self.records()? {
             if let Ok(s) = r.subnet() {
                 used.push(Prefix4::new(s.network(), s.prefix()));
@@ -143,6 +141,14 @@ impl NetworkService {
             )
         })
     }
+}
+
+/// The IPv4 prefixes the daemon's namespace uses: its routes (of every table) and its
+/// addresses' networks.
+pub(super) fn host_prefixes() -> Result<Vec<Prefix4>> {
+    Links::open(&NetNs::current())
+        .and_then(|mut l| l.used_prefixes())
+        .map_err(|e| net_err("reading the host's routes")(&e))
 }
 
 /// The subnets the default network may take, in order of preference: `10.42.0.0/24` up to

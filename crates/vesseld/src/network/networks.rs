@@ -39,9 +39,7 @@ impl NetworkService {
                  10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16); only an admin gives others"
             )));
         }
-        let used = Links::open(&NetNs::current())
-            .and_then(|mut l| l.used_prefixes())
-            .map_err(|e| net_err("reading the host's routes")(&e))?;
+        let used = super::default::host_prefixes()?;
         // The host's routes to networks of its own (their records are checked apart).
         let own: Vec<Subnet> = self
             .records()?
