@@ -78,13 +78,8 @@ fn snapshot_adds(app: &App, name: &str) -> Result<std::collections::BTreeMap<Str
         .into_iter()
         .map(|v| (v.pool, v.volume))
         .collect();
-    if let Some(pool) = app
-        .instances
-        .records()?
-        .into_iter()
-        .find(|i| i.name == name)
-        .and_then(|i| i.storage)
-    {
+    // (An instance not there is answered by the snapshot itself.)
+    if let Some(pool) = app.instances.get_stored(name).ok().and_then(|i| i.storage) {
         let root = crate::storage::root_volume(name);
         if !volumes.iter().any(|(p, v)| *p == pool && *v == root) {
             volumes.push((pool, root));
