@@ -13,7 +13,8 @@
 //! copying it through a bounce buffer of its own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The alignment of the data a device reads or writes (`O_DIRECT`'s).
 const ALIGN: usize = 4096;
@@ -27,8 +28,108 @@ const KEEP_ALL: usize = 128 << 20;
 /// What all exports keep now.
 static KEPT: AtomicUsize = AtomicUsize::new(0);
 
+/// Bytes of large buffers (from [`KEEP_FROM`] on: write payloads and read replies) one
+/// server's connections hold at once, at most, unless one alone is larger (see
+/// [`Budget`]).
+pub const BUFFER_LIMIT: usize = 256 << 20;
+/// How long a buffer waits for others to come back before it is taken anyway: longer than
+/// the stall timeout, which closes a connection whose client reads no replies (and with
+/// it the buffers its replies held).
+const WAIT_MAX: Duration = Duration::from_secs(90);
+
+/// The large buffers a server's connections hold, bounded.
+///
+/// Every connection may hold tens of MiB (write payloads read ahead, read replies its
+/// client has not taken yet), so many connections that pipeline large requests and read no
+/// replies would otherwise hold many GiB until their stall timeout closes them. Past the
+/// bound a request waits for buffers to come back (a slower client, never a failed
+/// request); one buffer larger than the bound is taken when no other is out. The bound is
+/// a server's, so that one server's clients (one project's export listener) never wait
+/// for another's.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: AtomicUsize,
+    out: Mutex<Out>,
+    given_back: Condvar,
+}
+
+#[derive(Debug)]
+struct Out {
+    bytes: usize,
+    /// Waiting on `given_back`: with none, giving back wakes nobody (a futex call saved
+    /// per request).
+    waiting: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            limit: AtomicUsize::new(BUFFER_LIMIT),
+            out: Mutex::new(Out {
+                bytes: 0,
+                waiting: 0,
+            }),
+            given_back: Condvar::new(),
+        }
+    }
+}
+
+impl Budget {
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+        self.given_back.notify_all();
+    }
+
+    /// Bytes of large buffers out now.
+    pub(crate) fn out(&self) -> usize {
+        self.out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
+    }
+
+    /// Counts `n` bytes out, waiting while they would pass the limit.
+    fn take(&self, n: usize) {
+        let deadline = Instant::now() + WAIT_MAX;
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        while out.bytes > 0 && out.bytes + n > self.limit.load(Ordering::Relaxed) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    out = out.bytes,
+                    bytes = n,
+                    "nbd buffers past their bound for {WAIT_MAX:?}: taking one more"
+                );
+                break;
+            }
+            out.waiting += 1;
+            out = self
+                .given_back
+                .wait_timeout(out, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            out.waiting -= 1;
+        }
+        out.bytes += n;
+    }
+
+    fn give_back(&self, n: usize) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.bytes -= n;
+        let wake = out.waiting > 0;
+        drop(out);
+        if wake {
+            self.given_back.notify_all();
+        }
+    }
+}
+
 #[derive(Default)]
-pub(crate) struct Bufs(Mutex<Free>);
+pub(crate) struct Bufs {
+    free: Mutex<Free>,
+    /// The bound of the server that serves the export (none: unbounded).
+    budget: std::sync::OnceLock<Arc<Budget>>,
+}
 
 #[derive(Default)]
 struct Free {
@@ -42,6 +143,16 @@ struct Free {
 pub(crate) struct Buf {
     v: Vec<u8>,
     start: usize,
+    /// Bytes it counts among its server's large buffers out, given back when it goes.
+    counted: Option<(Arc<Budget>, usize)>,
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if let Some((budget, n)) = self.counted.take() {
+            budget.give_back(n);
+        }
+    }
 }
 
 impl Buf {
@@ -58,7 +169,11 @@ impl Buf {
 
 impl From<Vec<u8>> for Buf {
     fn from(v: Vec<u8>) -> Self {
-        Buf { v, start: 0 }
+        Buf {
+            v,
+            start: 0,
+            counted: None,
+        }
     }
 }
 
@@ -76,6 +191,12 @@ impl std::ops::DerefMut for Buf {
 }
 
 impl Bufs {
+    /// Bounds the large buffers taken from here on by `budget`, its server's (the first
+    /// server it is added to).
+    pub(crate) fn bound_by(&self, budget: &Arc<Budget>) {
+        let _ = self.budget.set(budget.clone());
+    }
+
     /// A buffer of `len` bytes, its data 4 KiB-aligned from its start. Its contents are
     /// unspecified (what an earlier request to this export left there, or zeroes): the
     /// caller overwrites every byte it sends.
@@ -87,9 +208,16 @@ impl Bufs {
     pub(crate) fn take_aligned(&self, len: usize, lead: usize) -> Buf {
         let need = len + ALIGN - 1;
         let mut v = None;
+        let counted = match self.budget.get() {
+            Some(budget) if need >= KEEP_FROM => {
+                budget.take(need);
+                Some((budget.clone(), need))
+            }
+            _ => None,
+        };
         // Whatever `give` keeps (a capacity from KEEP_FROM on) may serve it.
         if need >= KEEP_FROM {
-            let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = free.bufs.iter().position(|b| b.capacity() >= need) {
                 let b = free.bufs.swap_remove(i);
                 free.bytes -= b.capacity();
@@ -108,16 +236,16 @@ impl Bufs {
             // where it is and `start` keeps its alignment.
             v.resize(start + len, 0);
         }
-        Buf { v, start }
+        Buf { v, start, counted }
     }
 
     /// Gives back a buffer the connection is done with.
     pub(crate) fn give(&self, b: impl Into<Buf>) {
-        let b = b.into().v;
+        let b = std::mem::take(&mut b.into().v);
         if b.capacity() < KEEP_FROM {
             return;
         }
-        let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         if free.bytes + b.capacity() > KEEP_BYTES {
             return;
         }
@@ -136,7 +264,7 @@ impl Bufs {
 
 impl Drop for Bufs {
     fn drop(&mut self) {
-        let free = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let free = self.free.get_mut().unwrap_or_else(PoisonError::into_inner);
         KEPT.fetch_sub(free.bytes, Ordering::Relaxed);
     }
 }
@@ -169,13 +297,13 @@ mod tests {
         let d = bufs.take(512 << 10);
         assert_ne!(d.as_ptr(), at);
         bufs.give(vec![1u8; 4096]);
-        assert!(bufs.0.lock().unwrap().bufs.is_empty());
+        assert!(bufs.free.lock().unwrap().bufs.is_empty());
         // At most KEEP_BYTES are kept, and what is kept counts in the process's total
         // until the export goes.
         for _ in 0..(KEEP_BYTES / (1 << 20)) + 4 {
             bufs.give(vec![0u8; 1 << 20]);
         }
-        let kept = bufs.0.lock().unwrap().bytes;
+        let kept = bufs.free.lock().unwrap().bytes;
         assert!(kept <= KEEP_BYTES && kept > 0);
         assert!(KEPT.load(Ordering::Relaxed) >= kept);
         drop((c, d));
@@ -203,7 +331,7 @@ mod tests {
         let c = bufs.take(KEEP_FROM - 100);
         let base = c.v.as_ptr();
         bufs.give(c);
-        assert_eq!(bufs.0.lock().unwrap().bufs.len(), 1);
+        assert_eq!(bufs.free.lock().unwrap().bufs.len(), 1);
         let d = bufs.take(KEEP_FROM - 100);
         assert_eq!(d.v.as_ptr(), base, "the kept buffer was not used again");
     }
@@ -219,7 +347,7 @@ mod tests {
                 b.give(vec![0u8; 1 << 20]);
             }
         }
-        let kept: usize = exports.iter().map(|b| b.0.lock().unwrap().bytes).sum();
+        let kept: usize = exports.iter().map(|b| b.free.lock().unwrap().bytes).sum();
         assert!(kept <= KEEP_ALL, "{kept}");
         assert_eq!(KEPT.load(Ordering::Relaxed), kept);
         drop(exports);

@@ -17,6 +17,7 @@ mod server;
 mod tls;
 mod transmission;
 
+pub use bufs::BUFFER_LIMIT;
 pub use client::{ClientOp, NbdClient};
 pub use device::{BlockDevice, DeviceError, DeviceReader, Extent, FileDevice};
 pub use server::{

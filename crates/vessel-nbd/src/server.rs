@@ -153,6 +153,8 @@ pub struct NbdServer {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Sessions in transmission, on every listener of this server.
     sessions: Arc<Sessions>,
+    /// The bound on the large buffers its connections hold at once.
+    budget: Arc<crate::bufs::Budget>,
 }
 
 /// A session in transmission: its export (by name, and its buffers, which only that export
@@ -293,13 +295,33 @@ impl NbdServer {
             }
             map.insert(export.name.clone(), export);
         }
+        let budget = Arc::<crate::bufs::Budget>::default();
+        for export in map.values() {
+            export.bufs.bound_by(&budget);
+        }
         Ok(NbdServer {
             exports: Arc::new(RwLock::new(map)),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             stall_timeout: STALL_TIMEOUT,
             tls: None,
             sessions: Arc::default(),
+            budget,
         })
+    }
+
+    /// Bounds the bytes of large buffers (write payloads, read replies) its connections
+    /// hold at once (default [`crate::BUFFER_LIMIT`]): past it a request waits for others'
+    /// buffers to come back (one larger than the bound is taken when none is out). Many
+    /// clients that pipeline large requests and read no replies would otherwise hold tens
+    /// of MiB each until the stall timeout closed them.
+    pub fn with_buffer_limit(self, bytes: usize) -> Self {
+        self.budget.set_limit(bytes);
+        self
+    }
+
+    /// Bytes of large buffers its connections hold now.
+    pub fn buffers_out(&self) -> usize {
+        self.budget.out()
     }
 
     /// Require TLS (`NBD_OPT_STARTTLS`) on listeners started from here on: before it, a
@@ -333,6 +355,7 @@ impl NbdServer {
         if map.contains_key(&export.name) {
             return Err(NbdError::DuplicateExport(export.name));
         }
+        export.bufs.bound_by(&self.budget);
         map.insert(export.name.clone(), export);
         Ok(())
     }

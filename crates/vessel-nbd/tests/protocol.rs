@@ -2,132 +2,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 
 use common::*;
 use vessel_nbd::proto::*;
 use vessel_nbd::{FileDevice, NbdExport, NbdServer};
-
-/// A minimal raw NBD client over the fixture's unix socket.
-struct Raw(UnixStream);
-
-impl Raw {
-    /// Connect and read the greeting; sends fixed newstyle + no zeroes.
-    fn connect(fx: &Fixture) -> Raw {
-        let mut s = UnixStream::connect(fx.socket()).expect("connect");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("timeout");
-        let mut greet = [0u8; 18];
-        s.read_exact(&mut greet).expect("greeting");
-        assert_eq!(
-            u64::from_be_bytes(greet[0..8].try_into().expect("8")),
-            NBDMAGIC
-        );
-        assert_eq!(
-            u64::from_be_bytes(greet[8..16].try_into().expect("8")),
-            IHAVEOPT
-        );
-        let flags = u16::from_be_bytes([greet[16], greet[17]]);
-        assert_eq!(flags, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-        s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-            .expect("flags");
-        Raw(s)
-    }
-
-    fn u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.0.read_exact(&mut b).expect("u32");
-        u32::from_be_bytes(b)
-    }
-
-    fn u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.0.read_exact(&mut b).expect("u64");
-        u64::from_be_bytes(b)
-    }
-
-    fn option(&mut self, option: u32, data: &[u8]) {
-        let mut m = IHAVEOPT.to_be_bytes().to_vec();
-        m.extend_from_slice(&option.to_be_bytes());
-        m.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        m.extend_from_slice(data);
-        self.0.write_all(&m).expect("send option");
-    }
-
-    /// Read one option reply: (type, data).
-    fn option_reply(&mut self, option: u32) -> (u32, Vec<u8>) {
-        assert_eq!(self.u64(), OPT_REPLY_MAGIC);
-        assert_eq!(self.u32(), option);
-        let kind = self.u32();
-        let len = self.u32();
-        let mut data = vec![0u8; len as usize];
-        self.0.read_exact(&mut data).expect("reply data");
-        (kind, data)
-    }
-
-    /// NBD_OPT_GO to `name`, optionally after structured replies + base:allocation.
-    fn go(&mut self, name: &str, structured: bool) {
-        if structured {
-            self.option(OPT_STRUCTURED_REPLY, &[]);
-            assert_eq!(self.option_reply(OPT_STRUCTURED_REPLY).0, REP_ACK);
-            let mut q = (name.len() as u32).to_be_bytes().to_vec();
-            q.extend_from_slice(name.as_bytes());
-            q.extend_from_slice(&1u32.to_be_bytes());
-            q.extend_from_slice(&(META_BASE_ALLOCATION.len() as u32).to_be_bytes());
-            q.extend_from_slice(META_BASE_ALLOCATION.as_bytes());
-            self.option(OPT_SET_META_CONTEXT, &q);
-            assert_eq!(self.option_reply(OPT_SET_META_CONTEXT).0, REP_META_CONTEXT);
-            assert_eq!(self.option_reply(OPT_SET_META_CONTEXT).0, REP_ACK);
-        }
-        let mut d = (name.len() as u32).to_be_bytes().to_vec();
-        d.extend_from_slice(name.as_bytes());
-        d.extend_from_slice(&0u16.to_be_bytes());
-        self.option(OPT_GO, &d);
-        loop {
-            let (kind, _) = self.option_reply(OPT_GO);
-            if kind == REP_ACK {
-                return;
-            }
-            assert_eq!(kind, REP_INFO, "NBD_OPT_GO to {name} failed");
-        }
-    }
-
-    fn request(&mut self, kind: u16, flags: u16, offset: u64, len: u32, payload: &[u8]) {
-        let mut m = REQUEST_MAGIC.to_be_bytes().to_vec();
-        m.extend_from_slice(&flags.to_be_bytes());
-        m.extend_from_slice(&kind.to_be_bytes());
-        m.extend_from_slice(&0x1234_5678_9abc_def0u64.to_be_bytes());
-        m.extend_from_slice(&offset.to_be_bytes());
-        m.extend_from_slice(&len.to_be_bytes());
-        m.extend_from_slice(payload);
-        self.0.write_all(&m).expect("send request");
-    }
-
-    /// Read a simple reply and return its error code.
-    fn simple_error(&mut self) -> u32 {
-        assert_eq!(self.u32(), SIMPLE_REPLY_MAGIC);
-        let error = self.u32();
-        assert_eq!(self.u64(), 0x1234_5678_9abc_def0);
-        error
-    }
-
-    /// Read one structured chunk header: (flags, type, payload).
-    fn chunk(&mut self) -> (u16, u16, Vec<u8>) {
-        assert_eq!(self.u32(), STRUCTURED_REPLY_MAGIC);
-        let mut b = [0u8; 4];
-        self.0.read_exact(&mut b).expect("chunk flags");
-        assert_eq!(self.u64(), 0x1234_5678_9abc_def0);
-        let len = self.u32();
-        let mut data = vec![0u8; len as usize];
-        self.0.read_exact(&mut data).expect("chunk data");
-        (
-            u16::from_be_bytes([b[0], b[1]]),
-            u16::from_be_bytes([b[2], b[3]]),
-            data,
-        )
-    }
-}
 
 #[test]
 fn read_only_export_answers_writes_with_eperm() {
@@ -392,4 +272,89 @@ fn a_client_that_reads_no_replies_is_closed_after_the_stall_timeout() {
         total < N * DISK_SIZE as usize / 4,
         "{total} bytes of replies came after a 3 s stall: the connection was kept"
     );
+}
+
+/// Clients that pipeline large reads and read none of the replies hold at most their
+/// server's bound between them (without it each held its in-flight requests and up to
+/// 32 MiB of queued replies); once they read, every reply comes, right, and every buffer
+/// comes back. Another server's clients (another project's listener) do not wait for them.
+#[test]
+fn clients_that_read_no_replies_hold_no_more_than_their_servers_bound() {
+    const LIMIT: usize = 24 << 20;
+    const CLIENTS: usize = 4;
+    const READS: usize = 32;
+    const LEN: u32 = 1 << 20;
+    let dir = TempDir::new("bound");
+    let disk = FileDevice::create(dir.join("disk.img"), DISK_SIZE).expect("disk");
+    let server = NbdServer::new([NbdExport::new("disk", std::sync::Arc::new(disk))])
+        .expect("server")
+        .with_buffer_limit(LIMIT);
+    let unix = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+    let fx = Fixture { unix, server, dir };
+    let mut clients: Vec<Raw> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = Raw::connect(&fx);
+            c.go("disk", false);
+            c
+        })
+        .collect();
+    for c in &mut clients {
+        for i in 0..READS {
+            let offset = (i as u64 * u64::from(LEN)) % DISK_SIZE;
+            c.request(CMD_READ, 0, offset, LEN, &[]);
+        }
+    }
+    // 128 MiB of replies asked for, none read: the server fills up to its bound.
+    let mut most = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        most = most.max(fx.server.buffers_out());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        most <= LIMIT,
+        "{most} bytes of buffers out with a bound of {LIMIT}"
+    );
+    assert!(
+        most > LIMIT / 2,
+        "only {most} bytes out: the clients did not reach the bound"
+    );
+    // Meanwhile another server answers its own client's large reads at once.
+    let other = Fixture::new("bound-other");
+    let mut c = Raw::connect(&other);
+    c.go("disk", false);
+    let t = std::time::Instant::now();
+    let mut data = vec![0u8; LEN as usize];
+    for _ in 0..8 {
+        c.request(CMD_READ, 0, 0, LEN, &[]);
+        assert_eq!(c.simple_error(), 0);
+        c.0.read_exact(&mut data).expect("reply data");
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "another server's client waited {:?}",
+        t.elapsed()
+    );
+    // The clients read, all at once: every reply comes, zeroes (the disk is new).
+    std::thread::scope(|s| {
+        for c in &mut clients {
+            s.spawn(move || {
+                let mut data = vec![0u8; LEN as usize];
+                for _ in 0..READS {
+                    assert_eq!(c.simple_error(), 0);
+                    c.0.read_exact(&mut data).expect("reply data");
+                    assert!(data.iter().all(|b| *b == 0));
+                }
+            });
+        }
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while fx.server.buffers_out() > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} bytes of buffers still out after every reply was read",
+            fx.server.buffers_out()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

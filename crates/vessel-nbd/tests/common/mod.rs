@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use vessel_nbd::{FileDevice, NbdExport, NbdServer, ServerHandle};
 
 mod nbdsh;
+mod raw;
 #[allow(unused_imports)] // not every test binary holds sessions
 pub use nbdsh::NbdSession;
+#[allow(unused_imports)] // nor raw clients
+pub use raw::Raw;
 
 /// A temp directory removed on drop, also when a test fails.
 pub struct TempDir(pub PathBuf);
