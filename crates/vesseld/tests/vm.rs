@@ -197,7 +197,38 @@ fn full_vm_boots_an_unmodified_disk_from_firmware() {
         (),
     );
     assert_eq!(dg, fp);
-    assert!(d.root().join("instances/f1/root.qcow2").is_file());
+    let overlay = d.root().join("instances/f1/root.qcow2");
+    assert!(overlay.is_file());
+    // An overlay made before overlays were told their image's format records what the
+    // image disk's bytes looked like then (say: raw, which QEMU would then boot as raw
+    // bytes): the next start records the image's own.
+    let backing_format = || {
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(&overlay)
+            .output()
+            .expect("qemu-img");
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info");
+        let format = info["backing-filename-format"].as_str().map(String::from);
+        let file = info["backing-filename"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (format, file)
+    };
+    let (format, backing) = backing_format();
+    assert_eq!(format.as_deref(), Some("qcow2"));
+    let out = std::process::Command::new("qemu-img")
+        .args(["rebase", "-u", "-f", "qcow2", "-b", &backing, "-F", "raw"])
+        .arg(&overlay)
+        .output()
+        .expect("qemu-img");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(backing_format().0.as_deref(), Some("raw"));
+    d.ok(&["start", "f1"]);
+    assert_eq!(backing_format(), (Some("qcow2".to_string()), backing));
+    assert!(d.log().contains("recording the image's format"));
+    d.ok(&["stop", "f1", "--timeout", "2"]);
     d.ok(&["delete", "f1"]);
     assert!(d.qemu_pids().is_empty());
 }
