@@ -120,6 +120,7 @@ pub const UNCUT: &str = "delete table inet vessel_test_cut\n";
 pub struct Watch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    least: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -128,22 +129,32 @@ impl Watch {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (s, m) = (stop.clone(), most.clone());
+        let least = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+        let (s, m, l) = (stop.clone(), most.clone(), least.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                m.fetch_max(count(), Ordering::SeqCst);
+                let n = count();
+                m.fetch_max(n, Ordering::SeqCst);
+                l.fetch_min(n, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
         Watch {
             stop,
             most,
+            least,
             thread: Some(thread),
         }
     }
 
+    /// The highest count seen since the start.
     pub fn most(&self) -> usize {
         self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The lowest count seen since the start (`usize::MAX` before the first look).
+    pub fn least(&self) -> usize {
+        self.least.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
