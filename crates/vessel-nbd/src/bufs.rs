@@ -12,7 +12,7 @@
 //! reads and writes with `O_DIRECT` (a `raid` pool's members) takes it as it is instead of
 //! copying it through a bounce buffer of its own.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ pub const BUFFER_LIMIT: usize = 256 << 20;
 /// the stall timeout, which closes a connection whose client reads no replies (and with
 /// it the buffers its replies held).
 const WAIT_MAX: Duration = Duration::from_secs(90);
+/// How often a waiting request looks whether its connection was cut off.
+const CUT_LOOK: Duration = Duration::from_millis(100);
 
 /// The large buffers a server's connections hold, bounded.
 ///
@@ -43,9 +45,10 @@ const WAIT_MAX: Duration = Duration::from_secs(90);
 /// client has not taken yet), so many connections that pipeline large requests and read no
 /// replies would otherwise hold many GiB until their stall timeout closes them. Past the
 /// bound a request waits for buffers to come back (a slower client, never a failed
-/// request); one buffer larger than the bound is taken when no other is out. The bound is
-/// a server's, so that one server's clients (one project's export listener) never wait
-/// for another's.
+/// request); one buffer larger than the bound is taken when no other is out. A server has
+/// one of its own, or one it shares with other servers ([`crate::BufferBudget`]: a
+/// daemon's export listeners of one project), so that one server's clients never wait
+/// for an unrelated one's.
 #[derive(Debug)]
 pub(crate) struct Budget {
     limit: AtomicUsize,
@@ -63,8 +66,14 @@ struct Out {
 
 impl Default for Budget {
     fn default() -> Self {
+        Budget::with_limit(BUFFER_LIMIT)
+    }
+}
+
+impl Budget {
+    pub(crate) fn with_limit(limit: usize) -> Self {
         Budget {
-            limit: AtomicUsize::new(BUFFER_LIMIT),
+            limit: AtomicUsize::new(limit),
             out: Mutex::new(Out {
                 bytes: 0,
                 waiting: 0,
@@ -72,10 +81,10 @@ impl Default for Budget {
             given_back: Condvar::new(),
         }
     }
-}
 
-impl Budget {
     pub(crate) fn set_limit(&self, bytes: usize) {
+        // Under the lock, so that no waiter misses the news between its look and its wait.
+        let _out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         self.limit.store(bytes, Ordering::Relaxed);
         self.given_back.notify_all();
     }
@@ -88,12 +97,17 @@ impl Budget {
             .bytes
     }
 
-    /// Counts `n` bytes out, waiting while they would pass the limit.
-    fn take(&self, n: usize) {
+    /// Counts `n` bytes out, waiting while they would pass the limit, unless one of
+    /// `stop` is set (the connection is being closed or its session cut off: whoever
+    /// closes it must not wait for buffers that others hold).
+    fn take(&self, n: usize, stop: &[Arc<AtomicBool>]) {
         let deadline = Instant::now() + WAIT_MAX;
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         while out.bytes > 0 && out.bytes + n > self.limit.load(Ordering::Relaxed) {
             let left = deadline.saturating_duration_since(Instant::now());
+            if stop.iter().any(|s| s.load(Ordering::Acquire)) {
+                break;
+            }
             if left.is_zero() {
                 tracing::warn!(
                     out = out.bytes,
@@ -103,9 +117,11 @@ impl Budget {
                 break;
             }
             out.waiting += 1;
+            // A connection cut off sets its mark without telling the budget: looked at
+            // every 100 ms.
             out = self
                 .given_back
-                .wait_timeout(out, left)
+                .wait_timeout(out, left.min(CUT_LOOK))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             out.waiting -= 1;
@@ -127,8 +143,43 @@ impl Budget {
 #[derive(Default)]
 pub(crate) struct Bufs {
     free: Mutex<Free>,
-    /// The bound of the server that serves the export (none: unbounded).
-    budget: std::sync::OnceLock<Arc<Budget>>,
+}
+
+/// A connection's way to its export's buffers: large ones counted against its server's
+/// budget, and waited for unless the connection is closed or its session cut off.
+pub(crate) struct Pool {
+    bufs: Arc<Bufs>,
+    budget: Arc<Budget>,
+    stop: [Arc<AtomicBool>; 2],
+}
+
+impl Pool {
+    pub(crate) fn new(bufs: Arc<Bufs>, budget: Arc<Budget>, stop: [Arc<AtomicBool>; 2]) -> Pool {
+        Pool { bufs, budget, stop }
+    }
+
+    /// [`Bufs::take`], counted.
+    pub(crate) fn take(&self, len: usize) -> Buf {
+        self.take_aligned(len, 0)
+    }
+
+    /// [`Bufs::take_aligned`], counted (from [`KEEP_FROM`] on): waits while the budget
+    /// is spent.
+    pub(crate) fn take_aligned(&self, len: usize, lead: usize) -> Buf {
+        let need = len + ALIGN - 1;
+        let counted = (need >= KEEP_FROM).then(|| {
+            self.budget.take(need, &self.stop);
+            (self.budget.clone(), need)
+        });
+        let mut b = self.bufs.take_aligned(len, lead);
+        b.counted = counted;
+        b
+    }
+
+    /// [`Bufs::give`].
+    pub(crate) fn give(&self, b: impl Into<Buf>) {
+        self.bufs.give(b);
+    }
 }
 
 #[derive(Default)]
@@ -191,15 +242,10 @@ impl std::ops::DerefMut for Buf {
 }
 
 impl Bufs {
-    /// Bounds the large buffers taken from here on by `budget`, its server's (the first
-    /// server it is added to).
-    pub(crate) fn bound_by(&self, budget: &Arc<Budget>) {
-        let _ = self.budget.set(budget.clone());
-    }
-
     /// A buffer of `len` bytes, its data 4 KiB-aligned from its start. Its contents are
     /// unspecified (what an earlier request to this export left there, or zeroes): the
     /// caller overwrites every byte it sends.
+    #[cfg(test)]
     pub(crate) fn take(&self, len: usize) -> Buf {
         self.take_aligned(len, 0)
     }
@@ -208,13 +254,6 @@ impl Bufs {
     pub(crate) fn take_aligned(&self, len: usize, lead: usize) -> Buf {
         let need = len + ALIGN - 1;
         let mut v = None;
-        let counted = match self.budget.get() {
-            Some(budget) if need >= KEEP_FROM => {
-                budget.take(need);
-                Some((budget.clone(), need))
-            }
-            _ => None,
-        };
         // Whatever `give` keeps (a capacity from KEEP_FROM on) may serve it.
         if need >= KEEP_FROM {
             let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
@@ -236,7 +275,11 @@ impl Bufs {
             // where it is and `start` keeps its alignment.
             v.resize(start + len, 0);
         }
-        Buf { v, start, counted }
+        Buf {
+            v,
+            start,
+            counted: None,
+        }
     }
 
     /// Gives back a buffer the connection is done with.

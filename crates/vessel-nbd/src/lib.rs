@@ -21,6 +21,6 @@ pub use bufs::BUFFER_LIMIT;
 pub use client::{ClientOp, NbdClient};
 pub use device::{BlockDevice, DeviceError, DeviceReader, Extent, FileDevice};
 pub use server::{
-    AddressCheck, ClientCheck, NbdError, NbdExport, NbdServer, ServerHandle, HANDSHAKE_TIMEOUT,
-    MAX_CONNECTIONS, STALL_TIMEOUT,
+    AddressCheck, BufferBudget, ClientCheck, NbdError, NbdExport, NbdServer, ServerHandle,
+    HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, STALL_TIMEOUT,
 };

@@ -36,7 +36,7 @@ struct Shared {
     changed: Condvar,
     fd: RawFd,
     /// Sent replies' buffers, for the export's next ones.
-    bufs: Arc<crate::bufs::Bufs>,
+    bufs: crate::bufs::Pool,
 }
 
 /// The serving thread's end: a `Write` whose `flush` sends what was written as one reply.
@@ -58,7 +58,7 @@ impl ReplyQueue {
     }
 
     /// The export's buffers (a sent reply's come back here).
-    pub(crate) fn bufs(&self) -> &crate::bufs::Bufs {
+    pub(crate) fn bufs(&self) -> &crate::bufs::Pool {
         &self.shared.bufs
     }
 }
@@ -169,7 +169,7 @@ impl Replies {
     /// Starts the thread writing to `out` (a socket, written unbuffered).
     pub(crate) fn start<W: Write + AsRawFd + Send + 'static>(
         mut out: W,
-        bufs: Arc<crate::bufs::Bufs>,
+        bufs: crate::bufs::Pool,
     ) -> io::Result<(Replies, Sender)> {
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue::default()),

@@ -139,6 +139,23 @@ impl NbdExport {
     }
 }
 
+/// A bound on the large buffers (write payloads, read replies) that the connections of
+/// the servers sharing it hold at once ([`NbdServer::with_buffer_budget`]).
+#[derive(Debug, Clone)]
+pub struct BufferBudget(Arc<crate::bufs::Budget>);
+
+impl BufferBudget {
+    /// A budget of `bytes` (one buffer larger is taken when no other is out).
+    pub fn new(bytes: usize) -> Self {
+        BufferBudget(Arc::new(crate::bufs::Budget::with_limit(bytes)))
+    }
+
+    /// Bytes of large buffers its servers' connections hold now.
+    pub fn out(&self) -> usize {
+        self.0.out()
+    }
+}
+
 /// The set of exports a server offers, by name.
 pub(crate) type Exports = BTreeMap<String, NbdExport>;
 
@@ -295,17 +312,13 @@ impl NbdServer {
             }
             map.insert(export.name.clone(), export);
         }
-        let budget = Arc::<crate::bufs::Budget>::default();
-        for export in map.values() {
-            export.bufs.bound_by(&budget);
-        }
         Ok(NbdServer {
             exports: Arc::new(RwLock::new(map)),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             stall_timeout: STALL_TIMEOUT,
             tls: None,
             sessions: Arc::default(),
-            budget,
+            budget: Arc::default(),
         })
     }
 
@@ -316,6 +329,14 @@ impl NbdServer {
     /// of MiB each until the stall timeout closed them.
     pub fn with_buffer_limit(self, bytes: usize) -> Self {
         self.budget.set_limit(bytes);
+        self
+    }
+
+    /// Counts its connections' large buffers in `budget`, shared with other servers (a
+    /// daemon's export listeners of one project), instead of a bound of its own: on
+    /// listeners started from here on.
+    pub fn with_buffer_budget(mut self, budget: &BufferBudget) -> Self {
+        self.budget = budget.0.clone();
         self
     }
 
@@ -355,7 +376,6 @@ impl NbdServer {
         if map.contains_key(&export.name) {
             return Err(NbdError::DuplicateExport(export.name));
         }
-        export.bufs.bound_by(&self.budget);
         map.insert(export.name.clone(), export);
         Ok(())
     }
@@ -441,6 +461,7 @@ impl NbdServer {
             stall_timeout: self.stall_timeout,
             tls: self.tls.clone(),
             sessions: self.sessions.clone(),
+            budget: self.budget.clone(),
         })
     }
 }
@@ -526,6 +547,7 @@ struct Shared {
     stall_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     sessions: Arc<Sessions>,
+    budget: Arc<crate::bufs::Budget>,
 }
 
 fn accept_loop<S: Stream>(shared: Arc<Shared>, mut accept: impl FnMut() -> io::Result<S>) {
@@ -566,28 +588,39 @@ fn spawn_connection<S: Stream>(shared: &Arc<Shared>, stream: S) -> io::Result<()
         return Ok(());
     }
     let conn_shared = shared.clone();
+    // Set when the server closes the connection (its listener stopped): a request waiting
+    // for buffers gives up waiting.
+    let closing = Arc::new(AtomicBool::new(false));
+    let closed = closing.clone();
     let thread = std::thread::Builder::new()
         .name(format!("nbd-conn-{id}"))
         .spawn(move || {
-            if let Err(e) = serve_connection(&conn_shared, stream) {
+            if let Err(e) = serve_connection(&conn_shared, stream, &closing) {
                 tracing::debug!(conn = id, error = %e, "nbd connection ended with an error");
             }
         })?;
     conns.insert(
         id,
         (
-            Box::new(move || closer_stream.shutdown_both()),
+            Box::new(move || {
+                closed.store(true, Ordering::Release);
+                closer_stream.shutdown_both()
+            }),
             Some(thread),
         ),
     );
     Ok(())
 }
 
-fn serve_connection<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
+fn serve_connection<S: Stream>(
+    shared: &Shared,
+    stream: S,
+    closing: &Arc<AtomicBool>,
+) -> Result<(), NbdError> {
     // The closer in the connection table holds another descriptor of this socket, so
     // dropping ours would not close it: shut it down explicitly when the session ends.
     let closer = stream.clone_stream()?;
-    let result = session(shared, stream);
+    let result = session(shared, stream, closing);
     closer.shutdown_both();
     result
 }
@@ -639,7 +672,11 @@ impl Drop for Watchdog {
     }
 }
 
-fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
+fn session<S: Stream>(
+    shared: &Shared,
+    stream: S,
+    closing: &Arc<AtomicBool>,
+) -> Result<(), NbdError> {
     let ip = stream.peer_ip();
     let writer = stream.clone_stream()?;
     let timeouts = stream.clone_stream()?;
@@ -681,7 +718,7 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
             // The TLS handshake and the haggling inside TLS stay under the watchdog: past
             // its deadline it shuts the client's socket down, which ends the pump.
             let tls = tls::start(reader.into_inner(), config, shared.stall_timeout)?;
-            let served = inside_tls(&tls, shared, exports, ip, no_zeroes, watchdog);
+            let served = inside_tls(&tls, shared, exports, ip, no_zeroes, watchdog, closing);
             // The pump sends what the connection wrote, then close_notify, and ends.
             drop(tls.plain);
             let _ = tls.pump.join();
@@ -695,7 +732,13 @@ fn session<S: Stream>(shared: &Shared, stream: S) -> Result<(), NbdError> {
         &shared.exports,
         Live::of(&session, None, ip, move || end.shutdown_both()),
     );
-    transmit(reader, writer, &timeouts, session)
+    transmit(
+        reader,
+        writer,
+        &timeouts,
+        session,
+        (&shared.budget, closing),
+    )
 }
 
 /// The rest of a session once TLS is up: the haggling again, over the plain end of the
@@ -709,6 +752,7 @@ fn inside_tls(
     ip: Option<IpAddr>,
     no_zeroes: bool,
     mut watchdog: Watchdog,
+    closing: &Arc<AtomicBool>,
 ) -> Result<(), NbdError> {
     let exports: Exports = exports
         .into_iter()
@@ -731,7 +775,13 @@ fn inside_tls(
                     client();
                 }),
             );
-            transmit(reader, writer, &tls.plain, session)
+            transmit(
+                reader,
+                writer,
+                &tls.plain,
+                session,
+                (&shared.budget, closing),
+            )
         }
         Negotiated::Leave | Negotiated::StartTls => Ok(()),
     }
@@ -744,6 +794,7 @@ fn transmit<S: Stream>(
     writer: io::BufWriter<S>,
     closer: &S,
     session: handshake::Session,
+    (budget, closing): (&Arc<crate::bufs::Budget>, &Arc<AtomicBool>),
 ) -> Result<(), NbdError> {
     tracing::debug!(export = %session.export.name, "nbd client entered transmission");
     // Replies go out from a thread of their own, so that reading requests never waits on a
@@ -751,7 +802,14 @@ fn transmit<S: Stream>(
     let writer = writer
         .into_inner()
         .map_err(|e| NbdError::Io(e.into_error()))?;
-    let (replies, sender) = crate::replies::Replies::start(writer, session.export.bufs.clone())?;
+    let (replies, sender) = crate::replies::Replies::start(
+        writer,
+        crate::bufs::Pool::new(
+            session.export.bufs.clone(),
+            budget.clone(),
+            [session.cut.clone(), closing.clone()],
+        ),
+    )?;
     let served = transmission::serve(&mut reader, &replies, &session);
     drop(replies);
     let sent = sender.join();
@@ -824,8 +882,12 @@ impl ServerHandle {
                 .unwrap_or_else(PoisonError::into_inner);
             conns.drain().map(|(_, c)| c).collect()
         };
-        for (close, thread) in conns {
+        // Every connection closed before any is waited for: one waiting for buffers that
+        // another still holds ends once that one is closed too.
+        for (close, _) in &conns {
             close();
+        }
+        for (_, thread) in conns {
             if let Some(t) = thread {
                 let _ = t.join();
             }

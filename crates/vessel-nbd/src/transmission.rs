@@ -409,7 +409,7 @@ impl<R> Drop for Handed<'_, '_, R> {
 
 /// The next request and its write payload (an oversized one is read and dropped: the
 /// request is refused); `None` at the end of the stream.
-fn read_job(r: &mut impl Read, bufs: &crate::bufs::Bufs) -> io::Result<Option<Job>> {
+fn read_job(r: &mut impl Read, bufs: &crate::bufs::Pool) -> io::Result<Option<Job>> {
     let Some(req) = read_request(r)? else {
         return Ok(None);
     };
@@ -426,7 +426,7 @@ fn read_job(r: &mut impl Read, bufs: &crate::bufs::Bufs) -> io::Result<Option<Jo
 }
 
 /// Serves one request; the whole reply (a read's in a buffer of `bufs`).
-fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Bufs) -> Buf {
+fn answer(session: &Session, job: &Job, bufs: &crate::bufs::Pool) -> Buf {
     let req = &job.req;
     let dev = session.export.device.as_ref();
     let mut w = Vec::new();
@@ -531,7 +531,7 @@ fn read(
     dev: &dyn BlockDevice,
     req: &Request,
     structured: bool,
-    bufs: &crate::bufs::Bufs,
+    bufs: &crate::bufs::Pool,
 ) -> Result<Buf, Failure> {
     let len = u64::from(req.len);
     if !structured {
@@ -682,7 +682,8 @@ mod tests {
     #[test]
     fn a_structured_reads_data_after_a_hole_is_read_into_an_aligned_buffer() {
         let dev = HoleThenData(std::sync::atomic::AtomicBool::new(true));
-        let bufs = crate::bufs::Bufs::default();
+        let bufs =
+            crate::bufs::Pool::new(Default::default(), Default::default(), Default::default());
         let req = Request {
             flags: 0,
             kind: CMD_READ,

@@ -274,41 +274,43 @@ fn a_client_that_reads_no_replies_is_closed_after_the_stall_timeout() {
     );
 }
 
-/// Clients that pipeline large reads and read none of the replies hold at most their
-/// server's bound between them (without it each held its in-flight requests and up to
-/// 32 MiB of queued replies); once they read, every reply comes, right, and every buffer
-/// comes back. Another server's clients (another project's listener) do not wait for them.
+/// Clients that pipeline large reads and read none of the replies hold at most the bound
+/// of their servers' budget between them (without it each held its in-flight requests and
+/// up to 32 MiB of queued replies), here one budget shared by two servers. A server with a
+/// budget of its own answers its client at once meanwhile; a server whose connections wait
+/// for buffers that the other's hold stops at once; once the clients read, every reply
+/// comes, right, and every buffer comes back.
 #[test]
-fn clients_that_read_no_replies_hold_no_more_than_their_servers_bound() {
+fn clients_that_read_no_replies_hold_no_more_than_their_budget() {
     const LIMIT: usize = 24 << 20;
-    const CLIENTS: usize = 4;
     const READS: usize = 32;
     const LEN: u32 = 1 << 20;
-    let dir = TempDir::new("bound");
-    let disk = FileDevice::create(dir.join("disk.img"), DISK_SIZE).expect("disk");
-    let server = NbdServer::new([NbdExport::new("disk", std::sync::Arc::new(disk))])
-        .expect("server")
-        .with_buffer_limit(LIMIT);
-    let unix = server.serve_unix(dir.join("nbd.sock")).expect("serve");
-    let fx = Fixture { unix, server, dir };
-    let mut clients: Vec<Raw> = (0..CLIENTS)
-        .map(|_| {
-            let mut c = Raw::connect(&fx);
-            c.go("disk", false);
-            c
-        })
-        .collect();
-    for c in &mut clients {
+    let budget = vessel_nbd::BufferBudget::new(LIMIT);
+    let served = |tag: &str| {
+        let dir = TempDir::new(tag);
+        let disk = FileDevice::create(dir.join("disk.img"), DISK_SIZE).expect("disk");
+        let server = NbdServer::new([NbdExport::new("disk", std::sync::Arc::new(disk))])
+            .expect("server")
+            .with_buffer_budget(&budget);
+        let unix = server.serve_unix(dir.join("nbd.sock")).expect("serve");
+        Fixture { unix, server, dir }
+    };
+    let (a, b) = (served("budget-a"), served("budget-b"));
+    let silent = |fx: &Fixture| {
+        let mut c = Raw::connect(fx);
+        c.go("disk", false);
         for i in 0..READS {
             let offset = (i as u64 * u64::from(LEN)) % DISK_SIZE;
             c.request(CMD_READ, 0, offset, LEN, &[]);
         }
-    }
-    // 128 MiB of replies asked for, none read: the server fills up to its bound.
+        c
+    };
+    let mut clients: Vec<Raw> = vec![silent(&a), silent(&a), silent(&b), silent(&b)];
+    // 128 MiB of replies asked for, none read: the servers fill up to their budget.
     let mut most = 0;
     let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while std::time::Instant::now() < until {
-        most = most.max(fx.server.buffers_out());
+        most = most.max(budget.out());
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(
@@ -319,8 +321,9 @@ fn clients_that_read_no_replies_hold_no_more_than_their_servers_bound() {
         most > LIMIT / 2,
         "only {most} bytes out: the clients did not reach the bound"
     );
-    // Meanwhile another server answers its own client's large reads at once.
-    let other = Fixture::new("bound-other");
+    assert_eq!(budget.out(), a.server.buffers_out());
+    // Meanwhile a server with its own budget answers its own client's large reads at once.
+    let other = Fixture::new("budget-other");
     let mut c = Raw::connect(&other);
     c.go("disk", false);
     let t = std::time::Instant::now();
@@ -335,7 +338,16 @@ fn clients_that_read_no_replies_hold_no_more_than_their_servers_bound() {
         "another server's client waited {:?}",
         t.elapsed()
     );
-    // The clients read, all at once: every reply comes, zeroes (the disk is new).
+    // b's listener stops, its connections closed, though some wait for buffers a's hold.
+    let t = std::time::Instant::now();
+    drop(b);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "stopping a server took {:?}",
+        t.elapsed()
+    );
+    clients.truncate(2);
+    // a's clients read, both at once: every reply comes, zeroes (the disk is new).
     std::thread::scope(|s| {
         for c in &mut clients {
             s.spawn(move || {
@@ -349,11 +361,11 @@ fn clients_that_read_no_replies_hold_no_more_than_their_servers_bound() {
         }
     });
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while fx.server.buffers_out() > 0 {
+    while budget.out() > 0 {
         assert!(
             std::time::Instant::now() < until,
             "{} bytes of buffers still out after every reply was read",
-            fx.server.buffers_out()
+            budget.out()
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

@@ -51,6 +51,10 @@ pub struct ExportServers {
     networks: Mutex<HashMap<String, Networks>>,
     /// The NBD authority, once loaded.
     ca: Mutex<Option<Arc<super::nbd_tls::NbdCa>>>,
+    /// The buffer budget of each project's NBD listeners, shared by them all: however many
+    /// listeners a project opens, its clients hold at most `vessel_nbd::BUFFER_LIMIT` of
+    /// buffers together, and another project's never wait for them.
+    budgets: Mutex<HashMap<String, vessel_nbd::BufferBudget>>,
 }
 
 /// Checks and normalizes a listen address: `HOST:PORT` or, for NBD, an absolute socket path.
@@ -239,8 +243,17 @@ impl ExportServers {
                 .add_export(export)
                 .map_err(|err| Error::conflict(format!("NBD export: {}", chain(&err))))?;
         } else {
+            let project = crate::project::split(&e.name).0.to_string();
+            let budget = self
+                .budgets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(project)
+                .or_insert_with(|| vessel_nbd::BufferBudget::new(vessel_nbd::BUFFER_LIMIT))
+                .clone();
             let mut server = vessel_nbd::NbdServer::new([export])
-                .map_err(|err| Error::invalid(format!("NBD export: {}", chain(&err))))?;
+                .map_err(|err| Error::invalid(format!("NBD export: {}", chain(&err))))?
+                .with_buffer_budget(&budget);
             if e.tls {
                 let addr: SocketAddr = e.listen.parse().map_err(|_| {
                     Error::invalid(format!("TLS needs a TCP address, not {}", e.listen))
