@@ -296,20 +296,29 @@ impl RootDisk {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&p)
             .map_err(sys("making the root disk's reserve", &p))?;
-        nix::fcntl::fallocate(
-            f.as_raw_fd(),
-            nix::fcntl::FallocateFlags::empty(),
-            0,
-            self.reserve() as libc::off_t,
-        )
-        .map_err(|e| {
-            drop(std::fs::remove_file(&p));
-            IdmapError::Sys {
-                what: "making the root disk's reserve",
-                path: p.clone(),
-                source: e.into(),
+        // As much of it as the disk holds: the mount just took a block or two of the
+        // reserve given back, which a full disk may not have again (and half a reserve
+        // still lets the next mount make its directories).
+        let mut size = self.reserve();
+        loop {
+            match nix::fcntl::fallocate(
+                f.as_raw_fd(),
+                nix::fcntl::FallocateFlags::empty(),
+                0,
+                size as libc::off_t,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(nix::Error::ENOSPC) | Err(nix::Error::EDQUOT) if size > 4096 => size /= 2,
+                Err(e) => {
+                    drop(std::fs::remove_file(&p));
+                    return Err(IdmapError::Sys {
+                        what: "making the root disk's reserve",
+                        path: p.clone(),
+                        source: e.into(),
+                    });
+                }
             }
-        })
+        }
     }
 
     /// Unmounts the disk, which releases an image's loop device once nothing else holds the

@@ -1748,6 +1748,13 @@ fn an_operator_keeps_to_its_own_ports_and_subnets() {
     };
     refused(export("127.0.0.1:20809"), "loopback");
     refused(export("[::1]:20809"), "loopback");
+    refused(export("[::ffff:127.0.0.1]:20809"), "loopback");
+    refused(export("0.0.0.0:20809"), "every address");
+    refused(export("[::]:20809"), "every address");
+    refused(
+        export("[::ffff:10.62.0.1]:20809"),
+        "gateway of a network of another project",
+    );
     refused(
         export("10.62.0.1:20809"),
         "gateway of a network of another project",

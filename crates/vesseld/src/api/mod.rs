@@ -103,7 +103,6 @@ impl IntoResponse for Error {
 /// Longest error message a client gets, in characters.
 const MAX_MESSAGE: usize = 2048;
 
-/// A JSON error body with the given status.
 /// Whether a scheduled snapshot of instance `name` (qualified) is admitted by its
 /// project's limits, and the project's quota lock to hold until it is taken.
 pub async fn scheduled_snapshot_admitted(
@@ -114,6 +113,7 @@ pub async fn scheduled_snapshot_admitted(
     snapshots::admitted(app, &scope, name).await
 }
 
+/// A JSON error body with the given status.
 pub fn error_response(status: StatusCode, message: String) -> Response {
     (
         status,

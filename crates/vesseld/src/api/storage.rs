@@ -493,6 +493,15 @@ pub async fn exports_create(
         };
         let admin = caller.role >= vessel_api::Role::Admin
             || (scope.is_default() && addr.to_string() == default);
+        // Every address of the host is its loopback and every project's gateway too.
+        if !admin && addr.ip().to_canonical().is_unspecified() {
+            return Err(Error::forbidden(format!(
+                "{}: an export on every address of the host listens on its loopback and on \
+                 other projects' gateways too; only an admin listens there (listen on your \
+                 network's gateway or another address of the host)",
+                addr.ip()
+            )));
+        }
         let (project, networks) = (scope.name().to_string(), app.networks.clone());
         blocking(&app, move |_| {
             networks.check_listen_address(&project, addr.ip(), admin)

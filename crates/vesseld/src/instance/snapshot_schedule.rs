@@ -31,13 +31,13 @@ impl InstanceService {
             let wait = 60 - now.rem_euclid(60) + 1;
             tokio::time::sleep(Duration::from_secs(wait as u64)).await;
             let minute = super::schedule::now_secs() / 60 * 60;
-            self.scheduled_snapshots(minute, &admit).await;
+            self.scheduled_snapshots(minute, &admit);
             self.expired_snapshots(super::schedule::now_secs());
         }
     }
 
     /// Takes the snapshots due in the minute starting at `minute`.
-    async fn scheduled_snapshots(&self, minute: i64, admit: &SnapshotGate) {
+    fn scheduled_snapshots(&self, minute: i64, admit: &SnapshotGate) {
         let Ok(list) = self.store.instance_list() else {
             return;
         };
@@ -61,26 +61,30 @@ impl InstanceService {
                 name: Some(name.clone()),
                 stateful: false,
             };
-            let held = match admit(inst.name.clone()).await {
-                Ok(held) => held,
-                Err(e) => {
-                    tracing::warn!(instance = %inst.name, snapshot = %name, error = %e, "scheduled snapshot not taken");
-                    continue;
-                }
-            };
-            match self.snapshot_create(&inst.name, req, true) {
-                Ok((op, _)) => {
-                    tracing::info!(instance = %inst.name, snapshot = %name, "scheduled snapshot");
-                    if let Some(held) = held {
-                        let ops = self.ops.clone();
-                        tokio::spawn(async move {
-                            let _ = ops.wait(&op.id, None).await;
+            // Each on its own: admission waits for its project's quota lock, which a long
+            // import of that project may hold, and no other project waits for it.
+            let (svc, admit) = (self.clone(), admit.clone());
+            tokio::spawn(async move {
+                let held = match admit(inst.name.clone()).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.name, snapshot = %name, error = %e, "scheduled snapshot not taken");
+                        return;
+                    }
+                };
+                match svc.snapshot_create(&inst.name, req, true) {
+                    Ok((op, _)) => {
+                        tracing::info!(instance = %inst.name, snapshot = %name, "scheduled snapshot");
+                        if let Some(held) = held {
+                            let _ = svc.ops.wait(&op.id, None).await;
                             drop(held);
-                        });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.name, error = %e, "scheduled snapshot")
                     }
                 }
-                Err(e) => tracing::warn!(instance = %inst.name, error = %e, "scheduled snapshot"),
-            }
+            });
         }
     }
 

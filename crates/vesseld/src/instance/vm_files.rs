@@ -75,13 +75,11 @@ impl VmDriver {
             tracing::info!(overlay = %overlay.display(), backing = %backing.display(), "pointing a root disk at its image's linked disk");
             vessel_vm::rebase_overlay(&overlay, backing, format)
                 .map_err(err("pointing the root disk at the image's disk"))?;
-        } else if vessel_vm::backing_format(&overlay).map_err(err("reading the root disk"))?
-            != Some(format)
-        {
+        } else if vessel_vm::backing_format(&overlay).ok().flatten() != Some(format) {
             // Made before overlays were told the image's format: they record what its
-            // bytes looked like then (a raw disk may look like a qcow2 naming any file),
-            // which QEMU follows at every start. The image's own is recorded, once (the
-            // header only).
+            // bytes looked like then (a raw disk may look like a qcow2 naming any file,
+            // or like a format not taken here at all), which QEMU follows at every start.
+            // The image's own is recorded, once (the header only).
             tracing::info!(overlay = %overlay.display(), "recording the image's format as a root disk's backing format");
             vessel_vm::rebase_overlay(&overlay, backing, format)
                 .map_err(err("recording the root disk's backing format"))?;

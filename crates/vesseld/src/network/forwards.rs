@@ -167,6 +167,8 @@ fn check_address(
     address: std::net::IpAddr,
     admin: bool,
 ) -> Result<()> {
+    // `::ffff:127.0.0.1` listens on 127.0.0.1 (sockets are dual-stack): judged as that.
+    let address = address.to_canonical();
     if !admin && address.is_loopback() {
         return Err(Error::forbidden(format!(
             "{address}: the host's loopback addresses are its own services'; only an admin \
