@@ -487,10 +487,7 @@ pub async fn exports_create(
         .as_deref()
         .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
     {
-        let default = match req.protocol {
-            vessel_api::ExportProtocol::Nbd => crate::storage::servers::DEFAULT_NBD,
-            vessel_api::ExportProtocol::Nfs => crate::storage::servers::DEFAULT_NFS,
-        };
+        let default = crate::storage::servers::default_listen(req.protocol);
         let admin = caller.role >= vessel_api::Role::Admin
             || (scope.is_default() && addr.to_string() == default);
         // Every address of the host is its loopback and every project's gateway too.

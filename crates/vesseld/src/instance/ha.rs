@@ -340,24 +340,25 @@ impl InstanceService {
                 Ok(op) => self.ops.wait(&op.id, None).await.map(|_| ()),
                 Err(e) => Err(e),
             };
-            match done {
-                Ok(()) => {
-                    self.note_held(&i.name);
-                    stopped.push(i.name)
-                }
+            let ended = match done {
+                Ok(()) => true,
                 // Stopped meanwhile all the same (the fence watchdog kills what a slow
                 // stop left at its deadline): started again when the fence lowers, too.
                 Err(_)
-                    if self.store.instance_get(&i.name).is_ok_and(|now| {
-                        self.pending.apply(now).status == InstanceStatus::Stopped
-                    }) =>
+                    if self
+                        .get_stored(&i.name)
+                        .is_ok_and(|now| now.status == InstanceStatus::Stopped) =>
                 {
-                    self.note_held(&i.name);
-                    stopped.push(i.name)
+                    true
                 }
                 Err(e) => {
-                    tracing::error!(instance = %i.name, error = %e, "fenced: the HA instance did not stop")
+                    tracing::error!(instance = %i.name, error = %e, "fenced: the HA instance did not stop");
+                    false
                 }
+            };
+            if ended {
+                self.note_held(&i.name);
+                stopped.push(i.name)
             }
         }
         stopped

@@ -57,12 +57,17 @@ pub struct ExportServers {
     budgets: Mutex<HashMap<String, vessel_nbd::BufferBudget>>,
 }
 
-/// Checks and normalizes a listen address: `HOST:PORT` or, for NBD, an absolute socket path.
-pub fn normalize_listen(protocol: ExportProtocol, listen: Option<&str>) -> Result<String> {
-    let listen = listen.unwrap_or(match protocol {
+/// Where an export listens when it is not told: [`DEFAULT_NBD`], [`DEFAULT_NFS`].
+pub fn default_listen(protocol: ExportProtocol) -> &'static str {
+    match protocol {
         ExportProtocol::Nbd => DEFAULT_NBD,
         ExportProtocol::Nfs => DEFAULT_NFS,
-    });
+    }
+}
+
+/// Checks and normalizes a listen address: `HOST:PORT` or, for NBD, an absolute socket path.
+pub fn normalize_listen(protocol: ExportProtocol, listen: Option<&str>) -> Result<String> {
+    let listen = listen.unwrap_or(default_listen(protocol));
     if listen.starts_with('/') {
         if protocol == ExportProtocol::Nfs {
             return Err(Error::invalid(
